@@ -1,0 +1,164 @@
+//! The one error type of the crate.
+//!
+//! Every variant says where the problem is: the file, and for damage on media the byte offset and
+//! the log sequence number (LSN) involved.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Lsn;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when creating, opening, reading or appending to a log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call on the log file failed.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        /// The file the call was about.
+        path: PathBuf,
+        /// What was being done (`open`, `mmap`, `msync`, ...).
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The path names a directory, not a log file.
+    #[error("{path}: is a directory, not a daxlog file")]
+    IsDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// `create` was asked to make a file that already exists.
+    #[error("{path}: already exists")]
+    AlreadyExists {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// The file is empty (zero bytes): it was never initialised as a log.
+    #[error("{path}: empty file (0 bytes), not a daxlog file")]
+    EmptyFile {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// The file is too short to hold the superblock.
+    #[error("{path}: file is {len} bytes, smaller than the {min}-byte superblock area")]
+    TooSmall {
+        /// The path given.
+        path: PathBuf,
+        /// The file's length.
+        len: u64,
+        /// The smallest valid length.
+        min: u64,
+    },
+
+    /// The file does not start with the daxlog magic number (in either superblock copy).
+    #[error("{path}: not a daxlog file (bad magic at offset {offset})")]
+    NotDaxlog {
+        /// The path given.
+        path: PathBuf,
+        /// Offset of the superblock copy that was examined.
+        offset: u64,
+    },
+
+    /// The file is a daxlog file of a format version this build cannot read.
+    #[error("{path}: unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The path given.
+        path: PathBuf,
+        /// The version found on media.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// Both copies of the superblock (or both metadata slots) fail their checksums or hold
+    /// impossible values.
+    #[error("{path}: corrupted superblock at offset {offset}: {reason}")]
+    CorruptedSuperblock {
+        /// The path given.
+        path: PathBuf,
+        /// Offset of the damaged structure.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The file is shorter than the capacity its superblock records (truncated by someone
+    /// else). Mapping it would fault on access past the end of the file.
+    #[error("{path}: file is {file_len} bytes but the log's capacity is {capacity} bytes")]
+    FileShorterThanCapacity {
+        /// The path given.
+        path: PathBuf,
+        /// The file's current length.
+        file_len: u64,
+        /// The capacity recorded in the superblock.
+        capacity: u64,
+    },
+
+    /// The requested capacity cannot hold a log.
+    #[error("invalid capacity {capacity}: {reason}")]
+    InvalidCapacity {
+        /// The requested capacity in bytes.
+        capacity: u64,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// Another process (or another `Log` in this process) holds the writer lock on the file.
+    #[error("{path}: locked by another writer")]
+    Locked {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// The log was opened read-only and an operation needs to write.
+    #[error("log is open read-only")]
+    ReadOnly,
+
+    /// The payload can never fit in this log, whatever is truncated.
+    #[error("payload of {len} bytes exceeds the largest payload this log can hold ({max} bytes)")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: u64,
+        /// The largest payload this log can hold.
+        max: u64,
+    },
+
+    /// There is not enough free space for the append. Nothing was written; the log stays usable.
+    #[error("log full: the append needs {needed} bytes, {available} are free")]
+    Full {
+        /// Bytes the append needs on media (headers and padding included).
+        needed: u64,
+        /// Bytes free at the tail.
+        available: u64,
+    },
+
+    /// An entry inside the valid part of the log is damaged.
+    #[error("corrupted entry at offset {offset} (expected LSN {lsn}): {reason}")]
+    Corrupted {
+        /// Byte offset of the damaged entry in the file.
+        offset: u64,
+        /// The LSN the entry should have carried.
+        lsn: Lsn,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, op: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The bytes on media: superblock, metadata slots and entries (format version 1).
+//!
+//! `docs/FORMAT.md` is the specification; this module is its only implementation. All integers
+//! are little-endian. Nothing here touches media: these are pure encoders and decoders over byte
+//! slices, so that recovery, the simulator and the fuzzers share them.
+
+use crate::Lsn;
+
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The first eight bytes of every daxlog file.
+pub const MAGIC: [u8; 8] = *b"DAXLOG\0\x1a";
+
+// ---- File layout -------------------------------------------------------------------------------
+
+/// Offset of the primary superblock.
+pub const SB_PRIMARY_OFFSET: usize = 0;
+/// Bytes covered by a superblock copy (each copy lives in its own 512-byte sector).
+pub const SB_LEN: usize = 64;
+/// Offset of the backup superblock, in the second 512-byte sector.
+pub const SB_BACKUP_OFFSET: usize = SB_PRIMARY_OFFSET + 512;
+/// Offset of metadata slot 0, in the third sector.
+pub const SLOT0_OFFSET: usize = SB_BACKUP_OFFSET + 512;
+/// Offset of metadata slot 1, in the fourth sector.
+pub const SLOT1_OFFSET: usize = SLOT0_OFFSET + 512;
+/// Bytes covered by a metadata slot: exactly one cache line.
+pub const SLOT_LEN: usize = 64;
+/// Offset of the first entry: the metadata area is one 4 KiB page.
+pub const DATA_OFFSET: usize = 4096;
+
+/// Entries start on multiples of this.
+pub const ENTRY_ALIGN: usize = 8;
+/// Bytes of an entry header.
+pub const HEADER_LEN: usize = 24;
+/// Capacities are multiples of this (a page), so mappings and msync ranges stay page-aligned.
+pub const CAPACITY_ALIGN: u64 = 4096;
+/// The smallest capacity: the metadata page and one data page.
+pub const MIN_CAPACITY: u64 = 2 * 4096;
+/// The largest capacity: offsets in the format are u64, but the mapping must fit the address
+/// space comfortably.
+pub const MAX_CAPACITY: u64 = 1 << 46;
+
+/// The first LSN of a new log.
+pub const FIRST_LSN: Lsn = 1;
+
+// ---- Entry flags -------------------------------------------------------------------------------
+
+/// The entry belongs to a batch and is not its last entry: it counts only if the batch's last
+/// entry (flag clear) is valid too.
+pub const FLAG_CONTINUES: u32 = 1 << 0;
+/// Flags a version-1 reader understands; any other set bit makes the entry invalid.
+pub const KNOWN_FLAGS: u32 = FLAG_CONTINUES;
+
+// ---- Superblock --------------------------------------------------------------------------------
+//
+//  0      8       12      16             32          40           48     52      56      60    64
+//  +------+-------+-------+--------------+-----------+------------+------+-------+-------+-----+
+//  |magic |version|sb_len | uuid (16 B)  | capacity  | data_offset| salt | align | 0     | crc |
+//  +------+-------+-------+--------------+-----------+------------+------+-------+-------+-----+
+//  crc = crc32c over bytes 0..60.
+
+const SB_VERSION: usize = 8;
+const SB_SIZE: usize = SB_VERSION + 4;
+const SB_UUID: usize = SB_SIZE + 4;
+const SB_CAPACITY: usize = SB_UUID + 16;
+const SB_DATA_OFFSET: usize = SB_CAPACITY + 8;
+const SB_SALT: usize = SB_DATA_OFFSET + 8;
+const SB_ALIGN: usize = SB_SALT + 4;
+const SB_RESERVED: usize = SB_ALIGN + 4;
+const SB_CRC: usize = SB_RESERVED + 4;
+const _: () = assert!(SB_CRC + 4 == SB_LEN);
+
+/// The static description of a log, written once at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    /// A random identifier of this log, fixed at creation.
+    pub uuid: [u8; 16],
+    /// Total file size in bytes, metadata page included.
+    pub capacity: u64,
+    /// Seed of every entry and slot checksum: ties entries to this log (see FORMAT.md).
+    pub salt: u32,
+}
+
+/// Why a superblock copy was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SuperblockError {
+    /// The magic number is wrong: not a daxlog file.
+    BadMagic,
+    /// A daxlog file of another format version.
+    Version(u32),
+    /// The checksum or a field is wrong.
+    Corrupt(&'static str),
+}
+
+impl Superblock {
+    /// Encodes the superblock into its 64 bytes.
+    pub fn encode(&self) -> [u8; SB_LEN] {
+        let mut b = [0u8; SB_LEN];
+        b[..8].copy_from_slice(&MAGIC);
+        put_u32(&mut b, SB_VERSION, FORMAT_VERSION);
+        put_u32(&mut b, SB_SIZE, SB_LEN as u32);
+        b[SB_UUID..SB_UUID + 16].copy_from_slice(&self.uuid);
+        put_u64(&mut b, SB_CAPACITY, self.capacity);
+        put_u64(&mut b, SB_DATA_OFFSET, DATA_OFFSET as u64);
+        put_u32(&mut b, SB_SALT, self.salt);
+        put_u32(&mut b, SB_ALIGN, ENTRY_ALIGN as u32);
+        let crc = crc32c::crc32c(&b[..SB_CRC]);
+        put_u32(&mut b, SB_CRC, crc);
+        b
+    }
+
+    /// Decodes and validates one superblock copy.
+    pub fn decode(b: &[u8]) -> Result<Self, SuperblockError> {
+        if b.len() < SB_LEN || b[..8] != MAGIC {
+            return Err(SuperblockError::BadMagic);
+        }
+        let version = get_u32(b, SB_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(SuperblockError::Version(version));
+        }
+        if get_u32(b, SB_CRC) != crc32c::crc32c(&b[..SB_CRC]) {
+            return Err(SuperblockError::Corrupt("checksum mismatch"));
+        }
+        if get_u32(b, SB_SIZE) as usize != SB_LEN
+            || get_u64(b, SB_DATA_OFFSET) != DATA_OFFSET as u64
+            || get_u32(b, SB_ALIGN) as usize != ENTRY_ALIGN
+            || get_u32(b, SB_RESERVED) != 0
+        {
+            return Err(SuperblockError::Corrupt("unexpected layout field"));
+        }
+        let capacity = get_u64(b, SB_CAPACITY);
+        if validate_capacity(capacity).is_err() {
+            return Err(SuperblockError::Corrupt("impossible capacity"));
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[SB_UUID..SB_UUID + 16]);
+        Ok(Superblock {
+            uuid,
+            capacity,
+            salt: get_u32(b, SB_SALT),
+        })
+    }
+
+    /// The UUID in its usual hyphenated text form.
+    pub fn uuid_string(&self) -> String {
+        let h: String = self.uuid.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+/// Checks a capacity requested for a new log or found in a superblock.
+pub fn validate_capacity(capacity: u64) -> Result<(), &'static str> {
+    if capacity < MIN_CAPACITY {
+        return Err("smaller than the minimum of 8192 bytes");
+    }
+    if capacity % CAPACITY_ALIGN != 0 {
+        return Err("not a multiple of 4096 bytes");
+    }
+    if capacity > MAX_CAPACITY {
+        return Err("larger than the maximum of 64 TiB");
+    }
+    Ok(())
+}
+
+// ---- Metadata slot -----------------------------------------------------------------------------
+//
+//  0     8            16         24        32     36     40          48        56    60    64
+//  +-----+------------+----------+---------+------+------+-----------+---------+-----+-----+
+//  | seq | head_offset| head_lsn | cut_lsn |epoch |flags |hint_offset|hint_lsn | 0   | crc |
+//  +-----+------------+----------+---------+------+------+-----------+---------+-----+-----+
+//  crc = crc32c seeded with the salt over bytes 0..60. The valid slot with the larger seq wins.
+
+const SLOT_HEAD_OFFSET: usize = 8;
+const SLOT_HEAD_LSN: usize = SLOT_HEAD_OFFSET + 8;
+const SLOT_CUT_LSN: usize = SLOT_HEAD_LSN + 8;
+const SLOT_EPOCH: usize = SLOT_CUT_LSN + 8;
+const SLOT_FLAGS: usize = SLOT_EPOCH + 4;
+const SLOT_HINT_OFFSET: usize = SLOT_FLAGS + 4;
+const SLOT_HINT_LSN: usize = SLOT_HINT_OFFSET + 8;
+const SLOT_RESERVED: usize = SLOT_HINT_LSN + 8;
+const SLOT_CRC: usize = SLOT_RESERVED + 4;
+const _: () = assert!(SLOT_CRC + 4 == SLOT_LEN);
+
+/// The mutable metadata of a log. Two copies alternate so that a torn update leaves the
+/// previous one intact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Update counter; the valid slot with the larger value is current. Never 0 when valid.
+    pub seq: u64,
+    /// Offset of the first entry of the log.
+    pub head_offset: u64,
+    /// LSN of the first entry of the log.
+    pub head_lsn: Lsn,
+    /// Entries with an LSN at or above this must carry `epoch`; entries below were validated
+    /// by an earlier session (see FORMAT.md, "Epochs").
+    pub cut_lsn: Lsn,
+    /// The epoch of the writing session.
+    pub epoch: u32,
+}
+
+impl Slot {
+    /// Offset of slot `seq % 2`.
+    pub fn offset_for(seq: u64) -> usize {
+        if seq % 2 == 0 {
+            SLOT0_OFFSET
+        } else {
+            SLOT1_OFFSET
+        }
+    }
+
+    /// Encodes the slot into its 64 bytes, sealed with the log's salt.
+    pub fn encode(&self, salt: u32) -> [u8; SLOT_LEN] {
+        let mut b = [0u8; SLOT_LEN];
+        put_u64(&mut b, 0, self.seq);
+        put_u64(&mut b, SLOT_HEAD_OFFSET, self.head_offset);
+        put_u64(&mut b, SLOT_HEAD_LSN, self.head_lsn);
+        put_u64(&mut b, SLOT_CUT_LSN, self.cut_lsn);
+        put_u32(&mut b, SLOT_EPOCH, self.epoch);
+        let crc = crc32c::crc32c_append(salt, &b[..SLOT_CRC]);
+        put_u32(&mut b, SLOT_CRC, crc);
+        b
+    }
+
+    /// Decodes one slot; `None` if it was never written, is torn, or holds impossible values.
+    pub fn decode(b: &[u8], salt: u32, capacity: u64) -> Option<Self> {
+        if b.len() < SLOT_LEN || get_u32(b, SLOT_CRC) != crc32c::crc32c_append(salt, &b[..SLOT_CRC])
+        {
+            return None;
+        }
+        let s = Slot {
+            seq: get_u64(b, 0),
+            head_offset: get_u64(b, SLOT_HEAD_OFFSET),
+            head_lsn: get_u64(b, SLOT_HEAD_LSN),
+            cut_lsn: get_u64(b, SLOT_CUT_LSN),
+            epoch: get_u32(b, SLOT_EPOCH),
+        };
+        let sane = s.seq != 0
+            && get_u32(b, SLOT_FLAGS) == 0
+            && get_u64(b, SLOT_HINT_OFFSET) == 0
+            && get_u64(b, SLOT_HINT_LSN) == 0
+            && get_u32(b, SLOT_RESERVED) == 0
+            && s.head_offset >= DATA_OFFSET as u64
+            && s.head_offset < capacity
+            && s.head_offset % ENTRY_ALIGN as u64 == 0
+            && s.head_lsn >= FIRST_LSN
+            && s.cut_lsn >= s.head_lsn;
+        sane.then_some(s)
+    }
+
+    /// Picks the current slot from the two copies.
+    pub fn pick(a: Option<Slot>, b: Option<Slot>) -> Option<Slot> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+// ---- Entry -------------------------------------------------------------------------------------
+//
+//  0      4      8              16       20       24
+//  +------+------+--------------+--------+--------+---------------------+---------+
+//  | crc  | len  | lsn          | epoch  | flags  | payload (len bytes) | 0 pad   |
+//  +------+------+--------------+--------+--------+---------------------+---------+
+//  crc = crc32c seeded with the salt over the payload, then over header bytes 4..24.
+//  The entry occupies align_up(24 + len, 8) bytes; the padding is zero and not checksummed.
+
+const H_LEN: usize = 4;
+const H_LSN: usize = H_LEN + 4;
+const H_EPOCH: usize = H_LSN + 8;
+const H_FLAGS: usize = H_EPOCH + 4;
+const _: () = assert!(H_FLAGS + 4 == HEADER_LEN);
+
+/// The decoded header of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryHeader {
+    /// The stored checksum.
+    pub crc: u32,
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Log sequence number.
+    pub lsn: Lsn,
+    /// Epoch of the session that wrote the entry.
+    pub epoch: u32,
+    /// Flag bits (`FLAG_*`).
+    pub flags: u32,
+}
+
+impl EntryHeader {
+    /// Reads a header from the first 24 bytes of `b`.
+    #[inline]
+    pub fn decode(b: &[u8]) -> Self {
+        EntryHeader {
+            crc: get_u32(b, 0),
+            len: get_u32(b, H_LEN),
+            lsn: get_u64(b, H_LSN),
+            epoch: get_u32(b, H_EPOCH),
+            flags: get_u32(b, H_FLAGS),
+        }
+    }
+
+    /// Encodes the header; `crc` must already be [`entry_crc`] of the payload and this header.
+    #[inline]
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        put_u32(&mut b, 0, self.crc);
+        put_u32(&mut b, H_LEN, self.len);
+        put_u64(&mut b, H_LSN, self.lsn);
+        put_u32(&mut b, H_EPOCH, self.epoch);
+        put_u32(&mut b, H_FLAGS, self.flags);
+        b
+    }
+
+    /// Bytes the entry occupies on media, padding included.
+    #[inline]
+    pub fn entry_len(&self) -> usize {
+        entry_len(self.len as usize)
+    }
+}
+
+/// Bytes an entry with a `payload_len`-byte payload occupies on media.
+#[inline]
+pub const fn entry_len(payload_len: usize) -> usize {
+    (HEADER_LEN + payload_len + ENTRY_ALIGN - 1) & !(ENTRY_ALIGN - 1)
+}
+
+/// The checksum of a payload alone, the first half of [`entry_crc`]; it depends on nothing the
+/// writer assigns, so it can be computed before the LSN is known.
+#[inline]
+pub fn payload_crc(salt: u32, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(salt, payload)
+}
+
+/// Completes a [`payload_crc`] with the header fields after the checksum itself.
+#[inline]
+pub fn entry_crc(payload_crc: u32, header: &EntryHeader) -> u32 {
+    let b = header.encode();
+    crc32c::crc32c_append(payload_crc, &b[4..])
+}
+
+// ---- Little-endian helpers ---------------------------------------------------------------------
+
+#[inline]
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+#[inline]
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[inline]
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[inline]
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_round_trip_and_damage() {
+        let sb = Superblock {
+            uuid: [7; 16],
+            capacity: 1 << 20,
+            salt: 0xdead_beef,
+        };
+        let b = sb.encode();
+        assert_eq!(Superblock::decode(&b), Ok(sb));
+        for i in 0..SB_LEN {
+            let mut d = b;
+            d[i] ^= 0x10;
+            assert!(Superblock::decode(&d).is_err(), "flip at byte {i} accepted");
+        }
+        let mut v = b;
+        v[SB_VERSION] = 2;
+        assert_eq!(Superblock::decode(&v), Err(SuperblockError::Version(2)));
+    }
+
+    #[test]
+    fn slot_round_trip_and_damage() {
+        let s = Slot {
+            seq: 3,
+            head_offset: DATA_OFFSET as u64,
+            head_lsn: 1,
+            cut_lsn: 10,
+            epoch: 99,
+        };
+        let b = s.encode(5);
+        assert_eq!(Slot::decode(&b, 5, 1 << 20), Some(s));
+        assert_eq!(Slot::decode(&b, 6, 1 << 20), None, "other salt accepted");
+        for i in 0..SLOT_LEN {
+            let mut d = b;
+            d[i] ^= 1;
+            assert_eq!(Slot::decode(&d, 5, 1 << 20), None, "flip at byte {i}");
+        }
+        assert_eq!(Slot::decode(&[0; SLOT_LEN], 0, 1 << 20), None);
+    }
+
+    #[test]
+    fn entry_len_rounds_to_eight() {
+        assert_eq!(entry_len(0), 24);
+        assert_eq!(entry_len(1), 32);
+        assert_eq!(entry_len(8), 32);
+        assert_eq!(entry_len(9), 40);
+    }
+}

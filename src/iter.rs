@@ -1,0 +1,145 @@
+//! Reading: iteration over durable entries and lookup by LSN, as zero-copy slices.
+
+use std::sync::atomic::Ordering;
+
+use crate::format::{EntryHeader, HEADER_LEN};
+use crate::log::Log;
+use crate::media::Media;
+use crate::recover::INDEX_STRIDE;
+use crate::Lsn;
+
+/// One entry of the log: its LSN and a slice of its payload, borrowed from the mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The entry's log sequence number.
+    pub lsn: Lsn,
+    /// The payload, exactly as appended.
+    pub payload: &'a [u8],
+}
+
+/// Iterator over durable entries in LSN order; see [`Log::iter`].
+///
+/// It covers the entries that were durable when it was created; entries appended later are
+/// not visited.
+pub struct Iter<'a, M: Media> {
+    log: &'a Log<M>,
+    pos: usize,
+    end: usize,
+    lsn: Lsn,
+}
+
+impl<'a, M: Media> Iterator for Iter<'a, M> {
+    type Item = Entry<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Entry<'a>> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let (entry, next) = self.log.entry_at(self.pos, self.lsn)?;
+        self.pos = next;
+        self.lsn += 1;
+        Some(entry)
+    }
+}
+
+impl<M: Media> Log<M> {
+    /// Iterates over all durable entries, oldest first.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// log.append(b"a")?;
+    /// log.append(b"b")?;
+    /// let all: Vec<(u64, &[u8])> = log.iter().map(|e| (e.lsn, e.payload)).collect();
+    /// assert_eq!(all, [(1, &b"a"[..]), (2, &b"b"[..])]);
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, M> {
+        Iter {
+            log: self,
+            pos: crate::format::DATA_OFFSET,
+            end: self.pmem.committed(),
+            lsn: self.first_lsn,
+        }
+    }
+
+    /// Iterates over the durable entries with an LSN of at least `lsn`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// for p in [b"a", b"b", b"c"] { log.append(p)?; }
+    /// let lsns: Vec<u64> = log.iter_from(2).map(|e| e.lsn).collect();
+    /// assert_eq!(lsns, [2, 3]);
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn iter_from(&self, lsn: Lsn) -> Iter<'_, M> {
+        let end = self.pmem.committed();
+        let last = self.last_lsn.load(Ordering::Acquire);
+        if lsn <= self.first_lsn {
+            return Iter { end, ..self.iter() };
+        }
+        if lsn > last {
+            return Iter {
+                log: self,
+                pos: end,
+                end,
+                lsn,
+            };
+        }
+        let (pos, found) = self.seek(lsn);
+        Iter {
+            log: self,
+            pos,
+            end,
+            lsn: found,
+        }
+    }
+
+    /// The durable entry with LSN `lsn`, if the log holds it.
+    pub fn read(&self, lsn: Lsn) -> Option<Entry<'_>> {
+        let last = self.last_lsn.load(Ordering::Acquire);
+        if lsn < self.first_lsn || lsn > last {
+            return None;
+        }
+        let (pos, at) = self.seek(lsn);
+        debug_assert_eq!(at, lsn);
+        self.entry_at(pos, lsn).map(|(e, _)| e)
+    }
+
+    /// Offset of entry `lsn` (which must be durable), found from the sparse index.
+    fn seek(&self, lsn: Lsn) -> (usize, Lsn) {
+        let k = ((lsn - self.first_lsn) / INDEX_STRIDE) as usize;
+        let base = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            // The index entry for an LSN is added before that LSN is published.
+            index[k.min(index.len() - 1)] as usize
+        };
+        let mut at = self.first_lsn + k as u64 * INDEX_STRIDE;
+        let mut pos = base;
+        while at < lsn {
+            match self.entry_at(pos, at) {
+                Some((_, next)) => pos = next,
+                None => break,
+            }
+            at += 1;
+        }
+        (pos, at)
+    }
+
+    /// The published entry at `pos` and the offset of the one after it.
+    #[inline]
+    fn entry_at(&self, pos: usize, lsn: Lsn) -> Option<(Entry<'_>, usize)> {
+        let h = EntryHeader::decode(self.pmem.read_committed(pos, HEADER_LEN)?);
+        debug_assert_eq!(h.lsn, lsn);
+        let payload = self.pmem.read_committed(pos + HEADER_LEN, h.len as usize)?;
+        Some((
+            Entry {
+                lsn: h.lsn,
+                payload,
+            },
+            pos + h.entry_len(),
+        ))
+    }
+}

@@ -1,0 +1,60 @@
+//! # daxlog
+//!
+//! An append-only, crash-safe log on persistent memory.
+//!
+//! A log is one file, mapped with `MAP_SYNC` on a DAX file system (ext4 or xfs mounted
+//! `-o dax` on `/dev/pmem*`). An append copies the entry into the mapping and makes it durable
+//! with CPU cache write-back (`CLWB`, else `CLFLUSHOPT`, else `CLFLUSH`) and one fence, or with
+//! non-temporal stores and the fence. On any other file system the same file works through an
+//! `msync` fallback: correct, only slower. There is no tail pointer to update on each append:
+//! every entry carries its LSN and a crc32c checksum, and recovery finds the end of the log by
+//! validating them.
+//!
+//! ```
+//! # fn main() -> Result<(), daxlog::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use daxlog::{Log, Options};
+//!
+//! let path = dir.path().join("intent.dax");
+//! let log = Log::create(&path, &Options::new().capacity(4 << 20))?;
+//! let lsn = log.append(b"txn 17: set a=1")?;       // durable when it returns
+//! log.append_batch(&[b"txn 18: set b=2", b"txn 18: commit"])?; // one barrier, all or nothing
+//! println!("persistence: {}", log.persistence());    // e.g. "CLWB+SFENCE" or "msync"
+//! drop(log);
+//!
+//! let log = Log::open(&path, &Options::new())?;       // recovers; a torn tail is discarded
+//! assert_eq!(log.read(lsn).unwrap().payload, b"txn 17: set a=1");
+//! assert_eq!(log.last_lsn(), Some(3));
+//! # Ok(()) }
+//! ```
+//!
+//! The on-media format is specified in `docs/FORMAT.md`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod append;
+mod error;
+pub mod format;
+mod iter;
+mod log;
+mod map;
+mod media;
+#[cfg(feature = "mutants")]
+pub mod mutants;
+mod options;
+mod persist;
+mod recover;
+
+/// A log sequence number. The first entry of a new log has LSN 1; each entry has the LSN of
+/// the one before it plus one.
+pub type Lsn = u64;
+
+pub use error::{Error, Result};
+pub use iter::{Entry, Iter};
+pub use log::Log;
+pub use map::{MmapMedia, PersistenceChoice};
+pub use media::{Media, Persistence};
+pub use options::{Options, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
+pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
+pub use recover::{RecoveryReport, TailState};

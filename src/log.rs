@@ -1,0 +1,525 @@
+//! The log: creating, opening (with recovery) and inspecting it.
+//!
+//! The append path is in `append.rs`, reading in `iter.rs`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, Slot, Superblock, SuperblockError, DATA_OFFSET, FIRST_LSN, HEADER_LEN, SB_BACKUP_OFFSET,
+    SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+};
+use crate::map::{allocate, fill_random, lock_exclusive, sync_parent_dir, MmapMedia};
+use crate::media::{Media, Persistence, Pmem, WriteToken};
+use crate::options::Options;
+use crate::recover::{self, RecoveryReport};
+use crate::Lsn;
+
+/// The name used in errors for media that are not files.
+const MEDIA_NAME: &str = "(media)";
+
+/// An append-only, crash-safe log.
+///
+/// `Log` is `Send + Sync`: share it between threads by reference or `Arc`. Appends are
+/// serialised internally; readers never block appends and see only durable entries.
+///
+/// The type parameter is the media; the default, [`MmapMedia`], is a mapped file. Other media
+/// (such as the `pmem-sim` simulator) plug in through [`Log::create_on`] and [`Log::open_on`].
+///
+/// ```
+/// # fn main() -> Result<(), daxlog::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("journal.dax");
+/// use daxlog::{Log, Options};
+///
+/// let log = Log::create(&path, &Options::new().capacity(1 << 20))?;
+/// let a = log.append(b"mkdir /a")?;
+/// let b = log.append(b"create /a/x")?;
+/// assert_eq!((a, b), (1, 2));
+/// drop(log);
+///
+/// let log = Log::open(&path, &Options::new())?;
+/// assert_eq!(log.recovery().entries, 2);
+/// let ops: Vec<&[u8]> = log.iter().map(|e| e.payload).collect();
+/// assert_eq!(ops, [&b"mkdir /a"[..], b"create /a/x"]);
+/// # Ok(()) }
+/// ```
+pub struct Log<M: Media = MmapMedia> {
+    pub(crate) pmem: Pmem<M>,
+    pub(crate) sb: Superblock,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) index: RwLock<Vec<u64>>,
+    pub(crate) first_lsn: Lsn,
+    /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
+    pub(crate) last_lsn: AtomicU64,
+    pub(crate) nt_threshold: usize,
+    pub(crate) read_only: bool,
+    pub(crate) report: RecoveryReport,
+    /// The file path, or a placeholder for other media; used in error messages.
+    pub(crate) name: PathBuf,
+}
+
+/// State owned by the single writer.
+pub(crate) struct Writer {
+    pub(crate) token: WriteToken,
+    pub(crate) tail: usize,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) slot: Slot,
+    pub(crate) prepared_to: usize,
+}
+
+impl<M: Media> std::fmt::Debug for Log<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("uuid", &self.sb.uuid_string())
+            .field("capacity", &self.sb.capacity)
+            .field("persistence", &self.persistence())
+            .field("first_lsn", &self.first_lsn())
+            .field("last_lsn", &self.last_lsn())
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+impl Log<MmapMedia> {
+    /// Creates a new log file of `opts`' capacity and opens it for writing.
+    ///
+    /// Fails with [`Error::AlreadyExists`] if the file exists, unless
+    /// [`Options::overwrite`] is set. The file is fully allocated (so that a page fault can
+    /// never find the file system full) and made durable before this returns.
+    pub fn create(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
+        let path = path.as_ref();
+        let capacity = opts.capacity;
+        format::validate_capacity(capacity)
+            .map_err(|reason| Error::InvalidCapacity { capacity, reason })?;
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(Error::IsDirectory { path: path.into() }),
+            Ok(_) if !opts.overwrite => return Err(Error::AlreadyExists { path: path.into() }),
+            _ => {}
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| Error::io(path, "create", e))?;
+        lock_exclusive(&file, path)?;
+        file.set_len(0)
+            .map_err(|e| Error::io(path, "truncate", e))?;
+        allocate(&file, capacity).map_err(|e| Error::io(path, "fallocate", e))?;
+        file.sync_all().map_err(|e| Error::io(path, "fsync", e))?;
+        sync_parent_dir(path);
+        let media = MmapMedia::map(
+            file,
+            path,
+            capacity as usize,
+            true,
+            opts.resolved_persistence(),
+            opts.resolved_flush(),
+        )?;
+        Self::format(media, opts, path)
+    }
+
+    /// Opens an existing log for writing, recovering it: see [`Log::recovery`] for what was
+    /// found. Takes an exclusive lock on the file; a second writer gets [`Error::Locked`].
+    pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
+        Self::open_file(path.as_ref(), opts, true)
+    }
+
+    /// Opens an existing log for reading only (works on a read-only file). Takes no lock and
+    /// writes nothing; appends fail with [`Error::ReadOnly`].
+    pub fn open_read_only(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
+        Self::open_file(path.as_ref(), opts, false)
+    }
+
+    /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system and CPU
+    /// flushes alone make appends durable.
+    pub fn map_sync(&self) -> bool {
+        self.pmem.media().map_sync()
+    }
+
+    /// The path of the log file.
+    pub fn path(&self) -> &Path {
+        self.pmem.media().path()
+    }
+
+    fn open_file(path: &Path, opts: &Options, writable: bool) -> Result<Self> {
+        let start = Instant::now();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?;
+        if meta.is_dir() {
+            return Err(Error::IsDirectory { path: path.into() });
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::io(path, "open", e))?;
+        if writable {
+            lock_exclusive(&file, path)?;
+        }
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io(path, "stat", e))?
+            .len();
+        if file_len == 0 {
+            return Err(Error::EmptyFile { path: path.into() });
+        }
+        if file_len < DATA_OFFSET as u64 {
+            return Err(Error::TooSmall {
+                path: path.into(),
+                len: file_len,
+                min: DATA_OFFSET as u64,
+            });
+        }
+        let mut meta_page = vec![0u8; DATA_OFFSET];
+        file.read_exact_at(&mut meta_page, 0)
+            .map_err(|e| Error::io(path, "read", e))?;
+        let (sb, _) = decode_superblocks(&meta_page, path)?;
+        if file_len < sb.capacity {
+            return Err(Error::FileShorterThanCapacity {
+                path: path.into(),
+                file_len,
+                capacity: sb.capacity,
+            });
+        }
+        let media = MmapMedia::map(
+            file,
+            path,
+            sb.capacity as usize,
+            writable,
+            opts.resolved_persistence(),
+            opts.resolved_flush(),
+        )?;
+        Self::recover(media, opts, writable, path, start)
+    }
+}
+
+impl<M: Media> Log<M> {
+    /// Formats `media` as a new, empty log and opens it for writing. The capacity is the
+    /// media's length; whatever the media held before can never be read back as entries.
+    pub fn create_on(media: M, opts: &Options) -> Result<Self> {
+        Self::format(media, opts, Path::new(MEDIA_NAME))
+    }
+
+    fn format(media: M, opts: &Options, path: &Path) -> Result<Self> {
+        let capacity = media.len() as u64;
+        format::validate_capacity(capacity)
+            .map_err(|reason| Error::InvalidCapacity { capacity, reason })?;
+        let mut pmem = Pmem::new(media, DATA_OFFSET);
+        let mut uuid = [0u8; 16];
+        fill_random(&mut uuid);
+        let mut salt = [0u8; 4];
+        fill_random(&mut salt);
+        let sb = Superblock {
+            uuid,
+            capacity,
+            salt: u32::from_le_bytes(salt),
+        };
+        let slot = Slot {
+            seq: 1,
+            head_offset: DATA_OFFSET as u64,
+            head_lsn: FIRST_LSN,
+            cut_lsn: FIRST_LSN,
+            epoch: new_epoch(None),
+        };
+        let sb_bytes = sb.encode();
+        pmem.store_exclusive(SB_PRIMARY_OFFSET, &sb_bytes);
+        pmem.store_exclusive(SB_BACKUP_OFFSET, &sb_bytes);
+        pmem.store_exclusive(Slot::offset_for(slot.seq), &slot.encode(sb.salt));
+        let other = Slot::offset_for(slot.seq + 1);
+        pmem.store_exclusive(other, &[0u8; SLOT_LEN]);
+        // An empty first header, so the new log reports a clean end.
+        pmem.store_exclusive(DATA_OFFSET, &[0u8; HEADER_LEN]);
+        pmem.flush(0, DATA_OFFSET + HEADER_LEN);
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        let persistence = pmem.media().persistence();
+        tracing::info!(uuid = %sb.uuid_string(), capacity, %persistence, "daxlog: created log");
+        let report = RecoveryReport {
+            entries: 0,
+            first_lsn: None,
+            last_lsn: None,
+            tail_offset: DATA_OFFSET as u64,
+            torn_bytes: 0,
+            tail_state: recover::TailState::Clean,
+            superblock_from_backup: false,
+            duration: Default::default(),
+            persistence,
+        };
+        let scan = recover::Scan {
+            tail: DATA_OFFSET,
+            next_lsn: FIRST_LSN,
+            entries: 0,
+            torn_bytes: 0,
+            state: recover::TailState::Clean,
+            index: Vec::new(),
+        };
+        Ok(Self::assemble(
+            pmem, sb, slot, scan, opts, false, report, path,
+        ))
+    }
+
+    /// Opens the log stored on `media` for writing, recovering it.
+    pub fn open_on(media: M, opts: &Options) -> Result<Self> {
+        Self::recover(media, opts, true, Path::new(MEDIA_NAME), Instant::now())
+    }
+
+    /// Opens the log stored on `media` for reading only; nothing is written to the media.
+    pub fn open_on_read_only(media: M, opts: &Options) -> Result<Self> {
+        Self::recover(media, opts, false, Path::new(MEDIA_NAME), Instant::now())
+    }
+
+    /// Gives the media back (for simulators that inspect it after a run).
+    pub fn into_media(self) -> M {
+        self.pmem.into_media()
+    }
+
+    fn recover(
+        media: M,
+        opts: &Options,
+        writable: bool,
+        path: &Path,
+        start: Instant,
+    ) -> Result<Self> {
+        let len = media.len();
+        if len < DATA_OFFSET {
+            return Err(Error::TooSmall {
+                path: path.into(),
+                len: len as u64,
+                min: DATA_OFFSET as u64,
+            });
+        }
+        let mut pmem = Pmem::new(media, DATA_OFFSET);
+        let (sb, from_backup) = decode_superblocks(pmem.view(0, DATA_OFFSET), path)?;
+        if (len as u64) < sb.capacity {
+            return Err(Error::FileShorterThanCapacity {
+                path: path.into(),
+                file_len: len as u64,
+                capacity: sb.capacity,
+            });
+        }
+        let cap = sb.capacity as usize;
+        let meta = pmem.view(0, DATA_OFFSET);
+        let slot = Slot::pick(
+            Slot::decode(&meta[SLOT0_OFFSET..], sb.salt, sb.capacity),
+            Slot::decode(&meta[SLOT1_OFFSET..], sb.salt, sb.capacity),
+        )
+        .ok_or_else(|| Error::CorruptedSuperblock {
+            path: path.into(),
+            offset: SLOT0_OFFSET as u64,
+            reason: "no valid metadata slot".into(),
+        })?;
+        let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot);
+
+        let mut current = slot;
+        if writable {
+            // Repair a damaged superblock copy from the good one.
+            let good = sb.encode();
+            for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+                if pmem.view(off, SB_LEN) != good {
+                    pmem.store_exclusive(off, &good);
+                    pmem.flush(off, SB_LEN);
+                }
+            }
+            // Start a new session: entries from here on must carry a fresh epoch, so nothing
+            // left past the tail by an interrupted append can ever be accepted later.
+            current = Slot {
+                seq: slot.seq + 1,
+                cut_lsn: scan.next_lsn,
+                epoch: new_epoch(Some(slot.epoch)),
+                ..slot
+            };
+            let off = Slot::offset_for(current.seq);
+            pmem.store_exclusive(off, &current.encode(sb.salt));
+            pmem.flush(off, SLOT_LEN);
+            pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        }
+        let persistence = pmem.media().persistence();
+        let report = RecoveryReport {
+            entries: scan.entries,
+            first_lsn: (scan.entries > 0).then_some(slot.head_lsn),
+            last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
+            tail_offset: scan.tail as u64,
+            torn_bytes: scan.torn_bytes,
+            tail_state: scan.state.clone(),
+            superblock_from_backup: from_backup,
+            duration: start.elapsed(),
+            persistence,
+        };
+        tracing::info!(
+            entries = report.entries,
+            last_lsn = ?report.last_lsn,
+            torn_bytes = report.torn_bytes,
+            %persistence,
+            ms = report.duration.as_secs_f64() * 1e3,
+            "daxlog: recovered log"
+        );
+        Ok(Self::assemble(
+            pmem, sb, current, scan, opts, !writable, report, path,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        mut pmem: Pmem<M>,
+        sb: Superblock,
+        slot: Slot,
+        scan: recover::Scan,
+        opts: &Options,
+        read_only: bool,
+        report: RecoveryReport,
+        path: &Path,
+    ) -> Self {
+        pmem.set_committed(scan.tail);
+        let token = pmem.token();
+        let nt_threshold = if pmem.media().persistence().is_cpu_flush() {
+            opts.resolved_nt_threshold()
+        } else {
+            usize::MAX
+        };
+        let log = Log {
+            sb,
+            writer: Mutex::new(Writer {
+                token,
+                tail: scan.tail,
+                next_lsn: scan.next_lsn,
+                slot,
+                prepared_to: scan.tail,
+            }),
+            index: RwLock::new(scan.index),
+            first_lsn: slot.head_lsn,
+            last_lsn: AtomicU64::new(scan.next_lsn - 1),
+            nt_threshold,
+            read_only,
+            report,
+            pmem,
+            name: path.to_path_buf(),
+        };
+        if !read_only {
+            let mut w = log.writer.lock().unwrap_or_else(|e| e.into_inner());
+            log.prepare(&mut w, 0);
+        }
+        log
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The persistence barrier in use.
+    pub fn persistence(&self) -> Persistence {
+        self.pmem.media().persistence()
+    }
+
+    /// LSN of the first entry, or `None` if the log is empty.
+    pub fn first_lsn(&self) -> Option<Lsn> {
+        (self.last_lsn.load(Ordering::Acquire) >= self.first_lsn).then_some(self.first_lsn)
+    }
+
+    /// LSN of the last durable entry, or `None` if the log is empty.
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        let last = self.last_lsn.load(Ordering::Acquire);
+        (last >= self.first_lsn).then_some(last)
+    }
+
+    /// The LSN the next append will get.
+    pub fn next_lsn(&self) -> Lsn {
+        self.last_lsn.load(Ordering::Acquire) + 1
+    }
+
+    /// Number of entries in the log.
+    pub fn len(&self) -> u64 {
+        self.last_lsn.load(Ordering::Acquire) + 1 - self.first_lsn
+    }
+
+    /// True if the log holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Total size of the log file in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.sb.capacity
+    }
+
+    /// Bytes used by entries (headers and padding included).
+    pub fn used_bytes(&self) -> u64 {
+        (self.pmem.committed() - DATA_OFFSET) as u64
+    }
+
+    /// Bytes free for new entries (headers and padding included).
+    pub fn free_bytes(&self) -> u64 {
+        self.sb.capacity - self.pmem.committed() as u64
+    }
+
+    /// The largest payload an append to an empty log of this capacity could take.
+    pub fn max_payload(&self) -> u64 {
+        max_payload(self.sb.capacity)
+    }
+
+    /// The log's UUID, fixed at creation, in hyphenated text form.
+    pub fn uuid(&self) -> String {
+        self.sb.uuid_string()
+    }
+
+    /// True if the log was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
+/// The largest payload a log of `capacity` bytes can hold.
+pub(crate) fn max_payload(capacity: u64) -> u64 {
+    let room = capacity - DATA_OFFSET as u64 - HEADER_LEN as u64;
+    (room & !(format::ENTRY_ALIGN as u64 - 1)).min(u32::MAX as u64)
+}
+
+/// Picks the superblock from its two copies; the flag is true if the backup had to be used.
+fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
+    let primary = Superblock::decode(&meta[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]);
+    let backup = Superblock::decode(&meta[SB_BACKUP_OFFSET..SB_BACKUP_OFFSET + SB_LEN]);
+    match (primary, backup) {
+        (Ok(sb), _) => Ok((sb, false)),
+        (Err(p), Ok(sb)) => {
+            tracing::warn!(path = %path.display(), reason = ?p, "daxlog: primary superblock damaged, using the backup copy");
+            Ok((sb, true))
+        }
+        (Err(SuperblockError::Version(found)), _) | (_, Err(SuperblockError::Version(found))) => {
+            Err(Error::UnsupportedVersion {
+                path: path.into(),
+                found,
+                supported: format::FORMAT_VERSION,
+            })
+        }
+        (Err(SuperblockError::BadMagic), Err(SuperblockError::BadMagic)) => Err(Error::NotDaxlog {
+            path: path.into(),
+            offset: SB_PRIMARY_OFFSET as u64,
+        }),
+        (Err(SuperblockError::Corrupt(reason)), _) | (_, Err(SuperblockError::Corrupt(reason))) => {
+            Err(Error::CorruptedSuperblock {
+                path: path.into(),
+                offset: SB_PRIMARY_OFFSET as u64,
+                reason: format!("both copies damaged ({reason})"),
+            })
+        }
+    }
+}
+
+/// A random epoch, different from `previous`.
+fn new_epoch(previous: Option<u32>) -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        fill_random(&mut b);
+        let e = u32::from_le_bytes(b);
+        if Some(e) != previous {
+            return e;
+        }
+    }
+}

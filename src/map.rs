@@ -1,0 +1,375 @@
+//! The real media: a log file mapped into memory.
+//!
+//! The file is mapped with `MAP_SHARED_VALIDATE | MAP_SYNC`, which the kernel accepts only on a
+//! DAX file system: then the page tables point straight at persistent memory, file metadata for
+//! every faulted page is durable before the fault returns, and CPU cache write-back is the only
+//! barrier needed. Anywhere else the kernel answers `EOPNOTSUPP` (or `EINVAL` on kernels that
+//! predate `MAP_SYNC`) and the file is mapped `MAP_SHARED`; appends are then made durable with
+//! `msync(MS_SYNC)` over the pages they touched.
+//!
+//! Mappings of 2 MiB or more are placed at a 2 MiB-aligned address, so that a DAX file system can
+//! serve huge-page faults.
+
+use std::ffi::c_void;
+use std::fs::File;
+use std::io;
+use std::io::ErrorKind;
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::errno::Errno;
+use nix::sys::mman::{self, MapFlags, MsFlags, ProtFlags};
+
+use crate::error::{Error, Result};
+use crate::media::{Media, Persistence};
+use crate::persist;
+
+const HUGE_PAGE: usize = 2 << 20;
+const PAGE: usize = 4096;
+
+/// How to choose the persistence barrier of a mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PersistenceChoice {
+    /// CPU flushes if the kernel grants `MAP_SYNC` (a DAX mount), `msync` otherwise.
+    #[default]
+    Auto,
+    /// CPU flushes even without `MAP_SYNC` (like PMDK's `PMEM_IS_PMEM_FORCE=1`). Durable only
+    /// if the memory itself is persistent; meant for measuring the flush path on `/dev/shm`.
+    ForceCpuFlush,
+    /// `msync` even on a DAX mount.
+    ForceMsync,
+}
+
+/// A log file mapped into memory; implements [`Media`].
+#[derive(Debug)]
+pub struct MmapMedia {
+    ptr: NonNull<u8>,
+    len: usize,
+    mode: Persistence,
+    map_sync: bool,
+    writable: bool,
+    path: PathBuf,
+    // Held for the lifetime of the mapping: it carries the writer's `flock`.
+    _file: File,
+    // msync mode: the page range flushed since the last drain, as [lo, hi).
+    pending_lo: AtomicUsize,
+    pending_hi: AtomicUsize,
+}
+
+// SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
+// the `Media` methods, whose callers uphold the aliasing rules that make concurrent use sound.
+unsafe impl Send for MmapMedia {}
+// SAFETY: as above.
+unsafe impl Sync for MmapMedia {}
+
+impl MmapMedia {
+    /// Maps the first `len` bytes of `file`.
+    ///
+    /// `flush` forces a flush instruction (it must be one this CPU supports); `None` picks the
+    /// best one.
+    pub(crate) fn map(
+        file: File,
+        path: &Path,
+        len: usize,
+        writable: bool,
+        choice: PersistenceChoice,
+        flush: Option<Persistence>,
+    ) -> Result<Self> {
+        let size = NonZeroUsize::new(len).ok_or(Error::InvalidCapacity {
+            capacity: 0,
+            reason: "empty mapping",
+        })?;
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        let want_sync = choice != PersistenceChoice::ForceMsync;
+        let place = reserve(len).map_err(|e| Error::io(path, "mmap (reserve)", e.into()))?;
+        let fixed = place
+            .map(|_| MapFlags::MAP_FIXED)
+            .unwrap_or(MapFlags::empty());
+        let mut map_sync = false;
+        let mut mapped = Err(Errno::EOPNOTSUPP);
+        if want_sync {
+            let flags = MapFlags::MAP_SHARED_VALIDATE | MapFlags::MAP_SYNC | fixed;
+            // SAFETY: mapping a file we hold open; with MAP_FIXED the target range is our own
+            // PROT_NONE reservation (from `reserve`), which nothing else uses.
+            mapped = unsafe { mman::mmap(place, size, prot, flags, file.as_fd(), 0) };
+            map_sync = mapped.is_ok();
+        }
+        let ptr = match mapped {
+            Ok(p) => p,
+            Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => {
+                let flags = MapFlags::MAP_SHARED | fixed;
+                // SAFETY: as above.
+                unsafe { mman::mmap(place, size, prot, flags, file.as_fd(), 0) }.map_err(|e| {
+                    if let Some(p) = place {
+                        release(p, len);
+                    }
+                    Error::io(path, "mmap", e.into())
+                })?
+            }
+            Err(e) => {
+                if let Some(p) = place {
+                    release(p, len);
+                }
+                return Err(Error::io(path, "mmap (MAP_SYNC)", e.into()));
+            }
+        };
+        let best = persist::best();
+        let mode = match (choice, map_sync, best) {
+            (PersistenceChoice::ForceMsync, _, _) | (_, _, None) => Persistence::Msync,
+            (PersistenceChoice::ForceCpuFlush, _, Some(b)) | (_, true, Some(b)) => flush
+                .filter(|f| persist::supported().contains(f))
+                .unwrap_or(b),
+            (PersistenceChoice::Auto, false, _) => Persistence::Msync,
+        };
+        tracing::info!(
+            path = %path.display(),
+            len,
+            map_sync,
+            persistence = %mode,
+            "daxlog: mapped log file"
+        );
+        Ok(MmapMedia {
+            ptr: ptr.cast(),
+            len,
+            mode,
+            map_sync,
+            writable,
+            path: path.to_path_buf(),
+            _file: file,
+            pending_lo: AtomicUsize::new(usize::MAX),
+            pending_hi: AtomicUsize::new(0),
+        })
+    }
+
+    /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system.
+    pub fn map_sync(&self) -> bool {
+        self.map_sync
+    }
+
+    /// The path the file was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn msync_range(&self, lo: usize, hi: usize) -> io::Result<()> {
+        let lo = lo & !(PAGE - 1);
+        let hi = hi.min(self.len);
+        if hi <= lo {
+            return Ok(());
+        }
+        // SAFETY: `lo` is inside the mapping (lo < hi <= len); the pointer is page-aligned
+        // because the mapping is.
+        let addr = unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(lo)) };
+        // SAFETY: the range lies inside our live mapping.
+        unsafe { mman::msync(addr.cast(), hi - lo, MsFlags::MS_SYNC) }.map_err(io::Error::from)
+    }
+}
+
+impl Media for MmapMedia {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn persistence(&self) -> Persistence {
+        self.mode
+    }
+
+    #[inline]
+    unsafe fn read(&self, off: usize, len: usize) -> &[u8] {
+        debug_assert!(off + len <= self.len);
+        // SAFETY: the caller guarantees the range is in bounds of the mapping, which lives as
+        // long as `self`, and that no store touches it while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off), len) }
+    }
+
+    #[inline]
+    unsafe fn store(&self, off: usize, src: &[u8]) {
+        debug_assert!(self.writable && off + src.len() <= self.len);
+        // SAFETY: the caller guarantees the range is in bounds and not aliased by readers or
+        // other writers; `src` is ordinary memory, so it cannot overlap the destination range
+        // that nobody else may reference.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        }
+    }
+
+    #[inline]
+    unsafe fn store_nt(&self, off: usize, src: &[u8]) {
+        debug_assert!(self.writable && off + src.len() <= self.len);
+        // SAFETY: as for `store`; `off` and `src.len()` are multiples of 8 by the trait's
+        // contract, and the mapping is page-aligned, so the destination is 8-byte aligned.
+        unsafe { persist::copy_nt(self.ptr.as_ptr().add(off), src) }
+    }
+
+    #[inline]
+    fn flush(&self, off: usize, len: usize) {
+        if len == 0 || off >= self.len {
+            return;
+        }
+        let len = len.min(self.len - off);
+        if self.mode == Persistence::Msync {
+            self.pending_lo.fetch_min(off, Ordering::Relaxed);
+            self.pending_hi.fetch_max(off + len, Ordering::Relaxed);
+        } else {
+            // SAFETY: the range was clamped to the mapping; `mode` was checked to be supported
+            // by this CPU when the media was built.
+            unsafe { persist::flush_range(self.mode, self.ptr.as_ptr().add(off), len) }
+        }
+    }
+
+    #[inline]
+    fn drain(&self) -> io::Result<()> {
+        if self.mode == Persistence::Msync {
+            let lo = self.pending_lo.swap(usize::MAX, Ordering::Relaxed);
+            let hi = self.pending_hi.swap(0, Ordering::Relaxed);
+            if lo < hi {
+                return self.msync_range(lo, hi);
+            }
+            Ok(())
+        } else {
+            persist::fence(self.mode);
+            Ok(())
+        }
+    }
+
+    fn prepare(&self, off: usize, len: usize) {
+        if !self.writable || off >= self.len {
+            return;
+        }
+        let lo = off & !(PAGE - 1);
+        let hi = (off + len).min(self.len);
+        // SAFETY: the range lies inside our live mapping; MADV_POPULATE_WRITE only faults pages
+        // in (writing nothing), and its failure (older kernels) is harmless.
+        unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(lo) as *mut c_void,
+                hi - lo,
+                MADV_POPULATE_WRITE,
+            );
+        }
+    }
+}
+
+impl Drop for MmapMedia {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; no slice into it outlives `self` (they borrow it).
+        unsafe {
+            let _ = mman::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// Reserves an address range for a mapping of `len` bytes, 2 MiB-aligned when `len` is at least
+/// 2 MiB, and returns its aligned start; `None` for small mappings, which go where the kernel
+/// puts them.
+fn reserve(len: usize) -> std::result::Result<Option<NonZeroUsize>, Errno> {
+    if len < HUGE_PAGE {
+        return Ok(None);
+    }
+    let total = NonZeroUsize::new(len + HUGE_PAGE).expect("non-zero");
+    // SAFETY: an anonymous PROT_NONE mapping chosen by the kernel overlaps nothing.
+    let base = unsafe {
+        mman::mmap_anonymous(
+            None,
+            total,
+            ProtFlags::PROT_NONE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+        )
+    }?;
+    let b = base.as_ptr() as usize;
+    let aligned = (b + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+    // SAFETY: both trimmed pieces lie inside the reservation just made, outside the aligned
+    // window of `len` bytes that the file mapping will replace.
+    unsafe {
+        if aligned > b {
+            let _ = libc::munmap(b as *mut c_void, aligned - b);
+        }
+        let end = aligned + len;
+        let total_end = b + total.get();
+        if total_end > end {
+            let _ = libc::munmap(end as *mut c_void, total_end - end);
+        }
+    }
+    Ok(NonZeroUsize::new(aligned))
+}
+
+/// Releases a reservation made by [`reserve`] when mapping the file failed.
+fn release(at: NonZeroUsize, len: usize) {
+    // SAFETY: `at..at+len` is the reservation we made and nothing was mapped over it.
+    unsafe {
+        let _ = libc::munmap(at.get() as *mut c_void, len);
+    }
+}
+
+pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // flock through libc: nix's `Flock` wrapper takes the `File` by value, which does not fit
+    // a file that is mapped after being locked.
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == ErrorKind::WouldBlock {
+        Err(Error::Locked { path: path.into() })
+    } else {
+        Err(Error::io(path, "flock", e))
+    }
+}
+
+pub(crate) fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    match nix::fcntl::posix_fallocate(file, 0, len as libc::off_t) {
+        Ok(()) => Ok(()),
+        // File systems without fallocate: a sparse file still reads as zeros.
+        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) => file.set_len(len),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn sync_parent_dir(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(d) = File::open(parent) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Fills `buf` from the kernel's random source.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into the buffer we pass.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            done += n as usize;
+        } else if std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            // No kernel randomness: fall back to time and address entropy (still distinct per
+            // session, which is what epochs need).
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let mix = t ^ (rest.as_ptr() as u128).rotate_left(64) ^ std::process::id() as u128;
+            for (i, b) in rest.iter_mut().enumerate() {
+                *b = (mix >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+            }
+            return;
+        }
+    }
+}

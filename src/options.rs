@@ -1,0 +1,161 @@
+//! Options for creating and opening a log, and the environment variables that override them.
+
+use crate::map::PersistenceChoice;
+use crate::media::Persistence;
+
+/// Default capacity of a new log: 64 MiB.
+pub const DEFAULT_CAPACITY: u64 = 64 << 20;
+
+/// Default size (bytes on media, per append or batch) from which non-temporal stores are used
+/// instead of cached stores plus cache-line write-back. Non-temporal stores need only the fence.
+pub const DEFAULT_NT_THRESHOLD: usize = 256;
+
+/// How to create or open a log.
+///
+/// Fields left at their defaults can be overridden by environment variables, so that tests and
+/// benchmarks can force a mode without code changes:
+///
+/// | variable | effect |
+/// |---|---|
+/// | `DAXLOG_FORCE_CPU_FLUSH=1` | use CPU flushes even without `MAP_SYNC` (e.g. on `/dev/shm`) |
+/// | `DAXLOG_FORCE_MSYNC=1` | use `msync` even on a DAX mount |
+/// | `DAXLOG_FLUSH=clwb\|clflushopt\|clflush` | use this flush instruction (if the CPU has it) |
+/// | `DAXLOG_NO_NT=1` | never use non-temporal stores |
+/// | `DAXLOG_NT_THRESHOLD=BYTES` | non-temporal stores from this many bytes per append |
+///
+/// Values set explicitly through the builder methods win over the environment.
+///
+/// ```
+/// use daxlog::{Options, PersistenceChoice};
+/// let opts = Options::new()
+///     .capacity(16 << 20)
+///     .persistence(PersistenceChoice::ForceMsync)
+///     .nt_threshold(usize::MAX);
+/// assert_eq!(opts.get_capacity(), 16 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) capacity: u64,
+    pub(crate) overwrite: bool,
+    pub(crate) persistence: Option<PersistenceChoice>,
+    pub(crate) flush: Option<Persistence>,
+    pub(crate) nt_threshold: Option<usize>,
+    pub(crate) use_env: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Options {
+    /// Defaults: 64 MiB capacity, automatic persistence mode, environment honoured.
+    pub fn new() -> Self {
+        Options {
+            capacity: DEFAULT_CAPACITY,
+            overwrite: false,
+            persistence: None,
+            flush: None,
+            nt_threshold: None,
+            use_env: true,
+        }
+    }
+
+    /// Total file size of a new log in bytes: a multiple of 4096, at least 8192 (used by
+    /// `create` only; an existing log keeps the capacity it was created with).
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Lets `create` replace an existing file (default: `create` fails if the file exists).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Chooses the persistence mode.
+    pub fn persistence(mut self, choice: PersistenceChoice) -> Self {
+        self.persistence = Some(choice);
+        self
+    }
+
+    /// Forces a flush instruction (ignored if the CPU lacks it, or in `msync` mode).
+    pub fn flush_instruction(mut self, p: Persistence) -> Self {
+        self.flush = Some(p);
+        self
+    }
+
+    /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
+    /// `usize::MAX` disables them, 0 uses them always.
+    pub fn nt_threshold(mut self, bytes: usize) -> Self {
+        self.nt_threshold = Some(bytes);
+        self
+    }
+
+    /// Whether the `DAXLOG_*` environment variables may override unset fields (default: yes).
+    pub fn use_env(mut self, yes: bool) -> Self {
+        self.use_env = yes;
+        self
+    }
+
+    /// The capacity `create` will use.
+    pub fn get_capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub(crate) fn resolved_persistence(&self) -> PersistenceChoice {
+        if let Some(p) = self.persistence {
+            return p;
+        }
+        if self.use_env && env_flag("DAXLOG_FORCE_MSYNC") {
+            PersistenceChoice::ForceMsync
+        } else if self.use_env && env_flag("DAXLOG_FORCE_CPU_FLUSH") {
+            PersistenceChoice::ForceCpuFlush
+        } else {
+            PersistenceChoice::Auto
+        }
+    }
+
+    pub(crate) fn resolved_flush(&self) -> Option<Persistence> {
+        if self.flush.is_some() || !self.use_env {
+            return self.flush;
+        }
+        match std::env::var("DAXLOG_FLUSH")
+            .ok()?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "clwb" => Some(Persistence::Clwb),
+            "clflushopt" => Some(Persistence::ClflushOpt),
+            "clflush" => Some(Persistence::Clflush),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn resolved_nt_threshold(&self) -> usize {
+        if let Some(t) = self.nt_threshold {
+            return t;
+        }
+        if self.use_env {
+            if env_flag("DAXLOG_NO_NT") {
+                return usize::MAX;
+            }
+            if let Some(t) = std::env::var("DAXLOG_NT_THRESHOLD")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
+                return t;
+            }
+        }
+        DEFAULT_NT_THRESHOLD
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    matches!(
+        std::env::var(name).as_deref(),
+        Ok("1") | Ok("true") | Ok("yes") | Ok("on")
+    )
+}

@@ -1,0 +1,605 @@
+//! Integration tests of the public API on real files: tmpfs and a disk file system (or the
+//! directory in `DAXLOG_TEST_DIR`), in every persistence mode.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use common::{modes, payload, temp_dirs};
+use daxlog::format::{self, EntryHeader, Slot, Superblock, DATA_OFFSET, HEADER_LEN};
+use daxlog::{Error, Log, Options, Persistence, PersistenceChoice, TailState};
+
+const CAP: u64 = 1 << 20;
+
+fn opts() -> Options {
+    Options::new().capacity(CAP)
+}
+
+/// Sizes that cross every interesting boundary: empty, sub-word, header-line, NT threshold.
+const SIZES: &[usize] = &[
+    0, 1, 7, 8, 9, 39, 40, 41, 63, 64, 65, 255, 256, 257, 1000, 4096, 9999,
+];
+
+#[test]
+fn append_reopen_round_trip_in_every_mode_and_dir() {
+    for dir in temp_dirs() {
+        for (m, mode) in modes().into_iter().enumerate() {
+            let path = dir.path().join(format!("rt{m}.dax"));
+            let log = Log::create(&path, &mode.clone().capacity(CAP)).unwrap();
+            let mut lsn = 0;
+            for (i, &n) in SIZES.iter().enumerate() {
+                lsn = log.append(&payload(i as u64 + 1, n)).unwrap();
+                assert_eq!(lsn, i as u64 + 1);
+            }
+            let batch: Vec<Vec<u8>> = (0..5)
+                .map(|i| payload(100 + i, 3 + i as usize * 50))
+                .collect();
+            let refs: Vec<&[u8]> = batch.iter().map(|v| v.as_slice()).collect();
+            let r = log.append_batch(&refs).unwrap();
+            assert_eq!(r, lsn + 1..lsn + 6);
+            let expect: Vec<Vec<u8>> = SIZES
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| payload(i as u64 + 1, n))
+                .chain(batch.iter().cloned())
+                .collect();
+            let check = |log: &Log| {
+                let got: Vec<(u64, Vec<u8>)> =
+                    log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+                assert_eq!(got.len(), expect.len());
+                for (i, (l, p)) in got.iter().enumerate() {
+                    assert_eq!(*l, i as u64 + 1);
+                    assert_eq!(p, &expect[i], "payload of LSN {l} in {}", path.display());
+                }
+            };
+            check(&log);
+            let used = log.used_bytes();
+            drop(log);
+            let log = Log::open(&path, &mode).unwrap();
+            check(&log);
+            let r = log.recovery();
+            assert_eq!(r.entries, expect.len() as u64);
+            assert_eq!(r.last_lsn, Some(expect.len() as u64));
+            assert_eq!(r.torn_bytes, 0);
+            assert_eq!(r.tail_state, TailState::Clean);
+            assert_eq!(log.used_bytes(), used);
+            assert_eq!(log.persistence(), r.persistence);
+            // Appends continue after recovery.
+            assert_eq!(log.append(b"after").unwrap(), expect.len() as u64 + 1);
+        }
+    }
+}
+
+#[test]
+fn mode_selection_follows_options() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("mode.dax");
+        let log = Log::create(&path, &opts().persistence(PersistenceChoice::ForceMsync)).unwrap();
+        assert_eq!(log.persistence(), Persistence::Msync);
+        drop(log);
+        let log = Log::open(
+            &path,
+            &Options::new().persistence(PersistenceChoice::ForceCpuFlush),
+        )
+        .unwrap();
+        assert!(log.persistence().is_cpu_flush());
+        assert_eq!(
+            log.persistence(),
+            daxlog::supported_flush_instructions()[0],
+            "the best flush instruction is chosen"
+        );
+        drop(log);
+        let log = Log::open(
+            &path,
+            &Options::new()
+                .persistence(PersistenceChoice::ForceCpuFlush)
+                .flush_instruction(Persistence::Clflush),
+        )
+        .unwrap();
+        assert_eq!(log.persistence(), Persistence::Clflush);
+        log.append(b"x").unwrap();
+        drop(log);
+        let log = Log::open(&path, &Options::new().use_env(false)).unwrap();
+        // Without MAP_SYNC (tmpfs, ext4 without dax) automatic mode must fall back to msync.
+        assert_eq!(log.map_sync(), log.persistence().is_cpu_flush());
+        if std::env::var("DAXLOG_EXPECT_DAX").as_deref() == Ok("1") {
+            assert!(
+                log.map_sync(),
+                "expected a DAX mount at {}",
+                dir.path().display()
+            );
+            assert!(log.persistence().is_cpu_flush());
+        }
+    }
+}
+
+#[test]
+fn read_and_iter_from_find_every_lsn() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("idx.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        for l in 1..=700u64 {
+            log.append(&payload(l, (l % 97) as usize)).unwrap();
+        }
+        for log in [log, Log::open_read_only(&path, &opts()).unwrap()] {
+            assert_eq!(log.read(0), None);
+            assert_eq!(log.read(701), None);
+            for l in 1..=700u64 {
+                assert_eq!(log.read(l).unwrap().payload, payload(l, (l % 97) as usize));
+            }
+            for from in [0, 1, 2, 63, 64, 65, 128, 129, 699, 700, 701, 5000] {
+                let lsns: Vec<u64> = log.iter_from(from).map(|e| e.lsn).collect();
+                let want: Vec<u64> = (from.max(1)..=700).collect();
+                assert_eq!(lsns, want, "iter_from({from})");
+            }
+        }
+    }
+}
+
+#[test]
+fn full_log_writes_nothing_and_stays_usable() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("full.dax");
+        let log = Log::create(&path, &Options::new().capacity(8192)).unwrap();
+        let room = log.free_bytes();
+        assert_eq!(room, 4096);
+        // 4096 bytes hold entries of 1000 bytes (1024 on media) exactly four times.
+        for l in 1..=3 {
+            assert_eq!(log.append(&payload(l, 1000)).unwrap(), l);
+        }
+        match log.append(&[7u8; 2000]) {
+            Err(Error::Full { needed, available }) => {
+                assert_eq!(needed, 2024);
+                assert_eq!(available, 1024);
+            }
+            other => panic!("expected Full, got {other:?}"),
+        }
+        match log.append_batch(&[&[1u8; 500], &[2u8; 500]]) {
+            Err(Error::Full { needed, .. }) => assert_eq!(needed, 1056),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        assert_eq!(log.append(&payload(4, 1000)).unwrap(), 4);
+        assert_eq!(log.free_bytes(), 0);
+        assert!(matches!(log.append(b""), Err(Error::Full { .. })));
+        drop(log);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(log.recovery().entries, 4);
+        assert_eq!(log.recovery().tail_state, TailState::EndOfFile);
+        for l in 1..=4 {
+            assert_eq!(log.read(l).unwrap().payload, payload(l, 1000));
+        }
+        match log.append(&[0u8; 5000]) {
+            Err(Error::PayloadTooLarge { len, max }) => {
+                assert_eq!(len, 5000);
+                assert_eq!(max, 4072);
+            }
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn second_writer_is_locked_out_and_readers_are_not() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("lock.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"one").unwrap();
+        assert!(matches!(
+            Log::open(&path, &opts()),
+            Err(Error::Locked { .. })
+        ));
+        assert!(matches!(
+            Log::create(&path, &opts().overwrite(true)),
+            Err(Error::Locked { .. })
+        ));
+        let ro = Log::open_read_only(&path, &opts()).unwrap();
+        assert_eq!(ro.iter().next().unwrap().payload, b"one");
+        assert!(matches!(ro.append(b"no"), Err(Error::ReadOnly)));
+        drop(log);
+        Log::open(&path, &opts()).unwrap();
+    }
+}
+
+#[test]
+fn read_only_open_works_on_a_read_only_file_and_writes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in temp_dirs() {
+        let path = dir.path().join("ro.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"keep").unwrap();
+        drop(log);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let ro = Log::open_read_only(&path, &opts()).unwrap();
+        assert!(ro.is_read_only());
+        assert_eq!(ro.read(1).unwrap().payload, b"keep");
+        drop(ro);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "read-only open changed the file"
+        );
+    }
+}
+
+fn expect_err(path: &Path, what: &str, check: impl Fn(&Error) -> bool) {
+    for r in [Log::open(path, &opts()), Log::open_read_only(path, &opts())] {
+        match r {
+            Err(e) => {
+                assert!(check(&e), "{what}: unexpected error {e:?}");
+                assert!(
+                    e.to_string().contains(&*path.to_string_lossy())
+                        || matches!(e, Error::Io { .. }),
+                    "{what}: message does not name the file: {e}"
+                );
+            }
+            Ok(_) => panic!("{what}: opened"),
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_get_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    expect_err(
+        &d.join("missing.dax"),
+        "missing",
+        |e| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+    );
+    expect_err(d, "directory", |e| matches!(e, Error::IsDirectory { .. }));
+    assert!(matches!(
+        Log::create(d, &opts()),
+        Err(Error::IsDirectory { .. })
+    ));
+
+    let empty = d.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    expect_err(&empty, "empty", |e| matches!(e, Error::EmptyFile { .. }));
+
+    let small = d.join("small");
+    std::fs::write(&small, b"DAXLOG").unwrap();
+    expect_err(&small, "small", |e| {
+        matches!(e, Error::TooSmall { len: 6, .. })
+    });
+
+    let text = d.join("text");
+    std::fs::write(&text, vec![b'x'; 20000]).unwrap();
+    expect_err(&text, "not daxlog", |e| {
+        matches!(e, Error::NotDaxlog { .. })
+    });
+
+    let zeros = d.join("zeros");
+    std::fs::write(&zeros, vec![0u8; 20000]).unwrap();
+    expect_err(&zeros, "zero-filled", |e| {
+        matches!(e, Error::NotDaxlog { .. })
+    });
+
+    // A log whose both superblocks claim a future version.
+    let future = d.join("future.dax");
+    Log::create(&future, &opts()).unwrap();
+    {
+        let f = OpenOptions::new().write(true).open(&future).unwrap();
+        for off in [0u64, 512] {
+            f.write_all_at(&2u32.to_le_bytes(), off + 8).unwrap();
+        }
+    }
+    expect_err(&future, "future version", |e| {
+        matches!(
+            e,
+            Error::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        )
+    });
+
+    // Both superblock copies damaged.
+    let bad = d.join("badsb.dax");
+    Log::create(&bad, &opts()).unwrap();
+    {
+        let f = OpenOptions::new().write(true).open(&bad).unwrap();
+        f.write_all_at(&[0xff], 40).unwrap();
+        f.write_all_at(&[0xff], 512 + 40).unwrap();
+    }
+    expect_err(&bad, "both superblocks", |e| {
+        matches!(e, Error::CorruptedSuperblock { .. })
+    });
+
+    // Both metadata slots damaged.
+    let slots = d.join("badslot.dax");
+    Log::create(&slots, &opts()).unwrap();
+    {
+        let f = OpenOptions::new().write(true).open(&slots).unwrap();
+        f.write_all_at(&[0xee; 8], 1024 + 8).unwrap();
+        f.write_all_at(&[0xee; 8], 1536 + 8).unwrap();
+    }
+    expect_err(&slots, "both slots", |e| {
+        matches!(e, Error::CorruptedSuperblock { offset: 1024, .. })
+    });
+
+    // A file shorter than its capacity (truncated behind the log's back).
+    let short = d.join("short.dax");
+    Log::create(&short, &opts()).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(CAP / 2)
+        .unwrap();
+    expect_err(&short, "short", |e| {
+        matches!(e, Error::FileShorterThanCapacity { file_len, capacity, .. }
+            if *file_len == CAP / 2 && *capacity == CAP)
+    });
+
+    for cap in [0, 4096, 8193, 12288 + 8] {
+        assert!(matches!(
+            Log::create(d.join(format!("cap{cap}")), &Options::new().capacity(cap)),
+            Err(Error::InvalidCapacity { .. })
+        ));
+    }
+    let exists = d.join("exists.dax");
+    Log::create(&exists, &opts()).unwrap();
+    assert!(matches!(
+        Log::create(&exists, &opts()),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn damaged_primary_superblock_is_recovered_from_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sb.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    log.append(b"survives").unwrap();
+    let uuid = log.uuid();
+    drop(log);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 32], 16).unwrap();
+    drop(f);
+    let ro = Log::open_read_only(&path, &opts()).unwrap();
+    assert!(ro.recovery().superblock_from_backup);
+    assert_eq!(ro.uuid(), uuid);
+    drop(ro);
+    let log = Log::open(&path, &opts()).unwrap();
+    assert!(log.recovery().superblock_from_backup);
+    assert_eq!(log.read(1).unwrap().payload, b"survives");
+    drop(log);
+    // The writable open repaired the primary copy.
+    let log = Log::open(&path, &opts()).unwrap();
+    assert!(!log.recovery().superblock_from_backup);
+}
+
+/// Reads the salt and the current epoch of a closed log file.
+fn salt_and_epoch(path: &Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    let sb = Superblock::decode(&b[..64]).unwrap();
+    let slot = Slot::pick(
+        Slot::decode(&b[1024..], sb.salt, sb.capacity),
+        Slot::decode(&b[1536..], sb.salt, sb.capacity),
+    )
+    .unwrap();
+    (sb.salt, slot.epoch)
+}
+
+/// A validly encoded entry, as the engine would write it with this salt and epoch.
+fn encode_entry(salt: u32, epoch: u32, lsn: u64, payload: &[u8]) -> Vec<u8> {
+    let mut h = EntryHeader {
+        crc: 0,
+        len: payload.len() as u32,
+        lsn,
+        epoch,
+        flags: 0,
+    };
+    h.crc = format::entry_crc(format::payload_crc(salt, payload), &h);
+    let mut v = h.encode().to_vec();
+    v.extend_from_slice(payload);
+    v.resize(format::entry_len(payload.len()), 0);
+    v
+}
+
+fn tail_offset(path: &Path) -> u64 {
+    Log::open_read_only(path, &opts())
+        .unwrap()
+        .recovery()
+        .tail_offset
+}
+
+/// Guards against accepting stale bytes left by an interrupted append: a torn entry whose
+/// payload holds a perfectly encoded next entry, followed after recovery by a shorter append.
+/// A second recovery must not resurrect the encoded entry from the torn remains.
+#[test]
+fn torn_entry_followed_by_shorter_entry_never_resurrects_its_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torn.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    for l in 1..=3 {
+        log.append(&payload(l, 50)).unwrap();
+    }
+    drop(log);
+    let (salt, epoch) = salt_and_epoch(&path);
+    let tail = tail_offset(&path);
+    // The torn long entry (LSN 4): its header promises 400 bytes, its checksum is wrong, and at
+    // +64 its payload carries a valid encoding of LSN 5 with this session's salt and epoch.
+    let forged5 = encode_entry(salt, epoch, 5, b"forged five");
+    let mut long = encode_entry(salt, epoch, 4, &[0xab; 400]);
+    long[0] ^= 1; // torn: checksum no longer matches
+    long[HEADER_LEN + 40..HEADER_LEN + 40 + forged5.len()].copy_from_slice(&forged5);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&long, tail).unwrap();
+    drop(f);
+
+    let log = Log::open(&path, &opts()).unwrap();
+    assert_eq!(log.recovery().entries, 3);
+    assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+    assert_eq!(log.recovery().torn_bytes, long.len() as u64);
+    // The new LSN 4 is 40 bytes on media: the forged LSN 5 now sits right after it.
+    assert_eq!(log.append(&[9u8; 16]).unwrap(), 4);
+    drop(log);
+    let log = Log::open(&path, &opts()).unwrap();
+    let lsns: Vec<u64> = log.iter().map(|e| e.lsn).collect();
+    assert_eq!(
+        lsns,
+        [1, 2, 3, 4],
+        "remains of the torn entry were accepted"
+    );
+    assert_eq!(log.read(4).unwrap().payload, [9u8; 16]);
+    assert_eq!(log.append(b"five").unwrap(), 5);
+    drop(log);
+    let log = Log::open(&path, &opts()).unwrap();
+    assert_eq!(log.read(5).unwrap().payload, b"five");
+}
+
+/// Guards against the scan looking inside payloads: an acknowledged payload that is itself a
+/// valid encoding of an entry is returned as data, never parsed as entries.
+#[test]
+fn payload_holding_an_encoded_entry_is_only_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    log.append(b"first").unwrap();
+    drop(log);
+    let (salt, _) = salt_and_epoch(&path);
+    let log = Log::open(&path, &opts()).unwrap();
+    let (_, epoch) = {
+        let b = std::fs::read(&path).unwrap();
+        let sb = Superblock::decode(&b[..64]).unwrap();
+        let s = Slot::pick(
+            Slot::decode(&b[1024..], sb.salt, sb.capacity),
+            Slot::decode(&b[1536..], sb.salt, sb.capacity),
+        )
+        .unwrap();
+        (s.head_lsn, s.epoch)
+    };
+    let inner = [
+        encode_entry(salt, epoch, 3, b"inner three"),
+        encode_entry(salt, epoch, 4, b"inner four"),
+    ]
+    .concat();
+    assert_eq!(log.append(&inner).unwrap(), 2);
+    drop(log);
+    let log = Log::open(&path, &opts()).unwrap();
+    let all: Vec<(u64, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+    assert_eq!(all, vec![(1, b"first".to_vec()), (2, inner)]);
+}
+
+/// Guards against reading a previous log's entries after `create` over a reused file.
+#[test]
+fn create_over_a_reused_file_starts_empty() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("reuse.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        for l in 1..=100 {
+            log.append(&payload(l, 100)).unwrap();
+        }
+        drop(log);
+        let old = std::fs::read(&path).unwrap();
+        let log = Log::create(&path, &opts().overwrite(true)).unwrap();
+        assert!(log.is_empty());
+        drop(log);
+        // Even if the old bytes are put back past the new superblock, none is accepted.
+        let mut f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(DATA_OFFSET as u64)).unwrap();
+        f.write_all(&old[DATA_OFFSET..]).unwrap();
+        drop(f);
+        let log = Log::open(&path, &opts()).unwrap();
+        assert_eq!(log.recovery().entries, 0);
+        assert!(log.iter().next().is_none());
+        assert_eq!(log.append(b"new").unwrap(), 1);
+    }
+}
+
+/// Guards against a batch surviving in part: damage to its last entry discards all of it.
+#[test]
+fn batch_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    log.append(b"before").unwrap();
+    let tail = log.used_bytes() + DATA_OFFSET as u64;
+    log.append_batch(&[b"b1", b"b2", b"b3"]).unwrap();
+    drop(log);
+    // Corrupt the payload of the batch's last entry.
+    let last = tail + 2 * format::entry_len(2) as u64 + HEADER_LEN as u64;
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"XX", last).unwrap();
+    drop(f);
+    let log = Log::open(&path, &opts()).unwrap();
+    let lsns: Vec<u64> = log.iter().map(|e| e.lsn).collect();
+    assert_eq!(lsns, [1]);
+    assert_eq!(log.recovery().torn_bytes, 3 * format::entry_len(2) as u64);
+}
+
+#[test]
+fn every_single_bit_flip_in_the_last_entry_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flip.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    log.append(b"stays").unwrap();
+    let tail = DATA_OFFSET as u64 + log.used_bytes();
+    log.append(b"the last entry, 30 bytes long").unwrap();
+    drop(log);
+    let clean = std::fs::read(&path).unwrap();
+    let end = tail as usize + HEADER_LEN + 29;
+    for byte in tail as usize..end {
+        for bit in 0..8 {
+            let mut img = clean.clone();
+            img[byte] ^= 1 << bit;
+            std::fs::write(&path, &img).unwrap();
+            let log = Log::open_read_only(&path, &opts()).unwrap();
+            let lsns: Vec<u64> = log.iter().map(|e| e.lsn).collect();
+            assert_eq!(lsns, [1], "flip of bit {bit} at byte {byte} accepted");
+        }
+    }
+}
+
+#[test]
+fn concurrent_appenders_and_readers() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let path = dir.path().join("mt.dax");
+    let log = Arc::new(Log::create(&path, &Options::new().capacity(8 << 20)).unwrap());
+    let writers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..500u64 {
+                    let p = payload(t << 32 | i, 10 + (i % 50) as usize);
+                    mine.push((log.append(&p).unwrap(), p));
+                }
+                mine
+            })
+        })
+        .collect();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while seen < 2000 {
+                let n = log.iter().count() as u64;
+                assert!(n >= seen, "entries disappeared");
+                if let Some(last) = log.last_lsn() {
+                    assert!(log.read(last).is_some());
+                }
+                seen = n;
+            }
+        })
+    };
+    let all: Vec<(u64, Vec<u8>)> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    reader.join().unwrap();
+    drop(Arc::try_unwrap(log).unwrap());
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.len(), 2000);
+    for (lsn, p) in all {
+        assert_eq!(log.read(lsn).unwrap().payload, p);
+    }
+}
