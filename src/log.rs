@@ -327,6 +327,21 @@ impl<M: Media> Log<M> {
                     pmem.flush(off, SB_LEN);
                 }
             }
+            // Wipe the remains of an interrupted append, so later opens report a clean end.
+            // Correctness does not depend on this (the epoch rule below refuses the remains
+            // whatever they hold): it keeps `torn_bytes` about the last crash only.
+            if matches!(scan.state, recover::TailState::Torn { .. }) {
+                let end = recover::remains_end(pmem.view(0, cap), scan.tail, scan.torn_bytes);
+                let zeros = [0u8; 4096];
+                let mut at = scan.tail;
+                while at < end {
+                    let n = (end - at).min(zeros.len());
+                    pmem.store_exclusive(at, &zeros[..n]);
+                    at += n;
+                }
+                pmem.flush(scan.tail, end - scan.tail);
+                tracing::info!(offset = scan.tail, bytes = end - scan.tail, "daxlog: wiped torn tail");
+            }
             // Start a new session: entries from here on must carry a fresh epoch, so nothing
             // left past the tail by an interrupted append can ever be accepted later.
             current = Slot {

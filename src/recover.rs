@@ -159,6 +159,22 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
     }
 }
 
+/// Where the remains of an interrupted write end: past the claimed extent of the refused
+/// entry, through every following 4 KiB page that still holds a non-zero byte.
+pub(crate) fn remains_end(image: &[u8], tail: usize, torn_bytes: u64) -> usize {
+    const PAGE: usize = 4096;
+    let mut end = (tail + torn_bytes as usize).min(image.len());
+    while end < image.len() {
+        let page_end = ((end / PAGE) + 1) * PAGE;
+        let page_end = page_end.min(image.len());
+        if image[end..page_end].iter().all(|&b| b == 0) {
+            break;
+        }
+        end = page_end;
+    }
+    end
+}
+
 /// What [`crate::Log::open`] found and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
