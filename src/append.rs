@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 use crate::error::{Error, Result};
-use crate::format::{self, EntryHeader, ENTRY_ALIGN, FLAG_CONTINUES, HEADER_LEN};
+use crate::format::{self, EntryHeader, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, HEADER_LEN};
 use crate::log::{max_payload, Log, Writer};
 use crate::media::Media;
+use crate::persist::CACHE_LINE;
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
 
@@ -94,18 +95,11 @@ impl<M: Media> Log<M> {
         crcs: &[u32],
     ) -> Result<Range<Lsn>> {
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
-        let available = self.sb.capacity as usize - w.tail;
-        if total > available {
-            return Err(Error::Full {
-                needed: total as u64,
-                available: available as u64,
-            });
-        }
-        if w.tail + total > w.prepared_to {
-            self.prepare(w, total);
+        let start = self.place(w, total)?;
+        if start < w.prepared.0 || start + total > w.prepared.1 {
+            self.prepare(w, start, total);
         }
         let nt = total >= self.nt_threshold;
-        let start = w.tail;
         let first = w.next_lsn;
         let mut pos = start;
         let mut lsn = first;
@@ -130,6 +124,7 @@ impl<M: Media> Log<M> {
             pos += h.entry_len();
             lsn += 1;
         }
+        self.end_marker(w, pos, nt);
         self.barrier(start, total, nt)?;
 
         if !index_adds.is_empty() {
@@ -138,11 +133,65 @@ impl<M: Media> Log<M> {
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(index_adds);
         }
+        if start != w.tail {
+            // The append wrapped: the entries before it end at the old tail.
+            w.wrap_at = w.tail;
+        }
         w.tail = pos;
         w.next_lsn = lsn;
+        // The tail first, then the LSN: a reader that sees an LSN finds its entry in the live
+        // region.
+        self.pmem.publish(&mut w.token, pos, w.wrap_at);
         self.last_lsn.store(lsn - 1, Ordering::Release);
-        self.pmem.publish(&mut w.token, pos);
         Ok(first..lsn)
+    }
+
+    /// Where an append of `total` bytes goes: at the tail, or at the start of the data area
+    /// when it does not fit before the end of the file (the wrap rule: an append never
+    /// straddles the end). The live entries always stay at least 8 bytes short of the head, so
+    /// that a tail equal to the head means an empty log.
+    fn place(&self, w: &Writer, total: usize) -> Result<usize> {
+        let cap = self.sb.capacity as usize;
+        let available = if w.tail >= w.head {
+            if w.tail + total <= cap {
+                return Ok(w.tail);
+            }
+            if DATA_OFFSET + total < w.head {
+                return Ok(DATA_OFFSET);
+            }
+            (cap - w.tail).max(w.head.saturating_sub(DATA_OFFSET + ENTRY_ALIGN))
+        } else {
+            if w.tail + total < w.head {
+                return Ok(w.tail);
+            }
+            w.head.saturating_sub(w.tail + ENTRY_ALIGN)
+        };
+        Err(Error::Full {
+            needed: total as u64,
+            available: available as u64,
+        })
+    }
+
+    /// Zeroes the 8 bytes after the last new entry (if they are free space), in the same
+    /// barrier. Correctness does not need it (the epoch rule refuses whatever follows the
+    /// tail); it makes a clean end recognisable, so recovery reports a torn tail only after an
+    /// interrupted append, not when older bytes happen to follow the tail.
+    #[inline]
+    fn end_marker(&self, w: &mut Writer, end: usize, nt: bool) {
+        let limit = if end < w.head {
+            w.head
+        } else {
+            self.sb.capacity as usize
+        };
+        if end + ENTRY_ALIGN > limit {
+            return;
+        }
+        self.pmem
+            .store_free(&mut w.token, end, &[0u8; ENTRY_ALIGN], nt);
+        // Written back here only if it sits on a line the entries do not end on.
+        if !nt && end % CACHE_LINE == 0 {
+            self.pmem.flush(end, ENTRY_ALIGN);
+        }
     }
 
     /// Stores one encoded entry at `pos`: header, payload, zero padding to 8 bytes.
@@ -154,21 +203,21 @@ impl<M: Media> Log<M> {
         let pad = h.entry_len() - HEADER_LEN - payload.len();
         if nt {
             // Non-temporal stores need 8-byte units: the last partial word is built here.
-            self.pmem.store_tail(&mut w.token, pos, &header, true);
+            self.pmem.store_free(&mut w.token, pos, &header, true);
             self.pmem
-                .store_tail(&mut w.token, pos + HEADER_LEN, &payload[..body], true);
+                .store_free(&mut w.token, pos + HEADER_LEN, &payload[..body], true);
             if rest > 0 {
                 let mut last = [0u8; ENTRY_ALIGN];
                 last[..rest].copy_from_slice(&payload[body..]);
                 self.pmem
-                    .store_tail(&mut w.token, pos + HEADER_LEN + body, &last, true);
+                    .store_free(&mut w.token, pos + HEADER_LEN + body, &last, true);
             }
         } else {
-            self.pmem.store_tail(&mut w.token, pos, &header, false);
+            self.pmem.store_free(&mut w.token, pos, &header, false);
             self.pmem
-                .store_tail(&mut w.token, pos + HEADER_LEN, payload, false);
+                .store_free(&mut w.token, pos + HEADER_LEN, payload, false);
             if pad > 0 {
-                self.pmem.store_tail(
+                self.pmem.store_free(
                     &mut w.token,
                     pos + HEADER_LEN + payload.len(),
                     &[0u8; ENTRY_ALIGN][..pad],
@@ -194,13 +243,18 @@ impl<M: Media> Log<M> {
             .map_err(|e| Error::io(&self.name, "drain", e))
     }
 
-    /// Prefaults the pages the next appends will touch.
-    pub(crate) fn prepare(&self, w: &mut Writer, need: usize) {
-        let from = w.prepared_to.max(w.tail);
-        let to = (w.tail + need + PREPARE_AHEAD).min(self.sb.capacity as usize);
+    /// Prefaults the pages the appends from `pos` will touch.
+    pub(crate) fn prepare(&self, w: &mut Writer, pos: usize, need: usize) {
+        let to = (pos + need + PREPARE_AHEAD).min(self.sb.capacity as usize);
+        let from = if pos >= w.prepared.0 && pos <= w.prepared.1 {
+            w.prepared.1
+        } else {
+            w.prepared.0 = pos;
+            pos
+        };
         if to > from {
             self.pmem.media().prepare(from, to - from);
-            w.prepared_to = to;
         }
+        w.prepared.1 = to.max(w.prepared.1);
     }
 }

@@ -141,6 +141,17 @@ pub enum Error {
         available: u64,
     },
 
+    /// The LSN is outside the range the operation accepts.
+    #[error("LSN {lsn} out of range (first LSN {first}, next LSN {next})")]
+    LsnOutOfRange {
+        /// The LSN given.
+        lsn: Lsn,
+        /// The first LSN of the log (or the next one, if the log is empty).
+        first: Lsn,
+        /// The LSN the next append gets.
+        next: Lsn,
+    },
+
     /// An entry inside the valid part of the log is damaged.
     #[error("corrupted entry at offset {offset} (expected LSN {lsn}): {reason}")]
     Corrupted {

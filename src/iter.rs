@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use crate::format::{EntryHeader, HEADER_LEN};
 use crate::log::Log;
-use crate::media::Media;
+use crate::media::{Live, Media};
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
 
@@ -23,8 +23,8 @@ pub struct Entry<'a> {
 /// not visited.
 pub struct Iter<'a, M: Media> {
     log: &'a Log<M>,
+    live: Live,
     pos: usize,
-    end: usize,
     lsn: Lsn,
 }
 
@@ -33,10 +33,10 @@ impl<'a, M: Media> Iterator for Iter<'a, M> {
 
     #[inline]
     fn next(&mut self) -> Option<Entry<'a>> {
-        if self.pos >= self.end {
+        if self.pos == self.live.tail {
             return None;
         }
-        let (entry, next) = self.log.entry_at(self.pos, self.lsn)?;
+        let (entry, next) = self.log.entry_at(&self.live, self.pos, self.lsn)?;
         self.pos = next;
         self.lsn += 1;
         Some(entry)
@@ -56,10 +56,11 @@ impl<M: Media> Log<M> {
     /// # Ok::<(), daxlog::Error>(())
     /// ```
     pub fn iter(&self) -> Iter<'_, M> {
+        let live = self.pmem.live();
         Iter {
             log: self,
-            pos: crate::format::DATA_OFFSET,
-            end: self.pmem.committed(),
+            live,
+            pos: live.head,
             lsn: self.first_lsn,
         }
     }
@@ -75,24 +76,30 @@ impl<M: Media> Log<M> {
     /// # Ok::<(), daxlog::Error>(())
     /// ```
     pub fn iter_from(&self, lsn: Lsn) -> Iter<'_, M> {
-        let end = self.pmem.committed();
+        // The LSN is read before the live region, so every LSN up to it is inside the region.
         let last = self.last_lsn.load(Ordering::Acquire);
+        let live = self.pmem.live();
         if lsn <= self.first_lsn {
-            return Iter { end, ..self.iter() };
+            return Iter {
+                log: self,
+                live,
+                pos: live.head,
+                lsn: self.first_lsn,
+            };
         }
         if lsn > last {
             return Iter {
                 log: self,
-                pos: end,
-                end,
+                live,
+                pos: live.tail,
                 lsn,
             };
         }
-        let (pos, found) = self.seek(lsn);
+        let (pos, found) = self.seek(&live, lsn);
         Iter {
             log: self,
+            live,
             pos,
-            end,
             lsn: found,
         }
     }
@@ -103,13 +110,14 @@ impl<M: Media> Log<M> {
         if lsn < self.first_lsn || lsn > last {
             return None;
         }
-        let (pos, at) = self.seek(lsn);
+        let live = self.pmem.live();
+        let (pos, at) = self.seek(&live, lsn);
         debug_assert_eq!(at, lsn);
-        self.entry_at(pos, lsn).map(|(e, _)| e)
+        self.entry_at(&live, pos, lsn).map(|(e, _)| e)
     }
 
     /// Offset of entry `lsn` (which must be durable), found from the sparse index.
-    fn seek(&self, lsn: Lsn) -> (usize, Lsn) {
+    pub(crate) fn seek(&self, live: &Live, lsn: Lsn) -> (usize, Lsn) {
         let k = ((lsn - self.first_lsn) / INDEX_STRIDE) as usize;
         let base = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
@@ -119,7 +127,7 @@ impl<M: Media> Log<M> {
         let mut at = self.first_lsn + k as u64 * INDEX_STRIDE;
         let mut pos = base;
         while at < lsn {
-            match self.entry_at(pos, at) {
+            match self.entry_at(live, pos, at) {
                 Some((_, next)) => pos = next,
                 None => break,
             }
@@ -128,18 +136,25 @@ impl<M: Media> Log<M> {
         (pos, at)
     }
 
-    /// The published entry at `pos` and the offset of the one after it.
+    /// The live entry at `pos` and the offset of the one after it (past the wrap, if the
+    /// entries before the wrap end there).
     #[inline]
-    fn entry_at(&self, pos: usize, lsn: Lsn) -> Option<(Entry<'_>, usize)> {
-        let h = EntryHeader::decode(self.pmem.read_committed(pos, HEADER_LEN)?);
+    pub(crate) fn entry_at(&self, live: &Live, pos: usize, lsn: Lsn) -> Option<(Entry<'_>, usize)> {
+        let h = EntryHeader::decode(self.pmem.read_live(live, pos, HEADER_LEN)?);
         debug_assert_eq!(h.lsn, lsn);
-        let payload = self.pmem.read_committed(pos + HEADER_LEN, h.len as usize)?;
+        let payload = self
+            .pmem
+            .read_live(live, pos + HEADER_LEN, h.len as usize)?;
+        let mut next = pos + h.entry_len();
+        if live.wrapped() && next == live.wrap_at {
+            next = self.pmem.data_start();
+        }
         Some((
             Entry {
                 lsn: h.lsn,
                 payload,
             },
-            pos + h.entry_len(),
+            next,
         ))
     }
 }

@@ -45,6 +45,7 @@ pub mod mutants;
 mod options;
 mod persist;
 mod recover;
+mod truncate;
 
 /// A log sequence number. The first entry of a new log has LSN 1; each entry has the LSN of
 /// the one before it plus one.
@@ -52,7 +53,7 @@ pub type Lsn = u64;
 
 pub use error::{Error, Result};
 pub use iter::{Entry, Iter};
-pub use log::Log;
+pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};
 pub use media::{Media, Persistence};
 pub use options::{Options, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};

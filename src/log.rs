@@ -15,7 +15,7 @@ use crate::format::{
     SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
 use crate::map::{allocate, fill_random, lock_exclusive, sync_parent_dir, MmapMedia};
-use crate::media::{Media, Persistence, Pmem, WriteToken};
+use crate::media::{Live, Media, Persistence, Pmem, WriteToken};
 use crate::options::Options;
 use crate::recover::{self, RecoveryReport};
 use crate::Lsn;
@@ -67,10 +67,16 @@ pub struct Log<M: Media = MmapMedia> {
 /// State owned by the single writer.
 pub(crate) struct Writer {
     pub(crate) token: WriteToken,
+    /// Offset of the first live entry (mirrors the slot's `head_offset`).
+    pub(crate) head: usize,
+    /// Offset just past the last durable entry.
     pub(crate) tail: usize,
+    /// Where the entries before the wrap end, when `tail < head`.
+    pub(crate) wrap_at: usize,
     pub(crate) next_lsn: Lsn,
     pub(crate) slot: Slot,
-    pub(crate) prepared_to: usize,
+    /// Range of the data area already prefaulted.
+    pub(crate) prepared: (usize, usize),
 }
 
 impl<M: Media> std::fmt::Debug for Log<M> {
@@ -254,6 +260,7 @@ impl<M: Media> Log<M> {
         };
         let scan = recover::Scan {
             tail: DATA_OFFSET,
+            wrap_at: 0,
             next_lsn: FIRST_LSN,
             entries: 0,
             torn_bytes: 0,
@@ -331,7 +338,14 @@ impl<M: Media> Log<M> {
             // Correctness does not depend on this (the epoch rule below refuses the remains
             // whatever they hold): it keeps `torn_bytes` about the last crash only.
             if matches!(scan.state, recover::TailState::Torn { .. }) {
-                let end = recover::remains_end(pmem.view(0, cap), scan.tail, scan.torn_bytes);
+                // Never past the head: in a wrapped log the live entries follow.
+                let limit = if scan.tail < slot.head_offset as usize {
+                    slot.head_offset as usize
+                } else {
+                    cap
+                };
+                let end =
+                    recover::remains_end(pmem.view(0, cap), scan.tail, scan.torn_bytes).min(limit);
                 let zeros = [0u8; 4096];
                 let mut at = scan.tail;
                 while at < end {
@@ -340,7 +354,11 @@ impl<M: Media> Log<M> {
                     at += n;
                 }
                 pmem.flush(scan.tail, end - scan.tail);
-                tracing::info!(offset = scan.tail, bytes = end - scan.tail, "daxlog: wiped torn tail");
+                tracing::info!(
+                    offset = scan.tail,
+                    bytes = end - scan.tail,
+                    "daxlog: wiped torn tail"
+                );
             }
             // Start a new session: entries from here on must carry a fresh epoch, so nothing
             // left past the tail by an interrupted append can ever be accepted later.
@@ -391,7 +409,11 @@ impl<M: Media> Log<M> {
         report: RecoveryReport,
         path: &Path,
     ) -> Self {
-        pmem.set_committed(scan.tail);
+        pmem.set_live(Live {
+            head: slot.head_offset as usize,
+            tail: scan.tail,
+            wrap_at: scan.wrap_at,
+        });
         let token = pmem.token();
         let nt_threshold = if pmem.media().persistence().is_cpu_flush() {
             opts.resolved_nt_threshold()
@@ -402,10 +424,12 @@ impl<M: Media> Log<M> {
             sb,
             writer: Mutex::new(Writer {
                 token,
+                head: slot.head_offset as usize,
                 tail: scan.tail,
+                wrap_at: scan.wrap_at,
                 next_lsn: scan.next_lsn,
                 slot,
-                prepared_to: scan.tail,
+                prepared: (scan.tail, scan.tail),
             }),
             index: RwLock::new(scan.index),
             first_lsn: slot.head_lsn,
@@ -418,7 +442,8 @@ impl<M: Media> Log<M> {
         };
         if !read_only {
             let mut w = log.writer.lock().unwrap_or_else(|e| e.into_inner());
-            log.prepare(&mut w, 0);
+            let tail = w.tail;
+            log.prepare(&mut w, tail, 0);
         }
         log
     }
@@ -464,14 +489,32 @@ impl<M: Media> Log<M> {
         self.sb.capacity
     }
 
-    /// Bytes used by entries (headers and padding included).
+    /// Bytes used by live entries (headers and padding included).
     pub fn used_bytes(&self) -> u64 {
-        (self.pmem.committed() - DATA_OFFSET) as u64
+        let live = self.pmem.live();
+        let used = if live.wrapped() {
+            (live.wrap_at - live.head) + (live.tail - DATA_OFFSET)
+        } else {
+            live.tail - live.head
+        };
+        used as u64
     }
 
-    /// Bytes free for new entries (headers and padding included).
+    /// Bytes not holding live entries. An append needs its bytes in one piece, so this is an
+    /// upper bound on what the next append can take (see [`Error::Full`]).
     pub fn free_bytes(&self) -> u64 {
-        self.sb.capacity - self.pmem.committed() as u64
+        self.sb.capacity - DATA_OFFSET as u64 - self.used_bytes()
+    }
+
+    /// Capacity, used and free bytes at once.
+    pub fn space(&self) -> Space {
+        let used = self.used_bytes();
+        Space {
+            capacity: self.sb.capacity,
+            data: self.sb.capacity - DATA_OFFSET as u64,
+            used,
+            free: self.sb.capacity - DATA_OFFSET as u64 - used,
+        }
     }
 
     /// The largest payload an append to an empty log of this capacity could take.
@@ -488,6 +531,20 @@ impl<M: Media> Log<M> {
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
+}
+
+/// How the space of a log is used; see [`Log::space`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Space {
+    /// Total file size in bytes.
+    pub capacity: u64,
+    /// Bytes of the data area (capacity less the 4 KiB metadata page).
+    pub data: u64,
+    /// Bytes held by live entries (headers and padding included).
+    pub used: u64,
+    /// Bytes of the data area not held by live entries.
+    pub free: u64,
 }
 
 /// The largest payload a log of `capacity` bytes can hold.
@@ -528,7 +585,7 @@ fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
 }
 
 /// A random epoch, different from `previous`.
-fn new_epoch(previous: Option<u32>) -> u32 {
+pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
     loop {
         let mut b = [0u8; 4];
         fill_random(&mut b);

@@ -112,16 +112,63 @@ pub trait Media: Send + Sync {
 #[derive(Debug)]
 pub(crate) struct WriteToken(());
 
+/// The live (published, not truncated) entries: `[head, tail)`, or, once the log has wrapped
+/// around the end of the file, `[head, wrap_at)` followed by `[data_start, tail)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub head: usize,
+    pub tail: usize,
+    /// Where the first part ends when wrapped (`tail < head`); ignored otherwise.
+    pub wrap_at: usize,
+}
+
+impl Live {
+    /// True if the live entries continue at the start of the data area.
+    #[inline]
+    pub fn wrapped(&self) -> bool {
+        self.tail < self.head
+    }
+
+    /// True if `[off, off + len)` lies inside one live segment.
+    #[inline]
+    pub fn contains(&self, data_start: usize, off: usize, len: usize) -> bool {
+        let Some(end) = off.checked_add(len) else {
+            return false;
+        };
+        if self.wrapped() {
+            (off >= self.head && end <= self.wrap_at) || (off >= data_start && end <= self.tail)
+        } else {
+            off >= self.head && end <= self.tail
+        }
+    }
+
+    /// True if `[off, off + len)` overlaps a live segment.
+    #[inline]
+    pub fn overlaps(&self, data_start: usize, off: usize, len: usize) -> bool {
+        let end = off + len;
+        let hit = |a: usize, b: usize| off < b && a < end;
+        if self.wrapped() {
+            hit(self.head, self.wrap_at) || hit(data_start, self.tail)
+        } else {
+            hit(self.head, self.tail)
+        }
+    }
+}
+
 /// A [`Media`] with the invariants that make its `unsafe` methods safe to call.
 ///
-/// The data area is split at the *committed* offset. Bytes below it (down to `data_start`) hold
-/// published entries: they are never stored to again, and readers may hold slices into them.
-/// Bytes at and above it belong to the writer, who proves exclusivity with a [`WriteToken`].
-/// The metadata area below `data_start` is never lent to readers.
+/// The data area holds the [`Live`] entries, which are published and immutable: they are never
+/// stored to while live, and readers may hold slices into them. Everything else in the data
+/// area belongs to the writer, who proves exclusivity with a [`WriteToken`]. The live region
+/// grows only at the tail (the writer publishes after the barrier) and shrinks only at the head
+/// through `&mut self` (truncation), when no reader can hold a slice. The metadata area below
+/// `data_start` is never lent to readers.
 pub(crate) struct Pmem<M> {
     media: M,
     data_start: usize,
-    committed: AtomicU64,
+    head: usize,
+    tail: AtomicU64,
+    wrap_at: AtomicU64,
 }
 
 impl<M: Media> Pmem<M> {
@@ -129,7 +176,9 @@ impl<M: Media> Pmem<M> {
         Pmem {
             media,
             data_start,
-            committed: AtomicU64::new(data_start as u64),
+            head: data_start,
+            tail: AtomicU64::new(data_start as u64),
+            wrap_at: AtomicU64::new(0),
         }
     }
 
@@ -162,40 +211,65 @@ impl<M: Media> Pmem<M> {
         WriteToken(())
     }
 
-    /// Sets the committed offset while no reader exists (end of recovery).
-    pub(crate) fn set_committed(&mut self, end: usize) {
-        assert!(end >= self.data_start && end <= self.media.len());
-        *self.committed.get_mut() = end as u64;
+    /// Replaces the live region while no reader exists (recovery, truncation).
+    pub(crate) fn set_live(&mut self, live: Live) {
+        let len = self.media.len();
+        assert!(live.head >= self.data_start && live.head <= len && live.tail <= len);
+        assert!(!live.wrapped() || (live.wrap_at >= live.head && live.wrap_at <= len));
+        self.head = live.head;
+        *self.tail.get_mut() = live.tail as u64;
+        *self.wrap_at.get_mut() = live.wrap_at as u64;
     }
 
-    /// The end of the published entries.
+    /// A consistent snapshot of the live region.
     #[inline]
-    pub(crate) fn committed(&self) -> usize {
-        self.committed.load(Ordering::Acquire) as usize
+    pub(crate) fn live(&self) -> Live {
+        loop {
+            let w1 = self.wrap_at.load(Ordering::Acquire);
+            let tail = self.tail.load(Ordering::Acquire);
+            let w2 = self.wrap_at.load(Ordering::Acquire);
+            if w1 == w2 {
+                return Live {
+                    head: self.head,
+                    tail: tail as usize,
+                    wrap_at: w1 as usize,
+                };
+            }
+        }
     }
 
-    /// Bytes of published entries: `None` unless the range lies in `[data_start, committed)`.
+    /// Start of the data area.
     #[inline]
-    pub(crate) fn read_committed(&self, off: usize, len: usize) -> Option<&[u8]> {
-        let end = off.checked_add(len)?;
-        if off < self.data_start || end > self.committed() {
+    pub(crate) fn data_start(&self) -> usize {
+        self.data_start
+    }
+
+    /// Bytes of live entries: `None` unless the range lies inside a live segment of `live`
+    /// (a snapshot from [`Pmem::live`]).
+    #[inline]
+    pub(crate) fn read_live(&self, live: &Live, off: usize, len: usize) -> Option<&[u8]> {
+        if !live.contains(self.data_start, off, len) {
             return None;
         }
-        // SAFETY: in bounds (committed <= media length); the range is below the committed
-        // offset, which only grows, and stores only target bytes at or above it (see
-        // `store_tail`), so no store overlaps the slice while it lives.
+        // SAFETY: in bounds (live segments lie inside the media); the range is live, and live
+        // bytes are never stored to (`store_free` refuses them) until a truncation, which
+        // needs `&mut self` and so cannot happen while the returned slice borrows `self`. A
+        // snapshot older than the current state only covers fewer bytes at the tail, or the
+        // same head (the head moves only through `&mut self`).
         Some(unsafe { self.media.read(off, len) })
     }
 
-    /// Stores into the writer's part of the data area.
+    /// Stores into free space of the data area (outside the live entries).
     #[inline]
-    pub(crate) fn store_tail(&self, _token: &mut WriteToken, off: usize, src: &[u8], nt: bool) {
+    pub(crate) fn store_free(&self, _token: &mut WriteToken, off: usize, src: &[u8], nt: bool) {
         assert!(
-            off >= self.committed() && src.len() <= self.media.len().saturating_sub(off),
-            "store outside the writer's area"
+            off >= self.data_start
+                && src.len() <= self.media.len().saturating_sub(off)
+                && !self.live().overlaps(self.data_start, off, src.len()),
+            "store outside the writer's free space"
         );
-        // SAFETY: the range is in bounds and at or above the committed offset (checked above),
-        // so no reader holds a slice of it; the `&mut WriteToken` proves this is the only writer.
+        // SAFETY: the range is in bounds and outside the live entries (checked above), so no
+        // reader holds a slice of it; the `&mut WriteToken` proves this is the only writer.
         unsafe {
             if nt {
                 self.media.store_nt(off, src)
@@ -205,11 +279,26 @@ impl<M: Media> Pmem<M> {
         }
     }
 
-    /// Publishes durable entries up to `end`: readers may now see them.
+    /// Stores into the metadata area (below `data_start`), which readers never see.
+    pub(crate) fn store_meta(&self, _token: &mut WriteToken, off: usize, src: &[u8]) {
+        assert!(
+            off + src.len() <= self.data_start,
+            "metadata store outside the metadata area"
+        );
+        // SAFETY: in bounds; metadata bytes are never lent to readers, and the token proves
+        // this is the only writer.
+        unsafe { self.media.store(off, src) }
+    }
+
+    /// Publishes durable entries: the live region now ends at `tail`, after wrapping at
+    /// `wrap_at` if `tail` is below the head.
     #[inline]
-    pub(crate) fn publish(&self, _token: &mut WriteToken, end: usize) {
-        debug_assert!(end >= self.committed() && end <= self.media.len());
-        self.committed.store(end as u64, Ordering::Release);
+    pub(crate) fn publish(&self, _token: &mut WriteToken, tail: usize, wrap_at: usize) {
+        debug_assert!(tail <= self.media.len());
+        if self.wrap_at.load(Ordering::Relaxed) != wrap_at as u64 {
+            self.wrap_at.store(wrap_at as u64, Ordering::Release);
+        }
+        self.tail.store(tail as u64, Ordering::Release);
     }
 
     #[inline]

@@ -173,7 +173,11 @@ fn verify(path: &Path, seed: u64, round: &Round, prev_last: u64, label: &str) ->
         // Killed before it opened the log: nothing may have changed.
         assert_eq!(last, prev_last, "{label}: log changed without a writer");
     } else {
-        assert_eq!(round.first, prev_last + 1, "{label}: child started at the wrong LSN");
+        assert_eq!(
+            round.first,
+            prev_last + 1,
+            "{label}: child started at the wrong LSN"
+        );
     }
     assert!(
         last >= round.acked,
@@ -212,7 +216,10 @@ fn verify(path: &Path, seed: u64, round: &Round, prev_last: u64, label: &str) ->
 
 fn main() {
     if let Ok(path) = std::env::var("DAXLOG_CRASH_CHILD") {
-        let seed = std::env::var("DAXLOG_CRASH_CHILD_SEED").unwrap().parse().unwrap();
+        let seed = std::env::var("DAXLOG_CRASH_CHILD_SEED")
+            .unwrap()
+            .parse()
+            .unwrap();
         let mode = std::env::var("DAXLOG_CRASH_CHILD_MODE").unwrap();
         child(Path::new(&path), seed, &mode);
     }
@@ -236,7 +243,8 @@ fn main() {
     let mut max_entries = 0;
     for dir in &dirs {
         for mode in ["auto", "cpu", "cpu-nt", "msync"] {
-            let seed = base_seed ^ crc(mode.as_bytes()) ^ crc(dir.path().as_os_str().as_encoded_bytes());
+            let seed =
+                base_seed ^ crc(mode.as_bytes()) ^ crc(dir.path().as_os_str().as_encoded_bytes());
             let path: PathBuf = dir.path().join(format!("crash-{mode}.dax"));
             Log::create(&path, &Options::new().capacity(32 << 20)).unwrap();
             let mut rng = Rng::new(seed);

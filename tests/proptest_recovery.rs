@@ -114,7 +114,13 @@ fn current_salt_epoch(path: &Path) -> (u32, u32) {
 }
 
 fn encode(salt: u32, epoch: u32, lsn: u64, payload: &[u8], flags: u32) -> Vec<u8> {
-    let mut h = EntryHeader { crc: 0, len: payload.len() as u32, lsn, epoch, flags };
+    let mut h = EntryHeader {
+        crc: 0,
+        len: payload.len() as u32,
+        lsn,
+        epoch,
+        flags,
+    };
     h.crc = format::entry_crc(format::payload_crc(salt, payload), &h);
     let mut v = h.encode().to_vec();
     v.extend_from_slice(payload);
@@ -166,7 +172,7 @@ proptest! {
                     model.extend(ps);
                 }
                 Step::Reopen => {
-                    log = None;
+                    drop(log.take()); // releases the writer lock
                     let l = Log::open(&path, &opts).unwrap();
                     prop_assert_eq!(l.recovery().torn_bytes, 0);
                     check(&l, &model)?;
