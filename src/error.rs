@@ -152,15 +152,29 @@ pub enum Error {
         next: Lsn,
     },
 
-    /// An entry inside the valid part of the log is damaged.
-    #[error("corrupted entry at offset {offset} (expected LSN {lsn}): {reason}")]
+    /// Damage inside the acknowledged part of the log: an entry fails its checks although
+    /// the log continues after it, or entries that an earlier recovery accepted are
+    /// unreadable. Recovery refuses to drop the entries after it (open with
+    /// [`crate::RecoveryMode::Salvage`] read-only to rescue them).
+    #[error("{path}: corrupted entry at offset {offset} (LSN {lsn}): {reason}; {entries_beyond} valid entries found beyond it")]
     Corrupted {
-        /// Byte offset of the damaged entry in the file.
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first unreadable entry.
         offset: u64,
-        /// The LSN the entry should have carried.
+        /// The LSN that entry should carry.
         lsn: Lsn,
         /// What is wrong with it.
         reason: String,
+        /// Valid entries found past the damage.
+        entries_beyond: u64,
+    },
+
+    /// The combination of options is not supported (for example salvage on a writable open).
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
     },
 }
 

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod damage;
 mod error;
 pub mod format;
 mod iter;
@@ -51,11 +52,12 @@ mod truncate;
 /// the one before it plus one.
 pub type Lsn = u64;
 
+pub use damage::{Gap, SEARCH_BYTES};
 pub use error::{Error, Result};
 pub use iter::{Entry, Iter};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};
 pub use media::{Media, Persistence};
-pub use options::{Options, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
+pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
 pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
-pub use recover::{RecoveryReport, TailState};
+pub use recover::{DamageReport, RecoveryReport, TailState};

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
+use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
     self, Slot, Superblock, SuperblockError, DATA_OFFSET, FIRST_LSN, HEADER_LEN, SB_BACKUP_OFFSET,
@@ -16,8 +17,8 @@ use crate::format::{
 };
 use crate::map::{allocate, fill_random, lock_exclusive, sync_parent_dir, MmapMedia};
 use crate::media::{Live, Media, Persistence, Pmem, WriteToken};
-use crate::options::Options;
-use crate::recover::{self, RecoveryReport};
+use crate::options::{Options, RecoveryMode};
+use crate::recover::{self, DamageReport, RecoveryReport, TailState};
 use crate::Lsn;
 
 /// The name used in errors for media that are not files.
@@ -257,6 +258,8 @@ impl<M: Media> Log<M> {
             superblock_from_backup: false,
             duration: Default::default(),
             persistence,
+            damage: None,
+            gaps: Vec::new(),
         };
         let scan = recover::Scan {
             tail: DATA_OFFSET,
@@ -266,6 +269,8 @@ impl<M: Media> Log<M> {
             torn_bytes: 0,
             state: recover::TailState::Clean,
             index: Vec::new(),
+            stop: DATA_OFFSET,
+            stop_lsn: FIRST_LSN,
         };
         Ok(Self::assemble(
             pmem, sb, slot, scan, opts, false, report, path,
@@ -323,6 +328,39 @@ impl<M: Media> Log<M> {
             reason: "no valid metadata slot".into(),
         })?;
         let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot);
+        let mode = opts.recovery;
+        if mode == RecoveryMode::Salvage && writable {
+            return Err(Error::Unsupported {
+                what: "salvage recovery on a writable open (open it read-only)",
+            });
+        }
+        let damage = damage::assess(pmem.view(0, cap), sb.salt, &slot, &scan);
+        let gaps = if mode == RecoveryMode::Salvage && damage.is_some() {
+            damage::salvage(pmem.view(0, cap), sb.salt, &slot, |_, _| {})
+        } else {
+            Vec::new()
+        };
+        match (&damage, mode, &scan.state) {
+            (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
+                return Err(Error::Corrupted {
+                    path: path.into(),
+                    offset: d.offset,
+                    lsn: d.lsn,
+                    reason: d.reason.to_string(),
+                    entries_beyond: d.beyond,
+                });
+            }
+            (None, RecoveryMode::Strict, TailState::Torn { reason }) => {
+                return Err(Error::Corrupted {
+                    path: path.into(),
+                    offset: scan.tail as u64,
+                    lsn: scan.next_lsn,
+                    reason: format!("torn tail refused in strict mode: {reason}"),
+                    entries_beyond: 0,
+                });
+            }
+            _ => {}
+        }
 
         let mut current = slot;
         if writable {
@@ -384,6 +422,14 @@ impl<M: Media> Log<M> {
             superblock_from_backup: from_backup,
             duration: start.elapsed(),
             persistence,
+            damage: damage.map(|d| DamageReport {
+                offset: d.offset,
+                lsn: d.lsn,
+                reason: d.reason,
+                entries_beyond: d.beyond,
+                lsns_beyond: d.beyond_lsns,
+            }),
+            gaps,
         };
         tracing::info!(
             entries = report.entries,
@@ -409,6 +455,9 @@ impl<M: Media> Log<M> {
         report: RecoveryReport,
         path: &Path,
     ) -> Self {
+        if read_only {
+            pmem.freeze();
+        }
         pmem.set_live(Live {
             head: slot.head_offset as usize,
             tail: scan.tail,

@@ -169,6 +169,8 @@ pub(crate) struct Pmem<M> {
     head: usize,
     tail: AtomicU64,
     wrap_at: AtomicU64,
+    /// Set for read-only logs: nothing is ever stored, so any byte may be lent out.
+    frozen: bool,
 }
 
 impl<M: Media> Pmem<M> {
@@ -179,6 +181,7 @@ impl<M: Media> Pmem<M> {
             head: data_start,
             tail: AtomicU64::new(data_start as u64),
             wrap_at: AtomicU64::new(0),
+            frozen: false,
         }
     }
 
@@ -200,7 +203,7 @@ impl<M: Media> Pmem<M> {
 
     /// Stores into any bytes while no reader or writer exists (creation and recovery).
     pub(crate) fn store_exclusive(&mut self, off: usize, src: &[u8]) {
-        assert!(off <= self.media.len() && src.len() <= self.media.len() - off);
+        assert!(!self.frozen && off <= self.media.len() && src.len() <= self.media.len() - off);
         // SAFETY: in bounds (checked above); `&mut self` means no slice from `read` is alive and
         // no other thread can access the media.
         unsafe { self.media.store(off, src) }
@@ -209,6 +212,21 @@ impl<M: Media> Pmem<M> {
     /// Creates the single write token. Called once, when the log is assembled.
     pub(crate) fn token(&mut self) -> WriteToken {
         WriteToken(())
+    }
+
+    /// Forbids every later store (read-only logs), which allows [`Pmem::view_frozen`].
+    pub(crate) fn freeze(&mut self) {
+        self.frozen = true;
+    }
+
+    /// Any bytes of a frozen media; `None` if stores are still allowed or out of bounds.
+    pub(crate) fn view_frozen(&self, off: usize, len: usize) -> Option<&[u8]> {
+        if !self.frozen || off > self.media.len() || len > self.media.len() - off {
+            return None;
+        }
+        // SAFETY: in bounds (checked above); the media is frozen, and every store method
+        // asserts it is not, so no store can overlap the slice while it lives.
+        Some(unsafe { self.media.read(off, len) })
     }
 
     /// Replaces the live region while no reader exists (recovery, truncation).
@@ -263,7 +281,8 @@ impl<M: Media> Pmem<M> {
     #[inline]
     pub(crate) fn store_free(&self, _token: &mut WriteToken, off: usize, src: &[u8], nt: bool) {
         assert!(
-            off >= self.data_start
+            !self.frozen
+                && off >= self.data_start
                 && src.len() <= self.media.len().saturating_sub(off)
                 && !self.live().overlaps(self.data_start, off, src.len()),
             "store outside the writer's free space"

@@ -10,6 +10,26 @@ pub const DEFAULT_CAPACITY: u64 = 64 << 20;
 /// instead of cached stores plus cache-line write-back. Non-temporal stores need only the fence.
 pub const DEFAULT_NT_THRESHOLD: usize = 256;
 
+/// What recovery does with an entry that fails its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// The default. A bad entry with no valid continuation after it is the torn tail of an
+    /// interrupted append: it is discarded and reported ([`crate::TailState::Torn`]). A bad
+    /// entry that valid entries continue after, or any unreadable entry an earlier recovery had
+    /// accepted, is damage: `open` fails with [`crate::Error::Corrupted`] rather than drop the
+    /// entries after it.
+    #[default]
+    TolerateTornTail,
+    /// Any invalid entry, a torn tail included, fails the open with
+    /// [`crate::Error::Corrupted`].
+    Strict,
+    /// For rescuing data (read-only opens only): the log opens with the valid entries before
+    /// the first damage, and [`crate::RecoveryReport::gaps`] lists every damaged region with the
+    /// LSNs it swallowed; [`crate::salvage`] visits every valid entry past the gaps too.
+    Salvage,
+}
+
 /// How to create or open a log.
 ///
 /// Fields left at their defaults can be overridden by environment variables, so that tests and
@@ -41,6 +61,7 @@ pub struct Options {
     pub(crate) flush: Option<Persistence>,
     pub(crate) nt_threshold: Option<usize>,
     pub(crate) use_env: bool,
+    pub(crate) recovery: RecoveryMode,
 }
 
 impl Default for Options {
@@ -59,7 +80,15 @@ impl Options {
             flush: None,
             nt_threshold: None,
             use_env: true,
+            recovery: RecoveryMode::TolerateTornTail,
         }
+    }
+
+    /// What recovery does with entries that fail their checks (default:
+    /// [`RecoveryMode::TolerateTornTail`]).
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
     }
 
     /// Total file size of a new log in bytes: a multiple of 4096, at least 8192 (used by

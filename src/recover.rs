@@ -56,6 +56,9 @@ pub(crate) struct Scan {
     pub state: TailState,
     /// Offsets of the entries with LSN `head_lsn + k * INDEX_STRIDE`.
     pub index: Vec<u64>,
+    /// Where the scan stopped (the refused entry) and the LSN it expected there.
+    pub stop: usize,
+    pub stop_lsn: Lsn,
 }
 
 /// Why an entry was refused.
@@ -123,28 +126,69 @@ pub(crate) fn check_entry(
     Ok(h)
 }
 
-/// Scans `image` (the whole file) from the head named by `slot`.
-///
-/// When the entry at the scan position is refused, the scan tries once to continue at the
-/// start of the data area (the writer wraps there when an append does not fit before the end
-/// of the file); entries there must end before the head. No batch spans the wrap.
-pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
+/// A chain of entries followed from one position.
+#[derive(Clone, Debug)]
+pub(crate) struct Walk {
+    /// Offset just past the last accepted batch.
+    pub tail: usize,
+    /// Where the entries before the wrap end, if the chain wrapped before `tail`; else 0.
+    pub tail_wrap: usize,
+    /// LSN after the last accepted batch.
+    pub next_lsn: Lsn,
+    /// Accepted entries.
+    pub entries: u64,
+    /// LSN of the last entry of the first accepted batch.
+    pub first_batch_end: Option<Lsn>,
+    /// Offsets of the entries with LSN `start_lsn + k * INDEX_STRIDE`.
+    pub index: Vec<u64>,
+    /// Where the chain stopped (the refused entry), the LSN expected there, and why.
+    pub stop: usize,
+    pub stop_lsn: Lsn,
+    pub refusal: Refusal,
+    /// End of the area the chain was in when it stopped (the file, or the head after a wrap).
+    pub limit: usize,
+}
+
+/// Follows entries from `start`, expecting `start_lsn`, until one is refused. If the chain is
+/// in the first part of the log (at or after the head), it may wrap once to the start of the
+/// data area, where it must end before the head.
+pub(crate) fn walk(image: &[u8], salt: u32, slot: &Slot, start: usize, start_lsn: Lsn) -> Walk {
+    walk_visit(image, salt, slot, start, start_lsn, |_, _, _| {})
+}
+
+/// [`walk`], calling `visit(lsn, offset, header)` for every entry accepted on the way (batch
+/// members included, before their batch is complete).
+pub(crate) fn walk_visit(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    start: usize,
+    start_lsn: Lsn,
+    mut visit: impl FnMut(Lsn, usize, &EntryHeader),
+) -> Walk {
     let head = slot.head_offset as usize;
     let data = format::DATA_OFFSET;
-    let mut tail = head;
-    let mut tail_wrap = 0;
-    let mut next_lsn = slot.head_lsn;
-    let mut entries = 0u64;
-    let mut index = Vec::new();
-    let mut pos = head;
-    let mut lsn = next_lsn;
-    let mut limit = image.len();
-    let mut wrapped_at = 0;
+    let mut w = Walk {
+        tail: start,
+        tail_wrap: 0,
+        next_lsn: start_lsn,
+        entries: 0,
+        first_batch_end: None,
+        index: Vec::new(),
+        stop: start,
+        stop_lsn: start_lsn,
+        refusal: Refusal::torn(""),
+        limit: if start < head { head } else { image.len() },
+    };
+    let mut pos = start;
+    let mut lsn = start_lsn;
+    let mut wrapped_at = if start < head { start } else { 0 };
     let refusal = loop {
-        match check_entry(image, pos, limit, lsn, salt, slot) {
+        match check_entry(image, pos, w.limit, lsn, salt, slot) {
             Ok(h) => {
-                if (lsn - slot.head_lsn) % INDEX_STRIDE == 0 {
-                    index.push(pos as u64);
+                visit(lsn, pos, &h);
+                if (lsn - start_lsn) % INDEX_STRIDE == 0 {
+                    w.index.push(pos as u64);
                 }
                 // Batches are atomic only while they may be in flight: below the cut, every
                 // entry was accepted before (or kept by a suffix truncation that cut a batch),
@@ -153,18 +197,19 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
                 pos += h.entry_len();
                 lsn += 1;
                 if ends_batch {
-                    entries += lsn - next_lsn;
-                    tail = pos;
-                    tail_wrap = wrapped_at;
-                    next_lsn = lsn;
+                    w.entries += lsn - w.next_lsn;
+                    w.tail = pos;
+                    w.tail_wrap = wrapped_at;
+                    w.next_lsn = lsn;
+                    w.first_batch_end.get_or_insert(lsn - 1);
                 }
             }
             Err(r) => {
-                let may_wrap = wrapped_at == 0 && pos == tail && pos != data && head > data;
+                let may_wrap = wrapped_at == 0 && pos == w.tail && pos != data && head > data;
                 if may_wrap && check_entry(image, data, head, lsn, salt, slot).is_ok() {
                     wrapped_at = pos;
                     pos = data;
-                    limit = head;
+                    w.limit = head;
                     continue;
                 }
                 break r;
@@ -172,10 +217,23 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
         }
     };
     // Keep only the index entries of accepted entries.
-    let accepted = next_lsn - slot.head_lsn;
-    index.truncate(accepted.div_ceil(INDEX_STRIDE) as usize);
+    let accepted = w.next_lsn - start_lsn;
+    w.index.truncate(accepted.div_ceil(INDEX_STRIDE) as usize);
+    w.stop = pos;
+    w.stop_lsn = lsn;
+    w.refusal = refusal;
+    w
+}
 
-    let area_end = limit.min(image.len());
+/// Scans `image` (the whole file) from the head named by `slot`.
+///
+/// When the entry at the scan position is refused, the scan tries once to continue at the
+/// start of the data area (the writer wraps there when an append does not fit before the end
+/// of the file); entries there must end before the head. No batch spans the wrap.
+pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
+    let w = walk(image, salt, slot, slot.head_offset as usize, slot.head_lsn);
+    let (tail, pos, refusal) = (w.tail, w.stop, w.refusal);
+    let area_end = w.limit.min(image.len());
     let state = if pos + HEADER_LEN > area_end && pos == tail {
         TailState::EndOfFile
     } else if pos == tail
@@ -205,12 +263,14 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
     };
     Scan {
         tail,
-        wrap_at: tail_wrap,
-        next_lsn,
-        entries,
+        wrap_at: w.tail_wrap,
+        next_lsn: w.next_lsn,
+        entries: w.entries,
         torn_bytes,
         state,
-        index,
+        index: w.index,
+        stop: w.stop,
+        stop_lsn: w.stop_lsn,
     }
 }
 
@@ -255,4 +315,26 @@ pub struct RecoveryReport {
     pub duration: Duration,
     /// The persistence barrier the log uses.
     pub persistence: Persistence,
+    /// Damage found inside the acknowledged part of the log. Only a
+    /// [`crate::RecoveryMode::Salvage`] open gets this far with damage; the other modes fail
+    /// with [`crate::Error::Corrupted`].
+    pub damage: Option<DamageReport>,
+    /// In salvage mode, every damaged region with the LSNs it swallowed.
+    pub gaps: Vec<crate::damage::Gap>,
+}
+
+/// Damage recovery found; see [`RecoveryReport::damage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DamageReport {
+    /// Offset of the first unreadable entry.
+    pub offset: u64,
+    /// The LSN it should carry: the log as opened ends before it.
+    pub lsn: Lsn,
+    /// Why it was refused.
+    pub reason: &'static str,
+    /// Valid entries found past it.
+    pub entries_beyond: u64,
+    /// Their LSN range.
+    pub lsns_beyond: Option<(Lsn, Lsn)>,
 }

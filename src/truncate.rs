@@ -93,7 +93,8 @@ impl<M: Media> Log<M> {
     /// an earlier session (FORMAT.md, "Epochs").
     ///
     /// `lsn` may be anything from `first - 1` (deletes every entry) to the last LSN (changes
-    /// nothing). Costs one barrier.
+    /// nothing). Costs two barriers: the slot update, then the destruction of the first deleted
+    /// entry's header.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -132,19 +133,6 @@ impl<M: Media> Log<M> {
                 after
             }
         };
-        // Destroy the header of the first deleted entry (same barrier as the slot). The epoch
-        // rule alone refuses it only while the cut stays where it is; a later suffix
-        // truncation may move the cut past it, and if the entries that replace it went to the
-        // start of the data area (a wrap), it would otherwise still lie on the scan's path.
-        let limit = if tail < live.head && live.wrapped() {
-            live.head
-        } else {
-            self.sb.capacity as usize
-        };
-        if tail + ENTRY_ALIGN <= limit {
-            self.pmem.store_exclusive(tail, &[0u8; ENTRY_ALIGN]);
-            self.pmem.flush(tail, ENTRY_ALIGN);
-        }
         let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
         let slot = Slot {
             seq: w.slot.seq + 1,
@@ -153,6 +141,24 @@ impl<M: Media> Log<M> {
             ..w.slot
         };
         self.write_slot_mut(slot)?;
+        // Then, with a second barrier, destroy the header of the first deleted entry. The
+        // epoch rule refuses it only while the cut stays where it is; a later suffix
+        // truncation may move the cut past it, and if the entries that replace it go to the
+        // start of the data area (a wrap), it would otherwise still lie on the scan's path.
+        // Doing it after the slot update means a crash in between leaves the deleted entries
+        // refused by their epoch, never a hole below the cut.
+        let limit = if tail < live.head && live.wrapped() {
+            live.head
+        } else {
+            self.sb.capacity as usize
+        };
+        if tail + ENTRY_ALIGN <= limit {
+            self.pmem.store_exclusive(tail, &[0u8; ENTRY_ALIGN]);
+            self.pmem.flush(tail, ENTRY_ALIGN);
+            self.pmem
+                .drain()
+                .map_err(|e| Error::io(&self.name, "drain", e))?;
+        }
         let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
         w.tail = tail;
         w.next_lsn = lsn + 1;

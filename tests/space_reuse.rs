@@ -234,7 +234,11 @@ fn hundreds_of_laps_match_the_model() {
             let mut steps = 0;
             let mut prev_op = 0;
             // 120 laps on tmpfs; a few on a disk file system, where each msync is real I/O.
-            let laps = if dir.path().starts_with("/dev/shm") { 120 } else { 6 };
+            let laps = if dir.path().starts_with("/dev/shm") {
+                120
+            } else {
+                6
+            };
             while appended_bytes < laps * (cap - 4096) {
                 steps += 1;
                 let next = log.next_lsn();

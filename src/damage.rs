@@ -1,0 +1,272 @@
+//! Telling a torn tail from lost data, and salvaging what follows damage.
+//!
+//! When the scan stops at an entry that fails its checks, that entry is either the remains of
+//! an interrupted append (expected after a crash: discard it) or damage to an acknowledged
+//! entry (a media error, a stray write), which must not silently drop every entry after it.
+//! Two kinds of evidence separate them (FORMAT.md, "Damage"):
+//!
+//! 1. **The entry is older than the session.** Every entry below the slot's `cut_lsn` was
+//!    accepted by an earlier recovery or appended and then kept; none can be in flight. A scan
+//!    that stops below the cut has lost acknowledged entries.
+//! 2. **Valid entries continue the LSN sequence after it.** The search looks past the refused
+//!    entry, at every 8-byte boundary (its length field may itself be damaged), for an entry
+//!    whose checksum is valid and whose LSN is higher than the expected one, obeying the epoch
+//!    rule. Entries of earlier laps carry lower LSNs; remains of earlier sessions and deleted
+//!    suffixes carry another epoch; so neither qualifies. One in-flight batch whose first entry
+//!    is torn can leave its later entries whole: a continuation that is exactly the rest of one
+//!    batch (flagged as continuing, nothing valid after it) is therefore not evidence.
+//!
+//! The search covers at most [`SEARCH_BYTES`] past the refused entry and as much of the wrapped
+//! part at the start of the data area.
+
+use crate::format::{
+    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, HEADER_LEN, KNOWN_FLAGS,
+};
+use crate::recover::{self, Scan};
+use crate::Lsn;
+
+/// How far past a refused entry the search for valid continuations looks, per area.
+pub const SEARCH_BYTES: usize = 64 << 20;
+
+/// Damage found inside the acknowledged part of a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Offset of the first refused entry.
+    pub offset: u64,
+    /// LSN it should have carried.
+    pub lsn: Lsn,
+    /// Why it was refused.
+    pub reason: &'static str,
+    /// Valid entries found past the damage (0 if the evidence is the cut alone).
+    pub beyond: u64,
+    /// LSN range of the entries found past the damage.
+    pub beyond_lsns: Option<(Lsn, Lsn)>,
+}
+
+/// A valid entry that continues the sequence past `after_lsn`, starting at an 8-byte boundary
+/// in `[from, before)` and ending by `end`.
+fn find_continuation(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    from: usize,
+    before: usize,
+    end: usize,
+    after_lsn: Lsn,
+) -> Option<(usize, Lsn)> {
+    let end = end.min(image.len());
+    let before = before.min(from.saturating_add(SEARCH_BYTES));
+    let mut q = (from + ENTRY_ALIGN - 1) & !(ENTRY_ALIGN - 1);
+    while q < before && q + HEADER_LEN <= end {
+        let h = EntryHeader::decode(&image[q..q + HEADER_LEN]);
+        // Cheap filters first: almost every position fails one of them.
+        if h.lsn > after_lsn
+            && h.lsn - after_lsn < 1 << 40
+            && (h.len as usize) <= end - q - HEADER_LEN
+            && recover::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
+        {
+            return Some((q, h.lsn));
+        }
+        q += ENTRY_ALIGN;
+    }
+    None
+}
+
+/// Where valid entries continue after the entry refused at `stop` (LSN `stop_lsn`), if any:
+/// past it in its own area, or in the wrapped part at the start of the data area.
+///
+/// If the refused entry's length is plausible, its payload is searched last, and a chain found
+/// there counts only if it runs past the payload: a payload may itself hold encoded entries
+/// (the remains of an interrupted append of such a payload must stay a torn tail).
+pub(crate) fn continuation(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+) -> Option<(usize, Lsn)> {
+    let head = slot.head_offset as usize;
+    let in_first_part = stop >= head;
+    let area_end = if in_first_part { image.len() } else { head };
+    let claimed_end = claimed_end(image, stop, area_end);
+    let found = find_continuation(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
+        .or_else(|| {
+            (in_first_part && head > DATA_OFFSET)
+                .then(|| find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn))
+                .flatten()
+        });
+    // Inside the claimed extent: a wrong but plausible length may hide the next entries.
+    let mut from = stop + ENTRY_ALIGN;
+    let mut inner = None;
+    while let Some((q, l)) =
+        find_continuation(image, salt, slot, from, claimed_end, area_end, stop_lsn)
+    {
+        let w = recover::walk(image, salt, slot, q, l);
+        if w.stop > claimed_end || w.stop < q {
+            inner = Some((q, l));
+            break;
+        }
+        from = q + ENTRY_ALIGN;
+    }
+    match (inner, found) {
+        (Some(i), Some(o)) => Some(if i.1 <= o.1 { i } else { o }),
+        (i, o) => i.or(o),
+    }
+}
+
+/// Where the entry at `stop` ends if its length field is to be believed, else just past its
+/// first word.
+fn claimed_end(image: &[u8], stop: usize, area_end: usize) -> usize {
+    if stop + HEADER_LEN <= area_end {
+        let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
+        if (h.len as usize) <= area_end - stop - HEADER_LEN {
+            return stop + h.entry_len();
+        }
+    }
+    (stop + ENTRY_ALIGN).min(area_end.max(stop))
+}
+
+/// Decides whether the end the scan found is damage rather than a torn tail.
+pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
+    if !matches!(scan.state, recover::TailState::Torn { .. }) {
+        // A clean end below the cut is damage too: acknowledged entries are missing.
+        if scan.next_lsn >= slot.cut_lsn {
+            return None;
+        }
+    }
+    let reason = match scan.state {
+        recover::TailState::Torn { reason } => reason,
+        _ => "entry missing",
+    };
+    // The first entry not recovered: the start of the discarded batch.
+    let (offset, lsn) = (scan.tail, scan.next_lsn);
+    let cont = continuation(image, salt, slot, scan.stop, scan.stop_lsn);
+    let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
+        Some((q, l)) => {
+            let w = recover::walk(image, salt, slot, q, l);
+            // Count the whole continuation, batches in flight included.
+            let count = w.stop_lsn - l;
+            let one_batch = l == scan.stop_lsn + 1
+                && w.entries == count
+                && w.first_batch_end == Some(w.stop_lsn - 1)
+                && refused_header_continues(image, scan.stop, scan.stop_lsn);
+            (count, (count > 0).then(|| (l, w.stop_lsn - 1)), one_batch)
+        }
+        None => (0, None, false),
+    };
+    let below_cut = lsn < slot.cut_lsn;
+    if below_cut || (beyond > 0 && !rest_of_one_batch) {
+        Some(Damage {
+            offset: offset as u64,
+            lsn,
+            reason: if below_cut && beyond == 0 {
+                "acknowledged entries before the session's cut are unreadable"
+            } else {
+                reason
+            },
+            beyond,
+            beyond_lsns,
+        })
+    } else {
+        None
+    }
+}
+
+/// True unless the refused entry's header is intact and says its batch ends with it: only
+/// then can valid entries right after it not be the rest of its own in-flight batch.
+fn refused_header_continues(image: &[u8], stop: usize, stop_lsn: Lsn) -> bool {
+    if stop + HEADER_LEN > image.len() {
+        return true;
+    }
+    let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
+    let intact = h.lsn == stop_lsn && h.flags & !KNOWN_FLAGS == 0;
+    !intact || h.flags & FLAG_CONTINUES != 0
+}
+
+/// A gap a salvage skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gap {
+    /// Offset of the first unreadable byte.
+    pub offset: u64,
+    /// Offset where valid entries resume (0 if none were found).
+    pub resume_offset: u64,
+    /// First LSN missing.
+    pub first_lsn: Lsn,
+    /// Last LSN missing (`first_lsn - 1` if no LSN is missing: damage between batches).
+    pub last_lsn: Lsn,
+}
+
+/// Visits every valid entry of the log in LSN order, skipping damaged regions, and returns the
+/// gaps. Batches are not held back: every entry whose checks pass is visited.
+pub(crate) fn salvage(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    mut visit: impl FnMut(Lsn, &[u8]),
+) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    let mut pos = slot.head_offset as usize;
+    let mut lsn = slot.head_lsn;
+    loop {
+        let w = recover::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
+            visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + h.len as usize])
+        });
+        match continuation(image, salt, slot, w.stop, w.stop_lsn) {
+            // Continuations have strictly higher LSNs, so this loop ends.
+            Some((q, l)) => {
+                gaps.push(Gap {
+                    offset: w.stop as u64,
+                    resume_offset: q as u64,
+                    first_lsn: w.stop_lsn,
+                    last_lsn: l - 1,
+                });
+                pos = q;
+                lsn = l;
+            }
+            None => {
+                if w.stop_lsn < slot.cut_lsn {
+                    gaps.push(Gap {
+                        offset: w.stop as u64,
+                        resume_offset: 0,
+                        first_lsn: w.stop_lsn,
+                        last_lsn: slot.cut_lsn - 1,
+                    });
+                }
+                return gaps;
+            }
+        }
+    }
+}
+
+impl<M: crate::Media> crate::Log<M> {
+    /// Visits every valid entry in LSN order, past damaged regions too, and returns the gaps
+    /// (empty for an undamaged log). For rescuing data: only on a read-only log (see
+    /// [`crate::RecoveryMode::Salvage`]). Batches are not held back: every entry whose checks
+    /// pass is visited.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("l");
+    /// # let log = daxlog::Log::create(&path, &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// # log.append(b"a").unwrap(); drop(log);
+    /// use daxlog::{Log, Options, RecoveryMode};
+    /// let log = Log::open_read_only(&path, &Options::new().recovery_mode(RecoveryMode::Salvage))?;
+    /// let mut rescued = Vec::new();
+    /// let gaps = log.salvage(|lsn, payload| rescued.push((lsn, payload.to_vec())))?;
+    /// assert!(gaps.is_empty());
+    /// assert_eq!(rescued, [(1, b"a".to_vec())]);
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> crate::Result<Vec<Gap>> {
+        let cap = self.sb.capacity as usize;
+        let image = self
+            .pmem
+            .view_frozen(0, cap)
+            .ok_or(crate::Error::Unsupported {
+                what: "salvage on a writable log (open it read-only)",
+            })?;
+        let slot = self.writer.lock().unwrap_or_else(|e| e.into_inner()).slot;
+        Ok(salvage(image, self.sb.salt, &slot, visit))
+    }
+}

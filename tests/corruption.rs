@@ -1,0 +1,294 @@
+//! Damage and bad input: every case of the table in README.md ("Bad input and damage") is
+//! backed by a test here. The central promise: a torn tail is discarded and reported, but
+//! damage with acknowledged entries after it is an error (default mode), never a silent drop.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use common::payload;
+use daxlog::format::{self, EntryHeader, DATA_OFFSET, HEADER_LEN};
+use daxlog::{Error, Log, Options, RecoveryMode, TailState};
+
+const N: u64 = 20;
+const LEN: usize = 100; // 124 bytes on media: 4 bytes of padding per entry
+
+fn opts(mode: RecoveryMode) -> Options {
+    Options::new().recovery_mode(mode)
+}
+
+/// A log of N entries; `reopen_between` makes the entries older than the last session's cut.
+fn make_log(dir: &Path, name: &str, reopen_between: bool) -> (PathBuf, Vec<u64>) {
+    let path = dir.join(name);
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let mut offsets = Vec::new();
+    for l in 1..=N {
+        offsets.push(DATA_OFFSET as u64 + log.used_bytes());
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    drop(log);
+    if reopen_between {
+        drop(Log::open(&path, &Options::new()).unwrap());
+    }
+    (path, offsets)
+}
+
+fn flip(path: &Path, at: u64, mask: u8) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, at).unwrap();
+}
+
+fn lsns(log: &Log) -> Vec<u64> {
+    log.iter().map(|e| e.lsn).collect()
+}
+
+/// Where in an entry a flip lands.
+#[derive(Clone, Copy, Debug)]
+enum Spot {
+    Crc,
+    Len,
+    Lsn,
+    Payload,
+}
+
+fn spot_offset(entry: u64, spot: Spot) -> u64 {
+    entry
+        + match spot {
+            Spot::Crc => 1,
+            Spot::Len => 4, // low byte: a wrong but plausible length
+            Spot::Lsn => 8,
+            Spot::Payload => HEADER_LEN as u64 + 50,
+        }
+}
+
+#[test]
+fn damage_in_the_first_or_a_middle_entry_is_an_error_not_a_silent_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    for reopen in [false, true] {
+        for (which, idx) in [("first", 0usize), ("middle", 9)] {
+            for spot in [Spot::Crc, Spot::Len, Spot::Lsn, Spot::Payload] {
+                let name = format!("{which}-{spot:?}-{reopen}.dax");
+                let (path, offs) = make_log(dir.path(), &name, reopen);
+                flip(&path, spot_offset(offs[idx], spot), 0x10);
+                let what = format!("{which} entry, {spot:?}, reopened between: {reopen}");
+                for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+                    match Log::open(&path, &opts(mode)) {
+                        Err(Error::Corrupted {
+                            offset,
+                            lsn,
+                            entries_beyond,
+                            path: p,
+                            ..
+                        }) => {
+                            assert_eq!(offset, offs[idx], "{what}: offset");
+                            assert_eq!(lsn, idx as u64 + 1, "{what}: LSN");
+                            assert_eq!(p, path);
+                            // Either the rest of the log is found, or (older than the cut)
+                            // the loss is known without it.
+                            assert!(
+                                entries_beyond == N - idx as u64 - 1
+                                    || (reopen && entries_beyond > 0),
+                                "{what}: {entries_beyond} entries beyond"
+                            );
+                        }
+                        other => panic!("{what} in {mode:?}: expected Corrupted, got {other:?}"),
+                    }
+                }
+                // The file is untouched by the refused opens; salvage rescues everything else.
+                let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+                assert_eq!(lsns(&log), (1..=idx as u64).collect::<Vec<_>>(), "{what}");
+                let d = log.recovery().damage.clone().expect("damage reported");
+                assert_eq!(d.lsn, idx as u64 + 1);
+                let mut rescued = Vec::new();
+                let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
+                assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
+                assert_eq!(
+                    (gaps[0].first_lsn, gaps[0].last_lsn),
+                    (idx as u64 + 1, idx as u64 + 1)
+                );
+                assert_eq!(gaps[0].offset, offs[idx]);
+                assert_eq!(gaps[0].resume_offset, offs[idx + 1]);
+                let want: Vec<(u64, Vec<u8>)> = (1..=N)
+                    .filter(|&l| l != idx as u64 + 1)
+                    .map(|l| (l, payload(l, LEN)))
+                    .collect();
+                assert_eq!(rescued, want, "{what}: salvaged entries");
+                assert_eq!(log.recovery().gaps, gaps);
+                // Salvage never writes: a writable salvage is refused.
+                assert!(matches!(
+                    Log::open(&path, &opts(RecoveryMode::Salvage)),
+                    Err(Error::Unsupported { .. })
+                ));
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_in_the_last_entry_is_a_torn_tail_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    for spot in [Spot::Crc, Spot::Len, Spot::Lsn, Spot::Payload] {
+        let (path, offs) = make_log(dir.path(), &format!("last-{spot:?}.dax"), false);
+        let at = spot_offset(offs[N as usize - 1], spot);
+        flip(&path, at, 0x10);
+        match Log::open(&path, &opts(RecoveryMode::Strict)) {
+            Err(Error::Corrupted { lsn, offset, .. }) => {
+                assert_eq!((lsn, offset), (N, offs[N as usize - 1]));
+            }
+            other => panic!("strict, last entry {spot:?}: expected Corrupted, got {other:?}"),
+        }
+        let log = Log::open(&path, &opts(RecoveryMode::TolerateTornTail)).unwrap();
+        assert_eq!(lsns(&log), (1..N).collect::<Vec<_>>());
+        assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+        assert!(log.recovery().torn_bytes >= HEADER_LEN as u64);
+        assert!(log.recovery().damage.is_none());
+    }
+}
+
+/// After a writable open, the last entry is older than the session's cut: its loss can no
+/// longer be an interrupted append, so even the default mode reports it.
+#[test]
+fn damage_to_entries_of_an_earlier_session_is_always_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, offs) = make_log(dir.path(), "old-last.dax", true);
+    flip(&path, spot_offset(offs[N as usize - 1], Spot::Payload), 1);
+    match Log::open(&path, &Options::new()) {
+        Err(Error::Corrupted {
+            lsn,
+            entries_beyond: 0,
+            reason,
+            ..
+        }) => {
+            assert_eq!(lsn, N);
+            assert!(reason.contains("cut"), "{reason}");
+        }
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+}
+
+#[test]
+fn padding_is_not_checksummed_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for idx in [0usize, 9, N as usize - 1] {
+        let (path, offs) = make_log(dir.path(), &format!("pad{idx}.dax"), false);
+        // The 4 padding bytes follow the 100-byte payload.
+        flip(&path, offs[idx] + (HEADER_LEN + LEN) as u64 + 1, 0xff);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(lsns(&log), (1..=N).collect::<Vec<_>>());
+        assert_eq!(
+            log.read(idx as u64 + 1).unwrap().payload,
+            payload(idx as u64 + 1, LEN)
+        );
+    }
+}
+
+#[test]
+fn length_pointing_past_the_end_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for idx in [9usize, N as usize - 1] {
+        let (path, offs) = make_log(dir.path(), &format!("len{idx}.dax"), false);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&u32::MAX.to_le_bytes(), offs[idx] + 4)
+            .unwrap();
+        drop(f);
+        let r = Log::open(&path, &Options::new());
+        if idx == N as usize - 1 {
+            let log = r.unwrap();
+            assert_eq!(lsns(&log), (1..N).collect::<Vec<_>>());
+            assert_eq!(
+                log.recovery().tail_state,
+                TailState::Torn {
+                    reason: "length runs past the end of the area"
+                }
+            );
+        } else {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Corrupted {
+                        lsn: 10,
+                        entries_beyond: 10,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_torn_batch_whose_first_entry_is_damaged_stays_a_torn_tail() {
+    // An interrupted batch can leave its first entry torn and the rest whole: that must not
+    // be mistaken for damage with entries beyond it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"before").unwrap();
+    let start = DATA_OFFSET as u64 + log.used_bytes();
+    log.append_batch(&[&payload(2, 80), &payload(3, 80), &payload(4, 80)])
+        .unwrap();
+    drop(log);
+    flip(&path, start + HEADER_LEN as u64 + 5, 0x40);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(lsns(&log), [1]);
+    assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+    // The estimate covers the refused entry (its length field is intact here).
+    assert_eq!(log.recovery().torn_bytes, format::entry_len(80) as u64);
+}
+
+#[test]
+fn superblock_and_file_level_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Truncated superblock: the file ends inside the metadata page.
+    let (path, _) = make_log(d, "trunc-sb.dax", false);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert!(matches!(
+        Log::open(&path, &Options::new()),
+        Err(Error::TooSmall { len: 100, .. })
+    ));
+    // A random file.
+    let rnd = d.join("random");
+    std::fs::write(&rnd, payload(99, 65536)).unwrap();
+    assert!(matches!(
+        Log::open(&rnd, &Options::new()),
+        Err(Error::NotDaxlog { .. })
+    ));
+    // A half-written primary superblock (torn creation of a copy) falls back to the backup.
+    let (path, _) = make_log(d, "half-sb.dax", false);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 32], 32).unwrap();
+    drop(f);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert!(log.recovery().superblock_from_backup);
+    assert_eq!(log.len(), N);
+}
+
+#[test]
+fn damaged_entry_error_message_names_file_offset_and_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, offs) = make_log(dir.path(), "msg.dax", false);
+    flip(&path, spot_offset(offs[4], Spot::Payload), 2);
+    let e = Log::open(&path, &Options::new()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(&*path.to_string_lossy()), "{msg}");
+    assert!(msg.contains(&format!("offset {}", offs[4])), "{msg}");
+    assert!(msg.contains("LSN 5"), "{msg}");
+    assert!(msg.contains("15 valid entries found beyond"), "{msg}");
+    let _ = EntryHeader::decode; // the format module is part of the public API
+}
