@@ -20,7 +20,8 @@
 //! part at the start of the data area.
 
 use crate::format::{
-    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, HEADER_LEN, KNOWN_FLAGS,
+    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS,
+    MAX_INFLIGHT, SLOT_CONCURRENT,
 };
 use crate::recover::{self, Scan};
 use crate::Lsn;
@@ -146,11 +147,18 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
             let w = recover::walk(image, salt, slot, q, l);
             // Count the whole continuation, batches in flight included.
             let count = w.stop_lsn - l;
-            let one_batch = l == scan.stop_lsn + 1
-                && w.entries == count
-                && w.first_batch_end == Some(w.stop_lsn - 1)
-                && refused_header_continues(image, scan.stop, scan.stop_lsn);
-            (count, (count > 0).then(|| (l, w.stop_lsn - 1)), one_batch)
+            // Could it be the remains of appends that were in flight with the refused one?
+            let in_flight = w.entries == count
+                && if slot.flags & SLOT_CONCURRENT == 0 {
+                    // One append at a time: only the rest of the refused entry's own batch.
+                    l == scan.stop_lsn + 1
+                        && w.first_batch_end == Some(w.stop_lsn - 1)
+                        && refused_header_continues(image, scan.stop, scan.stop_lsn)
+                } else {
+                    // Overlapping appends: up to MAX_INFLIGHT - 1 other whole batches.
+                    w.batches < MAX_INFLIGHT as u64
+                };
+            (count, (count > 0).then(|| (l, w.stop_lsn - 1)), in_flight)
         }
         None => (0, None, false),
     };
@@ -210,7 +218,9 @@ pub(crate) fn salvage(
     let mut lsn = slot.head_lsn;
     loop {
         let w = recover::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
-            visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + h.len as usize])
+            if h.flags & FLAG_PAD == 0 {
+                visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + h.len as usize])
+            }
         });
         match continuation(image, salt, slot, w.stop, w.stop_lsn) {
             // Continuations have strictly higher LSNs, so this loop ends.

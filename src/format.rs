@@ -49,8 +49,16 @@ pub const FIRST_LSN: Lsn = 1;
 /// The entry belongs to a batch and is not its last entry: it counts only if the batch's last
 /// entry (flag clear) is valid too.
 pub const FLAG_CONTINUES: u32 = 1 << 0;
+/// The entry holds no data: its append was abandoned after its space and LSNs were reserved
+/// (the appending thread panicked). Its payload is zero; readers skip it.
+pub const FLAG_PAD: u32 = 1 << 1;
 /// Flags a version-1 reader understands; any other set bit makes the entry invalid.
-pub const KNOWN_FLAGS: u32 = FLAG_CONTINUES;
+pub const KNOWN_FLAGS: u32 = FLAG_CONTINUES | FLAG_PAD;
+
+/// At most this many appends (or batches) are in flight at once; more wait. Recovery may take
+/// that many batches after a torn entry for the remains of concurrent appends (FORMAT.md,
+/// "Concurrency").
+pub const MAX_INFLIGHT: usize = 16;
 
 // ---- Superblock --------------------------------------------------------------------------------
 //
@@ -204,7 +212,13 @@ pub struct Slot {
     pub cut_lsn: Lsn,
     /// The epoch of the writing session.
     pub epoch: u32,
+    /// `SLOT_CONCURRENT` or 0.
+    pub flags: u32,
 }
+
+/// Slot flag: since `cut_lsn`, appends have overlapped (several reservations in flight), so up
+/// to [`MAX_INFLIGHT`] batches may follow a torn entry after a crash.
+pub const SLOT_CONCURRENT: u32 = 1;
 
 impl Slot {
     /// Offset of slot `seq % 2`.
@@ -224,6 +238,7 @@ impl Slot {
         put_u64(&mut b, SLOT_HEAD_LSN, self.head_lsn);
         put_u64(&mut b, SLOT_CUT_LSN, self.cut_lsn);
         put_u32(&mut b, SLOT_EPOCH, self.epoch);
+        put_u32(&mut b, SLOT_FLAGS, self.flags);
         let crc = crc32c::crc32c_append(salt, &b[..SLOT_CRC]);
         put_u32(&mut b, SLOT_CRC, crc);
         b
@@ -241,9 +256,10 @@ impl Slot {
             head_lsn: get_u64(b, SLOT_HEAD_LSN),
             cut_lsn: get_u64(b, SLOT_CUT_LSN),
             epoch: get_u32(b, SLOT_EPOCH),
+            flags: get_u32(b, SLOT_FLAGS),
         };
         let sane = s.seq != 0
-            && get_u32(b, SLOT_FLAGS) == 0
+            && s.flags & !SLOT_CONCURRENT == 0
             && get_u64(b, SLOT_HINT_OFFSET) == 0
             && get_u64(b, SLOT_HINT_LSN) == 0
             && get_u32(b, SLOT_RESERVED) == 0
@@ -399,6 +415,7 @@ mod tests {
             head_lsn: 1,
             cut_lsn: 10,
             epoch: 99,
+            flags: SLOT_CONCURRENT,
         };
         let b = s.encode(5);
         assert_eq!(Slot::decode(&b, 5, 1 << 20), Some(s));

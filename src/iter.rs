@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::format::{EntryHeader, HEADER_LEN};
+use crate::format::{EntryHeader, FLAG_PAD, HEADER_LEN};
 use crate::log::Log;
 use crate::media::{Live, Media};
 use crate::recover::INDEX_STRIDE;
@@ -15,6 +15,14 @@ pub struct Entry<'a> {
     pub lsn: Lsn,
     /// The payload, exactly as appended.
     pub payload: &'a [u8],
+    pad: bool,
+}
+
+impl Entry<'_> {
+    /// Padding left by an abandoned append; never returned to readers.
+    pub(crate) fn is_pad(&self) -> bool {
+        self.pad
+    }
 }
 
 /// Iterator over durable entries in LSN order; see [`Log::iter`].
@@ -33,13 +41,17 @@ impl<'a, M: Media> Iterator for Iter<'a, M> {
 
     #[inline]
     fn next(&mut self) -> Option<Entry<'a>> {
-        if self.pos == self.live.tail {
-            return None;
+        loop {
+            if self.pos == self.live.tail {
+                return None;
+            }
+            let (entry, next) = self.log.entry_at(&self.live, self.pos, self.lsn)?;
+            self.pos = next;
+            self.lsn += 1;
+            if !entry.is_pad() {
+                return Some(entry);
+            }
         }
-        let (entry, next) = self.log.entry_at(&self.live, self.pos, self.lsn)?;
-        self.pos = next;
-        self.lsn += 1;
-        Some(entry)
     }
 }
 
@@ -113,7 +125,9 @@ impl<M: Media> Log<M> {
         let live = self.pmem.live();
         let (pos, at) = self.seek(&live, lsn);
         debug_assert_eq!(at, lsn);
-        self.entry_at(&live, pos, lsn).map(|(e, _)| e)
+        self.entry_at(&live, pos, lsn)
+            .map(|(e, _)| e)
+            .filter(|e| !e.is_pad())
     }
 
     /// Offset of entry `lsn` (which must be durable), found from the sparse index.
@@ -153,8 +167,86 @@ impl<M: Media> Log<M> {
             Entry {
                 lsn: h.lsn,
                 payload,
+                pad: h.flags & FLAG_PAD != 0,
             },
             next,
         ))
+    }
+}
+
+/// Follows the tail of a log: yields entries in LSN order as they become durable, waiting for
+/// new ones; see [`Log::follow`].
+pub struct Follower<'a, M: Media> {
+    log: &'a Log<M>,
+    next: Lsn,
+}
+
+impl<'a, M: Media> Follower<'a, M> {
+    /// The next entry, waiting up to `timeout` for it to become durable; `None` on timeout.
+    /// Entries truncated away before they were read are skipped.
+    pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Option<Entry<'a>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.next < self.log.first_lsn {
+                self.next = self.log.first_lsn;
+            }
+            if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
+                let lsn = self.next;
+                self.next += 1;
+                match self.log.read(lsn) {
+                    Some(e) => return Some(e),
+                    None => continue, // padding of an abandoned append
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.log.wait_for_lsn(self.next, deadline - now);
+        }
+    }
+
+    /// The LSN the next entry will have.
+    pub fn position(&self) -> Lsn {
+        self.next
+    }
+}
+
+impl<M: Media> Log<M> {
+    /// Follows the log from `lsn`: a consumer or replication thread calls
+    /// [`Follower::next_timeout`] to get each entry once it is durable.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// use std::time::Duration;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         for i in 0..3u8 {
+    ///             log.append(&[i]).unwrap();
+    ///         }
+    ///     });
+    ///     let mut f = log.follow(1);
+    ///     for i in 0..3u8 {
+    ///         let e = f.next_timeout(Duration::from_secs(10)).expect("appended");
+    ///         assert_eq!(e.payload, [i]);
+    ///     }
+    /// });
+    /// ```
+    pub fn follow(&self, lsn: Lsn) -> Follower<'_, M> {
+        Follower {
+            log: self,
+            next: lsn,
+        }
+    }
+
+    /// Sleeps until entry `lsn` is published or `timeout` passes.
+    pub(crate) fn wait_for_lsn(&self, lsn: Lsn, timeout: std::time::Duration) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.last_lsn.load(Ordering::SeqCst) < lsn {
+            let _ = self.wake.wait_timeout(g, timeout);
+        }
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! The append path is in `append.rs`, reading in `iter.rs`.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::append::PoisonCause;
 use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -63,6 +65,16 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) report: RecoveryReport,
     /// The file path, or a placeholder for other media; used in error messages.
     pub(crate) name: PathBuf,
+    /// Tickets below this are published.
+    pub(crate) published: AtomicU64,
+    /// Appenders sleeping on `wake`, and the condition variable they sleep on.
+    pub(crate) waiters: AtomicUsize,
+    pub(crate) wake_lock: Mutex<()>,
+    pub(crate) wake: Condvar,
+    /// msync mode: serialises group commits.
+    pub(crate) sync_lock: Mutex<()>,
+    /// Mirrors `Writer::poisoned` for waiters.
+    pub(crate) poisoned: AtomicBool,
 }
 
 /// State owned by the single writer.
@@ -70,14 +82,36 @@ pub(crate) struct Writer {
     pub(crate) token: WriteToken,
     /// Offset of the first live entry (mirrors the slot's `head_offset`).
     pub(crate) head: usize,
-    /// Offset just past the last durable entry.
+    /// Offset just past the last reserved entry.
     pub(crate) tail: usize,
     /// Where the entries before the wrap end, when `tail < head`.
     pub(crate) wrap_at: usize,
+    /// The LSN the next reservation gets.
     pub(crate) next_lsn: Lsn,
     pub(crate) slot: Slot,
     /// Range of the data area already prefaulted.
     pub(crate) prepared: (usize, usize),
+    /// Reservations not yet published, oldest first; the first has ticket `inflight_base`.
+    pub(crate) inflight: VecDeque<Pending>,
+    pub(crate) inflight_base: u64,
+    /// Set when a barrier failed: durability is unknown, appends are refused.
+    pub(crate) poisoned: Option<PoisonCause>,
+}
+
+/// A reservation between its placement and its publication.
+pub(crate) struct Pending {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// The writer's wrap point once this reservation is in place.
+    pub(crate) wrap_at: usize,
+    /// The LSN after its entries.
+    pub(crate) next_lsn: Lsn,
+    /// Its entries are stored (msync mode: waiting for a group `msync`).
+    pub(crate) stored: bool,
+    /// Its entries are durable.
+    pub(crate) durable: bool,
+    /// Offsets of its entries that the sparse index keeps.
+    pub(crate) anchors: Vec<u64>,
 }
 
 impl<M: Media> std::fmt::Debug for Log<M> {
@@ -235,6 +269,7 @@ impl<M: Media> Log<M> {
             head_lsn: FIRST_LSN,
             cut_lsn: FIRST_LSN,
             epoch: new_epoch(None),
+            flags: 0,
         };
         let sb_bytes = sb.encode();
         pmem.store_exclusive(SB_PRIMARY_OFFSET, &sb_bytes);
@@ -285,6 +320,11 @@ impl<M: Media> Log<M> {
     /// Opens the log stored on `media` for reading only; nothing is written to the media.
     pub fn open_on_read_only(media: M, opts: &Options) -> Result<Self> {
         Self::recover(media, opts, false, Path::new(MEDIA_NAME), Instant::now())
+    }
+
+    /// The media the log lives on.
+    pub fn media(&self) -> &M {
+        self.pmem.media()
     }
 
     /// Gives the media back (for simulators that inspect it after a run).
@@ -404,6 +444,7 @@ impl<M: Media> Log<M> {
                 seq: slot.seq + 1,
                 cut_lsn: scan.next_lsn,
                 epoch: new_epoch(Some(slot.epoch)),
+                flags: 0,
                 ..slot
             };
             let off = Slot::offset_for(current.seq);
@@ -479,6 +520,9 @@ impl<M: Media> Log<M> {
                 next_lsn: scan.next_lsn,
                 slot,
                 prepared: (scan.tail, scan.tail),
+                inflight: VecDeque::new(),
+                inflight_base: 0,
+                poisoned: None,
             }),
             index: RwLock::new(scan.index),
             first_lsn: slot.head_lsn,
@@ -488,6 +532,12 @@ impl<M: Media> Log<M> {
             report,
             pmem,
             name: path.to_path_buf(),
+            published: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            sync_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
         };
         if !read_only {
             let mut w = log.writer.lock().unwrap_or_else(|e| e.into_inner());

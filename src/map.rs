@@ -18,7 +18,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::mman::{self, MapFlags, MsFlags, ProtFlags};
@@ -55,9 +55,8 @@ pub struct MmapMedia {
     path: PathBuf,
     // Held for the lifetime of the mapping: it carries the writer's `flock`.
     _file: File,
-    // msync mode: the page range flushed since the last drain, as [lo, hi).
-    pending_lo: AtomicUsize,
-    pending_hi: AtomicUsize,
+    // msync mode: set once an msync has failed; every later drain reports it.
+    failed: AtomicI32,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -144,8 +143,7 @@ impl MmapMedia {
             writable,
             path: path.to_path_buf(),
             _file: file,
-            pending_lo: AtomicUsize::new(usize::MAX),
-            pending_hi: AtomicUsize::new(0),
+            failed: AtomicI32::new(0),
         })
     }
 
@@ -218,8 +216,14 @@ impl Media for MmapMedia {
         }
         let len = len.min(self.len - off);
         if self.mode == Persistence::Msync {
-            self.pending_lo.fetch_min(off, Ordering::Relaxed);
-            self.pending_hi.fetch_max(off + len, Ordering::Relaxed);
+            // msync at once: it is synchronous, and appenders on several threads may flush and
+            // drain concurrently, so there is no shared pending range to race on.
+            if let Err(e) = self.msync_range(off, off + len) {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                let _ = self
+                    .failed
+                    .compare_exchange(0, errno, Ordering::SeqCst, Ordering::SeqCst);
+            }
         } else {
             // SAFETY: the range was clamped to the mapping; `mode` was checked to be supported
             // by this CPU when the media was built.
@@ -230,12 +234,11 @@ impl Media for MmapMedia {
     #[inline]
     fn drain(&self) -> io::Result<()> {
         if self.mode == Persistence::Msync {
-            let lo = self.pending_lo.swap(usize::MAX, Ordering::Relaxed);
-            let hi = self.pending_hi.swap(0, Ordering::Relaxed);
-            if lo < hi {
-                return self.msync_range(lo, hi);
+            // The flushes did the work; a failure is sticky: durability is unknown from then on.
+            match self.failed.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                errno => Err(io::Error::from_raw_os_error(errno)),
             }
-            Ok(())
         } else {
             persist::fence(self.mode);
             Ok(())

@@ -107,6 +107,26 @@ pub trait Media: Send + Sync {
     fn prepare(&self, _off: usize, _len: usize) {}
 }
 
+/// Bytes of free space handed to one appender: `[start, end)`. Claims are carved by the
+/// single allocator (the holder of the [`WriteToken`], under the writer lock) from free space
+/// in order, so they never overlap each other or the live entries; each is owned by the thread
+/// that reserved it until its entries are published.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    start: usize,
+    end: usize,
+}
+
+impl Claim {
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
 /// Proof of being the single writer. Held inside the log's writer mutex; stores to the data area
 /// require a `&mut` of it.
 #[derive(Debug)]
@@ -289,6 +309,39 @@ impl<M: Media> Pmem<M> {
         );
         // SAFETY: the range is in bounds and outside the live entries (checked above), so no
         // reader holds a slice of it; the `&mut WriteToken` proves this is the only writer.
+        unsafe {
+            if nt {
+                self.media.store_nt(off, src)
+            } else {
+                self.media.store(off, src)
+            }
+        }
+    }
+
+    /// Hands `[start, end)` of free space to one appender (see [`Claim`]).
+    pub(crate) fn claim(&self, _token: &mut WriteToken, start: usize, end: usize) -> Claim {
+        assert!(
+            !self.frozen
+                && start >= self.data_start
+                && start <= end
+                && end <= self.media.len()
+                && !self.live().overlaps(self.data_start, start, end - start),
+            "claim outside free space"
+        );
+        Claim { start, end }
+    }
+
+    /// Stores into a claimed range.
+    #[inline]
+    pub(crate) fn store_claimed(&self, claim: &Claim, off: usize, src: &[u8], nt: bool) {
+        assert!(
+            off >= claim.start && src.len() <= claim.end.saturating_sub(off),
+            "store outside its claim"
+        );
+        // SAFETY: the range lies inside the claim, which lies inside the media and outside the
+        // live entries (checked when it was made), so no reader holds a slice of it; claims are
+        // disjoint and each is used by the one thread that owns it (see `Claim`), so no other
+        // store touches these bytes concurrently.
         unsafe {
             if nt {
                 self.media.store_nt(off, src)

@@ -139,6 +139,8 @@ pub(crate) struct Walk {
     pub entries: u64,
     /// LSN of the last entry of the first accepted batch.
     pub first_batch_end: Option<Lsn>,
+    /// Accepted batches (a single append counts as one).
+    pub batches: u64,
     /// Offsets of the entries with LSN `start_lsn + k * INDEX_STRIDE`.
     pub index: Vec<u64>,
     /// Where the chain stopped (the refused entry), the LSN expected there, and why.
@@ -174,6 +176,7 @@ pub(crate) fn walk_visit(
         next_lsn: start_lsn,
         entries: 0,
         first_batch_end: None,
+        batches: 0,
         index: Vec::new(),
         stop: start,
         stop_lsn: start_lsn,
@@ -202,6 +205,7 @@ pub(crate) fn walk_visit(
                     w.tail_wrap = wrapped_at;
                     w.next_lsn = lsn;
                     w.first_batch_end.get_or_insert(lsn - 1);
+                    w.batches += 1;
                 }
             }
             Err(r) => {

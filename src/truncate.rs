@@ -138,6 +138,7 @@ impl<M: Media> Log<M> {
             seq: w.slot.seq + 1,
             cut_lsn: lsn + 1,
             epoch: new_epoch(Some(w.slot.epoch)),
+            flags: 0,
             ..w.slot
         };
         self.write_slot_mut(slot)?;

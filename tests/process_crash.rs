@@ -221,6 +221,9 @@ fn main() {
             .parse()
             .unwrap();
         let mode = std::env::var("DAXLOG_CRASH_CHILD_MODE").unwrap();
+        if std::env::var("DAXLOG_CRASH_CHILD_THREADS").is_ok() {
+            threaded_child(Path::new(&path), seed, &mode);
+        }
         child(Path::new(&path), seed, &mode);
     }
     let rounds: u64 = std::env::var("DAXLOG_CRASH_ROUNDS")
@@ -268,7 +271,138 @@ fn main() {
         "process_crash: {kills} kills verified in {:?} (up to {max_entries} entries per log)",
         started.elapsed()
     );
-    println!("1 passed, 0 failed");
+    let started = Instant::now();
+    let mut kills = 0;
+    for dir in &dirs {
+        for mode in ["cpu", "msync"] {
+            let seed = base_seed ^ crc(b"threads") ^ crc(mode.as_bytes());
+            let path: PathBuf = dir.path().join(format!("crash-threads-{mode}.dax"));
+            Log::create(&path, &Options::new().capacity(32 << 20)).unwrap();
+            let mut rng = Rng::new(seed);
+            for r in 0..rounds / 2 {
+                let kill_after = Duration::from_millis(5 + rng.below(60));
+                let label = format!(
+                    "seed {seed} mode {mode} with {THREADS} threads, dir {} round {r}",
+                    dir.path().display()
+                );
+                let acked = run_threaded_child(&path, seed ^ r, mode, kill_after);
+                verify_threaded(&path, &acked, &label);
+                kills += 1;
+            }
+        }
+    }
+    println!(
+        "process_crash: {kills} kills of {THREADS}-thread appenders verified in {:?}",
+        started.elapsed()
+    );
+    println!("2 passed, 0 failed");
+}
+
+const THREADS: u64 = 4;
+
+/// A payload that names its writer: thread, sequence number, then bytes derived from them.
+fn thread_payload(t: u64, i: u64) -> Vec<u8> {
+    let mut r = Rng::new(t << 40 | i);
+    let len = 8 + r.below(400) as usize;
+    let mut v = Vec::with_capacity(16 + len);
+    v.extend_from_slice(&t.to_le_bytes());
+    v.extend_from_slice(&i.to_le_bytes());
+    v.extend((0..len).map(|_| r.next() as u8));
+    v
+}
+
+/// The child with several appending threads; prints `ack <lsn> <thread> <seq>`.
+fn threaded_child(path: &Path, seed: u64, mode: &str) -> ! {
+    let log = Log::open(path, &mode_options(mode)).expect("child: open");
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (log, out) = (&log, &out);
+            s.spawn(move || {
+                for i in seed << 20.. {
+                    match log.append(&thread_payload(t, i)) {
+                        Ok(lsn) => {
+                            let mut o = out.lock().unwrap();
+                            writeln!(o, "ack {lsn} {t} {i}").unwrap();
+                            o.flush().unwrap();
+                        }
+                        Err(Error::Full { .. }) => loop {
+                            std::thread::sleep(Duration::from_secs(1));
+                        },
+                        Err(e) => panic!("child: append failed: {e}"),
+                    }
+                }
+            });
+        }
+    });
+    unreachable!("appenders never stop")
+}
+
+fn run_threaded_child(
+    path: &Path,
+    seed: u64,
+    mode: &str,
+    kill_after: Duration,
+) -> Vec<(u64, u64, u64)> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("DAXLOG_CRASH_CHILD", path)
+        .env("DAXLOG_CRASH_CHILD_SEED", (seed % 1000).to_string())
+        .env("DAXLOG_CRASH_CHILD_MODE", mode)
+        .env("DAXLOG_CRASH_CHILD_THREADS", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let f: Vec<u64> = line
+                .strip_prefix("ack ")
+                .map(|r| r.split(' ').map(|x| x.parse().unwrap()).collect())
+                .unwrap_or_default();
+            if f.len() == 3 {
+                acked.push((f[0], f[1], f[2]));
+            }
+        }
+        acked
+    });
+    std::thread::sleep(kill_after);
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// Every acknowledged entry is present with its payload; every LSN up to the highest
+/// acknowledged one is present (acknowledgement implies every earlier entry is durable); every
+/// recovered entry is one that some thread wrote.
+fn verify_threaded(path: &Path, acked: &[(u64, u64, u64)], label: &str) {
+    let log = Log::open(path, &Options::new()).unwrap_or_else(|e| panic!("{label}: open: {e}"));
+    let max_acked = acked.iter().map(|a| a.0).max().unwrap_or(0);
+    let last = log.last_lsn().unwrap_or(0);
+    assert!(
+        last >= max_acked,
+        "{label}: acknowledged LSN {max_acked} lost (recovered up to {last})"
+    );
+    for &(lsn, t, i) in acked {
+        let e = log
+            .read(lsn)
+            .unwrap_or_else(|| panic!("{label}: acknowledged LSN {lsn} missing"));
+        assert!(
+            e.payload == thread_payload(t, i).as_slice(),
+            "{label}: payload of LSN {lsn}"
+        );
+    }
+    for (expect, e) in (1..).zip(log.iter()) {
+        assert_eq!(e.lsn, expect, "{label}: gap in LSNs");
+        let t = u64::from_le_bytes(e.payload[..8].try_into().unwrap());
+        let i = u64::from_le_bytes(e.payload[8..16].try_into().unwrap());
+        assert!(
+            e.payload == thread_payload(t, i).as_slice(),
+            "{label}: LSN {} is no thread's entry",
+            e.lsn
+        );
+    }
 }
 
 fn crc(b: &[u8]) -> u64 {
