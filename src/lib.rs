@@ -34,6 +34,8 @@
 #![warn(missing_docs)]
 
 mod append;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod damage;
 mod error;
 pub mod format;

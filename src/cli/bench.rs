@@ -1,0 +1,611 @@
+//! `daxlog bench`: append throughput and latency, and recovery speed.
+//!
+//! Each row is one persistence mode and one payload size. For a row the tool creates a log
+//! (fully allocated; the log prefaults its pages ahead of the tail), runs an untimed warm-up,
+//! then `--reps` timed slices of `--seconds / --reps` each in which `--threads` threads append
+//! the same payload to the same log as fast as they can. A slice also ends early if the log
+//! fills up; the log is recreated (untimed) before a slice whenever less than half of it is
+//! free. Reported numbers are medians over the slices. Then a new log is filled (with batches,
+//! untimed) to `--recovery-bytes` of entries and reopened `--reps` times; the median open time
+//! gives the recovery speed.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Barrier};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::commands::parse_capacity;
+use super::size::{human, parse_size};
+use super::CliError;
+use crate::{
+    format, supported_flush_instructions, Error, Log, Options, Persistence, PersistenceChoice,
+};
+
+const DEFAULT_SIZES: [u64; 4] = [64, 256, 1024, 4096];
+const DEFAULT_CAPACITY: u64 = 256 << 20;
+const DEFAULT_RECOVERY_BYTES: u64 = 64 << 20;
+const MAX_WARMUP: Duration = Duration::from_millis(50);
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Directory for the benchmark's log file [default: /dev/shm, else the temporary directory].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Payload size; repeat the option or separate with commas [default: 64,256,1KiB,4KiB].
+    #[arg(long = "size", value_name = "BYTES", value_parser = parse_size, value_delimiter = ',')]
+    sizes: Vec<u64>,
+    /// Threads appending to the same log (appends are serialised inside the log).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
+    /// Seconds of appending measured per row, split into --reps equal slices.
+    #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_seconds)]
+    seconds: f64,
+    /// Timed repetitions per row; medians are reported.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reps: u32,
+    /// Persistence mode; repeat or separate with commas [default: auto,cpu,msync, keeping
+    /// each resulting mode once].
+    #[arg(long = "mode", value_name = "MODE", value_enum, value_delimiter = ',')]
+    modes: Vec<ModeArg>,
+    /// Capacity of the benchmark log [default: 256MiB, less if DIR has under twice that free].
+    #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
+    capacity: Option<u64>,
+    /// Bytes of entries each recovery measurement scans [default: 64MiB]; 0 skips recovery.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    recovery_bytes: Option<u64>,
+    /// Print one JSON object per line per measured row instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `--mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    /// CPU flushes if MAP_SYNC is granted (a DAX mount), msync otherwise.
+    Auto,
+    /// msync(MS_SYNC), even on a DAX mount.
+    Msync,
+    /// The best flush instruction of this CPU, even without MAP_SYNC.
+    Cpu,
+    /// CLWB + SFENCE, even without MAP_SYNC.
+    Clwb,
+    /// CLFLUSHOPT + SFENCE, even without MAP_SYNC.
+    Clflushopt,
+    /// CLFLUSH + MFENCE, even without MAP_SYNC.
+    Clflush,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds in (0, 3600]")),
+    }
+}
+
+/// A resolved persistence mode.
+struct Mode {
+    choice: PersistenceChoice,
+    flush: Option<Persistence>,
+    persistence: Persistence,
+    map_sync: bool,
+}
+
+impl Mode {
+    fn options(&self) -> Options {
+        let o = Options::new().persistence(self.choice);
+        match self.flush {
+            Some(f) => o.flush_instruction(f),
+            None => o,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.persistence.name()
+    }
+
+    /// Whether an acknowledged append survives power loss on this file system.
+    fn durable(&self) -> bool {
+        self.map_sync || !self.persistence.is_cpu_flush()
+    }
+}
+
+/// Settings shared by all rows.
+struct Ctx {
+    path: PathBuf,
+    capacity: u64,
+    recovery_bytes: u64,
+    threads: u32,
+    reps: u32,
+    slice: Duration,
+    warmup: Duration,
+}
+
+/// Removes the benchmark's log file when the benchmark ends, however it ends (except by a
+/// signal).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+struct AppendRow {
+    appends: u64,
+    ns_per_append: f64,
+    appends_per_sec: f64,
+}
+
+struct RecoveryRow {
+    entries: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
+    let started = Instant::now();
+    let dir = a.dir.clone().unwrap_or_else(|| {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    if !dir.is_dir() {
+        return Err(CliError::Other(format!(
+            "{}: not found: no such directory",
+            dir.display()
+        )));
+    }
+    let path = dir.join(format!("daxlog-bench-{}.dax", std::process::id()));
+    let _cleanup = RemoveOnDrop(path.clone());
+    let capacity = match a.capacity {
+        Some(c) => c,
+        None => default_capacity(&dir)?,
+    };
+    let sizes: Vec<u64> = if a.sizes.is_empty() {
+        DEFAULT_SIZES.to_vec()
+    } else {
+        a.sizes.clone()
+    };
+    let max_payload = capacity - format::DATA_OFFSET as u64 - format::HEADER_LEN as u64;
+    if let Some(&s) = sizes
+        .iter()
+        .find(|&&s| s > max_payload.min(u32::MAX as u64))
+    {
+        return Err(CliError::Other(format!(
+            "--size {s}: larger than the largest payload a log of {} can hold",
+            human(capacity)
+        )));
+    }
+    let modes = resolve_modes(&a.modes, &path)?;
+    let slice = Duration::from_secs_f64(a.seconds / a.reps as f64);
+    let ctx = Ctx {
+        path,
+        capacity,
+        recovery_bytes: a
+            .recovery_bytes
+            .unwrap_or(DEFAULT_RECOVERY_BYTES)
+            .min(capacity - format::DATA_OFFSET as u64),
+        threads: a.threads,
+        reps: a.reps,
+        slice,
+        warmup: slice.min(MAX_WARMUP),
+    };
+
+    let steps_per_row = 1
+        + a.reps as u64
+        + if ctx.recovery_bytes > 0 {
+            a.reps as u64
+        } else {
+            0
+        };
+    let pb = if io::stderr().is_terminal() {
+        ProgressBar::new(steps_per_row * (modes.len() * sizes.len()) as u64).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut out = io::stdout().lock();
+    if !a.json {
+        let flushes: Vec<&str> = supported_flush_instructions()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        writeln!(
+            out,
+            "daxlog bench: log in {} (MAP_SYNC {}), capacity {}, {} thread{}, median of {} x {:.2} s per row",
+            dir.display(),
+            if modes.iter().any(|m| m.map_sync) { "granted" } else { "not granted" },
+            human(capacity),
+            a.threads,
+            if a.threads == 1 { "" } else { "s" },
+            a.reps,
+            slice.as_secs_f64(),
+        )?;
+        writeln!(
+            out,
+            "CPU flush instructions: {}",
+            if flushes.is_empty() {
+                "none".to_string()
+            } else {
+                flushes.join(" ")
+            }
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<12} {:>7} {:>13} {:>11} {:>10} {:>14}",
+            "mode", "size", "appends/s", "ns/append", "MB/s", "recovery GB/s"
+        )?;
+        out.flush()?;
+    }
+    for mode in &modes {
+        for &size in &sizes {
+            pb.set_message(format!("{} {}", mode.name(), human(size)));
+            let (row, rec) = measure_row(&ctx, mode, size as usize, &pb)?;
+            let mb_per_sec = row.appends_per_sec * size as f64 / 1e6;
+            pb.suspend(|| -> io::Result<()> {
+                if a.json {
+                    let v = serde_json::json!({
+                        "engine": "daxlog",
+                        "kind": "append",
+                        "mode": mode.name(),
+                        "map_sync": mode.map_sync,
+                        "durable": mode.durable(),
+                        "size": size,
+                        "threads": a.threads,
+                        "reps": a.reps,
+                        "appends": row.appends,
+                        "ns_per_append": round(row.ns_per_append, 1),
+                        "appends_per_sec": round(row.appends_per_sec, 0),
+                        "mb_per_sec": round(mb_per_sec, 2),
+                        "dir": dir.display().to_string(),
+                    });
+                    writeln!(out, "{v}")?;
+                    if let Some(r) = &rec {
+                        let v = serde_json::json!({
+                            "engine": "daxlog-recovery",
+                            "kind": "recovery",
+                            "mode": mode.name(),
+                            "map_sync": mode.map_sync,
+                            "size": size,
+                            "threads": 1,
+                            "reps": a.reps,
+                            "entries": r.entries,
+                            "bytes": r.bytes,
+                            "seconds": r.seconds,
+                            "ns_per_entry": round(r.seconds * 1e9 / r.entries.max(1) as f64, 1),
+                            "entries_per_sec": round(r.entries as f64 / r.seconds, 0),
+                            "gb_per_sec": round(r.bytes as f64 / r.seconds / 1e9, 3),
+                            "dir": dir.display().to_string(),
+                        });
+                        writeln!(out, "{v}")?;
+                    }
+                } else {
+                    let mode_name =
+                        format!("{}{}", mode.name(), if mode.durable() { "" } else { "*" });
+                    let recovery = rec.as_ref().map_or("-".to_string(), |r| {
+                        format!("{:.2}", r.bytes as f64 / r.seconds / 1e9)
+                    });
+                    writeln!(
+                        out,
+                        "{:<12} {:>7} {:>13} {:>11.1} {:>10.1} {:>14}",
+                        mode_name,
+                        size,
+                        thousands(row.appends_per_sec.round() as u64),
+                        row.ns_per_append,
+                        mb_per_sec,
+                        recovery
+                    )?;
+                }
+                out.flush()
+            })?;
+        }
+    }
+    pb.finish_and_clear();
+    if !a.json {
+        writeln!(out)?;
+        if modes.iter().any(|m| !m.durable()) {
+            writeln!(
+                out,
+                "* CPU flushes forced without MAP_SYNC: times the flush path, but is not durable \
+                 on this file system"
+            )?;
+        }
+        writeln!(
+            out,
+            "ns/append: median over slices of the mean time of one append call; MB/s: payload \
+             bytes (10^6) per second; recovery GB/s: entry bytes scanned per second by open"
+        )?;
+        writeln!(out, "total time {:.1} s", started.elapsed().as_secs_f64())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// The default log capacity: 256 MiB, or half the free space of `dir` if that is less.
+fn default_capacity(dir: &Path) -> Result<u64, CliError> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| CliError::Other(format!("{}: statvfs failed: {e}", dir.display())))?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let cap = DEFAULT_CAPACITY.min(free / 2) & !(format::CAPACITY_ALIGN - 1);
+    if cap < 2 << 20 {
+        return Err(CliError::Other(format!(
+            "{}: only {} free; the benchmark needs at least 4 MiB (see --dir, --capacity)",
+            dir.display(),
+            human(free)
+        )));
+    }
+    Ok(cap)
+}
+
+/// Resolves the `--mode` values into distinct modes, by creating a small log in each.
+fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
+    let defaults = [ModeArg::Auto, ModeArg::Cpu, ModeArg::Msync];
+    let explicit = !args.is_empty();
+    let list = if explicit { args } else { &defaults[..] };
+    let supported = supported_flush_instructions();
+    let mut modes: Vec<Mode> = Vec::new();
+    for &arg in list {
+        let (choice, flush) = match arg {
+            ModeArg::Auto => (PersistenceChoice::Auto, None),
+            ModeArg::Msync => (PersistenceChoice::ForceMsync, None),
+            ModeArg::Cpu => (PersistenceChoice::ForceCpuFlush, None),
+            ModeArg::Clwb => (PersistenceChoice::ForceCpuFlush, Some(Persistence::Clwb)),
+            ModeArg::Clflushopt => (
+                PersistenceChoice::ForceCpuFlush,
+                Some(Persistence::ClflushOpt),
+            ),
+            ModeArg::Clflush => (PersistenceChoice::ForceCpuFlush, Some(Persistence::Clflush)),
+        };
+        if let Some(f) = flush {
+            if !supported.contains(&f) {
+                return Err(CliError::Other(format!(
+                    "--mode {}: this CPU does not have that instruction",
+                    f.name()
+                )));
+            }
+        }
+        if choice == PersistenceChoice::ForceCpuFlush && supported.is_empty() {
+            if explicit {
+                return Err(CliError::Other(
+                    "--mode cpu: this CPU has no cache flush instruction".into(),
+                ));
+            }
+            continue;
+        }
+        let mut mode = Mode {
+            choice,
+            flush,
+            persistence: Persistence::Msync,
+            map_sync: false,
+        };
+        let opts = mode
+            .options()
+            .capacity(2 * format::CAPACITY_ALIGN)
+            .overwrite(true);
+        let probe = Log::create(path, &opts).map_err(CliError::log(path))?;
+        mode.persistence = probe.persistence();
+        mode.map_sync = probe.map_sync();
+        drop(probe);
+        if !modes.iter().any(|m| m.persistence == mode.persistence) {
+            modes.push(mode);
+        }
+    }
+    Ok(modes)
+}
+
+/// Measures one row: appends (always) and recovery (if `recovery_bytes > 0`).
+fn measure_row(
+    ctx: &Ctx,
+    mode: &Mode,
+    size: usize,
+    pb: &ProgressBar,
+) -> Result<(AppendRow, Option<RecoveryRow>), CliError> {
+    let path = &ctx.path;
+    let payload: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(31) ^ 0x5a)
+        .collect();
+    let opts = mode.options().capacity(ctx.capacity).overwrite(true);
+    let create = || {
+        let log = Log::create(path, &opts).map_err(CliError::log(path))?;
+        // First touch of a page is not what an append costs in steady state.
+        log.prefault();
+        Ok::<_, CliError>(log)
+    };
+
+    let mut log = create()?;
+    timed_slice(&log, &payload, ctx.threads, ctx.warmup, path)?;
+    pb.inc(1);
+    let (mut rates, mut latencies) = (Vec::new(), Vec::new());
+    let mut appends = 0;
+    for _ in 0..ctx.reps {
+        if log.free_bytes() < ctx.capacity / 2 {
+            drop(log);
+            log = create()?;
+        }
+        let (n, elapsed) = timed_slice(&log, &payload, ctx.threads, ctx.slice, path)?;
+        pb.inc(1);
+        if n == 0 {
+            continue;
+        }
+        appends += n;
+        let secs = elapsed.as_secs_f64();
+        rates.push(n as f64 / secs);
+        latencies.push(secs * 1e9 * ctx.threads as f64 / n as f64);
+    }
+    let row = AppendRow {
+        appends,
+        ns_per_append: median(&mut latencies),
+        appends_per_sec: median(&mut rates),
+    };
+    if ctx.recovery_bytes == 0 {
+        return Ok((row, None));
+    }
+
+    // A fresh log, filled to the recovery size with large batches (untimed).
+    drop(log);
+    let log = create()?;
+    let entry = format::entry_len(size) as u64;
+    let per_batch = ((1 << 20) / entry).max(1);
+    while log.used_bytes() < ctx.recovery_bytes {
+        let room = log.free_bytes() / entry;
+        let want = (ctx.recovery_bytes - log.used_bytes()).div_ceil(entry);
+        let k = per_batch.min(room).min(want) as usize;
+        if k == 0 {
+            break;
+        }
+        let batch: Vec<&[u8]> = vec![&payload[..]; k];
+        log.append_batch(&batch).map_err(CliError::log(path))?;
+    }
+    let (entries, bytes) = (log.len(), log.used_bytes());
+    drop(log);
+    let mut times = Vec::new();
+    for _ in 0..ctx.reps {
+        let t = Instant::now();
+        let log = Log::open(path, &opts).map_err(CliError::log(path))?;
+        times.push(t.elapsed().as_secs_f64());
+        if log.len() != entries {
+            return Err(CliError::Other(format!(
+                "{}: recovery found {} entries, {entries} were appended",
+                path.display(),
+                log.len()
+            )));
+        }
+        drop(log);
+        pb.inc(1);
+    }
+    Ok((
+        row,
+        Some(RecoveryRow {
+            entries,
+            bytes,
+            seconds: median(&mut times),
+        }),
+    ))
+}
+
+/// `threads` threads append `payload` to `log` for `slice` (or until the log is full);
+/// returns the number of appends and the wall time from the common start to the last stop.
+fn timed_slice(
+    log: &Log,
+    payload: &[u8],
+    threads: u32,
+    slice: Duration,
+    path: &Path,
+) -> Result<(u64, Duration), CliError> {
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(threads as usize + 1);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (stop, start, done) = (&stop, &start, done_tx.clone());
+                s.spawn(move || -> Result<u64, Error> {
+                    start.wait();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        match log.append(payload) {
+                            Ok(_) => n += 1,
+                            Err(Error::Full { .. }) => break,
+                            Err(e) => {
+                                let _ = done.send(());
+                                return Err(e);
+                            }
+                        }
+                    }
+                    let _ = done.send(());
+                    Ok(n)
+                })
+            })
+            .collect();
+        drop(done_tx);
+        start.wait();
+        let t0 = Instant::now();
+        // Ends after the slice, or as soon as one worker stops (the log is full).
+        let _ = done_rx.recv_timeout(slice);
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        let mut failure = None;
+        for w in workers {
+            match w.join() {
+                Ok(Ok(n)) => total += n,
+                Ok(Err(e)) => {
+                    failure = Some(CliError::Log {
+                        path: path.to_path_buf(),
+                        source: e,
+                    })
+                }
+                Err(_) => failure = Some(CliError::Other("a benchmark thread panicked".into())),
+            }
+        }
+        let elapsed = t0.elapsed();
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((total, elapsed)),
+        }
+    })
+}
+
+/// The median (the mean of the middle two for an even count); 0 for no values.
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("nan").is_err());
+        assert_eq!(parse_seconds("0.2"), Ok(0.2));
+    }
+}

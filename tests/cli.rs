@@ -1,0 +1,822 @@
+//! Tests of the `daxlog` command-line tool: every subcommand and every error, through the real
+//! binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use daxlog::{Log, Options};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_daxlog");
+
+/// A fresh directory in /dev/shm (or the temporary directory).
+fn tempdir() -> tempfile::TempDir {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::Builder::new()
+        .prefix("daxlog-cli")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn daxlog(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn daxlog_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs and expects success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = daxlog(args);
+    assert!(
+        out.status.success(),
+        "daxlog {args:?} failed: {:?}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Expects exit code 1 and exactly one stderr line `error: ...` naming `path` and `cause`.
+fn assert_error(out: &Output, path: &Path, cause: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+    assert!(
+        err.contains(&path.display().to_string()),
+        "no path in {err:?}"
+    );
+    assert!(err.contains(cause), "{cause:?} not in {err:?}");
+    assert!(!err.contains("panicked"), "{err:?}");
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn info_json(path: &Path) -> Value {
+    let out = ok(&["info", p(path), "--json"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn create_info_and_force() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    let out = ok(&["create", p(&path), "--capacity", "512KiB"]);
+    assert!(out.contains("capacity 524288 bytes"), "{out}");
+    let v = info_json(&path);
+    assert_eq!(v["capacity"], 512 * 1024);
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["entries"], 0);
+    assert_eq!(v["used_bytes"], 0);
+    assert_eq!(v["free_bytes"], 512 * 1024 - 4096);
+    assert_eq!(v["first_lsn"], Value::Null);
+    assert_eq!(v["last_lsn"], Value::Null);
+    assert_eq!(v["tail_state"], "clean");
+    assert_eq!(v["torn_bytes"], 0);
+    assert!(v["map_sync"].is_boolean());
+    let mode = v["persistence"].as_str().unwrap();
+    assert!(
+        ["msync", "clwb", "clflushopt", "clflush"].contains(&mode),
+        "{mode}"
+    );
+    let uuid = v["uuid"].as_str().unwrap().to_string();
+    assert_eq!(uuid.len(), 36);
+
+    // Sizes: MiB, GiB-style units and plain bytes.
+    for (arg, bytes) in [("1MiB", 1u64 << 20), ("8192", 8192), ("2M", 2 << 20)] {
+        let q = dir.path().join(format!("s{bytes}.dax"));
+        ok(&["create", p(&q), "--capacity", arg]);
+        assert_eq!(std::fs::metadata(&q).unwrap().len(), bytes);
+        assert_eq!(info_json(&q)["capacity"], bytes);
+    }
+
+    // An existing file is refused unless --force, which makes a new, empty log.
+    ok(&["append", p(&path), "--data", "x"]);
+    let out = daxlog(&["create", p(&path), "--capacity", "1MiB"]);
+    assert_error(&out, &path, "already exists");
+    assert_eq!(info_json(&path)["entries"], 1);
+    ok(&["create", p(&path), "--capacity", "1MiB", "--force"]);
+    let v = info_json(&path);
+    assert_eq!(v["entries"], 0);
+    assert_eq!(v["capacity"], 1 << 20);
+    assert_ne!(v["uuid"], uuid.as_str());
+
+    // The text form names every field.
+    let out = ok(&["info", p(&path)]);
+    for key in [
+        "format version:",
+        "uuid:",
+        "capacity:",
+        "used:",
+        "free:",
+        "entries:",
+        "first LSN:",
+        "last LSN:",
+        "persistence:",
+        "MAP_SYNC:",
+        "tail:",
+        "torn bytes:",
+    ] {
+        assert!(out.contains(key), "{key} missing in {out}");
+    }
+}
+
+#[test]
+fn append_dump_cat() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    // Lines become entries, newline stripped; an empty line is an empty entry; a last line
+    // without a newline is an entry too.
+    let out = daxlog_stdin(
+        &["append", p(&path)],
+        b"hello\nw\xc3\xb6rld\n\n\ttabs \r\nlast",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\n2\n3\n4\n5\n");
+    assert_eq!(ok(&["append", p(&path), "--data", "one more"]), "6\n");
+    let out = daxlog_stdin(&["append", p(&path), "--batch", "3"], b"b1\nb2\nb3\nb4\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "7\n8\n9\n10\n");
+    let out = daxlog_stdin(&["append", p(&path)], b"");
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "");
+
+    let want: Vec<&[u8]> = vec![
+        b"hello",
+        "wörld".as_bytes(),
+        b"",
+        b"\ttabs \r",
+        b"last",
+        b"one more",
+        b"b1",
+        b"b2",
+        b"b3",
+        b"b4",
+    ];
+    let dump = ok(&["dump", p(&path)]);
+    let expect: String = want
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{}\t{}\n", i + 1, hex(w)))
+        .collect();
+    assert_eq!(dump, expect);
+    assert_eq!(
+        ok(&["dump", p(&path), "--from", "2", "--to", "3"]),
+        format!("2\t{}\n3\t\n", hex("wörld".as_bytes()))
+    );
+    assert_eq!(ok(&["dump", p(&path), "--from", "10"]), "10\t6234\n");
+    assert_eq!(ok(&["dump", p(&path), "--from", "11"]), "");
+    assert_eq!(ok(&["dump", p(&path), "--from", "5", "--to", "4"]), "");
+
+    let cat = ok(&["cat", p(&path), "--to", "6"]);
+    assert_eq!(cat, "hello\nwörld\n\n\ttabs \r\nlast\none more\n");
+    let cat = ok(&["cat", p(&path), "--lsn", "--from", "9"]);
+    assert_eq!(cat, "9\tb3\n10\tb4\n");
+    // Invalid UTF-8 is shown with replacement characters, dumped exactly.
+    assert_eq!(
+        daxlog_stdin(&["append", p(&path)], b"\xff\xfeok\n")
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        ok(&["cat", p(&path), "--from", "11"]),
+        "\u{fffd}\u{fffd}ok\n"
+    );
+    assert_eq!(ok(&["dump", p(&path), "--from", "11"]), "11\tfffe6f6b\n");
+
+    // The library sees the same entries.
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    assert_eq!(log.len(), 11);
+    assert_eq!(log.read(4).unwrap().payload, b"\ttabs \r");
+}
+
+/// A producer that writes one line and waits for its LSN is answered at once, even with a
+/// large --batch.
+#[test]
+fn batch_does_not_wait_for_more_lines() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    let mut child = Command::new(BIN)
+        .args(["append", p(&path), "--batch", "1000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            tx.send(line.unwrap()).unwrap();
+        }
+    });
+    for i in 1..=5 {
+        writeln!(stdin, "interactive {i}").unwrap();
+        stdin.flush().unwrap();
+        let ack = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no acknowledgement while stdin stays open");
+        assert_eq!(ack, i.to_string());
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!(ok(&["cat", p(&path), "--from", "5"]), "interactive 5\n");
+}
+
+#[test]
+fn check_reports_a_torn_tail_without_failing() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let out = ok(&["check", p(&path)]);
+    assert!(out.contains("ok: 0 entries"), "{out}");
+    let out = daxlog_stdin(&["append", p(&path)], b"aaaa\nbbbb\ncccc\n");
+    assert_eq!(text(&out.stdout), "1\n2\n3\n");
+    let out = ok(&["check", p(&path)]);
+    assert!(out.contains("ok: 3 entries (LSN 1..=3)"), "{out}");
+    assert!(out.contains("tail clean"), "{out}");
+
+    // Damage the payload of entry 3 (entries of 4 bytes take 32 bytes from offset 4096):
+    // recovery discards it as an interrupted append.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", 4096 + 2 * 32 + 24).unwrap();
+    drop(f);
+    let out = ok(&["check", p(&path)]);
+    assert!(out.contains("ok: 2 entries (LSN 1..=2)"), "{out}");
+    assert!(out.contains("torn tail: 32 bytes"), "{out}");
+    assert!(out.contains("at offset 4160"), "{out}");
+    assert!(out.contains("checksum mismatch"), "{out}");
+    let v = info_json(&path);
+    assert_eq!(v["tail_state"], "torn");
+    assert_eq!(v["torn_bytes"], 32);
+    assert_eq!(v["torn_reason"], "checksum mismatch");
+    assert_eq!(v["entries"], 2);
+    assert_eq!(v["last_lsn"], 2);
+}
+
+#[test]
+fn errors_name_the_path_and_the_cause() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing.dax");
+    for cmd in ["dump", "cat", "info", "check"] {
+        assert_error(&daxlog(&[cmd, p(&missing)]), &missing, "not found");
+    }
+    assert_error(
+        &daxlog(&["append", p(&missing), "--data", "x"]),
+        &missing,
+        "not found",
+    );
+    let nodir = dir.path().join("no/such/dir.dax");
+    assert_error(&daxlog(&["create", p(&nodir)]), &nodir, "not found");
+
+    // Not daxlog files: random bytes, an empty file, a short file, a directory.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, b"hello").unwrap();
+    for f in [&junk, &empty, &short] {
+        for cmd in ["dump", "info", "check"] {
+            assert_error(&daxlog(&[cmd, p(f)]), f, "not a daxlog file");
+        }
+        assert_error(
+            &daxlog(&["append", p(f), "--data", "x"]),
+            f,
+            "not a daxlog file",
+        );
+    }
+    assert_error(
+        &daxlog(&["dump", p(dir.path())]),
+        dir.path(),
+        "is a directory",
+    );
+    // Refused files are left alone.
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![0x42u8; 8192]);
+
+    // Full: 4096 bytes of room hold four entries of 1000 bytes (1024 on media each).
+    let path = dir.path().join("small.dax");
+    ok(&["create", p(&path), "--capacity", "8192"]);
+    let line = format!("{}\n", "x".repeat(1000));
+    let out = daxlog_stdin(&["append", p(&path)], line.repeat(5).as_bytes());
+    assert_eq!(text(&out.stdout), "1\n2\n3\n4\n");
+    assert_error(&out, &path, "log full");
+    assert_error(
+        &daxlog(&["append", p(&path), "--data", "y"]),
+        &path,
+        "log full",
+    );
+    assert_eq!(info_json(&path)["entries"], 4);
+    let big = dir.path().join("big.dax");
+    ok(&["create", p(&big), "--capacity", "8192"]);
+    let huge = "z".repeat(5000);
+    assert_error(
+        &daxlog(&["append", p(&big), "--data", &huge]),
+        &big,
+        "exceeds the largest payload",
+    );
+}
+
+#[test]
+fn a_second_writer_is_refused_but_readers_are_not() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    ok(&["append", p(&path), "--data", "first"]);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    let out = daxlog(&["append", p(&path), "--data", "second"]);
+    assert_error(&out, &path, "locked by another writer");
+    let out = daxlog(&["create", p(&path), "--force"]);
+    assert_error(&out, &path, "locked by another writer");
+    // Read-only commands take no lock.
+    assert_eq!(ok(&["cat", p(&path)]), "first\n");
+    assert!(ok(&["check", p(&path)]).contains("ok: 1 entries"));
+    drop(log);
+    // A child that another test thread is forking right now may still hold a copy of the
+    // closed descriptor (and so the lock) until it execs: retry for a moment.
+    let t = Instant::now();
+    let out = loop {
+        let out = daxlog(&["append", p(&path), "--data", "second"]);
+        if out.status.success() || t.elapsed() > Duration::from_secs(5) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "2\n");
+}
+
+/// Permission checks are bypassed for root, so as root the binary is run as `nobody`
+/// (uid/gid 65534) through `Command::uid`; as another user, plain file modes do.
+#[test]
+fn permission_denied() {
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let path = dir.path().join("private.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    ok(&["append", p(&path), "--data", "secret"]);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let locked_dir = dir.path().join("ro");
+    std::fs::create_dir(&locked_dir).unwrap();
+    std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As root, run a copy of the binary in our world-readable directory, so that `nobody`
+    // can execute it wherever the build directory is.
+    let bin = dir.path().join("daxlog");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(if root { bin.as_path() } else { Path::new(BIN) });
+        c.args(args);
+        if root {
+            c.uid(65534).gid(65534);
+        } else {
+            // Not root: owner permissions apply to us.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+            std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["dump", p(&path)]);
+    assert_error(&out, &path, "permission denied");
+    let out = run(&["append", p(&path), "--data", "x"]);
+    assert_error(&out, &path, "permission denied");
+    let new = locked_dir.join("new.dax");
+    let out = run(&["create", p(&new), "--capacity", "64KiB"]);
+    assert_error(&out, &new, "permission denied");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(ok(&["cat", p(&path)]), "secret\n");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    let path = p(&path);
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["create"],
+        &["create", path, "--capacity"],
+        &["create", path, "--capacity", "12XB"],
+        &["create", path, "--capacity", "1.5GiB"],
+        &["create", path, "--capacity", "1000"],
+        &["create", path, "--capacity", "10000"],
+        &["append", path, "--batch", "0"],
+        &["append", path, "--data", "x", "--batch", "2"],
+        &["dump", path, "--from", "abc"],
+        &["dump", path, "--bogus"],
+        &["bench", "--threads", "0"],
+        &["bench", "--mode", "fast"],
+        &["bench", "--seconds", "-1"],
+        &["bench", "--size", "lots"],
+    ] {
+        let out = daxlog(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "daxlog {args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.starts_with("error:") || err.contains("Usage:"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!Path::new(path).exists());
+    let out = daxlog(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("bench"));
+}
+
+/// `daxlog dump log | head -1`: the closed pipe ends the dump quietly.
+#[test]
+fn closed_stdout_is_a_clean_exit() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    {
+        let log = Log::create(&path, &Options::new().capacity(8 << 20)).unwrap();
+        let payload = [7u8; 200];
+        let batch: Vec<&[u8]> = vec![&payload; 1000];
+        for _ in 0..10 {
+            log.append_batch(&batch).unwrap();
+        }
+    }
+    for cmd in ["dump", "cat"] {
+        let mut child = Command::new(BIN)
+            .args([cmd, p(&path)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert!(first.starts_with(if cmd == "dump" { "1\t0707" } else { "\u{7}" }));
+        drop(stdout);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{cmd}: {status:?} {err}");
+        assert_eq!(err, "", "{cmd}");
+    }
+}
+
+/// The payload of the `i`-th line (0-based) the crash test sends.
+fn crash_line(i: usize) -> String {
+    format!("entry {i} {}", "abcdefghij".repeat(i % 23))
+}
+
+/// SIGKILL `daxlog append` while a producer streams lines into it: every LSN it printed must
+/// be in the log, with the payload of the line it acknowledged, and the log must be the exact
+/// prefix of the stream (nothing reordered, nothing invented).
+#[test]
+fn sigkill_while_streaming_loses_no_acknowledged_entry() {
+    for batch in ["1", "16"] {
+        let dir = tempdir();
+        let path = dir.path().join("crash.dax");
+        ok(&["create", p(&path), "--capacity", "64MiB"]);
+        let mut child = Command::new(BIN)
+            .args(["append", p(&path), "--batch", batch])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut chunk = String::new();
+                    for _ in 0..8 {
+                        chunk.push_str(&crash_line(i));
+                        chunk.push('\n');
+                        i += 1;
+                    }
+                    if stdin.write_all(chunk.as_bytes()).is_err() {
+                        break; // the child is gone
+                    }
+                }
+                i
+            })
+        };
+        let (tx, rx) = mpsc::channel::<u64>();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = Vec::new();
+            let mut acks = Vec::new();
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line).unwrap() == 0 {
+                    break;
+                }
+                if line.last() != Some(&b'\n') {
+                    break; // cut off by the kill: not an acknowledgement
+                }
+                let lsn: u64 = std::str::from_utf8(&line[..line.len() - 1])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                acks.push(lsn);
+                let _ = tx.send(lsn);
+            }
+            acks
+        });
+        // Kill it mid-stream, once it has acknowledged a good number of entries.
+        let t = Instant::now();
+        let mut seen = 0;
+        while seen < 3000 && t.elapsed() < Duration::from_secs(10) {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                seen += 1;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let sent = writer.join().unwrap();
+        let acks = reader.join().unwrap();
+        assert!(!status.success(), "the child was not killed: {status:?}");
+        assert!(acks.len() >= 3000, "only {} acknowledgements", acks.len());
+        // (The producer never stops by itself, so the kill always lands mid-stream; whether
+        // `append` was busy or waiting for the next line at that instant depends on scheduling.)
+        assert!(sent >= acks.len(), "more acknowledgements than lines sent");
+        // Acknowledgements are 1, 2, 3, ... in order.
+        for (i, &lsn) in acks.iter().enumerate() {
+            assert_eq!(lsn, i as u64 + 1, "batch {batch}");
+        }
+
+        let dump = ok(&["dump", p(&path)]);
+        let mut n = 0;
+        for (i, line) in dump.lines().enumerate() {
+            let (lsn, payload) = line.split_once('\t').unwrap();
+            assert_eq!(lsn.parse::<u64>().unwrap(), i as u64 + 1);
+            assert_eq!(payload, hex(crash_line(i).as_bytes()), "LSN {lsn}");
+            n += 1;
+        }
+        assert!(
+            n >= acks.len(),
+            "acknowledged {} entries, {n} survived",
+            acks.len()
+        );
+        assert!(n <= sent);
+        assert!(ok(&["check", p(&path)]).contains(&format!("ok: {n} entries")));
+        // The log stays usable after the crash.
+        assert_eq!(
+            ok(&["append", p(&path), "--data", "after"]),
+            format!("{}\n", n + 1)
+        );
+    }
+}
+
+#[test]
+fn bench_json_rows() {
+    let dir = tempdir();
+    let out = ok(&[
+        "bench",
+        "--dir",
+        p(dir.path()),
+        "--seconds",
+        "0.2",
+        "--reps",
+        "3",
+        "--size",
+        "64",
+        "--capacity",
+        "16MiB",
+        "--recovery-bytes",
+        "1MiB",
+        "--json",
+    ]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let appends: Vec<&Value> = rows.iter().filter(|r| r["engine"] == "daxlog").collect();
+    let recoveries: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["engine"] == "daxlog-recovery")
+        .collect();
+    assert_eq!(appends.len() + recoveries.len(), rows.len(), "{out}");
+    assert_eq!(appends.len(), recoveries.len(), "{out}");
+    let modes: Vec<&str> = appends
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert!(modes.contains(&"msync"), "{modes:?}");
+    if !daxlog::supported_flush_instructions().is_empty() {
+        assert_eq!(modes.len(), 2, "msync and a CPU flush mode: {modes:?}");
+    }
+    for r in &appends {
+        assert_eq!(r["kind"], "append");
+        assert_eq!(r["size"], 64);
+        assert_eq!(r["threads"], 1);
+        let ns = r["ns_per_append"].as_f64().unwrap();
+        let rate = r["appends_per_sec"].as_f64().unwrap();
+        let mb = r["mb_per_sec"].as_f64().unwrap();
+        assert!(ns > 0.0 && rate > 0.0 && mb > 0.0, "{r}");
+        assert!((mb - rate * 64.0 / 1e6).abs() < 0.01 + mb * 1e-6, "{r}");
+        // One thread, an odd number of slices: the median time per append is the inverse of
+        // the median rate.
+        assert!((ns * rate / 1e9 - 1.0).abs() < 0.01, "{r}");
+        assert!(r["appends"].as_u64().unwrap() > 0);
+    }
+    for r in &recoveries {
+        assert_eq!(r["kind"], "recovery");
+        assert!(r["bytes"].as_u64().unwrap() >= 1 << 20, "{r}");
+        assert!(r["entries"].as_u64().unwrap() >= (1 << 20) / 88, "{r}");
+        assert!(r["gb_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // The benchmark cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // Several threads, one mode, and the table.
+    let out = ok(&[
+        "bench",
+        "--dir",
+        p(dir.path()),
+        "--seconds",
+        "0.1",
+        "--reps",
+        "1",
+        "--size",
+        "256",
+        "--threads",
+        "2",
+        "--mode",
+        "msync",
+        "--capacity",
+        "16MiB",
+        "--recovery-bytes",
+        "0",
+        "--json",
+    ]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["threads"], 2);
+    assert_eq!(rows[0]["mode"], "msync");
+    assert_eq!(rows[0]["size"], 256);
+    let out = ok(&[
+        "bench",
+        "--dir",
+        p(dir.path()),
+        "--seconds",
+        "0.1",
+        "--reps",
+        "1",
+        "--size",
+        "1KiB",
+        "--mode",
+        "msync",
+        "--capacity",
+        "16MiB",
+        "--recovery-bytes",
+        "1MiB",
+    ]);
+    assert!(out.contains("appends/s"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("msync"))
+        .unwrap_or_else(|| panic!("no msync row in {out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "1024", "{row}");
+    assert_eq!(cols.len(), 6, "{row}");
+
+    let missing = dir.path().join("nope");
+    assert_error(
+        &daxlog(&["bench", "--dir", p(&missing)]),
+        &missing,
+        "not found",
+    );
+}
+
+#[test]
+fn truncate_and_reset() {
+    let dir = tempdir();
+    let log = dir.path().join("t.dax");
+    ok(&["create", p(&log), "--capacity", "1MiB"]);
+    let lines: String = (1..=10).map(|i| format!("op {i}\n")).collect();
+    let out = daxlog_stdin(&["append", p(&log)], lines.as_bytes());
+    assert!(out.status.success());
+    assert_eq!(
+        ok(&["truncate", p(&log), "--before", "4"]),
+        format!("{}: entries 4..=10, next LSN 11\n", log.display())
+    );
+    assert_eq!(
+        ok(&["truncate", p(&log), "--after", "7"]),
+        format!("{}: entries 4..=7, next LSN 8\n", log.display())
+    );
+    let dump = ok(&["dump", p(&log)]);
+    let lsns: Vec<&str> = dump
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(lsns, ["4", "5", "6", "7"]);
+    assert_eq!(ok(&["cat", p(&log)]), "op 4\nop 5\nop 6\nop 7\n");
+    // Out of range: a clear error, nothing changed.
+    let out = daxlog(&["truncate", p(&log), "--before", "99"]);
+    assert_error(&out, &log, "LSN 99 out of range");
+    assert_eq!(
+        ok(&["reset", p(&log)]),
+        format!("{}: empty, next LSN 8\n", log.display())
+    );
+    assert_eq!(ok(&["dump", p(&log)]), "");
+    assert_eq!(ok(&["append", p(&log), "--data", "after reset"]), "8\n");
+    // Exactly one of --before and --after.
+    assert_eq!(daxlog(&["truncate", p(&log)]).status.code(), Some(2));
+    assert_eq!(
+        daxlog(&["truncate", p(&log), "--before", "1", "--after", "2"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn check_reports_corruption_and_salvages_around_it() {
+    let dir = tempdir();
+    let log = dir.path().join("c.dax");
+    ok(&["create", p(&log), "--capacity", "1MiB"]);
+    let lines: String = (1..=10).map(|i| format!("entry number {i}\n")).collect();
+    assert!(daxlog_stdin(&["append", p(&log)], lines.as_bytes())
+        .status
+        .success());
+    // Damage the payload of LSN 4: every entry is 24 + 16 (or 15) bytes, rounded to 40.
+    let off = 4096 + 3 * 40 + 24 + 2;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .unwrap();
+    let mut b = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, off).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0xff], off).unwrap();
+    drop(f);
+    let out = daxlog(&["check", p(&log)]);
+    assert_error(&out, &log, "corrupted at LSN 4, offset 4216");
+    assert!(text(&out.stderr).contains("6 valid entries lie beyond it"));
+    let rescued = dir.path().join("rescued.dax");
+    let report = ok(&["check", p(&log), "--salvage", p(&rescued)]);
+    assert!(
+        report.contains("damaged at offset 4216: LSN 4..=4 lost; entries resume at offset 4256"),
+        "{report}"
+    );
+    assert!(report.contains("salvaged 9 entries"), "{report}");
+    let want: String = (1..=10)
+        .filter(|&i| i != 4)
+        .map(|i| format!("entry number {i}\n"))
+        .collect();
+    assert_eq!(ok(&["cat", p(&rescued)]), want);
+    assert!(ok(&["check", p(&rescued)]).contains("ok: 9 entries"));
+}
