@@ -206,6 +206,7 @@ impl<M: Media> Log<M> {
             start,
             end,
             wrap_at,
+            first_lsn: first,
             next_lsn,
             stored: false,
             durable: false,
@@ -363,18 +364,39 @@ impl<M: Media> Log<M> {
     /// Publishes every consecutive durable reservation at the front of the queue.
     fn advance(&self, w: &mut Writer) {
         let mut published = None;
+        let mut bytes = 0u64;
         while w.inflight.front().is_some_and(|p| p.durable) {
             let p = w.inflight.pop_front().expect("non-empty");
             w.inflight_base += 1;
+            bytes += (p.end - p.start) as u64;
             if !p.anchors.is_empty() {
-                self.index
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&p.anchors);
+                let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+                if index.anchors.is_empty() {
+                    index.base =
+                        p.first_lsn + (p.first_lsn - self.first_lsn).wrapping_neg() % INDEX_STRIDE;
+                }
+                index.anchors.extend_from_slice(&p.anchors);
             }
             published = Some(p);
         }
         if let Some(p) = published {
+            if let Some(every) = w.hint_every {
+                w.since_hint += bytes;
+                // Only while not wrapped: a hint at or after the head keeps the wrap point
+                // findable by the scan from the hint.
+                if w.since_hint >= every && p.start >= w.head {
+                    let slot = Slot {
+                        seq: w.slot.seq + 1,
+                        hint_offset: p.start as u64,
+                        hint_lsn: p.first_lsn,
+                        ..w.slot
+                    };
+                    // A failed hint only costs recovery time; the append itself is durable.
+                    if self.write_slot(w, slot).is_ok() {
+                        w.since_hint = 0;
+                    }
+                }
+            }
             // The tail first, then the LSN: a reader that sees an LSN finds its entry in the
             // live region.
             self.pmem.publish(&mut w.token, p.end, p.wrap_at);

@@ -214,6 +214,11 @@ pub struct Slot {
     pub epoch: u32,
     /// `SLOT_CONCURRENT` or 0.
     pub flags: u32,
+    /// A durable entry near the tail where recovery may start its scan (0, 0: none); see
+    /// FORMAT.md, "Tail hint".
+    pub hint_offset: u64,
+    /// LSN of that entry.
+    pub hint_lsn: Lsn,
 }
 
 /// Slot flag: since `cut_lsn`, appends have overlapped (several reservations in flight), so up
@@ -239,6 +244,8 @@ impl Slot {
         put_u64(&mut b, SLOT_CUT_LSN, self.cut_lsn);
         put_u32(&mut b, SLOT_EPOCH, self.epoch);
         put_u32(&mut b, SLOT_FLAGS, self.flags);
+        put_u64(&mut b, SLOT_HINT_OFFSET, self.hint_offset);
+        put_u64(&mut b, SLOT_HINT_LSN, self.hint_lsn);
         let crc = crc32c::crc32c_append(salt, &b[..SLOT_CRC]);
         put_u32(&mut b, SLOT_CRC, crc);
         b
@@ -257,11 +264,17 @@ impl Slot {
             cut_lsn: get_u64(b, SLOT_CUT_LSN),
             epoch: get_u32(b, SLOT_EPOCH),
             flags: get_u32(b, SLOT_FLAGS),
+            hint_offset: get_u64(b, SLOT_HINT_OFFSET),
+            hint_lsn: get_u64(b, SLOT_HINT_LSN),
         };
+        let hint_sane = (s.hint_offset == 0 && s.hint_lsn == 0)
+            || (s.hint_offset >= DATA_OFFSET as u64
+                && s.hint_offset < capacity
+                && s.hint_offset % ENTRY_ALIGN as u64 == 0
+                && s.hint_lsn >= FIRST_LSN);
         let sane = s.seq != 0
             && s.flags & !SLOT_CONCURRENT == 0
-            && get_u64(b, SLOT_HINT_OFFSET) == 0
-            && get_u64(b, SLOT_HINT_LSN) == 0
+            && hint_sane
             && get_u32(b, SLOT_RESERVED) == 0
             && s.head_offset >= DATA_OFFSET as u64
             && s.head_offset < capacity
@@ -416,6 +429,8 @@ mod tests {
             cut_lsn: 10,
             epoch: 99,
             flags: SLOT_CONCURRENT,
+            hint_offset: 8192,
+            hint_lsn: 7,
         };
         let b = s.encode(5);
         assert_eq!(Slot::decode(&b, 5, 1 << 20), Some(s));

@@ -8,6 +8,34 @@ use crate::media::{Live, Media};
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
 
+/// The sparse LSN index: the offsets of the entries with LSN `base + k * INDEX_STRIDE`, where
+/// `base` is the first LSN plus a multiple of the stride.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub(crate) base: Lsn,
+    pub(crate) anchors: Vec<u64>,
+}
+
+impl Index {
+    /// The anchor at or before `lsn`: its offset and LSN.
+    fn anchor_at_or_before(&self, lsn: Lsn) -> Option<(usize, Lsn)> {
+        if self.anchors.is_empty() || lsn < self.base {
+            return None;
+        }
+        let k = (((lsn - self.base) / INDEX_STRIDE) as usize).min(self.anchors.len() - 1);
+        Some((
+            self.anchors[k] as usize,
+            self.base + k as u64 * INDEX_STRIDE,
+        ))
+    }
+
+    /// Keeps the anchors of LSNs below `next`.
+    pub(crate) fn truncate_from(&mut self, next: Lsn) {
+        let keep = next.saturating_sub(self.base).div_ceil(INDEX_STRIDE) as usize;
+        self.anchors.truncate(keep);
+    }
+}
+
 /// One entry of the log: its LSN and a slice of its payload, borrowed from the mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
@@ -132,14 +160,22 @@ impl<M: Media> Log<M> {
 
     /// Offset of entry `lsn` (which must be durable), found from the sparse index.
     pub(crate) fn seek(&self, live: &Live, lsn: Lsn) -> (usize, Lsn) {
-        let k = ((lsn - self.first_lsn) / INDEX_STRIDE) as usize;
-        let base = {
+        let start = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            // The index entry for an LSN is added before that LSN is published.
-            index[k.min(index.len() - 1)] as usize
+            index.anchor_at_or_before(lsn)
         };
-        let mut at = self.first_lsn + k as u64 * INDEX_STRIDE;
-        let mut pos = base;
+        let (mut pos, mut at) = match start {
+            Some(a) => a,
+            None => {
+                // Before the first anchor (after a recovery that began at a tail hint): fill
+                // the index from the head once, then look again.
+                self.fill_index_front(live);
+                let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+                index
+                    .anchor_at_or_before(lsn)
+                    .unwrap_or((live.head, self.first_lsn))
+            }
+        };
         while at < lsn {
             match self.entry_at(live, pos, at) {
                 Some((_, next)) => pos = next,
@@ -148,6 +184,28 @@ impl<M: Media> Log<M> {
             at += 1;
         }
         (pos, at)
+    }
+
+    /// Adds the anchors between the head and the first one (walking entry headers).
+    fn fill_index_front(&self, live: &Live) {
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if index.base <= self.first_lsn {
+            return;
+        }
+        let mut front = Vec::new();
+        let mut pos = live.head;
+        for lsn in self.first_lsn..index.base {
+            if (lsn - self.first_lsn) % INDEX_STRIDE == 0 {
+                front.push(pos as u64);
+            }
+            match self.entry_at(live, pos, lsn) {
+                Some((_, next)) => pos = next,
+                None => return,
+            }
+        }
+        front.append(&mut index.anchors);
+        index.anchors = front;
+        index.base = self.first_lsn;
     }
 
     /// The live entry at `pos` and the offset of the one after it (past the wrap, if the

@@ -17,6 +17,7 @@ use crate::format::{
     self, Slot, Superblock, SuperblockError, DATA_OFFSET, FIRST_LSN, HEADER_LEN, SB_BACKUP_OFFSET,
     SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
+use crate::iter::Index;
 use crate::map::{allocate, fill_random, lock_exclusive, sync_parent_dir, MmapMedia};
 use crate::media::{Live, Media, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
@@ -56,7 +57,7 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) pmem: Pmem<M>,
     pub(crate) sb: Superblock,
     pub(crate) writer: Mutex<Writer>,
-    pub(crate) index: RwLock<Vec<u64>>,
+    pub(crate) index: RwLock<Index>,
     pub(crate) first_lsn: Lsn,
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
     pub(crate) last_lsn: AtomicU64,
@@ -96,6 +97,10 @@ pub(crate) struct Writer {
     pub(crate) inflight_base: u64,
     /// Set when a barrier failed: durability is unknown, appends are refused.
     pub(crate) poisoned: Option<PoisonCause>,
+    /// Tail hint: written every this many published bytes (None: never), and the bytes
+    /// published since the last one.
+    pub(crate) hint_every: Option<u64>,
+    pub(crate) since_hint: u64,
 }
 
 /// A reservation between its placement and its publication.
@@ -104,7 +109,8 @@ pub(crate) struct Pending {
     pub(crate) end: usize,
     /// The writer's wrap point once this reservation is in place.
     pub(crate) wrap_at: usize,
-    /// The LSN after its entries.
+    /// The LSN of its first entry, and the LSN after its entries.
+    pub(crate) first_lsn: Lsn,
     pub(crate) next_lsn: Lsn,
     /// Its entries are stored (msync mode: waiting for a group `msync`).
     pub(crate) stored: bool,
@@ -270,6 +276,8 @@ impl<M: Media> Log<M> {
             cut_lsn: FIRST_LSN,
             epoch: new_epoch(None),
             flags: 0,
+            hint_offset: 0,
+            hint_lsn: 0,
         };
         let sb_bytes = sb.encode();
         pmem.store_exclusive(SB_PRIMARY_OFFSET, &sb_bytes);
@@ -295,6 +303,7 @@ impl<M: Media> Log<M> {
             persistence,
             damage: None,
             gaps: Vec::new(),
+            scanned_from: FIRST_LSN,
         };
         let scan = recover::Scan {
             tail: DATA_OFFSET,
@@ -304,6 +313,8 @@ impl<M: Media> Log<M> {
             torn_bytes: 0,
             state: recover::TailState::Clean,
             index: Vec::new(),
+            index_base: FIRST_LSN,
+            scanned_from: FIRST_LSN,
             stop: DATA_OFFSET,
             stop_lsn: FIRST_LSN,
         };
@@ -379,7 +390,8 @@ impl<M: Media> Log<M> {
             offset: SLOT0_OFFSET as u64,
             reason: "no valid metadata slot".into(),
         })?;
-        let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot);
+        let use_hint = opts.resolved_tail_hint_every().is_some();
+        let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot, use_hint);
         let mode = opts.recovery;
         if mode == RecoveryMode::Salvage && writable {
             return Err(Error::Unsupported {
@@ -424,9 +436,25 @@ impl<M: Media> Log<M> {
                     pmem.flush(off, SB_LEN);
                 }
             }
-            // Wipe the remains of an interrupted append, so later opens report a clean end.
-            // Correctness does not depend on this (the epoch rule below refuses the remains
-            // whatever they hold): it keeps `torn_bytes` about the last crash only.
+            // Start a new session: entries from here on must carry a fresh epoch, so nothing
+            // left past the tail by an interrupted append can ever be accepted later. The slot
+            // is made durable first (with the superblock repair): only then can the remains be
+            // touched, or a crash in the middle of wiping them could complete a torn entry
+            // under the old epoch.
+            current = Slot {
+                seq: slot.seq + 1,
+                cut_lsn: scan.next_lsn,
+                epoch: new_epoch(Some(slot.epoch)),
+                flags: 0,
+                ..slot
+            };
+            let off = Slot::offset_for(current.seq);
+            pmem.store_exclusive(off, &current.encode(sb.salt));
+            pmem.flush(off, SLOT_LEN);
+            pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+            // Then wipe the remains, so later opens report a clean end. Correctness does not
+            // depend on it (the epoch rule refuses the remains whatever they hold): it keeps
+            // `torn_bytes` about the last crash only.
             if matches!(scan.state, recover::TailState::Torn { .. }) {
                 // Never past the head: in a wrapped log the live entries follow.
                 let limit = if scan.tail < slot.head_offset as usize {
@@ -444,25 +472,13 @@ impl<M: Media> Log<M> {
                     at += n;
                 }
                 pmem.flush(scan.tail, end - scan.tail);
+                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
                 tracing::info!(
                     offset = scan.tail,
                     bytes = end - scan.tail,
                     "daxlog: wiped torn tail"
                 );
             }
-            // Start a new session: entries from here on must carry a fresh epoch, so nothing
-            // left past the tail by an interrupted append can ever be accepted later.
-            current = Slot {
-                seq: slot.seq + 1,
-                cut_lsn: scan.next_lsn,
-                epoch: new_epoch(Some(slot.epoch)),
-                flags: 0,
-                ..slot
-            };
-            let off = Slot::offset_for(current.seq);
-            pmem.store_exclusive(off, &current.encode(sb.salt));
-            pmem.flush(off, SLOT_LEN);
-            pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
         }
         let persistence = pmem.media().persistence();
         let report = RecoveryReport {
@@ -483,6 +499,7 @@ impl<M: Media> Log<M> {
                 lsns_beyond: d.beyond_lsns,
             }),
             gaps,
+            scanned_from: scan.scanned_from,
         };
         tracing::info!(
             entries = report.entries,
@@ -535,8 +552,13 @@ impl<M: Media> Log<M> {
                 inflight: VecDeque::new(),
                 inflight_base: 0,
                 poisoned: None,
+                hint_every: opts.resolved_tail_hint_every(),
+                since_hint: 0,
             }),
-            index: RwLock::new(scan.index),
+            index: RwLock::new(Index {
+                base: scan.index_base,
+                anchors: scan.index,
+            }),
             first_lsn: slot.head_lsn,
             last_lsn: AtomicU64::new(scan.next_lsn - 1),
             nt_threshold,

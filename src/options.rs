@@ -42,6 +42,7 @@ pub enum RecoveryMode {
 /// | `DAXLOG_FLUSH=clwb\|clflushopt\|clflush` | use this flush instruction (if the CPU has it) |
 /// | `DAXLOG_NO_NT=1` | never use non-temporal stores |
 /// | `DAXLOG_NT_THRESHOLD=BYTES` | non-temporal stores from this many bytes per append |
+/// | `DAXLOG_TAIL_HINT_EVERY=BYTES` | bounded recovery: a tail hint every this many bytes |
 ///
 /// Values set explicitly through the builder methods win over the environment.
 ///
@@ -62,6 +63,7 @@ pub struct Options {
     pub(crate) nt_threshold: Option<usize>,
     pub(crate) use_env: bool,
     pub(crate) recovery: RecoveryMode,
+    pub(crate) tail_hint_every: Option<u64>,
 }
 
 impl Default for Options {
@@ -81,7 +83,28 @@ impl Options {
             nt_threshold: None,
             use_env: true,
             recovery: RecoveryMode::TolerateTornTail,
+            tail_hint_every: None,
         }
+    }
+
+    /// Bounded recovery: every `bytes` of appends, record a durable entry near the tail in the
+    /// metadata slot (one slot update, never on the append itself), and let `open` start its
+    /// scan there instead of at the head (FORMAT.md, "Tail hint"). Entries before the hint are
+    /// then not validated at open (`daxlog check` still validates everything). Off by default;
+    /// `DAXLOG_TAIL_HINT_EVERY=BYTES` turns it on when this is not set.
+    pub fn tail_hint_every(mut self, bytes: u64) -> Self {
+        self.tail_hint_every = Some(bytes);
+        self
+    }
+
+    pub(crate) fn resolved_tail_hint_every(&self) -> Option<u64> {
+        if self.tail_hint_every.is_some() || !self.use_env {
+            return self.tail_hint_every.filter(|&b| b > 0);
+        }
+        std::env::var("DAXLOG_TAIL_HINT_EVERY")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&b: &u64| b > 0)
     }
 
     /// What recovery does with entries that fail their checks (default:

@@ -54,8 +54,12 @@ pub(crate) struct Scan {
     pub torn_bytes: u64,
     /// Why the scan stopped.
     pub state: TailState,
-    /// Offsets of the entries with LSN `head_lsn + k * INDEX_STRIDE`.
+    /// Offsets of the entries with LSN `index_base + k * INDEX_STRIDE` (`index_base` is
+    /// `head_lsn + j * INDEX_STRIDE` for some j; above the head when the scan began at a hint).
     pub index: Vec<u64>,
+    pub index_base: Lsn,
+    /// The LSN the scan started at (the head's, or the tail hint's).
+    pub scanned_from: Lsn,
     /// Where the scan stopped (the refused entry) and the LSN it expected there.
     pub stop: usize,
     pub stop_lsn: Lsn,
@@ -141,8 +145,8 @@ pub(crate) struct Walk {
     pub first_batch_end: Option<Lsn>,
     /// Accepted batches (a single append counts as one).
     pub batches: u64,
-    /// Offsets of the entries with LSN `start_lsn + k * INDEX_STRIDE`.
-    pub index: Vec<u64>,
+    /// LSN and offset of the accepted entries whose LSN is `head_lsn + k * INDEX_STRIDE`.
+    pub index: Vec<(Lsn, u64)>,
     /// Where the chain stopped (the refused entry), the LSN expected there, and why.
     pub stop: usize,
     pub stop_lsn: Lsn,
@@ -190,8 +194,8 @@ pub(crate) fn walk_visit(
         match check_entry(image, pos, w.limit, lsn, salt, slot) {
             Ok(h) => {
                 visit(lsn, pos, &h);
-                if (lsn - start_lsn) % INDEX_STRIDE == 0 {
-                    w.index.push(pos as u64);
+                if (lsn - slot.head_lsn) % INDEX_STRIDE == 0 {
+                    w.index.push((lsn, pos as u64));
                 }
                 // Batches are atomic only while they may be in flight: below the cut, every
                 // entry was accepted before (or kept by a suffix truncation that cut a batch),
@@ -221,21 +225,27 @@ pub(crate) fn walk_visit(
         }
     };
     // Keep only the index entries of accepted entries.
-    let accepted = w.next_lsn - start_lsn;
-    w.index.truncate(accepted.div_ceil(INDEX_STRIDE) as usize);
+    let next = w.next_lsn;
+    w.index.retain(|&(l, _)| l < next);
     w.stop = pos;
     w.stop_lsn = lsn;
     w.refusal = refusal;
     w
 }
 
-/// Scans `image` (the whole file) from the head named by `slot`.
+/// Scans `image` (the whole file) from the head named by `slot` — or, if `use_hint` and the
+/// slot's tail hint names a valid entry, from there.
 ///
 /// When the entry at the scan position is refused, the scan tries once to continue at the
 /// start of the data area (the writer wraps there when an append does not fit before the end
 /// of the file); entries there must end before the head. No batch spans the wrap.
-pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
-    let w = walk(image, salt, slot, slot.head_offset as usize, slot.head_lsn);
+pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot, use_hint: bool) -> Scan {
+    let head = slot.head_offset as usize;
+    let (start, start_lsn) = match hint(image, salt, slot) {
+        Some(h) if use_hint => h,
+        _ => (head, slot.head_lsn),
+    };
+    let w = walk(image, salt, slot, start, start_lsn);
     let (tail, pos, refusal) = (w.tail, w.stop, w.refusal);
     let area_end = w.limit.min(image.len());
     let state = if pos + HEADER_LEN > area_end && pos == tail {
@@ -265,17 +275,31 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot) -> Scan {
         }
         _ => 0,
     };
+    let index_base = w.index.first().map_or(w.next_lsn, |a| a.0);
     Scan {
         tail,
         wrap_at: w.tail_wrap,
         next_lsn: w.next_lsn,
-        entries: w.entries,
+        entries: w.entries + (start_lsn - slot.head_lsn),
         torn_bytes,
         state,
-        index: w.index,
+        index_base,
+        index: w.index.into_iter().map(|a| a.1).collect(),
+        scanned_from: start_lsn,
         stop: w.stop,
         stop_lsn: w.stop_lsn,
     }
+}
+
+/// The slot's tail hint, if it names a valid entry at or after the head.
+fn hint(image: &[u8], salt: u32, slot: &Slot) -> Option<(usize, Lsn)> {
+    let (off, lsn) = (slot.hint_offset as usize, slot.hint_lsn);
+    let head = slot.head_offset as usize;
+    if lsn <= slot.head_lsn || off < head {
+        return None;
+    }
+    check_entry(image, off, image.len(), lsn, salt, slot).ok()?;
+    Some((off, lsn))
 }
 
 /// Where the remains of an interrupted write end: past the claimed extent of the refused
@@ -325,6 +349,9 @@ pub struct RecoveryReport {
     pub damage: Option<DamageReport>,
     /// In salvage mode, every damaged region with the LSNs it swallowed.
     pub gaps: Vec<crate::damage::Gap>,
+    /// The LSN the scan started at: the first LSN, or a later one when a tail hint let the
+    /// scan skip the entries before it (see [`crate::Options::tail_hint_every`]).
+    pub scanned_from: Lsn,
 }
 
 /// Damage recovery found; see [`RecoveryReport::damage`].

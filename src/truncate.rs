@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_LEN};
+use crate::iter::Index;
 use crate::log::{new_epoch, Log, Writer};
 use crate::media::{Live, Media};
 use crate::recover::INDEX_STRIDE;
@@ -55,11 +56,14 @@ impl<M: Media> Log<M> {
             (pos, if pos < live.head { 0 } else { live.wrap_at })
         };
         let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        let hint_kept = w.slot.hint_lsn >= lsn && lsn != next;
         let slot = Slot {
             seq: w.slot.seq + 1,
             head_offset: head as u64,
             head_lsn: lsn,
             cut_lsn: w.slot.cut_lsn.max(lsn),
+            hint_offset: if hint_kept { w.slot.hint_offset } else { 0 },
+            hint_lsn: if hint_kept { w.slot.hint_lsn } else { 0 },
             ..w.slot
         };
         self.write_slot_mut(slot)?;
@@ -139,6 +143,16 @@ impl<M: Media> Log<M> {
             cut_lsn: lsn + 1,
             epoch: new_epoch(Some(w.slot.epoch)),
             flags: 0,
+            hint_offset: if w.slot.hint_lsn <= lsn {
+                w.slot.hint_offset
+            } else {
+                0
+            },
+            hint_lsn: if w.slot.hint_lsn <= lsn {
+                w.slot.hint_lsn
+            } else {
+                0
+            },
             ..w.slot
         };
         self.write_slot_mut(slot)?;
@@ -175,13 +189,10 @@ impl<M: Media> Log<M> {
             wrap_at,
         });
         *self.last_lsn.get_mut() = lsn;
-        let keep = (lsn + 1)
-            .saturating_sub(self.first_lsn)
-            .div_ceil(INDEX_STRIDE) as usize;
         self.index
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .truncate(keep);
+            .truncate_from(lsn + 1);
         tracing::debug!(lsn, tail, "daxlog: truncated suffix");
         Ok(())
     }
@@ -230,6 +241,9 @@ impl<M: Media> Log<M> {
             }
             lsn += 1;
         }
-        *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = index;
+        *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = Index {
+            base: self.first_lsn,
+            anchors: index,
+        };
     }
 }

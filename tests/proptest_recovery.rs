@@ -22,7 +22,7 @@ proptest! {
         seq in 1u64..u64::MAX, head_lsn in 1u64..1 << 40, extra in 0u64..1 << 20,
         epoch: u32, salt: u32, flip in 0usize..512,
     ) {
-        let s = Slot { seq, head_offset: 4096, head_lsn, cut_lsn: head_lsn + extra, epoch, flags: (seq % 2) as u32 };
+        let s = Slot { seq, head_offset: 4096, head_lsn, cut_lsn: head_lsn + extra, epoch, flags: (seq % 2) as u32, hint_offset: 4096 + 8 * extra, hint_lsn: head_lsn + extra };
         let b = s.encode(salt);
         prop_assert_eq!(Slot::decode(&b, salt, 1 << 30), Some(s));
         let mut d = b;
