@@ -20,8 +20,8 @@
 //! part at the start of the data area.
 
 use crate::format::{
-    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS,
-    MAX_INFLIGHT, SLOT_CONCURRENT,
+    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_PAD, HEADER_LEN, MAX_INFLIGHT,
+    SLOT_CONCURRENT,
 };
 use crate::recover::{self, Scan};
 use crate::Lsn;
@@ -148,16 +148,18 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
             // Count the whole continuation, batches in flight included.
             let count = w.stop_lsn - l;
             // Could it be the remains of appends that were in flight with the refused one?
-            let in_flight = w.entries == count
-                && if slot.flags & SLOT_CONCURRENT == 0 {
-                    // One append at a time: only the rest of the refused entry's own batch.
-                    l == scan.stop_lsn + 1
-                        && w.first_batch_end == Some(w.stop_lsn - 1)
-                        && refused_header_continues(image, scan.stop, scan.stop_lsn)
-                } else {
-                    // Overlapping appends: up to MAX_INFLIGHT - 1 other whole batches.
-                    w.batches < MAX_INFLIGHT as u64
-                };
+            // `count` entries were accepted: `w.entries` in complete batches, the rest in a
+            // batch whose end was refused (itself possibly in flight).
+            let in_flight = if slot.flags & SLOT_CONCURRENT == 0 {
+                // One append at a time: only the rest of the refused entry's own batch (whose
+                // next entries may be torn too) — no batch end, or one batch end with nothing
+                // after it. (The refused entry's own flags cannot tell: its flag word may be
+                // one of those that did not reach media.)
+                w.batches == 0 || (w.batches == 1 && w.entries == count)
+            } else {
+                // Overlapping appends: up to MAX_INFLIGHT - 1 other batches.
+                w.batches + u64::from(w.entries < count) < MAX_INFLIGHT as u64
+            };
             (count, (count > 0).then(|| (l, w.stop_lsn - 1)), in_flight)
         }
         None => (0, None, false),
@@ -178,17 +180,6 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     } else {
         None
     }
-}
-
-/// True unless the refused entry's header is intact and says its batch ends with it: only
-/// then can valid entries right after it not be the rest of its own in-flight batch.
-fn refused_header_continues(image: &[u8], stop: usize, stop_lsn: Lsn) -> bool {
-    if stop + HEADER_LEN > image.len() {
-        return true;
-    }
-    let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
-    let intact = h.lsn == stop_lsn && h.flags & !KNOWN_FLAGS == 0;
-    !intact || h.flags & FLAG_CONTINUES != 0
 }
 
 /// A gap a salvage skipped.

@@ -1,97 +1,234 @@
 //! A persistent-memory simulator for crash-testing daxlog.
 //!
 //! [`SimMedia`] implements daxlog's [`Media`] trait over an in-memory image and records every
-//! store, flush and drain in order.
+//! store, non-temporal store, flush and drain in program order. A recorded [`Run`] (the image the
+//! media started from plus its [`Op`] trace) is replayed by [`PmemState`], which tracks what is
+//! durable and what is still pending under the x86 persistence rules, and [`CrashImages`]
+//! enumerates (or samples) the durable images a power failure at any point of the run could
+//! leave behind, under a chosen crash [`Model`]. The [`suite`] module holds the crash scenarios
+//! and the oracle that daxlog's crash tests run; see `README.md` for the model and its limits.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 use std::cell::UnsafeCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use daxlog::{Media, Persistence};
+
+mod images;
+mod model;
+mod rng;
+pub mod suite;
+
+pub use images::{CrashImages, GenConfig};
+pub use model::{Model, PmemState, Run, CACHE_LINE, PAGE, WORD};
+pub use rng::Rng;
 
 /// One operation the engine issued.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Cached store of `data` at `off`.
-    Store { off: usize, data: Vec<u8> },
+    Store {
+        /// Byte offset.
+        off: usize,
+        /// The bytes stored.
+        data: Vec<u8>,
+    },
     /// Non-temporal store of `data` at `off`.
-    StoreNt { off: usize, data: Vec<u8> },
-    /// Write-back of the lines covering `[off, off + len)`.
-    Flush { off: usize, len: usize },
+    StoreNt {
+        /// Byte offset (a multiple of 8).
+        off: usize,
+        /// The bytes stored (a multiple of 8 bytes).
+        data: Vec<u8>,
+    },
+    /// Write-back of the lines covering `[off, off + len)` (in `msync` mode: the range to sync
+    /// at the next drain).
+    Flush {
+        /// Byte offset.
+        off: usize,
+        /// Length in bytes.
+        len: usize,
+    },
     /// Drain (fence / msync).
     Drain,
 }
 
-/// Simulated persistent memory: the current (volatile) view plus a trace of operations.
-pub struct SimMedia {
+impl Op {
+    /// A short description: `store 4096+24`, `nt-store 4096+512`, `flush 4096+64`, `drain`.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Store { off, data } => format!("store {off}+{}", data.len()),
+            Op::StoreNt { off, data } => format!("nt-store {off}+{}", data.len()),
+            Op::Flush { off, len } => format!("flush {off}+{len}"),
+            Op::Drain => "drain".to_string(),
+        }
+    }
+}
+
+struct Inner {
     image: Box<[UnsafeCell<u8>]>,
     mode: Persistence,
+    /// The trace. Its lock is also held while a store copies bytes into the image, so that an
+    /// [`Observer`] snapshot never races with a store.
     trace: Mutex<Vec<Op>>,
 }
 
-// SAFETY: the image is only accessed through `Media` methods whose callers guarantee that
-// stores never overlap live reads or other stores.
-unsafe impl Sync for SimMedia {}
+// SAFETY: the image is only written by `Media::store`/`store_nt`, whose callers guarantee that no
+// other access to the range happens concurrently, and those writes happen with the trace lock
+// held; snapshots (the only other whole-image reads) take the same lock. Reads through
+// `Media::read` never overlap a store by the trait's contract.
+unsafe impl Sync for Inner {}
+
+/// Simulated persistent memory: the current (volatile) view plus a trace of operations.
+///
+/// The media starts from an image that is taken to be wholly durable. Every operation is
+/// recorded in order; [`SimMedia::take_trace`] hands the trace over for replay by
+/// [`PmemState`].
+pub struct SimMedia {
+    inner: Arc<Inner>,
+}
+
+/// A read-only handle on a [`SimMedia`] that stays usable while a log owns the media.
+#[derive(Clone)]
+pub struct Observer {
+    inner: Arc<Inner>,
+}
 
 impl SimMedia {
     /// Media of `len` zero bytes using barrier `mode`.
     pub fn new(len: usize, mode: Persistence) -> Self {
-        Self::from_image(&vec![0u8; len], mode)
+        Self::from_vec(vec![0u8; len], mode)
     }
 
     /// Media holding a copy of `bytes`.
     pub fn from_image(bytes: &[u8], mode: Persistence) -> Self {
+        Self::from_vec(bytes.to_vec(), mode)
+    }
+
+    /// Media holding `bytes`, without copying them.
+    pub fn from_vec(bytes: Vec<u8>, mode: Persistence) -> Self {
+        let boxed: Box<[u8]> = bytes.into_boxed_slice();
+        let raw: *mut [u8] = Box::into_raw(boxed);
+        // SAFETY: `UnsafeCell<u8>` is `repr(transparent)` over `u8`, so `[UnsafeCell<u8>]` has
+        // the layout of `[u8]` and the same length; the pointer comes from `Box::into_raw` of
+        // a box allocated with the global allocator, and ownership moves to the new box.
+        let image: Box<[UnsafeCell<u8>]> = unsafe { Box::from_raw(raw as *mut [UnsafeCell<u8>]) };
         SimMedia {
-            image: bytes.iter().map(|&b| UnsafeCell::new(b)).collect(),
-            mode,
-            trace: Mutex::new(Vec::new()),
+            inner: Arc::new(Inner {
+                image,
+                mode,
+                trace: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A handle that can read the image and trace while a log owns this media.
+    pub fn observer(&self) -> Observer {
+        Observer {
+            inner: Arc::clone(&self.inner),
         }
     }
 
     /// The operations recorded so far.
     pub fn trace(&self) -> Vec<Op> {
-        self.trace.lock().unwrap().clone()
+        self.inner.lock_trace().clone()
+    }
+
+    /// Takes the operations recorded so far, leaving the trace empty.
+    pub fn take_trace(&self) -> Vec<Op> {
+        std::mem::take(&mut *self.inner.lock_trace())
+    }
+
+    /// A copy of the current (volatile) image: every store applied, durable or not.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.inner.snapshot()
+    }
+}
+
+impl Observer {
+    /// Number of operations recorded so far.
+    pub fn ops(&self) -> usize {
+        self.inner.lock_trace().len()
     }
 
     /// A copy of the current (volatile) image.
-    pub fn snapshot(&mut self) -> Vec<u8> {
-        self.image.iter_mut().map(|c| *c.get_mut()).collect()
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.inner.snapshot()
+    }
+}
+
+impl Inner {
+    fn lock_trace(&self) -> MutexGuard<'_, Vec<Op>> {
+        self.trace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let _guard = self.lock_trace();
+        let len = self.image.len();
+        let mut v = vec![0u8; len];
+        if len > 0 {
+            // SAFETY: the image is `len` initialised bytes (`UnsafeCell<u8>` has the layout of
+            // `u8`); stores hold the trace lock while writing, and we hold it, so no byte is
+            // written during the copy. `v` is a distinct allocation of `len` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    UnsafeCell::raw_get(self.image.as_ptr()) as *const u8,
+                    v.as_mut_ptr(),
+                    len,
+                )
+            };
+        }
+        v
     }
 
     fn ptr(&self, off: usize) -> *mut u8 {
         self.image[off].get()
     }
+
+    /// Copies `src` to `off` and records `op`, under the trace lock.
+    ///
+    /// # Safety
+    /// The range is in bounds and the caller has exclusive access to it (see `Media::store`).
+    unsafe fn write(&self, off: usize, src: &[u8], op: Op) {
+        let mut trace = self.lock_trace();
+        // SAFETY: in bounds (the caller checked); exclusive access per the caller; `src` is a
+        // separate borrow, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
+        trace.push(op);
+    }
 }
 
 impl Media for SimMedia {
     fn len(&self) -> usize {
-        self.image.len()
+        self.inner.image.len()
     }
 
     fn persistence(&self) -> Persistence {
-        self.mode
+        self.inner.mode
     }
 
     unsafe fn read(&self, off: usize, len: usize) -> &[u8] {
-        assert!(off + len <= self.image.len());
+        assert!(off <= self.len() && len <= self.len() - off);
         if len == 0 {
             return &[];
         }
-        // SAFETY: in bounds; `UnsafeCell<u8>` has the layout of `u8`; the caller guarantees no
-        // store to the range while the slice lives.
-        unsafe { std::slice::from_raw_parts(self.ptr(off), len) }
+        // SAFETY: in bounds (checked above); `UnsafeCell<u8>` has the layout of `u8`; the
+        // caller guarantees that no store to the range happens while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.inner.ptr(off), len) }
     }
 
     unsafe fn store(&self, off: usize, src: &[u8]) {
-        assert!(off + src.len() <= self.image.len());
+        assert!(off <= self.len() && src.len() <= self.len() - off);
         if src.is_empty() {
             return;
         }
-        // SAFETY: in bounds; the caller guarantees exclusive access to the range.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
-        self.trace.lock().unwrap().push(Op::Store {
+        let op = Op::Store {
             off,
             data: src.to_vec(),
-        });
+        };
+        // SAFETY: in bounds (checked above); the caller guarantees exclusive access.
+        unsafe { self.inner.write(off, src, op) };
     }
 
     unsafe fn store_nt(&self, off: usize, src: &[u8]) {
@@ -99,24 +236,52 @@ impl Media for SimMedia {
             off % 8 == 0 && src.len() % 8 == 0,
             "unaligned non-temporal store"
         );
-        assert!(off + src.len() <= self.image.len());
+        assert!(off <= self.len() && src.len() <= self.len() - off);
         if src.is_empty() {
             return;
         }
-        // SAFETY: as for `store`.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr(off), src.len()) };
-        self.trace.lock().unwrap().push(Op::StoreNt {
+        let op = Op::StoreNt {
             off,
             data: src.to_vec(),
-        });
+        };
+        // SAFETY: as for `store`.
+        unsafe { self.inner.write(off, src, op) };
     }
 
     fn flush(&self, off: usize, len: usize) {
-        self.trace.lock().unwrap().push(Op::Flush { off, len });
+        self.inner.lock_trace().push(Op::Flush { off, len });
     }
 
     fn drain(&self) -> std::io::Result<()> {
-        self.trace.lock().unwrap().push(Op::Drain);
+        self.inner.lock_trace().push(Op::Drain);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_reads_back() {
+        let m = SimMedia::new(128, Persistence::Clwb);
+        let obs = m.observer();
+        // SAFETY: single-threaded test, in bounds, no slice alive.
+        unsafe {
+            m.store(3, b"abc");
+            m.store_nt(8, &[7u8; 16]);
+        }
+        m.flush(0, 64);
+        m.drain().unwrap();
+        assert_eq!(obs.ops(), 4);
+        let snap = obs.snapshot();
+        assert_eq!(&snap[3..6], b"abc");
+        assert_eq!(&snap[8..24], &[7u8; 16]);
+        // SAFETY: no store is in progress.
+        assert_eq!(unsafe { m.read(3, 3) }, b"abc");
+        let t = m.take_trace();
+        assert_eq!(t.len(), 4);
+        assert_eq!(t[3], Op::Drain);
+        assert!(m.trace().is_empty());
     }
 }

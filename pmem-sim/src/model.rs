@@ -1,0 +1,359 @@
+//! The persistence state machine: what is durable and what is pending after each operation.
+//!
+//! Every store is split into pieces, one per aligned 8-byte word it touches (a partial word is a
+//! byte-masked piece of that word). A piece is *pending* until the rules make it durable:
+//!
+//! - CPU modes (`Clwb`, `ClflushOpt`, `Clflush`): a cached store's piece becomes guaranteed when a
+//!   flush covering its cache line is followed by a drain. The flush captures the line as it is
+//!   at the flush: pieces stored to the line after the flush are pending again, whatever the
+//!   drain. A non-temporal store's pieces are guaranteed by the next drain, with no flush.
+//! - `Msync`: a flush records a range; the next drain (`msync`) makes every pending piece in the
+//!   pages of the recorded ranges durable, including pieces stored after the flush (msync writes
+//!   back the page as it is when it runs).
+//!
+//! Until then a pending piece may or may not have reached the media; which combinations are
+//! possible is the crash [`Model`]'s business (see `images.rs`).
+
+use daxlog::Persistence;
+
+use crate::Op;
+
+/// Bytes of a failure-atomic word.
+pub const WORD: usize = 8;
+/// Bytes of a cache line.
+pub const CACHE_LINE: usize = 64;
+/// Bytes of a page (the unit of `msync` write-back).
+pub const PAGE: usize = 4096;
+
+/// Which pending stores a crash may have persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    /// Every pending aligned 8-byte word independently persisted or not (a word with several
+    /// pending stores: any prefix of them, in program order). The weakest hardware assumption.
+    Strict,
+    /// Per cache line, a prefix of its pending cached stores in program order (what x86 does
+    /// without eADR: stores to one line reach media in order). Words written with
+    /// non-temporal stores stay independent (write-combining buffers are drained in any
+    /// order).
+    Line,
+    /// Per 4 KiB page, a prefix of its pending stores in program order: the page cache writes a
+    /// page back as a unit, at any time.
+    Msync,
+}
+
+impl Model {
+    /// The name used in reports and replay strings: `strict`, `line` or `msync`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Strict => "strict",
+            Model::Line => "line",
+            Model::Msync => "msync",
+        }
+    }
+
+    /// Parses [`Model::name`].
+    pub fn parse(s: &str) -> Option<Model> {
+        match s {
+            "strict" => Some(Model::Strict),
+            "line" => Some(Model::Line),
+            "msync" => Some(Model::Msync),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A store's contribution to one aligned word.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Piece {
+    /// Word index (byte offset / 8).
+    pub word: usize,
+    /// Bit `i` set: byte `i` of the word is written.
+    pub mask: u8,
+    /// The bytes (only those in `mask` matter).
+    pub bytes: [u8; WORD],
+    /// Written with a non-temporal store.
+    pub nt: bool,
+    /// Covered by a flush issued after it (CPU modes): guaranteed at the next drain.
+    pub covered: bool,
+}
+
+impl Piece {
+    #[inline]
+    pub fn apply(&self, image: &mut [u8]) {
+        let base = self.word * WORD;
+        if self.mask == 0xff {
+            image[base..base + WORD].copy_from_slice(&self.bytes);
+        } else {
+            for i in 0..WORD {
+                if self.mask & (1 << i) != 0 {
+                    image[base + i] = self.bytes[i];
+                }
+            }
+        }
+    }
+
+    pub fn line(&self) -> usize {
+        self.word * WORD / CACHE_LINE
+    }
+
+    pub fn page(&self) -> usize {
+        self.word * WORD / PAGE
+    }
+}
+
+/// The durable image and the pending stores after a prefix of a recorded run.
+#[derive(Clone, Debug)]
+pub struct PmemState {
+    persistence: Persistence,
+    durable: Vec<u8>,
+    pending: Vec<Piece>,
+    /// `msync` mode: page ranges `[first, last]` recorded by flushes since the last drain.
+    sync_pages: Vec<(usize, usize)>,
+    ops: usize,
+}
+
+impl PmemState {
+    /// The state before any operation: `initial` is wholly durable.
+    pub fn new(initial: Vec<u8>, persistence: Persistence) -> Self {
+        PmemState {
+            persistence,
+            durable: initial,
+            pending: Vec::new(),
+            sync_pages: Vec::new(),
+            ops: 0,
+        }
+    }
+
+    /// The persistence mode whose rules apply.
+    pub fn persistence(&self) -> Persistence {
+        self.persistence
+    }
+
+    /// Number of operations applied.
+    pub fn ops(&self) -> usize {
+        self.ops
+    }
+
+    /// What is guaranteed durable now.
+    pub fn durable(&self) -> &[u8] {
+        &self.durable
+    }
+
+    /// Takes the durable image, leaving the state empty.
+    pub fn into_durable(self) -> Vec<u8> {
+        self.durable
+    }
+
+    /// Number of pending pieces (word-sized parts of stores not yet guaranteed).
+    pub fn pending_pieces(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn pending(&self) -> &[Piece] {
+        &self.pending
+    }
+
+    /// The volatile image: durable plus every pending store.
+    pub fn volatile(&self) -> Vec<u8> {
+        let mut v = self.durable.clone();
+        for p in &self.pending {
+            p.apply(&mut v);
+        }
+        v
+    }
+
+    /// The durable image if every pending piece whose bytes intersect none of `exclude` reached
+    /// the media, and none of the others did (for building specific torn images).
+    pub fn image_without(&self, exclude: &[std::ops::Range<usize>]) -> Vec<u8> {
+        let mut v = self.durable.clone();
+        for p in &self.pending {
+            let (a, b) = (p.word * WORD, p.word * WORD + WORD);
+            if exclude.iter().all(|r| r.end <= a || r.start >= b) {
+                p.apply(&mut v);
+            }
+        }
+        v
+    }
+
+    /// Applies the next operation of the run.
+    pub fn apply(&mut self, op: &Op) {
+        self.ops += 1;
+        match op {
+            Op::Store { off, data } => self.split(*off, data, false),
+            Op::StoreNt { off, data } => {
+                // msync media has no non-temporal path: a "non-temporal" store there is just a
+                // store into the page cache.
+                let nt = self.persistence.is_cpu_flush();
+                self.split(*off, data, nt)
+            }
+            Op::Flush { off, len } => {
+                if *len == 0 {
+                    return;
+                }
+                if self.persistence.is_cpu_flush() {
+                    let first = off / CACHE_LINE;
+                    let last = (off + len - 1) / CACHE_LINE;
+                    for p in self.pending.iter_mut() {
+                        if !p.nt && (first..=last).contains(&p.line()) {
+                            p.covered = true;
+                        }
+                    }
+                } else {
+                    self.sync_pages.push((off / PAGE, (off + len - 1) / PAGE));
+                }
+            }
+            Op::Drain => {
+                let cpu = self.persistence.is_cpu_flush();
+                let pages = std::mem::take(&mut self.sync_pages);
+                let durable = &mut self.durable;
+                self.pending.retain(|p| {
+                    let done = if cpu {
+                        p.nt || p.covered
+                    } else {
+                        let pg = p.page();
+                        pages.iter().any(|&(a, b)| a <= pg && pg <= b)
+                    };
+                    if done {
+                        p.apply(durable);
+                    }
+                    !done
+                });
+            }
+        }
+    }
+
+    fn split(&mut self, off: usize, data: &[u8], nt: bool) {
+        assert!(
+            off + data.len() <= self.durable.len(),
+            "store out of bounds"
+        );
+        let end = off + data.len();
+        let mut pos = off;
+        while pos < end {
+            let word = pos / WORD;
+            let wend = ((word + 1) * WORD).min(end);
+            let mut bytes = [0u8; WORD];
+            let mut mask = 0u8;
+            for a in pos..wend {
+                let i = a - word * WORD;
+                bytes[i] = data[a - off];
+                mask |= 1 << i;
+            }
+            self.pending.push(Piece {
+                word,
+                mask,
+                bytes,
+                nt,
+                covered: false,
+            });
+            pos = wend;
+        }
+    }
+}
+
+/// A recorded run: the image the media started from (taken as wholly durable), its barrier,
+/// and the operations issued on it. Crash point `p` (in `0..=ops.len()`) is the moment after
+/// the first `p` operations.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The durable image before the first operation.
+    pub initial: Vec<u8>,
+    /// The media's barrier, whose rules apply.
+    pub persistence: Persistence,
+    /// The operations, in program order (from [`crate::SimMedia::take_trace`]).
+    pub ops: Vec<Op>,
+}
+
+impl Run {
+    /// Number of crash points: one before each operation and one after the last.
+    pub fn crash_points(&self) -> usize {
+        self.ops.len() + 1
+    }
+
+    /// The state at crash point `point`.
+    pub fn state_at(&self, point: usize) -> PmemState {
+        let mut st = PmemState::new(self.initial.clone(), self.persistence);
+        for op in &self.ops[..point] {
+            st.apply(op);
+        }
+        st
+    }
+
+    /// Calls `f` with every crash point and its state, in order (one replay for all of them).
+    pub fn for_each_point(&self, mut f: impl FnMut(usize, &PmemState)) {
+        let mut st = PmemState::new(self.initial.clone(), self.persistence);
+        f(0, &st);
+        for (i, op) in self.ops.iter().enumerate() {
+            st.apply(op);
+            f(i + 1, &st);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(off: usize, data: &[u8]) -> Op {
+        Op::Store {
+            off,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn stores_split_into_masked_words() {
+        let mut s = PmemState::new(vec![0; 256], Persistence::Clwb);
+        s.apply(&store(5, &[1; 20]));
+        let words: Vec<(usize, u8)> = s.pending().iter().map(|p| (p.word, p.mask)).collect();
+        assert_eq!(words, [(0, 0xe0), (1, 0xff), (2, 0xff), (3, 0x01)]);
+        assert_eq!(&s.volatile()[5..25], &[1; 20]);
+        assert_eq!(s.durable(), &[0; 256][..]);
+    }
+
+    #[test]
+    fn flush_then_drain_persists_only_what_was_flushed() {
+        let mut s = PmemState::new(vec![0; 256], Persistence::Clwb);
+        s.apply(&store(0, &[1; 8]));
+        s.apply(&store(64, &[2; 8]));
+        s.apply(&Op::Flush { off: 0, len: 8 });
+        // A store to the flushed line after the flush is pending again.
+        s.apply(&store(8, &[3; 8]));
+        s.apply(&Op::Drain);
+        assert_eq!(&s.durable()[0..8], &[1; 8]);
+        assert_eq!(&s.durable()[8..16], &[0; 8]);
+        assert_eq!(&s.durable()[64..72], &[0; 8]);
+        assert_eq!(s.pending_pieces(), 2);
+        // A drain without a flush guarantees nothing for cached stores...
+        s.apply(&Op::Drain);
+        assert_eq!(s.pending_pieces(), 2);
+        // ...but guarantees non-temporal stores.
+        s.apply(&Op::StoreNt {
+            off: 128,
+            data: vec![4; 16],
+        });
+        s.apply(&Op::Drain);
+        assert_eq!(&s.durable()[128..144], &[4; 16]);
+        assert_eq!(s.pending_pieces(), 2);
+    }
+
+    #[test]
+    fn msync_covers_stores_made_after_the_flush_in_the_same_page() {
+        let mut s = PmemState::new(vec![0; 3 * PAGE], Persistence::Msync);
+        s.apply(&store(10, &[1; 4]));
+        s.apply(&store(PAGE + 10, &[2; 4]));
+        s.apply(&Op::Flush { off: 0, len: 1 });
+        s.apply(&store(2000, &[3; 4]));
+        s.apply(&Op::Drain);
+        assert_eq!(&s.durable()[10..14], &[1; 4]);
+        assert_eq!(&s.durable()[2000..2004], &[3; 4]);
+        assert_eq!(&s.durable()[PAGE + 10..PAGE + 14], &[0; 4]);
+        assert_eq!(s.pending_pieces(), 1);
+    }
+}
