@@ -42,6 +42,8 @@
 #                        the binary's output matches REGEX (grep -E); if it
 #                        never does, qemu is not killed           (DAXVM_KILL_ARM=)
 #   --mount-opts OPTS    mount options                            (DAXVM_MOUNT_OPTS=dax)
+#   (environment only) DAXVM_MKFS_OPTS  extra mke2fs / mkfs.xfs options, e.g. 2 MiB
+#                        alignment: "-E stride=512,stripe_width=512" (ext4), "-d su=2m,sw=1" (xfs)
 #   --env K=V            extra environment variable for the binary (repeatable)
 #   --file PATH          copy a host file into the VM at /daxvm/files/ (repeatable)
 #   --copy-abs PATH      copy a host file (with its libraries, if it is a
@@ -83,6 +85,7 @@ MKFS=${DAXVM_MKFS:-}
 KILL_AFTER=${DAXVM_KILL_AFTER:-}
 KILL_ARM=${DAXVM_KILL_ARM:-}
 MOUNT_OPTS=${DAXVM_MOUNT_OPTS:-dax}
+MKFS_OPTS=${DAXVM_MKFS_OPTS:-}
 CACHE=${DAXVM_CACHE:-$SCRIPT_DIR/cache}
 SHOW_CONSOLE=
 SETUP_ONLY=
@@ -245,7 +248,7 @@ q() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }
 {
   printf 'set --'; for a in "$@"; do printf ' %s' "$(q "$a")"; done; echo
   for e in "${ENVS[@]}"; do printf 'export %s\n' "$(q "$e")"; done
-  echo "BINNAME=$(q "$BINNAME")"; echo "FS=$FS"; echo "MKFS=$MKFS"; echo "MOUNT_OPTS=$(q "$MOUNT_OPTS")"
+  echo "BINNAME=$(q "$BINNAME")"; echo "FS=$FS"; echo "MKFS=$MKFS"; echo "MOUNT_OPTS=$(q "$MOUNT_OPTS")"; echo "MKFS_OPTS=$(q "$MKFS_OPTS")"
 } > "$R/daxvm/config"
 
 cat > "$R/init" <<'EOF'
@@ -270,9 +273,9 @@ have_fs=
 [ "$(dd if=/dev/pmem0 bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 53ef ] && have_fs=ext4
 if [ "$MKFS" = always ] || { [ "$MKFS" = auto ] && [ "$have_fs" != "$FS" ]; }; then
   if [ "$FS" = ext4 ]; then
-    /sbin/mke2fs -q -F -t ext4 -b 4096 -E nodiscard /dev/pmem0 > /dev/console 2>&1 || fail mke2fs
+    /sbin/mke2fs -q -F -t ext4 -b 4096 -E nodiscard $MKFS_OPTS /dev/pmem0 > /dev/console 2>&1 || fail mke2fs
   else
-    /sbin/mkfs.xfs -q -f -K /dev/pmem0 > /dev/console 2>&1 || fail mkfs.xfs
+    /sbin/mkfs.xfs -q -f -K $MKFS_OPTS /dev/pmem0 > /dev/console 2>&1 || fail mkfs.xfs
   fi
   say "created $FS on /dev/pmem0"
 else
