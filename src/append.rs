@@ -34,8 +34,8 @@ use crate::persist::CACHE_LINE;
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
 
-/// Pages are prefaulted this far ahead of the tail.
-const PREPARE_AHEAD: usize = 2 << 20;
+/// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
+pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
 impl<M: Media> Log<M> {
     /// Appends one entry and returns its LSN once the entry — and every entry before it — is
@@ -174,9 +174,7 @@ impl<M: Media> Log<M> {
             self.write_slot(&mut w, slot)?;
         }
         let start = self.place(&w, total)?;
-        if start < w.prepared.0 || start + total > w.prepared.1 {
-            self.prepare(&mut w, start, total);
-        }
+        self.prepare(&mut w, start, total);
         if start != w.tail {
             // The append wraps: the entries before it end at the old tail.
             w.wrap_at = w.tail;
@@ -400,9 +398,13 @@ impl<M: Media> Log<M> {
             // The tail first, then the LSN: a reader that sees an LSN finds its entry in the
             // live region.
             self.pmem.publish(&mut w.token, p.end, p.wrap_at);
-            self.last_lsn.store(p.next_lsn - 1, Ordering::SeqCst);
-            self.published.store(w.inflight_base, Ordering::SeqCst);
-            if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.last_lsn.store(p.next_lsn - 1, Ordering::Release);
+            self.published.store(w.inflight_base, Ordering::Release);
+            // Store-load barrier against a sleeper that registers in `waiters` and then checks
+            // `published` or `last_lsn` (both sides sequentially consistent): one of the two
+            // sees the other, so no wake-up is lost.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.waiters.load(Ordering::Relaxed) > 0 {
                 let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.wake.notify_all();
             }
@@ -478,19 +480,24 @@ impl<M: Media> Log<M> {
         self.wake.notify_all();
     }
 
-    /// Prefaults the pages the appends from `pos` will touch.
+    /// Prefaults the pages the appends from `pos` will touch, 2 MiB at a time and each chunk
+    /// once per mapping: after a wrap the pages are mapped already, and populating them again
+    /// would cost as much as the first time.
+    #[inline]
     pub(crate) fn prepare(&self, w: &mut Writer, pos: usize, need: usize) {
-        let to = (pos + need + PREPARE_AHEAD).min(self.sb.capacity as usize);
-        let from = if pos >= w.prepared.0 && pos <= w.prepared.1 {
-            w.prepared.1
-        } else {
-            w.prepared.0 = pos;
-            pos
-        };
-        if to > from {
-            self.pmem.media().prepare(from, to - from);
+        let cap = self.sb.capacity as usize;
+        let first = pos / PREPARE_CHUNK;
+        let last = ((pos + need + PREPARE_CHUNK).min(cap) - 1) / PREPARE_CHUNK;
+        for c in first..=last {
+            let (word, bit) = (c / 64, 1u64 << (c % 64));
+            if w.populated[word] & bit == 0 {
+                w.populated[word] |= bit;
+                let from = c * PREPARE_CHUNK;
+                self.pmem
+                    .media()
+                    .prepare(from, PREPARE_CHUNK.min(cap - from));
+            }
         }
-        w.prepared.1 = to.max(w.prepared.1);
     }
 }
 

@@ -371,8 +371,13 @@ pub fn payload_crc(salt: u32, payload: &[u8]) -> u32 {
 /// Completes a [`payload_crc`] with the header fields after the checksum itself.
 #[inline]
 pub fn entry_crc(payload_crc: u32, header: &EntryHeader) -> u32 {
-    let b = header.encode();
-    crc32c::crc32c_append(payload_crc, &b[4..])
+    // Bytes 4..24 of the header: len, lsn, then epoch and flags as one little-endian word.
+    crate::persist::crc32c_header(
+        payload_crc,
+        header.len,
+        header.lsn,
+        header.epoch as u64 | (header.flags as u64) << 32,
+    )
 }
 
 // ---- Little-endian helpers ---------------------------------------------------------------------

@@ -90,8 +90,8 @@ pub(crate) struct Writer {
     /// The LSN the next reservation gets.
     pub(crate) next_lsn: Lsn,
     pub(crate) slot: Slot,
-    /// Range of the data area already prefaulted.
-    pub(crate) prepared: (usize, usize),
+    /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
+    pub(crate) populated: Vec<u64>,
     /// Reservations not yet published, oldest first; the first has ticket `inflight_base`.
     pub(crate) inflight: VecDeque<Pending>,
     pub(crate) inflight_base: u64,
@@ -341,7 +341,7 @@ impl<M: Media> Log<M> {
             let cap = self.sb.capacity as usize;
             self.pmem.media().prepare(DATA_OFFSET, cap - DATA_OFFSET);
             let mut w = self.lock_writer();
-            w.prepared = (DATA_OFFSET, cap);
+            w.populated.iter_mut().for_each(|b| *b = u64::MAX);
         }
     }
 
@@ -548,7 +548,10 @@ impl<M: Media> Log<M> {
                 wrap_at: scan.wrap_at,
                 next_lsn: scan.next_lsn,
                 slot,
-                prepared: (scan.tail, scan.tail),
+                populated: vec![
+                    0;
+                    (sb.capacity as usize).div_ceil(crate::append::PREPARE_CHUNK * 64)
+                ],
                 inflight: VecDeque::new(),
                 inflight_base: 0,
                 poisoned: None,

@@ -1,0 +1,205 @@
+//! daxlog itself: appends in each persistence mode, recovery and iteration.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use daxlog::format::{entry_len, DATA_OFFSET};
+use daxlog::{Log, Media, Options, PersistenceChoice};
+
+use crate::common::*;
+
+/// The persistence configurations measured.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// CPU flush forced on /dev/shm, default non-temporal threshold (256 B on media).
+    Default,
+    /// CPU flush forced, `nt_threshold(usize::MAX)`: cached stores + CLWB only.
+    Clwb,
+    /// CPU flush forced, `nt_threshold(0)`: non-temporal stores only.
+    Nt,
+    /// Automatic choice, which is `msync` on /dev/shm.
+    Msync,
+}
+
+impl Mode {
+    pub fn row(self) -> &'static str {
+        match self {
+            Mode::Default => "daxlog, CPU flush (CLWB; NT from 256 B)",
+            Mode::Clwb => "daxlog, CPU flush, CLWB only (nt_threshold MAX)",
+            Mode::Nt => "daxlog, CPU flush, NT only (nt_threshold 0)",
+            Mode::Msync => "daxlog, msync (auto on /dev/shm)",
+        }
+    }
+
+    pub fn options(self) -> Options {
+        let o = Options::new().use_env(false).overwrite(true);
+        match self {
+            Mode::Default => o.persistence(PersistenceChoice::ForceCpuFlush),
+            Mode::Clwb => o
+                .persistence(PersistenceChoice::ForceCpuFlush)
+                .nt_threshold(usize::MAX),
+            Mode::Nt => o
+                .persistence(PersistenceChoice::ForceCpuFlush)
+                .nt_threshold(0),
+            Mode::Msync => o.persistence(PersistenceChoice::Auto),
+        }
+    }
+}
+
+/// Creates (or re-creates) a log and prefaults its whole mapping.
+pub fn fresh_log(cfg: &Cfg, path: &Path, opts: &Options, capacity: usize) -> Log {
+    let _ = std::fs::remove_file(path);
+    let log = Log::create(path, &opts.clone().capacity(capacity as u64)).expect("create log");
+    if cfg.prefault {
+        // Every page of the mapping faulted in now: no timed append takes a page fault, and
+        // the log does not populate chunks ahead of the tail any more.
+        log.prefault();
+    }
+    log
+}
+
+pub fn appends(cfg: &Cfg, mode: Mode) {
+    let path = cfg.shm.join("daxlog-append.dax");
+    let opts = mode.options();
+    let slow = matches!(mode, Mode::Msync);
+    {
+        let log = fresh_log(cfg, &path, &opts, 8 << 20);
+        eprintln!(
+            "note: {}: persistence {}, map_sync {}",
+            mode.row(),
+            log.persistence(),
+            log.map_sync()
+        );
+    }
+    for size in sizes() {
+        let p = payload(size);
+        let ops = cfg.appends_per_rep(size, slow);
+        let per_rep = ops * entry_len(size);
+        let ns = run(cfg, &path, &opts, per_rep, ops, |log| {
+            black_box(log.append(black_box(&p)).expect("append"));
+        });
+        emit(mode.row(), &append_case(size), size, 1, &ns);
+    }
+    let p = payload(BATCH_PAYLOAD);
+    let batch: Vec<&[u8]> = (0..BATCH_N).map(|_| &p[..]).collect();
+    let ops = cfg.appends_per_rep(BATCH_N * BATCH_PAYLOAD, slow);
+    let per_rep = ops * BATCH_N * entry_len(BATCH_PAYLOAD);
+    let ns = run(cfg, &path, &opts, per_rep, ops, |log| {
+        black_box(log.append_batch(black_box(&batch)).expect("append_batch"));
+    });
+    emit(
+        mode.row(),
+        &batch_case(),
+        BATCH_N * BATCH_PAYLOAD,
+        BATCH_N,
+        &ns,
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Times `ops` calls of `op` per repetition on a log that is replaced (untimed) whenever the
+/// next repetition might not fit.
+pub fn run(
+    cfg: &Cfg,
+    path: &Path,
+    opts: &Options,
+    per_rep: usize,
+    ops: usize,
+    op: impl FnMut(&Log),
+) -> Vec<f64> {
+    let cap = capacity_for(cfg, per_rep);
+    run_on(cfg, per_rep, ops, || fresh_log(cfg, path, opts, cap), op)
+}
+
+/// As [`run`], with logs on any media made by `make`.
+pub fn run_on<M: Media>(
+    cfg: &Cfg,
+    per_rep: usize,
+    ops: usize,
+    mut make: impl FnMut() -> Log<M>,
+    mut op: impl FnMut(&Log<M>),
+) -> Vec<f64> {
+    let slot = std::cell::RefCell::new(None::<Log<M>>);
+    let margin = per_rep + (per_rep / 4) + (4 << 20);
+    time_reps(
+        cfg.reps,
+        ops,
+        || {
+            let mut s = slot.borrow_mut();
+            let full = match s.as_ref() {
+                Some(l) => (l.free_bytes() as usize) < margin,
+                None => true,
+            };
+            if full {
+                *s = None; // unmap and unlock before re-creating the file
+                *s = Some(make());
+            }
+        },
+        || op(slot.borrow().as_ref().expect("log")),
+    )
+}
+
+/// Log capacity for `reps + 1` repetitions of `per_rep` bytes (capped at [`MAX_LOG`]).
+pub fn capacity_for(cfg: &Cfg, per_rep: usize) -> usize {
+    let want = per_rep * (cfg.reps + 1) + (8 << 20);
+    round_page(want.min(MAX_LOG).max(per_rep + (8 << 20)))
+}
+
+/// Fills a new log of `cap` bytes completely with `size`-byte entries; returns the entry count.
+pub fn fill(path: &Path, cap: usize, size: usize) -> u64 {
+    let opts = Mode::Nt.options().capacity(cap as u64);
+    let _ = std::fs::remove_file(path);
+    let log = Log::create(path, &opts).expect("create log");
+    let p = payload(size);
+    let n = ((cap - DATA_OFFSET) / entry_len(size)) as u64;
+    let chunk = (256usize).min((1 << 20) / entry_len(size)).max(1);
+    let batch: Vec<&[u8]> = (0..chunk).map(|_| &p[..]).collect();
+    let mut done = 0u64;
+    while done < n {
+        let k = chunk.min((n - done) as usize);
+        log.append_batch(&batch[..k]).expect("fill");
+        done += k as u64;
+    }
+    assert!(log.free_bytes() < entry_len(size) as u64);
+    n
+}
+
+/// Recovery (`Log::open`, which validates every entry) and iteration of full logs.
+pub fn recovery(cfg: &Cfg) {
+    let row = "daxlog, Log::open (validates every crc) / iter()";
+    let path = cfg.shm.join("daxlog-recover.dax");
+    let opts = Mode::Default.options();
+    for cap in cfg.recovery_capacities() {
+        for size in recovery_sizes() {
+            let n = fill(&path, cap, size);
+            let used = n as usize * entry_len(size);
+            let mut open_ns = Vec::new();
+            let mut iter_ns = Vec::new();
+            let mut reported = Vec::new();
+            // One untimed open first: the file's pages are then in the same (page cache) state
+            // for every timed open.
+            drop(Log::open(&path, &opts).expect("open"));
+            for _ in 0..cfg.reps {
+                let t = Instant::now();
+                let log = Log::open(&path, &opts).expect("open");
+                open_ns.push(t.elapsed().as_nanos() as f64);
+                assert_eq!(log.recovery().entries, n);
+                reported.push(log.recovery().duration.as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let total: usize = log.iter().map(|e| e.payload.len()).sum();
+                iter_ns.push(t.elapsed().as_nanos() as f64);
+                assert_eq!(total, n as usize * size);
+                drop(black_box(log));
+            }
+            eprintln!(
+                "note: daxlog recovery {}: RecoveryReport::duration (ms) {:?}",
+                recover_case(cap, size),
+                reported
+            );
+            emit(row, &recover_case(cap, size), used, n as usize, &open_ns);
+            emit(row, &iterate_case(cap, size), used, n as usize, &iter_ns);
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}

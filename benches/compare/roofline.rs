@@ -1,0 +1,377 @@
+//! The hardware roofline: the bytes of each daxlog entry (header, payload, padding) copied into
+//! a prefaulted `MAP_SHARED` mapping of a file on /dev/shm and made durable the cheapest way the
+//! CPU allows, with no log logic (no checksum, no lock, no bookkeeping).
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+
+use daxlog::format::{entry_len, EntryHeader, HEADER_LEN};
+use daxlog::Persistence;
+
+use crate::common::*;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// Cached copy, one CLWB (else CLFLUSHOPT) per touched line, one SFENCE.
+    Clwb,
+    /// Non-temporal copy with SSE2 `_mm_stream_si128`, one SFENCE.
+    NtSse2,
+    /// Non-temporal copy with AVX2 `_mm256_stream_si256`, one SFENCE.
+    NtAvx2,
+    /// Cached copy, `msync(MS_SYNC)` of the touched pages.
+    Msync,
+}
+
+impl Kind {
+    pub fn row(self) -> &'static str {
+        match self {
+            Kind::Clwb => "roofline: copy + CLWB per line + SFENCE",
+            Kind::NtSse2 => "roofline: NT SSE2 copy + SFENCE",
+            Kind::NtAvx2 => "roofline: NT AVX2 copy + SFENCE",
+            Kind::Msync => "roofline: copy + msync of the pages",
+        }
+    }
+
+    pub fn available(self) -> bool {
+        match self {
+            Kind::NtAvx2 => is_x86_feature_detected!("avx2"),
+            _ => true,
+        }
+    }
+}
+
+/// A file on /dev/shm mapped `MAP_SHARED`, prefaulted.
+pub struct Mapping {
+    pub ptr: *mut u8,
+    pub len: usize,
+    _file: std::fs::File,
+}
+
+impl Mapping {
+    pub fn new(cfg: &Cfg, len: usize) -> Mapping {
+        let path = cfg.shm.join("roofline.bin");
+        let _ = std::fs::remove_file(&path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create roofline file");
+        file.set_len(len as u64).expect("size roofline file");
+        let _ = std::fs::remove_file(&path); // the open file keeps the pages
+                                             // SAFETY: a new shared mapping of a file we hold open, at a kernel-chosen address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap roofline file");
+        let ptr = p as *mut u8;
+        // SAFETY: the range is exactly the mapping just created.
+        if cfg.prefault && !unsafe { populate_write(ptr, len) } {
+            // Older kernel: touch every page instead.
+            for off in (0..len).step_by(4096) {
+                // SAFETY: inside the mapping, which nothing else references.
+                unsafe { ptr.add(off).write_volatile(0) };
+            }
+        }
+        Mapping {
+            ptr,
+            len,
+            _file: file,
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping; no reference into it outlives `self`.
+        unsafe { libc::munmap(self.ptr as *mut c_void, self.len) };
+    }
+}
+
+/// The on-media image of one entry with a `size`-byte payload (header, payload, zero padding).
+pub fn image(size: usize, lsn: u64, flags: u32) -> Vec<u8> {
+    let mut v = vec![0u8; entry_len(size)];
+    let h = EntryHeader {
+        crc: 0x1234_5678,
+        len: size as u32,
+        lsn,
+        epoch: 7,
+        flags,
+    };
+    v[..HEADER_LEN].copy_from_slice(&h.encode());
+    v[HEADER_LEN..HEADER_LEN + size].copy_from_slice(&payload(size));
+    v
+}
+
+/// The on-media image of a batch of [`BATCH_N`] entries of [`BATCH_PAYLOAD`] bytes.
+pub fn batch_image() -> Vec<u8> {
+    (0..BATCH_N)
+        .flat_map(|i| image(BATCH_PAYLOAD, i as u64 + 1, u32::from(i + 1 < BATCH_N)))
+        .collect()
+}
+
+pub fn run(cfg: &Cfg, kind: Kind) {
+    let flush = best_flush();
+    let slow = matches!(kind, Kind::Msync);
+    let mut cases: Vec<(String, usize, usize, Vec<u8>)> = sizes()
+        .into_iter()
+        .map(|s| (append_case(s), s, 1, image(s, 1, 0)))
+        .collect();
+    cases.push((
+        batch_case(),
+        BATCH_N * BATCH_PAYLOAD,
+        BATCH_N,
+        batch_image(),
+    ));
+    for (case, bytes, entries, img) in cases {
+        let ops = cfg.appends_per_rep(bytes, slow);
+        let ns = match kind {
+            // SAFETY (all four): `persist_*` get a destination inside the mapping with room for
+            // the image (see `time_on_mapping`), 8-byte aligned because images are multiples
+            // of 8 bytes and the mapping is page-aligned.
+            Kind::Clwb => {
+                time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_clwb(flush, d, s) })
+            }
+            Kind::NtSse2 => time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_sse2(d, s) }),
+            Kind::NtAvx2 => time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_avx2(d, s) }),
+            Kind::Msync => time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_msync(d, s) }),
+        };
+        emit(kind.row(), &case, bytes, entries, &ns);
+    }
+}
+
+/// Times `ops` persists of `img` at consecutive offsets of a fresh prefaulted mapping; each
+/// repetition starts again at offset 0.
+pub fn time_on_mapping(
+    cfg: &Cfg,
+    ops: usize,
+    img: &[u8],
+    persist: impl Fn(*mut u8, &[u8]),
+) -> Vec<f64> {
+    let len = round_page(ops * img.len() + 4096);
+    let map = Mapping::new(cfg, len);
+    let off = Cell::new(0usize);
+    time_reps(
+        cfg.reps,
+        ops,
+        || off.set(0),
+        || {
+            let o = off.get();
+            assert!(o + img.len() <= map.len);
+            // The pointer stays inside the mapping (checked above).
+            persist(map.ptr.wrapping_add(o), std::hint::black_box(img));
+            off.set(o + img.len());
+        },
+    )
+}
+
+#[derive(Clone, Copy)]
+pub enum Flush {
+    Clwb,
+    ClflushOpt,
+    Clflush,
+}
+
+/// The best flush instruction of this CPU.
+pub fn best_flush() -> Flush {
+    match daxlog::supported_flush_instructions().first() {
+        Some(Persistence::Clwb) => Flush::Clwb,
+        Some(Persistence::ClflushOpt) => Flush::ClflushOpt,
+        _ => Flush::Clflush,
+    }
+}
+
+/// Copy, write back every touched line, fence.
+///
+/// # Safety
+/// `dst` is valid for `src.len()` bytes of writes in ordinary mapped memory; `flush` is
+/// supported by this CPU.
+#[inline(always)]
+pub unsafe fn persist_clwb(flush: Flush, dst: *mut u8, src: &[u8]) {
+    // SAFETY: `dst` is valid for `src.len()` bytes (caller) and cannot overlap `src`, which is
+    // ordinary heap memory while `dst` is in the file mapping.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+        flush_lines(flush, dst, src.len());
+    }
+    fence(flush);
+}
+
+/// Writes back every cache line overlapping `[p, p + len)`.
+///
+/// # Safety
+/// The range is mapped; `flush` is supported by this CPU.
+#[inline(always)]
+pub unsafe fn flush_lines(flush: Flush, p: *const u8, len: usize) {
+    let end = p as usize + len;
+    let mut line = p as usize & !63;
+    while line < end {
+        let p = line as *const u8;
+        // SAFETY: `p` is in a cache line that overlaps the range, so it is mapped; the flush
+        // instructions only write back a line and touch neither stack nor flags.
+        unsafe {
+            match flush {
+                Flush::Clwb => {
+                    std::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags))
+                }
+                Flush::ClflushOpt => std::arch::asm!(
+                    "clflushopt [{0}]",
+                    in(reg) p,
+                    options(nostack, preserves_flags)
+                ),
+                Flush::Clflush => std::arch::x86_64::_mm_clflush(p),
+            }
+        }
+        line += 64;
+    }
+}
+
+/// SFENCE (MFENCE after CLFLUSH, which AMD orders only with MFENCE).
+#[inline(always)]
+pub fn fence(flush: Flush) {
+    // SAFETY: SFENCE and MFENCE are SSE/SSE2, present on every x86-64 CPU.
+    unsafe {
+        match flush {
+            Flush::Clflush => std::arch::x86_64::_mm_mfence(),
+            _ => std::arch::x86_64::_mm_sfence(),
+        }
+    }
+}
+
+/// Non-temporal copy, then SFENCE.
+///
+/// # Safety
+/// As [`nt_copy_sse2`].
+#[inline(always)]
+pub unsafe fn persist_sse2(dst: *mut u8, src: &[u8]) {
+    // SAFETY: forwarded.
+    unsafe { nt_copy_sse2(dst, src) };
+    fence(Flush::Clwb);
+}
+
+/// Non-temporal copy with 16-byte streaming stores (8-byte MOVNTI for an unaligned head and
+/// the tail); no fence.
+///
+/// # Safety
+/// `dst` is 8-byte aligned and valid for `src.len()` bytes of writes; `src.len()` is a
+/// multiple of 8.
+#[inline(always)]
+pub unsafe fn nt_copy_sse2(dst: *mut u8, src: &[u8]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    let s = src.as_ptr();
+    let mut i = 0;
+    // SAFETY: every store writes `dst[i..i + w]` with `i + w <= n`; 16-byte streaming stores
+    // are issued only at 16-byte aligned addresses; loads stay inside `src` (unaligned loads).
+    unsafe {
+        if dst as usize % 16 != 0 && n >= 8 {
+            _mm_stream_si64(dst as *mut i64, (s as *const i64).read_unaligned());
+            i = 8;
+        }
+        while i + 64 <= n {
+            let a = _mm_loadu_si128(s.add(i) as *const __m128i);
+            let b = _mm_loadu_si128(s.add(i + 16) as *const __m128i);
+            let c = _mm_loadu_si128(s.add(i + 32) as *const __m128i);
+            let d = _mm_loadu_si128(s.add(i + 48) as *const __m128i);
+            _mm_stream_si128(dst.add(i) as *mut __m128i, a);
+            _mm_stream_si128(dst.add(i + 16) as *mut __m128i, b);
+            _mm_stream_si128(dst.add(i + 32) as *mut __m128i, c);
+            _mm_stream_si128(dst.add(i + 48) as *mut __m128i, d);
+            i += 64;
+        }
+        while i + 16 <= n {
+            let a = _mm_loadu_si128(s.add(i) as *const __m128i);
+            _mm_stream_si128(dst.add(i) as *mut __m128i, a);
+            i += 16;
+        }
+        while i + 8 <= n {
+            _mm_stream_si64(
+                dst.add(i) as *mut i64,
+                (s.add(i) as *const i64).read_unaligned(),
+            );
+            i += 8;
+        }
+    }
+}
+
+/// Non-temporal copy with 32-byte AVX2 streaming stores, then SFENCE.
+///
+/// # Safety
+/// As [`nt_copy_sse2`]; the CPU has AVX2 (checked by [`Kind::available`] before this runs).
+pub unsafe fn persist_avx2(dst: *mut u8, src: &[u8]) {
+    // SAFETY: forwarded; the caller checked AVX2.
+    unsafe { nt_copy_avx2(dst, src) };
+    fence(Flush::Clwb);
+}
+
+/// Non-temporal copy with 32-byte AVX2 streaming stores (MOVNTI up to 32-byte alignment and
+/// for the tail); no fence.
+///
+/// # Safety
+/// As [`nt_copy_sse2`]; the CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn nt_copy_avx2(dst: *mut u8, src: &[u8]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    let s = src.as_ptr();
+    let mut i = 0;
+    // SAFETY: as in `nt_copy_sse2`, with 32-byte streaming stores only at 32-byte aligned
+    // addresses.
+    unsafe {
+        while (dst as usize + i) % 32 != 0 && i + 8 <= n {
+            _mm_stream_si64(
+                dst.add(i) as *mut i64,
+                (s.add(i) as *const i64).read_unaligned(),
+            );
+            i += 8;
+        }
+        while i + 128 <= n {
+            let a = _mm256_loadu_si256(s.add(i) as *const __m256i);
+            let b = _mm256_loadu_si256(s.add(i + 32) as *const __m256i);
+            let c = _mm256_loadu_si256(s.add(i + 64) as *const __m256i);
+            let d = _mm256_loadu_si256(s.add(i + 96) as *const __m256i);
+            _mm256_stream_si256(dst.add(i) as *mut __m256i, a);
+            _mm256_stream_si256(dst.add(i + 32) as *mut __m256i, b);
+            _mm256_stream_si256(dst.add(i + 64) as *mut __m256i, c);
+            _mm256_stream_si256(dst.add(i + 96) as *mut __m256i, d);
+            i += 128;
+        }
+        while i + 32 <= n {
+            let a = _mm256_loadu_si256(s.add(i) as *const __m256i);
+            _mm256_stream_si256(dst.add(i) as *mut __m256i, a);
+            i += 32;
+        }
+        while i + 8 <= n {
+            _mm_stream_si64(
+                dst.add(i) as *mut i64,
+                (s.add(i) as *const i64).read_unaligned(),
+            );
+            i += 8;
+        }
+    }
+}
+
+/// Cached copy, then `msync(MS_SYNC)` of the pages it touched.
+///
+/// # Safety
+/// `dst` is valid for `src.len()` bytes of writes inside a shared file mapping.
+pub unsafe fn persist_msync(dst: *mut u8, src: &[u8]) {
+    // SAFETY: as in `persist_clwb`; msync covers pages of the same mapping.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+        let lo = dst as usize & !4095;
+        let hi = dst as usize + src.len();
+        let rc = libc::msync(lo as *mut c_void, hi - lo, libc::MS_SYNC);
+        assert_eq!(rc, 0, "msync");
+    }
+}
