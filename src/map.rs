@@ -88,38 +88,26 @@ impl MmapMedia {
             ProtFlags::PROT_READ
         };
         let want_sync = choice != PersistenceChoice::ForceMsync;
+        // Ask for MAP_SYNC on one page first, at an address of the kernel's choosing: a failed
+        // MAP_FIXED mmap may already have unmapped its target range, which another thread
+        // could then take before a second MAP_FIXED attempt silently replaced its mapping.
+        let map_sync = want_sync && probe_map_sync(&file, prot).map_err(|e| Error::io(path, "mmap (MAP_SYNC)", e.into()))?;
+        let flags = if map_sync {
+            MapFlags::MAP_SHARED_VALIDATE | MapFlags::MAP_SYNC
+        } else {
+            MapFlags::MAP_SHARED
+        };
         let place = reserve(len).map_err(|e| Error::io(path, "mmap (reserve)", e.into()))?;
         let fixed = place
             .map(|_| MapFlags::MAP_FIXED)
             .unwrap_or(MapFlags::empty());
-        let mut map_sync = false;
-        let mut mapped = Err(Errno::EOPNOTSUPP);
-        if want_sync {
-            let flags = MapFlags::MAP_SHARED_VALIDATE | MapFlags::MAP_SYNC | fixed;
-            // SAFETY: mapping a file we hold open; with MAP_FIXED the target range is our own
-            // PROT_NONE reservation (from `reserve`), which nothing else uses.
-            mapped = unsafe { mman::mmap(place, size, prot, flags, file.as_fd(), 0) };
-            map_sync = mapped.is_ok();
-        }
-        let ptr = match mapped {
-            Ok(p) => p,
-            Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => {
-                let flags = MapFlags::MAP_SHARED | fixed;
-                // SAFETY: as above.
-                unsafe { mman::mmap(place, size, prot, flags, file.as_fd(), 0) }.map_err(|e| {
-                    if let Some(p) = place {
-                        release(p, len);
-                    }
-                    Error::io(path, "mmap", e.into())
-                })?
-            }
-            Err(e) => {
-                if let Some(p) = place {
-                    release(p, len);
-                }
-                return Err(Error::io(path, "mmap (MAP_SYNC)", e.into()));
-            }
-        };
+        // SAFETY: mapping a file we hold open; with MAP_FIXED the target range is our own
+        // PROT_NONE reservation (from `reserve`), which nothing else uses.
+        let ptr = unsafe { mman::mmap(place, size, prot, flags | fixed, file.as_fd(), 0) }
+            .map_err(|e| {
+                // Not released: after a failed MAP_FIXED the range may no longer be ours.
+                Error::io(path, "mmap", e.into())
+            })?;
         let best = persist::best();
         let mode = match (choice, map_sync, best) {
             (PersistenceChoice::ForceMsync, _, _) | (_, _, None) => Persistence::Msync,
@@ -311,11 +299,23 @@ fn reserve(len: usize) -> std::result::Result<Option<NonZeroUsize>, Errno> {
     Ok(NonZeroUsize::new(aligned))
 }
 
-/// Releases a reservation made by [`reserve`] when mapping the file failed.
-fn release(at: NonZeroUsize, len: usize) {
-    // SAFETY: `at..at+len` is the reservation we made and nothing was mapped over it.
-    unsafe {
-        let _ = libc::munmap(at.get() as *mut c_void, len);
+/// True if the kernel grants `MAP_SYNC` for `file` (a DAX file system), tried on its first
+/// page at an address the kernel chooses; `EOPNOTSUPP` or `EINVAL` mean no.
+fn probe_map_sync(file: &File, prot: ProtFlags) -> std::result::Result<bool, Errno> {
+    let page = NonZeroUsize::new(PAGE).expect("non-zero");
+    let flags = MapFlags::MAP_SHARED_VALIDATE | MapFlags::MAP_SYNC;
+    // SAFETY: a fresh mapping of a file we hold open, placed by the kernel: it replaces
+    // nothing.
+    match unsafe { mman::mmap(None, page, prot, flags, file.as_fd(), 0) } {
+        Ok(p) => {
+            // SAFETY: unmapping the probe mapping just made; nothing refers to it.
+            unsafe {
+                let _ = mman::munmap(p, PAGE);
+            }
+            Ok(true)
+        }
+        Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
