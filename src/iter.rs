@@ -100,7 +100,7 @@ impl<M: Media> Log<M> {
         Iter {
             log: self,
             live,
-            pos: live.head,
+            pos: live.first(self.pmem.data_start()),
             lsn: self.first_lsn,
         }
     }
@@ -123,7 +123,7 @@ impl<M: Media> Log<M> {
             return Iter {
                 log: self,
                 live,
-                pos: live.head,
+                pos: live.first(self.pmem.data_start()),
                 lsn: self.first_lsn,
             };
         }
@@ -173,7 +173,7 @@ impl<M: Media> Log<M> {
                 let index = self.index.read().unwrap_or_else(|e| e.into_inner());
                 index
                     .anchor_at_or_before(lsn)
-                    .unwrap_or((live.head, self.first_lsn))
+                    .unwrap_or((live.first(self.pmem.data_start()), self.first_lsn))
             }
         };
         while at < lsn {
@@ -193,7 +193,7 @@ impl<M: Media> Log<M> {
             return;
         }
         let mut front = Vec::new();
-        let mut pos = live.head;
+        let mut pos = live.first(self.pmem.data_start());
         for lsn in self.first_lsn..index.base {
             if (lsn - self.first_lsn) % INDEX_STRIDE == 0 {
                 front.push(pos as u64);

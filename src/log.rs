@@ -452,18 +452,27 @@ impl<M: Media> Log<M> {
             pmem.store_exclusive(off, &current.encode(sb.salt));
             pmem.flush(off, SLOT_LEN);
             pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-            // Then wipe the remains, so later opens report a clean end. Correctness does not
-            // depend on it (the epoch rule refuses the remains whatever they hold): it keeps
-            // `torn_bytes` about the last crash only.
-            if matches!(scan.state, recover::TailState::Torn { .. }) {
-                // Never past the head: in a wrapped log the live entries follow.
-                let limit = if scan.tail < slot.head_offset as usize {
-                    slot.head_offset as usize
-                } else {
-                    cap
-                };
-                let end =
-                    recover::remains_end(pmem.view(0, cap), scan.tail, scan.torn_bytes).min(limit);
+            // Then wipe what follows the tail: the remains of an interrupted append (so later
+            // opens report a clean end), or the header of a complete entry that is no longer
+            // part of the log. The epoch rule refuses such an entry only while the cut stays
+            // below its LSN; if the next appends wrap to the start of the data area, it would
+            // stay on the scan's path, and a later cut above its LSN (a deleted suffix whose
+            // header a crash kept `truncate_after` from destroying) would let it back in.
+            // Correctness never depends on wiping torn remains: the slot above is durable first,
+            // so the remains are refused whatever the wipe leaves of them.
+            let area_end = if scan.tail < slot.head_offset as usize {
+                slot.head_offset as usize
+            } else {
+                cap
+            };
+            let end = if matches!(scan.state, recover::TailState::Torn { .. }) {
+                recover::remains_end(pmem.view(0, cap), scan.tail, scan.torn_bytes).min(area_end)
+            } else if scan.tail + 8 <= area_end && pmem.view(scan.tail, 8) != [0u8; 8] {
+                scan.tail + 8
+            } else {
+                scan.tail
+            };
+            if end > scan.tail {
                 let zeros = [0u8; 4096];
                 let mut at = scan.tail;
                 while at < end {
@@ -476,7 +485,7 @@ impl<M: Media> Log<M> {
                 tracing::info!(
                     offset = scan.tail,
                     bytes = end - scan.tail,
-                    "daxlog: wiped torn tail"
+                    "daxlog: wiped the bytes after the tail"
                 );
             }
         }

@@ -91,7 +91,9 @@ impl MmapMedia {
         // Ask for MAP_SYNC on one page first, at an address of the kernel's choosing: a failed
         // MAP_FIXED mmap may already have unmapped its target range, which another thread
         // could then take before a second MAP_FIXED attempt silently replaced its mapping.
-        let map_sync = want_sync && probe_map_sync(&file, prot).map_err(|e| Error::io(path, "mmap (MAP_SYNC)", e.into()))?;
+        let map_sync = want_sync
+            && probe_map_sync(&file, prot)
+                .map_err(|e| Error::io(path, "mmap (MAP_SYNC)", e.into()))?;
         let flags = if map_sync {
             MapFlags::MAP_SHARED_VALIDATE | MapFlags::MAP_SYNC
         } else {

@@ -149,6 +149,17 @@ impl Live {
         self.tail < self.head
     }
 
+    /// Offset of the first live entry: the head, or the start of the data area when the part
+    /// before the wrap is empty (an append wrapped while the log was empty).
+    #[inline]
+    pub fn first(&self, data_start: usize) -> usize {
+        if self.wrapped() && self.head == self.wrap_at {
+            data_start
+        } else {
+            self.head
+        }
+    }
+
     /// True if `[off, off + len)` lies inside one live segment.
     #[inline]
     pub fn contains(&self, data_start: usize, off: usize, len: usize) -> bool {

@@ -228,7 +228,7 @@ impl<M: Media> Log<M> {
     fn rebuild_index(&mut self) {
         let live = self.pmem.live();
         let mut index = Vec::new();
-        let mut pos = live.head;
+        let mut pos = live.first(self.pmem.data_start());
         let mut lsn = self.first_lsn;
         let last = self.last_lsn.load(Ordering::Acquire);
         while lsn <= last {

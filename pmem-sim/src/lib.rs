@@ -7,11 +7,16 @@
 //! enumerates (or samples) the durable images a power failure at any point of the run could
 //! leave behind, under a chosen crash [`Model`]. The [`suite`] module holds the crash scenarios
 //! and the oracle that daxlog's crash tests run; see `README.md` for the model and its limits.
+//!
+//! Operations may come from several threads: each is tagged with the issuing thread's id (see
+//! [`set_thread_id`]), because a fence orders only the flushes and non-temporal stores of the
+//! thread (core) that issues it. [`sched::Scheduler`] runs several appenders in a deterministic,
+//! seeded interleaving of their media operations.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use daxlog::{Media, Persistence};
@@ -19,6 +24,7 @@ use daxlog::{Media, Persistence};
 mod images;
 mod model;
 mod rng;
+pub mod sched;
 pub mod suite;
 
 pub use images::{CrashImages, GenConfig};
@@ -66,12 +72,66 @@ impl Op {
     }
 }
 
+/// The id of the thread that issues an operation. Thread 0 is the default (every thread that
+/// did not call [`set_thread_id`]); ids must be below 64.
+pub type ThreadId = u8;
+
+thread_local! {
+    static THREAD_ID: Cell<ThreadId> = const { Cell::new(0) };
+    static GATE: RefCell<Option<Arc<dyn Gate>>> = const { RefCell::new(None) };
+}
+
+/// Tags every operation this thread issues on any [`SimMedia`] with `id` (below 64).
+pub fn set_thread_id(id: ThreadId) {
+    assert!(id < 64, "thread ids must be below 64");
+    THREAD_ID.with(|t| t.set(id));
+}
+
+/// The id operations of this thread are tagged with.
+pub fn thread_id() -> ThreadId {
+    THREAD_ID.with(|t| t.get())
+}
+
+/// Called before each operation the current thread issues on a [`SimMedia`], before it is
+/// recorded: a scheduler blocks there until it is the thread's turn.
+pub trait Gate: Send + Sync {
+    /// The thread is about to issue `op`.
+    fn before(&self, op: &Op);
+}
+
+/// Makes every later media operation of this thread pass through `gate` (`None`: no gate).
+pub fn set_gate(gate: Option<Arc<dyn Gate>>) {
+    GATE.with(|g| *g.borrow_mut() = gate);
+}
+
+fn pass_gate(op: &Op) {
+    // Clone out of the cell first: the gate may block for a long time.
+    let gate = GATE.with(|g| g.borrow().clone());
+    if let Some(g) = gate {
+        g.before(op);
+    }
+}
+
+#[derive(Default)]
+struct Trace {
+    ops: Vec<Op>,
+    /// The issuing thread of each operation.
+    threads: Vec<ThreadId>,
+}
+
+impl Trace {
+    fn push(&mut self, op: Op) {
+        self.ops.push(op);
+        self.threads.push(thread_id());
+    }
+}
+
 struct Inner {
     image: Box<[UnsafeCell<u8>]>,
     mode: Persistence,
     /// The trace. Its lock is also held while a store copies bytes into the image, so that an
     /// [`Observer`] snapshot never races with a store.
-    trace: Mutex<Vec<Op>>,
+    trace: Mutex<Trace>,
 }
 
 // SAFETY: the image is only written by `Media::store`/`store_nt`, whose callers guarantee that no
@@ -118,7 +178,7 @@ impl SimMedia {
             inner: Arc::new(Inner {
                 image,
                 mode,
-                trace: Mutex::new(Vec::new()),
+                trace: Mutex::new(Trace::default()),
             }),
         }
     }
@@ -132,12 +192,19 @@ impl SimMedia {
 
     /// The operations recorded so far.
     pub fn trace(&self) -> Vec<Op> {
-        self.inner.lock_trace().clone()
+        self.inner.lock_trace().ops.clone()
     }
 
     /// Takes the operations recorded so far, leaving the trace empty.
     pub fn take_trace(&self) -> Vec<Op> {
-        std::mem::take(&mut *self.inner.lock_trace())
+        self.take_tagged_trace().0
+    }
+
+    /// Takes the operations recorded so far and the id of the thread that issued each,
+    /// leaving the trace empty.
+    pub fn take_tagged_trace(&self) -> (Vec<Op>, Vec<ThreadId>) {
+        let t = std::mem::take(&mut *self.inner.lock_trace());
+        (t.ops, t.threads)
     }
 
     /// A copy of the current (volatile) image: every store applied, durable or not.
@@ -149,17 +216,23 @@ impl SimMedia {
 impl Observer {
     /// Number of operations recorded so far.
     pub fn ops(&self) -> usize {
-        self.inner.lock_trace().len()
+        self.inner.lock_trace().ops.len()
     }
 
     /// A copy of the current (volatile) image.
     pub fn snapshot(&self) -> Vec<u8> {
         self.inner.snapshot()
     }
+
+    /// Operations `start..end` of the trace, with the thread that issued each.
+    pub fn ops_range(&self, start: usize, end: usize) -> (Vec<Op>, Vec<ThreadId>) {
+        let t = self.inner.lock_trace();
+        (t.ops[start..end].to_vec(), t.threads[start..end].to_vec())
+    }
 }
 
 impl Inner {
-    fn lock_trace(&self) -> MutexGuard<'_, Vec<Op>> {
+    fn lock_trace(&self) -> MutexGuard<'_, Trace> {
         self.trace.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -191,6 +264,7 @@ impl Inner {
     /// # Safety
     /// The range is in bounds and the caller has exclusive access to it (see `Media::store`).
     unsafe fn write(&self, off: usize, src: &[u8], op: Op) {
+        pass_gate(&op);
         let mut trace = self.lock_trace();
         // SAFETY: in bounds (the caller checked); exclusive access per the caller; `src` is a
         // separate borrow, so the ranges do not overlap.
@@ -249,10 +323,13 @@ impl Media for SimMedia {
     }
 
     fn flush(&self, off: usize, len: usize) {
-        self.inner.lock_trace().push(Op::Flush { off, len });
+        let op = Op::Flush { off, len };
+        pass_gate(&op);
+        self.inner.lock_trace().push(op);
     }
 
     fn drain(&self) -> std::io::Result<()> {
+        pass_gate(&Op::Drain);
         self.inner.lock_trace().push(Op::Drain);
         Ok(())
     }

@@ -1,22 +1,30 @@
 //! The persistence state machine: what is durable and what is pending after each operation.
 //!
 //! Every store is split into pieces, one per aligned 8-byte word it touches (a partial word is a
-//! byte-masked piece of that word). A piece is *pending* until the rules make it durable:
+//! byte-masked piece of that word). A piece is *pending* until the rules make it durable.
+//! Operations carry the id of the thread that issued them, and a drain only completes what the
+//! same thread started, because a fence orders only the flushes and non-temporal stores of the
+//! core that issues it:
 //!
-//! - CPU modes (`Clwb`, `ClflushOpt`, `Clflush`): a cached store's piece becomes guaranteed when a
-//!   flush covering its cache line is followed by a drain. The flush captures the line as it is
-//!   at the flush: pieces stored to the line after the flush are pending again, whatever the
-//!   drain. A non-temporal store's pieces are guaranteed by the next drain, with no flush.
-//! - `Msync`: a flush records a range; the next drain (`msync`) makes every pending piece in the
-//!   pages of the recorded ranges durable, including pieces stored after the flush (msync writes
-//!   back the page as it is when it runs).
+//! - CPU modes (`Clwb`, `ClflushOpt`, `Clflush`): a flush by thread `t` covers the cached pieces
+//!   its lines hold at the flush, whichever thread stored them (the write-back takes the line as
+//!   it is); they are guaranteed when `t` drains next. Pieces stored to the line after the flush
+//!   are pending again, whatever the drain. A non-temporal store's pieces are guaranteed by the
+//!   next drain of the thread that stored them, with no flush; another thread's drain does not
+//!   guarantee them.
+//! - `Msync`: a flush by thread `t` (an `msync` of the range) covers every piece its pages hold
+//!   at the flush, whichever thread stored it; they are guaranteed when `t` drains next (daxlog's
+//!   `MmapMedia` syncs in the flush itself and reports its result at the drain, so this is the
+//!   later of the two moments). Pieces stored after the flush are not covered by it.
 //!
 //! Until then a pending piece may or may not have reached the media; which combinations are
 //! possible is the crash [`Model`]'s business (see `images.rs`).
 
+use std::collections::HashMap;
+
 use daxlog::Persistence;
 
-use crate::Op;
+use crate::{Op, ThreadId};
 
 /// Bytes of a failure-atomic word.
 pub const WORD: usize = 8;
@@ -79,8 +87,11 @@ pub(crate) struct Piece {
     pub bytes: [u8; WORD],
     /// Written with a non-temporal store.
     pub nt: bool,
-    /// Covered by a flush issued after it (CPU modes): guaranteed at the next drain.
-    pub covered: bool,
+    /// The thread that stored it.
+    pub tid: ThreadId,
+    /// Bit `t` set: covered by a flush thread `t` issued after the store, so guaranteed at
+    /// thread `t`'s next drain.
+    pub covered: u64,
 }
 
 impl Piece {
@@ -113,8 +124,6 @@ pub struct PmemState {
     persistence: Persistence,
     durable: Vec<u8>,
     pending: Vec<Piece>,
-    /// `msync` mode: page ranges `[first, last]` recorded by flushes since the last drain.
-    sync_pages: Vec<(usize, usize)>,
     ops: usize,
 }
 
@@ -125,7 +134,6 @@ impl PmemState {
             persistence,
             durable: initial,
             pending: Vec::new(),
-            sync_pages: Vec::new(),
             ops: 0,
         }
     }
@@ -181,54 +189,82 @@ impl PmemState {
         v
     }
 
-    /// Applies the next operation of the run.
+    /// Applies the next operation of the run, issued by thread 0.
     pub fn apply(&mut self, op: &Op) {
+        self.apply_by(op, 0);
+    }
+
+    /// Applies the next operation of the run, issued by thread `tid`.
+    pub fn apply_by(&mut self, op: &Op, tid: ThreadId) {
         self.ops += 1;
+        let bit = 1u64 << tid;
         match op {
-            Op::Store { off, data } => self.split(*off, data, false),
+            Op::Store { off, data } => self.split(*off, data, false, tid),
             Op::StoreNt { off, data } => {
                 // msync media has no non-temporal path: a "non-temporal" store there is just a
                 // store into the page cache.
                 let nt = self.persistence.is_cpu_flush();
-                self.split(*off, data, nt)
+                self.split(*off, data, nt, tid)
             }
             Op::Flush { off, len } => {
                 if *len == 0 {
                     return;
                 }
-                if self.persistence.is_cpu_flush() {
-                    let first = off / CACHE_LINE;
-                    let last = (off + len - 1) / CACHE_LINE;
-                    for p in self.pending.iter_mut() {
-                        if !p.nt && (first..=last).contains(&p.line()) {
-                            p.covered = true;
-                        }
-                    }
+                let (unit, cpu) = if self.persistence.is_cpu_flush() {
+                    (CACHE_LINE, true)
                 } else {
-                    self.sync_pages.push((off / PAGE, (off + len - 1) / PAGE));
+                    (PAGE, false)
+                };
+                let first = off / unit;
+                let last = (off + len - 1) / unit;
+                for p in self.pending.iter_mut() {
+                    let u = p.word * WORD / unit;
+                    if (!cpu || !p.nt) && first <= u && u <= last {
+                        p.covered |= bit;
+                    }
                 }
             }
             Op::Drain => {
-                let cpu = self.persistence.is_cpu_flush();
-                let pages = std::mem::take(&mut self.sync_pages);
-                let durable = &mut self.durable;
-                self.pending.retain(|p| {
-                    let done = if cpu {
-                        p.nt || p.covered
-                    } else {
-                        let pg = p.page();
-                        pages.iter().any(|&(a, b)| a <= pg && pg <= b)
-                    };
-                    if done {
-                        p.apply(durable);
+                let done: Vec<bool> = self
+                    .pending
+                    .iter()
+                    .map(|p| p.covered & bit != 0 || (p.nt && p.tid == tid))
+                    .collect();
+                if !done.contains(&true) {
+                    return;
+                }
+                // Stores to one word reach the media in the order they were made (coherence
+                // order), whichever thread made them: once a store is durable, an older store
+                // to the same bytes that is still pending (another thread's, not yet fenced)
+                // can no longer land over it.
+                let mut newest: HashMap<usize, Vec<(usize, u8)>> = HashMap::new();
+                for (i, p) in self.pending.iter().enumerate() {
+                    if done[i] {
+                        p.apply(&mut self.durable);
+                        newest.entry(p.word).or_default().push((i, p.mask));
                     }
-                    !done
+                }
+                let mut i = 0;
+                self.pending.retain_mut(|p| {
+                    let k = i;
+                    i += 1;
+                    if done[k] {
+                        return false;
+                    }
+                    if let Some(later) = newest.get(&p.word) {
+                        for &(j, mask) in later {
+                            if j > k {
+                                p.mask &= !mask;
+                            }
+                        }
+                    }
+                    p.mask != 0
                 });
             }
         }
     }
 
-    fn split(&mut self, off: usize, data: &[u8], nt: bool) {
+    fn split(&mut self, off: usize, data: &[u8], nt: bool, tid: ThreadId) {
         assert!(
             off + data.len() <= self.durable.len(),
             "store out of bounds"
@@ -250,7 +286,8 @@ impl PmemState {
                 mask,
                 bytes,
                 nt,
-                covered: false,
+                tid,
+                covered: 0,
             });
             pos = wend;
         }
@@ -266,8 +303,11 @@ pub struct Run {
     pub initial: Vec<u8>,
     /// The media's barrier, whose rules apply.
     pub persistence: Persistence,
-    /// The operations, in program order (from [`crate::SimMedia::take_trace`]).
+    /// The operations, in the order they were issued (from [`crate::SimMedia::take_trace`]).
     pub ops: Vec<Op>,
+    /// The thread that issued each operation (from [`crate::SimMedia::take_tagged_trace`]);
+    /// empty if every operation came from thread 0.
+    pub threads: Vec<ThreadId>,
 }
 
 impl Run {
@@ -276,11 +316,21 @@ impl Run {
         self.ops.len() + 1
     }
 
+    /// The thread that issued operation `i`.
+    pub fn thread_of(&self, i: usize) -> ThreadId {
+        self.threads.get(i).copied().unwrap_or(0)
+    }
+
+    /// Applies operation `i` to `st`.
+    pub fn apply(&self, st: &mut PmemState, i: usize) {
+        st.apply_by(&self.ops[i], self.thread_of(i));
+    }
+
     /// The state at crash point `point`.
     pub fn state_at(&self, point: usize) -> PmemState {
         let mut st = PmemState::new(self.initial.clone(), self.persistence);
-        for op in &self.ops[..point] {
-            st.apply(op);
+        for i in 0..point {
+            self.apply(&mut st, i);
         }
         st
     }
@@ -289,8 +339,8 @@ impl Run {
     pub fn for_each_point(&self, mut f: impl FnMut(usize, &PmemState)) {
         let mut st = PmemState::new(self.initial.clone(), self.persistence);
         f(0, &st);
-        for (i, op) in self.ops.iter().enumerate() {
-            st.apply(op);
+        for i in 0..self.ops.len() {
+            self.apply(&mut st, i);
             f(i + 1, &st);
         }
     }
@@ -344,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn msync_covers_stores_made_after_the_flush_in_the_same_page() {
+    fn msync_covers_the_pages_as_they_are_at_the_flush() {
         let mut s = PmemState::new(vec![0; 3 * PAGE], Persistence::Msync);
         s.apply(&store(10, &[1; 4]));
         s.apply(&store(PAGE + 10, &[2; 4]));
@@ -352,8 +402,83 @@ mod tests {
         s.apply(&store(2000, &[3; 4]));
         s.apply(&Op::Drain);
         assert_eq!(&s.durable()[10..14], &[1; 4]);
-        assert_eq!(&s.durable()[2000..2004], &[3; 4]);
+        // Stored after the flush: not covered by it.
+        assert_eq!(&s.durable()[2000..2004], &[0; 4]);
         assert_eq!(&s.durable()[PAGE + 10..PAGE + 14], &[0; 4]);
+        assert_eq!(s.pending_pieces(), 2);
+    }
+
+    #[test]
+    fn a_drain_completes_only_its_own_threads_flushes_and_nt_stores() {
+        let mut s = PmemState::new(vec![0; 256], Persistence::Clwb);
+        // Thread 1 stores a line, thread 2 stores another and flushes both lines.
+        s.apply_by(&store(0, &[1; 8]), 1);
+        s.apply_by(&store(64, &[2; 8]), 2);
+        s.apply_by(&Op::Flush { off: 0, len: 128 }, 2);
+        s.apply_by(
+            &Op::StoreNt {
+                off: 128,
+                data: vec![3; 8],
+            },
+            1,
+        );
+        // Thread 1's fence: its own flushes (none) and NT stores only.
+        s.apply_by(&Op::Drain, 1);
+        assert_eq!(&s.durable()[0..8], &[0; 8]);
+        assert_eq!(&s.durable()[64..72], &[0; 8]);
+        assert_eq!(&s.durable()[128..136], &[3; 8]);
+        // Thread 2's fence completes its flush, which wrote back thread 1's store too.
+        s.apply_by(&Op::Drain, 2);
+        assert_eq!(&s.durable()[0..8], &[1; 8]);
+        assert_eq!(&s.durable()[64..72], &[2; 8]);
+        assert_eq!(s.pending_pieces(), 0);
+        // An NT store is not completed by another thread's fence.
+        s.apply_by(
+            &Op::StoreNt {
+                off: 192,
+                data: vec![4; 8],
+            },
+            2,
+        );
+        s.apply_by(&Op::Drain, 1);
         assert_eq!(s.pending_pieces(), 1);
+        s.apply_by(&Op::Drain, 2);
+        assert_eq!(&s.durable()[192..200], &[4; 8]);
+    }
+
+    #[test]
+    fn an_older_store_never_lands_over_a_newer_durable_one() {
+        let mut s = PmemState::new(vec![0; 128], Persistence::Clwb);
+        // Thread 1 stores a word non-temporally; thread 2 overwrites it and fences first.
+        s.apply_by(
+            &Op::StoreNt {
+                off: 0,
+                data: vec![1; 8],
+            },
+            1,
+        );
+        s.apply_by(
+            &Op::StoreNt {
+                off: 0,
+                data: vec![2; 8],
+            },
+            2,
+        );
+        s.apply_by(&Op::Drain, 2);
+        assert_eq!(&s.durable()[0..8], &[2; 8]);
+        assert_eq!(s.pending_pieces(), 0);
+        s.apply_by(&Op::Drain, 1);
+        assert_eq!(&s.durable()[0..8], &[2; 8]);
+    }
+
+    #[test]
+    fn msync_drains_are_per_thread_too() {
+        let mut s = PmemState::new(vec![0; 2 * PAGE], Persistence::Msync);
+        s.apply_by(&store(8, &[1; 8]), 1);
+        s.apply_by(&Op::Flush { off: 0, len: 16 }, 2);
+        s.apply_by(&Op::Drain, 1);
+        assert_eq!(s.pending_pieces(), 1);
+        s.apply_by(&Op::Drain, 2);
+        assert_eq!(&s.durable()[8..16], &[1; 8]);
     }
 }
