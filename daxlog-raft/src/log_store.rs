@@ -507,3 +507,60 @@ where
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::entry::RaftEntry;
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+    use crate::TypeConfig;
+
+    fn lid(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    /// A crash after a purge was recorded in `meta.dax` but before `log.dax` was truncated:
+    /// `open` finishes the purge.
+    #[tokio::test]
+    async fn open_finishes_an_interrupted_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        // The first half of `purge`, alone.
+        let meta = Meta {
+            last_purged: Some(lid(1, 4)),
+            ..store.meta.clone()
+        };
+        store.save_meta(meta).unwrap();
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
+        drop(store);
+
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        let entries = store.try_get_log_entries(..).await.unwrap();
+        assert_eq!(entries.first().unwrap().log_id, lid(1, 5));
+        assert_eq!(entries.len(), 5);
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(lid(1, 4)));
+        assert_eq!(st.last_log_id, Some(lid(1, 9)));
+    }
+
+    /// The log refuses appends that would leave a hole.
+    #[tokio::test]
+    async fn holes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        let blank = |i| Entry::<TypeConfig>::new_blank(lid(1, i));
+        store.blocking_append([blank(1), blank(2)]).await.unwrap();
+        assert!(store.blocking_append([blank(4)]).await.is_err());
+        assert!(store.blocking_append([blank(3), blank(5)]).await.is_err());
+        store.blocking_append([blank(3)]).await.unwrap();
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 3);
+    }
+}
