@@ -32,6 +32,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
 mod files;
 mod log_store;
 mod meta;

@@ -510,8 +510,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    use openraft::storage::RaftLogStorageExt;
     use openraft::entry::RaftEntry;
+    use openraft::storage::RaftLogStorageExt;
     use openraft::{CommittedLeaderId, Entry};
 
     use super::*;

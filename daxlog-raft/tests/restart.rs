@@ -136,7 +136,10 @@ async fn restart_after_purge_past_the_end() {
     drop(store);
     let mut store = Store::open(dir.path(), &opts()).unwrap();
     let v = view(&mut store).await;
-    assert_eq!(v.entries, (101..=103).map(|i| set(2, i)).collect::<Vec<_>>());
+    assert_eq!(
+        v.entries,
+        (101..=103).map(|i| set(2, i)).collect::<Vec<_>>()
+    );
     assert_eq!(v.state.last_log_id, Some(lid(2, 103)));
 
     // Truncating everything, then starting again below: the mapping is free again.
