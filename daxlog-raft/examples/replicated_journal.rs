@@ -93,10 +93,10 @@ async fn main() -> Result<(), Error> {
 
     // Figures.
     println!();
-    let (persistence, map_sync) = probe(&root)?;
+    let (persistence, map_sync) = probe(&root, &opts)?;
     println!("persistence: {persistence} (MAP_SYNC: {map_sync})");
     let payload = serde_json::to_vec(&entry(1, 1))?;
-    let single = bench_daxlog(&root, payload.len(), 5000)?;
+    let single = bench_daxlog(&root, &opts, payload.len(), 5000)?;
     print_line(&format!("daxlog append ({} B)", payload.len()), &single);
     let store = bench_store(&root.join("bench-store"), &opts, 2000).await?;
     print_line("log-store append (1 node)", &store);
@@ -120,10 +120,10 @@ fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
 }
 
 /// The persistence mode daxlog picks for files under `root`, and whether it got MAP_SYNC.
-fn probe(root: &Path) -> Result<(String, bool), Error> {
+fn probe(root: &Path, opts: &LogStoreOptions) -> Result<(String, bool), Error> {
     let path = root.join("probe.dax");
-    let opts = daxlog::Options::new().capacity(1 << 16).overwrite(true);
-    let log = daxlog::Log::create(&path, &opts)?;
+    let opts = opts.daxlog_options_for(root).capacity(1 << 16);
+    let log = daxlog::Log::create(&path, &opts.overwrite(true))?;
     let found = (log.persistence().to_string(), log.map_sync());
     drop(log);
     std::fs::remove_file(path)?;
@@ -131,12 +131,16 @@ fn probe(root: &Path) -> Result<(String, bool), Error> {
 }
 
 /// Bare daxlog appends of `len` bytes.
-fn bench_daxlog(root: &Path, len: usize, n: usize) -> Result<Vec<Duration>, Error> {
+fn bench_daxlog(
+    root: &Path,
+    opts: &LogStoreOptions,
+    len: usize,
+    n: usize,
+) -> Result<Vec<Duration>, Error> {
     let path = root.join("bench-single.dax");
-    let log = daxlog::Log::create(
-        &path,
-        &daxlog::Options::new().capacity(64 << 20).overwrite(true),
-    )?;
+    // The store's choice of persistence mode: see `LogStoreOptions::persistence`.
+    let dax_opts = opts.daxlog_options_for(root).overwrite(true);
+    let log = daxlog::Log::create(&path, &dax_opts)?;
     let payload = vec![b'x'; len];
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {

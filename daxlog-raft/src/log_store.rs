@@ -59,6 +59,9 @@ pub const DEFAULT_META_CAPACITY: u64 = 64 << 10;
 #[derive(Clone, Debug)]
 pub struct LogStoreOptions {
     log: daxlog::Options,
+    /// True once [`LogStoreOptions::daxlog`] supplied the daxlog options.
+    custom: bool,
+    persistence: Option<daxlog::PersistenceChoice>,
     meta_capacity: u64,
 }
 
@@ -73,14 +76,18 @@ impl LogStoreOptions {
     pub fn new() -> Self {
         LogStoreOptions {
             log: daxlog::Options::new(),
+            custom: false,
+            persistence: None,
             meta_capacity: DEFAULT_META_CAPACITY,
         }
     }
 
     /// The daxlog options of both files (persistence mode, recovery mode, ...); its capacity is
-    /// the Raft log's.
+    /// the Raft log's. Options given this way are used as they are: the store does not choose
+    /// the persistence mode (see [`LogStoreOptions::persistence`]).
     pub fn daxlog(mut self, opts: daxlog::Options) -> Self {
         self.log = opts;
+        self.custom = true;
         self
     }
 
@@ -97,9 +104,71 @@ impl LogStoreOptions {
         self
     }
 
-    fn meta_options(&self) -> daxlog::Options {
-        self.log.clone().capacity(self.meta_capacity)
+    /// Chooses daxlog's persistence mode. Left unset (and without [`LogStoreOptions::daxlog`]
+    /// or a `DAXLOG_FORCE_*` variable), the store picks `ForceMsync` for a directory on a file
+    /// system not mounted with `dax`, where daxlog's `Auto` would end up with `msync` anyway,
+    /// and `Auto` elsewhere. That skips daxlog's doomed `MAP_SYNC` attempt, which on Linux 6.x
+    /// unmaps the address range daxlog reserved for a large log, so that another thread's
+    /// mapping can land there before daxlog maps the file over it (see the README, "Known
+    /// issue in daxlog").
+    pub fn persistence(mut self, choice: daxlog::PersistenceChoice) -> Self {
+        self.persistence = Some(choice);
+        self
     }
+
+    /// The daxlog options the store uses for `log.dax` in directory `dir` (with the
+    /// persistence mode chosen as described at [`LogStoreOptions::persistence`]); for opening
+    /// other large daxlogs in the same process safely.
+    pub fn daxlog_options_for(&self, dir: &Path) -> daxlog::Options {
+        self.resolved(dir, self.log.get_capacity())
+    }
+
+    /// The daxlog options to use for files in `dir`.
+    fn resolved(&self, dir: &Path, capacity: u64) -> daxlog::Options {
+        let opts = self.log.clone().capacity(capacity);
+        if let Some(choice) = self.persistence {
+            return opts.persistence(choice);
+        }
+        let env_set = ["DAXLOG_FORCE_MSYNC", "DAXLOG_FORCE_CPU_FLUSH"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+        if self.custom || env_set || may_be_dax(dir) {
+            opts
+        } else {
+            opts.persistence(daxlog::PersistenceChoice::ForceMsync)
+        }
+    }
+}
+
+/// False if `/proc/self/mountinfo` shows that the file system holding `dir` is not mounted
+/// with a `dax` option; true if it is, or if that cannot be told.
+fn may_be_dax(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return true;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    // Fields: id parent major:minor root mount-point options [optional...] - type source super.
+    let mut best: Option<(usize, bool)> = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 6 {
+            continue;
+        }
+        let mount_point = PathBuf::from(fields[4].replace("\\040", " "));
+        if !dir.starts_with(&mount_point) {
+            continue;
+        }
+        let dax = line
+            .split([' ', ','])
+            .any(|o| o == "dax" || o.starts_with("dax="));
+        let depth = mount_point.components().count();
+        if best.map_or(true, |(d, _)| depth >= d) {
+            best = Some((depth, dax));
+        }
+    }
+    best.map_or(true, |(_, dax)| dax)
 }
 
 /// The record kept in `meta.dax`.
@@ -183,10 +252,8 @@ where
         Ok(out)
     }
 
-    fn append(&mut self, entries: &[C::Entry]) -> Result<(), DaxError> {
-        let Some(head) = entries.first() else {
-            return Ok(());
-        };
+    /// Checks that `entries` continue the log without a hole and encodes them.
+    fn encode(&self, entries: &[C::Entry]) -> Result<Vec<Vec<u8>>, DaxError> {
         let mut expected = self.last.as_ref().map(|l| l.index + 1);
         let mut payloads = Vec::with_capacity(entries.len());
         for e in entries {
@@ -201,13 +268,17 @@ where
             expected = Some(index + 1);
             payloads.push(serde_json::to_vec(e)?);
         }
-        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let lsns = self.log.append_batch(&refs)?;
-        if self.offset.is_none() {
-            self.offset = Some(head.get_log_id().index as i128 - lsns.start as i128);
+        Ok(payloads)
+    }
+
+    /// Records that `entries` were appended at LSNs from `first_lsn` on.
+    fn appended(&mut self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
+        if let (None, Some(head)) = (self.offset, entries.first()) {
+            self.offset = Some(head.get_log_id().index as i128 - first_lsn as i128);
         }
-        self.last = entries.last().map(|e| e.get_log_id().clone());
-        Ok(())
+        if let Some(e) = entries.last() {
+            self.last = Some(e.get_log_id().clone());
+        }
     }
 
     /// Deletes every entry with an index of at least `since`.
@@ -294,12 +365,14 @@ where
                 meta_path.display()
             )));
         }
-        let meta_log = LatestRecord::open_or_create(&meta_path, &opts.meta_options())?;
+        let meta_log =
+            LatestRecord::open_or_create(&meta_path, &opts.resolved(dir, opts.meta_capacity))?;
         let meta: Meta<C::NodeId> = meta_log.load()?.unwrap_or_default();
+        let log_opts = opts.resolved(dir, opts.log.get_capacity());
         let log = if log_path.exists() {
-            daxlog::Log::open(&log_path, &opts.log)?
+            daxlog::Log::open(&log_path, &log_opts)?
         } else {
-            create_atomically(&log_path, &opts.log)?
+            create_atomically(&log_path, &log_opts)?
         };
         let mut inner = Inner::new(log)?;
         if let Some(purged) = &meta.last_purged {
@@ -329,6 +402,23 @@ where
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner<C>> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `entries` with one daxlog batch (one barrier), under the read lock so that
+    /// readers are not held up by the barrier: only this store (through `&mut self`) changes
+    /// the log, and readers see the new entries once `last` is updated, after the barrier.
+    fn append_durably(&mut self, entries: &[C::Entry]) -> Result<(), DaxError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let lsns = {
+            let inner = self.read();
+            let payloads = inner.encode(entries)?;
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            inner.log.append_batch(&refs)?
+        };
+        self.write().appended(entries, lsns.start);
+        Ok(())
     }
 
     /// Durably replaces the metadata record; the in-memory copy changes only on success.
@@ -364,16 +454,14 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 fn read_entries<C>(
     inner: &RwLock<Inner<C>>,
     range: &impl RangeBounds<u64>,
-) -> Result<Vec<C::Entry>, StorageError<C::NodeId>>
+) -> Result<Vec<C::Entry>, DaxError>
 where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
     let (start, end) = bounds(range);
     let inner = inner.read().unwrap_or_else(|e| e.into_inner());
-    inner
-        .entries(start, end)
-        .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+    inner.entries(start, end)
 }
 
 impl<C> RaftLogReader<C> for LogReader<C>
@@ -386,6 +474,7 @@ where
         range: RB,
     ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
         read_entries(&self.inner, &range)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -399,6 +488,7 @@ where
         range: RB,
     ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
         read_entries(&self.inner, &range)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -473,7 +563,7 @@ where
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
         // Durable when this returns: only then is the callback told.
-        let res = self.write().append(&entries);
+        let res = self.append_durably(&entries);
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -548,6 +638,15 @@ mod tests {
         let st = store.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(lid(1, 4)));
         assert_eq!(st.last_log_id, Some(lid(1, 9)));
+    }
+
+    /// tmpfs has no DAX; a missing directory cannot be told.
+    #[test]
+    fn dax_mount_detection() {
+        if Path::new("/dev/shm").is_dir() {
+            assert!(!may_be_dax(Path::new("/dev/shm")));
+        }
+        assert!(may_be_dax(Path::new("/nonexistent/dir")));
     }
 
     /// The log refuses appends that would leave a hole.

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
+    StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,22 +30,24 @@ pub struct KvState {
     /// Log id of the last applied entry.
     pub last_applied: Option<LogId<NodeId>>,
     /// The last membership applied.
-    pub last_membership: StoredMembership<NodeId, openraft::BasicNode>,
+    pub last_membership: StoredMembership<NodeId, BasicNode>,
     /// The data.
     pub data: BTreeMap<String, String>,
 }
 
+type Meta = SnapshotMeta<NodeId, BasicNode>;
+
 /// What `snapshot.json` holds.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    meta: Meta,
     data: BTreeMap<String, String>,
 }
 
 struct Shared {
     state: Mutex<KvState>,
     /// The current snapshot: its meta and its bytes (the data, serialized).
-    snapshot: Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>,
+    snapshot: Mutex<Option<(Meta, Vec<u8>)>>,
     dir: PathBuf,
     /// Snapshots built by this process, for unique snapshot ids.
     built: Mutex<u64>,
@@ -118,7 +120,7 @@ impl Shared {
     /// Makes `meta` and `data` the current snapshot, on disk first.
     fn save_snapshot(
         &self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &Meta,
         data: &BTreeMap<String, String>,
     ) -> Result<Vec<u8>, DaxError> {
         let file = SnapshotFile {
@@ -164,13 +166,8 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<
-        (
-            Option<LogId<NodeId>>,
-            StoredMembership<NodeId, openraft::BasicNode>,
-        ),
-        StorageError<NodeId>,
-    > {
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
         let st = lock(&self.shared.state);
         Ok((st.last_applied, st.last_membership.clone()))
     }
@@ -213,7 +210,7 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data: BTreeMap<String, String> =

@@ -32,8 +32,8 @@ impl StoreBuilder<TypeConfig, Store, KvStateMachine, TempDir> for DaxStoreBuilde
 }
 
 #[test]
-fn openraft_suite_test_all() -> Result<(), StorageError<u64>> {
-    TheSuite::test_all(DaxStoreBuilder)
+fn openraft_suite_test_all() {
+    TheSuite::test_all(DaxStoreBuilder).unwrap();
 }
 
 /// Runs one case of the suite in a fresh runtime on a freshly built store.
