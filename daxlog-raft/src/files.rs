@@ -1,0 +1,68 @@
+//! File-level helpers shared by the stores: one error type, atomic creation of a daxlog file,
+//! atomic replacement of a small file.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+/// What can go wrong below openraft: the daxlog itself, encoding, or plain file I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum DaxError {
+    /// An error of the underlying daxlog.
+    #[error(transparent)]
+    Log(#[from] daxlog::Error),
+    /// An entry or record could not be encoded or decoded.
+    #[error("encoding: {0}")]
+    Codec(#[from] serde_json::Error),
+    /// File I/O outside daxlog (directories, snapshots).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A live LSN that the log could not read back.
+    #[error("daxlog entry {0} is missing")]
+    Missing(u64),
+    /// The files on disk contradict each other.
+    #[error("inconsistent store: {0}")]
+    Inconsistent(String),
+}
+
+/// Creates a new daxlog at `path` so that a crash leaves either no file or a complete empty
+/// log: the log is created under a temporary name, then renamed, then the directory is synced.
+pub(crate) fn create_atomically(
+    path: &Path,
+    opts: &daxlog::Options,
+) -> Result<daxlog::Log, DaxError> {
+    let tmp = tmp_name(path);
+    let created = daxlog::Log::create(&tmp, &opts.clone().overwrite(true))?;
+    drop(created);
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)?;
+    Ok(daxlog::Log::open(path, opts)?)
+}
+
+/// Replaces the file at `path` with `bytes`, durably and atomically (write a temporary file,
+/// fsync it, rename it over, fsync the directory).
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), DaxError> {
+    let tmp = tmp_name(path);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)?;
+    Ok(())
+}
+
+fn tmp_name(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn sync_dir(path: &Path) -> Result<(), DaxError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}

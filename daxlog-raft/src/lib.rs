@@ -1,0 +1,80 @@
+//! # daxlog-raft
+//!
+//! [daxlog](daxlog) as [openraft](openraft)'s log storage: a replicated journal whose every
+//! node keeps its Raft log in a crash-safe daxlog file.
+//!
+//! * [`LogStore`] implements openraft's `RaftLogStorage` (storage v2) for any type config whose
+//!   entries are serde types; the Raft log is `log.dax`, the vote, committed and last purged
+//!   log ids are `meta.dax` (see the README for the design).
+//! * [`KvStateMachine`] is a small key/value state machine with persistent snapshots, for the
+//!   tests and the example; [`TypeConfig`] ties the two together.
+//! * [`network::Router`] is an in-process network for clusters in one process.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use daxlog_raft::{LogStore, LogStoreOptions, TypeConfig};
+//! use openraft::storage::RaftLogStorage;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut store =
+//!     LogStore::<TypeConfig>::open(dir.path(), &LogStoreOptions::new().log_capacity(1 << 20))
+//!         .unwrap();
+//! let state = store.get_log_state().await.unwrap();
+//! assert_eq!(state.last_log_id, None);
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub mod cluster;
+mod files;
+mod log_store;
+mod meta;
+pub mod network;
+mod state_machine;
+
+pub use files::DaxError;
+pub use log_store::{
+    LogReader, LogStore, LogStoreOptions, DEFAULT_META_CAPACITY, LOG_FILE, META_FILE,
+};
+pub use state_machine::{KvSnapshotBuilder, KvState, KvStateMachine, SNAPSHOT_FILE};
+
+/// Node ids of the example cluster.
+pub type NodeId = u64;
+
+/// A command of the key/value journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Sets `key` to `value`.
+    Set {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// The result of applying a [`Request`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The key's value before the request.
+    pub previous: Option<String>,
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the key/value journal.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+);

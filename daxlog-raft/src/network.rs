@@ -1,0 +1,119 @@
+//! An in-process network: every RPC is a direct call on the target's [`Raft`] handle, found in
+//! a shared [`Router`]. A node that is not in the router (shut down) is unreachable.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
+
+use crate::{NodeId, TypeConfig};
+
+/// The nodes of an in-process cluster, by id.
+#[derive(Clone, Default)]
+pub struct Router {
+    nodes: Arc<Mutex<BTreeMap<NodeId, Raft<TypeConfig>>>>,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes node `id` reachable.
+    pub fn add(&self, id: NodeId, raft: Raft<TypeConfig>) {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, raft);
+    }
+
+    /// Makes node `id` unreachable and returns its handle.
+    pub fn remove(&self, id: NodeId) -> Option<Raft<TypeConfig>> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    }
+
+    /// The handle of node `id`, if reachable.
+    pub fn get(&self, id: NodeId) -> Option<Raft<TypeConfig>> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// A connection from one node to `target` through a [`Router`].
+pub struct Connection {
+    router: Router,
+    target: NodeId,
+}
+
+impl Connection {
+    fn raft(&self) -> Result<Raft<TypeConfig>, Unreachable> {
+        self.router.get(self.target).ok_or_else(|| {
+            Unreachable::new(&std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("node {} is down", self.target),
+            ))
+        })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Router {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Connection {
+        Connection {
+            router: self.clone(),
+            target,
+        }
+    }
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let raft = self.raft()?;
+        raft.append_entries(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let raft = self.raft()?;
+        raft.install_snapshot(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        let raft = self.raft()?;
+        raft.vote(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
