@@ -104,71 +104,26 @@ impl LogStoreOptions {
         self
     }
 
-    /// Chooses daxlog's persistence mode. Left unset (and without [`LogStoreOptions::daxlog`]
-    /// or a `DAXLOG_FORCE_*` variable), the store picks `ForceMsync` for a directory on a file
-    /// system not mounted with `dax`, where daxlog's `Auto` would end up with `msync` anyway,
-    /// and `Auto` elsewhere. That skips daxlog's doomed `MAP_SYNC` attempt, which on Linux 6.x
-    /// unmaps the address range daxlog reserved for a large log, so that another thread's
-    /// mapping can land there before daxlog maps the file over it (see the README, "Known
-    /// issue in daxlog").
+    /// Chooses daxlog's persistence mode (default: daxlog's own choice, `Auto` unless a
+    /// `DAXLOG_FORCE_*` variable says otherwise).
     pub fn persistence(mut self, choice: daxlog::PersistenceChoice) -> Self {
         self.persistence = Some(choice);
         self
     }
 
-    /// The daxlog options the store uses for `log.dax` in directory `dir` (with the
-    /// persistence mode chosen as described at [`LogStoreOptions::persistence`]); for opening
-    /// other large daxlogs in the same process safely.
+    /// The daxlog options the store uses for `log.dax` in directory `dir`.
     pub fn daxlog_options_for(&self, dir: &Path) -> daxlog::Options {
         self.resolved(dir, self.log.get_capacity())
     }
 
     /// The daxlog options to use for files in `dir`.
-    fn resolved(&self, dir: &Path, capacity: u64) -> daxlog::Options {
+    fn resolved(&self, _dir: &Path, capacity: u64) -> daxlog::Options {
         let opts = self.log.clone().capacity(capacity);
         if let Some(choice) = self.persistence {
             return opts.persistence(choice);
         }
-        let env_set = ["DAXLOG_FORCE_MSYNC", "DAXLOG_FORCE_CPU_FLUSH"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
-        if self.custom || env_set || may_be_dax(dir) {
-            opts
-        } else {
-            opts.persistence(daxlog::PersistenceChoice::ForceMsync)
-        }
+        opts
     }
-}
-
-/// False if `/proc/self/mountinfo` shows that the file system holding `dir` is not mounted
-/// with a `dax` option; true if it is, or if that cannot be told.
-fn may_be_dax(dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else {
-        return true;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return true;
-    };
-    // Fields: id parent major:minor root mount-point options [optional...] - type source super.
-    let mut best: Option<(usize, bool)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 6 {
-            continue;
-        }
-        let mount_point = PathBuf::from(fields[4].replace("\\040", " "));
-        if !dir.starts_with(&mount_point) {
-            continue;
-        }
-        let dax = line
-            .split([' ', ','])
-            .any(|o| o == "dax" || o.starts_with("dax="));
-        let depth = mount_point.components().count();
-        if best.map_or(true, |(d, _)| depth >= d) {
-            best = Some((depth, dax));
-        }
-    }
-    best.map_or(true, |(_, dax)| dax)
 }
 
 /// The record kept in `meta.dax`.
@@ -638,15 +593,6 @@ mod tests {
         let st = store.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(lid(1, 4)));
         assert_eq!(st.last_log_id, Some(lid(1, 9)));
-    }
-
-    /// tmpfs has no DAX; a missing directory cannot be told.
-    #[test]
-    fn dax_mount_detection() {
-        if Path::new("/dev/shm").is_dir() {
-            assert!(!may_be_dax(Path::new("/dev/shm")));
-        }
-        assert!(may_be_dax(Path::new("/nonexistent/dir")));
     }
 
     /// The log refuses appends that would leave a hole.
