@@ -34,6 +34,9 @@ use crate::persist::CACHE_LINE;
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
 
+/// Batches up to this many bytes on media are assembled on the stack and stored at once.
+const BATCH_BUF: usize = 4096;
+
 /// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
@@ -121,8 +124,7 @@ impl<M: Media> Log<M> {
             marker,
             done: false,
         };
-        let mut pos = claim.start();
-        for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
+        let header = |i: usize, payload: &[u8], pcrc: u32| {
             let mut h = EntryHeader {
                 crc: 0,
                 len: payload.len() as u32,
@@ -135,8 +137,27 @@ impl<M: Media> Log<M> {
                 },
             };
             h.crc = format::entry_crc(pcrc, &h);
-            self.store_entry(&claim, pos, &h, payload, nt);
-            pos += h.entry_len();
+            h
+        };
+        if payloads.len() > 1 && total <= BATCH_BUF {
+            // A small batch is assembled on the stack and stored with one copy.
+            let mut buf = [0u8; BATCH_BUF];
+            let mut at = 0;
+            for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
+                let h = header(i, payload, pcrc);
+                buf[at..at + HEADER_LEN].copy_from_slice(&h.encode());
+                buf[at + HEADER_LEN..at + HEADER_LEN + payload.len()].copy_from_slice(payload);
+                at += h.entry_len();
+            }
+            self.pmem
+                .store_claimed(&claim, claim.start(), &buf[..total], nt);
+        } else {
+            let mut pos = claim.start();
+            for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
+                let h = header(i, payload, pcrc);
+                self.store_entry(&claim, pos, &h, payload, nt);
+                pos += h.entry_len();
+            }
         }
         guard.done = true;
         self.persist_and_publish(&claim, ticket, nt, marker)?;
@@ -251,6 +272,11 @@ impl<M: Media> Log<M> {
         } else {
             self.sb.capacity as usize
         };
+        if end >= w.zero_from {
+            // Everything from here on is still zero (a new log's first lap): nothing to mark.
+            w.zero_from = end;
+            return false;
+        }
         if end + ENTRY_ALIGN > limit {
             return false;
         }
@@ -259,13 +285,24 @@ impl<M: Media> Log<M> {
         true
     }
 
-    /// Stores one encoded entry at `pos`: header, payload, zero padding to 8 bytes.
+    /// Stores one encoded entry at `pos`: header, payload, zero padding to 8 bytes. Small
+    /// entries are assembled on the stack and stored with one copy (for non-temporal stores
+    /// that means whole runs of a line instead of several partial writes).
     #[inline]
     fn store_entry(&self, claim: &Claim, pos: usize, h: &EntryHeader, payload: &[u8], nt: bool) {
+        const SMALL: usize = 512;
         let header = h.encode();
+        let len = h.entry_len();
+        if len <= SMALL {
+            let mut buf = [0u8; SMALL];
+            buf[..HEADER_LEN].copy_from_slice(&header);
+            buf[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+            self.pmem.store_claimed(claim, pos, &buf[..len], nt);
+            return;
+        }
         let body = payload.len() & !(ENTRY_ALIGN - 1);
         let rest = payload.len() - body;
-        let pad = h.entry_len() - HEADER_LEN - payload.len();
+        let pad = len - HEADER_LEN - payload.len();
         if nt {
             // Non-temporal stores need 8-byte units: the last partial word is built here.
             self.pmem.store_claimed(claim, pos, &header, true);

@@ -90,6 +90,9 @@ pub(crate) struct Writer {
     /// The LSN the next reservation gets.
     pub(crate) next_lsn: Lsn,
     pub(crate) slot: Slot,
+    /// Every byte of the data area from here on is known to be zero (a new log's first lap);
+    /// the capacity when that is not known. Appends there need no end marker.
+    pub(crate) zero_from: usize,
     /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
     pub(crate) populated: Vec<u64>,
     /// Reservations not yet published, oldest first; the first has ticket `inflight_base`.
@@ -171,7 +174,8 @@ impl Log<MmapMedia> {
             opts.resolved_persistence(),
             opts.resolved_flush(),
         )?;
-        Self::format(media, opts, path)
+        // The file was truncated and allocated anew: its data area is zero.
+        Self::format(media, opts, path, true)
     }
 
     /// Opens an existing log for writing, recovering it: see [`Log::recovery`] for what was
@@ -252,10 +256,10 @@ impl<M: Media> Log<M> {
     /// Formats `media` as a new, empty log and opens it for writing. The capacity is the
     /// media's length; whatever the media held before can never be read back as entries.
     pub fn create_on(media: M, opts: &Options) -> Result<Self> {
-        Self::format(media, opts, Path::new(MEDIA_NAME))
+        Self::format(media, opts, Path::new(MEDIA_NAME), false)
     }
 
-    fn format(media: M, opts: &Options, path: &Path) -> Result<Self> {
+    fn format(media: M, opts: &Options, path: &Path, zeroed: bool) -> Result<Self> {
         let capacity = media.len() as u64;
         format::validate_capacity(capacity)
             .map_err(|reason| Error::InvalidCapacity { capacity, reason })?;
@@ -319,7 +323,7 @@ impl<M: Media> Log<M> {
             stop_lsn: FIRST_LSN,
         };
         Ok(Self::assemble(
-            pmem, sb, slot, scan, opts, false, report, path,
+            pmem, sb, slot, scan, opts, false, report, path, zeroed,
         ))
     }
 
@@ -519,7 +523,7 @@ impl<M: Media> Log<M> {
             "daxlog: recovered log"
         );
         Ok(Self::assemble(
-            pmem, sb, current, scan, opts, !writable, report, path,
+            pmem, sb, current, scan, opts, !writable, report, path, false,
         ))
     }
 
@@ -533,6 +537,7 @@ impl<M: Media> Log<M> {
         read_only: bool,
         report: RecoveryReport,
         path: &Path,
+        fresh: bool,
     ) -> Self {
         if read_only {
             pmem.freeze();
@@ -557,6 +562,11 @@ impl<M: Media> Log<M> {
                 wrap_at: scan.wrap_at,
                 next_lsn: scan.next_lsn,
                 slot,
+                zero_from: if fresh {
+                    DATA_OFFSET
+                } else {
+                    sb.capacity as usize
+                },
                 populated: vec![
                     0;
                     (sb.capacity as usize).div_ceil(crate::append::PREPARE_CHUNK * 64)

@@ -8,8 +8,8 @@ pub const DEFAULT_CAPACITY: u64 = 64 << 20;
 
 /// Default size (bytes on media, per append or batch) from which non-temporal stores are used
 /// instead of cached stores plus cache-line write-back: 0, always. Non-temporal stores need
-/// only the fence, and measured here they beat copy + `CLWB` at every size from 64 B (147 vs
-/// 238 ns per 64 B append; see README, "Benchmarks"). On real Optane the crossover was about
+/// only the fence, and measured here they beat copy + `CLWB` at every size from 64 B (164 vs
+/// 232 ns per 64 B append; see README, "Benchmarks"). On real Optane the crossover was about
 /// 256-512 B: set `Options::nt_threshold` or `DAXLOG_NT_THRESHOLD` there.
 pub const DEFAULT_NT_THRESHOLD: usize = 0;
 

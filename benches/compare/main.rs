@@ -113,7 +113,9 @@ fn main() {
             .position(|a| a == f)
             .and_then(|i| args.get(i + 1).cloned())
     };
-    let smoke = has("--smoke") || env_flag("DAXLOG_BENCH_SMOKE");
+    // `cargo bench` passes `--bench` (or the arguments after `--`); `cargo test`, which runs
+    // this target as a check that the harness works, passes nothing: that gets the smoke run.
+    let smoke = has("--smoke") || env_flag("DAXLOG_BENCH_SMOKE") || args.is_empty();
     let big = has("--1g") || env_flag("DAXLOG_BENCH_1G");
     let profile = has("--profile");
 

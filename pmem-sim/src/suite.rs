@@ -867,11 +867,12 @@ fn fits(img: &[u8], tail: usize, total: usize) -> bool {
 }
 
 /// The offset of the first entry header stored in `ops` (by the operations `mine` accepts):
-/// the first 24-byte store into the data area (the end marker is 8 bytes, slots are below it).
+/// the first store of at least 24 bytes into the data area (a whole small entry, or a large
+/// entry's header; the end marker and padding are 8 bytes, slots lie below the data area).
 fn header_offset(ops: &[Op], mine: impl Fn(usize) -> bool) -> Option<usize> {
     ops.iter().enumerate().find_map(|(i, o)| match o {
         Op::Store { off, data } | Op::StoreNt { off, data }
-            if *off >= DATA_OFFSET && data.len() == HEADER_LEN && mine(i) =>
+            if *off >= DATA_OFFSET && data.len() >= HEADER_LEN && mine(i) =>
         {
             Some(*off)
         }
