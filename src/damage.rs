@@ -267,7 +267,7 @@ impl<M: crate::Media> crate::Log<M> {
             .ok_or(crate::Error::Unsupported {
                 what: "salvage on a writable log (open it read-only)",
             })?;
-        let slot = self.writer.lock().unwrap_or_else(|e| e.into_inner()).slot;
+        let slot = self.writer.lock().slot;
         Ok(salvage(image, self.sb.salt, &slot, visit))
     }
 }

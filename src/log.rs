@@ -56,7 +56,7 @@ const MEDIA_NAME: &str = "(media)";
 pub struct Log<M: Media = MmapMedia> {
     pub(crate) pmem: Pmem<M>,
     pub(crate) sb: Superblock,
-    pub(crate) writer: Mutex<Writer>,
+    pub(crate) writer: parking_lot::Mutex<Writer>,
     pub(crate) index: RwLock<Index>,
     pub(crate) first_lsn: Lsn,
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
@@ -555,7 +555,7 @@ impl<M: Media> Log<M> {
         };
         let log = Log {
             sb,
-            writer: Mutex::new(Writer {
+            writer: parking_lot::Mutex::new(Writer {
                 token,
                 head: slot.head_offset as usize,
                 tail: scan.tail,
@@ -596,7 +596,7 @@ impl<M: Media> Log<M> {
             poisoned: AtomicBool::new(false),
         };
         if !read_only {
-            let mut w = log.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = log.writer.lock();
             let tail = w.tail;
             log.prepare(&mut w, tail, 0);
         }

@@ -55,7 +55,7 @@ impl<M: Media> Log<M> {
             // A head in the second part of a wrapped log ends the wrap.
             (pos, if pos < live.head { 0 } else { live.wrap_at })
         };
-        let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        let w = self.writer.get_mut();
         let hint_kept = w.slot.hint_lsn >= lsn && lsn != next;
         let slot = Slot {
             seq: w.slot.seq + 1,
@@ -67,7 +67,7 @@ impl<M: Media> Log<M> {
             ..w.slot
         };
         self.write_slot_mut(slot)?;
-        let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        let w = self.writer.get_mut();
         w.head = head;
         if lsn == next {
             w.tail = DATA_OFFSET;
@@ -137,7 +137,7 @@ impl<M: Media> Log<M> {
                 after
             }
         };
-        let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        let w = self.writer.get_mut();
         let slot = Slot {
             seq: w.slot.seq + 1,
             cut_lsn: lsn + 1,
@@ -174,7 +174,7 @@ impl<M: Media> Log<M> {
                 .drain()
                 .map_err(|e| Error::io(&self.name, "drain", e))?;
         }
-        let w = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        let w = self.writer.get_mut();
         w.tail = tail;
         w.next_lsn = lsn + 1;
         let head = w.head;
@@ -220,7 +220,7 @@ impl<M: Media> Log<M> {
     }
 
     fn write_slot_mut(&mut self, slot: Slot) -> Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer.lock();
         self.write_slot(&mut w, slot)
     }
 

@@ -25,7 +25,7 @@ pub enum Mode {
 impl Mode {
     pub fn row(self) -> &'static str {
         match self {
-            Mode::Default => "daxlog, CPU flush (CLWB; NT from 256 B)",
+            Mode::Default => "daxlog, CPU flush (default: NT stores + SFENCE)",
             Mode::Clwb => "daxlog, CPU flush, CLWB only (nt_threshold MAX)",
             Mode::Nt => "daxlog, CPU flush, NT only (nt_threshold 0)",
             Mode::Msync => "daxlog, msync (auto on /dev/shm)",
