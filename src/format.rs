@@ -380,6 +380,23 @@ pub fn entry_crc(payload_crc: u32, header: &EntryHeader) -> u32 {
     )
 }
 
+/// An entry encoded exactly as the engine writes it (header, payload, zero padding): for tools
+/// and tests that build log images by hand.
+pub fn encode_entry(salt: u32, epoch: u32, lsn: Lsn, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut h = EntryHeader {
+        crc: 0,
+        len: payload.len() as u32,
+        lsn,
+        epoch,
+        flags,
+    };
+    h.crc = entry_crc(payload_crc(salt, payload), &h);
+    let mut v = h.encode().to_vec();
+    v.extend_from_slice(payload);
+    v.resize(entry_len(payload.len()), 0);
+    v
+}
+
 // ---- Little-endian helpers ---------------------------------------------------------------------
 
 #[inline]

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::{modes, payload, temp_dirs};
-use daxlog::format::{self, EntryHeader, Slot, Superblock, DATA_OFFSET, HEADER_LEN};
+use daxlog::format::{self, Slot, Superblock, DATA_OFFSET, HEADER_LEN};
 use daxlog::{Error, Log, Options, Persistence, PersistenceChoice, TailState};
 
 const CAP: u64 = 1 << 20;
@@ -389,18 +389,7 @@ fn salt_and_epoch(path: &Path) -> (u32, u32) {
 
 /// A validly encoded entry, as the engine would write it with this salt and epoch.
 fn encode_entry(salt: u32, epoch: u32, lsn: u64, payload: &[u8]) -> Vec<u8> {
-    let mut h = EntryHeader {
-        crc: 0,
-        len: payload.len() as u32,
-        lsn,
-        epoch,
-        flags: 0,
-    };
-    h.crc = format::entry_crc(format::payload_crc(salt, payload), &h);
-    let mut v = h.encode().to_vec();
-    v.extend_from_slice(payload);
-    v.resize(format::entry_len(payload.len()), 0);
-    v
+    format::encode_entry(salt, epoch, lsn, 0, payload)
 }
 
 fn tail_offset(path: &Path) -> u64 {

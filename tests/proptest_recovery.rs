@@ -114,18 +114,7 @@ fn current_salt_epoch(path: &Path) -> (u32, u32) {
 }
 
 fn encode(salt: u32, epoch: u32, lsn: u64, payload: &[u8], flags: u32) -> Vec<u8> {
-    let mut h = EntryHeader {
-        crc: 0,
-        len: payload.len() as u32,
-        lsn,
-        epoch,
-        flags,
-    };
-    h.crc = format::entry_crc(format::payload_crc(salt, payload), &h);
-    let mut v = h.encode().to_vec();
-    v.extend_from_slice(payload);
-    v.resize(format::entry_len(payload.len()), 0);
-    v
+    format::encode_entry(salt, epoch, lsn, flags, payload)
 }
 
 fn check(log: &Log, model: &[Vec<u8>]) -> Result<(), TestCaseError> {

@@ -37,8 +37,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use daxlog::format::{
-    self, EntryHeader, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SLOT0_OFFSET,
-    SLOT1_OFFSET,
+    self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET,
 };
 use daxlog::{Error, Log, Options, Persistence};
 
@@ -881,20 +880,7 @@ fn header_offset(ops: &[Op], mine: impl Fn(usize) -> bool) -> Option<usize> {
 }
 
 /// An entry encoded exactly as the engine writes it (for payloads that forge entries).
-pub fn encode_entry(salt: u32, epoch: u32, lsn: u64, flags: u32, payload: &[u8]) -> Vec<u8> {
-    let mut h = EntryHeader {
-        crc: 0,
-        len: payload.len() as u32,
-        lsn,
-        epoch,
-        flags,
-    };
-    h.crc = format::entry_crc(format::payload_crc(salt, payload), &h);
-    let mut v = h.encode().to_vec();
-    v.extend_from_slice(payload);
-    v.resize(format::entry_len(payload.len()), 0);
-    v
-}
+pub use daxlog::format::encode_entry;
 
 // ---- The runner and the oracle -----------------------------------------------------------------
 
