@@ -365,7 +365,7 @@ pub const fn entry_len(payload_len: usize) -> usize {
 /// writer assigns, so it can be computed before the LSN is known.
 #[inline]
 pub fn payload_crc(salt: u32, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(salt, payload)
+    crate::persist::crc32c_append(salt, payload)
 }
 
 /// Completes a [`payload_crc`] with the header fields after the checksum itself.
