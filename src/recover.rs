@@ -141,8 +141,6 @@ pub(crate) struct Walk {
     pub next_lsn: Lsn,
     /// Accepted entries.
     pub entries: u64,
-    /// LSN of the last entry of the first accepted batch.
-    pub first_batch_end: Option<Lsn>,
     /// Accepted batches (a single append counts as one).
     pub batches: u64,
     /// LSN and offset of the accepted entries whose LSN is `head_lsn + k * INDEX_STRIDE`.
@@ -179,7 +177,6 @@ pub(crate) fn walk_visit(
         tail_wrap: 0,
         next_lsn: start_lsn,
         entries: 0,
-        first_batch_end: None,
         batches: 0,
         index: Vec::new(),
         stop: start,
@@ -208,7 +205,6 @@ pub(crate) fn walk_visit(
                     w.tail = pos;
                     w.tail_wrap = wrapped_at;
                     w.next_lsn = lsn;
-                    w.first_batch_end.get_or_insert(lsn - 1);
                     w.batches += 1;
                 }
             }

@@ -146,5 +146,5 @@ fn crash_soak() {
         .unwrap_or(12);
     suite.gen.random = 256;
     suite.gen.structured = 128;
-    run(&suite, &pmem_sim::suite::passing_scenario_names());
+    run(&suite, &pmem_sim::suite::scenario_names());
 }

@@ -1825,18 +1825,6 @@ pub fn scenario_names() -> Vec<&'static str> {
     SCENARIOS.iter().map(|s| s.name).collect()
 }
 
-/// Scenarios that fail on the current engine, left out of the soak and the mutant check until it
-/// is fixed (none at present; see `README.md`, "Engine bugs this suite found").
-pub const KNOWN_ISSUES: &[&str] = &[];
-
-/// The names of the scenarios expected to pass.
-pub fn passing_scenario_names() -> Vec<&'static str> {
-    scenario_names()
-        .into_iter()
-        .filter(|n| !KNOWN_ISSUES.contains(n))
-        .collect()
-}
-
 /// Payload sizes that cross every boundary: words, the header's line, lines, the default NT
 /// threshold, pages.
 pub const SIZES: &[usize] = &[
