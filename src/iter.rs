@@ -301,8 +301,11 @@ impl<M: Media> Log<M> {
     /// Sleeps until entry `lsn` is published or `timeout` passes.
     pub(crate) fn wait_for_lsn(&self, lsn: Lsn, timeout: std::time::Duration) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Publishers store `last_lsn`, then a light fence, then read `waiters` (see
+        // `persist::light_fence`).
+        crate::persist::heavy_fence();
         let g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.last_lsn.load(Ordering::SeqCst) < lsn {
+        if self.last_lsn.load(Ordering::Acquire) < lsn {
             let _ = self.wake.wait_timeout(g, timeout);
         }
         self.waiters.fetch_sub(1, Ordering::SeqCst);

@@ -48,6 +48,7 @@ pub mod mutants;
 mod options;
 mod persist;
 mod recover;
+mod reserve;
 mod truncate;
 
 /// A log sequence number. The first entry of a new log has LSN 1; each entry has the LSN of

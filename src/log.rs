@@ -2,7 +2,6 @@
 //!
 //! The append path is in `append.rs`, reading in `iter.rs`.
 
-use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -10,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::append::PoisonCause;
 use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -19,9 +17,10 @@ use crate::format::{
 };
 use crate::iter::Index;
 use crate::map::{allocate, fill_random, lock_exclusive, sync_parent_dir, MmapMedia};
-use crate::media::{Live, Media, Persistence, Pmem, WriteToken};
+use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
 use crate::recover::{self, DamageReport, RecoveryReport, TailState};
+use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
 use crate::Lsn;
 
 /// The name used in errors for media that are not files.
@@ -60,16 +59,28 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) index: RwLock<Index>,
     pub(crate) first_lsn: Lsn,
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
-    pub(crate) last_lsn: AtomicU64,
+    pub(crate) last_lsn: Padded<AtomicU64>,
     pub(crate) nt_threshold: usize,
     pub(crate) read_only: bool,
     pub(crate) report: RecoveryReport,
     /// The file path, or a placeholder for other media; used in error messages.
     pub(crate) name: PathBuf,
+    /// The reservation word: tail, ticket count, flags and next LSN (`reserve.rs`).
+    pub(crate) resv: Padded<portable_atomic::AtomicU128>,
     /// Tickets below this are published.
-    pub(crate) published: AtomicU64,
+    pub(crate) published: Padded<AtomicU64>,
+    /// The publication ring: one slot per ticket in flight.
+    pub(crate) ring: Box<[TicketSlot]>,
+    /// The session's epoch (changes only through `&mut self`).
+    pub(crate) epoch: u32,
+    /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
+    pub(crate) populated: Box<[AtomicU64]>,
+    /// Tail hint: written every this many published bytes (None: never), and the bytes
+    /// published since the last one (only the publisher of the moment touches it).
+    pub(crate) hint_every: Option<u64>,
+    pub(crate) since_hint: Padded<AtomicU64>,
     /// Appenders sleeping on `wake`, and the condition variable they sleep on.
-    pub(crate) waiters: AtomicUsize,
+    pub(crate) waiters: Padded<AtomicUsize>,
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
     /// msync mode: serialises group commits.
@@ -78,49 +89,13 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) poisoned: AtomicBool,
 }
 
-/// State owned by the single writer.
+/// Metadata state: the slot and the right to store into the metadata area. Appends take it
+/// only for rare events (the first overlap of a session, a tail hint, a failed barrier).
 pub(crate) struct Writer {
     pub(crate) token: WriteToken,
-    /// Offset of the first live entry (mirrors the slot's `head_offset`).
-    pub(crate) head: usize,
-    /// Offset just past the last reserved entry.
-    pub(crate) tail: usize,
-    /// Where the entries before the wrap end, when `tail < head`.
-    pub(crate) wrap_at: usize,
-    /// The LSN the next reservation gets.
-    pub(crate) next_lsn: Lsn,
     pub(crate) slot: Slot,
-    /// Every byte of the data area from here on is known to be zero (a new log's first lap);
-    /// the capacity when that is not known. Appends there need no end marker.
-    pub(crate) zero_from: usize,
-    /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
-    pub(crate) populated: Vec<u64>,
-    /// Reservations not yet published, oldest first; the first has ticket `inflight_base`.
-    pub(crate) inflight: VecDeque<Pending>,
-    pub(crate) inflight_base: u64,
     /// Set when a barrier failed: durability is unknown, appends are refused.
     pub(crate) poisoned: Option<PoisonCause>,
-    /// Tail hint: written every this many published bytes (None: never), and the bytes
-    /// published since the last one.
-    pub(crate) hint_every: Option<u64>,
-    pub(crate) since_hint: u64,
-}
-
-/// A reservation between its placement and its publication.
-pub(crate) struct Pending {
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    /// The writer's wrap point once this reservation is in place.
-    pub(crate) wrap_at: usize,
-    /// The LSN of its first entry, and the LSN after its entries.
-    pub(crate) first_lsn: Lsn,
-    pub(crate) next_lsn: Lsn,
-    /// Its entries are stored (msync mode: waiting for a group `msync`).
-    pub(crate) stored: bool,
-    /// Its entries are durable.
-    pub(crate) durable: bool,
-    /// Offsets of its entries that the sparse index keeps.
-    pub(crate) anchors: Vec<u64>,
 }
 
 impl<M: Media> std::fmt::Debug for Log<M> {
@@ -344,8 +319,9 @@ impl<M: Media> Log<M> {
         if !self.read_only {
             let cap = self.sb.capacity as usize;
             self.pmem.media().prepare(DATA_OFFSET, cap - DATA_OFFSET);
-            let mut w = self.lock_writer();
-            w.populated.iter_mut().for_each(|b| *b = u64::MAX);
+            for b in self.populated.iter() {
+                b.store(u64::MAX, Ordering::Relaxed);
+            }
         }
     }
 
@@ -557,48 +533,42 @@ impl<M: Media> Log<M> {
             sb,
             writer: parking_lot::Mutex::new(Writer {
                 token,
-                head: slot.head_offset as usize,
-                tail: scan.tail,
-                wrap_at: scan.wrap_at,
-                next_lsn: scan.next_lsn,
                 slot,
-                zero_from: if fresh {
-                    DATA_OFFSET
-                } else {
-                    sb.capacity as usize
-                },
-                populated: vec![
-                    0;
-                    (sb.capacity as usize).div_ceil(crate::append::PREPARE_CHUNK * 64)
-                ],
-                inflight: VecDeque::new(),
-                inflight_base: 0,
                 poisoned: None,
-                hint_every: opts.resolved_tail_hint_every(),
-                since_hint: 0,
             }),
+            // A new log's data area is zero: its first lap needs no end markers.
+            resv: Padded(portable_atomic::AtomicU128::new(
+                State::new(scan.tail, scan.next_lsn, fresh).pack(),
+            )),
+            ring: TicketSlot::ring(),
+            epoch: slot.epoch,
+            populated: (0..(sb.capacity as usize).div_ceil(PREPARE_CHUNK * 64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            hint_every: opts.resolved_tail_hint_every(),
+            since_hint: Padded(AtomicU64::new(0)),
             index: RwLock::new(Index {
                 base: scan.index_base,
                 anchors: scan.index,
             }),
             first_lsn: slot.head_lsn,
-            last_lsn: AtomicU64::new(scan.next_lsn - 1),
+            last_lsn: Padded(AtomicU64::new(scan.next_lsn - 1)),
             nt_threshold,
             read_only,
             report,
             pmem,
             name: path.to_path_buf(),
-            published: AtomicU64::new(0),
-            waiters: AtomicUsize::new(0),
+            published: Padded(AtomicU64::new(0)),
+            waiters: Padded(AtomicUsize::new(0)),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
             sync_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
         };
         if !read_only {
-            let mut w = log.writer.lock();
-            let tail = w.tail;
-            log.prepare(&mut w, tail, 0);
+            log.prepare(scan.tail, 0);
+            // Decide the wake-up barrier before any append runs (see `persist::light_fence`).
+            crate::persist::membarrier_ready();
         }
         log
     }

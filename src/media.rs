@@ -107,10 +107,10 @@ pub trait Media: Send + Sync {
     fn prepare(&self, _off: usize, _len: usize) {}
 }
 
-/// Bytes of free space handed to one appender: `[start, end)`. Claims are carved by the
-/// single allocator (the holder of the [`WriteToken`], under the writer lock) from free space
-/// in order, so they never overlap each other or the live entries; each is owned by the thread
-/// that reserved it until its entries are published.
+/// Bytes of free space handed to one appender: `[start, end)`. Claims are carved from free
+/// space in order by the reservation word (`reserve.rs`: one compare-and-swap moves the tail
+/// past each), so they never overlap each other or the live entries; each is owned by the
+/// thread that reserved it until its entries are published.
 #[derive(Debug)]
 pub(crate) struct Claim {
     start: usize,
@@ -186,6 +186,30 @@ impl Live {
     }
 }
 
+/// A value alone in its cache lines (two, as adjacent lines are fetched in pairs), so that
+/// threads writing it do not slow down threads reading its neighbours.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Padded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+struct Edge {
+    tail: AtomicU64,
+    wrap_at: AtomicU64,
+}
+
 /// A [`Media`] with the invariants that make its `unsafe` methods safe to call.
 ///
 /// The data area holds the [`Live`] entries, which are published and immutable: they are never
@@ -198,8 +222,9 @@ pub(crate) struct Pmem<M> {
     media: M,
     data_start: usize,
     head: usize,
-    tail: AtomicU64,
-    wrap_at: AtomicU64,
+    /// The published end of the live region, in a cache line of its own: the publisher writes
+    /// it on every append, and nothing the appenders read on their way should share its line.
+    edge: Padded<Edge>,
     /// Set for read-only logs: nothing is ever stored, so any byte may be lent out.
     frozen: bool,
 }
@@ -210,8 +235,10 @@ impl<M: Media> Pmem<M> {
             media,
             data_start,
             head: data_start,
-            tail: AtomicU64::new(data_start as u64),
-            wrap_at: AtomicU64::new(0),
+            edge: Padded(Edge {
+                tail: AtomicU64::new(data_start as u64),
+                wrap_at: AtomicU64::new(0),
+            }),
             frozen: false,
         }
     }
@@ -266,17 +293,17 @@ impl<M: Media> Pmem<M> {
         assert!(live.head >= self.data_start && live.head <= len && live.tail <= len);
         assert!(!live.wrapped() || (live.wrap_at >= live.head && live.wrap_at <= len));
         self.head = live.head;
-        *self.tail.get_mut() = live.tail as u64;
-        *self.wrap_at.get_mut() = live.wrap_at as u64;
+        *self.edge.tail.get_mut() = live.tail as u64;
+        *self.edge.wrap_at.get_mut() = live.wrap_at as u64;
     }
 
     /// A consistent snapshot of the live region.
     #[inline]
     pub(crate) fn live(&self) -> Live {
         loop {
-            let w1 = self.wrap_at.load(Ordering::Acquire);
-            let tail = self.tail.load(Ordering::Acquire);
-            let w2 = self.wrap_at.load(Ordering::Acquire);
+            let w1 = self.edge.wrap_at.load(Ordering::Acquire);
+            let tail = self.edge.tail.load(Ordering::Acquire);
+            let w2 = self.edge.wrap_at.load(Ordering::Acquire);
             if w1 == w2 {
                 return Live {
                     head: self.head,
@@ -301,44 +328,25 @@ impl<M: Media> Pmem<M> {
             return None;
         }
         // SAFETY: in bounds (live segments lie inside the media); the range is live, and live
-        // bytes are never stored to (`store_free` refuses them) until a truncation, which
+        // bytes are never stored to (claims lie outside them) until a truncation, which
         // needs `&mut self` and so cannot happen while the returned slice borrows `self`. A
         // snapshot older than the current state only covers fewer bytes at the tail, or the
         // same head (the head moves only through `&mut self`).
         Some(unsafe { self.media.read(off, len) })
     }
 
-    /// Stores into free space of the data area (outside the live entries).
-    #[inline]
-    pub(crate) fn store_free(&self, _token: &mut WriteToken, off: usize, src: &[u8], nt: bool) {
-        assert!(
-            !self.frozen
-                && off >= self.data_start
-                && src.len() <= self.media.len().saturating_sub(off)
-                && !self.live().overlaps(self.data_start, off, src.len()),
-            "store outside the writer's free space"
-        );
-        // SAFETY: the range is in bounds and outside the live entries (checked above), so no
-        // reader holds a slice of it; the `&mut WriteToken` proves this is the only writer.
-        unsafe {
-            if nt {
-                self.media.store_nt(off, src)
-            } else {
-                self.media.store(off, src)
-            }
-        }
-    }
-
     /// Hands `[start, end)` of free space to one appender (see [`Claim`]).
-    pub(crate) fn claim(&self, _token: &mut WriteToken, start: usize, end: usize) -> Claim {
+    ///
+    /// # Safety
+    /// The range is free space (outside the live entries) that no other claim overlaps for
+    /// as long as this one is used: the caller reserved it (`reserve.rs`). Bounds are checked.
+    #[inline]
+    pub(crate) unsafe fn claim_reserved(&self, start: usize, end: usize) -> Claim {
         assert!(
-            !self.frozen
-                && start >= self.data_start
-                && start <= end
-                && end <= self.media.len()
-                && !self.live().overlaps(self.data_start, start, end - start),
-            "claim outside free space"
+            !self.frozen && start >= self.data_start && start <= end && end <= self.media.len(),
+            "claim outside the data area"
         );
+        debug_assert!(!self.live().overlaps(self.data_start, start, end - start));
         Claim { start, end }
     }
 
@@ -374,14 +382,19 @@ impl<M: Media> Pmem<M> {
     }
 
     /// Publishes durable entries: the live region now ends at `tail`, after wrapping at
-    /// `wrap_at` if `tail` is below the head.
+    /// `wrap_at` if given (the entries before the wrap end there).
+    ///
+    /// # Safety
+    /// Every byte between the current tail and `tail` (across the wrap, if any) is stored,
+    /// and no claim covering it is used any more: from here on readers may hold slices of it.
+    /// Only one thread publishes at a time.
     #[inline]
-    pub(crate) fn publish(&self, _token: &mut WriteToken, tail: usize, wrap_at: usize) {
-        debug_assert!(tail <= self.media.len());
-        if self.wrap_at.load(Ordering::Relaxed) != wrap_at as u64 {
-            self.wrap_at.store(wrap_at as u64, Ordering::Release);
+    pub(crate) unsafe fn publish(&self, tail: usize, wrap_at: Option<usize>) {
+        assert!(tail <= self.media.len() && wrap_at.map_or(true, |w| w <= self.media.len()));
+        if let Some(w) = wrap_at {
+            self.edge.wrap_at.store(w as u64, Ordering::Release);
         }
-        self.tail.store(tail as u64, Ordering::Release);
+        self.edge.tail.store(tail as u64, Ordering::Release);
     }
 
     #[inline]

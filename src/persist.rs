@@ -95,6 +95,72 @@ pub fn fence(mode: Persistence) {
     }
 }
 
+/// Asymmetric store-load barriers, for a publisher that must not stall and waiters that rarely
+/// go to sleep. A publisher stores what it publishes, calls [`light_fence`], then reads
+/// whether anybody sleeps; a waiter registers as a sleeper, calls [`heavy_fence`], then reads
+/// what was published. Either the waiter sees the publication or the publisher sees the
+/// sleeper. With Linux's `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` the heavy side makes
+/// every running thread of the process execute a full barrier, so the light side needs none
+/// (a publisher's `MFENCE` would wait for its store to reach a line the waiters keep reading).
+/// Without it (old kernels, seccomp), both sides use `MFENCE`.
+pub fn membarrier_ready() -> bool {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *READY.get_or_init(|| {
+        // SAFETY: membarrier(2) takes no pointers; the command is from linux/membarrier.h.
+        // Registration is per process and idempotent.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        };
+        r == 0
+    })
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// The publisher's side of the asymmetric barrier (see [`membarrier_ready`]).
+#[inline]
+pub fn light_fence() {
+    use std::sync::atomic::{compiler_fence, fence, Ordering::SeqCst};
+    if membarrier_ready() {
+        compiler_fence(SeqCst);
+    } else {
+        fence(SeqCst);
+    }
+}
+
+/// The waiter's side of the asymmetric barrier (see [`membarrier_ready`]). Costs a system call.
+pub fn heavy_fence() {
+    use std::sync::atomic::{fence, Ordering::SeqCst};
+    fence(SeqCst);
+    if membarrier_ready() {
+        // SAFETY: as above; the process registered for this command in `membarrier_ready`.
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        // Registered, so it cannot fail (membarrier(2), ERRORS); if it ever did, publishers
+        // would only have had a compiler fence: stop rather than lose wake-ups.
+        assert_eq!(r, 0, "membarrier failed after registration");
+    }
+}
+
+/// Asks for the cache line of `x` in exclusive state (`PREFETCHW`), ahead of a read-modify-write
+/// of it: the read before a compare-and-swap then does not fetch the line shared first, which
+/// would cost a second transfer between cores when another thread wrote it last. A hint only.
+#[inline(always)]
+pub fn prefetch_for_write<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no memory or flags; `x` is a valid reference.
+    // On a CPU without PREFETCHW (3DNowPrefetch) the encoding executes as a NOP.
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) x as *const T, options(nostack, preserves_flags, readonly))
+    };
+}
+
 /// Copies `src` to `dst` with non-temporal stores, bypassing the cache. Needs only a fence.
 ///
 /// # Safety

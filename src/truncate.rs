@@ -13,6 +13,7 @@ use crate::iter::Index;
 use crate::log::{new_epoch, Log, Writer};
 use crate::media::{Live, Media};
 use crate::recover::INDEX_STRIDE;
+use crate::reserve::State;
 use crate::Lsn;
 
 impl<M: Media> Log<M> {
@@ -67,13 +68,15 @@ impl<M: Media> Log<M> {
             ..w.slot
         };
         self.write_slot_mut(slot)?;
-        let w = self.writer.get_mut();
-        w.head = head;
+        let resv = self.resv.get_mut();
+        let mut st = State::unpack(*resv);
         if lsn == next {
-            w.tail = DATA_OFFSET;
+            // Older bytes follow the new tail: appends need end markers from now on.
+            st = State::new(DATA_OFFSET, st.next_lsn, false).with_ticket(st.ticket, st.flags);
+            // (The slot, and so `SLOT_CONCURRENT`, stays.)
         }
-        w.wrap_at = wrap_at;
-        let tail = w.tail;
+        *resv = st.pack();
+        let tail = st.tail;
         self.first_lsn = lsn;
         self.pmem.set_live(Live {
             head,
@@ -174,15 +177,15 @@ impl<M: Media> Log<M> {
                 .drain()
                 .map_err(|e| Error::io(&self.name, "drain", e))?;
         }
-        let w = self.writer.get_mut();
-        w.tail = tail;
-        w.next_lsn = lsn + 1;
-        let head = w.head;
+        // A new epoch without `SLOT_CONCURRENT`, and older bytes after the new tail.
+        let st = State::unpack(*self.resv.get_mut());
+        *self.resv.get_mut() = State::new(tail, lsn + 1, false)
+            .with_ticket(st.ticket, 0)
+            .pack();
+        self.epoch = self.writer.get_mut().slot.epoch;
+        let head = live.head;
         // Cutting back into the first part of a wrapped log ends the wrap.
-        if tail >= head {
-            w.wrap_at = 0;
-        }
-        let wrap_at = w.wrap_at;
+        let wrap_at = if tail >= head { 0 } else { live.wrap_at };
         self.pmem.set_live(Live {
             head,
             tail,

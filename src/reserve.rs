@@ -1,0 +1,603 @@
+//! Reservations and in-order publication: how many appenders share one log without a lock.
+//!
+//! **Reserving.** Where the next append goes and which LSNs it takes live in one 128-bit word,
+//! [`State`]: the tail offset, a ticket counter, three flags, and the next LSN. An appender
+//! reserves with one compare-and-swap of that word; nothing else is shared on the way in. Rare
+//! events leave the fast path: recording the `CONCURRENT` slot flag, a full log, too many
+//! appends in flight.
+//!
+//! **The end marker.** When the bytes after a reservation may hold older data, its appender
+//! stores 8 zero bytes right after it (FORMAT.md, section 5). Those bytes are where the next
+//! reservation starts, so the marker must reach them before the next appender's stores: every
+//! appender says in its ticket's slot when its marker is stored (or that it needs none), and
+//! the appender of the next ticket waits for that before its first store (a few nanoseconds;
+//! only that one appender waits, and no reservation does).
+//!
+//! **Publishing.** Each ticket has a slot in a ring of [`MAX_INFLIGHT`], where its appender
+//! records where its entries end. When they are durable (CPU mode) or stored (msync mode), the
+//! appender marks the slot ready. Tickets are published strictly in order — publishing makes
+//! the entries visible to readers and lets their appends return — by one thread at a time, the
+//! *publisher*, and `published` counts the tickets done. In CPU mode the publisher of a run
+//! goes on through every consecutive ready ticket, then stores `published`: its value `t`
+//! says that every ticket before `t` is published and that ticket `t` was not ready when the
+//! publisher looked, so its own appender publishes it (and whatever is ready after it) when it
+//! sees that value. No ticket is published twice and none is forgotten, without a lock or a
+//! compare-and-swap, and an appender that sleeps or is descheduled holds nobody up once its
+//! ticket is ready. In msync mode the group commit publishes what its one `msync` covered.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, MAX_INFLIGHT, SLOT_CONCURRENT};
+use crate::log::Log;
+use crate::media::{Claim, Media};
+use crate::persist;
+use crate::recover::INDEX_STRIDE;
+use crate::Lsn;
+
+/// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
+pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
+
+const TICKET_BITS: u32 = 12;
+const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
+/// The tail is stored in 8-byte units: 44 bits cover every capacity up to 2^47 bytes.
+const TAIL_UNITS_BITS: u32 = 44;
+
+/// Nothing was ever stored at or after the tail (a new log's first lap): no end marker needed.
+const FRESH: u8 = 1;
+/// The session's slot carries `SLOT_CONCURRENT`.
+const CONCURRENT: u8 = 4;
+
+/// The reservation word, unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct State {
+    /// Offset just past the last reserved entry.
+    pub tail: usize,
+    /// Reservations made so far, modulo 2^12 (at most 16 are in flight).
+    pub ticket: u64,
+    pub flags: u8,
+    /// The LSN the next reservation gets.
+    pub next_lsn: Lsn,
+}
+
+impl State {
+    pub(crate) fn new(tail: usize, next_lsn: Lsn, fresh: bool) -> Self {
+        State {
+            tail,
+            ticket: 0,
+            flags: if fresh { FRESH } else { 0 },
+            next_lsn,
+        }
+    }
+
+    /// This state with the ticket count of another and the given flags; `FRESH` is dropped
+    /// (only a new log's first lap is fresh).
+    pub(crate) fn with_ticket(self, ticket: u64, flags: u8) -> Self {
+        State {
+            ticket,
+            flags: flags & CONCURRENT,
+            ..self
+        }
+    }
+
+    pub(crate) fn pack(self) -> u128 {
+        debug_assert!(self.tail % ENTRY_ALIGN == 0 && self.tail >> 3 < 1 << TAIL_UNITS_BITS);
+        let lo = (self.tail as u64 >> 3)
+            | (self.ticket & TICKET_MASK) << TAIL_UNITS_BITS
+            | (self.flags as u64) << (TAIL_UNITS_BITS + TICKET_BITS);
+        (self.next_lsn as u128) << 64 | lo as u128
+    }
+
+    pub(crate) fn unpack(v: u128) -> Self {
+        let lo = v as u64;
+        State {
+            tail: ((lo & ((1 << TAIL_UNITS_BITS) - 1)) << 3) as usize,
+            ticket: (lo >> TAIL_UNITS_BITS) & TICKET_MASK,
+            flags: (lo >> (TAIL_UNITS_BITS + TICKET_BITS)) as u8,
+            next_lsn: (v >> 64) as u64,
+        }
+    }
+
+    /// The packed word with only flag `f` set (for `fetch_and`/`fetch_or`).
+    fn flag_bits(f: u8) -> u128 {
+        ((f as u64) << (TAIL_UNITS_BITS + TICKET_BITS)) as u128
+    }
+}
+
+/// A ticket's slot in the publication ring; one per cache-line pair, so that neighbouring
+/// tickets of different threads do not share a line.
+#[repr(align(128))]
+pub(crate) struct TicketSlot {
+    /// `ticket + 1` once ticket `ticket` is ready (durable, or stored in msync mode).
+    ready: AtomicU64,
+    /// `ticket + 1` once ticket `ticket` stored its end marker, or found it needs none. Only
+    /// grows, as the slot is reused by later tickets.
+    marker_done: AtomicU64,
+    start: AtomicU64,
+    end: AtomicU64,
+    /// Where the entries before a wrap end, if this reservation wrapped; `NO_WRAP` otherwise.
+    wrap_at: AtomicU64,
+    next_lsn: AtomicU64,
+    first_lsn: AtomicU64,
+    /// Offsets of its entries the sparse index keeps (rare: one entry in `INDEX_STRIDE`).
+    has_anchors: AtomicBool,
+    anchors: parking_lot::Mutex<Vec<u64>>,
+}
+
+const NO_WRAP: u64 = u64::MAX;
+
+impl TicketSlot {
+    pub(crate) fn ring() -> Box<[TicketSlot]> {
+        (0..MAX_INFLIGHT)
+            .map(|_| TicketSlot {
+                ready: AtomicU64::new(0),
+                marker_done: AtomicU64::new(0),
+                start: AtomicU64::new(0),
+                end: AtomicU64::new(0),
+                wrap_at: AtomicU64::new(NO_WRAP),
+                next_lsn: AtomicU64::new(0),
+                first_lsn: AtomicU64::new(0),
+                has_anchors: AtomicBool::new(false),
+                anchors: parking_lot::Mutex::new(Vec::new()),
+            })
+            .collect()
+    }
+}
+
+/// One reservation: bytes `[start, end)` and LSNs `first..first + n`.
+pub(crate) struct Resv {
+    pub ticket: u64,
+    pub claim: Claim,
+    pub first: Lsn,
+    /// The end marker was stored after `end` and must be made durable with the entries.
+    pub marker: bool,
+}
+
+impl<M: Media> Log<M> {
+    /// Step 1 of an append: places `total` bytes for `payloads`, takes their LSNs and a ticket.
+    pub(crate) fn reserve(&self, payloads: &[&[u8]], total: usize) -> Result<Resv> {
+        let cap = self.sb.capacity as usize;
+        let head = self.pmem.live().head;
+        let mut spins = 0u32;
+        persist::prefetch_for_write(&*self.resv);
+        let mut cur = self.resv.load(Ordering::Acquire);
+        let (st, published, start, marker) = loop {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poison_error());
+            }
+            let st = State::unpack(cur);
+            let published = self.published.load(Ordering::Acquire);
+            let inflight = st.ticket.wrapping_sub(published) & TICKET_MASK;
+            if inflight >= MAX_INFLIGHT as u64 {
+                // A full ring waits for the oldest append (FORMAT.md, "Concurrency").
+                backoff(&mut spins);
+                cur = self.resv.load(Ordering::Acquire);
+                continue;
+            }
+            if inflight > 0 && st.flags & CONCURRENT == 0 {
+                self.record_concurrent()?;
+                cur = self.resv.load(Ordering::Acquire);
+                continue;
+            }
+            let start = self.place(st.tail, head, total)?;
+            let end = start + total;
+            let fresh = st.flags & FRESH != 0 && start == st.tail;
+            let limit = if end < head { head } else { cap };
+            let marker = !fresh && end + ENTRY_ALIGN <= limit;
+            let mut flags = st.flags & CONCURRENT;
+            if fresh {
+                flags |= FRESH;
+            }
+            let new = State {
+                tail: end,
+                ticket: st.ticket + 1,
+                flags,
+                next_lsn: st.next_lsn + payloads.len() as u64,
+            };
+            match self.resv.compare_exchange_weak(
+                cur,
+                new.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break (st, published, start, marker),
+                Err(now) => cur = now,
+            }
+        };
+        let end = start + total;
+        // The full ticket: less than MAX_INFLIGHT above the published count read before the
+        // compare-and-swap succeeded.
+        let ticket = published + (st.ticket.wrapping_sub(published) & TICKET_MASK);
+        let slot = &self.ring[ticket as usize % MAX_INFLIGHT];
+        if marker {
+            // SAFETY: the next reservation starts at `end`, and its appender stores nothing
+            // before `marker_done` says this store is done; the bytes are free space (`place`
+            // kept them before the head or the end of the file). So this thread is their only
+            // user meanwhile.
+            let m = unsafe { self.pmem.claim_reserved(end, end + ENTRY_ALIGN) };
+            self.pmem.store_claimed(&m, end, &[0u8; ENTRY_ALIGN], false);
+        }
+        slot.marker_done.store(ticket + 1, Ordering::Release);
+        // In a fresh lap the reservation before stored no marker: nothing to wait for.
+        if ticket > 0 && st.flags & FRESH == 0 {
+            // The previous reservation's marker may lie where this one starts.
+            let prev = &self.ring[(ticket - 1) as usize % MAX_INFLIGHT];
+            let mut spins = 0;
+            while prev.marker_done.load(Ordering::Acquire) < ticket {
+                backoff(&mut spins);
+            }
+        }
+        self.prepare(start, total);
+        let first = st.next_lsn;
+        slot.start.store(start as u64, Ordering::Relaxed);
+        slot.end.store(end as u64, Ordering::Relaxed);
+        let wrap_at = if start != st.tail {
+            st.tail as u64
+        } else {
+            NO_WRAP
+        };
+        slot.wrap_at.store(wrap_at, Ordering::Relaxed);
+        slot.first_lsn.store(first, Ordering::Relaxed);
+        slot.next_lsn
+            .store(first + payloads.len() as u64, Ordering::Relaxed);
+        // Offsets of the entries the sparse index keeps (one in INDEX_STRIDE).
+        let next = first + payloads.len() as u64;
+        let anchored = (first - self.first_lsn).div_ceil(INDEX_STRIDE)
+            < (next - self.first_lsn).div_ceil(INDEX_STRIDE);
+        slot.has_anchors.store(anchored, Ordering::Relaxed);
+        if anchored {
+            let mut anchors = slot.anchors.lock();
+            anchors.clear();
+            let mut pos = start;
+            for (i, p) in payloads.iter().enumerate() {
+                if (first + i as u64 - self.first_lsn) % INDEX_STRIDE == 0 {
+                    anchors.push(pos as u64);
+                }
+                pos += crate::format::entry_len(p.len());
+            }
+        }
+        // SAFETY: the compare-and-swap above moved the tail from `start` (or, on a wrap, from
+        // the old tail to the start of the data area) past `end`, so no other reservation can
+        // overlap `[start, end)`; `place` kept it in free space, before the head.
+        let claim = unsafe { self.pmem.claim_reserved(start, end) };
+        Ok(Resv {
+            ticket,
+            claim,
+            first,
+            marker,
+        })
+    }
+
+    /// Where an append of `total` bytes goes when the tail is at `tail`: at the tail, or at
+    /// the start of the data area when it does not fit before the end of the file (the wrap
+    /// rule: an append never straddles the end). The live entries always stay at least 8 bytes
+    /// short of the head, so that a tail equal to the head means an empty log.
+    fn place(&self, tail: usize, head: usize, total: usize) -> Result<usize> {
+        let cap = self.sb.capacity as usize;
+        let available = if tail >= head {
+            if tail + total <= cap {
+                return Ok(tail);
+            }
+            if DATA_OFFSET + total < head {
+                return Ok(DATA_OFFSET);
+            }
+            (cap - tail).max(head.saturating_sub(DATA_OFFSET + ENTRY_ALIGN))
+        } else {
+            if tail + total < head {
+                return Ok(tail);
+            }
+            head.saturating_sub(tail + ENTRY_ALIGN)
+        };
+        Err(Error::Full {
+            needed: total as u64,
+            available: available as u64,
+        })
+    }
+
+    /// The first overlap of the session: record it in the slot before a second reservation
+    /// can exist, so that recovery allows for several appends in flight.
+    #[cold]
+    fn record_concurrent(&self) -> Result<()> {
+        let mut w = self.lock_writer();
+        if w.slot.flags & SLOT_CONCURRENT == 0 {
+            let slot = Slot {
+                seq: w.slot.seq + 1,
+                flags: SLOT_CONCURRENT,
+                ..w.slot
+            };
+            self.write_slot(&mut w, slot)?;
+        }
+        self.resv
+            .fetch_or(State::flag_bits(CONCURRENT), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Steps 2 and 3 after the stores: make the reservation durable, publish in ticket order,
+    /// and wait until every earlier ticket is published too.
+    pub(crate) fn complete(&self, r: &Resv, nt: bool) -> Result<()> {
+        let cpu = self.pmem.media().persistence().is_cpu_flush();
+        if cpu {
+            self.barrier(r.claim.start(), r.claim.len(), nt, r.marker)
+                .inspect_err(|e| self.poison(e))?;
+        }
+        let slot = &self.ring[r.ticket as usize % MAX_INFLIGHT];
+        slot.ready.store(r.ticket + 1, Ordering::Release);
+        if cpu {
+            self.wait_published(r.ticket, true)?;
+        } else {
+            self.group_sync(r.ticket)?;
+            self.wait_published(r.ticket, false)?;
+        }
+        Ok(())
+    }
+
+    /// True if ticket `t` is ready to be published.
+    #[inline]
+    fn is_ready(&self, t: u64) -> bool {
+        self.ring[t as usize % MAX_INFLIGHT]
+            .ready
+            .load(Ordering::Acquire)
+            == t + 1
+    }
+
+    /// Publishes tickets from `t` on: every ticket before `t` is published, and this thread is
+    /// the publisher. Goes on while tickets are ready (CPU mode) or up to `upto` (msync mode:
+    /// what the group commit synced).
+    fn publish_run(&self, t: u64, upto: Option<u64>) {
+        let mut next_ticket = t;
+        let mut wrap = None;
+        let (tail, last) = loop {
+            let slot = &self.ring[next_ticket as usize % MAX_INFLIGHT];
+            let start = slot.start.load(Ordering::Relaxed) as usize;
+            let end = slot.end.load(Ordering::Relaxed) as usize;
+            let wrap_at = slot.wrap_at.load(Ordering::Relaxed);
+            let first = slot.first_lsn.load(Ordering::Relaxed);
+            if slot.has_anchors.load(Ordering::Relaxed) {
+                let anchors = slot.anchors.lock();
+                let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+                if index.anchors.is_empty() {
+                    index.base = first + (first - self.first_lsn).wrapping_neg() % INDEX_STRIDE;
+                }
+                index.anchors.extend_from_slice(&anchors);
+            }
+            if let Some(every) = self.hint_every {
+                let since = self.since_hint.load(Ordering::Relaxed) + (end - start) as u64;
+                // Only while not wrapped: a hint at or after the head keeps the wrap point
+                // findable by the scan from the hint.
+                if since >= every && start >= self.pmem.live().head {
+                    self.write_hint(start, first);
+                    self.since_hint.store(0, Ordering::Relaxed);
+                } else {
+                    self.since_hint.store(since, Ordering::Relaxed);
+                }
+            }
+            if wrap_at != NO_WRAP {
+                wrap = Some(wrap_at as usize);
+            }
+            let last = slot.next_lsn.load(Ordering::Relaxed) - 1;
+            next_ticket += 1;
+            let more = match upto {
+                Some(u) => next_ticket < u,
+                None => self.is_ready(next_ticket),
+            };
+            if !more {
+                break (end, last);
+            }
+        };
+        // SAFETY: every ticket up to `next_ticket` is ready (CPU mode: each appender fenced
+        // before marking its slot; msync mode: the group commit synced them) and in order
+        // after the published ones, so every byte up to `tail` is durable and no appender
+        // stores into it any more; this thread is the only publisher until it stores
+        // `published` below.
+        unsafe { self.pmem.publish(tail, wrap) };
+        // The tail first, then the LSN: a reader that sees an LSN finds its entry live.
+        self.last_lsn.store(last, Ordering::Release);
+        self.published.store(next_ticket, Ordering::Release);
+        // Against a sleeper that registers in `waiters` and then reads `published`: one of the
+        // two sees the other, so no wake-up is lost.
+        persist::light_fence();
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+    }
+
+    /// Writes a tail hint: the entry at `offset` with LSN `lsn` is durable and in order after
+    /// the published ones.
+    fn write_hint(&self, offset: usize, lsn: Lsn) {
+        let mut w = self.lock_writer();
+        let slot = Slot {
+            seq: w.slot.seq + 1,
+            hint_offset: offset as u64,
+            hint_lsn: lsn,
+            ..w.slot
+        };
+        // A failed hint only costs recovery time; the append itself is durable.
+        let _ = self.write_slot(&mut w, slot);
+    }
+
+    /// msync mode: one `msync` covers every reservation stored so far, in ticket order.
+    fn group_sync(&self, ticket: u64) -> Result<()> {
+        let _sync = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cap = self.sb.capacity as usize;
+        loop {
+            let first = self.published.load(Ordering::Acquire);
+            if first > ticket {
+                return Ok(()); // someone else's msync covered it
+            }
+            let mut runs: Vec<(usize, usize)> = Vec::new();
+            let mut upto = first;
+            while upto - first < MAX_INFLIGHT as u64 && self.is_ready(upto) {
+                let slot = &self.ring[upto as usize % MAX_INFLIGHT];
+                let start = slot.start.load(Ordering::Relaxed) as usize;
+                let end = slot.end.load(Ordering::Relaxed) as usize + ENTRY_ALIGN; // the marker
+                match runs.last_mut() {
+                    Some(r) if r.1 == start || r.1 == start + ENTRY_ALIGN => r.1 = end,
+                    _ => runs.push((start, end)),
+                }
+                upto += 1;
+            }
+            if upto == first {
+                // The oldest reservation is still being stored by its thread.
+                std::thread::yield_now();
+                if self.poisoned.load(Ordering::Acquire) {
+                    return Err(self.poison_error());
+                }
+                continue;
+            }
+            for (a, b) in runs {
+                self.pmem.flush(a, b.min(cap) - a);
+                self.barrier_drain().inspect_err(|e| self.poison(e))?;
+            }
+            // In msync mode only the group commit publishes, under the sync lock.
+            self.publish_run(first, Some(upto));
+        }
+    }
+
+    /// Waits until `ticket` is published: a short spin first, then the condition variable.
+    /// With `turn` (CPU mode), publishes it (and the ready tickets after it) when `published`
+    /// says that its turn came and the publisher before left it to its own appender.
+    fn wait_published(&self, ticket: u64, turn: bool) -> Result<()> {
+        // The predecessors are a copy and a fence away: spin (a sleep and a wake-up cost
+        // microseconds), then yield, and only then sleep.
+        for i in 0..40_000u32 {
+            let p = self.published.load(Ordering::Acquire);
+            if p > ticket {
+                return Ok(());
+            }
+            if turn && p == ticket {
+                self.publish_run(ticket, None);
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poison_error());
+            }
+            if i < 30_000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        persist::heavy_fence();
+        let mut g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let p = self.published.load(Ordering::Acquire);
+            if p > ticket {
+                break;
+            }
+            if turn && p == ticket {
+                // Publishing takes locks of its own; never under the wake lock.
+                drop(g);
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                self.publish_run(ticket, None);
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::SeqCst) {
+                drop(g);
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                return Err(self.poison_error());
+            }
+            g = self
+                .wake
+                .wait_timeout(g, Duration::from_millis(10))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(g);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A failed barrier leaves durability unknown: nothing after it is published, and every
+    /// waiting or later append fails.
+    pub(crate) fn poison(&self, e: &Error) {
+        let mut w = self.lock_writer();
+        if w.poisoned.is_none() {
+            tracing::error!(error = %e, "daxlog: barrier failed; the log refuses further appends");
+            w.poisoned = Some(PoisonCause(e.to_string()));
+        }
+        drop(w);
+        self.poisoned.store(true, Ordering::SeqCst);
+        let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    #[cold]
+    fn poison_error(&self) -> Error {
+        let w = self.lock_writer();
+        let cause = w.poisoned.as_ref().map_or("", |c| c.0.as_str());
+        Error::io(
+            &self.name,
+            "append after a failed barrier",
+            std::io::Error::other(cause.to_string()),
+        )
+    }
+
+    /// Prefaults the pages the appends from `pos` will touch, 2 MiB at a time and each chunk
+    /// once per mapping: after a wrap the pages are mapped already, and populating them again
+    /// would cost as much as the first time.
+    #[inline]
+    pub(crate) fn prepare(&self, pos: usize, need: usize) {
+        let cap = self.sb.capacity as usize;
+        let first = pos / PREPARE_CHUNK;
+        let last = ((pos + need + PREPARE_CHUNK).min(cap) - 1) / PREPARE_CHUNK;
+        for c in first..=last {
+            let (word, bit) = (c / 64, 1u64 << (c % 64));
+            if self.populated[word].load(Ordering::Relaxed) & bit == 0
+                && self.populated[word].fetch_or(bit, Ordering::Relaxed) & bit == 0
+            {
+                let from = c * PREPARE_CHUNK;
+                self.pmem
+                    .media()
+                    .prepare(from, PREPARE_CHUNK.min(cap - from));
+            }
+        }
+    }
+}
+
+/// Spins a little, then yields.
+#[inline]
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 1000 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Why a log refuses appends after a failed barrier.
+#[derive(Clone, Debug)]
+pub(crate) struct PoisonCause(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_packs_and_unpacks() {
+        for s in [
+            State::new(DATA_OFFSET, 1, true),
+            State {
+                tail: (1 << 46) - 8,
+                ticket: TICKET_MASK,
+                flags: FRESH | CONCURRENT,
+                next_lsn: u64::MAX,
+            },
+            State {
+                tail: 1 << 46,
+                ticket: 5,
+                flags: CONCURRENT,
+                next_lsn: 42,
+            },
+        ] {
+            assert_eq!(State::unpack(s.pack()), s);
+        }
+        let s = State::new(4096, 7, false);
+        let with = State::unpack(s.pack() | State::flag_bits(CONCURRENT));
+        assert_eq!(with.flags, CONCURRENT);
+        assert_eq!((with.tail, with.next_lsn), (4096, 7));
+    }
+}
