@@ -169,7 +169,7 @@ pub fn validate_capacity(capacity: u64) -> Result<(), &'static str> {
     if capacity < MIN_CAPACITY {
         return Err("smaller than the minimum of 8192 bytes");
     }
-    if capacity % CAPACITY_ALIGN != 0 {
+    if !capacity.is_multiple_of(CAPACITY_ALIGN) {
         return Err("not a multiple of 4096 bytes");
     }
     if capacity > MAX_CAPACITY {
@@ -228,7 +228,7 @@ pub const SLOT_CONCURRENT: u32 = 1;
 impl Slot {
     /// Offset of slot `seq % 2`.
     pub fn offset_for(seq: u64) -> usize {
-        if seq % 2 == 0 {
+        if seq.is_multiple_of(2) {
             SLOT0_OFFSET
         } else {
             SLOT1_OFFSET
@@ -270,7 +270,7 @@ impl Slot {
         let hint_sane = (s.hint_offset == 0 && s.hint_lsn == 0)
             || (s.hint_offset >= DATA_OFFSET as u64
                 && s.hint_offset < capacity
-                && s.hint_offset % ENTRY_ALIGN as u64 == 0
+                && s.hint_offset.is_multiple_of(ENTRY_ALIGN as u64)
                 && s.hint_lsn >= FIRST_LSN);
         let sane = s.seq != 0
             && s.flags & !SLOT_CONCURRENT == 0
@@ -278,7 +278,7 @@ impl Slot {
             && get_u32(b, SLOT_RESERVED) == 0
             && s.head_offset >= DATA_OFFSET as u64
             && s.head_offset < capacity
-            && s.head_offset % ENTRY_ALIGN as u64 == 0
+            && s.head_offset.is_multiple_of(ENTRY_ALIGN as u64)
             && s.head_lsn >= FIRST_LSN
             && s.cut_lsn >= s.head_lsn;
         sane.then_some(s)

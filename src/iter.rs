@@ -195,7 +195,7 @@ impl<M: Media> Log<M> {
         let mut front = Vec::new();
         let mut pos = live.first(self.pmem.data_start());
         for lsn in self.first_lsn..index.base {
-            if (lsn - self.first_lsn) % INDEX_STRIDE == 0 {
+            if (lsn - self.first_lsn).is_multiple_of(INDEX_STRIDE) {
                 front.push(pos as u64);
             }
             match self.entry_at(live, pos, lsn) {

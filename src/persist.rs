@@ -168,7 +168,7 @@ pub fn prefetch_for_write<T>(x: &T) {
 /// `src.len()` are multiples of 8.
 #[inline]
 pub unsafe fn copy_nt(dst: *mut u8, src: &[u8]) {
-    debug_assert!(dst as usize % 8 == 0 && src.len() % 8 == 0);
+    debug_assert!((dst as usize).is_multiple_of(8) && src.len().is_multiple_of(8));
     #[cfg(target_arch = "x86_64")]
     // SAFETY: every store below targets `dst + i` with `i + width <= src.len()`, inside the
     // range the caller vouches for; 16-byte streaming stores are issued only at 16-byte aligned
@@ -178,7 +178,7 @@ pub unsafe fn copy_nt(dst: *mut u8, src: &[u8]) {
         let n = src.len();
         let s = src.as_ptr();
         let mut i = 0;
-        if dst as usize % 16 != 0 && n >= 8 {
+        if !(dst as usize).is_multiple_of(16) && n >= 8 {
             _mm_stream_si64(dst as *mut i64, (s as *const i64).read_unaligned());
             i = 8;
         }
@@ -511,9 +511,8 @@ pub fn crc32c_append_fast(crc: u32, data: &[u8]) -> u32 {
 /// `dst` is 8-byte aligned, valid for `src.len()` bytes of writes and does not overlap `src`;
 /// `src.len()` is a multiple of 8.
 #[inline]
-#[allow(dead_code)] // Not yet used by the append path.
 pub unsafe fn copy_nt_crc32c(dst: *mut u8, src: &[u8], crc: u32) -> u32 {
-    debug_assert!(dst as usize % 8 == 0 && src.len() % 8 == 0);
+    debug_assert!((dst as usize).is_multiple_of(8) && src.len().is_multiple_of(8));
     // SAFETY: the caller's contract is the one `copy_crc_with` needs; the kernel is this CPU's.
     unsafe { copy_crc_with(Kernel::best(), dst, src, crc) }
 }
@@ -577,7 +576,6 @@ unsafe fn copy_crc_with(kernel: Kernel, dst: *mut u8, src: &[u8], crc: u32) -> u
 ///
 /// The AVX-512 and VPCLMULQDQ intrinsics are stable since Rust 1.89.
 #[cfg(target_arch = "x86_64")]
-#[clippy::msrv = "1.89"]
 mod clmul {
     use super::{FOLD_128, FOLD_2048, FOLD_256, FOLD_384, FOLD_512};
     use std::arch::x86_64::*;

@@ -191,7 +191,7 @@ pub(crate) fn walk_visit(
         match check_entry(image, pos, w.limit, lsn, salt, slot) {
             Ok(h) => {
                 visit(lsn, pos, &h);
-                if (lsn - slot.head_lsn) % INDEX_STRIDE == 0 {
+                if (lsn - slot.head_lsn).is_multiple_of(INDEX_STRIDE) {
                     w.index.push((lsn, pos as u64));
                 }
                 // Batches are atomic only while they may be in flight: below the cut, every

@@ -82,7 +82,7 @@ impl State {
     }
 
     pub(crate) fn pack(self) -> u128 {
-        debug_assert!(self.tail % ENTRY_ALIGN == 0 && self.tail >> 3 < 1 << TAIL_UNITS_BITS);
+        debug_assert!(self.tail.is_multiple_of(ENTRY_ALIGN) && self.tail >> 3 < 1 << TAIL_UNITS_BITS);
         let lo = (self.tail as u64 >> 3)
             | (self.ticket & TICKET_MASK) << TAIL_UNITS_BITS
             | (self.flags as u64) << (TAIL_UNITS_BITS + TICKET_BITS);
@@ -251,7 +251,7 @@ impl<M: Media> Log<M> {
             anchors.clear();
             let mut pos = start;
             for (i, p) in payloads.iter().enumerate() {
-                if (first + i as u64 - self.first_lsn) % INDEX_STRIDE == 0 {
+                if (first + i as u64 - self.first_lsn).is_multiple_of(INDEX_STRIDE) {
                     anchors.push(pos as u64);
                 }
                 pos += crate::format::entry_len(p.len());

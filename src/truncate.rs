@@ -235,7 +235,7 @@ impl<M: Media> Log<M> {
         let mut lsn = self.first_lsn;
         let last = self.last_lsn.load(Ordering::Acquire);
         while lsn <= last {
-            if (lsn - self.first_lsn) % INDEX_STRIDE == 0 {
+            if (lsn - self.first_lsn).is_multiple_of(INDEX_STRIDE) {
                 index.push(pos as u64);
             }
             match self.entry_at(&live, pos, lsn) {

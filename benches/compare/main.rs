@@ -134,7 +134,7 @@ fn main() {
     let mut results = report::Results::default();
     let groups: Vec<Group> = groups(profile)
         .into_iter()
-        .filter(|g| only.as_deref().map_or(true, |o| g.name.contains(o)))
+        .filter(|g| only.as_deref().is_none_or(|o| g.name.contains(o)))
         .collect();
     let load_start = report::loadavg();
     for round in 0..rounds {

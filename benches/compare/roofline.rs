@@ -274,7 +274,7 @@ pub unsafe fn nt_copy_sse2(dst: *mut u8, src: &[u8]) {
     // SAFETY: every store writes `dst[i..i + w]` with `i + w <= n`; 16-byte streaming stores
     // are issued only at 16-byte aligned addresses; loads stay inside `src` (unaligned loads).
     unsafe {
-        if dst as usize % 16 != 0 && n >= 8 {
+        if !(dst as usize).is_multiple_of(16) && n >= 8 {
             _mm_stream_si64(dst as *mut i64, (s as *const i64).read_unaligned());
             i = 8;
         }
@@ -328,7 +328,7 @@ pub unsafe fn nt_copy_avx2(dst: *mut u8, src: &[u8]) {
     // SAFETY: as in `nt_copy_sse2`, with 32-byte streaming stores only at 32-byte aligned
     // addresses.
     unsafe {
-        while (dst as usize + i) % 32 != 0 && i + 8 <= n {
+        while !(dst as usize + i).is_multiple_of(32) && i + 8 <= n {
             _mm_stream_si64(
                 dst.add(i) as *mut i64,
                 (s.add(i) as *const i64).read_unaligned(),

@@ -74,7 +74,7 @@ fn run(dir: &Path, ops: u64, seed: u64, every: u64) -> Result<(), Box<dyn std::e
         writeln!(out, "ack {lsn} {}", op.encode())?;
         out.flush()?;
         done += 1;
-        if done % every == 0 {
+        if done.is_multiple_of(every) {
             store.checkpoint()?;
             writeln!(out, "checkpoint {}", store.snapshot_lsn)?;
             out.flush()?;
