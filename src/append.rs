@@ -29,6 +29,10 @@ use crate::persist::CACHE_LINE;
 use crate::reserve::Resv;
 use crate::Lsn;
 
+/// Single appends of payloads from this size on, with non-temporal stores, checksum the payload
+/// while copying it (below it, the separate checksum costs less than the fused kernel's setup).
+const FUSED_FROM: usize = 512;
+
 /// Batches up to this many bytes on media are assembled on the stack and stored at once.
 const BATCH_BUF: usize = 4096;
 
@@ -48,6 +52,12 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.check_payload(payload)?;
+        if payload.len() >= FUSED_FROM {
+            let total = format::entry_len(payload.len());
+            if total >= self.nt_threshold {
+                return self.append_fused(payload, total);
+            }
+        }
         let crc = format::payload_crc(self.sb.salt, payload);
         let lsns = self.append_entries(&[payload], &[crc])?;
         Ok(lsns.start)
@@ -97,6 +107,57 @@ impl<M: Media> Log<M> {
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock()
+    }
+
+    /// [`Log::append`] of a large payload with non-temporal stores: the payload checksum is
+    /// computed while the payload is copied (one pass over it instead of two), and the header,
+    /// which needs the checksum, is stored last.
+    fn append_fused(&self, payload: &[u8], total: usize) -> Result<Lsn> {
+        let resv = self.reserve(&[payload], total)?;
+        let mut guard = Abandoned {
+            log: self,
+            resv: &resv,
+            payloads: &[payload],
+            nt: true,
+            done: false,
+        };
+        let (claim, pos) = (&resv.claim, resv.claim.start());
+        // The payload bytes up to the next cache-line boundary go with the header, stored last
+        // as one run that ends the entry's first line (a line written in two separate partial
+        // runs costs more than in one); the rest is copied and checksummed in one pass.
+        let head = ((CACHE_LINE - (pos + HEADER_LEN) % CACHE_LINE) % CACHE_LINE).min(payload.len());
+        let body = (payload.len() - head) & !(ENTRY_ALIGN - 1);
+        let mut pcrc = crate::persist::crc32c_append(self.sb.salt, &payload[..head]);
+        let at = pos + HEADER_LEN + head;
+        pcrc = self
+            .pmem
+            .store_claimed_crc(claim, at, &payload[head..head + body], pcrc);
+        let rest = &payload[head + body..];
+        if !rest.is_empty() {
+            pcrc = crate::persist::crc32c_append(pcrc, rest);
+            let mut last = [0u8; ENTRY_ALIGN];
+            last[..rest.len()].copy_from_slice(rest);
+            self.pmem.store_claimed(claim, at + body, &last, true);
+        }
+        let mut h = EntryHeader {
+            crc: 0,
+            len: payload.len() as u32,
+            lsn: resv.first,
+            epoch: self.epoch,
+            flags: 0,
+        };
+        h.crc = format::entry_crc(pcrc, &h);
+        // Header and head: at most 24 + 56 bytes, a multiple of 8 (the head ends on a line
+        // boundary, or is the whole payload of an entry that fits there, padded).
+        let mut first = [0u8; HEADER_LEN + CACHE_LINE];
+        first[..HEADER_LEN].copy_from_slice(&h.encode());
+        first[HEADER_LEN..HEADER_LEN + head].copy_from_slice(&payload[..head]);
+        let first_len = (HEADER_LEN + head).next_multiple_of(ENTRY_ALIGN);
+        self.pmem
+            .store_claimed(claim, pos, &first[..first_len], true);
+        guard.done = true;
+        self.complete(&resv, true)?;
+        Ok(resv.first)
     }
 
     /// Reserves, stores, persists and publishes `payloads`; returns their LSNs.
@@ -228,7 +289,7 @@ impl<M: Media> Log<M> {
         }
         // The marker is a cached store: its line needs a write-back unless the entries' own
         // write-back covered it.
-        if marker && (nt || end % CACHE_LINE == 0) {
+        if marker && (nt || end.is_multiple_of(CACHE_LINE)) {
             self.pmem.flush(end, ENTRY_ALIGN);
         }
         self.barrier_drain()

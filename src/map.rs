@@ -200,6 +200,13 @@ impl Media for MmapMedia {
     }
 
     #[inline]
+    unsafe fn store_nt_crc(&self, off: usize, src: &[u8], crc: u32) -> u32 {
+        debug_assert!(self.writable && off + src.len() <= self.len);
+        // SAFETY: as for `store_nt`.
+        unsafe { persist::copy_nt_crc32c(self.ptr.as_ptr().add(off), src, crc) }
+    }
+
+    #[inline]
     fn flush(&self, off: usize, len: usize) {
         if len == 0 || off >= self.len {
             return;

@@ -96,6 +96,18 @@ pub trait Media: Send + Sync {
     /// As for [`Media::store`].
     unsafe fn store_nt(&self, off: usize, src: &[u8]);
 
+    /// [`Media::store_nt`], returning `crc32c_append(crc, src)` (the `crc32c` crate's
+    /// function). Media that can checksum while they copy (one pass over `src`) override it.
+    ///
+    /// # Safety
+    /// As for [`Media::store_nt`].
+    unsafe fn store_nt_crc(&self, off: usize, src: &[u8], crc: u32) -> u32 {
+        let c = crate::persist::crc32c_append(crc, src);
+        // SAFETY: the caller's contract is `store_nt`'s.
+        unsafe { self.store_nt(off, src) };
+        c
+    }
+
     /// Starts writing back the cache lines (or pages) that cover `[off, off + len)`.
     fn flush(&self, off: usize, len: usize);
 
@@ -370,6 +382,18 @@ impl<M: Media> Pmem<M> {
         }
     }
 
+    /// Stores into a claimed range with non-temporal stores (`off` and `src.len()` multiples
+    /// of 8) and returns `crc32c_append(crc, src)`.
+    #[inline]
+    pub(crate) fn store_claimed_crc(&self, claim: &Claim, off: usize, src: &[u8], crc: u32) -> u32 {
+        assert!(
+            off >= claim.start && src.len() <= claim.end.saturating_sub(off),
+            "store outside its claim"
+        );
+        // SAFETY: as for `store_claimed`.
+        unsafe { self.media.store_nt_crc(off, src, crc) }
+    }
+
     /// Stores into the metadata area (below `data_start`), which readers never see.
     pub(crate) fn store_meta(&self, _token: &mut WriteToken, off: usize, src: &[u8]) {
         assert!(
@@ -390,7 +414,7 @@ impl<M: Media> Pmem<M> {
     /// Only one thread publishes at a time.
     #[inline]
     pub(crate) unsafe fn publish(&self, tail: usize, wrap_at: Option<usize>) {
-        assert!(tail <= self.media.len() && wrap_at.map_or(true, |w| w <= self.media.len()));
+        assert!(tail <= self.media.len() && wrap_at.is_none_or(|w| w <= self.media.len()));
         if let Some(w) = wrap_at {
             self.edge.wrap_at.store(w as u64, Ordering::Release);
         }
