@@ -307,7 +307,7 @@ impl Media for SimMedia {
 
     unsafe fn store_nt(&self, off: usize, src: &[u8]) {
         assert!(
-            off % 8 == 0 && src.len() % 8 == 0,
+            off.is_multiple_of(8) && src.len().is_multiple_of(8),
             "unaligned non-temporal store"
         );
         assert!(off <= self.len() && src.len() <= self.len() - off);

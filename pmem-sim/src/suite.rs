@@ -1216,7 +1216,7 @@ impl Runner {
         }) {
             return true;
         }
-        mix(self.seed, &[si as u64, p as u64, 0x5a3]) % s.one_in == 0
+        mix(self.seed, &[si as u64, p as u64, 0x5a3]).is_multiple_of(s.one_in)
     }
 
     fn check_segment(&mut self, si: usize) {
