@@ -12,7 +12,7 @@ use crate::common::*;
 /// The persistence configurations measured.
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
-    /// CPU flush forced on /dev/shm, default non-temporal threshold (256 B on media).
+    /// CPU flush forced on /dev/shm, default non-temporal threshold (0: NT stores always).
     Default,
     /// CPU flush forced, `nt_threshold(usize::MAX)`: cached stores + CLWB only.
     Clwb,

@@ -45,7 +45,6 @@ pub struct Results {
 }
 
 // Row prefixes the targets refer to.
-const DAX_DEFAULT: &str = "daxlog, CPU flush (CLWB";
 const DAX_MSYNC: &str = "daxlog, msync";
 const DAX_RECOVERY: &str = "daxlog, Log::open";
 const PMDK_FORCED: &str = "libpmemlog, PMEM_IS_PMEM_FORCE=1";
@@ -239,7 +238,7 @@ impl Results {
             ("4 KiB", 1.3, None),
         ] {
             let case = format!("append {size}");
-            let r = ratio(&case, DAX_DEFAULT, PMDK_FORCED);
+            let r = ratio(&case, crate::daxlog_cases::Mode::Default.row(), PMDK_FORCED);
             line(
                 r.map(|r| r >= min_pm),
                 format!(
@@ -248,7 +247,9 @@ impl Results {
                 ),
             );
             if let Some(max) = max_roof {
-                let d = self.get(&case, DAX_DEFAULT).map(|s| s.median());
+                let d = self
+                    .get(&case, crate::daxlog_cases::Mode::Default.row())
+                    .map(|s| s.median());
                 let best = self.best(&case, ROOF);
                 let q = d.zip(best).map(|(d, b)| d / b);
                 line(
@@ -261,7 +262,9 @@ impl Results {
             }
         }
         let case = "append 64 KiB";
-        let d = self.get(case, DAX_DEFAULT).map(|s| s.median());
+        let d = self
+            .get(case, crate::daxlog_cases::Mode::Default.row())
+            .map(|s| s.median());
         let nt = self.best(case, ROOF_NT);
         let q = d.zip(nt).map(|(d, n)| n / d);
         line(
