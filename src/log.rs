@@ -84,7 +84,7 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
     /// msync mode: serialises group commits.
-    pub(crate) sync_lock: Mutex<()>,
+    pub(crate) sync_lock: parking_lot::Mutex<()>,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
 }
@@ -562,7 +562,7 @@ impl<M: Media> Log<M> {
             waiters: Padded(AtomicUsize::new(0)),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
-            sync_lock: Mutex::new(()),
+            sync_lock: parking_lot::Mutex::new(()),
             poisoned: AtomicBool::new(false),
         };
         if !read_only {

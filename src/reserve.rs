@@ -82,7 +82,9 @@ impl State {
     }
 
     pub(crate) fn pack(self) -> u128 {
-        debug_assert!(self.tail.is_multiple_of(ENTRY_ALIGN) && self.tail >> 3 < 1 << TAIL_UNITS_BITS);
+        debug_assert!(
+            self.tail.is_multiple_of(ENTRY_ALIGN) && self.tail >> 3 < 1 << TAIL_UNITS_BITS
+        );
         let lo = (self.tail as u64 >> 3)
             | (self.ticket & TICKET_MASK) << TAIL_UNITS_BITS
             | (self.flags as u64) << (TAIL_UNITS_BITS + TICKET_BITS);
@@ -419,22 +421,26 @@ impl<M: Media> Log<M> {
 
     /// msync mode: one `msync` covers every reservation stored so far, in ticket order.
     fn group_sync(&self, ticket: u64) -> Result<()> {
-        let _sync = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _sync = self.sync_lock.lock();
         let cap = self.sb.capacity as usize;
         loop {
             let first = self.published.load(Ordering::Acquire);
             if first > ticket {
                 return Ok(()); // someone else's msync covered it
             }
-            let mut runs: Vec<(usize, usize)> = Vec::new();
+            // Contiguous ranges to sync (one, or two across a wrap; never more than tickets).
+            let mut runs = [(0usize, 0usize); MAX_INFLIGHT];
+            let mut n = 0;
             let mut upto = first;
             while upto - first < MAX_INFLIGHT as u64 && self.is_ready(upto) {
                 let slot = &self.ring[upto as usize % MAX_INFLIGHT];
                 let start = slot.start.load(Ordering::Relaxed) as usize;
                 let end = slot.end.load(Ordering::Relaxed) as usize + ENTRY_ALIGN; // the marker
-                match runs.last_mut() {
-                    Some(r) if r.1 == start || r.1 == start + ENTRY_ALIGN => r.1 = end,
-                    _ => runs.push((start, end)),
+                if n > 0 && (runs[n - 1].1 == start || runs[n - 1].1 == start + ENTRY_ALIGN) {
+                    runs[n - 1].1 = end;
+                } else {
+                    runs[n] = (start, end);
+                    n += 1;
                 }
                 upto += 1;
             }
@@ -446,7 +452,7 @@ impl<M: Media> Log<M> {
                 }
                 continue;
             }
-            for (a, b) in runs {
+            for &(a, b) in &runs[..n] {
                 self.pmem.flush(a, b.min(cap) - a);
                 self.barrier_drain().inspect_err(|e| self.poison(e))?;
             }
