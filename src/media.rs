@@ -326,6 +326,12 @@ impl<M: Media> Pmem<M> {
         }
     }
 
+    /// Offset of the first live entry (it moves only through `&mut self`).
+    #[inline]
+    pub(crate) fn head(&self) -> usize {
+        self.head
+    }
+
     /// Start of the data area.
     #[inline]
     pub(crate) fn data_start(&self) -> usize {

@@ -148,19 +148,6 @@ pub fn heavy_fence() {
     }
 }
 
-/// Asks for the cache line of `x` in exclusive state (`PREFETCHW`), ahead of a read-modify-write
-/// of it: the read before a compare-and-swap then does not fetch the line shared first, which
-/// would cost a second transfer between cores when another thread wrote it last. A hint only.
-#[inline(always)]
-pub fn prefetch_for_write<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes no memory or flags; `x` is a valid reference.
-    // On a CPU without PREFETCHW (3DNowPrefetch) the encoding executes as a NOP.
-    unsafe {
-        std::arch::asm!("prefetchw [{0}]", in(reg) x as *const T, options(nostack, preserves_flags, readonly))
-    };
-}
-
 /// Copies `src` to `dst` with non-temporal stores, bypassing the cache. Needs only a fence.
 ///
 /// # Safety

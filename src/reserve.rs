@@ -160,9 +160,9 @@ impl<M: Media> Log<M> {
     /// Step 1 of an append: places `total` bytes for `payloads`, takes their LSNs and a ticket.
     pub(crate) fn reserve(&self, payloads: &[&[u8]], total: usize) -> Result<Resv> {
         let cap = self.sb.capacity as usize;
-        let head = self.pmem.live().head;
+        // (Not `live()`: that reads the published tail, a line the publisher writes each time.)
+        let head = self.pmem.head();
         let mut spins = 0u32;
-        persist::prefetch_for_write(&*self.resv);
         let mut cur = self.resv.load(Ordering::Acquire);
         let (st, published, start, marker) = loop {
             if self.poisoned.load(Ordering::Acquire) {
@@ -367,7 +367,7 @@ impl<M: Media> Log<M> {
                 let since = self.since_hint.load(Ordering::Relaxed) + (end - start) as u64;
                 // Only while not wrapped: a hint at or after the head keeps the wrap point
                 // findable by the scan from the hint.
-                if since >= every && start >= self.pmem.live().head {
+                if since >= every && start >= self.pmem.head() {
                     self.write_hint(start, first);
                     self.since_hint.store(0, Ordering::Relaxed);
                 } else {
