@@ -107,6 +107,32 @@ pub fn append_case(payload: usize) -> String {
     format!("append {}", size_name(payload))
 }
 
+/// Thread counts and payload sizes of the concurrent-append workload.
+pub const THREADS: &[usize] = &[1, 2, 4, 8];
+pub const THREAD_SIZES: &[usize] = &[64, 1024];
+
+/// Name of a concurrent-append workload: `threads` threads appending to one log or pool.
+pub fn threads_case(payload: usize, threads: usize) -> String {
+    format!(
+        "{threads} thread{} x append {}",
+        if threads == 1 { "" } else { "s" },
+        size_name(payload)
+    )
+}
+
+/// Runs `each` appends on each of `threads` scoped threads at once.
+pub fn on_threads(threads: usize, each: usize, op: impl Fn() + Sync) {
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..each {
+                    op();
+                }
+            });
+        }
+    });
+}
+
 pub fn batch_case() -> String {
     format!("append_batch {BATCH_N}x{}", size_name(BATCH_PAYLOAD))
 }

@@ -98,6 +98,34 @@ pub fn appends(cfg: &Cfg, mode: Mode) {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Aggregate appends/s of 1, 2, 4 and 8 threads appending to one shared log (CPU flush
+/// forced, default options); one timed repetition is every thread's share of the appends.
+pub fn threaded(cfg: &Cfg) {
+    let path = cfg.shm.join("daxlog-threads.dax");
+    let opts = Mode::Default.options();
+    for &size in THREAD_SIZES {
+        let p = payload(size);
+        for &n in THREADS {
+            let ops = cfg.appends_per_rep(size, false).div_ceil(n) * n;
+            let per_rep = ops * entry_len(size);
+            let ns = run(cfg, &path, &opts, per_rep, 1, |log| {
+                on_threads(n, ops / n, || {
+                    black_box(log.append(black_box(&p)).expect("append"));
+                });
+            });
+            let per_append: Vec<f64> = ns.iter().map(|v| v / ops as f64).collect();
+            emit(
+                Mode::Default.row(),
+                &threads_case(size, n),
+                size,
+                1,
+                &per_append,
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Times `ops` calls of `op` per repetition on a log that is replaced (untimed) whenever the
 /// next repetition might not fit.
 pub fn run(

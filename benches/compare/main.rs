@@ -63,6 +63,10 @@ fn groups(profile: bool) -> Vec<Group> {
     }
     v.push(g("roof-msync", false));
     v.push(g("filewal", false));
+    v.push(g("threads-daxlog", false));
+    if cfg!(feature = "pmdk") {
+        v.push(g("threads-pmdk", true));
+    }
     v.push(g("recovery-daxlog", false));
     if cfg!(feature = "pmdk") {
         v.push(g("recovery-pmdk", true));
@@ -87,6 +91,9 @@ fn run_child(group: &str, cfg: &Cfg) {
         "roof-msync" => roofline::run(cfg, Kind::Msync),
         "filewal" => filewal::run(cfg),
         "recovery-daxlog" => daxlog_cases::recovery(cfg),
+        "threads-daxlog" => daxlog_cases::threaded(cfg),
+        #[cfg(feature = "pmdk")]
+        "threads-pmdk" => pmemlog::threaded(cfg),
         "decomp" => decomp::run(cfg),
         #[cfg(feature = "pmdk")]
         "pmdk-forced" => pmemlog::appends(cfg, true),

@@ -48,6 +48,11 @@ extern "C" {
 /// An open pool; closed on drop.
 pub struct Pool(NonNull<PmemLogPool>);
 
+// SAFETY: libpmemlog's pool functions may be called from any thread at once (libpmemlog(7):
+// "libpmemlog is thread-safe"; appends take the pool's lock). `rewind` is only called between
+// repetitions, with no append running.
+unsafe impl Sync for Pool {}
+
 fn last_error() -> String {
     // SAFETY: pmemlog_errormsg returns a thread-local NUL-terminated string (never NULL).
     unsafe { CStr::from_ptr(pmemlog_errormsg()) }
@@ -202,6 +207,29 @@ pub fn appends(cfg: &Cfg, forced: bool) {
         BATCH_N,
         &ns,
     );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// libpmemlog with the same threads as `daxlog_cases::threaded` (CPU flush forced).
+pub fn threaded(cfg: &Cfg) {
+    let path = cfg.shm.join("pmemlog-threads.pool");
+    for &size in THREAD_SIZES {
+        let p = payload(size);
+        for &n in THREADS {
+            let ops = cfg.appends_per_rep(size, false).div_ceil(n) * n;
+            let ns = run(cfg, &path, ops * size, 1, |pool| {
+                on_threads(n, ops / n, || {
+                    assert!(
+                        pool.append(black_box(&p)),
+                        "pmemlog_append: {}",
+                        last_error()
+                    );
+                });
+            });
+            let per_append: Vec<f64> = ns.iter().map(|v| v / ops as f64).collect();
+            emit(row(true), &threads_case(size, n), size, 1, &per_append);
+        }
+    }
     let _ = std::fs::remove_file(&path);
 }
 

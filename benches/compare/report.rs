@@ -149,6 +149,50 @@ impl Results {
                 );
             }
         }
+        let threads: Vec<&String> = self
+            .cases
+            .iter()
+            .filter(|c| c.contains(" x append "))
+            .collect();
+        if !threads.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nConcurrent appends: N threads append to one shared log (daxlog) or pool (libpmemlog), \
+                 CPU flush forced. ns/append is the elapsed time of a repetition over all threads' appends \
+                 (aggregate). The last column compares with the same implementation and size on 1 thread.\n"
+            );
+            let _ = writeln!(
+                o,
+                "| workload | implementation | ns/append (aggregate, median) | min-max ns | appends/s | vs libpmemlog, same threads | vs 1 thread |"
+            );
+            let _ = writeln!(o, "|---|---|--:|--:|--:|--:|--:|");
+            for case in threads {
+                let pm = self.get(case, PMDK_FORCED).map(|s| s.median());
+                let one = case
+                    .split_once(" x ")
+                    .map(|(_, rest)| format!("1 thread x {rest}"));
+                for row in &self.rows {
+                    let Some(s) = self.data.get(&(case.clone(), row.clone())) else {
+                        continue;
+                    };
+                    let ns = s.median();
+                    let single = one
+                        .as_ref()
+                        .and_then(|c| self.data.get(&(c.clone(), row.clone())))
+                        .map(|s| s.median());
+                    let _ = writeln!(
+                        o,
+                        "| {case} | {row} | {} | {}-{} | {} | {} | {} |",
+                        fmt_ns(ns),
+                        fmt_num(s.min()),
+                        fmt_num(s.max()),
+                        fmt_rate(1e9 / ns),
+                        pm.map_or("-".into(), |p| format!("{:.2}x", p / ns)),
+                        single.map_or("-".into(), |p| format!("{:.2}x", p / ns)),
+                    );
+                }
+            }
+        }
         let recov: Vec<&String> = self
             .cases
             .iter()
