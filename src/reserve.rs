@@ -465,9 +465,10 @@ impl<M: Media> Log<M> {
     /// With `turn` (CPU mode), publishes it (and the ready tickets after it) when `published`
     /// says that its turn came and the publisher before left it to its own appender.
     fn wait_published(&self, ticket: u64, turn: bool) -> Result<()> {
-        // The predecessors are a copy and a fence away: spin (a sleep and a wake-up cost
-        // microseconds), then yield, and only then sleep.
-        for i in 0..40_000u32 {
+        // The predecessors are a copy and a fence away: spin a few microseconds (a sleep and a
+        // wake-up cost more), then yield — with more appenders than cores, the one we wait
+        // for may need this core — and only then sleep.
+        for i in 0..10_200u32 {
             let p = self.published.load(Ordering::Acquire);
             if p > ticket {
                 return Ok(());
@@ -479,7 +480,7 @@ impl<M: Media> Log<M> {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
             }
-            if i < 30_000 {
+            if i < 200 {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -567,7 +568,7 @@ impl<M: Media> Log<M> {
 #[inline]
 fn backoff(spins: &mut u32) {
     *spins += 1;
-    if *spins < 1000 {
+    if *spins < 200 {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();
