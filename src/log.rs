@@ -66,7 +66,7 @@ pub struct Log<M: Media = MmapMedia> {
     /// The file path, or a placeholder for other media; used in error messages.
     pub(crate) name: PathBuf,
     /// The reservation word: tail, ticket count, flags and next LSN (`reserve.rs`).
-    pub(crate) resv: Padded<portable_atomic::AtomicU128>,
+    pub(crate) resv: Padded<crate::persist::AtomicPair>,
     /// Tickets below this are published.
     pub(crate) published: Padded<AtomicU64>,
     /// The publication ring: one slot per ticket in flight.
@@ -235,6 +235,7 @@ impl<M: Media> Log<M> {
     }
 
     fn format(media: M, opts: &Options, path: &Path, zeroed: bool) -> Result<Self> {
+        check_cpu()?;
         let capacity = media.len() as u64;
         format::validate_capacity(capacity)
             .map_err(|reason| Error::InvalidCapacity { capacity, reason })?;
@@ -342,6 +343,9 @@ impl<M: Media> Log<M> {
         path: &Path,
         start: Instant,
     ) -> Result<Self> {
+        if writable {
+            check_cpu()?;
+        }
         let len = media.len();
         if len < DATA_OFFSET {
             return Err(Error::TooSmall {
@@ -537,7 +541,7 @@ impl<M: Media> Log<M> {
                 poisoned: None,
             }),
             // A new log's data area is zero: its first lap needs no end markers.
-            resv: Padded(portable_atomic::AtomicU128::new(
+            resv: Padded(crate::persist::AtomicPair::new(
                 State::new(scan.tail, scan.next_lsn, fresh).pack(),
             )),
             ring: TicketSlot::ring(),
@@ -706,6 +710,17 @@ fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
                 reason: format!("both copies damaged ({reason})"),
             })
         }
+    }
+}
+
+/// Appends reserve with `CMPXCHG16B` (`reserve.rs`).
+fn check_cpu() -> Result<()> {
+    if crate::persist::has_cmpxchg16b() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported {
+            what: "writing on a CPU without CMPXCHG16B",
+        })
     }
 }
 

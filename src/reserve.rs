@@ -1,8 +1,9 @@
 //! Reservations and in-order publication: how many appenders share one log without a lock.
 //!
 //! **Reserving.** Where the next append goes and which LSNs it takes live in one 128-bit word,
-//! [`State`]: the tail offset, a ticket counter, three flags, and the next LSN. An appender
-//! reserves with one compare-and-swap of that word; nothing else is shared on the way in. Rare
+//! [`State`]: the tail offset, a ticket counter, two flags, and the next LSN. An appender
+//! reserves with one compare-and-swap of that word (`CMPXCHG16B`, [`persist::AtomicPair`]);
+//! nothing else is shared on the way in. Rare
 //! events leave the fast path: recording the `CONCURRENT` slot flag, a full log, too many
 //! appends in flight.
 //!
@@ -101,7 +102,7 @@ impl State {
         }
     }
 
-    /// The packed word with only flag `f` set (for `fetch_and`/`fetch_or`).
+    /// The packed word with only flag `f` set.
     fn flag_bits(f: u8) -> u128 {
         ((f as u64) << (TAIL_UNITS_BITS + TICKET_BITS)) as u128
     }
@@ -163,7 +164,7 @@ impl<M: Media> Log<M> {
         // (Not `live()`: that reads the published tail, a line the publisher writes each time.)
         let head = self.pmem.head();
         let mut spins = 0u32;
-        let mut cur = self.resv.load(Ordering::Acquire);
+        let mut cur = self.resv.load_torn();
         let (st, published, start, marker) = loop {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
@@ -174,12 +175,12 @@ impl<M: Media> Log<M> {
             if inflight >= MAX_INFLIGHT as u64 {
                 // A full ring waits for the oldest append (FORMAT.md, "Concurrency").
                 backoff(&mut spins);
-                cur = self.resv.load(Ordering::Acquire);
+                cur = self.resv.load_torn();
                 continue;
             }
             if inflight > 0 && st.flags & CONCURRENT == 0 {
                 self.record_concurrent()?;
-                cur = self.resv.load(Ordering::Acquire);
+                cur = self.resv.load_torn();
                 continue;
             }
             let start = self.place(st.tail, head, total)?;
@@ -197,12 +198,7 @@ impl<M: Media> Log<M> {
                 flags,
                 next_lsn: st.next_lsn + payloads.len() as u64,
             };
-            match self.resv.compare_exchange_weak(
-                cur,
-                new.pack(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self.resv.compare_exchange(cur, new.pack()) {
                 Ok(_) => break (st, published, start, marker),
                 Err(now) => cur = now,
             }
@@ -310,8 +306,13 @@ impl<M: Media> Log<M> {
             };
             self.write_slot(&mut w, slot)?;
         }
-        self.resv
-            .fetch_or(State::flag_bits(CONCURRENT), Ordering::AcqRel);
+        let mut cur = self.resv.load_torn();
+        while let Err(now) = self
+            .resv
+            .compare_exchange(cur, cur | State::flag_bits(CONCURRENT))
+        {
+            cur = now;
+        }
         Ok(())
     }
 

@@ -68,14 +68,13 @@ impl<M: Media> Log<M> {
             ..w.slot
         };
         self.write_slot_mut(slot)?;
-        let resv = self.resv.get_mut();
-        let mut st = State::unpack(*resv);
+        let mut st = State::unpack(self.resv.get());
         if lsn == next {
             // Older bytes follow the new tail: appends need end markers from now on.
             st = State::new(DATA_OFFSET, st.next_lsn, false).with_ticket(st.ticket, st.flags);
             // (The slot, and so `SLOT_CONCURRENT`, stays.)
         }
-        *resv = st.pack();
+        self.resv.set(st.pack());
         let tail = st.tail;
         self.first_lsn = lsn;
         self.pmem.set_live(Live {
@@ -178,10 +177,12 @@ impl<M: Media> Log<M> {
                 .map_err(|e| Error::io(&self.name, "drain", e))?;
         }
         // A new epoch without `SLOT_CONCURRENT`, and older bytes after the new tail.
-        let st = State::unpack(*self.resv.get_mut());
-        *self.resv.get_mut() = State::new(tail, lsn + 1, false)
-            .with_ticket(st.ticket, 0)
-            .pack();
+        let st = State::unpack(self.resv.get());
+        self.resv.set(
+            State::new(tail, lsn + 1, false)
+                .with_ticket(st.ticket, 0)
+                .pack(),
+        );
         self.epoch = self.writer.get_mut().slot.epoch;
         let head = live.head;
         // Cutting back into the first part of a wrapped log ends the wrap.
