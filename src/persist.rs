@@ -161,6 +161,21 @@ pub fn prefetch_for_write<T>(x: &T) {
     };
 }
 
+/// Asks for the cache line holding `bytes[at]` to be loaded for reading (`PREFETCHT0`). A hint
+/// only: `at` may lie past the end of `bytes` (then nothing is asked for).
+#[inline(always)]
+pub fn prefetch_read(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if at < bytes.len() {
+        // SAFETY: a prefetch never faults and changes no memory; the address is inside `bytes`.
+        // SSE (and with it PREFETCHT0) is part of the x86-64 baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast());
+        }
+    }
+}
+
 /// Copies `src` to `dst` with non-temporal stores, bypassing the cache. Needs only a fence.
 ///
 /// # Safety

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::format::{self, EntryHeader, Slot, FLAG_CONTINUES, HEADER_LEN, KNOWN_FLAGS};
 use crate::media::Persistence;
-use crate::persist;
+use crate::persist::{self, CACHE_LINE};
 use crate::Lsn;
 
 /// Zero bytes at the tail that mark a clean end (the checksum and length words of a header).
@@ -188,6 +188,7 @@ pub(crate) fn walk_visit(
     let mut pos = start;
     let mut lsn = start_lsn;
     let mut wrapped_at = if start < head { start } else { 0 };
+    let mut ahead = pos;
     let refusal = loop {
         // The common case first: two entries that pass every rule, checksummed together. The
         // first entry that does not (or that is not a small entry) goes through `check_entry`,
@@ -195,6 +196,12 @@ pub(crate) fn walk_visit(
         let area = &image[..w.limit.min(image.len())];
         if let Some((h1, t1, p1)) = candidate(area, pos, lsn, slot) {
             if let Some((h2, t2, p2)) = candidate(area, pos + h1.entry_len(), lsn + 1, slot) {
+                let end = pos + h1.entry_len() + h2.entry_len() + PREFETCH_AHEAD;
+                ahead = ahead.clamp(pos + PREFETCH_AHEAD, end);
+                while ahead < end {
+                    persist::prefetch_read(area, ahead);
+                    ahead += CACHE_LINE;
+                }
                 let (c1, c2) = persist::crc32c_entry_pair(salt, p1, t1, p2, t2);
                 if c1 == h1.crc {
                     accept(
@@ -231,6 +238,14 @@ pub(crate) fn walk_visit(
     w.refusal = refusal;
     w
 }
+
+/// How far ahead of a pair of small entries [`walk_visit`] asks for the log's bytes (each cache
+/// line once). Where an entry starts is known only once the previous header is loaded, so a
+/// cache miss on a header stalls the scan, and the hardware prefetcher starts over at every
+/// 4 KiB page. Measured on a 256 MiB log of 64 B entries: 1-3 KiB ahead work alike; 4 and
+/// 8 KiB were slower than no prefetch at all. Large entries are left to the hardware prefetcher
+/// (prefetching there made a log of 1 KiB entries 7% slower to open).
+const PREFETCH_AHEAD: usize = 2048;
 
 /// Payloads up to this many bytes are checked two entries at a time by [`walk_visit`].
 const PAIR_MAX_LEN: u32 = 256;
