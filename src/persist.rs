@@ -241,6 +241,21 @@ impl AtomicPair {
     }
 }
 
+/// Asks for the cache line holding `bytes[at]` to be loaded for reading (`PREFETCHT0`). A hint
+/// only: `at` may lie past the end of `bytes` (then nothing is asked for).
+#[inline(always)]
+pub fn prefetch_read(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if at < bytes.len() {
+        // SAFETY: a prefetch never faults and changes no memory; the address is inside `bytes`.
+        // SSE (and with it PREFETCHT0) is part of the x86-64 baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast());
+        }
+    }
+}
+
 /// Copies `src` to `dst` with non-temporal stores, bypassing the cache. Needs only a fence.
 ///
 /// # Safety
@@ -432,6 +447,76 @@ unsafe fn crc32c_small_sse42(crc: u32, data: &[u8]) -> u32 {
     !x
 }
 
+/// The checksums of two entries at once: for each of `(a, a_tail)` and `(b, b_tail)`, the
+/// CRC-32C of the payload followed by the 20 header bytes after the checksum field, continuing
+/// `seed`; each equals `crc32c_append(crc32c_append(seed, payload), tail)`. With SSE4.2 the two
+/// computations are interleaved, 8 bytes at a time: the `CRC32` instruction has a latency of
+/// three cycles and a throughput of one per cycle, so one chain leaves it idle two thirds of the
+/// time. Meant for payloads up to a few hundred bytes (larger ones are faster one at a time with
+/// [`crc32c_append_fast`]).
+#[inline]
+pub fn crc32c_entry_pair(
+    seed: u32,
+    a: &[u8],
+    a_tail: &[u8; 20],
+    b: &[u8],
+    b_tail: &[u8; 20],
+) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU supports SSE4.2 (checked just above), the only requirement of the
+        // `target_feature` function.
+        return unsafe { crc32c_entry_pair_sse42(seed, a, a_tail, b, b_tail) };
+    }
+    (
+        crc32c::crc32c_append(crc32c::crc32c_append(seed, a), a_tail),
+        crc32c::crc32c_append(crc32c::crc32c_append(seed, b), b_tail),
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_entry_pair_sse42(
+    seed: u32,
+    a: &[u8],
+    a_tail: &[u8; 20],
+    b: &[u8],
+    b_tail: &[u8; 20],
+) -> (u32, u32) {
+    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let word = |w: &[u8; 8]| u64::from_le_bytes(*w);
+    let (wa, ra) = a.as_chunks::<8>();
+    let (wb, rb) = b.as_chunks::<8>();
+    let both = wa.len().min(wb.len());
+    let (mut x, mut y) = (!seed as u64, !seed as u64);
+    for (p, q) in wa[..both].iter().zip(&wb[..both]) {
+        x = _mm_crc32_u64(x, word(p));
+        y = _mm_crc32_u64(y, word(q));
+    }
+    for p in &wa[both..] {
+        x = _mm_crc32_u64(x, word(p));
+    }
+    for q in &wb[both..] {
+        y = _mm_crc32_u64(y, word(q));
+    }
+    let (mut x, mut y) = (x as u32, y as u32);
+    for &c in ra {
+        x = _mm_crc32_u8(x, c);
+    }
+    for &c in rb {
+        y = _mm_crc32_u8(y, c);
+    }
+    let tail = |crc: u32, t: &[u8; 20]| {
+        let (first, rest) = t.split_first_chunk::<4>().expect("20 bytes");
+        let (mid, last) = rest.split_first_chunk::<8>().expect("16 bytes");
+        let last: &[u8; 8] = last.try_into().expect("8 bytes");
+        let r = _mm_crc32_u32(crc, u32::from_le_bytes(*first));
+        let r = _mm_crc32_u64(r as u64, word(mid));
+        _mm_crc32_u64(r, word(last)) as u32
+    };
+    (!tail(x, a_tail), !tail(y, b_tail))
+}
+
 #[cfg(test)]
 mod crc_tests {
     #[test]
@@ -444,6 +529,28 @@ mod crc_tests {
                     crc32c::crc32c_append(seed, &data[..len]),
                     "len {len}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn entry_pair_crc_matches_the_crate() {
+        let data: Vec<u8> = (0..640u32).map(|i| (i * 37 + 11) as u8).collect();
+        let tails: [[u8; 20]; 2] = [[0x5a; 20], std::array::from_fn(|i| i as u8 * 13)];
+        let lens = (0..=40).chain([63, 64, 65, 127, 128, 255, 256, 257, 300]);
+        for la in lens.clone() {
+            for lb in lens.clone() {
+                for seed in [0u32, 0xdead_beef] {
+                    let (a, b) = (&data[3..3 + la], &data[301..301 + lb]);
+                    let want = |p: &[u8], t: &[u8; 20]| {
+                        crc32c::crc32c_append(crc32c::crc32c_append(seed, p), t)
+                    };
+                    assert_eq!(
+                        super::crc32c_entry_pair(seed, a, &tails[0], b, &tails[1]),
+                        (want(a, &tails[0]), want(b, &tails[1])),
+                        "lengths {la} and {lb}"
+                    );
+                }
             }
         }
     }
