@@ -64,6 +64,7 @@ fn groups(profile: bool) -> Vec<Group> {
     v.push(g("roof-msync", false));
     v.push(g("filewal", false));
     v.push(g("threads-daxlog", false));
+    v.push(g("threads-roof", false));
     if cfg!(feature = "pmdk") {
         v.push(g("threads-pmdk", true));
     }
@@ -92,6 +93,7 @@ fn run_child(group: &str, cfg: &Cfg) {
         "filewal" => filewal::run(cfg),
         "recovery-daxlog" => daxlog_cases::recovery(cfg),
         "threads-daxlog" => daxlog_cases::threaded(cfg),
+        "threads-roof" => roofline::threaded(cfg),
         #[cfg(feature = "pmdk")]
         "threads-pmdk" => pmemlog::threaded(cfg),
         "decomp" => decomp::run(cfg),

@@ -150,6 +150,62 @@ pub fn run(cfg: &Cfg, kind: Kind) {
     }
 }
 
+/// Row of the concurrent roofline.
+pub const THREADS_ROW: &str =
+    "roofline: fetch_add reservation + NT copy + SFENCE + in-order publish, no log logic";
+
+/// The ceiling of any log that hands out space with one atomic instruction and acknowledges in
+/// order: each of N threads takes `(ticket, offset)` with one `fetch_add`, copies the entry
+/// image there with non-temporal stores, fences, waits until `published == ticket` and stores
+/// `ticket + 1`. No checksum, no bounds, no wrap, no helping (so a descheduled thread holds
+/// up every later one: with more threads than cores this is no longer a ceiling).
+pub fn threaded(cfg: &Cfg) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    for &size in THREAD_SIZES {
+        let img = image(size, 1, 0);
+        for &n in THREADS {
+            let ops = cfg.appends_per_rep(size, false).div_ceil(n) * n;
+            let len = round_page(ops * img.len() + (1 << 20));
+            let map = Mapping::new(cfg, len);
+            let base = map.ptr as usize;
+            let next = AtomicU64::new(0);
+            let published = AtomicU64::new(0);
+            let ns = time_reps(
+                cfg.reps,
+                1,
+                || {
+                    next.store(0, Ordering::Relaxed);
+                    published.store(0, Ordering::Relaxed);
+                },
+                || {
+                    on_threads(n, ops / n, || {
+                        let t = next.fetch_add(1, Ordering::AcqRel);
+                        let at = base + (t as usize % ops) * img.len();
+                        // SAFETY: `at` lies in the mapping with room for one image (the
+                        // mapping holds `ops` of them), 8-byte aligned (images are multiples of
+                        // 8 bytes, the mapping is page-aligned); each ticket owns its slot.
+                        unsafe { persist_sse2(at as *mut u8, &img) };
+                        // (Spin, then yield: with more threads than cores the one we wait
+                        // for may need this core; daxlog waits the same way.)
+                        let mut spins = 0u32;
+                        while published.load(Ordering::Acquire) != t {
+                            spins += 1;
+                            if spins < 200 {
+                                std::hint::spin_loop();
+                            } else {
+                                std::thread::yield_now();
+                            }
+                        }
+                        published.store(t + 1, Ordering::Release);
+                    });
+                },
+            );
+            let per_append: Vec<f64> = ns.iter().map(|v| v / ops as f64).collect();
+            emit(THREADS_ROW, &threads_case(size, n), size, 1, &per_append);
+        }
+    }
+}
+
 /// Times `ops` persists of `img` at consecutive offsets of a fresh prefaulted mapping; each
 /// repetition starts again at offset 0.
 pub fn time_on_mapping(
