@@ -38,7 +38,7 @@ pub(crate) struct BenchArgs {
     /// Payload size; repeat the option or separate with commas [default: 64,256,1KiB,4KiB].
     #[arg(long = "size", value_name = "BYTES", value_parser = parse_size, value_delimiter = ',')]
     sizes: Vec<u64>,
-    /// Threads appending to the same log (appends are serialised inside the log).
+    /// Threads appending to the same log at once (aggregate appends/s are reported).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
