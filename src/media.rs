@@ -139,8 +139,8 @@ impl Claim {
     }
 }
 
-/// Proof of being the single writer. Held inside the log's writer mutex; stores to the data area
-/// require a `&mut` of it.
+/// Proof of being the single writer of the metadata area. Held inside the log's writer mutex;
+/// metadata stores require a `&mut` of it. (The data area is written through [`Claim`]s.)
 #[derive(Debug)]
 pub(crate) struct WriteToken(());
 
@@ -226,10 +226,11 @@ struct Edge {
 ///
 /// The data area holds the [`Live`] entries, which are published and immutable: they are never
 /// stored to while live, and readers may hold slices into them. Everything else in the data
-/// area belongs to the writer, who proves exclusivity with a [`WriteToken`]. The live region
-/// grows only at the tail (the writer publishes after the barrier) and shrinks only at the head
-/// through `&mut self` (truncation), when no reader can hold a slice. The metadata area below
-/// `data_start` is never lent to readers.
+/// area is free space, handed to appenders as disjoint [`Claim`]s by the reservation word. The
+/// live region grows only at the tail (one publisher at a time, after the barrier of every
+/// reservation it covers: [`Pmem::publish`]) and shrinks only at the head through `&mut self`
+/// (truncation), when no reader can hold a slice. The metadata area below `data_start` is never
+/// lent to readers; its single writer proves it with a [`WriteToken`].
 pub(crate) struct Pmem<M> {
     media: M,
     data_start: usize,
