@@ -222,8 +222,11 @@ impl<M: Media> Log<M> {
         let header = h.encode();
         let len = h.entry_len();
         if len <= 128 {
-            // (Two sizes, so that the common small entry zeroes 128 bytes of stack, not 512.)
+            // (Size classes, so that a small entry zeroes little more stack than it needs.)
             return self.store_small::<128>(claim, pos, &header, payload, len, nt);
+        }
+        if len <= 320 {
+            return self.store_small::<320>(claim, pos, &header, payload, len, nt);
         }
         if len <= 512 {
             return self.store_small::<512>(claim, pos, &header, payload, len, nt);
