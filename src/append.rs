@@ -52,13 +52,7 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.check_payload(payload)?;
-        if payload.len() >= FUSED_FROM {
-            let total = format::entry_len(payload.len());
-            if total >= self.nt_threshold {
-                return self.append_fused(payload, total);
-            }
-        }
-        let crc = format::payload_crc(self.sb.salt, payload);
+        let crc = self.crc_unless_fused(payload, format::entry_len(payload.len()));
         let lsns = self.append_entries(&[payload], &[crc])?;
         Ok(lsns.start)
     }
@@ -83,11 +77,23 @@ impl<M: Media> Log<M> {
             let next = self.next_lsn();
             return Ok(next..next);
         }
-        let mut crcs = Vec::with_capacity(payloads.len());
         for p in payloads {
             self.check_payload(p)?;
-            crcs.push(format::payload_crc(self.sb.salt, p));
         }
+        let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
+        let crcs: Vec<Option<u32>> = if total <= BATCH_BUF {
+            // Assembled on the stack (`append_entries`): every checksum is needed first.
+            let salt = self.sb.salt;
+            payloads
+                .iter()
+                .map(|p| Some(format::payload_crc(salt, p)))
+                .collect()
+        } else {
+            payloads
+                .iter()
+                .map(|p| self.crc_unless_fused(p, total))
+                .collect()
+        };
         self.append_entries(payloads, &crcs)
     }
 
@@ -105,23 +111,25 @@ impl<M: Media> Log<M> {
         Ok(())
     }
 
+    /// The payload checksum, computed now; or `None` if the payload will be checksummed while
+    /// it is copied (non-temporal stores for a reservation of `total` bytes, and a payload
+    /// large enough for the fused copy to pay).
+    fn crc_unless_fused(&self, payload: &[u8], total: usize) -> Option<u32> {
+        if payload.len() >= FUSED_FROM && total >= self.nt_threshold {
+            None
+        } else {
+            Some(format::payload_crc(self.sb.salt, payload))
+        }
+    }
+
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock()
     }
 
-    /// [`Log::append`] of a large payload with non-temporal stores: the payload checksum is
-    /// computed while the payload is copied (one pass over it instead of two), and the header,
-    /// which needs the checksum, is stored last.
-    fn append_fused(&self, payload: &[u8], total: usize) -> Result<Lsn> {
-        let resv = self.reserve(&[payload], total)?;
-        let mut guard = Abandoned {
-            log: self,
-            resv: &resv,
-            payloads: &[payload],
-            nt: true,
-            done: false,
-        };
-        let (claim, pos) = (&resv.claim, resv.claim.start());
+    /// Stores one entry with non-temporal stores, its payload checksum computed while the
+    /// payload is copied (one pass over it instead of two); the header, which needs the
+    /// checksum, is stored last.
+    fn store_entry_fused(&self, claim: &Claim, pos: usize, lsn: Lsn, flags: u32, payload: &[u8]) {
         // The payload bytes up to the next cache-line boundary go with the header, stored last
         // as one run that ends the entry's first line (a line written in two separate partial
         // runs costs more than in one); the rest is copied and checksummed in one pass.
@@ -139,14 +147,7 @@ impl<M: Media> Log<M> {
             last[..rest.len()].copy_from_slice(rest);
             self.pmem.store_claimed(claim, at + body, &last, true);
         }
-        let mut h = EntryHeader {
-            crc: 0,
-            len: payload.len() as u32,
-            lsn: resv.first,
-            epoch: self.epoch,
-            flags: 0,
-        };
-        h.crc = format::entry_crc(pcrc, &h);
+        let h = EntryHeader::sealed(payload.len(), lsn, self.epoch, flags, pcrc);
         // Header and head: at most 24 + 56 bytes, a multiple of 8 (the head ends on a line
         // boundary, or is the whole payload of an entry that fits there, padded).
         let mut first = [0u8; HEADER_LEN + CACHE_LINE];
@@ -155,13 +156,12 @@ impl<M: Media> Log<M> {
         let first_len = (HEADER_LEN + head).next_multiple_of(ENTRY_ALIGN);
         self.pmem
             .store_claimed(claim, pos, &first[..first_len], true);
-        guard.done = true;
-        self.complete(&resv, true)?;
-        Ok(resv.first)
     }
 
     /// Reserves, stores, persists and publishes `payloads`; returns their LSNs.
-    fn append_entries(&self, payloads: &[&[u8]], crcs: &[u32]) -> Result<Range<Lsn>> {
+    /// `crcs` holds each payload's checksum, or `None` for a payload to be checksummed while
+    /// it is stored ([`Log::crc_unless_fused`]).
+    fn append_entries(&self, payloads: &[&[u8]], crcs: &[Option<u32>]) -> Result<Range<Lsn>> {
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
         let nt = total >= self.nt_threshold;
         let resv = self.reserve(payloads, total)?;
@@ -173,20 +173,17 @@ impl<M: Media> Log<M> {
             nt,
             done: false,
         };
-        let header = |i: usize, payload: &[u8], pcrc: u32| {
-            let mut h = EntryHeader {
-                crc: 0,
-                len: payload.len() as u32,
-                lsn: first + i as u64,
-                epoch,
-                flags: if i + 1 < payloads.len() {
-                    FLAG_CONTINUES
-                } else {
-                    0
-                },
-            };
-            h.crc = format::entry_crc(pcrc, &h);
-            h
+        let salt = self.sb.salt;
+        let flags = |i: usize| {
+            if i + 1 < payloads.len() {
+                FLAG_CONTINUES
+            } else {
+                0
+            }
+        };
+        let header = |i: usize, payload: &[u8], pcrc: Option<u32>| {
+            let pcrc = pcrc.unwrap_or_else(|| format::payload_crc(salt, payload));
+            EntryHeader::sealed(payload.len(), first + i as u64, epoch, flags(i), pcrc)
         };
         let claim = &resv.claim;
         if payloads.len() > 1 && total <= BATCH_BUF {
@@ -204,9 +201,12 @@ impl<M: Media> Log<M> {
         } else {
             let mut pos = claim.start();
             for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
-                let h = header(i, payload, pcrc);
-                self.store_entry(claim, pos, &h, payload, nt);
-                pos += h.entry_len();
+                let lsn = first + i as u64;
+                match pcrc {
+                    None if nt => self.store_entry_fused(claim, pos, lsn, flags(i), payload),
+                    _ => self.store_entry(claim, pos, &header(i, payload, pcrc), payload, nt),
+                }
+                pos += format::entry_len(payload.len());
             }
         }
         guard.done = true;
@@ -328,20 +328,15 @@ impl<M: Media> Drop for Abandoned<'_, M> {
         let mut pos = self.resv.claim.start();
         let zeros = vec![0u8; self.payloads.iter().map(|p| p.len()).max().unwrap_or(0)];
         for (i, p) in self.payloads.iter().enumerate() {
-            let mut h = EntryHeader {
-                crc: 0,
-                len: p.len() as u32,
-                lsn: first + i as u64,
-                epoch,
-                flags: FLAG_PAD
-                    | if i + 1 < self.payloads.len() {
-                        FLAG_CONTINUES
-                    } else {
-                        0
-                    },
-            };
+            let flags = FLAG_PAD
+                | if i + 1 < self.payloads.len() {
+                    FLAG_CONTINUES
+                } else {
+                    0
+                };
             let body = &zeros[..p.len()];
-            h.crc = format::entry_crc(format::payload_crc(log.sb.salt, body), &h);
+            let pcrc = format::payload_crc(log.sb.salt, body);
+            let h = EntryHeader::sealed(p.len(), first + i as u64, epoch, flags, pcrc);
             log.store_entry(&self.resv.claim, pos, &h, body, self.nt);
             pos += h.entry_len();
         }

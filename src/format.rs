@@ -336,6 +336,21 @@ impl EntryHeader {
         }
     }
 
+    /// The header of an entry of `len` payload bytes whose [`payload_crc`] is `payload_crc`,
+    /// with its checksum filled in.
+    #[inline]
+    pub fn sealed(len: usize, lsn: Lsn, epoch: u32, flags: u32, payload_crc: u32) -> Self {
+        let mut h = EntryHeader {
+            crc: 0,
+            len: len as u32,
+            lsn,
+            epoch,
+            flags,
+        };
+        h.crc = entry_crc(payload_crc, &h);
+        h
+    }
+
     /// Encodes the header; `crc` must already be [`entry_crc`] of the payload and this header.
     #[inline]
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -383,14 +398,7 @@ pub fn entry_crc(payload_crc: u32, header: &EntryHeader) -> u32 {
 /// An entry encoded exactly as the engine writes it (header, payload, zero padding): for tools
 /// and tests that build log images by hand.
 pub fn encode_entry(salt: u32, epoch: u32, lsn: Lsn, flags: u32, payload: &[u8]) -> Vec<u8> {
-    let mut h = EntryHeader {
-        crc: 0,
-        len: payload.len() as u32,
-        lsn,
-        epoch,
-        flags,
-    };
-    h.crc = entry_crc(payload_crc(salt, payload), &h);
+    let h = EntryHeader::sealed(payload.len(), lsn, epoch, flags, payload_crc(salt, payload));
     let mut v = h.encode().to_vec();
     v.extend_from_slice(payload);
     v.resize(entry_len(payload.len()), 0);
