@@ -52,8 +52,9 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.check_payload(payload)?;
-        let crc = self.crc_unless_fused(payload, format::entry_len(payload.len()));
-        let lsns = self.append_entries(&[payload], &[crc])?;
+        let total = format::entry_len(payload.len());
+        let crc = self.crc_unless_fused(payload, total);
+        let lsns = self.append_entries(&[payload], &[crc], total)?;
         Ok(lsns.start)
     }
 
@@ -94,7 +95,7 @@ impl<M: Media> Log<M> {
                 .map(|p| self.crc_unless_fused(p, total))
                 .collect()
         };
-        self.append_entries(payloads, &crcs)
+        self.append_entries(payloads, &crcs, total)
     }
 
     fn check_payload(&self, payload: &[u8]) -> Result<()> {
@@ -160,9 +161,13 @@ impl<M: Media> Log<M> {
 
     /// Reserves, stores, persists and publishes `payloads`; returns their LSNs.
     /// `crcs` holds each payload's checksum, or `None` for a payload to be checksummed while
-    /// it is stored ([`Log::crc_unless_fused`]).
-    fn append_entries(&self, payloads: &[&[u8]], crcs: &[Option<u32>]) -> Result<Range<Lsn>> {
-        let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
+    /// it is stored ([`Log::crc_unless_fused`]); `total` is the bytes of all entries on media.
+    fn append_entries(
+        &self,
+        payloads: &[&[u8]],
+        crcs: &[Option<u32>],
+        total: usize,
+    ) -> Result<Range<Lsn>> {
         let nt = total >= self.nt_threshold;
         let resv = self.reserve(payloads, total)?;
         let (first, epoch) = (resv.first, self.epoch);
