@@ -291,6 +291,7 @@ impl<M: Media> Log<M> {
             next_lsn: FIRST_LSN,
             entries: 0,
             torn_bytes: 0,
+            torn_start: DATA_OFFSET,
             state: recover::TailState::Clean,
             index: Vec::new(),
             index_base: FIRST_LSN,
@@ -444,33 +445,46 @@ impl<M: Media> Log<M> {
             // header a crash kept `truncate_after` from destroying) would let it back in.
             // Correctness never depends on wiping torn remains: the slot above is durable first,
             // so the remains are refused whatever the wipe leaves of them.
-            let area_end = if scan.tail < slot.head_offset as usize {
+            let torn = matches!(scan.state, recover::TailState::Torn { .. });
+            let start = if torn { scan.torn_start } else { scan.tail };
+            let area_end = if start < slot.head_offset as usize {
                 slot.head_offset as usize
             } else {
                 cap
             };
-            let end = if matches!(scan.state, recover::TailState::Torn { .. }) {
-                recover::remains_end(pmem.view(0, cap), scan.tail, scan.torn_bytes).min(area_end)
-            } else if scan.tail + 8 <= area_end && pmem.view(scan.tail, 8) != [0u8; 8] {
-                scan.tail + 8
+            let end = if torn {
+                recover::remains_end(pmem.view(0, cap), start, scan.torn_bytes).min(area_end)
+            } else if start + 8 <= area_end && pmem.view(start, 8) != [0u8; 8] {
+                start + 8
             } else {
-                scan.tail
+                start
             };
-            if end > scan.tail {
+            if end > start {
                 let zeros = [0u8; 4096];
-                let mut at = scan.tail;
+                let mut at = start;
                 while at < end {
                     let n = (end - at).min(zeros.len());
                     pmem.store_exclusive(at, &zeros[..n]);
                     at += n;
                 }
-                pmem.flush(scan.tail, end - scan.tail);
+                pmem.flush(start, end - start);
                 pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-                tracing::info!(
-                    offset = scan.tail,
-                    bytes = end - scan.tail,
-                    "daxlog: wiped the bytes after the tail"
-                );
+                if torn {
+                    tracing::warn!(
+                        path = %path.display(),
+                        offset = start,
+                        bytes = end - start,
+                        torn_bytes = scan.torn_bytes,
+                        next_lsn = scan.next_lsn,
+                        "daxlog: discarded the torn tail of an interrupted append"
+                    );
+                } else {
+                    tracing::debug!(
+                        path = %path.display(),
+                        offset = start,
+                        "daxlog: destroyed the header of an entry past the tail"
+                    );
+                }
             }
         }
         let persistence = pmem.media().persistence();

@@ -51,8 +51,11 @@ pub(crate) struct Scan {
     /// Accepted entries.
     pub entries: u64,
     /// Bytes of the interrupted write that were discarded (an estimate when its length field is
-    /// damaged: then only its header is counted).
+    /// damaged: then only its header is counted), from `torn_start` on.
     pub torn_bytes: u64,
+    /// Where the discarded bytes begin: the tail, or the start of the data area when the
+    /// discarded batch had wrapped there (its first entries whole, a later one refused).
+    pub torn_start: usize,
     /// Why the scan stopped.
     pub state: TailState,
     /// Offsets of the entries with LSN `index_base + k * INDEX_STRIDE` (`index_base` is
@@ -330,6 +333,13 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot, use_hint: bool) -> Scan
             reason: refusal.reason,
         }
     };
+    // The discarded batch starts at the tail, unless the walk wrapped past the tail into it:
+    // then it starts at the start of the data area (no batch spans the wrap).
+    let torn_start = if pos < tail {
+        format::DATA_OFFSET
+    } else {
+        tail
+    };
     let torn_bytes = match state {
         TailState::Torn { .. } => {
             let claimed = if pos + HEADER_LEN <= area_end {
@@ -342,7 +352,7 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot, use_hint: bool) -> Scan
             } else {
                 area_end.saturating_sub(pos)
             };
-            (pos - tail + claimed) as u64
+            (pos - torn_start + claimed) as u64
         }
         _ => 0,
     };
@@ -353,6 +363,7 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot, use_hint: bool) -> Scan
         next_lsn: w.next_lsn,
         entries: w.entries + (start_lsn - slot.head_lsn),
         torn_bytes,
+        torn_start,
         state,
         index_base,
         index: w.index.into_iter().map(|a| a.1).collect(),
@@ -373,12 +384,13 @@ fn hint(image: &[u8], salt: u32, slot: &Slot) -> Option<(usize, Lsn)> {
     Some((off, lsn))
 }
 
-/// Where the remains of an interrupted write end: past the claimed extent of the refused
-/// entry, through the following 4 KiB pages that still hold a non-zero byte, but no further
-/// than 1 MiB past the claimed extent (in a wrapped log, older laps follow).
-pub(crate) fn remains_end(image: &[u8], tail: usize, torn_bytes: u64) -> usize {
+/// Where the remains of an interrupted write that begin at `start` end: past the claimed
+/// extent of the refused entry, through the following 4 KiB pages that still hold a non-zero
+/// byte, but no further than 1 MiB past the claimed extent (in a wrapped log, older laps
+/// follow).
+pub(crate) fn remains_end(image: &[u8], start: usize, torn_bytes: u64) -> usize {
     const PAGE: usize = 4096;
-    let mut end = (tail + torn_bytes as usize).min(image.len());
+    let mut end = (start + torn_bytes as usize).min(image.len());
     let stop = (end + (1 << 20)).min(image.len());
     while end < stop {
         let page_end = ((end / PAGE) + 1) * PAGE;
