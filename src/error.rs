@@ -170,6 +170,17 @@ pub enum Error {
         entries_beyond: u64,
     },
 
+    /// The log refuses appends: a persistence barrier failed (durability of the appends in
+    /// flight is unknown), or an appender panicked while publishing. Reopen the log to
+    /// recover it; every acknowledged append is durable.
+    #[error("{path}: the log refuses appends: {cause}")]
+    Poisoned {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong first.
+        cause: String,
+    },
+
     /// The combination of options is not supported (for example salvage on a writable open).
     #[error("unsupported: {what}")]
     Unsupported {

@@ -26,6 +26,19 @@ pub enum Mutant {
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);
 
+static PANIC_AFTER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the next append (of any thread) panic right after it marks its ticket ready: the
+/// worst place for a panic, where its thread may owe the publication of later tickets.
+pub fn arm_panic_after_ready() {
+    PANIC_AFTER_READY.store(true, Ordering::SeqCst);
+}
+
+/// True once after [`arm_panic_after_ready`].
+pub(crate) fn take_panic_after_ready() -> bool {
+    PANIC_AFTER_READY.swap(false, Ordering::SeqCst)
+}
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

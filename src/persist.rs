@@ -117,8 +117,12 @@ pub fn membarrier_ready() -> bool {
             )
         };
         r == 0
-    })
+    }) && !MEMBARRIER_FAILED.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Set if a `membarrier` call ever failed after registration (membarrier(2) says it cannot):
+/// from then on both sides use `MFENCE`.
+static MEMBARRIER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
@@ -135,6 +139,12 @@ pub fn light_fence() {
 }
 
 /// The waiter's side of the asymmetric barrier (see [`membarrier_ready`]). Costs a system call.
+///
+/// Never panics: waiters call it after their ticket is ready, where a panic would leave the
+/// tickets after theirs unpublished. If the system call ever failed (it cannot once the
+/// process registered, membarrier(2), ERRORS), publishers switch to `MFENCE` from then on; a
+/// publisher that used only a compiler fence meanwhile can cost a waiter one lost wake-up,
+/// which its timed wait (at most 10 ms for an appender) bounds.
 pub fn heavy_fence() {
     use std::sync::atomic::{fence, Ordering::SeqCst};
     fence(SeqCst);
@@ -142,9 +152,14 @@ pub fn heavy_fence() {
         // SAFETY: as above; the process registered for this command in `membarrier_ready`.
         let r =
             unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
-        // Registered, so it cannot fail (membarrier(2), ERRORS); if it ever did, publishers
-        // would only have had a compiler fence: stop rather than lose wake-ups.
-        assert_eq!(r, 0, "membarrier failed after registration");
+        if r != 0 {
+            MEMBARRIER_FAILED.store(true, SeqCst);
+            fence(SeqCst);
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "daxlog: membarrier failed after registration; publishers now use MFENCE"
+            );
+        }
     }
 }
 

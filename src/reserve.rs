@@ -326,12 +326,22 @@ impl<M: Media> Log<M> {
         }
         let slot = &self.ring[r.ticket as usize % MAX_INFLIGHT];
         slot.ready.store(r.ticket + 1, Ordering::Release);
+        // From here on this thread may be the one that must publish its ticket and the ready
+        // ones after it: nothing on this path is meant to panic, and if something did, the
+        // guard poisons the log, so that later appends fail with `Error::Poisoned` instead of
+        // waiting forever for a publication that will not come.
+        let guard = PanicPoisons(self);
+        #[cfg(feature = "mutants")]
+        if crate::mutants::take_panic_after_ready() {
+            panic!("mutant: appender panics after marking its ticket ready");
+        }
         if cpu {
             self.wait_published(r.ticket, true)?;
         } else {
             self.group_sync(r.ticket)?;
             self.wait_published(r.ticket, false)?;
         }
+        std::mem::forget(guard);
         Ok(())
     }
 
@@ -521,10 +531,15 @@ impl<M: Media> Log<M> {
     /// A failed barrier leaves durability unknown: nothing after it is published, and every
     /// waiting or later append fails.
     pub(crate) fn poison(&self, e: &Error) {
+        self.poison_with(format!("a barrier failed: {e}"));
+    }
+
+    /// Makes every waiting and later append fail with [`Error::Poisoned`] naming `cause`.
+    pub(crate) fn poison_with(&self, cause: String) {
         let mut w = self.lock_writer();
         if w.poisoned.is_none() {
-            tracing::error!(error = %e, "daxlog: barrier failed; the log refuses further appends");
-            w.poisoned = Some(PoisonCause(e.to_string()));
+            tracing::error!(path = %self.name.display(), %cause, "daxlog: the log refuses further appends");
+            w.poisoned = Some(PoisonCause(cause));
         }
         drop(w);
         self.poisoned.store(true, Ordering::SeqCst);
@@ -533,14 +548,13 @@ impl<M: Media> Log<M> {
     }
 
     #[cold]
-    fn poison_error(&self) -> Error {
+    pub(crate) fn poison_error(&self) -> Error {
         let w = self.lock_writer();
         let cause = w.poisoned.as_ref().map_or("", |c| c.0.as_str());
-        Error::io(
-            &self.name,
-            "append after a failed barrier",
-            std::io::Error::other(cause.to_string()),
-        )
+        Error::Poisoned {
+            path: self.name.clone(),
+            cause: cause.to_string(),
+        }
     }
 
     /// Prefaults the pages the appends from `pos` will touch, 2 MiB at a time and each chunk
@@ -579,6 +593,20 @@ fn backoff(spins: &mut u32) {
 /// Why a log refuses appends after a failed barrier.
 #[derive(Clone, Debug)]
 pub(crate) struct PoisonCause(String);
+
+/// Poisons the log if dropped while its thread unwinds from a panic (see [`Log::complete`]);
+/// forgotten on the normal path.
+struct PanicPoisons<'a, M: Media>(&'a Log<M>);
+
+impl<M: Media> Drop for PanicPoisons<'_, M> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison_with(
+                "an appender panicked after its entries were stored; publication stopped".into(),
+            );
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
