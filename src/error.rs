@@ -79,9 +79,9 @@ pub enum Error {
         supported: u32,
     },
 
-    /// Both copies of the superblock (or both metadata slots) fail their checksums or hold
-    /// impossible values.
-    #[error("{path}: corrupted superblock at offset {offset}: {reason}")]
+    /// Both copies of the superblock, or both metadata slots, fail their checksums or hold
+    /// impossible values: the log's metadata cannot be read. `reason` says which.
+    #[error("{path}: corrupted metadata at offset {offset}: {reason}")]
     CorruptedSuperblock {
         /// The path given.
         path: PathBuf,
@@ -104,8 +104,10 @@ pub enum Error {
     },
 
     /// The requested capacity cannot hold a log.
-    #[error("invalid capacity {capacity}: {reason}")]
+    #[error("{path}: invalid capacity {capacity}: {reason}")]
     InvalidCapacity {
+        /// The file that was to be created.
+        path: PathBuf,
         /// The requested capacity in bytes.
         capacity: u64,
         /// Why it is refused.
@@ -120,12 +122,17 @@ pub enum Error {
     },
 
     /// The log was opened read-only and an operation needs to write.
-    #[error("log is open read-only")]
-    ReadOnly,
+    #[error("{path}: the log is open read-only")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
 
     /// The payload can never fit in this log, whatever is truncated.
-    #[error("payload of {len} bytes exceeds the largest payload this log can hold ({max} bytes)")]
+    #[error("{path}: payload of {len} bytes exceeds the largest payload this log can hold ({max} bytes)")]
     PayloadTooLarge {
+        /// The file.
+        path: PathBuf,
         /// The payload's length.
         len: u64,
         /// The largest payload this log can hold.
@@ -133,17 +140,24 @@ pub enum Error {
     },
 
     /// There is not enough free space for the append. Nothing was written; the log stays usable.
-    #[error("log full: the append needs {needed} bytes, {available} are free")]
+    #[error(
+        "{path}: log full: the append needs {needed} bytes, {available} are free in one piece"
+    )]
     Full {
+        /// The file.
+        path: PathBuf,
         /// Bytes the append needs on media (headers and padding included).
         needed: u64,
-        /// Bytes free at the tail.
+        /// The largest number of bytes free in one piece (at the tail, or at the start of the
+        /// data area after a wrap).
         available: u64,
     },
 
     /// The LSN is outside the range the operation accepts.
-    #[error("LSN {lsn} out of range (first LSN {first}, next LSN {next})")]
+    #[error("{path}: LSN {lsn} out of range (first LSN {first}, next LSN {next})")]
     LsnOutOfRange {
+        /// The file.
+        path: PathBuf,
         /// The LSN given.
         lsn: Lsn,
         /// The first LSN of the log (or the next one, if the log is empty).
@@ -170,6 +184,23 @@ pub enum Error {
         entries_beyond: u64,
     },
 
+    /// The file is not fully allocated (a sparse file) and cannot be allocated: a page fault
+    /// on a hole of a shared mapping can need a new block, and when the file system has none
+    /// the kernel's only answer is `SIGBUS`. daxlog allocates every log in full at creation;
+    /// this is a file copied or extended by other means onto a file system without
+    /// `fallocate`.
+    #[error("{path}: the file is not fully allocated ({allocated} of {capacity} bytes) and cannot be allocated: {reason}")]
+    NotAllocated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes of the file that have blocks.
+        allocated: u64,
+        /// The log's capacity.
+        capacity: u64,
+        /// Why allocating failed.
+        reason: String,
+    },
+
     /// The log refuses appends: a persistence barrier failed (durability of the appends in
     /// flight is unknown), or an appender panicked while publishing. Reopen the log to
     /// recover it; every acknowledged append is durable.
@@ -190,6 +221,48 @@ pub enum Error {
 }
 
 impl Error {
+    /// The file the error is about (`None` for [`Error::Unsupported`], which is about the
+    /// options, not a file). Logs on other media than files are named `(media)`.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::IsDirectory { path }
+            | Error::AlreadyExists { path }
+            | Error::EmptyFile { path }
+            | Error::TooSmall { path, .. }
+            | Error::NotDaxlog { path, .. }
+            | Error::UnsupportedVersion { path, .. }
+            | Error::CorruptedSuperblock { path, .. }
+            | Error::FileShorterThanCapacity { path, .. }
+            | Error::InvalidCapacity { path, .. }
+            | Error::Locked { path }
+            | Error::ReadOnly { path }
+            | Error::PayloadTooLarge { path, .. }
+            | Error::Full { path, .. }
+            | Error::LsnOutOfRange { path, .. }
+            | Error::Corrupted { path, .. }
+            | Error::NotAllocated { path, .. }
+            | Error::Poisoned { path, .. } => Some(path),
+            Error::Unsupported { .. } => None,
+        }
+    }
+
+    /// True if the error reports damaged bytes of a log: [`Error::Corrupted`] (an entry) or
+    /// [`Error::CorruptedSuperblock`] (the metadata). Such a log is rescued with a read-only
+    /// [`crate::RecoveryMode::Salvage`] open (`daxlog check --salvage`), never by retrying.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupted { .. } | Error::CorruptedSuperblock { .. }
+        )
+    }
+
+    /// True if the append failed only for want of space: nothing was written and the log
+    /// stays usable; truncating (or a larger log) makes room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Error::Full { .. })
+    }
+
     pub(crate) fn io(path: &std::path::Path, op: &'static str, source: io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
