@@ -1,16 +1,20 @@
-//! Options for creating and opening a log, and the environment variables that override them.
+//! Options for creating and opening a log, and the environment variables that may override
+//! them when the application asks for it (`Options::from_env`).
 
+use crate::format::FIRST_LSN;
 use crate::map::PersistenceChoice;
 use crate::media::Persistence;
+use crate::Lsn;
 
 /// Default capacity of a new log: 64 MiB.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;
 
 /// Default size (bytes on media, per append or batch) from which non-temporal stores are used
 /// instead of cached stores plus cache-line write-back: 0, always. Non-temporal stores need
-/// only the fence, and measured here they beat copy + `CLWB` at every size from 64 B (164 vs
-/// 232 ns per 64 B append; see README, "Benchmarks"). On real Optane the crossover was about
-/// 256-512 B: set `Options::nt_threshold` or `DAXLOG_NT_THRESHOLD` there.
+/// only the fence; on the AMD EPYC guest of docs/BENCHMARKS.md they beat copy + `CLWB` at every
+/// size from 64 B. The crossover is a property of the host (on an Intel Xeon guest `CLWB` won
+/// below about 1 KiB; on real Optane the crossover was about 256-512 B): set
+/// [`Options::nt_threshold`] where it matters.
 pub const DEFAULT_NT_THRESHOLD: usize = 0;
 
 /// What recovery does with an entry that fails its checks.
@@ -29,25 +33,18 @@ pub enum RecoveryMode {
     Strict,
     /// For rescuing data (read-only opens only): the log opens with the valid entries before
     /// the first damage, and [`crate::RecoveryReport::gaps`] lists every damaged region with the
-    /// LSNs it swallowed; [`crate::salvage`] visits every valid entry past the gaps too.
+    /// LSNs it swallowed; [`crate::Log::salvage`] visits every valid entry past the gaps too.
     Salvage,
 }
 
 /// How to create or open a log.
 ///
-/// Fields left at their defaults can be overridden by environment variables, so that tests and
-/// benchmarks can force a mode without code changes:
+/// `Options::new()` is exactly what its builder methods say: the environment plays no part.
+/// An application that wants operators to be able to force a mode without a rebuild (the
+/// `daxlog` tool, benchmarks, tests) starts from [`Options::from_env`] instead, which lets the
+/// variables below override the fields it does not set explicitly:
 ///
-/// | variable | effect |
-/// |---|---|
-/// | `DAXLOG_FORCE_CPU_FLUSH=1` | use CPU flushes even without `MAP_SYNC` (e.g. on `/dev/shm`) |
-/// | `DAXLOG_FORCE_MSYNC=1` | use `msync` even on a DAX mount |
-/// | `DAXLOG_FLUSH=clwb\|clflushopt\|clflush` | use this flush instruction (if the CPU has it) |
-/// | `DAXLOG_NO_NT=1` | never use non-temporal stores |
-/// | `DAXLOG_NT_THRESHOLD=BYTES` | non-temporal stores from this many bytes per append |
-/// | `DAXLOG_TAIL_HINT_EVERY=BYTES` | bounded recovery: a tail hint every this many bytes |
-///
-/// Values set explicitly through the builder methods win over the environment.
+#[doc = include_str!("../docs/ENVIRONMENT.md")]
 ///
 /// ```
 /// use daxlog::{Options, PersistenceChoice};
@@ -64,9 +61,12 @@ pub struct Options {
     pub(crate) persistence: Option<PersistenceChoice>,
     pub(crate) flush: Option<Persistence>,
     pub(crate) nt_threshold: Option<usize>,
-    pub(crate) use_env: bool,
+    pub(crate) env: bool,
     pub(crate) recovery: RecoveryMode,
     pub(crate) tail_hint_every: Option<u64>,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) mode: u32,
+    pub(crate) huge_page_align: Option<bool>,
 }
 
 impl Default for Options {
@@ -76,7 +76,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Defaults: 64 MiB capacity, automatic persistence mode, environment honoured.
+    /// Defaults: 64 MiB capacity, automatic persistence mode, first LSN 1, new files with mode
+    /// `0o600`; no environment variable is read.
     pub fn new() -> Self {
         Options {
             capacity: DEFAULT_CAPACITY,
@@ -84,24 +85,45 @@ impl Options {
             persistence: None,
             flush: None,
             nt_threshold: None,
-            use_env: true,
+            env: false,
             recovery: RecoveryMode::TolerateTornTail,
             tail_hint_every: None,
+            first_lsn: FIRST_LSN,
+            mode: DEFAULT_MODE,
+            huge_page_align: None,
         }
+    }
+
+    /// [`Options::new`] with the `DAXLOG_*` environment variables allowed to override the
+    /// fields that are not set explicitly (see the table on [`Options`]).
+    pub fn from_env() -> Self {
+        Self::new().env_overrides(true)
+    }
+
+    /// Whether the `DAXLOG_*` environment variables may override the fields that are not set
+    /// explicitly (default: no; [`Options::from_env`] says yes).
+    pub fn env_overrides(mut self, yes: bool) -> Self {
+        self.env = yes;
+        self
+    }
+
+    /// True if the environment may override unset fields.
+    pub fn get_env_overrides(&self) -> bool {
+        self.env
     }
 
     /// Bounded recovery: every `bytes` of appends, record a durable entry near the tail in the
     /// metadata slot (one slot update, never on the append itself), and let `open` start its
     /// scan there instead of at the head (FORMAT.md, "Tail hint"). Entries before the hint are
     /// then not validated at open (`daxlog check` still validates everything). Off by default;
-    /// `DAXLOG_TAIL_HINT_EVERY=BYTES` turns it on when this is not set.
+    /// 0 turns it off.
     pub fn tail_hint_every(mut self, bytes: u64) -> Self {
         self.tail_hint_every = Some(bytes);
         self
     }
 
     pub(crate) fn resolved_tail_hint_every(&self) -> Option<u64> {
-        if self.tail_hint_every.is_some() || !self.use_env {
+        if self.tail_hint_every.is_some() || !self.env {
             return self.tail_hint_every.filter(|&b| b > 0);
         }
         std::env::var("DAXLOG_TAIL_HINT_EVERY")
@@ -124,9 +146,26 @@ impl Options {
         self
     }
 
+    /// The LSN of a new log's first entry (default 1; used by `create` only). A log that
+    /// continues another (a copy, a salvaged log, a replica that starts from a snapshot) keeps
+    /// its LSNs. At least 1.
+    pub fn first_lsn(mut self, lsn: Lsn) -> Self {
+        self.first_lsn = lsn;
+        self
+    }
+
     /// Lets `create` replace an existing file (default: `create` fails if the file exists).
+    /// The new log is built beside the old one and renamed over it only once complete: until
+    /// then the old log is untouched, and a crash leaves one or the other.
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
+        self
+    }
+
+    /// Permission bits of a new log file (default `0o600`: readable and writable by its owner
+    /// only, like a database's write-ahead log); the process's umask still applies.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o7777;
         self
     }
 
@@ -149,9 +188,10 @@ impl Options {
         self
     }
 
-    /// Whether the `DAXLOG_*` environment variables may override unset fields (default: yes).
-    pub fn use_env(mut self, yes: bool) -> Self {
-        self.use_env = yes;
+    /// Whether mappings of 2 MiB or more are placed at a 2 MiB-aligned address, so that a DAX
+    /// file system can map them with huge pages (default: yes).
+    pub fn huge_page_align(mut self, yes: bool) -> Self {
+        self.huge_page_align = Some(yes);
         self
     }
 
@@ -164,9 +204,9 @@ impl Options {
         if let Some(p) = self.persistence {
             return p;
         }
-        if self.use_env && env_flag("DAXLOG_FORCE_MSYNC") {
+        if self.env && env_flag("DAXLOG_FORCE_MSYNC") {
             PersistenceChoice::ForceMsync
-        } else if self.use_env && env_flag("DAXLOG_FORCE_CPU_FLUSH") {
+        } else if self.env && env_flag("DAXLOG_FORCE_CPU_FLUSH") {
             PersistenceChoice::ForceCpuFlush
         } else {
             PersistenceChoice::Auto
@@ -174,7 +214,7 @@ impl Options {
     }
 
     pub(crate) fn resolved_flush(&self) -> Option<Persistence> {
-        if self.flush.is_some() || !self.use_env {
+        if self.flush.is_some() || !self.env {
             return self.flush;
         }
         match std::env::var("DAXLOG_FLUSH")
@@ -193,7 +233,7 @@ impl Options {
         if let Some(t) = self.nt_threshold {
             return t;
         }
-        if self.use_env {
+        if self.env {
             if env_flag("DAXLOG_NO_NT") {
                 return usize::MAX;
             }
@@ -206,7 +246,17 @@ impl Options {
         }
         DEFAULT_NT_THRESHOLD
     }
+
+    pub(crate) fn resolved_huge_page_align(&self) -> bool {
+        if let Some(a) = self.huge_page_align {
+            return a;
+        }
+        !(self.env && std::env::var("DAXLOG_MAP_ALIGN").is_ok_and(|v| v == "page"))
+    }
 }
+
+/// Permission bits of a new log file unless [`Options::mode`] says otherwise.
+pub const DEFAULT_MODE: u32 = 0o600;
 
 fn env_flag(name: &str) -> bool {
     matches!(
