@@ -73,7 +73,9 @@ impl<M: Media> Log<M> {
     pub fn append_batch(&self, payloads: &[&[u8]]) -> Result<Range<Lsn>> {
         if payloads.is_empty() {
             if self.read_only {
-                return Err(Error::ReadOnly);
+                return Err(Error::ReadOnly {
+                    path: self.name.clone(),
+                });
             }
             let next = self.next_lsn();
             return Ok(next..next);
@@ -100,11 +102,14 @@ impl<M: Media> Log<M> {
 
     fn check_payload(&self, payload: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::ReadOnly);
+            return Err(Error::ReadOnly {
+                path: self.name.clone(),
+            });
         }
         let max = max_payload(self.sb.capacity);
         if payload.len() as u64 > max {
             return Err(Error::PayloadTooLarge {
+                path: self.name.clone(),
                 len: payload.len() as u64,
                 max,
             });
@@ -329,27 +334,99 @@ impl<M: Media> Drop for Abandoned<'_, M> {
             return;
         }
         let log = self.log;
-        let (epoch, first) = (log.epoch, self.resv.first);
-        let mut pos = self.resv.claim.start();
-        let zeros = vec![0u8; self.payloads.iter().map(|p| p.len()).max().unwrap_or(0)];
-        for (i, p) in self.payloads.iter().enumerate() {
+        log.store_padding(self.resv, self.payloads, self.nt);
+        tracing::warn!(
+            path = %log.name.display(),
+            ticket = self.resv.ticket,
+            first_lsn = self.resv.first,
+            "daxlog: append abandoned; its LSNs hold padding"
+        );
+        let _ = log.complete(self.resv, self.nt);
+    }
+}
+
+/// At most this many padding entries go in one reservation of [`Log::append_padding`].
+const PAD_CHUNK: usize = BATCH_BUF / HEADER_LEN;
+
+impl<M: Media> Log<M> {
+    /// Fills the reservation `resv`, made for entries of the lengths of `payloads`, with
+    /// padding entries of the same lengths (zero payloads, flag `PAD`) that take its LSNs.
+    fn store_padding(&self, resv: &Resv, payloads: &[&[u8]], nt: bool) {
+        let (epoch, first) = (self.epoch, resv.first);
+        let mut pos = resv.claim.start();
+        let zeros = vec![0u8; payloads.iter().map(|p| p.len()).max().unwrap_or(0)];
+        for (i, p) in payloads.iter().enumerate() {
             let flags = FLAG_PAD
-                | if i + 1 < self.payloads.len() {
+                | if i + 1 < payloads.len() {
                     FLAG_CONTINUES
                 } else {
                     0
                 };
             let body = &zeros[..p.len()];
-            let pcrc = format::payload_crc(log.sb.salt, body);
+            let pcrc = format::payload_crc(self.sb.salt, body);
             let h = EntryHeader::sealed(p.len(), first + i as u64, epoch, flags, pcrc);
-            log.store_entry(&self.resv.claim, pos, &h, body, self.nt);
+            self.store_entry(&resv.claim, pos, &h, body, nt);
             pos += h.entry_len();
         }
-        tracing::warn!(
-            ticket = self.resv.ticket,
-            first_lsn = first,
-            "daxlog: append abandoned; its LSNs hold padding"
-        );
-        let _ = log.complete(self.resv, self.nt);
+    }
+
+    /// Takes the next `count` LSNs with padding entries (24 bytes each on media, no payload),
+    /// which readers skip: [`Log::read`] returns `None` for them and iterators step over
+    /// them, while [`Log::len`] counts them. For building a log that keeps another log's LSNs
+    /// across a hole — a salvaged copy of a damaged log (`daxlog check --salvage`), a replica
+    /// whose source lost entries — without renumbering what follows.
+    ///
+    /// Returns the LSNs taken. Costs one barrier per 170 entries; each such group is durable
+    /// all or nothing, like a batch. On [`Error::Full`] the groups already appended stay.
+    /// Meant for a log nobody else appends to meanwhile: other appends could fall between the
+    /// groups of a large `count`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// log.append(b"entry 1")?;
+    /// assert_eq!(log.append_padding(3)?, 2..5); // LSNs 2, 3 and 4 were lost
+    /// assert_eq!(log.append(b"entry 5")?, 5);
+    /// assert!(log.read(3).is_none());
+    /// let lsns: Vec<u64> = log.iter().map(|e| e.lsn).collect();
+    /// assert_eq!(lsns, [1, 5]);
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn append_padding(&self, count: u64) -> Result<Range<Lsn>> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.name.clone(),
+            });
+        }
+        let empty: [&[u8]; PAD_CHUNK] = [&[]; PAD_CHUNK];
+        let mut taken: Option<Range<Lsn>> = None;
+        let mut left = count;
+        while left > 0 {
+            let n = (left as usize).min(PAD_CHUNK);
+            let payloads = &empty[..n];
+            let total = n * HEADER_LEN;
+            let nt = total >= self.nt_threshold;
+            let resv = self.reserve(payloads, total)?;
+            let mut guard = Abandoned {
+                log: self,
+                resv: &resv,
+                payloads,
+                nt,
+                done: false,
+            };
+            self.store_padding(&resv, payloads, nt);
+            guard.done = true;
+            self.complete(&resv, nt)?;
+            let got = resv.first..resv.first + n as u64;
+            taken = Some(match taken {
+                Some(t) => t.start..got.end,
+                None => got,
+            });
+            left -= n as u64;
+        }
+        Ok(taken.unwrap_or_else(|| {
+            let next = self.next_lsn();
+            next..next
+        }))
     }
 }

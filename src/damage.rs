@@ -32,7 +32,7 @@ pub const SEARCH_BYTES: usize = 64 << 20;
 /// Damage found inside the acknowledged part of a log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Damage {
-    /// Offset of the first refused entry.
+    /// Offset of the refused entry (inside a batch: the bad entry, not the batch's first).
     pub offset: u64,
     /// LSN it should have carried.
     pub lsn: Lsn,
@@ -139,8 +139,10 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
         recover::TailState::Torn { reason } => reason,
         _ => "entry missing",
     };
-    // The first entry not recovered: the start of the discarded batch.
-    let (offset, lsn) = (scan.tail, scan.next_lsn);
+    // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
+    // the batch before it are discarded with it, but they are not the damage). Salvage names
+    // the same entry (`Gap::offset`, `Gap::first_lsn`).
+    let (offset, lsn) = (scan.stop, scan.stop_lsn);
     let cont = continuation(image, salt, slot, scan.stop, scan.stop_lsn);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {

@@ -19,7 +19,7 @@
 //! let log = Log::create(&path, &Options::new().capacity(4 << 20))?;
 //! let lsn = log.append(b"txn 17: set a=1")?;       // durable when it returns
 //! log.append_batch(&[b"txn 18: set b=2", b"txn 18: commit"])?; // one barrier, all or nothing
-//! println!("persistence: {}", log.persistence());    // e.g. "CLWB+SFENCE" or "msync"
+//! println!("persistence: {}", log.persistence());    // e.g. "clwb" or "msync"
 //! drop(log);
 //!
 //! let log = Log::open(&path, &Options::new())?;       // recovers; a torn tail is discarded

@@ -3,7 +3,7 @@
 //! The append path is in `append.rs`, reading in `iter.rs`.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
@@ -12,11 +12,14 @@ use std::time::Instant;
 use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Slot, Superblock, SuperblockError, DATA_OFFSET, FIRST_LSN, HEADER_LEN, SB_BACKUP_OFFSET,
-    SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    self, Slot, Superblock, SuperblockError, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_LEN,
+    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
 use crate::iter::Index;
-use crate::map::{allocate, fill_random, lock_exclusive, sync_parent_dir, MmapMedia};
+use crate::map::{
+    allocate, ensure_allocated, fill_random, lock_exclusive, lock_replaced, sync_parent_dir,
+    MmapMedia,
+};
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
 use crate::recover::{self, DamageReport, RecoveryReport, TailState};
@@ -114,33 +117,57 @@ impl<M: Media> std::fmt::Debug for Log<M> {
 impl Log<MmapMedia> {
     /// Creates a new log file of `opts`' capacity and opens it for writing.
     ///
-    /// Fails with [`Error::AlreadyExists`] if the file exists, unless
-    /// [`Options::overwrite`] is set. The file is fully allocated (so that a page fault can
-    /// never find the file system full) and made durable before this returns.
+    /// The log is built in a new file beside `path` (an unpredictable name, created
+    /// exclusively with the permission bits of [`Options::mode`], `0o600` by default), fully
+    /// allocated (so that no page fault can ever find the file system full), formatted and
+    /// made durable, and only then renamed to `path`. So:
+    /// - nothing is left behind if creation fails (no room, an I/O error): `path` is as it was;
+    /// - without [`Options::overwrite`] the rename is exclusive: [`Error::AlreadyExists`] if
+    ///   anything exists at `path`, even if it appeared while the log was being built, and
+    ///   nothing there is ever opened or written;
+    /// - with [`Options::overwrite`] an existing file is replaced only once the new log is
+    ///   complete (a crash leaves the old file or the new log), a log that a writer holds
+    ///   open is refused with [`Error::Locked`], and a symbolic link at `path` is itself
+    ///   replaced: its target is never written.
+    ///
+    /// A process killed while building leaves a file named `.NAME.XXXXXX.tmp` beside `path`,
+    /// which can be removed.
     pub fn create(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
         let path = path.as_ref();
         let capacity = opts.capacity;
-        format::validate_capacity(capacity)
-            .map_err(|reason| Error::InvalidCapacity { capacity, reason })?;
-        match std::fs::metadata(path) {
+        format::validate_capacity(capacity).map_err(|reason| Error::InvalidCapacity {
+            path: path.into(),
+            capacity,
+            reason,
+        })?;
+        check_first_lsn(opts.first_lsn)?;
+        // Held until the new log is in place: no writer can open the old one meanwhile.
+        let _old = match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => return Err(Error::IsDirectory { path: path.into() }),
             Ok(_) if !opts.overwrite => return Err(Error::AlreadyExists { path: path.into() }),
-            _ => {}
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
+            Ok(m) if m.is_file() => lock_replaced(path)?,
+            _ => None,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::IsDirectory { path: path.into() })?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(opts.mode))
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(path, "create", e))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
             .map_err(|e| Error::io(path, "create", e))?;
         lock_exclusive(&file, path)?;
-        file.set_len(0)
-            .map_err(|e| Error::io(path, "truncate", e))?;
         allocate(&file, capacity).map_err(|e| Error::io(path, "fallocate", e))?;
         file.sync_all().map_err(|e| Error::io(path, "fsync", e))?;
-        sync_parent_dir(path);
         let media = MmapMedia::map(
             file,
             path,
@@ -148,9 +175,21 @@ impl Log<MmapMedia> {
             true,
             opts.resolved_persistence(),
             opts.resolved_flush(),
+            opts.resolved_huge_page_align(),
         )?;
-        // The file was truncated and allocated anew: its data area is zero.
-        Self::format(media, opts, path, true)
+        // The file was allocated anew: its data area is zero.
+        let log = Self::format(media, opts, path, true)?;
+        let placed = if opts.overwrite {
+            tmp.persist(path)
+        } else {
+            tmp.persist_noclobber(path)
+        };
+        placed.map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
+            _ => Error::io(path, "rename", e.error),
+        })?;
+        sync_parent_dir(path).map_err(|e| Error::io(path, "fsync (directory)", e))?;
+        Ok(log)
     }
 
     /// Opens an existing log for writing, recovering it: see [`Log::recovery`] for what was
@@ -169,6 +208,16 @@ impl Log<MmapMedia> {
     /// flushes alone make appends durable.
     pub fn map_sync(&self) -> bool {
         self.pmem.media().map_sync()
+    }
+
+    /// True if an acknowledged append survives a power failure on this mapping: the kernel
+    /// granted `MAP_SYNC` (CPU flushes reach persistent memory), or the barrier is `msync`.
+    /// False only when CPU flushes were forced without `MAP_SYNC`
+    /// ([`PersistenceChoice::ForceCpuFlush`](crate::PersistenceChoice::ForceCpuFlush), for
+    /// measuring the flush path on DRAM): then an append survives the crash of the process,
+    /// not of the machine.
+    pub fn is_durable(&self) -> bool {
+        self.map_sync() || !self.persistence().is_cpu_flush()
     }
 
     /// The path of the log file.
@@ -215,6 +264,10 @@ impl Log<MmapMedia> {
                 capacity: sb.capacity,
             });
         }
+        if writable {
+            // Stores into a hole of the mapping would need a block at fault time.
+            ensure_allocated(&file, path, sb.capacity)?;
+        }
         let media = MmapMedia::map(
             file,
             path,
@@ -222,6 +275,7 @@ impl Log<MmapMedia> {
             writable,
             opts.resolved_persistence(),
             opts.resolved_flush(),
+            opts.resolved_huge_page_align(),
         )?;
         Self::recover(media, opts, writable, path, start)
     }
@@ -236,9 +290,14 @@ impl<M: Media> Log<M> {
 
     fn format(media: M, opts: &Options, path: &Path, zeroed: bool) -> Result<Self> {
         check_cpu()?;
+        check_first_lsn(opts.first_lsn)?;
+        let first = opts.first_lsn;
         let capacity = media.len() as u64;
-        format::validate_capacity(capacity)
-            .map_err(|reason| Error::InvalidCapacity { capacity, reason })?;
+        format::validate_capacity(capacity).map_err(|reason| Error::InvalidCapacity {
+            path: path.into(),
+            capacity,
+            reason,
+        })?;
         let mut pmem = Pmem::new(media, DATA_OFFSET);
         let mut uuid = [0u8; 16];
         fill_random(&mut uuid);
@@ -252,8 +311,8 @@ impl<M: Media> Log<M> {
         let slot = Slot {
             seq: 1,
             head_offset: DATA_OFFSET as u64,
-            head_lsn: FIRST_LSN,
-            cut_lsn: FIRST_LSN,
+            head_lsn: first,
+            cut_lsn: first,
             epoch: new_epoch(None),
             flags: 0,
             hint_offset: 0,
@@ -283,21 +342,21 @@ impl<M: Media> Log<M> {
             persistence,
             damage: None,
             gaps: Vec::new(),
-            scanned_from: FIRST_LSN,
+            scanned_from: first,
         };
         let scan = recover::Scan {
             tail: DATA_OFFSET,
             wrap_at: 0,
-            next_lsn: FIRST_LSN,
+            next_lsn: first,
             entries: 0,
             torn_bytes: 0,
             torn_start: DATA_OFFSET,
             state: recover::TailState::Clean,
             index: Vec::new(),
-            index_base: FIRST_LSN,
-            scanned_from: FIRST_LSN,
+            index_base: first,
+            scanned_from: first,
             stop: DATA_OFFSET,
-            stop_lsn: FIRST_LSN,
+            stop_lsn: first,
         };
         Ok(Self::assemble(
             pmem, sb, slot, scan, opts, false, report, path, zeroed,
@@ -725,6 +784,16 @@ fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
             })
         }
     }
+}
+
+/// LSNs start at 1 (0 means "none" in the slot's tail hint).
+fn check_first_lsn(lsn: Lsn) -> Result<()> {
+    if lsn == 0 || lsn > u64::MAX / 2 {
+        return Err(Error::Unsupported {
+            what: "a first LSN of 0 or above 2^63 (LSNs start at 1)",
+        });
+    }
+    Ok(())
 }
 
 /// Appends reserve with `CMPXCHG16B` (`reserve.rs`).

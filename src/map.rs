@@ -77,8 +77,10 @@ impl MmapMedia {
         writable: bool,
         choice: PersistenceChoice,
         flush: Option<Persistence>,
+        huge_page_align: bool,
     ) -> Result<Self> {
-        let size = NonZeroUsize::new(len).ok_or(Error::InvalidCapacity {
+        let size = NonZeroUsize::new(len).ok_or_else(|| Error::InvalidCapacity {
+            path: path.to_path_buf(),
             capacity: 0,
             reason: "empty mapping",
         })?;
@@ -99,7 +101,8 @@ impl MmapMedia {
         } else {
             MapFlags::MAP_SHARED
         };
-        let place = reserve(len).map_err(|e| Error::io(path, "mmap (reserve)", e.into()))?;
+        let place = reserve(len, huge_page_align)
+            .map_err(|e| Error::io(path, "mmap (reserve)", e.into()))?;
         let fixed = place
             .map(|_| MapFlags::MAP_FIXED)
             .unwrap_or(MapFlags::empty());
@@ -125,6 +128,14 @@ impl MmapMedia {
             persistence = %mode,
             "daxlog: mapped log file"
         );
+        if writable && mode.is_cpu_flush() && !map_sync {
+            tracing::warn!(
+                path = %path.display(),
+                persistence = %mode,
+                "daxlog: CPU flushes forced without MAP_SYNC: acknowledged appends survive a \
+                 process crash, not a power failure"
+            );
+        }
         Ok(MmapMedia {
             ptr: ptr.cast(),
             len,
@@ -284,13 +295,12 @@ impl Drop for MmapMedia {
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// Reserves an address range for a mapping of `len` bytes, 2 MiB-aligned when `len` is at least
-/// 2 MiB, and returns its aligned start; `None` for small mappings, which go where the kernel
-/// puts them.
-fn reserve(len: usize) -> std::result::Result<Option<NonZeroUsize>, Errno> {
-    // `DAXLOG_MAP_ALIGN=page` leaves placement to the kernel (for measuring what the 2 MiB
-    // alignment buys; see README, "Running on persistent memory").
-    let unaligned = std::env::var("DAXLOG_MAP_ALIGN").is_ok_and(|v| v == "page");
-    if len < HUGE_PAGE || unaligned {
+/// 2 MiB and `align` is set, and returns its aligned start; `None` for small or unaligned
+/// mappings, which go where the kernel puts them.
+fn reserve(len: usize, align: bool) -> std::result::Result<Option<NonZeroUsize>, Errno> {
+    // Without `align` placement is left to the kernel (for measuring what the 2 MiB alignment
+    // buys; see README, "Running on persistent memory").
+    if len < HUGE_PAGE || !align {
         return Ok(None);
     }
     let total = NonZeroUsize::new(len + HUGE_PAGE).expect("non-zero");
@@ -357,23 +367,93 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     }
 }
 
-pub(crate) fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+/// Before a log at `path` is replaced: if it is a file (not a link, whose target is never
+/// touched), takes its writer lock, so that a log a writer holds open is refused with
+/// [`Error::Locked`] and no writer opens it until the replacement is in place. `None` if
+/// there is no such file any more.
+pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(Error::io(path, "open", e)),
+    };
+    lock_exclusive(&file, path)?;
+    Ok(Some(file))
+}
+
+/// Allocates every block of the first `len` bytes of `file` (extending it to `len`), so that
+/// no page fault of a shared mapping ever needs a new block: on a full file system that fault
+/// could only end in `SIGBUS`. Where the file system has no `fallocate` (glibc then emulates
+/// it; other C libraries report `EOPNOTSUPP`), zeros are written instead.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     match nix::fcntl::posix_fallocate(file, 0, len as libc::off_t) {
         Ok(()) => Ok(()),
-        // File systems without fallocate: a sparse file still reads as zeros.
-        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) => file.set_len(len),
+        Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => write_zeros(file, len),
         Err(e) => Err(e.into()),
     }
 }
 
-pub(crate) fn sync_parent_dir(path: &Path) {
+fn write_zeros(file: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Bytes of `file` that have blocks (`st_blocks` counts 512-byte units).
+pub(crate) fn allocated_bytes(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512)
+}
+
+/// Makes sure the first `capacity` bytes of an existing log file are allocated (a file copied
+/// sparsely, or extended with `truncate`, may have holes): cheap when `st_blocks` already
+/// covers the capacity, else allocates them.
+pub(crate) fn ensure_allocated(file: &File, path: &Path, capacity: u64) -> Result<()> {
+    let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+    let allocated = allocated_bytes(&meta);
+    if allocated >= capacity {
+        return Ok(());
+    }
+    match nix::fcntl::posix_fallocate(file, 0, capacity as libc::off_t) {
+        Ok(()) => {
+            tracing::info!(
+                path = %path.display(),
+                allocated,
+                capacity,
+                "daxlog: allocated the holes of a sparse log file"
+            );
+            Ok(())
+        }
+        Err(e) => Err(Error::NotAllocated {
+            path: path.into(),
+            allocated,
+            capacity,
+            reason: format!("fallocate: {}", io::Error::from(e)),
+        }),
+    }
+}
+
+/// Fsyncs the directory that holds `path`, so that a name just created or renamed there is
+/// durable.
+pub(crate) fn sync_parent_dir(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if let Ok(d) = File::open(parent) {
-        let _ = d.sync_all();
-    }
+    File::open(parent)?.sync_all()
 }
 
 /// Fills `buf` from the kernel's random source.

@@ -49,14 +49,23 @@ impl Persistence {
     }
 }
 
+/// The short name ([`Persistence::name`]): what the `daxlog` tool and its JSON print too.
 impl fmt::Display for Persistence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.name())
+    }
+}
+
+impl Persistence {
+    /// The barrier spelled out: `CLWB+SFENCE`, `CLFLUSHOPT+SFENCE`, `CLFLUSH+MFENCE` or
+    /// `msync(MS_SYNC)`.
+    pub fn barrier(self) -> &'static str {
+        match self {
             Persistence::Clwb => "CLWB+SFENCE",
             Persistence::ClflushOpt => "CLFLUSHOPT+SFENCE",
             Persistence::Clflush => "CLFLUSH+MFENCE",
-            Persistence::Msync => "msync",
-        })
+            Persistence::Msync => "msync(MS_SYNC)",
+        }
     }
 }
 

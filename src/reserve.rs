@@ -288,6 +288,7 @@ impl<M: Media> Log<M> {
             head.saturating_sub(tail + ENTRY_ALIGN)
         };
         Err(Error::Full {
+            path: self.name.clone(),
             needed: total as u64,
             available: available as u64,
         })

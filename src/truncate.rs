@@ -39,6 +39,7 @@ impl<M: Media> Log<M> {
         let next = self.next_lsn();
         if lsn > next {
             return Err(Error::LsnOutOfRange {
+                path: self.name.clone(),
                 lsn,
                 first: self.first_lsn,
                 next,
@@ -118,6 +119,7 @@ impl<M: Media> Log<M> {
                 return Ok(());
             }
             return Err(Error::LsnOutOfRange {
+                path: self.name.clone(),
                 lsn,
                 first: self.first_lsn,
                 next,
@@ -203,7 +205,9 @@ impl<M: Media> Log<M> {
 
     fn check_writable(&self) -> Result<()> {
         if self.read_only {
-            Err(Error::ReadOnly)
+            Err(Error::ReadOnly {
+                path: self.name.clone(),
+            })
         } else {
             Ok(())
         }

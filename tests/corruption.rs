@@ -292,3 +292,36 @@ fn damaged_entry_error_message_names_file_offset_and_lsn() {
     assert!(msg.contains("15 valid entries found beyond"), "{msg}");
     let _ = EntryHeader::decode; // the format module is part of the public API
 }
+
+/// Guards against two tools naming two different entries for one damage: inside a batch the
+/// open's `Error::Corrupted` used to name the batch's first entry (where the discarded part
+/// starts) while salvage named the bad one. Both must name the entry that is actually bad.
+#[test]
+fn damage_inside_a_batch_is_named_the_same_way_everywhere() {
+    for dir in common::temp_dirs() {
+        let path = dir.path().join("batch.dax");
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        let p: Vec<Vec<u8>> = (1..=3).map(|l| payload(l, LEN)).collect();
+        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(log.append_batch(&refs).unwrap(), 1..4);
+        for l in 4..=8 {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        drop(log);
+        let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
+        let second = DATA_OFFSET as u64 + entry;
+        flip(&path, second + HEADER_LEN as u64 + 5, 0x01);
+        match Log::open(&path, &Options::new()) {
+            Err(Error::Corrupted { offset, lsn, .. }) => assert_eq!((offset, lsn), (second, 2)),
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+        let ro = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let d = ro.recovery().damage.clone().unwrap();
+        assert_eq!((d.offset, d.lsn), (second, 2));
+        let gaps = &ro.recovery().gaps;
+        assert_eq!((gaps[0].offset, gaps[0].first_lsn), (second, 2));
+        let mut rescued = Vec::new();
+        ro.salvage(|l, _| rescued.push(l)).unwrap();
+        assert_eq!(rescued, [1, 3, 4, 5, 6, 7, 8]);
+    }
+}

@@ -14,7 +14,7 @@ fn expect_dax() -> bool {
 fn automatic_mode_matches_the_mount() {
     for dir in common::temp_dirs() {
         let path = dir.path().join("mode.dax");
-        let log = Log::create(&path, &Options::new().use_env(false).capacity(4 << 20)).unwrap();
+        let log = Log::create(&path, &Options::new().capacity(4 << 20)).unwrap();
         let p = log.persistence();
         println!(
             "{}: map_sync={} persistence={p}",
@@ -38,7 +38,7 @@ fn automatic_mode_matches_the_mount() {
             log.append(&common::payload(i, 300)).unwrap();
         }
         drop(log);
-        let log = Log::open(&path, &Options::new().use_env(false)).unwrap();
+        let log = Log::open(&path, &Options::new()).unwrap();
         assert_eq!(log.persistence(), p);
         assert_eq!(log.recovery().persistence, p);
         for (i, e) in log.iter().enumerate() {
@@ -52,10 +52,10 @@ fn automatic_mode_matches_the_mount() {
 fn read_only_open_reports_the_same_mode() {
     for dir in common::temp_dirs() {
         let path = dir.path().join("ro.dax");
-        let p = Log::create(&path, &Options::new().use_env(false).capacity(1 << 20))
+        let p = Log::create(&path, &Options::new().capacity(1 << 20))
             .unwrap()
             .persistence();
-        let ro = Log::open_read_only(&path, &Options::new().use_env(false)).unwrap();
+        let ro = Log::open_read_only(&path, &Options::new()).unwrap();
         assert_eq!(ro.persistence(), p);
         assert_eq!(ro.map_sync(), expect_dax());
     }

@@ -102,7 +102,7 @@ fn mode_selection_follows_options() {
         assert_eq!(log.persistence(), Persistence::Clflush);
         log.append(b"x").unwrap();
         drop(log);
-        let log = Log::open(&path, &Options::new().use_env(false)).unwrap();
+        let log = Log::open(&path, &Options::new()).unwrap();
         // Without MAP_SYNC (tmpfs, ext4 without dax) automatic mode must fall back to msync.
         assert_eq!(log.map_sync(), log.persistence().is_cpu_flush());
         if std::env::var("DAXLOG_EXPECT_DAX").as_deref() == Ok("1") {
@@ -151,7 +151,18 @@ fn full_log_writes_nothing_and_stays_usable() {
             assert_eq!(log.append(&payload(l, 1000)).unwrap(), l);
         }
         match log.append(&[7u8; 2000]) {
-            Err(Error::Full { needed, available }) => {
+            Err(
+                e @ Error::Full {
+                    needed, available, ..
+                },
+            ) => {
+                // Errors name the file: several logs in one application stay apart.
+                assert_eq!(e.path(), Some(path.as_path()));
+                assert!(e.is_full() && !e.is_corruption());
+                assert!(
+                    e.to_string().starts_with(&path.display().to_string()),
+                    "{e}"
+                );
                 assert_eq!(needed, 2024);
                 assert_eq!(available, 1024);
             }
@@ -172,7 +183,8 @@ fn full_log_writes_nothing_and_stays_usable() {
             assert_eq!(log.read(l).unwrap().payload, payload(l, 1000));
         }
         match log.append(&[0u8; 5000]) {
-            Err(Error::PayloadTooLarge { len, max }) => {
+            Err(Error::PayloadTooLarge { len, max, path: p }) => {
+                assert_eq!(p, path);
                 assert_eq!(len, 5000);
                 assert_eq!(max, 4072);
             }
@@ -197,7 +209,10 @@ fn second_writer_is_locked_out_and_readers_are_not() {
         ));
         let ro = Log::open_read_only(&path, &opts()).unwrap();
         assert_eq!(ro.iter().next().unwrap().payload, b"one");
-        assert!(matches!(ro.append(b"no"), Err(Error::ReadOnly)));
+        match ro.append(b"no") {
+            Err(Error::ReadOnly { path: p }) => assert_eq!(p, path),
+            other => panic!("expected ReadOnly, got {other:?}"),
+        }
         drop(log);
         Log::open(&path, &opts()).unwrap();
     }

@@ -81,7 +81,8 @@ fn truncate_before_drops_the_head_durably() {
         Err(Error::LsnOutOfRange {
             lsn: 202,
             first: 151,
-            next: 201
+            next: 201,
+            ..
         })
     ));
     drop(log);
@@ -103,7 +104,9 @@ fn full_append_succeeds_after_truncation() {
     }
     let before = contents(&log);
     match log.append(&payload(17, 1000)) {
-        Err(Error::Full { needed, available }) => assert_eq!((needed, available), (1024, 0)),
+        Err(Error::Full {
+            needed, available, ..
+        }) => assert_eq!((needed, available), (1024, 0)),
         other => panic!("expected Full, got {other:?}"),
     }
     assert_eq!(contents(&log), before, "a refused append changed the log");
@@ -206,9 +209,9 @@ fn read_only_log_refuses_truncation() {
         .append(b"x")
         .unwrap();
     let mut ro = Log::open_read_only(&path, &Options::new()).unwrap();
-    assert!(matches!(ro.truncate_before(2), Err(Error::ReadOnly)));
-    assert!(matches!(ro.truncate_after(0), Err(Error::ReadOnly)));
-    assert!(matches!(ro.reset(), Err(Error::ReadOnly)));
+    assert!(matches!(ro.truncate_before(2), Err(Error::ReadOnly { .. })));
+    assert!(matches!(ro.truncate_after(0), Err(Error::ReadOnly { .. })));
+    assert!(matches!(ro.reset(), Err(Error::ReadOnly { .. })));
 }
 
 /// Many laps around a small log with random appends, batches, truncations (head and suffix),

@@ -33,7 +33,7 @@ impl Mode {
     }
 
     pub fn options(self) -> Options {
-        let o = Options::new().use_env(false).overwrite(true);
+        let o = Options::new().overwrite(true);
         match self {
             Mode::Default => o.persistence(PersistenceChoice::ForceCpuFlush),
             Mode::Clwb => o

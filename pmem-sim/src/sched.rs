@@ -416,10 +416,7 @@ mod tests {
     fn run(seed: u64, threads: usize, mode: Persistence) -> Vec<(String, u8)> {
         let media = SimMedia::new(4 * 4096, mode);
         let obs = media.observer();
-        let opts = Options::new()
-            .use_env(false)
-            .nt_threshold(256)
-            .tail_hint_every(100);
+        let opts = Options::new().nt_threshold(256).tail_hint_every(100);
         let log = Log::create_on(media, &opts).unwrap();
         let before = obs.ops();
         let sched = Scheduler::new(threads, seed, Strategy { stick: 64 });

@@ -93,9 +93,7 @@ pub fn variants() -> Vec<Variant> {
 
 impl Variant {
     fn opts(&self) -> Options {
-        Options::new()
-            .use_env(false)
-            .nt_threshold(self.nt_threshold)
+        Options::new().nt_threshold(self.nt_threshold)
     }
 }
 

@@ -150,7 +150,9 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             format!("{p}: not a daxlog file (no daxlog magic number at offset {offset})")
         }
         Error::Locked { .. } => format!("{p}: locked by another writer"),
-        Error::Full { needed, available } => {
+        Error::Full {
+            needed, available, ..
+        } => {
             format!("{p}: log full: the append needs {needed} bytes, {available} are free")
         }
         Error::Corrupted {
@@ -224,6 +226,7 @@ mod tests {
             "/x/l: permission denied (open: Permission denied)"
         );
         let full = Error::Full {
+            path: "/x/l".into(),
             needed: 10,
             available: 2,
         };

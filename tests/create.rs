@@ -1,0 +1,242 @@
+//! Creating a log file: it appears at its path only once complete, never through a file or a
+//! link it did not create, private by default; replacing a log waits until the new one is
+//! complete. Also: a first LSN other than 1, padding that keeps LSNs across a hole, and the
+//! allocation check of a writable open.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::{payload, temp_dirs};
+use daxlog::{Error, Log, Options, PersistenceChoice};
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn small() -> Options {
+    Options::new().capacity(1 << 20)
+}
+
+/// Guards against a failed create leaving a huge half-made file behind (it used to be created
+/// at its path, then allocated): the allocation of a log larger than the file system fails and
+/// nothing at all is left in the directory.
+#[test]
+fn failed_create_leaves_nothing() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("huge.dax");
+        // 64 TiB: more than any test machine's /dev/shm or temporary directory holds.
+        let err = Log::create(&path, &Options::new().capacity(1 << 46)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { op: "fallocate", .. }),
+            "{}: {err}",
+            dir.path().display()
+        );
+        assert_eq!(err.path(), Some(path.as_path()));
+        assert_eq!(names(dir.path()), Vec::<String>::new(), "{err}");
+    }
+}
+
+/// Guards against `--force` destroying the old log before the new one exists: when the new
+/// one cannot be made, the old log is untouched and still opens with its entries.
+#[test]
+fn failed_overwrite_keeps_the_old_log() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("old.dax");
+        let log = Log::create(&path, &small()).unwrap();
+        for l in 1..=5 {
+            log.append(&payload(l, 100)).unwrap();
+        }
+        drop(log);
+        let err = Log::create(&path, &Options::new().capacity(1 << 46).overwrite(true));
+        assert!(err.is_err());
+        assert_eq!(names(dir.path()), ["old.dax"]);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(log.len(), 5);
+        assert_eq!(log.read(5).unwrap().payload, payload(5, 100));
+    }
+}
+
+#[test]
+fn overwrite_replaces_a_complete_log() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("l.dax");
+        let log = Log::create(&path, &small()).unwrap();
+        log.append(b"old").unwrap();
+        let old_uuid = log.uuid();
+        drop(log);
+        let log = Log::create(&path, &small().overwrite(true)).unwrap();
+        assert_ne!(log.uuid(), old_uuid);
+        assert!(log.is_empty());
+        log.append(b"new").unwrap();
+        drop(log);
+        assert_eq!(names(dir.path()), ["l.dax"]);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(log.read(1).unwrap().payload, b"new");
+    }
+}
+
+/// Guards against `create` writing through a link that someone planted at the path (it used
+/// to check the path, then open it with `O_CREAT`, following the link): without overwrite the
+/// path is refused, with overwrite the link itself is replaced; the target is never written.
+#[test]
+fn create_never_writes_through_a_planted_symlink() {
+    for dir in temp_dirs() {
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"not yours").unwrap();
+        let path = dir.path().join("log.dax");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        match Log::create(&path, &small()) {
+            Err(Error::AlreadyExists { path: p }) => assert_eq!(p, path),
+            other => panic!("expected AlreadyExists, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+        // A dangling link is refused too (O_CREAT would have created its target).
+        let dangling = dir.path().join("dangling.dax");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(
+            Log::create(&dangling, &small()),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(!dir.path().join("nowhere").exists());
+        // With overwrite, the link is replaced by the new log; its target is untouched.
+        let log = Log::create(&path, &small().overwrite(true)).unwrap();
+        log.append(b"entry").unwrap();
+        drop(log);
+        assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "the link itself was replaced");
+        assert_eq!(meta.len(), 1 << 20);
+    }
+}
+
+#[test]
+fn new_logs_are_private_unless_asked() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("private.dax");
+        drop(Log::create(&path, &small()).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let shared = dir.path().join("shared.dax");
+        drop(Log::create(&shared, &small().mode(0o640)).unwrap());
+        // (A umask may remove bits, never add them.)
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0);
+        assert_eq!(mode & 0o600, 0o600);
+    }
+}
+
+#[test]
+fn a_log_can_start_at_any_lsn() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("from100.dax");
+        let log = Log::create(&path, &small().first_lsn(100)).unwrap();
+        assert_eq!(log.next_lsn(), 100);
+        assert_eq!(log.first_lsn(), None);
+        assert_eq!(log.append(b"a").unwrap(), 100);
+        assert_eq!(log.append_batch(&[b"b", b"c"]).unwrap(), 101..103);
+        drop(log);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!((log.first_lsn(), log.last_lsn()), (Some(100), Some(102)));
+        assert_eq!(log.recovery().entries, 3);
+        assert_eq!(log.read(101).unwrap().payload, b"b");
+        assert!(log.read(99).is_none());
+        let lsns: Vec<u64> = log.iter_from(101).map(|e| e.lsn).collect();
+        assert_eq!(lsns, [101, 102]);
+        assert!(matches!(
+            Log::create(dir.path().join("zero"), &small().first_lsn(0)),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
+
+/// Padding keeps the LSNs of what follows a hole; readers skip it, counts include it, and it
+/// survives recovery.
+#[test]
+fn padding_keeps_lsns_across_a_hole() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("pad.dax");
+        let log = Log::create(&path, &small().first_lsn(10)).unwrap();
+        assert_eq!(log.append(b"ten").unwrap(), 10);
+        // More than one group of padding entries.
+        assert_eq!(log.append_padding(500).unwrap(), 11..511);
+        assert_eq!(log.append(b"five hundred eleven").unwrap(), 511);
+        assert_eq!(log.append_padding(0).unwrap(), 512..512);
+        drop(log);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(log.len(), 502);
+        assert_eq!(log.recovery().entries, 502);
+        let got: Vec<(u64, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+        assert_eq!(
+            got,
+            [(10, b"ten".to_vec()), (511, b"five hundred eleven".to_vec())]
+        );
+        assert!(log.read(300).is_none());
+        assert_eq!(log.read(511).unwrap().payload, b"five hundred eleven");
+        assert_eq!(log.append(b"next").unwrap(), 512);
+        let ro = Log::open_read_only(&path, &Options::new()).unwrap();
+        assert!(matches!(
+            ro.append_padding(1),
+            Err(Error::ReadOnly { .. })
+        ));
+    }
+}
+
+/// A writable open allocates the holes of a sparse log file, so that no store into the mapping
+/// can fault on a missing block (SIGBUS when the file system is full).
+#[test]
+fn writable_open_allocates_a_sparse_file() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("sparse.dax");
+        let log = Log::create(&path, &Options::new().capacity(4 << 20)).unwrap();
+        log.append(b"kept").unwrap();
+        drop(log);
+        // Punch a hole into the free part of the data area.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // SAFETY: fallocate on a file descriptor we own; no memory is involved.
+        let rc = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                1 << 20,
+                2 << 20,
+            )
+        };
+        if rc != 0 {
+            eprintln!("{}: no hole punching here, skipped", dir.path().display());
+            continue;
+        }
+        drop(f);
+        let blocks = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+        assert!(blocks(&path) < 4 << 20, "the hole was punched");
+        // A read-only open leaves it as it is (reads of holes are zeros).
+        drop(Log::open_read_only(&path, &Options::new()).unwrap());
+        assert!(blocks(&path) < 4 << 20);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert!(blocks(&path) >= 4 << 20, "allocated: {}", blocks(&path));
+        assert_eq!(log.read(1).unwrap().payload, b"kept");
+    }
+}
+
+#[test]
+fn durability_of_acknowledgements_is_reported() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("d.dax");
+        // No DAX mount among the test directories unless DAXLOG_TEST_DIR says so.
+        let log = Log::create(&path, &small()).unwrap();
+        assert!(log.is_durable(), "msync, or MAP_SYNC on a DAX mount");
+        drop(log);
+        let forced = Log::open(
+            &path,
+            &Options::new().persistence(PersistenceChoice::ForceCpuFlush),
+        )
+        .unwrap();
+        assert_eq!(forced.is_durable(), forced.map_sync());
+    }
+}
