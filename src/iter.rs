@@ -2,7 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::format::{EntryHeader, FLAG_PAD, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::format::{self, EntryHeader, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS};
 use crate::log::Log;
 use crate::media::{Live, Media};
 use crate::recover::INDEX_STRIDE;
@@ -229,6 +230,87 @@ impl<M: Media> Log<M> {
             },
             next,
         ))
+    }
+}
+
+/// What [`Log::verify`] read back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// Entries with data (what readers see).
+    pub entries: u64,
+    /// Padding entries (LSNs of abandoned appends or of holes, which readers skip).
+    pub padding: u64,
+    /// Bytes on media of all of them, headers and alignment included.
+    pub bytes: u64,
+}
+
+impl<M: Media> Log<M> {
+    /// Reads every live entry back, padding included, and checks each one again: its header
+    /// and payload lie in the live region, no unknown flag is set, its checksum (seeded with
+    /// the log's salt) matches, its LSN continues the sequence, the entries at or after the
+    /// session's cut carry its epoch, and the last one ends at the tail. Recovery checked the
+    /// same rules when the log was opened, from the head — or from the tail hint, if the
+    /// options asked for one ([`crate::Options::tail_hint_every`]): `verify` checks them all,
+    /// now, and is what `daxlog check` runs.
+    ///
+    /// Fails with [`Error::Corrupted`] naming the first entry that does not pass.
+    pub fn verify(&self) -> Result<Verified> {
+        // The LSN before the live region: every LSN up to it is inside the region.
+        let last = self.last_lsn.load(Ordering::Acquire);
+        let live = self.pmem.live();
+        let slot = self.writer.lock().slot;
+        let salt = self.sb.salt;
+        let mut v = Verified::default();
+        let mut pos = live.first(self.pmem.data_start());
+        let mut lsn = self.first_lsn;
+        let bad = |pos: usize, lsn: Lsn, reason: &str| Error::Corrupted {
+            path: self.name.clone(),
+            offset: pos as u64,
+            lsn,
+            reason: reason.to_string(),
+            entries_beyond: 0,
+        };
+        while lsn <= last {
+            let h = EntryHeader::decode(
+                self.pmem
+                    .read_live(&live, pos, HEADER_LEN)
+                    .ok_or_else(|| bad(pos, lsn, "header outside the live entries"))?,
+            );
+            let payload = self
+                .pmem
+                .read_live(&live, pos + HEADER_LEN, h.len as usize)
+                .ok_or_else(|| bad(pos, lsn, "length runs past the live entries"))?;
+            if h.flags & !KNOWN_FLAGS != 0 {
+                return Err(bad(pos, lsn, "unknown flag bits"));
+            }
+            if format::entry_crc(format::payload_crc(salt, payload), &h) != h.crc {
+                return Err(bad(pos, lsn, "checksum mismatch"));
+            }
+            if h.lsn != lsn {
+                return Err(bad(pos, lsn, "LSN does not continue the sequence"));
+            }
+            if lsn >= slot.cut_lsn && h.epoch != slot.epoch {
+                return Err(bad(pos, lsn, "epoch of an earlier session"));
+            }
+            if h.flags & FLAG_PAD != 0 {
+                v.padding += 1;
+            } else {
+                v.entries += 1;
+            }
+            v.bytes += h.entry_len() as u64;
+            pos += h.entry_len();
+            if live.wrapped() && pos == live.wrap_at {
+                pos = self.pmem.data_start();
+            }
+            lsn += 1;
+        }
+        // Unless appends went on meanwhile, the last entry ends at the tail.
+        let settled = self.last_lsn.load(Ordering::Acquire) == last;
+        if settled && pos != live.tail && !(v.bytes == 0 && live.tail == live.head) {
+            return Err(bad(pos, lsn, "the entries end before the tail"));
+        }
+        Ok(v)
     }
 }
 

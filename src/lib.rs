@@ -57,7 +57,7 @@ pub type Lsn = u64;
 
 pub use damage::{Gap, SEARCH_BYTES};
 pub use error::{Error, Result};
-pub use iter::{Entry, Follower, Iter};
+pub use iter::{Entry, Follower, Iter, Verified};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};
 pub use media::{Media, Persistence};

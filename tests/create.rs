@@ -34,7 +34,13 @@ fn failed_create_leaves_nothing() {
         // 64 TiB: more than any test machine's /dev/shm or temporary directory holds.
         let err = Log::create(&path, &Options::new().capacity(1 << 46)).unwrap_err();
         assert!(
-            matches!(&err, Error::Io { op: "fallocate", .. }),
+            matches!(
+                &err,
+                Error::Io {
+                    op: "fallocate",
+                    ..
+                }
+            ),
             "{}: {err}",
             dir.path().display()
         );
@@ -175,16 +181,16 @@ fn padding_keeps_lsns_across_a_hole() {
         let got: Vec<(u64, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
         assert_eq!(
             got,
-            [(10, b"ten".to_vec()), (511, b"five hundred eleven".to_vec())]
+            [
+                (10, b"ten".to_vec()),
+                (511, b"five hundred eleven".to_vec())
+            ]
         );
         assert!(log.read(300).is_none());
         assert_eq!(log.read(511).unwrap().payload, b"five hundred eleven");
         assert_eq!(log.append(b"next").unwrap(), 512);
         let ro = Log::open_read_only(&path, &Options::new()).unwrap();
-        assert!(matches!(
-            ro.append_padding(1),
-            Err(Error::ReadOnly { .. })
-        ));
+        assert!(matches!(ro.append_padding(1), Err(Error::ReadOnly { .. })));
     }
 }
 
