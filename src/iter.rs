@@ -323,7 +323,9 @@ pub struct Follower<'a, M: Media> {
 
 impl<'a, M: Media> Follower<'a, M> {
     /// The next entry, waiting up to `timeout` for it to become durable; `None` on timeout.
-    /// Entries truncated away before they were read are skipped.
+    /// Padding (the LSNs of an abandoned append) is skipped. A follower borrows the log, so
+    /// no truncation can happen while it exists; one made with an LSN below the first starts
+    /// at the first.
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Option<Entry<'a>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {

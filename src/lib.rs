@@ -51,8 +51,8 @@ mod recover;
 mod reserve;
 mod truncate;
 
-/// A log sequence number. The first entry of a new log has LSN 1; each entry has the LSN of
-/// the one before it plus one.
+/// A log sequence number. The first entry of a new log has LSN 1 (or
+/// [`Options::first_lsn`]); each entry has the LSN of the one before it plus one.
 pub type Lsn = u64;
 
 pub use damage::{Gap, SEARCH_BYTES};

@@ -31,8 +31,10 @@ const MEDIA_NAME: &str = "(media)";
 
 /// An append-only, crash-safe log.
 ///
-/// `Log` is `Send + Sync`: share it between threads by reference or `Arc`. Appends are
-/// serialised internally; readers never block appends and see only durable entries.
+/// `Log` is `Send + Sync`: share it between threads by reference or `Arc`. Appends take no
+/// lock: each reserves its bytes and LSNs with one compare-and-swap, stores and persists them
+/// in parallel with the others, and returns once it and every earlier append are durable
+/// (FORMAT.md, "Concurrency"). Readers never block appends and see only durable entries.
 ///
 /// The type parameter is the media; the default, [`MmapMedia`], is a mapped file. Other media
 /// (such as the `pmem-sim` simulator) plug in through [`Log::create_on`] and [`Log::open_on`].
