@@ -11,7 +11,6 @@
 //! The kernels live in a private module of the library, so this file compiles `src/persist.rs`
 //! into itself.
 
-use std::fs::OpenOptions;
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -46,15 +45,8 @@ struct Mapping {
 
 impl Mapping {
     fn new() -> Mapping {
-        let path =
-            std::path::Path::new("/dev/shm").join(format!("daxlog-crc-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .expect("create a file on /dev/shm");
-        let _ = std::fs::remove_file(&path); // the open file keeps the pages
+        // An unnamed file (O_TMPFILE, else an unpredictable name unlinked at once).
+        let file = tempfile::tempfile_in("/dev/shm").expect("create a file on /dev/shm");
         file.set_len(MAP_LEN as u64).expect("size the file");
         // SAFETY: a new shared mapping of a file we hold open, at an address the kernel picks.
         let p = unsafe {

@@ -15,9 +15,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(1024);
-    let path = std::path::Path::new(&dir).join(format!("bounded-{}.dax", std::process::id()));
+    // A private directory with an unpredictable name: nobody can plant a link at the path.
+    let scratch = tempfile::Builder::new()
+        .prefix("daxlog-example-")
+        .tempdir_in(&dir)?;
+    let path = scratch.path().join("bounded.dax");
     let hinted = Options::new().tail_hint_every(64 << 20);
-    let log = Log::create(&path, &hinted.clone().capacity(mib << 20).overwrite(true))?;
+    let log = Log::create(&path, &hinted.clone().capacity(mib << 20))?;
     log.prefault();
     let payload = vec![0x42u8; 1000];
     let batch: Vec<&[u8]> = vec![&payload[..]; 256];
@@ -43,6 +47,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             times[0]
         );
     }
-    std::fs::remove_file(&path)?;
     Ok(())
 }

@@ -18,13 +18,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(64);
-    let path = std::path::Path::new(&dir).join(format!("first-append-{}.dax", std::process::id()));
+    // A private directory with an unpredictable name: nobody can plant a link at the path.
+    let scratch = tempfile::Builder::new()
+        .prefix("daxlog-example-")
+        .tempdir_in(&dir)?;
+    let path = scratch.path().join("first-append.dax");
     let t = Instant::now();
-    let log = Log::create(&path, &Options::new().capacity(mib << 20).overwrite(true))?;
+    let log = Log::create(&path, &Options::from_env().capacity(mib << 20))?;
     let create = t.elapsed();
     drop(log);
     let t = Instant::now();
-    let log = Log::open(&path, &Options::new())?;
+    let log = Log::open(&path, &Options::from_env())?;
     let open = t.elapsed();
     let t = Instant::now();
     log.append(b"first")?;
@@ -49,7 +53,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bulk.as_secs_f64() * 1e6 / n as f64
     );
     drop(log);
-    std::fs::remove_file(&path)?;
     Ok(())
 }
 

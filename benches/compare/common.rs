@@ -50,11 +50,17 @@ impl Cfg {
         } else {
             std::env::temp_dir()
         };
-        let tag = format!("daxlog-bench-{}", std::process::id());
-        let shm = shm_base.join(&tag);
-        let tmp = std::env::temp_dir().join(&tag);
-        std::fs::create_dir_all(&shm).expect("create scratch dir on /dev/shm");
-        std::fs::create_dir_all(&tmp).expect("create scratch dir in the temp dir");
+        // Private directories with unpredictable names (mode 0700, created exclusively): no
+        // one else can plant a link where the rivals' files are created.
+        let private = |base: &Path| {
+            tempfile::Builder::new()
+                .prefix("daxlog-bench-")
+                .tempdir_in(base)
+                .expect("create a private scratch directory")
+                .keep()
+        };
+        let shm = private(&shm_base);
+        let tmp = private(&std::env::temp_dir());
         Cfg {
             smoke,
             reps: reps.max(1),
