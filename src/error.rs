@@ -114,11 +114,16 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// Another process (or another `Log` in this process) holds the writer lock on the file.
-    #[error("{path}: locked by another writer")]
+    /// The file is in use in a way that excludes what was asked: another writer has it open
+    /// (a second writer, or a read-only snapshot while a writer runs), read-only snapshots
+    /// have it open (a writer's open), or readers do (replacing it with `create` and
+    /// `overwrite`). See FORMAT.md, "Locks between processes".
+    #[error("{path}: locked by {by}")]
     Locked {
         /// The path given.
         path: PathBuf,
+        /// Who holds it.
+        by: &'static str,
     },
 
     /// The log was opened read-only and an operation needs to write.
@@ -212,6 +217,39 @@ pub enum Error {
         cause: String,
     },
 
+    /// A [`crate::Reader`] fell behind a truncation: the entries it had not read yet were
+    /// dropped (`truncate_before`, `reset`) before it got to them. It goes on from the first
+    /// entry still in the log.
+    #[error("{path}: LSNs {first_missed}..={last_missed} were truncated away before this reader read them")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The first LSN missed.
+        first_missed: Lsn,
+        /// The last LSN missed.
+        last_missed: Lsn,
+    },
+
+    /// A suffix truncation (`truncate_after`) deleted entries that a [`crate::Reader`] had
+    /// already returned: those from `from` on are no longer in the log (a consensus log's
+    /// conflicting suffix). The reader goes on from `from`, with the entries that replace
+    /// them.
+    #[error("{path}: entries from LSN {from} on were deleted after this reader returned them")]
+    Rewound {
+        /// The file.
+        path: PathBuf,
+        /// The first deleted LSN.
+        from: Lsn,
+    },
+
+    /// The path no longer names the file a [`crate::Reader`] opened: the log was re-created
+    /// or removed.
+    #[error("{path}: the log was replaced or removed while a reader had it open")]
+    Replaced {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// The combination of options is not supported (for example salvage on a writable open).
     #[error("unsupported: {what}")]
     Unsupported {
@@ -235,14 +273,17 @@ impl Error {
             | Error::CorruptedSuperblock { path, .. }
             | Error::FileShorterThanCapacity { path, .. }
             | Error::InvalidCapacity { path, .. }
-            | Error::Locked { path }
+            | Error::Locked { path, .. }
             | Error::ReadOnly { path }
             | Error::PayloadTooLarge { path, .. }
             | Error::Full { path, .. }
             | Error::LsnOutOfRange { path, .. }
             | Error::Corrupted { path, .. }
             | Error::NotAllocated { path, .. }
-            | Error::Poisoned { path, .. } => Some(path),
+            | Error::Poisoned { path, .. }
+            | Error::Truncated { path, .. }
+            | Error::Rewound { path, .. }
+            | Error::Replaced { path } => Some(path),
             Error::Unsupported { .. } => None,
         }
     }

@@ -6,8 +6,13 @@
 
 use crate::Lsn;
 
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. It reads this one and every earlier one
+/// ([`OLDEST_VERSION`]); a writable open upgrades an older log to this version.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads. Version 1 differs from version 2 only in the
+/// reader area of the metadata page ([`PUBLISHED_OFFSET`]), which version-1 writers leave zero.
+pub const OLDEST_VERSION: u32 = 1;
 
 /// The first eight bytes of every daxlog file.
 pub const MAGIC: [u8; 8] = *b"DAXLOG\0\x1a";
@@ -28,6 +33,26 @@ pub const SLOT1_OFFSET: usize = SLOT0_OFFSET + 512;
 pub const SLOT_LEN: usize = 64;
 /// Offset of the first entry: the metadata area is one 4 KiB page.
 pub const DATA_OFFSET: usize = 4096;
+
+// ---- Reader area (version 2) -------------------------------------------------------------------
+//
+// Two cache lines of the metadata page that the writer keeps up to date for readers in other
+// processes. They are not persistent structures: recovery never reads them, whatever of them
+// reached media after a crash means nothing, and a writable open rewrites them.
+
+/// Offset of the published LSN (8 bytes, in a cache line of its own): the writer stores there,
+/// after each publication, the LSN after the last durable entry; 0 if no writer ever did. Its
+/// low 32 bits are the futex word readers sleep on.
+pub const PUBLISHED_OFFSET: usize = 2048;
+/// Offset of the count of readers sleeping on the published LSN (4 bytes, a cache line of its
+/// own): the writer wakes them only when it is not zero.
+pub const SLEEPERS_OFFSET: usize = PUBLISHED_OFFSET + 64;
+
+/// The byte of the file on which readers in other processes hold a shared OFD lock
+/// (`F_OFD_SETLK`, `F_RDLCK`), and which whoever would replace, shrink or rewrite the file in
+/// place must first lock exclusively (FORMAT.md, "Locks between processes"). Locks on a byte
+/// range do not touch its contents.
+pub const READER_LOCK_BYTE: u64 = 1;
 
 /// Entries start on multiples of this.
 pub const ENTRY_ALIGN: usize = 8;
@@ -79,9 +104,12 @@ const SB_RESERVED: usize = SB_ALIGN + 4;
 const SB_CRC: usize = SB_RESERVED + 4;
 const _: () = assert!(SB_CRC + 4 == SB_LEN);
 
-/// The static description of a log, written once at creation.
+/// The static description of a log, written once at creation (and rewritten by the upgrade of
+/// an older format version).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// The format version of the copy that was read ([`FORMAT_VERSION`] for a new one).
+    pub version: u32,
     /// A random identifier of this log, fixed at creation.
     pub uuid: [u8; 16],
     /// Total file size in bytes, metadata page included.
@@ -106,7 +134,7 @@ impl Superblock {
     pub fn encode(&self) -> [u8; SB_LEN] {
         let mut b = [0u8; SB_LEN];
         b[..8].copy_from_slice(&MAGIC);
-        put_u32(&mut b, SB_VERSION, FORMAT_VERSION);
+        put_u32(&mut b, SB_VERSION, self.version);
         put_u32(&mut b, SB_SIZE, SB_LEN as u32);
         b[SB_UUID..SB_UUID + 16].copy_from_slice(&self.uuid);
         put_u64(&mut b, SB_CAPACITY, self.capacity);
@@ -124,7 +152,7 @@ impl Superblock {
             return Err(SuperblockError::BadMagic);
         }
         let version = get_u32(b, SB_VERSION);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(SuperblockError::Version(version));
         }
         if get_u32(b, SB_CRC) != crc32c::crc32c(&b[..SB_CRC]) {
@@ -144,6 +172,7 @@ impl Superblock {
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[SB_UUID..SB_UUID + 16]);
         Ok(Superblock {
+            version,
             uuid,
             capacity,
             salt: get_u32(b, SB_SALT),
@@ -434,6 +463,7 @@ mod tests {
     #[test]
     fn superblock_round_trip_and_damage() {
         let sb = Superblock {
+            version: FORMAT_VERSION,
             uuid: [7; 16],
             capacity: 1 << 20,
             salt: 0xdead_beef,
@@ -446,8 +476,11 @@ mod tests {
             assert!(Superblock::decode(&d).is_err(), "flip at byte {i} accepted");
         }
         let mut v = b;
-        v[SB_VERSION] = 2;
-        assert_eq!(Superblock::decode(&v), Err(SuperblockError::Version(2)));
+        v[SB_VERSION] = 3;
+        assert_eq!(Superblock::decode(&v), Err(SuperblockError::Version(3)));
+        // Version 1 is read (its checksum must be right for that version).
+        let old = Superblock { version: 1, ..sb };
+        assert_eq!(Superblock::decode(&old.encode()), Ok(old));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::format::{
 };
 use crate::iter::Index;
 use crate::map::{
-    allocate, ensure_allocated, fill_random, lock_exclusive, lock_replaced, sync_parent_dir,
-    MmapMedia,
+    allocate, ensure_allocated, fill_random, lock_exclusive, lock_replaced, lock_snapshot,
+    sync_parent_dir, MmapMedia,
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
@@ -200,8 +200,17 @@ impl Log<MmapMedia> {
         Self::open_file(path.as_ref(), opts, true)
     }
 
-    /// Opens an existing log for reading only (works on a read-only file). Takes no lock and
-    /// writes nothing; appends fail with [`Error::ReadOnly`].
+    /// Opens a consistent snapshot of a log that no writer has open, for reading only (works
+    /// on a read-only file; writes nothing; appends fail with [`Error::ReadOnly`]): offline
+    /// tools, salvage, tests. Its reads are zero-copy slices into the mapping, which is sound
+    /// only while nobody writes the file, so it holds a shared `flock` that a writer's open
+    /// refuses (and fails with [`Error::Locked`] while a writer has the log open).
+    ///
+    /// To read a log that a writer in another process keeps appending to — a replication
+    /// shipper, an audit tool, `daxlog follow` — use [`crate::Reader`], whose reads copy each
+    /// entry out and validate the copy. Within the writer's process, read through the writer's
+    /// own `Log` (`iter`, `read`, `follow`): there the engine knows what is live, and slices
+    /// stay zero-copy.
     pub fn open_read_only(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
         Self::open_file(path.as_ref(), opts, false)
     }
@@ -240,6 +249,9 @@ impl Log<MmapMedia> {
             .map_err(|e| Error::io(path, "open", e))?;
         if writable {
             lock_exclusive(&file, path)?;
+        } else {
+            // A snapshot: no writer can change what its zero-copy slices point at.
+            lock_snapshot(&file, path)?;
         }
         let file_len = file
             .metadata()
@@ -306,6 +318,7 @@ impl<M: Media> Log<M> {
         let mut salt = [0u8; 4];
         fill_random(&mut salt);
         let sb = Superblock {
+            version: format::FORMAT_VERSION,
             uuid,
             capacity,
             salt: u32::from_le_bytes(salt),
@@ -330,6 +343,7 @@ impl<M: Media> Log<M> {
         pmem.store_exclusive(DATA_OFFSET, &[0u8; HEADER_LEN]);
         pmem.flush(0, DATA_OFFSET + HEADER_LEN);
         pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        pmem.media().publish_for_readers(first);
         let persistence = pmem.media().persistence();
         tracing::info!(uuid = %sb.uuid_string(), capacity, %persistence, "daxlog: created log");
         let report = RecoveryReport {
@@ -417,7 +431,7 @@ impl<M: Media> Log<M> {
             });
         }
         let mut pmem = Pmem::new(media, DATA_OFFSET);
-        let (sb, from_backup) = decode_superblocks(pmem.view(0, DATA_OFFSET), path)?;
+        let (mut sb, from_backup) = decode_superblocks(pmem.view(0, DATA_OFFSET), path)?;
         if (len as u64) < sb.capacity {
             return Err(Error::FileShorterThanCapacity {
                 path: path.into(),
@@ -474,7 +488,9 @@ impl<M: Media> Log<M> {
 
         let mut current = slot;
         if writable {
-            // Repair a damaged superblock copy from the good one.
+            // Repair a damaged superblock copy from the good one, and upgrade an older format
+            // version (the reader area this writer keeps is new in version 2).
+            sb.version = format::FORMAT_VERSION;
             let good = sb.encode();
             for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
                 if pmem.view(off, SB_LEN) != good {
@@ -547,6 +563,10 @@ impl<M: Media> Log<M> {
                     );
                 }
             }
+        }
+        if writable {
+            // Every recovered entry is durable: readers in other processes may read them.
+            pmem.media().publish_for_readers(scan.next_lsn);
         }
         let persistence = pmem.media().persistence();
         let report = RecoveryReport {
@@ -758,7 +778,7 @@ pub(crate) fn max_payload(capacity: u64) -> u64 {
 }
 
 /// Picks the superblock from its two copies; the flag is true if the backup had to be used.
-fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
+pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
     let primary = Superblock::decode(&meta[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]);
     let backup = Superblock::decode(&meta[SB_BACKUP_OFFSET..SB_BACKUP_OFFSET + SB_LEN]);
     match (primary, backup) {

@@ -18,12 +18,13 @@ use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
 use crate::error::{Error, Result};
+use crate::format::{PUBLISHED_OFFSET, READER_LOCK_BYTE, SLEEPERS_OFFSET};
 use crate::media::{Media, Persistence};
 use crate::persist;
 
@@ -153,6 +154,21 @@ impl MmapMedia {
         self.map_sync
     }
 
+    /// The reader area of the metadata page (format version 2): the published LSN and the
+    /// sleepers flag.
+    fn reader_area(&self) -> (&AtomicU64, &AtomicU32) {
+        // SAFETY: both offsets lie in the metadata page, inside the mapping (its length is at
+        // least the minimum capacity), 8- and 4-byte aligned (the mapping is page-aligned).
+        // Those bytes are never lent as slices: only these atomics touch them, here and in
+        // other processes' readers (`SharedMap`), and the mapping outlives the references.
+        unsafe {
+            (
+                &*(self.ptr.as_ptr().add(PUBLISHED_OFFSET) as *const AtomicU64),
+                &*(self.ptr.as_ptr().add(SLEEPERS_OFFSET) as *const AtomicU32),
+            )
+        }
+    }
+
     /// The path the file was opened with.
     pub fn path(&self) -> &Path {
         &self.path
@@ -265,6 +281,22 @@ impl Media for MmapMedia {
         }
     }
 
+    #[inline]
+    fn publish_for_readers(&self, next_lsn: u64) {
+        if !self.writable {
+            return;
+        }
+        let (published, sleepers) = self.reader_area();
+        published.store(next_lsn, Ordering::Release);
+        // No fence between the store and the load: a reader that registered meanwhile and
+        // then read the old value loses at most one wake-up, which its timed sleep bounds
+        // (and the kernel's own check of the futex word usually catches).
+        if sleepers.load(Ordering::Relaxed) != 0 {
+            sleepers.store(0, Ordering::Relaxed);
+            futex_wake(published);
+        }
+    }
+
     fn prepare(&self, off: usize, len: usize) {
         if !self.writable || off >= self.len {
             return;
@@ -360,31 +392,65 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
         return Ok(());
     }
     let e = std::io::Error::last_os_error();
-    if e.kind() == ErrorKind::WouldBlock {
-        Err(Error::Locked { path: path.into() })
-    } else {
-        Err(Error::io(path, "flock", e))
+    if e.kind() != ErrorKind::WouldBlock {
+        return Err(Error::io(path, "flock", e));
     }
+    // Who holds it: if a shared lock can be had, only read-only snapshots do.
+    // SAFETY: as above.
+    let shared = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if shared {
+        // SAFETY: as above; gives back the shared lock just taken.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    }
+    Err(Error::Locked {
+        path: path.into(),
+        by: if shared {
+            "read-only snapshots (`Log::open_read_only`: daxlog info, check, salvage)"
+        } else {
+            "another writer"
+        },
+    })
 }
 
 /// Before a log at `path` is replaced: if it is a file (not a link, whose target is never
-/// touched), takes its writer lock, so that a log a writer holds open is refused with
-/// [`Error::Locked`] and no writer opens it until the replacement is in place. `None` if
-/// there is no such file any more.
+/// touched), takes its writer lock and the readers' byte exclusively, so that a log that a
+/// writer, a snapshot or a reader in any process holds open is refused with
+/// [`Error::Locked`], and nobody opens it until the replacement is in place. `None` if there
+/// is no such file any more.
 pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
+    // Writable: an exclusive OFD lock needs a descriptor open for writing. Without write
+    // permission on the file (only on its directory), readers are only looked for.
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let (file, writable) = match open(true) {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => match open(false) {
+            Ok(f) => (f, false),
+            Err(e) => return Err(Error::io(path, "open", e)),
+        },
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
             return Ok(None)
         }
         Err(e) => return Err(Error::io(path, "open", e)),
     };
     lock_exclusive(&file, path)?;
+    let free = if writable {
+        ofd_lock(&file, true)
+    } else {
+        ofd_unlocked(&file)
+    };
+    if !free.map_err(|e| Error::io(path, "fcntl (F_OFD_SETLK)", e))? {
+        return Err(Error::Locked {
+            path: path.into(),
+            by: "readers (`Reader`, daxlog follow/dump/cat); replace it once they are done",
+        });
+    }
     Ok(Some(file))
 }
 
@@ -477,6 +543,245 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
                 *b = (mix >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
             }
             return;
+        }
+    }
+}
+
+/// Takes `flock(LOCK_SH)` without waiting: the read-only snapshot's lock, which no writer can
+/// take its `LOCK_EX` against (and which a writer's lock refuses).
+pub(crate) fn lock_snapshot(file: &File, path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == ErrorKind::WouldBlock {
+        Err(Error::Locked {
+            path: path.into(),
+            by: "a writer (a read-only snapshot needs the log closed: read a live log with \
+                 `Reader`)",
+        })
+    } else {
+        Err(Error::io(path, "flock", e))
+    }
+}
+
+/// An open file description lock (`F_OFD_SETLK`) on the reader byte: shared (`F_RDLCK`) for
+/// readers, exclusive (`F_WRLCK`) for whoever would replace or rewrite the file. Never waits.
+/// Released when the last descriptor of the open file description closes (a killed reader
+/// holds nobody up). Returns false if another open file description holds a conflicting lock.
+pub(crate) fn ofd_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut fl: libc::flock = unsafe_zeroed_flock();
+    fl.l_type = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = READER_LOCK_BYTE as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: fcntl with a pointer to a valid, initialised `flock` that lives for the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// True if no open file description holds a lock on the reader byte (`F_OFD_GETLK`: a test
+/// that works on a read-only descriptor, and holds nothing).
+fn ofd_unlocked(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut fl: libc::flock = unsafe_zeroed_flock();
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = READER_LOCK_BYTE as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: fcntl with a pointer to a valid, initialised `flock` that lives for the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type == libc::F_UNLCK as libc::c_short)
+}
+
+fn unsafe_zeroed_flock() -> libc::flock {
+    // SAFETY: `flock` is a plain C struct of integers, for which all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Wakes every process sleeping on the low 32 bits of `word` (a shared file mapping: the key
+/// is the file and offset, so it reaches other processes' mappings).
+fn futex_wake(word: &AtomicU64) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; the word is live and 4-byte aligned
+    // (its low half on little-endian x86).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr() as *const u32,
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            0,
+            0,
+        );
+    }
+}
+
+/// A read-only mapping of a log that another process may be writing: its bytes are never lent
+/// out as slices (they could change under them, which a `&[u8]` must never see); they are
+/// copied out with word-sized atomic loads, and the copy is validated afterwards. The first
+/// page may also be mapped writable (when the file could be opened for writing) so that a
+/// reader can ask the writer to wake it (the sleepers flag).
+pub(crate) struct SharedMap {
+    ptr: NonNull<u8>,
+    len: usize,
+    meta_rw: Option<NonNull<u8>>,
+}
+
+// SAFETY: the mappings are owned by this value and only read through atomics (or copied with
+// atomic word loads); nothing in them is tied to a thread.
+unsafe impl Send for SharedMap {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// Maps the first `len` bytes of `file` (a multiple of 4096, at least 8192) read-only, and
+    /// its first page writable too if `rw_file` is given.
+    pub(crate) fn map(
+        file: &File,
+        rw_file: Option<&File>,
+        path: &Path,
+        len: usize,
+    ) -> Result<Self> {
+        let size = NonZeroUsize::new(len).ok_or_else(|| Error::InvalidCapacity {
+            path: path.into(),
+            capacity: 0,
+            reason: "empty mapping",
+        })?;
+        // SAFETY: a new shared mapping of a file we hold open, at an address the kernel picks.
+        let ptr = unsafe {
+            mman::mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                file.as_fd(),
+                0,
+            )
+        }
+        .map_err(|e| Error::io(path, "mmap", e.into()))?;
+        let meta_rw = rw_file.and_then(|f| {
+            let page = NonZeroUsize::new(PAGE).expect("non-zero");
+            // SAFETY: as above, one page of a file we hold open for writing.
+            unsafe {
+                mman::mmap(
+                    None,
+                    page,
+                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    MapFlags::MAP_SHARED,
+                    f.as_fd(),
+                    0,
+                )
+            }
+            .ok()
+            .map(|p| p.cast())
+        });
+        Ok(SharedMap {
+            ptr: ptr.cast(),
+            len,
+            meta_rw,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `dst.len()` bytes from offset `off` (both multiples of 8 bytes, in bounds) with
+    /// 8-byte atomic loads. Another process may be storing into them: the copy can be torn,
+    /// which the caller's validation (checksums) must catch.
+    pub(crate) fn copy_out(&self, off: usize, dst: &mut [u8]) {
+        assert!(
+            off.is_multiple_of(8)
+                && dst.len().is_multiple_of(8)
+                && off <= self.len
+                && dst.len() <= self.len - off,
+            "copy outside the mapping"
+        );
+        for (i, chunk) in dst.chunks_exact_mut(8).enumerate() {
+            // SAFETY: in bounds and 8-byte aligned (checked above; the mapping is
+            // page-aligned); an atomic load of a word of shared memory, which no reference
+            // aliases.
+            let w = unsafe {
+                (*(self.ptr.as_ptr().add(off + i * 8) as *const AtomicU64)).load(Ordering::Relaxed)
+            };
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+    }
+
+    /// The 8-byte word at `off` (a multiple of 8, in bounds).
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+        assert!(
+            off.is_multiple_of(8) && off + 8 <= self.len,
+            "word outside the mapping"
+        );
+        // SAFETY: in bounds and aligned (checked above); shared memory only ever accessed
+        // through atomics or `copy_out`, never lent as a slice.
+        unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU64) }
+    }
+
+    /// Sleeps until the published LSN is no longer `seen` or `timeout` passes (or at once, if
+    /// it changed already). Without a writable first page it just sleeps a little (polling).
+    pub(crate) fn wait_published(&self, seen: u64, timeout: std::time::Duration) {
+        let published = self.word(PUBLISHED_OFFSET);
+        let Some(rw) = self.meta_rw else {
+            std::thread::sleep(timeout.min(std::time::Duration::from_micros(200)));
+            return;
+        };
+        // SAFETY: the sleepers flag lies in the writable first page mapped above, 4-byte
+        // aligned; only atomics touch it.
+        let sleepers = unsafe { &*(rw.as_ptr().add(SLEEPERS_OFFSET) as *const AtomicU32) };
+        sleepers.store(1, Ordering::SeqCst);
+        if published.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT reads the 32-bit word at the address (the low half of the
+        // published LSN, inside our read-only mapping) and compares it with `seen`'s low half;
+        // `ts` lives for the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                published.as_ptr() as *const u32,
+                libc::FUTEX_WAIT,
+                seen as u32,
+                &ts as *const libc::timespec,
+                0,
+                0,
+            );
+        }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mappings; no reference into them outlives `self`.
+        unsafe {
+            let _ = mman::munmap(self.ptr.cast(), self.len);
+            if let Some(p) = self.meta_rw {
+                let _ = mman::munmap(p.cast(), PAGE);
+            }
         }
     }
 }

@@ -126,6 +126,11 @@ pub trait Media: Send + Sync {
 
     /// A hint that `[off, off + len)` is about to be written (e.g. prefault the pages).
     fn prepare(&self, _off: usize, _len: usize) {}
+
+    /// Tells readers in other processes that every entry before `next_lsn` is durable (the
+    /// reader area of the metadata page, format version 2; not a persistent structure, so no
+    /// flush). Media that no other process can read ignore it.
+    fn publish_for_readers(&self, _next_lsn: u64) {}
 }
 
 /// Bytes of free space handed to one appender: `[start, end)`. Claims are carved from free

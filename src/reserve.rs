@@ -407,6 +407,7 @@ impl<M: Media> Log<M> {
         unsafe { self.pmem.publish(tail, wrap) };
         // The tail first, then the LSN: a reader that sees an LSN finds its entry live.
         self.last_lsn.store(last, Ordering::Release);
+        self.pmem.media().publish_for_readers(last + 1);
         self.published.store(next_ticket, Ordering::Release);
         // Against a sleeper that registers in `waiters` and then reads `published`: one of the
         // two sees the other, so no wake-up is lost.

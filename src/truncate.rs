@@ -195,6 +195,8 @@ impl<M: Media> Log<M> {
             wrap_at,
         });
         *self.last_lsn.get_mut() = lsn;
+        // Readers in other processes: nothing after `lsn` is published any more.
+        self.pmem.media().publish_for_readers(lsn + 1);
         self.index
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())

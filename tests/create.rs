@@ -189,6 +189,7 @@ fn padding_keeps_lsns_across_a_hole() {
         assert!(log.read(300).is_none());
         assert_eq!(log.read(511).unwrap().payload, b"five hundred eleven");
         assert_eq!(log.append(b"next").unwrap(), 512);
+        drop(log);
         let ro = Log::open_read_only(&path, &Options::new()).unwrap();
         assert!(matches!(ro.append_padding(1), Err(Error::ReadOnly { .. })));
     }

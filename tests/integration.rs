@@ -124,7 +124,7 @@ fn read_and_iter_from_find_every_lsn() {
         for l in 1..=700u64 {
             log.append(&payload(l, (l % 97) as usize)).unwrap();
         }
-        for log in [log, Log::open_read_only(&path, &opts()).unwrap()] {
+        let check = |log: &Log| {
             assert_eq!(log.read(0), None);
             assert_eq!(log.read(701), None);
             for l in 1..=700u64 {
@@ -135,7 +135,10 @@ fn read_and_iter_from_find_every_lsn() {
                 let want: Vec<u64> = (from.max(1)..=700).collect();
                 assert_eq!(lsns, want, "iter_from({from})");
             }
-        }
+        };
+        check(&log);
+        drop(log);
+        check(&Log::open_read_only(&path, &opts()).unwrap());
     }
 }
 
@@ -207,13 +210,21 @@ fn second_writer_is_locked_out_and_readers_are_not() {
             Log::create(&path, &opts().overwrite(true)),
             Err(Error::Locked { .. })
         ));
+        // Readers in other processes (`Reader`) work beside the writer; a snapshot waits.
+        let mut reader = daxlog::Reader::open(&path).unwrap();
+        assert_eq!(reader.next_entry().unwrap().unwrap().payload, b"one");
+        assert!(matches!(
+            Log::open_read_only(&path, &opts()),
+            Err(Error::Locked { .. })
+        ));
+        drop(log);
         let ro = Log::open_read_only(&path, &opts()).unwrap();
         assert_eq!(ro.iter().next().unwrap().payload, b"one");
         match ro.append(b"no") {
             Err(Error::ReadOnly { path: p }) => assert_eq!(p, path),
             other => panic!("expected ReadOnly, got {other:?}"),
         }
-        drop(log);
+        drop(ro);
         Log::open(&path, &opts()).unwrap();
     }
 }
@@ -294,21 +305,21 @@ fn bad_inputs_get_typed_errors() {
         matches!(e, Error::NotDaxlog { .. })
     });
 
-    // A log whose both superblocks claim a future version.
+    // A log whose both superblocks claim a future version (the checksum made right for it).
     let future = d.join("future.dax");
     Log::create(&future, &opts()).unwrap();
     {
         let f = OpenOptions::new().write(true).open(&future).unwrap();
         for off in [0u64, 512] {
-            f.write_all_at(&2u32.to_le_bytes(), off + 8).unwrap();
+            f.write_all_at(&3u32.to_le_bytes(), off + 8).unwrap();
         }
     }
     expect_err(&future, "future version", |e| {
         matches!(
             e,
             Error::UnsupportedVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: daxlog::format::FORMAT_VERSION,
                 ..
             }
         )
@@ -658,5 +669,62 @@ fn large_payloads_at_every_line_offset_round_trip() {
         .unwrap();
         assert_eq!(log.recovery().entries, expect.len() as u64);
         check(&log);
+    }
+}
+
+/// Format version 1 (no reader area) is read, by snapshots and by readers, and a writable
+/// open upgrades it to the current version; an unknown version is refused (above).
+#[test]
+fn version_1_logs_are_read_and_upgraded() {
+    use daxlog::format::{Superblock, FORMAT_VERSION, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
+    for dir in temp_dirs() {
+        let path = dir.path().join("v1.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        for l in 1..=10u64 {
+            log.append(&payload(l, 50)).unwrap();
+        }
+        drop(log);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let version_at = |f: &std::fs::File, off: usize| {
+            let mut b = [0u8; SB_LEN];
+            f.read_exact_at(&mut b, off as u64).unwrap();
+            Superblock::decode(&b).unwrap().version
+        };
+        for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+            let mut b = [0u8; SB_LEN];
+            f.read_exact_at(&mut b, off as u64).unwrap();
+            let sb = Superblock {
+                version: 1,
+                ..Superblock::decode(&b).unwrap()
+            };
+            f.write_all_at(&sb.encode(), off as u64).unwrap();
+            // A version-1 writer left the reader area zero.
+            f.write_all_at(&[0u8; 128], daxlog::format::PUBLISHED_OFFSET as u64)
+                .unwrap();
+        }
+        let ro = Log::open_read_only(&path, &opts()).unwrap();
+        assert_eq!(ro.len(), 10);
+        drop(ro);
+        assert_eq!(
+            version_at(&f, SB_PRIMARY_OFFSET),
+            1,
+            "a snapshot writes nothing"
+        );
+        let mut reader = daxlog::Reader::open(&path).unwrap();
+        assert_eq!(reader.published(), None);
+        let got: Vec<u64> = reader.by_ref().map(|e| e.unwrap().lsn).collect();
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+        let log = Log::open(&path, &opts()).unwrap();
+        for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+            assert_eq!(version_at(&f, off), FORMAT_VERSION);
+        }
+        reader.refresh().unwrap();
+        assert_eq!(reader.published(), Some(11));
+        log.append(b"eleven").unwrap();
+        assert_eq!(reader.next_entry().unwrap().unwrap().payload, b"eleven");
     }
 }

@@ -32,7 +32,7 @@ proptest! {
 
     #[test]
     fn superblock_round_trips(uuid: [u8; 16], pages in 2u64..1 << 20, salt: u32) {
-        let sb = Superblock { uuid, capacity: pages * 4096, salt };
+        let sb = Superblock { version: daxlog::format::FORMAT_VERSION, uuid, capacity: pages * 4096, salt };
         prop_assert_eq!(Superblock::decode(&sb.encode()), Ok(sb));
     }
 

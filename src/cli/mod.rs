@@ -149,7 +149,7 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
         Error::NotDaxlog { offset, .. } => {
             format!("{p}: not a daxlog file (no daxlog magic number at offset {offset})")
         }
-        Error::Locked { .. } => format!("{p}: locked by another writer"),
+        Error::Locked { by, .. } => format!("{p}: locked by {by}"),
         Error::Full {
             needed, available, ..
         } => {

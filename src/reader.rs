@@ -1,0 +1,562 @@
+//! Reading a live log from another process: a replication shipper, an audit tool,
+//! `daxlog follow`.
+//!
+//! The writer's own process reads through its `Log` with zero-copy slices: there the engine
+//! knows which bytes are live, and truncation waits until no slice is held. Another process
+//! knows none of that. The writer may truncate the log and wrap around into the bytes of an
+//! entry while a reader looks at it, and a `&[u8]` to memory that changes under it must never
+//! exist in Rust. So a [`Reader`] never lends out the mapping: it copies each entry out (with
+//! word-sized atomic loads) and validates the copy — checksum, LSN, the epoch rule against the
+//! current metadata slot — and then checks that the slot did not change while it copied (a
+//! seqlock on the slot's sequence numbers: the writer updates the slot, with a fence, before
+//! it reuses any byte). What it returns is therefore always the entry with that LSN, never
+//! bytes of another.
+//!
+//! Which entries are durable only the writer knows. It keeps the LSN after the last durable
+//! entry in the reader area of the metadata page (format version 2; FORMAT.md, "Readers in
+//! other processes"); a reader returns only entries below it, so that it never ships an entry
+//! a power failure could still take back, and sleeps on it (a futex) when it has caught up.
+//!
+//! Readers hold a shared lock on one byte of the file (an OFD lock); whoever would replace or
+//! rewrite the file (`create` with `overwrite`) must take it exclusively, and so fails with
+//! `Error::Locked` while readers are there. A killed reader's lock goes with its process.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, EntryHeader, Slot, Superblock, DATA_OFFSET, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
+    KNOWN_FLAGS, PUBLISHED_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+};
+use crate::log::decode_superblocks;
+use crate::map::{ofd_lock, SharedMap};
+use crate::Lsn;
+
+/// One entry copied out of a log by a [`Reader`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedEntry {
+    /// The entry's log sequence number.
+    pub lsn: Lsn,
+    /// The payload, exactly as appended.
+    pub payload: Vec<u8>,
+}
+
+/// Every this many LSNs the reader remembers where an entry lies, to go back after a suffix
+/// truncation without walking from the head.
+const ANCHOR_STRIDE: u64 = 64;
+/// At most this many are kept (the oldest go first; going back further walks from the head).
+const MAX_ANCHORS: usize = 4096;
+
+/// A read-only view of a log that a writer in another process may be appending to,
+/// truncating and wrapping; see the module documentation for why its reads copy.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("journal.dax");
+/// use daxlog::{Log, Options, Reader};
+///
+/// let log = Log::create(&path, &Options::new().capacity(1 << 20))?; // (normally another process)
+/// log.append(b"set a=1")?;
+/// let mut reader = Reader::open(&path)?;
+/// log.append(b"set b=2")?;
+/// let all: Vec<Vec<u8>> = reader.by_ref().map(|e| e.map(|e| e.payload)).collect::<Result<_, _>>()?;
+/// assert_eq!(all, [b"set a=1".to_vec(), b"set b=2".to_vec()]);
+/// log.append(b"set c=3")?;
+/// let e = reader.next_timeout(std::time::Duration::from_secs(1))?.expect("appended");
+/// assert_eq!((e.lsn, e.payload), (3, b"set c=3".to_vec()));
+/// # Ok::<(), daxlog::Error>(())
+/// ```
+pub struct Reader {
+    path: PathBuf,
+    map: SharedMap,
+    /// Holds the shared OFD lock on the reader byte.
+    _file: File,
+    _rw: Option<File>,
+    /// Device and inode of the file opened: `Error::Replaced` if the path names another.
+    id: (u64, u64),
+    sb: Superblock,
+    slot: Slot,
+    /// The sequence words of the two slot copies when `slot` was read.
+    seqs: [u64; 2],
+    /// Offset and LSN of the next entry to return.
+    pos: usize,
+    next: Lsn,
+    /// Entries below this LSN are skipped (a `seek` past the published end).
+    skip_until: Lsn,
+    /// The published LSN as last read (0: no version-2 writer ever published: every valid
+    /// entry counts).
+    published: u64,
+    /// (LSN, offset) of entries passed, one every `ANCHOR_STRIDE` LSNs.
+    anchors: Vec<(Lsn, usize)>,
+    /// The copy of the entry being validated.
+    buf: Vec<u8>,
+    last_stat: Instant,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("path", &self.path)
+            .field("uuid", &self.sb.uuid_string())
+            .field("next", &self.next)
+            .field("published", &self.published)
+            .finish()
+    }
+}
+
+impl Reader {
+    /// Opens the log at `path` for reading from the start of the log (its first LSN); see
+    /// [`Reader::seek`] to start elsewhere. Works on a read-only file, takes no writer lock
+    /// and never blocks a writer; takes the readers' shared lock, which makes `create` with
+    /// `overwrite` fail with [`Error::Locked`] while the reader is open.
+    pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?;
+        if meta.is_dir() {
+            return Err(Error::IsDirectory { path: path.into() });
+        }
+        let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        let file_len = meta.len();
+        if file_len == 0 {
+            return Err(Error::EmptyFile { path: path.into() });
+        }
+        if file_len < DATA_OFFSET as u64 {
+            return Err(Error::TooSmall {
+                path: path.into(),
+                len: file_len,
+                min: DATA_OFFSET as u64,
+            });
+        }
+        let mut page = vec![0u8; DATA_OFFSET];
+        file.read_exact_at(&mut page, 0)
+            .map_err(|e| Error::io(path, "read", e))?;
+        let (sb, _) = decode_superblocks(&page, path)?;
+        if file_len < sb.capacity {
+            return Err(Error::FileShorterThanCapacity {
+                path: path.into(),
+                file_len,
+                capacity: sb.capacity,
+            });
+        }
+        if !ofd_lock(&file, false).map_err(|e| Error::io(path, "fcntl (F_OFD_SETLK)", e))? {
+            return Err(Error::Locked {
+                path: path.into(),
+                by: "a replacement of the file in progress",
+            });
+        }
+        // Writable, if permitted, only to ask the writer for a wake-up (the sleepers flag).
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.ino() == meta.ino()));
+        let map = SharedMap::map(&file, rw.as_ref(), path, sb.capacity as usize)?;
+        let mut r = Reader {
+            path: path.into(),
+            map,
+            _file: file,
+            _rw: rw,
+            id: (meta.dev(), meta.ino()),
+            sb,
+            slot: Slot {
+                seq: 0,
+                head_offset: DATA_OFFSET as u64,
+                head_lsn: 0,
+                cut_lsn: 0,
+                epoch: 0,
+                flags: 0,
+                hint_offset: 0,
+                hint_lsn: 0,
+            },
+            seqs: [u64::MAX; 2],
+            pos: DATA_OFFSET,
+            next: 0,
+            skip_until: 0,
+            published: 0,
+            anchors: Vec::new(),
+            buf: Vec::new(),
+            last_stat: Instant::now(),
+        };
+        r.read_slot()?;
+        r.pos = r.slot.head_offset as usize;
+        r.next = r.slot.head_lsn;
+        r.published = r.load_published();
+        Ok(r)
+    }
+
+    /// The path the log was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log's UUID.
+    pub fn uuid(&self) -> String {
+        self.sb.uuid_string()
+    }
+
+    /// The LSN of the next entry [`Reader::next_entry`] would return.
+    pub fn position(&self) -> Lsn {
+        self.next.max(self.skip_until)
+    }
+
+    /// The first LSN the log holds, as of the last look at its metadata.
+    pub fn first_lsn(&self) -> Lsn {
+        self.slot.head_lsn
+    }
+
+    /// The LSN after the last entry the writer has made durable and published, as of the last
+    /// look (`None` if no writer of format version 2 ever published: then every valid entry
+    /// is readable).
+    pub fn published(&self) -> Option<Lsn> {
+        (self.published != 0).then_some(self.published)
+    }
+
+    /// Looks at the metadata and the published LSN again, and checks that the path still
+    /// names the log this reader opened ([`Error::Replaced`] otherwise).
+    pub fn refresh(&mut self) -> Result<()> {
+        self.check_replaced()?;
+        self.read_slot_if_changed()?;
+        self.published = self.load_published();
+        Ok(())
+    }
+
+    /// Positions the reader so that the next entry returned is `lsn` (or the first entry
+    /// after it that exists, if `lsn` is padding; or the first LSN, if `lsn` was truncated
+    /// away). An `lsn` beyond the published end waits for the writer to get there.
+    pub fn seek(&mut self, lsn: Lsn) -> Result<()> {
+        self.refresh()?;
+        if lsn < self.next || self.next < self.slot.head_lsn {
+            self.restart_at_anchor(lsn)?;
+        }
+        let mut scratch = Vec::new();
+        while self.next < lsn {
+            if self.published != 0 && self.next >= self.published {
+                self.skip_until = lsn;
+                return Ok(());
+            }
+            if self.step(&mut scratch, false)?.is_none() {
+                self.skip_until = lsn;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The next durable entry, or `None` if the reader has caught up with the writer. Padding
+    /// is skipped.
+    ///
+    /// Errors: [`Error::Truncated`] if entries were truncated away before this reader read
+    /// them (it then goes on from the first entry still there: call again);
+    /// [`Error::Rewound`] if a suffix truncation deleted entries it had returned (it goes on
+    /// from the first of the new entries); [`Error::Corrupted`] for damage;
+    /// [`Error::Replaced`] if the file was replaced.
+    pub fn next_entry(&mut self) -> Result<Option<OwnedEntry>> {
+        let mut payload = Vec::new();
+        Ok(self
+            .next_into(&mut payload)?
+            .map(|lsn| OwnedEntry { lsn, payload }))
+    }
+
+    /// [`Reader::next_entry`] into a buffer of the caller's (cleared first): no allocation
+    /// once the buffer is large enough. Returns the entry's LSN.
+    pub fn next_into(&mut self, payload: &mut Vec<u8>) -> Result<Option<Lsn>> {
+        loop {
+            match self.step(payload, true)? {
+                Some((lsn, pad)) if !pad && lsn >= self.skip_until => return Ok(Some(lsn)),
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next durable entry, waiting up to `timeout` for the writer to append it; `None` on
+    /// timeout. Errors as for [`Reader::next_entry`].
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<OwnedEntry>> {
+        let mut payload = Vec::new();
+        Ok(self
+            .next_into_timeout(&mut payload, timeout)?
+            .map(|lsn| OwnedEntry { lsn, payload }))
+    }
+
+    /// [`Reader::next_timeout`] into a buffer of the caller's.
+    pub fn next_into_timeout(
+        &mut self,
+        payload: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Option<Lsn>> {
+        let deadline = Instant::now() + timeout;
+        let mut idle_since = None::<Instant>;
+        loop {
+            if let Some(lsn) = self.next_into(payload)? {
+                return Ok(Some(lsn));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            if now.duration_since(self.last_stat) > Duration::from_millis(100) {
+                self.check_replaced()?;
+            }
+            // A writer that is appending is a few hundred nanoseconds from the next entry:
+            // poll for a little while, then sleep on the published LSN.
+            let since = *idle_since.get_or_insert(now);
+            let seen = self.load_published();
+            if seen != self.published {
+                continue;
+            }
+            if now.duration_since(since) < Duration::from_micros(50) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let left = deadline - now;
+            self.map
+                .wait_published(seen, left.min(Duration::from_millis(10)));
+        }
+    }
+
+    /// Moves past one entry: `Some((lsn, is_padding))`, its payload in `payload` when asked;
+    /// `None` when the next entry is not (yet) readable.
+    fn step(&mut self, payload: &mut Vec<u8>, copy: bool) -> Result<Option<(Lsn, bool)>> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if self.published == 0 || self.next >= self.published {
+                self.published = self.load_published();
+            }
+            // The metadata first: a truncation may have moved the head past us or deleted
+            // what we returned.
+            self.read_slot_if_changed()?;
+            if self.next < self.slot.head_lsn {
+                let missed = (self.next, self.slot.head_lsn - 1);
+                self.restart_at_anchor(self.slot.head_lsn)?;
+                return Err(Error::Truncated {
+                    path: self.path.clone(),
+                    first_missed: missed.0,
+                    last_missed: missed.1,
+                });
+            }
+            if self.published != 0 && self.next >= self.published {
+                return Ok(None);
+            }
+            let seqs = self.seqs;
+            let found = self
+                .try_at(self.pos, self.next)
+                .map(|h| (self.pos, h))
+                .or_else(|| {
+                    (self.pos != DATA_OFFSET)
+                        .then(|| {
+                            self.try_at(DATA_OFFSET, self.next)
+                                .map(|h| (DATA_OFFSET, h))
+                        })
+                        .flatten()
+                });
+            // Did the slot change while we copied? Then the bytes may be reused ones.
+            if self.slot_seqs() != seqs {
+                continue;
+            }
+            match found {
+                Some((at, h)) => {
+                    if self.published == 0
+                        && h.flags & FLAG_CONTINUES != 0
+                        && !self.batch_completes(at, &h)
+                    {
+                        return Ok(None);
+                    }
+                    let lsn = self.next;
+                    if lsn.is_multiple_of(ANCHOR_STRIDE) {
+                        if self.anchors.len() >= MAX_ANCHORS {
+                            self.anchors.drain(..MAX_ANCHORS / 2);
+                        }
+                        self.anchors.push((lsn, at));
+                    }
+                    if copy {
+                        payload.clear();
+                        payload
+                            .extend_from_slice(&self.buf[HEADER_LEN..HEADER_LEN + h.len as usize]);
+                    }
+                    self.pos = at + h.entry_len();
+                    self.next += 1;
+                    return Ok(Some((lsn, h.flags & FLAG_PAD != 0)));
+                }
+                None if self.published == 0 => return Ok(None),
+                None if attempts < 3 => {
+                    // Maybe a suffix truncation is under way: look at the published LSN again.
+                    self.published = self.load_published();
+                }
+                None => {
+                    return Err(Error::Corrupted {
+                        path: self.path.clone(),
+                        offset: self.pos as u64,
+                        lsn: self.next,
+                        reason: "a published entry is unreadable".into(),
+                        entries_beyond: 0,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Without a published LSN (a log no version-2 writer opened), an entry that continues a
+    /// batch counts only once the batch's last entry is valid too, as in recovery.
+    fn batch_completes(&mut self, at: usize, h: &EntryHeader) -> bool {
+        if self.next < self.slot.cut_lsn {
+            return true;
+        }
+        let (mut pos, mut lsn, mut flags) = (at + h.entry_len(), self.next + 1, h.flags);
+        let saved = std::mem::take(&mut self.buf);
+        let done = loop {
+            if flags & FLAG_CONTINUES == 0 {
+                break true;
+            }
+            match self.try_at(pos, lsn) {
+                Some(n) => {
+                    pos += n.entry_len();
+                    lsn += 1;
+                    flags = n.flags;
+                }
+                None => break false,
+            }
+        };
+        self.buf = saved;
+        done
+    }
+
+    /// Copies the entry at `pos` into `buf` and returns its header if it is valid as entry
+    /// `lsn` under the current slot (FORMAT.md, section 7, rules 1-5).
+    fn try_at(&mut self, pos: usize, lsn: Lsn) -> Option<EntryHeader> {
+        let cap = self.map.len();
+        if pos < DATA_OFFSET || pos + HEADER_LEN > cap {
+            return None;
+        }
+        let mut head = [0u8; HEADER_LEN];
+        self.map.copy_out(pos, &mut head);
+        let h = EntryHeader::decode(&head);
+        if h.lsn != lsn || h.flags & !KNOWN_FLAGS != 0 || h.len as usize > cap - pos - HEADER_LEN {
+            return None;
+        }
+        let len = h.entry_len();
+        if pos + len > cap {
+            return None;
+        }
+        self.buf.resize(len, 0);
+        self.map.copy_out(pos, &mut self.buf);
+        // The header again, from the same copy as the payload.
+        let h = EntryHeader::decode(&self.buf[..HEADER_LEN]);
+        let payload = &self.buf[HEADER_LEN..HEADER_LEN + h.len as usize];
+        let ok = h.lsn == lsn
+            && h.entry_len() == len
+            && format::entry_crc(format::payload_crc(self.sb.salt, payload), &h) == h.crc
+            && (h.lsn < self.slot.cut_lsn || h.epoch == self.slot.epoch);
+        ok.then_some(h)
+    }
+
+    /// Positions at `lsn` (or the head, if `lsn` is below it), walking from the nearest
+    /// remembered entry before it.
+    fn restart_at_anchor(&mut self, lsn: Lsn) -> Result<()> {
+        let head = self.slot.head_lsn;
+        self.anchors.retain(|&(l, _)| l >= head && l <= lsn);
+        let (l, pos) = self
+            .anchors
+            .last()
+            .copied()
+            .unwrap_or((head, self.slot.head_offset as usize));
+        self.next = l;
+        self.pos = pos;
+        self.anchors.retain(|&(a, _)| a < l);
+        let mut scratch = Vec::new();
+        while self.next < lsn {
+            match self.step(&mut scratch, false)? {
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn load_published(&self) -> u64 {
+        self.map.word(PUBLISHED_OFFSET).load(Ordering::Acquire)
+    }
+
+    fn slot_seqs(&self) -> [u64; 2] {
+        [
+            self.map.word(SLOT0_OFFSET).load(Ordering::Acquire),
+            self.map.word(SLOT1_OFFSET).load(Ordering::Acquire),
+        ]
+    }
+
+    fn read_slot_if_changed(&mut self) -> Result<()> {
+        if self.slot_seqs() != self.seqs {
+            self.read_slot()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the current slot. A slot being written fails its checksum; the other copy is the
+    /// current one until the write completes, so a torn read is retried.
+    fn read_slot(&mut self) -> Result<()> {
+        for _ in 0..1000 {
+            let seqs = self.slot_seqs();
+            let mut a = [0u8; SLOT_LEN];
+            let mut b = [0u8; SLOT_LEN];
+            self.map.copy_out(SLOT0_OFFSET, &mut a);
+            self.map.copy_out(SLOT1_OFFSET, &mut b);
+            let (salt, cap) = (self.sb.salt, self.sb.capacity);
+            let picked = Slot::pick(Slot::decode(&a, salt, cap), Slot::decode(&b, salt, cap));
+            if self.slot_seqs() != seqs {
+                continue;
+            }
+            if let Some(slot) = picked {
+                let old = self.slot;
+                self.slot = slot;
+                self.seqs = seqs;
+                return self.after_slot_change(old);
+            }
+            std::thread::yield_now();
+        }
+        Err(Error::CorruptedSuperblock {
+            path: self.path.clone(),
+            offset: SLOT0_OFFSET as u64,
+            reason: "no valid metadata slot".into(),
+        })
+    }
+
+    /// A suffix truncation deleted entries this reader returned: go back to the first deleted
+    /// LSN and say so.
+    fn after_slot_change(&mut self, old: Slot) -> Result<()> {
+        let rewound = old.seq != 0 && self.slot.epoch != old.epoch && self.slot.cut_lsn < self.next;
+        if rewound && self.slot.cut_lsn >= self.slot.head_lsn {
+            let from = self.slot.cut_lsn;
+            self.restart_at_anchor(from)?;
+            return Err(Error::Rewound {
+                path: self.path.clone(),
+                from,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_replaced(&mut self) -> Result<()> {
+        self.last_stat = Instant::now();
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => Ok(()),
+            _ => Err(Error::Replaced {
+                path: self.path.clone(),
+            }),
+        }
+    }
+}
+
+/// Entries up to the published end, then `None` (a new call goes on where it stopped).
+impl Iterator for Reader {
+    type Item = Result<OwnedEntry>;
+
+    fn next(&mut self) -> Option<Result<OwnedEntry>> {
+        self.next_entry().transpose()
+    }
+}

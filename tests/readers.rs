@@ -1,0 +1,450 @@
+//! Readers in other processes.
+//!
+//! - `followers_in_other_processes_see_exactly_what_was_acknowledged`: a writer process
+//!   appends to a 1 MiB log for about 200 laps, truncating its head when full and deleting a
+//!   short suffix now and then, while two reader processes follow it; every entry a reader
+//!   prints must be one the writer acknowledged, with that content, in LSN order, with no gap
+//!   but the ones it reported (`Error::Truncated`) and going back only where it reported a
+//!   suffix deletion (`Error::Rewound`). Guards against a reader handing out bytes that are
+//!   not the entry it validated (a wrap that reuses them while it copies), against shipping
+//!   entries before they are durable (beyond the published LSN), and against silent gaps.
+//! - the locks between processes: `create` with overwrite fails while a reader (in another
+//!   process) has the log open and works once that reader is killed; a killed reader never
+//!   blocks a writer; a snapshot (`open_read_only`) and a writer exclude each other.
+//! - a reader notices that its file was replaced.
+//!
+//! The same binary is the child process when `DAXLOG_READERS_ROLE` is set.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daxlog::{Error, Log, Options, Reader};
+
+fn scratch() -> tempfile::TempDir {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::Builder::new()
+        .prefix("daxlog-readers")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// The payload of LSN `lsn` in generation `gen` (a suffix deletion starts a new generation
+/// for the LSNs it rewrites): its own LSN and generation first, then bytes derived from them.
+fn payload(lsn: u64, gen: u64) -> Vec<u8> {
+    let mut x = lsn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ gen.rotate_left(29) ^ 0x5bd1_e995;
+    let len = 16 + (x % 700) as usize;
+    let mut p = Vec::with_capacity(len);
+    p.extend_from_slice(&lsn.to_le_bytes());
+    p.extend_from_slice(&gen.to_le_bytes());
+    while p.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p.push(x as u8);
+    }
+    p
+}
+
+/// The (LSN, generation) a payload claims, if its bytes are the ones `payload` makes.
+fn decode(p: &[u8]) -> Option<(u64, u64)> {
+    if p.len() < 16 {
+        return None;
+    }
+    let lsn = u64::from_le_bytes(p[..8].try_into().unwrap());
+    let gen = u64::from_le_bytes(p[8..16].try_into().unwrap());
+    (payload(lsn, gen) == p).then_some((lsn, gen))
+}
+
+const DONE: &[u8] = b"DONE";
+
+fn spawn(role: &str, path: &Path, test: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("DAXLOG_READERS_ROLE", role)
+        .env("DAXLOG_READERS_PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs the child role of this process, if it is one; returns false in the parent.
+fn child_role() -> bool {
+    let Ok(role) = std::env::var("DAXLOG_READERS_ROLE") else {
+        return false;
+    };
+    let path = PathBuf::from(std::env::var("DAXLOG_READERS_PATH").unwrap());
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    // The test harness has printed "test NAME ... " without a newline: start a line.
+    writeln!(out).unwrap();
+    match role.as_str() {
+        "writer" => writer(&path, &mut out),
+        "follower" => follower(&path, &mut out),
+        "holder" => {
+            let _r = Reader::open(&path).unwrap();
+            writeln!(out, "HOLDER-OPEN").unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        other => panic!("unknown role {other}"),
+    }
+    std::process::exit(0);
+}
+
+/// Appends until the log has wrapped 200 times; prints `A lsn gen` for every acknowledged
+/// entry and `X lsn` for every suffix deletion (entries after `lsn` deleted).
+fn writer(path: &Path, out: &mut impl Write) {
+    let mut log = Log::open(path, &Options::new()).unwrap();
+    let cap = log.capacity();
+    let mut gens: HashMap<u64, u64> = HashMap::new();
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while written < 200 * cap {
+        n += 1;
+        let lsn = log.next_lsn();
+        let gen = *gens.get(&lsn).unwrap_or(&0);
+        let p = payload(lsn, gen);
+        match log.append(&p) {
+            Ok(l) => {
+                assert_eq!(l, lsn);
+                writeln!(out, "A {lsn} {gen}").unwrap();
+                written += p.len() as u64 + 24;
+            }
+            Err(e) if e.is_full() => {
+                // Keep the newest quarter of the entries.
+                let keep = (log.len() / 4).max(1);
+                log.truncate_before(log.next_lsn() - keep).unwrap();
+                continue;
+            }
+            Err(e) => panic!("append: {e}"),
+        }
+        if n.is_multiple_of(997) && log.len() > 10 {
+            let last = log.last_lsn().unwrap();
+            let cut = last - 3;
+            log.truncate_after(cut).unwrap();
+            writeln!(out, "X {cut}").unwrap();
+            for l in cut + 1..=last {
+                *gens.entry(l).or_insert(0) += 1;
+            }
+        }
+    }
+    let lsn = log.append(DONE).unwrap();
+    writeln!(out, "D {lsn}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Follows from the first LSN; prints `E lsn gen` per entry, `T first last` per truncation
+/// missed and `R from` per suffix deletion noticed, until the writer's `DONE`.
+fn follower(path: &Path, out: &mut impl Write) {
+    let mut r = Reader::open(path).unwrap();
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "follower timed out"
+        );
+        match r.next_timeout(Duration::from_millis(200)) {
+            Ok(Some(e)) if e.payload == DONE => {
+                writeln!(out, "D {}", e.lsn).unwrap();
+                break;
+            }
+            Ok(Some(e)) => match decode(&e.payload) {
+                Some((lsn, gen)) if lsn == e.lsn => writeln!(out, "E {lsn} {gen}").unwrap(),
+                _ => writeln!(out, "BAD {} {}", e.lsn, e.payload.len()).unwrap(),
+            },
+            Ok(None) => {}
+            Err(Error::Truncated {
+                first_missed,
+                last_missed,
+                ..
+            }) => writeln!(out, "T {first_missed} {last_missed}").unwrap(),
+            Err(Error::Rewound { from, .. }) => writeln!(out, "R {from}").unwrap(),
+            Err(e) => panic!("follower: {e}"),
+        }
+    }
+    out.flush().unwrap();
+}
+
+/// Collects a child's output lines while it runs (a full pipe would stop it) and waits for
+/// it to succeed.
+fn collect(mut child: Child) -> std::thread::JoinHandle<Vec<String>> {
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let lines: Vec<String> = BufReader::new(out)
+            .lines()
+            .map(|l| l.unwrap())
+            .filter(|l| {
+                // (The test harness's own lines.)
+                !l.starts_with("running") && !l.starts_with("test ") && !l.is_empty()
+            })
+            .collect();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "child failed: {status:?}");
+        lines
+    })
+}
+
+#[test]
+fn followers_in_other_processes_see_exactly_what_was_acknowledged() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("followed.dax");
+    drop(Log::create(&path, &Options::new().capacity(1 << 20)).unwrap());
+    let name = "followers_in_other_processes_see_exactly_what_was_acknowledged";
+    let followers: Vec<_> = (0..2)
+        .map(|_| collect(spawn("follower", &path, name)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let wlines = collect(spawn("writer", &path, name)).join().unwrap();
+    let acked: std::collections::HashSet<(u64, u64)> = wlines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0] == "A").then(|| (f[1].parse().unwrap(), f[2].parse().unwrap()))
+        })
+        .collect();
+    let deletions = wlines.iter().filter(|l| l.starts_with("X ")).count();
+    let done: u64 = wlines.last().unwrap()[2..].parse().unwrap();
+    println!(
+        "writer: {} appends acknowledged, {deletions} suffix deletions, in {:?}",
+        acked.len(),
+        t.elapsed()
+    );
+    for (i, f) in followers.into_iter().enumerate() {
+        let flines = f.join().unwrap();
+        let (mut next, mut entries, mut missed, mut rewinds) = (None::<u64>, 0u64, 0u64, 0u64);
+        for l in &flines {
+            let f: Vec<&str> = l.split(' ').collect();
+            let n = |k: usize| f[k].parse::<u64>().unwrap();
+            match f[0] {
+                "E" => {
+                    let (lsn, gen) = (n(1), n(2));
+                    if let Some(want) = next {
+                        assert_eq!(lsn, want, "follower {i}: LSN out of order ({l})");
+                    }
+                    assert!(
+                        acked.contains(&(lsn, gen)),
+                        "follower {i}: LSN {lsn} generation {gen} was never acknowledged"
+                    );
+                    next = Some(lsn + 1);
+                    entries += 1;
+                }
+                "T" => {
+                    if let Some(want) = next {
+                        assert_eq!(n(1), want, "follower {i}: truncation report ({l})");
+                    }
+                    missed += n(2) + 1 - n(1);
+                    next = Some(n(2) + 1);
+                }
+                "R" => {
+                    let from = n(1);
+                    assert!(next.is_some_and(|w| from < w), "follower {i}: rewind ({l})");
+                    next = Some(from);
+                    rewinds += 1;
+                }
+                "D" => {
+                    assert_eq!(n(1), done);
+                    if let Some(want) = next {
+                        assert_eq!(n(1), want, "follower {i}: DONE out of order");
+                    }
+                }
+                _ => panic!("follower {i}: {l}"),
+            }
+        }
+        assert!(
+            flines.last().unwrap().starts_with("D "),
+            "follower {i} did not finish"
+        );
+        println!(
+            "follower {i}: {entries} entries checked, {missed} LSNs reported truncated, {rewinds} rewinds"
+        );
+        assert!(entries > 1000, "follower {i} checked too little");
+    }
+}
+
+/// Holds a reader open in another process until killed.
+fn holder(path: &Path, test: &str) -> Child {
+    let mut c = spawn("holder", path, test);
+    // (The test harness prints its own lines first.)
+    let mut out = BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "HOLDER-OPEN" {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the holder died");
+    }
+    c
+}
+
+#[test]
+fn replacing_a_log_waits_for_its_readers_and_killed_readers_block_nothing() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("held.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for i in 0..100u32 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    drop(log);
+    let mut h = holder(
+        &path,
+        "replacing_a_log_waits_for_its_readers_and_killed_readers_block_nothing",
+    );
+    // A writer is not blocked by readers, and appends go on.
+    let log = Log::open(&path, &Options::new()).unwrap();
+    log.append(b"while read").unwrap();
+    drop(log);
+    // Re-creating the log is refused while a reader is there: it keeps its log.
+    match Log::create(&path, &Options::new().capacity(1 << 20).overwrite(true)) {
+        Err(Error::Locked { by, .. }) => assert!(by.contains("readers"), "{by}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert_eq!(Reader::open(&path).unwrap().count(), 101);
+    // A killed reader's lock goes with its process.
+    h.kill().unwrap();
+    h.wait().unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20).overwrite(true)).unwrap();
+    assert!(log.is_empty());
+}
+
+#[test]
+fn snapshots_and_writers_exclude_each_other() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("snap.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"one").unwrap();
+    match Log::open_read_only(&path, &Options::new()) {
+        Err(Error::Locked { by, .. }) => assert!(by.contains("writer"), "{by}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // A Reader works beside the writer.
+    let mut r = Reader::open(&path).unwrap();
+    assert_eq!(r.next_entry().unwrap().unwrap().payload, b"one");
+    drop(log);
+    let snap = Log::open_read_only(&path, &Options::new()).unwrap();
+    match Log::open(&path, &Options::new()) {
+        Err(Error::Locked { by, .. }) => assert!(by.contains("snapshot"), "{by}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert_eq!(snap.iter().next().unwrap().payload, b"one");
+    drop(snap);
+    Log::open(&path, &Options::new()).unwrap();
+}
+
+#[test]
+fn a_reader_notices_that_its_log_was_replaced() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("r.dax");
+    let other = dir.path().join("other.dax");
+    drop(Log::create(&path, &Options::new().capacity(1 << 20)).unwrap());
+    drop(Log::create(&other, &Options::new().capacity(1 << 20)).unwrap());
+    let mut r = Reader::open(&path).unwrap();
+    assert!(r.next_entry().unwrap().is_none());
+    std::fs::rename(&other, &path).unwrap();
+    match r.next_timeout(Duration::from_millis(300)) {
+        Err(Error::Replaced { path: p }) => assert_eq!(p, path),
+        other => panic!("expected Replaced, got {other:?}"),
+    }
+}
+
+/// A reader started anywhere follows truncations: `Truncated` names exactly the LSNs it
+/// missed, `Rewound` the first deleted one, and what follows is the new content.
+#[test]
+fn a_reader_reports_truncations_it_fell_behind() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("t.dax");
+    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=20u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    let mut r = Reader::open(&path).unwrap();
+    for l in 1..=5 {
+        assert_eq!(r.next_entry().unwrap().unwrap().lsn, l);
+    }
+    log.truncate_before(11).unwrap();
+    match r.next_entry() {
+        Err(Error::Truncated {
+            first_missed,
+            last_missed,
+            ..
+        }) => assert_eq!((first_missed, last_missed), (6, 10)),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    for l in 11..=20 {
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!((e.lsn, decode(&e.payload)), (l, Some((l, 0))));
+    }
+    log.truncate_after(17).unwrap();
+    for l in 18..=22u64 {
+        assert_eq!(log.append(&payload(l, 1)).unwrap(), l);
+    }
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 18),
+        other => panic!("expected Rewound, got {other:?}"),
+    }
+    for l in 18..=22 {
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(decode(&e.payload), Some((l, 1)));
+    }
+    assert!(r.next_entry().unwrap().is_none());
+    // Seeking, and a seek beyond the end that waits for the writer.
+    r.seek(12).unwrap();
+    assert_eq!(r.next_entry().unwrap().unwrap().lsn, 12);
+    r.seek(25).unwrap();
+    assert!(r.next_entry().unwrap().is_none());
+    for l in 23..=25u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    assert_eq!(r.next_entry().unwrap().unwrap().lsn, 25);
+}
+
+/// Guards against a reader in another process shipping an entry before it is durable (a
+/// power failure could still take it back): it returns only entries below the published LSN
+/// that the writer stores after each barrier, whatever valid entries lie beyond it.
+#[test]
+fn readers_return_only_published_entries() {
+    if child_role() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let dir = scratch();
+    let path = dir.path().join("p.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=10u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    drop(log);
+    // As if the writer had stored entries 6..=10 but not yet made them durable.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let at = daxlog::format::PUBLISHED_OFFSET as u64;
+    f.write_all_at(&6u64.to_le_bytes(), at).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    assert_eq!(r.published(), Some(6));
+    let got: Vec<u64> = r.by_ref().map(|e| e.unwrap().lsn).collect();
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    assert!(r.next_timeout(Duration::from_millis(50)).unwrap().is_none());
+    f.write_all_at(&11u64.to_le_bytes(), at).unwrap();
+    let got: Vec<u64> = r.by_ref().map(|e| e.unwrap().lsn).collect();
+    assert_eq!(got, [6, 7, 8, 9, 10]);
+}
