@@ -820,3 +820,55 @@ fn check_reports_corruption_and_salvages_around_it() {
     assert_eq!(ok(&["cat", p(&rescued)]), want);
     assert!(ok(&["check", p(&rescued)]).contains("ok: 9 entries"));
 }
+
+/// The benchmark makes its scratch files in a private directory: links planted at the names
+/// it once used (`DIR/daxlog-bench-PID.dax`, PID predictable) are left alone, and so are their
+/// targets; nothing else is left in DIR.
+#[test]
+fn bench_never_follows_a_planted_symlink() {
+    let dir = tempdir();
+    let other = tempdir();
+    let target = other.path().join("victim");
+    std::fs::write(&target, b"root's precious file").unwrap();
+    let script = r#"
+        d="$1"; t="$2"; b="$3"
+        for n in "daxlog-bench-$$.dax" "daxlog-bench-$$" "daxlog-bench-$$.dax.tmp" ".daxlog-bench-$$.dax"; do
+            ln -s "$t" "$d/$n" || exit 99
+        done
+        exec "$b" bench --dir "$d" --seconds 0.05 --reps 1 --size 64 --mode msync \
+            --capacity 1MiB --recovery-bytes 64KiB --json
+    "#;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(dir.path())
+        .arg(&target)
+        .arg(BIN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"root's precious file");
+    let mut left: Vec<(String, PathBuf)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_link(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 4, "{left:?}");
+    for (name, to) in &left {
+        assert!(name.contains("daxlog-bench-"), "{name}");
+        assert_eq!(to, &target);
+    }
+}

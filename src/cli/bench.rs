@@ -32,7 +32,8 @@ const MAX_WARMUP: Duration = Duration::from_millis(50);
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// Directory for the benchmark's log file [default: /dev/shm, else the temporary directory].
+    /// Directory in which the benchmark makes its private scratch directory [default:
+    /// /dev/shm, else the temporary directory].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Payload size; repeat the option or separate with commas [default: 64,256,1KiB,4KiB].
@@ -126,16 +127,6 @@ struct Ctx {
     warmup: Duration,
 }
 
-/// Removes the benchmark's log file when the benchmark ends, however it ends (except by a
-/// signal).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 struct AppendRow {
     appends: u64,
     ns_per_append: f64,
@@ -164,8 +155,20 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
             dir.display()
         )));
     }
-    let path = dir.join(format!("daxlog-bench-{}.dax", std::process::id()));
-    let _cleanup = RemoveOnDrop(path.clone());
+    // Every scratch file lives in a directory of our own, made with an unpredictable name
+    // and mode 0700 (so nobody else can plant a file or a link in it), and removed with
+    // everything in it when the benchmark ends, however it ends (except by a signal).
+    let scratch = tempfile::Builder::new()
+        .prefix("daxlog-bench-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&dir)
+        .map_err(|e| {
+            CliError::Other(format!(
+                "{}: cannot make a scratch directory there ({e})",
+                dir.display()
+            ))
+        })?;
+    let path = scratch.path().join("bench.dax");
     let capacity = match a.capacity {
         Some(c) => c,
         None => default_capacity(&dir)?,
@@ -331,6 +334,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         writeln!(out, "total time {:.1} s", started.elapsed().as_secs_f64())?;
         out.flush()?;
     }
+    drop(scratch);
     Ok(())
 }
 
