@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use daxlog::{Log, Options};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_daxlog");
+/// The binary under test: the one cargo built, or `DAXLOG_CLI_TEST_BIN` (to run these tests
+/// against an installed or an older build).
+fn bin() -> String {
+    std::env::var("DAXLOG_CLI_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_daxlog").into())
+}
 
 /// A fresh directory in /dev/shm (or the temporary directory).
 fn tempdir() -> tempfile::TempDir {
@@ -29,11 +33,11 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 fn daxlog(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    Command::new(bin()).args(args).output().unwrap()
 }
 
 fn daxlog_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -48,6 +52,23 @@ fn daxlog_stdin(args: &[&str], input: &[u8]) -> Output {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     out
+}
+
+/// Runs `c`, retrying while its executable is busy: a copy of the binary that this process
+/// just wrote may still be open for writing in a child that another test thread is forking.
+fn output_retrying(c: &mut Command) -> Output {
+    let t = Instant::now();
+    loop {
+        match c.output() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && t.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -66,10 +87,10 @@ fn ok(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-/// Expects exit code 1 and exactly one stderr line `error: ...` naming `path` and `cause`.
-fn assert_error(out: &Output, path: &Path, cause: &str) {
+/// Expects exit code `code` and exactly one stderr line `error: ...` naming `path` and `cause`.
+fn assert_error(code: i32, out: &Output, path: &Path, cause: &str) {
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
     assert!(err.starts_with("error: "), "{err:?}");
     assert!(
@@ -130,7 +151,7 @@ fn create_info_and_force() {
     // An existing file is refused unless --force, which makes a new, empty log.
     ok(&["append", p(&path), "--data", "x"]);
     let out = daxlog(&["create", p(&path), "--capacity", "1MiB"]);
-    assert_error(&out, &path, "already exists");
+    assert_error(4, &out, &path, "already exists");
     assert_eq!(info_json(&path)["entries"], 1);
     ok(&["create", p(&path), "--capacity", "1MiB", "--force"]);
     let v = info_json(&path);
@@ -236,7 +257,7 @@ fn batch_does_not_wait_for_more_lines() {
     let dir = tempdir();
     let path = dir.path().join("a.dax");
     ok(&["create", p(&path), "--capacity", "1MiB"]);
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["append", p(&path), "--batch", "1000"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -300,15 +321,16 @@ fn errors_name_the_path_and_the_cause() {
     let dir = tempdir();
     let missing = dir.path().join("missing.dax");
     for cmd in ["dump", "cat", "info", "check"] {
-        assert_error(&daxlog(&[cmd, p(&missing)]), &missing, "not found");
+        assert_error(4, &daxlog(&[cmd, p(&missing)]), &missing, "not found");
     }
     assert_error(
+        4,
         &daxlog(&["append", p(&missing), "--data", "x"]),
         &missing,
         "not found",
     );
     let nodir = dir.path().join("no/such/dir.dax");
-    assert_error(&daxlog(&["create", p(&nodir)]), &nodir, "not found");
+    assert_error(4, &daxlog(&["create", p(&nodir)]), &nodir, "not found");
 
     // Not daxlog files: random bytes, an empty file, a short file, a directory.
     let junk = dir.path().join("junk");
@@ -319,15 +341,17 @@ fn errors_name_the_path_and_the_cause() {
     std::fs::write(&short, b"hello").unwrap();
     for f in [&junk, &empty, &short] {
         for cmd in ["dump", "info", "check"] {
-            assert_error(&daxlog(&[cmd, p(f)]), f, "not a daxlog file");
+            assert_error(4, &daxlog(&[cmd, p(f)]), f, "not a daxlog file");
         }
         assert_error(
+            4,
             &daxlog(&["append", p(f), "--data", "x"]),
             f,
             "not a daxlog file",
         );
     }
     assert_error(
+        4,
         &daxlog(&["dump", p(dir.path())]),
         dir.path(),
         "is a directory",
@@ -341,8 +365,9 @@ fn errors_name_the_path_and_the_cause() {
     let line = format!("{}\n", "x".repeat(1000));
     let out = daxlog_stdin(&["append", p(&path)], line.repeat(5).as_bytes());
     assert_eq!(text(&out.stdout), "1\n2\n3\n4\n");
-    assert_error(&out, &path, "log full");
+    assert_error(4, &out, &path, "log full");
     assert_error(
+        4,
         &daxlog(&["append", p(&path), "--data", "y"]),
         &path,
         "log full",
@@ -352,6 +377,7 @@ fn errors_name_the_path_and_the_cause() {
     ok(&["create", p(&big), "--capacity", "8192"]);
     let huge = "z".repeat(5000);
     assert_error(
+        4,
         &daxlog(&["append", p(&big), "--data", &huge]),
         &big,
         "exceeds the largest payload",
@@ -366,12 +392,12 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     ok(&["append", p(&path), "--data", "first"]);
     let log = Log::open(&path, &Options::new()).unwrap();
     let out = daxlog(&["append", p(&path), "--data", "second"]);
-    assert_error(&out, &path, "locked by another writer");
+    assert_error(4, &out, &path, "locked by another writer");
     let out = daxlog(&["create", p(&path), "--force"]);
-    assert_error(&out, &path, "locked by another writer");
+    assert_error(4, &out, &path, "locked by another writer");
     // Read-only commands take no lock.
     assert_eq!(ok(&["cat", p(&path)]), "first\n");
-    assert!(ok(&["check", p(&path)]).contains("ok: 1 entries"));
+    assert!(ok(&["check", p(&path)]).contains("ok: 1 entry (LSN 1..=1)"));
     drop(log);
     // A child that another test thread is forking right now may still hold a copy of the
     // closed descriptor (and so the lock) until it execs: retry for a moment.
@@ -403,11 +429,15 @@ fn permission_denied() {
     std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     // As root, run a copy of the binary in our world-readable directory, so that `nobody`
     // can execute it wherever the build directory is.
-    let bin = dir.path().join("daxlog");
-    std::fs::copy(BIN, &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("daxlog");
+    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let run = |args: &[&str]| {
-        let mut c = Command::new(if root { bin.as_path() } else { Path::new(BIN) });
+        let mut c = Command::new(if root {
+            copy.clone()
+        } else {
+            PathBuf::from(bin())
+        });
         c.args(args);
         if root {
             c.uid(65534).gid(65534);
@@ -416,15 +446,15 @@ fn permission_denied() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
             std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
         }
-        c.output().unwrap()
+        output_retrying(&mut c)
     };
     let out = run(&["dump", p(&path)]);
-    assert_error(&out, &path, "permission denied");
+    assert_error(4, &out, &path, "permission denied");
     let out = run(&["append", p(&path), "--data", "x"]);
-    assert_error(&out, &path, "permission denied");
+    assert_error(4, &out, &path, "permission denied");
     let new = locked_dir.join("new.dax");
     let out = run(&["create", p(&new), "--capacity", "64KiB"]);
-    assert_error(&out, &new, "permission denied");
+    assert_error(4, &out, &new, "permission denied");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(ok(&["cat", p(&path)]), "secret\n");
 }
@@ -483,7 +513,7 @@ fn closed_stdout_is_a_clean_exit() {
         }
     }
     for cmd in ["dump", "cat"] {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([cmd, p(&path)])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -521,7 +551,7 @@ fn sigkill_while_streaming_loses_no_acknowledged_entry() {
         let dir = tempdir();
         let path = dir.path().join("crash.dax");
         ok(&["create", p(&path), "--capacity", "64MiB"]);
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["append", p(&path), "--batch", batch])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -735,6 +765,7 @@ fn bench_json_rows() {
 
     let missing = dir.path().join("nope");
     assert_error(
+        4,
         &daxlog(&["bench", "--dir", p(&missing)]),
         &missing,
         "not found",
@@ -766,7 +797,7 @@ fn truncate_and_reset() {
     assert_eq!(ok(&["cat", p(&log)]), "op 4\nop 5\nop 6\nop 7\n");
     // Out of range: a clear error, nothing changed.
     let out = daxlog(&["truncate", p(&log), "--before", "99"]);
-    assert_error(&out, &log, "LSN 99 out of range");
+    assert_error(4, &out, &log, "LSN 99 out of range");
     assert_eq!(
         ok(&["reset", p(&log)]),
         format!("{}: empty, next LSN 8\n", log.display())
@@ -804,21 +835,129 @@ fn check_reports_corruption_and_salvages_around_it() {
     std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0xff], off).unwrap();
     drop(f);
     let out = daxlog(&["check", p(&log)]);
-    assert_error(&out, &log, "corrupted at LSN 4, offset 4216");
+    assert_error(1, &out, &log, "corrupted at LSN 4, offset 4216");
     assert!(text(&out.stderr).contains("6 valid entries lie beyond it"));
     let rescued = dir.path().join("rescued.dax");
-    let report = ok(&["check", p(&log), "--salvage", p(&rescued)]);
+    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
     assert!(
         report.contains("damaged at offset 4216: LSN 4..=4 lost; entries resume at offset 4256"),
         "{report}"
     );
     assert!(report.contains("salvaged 9 entries"), "{report}");
+    assert!(report.ends_with(", 1 damaged region\n"), "{report}");
     let want: String = (1..=10)
         .filter(|&i| i != 4)
         .map(|i| format!("entry number {i}\n"))
         .collect();
     assert_eq!(ok(&["cat", p(&rescued)]), want);
     assert!(ok(&["check", p(&rescued)]).contains("ok: 9 entries"));
+}
+
+// ---- Edges an operator leans on ---------------------------------------------------------------
+
+/// Runs with extra environment variables; returns the output.
+fn daxlog_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Flips every bit of the byte at `off`.
+fn flip(path: &Path, off: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, off).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], off).unwrap();
+}
+
+/// A log whose third and last entry (`cccc`) is torn: 32 bytes at offset 4160.
+fn torn_log(dir: &Path) -> PathBuf {
+    let path = dir.join("torn.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let out = daxlog_stdin(&["append", p(&path)], b"aaaa\nbbbb\ncccc\n");
+    assert_eq!(text(&out.stdout), "1\n2\n3\n");
+    flip(&path, 4096 + 2 * 32 + 24 + 2);
+    path
+}
+
+#[test]
+fn exit_codes_are_documented() {
+    let help = text(&daxlog(&["--help"]).stdout);
+    for line in [
+        "Exit codes:",
+        "  0  success (check: the log is clean)",
+        "  2  usage error",
+        "  3  check --salvage copied the log but LSNs were lost in damaged regions",
+    ] {
+        assert!(help.lines().any(|l| l == line), "{line:?} not in {help}");
+    }
+    assert!(help.contains("  1  damage found (check; check --strict on a torn tail"));
+    assert!(help.contains("  4  operational error (I/O, not found, permission, locked, log full"));
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md")).unwrap();
+    for row in [
+        "| 0 | success",
+        "| 1 | damage found",
+        "| 2 | usage error",
+        "| 3 | `check --salvage`",
+        "| 4 | operational error",
+    ] {
+        assert!(docs.contains(row), "{row:?} not in docs/CLI.md");
+    }
+    let module =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli/mod.rs")).unwrap();
+    for row in [
+        "//! | 0 |",
+        "//! | 1 |",
+        "//! | 2 |",
+        "//! | 3 |",
+        "//! | 4 |",
+    ] {
+        assert!(module.contains(row), "{row:?} not in the cli module doc");
+    }
+}
+
+/// Library messages reach stderr: warnings by default, more with -v, as RUST_LOG says.
+#[test]
+fn library_warnings_reach_stderr() {
+    let dir = tempdir();
+    let path = torn_log(dir.path());
+    let copy = dir.path().join("copy.dax");
+    std::fs::copy(&path, &copy).unwrap();
+    let out = daxlog(&["append", p(&path), "--data", "dddd"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "3\n");
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("warning: daxlog: discarded the torn tail of an interrupted append path="),
+        "{err}"
+    );
+    assert!(err.contains(&format!("path={} ", path.display())), "{err}");
+    assert!(err.contains("torn_bytes=32"), "{err}");
+    // Quieter, and louder.
+    let out = daxlog_env(
+        &["append", p(&copy), "--data", "x"],
+        &[("RUST_LOG", "error")],
+    );
+    assert_eq!(text(&out.stderr), "");
+    let out = daxlog(&["-v", "append", p(&copy), "--data", "y"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("info: daxlog: recovered log"), "{err}");
+    assert!(!err.contains("debug:"), "{err}");
+    let out = daxlog(&["cat", p(&copy), "-vv"]);
+    assert!(text(&out.stderr).contains("info: daxlog: mapped log file"));
+    assert_eq!(text(&out.stdout), "aaaa\nbbbb\nx\ny\n");
 }
 
 /// The benchmark makes its scratch files in a private directory: links planted at the names
@@ -844,7 +983,7 @@ fn bench_never_follows_a_planted_symlink() {
         .arg("sh")
         .arg(dir.path())
         .arg(&target)
-        .arg(BIN)
+        .arg(bin())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -139,7 +139,7 @@ struct RecoveryRow {
     seconds: f64,
 }
 
-pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
+pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     let dir = a.dir.clone().unwrap_or_else(|| {
         let shm = Path::new("/dev/shm");
@@ -150,7 +150,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         }
     });
     if !dir.is_dir() {
-        return Err(CliError::Other(format!(
+        return Err(CliError::Failed(format!(
             "{}: not found: no such directory",
             dir.display()
         )));
@@ -163,9 +163,10 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&dir)
         .map_err(|e| {
-            CliError::Other(format!(
-                "{}: cannot make a scratch directory there ({e})",
-                dir.display()
+            CliError::Failed(format!(
+                "{}: cannot make a scratch directory there ({})",
+                dir.display(),
+                super::os_text(&e)
             ))
         })?;
     let path = scratch.path().join("bench.dax");
@@ -183,7 +184,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         .iter()
         .find(|&&s| s > max_payload.min(u32::MAX as u64))
     {
-        return Err(CliError::Other(format!(
+        return Err(CliError::Failed(format!(
             "--size {s}: larger than the largest payload a log of {} can hold",
             human(capacity)
         )));
@@ -335,18 +336,18 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         out.flush()?;
     }
     drop(scratch);
-    Ok(())
+    Ok(super::EXIT_OK)
 }
 
 /// The default log capacity: 256 MiB, or half the free space of `dir` if that is less.
 fn default_capacity(dir: &Path) -> Result<u64, CliError> {
     let st = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| CliError::Other(format!("{}: statvfs failed: {e}", dir.display())))?;
+        .map_err(|e| CliError::Failed(format!("{}: statvfs failed: {e}", dir.display())))?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     let cap = DEFAULT_CAPACITY.min(free / 2) & !(format::CAPACITY_ALIGN - 1);
     if cap < 2 << 20 {
-        return Err(CliError::Other(format!(
+        return Err(CliError::Failed(format!(
             "{}: only {} free; the benchmark needs at least 4 MiB (see --dir, --capacity)",
             dir.display(),
             human(free)
@@ -376,7 +377,7 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
         };
         if let Some(f) = flush {
             if !supported.contains(&f) {
-                return Err(CliError::Other(format!(
+                return Err(CliError::Failed(format!(
                     "--mode {}: this CPU does not have that instruction",
                     f.name()
                 )));
@@ -384,7 +385,7 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
         }
         if choice == PersistenceChoice::ForceCpuFlush && supported.is_empty() {
             if explicit {
-                return Err(CliError::Other(
+                return Err(CliError::Failed(
                     "--mode cpu: this CPU has no cache flush instruction".into(),
                 ));
             }
@@ -482,10 +483,10 @@ fn measure_row(
         let log = Log::open(path, &opts).map_err(CliError::log(path))?;
         times.push(t.elapsed().as_secs_f64());
         if log.len() != entries {
-            return Err(CliError::Other(format!(
-                "{}: recovery found {} entries, {entries} were appended",
+            return Err(CliError::Failed(format!(
+                "{}: recovery found {}, {entries} were appended",
                 path.display(),
-                log.len()
+                super::count(log.len(), "entry", "entries")
             )));
         }
         drop(log);
@@ -552,7 +553,7 @@ fn timed_slice(
                         source: e,
                     })
                 }
-                Err(_) => failure = Some(CliError::Other("a benchmark thread panicked".into())),
+                Err(_) => failure = Some(CliError::Failed("a benchmark thread panicked".into())),
             }
         }
         let elapsed = t0.elapsed();

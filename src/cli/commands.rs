@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::size::{human, parse_size};
-use super::CliError;
+use super::{count, CliError, EXIT_OK};
 use crate::{format, Log, Lsn, Options, TailState};
 
 /// Capacity values for `--capacity`: a size that is a valid log capacity.
@@ -28,7 +28,7 @@ pub(crate) struct CreateArgs {
     force: bool,
 }
 
-pub(crate) fn create(a: CreateArgs) -> Result<(), CliError> {
+pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
     let opts = Options::new().capacity(a.capacity).overwrite(a.force);
     let log = Log::create(&a.path, &opts).map_err(CliError::log(&a.path))?;
     let mut out = io::stdout().lock();
@@ -42,7 +42,7 @@ pub(crate) fn create(a: CreateArgs) -> Result<(), CliError> {
         log.persistence().name()
     )?;
     out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +63,7 @@ pub(crate) struct AppendArgs {
 /// A batch never waits for more input: it holds the first line read (which may block) plus
 /// the complete lines already in the input buffer, up to `--batch`. So a producer that writes
 /// one line and waits for its LSN gets it at once, while a fast producer gets batching.
-pub(crate) fn append(a: AppendArgs) -> Result<(), CliError> {
+pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
     let log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
     let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
     if let Some(text) = &a.data {
@@ -72,10 +72,10 @@ pub(crate) fn append(a: AppendArgs) -> Result<(), CliError> {
             .map_err(CliError::log(&a.path))?;
         writeln!(out, "{lsn}")?;
         out.flush()?;
-        return Ok(());
+        return Ok(EXIT_OK);
     }
     let max = a.batch as usize;
-    let stdin_err = |e: io::Error| CliError::Other(format!("stdin: {e}"));
+    let stdin_err = |e: io::Error| CliError::Failed(format!("stdin: {e}"));
     let mut input = BufReader::with_capacity(256 << 10, io::stdin().lock());
     // The batch's lines, back to back in `data`; line i ends at `ends[i]`.
     let mut data: Vec<u8> = Vec::new();
@@ -109,7 +109,7 @@ pub(crate) fn append(a: AppendArgs) -> Result<(), CliError> {
         }
         out.flush()?;
     }
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 /// Reads one line (without its `\n`) onto the end of `data`; false at the end of input.
@@ -176,7 +176,7 @@ fn for_each_entry(
     Ok(())
 }
 
-pub(crate) fn dump(a: DumpArgs) -> Result<(), CliError> {
+pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
     let mut hex = Vec::new();
@@ -192,10 +192,10 @@ pub(crate) fn dump(a: DumpArgs) -> Result<(), CliError> {
         out.write_all(&hex)
     })?;
     out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }
 
-pub(crate) fn cat(a: CatArgs) -> Result<(), CliError> {
+pub(crate) fn cat(a: CatArgs) -> Result<u8, CliError> {
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
     for_each_entry(&a.path, &a.range, |lsn, payload| {
         if a.lsn {
@@ -205,7 +205,7 @@ pub(crate) fn cat(a: CatArgs) -> Result<(), CliError> {
         out.write_all(b"\n")
     })?;
     out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 #[derive(Args, Debug)]
@@ -226,7 +226,7 @@ fn tail_words(state: &TailState) -> (&'static str, Option<&'static str>) {
     }
 }
 
-pub(crate) fn info(a: InfoArgs) -> Result<(), CliError> {
+pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     let log = Log::open_read_only(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
     let r = log.recovery();
     let (tail, torn_reason) = tail_words(&r.tail_state);
@@ -329,7 +329,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<(), CliError> {
         }
     }
     out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 #[derive(Args, Debug)]
@@ -366,7 +366,7 @@ pub(crate) struct ResetArgs {
 }
 
 /// `daxlog truncate PATH --before LSN | --after LSN`.
-pub(crate) fn truncate(a: TruncateArgs) -> Result<(), CliError> {
+pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
     let mut log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
     match (a.before, a.after) {
         (Some(l), _) => log.truncate_before(l),
@@ -378,13 +378,13 @@ pub(crate) fn truncate(a: TruncateArgs) -> Result<(), CliError> {
 }
 
 /// `daxlog reset PATH`.
-pub(crate) fn reset(a: ResetArgs) -> Result<(), CliError> {
+pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
     let mut log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
     log.reset().map_err(CliError::log(&a.path))?;
     print_range(&a.path, &log)
 }
 
-fn print_range(path: &std::path::Path, log: &Log) -> Result<(), CliError> {
+fn print_range(path: &std::path::Path, log: &Log) -> Result<u8, CliError> {
     let mut out = io::stdout().lock();
     match (log.first_lsn(), log.last_lsn()) {
         (Some(f), Some(l)) => writeln!(
@@ -401,11 +401,11 @@ fn print_range(path: &std::path::Path, log: &Log) -> Result<(), CliError> {
         )?,
     }
     out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }
 
 /// `daxlog check PATH --salvage OUT`: every readable entry into a new log, gaps listed.
-fn salvage(path: &std::path::Path, out_path: &std::path::Path) -> Result<(), CliError> {
+fn salvage(path: &std::path::Path, out_path: &std::path::Path) -> Result<u8, CliError> {
     let src = Log::open_read_only(
         path,
         &Options::new().recovery_mode(crate::RecoveryMode::Salvage),
@@ -453,39 +453,44 @@ fn salvage(path: &std::path::Path, out_path: &std::path::Path) -> Result<(), Cli
     }
     writeln!(
         out,
-        "{}: salvaged {copied} entries into {} (renumbered from LSN 1), {} damaged region(s)",
+        "{}: salvaged {} into {} (renumbered from LSN 1), {}",
         path.display(),
+        count(copied, "entry", "entries"),
         out_path.display(),
-        gaps.len()
+        count(gaps.len() as u64, "damaged region", "damaged regions")
     )?;
     out.flush()?;
-    Ok(())
+    Ok(if gaps.is_empty() {
+        EXIT_OK
+    } else {
+        super::EXIT_LOSS
+    })
 }
 
 /// Verifies the whole log: a read-only open validates every entry's header, LSN, epoch and
 /// checksum; the entries are then read back in order. A torn tail is reported, not an error.
-pub(crate) fn check(a: CheckArgs) -> Result<(), CliError> {
+pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
     if let Some(out) = &a.salvage {
         return salvage(&a.path, out);
     }
     let log = Log::open_read_only(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
     let r = log.recovery();
     let mut expect = log.first_lsn().unwrap_or(format::FIRST_LSN);
-    let mut count = 0u64;
+    let mut n = 0u64;
     for e in log.iter() {
         if e.lsn != expect {
-            return Err(CliError::Other(format!(
+            return Err(CliError::Damaged(format!(
                 "{}: corrupted at LSN {expect}: the entry read back carries LSN {}",
                 a.path.display(),
                 e.lsn
             )));
         }
         expect += 1;
-        count += 1;
+        n += 1;
     }
-    if count != r.entries {
-        return Err(CliError::Other(format!(
-            "{}: corrupted at LSN {expect}: recovery accepted {} entries but {count} could be read",
+    if n != r.entries {
+        return Err(CliError::Damaged(format!(
+            "{}: corrupted at LSN {expect}: recovery accepted {} entries but {n} could be read",
             a.path.display(),
             r.entries
         )));
@@ -497,16 +502,18 @@ pub(crate) fn check(a: CheckArgs) -> Result<(), CliError> {
     };
     write!(
         out,
-        "{}: ok: {count} entries ({range}), {} bytes",
+        "{}: ok: {} ({range}), {}",
         a.path.display(),
-        log.used_bytes()
+        count(n, "entry", "entries"),
+        count(log.used_bytes(), "byte", "bytes")
     )?;
     match tail_words(&r.tail_state) {
         (_, Some(reason)) => write!(
             out,
-            "; torn tail: {} bytes of an interrupted append at offset {} ({reason}), \
+            "; torn tail: {} of an interrupted append at offset {} ({reason}), \
              discarded by recovery",
-            r.torn_bytes, r.tail_offset
+            count(r.torn_bytes, "byte", "bytes"),
+            r.tail_offset
         )?,
         ("end_of_file", _) => write!(out, "; the log is full")?,
         (t, _) => write!(out, "; tail {t}")?,
@@ -519,5 +526,5 @@ pub(crate) fn check(a: CheckArgs) -> Result<(), CliError> {
     }
     writeln!(out)?;
     out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }
