@@ -475,6 +475,8 @@ fn usage_errors_exit_2() {
         &["create", path, "--capacity", "10000"],
         &["append", path, "--batch", "0"],
         &["append", path, "--data", "x", "--batch", "2"],
+        &["append", path, "--format", "base64"],
+        &["cat", path, "-z"],
         &["dump", path, "--from", "abc"],
         &["dump", path, "--bogus"],
         &["bench", "--threads", "0"],
@@ -924,6 +926,313 @@ fn exit_codes_are_documented() {
         "//! | 4 |",
     ] {
         assert!(module.contains(row), "{row:?} not in the cli module doc");
+    }
+}
+
+/// `daxlog append L | head -1`: once stdout is closed, append stops with exit 4 and says how
+/// far it got; the log holds exactly what it says.
+#[test]
+fn append_stops_when_stdout_closes() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    // A child that another test thread is forking may hold a copy of the pipe's read end
+    // until it execs, and keep the pipe open a moment after we close it: try again then.
+    let mut attempts = 0;
+    let out = loop {
+        attempts += 1;
+        ok(&["create", p(&path), "--capacity", "1MiB", "--force"]);
+        let mut child = Command::new(bin())
+            .args(["append", p(&path)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdin.write_all(b"one\n").unwrap();
+        stdin.flush().unwrap();
+        let mut ack = String::new();
+        stdout.read_line(&mut ack).unwrap();
+        assert_eq!(ack, "1\n");
+        drop(stdout); // the reader goes away
+        stdin.write_all(b"two\nthree\nfour\n").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() != Some(0) || attempts == 10 {
+            break out;
+        }
+    };
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: stdout closed: 2 records were appended (LSN 1..=2), the last LSN \
+             appended is 2; the rest of stdin was not appended\n",
+            path.display()
+        )
+    );
+    assert_eq!(ok(&["cat", p(&path)]), "one\ntwo\n");
+
+    // The same with a fast producer and a reader that takes one line (`seq | append | head -1`).
+    let path = dir.path().join("b.dax");
+    ok(&["create", p(&path), "--capacity", "16MiB"]);
+    for batch in ["1", "64"] {
+        ok(&["reset", p(&path)]);
+        let mut child = Command::new(bin())
+            .args(["append", p(&path), "--batch", batch])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let all: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+            let _ = stdin.write_all(all.as_bytes());
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert_eq!(out.status.code(), Some(4));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let log = Log::open_read_only(&path, &Options::new()).unwrap();
+        let (first_lsn, last) = (log.first_lsn().unwrap(), log.last_lsn().unwrap());
+        assert_eq!(first.trim(), first_lsn.to_string());
+        assert!(log.len() < 100_000);
+        assert_eq!(
+            err,
+            format!(
+                "error: {}: stdout closed: {} records were appended (LSN {first_lsn}..={last}), \
+                 the last LSN appended is {last}; the rest of stdin was not appended\n",
+                path.display(),
+                log.len()
+            )
+        );
+        // The entries are the first lines of the input, in order.
+        for (i, e) in log.iter().enumerate() {
+            assert_eq!(e.payload, (i + 1).to_string().as_bytes());
+        }
+    }
+}
+
+/// A full log stops append with exit 4, naming what was appended, the first record that was
+/// not, its size, the free space and how to make room.
+#[test]
+fn append_says_what_did_not_fit() {
+    let dir = tempdir();
+    let path = dir.path().join("small.dax");
+    let line = format!("{}\n", "x".repeat(1000));
+    for batch in ["1", "3"] {
+        ok(&["create", p(&path), "--capacity", "8192", "--force"]);
+        let out = daxlog_stdin(
+            &["append", p(&path), "--batch", batch],
+            line.repeat(6).as_bytes(),
+        );
+        assert_eq!(text(&out.stdout), "1\n2\n3\n4\n", "--batch {batch}");
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: {0}: log full: 4 records were appended (LSN 1..=4); record 5 (line 5), \
+                 1000 bytes, was not appended, nor the rest of stdin: it needs 1024 bytes on \
+                 media and 0 are free in one piece; make room with `daxlog truncate {0} \
+                 --before LSN` once the entries below LSN are checkpointed, or `daxlog reset \
+                 {0}`\n",
+                path.display()
+            ),
+            "--batch {batch}"
+        );
+        assert_eq!(info_json(&path)["entries"], 4);
+    }
+    let out = daxlog(&["append", p(&path), "--data", "y"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {0}: log full: no record was appended; the --data entry, 1 byte, was not \
+             appended: it needs 32 bytes on media and 0 are free in one piece; make room with \
+             `daxlog truncate {0} --before LSN` once the entries below LSN are checkpointed, or \
+             `daxlog reset {0}`\n",
+            path.display()
+        )
+    );
+    // Too large for any log of this capacity: the records before it are appended.
+    ok(&["reset", p(&path)]);
+    let input = format!("a\nb\n{}\nc\n", "z".repeat(5000));
+    let out = daxlog_stdin(&["append", p(&path), "--batch", "8"], input.as_bytes());
+    assert_eq!(text(&out.stdout), "5\n6\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: 2 records were appended (LSN 5..=6); record 3 (line 3), 5000 bytes, \
+             exceeds the largest payload this log can hold (4072 bytes): it and the rest of \
+             stdin were not appended\n",
+            path.display()
+        )
+    );
+}
+
+/// A payload generator: every byte value, `\n`, `\0` and invalid UTF-8 included.
+fn binary_payloads(with_nul: bool) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\n".to_vec(),
+        b"\xff\xfe\xc3".to_vec(),
+        b"a\nb\r\n\tc".to_vec(),
+        "h\u{e9}llo".into(),
+    ];
+    if with_nul {
+        v.push(b"\0".to_vec());
+        v.push(b"x\0y\n\0".to_vec());
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 300) as usize;
+        let p: Vec<u8> = (0..len)
+            .map(|i| (x.rotate_left(i as u32 % 64) as u8).wrapping_add(i as u8))
+            .filter(|&b| with_nul || b != 0)
+            .collect();
+        v.push(p);
+    }
+    v
+}
+
+/// Random binary payloads go through `dump` (hex or JSON) or `cat -0` and back through
+/// `append --format`, byte for byte.
+#[test]
+fn binary_payloads_round_trip() {
+    let dir = tempdir();
+    for (i, (with_nul, read, format)) in [
+        (true, &["dump"][..], "hex"),
+        (true, &["dump", "--json"][..], "json"),
+        (false, &["cat", "-0"][..], "nul"),
+        (false, &["cat", "--null"][..], "nul"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payloads = binary_payloads(with_nul);
+        let src = dir.path().join(format!("src-{i}.dax"));
+        {
+            let log = Log::create(&src, &Options::new().capacity(4 << 20)).unwrap();
+            for pl in &payloads {
+                log.append(pl).unwrap();
+            }
+        }
+        let mut args = read.to_vec();
+        args.push(p(&src));
+        let printed = daxlog(&args);
+        assert!(printed.status.success(), "{}", text(&printed.stderr));
+        if read[0] == "dump" && read.len() == 2 {
+            // One JSON object per entry: {"lsn":N,"len":L,"hex":"..."}.
+            let first = text(&printed.stdout).lines().nth(3).unwrap().to_string();
+            assert_eq!(first, r#"{"lsn":4,"len":7,"hex":"610a620d0a0963"}"#);
+        }
+        for batch in ["1", "7"] {
+            let dst = dir.path().join(format!("dst-{i}-{batch}.dax"));
+            ok(&["create", p(&dst), "--capacity", "4MiB"]);
+            let out = daxlog_stdin(
+                &["append", p(&dst), "--format", format, "--batch", batch],
+                &printed.stdout,
+            );
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let acks: String = (1..=payloads.len()).map(|i| format!("{i}\n")).collect();
+            assert_eq!(text(&out.stdout), acks);
+            let log = Log::open_read_only(&dst, &Options::new()).unwrap();
+            let got: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
+            assert_eq!(got, payloads, "{read:?} | append --format {format}");
+            drop(log);
+            let mut again = read.to_vec();
+            again.push(p(&dst));
+            assert_eq!(daxlog(&again).stdout, printed.stdout);
+        }
+    }
+    // The hand-written forms: hex without an LSN, upper case, CRLF; JSON with `text`.
+    let dst = dir.path().join("forms.dax");
+    ok(&["create", p(&dst), "--capacity", "64KiB"]);
+    let out = daxlog_stdin(
+        &["append", p(&dst), "--format", "hex"],
+        b"4869\r\n\n7\t00FF\n",
+    );
+    assert_eq!(text(&out.stdout), "1\n2\n3\n");
+    let out = daxlog_stdin(
+        &["append", p(&dst), "--format", "json"],
+        b"{\"text\":\"caf\\u00e9\"}\n{\"lsn\":99,\"hex\":\"0a\",\"len\":1}\n",
+    );
+    assert_eq!(text(&out.stdout), "4\n5\n");
+    assert_eq!(
+        ok(&["dump", p(&dst)]),
+        "1\t4869\n2\t\n3\t00ff\n4\t636166c3a9\n5\t0a\n"
+    );
+}
+
+/// A malformed record stops append with exit 4, naming it and what is wrong, after the
+/// records before it were appended.
+#[test]
+fn malformed_records_stop_append() {
+    let dir = tempdir();
+    let path = dir.path().join("m.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    for (format, batch, input, acks, what) in [
+        (
+            "hex",
+            "1",
+            &b"6869\nzz\n6a\n"[..],
+            "1\n",
+            "1 record was appended (LSN 1); record 2 (line 2) is not valid --format hex input \
+             (not hex: 'z' at column 1)",
+        ),
+        (
+            "hex",
+            "10",
+            &b"00\n11\n2\t123\n"[..],
+            "1\n2\n",
+            "2 records were appended (LSN 1..=2); record 3 (line 3) is not valid --format hex \
+             input (odd number of hex digits (3))",
+        ),
+        (
+            "json",
+            "10",
+            &b"{\"hex\":\"00\"}\n{\"text\":\"a\"}\n{\"hex\":\"00\",\"len\":2}\n{\"hex\":\"01\"}\n"
+                [..],
+            "1\n2\n",
+            "2 records were appended (LSN 1..=2); record 3 (line 3) is not valid --format json \
+             input (\"len\" is 2 but the payload has 1 byte)",
+        ),
+        (
+            "json",
+            "1",
+            &b"not json\n"[..],
+            "",
+            "no record was appended; record 1 (line 1) is not valid --format json input (not \
+             JSON: expected ident at line 1 column 2)",
+        ),
+    ] {
+        ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+        let out = daxlog_stdin(
+            &["append", p(&path), "--format", format, "--batch", batch],
+            input,
+        );
+        assert_eq!(text(&out.stdout), acks, "{format}");
+        assert_eq!(out.status.code(), Some(4), "{format}");
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: {}: {what}: it and the rest of stdin were not appended\n",
+                path.display()
+            )
+        );
+        let n = acks.lines().count() as u64;
+        assert_eq!(info_json(&path)["entries"], n);
     }
 }
 

@@ -1,10 +1,11 @@
 //! `create`, `append`, `dump`, `cat`, `info` and `check`.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Args;
 
+use super::records::encode_hex;
 use super::size::{human, parse_size};
 use super::{count, CliError, EXIT_OK};
 use crate::{format, Log, Lsn, Options, TailState};
@@ -45,90 +46,6 @@ pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-#[derive(Args, Debug)]
-pub(crate) struct AppendArgs {
-    /// The log file (it must exist: see `daxlog create`).
-    path: PathBuf,
-    /// Append this one entry instead of reading stdin.
-    #[arg(long, value_name = "TEXT", conflicts_with = "batch")]
-    data: Option<String>,
-    /// Let up to N lines that are already waiting on stdin share one persistence barrier.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    batch: u32,
-}
-
-/// Appends stdin line by line (or `--data`), printing each LSN once its entry is durable.
-///
-/// A batch never waits for more input: it holds the first line read (which may block) plus
-/// the complete lines already in the input buffer, up to `--batch`. So a producer that writes
-/// one line and waits for its LSN gets it at once, while a fast producer gets batching.
-pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
-    let log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
-    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
-    if let Some(text) = &a.data {
-        let lsn = log
-            .append(text.as_bytes())
-            .map_err(CliError::log(&a.path))?;
-        writeln!(out, "{lsn}")?;
-        out.flush()?;
-        return Ok(EXIT_OK);
-    }
-    let max = a.batch as usize;
-    let stdin_err = |e: io::Error| CliError::Failed(format!("stdin: {e}"));
-    let mut input = BufReader::with_capacity(256 << 10, io::stdin().lock());
-    // The batch's lines, back to back in `data`; line i ends at `ends[i]`.
-    let mut data: Vec<u8> = Vec::new();
-    let mut ends: Vec<usize> = Vec::new();
-    loop {
-        data.clear();
-        ends.clear();
-        if !read_line(&mut input, &mut data, &mut ends).map_err(stdin_err)? {
-            break;
-        }
-        while ends.len() < max && input.buffer().contains(&b'\n') {
-            read_line(&mut input, &mut data, &mut ends).map_err(stdin_err)?;
-        }
-        let lsns = if ends.len() == 1 {
-            let lsn = log.append(&data).map_err(CliError::log(&a.path))?;
-            lsn..lsn + 1
-        } else {
-            let mut start = 0;
-            let entries: Vec<&[u8]> = ends
-                .iter()
-                .map(|&end| {
-                    let line = &data[start..end];
-                    start = end;
-                    line
-                })
-                .collect();
-            log.append_batch(&entries).map_err(CliError::log(&a.path))?
-        };
-        for lsn in lsns {
-            writeln!(out, "{lsn}")?;
-        }
-        out.flush()?;
-    }
-    Ok(EXIT_OK)
-}
-
-/// Reads one line (without its `\n`) onto the end of `data`; false at the end of input.
-fn read_line(
-    input: &mut impl BufRead,
-    data: &mut Vec<u8>,
-    ends: &mut Vec<usize>,
-) -> io::Result<bool> {
-    let start = data.len();
-    if input.read_until(b'\n', data)? == 0 {
-        return Ok(false);
-    }
-    if data.len() > start && data.last() == Some(&b'\n') {
-        data.pop();
-    }
-    ends.push(data.len());
-    Ok(true)
-}
-
 /// The LSN range shared by `dump` and `cat`.
 #[derive(Args, Debug)]
 pub(crate) struct Range {
@@ -144,6 +61,9 @@ pub(crate) struct Range {
 pub(crate) struct DumpArgs {
     /// The log file.
     path: PathBuf,
+    /// One JSON object per entry: {"lsn":N,"len":L,"hex":"..."}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     range: Range,
 }
@@ -155,6 +75,10 @@ pub(crate) struct CatArgs {
     /// Prefix each payload with its LSN and a tab.
     #[arg(long)]
     lsn: bool,
+    /// End each payload with a NUL byte instead of a newline (like `find -print0`), and print
+    /// the bytes as they are.
+    #[arg(short = '0', long)]
+    null: bool,
     #[command(flatten)]
     range: Range,
 }
@@ -177,35 +101,41 @@ fn for_each_entry(
 }
 
 pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
-    let mut hex = Vec::new();
-    for_each_entry(&a.path, &a.range, |lsn, payload| {
-        hex.clear();
-        hex.reserve(payload.len() * 2 + 1);
-        for &b in payload {
-            hex.push(HEX[(b >> 4) as usize]);
-            hex.push(HEX[(b & 15) as usize]);
+    let mut line = Vec::new();
+    let code = for_each_entry(&a.path, &a.range, |lsn, payload| {
+        line.clear();
+        if a.json {
+            write!(line, "{{\"lsn\":{lsn},\"len\":{},\"hex\":\"", payload.len())?;
+            encode_hex(payload, &mut line);
+            line.extend_from_slice(b"\"}\n");
+        } else {
+            write!(line, "{lsn}\t")?;
+            encode_hex(payload, &mut line);
+            line.push(b'\n');
         }
-        hex.push(b'\n');
-        write!(out, "{lsn}\t")?;
-        out.write_all(&hex)
-    })?;
+        out.write_all(&line)
+    });
     out.flush()?;
-    Ok(EXIT_OK)
+    code.map(|()| EXIT_OK)
 }
 
 pub(crate) fn cat(a: CatArgs) -> Result<u8, CliError> {
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
-    for_each_entry(&a.path, &a.range, |lsn, payload| {
+    let code = for_each_entry(&a.path, &a.range, |lsn, payload| {
         if a.lsn {
             write!(out, "{lsn}\t")?;
         }
-        out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
-        out.write_all(b"\n")
-    })?;
+        if a.null {
+            out.write_all(payload)?;
+            out.write_all(b"\0")
+        } else {
+            out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
+            out.write_all(b"\n")
+        }
+    });
     out.flush()?;
-    Ok(EXIT_OK)
+    code.map(|()| EXIT_OK)
 }
 
 #[derive(Args, Debug)]

@@ -26,8 +26,10 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use crate::Error;
 
+mod append;
 mod bench;
 mod commands;
+mod records;
 mod size;
 
 pub use size::parse_size;
@@ -79,7 +81,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Create(a) => commands::create(a),
-        Command::Append(a) => commands::append(a),
+        Command::Append(a) => append::append(a),
         Command::Dump(a) => commands::dump(a),
         Command::Cat(a) => commands::cat(a),
         Command::Info(a) => commands::info(a),
@@ -105,11 +107,12 @@ struct Cli {
 enum Command {
     /// Create a new, empty log file of a fixed capacity.
     Create(commands::CreateArgs),
-    /// Append entries: one per line of stdin (or --data); prints each durable entry's LSN.
-    Append(commands::AppendArgs),
-    /// Print entries as `LSN<TAB>payload in lowercase hex`, one per line.
+    /// Append entries: one per input record (a line of stdin by default, or --data); prints
+    /// each durable entry's LSN.
+    Append(append::AppendArgs),
+    /// Print entries as `LSN<TAB>payload in lowercase hex` (or JSON), one per line.
     Dump(commands::DumpArgs),
-    /// Print payloads as text (invalid UTF-8 replaced), one per line.
+    /// Print payloads as text (invalid UTF-8 replaced), one per line (or NUL-terminated).
     Cat(commands::CatArgs),
     /// Show the log's format, size, LSN range, persistence mode and what recovery found.
     Info(commands::InfoArgs),
