@@ -472,11 +472,17 @@ fn usage_errors_exit_2() {
         &["create", path, "--capacity", "12XB"],
         &["create", path, "--capacity", "1.5GiB"],
         &["create", path, "--capacity", "1000"],
-        &["create", path, "--capacity", "10000"],
+        &["create", path, "--capacity", "8191"],
+        &["create", path, "--capacity", "65TiB"],
+        &["create", path, "--mode", "800"],
+        &["create", path, "--mode", "1777"],
+        &["create", path, "--first-lsn", "0"],
+        &["create", path, "--first-lsn", "9223372036854775808"],
+        &["append", path, "--format", "base64"],
+        &["truncate", path],
+        &["cat", path, "-z"],
         &["append", path, "--batch", "0"],
         &["append", path, "--data", "x", "--batch", "2"],
-        &["append", path, "--format", "base64"],
-        &["cat", path, "-z"],
         &["dump", path, "--from", "abc"],
         &["dump", path, "--bogus"],
         &["bench", "--threads", "0"],
@@ -784,11 +790,41 @@ fn truncate_and_reset() {
     assert!(out.status.success());
     assert_eq!(
         ok(&["truncate", p(&log), "--before", "4"]),
-        format!("{}: entries 4..=10, next LSN 11\n", log.display())
+        format!(
+            "{}: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11\n",
+            log.display()
+        )
+    );
+    // At or below the first LSN, nothing is dropped (and that is no error).
+    for lsn in ["0", "1", "4"] {
+        assert_eq!(
+            ok(&["truncate", p(&log), "--before", lsn]),
+            format!(
+                "{}: dropped 0 entries; entries 4..=10, next LSN 11\n",
+                log.display()
+            )
+        );
+    }
+    assert_eq!(
+        ok(&["truncate", p(&log), "--after", "10"]),
+        format!(
+            "{}: dropped 0 entries; entries 4..=10, next LSN 11\n",
+            log.display()
+        )
+    );
+    assert_eq!(
+        ok(&["truncate", p(&log), "--after", "9"]),
+        format!(
+            "{}: dropped 1 entry (LSN 10); entries 4..=9, next LSN 10\n",
+            log.display()
+        )
     );
     assert_eq!(
         ok(&["truncate", p(&log), "--after", "7"]),
-        format!("{}: entries 4..=7, next LSN 8\n", log.display())
+        format!(
+            "{}: dropped 2 entries (LSN 8..=9); entries 4..=7, next LSN 8\n",
+            log.display()
+        )
     );
     let dump = ok(&["dump", p(&log)]);
     let lsns: Vec<&str> = dump
@@ -797,17 +833,40 @@ fn truncate_and_reset() {
         .collect();
     assert_eq!(lsns, ["4", "5", "6", "7"]);
     assert_eq!(ok(&["cat", p(&log)]), "op 4\nop 5\nop 6\nop 7\n");
-    // Out of range: a clear error, nothing changed.
+    // Above the next LSN: a clear error (exit 4), nothing changed.
     let out = daxlog(&["truncate", p(&log), "--before", "99"]);
+    assert_error(
+        4,
+        &out,
+        &log,
+        "LSN 99 out of range (first LSN 4, next LSN 8)",
+    );
+    let out = daxlog(&["truncate", p(&log), "--after", "99"]);
     assert_error(4, &out, &log, "LSN 99 out of range");
+    assert_eq!(ok(&["cat", p(&log)]), "op 4\nop 5\nop 6\nop 7\n");
     assert_eq!(
         ok(&["reset", p(&log)]),
-        format!("{}: empty, next LSN 8\n", log.display())
+        format!(
+            "{}: dropped 4 entries (LSN 4..=7); empty, next LSN 8\n",
+            log.display()
+        )
+    );
+    assert_eq!(
+        ok(&["reset", p(&log)]),
+        format!("{}: dropped 0 entries; empty, next LSN 8\n", log.display())
     );
     assert_eq!(ok(&["dump", p(&log)]), "");
     assert_eq!(ok(&["append", p(&log), "--data", "after reset"]), "8\n");
-    // Exactly one of --before and --after.
-    assert_eq!(daxlog(&["truncate", p(&log)]).status.code(), Some(2));
+    // Exactly one of --before and --after, and the usage line says so.
+    let out = daxlog(&["truncate", p(&log)]);
+    assert_eq!(out.status.code(), Some(2));
+    let usage = text(&out.stderr);
+    assert!(
+        usage
+            .lines()
+            .any(|l| l == "Usage: daxlog truncate <--before <LSN>|--after <LSN>> <PATH>"),
+        "{usage}"
+    );
     assert_eq!(
         daxlog(&["truncate", p(&log), "--before", "1", "--after", "2"])
             .status
@@ -1267,6 +1326,148 @@ fn library_warnings_reach_stderr() {
     let out = daxlog(&["cat", p(&copy), "-vv"]);
     assert!(text(&out.stderr).contains("info: daxlog: mapped log file"));
     assert_eq!(text(&out.stdout), "aaaa\nbbbb\nx\ny\n");
+}
+
+/// CPU flushes forced without MAP_SYNC: one warning line says the LSNs are not durable.
+#[test]
+fn non_durable_acknowledgements_are_flagged() {
+    let dir = tempdir();
+    let path = dir.path().join("n.dax");
+    let env = [("DAXLOG_FORCE_CPU_FLUSH", "1")];
+    let plain = daxlog(&["create", p(&path), "--capacity", "64KiB"]);
+    assert_eq!(text(&plain.stderr), "");
+    let out = daxlog_env(&["append", p(&path), "--data", "x"], &env);
+    assert_eq!(text(&out.stdout), "1\n");
+    let Some(&flush) = daxlog::supported_flush_instructions().first() else {
+        assert_eq!(text(&out.stderr), ""); // no flush instruction: msync, durable
+        return;
+    };
+    // The best instruction is first.
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "warning: {}: CPU cache flushes ({}) are forced without MAP_SYNC: the LSNs printed \
+             are not durable against power failure, only against a crash of this process\n",
+            path.display(),
+            flush.name()
+        )
+    );
+    let out = daxlog_stdin(&["append", p(&path)], b"a\nb\n");
+    assert_eq!(text(&out.stderr), "");
+    let out = daxlog_env(&["create", p(&path), "--force"], &env);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.ends_with(
+            "are forced without MAP_SYNC: the new log and its appends are not durable against \
+             power failure, only against a crash of this process\n"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn create_rounds_the_capacity_and_takes_mode_and_first_lsn() {
+    let dir = tempdir();
+    let path = dir.path().join("r.dax");
+    let out = daxlog(&["create", p(&path), "--capacity", "1MB"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stderr),
+        "note: --capacity 1000000 bytes is not a multiple of 4096: rounded up to 1003520 bytes\n"
+    );
+    assert!(text(&out.stdout).contains("capacity 1003520 bytes (980 KiB)"));
+    assert!(text(&out.stdout).ends_with(", first LSN 1\n"));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1003520);
+    assert_eq!(info_json(&path)["capacity"], 1003520);
+    for (arg, msg) in [
+        (
+            "5000",
+            "5000 bytes is below the minimum capacity: the smallest valid capacity is 8192 bytes \
+             (8 KiB)",
+        ),
+        (
+            "65TiB",
+            "71468255805440 bytes is above the maximum capacity: the largest valid capacity is \
+             70368744177664 bytes (64 TiB)",
+        ),
+    ] {
+        let out = daxlog(&["create", p(&dir.path().join("x.dax")), "--capacity", arg]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(msg), "{}", text(&out.stderr));
+    }
+    // Mode (the umask applies) and first LSN.
+    let run = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 027; exec \"$0\" {args}"))
+            .arg(bin())
+            .output()
+            .unwrap()
+    };
+    let m = dir.path().join("m.dax");
+    let out = run(&format!(
+        "create {} --capacity 64KiB --mode 664 --first-lsn 100",
+        p(&m)
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with(", first LSN 100\n"));
+    assert_eq!(std::fs::metadata(&m).unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(ok(&["append", p(&m), "--data", "x"]), "100\n");
+    let d = dir.path().join("d.dax");
+    assert!(run(&format!("create {}", p(&d))).status.success());
+    assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o7777, 0o600);
+}
+
+/// `create --force` replaces the old log only once the new one is complete: a failure leaves
+/// the old log as it was, and no stray file.
+#[test]
+fn a_failed_force_leaves_the_old_log() {
+    let dir = tempdir();
+    let path = dir.path().join("keep.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    ok(&["append", p(&path), "--data", "precious"]);
+    let before = std::fs::read(&path).unwrap();
+    // More than the file system holds: fallocate fails at once.
+    let out = daxlog(&["create", p(&path), "--capacity", "64TiB", "--force"]);
+    assert_error(4, &out, &path, ": fallocate failed: ");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["keep.dax"]);
+    assert_eq!(ok(&["cat", p(&path)]), "precious\n");
+}
+
+/// A symbolic link planted at the path is never written through.
+#[test]
+fn create_never_writes_through_a_symlink() {
+    let dir = tempdir();
+    let other = tempdir();
+    let target = other.path().join("target");
+    std::fs::write(&target, b"do not touch").unwrap();
+    let link = dir.path().join("link.dax");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = daxlog(&["create", p(&link), "--capacity", "64KiB"]);
+    assert_error(4, &out, &link, "already exists");
+    assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
+    // A dangling link is refused too, and its target is not created.
+    let dangling = dir.path().join("dangling.dax");
+    let nowhere = other.path().join("nowhere");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    let out = daxlog(&["create", p(&dangling), "--capacity", "64KiB"]);
+    assert_error(4, &out, &dangling, "already exists");
+    assert!(!nowhere.exists());
+    // --force replaces the link itself, with a log of mode 0600.
+    ok(&["create", p(&link), "--capacity", "64KiB", "--force"]);
+    assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(meta.len(), 64 << 10);
+    assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 1);
 }
 
 /// The benchmark makes its scratch files in a private directory: links planted at the names

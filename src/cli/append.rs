@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::records::Format;
-use super::{count, describe, os_text, CliError, EXIT_OK};
+use super::{count, describe, os_text, warn_if_not_durable, CliError, EXIT_OK};
 use crate::{Error, Log, Lsn, Options};
 
 #[derive(Args, Debug)]
@@ -118,6 +118,7 @@ impl Progress<'_> {
 /// batching.
 pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
     let log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the LSNs printed are");
     let mut progress = Progress {
         path: &a.path,
         appended: 0,

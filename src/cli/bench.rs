@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::commands::parse_capacity;
+use super::commands::{parse_capacity, round_capacity};
 use super::size::{human, parse_size};
 use super::CliError;
 use crate::{
@@ -54,7 +54,8 @@ pub(crate) struct BenchArgs {
     /// each resulting mode once].
     #[arg(long = "mode", value_name = "MODE", value_enum, value_delimiter = ',')]
     modes: Vec<ModeArg>,
-    /// Capacity of the benchmark log [default: 256MiB, less if DIR has under twice that free].
+    /// Capacity of the benchmark log, rounded up to a multiple of 4096 [default: 256MiB, less
+    /// if DIR has under twice that free].
     #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     capacity: Option<u64>,
     /// Bytes of entries each recovery measurement scans [default: 64MiB]; 0 skips recovery.
@@ -171,7 +172,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         })?;
     let path = scratch.path().join("bench.dax");
     let capacity = match a.capacity {
-        Some(c) => c,
+        Some(c) => round_capacity(c),
         None => default_capacity(&dir)?,
     };
     let sizes: Vec<u64> = if a.sizes.is_empty() {

@@ -1,46 +1,113 @@
-//! `create`, `append`, `dump`, `cat`, `info` and `check`.
+//! `create`, `dump`, `cat`, `truncate` and `reset`.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::records::encode_hex;
 use super::size::{human, parse_size};
-use super::{count, CliError, EXIT_OK};
-use crate::{format, Log, Lsn, Options, TailState};
+use super::{count, warn_if_not_durable, CliError, EXIT_OK};
+use crate::format::{self, CAPACITY_ALIGN, MAX_CAPACITY, MIN_CAPACITY};
+use crate::{Log, Lsn, Options, TailState};
 
-/// Capacity values for `--capacity`: a size that is a valid log capacity.
+/// `--capacity` values: a size from 8192 bytes to 64 TiB (the caller rounds it up to a
+/// multiple of 4096 with [`round_capacity`]).
 pub(crate) fn parse_capacity(text: &str) -> Result<u64, String> {
     let bytes = parse_size(text)?;
-    format::validate_capacity(bytes).map_err(|reason| format!("{bytes} bytes: {reason}"))?;
+    if bytes < MIN_CAPACITY {
+        return Err(format!(
+            "{} is below the minimum capacity: the smallest valid capacity is {MIN_CAPACITY} \
+             bytes ({})",
+            count(bytes, "byte", "bytes"),
+            human(MIN_CAPACITY)
+        ));
+    }
+    if bytes > MAX_CAPACITY {
+        return Err(format!(
+            "{bytes} bytes is above the maximum capacity: the largest valid capacity is \
+             {MAX_CAPACITY} bytes ({})",
+            human(MAX_CAPACITY)
+        ));
+    }
     Ok(bytes)
+}
+
+/// `bytes` rounded up to a multiple of 4096 (a valid capacity if `bytes` passed
+/// [`parse_capacity`]).
+pub(crate) fn round_capacity(bytes: u64) -> u64 {
+    bytes.next_multiple_of(CAPACITY_ALIGN)
+}
+
+/// `--mode` values: permission bits in octal (`600`, `0640`, `0o644`), at most `777`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if !digits.is_empty() && !digits.starts_with('+') && m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "'{text}' is not a file mode: expected permission bits in octal, such as 600, 640 or \
+             644 (at most 777)"
+        )),
+    }
+}
+
+/// `--first-lsn` values: 1 to 2^63 - 1.
+fn parse_first_lsn(text: &str) -> Result<Lsn, String> {
+    const MAX: Lsn = u64::MAX / 2;
+    match text.trim().parse::<Lsn>() {
+        Ok(0) => Err("LSNs start at 1".into()),
+        Ok(n) if n <= MAX => Ok(n),
+        Ok(_) => Err(format!("the first LSN is at most {MAX}")),
+        Err(_) => Err(format!("'{text}' is not an LSN (a whole number from 1)")),
+    }
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct CreateArgs {
     /// The log file to create.
     path: PathBuf,
-    /// Total file size: a multiple of 4096, at least 8192 (64MiB, 1GiB, 512KiB, 8192, ...).
+    /// Total file size, at least 8192 bytes, rounded up to a multiple of 4096 (64MiB, 1GiB,
+    /// 512KiB, 1GB, 8192, ...).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_capacity)]
     capacity: u64,
-    /// Replace the file if it exists (its contents are lost).
+    /// Permission bits of the new file, in octal; the umask applies.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+    /// The LSN of the first entry (a log that continues another keeps its LSNs).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_first_lsn)]
+    first_lsn: Lsn,
+    /// Replace the file if it exists (its contents are lost), once the new log is complete.
     #[arg(long)]
     force: bool,
 }
 
 pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
-    let opts = Options::new().capacity(a.capacity).overwrite(a.force);
+    let capacity = round_capacity(a.capacity);
+    if capacity != a.capacity {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "note: --capacity {} bytes is not a multiple of 4096: rounded up to {capacity} bytes",
+            a.capacity
+        );
+    }
+    let opts = Options::from_env()
+        .capacity(capacity)
+        .mode(a.mode)
+        .first_lsn(a.first_lsn)
+        .overwrite(a.force);
     let log = Log::create(&a.path, &opts).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the new log and its appends are");
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "created {}: capacity {} bytes ({}), uuid {}, persistence {}",
+        "created {}: capacity {} bytes ({}), uuid {}, persistence {}, first LSN {}",
         a.path.display(),
         log.capacity(),
         human(log.capacity()),
         log.uuid(),
-        log.persistence().name()
+        log.persistence().name(),
+        log.next_lsn()
     )?;
     out.flush()?;
     Ok(EXIT_OK)
@@ -273,16 +340,12 @@ pub(crate) struct CheckArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("which").required(true).args(["before", "after"])))]
 pub(crate) struct TruncateArgs {
     /// The log file.
     path: PathBuf,
-    /// Drop every entry with an LSN below this one.
-    #[arg(
-        long,
-        value_name = "LSN",
-        required_unless_present = "after",
-        conflicts_with = "after"
-    )]
+    /// Drop every entry with an LSN below this one (0 or the first LSN: none).
+    #[arg(long, value_name = "LSN")]
     before: Option<Lsn>,
     /// Drop every entry with an LSN above this one.
     #[arg(long, value_name = "LSN")]
@@ -297,39 +360,60 @@ pub(crate) struct ResetArgs {
 
 /// `daxlog truncate PATH --before LSN | --after LSN`.
 pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
-    let mut log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
+    let mut log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the truncation is");
+    let (first, next) = (log.first_lsn(), log.next_lsn());
     match (a.before, a.after) {
         (Some(l), _) => log.truncate_before(l),
         (_, Some(l)) => log.truncate_after(l),
         _ => unreachable!("clap requires one of --before and --after"),
     }
     .map_err(CliError::log(&a.path))?;
-    print_range(&a.path, &log)
+    print_result(&a.path, &log, first, next)
 }
 
 /// `daxlog reset PATH`.
 pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
-    let mut log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
+    let mut log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the reset is");
+    let (first, next) = (log.first_lsn(), log.next_lsn());
     log.reset().map_err(CliError::log(&a.path))?;
-    print_range(&a.path, &log)
+    print_result(&a.path, &log, first, next)
 }
 
-fn print_range(path: &std::path::Path, log: &Log) -> Result<u8, CliError> {
+/// `PATH: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11`, given the first LSN and
+/// the next LSN the log had before.
+fn print_result(
+    path: &Path,
+    log: &Log,
+    first_before: Option<Lsn>,
+    next_before: Lsn,
+) -> Result<u8, CliError> {
+    // LSNs only leave from the head (truncate_before) or the tail (truncate_after).
+    let dropped = match (first_before, log.first_lsn()) {
+        (Some(f), Some(g)) if g > f => Some((f, g - 1)),
+        (Some(f), None) => Some((f, next_before - 1)),
+        (Some(_), Some(_)) if log.next_lsn() < next_before => {
+            Some((log.next_lsn(), next_before - 1))
+        }
+        _ => None,
+    };
+    let dropped = match dropped {
+        Some((f, l)) if f == l => format!("dropped 1 entry (LSN {f})"),
+        Some((f, l)) => format!("dropped {} entries (LSN {f}..={l})", l - f + 1),
+        None => "dropped 0 entries".into(),
+    };
+    let remaining = match (log.first_lsn(), log.last_lsn()) {
+        (Some(f), Some(l)) => format!("entries {f}..={l}"),
+        _ => "empty".into(),
+    };
     let mut out = io::stdout().lock();
-    match (log.first_lsn(), log.last_lsn()) {
-        (Some(f), Some(l)) => writeln!(
-            out,
-            "{}: entries {f}..={l}, next LSN {}",
-            path.display(),
-            log.next_lsn()
-        )?,
-        _ => writeln!(
-            out,
-            "{}: empty, next LSN {}",
-            path.display(),
-            log.next_lsn()
-        )?,
-    }
+    writeln!(
+        out,
+        "{}: {dropped}; {remaining}, next LSN {}",
+        path.display(),
+        log.next_lsn()
+    )?;
     out.flush()?;
     Ok(EXIT_OK)
 }

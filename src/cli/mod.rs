@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::Error;
+use crate::{Error, Log};
 
 mod append;
 mod bench;
@@ -129,8 +129,8 @@ enum Command {
 /// Library messages on stderr, one line each: `warning: daxlog: ... key=value ...`.
 ///
 /// The filter is `RUST_LOG` if set, else the `-v` level (warnings by default). The library's
-/// own warning about CPU flushes forced without `MAP_SYNC` is left out: `bench` forces such
-/// modes on purpose and marks them in its table.
+/// own warning about CPU flushes forced without `MAP_SYNC` is left out: the commands print
+/// theirs ([`warn_if_not_durable`]), which says what it means for their output.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::filter::{filter_fn, EnvFilter};
     use tracing_subscriber::prelude::*;
@@ -178,6 +178,20 @@ where
         write!(w, "{level}: ")?;
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
+    }
+}
+
+/// One `warning:` line if acknowledgements from `log` do not survive a power failure (CPU
+/// flushes forced without `MAP_SYNC`); `what` says which of the command's results that concerns.
+pub(crate) fn warn_if_not_durable(log: &Log, what: &str) {
+    if !log.is_durable() {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "warning: {}: CPU cache flushes ({}) are forced without MAP_SYNC: {what} not durable \
+             against power failure, only against a crash of this process",
+            log.path().display(),
+            log.persistence().name()
+        );
     }
 }
 
