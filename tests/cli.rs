@@ -479,6 +479,8 @@ fn usage_errors_exit_2() {
         &["create", path, "--first-lsn", "0"],
         &["create", path, "--first-lsn", "9223372036854775808"],
         &["append", path, "--format", "base64"],
+        &["check", path, "--force"],
+        &["check", path, "--strict", "--salvage", "out"],
         &["truncate", path],
         &["cat", path, "-z"],
         &["append", path, "--batch", "0"],
@@ -897,23 +899,48 @@ fn check_reports_corruption_and_salvages_around_it() {
     drop(f);
     let out = daxlog(&["check", p(&log)]);
     assert_error(1, &out, &log, "corrupted at LSN 4, offset 4216");
-    assert!(text(&out.stderr).contains("6 valid entries lie beyond it"));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {0}: corrupted at LSN 4, offset 4216: checksum mismatch; 6 valid entries \
+             lie beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs \
+             kept)\n",
+            log.display()
+        )
+    );
     let rescued = dir.path().join("rescued.dax");
     let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let report = text(&out.stdout);
-    assert!(
-        report.contains("damaged at offset 4216: LSN 4..=4 lost; entries resume at offset 4256"),
-        "{report}"
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{0}: damaged at offset 4216: LSN 4 lost; entries resume at offset 4256\n\
+             {0}: salvaged 9 entries (LSN 1..=10) into {1}, LSNs kept; 1 LSN lost in 1 damaged \
+             region\n",
+            log.display(),
+            rescued.display()
+        )
     );
-    assert!(report.contains("salvaged 9 entries"), "{report}");
-    assert!(report.ends_with(", 1 damaged region\n"), "{report}");
     let want: String = (1..=10)
         .filter(|&i| i != 4)
         .map(|i| format!("entry number {i}\n"))
         .collect();
     assert_eq!(ok(&["cat", p(&rescued)]), want);
-    assert!(ok(&["check", p(&rescued)]).contains("ok: 9 entries"));
+    // Every surviving entry keeps its LSN (LSN 4 is padding in the salvaged log).
+    let want: String = (1..=10)
+        .filter(|&i| i != 4)
+        .map(|i| format!("{i}\t{}\n", hex(format!("entry number {i}").as_bytes())))
+        .collect();
+    assert_eq!(ok(&["dump", p(&rescued)]), want);
+    assert_eq!(
+        ok(&["check", p(&rescued)]),
+        format!(
+            "{}: ok: 9 entries and 1 padding entry (LSN 1..=10), 384 bytes; tail clean\n",
+            rescued.display()
+        )
+    );
+    assert_eq!(ok(&["append", p(&rescued), "--data", "next"]), "11\n");
 }
 
 // ---- Edges an operator leans on ---------------------------------------------------------------
@@ -941,6 +968,26 @@ fn flip(path: &Path, off: u64) {
     f.write_all_at(&[b[0] ^ 0xff], off).unwrap();
 }
 
+/// A log of 10 entries `entry number N` (LSN `first`..), whose 4th entry is damaged: LSN
+/// `first + 3` at offset 4216, entries resume at 4256.
+fn damaged_log(dir: &Path, name: &str, first: u64) -> PathBuf {
+    let log = dir.join(name);
+    ok(&[
+        "create",
+        p(&log),
+        "--capacity",
+        "1MiB",
+        "--first-lsn",
+        &first.to_string(),
+    ]);
+    let lines: String = (1..=10).map(|i| format!("entry number {i}\n")).collect();
+    let out = daxlog_stdin(&["append", p(&log)], lines.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Every entry is 24 + 14 (or 15) bytes, rounded to 40.
+    flip(&log, 4096 + 3 * 40 + 24 + 2);
+    log
+}
+
 /// A log whose third and last entry (`cccc`) is torn: 32 bytes at offset 4160.
 fn torn_log(dir: &Path) -> PathBuf {
     let path = dir.join("torn.dax");
@@ -949,6 +996,10 @@ fn torn_log(dir: &Path) -> PathBuf {
     assert_eq!(text(&out.stdout), "1\n2\n3\n");
     flip(&path, 4096 + 2 * 32 + 24 + 2);
     path
+}
+
+fn lines_of(s: &str) -> Vec<&str> {
+    s.lines().collect()
 }
 
 #[test]
@@ -1293,6 +1344,358 @@ fn malformed_records_stop_append() {
         let n = acks.lines().count() as u64;
         assert_eq!(info_json(&path)["entries"], n);
     }
+}
+
+/// `check` validates every entry whatever the environment says: a tail hint must not let the
+/// open skip the entries before it.
+#[test]
+fn check_ignores_the_environment_and_validates_everything() {
+    let dir = tempdir();
+    let path = dir.path().join("hinted.dax");
+    {
+        let opts = Options::new().capacity(1 << 20).tail_hint_every(4096);
+        let log = Log::create(&path, &opts).unwrap();
+        for i in 0..500u32 {
+            log.append(&[i as u8; 64]).unwrap();
+        }
+    }
+    // Entries of 64 bytes take 88: damage the payload of LSN 10.
+    flip(&path, 4096 + 9 * 88 + 30);
+    let env = [("DAXLOG_TAIL_HINT_EVERY", "4096")];
+    let want = format!(
+        "error: {0}: corrupted at LSN 10, offset 4888: checksum mismatch; 490 valid entries lie \
+         beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs kept)\n",
+        path.display()
+    );
+    let out = daxlog_env(&["check", p(&path)], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), want);
+    assert_eq!(text(&out.stdout), "");
+    // The readers see the damage too, whatever the environment.
+    let out = daxlog_env(&["dump", p(&path)], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout).lines().count(), 9);
+    let out = daxlog_env(&["info", p(&path), "--json"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], 9);
+    assert_eq!(v["damage"]["lsn"], 10);
+    assert_eq!(v["damage"]["entries_beyond"], 490);
+}
+
+/// Padding (what an abandoned append leaves) is part of a healthy log: counted apart, skipped
+/// by readers, kept by salvage.
+#[test]
+fn padding_is_healthy_and_counted_apart() {
+    let dir = tempdir();
+    let path = dir.path().join("pad.dax");
+    {
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        for pl in [b"a", b"b", b"c", b"d"] {
+            log.append(pl).unwrap();
+        }
+        assert_eq!(log.append_padding(3).unwrap(), 5..8);
+        assert_eq!(log.append(b"h").unwrap(), 8);
+    }
+    assert_eq!(
+        ok(&["check", p(&path)]),
+        format!(
+            "{}: ok: 5 entries and 3 padding entries (LSN 1..=8), 232 bytes; tail clean\n",
+            path.display()
+        )
+    );
+    assert_eq!(
+        ok(&["cat", p(&path), "--lsn"]),
+        "1\ta\n2\tb\n3\tc\n4\td\n8\th\n"
+    );
+    let v = info_json(&path);
+    assert_eq!(v["entries"], 5);
+    assert_eq!(v["padding"], 3);
+    assert_eq!(v["last_lsn"], 8);
+    let info = ok(&["info", p(&path)]);
+    assert!(info.lines().any(|l| l == "entries:        5"), "{info}");
+    assert!(info.lines().any(|l| l == "padding:        3"), "{info}");
+    // Nothing lost: exit 0, and the copy keeps every LSN.
+    let copy = dir.path().join("copy.dax");
+    let out = daxlog(&["check", p(&path), "--salvage", p(&copy)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{}: salvaged 5 entries (LSN 1..=8) into {}, LSNs kept, 3 padding LSNs kept as \
+             padding; nothing lost\n",
+            path.display(),
+            copy.display()
+        )
+    );
+    assert_eq!(
+        ok(&["cat", p(&copy), "--lsn"]),
+        "1\ta\n2\tb\n3\tc\n4\td\n8\th\n"
+    );
+    assert_eq!(ok(&["append", p(&copy), "--data", "i"]), "9\n");
+}
+
+#[test]
+fn check_strict_refuses_a_torn_tail() {
+    let dir = tempdir();
+    let path = torn_log(dir.path());
+    let out = ok(&["check", p(&path)]);
+    assert!(out.contains("ok: 2 entries (LSN 1..=2)"), "{out}");
+    let out = daxlog(&["check", p(&path), "--strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: torn tail at LSN 3, offset 4160: 32 bytes of an interrupted append \
+             (checksum mismatch), refused by --strict; the 2 entries before it are intact (a \
+             writable open discards the torn tail)\n",
+            path.display()
+        )
+    );
+    // Damage stays damage under --strict.
+    let bad = damaged_log(dir.path(), "bad.dax", 1);
+    let out = daxlog(&["check", p(&bad), "--strict"]);
+    assert_error(
+        1,
+        &out,
+        &bad,
+        "corrupted at LSN 4, offset 4216: checksum mismatch",
+    );
+    // A healthy log passes.
+    let good = dir.path().join("good.dax");
+    ok(&["create", p(&good), "--capacity", "64KiB"]);
+    assert!(ok(&["check", p(&good), "--strict"]).contains(": ok: 0 entries (empty)"));
+}
+
+/// Salvage keeps every surviving entry's LSN (from any first LSN), refuses an existing OUT
+/// unless --force, and never writes over the log it reads.
+#[test]
+fn salvage_keeps_lsns() {
+    let dir = tempdir();
+    let log = damaged_log(dir.path(), "far.dax", 1000);
+    let out = daxlog(&["check", p(&log)]);
+    assert_error(1, &out, &log, "corrupted at LSN 1003, offset 4216");
+    let rescued = dir.path().join("r.dax");
+    std::fs::write(&rescued, b"old").unwrap();
+    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
+    assert_error(
+        4,
+        &out,
+        &rescued,
+        "already exists (use --force to replace it with a new, empty log)",
+    );
+    assert_eq!(std::fs::read(&rescued).unwrap(), b"old");
+    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued), "--force"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        lines_of(&text(&out.stdout)),
+        [
+            format!(
+                "{}: damaged at offset 4216: LSN 1003 lost; entries resume at offset 4256",
+                log.display()
+            ),
+            format!(
+                "{}: salvaged 9 entries (LSN 1000..=1009) into {}, LSNs kept; 1 LSN lost in 1 \
+                 damaged region",
+                log.display(),
+                rescued.display()
+            )
+        ]
+    );
+    let dump = ok(&["dump", p(&rescued)]);
+    let lsns: Vec<&str> = dump
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        lsns,
+        ["1000", "1001", "1002", "1004", "1005", "1006", "1007", "1008", "1009"]
+    );
+    // The source's surviving prefix dumps the same lines.
+    let src = daxlog(&["dump", p(&log)]);
+    assert!(dump.starts_with(&text(&src.stdout)));
+    assert_eq!(
+        std::fs::metadata(&rescued).unwrap().len(),
+        std::fs::metadata(&log).unwrap().len()
+    );
+    // Not into the log being salvaged.
+    let before = std::fs::read(&log).unwrap();
+    let out = daxlog(&["check", p(&log), "--salvage", p(&log), "--force"]);
+    assert_error(4, &out, &log, "is the log being salvaged");
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+}
+
+/// info reads the metadata page itself: both superblocks and both slots, which is current,
+/// then what a salvage-mode open finds; on damage it exits 1 after printing.
+#[test]
+fn info_shows_a_damaged_log() {
+    let dir = tempdir();
+    let log = damaged_log(dir.path(), "d.dax", 1);
+    let out = daxlog(&["info", p(&log)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {0}: corrupted at LSN 4, offset 4216: checksum mismatch; 6 valid entries \
+             lie beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs \
+             kept)\n",
+            log.display()
+        )
+    );
+    let info = text(&out.stdout);
+    let row = |key: &str| -> String {
+        info.lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in {info}"))[16..]
+            .to_string()
+    };
+    assert_eq!(row("superblock 0"), "offset 0: valid");
+    assert_eq!(row("superblock 1"), "offset 512: valid");
+    // create wrote slot 1 (seq 1); append's open wrote slot 0 (seq 2), which is current.
+    let s0 = row("slot 0");
+    assert!(
+        s0.starts_with(
+            "offset 1024: valid, current: seq 2, head offset 4096, head LSN 1, cut LSN 1, epoch 0x"
+        ),
+        "{s0}"
+    );
+    assert!(s0.ends_with(", flags none, tail hint none"), "{s0}");
+    assert!(row("slot 1").starts_with("offset 1536: valid: seq 1, head offset 4096"));
+    assert_eq!(row("entries"), "3");
+    assert_eq!(row("padding"), "0");
+    assert_eq!(row("first LSN"), "1");
+    assert_eq!(row("last LSN"), "3");
+    assert_eq!(row("next LSN"), "4");
+    assert_eq!(row("used"), "120 bytes (120 B)");
+    assert_eq!(
+        row("damage"),
+        "at offset 4216, LSN 4: checksum mismatch; 6 valid entries beyond it (LSN 5..=10)"
+    );
+    assert_eq!(
+        row("gaps"),
+        "damaged at offset 4216: LSN 4 lost; entries resume at offset 4256"
+    );
+    let out = daxlog(&["info", p(&log), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], 3);
+    assert_eq!(v["padding"], 0);
+    assert_eq!(v["superblocks"][0]["valid"], true);
+    assert_eq!(v["superblocks"][1]["offset"], 512);
+    assert_eq!(v["slots"][0]["current"], true);
+    assert_eq!(v["slots"][0]["seq"], 2);
+    assert_eq!(v["slots"][1]["current"], false);
+    assert_eq!(v["slots"][1]["valid"], true);
+    assert_eq!(v["damage"]["offset"], 4216);
+    assert_eq!(v["damage"]["lsns_beyond"], serde_json::json!([5, 10]));
+    assert_eq!(v["gaps"][0]["first_lsn"], 4);
+    assert_eq!(v["gaps"][0]["resume_offset"], 4256);
+
+    // A damaged primary superblock: shown, the backup used, no entry damaged.
+    let path = dir.path().join("sb.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    flip(&path, 40);
+    let out = daxlog(&["info", p(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let info = text(&out.stdout);
+    assert!(info.lines().any(|l| l
+        == "superblock 0:   offset 0: invalid: checksum mismatch (version 1, capacity 1048576)"));
+    assert!(info
+        .lines()
+        .any(|l| l == "superblock 1:   offset 512: valid"));
+    assert!(info
+        .lines()
+        .any(|l| l == "slot 0:         offset 1024: never written"));
+}
+
+/// When the metadata cannot be read at all, info shows the raw page and exits 1.
+#[test]
+fn info_shows_the_raw_page_of_an_unopenable_log() {
+    let dir = tempdir();
+    let path = dir.path().join("meta.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    ok(&["append", p(&path), "--data", "x"]);
+    // Both slots' checksums.
+    flip(&path, 1024 + 60);
+    flip(&path, 1536 + 60);
+    let out = daxlog(&["info", p(&path)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: corrupted metadata at offset 1024: no valid metadata slot\n",
+            path.display()
+        )
+    );
+    let info = text(&out.stdout);
+    let rows: Vec<&str> = info.lines().collect();
+    assert_eq!(rows[0], format!("path:           {}", path.display()));
+    assert_eq!(rows[1], "file size:      1048576 bytes (1 MiB)");
+    assert_eq!(rows[2], "superblock 0:   offset 0: valid");
+    assert_eq!(rows[3], "superblock 1:   offset 512: valid");
+    assert!(rows[4].starts_with("slot 0:         offset 1024: invalid: checksum mismatch: seq 2, head offset 4096, head LSN 1, cut LSN 1, epoch 0x"), "{info}");
+    assert!(
+        rows[5].starts_with("slot 1:         offset 1536: invalid: checksum mismatch: seq 1,"),
+        "{info}"
+    );
+    assert_eq!(rows.len(), 6);
+    let out = daxlog(&["check", p(&path)]);
+    assert_error(
+        1,
+        &out,
+        &path,
+        "corrupted metadata at offset 1024: no valid metadata slot",
+    );
+
+    // Both superblocks: the slots cannot even be checked.
+    flip(&path, 40);
+    flip(&path, 512 + 40);
+    let out = daxlog(&["info", p(&path), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["superblocks"][0]["valid"], false);
+    assert_eq!(v["superblocks"][0]["error"], "checksum mismatch");
+    assert_eq!(v["superblocks"][1]["capacity"], 1 << 20);
+    assert_eq!(v["slots"][0]["valid"], Value::Null);
+    assert_eq!(v["slots"][0]["seq"], 2);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: corrupted metadata at offset 0: both copies damaged (checksum mismatch)\n",
+            path.display()
+        )
+    );
+}
+
+/// dump and cat print the entries before the damage, then the error, and exit 1.
+#[test]
+fn dump_and_cat_print_the_valid_prefix() {
+    let dir = tempdir();
+    let log = damaged_log(dir.path(), "d.dax", 1);
+    let want_err = format!(
+        "error: {0}: corrupted at LSN 4, offset 4216: checksum mismatch; 6 valid entries lie \
+         beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs kept)\n",
+        log.display()
+    );
+    let out = daxlog(&["cat", p(&log)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "entry number 1\nentry number 2\nentry number 3\n"
+    );
+    assert_eq!(text(&out.stderr), want_err);
+    let out = daxlog(&["dump", p(&log), "--from", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "2\t{}\n3\t{}\n",
+            hex(b"entry number 2"),
+            hex(b"entry number 3")
+        )
+    );
+    assert_eq!(text(&out.stderr), want_err);
 }
 
 /// Library messages reach stderr: warnings by default, more with -v, as RUST_LOG says.

@@ -8,8 +8,8 @@ use clap::{ArgGroup, Args};
 use super::records::encode_hex;
 use super::size::{human, parse_size};
 use super::{count, warn_if_not_durable, CliError, EXIT_OK};
-use crate::format::{self, CAPACITY_ALIGN, MAX_CAPACITY, MIN_CAPACITY};
-use crate::{Log, Lsn, Options, TailState};
+use crate::format::{CAPACITY_ALIGN, MAX_CAPACITY, MIN_CAPACITY};
+use crate::{Error, Log, Lsn, Options, RecoveryMode};
 
 /// `--capacity` values: a size from 8192 bytes to 64 TiB (the caller rounds it up to a
 /// multiple of 4096 with [`round_capacity`]).
@@ -150,13 +150,16 @@ pub(crate) struct CatArgs {
     range: Range,
 }
 
-/// Calls `each` for the entries of `range`, in LSN order.
+/// Calls `each` for the readable entries of `range`, in LSN order: the entries before any
+/// damage (the log is opened read-only in salvage mode). Damage is an error once they are
+/// printed.
 fn for_each_entry(
-    path: &std::path::Path,
+    path: &Path,
     range: &Range,
     mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
-) -> Result<(), CliError> {
-    let log = Log::open_read_only(path, &Options::new()).map_err(CliError::log(path))?;
+) -> Result<u8, CliError> {
+    let opts = Options::new().recovery_mode(RecoveryMode::Salvage);
+    let log = Log::open_read_only(path, &opts).map_err(CliError::log(path))?;
     let to = range.to.unwrap_or(Lsn::MAX);
     for e in log.iter_from(range.from.unwrap_or(0)) {
         if e.lsn > to {
@@ -164,7 +167,25 @@ fn for_each_entry(
         }
         each(e.lsn, e.payload)?;
     }
-    Ok(())
+    damage_error(path, &log)?;
+    Ok(EXIT_OK)
+}
+
+/// The damage a salvage-mode open found, as an error.
+pub(crate) fn damage_error(path: &Path, log: &Log) -> Result<(), CliError> {
+    match &log.recovery().damage {
+        Some(d) => Err(CliError::Log {
+            path: path.to_path_buf(),
+            source: Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: d.offset,
+                lsn: d.lsn,
+                reason: d.reason.to_string(),
+                entries_beyond: d.entries_beyond,
+            },
+        }),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
@@ -184,7 +205,7 @@ pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
         out.write_all(&line)
     });
     out.flush()?;
-    code.map(|()| EXIT_OK)
+    code
 }
 
 pub(crate) fn cat(a: CatArgs) -> Result<u8, CliError> {
@@ -202,141 +223,7 @@ pub(crate) fn cat(a: CatArgs) -> Result<u8, CliError> {
         }
     });
     out.flush()?;
-    code.map(|()| EXIT_OK)
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct InfoArgs {
-    /// The log file.
-    path: PathBuf,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `clean`, `end_of_file` or `torn`, and the reason of a torn tail.
-fn tail_words(state: &TailState) -> (&'static str, Option<&'static str>) {
-    match state {
-        TailState::Clean => ("clean", None),
-        TailState::EndOfFile => ("end_of_file", None),
-        TailState::Torn { reason } => ("torn", Some(reason)),
-    }
-}
-
-pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
-    let log = Log::open_read_only(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
-    let r = log.recovery();
-    let (tail, torn_reason) = tail_words(&r.tail_state);
-    let mut out = io::stdout().lock();
-    if a.json {
-        let v = serde_json::json!({
-            "path": a.path.display().to_string(),
-            "format_version": format::FORMAT_VERSION,
-            "uuid": log.uuid(),
-            "capacity": log.capacity(),
-            "used_bytes": log.used_bytes(),
-            "free_bytes": log.free_bytes(),
-            "entries": log.len(),
-            "first_lsn": log.first_lsn(),
-            "last_lsn": log.last_lsn(),
-            "next_lsn": log.next_lsn(),
-            "persistence": log.persistence().name(),
-            "map_sync": log.map_sync(),
-            "tail_state": tail,
-            "torn_reason": torn_reason,
-            "torn_bytes": r.torn_bytes,
-            "tail_offset": r.tail_offset,
-            "superblock_from_backup": r.superblock_from_backup,
-            "recovery_ms": (r.duration.as_secs_f64() * 1e6).round() / 1e3,
-        });
-        writeln!(out, "{v}")?;
-    } else {
-        let lsn = |l: Option<Lsn>| l.map_or("-".to_string(), |l| l.to_string());
-        let tail_text = match torn_reason {
-            Some(reason) => format!(
-                "torn: {} bytes of an interrupted append discarded at offset {} ({reason})",
-                r.torn_bytes, r.tail_offset
-            ),
-            None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
-            None => tail.to_string(),
-        };
-        let mode = if log.map_sync() {
-            format!(
-                "{} (MAP_SYNC: CPU cache flushes, durable)",
-                log.persistence().name()
-            )
-        } else if log.persistence().is_cpu_flush() {
-            format!(
-                "{} (forced without MAP_SYNC: not durable on this file system)",
-                log.persistence().name()
-            )
-        } else {
-            format!(
-                "{} (MAP_SYNC not granted: not a DAX mount)",
-                log.persistence().name()
-            )
-        };
-        let rows = [
-            ("path", a.path.display().to_string()),
-            ("format version", format::FORMAT_VERSION.to_string()),
-            ("uuid", log.uuid()),
-            (
-                "capacity",
-                format!("{} bytes ({})", log.capacity(), human(log.capacity())),
-            ),
-            (
-                "used",
-                format!("{} bytes ({})", log.used_bytes(), human(log.used_bytes())),
-            ),
-            (
-                "free",
-                format!("{} bytes ({})", log.free_bytes(), human(log.free_bytes())),
-            ),
-            ("entries", log.len().to_string()),
-            ("first LSN", lsn(log.first_lsn())),
-            ("last LSN", lsn(log.last_lsn())),
-            ("persistence", mode),
-            (
-                "MAP_SYNC",
-                if log.map_sync() {
-                    "granted"
-                } else {
-                    "not granted"
-                }
-                .into(),
-            ),
-            ("tail", tail_text),
-            ("torn bytes", r.torn_bytes.to_string()),
-            (
-                "superblock",
-                if r.superblock_from_backup {
-                    "backup copy (the primary is damaged; a writable open repairs it)"
-                } else {
-                    "primary copy"
-                }
-                .into(),
-            ),
-            (
-                "recovery time",
-                format!("{:.3} ms", r.duration.as_secs_f64() * 1e3),
-            ),
-        ];
-        for (k, v) in rows {
-            writeln!(out, "{:<15} {v}", format!("{k}:"))?;
-        }
-    }
-    out.flush()?;
-    Ok(EXIT_OK)
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct CheckArgs {
-    /// The log file.
-    path: PathBuf,
-    /// Rescue: copy every readable entry (also those after damage) into a new log at OUT,
-    /// and list the damaged regions.
-    #[arg(long, value_name = "OUT")]
-    salvage: Option<PathBuf>,
+    code
 }
 
 #[derive(Args, Debug)]
@@ -414,131 +301,6 @@ fn print_result(
         path.display(),
         log.next_lsn()
     )?;
-    out.flush()?;
-    Ok(EXIT_OK)
-}
-
-/// `daxlog check PATH --salvage OUT`: every readable entry into a new log, gaps listed.
-fn salvage(path: &std::path::Path, out_path: &std::path::Path) -> Result<u8, CliError> {
-    let src = Log::open_read_only(
-        path,
-        &Options::new().recovery_mode(crate::RecoveryMode::Salvage),
-    )
-    .map_err(CliError::log(path))?;
-    let dst = Log::create(out_path, &Options::new().capacity(src.capacity()))
-        .map_err(CliError::log(out_path))?;
-    let mut copied = 0u64;
-    let mut failed = None;
-    let gaps = src
-        .salvage(|_, payload| {
-            if failed.is_none() {
-                match dst.append(payload) {
-                    Ok(_) => copied += 1,
-                    Err(e) => failed = Some(e),
-                }
-            }
-        })
-        .map_err(CliError::log(path))?;
-    if let Some(e) = failed {
-        return Err(CliError::log(out_path)(e));
-    }
-    let mut out = io::stdout().lock();
-    for g in &gaps {
-        if g.resume_offset > 0 {
-            writeln!(
-                out,
-                "{}: damaged at offset {}: LSN {}..={} lost; entries resume at offset {}",
-                path.display(),
-                g.offset,
-                g.first_lsn,
-                g.last_lsn,
-                g.resume_offset
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{}: damaged at offset {}: LSN {}..={} lost; nothing readable after it",
-                path.display(),
-                g.offset,
-                g.first_lsn,
-                g.last_lsn
-            )?;
-        }
-    }
-    writeln!(
-        out,
-        "{}: salvaged {} into {} (renumbered from LSN 1), {}",
-        path.display(),
-        count(copied, "entry", "entries"),
-        out_path.display(),
-        count(gaps.len() as u64, "damaged region", "damaged regions")
-    )?;
-    out.flush()?;
-    Ok(if gaps.is_empty() {
-        EXIT_OK
-    } else {
-        super::EXIT_LOSS
-    })
-}
-
-/// Verifies the whole log: a read-only open validates every entry's header, LSN, epoch and
-/// checksum; the entries are then read back in order. A torn tail is reported, not an error.
-pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
-    if let Some(out) = &a.salvage {
-        return salvage(&a.path, out);
-    }
-    let log = Log::open_read_only(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
-    let r = log.recovery();
-    let mut expect = log.first_lsn().unwrap_or(format::FIRST_LSN);
-    let mut n = 0u64;
-    for e in log.iter() {
-        if e.lsn != expect {
-            return Err(CliError::Damaged(format!(
-                "{}: corrupted at LSN {expect}: the entry read back carries LSN {}",
-                a.path.display(),
-                e.lsn
-            )));
-        }
-        expect += 1;
-        n += 1;
-    }
-    if n != r.entries {
-        return Err(CliError::Damaged(format!(
-            "{}: corrupted at LSN {expect}: recovery accepted {} entries but {n} could be read",
-            a.path.display(),
-            r.entries
-        )));
-    }
-    let mut out = io::stdout().lock();
-    let range = match (log.first_lsn(), log.last_lsn()) {
-        (Some(f), Some(l)) => format!("LSN {f}..={l}"),
-        _ => "empty".to_string(),
-    };
-    write!(
-        out,
-        "{}: ok: {} ({range}), {}",
-        a.path.display(),
-        count(n, "entry", "entries"),
-        count(log.used_bytes(), "byte", "bytes")
-    )?;
-    match tail_words(&r.tail_state) {
-        (_, Some(reason)) => write!(
-            out,
-            "; torn tail: {} of an interrupted append at offset {} ({reason}), \
-             discarded by recovery",
-            count(r.torn_bytes, "byte", "bytes"),
-            r.tail_offset
-        )?,
-        ("end_of_file", _) => write!(out, "; the log is full")?,
-        (t, _) => write!(out, "; tail {t}")?,
-    }
-    if r.superblock_from_backup {
-        write!(
-            out,
-            "; primary superblock damaged, backup copy used (a writable open repairs it)"
-        )?;
-    }
-    writeln!(out)?;
     out.flush()?;
     Ok(EXIT_OK)
 }

@@ -28,7 +28,9 @@ use crate::{Error, Log};
 
 mod append;
 mod bench;
+mod check;
 mod commands;
+mod info;
 mod records;
 mod size;
 
@@ -84,8 +86,8 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Append(a) => append::append(a),
         Command::Dump(a) => commands::dump(a),
         Command::Cat(a) => commands::cat(a),
-        Command::Info(a) => commands::info(a),
-        Command::Check(a) => commands::check(a),
+        Command::Info(a) => info::info(a),
+        Command::Check(a) => check::check(a),
         Command::Truncate(a) => commands::truncate(a),
         Command::Reset(a) => commands::reset(a),
         Command::Bench(a) => bench::bench(a),
@@ -114,10 +116,11 @@ enum Command {
     Dump(commands::DumpArgs),
     /// Print payloads as text (invalid UTF-8 replaced), one per line (or NUL-terminated).
     Cat(commands::CatArgs),
-    /// Show the log's format, size, LSN range, persistence mode and what recovery found.
-    Info(commands::InfoArgs),
-    /// Verify every entry; exit 1 with the LSN and offset of any corruption.
-    Check(commands::CheckArgs),
+    /// Show the metadata (both superblocks, both slots), size, LSN range, persistence mode and
+    /// what recovery found; works on a damaged log.
+    Info(info::InfoArgs),
+    /// Verify every entry; exit 1 with the LSN and offset of any damage; --salvage rescues.
+    Check(check::CheckArgs),
     /// Durably drop the entries before an LSN (after a checkpoint) or after one (a suffix).
     Truncate(commands::TruncateArgs),
     /// Durably drop every entry (LSNs continue where they were).
