@@ -1924,3 +1924,245 @@ fn bench_never_follows_a_planted_symlink() {
         assert_eq!(to, &target);
     }
 }
+
+/// The error table of docs/CLI.md is what the tool prints: every row is run here, its stderr
+/// and exit code compared with the table (paths under `/x`). `DAXLOG_BLESS_DOCS=1` rewrites
+/// the table instead.
+#[test]
+fn docs_error_table_is_what_the_tool_prints() {
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = dir.path();
+    let x = |name: &str| d.join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+    let mut rows: Vec<(&str, String, Output)> = Vec::new();
+    let mut row = |situation: &'static str, shown: &str, out: Output| {
+        rows.push((situation, shown.to_string(), out));
+    };
+
+    row(
+        "no such file",
+        "dump /x/log.dax",
+        daxlog(&["dump", &s(&x("log.dax"))]),
+    );
+    row(
+        "`create` in a missing directory",
+        "create /x/no/log.dax",
+        daxlog(&["create", &s(&x("no/log.dax"))]),
+    );
+    std::fs::write(x("junk"), vec![0x42u8; 8192]).unwrap();
+    row(
+        "not a log",
+        "dump /x/junk",
+        daxlog(&["dump", &s(&x("junk"))]),
+    );
+    std::fs::write(x("empty"), b"").unwrap();
+    row(
+        "an empty file",
+        "info /x/empty",
+        daxlog(&["info", &s(&x("empty"))]),
+    );
+    std::fs::write(x("short"), b"hello").unwrap();
+    row(
+        "a file shorter than the metadata page",
+        "check /x/short",
+        daxlog(&["check", &s(&x("short"))]),
+    );
+    row("a directory", "cat /x", daxlog(&["cat", &s(d)]));
+
+    let log = x("log.dax");
+    ok(&["create", &s(&log), "--capacity", "64KiB"]);
+    {
+        let _writer = Log::open(&log, &Options::new()).unwrap();
+        row(
+            "another process has the log open for writing",
+            "append /x/log.dax --data x",
+            daxlog(&["append", &s(&log), "--data", "x"]),
+        );
+    }
+    row(
+        "`create` over an existing file",
+        "create /x/log.dax",
+        daxlog(&["create", &s(&log)]),
+    );
+    // Permissions: as root, run a copy of the binary as `nobody`.
+    let private = x("private.dax");
+    ok(&["create", &s(&private), "--capacity", "64KiB"]);
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let copy = x("daxlog");
+    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = Command::new(if root {
+        copy.clone()
+    } else {
+        PathBuf::from(bin())
+    });
+    c.args(["dump", &s(&private)]);
+    if root {
+        c.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    row(
+        "file permissions (another user's log)",
+        "dump /x/private.dax",
+        output_retrying(&mut c),
+    );
+    std::fs::remove_file(&copy).unwrap();
+
+    let full = x("full.dax");
+    ok(&["create", &s(&full), "--capacity", "8192"]);
+    let line = format!("{}\n", "x".repeat(1000));
+    row(
+        "no room for the records on stdin",
+        "append /x/full.dax < (6 lines of 1000 bytes)",
+        daxlog_stdin(&["append", &s(&full)], line.repeat(6).as_bytes()),
+    );
+    row(
+        "no room for `--data`",
+        "append /x/full.dax --data TEXT",
+        daxlog(&["append", &s(&full), "--data", &"x".repeat(1000)]),
+    );
+    row(
+        "an entry larger than the log could ever hold",
+        "append /x/log.dax --data TEXT",
+        daxlog(&["append", &s(&log), "--data", &"z".repeat(70000)]),
+    );
+    row(
+        "a malformed input record",
+        "append /x/log.dax --format hex < (6869, zz)",
+        daxlog_stdin(&["append", &s(&log), "--format", "hex"], b"6869\nzz\n"),
+    );
+    // (A child that another test thread is forking may hold the pipe's read end for a
+    // moment: then the LSNs fit in the pipe and append succeeds. Try again.)
+    let piped = x("pipe.dax");
+    let out = (0..10)
+        .map(|_| {
+            ok(&["create", &s(&piped), "--capacity", "64KiB", "--force"]);
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let mut child = Command::new(bin())
+                .args(["append", &s(&piped)])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::from(writer))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child.stdin.take().unwrap().write_all(b"a\nb\n");
+            child.wait_with_output().unwrap()
+        })
+        .find(|out| !out.status.success())
+        .expect("append never saw its stdout closed");
+    row(
+        "stdout closed during `append`",
+        "append /x/pipe.dax > (a pipe nobody reads)",
+        out,
+    );
+    row(
+        "an LSN above the next one",
+        "truncate /x/log.dax --before 99",
+        daxlog(&["truncate", &s(&log), "--before", "99"]),
+    );
+
+    let damaged = damaged_log(d, "damaged.dax", 1);
+    row(
+        "a damaged entry inside the log",
+        "check /x/damaged.dax",
+        daxlog(&["check", &s(&damaged)]),
+    );
+    let torn = torn_log(d);
+    row(
+        "a torn tail, with `--strict`",
+        "check /x/torn.dax --strict",
+        daxlog(&["check", &s(&torn), "--strict"]),
+    );
+    let meta = x("meta.dax");
+    ok(&["create", &s(&meta), "--capacity", "64KiB"]);
+    ok(&["append", &s(&meta), "--data", "x"]);
+    flip(&meta, 1024 + 60);
+    flip(&meta, 1536 + 60);
+    row(
+        "damaged metadata (both slots, or both superblock copies)",
+        "check /x/meta.dax",
+        daxlog(&["check", &s(&meta)]),
+    );
+    let cut = x("cut.dax");
+    ok(&["create", &s(&cut), "--capacity", "64KiB"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(8192)
+        .unwrap();
+    row(
+        "a log file cut short by something else",
+        "dump /x/cut.dax",
+        daxlog(&["dump", &s(&cut)]),
+    );
+    let v9 = x("v9.dax");
+    ok(&["create", &s(&v9), "--capacity", "64KiB"]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&v9).unwrap();
+        f.write_all_at(&9u32.to_le_bytes(), 8).unwrap();
+        f.write_all_at(&9u32.to_le_bytes(), 512 + 8).unwrap();
+    }
+    row(
+        "a format version this build does not read",
+        "info /x/v9.dax",
+        daxlog(&["info", &s(&v9)]),
+    );
+    row(
+        "`check --salvage` into an existing file",
+        "check /x/damaged.dax --salvage /x/log.dax",
+        daxlog(&["check", &s(&damaged), "--salvage", &s(&log)]),
+    );
+    row(
+        "`check --salvage` into the log itself",
+        "check /x/damaged.dax --salvage /x/damaged.dax --force",
+        daxlog(&["check", &s(&damaged), "--salvage", &s(&damaged), "--force"]),
+    );
+    row(
+        "`bench` in a missing directory",
+        "bench --dir /x/no",
+        daxlog(&["bench", "--dir", &s(&x("no"))]),
+    );
+
+    let root_dir = s(d);
+    let mut table = String::from("| situation | command | exit | stderr |\n|---|---|---|---|\n");
+    for (situation, shown, out) in &rows {
+        let err = text(&out.stderr).replace(&root_dir, "/x");
+        assert_eq!(err.lines().count(), 1, "{situation}: {err:?}");
+        assert!(err.starts_with("error: "), "{situation}: {err:?}");
+        let code = out.status.code().unwrap();
+        assert!(code == 1 || code == 4, "{situation}: exit {code}");
+        let err = err.trim_end();
+        let cell = if err.contains('`') {
+            format!("`` {err} ``")
+        } else {
+            format!("`{err}`")
+        };
+        table.push_str(&format!(
+            "| {situation} | `daxlog {shown}` | {code} | {cell} |\n"
+        ));
+    }
+    let docs_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md");
+    let docs = std::fs::read_to_string(docs_path).unwrap();
+    const BEGIN: &str = "<!-- error table: begin -->\n";
+    const END: &str = "<!-- error table: end -->";
+    let (Some(b), Some(e)) = (docs.find(BEGIN), docs.find(END)) else {
+        panic!("docs/CLI.md has no error table markers");
+    };
+    let current = &docs[b + BEGIN.len()..e];
+    if current != table {
+        if std::env::var_os("DAXLOG_BLESS_DOCS").is_some() {
+            let new = format!("{}{table}{}", &docs[..b + BEGIN.len()], &docs[e..]);
+            std::fs::write(docs_path, new).unwrap();
+        } else {
+            panic!(
+                "the error table of docs/CLI.md differs from what the tool prints \
+                 (DAXLOG_BLESS_DOCS=1 rewrites it):\n{table}"
+            );
+        }
+    }
+}
