@@ -1569,6 +1569,11 @@ fn info_shows_a_damaged_log() {
     assert_eq!(row("next LSN"), "4");
     assert_eq!(row("used"), "120 bytes (120 B)");
     assert_eq!(
+        row("tail"),
+        "damaged at offset 4216: the readable entries end there (see damage)"
+    );
+    assert_eq!(row("torn bytes"), "0");
+    assert_eq!(
         row("damage"),
         "at offset 4216, LSN 4: checksum mismatch; 6 valid entries beyond it (LSN 5..=10)"
     );
@@ -1591,6 +1596,10 @@ fn info_shows_a_damaged_log() {
     assert_eq!(v["damage"]["lsns_beyond"], serde_json::json!([5, 10]));
     assert_eq!(v["gaps"][0]["first_lsn"], 4);
     assert_eq!(v["gaps"][0]["resume_offset"], 4256);
+    assert_eq!(v["tail_state"], "damaged");
+    assert_eq!(v["tail_offset"], 4216);
+    assert_eq!(v["torn_bytes"], 0);
+    assert_eq!(v["torn_reason"], Value::Null);
 
     // A damaged primary superblock: shown, the backup used, no entry damaged.
     let path = dir.path().join("sb.dax");

@@ -23,8 +23,7 @@ pub(crate) struct AppendArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch: u32,
-    /// How stdin is cut into entries: `lines` (text), `nul` (NUL-terminated, as `cat -0`
-    /// prints), `hex` (as `dump` prints), `json` (as `dump --json` prints).
+    /// How stdin is cut into entries.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = Format::Lines)]
     format: Format,
 }

@@ -308,10 +308,18 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     let r = log.recovery();
     let readable = log.iter().count() as u64;
     let padding = log.len() - readable;
+    // Where the readable entries end. At damage, what the scan refused is not the remains of
+    // an interrupted append: the damage rows say what it is.
     let (tail, torn_reason) = match &r.tail_state {
+        _ if r.damage.is_some() => ("damaged", None),
         TailState::Clean => ("clean", None),
         TailState::EndOfFile => ("end_of_file", None),
         TailState::Torn { reason } => ("torn", Some(*reason)),
+    };
+    let torn_bytes = if torn_reason.is_some() {
+        r.torn_bytes
+    } else {
+        0
     };
     let mut out = io::stdout().lock();
     if a.json {
@@ -334,7 +342,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "durable": log.is_durable(),
             "tail_state": tail,
             "torn_reason": torn_reason,
-            "torn_bytes": r.torn_bytes,
+            "torn_bytes": torn_bytes,
             "tail_offset": r.tail_offset,
             "superblock_from_backup": r.superblock_from_backup,
             "damage": r.damage.as_ref().map(|d| json!({
@@ -358,10 +366,14 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         let tail_text = match torn_reason {
             Some(reason) => format!(
                 "torn: {} of an interrupted append discarded at offset {} ({reason})",
-                count(r.torn_bytes, "byte", "bytes"),
+                count(torn_bytes, "byte", "bytes"),
                 r.tail_offset
             ),
             None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
+            None if tail == "damaged" => format!(
+                "damaged at offset {}: the readable entries end there (see damage)",
+                r.tail_offset
+            ),
             None => format!("{tail} at offset {}", r.tail_offset),
         };
         let mode = if log.map_sync() {
@@ -426,7 +438,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                 .into(),
             ),
             ("tail".into(), tail_text),
-            ("torn bytes".into(), r.torn_bytes.to_string()),
+            ("torn bytes".into(), torn_bytes.to_string()),
             ("damage".into(), damage),
             ("gaps".into(), gaps),
             (

@@ -99,7 +99,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
 #[command(name = "daxlog", version, about, max_term_width = 100, after_help = EXIT_CODES)]
 struct Cli {
     /// More library messages on stderr: -v info, -vv debug, -vvv trace (default: warnings).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, display_order = 1000)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
