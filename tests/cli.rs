@@ -1694,6 +1694,18 @@ fn dump_and_cat_print_the_valid_prefix() {
         "entry number 1\nentry number 2\nentry number 3\n"
     );
     assert_eq!(text(&out.stderr), want_err);
+    // Any command refused a damaged log exits 1 too, and changes nothing.
+    let before = std::fs::read(&log).unwrap();
+    for args in [
+        &["append", p(&log), "--data", "x"][..],
+        &["truncate", p(&log), "--before", "2"],
+        &["reset", p(&log)],
+    ] {
+        let out = daxlog(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stderr), want_err, "{args:?}");
+    }
+    assert_eq!(std::fs::read(&log).unwrap(), before);
     let out = daxlog(&["dump", p(&log), "--from", "2"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -1766,6 +1778,16 @@ fn non_durable_acknowledgements_are_flagged() {
     );
     let out = daxlog_stdin(&["append", p(&path)], b"a\nb\n");
     assert_eq!(text(&out.stderr), "");
+    let out = daxlog_env(&["reset", p(&path)], &env);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "warning: {}: CPU cache flushes ({}) are forced without MAP_SYNC: the reset is not \
+             durable against power failure, only against a crash of this process\n",
+            path.display(),
+            flush.name()
+        )
+    );
     let out = daxlog_env(&["create", p(&path), "--force"], &env);
     assert_eq!(out.status.code(), Some(0));
     let err = text(&out.stderr);
