@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use daxlog::{Log, Options};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_daxlog");
+/// The binary under test: the one cargo built, or `DAXLOG_CLI_TEST_BIN` (to run these tests
+/// against an installed or an older build).
+fn bin() -> String {
+    std::env::var("DAXLOG_CLI_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_daxlog").into())
+}
 
 /// A fresh directory in /dev/shm (or the temporary directory).
 fn tempdir() -> tempfile::TempDir {
@@ -29,11 +33,11 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 fn daxlog(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    Command::new(bin()).args(args).output().unwrap()
 }
 
 fn daxlog_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -48,6 +52,23 @@ fn daxlog_stdin(args: &[&str], input: &[u8]) -> Output {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     out
+}
+
+/// Runs `c`, retrying while its executable is busy: a copy of the binary that this process
+/// just wrote may still be open for writing in a child that another test thread is forking.
+fn output_retrying(c: &mut Command) -> Output {
+    let t = Instant::now();
+    loop {
+        match c.output() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && t.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -66,10 +87,10 @@ fn ok(args: &[&str]) -> String {
     text(&out.stdout)
 }
 
-/// Expects exit code 1 and exactly one stderr line `error: ...` naming `path` and `cause`.
-fn assert_error(out: &Output, path: &Path, cause: &str) {
+/// Expects exit code `code` and exactly one stderr line `error: ...` naming `path` and `cause`.
+fn assert_error(code: i32, out: &Output, path: &Path, cause: &str) {
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
     assert!(err.starts_with("error: "), "{err:?}");
     assert!(
@@ -130,7 +151,7 @@ fn create_info_and_force() {
     // An existing file is refused unless --force, which makes a new, empty log.
     ok(&["append", p(&path), "--data", "x"]);
     let out = daxlog(&["create", p(&path), "--capacity", "1MiB"]);
-    assert_error(&out, &path, "already exists");
+    assert_error(4, &out, &path, "already exists");
     assert_eq!(info_json(&path)["entries"], 1);
     ok(&["create", p(&path), "--capacity", "1MiB", "--force"]);
     let v = info_json(&path);
@@ -236,7 +257,7 @@ fn batch_does_not_wait_for_more_lines() {
     let dir = tempdir();
     let path = dir.path().join("a.dax");
     ok(&["create", p(&path), "--capacity", "1MiB"]);
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["append", p(&path), "--batch", "1000"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -300,15 +321,16 @@ fn errors_name_the_path_and_the_cause() {
     let dir = tempdir();
     let missing = dir.path().join("missing.dax");
     for cmd in ["dump", "cat", "info", "check"] {
-        assert_error(&daxlog(&[cmd, p(&missing)]), &missing, "not found");
+        assert_error(4, &daxlog(&[cmd, p(&missing)]), &missing, "not found");
     }
     assert_error(
+        4,
         &daxlog(&["append", p(&missing), "--data", "x"]),
         &missing,
         "not found",
     );
     let nodir = dir.path().join("no/such/dir.dax");
-    assert_error(&daxlog(&["create", p(&nodir)]), &nodir, "not found");
+    assert_error(4, &daxlog(&["create", p(&nodir)]), &nodir, "not found");
 
     // Not daxlog files: random bytes, an empty file, a short file, a directory.
     let junk = dir.path().join("junk");
@@ -319,15 +341,17 @@ fn errors_name_the_path_and_the_cause() {
     std::fs::write(&short, b"hello").unwrap();
     for f in [&junk, &empty, &short] {
         for cmd in ["dump", "info", "check"] {
-            assert_error(&daxlog(&[cmd, p(f)]), f, "not a daxlog file");
+            assert_error(4, &daxlog(&[cmd, p(f)]), f, "not a daxlog file");
         }
         assert_error(
+            4,
             &daxlog(&["append", p(f), "--data", "x"]),
             f,
             "not a daxlog file",
         );
     }
     assert_error(
+        4,
         &daxlog(&["dump", p(dir.path())]),
         dir.path(),
         "is a directory",
@@ -341,8 +365,9 @@ fn errors_name_the_path_and_the_cause() {
     let line = format!("{}\n", "x".repeat(1000));
     let out = daxlog_stdin(&["append", p(&path)], line.repeat(5).as_bytes());
     assert_eq!(text(&out.stdout), "1\n2\n3\n4\n");
-    assert_error(&out, &path, "log full");
+    assert_error(4, &out, &path, "log full");
     assert_error(
+        4,
         &daxlog(&["append", p(&path), "--data", "y"]),
         &path,
         "log full",
@@ -352,6 +377,7 @@ fn errors_name_the_path_and_the_cause() {
     ok(&["create", p(&big), "--capacity", "8192"]);
     let huge = "z".repeat(5000);
     assert_error(
+        4,
         &daxlog(&["append", p(&big), "--data", &huge]),
         &big,
         "exceeds the largest payload",
@@ -366,12 +392,12 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     ok(&["append", p(&path), "--data", "first"]);
     let log = Log::open(&path, &Options::new()).unwrap();
     let out = daxlog(&["append", p(&path), "--data", "second"]);
-    assert_error(&out, &path, "locked by another writer");
+    assert_error(4, &out, &path, "locked by another writer");
     let out = daxlog(&["create", p(&path), "--force"]);
-    assert_error(&out, &path, "locked by another writer");
+    assert_error(4, &out, &path, "locked by another writer");
     // Read-only commands take no lock.
     assert_eq!(ok(&["cat", p(&path)]), "first\n");
-    assert!(ok(&["check", p(&path)]).contains("ok: 1 entries"));
+    assert!(ok(&["check", p(&path)]).contains("ok: 1 entry (LSN 1..=1)"));
     drop(log);
     // A child that another test thread is forking right now may still hold a copy of the
     // closed descriptor (and so the lock) until it execs: retry for a moment.
@@ -403,11 +429,15 @@ fn permission_denied() {
     std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     // As root, run a copy of the binary in our world-readable directory, so that `nobody`
     // can execute it wherever the build directory is.
-    let bin = dir.path().join("daxlog");
-    std::fs::copy(BIN, &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("daxlog");
+    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let run = |args: &[&str]| {
-        let mut c = Command::new(if root { bin.as_path() } else { Path::new(BIN) });
+        let mut c = Command::new(if root {
+            copy.clone()
+        } else {
+            PathBuf::from(bin())
+        });
         c.args(args);
         if root {
             c.uid(65534).gid(65534);
@@ -416,15 +446,15 @@ fn permission_denied() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
             std::fs::set_permissions(&locked_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
         }
-        c.output().unwrap()
+        output_retrying(&mut c)
     };
     let out = run(&["dump", p(&path)]);
-    assert_error(&out, &path, "permission denied");
+    assert_error(4, &out, &path, "permission denied");
     let out = run(&["append", p(&path), "--data", "x"]);
-    assert_error(&out, &path, "permission denied");
+    assert_error(4, &out, &path, "permission denied");
     let new = locked_dir.join("new.dax");
     let out = run(&["create", p(&new), "--capacity", "64KiB"]);
-    assert_error(&out, &new, "permission denied");
+    assert_error(4, &out, &new, "permission denied");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(ok(&["cat", p(&path)]), "secret\n");
 }
@@ -442,7 +472,17 @@ fn usage_errors_exit_2() {
         &["create", path, "--capacity", "12XB"],
         &["create", path, "--capacity", "1.5GiB"],
         &["create", path, "--capacity", "1000"],
-        &["create", path, "--capacity", "10000"],
+        &["create", path, "--capacity", "8191"],
+        &["create", path, "--capacity", "65TiB"],
+        &["create", path, "--mode", "800"],
+        &["create", path, "--mode", "1777"],
+        &["create", path, "--first-lsn", "0"],
+        &["create", path, "--first-lsn", "9223372036854775808"],
+        &["append", path, "--format", "base64"],
+        &["check", path, "--force"],
+        &["check", path, "--strict", "--salvage", "out"],
+        &["truncate", path],
+        &["cat", path, "-z"],
         &["append", path, "--batch", "0"],
         &["append", path, "--data", "x", "--batch", "2"],
         &["dump", path, "--from", "abc"],
@@ -483,7 +523,7 @@ fn closed_stdout_is_a_clean_exit() {
         }
     }
     for cmd in ["dump", "cat"] {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([cmd, p(&path)])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -521,7 +561,7 @@ fn sigkill_while_streaming_loses_no_acknowledged_entry() {
         let dir = tempdir();
         let path = dir.path().join("crash.dax");
         ok(&["create", p(&path), "--capacity", "64MiB"]);
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["append", p(&path), "--batch", batch])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -735,6 +775,7 @@ fn bench_json_rows() {
 
     let missing = dir.path().join("nope");
     assert_error(
+        4,
         &daxlog(&["bench", "--dir", p(&missing)]),
         &missing,
         "not found",
@@ -751,11 +792,41 @@ fn truncate_and_reset() {
     assert!(out.status.success());
     assert_eq!(
         ok(&["truncate", p(&log), "--before", "4"]),
-        format!("{}: entries 4..=10, next LSN 11\n", log.display())
+        format!(
+            "{}: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11\n",
+            log.display()
+        )
+    );
+    // At or below the first LSN, nothing is dropped (and that is no error).
+    for lsn in ["0", "1", "4"] {
+        assert_eq!(
+            ok(&["truncate", p(&log), "--before", lsn]),
+            format!(
+                "{}: dropped 0 entries; entries 4..=10, next LSN 11\n",
+                log.display()
+            )
+        );
+    }
+    assert_eq!(
+        ok(&["truncate", p(&log), "--after", "10"]),
+        format!(
+            "{}: dropped 0 entries; entries 4..=10, next LSN 11\n",
+            log.display()
+        )
+    );
+    assert_eq!(
+        ok(&["truncate", p(&log), "--after", "9"]),
+        format!(
+            "{}: dropped 1 entry (LSN 10); entries 4..=9, next LSN 10\n",
+            log.display()
+        )
     );
     assert_eq!(
         ok(&["truncate", p(&log), "--after", "7"]),
-        format!("{}: entries 4..=7, next LSN 8\n", log.display())
+        format!(
+            "{}: dropped 2 entries (LSN 8..=9); entries 4..=7, next LSN 8\n",
+            log.display()
+        )
     );
     let dump = ok(&["dump", p(&log)]);
     let lsns: Vec<&str> = dump
@@ -764,17 +835,40 @@ fn truncate_and_reset() {
         .collect();
     assert_eq!(lsns, ["4", "5", "6", "7"]);
     assert_eq!(ok(&["cat", p(&log)]), "op 4\nop 5\nop 6\nop 7\n");
-    // Out of range: a clear error, nothing changed.
+    // Above the next LSN: a clear error (exit 4), nothing changed.
     let out = daxlog(&["truncate", p(&log), "--before", "99"]);
-    assert_error(&out, &log, "LSN 99 out of range");
+    assert_error(
+        4,
+        &out,
+        &log,
+        "LSN 99 out of range (first LSN 4, next LSN 8)",
+    );
+    let out = daxlog(&["truncate", p(&log), "--after", "99"]);
+    assert_error(4, &out, &log, "LSN 99 out of range");
+    assert_eq!(ok(&["cat", p(&log)]), "op 4\nop 5\nop 6\nop 7\n");
     assert_eq!(
         ok(&["reset", p(&log)]),
-        format!("{}: empty, next LSN 8\n", log.display())
+        format!(
+            "{}: dropped 4 entries (LSN 4..=7); empty, next LSN 8\n",
+            log.display()
+        )
+    );
+    assert_eq!(
+        ok(&["reset", p(&log)]),
+        format!("{}: dropped 0 entries; empty, next LSN 8\n", log.display())
     );
     assert_eq!(ok(&["dump", p(&log)]), "");
     assert_eq!(ok(&["append", p(&log), "--data", "after reset"]), "8\n");
-    // Exactly one of --before and --after.
-    assert_eq!(daxlog(&["truncate", p(&log)]).status.code(), Some(2));
+    // Exactly one of --before and --after, and the usage line says so.
+    let out = daxlog(&["truncate", p(&log)]);
+    assert_eq!(out.status.code(), Some(2));
+    let usage = text(&out.stderr);
+    assert!(
+        usage
+            .lines()
+            .any(|l| l == "Usage: daxlog truncate <--before <LSN>|--after <LSN>> <PATH>"),
+        "{usage}"
+    );
     assert_eq!(
         daxlog(&["truncate", p(&log), "--before", "1", "--after", "2"])
             .status
@@ -804,19 +898,1302 @@ fn check_reports_corruption_and_salvages_around_it() {
     std::os::unix::fs::FileExt::write_all_at(&f, &[b[0] ^ 0xff], off).unwrap();
     drop(f);
     let out = daxlog(&["check", p(&log)]);
-    assert_error(&out, &log, "corrupted at LSN 4, offset 4216");
-    assert!(text(&out.stderr).contains("6 valid entries lie beyond it"));
-    let rescued = dir.path().join("rescued.dax");
-    let report = ok(&["check", p(&log), "--salvage", p(&rescued)]);
-    assert!(
-        report.contains("damaged at offset 4216: LSN 4..=4 lost; entries resume at offset 4256"),
-        "{report}"
+    assert_error(1, &out, &log, "corrupted at LSN 4, offset 4216");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {0}: corrupted at LSN 4, offset 4216: checksum mismatch; 6 valid entries \
+             lie beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs \
+             kept)\n",
+            log.display()
+        )
     );
-    assert!(report.contains("salvaged 9 entries"), "{report}");
+    let rescued = dir.path().join("rescued.dax");
+    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{0}: damaged at offset 4216: LSN 4 lost; entries resume at offset 4256\n\
+             {0}: salvaged 9 entries (LSN 1..=10) into {1}, LSNs kept; 1 LSN lost in 1 damaged \
+             region\n",
+            log.display(),
+            rescued.display()
+        )
+    );
     let want: String = (1..=10)
         .filter(|&i| i != 4)
         .map(|i| format!("entry number {i}\n"))
         .collect();
     assert_eq!(ok(&["cat", p(&rescued)]), want);
-    assert!(ok(&["check", p(&rescued)]).contains("ok: 9 entries"));
+    // Every surviving entry keeps its LSN (LSN 4 is padding in the salvaged log).
+    let want: String = (1..=10)
+        .filter(|&i| i != 4)
+        .map(|i| format!("{i}\t{}\n", hex(format!("entry number {i}").as_bytes())))
+        .collect();
+    assert_eq!(ok(&["dump", p(&rescued)]), want);
+    assert_eq!(
+        ok(&["check", p(&rescued)]),
+        format!(
+            "{}: ok: 9 entries and 1 padding entry (LSN 1..=10), 384 bytes; tail clean\n",
+            rescued.display()
+        )
+    );
+    assert_eq!(ok(&["append", p(&rescued), "--data", "next"]), "11\n");
+}
+
+// ---- Edges an operator leans on ---------------------------------------------------------------
+
+/// Runs with extra environment variables; returns the output.
+fn daxlog_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Flips every bit of the byte at `off`.
+fn flip(path: &Path, off: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, off).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], off).unwrap();
+}
+
+/// A log of 10 entries `entry number N` (LSN `first`..), whose 4th entry is damaged: LSN
+/// `first + 3` at offset 4216, entries resume at 4256.
+fn damaged_log(dir: &Path, name: &str, first: u64) -> PathBuf {
+    let log = dir.join(name);
+    ok(&[
+        "create",
+        p(&log),
+        "--capacity",
+        "1MiB",
+        "--first-lsn",
+        &first.to_string(),
+    ]);
+    let lines: String = (1..=10).map(|i| format!("entry number {i}\n")).collect();
+    let out = daxlog_stdin(&["append", p(&log)], lines.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Every entry is 24 + 14 (or 15) bytes, rounded to 40.
+    flip(&log, 4096 + 3 * 40 + 24 + 2);
+    log
+}
+
+/// A log whose third and last entry (`cccc`) is torn: 32 bytes at offset 4160.
+fn torn_log(dir: &Path) -> PathBuf {
+    let path = dir.join("torn.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let out = daxlog_stdin(&["append", p(&path)], b"aaaa\nbbbb\ncccc\n");
+    assert_eq!(text(&out.stdout), "1\n2\n3\n");
+    flip(&path, 4096 + 2 * 32 + 24 + 2);
+    path
+}
+
+fn lines_of(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn exit_codes_are_documented() {
+    let help = text(&daxlog(&["--help"]).stdout);
+    for line in [
+        "Exit codes:",
+        "  0  success (check: the log is clean)",
+        "  2  usage error",
+        "  3  check --salvage copied the log but LSNs were lost in damaged regions",
+    ] {
+        assert!(help.lines().any(|l| l == line), "{line:?} not in {help}");
+    }
+    assert!(help.contains("  1  damage found (check; check --strict on a torn tail"));
+    assert!(help.contains("  4  operational error (I/O, not found, permission, locked, log full"));
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md")).unwrap();
+    for row in [
+        "| 0 | success",
+        "| 1 | damage found",
+        "| 2 | usage error",
+        "| 3 | `check --salvage`",
+        "| 4 | operational error",
+    ] {
+        assert!(docs.contains(row), "{row:?} not in docs/CLI.md");
+    }
+    let module =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli/mod.rs")).unwrap();
+    for row in [
+        "//! | 0 |",
+        "//! | 1 |",
+        "//! | 2 |",
+        "//! | 3 |",
+        "//! | 4 |",
+    ] {
+        assert!(module.contains(row), "{row:?} not in the cli module doc");
+    }
+}
+
+/// `daxlog append L | head -1`: once stdout is closed, append stops with exit 4 and says how
+/// far it got; the log holds exactly what it says.
+#[test]
+fn append_stops_when_stdout_closes() {
+    let dir = tempdir();
+    let path = dir.path().join("a.dax");
+    // A child that another test thread is forking may hold a copy of the pipe's read end
+    // until it execs, and keep the pipe open a moment after we close it: try again then.
+    let mut attempts = 0;
+    let out = loop {
+        attempts += 1;
+        ok(&["create", p(&path), "--capacity", "1MiB", "--force"]);
+        let mut child = Command::new(bin())
+            .args(["append", p(&path)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdin.write_all(b"one\n").unwrap();
+        stdin.flush().unwrap();
+        let mut ack = String::new();
+        stdout.read_line(&mut ack).unwrap();
+        assert_eq!(ack, "1\n");
+        drop(stdout); // the reader goes away
+        stdin.write_all(b"two\nthree\nfour\n").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() != Some(0) || attempts == 10 {
+            break out;
+        }
+    };
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: stdout closed: 2 records were appended (LSN 1..=2), the last LSN \
+             appended is 2; the rest of stdin was not appended\n",
+            path.display()
+        )
+    );
+    assert_eq!(ok(&["cat", p(&path)]), "one\ntwo\n");
+
+    // The same with a fast producer and a reader that takes one line (`seq | append | head -1`).
+    let path = dir.path().join("b.dax");
+    ok(&["create", p(&path), "--capacity", "16MiB"]);
+    for batch in ["1", "64"] {
+        ok(&["reset", p(&path)]);
+        let mut child = Command::new(bin())
+            .args(["append", p(&path), "--batch", batch])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let all: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+            let _ = stdin.write_all(all.as_bytes());
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert_eq!(out.status.code(), Some(4));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let log = Log::open_read_only(&path, &Options::new()).unwrap();
+        let (first_lsn, last) = (log.first_lsn().unwrap(), log.last_lsn().unwrap());
+        assert_eq!(first.trim(), first_lsn.to_string());
+        assert!(log.len() < 100_000);
+        assert_eq!(
+            err,
+            format!(
+                "error: {}: stdout closed: {} records were appended (LSN {first_lsn}..={last}), \
+                 the last LSN appended is {last}; the rest of stdin was not appended\n",
+                path.display(),
+                log.len()
+            )
+        );
+        // The entries are the first lines of the input, in order.
+        for (i, e) in log.iter().enumerate() {
+            assert_eq!(e.payload, (i + 1).to_string().as_bytes());
+        }
+    }
+}
+
+/// A full log stops append with exit 4, naming what was appended, the first record that was
+/// not, its size, the free space and how to make room.
+#[test]
+fn append_says_what_did_not_fit() {
+    let dir = tempdir();
+    let path = dir.path().join("small.dax");
+    let line = format!("{}\n", "x".repeat(1000));
+    for batch in ["1", "3"] {
+        ok(&["create", p(&path), "--capacity", "8192", "--force"]);
+        let out = daxlog_stdin(
+            &["append", p(&path), "--batch", batch],
+            line.repeat(6).as_bytes(),
+        );
+        assert_eq!(text(&out.stdout), "1\n2\n3\n4\n", "--batch {batch}");
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: {0}: log full: 4 records were appended (LSN 1..=4); record 5 (line 5), \
+                 1000 bytes, was not appended, nor the rest of stdin: it needs 1024 bytes on \
+                 media and 0 are free in one piece; make room with `daxlog truncate {0} \
+                 --before LSN` once the entries below LSN are checkpointed, or `daxlog reset \
+                 {0}`\n",
+                path.display()
+            ),
+            "--batch {batch}"
+        );
+        assert_eq!(info_json(&path)["entries"], 4);
+    }
+    let out = daxlog(&["append", p(&path), "--data", "y"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {0}: log full: no record was appended; the --data entry, 1 byte, was not \
+             appended: it needs 32 bytes on media and 0 are free in one piece; make room with \
+             `daxlog truncate {0} --before LSN` once the entries below LSN are checkpointed, or \
+             `daxlog reset {0}`\n",
+            path.display()
+        )
+    );
+    // Too large for any log of this capacity: the records before it are appended.
+    ok(&["reset", p(&path)]);
+    let input = format!("a\nb\n{}\nc\n", "z".repeat(5000));
+    let out = daxlog_stdin(&["append", p(&path), "--batch", "8"], input.as_bytes());
+    assert_eq!(text(&out.stdout), "5\n6\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: 2 records were appended (LSN 5..=6); record 3 (line 3), 5000 bytes, \
+             exceeds the largest payload this log can hold (4072 bytes): it and the rest of \
+             stdin were not appended\n",
+            path.display()
+        )
+    );
+}
+
+/// A payload generator: every byte value, `\n`, `\0` and invalid UTF-8 included.
+fn binary_payloads(with_nul: bool) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\n".to_vec(),
+        b"\xff\xfe\xc3".to_vec(),
+        b"a\nb\r\n\tc".to_vec(),
+        "h\u{e9}llo".into(),
+    ];
+    if with_nul {
+        v.push(b"\0".to_vec());
+        v.push(b"x\0y\n\0".to_vec());
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 300) as usize;
+        let p: Vec<u8> = (0..len)
+            .map(|i| (x.rotate_left(i as u32 % 64) as u8).wrapping_add(i as u8))
+            .filter(|&b| with_nul || b != 0)
+            .collect();
+        v.push(p);
+    }
+    v
+}
+
+/// Random binary payloads go through `dump` (hex or JSON) or `cat -0` and back through
+/// `append --format`, byte for byte.
+#[test]
+fn binary_payloads_round_trip() {
+    let dir = tempdir();
+    for (i, (with_nul, read, format)) in [
+        (true, &["dump"][..], "hex"),
+        (true, &["dump", "--json"][..], "json"),
+        (false, &["cat", "-0"][..], "nul"),
+        (false, &["cat", "--null"][..], "nul"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payloads = binary_payloads(with_nul);
+        let src = dir.path().join(format!("src-{i}.dax"));
+        {
+            let log = Log::create(&src, &Options::new().capacity(4 << 20)).unwrap();
+            for pl in &payloads {
+                log.append(pl).unwrap();
+            }
+        }
+        let mut args = read.to_vec();
+        args.push(p(&src));
+        let printed = daxlog(&args);
+        assert!(printed.status.success(), "{}", text(&printed.stderr));
+        if read[0] == "dump" && read.len() == 2 {
+            // One JSON object per entry: {"lsn":N,"len":L,"hex":"..."}.
+            let first = text(&printed.stdout).lines().nth(3).unwrap().to_string();
+            assert_eq!(first, r#"{"lsn":4,"len":7,"hex":"610a620d0a0963"}"#);
+        }
+        for batch in ["1", "7"] {
+            let dst = dir.path().join(format!("dst-{i}-{batch}.dax"));
+            ok(&["create", p(&dst), "--capacity", "4MiB"]);
+            let out = daxlog_stdin(
+                &["append", p(&dst), "--format", format, "--batch", batch],
+                &printed.stdout,
+            );
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let acks: String = (1..=payloads.len()).map(|i| format!("{i}\n")).collect();
+            assert_eq!(text(&out.stdout), acks);
+            let log = Log::open_read_only(&dst, &Options::new()).unwrap();
+            let got: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
+            assert_eq!(got, payloads, "{read:?} | append --format {format}");
+            drop(log);
+            let mut again = read.to_vec();
+            again.push(p(&dst));
+            assert_eq!(daxlog(&again).stdout, printed.stdout);
+        }
+    }
+    // The hand-written forms: hex without an LSN, upper case, CRLF; JSON with `text`.
+    let dst = dir.path().join("forms.dax");
+    ok(&["create", p(&dst), "--capacity", "64KiB"]);
+    let out = daxlog_stdin(
+        &["append", p(&dst), "--format", "hex"],
+        b"4869\r\n\n7\t00FF\n",
+    );
+    assert_eq!(text(&out.stdout), "1\n2\n3\n");
+    let out = daxlog_stdin(
+        &["append", p(&dst), "--format", "json"],
+        b"{\"text\":\"caf\\u00e9\"}\n{\"lsn\":99,\"hex\":\"0a\",\"len\":1}\n",
+    );
+    assert_eq!(text(&out.stdout), "4\n5\n");
+    assert_eq!(
+        ok(&["dump", p(&dst)]),
+        "1\t4869\n2\t\n3\t00ff\n4\t636166c3a9\n5\t0a\n"
+    );
+}
+
+/// A malformed record stops append with exit 4, naming it and what is wrong, after the
+/// records before it were appended.
+#[test]
+fn malformed_records_stop_append() {
+    let dir = tempdir();
+    let path = dir.path().join("m.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    for (format, batch, input, acks, what) in [
+        (
+            "hex",
+            "1",
+            &b"6869\nzz\n6a\n"[..],
+            "1\n",
+            "1 record was appended (LSN 1); record 2 (line 2) is not valid --format hex input \
+             (not hex: 'z' at column 1)",
+        ),
+        (
+            "hex",
+            "10",
+            &b"00\n11\n2\t123\n"[..],
+            "1\n2\n",
+            "2 records were appended (LSN 1..=2); record 3 (line 3) is not valid --format hex \
+             input (odd number of hex digits (3))",
+        ),
+        (
+            "json",
+            "10",
+            &b"{\"hex\":\"00\"}\n{\"text\":\"a\"}\n{\"hex\":\"00\",\"len\":2}\n{\"hex\":\"01\"}\n"
+                [..],
+            "1\n2\n",
+            "2 records were appended (LSN 1..=2); record 3 (line 3) is not valid --format json \
+             input (\"len\" is 2 but the payload has 1 byte)",
+        ),
+        (
+            "json",
+            "1",
+            &b"not json\n"[..],
+            "",
+            "no record was appended; record 1 (line 1) is not valid --format json input (not \
+             JSON: expected ident at line 1 column 2)",
+        ),
+    ] {
+        ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+        let out = daxlog_stdin(
+            &["append", p(&path), "--format", format, "--batch", batch],
+            input,
+        );
+        assert_eq!(text(&out.stdout), acks, "{format}");
+        assert_eq!(out.status.code(), Some(4), "{format}");
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: {}: {what}: it and the rest of stdin were not appended\n",
+                path.display()
+            )
+        );
+        let n = acks.lines().count() as u64;
+        assert_eq!(info_json(&path)["entries"], n);
+    }
+}
+
+/// `check` validates every entry whatever the environment says: a tail hint must not let the
+/// open skip the entries before it.
+#[test]
+fn check_ignores_the_environment_and_validates_everything() {
+    let dir = tempdir();
+    let path = dir.path().join("hinted.dax");
+    {
+        let opts = Options::new().capacity(1 << 20).tail_hint_every(4096);
+        let log = Log::create(&path, &opts).unwrap();
+        for i in 0..500u32 {
+            log.append(&[i as u8; 64]).unwrap();
+        }
+    }
+    // Entries of 64 bytes take 88: damage the payload of LSN 10.
+    flip(&path, 4096 + 9 * 88 + 30);
+    let env = [("DAXLOG_TAIL_HINT_EVERY", "4096")];
+    let want = format!(
+        "error: {0}: corrupted at LSN 10, offset 4888: checksum mismatch; 490 valid entries lie \
+         beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs kept)\n",
+        path.display()
+    );
+    let out = daxlog_env(&["check", p(&path)], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), want);
+    assert_eq!(text(&out.stdout), "");
+    // The readers see the damage too, whatever the environment.
+    let out = daxlog_env(&["dump", p(&path)], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout).lines().count(), 9);
+    let out = daxlog_env(&["info", p(&path), "--json"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], 9);
+    assert_eq!(v["damage"]["lsn"], 10);
+    assert_eq!(v["damage"]["entries_beyond"], 490);
+}
+
+/// Padding (what an abandoned append leaves) is part of a healthy log: counted apart, skipped
+/// by readers, kept by salvage.
+#[test]
+fn padding_is_healthy_and_counted_apart() {
+    let dir = tempdir();
+    let path = dir.path().join("pad.dax");
+    {
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        for pl in [b"a", b"b", b"c", b"d"] {
+            log.append(pl).unwrap();
+        }
+        assert_eq!(log.append_padding(3).unwrap(), 5..8);
+        assert_eq!(log.append(b"h").unwrap(), 8);
+    }
+    assert_eq!(
+        ok(&["check", p(&path)]),
+        format!(
+            "{}: ok: 5 entries and 3 padding entries (LSN 1..=8), 232 bytes; tail clean\n",
+            path.display()
+        )
+    );
+    assert_eq!(
+        ok(&["cat", p(&path), "--lsn"]),
+        "1\ta\n2\tb\n3\tc\n4\td\n8\th\n"
+    );
+    let v = info_json(&path);
+    assert_eq!(v["entries"], 5);
+    assert_eq!(v["padding"], 3);
+    assert_eq!(v["last_lsn"], 8);
+    let info = ok(&["info", p(&path)]);
+    assert!(info.lines().any(|l| l == "entries:        5"), "{info}");
+    assert!(info.lines().any(|l| l == "padding:        3"), "{info}");
+    // Nothing lost: exit 0, and the copy keeps every LSN.
+    let copy = dir.path().join("copy.dax");
+    let out = daxlog(&["check", p(&path), "--salvage", p(&copy)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{}: salvaged 5 entries (LSN 1..=8) into {}, LSNs kept, 3 padding LSNs kept as \
+             padding; nothing lost\n",
+            path.display(),
+            copy.display()
+        )
+    );
+    assert_eq!(
+        ok(&["cat", p(&copy), "--lsn"]),
+        "1\ta\n2\tb\n3\tc\n4\td\n8\th\n"
+    );
+    assert_eq!(ok(&["append", p(&copy), "--data", "i"]), "9\n");
+}
+
+#[test]
+fn check_strict_refuses_a_torn_tail() {
+    let dir = tempdir();
+    let path = torn_log(dir.path());
+    let out = ok(&["check", p(&path)]);
+    assert!(out.contains("ok: 2 entries (LSN 1..=2)"), "{out}");
+    let out = daxlog(&["check", p(&path), "--strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: torn tail at LSN 3, offset 4160: 32 bytes of an interrupted append \
+             (checksum mismatch), refused by --strict; the 2 entries before it are intact (a \
+             writable open discards the torn tail)\n",
+            path.display()
+        )
+    );
+    // Damage stays damage under --strict.
+    let bad = damaged_log(dir.path(), "bad.dax", 1);
+    let out = daxlog(&["check", p(&bad), "--strict"]);
+    assert_error(
+        1,
+        &out,
+        &bad,
+        "corrupted at LSN 4, offset 4216: checksum mismatch",
+    );
+    // A healthy log passes.
+    let good = dir.path().join("good.dax");
+    ok(&["create", p(&good), "--capacity", "64KiB"]);
+    assert!(ok(&["check", p(&good), "--strict"]).contains(": ok: 0 entries (empty)"));
+}
+
+/// Salvage keeps every surviving entry's LSN (from any first LSN), refuses an existing OUT
+/// unless --force, and never writes over the log it reads.
+#[test]
+fn salvage_keeps_lsns() {
+    let dir = tempdir();
+    let log = damaged_log(dir.path(), "far.dax", 1000);
+    let out = daxlog(&["check", p(&log)]);
+    assert_error(1, &out, &log, "corrupted at LSN 1003, offset 4216");
+    let rescued = dir.path().join("r.dax");
+    std::fs::write(&rescued, b"old").unwrap();
+    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
+    assert_error(
+        4,
+        &out,
+        &rescued,
+        "already exists (use --force to replace it with a new, empty log)",
+    );
+    assert_eq!(std::fs::read(&rescued).unwrap(), b"old");
+    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued), "--force"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        lines_of(&text(&out.stdout)),
+        [
+            format!(
+                "{}: damaged at offset 4216: LSN 1003 lost; entries resume at offset 4256",
+                log.display()
+            ),
+            format!(
+                "{}: salvaged 9 entries (LSN 1000..=1009) into {}, LSNs kept; 1 LSN lost in 1 \
+                 damaged region",
+                log.display(),
+                rescued.display()
+            )
+        ]
+    );
+    let dump = ok(&["dump", p(&rescued)]);
+    let lsns: Vec<&str> = dump
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        lsns,
+        ["1000", "1001", "1002", "1004", "1005", "1006", "1007", "1008", "1009"]
+    );
+    // The source's surviving prefix dumps the same lines.
+    let src = daxlog(&["dump", p(&log)]);
+    assert!(dump.starts_with(&text(&src.stdout)));
+    assert_eq!(
+        std::fs::metadata(&rescued).unwrap().len(),
+        std::fs::metadata(&log).unwrap().len()
+    );
+    // Not into the log being salvaged.
+    let before = std::fs::read(&log).unwrap();
+    let out = daxlog(&["check", p(&log), "--salvage", p(&log), "--force"]);
+    assert_error(4, &out, &log, "is the log being salvaged");
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+}
+
+/// info reads the metadata page itself: both superblocks and both slots, which is current,
+/// then what a salvage-mode open finds; on damage it exits 1 after printing.
+#[test]
+fn info_shows_a_damaged_log() {
+    let dir = tempdir();
+    let log = damaged_log(dir.path(), "d.dax", 1);
+    let out = daxlog(&["info", p(&log)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {0}: corrupted at LSN 4, offset 4216: checksum mismatch; 6 valid entries \
+             lie beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs \
+             kept)\n",
+            log.display()
+        )
+    );
+    let info = text(&out.stdout);
+    let row = |key: &str| -> String {
+        info.lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in {info}"))[16..]
+            .to_string()
+    };
+    assert_eq!(row("superblock 0"), "offset 0: valid");
+    assert_eq!(row("superblock 1"), "offset 512: valid");
+    // create wrote slot 1 (seq 1); append's open wrote slot 0 (seq 2), which is current.
+    let s0 = row("slot 0");
+    assert!(
+        s0.starts_with(
+            "offset 1024: valid, current: seq 2, head offset 4096, head LSN 1, cut LSN 1, epoch 0x"
+        ),
+        "{s0}"
+    );
+    assert!(s0.ends_with(", flags none, tail hint none"), "{s0}");
+    assert!(row("slot 1").starts_with("offset 1536: valid: seq 1, head offset 4096"));
+    assert_eq!(row("entries"), "3");
+    assert_eq!(row("padding"), "0");
+    assert_eq!(row("first LSN"), "1");
+    assert_eq!(row("last LSN"), "3");
+    assert_eq!(row("next LSN"), "4");
+    assert_eq!(row("used"), "120 bytes (120 B)");
+    assert_eq!(
+        row("tail"),
+        "damaged at offset 4216: the readable entries end there (see damage)"
+    );
+    assert_eq!(row("torn bytes"), "0");
+    assert_eq!(
+        row("damage"),
+        "at offset 4216, LSN 4: checksum mismatch; 6 valid entries beyond it (LSN 5..=10)"
+    );
+    assert_eq!(
+        row("gaps"),
+        "damaged at offset 4216: LSN 4 lost; entries resume at offset 4256"
+    );
+    let out = daxlog(&["info", p(&log), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], 3);
+    assert_eq!(v["padding"], 0);
+    assert_eq!(v["superblocks"][0]["valid"], true);
+    assert_eq!(v["superblocks"][1]["offset"], 512);
+    assert_eq!(v["slots"][0]["current"], true);
+    assert_eq!(v["slots"][0]["seq"], 2);
+    assert_eq!(v["slots"][1]["current"], false);
+    assert_eq!(v["slots"][1]["valid"], true);
+    assert_eq!(v["damage"]["offset"], 4216);
+    assert_eq!(v["damage"]["lsns_beyond"], serde_json::json!([5, 10]));
+    assert_eq!(v["gaps"][0]["first_lsn"], 4);
+    assert_eq!(v["gaps"][0]["resume_offset"], 4256);
+    assert_eq!(v["tail_state"], "damaged");
+    assert_eq!(v["tail_offset"], 4216);
+    assert_eq!(v["torn_bytes"], 0);
+    assert_eq!(v["torn_reason"], Value::Null);
+
+    // A damaged primary superblock: shown, the backup used, no entry damaged.
+    let path = dir.path().join("sb.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    flip(&path, 40);
+    let out = daxlog(&["info", p(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let info = text(&out.stdout);
+    assert!(info.lines().any(|l| l
+        == "superblock 0:   offset 0: invalid: checksum mismatch (version 1, capacity 1048576)"));
+    assert!(info
+        .lines()
+        .any(|l| l == "superblock 1:   offset 512: valid"));
+    assert!(info
+        .lines()
+        .any(|l| l == "slot 0:         offset 1024: never written"));
+}
+
+/// When the metadata cannot be read at all, info shows the raw page and exits 1.
+#[test]
+fn info_shows_the_raw_page_of_an_unopenable_log() {
+    let dir = tempdir();
+    let path = dir.path().join("meta.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    ok(&["append", p(&path), "--data", "x"]);
+    // Both slots' checksums.
+    flip(&path, 1024 + 60);
+    flip(&path, 1536 + 60);
+    let out = daxlog(&["info", p(&path)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: corrupted metadata at offset 1024: no valid metadata slot\n",
+            path.display()
+        )
+    );
+    let info = text(&out.stdout);
+    let rows: Vec<&str> = info.lines().collect();
+    assert_eq!(rows[0], format!("path:           {}", path.display()));
+    assert_eq!(rows[1], "file size:      1048576 bytes (1 MiB)");
+    assert_eq!(rows[2], "superblock 0:   offset 0: valid");
+    assert_eq!(rows[3], "superblock 1:   offset 512: valid");
+    assert!(rows[4].starts_with("slot 0:         offset 1024: invalid: checksum mismatch: seq 2, head offset 4096, head LSN 1, cut LSN 1, epoch 0x"), "{info}");
+    assert!(
+        rows[5].starts_with("slot 1:         offset 1536: invalid: checksum mismatch: seq 1,"),
+        "{info}"
+    );
+    assert_eq!(rows.len(), 6);
+    let out = daxlog(&["check", p(&path)]);
+    assert_error(
+        1,
+        &out,
+        &path,
+        "corrupted metadata at offset 1024: no valid metadata slot",
+    );
+
+    // Both superblocks: the slots cannot even be checked.
+    flip(&path, 40);
+    flip(&path, 512 + 40);
+    let out = daxlog(&["info", p(&path), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["superblocks"][0]["valid"], false);
+    assert_eq!(v["superblocks"][0]["error"], "checksum mismatch");
+    assert_eq!(v["superblocks"][1]["capacity"], 1 << 20);
+    assert_eq!(v["slots"][0]["valid"], Value::Null);
+    assert_eq!(v["slots"][0]["seq"], 2);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: corrupted metadata at offset 0: both copies damaged (checksum mismatch)\n",
+            path.display()
+        )
+    );
+}
+
+/// dump and cat print the entries before the damage, then the error, and exit 1.
+#[test]
+fn dump_and_cat_print_the_valid_prefix() {
+    let dir = tempdir();
+    let log = damaged_log(dir.path(), "d.dax", 1);
+    let want_err = format!(
+        "error: {0}: corrupted at LSN 4, offset 4216: checksum mismatch; 6 valid entries lie \
+         beyond it (`daxlog check {0} --salvage OUT` copies every readable entry, LSNs kept)\n",
+        log.display()
+    );
+    let out = daxlog(&["cat", p(&log)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "entry number 1\nentry number 2\nentry number 3\n"
+    );
+    assert_eq!(text(&out.stderr), want_err);
+    // Any command refused a damaged log exits 1 too, and changes nothing.
+    let before = std::fs::read(&log).unwrap();
+    for args in [
+        &["append", p(&log), "--data", "x"][..],
+        &["truncate", p(&log), "--before", "2"],
+        &["reset", p(&log)],
+    ] {
+        let out = daxlog(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stderr), want_err, "{args:?}");
+    }
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+    let out = daxlog(&["dump", p(&log), "--from", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "2\t{}\n3\t{}\n",
+            hex(b"entry number 2"),
+            hex(b"entry number 3")
+        )
+    );
+    assert_eq!(text(&out.stderr), want_err);
+}
+
+/// Library messages reach stderr: warnings by default, more with -v, as RUST_LOG says.
+#[test]
+fn library_warnings_reach_stderr() {
+    let dir = tempdir();
+    let path = torn_log(dir.path());
+    let copy = dir.path().join("copy.dax");
+    std::fs::copy(&path, &copy).unwrap();
+    let out = daxlog(&["append", p(&path), "--data", "dddd"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "3\n");
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("warning: daxlog: discarded the torn tail of an interrupted append path="),
+        "{err}"
+    );
+    assert!(err.contains(&format!("path={} ", path.display())), "{err}");
+    assert!(err.contains("torn_bytes=32"), "{err}");
+    // Quieter, and louder.
+    let out = daxlog_env(
+        &["append", p(&copy), "--data", "x"],
+        &[("RUST_LOG", "error")],
+    );
+    assert_eq!(text(&out.stderr), "");
+    let out = daxlog(&["-v", "append", p(&copy), "--data", "y"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("info: daxlog: recovered log"), "{err}");
+    assert!(!err.contains("debug:"), "{err}");
+    let out = daxlog(&["cat", p(&copy), "-vv"]);
+    assert!(text(&out.stderr).contains("info: daxlog: mapped log file"));
+    assert_eq!(text(&out.stdout), "aaaa\nbbbb\nx\ny\n");
+}
+
+/// CPU flushes forced without MAP_SYNC: one warning line says the LSNs are not durable.
+#[test]
+fn non_durable_acknowledgements_are_flagged() {
+    let dir = tempdir();
+    let path = dir.path().join("n.dax");
+    let env = [("DAXLOG_FORCE_CPU_FLUSH", "1")];
+    let plain = daxlog(&["create", p(&path), "--capacity", "64KiB"]);
+    assert_eq!(text(&plain.stderr), "");
+    let out = daxlog_env(&["append", p(&path), "--data", "x"], &env);
+    assert_eq!(text(&out.stdout), "1\n");
+    let Some(&flush) = daxlog::supported_flush_instructions().first() else {
+        assert_eq!(text(&out.stderr), ""); // no flush instruction: msync, durable
+        return;
+    };
+    // The best instruction is first.
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "warning: {}: CPU cache flushes ({}) are forced without MAP_SYNC: the LSNs printed \
+             are not durable against power failure, only against a crash of this process\n",
+            path.display(),
+            flush.name()
+        )
+    );
+    let out = daxlog_stdin(&["append", p(&path)], b"a\nb\n");
+    assert_eq!(text(&out.stderr), "");
+    let out = daxlog_env(&["reset", p(&path)], &env);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "warning: {}: CPU cache flushes ({}) are forced without MAP_SYNC: the reset is not \
+             durable against power failure, only against a crash of this process\n",
+            path.display(),
+            flush.name()
+        )
+    );
+    let out = daxlog_env(&["create", p(&path), "--force"], &env);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.ends_with(
+            "are forced without MAP_SYNC: the new log and its appends are not durable against \
+             power failure, only against a crash of this process\n"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn create_rounds_the_capacity_and_takes_mode_and_first_lsn() {
+    let dir = tempdir();
+    let path = dir.path().join("r.dax");
+    let out = daxlog(&["create", p(&path), "--capacity", "1MB"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stderr),
+        "note: --capacity 1000000 bytes is not a multiple of 4096: rounded up to 1003520 bytes\n"
+    );
+    assert!(text(&out.stdout).contains("capacity 1003520 bytes (980 KiB)"));
+    assert!(text(&out.stdout).ends_with(", first LSN 1\n"));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1003520);
+    assert_eq!(info_json(&path)["capacity"], 1003520);
+    for (arg, msg) in [
+        (
+            "5000",
+            "5000 bytes is below the minimum capacity: the smallest valid capacity is 8192 bytes \
+             (8 KiB)",
+        ),
+        (
+            "65TiB",
+            "71468255805440 bytes is above the maximum capacity: the largest valid capacity is \
+             70368744177664 bytes (64 TiB)",
+        ),
+    ] {
+        let out = daxlog(&["create", p(&dir.path().join("x.dax")), "--capacity", arg]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(msg), "{}", text(&out.stderr));
+    }
+    // Mode (the umask applies) and first LSN.
+    let run = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 027; exec \"$0\" {args}"))
+            .arg(bin())
+            .output()
+            .unwrap()
+    };
+    let m = dir.path().join("m.dax");
+    let out = run(&format!(
+        "create {} --capacity 64KiB --mode 664 --first-lsn 100",
+        p(&m)
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with(", first LSN 100\n"));
+    assert_eq!(std::fs::metadata(&m).unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(ok(&["append", p(&m), "--data", "x"]), "100\n");
+    let d = dir.path().join("d.dax");
+    assert!(run(&format!("create {}", p(&d))).status.success());
+    assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o7777, 0o600);
+}
+
+/// `create --force` replaces the old log only once the new one is complete: a failure leaves
+/// the old log as it was, and no stray file.
+#[test]
+fn a_failed_force_leaves_the_old_log() {
+    let dir = tempdir();
+    let path = dir.path().join("keep.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    ok(&["append", p(&path), "--data", "precious"]);
+    let before = std::fs::read(&path).unwrap();
+    // More than the file system holds: fallocate fails at once.
+    let out = daxlog(&["create", p(&path), "--capacity", "64TiB", "--force"]);
+    assert_error(4, &out, &path, ": fallocate failed: ");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["keep.dax"]);
+    assert_eq!(ok(&["cat", p(&path)]), "precious\n");
+}
+
+/// A symbolic link planted at the path is never written through.
+#[test]
+fn create_never_writes_through_a_symlink() {
+    let dir = tempdir();
+    let other = tempdir();
+    let target = other.path().join("target");
+    std::fs::write(&target, b"do not touch").unwrap();
+    let link = dir.path().join("link.dax");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = daxlog(&["create", p(&link), "--capacity", "64KiB"]);
+    assert_error(4, &out, &link, "already exists");
+    assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
+    // A dangling link is refused too, and its target is not created.
+    let dangling = dir.path().join("dangling.dax");
+    let nowhere = other.path().join("nowhere");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    let out = daxlog(&["create", p(&dangling), "--capacity", "64KiB"]);
+    assert_error(4, &out, &dangling, "already exists");
+    assert!(!nowhere.exists());
+    // --force replaces the link itself, with a log of mode 0600.
+    ok(&["create", p(&link), "--capacity", "64KiB", "--force"]);
+    assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(meta.len(), 64 << 10);
+    assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 1);
+}
+
+/// The benchmark makes its scratch files in a private directory: links planted at the names
+/// it once used (`DIR/daxlog-bench-PID.dax`, PID predictable) are left alone, and so are their
+/// targets; nothing else is left in DIR.
+#[test]
+fn bench_never_follows_a_planted_symlink() {
+    let dir = tempdir();
+    let other = tempdir();
+    let target = other.path().join("victim");
+    std::fs::write(&target, b"root's precious file").unwrap();
+    let script = r#"
+        d="$1"; t="$2"; b="$3"
+        for n in "daxlog-bench-$$.dax" "daxlog-bench-$$" "daxlog-bench-$$.dax.tmp" ".daxlog-bench-$$.dax"; do
+            ln -s "$t" "$d/$n" || exit 99
+        done
+        exec "$b" bench --dir "$d" --seconds 0.05 --reps 1 --size 64 --mode msync \
+            --capacity 1MiB --recovery-bytes 64KiB --json
+    "#;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(dir.path())
+        .arg(&target)
+        .arg(bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"root's precious file");
+    let mut left: Vec<(String, PathBuf)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_link(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 4, "{left:?}");
+    for (name, to) in &left {
+        assert!(name.contains("daxlog-bench-"), "{name}");
+        assert_eq!(to, &target);
+    }
+}
+
+/// The error table of docs/CLI.md is what the tool prints: every row is run here, its stderr
+/// and exit code compared with the table (paths under `/x`). `DAXLOG_BLESS_DOCS=1` rewrites
+/// the table instead.
+#[test]
+fn docs_error_table_is_what_the_tool_prints() {
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = dir.path();
+    let x = |name: &str| d.join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+    let mut rows: Vec<(&str, String, Output)> = Vec::new();
+    let mut row = |situation: &'static str, shown: &str, out: Output| {
+        rows.push((situation, shown.to_string(), out));
+    };
+
+    row(
+        "no such file",
+        "dump /x/log.dax",
+        daxlog(&["dump", &s(&x("log.dax"))]),
+    );
+    row(
+        "`create` in a missing directory",
+        "create /x/no/log.dax",
+        daxlog(&["create", &s(&x("no/log.dax"))]),
+    );
+    std::fs::write(x("junk"), vec![0x42u8; 8192]).unwrap();
+    row(
+        "not a log",
+        "dump /x/junk",
+        daxlog(&["dump", &s(&x("junk"))]),
+    );
+    std::fs::write(x("empty"), b"").unwrap();
+    row(
+        "an empty file",
+        "info /x/empty",
+        daxlog(&["info", &s(&x("empty"))]),
+    );
+    std::fs::write(x("short"), b"hello").unwrap();
+    row(
+        "a file shorter than the metadata page",
+        "check /x/short",
+        daxlog(&["check", &s(&x("short"))]),
+    );
+    row("a directory", "cat /x", daxlog(&["cat", &s(d)]));
+
+    let log = x("log.dax");
+    ok(&["create", &s(&log), "--capacity", "64KiB"]);
+    {
+        let _writer = Log::open(&log, &Options::new()).unwrap();
+        row(
+            "another process has the log open for writing",
+            "append /x/log.dax --data x",
+            daxlog(&["append", &s(&log), "--data", "x"]),
+        );
+    }
+    row(
+        "`create` over an existing file",
+        "create /x/log.dax",
+        daxlog(&["create", &s(&log)]),
+    );
+    // Permissions: as root, run a copy of the binary as `nobody`.
+    let private = x("private.dax");
+    ok(&["create", &s(&private), "--capacity", "64KiB"]);
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let copy = x("daxlog");
+    std::fs::copy(bin(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = Command::new(if root {
+        copy.clone()
+    } else {
+        PathBuf::from(bin())
+    });
+    c.args(["dump", &s(&private)]);
+    if root {
+        c.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    row(
+        "file permissions (another user's log)",
+        "dump /x/private.dax",
+        output_retrying(&mut c),
+    );
+    std::fs::remove_file(&copy).unwrap();
+
+    let full = x("full.dax");
+    ok(&["create", &s(&full), "--capacity", "8192"]);
+    let line = format!("{}\n", "x".repeat(1000));
+    row(
+        "no room for the records on stdin",
+        "append /x/full.dax < (6 lines of 1000 bytes)",
+        daxlog_stdin(&["append", &s(&full)], line.repeat(6).as_bytes()),
+    );
+    row(
+        "no room for `--data`",
+        "append /x/full.dax --data TEXT",
+        daxlog(&["append", &s(&full), "--data", &"x".repeat(1000)]),
+    );
+    row(
+        "an entry larger than the log could ever hold",
+        "append /x/log.dax --data TEXT",
+        daxlog(&["append", &s(&log), "--data", &"z".repeat(70000)]),
+    );
+    row(
+        "a malformed input record",
+        "append /x/log.dax --format hex < (6869, zz)",
+        daxlog_stdin(&["append", &s(&log), "--format", "hex"], b"6869\nzz\n"),
+    );
+    // (A child that another test thread is forking may hold the pipe's read end for a
+    // moment: then the LSNs fit in the pipe and append succeeds. Try again.)
+    let piped = x("pipe.dax");
+    let out = (0..10)
+        .map(|_| {
+            ok(&["create", &s(&piped), "--capacity", "64KiB", "--force"]);
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let mut child = Command::new(bin())
+                .args(["append", &s(&piped)])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::from(writer))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child.stdin.take().unwrap().write_all(b"a\nb\n");
+            child.wait_with_output().unwrap()
+        })
+        .find(|out| !out.status.success())
+        .expect("append never saw its stdout closed");
+    row(
+        "stdout closed during `append`",
+        "append /x/pipe.dax > (a pipe nobody reads)",
+        out,
+    );
+    row(
+        "an LSN above the next one",
+        "truncate /x/log.dax --before 99",
+        daxlog(&["truncate", &s(&log), "--before", "99"]),
+    );
+
+    let damaged = damaged_log(d, "damaged.dax", 1);
+    row(
+        "a damaged entry inside the log",
+        "check /x/damaged.dax",
+        daxlog(&["check", &s(&damaged)]),
+    );
+    let torn = torn_log(d);
+    row(
+        "a torn tail, with `--strict`",
+        "check /x/torn.dax --strict",
+        daxlog(&["check", &s(&torn), "--strict"]),
+    );
+    let meta = x("meta.dax");
+    ok(&["create", &s(&meta), "--capacity", "64KiB"]);
+    ok(&["append", &s(&meta), "--data", "x"]);
+    flip(&meta, 1024 + 60);
+    flip(&meta, 1536 + 60);
+    row(
+        "damaged metadata (both slots, or both superblock copies)",
+        "check /x/meta.dax",
+        daxlog(&["check", &s(&meta)]),
+    );
+    let cut = x("cut.dax");
+    ok(&["create", &s(&cut), "--capacity", "64KiB"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(8192)
+        .unwrap();
+    row(
+        "a log file cut short by something else",
+        "dump /x/cut.dax",
+        daxlog(&["dump", &s(&cut)]),
+    );
+    let v9 = x("v9.dax");
+    ok(&["create", &s(&v9), "--capacity", "64KiB"]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&v9).unwrap();
+        f.write_all_at(&9u32.to_le_bytes(), 8).unwrap();
+        f.write_all_at(&9u32.to_le_bytes(), 512 + 8).unwrap();
+    }
+    row(
+        "a format version this build does not read",
+        "info /x/v9.dax",
+        daxlog(&["info", &s(&v9)]),
+    );
+    row(
+        "`check --salvage` into an existing file",
+        "check /x/damaged.dax --salvage /x/log.dax",
+        daxlog(&["check", &s(&damaged), "--salvage", &s(&log)]),
+    );
+    row(
+        "`check --salvage` into the log itself",
+        "check /x/damaged.dax --salvage /x/damaged.dax --force",
+        daxlog(&["check", &s(&damaged), "--salvage", &s(&damaged), "--force"]),
+    );
+    row(
+        "`bench` in a missing directory",
+        "bench --dir /x/no",
+        daxlog(&["bench", "--dir", &s(&x("no"))]),
+    );
+
+    let root_dir = s(d);
+    let mut table = String::from("| situation | command | exit | stderr |\n|---|---|---|---|\n");
+    for (situation, shown, out) in &rows {
+        let err = text(&out.stderr).replace(&root_dir, "/x");
+        assert_eq!(err.lines().count(), 1, "{situation}: {err:?}");
+        assert!(err.starts_with("error: "), "{situation}: {err:?}");
+        let code = out.status.code().unwrap();
+        assert!(code == 1 || code == 4, "{situation}: exit {code}");
+        let err = err.trim_end();
+        let cell = if err.contains('`') {
+            format!("`` {err} ``")
+        } else {
+            format!("`{err}`")
+        };
+        table.push_str(&format!(
+            "| {situation} | `daxlog {shown}` | {code} | {cell} |\n"
+        ));
+    }
+    let docs_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md");
+    let docs = std::fs::read_to_string(docs_path).unwrap();
+    const BEGIN: &str = "<!-- error table: begin -->\n";
+    const END: &str = "<!-- error table: end -->";
+    let (Some(b), Some(e)) = (docs.find(BEGIN), docs.find(END)) else {
+        panic!("docs/CLI.md has no error table markers");
+    };
+    let current = &docs[b + BEGIN.len()..e];
+    if current != table {
+        if std::env::var_os("DAXLOG_BLESS_DOCS").is_some() {
+            let new = format!("{}{table}{}", &docs[..b + BEGIN.len()], &docs[e..]);
+            std::fs::write(docs_path, new).unwrap();
+        } else {
+            panic!(
+                "the error table of docs/CLI.md differs from what the tool prints \
+                 (DAXLOG_BLESS_DOCS=1 rewrites it):\n{table}"
+            );
+        }
+    }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::commands::parse_capacity;
+use super::commands::{parse_capacity, round_capacity};
 use super::size::{human, parse_size};
 use super::CliError;
 use crate::{
@@ -32,7 +32,8 @@ const MAX_WARMUP: Duration = Duration::from_millis(50);
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// Directory for the benchmark's log file [default: /dev/shm, else the temporary directory].
+    /// Directory in which the benchmark makes its private scratch directory [default:
+    /// /dev/shm, else the temporary directory].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Payload size; repeat the option or separate with commas [default: 64,256,1KiB,4KiB].
@@ -53,7 +54,8 @@ pub(crate) struct BenchArgs {
     /// each resulting mode once].
     #[arg(long = "mode", value_name = "MODE", value_enum, value_delimiter = ',')]
     modes: Vec<ModeArg>,
-    /// Capacity of the benchmark log [default: 256MiB, less if DIR has under twice that free].
+    /// Capacity of the benchmark log, rounded up to a multiple of 4096 [default: 256MiB, less
+    /// if DIR has under twice that free].
     #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     capacity: Option<u64>,
     /// Bytes of entries each recovery measurement scans [default: 64MiB]; 0 skips recovery.
@@ -126,16 +128,6 @@ struct Ctx {
     warmup: Duration,
 }
 
-/// Removes the benchmark's log file when the benchmark ends, however it ends (except by a
-/// signal).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 struct AppendRow {
     appends: u64,
     ns_per_append: f64,
@@ -148,7 +140,7 @@ struct RecoveryRow {
     seconds: f64,
 }
 
-pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
+pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     let dir = a.dir.clone().unwrap_or_else(|| {
         let shm = Path::new("/dev/shm");
@@ -159,15 +151,28 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         }
     });
     if !dir.is_dir() {
-        return Err(CliError::Other(format!(
+        return Err(CliError::Failed(format!(
             "{}: not found: no such directory",
             dir.display()
         )));
     }
-    let path = dir.join(format!("daxlog-bench-{}.dax", std::process::id()));
-    let _cleanup = RemoveOnDrop(path.clone());
+    // Every scratch file lives in a directory of our own, made with an unpredictable name
+    // and mode 0700 (so nobody else can plant a file or a link in it), and removed with
+    // everything in it when the benchmark ends, however it ends (except by a signal).
+    let scratch = tempfile::Builder::new()
+        .prefix("daxlog-bench-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&dir)
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "{}: cannot make a scratch directory there ({})",
+                dir.display(),
+                super::os_text(&e)
+            ))
+        })?;
+    let path = scratch.path().join("bench.dax");
     let capacity = match a.capacity {
-        Some(c) => c,
+        Some(c) => round_capacity(c),
         None => default_capacity(&dir)?,
     };
     let sizes: Vec<u64> = if a.sizes.is_empty() {
@@ -180,7 +185,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         .iter()
         .find(|&&s| s > max_payload.min(u32::MAX as u64))
     {
-        return Err(CliError::Other(format!(
+        return Err(CliError::Failed(format!(
             "--size {s}: larger than the largest payload a log of {} can hold",
             human(capacity)
         )));
@@ -331,18 +336,19 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), CliError> {
         writeln!(out, "total time {:.1} s", started.elapsed().as_secs_f64())?;
         out.flush()?;
     }
-    Ok(())
+    drop(scratch);
+    Ok(super::EXIT_OK)
 }
 
 /// The default log capacity: 256 MiB, or half the free space of `dir` if that is less.
 fn default_capacity(dir: &Path) -> Result<u64, CliError> {
     let st = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| CliError::Other(format!("{}: statvfs failed: {e}", dir.display())))?;
+        .map_err(|e| CliError::Failed(format!("{}: statvfs failed: {e}", dir.display())))?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     let cap = DEFAULT_CAPACITY.min(free / 2) & !(format::CAPACITY_ALIGN - 1);
     if cap < 2 << 20 {
-        return Err(CliError::Other(format!(
+        return Err(CliError::Failed(format!(
             "{}: only {} free; the benchmark needs at least 4 MiB (see --dir, --capacity)",
             dir.display(),
             human(free)
@@ -372,7 +378,7 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
         };
         if let Some(f) = flush {
             if !supported.contains(&f) {
-                return Err(CliError::Other(format!(
+                return Err(CliError::Failed(format!(
                     "--mode {}: this CPU does not have that instruction",
                     f.name()
                 )));
@@ -380,7 +386,7 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
         }
         if choice == PersistenceChoice::ForceCpuFlush && supported.is_empty() {
             if explicit {
-                return Err(CliError::Other(
+                return Err(CliError::Failed(
                     "--mode cpu: this CPU has no cache flush instruction".into(),
                 ));
             }
@@ -478,10 +484,10 @@ fn measure_row(
         let log = Log::open(path, &opts).map_err(CliError::log(path))?;
         times.push(t.elapsed().as_secs_f64());
         if log.len() != entries {
-            return Err(CliError::Other(format!(
-                "{}: recovery found {} entries, {entries} were appended",
+            return Err(CliError::Failed(format!(
+                "{}: recovery found {}, {entries} were appended",
                 path.display(),
-                log.len()
+                super::count(log.len(), "entry", "entries")
             )));
         }
         drop(log);
@@ -548,7 +554,7 @@ fn timed_slice(
                         source: e,
                     })
                 }
-                Err(_) => failure = Some(CliError::Other("a benchmark thread panicked".into())),
+                Err(_) => failure = Some(CliError::Failed("a benchmark thread panicked".into())),
             }
         }
         let elapsed = t0.elapsed();

@@ -1,132 +1,116 @@
-//! `create`, `append`, `dump`, `cat`, `info` and `check`.
+//! `create`, `dump`, `cat`, `truncate` and `reset`.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 
+use super::records::encode_hex;
 use super::size::{human, parse_size};
-use super::CliError;
-use crate::{format, Log, Lsn, Options, TailState};
+use super::{count, warn_if_not_durable, CliError, EXIT_OK};
+use crate::format::{CAPACITY_ALIGN, MAX_CAPACITY, MIN_CAPACITY};
+use crate::{Error, Log, Lsn, Options, RecoveryMode};
 
-/// Capacity values for `--capacity`: a size that is a valid log capacity.
+/// `--capacity` values: a size from 8192 bytes to 64 TiB (the caller rounds it up to a
+/// multiple of 4096 with [`round_capacity`]).
 pub(crate) fn parse_capacity(text: &str) -> Result<u64, String> {
     let bytes = parse_size(text)?;
-    format::validate_capacity(bytes).map_err(|reason| format!("{bytes} bytes: {reason}"))?;
+    if bytes < MIN_CAPACITY {
+        return Err(format!(
+            "{} is below the minimum capacity: the smallest valid capacity is {MIN_CAPACITY} \
+             bytes ({})",
+            count(bytes, "byte", "bytes"),
+            human(MIN_CAPACITY)
+        ));
+    }
+    if bytes > MAX_CAPACITY {
+        return Err(format!(
+            "{bytes} bytes is above the maximum capacity: the largest valid capacity is \
+             {MAX_CAPACITY} bytes ({})",
+            human(MAX_CAPACITY)
+        ));
+    }
     Ok(bytes)
+}
+
+/// `bytes` rounded up to a multiple of 4096 (a valid capacity if `bytes` passed
+/// [`parse_capacity`]).
+pub(crate) fn round_capacity(bytes: u64) -> u64 {
+    bytes.next_multiple_of(CAPACITY_ALIGN)
+}
+
+/// `--mode` values: permission bits in octal (`600`, `0640`, `0o644`), at most `777`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if !digits.is_empty() && !digits.starts_with('+') && m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "'{text}' is not a file mode: expected permission bits in octal, such as 600, 640 or \
+             644 (at most 777)"
+        )),
+    }
+}
+
+/// `--first-lsn` values: 1 to 2^63 - 1.
+fn parse_first_lsn(text: &str) -> Result<Lsn, String> {
+    const MAX: Lsn = u64::MAX / 2;
+    match text.trim().parse::<Lsn>() {
+        Ok(0) => Err("LSNs start at 1".into()),
+        Ok(n) if n <= MAX => Ok(n),
+        Ok(_) => Err(format!("the first LSN is at most {MAX}")),
+        Err(_) => Err(format!("'{text}' is not an LSN (a whole number from 1)")),
+    }
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct CreateArgs {
     /// The log file to create.
     path: PathBuf,
-    /// Total file size: a multiple of 4096, at least 8192 (64MiB, 1GiB, 512KiB, 8192, ...).
+    /// Total file size, at least 8192 bytes, rounded up to a multiple of 4096 (64MiB, 1GiB,
+    /// 512KiB, 1GB, 8192, ...).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_capacity)]
     capacity: u64,
-    /// Replace the file if it exists (its contents are lost).
+    /// Permission bits of the new file, in octal; the umask applies.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+    /// The LSN of the first entry (a log that continues another keeps its LSNs).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_first_lsn)]
+    first_lsn: Lsn,
+    /// Replace the file if it exists (its contents are lost), once the new log is complete.
     #[arg(long)]
     force: bool,
 }
 
-pub(crate) fn create(a: CreateArgs) -> Result<(), CliError> {
-    let opts = Options::new().capacity(a.capacity).overwrite(a.force);
+pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
+    let capacity = round_capacity(a.capacity);
+    if capacity != a.capacity {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "note: --capacity {} bytes is not a multiple of 4096: rounded up to {capacity} bytes",
+            a.capacity
+        );
+    }
+    let opts = Options::from_env()
+        .capacity(capacity)
+        .mode(a.mode)
+        .first_lsn(a.first_lsn)
+        .overwrite(a.force);
     let log = Log::create(&a.path, &opts).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the new log and its appends are");
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "created {}: capacity {} bytes ({}), uuid {}, persistence {}",
+        "created {}: capacity {} bytes ({}), uuid {}, persistence {}, first LSN {}",
         a.path.display(),
         log.capacity(),
         human(log.capacity()),
         log.uuid(),
-        log.persistence().name()
+        log.persistence().name(),
+        log.next_lsn()
     )?;
     out.flush()?;
-    Ok(())
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct AppendArgs {
-    /// The log file (it must exist: see `daxlog create`).
-    path: PathBuf,
-    /// Append this one entry instead of reading stdin.
-    #[arg(long, value_name = "TEXT", conflicts_with = "batch")]
-    data: Option<String>,
-    /// Let up to N lines that are already waiting on stdin share one persistence barrier.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    batch: u32,
-}
-
-/// Appends stdin line by line (or `--data`), printing each LSN once its entry is durable.
-///
-/// A batch never waits for more input: it holds the first line read (which may block) plus
-/// the complete lines already in the input buffer, up to `--batch`. So a producer that writes
-/// one line and waits for its LSN gets it at once, while a fast producer gets batching.
-pub(crate) fn append(a: AppendArgs) -> Result<(), CliError> {
-    let log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
-    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
-    if let Some(text) = &a.data {
-        let lsn = log
-            .append(text.as_bytes())
-            .map_err(CliError::log(&a.path))?;
-        writeln!(out, "{lsn}")?;
-        out.flush()?;
-        return Ok(());
-    }
-    let max = a.batch as usize;
-    let stdin_err = |e: io::Error| CliError::Other(format!("stdin: {e}"));
-    let mut input = BufReader::with_capacity(256 << 10, io::stdin().lock());
-    // The batch's lines, back to back in `data`; line i ends at `ends[i]`.
-    let mut data: Vec<u8> = Vec::new();
-    let mut ends: Vec<usize> = Vec::new();
-    loop {
-        data.clear();
-        ends.clear();
-        if !read_line(&mut input, &mut data, &mut ends).map_err(stdin_err)? {
-            break;
-        }
-        while ends.len() < max && input.buffer().contains(&b'\n') {
-            read_line(&mut input, &mut data, &mut ends).map_err(stdin_err)?;
-        }
-        let lsns = if ends.len() == 1 {
-            let lsn = log.append(&data).map_err(CliError::log(&a.path))?;
-            lsn..lsn + 1
-        } else {
-            let mut start = 0;
-            let entries: Vec<&[u8]> = ends
-                .iter()
-                .map(|&end| {
-                    let line = &data[start..end];
-                    start = end;
-                    line
-                })
-                .collect();
-            log.append_batch(&entries).map_err(CliError::log(&a.path))?
-        };
-        for lsn in lsns {
-            writeln!(out, "{lsn}")?;
-        }
-        out.flush()?;
-    }
-    Ok(())
-}
-
-/// Reads one line (without its `\n`) onto the end of `data`; false at the end of input.
-fn read_line(
-    input: &mut impl BufRead,
-    data: &mut Vec<u8>,
-    ends: &mut Vec<usize>,
-) -> io::Result<bool> {
-    let start = data.len();
-    if input.read_until(b'\n', data)? == 0 {
-        return Ok(false);
-    }
-    if data.len() > start && data.last() == Some(&b'\n') {
-        data.pop();
-    }
-    ends.push(data.len());
-    Ok(true)
+    Ok(EXIT_OK)
 }
 
 /// The LSN range shared by `dump` and `cat`.
@@ -144,6 +128,9 @@ pub(crate) struct Range {
 pub(crate) struct DumpArgs {
     /// The log file.
     path: PathBuf,
+    /// One JSON object per entry: {"lsn":N,"len":L,"hex":"..."}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     range: Range,
 }
@@ -155,17 +142,24 @@ pub(crate) struct CatArgs {
     /// Prefix each payload with its LSN and a tab.
     #[arg(long)]
     lsn: bool,
+    /// End each payload with a NUL byte instead of a newline (like `find -print0`), and print
+    /// the bytes as they are.
+    #[arg(short = '0', long)]
+    null: bool,
     #[command(flatten)]
     range: Range,
 }
 
-/// Calls `each` for the entries of `range`, in LSN order.
+/// Calls `each` for the readable entries of `range`, in LSN order: the entries before any
+/// damage (the log is opened read-only in salvage mode). Damage is an error once they are
+/// printed.
 fn for_each_entry(
-    path: &std::path::Path,
+    path: &Path,
     range: &Range,
     mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
-) -> Result<(), CliError> {
-    let log = Log::open_read_only(path, &Options::new()).map_err(CliError::log(path))?;
+) -> Result<u8, CliError> {
+    let opts = Options::new().recovery_mode(RecoveryMode::Salvage);
+    let log = Log::open_read_only(path, &opts).map_err(CliError::log(path))?;
     let to = range.to.unwrap_or(Lsn::MAX);
     for e in log.iter_from(range.from.unwrap_or(0)) {
         if e.lsn > to {
@@ -173,186 +167,72 @@ fn for_each_entry(
         }
         each(e.lsn, e.payload)?;
     }
-    Ok(())
+    damage_error(path, &log)?;
+    Ok(EXIT_OK)
 }
 
-pub(crate) fn dump(a: DumpArgs) -> Result<(), CliError> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The damage a salvage-mode open found, as an error.
+pub(crate) fn damage_error(path: &Path, log: &Log) -> Result<(), CliError> {
+    match &log.recovery().damage {
+        Some(d) => Err(CliError::Log {
+            path: path.to_path_buf(),
+            source: Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: d.offset,
+                lsn: d.lsn,
+                reason: d.reason.to_string(),
+                entries_beyond: d.entries_beyond,
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
-    let mut hex = Vec::new();
-    for_each_entry(&a.path, &a.range, |lsn, payload| {
-        hex.clear();
-        hex.reserve(payload.len() * 2 + 1);
-        for &b in payload {
-            hex.push(HEX[(b >> 4) as usize]);
-            hex.push(HEX[(b & 15) as usize]);
+    let mut line = Vec::new();
+    let code = for_each_entry(&a.path, &a.range, |lsn, payload| {
+        line.clear();
+        if a.json {
+            write!(line, "{{\"lsn\":{lsn},\"len\":{},\"hex\":\"", payload.len())?;
+            encode_hex(payload, &mut line);
+            line.extend_from_slice(b"\"}\n");
+        } else {
+            write!(line, "{lsn}\t")?;
+            encode_hex(payload, &mut line);
+            line.push(b'\n');
         }
-        hex.push(b'\n');
-        write!(out, "{lsn}\t")?;
-        out.write_all(&hex)
-    })?;
+        out.write_all(&line)
+    });
     out.flush()?;
-    Ok(())
+    code
 }
 
-pub(crate) fn cat(a: CatArgs) -> Result<(), CliError> {
+pub(crate) fn cat(a: CatArgs) -> Result<u8, CliError> {
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
-    for_each_entry(&a.path, &a.range, |lsn, payload| {
+    let code = for_each_entry(&a.path, &a.range, |lsn, payload| {
         if a.lsn {
             write!(out, "{lsn}\t")?;
         }
-        out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
-        out.write_all(b"\n")
-    })?;
-    out.flush()?;
-    Ok(())
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct InfoArgs {
-    /// The log file.
-    path: PathBuf,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-/// `clean`, `end_of_file` or `torn`, and the reason of a torn tail.
-fn tail_words(state: &TailState) -> (&'static str, Option<&'static str>) {
-    match state {
-        TailState::Clean => ("clean", None),
-        TailState::EndOfFile => ("end_of_file", None),
-        TailState::Torn { reason } => ("torn", Some(reason)),
-    }
-}
-
-pub(crate) fn info(a: InfoArgs) -> Result<(), CliError> {
-    let log = Log::open_read_only(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
-    let r = log.recovery();
-    let (tail, torn_reason) = tail_words(&r.tail_state);
-    let mut out = io::stdout().lock();
-    if a.json {
-        let v = serde_json::json!({
-            "path": a.path.display().to_string(),
-            "format_version": format::FORMAT_VERSION,
-            "uuid": log.uuid(),
-            "capacity": log.capacity(),
-            "used_bytes": log.used_bytes(),
-            "free_bytes": log.free_bytes(),
-            "entries": log.len(),
-            "first_lsn": log.first_lsn(),
-            "last_lsn": log.last_lsn(),
-            "next_lsn": log.next_lsn(),
-            "persistence": log.persistence().name(),
-            "map_sync": log.map_sync(),
-            "tail_state": tail,
-            "torn_reason": torn_reason,
-            "torn_bytes": r.torn_bytes,
-            "tail_offset": r.tail_offset,
-            "superblock_from_backup": r.superblock_from_backup,
-            "recovery_ms": (r.duration.as_secs_f64() * 1e6).round() / 1e3,
-        });
-        writeln!(out, "{v}")?;
-    } else {
-        let lsn = |l: Option<Lsn>| l.map_or("-".to_string(), |l| l.to_string());
-        let tail_text = match torn_reason {
-            Some(reason) => format!(
-                "torn: {} bytes of an interrupted append discarded at offset {} ({reason})",
-                r.torn_bytes, r.tail_offset
-            ),
-            None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
-            None => tail.to_string(),
-        };
-        let mode = if log.map_sync() {
-            format!(
-                "{} (MAP_SYNC: CPU cache flushes, durable)",
-                log.persistence().name()
-            )
-        } else if log.persistence().is_cpu_flush() {
-            format!(
-                "{} (forced without MAP_SYNC: not durable on this file system)",
-                log.persistence().name()
-            )
+        if a.null {
+            out.write_all(payload)?;
+            out.write_all(b"\0")
         } else {
-            format!(
-                "{} (MAP_SYNC not granted: not a DAX mount)",
-                log.persistence().name()
-            )
-        };
-        let rows = [
-            ("path", a.path.display().to_string()),
-            ("format version", format::FORMAT_VERSION.to_string()),
-            ("uuid", log.uuid()),
-            (
-                "capacity",
-                format!("{} bytes ({})", log.capacity(), human(log.capacity())),
-            ),
-            (
-                "used",
-                format!("{} bytes ({})", log.used_bytes(), human(log.used_bytes())),
-            ),
-            (
-                "free",
-                format!("{} bytes ({})", log.free_bytes(), human(log.free_bytes())),
-            ),
-            ("entries", log.len().to_string()),
-            ("first LSN", lsn(log.first_lsn())),
-            ("last LSN", lsn(log.last_lsn())),
-            ("persistence", mode),
-            (
-                "MAP_SYNC",
-                if log.map_sync() {
-                    "granted"
-                } else {
-                    "not granted"
-                }
-                .into(),
-            ),
-            ("tail", tail_text),
-            ("torn bytes", r.torn_bytes.to_string()),
-            (
-                "superblock",
-                if r.superblock_from_backup {
-                    "backup copy (the primary is damaged; a writable open repairs it)"
-                } else {
-                    "primary copy"
-                }
-                .into(),
-            ),
-            (
-                "recovery time",
-                format!("{:.3} ms", r.duration.as_secs_f64() * 1e3),
-            ),
-        ];
-        for (k, v) in rows {
-            writeln!(out, "{:<15} {v}", format!("{k}:"))?;
+            out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
+            out.write_all(b"\n")
         }
-    }
+    });
     out.flush()?;
-    Ok(())
+    code
 }
 
 #[derive(Args, Debug)]
-pub(crate) struct CheckArgs {
-    /// The log file.
-    path: PathBuf,
-    /// Rescue: copy every readable entry (also those after damage) into a new log at OUT,
-    /// and list the damaged regions.
-    #[arg(long, value_name = "OUT")]
-    salvage: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("which").required(true).args(["before", "after"])))]
 pub(crate) struct TruncateArgs {
     /// The log file.
     path: PathBuf,
-    /// Drop every entry with an LSN below this one.
-    #[arg(
-        long,
-        value_name = "LSN",
-        required_unless_present = "after",
-        conflicts_with = "after"
-    )]
+    /// Drop every entry with an LSN below this one (0 or the first LSN: none).
+    #[arg(long, value_name = "LSN")]
     before: Option<Lsn>,
     /// Drop every entry with an LSN above this one.
     #[arg(long, value_name = "LSN")]
@@ -366,158 +246,61 @@ pub(crate) struct ResetArgs {
 }
 
 /// `daxlog truncate PATH --before LSN | --after LSN`.
-pub(crate) fn truncate(a: TruncateArgs) -> Result<(), CliError> {
-    let mut log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
+pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
+    let mut log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the truncation is");
+    let (first, next) = (log.first_lsn(), log.next_lsn());
     match (a.before, a.after) {
         (Some(l), _) => log.truncate_before(l),
         (_, Some(l)) => log.truncate_after(l),
         _ => unreachable!("clap requires one of --before and --after"),
     }
     .map_err(CliError::log(&a.path))?;
-    print_range(&a.path, &log)
+    print_result(&a.path, &log, first, next)
 }
 
 /// `daxlog reset PATH`.
-pub(crate) fn reset(a: ResetArgs) -> Result<(), CliError> {
-    let mut log = Log::open(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
+pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
+    let mut log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    warn_if_not_durable(&log, "the reset is");
+    let (first, next) = (log.first_lsn(), log.next_lsn());
     log.reset().map_err(CliError::log(&a.path))?;
-    print_range(&a.path, &log)
+    print_result(&a.path, &log, first, next)
 }
 
-fn print_range(path: &std::path::Path, log: &Log) -> Result<(), CliError> {
-    let mut out = io::stdout().lock();
-    match (log.first_lsn(), log.last_lsn()) {
-        (Some(f), Some(l)) => writeln!(
-            out,
-            "{}: entries {f}..={l}, next LSN {}",
-            path.display(),
-            log.next_lsn()
-        )?,
-        _ => writeln!(
-            out,
-            "{}: empty, next LSN {}",
-            path.display(),
-            log.next_lsn()
-        )?,
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// `daxlog check PATH --salvage OUT`: every readable entry into a new log, gaps listed.
-fn salvage(path: &std::path::Path, out_path: &std::path::Path) -> Result<(), CliError> {
-    let src = Log::open_read_only(
-        path,
-        &Options::new().recovery_mode(crate::RecoveryMode::Salvage),
-    )
-    .map_err(CliError::log(path))?;
-    let dst = Log::create(out_path, &Options::new().capacity(src.capacity()))
-        .map_err(CliError::log(out_path))?;
-    let mut copied = 0u64;
-    let mut failed = None;
-    let gaps = src
-        .salvage(|_, payload| {
-            if failed.is_none() {
-                match dst.append(payload) {
-                    Ok(_) => copied += 1,
-                    Err(e) => failed = Some(e),
-                }
-            }
-        })
-        .map_err(CliError::log(path))?;
-    if let Some(e) = failed {
-        return Err(CliError::log(out_path)(e));
-    }
-    let mut out = io::stdout().lock();
-    for g in &gaps {
-        if g.resume_offset > 0 {
-            writeln!(
-                out,
-                "{}: damaged at offset {}: LSN {}..={} lost; entries resume at offset {}",
-                path.display(),
-                g.offset,
-                g.first_lsn,
-                g.last_lsn,
-                g.resume_offset
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{}: damaged at offset {}: LSN {}..={} lost; nothing readable after it",
-                path.display(),
-                g.offset,
-                g.first_lsn,
-                g.last_lsn
-            )?;
+/// `PATH: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11`, given the first LSN and
+/// the next LSN the log had before.
+fn print_result(
+    path: &Path,
+    log: &Log,
+    first_before: Option<Lsn>,
+    next_before: Lsn,
+) -> Result<u8, CliError> {
+    // LSNs only leave from the head (truncate_before) or the tail (truncate_after).
+    let dropped = match (first_before, log.first_lsn()) {
+        (Some(f), Some(g)) if g > f => Some((f, g - 1)),
+        (Some(f), None) => Some((f, next_before - 1)),
+        (Some(_), Some(_)) if log.next_lsn() < next_before => {
+            Some((log.next_lsn(), next_before - 1))
         }
-    }
+        _ => None,
+    };
+    let dropped = match dropped {
+        Some((f, l)) if f == l => format!("dropped 1 entry (LSN {f})"),
+        Some((f, l)) => format!("dropped {} entries (LSN {f}..={l})", l - f + 1),
+        None => "dropped 0 entries".into(),
+    };
+    let remaining = match (log.first_lsn(), log.last_lsn()) {
+        (Some(f), Some(l)) => format!("entries {f}..={l}"),
+        _ => "empty".into(),
+    };
+    let mut out = io::stdout().lock();
     writeln!(
         out,
-        "{}: salvaged {copied} entries into {} (renumbered from LSN 1), {} damaged region(s)",
+        "{}: {dropped}; {remaining}, next LSN {}",
         path.display(),
-        out_path.display(),
-        gaps.len()
+        log.next_lsn()
     )?;
     out.flush()?;
-    Ok(())
-}
-
-/// Verifies the whole log: a read-only open validates every entry's header, LSN, epoch and
-/// checksum; the entries are then read back in order. A torn tail is reported, not an error.
-pub(crate) fn check(a: CheckArgs) -> Result<(), CliError> {
-    if let Some(out) = &a.salvage {
-        return salvage(&a.path, out);
-    }
-    let log = Log::open_read_only(&a.path, &Options::new()).map_err(CliError::log(&a.path))?;
-    let r = log.recovery();
-    let mut expect = log.first_lsn().unwrap_or(format::FIRST_LSN);
-    let mut count = 0u64;
-    for e in log.iter() {
-        if e.lsn != expect {
-            return Err(CliError::Other(format!(
-                "{}: corrupted at LSN {expect}: the entry read back carries LSN {}",
-                a.path.display(),
-                e.lsn
-            )));
-        }
-        expect += 1;
-        count += 1;
-    }
-    if count != r.entries {
-        return Err(CliError::Other(format!(
-            "{}: corrupted at LSN {expect}: recovery accepted {} entries but {count} could be read",
-            a.path.display(),
-            r.entries
-        )));
-    }
-    let mut out = io::stdout().lock();
-    let range = match (log.first_lsn(), log.last_lsn()) {
-        (Some(f), Some(l)) => format!("LSN {f}..={l}"),
-        _ => "empty".to_string(),
-    };
-    write!(
-        out,
-        "{}: ok: {count} entries ({range}), {} bytes",
-        a.path.display(),
-        log.used_bytes()
-    )?;
-    match tail_words(&r.tail_state) {
-        (_, Some(reason)) => write!(
-            out,
-            "; torn tail: {} bytes of an interrupted append at offset {} ({reason}), \
-             discarded by recovery",
-            r.torn_bytes, r.tail_offset
-        )?,
-        ("end_of_file", _) => write!(out, "; the log is full")?,
-        (t, _) => write!(out, "; tail {t}")?,
-    }
-    if r.superblock_from_backup {
-        write!(
-            out,
-            "; primary superblock damaged, backup copy used (a writable open repairs it)"
-        )?;
-    }
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
+    Ok(EXIT_OK)
 }

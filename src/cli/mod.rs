@@ -2,22 +2,60 @@
 //!
 //! `src/main.rs` only calls [`main`]. The commands are documented in `docs/CLI.md`.
 //!
-//! Exit codes: 0 on success, 1 on an error (one line on stderr starting `error:` that names the
-//! path and the cause), 2 on a usage error.
+//! # Exit codes
+//!
+//! As `fsck` does, the code says what was found:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success: the command did all it was asked; `check` found the log clean |
+//! | 1 | damage found: by `check` (a torn tail too, with `--strict`); by `dump`, `cat` and `info`, after they printed what they could; by any command that could not open a log because it is damaged |
+//! | 2 | usage error (unknown command or option, missing or malformed value), from the argument parser |
+//! | 3 | `check --salvage`: the readable entries were copied, but LSNs were lost in damaged regions |
+//! | 4 | operational error: I/O, not found, permission, locked by a writer, log full, not a daxlog file, an input record `append` cannot take, stdout closed during `append`, ... |
+//!
+//! An error is one line on stderr, `error: PATH: cause`. A reader that closes stdout early
+//! (`daxlog dump log | head`) ends the read-only commands quietly with 0; `append` stops with 4
+//! and says how many records it appended, since the rest of its input was not.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
-use crate::Error;
+use crate::{Error, Log};
 
+mod append;
 mod bench;
+mod check;
 mod commands;
+mod info;
+mod records;
 mod size;
 
 pub use size::parse_size;
+
+/// Success; a clean log.
+pub(crate) const EXIT_OK: u8 = 0;
+/// Damage found.
+pub(crate) const EXIT_DAMAGE: u8 = 1;
+/// `check --salvage` lost LSNs.
+pub(crate) const EXIT_LOSS: u8 = 3;
+/// An operational error.
+pub(crate) const EXIT_FAILURE: u8 = 4;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (check: the log is clean)
+  1  damage found (check; check --strict on a torn tail; dump, cat, info of a damaged log
+     after printing what they can; any command refused a damaged log)
+  2  usage error
+  3  check --salvage copied the log but LSNs were lost in damaged regions
+  4  operational error (I/O, not found, permission, locked, log full, not a daxlog file,
+     an input record append cannot take, stdout closed during append)
+Errors are one line on stderr: `error: PATH: cause`. Library messages (warnings by default)
+go to stderr too: -v shows more, RUST_LOG=FILTER replaces the level.";
 
 /// Runs the tool with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
@@ -29,26 +67,27 @@ pub fn main() -> ExitCode {
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    init_tracing(cli.verbose);
+    ExitCode::from(match run(cli) {
+        Ok(code) => code,
         // The reader went away (`daxlog dump log | head`): not an error.
-        Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(e) => {
             let line = e.to_string().replace('\n', " ");
             let _ = writeln!(io::stderr().lock(), "error: {line}");
-            ExitCode::from(1)
+            e.exit_code()
         }
-    }
+    })
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Create(a) => commands::create(a),
-        Command::Append(a) => commands::append(a),
+        Command::Append(a) => append::append(a),
         Command::Dump(a) => commands::dump(a),
         Command::Cat(a) => commands::cat(a),
-        Command::Info(a) => commands::info(a),
-        Command::Check(a) => commands::check(a),
+        Command::Info(a) => info::info(a),
+        Command::Check(a) => check::check(a),
         Command::Truncate(a) => commands::truncate(a),
         Command::Reset(a) => commands::reset(a),
         Command::Bench(a) => bench::bench(a),
@@ -56,11 +95,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// An append-only, crash-safe log on persistent memory (DAX), with an msync fallback.
-///
-/// Exit codes: 0 success, 1 error (one `error:` line on stderr), 2 usage error.
 #[derive(Parser, Debug)]
-#[command(name = "daxlog", version, about, max_term_width = 100)]
+#[command(name = "daxlog", version, about, max_term_width = 100, after_help = EXIT_CODES)]
 struct Cli {
+    /// More library messages on stderr: -v info, -vv debug, -vvv trace (default: warnings).
+    #[arg(short, long, action = ArgAction::Count, global = true, display_order = 1000)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,16 +109,18 @@ struct Cli {
 enum Command {
     /// Create a new, empty log file of a fixed capacity.
     Create(commands::CreateArgs),
-    /// Append entries: one per line of stdin (or --data); prints each durable entry's LSN.
-    Append(commands::AppendArgs),
-    /// Print entries as `LSN<TAB>payload in lowercase hex`, one per line.
+    /// Append entries: one per input record (a line of stdin by default, or --data); prints
+    /// each durable entry's LSN.
+    Append(append::AppendArgs),
+    /// Print entries as `LSN<TAB>payload in lowercase hex` (or JSON), one per line.
     Dump(commands::DumpArgs),
-    /// Print payloads as text (invalid UTF-8 replaced), one per line.
+    /// Print payloads as text (invalid UTF-8 replaced), one per line (or NUL-terminated).
     Cat(commands::CatArgs),
-    /// Show the log's format, size, LSN range, persistence mode and what recovery found.
-    Info(commands::InfoArgs),
-    /// Verify every entry; exit 1 with the LSN and offset of any corruption.
-    Check(commands::CheckArgs),
+    /// Show the metadata (both superblocks, both slots), size, LSN range, persistence mode and
+    /// what recovery found; works on a damaged log.
+    Info(info::InfoArgs),
+    /// Verify every entry; exit 1 with the LSN and offset of any damage; --salvage rescues.
+    Check(check::CheckArgs),
     /// Durably drop the entries before an LSN (after a checkpoint) or after one (a suffix).
     Truncate(commands::TruncateArgs),
     /// Durably drop every entry (LSNs continue where they were).
@@ -87,15 +129,91 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Library messages on stderr, one line each: `warning: daxlog: ... key=value ...`.
+///
+/// The filter is `RUST_LOG` if set, else the `-v` level (warnings by default). The library's
+/// own warning about CPU flushes forced without `MAP_SYNC` is left out: the commands print
+/// theirs ([`warn_if_not_durable`]), which says what it means for their output.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::prelude::*;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::builder().parse_lossy(v),
+        _ => EnvFilter::new(match verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }),
+    };
+    let not_map_warning = filter_fn(|meta| {
+        !(meta.target() == "daxlog::map" && *meta.level() == tracing::Level::WARN)
+    });
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(io::stderr)
+        .event_format(PlainFormat)
+        .with_filter(filter)
+        .with_filter(not_map_warning);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// `LEVEL: message key=value ...`, with the level as a word (`warning`, `info`, ...).
+struct PlainFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(w, "{level}: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// One `warning:` line if acknowledgements from `log` do not survive a power failure (CPU
+/// flushes forced without `MAP_SYNC`); `what` says which of the command's results that concerns.
+pub(crate) fn warn_if_not_durable(log: &Log, what: &str) {
+    if !log.is_durable() {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "warning: {}: CPU cache flushes ({}) are forced without MAP_SYNC: {what} not durable \
+             against power failure, only against a crash of this process",
+            log.path().display(),
+            log.persistence().name()
+        );
+    }
+}
+
+/// `1 entry`, `2 entries`.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Everything a command can fail with.
 #[derive(Debug)]
 pub(crate) enum CliError {
     /// The library failed on the log at `path`.
     Log { path: PathBuf, source: Error },
-    /// Writing to stdout failed (a broken pipe is a clean exit).
+    /// Writing to stdout failed (a broken pipe ends read-only commands quietly).
     Output(io::Error),
-    /// Anything else, already worded (and naming its path).
-    Other(String),
+    /// An operational error, already worded (and naming its path): exit 4.
+    Failed(String),
+    /// Damage, already worded (and naming its path): exit 1.
+    Damaged(String),
 }
 
 impl CliError {
@@ -105,6 +223,20 @@ impl CliError {
             source,
         }
     }
+
+    /// The process's exit code for this error.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Log { source, .. } if is_damage(source) => EXIT_DAMAGE,
+            CliError::Damaged(_) => EXIT_DAMAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// True if `e` says the log's bytes are damaged (exit 1) rather than that an operation failed.
+pub(crate) fn is_damage(e: &Error) -> bool {
+    e.is_corruption() || matches!(e, Error::FileShorterThanCapacity { .. })
 }
 
 impl From<io::Error> for CliError {
@@ -118,8 +250,8 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Log { path, source } => f.write_str(&describe(path, source)),
-            CliError::Output(e) => write!(f, "stdout: {e}"),
-            CliError::Other(s) => f.write_str(s),
+            CliError::Output(e) => write!(f, "stdout: {}", os_text(e)),
+            CliError::Failed(s) | CliError::Damaged(s) => f.write_str(s),
         }
     }
 }
@@ -143,18 +275,21 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             format!("{p}: already exists (use --force to replace it with a new, empty log)")
         }
         Error::EmptyFile { .. } => format!("{p}: not a daxlog file (the file is empty)"),
-        Error::TooSmall { len, min, .. } => {
-            format!("{p}: not a daxlog file (the file is {len} bytes, a log has at least {min})")
-        }
+        Error::TooSmall { len, min, .. } => format!(
+            "{p}: not a daxlog file (the file is {}, smaller than the {min}-byte metadata page; \
+             a log is at least {} bytes)",
+            count(*len, "byte", "bytes"),
+            crate::format::MIN_CAPACITY
+        ),
         Error::NotDaxlog { offset, .. } => {
             format!("{p}: not a daxlog file (no daxlog magic number at offset {offset})")
         }
         Error::Locked { by, .. } => format!("{p}: locked by {by}"),
         Error::Full {
             needed, available, ..
-        } => {
-            format!("{p}: log full: the append needs {needed} bytes, {available} are free")
-        }
+        } => format!(
+            "{p}: log full: the append needs {needed} bytes, {available} are free in one piece"
+        ),
         Error::Corrupted {
             offset,
             lsn,
@@ -162,22 +297,35 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             entries_beyond,
             ..
         } => format!(
-            "{p}: corrupted at LSN {lsn}, offset {offset}: {reason}; {entries_beyond} valid \
-             entries lie beyond it (`daxlog check --salvage OUT` copies every readable entry)"
-        ),
-        other => {
-            let text = other.to_string();
-            if text.contains(&p.to_string()) {
-                text
-            } else {
-                format!("{p}: {text}")
+            "{p}: corrupted at LSN {lsn}, offset {offset}: {reason}; {} beyond it \
+             (`daxlog check {p} --salvage OUT` copies every readable entry, LSNs kept)",
+            match entries_beyond {
+                0 => "no valid entry found".to_string(),
+                1 => "1 valid entry lies".to_string(),
+                n => format!("{n} valid entries lie"),
             }
-        }
+        ),
+        Error::CorruptedSuperblock { .. } | Error::FileShorterThanCapacity { .. } => format!(
+            "{} (`daxlog info {p}` shows the metadata page)",
+            library_text(path, e)
+        ),
+        other => library_text(path, other),
+    }
+}
+
+/// The library's text for `e`, prefixed by the path unless it names it already.
+pub(crate) fn library_text(path: &Path, e: &Error) -> String {
+    let p = path.display().to_string();
+    let text = e.to_string();
+    if text.contains(&p) {
+        text
+    } else {
+        format!("{p}: {text}")
     }
 }
 
 /// The operating system's text for an I/O error, without Rust's "(os error N)" suffix.
-fn os_text(e: &io::Error) -> String {
+pub(crate) fn os_text(e: &io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),
@@ -204,8 +352,10 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "/x/log.dax: corrupted at LSN 17, offset 8192: checksum mismatch; 3 valid entries \
-             lie beyond it (`daxlog check --salvage OUT` copies every readable entry)"
+             lie beyond it (`daxlog check /x/log.dax --salvage OUT` copies every readable \
+             entry, LSNs kept)"
         );
+        assert_eq!(e.exit_code(), EXIT_DAMAGE);
     }
 
     #[test]
@@ -232,7 +382,7 @@ mod tests {
         };
         assert_eq!(
             describe(Path::new("/x/l"), &full),
-            "/x/l: log full: the append needs 10 bytes, 2 are free"
+            "/x/l: log full: the append needs 10 bytes, 2 are free in one piece"
         );
         // Library texts that already name the path are not prefixed twice.
         let v = Error::UnsupportedVersion {
@@ -244,6 +394,33 @@ mod tests {
             describe(Path::new("/x/l"), &v),
             "/x/l: unsupported format version 9 (this build reads version 1)"
         );
+        let small = Error::TooSmall {
+            path: "/x/l".into(),
+            len: 1,
+            min: 4096,
+        };
+        assert_eq!(
+            describe(Path::new("/x/l"), &small),
+            "/x/l: not a daxlog file (the file is 1 byte, smaller than the 4096-byte metadata \
+             page; a log is at least 8192 bytes)"
+        );
+        for e in [nf, acc, full, v, small] {
+            assert_eq!(
+                CliError::Log {
+                    path: "/x/l".into(),
+                    source: e
+                }
+                .exit_code(),
+                EXIT_FAILURE
+            );
+        }
+    }
+
+    #[test]
+    fn counts_are_singular_or_plural() {
+        assert_eq!(count(1, "entry", "entries"), "1 entry");
+        assert_eq!(count(0, "entry", "entries"), "0 entries");
+        assert_eq!(count(2, "entry", "entries"), "2 entries");
     }
 
     #[test]

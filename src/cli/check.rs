@@ -1,0 +1,327 @@
+//! `daxlog check`: every entry validated; `--salvage OUT` rescues the readable entries of a
+//! damaged log into a new one, with their LSNs.
+
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{count, describe, warn_if_not_durable, CliError, EXIT_LOSS, EXIT_OK};
+use crate::{Error, Gap, Log, Lsn, Options, RecoveryMode, TailState};
+
+#[derive(Args, Debug)]
+pub(crate) struct CheckArgs {
+    /// The log file.
+    path: PathBuf,
+    /// Count a torn tail (the remains of an interrupted append) as damage too.
+    #[arg(long, conflicts_with = "salvage")]
+    strict: bool,
+    /// Rescue: copy every readable entry (also those after damage) into a new log at OUT,
+    /// keeping their LSNs, and list the damaged regions. Exit 3 if LSNs were lost.
+    #[arg(long, value_name = "OUT")]
+    salvage: Option<PathBuf>,
+    /// With --salvage: replace OUT if it exists.
+    #[arg(long, requires = "salvage")]
+    force: bool,
+}
+
+/// Verifies the whole log: opened read-only (the environment plays no part, so the scan
+/// starts at the head), then every entry read back and checked again ([`Log::verify`]).
+/// A torn tail is reported, not an error, unless `--strict`.
+pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
+    if let Some(out) = &a.salvage {
+        return salvage(&a.path, out, a.force);
+    }
+    let p = a.path.display();
+    let mode = if a.strict {
+        RecoveryMode::Strict
+    } else {
+        RecoveryMode::TolerateTornTail
+    };
+    let log = match Log::open_read_only(&a.path, &Options::new().recovery_mode(mode)) {
+        Ok(log) => log,
+        Err(e @ Error::Corrupted { .. }) if a.strict => {
+            // A torn tail, or damage? The tolerant open tells.
+            if let Ok(log) = Log::open_read_only(&a.path, &Options::new()) {
+                let r = log.recovery();
+                if let TailState::Torn { reason } = r.tail_state {
+                    return Err(CliError::Damaged(format!(
+                        "{p}: torn tail at LSN {}, offset {}: {} of an interrupted append \
+                         ({reason}), refused by --strict; the {} before it are intact (a \
+                         writable open discards the torn tail)",
+                        log.next_lsn(),
+                        r.tail_offset,
+                        count(r.torn_bytes, "byte", "bytes"),
+                        count(log.len(), "entry", "entries"),
+                    )));
+                }
+            }
+            return Err(CliError::log(&a.path)(e));
+        }
+        Err(e) => return Err(CliError::log(&a.path)(e)),
+    };
+    let v = match log.verify() {
+        Ok(v) => v,
+        Err(Error::Corrupted {
+            path,
+            offset,
+            lsn,
+            reason,
+            ..
+        }) => {
+            let entries_beyond = entries_beyond(&a.path, lsn);
+            return Err(CliError::Log {
+                path: a.path.clone(),
+                source: Error::Corrupted {
+                    path,
+                    offset,
+                    lsn,
+                    reason,
+                    entries_beyond,
+                },
+            });
+        }
+        Err(e) => return Err(CliError::log(&a.path)(e)),
+    };
+    let r = log.recovery();
+    let mut out = io::stdout().lock();
+    let range = match (log.first_lsn(), log.last_lsn()) {
+        (Some(f), Some(l)) => format!("LSN {f}..={l}"),
+        _ => "empty".to_string(),
+    };
+    let padding = if v.padding > 0 {
+        format!(
+            " and {}",
+            count(v.padding, "padding entry", "padding entries")
+        )
+    } else {
+        String::new()
+    };
+    write!(
+        out,
+        "{p}: ok: {}{padding} ({range}), {}",
+        count(v.entries, "entry", "entries"),
+        count(log.used_bytes(), "byte", "bytes")
+    )?;
+    match &r.tail_state {
+        TailState::Torn { reason } => write!(
+            out,
+            "; torn tail: {} of an interrupted append at offset {} ({reason}), discarded by \
+             recovery",
+            count(r.torn_bytes, "byte", "bytes"),
+            r.tail_offset
+        )?,
+        TailState::EndOfFile => write!(out, "; the log is full")?,
+        _ => write!(out, "; tail clean")?,
+    }
+    if r.superblock_from_backup {
+        write!(
+            out,
+            "; primary superblock damaged, backup copy used (a writable open repairs it)"
+        )?;
+    }
+    writeln!(out)?;
+    out.flush()?;
+    Ok(EXIT_OK)
+}
+
+/// Readable entries with an LSN above `lsn` (what a salvage would find past it).
+fn entries_beyond(path: &Path, lsn: Lsn) -> u64 {
+    let opts = Options::new().recovery_mode(RecoveryMode::Salvage);
+    let mut n = 0;
+    if let Ok(log) = Log::open_read_only(path, &opts) {
+        let _ = log.salvage(|l, _| n += u64::from(l > lsn));
+    }
+    n
+}
+
+/// Copies entries into the salvaged log in batches; LSNs that have no entry (lost, or padding
+/// in the source) become padding, so every entry keeps its LSN.
+struct Copier<'a> {
+    dst: &'a Log,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    /// The LSN of the next entry to be stored (the pending ones included).
+    next: Lsn,
+    copied: u64,
+    padded: u64,
+    first_copied: Option<Lsn>,
+    last_copied: Option<Lsn>,
+    failed: Option<Error>,
+}
+
+impl Copier<'_> {
+    const FLUSH_BYTES: usize = 1 << 20;
+    const FLUSH_COUNT: usize = 4096;
+
+    fn visit(&mut self, lsn: Lsn, payload: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        if lsn > self.next {
+            self.pad_to(lsn);
+            if self.failed.is_some() {
+                return;
+            }
+        }
+        self.data.extend_from_slice(payload);
+        self.ends.push(self.data.len());
+        self.next = lsn + 1;
+        self.first_copied.get_or_insert(lsn);
+        self.last_copied = Some(lsn);
+        if self.data.len() >= Self::FLUSH_BYTES || self.ends.len() >= Self::FLUSH_COUNT {
+            self.flush();
+        }
+    }
+
+    /// Pads up to (not including) `lsn`.
+    fn pad_to(&mut self, lsn: Lsn) {
+        self.flush();
+        if self.failed.is_none() && lsn > self.dst.next_lsn() {
+            let n = lsn - self.dst.next_lsn();
+            match self.dst.append_padding(n) {
+                Ok(_) => self.padded += n,
+                Err(e) => self.failed = Some(e),
+            }
+            self.next = self.next.max(lsn);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.ends.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let mut start = 0;
+        let batch: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let p = &self.data[start..end];
+                start = end;
+                p
+            })
+            .collect();
+        match self.dst.append_batch(&batch) {
+            Ok(_) => self.copied += batch.len() as u64,
+            Err(e) => self.failed = Some(e),
+        }
+        self.data.clear();
+        self.ends.clear();
+    }
+}
+
+/// `daxlog check PATH --salvage OUT [--force]`: every readable entry into a new log with the
+/// same capacity and the same LSNs, gaps listed. Exit 3 if LSNs were lost, 0 otherwise.
+fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata(out_path)) {
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            let same = if out_path == path {
+                String::new()
+            } else {
+                format!(" ({})", path.display())
+            };
+            return Err(CliError::Failed(format!(
+                "{}: is the log being salvaged{same}: salvage into another file",
+                out_path.display(),
+            )));
+        }
+    }
+    let src = Log::open_read_only(path, &Options::new().recovery_mode(RecoveryMode::Salvage))
+        .map_err(CliError::log(path))?;
+    let first = src.first_lsn().unwrap_or(src.next_lsn());
+    let opts = Options::new()
+        .capacity(src.capacity())
+        .first_lsn(first)
+        .overwrite(force);
+    let dst = Log::create(out_path, &opts).map_err(CliError::log(out_path))?;
+    warn_if_not_durable(&dst, "the salvaged log is");
+    let mut c = Copier {
+        dst: &dst,
+        data: Vec::new(),
+        ends: Vec::new(),
+        next: first,
+        copied: 0,
+        padded: 0,
+        first_copied: None,
+        last_copied: None,
+        failed: None,
+    };
+    let gaps = src
+        .salvage(|lsn, payload| c.visit(lsn, payload))
+        .map_err(CliError::log(path))?;
+    c.flush();
+    // LSNs lost (or padding) at the end are not handed out again either.
+    let end = gaps
+        .iter()
+        .map(|g| g.last_lsn + 1)
+        .chain([src.next_lsn()])
+        .max()
+        .unwrap_or(first);
+    c.pad_to(end);
+    if let Some(e) = c.failed.take() {
+        return Err(CliError::Failed(format!(
+            "{}; the salvage of {} stopped after {}",
+            describe(out_path, &e),
+            path.display(),
+            count(c.copied, "entry", "entries")
+        )));
+    }
+    let lost: u64 = gaps
+        .iter()
+        .map(|g| (g.last_lsn + 1).saturating_sub(g.first_lsn))
+        .sum();
+    let mut out = io::stdout().lock();
+    for g in &gaps {
+        writeln!(out, "{}: {}", path.display(), gap_text(g))?;
+    }
+    let range = match (c.first_copied, c.last_copied) {
+        (Some(f), Some(l)) => format!(" (LSN {f}..={l})"),
+        _ => String::new(),
+    };
+    let padding = match c.padded.saturating_sub(lost) {
+        0 => String::new(),
+        n => format!(
+            ", {} kept as padding",
+            count(n, "padding LSN", "padding LSNs")
+        ),
+    };
+    let loss = if lost == 0 {
+        "nothing lost".to_string()
+    } else {
+        format!(
+            "{} lost in {}",
+            count(lost, "LSN", "LSNs"),
+            count(gaps.len() as u64, "damaged region", "damaged regions")
+        )
+    };
+    writeln!(
+        out,
+        "{}: salvaged {}{range} into {}, LSNs kept{padding}; {loss}",
+        path.display(),
+        count(c.copied, "entry", "entries"),
+        out_path.display(),
+    )?;
+    out.flush()?;
+    Ok(if lost > 0 { EXIT_LOSS } else { EXIT_OK })
+}
+
+/// `damaged at offset 4216: LSN 4 lost; entries resume at offset 4256`.
+pub(crate) fn gap_text(g: &Gap) -> String {
+    let lost = match g.last_lsn.checked_sub(g.first_lsn) {
+        None => "no LSN lost".to_string(),
+        Some(0) => format!("LSN {} lost", g.first_lsn),
+        Some(_) => format!("LSNs {}..={} lost", g.first_lsn, g.last_lsn),
+    };
+    if g.resume_offset > 0 {
+        format!(
+            "damaged at offset {}: {lost}; entries resume at offset {}",
+            g.offset, g.resume_offset
+        )
+    } else {
+        format!(
+            "damaged at offset {}: {lost}; nothing readable after it",
+            g.offset
+        )
+    }
+}

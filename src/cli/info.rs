@@ -1,0 +1,454 @@
+//! `daxlog info`: the metadata page as it is on media (both superblock copies, both slots),
+//! then what a read-only salvage-mode open finds. Works on a damaged log: it prints what it
+//! can, then exits 1.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::check::gap_text;
+use super::commands::damage_error;
+use super::size::human;
+use super::{count, CliError, EXIT_OK};
+use crate::format::{
+    self, Slot, Superblock, SuperblockError, DATA_OFFSET, SB_BACKUP_OFFSET, SB_LEN,
+    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_CONCURRENT, SLOT_LEN,
+};
+use crate::{Error, Log, Options, RecoveryMode, TailState};
+
+#[derive(Args, Debug)]
+pub(crate) struct InfoArgs {
+    /// The log file.
+    path: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One superblock copy as found on media.
+struct SbView {
+    offset: usize,
+    decoded: Result<Superblock, SuperblockError>,
+    /// The raw fields, whatever their validity (FORMAT.md: version at 8, uuid at 16,
+    /// capacity at 32).
+    version: u32,
+    capacity: u64,
+    uuid: String,
+}
+
+/// One metadata slot as found on media.
+struct SlotView {
+    index: usize,
+    offset: usize,
+    /// The raw fields, whatever their validity.
+    raw: Slot,
+    /// `Some(true)` valid, `Some(false)` invalid, `None` unknown (no superblock to check it
+    /// against: the log's salt seals the slots).
+    valid: Option<bool>,
+    reason: Option<&'static str>,
+    current: bool,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The first 4096 bytes of the file (fewer if it is shorter).
+fn read_page(path: &Path) -> Result<Vec<u8>, CliError> {
+    let mut page = Vec::with_capacity(DATA_OFFSET);
+    File::open(path)
+        .and_then(|f| f.take(DATA_OFFSET as u64).read_to_end(&mut page))
+        .map_err(|e| {
+            CliError::log(path)(Error::Io {
+                path: path.to_path_buf(),
+                op: "read",
+                source: e,
+            })
+        })?;
+    Ok(page)
+}
+
+/// The rows of both superblock copies and both slots.
+fn meta_rows(sbs: &[SbView], slots: &[SlotView]) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = sbs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("superblock {i}"), sb_text(s)))
+        .collect();
+    rows.extend(
+        slots
+            .iter()
+            .map(|s| (format!("slot {}", s.index), slot_text(s))),
+    );
+    rows
+}
+
+/// Decodes both superblock copies and both slots of a metadata page.
+fn decode_page(page: &[u8]) -> (Vec<SbView>, Vec<SlotView>) {
+    let mut padded = page.to_vec();
+    padded.resize(DATA_OFFSET, 0);
+    let page = &padded[..];
+    let sbs: Vec<SbView> = [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET]
+        .into_iter()
+        .map(|offset| {
+            let b = &page[offset..offset + SB_LEN];
+            let uuid = Superblock {
+                uuid: b[16..32].try_into().unwrap_or([0; 16]),
+                capacity: 0,
+                salt: 0,
+            }
+            .uuid_string();
+            SbView {
+                offset,
+                decoded: Superblock::decode(b),
+                version: u32_at(b, 8),
+                capacity: u64_at(b, 32),
+                uuid,
+            }
+        })
+        .collect();
+    let sb = sbs.iter().find_map(|s| s.decoded.as_ref().ok()).copied();
+    let mut slots: Vec<SlotView> = [SLOT0_OFFSET, SLOT1_OFFSET]
+        .into_iter()
+        .enumerate()
+        .map(|(index, offset)| {
+            let b = &page[offset..offset + SLOT_LEN];
+            let raw = Slot {
+                seq: u64_at(b, 0),
+                head_offset: u64_at(b, 8),
+                head_lsn: u64_at(b, 16),
+                cut_lsn: u64_at(b, 24),
+                epoch: u32_at(b, 32),
+                flags: u32_at(b, 36),
+                hint_offset: u64_at(b, 40),
+                hint_lsn: u64_at(b, 48),
+            };
+            let (valid, reason) = match sb {
+                None => (None, None),
+                Some(sb) => match Slot::decode(b, sb.salt, sb.capacity) {
+                    Some(_) => (Some(true), None),
+                    None if b.iter().all(|&x| x == 0) => (Some(false), Some("never written")),
+                    None if u32_at(b, 60) != crc32c::crc32c_append(sb.salt, &b[..60]) => {
+                        (Some(false), Some("checksum mismatch"))
+                    }
+                    None => (Some(false), Some("impossible values")),
+                },
+            };
+            SlotView {
+                index,
+                offset,
+                raw,
+                valid,
+                reason,
+                current: false,
+            }
+        })
+        .collect();
+    let valid = |i: usize| (slots[i].valid == Some(true)).then_some(slots[i].raw);
+    if let Some(current) = Slot::pick(valid(0), valid(1)) {
+        let i = if valid(0) == Some(current) { 0 } else { 1 };
+        slots[i].current = true;
+    }
+    (sbs, slots)
+}
+
+fn sb_text(s: &SbView) -> String {
+    match &s.decoded {
+        Ok(_) => format!("offset {}: valid", s.offset),
+        Err(e) => format!(
+            "offset {}: invalid: {}{}",
+            s.offset,
+            sb_error(e),
+            if matches!(e, SuperblockError::BadMagic) {
+                String::new()
+            } else {
+                format!(" (version {}, capacity {})", s.version, s.capacity)
+            }
+        ),
+    }
+}
+
+fn sb_error(e: &SuperblockError) -> String {
+    match e {
+        SuperblockError::BadMagic => "no daxlog magic number".into(),
+        SuperblockError::Version(v) => format!(
+            "format version {v} (this build reads version {})",
+            format::FORMAT_VERSION
+        ),
+        SuperblockError::Corrupt(r) => r.to_string(),
+    }
+}
+
+fn slot_fields(s: &Slot) -> String {
+    let flags = match s.flags {
+        0 => "none".to_string(),
+        SLOT_CONCURRENT => "concurrent".to_string(),
+        f => format!("0x{f:x}"),
+    };
+    let hint = if s.hint_offset == 0 && s.hint_lsn == 0 {
+        "none".to_string()
+    } else {
+        format!("LSN {} at offset {}", s.hint_lsn, s.hint_offset)
+    };
+    format!(
+        "seq {}, head offset {}, head LSN {}, cut LSN {}, epoch 0x{:08x}, flags {flags}, tail \
+         hint {hint}",
+        s.seq, s.head_offset, s.head_lsn, s.cut_lsn, s.epoch
+    )
+}
+
+fn slot_text(s: &SlotView) -> String {
+    let state = match (s.valid, s.reason) {
+        (Some(true), _) if s.current => "valid, current".to_string(),
+        (Some(true), _) => "valid".to_string(),
+        (Some(false), Some("never written")) => {
+            return format!("offset {}: never written", s.offset)
+        }
+        (Some(false), r) => format!("invalid: {}", r.unwrap_or("impossible values")),
+        (None, _) => "not checked (no valid superblock holds the salt that seals it)".into(),
+    };
+    format!("offset {}: {state}: {}", s.offset, slot_fields(&s.raw))
+}
+
+fn sb_json(s: &SbView) -> Value {
+    json!({
+        "offset": s.offset,
+        "valid": s.decoded.is_ok(),
+        "error": s.decoded.as_ref().err().map(sb_error),
+        "version": s.version,
+        "capacity": s.capacity,
+        "uuid": s.uuid,
+    })
+}
+
+fn slot_json(s: &SlotView) -> Value {
+    json!({
+        "slot": s.index,
+        "offset": s.offset,
+        "valid": s.valid,
+        "error": s.reason,
+        "current": s.current,
+        "seq": s.raw.seq,
+        "head_offset": s.raw.head_offset,
+        "head_lsn": s.raw.head_lsn,
+        "cut_lsn": s.raw.cut_lsn,
+        "epoch": s.raw.epoch,
+        "flags": s.raw.flags,
+        "hint_offset": s.raw.hint_offset,
+        "hint_lsn": s.raw.hint_lsn,
+    })
+}
+
+fn print_rows(out: &mut impl Write, rows: &[(String, String)]) -> io::Result<()> {
+    for (k, v) in rows {
+        writeln!(out, "{:<16}{v}", format!("{k}:"))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
+    // The persistence mode a writer would get here (the environment may force one), and a
+    // scan of every entry from the head (never from a tail hint).
+    let opts = Options::from_env()
+        .tail_hint_every(0)
+        .recovery_mode(RecoveryMode::Salvage);
+    let log = match Log::open_read_only(&a.path, &opts) {
+        Ok(log) => log,
+        Err(
+            e @ (Error::CorruptedSuperblock { .. }
+            | Error::FileShorterThanCapacity { .. }
+            | Error::UnsupportedVersion { .. }),
+        ) => {
+            // The raw page is all there is to show.
+            let (sbs, slots) = decode_page(&read_page(&a.path)?);
+            let file_len = std::fs::metadata(&a.path).map(|m| m.len()).unwrap_or(0);
+            let mut out = io::stdout().lock();
+            if a.json {
+                let v = json!({
+                    "path": a.path.display().to_string(),
+                    "file_bytes": file_len,
+                    "superblocks": sbs.iter().map(sb_json).collect::<Vec<_>>(),
+                    "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
+                    "error": super::describe(&a.path, &e),
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                let mut rows = vec![
+                    ("path".to_string(), a.path.display().to_string()),
+                    (
+                        "file size".into(),
+                        format!("{} ({})", count(file_len, "byte", "bytes"), human(file_len)),
+                    ),
+                ];
+                rows.extend(meta_rows(&sbs, &slots));
+                print_rows(&mut out, &rows)?;
+            }
+            out.flush()?;
+            return Err(if super::is_damage(&e) {
+                CliError::Damaged(super::library_text(&a.path, &e))
+            } else {
+                CliError::log(&a.path)(e)
+            });
+        }
+        Err(e) => return Err(CliError::log(&a.path)(e)),
+    };
+    let (sbs, slots) = decode_page(&read_page(&a.path)?);
+
+    let r = log.recovery();
+    let readable = log.iter().count() as u64;
+    let padding = log.len() - readable;
+    // Where the readable entries end. At damage, what the scan refused is not the remains of
+    // an interrupted append: the damage rows say what it is.
+    let (tail, torn_reason) = match &r.tail_state {
+        _ if r.damage.is_some() => ("damaged", None),
+        TailState::Clean => ("clean", None),
+        TailState::EndOfFile => ("end_of_file", None),
+        TailState::Torn { reason } => ("torn", Some(*reason)),
+    };
+    let torn_bytes = if torn_reason.is_some() {
+        r.torn_bytes
+    } else {
+        0
+    };
+    let mut out = io::stdout().lock();
+    if a.json {
+        let v = json!({
+            "path": a.path.display().to_string(),
+            "format_version": format::FORMAT_VERSION,
+            "uuid": log.uuid(),
+            "capacity": log.capacity(),
+            "superblocks": sbs.iter().map(sb_json).collect::<Vec<_>>(),
+            "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
+            "used_bytes": log.used_bytes(),
+            "free_bytes": log.free_bytes(),
+            "entries": readable,
+            "padding": padding,
+            "first_lsn": log.first_lsn(),
+            "last_lsn": log.last_lsn(),
+            "next_lsn": log.next_lsn(),
+            "persistence": log.persistence().name(),
+            "map_sync": log.map_sync(),
+            "durable": log.is_durable(),
+            "tail_state": tail,
+            "torn_reason": torn_reason,
+            "torn_bytes": torn_bytes,
+            "tail_offset": r.tail_offset,
+            "superblock_from_backup": r.superblock_from_backup,
+            "damage": r.damage.as_ref().map(|d| json!({
+                "offset": d.offset,
+                "lsn": d.lsn,
+                "reason": d.reason,
+                "entries_beyond": d.entries_beyond,
+                "lsns_beyond": d.lsns_beyond.map(|(f, l)| json!([f, l])),
+            })),
+            "gaps": r.gaps.iter().map(|g| json!({
+                "offset": g.offset,
+                "resume_offset": g.resume_offset,
+                "first_lsn": g.first_lsn,
+                "last_lsn": g.last_lsn,
+            })).collect::<Vec<_>>(),
+            "recovery_ms": (r.duration.as_secs_f64() * 1e6).round() / 1e3,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        let lsn = |l: Option<u64>| l.map_or("-".to_string(), |l| l.to_string());
+        let tail_text = match torn_reason {
+            Some(reason) => format!(
+                "torn: {} of an interrupted append discarded at offset {} ({reason})",
+                count(torn_bytes, "byte", "bytes"),
+                r.tail_offset
+            ),
+            None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
+            None if tail == "damaged" => format!(
+                "damaged at offset {}: the readable entries end there (see damage)",
+                r.tail_offset
+            ),
+            None => format!("{tail} at offset {}", r.tail_offset),
+        };
+        let mode = if log.map_sync() {
+            format!(
+                "{} (MAP_SYNC: CPU cache flushes, durable)",
+                log.persistence().name()
+            )
+        } else if log.persistence().is_cpu_flush() {
+            format!(
+                "{} (forced without MAP_SYNC: not durable on this file system)",
+                log.persistence().name()
+            )
+        } else {
+            format!(
+                "{} (MAP_SYNC not granted: not a DAX mount)",
+                log.persistence().name()
+            )
+        };
+        let bytes = |n: u64| format!("{} ({})", count(n, "byte", "bytes"), human(n));
+        let damage = match &r.damage {
+            None => "none".to_string(),
+            Some(d) => format!(
+                "at offset {}, LSN {}: {}; {}{}",
+                d.offset,
+                d.lsn,
+                d.reason,
+                count(d.entries_beyond, "valid entry", "valid entries"),
+                match d.lsns_beyond {
+                    Some((f, l)) => format!(" beyond it (LSN {f}..={l})"),
+                    None => " beyond it".to_string(),
+                }
+            ),
+        };
+        let gaps = if r.gaps.is_empty() {
+            "none".to_string()
+        } else {
+            r.gaps.iter().map(gap_text).collect::<Vec<_>>().join("; ")
+        };
+        let mut rows = vec![
+            ("path".to_string(), a.path.display().to_string()),
+            ("format version".into(), format::FORMAT_VERSION.to_string()),
+            ("uuid".into(), log.uuid()),
+            ("capacity".into(), bytes(log.capacity())),
+        ];
+        rows.extend(meta_rows(&sbs, &slots));
+        rows.extend([
+            ("entries".into(), readable.to_string()),
+            ("padding".into(), padding.to_string()),
+            ("first LSN".into(), lsn(log.first_lsn())),
+            ("last LSN".into(), lsn(log.last_lsn())),
+            ("next LSN".into(), log.next_lsn().to_string()),
+            ("used".into(), bytes(log.used_bytes())),
+            ("free".into(), bytes(log.free_bytes())),
+            ("persistence".into(), mode),
+            (
+                "MAP_SYNC".into(),
+                if log.map_sync() {
+                    "granted"
+                } else {
+                    "not granted"
+                }
+                .into(),
+            ),
+            ("tail".into(), tail_text),
+            ("torn bytes".into(), torn_bytes.to_string()),
+            ("damage".into(), damage),
+            ("gaps".into(), gaps),
+            (
+                "recovery time".into(),
+                format!("{:.3} ms", r.duration.as_secs_f64() * 1e3),
+            ),
+        ]);
+        print_rows(&mut out, &rows)?;
+    }
+    out.flush()?;
+    damage_error(&a.path, &log)?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,257 @@
+//! The forms a payload takes on stdin and stdout: text lines, NUL-terminated records, hex
+//! lines (what `dump` prints) and JSON lines (what `dump --json` prints).
+
+use clap::ValueEnum;
+
+/// How `append` splits and decodes its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// One entry per line, the line's bytes without its `\n`.
+    Lines,
+    /// One entry per NUL-terminated record (what `cat -0` prints), any bytes but NUL.
+    Nul,
+    /// One entry per line of hex digits, optionally after `LSN<TAB>` (what `dump` prints).
+    Hex,
+    /// One entry per line holding a JSON object with the payload in `hex` or in `text` (what
+    /// `dump --json` prints).
+    Json,
+}
+
+impl Format {
+    /// The byte that ends a record.
+    pub(crate) fn separator(self) -> u8 {
+        match self {
+            Format::Nul => 0,
+            _ => b'\n',
+        }
+    }
+
+    /// Names the `number`-th record (1-based), which starts at byte `offset` of the input.
+    pub(crate) fn name(self, number: u64, offset: u64) -> String {
+        match self {
+            Format::Nul => format!("record {number} (at byte {offset} of stdin)"),
+            _ => format!("record {number} (line {number})"),
+        }
+    }
+
+    /// Appends the payload that `raw` (a record without its separator) stands for to `out`;
+    /// on a malformed record, says what is wrong with it.
+    pub(crate) fn decode(self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Format::Lines | Format::Nul => {
+                out.extend_from_slice(raw);
+                Ok(())
+            }
+            Format::Hex => {
+                let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+                let (digits, column) = match line.iter().position(|&b| b == b'\t') {
+                    Some(tab) => {
+                        let lsn = &line[..tab];
+                        if lsn.is_empty() || !lsn.iter().all(u8::is_ascii_digit) {
+                            return Err(format!(
+                                "expected hex digits, or an LSN, a tab and hex digits; found \
+                                 {} before the tab",
+                                show_text(lsn)
+                            ));
+                        }
+                        (&line[tab + 1..], tab + 1)
+                    }
+                    None => (line, 0),
+                };
+                decode_hex(digits, out).map_err(|e| match e {
+                    HexError::Digit(i, b) => {
+                        format!("not hex: {} at column {}", show_byte(b), column + i + 1)
+                    }
+                    HexError::Odd(n) => format!("odd number of hex digits ({n})"),
+                })
+            }
+            Format::Json => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+                let obj = v
+                    .as_object()
+                    .ok_or_else(|| format!("not a JSON object: {}", clip(&v.to_string())))?;
+                let start = out.len();
+                match (obj.get("hex"), obj.get("text")) {
+                    (Some(_), Some(_)) => {
+                        return Err("both \"hex\" and \"text\" are given: give one".into())
+                    }
+                    (None, None) => {
+                        return Err("no \"hex\" or \"text\" field holds the payload".into())
+                    }
+                    (Some(h), None) => {
+                        let h = h.as_str().ok_or_else(|| {
+                            format!("\"hex\" is not a string: {}", clip(&h.to_string()))
+                        })?;
+                        decode_hex(h.as_bytes(), out).map_err(|e| match e {
+                            HexError::Digit(i, b) => {
+                                format!("\"hex\": not hex: {} at digit {}", show_byte(b), i + 1)
+                            }
+                            HexError::Odd(n) => {
+                                format!("\"hex\": odd number of hex digits ({n})")
+                            }
+                        })?;
+                    }
+                    (None, Some(t)) => {
+                        let t = t.as_str().ok_or_else(|| {
+                            format!("\"text\" is not a string: {}", clip(&t.to_string()))
+                        })?;
+                        out.extend_from_slice(t.as_bytes());
+                    }
+                }
+                if let Some(len) = obj.get("len") {
+                    let got = (out.len() - start) as u64;
+                    if len.as_u64() != Some(got) {
+                        out.truncate(start);
+                        return Err(format!(
+                            "\"len\" is {} but the payload has {}",
+                            clip(&len.to_string()),
+                            super::count(got, "byte", "bytes")
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+enum HexError {
+    /// Not a hex digit: its index and the byte.
+    Digit(usize, u8),
+    /// An odd number of digits.
+    Odd(usize),
+}
+
+fn decode_hex(digits: &[u8], out: &mut Vec<u8>) -> Result<(), HexError> {
+    fn value(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    if let Some(i) = digits.iter().position(|&b| value(b).is_none()) {
+        return Err(HexError::Digit(i, digits[i]));
+    }
+    if !digits.len().is_multiple_of(2) {
+        return Err(HexError::Odd(digits.len()));
+    }
+    out.reserve(digits.len() / 2);
+    for pair in digits.chunks_exact(2) {
+        // Both are hex digits (checked above).
+        out.push(value(pair[0]).unwrap_or(0) << 4 | value(pair[1]).unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// Appends `payload` in lowercase hex to `out`.
+pub(crate) fn encode_hex(payload: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(payload.len() * 2);
+    for &b in payload {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// `'g'` for a printable ASCII byte, else `byte 0x0a`.
+fn show_byte(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("'{}'", b as char)
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
+/// Bytes quoted for an error message, shortened.
+fn show_text(b: &[u8]) -> String {
+    format!("{:?}", clip(&String::from_utf8_lossy(b)))
+}
+
+/// At most 40 characters of `s`.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(f: Format, raw: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        f.decode(raw, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn hex_lines() {
+        assert_eq!(dec(Format::Hex, b"00ff0a"), Ok(vec![0, 255, 10]));
+        assert_eq!(dec(Format::Hex, b"00FF0A\r"), Ok(vec![0, 255, 10]));
+        assert_eq!(dec(Format::Hex, b"17\t6869"), Ok(b"hi".to_vec()));
+        assert_eq!(dec(Format::Hex, b"17\t"), Ok(vec![]));
+        assert_eq!(dec(Format::Hex, b""), Ok(vec![]));
+        assert_eq!(
+            dec(Format::Hex, b"0g"),
+            Err("not hex: 'g' at column 2".into())
+        );
+        assert_eq!(
+            dec(Format::Hex, b"5\t0 1"),
+            Err("not hex: byte 0x20 at column 4".into())
+        );
+        assert_eq!(
+            dec(Format::Hex, b"abc"),
+            Err("odd number of hex digits (3)".into())
+        );
+        assert_eq!(
+            dec(Format::Hex, b"x\t00"),
+            Err(
+                "expected hex digits, or an LSN, a tab and hex digits; found \"x\" before the tab"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn json_lines() {
+        assert_eq!(
+            dec(Format::Json, br#"{"lsn":3,"len":2,"hex":"0a00"}"#),
+            Ok(vec![10, 0])
+        );
+        assert_eq!(dec(Format::Json, br#"{"text":"h\u00e9"}"#), Ok("hé".into()));
+        assert_eq!(
+            dec(Format::Json, br#"{"len":3,"hex":"0a00"}"#),
+            Err("\"len\" is 3 but the payload has 2 bytes".into())
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"hex":"0a","text":"x"}"#),
+            Err("both \"hex\" and \"text\" are given: give one".into())
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"lsn":1}"#),
+            Err("no \"hex\" or \"text\" field holds the payload".into())
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"hex":"zz"}"#),
+            Err("\"hex\": not hex: 'z' at digit 1".into())
+        );
+        assert_eq!(
+            dec(Format::Json, b"[1]"),
+            Err("not a JSON object: [1]".into())
+        );
+        assert!(dec(Format::Json, b"{")
+            .unwrap_err()
+            .starts_with("not JSON: "));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut h = Vec::new();
+        encode_hex(&all, &mut h);
+        assert_eq!(dec(Format::Hex, &h), Ok(all));
+    }
+}
