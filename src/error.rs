@@ -69,7 +69,10 @@ pub enum Error {
     },
 
     /// The file is a daxlog file of a format version this build cannot read.
-    #[error("{path}: unsupported format version {found} (this build reads version {supported})")]
+    #[error(
+        "{path}: unsupported format version {found} (this build reads versions {} to {supported})",
+        crate::format::OLDEST_VERSION
+    )]
     UnsupportedVersion {
         /// The path given.
         path: PathBuf,
@@ -123,7 +126,7 @@ pub enum Error {
         /// The path given.
         path: PathBuf,
         /// Who holds it.
-        by: &'static str,
+        by: LockHolder,
     },
 
     /// The log was opened read-only and an operation needs to write.
@@ -256,6 +259,35 @@ pub enum Error {
         /// What was asked.
         what: &'static str,
     },
+}
+
+/// Who holds a lock that refused an open; see [`Error::Locked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockHolder {
+    /// A writer (`Log::open`/`Log::create`), in this process or another.
+    Writer,
+    /// Read-only snapshots (`Log::open_read_only`: `daxlog info`, `check`, salvage).
+    Snapshots,
+    /// Readers (`Reader`: `daxlog follow`, `dump` and `cat` of a live log).
+    Readers,
+    /// A replacement of the file (`create` with `overwrite`) in progress.
+    Replacement,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LockHolder::Writer => "a writer",
+            LockHolder::Snapshots => {
+                "read-only snapshots (daxlog info, check, salvage: a writer waits until they close)"
+            }
+            LockHolder::Readers => {
+                "readers (daxlog follow, dump, cat: replace the log once they are done)"
+            }
+            LockHolder::Replacement => "a replacement of the file in progress",
+        })
+    }
 }
 
 impl Error {

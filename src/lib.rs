@@ -57,7 +57,7 @@ mod truncate;
 pub type Lsn = u64;
 
 pub use damage::{Gap, SEARCH_BYTES};
-pub use error::{Error, Result};
+pub use error::{Error, LockHolder, Result};
 pub use iter::{Entry, Follower, Iter, Verified};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};

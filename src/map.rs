@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LockHolder, Result};
 use crate::format::{PUBLISHED_OFFSET, READER_LOCK_BYTE, SLEEPERS_OFFSET};
 use crate::media::{Media, Persistence};
 use crate::persist;
@@ -405,9 +405,9 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     Err(Error::Locked {
         path: path.into(),
         by: if shared {
-            "read-only snapshots (`Log::open_read_only`: daxlog info, check, salvage)"
+            LockHolder::Snapshots
         } else {
-            "another writer"
+            LockHolder::Writer
         },
     })
 }
@@ -448,7 +448,7 @@ pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
     if !free.map_err(|e| Error::io(path, "fcntl (F_OFD_SETLK)", e))? {
         return Err(Error::Locked {
             path: path.into(),
-            by: "readers (`Reader`, daxlog follow/dump/cat); replace it once they are done",
+            by: LockHolder::Readers,
         });
     }
     Ok(Some(file))
@@ -560,8 +560,7 @@ pub(crate) fn lock_snapshot(file: &File, path: &Path) -> Result<()> {
     if e.kind() == ErrorKind::WouldBlock {
         Err(Error::Locked {
             path: path.into(),
-            by: "a writer (a read-only snapshot needs the log closed: read a live log with \
-                 `Reader`)",
+            by: LockHolder::Writer,
         })
     } else {
         Err(Error::io(path, "flock", e))

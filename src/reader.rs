@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LockHolder, Result};
 use crate::format::{
     self, EntryHeader, Slot, Superblock, DATA_OFFSET, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
     KNOWN_FLAGS, PUBLISHED_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
@@ -146,7 +146,7 @@ impl Reader {
         if !ofd_lock(&file, false).map_err(|e| Error::io(path, "fcntl (F_OFD_SETLK)", e))? {
             return Err(Error::Locked {
                 path: path.into(),
-                by: "a replacement of the file in progress",
+                by: LockHolder::Replacement,
             });
         }
         // Writable, if permitted, only to ask the writer for a wake-up (the sleepers flag).

@@ -123,7 +123,7 @@ fn create_info_and_force() {
     assert!(out.contains("capacity 524288 bytes"), "{out}");
     let v = info_json(&path);
     assert_eq!(v["capacity"], 512 * 1024);
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], daxlog::format::FORMAT_VERSION);
     assert_eq!(v["entries"], 0);
     assert_eq!(v["used_bytes"], 0);
     assert_eq!(v["free_bytes"], 512 * 1024 - 4096);
@@ -390,15 +390,34 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     let path = dir.path().join("a.dax");
     ok(&["create", p(&path), "--capacity", "1MiB"]);
     ok(&["append", p(&path), "--data", "first"]);
-    let log = Log::open(&path, &Options::new()).unwrap();
+    let mut log = Log::open(&path, &Options::new()).unwrap();
     let out = daxlog(&["append", p(&path), "--data", "second"]);
-    assert_error(4, &out, &path, "locked by another writer");
+    assert_error(4, &out, &path, "locked by a writer");
     let out = daxlog(&["create", p(&path), "--force"]);
-    assert_error(4, &out, &path, "locked by another writer");
-    // Read-only commands take no lock.
+    assert_error(4, &out, &path, "locked by a writer");
+    // Read-only commands read a live log through a `Reader` (no snapshot can be taken while
+    // a writer has it open), and what the writer appends meanwhile shows up.
     assert_eq!(ok(&["cat", p(&path)]), "first\n");
-    assert!(ok(&["check", p(&path)]).contains("ok: 1 entry (LSN 1..=1)"));
+    log.append(b"live").unwrap();
+    assert_eq!(ok(&["cat", p(&path), "--lsn"]), "1\tfirst\n2\tlive\n");
+    assert_eq!(ok(&["dump", p(&path), "--from", "2"]), "2\t6c697665\n");
+    let check = ok(&["check", p(&path)]);
+    assert!(
+        check.contains("ok: 2 entries (LSN 1..=2) read back live while a writer has the log open"),
+        "{check}"
+    );
+    let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
+    assert_eq!(info["writer"], true);
+    assert_eq!(info["entries"], 2);
+    assert_eq!(info["published_lsn"], 3);
+    assert_eq!(info["next_lsn"], 3);
+    // A snapshot of a live log is refused by the library, not by the tool: the tool reads
+    // live. Once the writer is gone, the same commands take a snapshot.
+    log.truncate_after(1).unwrap();
     drop(log);
+    assert_eq!(ok(&["cat", p(&path)]), "first\n");
+    let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
+    assert_eq!(info["writer"], false);
     // A child that another test thread is forking right now may still hold a copy of the
     // closed descriptor (and so the lock) until it execs: retry for a moment.
     let t = Instant::now();
@@ -1609,7 +1628,7 @@ fn info_shows_a_damaged_log() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let info = text(&out.stdout);
     assert!(info.lines().any(|l| l
-        == "superblock 0:   offset 0: invalid: checksum mismatch (version 1, capacity 1048576)"));
+        == "superblock 0:   offset 0: invalid: checksum mismatch (version 2, capacity 1048576)"));
     assert!(info
         .lines()
         .any(|l| l == "superblock 1:   offset 512: valid"));
@@ -2196,4 +2215,71 @@ fn docs_error_table_is_what_the_tool_prints() {
             );
         }
     }
+}
+
+/// `follow` prints what a writer in another process appends, as it comes; says which LSNs a
+/// truncation took before it could print them; and ends cleanly (exit 0, output flushed) on
+/// SIGINT and when its reader goes away.
+#[test]
+fn follow_prints_appends_as_they_come() {
+    let dir = tempdir();
+    let path = dir.path().join("f.dax");
+    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for i in 1..=3 {
+        log.append(format!("old {i}").as_bytes()).unwrap();
+    }
+    let mut child = Command::new(bin())
+        .args(["follow", p(&path), "--lsn", "--from", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for i in 4..=6 {
+        log.append(format!("new {i}").as_bytes()).unwrap();
+    }
+    for i in 4..=6 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\tnew {i}"));
+    }
+    // Stopped, it falls behind a truncation: it says what it missed and goes on.
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for i in 7..=20 {
+        log.append(format!("new {i}").as_bytes()).unwrap();
+    }
+    log.truncate_before(15).unwrap();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for i in 15..=20 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\tnew {i}"));
+    }
+    // SIGINT: exit 0.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        err.trim(),
+        format!(
+            "warning: {}: LSNs 7..=14 were truncated away before this reader read them",
+            path.display()
+        )
+    );
+    // Its reader goes away (`| head -1`): exit 0.
+    let mut child = Command::new(bin())
+        .args(["follow", p(&path), "--from", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    log.append(b"one more, to write into the closed pipe")
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -9,7 +9,7 @@ use super::records::encode_hex;
 use super::size::{human, parse_size};
 use super::{count, warn_if_not_durable, CliError, EXIT_OK};
 use crate::format::{CAPACITY_ALIGN, MAX_CAPACITY, MIN_CAPACITY};
-use crate::{Error, Log, Lsn, Options, RecoveryMode};
+use crate::{Error, Log, Lsn, Options, Reader, RecoveryMode};
 
 /// `--capacity` values: a size from 8192 bytes to 64 TiB (the caller rounds it up to a
 /// multiple of 4096 with [`round_capacity`]).
@@ -159,7 +159,11 @@ fn for_each_entry(
     mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
 ) -> Result<u8, CliError> {
     let opts = Options::new().recovery_mode(RecoveryMode::Salvage);
-    let log = Log::open_read_only(path, &opts).map_err(CliError::log(path))?;
+    let log = match Log::open_read_only(path, &opts) {
+        Ok(log) => log,
+        Err(e) if super::writer_has_it(&e) => return for_each_live_entry(path, range, each),
+        Err(e) => return Err(CliError::log(path)(e)),
+    };
     let to = range.to.unwrap_or(Lsn::MAX);
     for e in log.iter_from(range.from.unwrap_or(0)) {
         if e.lsn > to {
@@ -168,6 +172,33 @@ fn for_each_entry(
         each(e.lsn, e.payload)?;
     }
     damage_error(path, &log)?;
+    Ok(EXIT_OK)
+}
+
+/// [`for_each_entry`] while a writer has the log open: a [`Reader`] copies each published
+/// entry out and validates it; what the writer appends meanwhile is printed too, up to where
+/// the reader catches up. Truncations that overtake the reader are said on stderr.
+fn for_each_live_entry(
+    path: &Path,
+    range: &Range,
+    mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
+) -> Result<u8, CliError> {
+    let mut r = Reader::open(path).map_err(CliError::log(path))?;
+    r.seek(range.from.unwrap_or(0))
+        .map_err(CliError::log(path))?;
+    let to = range.to.unwrap_or(Lsn::MAX);
+    let mut payload = Vec::new();
+    loop {
+        match r.next_into(&mut payload) {
+            Ok(Some(lsn)) if lsn > to => break,
+            Ok(Some(lsn)) => each(lsn, &payload)?,
+            Ok(None) => break,
+            Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
+                eprintln!("warning: {e}");
+            }
+            Err(e) => return Err(CliError::log(path)(e)),
+        }
+    }
     Ok(EXIT_OK)
 }
 

@@ -79,6 +79,31 @@ fn read_page(path: &Path) -> Result<Vec<u8>, CliError> {
     Ok(page)
 }
 
+/// The reader area of a metadata page (format version 2): the published LSN (0: none) and the
+/// sleepers flag.
+fn reader_area(page: &[u8]) -> (u64, u32) {
+    if page.len() < format::SLEEPERS_OFFSET + 4 {
+        return (0, 0);
+    }
+    (
+        u64_at(page, format::PUBLISHED_OFFSET),
+        u32_at(page, format::SLEEPERS_OFFSET),
+    )
+}
+
+fn published_text(published: u64) -> String {
+    match published {
+        0 => "none (no writer of format version 2 has opened the log)".into(),
+        n => format!("LSN {n} (the writer's durable end, for readers in other processes)"),
+    }
+}
+
+/// The format version of the first valid superblock copy.
+fn version_of(sbs: &[SbView]) -> Option<u32> {
+    sbs.iter()
+        .find_map(|s| s.decoded.as_ref().ok().map(|sb| sb.version))
+}
+
 /// The rows of both superblock copies and both slots.
 fn meta_rows(sbs: &[SbView], slots: &[SlotView]) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = sbs
@@ -104,6 +129,7 @@ fn decode_page(page: &[u8]) -> (Vec<SbView>, Vec<SlotView>) {
         .map(|offset| {
             let b = &page[offset..offset + SB_LEN];
             let uuid = Superblock {
+                version: 0,
                 uuid: b[16..32].try_into().unwrap_or([0; 16]),
                 capacity: 0,
                 salt: 0,
@@ -183,7 +209,8 @@ fn sb_error(e: &SuperblockError) -> String {
     match e {
         SuperblockError::BadMagic => "no daxlog magic number".into(),
         SuperblockError::Version(v) => format!(
-            "format version {v} (this build reads version {})",
+            "format version {v} (this build reads versions {} to {})",
+            format::OLDEST_VERSION,
             format::FORMAT_VERSION
         ),
         SuperblockError::Corrupt(r) => r.to_string(),
@@ -265,6 +292,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         .recovery_mode(RecoveryMode::Salvage);
     let log = match Log::open_read_only(&a.path, &opts) {
         Ok(log) => log,
+        Err(e) if super::writer_has_it(&e) => return live_info(&a),
         Err(
             e @ (Error::CorruptedSuperblock { .. }
             | Error::FileShorterThanCapacity { .. }
@@ -303,7 +331,10 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         }
         Err(e) => return Err(CliError::log(&a.path)(e)),
     };
-    let (sbs, slots) = decode_page(&read_page(&a.path)?);
+    let page = read_page(&a.path)?;
+    let (sbs, slots) = decode_page(&page);
+    let (published, _) = reader_area(&page);
+    let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
 
     let r = log.recovery();
     let readable = log.iter().count() as u64;
@@ -325,9 +356,11 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     if a.json {
         let v = json!({
             "path": a.path.display().to_string(),
-            "format_version": format::FORMAT_VERSION,
+            "format_version": version,
             "uuid": log.uuid(),
             "capacity": log.capacity(),
+            "writer": false,
+            "published_lsn": (published != 0).then_some(published),
             "superblocks": sbs.iter().map(sb_json).collect::<Vec<_>>(),
             "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
             "used_bytes": log.used_bytes(),
@@ -414,11 +447,15 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         };
         let mut rows = vec![
             ("path".to_string(), a.path.display().to_string()),
-            ("format version".into(), format::FORMAT_VERSION.to_string()),
+            ("format version".into(), version.to_string()),
             ("uuid".into(), log.uuid()),
             ("capacity".into(), bytes(log.capacity())),
         ];
         rows.extend(meta_rows(&sbs, &slots));
+        rows.extend([
+            ("published".into(), published_text(published)),
+            ("writer".into(), "none has the log open".into()),
+        ]);
         rows.extend([
             ("entries".into(), readable.to_string()),
             ("padding".into(), padding.to_string()),
@@ -450,5 +487,94 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     }
     out.flush()?;
     damage_error(&a.path, &log)?;
+    Ok(EXIT_OK)
+}
+
+/// `info` while a writer has the log open: no snapshot can be taken, so the metadata page as
+/// it is now, and the entries a [`crate::Reader`] reads live up to the writer's published end.
+fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
+    let page = read_page(&a.path)?;
+    let (sbs, slots) = decode_page(&page);
+    let (published, _) = reader_area(&page);
+    let mut r = crate::Reader::open(&a.path).map_err(CliError::log(&a.path))?;
+    let first = r.first_lsn();
+    let mut readable = 0u64;
+    let mut payload = Vec::new();
+    let mut last = None;
+    loop {
+        match r.next_into(&mut payload) {
+            Ok(Some(lsn)) => {
+                readable += 1;
+                last = Some(lsn);
+            }
+            Ok(None) => break,
+            // Truncated under our feet: count what is there now.
+            Err(Error::Truncated { .. } | Error::Rewound { .. }) => readable = 0,
+            Err(e) => return Err(CliError::log(&a.path)(e)),
+        }
+    }
+    let next = r.position();
+    let first = r.first_lsn().max(first);
+    let padding = next.saturating_sub(first).saturating_sub(readable);
+    let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
+    let capacity = sbs
+        .iter()
+        .find_map(|s| s.decoded.as_ref().ok().map(|sb| sb.capacity))
+        .unwrap_or(0);
+    let mut out = io::stdout().lock();
+    if a.json {
+        let v = json!({
+            "path": a.path.display().to_string(),
+            "format_version": version,
+            "uuid": r.uuid(),
+            "capacity": capacity,
+            "writer": true,
+            "published_lsn": (published != 0).then_some(published),
+            "superblocks": sbs.iter().map(sb_json).collect::<Vec<_>>(),
+            "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
+            "entries": readable,
+            "padding": padding,
+            "first_lsn": (next > first).then_some(first),
+            "last_lsn": last,
+            "next_lsn": next,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        let mut rows = vec![
+            ("path".to_string(), a.path.display().to_string()),
+            ("format version".into(), version.to_string()),
+            ("uuid".into(), r.uuid()),
+            (
+                "capacity".into(),
+                format!("{} ({})", count(capacity, "byte", "bytes"), human(capacity)),
+            ),
+        ];
+        rows.extend(meta_rows(&sbs, &slots));
+        rows.extend([
+            ("published".into(), published_text(published)),
+            (
+                "writer".into(),
+                "has the log open: the entries below were read live, up to its published end"
+                    .into(),
+            ),
+            ("entries".into(), readable.to_string()),
+            ("padding".into(), padding.to_string()),
+            (
+                "first LSN".into(),
+                if next > first {
+                    first.to_string()
+                } else {
+                    "-".into()
+                },
+            ),
+            (
+                "last LSN".into(),
+                last.map_or("-".into(), |l| l.to_string()),
+            ),
+            ("next LSN".into(), next.to_string()),
+        ]);
+        print_rows(&mut out, &rows)?;
+    }
+    out.flush()?;
     Ok(EXIT_OK)
 }

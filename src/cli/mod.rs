@@ -30,6 +30,7 @@ mod append;
 mod bench;
 mod check;
 mod commands;
+mod follow;
 mod info;
 mod records;
 mod size;
@@ -86,6 +87,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Append(a) => append::append(a),
         Command::Dump(a) => commands::dump(a),
         Command::Cat(a) => commands::cat(a),
+        Command::Follow(a) => follow::follow(a),
         Command::Info(a) => info::info(a),
         Command::Check(a) => check::check(a),
         Command::Truncate(a) => commands::truncate(a),
@@ -116,6 +118,8 @@ enum Command {
     Dump(commands::DumpArgs),
     /// Print payloads as text (invalid UTF-8 replaced), one per line (or NUL-terminated).
     Cat(commands::CatArgs),
+    /// Print entries as a writer (in any process) appends them, like `tail -f`.
+    Follow(follow::FollowArgs),
     /// Show the metadata (both superblocks, both slots), size, LSN range, persistence mode and
     /// what recovery found; works on a damaged log.
     Info(info::InfoArgs),
@@ -254,6 +258,18 @@ impl std::fmt::Display for CliError {
             CliError::Failed(s) | CliError::Damaged(s) => f.write_str(s),
         }
     }
+}
+
+/// True if `e` says that a writer has the log open, so that no snapshot can be taken: read it
+/// live with a `Reader` instead.
+pub(crate) fn writer_has_it(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Locked {
+            by: crate::LockHolder::Writer,
+            ..
+        }
+    )
 }
 
 /// One line naming the path and the cause of `e`.

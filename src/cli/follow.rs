@@ -1,0 +1,102 @@
+//! `daxlog follow`: print entries as the writer appends them, like `tail -f`.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::records::encode_hex;
+use super::{CliError, EXIT_OK};
+use crate::{Error, Lsn, Reader};
+
+#[derive(Args, Debug)]
+pub(crate) struct FollowArgs {
+    /// The log file (a writer in another process may be appending to it).
+    path: PathBuf,
+    /// First LSN to print [default: the entries appended from now on]; 0 or 1: from the
+    /// first entry the log holds.
+    #[arg(long, value_name = "LSN")]
+    from: Option<Lsn>,
+    /// Prefix each payload with its LSN and a tab.
+    #[arg(long, conflicts_with = "json")]
+    lsn: bool,
+    /// One JSON object per entry, as `dump --json` prints them.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many seconds without a new entry [default: never].
+    #[arg(long, value_name = "SECONDS")]
+    idle_exit: Option<f64>,
+}
+
+/// Prints entries as they become durable, until SIGINT or SIGTERM (exit 0), a closed stdout
+/// (exit 0) or `--idle-exit`. Truncations that overtake it are said on stderr, with the LSNs
+/// it could not print.
+pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| CliError::Failed(format!("cannot handle signal {sig}: {e}")))?;
+    }
+    let mut r = Reader::open(&a.path).map_err(CliError::log(&a.path))?;
+    let from = match a.from {
+        Some(l) => l,
+        None => {
+            r.refresh().map_err(CliError::log(&a.path))?;
+            r.published().unwrap_or(0).max(r.first_lsn())
+        }
+    };
+    r.seek(from).map_err(CliError::log(&a.path))?;
+    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
+    let mut payload = Vec::new();
+    let mut line = Vec::new();
+    let idle_limit = a.idle_exit.map(Duration::from_secs_f64);
+    let mut idle = Duration::ZERO;
+    let tick = Duration::from_millis(100);
+    while !stop.load(Ordering::Relaxed) {
+        // Print what is there at once; wait only when caught up (then flush).
+        let got = match r.next_into(&mut payload) {
+            Ok(None) => {
+                out.flush()?;
+                r.next_into_timeout(&mut payload, tick)
+            }
+            other => other,
+        };
+        match got {
+            Ok(Some(lsn)) => {
+                idle = Duration::ZERO;
+                line.clear();
+                if a.json {
+                    write!(line, "{{\"lsn\":{lsn},\"len\":{},\"hex\":\"", payload.len())?;
+                    encode_hex(&payload, &mut line);
+                    line.extend_from_slice(b"\"}\n");
+                } else {
+                    if a.lsn {
+                        write!(line, "{lsn}\t")?;
+                    }
+                    line.extend_from_slice(String::from_utf8_lossy(&payload).as_bytes());
+                    line.push(b'\n');
+                }
+                out.write_all(&line)?;
+            }
+            Ok(None) => {
+                idle += tick;
+                if idle_limit.is_some_and(|l| idle >= l) {
+                    break;
+                }
+            }
+            Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
+                out.flush()?;
+                eprintln!("warning: {e}");
+            }
+            Err(e) => {
+                out.flush()?;
+                return Err(CliError::log(&a.path)(e));
+            }
+        }
+    }
+    out.flush()?;
+    Ok(EXIT_OK)
+}
