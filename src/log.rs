@@ -238,6 +238,8 @@ impl Log<MmapMedia> {
 
     fn open_file(path: &Path, opts: &Options, writable: bool) -> Result<Self> {
         let start = Instant::now();
+        // Options that cannot work are refused before any lock is taken.
+        check_mode(opts, writable)?;
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?;
         if meta.is_dir() {
             return Err(Error::IsDirectory { path: path.into() });
@@ -453,11 +455,7 @@ impl<M: Media> Log<M> {
         let use_hint = opts.resolved_tail_hint_every().is_some();
         let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot, use_hint);
         let mode = opts.recovery;
-        if mode == RecoveryMode::Salvage && writable {
-            return Err(Error::Unsupported {
-                what: "salvage recovery on a writable open (open it read-only)",
-            });
-        }
+        check_mode(opts, writable)?;
         let damage = damage::assess(pmem.view(0, cap), sb.salt, &slot, &scan);
         let gaps = if mode == RecoveryMode::Salvage && damage.is_some() {
             damage::salvage(pmem.view(0, cap), sb.salt, &slot, |_, _| {})
@@ -806,6 +804,16 @@ pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock
             })
         }
     }
+}
+
+/// Salvage only reads.
+fn check_mode(opts: &Options, writable: bool) -> Result<()> {
+    if opts.recovery == RecoveryMode::Salvage && writable {
+        return Err(Error::Unsupported {
+            what: "salvage recovery on a writable open (open it read-only)",
+        });
+    }
+    Ok(())
 }
 
 /// LSNs start at 1 (0 means "none" in the slot's tail hint).

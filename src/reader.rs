@@ -45,11 +45,23 @@ pub struct OwnedEntry {
     pub payload: Vec<u8>,
 }
 
-/// Every this many LSNs the reader remembers where an entry lies, to go back after a suffix
-/// truncation without walking from the head.
+/// Every this many LSNs the reader remembers where an entry lies, to seek back without
+/// walking from the head.
 const ANCHOR_STRIDE: u64 = 64;
 /// At most this many are kept (the oldest go first; going back further walks from the head).
 const MAX_ANCHORS: usize = 4096;
+/// The reader remembers this many of the entries it returned last (LSN, offset, checksum), to
+/// find, after a suffix truncation, the first one the log no longer holds.
+const HISTORY: usize = 4096;
+
+/// An entry a reader passed: where it was, where it ended, and its checksum.
+#[derive(Clone, Copy, Debug)]
+struct Passed {
+    lsn: Lsn,
+    pos: usize,
+    end: usize,
+    crc: u32,
+}
 
 /// A read-only view of a log that a writer in another process may be appending to,
 /// truncating and wrapping; see the module documentation for why its reads copy.
@@ -92,6 +104,8 @@ pub struct Reader {
     published: u64,
     /// (LSN, offset) of entries passed, one every `ANCHOR_STRIDE` LSNs.
     anchors: Vec<(Lsn, usize)>,
+    /// The last entries passed, oldest first, consecutive LSNs.
+    history: std::collections::VecDeque<Passed>,
     /// The copy of the entry being validated.
     buf: Vec<u8>,
     last_stat: Instant,
@@ -180,6 +194,7 @@ impl Reader {
             skip_until: 0,
             published: 0,
             anchors: Vec::new(),
+            history: std::collections::VecDeque::with_capacity(HISTORY),
             buf: Vec::new(),
             last_stat: Instant::now(),
         };
@@ -360,6 +375,16 @@ impl Reader {
             if self.slot_seqs() != seqs {
                 continue;
             }
+            // And is the entry published? Looked at after the copy: a suffix truncation lowers
+            // the published LSN before the entries that replace the deleted ones are stored,
+            // so a copy of a replacement is always followed by a look that sees it unpublished
+            // until its barrier is done.
+            if self.published != 0 {
+                self.published = self.load_published();
+                if self.next >= self.published {
+                    return Ok(None);
+                }
+            }
             match found {
                 Some((at, h)) => {
                     if self.published == 0
@@ -380,6 +405,15 @@ impl Reader {
                         payload
                             .extend_from_slice(&self.buf[HEADER_LEN..HEADER_LEN + h.len as usize]);
                     }
+                    if self.history.len() == HISTORY {
+                        self.history.pop_front();
+                    }
+                    self.history.push_back(Passed {
+                        lsn,
+                        pos: at,
+                        end: at + h.entry_len(),
+                        crc: h.crc,
+                    });
                     self.pos = at + h.entry_len();
                     self.next += 1;
                     return Ok(Some((lsn, h.flags & FLAG_PAD != 0)));
@@ -446,11 +480,14 @@ impl Reader {
         }
         self.buf.resize(len, 0);
         self.map.copy_out(pos, &mut self.buf);
-        // The header again, from the same copy as the payload.
+        // The header again, from the same copy as the payload: the bytes may have changed
+        // between the two copies, so its length is checked before it is used.
         let h = EntryHeader::decode(&self.buf[..HEADER_LEN]);
+        if h.entry_len() != len {
+            return None;
+        }
         let payload = &self.buf[HEADER_LEN..HEADER_LEN + h.len as usize];
         let ok = h.lsn == lsn
-            && h.entry_len() == len
             && format::entry_crc(format::payload_crc(self.sb.salt, payload), &h) == h.crc
             && (h.lsn < self.slot.cut_lsn || h.epoch == self.slot.epoch);
         ok.then_some(h)
@@ -469,6 +506,7 @@ impl Reader {
         self.next = l;
         self.pos = pos;
         self.anchors.retain(|&(a, _)| a < l);
+        self.history.clear();
         let mut scratch = Vec::new();
         while self.next < lsn {
             match self.step(&mut scratch, false)? {
@@ -526,19 +564,65 @@ impl Reader {
         })
     }
 
-    /// A suffix truncation deleted entries this reader returned: go back to the first deleted
-    /// LSN and say so.
+    /// After the slot changed: did a suffix truncation delete entries this reader returned?
+    /// A deletion is a suffix, so if the last entry returned is still in the log (same LSN,
+    /// same checksum, at the same place, valid under the new slot), none was; otherwise the
+    /// first one that is not is found by bisecting the history, and the reader goes back there
+    /// and says so.
     fn after_slot_change(&mut self, old: Slot) -> Result<()> {
-        let rewound = old.seq != 0 && self.slot.epoch != old.epoch && self.slot.cut_lsn < self.next;
-        if rewound && self.slot.cut_lsn >= self.slot.head_lsn {
-            let from = self.slot.cut_lsn;
-            self.restart_at_anchor(from)?;
-            return Err(Error::Rewound {
-                path: self.path.clone(),
-                from,
-            });
+        // Entries below the head were truncated away (and may be overwritten): not deleted.
+        while self
+            .history
+            .front()
+            .is_some_and(|p| p.lsn < self.slot.head_lsn)
+        {
+            self.history.pop_front();
         }
-        Ok(())
+        if old.seq == 0 || self.history.is_empty() {
+            return Ok(());
+        }
+        let intact = |r: &mut Self, i: usize| {
+            let p = r.history[i];
+            r.try_at(p.pos, p.lsn).is_some_and(|h| h.crc == p.crc)
+        };
+        let last = self.history.len() - 1;
+        if intact(self, last) {
+            return Ok(());
+        }
+        // The first entry of the history that is not intact (entries before it are).
+        let (mut lo, mut hi) = (0, last);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if intact(self, mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let from = self.history[lo].lsn;
+        // The entry that replaces `from` goes where `from - 1` ends (or wraps), which is not
+        // necessarily where `from` was: after `from - 1` the old one may have wrapped.
+        let resume = (lo > 0).then(|| self.history[lo - 1].end);
+        self.history.truncate(lo);
+        self.anchors.retain(|&(a, _)| a < from);
+        match resume {
+            Some(end) => {
+                self.next = from;
+                self.pos = end;
+            }
+            // Even the oldest remembered entry is gone: the deletion may reach further back,
+            // and going back to it re-delivers, at worst, entries that did not change. Where
+            // it starts now is found by walking from an earlier entry.
+            None => self.restart_at_anchor(from)?,
+        }
+        if from < self.slot.head_lsn {
+            // Gone below the head as well: the next step reports the truncation.
+            return Ok(());
+        }
+        Err(Error::Rewound {
+            path: self.path.clone(),
+            from,
+        })
     }
 
     fn check_replaced(&mut self) -> Result<()> {

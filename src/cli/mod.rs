@@ -404,11 +404,11 @@ mod tests {
         let v = Error::UnsupportedVersion {
             path: "/x/l".into(),
             found: 9,
-            supported: 1,
+            supported: 2,
         };
         assert_eq!(
             describe(Path::new("/x/l"), &v),
-            "/x/l: unsupported format version 9 (this build reads version 1)"
+            "/x/l: unsupported format version 9 (this build reads versions 1 to 2)"
         );
         let small = Error::TooSmall {
             path: "/x/l".into(),

@@ -20,7 +20,7 @@
 #
 # environment:
 #   DAXLOG_SKIP_DAX_VM=1      do nothing: print that the DAX VM tests were skipped, exit 0
-#   DAXLOG_DAX_VM_TESTS       test binaries to run (default: "dax integration process_crash")
+#   DAXLOG_DAX_VM_TESTS       test binaries to run (default: "dax integration process_crash readers")
 #   DAXLOG_DAX_VM_FS          file systems (default: "ext4 xfs")
 #   DAXLOG_DAX_VM_TEST_ARGS   arguments for every test binary (default: "--test-threads=1")
 #   DAXLOG_DAX_VM_PASS_ENV    host variables passed into the VM if set
@@ -32,7 +32,7 @@
 #   CARGO                     cargo binary (default: cargo)
 set -uo pipefail
 
-TESTS=${DAXLOG_DAX_VM_TESTS:-"dax integration process_crash"}
+TESTS=${DAXLOG_DAX_VM_TESTS:-"dax integration process_crash readers"}
 FILESYSTEMS=${DAXLOG_DAX_VM_FS:-"ext4 xfs"}
 TEST_ARGS=${DAXLOG_DAX_VM_TEST_ARGS:-"--test-threads=1"}
 PASS_ENV=${DAXLOG_DAX_VM_PASS_ENV:-"RUST_BACKTRACE RUST_LOG PROPTEST_CASES"}
