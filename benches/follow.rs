@@ -119,11 +119,32 @@ fn rate(dir: &Path, size: usize) -> (f64, f64) {
 }
 
 /// Lag from an append's return to a follower having the entry: (median, p99, max) in µs, for
-/// an in-process follower thread and a `Reader` in another process.
+/// an in-process follower thread, then (in a second run) a `Reader` in another process. One
+/// follower at a time: with two followers and the writer, three busy threads would share the
+/// two vCPUs of the machines this runs on, and the lag would measure the scheduler.
 fn lag(dir: &Path, size: usize, every: Duration, n: u64) -> ([f64; 3], [f64; 3]) {
-    let (path, log) = fresh(dir, "lag.dax");
     let p = vec![0x33; size];
-    let (mut c, mut lines) = spawn(&path, "lag", n);
+    let paced = |log: &Log, acked: &mut [u64]| {
+        let start = Instant::now();
+        for i in 0..n {
+            // Paced: the i-th append starts i * every after the start.
+            while start.elapsed() < every * i as u32 {
+                std::hint::spin_loop();
+            }
+            let lsn = log.append(&p).unwrap();
+            acked[lsn as usize] = now_ns();
+        }
+    };
+    let stats = |acked: &[u64], seen: &[u64]| {
+        let mut d: Vec<f64> = (1..=n as usize)
+            .map(|l| (seen[l] as f64 - acked[l] as f64) / 1e3)
+            .collect();
+        d.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize];
+        [at(0.5), at(0.99), d[d.len() - 1]]
+    };
+    // In-process follower.
+    let (_, log) = fresh(dir, "lag.dax");
     let mut acked = vec![0u64; n as usize + 1];
     let mut local = vec![0u64; n as usize + 1];
     std::thread::scope(|s| {
@@ -137,36 +158,27 @@ fn lag(dir: &Path, size: usize, every: Duration, n: u64) -> ([f64; 3], [f64; 3])
             }
             seen
         });
-        let start = Instant::now();
-        for i in 0..n {
-            // Paced: the i-th append starts i * every after the start.
-            while start.elapsed() < every * i as u32 {
-                std::hint::spin_loop();
-            }
-            let lsn = log.append(&p).unwrap();
-            acked[lsn as usize] = now_ns();
-        }
+        paced(log, &mut acked);
         for (lsn, at) in follower.join().unwrap() {
             local[lsn as usize] = at;
         }
     });
+    let inproc = stats(&acked, &local);
+    drop(log);
+    // A reader in another process.
+    let (path, log) = fresh(dir, "lag.dax");
+    let (mut c, lines) = spawn(&path, "lag", n);
+    let mut acked = vec![0u64; n as usize + 1];
+    paced(&log, &mut acked);
     let mut remote = vec![0u64; n as usize + 1];
-    for l in lines.by_ref() {
+    for l in lines {
         let l = l.unwrap();
         let mut f = l.split(' ');
         let lsn: usize = f.next().unwrap().parse().unwrap();
         remote[lsn] = f.next().unwrap().parse().unwrap();
     }
     c.wait().unwrap();
-    let stats = |seen: &[u64]| {
-        let mut d: Vec<f64> = (1..=n as usize)
-            .map(|l| (seen[l] as f64 - acked[l] as f64) / 1e3)
-            .collect();
-        d.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize];
-        [at(0.5), at(0.99), d[d.len() - 1]]
-    };
-    (stats(&local), stats(&remote))
+    (inproc, stats(&acked, &remote))
 }
 
 fn cpu_model() -> String {
