@@ -2271,15 +2271,35 @@ fn follow_prints_appends_as_they_come() {
             path.display()
         )
     );
-    // Its reader goes away (`| head -1`): exit 0.
-    let mut child = Command::new(bin())
-        .args(["follow", p(&path), "--from", "1"])
+    // Its reader goes away (`| head -1`): exit 0. The pipe is made by the shell, so no other
+    // process (another test's fork) can hold its read end open.
+    let mut sh = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} follow {} --from 1 --idle-exit 20 | head -1; echo \"status ${{PIPESTATUS[0]}}\"",
+            bin(),
+            p(&path)
+        ))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take());
-    log.append(b"one more, to write into the closed pipe")
-        .unwrap();
-    let status = child.wait().unwrap();
+    let mut lines = BufReader::new(sh.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "new 15");
+    // Once `head` is gone, the next entry `follow` writes meets a closed pipe: append until
+    // it has (not `--idle-exit`: that would take 20 s).
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lines.next().unwrap().unwrap());
+    });
+    let t = Instant::now();
+    let last = loop {
+        log.append(b"one more, to write into the closed pipe").unwrap();
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(20)) {
+            break l;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "follow did not stop");
+    };
+    assert_eq!(last, "status 0");
+    let status = sh.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
