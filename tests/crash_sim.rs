@@ -27,6 +27,7 @@ fn run(suite: &Suite, names: &[&str]) -> Outcome {
             c.sum, c.runs, c.min
         );
     }
+    print!("{}", o.table());
     println!("{}", o.summary());
     assert_eq!(o.violations, 0, "{} ({names:?})", o.summary());
     o

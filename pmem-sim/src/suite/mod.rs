@@ -192,6 +192,39 @@ pub struct Outcome {
     pub runs: u64,
     /// Counters the scenarios report (e.g. `wraps`), summed over the runs.
     pub counters: BTreeMap<&'static str, Counter>,
+    /// Per scenario: crash points, images and time, summed over its variants and rounds.
+    pub scenarios: BTreeMap<&'static str, ScenarioStats>,
+}
+
+/// What the runs of one scenario checked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScenarioStats {
+    /// Runs (variants x rounds).
+    pub runs: u64,
+    /// Crash points checked.
+    pub points: u64,
+    /// Crash points whose every possible image was checked.
+    pub exhaustive: u64,
+    /// Crash points with more images than `GenConfig::exhaustive_limit`, checked on a sample.
+    pub sampled: u64,
+    /// Images checked (those of the crash points, and single images the scenario built).
+    pub images: u64,
+    /// Images that failed the oracle.
+    pub violations: u64,
+    /// Wall-clock seconds.
+    pub secs: f64,
+}
+
+impl ScenarioStats {
+    fn add(&mut self, o: &ScenarioStats) {
+        self.runs += o.runs;
+        self.points += o.points;
+        self.exhaustive += o.exhaustive;
+        self.sampled += o.sampled;
+        self.images += o.images;
+        self.violations += o.violations;
+        self.secs += o.secs;
+    }
 }
 
 /// A counter a scenario reports, over the runs that reported it.
@@ -214,7 +247,32 @@ impl Outcome {
         )
     }
 
+    /// A markdown table of the per-scenario counts (one row per scenario, and the total).
+    pub fn table(&self) -> String {
+        let mut t = String::from(
+            "| scenario | runs | crash points | exhaustive | sampled | images | violations | seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let mut total = ScenarioStats::default();
+        let row = |name: &str, s: &ScenarioStats| {
+            format!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
+                s.runs, s.points, s.exhaustive, s.sampled, s.images, s.violations, s.secs
+            )
+        };
+        for (name, s) in &self.scenarios {
+            t.push_str(&row(name, s));
+            total.add(s);
+        }
+        if self.scenarios.len() > 1 {
+            t.push_str(&row("total", &total));
+        }
+        t
+    }
+
     fn add(&mut self, o: Outcome, max: usize) {
+        for (k, s) in &o.scenarios {
+            self.scenarios.entry(k).or_default().add(s);
+        }
         self.images += o.images;
         self.violations += o.violations;
         self.runs += o.runs;
@@ -298,9 +356,12 @@ impl Suite {
                         ),
                     };
                     let t = Instant::now();
-                    let mut r = Runner::new(self, *v, label.clone(), seed);
+                    let mut r = Runner::new(self, sc.name, *v, label.clone(), seed);
                     (sc.run)(&mut r);
-                    let o = r.outcome();
+                    let mut o = r.outcome();
+                    if let Some(st) = o.scenarios.get_mut(sc.name) {
+                        st.secs = t.elapsed().as_secs_f64();
+                    }
                     if self.verbose || self.replay.is_some() {
                         eprintln!(
                             "  {label} [{}] seed {seed:#x}: {} images, {} violations, {:.2}s",

@@ -9,7 +9,7 @@ use daxlog::{Log, Options};
 
 use super::segment::{Event, EventKind, Expect, Sampling, Segment, Start};
 use super::session::Session;
-use super::{Counter, Outcome, Replay, Suite, Variant};
+use super::{Counter, Outcome, Replay, ScenarioStats, Suite, Variant};
 use crate::rng::{mix, Rng};
 use crate::{GenConfig, Op, PmemState, Run, SimMedia};
 
@@ -17,6 +17,7 @@ use crate::{GenConfig, Op, PmemState, Run, SimMedia};
 
 /// Runs one scenario in one variant: records segments and checks their crash images.
 pub struct Runner {
+    pub(crate) scenario: &'static str,
     pub(crate) variant: Variant,
     pub(crate) opts: Options,
     /// The options without the tail hint (a full scan to compare with).
@@ -32,14 +33,24 @@ pub struct Runner {
     pub rng: Rng,
     pub(crate) segments: Vec<Rc<Segment>>,
     pub(crate) images: u64,
+    /// Crash points checked, and how many of them exhaustively.
+    pub(crate) points: u64,
+    pub(crate) exhaustive: u64,
     pub(crate) violations: u64,
     pub(crate) reports: Vec<String>,
     pub(crate) counters: BTreeMap<&'static str, Counter>,
 }
 
 impl Runner {
-    pub(crate) fn new(suite: &Suite, variant: Variant, label: String, seed: u64) -> Runner {
+    pub(crate) fn new(
+        suite: &Suite,
+        scenario: &'static str,
+        variant: Variant,
+        label: String,
+        seed: u64,
+    ) -> Runner {
         Runner {
+            scenario,
             variant,
             opts: variant.opts(),
             plain_opts: variant.opts(),
@@ -53,6 +64,8 @@ impl Runner {
             rng: Rng::derive(seed, &[1]),
             segments: Vec::new(),
             images: 0,
+            points: 0,
+            exhaustive: 0,
             violations: 0,
             reports: Vec::new(),
             counters: BTreeMap::new(),
@@ -60,12 +73,22 @@ impl Runner {
     }
 
     pub(crate) fn outcome(self) -> Outcome {
+        let stats = ScenarioStats {
+            runs: 1,
+            points: self.points,
+            exhaustive: self.exhaustive,
+            sampled: self.points - self.exhaustive,
+            images: self.images,
+            violations: self.violations,
+            secs: 0.0,
+        };
         Outcome {
             images: self.images,
             violations: self.violations,
             reports: self.reports,
             runs: 1,
             counters: self.counters,
+            scenarios: [(self.scenario, stats)].into_iter().collect(),
         }
     }
 
@@ -394,6 +417,10 @@ impl Runner {
                     },
                     imgs.units()
                 );
+            }
+            self.points += 1;
+            if imgs.is_exhaustive() {
+                self.exhaustive += 1;
             }
             for i in 0..imgs.len() {
                 if only.is_some_and(|o| o != i) {
