@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use daxlog::{Media, Persistence};
 
 mod images;
+mod kernel;
 mod model;
 mod rng;
 pub mod sched;
@@ -320,6 +321,27 @@ impl Media for SimMedia {
         };
         // SAFETY: as for `store`.
         unsafe { self.inner.write(off, src, op) };
+    }
+
+    unsafe fn store_nt_crc(&self, off: usize, src: &[u8], crc: u32) -> u32 {
+        assert!(
+            off.is_multiple_of(8) && src.len().is_multiple_of(8),
+            "unaligned non-temporal store"
+        );
+        assert!(off <= self.len() && src.len() <= self.len() - off);
+        if src.is_empty() {
+            return crc;
+        }
+        // The engine's real copy-and-checksum kernel, on a mapping at the same alignment: what
+        // it stored and the checksum it returned are what the simulated media gets.
+        let (stored, crc) = kernel::copy_nt_crc(off, src, crc);
+        let op = Op::StoreNt {
+            off,
+            data: stored.clone(),
+        };
+        // SAFETY: as for `store`; `stored` has the length of `src`.
+        unsafe { self.inner.write(off, &stored, op) };
+        crc
     }
 
     fn flush(&self, off: usize, len: usize) {

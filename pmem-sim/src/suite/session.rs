@@ -4,7 +4,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use daxlog::format::{
-    Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET,
+    EntryHeader, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SLOT0_OFFSET,
+    SLOT1_OFFSET,
 };
 use daxlog::{Error, Log};
 
@@ -44,6 +45,7 @@ impl Session {
             Ok(lsns) => {
                 let (ops, _) = self.obs.ops_range(start, end);
                 let offset = header_offset(&ops, |_| true).expect("an append stores a header");
+                check_header_at(&self.obs.snapshot(), offset, lsns.start);
                 let ev = Event {
                     start,
                     end,
@@ -189,6 +191,10 @@ impl Session {
             e.offset = header_offset(&ops[a..b], |i| threads[a + i] == t)
                 .expect("an append stores a header");
         }
+        let snap = self.obs.snapshot();
+        for e in &evs {
+            check_header_at(&snap, e.offset, e.lsns.start);
+        }
         if let Some(last) = evs.iter().max_by_key(|e| e.lsns.start) {
             self.tail = last.offset + last.bytes();
         }
@@ -277,18 +283,31 @@ pub(crate) fn fits(img: &[u8], tail: usize, total: usize) -> bool {
     }
 }
 
-/// The offset of the first entry header stored in `ops` (by the operations `mine` accepts):
-/// the first store of at least 24 bytes into the data area (a whole small entry, or a large
-/// entry's header; the end marker and padding are 8 bytes, slots lie below the data area).
+/// The offset of the first entry of an append whose operations are `ops` (those `mine`
+/// accepts): the lowest offset it stored to in the data area. Everything an append stores lies
+/// in its reservation, which begins with its first header, or in the end marker right after
+/// it; the slots lie below the data area. (Not the first store: a payload checksummed while it
+/// is copied is stored before its header.)
 pub(crate) fn header_offset(ops: &[Op], mine: impl Fn(usize) -> bool) -> Option<usize> {
-    ops.iter().enumerate().find_map(|(i, o)| match o {
-        Op::Store { off, data } | Op::StoreNt { off, data }
-            if *off >= DATA_OFFSET && data.len() >= HEADER_LEN && mine(i) =>
-        {
-            Some(*off)
-        }
-        _ => None,
-    })
+    ops.iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Op::Store { off, .. } | Op::StoreNt { off, .. } if *off >= DATA_OFFSET && mine(i) => {
+                Some(*off)
+            }
+            _ => None,
+        })
+        .min()
+}
+
+/// Asserts that the entry at `offset` of the (volatile) image `img` carries `lsn`: the harness
+/// found the append's first entry.
+fn check_header_at(img: &[u8], offset: usize, lsn: u64) {
+    let h = EntryHeader::decode(&img[offset..offset + HEADER_LEN]);
+    assert_eq!(
+        h.lsn, lsn,
+        "the harness misplaced the entry of LSN {lsn} at {offset}"
+    );
 }
 
 /// An entry encoded exactly as the engine writes it (for payloads that forge entries).
