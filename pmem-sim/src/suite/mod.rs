@@ -47,7 +47,7 @@ mod session;
 pub use runner::Runner;
 pub use scenarios::SIZES;
 use scenarios::*;
-pub use segment::{Event, EventKind, Sampling, Segment};
+pub use segment::{BaseEntry, Event, EventKind, Sampling, Segment, NEVER};
 pub use session::{encode_entry, Session};
 
 // ---- Variants ----------------------------------------------------------------------------------
@@ -209,6 +209,8 @@ pub struct ScenarioStats {
     pub sampled: u64,
     /// Images checked (those of the crash points, and single images the scenario built).
     pub images: u64,
+    /// Images not checked again: identical to one checked against the same expectation.
+    pub duplicates: u64,
     /// Images that failed the oracle.
     pub violations: u64,
     /// Wall-clock seconds.
@@ -222,6 +224,7 @@ impl ScenarioStats {
         self.exhaustive += o.exhaustive;
         self.sampled += o.sampled;
         self.images += o.images;
+        self.duplicates += o.duplicates;
         self.violations += o.violations;
         self.secs += o.secs;
     }
@@ -250,13 +253,20 @@ impl Outcome {
     /// A markdown table of the per-scenario counts (one row per scenario, and the total).
     pub fn table(&self) -> String {
         let mut t = String::from(
-            "| scenario | runs | crash points | exhaustive | sampled | images | violations | seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| scenario | runs | crash points | exhaustive | sampled | images | duplicates | violations | seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let mut total = ScenarioStats::default();
         let row = |name: &str, s: &ScenarioStats| {
             format!(
-                "| {name} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
-                s.runs, s.points, s.exhaustive, s.sampled, s.images, s.violations, s.secs
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
+                s.runs,
+                s.points,
+                s.exhaustive,
+                s.sampled,
+                s.images,
+                s.duplicates,
+                s.violations,
+                s.secs
             )
         };
         for (name, s) in &self.scenarios {

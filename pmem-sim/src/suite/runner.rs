@@ -1,14 +1,15 @@
 //! The runner: records a scenario's segments and checks every crash image of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::rc::Rc;
 
-use daxlog::format::DATA_OFFSET;
+use daxlog::format::{self, EntryHeader, DATA_OFFSET, FLAG_PAD, HEADER_LEN};
 use daxlog::{Log, Options};
 
-use super::segment::{Event, EventKind, Expect, Sampling, Segment, Start};
-use super::session::Session;
+use super::segment::{BaseEntry, Event, EventKind, Expect, Sampling, Segment, Start};
+use super::session::{current_slot, Session};
 use super::{Counter, Outcome, Replay, ScenarioStats, Suite, Variant};
 use crate::rng::{mix, Rng};
 use crate::{GenConfig, Op, PmemState, Run, SimMedia};
@@ -33,6 +34,8 @@ pub struct Runner {
     pub rng: Rng,
     pub(crate) segments: Vec<Rc<Segment>>,
     pub(crate) images: u64,
+    /// Images skipped because an identical one was checked against the same expectation.
+    pub(crate) duplicates: u64,
     /// Crash points checked, and how many of them exhaustively.
     pub(crate) points: u64,
     pub(crate) exhaustive: u64,
@@ -64,6 +67,7 @@ impl Runner {
             rng: Rng::derive(seed, &[1]),
             segments: Vec::new(),
             images: 0,
+            duplicates: 0,
             points: 0,
             exhaustive: 0,
             violations: 0,
@@ -79,6 +83,7 @@ impl Runner {
             exhaustive: self.exhaustive,
             sampled: self.points - self.exhaustive,
             images: self.images,
+            duplicates: self.duplicates,
             violations: self.violations,
             secs: 0.0,
         };
@@ -161,7 +166,6 @@ impl Runner {
             base_first: 1,
             base: Vec::new(),
             events: Vec::new(),
-            concurrent: false,
             sampling: None,
         }
     }
@@ -195,8 +199,18 @@ impl Runner {
                 return None;
             }
         };
-        let base: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
         let base_first = log.first_lsn().unwrap_or_else(|| log.next_lsn());
+        let base = live_entries(&initial, base_first, log.next_lsn());
+        let data: Vec<&[u8]> = base
+            .iter()
+            .filter(|b| !b.pad)
+            .map(|b| &b.payload[..])
+            .collect();
+        let read: Vec<&[u8]> = log.iter().map(|e| e.payload).collect();
+        assert_eq!(
+            data, read,
+            "the harness walked other entries than the log holds"
+        );
         let tail = log.recovery().tail_offset as usize;
         let start_end = obs.ops();
         let mut seg = self.new_segment(initial, Start::Open, start_end);
@@ -323,6 +337,7 @@ impl Runner {
                     acked: 0,
                     inflight: 0,
                     truncating: false,
+                    may_tear: true,
                 },
             };
         }
@@ -362,6 +377,8 @@ impl Runner {
         let seg = self.segment(si);
         let mut st = PmemState::new(seg.run.initial.clone(), self.variant.persistence);
         let mut buf = Vec::new();
+        // Hashes of the images checked against the current expectation.
+        let mut seen: HashSet<u64, BuildHasherDefault<NoHash>> = HashSet::default();
         // The expectation changes only when an event starts or ends.
         let mut cached: Option<((usize, usize), Expect<'_>)> = None;
         for p in 0..=seg.run.ops.len() {
@@ -398,6 +415,7 @@ impl Runner {
             };
             if !matches!(&cached, Some((k, _)) if *k == key) {
                 cached = Some((key, self.expect_at(&seg, p)));
+                seen.clear();
             }
             let exp = &cached.as_ref().expect("just set").1;
             let imgs = st.crash_images(
@@ -427,6 +445,12 @@ impl Runner {
                     continue;
                 }
                 imgs.image_into(i, &mut buf);
+                // An image already checked against the same expectation (at this crash point
+                // or an earlier one) would pass or fail the same way: count it once.
+                if only.is_none() && !seen.insert(image_hash(&buf)) {
+                    self.duplicates += 1;
+                    continue;
+                }
                 self.images += 1;
                 let seed = mix(self.seed, &[si as u64, p as u64, i as u64]);
                 if let Err(m) = self.oracle(&buf, exp, seed) {
@@ -502,7 +526,7 @@ pub(crate) fn describe_point(seg: &Segment, p: usize) -> String {
             .iter()
             .filter(|e| e.start < p && p < e.end)
             .map(|e| match e.kind {
-                EventKind::Append if seg.concurrent => format!(
+                EventKind::Append if e.block > 0 => format!(
                     "append of LSNs {}..={} by thread {}",
                     e.lsns.start,
                     e.lsns.end - 1,
@@ -531,4 +555,79 @@ pub(crate) fn describe_point(seg: &Segment, p: usize) -> String {
         )
     };
     format!("{what}; {phase}")
+}
+
+/// The entries with LSNs `first..next` that recovery finds in `img`: from the current slot's
+/// head, accepting an entry as recovery does (its LSN, its checksum, the epoch rule), and
+/// going on at the start of the data area where one is refused (the wrap).
+pub(crate) fn live_entries(img: &[u8], first: u64, next: u64) -> Vec<BaseEntry> {
+    let (sb, slot) = current_slot(img);
+    let mut pos = slot.head_offset as usize;
+    let mut out = Vec::new();
+    for lsn in first..next {
+        let at = |pos: usize| {
+            if pos + HEADER_LEN > img.len() {
+                return None;
+            }
+            let h = EntryHeader::decode(&img[pos..pos + HEADER_LEN]);
+            let end = pos + HEADER_LEN + h.len as usize;
+            let ok = h.lsn == lsn
+                && end <= img.len()
+                && (lsn < slot.cut_lsn || h.epoch == slot.epoch)
+                && format::entry_crc(
+                    format::payload_crc(sb.salt, &img[pos + HEADER_LEN..end]),
+                    &h,
+                ) == h.crc;
+            ok.then_some(h)
+        };
+        let h = match at(pos) {
+            Some(h) => h,
+            None => {
+                pos = DATA_OFFSET;
+                at(pos).unwrap_or_else(|| panic!("the harness lost entry {lsn} of the log"))
+            }
+        };
+        out.push(BaseEntry {
+            payload: img[pos + HEADER_LEN..pos + HEADER_LEN + h.len as usize].to_vec(),
+            pad: h.flags & FLAG_PAD != 0,
+            offset: pos,
+        });
+        pos += h.entry_len();
+    }
+    out
+}
+
+/// A 64-bit hash of a crash image (a multiply-xorshift over its words; images differ in a few
+/// words, which this spreads over the whole hash).
+fn image_hash(img: &[u8]) -> u64 {
+    let mut h: u64 = img.len() as u64;
+    let (words, rest) = img.as_chunks::<8>();
+    for w in words {
+        h = (h ^ u64::from_le_bytes(*w)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    for &b in rest {
+        h = (h ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    h ^ (h >> 32)
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct NoHash(u64);
+
+impl Hasher for NoHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }

@@ -28,12 +28,14 @@ pub enum EventKind {
     TruncateAfter(u64),
 }
 
-/// One successful append, batch or truncation.
+/// One successful append, batch or truncation (or an append whose barrier failed, which is
+/// never acknowledged, or one abandoned by a panic, whose LSNs hold padding).
 #[derive(Clone, Debug)]
 pub struct Event {
     /// Trace length before the call.
     pub start: usize,
-    /// Trace length after the call (when it returned: the append is acknowledged from here).
+    /// Trace length after the call (when it returned: the append is acknowledged from here);
+    /// [`NEVER`] for an append whose barrier failed (it stays in flight for good).
     pub end: usize,
     /// Offset where its first entry starts (appends; 0 for truncations).
     pub offset: usize,
@@ -45,7 +47,15 @@ pub struct Event {
     pub lsns: Range<u64>,
     /// The simulated thread that made the call.
     pub thread: ThreadId,
+    /// The concurrent phase it belongs to (0: a call made alone).
+    pub block: usize,
+    /// Its appender panicked before storing the entries: the LSNs hold padding of the
+    /// payloads' lengths.
+    pub pad: bool,
 }
+
+/// [`Event::end`] of an append that never returns success (its barrier failed).
+pub const NEVER: usize = usize::MAX;
 
 impl Event {
     /// Offsets of its entries' starts.
@@ -79,6 +89,17 @@ pub struct Sampling {
     pub full: Vec<usize>,
 }
 
+/// An entry the log held when a segment started (as the recovery that began it found it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseEntry {
+    /// Its payload (zeros for padding).
+    pub payload: Vec<u8>,
+    /// Padding of an abandoned append.
+    pub pad: bool,
+    /// Where it lies.
+    pub offset: usize,
+}
+
 /// A recorded segment of a scenario.
 #[derive(Debug)]
 pub struct Segment {
@@ -88,10 +109,8 @@ pub struct Segment {
     pub(crate) start_end: usize,
     /// LSN of the first entry at the start (the next LSN if the log was empty).
     pub(crate) base_first: u64,
-    pub(crate) base: Vec<Vec<u8>>,
+    pub(crate) base: Vec<BaseEntry>,
     pub(crate) events: Vec<Event>,
-    /// Appends from several threads overlap (only appends then).
-    pub(crate) concurrent: bool,
     pub(crate) sampling: Option<Sampling>,
 }
 
@@ -102,15 +121,18 @@ impl Segment {
     }
 
     /// The entries the log held when the segment started.
-    pub fn base(&self) -> &[Vec<u8>] {
+    pub fn base(&self) -> &[BaseEntry] {
         &self.base
     }
 
     /// Every entry the log holds at the end of the segment (with appends and truncations
-    /// applied), and the LSN of the first.
+    /// applied; padding as zeros), and the LSN of the first.
     pub fn contents(&self) -> (u64, Vec<Vec<u8>>) {
         let w = self.expect_after_all();
-        (w.first, w.entries.iter().map(|e| e.to_vec()).collect())
+        (
+            w.first,
+            w.entries.iter().map(|e| e.payload.to_vec()).collect(),
+        )
     }
 
     /// Every entry acknowledged by the end of the segment (with truncations applied).
@@ -121,7 +143,15 @@ impl Segment {
     pub(crate) fn base_contents(&self) -> Contents<'_> {
         Contents {
             first: self.base_first,
-            entries: self.base.iter().map(|v| v.as_slice()).collect(),
+            entries: self
+                .base
+                .iter()
+                .map(|b| Ent {
+                    payload: &b.payload,
+                    pad: b.pad,
+                    off: b.offset,
+                })
+                .collect(),
         }
     }
 
@@ -133,58 +163,79 @@ impl Segment {
     }
 
     /// What a crash at point `p` may recover to (after `create_on`/`open_on` returned).
+    ///
+    /// The events form phases in time: a call made alone, or the appends of one concurrent
+    /// phase ([`Event::block`]). Every phase that ended before `p` happened; the one `p` falls
+    /// in (if any) decides the alternatives; later ones have not started.
     pub(crate) fn expect_log(&self, p: usize) -> Expect<'_> {
         let mut c = self.base_contents();
-        // Events before the first one from an appender thread are sequential; so is all of a
-        // segment without appender threads.
-        let split = if self.concurrent {
-            self.events
-                .iter()
-                .position(|e| e.thread != 0)
-                .unwrap_or(self.events.len())
-        } else {
-            self.events.len()
-        };
-        if split == self.events.len() || p <= self.events[split].start {
-            // One call at a time: the finished ones happened; the one in flight may have.
-            let mut inflight = None;
-            let mut acked = 0;
-            for e in &self.events {
-                if e.end <= p {
-                    c.apply(e);
-                    acked += 1;
-                } else if e.start < p {
-                    inflight = Some(e);
-                    break;
-                } else {
-                    break;
+        let mut acked = 0;
+        let mut i = 0;
+        while i < self.events.len() {
+            let e = &self.events[i];
+            let j = if e.block == 0 {
+                i + 1
+            } else {
+                i + self.events[i..]
+                    .iter()
+                    .take_while(|x| x.block == e.block)
+                    .count()
+            };
+            let phase = &self.events[i..j];
+            if phase.iter().all(|x| x.end <= p) {
+                let mut evs: Vec<&Event> = phase.iter().collect();
+                evs.sort_by_key(|x| x.lsns.start);
+                for x in evs {
+                    c.apply(x);
                 }
+                acked += phase.len();
+                i = j;
+                continue;
             }
-            let mut alts = vec![c.want()];
-            if let Some(e) = inflight {
+            if phase.iter().all(|x| x.start >= p) {
+                break;
+            }
+            if e.block == 0 {
+                // One call in flight: its pre- and post-state.
+                let mut alts = vec![c.want()];
                 c.apply(e);
                 let w = c.want();
                 if w != alts[0] {
                     alts.push(w);
                 }
+                return Expect::Log {
+                    alts,
+                    acked,
+                    inflight: 1,
+                    truncating: e.kind != EventKind::Append,
+                    may_tear: e.kind == EventKind::Append,
+                };
             }
-            return Expect::Log {
-                alts,
-                acked,
-                inflight: inflight.map_or(0, |_| 1),
-                truncating: inflight.is_some_and(|e| e.kind != EventKind::Append),
-            };
+            return self.expect_concurrent(c, acked, phase, p);
         }
-        for e in &self.events[..split] {
-            c.apply(e);
+        Expect::Log {
+            alts: vec![c.want()],
+            acked,
+            inflight: 0,
+            truncating: false,
+            may_tear: false,
         }
-        // Appends from several threads: the log must be a prefix of the LSN sequence that holds
-        // every acknowledged entry (and so every entry before one: the ordering rule), ends at
-        // a batch boundary, and holds only appends that had started.
-        let mut evs: Vec<&Event> = self.events[split..].iter().collect();
+    }
+
+    /// Appends from several threads in flight at `p`: the log must be a prefix of the LSN
+    /// sequence that holds every acknowledged entry (and so every entry before one: the
+    /// ordering rule), ends at a batch boundary, and holds only appends that had started.
+    fn expect_concurrent<'a>(
+        &'a self,
+        mut c: Contents<'a>,
+        acked: usize,
+        phase: &'a [Event],
+        p: usize,
+    ) -> Expect<'a> {
+        let mut evs: Vec<&Event> = phase.iter().collect();
         assert!(
             evs.iter().all(|e| e.kind == EventKind::Append),
-            "only appends may follow concurrent appends"
+            "a concurrent phase holds appends only"
         );
         evs.sort_by_key(|e| e.lsns.start);
         let need = evs
@@ -193,7 +244,7 @@ impl Segment {
             .map(|e| e.lsns.end)
             .max()
             .unwrap_or(0);
-        let acked = split + evs.iter().filter(|e| e.end <= p).count();
+        let acked = acked + evs.iter().filter(|e| e.end <= p).count();
         let inflight = evs.iter().filter(|e| e.start < p && p < e.end).count();
         let mut alts = Vec::new();
         if c.next() >= need {
@@ -217,7 +268,24 @@ impl Segment {
             acked,
             inflight,
             truncating: false,
+            may_tear: inflight > 0,
         }
+    }
+}
+
+/// One entry of the model: its payload (for padding: a payload of its length), whether it is
+/// padding, and where it lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ent<'a> {
+    pub(crate) payload: &'a [u8],
+    pub(crate) pad: bool,
+    pub(crate) off: usize,
+}
+
+impl Ent<'_> {
+    /// Bytes it occupies on media.
+    pub(crate) fn bytes(&self) -> usize {
+        format::entry_len(self.payload.len())
     }
 }
 
@@ -225,7 +293,7 @@ impl Segment {
 #[derive(Clone, Debug)]
 pub(crate) struct Contents<'a> {
     first: u64,
-    entries: VecDeque<&'a [u8]>,
+    entries: VecDeque<Ent<'a>>,
 }
 
 impl<'a> Contents<'a> {
@@ -241,7 +309,13 @@ impl<'a> Contents<'a> {
                     self.next(),
                     "the model and the log disagree on the next LSN"
                 );
-                self.entries.extend(e.payloads.iter().map(|p| p.as_slice()));
+                let offs = e.entry_offsets();
+                self.entries
+                    .extend(e.payloads.iter().zip(offs).map(|(p, off)| Ent {
+                        payload: p,
+                        pad: e.pad,
+                        off,
+                    }));
             }
             EventKind::TruncateBefore(l) => {
                 if l > self.first {
@@ -272,7 +346,7 @@ impl<'a> Contents<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Want<'a> {
     pub(crate) first: u64,
-    pub(crate) entries: Vec<&'a [u8]>,
+    pub(crate) entries: Vec<Ent<'a>>,
 }
 
 impl Want<'_> {
@@ -285,6 +359,11 @@ impl Want<'_> {
             0 => format!("empty (next LSN {})", self.first),
             n => format!("LSNs {}..={}", self.first, self.first + n as u64 - 1),
         }
+    }
+
+    /// Bytes the entries occupy on media.
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.bytes()).sum()
     }
 }
 
@@ -300,5 +379,9 @@ pub(crate) enum Expect<'a> {
         inflight: usize,
         /// A truncation (a slot update) is in flight.
         truncating: bool,
+        /// An append is in flight, or the crash is inside the recovery that began the segment:
+        /// recovery may find the remains of an interrupted append (`TailState::Torn`). Otherwise
+        /// the end of the log is clean.
+        may_tear: bool,
     },
 }

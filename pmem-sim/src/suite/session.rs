@@ -54,6 +54,8 @@ impl Session {
                     kind: EventKind::Append,
                     lsns: lsns.clone(),
                     thread: 0,
+                    block: 0,
+                    pad: false,
                 };
                 self.tail = offset + ev.bytes();
                 self.seg.events.push(ev);
@@ -80,6 +82,8 @@ impl Session {
             kind,
             lsns: 0..0,
             thread: 0,
+            block: 0,
+            pad: false,
         });
     }
 
@@ -138,6 +142,7 @@ impl Session {
     /// and which waiter gets it is the kernel's choice, not the seed's.
     pub fn concurrent(&mut self, plans: &[Vec<Vec<Vec<u8>>>], seed: u64, stick: u64) -> Vec<u8> {
         let sched = Scheduler::new(plans.len(), seed, Strategy { stick });
+        let block = 1 + self.seg.events.iter().map(|e| e.block).max().unwrap_or(0);
         let log = &self.log;
         let obs = &self.obs;
         let results: Vec<Vec<Event>> = std::thread::scope(|sc| {
@@ -170,6 +175,8 @@ impl Session {
                                 kind: EventKind::Append,
                                 lsns,
                                 thread: (t + 1) as ThreadId,
+                                block,
+                                pad: false,
                             });
                         }
                         evs
@@ -200,7 +207,6 @@ impl Session {
         }
         evs.sort_by_key(|e| (e.start, e.end));
         self.seg.events.extend(evs);
-        self.seg.concurrent = true;
         sched.choices()
     }
 

@@ -141,7 +141,8 @@ pub(crate) fn superblock_repair(r: &mut Runner) {
         let mut img = clean.clone();
         img[damaged] ^= 0x40;
         let Some(mut s) = r.open(img) else { return };
-        if s.seg.base != entries {
+        let base: Vec<Vec<u8>> = s.seg.base.iter().map(|b| b.payload.clone()).collect();
+        if base != entries {
             r.record(format!(
                 "VIOLATION in {}: the log with a damaged superblock copy recovered {} entries, expected {}",
                 r.label,
