@@ -84,6 +84,16 @@ fn crash_wrap() {
     );
 }
 
+/// Guards against recovery counting the remains of a wrapped batch (first entries whole at the
+/// start of the data area, a later one torn) from the tail before the wrap: `torn_bytes`
+/// underflowed and the remains were never wiped (see `wrap-batch-torn` in `pmem_sim::suite`).
+/// The oracle checks the report's `torn_bytes`, `tail_offset` and `tail_state`, and that the
+/// recovery after a completed one finds a clean end.
+#[test]
+fn crash_wrap_batch_torn() {
+    run(&Suite::from_env(), &["wrap-batch-torn"]);
+}
+
 /// At least 100 wraps per run, with sampled crash points.
 #[test]
 fn crash_many_laps() {

@@ -516,6 +516,14 @@ pub const SCENARIOS: &[Scenario] = &[
         run: wrap_first_append,
     },
     Scenario {
+        name: "wrap-batch-torn",
+        about: "a batch that wraps to the start of the data area, its first entries whole and \
+                a later one torn: recovery discards (and wipes) its remains from there",
+        random: false,
+        variants: all,
+        run: wrap_batch_torn,
+    },
+    Scenario {
         name: "old-lap-past-tail",
         about: "after a wrap, new entries end exactly where an old lap's entry begins; crashes \
                 that leave that entry intact at the tail (end marker lost), and appends over it",
