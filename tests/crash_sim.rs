@@ -129,11 +129,85 @@ fn crash_suffix_all_wrap() {
     run(&Suite::from_env(), &["suffix-all-wrap"]);
 }
 
+/// Asserts that the appenders of every run of a concurrent scenario overlapped: a change to
+/// the scheduler or the engine must not silently make them sequential.
+fn assert_overlapped(o: &Outcome, at_least_per_run: u64) {
+    if Suite::from_env().replay.is_some() {
+        return;
+    }
+    let c = o
+        .counters
+        .get("points with 2+ appends in flight")
+        .expect("concurrent scenarios count their overlaps");
+    assert!(
+        c.min >= at_least_per_run,
+        "a run had only {} crash points with two or more appends in flight",
+        c.min
+    );
+    let early = o
+        .counters
+        .get("appends fenced before a lower LSN's")
+        .expect("concurrent scenarios count early fences");
+    assert!(
+        early.sum >= 1,
+        "no append was ever fenced before one with a lower LSN"
+    );
+}
+
 /// Two and three appenders in seeded interleavings, per-thread fences: acknowledged entries
 /// and every LSN before them present, the rest whole or absent, never `Corrupted`.
 #[test]
 fn crash_concurrent_appenders() {
-    run(&Suite::from_env(), &["concurrent"]);
+    let o = run(&Suite::from_env(), &["concurrent"]);
+    assert_overlapped(&o, 3);
+}
+
+/// Guards against truncations mishandling a session that appended concurrently (the
+/// `CONCURRENT` slot flag kept by `truncate_before`, cleared by `truncate_after`'s new epoch),
+/// the tail hint written by whichever appender publishes while their reservations wrap, and
+/// the msync group commit syncing only part of a group that spans the wrap.
+#[test]
+fn crash_concurrent_truncate_hint_group() {
+    let o = run(
+        &Suite::from_env(),
+        &[
+            "concurrent-truncate",
+            "concurrent-hint-wrap",
+            "msync-group-wrap",
+        ],
+    );
+    assert_overlapped(&o, 1);
+    if Suite::from_env().replay.is_none() {
+        let w = o
+            .counters
+            .get("msync syncs at the start of the data area after one at the end, by one thread")
+            .expect("msync-group-wrap counts its wrapped syncs");
+        assert!(w.sum >= 1, "no msync group ever spanned the wrap");
+    }
+}
+
+/// Guards against an append whose barrier failed being acknowledged or followed by accepted
+/// appends (the sticky error and `Error::Poisoned`), and against recovery mishandling what it
+/// left: later sessions start from its crash images.
+#[test]
+fn crash_failed_sync() {
+    run(&Suite::from_env(), &["failed-sync"]);
+}
+
+/// Guards against a deleted suffix coming back in the session that deleted it:
+/// `truncate_after`, a wrapping append, and a second `truncate_after` above the first deleted
+/// entry's LSN (see `suffix-wrap-suffix` in `pmem_sim::suite`).
+#[test]
+fn crash_suffix_wrap_suffix() {
+    run(&Suite::from_env(), &["suffix-wrap-suffix"]);
+}
+
+/// Guards against the `metadata_journal` example's checkpoint protocol losing or replaying
+/// operations: at every crash image, its snapshot plus the journal after it rebuild the state
+/// after the operations the log holds (see `journal-checkpoint` in `pmem_sim::suite`).
+#[test]
+fn crash_journal_checkpoint() {
+    run(&Suite::from_env(), &["journal-checkpoint"]);
 }
 
 /// Recovery with the tail hint gives the oracle's result and equals a full scan.
@@ -157,5 +231,5 @@ fn crash_soak() {
         .unwrap_or(12);
     suite.gen.random = 256;
     suite.gen.structured = 128;
-    run(&suite, &pmem_sim::suite::scenario_names());
+    run(&suite, &pmem_sim::suite::plain_scenario_names());
 }

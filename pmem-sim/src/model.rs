@@ -225,6 +225,8 @@ impl PmemState {
                     }
                 }
             }
+            // Durability is unknown after a failed drain: everything stays pending.
+            Op::DrainFailed => {}
             Op::Drain => {
                 let done: Vec<bool> = self
                     .pending

@@ -6,7 +6,7 @@
 //! This binary holds a single test because the mutant switch is process-wide.
 
 use daxlog::mutants::{self, Mutant};
-use pmem_sim::suite::{scenario_names, Suite};
+use pmem_sim::suite::{plain_scenario_names, Suite};
 
 /// Resets the switch even if the check panics.
 struct Reset;
@@ -28,7 +28,7 @@ fn crash_mutants_are_caught() {
     let first = ["stale-batch", "forged-payload"];
     let mut order = first.to_vec();
     order.extend(
-        scenario_names()
+        plain_scenario_names()
             .into_iter()
             .filter(|n| !first.contains(n) && *n != "wipe-revival"),
     );

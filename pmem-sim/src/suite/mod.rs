@@ -44,7 +44,7 @@ mod scenarios;
 mod segment;
 mod session;
 
-pub use runner::Runner;
+pub use runner::{AppCheck, Runner};
 pub use scenarios::SIZES;
 use scenarios::*;
 pub use segment::{BaseEntry, Event, EventKind, Sampling, Segment, NEVER};
@@ -93,6 +93,20 @@ pub fn variants() -> Vec<Variant> {
             model,
         });
     }
+    // The other CPU flush instructions: the model treats them like CLWB (each guaranteed only
+    // at the next fence), so they run in a few scenarios only, for the engine's sake.
+    v.push(Variant {
+        config: "clflushopt-nt-256",
+        persistence: Persistence::ClflushOpt,
+        nt_threshold: 256,
+        model: Model::Strict,
+    });
+    v.push(Variant {
+        config: "clflush-nt-never",
+        persistence: Persistence::Clflush,
+        nt_threshold: usize::MAX,
+        model: Model::Line,
+    });
     v
 }
 
@@ -177,6 +191,18 @@ pub struct Suite {
     pub max_reports: usize,
     /// Print every scenario run's counts and time.
     pub verbose: bool,
+    /// The engine's test switches, for scenarios that need them (`daxlog::mutants`, behind
+    /// daxlog's `mutants` feature, which this crate's tests enable).
+    pub hooks: Hooks,
+}
+
+/// Test switches of the engine a scenario may need. They are process-wide, so the scenarios
+/// that use them run in a test binary of their own (`pmem-sim/tests/`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hooks {
+    /// Makes the next append panic after its reservation, before its stores
+    /// (`daxlog::mutants::arm_panic_before_stores`).
+    pub panic_before_stores: Option<fn()>,
 }
 
 /// Counts of a run.
@@ -313,6 +339,7 @@ impl Default for Suite {
             replay: None,
             max_reports: 5,
             verbose: false,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -350,6 +377,10 @@ impl Suite {
                 .iter()
                 .find(|s| s.name == name)
                 .unwrap_or_else(|| panic!("unknown scenario {name}"));
+            assert!(
+                !sc.needs_hooks || self.hooks.panic_before_stores.is_some(),
+                "scenario {name} needs the engine's test switches (Suite::hooks): it runs from pmem-sim/tests"
+            );
             for v in variants {
                 if !(sc.variants)(v) {
                     continue;
@@ -367,7 +398,23 @@ impl Suite {
                     };
                     let t = Instant::now();
                     let mut r = Runner::new(self, sc.name, *v, label.clone(), seed);
-                    (sc.run)(&mut r);
+                    // A panic while recording (an engine assertion, a failed append, a harness
+                    // check) fails the run like a violation, with the seed to replay it.
+                    let run =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (sc.run)(&mut r)));
+                    if let Err(e) = run {
+                        let msg = e
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| e.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        r.record(format!(
+                            "VIOLATION in {label} [model {}, seed {seed:#x}]: the scenario panicked while recording segment {}:\n    {msg}\n    replay (records the scenario again with this seed): PMEM_SIM_REPLAY={label}:{seed:#x}:0.0:{}",
+                            v.model,
+                            r.next_segment(),
+                            v.model
+                        ));
+                    }
                     let mut o = r.outcome();
                     if let Some(st) = o.scenarios.get_mut(sc.name) {
                         st.secs = t.elapsed().as_secs_f64();
@@ -405,16 +452,28 @@ pub struct Scenario {
     pub random: bool,
     /// Which variants it runs in.
     pub variants: fn(&Variant) -> bool,
+    /// Needs [`Suite::hooks`] (runs from `pmem-sim/tests`, not from daxlog's `crash_sim`).
+    pub needs_hooks: bool,
     /// The scenario.
     pub run: fn(&mut Runner),
 }
 
-fn all(_: &Variant) -> bool {
+/// The CLWB and msync variants.
+fn all(v: &Variant) -> bool {
+    matches!(v.persistence, Persistence::Clwb | Persistence::Msync)
+}
+
+/// Every variant, CLFLUSHOPT and CLFLUSH media included.
+fn every_flush(_: &Variant) -> bool {
     true
 }
 
 fn strict_or_msync(v: &Variant) -> bool {
-    v.model != Model::Line
+    all(v) && v.model != Model::Line
+}
+
+fn msync_only(v: &Variant) -> bool {
+    v.persistence == Persistence::Msync
 }
 
 /// Every scenario.
@@ -423,7 +482,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "sizes",
         about: "single appends of every interesting size, 0 bytes to past the NT threshold",
         random: false,
-        variants: all,
+        variants: every_flush,
+        needs_hooks: false,
         run: sizes,
     },
     Scenario {
@@ -431,20 +491,23 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "single appends of random sizes at random alignments until the log is full",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: sizes_random,
     },
     Scenario {
         name: "batch",
         about: "append_batch of 1 to 6 entries, small and large, interleaved with appends",
         random: false,
-        variants: all,
+        variants: every_flush,
+        needs_hooks: false,
         run: batch,
     },
     Scenario {
         name: "full",
         about: "appends until Error::Full, then filling the log exactly to its last byte",
         random: true,
-        variants: all,
+        variants: every_flush,
+        needs_hooks: false,
         run: full,
     },
     Scenario {
@@ -452,6 +515,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "appends after recovery from random crash images, over several sessions",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: reopen,
     },
     Scenario {
@@ -459,6 +523,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "a writable open repairs a damaged superblock copy: crashes inside the repair",
         random: false,
         variants: strict_or_msync,
+        needs_hooks: false,
         run: superblock_repair,
     },
     Scenario {
@@ -466,6 +531,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "a torn long entry, then shorter appends over its remains",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: torn_shorter,
     },
     Scenario {
@@ -474,6 +540,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 sessions land their tail on it (LSN and epoch rules)",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: stale_batch,
     },
     Scenario {
@@ -482,6 +549,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 that a later tail lands on",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: forged_payload,
     },
     Scenario {
@@ -490,6 +558,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 remains crashes with just that word wiped",
         random: false,
         variants: strict_or_msync,
+        needs_hooks: false,
         run: wipe_revival,
     },
     Scenario {
@@ -497,6 +566,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "create_on over media holding an old log; crashes inside the creation",
         random: false,
         variants: strict_or_msync,
+        needs_hooks: false,
         run: reuse,
     },
     Scenario {
@@ -505,6 +575,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 slot update and after it; in a plain and in a wrapped log; across sessions",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: truncate_head,
     },
     Scenario {
@@ -513,6 +584,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 wraps to the start of the data area, with the file's end unused or filled exactly",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: wrap_first_append,
     },
     Scenario {
@@ -521,6 +593,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 a later one torn: recovery discards (and wipes) its remains from there",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: wrap_batch_torn,
     },
     Scenario {
@@ -529,6 +602,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 that leave that entry intact at the tail (end marker lost), and appends over it",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: old_lap_past_tail,
     },
     Scenario {
@@ -537,6 +611,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 whenever Full, some truncate_after and reset; sampled crash points",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: many_laps,
     },
     Scenario {
@@ -544,7 +619,8 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "truncate_after (middle, nothing, everything, inside a batch) and reset, with \
                 crashes at both barriers; shorter appends over the deleted entries; later sessions",
         random: true,
-        variants: all,
+        variants: every_flush,
+        needs_hooks: false,
         run: truncate_suffix,
     },
     Scenario {
@@ -554,6 +630,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 the next session wraps and truncates its suffix above that header's LSN",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: suffix_revival,
     },
     Scenario {
@@ -562,6 +639,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 end of the file; the next append wraps (an empty first part)",
         random: false,
         variants: all,
+        needs_hooks: false,
         run: suffix_all_wrap,
     },
     Scenario {
@@ -570,6 +648,7 @@ pub const SCENARIOS: &[Scenario] = &[
                 (per-thread fences), in a plain and in a wrapping log",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: concurrent,
     },
     Scenario {
@@ -578,11 +657,85 @@ pub const SCENARIOS: &[Scenario] = &[
                 around the hint, a wrap; recovery with the hint equals a full scan",
         random: true,
         variants: all,
+        needs_hooks: false,
         run: tail_hint,
+    },
+    Scenario {
+        name: "suffix-wrap-suffix",
+        about: "truncate_after, an append that wraps, and a truncate_after above the first \
+                deleted entry's LSN, in one session",
+        random: false,
+        variants: all,
+        needs_hooks: false,
+        run: suffix_wrap_suffix,
+    },
+    Scenario {
+        name: "concurrent-truncate",
+        about: "truncate_before and truncate_after in a session whose concurrent appends set the \
+                CONCURRENT slot flag, around two concurrent phases",
+        random: true,
+        variants: all,
+        needs_hooks: false,
+        run: concurrent_truncate,
+    },
+    Scenario {
+        name: "concurrent-hint-wrap",
+        about: "the tail hint with three appenders whose reservations wrap to the start of the \
+                data area",
+        random: true,
+        variants: all,
+        needs_hooks: false,
+        run: concurrent_hint_wrap,
+    },
+    Scenario {
+        name: "msync-group-wrap",
+        about: "the msync group commit with three appenders around the wrap (one sync per \
+                contiguous run)",
+        random: true,
+        variants: msync_only,
+        needs_hooks: false,
+        run: msync_group_wrap,
+    },
+    Scenario {
+        name: "failed-sync",
+        about: "an append whose barrier fails: the error, then Poisoned for every later append; \
+                later sessions from crash images of the poisoned one",
+        random: true,
+        variants: all,
+        needs_hooks: false,
+        run: failed_sync,
+    },
+    Scenario {
+        name: "journal-checkpoint",
+        about: "the metadata_journal example's protocol: journaled operations, snapshot then \
+                truncate_before; the state rebuilt from snapshot and journal at every crash",
+        random: true,
+        variants: all,
+        needs_hooks: false,
+        run: journal_checkpoint,
+    },
+    Scenario {
+        name: "abandoned",
+        about: "appenders that panic between reservation and stores: padding takes their LSNs \
+                (single, batch, large, wrapping); needs the engine's test switch",
+        random: false,
+        variants: all,
+        needs_hooks: true,
+        run: abandoned,
     },
 ];
 
 /// The names of every scenario.
 pub fn scenario_names() -> Vec<&'static str> {
     SCENARIOS.iter().map(|s| s.name).collect()
+}
+
+/// The names of the scenarios that need no engine test switch (all but those that run from
+/// `pmem-sim/tests`).
+pub fn plain_scenario_names() -> Vec<&'static str> {
+    SCENARIOS
+        .iter()
+        .filter(|s| !s.needs_hooks)
+        .map(|s| s.name)
+        .collect()
 }

@@ -50,7 +50,13 @@ impl Probe {
 
 impl Runner {
     /// Checks one crash image; `Err` describes the violation.
-    pub(crate) fn oracle(&self, img: &[u8], exp: &Expect<'_>, seed: u64) -> Result<(), String> {
+    pub(crate) fn oracle(
+        &self,
+        img: &[u8],
+        exp: &Expect<'_>,
+        seed: u64,
+        at: (usize, usize),
+    ) -> Result<(), String> {
         let pers = self.variant.persistence;
         let media = SimMedia::from_image(img, pers);
         let obs = media.observer();
@@ -93,6 +99,9 @@ impl Runner {
                 ..
             } => {
                 let actual = check_log(&log, alts, *acked, *inflight)?;
+                if let Some(app) = &self.app {
+                    app(at.0, at.1, &log)?;
+                }
                 check_readers(&log, &actual, &mut rng)?;
                 check_report(log.recovery(), &actual, img, *may_tear)?;
                 self.check_read_only(img, &actual, log.recovery())?;

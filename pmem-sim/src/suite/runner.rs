@@ -10,11 +10,14 @@ use daxlog::{Log, Options};
 
 use super::segment::{BaseEntry, Event, EventKind, Expect, Sampling, Segment, Start};
 use super::session::{current_slot, Session};
-use super::{Counter, Outcome, Replay, ScenarioStats, Suite, Variant};
+use super::{Counter, Hooks, Outcome, Replay, ScenarioStats, Suite, Variant};
 use crate::rng::{mix, Rng};
 use crate::{GenConfig, Op, PmemState, Run, SimMedia};
 
 // ---- The runner and the oracle -----------------------------------------------------------------
+
+/// An application-level check of a recovered log at (segment, crash point).
+pub type AppCheck = dyn Fn(usize, usize, &Log<SimMedia>) -> Result<(), String>;
 
 /// Runs one scenario in one variant: records segments and checks their crash images.
 pub struct Runner {
@@ -29,6 +32,10 @@ pub struct Runner {
     pub(crate) gen: GenConfig,
     pub(crate) stop_at_first: bool,
     pub(crate) replay: Option<Replay>,
+    /// The engine's test switches.
+    pub hooks: Hooks,
+    /// A check of the application's own state on each crash image (see [`Runner::app_check`]).
+    pub(crate) app: Option<Rc<AppCheck>>,
     pub(crate) max_reports: usize,
     /// Scenario-level randomness (sizes, payloads).
     pub rng: Rng,
@@ -63,6 +70,8 @@ impl Runner {
             gen: suite.gen,
             stop_at_first: suite.stop_at_first,
             replay: suite.replay.clone(),
+            hooks: suite.hooks,
+            app: None,
             max_reports: suite.max_reports,
             rng: Rng::derive(seed, &[1]),
             segments: Vec::new(),
@@ -95,6 +104,18 @@ impl Runner {
             counters: self.counters,
             scenarios: [(self.scenario, stats)].into_iter().collect(),
         }
+    }
+
+    /// From now on, every crash image whose recovery the oracle accepted is also checked by
+    /// `check(segment, crash point, log)`: an application's own recovery on top of the log
+    /// (e.g. a snapshot plus the journal entries after it).
+    pub fn app_check(&mut self, check: Rc<AppCheck>) {
+        self.app = Some(check);
+    }
+
+    /// The index the segment being recorded will get.
+    pub fn next_segment(&self) -> usize {
+        self.segments.len()
     }
 
     /// The variant being run.
@@ -353,7 +374,12 @@ impl Runner {
         let seg = self.segment(si);
         let exp = self.expect_at(&seg, p);
         self.images += 1;
-        if let Err(m) = self.oracle(img, &exp, mix(self.seed, &[si as u64, p as u64, 1 << 40])) {
+        if let Err(m) = self.oracle(
+            img,
+            &exp,
+            mix(self.seed, &[si as u64, p as u64, 1 << 40]),
+            (si, p),
+        ) {
             self.violation(&seg, si, p, what, None, &m);
         }
     }
@@ -453,7 +479,7 @@ impl Runner {
                 }
                 self.images += 1;
                 let seed = mix(self.seed, &[si as u64, p as u64, i as u64]);
-                if let Err(m) = self.oracle(&buf, exp, seed) {
+                if let Err(m) = self.oracle(&buf, exp, seed, (si, p)) {
                     self.violation(&seg, si, p, &imgs.describe(i), Some(i), &m);
                     if self.stopped() {
                         return;

@@ -9,7 +9,7 @@ use daxlog::format::{
 };
 use daxlog::{Error, Log};
 
-use super::segment::{Event, EventKind, Segment};
+use super::segment::{Event, EventKind, Expect, Segment, NEVER};
 use crate::sched::{Scheduler, Strategy};
 use crate::{Observer, Op, SimMedia, ThreadId};
 
@@ -72,6 +72,113 @@ impl Session {
         }
     }
 
+    /// An append (a batch if there are several payloads) whose thread panics after reserving
+    /// and before storing anything: `arm` makes the engine panic there (a one-shot switch, see
+    /// `daxlog::mutants::arm_panic_before_stores`). The reservation must be filled with
+    /// padding that takes its LSNs and be published. Returns those LSNs.
+    pub fn append_abandoned(&mut self, payloads: &[Vec<u8>], arm: fn()) -> Range<u64> {
+        let next = self.log.next_lsn();
+        let start = self.obs.ops();
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let log = &self.log;
+        let quiet = QuietMutantPanics::install();
+        arm();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if refs.len() == 1 {
+                log.append(refs[0]).map(|l| l..l + 1)
+            } else {
+                log.append_batch(&refs)
+            }
+        }));
+        drop(quiet);
+        assert!(r.is_err(), "the armed append did not panic: {r:?}");
+        let end = self.obs.ops();
+        let lsns = next..next + payloads.len() as u64;
+        assert_eq!(
+            self.log.next_lsn(),
+            lsns.end,
+            "the abandoned append's LSNs were not published as padding"
+        );
+        // Where the reservation went (the wrap rule), from the model: whether the padding is
+        // really there is for the oracle to find out.
+        let total: usize = payloads
+            .iter()
+            .map(|p| daxlog::format::entry_len(p.len()))
+            .sum();
+        let cap = self.log.capacity() as usize;
+        let offset = if self.tail >= self.head() && self.tail + total > cap {
+            DATA_OFFSET
+        } else {
+            self.tail
+        };
+        let ev = Event {
+            start,
+            end,
+            offset,
+            payloads: payloads.to_vec(),
+            kind: EventKind::Append,
+            lsns: lsns.clone(),
+            thread: 0,
+            block: 0,
+            pad: true,
+        };
+        self.tail = offset + ev.bytes();
+        self.seg.events.push(ev);
+        lsns
+    }
+
+    /// An append whose barrier fails (every drain of the media fails from here on, as after
+    /// an `msync` error): it must return the error, and every later append
+    /// `Error::Poisoned` without touching the media. The append stays in flight: after a
+    /// crash its entries may or may not be there.
+    pub fn append_failing(&mut self, payloads: &[Vec<u8>]) {
+        let next = self.log.next_lsn();
+        let start = self.obs.ops();
+        self.obs.fail_drains(true);
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let r = if refs.len() == 1 {
+            self.log.append(refs[0]).map(|l| l..l + 1)
+        } else {
+            self.log.append_batch(&refs)
+        };
+        match r {
+            Err(Error::Io { .. }) => {}
+            other => panic!("an append whose drain fails returned {other:?}"),
+        }
+        let end = self.obs.ops();
+        let (ops, _) = self.obs.ops_range(start, end);
+        let offset = header_offset(&ops, |_| true).expect("the entries were stored");
+        check_header_at(&self.obs.snapshot(), offset, next);
+        self.seg.events.push(Event {
+            start,
+            end: NEVER,
+            offset,
+            payloads: payloads.to_vec(),
+            kind: EventKind::Append,
+            lsns: next..next + payloads.len() as u64,
+            thread: 0,
+            block: 0,
+            pad: false,
+        });
+        // Poisoned: later appends fail at once, before touching the media.
+        for p in [&b"after"[..], b""] {
+            let before = self.obs.ops();
+            match self.log.append(p) {
+                Err(Error::Poisoned { .. }) => {}
+                other => panic!("an append after a failed barrier returned {other:?}"),
+            }
+            assert_eq!(
+                self.obs.ops(),
+                before,
+                "a refused append wrote to the media"
+            );
+        }
+        assert!(matches!(
+            self.log.append_batch(&[b"a", b"b"]),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+
     fn record(&mut self, start: usize, kind: EventKind) {
         let end = self.obs.ops();
         self.seg.events.push(Event {
@@ -118,28 +225,26 @@ impl Session {
         self.log
             .truncate_after(lsn)
             .unwrap_or_else(|e| panic!("truncate_after({lsn}) failed: {e}"));
-        if lsn + 1 < next {
-            // The new tail is where the first deleted header is destroyed (8 zero bytes), or
-            // the end of the file when there is no room for them.
-            let (ops, _) = self.obs.ops_range(start, self.obs.ops());
-            self.tail = ops
-                .iter()
-                .find_map(|o| match o {
-                    Op::Store { off, data } if *off >= DATA_OFFSET && data.len() == 8 => Some(*off),
-                    _ => None,
-                })
-                .unwrap_or(self.log.capacity() as usize);
-        }
         self.record(start, EventKind::TruncateAfter(lsn));
+        if lsn + 1 < next {
+            // The new tail is where entry `lsn` ends (in the model), or the head if every entry
+            // went.
+            let w = self.seg.expect_log(NEVER - 1);
+            let Expect::Log { alts, .. } = w else {
+                unreachable!("expect_log never says Creating")
+            };
+            let now = alts.last().expect("an alternative");
+            self.tail = match now.entries.last() {
+                Some(e) => e.off + e.bytes(),
+                None => self.head(),
+            };
+        }
     }
 
     /// Runs `plans.len()` appender threads at once, in the interleaving of their media
     /// operations that `seed` picks (see [`Scheduler`]): thread `t` (operations tagged `t + 1`)
     /// makes the appends of `plans[t]` in order (a plan item of one payload is an `append`, of
     /// several an `append_batch`). Every append must fit. Returns the scheduler's choices.
-    ///
-    /// With msync media use at most two threads: three contend for the group commit's lock,
-    /// and which waiter gets it is the kernel's choice, not the seed's.
     pub fn concurrent(&mut self, plans: &[Vec<Vec<Vec<u8>>>], seed: u64, stick: u64) -> Vec<u8> {
         let sched = Scheduler::new(plans.len(), seed, Strategy { stick });
         let block = 1 + self.seg.events.iter().map(|e| e.block).max().unwrap_or(0);
@@ -304,6 +409,45 @@ pub(crate) fn header_offset(ops: &[Op], mine: impl Fn(usize) -> bool) -> Option<
             _ => None,
         })
         .min()
+}
+
+/// While alive, the panics the engine's mutant switches inject (messages starting with
+/// `mutant:`) are not printed; other panics are, by the hook that was installed before.
+struct QuietMutantPanics;
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+static PREVIOUS_HOOK: std::sync::Mutex<Option<Arc<PanicHook>>> = std::sync::Mutex::new(None);
+
+impl QuietMutantPanics {
+    fn install() -> Self {
+        let prev: Arc<PanicHook> = Arc::new(std::panic::take_hook());
+        *PREVIOUS_HOOK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&prev));
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(|s| s.as_str()));
+            if !msg.is_some_and(|m| m.starts_with("mutant:")) {
+                prev(info);
+            }
+        }));
+        QuietMutantPanics
+    }
+}
+
+impl Drop for QuietMutantPanics {
+    fn drop(&mut self) {
+        let _ = std::panic::take_hook();
+        if let Some(prev) = PREVIOUS_HOOK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            std::panic::set_hook(Box::new(move |info| prev(info)));
+        }
+    }
 }
 
 /// Asserts that the entry at `offset` of the (volatile) image `img` carries `lsn`: the harness

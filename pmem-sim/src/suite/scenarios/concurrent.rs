@@ -41,13 +41,7 @@ pub(crate) fn plans(
 
 pub(crate) fn concurrent(r: &mut Runner) {
     r.scale_images(1, 8);
-    // With msync, three appenders contend for the group commit's lock, and the kernel decides
-    // which waiter gets it: the interleaving would not follow from the seed alone. Two do.
-    let most = if r.variant().persistence.is_cpu_flush() {
-        3
-    } else {
-        2
-    };
+    let most = 3;
     for threads in [2, most] {
         let mut s = r.create(4 * 4096);
         let p = r.payload(20);
@@ -126,4 +120,125 @@ pub(crate) fn count_overlaps(r: &mut Runner, si: usize) {
         .count();
     r.count("points with 2+ appends in flight", overlapping as u64);
     r.count("appends fenced before a lower LSN's", early as u64);
+}
+
+/// Truncations in a session that set the `CONCURRENT` slot flag: concurrent appends over a
+/// reopened log (end markers needed), then `truncate_before` (the slot keeps the flag),
+/// appends, `truncate_after` (a new epoch, the flag cleared), appends, a second concurrent
+/// phase and a truncation after it; later sessions.
+pub(crate) fn concurrent_truncate(r: &mut Runner) {
+    r.scale_images(1, 8);
+    let Some(mut s) = filled(r, 4 * 4096, 30, 200) else {
+        return;
+    };
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len * 2 / 3);
+    let work = plans(r, 3, 2, 300);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 64);
+    let first = s.first_lsn();
+    s.truncate_before(first + 3);
+    for n in [20, 150] {
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+    let next = s.next_lsn();
+    s.truncate_after(next - 4);
+    let p = r.payload(60);
+    s.append(&p).expect("room");
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len / 2);
+    let work = plans(r, 3, 2, 250);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 0);
+    let next = s.next_lsn();
+    s.truncate_after(next - 2);
+    let p = r.payload(33);
+    s.append(&p).expect("room");
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let p = r.payload(7);
+    s.append(&p).expect("room");
+    r.finish(s);
+}
+
+/// The tail hint under concurrency across a wrap: three appenders (whichever publishes writes
+/// the hint slot, and hints stop once the appends wrap) in a log whose head was truncated, so
+/// that their reservations reach the end of the file and go on at the start; later sessions
+/// recover from the hint.
+pub(crate) fn concurrent_hint_wrap(r: &mut Runner) {
+    r.scale_images(1, 8);
+    r.use_tail_hint(128);
+    let Some(mut s) = filled(r, 4 * 4096, 30, 300) else {
+        return;
+    };
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len / 2);
+    let work = plans(r, 3, 3, 400);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 64);
+    let p = r.payload(40);
+    s.append(&p).expect("room");
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    let n = slot_writes_in_appends(r, si);
+    r.count("hint slot updates inside concurrent appends", n);
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let work = plans(r, 2, 2, 200);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 0);
+    r.finish(s);
+}
+
+/// The msync group commit with three appenders around the wrap: small appends into a log
+/// whose tail is near the end of the file, so that the reservations one `msync` group covers
+/// lie on both sides of the wrap (one sync per contiguous run). msync configurations only.
+pub(crate) fn msync_group_wrap(r: &mut Runner) {
+    r.scale_images(1, 4);
+    for round in 0..4 {
+        // Large entries up to the end: a few hundred bytes are left there, so that the first
+        // small appends fit before the end of the file and the later ones wrap.
+        let Some(mut s) = filled(r, 4 * 4096, 400, 600) else {
+            return;
+        };
+        let first = s.first_lsn();
+        let len = s.next_lsn() - first;
+        s.truncate_before(first + len * 3 / 4);
+        let work = plans(r, 3, 3, 220);
+        let seed = r.rng.next_u64();
+        s.concurrent(&work, seed, [0, 96, 0, 32][round]);
+        let si = r.finish(s);
+        count_overlaps(r, si);
+        r.count(
+            "msync syncs at the start of the data area after one at the end, by one thread",
+            wrapped_syncs(r, si),
+        );
+    }
+}
+
+/// In segment `si`, how often a thread synced a range at the start of the data area right
+/// after (in its own operations) syncing one further on: a group commit whose reservations
+/// span the wrap, or two back to back.
+fn wrapped_syncs(r: &Runner, si: usize) -> u64 {
+    let seg = r.segment(si);
+    let mut last: std::collections::HashMap<u8, Vec<&Op>> = Default::default();
+    let mut n = 0;
+    for (i, op) in seg.run.ops.iter().enumerate() {
+        let mine = last.entry(seg.run.thread_of(i)).or_default();
+        mine.push(op);
+        if let [.., Op::Flush { off: a, .. }, Op::Drain, Op::Flush { off: b, .. }, Op::Drain] =
+            mine.as_slice()
+        {
+            if *b == daxlog::format::DATA_OFFSET && a > b {
+                n += 1;
+            }
+        }
+    }
+    n
 }

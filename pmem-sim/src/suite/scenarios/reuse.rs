@@ -430,6 +430,42 @@ pub(crate) fn suffix_revival(r: &mut Runner) {
     r.finish(s);
 }
 
+/// Guards against a deleted suffix coming back within one session: `truncate_after(k)`, an
+/// append that does not fit before the end of the file and wraps (LSN `k + 1` at the start of
+/// the data area), then `truncate_after(k + 1)`, which moves the cut above the old entry
+/// `k + 1` still lying at the tail before the wrap. Its header must have been destroyed, or the
+/// scan would take it for the new entry `k + 1` (the epoch rule no longer applies to it).
+pub(crate) fn suffix_wrap_suffix(r: &mut Runner) {
+    r.scale_images(1, 4);
+    let cap = 4 * 4096;
+    const N: usize = 76; // 104 bytes on media
+    let Some(mut s) = filled(r, cap, N, N) else {
+        return;
+    };
+    let first = s.first_lsn();
+    s.truncate_before(first + 30);
+    let k = s.next_lsn() - 4;
+    s.truncate_after(k);
+    let d = s.tail();
+    // Too long for the rest of the file: it goes to the start of the data area.
+    let p = r.payload(cap - d + 8);
+    s.append(&p).expect("room at the start");
+    assert!(s.tail() < d, "the append did not wrap");
+    let p = r.payload(16);
+    s.append(&p).expect("room");
+    s.truncate_after(k + 1);
+    for n in [24, N] {
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+    let si = r.finish(s);
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let p = r.payload(8);
+    s.append(&p).expect("room");
+    r.finish(s);
+}
+
 /// `truncate_after(first - 1)` deletes every entry: head and tail stay at the old head, near
 /// the end of the file. The next append does not fit there and wraps to the start of the data
 /// area, so the entries before the wrap point are none at all.
