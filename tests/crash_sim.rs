@@ -2,10 +2,13 @@
 //! and crash model, checking each possible durable image at each crash point against the
 //! oracle (acknowledged appends and truncations in effect, byte-exact and in order, the call in
 //! flight all or nothing, nothing else; with concurrent appenders every LSN up to the highest
-//! acknowledged one; the log opens, accepts an append, and recovers the same way again, even
-//! after a crash inside its own recovery).
+//! acknowledged one; every reader and the recovery report agree; read-only, salvage and strict
+//! opens agree; the log accepts further appends of every kind, and recovers the same way again,
+//! even after a crash inside its own recovery or inside the further append). See
+//! `pmem-sim/README.md`.
 //!
-//! Each test prints `checked N crash images, V violations`
+//! Each test prints a table of its scenarios (crash points, how many enumerated exhaustively
+//! and how many sampled, images, duplicates, seconds) and `checked N crash images, V violations`
 //! (`cargo test --workspace --release -- --nocapture`).
 //!
 //! - Replay one failing crash point: `PMEM_SIM_REPLAY=scenario/config:seed:segment.point:model[:image]
@@ -33,26 +36,39 @@ fn run(suite: &Suite, names: &[&str]) -> Outcome {
     o
 }
 
+/// Guards against acknowledged single appends being lost or torn, of every size around the
+/// word, line, non-temporal and page boundaries and on the fused copy-and-checksum path, and
+/// against recovery keeping a torn one.
 #[test]
 fn crash_single_appends() {
     run(&Suite::from_env(), &["sizes", "sizes-random"]);
 }
 
+/// Guards against a batch surviving a crash in part (the `CONTINUES` flag and its handling
+/// in recovery).
 #[test]
 fn crash_batches() {
     run(&Suite::from_env(), &["batch"]);
 }
 
+/// Guards against `Error::Full` writing anything, and against the last bytes of the file
+/// (an entry that fills the log exactly) being mishandled.
 #[test]
 fn crash_full_log() {
     run(&Suite::from_env(), &["full"]);
 }
 
+/// Guards against recovery itself breaking the log: sessions that start from crash images of
+/// the previous one (crashes inside recovery included), and the repair of a damaged
+/// superblock copy.
 #[test]
 fn crash_recovery() {
     run(&Suite::from_env(), &["reopen", "superblock-repair"]);
 }
 
+/// Guards against stale bytes past the tail being accepted: torn remains under shorter
+/// appends, a torn batch with a whole later entry, payloads that hold encoded entries, and an
+/// old log under a new one (the epoch and LSN rules, the checksum's salt).
 #[test]
 fn crash_stale_bytes() {
     run(
@@ -69,13 +85,15 @@ fn crash_wipe_revival() {
     run(&Suite::from_env(), &["wipe-revival"]);
 }
 
-/// Space reuse: crashes inside and around `truncate_before`, in plain and wrapped logs.
+/// Guards against truncation from the head losing or reviving entries: crashes inside and
+/// around `truncate_before`, in plain and wrapped logs.
 #[test]
 fn crash_truncate_head() {
     run(&Suite::from_env(), &["truncate-head"]);
 }
 
-/// The first append after a wrap, and an earlier lap's valid entry lying right at the tail.
+/// Guards against the wrap losing entries or letting an earlier lap back in: the first append
+/// after a wrap, and an earlier lap's valid entry lying right at the tail.
 #[test]
 fn crash_wrap() {
     run(
@@ -94,7 +112,8 @@ fn crash_wrap_batch_torn() {
     run(&Suite::from_env(), &["wrap-batch-torn"]);
 }
 
-/// At least 100 wraps per run, with sampled crash points.
+/// Guards against space reuse going wrong over many laps (stale entries of earlier laps, head
+/// and suffix truncations, resets): at least 100 wraps per run, with sampled crash points.
 #[test]
 fn crash_many_laps() {
     let o = run(&Suite::from_env(), &["many-laps"]);
@@ -106,7 +125,7 @@ fn crash_many_laps() {
     );
 }
 
-/// `truncate_after` (two barriers) and `reset`: deleted entries never come back.
+/// Guards against deleted entries coming back: `truncate_after` (two barriers) and `reset`.
 #[test]
 fn crash_truncate_suffix() {
     run(&Suite::from_env(), &["truncate-suffix"]);
@@ -210,7 +229,8 @@ fn crash_journal_checkpoint() {
     run(&Suite::from_env(), &["journal-checkpoint"]);
 }
 
-/// Recovery with the tail hint gives the oracle's result and equals a full scan.
+/// Guards against the tail hint changing what recovery finds: recovery from the hint gives the
+/// oracle's result and equals a full scan.
 #[test]
 fn crash_tail_hint() {
     run(&Suite::from_env(), &["tail-hint"]);
