@@ -283,7 +283,23 @@ impl PmemState {
         );
         let end = off + data.len();
         let mut pos = off;
+        self.pending.reserve(data.len() / WORD + 2);
         while pos < end {
+            if pos.is_multiple_of(WORD) && pos + WORD <= end {
+                // A whole word.
+                let mut bytes = [0u8; WORD];
+                bytes.copy_from_slice(&data[pos - off..pos - off + WORD]);
+                self.pending.push(Piece {
+                    word: pos / WORD,
+                    mask: 0xff,
+                    bytes,
+                    nt,
+                    tid,
+                    covered: 0,
+                });
+                pos += WORD;
+                continue;
+            }
             let word = pos / WORD;
             let wend = ((word + 1) * WORD).min(end);
             let mut bytes = [0u8; WORD];

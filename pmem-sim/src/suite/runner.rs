@@ -43,6 +43,8 @@ pub struct Runner {
     pub(crate) images: u64,
     /// Images skipped because an identical one was checked against the same expectation.
     pub(crate) duplicates: u64,
+    /// Recovery outcomes whose read-only opens were checked against the current expectation.
+    pub(crate) ro_seen: std::cell::RefCell<HashSet<u64>>,
     /// Crash points checked, and how many of them exhaustively.
     pub(crate) points: u64,
     pub(crate) exhaustive: u64,
@@ -77,6 +79,7 @@ impl Runner {
             segments: Vec::new(),
             images: 0,
             duplicates: 0,
+            ro_seen: Default::default(),
             points: 0,
             exhaustive: 0,
             violations: 0,
@@ -442,6 +445,7 @@ impl Runner {
             if !matches!(&cached, Some((k, _)) if *k == key) {
                 cached = Some((key, self.expect_at(&seg, p)));
                 seen.clear();
+                self.ro_seen.borrow_mut().clear();
             }
             let exp = &cached.as_ref().expect("just set").1;
             let imgs = st.crash_images(
