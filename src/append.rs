@@ -160,8 +160,11 @@ impl<M: Media> Log<M> {
         first[..HEADER_LEN].copy_from_slice(&h.encode());
         first[HEADER_LEN..HEADER_LEN + head].copy_from_slice(&payload[..head]);
         let first_len = (HEADER_LEN + head).next_multiple_of(ENTRY_ALIGN);
-        self.pmem
-            .store_claimed(claim, pos, &first[..first_len], true);
+        #[cfg(feature = "mutants")]
+        let nt = !crate::mutants::is(crate::mutants::Mutant::FusedHeaderCached);
+        #[cfg(not(feature = "mutants"))]
+        let nt = true;
+        self.pmem.store_claimed(claim, pos, &first[..first_len], nt);
     }
 
     /// Reserves, stores, persists and publishes `payloads`; returns their LSNs.
@@ -185,6 +188,10 @@ impl<M: Media> Log<M> {
         };
         let salt = self.sb.salt;
         let flags = |i: usize| {
+            #[cfg(feature = "mutants")]
+            if crate::mutants::is(crate::mutants::Mutant::BatchNoContinues) {
+                return 0;
+            }
             if i + 1 < payloads.len() {
                 FLAG_CONTINUES
             } else {
@@ -196,6 +203,10 @@ impl<M: Media> Log<M> {
             EntryHeader::sealed(payload.len(), first + i as u64, epoch, flags(i), pcrc)
         };
         let claim = &resv.claim;
+        #[cfg(feature = "mutants")]
+        if crate::mutants::take_panic_before_stores() {
+            panic!("mutant: appender panics before storing its entries");
+        }
         if payloads.len() > 1 && total <= BATCH_BUF {
             // A small batch is assembled on the stack and stored with one copy.
             let mut buf = [0u8; BATCH_BUF];
@@ -334,7 +345,13 @@ impl<M: Media> Drop for Abandoned<'_, M> {
             return;
         }
         let log = self.log;
-        log.store_padding(self.resv, self.payloads, self.nt);
+        #[cfg(feature = "mutants")]
+        let pads = !crate::mutants::is(crate::mutants::Mutant::AbandonedNoPad);
+        #[cfg(not(feature = "mutants"))]
+        let pads = true;
+        if pads {
+            log.store_padding(self.resv, self.payloads, self.nt);
+        }
         tracing::warn!(
             path = %log.name.display(),
             ticket = self.resv.ticket,

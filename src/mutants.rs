@@ -3,12 +3,13 @@
 //! Compiled only with the `mutants` feature, which must never be enabled outside tests. A
 //! process-wide switch selects at most one mutant at a time.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::media::{Media, Pmem};
 use crate::persist::CACHE_LINE;
 
-/// A deliberate bug.
+/// A deliberate bug. Each is a realistic mistake in a different place of the engine; the crash
+/// suite must catch every one (`pmem-sim/tests/crash_mutants.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Mutant {
@@ -22,11 +23,73 @@ pub enum Mutant {
     FlushHeaderOnly = 3,
     /// Recovery accepts entries without checking LSN continuity.
     NoLsnCheck = 4,
+    /// Recovery accepts entries at or above the cut without checking their epoch.
+    NoEpochCheck = 5,
+    /// The entries of a batch are not flagged as continuing: a crash can keep part of a batch.
+    BatchNoContinues = 6,
+    /// An appender marks its ticket ready before its own barrier, so a publisher may publish
+    /// it (and acknowledge later appends) while its entries are not durable.
+    PublishBeforeFence = 7,
+    /// An appender does not wait for the reservation before it to store the end marker that
+    /// lies where its own entries begin.
+    NoMarkerWait = 8,
+    /// The msync group commit syncs only the first contiguous run of its reservations (not
+    /// the part after a wrap).
+    GroupSyncFirstRun = 9,
+    /// Recovery does not drain its slot update before it wipes the torn remains: slot and
+    /// wipe share one barrier.
+    WipeInSlotBarrier = 10,
+    /// `truncate_after` does not destroy the header of the first deleted entry.
+    NoSuffixHeaderWipe = 11,
+    /// An abandoned append (its thread panicked) is published without its padding.
+    AbandonedNoPad = 12,
+    /// The fused copy-and-checksum path stores the header (and the payload bytes of its line)
+    /// with cached stores instead of non-temporal ones, which its barrier does not write back.
+    FusedHeaderCached = 13,
+    /// Slot updates overwrite the current slot instead of the other copy.
+    SlotSameCopy = 14,
+    /// Recovery counts the torn bytes of a batch that wrapped from the tail before the wrap
+    /// (the bug fixed in 892811f).
+    TornFromTail = 15,
+}
+
+impl Mutant {
+    /// Every mutant, [`Mutant::None`] excluded.
+    pub const ALL: [Mutant; 15] = [
+        Mutant::SkipLastLineFlush,
+        Mutant::SkipFence,
+        Mutant::FlushHeaderOnly,
+        Mutant::NoLsnCheck,
+        Mutant::NoEpochCheck,
+        Mutant::BatchNoContinues,
+        Mutant::PublishBeforeFence,
+        Mutant::NoMarkerWait,
+        Mutant::GroupSyncFirstRun,
+        Mutant::WipeInSlotBarrier,
+        Mutant::NoSuffixHeaderWipe,
+        Mutant::AbandonedNoPad,
+        Mutant::FusedHeaderCached,
+        Mutant::SlotSameCopy,
+        Mutant::TornFromTail,
+    ];
 }
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);
 
-static PANIC_AFTER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static PANIC_AFTER_READY: AtomicBool = AtomicBool::new(false);
+
+static PANIC_BEFORE_STORES: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next append (of any thread) panic after it reserved its bytes and LSNs and
+/// before it stores anything: its reservation must then be filled with padding.
+pub fn arm_panic_before_stores() {
+    PANIC_BEFORE_STORES.store(true, Ordering::SeqCst);
+}
+
+/// True once after [`arm_panic_before_stores`].
+pub(crate) fn take_panic_before_stores() -> bool {
+    PANIC_BEFORE_STORES.swap(false, Ordering::SeqCst)
+}
 
 /// Makes the next append (of any thread) panic right after it marks its ticket ready: the
 /// worst place for a panic, where its thread may owe the publication of later tickets.
@@ -46,13 +109,17 @@ pub fn set(m: Mutant) {
 
 /// The active mutant.
 pub fn active() -> Mutant {
-    match ACTIVE.load(Ordering::SeqCst) {
-        1 => Mutant::SkipLastLineFlush,
-        2 => Mutant::SkipFence,
-        3 => Mutant::FlushHeaderOnly,
-        4 => Mutant::NoLsnCheck,
-        _ => Mutant::None,
-    }
+    let v = ACTIVE.load(Ordering::SeqCst);
+    Mutant::ALL
+        .into_iter()
+        .find(|&m| m as u8 == v)
+        .unwrap_or(Mutant::None)
+}
+
+/// True if `m` is the active mutant.
+#[inline]
+pub(crate) fn is(m: Mutant) -> bool {
+    ACTIVE.load(Ordering::Relaxed) == m as u8
 }
 
 /// The mutated barrier of an append, or `None` to run the real one.

@@ -125,7 +125,11 @@ pub(crate) fn check_entry(
             stale: true,
         });
     }
-    if h.lsn >= slot.cut_lsn && h.epoch != slot.epoch {
+    #[cfg(feature = "mutants")]
+    let epoch_ok = crate::mutants::is(crate::mutants::Mutant::NoEpochCheck);
+    #[cfg(not(feature = "mutants"))]
+    let epoch_ok = false;
+    if h.lsn >= slot.cut_lsn && h.epoch != slot.epoch && !epoch_ok {
         return Err(Refusal {
             reason: "epoch of an earlier session",
             stale: true,
@@ -339,6 +343,12 @@ pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot, use_hint: bool) -> Scan
         format::DATA_OFFSET
     } else {
         tail
+    };
+    #[cfg(feature = "mutants")]
+    let torn_start = if crate::mutants::is(crate::mutants::Mutant::TornFromTail) {
+        tail
+    } else {
+        torn_start
     };
     let torn_bytes = match state {
         TailState::Torn { .. } => {

@@ -217,8 +217,12 @@ impl<M: Media> Log<M> {
             self.pmem.store_claimed(&m, end, &[0u8; ENTRY_ALIGN], false);
         }
         slot.marker_done.store(ticket + 1, Ordering::Release);
+        #[cfg(feature = "mutants")]
+        let wait = !crate::mutants::is(crate::mutants::Mutant::NoMarkerWait);
+        #[cfg(not(feature = "mutants"))]
+        let wait = true;
         // In a fresh lap the reservation before stored no marker: nothing to wait for.
-        if ticket > 0 && st.flags & FRESH == 0 {
+        if wait && ticket > 0 && st.flags & FRESH == 0 {
             // The previous reservation's marker may lie where this one starts.
             let prev = &self.ring[(ticket - 1) as usize % MAX_INFLIGHT];
             let mut spins = 0;
@@ -321,6 +325,12 @@ impl<M: Media> Log<M> {
     /// and wait until every earlier ticket is published too.
     pub(crate) fn complete(&self, r: &Resv, nt: bool) -> Result<()> {
         let cpu = self.pmem.media().persistence().is_cpu_flush();
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is(crate::mutants::Mutant::PublishBeforeFence) {
+            self.ring[r.ticket as usize % MAX_INFLIGHT]
+                .ready
+                .store(r.ticket + 1, Ordering::Release);
+        }
         if cpu {
             self.barrier(r.claim.start(), r.claim.len(), nt, r.marker)
                 .inspect_err(|e| self.poison(e))?;
@@ -465,6 +475,12 @@ impl<M: Media> Log<M> {
                 }
                 continue;
             }
+            #[cfg(feature = "mutants")]
+            let n = if crate::mutants::is(crate::mutants::Mutant::GroupSyncFirstRun) {
+                1
+            } else {
+                n
+            };
             for &(a, b) in &runs[..n] {
                 self.pmem.flush(a, b.min(cap) - a);
                 self.barrier_drain().inspect_err(|e| self.poison(e))?;

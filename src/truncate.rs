@@ -171,6 +171,12 @@ impl<M: Media> Log<M> {
         } else {
             self.sb.capacity as usize
         };
+        #[cfg(feature = "mutants")]
+        let limit = if crate::mutants::is(crate::mutants::Mutant::NoSuffixHeaderWipe) {
+            0
+        } else {
+            limit
+        };
         if tail + ENTRY_ALIGN <= limit {
             self.pmem.store_exclusive(tail, &[0u8; ENTRY_ALIGN]);
             self.pmem.flush(tail, ENTRY_ALIGN);
@@ -219,6 +225,12 @@ impl<M: Media> Log<M> {
     /// and makes it current.
     pub(crate) fn write_slot(&self, w: &mut Writer, slot: Slot) -> Result<()> {
         let off = Slot::offset_for(slot.seq);
+        #[cfg(feature = "mutants")]
+        let off = if crate::mutants::is(crate::mutants::Mutant::SlotSameCopy) {
+            Slot::offset_for(slot.seq + 1)
+        } else {
+            off
+        };
         self.pmem
             .store_meta(&mut w.token, off, &slot.encode(self.sb.salt));
         self.pmem.flush(off, SLOT_LEN);

@@ -7,9 +7,10 @@
 //! `j` in `0..=k`. An image is one choice per unit.
 //!
 //! When the product of the outcome counts is at most [`GenConfig::exhaustive_limit`] every
-//! image is produced. Otherwise a deterministic selection is: nothing and everything; each unit
-//! alone missing (or cut short) and alone present; program-order prefixes of all the pending
-//! pieces; all-or-nothing per cache line; and a seeded random sample.
+//! image is produced. Otherwise a deterministic selection is: nothing and everything; every unit
+//! alone missing (or cut short) and every unit alone present; every program-order prefix of all
+//! the pending pieces; with at most [`GenConfig::pairs`] units, every pair of units missing
+//! together and present together; all-or-nothing per cache line; and a seeded random sample.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -24,8 +25,13 @@ pub struct GenConfig {
     pub exhaustive_limit: u64,
     /// Random images when sampling.
     pub random: usize,
-    /// Cap on the images of each structured family when sampling.
+    /// Cap on the random subsets of cache lines when sampling (all subsets are taken up to 6
+    /// lines). Units alone missing and alone present, and program-order prefixes, are never
+    /// capped.
     pub structured: usize,
+    /// Up to this many units, every pair of units missing together and present together is
+    /// added to a sample.
+    pub pairs: usize,
 }
 
 impl Default for GenConfig {
@@ -34,6 +40,7 @@ impl Default for GenConfig {
             exhaustive_limit: 1 << 14,
             random: 64,
             structured: 64,
+            pairs: 32,
         }
     }
 }
@@ -170,15 +177,6 @@ fn unit_of(model: Model, p: &Piece) -> Unit {
         Model::Line if p.nt => Unit::Word(p.word),
         Model::Line => Unit::Line(p.line()),
         Model::Msync => Unit::Page(p.page()),
-    }
-}
-
-/// Up to `cap` indices spread evenly over `0..n`.
-fn spread(n: usize, cap: usize) -> Vec<usize> {
-    if n <= cap {
-        (0..n).collect()
-    } else {
-        (0..cap).map(|i| i * n / cap).collect()
     }
 }
 
@@ -338,8 +336,8 @@ impl CrashImages<'_> {
         };
         push(full.clone());
         push(zero.clone());
-        // Each unit alone missing (or cut short), and each unit alone present.
-        for u in spread(n, cfg.structured) {
+        // Each unit alone missing (or cut short), and each unit alone present: every unit.
+        for u in 0..n {
             let mut c = full.clone();
             c[u] = 0;
             push(c.clone());
@@ -351,14 +349,27 @@ impl CrashImages<'_> {
             c[u] = full[u];
             push(c);
         }
-        // Program-order prefixes of all pending pieces.
-        let pieces = self.place.len();
-        for k in spread(pieces + 1, cfg.structured) {
-            let mut c = zero.clone();
-            for &(u, _) in &self.place[..k] {
-                c[u as usize] += 1;
+        // Every program-order prefix of all pending pieces.
+        let mut c = zero.clone();
+        push(c.clone());
+        for &(u, _) in &self.place {
+            c[u as usize] += 1;
+            push(c.clone());
+        }
+        // Every two units missing together, and present together (a few lines' worth).
+        if n <= cfg.pairs {
+            for a in 0..n {
+                for b in a + 1..n {
+                    let mut c = full.clone();
+                    c[a] = 0;
+                    c[b] = 0;
+                    push(c);
+                    let mut c = zero.clone();
+                    c[a] = full[a];
+                    c[b] = full[b];
+                    push(c);
+                }
             }
-            push(c);
         }
         // All or nothing per cache line.
         let mut line_of: Vec<usize> = Vec::new();

@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 
 use std::cell::{Cell, RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use daxlog::{Media, Persistence};
 
 mod images;
+mod kernel;
 mod model;
 mod rng;
 pub mod sched;
@@ -58,6 +60,8 @@ pub enum Op {
     },
     /// Drain (fence / msync).
     Drain,
+    /// A drain that failed (an `msync` error): durability is unknown, so it completes nothing.
+    DrainFailed,
 }
 
 impl Op {
@@ -68,6 +72,7 @@ impl Op {
             Op::StoreNt { off, data } => format!("nt-store {off}+{}", data.len()),
             Op::Flush { off, len } => format!("flush {off}+{len}"),
             Op::Drain => "drain".to_string(),
+            Op::DrainFailed => "failed drain".to_string(),
         }
     }
 }
@@ -132,6 +137,8 @@ struct Inner {
     /// The trace. Its lock is also held while a store copies bytes into the image, so that an
     /// [`Observer`] snapshot never races with a store.
     trace: Mutex<Trace>,
+    /// Every drain fails from now on (like `MmapMedia` after an `msync` error).
+    fail_drains: AtomicBool,
 }
 
 // SAFETY: the image is only written by `Media::store`/`store_nt`, whose callers guarantee that no
@@ -179,6 +186,7 @@ impl SimMedia {
                 image,
                 mode,
                 trace: Mutex::new(Trace::default()),
+                fail_drains: AtomicBool::new(false),
             }),
         }
     }
@@ -222,6 +230,12 @@ impl Observer {
     /// A copy of the current (volatile) image.
     pub fn snapshot(&self) -> Vec<u8> {
         self.inner.snapshot()
+    }
+
+    /// From now on every drain fails with `EIO` (as `msync` failures are sticky in
+    /// [`daxlog::MmapMedia`]), and is recorded as [`Op::DrainFailed`]; `false` heals the media.
+    pub fn fail_drains(&self, fail: bool) {
+        self.inner.fail_drains.store(fail, Ordering::SeqCst);
     }
 
     /// Operations `start..end` of the trace, with the thread that issued each.
@@ -322,6 +336,27 @@ impl Media for SimMedia {
         unsafe { self.inner.write(off, src, op) };
     }
 
+    unsafe fn store_nt_crc(&self, off: usize, src: &[u8], crc: u32) -> u32 {
+        assert!(
+            off.is_multiple_of(8) && src.len().is_multiple_of(8),
+            "unaligned non-temporal store"
+        );
+        assert!(off <= self.len() && src.len() <= self.len() - off);
+        if src.is_empty() {
+            return crc;
+        }
+        // The engine's real copy-and-checksum kernel, on a mapping at the same alignment: what
+        // it stored and the checksum it returned are what the simulated media gets.
+        let (stored, crc) = kernel::copy_nt_crc(off, src, crc);
+        let op = Op::StoreNt {
+            off,
+            data: stored.clone(),
+        };
+        // SAFETY: as for `store`; `stored` has the length of `src`.
+        unsafe { self.inner.write(off, &stored, op) };
+        crc
+    }
+
     fn flush(&self, off: usize, len: usize) {
         let op = Op::Flush { off, len };
         pass_gate(&op);
@@ -329,6 +364,11 @@ impl Media for SimMedia {
     }
 
     fn drain(&self) -> std::io::Result<()> {
+        if self.inner.fail_drains.load(Ordering::SeqCst) {
+            pass_gate(&Op::DrainFailed);
+            self.inner.lock_trace().push(Op::DrainFailed);
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
         pass_gate(&Op::Drain);
         self.inner.lock_trace().push(Op::Drain);
         Ok(())

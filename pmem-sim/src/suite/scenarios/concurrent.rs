@@ -1,0 +1,244 @@
+//! Several appenders at once, in seeded interleavings of their media operations.
+
+use daxlog::format::{SLOT0_OFFSET, SLOT1_OFFSET};
+
+use super::reuse::filled;
+use crate::suite::Event;
+use crate::suite::{EventKind, Runner};
+use crate::Op;
+
+/// Plans for `threads` appenders: `each` appends per thread, one in four a batch of 2-3.
+pub(crate) fn plans(
+    r: &mut Runner,
+    threads: usize,
+    each: usize,
+    max: usize,
+) -> Vec<Vec<Vec<Vec<u8>>>> {
+    (0..threads)
+        .map(|_| {
+            (0..each)
+                .map(|_| {
+                    let k = if r.rng.chance(1, 4) {
+                        r.rng.range(2, 3)
+                    } else {
+                        1
+                    };
+                    (0..k)
+                        .map(|_| {
+                            let n = if r.rng.chance(1, 4) {
+                                r.rng.range(200, max)
+                            } else {
+                                r.rng.range(0, 120)
+                            };
+                            r.payload(n)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub(crate) fn concurrent(r: &mut Runner) {
+    r.scale_images(1, 8);
+    let most = 3;
+    for threads in [2, most] {
+        let mut s = r.create(4 * 4096);
+        let p = r.payload(20);
+        s.append(&p).expect("room");
+        let work = plans(r, threads, 3, 400);
+        let seed = r.rng.next_u64();
+        let stick = [0, 64, 160][r.rng.below(3) as usize];
+        s.concurrent(&work, seed, stick);
+        let p = r.payload(10);
+        s.append(&p).expect("room");
+        let si = r.finish(s);
+        count_overlaps(r, si);
+    }
+    // Wrapping: the appenders' reservations reach the end of the file and go on at the start.
+    let Some(mut s) = filled(r, 4 * 4096, 30, 300) else {
+        return;
+    };
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len / 2);
+    let work = plans(r, most, 2, 600);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 64);
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    // With the tail hint: whichever thread publishes writes the hint slot.
+    r.use_tail_hint(128);
+    let mut s = r.create(4 * 4096);
+    let work = plans(r, most, 3, 300);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 64);
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    let n = slot_writes_in_appends(r, si);
+    r.count("slot updates inside concurrent appends (hints, flag)", n);
+}
+
+/// Slot updates made inside the appends of segment `si` (tail hints, the `CONCURRENT` flag).
+pub(crate) fn slot_writes_in_appends(r: &Runner, si: usize) -> u64 {
+    let seg = r.segment(si);
+    seg.events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Append)
+        .map(|e| {
+            seg.run.ops[e.start..e.end]
+                .iter()
+                .filter(|o| matches!(o, Op::Store { off, .. } if *off == SLOT0_OFFSET || *off == SLOT1_OFFSET))
+                .count() as u64
+        })
+        .sum()
+}
+
+/// Counts the crash points of segment `si` with two or more appends in flight, and the
+/// appends whose fence came before that of an append with a lower LSN (so that a crash could
+/// find them durable behind a torn one).
+pub(crate) fn count_overlaps(r: &mut Runner, si: usize) {
+    let seg = r.segment(si);
+    let ev = seg.events();
+    let overlapping = (0..=seg.run.ops.len())
+        .filter(|&p| ev.iter().filter(|e| e.start < p && p < e.end).count() >= 2)
+        .count();
+    // The last drain each append's thread issued inside the append.
+    let fence = |e: &Event| {
+        (e.start..e.end)
+            .rev()
+            .find(|&i| seg.run.ops[i] == Op::Drain && seg.run.thread_of(i) == e.thread)
+    };
+    let fences: Vec<Option<usize>> = ev.iter().map(fence).collect();
+    let early = (0..ev.len())
+        .filter(|&a| {
+            (0..ev.len()).any(|b| {
+                ev[b].lsns.start < ev[a].lsns.start
+                    && matches!((fences[a], fences[b]), (Some(fa), Some(fb)) if fa < fb)
+            })
+        })
+        .count();
+    r.count("points with 2+ appends in flight", overlapping as u64);
+    r.count("appends fenced before a lower LSN's", early as u64);
+}
+
+/// Truncations in a session that set the `CONCURRENT` slot flag: concurrent appends over a
+/// reopened log (end markers needed), then `truncate_before` (the slot keeps the flag),
+/// appends, `truncate_after` (a new epoch, the flag cleared), appends, a second concurrent
+/// phase and a truncation after it; later sessions.
+pub(crate) fn concurrent_truncate(r: &mut Runner) {
+    r.scale_images(1, 8);
+    let Some(mut s) = filled(r, 4 * 4096, 30, 200) else {
+        return;
+    };
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len * 2 / 3);
+    let work = plans(r, 3, 2, 300);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 64);
+    let first = s.first_lsn();
+    s.truncate_before(first + 3);
+    for n in [20, 150] {
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+    let next = s.next_lsn();
+    s.truncate_after(next - 4);
+    let p = r.payload(60);
+    s.append(&p).expect("room");
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len / 2);
+    let work = plans(r, 3, 2, 250);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 0);
+    let next = s.next_lsn();
+    s.truncate_after(next - 2);
+    let p = r.payload(33);
+    s.append(&p).expect("room");
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let p = r.payload(7);
+    s.append(&p).expect("room");
+    r.finish(s);
+}
+
+/// The tail hint under concurrency across a wrap: three appenders (whichever publishes writes
+/// the hint slot, and hints stop once the appends wrap) in a log whose head was truncated, so
+/// that their reservations reach the end of the file and go on at the start; later sessions
+/// recover from the hint.
+pub(crate) fn concurrent_hint_wrap(r: &mut Runner) {
+    r.scale_images(1, 8);
+    r.use_tail_hint(128);
+    let Some(mut s) = filled(r, 4 * 4096, 30, 300) else {
+        return;
+    };
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len / 2);
+    let work = plans(r, 3, 3, 400);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 64);
+    let p = r.payload(40);
+    s.append(&p).expect("room");
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    let n = slot_writes_in_appends(r, si);
+    r.count("hint slot updates inside concurrent appends", n);
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let work = plans(r, 2, 2, 200);
+    let seed = r.rng.next_u64();
+    s.concurrent(&work, seed, 0);
+    r.finish(s);
+}
+
+/// The msync group commit with three appenders around the wrap: small appends into a log
+/// whose tail is near the end of the file, so that the reservations one `msync` group covers
+/// lie on both sides of the wrap (one sync per contiguous run). msync configurations only.
+pub(crate) fn msync_group_wrap(r: &mut Runner) {
+    r.scale_images(1, 4);
+    for round in 0..4 {
+        // Large entries up to the end: a few hundred bytes are left there, so that the first
+        // small appends fit before the end of the file and the later ones wrap.
+        let Some(mut s) = filled(r, 4 * 4096, 400, 600) else {
+            return;
+        };
+        let first = s.first_lsn();
+        let len = s.next_lsn() - first;
+        s.truncate_before(first + len * 3 / 4);
+        let work = plans(r, 3, 3, 220);
+        let seed = r.rng.next_u64();
+        s.concurrent(&work, seed, [0, 96, 0, 32][round]);
+        let si = r.finish(s);
+        count_overlaps(r, si);
+        r.count(
+            "msync syncs at the start of the data area after one at the end, by one thread",
+            wrapped_syncs(r, si),
+        );
+    }
+}
+
+/// In segment `si`, how often a thread synced a range at the start of the data area right
+/// after (in its own operations) syncing one further on: a group commit whose reservations
+/// span the wrap, or two back to back.
+fn wrapped_syncs(r: &Runner, si: usize) -> u64 {
+    let seg = r.segment(si);
+    let mut last: std::collections::HashMap<u8, Vec<&Op>> = Default::default();
+    let mut n = 0;
+    for (i, op) in seg.run.ops.iter().enumerate() {
+        let mine = last.entry(seg.run.thread_of(i)).or_default();
+        mine.push(op);
+        if let [.., Op::Flush { off: a, .. }, Op::Drain, Op::Flush { off: b, .. }, Op::Drain] =
+            mine.as_slice()
+        {
+            if *b == daxlog::format::DATA_OFFSET && a > b {
+                n += 1;
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,387 @@
+//! Segments of a scenario and what a crash inside one may recover to.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use daxlog::format;
+
+use crate::{Run, ThreadId};
+
+// ---- Segments ----------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub(crate) enum Start {
+    /// `Log::create_on` over the initial image, which held these entries (if a log).
+    Create { old: Vec<Vec<u8>> },
+    /// `Log::open_on` of the initial image.
+    Open,
+}
+
+/// What an [`Event`] did to the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An append or a batch (its payloads are the event's).
+    Append,
+    /// `truncate_before(lsn)` (also `reset()`, as `truncate_before(next_lsn)`).
+    TruncateBefore(u64),
+    /// `truncate_after(lsn)`.
+    TruncateAfter(u64),
+}
+
+/// One successful append, batch or truncation (or an append whose barrier failed, which is
+/// never acknowledged, or one abandoned by a panic, whose LSNs hold padding).
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Trace length before the call.
+    pub start: usize,
+    /// Trace length after the call (when it returned: the append is acknowledged from here);
+    /// [`NEVER`] for an append whose barrier failed (it stays in flight for good).
+    pub end: usize,
+    /// Offset where its first entry starts (appends; 0 for truncations).
+    pub offset: usize,
+    /// The payloads (appends; empty for truncations).
+    pub payloads: Vec<Vec<u8>>,
+    /// What it did.
+    pub kind: EventKind,
+    /// The LSNs it got (appends; empty for truncations).
+    pub lsns: Range<u64>,
+    /// The simulated thread that made the call.
+    pub thread: ThreadId,
+    /// The concurrent phase it belongs to (0: a call made alone).
+    pub block: usize,
+    /// Its appender panicked before storing the entries: the LSNs hold padding of the
+    /// payloads' lengths.
+    pub pad: bool,
+}
+
+/// [`Event::end`] of an append that never returns success (its barrier failed).
+pub const NEVER: usize = usize::MAX;
+
+impl Event {
+    /// Offsets of its entries' starts.
+    pub fn entry_offsets(&self) -> Vec<usize> {
+        let mut at = self.offset;
+        self.payloads
+            .iter()
+            .map(|p| {
+                let o = at;
+                at += format::entry_len(p.len());
+                o
+            })
+            .collect()
+    }
+
+    /// Bytes its entries occupy on media.
+    pub fn bytes(&self) -> usize {
+        self.payloads
+            .iter()
+            .map(|p| format::entry_len(p.len()))
+            .sum()
+    }
+}
+
+/// Which crash points of a segment are checked when not all of them are (long runs).
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    /// Each other point is checked with probability `1 / one_in` (decided by the seed).
+    pub one_in: u64,
+    /// Every point inside these events (indices into the segment's events) is checked.
+    pub full: Vec<usize>,
+}
+
+/// An entry the log held when a segment started (as the recovery that began it found it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseEntry {
+    /// Its payload (zeros for padding).
+    pub payload: Vec<u8>,
+    /// Padding of an abandoned append.
+    pub pad: bool,
+    /// Where it lies.
+    pub offset: usize,
+}
+
+/// A recorded segment of a scenario.
+#[derive(Debug)]
+pub struct Segment {
+    pub(crate) run: Run,
+    pub(crate) start: Start,
+    /// Trace length when `create_on`/`open_on` returned.
+    pub(crate) start_end: usize,
+    /// LSN of the first entry at the start (the next LSN if the log was empty).
+    pub(crate) base_first: u64,
+    pub(crate) base: Vec<BaseEntry>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) sampling: Option<Sampling>,
+}
+
+impl Segment {
+    /// The successful appends and truncations of the segment.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The entries the log held when the segment started.
+    pub fn base(&self) -> &[BaseEntry] {
+        &self.base
+    }
+
+    /// Every entry the log holds at the end of the segment (with appends and truncations
+    /// applied; padding as zeros), and the LSN of the first.
+    pub fn contents(&self) -> (u64, Vec<Vec<u8>>) {
+        let w = self.expect_after_all();
+        (
+            w.first,
+            w.entries.iter().map(|e| e.payload.to_vec()).collect(),
+        )
+    }
+
+    /// Every entry acknowledged by the end of the segment (with truncations applied).
+    pub fn all_entries(&self) -> Vec<Vec<u8>> {
+        self.contents().1
+    }
+
+    pub(crate) fn base_contents(&self) -> Contents<'_> {
+        Contents {
+            first: self.base_first,
+            entries: self
+                .base
+                .iter()
+                .map(|b| Ent {
+                    payload: &b.payload,
+                    pad: b.pad,
+                    off: b.offset,
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn expect_after_all(&self) -> Want<'_> {
+        match self.expect_log(self.run.ops.len() + 1) {
+            Expect::Log { mut alts, .. } => alts.pop().expect("an alternative"),
+            Expect::Creating { .. } => unreachable!("expect_log never says Creating"),
+        }
+    }
+
+    /// What a crash at point `p` may recover to (after `create_on`/`open_on` returned).
+    ///
+    /// The events form phases in time: a call made alone, or the appends of one concurrent
+    /// phase ([`Event::block`]). Every phase that ended before `p` happened; the one `p` falls
+    /// in (if any) decides the alternatives; later ones have not started.
+    pub(crate) fn expect_log(&self, p: usize) -> Expect<'_> {
+        let mut c = self.base_contents();
+        let mut acked = 0;
+        let mut i = 0;
+        while i < self.events.len() {
+            let e = &self.events[i];
+            let j = if e.block == 0 {
+                i + 1
+            } else {
+                i + self.events[i..]
+                    .iter()
+                    .take_while(|x| x.block == e.block)
+                    .count()
+            };
+            let phase = &self.events[i..j];
+            if phase.iter().all(|x| x.end <= p) {
+                let mut evs: Vec<&Event> = phase.iter().collect();
+                evs.sort_by_key(|x| x.lsns.start);
+                for x in evs {
+                    c.apply(x);
+                }
+                acked += phase.len();
+                i = j;
+                continue;
+            }
+            if phase.iter().all(|x| x.start >= p) {
+                break;
+            }
+            if e.block == 0 {
+                // One call in flight: its pre- and post-state.
+                let mut alts = vec![c.want()];
+                c.apply(e);
+                let w = c.want();
+                if w != alts[0] {
+                    alts.push(w);
+                }
+                return Expect::Log {
+                    alts,
+                    acked,
+                    inflight: 1,
+                    truncating: e.kind != EventKind::Append,
+                    may_tear: e.kind == EventKind::Append,
+                };
+            }
+            return self.expect_concurrent(c, acked, phase, p);
+        }
+        Expect::Log {
+            alts: vec![c.want()],
+            acked,
+            inflight: 0,
+            truncating: false,
+            may_tear: false,
+        }
+    }
+
+    /// Appends from several threads in flight at `p`: the log must be a prefix of the LSN
+    /// sequence that holds every acknowledged entry (and so every entry before one: the
+    /// ordering rule), ends at a batch boundary, and holds only appends that had started.
+    fn expect_concurrent<'a>(
+        &'a self,
+        mut c: Contents<'a>,
+        acked: usize,
+        phase: &'a [Event],
+        p: usize,
+    ) -> Expect<'a> {
+        let mut evs: Vec<&Event> = phase.iter().collect();
+        assert!(
+            evs.iter().all(|e| e.kind == EventKind::Append),
+            "a concurrent phase holds appends only"
+        );
+        evs.sort_by_key(|e| e.lsns.start);
+        let need = evs
+            .iter()
+            .filter(|e| e.end <= p)
+            .map(|e| e.lsns.end)
+            .max()
+            .unwrap_or(0);
+        let acked = acked + evs.iter().filter(|e| e.end <= p).count();
+        let inflight = evs.iter().filter(|e| e.start < p && p < e.end).count();
+        let mut alts = Vec::new();
+        if c.next() >= need {
+            alts.push(c.want());
+        }
+        for e in evs {
+            if e.start >= p {
+                break;
+            }
+            c.apply(e);
+            if c.next() >= need {
+                alts.push(c.want());
+            }
+        }
+        assert!(
+            !alts.is_empty(),
+            "an acknowledged append follows one that had not started"
+        );
+        Expect::Log {
+            alts,
+            acked,
+            inflight,
+            truncating: false,
+            may_tear: inflight > 0,
+        }
+    }
+}
+
+/// One entry of the model: its payload (for padding: a payload of its length), whether it is
+/// padding, and where it lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ent<'a> {
+    pub(crate) payload: &'a [u8],
+    pub(crate) pad: bool,
+    pub(crate) off: usize,
+}
+
+impl Ent<'_> {
+    /// Bytes it occupies on media.
+    pub(crate) fn bytes(&self) -> usize {
+        format::entry_len(self.payload.len())
+    }
+}
+
+/// The log's contents in the model: entries with LSNs `first`, `first + 1`, ...
+#[derive(Clone, Debug)]
+pub(crate) struct Contents<'a> {
+    first: u64,
+    entries: VecDeque<Ent<'a>>,
+}
+
+impl<'a> Contents<'a> {
+    fn next(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    fn apply(&mut self, e: &'a Event) {
+        match e.kind {
+            EventKind::Append => {
+                assert_eq!(
+                    e.lsns.start,
+                    self.next(),
+                    "the model and the log disagree on the next LSN"
+                );
+                let offs = e.entry_offsets();
+                self.entries
+                    .extend(e.payloads.iter().zip(offs).map(|(p, off)| Ent {
+                        payload: p,
+                        pad: e.pad,
+                        off,
+                    }));
+            }
+            EventKind::TruncateBefore(l) => {
+                if l > self.first {
+                    let k = ((l - self.first) as usize).min(self.entries.len());
+                    self.entries.drain(..k);
+                    self.first = l;
+                }
+            }
+            EventKind::TruncateAfter(l) => {
+                if l + 1 < self.next() {
+                    let keep = (l + 1).saturating_sub(self.first) as usize;
+                    self.entries.truncate(keep);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn want(&self) -> Want<'a> {
+        Want {
+            first: self.first,
+            entries: self.entries.iter().copied().collect(),
+        }
+    }
+}
+
+/// Log contents to compare with: entries with LSNs `first`, `first + 1`, ... (`first` is the
+/// next LSN when there is no entry).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Want<'a> {
+    pub(crate) first: u64,
+    pub(crate) entries: Vec<Ent<'a>>,
+}
+
+impl Want<'_> {
+    pub(crate) fn next(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self.entries.len() {
+            0 => format!("empty (next LSN {})", self.first),
+            n => format!("LSNs {}..={}", self.first, self.first + n as u64 - 1),
+        }
+    }
+
+    /// Bytes the entries occupy on media.
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.bytes()).sum()
+    }
+}
+
+/// What a crash image must recover to.
+pub(crate) enum Expect<'a> {
+    /// Crash inside `create_on`: the open may fail, or find a prefix of the old entries.
+    Creating { old: &'a [Vec<u8>] },
+    /// Exactly one of `alts` (the first: what was acknowledged, or the state before a
+    /// truncation in flight).
+    Log {
+        alts: Vec<Want<'a>>,
+        acked: usize,
+        inflight: usize,
+        /// A truncation (a slot update) is in flight.
+        truncating: bool,
+        /// An append is in flight, or the crash is inside the recovery that began the segment:
+        /// recovery may find the remains of an interrupted append (`TailState::Torn`). Otherwise
+        /// the end of the log is clean.
+        may_tear: bool,
+    },
+}
