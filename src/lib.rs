@@ -50,6 +50,7 @@ mod persist;
 mod reader;
 mod recover;
 mod reserve;
+mod sync;
 mod truncate;
 
 /// A log sequence number. The first entry of a new log has LSN 1 (or
