@@ -190,14 +190,20 @@ pub fn heavy_fence() {
 /// on both sides.)
 #[cfg(loom)]
 pub fn light_fence() {
-    loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    use crate::sync::mutants::{active, Mutant};
+    if !active(Mutant::NoLightFence) {
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Stand-in for [`heavy_fence`] under the loom model checker: a `SeqCst` fence (the argument
 /// is at [`light_fence`]'s stand-in).
 #[cfg(loom)]
 pub fn heavy_fence() {
-    loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    use crate::sync::mutants::{active, Mutant};
+    if !active(Mutant::NoHeavyFence) {
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// True if this CPU has `CMPXCHG16B` (CPUID leaf 1, ECX bit 13), which [`AtomicPair`] needs.
@@ -356,9 +362,12 @@ impl AtomicPair {
 
     /// Stores `new` if the value is `current`; returns the value found either way.
     pub fn compare_exchange(&self, current: u128, new: u128) -> Result<u128, u128> {
+        use crate::sync::mutants::{active, Mutant};
         use loom::sync::atomic::fence;
         use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
-        let _g = self.cas.lock().unwrap();
+        // The mutant compares and stores without the lock: two appenders can both succeed
+        // from the same value.
+        let _g = (!active(Mutant::CasNotAtomic)).then(|| self.cas.lock().unwrap());
         fence(SeqCst);
         let found = (self.hi.load(Relaxed) as u128) << 64 | self.lo.load(Relaxed) as u128;
         let r = if found == current {

@@ -237,7 +237,11 @@ impl<M: Media> Log<M> {
             // The previous reservation's marker may lie where this one starts.
             let prev = &self.ring[(ticket - 1) as usize % MAX_INFLIGHT];
             let mut spins = 0;
-            while prev.marker_done.load(Ordering::Acquire) < ticket {
+            while prev
+                .marker_done
+                .load(sync::ordering!(Acquire, MarkerDoneRelaxed))
+                < ticket
+            {
                 backoff(&mut spins);
             }
         }
@@ -341,7 +345,8 @@ impl<M: Media> Log<M> {
                 .inspect_err(|e| self.poison(e))?;
         }
         let slot = &self.ring[r.ticket as usize % MAX_INFLIGHT];
-        slot.ready.store(r.ticket + 1, Ordering::Release);
+        slot.ready
+            .store(r.ticket + 1, sync::ordering!(Release, ReadyRelaxed));
         // From here on this thread may be the one that must publish its ticket and the ready
         // ones after it: nothing on this path is meant to panic, and if something did, the
         // guard poisons the log, so that later appends fail with `Error::Poisoned` instead of
@@ -421,9 +426,11 @@ impl<M: Media> Log<M> {
         // `published` below.
         unsafe { self.pmem.publish(tail, wrap) };
         // The tail first, then the LSN: a reader that sees an LSN finds its entry live.
-        self.last_lsn.store(last, Ordering::Release);
+        self.last_lsn
+            .store(last, sync::ordering!(Release, LastLsnRelaxed));
         self.pmem.media().publish_for_readers(last + 1);
-        self.published.store(next_ticket, Ordering::Release);
+        self.published
+            .store(next_ticket, sync::ordering!(Release, PublishedRelaxed));
         // Against a sleeper that registers in `waiters` and then reads `published`: one of the
         // two sees the other, so no wake-up is lost.
         persist::light_fence();

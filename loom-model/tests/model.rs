@@ -16,6 +16,9 @@
 //! - no lost wake-up: the condition variable's timed waits never time out under loom, so a
 //!   sleeper nobody wakes is a deadlock, which loom reports.
 //!
+//! The `mutant_*` tests arm a deliberate ordering mistake (`daxlog::loom_mutants`) and require
+//! the model to fail.
+//!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release -p daxlog-loom --test model
 //! --target-dir target/loom` (what `tests/loom.rs` runs); add `-- --ignored` for the deeper
 //! runs.
@@ -26,6 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use daxlog::loom_mutants::{self, Mutant};
 use daxlog::{Log, Lsn};
 use daxlog_loom::*;
 use loom::sync::Arc;
@@ -38,6 +42,8 @@ const BOUND: usize = 4;
 const BOUND3: usize = 1;
 /// The `--ignored` runs: two threads under every interleaving, three with bound 2.
 const DEEP3: usize = 2;
+/// Preemption bound of the mutant runs: each mutant is found with fewer.
+const MUTANT_BOUND: usize = 2;
 /// Stack of each model thread: 256 KiB (loom hands the size to its coroutine library, which
 /// counts 8-byte words; an even count keeps it from touching every page).
 const STACK: usize = 1 << 15;
@@ -259,4 +265,137 @@ fn exhaustive_follower_wakes_for_each_entry() {
 #[ignore = "exhaustive: run with --ignored"]
 fn exhaustive_abandoned_reservation_is_padded() {
     model(None, abandoned);
+}
+
+/// Requires the model of `scenario` to fail with mutant `m` armed, with a message that
+/// contains one of `expect`.
+///
+/// A failing model can abort its process instead of unwinding (loom panics inside the model
+/// thread, and the engine's panic guards run loom operations while it unwinds), so the model
+/// runs in a child process: this same test, run again with `DAXLOG_LOOM_MUTANT` set, which
+/// arms the mutant and runs the model directly. The child must fail, and its output must say
+/// why.
+fn caught(test: &str, m: Mutant, scenario: fn(), expect: &[&str]) {
+    if std::env::var("DAXLOG_LOOM_MUTANT").as_deref() == Ok(test) {
+        loom_mutants::set(Some(m));
+        model(Some(MUTANT_BOUND), scenario);
+        loom_mutants::set(None);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("DAXLOG_LOOM_MUTANT", test)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run the mutant's model");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the model passed with mutant {m:?} armed:\n{text}"
+    );
+    let found = expect.iter().find(|e| text.contains(*e));
+    assert!(
+        found.is_some(),
+        "the model failed with mutant {m:?} armed, but not as expected ({expect:?}):\n{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(found.unwrap()))
+        .unwrap_or_default();
+    println!("{m:?} caught ({}): {}", out.status, line.trim());
+}
+
+#[test]
+fn mutant_published_relaxed_is_caught() {
+    caught(
+        "mutant_published_relaxed_is_caught",
+        Mutant::PublishedRelaxed,
+        two_appenders,
+        // The appender that sees its ticket published without synchronising with the publisher
+        // finds its LSN or an earlier entry not yet published or durable from where it stands.
+        &["Causality violation", "returned before"],
+    );
+}
+
+#[test]
+fn mutant_ready_relaxed_is_caught() {
+    caught(
+        "mutant_ready_relaxed_is_caught",
+        Mutant::ReadyRelaxed,
+        two_appenders,
+        &["Causality violation", "returned before", "last LSN"],
+    );
+}
+
+#[test]
+fn mutant_marker_done_relaxed_is_caught() {
+    caught(
+        "mutant_marker_done_relaxed_is_caught",
+        Mutant::MarkerDoneRelaxed,
+        two_appenders,
+        &["Causality violation: Concurrent write accesses"],
+    );
+}
+
+#[test]
+fn mutant_last_lsn_relaxed_is_caught() {
+    caught(
+        "mutant_last_lsn_relaxed_is_caught",
+        Mutant::LastLsnRelaxed,
+        follower,
+        // The follower sees the LSN before the live tail that covers its entry, takes the
+        // entry for padding and skips it, then waits for an LSN that never comes.
+        &["followed", "Causality violation", "deadlock"],
+    );
+}
+
+#[test]
+fn mutant_no_heavy_fence_is_caught() {
+    caught(
+        "mutant_no_heavy_fence_is_caught",
+        Mutant::NoHeavyFence,
+        follower,
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_no_light_fence_is_caught() {
+    caught(
+        "mutant_no_light_fence_is_caught",
+        Mutant::NoLightFence,
+        follower,
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_waiter_after_check_is_caught() {
+    caught(
+        "mutant_waiter_after_check_is_caught",
+        Mutant::WaiterAfterCheck,
+        follower,
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_cas_not_atomic_is_caught() {
+    caught(
+        "mutant_cas_not_atomic_is_caught",
+        Mutant::CasNotAtomic,
+        two_appenders,
+        &["Causality violation", "given twice", "LSN"],
+    );
+}
+
+#[test]
+fn mutant_abandoned_not_completed_is_caught() {
+    caught(
+        "mutant_abandoned_not_completed_is_caught",
+        Mutant::AbandonedNotCompleted,
+        abandoned,
+        &["deadlock"],
+    );
 }
