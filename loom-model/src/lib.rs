@@ -12,7 +12,8 @@
 //! ```text
 //! RUSTFLAGS="--cfg loom" cargo test --release -p daxlog-loom --test model \
 //!     --target-dir target/loom                 # the bounded run of the default test run
-//! ... -- --ignored                             # the longer, deeper run
+//! ... -- --ignored exhaustive                  # two threads, every interleaving (minutes)
+//! ... -- --ignored deeper                      # three threads, 2 preemptions (much longer)
 //! ```
 //!
 //! This library holds what the tests share: the media and the checks. Without `--cfg loom`

@@ -9,9 +9,10 @@
 //! ```
 //!
 //! first with `--no-run` (the build, timed apart), then to run them. Its own arguments are
-//! passed on, so `cargo test --release -p daxlog-loom --test loom -- --ignored` runs the deeper
-//! models. The first build compiles loom and daxlog again into `<target>/loom` (about a minute
-//! on two cores); later ones only what changed. `DAXLOG_SKIP_LOOM=1` skips it, and says so.
+//! passed on, so `cargo test --release -p daxlog-loom --test loom -- --ignored exhaustive` runs
+//! the two-thread models under every interleaving. The first build compiles loom and daxlog
+//! again into `<target>/loom` (a minute or so on two cores); later ones only what changed.
+//! `DAXLOG_SKIP_LOOM=1` skips it, and says so.
 //!
 //! This file is its own harness (`harness = false`): it runs a command, not tests.
 

@@ -20,8 +20,8 @@
 //! the model to fail.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release -p daxlog-loom --test model
-//! --target-dir target/loom` (what `tests/loom.rs` runs); add `-- --ignored` for the deeper
-//! runs.
+//! --target-dir target/loom` (what `tests/loom.rs` runs); add `-- --ignored exhaustive` (or
+//! `deeper`) for the deeper runs.
 
 #![cfg(loom)]
 
@@ -40,7 +40,8 @@ const BOUND: usize = 4;
 /// Preemption bound of the default run for three threads (the third thread multiplies the
 /// interleavings: bound 1 is 24,000 executions, a few seconds; bound 2 is millions).
 const BOUND3: usize = 1;
-/// The `--ignored` runs: two threads under every interleaving, three with bound 2.
+/// The `--ignored` runs: two threads under every interleaving (`exhaustive_*`, minutes), three
+/// with bound 2 (`deeper_*`: over 800,000 executions, a quarter of an hour without finishing).
 const DEEP3: usize = 2;
 /// Preemption bound of the mutant runs: each mutant is found with fewer.
 const MUTANT_BOUND: usize = 2;
