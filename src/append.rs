@@ -18,7 +18,6 @@
 //! Nothing else is written: the end of the log is found by recovery from the entries
 //! themselves.
 
-use parking_lot::MutexGuard;
 use std::ops::Range;
 
 use crate::error::{Error, Result};
@@ -27,6 +26,7 @@ use crate::log::{max_payload, Log, Writer};
 use crate::media::{Claim, Media};
 use crate::persist::CACHE_LINE;
 use crate::reserve::Resv;
+use crate::sync::parking_lot::MutexGuard;
 use crate::Lsn;
 
 /// Single appends of payloads from this size on, with non-temporal stores, checksum the payload
@@ -358,6 +358,10 @@ impl<M: Media> Drop for Abandoned<'_, M> {
             first_lsn = self.resv.first,
             "daxlog: append abandoned; its LSNs hold padding"
         );
+        #[cfg(loom)]
+        if crate::sync::mutants::active(crate::sync::mutants::Mutant::AbandonedNotCompleted) {
+            return;
+        }
         let _ = log.complete(self.resv, self.nt);
     }
 }

@@ -384,6 +384,10 @@ impl<M: Media> Log<M> {
 
     /// Sleeps until entry `lsn` is published or `timeout` passes.
     pub(crate) fn wait_for_lsn(&self, lsn: Lsn, timeout: std::time::Duration) {
+        #[cfg(loom)]
+        if crate::sync::mutants::active(crate::sync::mutants::Mutant::WaiterAfterCheck) {
+            return crate::sync::mutants::wait_for_lsn_registering_late(self, lsn, timeout);
+        }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // Publishers store `last_lsn`, then a light fence, then read `waiters` (see
         // `persist::light_fence`).

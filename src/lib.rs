@@ -50,6 +50,7 @@ mod persist;
 mod reader;
 mod recover;
 mod reserve;
+mod sync;
 mod truncate;
 
 /// A log sequence number. The first entry of a new log has LSN 1 (or
@@ -66,3 +67,6 @@ pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD}
 pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
 pub use reader::{OwnedEntry, Reader};
 pub use recover::{DamageReport, RecoveryReport, TailState};
+/// Deliberate ordering mistakes for the loom model tests (`--cfg loom` builds only).
+#[cfg(loom)]
+pub use sync::mutants as loom_mutants;

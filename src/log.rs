@@ -5,8 +5,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::damage;
@@ -24,6 +23,8 @@ use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
 use crate::recover::{self, DamageReport, RecoveryReport, TailState};
 use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use crate::sync::{parking_lot, Condvar, Mutex, RwLock};
 use crate::Lsn;
 
 /// The name used in errors for media that are not files.

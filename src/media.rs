@@ -16,7 +16,9 @@
 //!    already be durable, in any order.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::atomic::AtomicU64;
 
 /// The persistence barrier a log uses to make appends durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -124,10 +124,14 @@ pub fn membarrier_ready() -> bool {
 /// from then on both sides use `MFENCE`.
 static MEMBARRIER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+#[cfg_attr(loom, allow(dead_code))]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
-/// The publisher's side of the asymmetric barrier (see [`membarrier_ready`]).
+/// The publisher's side of the asymmetric barrier (see [`membarrier_ready`]). The loom model
+/// tests run a stand-in (a `SeqCst` fence, below, with the argument why it keeps this
+/// contract).
+#[cfg(not(loom))]
 #[inline]
 pub fn light_fence() {
     use std::sync::atomic::{compiler_fence, fence, Ordering::SeqCst};
@@ -145,6 +149,10 @@ pub fn light_fence() {
 /// process registered, membarrier(2), ERRORS), publishers switch to `MFENCE` from then on; a
 /// publisher that used only a compiler fence meanwhile can cost a waiter one lost wake-up,
 /// which its timed wait (at most 10 ms for an appender) bounds.
+///
+/// The loom model tests run a stand-in (a `SeqCst` fence, below, with the argument why it
+/// keeps this contract).
+#[cfg(not(loom))]
 pub fn heavy_fence() {
     use std::sync::atomic::{fence, Ordering::SeqCst};
     fence(SeqCst);
@@ -160,6 +168,41 @@ pub fn heavy_fence() {
                 "daxlog: membarrier failed after registration; publishers now use MFENCE"
             );
         }
+    }
+}
+
+/// Stand-in for [`light_fence`] under the loom model checker: a `SeqCst` fence. The pair of
+/// stand-ins keeps the one contract the engine relies on. The fences are only used in the
+/// store-buffering pattern: the publisher stores what it publishes, then reads `waiters`; a
+/// sleeper increments `waiters`, then reads what is published; at least one of the two reads
+/// must see the other side's write. In the real code `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`
+/// makes every running thread of the process execute a full barrier at some point `b` while
+/// the call runs (a thread that is not running passes one in its context switch), and the
+/// sleeper's own accesses are ordered around the call (it is a system call: full barriers on
+/// entry and exit). If `b` falls after the publisher's store, the store is visible before the
+/// call returns, so the sleeper's read sees it; otherwise `b` falls before the store and so,
+/// the compiler fence keeping program order, before the publisher's read of `waiters`, which
+/// then sees the increment the sleeper made before the call. A `SeqCst` fence on each side
+/// gives the same either/or in C11 (of two `SeqCst` fences one precedes the other in the
+/// single total order, and the read after the later one sees the write before the earlier
+/// one), and no more: neither stand-in orders anything else, and the engine relies on these
+/// fences for nothing else. (Without `membarrier` the real code uses exactly this, `MFENCE`
+/// on both sides.)
+#[cfg(loom)]
+pub fn light_fence() {
+    use crate::sync::mutants::{active, Mutant};
+    if !active(Mutant::NoLightFence) {
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Stand-in for [`heavy_fence`] under the loom model checker: a `SeqCst` fence (the argument
+/// is at [`light_fence`]'s stand-in).
+#[cfg(loom)]
+pub fn heavy_fence() {
+    use crate::sync::mutants::{active, Mutant};
+    if !active(Mutant::NoHeavyFence) {
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -180,6 +223,10 @@ pub fn has_cmpxchg16b() -> bool {
 /// meant as the expected value of a compare-and-swap, never as a snapshot on their own.
 ///
 /// Only made once [`has_cmpxchg16b`] said yes (the log refuses to open otherwise).
+///
+/// The loom model tests run a stand-in (below) with the same contract: the compare-and-swap
+/// is atomic on all 128 bits and a full barrier; loads read the halves separately.
+#[cfg(not(loom))]
 #[repr(C, align(16))]
 #[derive(Debug)]
 pub struct AtomicPair {
@@ -187,6 +234,7 @@ pub struct AtomicPair {
     hi: std::sync::atomic::AtomicU64,
 }
 
+#[cfg(not(loom))]
 impl AtomicPair {
     pub fn new(v: u128) -> Self {
         use std::sync::atomic::AtomicU64;
@@ -253,6 +301,84 @@ impl AtomicPair {
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("AtomicPair needs CMPXCHG16B")
+    }
+}
+
+/// Stand-in for [`AtomicPair`] under the loom model checker, with the contract of the real
+/// one:
+/// - **Atomicity.** `LOCK CMPXCHG16B` compares and replaces all 16 bytes in one step; here a
+///   loom mutex held across the comparison and both stores makes every compare-and-swap one
+///   step with respect to every other, and the value it returns on failure is a consistent
+///   pair, as the real instruction's is.
+/// - **Ordering.** A locked instruction is a full barrier, and locked instructions are totally
+///   ordered (Intel SDM vol. 3A, 9.2.3.8): everything before one compare-and-swap is visible
+///   to everything after a later one. Here the mutex hands that order from one
+///   compare-and-swap to the next (failed ones too: the real instruction writes even when the
+///   comparison fails), and a `SeqCst` fence on each side of the critical section gives the
+///   full barrier against the other `SeqCst` fences of the model.
+/// - **Torn loads.** [`AtomicPair::load_torn`] is the same code as the real one: two
+///   `Acquire` loads of the halves, outside the mutex, so loom lets each return any value
+///   the memory model allows. The halves are stored high first, then low, so that a load that
+///   sees a new low half also sees that update's high half (it synchronises with the low
+///   store): the torn pairs are an older low half with a newer high one, exactly those the
+///   real loads can return (they read the low half first, and an update writes both at once).
+#[cfg(loom)]
+#[derive(Debug)]
+pub struct AtomicPair {
+    lo: crate::sync::atomic::AtomicU64,
+    hi: crate::sync::atomic::AtomicU64,
+    cas: loom::sync::Mutex<()>,
+}
+
+#[cfg(loom)]
+impl AtomicPair {
+    pub fn new(v: u128) -> Self {
+        use crate::sync::atomic::AtomicU64;
+        AtomicPair {
+            lo: AtomicU64::new(v as u64),
+            hi: AtomicU64::new((v >> 64) as u64),
+            cas: loom::sync::Mutex::new(()),
+        }
+    }
+
+    /// Both halves, possibly from two different updates (as the real one).
+    pub fn load_torn(&self) -> u128 {
+        use std::sync::atomic::Ordering::Acquire;
+        let lo = self.lo.load(Acquire);
+        let hi = self.hi.load(Acquire);
+        (hi as u128) << 64 | lo as u128
+    }
+
+    /// The value, with exclusive access.
+    pub fn get(&mut self) -> u128 {
+        (*self.hi.get_mut() as u128) << 64 | *self.lo.get_mut() as u128
+    }
+
+    /// Replaces the value, with exclusive access.
+    pub fn set(&mut self, v: u128) {
+        *self.lo.get_mut() = v as u64;
+        *self.hi.get_mut() = (v >> 64) as u64;
+    }
+
+    /// Stores `new` if the value is `current`; returns the value found either way.
+    pub fn compare_exchange(&self, current: u128, new: u128) -> Result<u128, u128> {
+        use crate::sync::mutants::{active, Mutant};
+        use loom::sync::atomic::fence;
+        use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+        // The mutant compares and stores without the lock: two appenders can both succeed
+        // from the same value.
+        let _g = (!active(Mutant::CasNotAtomic)).then(|| self.cas.lock().unwrap());
+        fence(SeqCst);
+        let found = (self.hi.load(Relaxed) as u128) << 64 | self.lo.load(Relaxed) as u128;
+        let r = if found == current {
+            self.hi.store((new >> 64) as u64, Release);
+            self.lo.store(new as u64, Release);
+            Ok(found)
+        } else {
+            Err(found)
+        };
+        fence(SeqCst);
+        r
     }
 }
 

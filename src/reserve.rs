@@ -26,16 +26,31 @@
 //! compare-and-swap, and an appender that sleeps or is descheduled holds nobody up once its
 //! ticket is ready. In msync mode the group commit publishes what its one `msync` covered.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, MAX_INFLIGHT, SLOT_CONCURRENT};
+#[cfg(not(loom))]
+use crate::format::MAX_INFLIGHT;
+use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
 use crate::log::Log;
 use crate::media::{Claim, Media};
 use crate::persist;
 use crate::recover::INDEX_STRIDE;
+use crate::sync::atomic::{AtomicBool, AtomicU64};
+use crate::sync::{self, parking_lot};
 use crate::Lsn;
+
+/// Under the loom model checker, a ring of 2, so that three appenders fill it.
+#[cfg(loom)]
+const MAX_INFLIGHT: usize = 2;
+
+/// A waiting appender checks `published` this many times before it sleeps, spinning between
+/// the first `WAIT_SPINS` checks and yielding between the others. Under loom, once: each check
+/// is a step the model explores, and the sleep path (which makes the same checks) is what it
+/// must reach.
+const WAIT_ROUNDS: u32 = if cfg!(loom) { 1 } else { 10_200 };
+const WAIT_SPINS: u32 = if cfg!(loom) { 1 } else { 200 };
 
 /// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
@@ -226,7 +241,11 @@ impl<M: Media> Log<M> {
             // The previous reservation's marker may lie where this one starts.
             let prev = &self.ring[(ticket - 1) as usize % MAX_INFLIGHT];
             let mut spins = 0;
-            while prev.marker_done.load(Ordering::Acquire) < ticket {
+            while prev
+                .marker_done
+                .load(sync::ordering!(Acquire, MarkerDoneRelaxed))
+                < ticket
+            {
                 backoff(&mut spins);
             }
         }
@@ -336,7 +355,8 @@ impl<M: Media> Log<M> {
                 .inspect_err(|e| self.poison(e))?;
         }
         let slot = &self.ring[r.ticket as usize % MAX_INFLIGHT];
-        slot.ready.store(r.ticket + 1, Ordering::Release);
+        slot.ready
+            .store(r.ticket + 1, sync::ordering!(Release, ReadyRelaxed));
         // From here on this thread may be the one that must publish its ticket and the ready
         // ones after it: nothing on this path is meant to panic, and if something did, the
         // guard poisons the log, so that later appends fail with `Error::Poisoned` instead of
@@ -416,9 +436,11 @@ impl<M: Media> Log<M> {
         // `published` below.
         unsafe { self.pmem.publish(tail, wrap) };
         // The tail first, then the LSN: a reader that sees an LSN finds its entry live.
-        self.last_lsn.store(last, Ordering::Release);
+        self.last_lsn
+            .store(last, sync::ordering!(Release, LastLsnRelaxed));
         self.pmem.media().publish_for_readers(last + 1);
-        self.published.store(next_ticket, Ordering::Release);
+        self.published
+            .store(next_ticket, sync::ordering!(Release, PublishedRelaxed));
         // Against a sleeper that registers in `waiters` and then reads `published`: one of the
         // two sees the other, so no wake-up is lost.
         persist::light_fence();
@@ -469,7 +491,7 @@ impl<M: Media> Log<M> {
             }
             if upto == first {
                 // The oldest reservation is still being stored by its thread.
-                std::thread::yield_now();
+                sync::yield_now();
                 if self.poisoned.load(Ordering::Acquire) {
                     return Err(self.poison_error());
                 }
@@ -497,7 +519,7 @@ impl<M: Media> Log<M> {
         // The predecessors are a copy and a fence away: spin a few microseconds (a sleep and a
         // wake-up cost more), then yield — with more appenders than cores, the one we wait
         // for may need this core — and only then sleep.
-        for i in 0..10_200u32 {
+        for i in 0..WAIT_ROUNDS {
             let p = self.published.load(Ordering::Acquire);
             if p > ticket {
                 return Ok(());
@@ -509,10 +531,10 @@ impl<M: Media> Log<M> {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
             }
-            if i < 200 {
-                std::hint::spin_loop();
+            if i < WAIT_SPINS {
+                sync::spin_loop();
             } else {
-                std::thread::yield_now();
+                sync::yield_now();
             }
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
@@ -602,9 +624,9 @@ impl<M: Media> Log<M> {
 fn backoff(spins: &mut u32) {
     *spins += 1;
     if *spins < 200 {
-        std::hint::spin_loop();
+        sync::spin_loop();
     } else {
-        std::thread::yield_now();
+        sync::yield_now();
     }
 }
 

@@ -1,0 +1,402 @@
+//! Model checks of the append protocol (FORMAT.md, section 6a) under the C11 memory model.
+//!
+//! Each model runs daxlog's own `Log::append` (and `Follower`) on a [`LoomMedia`] from two or
+//! three threads, in a build where the engine's atomics, locks and condition variable are
+//! loom's and the publication ring has 2 slots. Loom runs the model under every interleaving
+//! with at most `LOOM_MAX_PREEMPTIONS` preemptions (default: [`BOUND`] here, deeper in the
+//! `--ignored` versions) and lets every load return any value the memory model allows. It
+//! checks:
+//! - an append returns only once its entry and every earlier one are published and durable as
+//!   seen from its thread (each store's durable flag is set by its own thread's drain and read
+//!   through loom; [`check_acknowledged`]), which also means acknowledgements in LSN order;
+//! - no two reservations overlap, no store races with another access to the same bytes, and
+//!   no reader sees bytes before their store (loom checks every access to the data area);
+//! - the LSNs are `1..=n` with no hole, back to back, padding where an append was abandoned;
+//!   readers and recovery agree ([`check_final`]);
+//! - no lost wake-up: the condition variable's timed waits never time out under loom, so a
+//!   sleeper nobody wakes is a deadlock, which loom reports.
+//!
+//! The `mutant_*` tests arm a deliberate ordering mistake (`daxlog::loom_mutants`) and require
+//! the model to fail.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release -p daxlog-loom --test model
+//! --target-dir target/loom` (what `tests/loom.rs` runs); add `-- --ignored exhaustive` (or
+//! `deeper`) for the deeper runs.
+
+#![cfg(loom)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use daxlog::loom_mutants::{self, Mutant};
+use daxlog::{Log, Lsn};
+use daxlog_loom::*;
+use loom::sync::Arc;
+
+/// Preemption bound of the default run for two threads, unless `LOOM_MAX_PREEMPTIONS` says
+/// otherwise.
+const BOUND: usize = 4;
+/// Preemption bound of the default run for three threads (the third thread multiplies the
+/// interleavings: bound 1 is 24,000 executions, a few seconds; bound 2 is millions).
+const BOUND3: usize = 1;
+/// The `--ignored` runs: two threads under every interleaving (`exhaustive_*`, minutes), three
+/// with bound 2 (`deeper_*`: over 800,000 executions, a quarter of an hour without finishing).
+const DEEP3: usize = 2;
+/// Preemption bound of the mutant runs: each mutant is found with fewer.
+const MUTANT_BOUND: usize = 2;
+/// Stack of each model thread: 256 KiB (loom hands the size to its coroutine library, which
+/// counts 8-byte words; an even count keeps it from touching every page).
+const STACK: usize = 1 << 15;
+
+/// Runs `f` under loom with at most `bound` preemptions (`None`: every interleaving), unless
+/// `LOOM_MAX_PREEMPTIONS` is set.
+fn model(bound: Option<usize>, f: fn()) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = bound;
+    }
+    // Spin loops yield to loom: each turn is a branch.
+    b.max_branches = 100_000;
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let (counter, t) = (runs.clone(), Instant::now());
+    b.check(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f()
+    });
+    // Shown with --nocapture.
+    println!(
+        "{} executions in {:.1?}",
+        runs.load(Ordering::Relaxed),
+        t.elapsed()
+    );
+}
+
+/// The log, once every other thread dropped its reference.
+fn unwrap(log: Arc<Log<LoomMedia>>) -> Log<LoomMedia> {
+    match Arc::try_unwrap(log) {
+        Ok(log) => log,
+        Err(_) => panic!("a thread still holds the log"),
+    }
+}
+
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> loom::thread::JoinHandle<T> {
+    loom::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(f)
+        .expect("spawn a model thread")
+}
+
+/// Who got each LSN: `appended[lsn - 1] = Some(thread)`, from the LSNs the appenders returned.
+fn by_lsn(lsns: &[(u8, Lsn)], n: usize) -> Vec<Option<u8>> {
+    let mut v = vec![None; n];
+    for &(t, lsn) in lsns {
+        assert!(
+            lsn >= 1 && lsn as usize <= n,
+            "LSN {lsn} out of 1..={n} (a hole)"
+        );
+        assert!(
+            v[lsn as usize - 1].replace(t).is_none(),
+            "LSN {lsn} given twice"
+        );
+    }
+    v
+}
+
+/// `threads` appenders, one entry each, on a log with non-temporal stores (`nt`) or cached
+/// stores and write-back.
+fn appenders(threads: u8, nt: bool) {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), nt));
+    let handles: Vec<_> = (1..=threads)
+        .map(|t| {
+            let (log, media) = (log.clone(), media.clone());
+            spawn(move || {
+                let lsn = log.append(&payload(t)).expect("append");
+                check_acknowledged(&log, &media, lsn);
+                (t, lsn)
+            })
+        })
+        .collect();
+    let lsns: Vec<(u8, Lsn)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let log = unwrap(log);
+    check_final(log, &media, &by_lsn(&lsns, threads as usize));
+}
+
+fn two_appenders() {
+    appenders(2, true)
+}
+
+fn two_appenders_cached() {
+    appenders(2, false)
+}
+
+fn three_appenders() {
+    appenders(3, true)
+}
+
+/// One appender appends two entries; this thread follows the log and must get both, in order,
+/// each durable by the time it is returned.
+fn follower() {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    let appender = {
+        let (log, media) = (log.clone(), media.clone());
+        spawn(move || {
+            for t in [1, 2] {
+                let lsn = log.append(&payload(t)).expect("append");
+                check_acknowledged(&log, &media, lsn);
+                assert_eq!(lsn, t as Lsn);
+            }
+        })
+    };
+    let mut f = log.follow(1);
+    for t in [1u8, 2] {
+        let e = f
+            .next_timeout(Duration::from_secs(3600))
+            .expect("the follower gets the entry");
+        assert_eq!((e.lsn, e.payload), (t as Lsn, &payload(t)[..]), "followed");
+        if let Err(e) = media.check_durable(entry_end(t as Lsn)) {
+            panic!("the follower got LSN {t} before it was durable: {e}");
+        }
+    }
+    appender.join().unwrap();
+    let log = unwrap(log);
+    check_final(log, &media, &[Some(1), Some(2)]);
+}
+
+/// Two appenders; the first dies (panics) while storing its entry. Its reservation must be
+/// padded and published, and the second must not wait forever.
+fn abandoned() {
+    quiet_injected_panics();
+    let media = LoomMedia::new();
+    media.panic_on_store_of(&payload(1));
+    let log = Arc::new(new_log(media.clone(), true));
+    let dying = {
+        let log = log.clone();
+        spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(|| log.append(&payload(1))));
+            assert!(r.is_err(), "the injected panic did not happen");
+        })
+    };
+    let other = {
+        let (log, media) = (log.clone(), media.clone());
+        spawn(move || {
+            let lsn = log.append(&payload(2)).expect("append");
+            check_acknowledged(&log, &media, lsn);
+            lsn
+        })
+    };
+    dying.join().unwrap();
+    let lsn = other.join().unwrap();
+    let log = unwrap(log);
+    let mut appended = vec![None; 2];
+    appended[lsn as usize - 1] = Some(2);
+    check_final(log, &media, &appended);
+}
+
+/// The injected panic of [`abandoned`] is expected: keep its message out of the output.
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .unwrap_or_default();
+            if !msg.starts_with("injected:") {
+                prev(info);
+            }
+        }));
+    });
+}
+
+#[test]
+fn two_appenders_publish_in_order() {
+    model(Some(BOUND), two_appenders);
+}
+
+#[test]
+fn two_appenders_with_cached_stores() {
+    model(Some(BOUND), two_appenders_cached);
+}
+
+#[test]
+fn three_appenders_fill_the_ring() {
+    model(Some(BOUND3), three_appenders);
+}
+
+#[test]
+fn follower_wakes_for_each_entry() {
+    model(Some(BOUND), follower);
+}
+
+#[test]
+fn abandoned_reservation_is_padded() {
+    model(Some(BOUND), abandoned);
+}
+
+#[test]
+#[ignore = "exhaustive: run with --ignored"]
+fn exhaustive_two_appenders_publish_in_order() {
+    model(None, two_appenders);
+}
+
+#[test]
+#[ignore = "exhaustive: run with --ignored"]
+fn exhaustive_two_appenders_with_cached_stores() {
+    model(None, two_appenders_cached);
+}
+
+#[test]
+#[ignore = "deeper: run with --ignored"]
+fn deeper_three_appenders_fill_the_ring() {
+    model(Some(DEEP3), three_appenders);
+}
+
+#[test]
+#[ignore = "exhaustive: run with --ignored"]
+fn exhaustive_follower_wakes_for_each_entry() {
+    model(None, follower);
+}
+
+#[test]
+#[ignore = "exhaustive: run with --ignored"]
+fn exhaustive_abandoned_reservation_is_padded() {
+    model(None, abandoned);
+}
+
+/// Requires the model of `scenario` to fail with mutant `m` armed, with a message that
+/// contains one of `expect`.
+///
+/// A failing model can abort its process instead of unwinding (loom panics inside the model
+/// thread, and the engine's panic guards run loom operations while it unwinds), so the model
+/// runs in a child process: this same test, run again with `DAXLOG_LOOM_MUTANT` set, which
+/// arms the mutant and runs the model directly. The child must fail, and its output must say
+/// why.
+fn caught(test: &str, m: Mutant, scenario: fn(), expect: &[&str]) {
+    if std::env::var("DAXLOG_LOOM_MUTANT").as_deref() == Ok(test) {
+        loom_mutants::set(Some(m));
+        model(Some(MUTANT_BOUND), scenario);
+        loom_mutants::set(None);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("DAXLOG_LOOM_MUTANT", test)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run the mutant's model");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the model passed with mutant {m:?} armed:\n{text}"
+    );
+    let found = expect.iter().find(|e| text.contains(*e));
+    assert!(
+        found.is_some(),
+        "the model failed with mutant {m:?} armed, but not as expected ({expect:?}):\n{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(found.unwrap()))
+        .unwrap_or_default();
+    println!("{m:?} caught ({}): {}", out.status, line.trim());
+}
+
+#[test]
+fn mutant_published_relaxed_is_caught() {
+    caught(
+        "mutant_published_relaxed_is_caught",
+        Mutant::PublishedRelaxed,
+        two_appenders,
+        // The appender that sees its ticket published without synchronising with the publisher
+        // finds its LSN or an earlier entry not yet published or durable from where it stands.
+        &["Causality violation", "returned before"],
+    );
+}
+
+#[test]
+fn mutant_ready_relaxed_is_caught() {
+    caught(
+        "mutant_ready_relaxed_is_caught",
+        Mutant::ReadyRelaxed,
+        two_appenders,
+        &["Causality violation", "returned before", "last LSN"],
+    );
+}
+
+#[test]
+fn mutant_marker_done_relaxed_is_caught() {
+    caught(
+        "mutant_marker_done_relaxed_is_caught",
+        Mutant::MarkerDoneRelaxed,
+        two_appenders,
+        &["Causality violation: Concurrent write accesses"],
+    );
+}
+
+#[test]
+fn mutant_last_lsn_relaxed_is_caught() {
+    caught(
+        "mutant_last_lsn_relaxed_is_caught",
+        Mutant::LastLsnRelaxed,
+        follower,
+        // The follower sees the LSN before the live tail that covers its entry, takes the
+        // entry for padding and skips it, then waits for an LSN that never comes.
+        &["followed", "Causality violation", "deadlock"],
+    );
+}
+
+#[test]
+fn mutant_no_heavy_fence_is_caught() {
+    caught(
+        "mutant_no_heavy_fence_is_caught",
+        Mutant::NoHeavyFence,
+        follower,
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_no_light_fence_is_caught() {
+    caught(
+        "mutant_no_light_fence_is_caught",
+        Mutant::NoLightFence,
+        follower,
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_waiter_after_check_is_caught() {
+    caught(
+        "mutant_waiter_after_check_is_caught",
+        Mutant::WaiterAfterCheck,
+        follower,
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_cas_not_atomic_is_caught() {
+    caught(
+        "mutant_cas_not_atomic_is_caught",
+        Mutant::CasNotAtomic,
+        two_appenders,
+        &["Causality violation", "given twice", "LSN"],
+    );
+}
+
+#[test]
+fn mutant_abandoned_not_completed_is_caught() {
+    caught(
+        "mutant_abandoned_not_completed_is_caught",
+        Mutant::AbandonedNotCompleted,
+        abandoned,
+        &["deadlock"],
+    );
+}
