@@ -2293,7 +2293,8 @@ fn follow_prints_appends_as_they_come() {
     });
     let t = Instant::now();
     let last = loop {
-        log.append(b"one more, to write into the closed pipe").unwrap();
+        log.append(b"one more, to write into the closed pipe")
+            .unwrap();
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(20)) {
             break l;
         }
