@@ -20,8 +20,8 @@
 //! part at the start of the data area.
 
 use crate::format::{
-    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_PAD, HEADER_LEN, MAX_INFLIGHT,
-    SLOT_CONCURRENT,
+    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
+    MAX_INFLIGHT, SLOT_CONCURRENT,
 };
 use crate::recover::{self, Scan};
 use crate::Lsn;
@@ -146,23 +146,8 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     let cont = continuation(image, salt, slot, scan.stop, scan.stop_lsn);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
-            let w = recover::walk(image, salt, slot, q, l);
-            // Count the whole continuation, batches in flight included.
-            let count = w.stop_lsn - l;
-            // Could it be the remains of appends that were in flight with the refused one?
-            // `count` entries were accepted: `w.entries` in complete batches, the rest in a
-            // batch whose end was refused (itself possibly in flight).
-            let in_flight = if slot.flags & SLOT_CONCURRENT == 0 {
-                // One append at a time: only the rest of the refused entry's own batch (whose
-                // next entries may be torn too) — no batch end, or one batch end with nothing
-                // after it. (The refused entry's own flags cannot tell: its flag word may be
-                // one of those that did not reach media.)
-                w.batches == 0 || (w.batches == 1 && w.entries == count)
-            } else {
-                // Overlapping appends: up to MAX_INFLIGHT - 1 other batches.
-                w.batches + u64::from(w.entries < count) < MAX_INFLIGHT as u64
-            };
-            (count, (count > 0).then(|| (l, w.stop_lsn - 1)), in_flight)
+            let c = follows(image, salt, slot, q, l);
+            (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
     };
@@ -184,6 +169,40 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     }
 }
 
+/// The valid entries that follow a refused one, from `(q, l)` on.
+struct Follows {
+    /// How many (batches in flight included).
+    count: u64,
+    /// The LSN after the last of them.
+    end: Lsn,
+    /// They could be the remains of appends that were in flight with the refused one, never
+    /// acknowledged: a torn tail rather than damage.
+    in_flight: bool,
+}
+
+fn follows(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Follows {
+    let w = recover::walk(image, salt, slot, q, l);
+    // Count the whole continuation, batches in flight included.
+    let count = w.stop_lsn - l;
+    // `count` entries were accepted: `w.entries` in complete batches, the rest in a batch
+    // whose end was refused (itself possibly in flight).
+    let in_flight = if slot.flags & SLOT_CONCURRENT == 0 {
+        // One append at a time: only the rest of the refused entry's own batch (whose next
+        // entries may be torn too) — no batch end, or one batch end with nothing after it.
+        // (The refused entry's own flags cannot tell: its flag word may be one of those that
+        // did not reach media.)
+        w.batches == 0 || (w.batches == 1 && w.entries == count)
+    } else {
+        // Overlapping appends: up to MAX_INFLIGHT - 1 other batches.
+        w.batches + u64::from(w.entries < count) < MAX_INFLIGHT as u64
+    };
+    Follows {
+        count,
+        end: w.stop_lsn,
+        in_flight,
+    }
+}
+
 /// A gap a salvage skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -199,7 +218,11 @@ pub struct Gap {
 }
 
 /// Visits every valid entry of the log in LSN order, skipping damaged regions, and returns the
-/// gaps. Batches are not held back: every entry whose checks pass is visited.
+/// gaps. Inside acknowledged data batches are not held back (every entry whose checks pass is
+/// visited), but what recovery would discard as a torn tail is not visited: the entries of a
+/// batch whose end is refused at the end of the log, and valid entries after the last refused
+/// one that could be the remains of appends in flight with it (the rule of [`assess`]). Those
+/// were never acknowledged.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
@@ -209,15 +232,35 @@ pub(crate) fn salvage(
     let mut gaps = Vec::new();
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
+    // Entries of a batch at or above the cut whose end has not been seen yet.
+    let mut pending: Vec<(Lsn, usize, u32)> = Vec::new();
     loop {
         let w = recover::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
-            if h.flags & FLAG_PAD == 0 {
-                visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + h.len as usize])
+            pending.push((l, p, h.len));
+            let ends = h.flags & FLAG_CONTINUES == 0 || l < slot.cut_lsn;
+            if ends {
+                for (l, p, len) in pending.drain(..) {
+                    let h = EntryHeader::decode(&image[p..p + HEADER_LEN]);
+                    if h.flags & FLAG_PAD == 0 {
+                        visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + len as usize]);
+                    }
+                }
             }
         });
-        match continuation(image, salt, slot, w.stop, w.stop_lsn) {
-            // Continuations have strictly higher LSNs, so this loop ends.
+        let next = continuation(image, salt, slot, w.stop, w.stop_lsn).filter(|&(q, l)| {
+            w.stop_lsn < slot.cut_lsn || !follows(image, salt, slot, q, l).in_flight
+        });
+        match next {
+            // Damage inside acknowledged data: what the walk held back of a batch broken by
+            // it was acknowledged (later appends were), so it is visited.
             Some((q, l)) => {
+                for (l, p, len) in pending.drain(..) {
+                    let h = EntryHeader::decode(&image[p..p + HEADER_LEN]);
+                    if h.flags & FLAG_PAD == 0 {
+                        visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + len as usize]);
+                    }
+                }
+                // Continuations have strictly higher LSNs, so this loop ends.
                 gaps.push(Gap {
                     offset: w.stop as u64,
                     resume_offset: q as u64,
@@ -245,8 +288,9 @@ pub(crate) fn salvage(
 impl<M: crate::Media> crate::Log<M> {
     /// Visits every valid entry in LSN order, past damaged regions too, and returns the gaps
     /// (empty for an undamaged log). For rescuing data: only on a read-only log (see
-    /// [`crate::RecoveryMode::Salvage`]). Batches are not held back: every entry whose checks
-    /// pass is visited.
+    /// [`crate::RecoveryMode::Salvage`]). Inside acknowledged data every entry whose checks
+    /// pass is visited, batches broken by damage included; what recovery would discard as
+    /// the torn tail of an interrupted append (never acknowledged) is not.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();

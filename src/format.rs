@@ -48,6 +48,16 @@ pub const PUBLISHED_OFFSET: usize = 2048;
 /// own): the writer wakes them only when it is not zero.
 pub const SLEEPERS_OFFSET: usize = PUBLISHED_OFFSET + 64;
 
+/// Offset of the count of suffix truncations (8 bytes, a cache line of its own): the writer
+/// records each one in the ring below, then increments this count, before it writes the slot.
+pub const DELETIONS_OFFSET: usize = SLEEPERS_OFFSET + 64;
+/// Offset of the ring of the first deleted LSN of the last [`DELETION_RING`] suffix
+/// truncations (8 bytes each; truncation `n` in entry `n % DELETION_RING`).
+pub const DELETION_RING_OFFSET: usize = DELETIONS_OFFSET + 8;
+/// Entries in the ring of suffix truncations.
+pub const DELETION_RING: usize = 64;
+const _: () = assert!(DELETION_RING_OFFSET + 8 * DELETION_RING <= DATA_OFFSET);
+
 /// The byte of the file on which readers in other processes hold a shared OFD lock
 /// (`F_OFD_SETLK`, `F_RDLCK`), and which whoever would replace, shrink or rewrite the file in
 /// place must first lock exclusively (FORMAT.md, "Locks between processes"). Locks on a byte

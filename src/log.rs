@@ -158,8 +158,15 @@ impl Log<MmapMedia> {
         let name = path
             .file_name()
             .ok_or_else(|| Error::IsDirectory { path: path.into() })?;
+        // (At most 200 bytes of the name: the temporary name must fit where the name does.)
+        let full = name.to_string_lossy();
+        let mut cut = full.len().min(200);
+        while !full.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let stem = &full[..cut];
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .prefix(&format!(".{stem}."))
             .suffix(".tmp")
             .permissions(std::fs::Permissions::from_mode(opts.mode))
             .tempfile_in(dir)

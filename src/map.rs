@@ -24,7 +24,10 @@ use nix::errno::Errno;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
 use crate::error::{Error, LockHolder, Result};
-use crate::format::{PUBLISHED_OFFSET, READER_LOCK_BYTE, SLEEPERS_OFFSET};
+use crate::format::{
+    DATA_OFFSET, DELETIONS_OFFSET, DELETION_RING, DELETION_RING_OFFSET, PUBLISHED_OFFSET,
+    READER_LOCK_BYTE, SLEEPERS_OFFSET,
+};
 use crate::media::{Media, Persistence};
 use crate::persist;
 
@@ -152,6 +155,18 @@ impl MmapMedia {
     /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system.
     pub fn map_sync(&self) -> bool {
         self.map_sync
+    }
+
+    /// An 8-byte word of the reader area.
+    fn word_at(&self, off: usize) -> &AtomicU64 {
+        assert!(
+            (PUBLISHED_OFFSET..DATA_OFFSET).contains(&off) && off.is_multiple_of(8),
+            "not a word of the reader area"
+        );
+        // SAFETY: in the metadata page's reader area, inside the mapping, 8-byte aligned
+        // (checked above; the mapping is page-aligned); only atomics touch those bytes, here
+        // and in other processes' readers, and the mapping outlives the reference.
+        unsafe { &*(self.ptr.as_ptr().add(off) as *const AtomicU64) }
     }
 
     /// The reader area of the metadata page (format version 2): the published LSN and the
@@ -295,6 +310,17 @@ impl Media for MmapMedia {
             sleepers.store(0, Ordering::Relaxed);
             futex_wake(published);
         }
+    }
+
+    fn record_deletion(&self, from: u64) {
+        if !self.writable {
+            return;
+        }
+        let count = self.word_at(DELETIONS_OFFSET);
+        let n = count.load(Ordering::Relaxed);
+        self.word_at(DELETION_RING_OFFSET + 8 * (n as usize % DELETION_RING))
+            .store(from, Ordering::Relaxed);
+        count.store(n + 1, Ordering::Release);
     }
 
     fn prepare(&self, off: usize, len: usize) {

@@ -133,6 +133,11 @@ pub trait Media: Send + Sync {
     /// reader area of the metadata page, format version 2; not a persistent structure, so no
     /// flush). Media that no other process can read ignore it.
     fn publish_for_readers(&self, _next_lsn: u64) {}
+
+    /// Tells readers in other processes that a suffix truncation deletes every entry from
+    /// `from` on (the reader area's ring of deletions; not persistent). Called before the
+    /// truncation's slot update, so that a reader that sees the new slot sees this too.
+    fn record_deletion(&self, _from: u64) {}
 }
 
 /// Bytes of free space handed to one appender: `[start, end)`. Claims are carved from free

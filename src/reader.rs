@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, LockHolder, Result};
 use crate::format::{
-    self, EntryHeader, Slot, Superblock, DATA_OFFSET, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
-    KNOWN_FLAGS, PUBLISHED_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    self, EntryHeader, Slot, Superblock, DATA_OFFSET, DELETIONS_OFFSET, DELETION_RING,
+    DELETION_RING_OFFSET, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS, PUBLISHED_OFFSET,
+    SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
 use crate::log::decode_superblocks;
 use crate::map::{ofd_lock, SharedMap};
@@ -50,19 +51,6 @@ pub struct OwnedEntry {
 const ANCHOR_STRIDE: u64 = 64;
 /// At most this many are kept (the oldest go first; going back further walks from the head).
 const MAX_ANCHORS: usize = 4096;
-/// The reader remembers this many of the entries it returned last (LSN, offset, checksum), to
-/// find, after a suffix truncation, the first one the log no longer holds.
-const HISTORY: usize = 4096;
-
-/// An entry a reader passed: where it was, where it ended, and its checksum.
-#[derive(Clone, Copy, Debug)]
-struct Passed {
-    lsn: Lsn,
-    pos: usize,
-    end: usize,
-    crc: u32,
-}
-
 /// A read-only view of a log that a writer in another process may be appending to,
 /// truncating and wrapping; see the module documentation for why its reads copy.
 ///
@@ -104,8 +92,12 @@ pub struct Reader {
     published: u64,
     /// (LSN, offset) of entries passed, one every `ANCHOR_STRIDE` LSNs.
     anchors: Vec<(Lsn, usize)>,
-    /// The last entries passed, oldest first, consecutive LSNs.
-    history: std::collections::VecDeque<Passed>,
+    /// The highest LSN handed to the caller (0: none yet): a suffix truncation from an LSN
+    /// above it deleted nothing the caller has.
+    returned: Lsn,
+    /// The writer's count of suffix truncations, as last read (FORMAT.md §11).
+    deletions: u64,
+
     /// The copy of the entry being validated.
     buf: Vec<u8>,
     last_stat: Instant,
@@ -163,12 +155,18 @@ impl Reader {
                 by: LockHolder::Replacement,
             });
         }
-        // Writable, if permitted, only to ask the writer for a wake-up (the sleepers flag).
-        let rw = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .ok()
+        // Writable, if permitted, only to ask the writer for a wake-up (the sleepers flag of a
+        // version-2 log: a version-1 log's reader area stays untouched, and such a reader
+        // polls).
+        let rw = (sb.version >= 2)
+            .then(|| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .ok()
+            })
+            .flatten()
             .filter(|f| f.metadata().is_ok_and(|m| m.ino() == meta.ino()));
         let map = SharedMap::map(&file, rw.as_ref(), path, sb.capacity as usize)?;
         let mut r = Reader {
@@ -194,10 +192,13 @@ impl Reader {
             skip_until: 0,
             published: 0,
             anchors: Vec::new(),
-            history: std::collections::VecDeque::with_capacity(HISTORY),
+            returned: 0,
+            deletions: 0,
+
             buf: Vec::new(),
             last_stat: Instant::now(),
         };
+        r.deletions = r.map.word(DELETIONS_OFFSET).load(Ordering::Acquire);
         r.read_slot()?;
         r.pos = r.slot.head_offset as usize;
         r.next = r.slot.head_lsn;
@@ -283,7 +284,10 @@ impl Reader {
     pub fn next_into(&mut self, payload: &mut Vec<u8>) -> Result<Option<Lsn>> {
         loop {
             match self.step(payload, true)? {
-                Some((lsn, pad)) if !pad && lsn >= self.skip_until => return Ok(Some(lsn)),
+                Some((lsn, pad)) if !pad && lsn >= self.skip_until => {
+                    self.returned = lsn;
+                    return Ok(Some(lsn));
+                }
                 Some(_) => continue,
                 None => return Ok(None),
             }
@@ -405,15 +409,6 @@ impl Reader {
                         payload
                             .extend_from_slice(&self.buf[HEADER_LEN..HEADER_LEN + h.len as usize]);
                     }
-                    if self.history.len() == HISTORY {
-                        self.history.pop_front();
-                    }
-                    self.history.push_back(Passed {
-                        lsn,
-                        pos: at,
-                        end: at + h.entry_len(),
-                        crc: h.crc,
-                    });
                     self.pos = at + h.entry_len();
                     self.next += 1;
                     return Ok(Some((lsn, h.flags & FLAG_PAD != 0)));
@@ -506,7 +501,6 @@ impl Reader {
         self.next = l;
         self.pos = pos;
         self.anchors.retain(|&(a, _)| a < l);
-        self.history.clear();
         let mut scratch = Vec::new();
         while self.next < lsn {
             match self.step(&mut scratch, false)? {
@@ -538,22 +532,31 @@ impl Reader {
     /// Reads the current slot. A slot being written fails its checksum; the other copy is the
     /// current one until the write completes, so a torn read is retried.
     fn read_slot(&mut self) -> Result<()> {
-        for _ in 0..1000 {
+        for attempt in 0..1000 {
             let seqs = self.slot_seqs();
             let mut a = [0u8; SLOT_LEN];
             let mut b = [0u8; SLOT_LEN];
             self.map.copy_out(SLOT0_OFFSET, &mut a);
             self.map.copy_out(SLOT1_OFFSET, &mut b);
             let (salt, cap) = (self.sb.salt, self.sb.capacity);
-            let picked = Slot::pick(Slot::decode(&a, salt, cap), Slot::decode(&b, salt, cap));
+            let (da, db) = (Slot::decode(&a, salt, cap), Slot::decode(&b, salt, cap));
             if self.slot_seqs() != seqs {
                 continue;
             }
-            if let Some(slot) = picked {
-                let old = self.slot;
-                self.slot = slot;
-                self.seqs = seqs;
-                return self.after_slot_change(old);
+            if let Some(slot) = Slot::pick(da, db) {
+                // A copy that does not decode but whose sequence number is already above the
+                // one picked is being written (its sequence word may be visible before its
+                // checksum): look again, or the sequence words kept would hide its
+                // completion. (A slot write takes nanoseconds; a copy still like that after
+                // a hundred looks is damaged, and the other one is current.)
+                let in_progress = [(da, seqs[0]), (db, seqs[1])]
+                    .iter()
+                    .any(|&(d, raw)| d.is_none() && raw > slot.seq);
+                if !in_progress || attempt >= 100 {
+                    self.slot = slot;
+                    self.seqs = seqs;
+                    return self.after_slot_change();
+                }
             }
             std::thread::yield_now();
         }
@@ -564,65 +567,48 @@ impl Reader {
         })
     }
 
-    /// After the slot changed: did a suffix truncation delete entries this reader returned?
-    /// A deletion is a suffix, so if the last entry returned is still in the log (same LSN,
-    /// same checksum, at the same place, valid under the new slot), none was; otherwise the
-    /// first one that is not is found by bisecting the history, and the reader goes back there
-    /// and says so.
-    fn after_slot_change(&mut self, old: Slot) -> Result<()> {
-        // Entries below the head were truncated away (and may be overwritten): not deleted.
-        while self
-            .history
-            .front()
-            .is_some_and(|p| p.lsn < self.slot.head_lsn)
-        {
-            self.history.pop_front();
-        }
-        if old.seq == 0 || self.history.is_empty() {
+    /// After the slot changed: did a suffix truncation delete entries this reader passed?
+    /// The writer records the first deleted LSN of each one, and counts them, before it
+    /// writes the slot (FORMAT.md §11), so the lowest LSN deleted since the last look is
+    /// known exactly — unless more truncations than the ring holds came in between: then
+    /// every entry from the head on is suspect.
+    fn after_slot_change(&mut self) -> Result<()> {
+        let now = self.map.word(DELETIONS_OFFSET).load(Ordering::Acquire);
+        if now == self.deletions {
             return Ok(());
         }
-        let intact = |r: &mut Self, i: usize| {
-            let p = r.history[i];
-            r.try_at(p.pos, p.lsn).is_some_and(|h| h.crc == p.crc)
+        let from = if now - self.deletions > DELETION_RING as u64 || now < self.deletions {
+            self.slot.head_lsn
+        } else {
+            (self.deletions..now)
+                .map(|n| {
+                    let at = DELETION_RING_OFFSET + 8 * (n as usize % DELETION_RING);
+                    self.map.word(at).load(Ordering::Acquire)
+                })
+                .min()
+                .unwrap_or(Lsn::MAX)
         };
-        let last = self.history.len() - 1;
-        if intact(self, last) {
-            return Ok(());
+        self.deletions = now;
+        if from >= self.next {
+            return Ok(()); // nothing this reader passed
         }
-        // The first entry of the history that is not intact (entries before it are).
-        let (mut lo, mut hi) = (0, last);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if intact(self, mid) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let from = self.history[lo].lsn;
-        // The entry that replaces `from` goes where `from - 1` ends (or wraps), which is not
-        // necessarily where `from` was: after `from - 1` the old one may have wrapped.
-        let resume = (lo > 0).then(|| self.history[lo - 1].end);
-        self.history.truncate(lo);
+        // Go back to `from`. Below the head, the next step reports the truncation of what
+        // follows; above it, where `from` starts now is found by walking from an earlier
+        // entry (positions at or after it may have changed).
         self.anchors.retain(|&(a, _)| a < from);
-        match resume {
-            Some(end) => {
-                self.next = from;
-                self.pos = end;
-            }
-            // Even the oldest remembered entry is gone: the deletion may reach further back,
-            // and going back to it re-delivers, at worst, entries that did not change. Where
-            // it starts now is found by walking from an earlier entry.
-            None => self.restart_at_anchor(from)?,
-        }
         if from < self.slot.head_lsn {
-            // Gone below the head as well: the next step reports the truncation.
-            return Ok(());
+            self.next = from;
+        } else {
+            self.restart_at_anchor(from)?;
         }
-        Err(Error::Rewound {
-            path: self.path.clone(),
-            from,
-        })
+        if from <= self.returned {
+            self.returned = from - 1;
+            return Err(Error::Rewound {
+                path: self.path.clone(),
+                from,
+            });
+        }
+        Ok(())
     }
 
     fn check_replaced(&mut self) -> Result<()> {

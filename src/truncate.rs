@@ -114,16 +114,16 @@ impl<M: Media> Log<M> {
     pub fn truncate_after(&mut self, lsn: Lsn) -> Result<()> {
         self.check_writable()?;
         let next = self.next_lsn();
-        if lsn + 1 < self.first_lsn || lsn >= next {
-            if lsn + 1 == next {
-                return Ok(());
-            }
+        if lsn >= next || lsn + 1 < self.first_lsn {
             return Err(Error::LsnOutOfRange {
                 path: self.name.clone(),
                 lsn,
                 first: self.first_lsn,
                 next,
             });
+        }
+        if lsn + 1 == next {
+            return Ok(()); // nothing to delete
         }
         let live = self.pmem.live();
         // The new tail: just past entry `lsn`, or the head if every entry goes.
@@ -141,6 +141,12 @@ impl<M: Media> Log<M> {
                 after
             }
         };
+        // Readers in other processes first: nothing from `lsn + 1` on is published any more,
+        // and those entries are deleted. Both before the slot, so that a reader that sees the
+        // new slot knows why, and none takes a deleted entry for an unreadable one.
+        let published = self.next_lsn();
+        self.pmem.media().publish_for_readers(lsn + 1);
+        self.pmem.media().record_deletion(lsn + 1);
         let w = self.writer.get_mut();
         let slot = Slot {
             seq: w.slot.seq + 1,
@@ -159,7 +165,11 @@ impl<M: Media> Log<M> {
             },
             ..w.slot
         };
-        self.write_slot_mut(slot)?;
+        if let Err(e) = self.write_slot_mut(slot) {
+            // Nothing was deleted: publish the entries again.
+            self.pmem.media().publish_for_readers(published);
+            return Err(e);
+        }
         // Then, with a second barrier, destroy the header of the first deleted entry. The
         // epoch rule refuses it only while the cut stays where it is; a later suffix
         // truncation may move the cut past it, and if the entries that replace it go to the
@@ -201,8 +211,6 @@ impl<M: Media> Log<M> {
             wrap_at,
         });
         *self.last_lsn.get_mut() = lsn;
-        // Readers in other processes: nothing after `lsn` is published any more.
-        self.pmem.media().publish_for_readers(lsn + 1);
         self.index
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())

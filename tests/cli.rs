@@ -2304,3 +2304,32 @@ fn follow_prints_appends_as_they_come() {
     let status = sh.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Edges found by trying the tool: a record with no end (stdin from /dev/zero) is refused
+/// without reading it all into memory; `--idle-exit` takes only sensible values; a name as
+/// long as the file system allows can be created; `check --strict` needs a closed log.
+#[test]
+fn edges_of_append_follow_create_and_check() {
+    let dir = tempdir();
+    let path = dir.path().join("z.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let t = Instant::now();
+    let out = Command::new(bin())
+        .args(["append", p(&path)])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    assert_error(4, &out, &path, "longer than the largest payload this log can hold");
+    assert!(t.elapsed() < Duration::from_secs(20), "it read an endless record");
+    for bad in ["-1", "nan", "inf", "1e300", "0"] {
+        let out = daxlog(&["follow", p(&path), "--idle-exit", bad]);
+        assert_eq!(out.status.code(), Some(2), "--idle-exit {bad}: {}", text(&out.stderr));
+    }
+    let long = dir.path().join("l".repeat(250));
+    ok(&["create", p(&long), "--capacity", "64KiB"]);
+    assert_eq!(ok(&["append", p(&long), "--data", "x"]), "1\n");
+    let log = Log::open(&path, &Options::new()).unwrap();
+    let out = daxlog(&["check", p(&path), "--strict"]);
+    assert_error(4, &out, &path, "a writer has the log open");
+    drop(log);
+}

@@ -457,3 +457,154 @@ fn readers_return_only_published_entries() {
     let got: Vec<u64> = r.by_ref().map(|e| e.unwrap().lsn).collect();
     assert_eq!(got, [6, 7, 8, 9, 10]);
 }
+
+/// Guards against a suffix deletion being reported at the wrong LSN when it reaches further
+/// back than the reader remembers, or not at all when a head truncation passed it before the
+/// reader looked: the writer records the first deleted LSN of every suffix truncation, so
+/// the reader names the first entry it returned that is gone, whatever happened since.
+#[test]
+fn a_reader_names_every_deletion_exactly() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    // A deletion 9,900 entries deep, replaced by entries of other lengths.
+    let path = dir.path().join("deep.dax");
+    let mut log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
+    for l in 1..=10_000u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    let mut r = Reader::open(&path).unwrap();
+    for l in 1..=10_000 {
+        assert_eq!(r.next_entry().unwrap().unwrap().lsn, l);
+    }
+    log.truncate_after(100).unwrap();
+    for l in 101..=150u64 {
+        log.append(&payload(l, 1)).unwrap();
+    }
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 101),
+        other => panic!("expected Rewound from 101, got {other:?}"),
+    }
+    for l in 101..=150 {
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(decode(&e.payload), Some((l, 1)));
+    }
+    assert!(r.next_entry().unwrap().is_none());
+    drop(log);
+
+    // A deletion that a head truncation then passed: the caller holds deleted 11..=13.
+    let path = dir.path().join("passed.dax");
+    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=20u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    let mut r = Reader::open(&path).unwrap();
+    assert_eq!(r.by_ref().count(), 20);
+    log.truncate_after(10).unwrap();
+    for l in 11..=15u64 {
+        log.append(&payload(l, 1)).unwrap();
+    }
+    log.truncate_before(14).unwrap();
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 11),
+        other => panic!("expected Rewound from 11, got {other:?}"),
+    }
+    match r.next_entry() {
+        Err(Error::Truncated {
+            first_missed,
+            last_missed,
+            ..
+        }) => assert_eq!((first_missed, last_missed), (11, 13)),
+        other => panic!("expected Truncated 11..=13, got {other:?}"),
+    }
+    for l in 14..=15 {
+        assert_eq!(
+            decode(&r.next_entry().unwrap().unwrap().payload),
+            Some((l, 1))
+        );
+    }
+
+    // A reader that seeked past entries never returned them: their deletion is no news.
+    let mut r = Reader::open(&path).unwrap();
+    r.seek(15).unwrap();
+    log.truncate_after(14).unwrap();
+    log.append(&payload(15, 2)).unwrap();
+    let e = r.next_entry().unwrap().unwrap();
+    assert_eq!(decode(&e.payload), Some((15, 2)));
+}
+
+/// Guards against false reports under a fast writer: a reader racing `truncate_after` used to
+/// find a published entry gone and report damage; one racing head truncations and resets
+/// (no deletion at all) used to report a deletion. Two threads, one log: the writer appends,
+/// truncates its head, resets and deletes suffixes as fast as it can; the reader may be told
+/// of truncations and deletions, but every entry it returns must be the latest generation
+/// the writer wrote for that LSN at some point, and it must never report damage, nor a
+/// deletion when the writer made none.
+#[test]
+fn a_reader_beside_a_fast_writer_reports_nothing_false() {
+    if child_role() {
+        return;
+    }
+    for with_deletions in [false, true] {
+        let dir = scratch();
+        let path = dir.path().join("race.dax");
+        let mut log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut r = Reader::open(&path).unwrap();
+                let (mut entries, mut rewinds) = (0u64, 0u64);
+                let mut payload = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    match r.next_into(&mut payload) {
+                        Ok(Some(lsn)) => {
+                            let (l, _gen) = decode(&payload).expect("bytes of an entry");
+                            assert_eq!(l, lsn);
+                            entries += 1;
+                        }
+                        Ok(None) => std::thread::yield_now(),
+                        Err(Error::Truncated { .. }) => {}
+                        Err(Error::Rewound { .. }) => rewinds += 1,
+                        Err(e) => panic!("reader: {e}"),
+                    }
+                }
+                (entries, rewinds)
+            });
+            let mut gens: HashMap<u64, u64> = HashMap::new();
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_millis(1500) {
+                n += 1;
+                let lsn = log.next_lsn();
+                let gen = *gens.get(&lsn).unwrap_or(&0);
+                match log.append(&payload(lsn, gen)) {
+                    Ok(_) => {}
+                    Err(e) if e.is_full() => {
+                        if n.is_multiple_of(3) {
+                            log.reset().unwrap();
+                        } else {
+                            let keep = (log.len() / 3).max(1);
+                            log.truncate_before(log.next_lsn() - keep).unwrap();
+                        }
+                    }
+                    Err(e) => panic!("append: {e}"),
+                }
+                if with_deletions && n.is_multiple_of(7) && log.len() > 4 {
+                    let last = log.last_lsn().unwrap();
+                    log.truncate_after(last - 2).unwrap();
+                    for l in last - 1..=last {
+                        *gens.entry(l).or_insert(0) += 1;
+                    }
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+            let (entries, rewinds) = reader.join().unwrap();
+            println!("deletions {with_deletions}: {n} writer steps, reader {entries} entries, {rewinds} rewinds");
+            assert!(entries > 100, "the reader kept up a little at least");
+            if !with_deletions {
+                assert_eq!(rewinds, 0, "no suffix was ever deleted");
+            }
+        });
+    }
+}

@@ -147,6 +147,14 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
     let max = a.batch as usize;
     let format = a.format;
     let sep = format.separator();
+    // The longest input record that can decode to a payload the log can hold (hex takes two
+    // characters a byte, JSON text escapes up to six), with room for its separator and prefix.
+    let max_payload = log.max_payload() as usize;
+    let raw_limit = match format {
+        Format::Lines | Format::Nul => max_payload + 1,
+        Format::Hex => 2 * max_payload + 64,
+        Format::Json => 6 * max_payload + 256,
+    };
     let mut input = BufReader::with_capacity(256 << 10, io::stdin().lock());
     let mut raw = Vec::new();
     let mut number = 0u64;
@@ -167,7 +175,7 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
                         names: &mut Vec<(u64, u64)>|
          -> Result<bool, (String, Option<(u64, u64)>)> {
             raw.clear();
-            let n = read_record(input, sep, &mut raw)
+            let (n, too_long) = read_record(input, sep, &mut raw, raw_limit)
                 .map_err(|e| (format!("reading stdin failed ({})", os_text(&e)), None))?;
             if n == 0 {
                 return Ok(false);
@@ -175,6 +183,16 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
             number += 1;
             let at = (number, offset);
             offset += n as u64;
+            if too_long {
+                // Refused before it is all in memory: input without a separator can be endless.
+                return Err((
+                    format!(
+                        "longer than the largest payload this log can hold ({max_payload} \
+                         bytes): not appended"
+                    ),
+                    Some(at),
+                ));
+            }
             if raw.last() == Some(&sep) {
                 raw.pop();
             }
@@ -234,12 +252,38 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-/// Reads one record and its separator (if any) onto `raw`; the bytes read (0 at the end).
-fn read_record(input: &mut impl BufRead, sep: u8, raw: &mut Vec<u8>) -> io::Result<usize> {
+/// Reads one record and its separator (if any) onto `raw`: the bytes read (0 at the end), and
+/// whether the record ran past `limit` bytes, where reading stops (the rest of it is left
+/// unread).
+fn read_record(
+    input: &mut impl BufRead,
+    sep: u8,
+    raw: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<(usize, bool)> {
+    let start = raw.len();
+    let mut n = 0;
     loop {
-        match input.read_until(sep, raw) {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((n, false));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == sep) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        raw.extend_from_slice(&buf[..take]);
+        input.consume(take);
+        n += take;
+        if done {
+            return Ok((n, false));
+        }
+        if raw.len() - start > limit {
+            return Ok((n, true));
         }
     }
 }

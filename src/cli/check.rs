@@ -41,6 +41,12 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
     };
     let log = match Log::open_read_only(&a.path, &Options::new().recovery_mode(mode)) {
         Ok(log) => log,
+        Err(e) if super::writer_has_it(&e) && a.strict => {
+            return Err(CliError::Failed(format!(
+                "{p}: a writer has the log open: --strict judges the log's end, which only a \
+                 closed log has (without --strict, check reads it back live)"
+            )))
+        }
         Err(e) if super::writer_has_it(&e) => return check_live(&a.path),
         Err(e @ Error::Corrupted { .. }) if a.strict => {
             // A torn tail, or damage? The tolerant open tells.

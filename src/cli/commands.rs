@@ -193,8 +193,16 @@ fn for_each_live_entry(
             Ok(Some(lsn)) if lsn > to => break,
             Ok(Some(lsn)) => each(lsn, &payload)?,
             Ok(None) => break,
-            Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
-                eprintln!("warning: {e}");
+            // Entries truncated away before they were printed: said, and the rest printed.
+            Err(e @ Error::Truncated { .. }) => eprintln!("warning: {e}"),
+            // Entries already printed were deleted: the output is no longer the log's.
+            Err(Error::Rewound { from, .. }) => {
+                return Err(CliError::Failed(format!(
+                    "{}: the entries from LSN {from} on were deleted by a suffix truncation \
+                     while they were being printed: the output holds entries the log no \
+                     longer has; run again",
+                    path.display()
+                )))
             }
             Err(e) => return Err(CliError::log(path)(e)),
         }

@@ -27,8 +27,16 @@ pub(crate) struct FollowArgs {
     #[arg(long)]
     json: bool,
     /// Stop after this many seconds without a new entry [default: never].
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_idle)]
     idle_exit: Option<f64>,
+}
+
+/// `--idle-exit` values: a finite number of seconds above 0, at most a day.
+fn parse_idle(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds in (0, 86400]")),
+    }
 }
 
 /// Prints entries as they become durable, until SIGINT or SIGTERM (exit 0), a closed stdout

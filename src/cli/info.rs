@@ -497,24 +497,30 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let (sbs, slots) = decode_page(&page);
     let (published, _) = reader_area(&page);
     let mut r = crate::Reader::open(&a.path).map_err(CliError::log(&a.path))?;
-    let first = r.first_lsn();
-    let mut readable = 0u64;
     let mut payload = Vec::new();
-    let mut last = None;
-    loop {
-        match r.next_into(&mut payload) {
-            Ok(Some(lsn)) => {
-                readable += 1;
-                last = Some(lsn);
+    // A count that a truncation overtook is started again from the head (a few times: the
+    // writer may truncate faster than the log can be read; then the last count stands).
+    let (mut readable, mut last) = (0u64, None);
+    for _ in 0..5 {
+        r.seek(0).map_err(CliError::log(&a.path))?;
+        (readable, last) = (0, None);
+        let overtaken = loop {
+            match r.next_into(&mut payload) {
+                Ok(Some(lsn)) => {
+                    readable += 1;
+                    last = Some(lsn);
+                }
+                Ok(None) => break false,
+                Err(Error::Truncated { .. } | Error::Rewound { .. }) => break true,
+                Err(e) => return Err(CliError::log(&a.path)(e)),
             }
-            Ok(None) => break,
-            // Truncated under our feet: count what is there now.
-            Err(Error::Truncated { .. } | Error::Rewound { .. }) => readable = 0,
-            Err(e) => return Err(CliError::log(&a.path)(e)),
+        };
+        if !overtaken {
+            break;
         }
     }
     let next = r.position();
-    let first = r.first_lsn().max(first);
+    let first = r.first_lsn();
     let padding = next.saturating_sub(first).saturating_sub(readable);
     let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
     let capacity = sbs
