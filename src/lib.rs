@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod append;
+pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod damage;

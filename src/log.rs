@@ -67,6 +67,8 @@ pub struct Log<M: Media = MmapMedia> {
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
     pub(crate) last_lsn: Padded<AtomicU64>,
     pub(crate) nt_threshold: usize,
+    /// The host's measurement the threshold came from, if it did.
+    pub(crate) calibration: Option<&'static crate::calibrate::Calibration>,
     pub(crate) read_only: bool,
     pub(crate) report: RecoveryReport,
     /// The file path, or a placeholder for other media; used in error messages.
@@ -635,10 +637,16 @@ impl<M: Media> Log<M> {
             wrap_at: scan.wrap_at,
         });
         let token = pmem.token();
-        let nt_threshold = if pmem.media().persistence().is_cpu_flush() {
-            opts.resolved_nt_threshold()
+        let persistence = pmem.media().persistence();
+        let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
+            (usize::MAX, None)
+        } else if let Some(t) = opts.resolved_nt_threshold() {
+            (t, None)
+        } else if pmem.media().tune_for_host() && !read_only {
+            let c = crate::calibrate::for_flush(persistence);
+            (c.nt_threshold, Some(c))
         } else {
-            usize::MAX
+            (crate::options::DEFAULT_NT_THRESHOLD, None)
         };
         let log = Log {
             sb,
@@ -665,6 +673,7 @@ impl<M: Media> Log<M> {
             first_lsn: slot.head_lsn,
             last_lsn: Padded(AtomicU64::new(scan.next_lsn - 1)),
             nt_threshold,
+            calibration,
             read_only,
             report,
             pmem,
@@ -692,6 +701,20 @@ impl<M: Media> Log<M> {
     /// The persistence barrier in use.
     pub fn persistence(&self) -> Persistence {
         self.pmem.media().persistence()
+    }
+
+    /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
+    /// smaller ones cached stores and a write-back of each line (`usize::MAX`: never
+    /// non-temporal, as in `msync` mode).
+    pub fn nt_threshold(&self) -> usize {
+        self.nt_threshold
+    }
+
+    /// The measurement of this host the non-temporal threshold came from, or `None` if it was
+    /// set explicitly ([`Options::nt_threshold`]), the log does not use CPU flushes, or the
+    /// media do not ask for it.
+    pub fn calibration(&self) -> Option<&'static crate::calibrate::Calibration> {
+        self.calibration
     }
 
     /// LSN of the first entry, or `None` if the log is empty.

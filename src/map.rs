@@ -296,6 +296,10 @@ impl Media for MmapMedia {
         }
     }
 
+    fn tune_for_host(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn publish_for_readers(&self, next_lsn: u64) {
         if !self.writable {

@@ -126,6 +126,13 @@ pub trait Media: Send + Sync {
     /// (an `msync` that failed) means durability is unknown.
     fn drain(&self) -> std::io::Result<()>;
 
+    /// True if the engine should measure this host's persistence paths for these media
+    /// ([`crate::calibrate`]): real mappings do; simulators keep the fixed default, so that
+    /// their runs do not depend on the machine's timing.
+    fn tune_for_host(&self) -> bool {
+        false
+    }
+
     /// A hint that `[off, off + len)` is about to be written (e.g. prefault the pages).
     fn prepare(&self, _off: usize, _len: usize) {}
 

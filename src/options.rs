@@ -9,12 +9,13 @@ use crate::Lsn;
 /// Default capacity of a new log: 64 MiB.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;
 
-/// Default size (bytes on media, per append or batch) from which non-temporal stores are used
-/// instead of cached stores plus cache-line write-back: 0, always. Non-temporal stores need
-/// only the fence; on the AMD EPYC guest of docs/BENCHMARKS.md they beat copy + `CLWB` at every
-/// size from 64 B. The crossover is a property of the host (on an Intel Xeon guest `CLWB` won
-/// below about 1 KiB; on real Optane the crossover was about 256-512 B): set
-/// [`Options::nt_threshold`] where it matters.
+/// The size (bytes on media, per append or batch) from which non-temporal stores are used
+/// instead of cached stores plus cache-line write-back, on media that do not ask for the
+/// host's own measurement (simulators): 0, always. A log file mapped with CPU flushes
+/// measures the crossover on its host once per process instead ([`crate::calibrate`]): it is
+/// a property of the machine (non-temporal stores won from 64 B on an AMD EPYC guest, cached
+/// stores and `CLWB` below about 1 KiB on an Intel Xeon guest; on real Optane the crossover
+/// was about 256-512 B). [`Options::nt_threshold`] sets it explicitly.
 pub const DEFAULT_NT_THRESHOLD: usize = 0;
 
 /// What recovery does with an entry that fails its checks.
@@ -182,7 +183,8 @@ impl Options {
     }
 
     /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
-    /// `usize::MAX` disables them, 0 uses them always.
+    /// `usize::MAX` disables them, 0 uses them always. Unset, a log file measures the
+    /// crossover on this host ([`crate::calibrate`]).
     pub fn nt_threshold(mut self, bytes: usize) -> Self {
         self.nt_threshold = Some(bytes);
         self
@@ -229,22 +231,24 @@ impl Options {
         }
     }
 
-    pub(crate) fn resolved_nt_threshold(&self) -> usize {
+    /// The threshold set explicitly (or, with `env_overrides`, by the environment); `None`
+    /// leaves the choice to the host's calibration.
+    pub(crate) fn resolved_nt_threshold(&self) -> Option<usize> {
         if let Some(t) = self.nt_threshold {
-            return t;
+            return Some(t);
         }
         if self.env {
             if env_flag("DAXLOG_NO_NT") {
-                return usize::MAX;
+                return Some(usize::MAX);
             }
             if let Some(t) = std::env::var("DAXLOG_NT_THRESHOLD")
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
             {
-                return t;
+                return Some(t);
             }
         }
-        DEFAULT_NT_THRESHOLD
+        None
     }
 
     pub(crate) fn resolved_huge_page_align(&self) -> bool {

@@ -2319,11 +2319,24 @@ fn edges_of_append_follow_create_and_check() {
         .stdin(std::fs::File::open("/dev/zero").unwrap())
         .output()
         .unwrap();
-    assert_error(4, &out, &path, "longer than the largest payload this log can hold");
-    assert!(t.elapsed() < Duration::from_secs(20), "it read an endless record");
+    assert_error(
+        4,
+        &out,
+        &path,
+        "longer than the largest payload this log can hold",
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "it read an endless record"
+    );
     for bad in ["-1", "nan", "inf", "1e300", "0"] {
         let out = daxlog(&["follow", p(&path), "--idle-exit", bad]);
-        assert_eq!(out.status.code(), Some(2), "--idle-exit {bad}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "--idle-exit {bad}: {}",
+            text(&out.stderr)
+        );
     }
     let long = dir.path().join("l".repeat(250));
     ok(&["create", p(&long), "--capacity", "64KiB"]);

@@ -81,6 +81,10 @@ enum ModeArg {
     Clflushopt,
     /// CLFLUSH + MFENCE, even without MAP_SYNC.
     Clflush,
+    /// The best flush instruction, cached stores and a write-back of each line at every size.
+    CpuCached,
+    /// The best flush instruction, non-temporal stores at every size.
+    CpuNt,
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
@@ -94,21 +98,44 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 struct Mode {
     choice: PersistenceChoice,
     flush: Option<Persistence>,
+    /// A fixed non-temporal threshold (`None`: the host's calibration chooses).
+    nt: Option<usize>,
     persistence: Persistence,
     map_sync: bool,
+    /// The threshold the log chose, and whether from the host's calibration.
+    threshold: usize,
+    calibrated: bool,
 }
 
 impl Mode {
     fn options(&self) -> Options {
-        let o = Options::new().persistence(self.choice);
-        match self.flush {
-            Some(f) => o.flush_instruction(f),
-            None => o,
+        let mut o = Options::new().persistence(self.choice);
+        if let Some(f) = self.flush {
+            o = o.flush_instruction(f);
+        }
+        if let Some(t) = self.nt {
+            o = o.nt_threshold(t);
+        }
+        o
+    }
+
+    fn name(&self) -> String {
+        match self.nt {
+            Some(0) => format!("{}-nt", self.persistence.name()),
+            Some(_) => format!("{}-cached", self.persistence.name()),
+            None => self.persistence.name().to_string(),
         }
     }
 
-    fn name(&self) -> &'static str {
-        self.persistence.name()
+    /// How an append of `size` payload bytes is stored: `nt`, `cached` or `msync`.
+    fn path(&self, size: u64) -> &'static str {
+        if !self.persistence.is_cpu_flush() {
+            "msync"
+        } else if format::entry_len(size as usize) >= self.threshold {
+            "nt"
+        } else {
+            "cached"
+        }
     }
 
     /// Whether an acknowledged append survives power loss on this file system.
@@ -250,8 +277,8 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<12} {:>7} {:>13} {:>11} {:>10} {:>14}",
-            "mode", "size", "appends/s", "ns/append", "MB/s", "recovery GB/s"
+            "{:<14} {:>7} {:>7} {:>13} {:>11} {:>10} {:>14}",
+            "mode", "size", "path", "appends/s", "ns/append", "MB/s", "recovery GB/s"
         )?;
         out.flush()?;
     }
@@ -266,6 +293,9 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
                         "engine": "daxlog",
                         "kind": "append",
                         "mode": mode.name(),
+                        "path": mode.path(size),
+                        "nt_threshold": (mode.threshold != usize::MAX).then_some(mode.threshold),
+                        "calibrated": mode.calibrated,
                         "map_sync": mode.map_sync,
                         "durable": mode.durable(),
                         "size": size,
@@ -305,9 +335,10 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
                     });
                     writeln!(
                         out,
-                        "{:<12} {:>7} {:>13} {:>11.1} {:>10.1} {:>14}",
+                        "{:<14} {:>7} {:>7} {:>13} {:>11.1} {:>10.1} {:>14}",
                         mode_name,
                         size,
+                        mode.path(size),
                         thousands(row.appends_per_sec.round() as u64),
                         row.ns_per_append,
                         mb_per_sec,
@@ -321,6 +352,14 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     pb.finish_and_clear();
     if !a.json {
         writeln!(out)?;
+        if let Some(flush) = modes.iter().find(|m| m.calibrated).map(|m| m.persistence) {
+            writeln!(
+                out,
+                "path ({}): {}",
+                flush.name(),
+                crate::calibrate::for_flush(flush).describe()
+            )?;
+        }
         if modes.iter().any(|m| !m.durable()) {
             writeln!(
                 out,
@@ -365,16 +404,27 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
     let supported = supported_flush_instructions();
     let mut modes: Vec<Mode> = Vec::new();
     for &arg in list {
-        let (choice, flush) = match arg {
-            ModeArg::Auto => (PersistenceChoice::Auto, None),
-            ModeArg::Msync => (PersistenceChoice::ForceMsync, None),
-            ModeArg::Cpu => (PersistenceChoice::ForceCpuFlush, None),
-            ModeArg::Clwb => (PersistenceChoice::ForceCpuFlush, Some(Persistence::Clwb)),
+        let (choice, flush, nt) = match arg {
+            ModeArg::Auto => (PersistenceChoice::Auto, None, None),
+            ModeArg::Msync => (PersistenceChoice::ForceMsync, None, None),
+            ModeArg::Cpu => (PersistenceChoice::ForceCpuFlush, None, None),
+            ModeArg::Clwb => (
+                PersistenceChoice::ForceCpuFlush,
+                Some(Persistence::Clwb),
+                None,
+            ),
             ModeArg::Clflushopt => (
                 PersistenceChoice::ForceCpuFlush,
                 Some(Persistence::ClflushOpt),
+                None,
             ),
-            ModeArg::Clflush => (PersistenceChoice::ForceCpuFlush, Some(Persistence::Clflush)),
+            ModeArg::Clflush => (
+                PersistenceChoice::ForceCpuFlush,
+                Some(Persistence::Clflush),
+                None,
+            ),
+            ModeArg::CpuCached => (PersistenceChoice::ForceCpuFlush, None, Some(usize::MAX)),
+            ModeArg::CpuNt => (PersistenceChoice::ForceCpuFlush, None, Some(0)),
         };
         if let Some(f) = flush {
             if !supported.contains(&f) {
@@ -395,8 +445,11 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
         let mut mode = Mode {
             choice,
             flush,
+            nt,
             persistence: Persistence::Msync,
             map_sync: false,
+            threshold: usize::MAX,
+            calibrated: false,
         };
         let opts = mode
             .options()
@@ -405,8 +458,13 @@ fn resolve_modes(args: &[ModeArg], path: &Path) -> Result<Vec<Mode>, CliError> {
         let probe = Log::create(path, &opts).map_err(CliError::log(path))?;
         mode.persistence = probe.persistence();
         mode.map_sync = probe.map_sync();
+        mode.threshold = probe.nt_threshold();
+        mode.calibrated = probe.calibration().is_some();
         drop(probe);
-        if !modes.iter().any(|m| m.persistence == mode.persistence) {
+        if !modes
+            .iter()
+            .any(|m| m.persistence == mode.persistence && m.nt == mode.nt)
+        {
             modes.push(mode);
         }
     }

@@ -371,6 +371,10 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "last_lsn": log.last_lsn(),
             "next_lsn": log.next_lsn(),
             "persistence": log.persistence().name(),
+            "nt_threshold": log
+                .persistence()
+                .is_cpu_flush()
+                .then(|| crate::calibrate::for_flush(log.persistence()).nt_threshold),
             "map_sync": log.map_sync(),
             "durable": log.is_durable(),
             "tail_state": tail,
@@ -465,6 +469,14 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             ("used".into(), bytes(log.used_bytes())),
             ("free".into(), bytes(log.free_bytes())),
             ("persistence".into(), mode),
+            (
+                "append path".into(),
+                if log.persistence().is_cpu_flush() {
+                    crate::calibrate::for_flush(log.persistence()).describe()
+                } else {
+                    "msync of the pages an append touched".into()
+                },
+            ),
             (
                 "MAP_SYNC".into(),
                 if log.map_sync() {
