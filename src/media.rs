@@ -126,6 +126,13 @@ pub trait Media: Send + Sync {
     /// (an `msync` that failed) means durability is unknown.
     fn drain(&self) -> std::io::Result<()>;
 
+    /// A point on the append path where a thread is about to act on what other threads have
+    /// done (the reservation word, the published count). Real media do nothing; a simulator
+    /// that schedules threads deterministically may park the thread here, so that such a
+    /// decision always falls in the thread's own turn.
+    #[inline(always)]
+    fn sync_point(&self) {}
+
     /// True if the engine should measure this host's persistence paths for these media
     /// ([`crate::calibrate`]): real mappings do; simulators keep the fixed default, so that
     /// their runs do not depend on the machine's timing.

@@ -181,6 +181,7 @@ impl<M: Media> Log<M> {
         let mut spins = 0u32;
         let mut cur = self.resv.load_torn();
         let (st, published, start, marker) = loop {
+            self.pmem.media().sync_point();
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
             }

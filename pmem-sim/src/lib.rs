@@ -109,6 +109,9 @@ pub fn set_gate(gate: Option<Arc<dyn Gate>>) {
     GATE.with(|g| *g.borrow_mut() = gate);
 }
 
+/// What a gate is told at a `Media::sync_point` (nothing is recorded for it).
+const SYNC_POINT: Op = Op::Flush { off: 0, len: 0 };
+
 fn pass_gate(op: &Op) {
     // Clone out of the cell first: the gate may block for a long time.
     let gate = GATE.with(|g| g.borrow().clone());
@@ -290,6 +293,11 @@ impl Inner {
 impl Media for SimMedia {
     fn len(&self) -> usize {
         self.inner.image.len()
+    }
+
+    fn sync_point(&self) {
+        // The thread parks here too, so that its reservation falls in its own turn.
+        pass_gate(&SYNC_POINT);
     }
 
     fn persistence(&self) -> Persistence {

@@ -16,11 +16,15 @@
 //! Linux (`/proc/thread-self/task/<tid>/stat` and the thread's CPU-time clock); the engine's work
 //! between two media operations takes microseconds, far below `SPIN_CPU`.
 //!
-//! The interleaving follows from the seed as long as no run of one worker wakes two others that
-//! then race for one lock. daxlog's appenders never do: in CPU-flush mode they take no lock,
-//! and in msync mode the group commit's lock is the only one on their way (a waiter for it is
-//! asleep, and only its holder releases it). `tests::a_seed_gives_one_interleaving` checks this
-//! with three appenders in both modes.
+//! The interleaving follows from the seed as long as no worker that the running one wakes can
+//! then race it to something not behind a gate. Besides the media operations, daxlog offers
+//! simulators a gate at each turn of its reservation loop (`Media::sync_point`), where an
+//! appender reads what other threads have done and takes its place by compare-and-swap: so the
+//! order of reservations is the scheduler's too. A worker woken by the running one (the
+//! writer's lock released after a tail hint or the `CONCURRENT` flag; the group commit's lock
+//! in msync mode) runs beside it only until its next gate, without deciding anything the other
+//! could see. `tests::a_seed_gives_one_interleaving` checks this with three appenders in both
+//! modes, tail hints on.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
