@@ -790,7 +790,8 @@ fn bench_json_rows() {
         .unwrap_or_else(|| panic!("no msync row in {out}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[1], "1024", "{row}");
-    assert_eq!(cols.len(), 6, "{row}");
+    assert_eq!(cols[2], "msync", "the path column: {row}");
+    assert_eq!(cols.len(), 7, "{row}");
 
     let missing = dir.path().join("nope");
     assert_error(
