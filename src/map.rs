@@ -672,6 +672,8 @@ pub(crate) struct SharedMap {
     ptr: NonNull<u8>,
     len: usize,
     meta_rw: Option<NonNull<u8>>,
+    /// The kernel refused `MADV_POPULATE_READ` once: do not ask again.
+    populate_refused: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the mappings are owned by this value and only read through atomics (or copied with
@@ -726,6 +728,7 @@ impl SharedMap {
             ptr: ptr.cast(),
             len,
             meta_rw,
+            populate_refused: false.into(),
         })
     }
 
@@ -754,6 +757,41 @@ impl SharedMap {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
         std::sync::atomic::fence(Ordering::Acquire);
+    }
+
+    /// Asks the kernel to map the pages of `[off, off + len)` (cut to the mapping) for
+    /// reading now (`MADV_POPULATE_READ`, Linux 5.14), and returns the page-aligned range it
+    /// covered; an empty range where the kernel does not know the advice. Only a hint: the
+    /// bytes are read with `copy_out` as before.
+    pub(crate) fn populate(&self, off: usize, len: usize) -> std::ops::Range<usize> {
+        const MADV_POPULATE_READ: libc::c_int = 22;
+        if self.populate_refused.load(Ordering::Relaxed) {
+            return 0..0;
+        }
+        let lo = off / PAGE * PAGE;
+        let hi = (off.saturating_add(len)).min(self.len).div_ceil(PAGE) * PAGE;
+        let hi = hi.min(self.len);
+        if lo >= hi {
+            return 0..0;
+        }
+        // SAFETY: advice on pages of our own mapping (in bounds, page-aligned); it changes no
+        // byte and creates no reference.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(lo).cast(),
+                hi - lo,
+                MADV_POPULATE_READ,
+            )
+        };
+        if rc != 0 {
+            // EINVAL: an older kernel. Other errors (EFAULT past a shrunk file, EINTR): let
+            // the reads find out.
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                self.populate_refused.store(true, Ordering::Relaxed);
+            }
+            return 0..0;
+        }
+        lo..hi
     }
 
     /// The 8-byte word at `off` (a multiple of 8, in bounds).

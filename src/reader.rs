@@ -51,6 +51,10 @@ pub struct OwnedEntry {
 const ANCHOR_STRIDE: u64 = 64;
 /// At most this many are kept (the oldest go first; going back further walks from the head).
 const MAX_ANCHORS: usize = 4096;
+/// How far ahead of its position a reader has the kernel map the log's pages, in one call,
+/// instead of taking a page fault every few pages: a reader catching up on a log another
+/// process wrote spent a quarter of its time in page faults.
+const POPULATE_AHEAD: usize = 2 << 20;
 /// A read-only view of a log that a writer in another process may be appending to,
 /// truncating and wrapping; see the module documentation for why its reads copy.
 ///
@@ -100,6 +104,8 @@ pub struct Reader {
 
     /// The copy of the entry being validated.
     buf: Vec<u8>,
+    /// Offsets whose pages were populated ahead of reading (`SharedMap::populate`).
+    populated: std::ops::Range<usize>,
     last_stat: Instant,
 }
 
@@ -196,6 +202,7 @@ impl Reader {
             deletions: 0,
 
             buf: Vec::new(),
+            populated: 0..0,
             last_stat: Instant::now(),
         };
         r.deletions = r.map.word(DELETIONS_OFFSET).load(Ordering::Acquire);
@@ -309,6 +316,10 @@ impl Reader {
         payload: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<Option<Lsn>> {
+        // The common case (an entry is there) reads no clock.
+        if let Some(lsn) = self.next_into(payload)? {
+            return Ok(Some(lsn));
+        }
         let deadline = Instant::now() + timeout;
         let mut idle_since = None::<Instant>;
         loop {
@@ -472,6 +483,9 @@ impl Reader {
         let len = h.entry_len();
         if pos + len > cap {
             return None;
+        }
+        if pos < self.populated.start || pos + len > self.populated.end {
+            self.populated = self.map.populate(pos, POPULATE_AHEAD);
         }
         self.buf.resize(len, 0);
         self.map.copy_out(pos, &mut self.buf);
