@@ -84,20 +84,51 @@ impl<M: Media> Log<M> {
             self.check_payload(p)?;
         }
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
-        let crcs: Vec<Option<u32>> = if total <= BATCH_BUF {
-            // Assembled on the stack (`append_entries`): every checksum is needed first.
-            let salt = self.sb.salt;
-            payloads
-                .iter()
-                .map(|p| Some(format::payload_crc(salt, p)))
-                .collect()
-        } else {
-            payloads
-                .iter()
-                .map(|p| self.crc_unless_fused(p, total))
-                .collect()
-        };
+        if payloads.len() > 1 && total <= BATCH_BUF {
+            // Size classes, so that a small batch zeroes little more stack than it needs.
+            return match total {
+                ..=1024 => self.append_small_batch::<1024>(payloads, total),
+                1025..=2048 => self.append_small_batch::<2048>(payloads, total),
+                _ => self.append_small_batch::<BATCH_BUF>(payloads, total),
+            };
+        }
+        let crcs: Vec<Option<u32>> = payloads
+            .iter()
+            .map(|p| self.crc_unless_fused(p, total))
+            .collect();
         self.append_entries(payloads, &crcs, total)
+    }
+
+    /// A batch of `total <= N` bytes on media, assembled on the stack and stored with one copy.
+    /// The payloads and their checksums go in before the reservation, which leaves only the
+    /// headers (they hold the LSNs) to fill in while later appenders may be waiting on it.
+    fn append_small_batch<const N: usize>(
+        &self,
+        payloads: &[&[u8]],
+        total: usize,
+    ) -> Result<Range<Lsn>> {
+        let mut buf = [0u8; N];
+        let mut at = 0;
+        for p in payloads {
+            // The payload checksum waits in the header's first bytes.
+            let pcrc = format::payload_crc(self.sb.salt, p);
+            buf[at..at + 4].copy_from_slice(&pcrc.to_le_bytes());
+            buf[at + HEADER_LEN..at + HEADER_LEN + p.len()].copy_from_slice(p);
+            at += format::entry_len(p.len());
+        }
+        let epoch = self.epoch;
+        self.reserve_and_store(payloads, total, |claim, first, nt| {
+            let mut at = 0;
+            for (i, p) in payloads.iter().enumerate() {
+                let pcrc = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+                let flags = batch_flags(i, payloads.len());
+                let h = EntryHeader::sealed(p.len(), first + i as u64, epoch, flags, pcrc);
+                buf[at..at + HEADER_LEN].copy_from_slice(&h.encode());
+                at += h.entry_len();
+            }
+            self.pmem
+                .store_claimed(claim, claim.start(), &buf[..total], nt);
+        })
     }
 
     fn check_payload(&self, payload: &[u8]) -> Result<()> {
@@ -176,9 +207,37 @@ impl<M: Media> Log<M> {
         crcs: &[Option<u32>],
         total: usize,
     ) -> Result<Range<Lsn>> {
+        let (salt, epoch) = (self.sb.salt, self.epoch);
+        self.reserve_and_store(payloads, total, |claim, first, nt| {
+            let mut pos = claim.start();
+            for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
+                let lsn = first + i as u64;
+                let flags = batch_flags(i, payloads.len());
+                match pcrc {
+                    None if nt => self.store_entry_fused(claim, pos, lsn, flags, payload),
+                    _ => {
+                        let pcrc = pcrc.unwrap_or_else(|| format::payload_crc(salt, payload));
+                        let h = EntryHeader::sealed(payload.len(), lsn, epoch, flags, pcrc);
+                        self.store_entry(claim, pos, &h, payload, nt)
+                    }
+                }
+                pos += format::entry_len(payload.len());
+            }
+        })
+    }
+
+    /// Reserves room for entries of the lengths of `payloads` (`total` bytes on media), has
+    /// `store(claim, first_lsn, nt)` store them, then persists and publishes them. If `store`
+    /// panics, the reservation is filled with padding ([`Abandoned`]).
+    fn reserve_and_store(
+        &self,
+        payloads: &[&[u8]],
+        total: usize,
+        store: impl FnOnce(&Claim, Lsn, bool),
+    ) -> Result<Range<Lsn>> {
         let nt = total >= self.nt_threshold;
         let resv = self.reserve(payloads, total)?;
-        let (first, epoch) = (resv.first, self.epoch);
+        let first = resv.first;
         let mut guard = Abandoned {
             log: self,
             resv: &resv,
@@ -186,50 +245,11 @@ impl<M: Media> Log<M> {
             nt,
             done: false,
         };
-        let salt = self.sb.salt;
-        let flags = |i: usize| {
-            #[cfg(feature = "mutants")]
-            if crate::mutants::is(crate::mutants::Mutant::BatchNoContinues) {
-                return 0;
-            }
-            if i + 1 < payloads.len() {
-                FLAG_CONTINUES
-            } else {
-                0
-            }
-        };
-        let header = |i: usize, payload: &[u8], pcrc: Option<u32>| {
-            let pcrc = pcrc.unwrap_or_else(|| format::payload_crc(salt, payload));
-            EntryHeader::sealed(payload.len(), first + i as u64, epoch, flags(i), pcrc)
-        };
-        let claim = &resv.claim;
         #[cfg(feature = "mutants")]
         if crate::mutants::take_panic_before_stores() {
             panic!("mutant: appender panics before storing its entries");
         }
-        if payloads.len() > 1 && total <= BATCH_BUF {
-            // A small batch is assembled on the stack and stored with one copy.
-            let mut buf = [0u8; BATCH_BUF];
-            let mut at = 0;
-            for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
-                let h = header(i, payload, pcrc);
-                buf[at..at + HEADER_LEN].copy_from_slice(&h.encode());
-                buf[at + HEADER_LEN..at + HEADER_LEN + payload.len()].copy_from_slice(payload);
-                at += h.entry_len();
-            }
-            self.pmem
-                .store_claimed(claim, claim.start(), &buf[..total], nt);
-        } else {
-            let mut pos = claim.start();
-            for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
-                let lsn = first + i as u64;
-                match pcrc {
-                    None if nt => self.store_entry_fused(claim, pos, lsn, flags(i), payload),
-                    _ => self.store_entry(claim, pos, &header(i, payload, pcrc), payload, nt),
-                }
-                pos += format::entry_len(payload.len());
-            }
-        }
+        store(&resv.claim, first, nt);
         guard.done = true;
         self.complete(&resv, nt)?;
         Ok(first..first + payloads.len() as u64)
@@ -363,6 +383,19 @@ impl<M: Media> Drop for Abandoned<'_, M> {
             return;
         }
         let _ = log.complete(self.resv, self.nt);
+    }
+}
+
+/// The flags of entry `i` of a batch of `n`: all but the last continue the batch.
+fn batch_flags(i: usize, n: usize) -> u32 {
+    #[cfg(feature = "mutants")]
+    if crate::mutants::is(crate::mutants::Mutant::BatchNoContinues) {
+        return 0;
+    }
+    if i + 1 < n {
+        FLAG_CONTINUES
+    } else {
+        0
     }
 }
 
