@@ -204,6 +204,7 @@ pub fn recovery(cfg: &Cfg) {
             let used = n as usize * entry_len(size);
             let mut open_ns = Vec::new();
             let mut iter_ns = Vec::new();
+            let mut walk_ns = Vec::new();
             let mut reported = Vec::new();
             // One untimed open first: the file's pages are then in the same (page cache) state
             // for every timed open.
@@ -219,6 +220,7 @@ pub fn recovery(cfg: &Cfg) {
                 iter_ns.push(t.elapsed().as_nanos() as f64);
                 assert_eq!(total, n as usize * size);
                 drop(black_box(log));
+                walk_ns.push(crate::roofline::header_walk(&path, n));
             }
             eprintln!(
                 "note: daxlog recovery {}: RecoveryReport::duration (ms) {:?}",
@@ -227,6 +229,13 @@ pub fn recovery(cfg: &Cfg) {
             );
             emit(row, &recover_case(cap, size), used, n as usize, &open_ns);
             emit(row, &iterate_case(cap, size), used, n as usize, &iter_ns);
+            emit(
+                "roofline: header walk (each entry's length read, nothing checked or handed out)",
+                &iterate_case(cap, size),
+                used,
+                n as usize,
+                &walk_ns,
+            );
         }
     }
     let _ = std::fs::remove_file(&path);
