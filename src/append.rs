@@ -213,6 +213,12 @@ impl<M: Media> Log<M> {
             for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
                 let lsn = first + i as u64;
                 let flags = batch_flags(i, payloads.len());
+                #[cfg(feature = "mutants")]
+                let flags = if crate::mutants::is(crate::mutants::Mutant::LargeBatchNoContinues) {
+                    0
+                } else {
+                    flags
+                };
                 match pcrc {
                     None if nt => self.store_entry_fused(claim, pos, lsn, flags, payload),
                     _ => {

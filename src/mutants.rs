@@ -51,11 +51,17 @@ pub enum Mutant {
     /// Recovery counts the torn bytes of a batch that wrapped from the tail before the wrap
     /// (the bug fixed in 892811f).
     TornFromTail = 15,
+    /// The entries of a batch too large for the stack buffer (stored entry by entry, the fused
+    /// copy-and-checksum path among them) are not flagged as continuing.
+    LargeBatchNoContinues = 16,
+    /// The msync group commit syncs its reservations' entries but not the end marker after
+    /// them (which lies on the next page when the entries end on a page boundary).
+    GroupSyncNoMarker = 17,
 }
 
 impl Mutant {
     /// Every mutant, [`Mutant::None`] excluded.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::SkipLastLineFlush,
         Mutant::SkipFence,
         Mutant::FlushHeaderOnly,
@@ -71,6 +77,8 @@ impl Mutant {
         Mutant::FusedHeaderCached,
         Mutant::SlotSameCopy,
         Mutant::TornFromTail,
+        Mutant::LargeBatchNoContinues,
+        Mutant::GroupSyncNoMarker,
     ];
 }
 

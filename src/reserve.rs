@@ -482,6 +482,12 @@ impl<M: Media> Log<M> {
                 let slot = &self.ring[upto as usize % MAX_INFLIGHT];
                 let start = slot.start.load(Ordering::Relaxed) as usize;
                 let end = slot.end.load(Ordering::Relaxed) as usize + ENTRY_ALIGN; // the marker
+                #[cfg(feature = "mutants")]
+                let end = if crate::mutants::is(crate::mutants::Mutant::GroupSyncNoMarker) {
+                    end - ENTRY_ALIGN
+                } else {
+                    end
+                };
                 if n > 0 && (runs[n - 1].1 == start || runs[n - 1].1 == start + ENTRY_ALIGN) {
                     runs[n - 1].1 = end;
                 } else {

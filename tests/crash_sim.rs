@@ -93,12 +93,17 @@ fn crash_truncate_head() {
 }
 
 /// Guards against the wrap losing entries or letting an earlier lap back in: the first append
-/// after a wrap, and an earlier lap's valid entry lying right at the tail.
+/// after a wrap, an earlier lap's valid entry lying right at the tail, and (msync mode) the
+/// end marker of an append that ends on a page boundary not synced with it.
 #[test]
 fn crash_wrap() {
     run(
         &Suite::from_env(),
-        &["wrap-first-append", "old-lap-past-tail"],
+        &[
+            "wrap-first-append",
+            "old-lap-past-tail",
+            "msync-marker-page",
+        ],
     );
 }
 

@@ -39,6 +39,8 @@ fn targets(m: Mutant) -> &'static [&'static str] {
         Mutant::FusedHeaderCached => &["sizes"],
         Mutant::SlotSameCopy => &["truncate-head"],
         Mutant::TornFromTail => &["wrap-batch-torn"],
+        Mutant::LargeBatchNoContinues => &["batch"],
+        Mutant::GroupSyncNoMarker => &["msync-marker-page"],
     }
 }
 

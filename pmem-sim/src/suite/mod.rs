@@ -697,6 +697,16 @@ pub const SCENARIOS: &[Scenario] = &[
         run: msync_group_wrap,
     },
     Scenario {
+        name: "msync-marker-page",
+        about: "msync: an append ends on a page boundary (its end marker is the next page's \
+                first word, over a deleted entry with the next LSN); that LSN's entry wraps; a \
+                truncate_after moves the cut above it",
+        random: false,
+        variants: msync_only,
+        needs_hooks: false,
+        run: msync_marker_page,
+    },
+    Scenario {
         name: "failed-sync",
         about: "an append whose barrier fails: the error, then Poisoned for every later append; \
                 later sessions from crash images of the poisoned one",

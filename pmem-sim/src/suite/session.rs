@@ -32,6 +32,16 @@ impl Session {
         self.write(payloads, true)
     }
 
+    /// `append_padding(count)`, with `count` at most 170 (one group: one reservation, one
+    /// barrier), recorded as an acknowledged append of `count` empty padding entries; `None` if
+    /// the log is full.
+    pub fn padding(&mut self, count: usize) -> Option<Range<u64>> {
+        assert!(count <= 170, "more than one group of padding");
+        let start = self.obs.ops();
+        let r = self.log.append_padding(count as u64);
+        self.record_append(start, r, &vec![Vec::new(); count], true)
+    }
+
     fn write(&mut self, payloads: &[Vec<u8>], batch: bool) -> Option<Range<u64>> {
         let start = self.obs.ops();
         let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
@@ -40,6 +50,17 @@ impl Session {
         } else {
             self.log.append(refs[0]).map(|l| l..l + 1)
         };
+        self.record_append(start, r, payloads, false)
+    }
+
+    /// Records the outcome of an append call that began at trace position `start`.
+    fn record_append(
+        &mut self,
+        start: usize,
+        r: daxlog::Result<Range<u64>>,
+        payloads: &[Vec<u8>],
+        pad: bool,
+    ) -> Option<Range<u64>> {
         let end = self.obs.ops();
         match r {
             Ok(lsns) => {
@@ -55,7 +76,7 @@ impl Session {
                     lsns: lsns.clone(),
                     thread: 0,
                     block: 0,
-                    pad: false,
+                    pad,
                 };
                 self.tail = offset + ev.bytes();
                 self.seg.events.push(ev);

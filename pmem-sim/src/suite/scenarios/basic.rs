@@ -39,7 +39,7 @@ pub(crate) fn sizes_random(r: &mut Runner) {
 }
 
 pub(crate) fn batch(r: &mut Runner) {
-    let mut s = r.create(5 * 4096);
+    let mut s = r.create(8 * 4096);
     let shapes: &[&[usize]] = &[
         &[1],
         &[0, 0],
@@ -51,6 +51,10 @@ pub(crate) fn batch(r: &mut Runner) {
         &[250, 10],
         &[1000, 24],
         &[3, 3000],
+        // Over the 4 KiB a batch is assembled in: stored entry by entry, payloads of 512 bytes
+        // and more checksummed while copied (non-temporal stores).
+        &[600, 2000, 1800],
+        &[520, 8, 3800],
     ];
     for shape in shapes {
         let b: Vec<Vec<u8>> = shape.iter().map(|&n| r.payload(n)).collect();
@@ -58,6 +62,11 @@ pub(crate) fn batch(r: &mut Runner) {
         let p = r.payload(10);
         s.append(&p).expect("room");
     }
+    // `append_padding`: LSNs taken by padding entries, one group with one barrier.
+    s.padding(3).expect("room");
+    let p = r.payload(10);
+    s.append(&p).expect("room");
+    s.padding(1).expect("room");
     r.finish(s);
 }
 

@@ -17,7 +17,7 @@ pub(super) use faults::{abandoned, failed_sync};
 pub(super) use hint::tail_hint;
 pub(super) use journal::journal_checkpoint;
 pub(super) use reuse::{
-    many_laps, old_lap_past_tail, suffix_all_wrap, suffix_revival, suffix_wrap_suffix,
-    truncate_head, truncate_suffix, wrap_batch_torn, wrap_first_append,
+    many_laps, msync_marker_page, old_lap_past_tail, suffix_all_wrap, suffix_revival,
+    suffix_wrap_suffix, truncate_head, truncate_suffix, wrap_batch_torn, wrap_first_append,
 };
 pub(super) use stale::{forged_payload, reuse, stale_batch, torn_shorter, wipe_revival};

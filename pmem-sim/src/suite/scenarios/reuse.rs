@@ -241,6 +241,47 @@ pub(crate) fn old_lap_past_tail(r: &mut Runner) {
     r.finish(s);
 }
 
+/// msync mode: an append that ends exactly on a page boundary, so that its end marker is the
+/// first word of the next page, and the old entry that the marker overwrites would be valid
+/// again if that page were not synced with the append: a deleted entry whose LSN is the next
+/// one, left behind when that LSN's new entry wraps, and accepted without the epoch rule once
+/// a later `truncate_after` moves the cut above it.
+pub(crate) fn msync_marker_page(r: &mut Runner) {
+    const PAGE: usize = 4096;
+    let page_entry = PAGE - HEADER_LEN; // payload of an entry of exactly one page
+    let mut s = r.create(5 * PAGE);
+    let first = s.first_lsn();
+    for _ in 0..3 {
+        let p = r.payload(page_entry);
+        s.append(&p).expect("room");
+    }
+    // The old entry (LSN first + 3) that the marker will sit on, at the start of a page.
+    assert_eq!(s.tail(), DATA_OFFSET + 3 * PAGE);
+    for n in [104, 200] {
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+    s.truncate_before(first + 1);
+    s.truncate_after(first + 1);
+    // Its replacement of one page ends where the old entry begins: the marker is the first word
+    // of the next page.
+    let p = r.payload(page_entry);
+    s.append(&p).expect("room");
+    assert_eq!(s.tail(), DATA_OFFSET + 3 * PAGE);
+    s.truncate_before(first + 2);
+    // The next LSN's entry does not fit before the end of the file: it wraps.
+    let p = r.payload(PAGE - 16);
+    s.append(&p).expect("room at the start");
+    assert!(s.tail() < DATA_OFFSET + 3 * PAGE, "the append did not wrap");
+    let p = r.payload(8);
+    s.append(&p).expect("room");
+    // The cut moves above the old entry's LSN.
+    s.truncate_after(first + 3);
+    let p = r.payload(8);
+    s.append(&p).expect("room");
+    r.finish(s);
+}
+
 pub(crate) fn many_laps(r: &mut Runner) {
     const LAPS: u64 = 100;
     r.scale_images(1, 32);
