@@ -181,25 +181,39 @@ struct Follows {
 }
 
 fn follows(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Follows {
-    let w = recover::walk(image, salt, slot, q, l);
-    // Count the whole continuation, batches in flight included.
-    let count = w.stop_lsn - l;
-    // `count` entries were accepted: `w.entries` in complete batches, the rest in a batch
-    // whose end was refused (itself possibly in flight).
-    let in_flight = if slot.flags & SLOT_CONCURRENT == 0 {
-        // One append at a time: only the rest of the refused entry's own batch (whose next
-        // entries may be torn too) — no batch end, or one batch end with nothing after it.
-        // (The refused entry's own flags cannot tell: its flag word may be one of those that
-        // did not reach media.)
-        w.batches == 0 || (w.batches == 1 && w.entries == count)
+    // How many appends in flight may have left valid entries behind the refused one: one at a
+    // time, only the rest of the refused entry's own batch (whose next entries may be torn
+    // too), so at most one batch end, with nothing after it; overlapping appends, up to
+    // MAX_INFLIGHT - 1 other batches. (The refused entry's own flags cannot tell: its flag
+    // word may be one of those that did not reach media.)
+    let most = if slot.flags & SLOT_CONCURRENT == 0 {
+        1
     } else {
-        // Overlapping appends: up to MAX_INFLIGHT - 1 other batches.
-        w.batches + u64::from(w.entries < count) < MAX_INFLIGHT as u64
+        MAX_INFLIGHT as u64 - 1
     };
-    Follows {
-        count,
-        end: w.stop_lsn,
-        in_flight,
+    // Walk every run of valid entries from `(q, l)` on, across further refused entries: a
+    // second damaged entry must not hide the acknowledged ones behind it (a run that ends in
+    // one batch end would look like the rest of one batch), and every valid entry is counted.
+    let (mut q, mut l) = (q, l);
+    let (mut count, mut batch_ends) = (0, 0);
+    loop {
+        let w = recover::walk(image, salt, slot, q, l);
+        count += w.stop_lsn - l;
+        batch_ends += w.batches;
+        match continuation(image, salt, slot, w.stop, w.stop_lsn) {
+            // Damage again, and valid entries after it. An append left unfinished by this
+            // run may go on past the refused entry: it is counted by its end.
+            Some((q2, l2)) => (q, l) = (q2, l2),
+            None => {
+                // Entries after the last batch end: an append whose end was not seen.
+                let unfinished = u64::from(w.entries < w.stop_lsn - l);
+                return Follows {
+                    count,
+                    end: w.stop_lsn,
+                    in_flight: batch_ends + unfinished <= most,
+                };
+            }
+        }
     }
 }
 

@@ -392,3 +392,104 @@ fn salvage_never_copies_a_torn_tail() {
         }
     }
 }
+
+#[test]
+fn two_damaged_entries_do_not_hide_the_entries_behind_them() {
+    // Damage at LSNs a and b: between them one append (a single entry, or a batch), which alone
+    // would look like the rest of one interrupted batch. The entries after b were acknowledged:
+    // the log must be refused, and salvage must find them.
+    let dir = tempfile::tempdir().unwrap();
+    for (a, b) in [(5u64, 7u64), (5, 6), (1, 3), (10, 13)] {
+        let name = format!("two-{a}-{b}.dax");
+        let (path, offs) = make_log(dir.path(), &name, false);
+        for l in [a, b] {
+            flip(
+                &path,
+                spot_offset(offs[l as usize - 1], Spot::Payload),
+                0x01,
+            );
+        }
+        let what = format!("damage at LSNs {a} and {b}");
+        match Log::open(&path, &Options::new()) {
+            Err(Error::Corrupted {
+                lsn,
+                entries_beyond,
+                ..
+            }) => {
+                assert_eq!(lsn, a, "{what}");
+                assert!(entries_beyond >= N - b, "{what}: {entries_beyond} beyond");
+            }
+            other => panic!("{what}: expected Corrupted, got {other:?}"),
+        }
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+        let want: Vec<u64> = (1..=N).filter(|&l| l != a && l != b).collect();
+        assert_eq!(rescued, want, "{what}: salvaged");
+        let missing: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
+        if b == a + 1 {
+            assert_eq!(missing, [(a, b)], "{what}");
+        } else {
+            assert_eq!(missing, [(a, a), (b, b)], "{what}");
+        }
+    }
+    // The same with batches of three between and after the damage.
+    let path = dir.path().join("two-batches.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for first in (1..=N - 2).step_by(3) {
+        let p: Vec<Vec<u8>> = (first..first + 3).map(|l| payload(l, LEN)).collect();
+        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+        log.append_batch(&refs).unwrap();
+    }
+    let entries = log.len();
+    drop(log);
+    let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
+    // LSN 3 (the end of the first batch) and LSN 7 (the start of the third).
+    for l in [3u64, 7] {
+        flip(
+            &path,
+            DATA_OFFSET as u64 + entry * (l - 1) + HEADER_LEN as u64 + 5,
+            0x01,
+        );
+    }
+    match Log::open(&path, &Options::new()) {
+        Err(Error::Corrupted { lsn, .. }) => assert_eq!(lsn, 3),
+        other => panic!("batches: expected Corrupted, got {other:?}"),
+    }
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    log.salvage(|l, _| rescued.push(l)).unwrap();
+    let want: Vec<u64> = (1..=entries).filter(|&l| l != 3 && l != 7).collect();
+    assert_eq!(rescued, want, "batches: salvaged");
+}
+
+#[test]
+fn a_torn_batch_with_two_torn_entries_stays_a_torn_tail() {
+    // One interrupted batch of five after an acknowledged entry: its second and fourth
+    // entries torn, the others whole. Nothing after the first entry was acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torn-twice.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(&payload(1, LEN)).unwrap();
+    let p: Vec<Vec<u8>> = (2..=6).map(|l| payload(l, LEN)).collect();
+    let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+    log.append_batch(&refs).unwrap();
+    drop(log);
+    let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
+    for l in [3u64, 5] {
+        flip(
+            &path,
+            DATA_OFFSET as u64 + entry * (l - 1) + HEADER_LEN as u64 + 9,
+            0x04,
+        );
+    }
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    assert_eq!(lsns(&log), [1]);
+    assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+    drop(log);
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, [1]);
+    assert!(gaps.is_empty(), "{gaps:?}");
+}
