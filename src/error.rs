@@ -34,6 +34,16 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path names something other than a regular file or a directory: a FIFO, a device, a
+    /// socket. (Opening a FIFO would block until another process opened its other end.)
+    #[error("{path}: is a {kind}, not a daxlog file")]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is: "FIFO", "character device", "block device", "socket".
+        kind: &'static str,
+    },
+
     /// `create` was asked to make a file that already exists.
     #[error("{path}: already exists")]
     AlreadyExists {
@@ -297,6 +307,7 @@ impl Error {
         match self {
             Error::Io { path, .. }
             | Error::IsDirectory { path }
+            | Error::NotAFile { path, .. }
             | Error::AlreadyExists { path }
             | Error::EmptyFile { path }
             | Error::TooSmall { path, .. }

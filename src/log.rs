@@ -2,7 +2,6 @@
 //!
 //! The append path is in `append.rs`, reading in `iter.rs`.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -250,15 +249,7 @@ impl Log<MmapMedia> {
         let start = Instant::now();
         // Options that cannot work are refused before any lock is taken.
         check_mode(opts, writable)?;
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory { path: path.into() });
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| Error::io(path, "open", e))?;
+        let file = crate::map::open_log_file(path, writable)?;
         if writable {
             lock_exclusive(&file, path)?;
         } else {

@@ -412,6 +412,45 @@ fn probe_map_sync(file: &File, prot: ProtFlags) -> std::result::Result<bool, Err
     }
 }
 
+/// Opens the log file at `path` for reading (and writing), refusing anything but a regular
+/// file with a typed error before it could block: a FIFO's open waits for a writer, forever.
+/// The file is opened with `O_NONBLOCK` (no effect on a regular file) and what was opened is
+/// checked again, in case the path changed in between.
+pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let check = |meta: &std::fs::Metadata| -> Result<()> {
+        let t = meta.file_type();
+        let kind = if t.is_file() {
+            return Ok(());
+        } else if t.is_dir() {
+            return Err(Error::IsDirectory { path: path.into() });
+        } else if t.is_fifo() {
+            "FIFO"
+        } else if t.is_char_device() {
+            "character device"
+        } else if t.is_block_device() {
+            "block device"
+        } else if t.is_socket() {
+            "socket"
+        } else {
+            "special file"
+        };
+        Err(Error::NotAFile {
+            path: path.into(),
+            kind,
+        })
+    };
+    check(&std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, "open", e))?;
+    check(&file.metadata().map_err(|e| Error::io(path, "stat", e))?)?;
+    Ok(file)
+}
+
 pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     // flock through libc: nix's `Flock` wrapper takes the `File` by value, which does not fit

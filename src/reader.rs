@@ -127,11 +127,7 @@ impl Reader {
     /// `overwrite` fail with [`Error::Locked`] while the reader is open.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory { path: path.into() });
-        }
-        let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let file = crate::map::open_log_file(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         let file_len = meta.len();
         if file_len == 0 {

@@ -356,6 +356,22 @@ fn errors_name_the_path_and_the_cause() {
         dir.path(),
         "is a directory",
     );
+    // A FIFO: refused at once (opening it would wait for a writer), by every command.
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for cmd in ["dump", "cat", "info", "check", "follow", "truncate"] {
+        let mut args = vec![cmd, p(&fifo)];
+        if cmd == "truncate" {
+            args.extend(["--before", "1"]);
+        }
+        assert_error(4, &daxlog(&args), &fifo, "is a FIFO, not a daxlog file");
+    }
+    assert_error(
+        4,
+        &daxlog(&["append", p(&fifo), "--data", "x"]),
+        &fifo,
+        "is a FIFO, not a daxlog file",
+    );
     // Refused files are left alone.
     assert_eq!(std::fs::read(&junk).unwrap(), vec![0x42u8; 8192]);
 
@@ -416,10 +432,17 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     log.truncate_after(1).unwrap();
     drop(log);
     assert_eq!(ok(&["cat", p(&path)]), "first\n");
-    let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
-    assert_eq!(info["writer"], false);
     // A child that another test thread is forking right now may still hold a copy of the
     // closed descriptor (and so the lock) until it execs: retry for a moment.
+    let t = Instant::now();
+    let info = loop {
+        let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
+        if info["writer"] == false || t.elapsed() > Duration::from_secs(5) {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(info["writer"], false);
     let t = Instant::now();
     let out = loop {
         let out = daxlog(&["append", p(&path), "--data", "second"]);
@@ -2020,6 +2043,13 @@ fn docs_error_table_is_what_the_tool_prints() {
         daxlog(&["check", &s(&x("short"))]),
     );
     row("a directory", "cat /x", daxlog(&["cat", &s(d)]));
+    let fifo = d.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    row(
+        "a FIFO, a device or a socket",
+        "follow /x/fifo",
+        daxlog(&["follow", &s(&fifo)]),
+    );
 
     let log = x("log.dax");
     ok(&["create", &s(&log), "--capacity", "64KiB"]);

@@ -2,7 +2,6 @@
 //! then what a read-only salvage-mode open finds. Works on a damaged log: it prints what it
 //! can, then exits 1.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -67,8 +66,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// The first 4096 bytes of the file (fewer if it is shorter).
 fn read_page(path: &Path) -> Result<Vec<u8>, CliError> {
     let mut page = Vec::with_capacity(DATA_OFFSET);
-    File::open(path)
-        .and_then(|f| f.take(DATA_OFFSET as u64).read_to_end(&mut page))
+    let file = crate::map::open_log_file(path, false).map_err(CliError::log(path))?;
+    file.take(DATA_OFFSET as u64)
+        .read_to_end(&mut page)
         .map_err(|e| {
             CliError::log(path)(Error::Io {
                 path: path.to_path_buf(),

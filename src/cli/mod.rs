@@ -287,6 +287,7 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             _ => format!("{p}: {op} failed: {}", os_text(source)),
         },
         Error::IsDirectory { .. } => format!("{p}: is a directory, not a daxlog file"),
+        Error::NotAFile { kind, .. } => format!("{p}: is a {kind}, not a daxlog file"),
         Error::AlreadyExists { .. } => {
             format!("{p}: already exists (use --force to replace it with a new, empty log)")
         }
