@@ -51,6 +51,10 @@ pub struct OwnedEntry {
 const ANCHOR_STRIDE: u64 = 64;
 /// At most this many are kept (the oldest go first; going back further walks from the head).
 const MAX_ANCHORS: usize = 4096;
+/// The reason of [`Error::Corrupted`] from a reader: it reports the first unreadable published
+/// entry and does not search beyond it (`entries_beyond` is 0); a closed log's `check` does.
+pub(crate) const LIVE_DAMAGE: &str =
+    "a published entry is unreadable (read live: the entries beyond it were not searched)";
 /// How far ahead of its position a reader has the kernel map the log's pages, in one call,
 /// instead of taking a page fault every few pages: a reader catching up on a log another
 /// process wrote spent a quarter of its time in page faults.
@@ -430,7 +434,7 @@ impl Reader {
                         path: self.path.clone(),
                         offset: self.pos as u64,
                         lsn: self.next,
-                        reason: "a published entry is unreadable".into(),
+                        reason: LIVE_DAMAGE.into(),
                         entries_beyond: 0,
                     })
                 }

@@ -177,11 +177,20 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
             std::env::temp_dir()
         }
     });
-    if !dir.is_dir() {
-        return Err(CliError::Failed(format!(
-            "{}: not found: no such directory",
-            dir.display()
-        )));
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(CliError::Failed(format!(
+                "{}: not a directory (--dir names the directory the benchmark works in)",
+                dir.display()
+            )))
+        }
+        Err(_) => {
+            return Err(CliError::Failed(format!(
+                "{}: not found: no such directory",
+                dir.display()
+            )))
+        }
     }
     // Every scratch file lives in a directory of our own, made with an unpredictable name
     // and mode 0700 (so nobody else can plant a file or a link in it), and removed with

@@ -39,6 +39,20 @@ fn parse_idle(text: &str) -> Result<f64, String> {
     }
 }
 
+/// True if stdout is a pipe or socket whose reader has gone (`daxlog follow LOG | head`): a
+/// write would fail with EPIPE, but while the log is idle nothing is written. (`tail -f` polls
+/// its output the same way.)
+fn stdout_reader_gone() -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+}
+
 /// Prints entries as they become durable, until SIGINT or SIGTERM (exit 0), a closed stdout
 /// (exit 0) or `--idle-exit`. Truncations that overtake it are said on stderr, with the LSNs
 /// it could not print.
@@ -91,7 +105,7 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             }
             Ok(None) => {
                 idle += tick;
-                if idle_limit.is_some_and(|l| idle >= l) {
+                if idle_limit.is_some_and(|l| idle >= l) || stdout_reader_gone() {
                     break;
                 }
             }

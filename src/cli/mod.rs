@@ -311,6 +311,18 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             offset,
             lsn,
             reason,
+            ..
+        } if reason == crate::reader::LIVE_DAMAGE => {
+            format!(
+                "{p}: corrupted at LSN {lsn}, offset {offset}: {reason}; once no process has \
+                 the log open for writing, `daxlog check {p}` searches beyond it and \
+                 `daxlog check {p} --salvage OUT` copies every readable entry, LSNs kept"
+            )
+        }
+        Error::Corrupted {
+            offset,
+            lsn,
+            reason,
             entries_beyond,
             ..
         } => format!(
