@@ -517,6 +517,45 @@ mod tests {
     }
 
     #[test]
+    fn the_entry_checksum_covers_every_header_field_and_payload_byte() {
+        let salt = 0x1234_5678;
+        let payload = b"twelve bytes";
+        let base = EntryHeader::sealed(
+            payload.len(),
+            7,
+            3,
+            FLAG_CONTINUES,
+            payload_crc(salt, payload),
+        );
+        let crc_of = |h: &EntryHeader, p: &[u8]| entry_crc(payload_crc(salt, p), h);
+        assert_eq!(crc_of(&base, payload), base.crc);
+        // Each field changed alone, by one bit of each of its bytes: another checksum.
+        for bit in 0..32 {
+            let mut h = base;
+            h.len ^= 1 << bit;
+            assert_ne!(crc_of(&h, payload), base.crc, "len bit {bit}");
+            let mut h = base;
+            h.epoch ^= 1 << bit;
+            assert_ne!(crc_of(&h, payload), base.crc, "epoch bit {bit}");
+            let mut h = base;
+            h.flags ^= 1 << bit;
+            assert_ne!(crc_of(&h, payload), base.crc, "flags bit {bit}");
+        }
+        for bit in 0..64 {
+            let mut h = base;
+            h.lsn ^= 1 << bit;
+            assert_ne!(crc_of(&h, payload), base.crc, "lsn bit {bit}");
+        }
+        for i in 0..payload.len() {
+            let mut p = *payload;
+            p[i] ^= 0x01;
+            assert_ne!(crc_of(&base, &p), base.crc, "payload byte {i}");
+        }
+        // And the salt: a log's entries do not check in another log.
+        assert_ne!(entry_crc(payload_crc(salt ^ 1, payload), &base), base.crc);
+    }
+
+    #[test]
     fn entry_len_rounds_to_eight() {
         assert_eq!(entry_len(0), 24);
         assert_eq!(entry_len(1), 32);

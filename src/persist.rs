@@ -48,17 +48,38 @@ pub fn best() -> Option<Persistence> {
 /// (see [`supported`]).
 #[inline]
 pub unsafe fn flush_range(mode: Persistence, ptr: *const u8, len: usize) {
-    if len == 0 {
-        return;
-    }
-    let start = ptr as usize & !(CACHE_LINE - 1);
-    let end = ptr as usize + len;
-    let mut line = start;
-    while line < end {
+    for line in lines(ptr as usize, len) {
         // SAFETY: the caller guarantees the range is mapped and the instruction supported; the
         // line address is inside the mapping's first line of the range or later lines of it.
         unsafe { flush_line(mode, line as *const u8) };
-        line += CACHE_LINE;
+    }
+}
+
+/// The addresses of the cache lines that cover `[addr, addr + len)`: from `addr` aligned down
+/// to a line, to the line holding its last byte; none for an empty range. (A range that starts
+/// or ends inside a line needs that whole line written back: missing the last line of an
+/// unaligned range is a classic persistence bug.)
+#[inline]
+pub(crate) fn lines(addr: usize, len: usize) -> impl Iterator<Item = usize> {
+    let start = addr & !(CACHE_LINE - 1);
+    let end = if len == 0 { start } else { addr + len };
+    (start..end).step_by(CACHE_LINE)
+}
+
+/// The fence [`fence`] issues for `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fence {
+    /// Orders `CLWB`, `CLFLUSHOPT` and non-temporal stores.
+    Sfence,
+    /// Needed to order `CLFLUSH` on AMD CPUs.
+    Mfence,
+}
+
+/// Which fence orders the flushes of `mode` (and non-temporal stores).
+pub(crate) fn fence_for(mode: Persistence) -> Fence {
+    match mode {
+        Persistence::Clflush => Fence::Mfence,
+        _ => Fence::Sfence,
     }
 }
 
@@ -88,9 +109,9 @@ pub fn fence(mode: Persistence) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SFENCE and MFENCE are part of SSE2, which every x86-64 CPU has.
     unsafe {
-        match mode {
-            Persistence::Clflush => std::arch::x86_64::_mm_mfence(),
-            _ => std::arch::x86_64::_mm_sfence(),
+        match fence_for(mode) {
+            Fence::Mfence => std::arch::x86_64::_mm_mfence(),
+            Fence::Sfence => std::arch::x86_64::_mm_sfence(),
         }
     }
 }
@@ -515,6 +536,40 @@ mod tests {
                 assert!(bytes[off + len..].iter().all(|&b| b == 0));
             }
         }
+    }
+
+    #[test]
+    fn a_range_is_covered_by_every_line_it_touches() {
+        let l = CACHE_LINE;
+        let lines = |a, n| lines(a, n).collect::<Vec<_>>();
+        assert_eq!(lines(4096, 0), Vec::<usize>::new());
+        assert_eq!(lines(4100, 0), Vec::<usize>::new());
+        assert_eq!(lines(4096, 1), [4096]);
+        assert_eq!(lines(4096, l), [4096]);
+        assert_eq!(lines(4096, l + 1), [4096, 4096 + l]);
+        // Unaligned start: the first line is aligned down; unaligned end: the last line counts.
+        assert_eq!(lines(4096 + 60, 8), [4096, 4096 + l]);
+        assert_eq!(lines(4096 + l - 1, 1), [4096]);
+        assert_eq!(lines(4096 + 3, 290), [4096, 4160, 4224, 4288, 4352]);
+        // Every byte of every range lies in one of its lines, and every line holds one.
+        for a in 4096..4096 + 2 * l {
+            for n in 0..3 * l {
+                let ls = lines(a, n);
+                for b in a..a + n {
+                    assert!(ls.contains(&(b & !(l - 1))), "byte {b} of {a}+{n}");
+                }
+                for &x in &ls {
+                    assert!(x + l > a && x < a + n, "line {x} outside {a}+{n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clflush_is_ordered_by_mfence_the_others_by_sfence() {
+        assert_eq!(fence_for(Persistence::Clflush), Fence::Mfence);
+        assert_eq!(fence_for(Persistence::Clwb), Fence::Sfence);
+        assert_eq!(fence_for(Persistence::ClflushOpt), Fence::Sfence);
     }
 
     #[test]
