@@ -38,6 +38,7 @@ pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod damage;
+mod disk;
 mod error;
 pub mod format;
 mod iter;
@@ -59,6 +60,7 @@ mod truncate;
 pub type Lsn = u64;
 
 pub use damage::{Gap, SEARCH_BYTES};
+pub use disk::SyncStats;
 pub use error::{Error, LockHolder, Result};
 pub use iter::{Entry, Follower, Iter, Verified};
 pub use log::{Log, Space};

@@ -90,8 +90,8 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) waiters: Padded<AtomicUsize>,
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
-    /// msync mode: serialises group commits.
-    pub(crate) sync_lock: parking_lot::Mutex<()>,
+    /// msync mode: the group commit (`disk.rs`).
+    pub(crate) group: crate::disk::GroupCommit,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
 }
@@ -630,7 +630,8 @@ impl<M: Media> Log<M> {
         let token = pmem.token();
         let persistence = pmem.media().persistence();
         let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
-            (usize::MAX, None)
+            let t = opts.resolved_nt_threshold();
+            (t.unwrap_or(crate::disk::MSYNC_NT_THRESHOLD), None)
         } else if let Some(t) = opts.resolved_nt_threshold() {
             (t, None)
         } else if pmem.media().tune_for_host() && !read_only {
@@ -673,7 +674,7 @@ impl<M: Media> Log<M> {
             waiters: Padded(AtomicUsize::new(0)),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
-            sync_lock: parking_lot::Mutex::new(()),
+            group: crate::disk::GroupCommit::new(),
             poisoned: AtomicBool::new(false),
         };
         if !read_only {

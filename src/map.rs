@@ -61,6 +61,8 @@ pub struct MmapMedia {
     _file: File,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
+    // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
+    in_memory: bool,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -140,6 +142,12 @@ impl MmapMedia {
                  process crash, not a power failure"
             );
         }
+        // (ramfs's magic number, which the libc crate does not name.)
+        const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
+        let in_memory = nix::sys::statfs::fstatfs(&file).is_ok_and(|s| {
+            let t = s.filesystem_type();
+            t == nix::sys::statfs::TMPFS_MAGIC || t == RAMFS_MAGIC
+        });
         Ok(MmapMedia {
             ptr: ptr.cast(),
             len,
@@ -149,6 +157,7 @@ impl MmapMedia {
             path: path.to_path_buf(),
             _file: file,
             failed: AtomicI32::new(0),
+            in_memory,
         })
     }
 
@@ -333,14 +342,21 @@ impl Media for MmapMedia {
         }
         let lo = off & !(PAGE - 1);
         let hi = (off + len).min(self.len);
-        // SAFETY: the range lies inside our live mapping; MADV_POPULATE_WRITE only faults pages
-        // in (writing nothing), and its failure (older kernels) is harmless.
+        // On a disk-backed page-cache file a write fault marks the page dirty: populating for
+        // writing would have the kernel write back every page ahead of the tail once as
+        // zeros, then again with entries. Read faults map the (zero, clean) pages without any
+        // I/O; the first store to each still takes a write fault, as it does after every sync
+        // that cleaned its page. (tmpfs writes nothing back: there write faults now save the
+        // appends a fault per page.)
+        let advice = if self.mode == Persistence::Msync && !self.in_memory {
+            MADV_POPULATE_READ
+        } else {
+            MADV_POPULATE_WRITE
+        };
+        // SAFETY: the range lies inside our live mapping; MADV_POPULATE_* only fault pages in
+        // (writing nothing), and their failure (older kernels) is harmless.
         unsafe {
-            libc::madvise(
-                self.ptr.as_ptr().add(lo) as *mut c_void,
-                hi - lo,
-                MADV_POPULATE_WRITE,
-            );
+            libc::madvise(self.ptr.as_ptr().add(lo) as *mut c_void, hi - lo, advice);
         }
     }
 }
@@ -354,6 +370,7 @@ impl Drop for MmapMedia {
     }
 }
 
+const MADV_POPULATE_READ: libc::c_int = 22;
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// Reserves an address range for a mapping of `len` bytes, 2 MiB-aligned when `len` is at least
@@ -803,7 +820,6 @@ impl SharedMap {
     /// covered; an empty range where the kernel does not know the advice. Only a hint: the
     /// bytes are read with `copy_out` as before.
     pub(crate) fn populate(&self, off: usize, len: usize) -> std::ops::Range<usize> {
-        const MADV_POPULATE_READ: libc::c_int = 22;
         if self.populate_refused.load(Ordering::Relaxed) {
             return 0..0;
         }

@@ -189,8 +189,13 @@ impl<M: Media> Log<M> {
             let published = self.published.load(Ordering::Acquire);
             let inflight = st.ticket.wrapping_sub(published) & TICKET_MASK;
             if inflight >= MAX_INFLIGHT as u64 {
-                // A full ring waits for the oldest append (FORMAT.md, "Concurrency").
-                backoff(&mut spins);
+                // A full ring waits for the oldest append (FORMAT.md, "Concurrency"); in msync
+                // mode that is a whole sync away: sleep until one ends (`disk.rs`).
+                if self.pmem.media().persistence().is_cpu_flush() {
+                    backoff(&mut spins);
+                } else {
+                    self.wait_for_sync(published);
+                }
                 cur = self.resv.load_torn();
                 continue;
             }
@@ -354,6 +359,10 @@ impl<M: Media> Log<M> {
         if cpu {
             self.barrier(r.claim.start(), r.claim.len(), nt, r.marker)
                 .inspect_err(|e| self.poison(e))?;
+        } else if nt {
+            // msync mode: non-temporal stores reach memory, where the sync reads them, only
+            // through a fence; another thread may lead the sync once the ticket is ready.
+            persist::fence(crate::media::Persistence::Msync);
         }
         let slot = &self.ring[r.ticket as usize % MAX_INFLIGHT];
         slot.ready
@@ -379,17 +388,27 @@ impl<M: Media> Log<M> {
 
     /// True if ticket `t` is ready to be published.
     #[inline]
-    fn is_ready(&self, t: u64) -> bool {
+    pub(crate) fn is_ready(&self, t: u64) -> bool {
         self.ring[t as usize % MAX_INFLIGHT]
             .ready
             .load(Ordering::Acquire)
             == t + 1
     }
 
+    /// Where the entries of ticket `t` (in flight, marked ready) lie: `[start, end)`.
+    #[inline]
+    pub(crate) fn ticket_span(&self, t: u64) -> (usize, usize) {
+        let slot = &self.ring[t as usize % MAX_INFLIGHT];
+        (
+            slot.start.load(Ordering::Relaxed) as usize,
+            slot.end.load(Ordering::Relaxed) as usize,
+        )
+    }
+
     /// Publishes tickets from `t` on: every ticket before `t` is published, and this thread is
     /// the publisher. Goes on while tickets are ready (CPU mode) or up to `upto` (msync mode:
     /// what the group commit synced).
-    fn publish_run(&self, t: u64, upto: Option<u64>) {
+    pub(crate) fn publish_run(&self, t: u64, upto: Option<u64>) {
         let mut next_ticket = t;
         let mut wrap = None;
         let (tail, last) = loop {
@@ -463,60 +482,6 @@ impl<M: Media> Log<M> {
         };
         // A failed hint only costs recovery time; the append itself is durable.
         let _ = self.write_slot(&mut w, slot);
-    }
-
-    /// msync mode: one `msync` covers every reservation stored so far, in ticket order.
-    fn group_sync(&self, ticket: u64) -> Result<()> {
-        let _sync = self.sync_lock.lock();
-        let cap = self.sb.capacity as usize;
-        loop {
-            let first = self.published.load(Ordering::Acquire);
-            if first > ticket {
-                return Ok(()); // someone else's msync covered it
-            }
-            // Contiguous ranges to sync (one, or two across a wrap; never more than tickets).
-            let mut runs = [(0usize, 0usize); MAX_INFLIGHT];
-            let mut n = 0;
-            let mut upto = first;
-            while upto - first < MAX_INFLIGHT as u64 && self.is_ready(upto) {
-                let slot = &self.ring[upto as usize % MAX_INFLIGHT];
-                let start = slot.start.load(Ordering::Relaxed) as usize;
-                let end = slot.end.load(Ordering::Relaxed) as usize + ENTRY_ALIGN; // the marker
-                #[cfg(feature = "mutants")]
-                let end = if crate::mutants::is(crate::mutants::Mutant::GroupSyncNoMarker) {
-                    end - ENTRY_ALIGN
-                } else {
-                    end
-                };
-                if n > 0 && (runs[n - 1].1 == start || runs[n - 1].1 == start + ENTRY_ALIGN) {
-                    runs[n - 1].1 = end;
-                } else {
-                    runs[n] = (start, end);
-                    n += 1;
-                }
-                upto += 1;
-            }
-            if upto == first {
-                // The oldest reservation is still being stored by its thread.
-                sync::yield_now();
-                if self.poisoned.load(Ordering::Acquire) {
-                    return Err(self.poison_error());
-                }
-                continue;
-            }
-            #[cfg(feature = "mutants")]
-            let n = if crate::mutants::is(crate::mutants::Mutant::GroupSyncFirstRun) {
-                1
-            } else {
-                n
-            };
-            for &(a, b) in &runs[..n] {
-                self.pmem.flush(a, b.min(cap) - a);
-                self.barrier_drain().inspect_err(|e| self.poison(e))?;
-            }
-            // In msync mode only the group commit publishes, under the sync lock.
-            self.publish_run(first, Some(upto));
-        }
     }
 
     /// Waits until `ticket` is published: a short spin first, then the condition variable.

@@ -1,0 +1,249 @@
+//! The `msync` path (a log on an ordinary page-cache file system): the group commit.
+//!
+//! On a disk one `msync(MS_SYNC)` costs a page write and a cache flush of the device: about
+//! 100 µs on a virtual disk, hundreds of times an append's stores. So appenders share syncs.
+//! An appender whose entries are stored marks its ticket ready and calls
+//! [`Log::group_sync`]. If no sync is running it becomes the **leader**: it syncs every ready
+//! ticket from the oldest unpublished one on (one `msync` per contiguous run of the file:
+//! one, or two across a wrap), publishes them in order, and wakes the others. If a sync is
+//! running it **waits** on a condition variable, holding no lock, until that sync ends; then
+//! it returns if the sync covered its ticket, or else leads the next one, which covers every
+//! ticket stored while the previous sync ran.
+//!
+//! Why a condition variable and not a lock held across the sync (as before): the appenders a
+//! sync had just made durable queued for that lock behind the appender that led the next
+//! sync, and learnt that they were done only after that whole sync too; meanwhile they could
+//! not store their next entries, so with eight appenders a sync covered about two appends.
+//! Now a covered appender returns as soon as its sync ends, and stores its next entries while
+//! the next sync runs. One sync at a time: several at once (each with the tickets ready when
+//! it started) covered fewer appends each and were slower in all on the same disk, as their
+//! writes of the shared last page wait for one another (docs/DISK.md has the measurements).
+//!
+//! Tickets are published strictly in order by the leader, and a ticket is published only
+//! after a sync that began after it was stored (FORMAT.md, 6a).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::format::{ENTRY_ALIGN, MAX_INFLIGHT};
+use crate::log::Log;
+use crate::media::Media;
+use crate::sync::atomic::AtomicU64;
+use crate::sync::{Condvar, Mutex};
+
+/// The state of the group commit of one log.
+pub(crate) struct GroupCommit {
+    round: Mutex<Round>,
+    /// Signalled whenever a sync ends.
+    ended: Condvar,
+    /// Syncs made, and tickets they covered.
+    syncs: AtomicU64,
+    tickets: AtomicU64,
+}
+
+#[cfg(not(loom))]
+type RoundGuard<'a> = std::sync::MutexGuard<'a, Round>;
+#[cfg(loom)]
+type RoundGuard<'a> = loom::sync::MutexGuard<'a, Round>;
+
+struct Round {
+    /// A leader is syncing.
+    busy: bool,
+    /// Appenders sleeping on `ended`.
+    sleepers: usize,
+    /// Syncs ended so far: waiting appenders look again when it changes.
+    ended: u64,
+}
+
+impl GroupCommit {
+    pub(crate) fn new() -> Self {
+        GroupCommit {
+            round: Mutex::new(Round {
+                busy: false,
+                sleepers: 0,
+                ended: 0,
+            }),
+            ended: Condvar::new(),
+            syncs: AtomicU64::new(0),
+            tickets: AtomicU64::new(0),
+        }
+    }
+}
+
+/// How well the group commit of a log in `msync` mode batches: see [`Log::sync_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncStats {
+    /// Group syncs made since the log was opened (each one `msync` per contiguous run of
+    /// the file: one, or two when the synced appends lie on both sides of a wrap).
+    pub syncs: u64,
+    /// Appends (a batch counts once) those syncs made durable.
+    pub appends: u64,
+}
+
+impl SyncStats {
+    /// Appends per sync on average (0 when nothing was synced).
+    pub fn appends_per_sync(&self) -> f64 {
+        if self.syncs == 0 {
+            0.0
+        } else {
+            self.appends as f64 / self.syncs as f64
+        }
+    }
+}
+
+/// msync mode: appends (or batches) of at least this many bytes on media are stored with
+/// non-temporal stores, the payload checksummed while it is copied (one pass over it instead
+/// of two); below it, cached stores. The sync does not care how the bytes were stored. Measured
+/// on /dev/shm with 64 KiB payloads: 7.4-8.8 µs per append with, 9.8 µs without; at 4 KiB and
+/// 16 KiB no gain showed (docs/DISK.md).
+pub(crate) const MSYNC_NT_THRESHOLD: usize = 64 << 10;
+
+/// How long a waiting appender sleeps before it looks at the poison flag again.
+const WAIT: Duration = Duration::from_millis(10);
+
+impl<M: Media> Log<M> {
+    /// In `msync` mode, the syncs the group commit made since the log was opened and the
+    /// appends they covered; zero in the CPU-flush modes (where each appender persists its own
+    /// entries with no system call).
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.group.syncs.load(Ordering::Relaxed),
+            appends: self.group.tickets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// msync mode: returns once `ticket` (stored and marked ready) is durable and published,
+    /// having led the sync that covered it or waited for another's (module documentation).
+    pub(crate) fn group_sync(&self, ticket: u64) -> Result<()> {
+        let g = &self.group;
+        let mut round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+        // Set once this thread passed the sync point since it last slept.
+        let mut at_gate = false;
+        loop {
+            if self.published.load(Ordering::Acquire) > ticket {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poison_error());
+            }
+            let first = self.published.load(Ordering::Acquire);
+            if !round.busy && !at_gate {
+                // About to act on what the others stored: a deterministic scheduler (the crash
+                // simulator) decides here which of several woken appenders leads.
+                drop(round);
+                self.pmem.media().sync_point();
+                at_gate = true;
+                round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let upto = if round.busy {
+                first
+            } else {
+                self.ready_from(first)
+            };
+            if upto == first {
+                // A running sync may cover this ticket; or the oldest unpublished ticket is
+                // still being stored by its appender, which leads the sync that covers this
+                // one too when it is done: wait for a sync to end.
+                round = self.sleep_until_a_sync_ends(round);
+                at_gate = false;
+                continue;
+            }
+            // Lead the sync of tickets `first..upto`.
+            at_gate = false;
+            round.busy = true;
+            drop(round);
+            let synced = self.sync_tickets(first, upto);
+            if synced.is_ok() {
+                // Only the leader publishes in msync mode, one sync at a time.
+                self.publish_run(first, Some(upto));
+            }
+            round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+            round.busy = false;
+            round.ended += 1;
+            if round.sleepers > 0 {
+                g.ended.notify_all();
+            }
+            synced?;
+        }
+    }
+
+    /// msync mode, the ring of tickets in flight full: sleeps until a sync ends, unless the
+    /// published count moved from `published` already (then the caller looks again at once).
+    pub(crate) fn wait_for_sync(&self, published: u64) {
+        let round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
+        // A sync publishes before it ends under this lock: one that ends from here on is seen.
+        if self.published.load(Ordering::Acquire) != published {
+            return;
+        }
+        drop(self.sleep_until_a_sync_ends(round));
+    }
+
+    /// Sleeps (releasing the round lock) until a sync ends or the log is poisoned.
+    fn sleep_until_a_sync_ends<'a>(&'a self, mut round: RoundGuard<'a>) -> RoundGuard<'a> {
+        let seen = round.ended;
+        round.sleepers += 1;
+        while round.ended == seen && !self.poisoned.load(Ordering::Acquire) {
+            round = self
+                .group
+                .ended
+                .wait_timeout(round, WAIT)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        round.sleepers -= 1;
+        round
+    }
+
+    /// The first ticket from `first` on that is not ready (at most a ring's worth ahead of the
+    /// published ones).
+    fn ready_from(&self, first: u64) -> u64 {
+        let limit = self.published.load(Ordering::Acquire) + self.ring.len() as u64;
+        let mut t = first;
+        while t < limit && self.is_ready(t) {
+            t += 1;
+        }
+        t
+    }
+
+    /// The leader's sync: makes tickets `first..upto` (stored, marked ready) durable, with
+    /// one `msync` per contiguous run of the file (one, or two across a wrap).
+    fn sync_tickets(&self, first: u64, upto: u64) -> Result<()> {
+        let cap = self.sb.capacity as usize;
+        let mut runs = [(0usize, 0usize); MAX_INFLIGHT];
+        let mut n = 0;
+        for t in first..upto {
+            let (start, end) = self.ticket_span(t);
+            let end = end + ENTRY_ALIGN; // the end marker
+            #[cfg(feature = "mutants")]
+            let end = if crate::mutants::is(crate::mutants::Mutant::GroupSyncNoMarker) {
+                end - ENTRY_ALIGN
+            } else {
+                end
+            };
+            if n > 0 && (runs[n - 1].1 == start || runs[n - 1].1 == start + ENTRY_ALIGN) {
+                runs[n - 1].1 = end;
+            } else {
+                runs[n] = (start, end);
+                n += 1;
+            }
+        }
+        #[cfg(feature = "mutants")]
+        let n = if crate::mutants::is(crate::mutants::Mutant::GroupSyncFirstRun) {
+            1
+        } else {
+            n
+        };
+        for &(a, b) in &runs[..n] {
+            self.pmem.flush(a, b.min(cap) - a);
+            self.barrier_drain().inspect_err(|e| self.poison(e))?;
+        }
+        self.group.syncs.fetch_add(1, Ordering::Relaxed);
+        self.group
+            .tickets
+            .fetch_add(upto - first, Ordering::Relaxed);
+        Ok(())
+    }
+}
