@@ -789,6 +789,9 @@ fn bench_json_rows() {
     assert_eq!(rows[0]["threads"], 2);
     assert_eq!(rows[0]["mode"], "msync");
     assert_eq!(rows[0]["size"], 256);
+    // Every append was covered by a group sync, and a sync covers at least one append.
+    let per_sync = rows[0]["appends_per_sync"].as_f64().unwrap();
+    assert!(per_sync >= 1.0, "{}", rows[0]);
     let out = ok(&[
         "bench",
         "--dir",
@@ -815,6 +818,10 @@ fn bench_json_rows() {
     assert_eq!(cols[1], "1024", "{row}");
     assert_eq!(cols[2], "msync", "the path column: {row}");
     assert_eq!(cols.len(), 7, "{row}");
+    assert!(
+        out.contains("msync group commit, appends per sync: 1024 B "),
+        "{out}"
+    );
 
     let missing = dir.path().join("nope");
     assert_error(

@@ -159,6 +159,8 @@ struct AppendRow {
     appends: u64,
     ns_per_append: f64,
     appends_per_sec: f64,
+    /// msync mode: appends (calls) per group sync over the timed slices.
+    per_sync: Option<f64>,
 }
 
 struct RecoveryRow {
@@ -291,10 +293,14 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         )?;
         out.flush()?;
     }
+    let mut per_sync = Vec::new();
     for mode in &modes {
         for &size in &sizes {
             pb.set_message(format!("{} {}", mode.name(), human(size)));
             let (row, rec) = measure_row(&ctx, mode, size as usize, &pb)?;
+            if let Some(x) = row.per_sync {
+                per_sync.push(format!("{} B {x:.1}", size));
+            }
             let mb_per_sec = row.appends_per_sec * size as f64 / 1e6;
             pb.suspend(|| -> io::Result<()> {
                 if a.json {
@@ -314,6 +320,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
                         "ns_per_append": round(row.ns_per_append, 1),
                         "appends_per_sec": round(row.appends_per_sec, 0),
                         "mb_per_sec": round(mb_per_sec, 2),
+                        "appends_per_sync": row.per_sync.map(|x| round(x, 2)),
                         "dir": dir.display().to_string(),
                     });
                     writeln!(out, "{v}")?;
@@ -367,6 +374,13 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
                 "path ({}): {}",
                 flush.name(),
                 crate::calibrate::for_flush(flush).describe()
+            )?;
+        }
+        if !per_sync.is_empty() {
+            writeln!(
+                out,
+                "msync group commit, appends per sync: {}",
+                per_sync.join(", ")
             )?;
         }
         if modes.iter().any(|m| !m.durable()) {
@@ -504,12 +518,17 @@ fn measure_row(
     pb.inc(1);
     let (mut rates, mut latencies) = (Vec::new(), Vec::new());
     let mut appends = 0;
+    let (mut syncs, mut synced) = (0, 0);
     for _ in 0..ctx.reps {
         if log.free_bytes() < ctx.capacity / 2 {
             drop(log);
             log = create()?;
         }
+        let before = log.sync_stats();
         let (n, elapsed) = timed_slice(&log, &payload, ctx.threads, ctx.slice, path)?;
+        let after = log.sync_stats();
+        syncs += after.syncs - before.syncs;
+        synced += after.appends - before.appends;
         pb.inc(1);
         if n == 0 {
             continue;
@@ -523,6 +542,7 @@ fn measure_row(
         appends,
         ns_per_append: median(&mut latencies),
         appends_per_sec: median(&mut rates),
+        per_sync: (syncs > 0).then(|| synced as f64 / syncs as f64),
     };
     if ctx.recovery_bytes == 0 {
         return Ok((row, None));
