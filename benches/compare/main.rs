@@ -9,7 +9,7 @@
 //! Without `--features pmdk` the libpmemlog rows are skipped. Options (after `--`):
 //! `--smoke` (or `DAXLOG_BENCH_SMOKE=1`), `--1g` (or `DAXLOG_BENCH_1G=1`), `--rounds N`
 //! (default 1; each round runs every group once, interleaved, and samples are pooled),
-//! `--only SUBSTRING` (groups whose name contains it), `--profile` (adds the hot-path
+//! `--only SUBSTRING[,SUBSTRING...]` (groups whose name contains one of them), `--profile` (adds the hot-path
 //! decomposition group). `DAXLOG_BENCH_REPS` sets the timed repetitions per case and round
 //! (default 7), `DAXLOG_BENCH_NO_PREFAULT=1` leaves mappings cold.
 //!
@@ -21,6 +21,7 @@
 mod common;
 mod daxlog_cases;
 mod decomp;
+mod disk;
 mod filewal;
 #[cfg(feature = "pmdk")]
 mod pmemlog;
@@ -63,6 +64,9 @@ fn groups(profile: bool) -> Vec<Group> {
     }
     v.push(g("roof-msync", false));
     v.push(g("filewal", false));
+    for (name, _) in disk::ENGINES {
+        v.push(g(name, false));
+    }
     v.push(g("threads-daxlog", false));
     v.push(g("threads-roof", false));
     if cfg!(feature = "pmdk") {
@@ -91,6 +95,7 @@ fn run_child(group: &str, cfg: &Cfg) {
         "roof-avx2" => roofline::run(cfg, Kind::NtAvx2),
         "roof-msync" => roofline::run(cfg, Kind::Msync),
         "filewal" => filewal::run(cfg),
+        g if g.starts_with("disk-") => disk::run(cfg, g),
         "recovery-daxlog" => daxlog_cases::recovery(cfg),
         "threads-daxlog" => daxlog_cases::threaded(cfg),
         "threads-roof" => roofline::threaded(cfg),
@@ -143,7 +148,10 @@ fn main() {
     let mut results = report::Results::default();
     let groups: Vec<Group> = groups(profile)
         .into_iter()
-        .filter(|g| only.as_deref().is_none_or(|o| g.name.contains(o)))
+        .filter(|g| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|o| g.name.contains(o)))
+        })
         .collect();
     let load_start = report::loadavg();
     for round in 0..rounds {

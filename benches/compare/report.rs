@@ -42,6 +42,29 @@ pub struct Results {
     cases: Vec<String>,
     rows: Vec<String>,
     data: HashMap<(String, String), Sample>,
+    /// The disk group: (engine, payload bytes, threads) -> one entry per round.
+    disk: HashMap<(String, usize, usize), Vec<DiskSample>>,
+}
+
+/// One disk-group measurement: aggregate appends/s, p50 and p99 latency, appends per sync.
+#[derive(Clone, Copy)]
+struct DiskSample {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    per_sync: Option<f64>,
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 // Row prefixes the targets refer to.
@@ -52,11 +75,27 @@ const PMDK_DEFAULT: &str = "libpmemlog, default";
 const PMDK_RECOVERY: &str = "libpmemlog, pmemlog_open";
 const ROOF: &str = "roofline:";
 const ROOF_NT: &str = "roofline: NT";
+const DISK_DAX: &str = "disk-daxlog";
 
 impl Results {
     /// Takes one `RESULT` line; false if the line is something else.
     pub fn parse_line(&mut self, line: &str) -> bool {
         let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == 8 && f[0] == "DISK" {
+            let num = |i: usize| f[i].parse::<f64>().unwrap_or(f64::NAN);
+            let key = (
+                f[1].to_string(),
+                f[2].parse().unwrap_or(0),
+                f[3].parse().unwrap_or(0),
+            );
+            self.disk.entry(key).or_default().push(DiskSample {
+                rate: num(4),
+                p50: num(5),
+                p99: num(6),
+                per_sync: f[7].parse().ok(),
+            });
+            return true;
+        }
         if f.len() != 6 || f[0] != "RESULT" {
             return false;
         }
@@ -256,10 +295,62 @@ impl Results {
                 }
             }
         }
+        o.push_str(&self.disk_table());
         o.push_str(&self.targets());
         o
     }
 
+    /// Median over rounds of one disk-group measurement.
+    fn disk_get(&self, engine: &str, size: usize, threads: usize) -> Option<DiskSample> {
+        let v = self.disk.get(&(engine.to_string(), size, threads))?;
+        let per: Vec<f64> = v.iter().filter_map(|s| s.per_sync).collect();
+        Some(DiskSample {
+            rate: median_of(v.iter().map(|s| s.rate).collect()),
+            p50: median_of(v.iter().map(|s| s.p50).collect()),
+            p99: median_of(v.iter().map(|s| s.p99).collect()),
+            per_sync: (!per.is_empty()).then(|| median_of(per)),
+        })
+    }
+
+    fn disk_table(&self) -> String {
+        let mut o = String::new();
+        if self.disk.is_empty() {
+            return o;
+        }
+        let _ = writeln!(
+            o,
+            "\nDisk: write-ahead logs in {} (its file system: ext4 here), every append durable \
+             before it returns; N threads append to one log for {} s each (median over rounds). \
+             appends/s is the aggregate; p50/p99 are per append. For daxlog, the appends one \
+             group sync covered on average.\n",
+            std::env::temp_dir().display(),
+            std::env::var("DAXLOG_BENCH_DISK_SECS").unwrap_or_else(|_| "2".into()),
+        );
+        let _ = writeln!(
+            o,
+            "| payload | threads | implementation | appends/s | p50 | p99 | appends/sync |"
+        );
+        let _ = writeln!(o, "|--:|--:|---|--:|--:|--:|--:|");
+        for &size in crate::disk::SIZES {
+            for &threads in crate::disk::THREADS {
+                for (engine, name) in crate::disk::ENGINES {
+                    let Some(d) = self.disk_get(engine, size, threads) else {
+                        continue;
+                    };
+                    let _ = writeln!(
+                        o,
+                        "| {} | {threads} | {name} | {} | {} | {} | {} |",
+                        crate::common::size_name(size),
+                        fmt_rate(d.rate),
+                        fmt_ns(d.p50),
+                        fmt_ns(d.p99),
+                        d.per_sync.map_or("-".into(), |x| format!("{x:.1}")),
+                    );
+                }
+            }
+        }
+        o
+    }
     fn targets(&self) -> String {
         let mut o = String::from(
             "\nTargets (daxlog with the CPU-flush path forced, default NT threshold):\n\n",
@@ -326,6 +417,46 @@ impl Results {
                 fmt_opt(r)
             ),
         );
+        if !self.disk.is_empty() {
+            let rate = |e: &str, size: usize, t: usize| self.disk_get(e, size, t).map(|d| d.rate);
+            for &size in crate::disk::SIZES {
+                let name = crate::common::size_name(size);
+                let one = rate(DISK_DAX, size, 1);
+                let eight = rate(DISK_DAX, size, 8);
+                let q = one.zip(eight).map(|(a, b)| b / a);
+                line(
+                    q.map(|q| q >= 5.0),
+                    format!(
+                        "disk, {name}: daxlog 8 threads {} x its 1 thread (target >= 5)",
+                        fmt_opt(q)
+                    ),
+                );
+                for &t in crate::disk::THREADS {
+                    for rival in ["disk-raft-engine", "disk-okaywal"] {
+                        let q = rate(DISK_DAX, size, t)
+                            .zip(rate(rival, size, t))
+                            .map(|(d, r)| d / r);
+                        line(
+                            q.map(|q| q >= 1.0),
+                            format!(
+                                "disk, {name}, {t} thread(s): daxlog {} x {}'s appends/s (target >= 1)",
+                                fmt_opt(q),
+                                rival.trim_start_matches("disk-")
+                            ),
+                        );
+                    }
+                }
+                let lat = |e: &str| self.disk_get(e, size, 1).map(|d| d.p50);
+                let q = lat(DISK_DAX).zip(lat("disk-filewal")).map(|(d, w)| d / w);
+                line(
+                    q.map(|q| q <= 1.0),
+                    format!(
+                        "disk, {name}, 1 thread: daxlog p50 latency {} x the naive WAL's (target <= 1)",
+                        fmt_opt(q)
+                    ),
+                );
+            }
+        }
         for case in self.cases.iter().filter(|c| c.starts_with("recover")) {
             let d = self.get(case, DAX_RECOVERY);
             let p = self.get(case, PMDK_RECOVERY);
