@@ -1,10 +1,12 @@
 //! Power-cut test program, run inside the DAX test VM by `tests/dax-vm/power-cut.sh`.
 //!
 //! ```text
-//! power_cut write PATH [CAPACITY_MIB]   open PATH (create it if absent, default 64 MiB) and
-//!                                       append forever; after each durable append print
-//!                                       `ack <lsn>`. When the log is full, print `full last=<lsn>`
-//!                                       and wait to be killed.
+//! power_cut write PATH [CAPACITY_MIB [THREADS]]
+//!                                       open PATH (create it if absent, default 64 MiB) and
+//!                                       append forever (on THREADS threads at once, default 1);
+//!                                       after each durable append print `ack <lsn>`. When the
+//!                                       log is full, print `full last=<lsn>` and wait to be
+//!                                       killed.
 //! power_cut check PATH MAX_ACKED        open (recover) PATH, verify that the LSNs run 1, 2, 3, ...
 //!                                       without a gap, that every payload is the one `write` made
 //!                                       for its LSN, and that the last LSN >= MAX_ACKED; print
@@ -14,6 +16,10 @@
 //!
 //! Every payload is a pure function of its LSN (32..=200 bytes), so the checker needs nothing
 //! but the log itself and the highest acknowledgement the writer got out before the power cut.
+//! With several threads an appender cannot know its LSN beforehand: its payloads are then a
+//! function of (thread, sequence number), marked as such, and the checker also requires each
+//! thread's sequence numbers to run 0, 1, 2, ... without a gap (a thread appends its next entry
+//! only after the previous one was acknowledged, so the log must hold a prefix of each).
 //! `write` prints `ready last=<lsn> persistence=<mechanism>` once the log is open; the harness
 //! starts its kill countdown at that line.
 
@@ -46,6 +52,25 @@ fn payload(lsn: u64) -> Vec<u8> {
     out
 }
 
+/// First word of a threaded writer's payloads.
+const THREADED: u64 = u64::from_le_bytes(*b"THREADED");
+
+/// The payload of sequence number `seq` of writer thread `thread`: 40..=200 bytes.
+fn threaded_payload(thread: u64, seq: u64) -> Vec<u8> {
+    let mut s = splitmix64(thread << 48 ^ seq);
+    let len = 40 + (s % 161) as usize;
+    let mut out = Vec::with_capacity(len + 8);
+    out.extend_from_slice(&THREADED.to_le_bytes());
+    out.extend_from_slice(&thread.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    while out.len() < len {
+        s = splitmix64(s);
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 fn mechanism(p: Persistence) -> &'static str {
     #[allow(unreachable_patterns)]
     match p {
@@ -64,7 +89,7 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-fn write(path: &str, capacity_mib: u64) -> ! {
+fn write(path: &str, capacity_mib: u64, threads: u64) -> ! {
     let opened = if Path::new(path).exists() {
         Log::open(path, &Options::new())
     } else {
@@ -84,6 +109,9 @@ fn write(path: &str, capacity_mib: u64) -> ! {
         mechanism(p),
         p.is_cpu_flush()
     ));
+    if threads > 1 {
+        write_threaded(&log, threads)
+    }
     loop {
         let want = last + 1;
         match log.append(&payload(want)) {
@@ -111,6 +139,55 @@ fn write(path: &str, capacity_mib: u64) -> ! {
     }
 }
 
+/// `threads` appenders at once, each numbering its own entries from 0 (after those a previous
+/// run left in the log).
+fn write_threaded(log: &Log, threads: u64) -> ! {
+    let mut next = vec![0u64; threads as usize];
+    for e in log.iter() {
+        if let Some((t, seq)) = parse_threaded(e.payload) {
+            if let Some(n) = next.get_mut(t as usize) {
+                *n = seq + 1;
+            }
+        }
+    }
+    std::thread::scope(|s| {
+        for (t, first) in next.into_iter().enumerate() {
+            s.spawn(move || {
+                for seq in first.. {
+                    match log.append(&threaded_payload(t as u64, seq)) {
+                        Ok(lsn) => say(format_args!("ack {lsn}")),
+                        Err(Error::Full { .. }) => {
+                            say(format_args!("full last={}", log.last_lsn().unwrap_or(0)));
+                            loop {
+                                std::thread::sleep(std::time::Duration::from_secs(3600));
+                            }
+                        }
+                        Err(e) => {
+                            say(format_args!("power_cut: append failed: {e}"));
+                            exit(4);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    exit(0)
+}
+
+/// (thread, sequence number) of a threaded writer's payload, if it is one and is intact.
+fn parse_threaded(p: &[u8]) -> Option<(u64, u64)> {
+    let word = |i: usize| {
+        Some(u64::from_le_bytes(
+            p.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+        ))
+    };
+    if word(0)? != THREADED {
+        return None;
+    }
+    let (t, seq) = (word(1)?, word(2)?);
+    (p == threaded_payload(t, seq).as_slice()).then_some((t, seq))
+}
+
 fn check(path: &str, max_acked: u64) -> ! {
     if !Path::new(path).exists() {
         if max_acked == 0 {
@@ -134,6 +211,7 @@ fn check(path: &str, max_acked: u64) -> ! {
     };
     let mut expect = 1u64;
     let mut errors = 0u64;
+    let mut next_seq: Vec<u64> = Vec::new();
     for e in log.iter() {
         if e.lsn != expect {
             say(format_args!(
@@ -142,7 +220,26 @@ fn check(path: &str, max_acked: u64) -> ! {
             ));
             exit(1);
         }
-        if e.payload != payload(e.lsn).as_slice() {
+        if e.payload.starts_with(&THREADED.to_le_bytes()) {
+            let ok = parse_threaded(e.payload).is_some_and(|(t, seq)| {
+                let t = t as usize;
+                if next_seq.len() <= t {
+                    next_seq.resize(t + 1, 0);
+                }
+                let fine = seq == next_seq[t];
+                next_seq[t] = seq + 1;
+                fine
+            });
+            if !ok {
+                errors += 1;
+                if errors <= 10 {
+                    say(format_args!(
+                        "bad or out-of-sequence threaded payload at LSN {}",
+                        e.lsn
+                    ));
+                }
+            }
+        } else if e.payload != payload(e.lsn).as_slice() {
             errors += 1;
             if errors <= 10 {
                 say(format_args!(
@@ -187,16 +284,26 @@ fn check(path: &str, max_acked: u64) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
-        eprintln!("usage: power_cut write PATH [CAPACITY_MIB] | power_cut check PATH MAX_ACKED");
+        eprintln!(
+            "usage: power_cut write PATH [CAPACITY_MIB [THREADS]] | power_cut check PATH MAX_ACKED"
+        );
         exit(2);
     };
     match args.get(1).map(String::as_str) {
-        Some("write") if args.len() == 3 || args.len() == 4 => {
+        Some("write") if (3..=5).contains(&args.len()) => {
             let mib = match args.get(3) {
                 None => DEFAULT_CAPACITY_MIB,
                 Some(s) => s.parse().unwrap_or_else(|_| usage()),
             };
-            write(&args[2], mib)
+            let threads = match args.get(4) {
+                None => 1,
+                Some(s) => s
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .unwrap_or_else(|| usage()),
+            };
+            write(&args[2], mib, threads)
         }
         Some("check") if args.len() == 4 => {
             let max_acked = args[3].parse().unwrap_or_else(|_| usage());

@@ -6,7 +6,11 @@
 #
 # For each file system in DAXLOG_POWER_CUT_FS, with one pmem image (a qemu RAM
 # backing file) that is kept across rounds, and for each kill time K in
-# DAXLOG_POWER_CUT_KILL_TIMES:
+# DAXLOG_POWER_CUT_KILL_TIMES (a file system named NAME-nodax is NAME mounted
+# with -o dax=never: /dev/pmem0 is then an ordinary block device under the
+# guest's page cache, MAP_SYNC is refused and daxlog takes its msync path,
+# with DAXLOG_POWER_CUT_NODAX_THREADS appenders at once so that its group
+# commit is what the power cut interrupts):
 #   1. boot a VM on the image and run `power_cut write /mnt/pmem/log.dax`
 #      (examples/power_cut.rs): it opens the log (creating it the first time)
 #      and appends entries forever, printing `ack <lsn>` after each append
@@ -29,7 +33,8 @@
 #
 # environment:
 #   DAXLOG_SKIP_DAX_VM=1          skip (print that, exit 0)
-#   DAXLOG_POWER_CUT_FS           file systems (default: "ext4 xfs")
+#   DAXLOG_POWER_CUT_FS           file systems (default: "ext4 xfs ext4-nodax")
+#   DAXLOG_POWER_CUT_NODAX_THREADS  appenders in the -nodax rounds (default: 4)
 #   DAXLOG_POWER_CUT_KILL_TIMES   seconds after `ready` at which to kill, one
 #                                 round each (default: "1 2.5 5")
 #   DAXLOG_POWER_CUT_BIN          a prebuilt power_cut binary (default: build it
@@ -42,7 +47,8 @@
 #   CARGO                         cargo binary (default: cargo)
 set -uo pipefail
 
-FILESYSTEMS=${DAXLOG_POWER_CUT_FS:-"ext4 xfs"}
+FILESYSTEMS=${DAXLOG_POWER_CUT_FS:-"ext4 xfs ext4-nodax"}
+NODAX_THREADS=${DAXLOG_POWER_CUT_NODAX_THREADS:-4}
 KILL_TIMES=${DAXLOG_POWER_CUT_KILL_TIMES:-"1 2.5 5"}
 CAPACITY_MIB=${DAXLOG_POWER_CUT_CAPACITY_MIB:-64}
 LOG_PATH=/mnt/pmem/log.dax   # run-in-dax-vm.sh mounts the DAX file system at /mnt/pmem
@@ -81,19 +87,25 @@ for line in open(sys.argv[1]):
 fi
 [[ -x $BIN ]] || fail "not an executable: $BIN"
 
-# last complete "ack N" line of a file (a line cut by the kill is ignored)
+# highest LSN of the complete "ack N" lines of a file (a line cut by the kill is
+# ignored; with several appender threads the acks are printed out of order)
 last_ack() {
   local f=$1
   if [[ -s $f && $(tail -c1 "$f" | od -An -tx1 | tr -d ' ') != 0a ]]; then
     head -n -1 "$f"
   else
     cat "$f"
-  fi | grep -aoE '^ack [0-9]+$' | tail -1 | cut -d' ' -f2
+  fi | grep -aoE '^ack [0-9]+$' | cut -d' ' -f2 | sort -n | tail -1
 }
 
 RESULTS=() failed=0
 for fs in $FILESYSTEMS; do
   img=$WORK/pmem-$fs.img
+  if [[ $fs == *-nodax ]]; then
+    mfs=${fs%-nodax} mopts=dax=never threads=$NODAX_THREADS want=msync
+  else
+    mfs=$fs mopts=dax threads=1 want=
+  fi
   rm -f "$img"
   round=0
   for k in $KILL_TIMES; do
@@ -101,8 +113,8 @@ for fs in $FILESYSTEMS; do
     wlog=$WORK/$fs-$round-write.log clog=$WORK/$fs-$round-check.log
     [[ $round == 1 ]] && mkfs=always || mkfs=never
     say "=== $fs round $round: append, power cut ${k}s after ready"
-    "$RUNNER" --fs "$fs" --backing "$img" --mkfs "$mkfs" --kill-after "$k" --kill-arm '^ready' \
-      "$BIN" write "$LOG_PATH" "$CAPACITY_MIB" > "$wlog" 2> "$wlog.err"
+    "$RUNNER" --fs "$mfs" --mount-opts "$mopts" --backing "$img" --mkfs "$mkfs" --kill-after "$k" \
+      --kill-arm '^ready' "$BIN" write "$LOG_PATH" "$CAPACITY_MIB" "$threads" > "$wlog" 2> "$wlog.err"
     wrc=$?
     grep -a 'VM wall time' "$wlog.err" >&2
     ready=$(grep -aoE '^ready .*' "$wlog" | head -1)
@@ -116,10 +128,16 @@ for fs in $FILESYSTEMS; do
       failed=$((failed + 1))
       break                       # the image is in an unknown state
     fi
+    if [[ -n $want && $ready != *"persistence=$want"* ]]; then
+      RESULTS+=("$(printf '%-5s round %d kill %4ss: FAIL writer did not use %s: %s' \
+        "$fs" "$round" "$k" "$want" "$ready")")
+      failed=$((failed + 1))
+      break
+    fi
     [[ -z $acked ]] && acked=$(sed -E 's/^ready last=([0-9]+).*/\1/' <<< "$ready")
     say "writer: $ready; $nacks acks received, last ack $acked${full:+; $full}"
 
-    "$RUNNER" --fs "$fs" --backing "$img" --mkfs never "$BIN" check "$LOG_PATH" "$acked" > "$clog" 2> "$clog.err"
+    "$RUNNER" --fs "$mfs" --mount-opts "$mopts" --backing "$img" --mkfs never "$BIN" check "$LOG_PATH" "$acked" > "$clog" 2> "$clog.err"
     crc=$?
     grep -a 'VM wall time' "$clog.err" >&2
     last=$(grep -aoE '^check ok last=[0-9]+' "$clog" | tail -1 | cut -d= -f2)
