@@ -190,10 +190,12 @@ impl<M: Media> Log<M> {
             let inflight = st.ticket.wrapping_sub(published) & TICKET_MASK;
             if inflight >= MAX_INFLIGHT as u64 {
                 // A full ring waits for the oldest append (FORMAT.md, "Concurrency"); in msync
-                // mode that is a whole sync away: sleep until one ends (`disk.rs`).
+                // mode that is a whole sync away: sleep until one ends (`disk.rs`). Only on a
+                // current state: `cur` may predate `published`, and then the ring only seems
+                // full (its ticket count below the published one).
                 if self.pmem.media().persistence().is_cpu_flush() {
                     backoff(&mut spins);
-                } else {
+                } else if self.resv.load_torn() == cur {
                     self.wait_for_sync(published);
                 }
                 cur = self.resv.load_torn();
