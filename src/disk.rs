@@ -174,7 +174,7 @@ impl<M: Media> Log<M> {
     /// published count moved from `published` already (then the caller looks again at once).
     pub(crate) fn wait_for_sync(&self, published: u64) {
         let round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
-        // A sync publishes before it ends under this lock: one that ends from here on is seen.
+        // A sync publishes, then ends under this lock: one that ends from here on is seen.
         if self.published.load(Ordering::Acquire) != published {
             return;
         }
