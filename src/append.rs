@@ -80,9 +80,9 @@ impl<M: Media> Log<M> {
             let next = self.next_lsn();
             return Ok(next..next);
         }
-        for p in payloads {
-            self.check_payload(p)?;
-        }
+        self.check_writable_append()?;
+        let longest = payloads.iter().map(|p| p.len()).max().unwrap_or(0);
+        self.check_payload_len(longest)?;
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
         if payloads.len() > 1 && total <= BATCH_BUF {
             // Size classes, so that a small batch zeroes little more stack than it needs.
@@ -109,12 +109,21 @@ impl<M: Media> Log<M> {
     ) -> Result<Range<Lsn>> {
         let mut buf = [0u8; N];
         let mut at = 0;
-        for p in payloads {
+        let mut put = |p: &[u8], pcrc: u32| {
             // The payload checksum waits in the header's first bytes.
-            let pcrc = format::payload_crc(self.sb.salt, p);
             buf[at..at + 4].copy_from_slice(&pcrc.to_le_bytes());
             buf[at + HEADER_LEN..at + HEADER_LEN + p.len()].copy_from_slice(p);
             at += format::entry_len(p.len());
+        };
+        // Two checksums at a time: one CRC32 chain leaves the unit idle most of the time.
+        let (pairs, odd) = payloads.as_chunks::<2>();
+        for [a, b] in pairs {
+            let (ca, cb) = crate::persist::crc32c_pair(self.sb.salt, a, b);
+            put(a, ca);
+            put(b, cb);
+        }
+        if let [p] = odd {
+            put(p, format::payload_crc(self.sb.salt, p));
         }
         let epoch = self.epoch;
         self.reserve_and_store(payloads, total, |claim, first, nt| {
@@ -132,16 +141,25 @@ impl<M: Media> Log<M> {
     }
 
     fn check_payload(&self, payload: &[u8]) -> Result<()> {
+        self.check_writable_append()?;
+        self.check_payload_len(payload.len())
+    }
+
+    fn check_writable_append(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly {
                 path: self.name.clone(),
             });
         }
+        Ok(())
+    }
+
+    fn check_payload_len(&self, len: usize) -> Result<()> {
         let max = max_payload(self.sb.capacity);
-        if payload.len() as u64 > max {
+        if len as u64 > max {
             return Err(Error::PayloadTooLarge {
                 path: self.name.clone(),
-                len: payload.len() as u64,
+                len: len as u64,
                 max,
             });
         }
