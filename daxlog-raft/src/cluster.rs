@@ -70,8 +70,8 @@ impl Cluster {
     /// its state is what recovery found on disk.
     pub async fn open(&mut self, id: NodeId) -> Result<&Node, Error> {
         let dir = self.dir(id);
-        let store = open_store_retrying(&dir, &self.opts).await?;
         let sm = KvStateMachine::open(dir.join("sm"))?;
+        let store = open_store_retrying(&dir, &self.opts, &sm).await?;
         let raft = Raft::new(
             id,
             self.config.clone(),
@@ -187,14 +187,16 @@ impl Cluster {
 }
 
 /// Opens a store, waiting a little if the previous instance of the node still holds its lock
-/// (its tasks finish shortly after `Raft::shutdown`).
+/// (its tasks finish shortly after `Raft::shutdown`); the store is tied to the state machine's
+/// durable snapshot (purges wait for it; a log purged past it is refused).
 async fn open_store_retrying(
     dir: &Path,
     opts: &LogStoreOptions,
+    sm: &KvStateMachine,
 ) -> Result<LogStore<TypeConfig>, Error> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match LogStore::open(dir, opts) {
+        match LogStore::open_with_snapshot(dir, opts, sm.snapshot_watermark()) {
             Ok(s) => return Ok(s),
             Err(crate::DaxError::Log(daxlog::Error::Locked { .. }))
                 if Instant::now() < deadline =>

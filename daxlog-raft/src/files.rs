@@ -23,6 +23,27 @@ pub enum DaxError {
     /// The files on disk contradict each other.
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
+    /// The log was purged past the state machine's durable snapshot: the entries in between
+    /// are in neither. The store is refused rather than opened with a hole before its first
+    /// entry (it must be restored from another node).
+    #[error(
+        "log purged up to index {purged}, past the durable snapshot (last index {snapshot:?}): \
+         the entries in between are lost"
+    )]
+    PurgedBeyondSnapshot {
+        /// Last purged log index recorded in `meta.dax`.
+        purged: u64,
+        /// Last log index of the state machine's durable snapshot.
+        snapshot: Option<u64>,
+    },
+    /// A purge waited in vain for a durable snapshot covering it; nothing was purged.
+    #[error("purge up to index {upto} refused: no durable snapshot covers it (snapshot ends at {snapshot:?})")]
+    SnapshotNotDurable {
+        /// The index the purge was asked to reach.
+        upto: u64,
+        /// Last log index of the durable snapshot when the wait ended.
+        snapshot: Option<u64>,
+    },
 }
 
 /// Creates a new daxlog at `path` so that a crash leaves either no file or a complete empty

@@ -38,12 +38,15 @@ mod log_store;
 mod meta;
 pub mod network;
 mod state_machine;
+mod watermark;
 
 pub use files::DaxError;
 pub use log_store::{
-    LogReader, LogStore, LogStoreOptions, DEFAULT_META_CAPACITY, LOG_FILE, META_FILE,
+    LogReader, LogStore, LogStoreOptions, DEFAULT_META_CAPACITY, DEFAULT_PURGE_WAIT, LOG_FILE,
+    META_FILE,
 };
 pub use state_machine::{KvSnapshotBuilder, KvState, KvStateMachine, SNAPSHOT_FILE};
+pub use watermark::SnapshotWatermark;
 
 /// Node ids of the example cluster.
 pub type NodeId = u64;

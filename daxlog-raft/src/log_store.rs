@@ -35,6 +35,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -46,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{create_atomically, DaxError};
 use crate::meta::LatestRecord;
+use crate::watermark::SnapshotWatermark;
 
 /// File name of the Raft log inside a store directory.
 pub const LOG_FILE: &str = "log.dax";
@@ -63,7 +65,11 @@ pub struct LogStoreOptions {
     custom: bool,
     persistence: Option<daxlog::PersistenceChoice>,
     meta_capacity: u64,
+    purge_wait: Duration,
 }
+
+/// Default of [`LogStoreOptions::purge_wait`].
+pub const DEFAULT_PURGE_WAIT: Duration = Duration::from_secs(60);
 
 impl Default for LogStoreOptions {
     fn default() -> Self {
@@ -79,7 +85,16 @@ impl LogStoreOptions {
             custom: false,
             persistence: None,
             meta_capacity: DEFAULT_META_CAPACITY,
+            purge_wait: DEFAULT_PURGE_WAIT,
         }
+    }
+
+    /// How long `purge` of a store opened with [`LogStore::open_with_snapshot`] waits for a
+    /// durable snapshot covering it before it fails (purging nothing) with
+    /// [`DaxError::SnapshotNotDurable`], which stops the node (default: 60 s).
+    pub fn purge_wait(mut self, wait: Duration) -> Self {
+        self.purge_wait = wait;
+        self
     }
 
     /// The daxlog options of both files (persistence mode, recovery mode, ...); its capacity is
@@ -283,6 +298,9 @@ pub struct LogStore<C: RaftTypeConfig> {
     meta_log: LatestRecord,
     meta: Meta<C::NodeId>,
     dir: PathBuf,
+    /// The state machine's durable snapshot, which a purge must not pass.
+    snapshot: Option<SnapshotWatermark>,
+    purge_wait: Duration,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -338,7 +356,37 @@ where
             meta_log,
             meta,
             dir: dir.to_path_buf(),
+            snapshot: None,
+            purge_wait: opts.purge_wait,
         })
+    }
+
+    /// Opens the store like [`LogStore::open`], tied to the state machine's durable snapshot:
+    ///
+    /// * the store is refused with [`DaxError::PurgedBeyondSnapshot`] if its last purged log
+    ///   index lies beyond `snapshot` (the entries in between would be in neither);
+    /// * `purge(upto)` waits until `snapshot` reaches `upto` before it records or removes
+    ///   anything (at most [`LogStoreOptions::purge_wait`]), so the log is never purged ahead
+    ///   of a durable snapshot, whatever the order in which openraft runs the two.
+    ///
+    /// This is how a node should open its store; [`LogStore::open`] alone purges at once (for
+    /// openraft's storage suite, which purges without a state machine snapshot).
+    pub fn open_with_snapshot(
+        dir: impl AsRef<Path>,
+        opts: &LogStoreOptions,
+        snapshot: SnapshotWatermark,
+    ) -> Result<Self, DaxError> {
+        let mut store = Self::open(dir, opts)?;
+        if let Some(purged) = &store.meta.last_purged {
+            if Some(purged.index) > snapshot.get() {
+                return Err(DaxError::PurgedBeyondSnapshot {
+                    purged: purged.index,
+                    snapshot: snapshot.get(),
+                });
+            }
+        }
+        store.snapshot = Some(snapshot);
+        Ok(store)
     }
 
     /// The store's directory.
@@ -538,6 +586,16 @@ where
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        // Never ahead of the state machine's durable snapshot (see `open_with_snapshot`).
+        if let Some(snapshot) = &self.snapshot {
+            if !snapshot.wait_for(log_id.index, self.purge_wait).await {
+                let e = DaxError::SnapshotNotDurable {
+                    upto: log_id.index,
+                    snapshot: snapshot.get(),
+                };
+                return Err(sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e));
+            }
+        }
         // Record the purge first: a crash before the log is truncated is finished by `open`.
         if self.meta.last_purged.as_ref() < Some(&log_id) {
             let meta = Meta {
@@ -592,6 +650,134 @@ mod tests {
         assert_eq!(entries.len(), 5);
         let st = store.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(lid(1, 4)));
+        assert_eq!(st.last_log_id, Some(lid(1, 9)));
+    }
+
+    /// `purge` waits for a durable snapshot that covers it: until the watermark reaches the
+    /// purged index, nothing is recorded or removed (a crash then loses nothing); once it does,
+    /// the purge completes.
+    #[tokio::test]
+    async fn purge_waits_for_a_durable_snapshot() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let snapshot = SnapshotWatermark::new(Some(2));
+        let mut store =
+            LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot.clone())
+                .unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        {
+            // The state machine has not written a snapshot up to 8 yet: the purge must not
+            // proceed. Dropping it here is a crash at this point.
+            let mut purge = std::pin::pin!(store.purge(lid(1, 8)));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(purge.as_mut().poll(&mut cx), Poll::Pending));
+        }
+        assert_eq!(store.meta.last_purged, None);
+        drop(store);
+        let mut store =
+            LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot.clone())
+                .unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, None);
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
+
+        // The snapshot becomes durable while the purge waits.
+        let advancer = snapshot.clone();
+        let task = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            advancer.advance(Some(8));
+        });
+        store.purge(lid(1, 8)).await.unwrap();
+        task.await.unwrap();
+        let entries = store.try_get_log_entries(..).await.unwrap();
+        assert_eq!(entries.first().unwrap().log_id, lid(1, 9));
+        assert_eq!(store.meta.last_purged, Some(lid(1, 8)));
+    }
+
+    /// A purge that no durable snapshot covers in time fails and changes nothing.
+    #[tokio::test]
+    async fn purge_without_a_snapshot_fails_and_keeps_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new()
+            .log_capacity(1 << 20)
+            .purge_wait(Duration::from_millis(20));
+        let snapshot = SnapshotWatermark::new(Some(3));
+        let mut store =
+            LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot).unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        let err = store.purge(lid(1, 5)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("no durable snapshot covers it"),
+            "{err}"
+        );
+        assert_eq!(store.meta.last_purged, None);
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
+        // Up to the snapshot, it purges.
+        store.purge(lid(1, 3)).await.unwrap();
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 6);
+    }
+
+    /// The crash window of a snapshot installation, as the files were left when the purge ran
+    /// ahead of the snapshot: `meta.dax` says purged up to 5, the state machine has no
+    /// snapshot. The store is refused with a typed error; with a snapshot up to 5 it opens.
+    #[tokio::test]
+    async fn open_refuses_a_log_purged_past_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        store.purge(lid(1, 5)).await.unwrap();
+        drop(store);
+
+        let err = LogStore::<TypeConfig>::open_with_snapshot(
+            dir.path(),
+            &opts,
+            SnapshotWatermark::new(Some(4)),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                DaxError::PurgedBeyondSnapshot {
+                    purged: 5,
+                    snapshot: Some(4)
+                }
+            ),
+            "{err}"
+        );
+        let err = LogStore::<TypeConfig>::open_with_snapshot(
+            dir.path(),
+            &opts,
+            SnapshotWatermark::new(None),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, DaxError::PurgedBeyondSnapshot { .. }),
+            "{err}"
+        );
+
+        let mut store = LogStore::<TypeConfig>::open_with_snapshot(
+            dir.path(),
+            &opts,
+            SnapshotWatermark::new(Some(5)),
+        )
+        .unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(lid(1, 5)));
         assert_eq!(st.last_log_id, Some(lid(1, 9)));
     }
 

@@ -19,6 +19,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::files::{replace_file, DaxError};
+use crate::watermark::SnapshotWatermark;
 use crate::{NodeId, Request, Response, TypeConfig};
 
 /// File name of the current snapshot inside a node's directory.
@@ -51,6 +52,8 @@ struct Shared {
     dir: PathBuf,
     /// Snapshots built by this process, for unique snapshot ids.
     built: Mutex<u64>,
+    /// The last log index of the snapshot on disk, for the log store's purges.
+    durable: SnapshotWatermark,
 }
 
 /// The key/value state machine; see the module documentation.
@@ -95,12 +98,18 @@ impl KvStateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (KvState::default(), None),
             Err(e) => return Err(e.into()),
         };
+        let durable = SnapshotWatermark::new(
+            snapshot
+                .as_ref()
+                .and_then(|(meta, _)| meta.last_log_id.map(|l| l.index)),
+        );
         Ok(KvStateMachine {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 snapshot: Mutex::new(snapshot),
                 dir,
                 built: Mutex::new(0),
+                durable,
             }),
         })
     }
@@ -113,6 +122,12 @@ impl KvStateMachine {
     /// A copy of the applied state.
     pub fn state(&self) -> KvState {
         lock(&self.shared.state).clone()
+    }
+
+    /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
+    /// so that the log is never purged past it.
+    pub fn snapshot_watermark(&self) -> SnapshotWatermark {
+        self.shared.durable.clone()
     }
 }
 
@@ -130,6 +145,7 @@ impl Shared {
         replace_file(&self.dir.join(SNAPSHOT_FILE), &serde_json::to_vec(&file)?)?;
         let bytes = serde_json::to_vec(data)?;
         *lock(&self.snapshot) = Some((meta.clone(), bytes.clone()));
+        self.durable.advance(meta.last_log_id.map(|l| l.index));
         Ok(bytes)
     }
 }
