@@ -42,8 +42,8 @@ mod watermark;
 
 pub use files::DaxError;
 pub use log_store::{
-    LogReader, LogStore, LogStoreOptions, DEFAULT_META_CAPACITY, DEFAULT_PURGE_WAIT, LOG_FILE,
-    META_FILE,
+    Admission, LogReader, LogStore, LogStoreOptions, WriteRejected, DEFAULT_META_CAPACITY,
+    DEFAULT_PURGE_WAIT, LOG_FILE, META_FILE,
 };
 pub use state_machine::{KvSnapshotBuilder, KvState, KvStateMachine, SNAPSHOT_FILE};
 pub use watermark::SnapshotWatermark;

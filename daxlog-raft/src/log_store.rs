@@ -66,6 +66,8 @@ pub struct LogStoreOptions {
     persistence: Option<daxlog::PersistenceChoice>,
     meta_capacity: u64,
     purge_wait: Duration,
+    max_entry: Option<u64>,
+    reserve: Option<u64>,
 }
 
 /// Default of [`LogStoreOptions::purge_wait`].
@@ -86,7 +88,26 @@ impl LogStoreOptions {
             persistence: None,
             meta_capacity: DEFAULT_META_CAPACITY,
             purge_wait: DEFAULT_PURGE_WAIT,
+            max_entry: None,
+            reserve: None,
         }
+    }
+
+    /// The largest encoded entry [`Admission::check`] lets a client propose (default: a
+    /// sixteenth of the log's data area; never more than the reserve, nor than daxlog's largest
+    /// payload).
+    pub fn max_entry_bytes(mut self, bytes: u64) -> Self {
+        self.max_entry = Some(bytes);
+        self
+    }
+
+    /// Free space [`Admission::check`] keeps out of clients' reach (default: an eighth of the
+    /// log's data area): room for the entries a node appends without a client (blank entries
+    /// of new leaders, membership changes) and for followers whose logs are a little fuller
+    /// than the leader's.
+    pub fn full_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = Some(bytes);
+        self
     }
 
     /// How long `purge` of a store opened with [`LogStore::open_with_snapshot`] waits for a
@@ -138,6 +159,110 @@ impl LogStoreOptions {
             return opts.persistence(choice);
         }
         opts
+    }
+}
+
+/// Why a client write was refused before it was proposed. The node is not affected: nothing
+/// was written, and the write may be retried (after a snapshot let the log be purged, for
+/// [`WriteRejected::LogFull`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRejected {
+    /// The entry can never be accepted: it is larger than the log's limit.
+    #[error("entry of {len} bytes exceeds the largest entry the log accepts ({max} bytes)")]
+    TooLarge {
+        /// The encoded entry's length.
+        len: u64,
+        /// The limit ([`LogStoreOptions::max_entry_bytes`]).
+        max: u64,
+    },
+    /// The log is too full for now: its entries must be compacted into a snapshot and purged
+    /// first.
+    #[error(
+        "log full: {free} bytes free, the entry needs {needed} and {reserve} are kept in \
+         reserve; retry once a snapshot let the log be purged"
+    )]
+    LogFull {
+        /// Bytes the entry needs on media (upper bound).
+        needed: u64,
+        /// Bytes free in the log.
+        free: u64,
+        /// Bytes kept in reserve ([`LogStoreOptions::full_reserve`]).
+        reserve: u64,
+    },
+}
+
+/// Admission control for client writes, handed out by [`LogStore::admission`] before the
+/// store moves into openraft: check an entry here before proposing it.
+///
+/// openraft (0.9) treats every error of the log store's `append` as fatal and stops the node;
+/// daxlog fails an append with `PayloadTooLarge` (larger than the log could ever hold) or
+/// `Full` (no room until a purge). A write that would meet either is refused here instead, with
+/// a typed [`WriteRejected`], and the node stays up.
+pub struct Admission<C: RaftTypeConfig> {
+    inner: Arc<RwLock<Inner<C>>>,
+    max_entry: u64,
+    reserve: u64,
+}
+
+impl<C: RaftTypeConfig> Clone for Admission<C> {
+    fn clone(&self) -> Self {
+        Admission {
+            inner: self.inner.clone(),
+            max_entry: self.max_entry,
+            reserve: self.reserve,
+        }
+    }
+}
+
+/// What openraft's `Entry` adds around the encoded data: the log id (term, node id, index: up
+/// to 20 digits each) and the field names, at most.
+const ENTRY_WRAPPING: u64 = 160;
+/// What an entry's header and alignment add on media, at most.
+const HEADER_SLACK: u64 = 32;
+
+impl<C> Admission<C>
+where
+    C: RaftTypeConfig,
+    C::D: Serialize,
+{
+    /// Checks that an entry of `data` may be proposed now: returns the length its encoding may
+    /// reach in the log (an upper bound for openraft's `Entry`: the data's encoding plus the
+    /// log id and field names), or why it may not be proposed.
+    pub fn check(&self, data: &C::D) -> Result<u64, WriteRejected> {
+        let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
+        let len = len.saturating_add(ENTRY_WRAPPING);
+        self.check_len(len)?;
+        Ok(len)
+    }
+
+    /// Checks that an encoded entry of `len` bytes may be appended now.
+    pub fn check_len(&self, len: u64) -> Result<(), WriteRejected> {
+        if len > self.max_entry {
+            return Err(WriteRejected::TooLarge {
+                len,
+                max: self.max_entry,
+            });
+        }
+        let needed = len + HEADER_SLACK;
+        let free = self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log
+            .free_bytes();
+        if free < needed + self.reserve {
+            return Err(WriteRejected::LogFull {
+                needed,
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest encoded entry accepted.
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.max_entry
     }
 }
 
@@ -301,6 +426,8 @@ pub struct LogStore<C: RaftTypeConfig> {
     /// The state machine's durable snapshot, which a purge must not pass.
     snapshot: Option<SnapshotWatermark>,
     purge_wait: Duration,
+    max_entry: Option<u64>,
+    reserve: Option<u64>,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -358,6 +485,8 @@ where
             dir: dir.to_path_buf(),
             snapshot: None,
             purge_wait: opts.purge_wait,
+            max_entry: opts.max_entry,
+            reserve: opts.reserve,
         })
     }
 
@@ -387,6 +516,24 @@ where
         }
         store.snapshot = Some(snapshot);
         Ok(store)
+    }
+
+    /// Admission control for client writes to this store's log (see [`Admission`]): take it
+    /// before handing the store to openraft.
+    pub fn admission(&self) -> Admission<C> {
+        let data = self.read().log.space().data;
+        let max_payload = self.read().log.max_payload();
+        let reserve = self.reserve.unwrap_or(data / 8);
+        let max_entry = self
+            .max_entry
+            .unwrap_or(data / 16)
+            .min(reserve)
+            .min(max_payload);
+        Admission {
+            inner: self.inner.clone(),
+            max_entry,
+            reserve,
+        }
     }
 
     /// The store's directory.
