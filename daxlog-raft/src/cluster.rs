@@ -224,7 +224,10 @@ async fn open_store_retrying(
 ) -> Result<LogStore<TypeConfig>, Error> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match LogStore::open_with_snapshot(dir, opts, sm.snapshot_watermark()) {
+        let (d, o, w) = (dir.to_path_buf(), opts.clone(), sm.snapshot_watermark());
+        let opened =
+            tokio::task::spawn_blocking(move || LogStore::open_with_snapshot(d, &o, w)).await?;
+        match opened {
             Ok(s) => return Ok(s),
             Err(crate::DaxError::Log(daxlog::Error::Locked { .. }))
                 if Instant::now() < deadline =>

@@ -34,7 +34,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -420,7 +420,7 @@ where
 /// openraft's [`RaftLogStorage`] on daxlog files; see the module documentation.
 pub struct LogStore<C: RaftTypeConfig> {
     inner: Arc<RwLock<Inner<C>>>,
-    meta_log: LatestRecord,
+    meta_log: Arc<Mutex<LatestRecord>>,
     meta: Meta<C::NodeId>,
     dir: PathBuf,
     /// The state machine's durable snapshot, which a purge must not pass.
@@ -480,7 +480,7 @@ where
         }
         Ok(LogStore {
             inner: Arc::new(RwLock::new(inner)),
-            meta_log,
+            meta_log: Arc::new(Mutex::new(meta_log)),
             meta,
             dir: dir.to_path_buf(),
             snapshot: None,
@@ -550,32 +550,67 @@ where
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Inner<C>> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Appends `entries` with one daxlog batch (one barrier), under the read lock so that
     /// readers are not held up by the barrier: only this store (through `&mut self`) changes
     /// the log, and readers see the new entries once `last` is updated, after the barrier.
-    fn append_durably(&mut self, entries: &[C::Entry]) -> Result<(), DaxError> {
+    /// Runs on a blocking thread.
+    async fn append_durably(&mut self, entries: Vec<C::Entry>) -> Result<(), DaxError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let lsns = {
-            let inner = self.read();
-            let payloads = inner.encode(entries)?;
-            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-            inner.log.append_batch(&refs)?
-        };
-        self.write().appended(entries, lsns.start);
-        Ok(())
+        let inner = self.inner.clone();
+        blocking(move || {
+            let lsns = {
+                let inner = inner.read().unwrap_or_else(|e| e.into_inner());
+                let payloads = inner.encode(&entries)?;
+                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                inner.log.append_batch(&refs)?
+            };
+            inner
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .appended(&entries, lsns.start);
+            Ok(())
+        })
+        .await
     }
 
-    /// Durably replaces the metadata record; the in-memory copy changes only on success.
-    fn save_meta(&mut self, meta: Meta<C::NodeId>) -> Result<(), DaxError> {
-        self.meta_log.store(&meta)?;
+    /// Runs `f` on the log, under its write lock, on a blocking thread.
+    async fn with_log<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Inner<C>) -> Result<T, DaxError> + Send + 'static,
+    ) -> Result<T, DaxError> {
+        let inner = self.inner.clone();
+        blocking(move || f(&mut inner.write().unwrap_or_else(|e| e.into_inner()))).await
+    }
+
+    /// Durably replaces the metadata record (on a blocking thread); the in-memory copy changes
+    /// only on success.
+    async fn save_meta(&mut self, meta: Meta<C::NodeId>) -> Result<(), DaxError> {
+        let record = self.meta_log.clone();
+        let saved = meta.clone();
+        blocking(move || {
+            record
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .store(&saved)
+        })
+        .await?;
         self.meta = meta;
         Ok(())
+    }
+}
+
+/// Runs `f`, which waits for a persistence barrier (`msync`, `fsync`, cache flushes), on
+/// tokio's blocking threads, so that the runtime's workers (heartbeats, replication) go on
+/// meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DaxError> + Send + 'static,
+) -> Result<T, DaxError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(DaxError::Io(std::io::Error::other(e))),
     }
 }
 
@@ -674,6 +709,7 @@ where
             ..self.meta.clone()
         };
         self.save_meta(meta)
+            .await
             .map_err(|e| sto_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
@@ -693,6 +729,7 @@ where
             ..self.meta.clone()
         };
         self.save_meta(meta)
+            .await
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
@@ -713,7 +750,7 @@ where
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
         // Durable when this returns: only then is the callback told.
-        let res = self.append_durably(&entries);
+        let res = self.append_durably(entries).await;
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -727,8 +764,8 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.write()
-            .truncate_from(log_id.index)
+        self.with_log(move |inner| inner.truncate_from(log_id.index))
+            .await
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
@@ -750,10 +787,11 @@ where
                 ..self.meta.clone()
             };
             self.save_meta(meta)
+                .await
                 .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         }
-        self.write()
-            .purge_upto(log_id.index)
+        self.with_log(move |inner| inner.purge_upto(log_id.index))
+            .await
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
@@ -787,7 +825,7 @@ mod tests {
             last_purged: Some(lid(1, 4)),
             ..store.meta.clone()
         };
-        store.save_meta(meta).unwrap();
+        store.save_meta(meta).await.unwrap();
         assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
         drop(store);
 
@@ -926,6 +964,46 @@ mod tests {
         let st = store.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(lid(1, 5)));
         assert_eq!(st.last_log_id, Some(lid(1, 9)));
+    }
+
+    /// Runs `f` with a task spawned on the same single-threaded runtime: if `f` waited for a
+    /// barrier on the runtime's thread without yielding, the task could not run meanwhile.
+    async fn others_run_during<T>(f: impl std::future::Future<Output = T>) -> T {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        let out = f.await;
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "the operation held the runtime's thread"
+        );
+        out
+    }
+
+    /// The persistence barriers (`msync`/`fsync`/flushes) of append, save_vote, save_committed,
+    /// truncate and purge run on blocking threads: the runtime's thread stays free for other
+    /// tasks (heartbeats) meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn barriers_run_off_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        let blank = |i| Entry::<TypeConfig>::new_blank(lid(1, i));
+        others_run_during(store.blocking_append((0..10).map(blank)))
+            .await
+            .unwrap();
+        let vote = Vote::new(1, 1);
+        others_run_during(store.save_vote(&vote)).await.unwrap();
+        others_run_during(store.save_committed(Some(lid(1, 5))))
+            .await
+            .unwrap();
+        others_run_during(store.truncate(lid(1, 8))).await.unwrap();
+        others_run_during(store.purge(lid(1, 2))).await.unwrap();
+        let entries = store.try_get_log_entries(..).await.unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(ids, (3..8).collect::<Vec<_>>());
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
     }
 
     /// The log refuses appends that would leave a hole.

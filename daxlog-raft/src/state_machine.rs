@@ -166,6 +166,21 @@ impl Shared {
         self.durable.advance(meta.last_log_id.map(|l| l.index));
         Ok(bytes)
     }
+
+    /// [`Shared::save_snapshot`] on a blocking thread (it writes and fsyncs a file); gives
+    /// `data` back with the serialized bytes.
+    async fn save_snapshot_blocking(
+        self: &Arc<Self>,
+        meta: Meta,
+        data: BTreeMap<String, String>,
+    ) -> Result<(Vec<u8>, BTreeMap<String, String>), DaxError> {
+        let shared = self.clone();
+        crate::log_store::blocking(move || {
+            let bytes = shared.save_snapshot(&meta, &data)?;
+            Ok((bytes, data))
+        })
+        .await
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for KvSnapshotBuilder {
@@ -184,9 +199,10 @@ impl RaftSnapshotBuilder<TypeConfig> for KvSnapshotBuilder {
             last_membership: self.state.last_membership.clone(),
             snapshot_id,
         };
-        let bytes = self
+        let (bytes, _) = self
             .shared
-            .save_snapshot(&meta, &self.state.data)
+            .save_snapshot_blocking(meta.clone(), self.state.data.clone())
+            .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         Ok(Snapshot {
             meta,
@@ -249,8 +265,10 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let data: BTreeMap<String, String> =
             serde_json::from_slice(snapshot.get_ref()).map_err(|e| snap_err(e, ErrorVerb::Read))?;
-        self.shared
-            .save_snapshot(meta, &data)
+        let (_, data) = self
+            .shared
+            .save_snapshot_blocking(meta.clone(), data)
+            .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         *lock(&self.shared.state) = KvState {
             last_applied: meta.last_log_id,
@@ -326,6 +344,39 @@ mod tests {
         let sm = KvStateMachine::open(dir.path()).unwrap();
         assert_eq!(sm.state().last_applied, Some(lid(10)));
         assert_eq!(sm.get("installed").as_deref(), Some("new"));
+    }
+
+    /// Writing a snapshot file (fsync) happens on a blocking thread: other tasks of a
+    /// single-threaded runtime run meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn snapshot_writes_run_off_the_runtime_thread() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        let entry = Entry::<TypeConfig> {
+            log_id: lid(1),
+            payload: EntryPayload::Blank,
+        };
+        sm.apply([entry]).await.unwrap();
+        for install in [false, true] {
+            let ran = Arc::new(AtomicBool::new(false));
+            let flag = ran.clone();
+            tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            if install {
+                let bytes = serde_json::to_vec(&BTreeMap::<String, String>::new()).unwrap();
+                sm.install_snapshot(&meta(7, "installed"), Box::new(Cursor::new(bytes)))
+                    .await
+                    .unwrap();
+            } else {
+                sm.get_snapshot_builder()
+                    .await
+                    .build_snapshot()
+                    .await
+                    .unwrap();
+            }
+            assert!(ran.load(Ordering::SeqCst), "install {install}");
+        }
+        assert_eq!(on_disk(dir.path()).meta.snapshot_id, "installed");
     }
 
     /// Snapshots saved from several threads at once: every save succeeds, the file is always
