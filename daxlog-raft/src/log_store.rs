@@ -24,6 +24,11 @@
 //!   nothing stays;
 //! * `truncate(since)` (drop a conflicting suffix) is `truncate_after(lsn(since) - 1)`.
 //!
+//! Padding entries (LSNs that daxlog filled with padding because an appender panicked in the
+//! middle of an append) may lie between two Raft entries, before the first or after the last:
+//! readers skip them, and the mapping is then kept as a few runs, each with its own offset,
+//! found on open by one walk over the log (the first entry of each run carries its log id).
+//!
 //! # Crash safety
 //!
 //! An append is acknowledged (the [`LogFlushed`] callback) only after daxlog made it durable.
@@ -276,10 +281,17 @@ struct Meta<NID: NodeId> {
 }
 
 /// The Raft log proper, shared between the store and its readers.
+///
+/// Consecutive Raft entries normally sit at consecutive LSNs, but padding entries (the LSNs of
+/// an append abandoned by a panicking appender, which daxlog fills with padding so that the log
+/// goes on) may lie between two of them. So the mapping is kept as runs: each run starts at a
+/// Raft index and an LSN, and maps the indexes up to the next run's start to consecutive LSNs.
+/// There is one run unless padding was found.
 struct Inner<C: RaftTypeConfig> {
     log: daxlog::Log,
-    /// `raft index - LSN` of the entries in the log; `None` while the log is empty.
-    offset: Option<i128>,
+    /// `(first raft index, its LSN)` of each run, in increasing order; empty while the log
+    /// holds no entry.
+    runs: Vec<(u64, daxlog::Lsn)>,
     /// Log id of the last entry in the log.
     last: Option<LogId<C::NodeId>>,
 }
@@ -289,22 +301,42 @@ where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
+    /// Reads the mapping back from the log: one walk over the entries (padding skipped),
+    /// then the first entry of each run and the last one are decoded and checked to be
+    /// contiguous in Raft indexes.
     fn new(log: daxlog::Log) -> Result<Self, DaxError> {
         let mut inner = Self {
             log,
-            offset: None,
+            runs: Vec::new(),
             last: None,
         };
-        if let (Some(first), Some(last)) = (inner.log.first_lsn(), inner.log.last_lsn()) {
-            let first_id = inner.decode(first)?.get_log_id().clone();
-            let last_id = inner.decode(last)?.get_log_id().clone();
-            let offset = first_id.index as i128 - first as i128;
-            if last_id.index as i128 - last as i128 != offset {
+        // (first LSN, number of entries) of each run of consecutive LSNs.
+        let mut lsn_runs: Vec<(daxlog::Lsn, u64)> = Vec::new();
+        for e in inner.log.iter() {
+            match lsn_runs.last_mut() {
+                Some((start, len)) if *start + *len == e.lsn => *len += 1,
+                _ => lsn_runs.push((e.lsn, 1)),
+            }
+        }
+        let mut next: Option<u64> = None;
+        for (lsn, len) in lsn_runs {
+            let id = inner.decode(lsn)?.get_log_id().clone();
+            if let Some(expected) = next {
+                if id.index != expected {
+                    return Err(DaxError::Inconsistent(format!(
+                        "entry {id} at LSN {lsn}, after padding, where index {expected} was expected"
+                    )));
+                }
+            }
+            inner.runs.push((id.index, lsn));
+            next = Some(id.index + len);
+            let last_lsn = lsn + len - 1;
+            let last_id = inner.decode(last_lsn)?.get_log_id().clone();
+            if last_id.index + 1 != id.index + len {
                 return Err(DaxError::Inconsistent(format!(
-                    "entries {first_id} at LSN {first} and {last_id} at LSN {last} are not contiguous"
+                    "entries {id} at LSN {lsn} and {last_id} at LSN {last_lsn} are not contiguous"
                 )));
             }
-            inner.offset = Some(offset);
             inner.last = Some(last_id);
         }
         Ok(inner)
@@ -317,14 +349,14 @@ where
 
     /// Raft index of the first entry, if any.
     fn first_index(&self) -> Option<u64> {
-        let off = self.offset?;
-        Some((self.log.first_lsn()? as i128 + off) as u64)
+        self.runs.first().map(|(index, _)| *index)
     }
 
     /// LSN of Raft index `index`, which must lie within the log.
     fn lsn(&self, index: u64) -> daxlog::Lsn {
-        let off = self.offset.expect("a non-empty log has an offset");
-        (index as i128 - off) as daxlog::Lsn
+        let run = self.runs.partition_point(|(start, _)| *start <= index);
+        let (start, lsn) = self.runs[run.checked_sub(1).expect("an index within the log")];
+        lsn + (index - start)
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
@@ -338,11 +370,12 @@ where
         }
         let n = (end - start) as usize;
         let mut out = Vec::with_capacity(n.min(4096));
+        // The iterator steps over padding: the next `n` entries are the next `n` indexes.
         for e in self.log.iter_from(self.lsn(start)).take(n) {
             out.push(serde_json::from_slice(e.payload)?);
         }
         if out.len() != n {
-            return Err(DaxError::Missing(self.lsn(start) + out.len() as u64));
+            return Err(DaxError::Missing(self.lsn(start + out.len() as u64)));
         }
         Ok(out)
     }
@@ -366,10 +399,21 @@ where
         Ok(payloads)
     }
 
-    /// Records that `entries` were appended at LSNs from `first_lsn` on.
+    /// Records that `entries` were appended at LSNs from `first_lsn` on: a new run starts
+    /// unless they continue the last one at the next LSN.
     fn appended(&mut self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
-        if let (None, Some(head)) = (self.offset, entries.first()) {
-            self.offset = Some(head.get_log_id().index as i128 - first_lsn as i128);
+        let Some(head) = entries.first() else {
+            return;
+        };
+        let index = head.get_log_id().index;
+        let continues = match (self.runs.last(), &self.last) {
+            (Some(&(start, lsn)), Some(last)) => {
+                last.index + 1 == index && lsn + (index - start) == first_lsn
+            }
+            _ => false,
+        };
+        if !continues {
+            self.runs.push((index, first_lsn));
         }
         if let Some(e) = entries.last() {
             self.last = Some(e.get_log_id().clone());
@@ -385,13 +429,16 @@ where
             return Ok(());
         }
         if since <= first {
-            let first_lsn = self.lsn(first);
-            self.log.truncate_after(first_lsn - 1)?;
-            self.offset = None;
+            // Everything goes, padding before the first entry included.
+            let head = self.log.first_lsn().unwrap_or(self.lsn(first));
+            self.log.truncate_after(head - 1)?;
+            self.runs.clear();
             self.last = None;
         } else {
-            let keep = self.lsn(since) - 1;
+            // Padding after the last kept entry goes too.
+            let keep = self.lsn(since - 1);
             self.log.truncate_after(keep)?;
+            self.runs.retain(|(start, _)| *start < since);
             self.last = Some(self.decode(keep)?.get_log_id().clone());
         }
         Ok(())
@@ -407,11 +454,14 @@ where
         }
         if upto >= last.index {
             self.log.reset()?;
-            self.offset = None;
+            self.runs.clear();
             self.last = None;
         } else {
-            let lsn = self.lsn(upto + 1);
+            let next = upto + 1;
+            let lsn = self.lsn(next);
             self.log.truncate_before(lsn)?;
+            self.runs.retain(|(start, _)| *start > next);
+            self.runs.insert(0, (next, lsn));
         }
         Ok(())
     }
