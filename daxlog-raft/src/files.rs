@@ -109,6 +109,31 @@ pub(crate) fn remove_stale_tmp(path: &Path) -> Result<(), DaxError> {
     Ok(())
 }
 
+/// Creates directory `dir` and its missing ancestors, each one made durable in its parent
+/// (the parent is fsynced after the directory is created), so that a crash cannot lose a
+/// directory whose files were already synced.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), DaxError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            // Created meanwhile by someone else: it still has to be durable.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
 fn tmp_name(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");

@@ -50,7 +50,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::files::{create_atomically, DaxError};
+use crate::files::{create_atomically, create_dir_durably, DaxError};
 use crate::meta::LatestRecord;
 use crate::watermark::SnapshotWatermark;
 
@@ -85,7 +85,8 @@ impl Default for LogStoreOptions {
 }
 
 impl LogStoreOptions {
-    /// Defaults: a 64 MiB Raft log, a 64 KiB metadata log, daxlog's default options.
+    /// Defaults: a 64 MiB Raft log, a 64 KiB metadata log, daxlog's default options
+    /// (`daxlog::Options::new()`: no environment variable is read).
     pub fn new() -> Self {
         LogStoreOptions {
             log: daxlog::Options::new(),
@@ -145,8 +146,10 @@ impl LogStoreOptions {
         self
     }
 
-    /// Chooses daxlog's persistence mode (default: daxlog's own choice, `Auto` unless a
-    /// `DAXLOG_FORCE_*` variable says otherwise).
+    /// Chooses daxlog's persistence mode (default: `Auto`, i.e. CPU flushes where the file is
+    /// mapped with `MAP_SYNC`, `msync` elsewhere). The store reads no environment variable:
+    /// `DAXLOG_FORCE_*` and the other `DAXLOG_*` overrides apply only to options built with
+    /// `daxlog::Options::from_env()` and given through [`LogStoreOptions::daxlog`].
     pub fn persistence(mut self, choice: daxlog::PersistenceChoice) -> Self {
         self.persistence = Some(choice);
         self
@@ -504,7 +507,7 @@ where
     /// ones are there. A purge that was recorded but not carried out is finished here.
     pub fn open(dir: impl AsRef<Path>, opts: &LogStoreOptions) -> Result<Self, DaxError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)?;
+        create_dir_durably(dir)?;
         let meta_path = dir.join(META_FILE);
         let log_path = dir.join(LOG_FILE);
         // `meta.dax` is created first: a log without it lost its vote.

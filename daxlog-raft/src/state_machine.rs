@@ -18,7 +18,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::files::{remove_stale_tmp, replace_file, DaxError};
+use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, DaxError};
 use crate::watermark::SnapshotWatermark;
 use crate::{NodeId, Request, Response, TypeConfig};
 
@@ -85,7 +85,7 @@ impl KvStateMachine {
     /// snapshot if it has one.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, DaxError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
+        create_dir_durably(&dir)?;
         let path = dir.join(SNAPSHOT_FILE);
         remove_stale_tmp(&path)?;
         let (state, snapshot) = match std::fs::read(&path) {
