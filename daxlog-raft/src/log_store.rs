@@ -34,7 +34,10 @@
 //! An append is acknowledged (the [`LogFlushed`] callback) only after daxlog made it durable.
 //! A purge first records the new last purged log id in `meta.dax`, then truncates `log.dax`;
 //! a crash in between leaves entries that are already purged in the log, and `open` removes
-//! them again. A suffix truncation is one daxlog operation and needs no metadata.
+//! them again. A suffix truncation is one daxlog operation and needs no metadata. A store
+//! opened with [`LogStore::open_with_snapshot`] purges nothing until the state machine's
+//! snapshot covering the purge is durable. Every operation that waits for a barrier runs on
+//! tokio's blocking threads.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
