@@ -38,7 +38,11 @@ async fn main() -> Result<(), Error> {
     };
     println!("files in {}", root.display());
 
-    let opts = LogStoreOptions::new().log_capacity(16 << 20);
+    // A measuring tool: the DAXLOG_* variables may choose the persistence path (the store
+    // itself reads none unless given options built with `from_env`).
+    let opts = LogStoreOptions::new()
+        .daxlog(daxlog::Options::from_env())
+        .log_capacity(16 << 20);
     let mut c = Cluster::new(&root, fast_config(200)?, opts.clone());
     let members = BTreeSet::from([1, 2, 3]);
     for id in &members {

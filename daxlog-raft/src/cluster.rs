@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use openraft::{BasicNode, Config, Raft, RaftMetrics, SnapshotPolicy};
 
 use crate::network::Router;
-use crate::{KvStateMachine, LogStore, LogStoreOptions, NodeId, Request, Response, TypeConfig};
+use crate::{
+    Admission, KvStateMachine, LogStore, LogStoreOptions, NodeId, Request, Response, TypeConfig,
+    WriteRejected,
+};
 
 /// Errors of the cluster helpers.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -21,6 +24,8 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// The node's state machine.
     pub sm: KvStateMachine,
+    /// Admission control for writes to the node's log.
+    pub admission: Admission<TypeConfig>,
 }
 
 /// Nodes in one process; see the module documentation.
@@ -70,8 +75,9 @@ impl Cluster {
     /// its state is what recovery found on disk.
     pub async fn open(&mut self, id: NodeId) -> Result<&Node, Error> {
         let dir = self.dir(id);
-        let store = open_store_retrying(&dir, &self.opts).await?;
         let sm = KvStateMachine::open(dir.join("sm"))?;
+        let store = open_store_retrying(&dir, &self.opts, &sm).await?;
+        let admission = store.admission();
         let raft = Raft::new(
             id,
             self.config.clone(),
@@ -80,7 +86,14 @@ impl Cluster {
             sm.clone(),
         )
         .await?;
-        self.nodes.insert(id, Node { raft, sm });
+        self.nodes.insert(
+            id,
+            Node {
+                raft,
+                sm,
+                admission,
+            },
+        );
         Ok(&self.nodes[&id])
     }
 
@@ -144,12 +157,27 @@ impl Cluster {
 
     /// Writes `req` through the current leader (retrying while leadership changes), and
     /// returns the response and the log index it got.
+    ///
+    /// The leader's [`Admission`] checks the entry first: an entry too large for the log, or a
+    /// log too full for it, is refused with a [`WriteRejected`] (the error downcasts to it) and
+    /// never proposed. When the log is full, every running node is asked to build a snapshot
+    /// (after which openraft purges the log) so that a later retry can succeed.
     pub async fn write(&self, req: Request, timeout: Duration) -> Result<(Response, u64), Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let leader = self
                 .leader(deadline.saturating_duration_since(Instant::now()))
                 .await?;
+            match self.node(leader).admission.check(&req) {
+                Ok(_) => {}
+                Err(rejected @ WriteRejected::LogFull { .. }) => {
+                    for node in self.nodes.values() {
+                        node.raft.trigger().snapshot().await?;
+                    }
+                    return Err(rejected.into());
+                }
+                Err(rejected) => return Err(rejected.into()),
+            }
             match self.node(leader).raft.client_write(req.clone()).await {
                 Ok(resp) => return Ok((resp.data, resp.log_id.index)),
                 Err(e) if Instant::now() < deadline => {
@@ -187,14 +215,19 @@ impl Cluster {
 }
 
 /// Opens a store, waiting a little if the previous instance of the node still holds its lock
-/// (its tasks finish shortly after `Raft::shutdown`).
+/// (its tasks finish shortly after `Raft::shutdown`); the store is tied to the state machine's
+/// durable snapshot (purges wait for it; a log purged past it is refused).
 async fn open_store_retrying(
     dir: &Path,
     opts: &LogStoreOptions,
+    sm: &KvStateMachine,
 ) -> Result<LogStore<TypeConfig>, Error> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match LogStore::open(dir, opts) {
+        let (d, o, w) = (dir.to_path_buf(), opts.clone(), sm.snapshot_watermark());
+        let opened =
+            tokio::task::spawn_blocking(move || LogStore::open_with_snapshot(d, &o, w)).await?;
+        match opened {
             Ok(s) => return Ok(s),
             Err(crate::DaxError::Log(daxlog::Error::Locked { .. }))
                 if Instant::now() < deadline =>

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What can go wrong below openraft: the daxlog itself, encoding, or plain file I/O.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,27 @@ pub enum DaxError {
     /// The files on disk contradict each other.
     #[error("inconsistent store: {0}")]
     Inconsistent(String),
+    /// The log was purged past the state machine's durable snapshot: the entries in between
+    /// are in neither. The store is refused rather than opened with a hole before its first
+    /// entry (it must be restored from another node).
+    #[error(
+        "log purged up to index {purged}, past the durable snapshot (last index {snapshot:?}): \
+         the entries in between are lost"
+    )]
+    PurgedBeyondSnapshot {
+        /// Last purged log index recorded in `meta.dax`.
+        purged: u64,
+        /// Last log index of the state machine's durable snapshot.
+        snapshot: Option<u64>,
+    },
+    /// A purge waited in vain for a durable snapshot covering it; nothing was purged.
+    #[error("purge up to index {upto} refused: no durable snapshot covers it (snapshot ends at {snapshot:?})")]
+    SnapshotNotDurable {
+        /// The index the purge was asked to reach.
+        upto: u64,
+        /// Last log index of the durable snapshot when the wait ended.
+        snapshot: Option<u64>,
+    },
 }
 
 /// Creates a new daxlog at `path` so that a crash leaves either no file or a complete empty
@@ -40,15 +62,75 @@ pub(crate) fn create_atomically(
 }
 
 /// Replaces the file at `path` with `bytes`, durably and atomically (write a temporary file,
-/// fsync it, rename it over, fsync the directory).
+/// fsync it, rename it over, fsync the directory). The temporary file's name is unique to the
+/// call (process id and a counter), so concurrent replacements never write through one file;
+/// the last rename wins.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), DaxError> {
-    let tmp = tmp_name(path);
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        "{TMP_MARK}{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let mut f = File::options().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
     sync_dir(path)?;
+    Ok(())
+}
+
+/// What the names of [`replace_file`]'s temporary files contain after the file's name.
+pub(crate) const TMP_MARK: &str = ".tmp.";
+
+/// Removes the temporary files a crash during [`replace_file`] of `path` left behind.
+pub(crate) fn remove_stale_tmp(path: &Path) -> Result<(), DaxError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let mut prefix = name.to_os_string();
+    prefix.push(TMP_MARK);
+    let prefix = prefix.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates directory `dir` and its missing ancestors, each one made durable in its parent
+/// (the parent is fsynced after the directory is created), so that a crash cannot lose a
+/// directory whose files were already synced.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), DaxError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            // Created meanwhile by someone else: it still has to be durable.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(d)?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,10 @@
 //!
 //! * [`LogStore`] implements openraft's `RaftLogStorage` (storage v2) for any type config whose
 //!   entries are serde types; the Raft log is `log.dax`, the vote, committed and last purged
-//!   log ids are `meta.dax` (see the README for the design).
+//!   log ids are `meta.dax` (see the README for the design). A node opens it with
+//!   [`LogStore::open_with_snapshot`], so that a purge never runs ahead of the state machine's
+//!   durable snapshot ([`SnapshotWatermark`]), and checks client writes with its
+//!   [`Admission`] before proposing them (an entry the log cannot take would stop the node).
 //! * [`KvStateMachine`] is a small key/value state machine with persistent snapshots, for the
 //!   tests and the example; [`TypeConfig`] ties the two together.
 //! * [`network::Router`] is an in-process network for clusters in one process.
@@ -38,12 +41,15 @@ mod log_store;
 mod meta;
 pub mod network;
 mod state_machine;
+mod watermark;
 
 pub use files::DaxError;
 pub use log_store::{
-    LogReader, LogStore, LogStoreOptions, DEFAULT_META_CAPACITY, LOG_FILE, META_FILE,
+    Admission, LogReader, LogStore, LogStoreOptions, WriteRejected, DEFAULT_META_CAPACITY,
+    DEFAULT_PURGE_WAIT, LOG_FILE, META_FILE,
 };
 pub use state_machine::{KvSnapshotBuilder, KvState, KvStateMachine, SNAPSHOT_FILE};
+pub use watermark::SnapshotWatermark;
 
 /// Node ids of the example cluster.
 pub type NodeId = u64;

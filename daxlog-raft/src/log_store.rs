@@ -24,17 +24,26 @@
 //!   nothing stays;
 //! * `truncate(since)` (drop a conflicting suffix) is `truncate_after(lsn(since) - 1)`.
 //!
+//! Padding entries (LSNs that daxlog filled with padding because an appender panicked in the
+//! middle of an append) may lie between two Raft entries, before the first or after the last:
+//! readers skip them, and the mapping is then kept as a few runs, each with its own offset,
+//! found on open by one walk over the log (the first entry of each run carries its log id).
+//!
 //! # Crash safety
 //!
 //! An append is acknowledged (the [`LogFlushed`] callback) only after daxlog made it durable.
 //! A purge first records the new last purged log id in `meta.dax`, then truncates `log.dax`;
 //! a crash in between leaves entries that are already purged in the log, and `open` removes
-//! them again. A suffix truncation is one daxlog operation and needs no metadata.
+//! them again. A suffix truncation is one daxlog operation and needs no metadata. A store
+//! opened with [`LogStore::open_with_snapshot`] purges nothing until the state machine's
+//! snapshot covering the purge is durable. Every operation that waits for a barrier runs on
+//! tokio's blocking threads.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -44,8 +53,9 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::files::{create_atomically, DaxError};
+use crate::files::{create_atomically, create_dir_durably, DaxError};
 use crate::meta::LatestRecord;
+use crate::watermark::SnapshotWatermark;
 
 /// File name of the Raft log inside a store directory.
 pub const LOG_FILE: &str = "log.dax";
@@ -63,7 +73,13 @@ pub struct LogStoreOptions {
     custom: bool,
     persistence: Option<daxlog::PersistenceChoice>,
     meta_capacity: u64,
+    purge_wait: Duration,
+    max_entry: Option<u64>,
+    reserve: Option<u64>,
 }
+
+/// Default of [`LogStoreOptions::purge_wait`].
+pub const DEFAULT_PURGE_WAIT: Duration = Duration::from_secs(60);
 
 impl Default for LogStoreOptions {
     fn default() -> Self {
@@ -72,14 +88,43 @@ impl Default for LogStoreOptions {
 }
 
 impl LogStoreOptions {
-    /// Defaults: a 64 MiB Raft log, a 64 KiB metadata log, daxlog's default options.
+    /// Defaults: a 64 MiB Raft log, a 64 KiB metadata log, daxlog's default options
+    /// (`daxlog::Options::new()`: no environment variable is read).
     pub fn new() -> Self {
         LogStoreOptions {
             log: daxlog::Options::new(),
             custom: false,
             persistence: None,
             meta_capacity: DEFAULT_META_CAPACITY,
+            purge_wait: DEFAULT_PURGE_WAIT,
+            max_entry: None,
+            reserve: None,
         }
+    }
+
+    /// The largest encoded entry [`Admission::check`] lets a client propose (default: a
+    /// sixteenth of the log's data area; never more than the reserve, nor than daxlog's largest
+    /// payload).
+    pub fn max_entry_bytes(mut self, bytes: u64) -> Self {
+        self.max_entry = Some(bytes);
+        self
+    }
+
+    /// Free space [`Admission::check`] keeps out of clients' reach (default: an eighth of the
+    /// log's data area): room for the entries a node appends without a client (blank entries
+    /// of new leaders, membership changes) and for followers whose logs are a little fuller
+    /// than the leader's.
+    pub fn full_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = Some(bytes);
+        self
+    }
+
+    /// How long `purge` of a store opened with [`LogStore::open_with_snapshot`] waits for a
+    /// durable snapshot covering it before it fails (purging nothing) with
+    /// [`DaxError::SnapshotNotDurable`], which stops the node (default: 60 s).
+    pub fn purge_wait(mut self, wait: Duration) -> Self {
+        self.purge_wait = wait;
+        self
     }
 
     /// The daxlog options of both files (persistence mode, recovery mode, ...); its capacity is
@@ -104,8 +149,10 @@ impl LogStoreOptions {
         self
     }
 
-    /// Chooses daxlog's persistence mode (default: daxlog's own choice, `Auto` unless a
-    /// `DAXLOG_FORCE_*` variable says otherwise).
+    /// Chooses daxlog's persistence mode (default: `Auto`, i.e. CPU flushes where the file is
+    /// mapped with `MAP_SYNC`, `msync` elsewhere). The store reads no environment variable:
+    /// `DAXLOG_FORCE_*` and the other `DAXLOG_*` overrides apply only to options built with
+    /// `daxlog::Options::from_env()` and given through [`LogStoreOptions::daxlog`].
     pub fn persistence(mut self, choice: daxlog::PersistenceChoice) -> Self {
         self.persistence = Some(choice);
         self
@@ -126,6 +173,110 @@ impl LogStoreOptions {
     }
 }
 
+/// Why a client write was refused before it was proposed. The node is not affected: nothing
+/// was written, and the write may be retried (after a snapshot let the log be purged, for
+/// [`WriteRejected::LogFull`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRejected {
+    /// The entry can never be accepted: it is larger than the log's limit.
+    #[error("entry of {len} bytes exceeds the largest entry the log accepts ({max} bytes)")]
+    TooLarge {
+        /// The encoded entry's length.
+        len: u64,
+        /// The limit ([`LogStoreOptions::max_entry_bytes`]).
+        max: u64,
+    },
+    /// The log is too full for now: its entries must be compacted into a snapshot and purged
+    /// first.
+    #[error(
+        "log full: {free} bytes free, the entry needs {needed} and {reserve} are kept in \
+         reserve; retry once a snapshot let the log be purged"
+    )]
+    LogFull {
+        /// Bytes the entry needs on media (upper bound).
+        needed: u64,
+        /// Bytes free in the log.
+        free: u64,
+        /// Bytes kept in reserve ([`LogStoreOptions::full_reserve`]).
+        reserve: u64,
+    },
+}
+
+/// Admission control for client writes, handed out by [`LogStore::admission`] before the
+/// store moves into openraft: check an entry here before proposing it.
+///
+/// openraft (0.9) treats every error of the log store's `append` as fatal and stops the node;
+/// daxlog fails an append with `PayloadTooLarge` (larger than the log could ever hold) or
+/// `Full` (no room until a purge). A write that would meet either is refused here instead, with
+/// a typed [`WriteRejected`], and the node stays up.
+pub struct Admission<C: RaftTypeConfig> {
+    inner: Arc<RwLock<Inner<C>>>,
+    max_entry: u64,
+    reserve: u64,
+}
+
+impl<C: RaftTypeConfig> Clone for Admission<C> {
+    fn clone(&self) -> Self {
+        Admission {
+            inner: self.inner.clone(),
+            max_entry: self.max_entry,
+            reserve: self.reserve,
+        }
+    }
+}
+
+/// What openraft's `Entry` adds around the encoded data: the log id (term, node id, index: up
+/// to 20 digits each) and the field names, at most.
+const ENTRY_WRAPPING: u64 = 160;
+/// What an entry's header and alignment add on media, at most.
+const HEADER_SLACK: u64 = 32;
+
+impl<C> Admission<C>
+where
+    C: RaftTypeConfig,
+    C::D: Serialize,
+{
+    /// Checks that an entry of `data` may be proposed now: returns the length its encoding may
+    /// reach in the log (an upper bound for openraft's `Entry`: the data's encoding plus the
+    /// log id and field names), or why it may not be proposed.
+    pub fn check(&self, data: &C::D) -> Result<u64, WriteRejected> {
+        let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
+        let len = len.saturating_add(ENTRY_WRAPPING);
+        self.check_len(len)?;
+        Ok(len)
+    }
+
+    /// Checks that an encoded entry of `len` bytes may be appended now.
+    pub fn check_len(&self, len: u64) -> Result<(), WriteRejected> {
+        if len > self.max_entry {
+            return Err(WriteRejected::TooLarge {
+                len,
+                max: self.max_entry,
+            });
+        }
+        let needed = len + HEADER_SLACK;
+        let free = self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log
+            .free_bytes();
+        if free < needed + self.reserve {
+            return Err(WriteRejected::LogFull {
+                needed,
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest encoded entry accepted.
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.max_entry
+    }
+}
+
 /// The record kept in `meta.dax`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -136,10 +287,17 @@ struct Meta<NID: NodeId> {
 }
 
 /// The Raft log proper, shared between the store and its readers.
+///
+/// Consecutive Raft entries normally sit at consecutive LSNs, but padding entries (the LSNs of
+/// an append abandoned by a panicking appender, which daxlog fills with padding so that the log
+/// goes on) may lie between two of them. So the mapping is kept as runs: each run starts at a
+/// Raft index and an LSN, and maps the indexes up to the next run's start to consecutive LSNs.
+/// There is one run unless padding was found.
 struct Inner<C: RaftTypeConfig> {
     log: daxlog::Log,
-    /// `raft index - LSN` of the entries in the log; `None` while the log is empty.
-    offset: Option<i128>,
+    /// `(first raft index, its LSN)` of each run, in increasing order; empty while the log
+    /// holds no entry.
+    runs: Vec<(u64, daxlog::Lsn)>,
     /// Log id of the last entry in the log.
     last: Option<LogId<C::NodeId>>,
 }
@@ -149,22 +307,42 @@ where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
+    /// Reads the mapping back from the log: one walk over the entries (padding skipped),
+    /// then the first entry of each run and the last one are decoded and checked to be
+    /// contiguous in Raft indexes.
     fn new(log: daxlog::Log) -> Result<Self, DaxError> {
         let mut inner = Self {
             log,
-            offset: None,
+            runs: Vec::new(),
             last: None,
         };
-        if let (Some(first), Some(last)) = (inner.log.first_lsn(), inner.log.last_lsn()) {
-            let first_id = inner.decode(first)?.get_log_id().clone();
-            let last_id = inner.decode(last)?.get_log_id().clone();
-            let offset = first_id.index as i128 - first as i128;
-            if last_id.index as i128 - last as i128 != offset {
+        // (first LSN, number of entries) of each run of consecutive LSNs.
+        let mut lsn_runs: Vec<(daxlog::Lsn, u64)> = Vec::new();
+        for e in inner.log.iter() {
+            match lsn_runs.last_mut() {
+                Some((start, len)) if *start + *len == e.lsn => *len += 1,
+                _ => lsn_runs.push((e.lsn, 1)),
+            }
+        }
+        let mut next: Option<u64> = None;
+        for (lsn, len) in lsn_runs {
+            let id = inner.decode(lsn)?.get_log_id().clone();
+            if let Some(expected) = next {
+                if id.index != expected {
+                    return Err(DaxError::Inconsistent(format!(
+                        "entry {id} at LSN {lsn}, after padding, where index {expected} was expected"
+                    )));
+                }
+            }
+            inner.runs.push((id.index, lsn));
+            next = Some(id.index + len);
+            let last_lsn = lsn + len - 1;
+            let last_id = inner.decode(last_lsn)?.get_log_id().clone();
+            if last_id.index + 1 != id.index + len {
                 return Err(DaxError::Inconsistent(format!(
-                    "entries {first_id} at LSN {first} and {last_id} at LSN {last} are not contiguous"
+                    "entries {id} at LSN {lsn} and {last_id} at LSN {last_lsn} are not contiguous"
                 )));
             }
-            inner.offset = Some(offset);
             inner.last = Some(last_id);
         }
         Ok(inner)
@@ -177,14 +355,14 @@ where
 
     /// Raft index of the first entry, if any.
     fn first_index(&self) -> Option<u64> {
-        let off = self.offset?;
-        Some((self.log.first_lsn()? as i128 + off) as u64)
+        self.runs.first().map(|(index, _)| *index)
     }
 
     /// LSN of Raft index `index`, which must lie within the log.
     fn lsn(&self, index: u64) -> daxlog::Lsn {
-        let off = self.offset.expect("a non-empty log has an offset");
-        (index as i128 - off) as daxlog::Lsn
+        let run = self.runs.partition_point(|(start, _)| *start <= index);
+        let (start, lsn) = self.runs[run.checked_sub(1).expect("an index within the log")];
+        lsn + (index - start)
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
@@ -198,11 +376,12 @@ where
         }
         let n = (end - start) as usize;
         let mut out = Vec::with_capacity(n.min(4096));
+        // The iterator steps over padding: the next `n` entries are the next `n` indexes.
         for e in self.log.iter_from(self.lsn(start)).take(n) {
             out.push(serde_json::from_slice(e.payload)?);
         }
         if out.len() != n {
-            return Err(DaxError::Missing(self.lsn(start) + out.len() as u64));
+            return Err(DaxError::Missing(self.lsn(start + out.len() as u64)));
         }
         Ok(out)
     }
@@ -226,10 +405,21 @@ where
         Ok(payloads)
     }
 
-    /// Records that `entries` were appended at LSNs from `first_lsn` on.
+    /// Records that `entries` were appended at LSNs from `first_lsn` on: a new run starts
+    /// unless they continue the last one at the next LSN.
     fn appended(&mut self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
-        if let (None, Some(head)) = (self.offset, entries.first()) {
-            self.offset = Some(head.get_log_id().index as i128 - first_lsn as i128);
+        let Some(head) = entries.first() else {
+            return;
+        };
+        let index = head.get_log_id().index;
+        let continues = match (self.runs.last(), &self.last) {
+            (Some(&(start, lsn)), Some(last)) => {
+                last.index + 1 == index && lsn + (index - start) == first_lsn
+            }
+            _ => false,
+        };
+        if !continues {
+            self.runs.push((index, first_lsn));
         }
         if let Some(e) = entries.last() {
             self.last = Some(e.get_log_id().clone());
@@ -245,13 +435,16 @@ where
             return Ok(());
         }
         if since <= first {
-            let first_lsn = self.lsn(first);
-            self.log.truncate_after(first_lsn - 1)?;
-            self.offset = None;
+            // Everything goes, padding before the first entry included.
+            let head = self.log.first_lsn().unwrap_or(self.lsn(first));
+            self.log.truncate_after(head - 1)?;
+            self.runs.clear();
             self.last = None;
         } else {
-            let keep = self.lsn(since) - 1;
+            // Padding after the last kept entry goes too.
+            let keep = self.lsn(since - 1);
             self.log.truncate_after(keep)?;
+            self.runs.retain(|(start, _)| *start < since);
             self.last = Some(self.decode(keep)?.get_log_id().clone());
         }
         Ok(())
@@ -267,11 +460,14 @@ where
         }
         if upto >= last.index {
             self.log.reset()?;
-            self.offset = None;
+            self.runs.clear();
             self.last = None;
         } else {
-            let lsn = self.lsn(upto + 1);
+            let next = upto + 1;
+            let lsn = self.lsn(next);
             self.log.truncate_before(lsn)?;
+            self.runs.retain(|(start, _)| *start > next);
+            self.runs.insert(0, (next, lsn));
         }
         Ok(())
     }
@@ -280,9 +476,16 @@ where
 /// openraft's [`RaftLogStorage`] on daxlog files; see the module documentation.
 pub struct LogStore<C: RaftTypeConfig> {
     inner: Arc<RwLock<Inner<C>>>,
-    meta_log: LatestRecord,
+    meta_log: Arc<Mutex<LatestRecord>>,
     meta: Meta<C::NodeId>,
     dir: PathBuf,
+    /// The state machine's durable snapshot, which a purge must not pass.
+    snapshot: Option<SnapshotWatermark>,
+    purge_wait: Duration,
+    /// Barriers are CPU flushes: run them in place rather than on a blocking thread.
+    inline_barriers: bool,
+    max_entry: Option<u64>,
+    reserve: Option<u64>,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -309,7 +512,7 @@ where
     /// ones are there. A purge that was recorded but not carried out is finished here.
     pub fn open(dir: impl AsRef<Path>, opts: &LogStoreOptions) -> Result<Self, DaxError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)?;
+        create_dir_durably(dir)?;
         let meta_path = dir.join(META_FILE);
         let log_path = dir.join(LOG_FILE);
         // `meta.dax` is created first: a log without it lost its vote.
@@ -333,12 +536,68 @@ where
         if let Some(purged) = &meta.last_purged {
             inner.purge_upto(purged.index)?;
         }
+        // CPU-flush barriers (persistent memory mapped with MAP_SYNC) cost well under a
+        // microsecond, less than a hand-off to a blocking thread: they run in place. `msync`
+        // goes to a blocking thread.
+        let inline_barriers =
+            inner.log.persistence().is_cpu_flush() && meta_log.persistence().is_cpu_flush();
         Ok(LogStore {
             inner: Arc::new(RwLock::new(inner)),
-            meta_log,
+            meta_log: Arc::new(Mutex::new(meta_log)),
             meta,
             dir: dir.to_path_buf(),
+            snapshot: None,
+            purge_wait: opts.purge_wait,
+            inline_barriers,
+            max_entry: opts.max_entry,
+            reserve: opts.reserve,
         })
+    }
+
+    /// Opens the store like [`LogStore::open`], tied to the state machine's durable snapshot:
+    ///
+    /// * the store is refused with [`DaxError::PurgedBeyondSnapshot`] if its last purged log
+    ///   index lies beyond `snapshot` (the entries in between would be in neither);
+    /// * `purge(upto)` waits until `snapshot` reaches `upto` before it records or removes
+    ///   anything (at most [`LogStoreOptions::purge_wait`]), so the log is never purged ahead
+    ///   of a durable snapshot, whatever the order in which openraft runs the two.
+    ///
+    /// This is how a node should open its store; [`LogStore::open`] alone purges at once (for
+    /// openraft's storage suite, which purges without a state machine snapshot).
+    pub fn open_with_snapshot(
+        dir: impl AsRef<Path>,
+        opts: &LogStoreOptions,
+        snapshot: SnapshotWatermark,
+    ) -> Result<Self, DaxError> {
+        let mut store = Self::open(dir, opts)?;
+        if let Some(purged) = &store.meta.last_purged {
+            if Some(purged.index) > snapshot.get() {
+                return Err(DaxError::PurgedBeyondSnapshot {
+                    purged: purged.index,
+                    snapshot: snapshot.get(),
+                });
+            }
+        }
+        store.snapshot = Some(snapshot);
+        Ok(store)
+    }
+
+    /// Admission control for client writes to this store's log (see [`Admission`]): take it
+    /// before handing the store to openraft.
+    pub fn admission(&self) -> Admission<C> {
+        let data = self.read().log.space().data;
+        let max_payload = self.read().log.max_payload();
+        let reserve = self.reserve.unwrap_or(data / 8);
+        let max_entry = self
+            .max_entry
+            .unwrap_or(data / 16)
+            .min(reserve)
+            .min(max_payload);
+        Admission {
+            inner: self.inner.clone(),
+            max_entry,
+            reserve,
+        }
     }
 
     /// The store's directory.
@@ -355,32 +614,82 @@ where
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Inner<C>> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Appends `entries` with one daxlog batch (one barrier), under the read lock so that
     /// readers are not held up by the barrier: only this store (through `&mut self`) changes
     /// the log, and readers see the new entries once `last` is updated, after the barrier.
-    fn append_durably(&mut self, entries: &[C::Entry]) -> Result<(), DaxError> {
+    /// Runs on a blocking thread.
+    async fn append_durably(&mut self, entries: Vec<C::Entry>) -> Result<(), DaxError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let lsns = {
-            let inner = self.read();
-            let payloads = inner.encode(entries)?;
-            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-            inner.log.append_batch(&refs)?
-        };
-        self.write().appended(entries, lsns.start);
-        Ok(())
+        let inner = self.inner.clone();
+        blocking_unless(self.inline_barriers, move || {
+            let lsns = {
+                let inner = inner.read().unwrap_or_else(|e| e.into_inner());
+                let payloads = inner.encode(&entries)?;
+                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                inner.log.append_batch(&refs)?
+            };
+            inner
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .appended(&entries, lsns.start);
+            Ok(())
+        })
+        .await
     }
 
-    /// Durably replaces the metadata record; the in-memory copy changes only on success.
-    fn save_meta(&mut self, meta: Meta<C::NodeId>) -> Result<(), DaxError> {
-        self.meta_log.store(&meta)?;
+    /// Runs `f` on the log, under its write lock, on a blocking thread.
+    async fn with_log<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Inner<C>) -> Result<T, DaxError> + Send + 'static,
+    ) -> Result<T, DaxError> {
+        let inner = self.inner.clone();
+        blocking_unless(self.inline_barriers, move || {
+            f(&mut inner.write().unwrap_or_else(|e| e.into_inner()))
+        })
+        .await
+    }
+
+    /// Durably replaces the metadata record (on a blocking thread); the in-memory copy changes
+    /// only on success.
+    async fn save_meta(&mut self, meta: Meta<C::NodeId>) -> Result<(), DaxError> {
+        let record = self.meta_log.clone();
+        let saved = meta.clone();
+        blocking_unless(self.inline_barriers, move || {
+            record
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .store(&saved)
+        })
+        .await?;
         self.meta = meta;
         Ok(())
+    }
+}
+
+/// Runs `f` in place if `inline`, else on a blocking thread (see [`blocking`]).
+async fn blocking_unless<T: Send + 'static>(
+    inline: bool,
+    f: impl FnOnce() -> Result<T, DaxError> + Send + 'static,
+) -> Result<T, DaxError> {
+    if inline {
+        f()
+    } else {
+        blocking(f).await
+    }
+}
+
+/// Runs `f`, which waits for a persistence barrier (`msync`, `fsync`, cache flushes), on
+/// tokio's blocking threads, so that the runtime's workers (heartbeats, replication) go on
+/// meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DaxError> + Send + 'static,
+) -> Result<T, DaxError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(DaxError::Io(std::io::Error::other(e))),
     }
 }
 
@@ -479,6 +788,7 @@ where
             ..self.meta.clone()
         };
         self.save_meta(meta)
+            .await
             .map_err(|e| sto_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
@@ -498,6 +808,7 @@ where
             ..self.meta.clone()
         };
         self.save_meta(meta)
+            .await
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
@@ -518,7 +829,7 @@ where
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
         // Durable when this returns: only then is the callback told.
-        let res = self.append_durably(&entries);
+        let res = self.append_durably(entries).await;
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -532,12 +843,22 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.write()
-            .truncate_from(log_id.index)
+        self.with_log(move |inner| inner.truncate_from(log_id.index))
+            .await
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        // Never ahead of the state machine's durable snapshot (see `open_with_snapshot`).
+        if let Some(snapshot) = &self.snapshot {
+            if !snapshot.wait_for(log_id.index, self.purge_wait).await {
+                let e = DaxError::SnapshotNotDurable {
+                    upto: log_id.index,
+                    snapshot: snapshot.get(),
+                };
+                return Err(sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e));
+            }
+        }
         // Record the purge first: a crash before the log is truncated is finished by `open`.
         if self.meta.last_purged.as_ref() < Some(&log_id) {
             let meta = Meta {
@@ -545,10 +866,11 @@ where
                 ..self.meta.clone()
             };
             self.save_meta(meta)
+                .await
                 .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         }
-        self.write()
-            .purge_upto(log_id.index)
+        self.with_log(move |inner| inner.purge_upto(log_id.index))
+            .await
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
@@ -582,7 +904,7 @@ mod tests {
             last_purged: Some(lid(1, 4)),
             ..store.meta.clone()
         };
-        store.save_meta(meta).unwrap();
+        store.save_meta(meta).await.unwrap();
         assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
         drop(store);
 
@@ -593,6 +915,178 @@ mod tests {
         let st = store.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id, Some(lid(1, 4)));
         assert_eq!(st.last_log_id, Some(lid(1, 9)));
+    }
+
+    /// `purge` waits for a durable snapshot that covers it: until the watermark reaches the
+    /// purged index, nothing is recorded or removed (a crash then loses nothing); once it does,
+    /// the purge completes.
+    #[tokio::test]
+    async fn purge_waits_for_a_durable_snapshot() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let snapshot = SnapshotWatermark::new(Some(2));
+        let mut store =
+            LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot.clone())
+                .unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        {
+            // The state machine has not written a snapshot up to 8 yet: the purge must not
+            // proceed. Dropping it here is a crash at this point.
+            let mut purge = std::pin::pin!(store.purge(lid(1, 8)));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(purge.as_mut().poll(&mut cx), Poll::Pending));
+        }
+        assert_eq!(store.meta.last_purged, None);
+        drop(store);
+        let mut store =
+            LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot.clone())
+                .unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, None);
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
+
+        // The snapshot becomes durable while the purge waits.
+        let advancer = snapshot.clone();
+        let task = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            advancer.advance(Some(8));
+        });
+        store.purge(lid(1, 8)).await.unwrap();
+        task.await.unwrap();
+        let entries = store.try_get_log_entries(..).await.unwrap();
+        assert_eq!(entries.first().unwrap().log_id, lid(1, 9));
+        assert_eq!(store.meta.last_purged, Some(lid(1, 8)));
+    }
+
+    /// A purge that no durable snapshot covers in time fails and changes nothing.
+    #[tokio::test]
+    async fn purge_without_a_snapshot_fails_and_keeps_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new()
+            .log_capacity(1 << 20)
+            .purge_wait(Duration::from_millis(20));
+        let snapshot = SnapshotWatermark::new(Some(3));
+        let mut store =
+            LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot).unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        let err = store.purge(lid(1, 5)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("no durable snapshot covers it"),
+            "{err}"
+        );
+        assert_eq!(store.meta.last_purged, None);
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 10);
+        // Up to the snapshot, it purges.
+        store.purge(lid(1, 3)).await.unwrap();
+        assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 6);
+    }
+
+    /// The crash window of a snapshot installation, as the files were left when the purge ran
+    /// ahead of the snapshot: `meta.dax` says purged up to 5, the state machine has no
+    /// snapshot. The store is refused with a typed error; with a snapshot up to 5 it opens.
+    #[tokio::test]
+    async fn open_refuses_a_log_purged_past_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        store
+            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+        store.purge(lid(1, 5)).await.unwrap();
+        drop(store);
+
+        let err = LogStore::<TypeConfig>::open_with_snapshot(
+            dir.path(),
+            &opts,
+            SnapshotWatermark::new(Some(4)),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                DaxError::PurgedBeyondSnapshot {
+                    purged: 5,
+                    snapshot: Some(4)
+                }
+            ),
+            "{err}"
+        );
+        let err = LogStore::<TypeConfig>::open_with_snapshot(
+            dir.path(),
+            &opts,
+            SnapshotWatermark::new(None),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, DaxError::PurgedBeyondSnapshot { .. }),
+            "{err}"
+        );
+
+        let mut store = LogStore::<TypeConfig>::open_with_snapshot(
+            dir.path(),
+            &opts,
+            SnapshotWatermark::new(Some(5)),
+        )
+        .unwrap();
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(lid(1, 5)));
+        assert_eq!(st.last_log_id, Some(lid(1, 9)));
+    }
+
+    /// Runs `f` with a task spawned on the same single-threaded runtime: if `f` waited for a
+    /// barrier on the runtime's thread without yielding, the task could not run meanwhile.
+    async fn others_run_during<T>(f: impl std::future::Future<Output = T>) -> T {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        let out = f.await;
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "the operation held the runtime's thread"
+        );
+        out
+    }
+
+    /// The `msync` barriers of append, save_vote, save_committed, truncate and purge run on
+    /// blocking threads: the runtime's thread stays free for other tasks (heartbeats)
+    /// meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn barriers_run_off_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        if store.persistence().is_cpu_flush() {
+            // Persistent memory: the barriers are CPU flushes and run in place.
+            return;
+        }
+        let blank = |i| Entry::<TypeConfig>::new_blank(lid(1, i));
+        others_run_during(store.blocking_append((0..10).map(blank)))
+            .await
+            .unwrap();
+        let vote = Vote::new(1, 1);
+        others_run_during(store.save_vote(&vote)).await.unwrap();
+        others_run_during(store.save_committed(Some(lid(1, 5))))
+            .await
+            .unwrap();
+        others_run_during(store.truncate(lid(1, 8))).await.unwrap();
+        others_run_during(store.purge(lid(1, 2))).await.unwrap();
+        let entries = store.try_get_log_entries(..).await.unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(ids, (3..8).collect::<Vec<_>>());
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
     }
 
     /// The log refuses appends that would leave a hole.

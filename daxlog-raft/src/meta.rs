@@ -29,6 +29,11 @@ impl LatestRecord {
         Ok(LatestRecord { log })
     }
 
+    /// The persistence barrier of the record log.
+    pub(crate) fn persistence(&self) -> daxlog::Persistence {
+        self.log.persistence()
+    }
+
     /// The current record, if one was ever stored.
     pub(crate) fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, DaxError> {
         let Some(last) = self.log.last_lsn() else {

@@ -18,7 +18,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::files::{replace_file, DaxError};
+use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, DaxError};
+use crate::watermark::SnapshotWatermark;
 use crate::{NodeId, Request, Response, TypeConfig};
 
 /// File name of the current snapshot inside a node's directory.
@@ -51,6 +52,11 @@ struct Shared {
     dir: PathBuf,
     /// Snapshots built by this process, for unique snapshot ids.
     built: Mutex<u64>,
+    /// The last log index of the snapshot on disk, for the log store's purges.
+    durable: SnapshotWatermark,
+    /// Held while a snapshot is compared with the current one and written: a build and an
+    /// installation never write at once, and an older snapshot never replaces a newer one.
+    saving: Mutex<()>,
 }
 
 /// The key/value state machine; see the module documentation.
@@ -79,8 +85,9 @@ impl KvStateMachine {
     /// snapshot if it has one.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, DaxError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
+        create_dir_durably(&dir)?;
         let path = dir.join(SNAPSHOT_FILE);
+        remove_stale_tmp(&path)?;
         let (state, snapshot) = match std::fs::read(&path) {
             Ok(bytes) => {
                 let f: SnapshotFile = serde_json::from_slice(&bytes)?;
@@ -95,12 +102,19 @@ impl KvStateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (KvState::default(), None),
             Err(e) => return Err(e.into()),
         };
+        let durable = SnapshotWatermark::new(
+            snapshot
+                .as_ref()
+                .and_then(|(meta, _)| meta.last_log_id.map(|l| l.index)),
+        );
         Ok(KvStateMachine {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 snapshot: Mutex::new(snapshot),
                 dir,
                 built: Mutex::new(0),
+                durable,
+                saving: Mutex::new(()),
             }),
         })
     }
@@ -114,23 +128,58 @@ impl KvStateMachine {
     pub fn state(&self) -> KvState {
         lock(&self.shared.state).clone()
     }
+
+    /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
+    /// so that the log is never purged past it.
+    pub fn snapshot_watermark(&self) -> SnapshotWatermark {
+        self.shared.durable.clone()
+    }
 }
 
 impl Shared {
-    /// Makes `meta` and `data` the current snapshot, on disk first.
+    /// Makes `meta` and `data` the current snapshot, on disk first, unless the current
+    /// snapshot is at least as recent (its last log id is not older): a snapshot built from an
+    /// older state never replaces one installed meanwhile. Returns the data, serialized.
     fn save_snapshot(
         &self,
         meta: &Meta,
         data: &BTreeMap<String, String>,
     ) -> Result<Vec<u8>, DaxError> {
+        let _saving = lock(&self.saving);
+        let bytes = serde_json::to_vec(data)?;
+        if let Some((current, _)) = lock(&self.snapshot).as_ref() {
+            if current.last_log_id >= meta.last_log_id {
+                tracing::debug!(
+                    new = ?meta.last_log_id,
+                    current = ?current.last_log_id,
+                    "snapshot not newer than the current one: not kept"
+                );
+                return Ok(bytes);
+            }
+        }
         let file = SnapshotFile {
             meta: meta.clone(),
             data: data.clone(),
         };
         replace_file(&self.dir.join(SNAPSHOT_FILE), &serde_json::to_vec(&file)?)?;
-        let bytes = serde_json::to_vec(data)?;
         *lock(&self.snapshot) = Some((meta.clone(), bytes.clone()));
+        self.durable.advance(meta.last_log_id.map(|l| l.index));
         Ok(bytes)
+    }
+
+    /// [`Shared::save_snapshot`] on a blocking thread (it writes and fsyncs a file); gives
+    /// `data` back with the serialized bytes.
+    async fn save_snapshot_blocking(
+        self: &Arc<Self>,
+        meta: Meta,
+        data: BTreeMap<String, String>,
+    ) -> Result<(Vec<u8>, BTreeMap<String, String>), DaxError> {
+        let shared = self.clone();
+        crate::log_store::blocking(move || {
+            let bytes = shared.save_snapshot(&meta, &data)?;
+            Ok((bytes, data))
+        })
+        .await
     }
 }
 
@@ -150,9 +199,10 @@ impl RaftSnapshotBuilder<TypeConfig> for KvSnapshotBuilder {
             last_membership: self.state.last_membership.clone(),
             snapshot_id,
         };
-        let bytes = self
+        let (bytes, _) = self
             .shared
-            .save_snapshot(&meta, &self.state.data)
+            .save_snapshot_blocking(meta.clone(), self.state.data.clone())
+            .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         Ok(Snapshot {
             meta,
@@ -215,8 +265,10 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let data: BTreeMap<String, String> =
             serde_json::from_slice(snapshot.get_ref()).map_err(|e| snap_err(e, ErrorVerb::Read))?;
-        self.shared
-            .save_snapshot(meta, &data)
+        let (_, data) = self
+            .shared
+            .save_snapshot_blocking(meta.clone(), data)
+            .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         *lock(&self.shared.state) = KvState {
             last_applied: meta.last_log_id,
@@ -235,5 +287,130 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                 meta: meta.clone(),
                 snapshot: Box::new(Cursor::new(bytes.clone())),
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, LogId, Membership};
+
+    use super::*;
+
+    fn lid(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn meta(index: u64, id: &str) -> Meta {
+        SnapshotMeta {
+            last_log_id: Some(lid(index)),
+            last_membership: StoredMembership::new(None, Membership::new(vec![], ())),
+            snapshot_id: id.to_string(),
+        }
+    }
+
+    fn on_disk(dir: &Path) -> SnapshotFile {
+        serde_json::from_slice(&std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap()).unwrap()
+    }
+
+    /// A snapshot built from the state at index 5 finishes after one up to index 10 was
+    /// installed: the installed one stays current, in memory and on disk.
+    #[tokio::test]
+    async fn an_older_built_snapshot_never_replaces_a_newer_installed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        let entries = (1..=5).map(|i| Entry::<TypeConfig> {
+            log_id: lid(i),
+            payload: EntryPayload::Normal(Request::Set {
+                key: format!("k{i}"),
+                value: "old".into(),
+            }),
+        });
+        sm.apply(entries).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+
+        let data = BTreeMap::from([("installed".to_string(), "new".to_string())]);
+        let bytes = serde_json::to_vec(&data).unwrap();
+        sm.install_snapshot(&meta(10, "from-leader"), Box::new(Cursor::new(bytes)))
+            .await
+            .unwrap();
+        let built = builder.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id, Some(lid(5)));
+
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, "from-leader");
+        assert_eq!(on_disk(dir.path()).meta.snapshot_id, "from-leader");
+        assert_eq!(sm.snapshot_watermark().get(), Some(10));
+        drop(sm);
+        let sm = KvStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.state().last_applied, Some(lid(10)));
+        assert_eq!(sm.get("installed").as_deref(), Some("new"));
+    }
+
+    /// Writing a snapshot file (fsync) happens on a blocking thread: other tasks of a
+    /// single-threaded runtime run meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn snapshot_writes_run_off_the_runtime_thread() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        let entry = Entry::<TypeConfig> {
+            log_id: lid(1),
+            payload: EntryPayload::Blank,
+        };
+        sm.apply([entry]).await.unwrap();
+        for install in [false, true] {
+            let ran = Arc::new(AtomicBool::new(false));
+            let flag = ran.clone();
+            tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            if install {
+                let bytes = serde_json::to_vec(&BTreeMap::<String, String>::new()).unwrap();
+                sm.install_snapshot(&meta(7, "installed"), Box::new(Cursor::new(bytes)))
+                    .await
+                    .unwrap();
+            } else {
+                sm.get_snapshot_builder()
+                    .await
+                    .build_snapshot()
+                    .await
+                    .unwrap();
+            }
+            assert!(ran.load(Ordering::SeqCst), "install {install}");
+        }
+        assert_eq!(on_disk(dir.path()).meta.snapshot_id, "installed");
+    }
+
+    /// Snapshots saved from several threads at once: every save succeeds, the file is always
+    /// one whole snapshot, and the newest wins.
+    #[test]
+    fn concurrent_saves_keep_the_newest_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = KvStateMachine::open(dir.path()).unwrap();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let shared = sm.shared.clone();
+                std::thread::spawn(move || {
+                    for round in 0..25u64 {
+                        let index = round * 4 + t + 1;
+                        let data: BTreeMap<String, String> = (0..200)
+                            .map(|k| (format!("k{k}"), format!("snapshot {index}")))
+                            .collect();
+                        shared
+                            .save_snapshot(&meta(index, &format!("s{index}")), &data)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let file = on_disk(dir.path());
+        assert_eq!(file.meta.snapshot_id, "s100");
+        assert!(file.data.values().all(|v| v == "snapshot 100"));
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![SNAPSHOT_FILE.to_string()]);
     }
 }
