@@ -172,7 +172,7 @@ where
 
     fn decode(&self, lsn: daxlog::Lsn) -> Result<C::Entry, DaxError> {
         let e = self.log.read(lsn).ok_or(DaxError::Missing(lsn))?;
-        Ok(serde_json::from_slice(e.payload)?)
+        Ok(serde_json::from_slice(&e.payload)?)
     }
 
     /// Raft index of the first entry, if any.
@@ -199,7 +199,7 @@ where
         let n = (end - start) as usize;
         let mut out = Vec::with_capacity(n.min(4096));
         for e in self.log.iter_from(self.lsn(start)).take(n) {
-            out.push(serde_json::from_slice(e.payload)?);
+            out.push(serde_json::from_slice(&e.payload)?);
         }
         if out.len() != n {
             return Err(DaxError::Missing(self.lsn(start) + out.len() as u64));

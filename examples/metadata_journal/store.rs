@@ -210,7 +210,7 @@ impl Store {
             }
         }
         for e in journal.iter_from(snapshot_lsn + 1) {
-            let text = std::str::from_utf8(e.payload)?;
+            let text = std::str::from_utf8(&e.payload)?;
             let op = Op::decode(text).ok_or_else(|| format!("LSN {}: bad op {text:?}", e.lsn))?;
             ns.check(&op)
                 .map_err(|why| format!("LSN {}: replay of {text:?} refused: {why}", e.lsn))?;
