@@ -371,8 +371,7 @@ impl<M: Media> Log<M> {
     /// headers), if the view's first LSN is the log's.
     fn fill_index_front(&self, view: &View<'_>) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        if view.first != self.first() || index.base <= view.first.next_multiple_of(INDEX_STRIDE)
-        {
+        if view.first != self.first() || index.base <= view.first.next_multiple_of(INDEX_STRIDE) {
             return;
         }
         let mut front = Vec::new();
@@ -528,6 +527,8 @@ impl<M: Media> Log<M> {
 pub struct Follower<'a, M: Media> {
     log: &'a Log<M>,
     next: Lsn,
+    /// Suffix truncations seen so far.
+    deleted: u64,
 }
 
 impl<'a, M: Media> Follower<'a, M> {
@@ -535,10 +536,29 @@ impl<'a, M: Media> Follower<'a, M> {
     /// timeout. Padding (the LSNs of an abandoned append) is skipped.
     ///
     /// Fails with [`Error::Truncated`] if a truncation dropped the next entry before it was
-    /// read; the follower then moves on to the first LSN still available.
+    /// read; the follower then moves on to the first LSN still available. Fails with
+    /// [`Error::Rewound`] if a suffix truncation ([`Log::truncate_after`]) deleted entries it
+    /// had returned; it then goes on from the first deleted LSN, with the entries that
+    /// replace them.
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
+            let deleted = self.log.deleted.load(Ordering::Acquire);
+            if deleted != self.deleted {
+                let from = self.log.deletions.lock()[self.deleted as usize..deleted as usize]
+                    .iter()
+                    .copied()
+                    .min()
+                    .unwrap_or(Lsn::MAX);
+                self.deleted = deleted;
+                if from < self.next {
+                    self.next = from;
+                    return Err(Error::Rewound {
+                        path: self.log.name.clone(),
+                        from,
+                    });
+                }
+            }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
                 let guard = self.log.pin();
                 if self.next < guard.lsn() {
@@ -597,6 +617,7 @@ impl<M: Media> Log<M> {
         Follower {
             log: self,
             next: lsn.max(self.first()),
+            deleted: self.deleted.load(Ordering::Acquire),
         }
     }
 

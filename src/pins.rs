@@ -36,6 +36,8 @@ pub(crate) struct PinState {
     /// Pinned positions; `None` for a free place.
     pins: Vec<Option<Pos>>,
     held: usize,
+    /// A suffix truncation waits for the pins held to go: new ones wait for it.
+    closing: bool,
 }
 
 /// The pin table and the limit appenders respect.
@@ -54,6 +56,7 @@ impl Pins {
                 head,
                 pins: Vec::new(),
                 held: 0,
+                closing: false,
             }),
             limit: AtomicU64::new(head.offset as u64),
             limit_pin: AtomicU64::new(0),
@@ -82,6 +85,15 @@ impl Pins {
     /// Pins the head; returns the pin's place and the position pinned.
     pub(crate) fn pin(&self) -> (usize, Pos) {
         let mut s = self.state.lock();
+        // (For a while only: a thread that takes a second pin while holding one must not wait
+        // for a truncation that waits for its first.)
+        let mut waits = 0;
+        while s.closing && waits < 50 {
+            waits += 1;
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            s = self.state.lock();
+        }
         let head = s.head;
         s.held += 1;
         let at = match s.pins.iter().position(Option::is_none) {
@@ -114,17 +126,20 @@ impl Pins {
         r
     }
 
-    /// Waits until no pin is held, then runs `f` with the table locked (new pins wait).
+    /// Waits until no pin is held, then runs `f` with the table locked; new pins wait from
+    /// the call on until `f` returns.
     pub(crate) fn exclusive<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> R {
         loop {
             let mut s = self.state.lock();
             if s.held == 0 {
+                s.closing = false;
                 let r = f(&mut s);
                 self.update(&s);
                 return r;
             }
+            s.closing = true;
             drop(s);
-            std::thread::sleep(std::time::Duration::from_micros(50));
+            std::thread::sleep(std::time::Duration::from_micros(20));
         }
     }
 

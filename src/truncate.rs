@@ -295,6 +295,11 @@ impl<M: Media> Log<M> {
         // SAFETY: no reader holds a slice (no pin exists, and new ones wait), and no append is
         // in flight or can start until the reservations are unblocked below.
         unsafe { self.pmem.rewind(tail, wrap_at) };
+        {
+            let mut d = self.deletions.lock();
+            d.push(lsn + 1);
+            self.deleted.store(d.len() as u64, Ordering::Release);
+        }
         self.last_lsn.store(lsn, Ordering::Release);
         // Then, with a second barrier, destroy the header of the first deleted entry. The
         // epoch rule refuses it only while the cut stays where it is; a later suffix

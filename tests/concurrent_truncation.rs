@@ -176,7 +176,11 @@ fn run(capacity: u64, appenders: u64, per_thread: u64) {
         let mut lsn = first;
         for e in guard.iter() {
             assert_eq!(e.lsn, lsn, "{what}: a gap");
-            assert_eq!(Some(&parse(e.payload)), acked.get(&lsn), "{what}: LSN {lsn}");
+            assert_eq!(
+                Some(&parse(e.payload)),
+                acked.get(&lsn),
+                "{what}: LSN {lsn}"
+            );
             lsn += 1;
         }
         assert_eq!(lsn, total + 1, "{what}: entries missing at the end");
@@ -265,4 +269,131 @@ fn a_follower_reports_truncated_entries_and_goes_on() {
     }
     let e = f.next_timeout(Duration::ZERO).unwrap().unwrap();
     assert_eq!((e.lsn, e.payload), (6, payload(0, 5)));
+}
+
+#[test]
+fn a_follower_reports_a_deleted_suffix_it_had_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("r.dax"), &Options::new().capacity(1 << 20)).unwrap();
+    for i in 0..5 {
+        log.append(&payload(0, i)).unwrap();
+    }
+    let mut f = log.follow(1);
+    for lsn in 1..=5 {
+        assert_eq!(f.next_timeout(Duration::ZERO).unwrap().unwrap().lsn, lsn);
+    }
+    log.truncate_after(3).unwrap();
+    assert_eq!(log.append(&payload(1, 0)).unwrap(), 4);
+    match f.next_timeout(Duration::ZERO) {
+        Err(Error::Rewound { from: 4, .. }) => {}
+        other => panic!("expected Rewound from 4, got {other:?}"),
+    }
+    let e = f.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!((e.lsn, e.payload), (4, payload(1, 0)));
+}
+
+/// `truncate_after` while threads append: each LSN holds one of the payloads acknowledged
+/// for it (never garbage), LSNs stay gap-free, and every append that began after the last
+/// suffix truncation returned survives, also after reopening.
+#[test]
+fn suffix_truncation_while_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sfx.dax");
+    let log = Log::create(&path, &Options::new().capacity(256 << 10)).unwrap();
+    let acked: Mutex<HashMap<Lsn, Vec<(u64, u64)>>> = Mutex::new(HashMap::new());
+    // Appends that began after every suffix truncation had returned: (lsn, thread, seq).
+    let late: Mutex<Vec<(Lsn, u64, u64)>> = Mutex::new(Vec::new());
+    let cuts = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    const CUTS: u64 = 60;
+    std::thread::scope(|s| {
+        let mut writers = Vec::new();
+        for t in 0..2u64 {
+            let (log, acked, late, cuts, done) = (&log, &acked, &late, &cuts, &done);
+            writers.push(s.spawn(move || {
+                let (mut seq, mut after_last) = (0, 0);
+                while !done.load(Ordering::Relaxed) || after_last < 20 {
+                    let before = cuts.load(Ordering::SeqCst);
+                    match log.append(&payload(t, seq)) {
+                        Ok(lsn) => {
+                            acked.lock().unwrap().entry(lsn).or_default().push((t, seq));
+                            if before == CUTS {
+                                late.lock().unwrap().push((lsn, t, seq));
+                                after_last += 1;
+                            }
+                        }
+                        Err(Error::Full { .. }) => {
+                            // Make room: keep the last few hundred entries.
+                            let _ = log.truncate_before(log.next_lsn().saturating_sub(200));
+                        }
+                        Err(e) => panic!("append: {e}"),
+                    }
+                    seq += 1;
+                }
+            }));
+        }
+        let guarded = s.spawn(|| {
+            // A reader taking short-lived guards beside the suffix truncations.
+            while !done.load(Ordering::Relaxed) {
+                let g = log.pin();
+                let mut expect = None;
+                for e in g.iter() {
+                    parse(e.payload);
+                    if let Some(x) = expect {
+                        assert_eq!(e.lsn, x, "a gap");
+                    }
+                    expect = Some(e.lsn + 1);
+                }
+            }
+        });
+        for _ in 0..CUTS {
+            std::thread::sleep(Duration::from_millis(2));
+            let last = log.next_lsn() - 1;
+            let first = log.first_lsn().unwrap_or(last + 1);
+            let cut = last.saturating_sub(5).max(first.saturating_sub(1));
+            match log.truncate_after(cut) {
+                Ok(()) => {}
+                // A checkpoint of an appender moved the first LSN meanwhile.
+                Err(Error::LsnOutOfRange { .. }) => {}
+                Err(e) => panic!("truncate_after({cut}): {e}"),
+            }
+            cuts.fetch_add(1, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        done.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        guarded.join().unwrap();
+    });
+    let acked = acked.into_inner().unwrap();
+    let late = late.into_inner().unwrap();
+    assert!(!late.is_empty(), "no append after the last truncation");
+    let check = |log: &Log, what: &str| {
+        let guard = log.pin();
+        let mut expect = None;
+        let mut seen = HashMap::new();
+        for e in guard.iter() {
+            if let Some(x) = expect {
+                assert_eq!(e.lsn, x, "{what}: a gap");
+            }
+            expect = Some(e.lsn + 1);
+            let ts = parse(e.payload);
+            assert!(
+                acked.get(&e.lsn).is_some_and(|v| v.contains(&ts)),
+                "{what}: LSN {} holds {ts:?}, never acknowledged for it",
+                e.lsn
+            );
+            seen.insert(e.lsn, ts);
+        }
+        assert_eq!(expect.unwrap_or(log.next_lsn()), log.next_lsn(), "{what}");
+        for &(lsn, t, s) in &late {
+            assert_eq!(seen.get(&lsn), Some(&(t, s)), "{what}: a late append lost");
+        }
+    };
+    check(&log, "live");
+    log.verify().unwrap();
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    check(&log, "reopened");
 }
