@@ -73,7 +73,7 @@ fn run(capacity: u64, appenders: u64, per_thread: u64) {
                 let next = log.next_lsn();
                 let keep = rounds % 17;
                 let to = next.saturating_sub(keep).max(1);
-                if rounds % 23 == 0 {
+                if rounds.is_multiple_of(23) {
                     log.reset().unwrap();
                 } else {
                     log.truncate_before(to).unwrap();

@@ -595,7 +595,7 @@ fn check_readers(log: &Log<SimMedia>, want: &Want<'_>, rng: &mut Rng) -> Result<
                     if e.pad {
                         "nothing (padding)".to_string()
                     } else {
-                        short(&e.payload)
+                        short(e.payload)
                     }
                 ))
             }
