@@ -45,7 +45,7 @@ pub(crate) struct Pins {
     state: parking_lot::Mutex<PinState>,
     /// Offset of the oldest position in use (the head or a pin): appenders keep before it.
     limit: AtomicU64,
-    /// The LSN pinned at `limit`, or 0 if the limit is the head.
+    /// The LSN pinned at `limit`, or 0 if no pin holds it.
     limit_pin: AtomicU64,
 }
 
@@ -74,7 +74,7 @@ impl Pins {
         self.limit.load(Ordering::SeqCst) as usize
     }
 
-    /// The pinned LSN that holds the limit, if one does.
+    /// The oldest pinned LSN, if a pin holds the limit (at the head, or before it).
     pub(crate) fn limit_pin(&self) -> Option<Lsn> {
         match self.limit_pin.load(Ordering::Acquire) {
             0 => None,
@@ -106,7 +106,8 @@ impl Pins {
                 s.pins.len() - 1
             }
         };
-        // The head is at or after the limit: nothing to recompute.
+        // (The limit stays where it is: the head is at or after it. Its pinned LSN may not.)
+        self.update(&s);
         (at, head)
     }
 
@@ -146,7 +147,7 @@ impl Pins {
     fn update(&self, s: &PinState) {
         let oldest = s.pins.iter().flatten().min_by_key(|p| p.lsn);
         let (limit, pin) = match oldest {
-            Some(p) if p.lsn < s.head.lsn => (p.offset, p.lsn),
+            Some(p) if p.lsn <= s.head.lsn => (p.offset, p.lsn),
             _ => (s.head.offset, 0),
         };
         // The pinned LSN first: an appender that sees the limit finds the LSN that holds it.

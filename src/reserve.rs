@@ -326,7 +326,10 @@ impl<M: Media> Log<M> {
             path: self.name.clone(),
             needed: total as u64,
             available: available as u64,
-            pinned: self.pins.limit_pin().filter(|_| self.pins.limit() == head),
+            pinned: self
+                .pins
+                .limit_pin()
+                .filter(|&l| self.pins.limit() == head && l < self.first()),
         })
     }
 

@@ -16,6 +16,14 @@ use crate::pins::Pos;
 use crate::reserve::State;
 use crate::Lsn;
 
+/// A reset that moves the tail to the start of the data area: the old tail, and the state to
+/// restore if reservations wait meanwhile.
+#[derive(Clone, Copy)]
+struct Forced {
+    tail: usize,
+    blocked: Option<State>,
+}
+
 impl<M: Media> Log<M> {
     /// Durably discards every entry with an LSN below `lsn`; their space is reused when the
     /// log wraps around the end of the file. LSNs are never reused: the next append still gets
@@ -56,7 +64,7 @@ impl<M: Media> Log<M> {
         if lsn <= first {
             return Ok(());
         }
-        // `Some(old tail)` if every entry goes and the tail moved to the start of the data area.
+        // Set if every entry goes and the tail moved to the start of the data area.
         let forced = if lsn == next {
             self.rewind_empty(next)
         } else {
@@ -66,6 +74,26 @@ impl<M: Media> Log<M> {
             Some(_) => DATA_OFFSET,
             None => self.position_of(lsn),
         };
+        let r = self.move_head(lsn, next, head, forced);
+        if let Some(Forced {
+            blocked: Some(was),
+            tail,
+        }) = forced
+        {
+            // Reservations resume: at the start of the data area, or (if the slot update
+            // failed) where they were.
+            let to = match r {
+                Ok(()) => {
+                    State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags)
+                }
+                Err(_) => State { tail, ..was },
+            };
+            self.unblock_reservations(was, Some(to));
+        }
+        r
+    }
+
+    fn move_head(&self, lsn: Lsn, next: Lsn, head: usize, forced: Option<Forced>) -> Result<()> {
         let mut w = self.writer.lock();
         let hint_kept = w.slot.hint_lsn >= lsn && lsn != next;
         let slot = Slot {
@@ -85,8 +113,8 @@ impl<M: Media> Log<M> {
             s.head = Pos { lsn, offset: head };
             self.first_lsn.store(lsn, Ordering::Release);
             self.pmem.set_head(head);
-            if let Some(old) = forced {
-                self.pmem.end_forced_wrap(old);
+            if let Some(f) = forced {
+                self.pmem.end_forced_wrap(f.tail);
             }
         });
         self.index
@@ -109,27 +137,47 @@ impl<M: Media> Log<M> {
 
     /// Discarding every entry while no append is in flight and the live entries do not wrap:
     /// moves the tail back to the start of the data area (as if the next append wrapped), so
-    /// that the whole data area is free in one piece. Returns the old tail, or `None` if that
-    /// is not possible now (then the head goes where the published entries end).
-    fn rewind_empty(&self, next: Lsn) -> Option<usize> {
+    /// that the whole data area is free in one piece. `None` if that is not possible now (then
+    /// the head goes where the published entries end).
+    ///
+    /// The tail must be at or after the limit (the entries up to it do not wrap). If the limit
+    /// is after the start of the data area, a tail there means "wrapped" to the appenders
+    /// until the head moves, so they keep before the old entries (which a crash before the
+    /// slot update keeps, and a pinned reader may still read): they go on at once. If the
+    /// limit is the start of the data area itself (the head is there and nobody pins before
+    /// it), a tail there would look like an empty log: reservations wait for the slot update.
+    fn rewind_empty(&self, next: Lsn) -> Option<Forced> {
         let cur = self.resv.load_torn();
         let st = State::unpack(cur);
         let published = self.published.load(Ordering::Acquire);
         let limit = self.pins.limit();
         let quiet = st.ticket == published & crate::reserve::TICKET_MASK && st.next_lsn == next;
-        // The tail must be at or after the limit (the entries up to it do not wrap), and the
-        // limit after the start of the data area: a tail there must mean "wrapped" to the
-        // appenders until the head moves, so that they keep before the old entries (a crash
-        // before the slot update keeps them; a pinned reader may still read them).
-        if !quiet || st.tail < limit || limit <= DATA_OFFSET {
+        if !quiet || st.tail < limit || st.tail == DATA_OFFSET {
             return None;
+        }
+        if limit <= DATA_OFFSET {
+            if self.pins.limit_pin().is_some() {
+                return None;
+            }
+            let blocked = State {
+                ticket: st.ticket + crate::reserve::INFLIGHT as u64,
+                ..st
+            };
+            self.resv.compare_exchange(cur, blocked.pack()).ok()?;
+            return Some(Forced {
+                tail: st.tail,
+                blocked: Some(st),
+            });
         }
         // Published entries end at the tail (none is in flight), where a wrap starts.
         self.pmem.prepare_forced_wrap(st.tail);
         // Older bytes follow the new tail: appends need end markers from now on.
         let new = State::new(DATA_OFFSET, st.next_lsn, false).with_ticket(st.ticket, st.flags);
         self.resv.compare_exchange(cur, new.pack()).ok()?;
-        Some(st.tail)
+        Some(Forced {
+            tail: st.tail,
+            blocked: None,
+        })
     }
 
     /// Durably discards every entry (libpmemlog's `rewind`). LSNs continue where they were.

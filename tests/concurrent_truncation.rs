@@ -89,14 +89,19 @@ fn run(capacity: u64, appenders: u64, per_thread: u64) {
         let iterator = s.spawn(|| {
             let mut passes = 0u64;
             while !done.load(Ordering::Relaxed) {
+                let last = log.next_lsn() - 1;
                 let guard = log.pin();
                 let mut expect = None;
                 for e in guard.iter() {
                     parse(e.payload);
-                    if let Some(x) = expect {
-                        assert_eq!(e.lsn, x, "a gap in a guard's iteration");
+                    match expect {
+                        Some(x) => assert_eq!(e.lsn, x, "a gap in a guard's iteration"),
+                        None => assert_eq!(e.lsn, guard.lsn(), "not from the pinned LSN"),
                     }
                     expect = Some(e.lsn + 1);
+                }
+                if last >= guard.lsn() {
+                    assert!(expect.unwrap_or(0) > last, "the iteration ended early");
                 }
                 passes += 1;
             }
@@ -231,10 +236,13 @@ fn a_pinned_reader_makes_appends_fail_with_full_naming_its_lsn() {
         e => panic!("expected Full, got {e}"),
     }
     assert!(err_text_names_pin(&log));
+    let mut read = 0;
     for (i, e) in guard.iter().take(20).enumerate() {
         assert_eq!(e.lsn, i as u64 + 1);
         assert_eq!(e.payload, payload(0, i as u64));
+        read += 1;
     }
+    assert_eq!(read, 20, "the pinned entries are gone");
     drop(guard);
     // Unpinned, the space is free again.
     log.append(&payload(2, 0)).unwrap();
