@@ -34,7 +34,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -135,13 +135,31 @@ struct Meta<NID: NodeId> {
     last_purged: Option<LogId<NID>>,
 }
 
-/// The Raft log proper, shared between the store and its readers.
+/// The Raft log proper, shared between the store and its readers. The log itself is not
+/// behind a lock: daxlog appends, purges (prefix truncations) and reads run side by side.
+/// Only where the entries lie — the index offset and the last log id, a few bytes — is, and
+/// that lock is never held across a barrier, except by a suffix truncation (`truncate`),
+/// which readers must not see half done.
 struct Inner<C: RaftTypeConfig> {
     log: daxlog::Log,
+    pos: RwLock<Pos<C>>,
+}
+
+/// Where the Raft entries lie in the daxlog log.
+struct Pos<C: RaftTypeConfig> {
     /// `raft index - LSN` of the entries in the log; `None` while the log is empty.
     offset: Option<i128>,
     /// Log id of the last entry in the log.
     last: Option<LogId<C::NodeId>>,
+}
+
+impl<C: RaftTypeConfig> Clone for Pos<C> {
+    fn clone(&self) -> Self {
+        Pos {
+            offset: self.offset,
+            last: self.last.clone(),
+        }
+    }
 }
 
 impl<C> Inner<C>
@@ -150,10 +168,12 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     fn new(log: daxlog::Log) -> Result<Self, DaxError> {
-        let mut inner = Self {
+        let inner = Self {
             log,
-            offset: None,
-            last: None,
+            pos: RwLock::new(Pos {
+                offset: None,
+                last: None,
+            }),
         };
         if let (Some(first), Some(last)) = (inner.log.first_lsn(), inner.log.last_lsn()) {
             let first_id = inner.decode(first)?.get_log_id().clone();
@@ -164,10 +184,25 @@ where
                     "entries {first_id} at LSN {first} and {last_id} at LSN {last} are not contiguous"
                 )));
             }
-            inner.offset = Some(offset);
-            inner.last = Some(last_id);
+            *inner.pos_mut() = Pos {
+                offset: Some(offset),
+                last: Some(last_id),
+            };
         }
         Ok(inner)
+    }
+
+    fn pos(&self) -> Pos<C> {
+        self.pos.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn pos_mut(&self) -> RwLockWriteGuard<'_, Pos<C>> {
+        self.pos.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Log id of the last entry in the log.
+    fn last(&self) -> Option<LogId<C::NodeId>> {
+        self.pos().last
     }
 
     fn decode(&self, lsn: daxlog::Lsn) -> Result<C::Entry, DaxError> {
@@ -176,19 +211,20 @@ where
     }
 
     /// Raft index of the first entry, if any.
-    fn first_index(&self) -> Option<u64> {
-        let off = self.offset?;
+    fn first_index(&self, pos: &Pos<C>) -> Option<u64> {
+        let off = pos.offset?;
         Some((self.log.first_lsn()? as i128 + off) as u64)
     }
 
     /// LSN of Raft index `index`, which must lie within the log.
-    fn lsn(&self, index: u64) -> daxlog::Lsn {
-        let off = self.offset.expect("a non-empty log has an offset");
+    fn lsn(pos: &Pos<C>, index: u64) -> daxlog::Lsn {
+        let off = pos.offset.expect("a non-empty log has an offset");
         (index as i128 - off) as daxlog::Lsn
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
-        let (Some(first), Some(last)) = (self.first_index(), self.last.as_ref()) else {
+        let pos = self.pos();
+        let (Some(first), Some(last)) = (self.first_index(&pos), pos.last.as_ref()) else {
             return Ok(Vec::new());
         };
         let start = start.max(first);
@@ -198,18 +234,23 @@ where
         }
         let n = (end - start) as usize;
         let mut out = Vec::with_capacity(n.min(4096));
-        for e in self.log.iter_from(self.lsn(start)).take(n) {
+        let from = Self::lsn(&pos, start);
+        // A purge may run meanwhile: an entry that is gone is missing, never another one.
+        for (want, e) in (from..).zip(self.log.iter_from(from).take(n)) {
+            if e.lsn != want {
+                return Err(DaxError::Missing(want));
+            }
             out.push(serde_json::from_slice(&e.payload)?);
         }
         if out.len() != n {
-            return Err(DaxError::Missing(self.lsn(start) + out.len() as u64));
+            return Err(DaxError::Missing(from + out.len() as u64));
         }
         Ok(out)
     }
 
     /// Checks that `entries` continue the log without a hole and encodes them.
     fn encode(&self, entries: &[C::Entry]) -> Result<Vec<Vec<u8>>, DaxError> {
-        let mut expected = self.last.as_ref().map(|l| l.index + 1);
+        let mut expected = self.last().map(|l| l.index + 1);
         let mut payloads = Vec::with_capacity(entries.len());
         for e in entries {
             let index = e.get_log_id().index;
@@ -227,39 +268,44 @@ where
     }
 
     /// Records that `entries` were appended at LSNs from `first_lsn` on.
-    fn appended(&mut self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
-        if let (None, Some(head)) = (self.offset, entries.first()) {
-            self.offset = Some(head.get_log_id().index as i128 - first_lsn as i128);
+    fn appended(&self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
+        let mut pos = self.pos_mut();
+        if let (None, Some(head)) = (pos.offset, entries.first()) {
+            pos.offset = Some(head.get_log_id().index as i128 - first_lsn as i128);
         }
         if let Some(e) = entries.last() {
-            self.last = Some(e.get_log_id().clone());
+            pos.last = Some(e.get_log_id().clone());
         }
     }
 
-    /// Deletes every entry with an index of at least `since`.
-    fn truncate_from(&mut self, since: u64) -> Result<(), DaxError> {
-        let (Some(first), Some(last)) = (self.first_index(), self.last.as_ref()) else {
+    /// Deletes every entry with an index of at least `since`. Readers wait meanwhile (they
+    /// must not read the entries that replace the deleted ones as the deleted ones).
+    fn truncate_from(&self, since: u64) -> Result<(), DaxError> {
+        let mut pos = self.pos_mut();
+        let (Some(first), Some(last)) = (self.first_index(&pos), pos.last.as_ref()) else {
             return Ok(());
         };
         if since > last.index {
             return Ok(());
         }
         if since <= first {
-            let first_lsn = self.lsn(first);
+            let first_lsn = Self::lsn(&pos, first);
             self.log.truncate_after(first_lsn - 1)?;
-            self.offset = None;
-            self.last = None;
+            pos.offset = None;
+            pos.last = None;
         } else {
-            let keep = self.lsn(since) - 1;
+            let keep = Self::lsn(&pos, since) - 1;
             self.log.truncate_after(keep)?;
-            self.last = Some(self.decode(keep)?.get_log_id().clone());
+            pos.last = Some(self.decode(keep)?.get_log_id().clone());
         }
         Ok(())
     }
 
-    /// Deletes every entry with an index of at most `upto`.
-    fn purge_upto(&mut self, upto: u64) -> Result<(), DaxError> {
-        let (Some(first), Some(last)) = (self.first_index(), self.last.as_ref()) else {
+    /// Deletes every entry with an index of at most `upto`. Readers go on meanwhile (daxlog's
+    /// prefix truncation runs beside them); only this store's `&mut self` methods append.
+    fn purge_upto(&self, upto: u64) -> Result<(), DaxError> {
+        let pos = self.pos();
+        let (Some(first), Some(last)) = (self.first_index(&pos), pos.last.as_ref()) else {
             return Ok(());
         };
         if upto < first {
@@ -267,10 +313,12 @@ where
         }
         if upto >= last.index {
             self.log.reset()?;
-            self.offset = None;
-            self.last = None;
+            *self.pos_mut() = Pos {
+                offset: None,
+                last: None,
+            };
         } else {
-            let lsn = self.lsn(upto + 1);
+            let lsn = Self::lsn(&pos, upto + 1);
             self.log.truncate_before(lsn)?;
         }
         Ok(())
@@ -279,7 +327,7 @@ where
 
 /// openraft's [`RaftLogStorage`] on daxlog files; see the module documentation.
 pub struct LogStore<C: RaftTypeConfig> {
-    inner: Arc<RwLock<Inner<C>>>,
+    inner: Arc<Inner<C>>,
     meta_log: LatestRecord,
     meta: Meta<C::NodeId>,
     dir: PathBuf,
@@ -287,7 +335,7 @@ pub struct LogStore<C: RaftTypeConfig> {
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
 pub struct LogReader<C: RaftTypeConfig> {
-    inner: Arc<RwLock<Inner<C>>>,
+    inner: Arc<Inner<C>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogReader<C> {
@@ -329,12 +377,12 @@ where
         } else {
             create_atomically(&log_path, &log_opts)?
         };
-        let mut inner = Inner::new(log)?;
+        let inner = Inner::new(log)?;
         if let Some(purged) = &meta.last_purged {
             inner.purge_upto(purged.index)?;
         }
         Ok(LogStore {
-            inner: Arc::new(RwLock::new(inner)),
+            inner: Arc::new(inner),
             meta_log,
             meta,
             dir: dir.to_path_buf(),
@@ -348,31 +396,20 @@ where
 
     /// The persistence barrier daxlog uses for the Raft log.
     pub fn persistence(&self) -> daxlog::Persistence {
-        self.read().log.persistence()
+        self.inner.log.persistence()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Inner<C>> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Inner<C>> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Appends `entries` with one daxlog batch (one barrier), under the read lock so that
-    /// readers are not held up by the barrier: only this store (through `&mut self`) changes
-    /// the log, and readers see the new entries once `last` is updated, after the barrier.
+    /// Appends `entries` with one daxlog batch (one barrier), without a lock: only this store
+    /// (through `&mut self`) appends, and readers see the new entries once `last` is updated,
+    /// after the barrier.
     fn append_durably(&mut self, entries: &[C::Entry]) -> Result<(), DaxError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let lsns = {
-            let inner = self.read();
-            let payloads = inner.encode(entries)?;
-            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-            inner.log.append_batch(&refs)?
-        };
-        self.write().appended(entries, lsns.start);
+        let payloads = self.inner.encode(entries)?;
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let lsns = self.inner.log.append_batch(&refs)?;
+        self.inner.appended(entries, lsns.start);
         Ok(())
     }
 
@@ -407,7 +444,7 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 }
 
 fn read_entries<C>(
-    inner: &RwLock<Inner<C>>,
+    inner: &Inner<C>,
     range: &impl RangeBounds<u64>,
 ) -> Result<Vec<C::Entry>, DaxError>
 where
@@ -415,7 +452,6 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     let (start, end) = bounds(range);
-    let inner = inner.read().unwrap_or_else(|e| e.into_inner());
     inner.entries(start, end)
 }
 
@@ -456,11 +492,7 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
         let last_purged_log_id = self.meta.last_purged.clone();
-        let last_log_id = self
-            .read()
-            .last
-            .clone()
-            .or_else(|| last_purged_log_id.clone());
+        let last_log_id = self.inner.last().or_else(|| last_purged_log_id.clone());
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -532,7 +564,7 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.write()
+        self.inner
             .truncate_from(log_id.index)
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
@@ -547,7 +579,7 @@ where
             self.save_meta(meta)
                 .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         }
-        self.write()
+        self.inner
             .purge_upto(log_id.index)
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
