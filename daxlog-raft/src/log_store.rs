@@ -277,6 +277,12 @@ where
     }
 }
 
+/// The admission reserve of a log with `data` bytes of data area: the one chosen, else an
+/// eighth of the data area.
+fn reserve_for(chosen: Option<u64>, data: u64) -> u64 {
+    chosen.unwrap_or(data / 8)
+}
+
 /// The record kept in `meta.dax`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -488,6 +494,9 @@ pub struct LogStore<C: RaftTypeConfig> {
     inline_barriers: bool,
     max_entry: Option<u64>,
     reserve: Option<u64>,
+    /// The most bytes on media one daxlog batch of an `append` takes (a quarter of the
+    /// admission reserve), unless a single entry needs more.
+    chunk_bytes: u64,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -513,7 +522,15 @@ where
     /// Recovery is daxlog's: entries whose append had not returned may be gone, acknowledged
     /// ones are there. A purge that was recorded but not carried out is finished here.
     pub fn open(dir: impl AsRef<Path>, opts: &LogStoreOptions) -> Result<Self, DaxError> {
-        let dir = dir.as_ref();
+        Self::open_inner(dir.as_ref(), opts, None)
+    }
+
+    /// [`LogStore::open`], checked against `snapshot` (if any) before anything is purged.
+    fn open_inner(
+        dir: &Path,
+        opts: &LogStoreOptions,
+        snapshot: Option<SnapshotWatermark>,
+    ) -> Result<Self, DaxError> {
         create_dir_durably(dir)?;
         let meta_path = dir.join(META_FILE);
         let log_path = dir.join(LOG_FILE);
@@ -535,6 +552,15 @@ where
             create_atomically(&log_path, &log_opts)?
         };
         let mut inner = Inner::new(log)?;
+        if let (Some(purged), Some(snapshot)) = (&meta.last_purged, &snapshot) {
+            // Refused before anything is removed: the store stays as it was found.
+            if Some(purged.index) > snapshot.get() {
+                return Err(DaxError::PurgedBeyondSnapshot {
+                    purged: purged.index,
+                    snapshot: snapshot.get(),
+                });
+            }
+        }
         if let Some(purged) = &meta.last_purged {
             inner.purge_upto(purged.index)?;
         }
@@ -543,23 +569,26 @@ where
         // goes to a blocking thread.
         let inline_barriers =
             inner.log.persistence().is_cpu_flush() && meta_log.persistence().is_cpu_flush();
+        let chunk_bytes = (reserve_for(opts.reserve, inner.log.space().data) / 4).max(1);
         Ok(LogStore {
             inner: Arc::new(RwLock::new(inner)),
             meta_log: Arc::new(Mutex::new(meta_log)),
             meta,
             dir: dir.to_path_buf(),
-            snapshot: None,
+            snapshot,
             purge_wait: opts.purge_wait,
             inline_barriers,
             max_entry: opts.max_entry,
             reserve: opts.reserve,
+            chunk_bytes,
         })
     }
 
     /// Opens the store like [`LogStore::open`], tied to the state machine's durable snapshot:
     ///
     /// * the store is refused with [`DaxError::PurgedBeyondSnapshot`] if its last purged log
-    ///   index lies beyond `snapshot` (the entries in between would be in neither);
+    ///   index lies beyond `snapshot` (the entries in between would be in neither), before
+    ///   anything is removed: an interrupted purge is finished only once the store is accepted;
     /// * `purge(upto)` waits until `snapshot` reaches `upto` before it records or removes
     ///   anything (at most [`LogStoreOptions::purge_wait`]), so the log is never purged ahead
     ///   of a durable snapshot, whatever the order in which openraft runs the two.
@@ -571,17 +600,7 @@ where
         opts: &LogStoreOptions,
         snapshot: SnapshotWatermark,
     ) -> Result<Self, DaxError> {
-        let mut store = Self::open(dir, opts)?;
-        if let Some(purged) = &store.meta.last_purged {
-            if Some(purged.index) > snapshot.get() {
-                return Err(DaxError::PurgedBeyondSnapshot {
-                    purged: purged.index,
-                    snapshot: snapshot.get(),
-                });
-            }
-        }
-        store.snapshot = Some(snapshot);
-        Ok(store)
+        Self::open_inner(dir.as_ref(), opts, Some(snapshot))
     }
 
     /// Admission control for client writes to this store's log (see [`Admission`]): take it
@@ -589,7 +608,7 @@ where
     pub fn admission(&self) -> Admission<C> {
         let data = self.read().log.space().data;
         let max_payload = self.read().log.max_payload();
-        let reserve = self.reserve.unwrap_or(data / 8);
+        let reserve = reserve_for(self.reserve, data);
         let max_entry = self
             .max_entry
             .unwrap_or(data / 16)
@@ -620,22 +639,47 @@ where
     /// readers are not held up by the barrier: only this store (through `&mut self`) changes
     /// the log, and readers see the new entries once `last` is updated, after the barrier.
     /// Runs on a blocking thread.
+    ///
+    /// A long batch (a follower catching up gets up to openraft's `max_payload_entries` in one
+    /// `append`) is written as several daxlog batches of at most `chunk_bytes` on media each
+    /// (at least one entry): one `append_batch` needs one contiguous piece of the ring, which
+    /// a whole batch may not find even where the log has room for it. A crash between two
+    /// chunks leaves a prefix of the entries, none of them acknowledged.
     async fn append_durably(&mut self, entries: Vec<C::Entry>) -> Result<(), DaxError> {
         if entries.is_empty() {
             return Ok(());
         }
         let inner = self.inner.clone();
+        let chunk_bytes = self.chunk_bytes;
         blocking_unless(self.inline_barriers, move || {
-            let lsns = {
-                let inner = inner.read().unwrap_or_else(|e| e.into_inner());
-                let payloads = inner.encode(&entries)?;
-                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-                inner.log.append_batch(&refs)?
-            };
-            inner
-                .write()
+            let payloads = inner
+                .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .appended(&entries, lsns.start);
+                .encode(&entries)?;
+            let mut start = 0;
+            while start < entries.len() {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < entries.len() {
+                    let len = on_media(payloads[end].len());
+                    if end > start && bytes + len > chunk_bytes {
+                        break;
+                    }
+                    bytes += len;
+                    end += 1;
+                }
+                let refs: Vec<&[u8]> = payloads[start..end].iter().map(Vec::as_slice).collect();
+                let lsns = inner
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .log
+                    .append_batch(&refs)?;
+                inner
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .appended(&entries[start..end], lsns.start);
+                start = end;
+            }
             Ok(())
         })
         .await
@@ -668,6 +712,12 @@ where
         self.meta = meta;
         Ok(())
     }
+}
+
+/// Bytes a payload of `len` bytes takes in the log: its entry header and alignment included
+/// (an upper bound).
+fn on_media(len: usize) -> u64 {
+    len as u64 + HEADER_SLACK
 }
 
 /// Runs `f` in place if `inline`, else on a blocking thread (see [`blocking`]).
