@@ -6,7 +6,8 @@
 //!
 //! * `log.dax`: the Raft log. Each Raft entry is one daxlog entry, its payload the entry
 //!   serialized with serde_json (log id included). An `append` of several Raft entries is one
-//!   `append_batch`: one barrier, all or nothing.
+//!   `append_batch` (one barrier, all or nothing) per chunk of at most a quarter of the
+//!   admission reserve in bytes.
 //! * `meta.dax`: the vote, the committed log id and the last purged log id, as one record;
 //!   see [`crate::meta`].
 //!
