@@ -43,6 +43,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -210,10 +211,46 @@ pub enum WriteRejected {
 /// daxlog fails an append with `PayloadTooLarge` (larger than the log could ever hold) or
 /// `Full` (no room until a purge). A write that would meet either is refused here instead, with
 /// a typed [`WriteRejected`], and the node stays up.
+///
+/// Writes admitted with [`Admission::admit`] hold their bytes (an [`Admitted`]) until the
+/// caller drops it, after `client_write` returned: writes admitted together are counted
+/// against the free space together, so concurrent clients cannot overrun the log between
+/// their checks and their appends.
 pub struct Admission<C: RaftTypeConfig> {
     inner: Arc<RwLock<Inner<C>>>,
     max_entry: u64,
     reserve: u64,
+    /// Bytes of admitted writes not released yet.
+    pending: Arc<AtomicU64>,
+}
+
+/// A write admitted by [`Admission::admit`]: its bytes count as taken until this is dropped.
+/// Keep it until the write's `client_write` returned (the leader appended the entry, or the
+/// write failed).
+#[derive(Debug)]
+#[must_use = "the admission is released when this is dropped"]
+pub struct Admitted {
+    bytes: u64,
+    len: u64,
+    pending: Arc<AtomicU64>,
+}
+
+impl Admitted {
+    /// The length the entry's encoding may reach in the log (see [`Admission::check`]).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Never true: an admitted entry has a length.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl<C: RaftTypeConfig> Clone for Admission<C> {
@@ -222,6 +259,7 @@ impl<C: RaftTypeConfig> Clone for Admission<C> {
             inner: self.inner.clone(),
             max_entry: self.max_entry,
             reserve: self.reserve,
+            pending: self.pending.clone(),
         }
     }
 }
@@ -239,29 +277,76 @@ where
 {
     /// Checks that an entry of `data` may be proposed now: returns the length its encoding may
     /// reach in the log (an upper bound for openraft's `Entry`: the data's encoding plus the
-    /// log id and field names), or why it may not be proposed.
+    /// log id and field names), or why it may not be proposed. The bytes of writes admitted
+    /// and not released yet count as taken. Nothing is held: to propose the entry, take it
+    /// with [`Admission::admit`].
     pub fn check(&self, data: &C::D) -> Result<u64, WriteRejected> {
-        let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
-        let len = len.saturating_add(ENTRY_WRAPPING);
+        let len = encoded_len(data);
         self.check_len(len)?;
         Ok(len)
     }
 
-    /// Checks that an encoded entry of `len` bytes may be appended now.
+    /// Checks that an encoded entry of `len` bytes may be appended now (see
+    /// [`Admission::check`]).
     pub fn check_len(&self, len: u64) -> Result<(), WriteRejected> {
+        let needed = self.needed(len)?;
+        let free = self.free();
+        let pending = self.pending.load(Ordering::Acquire);
+        self.fits(needed, free, pending)
+    }
+
+    /// Admits an entry of `data`: like [`Admission::check`], and its bytes count as taken
+    /// (for every later check) until the returned [`Admitted`] is dropped.
+    pub fn admit(&self, data: &C::D) -> Result<Admitted, WriteRejected> {
+        self.admit_len(encoded_len(data))
+    }
+
+    /// Admits an encoded entry of `len` bytes (see [`Admission::admit`]).
+    pub fn admit_len(&self, len: u64) -> Result<Admitted, WriteRejected> {
+        let needed = self.needed(len)?;
+        let free = self.free();
+        let mut pending = self.pending.load(Ordering::Acquire);
+        loop {
+            self.fits(needed, free, pending)?;
+            match self.pending.compare_exchange_weak(
+                pending,
+                pending + needed,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        bytes: needed,
+                        len,
+                        pending: self.pending.clone(),
+                    })
+                }
+                Err(now) => pending = now,
+            }
+        }
+    }
+
+    /// Bytes an encoded entry of `len` bytes needs on media, or why it is never accepted.
+    fn needed(&self, len: u64) -> Result<u64, WriteRejected> {
         if len > self.max_entry {
             return Err(WriteRejected::TooLarge {
                 len,
                 max: self.max_entry,
             });
         }
-        let needed = len + HEADER_SLACK;
-        let free = self
-            .inner
+        Ok(len + HEADER_SLACK)
+    }
+
+    fn free(&self) -> u64 {
+        self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .log
-            .free_bytes();
+            .free_bytes()
+    }
+
+    fn fits(&self, needed: u64, free: u64, pending: u64) -> Result<(), WriteRejected> {
+        let free = free.saturating_sub(pending);
         if free < needed + self.reserve {
             return Err(WriteRejected::LogFull {
                 needed,
@@ -276,6 +361,12 @@ where
     pub fn max_entry_bytes(&self) -> u64 {
         self.max_entry
     }
+}
+
+/// The length an entry of `data` may reach in the log (see [`Admission::check`]).
+fn encoded_len<D: Serialize>(data: &D) -> u64 {
+    let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
+    len.saturating_add(ENTRY_WRAPPING)
 }
 
 /// The admission reserve of a log with `data` bytes of data area: the one chosen, else an
@@ -498,6 +589,8 @@ pub struct LogStore<C: RaftTypeConfig> {
     /// The most bytes on media one daxlog batch of an `append` takes (a quarter of the
     /// admission reserve), unless a single entry needs more.
     chunk_bytes: u64,
+    /// Bytes of writes admitted and not released yet, shared by every [`Admission`].
+    pending: Arc<AtomicU64>,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -582,6 +675,7 @@ where
             max_entry: opts.max_entry,
             reserve: opts.reserve,
             chunk_bytes,
+            pending: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -619,6 +713,7 @@ where
             inner: self.inner.clone(),
             max_entry,
             reserve,
+            pending: self.pending.clone(),
         }
     }
 

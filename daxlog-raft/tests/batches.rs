@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use daxlog_raft::cluster::{fast_config, Cluster, Error};
 use daxlog_raft::{
-    DaxError, LogStore, LogStoreOptions, Request, SnapshotWatermark, TypeConfig, LOG_FILE,
+    DaxError, LogStore, LogStoreOptions, Request, SnapshotWatermark, TypeConfig, WriteRejected,
+    LOG_FILE,
 };
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
@@ -199,5 +200,108 @@ async fn a_lagging_follower_catches_up_with_long_batches() -> Result<(), Error> 
         .running_state
         .clone();
     assert!(st.is_ok(), "node {lagging} stopped: {st:?}");
+    Ok(())
+}
+
+/// Writes admitted together count against the free space together: of twenty writes of the
+/// largest size admitted before any is appended, only those the log can take are admitted,
+/// and each of them is appended. Dropping an `Admitted` gives its bytes back.
+#[tokio::test]
+async fn writes_admitted_together_do_not_overrun_the_log() {
+    let cap: u64 = 256 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogStoreOptions::new().log_capacity(cap);
+    let mut store = Store::open(dir.path(), &opts).unwrap();
+    let adm = store.admission();
+    let len = (adm.max_entry_bytes() - 200) as usize;
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for i in 1..=20 {
+        let e = big(i, len);
+        let EntryPayload::Normal(req) = &e.payload else {
+            unreachable!()
+        };
+        match adm.admit(req) {
+            Ok(a) => admitted.push((e, a)),
+            Err(WriteRejected::LogFull { .. }) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(refused > 0 && !admitted.is_empty(), "refused {refused}");
+    let n = admitted.len() as u64;
+    // Nothing is admitted while these are held, and `check` counts them too.
+    let probe = set(0, len);
+    assert!(matches!(
+        adm.admit(&probe),
+        Err(WriteRejected::LogFull { .. })
+    ));
+    assert!(matches!(
+        adm.check(&probe),
+        Err(WriteRejected::LogFull { .. })
+    ));
+    let mut held = Vec::new();
+    for (e, a) in admitted {
+        store.blocking_append([e]).await.unwrap();
+        held.push(a);
+    }
+    let got = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(
+        got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
+    // Released: a purge makes room, and writes are admitted again.
+    drop(held);
+    store.purge(lid(n)).await.unwrap();
+    let again = adm.admit(&probe).unwrap();
+    assert!(again.len() >= len as u64);
+}
+
+/// Concurrent clients through the cluster's writer: each write is admitted on the leader and
+/// held until its `client_write` returned, so together they cannot overrun the leader's log.
+/// Every write succeeds or is refused with `LogFull`, and every node stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_do_not_stop_the_leader() -> Result<(), Error> {
+    let root = tempfile::tempdir()?;
+    let mut c = Cluster::new(
+        root.path(),
+        fast_config(1_000_000)?,
+        LogStoreOptions::new().log_capacity(256 << 10),
+    );
+    let members = BTreeSet::from([1, 2, 3]);
+    for id in &members {
+        c.start(*id).await?;
+    }
+    c.initialize(1, &members).await?;
+    let leader = c.leader(STEP).await?;
+    let len = (c.node(leader).admission.max_entry_bytes() - 200) as usize;
+    let c = std::sync::Arc::new(c);
+    let n = 20;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (c, barrier) = (c.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            c.write(set(i as u64, len), STEP).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(
+                matches!(
+                    e.downcast_ref::<WriteRejected>(),
+                    Some(WriteRejected::LogFull { .. })
+                ),
+                "{e}"
+            ),
+        }
+    }
+    assert!(ok > 0);
+    for id in [1, 2, 3] {
+        let st = c.node(id).raft.metrics().borrow().running_state.clone();
+        assert!(st.is_ok(), "node {id} stopped: {st:?}");
+    }
     Ok(())
 }
