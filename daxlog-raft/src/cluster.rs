@@ -158,7 +158,8 @@ impl Cluster {
     /// Writes `req` through the current leader (retrying while leadership changes), and
     /// returns the response and the log index it got.
     ///
-    /// The leader's [`Admission`] checks the entry first: an entry too large for the log, or a
+    /// The leader's [`Admission`] admits the entry first (held until the leader's
+    /// `client_write` returned): an entry too large for the log, or a
     /// log too full for it, is refused with a [`WriteRejected`] (the error downcasts to it) and
     /// never proposed. When the log is full, every running node is asked to build a snapshot
     /// (after which openraft purges the log) so that a later retry can succeed.
@@ -168,8 +169,9 @@ impl Cluster {
             let leader = self
                 .leader(deadline.saturating_duration_since(Instant::now()))
                 .await?;
-            match self.node(leader).admission.check(&req) {
-                Ok(_) => {}
+            // Held until `client_write` returned: concurrent writes are counted together.
+            let _admitted = match self.node(leader).admission.admit(&req) {
+                Ok(admitted) => admitted,
                 Err(rejected @ WriteRejected::LogFull { .. }) => {
                     for node in self.nodes.values() {
                         node.raft.trigger().snapshot().await?;
@@ -177,7 +179,7 @@ impl Cluster {
                     return Err(rejected.into());
                 }
                 Err(rejected) => return Err(rejected.into()),
-            }
+            };
             match self.node(leader).raft.client_write(req.clone()).await {
                 Ok(resp) => return Ok((resp.data, resp.log_id.index)),
                 Err(e) if Instant::now() < deadline => {

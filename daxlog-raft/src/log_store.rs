@@ -6,7 +6,8 @@
 //!
 //! * `log.dax`: the Raft log. Each Raft entry is one daxlog entry, its payload the entry
 //!   serialized with serde_json (log id included). An `append` of several Raft entries is one
-//!   `append_batch`: one barrier, all or nothing.
+//!   `append_batch` (one barrier, all or nothing) per chunk of at most a quarter of the
+//!   admission reserve in bytes.
 //! * `meta.dax`: the vote, the committed log id and the last purged log id, as one record;
 //!   see [`crate::meta`].
 //!
@@ -42,6 +43,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -209,10 +211,46 @@ pub enum WriteRejected {
 /// daxlog fails an append with `PayloadTooLarge` (larger than the log could ever hold) or
 /// `Full` (no room until a purge). A write that would meet either is refused here instead, with
 /// a typed [`WriteRejected`], and the node stays up.
+///
+/// Writes admitted with [`Admission::admit`] hold their bytes (an [`Admitted`]) until the
+/// caller drops it, after `client_write` returned: writes admitted together are counted
+/// against the free space together, so concurrent clients cannot overrun the log between
+/// their checks and their appends.
 pub struct Admission<C: RaftTypeConfig> {
     inner: Arc<RwLock<Inner<C>>>,
     max_entry: u64,
     reserve: u64,
+    /// Bytes of admitted writes not released yet.
+    pending: Arc<AtomicU64>,
+}
+
+/// A write admitted by [`Admission::admit`]: its bytes count as taken until this is dropped.
+/// Keep it until the write's `client_write` returned (the leader appended the entry, or the
+/// write failed).
+#[derive(Debug)]
+#[must_use = "the admission is released when this is dropped"]
+pub struct Admitted {
+    bytes: u64,
+    len: u64,
+    pending: Arc<AtomicU64>,
+}
+
+impl Admitted {
+    /// The length the entry's encoding may reach in the log (see [`Admission::check`]).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Never true: an admitted entry has a length.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl<C: RaftTypeConfig> Clone for Admission<C> {
@@ -221,6 +259,7 @@ impl<C: RaftTypeConfig> Clone for Admission<C> {
             inner: self.inner.clone(),
             max_entry: self.max_entry,
             reserve: self.reserve,
+            pending: self.pending.clone(),
         }
     }
 }
@@ -238,29 +277,76 @@ where
 {
     /// Checks that an entry of `data` may be proposed now: returns the length its encoding may
     /// reach in the log (an upper bound for openraft's `Entry`: the data's encoding plus the
-    /// log id and field names), or why it may not be proposed.
+    /// log id and field names), or why it may not be proposed. The bytes of writes admitted
+    /// and not released yet count as taken. Nothing is held: to propose the entry, take it
+    /// with [`Admission::admit`].
     pub fn check(&self, data: &C::D) -> Result<u64, WriteRejected> {
-        let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
-        let len = len.saturating_add(ENTRY_WRAPPING);
+        let len = encoded_len(data);
         self.check_len(len)?;
         Ok(len)
     }
 
-    /// Checks that an encoded entry of `len` bytes may be appended now.
+    /// Checks that an encoded entry of `len` bytes may be appended now (see
+    /// [`Admission::check`]).
     pub fn check_len(&self, len: u64) -> Result<(), WriteRejected> {
+        let needed = self.needed(len)?;
+        let free = self.free();
+        let pending = self.pending.load(Ordering::Acquire);
+        self.fits(needed, free, pending)
+    }
+
+    /// Admits an entry of `data`: like [`Admission::check`], and its bytes count as taken
+    /// (for every later check) until the returned [`Admitted`] is dropped.
+    pub fn admit(&self, data: &C::D) -> Result<Admitted, WriteRejected> {
+        self.admit_len(encoded_len(data))
+    }
+
+    /// Admits an encoded entry of `len` bytes (see [`Admission::admit`]).
+    pub fn admit_len(&self, len: u64) -> Result<Admitted, WriteRejected> {
+        let needed = self.needed(len)?;
+        let free = self.free();
+        let mut pending = self.pending.load(Ordering::Acquire);
+        loop {
+            self.fits(needed, free, pending)?;
+            match self.pending.compare_exchange_weak(
+                pending,
+                pending + needed,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        bytes: needed,
+                        len,
+                        pending: self.pending.clone(),
+                    })
+                }
+                Err(now) => pending = now,
+            }
+        }
+    }
+
+    /// Bytes an encoded entry of `len` bytes needs on media, or why it is never accepted.
+    fn needed(&self, len: u64) -> Result<u64, WriteRejected> {
         if len > self.max_entry {
             return Err(WriteRejected::TooLarge {
                 len,
                 max: self.max_entry,
             });
         }
-        let needed = len + HEADER_SLACK;
-        let free = self
-            .inner
+        Ok(len + HEADER_SLACK)
+    }
+
+    fn free(&self) -> u64 {
+        self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .log
-            .free_bytes();
+            .free_bytes()
+    }
+
+    fn fits(&self, needed: u64, free: u64, pending: u64) -> Result<(), WriteRejected> {
+        let free = free.saturating_sub(pending);
         if free < needed + self.reserve {
             return Err(WriteRejected::LogFull {
                 needed,
@@ -275,6 +361,18 @@ where
     pub fn max_entry_bytes(&self) -> u64 {
         self.max_entry
     }
+}
+
+/// The length an entry of `data` may reach in the log (see [`Admission::check`]).
+fn encoded_len<D: Serialize>(data: &D) -> u64 {
+    let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
+    len.saturating_add(ENTRY_WRAPPING)
+}
+
+/// The admission reserve of a log with `data` bytes of data area: the one chosen, else an
+/// eighth of the data area.
+fn reserve_for(chosen: Option<u64>, data: u64) -> u64 {
+    chosen.unwrap_or(data / 8)
 }
 
 /// The record kept in `meta.dax`.
@@ -488,6 +586,11 @@ pub struct LogStore<C: RaftTypeConfig> {
     inline_barriers: bool,
     max_entry: Option<u64>,
     reserve: Option<u64>,
+    /// The most bytes on media one daxlog batch of an `append` takes (a quarter of the
+    /// admission reserve), unless a single entry needs more.
+    chunk_bytes: u64,
+    /// Bytes of writes admitted and not released yet, shared by every [`Admission`].
+    pending: Arc<AtomicU64>,
 }
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
@@ -513,7 +616,15 @@ where
     /// Recovery is daxlog's: entries whose append had not returned may be gone, acknowledged
     /// ones are there. A purge that was recorded but not carried out is finished here.
     pub fn open(dir: impl AsRef<Path>, opts: &LogStoreOptions) -> Result<Self, DaxError> {
-        let dir = dir.as_ref();
+        Self::open_inner(dir.as_ref(), opts, None)
+    }
+
+    /// [`LogStore::open`], checked against `snapshot` (if any) before anything is purged.
+    fn open_inner(
+        dir: &Path,
+        opts: &LogStoreOptions,
+        snapshot: Option<SnapshotWatermark>,
+    ) -> Result<Self, DaxError> {
         create_dir_durably(dir)?;
         let meta_path = dir.join(META_FILE);
         let log_path = dir.join(LOG_FILE);
@@ -535,6 +646,15 @@ where
             create_atomically(&log_path, &log_opts)?
         };
         let mut inner = Inner::new(log)?;
+        if let (Some(purged), Some(snapshot)) = (&meta.last_purged, &snapshot) {
+            // Refused before anything is removed: the store stays as it was found.
+            if Some(purged.index) > snapshot.get() {
+                return Err(DaxError::PurgedBeyondSnapshot {
+                    purged: purged.index,
+                    snapshot: snapshot.get(),
+                });
+            }
+        }
         if let Some(purged) = &meta.last_purged {
             inner.purge_upto(purged.index)?;
         }
@@ -543,23 +663,27 @@ where
         // goes to a blocking thread.
         let inline_barriers =
             inner.log.persistence().is_cpu_flush() && meta_log.persistence().is_cpu_flush();
+        let chunk_bytes = (reserve_for(opts.reserve, inner.log.space().data) / 4).max(1);
         Ok(LogStore {
             inner: Arc::new(RwLock::new(inner)),
             meta_log: Arc::new(Mutex::new(meta_log)),
             meta,
             dir: dir.to_path_buf(),
-            snapshot: None,
+            snapshot,
             purge_wait: opts.purge_wait,
             inline_barriers,
             max_entry: opts.max_entry,
             reserve: opts.reserve,
+            chunk_bytes,
+            pending: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// Opens the store like [`LogStore::open`], tied to the state machine's durable snapshot:
     ///
     /// * the store is refused with [`DaxError::PurgedBeyondSnapshot`] if its last purged log
-    ///   index lies beyond `snapshot` (the entries in between would be in neither);
+    ///   index lies beyond `snapshot` (the entries in between would be in neither), before
+    ///   anything is removed: an interrupted purge is finished only once the store is accepted;
     /// * `purge(upto)` waits until `snapshot` reaches `upto` before it records or removes
     ///   anything (at most [`LogStoreOptions::purge_wait`]), so the log is never purged ahead
     ///   of a durable snapshot, whatever the order in which openraft runs the two.
@@ -571,17 +695,7 @@ where
         opts: &LogStoreOptions,
         snapshot: SnapshotWatermark,
     ) -> Result<Self, DaxError> {
-        let mut store = Self::open(dir, opts)?;
-        if let Some(purged) = &store.meta.last_purged {
-            if Some(purged.index) > snapshot.get() {
-                return Err(DaxError::PurgedBeyondSnapshot {
-                    purged: purged.index,
-                    snapshot: snapshot.get(),
-                });
-            }
-        }
-        store.snapshot = Some(snapshot);
-        Ok(store)
+        Self::open_inner(dir.as_ref(), opts, Some(snapshot))
     }
 
     /// Admission control for client writes to this store's log (see [`Admission`]): take it
@@ -589,7 +703,7 @@ where
     pub fn admission(&self) -> Admission<C> {
         let data = self.read().log.space().data;
         let max_payload = self.read().log.max_payload();
-        let reserve = self.reserve.unwrap_or(data / 8);
+        let reserve = reserve_for(self.reserve, data);
         let max_entry = self
             .max_entry
             .unwrap_or(data / 16)
@@ -599,6 +713,7 @@ where
             inner: self.inner.clone(),
             max_entry,
             reserve,
+            pending: self.pending.clone(),
         }
     }
 
@@ -620,22 +735,47 @@ where
     /// readers are not held up by the barrier: only this store (through `&mut self`) changes
     /// the log, and readers see the new entries once `last` is updated, after the barrier.
     /// Runs on a blocking thread.
+    ///
+    /// A long batch (a follower catching up gets up to openraft's `max_payload_entries` in one
+    /// `append`) is written as several daxlog batches of at most `chunk_bytes` on media each
+    /// (at least one entry): one `append_batch` needs one contiguous piece of the ring, which
+    /// a whole batch may not find even where the log has room for it. A crash between two
+    /// chunks leaves a prefix of the entries, none of them acknowledged.
     async fn append_durably(&mut self, entries: Vec<C::Entry>) -> Result<(), DaxError> {
         if entries.is_empty() {
             return Ok(());
         }
         let inner = self.inner.clone();
+        let chunk_bytes = self.chunk_bytes;
         blocking_unless(self.inline_barriers, move || {
-            let lsns = {
-                let inner = inner.read().unwrap_or_else(|e| e.into_inner());
-                let payloads = inner.encode(&entries)?;
-                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-                inner.log.append_batch(&refs)?
-            };
-            inner
-                .write()
+            let payloads = inner
+                .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .appended(&entries, lsns.start);
+                .encode(&entries)?;
+            let mut start = 0;
+            while start < entries.len() {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < entries.len() {
+                    let len = on_media(payloads[end].len());
+                    if end > start && bytes + len > chunk_bytes {
+                        break;
+                    }
+                    bytes += len;
+                    end += 1;
+                }
+                let refs: Vec<&[u8]> = payloads[start..end].iter().map(Vec::as_slice).collect();
+                let lsns = inner
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .log
+                    .append_batch(&refs)?;
+                inner
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .appended(&entries[start..end], lsns.start);
+                start = end;
+            }
             Ok(())
         })
         .await
@@ -668,6 +808,12 @@ where
         self.meta = meta;
         Ok(())
     }
+}
+
+/// Bytes a payload of `len` bytes takes in the log: its entry header and alignment included
+/// (an upper bound).
+fn on_media(len: usize) -> u64 {
+    len as u64 + HEADER_SLACK
 }
 
 /// Runs `f` in place if `inline`, else on a blocking thread (see [`blocking`]).
