@@ -274,6 +274,17 @@ impl AtomicPair {
         (hi as u128) << 64 | lo as u128
     }
 
+    /// The value, with exclusive access.
+    pub fn get(&mut self) -> u128 {
+        (*self.hi.get_mut() as u128) << 64 | *self.lo.get_mut() as u128
+    }
+
+    /// Replaces the value, with exclusive access.
+    pub fn set(&mut self, v: u128) {
+        *self.lo.get_mut() = v as u64;
+        *self.hi.get_mut() = (v >> 64) as u64;
+    }
+
     /// Stores `new` if the value is `current`; returns the value found either way (`Ok` if
     /// it was `current`). A full barrier, like every locked instruction.
     #[inline]
@@ -286,17 +297,14 @@ impl AtomicPair {
             // writes for the lifetime of `&self`; both halves are atomics, so concurrent access
             // through them is allowed, and CMPXCHG16B writes the 16 bytes atomically. The CPU
             // has the instruction (checked before any pair is made). RBX cannot be named as an
-            // operand, so it is swapped in and out around the instruction. The address goes in
-            // a fixed register (RDI): the register allocator may pick RBX for a `reg` operand
-            // (it did, once this was inlined into a larger function), and the swap would
-            // then replace the address with the new value's low half.
+            // operand (LLVM reserves it), so it is swapped in and out around the instruction.
             unsafe {
                 std::arch::asm!(
                     "xchg {nlo}, rbx",
-                    "lock cmpxchg16b xmmword ptr [rdi]",
-                    "mov rbx, {nlo}",
+                    "lock cmpxchg16b xmmword ptr [{p}]",
                     "sete {ok}",
-                    in("rdi") self as *const Self,
+                    "mov rbx, {nlo}",
+                    p = in(reg) self as *const Self,
                     nlo = inout(reg) new as u64 => _,
                     ok = out(reg_byte) ok,
                     inout("rax") lo,
@@ -360,6 +368,17 @@ impl AtomicPair {
         let lo = self.lo.load(Acquire);
         let hi = self.hi.load(Acquire);
         (hi as u128) << 64 | lo as u128
+    }
+
+    /// The value, with exclusive access.
+    pub fn get(&mut self) -> u128 {
+        (*self.hi.get_mut() as u128) << 64 | *self.lo.get_mut() as u128
+    }
+
+    /// Replaces the value, with exclusive access.
+    pub fn set(&mut self, v: u128) {
+        *self.lo.get_mut() = v as u64;
+        *self.hi.get_mut() = (v >> 64) as u64;
     }
 
     /// Stores `new` if the value is `current`; returns the value found either way.
