@@ -591,3 +591,97 @@ fn reads_go_on_while_a_suffix_truncation_waits_for_a_guard() {
     assert_eq!(log.read(90).map(|e| e.payload), Some(vec![89]));
     assert!(log.read(91).is_none());
 }
+
+/// A follower beside suffix truncations and appends: it reports [`Error::Rewound`] only for
+/// entries it returned, and never returns the same entry twice (each append's payload is
+/// unique; after a rewind, the entries it gets again are the replacements).
+#[test]
+fn a_follower_never_reports_a_rewind_of_entries_it_did_not_return() {
+    const ROUNDS: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("f.dax"), &Options::new().capacity(4 << 20)).unwrap();
+    let stop = AtomicBool::new(false);
+    // The next LSN the follower expects.
+    let at = AtomicU64::new(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match log.append(&id.to_le_bytes()) {
+                    Ok(_) => id += 1,
+                    Err(Error::Full { .. }) => {
+                        let _ = log.truncate_before(log.next_lsn().saturating_sub(100).max(1));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let follower = s.spawn(|| {
+            let mut f = log.follow(1);
+            // LSN -> id of each entry returned and not reported deleted since.
+            let mut returned: HashMap<Lsn, u64> = HashMap::new();
+            let mut deleted: HashMap<Lsn, u64> = HashMap::new();
+            let mut expect = 1;
+            let mut rewinds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match f.next_timeout(Duration::from_millis(1)) {
+                    Ok(Some(e)) => {
+                        assert_eq!(e.lsn, expect, "skipped or repeated");
+                        let id = u64::from_le_bytes(e.payload[..].try_into().unwrap());
+                        assert_ne!(
+                            deleted.remove(&e.lsn),
+                            Some(id),
+                            "LSN {}: the entry reported deleted came back",
+                            e.lsn
+                        );
+                        returned.insert(e.lsn, id);
+                        expect += 1;
+                        at.store(expect, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    Err(Error::Truncated { last_missed, .. }) => {
+                        expect = last_missed + 1;
+                        at.store(expect, Ordering::Relaxed);
+                    }
+                    Err(Error::Rewound { from, .. }) => {
+                        assert!(
+                            from < expect,
+                            "Rewound from {from}, but the follower returned only up to {}",
+                            expect - 1
+                        );
+                        for l in from..expect {
+                            if let Some(id) = returned.remove(&l) {
+                                deleted.insert(l, id);
+                            }
+                        }
+                        expect = from;
+                        at.store(expect, Ordering::Relaxed);
+                        rewinds += 1;
+                    }
+                    Err(e) => panic!("follow: {e}"),
+                }
+            }
+            rewinds
+        });
+        for _ in 0..ROUNDS {
+            // Once the follower has returned an entry, cut from it on: its read of the next
+            // one races with the cut.
+            if let Some(last) = log.last_lsn() {
+                while at.load(Ordering::Relaxed) < last && !follower.is_finished() {
+                    std::hint::spin_loop();
+                }
+                let first = log.first_lsn().unwrap_or(last);
+                if last > first + 2 {
+                    match log.truncate_after(last - 1) {
+                        Ok(()) | Err(Error::LsnOutOfRange { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let rewinds = follower.join().unwrap();
+        assert!(rewinds > 0, "the follower saw no rewind");
+    });
+}
