@@ -297,14 +297,17 @@ impl AtomicPair {
             // writes for the lifetime of `&self`; both halves are atomics, so concurrent access
             // through them is allowed, and CMPXCHG16B writes the 16 bytes atomically. The CPU
             // has the instruction (checked before any pair is made). RBX cannot be named as an
-            // operand (LLVM reserves it), so it is swapped in and out around the instruction.
+            // operand, so it is swapped in and out around the instruction. The address goes in
+            // a fixed register (RDI): the register allocator may pick RBX for a `reg` operand
+            // (it did, once this was inlined into a larger function), and the swap would
+            // then replace the address with the new value's low half.
             unsafe {
                 std::arch::asm!(
                     "xchg {nlo}, rbx",
-                    "lock cmpxchg16b xmmword ptr [{p}]",
-                    "sete {ok}",
+                    "lock cmpxchg16b xmmword ptr [rdi]",
                     "mov rbx, {nlo}",
-                    p = in(reg) self as *const Self,
+                    "sete {ok}",
+                    in("rdi") self as *const Self,
                     nlo = inout(reg) new as u64 => _,
                     ok = out(reg_byte) ok,
                     inout("rax") lo,
