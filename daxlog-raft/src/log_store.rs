@@ -1034,6 +1034,14 @@ mod tests {
         LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
+    /// Appends blank entries with indexes `0..n` in term 1.
+    async fn append_blanks(store: &mut LogStore<TypeConfig>, n: u64) {
+        store
+            .blocking_append((0..n).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
+            .await
+            .unwrap();
+    }
+
     /// A crash after a purge was recorded in `meta.dax` but before `log.dax` was truncated:
     /// `open` finishes the purge.
     #[tokio::test]
@@ -1041,10 +1049,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = LogStoreOptions::new().log_capacity(1 << 20);
         let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
-        store
-            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
-            .await
-            .unwrap();
+        append_blanks(&mut store, 10).await;
         // The first half of `purge`, alone.
         let meta = Meta {
             last_purged: Some(lid(1, 4)),
@@ -1077,10 +1082,7 @@ mod tests {
         let mut store =
             LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot.clone())
                 .unwrap();
-        store
-            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
-            .await
-            .unwrap();
+        append_blanks(&mut store, 10).await;
         {
             // The state machine has not written a snapshot up to 8 yet: the purge must not
             // proceed. Dropping it here is a crash at this point.
@@ -1120,10 +1122,7 @@ mod tests {
         let snapshot = SnapshotWatermark::new(Some(3));
         let mut store =
             LogStore::<TypeConfig>::open_with_snapshot(dir.path(), &opts, snapshot).unwrap();
-        store
-            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
-            .await
-            .unwrap();
+        append_blanks(&mut store, 10).await;
         let err = store.purge(lid(1, 5)).await.unwrap_err();
         assert!(
             err.to_string().contains("no durable snapshot covers it"),
@@ -1144,10 +1143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = LogStoreOptions::new().log_capacity(1 << 20);
         let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
-        store
-            .blocking_append((0..10).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
-            .await
-            .unwrap();
+        append_blanks(&mut store, 10).await;
         store.purge(lid(1, 5)).await.unwrap();
         drop(store);
 
