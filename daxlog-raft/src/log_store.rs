@@ -267,8 +267,6 @@ impl<C: RaftTypeConfig> Clone for Admission<C> {
 /// What openraft's `Entry` adds around the encoded data: the log id (term, node id, index: up
 /// to 20 digits each) and the field names, at most.
 const ENTRY_WRAPPING: u64 = 160;
-/// What an entry's header and alignment add on media, at most.
-const HEADER_SLACK: u64 = 32;
 
 impl<C> Admission<C>
 where
@@ -334,7 +332,7 @@ where
                 max: self.max_entry,
             });
         }
-        Ok(len + HEADER_SLACK)
+        Ok(on_media(len as usize))
     }
 
     fn free(&self) -> u64 {
@@ -808,10 +806,10 @@ where
     }
 }
 
-/// Bytes a payload of `len` bytes takes in the log: its entry header and alignment included
-/// (an upper bound).
+/// Bytes a payload of `len` bytes takes in the log, its entry header and alignment included
+/// (daxlog's own rule, [`daxlog::format::entry_len`]).
 fn on_media(len: usize) -> u64 {
-    len as u64 + HEADER_SLACK
+    daxlog::format::entry_len(len) as u64
 }
 
 /// Runs `f` in place if `inline`, else on a blocking thread (see [`blocking`]).
