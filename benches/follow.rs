@@ -114,6 +114,7 @@ fn rate(dir: &Path, size: usize) -> (f64, f64, f64) {
         sum += f
             .next_timeout(Duration::from_secs(1))
             .unwrap()
+            .unwrap()
             .payload
             .len();
     }
@@ -166,7 +167,10 @@ fn lag(dir: &Path, size: usize, every: Duration, n: u64) -> ([f64; 3], [f64; 3])
             let mut f = log.follow(1);
             let mut seen = Vec::with_capacity(n as usize);
             for _ in 0..n {
-                let e = f.next_timeout(Duration::from_secs(10)).expect("appended");
+                let e = f
+                    .next_timeout(Duration::from_secs(10))
+                    .unwrap()
+                    .expect("appended");
                 seen.push((e.lsn, now_ns()));
             }
             seen

@@ -144,7 +144,7 @@ fn write(path: &str, capacity_mib: u64, threads: u64) -> ! {
 fn write_threaded(log: &Log, threads: u64) -> ! {
     let mut next = vec![0u64; threads as usize];
     for e in log.iter() {
-        if let Some((t, seq)) = parse_threaded(e.payload) {
+        if let Some((t, seq)) = parse_threaded(&e.payload) {
             if let Some(n) = next.get_mut(t as usize) {
                 *n = seq + 1;
             }
@@ -221,7 +221,7 @@ fn check(path: &str, max_acked: u64) -> ! {
             exit(1);
         }
         if e.payload.starts_with(&THREADED.to_le_bytes()) {
-            let ok = parse_threaded(e.payload).is_some_and(|(t, seq)| {
+            let ok = parse_threaded(&e.payload).is_some_and(|(t, seq)| {
                 let t = t as usize;
                 if next_seq.len() <= t {
                     next_seq.resize(t + 1, 0);

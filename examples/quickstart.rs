@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "LSN 42: {}",
-        String::from_utf8_lossy(log.read(42).unwrap().payload)
+        String::from_utf8_lossy(&log.read(42).unwrap().payload)
     );
     Ok(())
 }

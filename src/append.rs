@@ -125,8 +125,10 @@ impl<M: Media> Log<M> {
         if let [p] = odd {
             put(p, format::payload_crc(self.sb.salt, p));
         }
-        let epoch = self.epoch;
         self.reserve_and_store(payloads, total, |claim, first, nt| {
+            // (Read after the reservation: a suffix truncation changes it while no
+            // reservation exists.)
+            let epoch = self.epoch();
             let mut at = 0;
             for (i, p) in payloads.iter().enumerate() {
                 let pcrc = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
@@ -202,7 +204,7 @@ impl<M: Media> Log<M> {
             last[..rest.len()].copy_from_slice(rest);
             self.pmem.store_claimed(claim, at + body, &last, true);
         }
-        let h = EntryHeader::sealed(payload.len(), lsn, self.epoch, flags, pcrc);
+        let h = EntryHeader::sealed(payload.len(), lsn, self.epoch(), flags, pcrc);
         // Header and head: at most 24 + 56 bytes, a multiple of 8 (the head ends on a line
         // boundary, or is the whole payload of an entry that fits there, padded).
         let mut first = [0u8; HEADER_LEN + CACHE_LINE];
@@ -225,8 +227,9 @@ impl<M: Media> Log<M> {
         crcs: &[Option<u32>],
         total: usize,
     ) -> Result<Range<Lsn>> {
-        let (salt, epoch) = (self.sb.salt, self.epoch);
+        let salt = self.sb.salt;
         self.reserve_and_store(payloads, total, |claim, first, nt| {
+            let epoch = self.epoch();
             let mut pos = claim.start();
             for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
                 let lsn = first + i as u64;
@@ -430,7 +433,7 @@ impl<M: Media> Log<M> {
     /// Fills the reservation `resv`, made for entries of the lengths of `payloads`, with
     /// padding entries of the same lengths (zero payloads, flag `PAD`) that take its LSNs.
     fn store_padding(&self, resv: &Resv, payloads: &[&[u8]], nt: bool) {
-        let (epoch, first) = (self.epoch, resv.first);
+        let (epoch, first) = (self.epoch(), resv.first);
         let mut pos = resv.claim.start();
         let zeros = vec![0u8; payloads.iter().map(|p| p.len()).max().unwrap_or(0)];
         for (i, p) in payloads.iter().enumerate() {

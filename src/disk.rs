@@ -181,6 +181,16 @@ impl<M: Media> Log<M> {
         drop(self.sleep_until_a_sync_ends(round));
     }
 
+    /// Wakes the reservers sleeping in [`Log::wait_for_sync`] (they look at the reservation
+    /// state again), after a suffix truncation blocked them without a sync in flight.
+    pub(crate) fn wake_reservers(&self) {
+        let mut round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
+        round.ended += 1;
+        if round.sleepers > 0 {
+            self.group.ended.notify_all();
+        }
+    }
+
     /// Sleeps (releasing the round lock) until a sync ends or the log is poisoned.
     fn sleep_until_a_sync_ends<'a>(&'a self, mut round: RoundGuard<'a>) -> RoundGuard<'a> {
         let seen = round.ended;

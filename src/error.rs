@@ -159,7 +159,8 @@ pub enum Error {
 
     /// There is not enough free space for the append. Nothing was written; the log stays usable.
     #[error(
-        "{path}: log full: the append needs {needed} bytes, {available} are free in one piece"
+        "{path}: log full: the append needs {needed} bytes, {available} are free in one piece{}",
+        pinned_note(.pinned)
     )]
     Full {
         /// The file.
@@ -169,6 +170,10 @@ pub enum Error {
         /// The largest number of bytes free in one piece (at the tail, or at the start of the
         /// data area after a wrap).
         available: u64,
+        /// The LSN a reader in this process pins ([`crate::Guard`]), if that pin holds
+        /// truncated entries the append would otherwise have reused: dropping the guard
+        /// frees them.
+        pinned: Option<crate::Lsn>,
     },
 
     /// The LSN is outside the range the operation accepts.
@@ -353,5 +358,12 @@ impl Error {
             op,
             source,
         }
+    }
+}
+
+fn pinned_note(pinned: &Option<crate::Lsn>) -> String {
+    match pinned {
+        Some(lsn) => format!(" (a reader pins truncated entries from LSN {lsn} on)"),
+        None => String::new(),
     }
 }

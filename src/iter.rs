@@ -6,11 +6,13 @@ use crate::error::{Error, Result};
 use crate::format::{self, EntryHeader, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS};
 use crate::log::Log;
 use crate::media::{Live, Media};
+use crate::pins::Pos;
+use crate::reader::OwnedEntry;
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
 
 /// The sparse LSN index: the offsets of the entries with LSN `base + k * INDEX_STRIDE`, where
-/// `base` is the first LSN plus a multiple of the stride.
+/// `base` is a multiple of the stride.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     pub(crate) base: Lsn,
@@ -30,6 +32,20 @@ impl Index {
         ))
     }
 
+    /// Drops the anchors of LSNs below `first` (a prefix truncation).
+    pub(crate) fn drop_before(&mut self, first: Lsn) {
+        if first <= self.base {
+            return;
+        }
+        let k = ((first - self.base).div_ceil(INDEX_STRIDE) as usize).min(self.anchors.len());
+        self.anchors.drain(..k);
+        self.base = if self.anchors.is_empty() {
+            first.next_multiple_of(INDEX_STRIDE)
+        } else {
+            self.base + k as u64 * INDEX_STRIDE
+        };
+    }
+
     /// Keeps the anchors of LSNs below `next`.
     pub(crate) fn truncate_from(&mut self, next: Lsn) {
         let keep = next.saturating_sub(self.base).div_ceil(INDEX_STRIDE) as usize;
@@ -37,7 +53,8 @@ impl Index {
     }
 }
 
-/// One entry of the log: its LSN and a slice of its payload, borrowed from the mapping.
+/// One entry of the log: its LSN and a slice of its payload, borrowed from the mapping through
+/// a [`Guard`] (the bytes stay intact while the guard lives, truncations notwithstanding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
     /// The entry's log sequence number.
@@ -52,29 +69,178 @@ impl Entry<'_> {
     pub(crate) fn is_pad(&self) -> bool {
         self.pad
     }
+
+    /// A copy of this entry that outlives its guard.
+    pub fn to_owned(&self) -> OwnedEntry {
+        OwnedEntry {
+            lsn: self.lsn,
+            payload: self.payload.to_vec(),
+        }
+    }
 }
 
-/// Iterator over durable entries in LSN order; see [`Log::iter`].
+/// The live region as a pinned reader sees it: from its pin to the tail of a snapshot. Made
+/// only by a [`Guard`] (or code that excludes every store), and never outlives it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct View<'g> {
+    pub(crate) live: Live,
+    /// The LSN of the entry at `live.first()`.
+    pub(crate) first: Lsn,
+    _pin: std::marker::PhantomData<&'g ()>,
+}
+
+/// A pinned position in a log: while it lives, the entries from its LSN on stay intact in the
+/// mapping, even if a concurrent truncation drops them, so that the entries it lends as
+/// slices ([`Guard::iter`], [`Guard::iter_from`], [`Guard::read`]) stay valid. Get one with
+/// [`Log::pin`].
+///
+/// A guard pins the first LSN of the moment it was made. Appenders never overwrite a pinned
+/// entry: an append that would need its space fails with [`Error::Full`] naming the pinned
+/// LSN. So hold guards only while reading; a reader that waits (a [`Follower`]) holds none.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+/// for op in [&b"a"[..], b"b", b"c"] { log.append(op)?; }
+/// let guard = log.pin();
+/// log.truncate_before(3)?; // another thread may do this meanwhile
+/// // The guard still sees what it pinned: a consistent snapshot.
+/// let seen: Vec<&[u8]> = guard.iter().map(|e| e.payload).collect();
+/// assert_eq!(seen, [&b"a"[..], b"b", b"c"]);
+/// drop(guard);
+/// assert_eq!(log.pin().iter().next().unwrap().lsn, 3);
+/// # Ok::<(), daxlog::Error>(())
+/// ```
+pub struct Guard<'a, M: Media = crate::MmapMedia> {
+    log: &'a Log<M>,
+    at: usize,
+    pos: Pos,
+}
+
+impl<M: Media> Drop for Guard<'_, M> {
+    fn drop(&mut self) {
+        self.log.pins.unpin(self.at);
+    }
+}
+
+impl<M: Media> std::fmt::Debug for Guard<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("lsn", &self.pos.lsn).finish()
+    }
+}
+
+impl<'a, M: Media> Guard<'a, M> {
+    /// The pinned LSN: the first LSN of the log when the guard was made. Entries from it on
+    /// stay readable through this guard.
+    pub fn lsn(&self) -> Lsn {
+        self.pos.lsn
+    }
+
+    /// The log.
+    pub fn log(&self) -> &'a Log<M> {
+        self.log
+    }
+
+    /// What this guard can read now: from its pin to the published tail.
+    pub(crate) fn view(&self) -> View<'_> {
+        self.view_of(self.log.pmem.live_from(self.pos.offset))
+    }
+
+    /// The view of an earlier snapshot of this guard's.
+    fn view_of(&self, live: Live) -> View<'_> {
+        debug_assert_eq!(live.head, self.pos.offset);
+        View {
+            live,
+            first: self.pos.lsn,
+            _pin: std::marker::PhantomData,
+        }
+    }
+
+    /// Iterates over the entries from the pinned LSN to the last one durable now, oldest
+    /// first (the entries a truncation dropped after the guard was made included: the guard
+    /// keeps them).
+    pub fn iter(&self) -> Iter<'_, M> {
+        let view = self.view();
+        Iter {
+            log: self.log,
+            pos: view.live.first(self.log.pmem.data_start()),
+            lsn: view.first,
+            view,
+        }
+    }
+
+    /// Iterates over the entries the guard can see with an LSN of at least `lsn`.
+    pub fn iter_from(&self, lsn: Lsn) -> Iter<'_, M> {
+        // The LSN is read before the live region, so every LSN up to it is inside the region.
+        let last = self.log.last_lsn.load(Ordering::Acquire);
+        let view = self.view();
+        let (pos, lsn) = if lsn <= view.first {
+            (view.live.first(self.log.pmem.data_start()), view.first)
+        } else if lsn > last {
+            (view.live.tail, lsn)
+        } else {
+            self.log.seek(&view, lsn)
+        };
+        Iter {
+            log: self.log,
+            view,
+            pos,
+            lsn,
+        }
+    }
+
+    /// The entry with LSN `lsn`, if the guard can see it (it is durable, and not below the
+    /// pinned LSN).
+    pub fn read(&self, lsn: Lsn) -> Option<Entry<'_>> {
+        let last = self.log.last_lsn.load(Ordering::Acquire);
+        if lsn < self.pos.lsn || lsn > last {
+            return None;
+        }
+        let view = self.view();
+        let (pos, at) = self.log.seek(&view, lsn);
+        if at != lsn {
+            return None;
+        }
+        self.log
+            .entry_at(&view, pos, lsn)
+            .map(|(e, _)| e)
+            .filter(|e| !e.is_pad())
+    }
+}
+
+impl View<'_> {
+    /// A view of `live` for code that excludes every store to the data area for as long as
+    /// the view is used (a suffix truncation: no reservation, no pin).
+    pub(crate) fn exclusive(live: Live, first: Lsn) -> Self {
+        View {
+            live,
+            first,
+            _pin: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Iterator over durable entries in LSN order, through a [`Guard`]; see [`Guard::iter`].
 ///
 /// It covers the entries that were durable when it was created; entries appended later are
 /// not visited.
-pub struct Iter<'a, M: Media> {
-    log: &'a Log<M>,
-    live: Live,
+pub struct Iter<'g, M: Media> {
+    log: &'g Log<M>,
+    view: View<'g>,
     pos: usize,
     lsn: Lsn,
 }
 
-impl<'a, M: Media> Iterator for Iter<'a, M> {
-    type Item = Entry<'a>;
+impl<'g, M: Media> Iterator for Iter<'g, M> {
+    type Item = Entry<'g>;
 
     #[inline]
-    fn next(&mut self) -> Option<Entry<'a>> {
+    fn next(&mut self) -> Option<Entry<'g>> {
         loop {
-            if self.pos == self.live.tail {
+            if self.pos == self.view.live.tail {
                 return None;
             }
-            let (entry, next) = self.log.entry_at(&self.live, self.pos, self.lsn)?;
+            let (entry, next) = self.log.entry_at(&self.view, self.pos, self.lsn)?;
             self.pos = next;
             self.lsn += 1;
             if !entry.is_pad() {
@@ -84,29 +250,62 @@ impl<'a, M: Media> Iterator for Iter<'a, M> {
     }
 }
 
+/// Iterator over copies of durable entries; see [`Log::iter`]. It pins the log while it
+/// lives (see [`Guard`]).
+pub struct OwnedIter<'a, M: Media> {
+    guard: Guard<'a, M>,
+    live: Live,
+    pos: usize,
+    lsn: Lsn,
+}
+
+impl<M: Media> Iterator for OwnedIter<'_, M> {
+    type Item = OwnedEntry;
+
+    fn next(&mut self) -> Option<OwnedEntry> {
+        let view = self.guard.view_of(self.live);
+        loop {
+            if self.pos == view.live.tail {
+                return None;
+            }
+            let (entry, next) = self.guard.log.entry_at(&view, self.pos, self.lsn)?;
+            self.pos = next;
+            self.lsn += 1;
+            if !entry.is_pad() {
+                return Some(entry.to_owned());
+            }
+        }
+    }
+}
+
 impl<M: Media> Log<M> {
-    /// Iterates over all durable entries, oldest first.
+    /// Pins the log's first LSN: see [`Guard`]. Costs an uncontended lock.
+    pub fn pin(&self) -> Guard<'_, M> {
+        let (at, pos) = self.pins.pin();
+        Guard { log: self, at, pos }
+    }
+
+    /// Iterates over copies of all durable entries, oldest first. The iterator pins the log
+    /// while it lives (see [`Guard`]); [`Log::pin`] and [`Guard::iter`] lend the entries
+    /// without copying them.
+    ///
+    /// It covers the entries durable when it was created (a consistent snapshot: entries a
+    /// concurrent truncation drops meanwhile are still returned).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
     /// log.append(b"a")?;
     /// log.append(b"b")?;
-    /// let all: Vec<(u64, &[u8])> = log.iter().map(|e| (e.lsn, e.payload)).collect();
-    /// assert_eq!(all, [(1, &b"a"[..]), (2, &b"b"[..])]);
+    /// let all: Vec<(u64, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload)).collect();
+    /// assert_eq!(all, [(1, b"a".to_vec()), (2, b"b".to_vec())]);
     /// # Ok::<(), daxlog::Error>(())
     /// ```
-    pub fn iter(&self) -> Iter<'_, M> {
-        let live = self.pmem.live();
-        Iter {
-            log: self,
-            live,
-            pos: live.first(self.pmem.data_start()),
-            lsn: self.first_lsn,
-        }
+    pub fn iter(&self) -> OwnedIter<'_, M> {
+        self.iter_from(0)
     }
 
-    /// Iterates over the durable entries with an LSN of at least `lsn`.
+    /// Iterates over copies of the durable entries with an LSN of at least `lsn`.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -116,69 +315,50 @@ impl<M: Media> Log<M> {
     /// assert_eq!(lsns, [2, 3]);
     /// # Ok::<(), daxlog::Error>(())
     /// ```
-    pub fn iter_from(&self, lsn: Lsn) -> Iter<'_, M> {
-        // The LSN is read before the live region, so every LSN up to it is inside the region.
-        let last = self.last_lsn.load(Ordering::Acquire);
-        let live = self.pmem.live();
-        if lsn <= self.first_lsn {
-            return Iter {
-                log: self,
-                live,
-                pos: live.first(self.pmem.data_start()),
-                lsn: self.first_lsn,
-            };
-        }
-        if lsn > last {
-            return Iter {
-                log: self,
-                live,
-                pos: live.tail,
-                lsn,
-            };
-        }
-        let (pos, found) = self.seek(&live, lsn);
-        Iter {
-            log: self,
+    pub fn iter_from(&self, lsn: Lsn) -> OwnedIter<'_, M> {
+        let guard = self.pin();
+        let it = guard.iter_from(lsn);
+        let (live, pos, lsn) = (it.view.live, it.pos, it.lsn);
+        OwnedIter {
+            guard,
             live,
             pos,
-            lsn: found,
+            lsn,
         }
     }
 
-    /// The durable entry with LSN `lsn`, if the log holds it.
-    pub fn read(&self, lsn: Lsn) -> Option<Entry<'_>> {
-        let last = self.last_lsn.load(Ordering::Acquire);
-        if lsn < self.first_lsn || lsn > last {
-            return None;
-        }
-        let live = self.pmem.live();
-        let (pos, at) = self.seek(&live, lsn);
-        debug_assert_eq!(at, lsn);
-        self.entry_at(&live, pos, lsn)
-            .map(|(e, _)| e)
-            .filter(|e| !e.is_pad())
+    /// A copy of the durable entry with LSN `lsn`, if the log holds it.
+    pub fn read(&self, lsn: Lsn) -> Option<OwnedEntry> {
+        self.pin().read(lsn).map(|e| e.to_owned())
     }
 
-    /// Offset of entry `lsn` (which must be durable), found from the sparse index.
-    pub(crate) fn seek(&self, live: &Live, lsn: Lsn) -> (usize, Lsn) {
+    /// Offset of entry `lsn` (which must be durable and visible in `view`), found from the
+    /// sparse index.
+    pub(crate) fn seek(&self, view: &View<'_>, lsn: Lsn) -> (usize, Lsn) {
         let start = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             index.anchor_at_or_before(lsn)
         };
+        let start = match start {
+            Some(a) if a.1 >= view.first => Some(a),
+            _ => None,
+        };
         let (mut pos, mut at) = match start {
             Some(a) => a,
             None => {
-                // Before the first anchor (after a recovery that began at a tail hint): fill
-                // the index from the head once, then look again.
-                self.fill_index_front(live);
+                // Before the first anchor (after a recovery that began at a tail hint, or
+                // below the first live LSN): fill the index from the head once, then look
+                // again.
+                self.fill_index_front(view);
                 let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-                index
-                    .anchor_at_or_before(lsn)
-                    .unwrap_or((live.first(self.pmem.data_start()), self.first_lsn))
+                match index.anchor_at_or_before(lsn) {
+                    Some(a) if a.1 >= view.first => a,
+                    _ => (view.live.first(self.pmem.data_start()), view.first),
+                }
             }
         };
         while at < lsn {
-            match self.entry_at(live, pos, at) {
+            match self.entry_at(view, pos, at) {
                 Some((_, next)) => pos = next,
                 None => break,
             }
@@ -187,37 +367,60 @@ impl<M: Media> Log<M> {
         (pos, at)
     }
 
-    /// Adds the anchors between the head and the first one (walking entry headers).
-    fn fill_index_front(&self, live: &Live) {
+    /// Adds the anchors between the view's first entry and the first anchor (walking entry
+    /// headers), if the view's first LSN is the log's.
+    fn fill_index_front(&self, view: &View<'_>) {
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        if index.base <= self.first_lsn {
+        if view.first != self.first() || index.base <= view.first.next_multiple_of(INDEX_STRIDE) {
             return;
         }
         let mut front = Vec::new();
-        let mut pos = live.first(self.pmem.data_start());
-        for lsn in self.first_lsn..index.base {
-            if (lsn - self.first_lsn).is_multiple_of(INDEX_STRIDE) {
+        let mut pos = view.live.first(self.pmem.data_start());
+        let mut base = None;
+        for lsn in view.first..index.base {
+            if lsn.is_multiple_of(INDEX_STRIDE) {
+                base.get_or_insert(lsn);
                 front.push(pos as u64);
             }
-            match self.entry_at(live, pos, lsn) {
+            match self.entry_at(view, pos, lsn) {
                 Some((_, next)) => pos = next,
                 None => return,
             }
         }
+        if index.anchors.is_empty() {
+            // (Nothing after: the front is the whole index; it ends where the walk did.)
+            index.base = base.unwrap_or(index.base);
+            index.anchors = front;
+            return;
+        }
         front.append(&mut index.anchors);
         index.anchors = front;
-        index.base = self.first_lsn;
+        index.base = base.unwrap_or(index.base);
+    }
+
+    /// Bytes `[off, off + len)` if they lie inside the view's live region.
+    #[inline]
+    pub(crate) fn bytes<'g>(&'g self, view: &View<'g>, off: usize, len: usize) -> Option<&'g [u8]> {
+        // SAFETY: a view exists only while a pin at or before `view.live.head` is held (it
+        // borrows the guard for `'g`), and the returned slice lives no longer than `'g`.
+        unsafe { self.pmem.read_live(&view.live, off, len) }
     }
 
     /// The live entry at `pos` and the offset of the one after it (past the wrap, if the
     /// entries before the wrap end there).
     #[inline]
-    pub(crate) fn entry_at(&self, live: &Live, pos: usize, lsn: Lsn) -> Option<(Entry<'_>, usize)> {
-        let h = EntryHeader::decode(self.pmem.read_live(live, pos, HEADER_LEN)?);
-        debug_assert_eq!(h.lsn, lsn);
-        let payload = self
-            .pmem
-            .read_live(live, pos + HEADER_LEN, h.len as usize)?;
+    pub(crate) fn entry_at<'g>(
+        &'g self,
+        view: &View<'g>,
+        pos: usize,
+        lsn: Lsn,
+    ) -> Option<(Entry<'g>, usize)> {
+        let live = &view.live;
+        let h = EntryHeader::decode(self.bytes(view, pos, HEADER_LEN)?);
+        if h.lsn != lsn {
+            return None;
+        }
+        let payload = self.bytes(view, pos + HEADER_LEN, h.len as usize)?;
         let mut next = pos + h.entry_len();
         if live.wrapped() && next == live.wrap_at {
             next = self.pmem.data_start();
@@ -256,14 +459,16 @@ impl<M: Media> Log<M> {
     ///
     /// Fails with [`Error::Corrupted`] naming the first entry that does not pass.
     pub fn verify(&self) -> Result<Verified> {
+        let guard = self.pin();
         // The LSN before the live region: every LSN up to it is inside the region.
         let last = self.last_lsn.load(Ordering::Acquire);
-        let live = self.pmem.live();
+        let view = guard.view();
+        let live = view.live;
         let slot = self.writer.lock().slot;
         let salt = self.sb.salt;
         let mut v = Verified::default();
         let mut pos = live.first(self.pmem.data_start());
-        let mut lsn = self.first_lsn;
+        let mut lsn = view.first;
         let bad = |pos: usize, lsn: Lsn, reason: &str| Error::Corrupted {
             path: self.name.clone(),
             offset: pos as u64,
@@ -273,13 +478,11 @@ impl<M: Media> Log<M> {
         };
         while lsn <= last {
             let h = EntryHeader::decode(
-                self.pmem
-                    .read_live(&live, pos, HEADER_LEN)
+                self.bytes(&view, pos, HEADER_LEN)
                     .ok_or_else(|| bad(pos, lsn, "header outside the live entries"))?,
             );
             let payload = self
-                .pmem
-                .read_live(&live, pos + HEADER_LEN, h.len as usize)
+                .bytes(&view, pos + HEADER_LEN, h.len as usize)
                 .ok_or_else(|| bad(pos, lsn, "length runs past the live entries"))?;
             if h.flags & !KNOWN_FLAGS != 0 {
                 return Err(bad(pos, lsn, "unknown flag bits"));
@@ -314,35 +517,69 @@ impl<M: Media> Log<M> {
     }
 }
 
-/// Follows the tail of a log: yields entries in LSN order as they become durable, waiting for
-/// new ones; see [`Log::follow`].
+/// Follows the tail of a log: yields copies of entries in LSN order as they become durable,
+/// waiting for new ones; see [`Log::follow`].
+///
+/// A follower holds no pin while it waits, so it never blocks a truncation or an append. If
+/// a truncation dropped entries it had not read yet, the next call reports them with
+/// [`Error::Truncated`] (the LSNs missed; the first still available is `last_missed + 1`), and
+/// the following calls go on from there.
 pub struct Follower<'a, M: Media> {
     log: &'a Log<M>,
     next: Lsn,
+    /// Suffix truncations seen so far.
+    deleted: u64,
 }
 
 impl<'a, M: Media> Follower<'a, M> {
-    /// The next entry, waiting up to `timeout` for it to become durable; `None` on timeout.
-    /// Padding (the LSNs of an abandoned append) is skipped. A follower borrows the log, so
-    /// no truncation can happen while it exists; one made with an LSN below the first starts
-    /// at the first.
-    pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Option<Entry<'a>> {
+    /// The next entry, waiting up to `timeout` for it to become durable; `Ok(None)` on
+    /// timeout. Padding (the LSNs of an abandoned append) is skipped.
+    ///
+    /// Fails with [`Error::Truncated`] if a truncation dropped the next entry before it was
+    /// read; the follower then moves on to the first LSN still available. Fails with
+    /// [`Error::Rewound`] if a suffix truncation ([`Log::truncate_after`]) deleted entries it
+    /// had returned; it then goes on from the first deleted LSN, with the entries that
+    /// replace them.
+    pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if self.next < self.log.first_lsn {
-                self.next = self.log.first_lsn;
+            let deleted = self.log.deleted.load(Ordering::Acquire);
+            if deleted != self.deleted {
+                let from = self.log.deletions.lock()[self.deleted as usize..deleted as usize]
+                    .iter()
+                    .copied()
+                    .min()
+                    .unwrap_or(Lsn::MAX);
+                self.deleted = deleted;
+                if from < self.next {
+                    self.next = from;
+                    return Err(Error::Rewound {
+                        path: self.log.name.clone(),
+                        from,
+                    });
+                }
             }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
+                let guard = self.log.pin();
+                if self.next < guard.lsn() {
+                    let missed = self.next;
+                    self.next = guard.lsn();
+                    return Err(Error::Truncated {
+                        path: self.log.name.clone(),
+                        first_missed: missed,
+                        last_missed: guard.lsn() - 1,
+                    });
+                }
                 let lsn = self.next;
                 self.next += 1;
-                match self.log.read(lsn) {
-                    Some(e) => return Some(e),
+                match guard.read(lsn) {
+                    Some(e) => return Ok(Some(e.to_owned())),
                     None => continue, // padding of an abandoned append
                 }
             }
             let now = std::time::Instant::now();
             if now >= deadline {
-                return None;
+                return Ok(None);
             }
             self.log.wait_for_lsn(self.next, deadline - now);
         }
@@ -356,7 +593,8 @@ impl<'a, M: Media> Follower<'a, M> {
 
 impl<M: Media> Log<M> {
     /// Follows the log from `lsn`: a consumer or replication thread calls
-    /// [`Follower::next_timeout`] to get each entry once it is durable.
+    /// [`Follower::next_timeout`] to get each entry once it is durable. Other threads may
+    /// append and truncate meanwhile. An `lsn` below the first LSN starts at the first.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -370,7 +608,7 @@ impl<M: Media> Log<M> {
     ///     });
     ///     let mut f = log.follow(1);
     ///     for i in 0..3u8 {
-    ///         let e = f.next_timeout(Duration::from_secs(10)).expect("appended");
+    ///         let e = f.next_timeout(Duration::from_secs(10)).unwrap().expect("appended");
     ///         assert_eq!(e.payload, [i]);
     ///     }
     /// });
@@ -378,7 +616,8 @@ impl<M: Media> Log<M> {
     pub fn follow(&self, lsn: Lsn) -> Follower<'_, M> {
         Follower {
             log: self,
-            next: lsn,
+            next: lsn.max(self.first()),
+            deleted: self.deleted.load(Ordering::Acquire),
         }
     }
 

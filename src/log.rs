@@ -53,7 +53,10 @@ const MEDIA_NAME: &str = "(media)";
 ///
 /// let log = Log::open(&path, &Options::new())?;
 /// assert_eq!(log.recovery().entries, 2);
-/// let ops: Vec<&[u8]> = log.iter().map(|e| e.payload).collect();
+/// let ops: Vec<Vec<u8>> = log.iter().map(|e| e.payload).collect(); // copies
+/// assert_eq!(ops, [&b"mkdir /a"[..], b"create /a/x"]);
+/// let guard = log.pin(); // or without copying, while the guard lives
+/// let ops: Vec<&[u8]> = guard.iter().map(|e| e.payload).collect();
 /// assert_eq!(ops, [&b"mkdir /a"[..], b"create /a/x"]);
 /// # Ok(()) }
 /// ```
@@ -62,7 +65,17 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) sb: Superblock,
     pub(crate) writer: parking_lot::Mutex<Writer>,
     pub(crate) index: RwLock<Index>,
-    pub(crate) first_lsn: Lsn,
+    /// The first live LSN (moved by prefix truncations, under the pin table's lock, together
+    /// with the head; see `pins.rs`).
+    pub(crate) first_lsn: AtomicU64,
+    /// Reader positions, the head, and the limit appenders keep before (`pins.rs`).
+    pub(crate) pins: crate::pins::Pins,
+    /// Serialises truncations with each other.
+    pub(crate) truncating: parking_lot::Mutex<()>,
+    /// The first deleted LSN of every suffix truncation of the session, in order, and how
+    /// many there were (what followers compare against).
+    pub(crate) deletions: parking_lot::Mutex<Vec<Lsn>>,
+    pub(crate) deleted: AtomicU64,
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
     pub(crate) last_lsn: Padded<AtomicU64>,
     pub(crate) nt_threshold: usize,
@@ -78,8 +91,9 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) published: Padded<AtomicU64>,
     /// The publication ring: one slot per ticket in flight.
     pub(crate) ring: Box<[TicketSlot]>,
-    /// The session's epoch (changes only through `&mut self`).
-    pub(crate) epoch: u32,
+    /// The session's epoch (a suffix truncation changes it while no reservation exists, and
+    /// appenders read it after their reservation).
+    pub(crate) epoch: std::sync::atomic::AtomicU32,
     /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
     pub(crate) populated: Box<[AtomicU64]>,
     /// Tail hint: written every this many published bytes (None: never), and the bytes
@@ -652,7 +666,7 @@ impl<M: Media> Log<M> {
                 State::new(scan.tail, scan.next_lsn, fresh).pack(),
             )),
             ring: TicketSlot::ring(),
-            epoch: slot.epoch,
+            epoch: std::sync::atomic::AtomicU32::new(slot.epoch),
             populated: (0..(sb.capacity as usize).div_ceil(PREPARE_CHUNK * 64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -662,7 +676,14 @@ impl<M: Media> Log<M> {
                 base: scan.index_base,
                 anchors: scan.index,
             }),
-            first_lsn: slot.head_lsn,
+            first_lsn: AtomicU64::new(slot.head_lsn),
+            pins: crate::pins::Pins::new(crate::pins::Pos {
+                lsn: slot.head_lsn,
+                offset: slot.head_offset as usize,
+            }),
+            truncating: parking_lot::Mutex::new(()),
+            deletions: parking_lot::Mutex::new(Vec::new()),
+            deleted: AtomicU64::new(0),
             last_lsn: Padded(AtomicU64::new(scan.next_lsn - 1)),
             nt_threshold,
             calibration,
@@ -711,13 +732,27 @@ impl<M: Media> Log<M> {
 
     /// LSN of the first entry, or `None` if the log is empty.
     pub fn first_lsn(&self) -> Option<Lsn> {
-        (self.last_lsn.load(Ordering::Acquire) >= self.first_lsn).then_some(self.first_lsn)
+        let first = self.first();
+        (self.last_lsn.load(Ordering::Acquire) >= first).then_some(first)
+    }
+
+    /// The session's epoch (FORMAT.md, "Epochs").
+    #[inline]
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// The first live LSN, whether or not the log holds an entry.
+    #[inline]
+    pub(crate) fn first(&self) -> Lsn {
+        self.first_lsn.load(Ordering::Acquire)
     }
 
     /// LSN of the last durable entry, or `None` if the log is empty.
     pub fn last_lsn(&self) -> Option<Lsn> {
+        let first = self.first();
         let last = self.last_lsn.load(Ordering::Acquire);
-        (last >= self.first_lsn).then_some(last)
+        (last >= first).then_some(last)
     }
 
     /// The LSN the next append will get.
@@ -727,7 +762,8 @@ impl<M: Media> Log<M> {
 
     /// Number of entries in the log.
     pub fn len(&self) -> u64 {
-        self.last_lsn.load(Ordering::Acquire) + 1 - self.first_lsn
+        let first = self.first();
+        (self.last_lsn.load(Ordering::Acquire) + 1).saturating_sub(first)
     }
 
     /// True if the log holds no entry.

@@ -263,13 +263,16 @@ struct Edge {
 /// stored to while live, and readers may hold slices into them. Everything else in the data
 /// area is free space, handed to appenders as disjoint [`Claim`]s by the reservation word. The
 /// live region grows only at the tail (one publisher at a time, after the barrier of every
-/// reservation it covers: [`Pmem::publish`]) and shrinks only at the head through `&mut self`
-/// (truncation), when no reader can hold a slice. The metadata area below `data_start` is never
+/// reservation it covers: [`Pmem::publish`]) and shrinks at the head (a prefix truncation,
+/// [`Pmem::set_head`]) or at the tail (a suffix truncation, [`Pmem::rewind`]). Bytes a
+/// truncation drops may still be lent to readers: they hold pins (`pins.rs`), and appenders
+/// claim nothing at or after the oldest pin. The metadata area below `data_start` is never
 /// lent to readers; its single writer proves it with a [`WriteToken`].
 pub(crate) struct Pmem<M> {
     media: M,
     data_start: usize,
-    head: usize,
+    /// The first live entry (moved by prefix truncations).
+    head: AtomicU64,
     /// The published end of the live region, in a cache line of its own: the publisher writes
     /// it on every append, and nothing the appenders read on their way should share its line.
     edge: Padded<Edge>,
@@ -282,7 +285,7 @@ impl<M: Media> Pmem<M> {
         Pmem {
             media,
             data_start,
-            head: data_start,
+            head: AtomicU64::new(data_start as u64),
             edge: Padded(Edge {
                 tail: AtomicU64::new(data_start as u64),
                 wrap_at: AtomicU64::new(0),
@@ -335,12 +338,12 @@ impl<M: Media> Pmem<M> {
         Some(unsafe { self.media.read(off, len) })
     }
 
-    /// Replaces the live region while no reader exists (recovery, truncation).
+    /// Replaces the live region while no reader exists (recovery).
     pub(crate) fn set_live(&mut self, live: Live) {
         let len = self.media.len();
         assert!(live.head >= self.data_start && live.head <= len && live.tail <= len);
         assert!(!live.wrapped() || (live.wrap_at >= live.head && live.wrap_at <= len));
-        self.head = live.head;
+        *self.head.get_mut() = live.head as u64;
         *self.edge.tail.get_mut() = live.tail as u64;
         *self.edge.wrap_at.get_mut() = live.wrap_at as u64;
     }
@@ -354,7 +357,7 @@ impl<M: Media> Pmem<M> {
             let w2 = self.edge.wrap_at.load(Ordering::Acquire);
             if w1 == w2 {
                 return Live {
-                    head: self.head,
+                    head: self.head.load(Ordering::Acquire) as usize,
                     tail: tail as usize,
                     wrap_at: w1 as usize,
                 };
@@ -362,10 +365,56 @@ impl<M: Media> Pmem<M> {
         }
     }
 
-    /// Offset of the first live entry (it moves only through `&mut self`).
+    /// Offset of the first live entry.
     #[inline]
     pub(crate) fn head(&self) -> usize {
-        self.head
+        self.head.load(Ordering::Acquire) as usize
+    }
+
+    /// A snapshot of the live region as a reader pinned at `head` sees it: from its pin to
+    /// the published tail.
+    #[inline]
+    pub(crate) fn live_from(&self, head: usize) -> Live {
+        Live {
+            head,
+            ..self.live()
+        }
+    }
+
+    /// Moves the head (a prefix truncation, made durable before).
+    pub(crate) fn set_head(&self, head: usize) {
+        assert!(head >= self.data_start && head <= self.media.len());
+        self.head.store(head as u64, Ordering::Release);
+    }
+
+    /// Before a forced wrap (`Log::reset` moves the tail to the start of the data area while
+    /// no append is in flight and the live entries end at `tail` without wrapping): what the
+    /// publisher would record if the next append wrapped there by itself.
+    pub(crate) fn prepare_forced_wrap(&self, tail: usize) {
+        debug_assert!(!self.live().wrapped());
+        self.edge.wrap_at.store(tail as u64, Ordering::Release);
+    }
+
+    /// After a forced wrap and the head moved to the start of the data area: an empty log
+    /// there, unless an append was published meanwhile.
+    pub(crate) fn end_forced_wrap(&self, tail: usize) {
+        let _ = self.edge.tail.compare_exchange(
+            tail as u64,
+            self.data_start as u64,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Moves the published tail back (a suffix truncation, made durable before).
+    ///
+    /// # Safety
+    /// No reader holds a slice of the bytes from `tail` on, no append is in flight, and none
+    /// can start until this returns.
+    pub(crate) unsafe fn rewind(&self, tail: usize, wrap_at: usize) {
+        assert!(tail >= self.data_start && tail <= self.media.len() && wrap_at <= self.media.len());
+        self.edge.wrap_at.store(wrap_at as u64, Ordering::Release);
+        self.edge.tail.store(tail as u64, Ordering::Release);
     }
 
     /// Start of the data area.
@@ -375,17 +424,21 @@ impl<M: Media> Pmem<M> {
     }
 
     /// Bytes of live entries: `None` unless the range lies inside a live segment of `live`
-    /// (a snapshot from [`Pmem::live`]).
+    /// (a snapshot from [`Pmem::live`], or [`Pmem::live_from`] a pinned position).
+    ///
+    /// # Safety
+    /// Unless the media are frozen (nothing is ever stored), the bytes from `live.head` on
+    /// must stay out of every claim for as long as the returned slice lives: the caller holds
+    /// a pin at or before `live.head` for that long (`pins.rs`), or `&mut` access to the log.
     #[inline]
-    pub(crate) fn read_live(&self, live: &Live, off: usize, len: usize) -> Option<&[u8]> {
+    pub(crate) unsafe fn read_live(&self, live: &Live, off: usize, len: usize) -> Option<&[u8]> {
         if !live.contains(self.data_start, off, len) {
             return None;
         }
-        // SAFETY: in bounds (live segments lie inside the media); the range is live, and live
-        // bytes are never stored to (claims lie outside them) until a truncation, which
-        // needs `&mut self` and so cannot happen while the returned slice borrows `self`. A
-        // snapshot older than the current state only covers fewer bytes at the tail, or the
-        // same head (the head moves only through `&mut self`).
+        // SAFETY: in bounds (live segments lie inside the media); the range is live in the
+        // snapshot, so it was published and is not stored to until space before the pin (or
+        // head) is reclaimed, which the caller's pin excludes. A snapshot older than the
+        // current state covers fewer bytes at the tail, which only shrinks when no pin exists.
         Some(unsafe { self.media.read(off, len) })
     }
 

@@ -274,17 +274,6 @@ impl AtomicPair {
         (hi as u128) << 64 | lo as u128
     }
 
-    /// The value, with exclusive access.
-    pub fn get(&mut self) -> u128 {
-        (*self.hi.get_mut() as u128) << 64 | *self.lo.get_mut() as u128
-    }
-
-    /// Replaces the value, with exclusive access.
-    pub fn set(&mut self, v: u128) {
-        *self.lo.get_mut() = v as u64;
-        *self.hi.get_mut() = (v >> 64) as u64;
-    }
-
     /// Stores `new` if the value is `current`; returns the value found either way (`Ok` if
     /// it was `current`). A full barrier, like every locked instruction.
     #[inline]
@@ -371,17 +360,6 @@ impl AtomicPair {
         let lo = self.lo.load(Acquire);
         let hi = self.hi.load(Acquire);
         (hi as u128) << 64 | lo as u128
-    }
-
-    /// The value, with exclusive access.
-    pub fn get(&mut self) -> u128 {
-        (*self.hi.get_mut() as u128) << 64 | *self.lo.get_mut() as u128
-    }
-
-    /// Replaces the value, with exclusive access.
-    pub fn set(&mut self, v: u128) {
-        *self.lo.get_mut() = v as u64;
-        *self.hi.get_mut() = (v >> 64) as u64;
     }
 
     /// Stores `new` if the value is `current`; returns the value found either way.

@@ -58,8 +58,8 @@ pub(crate) struct Scan {
     pub torn_start: usize,
     /// Why the scan stopped.
     pub state: TailState,
-    /// Offsets of the entries with LSN `index_base + k * INDEX_STRIDE` (`index_base` is
-    /// `head_lsn + j * INDEX_STRIDE` for some j; above the head when the scan began at a hint).
+    /// Offsets of the entries with LSN `index_base + k * INDEX_STRIDE` (`index_base` is a
+    /// multiple of `INDEX_STRIDE`).
     pub index: Vec<u64>,
     pub index_base: Lsn,
     /// The LSN the scan started at (the head's, or the tail hint's).
@@ -151,7 +151,7 @@ pub(crate) struct Walk {
     pub entries: u64,
     /// Accepted batches (a single append counts as one).
     pub batches: u64,
-    /// LSN and offset of the accepted entries whose LSN is `head_lsn + k * INDEX_STRIDE`.
+    /// LSN and offset of the accepted entries whose LSN is a multiple of `INDEX_STRIDE`.
     pub index: Vec<(Lsn, u64)>,
     /// Where the chain stopped (the refused entry), the LSN expected there, and why.
     pub stop: usize,
@@ -293,7 +293,7 @@ fn accept(
     visit: &mut impl FnMut(Lsn, usize, &EntryHeader),
 ) {
     visit(*lsn, *pos, h);
-    if (*lsn - slot.head_lsn).is_multiple_of(INDEX_STRIDE) {
+    if lsn.is_multiple_of(INDEX_STRIDE) {
         w.index.push((*lsn, *pos as u64));
     }
     // Batches are atomic only while they may be in flight: below the cut, every entry was
@@ -499,7 +499,7 @@ mod tests {
             match check_entry(image, pos, w.limit, lsn, salt, slot) {
                 Ok(h) => {
                     visited.push((lsn, pos, h));
-                    if (lsn - slot.head_lsn).is_multiple_of(INDEX_STRIDE) {
+                    if lsn.is_multiple_of(INDEX_STRIDE) {
                         w.index.push((lsn, pos as u64));
                     }
                     let ends_batch = h.flags & FLAG_CONTINUES == 0 || lsn < slot.cut_lsn;

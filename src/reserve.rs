@@ -45,6 +45,9 @@ use crate::Lsn;
 #[cfg(loom)]
 const MAX_INFLIGHT: usize = 2;
 
+/// Tickets in flight at most (the ring's size).
+pub(crate) const INFLIGHT: usize = MAX_INFLIGHT;
+
 /// A waiting appender checks `published` this many times before it sleeps, spinning between
 /// the first `WAIT_SPINS` checks and yielding between the others. Under loom, once: each check
 /// is a step the model explores, and the sleep path (which makes the same checks) is what it
@@ -56,7 +59,7 @@ const WAIT_SPINS: u32 = if cfg!(loom) { 1 } else { 200 };
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
 const TICKET_BITS: u32 = 12;
-const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
+pub(crate) const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
 /// The tail is stored in 8-byte units: 44 bits cover every capacity up to 2^47 bytes.
 const TAIL_UNITS_BITS: u32 = 44;
 
@@ -176,8 +179,6 @@ impl<M: Media> Log<M> {
     /// Step 1 of an append: places `total` bytes for `payloads`, takes their LSNs and a ticket.
     pub(crate) fn reserve(&self, payloads: &[&[u8]], total: usize) -> Result<Resv> {
         let cap = self.sb.capacity as usize;
-        // (Not `live()`: that reads the published tail, a line the publisher writes each time.)
-        let head = self.pmem.head();
         let mut spins = 0u32;
         let mut cur = self.resv.load_torn();
         let (st, published, start, marker) = loop {
@@ -206,6 +207,10 @@ impl<M: Media> Log<M> {
                 cur = self.resv.load_torn();
                 continue;
             }
+            // The oldest position in use (the head, or a reader's pin), loaded after the state:
+            // it is at or after `st.tail` in ring order (`pins.rs`). (Not `live()`: that
+            // reads the published tail, a line the publisher writes each time.)
+            let head = self.pins.limit();
             let start = self.place(st.tail, head, total)?;
             let end = start + total;
             let fresh = st.flags & FRESH != 0 && start == st.tail;
@@ -272,15 +277,14 @@ impl<M: Media> Log<M> {
             .store(first + payloads.len() as u64, Ordering::Relaxed);
         // Offsets of the entries the sparse index keeps (one in INDEX_STRIDE).
         let next = first + payloads.len() as u64;
-        let anchored = (first - self.first_lsn).div_ceil(INDEX_STRIDE)
-            < (next - self.first_lsn).div_ceil(INDEX_STRIDE);
+        let anchored = first.div_ceil(INDEX_STRIDE) < next.div_ceil(INDEX_STRIDE);
         slot.has_anchors.store(anchored, Ordering::Relaxed);
         if anchored {
             let mut anchors = slot.anchors.lock();
             anchors.clear();
             let mut pos = start;
             for (i, p) in payloads.iter().enumerate() {
-                if (first + i as u64 - self.first_lsn).is_multiple_of(INDEX_STRIDE) {
+                if (first + i as u64).is_multiple_of(INDEX_STRIDE) {
                     anchors.push(pos as u64);
                 }
                 pos += crate::format::entry_len(p.len());
@@ -322,6 +326,10 @@ impl<M: Media> Log<M> {
             path: self.name.clone(),
             needed: total as u64,
             available: available as u64,
+            pinned: self
+                .pins
+                .limit_pin()
+                .filter(|&l| self.pins.limit() == head && l < self.first()),
         })
     }
 
@@ -423,7 +431,7 @@ impl<M: Media> Log<M> {
                 let anchors = slot.anchors.lock();
                 let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
                 if index.anchors.is_empty() {
-                    index.base = first + (first - self.first_lsn).wrapping_neg() % INDEX_STRIDE;
+                    index.base = first.next_multiple_of(INDEX_STRIDE);
                 }
                 index.anchors.extend_from_slice(&anchors);
             }
@@ -595,7 +603,7 @@ impl<M: Media> Log<M> {
 
 /// Spins a little, then yields.
 #[inline]
-fn backoff(spins: &mut u32) {
+pub(crate) fn backoff(spins: &mut u32) {
     *spins += 1;
     if *spins < 200 {
         sync::spin_loop();

@@ -9,12 +9,20 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_LEN};
-use crate::iter::Index;
+use crate::iter::View;
 use crate::log::{new_epoch, Log, Writer};
-use crate::media::{Live, Media};
-use crate::recover::INDEX_STRIDE;
+use crate::media::Media;
+use crate::pins::Pos;
 use crate::reserve::State;
 use crate::Lsn;
+
+/// A reset that moves the tail to the start of the data area: the old tail, and the state to
+/// restore if reservations wait meanwhile.
+#[derive(Clone, Copy)]
+struct Forced {
+    tail: usize,
+    blocked: Option<State>,
+}
 
 impl<M: Media> Log<M> {
     /// Durably discards every entry with an LSN below `lsn`; their space is reused when the
@@ -22,11 +30,17 @@ impl<M: Media> Log<M> {
     /// [`Log::next_lsn`].
     ///
     /// `lsn` may be anything from the first LSN to [`Log::next_lsn`] (which discards every
-    /// entry); an `lsn` at or below the first LSN changes nothing. Costs one barrier.
+    /// durable entry); an `lsn` at or below the first LSN changes nothing. Costs one barrier.
+    ///
+    /// Safe to call while other threads append, read and follow: appends go on meanwhile
+    /// (they wait for nothing but, at most, the slot update's lock when they write a tail
+    /// hint), and the truncation waits for no append. Entries a reader still holds through a
+    /// [`crate::Guard`] keep their bytes until the guard is dropped (see there); a
+    /// [`crate::Follower`] that had not read them yet reports [`Error::Truncated`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let mut log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
     /// for op in [&b"mkdir /a"[..], b"create /a/f", b"checkpoint 1"] { log.append(op)?; }
     /// // The state up to LSN 3 is saved elsewhere: the journal keeps only what follows.
     /// log.truncate_before(4)?;
@@ -34,30 +48,53 @@ impl<M: Media> Log<M> {
     /// assert_eq!(log.append(b"unlink /a/f")?, 4);
     /// # Ok::<(), daxlog::Error>(())
     /// ```
-    pub fn truncate_before(&mut self, lsn: Lsn) -> Result<()> {
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<()> {
         self.check_writable()?;
+        let _one = self.truncating.lock();
         let next = self.next_lsn();
+        let first = self.first();
         if lsn > next {
             return Err(Error::LsnOutOfRange {
                 path: self.name.clone(),
                 lsn,
-                first: self.first_lsn,
+                first,
                 next,
             });
         }
-        if lsn <= self.first_lsn {
+        if lsn <= first {
             return Ok(());
         }
-        let live = self.pmem.live();
-        let (head, wrap_at) = if lsn == next {
-            // Nothing stays: start again at the beginning of the data area.
-            (DATA_OFFSET, 0)
+        // Set if every entry goes and the tail moved to the start of the data area.
+        let forced = if lsn == next {
+            self.rewind_empty(next)
         } else {
-            let (pos, _) = self.seek(&live, lsn);
-            // A head in the second part of a wrapped log ends the wrap.
-            (pos, if pos < live.head { 0 } else { live.wrap_at })
+            None
         };
-        let w = self.writer.get_mut();
+        let head = match forced {
+            Some(_) => DATA_OFFSET,
+            None => self.position_of(lsn),
+        };
+        let r = self.move_head(lsn, next, head, forced);
+        if let Some(Forced {
+            blocked: Some(was),
+            tail,
+        }) = forced
+        {
+            // Reservations resume: at the start of the data area, or (if the slot update
+            // failed) where they were.
+            let to = match r {
+                Ok(()) => {
+                    State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags)
+                }
+                Err(_) => State { tail, ..was },
+            };
+            self.unblock_reservations(was, Some(to));
+        }
+        r
+    }
+
+    fn move_head(&self, lsn: Lsn, next: Lsn, head: usize, forced: Option<Forced>) -> Result<()> {
+        let mut w = self.writer.lock();
         let hint_kept = w.slot.hint_lsn >= lsn && lsn != next;
         let slot = Slot {
             seq: w.slot.seq + 1,
@@ -68,28 +105,85 @@ impl<M: Media> Log<M> {
             hint_lsn: if hint_kept { w.slot.hint_lsn } else { 0 },
             ..w.slot
         };
-        self.write_slot_mut(slot)?;
-        let mut st = State::unpack(self.resv.get());
-        if lsn == next {
-            // Older bytes follow the new tail: appends need end markers from now on.
-            st = State::new(DATA_OFFSET, st.next_lsn, false).with_ticket(st.ticket, st.flags);
-            // (The slot, and so `SLOT_CONCURRENT`, stays.)
-        }
-        self.resv.set(st.pack());
-        let tail = st.tail;
-        self.first_lsn = lsn;
-        self.pmem.set_live(Live {
-            head,
-            tail,
-            wrap_at,
+        self.write_slot(&mut w, slot)?;
+        drop(w);
+        // Durable: readers that pin from now on start at the new head, and appenders may reuse
+        // what is before it once no pin holds it.
+        self.pins.with(|s| {
+            s.head = Pos { lsn, offset: head };
+            self.first_lsn.store(lsn, Ordering::Release);
+            self.pmem.set_head(head);
+            if let Some(f) = forced {
+                self.pmem.end_forced_wrap(f.tail);
+            }
         });
-        self.rebuild_index();
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drop_before(lsn);
         tracing::debug!(lsn, head, "daxlog: truncated head");
         Ok(())
     }
 
+    /// Where entry `lsn` is (a published one), or will be (`lsn` is the next LSN: where the
+    /// published entries end).
+    fn position_of(&self, lsn: Lsn) -> usize {
+        let guard = self.pin();
+        let view = guard.view();
+        let (pos, at) = self.seek(&view, lsn);
+        debug_assert_eq!(at, lsn, "a published LSN lies in the view");
+        pos
+    }
+
+    /// Discarding every entry while no append is in flight and the live entries do not wrap:
+    /// moves the tail back to the start of the data area (as if the next append wrapped), so
+    /// that the whole data area is free in one piece. `None` if that is not possible now (then
+    /// the head goes where the published entries end).
+    ///
+    /// The tail must be at or after the limit (the entries up to it do not wrap). If the limit
+    /// is after the start of the data area, a tail there means "wrapped" to the appenders
+    /// until the head moves, so they keep before the old entries (which a crash before the
+    /// slot update keeps, and a pinned reader may still read): they go on at once. If the
+    /// limit is the start of the data area itself (the head is there and nobody pins before
+    /// it), a tail there would look like an empty log: reservations wait for the slot update.
+    fn rewind_empty(&self, next: Lsn) -> Option<Forced> {
+        let cur = self.resv.load_torn();
+        let st = State::unpack(cur);
+        let published = self.published.load(Ordering::Acquire);
+        let limit = self.pins.limit();
+        let quiet = st.ticket == published & crate::reserve::TICKET_MASK && st.next_lsn == next;
+        if !quiet || st.tail < limit || st.tail == DATA_OFFSET {
+            return None;
+        }
+        if limit <= DATA_OFFSET {
+            if self.pins.limit_pin().is_some() {
+                return None;
+            }
+            let blocked = State {
+                ticket: st.ticket + crate::reserve::INFLIGHT as u64,
+                ..st
+            };
+            self.resv.compare_exchange(cur, blocked.pack()).ok()?;
+            return Some(Forced {
+                tail: st.tail,
+                blocked: Some(st),
+            });
+        }
+        // Published entries end at the tail (none is in flight), where a wrap starts.
+        self.pmem.prepare_forced_wrap(st.tail);
+        // Older bytes follow the new tail: appends need end markers from now on.
+        let new = State::new(DATA_OFFSET, st.next_lsn, false).with_ticket(st.ticket, st.flags);
+        self.resv.compare_exchange(cur, new.pack()).ok()?;
+        Some(Forced {
+            tail: st.tail,
+            blocked: None,
+        })
+    }
+
     /// Durably discards every entry (libpmemlog's `rewind`). LSNs continue where they were.
-    pub fn reset(&mut self) -> Result<()> {
+    /// Like [`Log::truncate_before`] of [`Log::next_lsn`], and as safe to call while other
+    /// threads append: entries that become durable meanwhile stay.
+    pub fn reset(&self) -> Result<()> {
         let next = self.next_lsn();
         self.truncate_before(next)
     }
@@ -103,36 +197,109 @@ impl<M: Media> Log<M> {
     /// nothing). Costs two barriers: the slot update, then the destruction of the first deleted
     /// entry's header.
     ///
+    /// With other threads appending: the truncation first stops new reservations and waits
+    /// for the appends in flight to complete (they are durable and acknowledged, and get their
+    /// LSNs, which the range check then sees), then deletes, then lets appends go on: an
+    /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. It also waits
+    /// until no reader holds a [`crate::Guard`] (a guard may lend entries of the suffix), and
+    /// new guards wait until it is done: never call it while the calling thread holds one.
+    ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let mut log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
     /// for e in [&b"term 1: a"[..], b"term 1: b", b"term 1: c"] { log.append(e)?; }
     /// log.truncate_after(1)?; // the leader of term 2 disagrees from index 2 on
     /// assert_eq!(log.append(b"term 2: b")?, 2);
     /// # Ok::<(), daxlog::Error>(())
     /// ```
-    pub fn truncate_after(&mut self, lsn: Lsn) -> Result<()> {
+    pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
         self.check_writable()?;
+        let _one = self.truncating.lock();
+        // No reader holds a slice from here on, and new ones wait.
+        self.pins.exclusive(|pins| {
+            let _ = pins;
+            let blocked = self.block_reservations();
+            let r = self.truncate_after_blocked(lsn, blocked);
+            if r.is_err() {
+                self.unblock_reservations(blocked, None);
+            }
+            r
+        })
+    }
+
+    /// Stops new reservations once none is in flight; returns the state to restore.
+    fn block_reservations(&self) -> State {
+        let mut spins = 0u32;
+        loop {
+            self.pmem.media().sync_point();
+            let cur = self.resv.load_torn();
+            let st = State::unpack(cur);
+            let published = self.published.load(Ordering::Acquire);
+            if st.ticket != published & crate::reserve::TICKET_MASK {
+                // Appends in flight: they complete without us.
+                crate::reserve::backoff(&mut spins);
+                continue;
+            }
+            // A full ring to every reserver: they wait until the state changes.
+            let blocked = State {
+                ticket: st.ticket + crate::reserve::INFLIGHT as u64,
+                ..st
+            };
+            if self.resv.compare_exchange(cur, blocked.pack()).is_ok() {
+                return st;
+            }
+        }
+    }
+
+    /// Lets reservations go on: from `to` (tail and next LSN), or from where they were.
+    fn unblock_reservations(&self, was: State, to: Option<State>) {
+        let mut cur = self.resv.load_torn();
+        loop {
+            let now = State::unpack(cur);
+            let new = match to {
+                Some(t) => t,
+                None => State {
+                    ticket: was.ticket,
+                    ..now
+                },
+            };
+            match self.resv.compare_exchange(cur, new.pack()) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        // msync mode: blocked reservers sleep until a sync ends.
+        if !self.pmem.media().persistence().is_cpu_flush() {
+            self.wake_reservers();
+        }
+    }
+
+    fn truncate_after_blocked(&self, lsn: Lsn, was: State) -> Result<()> {
         let next = self.next_lsn();
-        if lsn >= next || lsn + 1 < self.first_lsn {
+        let first = self.first();
+        if lsn >= next || lsn + 1 < first {
             return Err(Error::LsnOutOfRange {
                 path: self.name.clone(),
                 lsn,
-                first: self.first_lsn,
+                first,
                 next,
             });
         }
         if lsn + 1 == next {
+            self.unblock_reservations(was, None);
             return Ok(()); // nothing to delete
         }
         let live = self.pmem.live();
+        // No append is in flight or can start, no truncation runs, and no reader holds a pin:
+        // nothing stores into the data area while this view lives.
+        let view = View::exclusive(live, first);
         // The new tail: just past entry `lsn`, or the head if every entry goes.
-        let tail = if lsn < self.first_lsn {
+        let tail = if lsn < first {
             live.head
         } else {
-            let (pos, _) = self.seek(&live, lsn);
+            let (pos, _) = self.seek(&view, lsn);
             let (_, after) = self
-                .entry_at(&live, pos, lsn)
+                .entry_at(&view, pos, lsn)
                 .expect("a live LSN has a live entry");
             // `entry_at` steps over the wrap; the tail stays where the entry ends.
             if live.wrapped() && after == DATA_OFFSET && pos >= live.head {
@@ -144,10 +311,10 @@ impl<M: Media> Log<M> {
         // Readers in other processes first: nothing from `lsn + 1` on is published any more,
         // and those entries are deleted. Both before the slot, so that a reader that sees the
         // new slot knows why, and none takes a deleted entry for an unreadable one.
-        let published = self.next_lsn();
+        let published = next;
         self.pmem.media().publish_for_readers(lsn + 1);
         self.pmem.media().record_deletion(lsn + 1);
-        let w = self.writer.get_mut();
+        let mut w = self.writer.lock();
         let slot = Slot {
             seq: w.slot.seq + 1,
             cut_lsn: lsn + 1,
@@ -165,11 +332,23 @@ impl<M: Media> Log<M> {
             },
             ..w.slot
         };
-        if let Err(e) = self.write_slot_mut(slot) {
+        if let Err(e) = self.write_slot(&mut w, slot) {
             // Nothing was deleted: publish the entries again.
             self.pmem.media().publish_for_readers(published);
             return Err(e);
         }
+        // Cutting back into the first part of a wrapped log ends the wrap.
+        let head = live.head;
+        let wrap_at = if tail >= head { 0 } else { live.wrap_at };
+        // SAFETY: no reader holds a slice (no pin exists, and new ones wait), and no append is
+        // in flight or can start until the reservations are unblocked below.
+        unsafe { self.pmem.rewind(tail, wrap_at) };
+        {
+            let mut d = self.deletions.lock();
+            d.push(lsn + 1);
+            self.deleted.store(d.len() as u64, Ordering::Release);
+        }
+        self.last_lsn.store(lsn, Ordering::Release);
         // Then, with a second barrier, destroy the header of the first deleted entry. The
         // epoch rule refuses it only while the cut stays where it is; a later suffix
         // truncation may move the cut past it, and if the entries that replace it go to the
@@ -188,33 +367,31 @@ impl<M: Media> Log<M> {
             limit
         };
         if tail + ENTRY_ALIGN <= limit {
-            self.pmem.store_exclusive(tail, &[0u8; ENTRY_ALIGN]);
-            self.pmem.flush(tail, ENTRY_ALIGN);
+            // SAFETY: the bytes are outside the live entries now (the tail was moved back
+            // above), and no reservation exists or can be made meanwhile.
+            let claim = unsafe { self.pmem.claim_reserved(tail, tail + ENTRY_ALIGN) };
             self.pmem
-                .drain()
-                .map_err(|e| Error::io(&self.name, "drain", e))?;
+                .store_claimed(&claim, tail, &[0u8; ENTRY_ALIGN], false);
+            self.pmem.flush(tail, ENTRY_ALIGN);
+            if let Err(e) = self.pmem.drain() {
+                let e = Error::io(&self.name, "drain", e);
+                self.poison(&e);
+                return Err(e);
+            }
         }
-        // A new epoch without `SLOT_CONCURRENT`, and older bytes after the new tail.
-        let st = State::unpack(self.resv.get());
-        self.resv.set(
-            State::new(tail, lsn + 1, false)
-                .with_ticket(st.ticket, 0)
-                .pack(),
-        );
-        self.epoch = self.writer.get_mut().slot.epoch;
-        let head = live.head;
-        // Cutting back into the first part of a wrapped log ends the wrap.
-        let wrap_at = if tail >= head { 0 } else { live.wrap_at };
-        self.pmem.set_live(Live {
-            head,
-            tail,
-            wrap_at,
-        });
-        *self.last_lsn.get_mut() = lsn;
+        self.epoch.store(w.slot.epoch, Ordering::Relaxed);
         self.index
-            .get_mut()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .truncate_from(lsn + 1);
+        // A new epoch without `SLOT_CONCURRENT`, and older bytes after the new tail. (Under
+        // the writer's lock: recording `SLOT_CONCURRENT` sets the flag in the slot and the
+        // state together.)
+        self.unblock_reservations(
+            was,
+            Some(State::new(tail, lsn + 1, false).with_ticket(was.ticket, 0)),
+        );
+        drop(w);
         tracing::debug!(lsn, tail, "daxlog: truncated suffix");
         Ok(())
     }
@@ -247,33 +424,5 @@ impl<M: Media> Log<M> {
             .map_err(|e| Error::io(&self.name, "drain", e))?;
         w.slot = slot;
         Ok(())
-    }
-
-    fn write_slot_mut(&mut self, slot: Slot) -> Result<()> {
-        let mut w = self.writer.lock();
-        self.write_slot(&mut w, slot)
-    }
-
-    /// Rebuilds the sparse LSN index from the head (after the head moved).
-    fn rebuild_index(&mut self) {
-        let live = self.pmem.live();
-        let mut index = Vec::new();
-        let mut pos = live.first(self.pmem.data_start());
-        let mut lsn = self.first_lsn;
-        let last = self.last_lsn.load(Ordering::Acquire);
-        while lsn <= last {
-            if (lsn - self.first_lsn).is_multiple_of(INDEX_STRIDE) {
-                index.push(pos as u64);
-            }
-            match self.entry_at(&live, pos, lsn) {
-                Some((_, next)) => pos = next,
-                None => break,
-            }
-            lsn += 1;
-        }
-        *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = Index {
-            base: self.first_lsn,
-            anchors: index,
-        };
     }
 }

@@ -406,7 +406,7 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     let path = dir.path().join("a.dax");
     ok(&["create", p(&path), "--capacity", "1MiB"]);
     ok(&["append", p(&path), "--data", "first"]);
-    let mut log = Log::open(&path, &Options::new()).unwrap();
+    let log = Log::open(&path, &Options::new()).unwrap();
     let out = daxlog(&["append", p(&path), "--data", "second"]);
     assert_error(4, &out, &path, "locked by a writer");
     let out = daxlog(&["create", p(&path), "--force"]);
@@ -2262,7 +2262,7 @@ fn docs_error_table_is_what_the_tool_prints() {
 fn follow_prints_appends_as_they_come() {
     let dir = tempdir();
     let path = dir.path().join("f.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     for i in 1..=3 {
         log.append(format!("old {i}").as_bytes()).unwrap();
     }

@@ -219,6 +219,7 @@ fn a_follower_sees_every_entry_in_order_while_threads_append() {
         while seen < total {
             let e = f
                 .next_timeout(Duration::from_secs(20))
+                .expect("nothing is truncated")
                 .unwrap_or_else(|| panic!("follower stalled after {seen} entries"));
             seen += 1;
             assert_eq!(e.lsn, seen, "out of order");
@@ -227,7 +228,7 @@ fn a_follower_sees_every_entry_in_order_while_threads_append() {
             assert_eq!(e.payload, payload(t, i));
         }
         assert!(
-            f.next_timeout(Duration::from_millis(50)).is_none(),
+            f.next_timeout(Duration::from_millis(50)).unwrap().is_none(),
             "an entry beyond the last"
         );
     });

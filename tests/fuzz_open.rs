@@ -152,7 +152,7 @@ fn check_one(path: &Path) -> Result<u64, String> {
             bytes.clone()
         };
         for e in log.iter() {
-            let found = find_entry(&image, sb.salt, e.lsn, e.payload);
+            let found = find_entry(&image, sb.salt, e.lsn, &e.payload);
             if !found {
                 return Err(format!(
                     "{mode:?}: accepted LSN {} has no valid encoding in the file",

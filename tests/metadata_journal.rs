@@ -71,6 +71,8 @@ fn killed_journal_rebuilds_the_acknowledged_state() {
                 .args(["run", dir.to_str().unwrap(), "18446744073709551615"])
                 .arg((seed ^ round.wrapping_mul(0x9E37_79B9)).to_string())
                 .arg("40")
+                // Odd rounds: three appender threads and a checkpointer thread beside them.
+                .arg(if round % 2 == 1 { "3" } else { "1" })
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();

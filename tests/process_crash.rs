@@ -221,6 +221,9 @@ fn main() {
             .parse()
             .unwrap();
         let mode = std::env::var("DAXLOG_CRASH_CHILD_MODE").unwrap();
+        if std::env::var("DAXLOG_CRASH_CHILD_CHECKPOINT").is_ok() {
+            checkpointed_child(Path::new(&path), seed, &mode);
+        }
         if std::env::var("DAXLOG_CRASH_CHILD_THREADS").is_ok() {
             threaded_child(Path::new(&path), seed, &mode);
         }
@@ -295,7 +298,34 @@ fn main() {
         "process_crash: {kills} kills of {THREADS}-thread appenders verified in {:?}",
         started.elapsed()
     );
-    println!("2 passed, 0 failed");
+    // Appenders and a checkpointer truncating the prefix beside them, in a log small enough
+    // to wrap many times.
+    let started = Instant::now();
+    let mut kills = 0;
+    for dir in &dirs {
+        for mode in ["cpu", "msync"] {
+            let seed = base_seed ^ crc(b"checkpoint") ^ crc(mode.as_bytes());
+            let path: PathBuf = dir.path().join(format!("crash-checkpoint-{mode}.dax"));
+            Log::create(&path, &Options::new().capacity(256 << 10)).unwrap();
+            let mut rng = Rng::new(seed);
+            let mut first = 1;
+            for r in 0..rounds / 2 {
+                let kill_after = Duration::from_millis(5 + rng.below(60));
+                let label = format!(
+                    "seed {seed} mode {mode} with {THREADS} threads and a checkpointer, dir {} round {r}",
+                    dir.path().display()
+                );
+                let run = run_checkpointed_child(&path, seed ^ r, mode, kill_after);
+                first = verify_checkpointed(&path, &run, first, &label);
+                kills += 1;
+            }
+        }
+    }
+    println!(
+        "process_crash: {kills} kills of appenders beside a checkpointer verified in {:?}",
+        started.elapsed()
+    );
+    println!("3 passed, 0 failed");
 }
 
 const THREADS: u64 = 4;
@@ -403,6 +433,148 @@ fn verify_threaded(path: &Path, acked: &[(u64, u64, u64)], label: &str) {
             e.lsn
         );
     }
+}
+
+/// The child with appending threads and a checkpointer: prints `ack <lsn> <thread> <seq>`,
+/// `cutting <lsn>` before each `truncate_before(lsn)` and `cut <lsn>` once it returned.
+fn checkpointed_child(path: &Path, seed: u64, mode: &str) -> ! {
+    let log = Log::open(path, &mode_options(mode)).expect("child: open");
+    let out = std::sync::Mutex::new(std::io::stdout());
+    let say = |line: String| {
+        let mut o = out.lock().unwrap();
+        writeln!(o, "{line}").unwrap();
+        o.flush().unwrap();
+    };
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (log, say) = (&log, &say);
+            s.spawn(move || {
+                let mut i = seed << 20;
+                loop {
+                    match log.append(&thread_payload(t, i)) {
+                        Ok(lsn) => {
+                            say(format!("ack {lsn} {t} {i}"));
+                            i += 1;
+                        }
+                        // The checkpointer makes room.
+                        Err(Error::Full { .. }) => std::thread::yield_now(),
+                        Err(e) => panic!("child: append failed: {e}"),
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            let mut k = seed;
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                k = k
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let next = log.next_lsn();
+                let lsn = next.saturating_sub((k >> 33) % 300).max(1);
+                say(format!("cutting {lsn}"));
+                log.truncate_before(lsn).expect("child: truncate_before");
+                say(format!("cut {lsn}"));
+            }
+        });
+    });
+    unreachable!("appenders never stop")
+}
+
+struct Checkpointed {
+    acked: Vec<(u64, u64, u64)>,
+    /// The highest LSN a truncation was acknowledged for, and the highest one begun.
+    cut: u64,
+    cutting: u64,
+}
+
+fn run_checkpointed_child(
+    path: &Path,
+    seed: u64,
+    mode: &str,
+    kill_after: Duration,
+) -> Checkpointed {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("DAXLOG_CRASH_CHILD", path)
+        .env("DAXLOG_CRASH_CHILD_SEED", (seed % 1000).to_string())
+        .env("DAXLOG_CRASH_CHILD_MODE", mode)
+        .env("DAXLOG_CRASH_CHILD_CHECKPOINT", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut run = Checkpointed {
+            acked: Vec::new(),
+            cut: 0,
+            cutting: 0,
+        };
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let mut f = line.split(' ');
+            let word = f.next().unwrap_or("");
+            let n: Vec<u64> = f.map(|x| x.parse().unwrap()).collect();
+            match (word, n.as_slice()) {
+                ("ack", &[lsn, t, i]) => run.acked.push((lsn, t, i)),
+                ("cutting", &[lsn]) => run.cutting = run.cutting.max(lsn),
+                ("cut", &[lsn]) => run.cut = run.cut.max(lsn),
+                _ => {}
+            }
+        }
+        run
+    });
+    std::thread::sleep(kill_after);
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// The first LSN lies between the last acknowledged truncation (or the round's first LSN)
+/// and the last one begun; every acknowledged entry from the first LSN on is present with its
+/// payload, and so is every LSN up to the highest acknowledged one; every recovered entry is
+/// one some thread wrote. Returns the first LSN.
+fn verify_checkpointed(path: &Path, run: &Checkpointed, before: u64, label: &str) -> u64 {
+    let log = Log::open(path, &Options::new()).unwrap_or_else(|e| panic!("{label}: open: {e}"));
+    let first = log.first_lsn().unwrap_or(log.next_lsn());
+    assert!(
+        first >= run.cut.max(before),
+        "{label}: first LSN {first} below the acknowledged truncation before {} (or {before})",
+        run.cut
+    );
+    let max_acked = run.acked.iter().map(|a| a.0).max().unwrap_or(0);
+    assert!(
+        first <= run.cutting.max(before),
+        "{label}: first LSN {first} beyond every truncation begun ({}, or {before})",
+        run.cutting
+    );
+    let last = log.next_lsn() - 1;
+    assert!(
+        last >= max_acked,
+        "{label}: acknowledged LSN {max_acked} lost (recovered up to {last})"
+    );
+    for &(lsn, t, i) in run.acked.iter().filter(|a| a.0 >= first) {
+        let e = log
+            .read(lsn)
+            .unwrap_or_else(|| panic!("{label}: acknowledged LSN {lsn} missing"));
+        assert!(
+            e.payload == thread_payload(t, i).as_slice(),
+            "{label}: payload of LSN {lsn}"
+        );
+    }
+    let guard = log.pin();
+    for (expect, e) in (first..).zip(guard.iter()) {
+        assert_eq!(e.lsn, expect, "{label}: gap in LSNs");
+        let t = u64::from_le_bytes(e.payload[..8].try_into().unwrap());
+        let i = u64::from_le_bytes(e.payload[8..16].try_into().unwrap());
+        assert!(
+            e.payload == thread_payload(t, i).as_slice(),
+            "{label}: LSN {} is no thread's entry",
+            e.lsn
+        );
+    }
+    log.verify()
+        .unwrap_or_else(|e| panic!("{label}: verify: {e}"));
+    first
 }
 
 fn crc(b: &[u8]) -> u64 {

@@ -105,7 +105,7 @@ fn child_role() -> bool {
 /// Appends until the log has wrapped 200 times (20 in the DAX VM); prints `A lsn gen` for every acknowledged
 /// entry and `X lsn` for every suffix deletion (entries after `lsn` deleted).
 fn writer(path: &Path, out: &mut impl Write) {
-    let mut log = Log::open(path, &Options::new()).unwrap();
+    let log = Log::open(path, &Options::new()).unwrap();
     let cap = log.capacity();
     let mut gens: HashMap<u64, u64> = HashMap::new();
     let mut written = 0u64;
@@ -383,7 +383,7 @@ fn a_reader_reports_truncations_it_fell_behind() {
     }
     let dir = scratch();
     let path = dir.path().join("t.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     for l in 1..=20u64 {
         log.append(&payload(l, 0)).unwrap();
     }
@@ -470,7 +470,7 @@ fn a_reader_names_every_deletion_exactly() {
     let dir = scratch();
     // A deletion 9,900 entries deep, replaced by entries of other lengths.
     let path = dir.path().join("deep.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
     for l in 1..=10_000u64 {
         log.append(&payload(l, 0)).unwrap();
     }
@@ -495,7 +495,7 @@ fn a_reader_names_every_deletion_exactly() {
 
     // A deletion that a head truncation then passed: the caller holds deleted 11..=13.
     let path = dir.path().join("passed.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     for l in 1..=20u64 {
         log.append(&payload(l, 0)).unwrap();
     }
@@ -549,7 +549,7 @@ fn a_reader_beside_a_fast_writer_reports_nothing_false() {
     for with_deletions in [false, true] {
         let dir = scratch();
         let path = dir.path().join("race.dax");
-        let mut log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
+        let log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             let reader = s.spawn(|| {

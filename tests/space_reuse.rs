@@ -39,7 +39,7 @@ fn assert_model(log: &Log, model: &VecDeque<(u64, Vec<u8>)>, what: &str) {
     for (lsn, p) in model.iter().step_by(7) {
         assert_eq!(
             log.read(*lsn).map(|e| e.payload),
-            Some(p.as_slice()),
+            Some(p.clone()),
             "{what}: read({lsn})"
         );
     }
@@ -62,7 +62,7 @@ fn assert_model(log: &Log, model: &VecDeque<(u64, Vec<u8>)>, what: &str) {
 fn truncate_before_drops_the_head_durably() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     for l in 1..=200 {
         log.append(&payload(l, 40)).unwrap();
     }
@@ -98,7 +98,7 @@ fn full_append_succeeds_after_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.dax");
     // 16 KiB of data area: 16 entries of 1000 bytes (1024 on media).
-    let mut log = Log::create(&path, &Options::new().capacity(20480)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(20480)).unwrap();
     for l in 1..=16 {
         log.append(&payload(l, 1000)).unwrap();
     }
@@ -131,7 +131,7 @@ fn full_append_succeeds_after_truncation() {
 fn reset_drops_everything_and_lsns_continue() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("reset.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     for l in 1..=10 {
         log.append(&payload(l, 100)).unwrap();
     }
@@ -140,7 +140,7 @@ fn reset_drops_everything_and_lsns_continue() {
     assert_eq!(log.used_bytes(), 0);
     assert!(log.iter().next().is_none());
     drop(log);
-    let mut log = open(&path);
+    let log = open(&path);
     assert!(log.is_empty());
     assert_eq!(log.next_lsn(), 11);
     assert_eq!(log.append(b"eleven").unwrap(), 11);
@@ -161,7 +161,7 @@ fn reset_drops_everything_and_lsns_continue() {
 fn truncate_after_deletes_the_suffix_for_good() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("suffix.dax");
-    let mut log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     for l in 1..=20 {
         log.append(&payload(l, 64)).unwrap();
     }
@@ -176,7 +176,7 @@ fn truncate_after_deletes_the_suffix_for_good() {
     // A shorter replacement for 13, then reopen: old 14.. must not follow it.
     assert_eq!(log.append(b"13 again").unwrap(), 13);
     drop(log);
-    let mut log = open(&path);
+    let log = open(&path);
     let lsns: Vec<u64> = log.iter().map(|e| e.lsn).collect();
     assert_eq!(lsns, (1..=13).collect::<Vec<_>>());
     assert_eq!(log.read(13).unwrap().payload, b"13 again");
@@ -208,7 +208,7 @@ fn read_only_log_refuses_truncation() {
         .unwrap()
         .append(b"x")
         .unwrap();
-    let mut ro = Log::open_read_only(&path, &Options::new()).unwrap();
+    let ro = Log::open_read_only(&path, &Options::new()).unwrap();
     assert!(matches!(ro.truncate_before(2), Err(Error::ReadOnly { .. })));
     assert!(matches!(ro.truncate_after(0), Err(Error::ReadOnly { .. })));
     assert!(matches!(ro.reset(), Err(Error::ReadOnly { .. })));

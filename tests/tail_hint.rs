@@ -49,7 +49,7 @@ fn the_hint_shortens_the_scan_and_changes_nothing_else() {
         assert_eq!(from, [17, 18, 19]);
         // Appends after a hinted recovery, and a truncation past the hint, stay consistent.
         quick.append(b"after").unwrap();
-        let mut quick = quick;
+        let quick = quick;
         quick.truncate_before(4990).unwrap();
         drop(quick);
         let again = Log::open(&path, &hinted()).unwrap();
@@ -66,7 +66,7 @@ fn the_hint_shortens_the_scan_and_changes_nothing_else() {
 fn a_hint_never_skips_past_a_suffix_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hint-suffix.dax");
-    let mut log = Log::create(&path, &hinted().capacity(4 << 20)).unwrap();
+    let log = Log::create(&path, &hinted().capacity(4 << 20)).unwrap();
     for l in 1..=3000u64 {
         log.append(&payload(l, 100)).unwrap();
     }

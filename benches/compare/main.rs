@@ -18,6 +18,7 @@
 //! processes, and separate processes keep every competitor's mappings and caches apart. The
 //! children print `RESULT` lines; the parent pools them and prints markdown tables of medians.
 
+mod checkpoint;
 mod common;
 mod daxlog_cases;
 mod decomp;
@@ -69,6 +70,7 @@ fn groups(profile: bool) -> Vec<Group> {
     }
     v.push(g("threads-daxlog", false));
     v.push(g("threads-roof", false));
+    v.push(g("checkpoint-daxlog", false));
     if cfg!(feature = "pmdk") {
         v.push(g("threads-pmdk", true));
     }
@@ -99,6 +101,7 @@ fn run_child(group: &str, cfg: &Cfg) {
         "recovery-daxlog" => daxlog_cases::recovery(cfg),
         "threads-daxlog" => daxlog_cases::threaded(cfg),
         "threads-roof" => roofline::threaded(cfg),
+        "checkpoint-daxlog" => checkpoint::run(cfg),
         #[cfg(feature = "pmdk")]
         "threads-pmdk" => pmemlog::threaded(cfg),
         "decomp" => decomp::run(cfg),

@@ -242,7 +242,7 @@ impl Results {
                 o,
                 "\nRecovery: a full log is opened (daxlog: `Log::open`, which validates every entry's checksum; \
                  libpmemlog: `pmemlog_open` + `pmemlog_walk` over the whole log with a callback summing every \
-                 8-byte word). Iteration on the open log: daxlog `log.iter()` summing payload lengths; libpmemlog \
+                 8-byte word). Iteration on the open log: daxlog `log.pin().iter()` (zero-copy) summing payload lengths; libpmemlog \
                  `pmemlog_walk` in entry-sized chunks summing chunk lengths. GB/s counts bytes of log data.\n"
             );
             let _ = writeln!(

@@ -414,7 +414,7 @@ where
         };
         // (first LSN, number of entries) of each run of consecutive LSNs.
         let mut lsn_runs: Vec<(daxlog::Lsn, u64)> = Vec::new();
-        for e in inner.log.iter() {
+        for e in inner.log.pin().iter() {
             match lsn_runs.last_mut() {
                 Some((start, len)) if *start + *len == e.lsn => *len += 1,
                 _ => lsn_runs.push((e.lsn, 1)),
@@ -445,7 +445,8 @@ where
     }
 
     fn decode(&self, lsn: daxlog::Lsn) -> Result<C::Entry, DaxError> {
-        let e = self.log.read(lsn).ok_or(DaxError::Missing(lsn))?;
+        let guard = self.log.pin();
+        let e = guard.read(lsn).ok_or(DaxError::Missing(lsn))?;
         Ok(serde_json::from_slice(e.payload)?)
     }
 
@@ -473,7 +474,8 @@ where
         let n = (end - start) as usize;
         let mut out = Vec::with_capacity(n.min(4096));
         // The iterator steps over padding: the next `n` entries are the next `n` indexes.
-        for e in self.log.iter_from(self.lsn(start)).take(n) {
+        let guard = self.log.pin();
+        for e in guard.iter_from(self.lsn(start)).take(n) {
             out.push(serde_json::from_slice(e.payload)?);
         }
         if out.len() != n {

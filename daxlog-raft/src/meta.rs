@@ -40,7 +40,7 @@ impl LatestRecord {
             return Ok(None);
         };
         let entry = self.log.read(last).ok_or(DaxError::Missing(last))?;
-        Ok(Some(serde_json::from_slice(entry.payload)?))
+        Ok(Some(serde_json::from_slice(&entry.payload)?))
     }
 
     /// Durably replaces the current record with `value`.

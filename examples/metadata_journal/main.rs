@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! metadata_journal                       a demo run in a temporary directory
-//! metadata_journal run DIR [OPS] [SEED] [CHECKPOINT_EVERY]
+//! metadata_journal run DIR [OPS] [SEED] [CHECKPOINT_EVERY] [THREADS]
 //!     performs OPS random operations (default: forever); prints `intent <op>` before each
 //!     journaled operation and `ack <lsn> <op>` once it is durable, `checkpoint <lsn>` after
-//!     each checkpoint
+//!     each checkpoint. With THREADS > 1, that many appender threads and a checkpointer
+//!     thread that snapshots and truncates beside them
 //! metadata_journal state DIR             prints the rebuilt namespace, one `d PATH` or
 //!                                        `f PATH` line per entry
 //! ```
@@ -56,7 +57,16 @@ fn random_op(rng: &mut Rng) -> Op {
     }
 }
 
-fn run(dir: &Path, ops: u64, seed: u64, every: u64) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    dir: &Path,
+    ops: u64,
+    seed: u64,
+    every: u64,
+    threads: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if threads > 1 {
+        return run_threads(dir, ops, seed, every, threads);
+    }
     let mut store = Store::open(dir, JOURNAL_CAPACITY)?;
     let mut rng = Rng(seed | 1);
     let out = std::io::stdout();
@@ -83,6 +93,84 @@ fn run(dir: &Path, ops: u64, seed: u64, every: u64) -> Result<(), Box<dyn std::e
     Ok(())
 }
 
+/// `threads` appender threads and a checkpointer thread. The appenders take turns on the
+/// store's lock (it orders the operations: each is checked against the state the ones before
+/// it left); the checkpointer takes the state and its LSN under the lock, then writes the
+/// snapshot and truncates the journal without it, while the appenders go on.
+fn run_threads(
+    dir: &Path,
+    ops: u64,
+    seed: u64,
+    every: u64,
+    threads: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = Store::open(dir, JOURNAL_CAPACITY)?;
+    let checkpointer = store.checkpointer();
+    let out = std::sync::Mutex::new(std::io::stdout());
+    writeln!(out.lock().unwrap(), "ready snapshot {}", store.snapshot_lsn)?;
+    let store = std::sync::Mutex::new(store);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering::Relaxed;
+    std::thread::scope(|s| -> Result<(), String> {
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let (store, out, done) = (&store, &out, &done);
+            handles.push(s.spawn(move || -> Result<(), String> {
+                let mut rng = Rng((seed ^ t.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+                while done.load(Relaxed) < ops {
+                    let op = random_op(&mut rng);
+                    let mut st = store.lock().unwrap();
+                    if st.ns.check(&op).is_err() {
+                        continue;
+                    }
+                    let say = |line: String| {
+                        let mut o = out.lock().unwrap();
+                        writeln!(o, "{line}").and_then(|_| o.flush())
+                    };
+                    say(format!("intent {}", op.encode())).map_err(|e| e.to_string())?;
+                    let lsn = st
+                        .apply(&op)
+                        .map_err(|e| e.to_string())?
+                        .expect("checked above");
+                    say(format!("ack {lsn} {}", op.encode())).map_err(|e| e.to_string())?;
+                    drop(st);
+                    done.fetch_add(1, Relaxed);
+                }
+                Ok(())
+            }));
+        }
+        let ckpt = s.spawn(|| -> Result<(), String> {
+            let mut last = 0;
+            while !stop.load(Relaxed) {
+                let n = done.load(Relaxed);
+                if n < last + every {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    continue;
+                }
+                last = n;
+                let (lsn, dump) = {
+                    let st = store.lock().unwrap();
+                    (st.last_lsn(), st.ns.dump())
+                };
+                checkpointer.write(lsn, &dump).map_err(|e| e.to_string())?;
+                let mut o = out.lock().unwrap();
+                writeln!(o, "checkpoint {lsn}")
+                    .and_then(|_| o.flush())
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let mut r = Ok(());
+        for h in handles {
+            r = r.and(h.join().unwrap());
+        }
+        stop.store(true, Relaxed);
+        r.and(ckpt.join().unwrap())
+    })?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
@@ -92,7 +180,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ops = arg(2).map(str::parse).transpose()?.unwrap_or(u64::MAX);
             let seed = arg(3).map(str::parse).transpose()?.unwrap_or(1);
             let every = arg(4).map(str::parse).transpose()?.unwrap_or(50);
-            run(dir, ops, seed, every)
+            let threads = arg(5).map(str::parse).transpose()?.unwrap_or(1);
+            run(dir, ops, seed, every, threads)
         }
         Some("state") => {
             let store = Store::open(

@@ -16,6 +16,8 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use daxlog::{Log, Lsn, Options};
 
 /// What a path names.
@@ -170,7 +172,9 @@ impl Namespace {
 /// The store: namespace in memory, journal in daxlog, snapshot in a file.
 pub struct Store {
     dir: PathBuf,
-    journal: Log,
+    journal: Arc<Log>,
+    /// One checkpoint at a time, and never an older snapshot over a newer one.
+    checkpoints: Arc<Mutex<Lsn>>,
     pub ns: Namespace,
     /// LSN the last snapshot reflects (0: none).
     pub snapshot_lsn: Lsn,
@@ -210,7 +214,7 @@ impl Store {
             }
         }
         for e in journal.iter_from(snapshot_lsn + 1) {
-            let text = std::str::from_utf8(e.payload)?;
+            let text = std::str::from_utf8(&e.payload)?;
             let op = Op::decode(text).ok_or_else(|| format!("LSN {}: bad op {text:?}", e.lsn))?;
             ns.check(&op)
                 .map_err(|why| format!("LSN {}: replay of {text:?} refused: {why}", e.lsn))?;
@@ -218,7 +222,8 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
-            journal,
+            journal: Arc::new(journal),
+            checkpoints: Arc::new(Mutex::new(snapshot_lsn)),
             ns,
             snapshot_lsn,
         })
@@ -249,22 +254,61 @@ impl Store {
     /// Writes a durable snapshot of the state, then truncates the journal it covers.
     pub fn checkpoint(&mut self) -> std::io::Result<()> {
         let lsn = self.journal.last_lsn().unwrap_or(self.snapshot_lsn);
-        let tmp = self.dir.join("snapshot.tmp");
-        let mut f = File::create(&tmp)?;
-        write!(f, "snapshot lsn {lsn}\n{}", self.ns.dump())?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join("snapshot"))?;
-        File::open(&self.dir)?.sync_all()?;
-        self.snapshot_lsn = lsn;
-        // Only now is it safe to drop the journal entries the snapshot covers.
-        self.journal
-            .truncate_before(lsn + 1)
-            .map_err(std::io::Error::other)?;
+        self.checkpointer().write(lsn, &self.ns.dump())?;
+        self.snapshot_lsn = self.snapshot_lsn.max(lsn);
         Ok(())
+    }
+
+    /// What a checkpointer thread needs: it takes the state (`ns.dump()`) and its LSN under
+    /// the lock that orders the appends, then writes and truncates without it, while the
+    /// appenders go on.
+    pub fn checkpointer(&self) -> Checkpointer {
+        Checkpointer {
+            dir: self.dir.clone(),
+            journal: Arc::clone(&self.journal),
+            done: Arc::clone(&self.checkpoints),
+        }
+    }
+
+    /// The last LSN the journal holds (the state `ns` reflects, when taken with it).
+    pub fn last_lsn(&self) -> Lsn {
+        self.journal.last_lsn().unwrap_or(self.snapshot_lsn)
     }
 
     /// The journal (for inspection).
     pub fn journal(&self) -> &Log {
         &self.journal
+    }
+}
+
+/// Writes snapshots and truncates the journal behind them, from any thread (see
+/// [`Store::checkpointer`]).
+pub struct Checkpointer {
+    dir: PathBuf,
+    journal: Arc<Log>,
+    /// The LSN of the newest durable snapshot.
+    done: Arc<Mutex<Lsn>>,
+}
+
+impl Checkpointer {
+    /// Makes `dump`, the state up to `lsn`, the durable snapshot, then truncates the journal
+    /// it covers (appends go on meanwhile). A snapshot older than the current one is skipped.
+    pub fn write(&self, lsn: Lsn, dump: &str) -> std::io::Result<()> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if lsn < *done {
+            return Ok(());
+        }
+        let tmp = self.dir.join("snapshot.tmp");
+        let mut f = File::create(&tmp)?;
+        write!(f, "snapshot lsn {lsn}\n{dump}")?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.dir.join("snapshot"))?;
+        File::open(&self.dir)?.sync_all()?;
+        *done = lsn;
+        // Only now is it safe to drop the journal entries the snapshot covers.
+        self.journal
+            .truncate_before(lsn + 1)
+            .map_err(std::io::Error::other)?;
+        Ok(())
     }
 }

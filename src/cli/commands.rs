@@ -165,7 +165,8 @@ fn for_each_entry(
         Err(e) => return Err(CliError::log(path)(e)),
     };
     let to = range.to.unwrap_or(Lsn::MAX);
-    for e in log.iter_from(range.from.unwrap_or(0)) {
+    let guard = log.pin();
+    for e in guard.iter_from(range.from.unwrap_or(0)) {
         if e.lsn > to {
             break;
         }
@@ -286,7 +287,7 @@ pub(crate) struct ResetArgs {
 
 /// `daxlog truncate PATH --before LSN | --after LSN`.
 pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
-    let mut log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    let log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the truncation is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
     match (a.before, a.after) {
@@ -300,7 +301,7 @@ pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
 
 /// `daxlog reset PATH`.
 pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
-    let mut log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    let log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the reset is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
     log.reset().map_err(CliError::log(&a.path))?;

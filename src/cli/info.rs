@@ -337,7 +337,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
 
     let r = log.recovery();
-    let readable = log.iter().count() as u64;
+    let readable = log.pin().iter().count() as u64;
     let padding = log.len() - readable;
     // Where the readable entries end. At damage, what the scan refused is not the remains of
     // an interrupted append: the damage rows say what it is.

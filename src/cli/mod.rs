@@ -408,6 +408,7 @@ mod tests {
             path: "/x/l".into(),
             needed: 10,
             available: 2,
+            pinned: None,
         };
         assert_eq!(
             describe(Path::new("/x/l"), &full),

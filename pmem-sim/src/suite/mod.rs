@@ -679,6 +679,15 @@ pub const SCENARIOS: &[Scenario] = &[
         run: concurrent_truncate,
     },
     Scenario {
+        name: "concurrent-checkpoint",
+        about: "truncate_before from a fourth thread beside three appenders, in the same \
+                seeded interleaving, while the appends wrap around a small log",
+        random: true,
+        variants: all,
+        needs_hooks: false,
+        run: truncate_beside_appenders,
+    },
+    Scenario {
         name: "concurrent-hint-wrap",
         about: "the tail hint with three appenders whose reservations wrap to the start of the \
                 data area",

@@ -591,7 +591,7 @@ fn check_readers(log: &Log<SimMedia>, want: &Want<'_>, rng: &mut Rng) -> Result<
             (r, _) => {
                 return Err(format!(
                     "read({lsn}) gives {:?}, expected {}",
-                    r.map(|r| (r.lsn, short(r.payload))),
+                    r.map(|r| (r.lsn, short(&r.payload))),
                     if e.pad {
                         "nothing (padding)".to_string()
                     } else {
@@ -607,12 +607,13 @@ fn check_readers(log: &Log<SimMedia>, want: &Want<'_>, rng: &mut Rng) -> Result<
                 "read({lsn}) outside the log ({}) gives LSN {} ({})",
                 want.describe(),
                 r.lsn,
-                short(r.payload)
+                short(&r.payload)
             ));
         }
     }
     let from = rng.range(first.saturating_sub(1) as usize, next as usize + 1) as u64;
-    let got: Vec<(u64, &[u8])> = log.iter_from(from).map(|e| (e.lsn, e.payload)).collect();
+    let guard = log.pin();
+    let got: Vec<(u64, &[u8])> = guard.iter_from(from).map(|e| (e.lsn, e.payload)).collect();
     let expected: Vec<(u64, &[u8])> = want
         .entries
         .iter()
@@ -668,7 +669,7 @@ pub(crate) fn same(log: &Log<SimMedia>, want: &Want<'_>) -> Result<(), String> {
                 return Err(format!(
                     "unexpected entry LSN {} ({}) after the {} expected",
                     e.lsn,
-                    short(e.payload),
+                    short(&e.payload),
                     want.entries.len()
                 ))
             }
@@ -678,7 +679,7 @@ pub(crate) fn same(log: &Log<SimMedia>, want: &Want<'_>) -> Result<(), String> {
             Some((lsn, w)) if w != e.payload => {
                 return Err(format!(
                     "entry LSN {lsn} is {}, expected {}",
-                    short(e.payload),
+                    short(&e.payload),
                     short(w)
                 ))
             }

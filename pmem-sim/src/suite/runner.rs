@@ -230,7 +230,7 @@ impl Runner {
             .filter(|b| !b.pad)
             .map(|b| &b.payload[..])
             .collect();
-        let read: Vec<&[u8]> = log.iter().map(|e| e.payload).collect();
+        let read: Vec<Vec<u8>> = log.iter().map(|e| e.payload).collect();
         assert_eq!(
             data, read,
             "the harness walked other entries than the log holds"

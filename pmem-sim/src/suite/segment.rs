@@ -232,10 +232,13 @@ impl Segment {
         phase: &'a [Event],
         p: usize,
     ) -> Expect<'a> {
-        let mut evs: Vec<&Event> = phase.iter().collect();
+        // Appends, and prefix truncations beside them (`Session::concurrent_truncating`).
+        let (mut evs, cuts): (Vec<&Event>, Vec<&Event>) =
+            phase.iter().partition(|e| e.kind == EventKind::Append);
         assert!(
-            evs.iter().all(|e| e.kind == EventKind::Append),
-            "a concurrent phase holds appends only"
+            cuts.iter()
+                .all(|e| matches!(e.kind, EventKind::TruncateBefore(_))),
+            "a concurrent phase holds appends and prefix truncations only"
         );
         evs.sort_by_key(|e| e.lsns.start);
         let need = evs
@@ -244,11 +247,11 @@ impl Segment {
             .map(|e| e.lsns.end)
             .max()
             .unwrap_or(0);
-        let acked = acked + evs.iter().filter(|e| e.end <= p).count();
+        let acked = acked + phase.iter().filter(|e| e.end <= p).count();
         let inflight = evs.iter().filter(|e| e.start < p && p < e.end).count();
         let mut alts = Vec::new();
         if c.next() >= need {
-            alts.push(c.want());
+            alts.push(c.clone());
         }
         for e in evs {
             if e.start >= p {
@@ -256,18 +259,52 @@ impl Segment {
             }
             c.apply(e);
             if c.next() >= need {
-                alts.push(c.want());
+                alts.push(c.clone());
             }
         }
         assert!(
             !alts.is_empty(),
             "an acknowledged append follows one that had not started"
         );
+        // A truncation of `l` is made while `l` is at most the published next LSN, so the
+        // durable log reaches `l` whenever it shows the truncation. One that returned shows
+        // in every alternative; one in flight may show or not.
+        let mut truncating = false;
+        for t in &cuts {
+            let EventKind::TruncateBefore(l) = t.kind else {
+                unreachable!()
+            };
+            if t.start >= p {
+                continue;
+            }
+            let done = t.end <= p;
+            truncating |= !done;
+            let mut next = Vec::new();
+            for a in alts {
+                if a.next() >= l {
+                    let mut cut = a.clone();
+                    cut.apply(t);
+                    next.push(cut);
+                }
+                if !done {
+                    next.push(a);
+                }
+            }
+            alts = next;
+        }
+        assert!(!alts.is_empty(), "a truncation beyond every durable state");
+        let mut wants: Vec<Want<'a>> = Vec::new();
+        for a in alts {
+            let w = a.want();
+            if !wants.contains(&w) {
+                wants.push(w);
+            }
+        }
         Expect::Log {
-            alts,
+            alts: wants,
             acked,
             inflight,
-            truncating: false,
+            truncating,
             may_tear: inflight > 0,
         }
     }

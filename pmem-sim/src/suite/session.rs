@@ -267,12 +267,26 @@ impl Session {
     /// makes the appends of `plans[t]` in order (a plan item of one payload is an `append`, of
     /// several an `append_batch`). Every append must fit. Returns the scheduler's choices.
     pub fn concurrent(&mut self, plans: &[Vec<Vec<Vec<u8>>>], seed: u64, stick: u64) -> Vec<u8> {
-        let sched = Scheduler::new(plans.len(), seed, Strategy { stick });
+        self.concurrent_truncating(plans, seed, stick, 0)
+    }
+
+    /// [`Session::concurrent`] with one more thread beside the appenders that calls
+    /// `truncate_before` `cuts` times, each time dropping about half of the entries then in
+    /// the log (events of the same phase, `TruncateBefore(l)` with LSNs `l..l`).
+    pub fn concurrent_truncating(
+        &mut self,
+        plans: &[Vec<Vec<Vec<u8>>>],
+        seed: u64,
+        stick: u64,
+        cuts: usize,
+    ) -> Vec<u8> {
+        let workers = plans.len() + usize::from(cuts > 0);
+        let sched = Scheduler::new(workers, seed, Strategy { stick });
         let block = 1 + self.seg.events.iter().map(|e| e.block).max().unwrap_or(0);
         let log = &self.log;
         let obs = &self.obs;
         let results: Vec<Vec<Event>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = plans
+            let mut handles: Vec<_> = plans
                 .iter()
                 .enumerate()
                 .map(|(t, plan)| {
@@ -309,6 +323,36 @@ impl Session {
                     })
                 })
                 .collect();
+            if cuts > 0 {
+                let t = plans.len();
+                let sched = Arc::clone(&sched);
+                handles.push(sc.spawn(move || {
+                    let _reg = sched.register(t);
+                    let mut evs = Vec::new();
+                    for _ in 0..cuts {
+                        sched.yield_point(t);
+                        let next = log.next_lsn();
+                        let first = log.first_lsn().unwrap_or(next);
+                        let l = first + (next - first).div_ceil(2);
+                        let start = obs.ops();
+                        log.truncate_before(l)
+                            .unwrap_or_else(|e| panic!("truncate_before({l}) beside appends: {e}"));
+                        let end = obs.ops();
+                        evs.push(Event {
+                            start,
+                            end,
+                            offset: 0,
+                            payloads: Vec::new(),
+                            kind: EventKind::TruncateBefore(l),
+                            lsns: l..l,
+                            thread: (t + 1) as ThreadId,
+                            block,
+                            pad: false,
+                        });
+                    }
+                    evs
+                }));
+            }
             sched.run();
             handles
                 .into_iter()
@@ -318,17 +362,21 @@ impl Session {
         let mut evs: Vec<Event> = results.into_iter().flatten().collect();
         let first = evs.iter().map(|e| e.start).min().unwrap_or(0);
         let (ops, threads) = self.obs.ops_range(first, self.obs.ops());
-        for e in &mut evs {
+        for e in evs.iter_mut().filter(|e| e.kind == EventKind::Append) {
             let (a, b) = (e.start - first, e.end - first);
             let t = e.thread;
             e.offset = header_offset(&ops[a..b], |i| threads[a + i] == t)
                 .expect("an append stores a header");
         }
         let snap = self.obs.snapshot();
-        for e in &evs {
+        for e in evs.iter().filter(|e| e.kind == EventKind::Append) {
             check_header_at(&snap, e.offset, e.lsns.start);
         }
-        if let Some(last) = evs.iter().max_by_key(|e| e.lsns.start) {
+        if let Some(last) = evs
+            .iter()
+            .filter(|e| e.kind == EventKind::Append)
+            .max_by_key(|e| e.lsns.start)
+        {
             self.tail = last.offset + last.bytes();
         }
         evs.sort_by_key(|e| (e.start, e.end));

@@ -166,6 +166,48 @@ pub(crate) fn concurrent_truncate(r: &mut Runner) {
     r.finish(s);
 }
 
+/// Prefix truncations beside concurrent appenders (a fourth thread in the interleaving), in
+/// a small log the appenders wrap around: each crash image holds the acknowledged entries
+/// from the last acknowledged truncation on, or from one in flight.
+pub(crate) fn truncate_beside_appenders(r: &mut Runner) {
+    r.scale_images(1, 8);
+    let Some(mut s) = filled(r, 4 * 4096, 30, 200) else {
+        return;
+    };
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len * 3 / 4);
+    for stick in [0, 64] {
+        let work = plans(r, 3, 3, 250);
+        let seed = r.rng.next_u64();
+        s.concurrent_truncating(&work, seed, stick, 3);
+    }
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    // Crash points inside a truncation while an append is in flight too.
+    let seg = r.segment(si);
+    let ev = seg.events();
+    let inside = |e: &Event, p: usize| e.start < p && p < e.end;
+    let beside = (0..=seg.run.ops.len())
+        .filter(|&p| {
+            ev.iter()
+                .any(|e| matches!(e.kind, EventKind::TruncateBefore(_)) && inside(e, p))
+                && ev
+                    .iter()
+                    .any(|e| e.kind == EventKind::Append && inside(e, p))
+        })
+        .count();
+    r.count(
+        "points inside a truncation with an append in flight",
+        beside as u64,
+    );
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let p = r.payload(9);
+    s.append(&p).expect("room");
+    r.finish(s);
+}
+
 /// The tail hint under concurrency across a wrap: three appenders (whichever publishes writes
 /// the hint slot, and hints stop once the appends wrap) in a log whose head was truncated, so
 /// that their reservations reach the end of the file and go on at the start; later sessions

@@ -60,7 +60,7 @@ impl Timeline {
             }
         }
         for e in log.iter_from(lsn + 1) {
-            let text = std::str::from_utf8(e.payload).map_err(|e| e.to_string())?;
+            let text = std::str::from_utf8(&e.payload).map_err(|e| e.to_string())?;
             let op = Op::decode(text).ok_or_else(|| format!("LSN {}: bad op {text:?}", e.lsn))?;
             ns.check(&op)
                 .map_err(|why| format!("LSN {}: replay of {text:?} refused: {why}", e.lsn))?;

@@ -12,6 +12,7 @@ pub use basic::SIZES;
 pub(super) use basic::{batch, full, reopen, sizes, sizes_random, superblock_repair};
 pub(super) use concurrent::{
     concurrent, concurrent_hint_wrap, concurrent_truncate, msync_group_wrap,
+    truncate_beside_appenders,
 };
 pub(super) use faults::{abandoned, failed_sync};
 pub(super) use hint::tail_hint;

@@ -1,0 +1,157 @@
+//! Reader positions: which truncated bytes a reader in this process can still see.
+//!
+//! A prefix truncation moves the head at once (one slot update), but the bytes it frees may
+//! still be lent to readers as slices. Each reader that lends slices holds a *pin*
+//! ([`crate::Guard`]): the LSN and offset of the oldest entry it may read. Appenders never
+//! reserve bytes at or after the oldest pin (or the head, whichever is older), so pinned
+//! entries stay intact until their pin is dropped; an append that would need them gets
+//! [`crate::Error::Full`] naming the pinned LSN instead of waiting or overwriting.
+//!
+//! Why a table and not epoch-based reclamation (`crossbeam-epoch`): what is reclaimed here is
+//! not memory but a position in a ring that appenders reach in order, so what an appender needs
+//! is one number, the oldest position still seen, and a `Full` error must be able to name its
+//! LSN; an epoch scheme knows neither. A reader holds a pin only while it reads (a follower
+//! copies each entry out and holds nothing while it waits).
+//!
+//! The table is a mutex-protected list, taken by readers when they pin and unpin and by
+//! truncations when they move the head (both rare next to appends); appenders only load the
+//! published limit, [`Pins::limit`], one atomic word.
+
+use std::sync::atomic::Ordering;
+
+use crate::sync::atomic::AtomicU64;
+use crate::sync::parking_lot;
+use crate::Lsn;
+
+/// A pinned position: the LSN of an entry and its offset (where the entry is, or will be).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pos {
+    pub lsn: Lsn,
+    pub offset: usize,
+}
+
+pub(crate) struct PinState {
+    /// The head: the first live entry (the oldest position nobody needs to pin).
+    pub head: Pos,
+    /// Pinned positions; `None` for a free place.
+    pins: Vec<Option<Pos>>,
+    held: usize,
+    /// A suffix truncation waits for the pins held to go: new ones wait for it.
+    closing: bool,
+}
+
+/// The pin table and the limit appenders respect.
+pub(crate) struct Pins {
+    state: parking_lot::Mutex<PinState>,
+    /// Offset of the oldest position in use (the head or a pin): appenders keep before it.
+    limit: AtomicU64,
+    /// The LSN pinned at `limit`, or 0 if no pin holds it.
+    limit_pin: AtomicU64,
+}
+
+impl Pins {
+    pub(crate) fn new(head: Pos) -> Self {
+        Pins {
+            state: parking_lot::Mutex::new(PinState {
+                head,
+                pins: Vec::new(),
+                held: 0,
+                closing: false,
+            }),
+            limit: AtomicU64::new(head.offset as u64),
+            limit_pin: AtomicU64::new(0),
+        }
+    }
+
+    /// The offset appenders must stay before, and the pinned LSN it belongs to, if a pin.
+    ///
+    /// Once a reservation placed the tail by some limit, a later load returns that limit or a
+    /// later one: the limit only moves forward in ring order (a pin is only ever taken at the
+    /// head, which is at or after the limit), so an appender that loads it after the
+    /// reservation word sees a limit at or after that word's tail.
+    #[inline]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::SeqCst) as usize
+    }
+
+    /// The oldest pinned LSN, if a pin holds the limit (at the head, or before it).
+    pub(crate) fn limit_pin(&self) -> Option<Lsn> {
+        match self.limit_pin.load(Ordering::Acquire) {
+            0 => None,
+            l => Some(l),
+        }
+    }
+
+    /// Pins the head; returns the pin's place and the position pinned.
+    pub(crate) fn pin(&self) -> (usize, Pos) {
+        let mut s = self.state.lock();
+        // (For a while only: a thread that takes a second pin while holding one must not wait
+        // for a truncation that waits for its first.)
+        let mut waits = 0;
+        while s.closing && waits < 50 {
+            waits += 1;
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            s = self.state.lock();
+        }
+        let head = s.head;
+        s.held += 1;
+        let at = match s.pins.iter().position(Option::is_none) {
+            Some(i) => {
+                s.pins[i] = Some(head);
+                i
+            }
+            None => {
+                s.pins.push(Some(head));
+                s.pins.len() - 1
+            }
+        };
+        // (The limit stays where it is: the head is at or after it. Its pinned LSN may not.)
+        self.update(&s);
+        (at, head)
+    }
+
+    /// Releases the pin at `at`.
+    pub(crate) fn unpin(&self, at: usize) {
+        let mut s = self.state.lock();
+        s.pins[at] = None;
+        s.held -= 1;
+        self.update(&s);
+    }
+
+    /// Runs `f` with the table locked: `f` may move the head. The limit follows.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> R {
+        let mut s = self.state.lock();
+        let r = f(&mut s);
+        self.update(&s);
+        r
+    }
+
+    /// Waits until no pin is held, then runs `f` with the table locked; new pins wait from
+    /// the call on until `f` returns.
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> R {
+        loop {
+            let mut s = self.state.lock();
+            if s.held == 0 {
+                s.closing = false;
+                let r = f(&mut s);
+                self.update(&s);
+                return r;
+            }
+            s.closing = true;
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+    }
+
+    fn update(&self, s: &PinState) {
+        let oldest = s.pins.iter().flatten().min_by_key(|p| p.lsn);
+        let (limit, pin) = match oldest {
+            Some(p) if p.lsn <= s.head.lsn => (p.offset, p.lsn),
+            _ => (s.head.offset, 0),
+        };
+        // The pinned LSN first: an appender that sees the limit finds the LSN that holds it.
+        self.limit_pin.store(pin, Ordering::Release);
+        self.limit.store(limit as u64, Ordering::SeqCst);
+    }
+}

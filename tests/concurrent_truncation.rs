@@ -1,0 +1,407 @@
+//! Truncation from `&Log` while other threads append, read, iterate and follow: every entry
+//! read has the payload its LSN was appended with, LSN sequences have no gaps, a pinned reader
+//! makes appends fail with `Full` naming its LSN instead of being overwritten, and a reopened
+//! log holds exactly the acknowledged entries after the last acknowledged truncation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use daxlog::{Error, Log, Lsn, Options};
+
+/// A payload that names its writer and sequence number, with a length that varies with both
+/// (so that entries of different LSNs lie at different offsets lap after lap).
+fn payload(thread: u64, seq: u64) -> Vec<u8> {
+    let len = 16 + ((thread * 31 + seq * 7) % 200) as usize;
+    let mut p = Vec::with_capacity(len);
+    p.extend_from_slice(&thread.to_le_bytes());
+    p.extend_from_slice(&seq.to_le_bytes());
+    while p.len() < len {
+        p.push((seq as u8).wrapping_mul(13).wrapping_add(p.len() as u8));
+    }
+    p
+}
+
+/// Checks that `p` is a payload [`payload`] makes and returns its writer and sequence number.
+fn parse(p: &[u8]) -> (u64, u64) {
+    assert!(p.len() >= 16, "a payload of {} bytes", p.len());
+    let t = u64::from_le_bytes(p[..8].try_into().unwrap());
+    let s = u64::from_le_bytes(p[8..16].try_into().unwrap());
+    assert_eq!(p, payload(t, s), "garbage in an entry");
+    (t, s)
+}
+
+/// Appends from `appenders` threads while one truncates in a loop and readers iterate, read
+/// and follow; every read is checked against what was acknowledged for its LSN.
+fn run(capacity: u64, appenders: u64, per_thread: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ct.dax");
+    let log = Log::create(&path, &Options::new().capacity(capacity)).unwrap();
+    // LSN -> (thread, seq) of every acknowledged append.
+    let acked: Mutex<HashMap<Lsn, (u64, u64)>> = Mutex::new(HashMap::new());
+    let done = AtomicBool::new(false);
+    // The last acknowledged truncation (everything below it is gone).
+    let truncated = AtomicU64::new(1);
+    let fulls = AtomicU64::new(0);
+    let skips = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let mut writers = Vec::new();
+        for t in 0..appenders {
+            let (log, acked, fulls) = (&log, &acked, &fulls);
+            writers.push(s.spawn(move || {
+                let mut seq = 0;
+                while seq < per_thread {
+                    match log.append(&payload(t, seq)) {
+                        Ok(lsn) => {
+                            acked.lock().unwrap().insert(lsn, (t, seq));
+                            seq += 1;
+                        }
+                        Err(Error::Full { .. }) => {
+                            fulls.fetch_add(1, Ordering::Relaxed);
+                            std::thread::yield_now();
+                        }
+                        Err(e) => panic!("append: {e}"),
+                    }
+                }
+            }));
+        }
+        // The checkpointer: drops a prefix, keeping a few recent entries.
+        let checkpointer = s.spawn(|| {
+            let mut rounds = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let next = log.next_lsn();
+                let keep = rounds % 17;
+                let to = next.saturating_sub(keep).max(1);
+                if rounds.is_multiple_of(23) {
+                    log.reset().unwrap();
+                } else {
+                    log.truncate_before(to).unwrap();
+                }
+                let first = log.first_lsn().unwrap_or(log.next_lsn());
+                truncated.fetch_max(first.min(to), Ordering::Relaxed);
+                rounds += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            rounds
+        });
+        // Readers: a guard's iteration is gap-free and correct, even while truncated.
+        let iterator = s.spawn(|| {
+            let mut passes = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let last = log.next_lsn() - 1;
+                let guard = log.pin();
+                let mut expect = None;
+                for e in guard.iter() {
+                    parse(e.payload);
+                    match expect {
+                        Some(x) => assert_eq!(e.lsn, x, "a gap in a guard's iteration"),
+                        None => assert_eq!(e.lsn, guard.lsn(), "not from the pinned LSN"),
+                    }
+                    expect = Some(e.lsn + 1);
+                }
+                if last >= guard.lsn() {
+                    assert!(expect.unwrap_or(0) > last, "the iteration ended early");
+                }
+                passes += 1;
+            }
+            passes
+        });
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let next = log.next_lsn();
+                let lsn = next.saturating_sub(1 + reads % 50).max(1);
+                if let Some(e) = log.read(lsn) {
+                    assert_eq!(e.lsn, lsn);
+                    parse(&e.payload);
+                }
+                reads += 1;
+            }
+            reads
+        });
+        // A follower: in order, gap-free but for the truncations it is told of.
+        let follower = s.spawn(|| {
+            let mut f = log.follow(1);
+            let mut expect = 1;
+            let mut got = Vec::new();
+            loop {
+                match f.next_timeout(Duration::from_millis(20)) {
+                    Ok(Some(e)) => {
+                        assert_eq!(e.lsn, expect, "a follower skipped without saying so");
+                        got.push((e.lsn, parse(&e.payload)));
+                        expect += 1;
+                    }
+                    Ok(None) => {
+                        if done.load(Ordering::Relaxed) && f.position() == log.next_lsn() {
+                            break;
+                        }
+                    }
+                    Err(Error::Truncated {
+                        first_missed,
+                        last_missed,
+                        ..
+                    }) => {
+                        assert_eq!(first_missed, expect, "a skip not where the follower was");
+                        assert!(last_missed >= first_missed);
+                        skips.fetch_add(1, Ordering::Relaxed);
+                        expect = last_missed + 1;
+                        assert_eq!(f.position(), expect);
+                    }
+                    Err(e) => panic!("follow: {e}"),
+                }
+            }
+            got
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let rounds = checkpointer.join().unwrap();
+        assert!(rounds > 0);
+        iterator.join().unwrap();
+        reader.join().unwrap();
+        let followed = follower.join().unwrap();
+        let acked = acked.lock().unwrap();
+        for (lsn, ts) in &followed {
+            assert_eq!(acked.get(lsn), Some(ts), "followed LSN {lsn}");
+        }
+    });
+    let acked = acked.into_inner().unwrap();
+    // Every LSN was taken by exactly one acknowledged append.
+    let total = appenders * per_thread;
+    assert_eq!(acked.len() as u64, total);
+    assert_eq!(*acked.keys().max().unwrap(), total);
+    // What stays now is exactly the acknowledged entries from the first LSN on.
+    let check = |log: &Log, what: &str| {
+        let first = log.first_lsn().unwrap_or(log.next_lsn());
+        assert!(first >= truncated.load(Ordering::Relaxed), "{what}");
+        assert_eq!(log.next_lsn(), total + 1, "{what}");
+        let guard = log.pin();
+        let mut lsn = first;
+        for e in guard.iter() {
+            assert_eq!(e.lsn, lsn, "{what}: a gap");
+            assert_eq!(
+                Some(&parse(e.payload)),
+                acked.get(&lsn),
+                "{what}: LSN {lsn}"
+            );
+            lsn += 1;
+        }
+        assert_eq!(lsn, total + 1, "{what}: entries missing at the end");
+        first
+    };
+    let before = check(&log, "live");
+    log.verify().unwrap();
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(check(&log, "reopened"), before);
+    log.verify().unwrap();
+}
+
+#[test]
+fn truncation_while_appending_reading_and_following() {
+    run(1 << 20, 2, 6000);
+}
+
+#[test]
+fn truncation_in_a_small_log_that_wraps_often() {
+    // 64 KiB: a few hundred entries, so the appenders wrap and meet pins and the head.
+    run(64 << 10, 3, 3000);
+}
+
+#[test]
+fn a_pinned_reader_makes_appends_fail_with_full_naming_its_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("p.dax"), &Options::new().capacity(16 << 10)).unwrap();
+    for i in 0..20 {
+        log.append(&payload(0, i)).unwrap();
+    }
+    let guard = log.pin();
+    assert_eq!(guard.lsn(), 1);
+    log.truncate_before(21).unwrap();
+    assert!(log.is_empty());
+    // The truncated entries stay readable through the guard, and appends do not overwrite
+    // them: once the space before the pin is used up, they fail and name it.
+    let mut appended = 0;
+    let err = loop {
+        match log.append(&payload(1, appended)) {
+            Ok(_) => appended += 1,
+            Err(e) => break e,
+        }
+        assert!(appended < 1000, "appends never met the pin");
+    };
+    match err {
+        Error::Full { pinned, .. } => assert_eq!(pinned, Some(1)),
+        e => panic!("expected Full, got {e}"),
+    }
+    assert!(err_text_names_pin(&log));
+    let mut read = 0;
+    for (i, e) in guard.iter().take(20).enumerate() {
+        assert_eq!(e.lsn, i as u64 + 1);
+        assert_eq!(e.payload, payload(0, i as u64));
+        read += 1;
+    }
+    assert_eq!(read, 20, "the pinned entries are gone");
+    drop(guard);
+    // Unpinned, the space is free again.
+    log.append(&payload(2, 0)).unwrap();
+}
+
+fn err_text_names_pin(log: &Log) -> bool {
+    // Whatever the append, while the pin holds the space, the message names it.
+    match log.append(&[0u8; 4000]) {
+        Err(e @ Error::Full { .. }) => e.to_string().contains("LSN 1"),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_follower_reports_truncated_entries_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("f.dax"), &Options::new().capacity(1 << 20)).unwrap();
+    for i in 0..10 {
+        log.append(&payload(0, i)).unwrap();
+    }
+    let mut f = log.follow(1);
+    let e = f.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(e.lsn, 1);
+    log.truncate_before(6).unwrap();
+    match f.next_timeout(Duration::ZERO) {
+        Err(Error::Truncated {
+            first_missed: 2,
+            last_missed: 5,
+            ..
+        }) => {}
+        other => panic!("expected Truncated 2..=5, got {other:?}"),
+    }
+    let e = f.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!((e.lsn, e.payload), (6, payload(0, 5)));
+}
+
+#[test]
+fn a_follower_reports_a_deleted_suffix_it_had_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("r.dax"), &Options::new().capacity(1 << 20)).unwrap();
+    for i in 0..5 {
+        log.append(&payload(0, i)).unwrap();
+    }
+    let mut f = log.follow(1);
+    for lsn in 1..=5 {
+        assert_eq!(f.next_timeout(Duration::ZERO).unwrap().unwrap().lsn, lsn);
+    }
+    log.truncate_after(3).unwrap();
+    assert_eq!(log.append(&payload(1, 0)).unwrap(), 4);
+    match f.next_timeout(Duration::ZERO) {
+        Err(Error::Rewound { from: 4, .. }) => {}
+        other => panic!("expected Rewound from 4, got {other:?}"),
+    }
+    let e = f.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!((e.lsn, e.payload), (4, payload(1, 0)));
+}
+
+/// `truncate_after` while threads append: each LSN holds one of the payloads acknowledged
+/// for it (never garbage), LSNs stay gap-free, and every append that began after the last
+/// suffix truncation returned survives, also after reopening.
+#[test]
+fn suffix_truncation_while_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sfx.dax");
+    let log = Log::create(&path, &Options::new().capacity(256 << 10)).unwrap();
+    let acked: Mutex<HashMap<Lsn, Vec<(u64, u64)>>> = Mutex::new(HashMap::new());
+    // Appends that began after every suffix truncation had returned: (lsn, thread, seq).
+    let late: Mutex<Vec<(Lsn, u64, u64)>> = Mutex::new(Vec::new());
+    let cuts = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    const CUTS: u64 = 60;
+    std::thread::scope(|s| {
+        let mut writers = Vec::new();
+        for t in 0..2u64 {
+            let (log, acked, late, cuts, done) = (&log, &acked, &late, &cuts, &done);
+            writers.push(s.spawn(move || {
+                let (mut seq, mut after_last) = (0, 0);
+                while !done.load(Ordering::Relaxed) || after_last < 20 {
+                    let before = cuts.load(Ordering::SeqCst);
+                    match log.append(&payload(t, seq)) {
+                        Ok(lsn) => {
+                            acked.lock().unwrap().entry(lsn).or_default().push((t, seq));
+                            if before == CUTS {
+                                late.lock().unwrap().push((lsn, t, seq));
+                                after_last += 1;
+                            }
+                        }
+                        Err(Error::Full { .. }) => {
+                            // Make room: keep the last few hundred entries.
+                            let _ = log.truncate_before(log.next_lsn().saturating_sub(200));
+                        }
+                        Err(e) => panic!("append: {e}"),
+                    }
+                    seq += 1;
+                }
+            }));
+        }
+        let guarded = s.spawn(|| {
+            // A reader taking short-lived guards beside the suffix truncations.
+            while !done.load(Ordering::Relaxed) {
+                let g = log.pin();
+                let mut expect = None;
+                for e in g.iter() {
+                    parse(e.payload);
+                    if let Some(x) = expect {
+                        assert_eq!(e.lsn, x, "a gap");
+                    }
+                    expect = Some(e.lsn + 1);
+                }
+            }
+        });
+        for _ in 0..CUTS {
+            std::thread::sleep(Duration::from_millis(2));
+            let last = log.next_lsn() - 1;
+            let first = log.first_lsn().unwrap_or(last + 1);
+            let cut = last.saturating_sub(5).max(first.saturating_sub(1));
+            match log.truncate_after(cut) {
+                Ok(()) => {}
+                // A checkpoint of an appender moved the first LSN meanwhile.
+                Err(Error::LsnOutOfRange { .. }) => {}
+                Err(e) => panic!("truncate_after({cut}): {e}"),
+            }
+            cuts.fetch_add(1, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        done.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        guarded.join().unwrap();
+    });
+    let acked = acked.into_inner().unwrap();
+    let late = late.into_inner().unwrap();
+    assert!(!late.is_empty(), "no append after the last truncation");
+    let check = |log: &Log, what: &str| {
+        let guard = log.pin();
+        let mut expect = None;
+        let mut seen = HashMap::new();
+        for e in guard.iter() {
+            if let Some(x) = expect {
+                assert_eq!(e.lsn, x, "{what}: a gap");
+            }
+            expect = Some(e.lsn + 1);
+            let ts = parse(e.payload);
+            assert!(
+                acked.get(&e.lsn).is_some_and(|v| v.contains(&ts)),
+                "{what}: LSN {} holds {ts:?}, never acknowledged for it",
+                e.lsn
+            );
+            seen.insert(e.lsn, ts);
+        }
+        assert_eq!(expect.unwrap_or(log.next_lsn()), log.next_lsn(), "{what}");
+        for &(lsn, t, s) in &late {
+            assert_eq!(seen.get(&lsn), Some(&(t, s)), "{what}: a late append lost");
+        }
+    };
+    check(&log, "live");
+    log.verify().unwrap();
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    check(&log, "reopened");
+}
