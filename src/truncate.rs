@@ -96,9 +96,18 @@ impl<M: Media> Log<M> {
     fn move_head(&self, lsn: Lsn, next: Lsn, head: usize, forced: Option<Forced>) -> Result<()> {
         let mut w = self.writer.lock();
         let hint_kept = w.slot.hint_lsn >= lsn && lsn != next;
+        // Published entries that end exactly at the end of the file put an empty log's head
+        // there; the next entry goes to the start of the data area (a wrap), which is where the
+        // slot says the head is (a slot cannot name the end of the file). In memory the head
+        // stays at the end, where appenders wrap from.
+        let head_on_media = if head == self.sb.capacity as usize {
+            DATA_OFFSET
+        } else {
+            head
+        };
         let slot = Slot {
             seq: w.slot.seq + 1,
-            head_offset: head as u64,
+            head_offset: head_on_media as u64,
             head_lsn: lsn,
             cut_lsn: w.slot.cut_lsn.max(lsn),
             hint_offset: if hint_kept { w.slot.hint_offset } else { 0 },

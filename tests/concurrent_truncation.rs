@@ -405,3 +405,79 @@ fn suffix_truncation_while_appending() {
     let log = Log::open(&path, &Options::new()).unwrap();
     check(&log, "reopened");
 }
+
+/// Fills a new 64 KiB log's first lap exactly to the end of the file (64-byte entries divide
+/// the data area), so that the published entries end at the capacity.
+fn fill_first_lap(path: &std::path::Path) -> Log {
+    let log = Log::create(path, &Options::new().capacity(64 << 10)).unwrap();
+    loop {
+        match log.append(&[7u8; 40]) {
+            Ok(_) => {}
+            Err(Error::Full { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    log
+}
+
+#[test]
+fn reset_with_the_entries_ending_at_the_end_of_the_file_survives_a_reopen() {
+    // With a reader pinned at the first entry meanwhile, the tail cannot move back to the
+    // start of the data area: the head goes where the entries end, the end of the file.
+    for (how, pinned) in [
+        ("reset", false),
+        ("truncate_before", false),
+        ("reset", true),
+        ("truncate_before", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("end.dax");
+        let log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
+        let guard = if pinned { Some(log.pin()) } else { None };
+        loop {
+            match log.append(&[7u8; 40]) {
+                Ok(_) => {}
+                Err(Error::Full { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let next = log.next_lsn();
+        match how {
+            "reset" => log.reset().unwrap(),
+            _ => log.truncate_before(next).unwrap(),
+        }
+        if let Some(g) = &guard {
+            assert_eq!(g.iter().count() as u64, next - 1, "the pinned entries are gone");
+        }
+        drop(guard);
+        let a = log.append(b"after reset").unwrap();
+        let b = log.append(b"after reset 2").unwrap();
+        assert_eq!((a, b), (next, next + 1));
+        drop(log);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        let got: Vec<_> = log.iter().map(|e| (e.lsn, e.payload)).collect();
+        assert_eq!(
+            got,
+            vec![(a, b"after reset".to_vec()), (b, b"after reset 2".to_vec())],
+            "{how}, pinned {pinned}"
+        );
+        assert_eq!(log.next_lsn(), b + 1, "{how}, pinned {pinned}");
+        log.verify().unwrap();
+    }
+}
+
+#[test]
+fn reset_at_the_end_of_the_file_then_reopen_while_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("end.dax");
+    let log = fill_first_lap(&path);
+    let next = log.next_lsn();
+    let guard = log.pin();
+    log.reset().unwrap();
+    drop(guard);
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.iter().count(), 0);
+    assert_eq!(log.next_lsn(), next);
+    assert_eq!(log.append(b"x").unwrap(), next);
+}
