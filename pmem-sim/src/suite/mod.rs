@@ -572,7 +572,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "truncate-head",
         about: "truncate_before (middle, first, all but one, everything) with crashes inside its \
-                slot update and after it; in a plain and in a wrapped log; across sessions",
+                slot update and after it; in a plain and in a wrapped log; across sessions; a reset \
+                of entries that end at the end of the file while a reader pins the first",
         random: true,
         variants: all,
         needs_hooks: false,

@@ -239,6 +239,20 @@ impl Session {
         self.record(start, EventKind::TruncateBefore(next));
     }
 
+    /// `reset()` while a reader pins the first entry: the tail cannot move back to the start
+    /// of the data area, so the head goes where the entries end (recorded as
+    /// `truncate_before(next_lsn)`).
+    pub fn reset_pinned(&mut self) {
+        let next = self.log.next_lsn();
+        let start = self.obs.ops();
+        let guard = self.log.pin();
+        self.log
+            .reset()
+            .unwrap_or_else(|e| panic!("reset failed: {e}"));
+        drop(guard);
+        self.record(start, EventKind::TruncateBefore(next));
+    }
+
     /// `truncate_after(lsn)`, recorded as an event of the segment.
     pub fn truncate_after(&mut self, lsn: u64) {
         let next = self.log.next_lsn();

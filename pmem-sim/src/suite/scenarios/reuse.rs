@@ -103,6 +103,33 @@ pub(crate) fn truncate_head(r: &mut Runner) {
     let p = r.payload(5);
     s.append(&p).expect("room");
     r.finish(s);
+
+    // The entries end exactly at the end of the file, and a reader pins the first one while
+    // everything is truncated: the head is the end of the file (the slot names the start of
+    // the data area, where the next entry goes).
+    let cap = 4 * 4096;
+    let mut s = r.create(cap);
+    while s.tail() < cap {
+        let left = cap - s.tail();
+        let n = if left >= 300 + HEADER_LEN + 64 {
+            r.rng.range(0, 300)
+        } else {
+            left - HEADER_LEN
+        };
+        let p = r.payload(n);
+        s.append(&p).expect("room before the end of the file");
+    }
+    s.reset_pinned();
+    for n in [10, 250] {
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+    let si = r.finish(s);
+    let img = r.final_image(si);
+    let Some(mut s) = r.open(img) else { return };
+    let p = r.payload(40);
+    s.append(&p).expect("room");
+    r.finish(s);
 }
 
 pub(crate) fn wrap_first_append(r: &mut Runner) {
