@@ -260,6 +260,16 @@ pub enum Error {
         from: Lsn,
     },
 
+    /// [`crate::Log::truncate_after`] was called by a thread that holds a [`crate::Guard`]
+    /// (directly, or through a live [`crate::Log::iter`] iterator): the truncation waits until
+    /// no guard is held, so it would wait for its own caller. Nothing was deleted; drop the
+    /// guard (end the iteration) first.
+    #[error("{path}: truncate_after called by a thread that holds a guard on the log (a Log::pin guard or a live Log::iter iterator); nothing was deleted")]
+    GuardHeld {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// The path no longer names the file a [`crate::Reader`] opened: the log was re-created
     /// or removed.
     #[error("{path}: the log was replaced or removed while a reader had it open")]
@@ -331,6 +341,7 @@ impl Error {
             | Error::Poisoned { path, .. }
             | Error::Truncated { path, .. }
             | Error::Rewound { path, .. }
+            | Error::GuardHeld { path }
             | Error::Replaced { path } => Some(path),
             Error::Unsupported { .. } => None,
         }

@@ -33,8 +33,8 @@ pub(crate) struct Pos {
 pub(crate) struct PinState {
     /// The head: the first live entry (the oldest position nobody needs to pin).
     pub head: Pos,
-    /// Pinned positions; `None` for a free place.
-    pins: Vec<Option<Pos>>,
+    /// Pinned positions, and the thread that took each; `None` for a free place.
+    pins: Vec<Option<(Pos, std::thread::ThreadId)>>,
     held: usize,
     /// A suffix truncation waits for the pins held to go: new ones wait for it.
     closing: bool,
@@ -96,13 +96,14 @@ impl Pins {
         }
         let head = s.head;
         s.held += 1;
+        let me = std::thread::current().id();
         let at = match s.pins.iter().position(Option::is_none) {
             Some(i) => {
-                s.pins[i] = Some(head);
+                s.pins[i] = Some((head, me));
                 i
             }
             None => {
-                s.pins.push(Some(head));
+                s.pins.push(Some((head, me)));
                 s.pins.len() - 1
             }
         };
@@ -128,15 +129,21 @@ impl Pins {
     }
 
     /// Waits until no pin is held, then runs `f` with the table locked; new pins wait from
-    /// the call on until `f` returns.
-    pub(crate) fn exclusive<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> R {
+    /// the call on until `f` returns. `None` (and `f` not run) if the calling thread holds a
+    /// pin itself: it would wait for itself. (A pin counts for the thread that took it.)
+    pub(crate) fn exclusive<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> Option<R> {
+        let me = std::thread::current().id();
         loop {
             let mut s = self.state.lock();
+            if s.pins.iter().flatten().any(|&(_, t)| t == me) {
+                s.closing = false;
+                return None;
+            }
             if s.held == 0 {
                 s.closing = false;
                 let r = f(&mut s);
                 self.update(&s);
-                return r;
+                return Some(r);
             }
             s.closing = true;
             drop(s);
@@ -145,7 +152,7 @@ impl Pins {
     }
 
     fn update(&self, s: &PinState) {
-        let oldest = s.pins.iter().flatten().min_by_key(|p| p.lsn);
+        let oldest = s.pins.iter().flatten().map(|(p, _)| p).min_by_key(|p| p.lsn);
         let (limit, pin) = match oldest {
             Some(p) if p.lsn <= s.head.lsn => (p.offset, p.lsn),
             _ => (s.head.offset, 0),

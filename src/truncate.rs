@@ -211,7 +211,9 @@ impl<M: Media> Log<M> {
     /// LSNs, which the range check then sees), then deletes, then lets appends go on: an
     /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. It also waits
     /// until no reader holds a [`crate::Guard`] (a guard may lend entries of the suffix), and
-    /// new guards wait until it is done: never call it while the calling thread holds one.
+    /// new guards wait until it is done. Called by a thread that holds a guard (or a live
+    /// [`Log::iter`] iterator, which holds one), it fails with [`Error::GuardHeld`] and deletes
+    /// nothing, instead of waiting for itself.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -225,15 +227,21 @@ impl<M: Media> Log<M> {
         self.check_writable()?;
         let _one = self.truncating.lock();
         // No reader holds a slice from here on, and new ones wait.
-        self.pins.exclusive(|pins| {
-            let _ = pins;
-            let blocked = self.block_reservations();
-            let r = self.truncate_after_blocked(lsn, blocked);
-            if r.is_err() {
-                self.unblock_reservations(blocked, None);
-            }
-            r
-        })
+        self.pins
+            .exclusive(|pins| {
+                let _ = pins;
+                let blocked = self.block_reservations();
+                let r = self.truncate_after_blocked(lsn, blocked);
+                if r.is_err() {
+                    self.unblock_reservations(blocked, None);
+                }
+                r
+            })
+            .unwrap_or_else(|| {
+                Err(Error::GuardHeld {
+                    path: self.name.clone(),
+                })
+            })
     }
 
     /// Stops new reservations once none is in flight; returns the state to restore.

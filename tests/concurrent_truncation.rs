@@ -481,3 +481,47 @@ fn reset_at_the_end_of_the_file_then_reopen_while_empty() {
     assert_eq!(log.next_lsn(), next);
     assert_eq!(log.append(b"x").unwrap(), next);
 }
+
+/// A suffix truncation waits until no guard is held: called inside the caller's own
+/// iteration (which holds one), it fails at once instead of waiting for itself forever (and
+/// holding every other truncation and new guard meanwhile).
+#[test]
+fn truncate_after_inside_the_callers_own_iteration_fails_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(
+        Log::create(dir.path().join("own.dax"), &Options::new().capacity(1 << 20)).unwrap(),
+    );
+    for i in 1..=5u8 {
+        log.append(&[i]).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = log.clone();
+    // (Not a scoped thread: if it hangs, the test reports it instead of hanging too.)
+    let t = std::thread::spawn(move || {
+        // "Find the first conflicting entry and cut the log there."
+        for e in l.iter() {
+            if e.payload == [3] {
+                let r = l.truncate_after(e.lsn - 1);
+                tx.send(r.map_err(|e| e.to_string())).unwrap();
+                break;
+            }
+        }
+        // Once the iteration is over, the same call succeeds.
+        tx.send(l.truncate_after(2).map_err(|e| e.to_string()))
+            .unwrap();
+    });
+    // (A bound only to report a hang as a failure, not a measure of speed.)
+    let inside = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("truncate_after inside the caller's iteration never returned");
+    let err = inside.expect_err("truncate_after deleted entries a guard of its caller lends");
+    assert!(err.contains("holds a guard"), "{err}");
+    let after = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("truncate_after after the iteration never returned");
+    assert_eq!(after, Ok(()));
+    t.join().unwrap();
+    let all: Vec<_> = log.iter().map(|e| (e.lsn, e.payload)).collect();
+    assert_eq!(all, vec![(1, vec![1]), (2, vec![2])]);
+    assert_eq!(log.append(b"new 3").unwrap(), 3);
+}
