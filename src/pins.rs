@@ -49,6 +49,13 @@ pub(crate) struct Pins {
     limit_pin: AtomicU64,
 }
 
+impl PinState {
+    /// How many pins are held.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+}
+
 impl Pins {
     pub(crate) fn new(head: Pos) -> Self {
         Pins {
@@ -152,7 +159,12 @@ impl Pins {
     }
 
     fn update(&self, s: &PinState) {
-        let oldest = s.pins.iter().flatten().map(|(p, _)| p).min_by_key(|p| p.lsn);
+        let oldest = s
+            .pins
+            .iter()
+            .flatten()
+            .map(|(p, _)| p)
+            .min_by_key(|p| p.lsn);
         let (limit, pin) = match oldest {
             Some(p) if p.lsn <= s.head.lsn => (p.offset, p.lsn),
             _ => (s.head.offset, 0),

@@ -12,7 +12,7 @@ use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_LEN};
 use crate::iter::View;
 use crate::log::{new_epoch, Log, Writer};
 use crate::media::Media;
-use crate::pins::Pos;
+use crate::pins::{PinState, Pos};
 use crate::reserve::State;
 use crate::Lsn;
 
@@ -70,30 +70,68 @@ impl<M: Media> Log<M> {
         } else {
             None
         };
+        if let Some(
+            f @ Forced {
+                blocked: Some(was),
+                tail,
+            },
+        ) = forced
+        {
+            // The head is at the start of the data area, where the tail goes: a reader that
+            // pinned the entries since they were found unpinned would see them vanish (its view
+            // would end where it starts), and appenders would write over them. So the slot
+            // update and the move happen with the pin table locked, only if no pin is held.
+            let done = self.pins.with(|s| {
+                if s.held() > 0 {
+                    return None;
+                }
+                let r = self.write_head_slot(lsn, next, DATA_OFFSET);
+                if r.is_ok() {
+                    self.set_head(s, lsn, DATA_OFFSET, Some(f));
+                }
+                Some(r)
+            });
+            match done {
+                Some(r) => {
+                    // Reservations resume: at the start of the data area, or (if the slot
+                    // update failed) where they were.
+                    let to = match r {
+                        Ok(()) => State::new(DATA_OFFSET, was.next_lsn, false)
+                            .with_ticket(was.ticket, was.flags),
+                        Err(_) => State { tail, ..was },
+                    };
+                    self.unblock_reservations(was, Some(to));
+                    if r.is_ok() {
+                        self.after_head_moved(lsn, DATA_OFFSET);
+                    }
+                    return r;
+                }
+                None => {
+                    // A reader pinned them: no forced wrap, the head goes where they end.
+                    self.unblock_reservations(was, Some(State { tail, ..was }));
+                    let head = self.position_of(lsn);
+                    return self.move_head(lsn, next, head, None);
+                }
+            }
+        }
         let head = match forced {
             Some(_) => DATA_OFFSET,
             None => self.position_of(lsn),
         };
-        let r = self.move_head(lsn, next, head, forced);
-        if let Some(Forced {
-            blocked: Some(was),
-            tail,
-        }) = forced
-        {
-            // Reservations resume: at the start of the data area, or (if the slot update
-            // failed) where they were.
-            let to = match r {
-                Ok(()) => {
-                    State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags)
-                }
-                Err(_) => State { tail, ..was },
-            };
-            self.unblock_reservations(was, Some(to));
-        }
-        r
+        self.move_head(lsn, next, head, forced)
     }
 
     fn move_head(&self, lsn: Lsn, next: Lsn, head: usize, forced: Option<Forced>) -> Result<()> {
+        self.write_head_slot(lsn, next, head)?;
+        // Durable: readers that pin from now on start at the new head, and appenders may reuse
+        // what is before it once no pin holds it.
+        self.pins.with(|s| self.set_head(s, lsn, head, forced));
+        self.after_head_moved(lsn, head);
+        Ok(())
+    }
+
+    /// Writes the slot of a prefix truncation to `lsn`, with the head at `head`.
+    fn write_head_slot(&self, lsn: Lsn, next: Lsn, head: usize) -> Result<()> {
         let mut w = self.writer.lock();
         let hint_kept = w.slot.hint_lsn >= lsn && lsn != next;
         // Published entries that end exactly at the end of the file put an empty log's head
@@ -114,24 +152,25 @@ impl<M: Media> Log<M> {
             hint_lsn: if hint_kept { w.slot.hint_lsn } else { 0 },
             ..w.slot
         };
-        self.write_slot(&mut w, slot)?;
-        drop(w);
-        // Durable: readers that pin from now on start at the new head, and appenders may reuse
-        // what is before it once no pin holds it.
-        self.pins.with(|s| {
-            s.head = Pos { lsn, offset: head };
-            self.first_lsn.store(lsn, Ordering::Release);
-            self.pmem.set_head(head);
-            if let Some(f) = forced {
-                self.pmem.end_forced_wrap(f.tail);
-            }
-        });
+        self.write_slot(&mut w, slot)
+    }
+
+    /// Moves the head in memory (the slot saying so is durable), with the pin table locked.
+    fn set_head(&self, s: &mut PinState, lsn: Lsn, head: usize, forced: Option<Forced>) {
+        s.head = Pos { lsn, offset: head };
+        self.first_lsn.store(lsn, Ordering::Release);
+        self.pmem.set_head(head);
+        if let Some(f) = forced {
+            self.pmem.end_forced_wrap(f.tail);
+        }
+    }
+
+    fn after_head_moved(&self, lsn: Lsn, head: usize) {
         self.index
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .drop_before(lsn);
         tracing::debug!(lsn, head, "daxlog: truncated head");
-        Ok(())
     }
 
     /// Where entry `lsn` is (a published one), or will be (`lsn` is the next LSN: where the

@@ -447,7 +447,11 @@ fn reset_with_the_entries_ending_at_the_end_of_the_file_survives_a_reopen() {
             _ => log.truncate_before(next).unwrap(),
         }
         if let Some(g) = &guard {
-            assert_eq!(g.iter().count() as u64, next - 1, "the pinned entries are gone");
+            assert_eq!(
+                g.iter().count() as u64,
+                next - 1,
+                "the pinned entries are gone"
+            );
         }
         drop(guard);
         let a = log.append(b"after reset").unwrap();
@@ -489,7 +493,11 @@ fn reset_at_the_end_of_the_file_then_reopen_while_empty() {
 fn truncate_after_inside_the_callers_own_iteration_fails_with_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let log = std::sync::Arc::new(
-        Log::create(dir.path().join("own.dax"), &Options::new().capacity(1 << 20)).unwrap(),
+        Log::create(
+            dir.path().join("own.dax"),
+            &Options::new().capacity(1 << 20),
+        )
+        .unwrap(),
     );
     for i in 1..=5u8 {
         log.append(&[i]).unwrap();
