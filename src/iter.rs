@@ -561,6 +561,13 @@ impl<'a, M: Media> Follower<'a, M> {
             }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
                 let guard = self.log.pin();
+                // No suffix truncation runs while the guard is held: if one completed since
+                // the checks above, look again (the entry may be deleted, or replaced).
+                if self.log.deleted.load(Ordering::Acquire) != self.deleted
+                    || self.log.last_lsn.load(Ordering::Acquire) < self.next
+                {
+                    continue;
+                }
                 if self.next < guard.lsn() {
                     let missed = self.next;
                     self.next = guard.lsn();
@@ -571,10 +578,12 @@ impl<'a, M: Media> Follower<'a, M> {
                     });
                 }
                 let lsn = self.next;
+                let read = guard.read(lsn).map(|e| e.to_owned());
+                // Published and not deleted: `None` is padding of an abandoned append.
                 self.next += 1;
-                match guard.read(lsn) {
-                    Some(e) => return Ok(Some(e.to_owned())),
-                    None => continue, // padding of an abandoned append
+                match read {
+                    Some(e) => return Ok(Some(e)),
+                    None => continue,
                 }
             }
             let now = std::time::Instant::now();

@@ -533,3 +533,163 @@ fn truncate_after_inside_the_callers_own_iteration_fails_with_a_typed_error() {
     assert_eq!(all, vec![(1, vec![1]), (2, vec![2])]);
     assert_eq!(log.append(b"new 3").unwrap(), 3);
 }
+
+/// While a suffix truncation waits for a guard another thread holds, other threads' reads
+/// (each takes a guard for a moment) go on at their own pace, and once the guard is dropped
+/// the truncation completes although those reads go on.
+#[test]
+fn reads_go_on_while_a_suffix_truncation_waits_for_a_guard() {
+    const READS: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(
+        Log::create(dir.path().join("r.dax"), &Options::new().capacity(1 << 20)).unwrap(),
+    );
+    for i in 0..100u8 {
+        log.append(&[i]).unwrap();
+    }
+    let held = log.clone();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let g = held.pin();
+        pinned_tx.send(()).unwrap();
+        hold_rx.recv().unwrap();
+        assert_eq!(g.read(100).map(|e| e.payload.to_vec()), Some(vec![99]));
+    });
+    pinned_rx.recv().unwrap();
+    let l = log.clone();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let truncator = std::thread::spawn(move || l.truncate_after(90));
+    // Readers that never pause: the truncation must not starve once the guard goes.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (l, stop) = (log.clone(), stop.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(l.read(50).map(|e| e.payload), Some(vec![49]));
+                n += 1;
+            }
+            n
+        }));
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        // While the truncation waits (the guard is held), this many reads complete.
+        for _ in 0..READS {
+            assert_eq!(l.read(50).map(|e| e.payload), Some(vec![49]));
+        }
+        done_tx.send(()).unwrap();
+    });
+    // (Bounds only to report a stall as a failure, not a measure of speed: a read that
+    // waited ~1 ms for the truncation would need minutes.)
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("reads stalled while a suffix truncation waited for another thread's guard");
+    assert!(!truncator.is_finished(), "the truncation did not wait for the guard");
+    hold_tx.send(()).unwrap();
+    holder.join().unwrap();
+    truncator.join().unwrap().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(log.next_lsn(), 91);
+    assert_eq!(log.read(90).map(|e| e.payload), Some(vec![89]));
+    assert!(log.read(91).is_none());
+}
+
+/// A follower beside suffix truncations and appends: it reports [`Error::Rewound`] only for
+/// entries it returned, and never returns the same entry twice (each append's payload is
+/// unique; after a rewind, the entries it gets again are the replacements).
+#[test]
+fn a_follower_never_reports_a_rewind_of_entries_it_did_not_return() {
+    const ROUNDS: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("f.dax"), &Options::new().capacity(4 << 20)).unwrap();
+    let stop = AtomicBool::new(false);
+    // The next LSN the follower expects.
+    let at = AtomicU64::new(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match log.append(&id.to_le_bytes()) {
+                    Ok(_) => id += 1,
+                    Err(Error::Full { .. }) => {
+                        let _ = log.truncate_before(log.next_lsn().saturating_sub(100).max(1));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let follower = s.spawn(|| {
+            let mut f = log.follow(1);
+            // LSN -> id of each entry returned and not reported deleted since.
+            let mut returned: HashMap<Lsn, u64> = HashMap::new();
+            let mut deleted: HashMap<Lsn, u64> = HashMap::new();
+            let mut expect = 1;
+            let mut rewinds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match f.next_timeout(Duration::from_millis(1)) {
+                    Ok(Some(e)) => {
+                        assert_eq!(e.lsn, expect, "skipped or repeated");
+                        let id = u64::from_le_bytes(e.payload[..].try_into().unwrap());
+                        assert_ne!(
+                            deleted.remove(&e.lsn),
+                            Some(id),
+                            "LSN {}: the entry reported deleted came back",
+                            e.lsn
+                        );
+                        returned.insert(e.lsn, id);
+                        expect += 1;
+                        at.store(expect, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
+                    Err(Error::Truncated { last_missed, .. }) => {
+                        expect = last_missed + 1;
+                        at.store(expect, Ordering::Relaxed);
+                    }
+                    Err(Error::Rewound { from, .. }) => {
+                        assert!(
+                            from < expect,
+                            "Rewound from {from}, but the follower returned only up to {}",
+                            expect - 1
+                        );
+                        for l in from..expect {
+                            if let Some(id) = returned.remove(&l) {
+                                deleted.insert(l, id);
+                            }
+                        }
+                        expect = from;
+                        at.store(expect, Ordering::Relaxed);
+                        rewinds += 1;
+                    }
+                    Err(e) => panic!("follow: {e}"),
+                }
+            }
+            rewinds
+        });
+        for _ in 0..ROUNDS {
+            // Once the follower has returned an entry, cut from it on: its read of the next
+            // one races with the cut.
+            if let Some(last) = log.last_lsn() {
+                while at.load(Ordering::Relaxed) < last && !follower.is_finished() {
+                    std::hint::spin_loop();
+                }
+                let first = log.first_lsn().unwrap_or(last);
+                if last > first + 2 {
+                    match log.truncate_after(last - 1) {
+                        Ok(()) | Err(Error::LsnOutOfRange { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let rewinds = follower.join().unwrap();
+        assert!(rewinds > 0, "the follower saw no rewind");
+    });
+}
