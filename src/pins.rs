@@ -33,11 +33,24 @@ pub(crate) struct Pos {
 pub(crate) struct PinState {
     /// The head: the first live entry (the oldest position nobody needs to pin).
     pub head: Pos,
-    /// Pinned positions, and the thread that took each; `None` for a free place.
-    pins: Vec<Option<(Pos, std::thread::ThreadId)>>,
+    /// Pinned positions, the thread that took each, and whether it was taken while a suffix
+    /// truncation waited (see `closing`); `None` for a free place.
+    pins: Vec<Option<Held>>,
     held: usize,
-    /// A suffix truncation waits for the pins held to go: new ones wait for it.
+    /// A suffix truncation waits for the pins held to go. New pins do not wait for it while
+    /// pins taken before it began are held (they may be held for long: readers go on at
+    /// their own pace meanwhile); from then on (`draining`) they wait, so that the truncation
+    /// only waits for the pins held then.
     closing: bool,
+    draining: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    pos: Pos,
+    thread: std::thread::ThreadId,
+    /// Taken while a suffix truncation waited.
+    late: bool,
 }
 
 /// The pin table and the limit appenders respect.
@@ -54,6 +67,10 @@ impl PinState {
     pub(crate) fn held(&self) -> usize {
         self.held
     }
+
+    fn held_by(&self, thread: std::thread::ThreadId) -> bool {
+        self.pins.iter().flatten().any(|h| h.thread == thread)
+    }
 }
 
 impl Pins {
@@ -64,6 +81,7 @@ impl Pins {
                 pins: Vec::new(),
                 held: 0,
                 closing: false,
+                draining: false,
             }),
             limit: AtomicU64::new(head.offset as u64),
             limit_pin: AtomicU64::new(0),
@@ -92,25 +110,29 @@ impl Pins {
     /// Pins the head; returns the pin's place and the position pinned.
     pub(crate) fn pin(&self) -> (usize, Pos) {
         let mut s = self.state.lock();
-        // (For a while only: a thread that takes a second pin while holding one must not wait
-        // for a truncation that waits for its first.)
-        let mut waits = 0;
-        while s.closing && waits < 50 {
-            waits += 1;
+        let me = std::thread::current().id();
+        // Only while a suffix truncation waits for the last pins (those taken before it began
+        // are gone), and not if this thread holds one (the truncation waits for that one:
+        // this thread must not wait for the truncation).
+        while s.draining && !s.held_by(me) {
             drop(s);
             std::thread::sleep(std::time::Duration::from_micros(20));
             s = self.state.lock();
         }
         let head = s.head;
         s.held += 1;
-        let me = std::thread::current().id();
+        let held = Held {
+            pos: head,
+            thread: me,
+            late: s.closing,
+        };
         let at = match s.pins.iter().position(Option::is_none) {
             Some(i) => {
-                s.pins[i] = Some((head, me));
+                s.pins[i] = Some(held);
                 i
             }
             None => {
-                s.pins.push(Some((head, me)));
+                s.pins.push(Some(held));
                 s.pins.len() - 1
             }
         };
@@ -136,35 +158,42 @@ impl Pins {
     }
 
     /// Waits until no pin is held, then runs `f` with the table locked; new pins wait from
-    /// the call on until `f` returns. `None` (and `f` not run) if the calling thread holds a
-    /// pin itself: it would wait for itself. (A pin counts for the thread that took it.)
+    /// the time the pins held at the call are gone until `f` returns (see `closing`). `None`
+    /// (and `f` not run) if the calling thread holds a pin itself: it would wait for itself.
+    /// (A pin counts for the thread that took it.)
     pub(crate) fn exclusive<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> Option<R> {
         let me = std::thread::current().id();
         loop {
             let mut s = self.state.lock();
-            if s.pins.iter().flatten().any(|&(_, t)| t == me) {
+            if s.held_by(me) {
                 s.closing = false;
+                s.draining = false;
                 return None;
             }
             if s.held == 0 {
                 s.closing = false;
+                s.draining = false;
                 let r = f(&mut s);
                 self.update(&s);
                 return Some(r);
             }
-            s.closing = true;
+            if !s.closing {
+                s.closing = true;
+                // Every pin held now was taken before this truncation began.
+                for h in s.pins.iter_mut().flatten() {
+                    h.late = false;
+                }
+            }
+            if s.pins.iter().flatten().all(|h| h.late) {
+                s.draining = true;
+            }
             drop(s);
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
     }
 
     fn update(&self, s: &PinState) {
-        let oldest = s
-            .pins
-            .iter()
-            .flatten()
-            .map(|(p, _)| p)
-            .min_by_key(|p| p.lsn);
+        let oldest = s.pins.iter().flatten().map(|h| h.pos).min_by_key(|p| p.lsn);
         let (limit, pin) = match oldest {
             Some(p) if p.lsn <= s.head.lsn => (p.offset, p.lsn),
             _ => (s.head.offset, 0),

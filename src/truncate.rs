@@ -249,8 +249,10 @@ impl<M: Media> Log<M> {
     /// for the appends in flight to complete (they are durable and acknowledged, and get their
     /// LSNs, which the range check then sees), then deletes, then lets appends go on: an
     /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. It also waits
-    /// until no reader holds a [`crate::Guard`] (a guard may lend entries of the suffix), and
-    /// new guards wait until it is done. Called by a thread that holds a guard (or a live
+    /// until no reader holds a [`crate::Guard`] (a guard may lend entries of the suffix): new
+    /// guards are taken without waiting while guards taken before the call are held, then
+    /// wait until it is done (so that readers neither stall behind a guard held for long nor
+    /// starve the truncation). Called by a thread that holds a guard (or a live
     /// [`Log::iter`] iterator, which holds one), it fails with [`Error::GuardHeld`] and deletes
     /// nothing, instead of waiting for itself.
     ///
