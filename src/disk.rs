@@ -171,11 +171,17 @@ impl<M: Media> Log<M> {
     }
 
     /// msync mode, the ring of tickets in flight full: sleeps until a sync ends, unless the
-    /// published count moved from `published` already (then the caller looks again at once).
-    pub(crate) fn wait_for_sync(&self, published: u64) {
+    /// published count moved from `published` or the reservation state from `resv` already
+    /// (then the caller looks again at once).
+    pub(crate) fn wait_for_sync(&self, published: u64, resv: u128) {
         let round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
         // A sync publishes, then ends under this lock: one that ends from here on is seen.
         if self.published.load(Ordering::Acquire) != published {
+            return;
+        }
+        // A suffix truncation unblocks reservations, then wakes reservers under this lock:
+        // if the state is still `resv` here, the wake-up comes after this sleep begins.
+        if self.resv.load_torn() != resv {
             return;
         }
         drop(self.sleep_until_a_sync_ends(round));

@@ -196,8 +196,8 @@ impl<M: Media> Log<M> {
                 // full (its ticket count below the published one).
                 if self.pmem.media().persistence().is_cpu_flush() {
                     backoff(&mut spins);
-                } else if self.resv.load_torn() == cur {
-                    self.wait_for_sync(published);
+                } else {
+                    self.wait_for_sync(published, cur);
                 }
                 cur = self.resv.load_torn();
                 continue;

@@ -693,3 +693,64 @@ fn a_follower_never_reports_a_rewind_of_entries_it_did_not_return() {
         assert!(rewinds > 0, "the follower saw no rewind");
     });
 }
+
+/// msync mode: a lone appender that finds reservations blocked by a suffix truncation sleeps
+/// until a sync ends; the truncation's wake-up may come before it sleeps, and it must still
+/// go on (no other sync may ever come).
+#[test]
+fn a_lone_msync_appender_goes_on_after_each_suffix_truncation() {
+    const ROUNDS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(
+        Log::create(
+            dir.path().join("m.dax"),
+            &Options::new()
+                .capacity(8 << 20)
+                .persistence(daxlog::PersistenceChoice::ForceMsync),
+        )
+        .unwrap(),
+    );
+    let progress = std::sync::Arc::new(AtomicU64::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (l, p, st) = (log.clone(), progress.clone(), stop.clone());
+    // (Not a scoped thread: if it hangs, the test reports it instead of hanging too.)
+    let appender = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !st.load(Ordering::Relaxed) {
+            let lsn = l.append(&n.to_le_bytes()).unwrap();
+            p.store(lsn, Ordering::SeqCst);
+            n += 1;
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (l, p) = (log.clone(), progress.clone());
+    std::thread::spawn(move || {
+        for round in 0..ROUNDS {
+            // Wait until the appender appended twice since the last cut.
+            let seen = p.load(Ordering::SeqCst);
+            while p.load(Ordering::SeqCst) < seen + 2 {
+                std::hint::spin_loop();
+            }
+            let last = l.last_lsn().unwrap();
+            l.truncate_after(last - 1).unwrap();
+            let _ = tx.send(round);
+        }
+    });
+    let mut done = 0;
+    while done + 1 < ROUNDS {
+        // (A bound only to report a hang as a failure, not a measure of speed.)
+        done = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the appender stopped after {done} suffix truncations"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    appender.join().unwrap();
+    // Gap-free, and each entry holds a payload appended for it.
+    let mut expect = log.first_lsn().unwrap();
+    for e in log.iter() {
+        assert_eq!(e.lsn, expect);
+        assert_eq!(e.payload.len(), 8);
+        expect += 1;
+    }
+    assert_eq!(expect, log.next_lsn());
+}
