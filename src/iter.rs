@@ -543,13 +543,23 @@ impl<'a, M: Media> Follower<'a, M> {
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let deleted = self.log.deleted.load(Ordering::Acquire);
-            if deleted != self.deleted {
-                let from = self.log.deletions.lock()[self.deleted as usize..deleted as usize]
-                    .iter()
-                    .copied()
-                    .min()
-                    .unwrap_or(Lsn::MAX);
+            if self.log.deleted.load(Ordering::Acquire) != self.deleted {
+                let d = self.log.deletions.lock();
+                // (Counted under the lock, which every count and record takes.)
+                let deleted = self.log.deleted.load(Ordering::Acquire);
+                let missed = (deleted - self.deleted) as usize;
+                // Only the last ones are kept: if more came in between, every entry from the
+                // first on is suspect (as for a reader in another process).
+                let from = if missed > d.len() {
+                    self.log.first()
+                } else {
+                    d.iter()
+                        .skip(d.len() - missed)
+                        .copied()
+                        .min()
+                        .unwrap_or(Lsn::MAX)
+                };
+                drop(d);
                 self.deleted = deleted;
                 if from < self.next {
                     self.next = from;

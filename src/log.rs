@@ -72,9 +72,10 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) pins: crate::pins::Pins,
     /// Serialises truncations with each other.
     pub(crate) truncating: parking_lot::Mutex<()>,
-    /// The first deleted LSN of every suffix truncation of the session, in order, and how
-    /// many there were (what followers compare against).
-    pub(crate) deletions: parking_lot::Mutex<Vec<Lsn>>,
+    /// The first deleted LSN of the last [`crate::format::DELETION_RING`] suffix truncations
+    /// of the session, in order, and how many there were in all (what followers compare
+    /// against).
+    pub(crate) deletions: parking_lot::Mutex<std::collections::VecDeque<Lsn>>,
     pub(crate) deleted: AtomicU64,
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
     pub(crate) last_lsn: Padded<AtomicU64>,
@@ -682,7 +683,7 @@ impl<M: Media> Log<M> {
                 offset: slot.head_offset as usize,
             }),
             truncating: parking_lot::Mutex::new(()),
-            deletions: parking_lot::Mutex::new(Vec::new()),
+            deletions: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             deleted: AtomicU64::new(0),
             last_lsn: Padded(AtomicU64::new(scan.next_lsn - 1)),
             nt_threshold,

@@ -403,8 +403,11 @@ impl<M: Media> Log<M> {
         unsafe { self.pmem.rewind(tail, wrap_at) };
         {
             let mut d = self.deletions.lock();
-            d.push(lsn + 1);
-            self.deleted.store(d.len() as u64, Ordering::Release);
+            if d.len() == crate::format::DELETION_RING {
+                d.pop_front();
+            }
+            d.push_back(lsn + 1);
+            self.deleted.fetch_add(1, Ordering::Release);
         }
         self.last_lsn.store(lsn, Ordering::Release);
         // Then, with a second barrier, destroy the header of the first deleted entry. The
@@ -482,5 +485,64 @@ impl<M: Media> Log<M> {
             .map_err(|e| Error::io(&self.name, "drain", e))?;
         w.slot = slot;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, Log, Options};
+    use std::time::Duration;
+
+    /// The suffix truncations followers compare against are kept for the last
+    /// [`crate::format::DELETION_RING`] only; a follower that missed more is rewound to the
+    /// first LSN (every entry is suspect), one that missed fewer to the lowest deleted LSN.
+    #[test]
+    fn followers_compare_against_a_bounded_record_of_suffix_truncations() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("d"), &Options::new().capacity(1 << 20)).unwrap();
+        for i in 0..10u64 {
+            log.append(&i.to_le_bytes()).unwrap();
+        }
+        let mut near = log.follow(1);
+        let mut far = log.follow(1);
+        for f in [&mut near, &mut far] {
+            for lsn in 1..=10 {
+                assert_eq!(f.next_timeout(Duration::ZERO).unwrap().unwrap().lsn, lsn);
+            }
+        }
+        // `near` misses 3 truncations, `far` 1000.
+        let mut round = 0u64;
+        let mut cut = |log: &Log| {
+            log.truncate_after(8).unwrap();
+            log.append(&(100 + round).to_le_bytes()).unwrap();
+            log.append(&(200 + round).to_le_bytes()).unwrap();
+            round += 1;
+        };
+        for _ in 0..3 {
+            cut(&log);
+        }
+        match near.next_timeout(Duration::ZERO) {
+            Err(Error::Rewound { from, .. }) => assert_eq!(from, 9),
+            r => panic!("expected Rewound, got {r:?}"),
+        }
+        for _ in 0..997 {
+            cut(&log);
+        }
+        assert!(log.deletions.lock().len() <= crate::format::DELETION_RING);
+        assert_eq!(log.deleted.load(std::sync::atomic::Ordering::Acquire), 1000);
+        match far.next_timeout(Duration::ZERO) {
+            Err(Error::Rewound { from, .. }) => assert_eq!(from, 1),
+            r => panic!("expected Rewound, got {r:?}"),
+        }
+        let got: Vec<(u64, Vec<u8>)> =
+            std::iter::from_fn(|| far.next_timeout(Duration::ZERO).unwrap())
+                .map(|e| (e.lsn, e.payload))
+                .collect();
+        let mut want: Vec<(u64, Vec<u8>)> = (0..8u64)
+            .map(|i| (i + 1, i.to_le_bytes().to_vec()))
+            .collect();
+        want.push((9, 1099u64.to_le_bytes().to_vec()));
+        want.push((10, 1199u64.to_le_bytes().to_vec()));
+        assert_eq!(got, want);
     }
 }
