@@ -2,8 +2,9 @@
 //! deleting a suffix (consensus logs).
 //!
 //! Each operation is one update of the metadata slot (one barrier); see FORMAT.md, "Truncation".
-//! They take `&mut self`: entries are lent to readers as slices into the mapping, and the
-//! borrow checker then guarantees that no reader still holds one when the space is freed.
+//! They take `&self` and run beside appenders, readers and followers: entries are lent to
+//! readers as slices into the mapping under a pin (`pins.rs`), and appenders reuse freed space
+//! only once no pin can still see it; a suffix truncation waits until no pin is held.
 
 use std::sync::atomic::Ordering;
 
