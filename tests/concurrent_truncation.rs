@@ -587,7 +587,10 @@ fn reads_go_on_while_a_suffix_truncation_waits_for_a_guard() {
     done_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("reads stalled while a suffix truncation waited for another thread's guard");
-    assert!(!truncator.is_finished(), "the truncation did not wait for the guard");
+    assert!(
+        !truncator.is_finished(),
+        "the truncation did not wait for the guard"
+    );
     hold_tx.send(()).unwrap();
     holder.join().unwrap();
     truncator.join().unwrap().unwrap();
