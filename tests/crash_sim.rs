@@ -199,6 +199,14 @@ fn crash_truncation_beside_appenders() {
             .get("points inside a truncation with an append in flight")
             .expect("concurrent-checkpoint counts them");
         assert!(b.sum >= 1, "no truncation ever ran beside an append");
+        let reused = o
+            .counters
+            .get("appends into space a cut of the same phase freed")
+            .expect("concurrent-checkpoint counts them");
+        assert!(
+            reused.sum >= 1,
+            "no append reused space a truncation beside it freed"
+        );
     }
 }
 

@@ -281,24 +281,33 @@ impl Session {
     /// makes the appends of `plans[t]` in order (a plan item of one payload is an `append`, of
     /// several an `append_batch`). Every append must fit. Returns the scheduler's choices.
     pub fn concurrent(&mut self, plans: &[Vec<Vec<Vec<u8>>>], seed: u64, stick: u64) -> Vec<u8> {
-        self.concurrent_truncating(plans, seed, stick, 0)
+        self.concurrent_truncating(plans, seed, stick, 0).0
     }
 
     /// [`Session::concurrent`] with one more thread beside the appenders that calls
     /// `truncate_before` `cuts` times, each time dropping about half of the entries then in
     /// the log (events of the same phase, `TruncateBefore(l)` with LSNs `l..l`).
+    ///
+    /// An append that fails with `Full` (it stores nothing) is tried again at the thread's
+    /// next turn while the truncating thread has cuts left, so that appends reuse the space a
+    /// cut of the same phase freed; once the cuts are done, it is given up. Returns the
+    /// scheduler's choices and how many appends succeeded after a `Full`.
     pub fn concurrent_truncating(
         &mut self,
         plans: &[Vec<Vec<Vec<u8>>>],
         seed: u64,
         stick: u64,
         cuts: usize,
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, u64) {
         let workers = plans.len() + usize::from(cuts > 0);
         let sched = Scheduler::new(workers, seed, Strategy { stick });
         let block = 1 + self.seg.events.iter().map(|e| e.block).max().unwrap_or(0);
         let log = &self.log;
         let obs = &self.obs;
+        let cutting = std::sync::atomic::AtomicBool::new(cuts > 0);
+        let cutting = &cutting;
+        let after_full = std::sync::atomic::AtomicU64::new(0);
+        let after_full = &after_full;
         let results: Vec<Vec<Event>> = std::thread::scope(|sc| {
             let mut handles: Vec<_> = plans
                 .iter()
@@ -308,19 +317,35 @@ impl Session {
                     sc.spawn(move || {
                         let _reg = sched.register(t);
                         let mut evs = Vec::new();
-                        for payloads in plan {
-                            sched.yield_point(t);
-                            let start = obs.ops();
-                            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
-                            let r = if refs.len() == 1 {
-                                log.append(refs[0]).map(|l| l..l + 1)
-                            } else {
-                                log.append_batch(&refs)
+                        'plan: for payloads in plan {
+                            let mut fulls = 0u64;
+                            let (start, end, lsns) = loop {
+                                sched.yield_point(t);
+                                let start = obs.ops();
+                                let refs: Vec<&[u8]> =
+                                    payloads.iter().map(|p| p.as_slice()).collect();
+                                let r = if refs.len() == 1 {
+                                    log.append(refs[0]).map(|l| l..l + 1)
+                                } else {
+                                    log.append_batch(&refs)
+                                };
+                                let end = obs.ops();
+                                match r {
+                                    Ok(lsns) => break (start, end, lsns),
+                                    Err(daxlog::Error::Full { .. })
+                                        if cutting.load(std::sync::atomic::Ordering::SeqCst) =>
+                                    {
+                                        fulls += 1
+                                    }
+                                    Err(daxlog::Error::Full { .. }) => continue 'plan,
+                                    Err(e) => {
+                                        panic!("concurrent append on simulated media failed: {e}")
+                                    }
+                                }
                             };
-                            let end = obs.ops();
-                            let lsns = r.unwrap_or_else(|e| {
-                                panic!("concurrent append on simulated media failed: {e}")
-                            });
+                            if fulls > 0 {
+                                after_full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             evs.push(Event {
                                 start,
                                 end,
@@ -364,6 +389,7 @@ impl Session {
                             pad: false,
                         });
                     }
+                    cutting.store(false, std::sync::atomic::Ordering::SeqCst);
                     evs
                 }));
             }
@@ -395,7 +421,10 @@ impl Session {
         }
         evs.sort_by_key(|e| (e.start, e.end));
         self.seg.events.extend(evs);
-        sched.choices()
+        (
+            sched.choices(),
+            after_full.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The successful appends and truncations so far.

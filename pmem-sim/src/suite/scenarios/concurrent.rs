@@ -182,6 +182,21 @@ pub(crate) fn truncate_beside_appenders(r: &mut Runner) {
         let seed = r.rng.next_u64();
         s.concurrent_truncating(&work, seed, stick, 3);
     }
+    // A full log: the appends need the space the cuts of the same phase free (they retry on
+    // `Full` while a cut may still come), so that the reuse happens beside the truncation.
+    let mut reused = 0;
+    for stick in [0, 64] {
+        while s.room() > 300 {
+            let p = r.payload(250);
+            if s.append(&p).is_none() {
+                break;
+            }
+        }
+        let work = plans(r, 3, 3, 250);
+        let seed = r.rng.next_u64();
+        reused += s.concurrent_truncating(&work, seed, stick, 2).1;
+    }
+    r.count("appends into space a cut of the same phase freed", reused);
     let si = r.finish(s);
     count_overlaps(r, si);
     // Crash points inside a truncation while an append is in flight too.
