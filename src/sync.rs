@@ -187,6 +187,9 @@ pub mod mutants {
         /// An abandoned reservation is padded but never completed: the appenders after it
         /// wait forever.
         AbandonedNotCompleted,
+        /// `reset` moves the tail back to the start of the data area without looking at the
+        /// pins: an append then stores into an entry a reader still holds as a slice.
+        ResetIgnoresPins,
     }
 
     thread_local! {

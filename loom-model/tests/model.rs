@@ -14,7 +14,9 @@
 //! - the LSNs are `1..=n` with no hole, back to back, padding where an append was abandoned;
 //!   readers and recovery agree ([`check_final`]);
 //! - no lost wake-up: the condition variable's timed waits never time out under loom, so a
-//!   sleeper nobody wakes is a deadlock, which loom reports.
+//!   sleeper nobody wakes is a deadlock, which loom reports;
+//! - a truncation beside a reader (`reset` and an append while a `Guard` lends entry 1): no
+//!   append stores into bytes a guard still lends (`src/pins.rs`).
 //!
 //! The `mutant_*` tests arm a deliberate ordering mistake (`daxlog::loom_mutants`) and require
 //! the model to fail.
@@ -200,6 +202,42 @@ fn abandoned() {
     check_final(log, &media, &appended);
 }
 
+/// A reader pins the log and reads entry 1 while another thread drops every entry (`reset`,
+/// which moves the tail back to the start of the data area when no pin holds it) and appends.
+/// The append must store nothing into the pinned entry while the guard lives: loom flags a
+/// store that races with the reader's accesses to its words, and the reader's second read of
+/// the same entry must give the same bytes. A reader that pinned after the reset sees no
+/// entry 1.
+fn pinned_reader_beside_reset() {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    assert_eq!(log.append(&payload(1)).expect("append"), 1);
+    let writer = {
+        let log = log.clone();
+        spawn(move || {
+            log.reset().expect("reset");
+            log.append(&payload(2)).expect("append")
+        })
+    };
+    {
+        let guard = log.pin();
+        match guard.read(1) {
+            Some(e) => {
+                assert_eq!(guard.lsn(), 1);
+                assert_eq!(e.payload, payload(1), "the pinned entry");
+                loom::thread::yield_now();
+                let again = guard.read(1).expect("a pinned entry stays readable");
+                assert_eq!(again.payload, payload(1), "the pinned entry changed");
+            }
+            None => assert_eq!(guard.lsn(), 2, "entry 1 unreadable while pinned"),
+        }
+    }
+    assert_eq!(writer.join().unwrap(), 2);
+    let log = unwrap(log);
+    let all: Vec<(Lsn, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload)).collect();
+    assert_eq!(all, vec![(2, payload(2).to_vec())]);
+}
+
 /// The injected panic of [`abandoned`] is expected: keep its message out of the output.
 fn quiet_injected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -241,6 +279,11 @@ fn follower_wakes_for_each_entry() {
 #[test]
 fn abandoned_reservation_is_padded() {
     model(Some(BOUND), abandoned);
+}
+
+#[test]
+fn pinned_entries_survive_a_reset_and_an_append() {
+    model(Some(BOUND), pinned_reader_beside_reset);
 }
 
 #[test]
@@ -353,6 +396,17 @@ fn mutant_last_lsn_relaxed_is_caught() {
         // The follower sees the LSN before the live tail that covers its entry, takes the
         // entry for padding and skips it, then waits for an LSN that never comes.
         &["followed", "Causality violation", "deadlock"],
+    );
+}
+
+#[test]
+fn mutant_reset_ignores_pins_is_caught() {
+    caught(
+        "mutant_reset_ignores_pins_is_caught",
+        Mutant::ResetIgnoresPins,
+        pinned_reader_beside_reset,
+        // The append's store races with the reader's access to the entry it pinned.
+        &["Causality violation", "the pinned entry"],
     );
 }
 
