@@ -1327,4 +1327,189 @@ mod tests {
         store.blocking_append([blank(3)]).await.unwrap();
         assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 3);
     }
+
+    /// Appends blank entries with indexes `from..to` in term `term`.
+    async fn append_term(store: &mut LogStore<TypeConfig>, term: u64, from: u64, to: u64) {
+        store
+            .blocking_append((from..to).map(|i| Entry::<TypeConfig>::new_blank(lid(term, i))))
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `reads` passed `from + k` (true), or a minute went by (false: the reader
+    /// made no progress).
+    fn reads_passed(reads: &AtomicU64, from: u64, k: u64) -> bool {
+        for _ in 0..60_000 {
+            if reads.load(Ordering::SeqCst) >= from + k {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// A reader whose copy of the entries' places a purge overtook gets `Missing` for the
+    /// purged entries, never the entries daxlog holds in their stead (its iterator starts at
+    /// the first entry when asked for an LSN below it); the entries that stay, it reads.
+    #[tokio::test]
+    async fn a_reader_overtaken_by_a_purge_gets_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, 10).await;
+        let before = store.inner.pos();
+        store.purge(lid(1, 4)).await.unwrap();
+        let err = store.inner.entries_at(&before, 0, 10).unwrap_err();
+        assert!(matches!(err, DaxError::Missing(1)), "{err}");
+        let err = store.inner.entries_at(&before, 3, 10).unwrap_err();
+        assert!(matches!(err, DaxError::Missing(4)), "{err}");
+        let kept = store.inner.entries_at(&before, 5, 10).unwrap();
+        let ids: Vec<_> = kept.iter().map(|e| e.log_id.clone()).collect();
+        assert_eq!(ids, (5..10).map(|i| lid(1, i)).collect::<Vec<_>>());
+
+        // Everything goes, and entries with other indexes take the same LSNs: checked by index.
+        let before = store.inner.pos();
+        store.truncate(lid(1, 5)).await.unwrap();
+        append_term(&mut store, 2, 20, 30).await;
+        let err = store.inner.entries_at(&before, 5, 10).unwrap_err();
+        assert!(matches!(err, DaxError::Missing(6)), "{err}");
+        let now = store.try_get_log_entries(..).await.unwrap();
+        let ids: Vec<_> = now.iter().map(|e| e.log_id.clone()).collect();
+        assert_eq!(ids, (20..30).map(|i| lid(2, i)).collect::<Vec<_>>());
+    }
+
+    /// A reader reads in a loop while purges run: every entry it gets is the one it asked for
+    /// (its index, its term, in order), and it goes on reading while each purge waits for its
+    /// barrier (the purge waits there until the reader completed a few more reads: had the
+    /// purge held a lock the reader needs, the reader would not get past it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_go_on_while_purges_run() {
+        use std::sync::atomic::AtomicBool;
+        const N: u64 = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(8 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, N).await;
+        let reads = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (reads, stalled) = (reads.clone(), stalled.clone());
+            *store.inner.at_purge_barrier.lock().unwrap() = Some(Box::new(move || {
+                let from = reads.load(Ordering::SeqCst);
+                if !reads_passed(&reads, from, 3) {
+                    stalled.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        let reader = store.get_log_reader().await;
+        let thread = {
+            let (reads, stop) = (reads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut lo, mut got, mut missing) = (0u64, 0u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    match read_entries(&reader.inner, &(lo..lo + 64)) {
+                        Ok(v) => {
+                            if let Some(head) = v.first() {
+                                let at = head.log_id.index;
+                                assert!(at >= lo, "asked from {lo}, got {at}");
+                                assert!(at + v.len() as u64 <= lo + 64);
+                                for (k, e) in v.iter().enumerate() {
+                                    assert_eq!(e.log_id, lid(1, at + k as u64));
+                                }
+                                got += v.len() as u64;
+                            }
+                        }
+                        Err(DaxError::Missing(_)) => missing += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                    lo = (lo + 37) % N;
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                (got, missing)
+            })
+        };
+        let mut purges = 0;
+        for upto in (100..N).step_by(100).chain([N - 1]) {
+            store.purge(lid(1, upto)).await.unwrap();
+            purges += 1;
+            let first = store.try_get_log_entries(..).await.unwrap();
+            assert_eq!(
+                first.first().map(|e| e.log_id.index),
+                (upto + 1 < N).then_some(upto + 1)
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        let (got, _missing) = thread.join().unwrap();
+        assert_eq!(
+            stalled.load(Ordering::SeqCst),
+            0,
+            "the reader stalled behind a purge"
+        );
+        assert!(reads.load(Ordering::SeqCst) >= 3 * purges);
+        assert!(got > 0);
+        assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
+    }
+
+    /// A suffix truncation beside a reader: the conflicting suffix `300..400` is replaced again
+    /// and again, each time in a new term. Each read returns its indexes in order, entries of
+    /// one state of the log (the kept prefix in term 1, the suffix in one term, never two), and
+    /// later reads never see an earlier term.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suffix_truncations_beside_a_reader() {
+        use std::sync::atomic::AtomicBool;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(4 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, 400).await;
+        let reads = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = store.get_log_reader().await;
+        let thread = {
+            let (reads, stop) = (reads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut seen, mut suffixes) = (1u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    match read_entries(&reader.inner, &(250..400)) {
+                        Ok(v) => {
+                            let mut term = None;
+                            for (k, e) in v.iter().enumerate() {
+                                let index = 250 + k as u64;
+                                assert_eq!(e.log_id.index, index);
+                                let t = e.log_id.leader_id.term;
+                                if index < 300 {
+                                    assert_eq!(t, 1);
+                                    continue;
+                                }
+                                assert_eq!(*term.get_or_insert(t), t, "two terms in one read");
+                                assert!(t >= seen, "term {t} read after term {seen}");
+                                seen = t;
+                            }
+                            suffixes += u64::from(term.is_some());
+                        }
+                        Err(DaxError::Missing(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                suffixes
+            })
+        };
+        const TERMS: u64 = 20;
+        for term in 2..=TERMS {
+            store.truncate(lid(term - 1, 300)).await.unwrap();
+            append_term(&mut store, term, 300, 400).await;
+            let from = reads.load(Ordering::SeqCst);
+            assert!(reads_passed(&reads, from, 2), "the reader stalled");
+        }
+        stop.store(true, Ordering::SeqCst);
+        let suffixes = thread.join().unwrap();
+        assert!(suffixes > 0);
+        let entries = store.try_get_log_entries(250..400).await.unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.log_id.clone()).collect();
+        let want: Vec<_> = (250..400)
+            .map(|i| lid(if i < 300 { 1 } else { TERMS }, i))
+            .collect();
+        assert_eq!(ids, want);
+    }
 }
