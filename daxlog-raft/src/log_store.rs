@@ -39,6 +39,13 @@
 //! opened with [`LogStore::open_with_snapshot`] purges nothing until the state machine's
 //! snapshot covering the purge is durable. Every operation that waits for a barrier runs on
 //! tokio's blocking threads.
+//!
+//! # Concurrency
+//!
+//! The daxlog log is shared without a lock by the store, its readers and its [`Admission`]s;
+//! only where the entries lie (index mapping, last log id) is behind a small lock, held across
+//! a barrier by a suffix truncation alone. Appends and purges wait for their barriers while
+//! readers go on; see `Inner`.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
