@@ -1371,7 +1371,7 @@ mod tests {
         let err = store.inner.entries_at(&before, 3, 10).unwrap_err();
         assert!(matches!(err, DaxError::Missing(4)), "{err}");
         let kept = store.inner.entries_at(&before, 5, 10).unwrap();
-        let ids: Vec<_> = kept.iter().map(|e| e.log_id.clone()).collect();
+        let ids: Vec<_> = kept.iter().map(|e| e.log_id).collect();
         assert_eq!(ids, (5..10).map(|i| lid(1, i)).collect::<Vec<_>>());
 
         // Everything goes, and entries with other indexes take the same LSNs: checked by index.
@@ -1381,7 +1381,7 @@ mod tests {
         let err = store.inner.entries_at(&before, 5, 10).unwrap_err();
         assert!(matches!(err, DaxError::Missing(6)), "{err}");
         let now = store.try_get_log_entries(..).await.unwrap();
-        let ids: Vec<_> = now.iter().map(|e| e.log_id.clone()).collect();
+        let ids: Vec<_> = now.iter().map(|e| e.log_id).collect();
         assert_eq!(ids, (20..30).map(|i| lid(2, i)).collect::<Vec<_>>());
     }
 
@@ -1513,7 +1513,7 @@ mod tests {
         let suffixes = thread.join().unwrap();
         assert!(suffixes > 0);
         let entries = store.try_get_log_entries(250..400).await.unwrap();
-        let ids: Vec<_> = entries.iter().map(|e| e.log_id.clone()).collect();
+        let ids: Vec<_> = entries.iter().map(|e| e.log_id).collect();
         let want: Vec<_> = (250..400)
             .map(|i| lid(if i < 300 { 1 } else { TERMS }, i))
             .collect();
