@@ -39,12 +39,19 @@
 //! opened with [`LogStore::open_with_snapshot`] purges nothing until the state machine's
 //! snapshot covering the purge is durable. Every operation that waits for a barrier runs on
 //! tokio's blocking threads.
+//!
+//! # Concurrency
+//!
+//! The daxlog log is shared without a lock by the store, its readers and its [`Admission`]s;
+//! only where the entries lie (index mapping, last log id) is behind a small lock, held across
+//! a barrier by a suffix truncation alone. Appends and purges wait for their barriers while
+//! readers go on; see `Inner`.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -217,7 +224,9 @@ pub enum WriteRejected {
 /// against the free space together, so concurrent clients cannot overrun the log between
 /// their checks and their appends.
 pub struct Admission<C: RaftTypeConfig> {
-    inner: Arc<RwLock<Inner<C>>>,
+    /// The log, shared with the store (no lock: its free space is read at each check).
+    log: Arc<daxlog::Log>,
+    _config: std::marker::PhantomData<fn() -> C>,
     max_entry: u64,
     reserve: u64,
     /// Bytes of admitted writes not released yet.
@@ -256,7 +265,8 @@ impl Drop for Admitted {
 impl<C: RaftTypeConfig> Clone for Admission<C> {
     fn clone(&self) -> Self {
         Admission {
-            inner: self.inner.clone(),
+            log: self.log.clone(),
+            _config: std::marker::PhantomData,
             max_entry: self.max_entry,
             reserve: self.reserve,
             pending: self.pending.clone(),
@@ -336,11 +346,7 @@ where
     }
 
     fn free(&self) -> u64 {
-        self.inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .log
-            .free_bytes()
+        self.log.free_bytes()
     }
 
     fn fits(&self, needed: u64, free: u64, pending: u64) -> Result<(), WriteRejected> {
@@ -382,7 +388,14 @@ struct Meta<NID: NodeId> {
     last_purged: Option<LogId<NID>>,
 }
 
-/// The Raft log proper, shared between the store and its readers.
+/// The Raft log proper, shared between the store, its readers and its [`Admission`]s.
+///
+/// The daxlog log itself is behind no lock: daxlog appends, truncations and reads take `&self`
+/// and run side by side. What must stay consistent with it, where the Raft entries lie (the
+/// runs below) and the last log id, is behind `pos`, a small lock that is held for a few
+/// instructions (a reader copies it, an append or a purge updates it after its barrier), and
+/// across a barrier by a suffix truncation alone (see [`Inner::truncate_from`]). So a purge
+/// (a prefix truncation) and an append wait for their barriers while readers go on.
 ///
 /// Consecutive Raft entries normally sit at consecutive LSNs, but padding entries (the LSNs of
 /// an append abandoned by a panicking appender, which daxlog fills with padding so that the log
@@ -390,12 +403,54 @@ struct Meta<NID: NodeId> {
 /// Raft index and an LSN, and maps the indexes up to the next run's start to consecutive LSNs.
 /// There is one run unless padding was found.
 struct Inner<C: RaftTypeConfig> {
-    log: daxlog::Log,
+    log: Arc<daxlog::Log>,
+    pos: RwLock<Pos<C>>,
+    /// Held by the operations that change the log (append, truncate, purge) for their whole
+    /// length, readers never take it. openraft calls them one at a time (`&mut self`), but the
+    /// blocking thread of one whose future was dropped goes on: the next one waits for it.
+    writer: Mutex<()>,
+    /// Called by a purge where it waits for its barrier, holding what it holds then.
+    #[cfg(test)]
+    at_purge_barrier: Mutex<Option<Box<dyn Fn() + Send>>>,
+}
+
+/// Where the Raft entries lie in the daxlog log.
+struct Pos<C: RaftTypeConfig> {
     /// `(first raft index, its LSN)` of each run, in increasing order; empty while the log
     /// holds no entry.
     runs: Vec<(u64, daxlog::Lsn)>,
     /// Log id of the last entry in the log.
     last: Option<LogId<C::NodeId>>,
+}
+
+impl<C: RaftTypeConfig> Clone for Pos<C> {
+    fn clone(&self) -> Self {
+        Pos {
+            runs: self.runs.clone(),
+            last: self.last.clone(),
+        }
+    }
+}
+
+impl<C: RaftTypeConfig> Pos<C> {
+    fn empty() -> Self {
+        Pos {
+            runs: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Raft index of the first entry, if any.
+    fn first_index(&self) -> Option<u64> {
+        self.runs.first().map(|(index, _)| *index)
+    }
+
+    /// LSN of Raft index `index`, which must lie within the log.
+    fn lsn(&self, index: u64) -> daxlog::Lsn {
+        let run = self.runs.partition_point(|(start, _)| *start <= index);
+        let (start, lsn) = self.runs[run.checked_sub(1).expect("an index within the log")];
+        lsn + (index - start)
+    }
 }
 
 impl<C> Inner<C>
@@ -407,11 +462,14 @@ where
     /// then the first entry of each run and the last one are decoded and checked to be
     /// contiguous in Raft indexes.
     fn new(log: daxlog::Log) -> Result<Self, DaxError> {
-        let mut inner = Self {
-            log,
-            runs: Vec::new(),
-            last: None,
+        let inner = Self {
+            log: Arc::new(log),
+            pos: RwLock::new(Pos::empty()),
+            writer: Mutex::new(()),
+            #[cfg(test)]
+            at_purge_barrier: Mutex::new(None),
         };
+        let mut pos = Pos::empty();
         // (first LSN, number of entries) of each run of consecutive LSNs.
         let mut lsn_runs: Vec<(daxlog::Lsn, u64)> = Vec::new();
         for e in inner.log.pin().iter() {
@@ -430,7 +488,7 @@ where
                     )));
                 }
             }
-            inner.runs.push((id.index, lsn));
+            pos.runs.push((id.index, lsn));
             next = Some(id.index + len);
             let last_lsn = lsn + len - 1;
             let last_id = inner.decode(last_lsn)?.get_log_id().clone();
@@ -439,9 +497,34 @@ where
                     "entries {id} at LSN {lsn} and {last_id} at LSN {last_lsn} are not contiguous"
                 )));
             }
-            inner.last = Some(last_id);
+            pos.last = Some(last_id);
         }
+        *inner.pos_mut() = pos;
         Ok(inner)
+    }
+
+    /// A copy of where the entries lie now.
+    fn pos(&self) -> Pos<C> {
+        self.pos.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn pos_mut(&self) -> RwLockWriteGuard<'_, Pos<C>> {
+        self.pos.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Log id of the last entry in the log.
+    fn last(&self) -> Option<LogId<C::NodeId>> {
+        self.pos
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last
+            .clone()
+    }
+
+    /// Runs `f` with the writer's lock held (see `writer`).
+    fn writing<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
+        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        f(self)
     }
 
     fn decode(&self, lsn: daxlog::Lsn) -> Result<C::Entry, DaxError> {
@@ -450,20 +533,18 @@ where
         Ok(serde_json::from_slice(e.payload)?)
     }
 
-    /// Raft index of the first entry, if any.
-    fn first_index(&self) -> Option<u64> {
-        self.runs.first().map(|(index, _)| *index)
-    }
-
-    /// LSN of Raft index `index`, which must lie within the log.
-    fn lsn(&self, index: u64) -> daxlog::Lsn {
-        let run = self.runs.partition_point(|(start, _)| *start <= index);
-        let (start, lsn) = self.runs[run.checked_sub(1).expect("an index within the log")];
-        lsn + (index - start)
-    }
-
     fn entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
-        let (Some(first), Some(last)) = (self.first_index(), self.last.as_ref()) else {
+        self.entries_at(&self.pos(), start, end)
+    }
+
+    /// The entries with indexes `start..end` that `pos` (a copy taken before) says the log
+    /// holds. A purge may have overtaken the copy (and a suffix truncation, followed by
+    /// appends): every entry read is checked against the LSN `pos` gives its index and
+    /// against that index, so an entry that is gone is [`DaxError::Missing`], never another
+    /// one (daxlog's iterator starts at the log's first entry when asked for an LSN below
+    /// it).
+    fn entries_at(&self, pos: &Pos<C>, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
+        let (Some(first), Some(last)) = (pos.first_index(), pos.last.as_ref()) else {
             return Ok(Vec::new());
         };
         let start = start.max(first);
@@ -472,21 +553,30 @@ where
             return Ok(Vec::new());
         }
         let n = (end - start) as usize;
-        let mut out = Vec::with_capacity(n.min(4096));
+        let mut out: Vec<C::Entry> = Vec::with_capacity(n.min(4096));
         // The iterator steps over padding: the next `n` entries are the next `n` indexes.
         let guard = self.log.pin();
-        for e in guard.iter_from(self.lsn(start)).take(n) {
-            out.push(serde_json::from_slice(e.payload)?);
+        for e in guard.iter_from(pos.lsn(start)).take(n) {
+            let index = start + out.len() as u64;
+            let want = pos.lsn(index);
+            if e.lsn != want {
+                return Err(DaxError::Missing(want));
+            }
+            let entry: C::Entry = serde_json::from_slice(e.payload)?;
+            if entry.get_log_id().index != index {
+                return Err(DaxError::Missing(want));
+            }
+            out.push(entry);
         }
         if out.len() != n {
-            return Err(DaxError::Missing(self.lsn(start + out.len() as u64)));
+            return Err(DaxError::Missing(pos.lsn(start + out.len() as u64)));
         }
         Ok(out)
     }
 
     /// Checks that `entries` continue the log without a hole and encodes them.
     fn encode(&self, entries: &[C::Entry]) -> Result<Vec<Vec<u8>>, DaxError> {
-        let mut expected = self.last.as_ref().map(|l| l.index + 1);
+        let mut expected = self.last().map(|l| l.index + 1);
         let mut payloads = Vec::with_capacity(entries.len());
         for e in entries {
             let index = e.get_log_id().index;
@@ -503,30 +593,39 @@ where
         Ok(payloads)
     }
 
-    /// Records that `entries` were appended at LSNs from `first_lsn` on: a new run starts
-    /// unless they continue the last one at the next LSN.
-    fn appended(&mut self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
+    /// Records that `entries` were appended (durably) at LSNs from `first_lsn` on: a new run
+    /// starts unless they continue the last one at the next LSN. Readers see them from here on.
+    fn appended(&self, entries: &[C::Entry], first_lsn: daxlog::Lsn) {
         let Some(head) = entries.first() else {
             return;
         };
         let index = head.get_log_id().index;
-        let continues = match (self.runs.last(), &self.last) {
+        let mut pos = self.pos_mut();
+        let continues = match (pos.runs.last(), &pos.last) {
             (Some(&(start, lsn)), Some(last)) => {
                 last.index + 1 == index && lsn + (index - start) == first_lsn
             }
             _ => false,
         };
         if !continues {
-            self.runs.push((index, first_lsn));
+            pos.runs.push((index, first_lsn));
         }
         if let Some(e) = entries.last() {
-            self.last = Some(e.get_log_id().clone());
+            pos.last = Some(e.get_log_id().clone());
         }
     }
 
     /// Deletes every entry with an index of at least `since`.
-    fn truncate_from(&mut self, since: u64) -> Result<(), DaxError> {
-        let (Some(first), Some(last)) = (self.first_index(), self.last.as_ref()) else {
+    ///
+    /// The one operation that holds `pos` across its barriers: the deleted LSNs are reused by
+    /// the entries that replace them, so until the log and `pos` both say the suffix is gone,
+    /// a reader must not take a copy of `pos` that still names it (it would ask for entries
+    /// being deleted and get `Missing`, where it should see the shorter log). Readers that
+    /// copied `pos` before wait in daxlog for the deletion (new guards wait while it runs) and
+    /// find the entries gone, or their replacements, which `entries_at` checks by index.
+    fn truncate_from(&self, since: u64) -> Result<(), DaxError> {
+        let mut pos = self.pos_mut();
+        let (Some(first), Some(last)) = (pos.first_index(), pos.last.as_ref()) else {
             return Ok(());
         };
         if since > last.index {
@@ -534,38 +633,50 @@ where
         }
         if since <= first {
             // Everything goes, padding before the first entry included.
-            let head = self.log.first_lsn().unwrap_or(self.lsn(first));
+            let head = self.log.first_lsn().unwrap_or(pos.lsn(first));
             self.log.truncate_after(head - 1)?;
-            self.runs.clear();
-            self.last = None;
+            pos.runs.clear();
+            pos.last = None;
         } else {
             // Padding after the last kept entry goes too.
-            let keep = self.lsn(since - 1);
+            let keep = pos.lsn(since - 1);
             self.log.truncate_after(keep)?;
-            self.runs.retain(|(start, _)| *start < since);
-            self.last = Some(self.decode(keep)?.get_log_id().clone());
+            pos.runs.retain(|(start, _)| *start < since);
+            pos.last = Some(self.decode(keep)?.get_log_id().clone());
         }
         Ok(())
     }
 
-    /// Deletes every entry with an index of at most `upto`.
-    fn purge_upto(&mut self, upto: u64) -> Result<(), DaxError> {
-        let (Some(first), Some(last)) = (self.first_index(), self.last.as_ref()) else {
+    /// Deletes every entry with an index of at most `upto`. Readers go on meanwhile: `pos` is
+    /// copied, and updated once daxlog's prefix truncation is durable (LSNs are never reused
+    /// by it: a reader still holding the old copy finds the purged entries, if its guard keeps
+    /// them, or gets `Missing`).
+    fn purge_upto(&self, upto: u64) -> Result<(), DaxError> {
+        let pos = self.pos();
+        let (Some(first), Some(last)) = (pos.first_index(), pos.last.as_ref()) else {
             return Ok(());
         };
         if upto < first {
             return Ok(());
         }
+        #[cfg(test)]
+        if let Some(hook) = &*self
+            .at_purge_barrier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            hook();
+        }
         if upto >= last.index {
             self.log.reset()?;
-            self.runs.clear();
-            self.last = None;
+            *self.pos_mut() = Pos::empty();
         } else {
             let next = upto + 1;
-            let lsn = self.lsn(next);
+            let lsn = pos.lsn(next);
             self.log.truncate_before(lsn)?;
-            self.runs.retain(|(start, _)| *start > next);
-            self.runs.insert(0, (next, lsn));
+            let mut pos = self.pos_mut();
+            pos.runs.retain(|(start, _)| *start > next);
+            pos.runs.insert(0, (next, lsn));
         }
         Ok(())
     }
@@ -573,7 +684,7 @@ where
 
 /// openraft's [`RaftLogStorage`] on daxlog files; see the module documentation.
 pub struct LogStore<C: RaftTypeConfig> {
-    inner: Arc<RwLock<Inner<C>>>,
+    inner: Arc<Inner<C>>,
     meta_log: Arc<Mutex<LatestRecord>>,
     meta: Meta<C::NodeId>,
     dir: PathBuf,
@@ -593,7 +704,7 @@ pub struct LogStore<C: RaftTypeConfig> {
 
 /// A reader of a [`LogStore`]'s entries, for openraft's replication tasks.
 pub struct LogReader<C: RaftTypeConfig> {
-    inner: Arc<RwLock<Inner<C>>>,
+    inner: Arc<Inner<C>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogReader<C> {
@@ -643,7 +754,7 @@ where
         } else {
             create_atomically(&log_path, &log_opts)?
         };
-        let mut inner = Inner::new(log)?;
+        let inner = Inner::new(log)?;
         if let (Some(purged), Some(snapshot)) = (&meta.last_purged, &snapshot) {
             // Refused before anything is removed: the store stays as it was found.
             if Some(purged.index) > snapshot.get() {
@@ -663,7 +774,7 @@ where
             inner.log.persistence().is_cpu_flush() && meta_log.persistence().is_cpu_flush();
         let chunk_bytes = (reserve_for(opts.reserve, inner.log.space().data) / 4).max(1);
         Ok(LogStore {
-            inner: Arc::new(RwLock::new(inner)),
+            inner: Arc::new(inner),
             meta_log: Arc::new(Mutex::new(meta_log)),
             meta,
             dir: dir.to_path_buf(),
@@ -699,8 +810,8 @@ where
     /// Admission control for client writes to this store's log (see [`Admission`]): take it
     /// before handing the store to openraft.
     pub fn admission(&self) -> Admission<C> {
-        let data = self.read().log.space().data;
-        let max_payload = self.read().log.max_payload();
+        let data = self.inner.log.space().data;
+        let max_payload = self.inner.log.max_payload();
         let reserve = reserve_for(self.reserve, data);
         let max_entry = self
             .max_entry
@@ -708,7 +819,8 @@ where
             .min(reserve)
             .min(max_payload);
         Admission {
-            inner: self.inner.clone(),
+            log: self.inner.log.clone(),
+            _config: std::marker::PhantomData,
             max_entry,
             reserve,
             pending: self.pending.clone(),
@@ -722,17 +834,12 @@ where
 
     /// The persistence barrier daxlog uses for the Raft log.
     pub fn persistence(&self) -> daxlog::Persistence {
-        self.read().log.persistence()
+        self.inner.log.persistence()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Inner<C>> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Appends `entries` with one daxlog batch (one barrier), under the read lock so that
-    /// readers are not held up by the barrier: only this store (through `&mut self`) changes
-    /// the log, and readers see the new entries once `last` is updated, after the barrier.
-    /// Runs on a blocking thread.
+    /// Appends `entries` with one daxlog batch (one barrier), under no lock readers take:
+    /// only this store (through `&mut self`) changes the log, and readers see the new entries
+    /// once `pos` is updated, after the barrier. Runs on a blocking thread.
     ///
     /// A long batch (a follower catching up gets up to openraft's `max_payload_entries` in one
     /// `append`) is written as several daxlog batches of at most `chunk_bytes` on media each
@@ -746,10 +853,8 @@ where
         let inner = self.inner.clone();
         let chunk_bytes = self.chunk_bytes;
         blocking_unless(self.inline_barriers, move || {
-            let payloads = inner
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .encode(&entries)?;
+            let _one = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let payloads = inner.encode(&entries)?;
             let mut start = 0;
             while start < entries.len() {
                 let mut end = start;
@@ -763,15 +868,8 @@ where
                     end += 1;
                 }
                 let refs: Vec<&[u8]> = payloads[start..end].iter().map(Vec::as_slice).collect();
-                let lsns = inner
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .log
-                    .append_batch(&refs)?;
-                inner
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .appended(&entries[start..end], lsns.start);
+                let lsns = inner.log.append_batch(&refs)?;
+                inner.appended(&entries[start..end], lsns.start);
                 start = end;
             }
             Ok(())
@@ -779,16 +877,13 @@ where
         .await
     }
 
-    /// Runs `f` on the log, under its write lock, on a blocking thread.
+    /// Runs `f` on the log, as its only writer (see `Inner::writer`), on a blocking thread.
     async fn with_log<T: Send + 'static>(
         &mut self,
-        f: impl FnOnce(&mut Inner<C>) -> Result<T, DaxError> + Send + 'static,
+        f: impl FnOnce(&Inner<C>) -> Result<T, DaxError> + Send + 'static,
     ) -> Result<T, DaxError> {
         let inner = self.inner.clone();
-        blocking_unless(self.inline_barriers, move || {
-            f(&mut inner.write().unwrap_or_else(|e| e.into_inner()))
-        })
-        .await
+        blocking_unless(self.inline_barriers, move || inner.writing(f)).await
     }
 
     /// Durably replaces the metadata record (on a blocking thread); the in-memory copy changes
@@ -862,7 +957,7 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 }
 
 fn read_entries<C>(
-    inner: &RwLock<Inner<C>>,
+    inner: &Inner<C>,
     range: &impl RangeBounds<u64>,
 ) -> Result<Vec<C::Entry>, DaxError>
 where
@@ -870,7 +965,6 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     let (start, end) = bounds(range);
-    let inner = inner.read().unwrap_or_else(|e| e.into_inner());
     inner.entries(start, end)
 }
 
@@ -911,11 +1005,7 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
         let last_purged_log_id = self.meta.last_purged.clone();
-        let last_log_id = self
-            .read()
-            .last
-            .clone()
-            .or_else(|| last_purged_log_id.clone());
+        let last_log_id = self.inner.last().or_else(|| last_purged_log_id.clone());
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -1243,5 +1333,190 @@ mod tests {
         assert!(store.blocking_append([blank(3), blank(5)]).await.is_err());
         store.blocking_append([blank(3)]).await.unwrap();
         assert_eq!(store.try_get_log_entries(..).await.unwrap().len(), 3);
+    }
+
+    /// Appends blank entries with indexes `from..to` in term `term`.
+    async fn append_term(store: &mut LogStore<TypeConfig>, term: u64, from: u64, to: u64) {
+        store
+            .blocking_append((from..to).map(|i| Entry::<TypeConfig>::new_blank(lid(term, i))))
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `reads` passed `from + k` (true), or a minute went by (false: the reader
+    /// made no progress).
+    fn reads_passed(reads: &AtomicU64, from: u64, k: u64) -> bool {
+        for _ in 0..60_000 {
+            if reads.load(Ordering::SeqCst) >= from + k {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// A reader whose copy of the entries' places a purge overtook gets `Missing` for the
+    /// purged entries, never the entries daxlog holds in their stead (its iterator starts at
+    /// the first entry when asked for an LSN below it); the entries that stay, it reads.
+    #[tokio::test]
+    async fn a_reader_overtaken_by_a_purge_gets_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, 10).await;
+        let before = store.inner.pos();
+        store.purge(lid(1, 4)).await.unwrap();
+        let err = store.inner.entries_at(&before, 0, 10).unwrap_err();
+        assert!(matches!(err, DaxError::Missing(1)), "{err}");
+        let err = store.inner.entries_at(&before, 3, 10).unwrap_err();
+        assert!(matches!(err, DaxError::Missing(4)), "{err}");
+        let kept = store.inner.entries_at(&before, 5, 10).unwrap();
+        let ids: Vec<_> = kept.iter().map(|e| e.log_id).collect();
+        assert_eq!(ids, (5..10).map(|i| lid(1, i)).collect::<Vec<_>>());
+
+        // Everything goes, and entries with other indexes take the same LSNs: checked by index.
+        let before = store.inner.pos();
+        store.truncate(lid(1, 5)).await.unwrap();
+        append_term(&mut store, 2, 20, 30).await;
+        let err = store.inner.entries_at(&before, 5, 10).unwrap_err();
+        assert!(matches!(err, DaxError::Missing(6)), "{err}");
+        let now = store.try_get_log_entries(..).await.unwrap();
+        let ids: Vec<_> = now.iter().map(|e| e.log_id).collect();
+        assert_eq!(ids, (20..30).map(|i| lid(2, i)).collect::<Vec<_>>());
+    }
+
+    /// A reader reads in a loop while purges run: every entry it gets is the one it asked for
+    /// (its index, its term, in order), and it goes on reading while each purge waits for its
+    /// barrier (the purge waits there until the reader completed a few more reads: had the
+    /// purge held a lock the reader needs, the reader would not get past it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_go_on_while_purges_run() {
+        use std::sync::atomic::AtomicBool;
+        const N: u64 = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(8 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, N).await;
+        let reads = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (reads, stalled) = (reads.clone(), stalled.clone());
+            *store.inner.at_purge_barrier.lock().unwrap() = Some(Box::new(move || {
+                let from = reads.load(Ordering::SeqCst);
+                if !reads_passed(&reads, from, 3) {
+                    stalled.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        let reader = store.get_log_reader().await;
+        let thread = {
+            let (reads, stop) = (reads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut lo, mut got, mut missing) = (0u64, 0u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    match read_entries(&reader.inner, &(lo..lo + 64)) {
+                        Ok(v) => {
+                            if let Some(head) = v.first() {
+                                let at = head.log_id.index;
+                                assert!(at >= lo, "asked from {lo}, got {at}");
+                                assert!(at + v.len() as u64 <= lo + 64);
+                                for (k, e) in v.iter().enumerate() {
+                                    assert_eq!(e.log_id, lid(1, at + k as u64));
+                                }
+                                got += v.len() as u64;
+                            }
+                        }
+                        Err(DaxError::Missing(_)) => missing += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                    lo = (lo + 37) % N;
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                (got, missing)
+            })
+        };
+        let mut purges = 0;
+        for upto in (100..N).step_by(100).chain([N - 1]) {
+            store.purge(lid(1, upto)).await.unwrap();
+            purges += 1;
+            let first = store.try_get_log_entries(..).await.unwrap();
+            assert_eq!(
+                first.first().map(|e| e.log_id.index),
+                (upto + 1 < N).then_some(upto + 1)
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        let (got, _missing) = thread.join().unwrap();
+        assert_eq!(
+            stalled.load(Ordering::SeqCst),
+            0,
+            "the reader stalled behind a purge"
+        );
+        assert!(reads.load(Ordering::SeqCst) >= 3 * purges);
+        assert!(got > 0);
+        assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
+    }
+
+    /// A suffix truncation beside a reader: the conflicting suffix `300..400` is replaced again
+    /// and again, each time in a new term. Each read returns its indexes in order, entries of
+    /// one state of the log (the kept prefix in term 1, the suffix in one term, never two), and
+    /// later reads never see an earlier term.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suffix_truncations_beside_a_reader() {
+        use std::sync::atomic::AtomicBool;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(4 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, 400).await;
+        let reads = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = store.get_log_reader().await;
+        let thread = {
+            let (reads, stop) = (reads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut seen, mut suffixes) = (1u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    match read_entries(&reader.inner, &(250..400)) {
+                        Ok(v) => {
+                            let mut term = None;
+                            for (k, e) in v.iter().enumerate() {
+                                let index = 250 + k as u64;
+                                assert_eq!(e.log_id.index, index);
+                                let t = e.log_id.leader_id.term;
+                                if index < 300 {
+                                    assert_eq!(t, 1);
+                                    continue;
+                                }
+                                assert_eq!(*term.get_or_insert(t), t, "two terms in one read");
+                                assert!(t >= seen, "term {t} read after term {seen}");
+                                seen = t;
+                            }
+                            suffixes += u64::from(term.is_some());
+                        }
+                        Err(DaxError::Missing(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                suffixes
+            })
+        };
+        const TERMS: u64 = 20;
+        for term in 2..=TERMS {
+            store.truncate(lid(term - 1, 300)).await.unwrap();
+            append_term(&mut store, term, 300, 400).await;
+            let from = reads.load(Ordering::SeqCst);
+            assert!(reads_passed(&reads, from, 2), "the reader stalled");
+        }
+        stop.store(true, Ordering::SeqCst);
+        let suffixes = thread.join().unwrap();
+        assert!(suffixes > 0);
+        let entries = store.try_get_log_entries(250..400).await.unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.log_id).collect();
+        let want: Vec<_> = (250..400)
+            .map(|i| lid(if i < 300 { 1 } else { TERMS }, i))
+            .collect();
+        assert_eq!(ids, want);
     }
 }
