@@ -98,6 +98,20 @@ pub(crate) struct View<'g> {
 /// entry: an append that would need its space fails with [`Error::Full`] naming the pinned
 /// LSN. So hold guards only while reading; a reader that waits (a [`Follower`]) holds none.
 ///
+/// A guard (and a [`Log::iter`] iterator, which holds one) stays on the thread that made it
+/// (it is not `Send`): [`Log::truncate_after`] waits until no guard is held, except one of
+/// the calling thread, for which it fails with [`Error::GuardHeld`] instead of waiting for
+/// itself.
+///
+/// ```compile_fail
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
+/// let guard = log.pin();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // a guard cannot move to another thread
+/// });
+/// ```
+///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
@@ -115,6 +129,10 @@ pub struct Guard<'a, M: Media = crate::MmapMedia> {
     log: &'a Log<M>,
     at: usize,
     pos: Pos,
+    /// A pin counts for the thread that took it ([`Log::truncate_after`] called by that
+    /// thread fails with [`Error::GuardHeld`] instead of waiting for itself), so a guard stays
+    /// on that thread: not `Send`.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl<M: Media> Drop for Guard<'_, M> {
@@ -282,7 +300,12 @@ impl<M: Media> Log<M> {
     /// Pins the log's first LSN: see [`Guard`]. Costs an uncontended lock.
     pub fn pin(&self) -> Guard<'_, M> {
         let (at, pos) = self.pins.pin();
-        Guard { log: self, at, pos }
+        Guard {
+            log: self,
+            at,
+            pos,
+            _thread: std::marker::PhantomData,
+        }
     }
 
     /// Iterates over copies of all durable entries, oldest first. The iterator pins the log
@@ -600,7 +623,8 @@ impl<'a, M: Media> Follower<'a, M> {
             if now >= deadline {
                 return Ok(None);
             }
-            self.log.wait_for_lsn(self.next, deadline - now);
+            self.log
+                .wait_for_lsn(self.next, self.deleted, deadline - now);
         }
     }
 
@@ -640,8 +664,9 @@ impl<M: Media> Log<M> {
         }
     }
 
-    /// Sleeps until entry `lsn` is published or `timeout` passes.
-    pub(crate) fn wait_for_lsn(&self, lsn: Lsn, timeout: std::time::Duration) {
+    /// Sleeps until entry `lsn` is published, a suffix truncation comes after the `deleted`
+    /// seen, or `timeout` passes.
+    pub(crate) fn wait_for_lsn(&self, lsn: Lsn, deleted: u64, timeout: std::time::Duration) {
         #[cfg(loom)]
         if crate::sync::mutants::active(crate::sync::mutants::Mutant::WaiterAfterCheck) {
             return crate::sync::mutants::wait_for_lsn_registering_late(self, lsn, timeout);
@@ -651,7 +676,10 @@ impl<M: Media> Log<M> {
         // `persist::light_fence`).
         crate::persist::heavy_fence();
         let g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.last_lsn.load(Ordering::Acquire) < lsn {
+        // (A suffix truncation counts itself before it notifies, under the lock.)
+        if self.last_lsn.load(Ordering::Acquire) < lsn
+            && self.deleted.load(Ordering::Acquire) == deleted
+        {
             let _ = self.wake.wait_timeout(g, timeout);
         }
         self.waiters.fetch_sub(1, Ordering::SeqCst);

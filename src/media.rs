@@ -387,16 +387,8 @@ impl<M: Media> Pmem<M> {
         self.head.store(head as u64, Ordering::Release);
     }
 
-    /// Before a forced wrap (`Log::reset` moves the tail to the start of the data area while
-    /// no append is in flight and the live entries end at `tail` without wrapping): what the
-    /// publisher would record if the next append wrapped there by itself.
-    pub(crate) fn prepare_forced_wrap(&self, tail: usize) {
-        debug_assert!(!self.live().wrapped());
-        self.edge.wrap_at.store(tail as u64, Ordering::Release);
-    }
-
-    /// After a forced wrap and the head moved to the start of the data area: an empty log
-    /// there, unless an append was published meanwhile.
+    /// After a forced wrap (`Log::reset` moved the head and the tail to the start of the
+    /// data area while reservations waited): an empty log there.
     pub(crate) fn end_forced_wrap(&self, tail: usize) {
         let _ = self.edge.tail.compare_exchange(
             tail as u64,

@@ -17,12 +17,12 @@ use crate::pins::{PinState, Pos};
 use crate::reserve::State;
 use crate::Lsn;
 
-/// A reset that moves the tail to the start of the data area: the old tail, and the state to
-/// restore if reservations wait meanwhile.
+/// A reset that moves the tail to the start of the data area: the old tail, and the state of
+/// the reservations, which wait meanwhile.
 #[derive(Clone, Copy)]
 struct Forced {
     tail: usize,
-    blocked: Option<State>,
+    was: State,
 }
 
 /// True if the model-checking build armed the mutant that makes `reset` ignore the pins.
@@ -40,11 +40,17 @@ impl<M: Media> Log<M> {
     /// [`Log::next_lsn`].
     ///
     /// `lsn` may be anything from the first LSN to [`Log::next_lsn`] (which discards every
-    /// durable entry); an `lsn` at or below the first LSN changes nothing. Costs one barrier.
+    /// durable entry); an `lsn` at or below the first LSN changes nothing, except that on an
+    /// empty log [`Log::next_lsn`] makes its free space one piece again from the start of the
+    /// data area if it is not (an emptying truncation with a reader pinning the entries
+    /// leaves the head where they ended). Costs one barrier.
     ///
     /// Safe to call while other threads append, read and follow: appends go on meanwhile
     /// (they wait for nothing but, at most, the slot update's lock when they write a tail
-    /// hint), and the truncation waits for no append. Entries a reader still holds through a
+    /// hint), and the truncation waits for no append. Discarding every entry while no append
+    /// is in flight is the exception: appends wait for its slot update (one barrier) while it
+    /// moves the tail back to the start of the data area, so that the free space is one
+    /// piece. Entries a reader still holds through a
     /// [`crate::Guard`] keep their bytes until the guard is dropped (see there); a
     /// [`crate::Follower`] that had not read them yet reports [`Error::Truncated`].
     ///
@@ -71,64 +77,52 @@ impl<M: Media> Log<M> {
                 next,
             });
         }
-        if lsn <= first {
-            return Ok(());
-        }
-        // Set if every entry goes and the tail moved to the start of the data area.
-        let forced = if lsn == next {
-            self.rewind_empty(next)
-        } else {
-            None
-        };
-        if let Some(
-            f @ Forced {
-                blocked: Some(was),
-                tail,
-            },
-        ) = forced
-        {
-            // The head is at the start of the data area, where the tail goes: a reader that
-            // pinned the entries since they were found unpinned would see them vanish (its view
-            // would end where it starts), and appenders would write over them. So the slot
-            // update and the move happen with the pin table locked, only if no pin is held.
-            let done = self.pins.with(|s| {
-                if s.held() > 0 && !ignores_pins() {
-                    return None;
-                }
-                let r = self.write_head_slot(lsn, next, DATA_OFFSET);
-                if r.is_ok() {
-                    self.set_head(s, lsn, DATA_OFFSET, Some(f));
-                }
-                Some(r)
-            });
-            match done {
-                Some(r) => {
-                    // Reservations resume: at the start of the data area, or (if the slot
-                    // update failed) where they were.
-                    let to = match r {
-                        Ok(()) => State::new(DATA_OFFSET, was.next_lsn, false)
-                            .with_ticket(was.ticket, was.flags),
-                        Err(_) => State { tail, ..was },
-                    };
-                    self.unblock_reservations(was, Some(to));
-                    if r.is_ok() {
-                        self.after_head_moved(lsn, DATA_OFFSET);
-                    }
+        // Every entry goes (or none was left): move the tail back to the start of the data
+        // area if nothing stands in the way, so that the data area is free in one piece.
+        if lsn == next {
+            if let Some(f) = self.rewind_empty(next) {
+                if let Some(r) = self.forced_wrap(lsn, next, f) {
                     return r;
-                }
-                None => {
-                    // A reader pinned them: no forced wrap, the head goes where they end.
-                    self.unblock_reservations(was, Some(State { tail, ..was }));
-                    let head = self.position_of(lsn);
-                    return self.move_head(lsn, next, head, None);
                 }
             }
         }
-        let head = match forced {
-            Some(_) => DATA_OFFSET,
-            None => self.position_of(lsn),
+        if lsn <= first {
+            return Ok(());
+        }
+        let head = self.position_of(lsn);
+        self.move_head(lsn, next, head, None)
+    }
+
+    /// Ends a forced wrap (reservations wait, see [`Log::rewind_empty`]): the slot update and
+    /// the move of the head to the start of the data area, with the pin table locked and only
+    /// if no pin is held: a reader that pinned the entries since they were found unpinned would
+    /// see them vanish (its view would end where it starts), and appenders would write over
+    /// them. `None` if a pin is held (reservations go on where they were).
+    fn forced_wrap(&self, lsn: Lsn, next: Lsn, f: Forced) -> Option<Result<()>> {
+        let Forced { tail, was } = f;
+        let done = self.pins.with(|s| {
+            if s.held() > 0 && !ignores_pins() {
+                return None;
+            }
+            let r = self.write_head_slot(lsn, next, DATA_OFFSET);
+            if r.is_ok() {
+                self.set_head(s, lsn, DATA_OFFSET, Some(f));
+            }
+            Some(r)
+        });
+        // Reservations resume: at the start of the data area, or (if the slot update failed,
+        // or a reader pinned the entries) where they were.
+        let to = match done {
+            Some(Ok(())) => {
+                State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags)
+            }
+            _ => State { tail, ..was },
         };
-        self.move_head(lsn, next, head, forced)
+        self.unblock_reservations(was, Some(to));
+        if let Some(Ok(())) = done {
+            self.after_head_moved(lsn, DATA_OFFSET);
+        }
+        done
     }
 
     fn move_head(&self, lsn: Lsn, next: Lsn, head: usize, forced: Option<Forced>) -> Result<()> {
@@ -194,16 +188,16 @@ impl<M: Media> Log<M> {
     }
 
     /// Discarding every entry while no append is in flight and the live entries do not wrap:
-    /// moves the tail back to the start of the data area (as if the next append wrapped), so
-    /// that the whole data area is free in one piece. `None` if that is not possible now (then
-    /// the head goes where the published entries end).
+    /// stops reservations (they wait for the slot update, one barrier), so that the tail can
+    /// move back to the start of the data area (as if the next append wrapped) and the whole
+    /// data area is free in one piece. `None` if that is not possible now (then the head goes
+    /// where the published entries end).
     ///
-    /// The tail must be at or after the limit (the entries up to it do not wrap). If the limit
-    /// is after the start of the data area, a tail there means "wrapped" to the appenders
-    /// until the head moves, so they keep before the old entries (which a crash before the
-    /// slot update keeps, and a pinned reader may still read): they go on at once. If the
-    /// limit is the start of the data area itself (the head is there and nobody pins before
-    /// it), a tail there would look like an empty log: reservations wait for the slot update.
+    /// The tail must be at or after the limit (the entries up to it do not wrap), and no pin
+    /// may hold the limit. (Moving the tail at once, before the slot update, would let appends
+    /// go on meanwhile, but only into the bytes before the old head: on a log whose entries
+    /// lay far from the start of the data area, they would fail with `Full` until the head
+    /// moved.)
     fn rewind_empty(&self, next: Lsn) -> Option<Forced> {
         let cur = self.resv.load_torn();
         let st = State::unpack(cur);
@@ -213,28 +207,17 @@ impl<M: Media> Log<M> {
         if !quiet || st.tail < limit || st.tail == DATA_OFFSET {
             return None;
         }
-        if limit <= DATA_OFFSET {
-            if self.pins.limit_pin().is_some() && !ignores_pins() {
-                return None;
-            }
-            let blocked = State {
-                ticket: st.ticket + crate::reserve::INFLIGHT as u64,
-                ..st
-            };
-            self.resv.compare_exchange(cur, blocked.pack()).ok()?;
-            return Some(Forced {
-                tail: st.tail,
-                blocked: Some(st),
-            });
+        if self.pins.limit_pin().is_some() && !ignores_pins() {
+            return None;
         }
-        // Published entries end at the tail (none is in flight), where a wrap starts.
-        self.pmem.prepare_forced_wrap(st.tail);
-        // Older bytes follow the new tail: appends need end markers from now on.
-        let new = State::new(DATA_OFFSET, st.next_lsn, false).with_ticket(st.ticket, st.flags);
-        self.resv.compare_exchange(cur, new.pack()).ok()?;
+        let blocked = State {
+            ticket: st.ticket + crate::reserve::INFLIGHT as u64,
+            ..st
+        };
+        self.resv.compare_exchange(cur, blocked.pack()).ok()?;
         Some(Forced {
             tail: st.tail,
-            blocked: None,
+            was: st,
         })
     }
 
@@ -276,23 +259,31 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
         self.check_writable()?;
-        let _one = self.truncating.lock();
-        // No reader holds a slice from here on, and new ones wait.
-        self.pins
-            .exclusive(|pins| {
-                let _ = pins;
+        loop {
+            // Once no reader holds a slice (and new ones wait), with the pin table locked: the
+            // truncations' lock, if no other truncation runs. Not the other way round: a
+            // thread that holds a guard and calls `truncate_before` would wait for the lock
+            // this truncation held while it waited for that guard.
+            let done = self.pins.exclusive(|_| {
+                let _one = self.truncating.try_lock()?;
                 let blocked = self.block_reservations();
                 let r = self.truncate_after_blocked(lsn, blocked);
                 if r.is_err() {
                     self.unblock_reservations(blocked, None);
                 }
-                r
-            })
-            .unwrap_or_else(|| {
-                Err(Error::GuardHeld {
-                    path: self.name.clone(),
-                })
-            })
+                Some(r)
+            });
+            match done {
+                Some(Some(r)) => return r,
+                // Another truncation runs: it may need the pin table; try again after it.
+                Some(None) => std::thread::sleep(std::time::Duration::from_micros(20)),
+                None => {
+                    return Err(Error::GuardHeld {
+                        path: self.name.clone(),
+                    })
+                }
+            }
+        }
     }
 
     /// Stops new reservations once none is in flight; returns the state to restore.
@@ -463,6 +454,12 @@ impl<M: Media> Log<M> {
             Some(State::new(tail, lsn + 1, false).with_ticket(was.ticket, 0)),
         );
         drop(w);
+        // Followers waiting for the next entry learn of the deletion now (they check the count
+        // under this lock before they sleep).
+        {
+            let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
         tracing::debug!(lsn, tail, "daxlog: truncated suffix");
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use daxlog::{Error, Log, Lsn, Options};
@@ -620,6 +620,12 @@ fn a_follower_never_reports_a_rewind_of_entries_it_did_not_return() {
         s.spawn(|| {
             let mut id = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // At most a few entries ahead of the follower, so that it is near the tip
+                // when the cuts come (else, on a loaded machine, it may never be).
+                if log.next_lsn() > at.load(Ordering::Relaxed) + 8 {
+                    std::thread::yield_now();
+                    continue;
+                }
                 match log.append(&id.to_le_bytes()) {
                     Ok(_) => id += 1,
                     Err(Error::Full { .. }) => {
@@ -775,4 +781,203 @@ fn a_lone_msync_appender_goes_on_after_each_suffix_truncation() {
         expect += 1;
     }
     assert_eq!(expect, log.next_lsn());
+}
+
+/// Runs `a` and `b` on two threads, `b` started 50 ms after `a` has begun (a sleep only to
+/// make the interleaving likely, not needed for the test to be right); panics if either has
+/// not returned within a minute (a hang).
+fn both_return(log: &Arc<Log>, a: fn(&Log) -> String, b: fn(&Log) -> String) -> Vec<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (f, delay) in [(a, 0), (b, 50)] {
+        let (l, tx) = (log.clone(), tx.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay));
+            let _ = tx.send(f(&l));
+        });
+    }
+    (0..2)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("a truncation and a guard holder wait for each other")
+        })
+        .collect()
+}
+
+fn ten_entries(name: &str) -> (tempfile::TempDir, Arc<Log>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        Arc::new(Log::create(dir.path().join(name), &Options::new().capacity(1 << 20)).unwrap());
+    for i in 0..10u64 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    (dir, log)
+}
+
+/// A thread that holds a guard (or iterates) and truncates the prefix, beside another thread's
+/// suffix truncation, which waits for that guard: both complete.
+#[test]
+fn a_guard_holders_prefix_truncation_beside_a_suffix_truncation_completes() {
+    let (_d, log) = ten_entries("gb");
+    let out = both_return(
+        &log,
+        |l| {
+            let guard = l.pin();
+            std::thread::sleep(Duration::from_millis(200));
+            let r = l.truncate_before(3);
+            assert_eq!(
+                guard.read(1).map(|e| e.payload.to_vec()),
+                Some(0u64.to_le_bytes().to_vec())
+            );
+            format!("truncate_before {r:?}")
+        },
+        |l| format!("truncate_after {:?}", l.truncate_after(8)),
+    );
+    assert!(out.iter().all(|o| o.ends_with("Ok(())")), "{out:?}");
+    assert_eq!(log.first_lsn(), Some(3));
+    assert_eq!(log.next_lsn(), 9);
+    let (_d, log) = ten_entries("gr");
+    let out = both_return(
+        &log,
+        |l| {
+            let mut it = l.iter();
+            assert_eq!(it.next().map(|e| e.lsn), Some(1));
+            std::thread::sleep(Duration::from_millis(200));
+            format!("reset {:?}", l.reset())
+        },
+        |l| format!("truncate_after {:?}", l.truncate_after(8)),
+    );
+    // (The suffix truncation waits for the iterator, so it comes after the reset and finds
+    // LSN 8 gone.)
+    assert!(out.iter().any(|o| o == "reset Ok(())"), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|o| o.starts_with("truncate_after Err(LsnOutOfRange")),
+        "{out:?}"
+    );
+    assert_eq!(log.first_lsn(), None);
+}
+
+/// A guard holder's own suffix truncation fails with `GuardHeld` at once, even while another
+/// thread's suffix truncation waits for that guard (which then completes).
+#[test]
+fn guard_held_comes_while_another_suffix_truncation_waits() {
+    let (_d, log) = ten_entries("gh");
+    let out = both_return(
+        &log,
+        |l| {
+            let _guard = l.pin();
+            std::thread::sleep(Duration::from_millis(200));
+            format!("{:?}", l.truncate_after(7))
+        },
+        |l| format!("{:?}", l.truncate_after(8)),
+    );
+    assert!(
+        out.iter().any(|o| o.starts_with("Err(GuardHeld")),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| o == "Ok(())"), "{out:?}");
+    assert_eq!(log.next_lsn(), 9);
+}
+
+/// An emptying truncation while a reader pinned the entries leaves the head where they ended;
+/// once the reader is gone, a reset makes the free space one piece again (the log was empty
+/// already), and an entry that fits an empty log is taken.
+#[test]
+fn a_reset_of_an_empty_log_joins_its_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("e"), &Options::new().capacity(64 << 10)).unwrap();
+    while log.len() < 30 {
+        log.append(&[1u8; 1000]).unwrap();
+    }
+    let g = log.pin();
+    log.reset().unwrap();
+    drop(g);
+    assert!(log.is_empty());
+    let big = vec![2u8; 40 << 10];
+    assert!(matches!(log.append(&big), Err(Error::Full { .. })));
+    log.reset().unwrap();
+    let lsn = log.append(&big).unwrap();
+    assert_eq!(log.read(lsn).map(|e| e.payload), Some(big));
+}
+
+/// A follower waiting for the next entry learns of a suffix truncation that deleted entries it
+/// returned when it happens, not when its wait ends.
+#[test]
+fn a_waiting_follower_is_woken_by_a_suffix_truncation() {
+    let (_d, log) = ten_entries("w");
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut f = log.follow(1);
+            for _ in 0..10 {
+                f.next_timeout(Duration::ZERO).unwrap().unwrap();
+            }
+            let t = std::time::Instant::now();
+            let r = f.next_timeout(Duration::from_secs(120));
+            (t.elapsed(), r)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        log.truncate_after(5).unwrap();
+        let (took, r) = h.join().unwrap();
+        assert!(matches!(r, Err(Error::Rewound { from: 6, .. })), "{r:?}");
+        // (Not a measure of speed: without a wake-up it would take the whole 120 s.)
+        assert!(took < Duration::from_secs(60), "slept through the rewind");
+    });
+}
+
+/// Resets beside an appender, the head just past the start of the data area each time: an
+/// append into a log holding a few entries never fails with `Full` (the reset's forced wrap
+/// holds reservations for its slot update instead of leaving them the bytes before the old
+/// head).
+fn no_full_beside_resets(msync: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Options::new().capacity(1 << 20);
+    if msync {
+        o = o.persistence(daxlog::PersistenceChoice::ForceMsync);
+    }
+    let log = Log::create(dir.path().join("r"), &o).unwrap();
+    let stop = AtomicBool::new(false);
+    let wrong = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // The only appender: the log holds at most one more entry during the append.
+                let before = log.len();
+                match log.append(&[7u8; 200]) {
+                    Ok(_) => {}
+                    Err(Error::Full { .. }) if before < 100 => {
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Error::Full { .. }) => {
+                        let _ = log.truncate_before(log.next_lsn() - 10);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                i += 1;
+                for _ in 0..(i % 64) * 50 {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        for _ in 0..3000 {
+            if let Some(first) = log.first_lsn() {
+                let _ = log.truncate_before((first + 1).min(log.next_lsn()));
+            }
+            std::thread::yield_now();
+            log.reset().unwrap();
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(
+        wrong.into_inner(),
+        0,
+        "appends failed with Full on a nearly empty log"
+    );
+}
+
+#[test]
+fn no_full_on_a_nearly_empty_log_beside_resets() {
+    no_full_beside_resets(false);
+    no_full_beside_resets(true);
 }
