@@ -681,7 +681,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "concurrent-checkpoint",
-        about: "truncate_before from a fourth thread beside three appenders, in the same \
+        about: "truncate_before and reset from a fourth thread beside three appenders, in the same \
                 seeded interleaving, while the appends wrap around a small log",
         random: true,
         variants: all,
