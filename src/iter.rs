@@ -299,7 +299,13 @@ impl<M: Media> Iterator for OwnedIter<'_, M> {
 impl<M: Media> Log<M> {
     /// Pins the log's first LSN: see [`Guard`]. Costs an uncontended lock.
     pub fn pin(&self) -> Guard<'_, M> {
-        let (at, pos) = self.pins.pin();
+        self.pin_inner(true)
+    }
+
+    /// [`Log::pin`], without waiting for a suffix truncation that drains the last guards when
+    /// `wait` is false (a prefix truncation's own pin: see `Pins::pin`).
+    pub(crate) fn pin_inner(&self, wait: bool) -> Guard<'_, M> {
+        let (at, pos) = self.pins.pin(wait);
         Guard {
             log: self,
             at,

@@ -107,14 +107,17 @@ impl Pins {
         }
     }
 
-    /// Pins the head; returns the pin's place and the position pinned.
-    pub(crate) fn pin(&self) -> (usize, Pos) {
+    /// Pins the head; returns the pin's place and the position pinned. With `wait`, first
+    /// waits while a suffix truncation drains the last pins; without (a truncation's own
+    /// short pin, which waits for nothing while held: the suffix truncation may wait for it,
+    /// but must not be waited for by a thread that holds the truncations' lock).
+    pub(crate) fn pin(&self, wait: bool) -> (usize, Pos) {
         let mut s = self.state.lock();
         let me = std::thread::current().id();
         // Only while a suffix truncation waits for the last pins (those taken before it began
         // are gone), and not if this thread holds one (the truncation waits for that one:
         // this thread must not wait for the truncation).
-        while s.draining && !s.held_by(me) {
+        while wait && s.draining && !s.held_by(me) {
             drop(s);
             std::thread::sleep(std::time::Duration::from_micros(20));
             s = self.state.lock();

@@ -65,9 +65,15 @@ impl<M: Media> Log<M> {
     /// # Ok::<(), daxlog::Error>(())
     /// ```
     pub fn truncate_before(&self, lsn: Lsn) -> Result<()> {
+        self.truncate_prefix(Some(lsn))
+    }
+
+    /// `truncate_before(lsn)`, or of the next LSN as of the truncations' lock (`None`).
+    fn truncate_prefix(&self, lsn: Option<Lsn>) -> Result<()> {
         self.check_writable()?;
         let _one = self.truncating.lock();
         let next = self.next_lsn();
+        let lsn = lsn.unwrap_or(next);
         let first = self.first();
         if lsn > next {
             return Err(Error::LsnOutOfRange {
@@ -180,7 +186,9 @@ impl<M: Media> Log<M> {
     /// Where entry `lsn` is (a published one), or will be (`lsn` is the next LSN: where the
     /// published entries end).
     fn position_of(&self, lsn: Lsn) -> usize {
-        let guard = self.pin();
+        // (The truncations' lock is held: a suffix truncation that drains the last guards
+        // waits for it, so this pin must not wait for that truncation.)
+        let guard = self.pin_inner(false);
         let view = guard.view();
         let (pos, at) = self.seek(&view, lsn);
         debug_assert_eq!(at, lsn, "a published LSN lies in the view");
@@ -225,8 +233,8 @@ impl<M: Media> Log<M> {
     /// Like [`Log::truncate_before`] of [`Log::next_lsn`], and as safe to call while other
     /// threads append: entries that become durable meanwhile stay.
     pub fn reset(&self) -> Result<()> {
-        let next = self.next_lsn();
-        self.truncate_before(next)
+        // (The next LSN as of the truncations' lock: a suffix truncation may lower it before.)
+        self.truncate_prefix(None)
     }
 
     /// Durably deletes every entry with an LSN above `lsn` (a consensus log's conflicting

@@ -981,3 +981,101 @@ fn no_full_on_a_nearly_empty_log_beside_resets() {
     no_full_beside_resets(false);
     no_full_beside_resets(true);
 }
+
+/// Three threads: a guard holder, a suffix truncation waiting for its guard (the holder took a
+/// second guard after the truncation began and dropped the first, so new pins wait), and a
+/// prefix truncation that takes the truncations' lock before the holder's own prefix
+/// truncation. All three return: the prefix truncation's short pin does not wait for the
+/// draining suffix truncation. Sleeps only order the steps.
+#[test]
+fn a_prefix_truncation_beside_a_draining_suffix_truncation_and_a_late_guard_completes() {
+    let (_d, log) = ten_entries("late");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (l, t) = (log.clone(), tx.clone());
+    std::thread::spawn(move || {
+        let g0 = l.pin();
+        std::thread::sleep(Duration::from_millis(200));
+        let g1 = l.pin(); // taken while the suffix truncation waits
+        drop(g0); // only a late guard is held now: new pins wait
+        std::thread::sleep(Duration::from_millis(300));
+        let r = l.truncate_before(2);
+        drop(g1);
+        let _ = t.send(format!("holder {r:?}"));
+    });
+    let (l, t) = (log.clone(), tx.clone());
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = t.send(format!("suffix {:?}", l.truncate_after(8)));
+    });
+    let l = log.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(350));
+        let _ = tx.send(format!("prefix {:?}", l.truncate_before(3)));
+    });
+    let out: Vec<String> = (0..3)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("two truncations and a guard holder wait for each other")
+        })
+        .collect();
+    // (The holder's truncation to 2 may come after the other's to 3, which makes it a no-op.)
+    assert!(out.iter().all(|o| o.ends_with("Ok(())")), "{out:?}");
+    assert_eq!(log.first_lsn(), Some(3));
+    assert_eq!(log.next_lsn(), 9);
+}
+
+/// `reset` beside suffix truncations never fails with `LsnOutOfRange`: it empties the log as
+/// of the moment it holds the truncations' lock, not of an earlier `next_lsn` that a suffix
+/// truncation may have lowered since.
+#[test]
+fn reset_beside_suffix_truncations_never_fails() {
+    for msync in [false, true] {
+        resets_beside_suffix_truncations(msync);
+    }
+}
+
+fn resets_beside_suffix_truncations(msync: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Options::new().capacity(1 << 20);
+    if msync {
+        o = o.persistence(daxlog::PersistenceChoice::ForceMsync);
+    }
+    let log = Arc::new(Log::create(dir.path().join("r"), &o).unwrap());
+    let cuts = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cutter = {
+        let (log, stop, cuts) = (log.clone(), stop.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..8u64 {
+                    log.append(&i.to_le_bytes()).unwrap();
+                }
+                match log.truncate_after(log.next_lsn().saturating_sub(4)) {
+                    Ok(()) => {
+                        cuts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Error::LsnOutOfRange { .. }) => {}
+                    Err(e) => panic!("truncate_after: {e}"),
+                }
+            }
+        })
+    };
+    // For a second, a reset every 50 µs or so (room for the cutter's appends and cut).
+    let t = std::time::Instant::now();
+    let mut resets = 0u64;
+    while t.elapsed() < Duration::from_secs(1) {
+        if let Err(e) = log.reset() {
+            stop.store(true, Ordering::Relaxed);
+            panic!("reset after {resets} resets: {e:?}");
+        }
+        resets += 1;
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    cutter.join().unwrap();
+    let cuts = cuts.load(Ordering::Relaxed);
+    assert!(
+        cuts > 10 && resets > 10,
+        "{cuts} cuts beside {resets} resets"
+    );
+}
