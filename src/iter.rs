@@ -299,13 +299,13 @@ impl<M: Media> Iterator for OwnedIter<'_, M> {
 impl<M: Media> Log<M> {
     /// Pins the log's first LSN: see [`Guard`]. Costs an uncontended lock.
     pub fn pin(&self) -> Guard<'_, M> {
-        self.pin_inner(true)
+        self.pin_within(crate::pins::DRAIN_WAIT)
     }
 
-    /// [`Log::pin`], without waiting for a suffix truncation that drains the last guards when
-    /// `wait` is false (a prefix truncation's own pin: see `Pins::pin`).
-    pub(crate) fn pin_inner(&self, wait: bool) -> Guard<'_, M> {
-        let (at, pos) = self.pins.pin(wait);
+    /// [`Log::pin`], waiting at most `max_wait` for a suffix truncation that drains the last
+    /// guards (see `Pins::pin`).
+    pub(crate) fn pin_within(&self, max_wait: std::time::Duration) -> Guard<'_, M> {
+        let (at, pos) = self.pins.pin(max_wait);
         Guard {
             log: self,
             at,
@@ -599,7 +599,9 @@ impl<'a, M: Media> Follower<'a, M> {
                 }
             }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
-                let guard = self.log.pin();
+                // (Within the caller's timeout.)
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let guard = self.log.pin_within(left);
                 // No suffix truncation runs while the guard is held: if one completed since
                 // the checks above, look again (the entry may be deleted, or replaced).
                 if self.log.deleted.load(Ordering::Acquire) != self.deleted

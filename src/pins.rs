@@ -18,10 +18,15 @@
 //! published limit, [`Pins::limit`], one atomic word.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::sync::atomic::AtomicU64;
 use crate::sync::parking_lot;
 use crate::Lsn;
+
+/// The longest a new pin waits for a suffix truncation that drains the last pins: long next to
+/// a read (so a stream of readers cannot starve the truncation), short next to a timeout.
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(1);
 
 /// A pinned position: the LSN of an entry and its offset (where the entry is, or will be).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,19 +112,23 @@ impl Pins {
         }
     }
 
-    /// Pins the head; returns the pin's place and the position pinned. With `wait`, first
-    /// waits while a suffix truncation drains the last pins; without (a truncation's own
-    /// short pin, which waits for nothing while held: the suffix truncation may wait for it,
-    /// but must not be waited for by a thread that holds the truncations' lock).
-    pub(crate) fn pin(&self, wait: bool) -> (usize, Pos) {
+    /// Pins the head; returns the pin's place and the position pinned. First waits, at most
+    /// `max_wait` (and never longer than [`DRAIN_WAIT`]), while a suffix truncation drains the
+    /// last pins. A truncation's own short pin passes `Duration::ZERO`: it holds the
+    /// truncations' lock, which the suffix truncation needs once the pins are gone.
+    pub(crate) fn pin(&self, max_wait: Duration) -> (usize, Pos) {
         let mut s = self.state.lock();
         let me = std::thread::current().id();
         // Only while a suffix truncation waits for the last pins (those taken before it began
         // are gone), and not if this thread holds one (the truncation waits for that one:
-        // this thread must not wait for the truncation).
-        while wait && s.draining && !s.held_by(me) {
+        // this thread must not wait for the truncation). The wait is bounded: it only keeps
+        // a stream of new readers from starving the truncation, and a reader may be waited
+        // for by a late pin's holder (a guard held across a hand-off to a worker thread that
+        // reads), which an unbounded wait would turn into a deadlock.
+        let until = Instant::now() + max_wait.min(DRAIN_WAIT);
+        while s.draining && !s.held_by(me) && Instant::now() < until {
             drop(s);
-            std::thread::sleep(std::time::Duration::from_micros(20));
+            std::thread::sleep(Duration::from_micros(20));
             s = self.state.lock();
         }
         let head = s.head;
@@ -191,7 +200,7 @@ impl Pins {
                 s.draining = true;
             }
             drop(s);
-            std::thread::sleep(std::time::Duration::from_micros(20));
+            std::thread::sleep(Duration::from_micros(20));
         }
     }
 

@@ -188,7 +188,7 @@ impl<M: Media> Log<M> {
     fn position_of(&self, lsn: Lsn) -> usize {
         // (The truncations' lock is held: a suffix truncation that drains the last guards
         // waits for it, so this pin must not wait for that truncation.)
-        let guard = self.pin_inner(false);
+        let guard = self.pin_within(std::time::Duration::ZERO);
         let view = guard.view();
         let (pos, at) = self.seek(&view, lsn);
         debug_assert_eq!(at, lsn, "a published LSN lies in the view");
@@ -230,8 +230,9 @@ impl<M: Media> Log<M> {
     }
 
     /// Durably discards every entry (libpmemlog's `rewind`). LSNs continue where they were.
-    /// Like [`Log::truncate_before`] of [`Log::next_lsn`], and as safe to call while other
-    /// threads append: entries that become durable meanwhile stay.
+    /// Like [`Log::truncate_before`] of [`Log::next_lsn`] as of the moment it holds the
+    /// truncations' lock (after any truncation in progress), and as safe to call while other
+    /// threads append: entries that become durable after that moment stay.
     pub fn reset(&self) -> Result<()> {
         // (The next LSN as of the truncations' lock: a suffix truncation may lower it before.)
         self.truncate_prefix(None)
@@ -251,9 +252,10 @@ impl<M: Media> Log<M> {
     /// LSNs, which the range check then sees), then deletes, then lets appends go on: an
     /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. It also waits
     /// until no reader holds a [`crate::Guard`] (a guard may lend entries of the suffix): new
-    /// guards are taken without waiting while guards taken before the call are held, then
-    /// wait until it is done (so that readers neither stall behind a guard held for long nor
-    /// starve the truncation). Called by a thread that holds a guard (or a live
+    /// guards are taken without waiting while guards taken before the call are held; once
+    /// those are gone, a new guard waits until the truncation is done, but at most 1 ms (so
+    /// that readers neither stall behind a guard held for long nor starve the truncation, and
+    /// a guard holder that waits for another thread's read cannot deadlock). Called by a thread that holds a guard (or a live
     /// [`Log::iter`] iterator, which holds one), it fails with [`Error::GuardHeld`] and deletes
     /// nothing, instead of waiting for itself.
     ///

@@ -1079,3 +1079,92 @@ fn resets_beside_suffix_truncations(msync: bool) {
         "{cuts} cuts beside {resets} resets"
     );
 }
+
+/// Sets up a suffix truncation that drains: a guard taken before it began is dropped while a
+/// late one is held (taken by `late`, after the truncation began); returns what `late` returned
+/// and the truncation's result.
+fn drain_with_late_guard<T>(
+    log: &Arc<Log>,
+    late: impl FnOnce() -> T,
+) -> (T, std::sync::mpsc::Receiver<daxlog::Result<()>>) {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let l = log.clone();
+    let early = std::thread::spawn(move || {
+        let g = l.pin();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(g);
+    });
+    held_rx.recv().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(l.truncate_after(8));
+    });
+    // (Sleeps only make the order likely: the truncation waiting for the early guard.)
+    std::thread::sleep(Duration::from_millis(100));
+    let g = late();
+    go_tx.send(()).unwrap();
+    early.join().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    (g, rx)
+}
+
+/// A guard holder that waits for another thread's read while a suffix truncation drains the
+/// last guards (its own is one of them): the read completes, then the truncation.
+#[test]
+fn a_guard_holder_waiting_for_another_threads_read_while_a_suffix_truncation_drains() {
+    let (_d, log) = ten_entries("fan");
+    let (g, truncated) = drain_with_late_guard(&log, || log.pin());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(l.read(3).map(|e| e.payload));
+    });
+    let read = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a read waited for a truncation that waits for the reader's waiter");
+    assert_eq!(read, Some(2u64.to_le_bytes().to_vec()));
+    drop(g);
+    let r = truncated.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(log.next_lsn(), 9);
+}
+
+/// A follower's `next_timeout` keeps to its timeout while a suffix truncation drains the last
+/// guards and another thread holds a late one for long.
+#[test]
+fn a_followers_timeout_holds_while_a_suffix_truncation_drains() {
+    let (_d, log) = ten_entries("ft");
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (take_tx, take_rx) = std::sync::mpsc::channel::<()>();
+    let l = log.clone();
+    let holder = std::thread::spawn(move || {
+        take_rx.recv().unwrap();
+        let _late = l.pin();
+        ready_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(30));
+    });
+    let ((), truncated) = drain_with_late_guard(&log, || {
+        take_tx.send(()).unwrap();
+        ready_rx.recv().unwrap()
+    });
+    let mut f = log.follow(1);
+    let t = std::time::Instant::now();
+    let first = f.next_timeout(Duration::from_millis(10));
+    let took = t.elapsed();
+    drop(release_tx);
+    holder.join().unwrap();
+    assert_eq!(first.unwrap().map(|e| e.lsn), Some(1));
+    // (Not a measure of speed: without the bound it waits the holder's 30 s.)
+    assert!(
+        took < Duration::from_secs(10),
+        "next_timeout(10 ms) took {took:?}"
+    );
+    assert!(truncated
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .is_ok());
+}
