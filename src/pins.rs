@@ -125,8 +125,13 @@ impl Pins {
         // a stream of new readers from starving the truncation, and a reader may be waited
         // for by a late pin's holder (a guard held across a hand-off to a worker thread that
         // reads), which an unbounded wait would turn into a deadlock.
-        let until = Instant::now() + max_wait.min(DRAIN_WAIT);
-        while s.draining && !s.held_by(me) && Instant::now() < until {
+        let mut until = None;
+        while s.draining && !s.held_by(me) {
+            // (The clock is read only when there is something to wait for.)
+            let until = *until.get_or_insert_with(|| Instant::now() + max_wait.min(DRAIN_WAIT));
+            if Instant::now() >= until {
+                break;
+            }
             drop(s);
             std::thread::sleep(Duration::from_micros(20));
             s = self.state.lock();
