@@ -236,6 +236,13 @@ impl Media for MmapMedia {
     }
 
     #[inline]
+    fn prefetch(&self, off: usize) {
+        if off < self.len {
+            crate::persist::prefetch_addr(self.ptr.as_ptr().wrapping_add(off));
+        }
+    }
+
+    #[inline]
     unsafe fn read(&self, off: usize, len: usize) -> &[u8] {
         debug_assert!(off + len <= self.len);
         // SAFETY: the caller guarantees the range is in bounds of the mapping, which lives as

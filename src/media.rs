@@ -87,6 +87,13 @@ pub trait Media: Send + Sync {
     /// The barrier this media uses.
     fn persistence(&self) -> Persistence;
 
+    /// Hints that the cache line holding byte `off` will be read soon. A hint only: `off` may
+    /// lie anywhere, even past the end (then nothing is asked for).
+    #[inline]
+    fn prefetch(&self, off: usize) {
+        let _ = off;
+    }
+
     /// Returns the bytes `[off, off + len)`.
     ///
     /// # Safety
@@ -413,6 +420,12 @@ impl<M: Media> Pmem<M> {
     #[inline]
     pub(crate) fn data_start(&self) -> usize {
         self.data_start
+    }
+
+    /// See [`Media::prefetch`].
+    #[inline]
+    pub(crate) fn prefetch(&self, off: usize) {
+        self.media.prefetch(off)
     }
 
     /// Bytes of live entries: `None` unless the range lies inside a live segment of `live`

@@ -384,6 +384,21 @@ impl AtomicPair {
     }
 }
 
+/// Asks for the cache line holding `*p` to be loaded for reading (`PREFETCHT0`). A hint only:
+/// `p` may point anywhere.
+#[inline(always)]
+pub fn prefetch_addr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address, and changes no memory. SSE (and
+    // with it PREFETCHT0) is part of the x86-64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Asks for the cache line holding `bytes[at]` to be loaded for reading (`PREFETCHT0`). A hint
 /// only: `at` may lie past the end of `bytes` (then nothing is asked for).
 #[inline(always)]
