@@ -140,6 +140,14 @@ pub trait Media: Send + Sync {
     #[inline(always)]
     fn sync_point(&self) {}
 
+    /// True if [`Media::sync_point`] may park the thread (a simulator's scheduler): the engine
+    /// then releases its locks around it. Real media return false, and the engine skips the
+    /// release and the re-locking it would cost.
+    #[inline(always)]
+    fn schedules_threads(&self) -> bool {
+        false
+    }
+
     /// True if the engine should measure this host's persistence paths for these media
     /// ([`crate::calibrate`]): real mappings do; simulators keep the fixed default, so that
     /// their runs do not depend on the machine's timing.

@@ -300,6 +300,10 @@ impl Media for SimMedia {
         pass_gate(&SYNC_POINT);
     }
 
+    fn schedules_threads(&self) -> bool {
+        true
+    }
+
     fn persistence(&self) -> Persistence {
         self.inner.mode
     }
