@@ -136,7 +136,8 @@ pub trait Media: Send + Sync {
     /// A point on the append path where a thread is about to act on what other threads have
     /// done (the reservation word, the published count). Real media do nothing; a simulator
     /// that schedules threads deterministically may park the thread here, so that such a
-    /// decision always falls in the thread's own turn.
+    /// decision always falls in the thread's own turn. Media that park threads here must also
+    /// return true from [`Media::schedules_threads`], or the group commit does not call it.
     #[inline(always)]
     fn sync_point(&self) {}
 
