@@ -403,14 +403,8 @@ pub fn prefetch_addr(p: *const u8) {
 /// only: `at` may lie past the end of `bytes` (then nothing is asked for).
 #[inline(always)]
 pub fn prefetch_read(bytes: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
     if at < bytes.len() {
-        // SAFETY: a prefetch never faults and changes no memory; the address is inside `bytes`.
-        // SSE (and with it PREFETCHT0) is part of the x86-64 baseline.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast());
-        }
+        prefetch_addr(bytes.as_ptr().wrapping_add(at));
     }
 }
 

@@ -255,9 +255,9 @@ impl<M: Media> Log<M> {
     /// guards are taken without waiting while guards taken before the call are held; once
     /// those are gone, a new guard waits until the truncation is done, but at most 1 ms (so
     /// that readers neither stall behind a guard held for long nor starve the truncation, and
-    /// a guard holder that waits for another thread's read cannot deadlock). Called by a thread that holds a guard (or a live
-    /// [`Log::iter`] iterator, which holds one), it fails with [`Error::GuardHeld`] and deletes
-    /// nothing, instead of waiting for itself.
+    /// a guard holder that waits for another thread's read cannot deadlock). Called by a
+    /// thread that holds a guard (or a live [`Log::iter`] iterator, which holds one), it fails
+    /// with [`Error::GuardHeld`] and deletes nothing, instead of waiting for itself.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
