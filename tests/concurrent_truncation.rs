@@ -1060,23 +1060,30 @@ fn resets_beside_suffix_truncations(msync: bool) {
             }
         })
     };
-    // For a second, a reset every 50 µs or so (room for the cutter's appends and cut).
+    // Resets at intervals from 50 µs to 1.6 ms, so that some land inside the cutter's round
+    // (between its appends and its cut) whatever the medium's sync costs: on a disk-backed
+    // temporary directory one msync takes ~0.1 ms and a round of 8 appends and a cut ~1 ms. Goes
+    // on until both sides have done enough, not for a fixed time, so that a slow machine only
+    // makes the test longer.
     let t = std::time::Instant::now();
     let mut resets = 0u64;
-    while t.elapsed() < Duration::from_secs(1) {
+    while (cuts.load(Ordering::Relaxed) < 20 || resets < 20)
+        && t.elapsed() < Duration::from_secs(60)
+    {
         if let Err(e) = log.reset() {
             stop.store(true, Ordering::Relaxed);
             panic!("reset after {resets} resets: {e:?}");
         }
         resets += 1;
-        std::thread::sleep(Duration::from_micros(50));
+        std::thread::sleep(Duration::from_micros(50 << (resets % 6)));
     }
     stop.store(true, Ordering::Relaxed);
     cutter.join().unwrap();
     let cuts = cuts.load(Ordering::Relaxed);
     assert!(
-        cuts > 10 && resets > 10,
-        "{cuts} cuts beside {resets} resets"
+        cuts >= 20 && resets >= 20,
+        "{cuts} cuts beside {resets} resets in {:?}",
+        t.elapsed()
     );
 }
 

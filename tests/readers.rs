@@ -551,6 +551,7 @@ fn a_reader_beside_a_fast_writer_reports_nothing_false() {
         let path = dir.path().join("race.dax");
         let log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
         let done = std::sync::atomic::AtomicBool::new(false);
+        let seen = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let mut r = Reader::open(&path).unwrap();
@@ -562,6 +563,7 @@ fn a_reader_beside_a_fast_writer_reports_nothing_false() {
                             let (l, _gen) = decode(&payload).expect("bytes of an entry");
                             assert_eq!(l, lsn);
                             entries += 1;
+                            seen.store(entries, std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok(None) => std::thread::yield_now(),
                         Err(Error::Truncated { .. }) => {}
@@ -574,7 +576,12 @@ fn a_reader_beside_a_fast_writer_reports_nothing_false() {
             let mut gens: HashMap<u64, u64> = HashMap::new();
             let start = Instant::now();
             let mut n = 0u64;
-            while start.elapsed() < Duration::from_millis(1500) {
+            // At least 1.5 s of racing, and on until the reader has returned some entries (a
+            // loaded machine may starve it for a while): its progress is asserted below.
+            while start.elapsed() < Duration::from_millis(1500)
+                || (seen.load(std::sync::atomic::Ordering::Relaxed) <= 100
+                    && start.elapsed() < Duration::from_secs(60))
+            {
                 n += 1;
                 let lsn = log.next_lsn();
                 let gen = *gens.get(&lsn).unwrap_or(&0);
