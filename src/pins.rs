@@ -183,8 +183,8 @@ impl Pins {
         loop {
             let mut s = self.state.lock();
             if s.held_by(me) {
-                s.closing = false;
-                s.draining = false;
+                // (On the first round, so nothing of this call to undo: `closing` and
+                // `draining`, if set, belong to another truncation that waits.)
                 return None;
             }
             if s.held == 0 {
@@ -218,5 +218,55 @@ impl Pins {
         // The pinned LSN first: an appender that sees the limit finds the LSN that holds it.
         self.limit_pin.store(pin, Ordering::Release);
         self.limit.store(limit as u64, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn wait_for(pins: &Pins, what: impl Fn(&PinState) -> bool) {
+        let t = Instant::now();
+        while !pins.with(|s| what(s)) {
+            assert!(t.elapsed() < Duration::from_secs(60), "state never reached");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A guard holder whose suffix truncation fails (it holds a pin) leaves alone the drain of
+    /// another suffix truncation that waits: that one would otherwise start over and wait for
+    /// every pin held then, late ones included.
+    #[test]
+    fn a_guard_holders_refused_truncation_leaves_anothers_drain_in_place() {
+        let pins = Arc::new(Pins::new(Pos { lsn: 1, offset: 0 }));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let early = {
+            let pins = pins.clone();
+            std::thread::spawn(move || {
+                let (at, _) = pins.pin(Duration::ZERO);
+                release_rx.recv().unwrap();
+                pins.unpin(at);
+            })
+        };
+        wait_for(&pins, |s| s.held() == 1);
+        let truncation = {
+            let pins = pins.clone();
+            std::thread::spawn(move || pins.exclusive(|_| 7))
+        };
+        wait_for(&pins, |s| s.closing);
+        // A late pin (taken while the truncation waits), then the early one goes: it drains.
+        let (late, _) = pins.pin(Duration::ZERO);
+        release_tx.send(()).unwrap();
+        early.join().unwrap();
+        wait_for(&pins, |s| s.draining);
+        assert_eq!(pins.exclusive(|_| 0), None, "this thread holds a pin");
+        assert!(
+            pins.with(|s| s.draining && s.closing),
+            "the waiting truncation's drain was undone"
+        );
+        pins.unpin(late);
+        assert_eq!(truncation.join().unwrap(), Some(7));
+        assert!(pins.with(|s| !s.draining && !s.closing && s.held() == 0));
     }
 }
