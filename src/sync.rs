@@ -135,10 +135,6 @@ mod loom_types {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
 
-        pub(crate) fn get_mut(&mut self) -> &mut T {
-            self.0.get_mut().unwrap_or_else(|e| e.into_inner())
-        }
-
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             match self.0.try_lock() {
                 Ok(g) => Some(g),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use daxlog::format::{self, EntryHeader, DATA_OFFSET, FLAG_PAD, HEADER_LEN};
+use daxlog::format::{self, EntryHeader, DATA_OFFSET, ENTRY_ALIGN, FLAG_PAD, HEADER_LEN};
 use daxlog::{Log, Lsn, Media, Options, Persistence};
 use loom::cell::UnsafeCell;
 use loom::thread::ThreadId;
@@ -68,9 +68,12 @@ struct Inner {
     /// that races with a store (an entry published before its bytes) fails the model.
     words: Box<[UnsafeCell<()>]>,
     book: StdMutex<Book>,
+    /// [`Persistence::Msync`] media (see [`LoomMedia::new_msync`]).
+    msync: bool,
 }
 
-/// An in-memory [`Media`] in CPU-flush mode ([`Persistence::Clwb`]) for loom models.
+/// An in-memory [`Media`] for loom models, in CPU-flush mode ([`Persistence::Clwb`]) or in
+/// `msync` mode.
 ///
 /// **Durability** is recorded per store, per 8-byte word of the tracked window (the first
 /// `WINDOW_WORDS` words of the data area): a cached store becomes durable when the thread that
@@ -80,6 +83,22 @@ struct Inner {
 /// is a loom cell written at that drain: [`LoomMedia::check_durable`] reads it, so a thread that
 /// is told an entry is durable without a happens-before edge from the drain of the thread that
 /// stored it fails the model — either loom reports the race or the flag is still unset.
+///
+/// **msync media** ([`LoomMedia::new_msync`], [`Persistence::Msync`]: a log on a page-cache
+/// file system) follow another rule: a flush is an `msync`, which writes the pages as they are
+/// when it runs, whoever stored into them. It makes durable the stores to the words of its
+/// range that happen before it: the flush reads each word through loom, so a store that does
+/// not happen before the flush (an appender's entry that the group commit's leader syncs
+/// without having synchronised with that appender) is a race loom reports. It then sets the
+/// durable flag of each of those stores, from the syncing thread: an appender told by another
+/// thread's sync that its entry is durable must synchronise with that thread to see the flag.
+/// A drain makes nothing durable there (neither cached nor non-temporal stores).
+///
+/// The last [`ENTRY_ALIGN`] bytes of each flushed range are not read, nor made durable: the
+/// group commit syncs its tickets' entries and the end marker after them, which the next
+/// appender may be overwriting with its own header meanwhile (a race on the page that the
+/// format allows: recovery stops at the marker or at the torn header). The models check the
+/// durability of entries, not of end markers.
 ///
 /// Clones share the media (one is the log's, the others observe it).
 #[derive(Clone)]
@@ -99,15 +118,50 @@ impl Default for LoomMedia {
 }
 
 impl LoomMedia {
-    /// A zeroed media of [`CAPACITY`] bytes. Must be made inside a loom model.
+    /// A zeroed media of [`CAPACITY`] bytes in CPU-flush mode. Must be made inside a loom
+    /// model.
     pub fn new() -> Self {
+        Self::with_mode(false)
+    }
+
+    /// A zeroed media of [`CAPACITY`] bytes in `msync` mode (see the type's documentation).
+    /// Must be made inside a loom model.
+    pub fn new_msync() -> Self {
+        Self::with_mode(true)
+    }
+
+    fn with_mode(msync: bool) -> Self {
         LoomMedia(Arc::new(Inner {
             bytes: (0..CAPACITY)
                 .map(|_| std::cell::UnsafeCell::new(0))
                 .collect(),
             words: (0..WINDOW_WORDS).map(|_| UnsafeCell::new(())).collect(),
             book: StdMutex::new(Book::default()),
+            msync,
         }))
+    }
+
+    /// msync mode's flush: see the type's documentation.
+    fn msync(&self, off: usize, len: usize) {
+        let end = off + len.saturating_sub(ENTRY_ALIGN);
+        let first = off.max(DATA_OFFSET);
+        if first >= end {
+            return;
+        }
+        let (w0, w1) = (Self::word(first).unwrap(), Self::word(end - 1).unwrap());
+        let mut book = self.book();
+        for w in w0..=w1 {
+            // A read access: the store it writes back must happen before it.
+            self.0.words[w].with(|_| ());
+            if let Some(r) = book.current.get(&w) {
+                r.durable.with_mut(|d| {
+                    // SAFETY: a pointer from `with_mut`, valid for the closure; loom checks
+                    // that no other access to the flag is concurrent.
+                    unsafe { *d = true }
+                });
+            }
+            book.pending.retain(|p| p.word != w);
+        }
     }
 
     /// Makes the first store whose bytes contain `pattern` panic (an appender that dies while
@@ -219,7 +273,11 @@ impl Media for LoomMedia {
     }
 
     fn persistence(&self) -> Persistence {
-        Persistence::Clwb
+        if self.0.msync {
+            Persistence::Msync
+        } else {
+            Persistence::Clwb
+        }
     }
 
     unsafe fn read(&self, off: usize, len: usize) -> &[u8] {
@@ -249,6 +307,9 @@ impl Media for LoomMedia {
     }
 
     fn flush(&self, off: usize, len: usize) {
+        if self.0.msync {
+            return self.msync(off, len);
+        }
         let thread = loom::thread::current().id();
         // The write-back takes whole cache lines.
         let (a, b) = (off & !63, (off + len + 63) & !63);
@@ -262,6 +323,9 @@ impl Media for LoomMedia {
     }
 
     fn drain(&self) -> std::io::Result<()> {
+        if self.0.msync {
+            return Ok(());
+        }
         let thread = loom::thread::current().id();
         let mut book = self.book();
         book.pending.retain(|p| {

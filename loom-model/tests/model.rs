@@ -108,7 +108,11 @@ fn by_lsn(lsns: &[(u8, Lsn)], n: usize) -> Vec<Option<u8>> {
 /// `threads` appenders, one entry each, on a log with non-temporal stores (`nt`) or cached
 /// stores and write-back.
 fn appenders(threads: u8, nt: bool) {
-    let media = LoomMedia::new();
+    appenders_on(LoomMedia::new(), threads, nt)
+}
+
+/// `threads` appenders, one entry each, on `media`.
+fn appenders_on(media: LoomMedia, threads: u8, nt: bool) {
     let log = Arc::new(new_log(media.clone(), nt));
     let handles: Vec<_> = (1..=threads)
         .map(|t| {
@@ -135,6 +139,19 @@ fn two_appenders_cached() {
 
 fn three_appenders() {
     appenders(3, true)
+}
+
+/// Two appenders on msync media: the group commit (`src/disk.rs`). One leads the sync of what
+/// is ready; the other waits for it or leads the next. Each must return only once a sync that
+/// read its entry (and every earlier one) has ended, as seen from its thread.
+fn two_msync_appenders() {
+    appenders_on(LoomMedia::new_msync(), 2, false)
+}
+
+/// Three appenders on msync media, with a ring of two tickets in flight: the third sleeps
+/// until a sync ends (`Log::wait_for_sync`), and must be woken.
+fn three_msync_appenders() {
+    appenders_on(LoomMedia::new_msync(), 3, false)
 }
 
 /// One appender appends two entries; this thread follows the log and must get both, in order,
@@ -272,6 +289,16 @@ fn three_appenders_fill_the_ring() {
 }
 
 #[test]
+fn two_msync_appenders_share_the_group_commit() {
+    model(Some(BOUND), two_msync_appenders);
+}
+
+#[test]
+fn three_msync_appenders_wait_for_a_sync_when_the_ring_is_full() {
+    model(Some(BOUND3), three_msync_appenders);
+}
+
+#[test]
 fn follower_wakes_for_each_entry() {
     model(Some(BOUND), follower);
 }
@@ -302,6 +329,18 @@ fn exhaustive_two_appenders_with_cached_stores() {
 #[ignore = "deeper: run with --ignored"]
 fn deeper_three_appenders_fill_the_ring() {
     model(Some(DEEP3), three_appenders);
+}
+
+#[test]
+#[ignore = "exhaustive: run with --ignored"]
+fn exhaustive_two_msync_appenders_share_the_group_commit() {
+    model(None, two_msync_appenders);
+}
+
+#[test]
+#[ignore = "deeper: run with --ignored"]
+fn deeper_three_msync_appenders_wait_for_a_sync_when_the_ring_is_full() {
+    model(Some(DEEP3), three_msync_appenders);
 }
 
 #[test]
@@ -374,6 +413,31 @@ fn mutant_ready_relaxed_is_caught() {
         Mutant::ReadyRelaxed,
         two_appenders,
         &["Causality violation", "returned before", "last LSN"],
+    );
+}
+
+#[test]
+fn mutant_ready_relaxed_is_caught_by_the_group_commit() {
+    caught(
+        "mutant_ready_relaxed_is_caught_by_the_group_commit",
+        Mutant::ReadyRelaxed,
+        two_msync_appenders,
+        // The leader syncs the other appender's ticket, marked ready without a release: it may
+        // read the ticket's span as it was before (and sync other bytes), or read the entry's
+        // words in a race with their stores.
+        &["Causality violation", "returned before"],
+    );
+}
+
+#[test]
+fn mutant_published_relaxed_is_caught_by_the_group_commit() {
+    caught(
+        "mutant_published_relaxed_is_caught_by_the_group_commit",
+        Mutant::PublishedRelaxed,
+        two_msync_appenders,
+        // The appender covered by the other's sync learns it from the published count: without
+        // the release it cannot see the sync's durable flags.
+        &["Causality violation", "returned before"],
     );
 }
 
