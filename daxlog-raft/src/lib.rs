@@ -35,6 +35,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+mod bytes;
 pub mod cluster;
 mod files;
 mod log_store;
@@ -68,6 +69,13 @@ pub enum Request {
     Delete {
         /// The key.
         key: String,
+    },
+    /// Appends `data` to the journal ([`KvState::journal`]), under the entry's log index.
+    Append {
+        /// The entry's bytes: hexadecimal in human-readable encodings (JSON, as in the log),
+        /// raw bytes in binary ones (postcard, between peers).
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
     },
 }
 
