@@ -12,6 +12,9 @@
 //! * [`KvStateMachine`] is a small key/value state machine with persistent snapshots, for the
 //!   tests and the example; [`TypeConfig`] ties the two together.
 //! * [`network::Router`] is an in-process network for clusters in one process.
+//! * [`http`] is the network between processes: openraft's RPCs over HTTP/1.1 with postcard
+//!   bodies, and [`node::Node`] a node serving them together with a client, admin and metrics
+//!   API (the `daxlog-raft-node` binary runs one).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -38,9 +41,11 @@ use serde::{Deserialize, Serialize};
 mod bytes;
 pub mod cluster;
 mod files;
+pub mod http;
 mod log_store;
 mod meta;
 pub mod network;
+pub mod node;
 mod state_machine;
 mod watermark;
 

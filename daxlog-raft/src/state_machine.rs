@@ -46,6 +46,9 @@ pub struct KvState {
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
+/// Journal records, `(raft log index, data)`.
+type Journal = Vec<(u64, Vec<u8>)>;
+
 /// What a snapshot holds besides its meta: the map and the journal. A snapshot's bytes (kept
 /// in memory, sent to followers) are this, serialized with serde_json.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,11 +173,7 @@ impl KvStateMachine {
     }
 
     /// [`KvStateMachine::journal_from`] and the log id of the last applied entry, read together.
-    pub fn journal_page(
-        &self,
-        from_index: u64,
-        max: usize,
-    ) -> (Vec<(u64, Vec<u8>)>, Option<LogId<NodeId>>) {
+    pub fn journal_page(&self, from_index: u64, max: usize) -> (Journal, Option<LogId<NodeId>>) {
         let st = lock(&self.shared.state);
         let start = st.journal.partition_point(|(i, _)| *i < from_index);
         let page = st.journal[start..].iter().take(max).cloned().collect();
@@ -508,7 +507,13 @@ mod tests {
             payload: EntryPayload::Blank,
         };
         let responses = sm
-            .apply([blank, append(2, b"two"), set, append(4, b""), append(5, &[0, 255])])
+            .apply([
+                blank,
+                append(2, b"two"),
+                set,
+                append(4, b""),
+                append(5, &[0, 255]),
+            ])
             .await
             .unwrap();
         assert_eq!(responses.len(), 5);
