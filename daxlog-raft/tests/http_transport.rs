@@ -441,3 +441,65 @@ async fn late_learner() {
 
     shutdown(vec![n1, n2]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_log_cannot_take_are_refused() {
+    tokio::time::timeout(Duration::from_secs(120), refused_writes())
+        .await
+        .expect("test finished in time");
+}
+
+/// On a 256 KiB log, too large an entry gets `413`, and a full log `503 log_full`; the
+/// snapshot that triggers lets the log be purged, and a retry then succeeds.
+async fn refused_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        log_capacity: 256 << 10,
+        keep_after_snapshot: Some(0),
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+
+    let (status, v) = c.append(&n1, &vec![7u8; 300 << 10]).await;
+    assert_eq!((status, &v["error"]), (413, &json!("too_large")), "{v}");
+    let (status, v) = c.append(&n1, &vec![7u8; 12 << 10]).await;
+    assert_eq!((status, &v["error"]), (413, &json!("too_large")), "{v}");
+    assert!(v["len"].as_u64() > v["max"].as_u64(), "{v}");
+
+    let record = vec![0x5au8; 4 << 10];
+    let mut accepted = 0;
+    let full = loop {
+        let (status, v) = c.append(&n1, &record).await;
+        match status {
+            200 => accepted += 1,
+            503 => break v,
+            _ => panic!("unexpected {status} {v}"),
+        }
+        assert!(accepted < 100, "the log never filled");
+    };
+    assert_eq!(full["error"], "log_full", "{full}");
+    assert!(accepted > 10, "{accepted} records before the log was full");
+    let m = c.metrics(&n1).await;
+    assert_eq!(m["state"], "Leader", "the leader stays");
+
+    let index = until("a write after the purge", || async {
+        let (status, v) = c.append(&n1, b"after the purge").await;
+        (status == 200).then(|| v["index"].as_u64().unwrap())
+    })
+    .await;
+    let (status, journal, _) = c.journal(&n1, "from=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal.len(), accepted + 1);
+    assert_eq!(
+        journal.last().unwrap(),
+        &(index, b"after the purge".to_vec())
+    );
+    assert!(journal[..accepted].iter().all(|(_, d)| *d == record));
+    assert!(c.metrics(&n1).await["purged"].as_u64().is_some());
+
+    shutdown(vec![n1]).await;
+}
