@@ -36,6 +36,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 pub mod cluster;
+pub mod codec;
 mod files;
 mod log_store;
 mod meta;
