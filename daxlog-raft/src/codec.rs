@@ -4,7 +4,7 @@
 //!
 //! | first byte | encoding |
 //! |---|---|
-//! | `0x01` ([`POSTCARD_V1`]) | the entry in [postcard](postcard) 1.x (serde), after the tag |
+//! | `0x01` ([`POSTCARD_V1`]) | the entry in [postcard] 1.x (serde), after the tag |
 //! | `b'{'` (`0x7b`, [`LEGACY_JSON`]) | the whole payload is the entry in serde_json (written by earlier versions; no tag) |
 //! | anything else | refused: [`DaxError::UnknownEncoding`] |
 //!

@@ -233,6 +233,13 @@ fn measure_json_against_postcard() {
                 value: "x".repeat(1024),
             }),
         ),
+        (
+            "the example's record",
+            EntryPayload::Normal(Request::Set {
+                key: "/vol0/dir1/file1".into(),
+                value: "inode=1001 mode=0644 size=512".into(),
+            }),
+        ),
         ("Blank", EntryPayload::Blank),
         (
             "Membership, 3 voters",
