@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 mod bytes;
 pub mod cluster;
+pub mod codec;
 mod files;
 pub mod http;
 mod log_store;
