@@ -464,9 +464,13 @@ async fn refused_writes() {
     .unwrap();
     wait_leader(&c, &n1).await;
 
+    // Larger than the log: refused from its length alone.
     let (status, v) = c.append(&n1, &vec![7u8; 300 << 10]).await;
     assert_eq!((status, &v["error"]), (413, &json!("too_large")), "{v}");
-    let (status, v) = c.append(&n1, &vec![7u8; 12 << 10]).await;
+    // Data of exactly the largest entry's size: the entry around it (log id, kind, lengths) is
+    // larger, and admission refuses it.
+    let max = v["max"].as_u64().expect("max in the answer") as usize;
+    let (status, v) = c.append(&n1, &vec![7u8; max]).await;
     assert_eq!((status, &v["error"]), (413, &json!("too_large")), "{v}");
     assert!(v["len"].as_u64() > v["max"].as_u64(), "{v}");
 
@@ -486,20 +490,19 @@ async fn refused_writes() {
     let m = c.metrics(&n1).await;
     assert_eq!(m["state"], "Leader", "the leader stays");
 
+    // A record as large as those that filled the log: it fits only once the log was purged.
+    let after = vec![0xa5u8; record.len()];
     let index = until("a write after the purge", || async {
-        let (status, v) = c.append(&n1, b"after the purge").await;
+        let (status, v) = c.append(&n1, &after).await;
         (status == 200).then(|| v["index"].as_u64().unwrap())
     })
     .await;
+    assert!(c.metrics(&n1).await["purged"].as_u64().is_some());
     let (status, journal, _) = c.journal(&n1, "from=0").await;
     assert_eq!(status, 200);
     assert_eq!(journal.len(), accepted + 1);
-    assert_eq!(
-        journal.last().unwrap(),
-        &(index, b"after the purge".to_vec())
-    );
+    assert_eq!(journal.last().unwrap(), &(index, after.clone()));
     assert!(journal[..accepted].iter().all(|(_, d)| *d == record));
-    assert!(c.metrics(&n1).await["purged"].as_u64().is_some());
 
     shutdown(vec![n1]).await;
 }
