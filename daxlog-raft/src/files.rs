@@ -163,7 +163,7 @@ fn tmp_name(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
-fn sync_dir(path: &Path) -> Result<(), DaxError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), DaxError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -87,7 +87,10 @@ pub enum WireError {
         len: usize,
     },
     /// The body starts with another header: not this protocol, or another version of it.
-    #[error("wire header {found:02x?} is not DXR version 1 ({expected:02x?})")]
+    #[error(
+        "wire header 0x{} ({:?}) is not DXR version 1 (0x{})",
+        crate::bytes::to_hex(.found), String::from_utf8_lossy(.found), crate::bytes::to_hex(.expected)
+    )]
     BadHeader {
         /// The first four bytes of the body.
         found: [u8; 4],
@@ -330,6 +333,8 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
 struct Peer {
     raft: Raft<TypeConfig>,
     partition: Partition,
+    /// The order of the chunks of the snapshot being received.
+    receiving: Arc<std::sync::Mutex<ChunkOrder>>,
 }
 
 /// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
@@ -346,7 +351,11 @@ pub fn peer_router<S>(
         .route(VOTE_PATH, post(vote))
         .route(INSTALL_SNAPSHOT_PATH, post(install_snapshot))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(Peer { raft, partition })
+        .with_state(Peer {
+            raft,
+            partition,
+            receiving: Arc::default(),
+        })
 }
 
 /// Checks the sender and decodes the request; the error is the response to send instead.
@@ -411,7 +420,47 @@ async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: By
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    let in_order = peer
+        .receiving
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(&rpc.meta.snapshot_id, rpc.offset, rpc.data.len());
+    if let Err(refused) = in_order {
+        return (StatusCode::BAD_REQUEST, refused).into_response();
+    }
     binary(&peer.raft.install_snapshot(rpc).await)
+}
+
+/// The snapshot being received (its id) and how many bytes of it arrived so far.
+///
+/// A snapshot's chunks come in order: the first at offset 0, each next one at most where the
+/// bytes received so far end (a resent chunk starts before). openraft writes a chunk at its
+/// offset into the receiving buffer, so a chunk far past the end (from a faulty or hostile
+/// sender) would grow the buffer to that offset: [`ChunkOrder::check`] refuses it first.
+#[derive(Debug, Default)]
+pub struct ChunkOrder(Option<(String, u64)>);
+
+impl ChunkOrder {
+    /// Admits the chunk of snapshot `id` at `offset` with `len` bytes, or says why not.
+    pub fn check(&mut self, id: &str, offset: u64, len: usize) -> Result<(), String> {
+        let end = offset.saturating_add(len as u64);
+        match &mut self.0 {
+            _ if offset == 0 => {
+                self.0 = Some((id.to_string(), end));
+                Ok(())
+            }
+            Some((current, received)) if current == id && offset <= *received => {
+                *received = (*received).max(end);
+                Ok(())
+            }
+            Some((current, received)) if current == id => Err(format!(
+                "snapshot {id}: chunk at offset {offset} but only {received} bytes received"
+            )),
+            _ => Err(format!(
+                "snapshot {id}: chunk at offset {offset} before its first chunk"
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +469,26 @@ mod tests {
 
     use super::*;
     use crate::Request;
+
+    #[test]
+    fn snapshot_chunks_past_what_was_received_are_refused() {
+        let mut order = ChunkOrder::default();
+        let e = order.check("s1", 1 << 46, 1).unwrap_err();
+        assert!(e.contains("before its first chunk"), "{e}");
+        order.check("s1", 0, 100).unwrap();
+        order.check("s1", 100, 100).unwrap();
+        order.check("s1", 100, 100).unwrap(); // resent
+        order.check("s1", 150, 100).unwrap(); // overlapping
+        let e = order.check("s1", 1 << 46, 1).unwrap_err();
+        assert!(e.contains("only 250 bytes received"), "{e}");
+        let e = order.check("s1", 251, 1).unwrap_err();
+        assert!(e.contains("only 250 bytes"), "{e}");
+        order.check("s1", 250, 1).unwrap();
+        let e = order.check("s2", 100, 1).unwrap_err();
+        assert!(e.contains("before its first chunk"), "{e}");
+        order.check("s2", 0, 1).unwrap(); // a new snapshot starts over
+        assert!(order.check("s1", 1, 1).is_err());
+    }
 
     #[test]
     fn bodies_round_trip_and_bad_ones_are_typed_errors() {

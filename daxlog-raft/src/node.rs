@@ -10,9 +10,21 @@
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
 //! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication"}` |
-//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner caught up |
+//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up"}` if it does not within the request timeout (wrong address, node down: it stays a learner) |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
+//!
+//! **What an answer says about the write.** `200`: committed, at `index`. `413 too_large`,
+//! `421 not_leader` and `503 log_full`: not proposed, so never committed. `503 unavailable`,
+//! `503 timeout` (not committed within the request timeout, default 10 s: e.g. a leader cut
+//! off from the majority) and a broken connection: **unknown**, the entry may be committed
+//! later. A client that retries such a write may find it twice in the journal; the API has no
+//! idempotency key, so a client that must not duplicate puts its own unique id in the entry and
+//! checks with `/read` before retrying. `/read` returns at most [`MAX_READ_ENTRIES`] entries.
+//!
+//! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
+//! runs: a start with another `--id` on the directory, or a second process on it, is refused
+//! before anything in the directory is touched.
 //!
 //! `/append` checks the write with the log store's [`Admission`] before proposing it: too
 //! large, `413 {"error":"too_large","len","max"}`; log full, `503
@@ -57,6 +69,15 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// The largest snapshot chunk sent in one `InstallSnapshot` RPC, by default.
 pub const DEFAULT_SNAPSHOT_CHUNK: u64 = 1 << 20;
 
+/// How long `/append` and the admin routes wait, by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most entries one `/read` returns (a larger `max` is lowered to it).
+pub const MAX_READ_ENTRIES: usize = 10_000;
+
+/// The file in a node's directory that holds its node id (and its lock while it runs).
+pub const NODE_ID_FILE: &str = "node.id";
+
 /// How a node is started; [`NodeOptions::new`] gives the binary's defaults.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -85,6 +106,10 @@ pub struct NodeOptions {
     pub snapshot_chunk_bytes: u64,
     /// Serve the `/test/*` routes.
     pub test_hooks: bool,
+    /// How long `/append` and `/admin/change-membership` wait for their entry to be committed,
+    /// and `/admin/add-learner` for the learner to catch up, before answering that the outcome
+    /// is not known yet.
+    pub request_timeout: Duration,
 }
 
 impl NodeOptions {
@@ -104,6 +129,7 @@ impl NodeOptions {
             election_max_ms: 600,
             snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK,
             test_hooks: false,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -134,11 +160,14 @@ struct Shared {
     sm: KvStateMachine,
     admission: Admission<TypeConfig>,
     partition: Partition,
+    request_timeout: Duration,
 }
 
 /// A running node; see the module documentation.
 pub struct Node {
     shared: Arc<Shared>,
+    /// `node.id`, locked while the node runs.
+    _claim: std::fs::File,
     addr: SocketAddr,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -150,6 +179,8 @@ impl Node {
     /// store is new. When it returns, the server accepts connections.
     pub async fn start(opts: NodeOptions) -> Result<Node, Error> {
         let config = Arc::new(opts.config()?);
+        let (dir, id) = (opts.data_dir.clone(), opts.id);
+        let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
         let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
         let store_opts = LogStoreOptions::new().log_capacity(opts.log_capacity);
         let store = open_store(&opts.data_dir, &store_opts, &sm).await?;
@@ -177,6 +208,7 @@ impl Node {
             sm,
             admission,
             partition: partition.clone(),
+            request_timeout: opts.request_timeout,
         });
         // A peer's append-entries batch holds at most what the log holds, and postcard is
         // no larger than the log's encoding.
@@ -207,6 +239,7 @@ impl Node {
         });
         Ok(Node {
             shared,
+            _claim: claim,
             addr,
             stop_server: Some(stop_server),
             server: Some(server),
@@ -265,6 +298,56 @@ impl Drop for Node {
             server.abort();
         }
     }
+}
+
+/// Takes node `id`'s directory: creates it and its `node.id` file (the id, made durable) the
+/// first time; afterwards refuses a directory whose file names another node (a node started
+/// with another's files would answer for it with the wrong log), or that another process
+/// holds (its lock is held for as long as the returned file is open), before anything in the
+/// directory is read or changed.
+fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
+    use std::io::{Read, Seek, Write};
+    crate::files::create_dir_durably(dir)?;
+    let path = dir.join(NODE_ID_FILE);
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "{}: in use by another process (a node runs on this directory)",
+                dir.display()
+            )
+            .into())
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    match text.trim() {
+        "" => {
+            // New (or created by a start that crashed before this write was durable).
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{id}")?;
+            f.sync_all()?;
+            crate::files::sync_dir(&path)?;
+        }
+        t if t.parse::<NodeId>().ok() == Some(id) => {}
+        t => {
+            return Err(format!(
+                "{}: holds the files of node {t:?}, not of node {id} (start that node with its own \
+                 --id, or give node {id} a directory of its own)",
+                dir.display()
+            )
+            .into())
+        }
+    }
+    Ok(f)
 }
 
 /// Opens the log store on a blocking thread, tied to the state machine's durable snapshot;
@@ -398,9 +481,19 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             );
         }
     };
-    match node.raft.client_write(request).await {
-        Ok(resp) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
-        Err(e) => node.write_error(e),
+    match tokio::time::timeout(node.request_timeout, node.raft.client_write(request)).await {
+        Ok(Ok(resp)) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
+        Ok(Err(e)) => node.write_error(e),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "timeout",
+                "detail": format!(
+                    "not committed within {:?} (no quorum?); the entry may still be committed later",
+                    node.request_timeout
+                ),
+            }),
+        ),
     }
 }
 
@@ -430,7 +523,7 @@ async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Re
             Err(RaftError::Fatal(e)) => return unavailable(e),
         }
     }
-    let (page, applied) = node.sm.journal_page(q.from, q.max);
+    let (page, applied) = node.sm.journal_page(q.from, q.max.min(MAX_READ_ENTRIES));
     let entries: Vec<Value> = page
         .iter()
         .map(|(index, data)| json!({"index": index, "data_hex": to_hex(data)}))
@@ -477,13 +570,45 @@ struct AddLearner {
 
 /// `POST /admin/add-learner`: answers once the learner caught up.
 async fn add_learner(State(node): State<Arc<Shared>>, Json(req): Json<AddLearner>) -> Response {
-    match node
+    let resp = match node
         .raft
-        .add_learner(req.id, BasicNode::new(req.addr), true)
+        .add_learner(req.id, BasicNode::new(req.addr.clone()), true)
         .await
     {
-        Ok(resp) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
-        Err(e) => node.write_error(e),
+        Ok(resp) => resp,
+        Err(e) => return node.write_error(e),
+    };
+    // openraft's "blocking" add returns once the learner is within its replication lag
+    // threshold (thousands of entries), which a learner that received nothing at all may be:
+    // wait until it holds the log up to its own membership entry.
+    let index = resp.log_id.index;
+    let id = req.id;
+    let caught_up = node
+        .raft
+        .wait(Some(node.request_timeout))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).copied().flatten())
+                    .is_some_and(|l| l.index >= index)
+            },
+            format!("learner {id} catches up"),
+        )
+        .await;
+    match caught_up {
+        Ok(_) => reply(StatusCode::OK, json!({"index": index})),
+        Err(e) => reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({
+                "error": "learner_not_caught_up",
+                "detail": format!(
+                    "node {id} at {} is a learner now but did not receive the log up to {index} \
+                     ({e}): is the address right and the node running?",
+                    req.addr
+                ),
+            }),
+        ),
     }
 }
 
@@ -499,9 +624,21 @@ async fn change_membership(
     State(node): State<Arc<Shared>>,
     Json(req): Json<ChangeMembership>,
 ) -> Response {
-    match node.raft.change_membership(req.voters, req.retain).await {
-        Ok(resp) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
-        Err(e) => node.write_error(e),
+    let change = node.raft.change_membership(req.voters, req.retain);
+    match tokio::time::timeout(node.request_timeout, change).await {
+        Ok(Ok(resp)) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
+        Ok(Err(e)) => node.write_error(e),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "timeout",
+                "detail": format!(
+                    "not committed within {:?} (a new voter unreachable?); it may still be \
+                     committed later",
+                    node.request_timeout
+                ),
+            }),
+        ),
     }
 }
 

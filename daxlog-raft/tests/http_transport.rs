@@ -506,3 +506,124 @@ async fn refused_writes() {
 
     shutdown(vec![n1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_what_would_hurt_it() {
+    tokio::time::timeout(Duration::from_secs(120), guards())
+        .await
+        .expect("test finished in time");
+}
+
+/// A node's directory is its own (another id, or a second process, is refused); a learner at
+/// an address where nothing answers is reported (`504`), and so is a membership change or an
+/// append that cannot be committed (`503 timeout`, within the request timeout, not never);
+/// a snapshot chunk far past the bytes received is refused before it reaches openraft.
+async fn guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let quick = |id| NodeOptions {
+        request_timeout: Duration::from_secs(2),
+        ..options(id, dir.path())
+    };
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        ..quick(1)
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+    let (status, v) = c.append(&n1, b"one").await;
+    assert_eq!(status, 200, "{v}");
+
+    // The directory is held while the node runs, whatever the id.
+    for id in [1, 7] {
+        let e = Node::start(NodeOptions {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().join("node-1"),
+            ..quick(id)
+        })
+        .await
+        .err()
+        .expect("a second process on the directory is refused");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+    }
+
+    // A hostile snapshot chunk: refused, typed, and the node goes on.
+    let m = c.metrics(&n1).await;
+    let term = m["current_term"].as_u64().unwrap();
+    let chunk = openraft::raft::InstallSnapshotRequest::<daxlog_raft::TypeConfig> {
+        vote: Vote::new_committed(term, 1),
+        meta: openraft::SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "forged".into(),
+        },
+        offset: 1 << 46,
+        data: vec![0u8; 1],
+        done: false,
+    };
+    let resp = c
+        .http
+        .post(format!("http://{}/raft/install-snapshot", n1.addr()))
+        .header(FROM_HEADER, 2)
+        .body(encode(&chunk).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("before its first chunk"), "{text}");
+    assert_eq!(c.metrics(&n1).await["state"], "Leader");
+
+    // A learner nobody runs: reported, not taken for caught up.
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/add-learner",
+            json!({"id": 9, "addr": "127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &v["error"]),
+        (504, &json!("learner_not_caught_up")),
+        "{v}"
+    );
+    // Made a voter anyway, it stops every commit: the change and the next append time out
+    // with an answer that says the outcome is unknown.
+    let t = Instant::now();
+    let (status, v) = c
+        .post(&n1, "/admin/change-membership", json!({"voters": [1, 9]}))
+        .await;
+    assert_eq!((status, &v["error"]), (503, &json!("timeout")), "{v}");
+    let (status, v) = c.append(&n1, b"two").await;
+    assert_eq!((status, &v["error"]), (503, &json!("timeout")), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("may still be committed"),
+        "{v}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    shutdown(vec![n1]).await;
+
+    // Its files, under another id: refused, and nothing changed.
+    let e = Node::start(NodeOptions {
+        data_dir: dir.path().join("node-1"),
+        ..quick(7)
+    })
+    .await
+    .err()
+    .expect("another id on the directory is refused");
+    assert!(
+        e.to_string().contains("holds the files of node \"1\""),
+        "{e}"
+    );
+    let n1 = Node::start(quick(1)).await.unwrap();
+    let (_, journal, _) = c.journal(&n1, "from=0&local=true").await;
+    assert_eq!(
+        journal.first().map(|(_, d)| d.clone()),
+        Some(b"one".to_vec())
+    );
+    shutdown(vec![n1]).await;
+}

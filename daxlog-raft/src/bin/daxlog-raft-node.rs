@@ -49,6 +49,10 @@ struct Args {
     /// Serve the /test/* routes (partitions).
     #[arg(long)]
     test_hooks: bool,
+    /// How long /append waits for its entry to be committed (and /admin/add-learner for the
+    /// learner to catch up) before answering that the outcome is not known yet, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -83,6 +87,7 @@ async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
         election_min_ms: args.election_min_ms,
         election_max_ms: args.election_max_ms,
         test_hooks: args.test_hooks,
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
         ..NodeOptions::new(args.id, args.listen, args.data_dir)
     };
     let node = Node::start(opts).await?;
