@@ -12,9 +12,32 @@ pub enum DaxError {
     /// An error of the underlying daxlog.
     #[error(transparent)]
     Log(#[from] daxlog::Error),
-    /// An entry or record could not be encoded or decoded.
+    /// A JSON record (`meta.dax`, a snapshot) or a legacy JSON entry of `log.dax` could not
+    /// be encoded or decoded.
     #[error("encoding: {0}")]
     Codec(#[from] serde_json::Error),
+    /// A postcard entry of `log.dax` could not be encoded or decoded (malformed or truncated).
+    #[error("postcard encoding: {0}")]
+    Postcard(#[from] postcard::Error),
+    /// An entry of `log.dax` starts with a format tag this version does not know (written by
+    /// a newer version, or not an entry at all).
+    #[error(
+        "log entry in an unknown encoding: format tag 0x{tag:02x} (known: 0x01 postcard v1, \
+         0x7b legacy JSON)"
+    )]
+    UnknownEncoding {
+        /// The entry's first byte.
+        tag: u8,
+    },
+    /// A postcard entry of `log.dax` is followed by bytes that are not part of it.
+    #[error("log entry has {trailing} bytes after its postcard encoding")]
+    TrailingBytes {
+        /// How many bytes follow the entry.
+        trailing: usize,
+    },
+    /// An entry of `log.dax` is empty: it carries no format tag.
+    #[error("log entry is empty (no format tag)")]
+    EmptyPayload,
     /// File I/O outside daxlog (directories, snapshots).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -140,7 +163,7 @@ fn tmp_name(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
-fn sync_dir(path: &Path) -> Result<(), DaxError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), DaxError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

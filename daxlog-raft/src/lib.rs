@@ -12,6 +12,9 @@
 //! * [`KvStateMachine`] is a small key/value state machine with persistent snapshots, for the
 //!   tests and the example; [`TypeConfig`] ties the two together.
 //! * [`network::Router`] is an in-process network for clusters in one process.
+//! * [`http`] is the network between processes: openraft's RPCs over HTTP/1.1 with postcard
+//!   bodies, and [`node::Node`] a node serving them together with a client, admin and metrics
+//!   API (the `daxlog-raft-node` binary runs one).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -35,11 +38,15 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+mod bytes;
 pub mod cluster;
+pub mod codec;
 mod files;
+pub mod http;
 mod log_store;
 mod meta;
 pub mod network;
+pub mod node;
 mod state_machine;
 mod watermark;
 
@@ -68,6 +75,13 @@ pub enum Request {
     Delete {
         /// The key.
         key: String,
+    },
+    /// Appends `data` to the journal ([`KvState::journal`]), under the entry's log index.
+    Append {
+        /// The entry's bytes: hexadecimal in human-readable encodings (JSON, as in the log),
+        /// raw bytes in binary ones (postcard, between peers).
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
     },
 }
 

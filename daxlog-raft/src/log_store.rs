@@ -5,11 +5,12 @@
 //! A store is a directory with two daxlog files:
 //!
 //! * `log.dax`: the Raft log. Each Raft entry is one daxlog entry, its payload the entry
-//!   serialized with serde_json (log id included). An `append` of several Raft entries is one
-//!   `append_batch` (one barrier, all or nothing) per chunk of at most a quarter of the
-//!   admission reserve in bytes.
-//! * `meta.dax`: the vote, the committed log id and the last purged log id, as one record;
-//!   see [`crate::meta`].
+//!   (log id included) encoded by [`crate::codec`]: a format tag, then postcard; entries
+//!   written by earlier versions in serde_json are still read. An `append` of several Raft
+//!   entries is one `append_batch` (one barrier, all or nothing) per chunk of at most a
+//!   quarter of the admission reserve in bytes.
+//! * `meta.dax`: the vote, the committed log id and the last purged log id, as one record in
+//!   serde_json (small, and written only when one of them changes); see [`crate::meta`].
 //!
 //! # Index mapping
 //!
@@ -62,6 +63,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::files::{create_atomically, create_dir_durably, DaxError};
 use crate::meta::LatestRecord;
 use crate::watermark::SnapshotWatermark;
@@ -274,9 +276,11 @@ impl<C: RaftTypeConfig> Clone for Admission<C> {
     }
 }
 
-/// What openraft's `Entry` adds around the encoded data: the log id (term, node id, index: up
-/// to 20 digits each) and the field names, at most.
-const ENTRY_WRAPPING: u64 = 160;
+/// What an encoded entry ([`codec::encode`] of openraft's `Entry`) adds to the data's own
+/// encoding (tag included), at most: the log id (term and index, varints of at most 10 bytes
+/// each, and the leader's node id, at most 10 bytes for a `u64`) and the payload's variant
+/// (1 byte): 31 bytes with `u64` node ids. The rest is room for node ids of up to 43 bytes.
+const ENTRY_WRAPPING: u64 = 64;
 
 impl<C> Admission<C>
 where
@@ -284,8 +288,9 @@ where
     C::D: Serialize,
 {
     /// Checks that an entry of `data` may be proposed now: returns the length its encoding may
-    /// reach in the log (an upper bound for openraft's `Entry`: the data's encoding plus the
-    /// log id and field names), or why it may not be proposed. The bytes of writes admitted
+    /// reach in the log (an upper bound for openraft's `Entry`: the data's postcard encoding
+    /// plus the format tag, the log id and the payload's variant), or why it may not be
+    /// proposed. The bytes of writes admitted
     /// and not released yet count as taken. Nothing is held: to propose the entry, take it
     /// with [`Admission::admit`].
     pub fn check(&self, data: &C::D) -> Result<u64, WriteRejected> {
@@ -367,9 +372,10 @@ where
     }
 }
 
-/// The length an entry of `data` may reach in the log (see [`Admission::check`]).
+/// The length an entry of `data` may reach in the log (see [`Admission::check`]): the data's
+/// encoding plus [`ENTRY_WRAPPING`]. Data that cannot be encoded counts as too large.
 fn encoded_len<D: Serialize>(data: &D) -> u64 {
-    let len = serde_json::to_vec(data).map_or(u64::MAX, |v| v.len() as u64);
+    let len = codec::encoded_len(data).map_or(u64::MAX, |n| n as u64);
     len.saturating_add(ENTRY_WRAPPING)
 }
 
@@ -530,7 +536,7 @@ where
     fn decode(&self, lsn: daxlog::Lsn) -> Result<C::Entry, DaxError> {
         let guard = self.log.pin();
         let e = guard.read(lsn).ok_or(DaxError::Missing(lsn))?;
-        Ok(serde_json::from_slice(e.payload)?)
+        codec::decode(e.payload)
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
@@ -562,7 +568,7 @@ where
             if e.lsn != want {
                 return Err(DaxError::Missing(want));
             }
-            let entry: C::Entry = serde_json::from_slice(e.payload)?;
+            let entry: C::Entry = codec::decode(e.payload)?;
             if entry.get_log_id().index != index {
                 return Err(DaxError::Missing(want));
             }
@@ -588,7 +594,7 @@ where
                 }
             }
             expected = Some(index + 1);
-            payloads.push(serde_json::to_vec(e)?);
+            payloads.push(codec::encode(e)?);
         }
         Ok(payloads)
     }

@@ -1,4 +1,8 @@
-//! A small key/value state machine with persistent snapshots, for the tests and the example.
+//! A small key/value state machine with a journal and persistent snapshots, for the tests, the
+//! example and the node binary.
+//!
+//! [`Request::Set`] and [`Request::Delete`] change a map; [`Request::Append`] adds a record
+//! `(log index, data)` to the journal, which [`KvStateMachine::journal_from`] reads.
 //!
 //! The state lives in memory; what makes it survive a restart is its snapshot: every snapshot
 //! built or installed is written to `snapshot.json` in the node's directory (temporary file,
@@ -34,15 +38,44 @@ pub struct KvState {
     pub last_membership: StoredMembership<NodeId, BasicNode>,
     /// The data.
     pub data: BTreeMap<String, String>,
+    /// `(raft log index, data)` of every applied [`Request::Append`], in apply order (so in
+    /// increasing index order).
+    #[serde(default, with = "crate::bytes::journal")]
+    pub journal: Vec<(u64, Vec<u8>)>,
 }
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
+/// Journal records, `(raft log index, data)`.
+type Journal = Vec<(u64, Vec<u8>)>;
+
+/// What a snapshot holds besides its meta: the map and the journal. A snapshot's bytes (kept
+/// in memory, sent to followers) are this, serialized with serde_json.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Contents {
+    data: BTreeMap<String, String>,
+    /// Absent from snapshots written before the journal existed.
+    #[serde(default, with = "crate::bytes::journal")]
+    journal: Vec<(u64, Vec<u8>)>,
+}
+
 /// What `snapshot.json` holds.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SnapshotFile {
     meta: Meta,
     data: BTreeMap<String, String>,
+    /// Absent from snapshot files written before the journal existed.
+    #[serde(default, with = "crate::bytes::journal")]
+    journal: Vec<(u64, Vec<u8>)>,
+}
+
+/// [`SnapshotFile`] by reference, for writing.
+#[derive(Serialize)]
+struct SnapshotFileRef<'a> {
+    meta: &'a Meta,
+    data: &'a BTreeMap<String, String>,
+    #[serde(with = "crate::bytes::journal")]
+    journal: &'a [(u64, Vec<u8>)],
 }
 
 struct Shared {
@@ -91,12 +124,17 @@ impl KvStateMachine {
         let (state, snapshot) = match std::fs::read(&path) {
             Ok(bytes) => {
                 let f: SnapshotFile = serde_json::from_slice(&bytes)?;
+                let contents = Contents {
+                    data: f.data,
+                    journal: f.journal,
+                };
+                let bytes = serde_json::to_vec(&contents)?;
                 let state = KvState {
                     last_applied: f.meta.last_log_id,
                     last_membership: f.meta.last_membership.clone(),
-                    data: f.data,
+                    data: contents.data,
+                    journal: contents.journal,
                 };
-                let bytes = serde_json::to_vec(&state.data)?;
                 (state, Some((f.meta, bytes)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (KvState::default(), None),
@@ -129,6 +167,19 @@ impl KvStateMachine {
         lock(&self.shared.state).clone()
     }
 
+    /// At most `max` journal records with an index at least `from_index`, in index order.
+    pub fn journal_from(&self, from_index: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
+        self.journal_page(from_index, max).0
+    }
+
+    /// [`KvStateMachine::journal_from`] and the log id of the last applied entry, read together.
+    pub fn journal_page(&self, from_index: u64, max: usize) -> (Journal, Option<LogId<NodeId>>) {
+        let st = lock(&self.shared.state);
+        let start = st.journal.partition_point(|(i, _)| *i < from_index);
+        let page = st.journal[start..].iter().take(max).cloned().collect();
+        (page, st.last_applied)
+    }
+
     /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
     /// so that the log is never purged past it.
     pub fn snapshot_watermark(&self) -> SnapshotWatermark {
@@ -140,13 +191,9 @@ impl Shared {
     /// Makes `meta` and `data` the current snapshot, on disk first, unless the current
     /// snapshot is at least as recent (its last log id is not older): a snapshot built from an
     /// older state never replaces one installed meanwhile. Returns the data, serialized.
-    fn save_snapshot(
-        &self,
-        meta: &Meta,
-        data: &BTreeMap<String, String>,
-    ) -> Result<Vec<u8>, DaxError> {
+    fn save_snapshot(&self, meta: &Meta, contents: &Contents) -> Result<Vec<u8>, DaxError> {
         let _saving = lock(&self.saving);
-        let bytes = serde_json::to_vec(data)?;
+        let bytes = serde_json::to_vec(contents)?;
         if let Some((current, _)) = lock(&self.snapshot).as_ref() {
             if current.last_log_id >= meta.last_log_id {
                 tracing::debug!(
@@ -157,9 +204,10 @@ impl Shared {
                 return Ok(bytes);
             }
         }
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data: data.clone(),
+        let file = SnapshotFileRef {
+            meta,
+            data: &contents.data,
+            journal: &contents.journal,
         };
         replace_file(&self.dir.join(SNAPSHOT_FILE), &serde_json::to_vec(&file)?)?;
         *lock(&self.snapshot) = Some((meta.clone(), bytes.clone()));
@@ -168,16 +216,16 @@ impl Shared {
     }
 
     /// [`Shared::save_snapshot`] on a blocking thread (it writes and fsyncs a file); gives
-    /// `data` back with the serialized bytes.
+    /// `contents` back with the serialized bytes.
     async fn save_snapshot_blocking(
         self: &Arc<Self>,
         meta: Meta,
-        data: BTreeMap<String, String>,
-    ) -> Result<(Vec<u8>, BTreeMap<String, String>), DaxError> {
+        contents: Contents,
+    ) -> Result<(Vec<u8>, Contents), DaxError> {
         let shared = self.clone();
         crate::log_store::blocking(move || {
-            let bytes = shared.save_snapshot(&meta, &data)?;
-            Ok((bytes, data))
+            let bytes = shared.save_snapshot(&meta, &contents)?;
+            Ok((bytes, contents))
         })
         .await
     }
@@ -201,7 +249,13 @@ impl RaftSnapshotBuilder<TypeConfig> for KvSnapshotBuilder {
         };
         let (bytes, _) = self
             .shared
-            .save_snapshot_blocking(meta.clone(), self.state.data.clone())
+            .save_snapshot_blocking(
+                meta.clone(),
+                Contents {
+                    data: std::mem::take(&mut self.state.data),
+                    journal: std::mem::take(&mut self.state.journal),
+                },
+            )
             .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         Ok(Snapshot {
@@ -235,6 +289,10 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                 EntryPayload::Blank => None,
                 EntryPayload::Normal(Request::Set { key, value }) => st.data.insert(key, value),
                 EntryPayload::Normal(Request::Delete { key }) => st.data.remove(&key),
+                EntryPayload::Normal(Request::Append { data }) => {
+                    st.journal.push((entry.log_id.index, data));
+                    None
+                }
                 EntryPayload::Membership(m) => {
                     st.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     None
@@ -263,17 +321,18 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
         meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data: BTreeMap<String, String> =
+        let contents: Contents =
             serde_json::from_slice(snapshot.get_ref()).map_err(|e| snap_err(e, ErrorVerb::Read))?;
-        let (_, data) = self
+        let (_, contents) = self
             .shared
-            .save_snapshot_blocking(meta.clone(), data)
+            .save_snapshot_blocking(meta.clone(), contents)
             .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         *lock(&self.shared.state) = KvState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
-            data,
+            data: contents.data,
+            journal: contents.journal,
         };
         Ok(())
     }
@@ -328,8 +387,11 @@ mod tests {
         sm.apply(entries).await.unwrap();
         let mut builder = sm.get_snapshot_builder().await;
 
-        let data = BTreeMap::from([("installed".to_string(), "new".to_string())]);
-        let bytes = serde_json::to_vec(&data).unwrap();
+        let contents = Contents {
+            data: BTreeMap::from([("installed".to_string(), "new".to_string())]),
+            journal: vec![],
+        };
+        let bytes = serde_json::to_vec(&contents).unwrap();
         sm.install_snapshot(&meta(10, "from-leader"), Box::new(Cursor::new(bytes)))
             .await
             .unwrap();
@@ -363,7 +425,7 @@ mod tests {
             let flag = ran.clone();
             tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
             if install {
-                let bytes = serde_json::to_vec(&BTreeMap::<String, String>::new()).unwrap();
+                let bytes = serde_json::to_vec(&Contents::default()).unwrap();
                 sm.install_snapshot(&meta(7, "installed"), Box::new(Cursor::new(bytes)))
                     .await
                     .unwrap();
@@ -391,11 +453,14 @@ mod tests {
                 std::thread::spawn(move || {
                     for round in 0..25u64 {
                         let index = round * 4 + t + 1;
-                        let data: BTreeMap<String, String> = (0..200)
-                            .map(|k| (format!("k{k}"), format!("snapshot {index}")))
-                            .collect();
+                        let contents = Contents {
+                            data: (0..200)
+                                .map(|k| (format!("k{k}"), format!("snapshot {index}")))
+                                .collect(),
+                            journal: vec![(index, vec![t as u8; 64])],
+                        };
                         shared
-                            .save_snapshot(&meta(index, &format!("s{index}")), &data)
+                            .save_snapshot(&meta(index, &format!("s{index}")), &contents)
                             .unwrap();
                     }
                 })
@@ -407,10 +472,120 @@ mod tests {
         let file = on_disk(dir.path());
         assert_eq!(file.meta.snapshot_id, "s100");
         assert!(file.data.values().all(|v| v == "snapshot 100"));
+        assert_eq!(file.journal, vec![(100, vec![3u8; 64])]);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec![SNAPSHOT_FILE.to_string()]);
+    }
+
+    fn append(index: u64, data: &[u8]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: lid(index),
+            payload: EntryPayload::Normal(Request::Append {
+                data: data.to_vec(),
+            }),
+        }
+    }
+
+    /// Appends land in the journal under their log index, in order, beside the map's
+    /// requests; `journal_from` pages through it.
+    #[tokio::test]
+    async fn appends_fill_the_journal_in_index_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        let set = Entry::<TypeConfig> {
+            log_id: lid(3),
+            payload: EntryPayload::Normal(Request::Set {
+                key: "k".into(),
+                value: "v".into(),
+            }),
+        };
+        let blank = Entry::<TypeConfig> {
+            log_id: lid(1),
+            payload: EntryPayload::Blank,
+        };
+        let responses = sm
+            .apply([
+                blank,
+                append(2, b"two"),
+                set,
+                append(4, b""),
+                append(5, &[0, 255]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(responses.len(), 5);
+        assert_eq!(sm.get("k").as_deref(), Some("v"));
+        let all = vec![(2, b"two".to_vec()), (4, vec![]), (5, vec![0, 255])];
+        assert_eq!(sm.journal_from(0, 1000), all);
+        assert_eq!(sm.journal_from(3, 1000), all[1..]);
+        assert_eq!(sm.journal_from(4, 1), all[1..2]);
+        assert_eq!(sm.journal_from(6, 1000), vec![]);
+        assert_eq!(sm.journal_from(0, 0), vec![]);
+        let (page, applied) = sm.journal_page(5, 10);
+        assert_eq!((page, applied), (all[2..].to_vec(), Some(lid(5))));
+    }
+
+    /// The journal goes into the snapshot: built, written to disk, reopened, installed on
+    /// another state machine from the snapshot's bytes.
+    #[tokio::test]
+    async fn the_journal_round_trips_through_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path().join("a")).unwrap();
+        let records: Vec<(u64, Vec<u8>)> = (1..=20)
+            .map(|i| (i, (0..i as u8).map(|b| b.wrapping_mul(37)).collect()))
+            .collect();
+        sm.apply(records.iter().map(|(i, d)| append(*i, d)))
+            .await
+            .unwrap();
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(lid(20)));
+        assert_eq!(on_disk(&dir.path().join("a")).journal, records);
+
+        drop(sm);
+        let reopened = KvStateMachine::open(dir.path().join("a")).unwrap();
+        assert_eq!(reopened.journal_from(0, 100), records);
+        assert_eq!(reopened.state().last_applied, Some(lid(20)));
+
+        let mut other = KvStateMachine::open(dir.path().join("b")).unwrap();
+        other
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(other.journal_from(0, 100), records);
+        // Appends after the snapshot go on from there.
+        other.apply([append(21, b"next")]).await.unwrap();
+        assert_eq!(other.journal_from(20, 100).len(), 2);
+        drop(other);
+        let reopened = KvStateMachine::open(dir.path().join("b")).unwrap();
+        assert_eq!(reopened.journal_from(0, 100), records);
+    }
+
+    /// A snapshot file written before the journal existed (no `journal` field) still loads,
+    /// with an empty journal.
+    #[test]
+    fn a_snapshot_file_without_a_journal_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = serde_json::json!({
+            "meta": meta(7, "old"),
+            "data": {"a": "1", "b": "2"},
+        });
+        std::fs::write(
+            dir.path().join(SNAPSHOT_FILE),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+        let sm = KvStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.get("b").as_deref(), Some("2"));
+        assert_eq!(sm.journal_from(0, 10), vec![]);
+        assert_eq!(sm.state().last_applied, Some(lid(7)));
+        assert_eq!(sm.snapshot_watermark().get(), Some(7));
     }
 }

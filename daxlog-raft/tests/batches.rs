@@ -41,7 +41,7 @@ fn big(index: u64, len: usize) -> Entry<TypeConfig> {
 
 /// Bytes an entry takes on media (header and alignment included).
 fn on_media(e: &Entry<TypeConfig>) -> u64 {
-    let len = serde_json::to_vec(e).unwrap().len() as u64;
+    let len = daxlog_raft::codec::encode(e).unwrap().len() as u64;
     (24 + len + 7) & !7
 }
 

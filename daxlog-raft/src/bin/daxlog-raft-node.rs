@@ -1,0 +1,109 @@
+//! `daxlog-raft-node`: one node of a daxlog-raft cluster, serving openraft's RPCs and the
+//! client, admin and metrics API over HTTP on `--listen` (see the crate's README, "Running a
+//! cluster"). Prints `daxlog-raft-node <id> listening on <addr>` once it accepts connections;
+//! exits 0 on SIGTERM or SIGINT after shutting Raft down. Logs go to stderr, filtered by
+//! `RUST_LOG` (nothing by default).
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use daxlog_raft::node::{Node, NodeOptions};
+use daxlog_raft::NodeId;
+
+/// One node of a daxlog-raft cluster.
+#[derive(Parser, Debug)]
+#[command(name = "daxlog-raft-node", version)]
+struct Args {
+    /// The node's id (the same on every restart).
+    #[arg(long)]
+    id: NodeId,
+    /// The address to listen on, host:port; peers and clients reach the node there.
+    #[arg(long)]
+    listen: String,
+    /// The node's directory (log.dax, meta.dax, sm/).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Initialize a cluster of this node alone (nothing happens if the store already has a
+    /// vote or a log).
+    #[arg(long)]
+    init: bool,
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Capacity of the Raft log file, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    log_capacity: u64,
+    /// The leader's heartbeat interval, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// The shortest election timeout, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    election_min_ms: u64,
+    /// The longest election timeout, in milliseconds.
+    #[arg(long, default_value_t = 600)]
+    election_max_ms: u64,
+    /// Serve the /test/* routes (partitions).
+    #[arg(long)]
+    test_hooks: bool,
+    /// How long /append waits for its entry to be committed (and /admin/add-learner for the
+    /// learner to catch up) before answering that the outcome is not known yet, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daxlog-raft-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the readiness line: a signal sent right after it is never lost.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let opts = NodeOptions {
+        init: args.init,
+        snapshot_every: args.snapshot_every,
+        log_capacity: args.log_capacity,
+        heartbeat_ms: args.heartbeat_ms,
+        election_min_ms: args.election_min_ms,
+        election_max_ms: args.election_max_ms,
+        test_hooks: args.test_hooks,
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+        ..NodeOptions::new(args.id, args.listen, args.data_dir)
+    };
+    let node = Node::start(opts).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "daxlog-raft-node {} listening on {}",
+            node.id(),
+            node.addr()
+        )?;
+        out.flush()?;
+    }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    node.shutdown().await
+}

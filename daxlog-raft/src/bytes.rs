@@ -1,0 +1,158 @@
+//! Serde for byte strings: lowercase hexadecimal in human-readable formats (serde_json: the Raft
+//! log's entries and the snapshot file), raw bytes in binary formats (postcard, between peers).
+//! Deserializing from JSON also accepts an array of numbers.
+
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Lowercase hexadecimal of `bytes`.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// The bytes of a hexadecimal string (either case), or `None` if it is not one.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    if s.is_human_readable() {
+        s.serialize_str(&to_hex(bytes))
+    } else {
+        s.serialize_bytes(bytes)
+    }
+}
+
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("bytes, a hexadecimal string or an array of bytes")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            from_hex(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+
+    if d.is_human_readable() {
+        d.deserialize_any(BytesVisitor)
+    } else {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// A journal record `(index, data)` with `data` encoded as above.
+#[derive(Serialize, Deserialize)]
+struct Record(u64, #[serde(with = "self")] Vec<u8>);
+
+/// Serde for a journal, `Vec<(u64, Vec<u8>)>`, with every record's data encoded as above.
+pub(crate) mod journal {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(j: &[(u64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(j.iter().map(|(i, d)| RecordRef(*i, d)))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(u64, Vec<u8>)>, D::Error> {
+        let records = Vec::<Record>::deserialize(d)?;
+        Ok(records.into_iter().map(|Record(i, d)| (i, d)).collect())
+    }
+
+    struct RecordRef<'a>(u64, &'a [u8]);
+
+    impl Serialize for RecordRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&self.0)?;
+            t.serialize_element(&Bytes(self.1))?;
+            t.end()
+        }
+    }
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::serialize(self.0, s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct T {
+        #[serde(with = "super")]
+        data: Vec<u8>,
+        #[serde(with = "super::journal")]
+        journal: Vec<(u64, Vec<u8>)>,
+    }
+
+    #[test]
+    fn hex_in_json_bytes_in_postcard() {
+        let t = T {
+            data: vec![0, 1, 0xab, 0xff],
+            journal: vec![(3, b"x".to_vec()), (4, vec![])],
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#"{"data":"0001abff","journal":[[3,"78"],[4,""]]}"#);
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
+        let bin = postcard::to_stdvec(&t).unwrap();
+        assert_eq!(&bin[..5], &[4, 0, 1, 0xab, 0xff]);
+        assert_eq!(postcard::from_bytes::<T>(&bin).unwrap(), t);
+        // Arrays of numbers are accepted too; bad hex is an error, not a panic.
+        let arr: T = serde_json::from_str(r#"{"data":[0,1,171,255],"journal":[]}"#).unwrap();
+        assert_eq!(arr.data, t.data);
+        for bad in [r#""0""#, r#""zz""#, r#""é1""#, "[256]"] {
+            let doc = format!(r#"{{"data":{bad},"journal":[]}}"#);
+            assert!(serde_json::from_str::<T>(&doc).is_err(), "{bad}");
+        }
+    }
+}

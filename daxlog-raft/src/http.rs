@@ -1,0 +1,562 @@
+//! openraft's network over HTTP/1.1: [`HttpNetwork`] (a `RaftNetworkFactory`, client side,
+//! with reqwest) and [`peer_router`] (the server side, an axum `Router`).
+//!
+//! # Wire format
+//!
+//! Every peer RPC is a `POST` whose body, request and response alike, is a 4-byte header
+//! [`WIRE_HEADER`] (`b"DXR"` and the version byte 1) followed by the value encoded with
+//! postcard. A response is openraft's `Result<Resp, RaftError<..>>`: the remote node's errors
+//! travel inside a `200` response. A body with another header, or one that does not decode, is
+//! refused with a typed [`WireError`]: the server answers `400` with the error as text, the
+//! client reports it as `RPCError::Network`.
+//!
+//! | route | request | response |
+//! |---|---|---|
+//! | `POST /raft/append-entries` | `AppendEntriesRequest` | `Result<AppendEntriesResponse, RaftError>` |
+//! | `POST /raft/vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
+//! | `POST /raft/install-snapshot` | `InstallSnapshotRequest` (one chunk) | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
+//!
+//! Each request carries its sender's node id in the [`FROM_HEADER`] header.
+//!
+//! # Errors
+//!
+//! The client maps a timeout (the RPC's `RPCOption::hard_ttl()`, or the connect timeout) to
+//! `RPCError::Timeout`, a failure to connect or any other transport failure (the peer is down,
+//! the connection was reset, the server answered `503`) to `RPCError::Unreachable` (openraft
+//! backs off before retrying), a remote openraft error to `RPCError::RemoteError`, and a body
+//! that is not what it should be (wrong header, undecodable, an unexpected status) to
+//! `RPCError::Network`.
+//!
+//! # Partitions
+//!
+//! A [`Partition`] is a set of blocked node ids shared by a node's client and server sides:
+//! the client fails every RPC to a blocked id as unreachable without sending it, and the server
+//! answers `503` to every RPC from a blocked id without processing it. The node's test hook
+//! `POST /test/partition` sets it.
+
+use std::collections::BTreeSet;
+use std::error::Error as StdError;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{NodeId, TypeConfig};
+
+/// The first bytes of every binary body: `b"DXR"` and the wire version, 1.
+pub const WIRE_HEADER: [u8; 4] = *b"DXR\x01";
+
+/// The header naming the sender of a peer RPC (its node id, in decimal).
+pub const FROM_HEADER: &str = "x-daxlog-raft-from";
+
+/// The content type of binary bodies.
+pub const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Route of `AppendEntries`.
+pub const APPEND_ENTRIES_PATH: &str = "/raft/append-entries";
+/// Route of `Vote`.
+pub const VOTE_PATH: &str = "/raft/vote";
+/// Route of `InstallSnapshot`.
+pub const INSTALL_SNAPSHOT_PATH: &str = "/raft/install-snapshot";
+
+/// How long the client waits for a TCP connection to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A binary body that is not what it should be.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The body is shorter than the header.
+    #[error("body of {len} bytes is shorter than the 4-byte wire header")]
+    Short {
+        /// The body's length.
+        len: usize,
+    },
+    /// The body starts with another header: not this protocol, or another version of it.
+    #[error(
+        "wire header 0x{} ({:?}) is not DXR version 1 (0x{})",
+        crate::bytes::to_hex(.found), String::from_utf8_lossy(.found), crate::bytes::to_hex(.expected)
+    )]
+    BadHeader {
+        /// The first four bytes of the body.
+        found: [u8; 4],
+        /// [`WIRE_HEADER`].
+        expected: [u8; 4],
+    },
+    /// The value does not decode.
+    #[error("undecodable body: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The value decoded but bytes follow it.
+    #[error("{0} bytes after the encoded value")]
+    Trailing(usize),
+}
+
+/// `value` encoded for the wire: [`WIRE_HEADER`] then postcard.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
+    Ok(postcard::to_extend(value, WIRE_HEADER.to_vec())?)
+}
+
+/// Decodes a body made by [`encode`], checking its header and that nothing follows the value.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    let Some((head, rest)) = body.split_first_chunk::<4>() else {
+        return Err(WireError::Short { len: body.len() });
+    };
+    if *head != WIRE_HEADER {
+        return Err(WireError::BadHeader {
+            found: *head,
+            expected: WIRE_HEADER,
+        });
+    }
+    let (value, trailing) = postcard::take_from_bytes(rest)?;
+    if !trailing.is_empty() {
+        return Err(WireError::Trailing(trailing.len()));
+    }
+    Ok(value)
+}
+
+/// The node ids a node is cut from; shared by its client ([`HttpNetwork`]) and server
+/// ([`peer_router`]) sides. Empty by default.
+#[derive(Clone, Debug, Default)]
+pub struct Partition {
+    blocked: Arc<RwLock<BTreeSet<NodeId>>>,
+}
+
+impl Partition {
+    /// No node blocked.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks exactly `ids` from now on (an empty set heals).
+    pub fn set(&self, ids: impl IntoIterator<Item = NodeId>) {
+        *self.blocked.write().unwrap_or_else(|e| e.into_inner()) = ids.into_iter().collect();
+    }
+
+    /// The blocked ids.
+    pub fn blocked(&self) -> BTreeSet<NodeId> {
+        self.blocked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `id` is blocked.
+    pub fn is_blocked(&self, id: NodeId) -> bool {
+        self.blocked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+}
+
+/// openraft's network over HTTP: one per node, holding one reqwest client (its connection
+/// pool, with keep-alive, is shared by the connections to every peer). A peer's address is its
+/// `BasicNode::addr`, `host:port`.
+#[derive(Clone)]
+pub struct HttpNetwork {
+    id: NodeId,
+    client: reqwest::Client,
+    partition: Partition,
+}
+
+impl HttpNetwork {
+    /// The network of node `id`, which refuses to reach the ids `partition` blocks.
+    pub fn new(id: NodeId, partition: Partition) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(HttpNetwork {
+            id,
+            client,
+            partition,
+        })
+    }
+}
+
+/// The connection from one node to `target` (a base URL; requests share the client's pool).
+pub struct HttpConnection {
+    net: HttpNetwork,
+    target: NodeId,
+    base: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = HttpConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> HttpConnection {
+        HttpConnection {
+            net: self.clone(),
+            target,
+            base: format!("http://{}", node.addr),
+        }
+    }
+}
+
+type RpcError<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+fn unreachable(msg: String) -> Unreachable {
+    Unreachable::new(&std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        msg,
+    ))
+}
+
+fn network_error(msg: String) -> NetworkError {
+    NetworkError::new(&std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+}
+
+impl HttpConnection {
+    /// Sends `rpc` to `path` and decodes the answer; see the module documentation for how
+    /// failures map to `RPCError`.
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        action: RPCTypes,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: StdError + DeserializeOwned,
+    {
+        if self.net.partition.is_blocked(self.target) {
+            return Err(RPCError::Unreachable(unreachable(format!(
+                "node {} is partitioned from node {}",
+                self.target, self.net.id
+            ))));
+        }
+        let ttl = option.hard_ttl();
+        let timeout = || {
+            RPCError::Timeout(Timeout {
+                action,
+                id: self.net.id,
+                target: self.target,
+                timeout: ttl,
+            })
+        };
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                timeout()
+            } else {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+        };
+        let body = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let response = self
+            .net
+            .client
+            .post(format!("{}{path}", self.base))
+            .timeout(ttl)
+            .header(FROM_HEADER, self.net.id)
+            .header(header::CONTENT_TYPE, BINARY_CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                return Err(RPCError::Unreachable(unreachable(format!(
+                    "node {} refused {path}: {}",
+                    self.target,
+                    String::from_utf8_lossy(&bytes)
+                ))));
+            }
+            other => {
+                return Err(RPCError::Network(network_error(format!(
+                    "node {} answered {other} to {path}: {}",
+                    self.target,
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(512)])
+                ))));
+            }
+        }
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError<openraft::error::Infallible>> {
+        self.call(APPEND_ENTRIES_PATH, RPCTypes::AppendEntries, &rpc, &option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.call(
+            INSTALL_SNAPSHOT_PATH,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            &option,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError<openraft::error::Infallible>> {
+        self.call(VOTE_PATH, RPCTypes::Vote, &rpc, &option).await
+    }
+}
+
+/// What the server side needs.
+#[derive(Clone)]
+struct Peer {
+    raft: Raft<TypeConfig>,
+    partition: Partition,
+    /// The order of the chunks of the snapshot being received.
+    receiving: Arc<std::sync::Mutex<ChunkOrder>>,
+}
+
+/// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
+/// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, refusing (`503`) the RPCs of the
+/// senders `partition` blocks. Bodies up to `max_body` bytes are accepted (an append-entries
+/// batch may be large: allow at least the log's capacity); larger ones get `413`.
+pub fn peer_router<S>(
+    raft: Raft<TypeConfig>,
+    partition: Partition,
+    max_body: usize,
+) -> axum::Router<S> {
+    axum::Router::new()
+        .route(APPEND_ENTRIES_PATH, post(append_entries))
+        .route(VOTE_PATH, post(vote))
+        .route(INSTALL_SNAPSHOT_PATH, post(install_snapshot))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(Peer {
+            raft,
+            partition,
+            receiving: Arc::default(),
+        })
+}
+
+/// Checks the sender and decodes the request; the error is the response to send instead.
+fn admit<T: DeserializeOwned>(
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, (StatusCode, String)> {
+    if let Some(from) = headers.get(FROM_HEADER) {
+        let Some(from) = from
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<NodeId>().ok())
+        else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("{FROM_HEADER} is not a node id"),
+            ));
+        };
+        if peer.partition.is_blocked(from) {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("node {from} is partitioned from this node"),
+            ));
+        }
+    }
+    decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn binary<T: Serialize>(value: &T) -> Response {
+    match encode(value) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(BINARY_CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append_entries(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    let rpc: AppendEntriesRequest<TypeConfig> = match admit(&peer, &headers, &body) {
+        Ok(rpc) => rpc,
+        Err(refused) => return refused.into_response(),
+    };
+    binary(&peer.raft.append_entries(rpc).await)
+}
+
+async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    let rpc: VoteRequest<NodeId> = match admit(&peer, &headers, &body) {
+        Ok(rpc) => rpc,
+        Err(refused) => return refused.into_response(),
+    };
+    binary(&peer.raft.vote(rpc).await)
+}
+
+async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    let rpc: InstallSnapshotRequest<TypeConfig> = match admit(&peer, &headers, &body) {
+        Ok(rpc) => rpc,
+        Err(refused) => return refused.into_response(),
+    };
+    let in_order = peer
+        .receiving
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(&rpc.meta.snapshot_id, rpc.offset, rpc.data.len());
+    if let Err(refused) = in_order {
+        return (StatusCode::BAD_REQUEST, refused).into_response();
+    }
+    binary(&peer.raft.install_snapshot(rpc).await)
+}
+
+/// The snapshot being received (its id) and how many bytes of it arrived so far.
+///
+/// A snapshot's chunks come in order: the first at offset 0, each next one at most where the
+/// bytes received so far end (a resent chunk starts before). openraft writes a chunk at its
+/// offset into the receiving buffer, so a chunk far past the end (from a faulty or hostile
+/// sender) would grow the buffer to that offset: [`ChunkOrder::check`] refuses it first.
+#[derive(Debug, Default)]
+pub struct ChunkOrder(Option<(String, u64)>);
+
+impl ChunkOrder {
+    /// Admits the chunk of snapshot `id` at `offset` with `len` bytes, or says why not.
+    pub fn check(&mut self, id: &str, offset: u64, len: usize) -> Result<(), String> {
+        let end = offset.saturating_add(len as u64);
+        match &mut self.0 {
+            _ if offset == 0 => {
+                self.0 = Some((id.to_string(), end));
+                Ok(())
+            }
+            Some((current, received)) if current == id && offset <= *received => {
+                *received = (*received).max(end);
+                Ok(())
+            }
+            Some((current, received)) if current == id => Err(format!(
+                "snapshot {id}: chunk at offset {offset} but only {received} bytes received"
+            )),
+            _ => Err(format!(
+                "snapshot {id}: chunk at offset {offset} before its first chunk"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+    use crate::Request;
+
+    #[test]
+    fn snapshot_chunks_past_what_was_received_are_refused() {
+        let mut order = ChunkOrder::default();
+        let e = order.check("s1", 1 << 46, 1).unwrap_err();
+        assert!(e.contains("before its first chunk"), "{e}");
+        order.check("s1", 0, 100).unwrap();
+        order.check("s1", 100, 100).unwrap();
+        order.check("s1", 100, 100).unwrap(); // resent
+        order.check("s1", 150, 100).unwrap(); // overlapping
+        let e = order.check("s1", 1 << 46, 1).unwrap_err();
+        assert!(e.contains("only 250 bytes received"), "{e}");
+        let e = order.check("s1", 251, 1).unwrap_err();
+        assert!(e.contains("only 250 bytes"), "{e}");
+        order.check("s1", 250, 1).unwrap();
+        let e = order.check("s2", 100, 1).unwrap_err();
+        assert!(e.contains("before its first chunk"), "{e}");
+        order.check("s2", 0, 1).unwrap(); // a new snapshot starts over
+        assert!(order.check("s1", 1, 1).is_err());
+    }
+
+    #[test]
+    fn bodies_round_trip_and_bad_ones_are_typed_errors() {
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(3, 1), 7)),
+            entries: vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(3, 1), 8),
+                payload: EntryPayload::Normal(Request::Append {
+                    data: vec![1, 2, 3, 0xff],
+                }),
+            }],
+            leader_commit: None,
+        };
+        let body = encode(&rpc).unwrap();
+        assert_eq!(&body[..4], b"DXR\x01");
+        let back: AppendEntriesRequest<TypeConfig> = decode(&body).unwrap();
+        assert_eq!(back.entries[0].payload, rpc.entries[0].payload);
+        assert_eq!(back.prev_log_id, rpc.prev_log_id);
+
+        let mut other_version = body.clone();
+        other_version[3] = 2;
+        assert!(matches!(
+            decode::<AppendEntriesRequest<TypeConfig>>(&other_version),
+            Err(WireError::BadHeader { found, .. }) if found == *b"DXR\x02"
+        ));
+        assert!(matches!(
+            decode::<VoteRequest<NodeId>>(b"DX"),
+            Err(WireError::Short { len: 2 })
+        ));
+        assert!(matches!(
+            decode::<AppendEntriesRequest<TypeConfig>>(&body[..body.len() - 1]),
+            Err(WireError::Decode(_))
+        ));
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode::<AppendEntriesRequest<TypeConfig>>(&longer),
+            Err(WireError::Trailing(1))
+        ));
+        // Garbage after a right header: an error, never a panic.
+        for n in 0..64u8 {
+            let mut junk = WIRE_HEADER.to_vec();
+            junk.extend((0..n).map(|i| i.wrapping_mul(97).wrapping_add(n)));
+            let _ = decode::<AppendEntriesRequest<TypeConfig>>(&junk);
+            let _ = decode::<InstallSnapshotRequest<TypeConfig>>(&junk);
+        }
+    }
+
+    #[test]
+    fn remote_errors_travel_in_the_body() {
+        let err: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            Err(RaftError::Fatal(openraft::error::Fatal::Stopped));
+        let back: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            decode(&encode(&err).unwrap()).unwrap();
+        assert!(matches!(
+            back,
+            Err(RaftError::Fatal(openraft::error::Fatal::Stopped))
+        ));
+    }
+
+    #[test]
+    fn partition_sets_and_heals() {
+        let p = Partition::new();
+        let shared = p.clone();
+        p.set([2, 3]);
+        assert!(shared.is_blocked(2) && shared.is_blocked(3) && !shared.is_blocked(1));
+        p.set([]);
+        assert!(shared.blocked().is_empty());
+    }
+}

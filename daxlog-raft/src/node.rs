@@ -1,0 +1,655 @@
+//! A node of a cluster whose nodes are processes: its stores, its Raft, and one HTTP server
+//! for the peer RPCs ([`crate::http`]) and the client, admin, metrics and test-hook API. The
+//! `daxlog-raft-node` binary runs one [`Node`].
+//!
+//! # HTTP API
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
+//! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
+//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
+//! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication"}` |
+//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up"}` if it does not within the request timeout (wrong address, node down: it stays a learner) |
+//! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed |
+//! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
+//!
+//! **What an answer says about the write.** `200`: committed, at `index`. `413 too_large`,
+//! `421 not_leader` and `503 log_full`: not proposed, so never committed. `503 unavailable`,
+//! `503 timeout` (not committed within the request timeout, default 10 s: e.g. a leader cut
+//! off from the majority) and a broken connection: **unknown**, the entry may be committed
+//! later. A client that retries such a write may find it twice in the journal; the API has no
+//! idempotency key, so a client that must not duplicate puts its own unique id in the entry and
+//! checks with `/read` before retrying. `/read` returns at most [`MAX_READ_ENTRIES`] entries.
+//!
+//! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
+//! runs: a start with another `--id` on the directory, or a second process on it, is refused
+//! before anything in the directory is touched.
+//!
+//! `/append` checks the write with the log store's [`Admission`] before proposing it: too
+//! large, `413 {"error":"too_large","len","max"}`; log full, `503
+//! {"error":"log_full","needed","free","reserve"}` (and a snapshot is triggered, after which
+//! openraft purges the log). `/read` without `local` is linearizable
+//! (`Raft::ensure_linearizable`, so on the leader only); with `local=true` it reads this node's
+//! applied state with no check. `/append`, linearizable `/read` and the admin routes answer
+//! `421 {"error":"not_leader","leader":ID|null,"leader_addr":"host:port"|null}` on a node that
+//! is not the leader; other failures are `503 {"error":"unavailable","detail":"…"}`, and a
+//! refused membership change is `409 {"error":"membership","detail":"…"}`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::bytes::to_hex;
+use crate::http::{peer_router, HttpNetwork, Partition};
+use crate::{
+    Admission, KvStateMachine, LogStore, LogStoreOptions, NodeId, Request, TypeConfig,
+    WriteRejected,
+};
+
+/// Errors of starting and stopping a node.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest snapshot chunk sent in one `InstallSnapshot` RPC, by default.
+pub const DEFAULT_SNAPSHOT_CHUNK: u64 = 1 << 20;
+
+/// How long `/append` and the admin routes wait, by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most entries one `/read` returns (a larger `max` is lowered to it).
+pub const MAX_READ_ENTRIES: usize = 10_000;
+
+/// The file in a node's directory that holds its node id (and its lock while it runs).
+pub const NODE_ID_FILE: &str = "node.id";
+
+/// How a node is started; [`NodeOptions::new`] gives the binary's defaults.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The node's id.
+    pub id: NodeId,
+    /// The address to listen on, `host:port` (port 0: any free port; [`Node::addr`] tells).
+    pub listen: String,
+    /// The node's directory: `log.dax`, `meta.dax`, and the state machine in `sm/`.
+    pub data_dir: PathBuf,
+    /// Initialize a cluster of this node alone, unless its store already has a vote or a log.
+    pub init: bool,
+    /// A snapshot every this many entries (`SnapshotPolicy::LogsSinceLast`).
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (openraft's `max_in_snapshot_log_to_keep`);
+    /// `None`: a quarter of `snapshot_every`, at most 1000.
+    pub keep_after_snapshot: Option<u64>,
+    /// The capacity of `log.dax`, in bytes.
+    pub log_capacity: u64,
+    /// The leader's heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// The shortest election timeout.
+    pub election_min_ms: u64,
+    /// The longest election timeout.
+    pub election_max_ms: u64,
+    /// The largest snapshot chunk sent in one RPC (openraft's `snapshot_max_chunk_size`).
+    pub snapshot_chunk_bytes: u64,
+    /// Serve the `/test/*` routes.
+    pub test_hooks: bool,
+    /// How long `/append` and `/admin/change-membership` wait for their entry to be committed,
+    /// and `/admin/add-learner` for the learner to catch up, before answering that the outcome
+    /// is not known yet.
+    pub request_timeout: Duration,
+}
+
+impl NodeOptions {
+    /// Node `id` listening on `listen` with its files in `data_dir`; the other options take
+    /// the binary's defaults.
+    pub fn new(id: NodeId, listen: impl Into<String>, data_dir: impl AsRef<Path>) -> Self {
+        NodeOptions {
+            id,
+            listen: listen.into(),
+            data_dir: data_dir.as_ref().to_path_buf(),
+            init: false,
+            snapshot_every: 10_000,
+            keep_after_snapshot: None,
+            log_capacity: 64 << 20,
+            heartbeat_ms: 100,
+            election_min_ms: 300,
+            election_max_ms: 600,
+            snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK,
+            test_hooks: false,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The openraft configuration these options give.
+    pub fn config(&self) -> Result<Config, Error> {
+        let config = Config {
+            cluster_name: "daxlog-raft".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            // One chunk's RPC also waits for the snapshot to be written when it is the last.
+            install_snapshot_timeout: self.election_max_ms.max(2_000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self
+                .keep_after_snapshot
+                .unwrap_or((self.snapshot_every / 4).min(1_000)),
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}
+
+/// What the HTTP handlers share.
+struct Shared {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    sm: KvStateMachine,
+    admission: Admission<TypeConfig>,
+    partition: Partition,
+    request_timeout: Duration,
+}
+
+/// A running node; see the module documentation.
+pub struct Node {
+    shared: Arc<Shared>,
+    /// `node.id`, locked while the node runs.
+    _claim: std::fs::File,
+    addr: SocketAddr,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Node {
+    /// Opens the node's stores (creating them the first time), starts its Raft, binds its
+    /// address and serves the HTTP API; with `init`, initializes a cluster of itself if its
+    /// store is new. When it returns, the server accepts connections.
+    pub async fn start(opts: NodeOptions) -> Result<Node, Error> {
+        let config = Arc::new(opts.config()?);
+        let (dir, id) = (opts.data_dir.clone(), opts.id);
+        let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
+        let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
+        let store_opts = LogStoreOptions::new().log_capacity(opts.log_capacity);
+        let store = open_store(&opts.data_dir, &store_opts, &sm).await?;
+        let admission = store.admission();
+        let listener = TcpListener::bind(&opts.listen).await?;
+        let addr = listener.local_addr()?;
+        let partition = Partition::new();
+        let network = HttpNetwork::new(opts.id, partition.clone())?;
+        let raft = Raft::new(opts.id, config, network, store, sm.clone()).await?;
+
+        if opts.init && !raft.is_initialized().await? {
+            let members = BTreeMap::from([(opts.id, BasicNode::new(addr.to_string()))]);
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                Err(RaftError::APIError(e)) => {
+                    tracing::info!("not initialized: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            id: opts.id,
+            raft: raft.clone(),
+            sm,
+            admission,
+            partition: partition.clone(),
+            request_timeout: opts.request_timeout,
+        });
+        // A peer's append-entries batch holds at most what the log holds, and postcard is
+        // no larger than the log's encoding.
+        let max_peer_body = usize::try_from(opts.log_capacity)
+            .unwrap_or(usize::MAX)
+            .saturating_add(opts.snapshot_chunk_bytes as usize)
+            .saturating_add(1 << 20);
+        let mut app = axum::Router::new()
+            .route("/append", post(append).layer(DefaultBodyLimit::disable()))
+            .route("/read", get(read))
+            .route("/metrics", get(metrics))
+            .route("/admin/add-learner", post(add_learner))
+            .route("/admin/change-membership", post(change_membership));
+        if opts.test_hooks {
+            app = app.route("/test/partition", post(set_partition));
+        }
+        let app = app
+            .with_state(shared.clone())
+            .merge(peer_router(raft, partition, max_peer_body));
+
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Node {
+            shared,
+            _claim: claim,
+            addr,
+            stop_server: Some(stop_server),
+            server: Some(server),
+        })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The address the node listens on (the one to give to `/admin/add-learner`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's Raft handle.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.shared.raft
+    }
+
+    /// The node's state machine.
+    pub fn state_machine(&self) -> &KvStateMachine {
+        &self.shared.sm
+    }
+
+    /// The ids this node is cut from ([`Partition`]; the `/test/partition` hook sets them).
+    pub fn partition(&self) -> &Partition {
+        &self.shared.partition
+    }
+
+    /// Shuts Raft down (its tasks end, its files stay), then stops the server: requests in
+    /// progress get at most 5 s to finish.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let stopped = self.shared.raft.shutdown().await;
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+                Ok(joined) => joined??,
+                Err(_) => {
+                    tracing::warn!("HTTP requests still running after 5 s: dropped");
+                    server.abort();
+                }
+            }
+        }
+        stopped?;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Takes node `id`'s directory: creates it and its `node.id` file (the id, made durable) the
+/// first time; afterwards refuses a directory whose file names another node (a node started
+/// with another's files would answer for it with the wrong log), or that another process
+/// holds (its lock is held for as long as the returned file is open), before anything in the
+/// directory is read or changed.
+fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
+    use std::io::{Read, Seek, Write};
+    crate::files::create_dir_durably(dir)?;
+    let path = dir.join(NODE_ID_FILE);
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "{}: in use by another process (a node runs on this directory)",
+                dir.display()
+            )
+            .into())
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    match text.trim() {
+        "" => {
+            // New (or created by a start that crashed before this write was durable).
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{id}")?;
+            f.sync_all()?;
+            crate::files::sync_dir(&path)?;
+        }
+        t if t.parse::<NodeId>().ok() == Some(id) => {}
+        t => {
+            return Err(format!(
+                "{}: holds the files of node {t:?}, not of node {id} (start that node with its own \
+                 --id, or give node {id} a directory of its own)",
+                dir.display()
+            )
+            .into())
+        }
+    }
+    Ok(f)
+}
+
+/// Opens the log store on a blocking thread, tied to the state machine's durable snapshot;
+/// waits a little if a previous instance of the node in this process still holds its lock.
+async fn open_store(
+    dir: &Path,
+    opts: &LogStoreOptions,
+    sm: &KvStateMachine,
+) -> Result<LogStore<TypeConfig>, Error> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (d, o, w) = (dir.to_path_buf(), opts.clone(), sm.snapshot_watermark());
+        let opened =
+            tokio::task::spawn_blocking(move || LogStore::open_with_snapshot(d, &o, w)).await?;
+        match opened {
+            Ok(s) => return Ok(s),
+            Err(crate::DaxError::Log(daxlog::Error::Locked { .. }))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn unavailable(detail: impl std::fmt::Display) -> Response {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "unavailable", "detail": detail.to_string()}),
+    )
+}
+
+impl Shared {
+    /// `421 not_leader`, naming the leader openraft named, or else the one this node knows.
+    fn not_leader(&self, hint: Option<&ForwardToLeader<NodeId, BasicNode>>) -> Response {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = hint.and_then(|f| f.leader_id).or(m.current_leader);
+        let addr = hint
+            .and_then(|f| f.leader_node.as_ref().map(|n| n.addr.clone()))
+            .or_else(|| {
+                leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                })
+            });
+        reply(
+            StatusCode::MISDIRECTED_REQUEST,
+            json!({"error": "not_leader", "leader": leader, "leader_addr": addr}),
+        )
+    }
+
+    fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state.is_leader() && m.current_leader == Some(self.id)
+    }
+
+    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Response {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.not_leader(Some(&f)),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => reply(
+                StatusCode::CONFLICT,
+                json!({"error": "membership", "detail": e.to_string()}),
+            ),
+            RaftError::Fatal(e) => unavailable(e),
+        }
+    }
+}
+
+/// `POST /append`: the body is the entry.
+async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    if !node.is_leader() {
+        return node.not_leader(None);
+    }
+    // Nothing longer than the largest entry can be taken: refuse before reading it all.
+    let max = node.admission.max_entry_bytes();
+    let too_large = |len: u64| {
+        reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "too_large", "len": len, "max": max}),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > max) {
+        return too_large(len);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let data: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(data) => data,
+        Err(_) if declared.is_none() => return too_large(max.saturating_add(1)),
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "detail": e.to_string()}),
+            )
+        }
+    };
+    let request = Request::Append {
+        data: data.to_vec(),
+    };
+    // Held until client_write returned: concurrent writes are counted together.
+    let _admitted = match node.admission.admit(&request) {
+        Ok(admitted) => admitted,
+        Err(WriteRejected::TooLarge { len, max }) => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "too_large", "len": len, "max": max}),
+            )
+        }
+        Err(WriteRejected::LogFull {
+            needed,
+            free,
+            reserve,
+        }) => {
+            if let Err(e) = node.raft.trigger().snapshot().await {
+                tracing::warn!("snapshot not triggered: {e}");
+            }
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "log_full", "needed": needed, "free": free, "reserve": reserve}),
+            );
+        }
+    };
+    match tokio::time::timeout(node.request_timeout, node.raft.client_write(request)).await {
+        Ok(Ok(resp)) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
+        Ok(Err(e)) => node.write_error(e),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "timeout",
+                "detail": format!(
+                    "not committed within {:?} (no quorum?); the entry may still be committed later",
+                    node.request_timeout
+                ),
+            }),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_max")]
+    max: usize,
+    #[serde(default)]
+    local: bool,
+}
+
+fn default_max() -> usize {
+    1000
+}
+
+/// `GET /read`.
+async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Response {
+    if !q.local {
+        match node.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                return node.not_leader(Some(&f))
+            }
+            Err(RaftError::APIError(e)) => return unavailable(e),
+            Err(RaftError::Fatal(e)) => return unavailable(e),
+        }
+    }
+    let (page, applied) = node.sm.journal_page(q.from, q.max.min(MAX_READ_ENTRIES));
+    let entries: Vec<Value> = page
+        .iter()
+        .map(|(index, data)| json!({"index": index, "data_hex": to_hex(data)}))
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({"entries": entries, "applied": applied.map(|l| l.index)}),
+    )
+}
+
+/// `GET /metrics`.
+async fn metrics(State(node): State<Arc<Shared>>) -> Response {
+    let m = node.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let learners: Vec<NodeId> = membership.learner_ids().collect();
+    let replication = m.replication.as_ref().map(|r| {
+        r.iter()
+            .map(|(id, matched)| (id.to_string(), json!(matched.map(|l| l.index))))
+            .collect::<serde_json::Map<String, Value>>()
+    });
+    reply(
+        StatusCode::OK,
+        json!({
+            "id": m.id,
+            "state": format!("{:?}", m.state),
+            "current_term": m.current_term,
+            "current_leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "snapshot": m.snapshot.map(|l| l.index),
+            "purged": m.purged.map(|l| l.index),
+            "membership": {"voters": voters, "learners": learners},
+            "replication": replication,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+struct AddLearner {
+    id: NodeId,
+    addr: String,
+}
+
+/// `POST /admin/add-learner`: answers once the learner caught up.
+async fn add_learner(State(node): State<Arc<Shared>>, Json(req): Json<AddLearner>) -> Response {
+    let resp = match node
+        .raft
+        .add_learner(req.id, BasicNode::new(req.addr.clone()), true)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => return node.write_error(e),
+    };
+    // openraft's "blocking" add returns once the learner is within its replication lag
+    // threshold (thousands of entries), which a learner that received nothing at all may be:
+    // wait until it holds the log up to its own membership entry.
+    let index = resp.log_id.index;
+    let id = req.id;
+    let caught_up = node
+        .raft
+        .wait(Some(node.request_timeout))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).copied().flatten())
+                    .is_some_and(|l| l.index >= index)
+            },
+            format!("learner {id} catches up"),
+        )
+        .await;
+    match caught_up {
+        Ok(_) => reply(StatusCode::OK, json!({"index": index})),
+        Err(e) => reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({
+                "error": "learner_not_caught_up",
+                "detail": format!(
+                    "node {id} at {} is a learner now but did not receive the log up to {index} \
+                     ({e}): is the address right and the node running?",
+                    req.addr
+                ),
+            }),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangeMembership {
+    voters: BTreeSet<NodeId>,
+    #[serde(default)]
+    retain: bool,
+}
+
+/// `POST /admin/change-membership`: answers once the new membership is committed.
+async fn change_membership(
+    State(node): State<Arc<Shared>>,
+    Json(req): Json<ChangeMembership>,
+) -> Response {
+    let change = node.raft.change_membership(req.voters, req.retain);
+    match tokio::time::timeout(node.request_timeout, change).await {
+        Ok(Ok(resp)) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
+        Ok(Err(e)) => node.write_error(e),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "timeout",
+                "detail": format!(
+                    "not committed within {:?} (a new voter unreachable?); it may still be \
+                     committed later",
+                    node.request_timeout
+                ),
+            }),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetPartition {
+    blocked: BTreeSet<NodeId>,
+}
+
+/// `POST /test/partition` (test hooks only).
+async fn set_partition(State(node): State<Arc<Shared>>, Json(req): Json<SetPartition>) -> Response {
+    node.partition.set(req.blocked);
+    tracing::info!(blocked = ?node.partition.blocked(), "partition set");
+    reply(StatusCode::OK, json!({"blocked": node.partition.blocked()}))
+}

@@ -1,0 +1,629 @@
+//! Nodes of one process talking over HTTP on 127.0.0.1 (ephemeral ports): membership built by
+//! the admin API, appends and reads through the client API, a follower's `421`, the wire
+//! header check, a snapshot installed over HTTP in several chunks, and the partition hook.
+//! Every wait is bounded.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use daxlog_raft::http::{encode, FROM_HEADER, VOTE_PATH, WIRE_HEADER};
+use daxlog_raft::node::{Node, NodeOptions};
+use daxlog_raft::NodeId;
+use openraft::raft::VoteRequest;
+use openraft::Vote;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn options(id: NodeId, dir: &std::path::Path) -> NodeOptions {
+    NodeOptions {
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+        ..NodeOptions::new(id, "127.0.0.1:0", dir.join(format!("node-{id}")))
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Client { http }
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.expect("body read");
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        (status, value)
+    }
+
+    async fn get(&self, node: &Node, path: &str) -> (u16, Value) {
+        self.json(self.http.get(format!("http://{}{path}", node.addr())))
+            .await
+    }
+
+    async fn post(&self, node: &Node, path: &str, body: Value) -> (u16, Value) {
+        self.json(
+            self.http
+                .post(format!("http://{}{path}", node.addr()))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    async fn append(&self, node: &Node, data: &[u8]) -> (u16, Value) {
+        self.json(
+            self.http
+                .post(format!("http://{}/append", node.addr()))
+                .header("content-type", "application/octet-stream")
+                .body(data.to_vec()),
+        )
+        .await
+    }
+
+    async fn metrics(&self, node: &Node) -> Value {
+        let (status, m) = self.get(node, "/metrics").await;
+        assert_eq!(status, 200, "{m}");
+        m
+    }
+
+    /// The journal as `(index, data)`, read with `query` (e.g. `local=true`).
+    async fn journal(&self, node: &Node, query: &str) -> (u16, Vec<(u64, Vec<u8>)>, Value) {
+        let (status, v) = self.get(node, &format!("/read?max=100000&{query}")).await;
+        let entries = v["entries"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["index"].as_u64().unwrap(),
+                            unhex(e["data_hex"].as_str().unwrap()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (status, entries, v)
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, for at most `WAIT`.
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn wait_leader(c: &Client, node: &Node) {
+    until("a leader", || async {
+        let m = c.metrics(node).await;
+        (m["state"] == "Leader" && m["current_leader"] == json!(node.id())).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `node` has applied `index` (its local journal then holds everything up to it).
+async fn wait_applied(c: &Client, node: &Node, index: u64) {
+    until(&format!("node {} to apply {index}", node.id()), || async {
+        let m = c.metrics(node).await;
+        (m["last_applied"].as_u64() >= Some(index)).then_some(())
+    })
+    .await;
+}
+
+async fn shutdown(nodes: Vec<Node>) {
+    for node in nodes {
+        tokio::time::timeout(WAIT, node.shutdown())
+            .await
+            .expect("shutdown in time")
+            .expect("clean shutdown");
+    }
+}
+
+/// A peer RPC with this body and sender, answered with its status and text.
+async fn raw_vote(c: &Client, node: &Node, from: NodeId, body: Vec<u8>) -> (u16, String) {
+    let resp = c
+        .http
+        .post(format!("http://{}{VOTE_PATH}", node.addr()))
+        .header(FROM_HEADER, from)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_over_http() {
+    tokio::time::timeout(Duration::from_secs(120), three_nodes())
+        .await
+        .expect("test finished in time");
+}
+
+async fn three_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        test_hooks: true,
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap();
+    // Node 2 without test hooks: its /test routes do not exist.
+    let n2 = Node::start(options(2, dir.path())).await.unwrap();
+    let n3 = Node::start(NodeOptions {
+        test_hooks: true,
+        ..options(3, dir.path())
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+
+    for n in [&n2, &n3] {
+        let (status, v) = c
+            .post(
+                &n1,
+                "/admin/add-learner",
+                json!({"id": n.id(), "addr": n.addr().to_string()}),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/change-membership",
+            json!({"voters": [1, 2, 3]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let m = c.metrics(&n1).await;
+    assert_eq!(m["membership"]["voters"], json!([1, 2, 3]));
+    assert_eq!(m["membership"]["learners"], json!([]));
+
+    // Appends through the leader: increasing indexes, any bytes.
+    let mut written = Vec::new();
+    for i in 0..30u32 {
+        let data: Vec<u8> = match i {
+            0 => vec![],
+            1 => (0..=255).collect(),
+            _ => format!("record {i}").into_bytes(),
+        };
+        let (status, v) = c.append(&n1, &data).await;
+        assert_eq!(status, 200, "{v}");
+        let index = v["index"].as_u64().expect("an index");
+        if let Some((last, _)) = written.last() {
+            assert!(index > *last, "index {index} after {last}");
+        }
+        written.push((index, data));
+    }
+    let last = written.last().unwrap().0;
+
+    // Linearizable read on the leader, local reads on the followers: the same journal.
+    let (status, journal, v) = c.journal(&n1, "from=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal, written);
+    assert!(v["applied"].as_u64() >= Some(last));
+    for n in [&n2, &n3] {
+        wait_applied(&c, n, last).await;
+        let (status, journal, _) = c.journal(n, "from=0&local=true").await;
+        assert_eq!(status, 200);
+        assert_eq!(journal, written, "node {}", n.id());
+    }
+    // Paging: from and max.
+    let (_, page, _) = c
+        .journal(&n2, &format!("local=true&from={}", written[10].0))
+        .await;
+    assert_eq!(page, written[10..]);
+    let (_, v) = c
+        .get(
+            &n2,
+            &format!("/read?local=true&from={}&max=3", written[10].0),
+        )
+        .await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 3);
+
+    // Followers send clients to the leader.
+    let leader_addr = n1.addr().to_string();
+    let (status, v) = c.append(&n2, b"to a follower").await;
+    assert_eq!(status, 421);
+    assert_eq!(
+        v,
+        json!({"error": "not_leader", "leader": 1, "leader_addr": leader_addr})
+    );
+    let (status, v) = c.get(&n3, "/read?from=0").await;
+    assert_eq!((status, &v["leader"]), (421, &json!(1)), "{v}");
+    let (status, v) = c
+        .post(&n3, "/admin/change-membership", json!({"voters": [1, 2]}))
+        .await;
+    assert_eq!(
+        (status, &v["leader_addr"]),
+        (421, &json!(leader_addr)),
+        "{v}"
+    );
+
+    // The leader's view of replication.
+    let m = c.metrics(&n1).await;
+    assert_eq!(m["state"], "Leader");
+    assert_eq!(m["last_log_index"].as_u64(), Some(last));
+    for id in ["1", "2", "3"] {
+        let matched = until("replication metrics", || async {
+            let m = c.metrics(&n1).await;
+            let matched = m["replication"][id].as_u64();
+            (matched == Some(last)).then_some(matched)
+        })
+        .await;
+        assert_eq!(matched, Some(last));
+    }
+    assert_eq!(c.metrics(&n2).await["replication"], Value::Null);
+
+    // Bodies without the DXR header are refused, typed, before reaching Raft.
+    let vote = VoteRequest::new(Vote::new(99, 2), None);
+    let mut body = encode(&vote).unwrap();
+    body[..4].copy_from_slice(b"DXR\x02");
+    let (status, text) = raw_vote(&c, &n1, 2, body).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("DXR version 1"), "{text}");
+    let (status, _) = raw_vote(&c, &n1, 2, b"{\"vote\":1}".to_vec()).await;
+    assert_eq!(status, 400);
+    let (status, _) = raw_vote(&c, &n1, 2, WIRE_HEADER.to_vec()).await;
+    assert_eq!(status, 400);
+    let resp = c
+        .http
+        .post(format!("http://{}/raft/append-entries", n1.addr()))
+        .body(b"DXR\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(c.metrics(&n1).await["current_term"], json!(1));
+
+    // Test hooks: 404 where they are off.
+    let (status, _) = c
+        .post(&n2, "/test/partition", json!({"blocked": [1]}))
+        .await;
+    assert_eq!(status, 404);
+
+    // Cut the leader off: it refuses its peers' RPCs and sends them none; 2 and 3 elect one
+    // of them, which takes writes.
+    let (status, v) = c
+        .post(&n1, "/test/partition", json!({"blocked": [2, 3]}))
+        .await;
+    assert_eq!((status, v), (200, json!({"blocked": [2, 3]})));
+    let (status, text) = raw_vote(&c, &n1, 3, encode(&vote).unwrap()).await;
+    assert_eq!(status, 503, "{text}");
+    let new_leader = until("a leader among 2 and 3", || async {
+        for n in [&n2, &n3] {
+            let m = c.metrics(n).await;
+            if m["state"] == "Leader" && m["current_leader"] == json!(n.id()) {
+                return Some(n.id());
+            }
+        }
+        None
+    })
+    .await;
+    let leader = if new_leader == 2 { &n2 } else { &n3 };
+    let (status, v) = c.append(leader, b"while 1 is cut off").await;
+    assert_eq!(status, 200, "{v}");
+    let index = v["index"].as_u64().unwrap();
+    assert!(index > last);
+    written.push((index, b"while 1 is cut off".to_vec()));
+    let (_, journal, _) = c.journal(&n1, "from=0&local=true").await;
+    assert_eq!(journal, written[..written.len() - 1], "node 1 is cut off");
+
+    // Heal: node 1 follows the new leader and receives what it missed.
+    let (status, _) = c.post(&n1, "/test/partition", json!({"blocked": []})).await;
+    assert_eq!(status, 200);
+    wait_applied(&c, &n1, index).await;
+    let m = c.metrics(&n1).await;
+    assert_eq!(m["current_leader"], json!(new_leader));
+    assert_ne!(m["state"], "Leader");
+    for n in [&n1, &n2, &n3] {
+        wait_applied(&c, n, index).await;
+        let (_, journal, _) = c.journal(n, "from=0&local=true").await;
+        assert_eq!(journal, written, "node {}", n.id());
+    }
+    let (status, journal, _) = c.journal(leader, "from=0").await;
+    assert_eq!((status, journal), (200, written));
+
+    shutdown(vec![n1, n2, n3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_learner_receives_the_journal_by_snapshot() {
+    tokio::time::timeout(Duration::from_secs(120), late_learner())
+        .await
+        .expect("test finished in time");
+}
+
+async fn late_learner() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let small = |id| NodeOptions {
+        snapshot_every: 10,
+        // Several InstallSnapshot chunks for one snapshot.
+        snapshot_chunk_bytes: 16 << 10,
+        ..options(id, dir.path())
+    };
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        ..small(1)
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+
+    // 1 KiB records: the snapshot (hexadecimal in JSON) is about 200 KiB.
+    let mut written = Vec::new();
+    for i in 0..100u32 {
+        let data: Vec<u8> = (0..1024u32).map(|b| (b * 7 + i) as u8).collect();
+        let (status, v) = c.append(&n1, &data).await;
+        assert_eq!(status, 200, "{v}");
+        written.push((v["index"].as_u64().unwrap(), data));
+    }
+    let first = written[0].0;
+    let last = written.last().unwrap().0;
+    // The leader's log no longer holds the first records.
+    let purged = until("a purge past the first record", || async {
+        let m = c.metrics(&n1).await;
+        m["purged"].as_u64().filter(|p| *p >= first)
+    })
+    .await;
+    assert!(purged >= first);
+
+    let n2 = Node::start(small(2)).await.unwrap();
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/add-learner",
+            json!({"id": 2, "addr": n2.addr().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_applied(&c, &n2, last).await;
+    let m2 = c.metrics(&n2).await;
+    assert!(m2["snapshot"].as_u64() >= Some(purged), "{m2}");
+    assert_eq!(m2["state"], "Learner");
+    let (status, journal, _) = c.journal(&n2, "from=0&local=true").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal, written, "the learner holds the whole journal");
+
+    // Later records reach it by replication.
+    let (status, v) = c.append(&n1, b"after").await;
+    assert_eq!(status, 200);
+    let index = v["index"].as_u64().unwrap();
+    written.push((index, b"after".to_vec()));
+    wait_applied(&c, &n2, index).await;
+    let (_, journal, _) = c.journal(&n2, "from=0&local=true").await;
+    assert_eq!(journal, written);
+
+    // Restarted from its files (on the same address), the learner still has it all (snapshot
+    // and log).
+    let addr = n2.addr().to_string();
+    n2.shutdown().await.unwrap();
+    let n2 = Node::start(NodeOptions {
+        listen: addr,
+        ..small(2)
+    })
+    .await
+    .unwrap();
+    wait_applied(&c, &n2, index).await;
+    let (_, journal, _) = c.journal(&n2, "from=0&local=true").await;
+    assert_eq!(journal, written);
+
+    shutdown(vec![n1, n2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_log_cannot_take_are_refused() {
+    tokio::time::timeout(Duration::from_secs(120), refused_writes())
+        .await
+        .expect("test finished in time");
+}
+
+/// On a 256 KiB log, too large an entry gets `413`, and a full log `503 log_full`; the
+/// snapshot that triggers lets the log be purged, and a retry then succeeds.
+async fn refused_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        log_capacity: 256 << 10,
+        keep_after_snapshot: Some(0),
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+
+    // Larger than the log: refused from its length alone.
+    let (status, v) = c.append(&n1, &vec![7u8; 300 << 10]).await;
+    assert_eq!((status, &v["error"]), (413, &json!("too_large")), "{v}");
+    // Data of exactly the largest entry's size: the entry around it (log id, kind, lengths) is
+    // larger, and admission refuses it.
+    let max = v["max"].as_u64().expect("max in the answer") as usize;
+    let (status, v) = c.append(&n1, &vec![7u8; max]).await;
+    assert_eq!((status, &v["error"]), (413, &json!("too_large")), "{v}");
+    assert!(v["len"].as_u64() > v["max"].as_u64(), "{v}");
+
+    let record = vec![0x5au8; 4 << 10];
+    let mut accepted = 0;
+    let full = loop {
+        let (status, v) = c.append(&n1, &record).await;
+        match status {
+            200 => accepted += 1,
+            503 => break v,
+            _ => panic!("unexpected {status} {v}"),
+        }
+        assert!(accepted < 100, "the log never filled");
+    };
+    assert_eq!(full["error"], "log_full", "{full}");
+    assert!(accepted > 10, "{accepted} records before the log was full");
+    let m = c.metrics(&n1).await;
+    assert_eq!(m["state"], "Leader", "the leader stays");
+
+    // A record as large as those that filled the log: it fits only once the log was purged.
+    let after = vec![0xa5u8; record.len()];
+    let index = until("a write after the purge", || async {
+        let (status, v) = c.append(&n1, &after).await;
+        (status == 200).then(|| v["index"].as_u64().unwrap())
+    })
+    .await;
+    assert!(c.metrics(&n1).await["purged"].as_u64().is_some());
+    let (status, journal, _) = c.journal(&n1, "from=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal.len(), accepted + 1);
+    assert_eq!(journal.last().unwrap(), &(index, after.clone()));
+    assert!(journal[..accepted].iter().all(|(_, d)| *d == record));
+
+    shutdown(vec![n1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_what_would_hurt_it() {
+    tokio::time::timeout(Duration::from_secs(120), guards())
+        .await
+        .expect("test finished in time");
+}
+
+/// A node's directory is its own (another id, or a second process, is refused); a learner at
+/// an address where nothing answers is reported (`504`), and so is a membership change or an
+/// append that cannot be committed (`503 timeout`, within the request timeout, not never);
+/// a snapshot chunk far past the bytes received is refused before it reaches openraft.
+async fn guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let quick = |id| NodeOptions {
+        request_timeout: Duration::from_secs(2),
+        ..options(id, dir.path())
+    };
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        ..quick(1)
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+    let (status, v) = c.append(&n1, b"one").await;
+    assert_eq!(status, 200, "{v}");
+
+    // The directory is held while the node runs, whatever the id.
+    for id in [1, 7] {
+        let e = Node::start(NodeOptions {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().join("node-1"),
+            ..quick(id)
+        })
+        .await
+        .err()
+        .expect("a second process on the directory is refused");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+    }
+
+    // A hostile snapshot chunk: refused, typed, and the node goes on.
+    let m = c.metrics(&n1).await;
+    let term = m["current_term"].as_u64().unwrap();
+    let chunk = openraft::raft::InstallSnapshotRequest::<daxlog_raft::TypeConfig> {
+        vote: Vote::new_committed(term, 1),
+        meta: openraft::SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "forged".into(),
+        },
+        offset: 1 << 46,
+        data: vec![0u8; 1],
+        done: false,
+    };
+    let resp = c
+        .http
+        .post(format!("http://{}/raft/install-snapshot", n1.addr()))
+        .header(FROM_HEADER, 2)
+        .body(encode(&chunk).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("before its first chunk"), "{text}");
+    assert_eq!(c.metrics(&n1).await["state"], "Leader");
+
+    // A learner nobody runs: reported, not taken for caught up.
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/add-learner",
+            json!({"id": 9, "addr": "127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &v["error"]),
+        (504, &json!("learner_not_caught_up")),
+        "{v}"
+    );
+    // Made a voter anyway, it stops every commit: the change and the next append time out
+    // with an answer that says the outcome is unknown.
+    let t = Instant::now();
+    let (status, v) = c
+        .post(&n1, "/admin/change-membership", json!({"voters": [1, 9]}))
+        .await;
+    assert_eq!((status, &v["error"]), (503, &json!("timeout")), "{v}");
+    let (status, v) = c.append(&n1, b"two").await;
+    assert_eq!((status, &v["error"]), (503, &json!("timeout")), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("may still be committed"),
+        "{v}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    shutdown(vec![n1]).await;
+
+    // Its files, under another id: refused, and nothing changed.
+    let e = Node::start(NodeOptions {
+        data_dir: dir.path().join("node-1"),
+        ..quick(7)
+    })
+    .await
+    .err()
+    .expect("another id on the directory is refused");
+    assert!(
+        e.to_string().contains("holds the files of node \"1\""),
+        "{e}"
+    );
+    let n1 = Node::start(quick(1)).await.unwrap();
+    let (_, journal, _) = c.journal(&n1, "from=0&local=true").await;
+    assert_eq!(
+        journal.first().map(|(_, d)| d.clone()),
+        Some(b"one".to_vec())
+    );
+    shutdown(vec![n1]).await;
+}
