@@ -606,7 +606,7 @@ impl Procs {
         for i in 0..self.nodes.len() {
             self.start(i);
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let (leader, _) = self.wait_leader(&[0], deadline, "node 1 after --init");
         let leader_addr = self.nodes[leader].addr;
         for node in &self.nodes[1..] {
@@ -636,7 +636,7 @@ impl Procs {
             reply.text()
         );
         for i in 0..self.nodes.len() {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let m = self.metrics(i);
                 if matches!(&m, Ok(m) if m.voters == voters) {
@@ -1009,11 +1009,11 @@ const TIMING: [&str; 6] = [
 fn kill_leader_round(procs: &mut Procs, load: &Load, round: usize) -> (String, usize) {
     let phase = |secs| Instant::now() + Duration::from_secs(secs);
     let what = |s: &str| format!("round {round}: {s}");
-    let (old, _) = procs.wait_leader(&procs.running(), phase(10), &what("before the kill"));
+    let (old, _) = procs.wait_leader(&procs.running(), phase(30), &what("before the kill"));
     procs.kill(old);
     let acks_at_kill = load.acks();
     let killed_at = Instant::now();
-    let (new, nm) = procs.wait_leader(&procs.running(), phase(20), &what("after the kill"));
+    let (new, nm) = procs.wait_leader(&procs.running(), phase(30), &what("after the kill"));
     let elected_in = killed_at.elapsed();
     assert_ne!(
         new, old,
@@ -1143,7 +1143,7 @@ fn leader_killed_mid_stream() {
 
     // Kill a follower (one that was not killed before, if there is one) for a few appends
     // only: the leader still has the entries it misses.
-    let (leader, lm) = procs.wait_leader(&procs.running(), phase(20), "before a follower kill");
+    let (leader, lm) = procs.wait_leader(&procs.running(), phase(30), "before a follower kill");
     let follower = (0..3)
         .filter(|&i| i != leader)
         .min_by_key(|i| killed.contains(i))
@@ -1283,7 +1283,7 @@ fn minority_partition_acknowledges_nothing() {
     let mut attempts = Vec::new();
 
     // Some appends before the partition.
-    let (old, om) = procs.wait_leader(&[0, 1, 2], phase(10), "before the partition");
+    let (old, om) = procs.wait_leader(&[0, 1, 2], phase(30), "before the partition");
     let mut http = Http::default();
     for k in 0..20 {
         let payload = format!("before-{k}").into_bytes();
@@ -1336,7 +1336,7 @@ fn minority_partition_acknowledges_nothing() {
     });
 
     // The majority elects a leader of a later term and acknowledges appends.
-    let (new, nm) = procs.wait_leader(&others, phase(20), "on the majority side");
+    let (new, nm) = procs.wait_leader(&others, phase(30), "on the majority side");
     assert!(
         nm.term > om.term,
         "expected the majority's leader (node {}) in a term after {}, got {nm:?}",
