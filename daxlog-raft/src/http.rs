@@ -420,15 +420,22 @@ async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: By
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
-    let in_order = peer
-        .receiving
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check(&rpc.meta.snapshot_id, rpc.offset, rpc.data.len());
-    if let Err(refused) = in_order {
+    let order = || peer.receiving.lock().unwrap_or_else(|e| e.into_inner());
+    let (id, offset, len, vote) = (
+        rpc.meta.snapshot_id.clone(),
+        rpc.offset,
+        rpc.data.len(),
+        rpc.vote,
+    );
+    if let Err(refused) = order().admit(&id, offset) {
         return (StatusCode::BAD_REQUEST, refused).into_response();
     }
-    binary(&peer.raft.install_snapshot(rpc).await)
+    let answer = peer.raft.install_snapshot(rpc).await;
+    // Accepted: openraft answers with the sender's vote (a higher one refuses it).
+    if matches!(&answer, Ok(r) if r.vote <= vote) {
+        order().record(&id, offset, len);
+    }
+    binary(&answer)
 }
 
 /// The snapshot being received (its id) and how many bytes of it arrived so far.
@@ -436,29 +443,34 @@ async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: By
 /// A snapshot's chunks come in order: the first at offset 0, each next one at most where the
 /// bytes received so far end (a resent chunk starts before). openraft writes a chunk at its
 /// offset into the receiving buffer, so a chunk far past the end (from a faulty or hostile
-/// sender) would grow the buffer to that offset: [`ChunkOrder::check`] refuses it first.
+/// sender) would grow the buffer to that offset: [`ChunkOrder::admit`] refuses it first. (A
+/// guard against a faulty sender, not an attacker: the peer API has no authentication.)
 #[derive(Debug, Default)]
 pub struct ChunkOrder(Option<(String, u64)>);
 
 impl ChunkOrder {
-    /// Admits the chunk of snapshot `id` at `offset` with `len` bytes, or says why not.
-    pub fn check(&mut self, id: &str, offset: u64, len: usize) -> Result<(), String> {
-        let end = offset.saturating_add(len as u64);
-        match &mut self.0 {
-            _ if offset == 0 => {
-                self.0 = Some((id.to_string(), end));
-                Ok(())
-            }
-            Some((current, received)) if current == id && offset <= *received => {
-                *received = (*received).max(end);
-                Ok(())
-            }
+    /// Whether the chunk of snapshot `id` at `offset` may be handed to openraft, or why not.
+    pub fn admit(&self, id: &str, offset: u64) -> Result<(), String> {
+        match &self.0 {
+            _ if offset == 0 => Ok(()),
+            Some((current, received)) if current == id && offset <= *received => Ok(()),
             Some((current, received)) if current == id => Err(format!(
                 "snapshot {id}: chunk at offset {offset} but only {received} bytes received"
             )),
             _ => Err(format!(
                 "snapshot {id}: chunk at offset {offset} before its first chunk"
             )),
+        }
+    }
+
+    /// Records an admitted chunk of `len` bytes that openraft accepted.
+    pub fn record(&mut self, id: &str, offset: u64, len: usize) {
+        let end = offset.saturating_add(len as u64);
+        match &mut self.0 {
+            Some((current, received)) if current == id && offset != 0 => {
+                *received = (*received).max(end)
+            }
+            _ => self.0 = Some((id.to_string(), end)),
         }
     }
 }
@@ -473,21 +485,30 @@ mod tests {
     #[test]
     fn snapshot_chunks_past_what_was_received_are_refused() {
         let mut order = ChunkOrder::default();
-        let e = order.check("s1", 1 << 46, 1).unwrap_err();
+        let take = |o: &mut ChunkOrder, id: &str, offset: u64, len: usize| {
+            o.admit(id, offset)?;
+            o.record(id, offset, len);
+            Ok::<(), String>(())
+        };
+        let e = take(&mut order, "s1", 1 << 46, 1).unwrap_err();
         assert!(e.contains("before its first chunk"), "{e}");
-        order.check("s1", 0, 100).unwrap();
-        order.check("s1", 100, 100).unwrap();
-        order.check("s1", 100, 100).unwrap(); // resent
-        order.check("s1", 150, 100).unwrap(); // overlapping
-        let e = order.check("s1", 1 << 46, 1).unwrap_err();
+        take(&mut order, "s1", 0, 100).unwrap();
+        take(&mut order, "s1", 100, 100).unwrap();
+        take(&mut order, "s1", 100, 100).unwrap(); // resent
+        take(&mut order, "s1", 150, 100).unwrap(); // overlapping
+        let e = take(&mut order, "s1", 1 << 46, 1).unwrap_err();
         assert!(e.contains("only 250 bytes received"), "{e}");
-        let e = order.check("s1", 251, 1).unwrap_err();
+        let e = take(&mut order, "s1", 251, 1).unwrap_err();
         assert!(e.contains("only 250 bytes"), "{e}");
-        order.check("s1", 250, 1).unwrap();
-        let e = order.check("s2", 100, 1).unwrap_err();
+        take(&mut order, "s1", 250, 1).unwrap();
+        let e = take(&mut order, "s2", 100, 1).unwrap_err();
         assert!(e.contains("before its first chunk"), "{e}");
-        order.check("s2", 0, 1).unwrap(); // a new snapshot starts over
-        assert!(order.check("s1", 1, 1).is_err());
+        // An admitted first chunk openraft refused (a deposed leader's) is not recorded: the
+        // current transfer goes on.
+        order.admit("old", 0).unwrap();
+        take(&mut order, "s1", 251, 1).unwrap();
+        take(&mut order, "s2", 0, 1).unwrap(); // a new snapshot starts over
+        assert!(take(&mut order, "s1", 1, 1).is_err());
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
 //! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication"}` |
-//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up"}` if it does not within the request timeout (wrong address, node down: it stays a learner) |
-//! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed |
+//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner) |
+//! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
+//! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
 //!
 //! **What an answer says about the write.** `200`: committed, at `index`. `413 too_large`,
@@ -49,7 +50,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, SnapshotPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -221,7 +222,8 @@ impl Node {
             .route("/read", get(read))
             .route("/metrics", get(metrics))
             .route("/admin/add-learner", post(add_learner))
-            .route("/admin/change-membership", post(change_membership));
+            .route("/admin/change-membership", post(change_membership))
+            .route("/admin/remove-nodes", post(remove_nodes));
         if opts.test_hooks {
             app = app.route("/test/partition", post(set_partition));
         }
@@ -300,21 +302,37 @@ impl Drop for Node {
     }
 }
 
-/// Takes node `id`'s directory: creates it and its `node.id` file (the id, made durable) the
-/// first time; afterwards refuses a directory whose file names another node (a node started
-/// with another's files would answer for it with the wrong log), or that another process
-/// holds (its lock is held for as long as the returned file is open), before anything in the
-/// directory is read or changed.
+/// Takes node `id`'s directory: creates it and its `node.id` file (the id, written to a
+/// temporary file, synced and renamed into place) the first time; afterwards refuses a
+/// directory whose file names another node (a node started with another's files would answer
+/// for it with the wrong log), a directory with files but no `node.id` (made by a version that
+/// did not record ids: which node's it is must be said by hand), or one another process holds
+/// (the lock on `node.id` is held for as long as the returned file is open); all before
+/// anything else in the directory is read or changed.
 fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
-    use std::io::{Read, Seek, Write};
+    use std::io::Read;
     crate::files::create_dir_durably(dir)?;
     let path = dir.join(NODE_ID_FILE);
-    let mut f = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
+    if !path.exists() {
+        let others: Vec<String> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(&format!("{NODE_ID_FILE}{}", crate::files::TMP_MARK)))
+            .collect();
+        if !others.is_empty() {
+            return Err(format!(
+                "{}: holds files ({}) but no {NODE_ID_FILE}: if they are node {id}'s, write its \
+                 id there (`echo {id} > {}`), then start again",
+                dir.display(),
+                others.join(", "),
+                path.display()
+            )
+            .into());
+        }
+        crate::files::remove_stale_tmp(&path)?;
+        crate::files::replace_file(&path, format!("{id}\n").as_bytes())?;
+    }
+    let mut f = std::fs::File::open(&path)?;
     match f.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -326,28 +344,19 @@ fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
     }
+    // Read under the lock: a process that created the file at the same time may have
+    // written another id.
     let mut text = String::new();
     f.read_to_string(&mut text)?;
     match text.trim() {
-        "" => {
-            // New (or created by a start that crashed before this write was durable).
-            f.set_len(0)?;
-            f.rewind()?;
-            writeln!(f, "{id}")?;
-            f.sync_all()?;
-            crate::files::sync_dir(&path)?;
-        }
-        t if t.parse::<NodeId>().ok() == Some(id) => {}
-        t => {
-            return Err(format!(
-                "{}: holds the files of node {t:?}, not of node {id} (start that node with its own \
-                 --id, or give node {id} a directory of its own)",
-                dir.display()
-            )
-            .into())
-        }
+        t if t.parse::<NodeId>().ok() == Some(id) => Ok(f),
+        t => Err(format!(
+            "{}: holds the files of node {t:?}, not of node {id} (start that node with its own \
+             --id, or give node {id} a directory of its own)",
+            dir.display()
+        )
+        .into()),
     }
-    Ok(f)
 }
 
 /// Opens the log store on a blocking thread, tied to the state machine's durable snapshot;
@@ -429,7 +438,9 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     if !node.is_leader() {
         return node.not_leader(None);
     }
-    // Nothing longer than the largest entry can be taken: refuse before reading it all.
+    // Nothing longer than the largest entry can be taken. A body up to 1 MiB longer is read
+    // whole before the refusal, so that the client gets the answer rather than a connection
+    // closed while it still sends; a longer one is refused unread (the connection is closed).
     let max = node.admission.max_entry_bytes();
     let too_large = |len: u64| {
         reply(
@@ -441,13 +452,15 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared.filter(|len| *len > max) {
+    let read_limit = max.saturating_add(1 << 20);
+    if let Some(len) = declared.filter(|len| *len > read_limit) {
         return too_large(len);
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let limit = usize::try_from(read_limit).unwrap_or(usize::MAX);
     let data: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(data) if data.len() as u64 > max => return too_large(data.len() as u64),
         Ok(data) => data,
-        Err(_) if declared.is_none() => return too_large(max.saturating_add(1)),
+        Err(_) if declared.is_none() => return too_large(read_limit.saturating_add(1)),
         Err(e) => {
             return reply(
                 StatusCode::BAD_REQUEST,
@@ -568,47 +581,79 @@ struct AddLearner {
     addr: String,
 }
 
-/// `POST /admin/add-learner`: answers once the learner caught up.
+/// `POST /admin/add-learner`: answers once the learner holds the log up to its membership
+/// entry, or at the request timeout.
 async fn add_learner(State(node): State<Arc<Shared>>, Json(req): Json<AddLearner>) -> Response {
-    let resp = match node
-        .raft
-        .add_learner(req.id, BasicNode::new(req.addr.clone()), true)
-        .await
-    {
-        Ok(resp) => resp,
-        Err(e) => return node.write_error(e),
-    };
-    // openraft's "blocking" add returns once the learner is within its replication lag
-    // threshold (thousands of entries), which a learner that received nothing at all may be:
-    // wait until it holds the log up to its own membership entry.
-    let index = resp.log_id.index;
-    let id = req.id;
-    let caught_up = node
-        .raft
-        .wait(Some(node.request_timeout))
-        .metrics(
-            |m| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id).copied().flatten())
-                    .is_some_and(|l| l.index >= index)
-            },
-            format!("learner {id} catches up"),
-        )
-        .await;
-    match caught_up {
-        Ok(_) => reply(StatusCode::OK, json!({"index": index})),
-        Err(e) => reply(
-            StatusCode::GATEWAY_TIMEOUT,
-            json!({
-                "error": "learner_not_caught_up",
-                "detail": format!(
-                    "node {id} at {} is a learner now but did not receive the log up to {index} \
-                     ({e}): is the address right and the node running?",
-                    req.addr
-                ),
-            }),
-        ),
+    node.add_learner(req).await
+}
+
+impl Shared {
+    async fn add_learner(&self, req: AddLearner) -> Response {
+        // Not openraft's "blocking" add: it waits (for ever) until the learner is within
+        // openraft's replication lag threshold (thousands of entries), which a learner that
+        // received nothing at all may be. Waited for below instead: until it holds the log up
+        // to its own membership entry, bounded by the caller.
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let add = self
+            .raft
+            .add_learner(req.id, BasicNode::new(req.addr.clone()), false);
+        let resp = match tokio::time::timeout_at(deadline, add).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return self.write_error(e),
+            Err(_) => {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({
+                        "error": "timeout",
+                        "detail": format!(
+                            "the learner's membership entry was not committed within {:?} (no \
+                             quorum?); it may still be committed later",
+                            self.request_timeout
+                        ),
+                    }),
+                )
+            }
+        };
+        let (index, id) = (resp.log_id.index, req.id);
+        let caught_up = self
+            .raft
+            .wait(Some(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            ))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten())
+                        .is_some_and(|l| l.index >= index)
+                },
+                format!("learner {id} catches up"),
+            )
+            .await;
+        match caught_up {
+            Ok(_) => reply(StatusCode::OK, json!({"index": index})),
+            Err(e) => {
+                let m = self.raft.metrics().borrow().clone();
+                let addr = m
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.addr.clone());
+                reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    json!({
+                        "error": "learner_not_caught_up",
+                        "addr": addr,
+                        "detail": format!(
+                            "node {id} is a learner at {addr:?} but did not receive the log up \
+                             to {index} ({e}): if it runs there, it is still catching up \
+                             (watch replication in /metrics); if the address is wrong, remove it \
+                             with /admin/remove-nodes and add it again"
+                        ),
+                    }),
+                )
+            }
+        }
     }
 }
 
@@ -624,21 +669,50 @@ async fn change_membership(
     State(node): State<Arc<Shared>>,
     Json(req): Json<ChangeMembership>,
 ) -> Response {
-    let change = node.raft.change_membership(req.voters, req.retain);
-    match tokio::time::timeout(node.request_timeout, change).await {
-        Ok(Ok(resp)) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
-        Ok(Err(e)) => node.write_error(e),
-        Err(_) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({
-                "error": "timeout",
-                "detail": format!(
-                    "not committed within {:?} (a new voter unreachable?); it may still be \
-                     committed later",
-                    node.request_timeout
-                ),
-            }),
-        ),
+    let change = ChangeMembers::ReplaceAllVoters(req.voters);
+    node.membership_change(change, req.retain).await
+}
+
+#[derive(Deserialize)]
+struct RemoveNodes {
+    ids: BTreeSet<NodeId>,
+}
+
+/// `POST /admin/remove-nodes`: removes learners (a voter must first leave the voters).
+async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNodes>) -> Response {
+    node.membership_change(ChangeMembers::RemoveNodes(req.ids), false)
+        .await
+}
+
+impl Shared {
+    /// Runs a membership change in a task of its own, and waits for it at most the request
+    /// timeout. A change of voters is two steps (a joint configuration, then the new one),
+    /// driven by openraft's `change_membership` future: dropped at a timeout, it would leave
+    /// the cluster in the joint configuration; in its own task it goes on.
+    async fn membership_change(
+        self: &Arc<Self>,
+        change: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Response {
+        let raft = self.raft.clone();
+        let task = tokio::spawn(async move { raft.change_membership(change, retain).await });
+        match tokio::time::timeout(self.request_timeout, task).await {
+            Ok(Ok(Ok(resp))) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
+            Ok(Ok(Err(e))) => self.write_error(e),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": "timeout",
+                    "detail": format!(
+                        "not committed within {:?} (a new voter unreachable? no quorum?); the \
+                         change goes on, and may leave the cluster between the old and the new \
+                         voters until it completes: repeat the same request until it answers 200",
+                        self.request_timeout
+                    ),
+                }),
+            ),
+        }
     }
 }
 

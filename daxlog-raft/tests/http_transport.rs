@@ -588,6 +588,22 @@ async fn guards() {
         (504, &json!("learner_not_caught_up")),
         "{v}"
     );
+    assert_eq!(v["addr"], json!("127.0.0.1:1"), "{v}");
+    // Removed, it is no learner any more; added again, it is reported again.
+    let (status, v) = c
+        .post(&n1, "/admin/remove-nodes", json!({"ids": [9]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let learners = c.metrics(&n1).await["membership"]["learners"].clone();
+    assert_eq!(learners, json!([]), "{learners}");
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/add-learner",
+            json!({"id": 9, "addr": "127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(status, 504, "{v}");
     // Made a voter anyway, it stops every commit: the change and the next append time out
     // with an answer that says the outcome is unknown.
     let t = Instant::now();
@@ -619,6 +635,21 @@ async fn guards() {
         e.to_string().contains("holds the files of node \"1\""),
         "{e}"
     );
+    // A directory with files but no node.id (made before ids were recorded): refused until
+    // the id is written by hand.
+    let id_file = dir.path().join("node-1").join("node.id");
+    std::fs::remove_file(&id_file).unwrap();
+    for id in [7, 1] {
+        let e = Node::start(NodeOptions {
+            data_dir: dir.path().join("node-1"),
+            ..quick(id)
+        })
+        .await
+        .err()
+        .expect("a directory with files and no node.id is refused");
+        assert!(e.to_string().contains("but no node.id"), "{e}");
+    }
+    std::fs::write(&id_file, "1\n").unwrap();
     let n1 = Node::start(quick(1)).await.unwrap();
     let (_, journal, _) = c.journal(&n1, "from=0&local=true").await;
     assert_eq!(
