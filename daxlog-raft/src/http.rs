@@ -467,10 +467,10 @@ impl ChunkOrder {
     pub fn record(&mut self, id: &str, offset: u64, len: usize) {
         let end = offset.saturating_add(len as u64);
         match &mut self.0 {
-            Some((current, received)) if current == id && offset != 0 => {
-                *received = (*received).max(end)
-            }
-            _ => self.0 = Some((id.to_string(), end)),
+            _ if offset == 0 => self.0 = Some((id.to_string(), end)),
+            Some((current, received)) if current == id => *received = (*received).max(end),
+            // A later chunk of another snapshot than the one received now: not this one's.
+            _ => {}
         }
     }
 }
@@ -509,6 +509,9 @@ mod tests {
         take(&mut order, "s1", 251, 1).unwrap();
         take(&mut order, "s2", 0, 1).unwrap(); // a new snapshot starts over
         assert!(take(&mut order, "s1", 1, 1).is_err());
+        // A late chunk of another snapshot does not replace the one being received.
+        order.record("s1", 100, 10);
+        take(&mut order, "s2", 1, 1).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication"}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
-//! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`) |
+//! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
 //!
 //! **What an answer says about the write.** `200`: committed, at `index`. `413 too_large`,
@@ -167,7 +167,7 @@ struct Shared {
 /// A running node; see the module documentation.
 pub struct Node {
     shared: Arc<Shared>,
-    /// `node.id`, locked while the node runs.
+    /// The node's directory, locked while the node runs.
     _claim: std::fs::File,
     addr: SocketAddr,
     stop_server: Option<oneshot::Sender<()>>,
@@ -302,38 +302,18 @@ impl Drop for Node {
     }
 }
 
-/// Takes node `id`'s directory: creates it and its `node.id` file (the id, written to a
-/// temporary file, synced and renamed into place) the first time; afterwards refuses a
-/// directory whose file names another node (a node started with another's files would answer
-/// for it with the wrong log), a directory with files but no `node.id` (made by a version that
-/// did not record ids: which node's it is must be said by hand), or one another process holds
-/// (the lock on `node.id` is held for as long as the returned file is open); all before
-/// anything else in the directory is read or changed.
+/// Takes node `id`'s directory: locks the directory itself (held for as long as the returned
+/// handle is open: a second process is refused), then checks its `node.id` file: it must name
+/// node `id`. A directory without one (or with an empty one, left by a crash during the first
+/// start) is new if it holds nothing else (`lost+found` and hidden entries aside): the id is
+/// then written to a temporary file, synced and renamed into place. A directory with files but
+/// no id (made by a version that did not record ids) is refused: which node's it is must be
+/// said by hand. All before anything else in the directory is read or changed: a node
+/// started with another's files would answer for it with the wrong log.
 fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
-    use std::io::Read;
     crate::files::create_dir_durably(dir)?;
-    let path = dir.join(NODE_ID_FILE);
-    if !path.exists() {
-        let others: Vec<String> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with(&format!("{NODE_ID_FILE}{}", crate::files::TMP_MARK)))
-            .collect();
-        if !others.is_empty() {
-            return Err(format!(
-                "{}: holds files ({}) but no {NODE_ID_FILE}: if they are node {id}'s, write its \
-                 id there (`echo {id} > {}`), then start again",
-                dir.display(),
-                others.join(", "),
-                path.display()
-            )
-            .into());
-        }
-        crate::files::remove_stale_tmp(&path)?;
-        crate::files::replace_file(&path, format!("{id}\n").as_bytes())?;
-    }
-    let mut f = std::fs::File::open(&path)?;
-    match f.try_lock() {
+    let lock = std::fs::File::open(dir)?;
+    match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             return Err(format!(
@@ -344,12 +324,40 @@ fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
     }
-    // Read under the lock: a process that created the file at the same time may have
-    // written another id.
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
+    let path = dir.join(NODE_ID_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e.into()),
+    };
     match text.trim() {
-        t if t.parse::<NodeId>().ok() == Some(id) => Ok(f),
+        "" => {
+            let tmp_prefix = format!("{NODE_ID_FILE}{}", crate::files::TMP_MARK);
+            let others: Vec<String> = std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n != NODE_ID_FILE
+                        && n != "lost+found"
+                        && !n.starts_with('.')
+                        && !n.starts_with(&tmp_prefix)
+                })
+                .collect();
+            if !others.is_empty() {
+                return Err(format!(
+                    "{}: holds files ({}) but no node id in {NODE_ID_FILE}: if they are node \
+                     {id}'s, write its id there (`echo {id} > {}`), then start again",
+                    dir.display(),
+                    others.join(", "),
+                    path.display()
+                )
+                .into());
+            }
+            crate::files::remove_stale_tmp(&path)?;
+            crate::files::replace_file(&path, format!("{id}\n").as_bytes())?;
+            Ok(lock)
+        }
+        t if t.parse::<NodeId>().ok() == Some(id) => Ok(lock),
         t => Err(format!(
             "{}: holds the files of node {t:?}, not of node {id} (start that node with its own \
              --id, or give node {id} a directory of its own)",
@@ -680,6 +688,23 @@ struct RemoveNodes {
 
 /// `POST /admin/remove-nodes`: removes learners (a voter must first leave the voters).
 async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNodes>) -> Response {
+    let voters: BTreeSet<NodeId> = {
+        let m = node.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    };
+    if let Some(voter) = req.ids.iter().find(|id| voters.contains(id)) {
+        return reply(
+            StatusCode::CONFLICT,
+            json!({
+                "error": "membership",
+                "detail": format!(
+                    "node {voter} is a voter: take it out of the voters first \
+                     (/admin/change-membership), then remove it"
+                ),
+            }),
+        );
+    }
     node.membership_change(ChangeMembers::RemoveNodes(req.ids), false)
         .await
 }
@@ -707,7 +732,8 @@ impl Shared {
                     "detail": format!(
                         "not committed within {:?} (a new voter unreachable? no quorum?); the \
                          change goes on, and may leave the cluster between the old and the new \
-                         voters until it completes: repeat the same request until it answers 200",
+                         voters until it completes: repeat the same request until it answers 200 (409 \
+                         'already undergoing a configuration change' meanwhile: retry later)",
                         self.request_timeout
                     ),
                 }),

@@ -589,6 +589,12 @@ async fn guards() {
         "{v}"
     );
     assert_eq!(v["addr"], json!("127.0.0.1:1"), "{v}");
+    // A voter is not removed that way.
+    let (status, v) = c
+        .post(&n1, "/admin/remove-nodes", json!({"ids": [1]}))
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("is a voter"), "{v}");
     // Removed, it is no learner any more; added again, it is reported again.
     let (status, v) = c
         .post(&n1, "/admin/remove-nodes", json!({"ids": [9]}))
@@ -647,9 +653,24 @@ async fn guards() {
         .await
         .err()
         .expect("a directory with files and no node.id is refused");
-        assert!(e.to_string().contains("but no node.id"), "{e}");
+        assert!(e.to_string().contains("but no node id"), "{e}");
     }
     std::fs::write(&id_file, "1\n").unwrap();
+    // A fresh mount point (lost+found, a hidden file) is a new directory.
+    let mount = dir.path().join("mount");
+    std::fs::create_dir_all(mount.join("lost+found")).unwrap();
+    std::fs::write(mount.join(".keep"), "").unwrap();
+    let n5 = Node::start(NodeOptions {
+        data_dir: mount.clone(),
+        ..quick(5)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(mount.join("node.id")).unwrap(),
+        "5\n"
+    );
+    shutdown(vec![n5]).await;
     let n1 = Node::start(quick(1)).await.unwrap();
     let (_, journal, _) = c.journal(&n1, "from=0&local=true").await;
     assert_eq!(
