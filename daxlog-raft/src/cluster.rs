@@ -216,10 +216,11 @@ impl Cluster {
     }
 }
 
-/// Opens a store, waiting a little if the previous instance of the node still holds its lock
-/// (its tasks finish shortly after `Raft::shutdown`); the store is tied to the state machine's
-/// durable snapshot (purges wait for it; a log purged past it is refused).
-async fn open_store_retrying(
+/// Opens a store on a blocking thread, waiting a little if the previous instance of the node
+/// in this process still holds its lock (its tasks finish shortly after `Raft::shutdown`); the
+/// store is tied to the state machine's durable snapshot (purges wait for it; a log purged past
+/// it is refused).
+pub(crate) async fn open_store_retrying(
     dir: &Path,
     opts: &LogStoreOptions,
     sm: &KvStateMachine,

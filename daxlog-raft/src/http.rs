@@ -89,7 +89,7 @@ pub enum WireError {
     /// The body starts with another header: not this protocol, or another version of it.
     #[error(
         "wire header 0x{} ({:?}) is not DXR version 1 (0x{})",
-        crate::bytes::to_hex(.found), String::from_utf8_lossy(.found), crate::bytes::to_hex(.expected)
+        hex::encode(.found), String::from_utf8_lossy(.found), hex::encode(.expected)
     )]
     BadHeader {
         /// The first four bytes of the body.

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -57,11 +57,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::bytes::to_hex;
+use crate::cluster::open_store_retrying;
 use crate::http::{peer_router, HttpNetwork, Partition};
 use crate::{
-    Admission, KvStateMachine, LogStore, LogStoreOptions, NodeId, Request, TypeConfig,
-    WriteRejected,
+    Admission, KvStateMachine, LogStoreOptions, NodeId, Request, TypeConfig, WriteRejected,
 };
 
 /// Errors of starting and stopping a node.
@@ -184,7 +183,7 @@ impl Node {
         let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
         let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
         let store_opts = LogStoreOptions::new().log_capacity(opts.log_capacity);
-        let store = open_store(&opts.data_dir, &store_opts, &sm).await?;
+        let store = open_store_retrying(&opts.data_dir, &store_opts, &sm).await?;
         let admission = store.admission();
         let listener = TcpListener::bind(&opts.listen).await?;
         let addr = listener.local_addr()?;
@@ -367,30 +366,6 @@ fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
     }
 }
 
-/// Opens the log store on a blocking thread, tied to the state machine's durable snapshot;
-/// waits a little if a previous instance of the node in this process still holds its lock.
-async fn open_store(
-    dir: &Path,
-    opts: &LogStoreOptions,
-    sm: &KvStateMachine,
-) -> Result<LogStore<TypeConfig>, Error> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (d, o, w) = (dir.to_path_buf(), opts.clone(), sm.snapshot_watermark());
-        let opened =
-            tokio::task::spawn_blocking(move || LogStore::open_with_snapshot(d, &o, w)).await?;
-        match opened {
-            Ok(s) => return Ok(s),
-            Err(crate::DaxError::Log(daxlog::Error::Locked { .. }))
-                if Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 fn reply(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
@@ -547,7 +522,7 @@ async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Re
     let (page, applied) = node.sm.journal_page(q.from, q.max.min(MAX_READ_ENTRIES));
     let entries: Vec<Value> = page
         .iter()
-        .map(|(index, data)| json!({"index": index, "data_hex": to_hex(data)}))
+        .map(|(index, data)| json!({"index": index, "data_hex": hex::encode(data)}))
         .collect();
     reply(
         StatusCode::OK,

@@ -87,7 +87,7 @@ impl Client {
                     .map(|e| {
                         (
                             e["index"].as_u64().unwrap(),
-                            unhex(e["data_hex"].as_str().unwrap()),
+                            hex::decode(e["data_hex"].as_str().unwrap()).unwrap(),
                         )
                     })
                     .collect()
@@ -97,11 +97,11 @@ impl Client {
     }
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+/// Runs a test's body, failing it if it takes more than two minutes.
+async fn bounded(body: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), body)
+        .await
+        .expect("test finished in time");
 }
 
 /// Polls `check` until it returns `Some`, for at most `WAIT`.
@@ -162,9 +162,7 @@ async fn raw_vote(c: &Client, node: &Node, from: NodeId, body: Vec<u8>) -> (u16,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_over_http() {
-    tokio::time::timeout(Duration::from_secs(120), three_nodes())
-        .await
-        .expect("test finished in time");
+    bounded(three_nodes()).await;
 }
 
 async fn three_nodes() {
@@ -359,9 +357,7 @@ async fn three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_learner_receives_the_journal_by_snapshot() {
-    tokio::time::timeout(Duration::from_secs(120), late_learner())
-        .await
-        .expect("test finished in time");
+    bounded(late_learner()).await;
 }
 
 async fn late_learner() {
@@ -444,9 +440,7 @@ async fn late_learner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_the_log_cannot_take_are_refused() {
-    tokio::time::timeout(Duration::from_secs(120), refused_writes())
-        .await
-        .expect("test finished in time");
+    bounded(refused_writes()).await;
 }
 
 /// On a 256 KiB log, too large an entry gets `413`, and a full log `503 log_full`; the
@@ -509,9 +503,7 @@ async fn refused_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_what_would_hurt_it() {
-    tokio::time::timeout(Duration::from_secs(120), guards())
-        .await
-        .expect("test finished in time");
+    bounded(guards()).await;
 }
 
 /// A node's directory is its own (another id, or a second process, is refused); a learner at

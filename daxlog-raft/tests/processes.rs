@@ -360,7 +360,7 @@ fn journal(addr: SocketAddr) -> Result<Journal, String> {
             let data = e
                 .get("data_hex")
                 .and_then(Value::as_str)
-                .and_then(unhex)
+                .and_then(|s| hex::decode(s).ok())
                 .ok_or_else(|| format!("GET {path} on {addr}: entry without data_hex: {e}"))?;
             if index < from {
                 return Err(format!(
@@ -371,16 +371,6 @@ fn journal(addr: SocketAddr) -> Result<Journal, String> {
             entries.push((index, data));
         }
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -884,40 +874,30 @@ fn check_history(journals: &[(u64, Journal)], attempts: &[Attempt]) -> Result<us
             ));
         }
     }
-    if !wrong.is_empty() {
-        problems.push(format!(
-            "(b) {} of {} acknowledged payloads not exactly once at their index: {:?}",
-            wrong.len(),
-            acked.len(),
-            &wrong[..wrong.len().min(10)]
-        ));
-    }
+    report(&mut problems, &wrong, |n| {
+        format!(
+            "(b) {n} of {} acknowledged payloads not exactly once at their index",
+            acked.len()
+        )
+    });
     // (c)
     let twice: Vec<String> = at
         .iter()
         .filter(|(_, indexes)| indexes.len() > 1)
         .map(|(data, indexes)| format!("{} at {indexes:?}", show(data)))
         .collect();
-    if !twice.is_empty() {
-        problems.push(format!(
-            "(c) {} payloads more than once: {:?}",
-            twice.len(),
-            &twice[..twice.len().min(10)]
-        ));
-    }
+    report(&mut problems, &twice, |n| {
+        format!("(c) {n} payloads more than once")
+    });
     let attempted: HashSet<&[u8]> = attempts.iter().map(|a| a.payload.as_slice()).collect();
     let foreign: Vec<String> = first
         .iter()
         .filter(|(_, data)| !attempted.contains(data.as_slice()))
         .map(|(index, data)| format!("{} at {index}", show(data)))
         .collect();
-    if !foreign.is_empty() {
-        problems.push(format!(
-            "(c) {} entries that no client attempted: {:?}",
-            foreign.len(),
-            &foreign[..foreign.len().min(10)]
-        ));
-    }
+    report(&mut problems, &foreign, |n| {
+        format!("(c) {n} entries that no client attempted")
+    });
     // (d): sweep the attempts by send time, keeping the highest index among those acknowledged
     // before it.
     let mut by_ack: Vec<&(&Attempt, u64, Instant)> = acked.iter().collect();
@@ -946,17 +926,25 @@ fn check_history(journals: &[(u64, Journal)], attempts: &[Attempt]) -> Result<us
             }
         }
     }
-    if !reordered.is_empty() {
-        problems.push(format!(
-            "(d) {} appends ordered against real time: {:?}",
-            reordered.len(),
-            &reordered[..reordered.len().min(10)]
-        ));
-    }
+    report(&mut problems, &reordered, |n| {
+        format!("(d) {n} appends ordered against real time")
+    });
     if problems.is_empty() {
         Ok(first.len())
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// Adds a problem for the violations in `found`, if any: `what` says how many, then the first
+/// ten follow.
+fn report(problems: &mut Vec<String>, found: &[String], what: impl FnOnce(usize) -> String) {
+    if !found.is_empty() {
+        problems.push(format!(
+            "{}: {:?}",
+            what(found.len()),
+            &found[..found.len().min(10)]
+        ));
     }
 }
 
