@@ -59,23 +59,13 @@ struct Contents {
     journal: Vec<(u64, Vec<u8>)>,
 }
 
-/// What `snapshot.json` holds.
-#[derive(Deserialize)]
-struct SnapshotFile {
-    meta: Meta,
-    data: BTreeMap<String, String>,
-    /// Absent from snapshot files written before the journal existed.
-    #[serde(default, with = "crate::bytes::journal")]
-    journal: Vec<(u64, Vec<u8>)>,
-}
-
-/// [`SnapshotFile`] by reference, for writing.
-#[derive(Serialize)]
-struct SnapshotFileRef<'a> {
-    meta: &'a Meta,
-    data: &'a BTreeMap<String, String>,
-    #[serde(with = "crate::bytes::journal")]
-    journal: &'a [(u64, Vec<u8>)],
+/// What `snapshot.json` holds: the meta, then the contents' fields beside it (`M` and `C` are
+/// owned when read, borrowed when written).
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile<M, C> {
+    meta: M,
+    #[serde(flatten)]
+    contents: C,
 }
 
 struct Shared {
@@ -123,11 +113,8 @@ impl KvStateMachine {
         remove_stale_tmp(&path)?;
         let (state, snapshot) = match std::fs::read(&path) {
             Ok(bytes) => {
-                let f: SnapshotFile = serde_json::from_slice(&bytes)?;
-                let contents = Contents {
-                    data: f.data,
-                    journal: f.journal,
-                };
+                let f: SnapshotFile<Meta, Contents> = serde_json::from_slice(&bytes)?;
+                let contents = f.contents;
                 let bytes = serde_json::to_vec(&contents)?;
                 let state = KvState {
                     last_applied: f.meta.last_log_id,
@@ -204,11 +191,7 @@ impl Shared {
                 return Ok(bytes);
             }
         }
-        let file = SnapshotFileRef {
-            meta,
-            data: &contents.data,
-            journal: &contents.journal,
-        };
+        let file = SnapshotFile { meta, contents };
         replace_file(&self.dir.join(SNAPSHOT_FILE), &serde_json::to_vec(&file)?)?;
         *lock(&self.snapshot) = Some((meta.clone(), bytes.clone()));
         self.durable.advance(meta.last_log_id.map(|l| l.index));
@@ -367,7 +350,7 @@ mod tests {
         }
     }
 
-    fn on_disk(dir: &Path) -> SnapshotFile {
+    fn on_disk(dir: &Path) -> SnapshotFile<Meta, Contents> {
         serde_json::from_slice(&std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap()).unwrap()
     }
 
@@ -471,8 +454,8 @@ mod tests {
         }
         let file = on_disk(dir.path());
         assert_eq!(file.meta.snapshot_id, "s100");
-        assert!(file.data.values().all(|v| v == "snapshot 100"));
-        assert_eq!(file.journal, vec![(100, vec![3u8; 64])]);
+        assert!(file.contents.data.values().all(|v| v == "snapshot 100"));
+        assert_eq!(file.contents.journal, vec![(100, vec![3u8; 64])]);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -547,7 +530,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(lid(20)));
-        assert_eq!(on_disk(&dir.path().join("a")).journal, records);
+        assert_eq!(on_disk(&dir.path().join("a")).contents.journal, records);
 
         drop(sm);
         let reopened = KvStateMachine::open(dir.path().join("a")).unwrap();
