@@ -1,6 +1,6 @@
 //! # daxlog-raft
 //!
-//! [daxlog](daxlog) as [openraft](openraft)'s log storage: a replicated journal whose every
+//! [daxlog] as [openraft]'s log storage: a replicated journal whose every
 //! node keeps its Raft log in a crash-safe daxlog file.
 //!
 //! * [`LogStore`] implements openraft's `RaftLogStorage` (storage v2) for any type config whose
