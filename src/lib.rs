@@ -71,6 +71,13 @@ pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD}
 pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
 pub use reader::{OwnedEntry, Reader};
 pub use recover::{DamageReport, RecoveryReport, TailState};
+/// The CRC-32C and non-temporal copy kernels, for the `crc` benchmark (`benches/crc.rs`), which
+/// times them alone. Not part of the stable API: they may change or go in any release.
+#[doc(hidden)]
+pub mod kernels {
+    pub use crate::persist::{copy_nt, copy_nt_crc32c, crc32c_append_fast};
+}
+
 /// Deliberate ordering mistakes for the loom model tests (`--cfg loom` builds only).
 #[cfg(loom)]
 pub use sync::mutants as loom_mutants;
