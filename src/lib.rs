@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod atomic_pair;
 pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;
