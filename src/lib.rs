@@ -67,9 +67,9 @@ pub use error::{Error, LockHolder, Result};
 pub use iter::{Entry, Follower, Guard, Iter, OwnedIter, Verified};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};
-pub use media::{Media, Persistence};
+pub use media::Media;
 pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
-pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
+pub use persist::{supported as supported_flush_instructions, Persistence, CACHE_LINE};
 pub use reader::{OwnedEntry, Reader};
 pub use recover::{DamageReport, RecoveryReport, TailState};
 /// The CRC-32C and non-temporal copy kernels, for the `crc` benchmark (`benches/crc.rs`), which

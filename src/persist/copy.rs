@@ -115,9 +115,9 @@ unsafe fn copy_crc_with(kernel: Kernel, dst: *mut u8, src: &[u8], crc: u32) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Persistence;
     use crate::persist::flush::fence;
     use crate::persist::kernel::test_input::{bytes, lengths, SEEDS};
+    use crate::persist::kind::Persistence;
 
     #[test]
     fn copy_nt_copies_every_alignment_and_length() {

@@ -6,7 +6,7 @@
 //! bit 19; Intel SDM vol. 2A, "CPUID"). Stable Rust has no intrinsics for the first two, so
 //! they are emitted with `asm!`.
 
-use crate::media::Persistence;
+use super::kind::Persistence;
 
 /// Bytes in a cache line on every x86-64 CPU (Intel SDM vol. 3A, 11.5.3).
 pub const CACHE_LINE: usize = 64;

@@ -2,7 +2,7 @@
 
 use super::copy::copy_nt;
 use super::flush::{fence, flush_range, supported, CACHE_LINE};
-use crate::media::Persistence;
+use super::kind::Persistence;
 
 /// Bytes of the scratch area [`time_paths`] stores into.
 const SCRATCH: usize = 256 << 10;
