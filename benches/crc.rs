@@ -8,29 +8,14 @@
 //! of `DAXLOG_CRC_RUNS` runs (31 by default) of about 4 MiB of work each; `DAXLOG_CRC_SIZES`
 //! (e.g. `256,65536`) replaces the default sizes.
 //!
-//! The kernels live in a private module of the library, so this file compiles `src/persist.rs`
-//! into itself.
+//! The kernels are private to the library; it hands them to this benchmark through
+//! `daxlog::kernels`, which is not part of its stable API.
 
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-#[allow(dead_code, unused_imports)] // the benchmark uses a few of its functions
-#[path = "../src/persist.rs"]
-mod persist;
-
-/// What `persist` needs from the library: its flush modes (the library's own enum is
-/// `#[non_exhaustive]`, so `persist`'s matches on it only compile inside the library).
-#[allow(dead_code)]
-mod media {
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Persistence {
-        Clwb,
-        ClflushOpt,
-        Clflush,
-        Msync,
-    }
-}
+use daxlog::kernels as persist;
 
 const SIZES: [usize; 5] = [256, 1024, 4096, 65536, 1 << 20];
 const MAP_LEN: usize = 64 << 20;

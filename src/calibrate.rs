@@ -17,8 +17,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::media::Persistence;
-use crate::persist;
+use crate::persist::{self, Persistence};
 
 /// The sizes timed (bytes on media per append).
 pub const SIZES: [usize; 7] = [64, 128, 256, 512, 1024, 2048, 4096];

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod atomic_pair;
 pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -66,11 +67,18 @@ pub use error::{Error, LockHolder, Result};
 pub use iter::{Entry, Follower, Guard, Iter, OwnedIter, Verified};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};
-pub use media::{Media, Persistence};
+pub use media::Media;
 pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
-pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
+pub use persist::{supported as supported_flush_instructions, Persistence, CACHE_LINE};
 pub use reader::{OwnedEntry, Reader};
 pub use recover::{DamageReport, RecoveryReport, TailState};
+/// The CRC-32C and non-temporal copy kernels, for the `crc` benchmark (`benches/crc.rs`), which
+/// times them alone. Not part of the stable API: they may change or go in any release.
+#[doc(hidden)]
+pub mod kernels {
+    pub use crate::persist::{copy_nt, copy_nt_crc32c, crc32c_append_fast};
+}
+
 /// Deliberate ordering mistakes for the loom model tests (`--cfg loom` builds only).
 #[cfg(loom)]
 pub use sync::mutants as loom_mutants;
