@@ -12,6 +12,7 @@ pub const SIZES: &[usize] = &[
     4100,
 ];
 
+/// Single appends of every interesting size, 0 bytes to past the NT threshold.
 pub(crate) fn sizes(r: &mut Runner) {
     let mut s = r.create(5 * 4096);
     for &n in SIZES {
@@ -21,6 +22,7 @@ pub(crate) fn sizes(r: &mut Runner) {
     r.finish(s);
 }
 
+/// Single appends of random sizes at random alignments until the log is full.
 pub(crate) fn sizes_random(r: &mut Runner) {
     let mut s = r.create(4 * 4096);
     loop {
@@ -38,6 +40,7 @@ pub(crate) fn sizes_random(r: &mut Runner) {
     r.finish(s);
 }
 
+/// `append_batch` of 1 to 6 entries, small and large, interleaved with appends.
 pub(crate) fn batch(r: &mut Runner) {
     let mut s = r.create(8 * 4096);
     let shapes: &[&[usize]] = &[
@@ -70,6 +73,7 @@ pub(crate) fn batch(r: &mut Runner) {
     r.finish(s);
 }
 
+/// Appends until `Error::Full`, then filling the log exactly to its last byte.
 pub(crate) fn full(r: &mut Runner) {
     let mut s = r.create(8192);
     // Fill with random appends and batches until one does not fit.
@@ -103,6 +107,7 @@ pub(crate) fn full(r: &mut Runner) {
     r.finish(s);
 }
 
+/// Appends after recovery from random crash images, over several sessions.
 pub(crate) fn reopen(r: &mut Runner) {
     let mut s = r.create(4 * 4096);
     for _ in 0..5 {
@@ -137,6 +142,7 @@ pub(crate) fn reopen(r: &mut Runner) {
     }
 }
 
+/// A writable open repairs a damaged superblock copy: crashes inside the repair.
 pub(crate) fn superblock_repair(r: &mut Runner) {
     let mut s = r.create(3 * 4096);
     for n in [10, 60, 200] {

@@ -39,6 +39,8 @@ pub(crate) fn plans(
         .collect()
 }
 
+/// Two and three appenders in seeded interleavings of their media operations (per-thread
+/// fences), in a plain and in a wrapping log.
 pub(crate) fn concurrent(r: &mut Runner) {
     r.scale_images(1, 8);
     let most = 3;

@@ -4,6 +4,8 @@ use super::concurrent::slot_writes_in_appends;
 use super::reuse::filled;
 use crate::suite::Runner;
 
+/// `Options::tail_hint_every(256)`: hint slot updates during appends, truncations around the
+/// hint, a wrap; recovery with the hint equals a full scan.
 pub(crate) fn tail_hint(r: &mut Runner) {
     r.scale_images(1, 8);
     r.use_tail_hint(256);

@@ -30,6 +30,9 @@ pub(crate) fn filled(r: &mut Runner, cap: usize, lo: usize, hi: usize) -> Option
     r.open(img)
 }
 
+/// `truncate_before` (middle, first, all but one, everything) with crashes inside its slot update
+/// and after it; in a plain and in a wrapped log; across sessions; a `reset` of entries that
+/// end at the end of the file while a reader pins the first.
 pub(crate) fn truncate_head(r: &mut Runner) {
     r.scale_images(1, 4);
     // A plain log: truncations between appends, crashes at every point.
@@ -132,6 +135,8 @@ pub(crate) fn truncate_head(r: &mut Runner) {
     r.finish(s);
 }
 
+/// A full small log, its head truncated, then the first append (or batch) that wraps to the
+/// start of the data area, with the file's end unused or filled exactly.
 pub(crate) fn wrap_first_append(r: &mut Runner) {
     r.scale_images(1, 4);
     let cap = 4 * 4096;
@@ -229,6 +234,8 @@ pub(crate) fn wrap_batch_torn(r: &mut Runner) {
     }
 }
 
+/// After a wrap, new entries end exactly where an old lap's entry begins; crashes that leave
+/// that entry intact at the tail (end marker lost), and appends over it.
 pub(crate) fn old_lap_past_tail(r: &mut Runner) {
     r.scale_images(1, 4);
     let cap = 4 * 4096;
@@ -309,6 +316,8 @@ pub(crate) fn msync_marker_page(r: &mut Runner) {
     r.finish(s);
 }
 
+/// Over 100 wraps of a 16 KiB log: random appends and batches, `truncate_before` whenever Full,
+/// some `truncate_after` and `reset`; sampled crash points.
 pub(crate) fn many_laps(r: &mut Runner) {
     const LAPS: u64 = 100;
     r.scale_images(1, 32);
@@ -376,6 +385,8 @@ pub(crate) fn many_laps(r: &mut Runner) {
     r.finish_sampled(s, Sampling { one_in: 192, full });
 }
 
+/// `truncate_after` (middle, nothing, everything, inside a batch) and `reset`, with crashes at
+/// both barriers; shorter appends over the deleted entries; later sessions.
 pub(crate) fn truncate_suffix(r: &mut Runner) {
     r.scale_images(1, 8);
     let mut s = r.create(4 * 4096);

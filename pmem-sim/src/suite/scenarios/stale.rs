@@ -5,6 +5,7 @@ use daxlog::format::{self, HEADER_LEN, SLOT0_OFFSET, SLOT1_OFFSET};
 
 use crate::suite::{encode_entry, Runner};
 
+/// A torn long entry, then shorter appends over its remains.
 pub(crate) fn torn_shorter(r: &mut Runner) {
     let mut s = r.create(3 * 4096);
     for _ in 0..3 {
@@ -141,6 +142,7 @@ pub(crate) fn forged_payload(r: &mut Runner) {
     }
 }
 
+/// `create_on` over media holding an old log; crashes inside the creation.
 pub(crate) fn reuse(r: &mut Runner) {
     // An old log over two sessions, filling most of the media.
     let mut s = r.create(3 * 4096);
