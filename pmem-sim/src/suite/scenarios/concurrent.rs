@@ -2,7 +2,7 @@
 
 use daxlog::format::{SLOT0_OFFSET, SLOT1_OFFSET};
 
-use super::reuse::filled;
+use super::steps::filled;
 use crate::suite::Event;
 use crate::suite::{EventKind, Runner};
 use crate::Op;

@@ -2,7 +2,7 @@
 //! stores (its LSNs must hold padding), and a barrier that fails (the log must refuse every
 //! later append, and the failed append may or may not survive a crash).
 
-use super::reuse::filled;
+use super::steps::filled;
 use crate::suite::Runner;
 
 /// Guards against an abandoned append wedging the log or breaking recovery: its thread panics

@@ -1,7 +1,7 @@
 //! The tail hint: bounded recovery from a durable entry near the tail.
 
 use super::concurrent::slot_writes_in_appends;
-use super::reuse::filled;
+use super::steps::filled;
 use crate::suite::Runner;
 
 /// `Options::tail_hint_every(256)`: hint slot updates during appends, truncations around the

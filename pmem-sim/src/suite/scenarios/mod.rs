@@ -12,6 +12,7 @@ mod hint;
 mod journal;
 mod reuse;
 mod stale;
+mod steps;
 
 pub use basic::SIZES;
 
