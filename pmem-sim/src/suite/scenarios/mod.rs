@@ -4,6 +4,7 @@ use daxlog::Persistence;
 
 use super::{Runner, Variant};
 use crate::Model;
+use Kind::{Fixed, Hooked, Random};
 
 mod basic;
 mod concurrent;
@@ -30,7 +31,7 @@ pub struct Scenario {
     /// daxlog's `crash_sim`).
     pub needs_hooks: bool,
     /// The scenario.
-    pub run: fn(&mut Runner),
+    pub run: fn(&mut Runner) -> Option<()>,
 }
 
 /// The CLWB and msync variants.
@@ -51,86 +52,71 @@ fn msync_only(v: &Variant) -> bool {
     v.persistence == Persistence::Msync
 }
 
-/// Every scenario, in the order the mutant check tries them after its targets: its name (in test
-/// filters and replay strings), its body (`group::function`: one file per group, and the
-/// function's doc says more), the variants it runs in, and what it exercises. A `random`
-/// scenario draws sizes or contents from its seed (more rounds find more); a `hooked` one needs
-/// the engine's test switches ([`Suite::hooks`](super::Suite::hooks)).
+/// Every scenario, in the order the mutant check tries them after a mutant's targets: its
+/// [`Kind`], its name (in test filters and replay strings), its body (`group::function`: one
+/// file per group, and the function's doc says more), the variants it runs in, and what it
+/// exercises.
 #[rustfmt::skip]
 pub const SCENARIOS: &[Scenario] = &[
-    //     name                    body                                   variants         what it exercises
-    fixed( "sizes",                basic::sizes,                          every_flush,     "single appends of every size around word, line, NT, page"),
-    random("sizes-random",         basic::sizes_random,                   all,             "random sizes at random alignments until the log is full"),
-    fixed( "batch",                basic::batch,                          every_flush,     "append_batch of 1 to 6 entries, small and large; padding"),
-    random("full",                 basic::full,                           every_flush,     "appends until Full, then an entry to the last byte"),
-    random("reopen",               basic::reopen,                         all,             "sessions from random crash images of the previous one"),
-    fixed( "superblock-repair",    basic::superblock_repair,              strict_or_msync, "crashes inside the repair of a damaged superblock copy"),
-    fixed( "torn-shorter",         stale::torn_shorter,                   all,             "shorter appends over a torn long entry's remains"),
-    fixed( "stale-batch",          stale::stale_batch,                    all,             "a tail that lands on a torn batch's whole later entry"),
-    fixed( "forged-payload",       stale::forged_payload,                 all,             "payloads holding encoded entries, acknowledged and torn"),
-    fixed( "wipe-revival",         stale::wipe_revival,                   strict_or_msync, "a crash in the wipe of an append torn in a zero word"),
-    fixed( "reuse",                stale::reuse,                          strict_or_msync, "create_on over media holding an old log"),
-    random("truncate-head",        reuse::truncate_head,                  all,             "truncate_before in a plain and a wrapped log; reset"),
-    random("wrap-first-append",    reuse::wrap_first_append,              all,             "the first append (or batch) that wraps"),
-    fixed( "wrap-batch-torn",      reuse::wrap_batch_torn,                all,             "a wrapped batch torn after its first entries"),
-    fixed( "old-lap-past-tail",    reuse::old_lap_past_tail,              all,             "an earlier lap's valid entry right at the tail"),
-    random("many-laps",            reuse::many_laps,                      all,             "over 100 wraps of random operations; sampled points"),
-    random("truncate-suffix",      reuse::truncate_suffix,                every_flush,     "truncate_after and reset, crashes at both barriers"),
-    fixed( "suffix-revival",       reuse::suffix_revival,                 all,             "a crash between truncate_after's barriers, then a wrap"),
-    fixed( "suffix-all-wrap",      reuse::suffix_all_wrap,                all,             "every entry deleted near the end, then a wrapping append"),
-    random("concurrent",           concurrent::concurrent,                all,             "two and three appenders: plain, wrapping, hinted"),
-    random("tail-hint",            hint::tail_hint,                       all,             "the tail hint through appends, truncations and a wrap"),
-    fixed( "suffix-wrap-suffix",   reuse::suffix_wrap_suffix,             all,             "truncate_after, a wrap, truncate_after above the cut"),
-    random("concurrent-truncate",  concurrent::concurrent_truncate,       all,             "truncations around concurrent phases (CONCURRENT flag)"),
-    random("concurrent-checkpoint",concurrent::truncate_beside_appenders, all,             "truncate_before and reset beside three appenders"),
-    random("concurrent-hint-wrap", concurrent::concurrent_hint_wrap,      all,             "the tail hint with three appenders across the wrap"),
-    random("msync-group-wrap",     concurrent::msync_group_wrap,          msync_only,      "the msync group commit across the wrap"),
-    fixed( "msync-marker-page",    reuse::msync_marker_page,              msync_only,      "an end marker on the next page, over a deleted entry"),
-    random("failed-sync",          faults::failed_sync,                   all,             "a failed barrier: the error, then Poisoned"),
-    random("journal-checkpoint",   journal::journal_checkpoint,           all,             "the metadata_journal example's checkpoint protocol"),
-    hooked("abandoned",            faults::abandoned,                     all,             "appenders that panic between reservation and stores"),
+    // kind     name                     body                                   variants         what it exercises
+    row(Fixed,  "sizes",                 basic::sizes,                          every_flush,     "single appends of every size around word, line, NT, page"),
+    row(Random, "sizes-random",          basic::sizes_random,                   all,             "random sizes at random alignments until the log is full"),
+    row(Fixed,  "batch",                 basic::batch,                          every_flush,     "append_batch of 1 to 6 entries, small and large; padding"),
+    row(Random, "full",                  basic::full,                           every_flush,     "appends until Full, then an entry to the last byte"),
+    row(Random, "reopen",                basic::reopen,                         all,             "sessions from random crash images of the previous one"),
+    row(Fixed,  "superblock-repair",     basic::superblock_repair,              strict_or_msync, "crashes inside the repair of a damaged superblock copy"),
+    row(Fixed,  "torn-shorter",          stale::torn_shorter,                   all,             "shorter appends over a torn long entry's remains"),
+    row(Fixed,  "stale-batch",           stale::stale_batch,                    all,             "a tail that lands on a torn batch's whole later entry"),
+    row(Fixed,  "forged-payload",        stale::forged_payload,                 all,             "payloads holding encoded entries, acknowledged and torn"),
+    row(Fixed,  "wipe-revival",          stale::wipe_revival,                   strict_or_msync, "a crash in the wipe of an append torn in a zero word"),
+    row(Fixed,  "reuse",                 stale::reuse,                          strict_or_msync, "create_on over media holding an old log"),
+    row(Random, "truncate-head",         reuse::truncate_head,                  all,             "truncate_before in a plain and a wrapped log; reset"),
+    row(Random, "wrap-first-append",     reuse::wrap_first_append,              all,             "the first append (or batch) that wraps"),
+    row(Fixed,  "wrap-batch-torn",       reuse::wrap_batch_torn,                all,             "a wrapped batch torn after its first entries"),
+    row(Fixed,  "old-lap-past-tail",     reuse::old_lap_past_tail,              all,             "an earlier lap's valid entry right at the tail"),
+    row(Random, "many-laps",             reuse::many_laps,                      all,             "over 100 wraps of random operations; sampled points"),
+    row(Random, "truncate-suffix",       reuse::truncate_suffix,                every_flush,     "truncate_after and reset, crashes at both barriers"),
+    row(Fixed,  "suffix-revival",        reuse::suffix_revival,                 all,             "a crash between truncate_after's barriers, then a wrap"),
+    row(Fixed,  "suffix-all-wrap",       reuse::suffix_all_wrap,                all,             "every entry deleted near the end, then a wrapping append"),
+    row(Random, "concurrent",            concurrent::concurrent,                all,             "two and three appenders: plain, wrapping, hinted"),
+    row(Random, "tail-hint",             hint::tail_hint,                       all,             "the tail hint through appends, truncations and a wrap"),
+    row(Fixed,  "suffix-wrap-suffix",    reuse::suffix_wrap_suffix,             all,             "truncate_after, a wrap, truncate_after above the cut"),
+    row(Random, "concurrent-truncate",   concurrent::concurrent_truncate,       all,             "truncations around concurrent phases (CONCURRENT flag)"),
+    row(Random, "concurrent-checkpoint", concurrent::truncate_beside_appenders, all,             "truncate_before and reset beside three appenders"),
+    row(Random, "concurrent-hint-wrap",  concurrent::concurrent_hint_wrap,      all,             "the tail hint with three appenders across the wrap"),
+    row(Random, "msync-group-wrap",      concurrent::msync_group_wrap,          msync_only,      "the msync group commit across the wrap"),
+    row(Fixed,  "msync-marker-page",     reuse::msync_marker_page,              msync_only,      "an end marker on the next page, over a deleted entry"),
+    row(Random, "failed-sync",           faults::failed_sync,                   all,             "a failed barrier: the error, then Poisoned"),
+    row(Random, "journal-checkpoint",    journal::journal_checkpoint,           all,             "the metadata_journal example's checkpoint protocol"),
+    row(Hooked, "abandoned",             faults::abandoned,                     all,             "appenders that panic between reservation and stores"),
 ];
 
-/// A scenario that draws nothing from its seed: one round.
-const fn fixed(
+/// How a scenario is run.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Draws nothing from its seed: one round.
+    Fixed,
+    /// Draws sizes or contents from its seed: [`Suite::rounds`](super::Suite::rounds) rounds.
+    Random,
+    /// Fixed, and needs the engine's test switches ([`Suite::hooks`](super::Suite::hooks)).
+    Hooked,
+}
+
+/// A row of [`SCENARIOS`].
+const fn row(
+    kind: Kind,
     name: &'static str,
-    run: fn(&mut Runner),
+    run: fn(&mut Runner) -> Option<()>,
     variants: fn(&Variant) -> bool,
     about: &'static str,
 ) -> Scenario {
     Scenario {
         name,
         about,
-        random: false,
+        random: matches!(kind, Kind::Random),
         variants,
-        needs_hooks: false,
+        needs_hooks: matches!(kind, Kind::Hooked),
         run,
-    }
-}
-
-/// A scenario that draws sizes or contents from its seed: [`Suite::rounds`](super::Suite::rounds) rounds.
-const fn random(
-    name: &'static str,
-    run: fn(&mut Runner),
-    variants: fn(&Variant) -> bool,
-    about: &'static str,
-) -> Scenario {
-    Scenario {
-        random: true,
-        ..fixed(name, run, variants, about)
-    }
-}
-
-/// A fixed scenario that needs the engine's test switches ([`Suite::hooks`](super::Suite::hooks)).
-const fn hooked(
-    name: &'static str,
-    run: fn(&mut Runner),
-    variants: fn(&Variant) -> bool,
-    about: &'static str,
-) -> Scenario {
-    Scenario {
-        needs_hooks: true,
-        ..fixed(name, run, variants, about)
     }
 }
 

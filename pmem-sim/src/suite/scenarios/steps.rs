@@ -29,3 +29,61 @@ pub(crate) fn filled(r: &mut Runner, cap: usize, lo: usize, hi: usize) -> Option
     let img = r.final_image(si);
     r.open(img)
 }
+
+/// Appends entries with payloads of these sizes, each of which must fit.
+pub(crate) fn appends(r: &mut Runner, s: &mut Session, sizes: &[usize]) {
+    for &n in sizes {
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+}
+
+/// Appends `count` entries with payloads of random sizes in `lo..=hi`, each of which must fit.
+pub(crate) fn random_appends(r: &mut Runner, s: &mut Session, count: usize, lo: usize, hi: usize) {
+    for _ in 0..count {
+        let n = r.rng.range(lo, hi);
+        let p = r.payload(n);
+        s.append(&p).expect("room");
+    }
+}
+
+/// Appends an entry 8 bytes too long for the rest of the file: it wraps to the start of the
+/// data area.
+pub(crate) fn append_wrapping(r: &mut Runner, s: &mut Session) {
+    let t = s.tail();
+    let p = r.payload(s.log().capacity() as usize - t + 8);
+    s.append(&p).expect("room at the start");
+    assert!(s.tail() < t, "the append did not wrap");
+}
+
+/// Truncates the oldest `num / den` of the entries (`truncate_before`).
+pub(crate) fn drop_oldest(s: &mut Session, num: u64, den: u64) {
+    let first = s.first_lsn();
+    let len = s.next_lsn() - first;
+    s.truncate_before(first + len * num / den);
+}
+
+/// Ends the segment; the next one recovers its final image (`None` if that fails, with the
+/// violation recorded).
+pub(crate) fn next_session(r: &mut Runner, s: Session) -> Option<Session> {
+    let si = r.finish(s);
+    let img = r.final_image(si);
+    r.open(img)
+}
+
+/// Ends the segment; the next one recovers its final image, appends an entry of `n` bytes and
+/// ends.
+pub(crate) fn next_session_append(r: &mut Runner, s: Session, n: usize) -> Option<()> {
+    let si = r.finish(s);
+    reopen_append(r, si, n)
+}
+
+/// A session that recovers the final image of segment `si`, appends an entry of `n` bytes and
+/// ends (`None` if the recovery fails, with the violation recorded).
+pub(crate) fn reopen_append(r: &mut Runner, si: usize, n: usize) -> Option<()> {
+    let img = r.final_image(si);
+    let mut s = r.open(img)?;
+    appends(r, &mut s, &[n]);
+    r.finish(s);
+    Some(())
+}
