@@ -2,6 +2,7 @@
 
 use daxlog::format::{HEADER_LEN, SB_BACKUP_OFFSET};
 
+use super::steps::{appends, random_appends};
 use crate::suite::Runner;
 
 /// Payload sizes that cross every boundary: words, the header's line, lines, the default NT
@@ -12,16 +13,18 @@ pub const SIZES: &[usize] = &[
     4100,
 ];
 
-pub(crate) fn sizes(r: &mut Runner) {
+/// Single appends of every interesting size, 0 bytes to past the NT threshold.
+pub(crate) fn sizes(r: &mut Runner) -> Option<()> {
     let mut s = r.create(5 * 4096);
     for &n in SIZES {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
+        appends(r, &mut s, &[n]);
     }
     r.finish(s);
+    Some(())
 }
 
-pub(crate) fn sizes_random(r: &mut Runner) {
+/// Single appends of random sizes at random alignments until the log is full.
+pub(crate) fn sizes_random(r: &mut Runner) -> Option<()> {
     let mut s = r.create(4 * 4096);
     loop {
         let n = match r.rng.below(8) {
@@ -36,9 +39,11 @@ pub(crate) fn sizes_random(r: &mut Runner) {
         }
     }
     r.finish(s);
+    Some(())
 }
 
-pub(crate) fn batch(r: &mut Runner) {
+/// `append_batch` of 1 to 6 entries, small and large, interleaved with appends.
+pub(crate) fn batch(r: &mut Runner) -> Option<()> {
     let mut s = r.create(8 * 4096);
     let shapes: &[&[usize]] = &[
         &[1],
@@ -59,18 +64,18 @@ pub(crate) fn batch(r: &mut Runner) {
     for shape in shapes {
         let b: Vec<Vec<u8>> = shape.iter().map(|&n| r.payload(n)).collect();
         s.batch(&b).expect("room");
-        let p = r.payload(10);
-        s.append(&p).expect("room");
+        appends(r, &mut s, &[10]);
     }
     // `append_padding`: LSNs taken by padding entries, one group with one barrier.
     s.padding(3).expect("room");
-    let p = r.payload(10);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[10]);
     s.padding(1).expect("room");
     r.finish(s);
+    Some(())
 }
 
-pub(crate) fn full(r: &mut Runner) {
+/// Appends until `Error::Full`, then filling the log exactly to its last byte.
+pub(crate) fn full(r: &mut Runner) -> Option<()> {
     let mut s = r.create(8192);
     // Fill with random appends and batches until one does not fit.
     loop {
@@ -101,22 +106,20 @@ pub(crate) fn full(r: &mut Runner) {
     assert!(s.append(b"").is_none());
     assert!(s.batch(&[vec![1], vec![2]]).is_none());
     r.finish(s);
+    Some(())
 }
 
-pub(crate) fn reopen(r: &mut Runner) {
+/// Appends after recovery from random crash images, over several sessions.
+pub(crate) fn reopen(r: &mut Runner) -> Option<()> {
     let mut s = r.create(4 * 4096);
-    for _ in 0..5 {
-        let n = r.rng.range(0, 300);
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    random_appends(r, &mut s, 5, 0, 300);
     let mut si = r.finish(s);
     for _ in 0..4 {
         if r.stopped() {
-            return;
+            return Some(());
         }
         let img = r.random_image(si);
-        let Some(mut s) = r.open(img) else { return };
+        let mut s = r.open(img)?;
         for _ in 0..r.rng.range(0, 3) {
             let n = r.rng.range(0, 200);
             let p = r.payload(n);
@@ -135,21 +138,20 @@ pub(crate) fn reopen(r: &mut Runner) {
         }
         si = r.finish(s);
     }
+    Some(())
 }
 
-pub(crate) fn superblock_repair(r: &mut Runner) {
+/// A writable open repairs a damaged superblock copy: crashes inside the repair.
+pub(crate) fn superblock_repair(r: &mut Runner) -> Option<()> {
     let mut s = r.create(3 * 4096);
-    for n in [10, 60, 200] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[10, 60, 200]);
     let si = r.finish_unchecked(s);
     let entries = r.segment(si).all_entries();
     let clean = r.final_image(si);
     for damaged in [20, SB_BACKUP_OFFSET + 40] {
         let mut img = clean.clone();
         img[damaged] ^= 0x40;
-        let Some(mut s) = r.open(img) else { return };
+        let mut s = r.open(img)?;
         let base: Vec<Vec<u8>> = s.seg.base.iter().map(|b| b.payload.clone()).collect();
         if base != entries {
             r.record(format!(
@@ -159,8 +161,8 @@ pub(crate) fn superblock_repair(r: &mut Runner) {
                 entries.len()
             ));
         }
-        let p = r.payload(30);
-        s.append(&p).expect("room");
+        appends(r, &mut s, &[30]);
         r.finish(s);
     }
+    Some(())
 }

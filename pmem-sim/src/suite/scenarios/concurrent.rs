@@ -2,7 +2,7 @@
 
 use daxlog::format::{SLOT0_OFFSET, SLOT1_OFFSET};
 
-use super::reuse::filled;
+use super::steps::{appends, drop_oldest, filled, reopen_append};
 use crate::suite::Event;
 use crate::suite::{EventKind, Runner};
 use crate::Op;
@@ -39,29 +39,25 @@ pub(crate) fn plans(
         .collect()
 }
 
-pub(crate) fn concurrent(r: &mut Runner) {
+/// Two and three appenders in seeded interleavings of their media operations (per-thread
+/// fences), in a plain and in a wrapping log.
+pub(crate) fn concurrent(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 8);
     let most = 3;
     for threads in [2, most] {
         let mut s = r.create(4 * 4096);
-        let p = r.payload(20);
-        s.append(&p).expect("room");
+        appends(r, &mut s, &[20]);
         let work = plans(r, threads, 3, 400);
         let seed = r.rng.next_u64();
         let stick = [0, 64, 160][r.rng.below(3) as usize];
         s.concurrent(&work, seed, stick);
-        let p = r.payload(10);
-        s.append(&p).expect("room");
+        appends(r, &mut s, &[10]);
         let si = r.finish(s);
         count_overlaps(r, si);
     }
     // Wrapping: the appenders' reservations reach the end of the file and go on at the start.
-    let Some(mut s) = filled(r, 4 * 4096, 30, 300) else {
-        return;
-    };
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len / 2);
+    let mut s = filled(r, 4 * 4096, 30, 300)?;
+    drop_oldest(&mut s, 1, 2);
     let work = plans(r, most, 2, 600);
     let seed = r.rng.next_u64();
     s.concurrent(&work, seed, 64);
@@ -77,6 +73,7 @@ pub(crate) fn concurrent(r: &mut Runner) {
     count_overlaps(r, si);
     let n = slot_writes_in_appends(r, si);
     r.count("slot updates inside concurrent appends (hints, flag)", n);
+    Some(())
 }
 
 /// Slot updates made inside the appends of segment `si` (tail hints, the `CONCURRENT` flag).
@@ -126,57 +123,38 @@ pub(crate) fn count_overlaps(r: &mut Runner, si: usize) {
 /// reopened log (end markers needed), then `truncate_before` (the slot keeps the flag),
 /// appends, `truncate_after` (a new epoch, the flag cleared), appends, a second concurrent
 /// phase and a truncation after it; later sessions.
-pub(crate) fn concurrent_truncate(r: &mut Runner) {
+pub(crate) fn concurrent_truncate(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 8);
-    let Some(mut s) = filled(r, 4 * 4096, 30, 200) else {
-        return;
-    };
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len * 2 / 3);
+    let mut s = filled(r, 4 * 4096, 30, 200)?;
+    drop_oldest(&mut s, 2, 3);
     let work = plans(r, 3, 2, 300);
     let seed = r.rng.next_u64();
     s.concurrent(&work, seed, 64);
     let first = s.first_lsn();
     s.truncate_before(first + 3);
-    for n in [20, 150] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[20, 150]);
     let next = s.next_lsn();
     s.truncate_after(next - 4);
-    let p = r.payload(60);
-    s.append(&p).expect("room");
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len / 2);
+    appends(r, &mut s, &[60]);
+    drop_oldest(&mut s, 1, 2);
     let work = plans(r, 3, 2, 250);
     let seed = r.rng.next_u64();
     s.concurrent(&work, seed, 0);
     let next = s.next_lsn();
     s.truncate_after(next - 2);
-    let p = r.payload(33);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[33]);
     let si = r.finish(s);
     count_overlaps(r, si);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(7);
-    s.append(&p).expect("room");
-    r.finish(s);
+    reopen_append(r, si, 7)
 }
 
 /// Prefix truncations beside concurrent appenders (a fourth thread in the interleaving), in
 /// a small log the appenders wrap around: each crash image holds the acknowledged entries
 /// from the last acknowledged truncation on, or from one in flight.
-pub(crate) fn truncate_beside_appenders(r: &mut Runner) {
+pub(crate) fn truncate_beside_appenders(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 8);
-    let Some(mut s) = filled(r, 4 * 4096, 30, 200) else {
-        return;
-    };
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len * 3 / 4);
+    let mut s = filled(r, 4 * 4096, 30, 200)?;
+    drop_oldest(&mut s, 3, 4);
     for stick in [0, 64] {
         let work = plans(r, 3, 3, 250);
         let seed = r.rng.next_u64();
@@ -216,57 +194,44 @@ pub(crate) fn truncate_beside_appenders(r: &mut Runner) {
         "points inside a truncation with an append in flight",
         beside as u64,
     );
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(9);
-    s.append(&p).expect("room");
-    r.finish(s);
+    reopen_append(r, si, 9)
 }
 
 /// The tail hint under concurrency across a wrap: three appenders (whichever publishes writes
 /// the hint slot, and hints stop once the appends wrap) in a log whose head was truncated, so
 /// that their reservations reach the end of the file and go on at the start; later sessions
 /// recover from the hint.
-pub(crate) fn concurrent_hint_wrap(r: &mut Runner) {
+pub(crate) fn concurrent_hint_wrap(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 8);
     r.use_tail_hint(128);
-    let Some(mut s) = filled(r, 4 * 4096, 30, 300) else {
-        return;
-    };
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len / 2);
+    let mut s = filled(r, 4 * 4096, 30, 300)?;
+    drop_oldest(&mut s, 1, 2);
     let work = plans(r, 3, 3, 400);
     let seed = r.rng.next_u64();
     s.concurrent(&work, seed, 64);
-    let p = r.payload(40);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[40]);
     let si = r.finish(s);
     count_overlaps(r, si);
     let n = slot_writes_in_appends(r, si);
     r.count("hint slot updates inside concurrent appends", n);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
+    let mut s = r.open(r.final_image(si))?;
     let work = plans(r, 2, 2, 200);
     let seed = r.rng.next_u64();
     s.concurrent(&work, seed, 0);
     r.finish(s);
+    Some(())
 }
 
 /// The msync group commit with three appenders around the wrap: small appends into a log
 /// whose tail is near the end of the file, so that the reservations one `msync` group covers
 /// lie on both sides of the wrap (one sync per contiguous run). msync configurations only.
-pub(crate) fn msync_group_wrap(r: &mut Runner) {
+pub(crate) fn msync_group_wrap(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 4);
     for round in 0..4 {
         // Large entries up to the end: a few hundred bytes are left there, so that the first
         // small appends fit before the end of the file and the later ones wrap.
-        let Some(mut s) = filled(r, 4 * 4096, 400, 600) else {
-            return;
-        };
-        let first = s.first_lsn();
-        let len = s.next_lsn() - first;
-        s.truncate_before(first + len * 3 / 4);
+        let mut s = filled(r, 4 * 4096, 400, 600)?;
+        drop_oldest(&mut s, 3, 4);
         let work = plans(r, 3, 3, 220);
         let seed = r.rng.next_u64();
         s.concurrent(&work, seed, [0, 96, 0, 32][round]);
@@ -277,6 +242,7 @@ pub(crate) fn msync_group_wrap(r: &mut Runner) {
             wrapped_syncs(r, si),
         );
     }
+    Some(())
 }
 
 /// In segment `si`, how often a thread synced a range at the start of the data area right

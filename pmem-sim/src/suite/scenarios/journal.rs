@@ -121,7 +121,7 @@ fn checkpoint(
 /// small log that wraps; at every crash image the state rebuilt from the durable snapshot and
 /// the journal must be the state after the operations the log holds (and a journal that
 /// starts after the snapshot's LSN is a violation). Two sessions.
-pub(crate) fn journal_checkpoint(r: &mut Runner) {
+pub(crate) fn journal_checkpoint(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 4);
     let tl = Rc::new(RefCell::new(Timeline::default()));
     let check = Rc::clone(&tl);
@@ -159,8 +159,9 @@ pub(crate) fn journal_checkpoint(r: &mut Runner) {
         }
         let si = r.finish(s);
         let img = r.final_image(si);
-        let Some(next) = r.open(img) else { return };
+        let next = r.open(img)?;
         s = next;
     }
     r.finish(s);
+    Some(())
 }

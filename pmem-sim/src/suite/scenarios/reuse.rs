@@ -2,76 +2,41 @@
 
 use daxlog::format::{self, DATA_OFFSET, HEADER_LEN};
 
+use super::steps::{
+    append_wrapping, appends, drop_oldest, filled, next_session, next_session_append,
+    random_appends,
+};
 use crate::suite::{Runner, Sampling, Session};
 
-/// Appends random entries (payloads of `lo..=hi` bytes) while one fits at the tail without
-/// wrapping; returns how many.
-pub(crate) fn fill_to_end(r: &mut Runner, s: &mut Session, lo: usize, hi: usize) -> usize {
-    let cap = s.log().capacity() as usize;
-    let mut k = 0;
-    loop {
-        let n = r.rng.range(lo, hi);
-        if s.tail() + format::entry_len(n) > cap {
-            return k;
-        }
-        let p = r.payload(n);
-        s.append(&p).expect("room at the tail");
-        k += 1;
-    }
-}
-
-/// A log of `cap` bytes filled to (near) its end, in an unchecked setup segment; returns the
-/// session that reopens it (the open's crashes are checked with the rest of the segment).
-pub(crate) fn filled(r: &mut Runner, cap: usize, lo: usize, hi: usize) -> Option<Session> {
-    let mut s = r.create(cap);
-    fill_to_end(r, &mut s, lo, hi);
-    let si = r.finish_unchecked(s);
-    let img = r.final_image(si);
-    r.open(img)
-}
-
-pub(crate) fn truncate_head(r: &mut Runner) {
+/// `truncate_before` (middle, first, all but one, everything) with crashes inside its slot update
+/// and after it; in a plain and in a wrapped log; across sessions; a `reset` of entries that
+/// end at the end of the file while a reader pins the first.
+pub(crate) fn truncate_head(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 4);
     // A plain log: truncations between appends, crashes at every point.
     let mut s = r.create(4 * 4096);
-    for _ in 0..6 {
-        let n = r.rng.range(0, 200);
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    random_appends(r, &mut s, 6, 0, 200);
     s.truncate_before(3);
-    let p = r.payload(40);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[40]);
     s.truncate_before(3); // at the first LSN: changes nothing, writes nothing
     let all_but_one = s.next_lsn() - 1;
     s.truncate_before(all_but_one);
-    let p = r.payload(300);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[300]);
     let b = vec![r.payload(20), r.payload(9)];
     s.batch(&b).expect("room");
     let next = s.next_lsn();
     s.truncate_before(next); // everything
-    for n in [10, 250] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
-    let si = r.finish(s);
+    appends(r, &mut s, &[10, 250]);
     // The next session truncates what the first left, then appends.
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
+    let mut s = next_session(r, s)?;
     let first = s.first_lsn();
     s.truncate_before(first + 1);
-    let p = r.payload(70);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[70]);
     r.finish(s);
 
     // A wrapped log: truncations in its first part and into its second part.
-    let Some(mut s) = filled(r, 4 * 4096, 20, 300) else {
-        return;
-    };
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len / 2);
+    let mut s = filled(r, 4 * 4096, 20, 300)?;
+    drop_oldest(&mut s, 1, 2);
     let cap = s.log().capacity() as usize;
     // Appends until one wraps, and one more.
     let mut wrapped = None;
@@ -89,20 +54,13 @@ pub(crate) fn truncate_head(r: &mut Runner) {
     let Some(w) = wrapped else {
         panic!("the log did not wrap")
     };
-    let p = r.payload(30);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[30]);
     // A head in the first part, then in the second (which ends the wrap).
     let first = s.first_lsn();
     s.truncate_before(first + 1);
     s.truncate_before(w);
-    let p = r.payload(120);
-    s.append(&p).expect("room");
-    let si = r.finish(s);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(5);
-    s.append(&p).expect("room");
-    r.finish(s);
+    appends(r, &mut s, &[120]);
+    next_session_append(r, s, 5)?;
 
     // The entries end exactly at the end of the file, and a reader pins the first one while
     // everything is truncated: the head is the end of the file (the slot names the start of
@@ -120,25 +78,17 @@ pub(crate) fn truncate_head(r: &mut Runner) {
         s.append(&p).expect("room before the end of the file");
     }
     s.reset_pinned();
-    for n in [10, 250] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
-    let si = r.finish(s);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(40);
-    s.append(&p).expect("room");
-    r.finish(s);
+    appends(r, &mut s, &[10, 250]);
+    next_session_append(r, s, 40)
 }
 
-pub(crate) fn wrap_first_append(r: &mut Runner) {
+/// A full small log, its head truncated, then the first append (or batch) that wraps to the
+/// start of the data area, with the file's end unused or filled exactly.
+pub(crate) fn wrap_first_append(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 4);
     let cap = 4 * 4096;
     for exact in [false, true] {
-        let Some(mut s) = filled(r, cap, 0, 300) else {
-            return;
-        };
+        let mut s = filled(r, cap, 0, 300)?;
         if exact {
             // Fill the file to its last byte: the tail is the end of the file.
             let left = cap - s.tail();
@@ -147,9 +97,7 @@ pub(crate) fn wrap_first_append(r: &mut Runner) {
                 s.append(&p).expect("an entry that fills the file exactly");
             }
         }
-        let first = s.first_lsn();
-        let len = s.next_lsn() - first;
-        s.truncate_before(first + len / 3);
+        drop_oldest(&mut s, 1, 3);
         // The first append that wraps: too long for the rest of the file, short enough for the
         // freed space; a batch in one round of two.
         let head = s.head();
@@ -168,17 +116,10 @@ pub(crate) fn wrap_first_append(r: &mut Runner) {
             s.append(&p).expect("room at the start");
         }
         assert!(s.tail() < t, "the append did not wrap");
-        for n in [0, 90] {
-            let p = r.payload(n);
-            s.append(&p).expect("room");
-        }
-        let si = r.finish(s);
-        let img = r.final_image(si);
-        let Some(mut s) = r.open(img) else { return };
-        let p = r.payload(17);
-        s.append(&p).expect("room");
-        r.finish(s);
+        appends(r, &mut s, &[0, 90]);
+        next_session_append(r, s, 17)?;
     }
+    Some(())
 }
 
 /// Guards against recovery miscounting (and not wiping) the remains of a batch that wrapped to
@@ -189,15 +130,11 @@ pub(crate) fn wrap_first_append(r: &mut Runner) {
 /// near 2^64 and the wipe skipped them, so every later open reported the same torn tail.)
 /// The torn entry is the second of two, then the third of three; the next sessions append
 /// over the remains and wrap again.
-pub(crate) fn wrap_batch_torn(r: &mut Runner) {
+pub(crate) fn wrap_batch_torn(r: &mut Runner) -> Option<()> {
     let cap = 4 * 4096;
     for k in [2usize, 3] {
-        let Some(mut s) = filled(r, cap, 40, 300) else {
-            return;
-        };
-        let first = s.first_lsn();
-        let len = s.next_lsn() - first;
-        s.truncate_before(first + len / 2);
+        let mut s = filled(r, cap, 40, 300)?;
+        drop_oldest(&mut s, 1, 2);
         // A batch too long for the rest of the file: it goes to the start of the data area.
         let rest = cap - s.tail();
         let sizes: Vec<usize> = (0..k)
@@ -215,29 +152,22 @@ pub(crate) fn wrap_batch_torn(r: &mut Runner) {
         let at = r.point_after_stores(si, ev);
         let torn = offs[k - 1];
         let img = r.image_without(si, at, &[torn..torn + 8]);
-        let Some(mut s) = r.open(img) else { return };
-        for n in [10, 200] {
-            let p = r.payload(n);
-            s.append(&p).expect("room");
-        }
-        let si = r.finish(s);
-        let img = r.final_image(si);
-        let Some(mut s) = r.open(img) else { return };
-        let p = r.payload(30);
-        s.append(&p).expect("room");
-        r.finish(s);
+        let mut s = r.open(img)?;
+        appends(r, &mut s, &[10, 200]);
+        next_session_append(r, s, 30)?;
     }
+    Some(())
 }
 
-pub(crate) fn old_lap_past_tail(r: &mut Runner) {
+/// After a wrap, new entries end exactly where an old lap's entry begins; crashes that leave
+/// that entry intact at the tail (end marker lost), and appends over it.
+pub(crate) fn old_lap_past_tail(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 4);
     let cap = 4 * 4096;
     const N: usize = 56; // 80 bytes on media
     let len = format::entry_len(N);
     // Lap 1: entries of one size from the start of the data area to the end of the file.
-    let Some(mut s) = filled(r, cap, N, N) else {
-        return;
-    };
+    let mut s = filled(r, cap, N, N)?;
     let first = s.first_lsn();
     s.truncate_before(first + 40);
     // Lap 2 at the same offsets: each new entry ends where an entry of lap 1 begins.
@@ -253,19 +183,11 @@ pub(crate) fn old_lap_past_tail(r: &mut Runner) {
     let m = DATA_OFFSET + 3 * len;
     let at = r.point_before_last_drain(si, ev);
     let img = r.image_without(si, at, &[m..m + 8]);
-    let Some(mut s) = r.open(img) else { return };
+    let mut s = r.open(img)?;
     assert_eq!(s.tail(), m);
     // Appends over it: as long as it, shorter, longer.
-    for n in [N, N - 16, N + 40] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
-    let si = r.finish(s);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(N);
-    s.append(&p).expect("room");
-    r.finish(s);
+    appends(r, &mut s, &[N, N - 16, N + 40]);
+    next_session_append(r, s, N)
 }
 
 /// msync mode: an append that ends exactly on a page boundary, so that its end marker is the
@@ -273,43 +195,37 @@ pub(crate) fn old_lap_past_tail(r: &mut Runner) {
 /// again if that page were not synced with the append: a deleted entry whose LSN is the next
 /// one, left behind when that LSN's new entry wraps, and accepted without the epoch rule once
 /// a later `truncate_after` moves the cut above it.
-pub(crate) fn msync_marker_page(r: &mut Runner) {
+pub(crate) fn msync_marker_page(r: &mut Runner) -> Option<()> {
     const PAGE: usize = 4096;
     let page_entry = PAGE - HEADER_LEN; // payload of an entry of exactly one page
     let mut s = r.create(5 * PAGE);
     let first = s.first_lsn();
-    for _ in 0..3 {
-        let p = r.payload(page_entry);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[page_entry; 3]);
     // The old entry (LSN first + 3) that the marker will sit on, at the start of a page.
     assert_eq!(s.tail(), DATA_OFFSET + 3 * PAGE);
-    for n in [104, 200] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[104, 200]);
     s.truncate_before(first + 1);
     s.truncate_after(first + 1);
     // Its replacement of one page ends where the old entry begins: the marker is the first word
     // of the next page.
-    let p = r.payload(page_entry);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[page_entry]);
     assert_eq!(s.tail(), DATA_OFFSET + 3 * PAGE);
     s.truncate_before(first + 2);
     // The next LSN's entry does not fit before the end of the file: it wraps.
     let p = r.payload(PAGE - 16);
     s.append(&p).expect("room at the start");
     assert!(s.tail() < DATA_OFFSET + 3 * PAGE, "the append did not wrap");
-    let p = r.payload(8);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[8]);
     // The cut moves above the old entry's LSN.
     s.truncate_after(first + 3);
-    let p = r.payload(8);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[8]);
     r.finish(s);
+    Some(())
 }
 
-pub(crate) fn many_laps(r: &mut Runner) {
+/// Over 100 wraps of a 16 KiB log: random appends and batches, `truncate_before` whenever Full,
+/// some `truncate_after` and `reset`; sampled crash points.
+pub(crate) fn many_laps(r: &mut Runner) -> Option<()> {
     const LAPS: u64 = 100;
     r.scale_images(1, 32);
     let cap = 4 * 4096;
@@ -374,68 +290,42 @@ pub(crate) fn many_laps(r: &mut Runner) {
     r.count("wraps", wraps);
     r.count("operations", ops);
     r.finish_sampled(s, Sampling { one_in: 192, full });
+    Some(())
 }
 
-pub(crate) fn truncate_suffix(r: &mut Runner) {
+/// `truncate_after` (middle, nothing, everything, inside a batch) and `reset`, with crashes at
+/// both barriers; shorter appends over the deleted entries; later sessions.
+pub(crate) fn truncate_suffix(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 8);
     let mut s = r.create(4 * 4096);
-    for _ in 0..6 {
-        let n = r.rng.range(0, 200);
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    random_appends(r, &mut s, 6, 0, 200);
     let b = vec![r.payload(30), r.payload(0), r.payload(77)];
     s.batch(&b).expect("room");
     s.truncate_after(4);
     // Shorter entries over the deleted ones.
-    for n in [10, 0, 30] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[10, 0, 30]);
     let last = s.next_lsn() - 1;
     s.truncate_after(last); // nothing
     let b = vec![r.payload(8), r.payload(8), r.payload(8)];
     let lsns = s.batch(&b).expect("room");
     s.truncate_after(lsns.start); // inside the batch
-    let p = r.payload(50);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[50]);
     let first = s.first_lsn();
     s.truncate_after(first - 1); // everything
-    for n in [3, 150] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[3, 150]);
     s.reset();
-    for n in [12, 40] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
-    let si = r.finish(s);
+    appends(r, &mut s, &[12, 40]);
     // Later sessions: the deleted entries never come back.
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    for n in [5, 60] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    let mut s = next_session(r, s)?;
+    appends(r, &mut s, &[5, 60]);
     let next = s.next_lsn();
     s.truncate_after(next - 2);
-    let p = r.payload(1);
-    s.append(&p).expect("room");
-    let si = r.finish(s);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(2);
-    s.append(&p).expect("room");
-    r.finish(s);
+    appends(r, &mut s, &[1]);
+    next_session_append(r, s, 2)?;
 
     // In a wrapped log: a suffix in the second part, then one reaching into the first.
-    let Some(mut s) = filled(r, 4 * 4096, 20, 250) else {
-        return;
-    };
-    let first = s.first_lsn();
-    let len = s.next_lsn() - first;
-    s.truncate_before(first + len / 2);
+    let mut s = filled(r, 4 * 4096, 20, 250)?;
+    drop_oldest(&mut s, 1, 2);
     let boundary = loop {
         let n = r.rng.range(50, 300);
         let p = r.payload(n);
@@ -445,17 +335,13 @@ pub(crate) fn truncate_suffix(r: &mut Runner) {
             break lsn;
         }
     };
-    for n in [20, 40] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
+    appends(r, &mut s, &[20, 40]);
     s.truncate_after(boundary);
-    let p = r.payload(9);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[9]);
     s.truncate_after(boundary - 2);
-    let p = r.payload(33);
-    s.append(&p).expect("room");
+    appends(r, &mut s, &[33]);
     r.finish(s);
+    Some(())
 }
 
 /// `truncate_after(k)` destroys the first deleted header with a second barrier, after its slot
@@ -464,38 +350,19 @@ pub(crate) fn truncate_suffix(r: &mut Runner) {
 /// clean end there and leaves it. The next session's first entry does not fit before the end
 /// of the file and wraps; a `truncate_after(k + 1)` then moves the cut above the old entry's
 /// LSN, and nothing must make the old entry `k + 1` part of the log again.
-pub(crate) fn suffix_revival(r: &mut Runner) {
-    let cap = 4 * 4096;
-    const N: usize = 76; // 104 bytes on media
-    let Some(mut s) = filled(r, cap, N, N) else {
-        return;
-    };
-    let first = s.first_lsn();
-    s.truncate_before(first + 30);
-    let k = s.next_lsn() - 4;
-    s.truncate_after(k);
-    let d = s.tail();
+pub(crate) fn suffix_revival(r: &mut Runner) -> Option<()> {
+    let (s, k, d) = suffix_cut(r)?;
     let ev = s.events().len() - 1;
     let si = r.finish(s);
     let at = r.point_before_last_drain(si, ev);
     let img = r.image_without(si, at, &[d..d + 8]);
-    let Some(mut s) = r.open(img) else { return };
+    let mut s = r.open(img)?;
     assert_eq!(s.tail(), d);
-    // Too long for the rest of the file: it goes to the start of the data area.
-    let p = r.payload(cap - d + 8);
-    s.append(&p).expect("room at the start");
-    assert!(s.tail() < d, "the append did not wrap");
-    let p = r.payload(16);
-    s.append(&p).expect("room");
+    append_wrapping(r, &mut s);
+    appends(r, &mut s, &[16]);
     s.truncate_after(k + 1);
-    let p = r.payload(24);
-    s.append(&p).expect("room");
-    let si = r.finish(s);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(8);
-    s.append(&p).expect("room");
-    r.finish(s);
+    appends(r, &mut s, &[24]);
+    next_session_append(r, s, 8)
 }
 
 /// Guards against a deleted suffix coming back within one session: `truncate_after(k)`, an
@@ -503,54 +370,43 @@ pub(crate) fn suffix_revival(r: &mut Runner) {
 /// the data area), then `truncate_after(k + 1)`, which moves the cut above the old entry
 /// `k + 1` still lying at the tail before the wrap. Its header must have been destroyed, or the
 /// scan would take it for the new entry `k + 1` (the epoch rule no longer applies to it).
-pub(crate) fn suffix_wrap_suffix(r: &mut Runner) {
+pub(crate) fn suffix_wrap_suffix(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 4);
-    let cap = 4 * 4096;
-    const N: usize = 76; // 104 bytes on media
-    let Some(mut s) = filled(r, cap, N, N) else {
-        return;
-    };
+    let (mut s, k, _) = suffix_cut(r)?;
+    append_wrapping(r, &mut s);
+    appends(r, &mut s, &[16]);
+    s.truncate_after(k + 1);
+    appends(r, &mut s, &[24, SUFFIX_ENTRY]);
+    next_session_append(r, s, 8)
+}
+
+/// Payload of the entries of [`suffix_cut`]: 104 bytes on media.
+const SUFFIX_ENTRY: usize = 76;
+
+/// A 16 KiB log filled with entries of one size, its 30 oldest truncated, then
+/// `truncate_after(k)` with `k` four below the next LSN. Returns the session, `k` and the tail
+/// (where the deleted entry `k + 1` begins).
+fn suffix_cut(r: &mut Runner) -> Option<(Session, u64, usize)> {
+    let mut s = filled(r, 4 * 4096, SUFFIX_ENTRY, SUFFIX_ENTRY)?;
     let first = s.first_lsn();
     s.truncate_before(first + 30);
     let k = s.next_lsn() - 4;
     s.truncate_after(k);
     let d = s.tail();
-    // Too long for the rest of the file: it goes to the start of the data area.
-    let p = r.payload(cap - d + 8);
-    s.append(&p).expect("room at the start");
-    assert!(s.tail() < d, "the append did not wrap");
-    let p = r.payload(16);
-    s.append(&p).expect("room");
-    s.truncate_after(k + 1);
-    for n in [24, N] {
-        let p = r.payload(n);
-        s.append(&p).expect("room");
-    }
-    let si = r.finish(s);
-    let img = r.final_image(si);
-    let Some(mut s) = r.open(img) else { return };
-    let p = r.payload(8);
-    s.append(&p).expect("room");
-    r.finish(s);
+    Some((s, k, d))
 }
 
 /// `truncate_after(first - 1)` deletes every entry: head and tail stay at the old head, near
 /// the end of the file. The next append does not fit there and wraps to the start of the data
 /// area, so the entries before the wrap point are none at all.
-pub(crate) fn suffix_all_wrap(r: &mut Runner) {
-    let cap = 4 * 4096;
-    let Some(mut s) = filled(r, cap, 900, 900) else {
-        return;
-    };
+pub(crate) fn suffix_all_wrap(r: &mut Runner) -> Option<()> {
+    let mut s = filled(r, 4 * 4096, 900, 900)?;
     let last = s.next_lsn() - 1;
     s.truncate_before(last);
     let first = s.first_lsn();
     s.truncate_after(first - 1);
-    let t = s.tail();
-    let p = r.payload(cap - t + 8);
-    s.append(&p).expect("room at the start");
-    assert!(s.tail() < t, "the append did not wrap");
-    let p = r.payload(40);
-    s.append(&p).expect("room");
+    append_wrapping(r, &mut s);
+    appends(r, &mut s, &[40]);
     r.finish(s);
+    Some(())
 }
