@@ -660,7 +660,7 @@ fn a_reader_beside_appenders_and_a_checkpointer_accounts_for_every_lsn() {
                 let first = log.first_lsn().unwrap_or(next);
                 // Anywhere from the first LSN to the last: deep deletions too.
                 let at = first + (x >> 12) % (next - first + 1);
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     log.truncate_after(at.max(1) - 1).unwrap();
                     deletions.fetch_add(1, Relaxed);
                 } else {
@@ -731,7 +731,7 @@ fn a_reader_beside_appenders_and_a_checkpointer_accounts_for_every_lsn() {
     for (lsn, bytes) in &held {
         if let Some(e) = guard.read(*lsn) {
             assert_eq!(
-                &e.payload[..],
+                e.payload,
                 &bytes[..],
                 "the reader holds other bytes at {lsn}"
             );
