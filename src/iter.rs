@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, EntryHeader, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS};
 use crate::log::Log;
 use crate::media::{Live, Media};
-use crate::pins::Pos;
+use crate::pins::{Pos, Reach};
 use crate::reader::OwnedEntry;
 use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
@@ -86,6 +86,8 @@ pub(crate) struct View<'g> {
     pub(crate) live: Live,
     /// The LSN of the entry at `live.first()`.
     pub(crate) first: Lsn,
+    /// The last LSN it may read (`Lsn::MAX`: as far as `live` goes).
+    pub(crate) last: Lsn,
     _pin: std::marker::PhantomData<&'g ()>,
 }
 
@@ -99,9 +101,10 @@ pub(crate) struct View<'g> {
 /// LSN. So hold guards only while reading; a reader that waits (a [`Follower`]) holds none.
 ///
 /// A guard (and a [`Log::iter`] iterator, which holds one) stays on the thread that made it
-/// (it is not `Send`): [`Log::truncate_after`] waits until no guard is held, except one of
-/// the calling thread, for which it fails with [`Error::GuardHeld`] instead of waiting for
-/// itself.
+/// (it is not `Send`): [`Log::truncate_after`] waits until the guards taken before it was
+/// called are dropped, except one of the calling thread, for which it fails with
+/// [`Error::GuardHeld`] instead of waiting for itself. A guard taken while a suffix
+/// truncation waits sees the entries that truncation keeps, and none after them.
 ///
 /// ```compile_fail
 /// # let dir = tempfile::tempdir().unwrap();
@@ -129,6 +132,9 @@ pub struct Guard<'a, M: Media = crate::MmapMedia> {
     log: &'a Log<M>,
     at: usize,
     pos: Pos,
+    /// The last LSN it may read: the entries a suffix truncation that waited when the guard
+    /// was made keeps (`Lsn::MAX` if none waited).
+    sees_to: Lsn,
     /// A pin counts for the thread that took it ([`Log::truncate_after`] called by that
     /// thread fails with [`Error::GuardHeld`] instead of waiting for itself), so a guard stays
     /// on that thread: not `Send`.
@@ -170,6 +176,7 @@ impl<'a, M: Media> Guard<'a, M> {
         View {
             live,
             first: self.pos.lsn,
+            last: self.sees_to,
             _pin: std::marker::PhantomData,
         }
     }
@@ -211,7 +218,7 @@ impl<'a, M: Media> Guard<'a, M> {
     /// pinned LSN).
     pub fn read(&self, lsn: Lsn) -> Option<Entry<'_>> {
         let last = self.log.last_lsn.load(Ordering::Acquire);
-        if lsn < self.pos.lsn || lsn > last {
+        if lsn < self.pos.lsn || lsn > last.min(self.sees_to) {
             return None;
         }
         let view = self.view();
@@ -233,6 +240,7 @@ impl View<'_> {
         View {
             live,
             first,
+            last: Lsn::MAX,
             _pin: std::marker::PhantomData,
         }
     }
@@ -318,17 +326,17 @@ impl<M: Media> Iterator for OwnedIter<'_, M> {
 impl<M: Media> Log<M> {
     /// Pins the log's first LSN: see [`Guard`]. Costs an uncontended lock.
     pub fn pin(&self) -> Guard<'_, M> {
-        self.pin_within(crate::pins::DRAIN_WAIT)
+        self.pin_reaching(Reach::Kept)
     }
 
-    /// [`Log::pin`], waiting at most `max_wait` for a suffix truncation that drains the last
-    /// guards (see `Pins::pin`).
-    pub(crate) fn pin_within(&self, max_wait: std::time::Duration) -> Guard<'_, M> {
-        let (at, pos) = self.pins.pin(max_wait);
+    /// [`Log::pin`], reading what `reach` says (see `Pins::pin`).
+    pub(crate) fn pin_reaching(&self, reach: Reach) -> Guard<'_, M> {
+        let (at, pos, sees_to) = self.pins.pin(reach);
         Guard {
             log: self,
             at,
             pos,
+            sees_to,
             _thread: std::marker::PhantomData,
         }
     }
@@ -482,6 +490,9 @@ impl<M: Media> Log<M> {
         lsn: Lsn,
     ) -> Option<(Entry<'g>, usize)> {
         let live = &view.live;
+        if lsn > view.last {
+            return None;
+        }
         let h = EntryHeader::decode(self.bytes(view, pos, HEADER_LEN)?);
         if h.lsn != lsn {
             return None;
@@ -636,11 +647,19 @@ impl<'a, M: Media> Follower<'a, M> {
                 }
             }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
-                // (Within the caller's timeout.)
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let guard = self.log.pin_within(left);
-                // No suffix truncation runs while the guard is held: if one completed since
-                // the checks above, look again (the entry may be deleted, or replaced).
+                let guard = self.log.pin();
+                // A suffix truncation that may delete the entry waits: look again once it is
+                // done (the entry may then be deleted, or replaced).
+                if guard.sees_to < self.next {
+                    drop(guard);
+                    if std::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    continue;
+                }
+                // No suffix truncation that deletes the entry runs while the guard is held: if
+                // one completed since the checks above, look again.
                 if self.log.deleted.load(Ordering::Acquire) != self.deleted
                     || self.log.last_lsn.load(Ordering::Acquire) < self.next
                 {

@@ -18,15 +18,11 @@
 //! published limit, [`Pins::limit`], one atomic word.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::sync::atomic::AtomicU64;
 use crate::sync::parking_lot;
 use crate::Lsn;
-
-/// The longest a new pin waits for a suffix truncation that drains the last pins: long next to
-/// a read (so a stream of readers cannot starve the truncation), short next to a timeout.
-pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(1);
 
 /// A pinned position: the LSN of an entry and its offset (where the entry is, or will be).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,24 +34,25 @@ pub(crate) struct Pos {
 pub(crate) struct PinState {
     /// The head: the first live entry (the oldest position nobody needs to pin).
     pub head: Pos,
-    /// Pinned positions, the thread that took each, and whether it was taken while a suffix
-    /// truncation waited (see `closing`); `None` for a free place.
+    /// Pinned positions, the thread that took each, and the last LSN it may read; `None`
+    /// for a free place.
     pins: Vec<Option<Held>>,
     held: usize,
-    /// A suffix truncation waits for the pins held to go. New pins do not wait for it while
-    /// pins taken before it began are held (they may be held for long: readers go on at
-    /// their own pace meanwhile); from then on (`draining`) they wait, so that the truncation
-    /// only waits for the pins held then.
-    closing: bool,
-    draining: bool,
+    /// Suffix truncations waiting for pins to go, and the lowest LSN any of them keeps (its
+    /// `lsn` argument; `Lsn::MAX` when none waits). A pin taken while one waits reads no
+    /// entry after that LSN, so that no suffix truncation waits for a pin taken after it
+    /// began: readers never wait for a truncation, and a stream of overlapping guards cannot
+    /// hold one off.
+    waiting: usize,
+    keeps_to: Lsn,
 }
 
 #[derive(Clone, Copy)]
 struct Held {
     pos: Pos,
     thread: std::thread::ThreadId,
-    /// Taken while a suffix truncation waited.
-    late: bool,
+    /// The last LSN it may read.
+    sees_to: Lsn,
 }
 
 /// The pin table and the limit appenders respect.
@@ -78,6 +75,17 @@ impl PinState {
     }
 }
 
+/// Whether a pin may read every entry there is, or only those that the suffix truncations
+/// waiting when it is taken keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Only the entries the waiting suffix truncations keep: a reader's pin.
+    Kept,
+    /// Every entry: a truncation's own short pin, taken with the truncations' lock held
+    /// (which a suffix truncation needs before it deletes anything).
+    All,
+}
+
 impl Pins {
     pub(crate) fn new(head: Pos) -> Self {
         Pins {
@@ -85,8 +93,8 @@ impl Pins {
                 head,
                 pins: Vec::new(),
                 held: 0,
-                closing: false,
-                draining: false,
+                waiting: 0,
+                keeps_to: Lsn::MAX,
             }),
             limit: AtomicU64::new(head.offset as u64),
             limit_pin: AtomicU64::new(0),
@@ -112,36 +120,20 @@ impl Pins {
         }
     }
 
-    /// Pins the head; returns the pin's place and the position pinned. First waits, at most
-    /// `max_wait` (and never longer than [`DRAIN_WAIT`]), while a suffix truncation drains the
-    /// last pins. A truncation's own short pin passes `Duration::ZERO`: it holds the
-    /// truncations' lock, which the suffix truncation needs once the pins are gone.
-    pub(crate) fn pin(&self, max_wait: Duration) -> (usize, Pos) {
+    /// Pins the head, without waiting; returns the pin's place, the position pinned and the
+    /// last LSN the pin may read (`Lsn::MAX`: every entry, however many are appended).
+    pub(crate) fn pin(&self, reach: Reach) -> (usize, Pos, Lsn) {
         let mut s = self.state.lock();
-        let me = std::thread::current().id();
-        // Only while a suffix truncation waits for the last pins (those taken before it began
-        // are gone), and not if this thread holds one (the truncation waits for that one:
-        // this thread must not wait for the truncation). The wait is bounded: it only keeps
-        // a stream of new readers from starving the truncation, and a reader may be waited
-        // for by a late pin's holder (a guard held across a hand-off to a worker thread that
-        // reads), which an unbounded wait would turn into a deadlock.
-        let mut until = None;
-        while s.draining && !s.held_by(me) {
-            // (The clock is read only when there is something to wait for.)
-            let until = *until.get_or_insert_with(|| Instant::now() + max_wait.min(DRAIN_WAIT));
-            if Instant::now() >= until {
-                break;
-            }
-            drop(s);
-            std::thread::sleep(Duration::from_micros(20));
-            s = self.state.lock();
-        }
         let head = s.head;
+        let sees_to = match reach {
+            Reach::Kept => s.keeps_to,
+            Reach::All => Lsn::MAX,
+        };
         s.held += 1;
         let held = Held {
             pos: head,
-            thread: me,
-            late: s.closing,
+            thread: std::thread::current().id(),
+            sees_to,
         };
         let at = match s.pins.iter().position(Option::is_none) {
             Some(i) => {
@@ -155,7 +147,7 @@ impl Pins {
         };
         // (The limit stays where it is: the head is at or after it. Its pinned LSN may not.)
         self.update(&s);
-        (at, head)
+        (at, head, sees_to)
     }
 
     /// Releases the pin at `at`.
@@ -174,38 +166,37 @@ impl Pins {
         r
     }
 
-    /// Waits until no pin is held, then runs `f` with the table locked; new pins wait from
-    /// the time the pins held at the call are gone until `f` returns (see `closing`). `None`
-    /// (and `f` not run) if the calling thread holds a pin itself: it would wait for itself.
-    /// (A pin counts for the thread that took it.)
-    pub(crate) fn exclusive<R>(&self, f: impl FnOnce(&mut PinState) -> R) -> Option<R> {
-        let me = std::thread::current().id();
+    /// For a suffix truncation that keeps the entries up to `keep`: waits until no pin held
+    /// may read an entry after `keep` (pins taken from the call on read none: only pins
+    /// taken before it are waited for), then runs `f` with the table locked, again after a
+    /// pause for as long as `f` returns `None` (it waits for something else). `None` (and `f`
+    /// not run) if the calling thread holds a pin itself: it would wait for itself. (A pin
+    /// counts for the thread that took it.)
+    pub(crate) fn exclusive<R>(
+        &self,
+        keep: Lsn,
+        mut f: impl FnMut(&mut PinState) -> Option<R>,
+    ) -> Option<R> {
+        let mut s = self.state.lock();
+        if s.held_by(std::thread::current().id()) {
+            return None;
+        }
+        s.waiting += 1;
+        s.keeps_to = s.keeps_to.min(keep);
         loop {
-            let mut s = self.state.lock();
-            if s.held_by(me) {
-                // (On the first round, so nothing of this call to undo: `closing` and
-                // `draining`, if set, belong to another truncation that waits.)
-                return None;
-            }
-            if s.held == 0 {
-                s.closing = false;
-                s.draining = false;
-                let r = f(&mut s);
-                self.update(&s);
-                return Some(r);
-            }
-            if !s.closing {
-                s.closing = true;
-                // Every pin held now was taken before this truncation began.
-                for h in s.pins.iter_mut().flatten() {
-                    h.late = false;
+            if !s.pins.iter().flatten().any(|h| h.sees_to > keep) {
+                if let Some(r) = f(&mut s) {
+                    s.waiting -= 1;
+                    if s.waiting == 0 {
+                        s.keeps_to = Lsn::MAX;
+                    }
+                    self.update(&s);
+                    return Some(r);
                 }
-            }
-            if s.pins.iter().flatten().all(|h| h.late) {
-                s.draining = true;
             }
             drop(s);
             std::thread::sleep(Duration::from_micros(20));
+            s = self.state.lock();
         }
     }
 
@@ -225,6 +216,7 @@ impl Pins {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Instant;
 
     fn wait_for(pins: &Pins, what: impl Fn(&PinState) -> bool) {
         let t = Instant::now();
@@ -234,17 +226,73 @@ mod tests {
         }
     }
 
-    /// A guard holder whose suffix truncation fails (it holds a pin) leaves alone the drain of
-    /// another suffix truncation that waits: that one would otherwise start over and wait for
-    /// every pin held then, late ones included.
+    /// A suffix truncation waits for the pins taken before it began, and for no pin taken
+    /// after: those read nothing past what it keeps. Pins that overlap one another (each taken
+    /// before the last one goes) cannot hold it off.
     #[test]
-    fn a_guard_holders_refused_truncation_leaves_anothers_drain_in_place() {
+    fn a_suffix_truncation_waits_only_for_earlier_pins() {
+        let pins = Arc::new(Pins::new(Pos { lsn: 1, offset: 0 }));
+        let (early, _, sees) = pins.pin(Reach::Kept);
+        assert_eq!(
+            sees,
+            Lsn::MAX,
+            "no truncation waits: a pin reads every entry"
+        );
+        let truncation = {
+            let pins = pins.clone();
+            std::thread::spawn(move || pins.exclusive(10, |_| Some(7)))
+        };
+        wait_for(&pins, |s| s.waiting == 1);
+        // Overlapping pins taken while it waits: each reads up to what it keeps.
+        let (late, _, sees) = pins.pin(Reach::Kept);
+        assert_eq!(sees, 10);
+        let (own, _, sees) = pins.pin(Reach::All);
+        assert_eq!(sees, Lsn::MAX, "a truncation's own pin reads everything");
+        pins.unpin(own);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!truncation.is_finished(), "the pin taken before it is held");
+        pins.unpin(early);
+        // Done although a pin is still held (and another is taken meanwhile).
+        let (later, _, _) = pins.pin(Reach::Kept);
+        assert_eq!(truncation.join().unwrap(), Some(7));
+        assert!(pins.with(|s| s.waiting == 0 && s.keeps_to == Lsn::MAX && s.held() == 2));
+        pins.unpin(late);
+        pins.unpin(later);
+        // A second truncation that keeps less waits for the pins that may read more.
+        let (a, _, _) = pins.pin(Reach::Kept);
+        let first = {
+            let pins = pins.clone();
+            std::thread::spawn(move || pins.exclusive(10, |_| Some(1)))
+        };
+        wait_for(&pins, |s| s.waiting == 1);
+        let (b, _, sees) = pins.pin(Reach::Kept);
+        assert_eq!(sees, 10);
+        let second = {
+            let pins = pins.clone();
+            std::thread::spawn(move || pins.exclusive(5, |_| Some(2)))
+        };
+        wait_for(&pins, |s| s.waiting == 2);
+        let (c, _, sees) = pins.pin(Reach::Kept);
+        assert_eq!(sees, 5, "the lowest kept LSN of those waiting");
+        pins.unpin(a);
+        assert_eq!(first.join().unwrap(), Some(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!second.is_finished(), "pin b may read entry 6..=10");
+        pins.unpin(b);
+        assert_eq!(second.join().unwrap(), Some(2));
+        pins.unpin(c);
+    }
+
+    /// A thread that holds a pin is refused (it would wait for itself), and leaves the state
+    /// of another truncation that waits as it was.
+    #[test]
+    fn a_guard_holders_truncation_is_refused() {
         let pins = Arc::new(Pins::new(Pos { lsn: 1, offset: 0 }));
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let early = {
             let pins = pins.clone();
             std::thread::spawn(move || {
-                let (at, _) = pins.pin(Duration::ZERO);
+                let (at, _, _) = pins.pin(Reach::Kept);
                 release_rx.recv().unwrap();
                 pins.unpin(at);
             })
@@ -252,21 +300,19 @@ mod tests {
         wait_for(&pins, |s| s.held() == 1);
         let truncation = {
             let pins = pins.clone();
-            std::thread::spawn(move || pins.exclusive(|_| 7))
+            std::thread::spawn(move || pins.exclusive(3, |_| Some(7)))
         };
-        wait_for(&pins, |s| s.closing);
-        // A late pin (taken while the truncation waits), then the early one goes: it drains.
-        let (late, _) = pins.pin(Duration::ZERO);
+        wait_for(&pins, |s| s.waiting == 1);
+        let (mine, _, _) = pins.pin(Reach::Kept);
+        assert_eq!(
+            pins.exclusive(1, |_| Some(0)),
+            None,
+            "this thread holds a pin"
+        );
+        assert!(pins.with(|s| s.waiting == 1 && s.keeps_to == 3));
         release_tx.send(()).unwrap();
         early.join().unwrap();
-        wait_for(&pins, |s| s.draining);
-        assert_eq!(pins.exclusive(|_| 0), None, "this thread holds a pin");
-        assert!(
-            pins.with(|s| s.draining && s.closing),
-            "the waiting truncation's drain was undone"
-        );
-        pins.unpin(late);
         assert_eq!(truncation.join().unwrap(), Some(7));
-        assert!(pins.with(|s| !s.draining && !s.closing && s.held() == 0));
+        pins.unpin(mine);
     }
 }

@@ -503,7 +503,8 @@ impl Reader {
     }
 
     /// Positions at `lsn` (or the head, if `lsn` is below it), walking from the nearest
-    /// remembered entry before it.
+    /// remembered entry before it. If the head passes `lsn` during the walk, the next step
+    /// reports the entries from `lsn` on as truncated.
     fn restart_at_anchor(&mut self, lsn: Lsn) -> Result<()> {
         let head = self.slot.head_lsn;
         self.anchors.retain(|&(l, _)| l >= head && l <= lsn);
@@ -517,9 +518,25 @@ impl Reader {
         self.anchors.retain(|&(a, _)| a < l);
         let mut scratch = Vec::new();
         while self.next < lsn {
-            match self.step(&mut scratch, false)? {
-                Some(_) => {}
-                None => break,
+            match self.step(&mut scratch, false) {
+                Ok(Some(_)) => {}
+                // Not readable yet (e.g. another suffix truncation under way): the entries
+                // before `lsn` are not returned again when they are.
+                Ok(None) => {
+                    self.skip_until = self.skip_until.max(lsn);
+                    break;
+                }
+                // A prefix truncation overtook the walk, and `step` went on from the new head.
+                // Past `lsn`, the entries from `lsn` on are gone: the next step reports them
+                // (from `lsn`, the entry the caller would get next, not from where the walk
+                // began: the caller had the ones before it).
+                Err(Error::Truncated { .. }) => {
+                    if self.next > lsn {
+                        self.next = lsn;
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -610,12 +627,17 @@ impl Reader {
         // follows; above it, where `from` starts now is found by walking from an earlier
         // entry (positions at or after it may have changed).
         self.anchors.retain(|&(a, _)| a < from);
+        let rewound = from <= self.returned;
+        if rewound {
+            // What it returned from `from` on is returned again (the new entries).
+            self.skip_until = self.skip_until.min(from);
+        }
         if from < self.slot.head_lsn {
             self.next = from;
         } else {
             self.restart_at_anchor(from)?;
         }
-        if from <= self.returned {
+        if rewound {
             self.returned = from - 1;
             return Err(Error::Rewound {
                 path: self.path.clone(),

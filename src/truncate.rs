@@ -186,9 +186,9 @@ impl<M: Media> Log<M> {
     /// Where entry `lsn` is (a published one), or will be (`lsn` is the next LSN: where the
     /// published entries end).
     fn position_of(&self, lsn: Lsn) -> usize {
-        // (The truncations' lock is held: a suffix truncation that drains the last guards
-        // waits for it, so this pin must not wait for that truncation.)
-        let guard = self.pin_within(std::time::Duration::ZERO);
+        // (The truncations' lock is held, and the entry may lie after what a waiting suffix
+        // truncation keeps: that one deletes nothing until it has the lock.)
+        let guard = self.pin_reaching(crate::pins::Reach::All);
         let view = guard.view();
         let (pos, at) = self.seek(&view, lsn);
         debug_assert_eq!(at, lsn, "a published LSN lies in the view");
@@ -250,14 +250,14 @@ impl<M: Media> Log<M> {
     /// With other threads appending: the truncation first stops new reservations and waits
     /// for the appends in flight to complete (they are durable and acknowledged, and get their
     /// LSNs, which the range check then sees), then deletes, then lets appends go on: an
-    /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. It also waits
-    /// until no reader holds a [`crate::Guard`] (a guard may lend entries of the suffix): new
-    /// guards are taken without waiting while guards taken before the call are held; once
-    /// those are gone, a new guard waits until the truncation is done, but at most 1 ms (so
-    /// that readers neither stall behind a guard held for long nor starve the truncation, and
-    /// a guard holder that waits for another thread's read cannot deadlock). Called by a
-    /// thread that holds a guard (or a live [`Log::iter`] iterator, which holds one), it fails
-    /// with [`Error::GuardHeld`] and deletes nothing, instead of waiting for itself.
+    /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. Before that it
+    /// waits until the [`crate::Guard`]s taken before the call are dropped (a guard may lend
+    /// entries of the suffix). Guards taken while it waits never wait: they see the entries up
+    /// to `lsn` and none after them (until dropped), so it does not wait for them, and readers
+    /// that keep a guard held at all times (each taken before the last one goes) cannot hold
+    /// it off. Called by a thread that holds a guard (or a live [`Log::iter`] iterator, which
+    /// holds one), it fails with [`Error::GuardHeld`] and deletes nothing, instead of waiting
+    /// for itself.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -269,12 +269,13 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
         self.check_writable()?;
-        loop {
-            // Once no reader holds a slice (and new ones wait), with the pin table locked: the
-            // truncations' lock, if no other truncation runs. Not the other way round: a
-            // thread that holds a guard and calls `truncate_before` would wait for the lock
-            // this truncation held while it waited for that guard.
-            let done = self.pins.exclusive(|_| {
+        // Once no guard that may read an entry after `lsn` is held (guards taken from now on
+        // read none), with the pin table locked: the truncations' lock, if no other
+        // truncation runs (else again after a pause: it may need the pin table). Not the
+        // other way round: a thread that holds a guard and calls `truncate_before` would wait
+        // for the lock this truncation held while it waited for that guard.
+        self.pins
+            .exclusive(lsn, |_| {
                 let _one = self.truncating.try_lock()?;
                 let blocked = self.block_reservations();
                 let r = self.truncate_after_blocked(lsn, blocked);
@@ -282,18 +283,12 @@ impl<M: Media> Log<M> {
                     self.unblock_reservations(blocked, None);
                 }
                 Some(r)
-            });
-            match done {
-                Some(Some(r)) => return r,
-                // Another truncation runs: it may need the pin table; try again after it.
-                Some(None) => std::thread::sleep(std::time::Duration::from_micros(20)),
-                None => {
-                    return Err(Error::GuardHeld {
-                        path: self.name.clone(),
-                    })
-                }
-            }
-        }
+            })
+            .unwrap_or_else(|| {
+                Err(Error::GuardHeld {
+                    path: self.name.clone(),
+                })
+            })
     }
 
     /// Stops new reservations once none is in flight; returns the state to restore.

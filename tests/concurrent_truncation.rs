@@ -605,6 +605,83 @@ fn reads_go_on_while_a_suffix_truncation_waits_for_a_guard() {
     assert!(log.read(91).is_none());
 }
 
+/// Guards that overlap (two threads hand a baton: each takes a new guard before the other
+/// drops its own, so a guard is always held) do not hold a suffix truncation off: it waits for
+/// the guards taken before it began, and a guard taken while it waits reads the entries it
+/// keeps and nothing after them.
+#[test]
+fn overlapping_guards_do_not_hold_off_a_suffix_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("o.dax"), &Options::new().capacity(1 << 20)).unwrap();
+    for i in 0..100u8 {
+        log.append(&[i]).unwrap();
+    }
+    let done = AtomicBool::new(false);
+    let (mut rounds, mut capped) = (0u64, 0u64);
+    let result = std::thread::scope(|s| {
+        let (a_tx, a_rx) = std::sync::mpsc::channel::<()>();
+        let (b_tx, b_rx) = std::sync::mpsc::channel::<()>();
+        let first = log.pin();
+        let log = &log;
+        let b = s.spawn(move || {
+            let mut g = None;
+            let mut seen = Vec::new();
+            while a_rx.recv().is_ok() {
+                drop(g.take());
+                let new = log.pin();
+                seen.push(new.iter().map(|e| e.payload[0]).collect::<Vec<u8>>());
+                g = Some(new);
+                if b_tx.send(()).is_err() {
+                    break;
+                }
+            }
+            seen
+        });
+        let done = &done;
+        let truncation = s.spawn(move || {
+            let r = log.truncate_after(50);
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        // A holds `first` (taken before the truncation began) for one round, then hands on.
+        let mut g = Some(first);
+        let mut seen = Vec::new();
+        let start = std::time::Instant::now();
+        while !done.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
+            a_tx.send(()).unwrap();
+            b_rx.recv().unwrap();
+            drop(g.take());
+            let new = log.pin();
+            seen.push(new.iter().map(|e| e.payload[0]).collect::<Vec<u8>>());
+            g = Some(new);
+            std::thread::sleep(Duration::from_micros(200));
+            rounds += 1;
+        }
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the truncation waited 60 s beside overlapping guards ({rounds} rounds)"
+        );
+        drop(a_tx);
+        drop(g);
+        seen.extend(b.join().unwrap());
+        for s in &seen {
+            // Everything (before the truncation), or what it keeps (taken while it waited,
+            // or after it).
+            let len = s.len();
+            assert!(len == 100 || len == 50, "a guard saw {len} entries");
+            assert!(s.iter().enumerate().all(|(i, &p)| p as usize == i));
+            capped += u64::from(len == 50);
+        }
+        truncation.join().unwrap()
+    });
+    result.unwrap();
+    assert!(
+        capped > 0,
+        "guards were taken while it waited or after ({rounds} rounds)"
+    );
+    assert_eq!(log.next_lsn(), 51);
+}
+
 /// A follower beside suffix truncations and appends: it reports [`Error::Rewound`] only for
 /// entries it returned, and never returns the same entry twice (each append's payload is
 /// unique; after a rewind, the entries it gets again are the replacements).
@@ -983,12 +1060,12 @@ fn no_full_on_a_nearly_empty_log_beside_resets() {
 }
 
 /// Three threads: a guard holder, a suffix truncation waiting for its guard (the holder took a
-/// second guard after the truncation began and dropped the first, so new pins wait), and a
-/// prefix truncation that takes the truncations' lock before the holder's own prefix
-/// truncation. All three return: the prefix truncation's short pin does not wait for the
-/// draining suffix truncation. Sleeps only order the steps.
+/// second guard after the truncation began and dropped the first), and a prefix truncation
+/// that takes the truncations' lock before the holder's own prefix truncation. All three
+/// return: neither the late guard nor the prefix truncation's short pin waits for the suffix
+/// truncation, and it waits for neither. Sleeps only order the steps.
 #[test]
-fn a_prefix_truncation_beside_a_draining_suffix_truncation_and_a_late_guard_completes() {
+fn a_prefix_truncation_beside_a_waiting_suffix_truncation_and_a_late_guard_completes() {
     let (_d, log) = ten_entries("late");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let (l, t) = (log.clone(), tx.clone());
@@ -996,7 +1073,7 @@ fn a_prefix_truncation_beside_a_draining_suffix_truncation_and_a_late_guard_comp
         let g0 = l.pin();
         std::thread::sleep(Duration::from_millis(200));
         let g1 = l.pin(); // taken while the suffix truncation waits
-        drop(g0); // only a late guard is held now: new pins wait
+        drop(g0); // only a late guard is held now
         std::thread::sleep(Duration::from_millis(300));
         let r = l.truncate_before(2);
         drop(g1);
@@ -1087,7 +1164,7 @@ fn resets_beside_suffix_truncations(msync: bool) {
     );
 }
 
-/// Sets up a suffix truncation that drains: a guard taken before it began is dropped while a
+/// Sets up a suffix truncation that waits for a guard taken before it began, dropped while a
 /// late one is held (taken by `late`, after the truncation began); returns what `late` returned
 /// and the truncation's result.
 fn drain_with_late_guard<T>(
@@ -1118,8 +1195,8 @@ fn drain_with_late_guard<T>(
     (g, rx)
 }
 
-/// A guard holder that waits for another thread's read while a suffix truncation drains the
-/// last guards (its own is one of them): the read completes, then the truncation.
+/// A guard holder that waits for another thread's read while a suffix truncation waits for
+/// guards (a late one of its own among them): the read completes, and the truncation.
 #[test]
 fn a_guard_holder_waiting_for_another_threads_read_while_a_suffix_truncation_drains() {
     let (_d, log) = ten_entries("fan");
@@ -1139,7 +1216,7 @@ fn a_guard_holder_waiting_for_another_threads_read_while_a_suffix_truncation_dra
     assert_eq!(log.next_lsn(), 9);
 }
 
-/// A follower's `next_timeout` keeps to its timeout while a suffix truncation drains the last
+/// A follower's `next_timeout` keeps to its timeout while a suffix truncation waits for
 /// guards and another thread holds a late one for long.
 #[test]
 fn a_followers_timeout_holds_while_a_suffix_truncation_drains() {

@@ -615,3 +615,133 @@ fn a_reader_beside_a_fast_writer_reports_nothing_false() {
         });
     }
 }
+
+/// A reader beside three appenders and a checkpointer that drops prefixes and deletes
+/// suffixes (up to a few hundred entries deep, so that the reader walks back from an entry it
+/// remembered while the head moves on): what the reader is told must add up. It returns LSNs
+/// in order; `Truncated` names exactly the LSNs from the one it would have returned next;
+/// `Rewound` goes back below that one; and at the end every entry it holds that is still in
+/// the log has the log's bytes (a deletion it was not told of would leave it other bytes).
+#[test]
+fn a_reader_beside_appenders_and_a_checkpointer_accounts_for_every_lsn() {
+    if child_role() {
+        return;
+    }
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let dir = scratch();
+    let path = dir.path().join("checkpointed.dax");
+    let log = Log::create(&path, &Options::new().capacity(256 << 10)).unwrap();
+    let (stop, quiet) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (cuts, deletions, got) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let held = std::thread::scope(|s| {
+        let mut writers = Vec::new();
+        for t in 0..3u64 {
+            let (log, stop) = (&log, &stop);
+            writers.push(s.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    match log.append(&payload(t << 40 | n, 0)) {
+                        Ok(_) => n += 1,
+                        Err(e) if e.is_full() => std::thread::yield_now(),
+                        Err(e) => panic!("append: {e}"),
+                    }
+                }
+            }));
+        }
+        writers.push(s.spawn(|| {
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            while !stop.load(Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                std::thread::sleep(Duration::from_micros(x % 1000));
+                let next = log.next_lsn();
+                let first = log.first_lsn().unwrap_or(next);
+                // Anywhere from the first LSN to the last: deep deletions too.
+                let at = first + (x >> 12) % (next - first + 1);
+                if x.is_multiple_of(3) {
+                    log.truncate_after(at.max(1) - 1).unwrap();
+                    deletions.fetch_add(1, Relaxed);
+                } else {
+                    log.truncate_before(at).unwrap();
+                    cuts.fetch_add(1, Relaxed);
+                }
+            }
+        }));
+        let reader = s.spawn(|| {
+            let mut r = Reader::open(&path).unwrap();
+            let mut expect = r.position();
+            let mut held: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let mut payload = Vec::new();
+            // Once the writers stopped, on until it has caught up with everything they did.
+            loop {
+                match r.next_into(&mut payload) {
+                    Ok(Some(lsn)) => {
+                        assert_eq!(lsn, expect, "LSNs in order");
+                        assert!(decode(&payload).is_some(), "bytes of an entry at {lsn}");
+                        held.insert(lsn, payload.clone());
+                        expect += 1;
+                        got.fetch_add(1, Relaxed);
+                    }
+                    Ok(None) if quiet.load(Relaxed) => break,
+                    Ok(None) => std::thread::yield_now(),
+                    Err(Error::Truncated {
+                        first_missed,
+                        last_missed,
+                        ..
+                    }) => {
+                        assert_eq!(
+                            first_missed, expect,
+                            "Truncated {first_missed}..={last_missed} with {expect} next"
+                        );
+                        expect = last_missed + 1;
+                        assert_eq!(r.position(), expect);
+                    }
+                    Err(Error::Rewound { from, .. }) => {
+                        assert!(from < expect, "Rewound from {from} with {expect} next");
+                        held.split_off(&from);
+                        expect = from;
+                        assert_eq!(r.position(), expect);
+                    }
+                    Err(e) => panic!("reader: {e}"),
+                }
+            }
+            held
+        });
+        // On until the checkpointer did some of each and the reader read a little, at most 60 s.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3)
+            || (cuts.load(Relaxed) < 100
+                || deletions.load(Relaxed) < 100
+                || got.load(Relaxed) < 1000)
+                && start.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        quiet.store(true, Relaxed);
+        reader.join().unwrap()
+    });
+    let guard = log.pin();
+    let mut compared = 0;
+    for (lsn, bytes) in &held {
+        if let Some(e) = guard.read(*lsn) {
+            assert_eq!(
+                e.payload,
+                &bytes[..],
+                "the reader holds other bytes at {lsn}"
+            );
+            compared += 1;
+        }
+    }
+    println!(
+        "{} cuts, {} deletions, reader {} entries, {compared} compared at the end",
+        cuts.load(Relaxed),
+        deletions.load(Relaxed),
+        got.load(Relaxed)
+    );
+}
