@@ -8,7 +8,7 @@ use crate::log::Log;
 use crate::media::{Live, Media};
 use crate::pins::Pos;
 use crate::reader::OwnedEntry;
-use crate::recover::INDEX_STRIDE;
+use crate::walk::INDEX_STRIDE;
 use crate::Lsn;
 
 /// The sparse LSN index: the offsets of the entries with LSN `base + k * INDEX_STRIDE`, where

@@ -55,6 +55,7 @@ mod recover;
 mod reserve;
 mod sync;
 mod truncate;
+mod walk;
 
 /// A log sequence number. The first entry of a new log has LSN 1 (or
 /// [`Options::first_lsn`]); each entry has the LSN of the one before it plus one.
@@ -70,7 +71,8 @@ pub use media::{Media, Persistence};
 pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
 pub use persist::{supported as supported_flush_instructions, CACHE_LINE};
 pub use reader::{OwnedEntry, Reader};
-pub use recover::{DamageReport, RecoveryReport, TailState};
+pub use recover::{DamageReport, RecoveryReport};
 /// Deliberate ordering mistakes for the loom model tests (`--cfg loom` builds only).
 #[cfg(loom)]
 pub use sync::mutants as loom_mutants;
+pub use walk::TailState;

@@ -20,10 +20,11 @@ use crate::map::{
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
-use crate::recover::{self, DamageReport, RecoveryReport, TailState};
+use crate::recover::{self, DamageReport, RecoveryReport};
 use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use crate::sync::{parking_lot, Condvar, Mutex, RwLock};
+use crate::walk::{self, TailState};
 use crate::Lsn;
 
 /// The name used in errors for media that are not files.
@@ -370,7 +371,7 @@ impl<M: Media> Log<M> {
             last_lsn: None,
             tail_offset: DATA_OFFSET as u64,
             torn_bytes: 0,
-            tail_state: recover::TailState::Clean,
+            tail_state: walk::TailState::Clean,
             superblock_from_backup: false,
             duration: Default::default(),
             persistence,
@@ -378,14 +379,14 @@ impl<M: Media> Log<M> {
             gaps: Vec::new(),
             scanned_from: first,
         };
-        let scan = recover::Scan {
+        let scan = walk::Scan {
             tail: DATA_OFFSET,
             wrap_at: 0,
             next_lsn: first,
             entries: 0,
             torn_bytes: 0,
             torn_start: DATA_OFFSET,
-            state: recover::TailState::Clean,
+            state: walk::TailState::Clean,
             index: Vec::new(),
             index_base: first,
             scanned_from: first,
@@ -469,7 +470,7 @@ impl<M: Media> Log<M> {
             reason: "no valid metadata slot".into(),
         })?;
         let use_hint = opts.resolved_tail_hint_every().is_some();
-        let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot, use_hint);
+        let scan = walk::scan(pmem.view(0, cap), sb.salt, &slot, use_hint);
         let mode = opts.recovery;
         check_mode(opts, writable)?;
         let damage = damage::assess(pmem.view(0, cap), sb.salt, &slot, &scan);
@@ -542,7 +543,7 @@ impl<M: Media> Log<M> {
             // header a crash kept `truncate_after` from destroying) would let it back in.
             // Correctness never depends on wiping torn remains: the slot above is durable first,
             // so the remains are refused whatever the wipe leaves of them.
-            let torn = matches!(scan.state, recover::TailState::Torn { .. });
+            let torn = matches!(scan.state, walk::TailState::Torn { .. });
             let start = if torn { scan.torn_start } else { scan.tail };
             let area_end = if start < slot.head_offset as usize {
                 slot.head_offset as usize
@@ -627,7 +628,7 @@ impl<M: Media> Log<M> {
         mut pmem: Pmem<M>,
         sb: Superblock,
         slot: Slot,
-        scan: recover::Scan,
+        scan: walk::Scan,
         opts: &Options,
         read_only: bool,
         report: RecoveryReport,

@@ -36,9 +36,9 @@ use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
 use crate::log::Log;
 use crate::media::{Claim, Media};
 use crate::persist;
-use crate::recover::INDEX_STRIDE;
 use crate::sync::atomic::{AtomicBool, AtomicU64};
 use crate::sync::{self, parking_lot};
+use crate::walk::INDEX_STRIDE;
 use crate::Lsn;
 
 /// Under the loom model checker, a ring of 2, so that three appenders fill it.
