@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::damage::{self, Gap};
 use crate::error::{Error, Result};
 use crate::format::{self, EntryHeader, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS};
 use crate::log::Log;
@@ -580,6 +581,34 @@ impl<M: Media> Log<M> {
             return Err(bad(pos, lsn, "the entries end before the tail"));
         }
         Ok(v)
+    }
+
+    /// Visits every valid entry in LSN order, past damaged regions too, and returns the gaps
+    /// (empty for an undamaged log). For rescuing data: only on a read-only log (see
+    /// [`crate::RecoveryMode::Salvage`]). Inside acknowledged data every entry whose checks
+    /// pass is visited, batches broken by damage included; what recovery would discard as
+    /// the torn tail of an interrupted append (never acknowledged) is not.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("l");
+    /// # let log = daxlog::Log::create(&path, &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// # log.append(b"a").unwrap(); drop(log);
+    /// use daxlog::{Log, Options, RecoveryMode};
+    /// let log = Log::open_read_only(&path, &Options::new().recovery_mode(RecoveryMode::Salvage))?;
+    /// let mut rescued = Vec::new();
+    /// let gaps = log.salvage(|lsn, payload| rescued.push((lsn, payload.to_vec())))?;
+    /// assert!(gaps.is_empty());
+    /// assert_eq!(rescued, [(1, b"a".to_vec())]);
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<Vec<Gap>> {
+        let cap = self.sb.capacity as usize;
+        let image = self.pmem.view_frozen(0, cap).ok_or(Error::Unsupported {
+            what: "salvage on a writable log (open it read-only)",
+        })?;
+        let slot = self.writer.lock().slot;
+        Ok(damage::salvage(image, self.sb.salt, &slot, visit))
     }
 }
 
