@@ -10,8 +10,8 @@ use std::time::Instant;
 use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Slot, Superblock, SuperblockError, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_LEN,
-    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET,
+    SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
 use crate::iter::Index;
 use crate::map::{
@@ -20,7 +20,7 @@ use crate::map::{
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
-use crate::recover::{self, DamageReport, RecoveryReport};
+use crate::recover::{self, decode_superblocks, new_epoch, DamageReport, RecoveryReport};
 use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use crate::sync::{parking_lot, Condvar, Mutex, RwLock};
@@ -842,37 +842,6 @@ pub(crate) fn max_payload(capacity: u64) -> u64 {
     (room & !(format::ENTRY_ALIGN as u64 - 1)).min(u32::MAX as u64)
 }
 
-/// Picks the superblock from its two copies; the flag is true if the backup had to be used.
-pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
-    let primary = Superblock::decode(&meta[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]);
-    let backup = Superblock::decode(&meta[SB_BACKUP_OFFSET..SB_BACKUP_OFFSET + SB_LEN]);
-    match (primary, backup) {
-        (Ok(sb), _) => Ok((sb, false)),
-        (Err(p), Ok(sb)) => {
-            tracing::warn!(path = %path.display(), reason = ?p, "daxlog: primary superblock damaged, using the backup copy");
-            Ok((sb, true))
-        }
-        (Err(SuperblockError::Version(found)), _) | (_, Err(SuperblockError::Version(found))) => {
-            Err(Error::UnsupportedVersion {
-                path: path.into(),
-                found,
-                supported: format::FORMAT_VERSION,
-            })
-        }
-        (Err(SuperblockError::BadMagic), Err(SuperblockError::BadMagic)) => Err(Error::NotDaxlog {
-            path: path.into(),
-            offset: SB_PRIMARY_OFFSET as u64,
-        }),
-        (Err(SuperblockError::Corrupt(reason)), _) | (_, Err(SuperblockError::Corrupt(reason))) => {
-            Err(Error::CorruptedSuperblock {
-                path: path.into(),
-                offset: SB_PRIMARY_OFFSET as u64,
-                reason: format!("both copies damaged ({reason})"),
-            })
-        }
-    }
-}
-
 /// Salvage only reads.
 fn check_mode(opts: &Options, writable: bool) -> Result<()> {
     if opts.recovery == RecoveryMode::Salvage && writable {
@@ -901,17 +870,5 @@ fn check_cpu() -> Result<()> {
         Err(Error::Unsupported {
             what: "writing on a CPU without CMPXCHG16B",
         })
-    }
-}
-
-/// A random epoch, different from `previous`.
-pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
-    loop {
-        let mut b = [0u8; 4];
-        fill_random(&mut b);
-        let e = u32::from_le_bytes(b);
-        if Some(e) != previous {
-            return e;
-        }
     }
 }

@@ -1,7 +1,13 @@
 //! Recovery: what an open found and did.
 
+use std::path::Path;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+use crate::format::{
+    self, Superblock, SuperblockError, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET,
+};
+use crate::map::fill_random;
 use crate::media::Persistence;
 use crate::walk::TailState;
 use crate::Lsn;
@@ -73,4 +79,47 @@ pub struct DamageReport {
     pub entries_beyond: u64,
     /// Their LSN range.
     pub lsns_beyond: Option<(Lsn, Lsn)>,
+}
+
+/// Picks the superblock from its two copies; the flag is true if the backup had to be used.
+pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
+    let primary = Superblock::decode(&meta[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]);
+    let backup = Superblock::decode(&meta[SB_BACKUP_OFFSET..SB_BACKUP_OFFSET + SB_LEN]);
+    match (primary, backup) {
+        (Ok(sb), _) => Ok((sb, false)),
+        (Err(p), Ok(sb)) => {
+            tracing::warn!(path = %path.display(), reason = ?p, "daxlog: primary superblock damaged, using the backup copy");
+            Ok((sb, true))
+        }
+        (Err(SuperblockError::Version(found)), _) | (_, Err(SuperblockError::Version(found))) => {
+            Err(Error::UnsupportedVersion {
+                path: path.into(),
+                found,
+                supported: format::FORMAT_VERSION,
+            })
+        }
+        (Err(SuperblockError::BadMagic), Err(SuperblockError::BadMagic)) => Err(Error::NotDaxlog {
+            path: path.into(),
+            offset: SB_PRIMARY_OFFSET as u64,
+        }),
+        (Err(SuperblockError::Corrupt(reason)), _) | (_, Err(SuperblockError::Corrupt(reason))) => {
+            Err(Error::CorruptedSuperblock {
+                path: path.into(),
+                offset: SB_PRIMARY_OFFSET as u64,
+                reason: format!("both copies damaged ({reason})"),
+            })
+        }
+    }
+}
+
+/// A random epoch, different from `previous`.
+pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        fill_random(&mut b);
+        let e = u32::from_le_bytes(b);
+        if Some(e) != previous {
+            return e;
+        }
+    }
 }

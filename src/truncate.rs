@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_LEN};
 use crate::iter::View;
-use crate::log::{new_epoch, Log, Writer};
+use crate::log::{Log, Writer};
 use crate::media::Media;
 use crate::pins::{PinState, Pos};
+use crate::recover::new_epoch;
 use crate::reserve::State;
 use crate::Lsn;
 
