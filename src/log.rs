@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET,
-    SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_PRIMARY_OFFSET, SLOT_LEN,
 };
 use crate::iter::Index;
 use crate::map::{
@@ -20,11 +18,11 @@ use crate::map::{
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
-use crate::recover::{self, decode_superblocks, new_epoch, DamageReport, RecoveryReport};
+use crate::recover::{self, decode_superblocks, new_epoch, RecoveryReport};
 use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use crate::sync::{parking_lot, Condvar, Mutex, RwLock};
-use crate::walk::{self, TailState};
+use crate::walk;
 use crate::Lsn;
 
 /// The name used in errors for media that are not files.
@@ -431,6 +429,8 @@ impl<M: Media> Log<M> {
         self.pmem.into_media()
     }
 
+    /// Opens the log on `media`: the recovery of FORMAT.md section 7, step by step
+    /// (`recover.rs`).
     fn recover(
         media: M,
         opts: &Options,
@@ -441,183 +441,25 @@ impl<M: Media> Log<M> {
         if writable {
             check_cpu()?;
         }
-        let len = media.len();
-        if len < DATA_OFFSET {
-            return Err(Error::TooSmall {
-                path: path.into(),
-                len: len as u64,
-                min: DATA_OFFSET as u64,
-            });
-        }
         let mut pmem = Pmem::new(media, DATA_OFFSET);
-        let (mut sb, from_backup) = decode_superblocks(pmem.view(0, DATA_OFFSET), path)?;
-        if (len as u64) < sb.capacity {
-            return Err(Error::FileShorterThanCapacity {
-                path: path.into(),
-                file_len: len as u64,
-                capacity: sb.capacity,
-            });
-        }
-        let cap = sb.capacity as usize;
-        let meta = pmem.view(0, DATA_OFFSET);
-        let slot = Slot::pick(
-            Slot::decode(&meta[SLOT0_OFFSET..], sb.salt, sb.capacity),
-            Slot::decode(&meta[SLOT1_OFFSET..], sb.salt, sb.capacity),
-        )
-        .ok_or_else(|| Error::CorruptedSuperblock {
-            path: path.into(),
-            offset: SLOT0_OFFSET as u64,
-            reason: "no valid metadata slot".into(),
-        })?;
+        let (mut sb, from_backup) = recover::read_superblock(&mut pmem, path)?;
+        let slot = recover::read_current_slot(&mut pmem, &sb, path)?;
         let use_hint = opts.resolved_tail_hint_every().is_some();
-        let scan = walk::scan(pmem.view(0, cap), sb.salt, &slot, use_hint);
-        let mode = opts.recovery;
+        let image = pmem.view(0, sb.capacity as usize);
+        let scan = walk::scan(image, sb.salt, &slot, use_hint);
         check_mode(opts, writable)?;
-        let damage = damage::assess(pmem.view(0, cap), sb.salt, &slot, &scan);
-        let gaps = if mode == RecoveryMode::Salvage && damage.is_some() {
-            damage::salvage(pmem.view(0, cap), sb.salt, &slot, |_, _| {})
-        } else {
-            Vec::new()
-        };
-        match (&damage, mode, &scan.state) {
-            (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
-                return Err(Error::Corrupted {
-                    path: path.into(),
-                    offset: d.offset,
-                    lsn: d.lsn,
-                    reason: d.reason.to_string(),
-                    entries_beyond: d.beyond,
-                });
-            }
-            (None, RecoveryMode::Strict, TailState::Torn { reason }) => {
-                return Err(Error::Corrupted {
-                    path: path.into(),
-                    offset: scan.tail as u64,
-                    lsn: scan.next_lsn,
-                    reason: format!("torn tail refused in strict mode: {reason}"),
-                    entries_beyond: 0,
-                });
-            }
-            _ => {}
-        }
-
+        let (damage, gaps) =
+            recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
         let mut current = slot;
         if writable {
-            // Repair a damaged superblock copy from the good one, and upgrade an older format
-            // version (the reader area this writer keeps is new in version 2).
-            sb.version = format::FORMAT_VERSION;
-            let good = sb.encode();
-            for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
-                if pmem.view(off, SB_LEN) != good {
-                    pmem.store_exclusive(off, &good);
-                    pmem.flush(off, SB_LEN);
-                }
-            }
-            // Start a new session: entries from here on must carry a fresh epoch, so nothing
-            // left past the tail by an interrupted append can ever be accepted later. The slot
-            // is made durable first (with the superblock repair): only then can the remains be
-            // touched, or a crash in the middle of wiping them could complete a torn entry
-            // under the old epoch.
-            current = Slot {
-                seq: slot.seq + 1,
-                cut_lsn: scan.next_lsn,
-                epoch: new_epoch(Some(slot.epoch)),
-                flags: 0,
-                ..slot
-            };
-            let off = Slot::offset_for(current.seq);
-            pmem.store_exclusive(off, &current.encode(sb.salt));
-            pmem.flush(off, SLOT_LEN);
-            #[cfg(feature = "mutants")]
-            let drain = !crate::mutants::is(crate::mutants::Mutant::WipeInSlotBarrier);
-            #[cfg(not(feature = "mutants"))]
-            let drain = true;
-            if drain {
-                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-            }
-            // Then wipe what follows the tail: the remains of an interrupted append (so later
-            // opens report a clean end), or the header of a complete entry that is no longer
-            // part of the log. The epoch rule refuses such an entry only while the cut stays
-            // below its LSN; if the next appends wrap to the start of the data area, it would
-            // stay on the scan's path, and a later cut above its LSN (a deleted suffix whose
-            // header a crash kept `truncate_after` from destroying) would let it back in.
-            // Correctness never depends on wiping torn remains: the slot above is durable first,
-            // so the remains are refused whatever the wipe leaves of them.
-            let torn = matches!(scan.state, walk::TailState::Torn { .. });
-            let start = if torn { scan.torn_start } else { scan.tail };
-            let area_end = if start < slot.head_offset as usize {
-                slot.head_offset as usize
-            } else {
-                cap
-            };
-            let end = if torn {
-                recover::remains_end(pmem.view(0, cap), start, scan.torn_bytes).min(area_end)
-            } else if start + 8 <= area_end && pmem.view(start, 8) != [0u8; 8] {
-                start + 8
-            } else {
-                start
-            };
-            if end > start {
-                let zeros = [0u8; 4096];
-                let mut at = start;
-                while at < end {
-                    let n = (end - at).min(zeros.len());
-                    pmem.store_exclusive(at, &zeros[..n]);
-                    at += n;
-                }
-                pmem.flush(start, end - start);
-                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-                if torn {
-                    tracing::warn!(
-                        path = %path.display(),
-                        offset = start,
-                        bytes = end - start,
-                        torn_bytes = scan.torn_bytes,
-                        next_lsn = scan.next_lsn,
-                        "daxlog: discarded the torn tail of an interrupted append"
-                    );
-                } else {
-                    tracing::debug!(
-                        path = %path.display(),
-                        offset = start,
-                        "daxlog: destroyed the header of an entry past the tail"
-                    );
-                }
-            }
-        }
-        if writable {
+            recover::repair_superblock(&mut pmem, &mut sb);
+            current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
+            recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
             // Every recovered entry is durable: readers in other processes may read them.
             pmem.media().publish_for_readers(scan.next_lsn);
         }
         let persistence = pmem.media().persistence();
-        let report = RecoveryReport {
-            entries: scan.entries,
-            first_lsn: (scan.entries > 0).then_some(slot.head_lsn),
-            last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
-            tail_offset: scan.tail as u64,
-            torn_bytes: scan.torn_bytes,
-            tail_state: scan.state.clone(),
-            superblock_from_backup: from_backup,
-            duration: start.elapsed(),
-            persistence,
-            damage: damage.map(|d| DamageReport {
-                offset: d.offset,
-                lsn: d.lsn,
-                reason: d.reason,
-                entries_beyond: d.beyond,
-                lsns_beyond: d.beyond_lsns,
-            }),
-            gaps,
-            scanned_from: scan.scanned_from,
-        };
-        tracing::info!(
-            entries = report.entries,
-            last_lsn = ?report.last_lsn,
-            torn_bytes = report.torn_bytes,
-            %persistence,
-            ms = report.duration.as_secs_f64() * 1e3,
-            "daxlog: recovered log"
-        );
+        let report = recover::report(&scan, &slot, from_backup, persistence, damage, gaps, start);
         Ok(Self::assemble(
             pmem, sb, current, scan, opts, !writable, report, path, false,
         ))

@@ -1,84 +1,61 @@
-//! Recovery: what an open found and did.
+//! Recovery (FORMAT.md, section 7), one function per step, in the order in which an open
+//! takes them (`Log::recover` calls them):
+//!
+//! 1. [`read_superblock`]: the superblock, from its primary copy or else the backup (section 3);
+//! 2. [`read_current_slot`]: the valid metadata slot with the larger sequence number (section 4);
+//! 3. the scan from the slot's head (or its tail hint) to the first refused entry
+//!    ([`crate::walk::scan`]);
+//! 4. [`damage_versus_torn_tail`]: whether that end is damage or the torn tail of an
+//!    interrupted append, and whether the recovery mode accepts it;
+//!
+//! and, in a writable open only:
+//!
+//! 5. [`repair_superblock`]: a damaged copy rewritten from the good one (section 3);
+//! 6. [`start_session`]: the slot with the cut at the next LSN and a fresh epoch, made durable
+//!    (section 7, "Epochs");
+//! 7. [`wipe_past_tail`]: the remains of an interrupted append, or the header of a complete
+//!    entry that is no longer part of the log, zeroed with a second barrier.
+//!
+//! [`report`] then says what was found and done.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::damage::{self, Damage, Gap};
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Superblock, SuperblockError, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET,
+    self, Slot, Superblock, SuperblockError, DATA_OFFSET, SB_BACKUP_OFFSET, SB_LEN,
+    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
 use crate::map::fill_random;
-use crate::media::Persistence;
-use crate::walk::TailState;
+use crate::media::{Media, Persistence, Pmem};
+use crate::options::RecoveryMode;
+use crate::walk::{Scan, TailState};
 use crate::Lsn;
 
-/// Where the remains of an interrupted write that begin at `start` end: past the claimed
-/// extent of the refused entry, through the following 4 KiB pages that still hold a non-zero
-/// byte, but no further than 1 MiB past the claimed extent (in a wrapped log, older laps
-/// follow).
-pub(crate) fn remains_end(image: &[u8], start: usize, torn_bytes: u64) -> usize {
-    const PAGE: usize = 4096;
-    let mut end = (start + torn_bytes as usize).min(image.len());
-    let stop = (end + (1 << 20)).min(image.len());
-    while end < stop {
-        let page_end = ((end / PAGE) + 1) * PAGE;
-        let page_end = page_end.min(image.len());
-        if image[end..page_end].iter().all(|&b| b == 0) {
-            break;
-        }
-        end = page_end;
+/// Step 1: the superblock of the log on `pmem`'s media, and whether the backup copy had to be
+/// used. The media must hold the metadata page and the capacity the superblock names.
+pub(crate) fn read_superblock<M: Media>(
+    pmem: &mut Pmem<M>,
+    path: &Path,
+) -> Result<(Superblock, bool)> {
+    let len = pmem.media().len();
+    if len < DATA_OFFSET {
+        return Err(Error::TooSmall {
+            path: path.into(),
+            len: len as u64,
+            min: DATA_OFFSET as u64,
+        });
     }
-    end
-}
-
-/// What [`crate::Log::open`] found and did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecoveryReport {
-    /// Entries in the log after recovery.
-    pub entries: u64,
-    /// LSN of the first entry (if any).
-    pub first_lsn: Option<Lsn>,
-    /// LSN of the last entry (if any).
-    pub last_lsn: Option<Lsn>,
-    /// Offset just past the last entry: where the next append goes.
-    pub tail_offset: u64,
-    /// Bytes of an interrupted append that were discarded.
-    pub torn_bytes: u64,
-    /// How the log ended.
-    pub tail_state: TailState,
-    /// The primary superblock was damaged and the backup copy was used (and, if the log was
-    /// opened for writing, rewritten over the primary).
-    pub superblock_from_backup: bool,
-    /// Wall-clock time of the whole open, mapping included.
-    pub duration: Duration,
-    /// The persistence barrier the log uses.
-    pub persistence: Persistence,
-    /// Damage found inside the acknowledged part of the log. Only a
-    /// [`crate::RecoveryMode::Salvage`] open gets this far with damage; the other modes fail
-    /// with [`crate::Error::Corrupted`].
-    pub damage: Option<DamageReport>,
-    /// In salvage mode, every damaged region with the LSNs it swallowed.
-    pub gaps: Vec<crate::damage::Gap>,
-    /// The LSN the scan started at: the first LSN, or a later one when a tail hint let the
-    /// scan skip the entries before it (see [`crate::Options::tail_hint_every`]).
-    pub scanned_from: Lsn,
-}
-
-/// Damage recovery found; see [`RecoveryReport::damage`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DamageReport {
-    /// Offset of the first unreadable entry.
-    pub offset: u64,
-    /// The LSN it should carry: the log as opened ends before it.
-    pub lsn: Lsn,
-    /// Why it was refused.
-    pub reason: &'static str,
-    /// Valid entries found past it.
-    pub entries_beyond: u64,
-    /// Their LSN range.
-    pub lsns_beyond: Option<(Lsn, Lsn)>,
+    let (sb, from_backup) = decode_superblocks(pmem.view(0, DATA_OFFSET), path)?;
+    if (len as u64) < sb.capacity {
+        return Err(Error::FileShorterThanCapacity {
+            path: path.into(),
+            file_len: len as u64,
+            capacity: sb.capacity,
+        });
+    }
+    Ok((sb, from_backup))
 }
 
 /// Picks the superblock from its two copies; the flag is true if the backup had to be used.
@@ -112,6 +89,112 @@ pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock
     }
 }
 
+/// Step 2: the current metadata slot: of the two, the valid one with the larger `seq`.
+pub(crate) fn read_current_slot<M: Media>(
+    pmem: &mut Pmem<M>,
+    sb: &Superblock,
+    path: &Path,
+) -> Result<Slot> {
+    let meta = pmem.view(0, DATA_OFFSET);
+    Slot::pick(
+        Slot::decode(&meta[SLOT0_OFFSET..], sb.salt, sb.capacity),
+        Slot::decode(&meta[SLOT1_OFFSET..], sb.salt, sb.capacity),
+    )
+    .ok_or_else(|| Error::CorruptedSuperblock {
+        path: path.into(),
+        offset: SLOT0_OFFSET as u64,
+        reason: "no valid metadata slot".into(),
+    })
+}
+
+/// Step 4: whether the end the scan found in `image` (the whole file) is damage inside the
+/// acknowledged entries rather than a torn tail, and, in salvage mode, every damaged region.
+/// Fails with [`Error::Corrupted`] on damage (but in salvage mode), and on a torn tail in
+/// strict mode.
+pub(crate) fn damage_versus_torn_tail(
+    image: &[u8],
+    sb: &Superblock,
+    slot: &Slot,
+    scan: &Scan,
+    mode: RecoveryMode,
+    path: &Path,
+) -> Result<(Option<Damage>, Vec<Gap>)> {
+    let damage = damage::assess(image, sb.salt, slot, scan);
+    let gaps = if mode == RecoveryMode::Salvage && damage.is_some() {
+        damage::salvage(image, sb.salt, slot, |_, _| {})
+    } else {
+        Vec::new()
+    };
+    match (&damage, mode, &scan.state) {
+        (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
+            return Err(Error::Corrupted {
+                path: path.into(),
+                offset: d.offset,
+                lsn: d.lsn,
+                reason: d.reason.to_string(),
+                entries_beyond: d.beyond,
+            });
+        }
+        (None, RecoveryMode::Strict, TailState::Torn { reason }) => {
+            return Err(Error::Corrupted {
+                path: path.into(),
+                offset: scan.tail as u64,
+                lsn: scan.next_lsn,
+                reason: format!("torn tail refused in strict mode: {reason}"),
+                entries_beyond: 0,
+            });
+        }
+        _ => {}
+    }
+    Ok((damage, gaps))
+}
+
+/// Step 5: repairs a damaged superblock copy from the good one, and upgrades an older format
+/// version (the reader area this writer keeps is new in version 2). Flushed, not drained: the
+/// barrier of [`start_session`] makes it durable.
+pub(crate) fn repair_superblock<M: Media>(pmem: &mut Pmem<M>, sb: &mut Superblock) {
+    sb.version = format::FORMAT_VERSION;
+    let good = sb.encode();
+    for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+        if pmem.view(off, SB_LEN) != good {
+            pmem.store_exclusive(off, &good);
+            pmem.flush(off, SB_LEN);
+        }
+    }
+}
+
+/// Step 6: starts a new session and returns its slot, made durable: entries from here on must
+/// carry a fresh epoch, so nothing left past the tail by an interrupted append can ever be
+/// accepted later. The slot is made durable first (with the superblock repair): only then can
+/// the remains be touched ([`wipe_past_tail`]), or a crash in the middle of wiping them could
+/// complete a torn entry under the old epoch.
+pub(crate) fn start_session<M: Media>(
+    pmem: &mut Pmem<M>,
+    sb: &Superblock,
+    slot: &Slot,
+    next_lsn: Lsn,
+    path: &Path,
+) -> Result<Slot> {
+    let current = Slot {
+        seq: slot.seq + 1,
+        cut_lsn: next_lsn,
+        epoch: new_epoch(Some(slot.epoch)),
+        flags: 0,
+        ..*slot
+    };
+    let off = Slot::offset_for(current.seq);
+    pmem.store_exclusive(off, &current.encode(sb.salt));
+    pmem.flush(off, SLOT_LEN);
+    #[cfg(feature = "mutants")]
+    let drain = !crate::mutants::is(crate::mutants::Mutant::WipeInSlotBarrier);
+    #[cfg(not(feature = "mutants"))]
+    let drain = true;
+    if drain {
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+    }
+    Ok(current)
+}
+
 /// A random epoch, different from `previous`.
 pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
     loop {
@@ -122,4 +205,174 @@ pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
             return e;
         }
     }
+}
+
+/// Step 7, after [`start_session`]: wipes what follows the tail that `slot` (the slot the scan
+/// followed) and `scan` found: the remains of an interrupted append (so later opens report a
+/// clean end), or the header of a complete entry that is no longer part of the log. The epoch
+/// rule refuses such an entry only while the cut stays below its LSN; if the next appends wrap
+/// to the start of the data area, it would stay on the scan's path, and a later cut above its
+/// LSN (a deleted suffix whose header a crash kept `truncate_after` from destroying) would let
+/// it back in. Correctness never depends on wiping torn remains: the slot of the new session
+/// is durable first, so the remains are refused whatever the wipe leaves of them.
+pub(crate) fn wipe_past_tail<M: Media>(
+    pmem: &mut Pmem<M>,
+    sb: &Superblock,
+    slot: &Slot,
+    scan: &Scan,
+    path: &Path,
+) -> Result<()> {
+    let cap = sb.capacity as usize;
+    let torn = matches!(scan.state, TailState::Torn { .. });
+    let start = if torn { scan.torn_start } else { scan.tail };
+    let area_end = if start < slot.head_offset as usize {
+        slot.head_offset as usize
+    } else {
+        cap
+    };
+    let end = if torn {
+        remains_end(pmem.view(0, cap), start, scan.torn_bytes).min(area_end)
+    } else if start + 8 <= area_end && pmem.view(start, 8) != [0u8; 8] {
+        start + 8
+    } else {
+        start
+    };
+    if end > start {
+        let zeros = [0u8; 4096];
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(zeros.len());
+            pmem.store_exclusive(at, &zeros[..n]);
+            at += n;
+        }
+        pmem.flush(start, end - start);
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        if torn {
+            tracing::warn!(
+                path = %path.display(),
+                offset = start,
+                bytes = end - start,
+                torn_bytes = scan.torn_bytes,
+                next_lsn = scan.next_lsn,
+                "daxlog: discarded the torn tail of an interrupted append"
+            );
+        } else {
+            tracing::debug!(
+                path = %path.display(),
+                offset = start,
+                "daxlog: destroyed the header of an entry past the tail"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where the remains of an interrupted write that begin at `start` end: past the claimed
+/// extent of the refused entry, through the following 4 KiB pages that still hold a non-zero
+/// byte, but no further than 1 MiB past the claimed extent (in a wrapped log, older laps
+/// follow).
+fn remains_end(image: &[u8], start: usize, torn_bytes: u64) -> usize {
+    const PAGE: usize = 4096;
+    let mut end = (start + torn_bytes as usize).min(image.len());
+    let stop = (end + (1 << 20)).min(image.len());
+    while end < stop {
+        let page_end = ((end / PAGE) + 1) * PAGE;
+        let page_end = page_end.min(image.len());
+        if image[end..page_end].iter().all(|&b| b == 0) {
+            break;
+        }
+        end = page_end;
+    }
+    end
+}
+
+/// What recovery found and did, for [`crate::Log::recovery`]; `start` is when the open began.
+pub(crate) fn report(
+    scan: &Scan,
+    slot: &Slot,
+    from_backup: bool,
+    persistence: Persistence,
+    damage: Option<Damage>,
+    gaps: Vec<Gap>,
+    start: Instant,
+) -> RecoveryReport {
+    let report = RecoveryReport {
+        entries: scan.entries,
+        first_lsn: (scan.entries > 0).then_some(slot.head_lsn),
+        last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
+        tail_offset: scan.tail as u64,
+        torn_bytes: scan.torn_bytes,
+        tail_state: scan.state.clone(),
+        superblock_from_backup: from_backup,
+        duration: start.elapsed(),
+        persistence,
+        damage: damage.map(|d| DamageReport {
+            offset: d.offset,
+            lsn: d.lsn,
+            reason: d.reason,
+            entries_beyond: d.beyond,
+            lsns_beyond: d.beyond_lsns,
+        }),
+        gaps,
+        scanned_from: scan.scanned_from,
+    };
+    tracing::info!(
+        entries = report.entries,
+        last_lsn = ?report.last_lsn,
+        torn_bytes = report.torn_bytes,
+        %persistence,
+        ms = report.duration.as_secs_f64() * 1e3,
+        "daxlog: recovered log"
+    );
+    report
+}
+
+/// What [`crate::Log::open`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Entries in the log after recovery.
+    pub entries: u64,
+    /// LSN of the first entry (if any).
+    pub first_lsn: Option<Lsn>,
+    /// LSN of the last entry (if any).
+    pub last_lsn: Option<Lsn>,
+    /// Offset just past the last entry: where the next append goes.
+    pub tail_offset: u64,
+    /// Bytes of an interrupted append that were discarded.
+    pub torn_bytes: u64,
+    /// How the log ended.
+    pub tail_state: TailState,
+    /// The primary superblock was damaged and the backup copy was used (and, if the log was
+    /// opened for writing, rewritten over the primary).
+    pub superblock_from_backup: bool,
+    /// Wall-clock time of the whole open, mapping included.
+    pub duration: Duration,
+    /// The persistence barrier the log uses.
+    pub persistence: Persistence,
+    /// Damage found inside the acknowledged part of the log. Only a
+    /// [`crate::RecoveryMode::Salvage`] open gets this far with damage; the other modes fail
+    /// with [`crate::Error::Corrupted`].
+    pub damage: Option<DamageReport>,
+    /// In salvage mode, every damaged region with the LSNs it swallowed.
+    pub gaps: Vec<Gap>,
+    /// The LSN the scan started at: the first LSN, or a later one when a tail hint let the
+    /// scan skip the entries before it (see [`crate::Options::tail_hint_every`]).
+    pub scanned_from: Lsn,
+}
+
+/// Damage recovery found; see [`RecoveryReport::damage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DamageReport {
+    /// Offset of the first unreadable entry.
+    pub offset: u64,
+    /// The LSN it should carry: the log as opened ends before it.
+    pub lsn: Lsn,
+    /// Why it was refused.
+    pub reason: &'static str,
+    /// Valid entries found past it.
+    pub entries_beyond: u64,
+    /// Their LSN range.
+    pub lsns_beyond: Option<(Lsn, Lsn)>,
 }
