@@ -5,54 +5,12 @@ use std::sync::atomic::Ordering;
 use crate::damage::{self, Gap};
 use crate::error::{Error, Result};
 use crate::format::{self, EntryHeader, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS};
+use crate::index::INDEX_STRIDE;
 use crate::log::Log;
 use crate::media::{Live, Media};
 use crate::pins::Pos;
 use crate::reader::OwnedEntry;
-use crate::walk::INDEX_STRIDE;
 use crate::Lsn;
-
-/// The sparse LSN index: the offsets of the entries with LSN `base + k * INDEX_STRIDE`, where
-/// `base` is a multiple of the stride.
-#[derive(Debug, Default)]
-pub(crate) struct Index {
-    pub(crate) base: Lsn,
-    pub(crate) anchors: Vec<u64>,
-}
-
-impl Index {
-    /// The anchor at or before `lsn`: its offset and LSN.
-    fn anchor_at_or_before(&self, lsn: Lsn) -> Option<(usize, Lsn)> {
-        if self.anchors.is_empty() || lsn < self.base {
-            return None;
-        }
-        let k = (((lsn - self.base) / INDEX_STRIDE) as usize).min(self.anchors.len() - 1);
-        Some((
-            self.anchors[k] as usize,
-            self.base + k as u64 * INDEX_STRIDE,
-        ))
-    }
-
-    /// Drops the anchors of LSNs below `first` (a prefix truncation).
-    pub(crate) fn drop_before(&mut self, first: Lsn) {
-        if first <= self.base {
-            return;
-        }
-        let k = ((first - self.base).div_ceil(INDEX_STRIDE) as usize).min(self.anchors.len());
-        self.anchors.drain(..k);
-        self.base = if self.anchors.is_empty() {
-            first.next_multiple_of(INDEX_STRIDE)
-        } else {
-            self.base + k as u64 * INDEX_STRIDE
-        };
-    }
-
-    /// Keeps the anchors of LSNs below `next`.
-    pub(crate) fn truncate_from(&mut self, next: Lsn) {
-        let keep = next.saturating_sub(self.base).div_ceil(INDEX_STRIDE) as usize;
-        self.anchors.truncate(keep);
-    }
-}
 
 /// One entry of the log: its LSN and a slice of its payload, borrowed from the mapping through
 /// a [`Guard`] (the bytes stay intact while the guard lives, truncations notwithstanding).

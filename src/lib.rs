@@ -41,6 +41,7 @@ mod damage;
 mod disk;
 mod error;
 pub mod format;
+mod index;
 mod iter;
 mod log;
 mod map;

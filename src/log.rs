@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_PRIMARY_OFFSET, SLOT_LEN,
 };
-use crate::iter::Index;
+use crate::index::Index;
 use crate::map::{
     allocate, ensure_allocated, fill_random, lock_exclusive, lock_replaced, lock_snapshot,
     sync_parent_dir, MmapMedia,

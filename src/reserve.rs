@@ -33,12 +33,12 @@ use crate::error::{Error, Result};
 #[cfg(not(loom))]
 use crate::format::MAX_INFLIGHT;
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
+use crate::index::INDEX_STRIDE;
 use crate::log::Log;
 use crate::media::{Claim, Media};
 use crate::persist;
 use crate::sync::atomic::{AtomicBool, AtomicU64};
 use crate::sync::{self, parking_lot};
-use crate::walk::INDEX_STRIDE;
 use crate::Lsn;
 
 /// Under the loom model checker, a ring of 2, so that three appenders fill it.

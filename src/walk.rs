@@ -9,14 +9,12 @@
 //! that fails ends the log: everything from the start of its batch on is the torn tail.
 
 use crate::format::{self, EntryHeader, Slot, FLAG_CONTINUES, HEADER_LEN, KNOWN_FLAGS};
+use crate::index::INDEX_STRIDE;
 use crate::persist::{self, CACHE_LINE};
 use crate::Lsn;
 
 /// Zero bytes at the tail that mark a clean end (the checksum and length words of a header).
 const END_MARKER_LEN: usize = 8;
-
-/// Every this many entries, the offset of one entry is kept in memory to find entries by LSN.
-pub(crate) const INDEX_STRIDE: u64 = 64;
 
 /// Why the scan stopped where it did.
 #[derive(Clone, Debug, PartialEq, Eq)]
