@@ -55,6 +55,7 @@ mod reader;
 mod recover;
 mod reserve;
 mod sync;
+mod tickets;
 mod truncate;
 mod walk;
 

@@ -19,9 +19,9 @@ use crate::map::{
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
 use crate::recover::{self, decode_superblocks, new_epoch, RecoveryReport};
-use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use crate::sync::{parking_lot, Condvar, Mutex, RwLock};
+use crate::tickets::{State, TicketSlot};
 use crate::walk;
 use crate::Lsn;
 
@@ -118,6 +118,13 @@ pub(crate) struct Writer {
     /// Set when a barrier failed: durability is unknown, appends are refused.
     pub(crate) poisoned: Option<PoisonCause>,
 }
+
+/// Why a log refuses appends after a failed barrier.
+#[derive(Clone, Debug)]
+pub(crate) struct PoisonCause(pub(crate) String);
+
+/// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
+pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
 impl<M: Media> std::fmt::Debug for Log<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
