@@ -41,6 +41,7 @@ mod damage;
 mod disk;
 mod error;
 pub mod format;
+mod group;
 mod index;
 mod iter;
 mod log;
@@ -64,8 +65,8 @@ mod walk;
 pub type Lsn = u64;
 
 pub use damage::{Gap, SEARCH_BYTES};
-pub use disk::SyncStats;
 pub use error::{Error, LockHolder, Result};
+pub use group::SyncStats;
 pub use iter::{Entry, Follower, Guard, Iter, OwnedIter, Verified};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};

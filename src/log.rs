@@ -105,7 +105,7 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
     /// msync mode: the group commit (`disk.rs`).
-    pub(crate) group: crate::disk::GroupCommit,
+    pub(crate) group: crate::group::GroupCommit,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
 }
@@ -496,7 +496,7 @@ impl<M: Media> Log<M> {
         let persistence = pmem.media().persistence();
         let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
             let t = opts.resolved_nt_threshold();
-            (t.unwrap_or(crate::disk::MSYNC_NT_THRESHOLD), None)
+            (t.unwrap_or(crate::group::MSYNC_NT_THRESHOLD), None)
         } else if let Some(t) = opts.resolved_nt_threshold() {
             (t, None)
         } else if pmem.media().tune_for_host() && !read_only {
@@ -546,7 +546,7 @@ impl<M: Media> Log<M> {
             waiters: Padded(AtomicUsize::new(0)),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
-            group: crate::disk::GroupCommit::new(),
+            group: crate::group::GroupCommit::new(),
             poisoned: AtomicBool::new(false),
         };
         if !read_only {
