@@ -701,7 +701,7 @@ impl<M: Media> Log<M> {
     pub(crate) fn wait_for_lsn(&self, lsn: Lsn, deleted: u64, timeout: std::time::Duration) {
         #[cfg(loom)]
         if crate::sync::mutants::active(crate::sync::mutants::Mutant::WaiterAfterCheck) {
-            return crate::sync::mutants::wait_for_lsn_registering_late(self, lsn, timeout);
+            return wait_for_lsn_registering_late(self, lsn, timeout);
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // Publishers store `last_lsn`, then a light fence, then read `waiters` (see
@@ -715,5 +715,20 @@ impl<M: Media> Log<M> {
             let _ = self.wake.wait_timeout(g, timeout);
         }
         self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `Log::wait_for_lsn` as mutant [`crate::sync::mutants::Mutant::WaiterAfterCheck`] has it:
+/// the follower checks `last_lsn` first and registers in `waiters` only when it is about to
+/// sleep, so a publisher that stored `last_lsn` in between, and found nobody registered, wakes
+/// nobody.
+#[cfg(loom)]
+fn wait_for_lsn_registering_late<M: Media>(log: &Log<M>, lsn: Lsn, timeout: std::time::Duration) {
+    let g = log.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+    if log.last_lsn.load(Ordering::Acquire) < lsn {
+        log.waiters.fetch_add(1, Ordering::SeqCst);
+        crate::persist::heavy_fence();
+        let _ = log.wake.wait_timeout(g, timeout);
+        log.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
