@@ -23,33 +23,26 @@
 //! after a sync that began after it was stored (FORMAT.md, 6a).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::error::Result;
 use crate::format::{ENTRY_ALIGN, MAX_INFLIGHT};
-use crate::group::{RoundGuard, SyncStats};
+use crate::group::SyncStats;
 use crate::log::Log;
 use crate::media::Media;
-
-/// How long a waiting appender sleeps before it looks at the poison flag again.
-const WAIT: Duration = Duration::from_millis(10);
 
 impl<M: Media> Log<M> {
     /// In `msync` mode, the syncs the group commit made since the log was opened and the
     /// appends they covered; zero in the CPU-flush modes (where each appender persists its own
     /// entries with no system call).
     pub fn sync_stats(&self) -> SyncStats {
-        SyncStats {
-            syncs: self.group.syncs.load(Ordering::Relaxed),
-            appends: self.group.tickets.load(Ordering::Relaxed),
-        }
+        self.group.stats()
     }
 
     /// msync mode: returns once `ticket` (stored and marked ready) is durable and published,
     /// having led the sync that covered it or waited for another's (module documentation).
     pub(crate) fn group_sync(&self, ticket: u64) -> Result<()> {
         let g = &self.group;
-        let mut round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+        let mut round = g.lock();
         // Set once this thread passed the sync point since it last slept.
         let mut at_gate = false;
         loop {
@@ -69,7 +62,7 @@ impl<M: Media> Log<M> {
                 if self.pmem.media().schedules_threads() {
                     drop(round);
                     self.pmem.media().sync_point();
-                    round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+                    round = g.lock();
                     continue;
                 }
             }
@@ -82,7 +75,7 @@ impl<M: Media> Log<M> {
                 // A running sync may cover this ticket; or the oldest unpublished ticket is
                 // still being stored by its appender, which leads the sync that covers this
                 // one too when it is done: wait for a sync to end.
-                round = self.sleep_until_a_sync_ends(round);
+                round = g.sleep_until_a_sync_ends(round, &self.poisoned);
                 at_gate = false;
                 continue;
             }
@@ -95,12 +88,9 @@ impl<M: Media> Log<M> {
                 // Only the leader publishes in msync mode, one sync at a time.
                 self.publish_run(first, Some(upto));
             }
-            round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+            round = g.lock();
             round.busy = false;
-            round.ended += 1;
-            if round.sleepers > 0 {
-                g.ended.notify_all();
-            }
+            g.signal_end(&mut round);
             synced?;
         }
     }
@@ -109,7 +99,7 @@ impl<M: Media> Log<M> {
     /// published count moved from `published` or the reservation state from `resv` already
     /// (then the caller looks again at once).
     pub(crate) fn wait_for_sync(&self, published: u64, resv: u128) {
-        let round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
+        let round = self.group.lock();
         // A sync publishes, then ends under this lock: one that ends from here on is seen.
         if self.published.load(Ordering::Acquire) != published {
             return;
@@ -119,33 +109,14 @@ impl<M: Media> Log<M> {
         if self.resv.load_torn() != resv {
             return;
         }
-        drop(self.sleep_until_a_sync_ends(round));
+        drop(self.group.sleep_until_a_sync_ends(round, &self.poisoned));
     }
 
     /// Wakes the reservers sleeping in [`Log::wait_for_sync`] (they look at the reservation
     /// state again), after a suffix truncation blocked them without a sync in flight.
     pub(crate) fn wake_reservers(&self) {
-        let mut round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
-        round.ended += 1;
-        if round.sleepers > 0 {
-            self.group.ended.notify_all();
-        }
-    }
-
-    /// Sleeps (releasing the round lock) until a sync ends or the log is poisoned.
-    fn sleep_until_a_sync_ends<'a>(&'a self, mut round: RoundGuard<'a>) -> RoundGuard<'a> {
-        let seen = round.ended;
-        round.sleepers += 1;
-        while round.ended == seen && !self.poisoned.load(Ordering::Acquire) {
-            round = self
-                .group
-                .ended
-                .wait_timeout(round, WAIT)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        round.sleepers -= 1;
-        round
+        let mut round = self.group.lock();
+        self.group.signal_end(&mut round);
     }
 
     /// The first ticket from `first` on that is not ready (at most a ring's worth ahead of the
@@ -191,10 +162,7 @@ impl<M: Media> Log<M> {
             self.pmem.flush(a, b.min(cap) - a);
             self.barrier_drain().inspect_err(|e| self.poison(e))?;
         }
-        self.group.syncs.fetch_add(1, Ordering::Relaxed);
-        self.group
-            .tickets
-            .fetch_add(upto - first, Ordering::Relaxed);
+        self.group.count_sync(upto - first);
         Ok(())
     }
 }

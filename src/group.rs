@@ -1,17 +1,20 @@
 //! The state of the group commit of a log in `msync` mode; the protocol that uses it is in
 //! `disk.rs`.
 
-use crate::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::sync::atomic::{AtomicBool, AtomicU64};
 use crate::sync::{Condvar, Mutex};
 
 /// The state of the group commit of one log.
 pub(crate) struct GroupCommit {
-    pub(crate) round: Mutex<Round>,
+    round: Mutex<Round>,
     /// Signalled whenever a sync ends.
-    pub(crate) ended: Condvar,
+    ended: Condvar,
     /// Syncs made, and tickets they covered.
-    pub(crate) syncs: AtomicU64,
-    pub(crate) tickets: AtomicU64,
+    syncs: AtomicU64,
+    tickets: AtomicU64,
 }
 
 #[cfg(not(loom))]
@@ -23,9 +26,9 @@ pub(crate) struct Round {
     /// A leader is syncing.
     pub(crate) busy: bool,
     /// Appenders sleeping on `ended`.
-    pub(crate) sleepers: usize,
+    sleepers: usize,
     /// Syncs ended so far: waiting appenders look again when it changes.
-    pub(crate) ended: u64,
+    ended: u64,
 }
 
 impl GroupCommit {
@@ -39,6 +42,56 @@ impl GroupCommit {
             ended: Condvar::new(),
             syncs: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
+        }
+    }
+
+    /// The round's lock: whether a leader is syncing.
+    #[inline]
+    pub(crate) fn lock(&self) -> RoundGuard<'_> {
+        self.round.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a sync's end in `round` and wakes the appenders sleeping until one ends (they
+    /// look again).
+    #[inline]
+    pub(crate) fn signal_end(&self, round: &mut Round) {
+        round.ended += 1;
+        if round.sleepers > 0 {
+            self.ended.notify_all();
+        }
+    }
+
+    /// Sleeps (releasing the round lock) until a sync ends or `poisoned` is set.
+    pub(crate) fn sleep_until_a_sync_ends<'a>(
+        &'a self,
+        mut round: RoundGuard<'a>,
+        poisoned: &AtomicBool,
+    ) -> RoundGuard<'a> {
+        let seen = round.ended;
+        round.sleepers += 1;
+        while round.ended == seen && !poisoned.load(Ordering::Acquire) {
+            round = self
+                .ended
+                .wait_timeout(round, WAIT)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        round.sleepers -= 1;
+        round
+    }
+
+    /// Counts a sync that covered `tickets` appends.
+    #[inline]
+    pub(crate) fn count_sync(&self, tickets: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.tickets.fetch_add(tickets, Ordering::Relaxed);
+    }
+
+    /// Syncs made so far, and the appends they covered.
+    pub(crate) fn stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            appends: self.tickets.load(Ordering::Relaxed),
         }
     }
 }
@@ -71,3 +124,6 @@ impl SyncStats {
 /// on /dev/shm with 64 KiB payloads: 7.4-8.8 µs per append with, 9.8 µs without; at 4 KiB and
 /// 16 KiB no gain showed (docs/DISK.md).
 pub(crate) const MSYNC_NT_THRESHOLD: usize = 64 << 10;
+
+/// How long a waiting appender sleeps before it looks at the poison flag again.
+const WAIT: Duration = Duration::from_millis(10);
