@@ -1,4 +1,4 @@
-//! Recovery: finding the end of the log by validating entries.
+//! The walk over entries: how recovery finds the end of the log by validating them.
 //!
 //! There is no persisted tail pointer. The scan starts at the head recorded in the current
 //! metadata slot and accepts an entry only if all of these hold (FORMAT.md, "Recovery"):
