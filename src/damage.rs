@@ -23,7 +23,7 @@ use crate::format::{
     EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
     MAX_INFLIGHT, SLOT_CONCURRENT,
 };
-use crate::recover::{self, Scan};
+use crate::walk::{self, Scan};
 use crate::Lsn;
 
 /// How far past a refused entry the search for valid continuations looks, per area.
@@ -64,7 +64,7 @@ fn find_continuation(
         if h.lsn > after_lsn
             && h.lsn - after_lsn < 1 << 40
             && (h.len as usize) <= end - q - HEADER_LEN
-            && recover::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
+            && walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
         {
             return Some((q, h.lsn));
         }
@@ -102,7 +102,7 @@ pub(crate) fn continuation(
     while let Some((q, l)) =
         find_continuation(image, salt, slot, from, claimed_end, area_end, stop_lsn)
     {
-        let w = recover::walk(image, salt, slot, q, l);
+        let w = walk::walk(image, salt, slot, q, l);
         if w.stop > claimed_end || w.stop < q {
             inner = Some((q, l));
             break;
@@ -129,14 +129,14 @@ fn claimed_end(image: &[u8], stop: usize, area_end: usize) -> usize {
 
 /// Decides whether the end the scan found is damage rather than a torn tail.
 pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
-    if !matches!(scan.state, recover::TailState::Torn { .. }) {
+    if !matches!(scan.state, walk::TailState::Torn { .. }) {
         // A clean end below the cut is damage too: acknowledged entries are missing.
         if scan.next_lsn >= slot.cut_lsn {
             return None;
         }
     }
     let reason = match scan.state {
-        recover::TailState::Torn { reason } => reason,
+        walk::TailState::Torn { reason } => reason,
         _ => "entry missing",
     };
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
@@ -197,7 +197,7 @@ fn follows(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Follows {
     let (mut q, mut l) = (q, l);
     let (mut count, mut batch_ends) = (0, 0);
     loop {
-        let w = recover::walk(image, salt, slot, q, l);
+        let w = walk::walk(image, salt, slot, q, l);
         count += w.stop_lsn - l;
         batch_ends += w.batches;
         match continuation(image, salt, slot, w.stop, w.stop_lsn) {
@@ -249,7 +249,7 @@ pub(crate) fn salvage(
     // Entries of a batch at or above the cut whose end has not been seen yet.
     let mut pending: Vec<(Lsn, usize, u32)> = Vec::new();
     loop {
-        let w = recover::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
+        let w = walk::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
             pending.push((l, p, h.len));
             let ends = h.flags & FLAG_CONTINUES == 0 || l < slot.cut_lsn;
             if ends {
@@ -296,38 +296,5 @@ pub(crate) fn salvage(
                 return gaps;
             }
         }
-    }
-}
-
-impl<M: crate::Media> crate::Log<M> {
-    /// Visits every valid entry in LSN order, past damaged regions too, and returns the gaps
-    /// (empty for an undamaged log). For rescuing data: only on a read-only log (see
-    /// [`crate::RecoveryMode::Salvage`]). Inside acknowledged data every entry whose checks
-    /// pass is visited, batches broken by damage included; what recovery would discard as
-    /// the torn tail of an interrupted append (never acknowledged) is not.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let path = dir.path().join("l");
-    /// # let log = daxlog::Log::create(&path, &daxlog::Options::new().capacity(1 << 20)).unwrap();
-    /// # log.append(b"a").unwrap(); drop(log);
-    /// use daxlog::{Log, Options, RecoveryMode};
-    /// let log = Log::open_read_only(&path, &Options::new().recovery_mode(RecoveryMode::Salvage))?;
-    /// let mut rescued = Vec::new();
-    /// let gaps = log.salvage(|lsn, payload| rescued.push((lsn, payload.to_vec())))?;
-    /// assert!(gaps.is_empty());
-    /// assert_eq!(rescued, [(1, b"a".to_vec())]);
-    /// # Ok::<(), daxlog::Error>(())
-    /// ```
-    pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> crate::Result<Vec<Gap>> {
-        let cap = self.sb.capacity as usize;
-        let image = self
-            .pmem
-            .view_frozen(0, cap)
-            .ok_or(crate::Error::Unsupported {
-                what: "salvage on a writable log (open it read-only)",
-            })?;
-        let slot = self.writer.lock().slot;
-        Ok(salvage(image, self.sb.salt, &slot, visit))
     }
 }

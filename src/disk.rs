@@ -23,102 +23,26 @@
 //! after a sync that began after it was stored (FORMAT.md, 6a).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::error::Result;
 use crate::format::{ENTRY_ALIGN, MAX_INFLIGHT};
+use crate::group::SyncStats;
 use crate::log::Log;
 use crate::media::Media;
-use crate::sync::atomic::AtomicU64;
-use crate::sync::{Condvar, Mutex};
-
-/// The state of the group commit of one log.
-pub(crate) struct GroupCommit {
-    round: Mutex<Round>,
-    /// Signalled whenever a sync ends.
-    ended: Condvar,
-    /// Syncs made, and tickets they covered.
-    syncs: AtomicU64,
-    tickets: AtomicU64,
-}
-
-#[cfg(not(loom))]
-type RoundGuard<'a> = std::sync::MutexGuard<'a, Round>;
-#[cfg(loom)]
-type RoundGuard<'a> = loom::sync::MutexGuard<'a, Round>;
-
-struct Round {
-    /// A leader is syncing.
-    busy: bool,
-    /// Appenders sleeping on `ended`.
-    sleepers: usize,
-    /// Syncs ended so far: waiting appenders look again when it changes.
-    ended: u64,
-}
-
-impl GroupCommit {
-    pub(crate) fn new() -> Self {
-        GroupCommit {
-            round: Mutex::new(Round {
-                busy: false,
-                sleepers: 0,
-                ended: 0,
-            }),
-            ended: Condvar::new(),
-            syncs: AtomicU64::new(0),
-            tickets: AtomicU64::new(0),
-        }
-    }
-}
-
-/// How well the group commit of a log in `msync` mode batches: see [`Log::sync_stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SyncStats {
-    /// Group syncs made since the log was opened (each one `msync` per contiguous run of
-    /// the file: one, or two when the synced appends lie on both sides of a wrap).
-    pub syncs: u64,
-    /// Appends (a batch counts once) those syncs made durable.
-    pub appends: u64,
-}
-
-impl SyncStats {
-    /// Appends per sync on average (0 when nothing was synced).
-    pub fn appends_per_sync(&self) -> f64 {
-        if self.syncs == 0 {
-            0.0
-        } else {
-            self.appends as f64 / self.syncs as f64
-        }
-    }
-}
-
-/// msync mode: appends (or batches) of at least this many bytes on media are stored with
-/// non-temporal stores, the payload checksummed while it is copied (one pass over it instead
-/// of two); below it, cached stores. The sync does not care how the bytes were stored. Measured
-/// on /dev/shm with 64 KiB payloads: 7.4-8.8 µs per append with, 9.8 µs without; at 4 KiB and
-/// 16 KiB no gain showed (docs/DISK.md).
-pub(crate) const MSYNC_NT_THRESHOLD: usize = 64 << 10;
-
-/// How long a waiting appender sleeps before it looks at the poison flag again.
-const WAIT: Duration = Duration::from_millis(10);
 
 impl<M: Media> Log<M> {
     /// In `msync` mode, the syncs the group commit made since the log was opened and the
     /// appends they covered; zero in the CPU-flush modes (where each appender persists its own
     /// entries with no system call).
     pub fn sync_stats(&self) -> SyncStats {
-        SyncStats {
-            syncs: self.group.syncs.load(Ordering::Relaxed),
-            appends: self.group.tickets.load(Ordering::Relaxed),
-        }
+        self.group.stats()
     }
 
     /// msync mode: returns once `ticket` (stored and marked ready) is durable and published,
     /// having led the sync that covered it or waited for another's (module documentation).
     pub(crate) fn group_sync(&self, ticket: u64) -> Result<()> {
         let g = &self.group;
-        let mut round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+        let mut round = g.lock();
         // Set once this thread passed the sync point since it last slept.
         let mut at_gate = false;
         loop {
@@ -138,7 +62,7 @@ impl<M: Media> Log<M> {
                 if self.pmem.media().schedules_threads() {
                     drop(round);
                     self.pmem.media().sync_point();
-                    round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+                    round = g.lock();
                     continue;
                 }
             }
@@ -151,7 +75,7 @@ impl<M: Media> Log<M> {
                 // A running sync may cover this ticket; or the oldest unpublished ticket is
                 // still being stored by its appender, which leads the sync that covers this
                 // one too when it is done: wait for a sync to end.
-                round = self.sleep_until_a_sync_ends(round);
+                round = g.sleep_until_a_sync_ends(round, &self.poisoned);
                 at_gate = false;
                 continue;
             }
@@ -164,12 +88,9 @@ impl<M: Media> Log<M> {
                 // Only the leader publishes in msync mode, one sync at a time.
                 self.publish_run(first, Some(upto));
             }
-            round = g.round.lock().unwrap_or_else(|e| e.into_inner());
+            round = g.lock();
             round.busy = false;
-            round.ended += 1;
-            if round.sleepers > 0 {
-                g.ended.notify_all();
-            }
+            g.signal_end(&mut round);
             synced?;
         }
     }
@@ -178,7 +99,7 @@ impl<M: Media> Log<M> {
     /// published count moved from `published` or the reservation state from `resv` already
     /// (then the caller looks again at once).
     pub(crate) fn wait_for_sync(&self, published: u64, resv: u128) {
-        let round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
+        let round = self.group.lock();
         // A sync publishes, then ends under this lock: one that ends from here on is seen.
         if self.published.load(Ordering::Acquire) != published {
             return;
@@ -188,33 +109,14 @@ impl<M: Media> Log<M> {
         if self.resv.load_torn() != resv {
             return;
         }
-        drop(self.sleep_until_a_sync_ends(round));
+        drop(self.group.sleep_until_a_sync_ends(round, &self.poisoned));
     }
 
     /// Wakes the reservers sleeping in [`Log::wait_for_sync`] (they look at the reservation
     /// state again), after a suffix truncation blocked them without a sync in flight.
     pub(crate) fn wake_reservers(&self) {
-        let mut round = self.group.round.lock().unwrap_or_else(|e| e.into_inner());
-        round.ended += 1;
-        if round.sleepers > 0 {
-            self.group.ended.notify_all();
-        }
-    }
-
-    /// Sleeps (releasing the round lock) until a sync ends or the log is poisoned.
-    fn sleep_until_a_sync_ends<'a>(&'a self, mut round: RoundGuard<'a>) -> RoundGuard<'a> {
-        let seen = round.ended;
-        round.sleepers += 1;
-        while round.ended == seen && !self.poisoned.load(Ordering::Acquire) {
-            round = self
-                .group
-                .ended
-                .wait_timeout(round, WAIT)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        round.sleepers -= 1;
-        round
+        let mut round = self.group.lock();
+        self.group.signal_end(&mut round);
     }
 
     /// The first ticket from `first` on that is not ready (at most a ring's worth ahead of the
@@ -260,10 +162,7 @@ impl<M: Media> Log<M> {
             self.pmem.flush(a, b.min(cap) - a);
             self.barrier_drain().inspect_err(|e| self.poison(e))?;
         }
-        self.group.syncs.fetch_add(1, Ordering::Relaxed);
-        self.group
-            .tickets
-            .fetch_add(upto - first, Ordering::Relaxed);
+        self.group.count_sync(upto - first);
         Ok(())
     }
 }

@@ -2,56 +2,15 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::damage::{self, Gap};
 use crate::error::{Error, Result};
 use crate::format::{self, EntryHeader, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS};
+use crate::index::INDEX_STRIDE;
 use crate::log::Log;
 use crate::media::{Live, Media};
 use crate::pins::{Pos, Reach};
 use crate::reader::OwnedEntry;
-use crate::recover::INDEX_STRIDE;
 use crate::Lsn;
-
-/// The sparse LSN index: the offsets of the entries with LSN `base + k * INDEX_STRIDE`, where
-/// `base` is a multiple of the stride.
-#[derive(Debug, Default)]
-pub(crate) struct Index {
-    pub(crate) base: Lsn,
-    pub(crate) anchors: Vec<u64>,
-}
-
-impl Index {
-    /// The anchor at or before `lsn`: its offset and LSN.
-    fn anchor_at_or_before(&self, lsn: Lsn) -> Option<(usize, Lsn)> {
-        if self.anchors.is_empty() || lsn < self.base {
-            return None;
-        }
-        let k = (((lsn - self.base) / INDEX_STRIDE) as usize).min(self.anchors.len() - 1);
-        Some((
-            self.anchors[k] as usize,
-            self.base + k as u64 * INDEX_STRIDE,
-        ))
-    }
-
-    /// Drops the anchors of LSNs below `first` (a prefix truncation).
-    pub(crate) fn drop_before(&mut self, first: Lsn) {
-        if first <= self.base {
-            return;
-        }
-        let k = ((first - self.base).div_ceil(INDEX_STRIDE) as usize).min(self.anchors.len());
-        self.anchors.drain(..k);
-        self.base = if self.anchors.is_empty() {
-            first.next_multiple_of(INDEX_STRIDE)
-        } else {
-            self.base + k as u64 * INDEX_STRIDE
-        };
-    }
-
-    /// Keeps the anchors of LSNs below `next`.
-    pub(crate) fn truncate_from(&mut self, next: Lsn) {
-        let keep = next.saturating_sub(self.base).div_ceil(INDEX_STRIDE) as usize;
-        self.anchors.truncate(keep);
-    }
-}
 
 /// One entry of the log: its LSN and a slice of its payload, borrowed from the mapping through
 /// a [`Guard`] (the bytes stay intact while the guard lives, truncations notwithstanding).
@@ -592,6 +551,34 @@ impl<M: Media> Log<M> {
         }
         Ok(v)
     }
+
+    /// Visits every valid entry in LSN order, past damaged regions too, and returns the gaps
+    /// (empty for an undamaged log). For rescuing data: only on a read-only log (see
+    /// [`crate::RecoveryMode::Salvage`]). Inside acknowledged data every entry whose checks
+    /// pass is visited, batches broken by damage included; what recovery would discard as
+    /// the torn tail of an interrupted append (never acknowledged) is not.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("l");
+    /// # let log = daxlog::Log::create(&path, &daxlog::Options::new().capacity(1 << 20)).unwrap();
+    /// # log.append(b"a").unwrap(); drop(log);
+    /// use daxlog::{Log, Options, RecoveryMode};
+    /// let log = Log::open_read_only(&path, &Options::new().recovery_mode(RecoveryMode::Salvage))?;
+    /// let mut rescued = Vec::new();
+    /// let gaps = log.salvage(|lsn, payload| rescued.push((lsn, payload.to_vec())))?;
+    /// assert!(gaps.is_empty());
+    /// assert_eq!(rescued, [(1, b"a".to_vec())]);
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<Vec<Gap>> {
+        let cap = self.sb.capacity as usize;
+        let image = self.pmem.view_frozen(0, cap).ok_or(Error::Unsupported {
+            what: "salvage on a writable log (open it read-only)",
+        })?;
+        let slot = self.writer.lock().slot;
+        Ok(damage::salvage(image, self.sb.salt, &slot, visit))
+    }
 }
 
 /// Follows the tail of a log: yields copies of entries in LSN order as they become durable,
@@ -733,7 +720,7 @@ impl<M: Media> Log<M> {
     pub(crate) fn wait_for_lsn(&self, lsn: Lsn, deleted: u64, timeout: std::time::Duration) {
         #[cfg(loom)]
         if crate::sync::mutants::active(crate::sync::mutants::Mutant::WaiterAfterCheck) {
-            return crate::sync::mutants::wait_for_lsn_registering_late(self, lsn, timeout);
+            return wait_for_lsn_registering_late(self, lsn, timeout);
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // Publishers store `last_lsn`, then a light fence, then read `waiters` (see
@@ -747,5 +734,20 @@ impl<M: Media> Log<M> {
             let _ = self.wake.wait_timeout(g, timeout);
         }
         self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `Log::wait_for_lsn` as mutant [`crate::sync::mutants::Mutant::WaiterAfterCheck`] has it:
+/// the follower checks `last_lsn` first and registers in `waiters` only when it is about to
+/// sleep, so a publisher that stored `last_lsn` in between, and found nobody registered, wakes
+/// nobody.
+#[cfg(loom)]
+fn wait_for_lsn_registering_late<M: Media>(log: &Log<M>, lsn: Lsn, timeout: std::time::Duration) {
+    let g = log.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+    if log.last_lsn.load(Ordering::Acquire) < lsn {
+        log.waiters.fetch_add(1, Ordering::SeqCst);
+        crate::persist::heavy_fence();
+        let _ = log.wake.wait_timeout(g, timeout);
+        log.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -42,6 +42,8 @@ mod damage;
 mod disk;
 mod error;
 pub mod format;
+mod group;
+mod index;
 mod iter;
 mod log;
 mod map;
@@ -55,15 +57,17 @@ mod reader;
 mod recover;
 mod reserve;
 mod sync;
+mod tickets;
 mod truncate;
+mod walk;
 
 /// A log sequence number. The first entry of a new log has LSN 1 (or
 /// [`Options::first_lsn`]); each entry has the LSN of the one before it plus one.
 pub type Lsn = u64;
 
 pub use damage::{Gap, SEARCH_BYTES};
-pub use disk::SyncStats;
 pub use error::{Error, LockHolder, Result};
+pub use group::SyncStats;
 pub use iter::{Entry, Follower, Guard, Iter, OwnedIter, Verified};
 pub use log::{Log, Space};
 pub use map::{MmapMedia, PersistenceChoice};
@@ -71,7 +75,7 @@ pub use media::Media;
 pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
 pub use persist::{supported as supported_flush_instructions, Persistence, CACHE_LINE};
 pub use reader::{OwnedEntry, Reader};
-pub use recover::{DamageReport, RecoveryReport, TailState};
+pub use recover::{DamageReport, RecoveryReport};
 /// The CRC-32C and non-temporal copy kernels, for the `crc` benchmark (`benches/crc.rs`), which
 /// times them alone. Not part of the stable API: they may change or go in any release.
 #[doc(hidden)]
@@ -82,3 +86,4 @@ pub mod kernels {
 /// Deliberate ordering mistakes for the loom model tests (`--cfg loom` builds only).
 #[cfg(loom)]
 pub use sync::mutants as loom_mutants;
+pub use walk::TailState;

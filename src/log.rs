@@ -7,23 +7,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::damage;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, Slot, Superblock, SuperblockError, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_LEN,
-    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_PRIMARY_OFFSET, SLOT_LEN,
 };
-use crate::iter::Index;
+use crate::index::Index;
 use crate::map::{
     allocate, ensure_allocated, fill_random, lock_exclusive, lock_replaced, lock_snapshot,
     sync_parent_dir, MmapMedia,
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
-use crate::recover::{self, DamageReport, RecoveryReport, TailState};
-use crate::reserve::{PoisonCause, State, TicketSlot, PREPARE_CHUNK};
+use crate::recover::{self, decode_superblocks, new_epoch, RecoveryReport};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use crate::sync::{parking_lot, Condvar, Mutex, RwLock};
+use crate::tickets::{State, TicketSlot};
+use crate::walk;
 use crate::Lsn;
 
 /// The name used in errors for media that are not files.
@@ -106,7 +105,7 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
     /// msync mode: the group commit (`disk.rs`).
-    pub(crate) group: crate::disk::GroupCommit,
+    pub(crate) group: crate::group::GroupCommit,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
 }
@@ -119,6 +118,13 @@ pub(crate) struct Writer {
     /// Set when a barrier failed: durability is unknown, appends are refused.
     pub(crate) poisoned: Option<PoisonCause>,
 }
+
+/// Why a log refuses appends after a failed barrier.
+#[derive(Clone, Debug)]
+pub(crate) struct PoisonCause(pub(crate) String);
+
+/// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
+pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
 impl<M: Media> std::fmt::Debug for Log<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -370,7 +376,7 @@ impl<M: Media> Log<M> {
             last_lsn: None,
             tail_offset: DATA_OFFSET as u64,
             torn_bytes: 0,
-            tail_state: recover::TailState::Clean,
+            tail_state: walk::TailState::Clean,
             superblock_from_backup: false,
             duration: Default::default(),
             persistence,
@@ -378,14 +384,14 @@ impl<M: Media> Log<M> {
             gaps: Vec::new(),
             scanned_from: first,
         };
-        let scan = recover::Scan {
+        let scan = walk::Scan {
             tail: DATA_OFFSET,
             wrap_at: 0,
             next_lsn: first,
             entries: 0,
             torn_bytes: 0,
             torn_start: DATA_OFFSET,
-            state: recover::TailState::Clean,
+            state: walk::TailState::Clean,
             index: Vec::new(),
             index_base: first,
             scanned_from: first,
@@ -430,6 +436,8 @@ impl<M: Media> Log<M> {
         self.pmem.into_media()
     }
 
+    /// Opens the log on `media`: the recovery of FORMAT.md section 7, step by step
+    /// (`recover.rs`).
     fn recover(
         media: M,
         opts: &Options,
@@ -440,183 +448,25 @@ impl<M: Media> Log<M> {
         if writable {
             check_cpu()?;
         }
-        let len = media.len();
-        if len < DATA_OFFSET {
-            return Err(Error::TooSmall {
-                path: path.into(),
-                len: len as u64,
-                min: DATA_OFFSET as u64,
-            });
-        }
         let mut pmem = Pmem::new(media, DATA_OFFSET);
-        let (mut sb, from_backup) = decode_superblocks(pmem.view(0, DATA_OFFSET), path)?;
-        if (len as u64) < sb.capacity {
-            return Err(Error::FileShorterThanCapacity {
-                path: path.into(),
-                file_len: len as u64,
-                capacity: sb.capacity,
-            });
-        }
-        let cap = sb.capacity as usize;
-        let meta = pmem.view(0, DATA_OFFSET);
-        let slot = Slot::pick(
-            Slot::decode(&meta[SLOT0_OFFSET..], sb.salt, sb.capacity),
-            Slot::decode(&meta[SLOT1_OFFSET..], sb.salt, sb.capacity),
-        )
-        .ok_or_else(|| Error::CorruptedSuperblock {
-            path: path.into(),
-            offset: SLOT0_OFFSET as u64,
-            reason: "no valid metadata slot".into(),
-        })?;
+        let (mut sb, from_backup) = recover::read_superblock(&mut pmem, path)?;
+        let slot = recover::read_current_slot(&mut pmem, &sb, path)?;
         let use_hint = opts.resolved_tail_hint_every().is_some();
-        let scan = recover::scan(pmem.view(0, cap), sb.salt, &slot, use_hint);
-        let mode = opts.recovery;
+        let image = pmem.view(0, sb.capacity as usize);
+        let scan = walk::scan(image, sb.salt, &slot, use_hint);
         check_mode(opts, writable)?;
-        let damage = damage::assess(pmem.view(0, cap), sb.salt, &slot, &scan);
-        let gaps = if mode == RecoveryMode::Salvage && damage.is_some() {
-            damage::salvage(pmem.view(0, cap), sb.salt, &slot, |_, _| {})
-        } else {
-            Vec::new()
-        };
-        match (&damage, mode, &scan.state) {
-            (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
-                return Err(Error::Corrupted {
-                    path: path.into(),
-                    offset: d.offset,
-                    lsn: d.lsn,
-                    reason: d.reason.to_string(),
-                    entries_beyond: d.beyond,
-                });
-            }
-            (None, RecoveryMode::Strict, TailState::Torn { reason }) => {
-                return Err(Error::Corrupted {
-                    path: path.into(),
-                    offset: scan.tail as u64,
-                    lsn: scan.next_lsn,
-                    reason: format!("torn tail refused in strict mode: {reason}"),
-                    entries_beyond: 0,
-                });
-            }
-            _ => {}
-        }
-
+        let (damage, gaps) =
+            recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
         let mut current = slot;
         if writable {
-            // Repair a damaged superblock copy from the good one, and upgrade an older format
-            // version (the reader area this writer keeps is new in version 2).
-            sb.version = format::FORMAT_VERSION;
-            let good = sb.encode();
-            for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
-                if pmem.view(off, SB_LEN) != good {
-                    pmem.store_exclusive(off, &good);
-                    pmem.flush(off, SB_LEN);
-                }
-            }
-            // Start a new session: entries from here on must carry a fresh epoch, so nothing
-            // left past the tail by an interrupted append can ever be accepted later. The slot
-            // is made durable first (with the superblock repair): only then can the remains be
-            // touched, or a crash in the middle of wiping them could complete a torn entry
-            // under the old epoch.
-            current = Slot {
-                seq: slot.seq + 1,
-                cut_lsn: scan.next_lsn,
-                epoch: new_epoch(Some(slot.epoch)),
-                flags: 0,
-                ..slot
-            };
-            let off = Slot::offset_for(current.seq);
-            pmem.store_exclusive(off, &current.encode(sb.salt));
-            pmem.flush(off, SLOT_LEN);
-            #[cfg(feature = "mutants")]
-            let drain = !crate::mutants::is(crate::mutants::Mutant::WipeInSlotBarrier);
-            #[cfg(not(feature = "mutants"))]
-            let drain = true;
-            if drain {
-                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-            }
-            // Then wipe what follows the tail: the remains of an interrupted append (so later
-            // opens report a clean end), or the header of a complete entry that is no longer
-            // part of the log. The epoch rule refuses such an entry only while the cut stays
-            // below its LSN; if the next appends wrap to the start of the data area, it would
-            // stay on the scan's path, and a later cut above its LSN (a deleted suffix whose
-            // header a crash kept `truncate_after` from destroying) would let it back in.
-            // Correctness never depends on wiping torn remains: the slot above is durable first,
-            // so the remains are refused whatever the wipe leaves of them.
-            let torn = matches!(scan.state, recover::TailState::Torn { .. });
-            let start = if torn { scan.torn_start } else { scan.tail };
-            let area_end = if start < slot.head_offset as usize {
-                slot.head_offset as usize
-            } else {
-                cap
-            };
-            let end = if torn {
-                recover::remains_end(pmem.view(0, cap), start, scan.torn_bytes).min(area_end)
-            } else if start + 8 <= area_end && pmem.view(start, 8) != [0u8; 8] {
-                start + 8
-            } else {
-                start
-            };
-            if end > start {
-                let zeros = [0u8; 4096];
-                let mut at = start;
-                while at < end {
-                    let n = (end - at).min(zeros.len());
-                    pmem.store_exclusive(at, &zeros[..n]);
-                    at += n;
-                }
-                pmem.flush(start, end - start);
-                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-                if torn {
-                    tracing::warn!(
-                        path = %path.display(),
-                        offset = start,
-                        bytes = end - start,
-                        torn_bytes = scan.torn_bytes,
-                        next_lsn = scan.next_lsn,
-                        "daxlog: discarded the torn tail of an interrupted append"
-                    );
-                } else {
-                    tracing::debug!(
-                        path = %path.display(),
-                        offset = start,
-                        "daxlog: destroyed the header of an entry past the tail"
-                    );
-                }
-            }
-        }
-        if writable {
+            recover::repair_superblock(&mut pmem, &mut sb);
+            current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
+            recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
             // Every recovered entry is durable: readers in other processes may read them.
             pmem.media().publish_for_readers(scan.next_lsn);
         }
         let persistence = pmem.media().persistence();
-        let report = RecoveryReport {
-            entries: scan.entries,
-            first_lsn: (scan.entries > 0).then_some(slot.head_lsn),
-            last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
-            tail_offset: scan.tail as u64,
-            torn_bytes: scan.torn_bytes,
-            tail_state: scan.state.clone(),
-            superblock_from_backup: from_backup,
-            duration: start.elapsed(),
-            persistence,
-            damage: damage.map(|d| DamageReport {
-                offset: d.offset,
-                lsn: d.lsn,
-                reason: d.reason,
-                entries_beyond: d.beyond,
-                lsns_beyond: d.beyond_lsns,
-            }),
-            gaps,
-            scanned_from: scan.scanned_from,
-        };
-        tracing::info!(
-            entries = report.entries,
-            last_lsn = ?report.last_lsn,
-            torn_bytes = report.torn_bytes,
-            %persistence,
-            ms = report.duration.as_secs_f64() * 1e3,
-            "daxlog: recovered log"
-        );
+        let report = recover::report(&scan, &slot, from_backup, persistence, damage, gaps, start);
         Ok(Self::assemble(
             pmem, sb, current, scan, opts, !writable, report, path, false,
         ))
@@ -627,7 +477,7 @@ impl<M: Media> Log<M> {
         mut pmem: Pmem<M>,
         sb: Superblock,
         slot: Slot,
-        scan: recover::Scan,
+        scan: walk::Scan,
         opts: &Options,
         read_only: bool,
         report: RecoveryReport,
@@ -646,7 +496,7 @@ impl<M: Media> Log<M> {
         let persistence = pmem.media().persistence();
         let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
             let t = opts.resolved_nt_threshold();
-            (t.unwrap_or(crate::disk::MSYNC_NT_THRESHOLD), None)
+            (t.unwrap_or(crate::group::MSYNC_NT_THRESHOLD), None)
         } else if let Some(t) = opts.resolved_nt_threshold() {
             (t, None)
         } else if pmem.media().tune_for_host() && !read_only {
@@ -696,7 +546,7 @@ impl<M: Media> Log<M> {
             waiters: Padded(AtomicUsize::new(0)),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
-            group: crate::disk::GroupCommit::new(),
+            group: crate::group::GroupCommit::new(),
             poisoned: AtomicBool::new(false),
         };
         if !read_only {
@@ -841,37 +691,6 @@ pub(crate) fn max_payload(capacity: u64) -> u64 {
     (room & !(format::ENTRY_ALIGN as u64 - 1)).min(u32::MAX as u64)
 }
 
-/// Picks the superblock from its two copies; the flag is true if the backup had to be used.
-pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock, bool)> {
-    let primary = Superblock::decode(&meta[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]);
-    let backup = Superblock::decode(&meta[SB_BACKUP_OFFSET..SB_BACKUP_OFFSET + SB_LEN]);
-    match (primary, backup) {
-        (Ok(sb), _) => Ok((sb, false)),
-        (Err(p), Ok(sb)) => {
-            tracing::warn!(path = %path.display(), reason = ?p, "daxlog: primary superblock damaged, using the backup copy");
-            Ok((sb, true))
-        }
-        (Err(SuperblockError::Version(found)), _) | (_, Err(SuperblockError::Version(found))) => {
-            Err(Error::UnsupportedVersion {
-                path: path.into(),
-                found,
-                supported: format::FORMAT_VERSION,
-            })
-        }
-        (Err(SuperblockError::BadMagic), Err(SuperblockError::BadMagic)) => Err(Error::NotDaxlog {
-            path: path.into(),
-            offset: SB_PRIMARY_OFFSET as u64,
-        }),
-        (Err(SuperblockError::Corrupt(reason)), _) | (_, Err(SuperblockError::Corrupt(reason))) => {
-            Err(Error::CorruptedSuperblock {
-                path: path.into(),
-                offset: SB_PRIMARY_OFFSET as u64,
-                reason: format!("both copies damaged ({reason})"),
-            })
-        }
-    }
-}
-
 /// Salvage only reads.
 fn check_mode(opts: &Options, writable: bool) -> Result<()> {
     if opts.recovery == RecoveryMode::Salvage && writable {
@@ -900,17 +719,5 @@ fn check_cpu() -> Result<()> {
         Err(Error::Unsupported {
             what: "writing on a CPU without CMPXCHG16B",
         })
-    }
-}
-
-/// A random epoch, different from `previous`.
-pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
-    loop {
-        let mut b = [0u8; 4];
-        fill_random(&mut b);
-        let e = u32::from_le_bytes(b);
-        if Some(e) != previous {
-            return e;
-        }
     }
 }

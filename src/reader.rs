@@ -33,8 +33,8 @@ use crate::format::{
     DELETION_RING_OFFSET, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN, KNOWN_FLAGS, PUBLISHED_OFFSET,
     SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
 };
-use crate::log::decode_superblocks;
 use crate::map::{ofd_lock, SharedMap};
+use crate::recover::decode_superblocks;
 use crate::Lsn;
 
 /// One entry copied out of a log by a [`Reader`].

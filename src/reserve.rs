@@ -30,23 +30,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-#[cfg(not(loom))]
-use crate::format::MAX_INFLIGHT;
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
-use crate::log::Log;
+use crate::index::INDEX_STRIDE;
+use crate::log::{Log, PoisonCause, PREPARE_CHUNK};
 use crate::media::{Claim, Media};
 use crate::persist;
-use crate::recover::INDEX_STRIDE;
-use crate::sync::atomic::{AtomicBool, AtomicU64};
-use crate::sync::{self, parking_lot};
+use crate::sync;
+use crate::tickets::{State, CONCURRENT, FRESH, MAX_INFLIGHT, NO_WRAP, TICKET_MASK};
 use crate::Lsn;
-
-/// Under the loom model checker, a ring of 2, so that three appenders fill it.
-#[cfg(loom)]
-const MAX_INFLIGHT: usize = 2;
-
-/// Tickets in flight at most (the ring's size).
-pub(crate) const INFLIGHT: usize = MAX_INFLIGHT;
 
 /// A waiting appender checks `published` this many times before it sleeps, spinning between
 /// the first `WAIT_SPINS` checks and yielding between the others. Under loom, once: each check
@@ -54,117 +45,6 @@ pub(crate) const INFLIGHT: usize = MAX_INFLIGHT;
 /// must reach.
 const WAIT_ROUNDS: u32 = if cfg!(loom) { 1 } else { 10_200 };
 const WAIT_SPINS: u32 = if cfg!(loom) { 1 } else { 200 };
-
-/// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
-pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
-
-const TICKET_BITS: u32 = 12;
-pub(crate) const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
-/// The tail is stored in 8-byte units: 44 bits cover every capacity up to 2^47 bytes.
-const TAIL_UNITS_BITS: u32 = 44;
-
-/// Nothing was ever stored at or after the tail (a new log's first lap): no end marker needed.
-const FRESH: u8 = 1;
-/// The session's slot carries `SLOT_CONCURRENT`.
-const CONCURRENT: u8 = 4;
-
-/// The reservation word, unpacked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct State {
-    /// Offset just past the last reserved entry.
-    pub tail: usize,
-    /// Reservations made so far, modulo 2^12 (at most 16 are in flight).
-    pub ticket: u64,
-    pub flags: u8,
-    /// The LSN the next reservation gets.
-    pub next_lsn: Lsn,
-}
-
-impl State {
-    pub(crate) fn new(tail: usize, next_lsn: Lsn, fresh: bool) -> Self {
-        State {
-            tail,
-            ticket: 0,
-            flags: if fresh { FRESH } else { 0 },
-            next_lsn,
-        }
-    }
-
-    /// This state with the ticket count of another and the given flags; `FRESH` is dropped
-    /// (only a new log's first lap is fresh).
-    pub(crate) fn with_ticket(self, ticket: u64, flags: u8) -> Self {
-        State {
-            ticket,
-            flags: flags & CONCURRENT,
-            ..self
-        }
-    }
-
-    pub(crate) fn pack(self) -> u128 {
-        debug_assert!(
-            self.tail.is_multiple_of(ENTRY_ALIGN) && self.tail >> 3 < 1 << TAIL_UNITS_BITS
-        );
-        let lo = (self.tail as u64 >> 3)
-            | (self.ticket & TICKET_MASK) << TAIL_UNITS_BITS
-            | (self.flags as u64) << (TAIL_UNITS_BITS + TICKET_BITS);
-        (self.next_lsn as u128) << 64 | lo as u128
-    }
-
-    pub(crate) fn unpack(v: u128) -> Self {
-        let lo = v as u64;
-        State {
-            tail: ((lo & ((1 << TAIL_UNITS_BITS) - 1)) << 3) as usize,
-            ticket: (lo >> TAIL_UNITS_BITS) & TICKET_MASK,
-            flags: (lo >> (TAIL_UNITS_BITS + TICKET_BITS)) as u8,
-            next_lsn: (v >> 64) as u64,
-        }
-    }
-
-    /// The packed word with only flag `f` set.
-    fn flag_bits(f: u8) -> u128 {
-        ((f as u64) << (TAIL_UNITS_BITS + TICKET_BITS)) as u128
-    }
-}
-
-/// A ticket's slot in the publication ring; one per cache-line pair, so that neighbouring
-/// tickets of different threads do not share a line.
-#[repr(align(128))]
-pub(crate) struct TicketSlot {
-    /// `ticket + 1` once ticket `ticket` is ready (durable, or stored in msync mode).
-    ready: AtomicU64,
-    /// `ticket + 1` once ticket `ticket` stored its end marker, or found it needs none. Only
-    /// grows, as the slot is reused by later tickets.
-    marker_done: AtomicU64,
-    start: AtomicU64,
-    end: AtomicU64,
-    /// Where the entries before a wrap end, if this reservation wrapped; `NO_WRAP` otherwise.
-    wrap_at: AtomicU64,
-    next_lsn: AtomicU64,
-    first_lsn: AtomicU64,
-    /// Offsets of its entries the sparse index keeps (rare: one entry in `INDEX_STRIDE`).
-    has_anchors: AtomicBool,
-    anchors: parking_lot::Mutex<Vec<u64>>,
-}
-
-const NO_WRAP: u64 = u64::MAX;
-
-impl TicketSlot {
-    pub(crate) fn ring() -> Box<[TicketSlot]> {
-        (0..MAX_INFLIGHT)
-            .map(|_| TicketSlot {
-                ready: AtomicU64::new(0),
-                marker_done: AtomicU64::new(0),
-                start: AtomicU64::new(0),
-                end: AtomicU64::new(0),
-                wrap_at: AtomicU64::new(NO_WRAP),
-                next_lsn: AtomicU64::new(0),
-                first_lsn: AtomicU64::new(0),
-                has_anchors: AtomicBool::new(false),
-                anchors: parking_lot::Mutex::new(Vec::new()),
-            })
-            .collect()
-    }
-}
 
 /// One reservation: bytes `[start, end)` and LSNs `first..first + n`.
 pub(crate) struct Resv {
@@ -612,10 +492,6 @@ pub(crate) fn backoff(spins: &mut u32) {
     }
 }
 
-/// Why a log refuses appends after a failed barrier.
-#[derive(Clone, Debug)]
-pub(crate) struct PoisonCause(String);
-
 /// Poisons the log if dropped while its thread unwinds from a panic (see [`Log::complete`]);
 /// forgotten on the normal path.
 struct PanicPoisons<'a, M: Media>(&'a Log<M>);
@@ -627,35 +503,5 @@ impl<M: Media> Drop for PanicPoisons<'_, M> {
                 "an appender panicked after its entries were stored; publication stopped".into(),
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_packs_and_unpacks() {
-        for s in [
-            State::new(DATA_OFFSET, 1, true),
-            State {
-                tail: (1 << 46) - 8,
-                ticket: TICKET_MASK,
-                flags: FRESH | CONCURRENT,
-                next_lsn: u64::MAX,
-            },
-            State {
-                tail: 1 << 46,
-                ticket: 5,
-                flags: CONCURRENT,
-                next_lsn: 42,
-            },
-        ] {
-            assert_eq!(State::unpack(s.pack()), s);
-        }
-        let s = State::new(4096, 7, false);
-        let with = State::unpack(s.pack() | State::flag_bits(CONCURRENT));
-        assert_eq!(with.flags, CONCURRENT);
-        assert_eq!((with.tail, with.next_lsn), (4096, 7));
     }
 }

@@ -153,11 +153,6 @@ mod loom_types {
 pub mod mutants {
     use std::cell::Cell;
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
-
-    use crate::log::Log;
-    use crate::media::Media;
-    use crate::Lsn;
 
     /// A deliberate bug.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,23 +211,6 @@ pub mod mutants {
             Ordering::Relaxed
         } else {
             ord
-        }
-    }
-
-    /// `Log::wait_for_lsn` as mutant [`Mutant::WaiterAfterCheck`] has it: the follower
-    /// checks `last_lsn` first and registers in `waiters` only when it is about to sleep, so a
-    /// publisher that stored `last_lsn` in between, and found nobody registered, wakes nobody.
-    pub(crate) fn wait_for_lsn_registering_late<M: Media>(
-        log: &Log<M>,
-        lsn: Lsn,
-        timeout: Duration,
-    ) {
-        let g = log.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if log.last_lsn.load(Ordering::Acquire) < lsn {
-            log.waiters.fetch_add(1, Ordering::SeqCst);
-            crate::persist::heavy_fence();
-            let _ = log.wake.wait_timeout(g, timeout);
-            log.waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -11,10 +11,11 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_LEN};
 use crate::iter::View;
-use crate::log::{new_epoch, Log, Writer};
+use crate::log::{Log, Writer};
 use crate::media::Media;
 use crate::pins::{PinState, Pos};
-use crate::reserve::State;
+use crate::recover::new_epoch;
+use crate::tickets::State;
 use crate::Lsn;
 
 /// A reset that moves the tail to the start of the data area: the old tail, and the state of
@@ -211,7 +212,7 @@ impl<M: Media> Log<M> {
         let st = State::unpack(cur);
         let published = self.published.load(Ordering::Acquire);
         let limit = self.pins.limit();
-        let quiet = st.ticket == published & crate::reserve::TICKET_MASK && st.next_lsn == next;
+        let quiet = st.ticket == published & crate::tickets::TICKET_MASK && st.next_lsn == next;
         if !quiet || st.tail < limit || st.tail == DATA_OFFSET {
             return None;
         }
@@ -219,7 +220,7 @@ impl<M: Media> Log<M> {
             return None;
         }
         let blocked = State {
-            ticket: st.ticket + crate::reserve::INFLIGHT as u64,
+            ticket: st.ticket + crate::tickets::INFLIGHT as u64,
             ..st
         };
         self.resv.compare_exchange(cur, blocked.pack()).ok()?;
@@ -299,14 +300,14 @@ impl<M: Media> Log<M> {
             let cur = self.resv.load_torn();
             let st = State::unpack(cur);
             let published = self.published.load(Ordering::Acquire);
-            if st.ticket != published & crate::reserve::TICKET_MASK {
+            if st.ticket != published & crate::tickets::TICKET_MASK {
                 // Appends in flight: they complete without us.
                 crate::reserve::backoff(&mut spins);
                 continue;
             }
             // A full ring to every reserver: they wait until the state changes.
             let blocked = State {
-                ticket: st.ticket + crate::reserve::INFLIGHT as u64,
+                ticket: st.ticket + crate::tickets::INFLIGHT as u64,
                 ..st
             };
             if self.resv.compare_exchange(cur, blocked.pack()).is_ok() {
