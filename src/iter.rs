@@ -156,7 +156,7 @@ impl<'a, M: Media> Guard<'a, M> {
     /// Iterates over the entries the guard can see with an LSN of at least `lsn`.
     pub fn iter_from(&self, lsn: Lsn) -> Iter<'_, M> {
         // The LSN is read before the live region, so every LSN up to it is inside the region.
-        let last = self.log.last_lsn.load(Ordering::Acquire);
+        let last = self.log.last_lsn.load(Ordering::Acquire).min(self.sees_to);
         let view = self.view();
         let (pos, lsn) = if lsn <= view.first {
             (view.live.first(self.log.pmem.data_start()), view.first)
@@ -496,8 +496,10 @@ impl<M: Media> Log<M> {
     /// Fails with [`Error::Corrupted`] naming the first entry that does not pass.
     pub fn verify(&self) -> Result<Verified> {
         let guard = self.pin();
-        // The LSN before the live region: every LSN up to it is inside the region.
-        let last = self.last_lsn.load(Ordering::Acquire);
+        // The LSN before the live region: every LSN up to it is inside the region. (A guard
+        // taken while a suffix truncation waits reads nothing after what it keeps.)
+        let published = self.last_lsn.load(Ordering::Acquire);
+        let last = published.min(guard.sees_to);
         let view = guard.view();
         let live = view.live;
         let slot = self.writer.lock().slot;
@@ -545,7 +547,7 @@ impl<M: Media> Log<M> {
             lsn += 1;
         }
         // Unless appends went on meanwhile, the last entry ends at the tail.
-        let settled = self.last_lsn.load(Ordering::Acquire) == last;
+        let settled = last == published && self.last_lsn.load(Ordering::Acquire) == last;
         if settled && pos != live.tail && !(v.bytes == 0 && live.tail == live.head) {
             return Err(bad(pos, lsn, "the entries end before the tail"));
         }

@@ -39,7 +39,8 @@ pub(crate) struct PinState {
     pins: Vec<Option<Held>>,
     held: usize,
     /// Suffix truncations waiting for pins to go, and the lowest LSN any of them keeps (its
-    /// `lsn` argument; `Lsn::MAX` when none waits). A pin taken while one waits reads no
+    /// `lsn` argument: the lowest of those that waited since the last time none did;
+    /// `Lsn::MAX` when none waits). A pin taken while one waits reads no
     /// entry after that LSN, so that no suffix truncation waits for a pin taken after it
     /// began: readers never wait for a truncation, and a stream of overlapping guards cannot
     /// hold one off.
@@ -177,19 +178,21 @@ impl Pins {
         keep: Lsn,
         mut f: impl FnMut(&mut PinState) -> Option<R>,
     ) -> Option<R> {
-        let mut s = self.state.lock();
-        if s.held_by(std::thread::current().id()) {
-            return None;
+        {
+            let mut s = self.state.lock();
+            if s.held_by(std::thread::current().id()) {
+                return None;
+            }
+            s.waiting += 1;
+            s.keeps_to = s.keeps_to.min(keep);
         }
-        s.waiting += 1;
-        s.keeps_to = s.keeps_to.min(keep);
+        // No longer waiting once done, or if `f` panics (declared before the lock's guard, so
+        // dropped after it).
+        let _leave = Leave(self);
+        let mut s = self.state.lock();
         loop {
             if !s.pins.iter().flatten().any(|h| h.sees_to > keep) {
                 if let Some(r) = f(&mut s) {
-                    s.waiting -= 1;
-                    if s.waiting == 0 {
-                        s.keeps_to = Lsn::MAX;
-                    }
                     self.update(&s);
                     return Some(r);
                 }
@@ -209,6 +212,19 @@ impl Pins {
         // The pinned LSN first: an appender that sees the limit finds the LSN that holds it.
         self.limit_pin.store(pin, Ordering::Release);
         self.limit.store(limit as u64, Ordering::SeqCst);
+    }
+}
+
+/// Ends a suffix truncation's wait (see [`Pins::exclusive`]).
+struct Leave<'a>(&'a Pins);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock();
+        s.waiting -= 1;
+        if s.waiting == 0 {
+            s.keeps_to = Lsn::MAX;
+        }
     }
 }
 

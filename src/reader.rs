@@ -254,6 +254,10 @@ impl Reader {
     /// away). An `lsn` beyond the published end waits for the writer to get there.
     pub fn seek(&mut self, lsn: Lsn) -> Result<()> {
         self.refresh()?;
+        // Nothing before `lsn` is returned from now on (unless a suffix deletion below it is
+        // reported), and what was returned before it is the caller's no more.
+        self.skip_until = lsn;
+        self.returned = self.returned.min(lsn.saturating_sub(1));
         if lsn < self.next || self.next < self.slot.head_lsn {
             self.restart_at_anchor(lsn)?;
         }
@@ -363,13 +367,18 @@ impl Reader {
             // what we returned.
             self.read_slot_if_changed()?;
             if self.next < self.slot.head_lsn {
-                let missed = (self.next, self.slot.head_lsn - 1);
-                self.restart_at_anchor(self.slot.head_lsn)?;
-                return Err(Error::Truncated {
-                    path: self.path.clone(),
-                    first_missed: missed.0,
-                    last_missed: missed.1,
-                });
+                // Missed: from the entry the caller would get next (entries before it were
+                // returned, or skipped at its request).
+                let (first, head) = (self.next.max(self.skip_until), self.slot.head_lsn);
+                self.restart_at_anchor(head)?;
+                if first < head {
+                    return Err(Error::Truncated {
+                        path: self.path.clone(),
+                        first_missed: first,
+                        last_missed: head - 1,
+                    });
+                }
+                continue;
             }
             if self.published != 0 && self.next >= self.published {
                 return Ok(None);
@@ -608,7 +617,9 @@ impl Reader {
         if now == self.deletions {
             return Ok(());
         }
-        let from = if now - self.deletions > DELETION_RING as u64 || now < self.deletions {
+        let overflow =
+            |now: u64| now - self.deletions > DELETION_RING as u64 || now < self.deletions;
+        let mut from = if overflow(now) {
             self.slot.head_lsn
         } else {
             (self.deletions..now)
@@ -619,9 +630,15 @@ impl Reader {
                 .min()
                 .unwrap_or(Lsn::MAX)
         };
+        // The ring words read may have been overwritten by later deletions meanwhile.
+        if overflow(self.map.word(DELETIONS_OFFSET).load(Ordering::Acquire)) {
+            from = from.min(self.slot.head_lsn);
+        }
         self.deletions = now;
-        if from >= self.next {
-            return Ok(()); // nothing this reader passed
+        // Nothing this reader returned or passed. (During a walk back to an earlier deletion,
+        // `next` lies below what it returned.)
+        if from >= self.next && from > self.returned {
+            return Ok(());
         }
         // Go back to `from`. Below the head, the next step reports the truncation of what
         // follows; above it, where `from` starts now is found by walking from an earlier
@@ -629,8 +646,10 @@ impl Reader {
         self.anchors.retain(|&(a, _)| a < from);
         let rewound = from <= self.returned;
         if rewound {
-            // What it returned from `from` on is returned again (the new entries).
+            // What it returned from `from` on is returned again (the new entries). (Set before
+            // the walk back: a deletion seen during the walk compares with it.)
             self.skip_until = self.skip_until.min(from);
+            self.returned = from - 1;
         }
         if from < self.slot.head_lsn {
             self.next = from;
@@ -638,7 +657,6 @@ impl Reader {
             self.restart_at_anchor(from)?;
         }
         if rewound {
-            self.returned = from - 1;
             return Err(Error::Rewound {
                 path: self.path.clone(),
                 from,

@@ -355,8 +355,9 @@ impl<M: Media> Log<M> {
             return Ok(()); // nothing to delete
         }
         let live = self.pmem.live();
-        // No append is in flight or can start, no truncation runs, and no reader holds a pin:
-        // nothing stores into the data area while this view lives.
+        // No append is in flight or can start, and no truncation runs: nothing stores into the
+        // data area while this view lives. (Pins taken while this truncation waited may be
+        // held; they read nothing after `lsn`.)
         let view = View::exclusive(live, first);
         // The new tail: just past entry `lsn`, or the head if every entry goes.
         let tail = if lsn < first {
@@ -402,11 +403,14 @@ impl<M: Media> Log<M> {
             self.pmem.media().publish_for_readers(published);
             return Err(e);
         }
-        // Cutting back into the first part of a wrapped log ends the wrap.
-        let head = live.head;
-        let wrap_at = if tail >= head { 0 } else { live.wrap_at };
-        // SAFETY: no reader holds a slice (no pin exists, and new ones wait), and no append is
-        // in flight or can start until the reservations are unblocked below.
+        // Cutting back into the first part of a wrapped log ends the wrap, unless a pin still
+        // lies in its second part: the oldest position in use (the head, or a pin before it;
+        // the pin table is locked) decides, so that a pin's view keeps its entries.
+        let oldest = self.pins.limit();
+        let wrap_at = if tail >= oldest { 0 } else { live.wrap_at };
+        // SAFETY: no reader holds a slice of the deleted entries (the pins taken before the
+        // truncation are gone, and those taken since read no entry after `lsn`), and no append
+        // is in flight or can start until the reservations are unblocked below.
         unsafe { self.pmem.rewind(tail, wrap_at) };
         {
             let mut d = self.deletions.lock();

@@ -1252,3 +1252,95 @@ fn a_followers_timeout_holds_while_a_suffix_truncation_drains() {
         .unwrap()
         .is_ok());
 }
+
+/// A guard taken while a suffix truncation waits, pinned in the part of a wrapped log before
+/// the end of the file while a prefix truncation moves the head past the wrap: after the
+/// suffix truncation, the guard still sees every entry it saw (its view did not lose the wrap
+/// point), and the bytes it lent stay as they were while appends go on.
+#[test]
+fn a_guard_taken_during_a_suffix_truncation_keeps_its_view_across_the_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(
+        dir.path().join("w.dax"),
+        &Options::new().capacity(256 << 10),
+    )
+    .unwrap();
+    let p = |i: u64| {
+        let mut v = vec![(i % 251) as u8; 1000];
+        v[..8].copy_from_slice(&i.to_le_bytes());
+        v
+    };
+    let mut i = 0u64;
+    while log.append(&p(i + 1)).is_ok() {
+        i += 1;
+    }
+    log.truncate_before(i - 20).unwrap(); // the head near the end of the file
+    for _ in 0..60 {
+        i += 1;
+        log.append(&p(i)).unwrap(); // these wrap to the start
+    }
+    let (first, last) = (log.first_lsn().unwrap(), log.last_lsn().unwrap());
+    let (keep, head) = (last - 10, last - 30);
+    std::thread::scope(|s| {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let l = &log;
+        s.spawn(move || {
+            let early = l.pin();
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            drop(early);
+        });
+        held_rx.recv().unwrap();
+        let truncation = s.spawn(|| log.truncate_after(keep));
+        // (The sleep only makes it likely that the truncation waits for the early guard.)
+        std::thread::sleep(Duration::from_millis(20));
+        let g = log.pin();
+        let lent: Vec<(Lsn, &[u8])> = g.iter().map(|e| (e.lsn, e.payload)).collect();
+        let copies: Vec<Vec<u8>> = lent.iter().map(|e| e.1.to_vec()).collect();
+        assert_eq!(lent.first().map(|e| e.0), Some(first));
+        log.truncate_before(head).unwrap();
+        go_tx.send(()).unwrap();
+        truncation.join().unwrap().unwrap();
+        let again: Vec<Lsn> = g.iter().map(|e| e.lsn).collect();
+        assert_eq!(again, lent.iter().map(|e| e.0).collect::<Vec<_>>());
+        assert_eq!(g.read(first).map(|e| e.lsn), Some(first));
+        let mut n = 0;
+        while n < 10_000 && log.append(&p(999_999)).is_ok() {
+            n += 1;
+        }
+        assert!(n > 0);
+        for ((lsn, bytes), copy) in lent.iter().zip(&copies) {
+            assert_eq!(bytes, copy, "entry {lsn} changed under the guard");
+        }
+    });
+}
+
+/// `verify` while a suffix truncation waits (for a guard taken before it) reads what a guard
+/// taken then sees: the entries the truncation keeps, none of those it is about to delete
+/// (which appends rewrite once it is done, while the verify may still be reading).
+#[test]
+fn verify_while_a_suffix_truncation_waits_reads_only_what_it_keeps() {
+    let (_d, log) = ten_entries("verify");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let l = log.clone();
+    let early = std::thread::spawn(move || {
+        let g = l.pin();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        drop(g);
+    });
+    held_rx.recv().unwrap();
+    let l = log.clone();
+    let truncation = std::thread::spawn(move || l.truncate_after(6));
+    // (The sleep only makes it likely that the truncation waits; the verify then reads 6.)
+    std::thread::sleep(Duration::from_millis(100));
+    let v = log.verify().unwrap();
+    assert!(!truncation.is_finished());
+    assert_eq!(v.entries, 6, "{v:?}");
+    go_tx.send(()).unwrap();
+    early.join().unwrap();
+    truncation.join().unwrap().unwrap();
+    assert_eq!(log.verify().unwrap().entries, 6);
+}

@@ -745,3 +745,159 @@ fn a_reader_beside_appenders_and_a_checkpointer_accounts_for_every_lsn() {
         got.load(Relaxed)
     );
 }
+
+/// `seek` positions the reader where asked, back or forth: back after a seek past the
+/// published end (which once left the reader at the first target), and kept across a suffix
+/// deletion below the target of entries it never returned.
+#[test]
+fn seek_back_and_forth_and_across_a_deletion() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("seek.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=50u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    let mut r = Reader::open(&path).unwrap();
+    r.seek(100).unwrap();
+    assert_eq!(r.position(), 100);
+    r.seek(10).unwrap();
+    assert_eq!(r.position(), 10);
+    let lsns: Vec<u64> = r.by_ref().map(|e| e.unwrap().lsn).collect();
+    assert_eq!(lsns, (10..=50).collect::<Vec<_>>());
+
+    let mut r = Reader::open(&path).unwrap();
+    r.seek(40).unwrap();
+    log.truncate_after(20).unwrap();
+    for l in 21..=45u64 {
+        log.append(&payload(l, 1)).unwrap();
+    }
+    let e = r.next_entry().unwrap().unwrap();
+    assert_eq!((e.lsn, decode(&e.payload)), (40, Some((40, 1))));
+}
+
+/// Two suffix deletions in quick succession, the second deeper, while a reader in another
+/// thread had returned past both and walks back after the first: it is told `Rewound` from the
+/// second's first LSN (maybe after one from the first's) and, once caught up, holds every
+/// entry's new bytes (it once stepped over the entries between the two cuts, keeping their old
+/// bytes without a word).
+#[test]
+fn a_reader_told_of_two_quick_suffix_deletions_holds_the_new_entries() {
+    if child_role() {
+        return;
+    }
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Mutex;
+    let dir = scratch();
+    let path = dir.path().join("twocuts.dax");
+    let log = Log::create(&path, &Options::new().capacity(32 << 20)).unwrap();
+    // LSN -> generation of every live entry, as acknowledged.
+    let truth = Mutex::new(BTreeMap::<u64, u64>::new());
+    let id = AtomicU64::new(0);
+    let append = |n: u64| {
+        for _ in 0..n {
+            let lsn = log.next_lsn();
+            let mut t = truth.lock().unwrap();
+            // (Unique per append: a replacement never has the bytes of what it replaces.)
+            let gen = id.fetch_add(1, SeqCst);
+            let mut p = payload(lsn, gen);
+            let len = p.len();
+            p.resize(8192, 0);
+            p[..8].copy_from_slice(&(len as u64).to_le_bytes());
+            p[8..16].copy_from_slice(&lsn.to_le_bytes());
+            p[16..24].copy_from_slice(&gen.to_le_bytes());
+            assert_eq!(log.append(&p).unwrap(), lsn);
+            t.insert(lsn, gen);
+        }
+    };
+    append(200);
+    let (stop, round_done, checked, reader_next) = (
+        AtomicBool::new(false),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut r = Reader::open(&path).unwrap();
+            let mut expect = r.position();
+            let mut held = BTreeMap::<u64, u64>::new();
+            while !stop.load(SeqCst) {
+                match r.next_entry() {
+                    Ok(Some(e)) => {
+                        assert_eq!(e.lsn, expect, "LSNs in order");
+                        let at =
+                            |i: usize| u64::from_le_bytes(e.payload[i..i + 8].try_into().unwrap());
+                        assert_eq!(at(8), e.lsn);
+                        held.insert(e.lsn, at(16));
+                        expect += 1;
+                    }
+                    Ok(None) => {
+                        reader_next.store(expect, SeqCst);
+                        let round = round_done.load(SeqCst);
+                        if round > checked.load(SeqCst) {
+                            let t = truth.lock().unwrap();
+                            if t.keys().next_back().map(|l| l + 1) == Some(expect) {
+                                for (l, gen) in t.iter() {
+                                    assert_eq!(held.get(l), Some(gen), "round {round}: entry {l}");
+                                }
+                                checked.store(round, SeqCst);
+                            }
+                        }
+                        std::hint::spin_loop();
+                    }
+                    Err(Error::Rewound { from, .. }) => {
+                        assert!(from < expect, "Rewound from {from} with {expect} next");
+                        held.split_off(&from);
+                        expect = from;
+                    }
+                    Err(Error::Truncated {
+                        first_missed,
+                        last_missed,
+                        ..
+                    }) => {
+                        assert_eq!(first_missed, expect);
+                        expect = last_missed + 1;
+                    }
+                    Err(e) => panic!("reader: {e}"),
+                }
+            }
+        });
+        let start = Instant::now();
+        let mut round = 0u64;
+        while start.elapsed() < Duration::from_secs(3) {
+            round += 1;
+            let next = log.next_lsn();
+            while reader_next.load(SeqCst) != next {
+                std::thread::yield_now();
+            }
+            let last = next - 1;
+            // The first cut just before an entry the reader remembers its place at (every
+            // 64th), the second 1 to 40 entries deeper.
+            let a = 64 * ((last - 70) / 64) + 62;
+            let b = a - 1 - round % 2 * (round % 40);
+            log.truncate_after(a).unwrap();
+            log.truncate_after(b).unwrap();
+            truth.lock().unwrap().split_off(&(b + 1));
+            append(last - b + 5);
+            if round.is_multiple_of(4) && log.len() > 1000 {
+                let first = log.next_lsn() - 300;
+                log.truncate_before(first).unwrap();
+                truth.lock().unwrap().retain(|&l, _| l >= first);
+            }
+            round_done.store(round, SeqCst);
+            let t = Instant::now();
+            while checked.load(SeqCst) < round {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "the reader never caught up"
+                );
+                std::thread::yield_now();
+            }
+        }
+        stop.store(true, SeqCst);
+    });
+}
