@@ -210,6 +210,31 @@ fn crash_truncation_beside_appenders() {
     }
 }
 
+/// Suffix truncations from a thread beside three appenders, every crash image of the
+/// interleaving checked: the acknowledged entries that no returned `truncate_after` deleted
+/// survive, deleted ones never come back, the appends after a cut continue from its LSN, and
+/// a crash inside a truncation finds the entries from before or from after it, nothing mixed.
+#[test]
+fn crash_suffix_truncation_beside_appenders() {
+    let o = run(&Suite::from_env(), &["concurrent-suffix"]);
+    assert_overlapped(&o, 1);
+    if Suite::from_env().replay.is_none() {
+        for (name, what) in [
+            (
+                "points inside a suffix truncation with an append in flight",
+                "no suffix truncation ever waited for an append in flight",
+            ),
+            (
+                "points inside a suffix truncation with an append waiting for it",
+                "no append ever waited for a suffix truncation",
+            ),
+        ] {
+            let c = o.counters.get(name).expect("concurrent-suffix counts them");
+            assert!(c.sum >= 1, "{what}");
+        }
+    }
+}
+
 /// Guards against truncations mishandling a session that appended concurrently (the
 /// `CONCURRENT` slot flag kept by `truncate_before`, cleared by `truncate_after`'s new epoch),
 /// the tail hint written by whichever appender publishes while their reservations wrap, and

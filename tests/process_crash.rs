@@ -6,7 +6,8 @@
 //!
 //! Guards against: acknowledging before the barrier, a recovery that drops or reorders
 //! acknowledged entries, a batch that survives in part, and appends after recovery that
-//! corrupt what came before.
+//! corrupt what came before; beside a checkpointer, a truncation that loses or revives entries
+//! (a suffix deleted by an acknowledged `truncate_after` coming back, a kept one lost).
 //!
 //! A kill cannot lose cache lines (the CPU caches survive it); lost lines are the crash
 //! simulator's job (`pmem-sim`). This test proves the logic end to end on real files, in every
@@ -24,6 +25,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use daxlog::{Error, Log, Options, PersistenceChoice};
@@ -298,10 +300,11 @@ fn main() {
         "process_crash: {kills} kills of {THREADS}-thread appenders verified in {:?}",
         started.elapsed()
     );
-    // Appenders and a checkpointer truncating the prefix beside them, in a log small enough
-    // to wrap many times.
+    // Appenders and a checkpointer truncating the prefix (and now and then deleting a suffix)
+    // beside them, in a log small enough to wrap many times.
     let started = Instant::now();
     let mut kills = 0;
+    let (mut suffixes, mut deleted) = (0, 0);
     for dir in &dirs {
         for mode in ["cpu", "msync"] {
             let seed = base_seed ^ crc(b"checkpoint") ^ crc(mode.as_bytes());
@@ -316,14 +319,22 @@ fn main() {
                     dir.path().display()
                 );
                 let run = run_checkpointed_child(&path, seed ^ r, mode, kill_after);
-                first = verify_checkpointed(&path, &run, first, &label);
+                let gone;
+                (first, gone) = verify_checkpointed(&path, &run, first, &label);
+                suffixes += run.deleted;
+                deleted += gone;
                 kills += 1;
             }
         }
     }
     println!(
-        "process_crash: {kills} kills of appenders beside a checkpointer verified in {:?}",
+        "process_crash: {kills} kills of appenders beside a checkpointer verified in {:?} \
+         ({suffixes} suffix truncations acknowledged, {deleted} acknowledged entries they deleted gone)",
         started.elapsed()
+    );
+    assert!(
+        suffixes > 0 && deleted > 0,
+        "no acknowledged suffix truncation deleted an acknowledged entry"
     );
     println!("3 passed, 0 failed");
 }
@@ -435,8 +446,11 @@ fn verify_threaded(path: &Path, acked: &[(u64, u64, u64)], label: &str) {
     }
 }
 
-/// The child with appending threads and a checkpointer: prints `ack <lsn> <thread> <seq>`,
-/// `cutting <lsn>` before each `truncate_before(lsn)` and `cut <lsn>` once it returned.
+/// The child with appending threads and a checkpointer: prints `ack <lsn> <thread> <seq>
+/// <deletions>` (the suffix truncations that had returned before the append began),
+/// `cutting <lsn>` before each `truncate_before(lsn)` and `cut <lsn>` once it returned, and
+/// one time in four instead `deleting <lsn> <n>` before the `n`th `truncate_after(lsn)` and
+/// `deleted <lsn> <n>` once it returned. Lines are printed whole and in one order.
 fn checkpointed_child(path: &Path, seed: u64, mode: &str) -> ! {
     let log = Log::open(path, &mode_options(mode)).expect("child: open");
     let out = std::sync::Mutex::new(std::io::stdout());
@@ -445,15 +459,17 @@ fn checkpointed_child(path: &Path, seed: u64, mode: &str) -> ! {
         writeln!(o, "{line}").unwrap();
         o.flush().unwrap();
     };
+    let deletions = AtomicU64::new(0);
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let (log, say) = (&log, &say);
+            let (log, say, deletions) = (&log, &say, &deletions);
             s.spawn(move || {
                 let mut i = seed << 20;
                 loop {
+                    let before = deletions.load(Ordering::SeqCst);
                     match log.append(&thread_payload(t, i)) {
                         Ok(lsn) => {
-                            say(format!("ack {lsn} {t} {i}"));
+                            say(format!("ack {lsn} {t} {i} {before}"));
                             i += 1;
                         }
                         // The checkpointer makes room.
@@ -471,6 +487,18 @@ fn checkpointed_child(path: &Path, seed: u64, mode: &str) -> ! {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let next = log.next_lsn();
+                if (k >> 61) & 3 == 0 {
+                    // A deleted suffix: up to 40 entries (every one, if fewer), while the
+                    // appenders go on.
+                    let first = log.first_lsn().unwrap_or(next);
+                    let lsn = next.saturating_sub(1 + (k >> 33) % 40).max(first - 1);
+                    let n = deletions.load(Ordering::SeqCst) + 1;
+                    say(format!("deleting {lsn} {n}"));
+                    log.truncate_after(lsn).expect("child: truncate_after");
+                    deletions.store(n, Ordering::SeqCst);
+                    say(format!("deleted {lsn} {n}"));
+                    continue;
+                }
                 let lsn = next.saturating_sub((k >> 33) % 300).max(1);
                 say(format!("cutting {lsn}"));
                 log.truncate_before(lsn).expect("child: truncate_before");
@@ -482,10 +510,25 @@ fn checkpointed_child(path: &Path, seed: u64, mode: &str) -> ! {
 }
 
 struct Checkpointed {
-    acked: Vec<(u64, u64, u64)>,
+    /// Acknowledged appends: LSN, thread, sequence number, the suffix truncations that had
+    /// returned before the append began, and the position of its line.
+    acked: Vec<Ack>,
     /// The highest LSN a truncation was acknowledged for, and the highest one begun.
     cut: u64,
     cutting: u64,
+    /// The suffix truncations begun (`truncate_after(lsn)`): LSN and the position of the
+    /// line announcing it; and how many returned.
+    deleting: Vec<(u64, usize)>,
+    deleted: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Ack {
+    lsn: u64,
+    t: u64,
+    i: u64,
+    after: u64,
+    line: usize,
 }
 
 fn run_checkpointed_child(
@@ -508,19 +551,39 @@ fn run_checkpointed_child(
             acked: Vec::new(),
             cut: 0,
             cutting: 0,
+            deleting: Vec::new(),
+            deleted: 0,
         };
-        for line in BufReader::new(stdout).lines() {
+        for (at, line) in BufReader::new(stdout).lines().enumerate() {
             let line = line.unwrap();
             let mut f = line.split(' ');
             let word = f.next().unwrap_or("");
             let n: Vec<u64> = f.map(|x| x.parse().unwrap()).collect();
             match (word, n.as_slice()) {
-                ("ack", &[lsn, t, i]) => run.acked.push((lsn, t, i)),
+                ("ack", &[lsn, t, i, after]) => run.acked.push(Ack {
+                    lsn,
+                    t,
+                    i,
+                    after,
+                    line: at,
+                }),
                 ("cutting", &[lsn]) => run.cutting = run.cutting.max(lsn),
                 ("cut", &[lsn]) => run.cut = run.cut.max(lsn),
+                ("deleting", &[lsn, n]) => {
+                    assert_eq!(
+                        n,
+                        run.deleting.len() as u64 + 1,
+                        "suffix truncations in order"
+                    );
+                    run.deleting.push((lsn, at));
+                }
+                ("deleted", &[_, n]) => run.deleted = n,
                 _ => {}
             }
         }
+        // An append that began after a suffix truncation returned acknowledges it too.
+        let after = run.acked.iter().map(|a| a.after).max().unwrap_or(0);
+        run.deleted = run.deleted.max(after);
         run
     });
     std::thread::sleep(kill_after);
@@ -529,11 +592,44 @@ fn run_checkpointed_child(
     reader.join().unwrap()
 }
 
+/// What became of an acknowledged append through the round's suffix truncations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fate {
+    /// No truncation deleted it: it must survive (unless a prefix truncation dropped it).
+    Kept,
+    /// A suffix truncation that returned deleted it: it must never come back.
+    Deleted,
+    /// It may have been deleted: it overlapped a suffix truncation that may have deleted it
+    /// (it began before that returned and was acknowledged after it began), or the
+    /// truncation in flight at the kill may have deleted it.
+    Either,
+}
+
+/// The fate of acknowledged append `a`: `truncate_after(l)` number `n` (from 1) deletes it
+/// if `l < a.lsn` and the append was reserved before the truncation; it certainly was if it
+/// was acknowledged before the truncation began, and certainly was not if it began after the
+/// truncation returned (the child counts those before each append).
+fn fate(a: &Ack, run: &Checkpointed) -> Fate {
+    let mut fate = Fate::Kept;
+    for (n, &(l, began)) in (1..).zip(&run.deleting) {
+        if a.after >= n || a.lsn <= l {
+            continue;
+        }
+        if a.line < began && n <= run.deleted {
+            return Fate::Deleted;
+        }
+        fate = Fate::Either;
+    }
+    fate
+}
+
 /// The first LSN lies between the last acknowledged truncation (or the round's first LSN)
-/// and the last one begun; every acknowledged entry from the first LSN on is present with its
-/// payload, and so is every LSN up to the highest acknowledged one; every recovered entry is
-/// one some thread wrote. Returns the first LSN.
-fn verify_checkpointed(path: &Path, run: &Checkpointed, before: u64, label: &str) -> u64 {
+/// and the last one begun; every acknowledged entry from the first LSN on that no suffix
+/// truncation deleted is present with its payload, and so is every LSN up to the highest
+/// such one; no entry a suffix truncation deleted comes back, and no acknowledged entry is
+/// found at another LSN; LSNs are gap-free and every recovered entry is one some thread
+/// wrote. Returns the first LSN and how many acknowledged appends were found deleted.
+fn verify_checkpointed(path: &Path, run: &Checkpointed, before: u64, label: &str) -> (u64, u64) {
     let log = Log::open(path, &Options::new()).unwrap_or_else(|e| panic!("{label}: open: {e}"));
     let first = log.first_lsn().unwrap_or(log.next_lsn());
     assert!(
@@ -541,7 +637,13 @@ fn verify_checkpointed(path: &Path, run: &Checkpointed, before: u64, label: &str
         "{label}: first LSN {first} below the acknowledged truncation before {} (or {before})",
         run.cut
     );
-    let max_acked = run.acked.iter().map(|a| a.0).max().unwrap_or(0);
+    let fates: Vec<(Ack, Fate)> = run.acked.iter().map(|a| (*a, fate(a, run))).collect();
+    let max_kept = fates
+        .iter()
+        .filter(|f| f.1 == Fate::Kept)
+        .map(|f| f.0.lsn)
+        .max()
+        .unwrap_or(0);
     assert!(
         first <= run.cutting.max(before),
         "{label}: first LSN {first} beyond every truncation begun ({}, or {before})",
@@ -549,19 +651,26 @@ fn verify_checkpointed(path: &Path, run: &Checkpointed, before: u64, label: &str
     );
     let last = log.next_lsn() - 1;
     assert!(
-        last >= max_acked,
-        "{label}: acknowledged LSN {max_acked} lost (recovered up to {last})"
+        last >= max_kept,
+        "{label}: acknowledged LSN {max_kept} lost (recovered up to {last})"
     );
-    for &(lsn, t, i) in run.acked.iter().filter(|a| a.0 >= first) {
+    for (a, _) in fates
+        .iter()
+        .filter(|f| f.1 == Fate::Kept && f.0.lsn >= first)
+    {
         let e = log
-            .read(lsn)
-            .unwrap_or_else(|| panic!("{label}: acknowledged LSN {lsn} missing"));
+            .read(a.lsn)
+            .unwrap_or_else(|| panic!("{label}: acknowledged LSN {} missing", a.lsn));
         assert!(
-            e.payload == thread_payload(t, i).as_slice(),
-            "{label}: payload of LSN {lsn}"
+            e.payload == thread_payload(a.t, a.i).as_slice(),
+            "{label}: payload of LSN {} (thread {}, entry {}): another entry",
+            a.lsn,
+            a.t,
+            a.i
         );
     }
     let guard = log.pin();
+    let mut found = std::collections::HashMap::new();
     for (expect, e) in (first..).zip(guard.iter()) {
         assert_eq!(e.lsn, expect, "{label}: gap in LSNs");
         let t = u64::from_le_bytes(e.payload[..8].try_into().unwrap());
@@ -571,10 +680,28 @@ fn verify_checkpointed(path: &Path, run: &Checkpointed, before: u64, label: &str
             "{label}: LSN {} is no thread's entry",
             e.lsn
         );
+        found.insert((t, i), e.lsn);
     }
+    let mut deleted = 0;
+    for (a, f) in &fates {
+        match (found.get(&(a.t, a.i)), f) {
+            (Some(lsn), Fate::Deleted) => panic!(
+                "{label}: LSN {lsn} (thread {}, entry {}), deleted by an acknowledged truncate_after, came back",
+                a.t, a.i
+            ),
+            (Some(&lsn), _) => assert_eq!(
+                lsn, a.lsn,
+                "{label}: thread {}'s entry {} acknowledged as LSN {} found as LSN {lsn}",
+                a.t, a.i, a.lsn
+            ),
+            (None, Fate::Deleted) => deleted += 1,
+            (None, _) => {}
+        }
+    }
+    drop(guard);
     log.verify()
         .unwrap_or_else(|e| panic!("{label}: verify: {e}"));
-    first
+    (first, deleted)
 }
 
 fn crc(b: &[u8]) -> u64 {

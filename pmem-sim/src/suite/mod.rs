@@ -47,7 +47,7 @@ mod session;
 pub use runner::{AppCheck, Runner};
 pub use scenarios::{plain_scenario_names, scenario_names, Scenario, SCENARIOS, SIZES};
 pub use segment::{BaseEntry, Event, EventKind, Sampling, Segment, NEVER};
-pub use session::{encode_entry, Session};
+pub use session::{encode_entry, Cut, Session};
 
 // ---- Variants ----------------------------------------------------------------------------------
 

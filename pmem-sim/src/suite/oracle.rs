@@ -720,11 +720,19 @@ pub(crate) fn check_log<'a>(
                 .join(" or ")
         )
     };
-    // The alternative with the same first LSN and length, else the one with the same first
-    // LSN and the nearest length (for the message), else the first.
-    let pick = alts
-        .iter()
-        .find(|a| a.first == first && a.entries.len() == n)
+    // An alternative with the same first LSN and length that matches (alternatives on both
+    // sides of a suffix truncation may share them), else the first with the same first LSN
+    // and length, else the one with the same first LSN and the nearest length (for the
+    // message), else the first.
+    let sized = || {
+        alts.iter()
+            .filter(|a| a.first == first && a.entries.len() == n)
+    };
+    if let Some(a) = sized().find(|a| same(log, a).is_ok()) {
+        return Ok(a.clone());
+    }
+    let pick = sized()
+        .next()
         .or_else(|| {
             alts.iter()
                 .filter(|a| a.first == first)

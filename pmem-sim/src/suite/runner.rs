@@ -408,8 +408,9 @@ impl Runner {
         let mut buf = Vec::new();
         // Hashes of the images checked against the current expectation.
         let mut seen: HashSet<u64, BuildHasherDefault<NoHash>> = HashSet::default();
-        // The expectation changes only when an event starts or ends.
-        let mut cached: Option<((usize, usize), Expect<'_>)> = None;
+        // The expectation changes only when an event starts or ends (or a suffix truncation's
+        // slot is stored or made durable).
+        let mut cached: Option<((usize, usize, usize), Expect<'_>)> = None;
         for p in 0..=seg.run.ops.len() {
             if p > 0 {
                 seg.run.apply(&mut st, p - 1);
@@ -435,11 +436,16 @@ impl Runner {
                 continue;
             }
             let key = if p < seg.start_end {
-                (usize::MAX, p)
+                (usize::MAX, p, 0)
             } else {
                 (
                     seg.events.iter().filter(|e| e.end <= p).count(),
                     seg.events.iter().filter(|e| e.start < p).count(),
+                    // Suffix truncations beside appends: their slots stored, made durable.
+                    seg.events
+                        .iter()
+                        .map(|e| usize::from(e.slot.start < p) + usize::from(e.slot.end <= p))
+                        .sum(),
                 )
             };
             if !matches!(&cached, Some((k, _)) if *k == key) {

@@ -52,6 +52,14 @@ pub struct Event {
     /// Its appender panicked before storing the entries: the LSNs hold padding of the
     /// payloads' lengths.
     pub pad: bool,
+    /// In a concurrent phase with suffix truncations beside the appends: how many of them came
+    /// before it (an append: whose slot was stored before the append's first store; a
+    /// truncation: made before it by the truncating thread); a suffix truncation counts
+    /// itself. 0 otherwise.
+    pub epoch: usize,
+    /// A suffix truncation in a concurrent phase: the trace positions from its slot store to
+    /// right after the drain that made the slot durable. Empty otherwise.
+    pub slot: Range<usize>,
 }
 
 /// [`Event::end`] of an append that never returns success (its barrier failed).
@@ -183,10 +191,16 @@ impl Segment {
             };
             let phase = &self.events[i..j];
             if phase.iter().all(|x| x.end <= p) {
-                let mut evs: Vec<&Event> = phase.iter().collect();
-                evs.sort_by_key(|x| x.lsns.start);
-                for x in evs {
-                    c.apply(x);
+                if e.block == 0 {
+                    c.apply(e);
+                } else {
+                    let epochs = phase.iter().map(|x| x.epoch).max().unwrap_or(0);
+                    for epoch in 0..=epochs {
+                        apply_epoch(&mut c, phase, epoch);
+                        if let Some(t) = suffix_cut(phase, epoch + 1) {
+                            c.apply(t);
+                        }
+                    }
                 }
                 acked += phase.len();
                 i = j;
@@ -225,6 +239,13 @@ impl Segment {
     /// Appends from several threads in flight at `p`: the log must be a prefix of the LSN
     /// sequence that holds every acknowledged entry (and so every entry before one: the
     /// ordering rule), ends at a batch boundary, and holds only appends that had started.
+    ///
+    /// Suffix truncations beside the appends (`Session::concurrent_cutting`) divide the phase
+    /// into epochs: each waits for the appends reserved before it and holds off new ones until
+    /// it is done, so the appends of one epoch all came before it and those of the next after
+    /// it. An epoch whose truncation's slot is durable at `p` happened in full, and so did
+    /// that truncation; while its slot is stored but not yet durable, the log is either what
+    /// the epoch may leave at `p` or every entry of the epoch with the suffix deleted.
     fn expect_concurrent<'a>(
         &'a self,
         mut c: Contents<'a>,
@@ -232,65 +253,26 @@ impl Segment {
         phase: &'a [Event],
         p: usize,
     ) -> Expect<'a> {
-        // Appends, and prefix truncations beside them (`Session::concurrent_truncating`).
-        let (mut evs, cuts): (Vec<&Event>, Vec<&Event>) =
-            phase.iter().partition(|e| e.kind == EventKind::Append);
-        assert!(
-            cuts.iter()
-                .all(|e| matches!(e.kind, EventKind::TruncateBefore(_))),
-            "a concurrent phase holds appends and prefix truncations only"
-        );
-        evs.sort_by_key(|e| e.lsns.start);
-        let need = evs
-            .iter()
-            .filter(|e| e.end <= p)
-            .map(|e| e.lsns.end)
-            .max()
-            .unwrap_or(0);
         let acked = acked + phase.iter().filter(|e| e.end <= p).count();
-        let inflight = evs.iter().filter(|e| e.start < p && p < e.end).count();
-        let mut alts = Vec::new();
-        if c.next() >= need {
-            alts.push(c.clone());
+        let inflight = phase
+            .iter()
+            .filter(|e| e.kind == EventKind::Append && e.start < p && p < e.end)
+            .count();
+        let truncating = phase
+            .iter()
+            .any(|e| e.kind != EventKind::Append && e.start < p && p < e.end);
+        let mut epoch = 0;
+        while let Some(t) = suffix_cut(phase, epoch + 1).filter(|t| t.slot.end <= p) {
+            apply_epoch(&mut c, phase, epoch);
+            c.apply(t);
+            epoch += 1;
         }
-        for e in evs {
-            if e.start >= p {
-                break;
-            }
-            c.apply(e);
-            if c.next() >= need {
-                alts.push(c.clone());
-            }
-        }
-        assert!(
-            !alts.is_empty(),
-            "an acknowledged append follows one that had not started"
-        );
-        // A truncation of `l` is made while `l` is at most the published next LSN, so the
-        // durable log reaches `l` whenever it shows the truncation. One that returned shows
-        // in every alternative; one in flight may show or not.
-        let mut truncating = false;
-        for t in &cuts {
-            let EventKind::TruncateBefore(l) = t.kind else {
-                unreachable!()
-            };
-            if t.start >= p {
-                continue;
-            }
-            let done = t.end <= p;
-            truncating |= !done;
-            let mut next = Vec::new();
-            for a in alts {
-                if a.next() >= l {
-                    let mut cut = a.clone();
-                    cut.apply(t);
-                    next.push(cut);
-                }
-                if !done {
-                    next.push(a);
-                }
-            }
-            alts = next;
+        let mut alts = epoch_alts(c.clone(), phase, epoch, p);
+        if let Some(t) = suffix_cut(phase, epoch + 1).filter(|t| t.slot.start < p) {
+            let mut cut = c;
+            apply_epoch(&mut cut, phase, epoch);
+            cut.apply(t);
+            alts.push(cut);
         }
         assert!(!alts.is_empty(), "a truncation beyond every durable state");
         let mut wants: Vec<Want<'a>> = Vec::new();
@@ -308,6 +290,92 @@ impl Segment {
             may_tear: inflight > 0,
         }
     }
+}
+
+/// The suffix truncation of a concurrent phase that begins epoch `epoch` (counting from 1).
+fn suffix_cut(phase: &[Event], epoch: usize) -> Option<&Event> {
+    phase
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::TruncateAfter(_)) && e.epoch == epoch)
+}
+
+/// Applies every append and prefix truncation of epoch `epoch` of a concurrent phase.
+fn apply_epoch<'a>(c: &mut Contents<'a>, phase: &'a [Event], epoch: usize) {
+    let mut evs: Vec<&Event> = phase
+        .iter()
+        .filter(|e| e.epoch == epoch && !matches!(e.kind, EventKind::TruncateAfter(_)))
+        .collect();
+    evs.sort_by_key(|x| x.lsns.start);
+    for x in evs {
+        c.apply(x);
+    }
+}
+
+/// What epoch `epoch` of a concurrent phase, which began with the contents `c`, may leave at
+/// `p`: its appends that had started, in LSN order, up to any point at or after the highest
+/// acknowledged one; and its prefix truncations, those that returned in every alternative,
+/// one in flight in some.
+fn epoch_alts<'a>(
+    mut c: Contents<'a>,
+    phase: &'a [Event],
+    epoch: usize,
+    p: usize,
+) -> Vec<Contents<'a>> {
+    let mine = |e: &&Event| e.epoch == epoch;
+    let (mut evs, cuts): (Vec<&Event>, Vec<&Event>) = phase
+        .iter()
+        .filter(mine)
+        .filter(|e| !matches!(e.kind, EventKind::TruncateAfter(_)))
+        .partition(|e| e.kind == EventKind::Append);
+    evs.sort_by_key(|e| e.lsns.start);
+    let need = evs
+        .iter()
+        .filter(|e| e.end <= p)
+        .map(|e| e.lsns.end)
+        .max()
+        .unwrap_or(0);
+    let mut alts = Vec::new();
+    if c.next() >= need {
+        alts.push(c.clone());
+    }
+    for e in evs {
+        if e.start >= p {
+            break;
+        }
+        c.apply(e);
+        if c.next() >= need {
+            alts.push(c.clone());
+        }
+    }
+    assert!(
+        !alts.is_empty(),
+        "an acknowledged append follows one that had not started"
+    );
+    // A truncation of `l` is made while `l` is at most the published next LSN, so the
+    // durable log reaches `l` whenever it shows the truncation. One that returned shows
+    // in every alternative; one in flight may show or not.
+    for t in &cuts {
+        let EventKind::TruncateBefore(l) = t.kind else {
+            unreachable!()
+        };
+        if t.start >= p {
+            continue;
+        }
+        let done = t.end <= p;
+        let mut next = Vec::new();
+        for a in alts {
+            if a.next() >= l {
+                let mut cut = a.clone();
+                cut.apply(t);
+                next.push(cut);
+            }
+            if !done {
+                next.push(a);
+            }
+        }
+        alts = next;
+    }
+    alts
 }
 
 /// One entry of the model: its payload (for padding: a payload of its length), whether it is

@@ -13,6 +13,18 @@ use super::segment::{Event, EventKind, Expect, Segment, NEVER};
 use crate::sched::{Scheduler, Strategy};
 use crate::{Observer, Op, SimMedia, ThreadId};
 
+/// A truncation the truncating thread of [`Session::concurrent_cutting`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// `truncate_before` of about half of the entries then in the log.
+    Half,
+    /// `truncate_before(next_lsn)`: every entry (a reset).
+    All,
+    /// `truncate_after(first - 1 + len * num / den)` of the `len` entries then in the log
+    /// (`num < den`; `Suffix(0, 1)` deletes every entry); none if the log is empty.
+    Suffix(u64, u64),
+}
+
 /// A live log on simulated media, recording a segment.
 pub struct Session {
     pub(crate) log: Log<SimMedia>,
@@ -77,6 +89,8 @@ impl Session {
                     thread: 0,
                     block: 0,
                     pad,
+                    epoch: 0,
+                    slot: 0..0,
                 };
                 self.tail = offset + ev.bytes();
                 self.seg.events.push(ev);
@@ -142,6 +156,8 @@ impl Session {
             thread: 0,
             block: 0,
             pad: true,
+            epoch: 0,
+            slot: 0..0,
         };
         self.tail = offset + ev.bytes();
         self.seg.events.push(ev);
@@ -180,6 +196,8 @@ impl Session {
             thread: 0,
             block: 0,
             pad: false,
+            epoch: 0,
+            slot: 0..0,
         });
         // Poisoned: later appends fail at once, before touching the media.
         for p in [&b"after"[..], b""] {
@@ -212,6 +230,8 @@ impl Session {
             thread: 0,
             block: 0,
             pad: false,
+            epoch: 0,
+            slot: 0..0,
         });
     }
 
@@ -262,17 +282,21 @@ impl Session {
             .unwrap_or_else(|e| panic!("truncate_after({lsn}) failed: {e}"));
         self.record(start, EventKind::TruncateAfter(lsn));
         if lsn + 1 < next {
-            // The new tail is where entry `lsn` ends (in the model), or the head if every entry
-            // went.
-            let w = self.seg.expect_log(NEVER - 1);
-            let Expect::Log { alts, .. } = w else {
-                unreachable!("expect_log never says Creating")
-            };
-            let now = alts.last().expect("an alternative");
-            self.tail = match now.entries.last() {
-                Some(e) => e.off + e.bytes(),
-                None => self.head(),
-            };
+            self.tail = self.model_tail();
+        }
+    }
+
+    /// Where the entries end in the model once every event so far happened (the head if there
+    /// is none).
+    fn model_tail(&self) -> usize {
+        let w = self.seg.expect_log(NEVER - 1);
+        let Expect::Log { alts, .. } = w else {
+            unreachable!("expect_log never says Creating")
+        };
+        let now = alts.last().expect("an alternative");
+        match now.entries.last() {
+            Some(e) => e.off + e.bytes(),
+            None => self.head(),
         }
     }
 
@@ -286,13 +310,8 @@ impl Session {
 
     /// [`Session::concurrent`] with one more thread beside the appenders that calls
     /// `truncate_before` `cuts` times, dropping about half of the entries then in the log, and
-    /// every second time all of them (events of the same phase, `TruncateBefore(l)` with LSNs
-    /// `l..l`).
-    ///
-    /// An append that fails with `Full` (it stores nothing) is tried again at the thread's
-    /// next turn while the truncating thread has cuts left, so that appends reuse the space a
-    /// cut of the same phase freed; once the cuts are done, it is given up. Returns the
-    /// scheduler's choices and how many appends succeeded after a `Full`.
+    /// every second time all of them: [`Session::concurrent_cutting`] with the cuts
+    /// [`Cut::Half`], [`Cut::All`], [`Cut::Half`], ...
     pub fn concurrent_truncating(
         &mut self,
         plans: &[Vec<Vec<Vec<u8>>>],
@@ -300,12 +319,34 @@ impl Session {
         stick: u64,
         cuts: usize,
     ) -> (Vec<u8>, u64) {
-        let workers = plans.len() + usize::from(cuts > 0);
+        let cuts: Vec<Cut> = (0..cuts)
+            .map(|k| if k % 2 == 1 { Cut::All } else { Cut::Half })
+            .collect();
+        self.concurrent_cutting(plans, seed, stick, &cuts)
+    }
+
+    /// [`Session::concurrent`] with one more thread beside the appenders that makes the
+    /// truncations `cuts` in order (events of the same phase: `TruncateBefore(l)` with LSNs
+    /// `l..l`, `TruncateAfter(l)` with [`Event::slot`] and [`Event::epoch`] set, and the
+    /// appends' epochs).
+    ///
+    /// An append that fails with `Full` (it stores nothing) is tried again at the thread's
+    /// next turn while the truncating thread has cuts left, so that appends reuse the space a
+    /// cut of the same phase freed; once the cuts are done, it is given up. Returns the
+    /// scheduler's choices and how many appends succeeded after a `Full`.
+    pub fn concurrent_cutting(
+        &mut self,
+        plans: &[Vec<Vec<Vec<u8>>>],
+        seed: u64,
+        stick: u64,
+        cuts: &[Cut],
+    ) -> (Vec<u8>, u64) {
+        let workers = plans.len() + usize::from(!cuts.is_empty());
         let sched = Scheduler::new(workers, seed, Strategy { stick });
         let block = 1 + self.seg.events.iter().map(|e| e.block).max().unwrap_or(0);
         let log = &self.log;
         let obs = &self.obs;
-        let cutting = std::sync::atomic::AtomicBool::new(cuts > 0);
+        let cutting = std::sync::atomic::AtomicBool::new(!cuts.is_empty());
         let cutting = &cutting;
         let after_full = std::sync::atomic::AtomicU64::new(0);
         let after_full = &after_full;
@@ -357,43 +398,67 @@ impl Session {
                                 thread: (t + 1) as ThreadId,
                                 block,
                                 pad: false,
+                                epoch: 0,
+                                slot: 0..0,
                             });
                         }
                         evs
                     })
                 })
                 .collect();
-            if cuts > 0 {
+            if !cuts.is_empty() {
                 let t = plans.len();
                 let sched = Arc::clone(&sched);
                 handles.push(sc.spawn(move || {
                     let _reg = sched.register(t);
                     let mut evs = Vec::new();
-                    for k in 0..cuts {
+                    for cut in cuts {
                         sched.yield_point(t);
                         let next = log.next_lsn();
                         let first = log.first_lsn().unwrap_or(next);
-                        // Every other cut drops everything: a reset beside appends (the forced
-                        // wrap when none is in flight).
-                        let l = if k % 2 == 1 {
-                            next
-                        } else {
-                            first + (next - first).div_ceil(2)
+                        let kind = match *cut {
+                            Cut::Half => {
+                                EventKind::TruncateBefore(first + (next - first).div_ceil(2))
+                            }
+                            // A reset beside appends (the forced wrap when none is in flight).
+                            Cut::All => EventKind::TruncateBefore(next),
+                            // Nothing to delete in an empty log: no call.
+                            Cut::Suffix(_, _) if next == first => continue,
+                            // Appends reserved meanwhile only add entries after `l`.
+                            Cut::Suffix(num, den) => {
+                                EventKind::TruncateAfter(first - 1 + (next - first) * num / den)
+                            }
                         };
                         let start = obs.ops();
-                        log.truncate_before(l)
-                            .unwrap_or_else(|e| panic!("truncate_before({l}) beside appends: {e}"));
+                        let lsns = match kind {
+                            EventKind::TruncateBefore(l) => {
+                                log.truncate_before(l).unwrap_or_else(|e| {
+                                    panic!("truncate_before({l}) beside appends: {e}")
+                                });
+                                l..l
+                            }
+                            EventKind::TruncateAfter(l) => {
+                                log.truncate_after(l).unwrap_or_else(|e| {
+                                    panic!("truncate_after({l}) beside appends: {e}")
+                                });
+                                assert_eq!(log.next_lsn(), l + 1, "appends went on before the cut");
+                                0..0
+                            }
+                            EventKind::Append => unreachable!(),
+                        };
                         let end = obs.ops();
                         evs.push(Event {
                             start,
                             end,
                             offset: 0,
                             payloads: Vec::new(),
-                            kind: EventKind::TruncateBefore(l),
-                            lsns: l..l,
+                            kind,
+                            lsns,
                             thread: (t + 1) as ThreadId,
                             block,
                             pad: false,
+                            epoch: 0,
+                            slot: 0..0,
                         });
                     }
                     cutting.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -409,31 +474,75 @@ impl Session {
         let mut evs: Vec<Event> = results.into_iter().flatten().collect();
         let first = evs.iter().map(|e| e.start).min().unwrap_or(0);
         let (ops, threads) = self.obs.ops_range(first, self.obs.ops());
-        for e in evs.iter_mut().filter(|e| e.kind == EventKind::Append) {
-            let (a, b) = (e.start - first, e.end - first);
-            let t = e.thread;
-            e.offset = header_offset(&ops[a..b], |i| threads[a + i] == t)
-                .expect("an append stores a header");
-        }
-        let snap = self.obs.snapshot();
-        // Entries a reset of this phase dropped may lie under later ones: only the live ones
-        // are where their appends put them.
-        let live_from = self.log.first_lsn().unwrap_or(self.log.next_lsn());
+        let mine = |e: &Event, i: usize| threads[i] == e.thread;
+        // Suffix truncations: where each stored its slot, and the drain that made it durable.
         for e in evs
-            .iter()
-            .filter(|e| e.kind == EventKind::Append && e.lsns.start >= live_from)
+            .iter_mut()
+            .filter(|e| matches!(e.kind, EventKind::TruncateAfter(_)))
         {
+            let (a, b) = (e.start - first, e.end - first);
+            let at = (a..b)
+                .find(|&i| {
+                    mine(e, i)
+                        && matches!(&ops[i], Op::Store { off, .. } if *off == SLOT0_OFFSET || *off == SLOT1_OFFSET)
+                })
+                .expect("a suffix truncation stores its slot");
+            let drain = (at..b)
+                .find(|&i| mine(e, i) && ops[i] == Op::Drain)
+                .expect("a suffix truncation drains its slot");
+            e.slot = first + at..first + drain + 1;
+        }
+        let mut slots: Vec<(usize, usize)> = evs
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::TruncateAfter(_)))
+            .map(|e| (e.start, e.slot.start))
+            .collect();
+        slots.sort();
+        for e in evs.iter_mut() {
+            e.epoch = match e.kind {
+                EventKind::Append => {
+                    let (a, b) = (e.start - first, e.end - first);
+                    let store = (a..b)
+                        .find(|&i| {
+                            mine(e, i)
+                                && matches!(&ops[i], Op::Store { off, .. } | Op::StoreNt { off, .. } if *off >= DATA_OFFSET)
+                        })
+                        .expect("an append stores its entries");
+                    e.offset = header_offset(&ops[a..b], |i| threads[a + i] == e.thread)
+                        .expect("an append stores a header");
+                    slots.iter().filter(|s| s.1 < first + store).count()
+                }
+                _ => slots.iter().filter(|s| s.0 <= e.start).count(),
+            };
+        }
+        let last_epoch = slots.len();
+        let snap = self.obs.snapshot();
+        // Entries a reset or a suffix truncation of this phase dropped may lie under later
+        // ones: only the live ones are where their appends put them.
+        let live_from = self.log.first_lsn().unwrap_or(self.log.next_lsn());
+        let live = |e: &&Event| {
+            e.kind == EventKind::Append
+                && e.epoch == last_epoch
+                && e.lsns.start >= live_from
+                && e.lsns.start < self.log.next_lsn()
+        };
+        for e in evs.iter().filter(live) {
             check_header_at(&snap, e.offset, e.lsns.start);
         }
-        if let Some(last) = evs
+        let newest = evs
             .iter()
-            .filter(|e| e.kind == EventKind::Append)
-            .max_by_key(|e| e.lsns.start)
-        {
+            .filter(|e| e.kind == EventKind::Append && e.epoch == last_epoch)
+            .max_by_key(|e| e.lsns.start);
+        let cut_last = newest.is_none() && last_epoch > 0;
+        if let Some(last) = newest {
             self.tail = last.offset + last.bytes();
         }
         evs.sort_by_key(|e| (e.start, e.end));
         self.seg.events.extend(evs);
+        if cut_last {
+            // No append after the last suffix truncation: the tail is where that left it.
+            self.tail = self.model_tail();
+        }
         (
             sched.choices(),
             after_full.load(std::sync::atomic::Ordering::Relaxed),

@@ -4,7 +4,7 @@ use daxlog::format::{SLOT0_OFFSET, SLOT1_OFFSET};
 
 use super::steps::{appends, drop_oldest, filled, reopen_append};
 use crate::suite::Event;
-use crate::suite::{EventKind, Runner};
+use crate::suite::{Cut, EventKind, Runner};
 use crate::Op;
 
 /// Plans for `threads` appenders: `each` appends per thread, one in four a batch of 2-3.
@@ -193,6 +193,58 @@ pub(crate) fn truncate_beside_appenders(r: &mut Runner) -> Option<()> {
     r.count(
         "points inside a truncation with an append in flight",
         beside as u64,
+    );
+    reopen_append(r, si, 9)
+}
+
+/// Suffix truncations beside concurrent appenders (a fourth thread in the interleaving, which
+/// also drops entries from the head): each waits for the appends in flight and holds off new
+/// ones, which then get LSNs from the cut on. Each crash image holds the entries acknowledged
+/// and not deleted by a truncation that returned, never a deleted one (nor one of the old
+/// epoch after a durable cut), and during a truncation the entries from before or from after
+/// it, nothing mixed.
+pub(crate) fn suffix_beside_appenders(r: &mut Runner) -> Option<()> {
+    r.scale_images(1, 8);
+    let mut s = filled(r, 4 * 4096, 30, 200)?;
+    drop_oldest(&mut s, 3, 4);
+    let phases: [(u64, &[Cut]); 2] = [
+        (0, &[Cut::Suffix(1, 2), Cut::Half, Cut::Suffix(2, 3)]),
+        (64, &[Cut::Half, Cut::Suffix(0, 1), Cut::Suffix(1, 3)]),
+    ];
+    for (stick, cuts) in phases {
+        let work = plans(r, 3, 3, 250);
+        let seed = r.rng.next_u64();
+        s.concurrent_cutting(&work, seed, stick, cuts);
+    }
+    let si = r.finish(s);
+    count_overlaps(r, si);
+    // Crash points inside a suffix truncation while an append it waits for is in flight, and
+    // while an append waits for it.
+    let seg = r.segment(si);
+    let ev = seg.events();
+    let inside = |e: &Event, p: usize| e.start < p && p < e.end;
+    let (mut beside, mut waiting) = (0, 0);
+    for p in 0..=seg.run.ops.len() {
+        let Some(t) = ev
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::TruncateAfter(_)) && e.block > 0 && inside(e, p))
+        else {
+            continue;
+        };
+        let appends = || {
+            ev.iter()
+                .filter(|e| e.kind == EventKind::Append && e.block == t.block && inside(e, p))
+        };
+        beside += u64::from(appends().any(|e| e.epoch < t.epoch));
+        waiting += u64::from(appends().any(|e| e.epoch == t.epoch));
+    }
+    r.count(
+        "points inside a suffix truncation with an append in flight",
+        beside,
+    );
+    r.count(
+        "points inside a suffix truncation with an append waiting for it",
+        waiting,
     );
     reopen_append(r, si, 9)
 }

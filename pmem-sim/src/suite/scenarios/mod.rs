@@ -83,6 +83,7 @@ pub const SCENARIOS: &[Scenario] = &[
     row(Fixed,  "suffix-wrap-suffix",    reuse::suffix_wrap_suffix,             all,             "truncate_after, a wrap, truncate_after above the cut"),
     row(Random, "concurrent-truncate",   concurrent::concurrent_truncate,       all,             "truncations around concurrent phases (CONCURRENT flag)"),
     row(Random, "concurrent-checkpoint", concurrent::truncate_beside_appenders, all,             "truncate_before and reset beside three appenders"),
+    row(Random, "concurrent-suffix",     concurrent::suffix_beside_appenders,   all,             "truncate_after (and truncate_before) beside three appenders"),
     row(Random, "concurrent-hint-wrap",  concurrent::concurrent_hint_wrap,      all,             "the tail hint with three appenders across the wrap"),
     row(Random, "msync-group-wrap",      concurrent::msync_group_wrap,          msync_only,      "the msync group commit across the wrap"),
     row(Fixed,  "msync-marker-page",     reuse::msync_marker_page,              msync_only,      "an end marker on the next page, over a deleted entry"),
