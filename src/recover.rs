@@ -237,16 +237,15 @@ pub(crate) fn wipe_past_tail<M: Media>(
     } else {
         start
     };
+    // A torn batch that had wrapped to the start of the data area leaves the tail itself
+    // where it was: where its end marker would have been, bytes of an earlier lap (or of a
+    // deleted suffix) that every later open would find torn. They go too.
+    let tail = scan.tail;
+    if torn && start < tail && tail + 8 <= cap && pmem.view(tail, 8) != [0u8; 8] {
+        zero(pmem, tail, tail + 8, path)?;
+    }
     if end > start {
-        let zeros = [0u8; 4096];
-        let mut at = start;
-        while at < end {
-            let n = (end - at).min(zeros.len());
-            pmem.store_exclusive(at, &zeros[..n]);
-            at += n;
-        }
-        pmem.flush(start, end - start);
-        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        zero(pmem, start, end, path)?;
         if torn {
             tracing::warn!(
                 path = %path.display(),
@@ -265,6 +264,19 @@ pub(crate) fn wipe_past_tail<M: Media>(
         }
     }
     Ok(())
+}
+
+/// Zeroes `start..end` durably.
+fn zero<M: Media>(pmem: &mut Pmem<M>, start: usize, end: usize, path: &Path) -> Result<()> {
+    let zeros = [0u8; 4096];
+    let mut at = start;
+    while at < end {
+        let n = (end - at).min(zeros.len());
+        pmem.store_exclusive(at, &zeros[..n]);
+        at += n;
+    }
+    pmem.flush(start, end - start);
+    pmem.drain().map_err(|e| Error::io(path, "drain", e))
 }
 
 /// Where the remains of an interrupted write that begin at `start` end: past the claimed
