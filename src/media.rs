@@ -368,10 +368,16 @@ impl<M: Media> Pmem<M> {
     /// # Safety
     /// No reader holds a slice of the bytes from `tail` on, no append is in flight, and none
     /// can start until this returns.
+    ///
+    /// The tail is stored first: a snapshot ([`Pmem::live`]) taken between the two stores
+    /// pairs the new tail with the old wrap point, which reads as the region up to the new
+    /// tail (a rewind that ends the wrap moves the tail to or after every position in use);
+    /// the other order would pair the old tail, before the head, with no wrap point, and a
+    /// reader pinned then (one taken while the truncation waited) would see nothing.
     pub(crate) unsafe fn rewind(&self, tail: usize, wrap_at: usize) {
         assert!(tail >= self.data_start && tail <= self.media.len() && wrap_at <= self.media.len());
-        self.edge.wrap_at.store(wrap_at as u64, Ordering::Release);
         self.edge.tail.store(tail as u64, Ordering::Release);
+        self.edge.wrap_at.store(wrap_at as u64, Ordering::Release);
     }
 
     /// Start of the data area.

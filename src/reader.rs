@@ -253,11 +253,13 @@ impl Reader {
     /// after it that exists, if `lsn` is padding; or the first LSN, if `lsn` was truncated
     /// away). An `lsn` beyond the published end waits for the writer to get there.
     pub fn seek(&mut self, lsn: Lsn) -> Result<()> {
+        // What was returned from `lsn` on is the caller's no more: a suffix deletion the
+        // metadata shows now is news only below `lsn` (then `Rewound`, positioned there).
+        self.returned = self.returned.min(lsn.saturating_sub(1));
         self.refresh()?;
         // Nothing before `lsn` is returned from now on (unless a suffix deletion below it is
-        // reported), and what was returned before it is the caller's no more.
+        // reported).
         self.skip_until = lsn;
-        self.returned = self.returned.min(lsn.saturating_sub(1));
         if lsn < self.next || self.next < self.slot.head_lsn {
             self.restart_at_anchor(lsn)?;
         }
@@ -267,9 +269,15 @@ impl Reader {
                 self.skip_until = lsn;
                 return Ok(());
             }
-            if self.step(&mut scratch, false)?.is_none() {
-                self.skip_until = lsn;
-                return Ok(());
+            match self.step(&mut scratch, false)? {
+                None => {
+                    self.skip_until = lsn;
+                    return Ok(());
+                }
+                // The head passed the walk, and the step went on from it (nothing before
+                // `lsn` is wanted): that entry is the caller's.
+                Some((l, _)) if l >= lsn => self.restart_at_anchor(l)?,
+                Some(_) => {}
             }
         }
         Ok(())
@@ -528,6 +536,9 @@ impl Reader {
         let mut scratch = Vec::new();
         while self.next < lsn {
             match self.step(&mut scratch, false) {
+                // The head passed the walk and the step went on from it (what lay between was
+                // not wanted): back to that entry, which is not passed yet.
+                Ok(Some((l, _))) if l >= lsn => return self.restart_at_anchor(l),
                 Ok(Some(_)) => {}
                 // Not readable yet (e.g. another suffix truncation under way): the entries
                 // before `lsn` are not returned again when they are.
