@@ -85,8 +85,9 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) report: RecoveryReport,
     /// The file path, or a placeholder for other media; used in error messages.
     pub(crate) name: PathBuf,
-    /// The reservation word: tail, ticket count, flags and next LSN (`reserve.rs`).
-    pub(crate) resv: Padded<crate::persist::AtomicPair>,
+    /// The reservation word: tail, ticket count, flags and next LSN (`tickets.rs`; the
+    /// protocol in `reserve.rs`).
+    pub(crate) resv: Padded<crate::atomic_pair::AtomicPair>,
     /// Tickets below this are published.
     pub(crate) published: Padded<AtomicU64>,
     /// The publication ring: one slot per ticket in flight.
@@ -104,7 +105,7 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) waiters: Padded<AtomicUsize>,
     pub(crate) wake_lock: Mutex<()>,
     pub(crate) wake: Condvar,
-    /// msync mode: the group commit (`disk.rs`).
+    /// msync mode: the group commit's state (`group.rs`; the protocol in `disk.rs`).
     pub(crate) group: crate::group::GroupCommit,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
@@ -513,7 +514,7 @@ impl<M: Media> Log<M> {
                 poisoned: None,
             }),
             // A new log's data area is zero: its first lap needs no end markers.
-            resv: Padded(crate::persist::AtomicPair::new(
+            resv: Padded(crate::atomic_pair::AtomicPair::new(
                 State::new(scan.tail, scan.next_lsn, fresh).pack(),
             )),
             ring: TicketSlot::ring(),
@@ -713,7 +714,7 @@ fn check_first_lsn(lsn: Lsn) -> Result<()> {
 
 /// Appends reserve with `CMPXCHG16B` (`reserve.rs`).
 fn check_cpu() -> Result<()> {
-    if crate::persist::has_cmpxchg16b() {
+    if crate::atomic_pair::has_cmpxchg16b() {
         Ok(())
     } else {
         Err(Error::Unsupported {

@@ -2,7 +2,7 @@
 //!
 //! **Reserving.** Where the next append goes and which LSNs it takes live in one 128-bit word,
 //! [`State`]: the tail offset, a ticket counter, two flags, and the next LSN. An appender
-//! reserves with one compare-and-swap of that word (`CMPXCHG16B`, [`persist::AtomicPair`]);
+//! reserves with one compare-and-swap of that word (`CMPXCHG16B`, [`crate::atomic_pair::AtomicPair`]);
 //! nothing else is shared on the way in. Rare
 //! events leave the fast path: recording the `CONCURRENT` slot flag, a full log, too many
 //! appends in flight.

@@ -10,7 +10,8 @@
 //! text is the same in both builds.
 //!
 //! The two primitives loom cannot run, `LOCK CMPXCHG16B` and `membarrier(2)`, have stand-ins
-//! next to the real ones in `persist.rs`, each with the argument for why it keeps the contract.
+//! next to the real ones (`atomic_pair.rs`, `persist/barrier.rs`), each with the argument for
+//! why it keeps the contract.
 //!
 //! Under loom only, [`mutants`] holds deliberate ordering mistakes the model tests switch on to
 //! prove that they catch them; a normal build does not contain them.

@@ -1,4 +1,5 @@
-//! The x86-64 kernels. Both have the same shape: whole 8-byte words with `MOVNTI` and `CRC32`
+//! The x86-64 CRC-32C kernels, alone and fused with the non-temporal copy (PCLMULQDQ and
+//! VPCLMULQDQ folding). Both have the same shape: whole 8-byte words with `MOVNTI` and `CRC32`
 //! until the destination is 64-byte aligned, then 16- or 64-byte vectors that are loaded once,
 //! stored with aligned non-temporal stores and folded into the accumulators, then the last
 //! words and bytes with `CRC32` again.

@@ -17,7 +17,6 @@ mod kernel;
 mod kind;
 mod timing;
 
-pub use crate::atomic_pair::{has_cmpxchg16b, AtomicPair};
 pub use barrier::{heavy_fence, light_fence, membarrier_ready};
 pub use copy::{copy_nt, copy_nt_crc32c};
 pub use crc::{crc32c_append, crc32c_append_fast, crc32c_entry_pair, crc32c_header, crc32c_pair};

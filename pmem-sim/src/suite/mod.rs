@@ -1,10 +1,10 @@
 //! daxlog's crash scenarios and the oracle every crash image is checked against.
 //!
-//! A *scenario* drives daxlog over [`SimMedia`] through one or more *segments*. A segment starts
+//! A *scenario* drives daxlog over [`SimMedia`](crate::SimMedia) through one or more *segments*. A segment starts
 //! from a durable image, either creating a log on it (`Log::create_on`) or opening the log it
 //! holds (`Log::open_on`, which recovers and writes a metadata slot), then appends, truncates
 //! (`truncate_before`, `truncate_after`, `reset`), or runs several appender threads in a seeded
-//! interleaving ([`Session::concurrent`]). Its trace is replayed by [`PmemState`]; at every crash
+//! interleaving ([`Session::concurrent`]). Its trace is replayed by [`PmemState`](crate::PmemState); at every crash
 //! point (after each store and drain; a crash right after a flush has exactly the images of a
 //! crash right before it) the possible durable images of the chosen [`Model`] are generated and
 //! each goes through the oracle. The expected contents are a sequence of entries (and the LSN

@@ -53,7 +53,7 @@ fn msync_only(v: &Variant) -> bool {
 }
 
 /// Every scenario, in the order the mutant check tries them after a mutant's targets: its
-/// [`Kind`], its name (in test filters and replay strings), its body (`group::function`: one
+/// kind (`Fixed`, `Random`: drawn from the seed, `Hooked`: needs the engine's test switches), its name (in test filters and replay strings), its body (`group::function`: one
 /// file per group, and the function's doc says more), the variants it runs in, and what it
 /// exercises.
 #[rustfmt::skip]
