@@ -1322,25 +1322,12 @@ fn a_guard_taken_during_a_suffix_truncation_keeps_its_view_across_the_wrap() {
 #[test]
 fn verify_while_a_suffix_truncation_waits_reads_only_what_it_keeps() {
     let (_d, log) = ten_entries("verify");
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let l = log.clone();
-    let early = std::thread::spawn(move || {
-        let g = l.pin();
-        held_tx.send(()).unwrap();
-        go_rx.recv().unwrap();
-        drop(g);
-    });
-    held_rx.recv().unwrap();
-    let l = log.clone();
-    let truncation = std::thread::spawn(move || l.truncate_after(6));
-    // (The sleep only makes it likely that the truncation waits; the verify then reads 6.)
-    std::thread::sleep(Duration::from_millis(100));
-    let v = log.verify().unwrap();
-    assert!(!truncation.is_finished());
-    assert_eq!(v.entries, 6, "{v:?}");
-    go_tx.send(()).unwrap();
-    early.join().unwrap();
-    truncation.join().unwrap().unwrap();
-    assert_eq!(log.verify().unwrap().entries, 6);
+    // (`truncate_after(8)` waits for an earlier guard while the verify runs.)
+    let (v, truncated) = drain_with_late_guard(&log, || log.verify().unwrap());
+    assert_eq!(v.entries, 8, "{v:?}");
+    truncated
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.verify().unwrap().entries, 8);
 }
