@@ -116,6 +116,10 @@ pub(crate) fn count_overlaps(r: &mut Runner, si: usize) {
         })
         .count();
     r.count("points with 2+ appends in flight", overlapping as u64);
+    r.count(
+        "runs with no 2 appends in flight",
+        u64::from(overlapping == 0),
+    );
     r.count("appends fenced before a lower LSN's", early as u64);
 }
 
