@@ -82,6 +82,14 @@ pub trait Media: Send + Sync {
     /// (an `msync` that failed) means durability is unknown.
     fn drain(&self) -> std::io::Result<()>;
 
+    /// `msync` mode: waits until the non-temporal stores this thread issued have reached
+    /// memory (the page cache), where a sync by any thread then finds them; it makes nothing
+    /// durable. (In the CPU-flush modes [`Media::drain`] does this and more.)
+    #[inline]
+    fn fence_stores(&self) {
+        crate::persist::fence(crate::persist::Persistence::Msync);
+    }
+
     /// A point on the append path where a thread is about to act on what other threads have
     /// done (the reservation word, the published count). Real media do nothing; a simulator
     /// that schedules threads deterministically may park the thread here, so that such a

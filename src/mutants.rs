@@ -57,11 +57,14 @@ pub enum Mutant {
     /// The msync group commit syncs its reservations' entries but not the end marker after
     /// them (which lies on the next page when the entries end on a page boundary).
     GroupSyncNoMarker = 17,
+    /// In msync mode an appender that stored its entries with non-temporal stores marks its
+    /// ticket ready without the fence that makes them reach memory, where the sync reads them.
+    MsyncNtNoFence = 18,
 }
 
 impl Mutant {
     /// Every mutant, [`Mutant::None`] excluded.
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::SkipLastLineFlush,
         Mutant::SkipFence,
         Mutant::FlushHeaderOnly,
@@ -79,6 +82,7 @@ impl Mutant {
         Mutant::TornFromTail,
         Mutant::LargeBatchNoContinues,
         Mutant::GroupSyncNoMarker,
+        Mutant::MsyncNtNoFence,
     ];
 }
 

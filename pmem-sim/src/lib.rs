@@ -60,6 +60,9 @@ pub enum Op {
     },
     /// Drain (fence / msync).
     Drain,
+    /// In msync mode, a fence after non-temporal stores: they reach memory (the page cache),
+    /// where a later sync finds them; nothing becomes durable (`Media::fence_stores`).
+    Fence,
     /// A drain that failed (an `msync` error): durability is unknown, so it completes nothing.
     DrainFailed,
 }
@@ -72,6 +75,7 @@ impl Op {
             Op::StoreNt { off, data } => format!("nt-store {off}+{}", data.len()),
             Op::Flush { off, len } => format!("flush {off}+{len}"),
             Op::Drain => "drain".to_string(),
+            Op::Fence => "fence".to_string(),
             Op::DrainFailed => "failed drain".to_string(),
         }
     }
@@ -384,6 +388,11 @@ impl Media for SimMedia {
         pass_gate(&Op::Drain);
         self.inner.lock_trace().push(Op::Drain);
         Ok(())
+    }
+
+    fn fence_stores(&self) {
+        pass_gate(&Op::Fence);
+        self.inner.lock_trace().push(Op::Fence);
     }
 }
 

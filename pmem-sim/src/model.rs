@@ -15,7 +15,10 @@
 //! - `Msync`: a flush by thread `t` (an `msync` of the range) covers every piece its pages hold
 //!   at the flush, whichever thread stored it; they are guaranteed when `t` drains next (daxlog's
 //!   `MmapMedia` syncs in the flush itself and reports its result at the drain, so this is the
-//!   later of the two moments). Pieces stored after the flush are not covered by it.
+//!   later of the two moments). Pieces stored after the flush are not covered by it. A
+//!   non-temporal store's pieces sit in the storing core's write-combining buffers, out of any
+//!   sync's reach, until that thread's next fence ([`Op::Fence`]) puts them in memory; from
+//!   then on they are like cached ones.
 //!
 //! Until then a pending piece may or may not have reached the media; which combinations are
 //! possible is the crash [`Model`]'s business (see `images.rs`).
@@ -46,7 +49,7 @@ pub enum Model {
     /// order).
     Line,
     /// Per 4 KiB page, a prefix of its pending stores in program order: the page cache writes a
-    /// page back as a unit, at any time.
+    /// page back as a unit, at any time. Non-temporal stores not yet fenced stay independent.
     Msync,
 }
 
@@ -86,7 +89,7 @@ pub(crate) struct Piece {
     pub mask: u8,
     /// The bytes (only those in `mask` matter).
     pub bytes: [u8; WORD],
-    /// Written with a non-temporal store.
+    /// Written with a non-temporal store (and, on msync media, not yet fenced).
     pub nt: bool,
     /// The thread that stored it.
     pub tid: ThreadId,
@@ -201,37 +204,43 @@ impl PmemState {
         let bit = 1u64 << tid;
         match op {
             Op::Store { off, data } => self.split(*off, data, false, tid),
-            Op::StoreNt { off, data } => {
-                // msync media has no non-temporal path: a "non-temporal" store there is just a
-                // store into the page cache.
-                let nt = self.persistence.is_cpu_flush();
-                self.split(*off, data, nt, tid)
-            }
+            Op::StoreNt { off, data } => self.split(*off, data, true, tid),
             Op::Flush { off, len } => {
                 if *len == 0 {
                     return;
                 }
-                let (unit, cpu) = if self.persistence.is_cpu_flush() {
-                    (CACHE_LINE, true)
+                let unit = if self.persistence.is_cpu_flush() {
+                    CACHE_LINE
                 } else {
-                    (PAGE, false)
+                    PAGE
                 };
                 let first = off / unit;
                 let last = (off + len - 1) / unit;
+                // Non-temporal pieces: the CPU does not write them back (the drain of their
+                // thread does); an msync does not see them before their thread's fence.
                 for p in self.pending.iter_mut() {
                     let u = p.word * WORD / unit;
-                    if (!cpu || !p.nt) && first <= u && u <= last {
+                    if !p.nt && first <= u && u <= last {
                         p.covered |= bit;
+                    }
+                }
+            }
+            Op::Fence if !self.persistence.is_cpu_flush() => {
+                for p in self.pending.iter_mut() {
+                    if p.nt && p.tid == tid {
+                        p.nt = false;
                     }
                 }
             }
             // Durability is unknown after a failed drain: everything stays pending.
             Op::DrainFailed => {}
-            Op::Drain => {
+            // (In the CPU-flush modes a fence is a drain.)
+            Op::Drain | Op::Fence => {
+                let cpu = self.persistence.is_cpu_flush();
                 let done: Vec<bool> = self
                     .pending
                     .iter()
-                    .map(|p| p.covered & bit != 0 || (p.nt && p.tid == tid))
+                    .map(|p| p.covered & bit != 0 || (cpu && p.nt && p.tid == tid))
                     .collect();
                 if !done.contains(&true) {
                     return;
@@ -521,6 +530,38 @@ mod tests {
         assert_eq!(s.pending_pieces(), 0);
         s.apply_by(&Op::Drain, 1);
         assert_eq!(&s.durable()[0..8], &[2; 8]);
+    }
+
+    #[test]
+    fn msync_finds_non_temporal_stores_only_after_their_threads_fence() {
+        let nt = |off, b| Op::StoreNt {
+            off,
+            data: vec![b; 8],
+        };
+        let mut s = PmemState::new(vec![0; 2 * PAGE], Persistence::Msync);
+        // Thread 1 stores non-temporally and does not fence: thread 2's sync misses it, and so
+        // does thread 1's own drain (a drain reports a sync; it fences nothing).
+        s.apply_by(&nt(8, 1), 1);
+        s.apply_by(&Op::Flush { off: 0, len: 16 }, 2);
+        s.apply_by(&Op::Drain, 2);
+        s.apply_by(&Op::Flush { off: 0, len: 16 }, 1);
+        s.apply_by(&Op::Drain, 1);
+        assert_eq!(&s.durable()[8..16], &[0; 8]);
+        assert_eq!(s.pending_pieces(), 1);
+        // Another thread's fence does not help either.
+        s.apply_by(&Op::Fence, 2);
+        s.apply_by(&Op::Flush { off: 0, len: 16 }, 2);
+        s.apply_by(&Op::Drain, 2);
+        assert_eq!(&s.durable()[8..16], &[0; 8]);
+        // Its own fence puts it in memory, still not durable...
+        s.apply_by(&Op::Fence, 1);
+        assert_eq!(&s.durable()[8..16], &[0; 8]);
+        assert_eq!(s.pending_pieces(), 1);
+        // ...until a sync by any thread after it.
+        s.apply_by(&Op::Flush { off: 0, len: 16 }, 2);
+        s.apply_by(&Op::Drain, 2);
+        assert_eq!(&s.durable()[8..16], &[1; 8]);
+        assert_eq!(s.pending_pieces(), 0);
     }
 
     #[test]
