@@ -10,8 +10,10 @@
 //! 1. bytes written with [`Media::store`] become durable only after [`Media::flush`] of a range
 //!    covering them and a following [`Media::drain`];
 //! 2. bytes written with [`Media::store_nt`] become durable after the next [`Media::drain`]
-//!    (no flush needed, except on media whose [`Persistence`] is [`Persistence::Msync`], where
-//!    the engine never uses non-temporal stores);
+//!    of the thread that stored them (no flush needed); on media whose [`Persistence`] is
+//!    [`Persistence::Msync`] they are like cached stores once that thread's
+//!    [`Media::fence_stores`] has put them in memory (a flush and a drain then make them
+//!    durable, whichever thread issues those);
 //! 3. nothing else is promised: before the drain, any subset of the 8-byte words stored may
 //!    already be durable, in any order.
 
@@ -78,8 +80,9 @@ pub trait Media: Send + Sync {
     /// Starts writing back the cache lines (or pages) that cover `[off, off + len)`.
     fn flush(&self, off: usize, len: usize);
 
-    /// Waits until every flush and non-temporal store issued before it is durable. An error
-    /// (an `msync` that failed) means durability is unknown.
+    /// Waits until every flush (and, in the CPU-flush modes, every non-temporal store) this
+    /// thread issued before it is durable. An error (an `msync` that failed) means durability
+    /// is unknown.
     fn drain(&self) -> std::io::Result<()>;
 
     /// `msync` mode: waits until the non-temporal stores this thread issued have reached

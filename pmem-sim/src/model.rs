@@ -16,9 +16,11 @@
 //!   at the flush, whichever thread stored it; they are guaranteed when `t` drains next (daxlog's
 //!   `MmapMedia` syncs in the flush itself and reports its result at the drain, so this is the
 //!   later of the two moments). Pieces stored after the flush are not covered by it. A
-//!   non-temporal store's pieces sit in the storing core's write-combining buffers, out of any
-//!   sync's reach, until that thread's next fence ([`Op::Fence`]) puts them in memory; from
-//!   then on they are like cached ones.
+//!   non-temporal store's pieces sit in the storing core's write-combining buffers, out of
+//!   another thread's sync's reach, until their thread's next fence ([`Op::Fence`]) puts them
+//!   in memory (its own sync does the same: the system call's locked instructions drain the
+//!   buffers); then a sync covers them like cached ones. Their words persist independently,
+//!   fenced or not (the buffers drain in any order, and the page may be written back before).
 //!
 //! Until then a pending piece may or may not have reached the media; which combinations are
 //! possible is the crash [`Model`]'s business (see `images.rs`).
@@ -49,7 +51,7 @@ pub enum Model {
     /// order).
     Line,
     /// Per 4 KiB page, a prefix of its pending stores in program order: the page cache writes a
-    /// page back as a unit, at any time. Non-temporal stores not yet fenced stay independent.
+    /// page back as a unit, at any time. Words written non-temporally stay independent.
     Msync,
 }
 
@@ -89,8 +91,10 @@ pub(crate) struct Piece {
     pub mask: u8,
     /// The bytes (only those in `mask` matter).
     pub bytes: [u8; WORD],
-    /// Written with a non-temporal store (and, on msync media, not yet fenced).
+    /// Written with a non-temporal store.
     pub nt: bool,
+    /// msync media: a non-temporal piece whose thread has fenced since (a sync covers it).
+    pub fenced: bool,
     /// The thread that stored it.
     pub tid: ThreadId,
     /// Bit `t` set: covered by a flush thread `t` issued after the store, so guaranteed at
@@ -209,18 +213,20 @@ impl PmemState {
                 if *len == 0 {
                     return;
                 }
-                let unit = if self.persistence.is_cpu_flush() {
-                    CACHE_LINE
+                let (unit, cpu) = if self.persistence.is_cpu_flush() {
+                    (CACHE_LINE, true)
                 } else {
-                    PAGE
+                    (PAGE, false)
                 };
                 let first = off / unit;
                 let last = (off + len - 1) / unit;
                 // Non-temporal pieces: the CPU does not write them back (the drain of their
-                // thread does); an msync does not see them before their thread's fence.
+                // thread does); an msync finds them once their thread has fenced (or if it is
+                // that thread's own).
                 for p in self.pending.iter_mut() {
                     let u = p.word * WORD / unit;
-                    if !p.nt && first <= u && u <= last {
+                    let seen = !p.nt || (!cpu && (p.fenced || p.tid == tid));
+                    if seen && first <= u && u <= last {
                         p.covered |= bit;
                     }
                 }
@@ -228,7 +234,7 @@ impl PmemState {
             Op::Fence if !self.persistence.is_cpu_flush() => {
                 for p in self.pending.iter_mut() {
                     if p.nt && p.tid == tid {
-                        p.nt = false;
+                        p.fenced = true;
                     }
                 }
             }
@@ -304,6 +310,7 @@ impl PmemState {
                     bytes,
                     nt,
                     tid,
+                    fenced: false,
                     covered: 0,
                 });
                 pos += WORD;
@@ -324,6 +331,7 @@ impl PmemState {
                 bytes,
                 nt,
                 tid,
+                fenced: false,
                 covered: 0,
             });
             pos = wend;
@@ -539,16 +547,13 @@ mod tests {
             data: vec![b; 8],
         };
         let mut s = PmemState::new(vec![0; 2 * PAGE], Persistence::Msync);
-        // Thread 1 stores non-temporally and does not fence: thread 2's sync misses it, and so
-        // does thread 1's own drain (a drain reports a sync; it fences nothing).
+        // Thread 1 stores non-temporally and does not fence: thread 2's sync misses it.
         s.apply_by(&nt(8, 1), 1);
         s.apply_by(&Op::Flush { off: 0, len: 16 }, 2);
         s.apply_by(&Op::Drain, 2);
-        s.apply_by(&Op::Flush { off: 0, len: 16 }, 1);
-        s.apply_by(&Op::Drain, 1);
         assert_eq!(&s.durable()[8..16], &[0; 8]);
         assert_eq!(s.pending_pieces(), 1);
-        // Another thread's fence does not help either.
+        // Another thread's fence does not help.
         s.apply_by(&Op::Fence, 2);
         s.apply_by(&Op::Flush { off: 0, len: 16 }, 2);
         s.apply_by(&Op::Drain, 2);
@@ -562,6 +567,12 @@ mod tests {
         s.apply_by(&Op::Drain, 2);
         assert_eq!(&s.durable()[8..16], &[1; 8]);
         assert_eq!(s.pending_pieces(), 0);
+        // A thread's own sync finds its unfenced non-temporal stores (the system call drains
+        // the write-combining buffers).
+        s.apply_by(&nt(16, 3), 1);
+        s.apply_by(&Op::Flush { off: 0, len: 24 }, 1);
+        s.apply_by(&Op::Drain, 1);
+        assert_eq!(&s.durable()[16..24], &[3; 8]);
     }
 
     #[test]

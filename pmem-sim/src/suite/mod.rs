@@ -69,7 +69,7 @@ pub struct Variant {
 /// Every variant the suite runs: CLWB media with non-temporal stores never, always (the engine's
 /// default) and from 256 bytes (the mixed case), each under the strict and the per-line model;
 /// msync media under the page model and the strict model, and with non-temporal stores from 256
-/// bytes (the path a host may choose for larger appends) under the page model.
+/// bytes (the path of msync appends from the non-temporal threshold on) under the page model.
 pub fn variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for (config, nt_threshold) in [
