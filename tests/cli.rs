@@ -1396,6 +1396,34 @@ fn malformed_records_stop_append() {
     }
 }
 
+/// A JSON record that gives a key twice is refused, naming the key and the line, rather than
+/// appending the payload of whichever value comes last.
+#[test]
+fn json_keys_given_twice_are_refused() {
+    let dir = tempdir();
+    let path = dir.path().join("k.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    for batch in ["1", "10"] {
+        ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+        let out = daxlog_stdin(
+            &["append", p(&path), "--format", "json", "--batch", batch],
+            b"{\"text\":\"a\"}\n{\"hex\":\"00\",\"hex\":\"11\"}\n{\"hex\":\"22\"}\n",
+        );
+        assert_eq!(text(&out.stdout), "1\n", "--batch {batch}");
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: {}: 1 record was appended (LSN 1); record 2 (line 2) is not valid \
+                 --format json input (the key \"hex\" is given twice: give each key once): it \
+                 and the rest of stdin were not appended\n",
+                path.display()
+            )
+        );
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(ok(&["dump", p(&path)]), "1\t61\n");
+    }
+}
+
 /// `check` validates every entry whatever the environment says: a tail hint must not let the
 /// open skip the entries before it.
 #[test]

@@ -66,11 +66,24 @@ impl Format {
                 })
             }
             Format::Json => {
-                let v: serde_json::Value =
-                    serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
-                let obj = v
-                    .as_object()
-                    .ok_or_else(|| format!("not a JSON object: {}", clip(&v.to_string())))?;
+                let obj = match serde_json::from_slice::<Object>(raw) {
+                    Ok(Object::Members(m)) => m,
+                    Ok(Object::Duplicate(key)) => {
+                        return Err(format!(
+                            "the key {} is given twice: give each key once",
+                            show_text(key.as_bytes())
+                        ))
+                    }
+                    Err(e) => {
+                        // Not JSON, or JSON but not an object: the general parse says which.
+                        let v: serde_json::Value =
+                            serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+                        return Err(match v {
+                            serde_json::Value::Object(_) => format!("not JSON: {e}"),
+                            v => format!("not a JSON object: {}", clip(&v.to_string())),
+                        });
+                    }
+                };
                 let start = out.len();
                 match (obj.get("hex"), obj.get("text")) {
                     (Some(_), Some(_)) => {
@@ -113,6 +126,43 @@ impl Format {
                 Ok(())
             }
         }
+    }
+}
+
+/// A JSON object's members, or the first key it gives twice (a map would keep only the last
+/// of its values, and so take a payload the producer may not have meant).
+enum Object {
+    Members(serde_json::Map<String, serde_json::Value>),
+    Duplicate(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Object;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Object, A::Error> {
+                use serde::de::IgnoredAny;
+                let mut members = serde_json::Map::new();
+                while let Some(key) = m.next_key::<String>()? {
+                    if members.contains_key(&key) {
+                        // The rest is read only to check that the line is JSON.
+                        m.next_value::<IgnoredAny>()?;
+                        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        return Ok(Object::Duplicate(key));
+                    }
+                    let value = m.next_value()?;
+                    members.insert(key, value);
+                }
+                Ok(Object::Members(members))
+            }
+        }
+        d.deserialize_map(Members)
     }
 }
 
@@ -245,6 +295,22 @@ mod tests {
         assert!(dec(Format::Json, b"{")
             .unwrap_err()
             .starts_with("not JSON: "));
+        assert_eq!(
+            dec(Format::Json, br#"{"hex":"00","hex":"11"}"#),
+            Err("the key \"hex\" is given twice: give each key once".into())
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"len":1,"text":"x","len":1}"#),
+            Err("the key \"len\" is given twice: give each key once".into())
+        );
+        // A duplicate in a line that is not JSON is reported as not JSON.
+        assert!(dec(Format::Json, br#"{"hex":"00","hex":"11""#)
+            .unwrap_err()
+            .starts_with("not JSON: "));
+        assert_eq!(
+            dec(Format::Json, br#"{"lsn":{"a":1},"text":"x"}"#),
+            Ok(b"x".to_vec())
+        );
     }
 
     #[test]
