@@ -832,6 +832,60 @@ fn bench_json_rows() {
     );
 }
 
+/// `bench --recovery-bytes` larger than the log can hold is refused with both numbers, not
+/// measured on less than was asked; what the log holds exactly is accepted.
+#[test]
+fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
+    let dir = tempdir();
+    let bench = |recovery: &str| {
+        daxlog(&[
+            "bench",
+            "--dir",
+            p(dir.path()),
+            "--seconds",
+            "0.01",
+            "--reps",
+            "1",
+            "--size",
+            "64",
+            "--mode",
+            "msync",
+            "--capacity",
+            "1MiB",
+            "--recovery-bytes",
+            recovery,
+            "--json",
+        ])
+    };
+    let out = bench("2MiB");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "error: --recovery-bytes 2097152: more than a log of capacity 1048576 bytes (1 MiB) \
+         holds: it has room for 1044480 bytes of entries; give at most that, or a larger \
+         --capacity\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+    let out = bench("1044481");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("room for 1044480 bytes"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let out = bench("1044480");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let recovery = rows
+        .iter()
+        .find(|r| r["kind"] == "recovery")
+        .expect("a recovery row");
+    // Filled to the last whole entry that fits.
+    let bytes = recovery["bytes"].as_u64().unwrap();
+    assert!(bytes <= 1044480 && bytes > 1044480 - 88, "{recovery}");
+}
+
 #[test]
 fn truncate_and_reset() {
     let dir = tempdir();

@@ -58,7 +58,8 @@ pub(crate) struct BenchArgs {
     /// if DIR has under twice that free].
     #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     capacity: Option<u64>,
-    /// Bytes of entries each recovery measurement scans [default: 64MiB]; 0 skips recovery.
+    /// Bytes of entries each recovery measurement scans, at most what --capacity holds
+    /// [default: 64MiB, or all the log holds if less]; 0 skips recovery.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     recovery_bytes: Option<u64>,
     /// Print one JSON object per line per measured row instead of a table.
@@ -230,13 +231,25 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     }
     let modes = resolve_modes(&a.modes, &path)?;
     let slice = Duration::from_secs_f64(a.seconds / a.reps as f64);
+    // What the log has room for after its metadata: the default shrinks to it, an explicit
+    // value larger than it is refused (the rows would measure less than was asked).
+    let data_bytes = capacity - format::DATA_OFFSET as u64;
+    let recovery_bytes = match a.recovery_bytes {
+        Some(r) if r > data_bytes => {
+            return Err(CliError::Failed(format!(
+                "--recovery-bytes {r}: more than a log of capacity {capacity} bytes ({}) holds: \
+                 it has room for {data_bytes} bytes of entries; give at most that, or a larger \
+                 --capacity",
+                human(capacity)
+            )))
+        }
+        Some(r) => r,
+        None => DEFAULT_RECOVERY_BYTES.min(data_bytes),
+    };
     let ctx = Ctx {
         path,
         capacity,
-        recovery_bytes: a
-            .recovery_bytes
-            .unwrap_or(DEFAULT_RECOVERY_BYTES)
-            .min(capacity - format::DATA_OFFSET as u64),
+        recovery_bytes,
         threads: a.threads,
         reps: a.reps,
         slice,
