@@ -886,6 +886,57 @@ fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     assert!(bytes <= 1044480 && bytes > 1044480 - 88, "{recovery}");
 }
 
+/// `bench --seconds` too short for its slices to time anything is refused, not answered with
+/// a row of zeros.
+#[test]
+fn bench_refuses_slices_too_short_to_time() {
+    let dir = tempdir();
+    let bench = |seconds: &str, reps: &str| {
+        daxlog(&[
+            "bench",
+            "--dir",
+            p(dir.path()),
+            "--seconds",
+            seconds,
+            "--reps",
+            reps,
+            "--size",
+            "64",
+            "--mode",
+            "msync",
+            "--capacity",
+            "1MiB",
+            "--recovery-bytes",
+            "0",
+            "--json",
+        ])
+    };
+    for (seconds, reps, least) in [
+        ("1e-9", "5", "0.005"),
+        ("0.0049", "5", "0.005"),
+        ("0.5", "1000", "1"),
+    ] {
+        let out = bench(seconds, reps);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        let shown: f64 = seconds.parse().unwrap();
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: --seconds {shown}: split into --reps {reps} slices, each lasts under 1 ms, \
+                 too short to time appends; give at least --seconds {least}, or fewer --reps\n"
+            )
+        );
+        assert_eq!(text(&out.stdout), "");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Slices of exactly 1 ms are allowed, and each row has appends.
+    let out = bench("0.005", "5");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert!(row["appends"].as_u64().unwrap() > 0, "{row}");
+    assert!(row["ns_per_append"].as_f64().unwrap() > 0.0, "{row}");
+}
+
 #[test]
 fn truncate_and_reset() {
     let dir = tempdir();

@@ -29,6 +29,9 @@ const DEFAULT_SIZES: [u64; 4] = [64, 256, 1024, 4096];
 const DEFAULT_CAPACITY: u64 = 256 << 20;
 const DEFAULT_RECOVERY_BYTES: u64 = 64 << 20;
 const MAX_WARMUP: Duration = Duration::from_millis(50);
+/// The shortest timed slice: below it, starting and stopping the threads is most of what is
+/// timed, and a slice may end before any append.
+const MIN_SLICE: Duration = Duration::from_millis(1);
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -43,7 +46,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: u32,
-    /// Seconds of appending measured per row, split into --reps equal slices.
+    /// Seconds of appending measured per row, split into --reps equal slices of at least
+    /// 1 ms each.
     #[arg(long, value_name = "S", default_value_t = 1.0, value_parser = parse_seconds)]
     seconds: f64,
     /// Timed repetitions per row; medians are reported.
@@ -152,6 +156,8 @@ struct Ctx {
     recovery_bytes: u64,
     threads: u32,
     reps: u32,
+    /// `--seconds`.
+    seconds: f64,
     slice: Duration,
     warmup: Duration,
 }
@@ -231,6 +237,18 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     }
     let modes = resolve_modes(&a.modes, &path)?;
     let slice = Duration::from_secs_f64(a.seconds / a.reps as f64);
+    let min_seconds = MIN_SLICE.as_secs_f64() * a.reps as f64;
+    // (With a margin for rounding: --seconds 0.005 --reps 5 is allowed.)
+    if a.seconds < min_seconds * (1.0 - 1e-9) {
+        return Err(CliError::Failed(format!(
+            "--seconds {}: split into --reps {} slices, each lasts under {} ms, too short to \
+             time appends; give at least --seconds {}, or fewer --reps",
+            a.seconds,
+            a.reps,
+            MIN_SLICE.as_millis(),
+            min_seconds
+        )));
+    }
     // What the log has room for after its metadata: the default shrinks to it, an explicit
     // value larger than it is refused (the rows would measure less than was asked).
     let data_bytes = capacity - format::DATA_OFFSET as u64;
@@ -252,6 +270,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         recovery_bytes,
         threads: a.threads,
         reps: a.reps,
+        seconds: a.seconds,
         slice,
         warmup: slice.min(MAX_WARMUP),
     };
@@ -550,6 +569,17 @@ fn measure_row(
         let secs = elapsed.as_secs_f64();
         rates.push(n as f64 / secs);
         latencies.push(secs * 1e9 * ctx.threads as f64 / n as f64);
+    }
+    if appends == 0 {
+        // No number can be given for the row: not a row of zeros.
+        return Err(CliError::Failed(format!(
+            "--seconds {}: no append completed in any of the {} timed slices of {:?} \
+             ({}, {size}-byte payloads); give more --seconds",
+            ctx.seconds,
+            ctx.reps,
+            ctx.slice,
+            mode.name()
+        )));
     }
     let row = AppendRow {
         appends,
