@@ -279,8 +279,10 @@ pub enum Error {
     },
 
     /// The combination of options is not supported (for example salvage on a writable open).
-    #[error("unsupported: {what}")]
+    #[error("{path}: unsupported: {what}")]
     Unsupported {
+        /// The file the open, create or salvage was asked of.
+        path: PathBuf,
         /// What was asked.
         what: &'static str,
     },
@@ -316,8 +318,8 @@ impl std::fmt::Display for LockHolder {
 }
 
 impl Error {
-    /// The file the error is about (`None` for [`Error::Unsupported`], which is about the
-    /// options, not a file). Logs on other media than files are named `(media)`.
+    /// The file the error is about. Logs on other media than files are named `(media)`.
+    /// Every error names one today; the `Option` leaves room for errors about no file.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             Error::Io { path, .. }
@@ -342,8 +344,8 @@ impl Error {
             | Error::Truncated { path, .. }
             | Error::Rewound { path, .. }
             | Error::GuardHeld { path }
-            | Error::Replaced { path } => Some(path),
-            Error::Unsupported { .. } => None,
+            | Error::Replaced { path }
+            | Error::Unsupported { path, .. } => Some(path),
         }
     }
 

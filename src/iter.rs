@@ -575,9 +575,13 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<Vec<Gap>> {
         let cap = self.sb.capacity as usize;
-        let image = self.pmem.view_frozen(0, cap).ok_or(Error::Unsupported {
-            what: "salvage on a writable log (open it read-only)",
-        })?;
+        let image = self
+            .pmem
+            .view_frozen(0, cap)
+            .ok_or_else(|| Error::Unsupported {
+                path: self.name.clone(),
+                what: "salvage on a writable log (open it read-only)",
+            })?;
         let slot = self.writer.lock().slot;
         Ok(damage::salvage(image, self.sb.salt, &slot, visit))
     }

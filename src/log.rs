@@ -166,7 +166,7 @@ impl Log<MmapMedia> {
             capacity,
             reason,
         })?;
-        check_first_lsn(opts.first_lsn)?;
+        check_first_lsn(opts.first_lsn, path)?;
         // Held until the new log is in place: no writer can open the old one meanwhile.
         let _old = match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => return Err(Error::IsDirectory { path: path.into() }),
@@ -270,7 +270,7 @@ impl Log<MmapMedia> {
     fn open_file(path: &Path, opts: &Options, writable: bool) -> Result<Self> {
         let start = Instant::now();
         // Options that cannot work are refused before any lock is taken.
-        check_mode(opts, writable)?;
+        check_mode(opts, writable, path)?;
         let file = crate::map::open_log_file(path, writable)?;
         if writable {
             lock_exclusive(&file, path)?;
@@ -328,8 +328,8 @@ impl<M: Media> Log<M> {
     }
 
     fn format(media: M, opts: &Options, path: &Path, zeroed: bool) -> Result<Self> {
-        check_cpu()?;
-        check_first_lsn(opts.first_lsn)?;
+        check_cpu(path)?;
+        check_first_lsn(opts.first_lsn, path)?;
         let first = opts.first_lsn;
         let capacity = media.len() as u64;
         format::validate_capacity(capacity).map_err(|reason| Error::InvalidCapacity {
@@ -447,7 +447,7 @@ impl<M: Media> Log<M> {
         start: Instant,
     ) -> Result<Self> {
         if writable {
-            check_cpu()?;
+            check_cpu(path)?;
         }
         let mut pmem = Pmem::new(media, DATA_OFFSET);
         let (mut sb, from_backup) = recover::read_superblock(&mut pmem, path)?;
@@ -455,7 +455,7 @@ impl<M: Media> Log<M> {
         let use_hint = opts.resolved_tail_hint_every().is_some();
         let image = pmem.view(0, sb.capacity as usize);
         let scan = walk::scan(image, sb.salt, &slot, use_hint);
-        check_mode(opts, writable)?;
+        check_mode(opts, writable, path)?;
         let (damage, gaps) =
             recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
         let mut current = slot;
@@ -693,9 +693,10 @@ pub(crate) fn max_payload(capacity: u64) -> u64 {
 }
 
 /// Salvage only reads.
-fn check_mode(opts: &Options, writable: bool) -> Result<()> {
+fn check_mode(opts: &Options, writable: bool, path: &Path) -> Result<()> {
     if opts.recovery == RecoveryMode::Salvage && writable {
         return Err(Error::Unsupported {
+            path: path.into(),
             what: "salvage recovery on a writable open (open it read-only)",
         });
     }
@@ -703,9 +704,10 @@ fn check_mode(opts: &Options, writable: bool) -> Result<()> {
 }
 
 /// LSNs start at 1 (0 means "none" in the slot's tail hint).
-fn check_first_lsn(lsn: Lsn) -> Result<()> {
+fn check_first_lsn(lsn: Lsn, path: &Path) -> Result<()> {
     if lsn == 0 || lsn > u64::MAX / 2 {
         return Err(Error::Unsupported {
+            path: path.into(),
             what: "a first LSN of 0 or above 2^63 (LSNs start at 1)",
         });
     }
@@ -713,11 +715,12 @@ fn check_first_lsn(lsn: Lsn) -> Result<()> {
 }
 
 /// Appends reserve with `CMPXCHG16B` (`reserve.rs`).
-fn check_cpu() -> Result<()> {
+fn check_cpu(path: &Path) -> Result<()> {
     if crate::atomic_pair::has_cmpxchg16b() {
         Ok(())
     } else {
         Err(Error::Unsupported {
+            path: path.into(),
             what: "writing on a CPU without CMPXCHG16B",
         })
     }

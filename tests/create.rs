@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::{payload, temp_dirs};
-use daxlog::{Error, Log, Options, PersistenceChoice};
+use daxlog::{Error, Log, Options, PersistenceChoice, RecoveryMode};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -47,6 +47,54 @@ fn failed_create_leaves_nothing() {
         assert_eq!(err.path(), Some(path.as_path()));
         assert_eq!(names(dir.path()), Vec::<String>::new(), "{err}");
     }
+}
+
+/// Options a log cannot be opened or created with are refused with an error that names the
+/// file, as every other error of an open does: a writable salvage, a first LSN of 0.
+#[test]
+fn unsupported_options_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.dax");
+    let log = Log::create(&path, &small()).unwrap();
+    log.append(b"a").unwrap();
+    drop(log);
+    let salvage = Options::new().recovery_mode(RecoveryMode::Salvage);
+    let err = Log::open(&path, &salvage).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert_eq!(err.path(), Some(path.as_path()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: unsupported: salvage recovery on a writable open (open it read-only)",
+            path.display()
+        )
+    );
+    // The file was left as it was, and a read-only salvage still works.
+    let log = Log::open_read_only(&path, &salvage).unwrap();
+    assert_eq!(log.salvage(|_, _| {}).unwrap(), []);
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    let err = log.salvage(|_, _| {}).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: unsupported: salvage on a writable log (open it read-only)",
+            path.display()
+        )
+    );
+    drop(log);
+
+    let zero = dir.path().join("zero.dax");
+    let err = Log::create(&zero, &small().first_lsn(0)).unwrap_err();
+    assert_eq!(err.path(), Some(zero.as_path()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: unsupported: a first LSN of 0 or above 2^63 (LSNs start at 1)",
+            zero.display()
+        )
+    );
+    assert!(!zero.exists());
 }
 
 /// Guards against `--force` destroying the old log before the new one exists: when the new
