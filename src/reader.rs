@@ -251,7 +251,12 @@ impl Reader {
 
     /// Positions the reader so that the next entry returned is `lsn` (or the first entry
     /// after it that exists, if `lsn` is padding; or the first LSN, if `lsn` was truncated
-    /// away). An `lsn` beyond the published end waits for the writer to get there.
+    /// away, even while the seek ran). An `lsn` beyond the published end waits for the writer
+    /// to get there.
+    ///
+    /// Errors: [`Error::Rewound`] if a suffix truncation deleted entries below `lsn` that this
+    /// reader had returned (it is positioned at the first of the new entries);
+    /// [`Error::Replaced`], [`Error::Corrupted`] as for [`Reader::next_entry`].
     pub fn seek(&mut self, lsn: Lsn) -> Result<()> {
         // What was returned from `lsn` on is the caller's no more: a suffix deletion the
         // metadata shows now is news only below `lsn` (then `Rewound`, positioned there).
@@ -269,15 +274,20 @@ impl Reader {
                 self.skip_until = lsn;
                 return Ok(());
             }
-            match self.step(&mut scratch, false)? {
-                None => {
+            match self.step(&mut scratch, false) {
+                Ok(None) => {
                     self.skip_until = lsn;
                     return Ok(());
                 }
                 // The head passed the walk, and the step went on from it (nothing before
                 // `lsn` is wanted): that entry is the caller's.
-                Some((l, _)) if l >= lsn => self.restart_at_anchor(l)?,
-                Some(_) => {}
+                Ok(Some((l, _))) if l >= lsn => self.restart_at_anchor(l)?,
+                Ok(Some(_)) => {}
+                // A prefix truncation overtook the walk and passed `lsn`: the reader stands
+                // at the new head, where a seek to an LSN truncated away goes (the entries
+                // before `lsn` were not wanted, so there is nothing to report).
+                Err(Error::Truncated { .. }) => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -901,3 +901,160 @@ fn a_reader_told_of_two_quick_suffix_deletions_holds_the_new_entries() {
         stop.store(true, SeqCst);
     });
 }
+
+/// A reader seeks back and forth at random while a writer thread appends, deletes suffixes and
+/// drops prefixes, for 2 s (and until it has seen seeks, `Truncated` and `Rewound`; at most
+/// a minute). After `seek(l)` returns `Ok`, the next entry is `l`, or a later one only if a
+/// prefix truncation past `l` had begun (the reader sees the new head as soon as its metadata
+/// is durable, before the writer's own `first_lsn` moves); `seek` fails only with `Rewound`;
+/// every entry's payload names its LSN and version; the reader's `Truncated` starts where it
+/// would have gone on and `Rewound` below it. (A seek that a prefix truncation overtook
+/// returned `Truncated`: 10 times within 0.7-1.2 s in each of three runs here.) The soak runs
+/// it longer:
+/// `cargo test --release --test readers -- --ignored seek_soak` (`DAXLOG_SEEK_SOAK_SECS`,
+/// default 60).
+#[test]
+fn seeks_beside_appends_and_truncations() {
+    if child_role() {
+        return;
+    }
+    seek_stress(Duration::from_secs(2));
+}
+
+#[test]
+#[ignore]
+fn seek_soak() {
+    let secs: u64 = std::env::var("DAXLOG_SEEK_SOAK_SECS")
+        .map(|s| s.parse().expect("DAXLOG_SEEK_SOAK_SECS: seconds"))
+        .unwrap_or(60);
+    seek_stress(Duration::from_secs(secs));
+}
+
+fn seek_stress(least: Duration) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let dir = scratch();
+    let path = dir.path().join("seek-soak.dax");
+    let log = Arc::new(Log::create(&path, &Options::new().capacity(128 << 10)).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    // The highest target of a prefix truncation begun so far.
+    let cut = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (log, stop, cut) = (log.clone(), stop.clone(), cut.clone());
+        std::thread::spawn(move || {
+            let (mut x, mut version) = (0x9e37_79b9_7f4a_7c15u64, 0u64);
+            while !stop.load(SeqCst) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let next = log.next_lsn();
+                let first = log.first_lsn().unwrap_or(next);
+                match x % 16 {
+                    0 => {
+                        let k = first - 1 + (x >> 8) % (next - first + 1);
+                        log.truncate_after(k).unwrap();
+                    }
+                    1 => {
+                        let to = (first + (x >> 8) % (next - first + 1)).min(first + 30);
+                        cut.fetch_max(to, SeqCst);
+                        log.truncate_before(to).unwrap();
+                    }
+                    _ => {
+                        version += 1;
+                        match log.append(&payload(next, version)) {
+                            Ok(lsn) => assert_eq!(lsn, next),
+                            Err(Error::Full { .. }) => {
+                                cut.fetch_max(first + 20, SeqCst);
+                                log.truncate_before(first + 20).unwrap();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut r = Reader::open(&path).unwrap();
+    let start = Instant::now();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    // The LSN the next entry must have (unknown after a failed seek).
+    let mut expect: Option<u64> = None;
+    let mut sought = false;
+    let (mut seeks, mut entries, mut truncated, mut rewound) = (0u64, 0u64, 0u64, 0u64);
+    let mut bad = Vec::new();
+    let enough = |seeks, truncated, rewound| seeks >= 100 && truncated > 0 && rewound > 0;
+    while bad.len() < 10
+        && (start.elapsed() < least || !enough(seeks, truncated, rewound))
+        && start.elapsed() < least.max(Duration::from_secs(60))
+    {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x.is_multiple_of(50) {
+            let next = log.next_lsn();
+            let first = log.first_lsn().unwrap_or(next);
+            let l = first.saturating_sub(5).max(1) + (x >> 8) % (next - first + 10);
+            seeks += 1;
+            match r.seek(l) {
+                Ok(()) => (expect, sought) = (Some(l), true),
+                Err(Error::Rewound { .. }) => (expect, sought) = (None, false),
+                Err(e) => {
+                    bad.push(format!("seek({l}): {e}"));
+                    (expect, sought) = (None, false);
+                }
+            }
+            continue;
+        }
+        match r.next_timeout(Duration::from_millis(2)) {
+            Ok(Some(e)) => {
+                entries += 1;
+                let cut_now = cut.load(SeqCst);
+                if decode(&e.payload).map(|(l, _)| l) != Some(e.lsn) {
+                    bad.push(format!("LSN {} holds {:?}", e.lsn, decode(&e.payload)));
+                }
+                if let Some(want) = expect {
+                    if e.lsn != want && !(sought && e.lsn > want && cut_now > want) {
+                        bad.push(format!(
+                            "got LSN {} where {want} was due (after a seek: {sought}; \
+                             prefix truncations begun up to {cut_now})",
+                            e.lsn
+                        ));
+                    }
+                }
+                (expect, sought) = (Some(e.lsn + 1), false);
+            }
+            Ok(None) => {}
+            Err(Error::Truncated {
+                first_missed,
+                last_missed,
+                ..
+            }) => {
+                truncated += 1;
+                if expect.is_some_and(|w| w != first_missed) && !sought {
+                    bad.push(format!(
+                        "Truncated {first_missed}..={last_missed} where {expect:?} was due"
+                    ));
+                }
+                (expect, sought) = (Some(last_missed + 1), false);
+            }
+            Err(Error::Rewound { from, .. }) => {
+                rewound += 1;
+                if expect.is_some_and(|w| from >= w) {
+                    bad.push(format!("Rewound from {from}, not below {expect:?}"));
+                }
+                (expect, sought) = (Some(from), false);
+            }
+            Err(e) => bad.push(format!("next: {e}")),
+        }
+    }
+    stop.store(true, SeqCst);
+    writer.join().unwrap();
+    log.verify().unwrap();
+    eprintln!(
+        "seeks beside truncations: {seeks} seeks, {entries} entries, {truncated} Truncated, \
+         {rewound} Rewound in {:?}",
+        start.elapsed()
+    );
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(entries > 0 && enough(seeks, truncated, rewound));
+}
