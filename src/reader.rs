@@ -267,6 +267,12 @@ impl Reader {
         self.skip_until = lsn;
         if lsn < self.next || self.next < self.slot.head_lsn {
             self.restart_at_anchor(lsn)?;
+            // A prefix truncation passed `lsn` during that walk (which leaves the reader at
+            // `lsn`, for the next step to report the entries truncated away): here the reader
+            // goes to the new head instead, where a seek to an LSN truncated away goes.
+            if self.next < self.slot.head_lsn {
+                self.restart_at_anchor(self.slot.head_lsn)?;
+            }
         }
         let mut scratch = Vec::new();
         while self.next < lsn {
