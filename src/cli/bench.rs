@@ -246,7 +246,8 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
             a.seconds,
             a.reps,
             MIN_SLICE.as_millis(),
-            min_seconds
+            // (Whole milliseconds: 9 x 0.001 is 0.009000000000000001 in binary.)
+            Duration::from_millis(MIN_SLICE.as_millis() as u64 * u64::from(a.reps)).as_secs_f64()
         )));
     }
     // What the log has room for after its metadata: the default shrinks to it, an explicit
