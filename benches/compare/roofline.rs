@@ -316,48 +316,16 @@ pub unsafe fn persist_sse2(dst: *mut u8, src: &[u8]) {
 }
 
 /// Non-temporal copy with 16-byte streaming stores (8-byte MOVNTI for an unaligned head and
-/// the tail); no fence.
+/// the tail); no fence. The library's own kernel (`daxlog::kernels::copy_nt`), so that the
+/// roofline copies as the log does.
 ///
 /// # Safety
 /// `dst` is 8-byte aligned and valid for `src.len()` bytes of writes; `src.len()` is a
 /// multiple of 8.
 #[inline(always)]
 pub unsafe fn nt_copy_sse2(dst: *mut u8, src: &[u8]) {
-    use std::arch::x86_64::*;
-    let n = src.len();
-    let s = src.as_ptr();
-    let mut i = 0;
-    // SAFETY: every store writes `dst[i..i + w]` with `i + w <= n`; 16-byte streaming stores
-    // are issued only at 16-byte aligned addresses; loads stay inside `src` (unaligned loads).
-    unsafe {
-        if !(dst as usize).is_multiple_of(16) && n >= 8 {
-            _mm_stream_si64(dst as *mut i64, (s as *const i64).read_unaligned());
-            i = 8;
-        }
-        while i + 64 <= n {
-            let a = _mm_loadu_si128(s.add(i) as *const __m128i);
-            let b = _mm_loadu_si128(s.add(i + 16) as *const __m128i);
-            let c = _mm_loadu_si128(s.add(i + 32) as *const __m128i);
-            let d = _mm_loadu_si128(s.add(i + 48) as *const __m128i);
-            _mm_stream_si128(dst.add(i) as *mut __m128i, a);
-            _mm_stream_si128(dst.add(i + 16) as *mut __m128i, b);
-            _mm_stream_si128(dst.add(i + 32) as *mut __m128i, c);
-            _mm_stream_si128(dst.add(i + 48) as *mut __m128i, d);
-            i += 64;
-        }
-        while i + 16 <= n {
-            let a = _mm_loadu_si128(s.add(i) as *const __m128i);
-            _mm_stream_si128(dst.add(i) as *mut __m128i, a);
-            i += 16;
-        }
-        while i + 8 <= n {
-            _mm_stream_si64(
-                dst.add(i) as *mut i64,
-                (s.add(i) as *const i64).read_unaligned(),
-            );
-            i += 8;
-        }
-    }
+    // SAFETY: `copy_nt` asks what this function's caller vouches for.
+    unsafe { daxlog::kernels::copy_nt(dst, src) }
 }
 
 /// Non-temporal copy with 32-byte AVX2 streaming stores, then SFENCE.
