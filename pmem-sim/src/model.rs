@@ -206,6 +206,7 @@ impl PmemState {
     pub fn apply_by(&mut self, op: &Op, tid: ThreadId) {
         self.ops += 1;
         let bit = 1u64 << tid;
+        let cpu = self.persistence.is_cpu_flush();
         match op {
             Op::Store { off, data } => self.split(*off, data, false, tid),
             Op::StoreNt { off, data } => self.split(*off, data, true, tid),
@@ -213,11 +214,7 @@ impl PmemState {
                 if *len == 0 {
                     return;
                 }
-                let (unit, cpu) = if self.persistence.is_cpu_flush() {
-                    (CACHE_LINE, true)
-                } else {
-                    (PAGE, false)
-                };
+                let unit = if cpu { CACHE_LINE } else { PAGE };
                 let first = off / unit;
                 let last = (off + len - 1) / unit;
                 // Non-temporal pieces: the CPU does not write them back (the drain of their
@@ -231,7 +228,7 @@ impl PmemState {
                     }
                 }
             }
-            Op::Fence if !self.persistence.is_cpu_flush() => {
+            Op::Fence if !cpu => {
                 for p in self.pending.iter_mut() {
                     if p.nt && p.tid == tid {
                         p.fenced = true;
@@ -242,7 +239,6 @@ impl PmemState {
             Op::DrainFailed => {}
             // (In the CPU-flush modes a fence is a drain.)
             Op::Drain | Op::Fence => {
-                let cpu = self.persistence.is_cpu_flush();
                 let done: Vec<bool> = self
                     .pending
                     .iter()
