@@ -381,15 +381,21 @@ impl Reader {
     /// Moves past one entry: `Some((lsn, is_padding))`, its payload in `payload` when asked;
     /// `None` when the next entry is not (yet) readable.
     fn step(&mut self, payload: &mut Vec<u8>, copy: bool) -> Result<Option<(Lsn, bool)>> {
-        let mut attempts = 0;
+        // Whether the last copy failed although its entry was published, as looked at after
+        // the copy, and the slot has not changed since before it. The published LSN then in
+        // hand was looked at after the slot, so the next copy is of stable bytes (see below).
+        let mut suspect = false;
         loop {
-            attempts += 1;
             if self.published == 0 || self.next >= self.published {
                 self.published = self.load_published();
             }
             // The metadata first: a truncation may have moved the head past us or deleted
             // what we returned.
+            let seqs = self.seqs;
             self.read_slot_if_changed()?;
+            if self.seqs != seqs {
+                suspect = false;
+            }
             if self.next < self.slot.head_lsn {
                 // Missed: from the entry the caller would get next (entries before it were
                 // returned, or skipped at its request).
@@ -402,6 +408,7 @@ impl Reader {
                         last_missed: head - 1,
                     });
                 }
+                suspect = false;
                 continue;
             }
             if self.published != 0 && self.next >= self.published {
@@ -421,12 +428,13 @@ impl Reader {
                 });
             // Did the slot change while we copied? Then the bytes may be reused ones.
             if self.slot_seqs() != seqs {
+                suspect = false;
                 continue;
             }
             // And is the entry published? Looked at after the copy: a suffix truncation lowers
             // the published LSN before the entries that replace the deleted ones are stored,
-            // so a copy of a replacement is always followed by a look that sees it unpublished
-            // until its barrier is done.
+            // so a copy of a replacement not yet durable is followed by a look that sees it
+            // unpublished.
             if self.published != 0 {
                 self.published = self.load_published();
                 if self.next >= self.published {
@@ -458,10 +466,16 @@ impl Reader {
                     return Ok(Some((lsn, h.flags & FLAG_PAD != 0)));
                 }
                 None if self.published == 0 => return Ok(None),
-                None if attempts < 3 => {
-                    // Maybe a suffix truncation is under way: look at the published LSN again.
-                    self.published = self.load_published();
-                }
+                // Not proof of damage: the copy may have caught a replacement of a deleted
+                // entry half stored, which was then published, or the published LSN in hand
+                // was one looked at before the slot (from before the deletion). Again, with
+                // the published LSN just looked at.
+                None if !suspect => suspect = true,
+                // Proof: a suffix truncation lowers the published LSN before it writes the
+                // slot, and its replacements are stored after the slot; the slot did not
+                // change from before the last copy to after this one, and in between the
+                // entry was published. So no replacement was stored during this copy, nor
+                // did prefix truncation free the bytes for reuse: they are the entry's.
                 None => {
                     return Err(Error::Corrupted {
                         path: self.path.clone(),
