@@ -634,9 +634,10 @@ impl Reader {
                     .iter()
                     .any(|&(d, raw)| d.is_none() && raw > slot.seq);
                 if !in_progress || attempt >= 100 {
+                    let head_before = self.slot.head_lsn;
                     self.slot = slot;
                     self.seqs = seqs;
-                    return self.after_slot_change();
+                    return self.after_slot_change(head_before);
                 }
             }
             std::thread::yield_now();
@@ -652,16 +653,21 @@ impl Reader {
     /// The writer records the first deleted LSN of each one, and counts them, before it
     /// writes the slot (FORMAT.md §11), so the lowest LSN deleted since the last look is
     /// known exactly — unless more truncations than the ring holds came in between: then
-    /// every entry from the head on is suspect.
-    fn after_slot_change(&mut self) -> Result<()> {
+    /// every entry from `head_before` on is suspect, the head of the slot this reader knew
+    /// before (a suffix truncation deletes nothing below the head of its time, and heads only
+    /// rise). Entries of those that a prefix truncation has since removed too are reported
+    /// missed: the reader may hold replaced ones among them and cannot know which.
+    fn after_slot_change(&mut self, head_before: Lsn) -> Result<()> {
         let now = self.map.word(DELETIONS_OFFSET).load(Ordering::Acquire);
         if now == self.deletions {
             return Ok(());
         }
         let overflow =
             |now: u64| now - self.deletions > DELETION_RING as u64 || now < self.deletions;
+        // (LSNs start at 1; `head_before` is 0 only while `open` reads the first slot.)
+        let head_before = head_before.max(1);
         let mut from = if overflow(now) {
-            self.slot.head_lsn
+            head_before
         } else {
             (self.deletions..now)
                 .map(|n| {
@@ -673,7 +679,7 @@ impl Reader {
         };
         // The ring words read may have been overwritten by later deletions meanwhile.
         if overflow(self.map.word(DELETIONS_OFFSET).load(Ordering::Acquire)) {
-            from = from.min(self.slot.head_lsn);
+            from = from.min(head_before);
         }
         self.deletions = now;
         // Nothing this reader returned or passed. (During a walk back to an earlier deletion,

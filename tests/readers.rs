@@ -1164,3 +1164,63 @@ fn a_reader_copying_an_entry_being_replaced_reports_no_damage() {
         assert!(entries >= 20, "the reader kept up a little at least");
     });
 }
+
+/// More suffix deletions than the writer's record of them holds, between two looks of a
+/// reader, and then a head truncation past the entries they replaced: the reader cannot know
+/// which entries it returned were replaced, so it says that every one from the head it knew
+/// may have been (`Rewound`), and that those now gone are missed (`Truncated`), instead of
+/// staying silent about replaced entries its caller holds.
+#[test]
+fn a_reader_that_missed_more_deletions_than_recorded_assumes_the_worst() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("overflow.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=10u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    let mut r = Reader::open(&path).unwrap();
+    assert_eq!(r.by_ref().count(), 10);
+    // 70 deletions of 6..=10 (the record holds 64), each followed by new entries.
+    for round in 1..=70u64 {
+        log.truncate_after(5).unwrap();
+        for l in 6..=10u64 {
+            log.append(&payload(l, round)).unwrap();
+        }
+    }
+    log.truncate_before(8).unwrap();
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 1),
+        other => panic!("expected Rewound from 1, got {other:?}"),
+    }
+    match r.next_entry() {
+        Err(Error::Truncated {
+            first_missed,
+            last_missed,
+            ..
+        }) => assert_eq!((first_missed, last_missed), (1, 7)),
+        other => panic!("expected Truncated 1..=7, got {other:?}"),
+    }
+    for l in 8..=10 {
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(decode(&e.payload), Some((l, 70)));
+    }
+    assert!(r.next_entry().unwrap().is_none());
+
+    // Fewer than the record holds: the exact LSN, and nothing below the head reported.
+    let mut r = Reader::open(&path).unwrap();
+    assert_eq!(r.by_ref().count(), 3);
+    log.truncate_after(8).unwrap();
+    log.append(&payload(9, 71)).unwrap();
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 9),
+        other => panic!("expected Rewound from 9, got {other:?}"),
+    }
+    assert_eq!(
+        decode(&r.next_entry().unwrap().unwrap().payload),
+        Some((9, 71))
+    );
+    assert!(r.next_entry().unwrap().is_none());
+}
