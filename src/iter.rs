@@ -599,6 +599,9 @@ pub struct Follower<'a, M: Media> {
     next: Lsn,
     /// Suffix truncations seen so far.
     deleted: u64,
+    /// The head as of (before) the last count of them: no later suffix truncation deleted
+    /// anything below it.
+    head_seen: Lsn,
 }
 
 impl<'a, M: Media> Follower<'a, M> {
@@ -609,19 +612,23 @@ impl<'a, M: Media> Follower<'a, M> {
     /// read; the follower then moves on to the first LSN still available. Fails with
     /// [`Error::Rewound`] if a suffix truncation ([`Log::truncate_after`]) deleted entries it
     /// had returned; it then goes on from the first deleted LSN, with the entries that
-    /// replace them.
+    /// replace them. (After more suffix truncations than the log records (64) since its last
+    /// call, from the head as of that call: see [`Error::Rewound`].)
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if self.log.deleted.load(Ordering::Acquire) != self.deleted {
                 let d = self.log.deletions.lock();
-                // (Counted under the lock, which every count and record takes.)
+                // (Counted under the lock, which every count and record takes; the head
+                // before the count.)
+                let head = self.log.first();
                 let deleted = self.log.deleted.load(Ordering::Acquire);
                 let missed = (deleted - self.deleted) as usize;
                 // Only the last ones are kept: if more came in between, every entry from the
-                // first on is suspect (as for a reader in another process).
+                // head as of the last count on is suspect (as for a reader in another
+                // process); those a head truncation removed since are then reported missed.
                 let from = if missed > d.len() {
-                    self.log.first()
+                    self.head_seen
                 } else {
                     d.iter()
                         .skip(d.len() - missed)
@@ -631,6 +638,7 @@ impl<'a, M: Media> Follower<'a, M> {
                 };
                 drop(d);
                 self.deleted = deleted;
+                self.head_seen = head;
                 if from < self.next {
                     self.next = from;
                     return Err(Error::Rewound {
@@ -714,10 +722,12 @@ impl<M: Media> Log<M> {
     /// });
     /// ```
     pub fn follow(&self, lsn: Lsn) -> Follower<'_, M> {
+        let head_seen = self.first();
         Follower {
             log: self,
-            next: lsn.max(self.first()),
+            next: lsn.max(head_seen),
             deleted: self.deleted.load(Ordering::Acquire),
+            head_seen,
         }
     }
 

@@ -512,7 +512,8 @@ mod tests {
 
     /// The suffix truncations followers compare against are kept for the last
     /// [`crate::format::DELETION_RING`] only; a follower that missed more is rewound to the
-    /// first LSN (every entry is suspect), one that missed fewer to the lowest deleted LSN.
+    /// head it knew (every entry from there is suspect), one that missed fewer to the lowest
+    /// deleted LSN.
     #[test]
     fn followers_compare_against_a_bounded_record_of_suffix_truncations() {
         let dir = tempfile::tempdir().unwrap();
@@ -561,5 +562,27 @@ mod tests {
         want.push((9, 1099u64.to_le_bytes().to_vec()));
         want.push((10, 1199u64.to_le_bytes().to_vec()));
         assert_eq!(got, want);
+
+        // Too many to know which, and a head truncation past some of them since: every entry
+        // from the head the follower knew is suspect, and those now gone are missed.
+        for _ in 0..70 {
+            cut(&log);
+        }
+        log.truncate_before(10).unwrap();
+        match far.next_timeout(Duration::ZERO) {
+            Err(Error::Rewound { from, .. }) => assert_eq!(from, 1),
+            r => panic!("expected Rewound, got {r:?}"),
+        }
+        match far.next_timeout(Duration::ZERO) {
+            Err(Error::Truncated {
+                first_missed,
+                last_missed,
+                ..
+            }) => assert_eq!((first_missed, last_missed), (1, 9)),
+            r => panic!("expected Truncated, got {r:?}"),
+        }
+        let e = far.next_timeout(Duration::ZERO).unwrap().unwrap();
+        assert_eq!((e.lsn, e.payload), (10, 1269u64.to_le_bytes().to_vec()));
+        assert!(far.next_timeout(Duration::ZERO).unwrap().is_none());
     }
 }
