@@ -628,11 +628,20 @@ impl<M: Media> Log<M> {
         self.sb.capacity
     }
 
-    /// Bytes used by live entries (headers and padding included).
+    /// Bytes used by live entries (headers and padding included). Beside appends and
+    /// truncations in other threads, the figure of one moment among those of the call.
     pub fn used_bytes(&self) -> u64 {
-        let live = self.pmem.live();
+        // The head moves apart from the tail (a truncation beside appends): a snapshot whose
+        // head is the same before and after it is one moment's, not a head beyond the tail.
+        let live = loop {
+            let head = self.pmem.head();
+            let live = self.pmem.live();
+            if live.head == head {
+                break live;
+            }
+        };
         let used = if live.wrapped() {
-            (live.wrap_at - live.head) + (live.tail - DATA_OFFSET)
+            live.wrap_at.saturating_sub(live.head) + (live.tail - DATA_OFFSET)
         } else {
             live.tail - live.head
         };
