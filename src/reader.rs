@@ -90,6 +90,10 @@ pub struct Reader {
     slot: Slot,
     /// The sequence words of the two slot copies when `slot` was read.
     seqs: [u64; 2],
+    /// The offset of a slot copy that did not decode when `slot` was read although its
+    /// sequence word was the higher (damaged, or a write still under way after many looks):
+    /// the slot changed if it decodes now, though no sequence word moves.
+    torn: Option<usize>,
     /// Offset and LSN of the next entry to return.
     pos: usize,
     next: Lsn,
@@ -193,6 +197,7 @@ impl Reader {
                 hint_lsn: 0,
             },
             seqs: [u64::MAX; 2],
+            torn: None,
             pos: DATA_OFFSET,
             next: 0,
             skip_until: 0,
@@ -391,9 +396,7 @@ impl Reader {
             }
             // The metadata first: a truncation may have moved the head past us or deleted
             // what we returned.
-            let seqs = self.seqs;
-            self.read_slot_if_changed()?;
-            if self.seqs != seqs {
+            if self.read_slot_if_changed()? {
                 suspect = false;
             }
             if self.next < self.slot.head_lsn {
@@ -414,7 +417,6 @@ impl Reader {
             if self.published != 0 && self.next >= self.published {
                 return Ok(None);
             }
-            let seqs = self.seqs;
             let found = self
                 .try_at(self.pos, self.next)
                 .map(|h| (self.pos, h))
@@ -427,7 +429,7 @@ impl Reader {
                         .flatten()
                 });
             // Did the slot change while we copied? Then the bytes may be reused ones.
-            if self.slot_seqs() != seqs {
+            if self.slot_changed() {
                 suspect = false;
                 continue;
             }
@@ -603,11 +605,26 @@ impl Reader {
         ]
     }
 
-    fn read_slot_if_changed(&mut self) -> Result<()> {
+    /// Whether the slot may have changed since it was read: a sequence word moved, or a copy
+    /// that did not decode then does now.
+    fn slot_changed(&self) -> bool {
         if self.slot_seqs() != self.seqs {
-            self.read_slot()?;
+            return true;
         }
-        Ok(())
+        self.torn.is_some_and(|at| {
+            let mut b = [0u8; SLOT_LEN];
+            self.map.copy_out(at, &mut b);
+            Slot::decode(&b, self.sb.salt, self.sb.capacity).is_some()
+        })
+    }
+
+    /// Reads the slot again if it may have changed; says whether it did.
+    fn read_slot_if_changed(&mut self) -> Result<bool> {
+        if !self.slot_changed() {
+            return Ok(false);
+        }
+        self.read_slot()?;
+        Ok(true)
     }
 
     /// Reads the current slot. A slot being written fails its checksum; the other copy is the
@@ -630,13 +647,17 @@ impl Reader {
                 // checksum): look again, or the sequence words kept would hide its
                 // completion. (A slot write takes nanoseconds; a copy still like that after
                 // a hundred looks is damaged, and the other one is current.)
-                let in_progress = [(da, seqs[0]), (db, seqs[1])]
-                    .iter()
-                    .any(|&(d, raw)| d.is_none() && raw > slot.seq);
-                if !in_progress || attempt >= 100 {
+                let in_progress = [(da, seqs[0], SLOT0_OFFSET), (db, seqs[1], SLOT1_OFFSET)]
+                    .into_iter()
+                    .find(|&(d, raw, _)| d.is_none() && raw > slot.seq)
+                    .map(|(_, _, at)| at);
+                if in_progress.is_none() || attempt >= 100 {
+                    // (If that copy's write was only slow, its end changes no sequence word:
+                    // `torn` makes its completion seen.)
                     let head_before = self.slot.head_lsn;
                     self.slot = slot;
                     self.seqs = seqs;
+                    self.torn = in_progress;
                     return self.after_slot_change(head_before);
                 }
             }

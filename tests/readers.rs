@@ -1224,3 +1224,59 @@ fn a_reader_that_missed_more_deletions_than_recorded_assumes_the_worst() {
     );
     assert!(r.next_entry().unwrap().is_none());
 }
+
+/// A slot write that a reader finds under way for longer than it waits (the writer was
+/// descheduled inside its 64-byte store: the new sequence word visible, the rest not) makes
+/// the reader go on with the older copy, which is still current; once the write completes
+/// (no sequence word moves then), the reader must see the new slot, or entries validated by
+/// it (a new epoch after a suffix truncation) look damaged to it for ever. Emulated by
+/// writing the slot copy's bytes by hand.
+#[test]
+fn a_slot_write_seen_half_done_is_read_again_when_it_completes() {
+    use daxlog::format::{SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN};
+    use std::os::unix::fs::FileExt;
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("stall.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=3u64 {
+        log.append(&payload(l, 0)).unwrap();
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let copies = |f: &std::fs::File| {
+        [SLOT0_OFFSET, SLOT1_OFFSET].map(|at| {
+            let mut b = [0u8; SLOT_LEN];
+            f.read_exact_at(&mut b, at as u64).unwrap();
+            b
+        })
+    };
+    let mut r = Reader::open(&path).unwrap();
+    for l in 1..=2 {
+        assert_eq!(
+            decode(&r.next_entry().unwrap().unwrap().payload),
+            Some((l, 0))
+        );
+    }
+    let before = copies(&f);
+    log.truncate_after(2).unwrap();
+    let after = copies(&f);
+    let i = (0..2).find(|&i| before[i] != after[i]).unwrap();
+    let at = [SLOT0_OFFSET, SLOT1_OFFSET][i] as u64;
+    // The write under way: its sequence word (the first 8 bytes) and nothing else.
+    let mut torn = before[i];
+    torn[..8].copy_from_slice(&after[i][..8]);
+    f.write_all_at(&torn, at).unwrap();
+    assert!(r.next_entry().unwrap().is_none(), "entry 3 is deleted");
+    // The write completes, and the entry that replaces 3 is appended and published.
+    f.write_all_at(&after[i], at).unwrap();
+    log.append(&payload(3, 1)).unwrap();
+    let e = r.next_entry().unwrap().unwrap();
+    assert_eq!(decode(&e.payload), Some((3, 1)));
+    assert!(r.next_entry().unwrap().is_none());
+}
