@@ -644,16 +644,15 @@ impl Reader {
             if let Some(slot) = Slot::pick(da, db) {
                 // A copy that does not decode but whose sequence number is already above the
                 // one picked is being written (its sequence word may be visible before its
-                // checksum): look again, or the sequence words kept would hide its
-                // completion. (A slot write takes nanoseconds; a copy still like that after
-                // a hundred looks is damaged, and the other one is current.)
+                // checksum): look again. A copy still like that after a hundred looks is
+                // damaged or its writer was descheduled; either way the other one is current
+                // until it decodes (`torn`).
                 let in_progress = [(da, seqs[0], SLOT0_OFFSET), (db, seqs[1], SLOT1_OFFSET)]
                     .into_iter()
                     .find(|&(d, raw, _)| d.is_none() && raw > slot.seq)
                     .map(|(_, _, at)| at);
                 if in_progress.is_none() || attempt >= 100 {
-                    // (If that copy's write was only slow, its end changes no sequence word:
-                    // `torn` makes its completion seen.)
+                    // (If that copy's write was only slow, its end moves no sequence word.)
                     let head_before = self.slot.head_lsn;
                     self.slot = slot;
                     self.seqs = seqs;
