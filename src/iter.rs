@@ -599,8 +599,8 @@ pub struct Follower<'a, M: Media> {
     next: Lsn,
     /// Suffix truncations seen so far.
     deleted: u64,
-    /// The head as of (before) the last count of them: no later suffix truncation deleted
-    /// anything below it.
+    /// The head as of (before) the last look at their count: no suffix truncation counted
+    /// since deleted anything below it.
     head_seen: Lsn,
 }
 
@@ -617,7 +617,12 @@ impl<'a, M: Media> Follower<'a, M> {
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if self.log.deleted.load(Ordering::Acquire) != self.deleted {
+            // (The head before the count: a suffix truncation counted after a look that found
+            // the count unchanged deleted nothing below it.)
+            let head = self.log.first();
+            if self.log.deleted.load(Ordering::Acquire) == self.deleted {
+                self.head_seen = head;
+            } else {
                 let d = self.log.deletions.lock();
                 // (Counted under the lock, which every count and record takes; the head
                 // before the count.)

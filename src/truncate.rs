@@ -584,5 +584,30 @@ mod tests {
         let e = far.next_timeout(Duration::ZERO).unwrap().unwrap();
         assert_eq!((e.lsn, e.payload), (10, 1269u64.to_le_bytes().to_vec()));
         assert!(far.next_timeout(Duration::ZERO).unwrap().is_none());
+
+        // A head truncation it looked past before them bounds the suspect entries too: it is
+        // not told that entries truncated away earlier may have been replaced.
+        for i in 0..10u64 {
+            log.append(&(300 + i).to_le_bytes()).unwrap();
+        }
+        assert_eq!(
+            std::iter::from_fn(|| far.next_timeout(Duration::ZERO).unwrap()).count(),
+            10
+        );
+        log.truncate_before(15).unwrap();
+        assert!(far.next_timeout(Duration::ZERO).unwrap().is_none());
+        for _ in 0..70 {
+            log.truncate_after(18).unwrap();
+            log.append(&[1u8; 8]).unwrap();
+            log.append(&[2u8; 8]).unwrap();
+        }
+        match far.next_timeout(Duration::ZERO) {
+            Err(Error::Rewound { from, .. }) => assert_eq!(from, 15),
+            r => panic!("expected Rewound from 15, got {r:?}"),
+        }
+        let got: Vec<u64> = std::iter::from_fn(|| far.next_timeout(Duration::ZERO).unwrap())
+            .map(|e| e.lsn)
+            .collect();
+        assert_eq!(got, (15..=20).collect::<Vec<_>>());
     }
 }
