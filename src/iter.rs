@@ -600,7 +600,7 @@ pub struct Follower<'a, M: Media> {
     /// Suffix truncations seen so far.
     deleted: u64,
     /// The head as of (before) the last look at their count: no suffix truncation counted
-    /// since deleted anything below it.
+    /// after that look deleted anything below it.
     head_seen: Lsn,
 }
 
@@ -617,23 +617,19 @@ impl<'a, M: Media> Follower<'a, M> {
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            // (The head before the count: a suffix truncation counted after a look that found
-            // the count unchanged deleted nothing below it.)
-            let head = self.log.first();
-            if self.log.deleted.load(Ordering::Acquire) == self.deleted {
-                self.head_seen = head;
-            } else {
+            // The head before the count: a suffix truncation counted after this look deletes
+            // nothing below it.
+            let known = std::mem::replace(&mut self.head_seen, self.log.first());
+            if self.log.deleted.load(Ordering::Acquire) != self.deleted {
                 let d = self.log.deletions.lock();
-                // (Counted under the lock, which every count and record takes; the head
-                // before the count.)
-                let head = self.log.first();
+                // (Counted under the lock, which every count and record takes.)
                 let deleted = self.log.deleted.load(Ordering::Acquire);
                 let missed = (deleted - self.deleted) as usize;
                 // Only the last ones are kept: if more came in between, every entry from the
                 // head as of the last count on is suspect (as for a reader in another
                 // process); those a head truncation removed since are then reported missed.
                 let from = if missed > d.len() {
-                    self.head_seen
+                    known
                 } else {
                     d.iter()
                         .skip(d.len() - missed)
@@ -643,7 +639,6 @@ impl<'a, M: Media> Follower<'a, M> {
                 };
                 drop(d);
                 self.deleted = deleted;
-                self.head_seen = head;
                 if from < self.next {
                     self.next = from;
                     return Err(Error::Rewound {
