@@ -832,31 +832,34 @@ fn bench_json_rows() {
     );
 }
 
+/// `daxlog bench --json` of 64-byte msync appends on a 1 MiB log in `dir`.
+fn small_bench(dir: &Path, seconds: &str, reps: &str, recovery_bytes: &str) -> Output {
+    daxlog(&[
+        "bench",
+        "--dir",
+        p(dir),
+        "--seconds",
+        seconds,
+        "--reps",
+        reps,
+        "--size",
+        "64",
+        "--mode",
+        "msync",
+        "--capacity",
+        "1MiB",
+        "--recovery-bytes",
+        recovery_bytes,
+        "--json",
+    ])
+}
+
 /// `bench --recovery-bytes` larger than the log can hold is refused with both numbers, not
 /// measured on less than was asked; what the log holds exactly is accepted.
 #[test]
 fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     let dir = tempdir();
-    let bench = |recovery: &str| {
-        daxlog(&[
-            "bench",
-            "--dir",
-            p(dir.path()),
-            "--seconds",
-            "0.01",
-            "--reps",
-            "1",
-            "--size",
-            "64",
-            "--mode",
-            "msync",
-            "--capacity",
-            "1MiB",
-            "--recovery-bytes",
-            recovery,
-            "--json",
-        ])
-    };
+    let bench = |recovery: &str| small_bench(dir.path(), "0.01", "1", recovery);
     let out = bench("2MiB");
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert_eq!(
@@ -891,26 +894,7 @@ fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
 #[test]
 fn bench_refuses_slices_too_short_to_time() {
     let dir = tempdir();
-    let bench = |seconds: &str, reps: &str| {
-        daxlog(&[
-            "bench",
-            "--dir",
-            p(dir.path()),
-            "--seconds",
-            seconds,
-            "--reps",
-            reps,
-            "--size",
-            "64",
-            "--mode",
-            "msync",
-            "--capacity",
-            "1MiB",
-            "--recovery-bytes",
-            "0",
-            "--json",
-        ])
-    };
+    let bench = |seconds: &str, reps: &str| small_bench(dir.path(), seconds, reps, "0");
     for (seconds, reps, least) in [
         ("1e-9", "5", "0.005"),
         ("0.0049", "5", "0.005"),
