@@ -99,6 +99,8 @@ impl<M: Media> Log<M> {
     /// published count moved from `published` or the reservation state from `resv` already
     /// (then the caller looks again at once).
     pub(crate) fn wait_for_sync(&self, published: u64, resv: u128) {
+        #[cfg(feature = "mutants")]
+        crate::mutants::pause_before_sync_wait();
         let round = self.group.lock();
         // A sync publishes, then ends under this lock: one that ends from here on is seen.
         if self.published.load(Ordering::Acquire) != published {

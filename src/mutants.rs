@@ -114,6 +114,39 @@ pub(crate) fn take_panic_after_ready() -> bool {
     PANIC_AFTER_READY.swap(false, Ordering::SeqCst)
 }
 
+/// The pause before an msync reserver's sleep: off, armed, reached (the reserver waits), released.
+static PAUSE_SYNC_WAIT: AtomicU8 = AtomicU8::new(0);
+
+/// Makes the next reserver that finds the ring of tickets full in msync mode stop in
+/// `wait_for_sync` after it read the reservation state and before it takes the round lock,
+/// until [`release_sync_wait`]: the window in which a suffix truncation's wake-up can be lost.
+pub fn arm_pause_before_sync_wait() {
+    PAUSE_SYNC_WAIT.store(1, Ordering::SeqCst);
+}
+
+/// True while a reserver is stopped by [`arm_pause_before_sync_wait`].
+pub fn paused_before_sync_wait() -> bool {
+    PAUSE_SYNC_WAIT.load(Ordering::SeqCst) == 2
+}
+
+/// Lets the reserver stopped by [`arm_pause_before_sync_wait`] go on (and disarms it).
+pub fn release_sync_wait() {
+    PAUSE_SYNC_WAIT.store(3, Ordering::SeqCst);
+}
+
+/// Stops the calling reserver while the pause is armed (see [`arm_pause_before_sync_wait`]).
+pub(crate) fn pause_before_sync_wait() {
+    if PAUSE_SYNC_WAIT
+        .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        while PAUSE_SYNC_WAIT.load(Ordering::SeqCst) == 2 {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        PAUSE_SYNC_WAIT.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);
