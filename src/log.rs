@@ -460,7 +460,7 @@ impl<M: Media> Log<M> {
             recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
         let mut current = slot;
         if writable {
-            recover::repair_superblock(&mut pmem, &mut sb);
+            recover::repair_superblock(&mut pmem, &mut sb, path)?;
             current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
             recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
             // Every recovered entry is durable: readers in other processes may read them.

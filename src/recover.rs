@@ -150,17 +150,26 @@ pub(crate) fn damage_versus_torn_tail(
 }
 
 /// Step 5: repairs a damaged superblock copy from the good one, and upgrades an older format
-/// version (the reader area this writer keeps is new in version 2). Flushed, not drained: the
-/// barrier of [`start_session`] makes it durable.
-pub(crate) fn repair_superblock<M: Media>(pmem: &mut Pmem<M>, sb: &mut Superblock) {
+/// version (the reader area this writer keeps is new in version 2). One copy at a time, each
+/// made durable before the other is touched: an upgrade rewrites both, and under one barrier
+/// a crash could tear both at once (FORMAT.md section 1: any of the pending words may be
+/// lost), leaving no superblock to open the log with. While one copy is written the other is
+/// whole, of the old version or the new.
+pub(crate) fn repair_superblock<M: Media>(
+    pmem: &mut Pmem<M>,
+    sb: &mut Superblock,
+    path: &Path,
+) -> Result<()> {
     sb.version = format::FORMAT_VERSION;
     let good = sb.encode();
     for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
         if pmem.view(off, SB_LEN) != good {
             pmem.store_exclusive(off, &good);
             pmem.flush(off, SB_LEN);
+            pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
         }
     }
+    Ok(())
 }
 
 /// Step 6: starts a new session and returns its slot, made durable: entries from here on must
