@@ -168,12 +168,7 @@ impl Log<MmapMedia> {
         })?;
         check_first_lsn(opts.first_lsn, path)?;
         // Held until the new log is in place: no writer can open the old one meanwhile.
-        let _old = match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => return Err(Error::IsDirectory { path: path.into() }),
-            Ok(_) if !opts.overwrite => return Err(Error::AlreadyExists { path: path.into() }),
-            Ok(m) if m.is_file() => lock_replaced(path)?,
-            _ => None,
-        };
+        let mut old = Replaced::find(path, opts.overwrite)?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -212,15 +207,29 @@ impl Log<MmapMedia> {
         )?;
         // The file was allocated anew: its data area is zero.
         let log = Self::format(media, opts, path, true)?;
-        let placed = if opts.overwrite {
-            tmp.persist(path)
-        } else {
-            tmp.persist_noclobber(path)
-        };
-        placed.map_err(|e| match e.error.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
-            _ => Error::io(path, "rename", e.error),
-        })?;
+        // Only what `old` found (and locked) is replaced: where nothing was, another creator
+        // may have placed its log meanwhile, and its writer may be appending to it.
+        let mut tmp = tmp;
+        let mut tries = 0;
+        loop {
+            let placed = match old {
+                Replaced::Nothing => tmp.persist_noclobber(path),
+                Replaced::File(_) | Replaced::Other => tmp.persist(path),
+            };
+            match placed {
+                Ok(_) => break,
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    tries += 1;
+                    if !opts.overwrite || tries > 8 {
+                        return Err(Error::AlreadyExists { path: path.into() });
+                    }
+                    old = Replaced::find(path, true)?;
+                    tmp = e.file;
+                }
+                Err(e) => return Err(Error::io(path, "rename", e.error)),
+            }
+        }
+        drop(old);
         sync_parent_dir(path).map_err(|e| Error::io(path, "fsync (directory)", e))?;
         Ok(log)
     }
@@ -710,6 +719,33 @@ fn check_mode(opts: &Options, writable: bool, path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// What [`Log::create`] replaces at its path.
+enum Replaced {
+    /// Nothing: the new log is placed only if nothing appeared there meanwhile.
+    Nothing,
+    /// A file, locked as [`lock_replaced`] does until the new log is in place: a log that a
+    /// writer, snapshot or reader holds open is refused.
+    File(#[allow(dead_code)] std::fs::File),
+    /// A symbolic link or another kind of entry, replaced itself (a link's target is never
+    /// touched).
+    Other,
+}
+
+impl Replaced {
+    /// Looks at `path`: a directory, or anything when `overwrite` is false, is refused.
+    fn find(path: &Path, overwrite: bool) -> Result<Self> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Err(Error::IsDirectory { path: path.into() }),
+            Ok(_) if !overwrite => Err(Error::AlreadyExists { path: path.into() }),
+            Ok(m) if m.is_file() => {
+                Ok(lock_replaced(path)?.map_or(Replaced::Nothing, Replaced::File))
+            }
+            Ok(_) => Ok(Replaced::Other),
+            Err(_) => Ok(Replaced::Nothing),
+        }
+    }
 }
 
 /// LSNs start at 1 (0 means "none" in the slot's tail hint).
