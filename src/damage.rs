@@ -99,15 +99,24 @@ pub(crate) fn continuation(
     // Inside the claimed extent: a wrong but plausible length may hide the next entries.
     let mut from = stop + ENTRY_ALIGN;
     let mut inner = None;
+    // The entries of the chains already walked, which ended inside the extent: a walk from
+    // one of them is the rest of that chain and ends there too. (Without this, a payload
+    // holding a chain of n encoded entries costs n walks of up to n entries each.)
+    let mut walked = std::collections::BTreeSet::new();
     while let Some((q, l)) =
         find_continuation(image, salt, slot, from, claimed_end, area_end, stop_lsn)
     {
-        let w = walk::walk(image, salt, slot, q, l);
+        from = q + ENTRY_ALIGN;
+        if walked.contains(&q) {
+            continue;
+        }
+        let mut chain = Vec::new();
+        let w = walk::walk_visit(image, salt, slot, q, l, |_, e, _| chain.push(e));
         if w.stop > claimed_end || w.stop < q {
             inner = Some((q, l));
             break;
         }
-        from = q + ENTRY_ALIGN;
+        walked.extend(chain.into_iter().filter(|&e| e < w.stop));
     }
     match (inner, found) {
         (Some(i), Some(o)) => Some(if i.1 <= o.1 { i } else { o }),

@@ -493,3 +493,59 @@ fn a_torn_batch_with_two_torn_entries_stays_a_torn_tail() {
     assert_eq!(rescued, [1]);
     assert!(gaps.is_empty(), "{gaps:?}");
 }
+
+/// A torn last entry whose payload holds a long chain of encoded entries of the log (salt and
+/// epoch right, LSNs continuing) stays a torn tail, and deciding so takes one walk of the
+/// chain, not one per entry in it (which, for the 8 MiB payload here, ran for many minutes).
+#[test]
+fn a_torn_entry_holding_a_chain_of_encoded_entries_is_judged_in_one_walk() {
+    use daxlog::format::{Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.dax");
+    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
+    log.append(b"one").unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let at = |off: usize, len: usize| {
+        let mut b = vec![0u8; len];
+        file.read_exact_at(&mut b, off as u64).unwrap();
+        b
+    };
+    let sb = Superblock::decode(&at(SB_PRIMARY_OFFSET, SB_LEN)).unwrap();
+    let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
+        .into_iter()
+        .filter_map(|o| Slot::decode(&at(o, format::SLOT_LEN), sb.salt, sb.capacity))
+        .max_by_key(|s| s.seq)
+        .unwrap();
+    // Entry 2's payload: entries 3, 4, ... with empty payloads, 8 MiB of them.
+    let mut chain = Vec::with_capacity(8 << 20);
+    let mut lsn = 3;
+    while chain.len() + HEADER_LEN <= 8 << 20 {
+        chain.extend_from_slice(&format::encode_entry(sb.salt, slot.epoch, lsn, 0, b""));
+        lsn += 1;
+    }
+    let second = log.next_lsn();
+    assert_eq!(log.append(&chain).unwrap(), 2);
+    drop(log);
+    // Torn: its checksum does not match (as if the append was interrupted).
+    let off = DATA_OFFSET as u64 + format::entry_len(3) as u64;
+    flip(&path, off, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            Log::open_read_only(&p, &Options::new())
+                .map(|l| (lsns(&l), l.recovery().tail_state.clone())),
+        );
+    });
+    // (A bound only to report a hang as a failure, not a measure of speed.)
+    let (got, tail) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the open did not end")
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![1],
+        "entry {second} is torn, and the chain inside it is no evidence"
+    );
+    assert!(matches!(tail, TailState::Torn { .. }), "{tail:?}");
+}
