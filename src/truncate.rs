@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_LEN};
+use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, PUBLISHED_OFFSET, SLOT_LEN};
 use crate::iter::View;
 use crate::log::{Log, Writer};
 use crate::media::Media;
@@ -380,6 +380,17 @@ impl<M: Media> Log<M> {
         let published = next;
         self.pmem.media().publish_for_readers(lsn + 1);
         self.pmem.media().record_deletion(lsn + 1);
+        // The lowered published LSN durable before the slot too: it is not kept in order with
+        // the log otherwise, and after a power failure a reader that opens the log while no
+        // writer has (none republishes) would take the deleted entries for published ones,
+        // and the first of them, gone, for damage. (Written back with the metadata page's
+        // other lines; a published LSN only ever rises otherwise, over durable entries.)
+        self.pmem.flush(PUBLISHED_OFFSET, 8);
+        if let Err(e) = self.pmem.drain() {
+            // Nothing was deleted: publish the entries again.
+            self.pmem.media().publish_for_readers(published);
+            return Err(Error::io(&self.name, "drain", e));
+        }
         let mut w = self.writer.lock();
         let slot = Slot {
             seq: w.slot.seq + 1,

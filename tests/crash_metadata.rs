@@ -1,11 +1,16 @@
-//! Every crash image of a writable open that rewrites superblock copies still opens with all
-//! the entries: the upgrade of a version-1 log (both copies rewritten) and the repair of one
-//! damaged copy, on CPU-flush and msync media. Both copies torn at once would leave no
-//! superblock to open the log with (FORMAT.md section 3: one copy at a time).
+//! The metadata page across crashes.
+//!
+//! - Every crash image of a writable open that rewrites superblock copies still opens with all
+//!   the entries: the upgrade of a version-1 log (both copies rewritten) and the repair of one
+//!   damaged copy, on CPU-flush and msync media. Both copies torn at once would leave no
+//!   superblock to open the log with (FORMAT.md section 3: one copy at a time).
+//! - A suffix truncation makes the published LSN it lowers durable before its slot update
+//!   (FORMAT.md section 11): after a power failure, a reader that opens the log before any
+//!   writer does trusts that LSN.
 
 use daxlog::format::{Superblock, PUBLISHED_OFFSET, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
 use daxlog::{Log, Options, Persistence};
-use pmem_sim::{GenConfig, Model, Run, SimMedia};
+use pmem_sim::{GenConfig, Model, Op, Run, SimMedia};
 
 const ENTRIES: u8 = 5;
 
@@ -109,5 +114,52 @@ fn a_crash_while_superblock_copies_are_rewritten_loses_nothing() {
         }
         // (The check above would pass vacuously on a handful of images.)
         assert!(images > 100, "{persistence:?}: only {images} crash images");
+    }
+}
+
+/// The operations of `truncate_after(5)` on a log of ten entries: the lowered published LSN
+/// (the reader area's first word, which the simulated media do not store) is written back and
+/// drained before the new slot is stored. (If the slot could reach media without it, a reader
+/// after a power failure could read entry 6 as published, and report damage where it was
+/// deleted.)
+#[test]
+fn a_suffix_truncation_makes_its_lowered_published_lsn_durable_before_its_slot() {
+    use daxlog::format::{PUBLISHED_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN};
+    for persistence in [Persistence::Clwb, Persistence::Msync] {
+        let media = SimMedia::new(16384, persistence);
+        let obs = media.observer();
+        let log = Log::create_on(media, &Options::new()).unwrap();
+        for i in 0..10u8 {
+            log.append(&[i; 40]).unwrap();
+        }
+        let from = obs.ops();
+        log.truncate_after(5).unwrap();
+        let (ops, _) = obs.ops_range(from, obs.ops());
+        let is_slot = |off: usize| {
+            [SLOT0_OFFSET, SLOT1_OFFSET]
+                .into_iter()
+                .any(|s| (s..s + SLOT_LEN).contains(&off))
+        };
+        let slot_store = ops
+            .iter()
+            .position(|op| matches!(op, Op::Store { off, .. } if is_slot(*off)))
+            .unwrap_or_else(|| panic!("{persistence:?}: no slot update in {ops:?}"));
+        let flushed = ops[..slot_store].iter().position(|op| {
+            matches!(op, Op::Flush { off, len } if (*off..*off + *len).contains(&PUBLISHED_OFFSET))
+        });
+        let drained = flushed.and_then(|f| {
+            ops[f..slot_store]
+                .iter()
+                .position(|op| matches!(op, Op::Drain))
+        });
+        assert!(
+            drained.is_some(),
+            "{persistence:?}: the published LSN is not made durable before the slot: {:?}",
+            ops[..=slot_store]
+                .iter()
+                .map(Op::describe)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(log.next_lsn(), 6);
     }
 }
