@@ -79,6 +79,11 @@ pub const MAX_CAPACITY: u64 = 1 << 46;
 /// The first LSN of a new log.
 pub const FIRST_LSN: Lsn = 1;
 
+/// No LSN of a valid log lies above this (2^63 + 2^62): a log starts at or below 2^63, and no
+/// log appends 2^62 entries. A slot naming a higher LSN is refused as impossible, so that no
+/// LSN arithmetic on a crafted file can wrap around.
+pub const MAX_LSN: Lsn = (1 << 63) + (1 << 62);
+
 // ---- Entry flags -------------------------------------------------------------------------------
 
 /// The entry belongs to a batch and is not its last entry: it counts only if the batch's last
@@ -319,7 +324,9 @@ impl Slot {
             && s.head_offset < capacity
             && s.head_offset.is_multiple_of(ENTRY_ALIGN as u64)
             && s.head_lsn >= FIRST_LSN
-            && s.cut_lsn >= s.head_lsn;
+            && s.cut_lsn >= s.head_lsn
+            && s.cut_lsn <= MAX_LSN
+            && s.hint_lsn <= MAX_LSN;
         sane.then_some(s)
     }
 

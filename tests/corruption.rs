@@ -549,3 +549,52 @@ fn a_torn_entry_holding_a_chain_of_encoded_entries_is_judged_in_one_walk() {
     );
     assert!(matches!(tail, TailState::Torn { .. }), "{tail:?}");
 }
+
+/// A slot naming LSNs near the top of the u64 range (no log reaches them: it starts at or below
+/// 2^63) is refused as impossible, so no walk's LSN can wrap around: the open fails with a
+/// typed error, read-only, writable and salvaging, instead of yielding entries numbered from 0.
+#[test]
+fn a_slot_with_lsns_no_log_reaches_is_refused() {
+    use daxlog::format::{Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("top.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"one").unwrap();
+    log.append(b"two").unwrap();
+    drop(log);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut b = vec![0u8; SB_LEN];
+    file.read_exact_at(&mut b, SB_PRIMARY_OFFSET as u64)
+        .unwrap();
+    let sb = Superblock::decode(&b).unwrap();
+    for off in [SLOT0_OFFSET, SLOT1_OFFSET] {
+        let mut b = vec![0u8; format::SLOT_LEN];
+        file.read_exact_at(&mut b, off as u64).unwrap();
+        if let Some(s) = Slot::decode(&b, sb.salt, sb.capacity) {
+            let top = Slot {
+                head_lsn: u64::MAX - 1,
+                cut_lsn: u64::MAX - 1,
+                ..s
+            };
+            file.write_all_at(&top.encode(sb.salt), off as u64).unwrap();
+        }
+    }
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Salvage] {
+        let r = Log::open_read_only(&path, &opts(mode));
+        assert!(
+            matches!(r, Err(Error::CorruptedSuperblock { .. })),
+            "{mode:?}: {:?}",
+            r.map(|l| lsns(&l))
+        );
+    }
+    let r = Log::open(&path, &Options::new());
+    assert!(
+        matches!(r, Err(Error::CorruptedSuperblock { .. })),
+        "writable: {:?}",
+        r.map(|l| lsns(&l))
+    );
+}
