@@ -139,8 +139,10 @@ fn claimed_end(image: &[u8], stop: usize, area_end: usize) -> usize {
 /// Decides whether the end the scan found is damage rather than a torn tail.
 pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
     if !matches!(scan.state, walk::TailState::Torn { .. }) {
-        // A clean end below the cut is damage too: acknowledged entries are missing.
-        if scan.next_lsn >= slot.cut_lsn {
+        // A clean end below the cut, or at or before the tail hint's entry, is damage too:
+        // acknowledged entries are missing.
+        let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
+        if scan.next_lsn >= slot.cut_lsn && !hinted {
             return None;
         }
     }
@@ -161,12 +163,17 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
         None => (0, None, false),
     };
     let below_cut = lsn < slot.cut_lsn;
-    if below_cut || (beyond > 0 && !rest_of_one_batch) {
+    // A tail hint names an entry that was durable when the slot was written: one refused at
+    // or before it was acknowledged too.
+    let hinted = slot.hint_lsn != 0 && lsn <= slot.hint_lsn;
+    if below_cut || hinted || (beyond > 0 && !rest_of_one_batch) {
         Some(Damage {
             offset: offset as u64,
             lsn,
             reason: if below_cut && beyond == 0 {
                 "acknowledged entries before the session's cut are unreadable"
+            } else if hinted && beyond == 0 {
+                "acknowledged entries up to the tail hint are unreadable"
             } else {
                 reason
             },

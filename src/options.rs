@@ -116,8 +116,9 @@ impl Options {
     /// Bounded recovery: every `bytes` of appends, record a durable entry near the tail in the
     /// metadata slot (one slot update, never on the append itself), and let `open` start its
     /// scan there instead of at the head (FORMAT.md, "Tail hint"). Entries before the hint are
-    /// then not validated at open (`daxlog check` still validates everything). Off by default;
-    /// 0 turns it off.
+    /// then not validated at open, nor later when read (reads check LSNs, not checksums):
+    /// [`Log::verify`](crate::Log::verify) and `daxlog check` validate everything. Off by
+    /// default; 0 turns it off.
     pub fn tail_hint_every(mut self, bytes: u64) -> Self {
         self.tail_hint_every = Some(bytes);
         self

@@ -78,3 +78,73 @@ fn a_hint_never_skips_past_a_suffix_truncation() {
     assert_eq!(log.read(101).unwrap().payload, b"101 again");
     assert_eq!(log.iter().count(), 101);
 }
+
+/// The hint names an entry that was durable, so every entry up to it was acknowledged: a full
+/// scan (an open that does not use the hint) that finds one of them damaged reports it, even
+/// as the last entry it reaches, instead of taking it for a torn tail and giving its LSN and
+/// the hinted entries' to new appends. Also when the damage makes the scan end cleanly (a
+/// zeroed header).
+#[test]
+fn damage_before_the_hinted_entry_is_reported_by_a_full_scan() {
+    use daxlog::format::{Slot, Superblock, DATA_OFFSET, SB_LEN, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::Error;
+    use std::os::unix::fs::FileExt;
+    for zero in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hint.dax");
+        // A hint every 4 KiB: 1 KiB entries, the hint lands on one of the last few.
+        let log = Log::create(&path, &Options::new().tail_hint_every(4096)).unwrap();
+        let mut offsets = Vec::new();
+        for l in 1..=40u64 {
+            offsets.push(DATA_OFFSET as u64 + log.used_bytes());
+            log.append(&payload(l, 1000)).unwrap();
+        }
+        drop(log);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let read = |off: usize, len: usize| {
+            let mut b = vec![0u8; len];
+            file.read_exact_at(&mut b, off as u64).unwrap();
+            b
+        };
+        let sb = Superblock::decode(&read(0, SB_LEN)).unwrap();
+        let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
+            .into_iter()
+            .filter_map(|o| Slot::decode(&read(o, 64), sb.salt, sb.capacity))
+            .max_by_key(|s| s.seq)
+            .unwrap();
+        let hint = slot.hint_lsn;
+        assert!(hint > 2, "the hint is at LSN {hint}");
+        // Damage the entry before the hinted one: a payload byte, or its whole header.
+        let bad = hint - 1;
+        let at = offsets[(bad - 1) as usize];
+        if zero {
+            file.write_all_at(&[0u8; 24], at).unwrap();
+        } else {
+            let b = read(at as usize + 100, 1)[0];
+            file.write_all_at(&[b ^ 0x10], at + 100).unwrap();
+        }
+        // Everything after `bad` is gone (as a torn tail would leave it), hint included.
+        for l in bad + 1..=40 {
+            file.write_all_at(&[0u8; 24], offsets[(l - 1) as usize])
+                .unwrap();
+        }
+        for writable in [false, true] {
+            let r = if writable {
+                Log::open(&path, &Options::new())
+            } else {
+                Log::open_read_only(&path, &Options::new())
+            };
+            match r {
+                Err(Error::Corrupted { lsn, .. }) => assert_eq!(lsn, bad),
+                other => panic!(
+                    "zeroed header {zero}, writable {writable}: {:?}",
+                    other.map(|l| contents(&l).len())
+                ),
+            }
+        }
+    }
+}
