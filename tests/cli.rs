@@ -532,6 +532,11 @@ fn usage_errors_exit_2() {
         &["bench", "--threads", "0"],
         &["bench", "--mode", "fast"],
         &["bench", "--seconds", "-1"],
+        &["bench", "--seconds", "nan"],
+        &["bench", "--seconds", "3601"],
+        &["bench", "--seconds", "0"],
+        &["bench", "--seconds", "0.001"],
+        &["bench", "--seconds", "0.5", "--reps", "1000"],
         &["bench", "--size", "lots"],
     ] {
         let out = daxlog(args);
@@ -889,30 +894,45 @@ fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     assert!(bytes <= 1044480 && bytes > 1044480 - 88, "{recovery}");
 }
 
-/// `bench --seconds` too short for its slices to time anything is refused, not answered with
-/// a row of zeros.
+/// Expects a usage error found after parsing: exit 2, `message` as the first line of stderr,
+/// then the command's usage, as the argument parser prints its own errors; nothing on stdout.
+fn assert_usage_error(out: &Output, message: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().next(), Some(message), "{err}");
+    assert!(err.contains("\nUsage: daxlog "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(text(&out.stdout), "");
+}
+
+/// `bench --seconds` too short for its slices to time anything is refused as a usage error,
+/// 0 as any other value too short for `--reps`, with the least value that works; not answered
+/// with a row of zeros.
 #[test]
 fn bench_refuses_slices_too_short_to_time() {
     let dir = tempdir();
     let bench = |seconds: &str, reps: &str| small_bench(dir.path(), seconds, reps, "0");
-    for (seconds, reps, least) in [
-        ("1e-9", "5", "0.005"),
-        ("0.0049", "5", "0.005"),
-        ("0.5", "1000", "1"),
+    for (seconds, shown, reps, least) in [
+        ("0", "0", "5", "0.005"),
+        ("1e-9", "0.000000001", "5", "0.005"),
+        ("1e-300", "1e-300", "1", "0.001"),
+        ("0.0049", "0.0049", "5", "0.005"),
+        ("0.5", "0.5", "1000", "1"),
     ] {
-        let out = bench(seconds, reps);
-        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-        let shown: f64 = seconds.parse().unwrap();
-        assert_eq!(
-            text(&out.stderr),
-            format!(
+        assert_usage_error(
+            &bench(seconds, reps),
+            &format!(
                 "error: --seconds {shown}: split into --reps {reps} slices, each lasts under 1 ms, \
-                 too short to time appends; give at least --seconds {least}, or fewer --reps\n"
-            )
+                 too short to time appends; give at least --seconds {least}, or fewer --reps"
+            ),
         );
-        assert_eq!(text(&out.stdout), "");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Refused before the directory is looked at, as the parser refuses values.
+    let missing = dir.path().join("missing");
+    let out = daxlog(&["bench", "--dir", p(&missing), "--seconds", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("give at least --seconds 0.005"));
     // Slices of exactly 1 ms are allowed, and each row has appends.
     let out = bench("0.005", "5");
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -92,10 +92,51 @@ enum ModeArg {
     CpuNt,
 }
 
+/// `--seconds` values: a number of seconds, at most an hour. How short is too short depends
+/// on `--reps`: [`check_seconds`] says, for 0 too.
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(s),
-        _ => Err(format!("'{text}' is not a number of seconds in (0, 3600]")),
+        Ok(s) if (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds from 0 to 3600"
+        )),
+    }
+}
+
+/// A usage error of `bench`: exit 2, as for values the parser refuses.
+fn usage(message: String) -> CliError {
+    CliError::Usage {
+        command: "bench",
+        message,
+    }
+}
+
+/// Refuses a `--seconds` that `--reps` splits into slices too short to time appends (0
+/// included), naming the least `--seconds` that works.
+fn check_seconds(seconds: f64, reps: u32) -> Result<(), CliError> {
+    let min_seconds = MIN_SLICE.as_secs_f64() * reps as f64;
+    // (With a margin for rounding: --seconds 0.005 --reps 5 is allowed.)
+    if seconds < min_seconds * (1.0 - 1e-9) {
+        return Err(usage(format!(
+            "--seconds {}: split into --reps {reps} slices, each lasts under {} ms, too short \
+             to time appends; give at least --seconds {}, or fewer --reps",
+            show_seconds(seconds),
+            MIN_SLICE.as_millis(),
+            // (Whole milliseconds: 9 x 0.001 is 0.009000000000000001 in binary.)
+            Duration::from_millis(MIN_SLICE.as_millis() as u64 * u64::from(reps)).as_secs_f64()
+        )));
+    }
+    Ok(())
+}
+
+/// `seconds` in decimals, or in scientific notation when that would take more than 12
+/// characters (`1e-300`, not 300 zeros).
+fn show_seconds(seconds: f64) -> String {
+    let plain = seconds.to_string();
+    if plain.len() > 12 {
+        format!("{seconds:e}")
+    } else {
+        plain
     }
 }
 
@@ -178,6 +219,7 @@ struct RecoveryRow {
 
 pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     let started = Instant::now();
+    check_seconds(a.seconds, a.reps)?;
     let dir = a.dir.clone().unwrap_or_else(|| {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() {
@@ -237,19 +279,6 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     }
     let modes = resolve_modes(&a.modes, &path)?;
     let slice = Duration::from_secs_f64(a.seconds / a.reps as f64);
-    let min_seconds = MIN_SLICE.as_secs_f64() * a.reps as f64;
-    // (With a margin for rounding: --seconds 0.005 --reps 5 is allowed.)
-    if a.seconds < min_seconds * (1.0 - 1e-9) {
-        return Err(CliError::Failed(format!(
-            "--seconds {}: split into --reps {} slices, each lasts under {} ms, too short to \
-             time appends; give at least --seconds {}, or fewer --reps",
-            a.seconds,
-            a.reps,
-            MIN_SLICE.as_millis(),
-            // (Whole milliseconds: 9 x 0.001 is 0.009000000000000001 in binary.)
-            Duration::from_millis(MIN_SLICE.as_millis() as u64 * u64::from(a.reps)).as_secs_f64()
-        )));
-    }
     // What the log has room for after its metadata: the default shrinks to it, an explicit
     // value larger than it is refused (the rows would measure less than was asked).
     let data_bytes = capacity - format::DATA_OFFSET as u64;
@@ -741,8 +770,23 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&mut []), 0.0);
-        assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("-0.1").is_err());
+        assert!(parse_seconds("3600.5").is_err());
         assert_eq!(parse_seconds("0.2"), Ok(0.2));
+        // 0 is refused with the other values too short for --reps, naming the least that works.
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        let e = check_seconds(0.0, 5).unwrap_err();
+        assert_eq!(e.exit_code(), crate::cli::EXIT_USAGE);
+        assert!(
+            e.to_string().contains("give at least --seconds 0.005"),
+            "{e}"
+        );
+        assert!(check_seconds(0.005, 5).is_ok());
+        assert!(check_seconds(1.0, 1000).is_ok());
+        assert_eq!(show_seconds(0.0049), "0.0049");
+        assert_eq!(show_seconds(0.0), "0");
+        assert_eq!(show_seconds(1e-9), "0.000000001");
+        assert_eq!(show_seconds(1e-300), "1e-300");
     }
 }
