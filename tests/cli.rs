@@ -538,6 +538,9 @@ fn usage_errors_exit_2() {
         &["bench", "--seconds", "0.001"],
         &["bench", "--seconds", "0.5", "--reps", "1000"],
         &["bench", "--size", "lots"],
+        &["bench", "--size", "4GiB"],
+        &["bench", "--capacity", "1MiB", "--size", "1MiB"],
+        &["bench", "--capacity", "1MiB", "--recovery-bytes", "1MiB"],
     ] {
         let out = daxlog(args);
         assert_eq!(
@@ -859,24 +862,21 @@ fn small_bench(dir: &Path, seconds: &str, reps: &str, recovery_bytes: &str) -> O
     ])
 }
 
-/// `bench --recovery-bytes` larger than the log can hold is refused with both numbers, not
-/// measured on less than was asked; what the log holds exactly is accepted.
+/// `bench --recovery-bytes` larger than the log can hold is refused as a usage error with both
+/// numbers, not measured on less than was asked; what the log holds exactly is accepted.
 #[test]
 fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     let dir = tempdir();
     let bench = |recovery: &str| small_bench(dir.path(), "0.01", "1", recovery);
-    let out = bench("2MiB");
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stderr),
-        "error: --recovery-bytes 2097152: more than a log of capacity 1048576 bytes (1 MiB) \
-         holds: it has room for 1044480 bytes of entries; give at most that, or a larger \
-         --capacity\n"
-    );
-    assert_eq!(text(&out.stdout), "");
-    let out = bench("1044481");
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("room for 1044480 bytes"));
+    let refusal = |r: u64| {
+        format!(
+            "error: --recovery-bytes {r}: more than a log of capacity 1048576 bytes (1 MiB) \
+             holds: it has room for 1044480 bytes of entries; give at most --recovery-bytes \
+             1044480, or a larger --capacity"
+        )
+    };
+    assert_usage_error(&bench("2MiB"), &refusal(2 << 20));
+    assert_usage_error(&bench("1044481"), &refusal(1044481));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
     let out = bench("1044480");
@@ -892,6 +892,59 @@ fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     // Filled to the last whole entry that fits.
     let bytes = recovery["bytes"].as_u64().unwrap();
     assert!(bytes <= 1044480 && bytes > 1044480 - 88, "{recovery}");
+}
+
+/// `bench --size` larger than the log can hold, or than any entry can, is a usage error that
+/// names the largest size that works; the largest is accepted. A `--capacity` that is not a
+/// multiple of 4096 is rounded up with a note, as `create` does.
+#[test]
+fn bench_refuses_sizes_the_log_cannot_hold() {
+    let dir = tempdir();
+    let bench = |capacity: &str, size: &str| {
+        daxlog(&[
+            "bench",
+            "--dir",
+            p(dir.path()),
+            "--seconds",
+            "0.01",
+            "--reps",
+            "1",
+            "--size",
+            size,
+            "--mode",
+            "msync",
+            "--capacity",
+            capacity,
+            "--recovery-bytes",
+            "0",
+            "--json",
+        ])
+    };
+    assert_usage_error(
+        &bench("8192", "64,4073"),
+        "error: --size 4073: larger than the largest payload a log of capacity 8192 bytes \
+         (8 KiB) holds; give at most --size 4072, or a larger --capacity",
+    );
+    // Beyond what an entry's length field holds, a larger capacity does not help; checked
+    // before any log is made.
+    assert_usage_error(
+        &bench("8GiB", "4GiB"),
+        "error: --size 4294967296: larger than the largest payload of an entry (4294967295 \
+         bytes); give at most --size 4294967295",
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let out = bench("8192", "4072");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(row["size"], 4072, "{row}");
+    assert!(row["appends"].as_u64().unwrap() > 0, "{row}");
+    assert_eq!(text(&out.stderr), "");
+    let out = bench("8193", "64");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "note: --capacity 8193 bytes is not a multiple of 4096: rounded up to 12288 bytes\n"
+    );
 }
 
 /// Expects a usage error found after parsing: exit 2, `message` as the first line of stderr,

@@ -129,6 +129,49 @@ fn check_seconds(seconds: f64, reps: u32) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Refuses a `--size` or a `--recovery-bytes` that a log of `capacity` cannot hold (`default`:
+/// the capacity was not given), naming the largest value that works; returns the recovery
+/// bytes to fill: `--recovery-bytes`, else the default or all the log holds if less.
+fn check_fits(
+    sizes: &[u64],
+    recovery_bytes: Option<u64>,
+    capacity: u64,
+    default: bool,
+) -> Result<u64, CliError> {
+    let log = format!(
+        "a log of capacity {capacity} bytes ({}{})",
+        human(capacity),
+        if default { ", the default here" } else { "" }
+    );
+    let max_payload = crate::log::max_payload(capacity);
+    if let Some(&s) = sizes.iter().find(|&&s| s > max_payload) {
+        let what = if s > u32::MAX as u64 {
+            format!("the largest payload of an entry ({} bytes)", u32::MAX)
+        } else {
+            format!("the largest payload {log} holds")
+        };
+        let or = if max_payload < u32::MAX as u64 {
+            ", or a larger --capacity"
+        } else {
+            ""
+        };
+        return Err(usage(format!(
+            "--size {s}: larger than {what}; give at most --size {max_payload}{or}"
+        )));
+    }
+    // What the log has room for after its metadata: the default shrinks to it, an explicit
+    // value larger than it is refused (the rows would measure less than was asked).
+    let data_bytes = capacity - format::DATA_OFFSET as u64;
+    match recovery_bytes {
+        Some(r) if r > data_bytes => Err(usage(format!(
+            "--recovery-bytes {r}: more than {log} holds: it has room for {data_bytes} bytes of \
+             entries; give at most --recovery-bytes {data_bytes}, or a larger --capacity"
+        ))),
+        Some(r) => Ok(r),
+        None => Ok(DEFAULT_RECOVERY_BYTES.min(data_bytes)),
+    }
+}
+
 /// `seconds` in decimals, or in scientific notation when that would take more than 12
 /// characters (`1e-300`, not 300 zeros).
 fn show_seconds(seconds: f64) -> String {
@@ -220,6 +263,24 @@ struct RecoveryRow {
 pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     check_seconds(a.seconds, a.reps)?;
+    let sizes: Vec<u64> = if a.sizes.is_empty() {
+        DEFAULT_SIZES.to_vec()
+    } else {
+        a.sizes.clone()
+    };
+    // An explicit --capacity is checked against the other values before anything is done;
+    // the default depends on the free space of --dir.
+    if let Some(given) = a.capacity {
+        let c = round_capacity(given);
+        check_fits(&sizes, a.recovery_bytes, c, false)?;
+        if c != given {
+            // As `create` says it.
+            let _ = writeln!(
+                io::stderr().lock(),
+                "note: --capacity {given} bytes is not a multiple of 4096: rounded up to {c} bytes"
+            );
+        }
+    }
     let dir = a.dir.clone().unwrap_or_else(|| {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() {
@@ -262,38 +323,9 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         Some(c) => round_capacity(c),
         None => default_capacity(&dir)?,
     };
-    let sizes: Vec<u64> = if a.sizes.is_empty() {
-        DEFAULT_SIZES.to_vec()
-    } else {
-        a.sizes.clone()
-    };
-    let max_payload = capacity - format::DATA_OFFSET as u64 - format::HEADER_LEN as u64;
-    if let Some(&s) = sizes
-        .iter()
-        .find(|&&s| s > max_payload.min(u32::MAX as u64))
-    {
-        return Err(CliError::Failed(format!(
-            "--size {s}: larger than the largest payload a log of {} can hold",
-            human(capacity)
-        )));
-    }
+    let recovery_bytes = check_fits(&sizes, a.recovery_bytes, capacity, a.capacity.is_none())?;
     let modes = resolve_modes(&a.modes, &path)?;
     let slice = Duration::from_secs_f64(a.seconds / a.reps as f64);
-    // What the log has room for after its metadata: the default shrinks to it, an explicit
-    // value larger than it is refused (the rows would measure less than was asked).
-    let data_bytes = capacity - format::DATA_OFFSET as u64;
-    let recovery_bytes = match a.recovery_bytes {
-        Some(r) if r > data_bytes => {
-            return Err(CliError::Failed(format!(
-                "--recovery-bytes {r}: more than a log of capacity {capacity} bytes ({}) holds: \
-                 it has room for {data_bytes} bytes of entries; give at most that, or a larger \
-                 --capacity",
-                human(capacity)
-            )))
-        }
-        Some(r) => r,
-        None => DEFAULT_RECOVERY_BYTES.min(data_bytes),
-    };
     let ctx = Ctx {
         path,
         capacity,
