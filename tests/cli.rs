@@ -825,7 +825,9 @@ fn bench_json_rows() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[1], "1024", "{row}");
     assert_eq!(cols[2], "msync", "the path column: {row}");
-    assert_eq!(cols.len(), 7, "{row}");
+    assert_eq!(cols.len(), 8, "{row}");
+    // 1 MiB of 1048-byte entries: 1001 of them, the first to reach it.
+    assert_eq!(cols[7], "1,049,048", "the recovery bytes column: {row}");
     assert!(
         out.contains("msync group commit, appends per sync: 1024 B "),
         "{out}"
@@ -892,6 +894,63 @@ fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     // Filled to the last whole entry that fits.
     let bytes = recovery["bytes"].as_u64().unwrap();
     assert!(bytes <= 1044480 && bytes > 1044480 - 88, "{recovery}");
+}
+
+/// The table says how many bytes each recovery measurement scanned: whole entries, so up to
+/// one entry more than `--recovery-bytes`, or up to one less when the log holds no more.
+#[test]
+fn bench_table_shows_the_recovery_bytes_filled() {
+    let dir = tempdir();
+    for (recovery, speed, filled) in [
+        // The log's room, 1044480 bytes, is not a whole number of 88-byte entries: 11869
+        // fit (1044472 bytes), 8 bytes short of what was asked.
+        ("1044480", None, "1,044,472"),
+        // 12 entries (1056 bytes) are the first to reach 1000 bytes.
+        ("1000", None, "1,056"),
+        ("0", Some("-"), "-"),
+    ] {
+        let out = ok(&[
+            "bench",
+            "--dir",
+            p(dir.path()),
+            "--seconds",
+            "0.01",
+            "--reps",
+            "1",
+            "--size",
+            "64",
+            "--mode",
+            "msync",
+            "--capacity",
+            "1MiB",
+            "--recovery-bytes",
+            recovery,
+        ]);
+        let header = out
+            .lines()
+            .find(|l| l.starts_with("mode"))
+            .unwrap_or_else(|| panic!("no header in {out}"));
+        assert!(
+            header.ends_with("recovery GB/s  recovery bytes"),
+            "{header:?}"
+        );
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("msync"))
+            .unwrap_or_else(|| panic!("no msync row in {out}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols.len(), 8, "{row}");
+        if let Some(speed) = speed {
+            assert_eq!(cols[6], speed, "{row}");
+        }
+        assert_eq!(cols[7], filled, "--recovery-bytes {recovery}: {row}");
+        // Aligned under its header.
+        assert_eq!(row.len(), header.len(), "{out}");
+        assert!(
+            out.contains("recovery bytes: entry bytes (headers included)"),
+            "{out}"
+        );
+    }
 }
 
 /// `bench --size` larger than the log can hold, or than any entry can, is a usage error that
