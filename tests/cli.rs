@@ -1617,32 +1617,58 @@ fn malformed_records_stop_append() {
     }
 }
 
-/// A JSON record that gives a key twice is refused, naming the key and the line, rather than
-/// appending the payload of whichever value comes last.
+/// A JSON record that gives a key twice, in any object of it however deep (in a value that
+/// `append` ignores too), is refused, naming the key, where it is and the line, rather than
+/// appending the payload of whichever value a parser keeps; nothing of it or after it is
+/// appended.
 #[test]
 fn json_keys_given_twice_are_refused() {
     let dir = tempdir();
     let path = dir.path().join("k.dax");
     ok(&["create", p(&path), "--capacity", "64KiB"]);
-    for batch in ["1", "10"] {
-        ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
-        let out = daxlog_stdin(
-            &["append", p(&path), "--format", "json", "--batch", batch],
-            b"{\"text\":\"a\"}\n{\"hex\":\"00\",\"hex\":\"11\"}\n{\"hex\":\"22\"}\n",
-        );
-        assert_eq!(text(&out.stdout), "1\n", "--batch {batch}");
-        assert_eq!(
-            text(&out.stderr),
-            format!(
-                "error: {}: 1 record was appended (LSN 1); record 2 (line 2) is not valid \
-                 --format json input (the key \"hex\" is given twice: give each key once): it \
-                 and the rest of stdin were not appended\n",
-                path.display()
-            )
-        );
-        assert_eq!(out.status.code(), Some(4));
-        assert_eq!(ok(&["dump", p(&path)]), "1\t61\n");
+    for (record, what) in [
+        (
+            r#"{"hex":"00","hex":"11"}"#,
+            r#"the key "hex" is given twice"#,
+        ),
+        (
+            r#"{"lsn":{"n":1,"n":2},"hex":"11"}"#,
+            r#"the key "n" is given twice in the object at /lsn"#,
+        ),
+        (
+            r#"{"hex":"11","meta":[{"id":1},{"tags":{"t":1,"t":1}}]}"#,
+            r#"the key "t" is given twice in the object at /meta/1/tags"#,
+        ),
+    ] {
+        for batch in ["1", "10"] {
+            ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+            let input = format!("{{\"text\":\"a\"}}\n{record}\n{{\"hex\":\"22\"}}\n");
+            let out = daxlog_stdin(
+                &["append", p(&path), "--format", "json", "--batch", batch],
+                input.as_bytes(),
+            );
+            assert_eq!(text(&out.stdout), "1\n", "{record} --batch {batch}");
+            assert_eq!(
+                text(&out.stderr),
+                format!(
+                    "error: {}: 1 record was appended (LSN 1); record 2 (line 2) is not valid \
+                     --format json input ({what}: give each key once): it and the rest of \
+                     stdin were not appended\n",
+                    path.display()
+                )
+            );
+            assert_eq!(out.status.code(), Some(4));
+            assert_eq!(ok(&["dump", p(&path)]), "1\t61\n");
+        }
     }
+    // Nested objects whose keys differ are taken as before.
+    ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+    let out = daxlog_stdin(
+        &["append", p(&path), "--format", "json"],
+        br#"{"lsn":{"a":1,"b":{"a":2}},"meta":[{"a":1},{"a":1}],"hex":"11"}"#,
+    );
+    assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
+    assert_eq!(ok(&["dump", p(&path)]), "1\t11\n");
 }
 
 /// `check` validates every entry whatever the environment says: a tail hint must not let the
