@@ -2654,6 +2654,39 @@ fn edges_of_append_follow_create_and_check() {
     drop(log);
 }
 
+/// `follow --idle-exit` ends when its time is up, also below the tenth of a second between its
+/// looks at signals and at stdout: not rounded up to the next tenth.
+#[test]
+fn follow_idle_exit_is_not_rounded_up() {
+    let dir = tempdir();
+    let path = dir.path().join("idle.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    ok(&["append", p(&path), "--data", "x"]);
+    // A lower bound holds however loaded the machine is.
+    let t = Instant::now();
+    assert_eq!(ok(&["follow", p(&path), "--idle-exit", "0.25"]), "");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // 10 ms took at least 100 ms when idle time was counted in tenths; one run of a few
+    // under 80 ms shows it is not (a loaded machine may slow any one run down).
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(
+            ok(&["follow", p(&path), "--from", "1", "--idle-exit", "0.01"]),
+            "x\n"
+        );
+        times.push(t.elapsed());
+        if times.last() < Some(&Duration::from_millis(80)) {
+            return;
+        }
+    }
+    panic!("--idle-exit 0.01 took {times:?}");
+}
+
 /// `bench --dir` names a directory: a missing one and a file are told apart.
 #[test]
 fn bench_dir_must_be_a_directory() {
