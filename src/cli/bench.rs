@@ -39,7 +39,8 @@ pub(crate) struct BenchArgs {
     /// /dev/shm, else the temporary directory].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Payload size; repeat the option or separate with commas [default: 64,256,1KiB,4KiB].
+    /// Payload size, at most the largest payload --capacity holds; repeat the option or
+    /// separate with commas [default: 64,256,1KiB,4KiB].
     #[arg(long = "size", value_name = "BYTES", value_parser = parse_size, value_delimiter = ',')]
     sizes: Vec<u64>,
     /// Threads appending to the same log at once (aggregate appends/s are reported).
