@@ -532,7 +532,15 @@ fn usage_errors_exit_2() {
         &["bench", "--threads", "0"],
         &["bench", "--mode", "fast"],
         &["bench", "--seconds", "-1"],
+        &["bench", "--seconds", "nan"],
+        &["bench", "--seconds", "3601"],
+        &["bench", "--seconds", "0"],
+        &["bench", "--seconds", "0.001"],
+        &["bench", "--seconds", "0.5", "--reps", "1000"],
         &["bench", "--size", "lots"],
+        &["bench", "--size", "4GiB"],
+        &["bench", "--capacity", "1MiB", "--size", "1MiB"],
+        &["bench", "--capacity", "1MiB", "--recovery-bytes", "1MiB"],
     ] {
         let out = daxlog(args);
         assert_eq!(
@@ -817,7 +825,9 @@ fn bench_json_rows() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[1], "1024", "{row}");
     assert_eq!(cols[2], "msync", "the path column: {row}");
-    assert_eq!(cols.len(), 7, "{row}");
+    assert_eq!(cols.len(), 8, "{row}");
+    // 1 MiB of 1048-byte entries: 1001 of them, the first to reach it.
+    assert_eq!(cols[7], "1,049,048", "the recovery bytes column: {row}");
     assert!(
         out.contains("msync group commit, appends per sync: 1024 B "),
         "{out}"
@@ -854,24 +864,21 @@ fn small_bench(dir: &Path, seconds: &str, reps: &str, recovery_bytes: &str) -> O
     ])
 }
 
-/// `bench --recovery-bytes` larger than the log can hold is refused with both numbers, not
-/// measured on less than was asked; what the log holds exactly is accepted.
+/// `bench --recovery-bytes` larger than the log can hold is refused as a usage error with both
+/// numbers, not measured on less than was asked; what the log holds exactly is accepted.
 #[test]
 fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     let dir = tempdir();
     let bench = |recovery: &str| small_bench(dir.path(), "0.01", "1", recovery);
-    let out = bench("2MiB");
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stderr),
-        "error: --recovery-bytes 2097152: more than a log of capacity 1048576 bytes (1 MiB) \
-         holds: it has room for 1044480 bytes of entries; give at most that, or a larger \
-         --capacity\n"
-    );
-    assert_eq!(text(&out.stdout), "");
-    let out = bench("1044481");
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("room for 1044480 bytes"));
+    let refusal = |r: u64| {
+        format!(
+            "error: --recovery-bytes {r}: more than a log of capacity 1048576 bytes (1 MiB) \
+             holds: it has room for 1044480 bytes of entries; give at most --recovery-bytes \
+             1044480, or a larger --capacity"
+        )
+    };
+    assert_usage_error(&bench("2MiB"), &refusal(2 << 20));
+    assert_usage_error(&bench("1044481"), &refusal(1044481));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
     let out = bench("1044480");
@@ -889,30 +896,155 @@ fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     assert!(bytes <= 1044480 && bytes > 1044480 - 88, "{recovery}");
 }
 
-/// `bench --seconds` too short for its slices to time anything is refused, not answered with
-/// a row of zeros.
+/// The table says how many bytes each recovery measurement scanned: whole entries, so up to
+/// one entry more than `--recovery-bytes`, or up to one less when the log holds no more.
+#[test]
+fn bench_table_shows_the_recovery_bytes_filled() {
+    let dir = tempdir();
+    for (recovery, speed, filled) in [
+        // The log's room, 1044480 bytes, is not a whole number of 88-byte entries: 11869
+        // fit (1044472 bytes), 8 bytes short of what was asked.
+        ("1044480", None, "1,044,472"),
+        // 12 entries (1056 bytes) are the first to reach 1000 bytes.
+        ("1000", None, "1,056"),
+        ("0", Some("-"), "-"),
+    ] {
+        let out = ok(&[
+            "bench",
+            "--dir",
+            p(dir.path()),
+            "--seconds",
+            "0.01",
+            "--reps",
+            "1",
+            "--size",
+            "64",
+            "--mode",
+            "msync",
+            "--capacity",
+            "1MiB",
+            "--recovery-bytes",
+            recovery,
+        ]);
+        let header = out
+            .lines()
+            .find(|l| l.starts_with("mode"))
+            .unwrap_or_else(|| panic!("no header in {out}"));
+        assert!(
+            header.ends_with("recovery GB/s  recovery bytes"),
+            "{header:?}"
+        );
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("msync"))
+            .unwrap_or_else(|| panic!("no msync row in {out}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols.len(), 8, "{row}");
+        if let Some(speed) = speed {
+            assert_eq!(cols[6], speed, "{row}");
+        }
+        assert_eq!(cols[7], filled, "--recovery-bytes {recovery}: {row}");
+        // Aligned under its header.
+        assert_eq!(row.len(), header.len(), "{out}");
+        assert!(
+            out.contains("recovery bytes: entry bytes (headers included)"),
+            "{out}"
+        );
+    }
+}
+
+/// `bench --size` larger than the log can hold, or than any entry can, is a usage error that
+/// names the largest size that works; the largest is accepted. A `--capacity` that is not a
+/// multiple of 4096 is rounded up with a note, as `create` does.
+#[test]
+fn bench_refuses_sizes_the_log_cannot_hold() {
+    let dir = tempdir();
+    let bench = |capacity: &str, size: &str| {
+        daxlog(&[
+            "bench",
+            "--dir",
+            p(dir.path()),
+            "--seconds",
+            "0.01",
+            "--reps",
+            "1",
+            "--size",
+            size,
+            "--mode",
+            "msync",
+            "--capacity",
+            capacity,
+            "--recovery-bytes",
+            "0",
+            "--json",
+        ])
+    };
+    assert_usage_error(
+        &bench("8192", "64,4073"),
+        "error: --size 4073: larger than the largest payload a log of capacity 8192 bytes \
+         (8 KiB) holds; give at most --size 4072, or a larger --capacity",
+    );
+    // Beyond what an entry's length field holds, a larger capacity does not help; checked
+    // before any log is made.
+    assert_usage_error(
+        &bench("8GiB", "4GiB"),
+        "error: --size 4294967296: larger than the largest payload of an entry (4294967295 \
+         bytes); give at most --size 4294967295",
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let out = bench("8192", "4072");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(row["size"], 4072, "{row}");
+    assert!(row["appends"].as_u64().unwrap() > 0, "{row}");
+    assert_eq!(text(&out.stderr), "");
+    let out = bench("8193", "64");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "note: --capacity 8193 bytes is not a multiple of 4096: rounded up to 12288 bytes\n"
+    );
+}
+
+/// Expects a usage error found after parsing: exit 2, `message` as the first line of stderr,
+/// then the command's usage, as the argument parser prints its own errors; nothing on stdout.
+fn assert_usage_error(out: &Output, message: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().next(), Some(message), "{err}");
+    assert!(err.contains("\nUsage: daxlog "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(text(&out.stdout), "");
+}
+
+/// `bench --seconds` too short for its slices to time anything is refused as a usage error,
+/// 0 as any other value too short for `--reps`, with the least value that works; not answered
+/// with a row of zeros.
 #[test]
 fn bench_refuses_slices_too_short_to_time() {
     let dir = tempdir();
     let bench = |seconds: &str, reps: &str| small_bench(dir.path(), seconds, reps, "0");
-    for (seconds, reps, least) in [
-        ("1e-9", "5", "0.005"),
-        ("0.0049", "5", "0.005"),
-        ("0.5", "1000", "1"),
+    for (seconds, shown, reps, least) in [
+        ("0", "0", "5", "0.005"),
+        ("1e-9", "0.000000001", "5", "0.005"),
+        ("1e-300", "1e-300", "1", "0.001"),
+        ("0.0049", "0.0049", "5", "0.005"),
+        ("0.5", "0.5", "1000", "1"),
     ] {
-        let out = bench(seconds, reps);
-        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-        let shown: f64 = seconds.parse().unwrap();
-        assert_eq!(
-            text(&out.stderr),
-            format!(
+        assert_usage_error(
+            &bench(seconds, reps),
+            &format!(
                 "error: --seconds {shown}: split into --reps {reps} slices, each lasts under 1 ms, \
-                 too short to time appends; give at least --seconds {least}, or fewer --reps\n"
-            )
+                 too short to time appends; give at least --seconds {least}, or fewer --reps"
+            ),
         );
-        assert_eq!(text(&out.stdout), "");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Refused before the directory is looked at, as the parser refuses values.
+    let missing = dir.path().join("missing");
+    let out = daxlog(&["bench", "--dir", p(&missing), "--seconds", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("give at least --seconds 0.005"));
     // Slices of exactly 1 ms are allowed, and each row has appends.
     let out = bench("0.005", "5");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1485,32 +1617,58 @@ fn malformed_records_stop_append() {
     }
 }
 
-/// A JSON record that gives a key twice is refused, naming the key and the line, rather than
-/// appending the payload of whichever value comes last.
+/// A JSON record that gives a key twice, in any object of it however deep (in a value that
+/// `append` ignores too), is refused, naming the key, where it is and the line, rather than
+/// appending the payload of whichever value a parser keeps; nothing of it or after it is
+/// appended.
 #[test]
 fn json_keys_given_twice_are_refused() {
     let dir = tempdir();
     let path = dir.path().join("k.dax");
     ok(&["create", p(&path), "--capacity", "64KiB"]);
-    for batch in ["1", "10"] {
-        ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
-        let out = daxlog_stdin(
-            &["append", p(&path), "--format", "json", "--batch", batch],
-            b"{\"text\":\"a\"}\n{\"hex\":\"00\",\"hex\":\"11\"}\n{\"hex\":\"22\"}\n",
-        );
-        assert_eq!(text(&out.stdout), "1\n", "--batch {batch}");
-        assert_eq!(
-            text(&out.stderr),
-            format!(
-                "error: {}: 1 record was appended (LSN 1); record 2 (line 2) is not valid \
-                 --format json input (the key \"hex\" is given twice: give each key once): it \
-                 and the rest of stdin were not appended\n",
-                path.display()
-            )
-        );
-        assert_eq!(out.status.code(), Some(4));
-        assert_eq!(ok(&["dump", p(&path)]), "1\t61\n");
+    for (record, what) in [
+        (
+            r#"{"hex":"00","hex":"11"}"#,
+            r#"the key "hex" is given twice"#,
+        ),
+        (
+            r#"{"lsn":{"n":1,"n":2},"hex":"11"}"#,
+            r#"the key "n" is given twice in the object at /lsn"#,
+        ),
+        (
+            r#"{"hex":"11","meta":[{"id":1},{"tags":{"t":1,"t":1}}]}"#,
+            r#"the key "t" is given twice in the object at /meta/1/tags"#,
+        ),
+    ] {
+        for batch in ["1", "10"] {
+            ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+            let input = format!("{{\"text\":\"a\"}}\n{record}\n{{\"hex\":\"22\"}}\n");
+            let out = daxlog_stdin(
+                &["append", p(&path), "--format", "json", "--batch", batch],
+                input.as_bytes(),
+            );
+            assert_eq!(text(&out.stdout), "1\n", "{record} --batch {batch}");
+            assert_eq!(
+                text(&out.stderr),
+                format!(
+                    "error: {}: 1 record was appended (LSN 1); record 2 (line 2) is not valid \
+                     --format json input ({what}: give each key once): it and the rest of \
+                     stdin were not appended\n",
+                    path.display()
+                )
+            );
+            assert_eq!(out.status.code(), Some(4));
+            assert_eq!(ok(&["dump", p(&path)]), "1\t61\n");
+        }
     }
+    // Nested objects whose keys differ are taken as before.
+    ok(&["create", p(&path), "--capacity", "64KiB", "--force"]);
+    let out = daxlog_stdin(
+        &["append", p(&path), "--format", "json"],
+        br#"{"lsn":{"a":1,"b":{"a":2}},"meta":[{"a":1},{"a":1}],"hex":"11"}"#,
+    );
+    assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
+    assert_eq!(ok(&["dump", p(&path)]), "1\t11\n");
 }
 
 /// `check` validates every entry whatever the environment says: a tail hint must not let the
@@ -2494,6 +2652,39 @@ fn edges_of_append_follow_create_and_check() {
     let out = daxlog(&["check", p(&path), "--strict"]);
     assert_error(4, &out, &path, "a writer has the log open");
     drop(log);
+}
+
+/// `follow --idle-exit` ends when its time is up, also below the tenth of a second between its
+/// looks at signals and at stdout: not rounded up to the next tenth.
+#[test]
+fn follow_idle_exit_is_not_rounded_up() {
+    let dir = tempdir();
+    let path = dir.path().join("idle.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    ok(&["append", p(&path), "--data", "x"]);
+    // A lower bound holds however loaded the machine is.
+    let t = Instant::now();
+    assert_eq!(ok(&["follow", p(&path), "--idle-exit", "0.25"]), "");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // 10 ms took at least 100 ms when idle time was counted in tenths; one run of a few
+    // under 80 ms shows it is not (a loaded machine may slow any one run down).
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(
+            ok(&["follow", p(&path), "--from", "1", "--idle-exit", "0.01"]),
+            "x\n"
+        );
+        times.push(t.elapsed());
+        if times.last() < Some(&Duration::from_millis(80)) {
+            return;
+        }
+    }
+    panic!("--idle-exit 0.01 took {times:?}");
 }
 
 /// `bench --dir` names a directory: a missing one and a file are told apart.

@@ -39,7 +39,8 @@ pub(crate) struct BenchArgs {
     /// /dev/shm, else the temporary directory].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Payload size; repeat the option or separate with commas [default: 64,256,1KiB,4KiB].
+    /// Payload size, at most the largest payload --capacity holds; repeat the option or
+    /// separate with commas [default: 64,256,1KiB,4KiB].
     #[arg(long = "size", value_name = "BYTES", value_parser = parse_size, value_delimiter = ',')]
     sizes: Vec<u64>,
     /// Threads appending to the same log at once (aggregate appends/s are reported).
@@ -92,10 +93,94 @@ enum ModeArg {
     CpuNt,
 }
 
+/// `--seconds` values: a number of seconds, at most an hour. How short is too short depends
+/// on `--reps`: [`check_seconds`] says, for 0 too.
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(s),
-        _ => Err(format!("'{text}' is not a number of seconds in (0, 3600]")),
+        Ok(s) if (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds from 0 to 3600"
+        )),
+    }
+}
+
+/// A usage error of `bench`: exit 2, as for values the parser refuses.
+fn usage(message: String) -> CliError {
+    CliError::Usage {
+        command: "bench",
+        message,
+    }
+}
+
+/// Refuses a `--seconds` that `--reps` splits into slices too short to time appends (0
+/// included), naming the least `--seconds` that works.
+fn check_seconds(seconds: f64, reps: u32) -> Result<(), CliError> {
+    let min_seconds = MIN_SLICE.as_secs_f64() * reps as f64;
+    // (With a margin for rounding: --seconds 0.005 --reps 5 is allowed.)
+    if seconds < min_seconds * (1.0 - 1e-9) {
+        return Err(usage(format!(
+            "--seconds {}: split into --reps {reps} slices, each lasts under {} ms, too short \
+             to time appends; give at least --seconds {}, or fewer --reps",
+            show_seconds(seconds),
+            MIN_SLICE.as_millis(),
+            // (Whole milliseconds: 9 x 0.001 is 0.009000000000000001 in binary.)
+            Duration::from_millis(MIN_SLICE.as_millis() as u64 * u64::from(reps)).as_secs_f64()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a `--size` or a `--recovery-bytes` that a log of `capacity` cannot hold (`default`:
+/// the capacity was not given), naming the largest value that works; returns the recovery
+/// bytes to fill: `--recovery-bytes`, else the default or all the log holds if less.
+fn check_fits(
+    sizes: &[u64],
+    recovery_bytes: Option<u64>,
+    capacity: u64,
+    default: bool,
+) -> Result<u64, CliError> {
+    let log = format!(
+        "a log of capacity {capacity} bytes ({}{})",
+        human(capacity),
+        if default { ", the default here" } else { "" }
+    );
+    let max_payload = crate::log::max_payload(capacity);
+    if let Some(&s) = sizes.iter().find(|&&s| s > max_payload) {
+        let what = if s > u32::MAX as u64 {
+            format!("the largest payload of an entry ({} bytes)", u32::MAX)
+        } else {
+            format!("the largest payload {log} holds")
+        };
+        let or = if max_payload < u32::MAX as u64 {
+            ", or a larger --capacity"
+        } else {
+            ""
+        };
+        return Err(usage(format!(
+            "--size {s}: larger than {what}; give at most --size {max_payload}{or}"
+        )));
+    }
+    // What the log has room for after its metadata: the default shrinks to it, an explicit
+    // value larger than it is refused (the rows would measure less than was asked).
+    let data_bytes = capacity - format::DATA_OFFSET as u64;
+    match recovery_bytes {
+        Some(r) if r > data_bytes => Err(usage(format!(
+            "--recovery-bytes {r}: more than {log} holds: it has room for {data_bytes} bytes of \
+             entries; give at most --recovery-bytes {data_bytes}, or a larger --capacity"
+        ))),
+        Some(r) => Ok(r),
+        None => Ok(DEFAULT_RECOVERY_BYTES.min(data_bytes)),
+    }
+}
+
+/// `seconds` in decimals, or in scientific notation when that would take more than 12
+/// characters (`1e-300`, not 300 zeros).
+fn show_seconds(seconds: f64) -> String {
+    let plain = seconds.to_string();
+    if plain.len() > 12 {
+        format!("{seconds:e}")
+    } else {
+        plain
     }
 }
 
@@ -178,6 +263,25 @@ struct RecoveryRow {
 
 pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     let started = Instant::now();
+    check_seconds(a.seconds, a.reps)?;
+    let sizes: Vec<u64> = if a.sizes.is_empty() {
+        DEFAULT_SIZES.to_vec()
+    } else {
+        a.sizes.clone()
+    };
+    // An explicit --capacity is checked against the other values before anything is done;
+    // the default depends on the free space of --dir.
+    if let Some(given) = a.capacity {
+        let c = round_capacity(given);
+        check_fits(&sizes, a.recovery_bytes, c, false)?;
+        if c != given {
+            // As `create` says it.
+            let _ = writeln!(
+                io::stderr().lock(),
+                "note: --capacity {given} bytes is not a multiple of 4096: rounded up to {c} bytes"
+            );
+        }
+    }
     let dir = a.dir.clone().unwrap_or_else(|| {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() {
@@ -220,51 +324,9 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         Some(c) => round_capacity(c),
         None => default_capacity(&dir)?,
     };
-    let sizes: Vec<u64> = if a.sizes.is_empty() {
-        DEFAULT_SIZES.to_vec()
-    } else {
-        a.sizes.clone()
-    };
-    let max_payload = capacity - format::DATA_OFFSET as u64 - format::HEADER_LEN as u64;
-    if let Some(&s) = sizes
-        .iter()
-        .find(|&&s| s > max_payload.min(u32::MAX as u64))
-    {
-        return Err(CliError::Failed(format!(
-            "--size {s}: larger than the largest payload a log of {} can hold",
-            human(capacity)
-        )));
-    }
+    let recovery_bytes = check_fits(&sizes, a.recovery_bytes, capacity, a.capacity.is_none())?;
     let modes = resolve_modes(&a.modes, &path)?;
     let slice = Duration::from_secs_f64(a.seconds / a.reps as f64);
-    let min_seconds = MIN_SLICE.as_secs_f64() * a.reps as f64;
-    // (With a margin for rounding: --seconds 0.005 --reps 5 is allowed.)
-    if a.seconds < min_seconds * (1.0 - 1e-9) {
-        return Err(CliError::Failed(format!(
-            "--seconds {}: split into --reps {} slices, each lasts under {} ms, too short to \
-             time appends; give at least --seconds {}, or fewer --reps",
-            a.seconds,
-            a.reps,
-            MIN_SLICE.as_millis(),
-            // (Whole milliseconds: 9 x 0.001 is 0.009000000000000001 in binary.)
-            Duration::from_millis(MIN_SLICE.as_millis() as u64 * u64::from(a.reps)).as_secs_f64()
-        )));
-    }
-    // What the log has room for after its metadata: the default shrinks to it, an explicit
-    // value larger than it is refused (the rows would measure less than was asked).
-    let data_bytes = capacity - format::DATA_OFFSET as u64;
-    let recovery_bytes = match a.recovery_bytes {
-        Some(r) if r > data_bytes => {
-            return Err(CliError::Failed(format!(
-                "--recovery-bytes {r}: more than a log of capacity {capacity} bytes ({}) holds: \
-                 it has room for {data_bytes} bytes of entries; give at most that, or a larger \
-                 --capacity",
-                human(capacity)
-            )))
-        }
-        Some(r) => r,
-        None => DEFAULT_RECOVERY_BYTES.min(data_bytes),
-    };
     let ctx = Ctx {
         path,
         capacity,
@@ -321,8 +383,15 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<14} {:>7} {:>7} {:>13} {:>11} {:>10} {:>14}",
-            "mode", "size", "path", "appends/s", "ns/append", "MB/s", "recovery GB/s"
+            "{:<14} {:>7} {:>7} {:>13} {:>11} {:>10} {:>14} {:>15}",
+            "mode",
+            "size",
+            "path",
+            "appends/s",
+            "ns/append",
+            "MB/s",
+            "recovery GB/s",
+            "recovery bytes"
         )?;
         out.flush()?;
     }
@@ -379,19 +448,23 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
                 } else {
                     let mode_name =
                         format!("{}{}", mode.name(), if mode.durable() { "" } else { "*" });
-                    let recovery = rec.as_ref().map_or("-".to_string(), |r| {
-                        format!("{:.2}", r.bytes as f64 / r.seconds / 1e9)
+                    let (speed, bytes) = rec.as_ref().map_or(("-".into(), "-".into()), |r| {
+                        (
+                            format!("{:.2}", r.bytes as f64 / r.seconds / 1e9),
+                            thousands(r.bytes),
+                        )
                     });
                     writeln!(
                         out,
-                        "{:<14} {:>7} {:>7} {:>13} {:>11.1} {:>10.1} {:>14}",
+                        "{:<14} {:>7} {:>7} {:>13} {:>11.1} {:>10.1} {:>14} {:>15}",
                         mode_name,
                         size,
                         mode.path(size),
                         thousands(row.appends_per_sec.round() as u64),
                         row.ns_per_append,
                         mb_per_sec,
-                        recovery
+                        speed,
+                        bytes
                     )?;
                 }
                 out.flush()
@@ -426,7 +499,9 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
         writeln!(
             out,
             "ns/append: median over slices of the mean time of one append call; MB/s: payload \
-             bytes (10^6) per second; recovery GB/s: entry bytes scanned per second by open"
+             bytes (10^6) per second; recovery GB/s: entry bytes scanned per second by open; \
+             recovery bytes: entry bytes (headers included) in the log each open scanned, whole \
+             entries of the row's size"
         )?;
         writeln!(out, "total time {:.1} s", started.elapsed().as_secs_f64())?;
         out.flush()?;
@@ -592,7 +667,9 @@ fn measure_row(
         return Ok((row, None));
     }
 
-    // A fresh log, filled to the recovery size with large batches (untimed).
+    // A fresh log, filled with large batches (untimed) of whole entries: to the first entry
+    // that reaches the recovery size, or as many as the log holds if that is fewer (then less
+    // than the recovery size, by less than one entry). The rows give the bytes filled.
     drop(log);
     let log = create()?;
     let entry = format::entry_len(size) as u64;
@@ -741,8 +818,23 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&mut []), 0.0);
-        assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("-0.1").is_err());
+        assert!(parse_seconds("3600.5").is_err());
         assert_eq!(parse_seconds("0.2"), Ok(0.2));
+        // 0 is refused with the other values too short for --reps, naming the least that works.
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        let e = check_seconds(0.0, 5).unwrap_err();
+        assert_eq!(e.exit_code(), crate::cli::EXIT_USAGE);
+        assert!(
+            e.to_string().contains("give at least --seconds 0.005"),
+            "{e}"
+        );
+        assert!(check_seconds(0.005, 5).is_ok());
+        assert!(check_seconds(1.0, 1000).is_ok());
+        assert_eq!(show_seconds(0.0049), "0.0049");
+        assert_eq!(show_seconds(0.0), "0");
+        assert_eq!(show_seconds(1e-9), "0.000000001");
+        assert_eq!(show_seconds(1e-300), "1e-300");
     }
 }

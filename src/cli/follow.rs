@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
@@ -53,6 +53,14 @@ fn stdout_reader_gone() -> bool {
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
+/// How long to wait for the next entry after `idle` without one: a tenth of a second (between
+/// looks at SIGINT, SIGTERM and a closed stdout), or what is left of `--idle-exit` if less, so
+/// that it ends when its time is up, not at the next tenth.
+fn wait(idle_limit: Option<Duration>, idle: Duration) -> Duration {
+    let tick = Duration::from_millis(100);
+    idle_limit.map_or(tick, |l| tick.min(l.saturating_sub(idle)))
+}
+
 /// Prints entries as they become durable, until SIGINT or SIGTERM (exit 0), a closed stdout
 /// (exit 0) or `--idle-exit`. Truncations that overtake it are said on stderr, with the LSNs
 /// it could not print.
@@ -75,20 +83,19 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
     let mut payload = Vec::new();
     let mut line = Vec::new();
     let idle_limit = a.idle_exit.map(Duration::from_secs_f64);
-    let mut idle = Duration::ZERO;
-    let tick = Duration::from_millis(100);
+    let mut idle_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Print what is there at once; wait only when caught up (then flush).
         let got = match r.next_into(&mut payload) {
             Ok(None) => {
                 out.flush()?;
-                r.next_into_timeout(&mut payload, tick)
+                r.next_into_timeout(&mut payload, wait(idle_limit, idle_since.elapsed()))
             }
             other => other,
         };
         match got {
             Ok(Some(lsn)) => {
-                idle = Duration::ZERO;
+                idle_since = Instant::now();
                 line.clear();
                 if a.json {
                     write!(line, "{{\"lsn\":{lsn},\"len\":{},\"hex\":\"", payload.len())?;
@@ -104,8 +111,7 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
                 out.write_all(&line)?;
             }
             Ok(None) => {
-                idle += tick;
-                if idle_limit.is_some_and(|l| idle >= l) || stdout_reader_gone() {
+                if idle_limit.is_some_and(|l| idle_since.elapsed() >= l) || stdout_reader_gone() {
                     break;
                 }
             }
@@ -121,4 +127,19 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
     }
     out.flush()?;
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_exit_waits_no_longer_than_asked() {
+        let ms = Duration::from_millis;
+        assert_eq!(wait(None, ms(5000)), ms(100));
+        assert_eq!(wait(Some(ms(1)), ms(0)), ms(1));
+        assert_eq!(wait(Some(ms(150)), ms(100)), ms(50));
+        assert_eq!(wait(Some(ms(150)), ms(20)), ms(100));
+        assert_eq!(wait(Some(ms(150)), ms(151)), ms(0));
+    }
 }

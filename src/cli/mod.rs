@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 0 | success: the command did all it was asked; `check` found the log clean |
 //! | 1 | damage found: by `check` (a torn tail too, with `--strict`); by `dump`, `cat` and `info`, after they printed what they could; by any command that could not open a log because it is damaged |
-//! | 2 | usage error (unknown command or option, missing or malformed value), from the argument parser |
+//! | 2 | usage error: an unknown command or option, a missing or malformed value, or values that cannot work together (`bench --seconds` too short for its `--reps`, `--size` or `--recovery-bytes` larger than its `--capacity` holds), worded as the argument parser words its errors |
 //! | 3 | `check --salvage`: the readable entries were copied, but LSNs were lost in damaged regions |
 //! | 4 | operational error: I/O, not found, permission, locked by a writer, log full, not a daxlog file, an input record `append` cannot take, stdout closed during `append`, ... |
 //!
@@ -41,6 +41,8 @@ pub use size::parse_size;
 pub(crate) const EXIT_OK: u8 = 0;
 /// Damage found.
 pub(crate) const EXIT_DAMAGE: u8 = 1;
+/// A usage error: from the argument parser, or values that cannot work together.
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// `check --salvage` lost LSNs.
 pub(crate) const EXIT_LOSS: u8 = 3;
 /// An operational error.
@@ -73,12 +75,28 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         // The reader went away (`daxlog dump log | head`): not an error.
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(CliError::Usage { command, message }) => usage_error(command, &message),
         Err(e) => {
             let line = e.to_string().replace('\n', " ");
             let _ = writeln!(io::stderr().lock(), "error: {line}");
             e.exit_code()
         }
     })
+}
+
+/// Prints a usage error found after parsing as the argument parser prints its own (with the
+/// usage of `command`); returns its exit code.
+fn usage_error(command: &str, message: &str) -> u8 {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    // Gives the subcommands their full names (`daxlog bench`) for the usage line.
+    cli.build();
+    let e = match cli.find_subcommand_mut(command) {
+        Some(sub) => sub.error(clap::error::ErrorKind::ValueValidation, message),
+        None => cli.error(clap::error::ErrorKind::ValueValidation, message),
+    };
+    let _ = e.print();
+    EXIT_USAGE
 }
 
 fn run(cli: Cli) -> Result<u8, CliError> {
@@ -218,6 +236,12 @@ pub(crate) enum CliError {
     Failed(String),
     /// Damage, already worded (and naming its path): exit 1.
     Damaged(String),
+    /// Values of `command` that the parser accepted one by one but that cannot work together
+    /// (naming the option and what would work): a usage error, exit 2.
+    Usage {
+        command: &'static str,
+        message: String,
+    },
 }
 
 impl CliError {
@@ -233,6 +257,7 @@ impl CliError {
         match self {
             CliError::Log { source, .. } if is_damage(source) => EXIT_DAMAGE,
             CliError::Damaged(_) => EXIT_DAMAGE,
+            CliError::Usage { .. } => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -256,6 +281,7 @@ impl std::fmt::Display for CliError {
             CliError::Log { path, source } => f.write_str(&describe(path, source)),
             CliError::Output(e) => write!(f, "stdout: {}", os_text(e)),
             CliError::Failed(s) | CliError::Damaged(s) => f.write_str(s),
+            CliError::Usage { message, .. } => f.write_str(message),
         }
     }
 }

@@ -68,10 +68,15 @@ impl Format {
             Format::Json => {
                 let obj = match serde_json::from_slice::<Object>(raw) {
                     Ok(Object::Members(m)) => m,
-                    Ok(Object::Duplicate(key)) => {
+                    Ok(Object::Duplicate(d)) => {
                         return Err(format!(
-                            "the key {} is given twice: give each key once",
-                            show_text(key.as_bytes())
+                            "the key {} is given twice{}: give each key once",
+                            show_text(d.key.as_bytes()),
+                            if d.at.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" in the object at {}", pointer(&d.at))
+                            }
                         ))
                     }
                     Err(e) => {
@@ -129,11 +134,58 @@ impl Format {
     }
 }
 
-/// A JSON object's members, or the first key it gives twice (a map would keep only the last
-/// of its values, and so take a payload the producer may not have meant).
+/// A JSON object's members, or the first key that an object of it, at any depth, gives twice.
+///
+/// RFC 8259 says only that the names in an object SHOULD be unique, and parsers differ on which
+/// value of a repeated name they keep (a map keeps the last): a record that repeats one, even
+/// in a value `append` ignores, may not mean to another reader what it would mean here, so it
+/// is not taken at all.
 enum Object {
     Members(serde_json::Map<String, serde_json::Value>),
-    Duplicate(String),
+    Duplicate(Duplicate),
+}
+
+/// A key given twice, and where: the keys and array indexes from the record down to the
+/// object that gives it (none: the record itself).
+struct Duplicate {
+    key: String,
+    at: Vec<String>,
+}
+
+/// A JSON value in which no object gives a key twice, or the first key given twice.
+enum Checked {
+    Value(serde_json::Value),
+    Duplicate(Duplicate),
+}
+
+/// Reads the members of an object, the values checked too; at the first duplicate, the rest
+/// of the object is read only to check that the line is JSON.
+fn members<'de, A: serde::de::MapAccess<'de>>(mut m: A) -> Result<Object, A::Error> {
+    use serde::de::IgnoredAny;
+    let mut members = serde_json::Map::new();
+    while let Some(key) = m.next_key::<String>()? {
+        let found = if members.contains_key(&key) {
+            m.next_value::<IgnoredAny>()?;
+            Duplicate {
+                key,
+                at: Vec::new(),
+            }
+        } else {
+            match m.next_value::<Checked>()? {
+                Checked::Value(v) => {
+                    members.insert(key, v);
+                    continue;
+                }
+                Checked::Duplicate(mut d) => {
+                    d.at.insert(0, key);
+                    d
+                }
+            }
+        };
+        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        return Ok(Object::Duplicate(found));
+    }
+    Ok(Object::Members(members))
 }
 
 impl<'de> serde::Deserialize<'de> for Object {
@@ -146,23 +198,98 @@ impl<'de> serde::Deserialize<'de> for Object {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Object, A::Error> {
-                use serde::de::IgnoredAny;
-                let mut members = serde_json::Map::new();
-                while let Some(key) = m.next_key::<String>()? {
-                    if members.contains_key(&key) {
-                        // The rest is read only to check that the line is JSON.
-                        m.next_value::<IgnoredAny>()?;
-                        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                        return Ok(Object::Duplicate(key));
-                    }
-                    let value = m.next_value()?;
-                    members.insert(key, value);
-                }
-                Ok(Object::Members(members))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Object, A::Error> {
+                members(m)
             }
         }
         d.deserialize_map(Members)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde_json::Value;
+        /// Builds the value as `serde_json::Value` does, checking the keys of every object.
+        struct AnyValue;
+        impl<'de> serde::de::Visitor<'de> for AnyValue {
+            type Value = Checked;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_bool<E>(self, b: bool) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::Bool(b)))
+            }
+
+            fn visit_i64<E>(self, n: i64) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::from(n)))
+            }
+
+            fn visit_u64<E>(self, n: u64) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::from(n)))
+            }
+
+            fn visit_f64<E>(self, x: f64) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::from(x)))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::from(s)))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::String(s)))
+            }
+
+            fn visit_unit<E>(self) -> Result<Checked, E> {
+                Ok(Checked::Value(Value::Null))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Checked, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Checked>()? {
+                    match item {
+                        Checked::Value(v) => items.push(v),
+                        Checked::Duplicate(mut d) => {
+                            d.at.insert(0, items.len().to_string());
+                            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                            return Ok(Checked::Duplicate(d));
+                        }
+                    }
+                }
+                Ok(Checked::Value(Value::Array(items)))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Checked, A::Error> {
+                Ok(match members(m)? {
+                    Object::Members(m) => Checked::Value(Value::Object(m)),
+                    Object::Duplicate(d) => Checked::Duplicate(d),
+                })
+            }
+        }
+        d.deserialize_any(AnyValue)
+    }
+}
+
+/// The JSON Pointer (RFC 6901) of the keys and indexes `at`, for an error message: `/lsn/0`;
+/// at most 80 characters (the end kept), control characters escaped.
+fn pointer(at: &[String]) -> String {
+    let p: String = at
+        .iter()
+        .map(|seg| {
+            let seg = seg.replace('~', "~0").replace('/', "~1");
+            format!("/{}", clip(&seg).escape_debug())
+        })
+        .collect();
+    let n = p.chars().count();
+    if n > 80 {
+        format!("...{}", p.chars().skip(n - 80).collect::<String>())
+    } else {
+        p
     }
 }
 
@@ -310,6 +437,71 @@ mod tests {
         assert_eq!(
             dec(Format::Json, br#"{"lsn":{"a":1},"text":"x"}"#),
             Ok(b"x".to_vec())
+        );
+        // A key given twice in any object of the record, however deep, makes it malformed.
+        assert_eq!(
+            dec(Format::Json, br#"{"lsn":{"a":1,"a":2},"text":"x"}"#),
+            Err("the key \"a\" is given twice in the object at /lsn: give each key once".into())
+        );
+        assert_eq!(
+            dec(
+                Format::Json,
+                br#"{"text":"x","m":[0,{"b":[{"c":1,"c":1}]}]}"#
+            ),
+            Err(
+                "the key \"c\" is given twice in the object at /m/1/b/0: give each key once".into()
+            )
+        );
+        // Keys are compared as decoded: an escape does not make a name another.
+        assert_eq!(
+            dec(Format::Json, br#"{"text":"x","\u0074ext":"y"}"#),
+            Err("the key \"text\" is given twice: give each key once".into())
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"a/b":{"~":{"k":1,"k":1}},"hex":""}"#),
+            Err(
+                "the key \"k\" is given twice in the object at /a~1b/~0: give each key once".into()
+            )
+        );
+        // The first one in the line is named.
+        assert_eq!(
+            dec(Format::Json, br#"{"a":{"x":1,"x":2},"a":1}"#),
+            Err("the key \"x\" is given twice in the object at /a: give each key once".into())
+        );
+        // Still refused as not JSON when the line is not, and as not an object when it is not.
+        assert!(dec(Format::Json, br#"{"a":{"x":1,"x":2},"text":"x""#)
+            .unwrap_err()
+            .starts_with("not JSON: "));
+        assert_eq!(
+            dec(Format::Json, br#"[{"x":1,"x":2}]"#),
+            Err("not a JSON object: [{\"x\":2}]".into())
+        );
+        // Values are kept as they were: numbers, nesting, unicode.
+        assert_eq!(
+            dec(
+                Format::Json,
+                br#"{"x":[1,-2,3.5,1e400,null,true,"\u00e9",{}],"len":1,"text":"y"}"#
+            )
+            .unwrap_err(),
+            "not JSON: number out of range at line 1 column 20"
+        );
+        assert_eq!(
+            dec(
+                Format::Json,
+                br#"{"x":[1,-2,3.5,null,true,"\u00e9",{}],"len":1.0,"text":"y"}"#
+            ),
+            Err("\"len\" is 1.0 but the payload has 1 byte".into())
+        );
+        assert_eq!(
+            dec(
+                Format::Json,
+                br#"{"x":[1,-2,3.5,null,true,"\u00e9",{"y":{}}],"len":1,"text":"y"}"#
+            ),
+            Ok(b"y".to_vec())
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"hex":[1,{"a":"b"}]}"#),
+            Err("\"hex\" is not a string: [1,{\"a\":\"b\"}]".into())
         );
     }
 
