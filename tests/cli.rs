@@ -2654,10 +2654,9 @@ fn edges_of_append_follow_create_and_check() {
     drop(log);
 }
 
-/// `follow --idle-exit` ends when its time is up, also below the tenth of a second between its
-/// looks at signals and at stdout: not rounded up to the next tenth.
+/// `follow --idle-exit` waits as long as asked (at least), and ends with what it printed.
 #[test]
-fn follow_idle_exit_is_not_rounded_up() {
+fn follow_idle_exit_waits_as_long_as_asked() {
     let dir = tempdir();
     let path = dir.path().join("idle.dax");
     ok(&["create", p(&path), "--capacity", "64KiB"]);
@@ -2670,21 +2669,13 @@ fn follow_idle_exit_is_not_rounded_up() {
         "{:?}",
         t.elapsed()
     );
-    // 10 ms took at least 100 ms when idle time was counted in tenths; one run of a few
-    // under 80 ms shows it is not (a loaded machine may slow any one run down).
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        assert_eq!(
-            ok(&["follow", p(&path), "--from", "1", "--idle-exit", "0.01"]),
-            "x\n"
-        );
-        times.push(t.elapsed());
-        if times.last() < Some(&Duration::from_millis(80)) {
-            return;
-        }
-    }
-    panic!("--idle-exit 0.01 took {times:?}");
+    // (That it ends when its time is up, not at the next tenth of a second, is checked on the
+    // wait it computes, in src/cli/follow.rs: an upper bound on a process's run time here
+    // would depend on the machine's load.)
+    assert_eq!(
+        ok(&["follow", p(&path), "--from", "1", "--idle-exit", "0.01"]),
+        "x\n"
+    );
 }
 
 /// `bench --dir` names a directory: a missing one and a file are told apart.
