@@ -19,6 +19,10 @@
 //! it started) covered fewer appends each and were slower in all on the same disk, as their
 //! writes of the shared last page wait for one another (docs/DISK.md has the measurements).
 //!
+//! A leader that knows of more appenders than are ready (the appenders that asked for a sync
+//! lately) first waits a little for their appends, where a sync costs far more than the wait:
+//! see [`Log::gather`].
+//!
 //! Tickets are published strictly in order by the leader, and a ticket is published only
 //! after a sync that began after it was stored (FORMAT.md, 6a).
 
@@ -29,6 +33,12 @@ use crate::format::{ENTRY_ALIGN, MAX_INFLIGHT};
 use crate::group::SyncStats;
 use crate::log::Log;
 use crate::media::Media;
+
+/// A leader gathers only if it may wait at least this long: it waits by giving up its CPU
+/// (the appenders it waits for may need it), which costs a context switch or two, a few µs.
+/// So it gathers before syncs that write to a disk (100 µs and more), not before those that
+/// only flush caches or do nothing (tmpfs: under 1 µs), where a sync is cheaper than the wait.
+const GATHER_MIN: std::time::Duration = std::time::Duration::from_micros(10);
 
 impl<M: Media> Log<M> {
     /// In `msync` mode, the syncs the group commit made since the log was opened and the
@@ -42,6 +52,7 @@ impl<M: Media> Log<M> {
     /// having led the sync that covered it or waited for another's (module documentation).
     pub(crate) fn group_sync(&self, ticket: u64) -> Result<()> {
         let g = &self.group;
+        g.note_appender();
         let mut round = g.lock();
         // Set once this thread passed the sync point since it last slept.
         let mut at_gate = false;
@@ -83,7 +94,10 @@ impl<M: Media> Log<M> {
             at_gate = false;
             round.busy = true;
             drop(round);
+            let upto = self.gather(first, upto);
+            let began = std::time::Instant::now();
             let synced = self.sync_tickets(first, upto);
+            g.timed_sync(began.elapsed());
             if synced.is_ok() {
                 // Only the leader publishes in msync mode, one sync at a time.
                 self.publish_run(first, Some(upto));
@@ -93,6 +107,41 @@ impl<M: Media> Log<M> {
             g.signal_end(&mut round);
             synced?;
         }
+    }
+
+    /// The leader, before its sync of tickets `first..upto`: if more appenders asked for syncs
+    /// lately than are ready, waits a little (a part of an average sync) for their appends to
+    /// be ready too, so that one sync covers them. Returns the new end of the ready tickets.
+    ///
+    /// Without it, appenders appending in a loop split in two halves that take turns: the
+    /// half a sync covered stores its next entries while the next sync (of the other half)
+    /// runs, and each sync covers half of them (docs/DISK.md has the measurements).
+    ///
+    /// Only when the wait can pay: its bound is a part of an average sync, at least
+    /// [`GATHER_MIN`]. It changes only when the sync begins, never what it covers: the
+    /// tickets ready when it begins, as without it. (Under a simulator that schedules the
+    /// threads it does not wait: the schedules it would produce are among those the simulator
+    /// explores anyway.)
+    fn gather(&self, first: u64, mut upto: u64) -> u64 {
+        let (want, wait) = self.group.gather();
+        // (At most a ring's worth of tickets can be in flight.)
+        let want = u64::from(want).min(MAX_INFLIGHT as u64);
+        if upto - first >= want
+            || wait < GATHER_MIN
+            || self.pmem.media().schedules_threads()
+            || cfg!(loom)
+            || self.group.skip_gather()
+        {
+            return upto;
+        }
+        let had = upto;
+        let began = std::time::Instant::now();
+        while upto - first < want && began.elapsed() < wait {
+            std::thread::yield_now();
+            upto = self.ready_from(first);
+        }
+        self.group.gathered(upto > had, began.elapsed());
+        upto
     }
 
     /// msync mode, the ring of tickets in flight full: sleeps until a sync ends, unless the

@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicU64 as StdU64;
+
 use crate::sync::atomic::{AtomicBool, AtomicU64};
 use crate::sync::{Condvar, Mutex};
 
@@ -15,6 +17,29 @@ pub(crate) struct GroupCommit {
     /// Syncs made, and tickets they covered.
     syncs: AtomicU64,
     tickets: AtomicU64,
+    /// What leaders learn of the appenders, to gather them.
+    gather: Gather,
+}
+
+/// What the leaders that gather ([`GroupCommit::gather`]) learn of the appenders: hints for
+/// how long to wait, never what correctness rests on (so plain atomics, also under loom,
+/// where they would only multiply the interleavings to explore).
+#[derive(Default)]
+struct Gather {
+    /// The appenders that asked for a sync since the last leader began (one bit per thread,
+    /// folded modulo 64), and those of the window before.
+    seen: StdU64,
+    seen_before: StdU64,
+    /// A running average of a sync's duration, in nanoseconds.
+    sync_ns: StdU64,
+    /// Leaders that waited in vain one after the other (none of the appenders they waited
+    /// for came), and how many leaders from now on do not wait (1 << misses after a miss).
+    misses: StdU64,
+    skip: StdU64,
+    /// Leaders that waited, those of them that gained nothing, and the time they waited.
+    waits: StdU64,
+    vain: StdU64,
+    waited_ns: StdU64,
 }
 
 #[cfg(not(loom))]
@@ -42,6 +67,7 @@ impl GroupCommit {
             ended: Condvar::new(),
             syncs: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
+            gather: Gather::default(),
         }
     }
 
@@ -87,11 +113,75 @@ impl GroupCommit {
         self.tickets.fetch_add(tickets, Ordering::Relaxed);
     }
 
+    /// Records that the calling thread asks for a sync.
+    #[inline]
+    pub(crate) fn note_appender(&self) {
+        self.note(THREAD_NO.with(|n| *n));
+    }
+
+    /// Records that thread number `no` asks for a sync.
+    #[inline]
+    fn note(&self, no: u32) {
+        let bit = 1u64 << (no % 64);
+        if self.gather.seen.load(Ordering::Relaxed) & bit == 0 {
+            self.gather.seen.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// For a leader about to sync: how many appenders asked for a sync in this window and the
+    /// one before (a thread whose append the last sync covered asks again while this one
+    /// gathers), and how long the leader may wait for their appends to be ready.
+    pub(crate) fn gather(&self) -> (u32, Duration) {
+        let now = self.gather.seen.swap(0, Ordering::Relaxed);
+        let before = self.gather.seen_before.swap(now, Ordering::Relaxed);
+        let wait = Duration::from_nanos(self.gather.sync_ns.load(Ordering::Relaxed) / GATHER_PART);
+        ((now | before).count_ones(), wait)
+    }
+
+    /// True if this leader should not wait for others: the last ones waited in vain. (Only
+    /// leaders call this and [`GroupCommit::gathered`], one at a time.)
+    pub(crate) fn skip_gather(&self) -> bool {
+        let skip = self.gather.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.gather.skip.store(skip - 1, Ordering::Relaxed);
+        }
+        skip > 0
+    }
+
+    /// Records whether a leader's wait gained any append. After a wait in vain (appenders
+    /// that append now and then, not in a loop: the one a leader waits for appended in the
+    /// last window and will not come soon), the next 2, 4, ... 64 leaders do not wait, so
+    /// that such a load pays for at most one wait in 64 syncs.
+    pub(crate) fn gathered(&self, gained: bool, waited: Duration) {
+        self.gather.waits.fetch_add(1, Ordering::Relaxed);
+        let ns = waited.as_nanos().min(u64::MAX as u128) as u64;
+        self.gather.waited_ns.fetch_add(ns, Ordering::Relaxed);
+        if gained {
+            self.gather.misses.store(0, Ordering::Relaxed);
+        } else {
+            self.gather.vain.fetch_add(1, Ordering::Relaxed);
+            let m = (self.gather.misses.load(Ordering::Relaxed) + 1).min(6);
+            self.gather.misses.store(m, Ordering::Relaxed);
+            self.gather.skip.store(1 << m, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a sync that took `took`, into the running average.
+    pub(crate) fn timed_sync(&self, took: Duration) {
+        let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+        let avg = self.gather.sync_ns.load(Ordering::Relaxed);
+        let avg = if avg == 0 { ns } else { avg - avg / 8 + ns / 8 };
+        self.gather.sync_ns.store(avg, Ordering::Relaxed);
+    }
+
     /// Syncs made so far, and the appends they covered.
     pub(crate) fn stats(&self) -> SyncStats {
         SyncStats {
             syncs: self.syncs.load(Ordering::Relaxed),
             appends: self.tickets.load(Ordering::Relaxed),
+            waits: self.gather.waits.load(Ordering::Relaxed),
+            waits_in_vain: self.gather.vain.load(Ordering::Relaxed),
+            waited: Duration::from_nanos(self.gather.waited_ns.load(Ordering::Relaxed)),
         }
     }
 }
@@ -105,6 +195,13 @@ pub struct SyncStats {
     pub syncs: u64,
     /// Appends (a batch counts once) those syncs made durable.
     pub appends: u64,
+    /// Leaders that, before their sync, waited for the appends of other appenders to be ready
+    /// (on a disk, where a sync costs far more than the wait: see docs/DISK.md).
+    pub waits: u64,
+    /// Those of the waits that gained no append.
+    pub waits_in_vain: u64,
+    /// The time those waits took, in all.
+    pub waited: Duration,
 }
 
 impl SyncStats {
@@ -125,5 +222,81 @@ impl SyncStats {
 /// 16 KiB no gain showed (docs/DISK.md).
 pub(crate) const MSYNC_NT_THRESHOLD: usize = 64 << 10;
 
+/// A leader waits at most this part of an average sync for the appends of the others to be
+/// ready (1/4: a sync of twice the appends for a quarter more time).
+const GATHER_PART: u64 = 4;
+
+std::thread_local! {
+    /// A number per thread, in the order of their first appends: 64 threads in a row get 64
+    /// different bits in [`Gather::seen`].
+    static THREAD_NO: u32 = {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
 /// How long a waiting appender sleeps before it looks at the poison flag again.
 const WAIT: Duration = Duration::from_millis(10);
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A leader counts the appenders of its window and of the one before.
+    #[test]
+    fn leaders_count_the_appenders_of_two_windows() {
+        let g = GroupCommit::new();
+        g.gather.sync_ns.store(400_000, Ordering::Relaxed);
+        for no in [1, 2, 3, 7, 7, 71] {
+            g.note(no); // (71 is 7 again, modulo 64)
+        }
+        assert_eq!(g.gather(), (4, Duration::from_micros(100)));
+        g.note(9);
+        g.note(1);
+        assert_eq!(
+            g.gather().0,
+            5,
+            "this window's 9 and 1 and the last one's 1, 2, 3, 7"
+        );
+        assert_eq!(g.gather().0, 2, "the last window's 9 and 1");
+        assert_eq!(g.gather().0, 0);
+    }
+
+    /// Waits in vain make the next leaders skip 2, 4, ... 64 waits; a wait that gains resets.
+    #[test]
+    fn waits_in_vain_back_off() {
+        let g = GroupCommit::new();
+        let skipped = |g: &GroupCommit| {
+            let mut n = 0;
+            while g.skip_gather() {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(skipped(&g), 0);
+        for want in [2, 4, 8, 16, 32, 64, 64, 64] {
+            g.gathered(false, Duration::from_micros(10));
+            assert_eq!(skipped(&g), want);
+        }
+        g.gathered(true, Duration::from_micros(10));
+        assert_eq!(skipped(&g), 0);
+        g.gathered(false, Duration::from_micros(10));
+        assert_eq!(skipped(&g), 2);
+        let st = g.stats();
+        assert_eq!((st.waits, st.waits_in_vain), (10, 9));
+        assert_eq!(st.waited, Duration::from_micros(100));
+    }
+
+    /// The average sync follows the syncs' durations.
+    #[test]
+    fn the_average_sync_follows_the_syncs() {
+        let g = GroupCommit::new();
+        g.timed_sync(Duration::from_micros(800));
+        assert_eq!(g.gather().1, Duration::from_micros(200));
+        for _ in 0..100 {
+            g.timed_sync(Duration::from_micros(40));
+        }
+        let wait = g.gather().1;
+        assert!(wait < Duration::from_micros(11), "{wait:?}");
+    }
+}
