@@ -270,6 +270,23 @@ impl Runner {
         si
     }
 
+    /// Ends a segment and checks every crash point from the sync of each append whose
+    /// non-temporal entries another thread synced to the append's return
+    /// ([`Segment::nt_synced_by_other`]), and one other point in `one_in` (decided by the
+    /// seed).
+    pub fn finish_nt_synced(&mut self, s: Session, one_in: u64) -> usize {
+        let si = self.keep(s);
+        let seg = Rc::get_mut(&mut self.segments[si]).expect("a segment just recorded");
+        seg.sampling = Some(Sampling {
+            one_in,
+            full: Vec::new(),
+            windows: seg.nt_synced_by_other(),
+        });
+        self.count_nt_synced(si);
+        self.check_segment(si);
+        si
+    }
+
     /// Adds the appends of segment `si` whose non-temporal entries another thread synced to
     /// [`NT_SYNCED_BY_OTHER`] (msync media with non-temporal stores, concurrent segments).
     fn count_nt_synced(&mut self, si: usize) {
@@ -423,7 +440,8 @@ impl Runner {
         if s.full.iter().any(|&i| {
             let e = &seg.events[i];
             e.start <= p && p <= e.end
-        }) {
+        }) || s.windows.iter().any(|w| w.contains(&p))
+        {
             return true;
         }
         mix(self.seed, &[si as u64, p as u64, 0x5a3]).is_multiple_of(s.one_in)

@@ -95,6 +95,8 @@ pub struct Sampling {
     pub one_in: u64,
     /// Every point inside these events (indices into the segment's events) is checked.
     pub full: Vec<usize>,
+    /// Every point in these ranges is checked.
+    pub windows: Vec<Range<usize>>,
 }
 
 /// An entry the log held when a segment started (as the recovery that began it found it).
