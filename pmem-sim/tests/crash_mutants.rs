@@ -41,7 +41,7 @@ fn targets(m: Mutant) -> &'static [&'static str] {
         Mutant::TornFromTail => &["wrap-batch-torn"],
         Mutant::LargeBatchNoContinues => &["batch"],
         Mutant::GroupSyncNoMarker => &["msync-marker-page"],
-        Mutant::MsyncNtNoFence => &["concurrent", "concurrent-checkpoint"],
+        Mutant::MsyncNtNoFence => &["msync-nt-group", "concurrent", "concurrent-checkpoint"],
     }
 }
 

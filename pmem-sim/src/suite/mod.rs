@@ -44,7 +44,7 @@ mod scenarios;
 mod segment;
 mod session;
 
-pub use runner::{AppCheck, Runner};
+pub use runner::{AppCheck, Runner, NT_SYNCED_BY_OTHER};
 pub use scenarios::{plain_scenario_names, scenario_names, Scenario, SCENARIOS, SIZES};
 pub use segment::{BaseEntry, Event, EventKind, Sampling, Segment, NEVER};
 pub use session::{encode_entry, Cut, Session};

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::rc::Rc;
 
 use daxlog::format::{self, EntryHeader, DATA_OFFSET, FLAG_PAD, HEADER_LEN};
-use daxlog::{Log, Options};
+use daxlog::{Log, Options, Persistence};
 
 use super::segment::{BaseEntry, Event, EventKind, Expect, Sampling, Segment, Start};
 use super::session::{current_slot, Session};
@@ -15,6 +15,12 @@ use crate::rng::{mix, Rng};
 use crate::{GenConfig, Op, PmemState, Run, SimMedia};
 
 // ---- The runner and the oracle -----------------------------------------------------------------
+
+/// The counter of a run's appends, in the checked concurrent segments on msync media with
+/// non-temporal stores, that stored non-temporally and whose entries another thread's group
+/// commit synced ([`Segment::nt_synced_by_other`]): the appends whose thread must fence before
+/// it marks its ticket ready. Reported by every run with such a segment.
+pub const NT_SYNCED_BY_OTHER: &str = "msync non-temporal appends synced by another thread";
 
 /// An application-level check of a recovered log at (segment, crash point).
 pub type AppCheck = dyn Fn(usize, usize, &Log<SimMedia>) -> Result<(), String>;
@@ -51,6 +57,10 @@ pub struct Runner {
     pub(crate) violations: u64,
     pub(crate) reports: Vec<String>,
     pub(crate) counters: BTreeMap<&'static str, Counter>,
+    /// msync media with non-temporal stores: appends of the checked concurrent segments whose
+    /// entries another thread synced ([`Segment::nt_synced_by_other`]); `None` until such a
+    /// segment is checked.
+    pub(crate) nt_synced: Option<u64>,
 }
 
 impl Runner {
@@ -85,10 +95,14 @@ impl Runner {
             violations: 0,
             reports: Vec::new(),
             counters: BTreeMap::new(),
+            nt_synced: None,
         }
     }
 
-    pub(crate) fn outcome(self) -> Outcome {
+    pub(crate) fn outcome(mut self) -> Outcome {
+        if let Some(n) = self.nt_synced {
+            self.count(NT_SYNCED_BY_OTHER, n);
+        }
         let stats = ScenarioStats {
             runs: 1,
             points: self.points,
@@ -251,8 +265,38 @@ impl Runner {
     /// Ends a segment, checks every crash image of it, and returns its index.
     pub fn finish(&mut self, s: Session) -> usize {
         let si = self.keep(s);
+        self.count_nt_synced(si);
         self.check_segment(si);
         si
+    }
+
+    /// Ends a segment and checks every crash point from the sync of each append whose
+    /// non-temporal entries another thread synced to the append's return
+    /// ([`Segment::nt_synced_by_other`]), and one other point in `one_in` (decided by the
+    /// seed).
+    pub fn finish_nt_synced(&mut self, s: Session, one_in: u64) -> usize {
+        let si = self.keep(s);
+        let seg = Rc::get_mut(&mut self.segments[si]).expect("a segment just recorded");
+        seg.sampling = Some(Sampling {
+            one_in,
+            full: Vec::new(),
+            windows: seg.nt_synced_by_other(),
+        });
+        self.count_nt_synced(si);
+        self.check_segment(si);
+        si
+    }
+
+    /// Adds the appends of segment `si` whose non-temporal entries another thread synced to
+    /// [`NT_SYNCED_BY_OTHER`] (msync media with non-temporal stores, concurrent segments).
+    fn count_nt_synced(&mut self, si: usize) {
+        let seg = &self.segments[si];
+        if self.variant.persistence == Persistence::Msync
+            && self.variant.nt_threshold != usize::MAX
+            && !seg.run.threads.is_empty()
+        {
+            *self.nt_synced.get_or_insert(0) += seg.nt_synced_by_other().len() as u64;
+        }
     }
 
     /// Ends a segment and checks only the crash points `sampling` selects.
@@ -396,7 +440,8 @@ impl Runner {
         if s.full.iter().any(|&i| {
             let e = &seg.events[i];
             e.start <= p && p <= e.end
-        }) {
+        }) || s.windows.iter().any(|w| w.contains(&p))
+        {
             return true;
         }
         mix(self.seed, &[si as u64, p as u64, 0x5a3]).is_multiple_of(s.one_in)

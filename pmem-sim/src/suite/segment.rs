@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use daxlog::format;
 
-use crate::{Run, ThreadId};
+use crate::{Op, Run, ThreadId};
 
 // ---- Segments ----------------------------------------------------------------------------------
 
@@ -95,6 +95,8 @@ pub struct Sampling {
     pub one_in: u64,
     /// Every point inside these events (indices into the segment's events) is checked.
     pub full: Vec<usize>,
+    /// Every point in these ranges is checked.
+    pub windows: Vec<Range<usize>>,
 }
 
 /// An entry the log held when a segment started (as the recovery that began it found it).
@@ -131,6 +133,36 @@ impl Segment {
     /// The entries the log held when the segment started.
     pub fn base(&self) -> &[BaseEntry] {
         &self.base
+    }
+
+    /// msync media: the appends whose thread stored entries with non-temporal stores and whose
+    /// entries another thread synced, each as the crash points from right before that sync to
+    /// the append's return (inclusive: it is acknowledged there). The sync of an append is the
+    /// first flush after its last non-temporal store whose range holds the append's last byte
+    /// (the group commit's `msync` of the tickets it covers; the range of the ticket before
+    /// ends 8 bytes into this one, at its end marker, and does not count). Such an append is
+    /// durable only if its thread fenced before it marked its ticket ready (what
+    /// `daxlog::mutants::Mutant::MsyncNtNoFence` leaves out).
+    pub fn nt_synced_by_other(&self) -> Vec<Range<usize>> {
+        let ops = &self.run.ops;
+        let mut windows = Vec::new();
+        for e in self.events.iter().filter(|e| e.kind == EventKind::Append) {
+            let end = e.end.min(ops.len());
+            let Some(last_nt) = (e.start..end).rev().find(|&i| {
+                self.run.thread_of(i) == e.thread
+                    && matches!(ops[i], Op::StoreNt { off, .. } if off >= format::DATA_OFFSET)
+            }) else {
+                continue;
+            };
+            let last = e.offset + e.bytes() - 1;
+            let sync = (last_nt + 1..ops.len()).find(
+                |&i| matches!(ops[i], Op::Flush { off, len } if off <= last && last < off + len),
+            );
+            if let Some(f) = sync.filter(|&i| self.run.thread_of(i) != e.thread) {
+                windows.push(f.min(end)..end + 1);
+            }
+        }
+        windows
     }
 
     /// Every entry the log holds at the end of the segment (with appends and truncations

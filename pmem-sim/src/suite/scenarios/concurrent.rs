@@ -301,6 +301,67 @@ pub(crate) fn msync_group_wrap(r: &mut Runner) -> Option<()> {
     Some(())
 }
 
+/// Plans for `threads` appenders of `each` appends nearly all at or above the non-temporal
+/// threshold of the `msync-nt-256` configuration (256 bytes with the 24-byte header): most
+/// single payloads of 232 to 300 bytes, one in six of 512 to 600 (the fused
+/// copy-and-checksum path), one in five a batch of two of 120 to 180 bytes (assembled on the
+/// stack, stored at once), one in eight a small append that takes cached stores.
+fn nt_plans(r: &mut Runner, threads: usize, each: usize) -> Vec<Vec<Vec<Vec<u8>>>> {
+    (0..threads)
+        .map(|_| {
+            (0..each)
+                .map(|_| {
+                    let sizes = match r.rng.below(120) {
+                        0..15 => vec![r.rng.range(0, 200)],
+                        15..39 => vec![r.rng.range(120, 180), r.rng.range(120, 180)],
+                        39..59 => vec![r.rng.range(512, 600)],
+                        _ => vec![r.rng.range(232, 300)],
+                    };
+                    sizes.into_iter().map(|n| r.payload(n)).collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// msync media with non-temporal stores: phases of five appenders whose appends nearly all
+/// reach the non-temporal threshold, in seeded interleavings, so that the group commit one of
+/// them leads syncs entries the others stored non-temporally; each of those must have been
+/// fenced by its own thread before it marked its ticket ready (an `msync` writes back what
+/// reached memory, not what waits in another core's write-combining buffers). Before each
+/// phase all but the newest entries are truncated, so that the later phases wrap. Every crash
+/// point from the sync that covers such an append to the append's return is checked, and one
+/// in 16 of the others; then a later session. msync configurations with non-temporal stores
+/// only.
+pub(crate) fn msync_nt_group(r: &mut Runner) -> Option<()> {
+    r.scale_images(1, 8);
+    let mut s = r.create(6 * 4096);
+    // Through the fused path before the appenders start: the simulator's first run of the copy
+    // kernel in a process creates its scratch mapping, and inside a concurrent phase that is
+    // slow enough to make the seeded interleaving differ from one run to the next.
+    appends(r, &mut s, &[600]);
+    let mut planned = 0;
+    for phase in 0..8 {
+        let next = s.next_lsn();
+        if next - s.first_lsn() > 4 {
+            s.truncate_before(next - 4);
+        }
+        let work = nt_plans(r, 5, 6);
+        planned += work.iter().flatten().count();
+        let seed = r.rng.next_u64();
+        s.concurrent(&work, seed, [0, 32][phase % 2]);
+    }
+    let appended = s
+        .events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Append && e.block > 0)
+        .count();
+    assert_eq!(appended, planned, "a concurrent append found the log full");
+    let si = r.finish_nt_synced(s, 16);
+    count_overlaps(r, si);
+    reopen_append(r, si, 300)
+}
+
 /// In segment `si`, how often a thread synced a range at the start of the data area right
 /// after (in its own operations) syncing one further on: a group commit whose reservations
 /// span the wrap, or two back to back.

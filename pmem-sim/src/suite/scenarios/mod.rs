@@ -52,6 +52,11 @@ fn msync_only(v: &Variant) -> bool {
     v.persistence == Persistence::Msync
 }
 
+/// The msync variants with non-temporal stores (for large appends).
+fn msync_nt(v: &Variant) -> bool {
+    msync_only(v) && v.nt_threshold != usize::MAX
+}
+
 /// Every scenario, in the order the mutant check tries them after a mutant's targets: its
 /// kind (`Fixed`, `Random`: drawn from the seed, `Hooked`: needs the engine's test switches), its name (in test filters and replay strings), its body (`group::function`: one
 /// file per group, and the function's doc says more), the variants it runs in, and what it
@@ -86,6 +91,7 @@ pub const SCENARIOS: &[Scenario] = &[
     row(Random, "concurrent-suffix",     concurrent::suffix_beside_appenders,   all,             "truncate_after (and truncate_before) beside three appenders"),
     row(Random, "concurrent-hint-wrap",  concurrent::concurrent_hint_wrap,      all,             "the tail hint with three appenders across the wrap"),
     row(Random, "msync-group-wrap",      concurrent::msync_group_wrap,          msync_only,      "the msync group commit across the wrap"),
+    row(Random, "msync-nt-group",        concurrent::msync_nt_group,            msync_nt,        "msync group commits over others' non-temporal appends"),
     row(Fixed,  "msync-marker-page",     reuse::msync_marker_page,              msync_only,      "an end marker on the next page, over a deleted entry"),
     row(Random, "failed-sync",           faults::failed_sync,                   all,             "a failed barrier: the error, then Poisoned"),
     row(Random, "journal-checkpoint",    journal::journal_checkpoint,           all,             "the metadata_journal example's checkpoint protocol"),

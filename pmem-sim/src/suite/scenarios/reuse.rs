@@ -289,7 +289,14 @@ pub(crate) fn many_laps(r: &mut Runner) -> Option<()> {
     }
     r.count("wraps", wraps);
     r.count("operations", ops);
-    r.finish_sampled(s, Sampling { one_in: 192, full });
+    r.finish_sampled(
+        s,
+        Sampling {
+            one_in: 192,
+            full,
+            windows: Vec::new(),
+        },
+    );
     Some(())
 }
 
