@@ -470,6 +470,7 @@ impl<M: Media> Log<M> {
         let mut current = slot;
         if writable {
             recover::repair_superblock(&mut pmem, &mut sb, path)?;
+            recover::persist_recovered(&mut pmem, &slot, &scan, path)?;
             current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
             recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
             // Every recovered entry is durable: readers in other processes may read them.

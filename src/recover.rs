@@ -10,7 +10,8 @@
 //!
 //! and, in a writable open only:
 //!
-//! 5. [`repair_superblock`]: a damaged copy rewritten from the good one (section 3);
+//! 5. [`repair_superblock`]: a damaged copy rewritten from the good one (section 3), and
+//!    [`persist_recovered`]: the entries of the last session written back and drained;
 //! 6. [`start_session`]: the slot with the cut at the next LSN and a fresh epoch, made durable
 //!    (section 7, "Epochs");
 //! 7. [`wipe_past_tail`]: the remains of an interrupted append, or the header of a complete
@@ -170,6 +171,49 @@ pub(crate) fn repair_superblock<M: Media>(
         }
     }
     Ok(())
+}
+
+/// Step 5b: makes the entries the last session appended durable, before the new session's
+/// slot puts them below its cut (where every entry is taken as acknowledged). An append that
+/// was in flight when its writer died (killed before its barrier) can be whole in the CPU
+/// cache or the page cache without being durable; recovery accepts it, readers are shown it,
+/// and later appends are acknowledged after it, so a power failure must not take it back.
+/// Entries below the old cut were made durable by the recovery that accepted them (or were
+/// acknowledged), and those before the tail hint's entry were published: from the higher of
+/// the cut and where the scan began on, the entries are written back (lines already clean
+/// cost little; in msync mode the kernel skips clean pages), then drained.
+pub(crate) fn persist_recovered<M: Media>(
+    pmem: &mut Pmem<M>,
+    slot: &Slot,
+    scan: &Scan,
+    path: &Path,
+) -> Result<()> {
+    let from = slot.cut_lsn.max(scan.scanned_from);
+    if from >= scan.next_lsn {
+        return Ok(());
+    }
+    // The offset of an entry at or before `from`: the index's, else where the scan began.
+    let began = if scan.scanned_from == slot.head_lsn {
+        slot.head_offset as usize
+    } else {
+        slot.hint_offset as usize
+    };
+    let start = match from.checked_sub(scan.index_base) {
+        Some(d) if !scan.index.is_empty() => {
+            let k = ((d / crate::index::INDEX_STRIDE) as usize).min(scan.index.len() - 1);
+            scan.index[k] as usize
+        }
+        _ => began,
+    };
+    let head = slot.head_offset as usize;
+    if start >= head && scan.tail < head && scan.wrap_at > 0 {
+        // From the first part across the wrap.
+        pmem.flush(start, scan.wrap_at - start);
+        pmem.flush(DATA_OFFSET, scan.tail - DATA_OFFSET);
+    } else if scan.tail > start {
+        pmem.flush(start, scan.tail - start);
+    }
+    pmem.drain().map_err(|e| Error::io(path, "drain", e))
 }
 
 /// Step 6: starts a new session and returns its slot, made durable: entries from here on must

@@ -163,3 +163,85 @@ fn a_suffix_truncation_makes_its_lowered_published_lsn_durable_before_its_slot()
         assert_eq!(log.next_lsn(), 6);
     }
 }
+
+/// A writer killed before the barrier of its append leaves the entry whole in the cache but
+/// not durable; the next writable open accepts it (and shows it to readers), and appends are
+/// acknowledged after it. Every crash image from that acknowledgement on must still hold both:
+/// the open makes what it recovered durable before its session's slot puts it below the cut.
+#[test]
+fn an_entry_a_killed_writer_left_in_the_cache_is_made_durable_by_the_next_open() {
+    use daxlog::format::{encode_entry, Slot, DATA_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::Media;
+    for persistence in [Persistence::Clwb, Persistence::Msync] {
+        let media = SimMedia::new(16384, persistence);
+        let obs = media.observer();
+        let log = Log::create_on(media, &Options::new()).unwrap();
+        for i in 0..5u8 {
+            log.append(&[i; 40]).unwrap();
+        }
+        let off = DATA_OFFSET + log.used_bytes() as usize;
+        let media = log.into_media();
+        let initial = obs.snapshot();
+        let sb = Superblock::decode(&initial[..SB_LEN]).unwrap();
+        let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
+            .into_iter()
+            .filter_map(|o| Slot::decode(&initial[o..o + 64], sb.salt, sb.capacity))
+            .max_by_key(|s| s.seq)
+            .unwrap();
+        let from = obs.ops();
+        // The killed writer's entry 6: stored, never written back.
+        let e6 = encode_entry(sb.salt, slot.epoch, 6, 0, &[6u8; 40]);
+        // SAFETY: no other thread uses the media; the range is past the log's tail.
+        unsafe { media.store(off, &e6) };
+        let log = Log::open_on(media, &Options::new()).unwrap();
+        assert_eq!(
+            log.len(),
+            6,
+            "{persistence:?}: the reopened log holds entry 6"
+        );
+        assert_eq!(log.append(b"seven").unwrap(), 7);
+        let acked = obs.ops();
+        drop(log);
+        let (ops, threads) = obs.ops_range(from, obs.ops());
+        let run = Run {
+            initial,
+            persistence,
+            ops,
+            threads,
+        };
+        let model = if persistence == Persistence::Msync {
+            Model::Msync
+        } else {
+            Model::Strict
+        };
+        let (mut images, mut bad) = (0, Vec::new());
+        run.for_each_point(|point, st| {
+            if from + point < acked {
+                return;
+            }
+            let ci = st.crash_images(model, &GenConfig::default(), point as u64);
+            for i in 0..ci.len() {
+                images += 1;
+                let img = ci.image(i);
+                match entries(&img, persistence) {
+                    Ok(got) if got.len() == 7 && got[6] == b"seven" => {}
+                    other => bad.push(format!(
+                        "point {point}, {}: {:?}",
+                        ci.describe(i),
+                        other.map(|e| e.len())
+                    )),
+                }
+            }
+        });
+        assert!(
+            images > 0,
+            "{persistence:?}: no crash image after the acknowledgement"
+        );
+        assert!(
+            bad.is_empty(),
+            "{persistence:?}: {} of {images} crash images lose acknowledged entries, e.g. {}",
+            bad.len(),
+            bad[0]
+        );
+    }
+}
