@@ -13,8 +13,8 @@ use crate::format::{
 };
 use crate::index::Index;
 use crate::map::{
-    allocate, ensure_allocated, fill_random, lock_exclusive, lock_replaced, lock_snapshot,
-    sync_parent_dir, MmapMedia,
+    allocate, ensure_allocated, fill_random, lock_dir, lock_exclusive, lock_replaced,
+    lock_snapshot, sync_parent_dir, MmapMedia,
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
@@ -207,28 +207,23 @@ impl Log<MmapMedia> {
         )?;
         // The file was allocated anew: its data area is zero.
         let log = Self::format(media, opts, path, true)?;
-        // Only what `old` found (and locked) is replaced: where nothing was, another creator
-        // may have placed its log meanwhile, and its writer may be appending to it.
-        let mut tmp = tmp;
-        let mut tries = 0;
-        loop {
-            let placed = match old {
-                Replaced::Nothing => tmp.persist_noclobber(path),
-                Replaced::File(_) | Replaced::Other => tmp.persist(path),
-            };
-            match placed {
-                Ok(_) => break,
-                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    tries += 1;
-                    if !opts.overwrite || tries > 8 {
-                        return Err(Error::AlreadyExists { path: path.into() });
-                    }
-                    old = Replaced::find(path, true)?;
-                    tmp = e.file;
-                }
-                Err(e) => return Err(Error::io(path, "rename", e.error)),
-            }
+        // Creators in this directory take turns from their look at what is at the path to
+        // their rename over it: another creator may have placed its log where nothing, a link
+        // or another entry was, and its writer may be appending to it. (A file found at the
+        // start has been locked since: a creator that finds it now is refused.)
+        let _turn = lock_dir(dir);
+        if !matches!(old, Replaced::File(_)) {
+            old = Replaced::find(path, opts.overwrite)?;
         }
+        let placed = match old {
+            // (No clobbering even so: a program that takes no turns may have put something.)
+            Replaced::Nothing => tmp.persist_noclobber(path),
+            Replaced::File(_) | Replaced::Other => tmp.persist(path),
+        };
+        placed.map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
+            _ => Error::io(path, "rename", e.error),
+        })?;
         drop(old);
         sync_parent_dir(path).map_err(|e| Error::io(path, "fsync (directory)", e))?;
         Ok(log)
@@ -724,7 +719,7 @@ fn check_mode(opts: &Options, writable: bool, path: &Path) -> Result<()> {
 
 /// What [`Log::create`] replaces at its path.
 enum Replaced {
-    /// Nothing: the new log is placed only if nothing appeared there meanwhile.
+    /// Nothing.
     Nothing,
     /// A file, locked as [`lock_replaced`] does until the new log is in place: a log that a
     /// writer, snapshot or reader holds open is refused.

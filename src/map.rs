@@ -505,6 +505,25 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     })
 }
 
+/// Locks the directory `dir` exclusively (a blocking `flock`) for as long as the returned file
+/// lives, so that the creators of logs in it take turns between their look at what is at a
+/// path and their rename over it (`Log::create`). `None` where the directory cannot be opened
+/// for reading or locked: then they do not take turns.
+pub(crate) fn lock_dir(dir: &Path) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(dir).ok()?;
+    loop {
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Some(dir);
+        }
+        if std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
 /// Before a log at `path` is replaced: if it is a file (not a link, whose target is never
 /// touched), takes its writer lock and the readers' byte exclusively, so that a log that a
 /// writer, a snapshot or a reader in any process holds open is refused with

@@ -296,17 +296,26 @@ fn durability_of_acknowledgements_is_reported() {
     }
 }
 
-/// Two creators that replace whatever is at a path, racing where nothing is yet: the one that
-/// places its log second finds the other's log, which a writer holds open, and is refused; it
-/// never renames it away from under that writer (whose acknowledged appends would then go to
-/// an unlinked file).
+/// Two creators that replace whatever is at a path, racing where nothing is yet, or a link
+/// (which is replaced itself): the one that places its log second finds the other's log, which
+/// a writer holds open, and is refused; it never renames it away from under that writer (whose
+/// acknowledged appends would then go to an unlinked file).
 #[test]
 fn racing_creators_never_replace_a_log_held_open() {
+    for link in [false, true] {
+        racing_creators(link);
+    }
+}
+
+fn racing_creators(link: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("race.dax");
     let (mut both, mut refused) = (0, 0);
     for run in 0..100 {
         let _ = std::fs::remove_file(&path);
+        if link {
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), &path).unwrap();
+        }
         let start = std::sync::Barrier::new(2);
         let appended = std::sync::Barrier::new(2);
         let outcomes: Vec<Result<String, Error>> = std::thread::scope(|s| {
@@ -333,10 +342,13 @@ fn racing_creators_never_replace_a_log_held_open() {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let acked: Vec<&String> = outcomes.iter().filter_map(|r| r.as_ref().ok()).collect();
-        assert!(!acked.is_empty(), "run {run}: {outcomes:?}");
+        assert!(!acked.is_empty(), "link {link}, run {run}: {outcomes:?}");
         for r in &outcomes {
             if let Err(e) = r {
-                assert!(matches!(e, Error::Locked { .. }), "run {run}: {e}");
+                assert!(
+                    matches!(e, Error::Locked { .. }),
+                    "link {link}, run {run}: {e}"
+                );
                 refused += 1;
             }
         }
@@ -349,11 +361,14 @@ fn racing_creators_never_replace_a_log_held_open() {
         for p in &acked {
             assert!(
                 held.contains(&p.as_bytes().to_vec()),
-                "run {run}: {p:?} acknowledged, the log holds {held:?}"
+                "link {link}, run {run}: {p:?} acknowledged, the log holds {held:?}"
             );
         }
     }
-    assert_eq!(both, 0, "{both} of 100 runs had both creators succeed");
+    assert_eq!(
+        both, 0,
+        "link {link}: {both} of 100 runs had both creators succeed"
+    );
     // (The race was run, not avoided: most runs see the two creators overlap.)
-    assert!(refused > 0, "no creator was ever refused");
+    assert!(refused > 0, "link {link}: no creator was ever refused");
 }
