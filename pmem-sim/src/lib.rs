@@ -286,6 +286,15 @@ impl Inner {
     /// The range is in bounds and the caller has exclusive access to it (see `Media::store`).
     unsafe fn write(&self, off: usize, src: &[u8], op: Op) {
         pass_gate(&op);
+        // SAFETY: as for this function.
+        unsafe { self.write_gated(off, src, op) };
+    }
+
+    /// [`Inner::write`] for a thread that has passed its gate for `op` already.
+    ///
+    /// # Safety
+    /// As for [`Inner::write`].
+    unsafe fn write_gated(&self, off: usize, src: &[u8], op: Op) {
         let mut trace = self.lock_trace();
         // SAFETY: in bounds (the caller checked); exclusive access per the caller; `src` is a
         // separate borrow, so the ranges do not overlap.
@@ -361,6 +370,13 @@ impl Media for SimMedia {
         if src.is_empty() {
             return crc;
         }
+        // Its turn first (a scheduler gate looks at no operation's bytes): the kernel below
+        // takes a process-wide lock and, the first time, maps its scratch memory, and run
+        // outside the thread's turn that time would change the seeded interleaving.
+        pass_gate(&Op::StoreNt {
+            off,
+            data: Vec::new(),
+        });
         // The engine's real copy-and-checksum kernel, on a mapping at the same alignment: what
         // it stored and the checksum it returned are what the simulated media gets.
         let (stored, crc) = kernel::copy_nt_crc(off, src, crc);
@@ -368,8 +384,8 @@ impl Media for SimMedia {
             off,
             data: stored.clone(),
         };
-        // SAFETY: as for `store`; `stored` has the length of `src`.
-        unsafe { self.inner.write(off, &stored, op) };
+        // SAFETY: as for `store`; `stored` has the length of `src`; the gate was passed above.
+        unsafe { self.inner.write_gated(off, &stored, op) };
         crc
     }
 

@@ -336,9 +336,9 @@ fn nt_plans(r: &mut Runner, threads: usize, each: usize) -> Vec<Vec<Vec<Vec<u8>>
 pub(crate) fn msync_nt_group(r: &mut Runner) -> Option<()> {
     r.scale_images(1, 8);
     let mut s = r.create(6 * 4096);
-    // Through the fused path before the appenders start: the simulator's first run of the copy
-    // kernel in a process creates its scratch mapping, and inside a concurrent phase that is
-    // slow enough to make the seeded interleaving differ from one run to the next.
+    // Through the fused path once before the appenders start: the simulator's first run of
+    // its copy kernel in a process maps the kernel's scratch memory, which is kept out of the
+    // seeded phases (the kernel runs in its thread's turn in any case).
     appends(r, &mut s, &[600]);
     let mut planned = 0;
     for phase in 0..8 {
