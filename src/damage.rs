@@ -103,6 +103,12 @@ pub(crate) fn continuation(
     // one of them is the rest of that chain and ends there too. (Without this, a payload
     // holding a chain of n encoded entries costs n walks of up to n entries each.)
     let mut walked = std::collections::BTreeSet::new();
+    // And a bound on the entries walked in all: chains that merge into walked ones (an entry
+    // inside one entry's payload whose chain joins the next) are walked to their end again.
+    // Four times what the extent can hold keeps this linear in its size; past it the search
+    // gives up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append
+    // leaves such nests: only a crafted payload can.)
+    let mut budget = 4 * (claimed_end.saturating_sub(stop) / HEADER_LEN) + 64;
     while let Some((q, l)) =
         find_continuation(image, salt, slot, from, claimed_end, area_end, stop_lsn)
     {
@@ -114,6 +120,10 @@ pub(crate) fn continuation(
         let w = walk::walk_visit(image, salt, slot, q, l, |_, e, _| chain.push(e));
         if w.stop > claimed_end || w.stop < q {
             inner = Some((q, l));
+            break;
+        }
+        budget = budget.saturating_sub(chain.len());
+        if budget == 0 {
             break;
         }
         walked.extend(chain.into_iter().filter(|&e| e < w.stop));
@@ -197,38 +207,72 @@ struct Follows {
 }
 
 fn follows(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Follows {
-    // How many appends in flight may have left valid entries behind the refused one: one at a
-    // time, only the rest of the refused entry's own batch (whose next entries may be torn
-    // too), so at most one batch end, with nothing after it; overlapping appends, up to
-    // MAX_INFLIGHT - 1 other batches. (The refused entry's own flags cannot tell: its flag
-    // word may be one of those that did not reach media.)
-    let most = if slot.flags & SLOT_CONCURRENT == 0 {
-        1
-    } else {
-        MAX_INFLIGHT as u64 - 1
-    };
-    // Walk every run of valid entries from `(q, l)` on, across further refused entries: a
-    // second damaged entry must not hide the acknowledged ones behind it (a run that ends in
-    // one batch end would look like the rest of one batch), and every valid entry is counted.
-    let (mut q, mut l) = (q, l);
-    let (mut count, mut batch_ends) = (0, 0);
-    loop {
-        let w = walk::walk(image, salt, slot, q, l);
-        count += w.stop_lsn - l;
-        batch_ends += w.batches;
-        match continuation(image, salt, slot, w.stop, w.stop_lsn) {
-            // Damage again, and valid entries after it. An append left unfinished by this
-            // run may go on past the refused entry: it is counted by its end.
-            Some((q2, l2)) => (q, l) = (q2, l2),
-            None => {
-                // Entries after the last batch end: an append whose end was not seen.
-                let unfinished = u64::from(w.entries < w.stop_lsn - l);
-                return Follows {
-                    count,
-                    end: w.stop_lsn,
-                    in_flight: batch_ends + unfinished <= most,
-                };
+    Runs::from(image, salt, slot, q, l).follows(0, slot)
+}
+
+/// The runs of valid entries from a continuation `(q, l)` on, across further refused entries,
+/// to the last: what [`follows`] sums up, from any of them on. Walked once, so that a salvage
+/// that asks at every gap does not walk every later run again (and search past the last one
+/// again, up to [`SEARCH_BYTES`]), which made it quadratic in the gaps.
+struct Runs {
+    /// Each run's first position, its entries, and the batch ends among them.
+    runs: Vec<(usize, u64, u64)>,
+    /// The LSN after the last run.
+    end: Lsn,
+    /// The last run ends with entries after its last batch end: an append whose end was not
+    /// seen.
+    unfinished: bool,
+}
+
+impl Runs {
+    fn from(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Runs {
+        // Every run of valid entries from `(q, l)` on, across further refused entries: a
+        // second damaged entry must not hide the acknowledged ones behind it (a run that ends
+        // in one batch end would look like the rest of one batch), and every valid entry is
+        // counted.
+        let (mut q, mut l) = (q, l);
+        let mut runs = Vec::new();
+        loop {
+            let w = walk::walk(image, salt, slot, q, l);
+            runs.push((q, w.stop_lsn - l, w.batches));
+            match continuation(image, salt, slot, w.stop, w.stop_lsn) {
+                // Damage again, and valid entries after it. An append left unfinished by this
+                // run may go on past the refused entry: it is counted by its end.
+                Some((q2, l2)) => (q, l) = (q2, l2),
+                None => {
+                    return Runs {
+                        runs,
+                        end: w.stop_lsn,
+                        unfinished: w.entries < w.stop_lsn - l,
+                    }
+                }
             }
+        }
+    }
+
+    /// The run that begins at `q`, if it is one of these.
+    fn index_of(&self, q: usize) -> Option<usize> {
+        self.runs.iter().position(|r| r.0 == q)
+    }
+
+    /// [`follows`] from run `i` on.
+    fn follows(&self, i: usize, slot: &Slot) -> Follows {
+        // How many appends in flight may have left valid entries behind the refused one: one
+        // at a time, only the rest of the refused entry's own batch (whose next entries may be
+        // torn too), so at most one batch end, with nothing after it; overlapping appends, up
+        // to MAX_INFLIGHT - 1 other batches. (The refused entry's own flags cannot tell: its
+        // flag word may be one of those that did not reach media.)
+        let most = if slot.flags & SLOT_CONCURRENT == 0 {
+            1
+        } else {
+            MAX_INFLIGHT as u64 - 1
+        };
+        let count = self.runs[i..].iter().map(|r| r.1).sum();
+        let batch_ends: u64 = self.runs[i..].iter().map(|r| r.2).sum();
+        Follows {
+            count,
+            end: self.end,
+            in_flight: batch_ends + u64::from(self.unfinished) <= most,
         }
     }
 }
@@ -264,6 +308,8 @@ pub(crate) fn salvage(
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
     let mut pending: Vec<(Lsn, usize, u32)> = Vec::new();
+    // The runs after the first gap at or above the cut, walked once.
+    let mut runs: Option<Runs> = None;
     loop {
         let w = walk::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
             pending.push((l, p, h.len));
@@ -278,7 +324,21 @@ pub(crate) fn salvage(
             }
         });
         let next = continuation(image, salt, slot, w.stop, w.stop_lsn).filter(|&(q, l)| {
-            w.stop_lsn < slot.cut_lsn || !follows(image, salt, slot, q, l).in_flight
+            if w.stop_lsn < slot.cut_lsn {
+                return true;
+            }
+            let i = match runs.as_ref().and_then(|r| r.index_of(q)) {
+                Some(i) => i,
+                None => {
+                    runs = Some(Runs::from(image, salt, slot, q, l));
+                    0
+                }
+            };
+            !runs
+                .as_ref()
+                .expect("walked above")
+                .follows(i, slot)
+                .in_flight
         });
         match next {
             // Damage inside acknowledged data: what the walk held back of a batch broken by

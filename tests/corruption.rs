@@ -494,17 +494,10 @@ fn a_torn_batch_with_two_torn_entries_stays_a_torn_tail() {
     assert!(gaps.is_empty(), "{gaps:?}");
 }
 
-/// A torn last entry whose payload holds a long chain of encoded entries of the log (salt and
-/// epoch right, LSNs continuing) stays a torn tail, and deciding so takes one walk of the
-/// chain, not one per entry in it (which, for the 8 MiB payload here, ran for many minutes).
-#[test]
-fn a_torn_entry_holding_a_chain_of_encoded_entries_is_judged_in_one_walk() {
+/// The salt of the log at `path` and the epoch of its current session.
+fn salt_and_epoch(path: &Path) -> (u32, u32) {
     use daxlog::format::{Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("chain.dax");
-    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
-    log.append(b"one").unwrap();
-    let file = std::fs::File::open(&path).unwrap();
+    let file = std::fs::File::open(path).unwrap();
     let at = |off: usize, len: usize| {
         let mut b = vec![0u8; len];
         file.read_exact_at(&mut b, off as u64).unwrap();
@@ -516,37 +509,73 @@ fn a_torn_entry_holding_a_chain_of_encoded_entries_is_judged_in_one_walk() {
         .filter_map(|o| Slot::decode(&at(o, format::SLOT_LEN), sb.salt, sb.capacity))
         .max_by_key(|s| s.seq)
         .unwrap();
-    // Entry 2's payload: entries 3, 4, ... with empty payloads, 8 MiB of them.
-    let mut chain = Vec::with_capacity(8 << 20);
-    let mut lsn = 3;
-    while chain.len() + HEADER_LEN <= 8 << 20 {
-        chain.extend_from_slice(&format::encode_entry(sb.salt, slot.epoch, lsn, 0, b""));
-        lsn += 1;
-    }
-    let second = log.next_lsn();
-    assert_eq!(log.append(&chain).unwrap(), 2);
+    (sb.salt, slot.epoch)
+}
+
+/// A log of entry 1 and a torn entry 2 whose payload `chain(salt, epoch)` makes, opened
+/// read-only: its LSNs and how its tail ended. (The open runs in a thread of its own, bounded
+/// only to report a hang as a failure, not as a measure of speed.)
+fn open_with_torn_payload(chain: impl FnOnce(u32, u32) -> Vec<u8>) -> (Vec<u64>, TailState) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.dax");
+    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
+    log.append(b"one").unwrap();
+    let (salt, epoch) = salt_and_epoch(&path);
+    assert_eq!(log.append(&chain(salt, epoch)).unwrap(), 2);
     drop(log);
     // Torn: its checksum does not match (as if the append was interrupted).
-    let off = DATA_OFFSET as u64 + format::entry_len(3) as u64;
-    flip(&path, off, 1);
+    flip(&path, DATA_OFFSET as u64 + format::entry_len(3) as u64, 1);
     let (tx, rx) = std::sync::mpsc::channel();
-    let p = path.clone();
     std::thread::spawn(move || {
         let _ = tx.send(
-            Log::open_read_only(&p, &Options::new())
+            Log::open_read_only(&path, &Options::new())
                 .map(|l| (lsns(&l), l.recovery().tail_state.clone())),
         );
     });
-    // (A bound only to report a hang as a failure, not a measure of speed.)
-    let (got, tail) = rx
-        .recv_timeout(std::time::Duration::from_secs(120))
+    rx.recv_timeout(std::time::Duration::from_secs(120))
         .expect("the open did not end")
-        .unwrap();
+        .unwrap()
+}
+
+/// A torn last entry whose payload holds a long chain of encoded entries of the log (salt and
+/// epoch right, LSNs continuing) stays a torn tail, and deciding so takes one walk of the
+/// chain, not one per entry in it (which, for the 8 MiB payload here, ran for many minutes).
+#[test]
+fn a_torn_entry_holding_a_chain_of_encoded_entries_is_judged_in_one_walk() {
+    let (got, tail) = open_with_torn_payload(|salt, epoch| {
+        // Entries 3, 4, ... with empty payloads, 8 MiB of them.
+        let mut chain = Vec::with_capacity(8 << 20);
+        let mut lsn = 3;
+        while chain.len() + HEADER_LEN <= 8 << 20 {
+            chain.extend_from_slice(&format::encode_entry(salt, epoch, lsn, 0, b""));
+            lsn += 1;
+        }
+        chain
+    });
     assert_eq!(
         got,
         vec![1],
-        "entry {second} is torn, and the chain inside it is no evidence"
+        "entry 2 is torn, and the chain inside it is no evidence"
     );
+    assert!(matches!(tail, TailState::Torn { .. }), "{tail:?}");
+}
+
+/// The same with chains that merge: every entry of the chain holds, in its payload, another
+/// entry that ends where the next one of the chain begins, with the LSN before it; a walk from
+/// each of those joins the chain and would walk it to its end again (8 MiB: many minutes).
+#[test]
+fn a_torn_entry_holding_merging_chains_is_judged_in_linear_time() {
+    let (got, tail) = open_with_torn_payload(|salt, epoch| {
+        let mut chain = Vec::with_capacity(8 << 20);
+        let mut lsn = 3;
+        while chain.len() + 56 <= 8 << 20 {
+            let side = format::encode_entry(salt, epoch, lsn, 0, &[0u8; 8]);
+            chain.extend_from_slice(&format::encode_entry(salt, epoch, lsn, 0, &side));
+            lsn += 1;
+        }
+        chain
+    });
+    assert_eq!(got, vec![1]);
     assert!(matches!(tail, TailState::Torn { .. }), "{tail:?}");
 }
 
@@ -597,4 +626,52 @@ fn a_slot_with_lsns_no_log_reaches_is_refused() {
         "writable: {:?}",
         r.map(|l| lsns(&l))
     );
+}
+
+/// A salvage of a log with thousands of damaged entries (every other one, all in one session)
+/// copies every whole entry and names every gap, and does it in time linear in the gaps: it
+/// used to walk every later run again at each gap and search past the last one again (4,000
+/// gaps took minutes).
+#[test]
+fn a_salvage_of_thousands_of_gaps_copies_every_whole_entry() {
+    const N: u64 = 8000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gaps.dax");
+    let log = Log::create(&path, &Options::new().capacity(64 << 20)).unwrap();
+    let mut offsets = Vec::new();
+    for l in 1..=N {
+        offsets.push(DATA_OFFSET as u64 + log.used_bytes());
+        log.append(&payload(l, 40)).unwrap();
+    }
+    drop(log);
+    // Entries 2, 4, ..., N - 2 damaged (a payload byte); N - 1 and N whole.
+    for l in (2..N - 1).step_by(2) {
+        flip(
+            &path,
+            offsets[(l - 1) as usize] + HEADER_LEN as u64 + 5,
+            0x20,
+        );
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let mut rescued = Vec::new();
+        let gaps = log
+            .salvage(|l, p| {
+                assert_eq!(p, payload(l, 40), "entry {l}");
+                rescued.push(l);
+            })
+            .unwrap();
+        let _ = tx.send((rescued, gaps));
+    });
+    // (A bound only to report a hang as a failure, not a measure of speed.)
+    let (rescued, gaps) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the salvage did not end");
+    let whole: Vec<u64> = (1..=N).filter(|l| l % 2 == 1 || *l == N).collect();
+    assert_eq!(rescued, whole);
+    assert_eq!(gaps.len() as u64, N / 2 - 1);
+    for (g, l) in gaps.iter().zip((2..N - 1).step_by(2)) {
+        assert_eq!((g.first_lsn, g.last_lsn), (l, l), "{g:?}");
+    }
 }
