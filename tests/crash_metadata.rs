@@ -16,14 +16,21 @@ const ENTRIES: u8 = 5;
 
 /// A log of [`ENTRIES`] entries, its image as a clean close left it.
 fn image(persistence: Persistence) -> Vec<u8> {
+    let (log, obs) = log_of(persistence, ENTRIES);
+    drop(log);
+    obs.snapshot()
+}
+
+/// A new log on simulated media holding `n` entries (entry `i` is 40 bytes of `i`), and the
+/// observer of its media.
+fn log_of(persistence: Persistence, n: u8) -> (Log<SimMedia>, pmem_sim::Observer) {
     let media = SimMedia::new(16384, persistence);
     let obs = media.observer();
     let log = Log::create_on(media, &Options::new()).unwrap();
-    for i in 0..ENTRIES {
+    for i in 0..n {
         log.append(&[i; 40]).unwrap();
     }
-    drop(log);
-    obs.snapshot()
+    (log, obs)
 }
 
 /// `img` as a version-1 writer would have left it.
@@ -126,12 +133,7 @@ fn a_crash_while_superblock_copies_are_rewritten_loses_nothing() {
 fn a_suffix_truncation_makes_its_lowered_published_lsn_durable_before_its_slot() {
     use daxlog::format::{PUBLISHED_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN};
     for persistence in [Persistence::Clwb, Persistence::Msync] {
-        let media = SimMedia::new(16384, persistence);
-        let obs = media.observer();
-        let log = Log::create_on(media, &Options::new()).unwrap();
-        for i in 0..10u8 {
-            log.append(&[i; 40]).unwrap();
-        }
+        let (log, obs) = log_of(persistence, 10);
         let from = obs.ops();
         log.truncate_after(5).unwrap();
         let (ops, _) = obs.ops_range(from, obs.ops());
@@ -173,12 +175,7 @@ fn an_entry_a_killed_writer_left_in_the_cache_is_made_durable_by_the_next_open()
     use daxlog::format::{encode_entry, Slot, DATA_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
     use daxlog::Media;
     for persistence in [Persistence::Clwb, Persistence::Msync] {
-        let media = SimMedia::new(16384, persistence);
-        let obs = media.observer();
-        let log = Log::create_on(media, &Options::new()).unwrap();
-        for i in 0..5u8 {
-            log.append(&[i; 40]).unwrap();
-        }
+        let (log, obs) = log_of(persistence, ENTRIES);
         let off = DATA_OFFSET + log.used_bytes() as usize;
         let media = log.into_media();
         let initial = obs.snapshot();
