@@ -168,60 +168,116 @@ fn a_suffix_truncation_makes_its_lowered_published_lsn_durable_before_its_slot()
 
 /// A writer killed before the barrier of its append leaves the entry whole in the cache but
 /// not durable; the next writable open accepts it (and shows it to readers), and appends are
-/// acknowledged after it. Every crash image from that acknowledgement on must still hold both:
-/// the open makes what it recovered durable before its session's slot puts it below the cut.
+/// acknowledged after it. Every crash image from that acknowledgement on must still hold all
+/// of them: the open makes what it recovered durable before its session's slot puts it below
+/// the cut. Also when the last session's entries wrap around the end of the file, when the scan
+/// starts at a tail hint, and both; each image is opened with and without the hint.
 #[test]
 fn an_entry_a_killed_writer_left_in_the_cache_is_made_durable_by_the_next_open() {
-    use daxlog::format::{encode_entry, Slot, DATA_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
-    use daxlog::Media;
     for persistence in [Persistence::Clwb, Persistence::Msync] {
-        let (log, obs) = log_of(persistence, ENTRIES);
-        let off = DATA_OFFSET + log.used_bytes() as usize;
-        let media = log.into_media();
-        let initial = obs.snapshot();
-        let sb = Superblock::decode(&initial[..SB_LEN]).unwrap();
-        let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
-            .into_iter()
-            .filter_map(|o| Slot::decode(&initial[o..o + 64], sb.salt, sb.capacity))
-            .max_by_key(|s| s.seq)
-            .unwrap();
-        let from = obs.ops();
-        // The killed writer's entry 6: stored, never written back.
-        let e6 = encode_entry(sb.salt, slot.epoch, 6, 0, &[6u8; 40]);
-        // SAFETY: no other thread uses the media; the range is past the log's tail.
-        unsafe { media.store(off, &e6) };
-        let log = Log::open_on(media, &Options::new()).unwrap();
-        assert_eq!(
-            log.len(),
-            6,
-            "{persistence:?}: the reopened log holds entry 6"
-        );
-        assert_eq!(log.append(b"seven").unwrap(), 7);
-        let acked = obs.ops();
-        drop(log);
-        let (ops, threads) = obs.ops_range(from, obs.ops());
-        let run = Run {
-            initial,
-            persistence,
-            ops,
-            threads,
-        };
-        let model = if persistence == Persistence::Msync {
-            Model::Msync
-        } else {
-            Model::Strict
-        };
-        let (mut images, mut bad) = (0, Vec::new());
-        run.for_each_point(|point, st| {
-            if from + point < acked {
-                return;
-            }
-            let ci = st.crash_images(model, &GenConfig::default(), point as u64);
-            for i in 0..ci.len() {
-                images += 1;
-                let img = ci.image(i);
-                match entries(&img, persistence) {
-                    Ok(got) if got.len() == 7 && got[6] == b"seven" => {}
+        for (what, opts, wrapped) in [
+            ("plain", Options::new(), false),
+            ("wrapped", Options::new(), true),
+            ("hinted", Options::new().tail_hint_every(512), false),
+            ("hinted, wrapped", Options::new().tail_hint_every(512), true),
+        ] {
+            let what = format!("{persistence:?}, {what}");
+            let (images, bad) = killed_writer_then_power_failure(persistence, &opts, wrapped);
+            assert!(
+                images > 0,
+                "{what}: no crash image after the acknowledgement"
+            );
+            assert!(
+                bad.is_empty(),
+                "{what}: {} opens (two per image) of {images} crash images lose acknowledged entries, e.g. {}",
+                bad.len(),
+                bad[0]
+            );
+        }
+    }
+}
+
+/// The run of the test above: returns the crash images checked and the failures.
+fn killed_writer_then_power_failure(
+    persistence: Persistence,
+    opts: &Options,
+    wrapped: bool,
+) -> (u64, Vec<String>) {
+    use daxlog::format::{encode_entry, Slot, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::Media;
+    let payload = |i: u32| vec![(i % 251) as u8; 40];
+    let media = SimMedia::new(16384, persistence);
+    let obs = media.observer();
+    let log = Log::create_on(media, opts).unwrap();
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    for i in 0..150 {
+        log.append(&payload(i)).unwrap();
+        want.push(payload(i));
+    }
+    if wrapped {
+        log.truncate_before(120).unwrap();
+        want.drain(..119);
+        for i in 150..210 {
+            log.append(&payload(i)).unwrap();
+            want.push(payload(i));
+        }
+    }
+    let next = log.next_lsn();
+    let media = log.into_media();
+    let initial = obs.snapshot();
+    let tail = {
+        let ro = Log::open_on_read_only(SimMedia::from_image(&initial, persistence), opts).unwrap();
+        ro.recovery().tail_offset as usize
+    };
+    assert_eq!(wrapped, tail < 8192, "the log wraps only when asked to");
+    let sb = Superblock::decode(&initial[..SB_LEN]).unwrap();
+    let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
+        .into_iter()
+        .filter_map(|o| Slot::decode(&initial[o..o + 64], sb.salt, sb.capacity))
+        .max_by_key(|s| s.seq)
+        .unwrap();
+    let from = obs.ops();
+    // The killed writer's next entry: stored, never written back.
+    let e = encode_entry(sb.salt, slot.epoch, next, 0, &[6u8; 40]);
+    // SAFETY: no other thread uses the media; the range is past the log's tail.
+    unsafe { media.store(tail, &e) };
+    let log = Log::open_on(media, opts).unwrap();
+    assert_eq!(
+        log.next_lsn(),
+        next + 1,
+        "the reopened log holds the cached entry"
+    );
+    want.push(vec![6u8; 40]);
+    log.append(b"after").unwrap();
+    want.push(b"after".to_vec());
+    let acked = obs.ops();
+    drop(log);
+    let (ops, threads) = obs.ops_range(from, obs.ops());
+    let run = Run {
+        initial,
+        persistence,
+        ops,
+        threads,
+    };
+    let model = if persistence == Persistence::Msync {
+        Model::Msync
+    } else {
+        Model::Strict
+    };
+    let (mut images, mut bad) = (0, Vec::new());
+    run.for_each_point(|point, st| {
+        if from + point < acked {
+            return;
+        }
+        let ci = st.crash_images(model, &GenConfig::default(), point as u64);
+        for i in 0..ci.len() {
+            images += 1;
+            let img = ci.image(i);
+            for o in [Options::new(), opts.clone()] {
+                let got = Log::open_on_read_only(SimMedia::from_image(&img, persistence), &o)
+                    .map(|l| l.iter().map(|e| e.payload.to_vec()).collect::<Vec<_>>());
+                match got {
+                    Ok(got) if got == want => {}
                     other => bad.push(format!(
                         "point {point}, {}: {:?}",
                         ci.describe(i),
@@ -229,16 +285,7 @@ fn an_entry_a_killed_writer_left_in_the_cache_is_made_durable_by_the_next_open()
                     )),
                 }
             }
-        });
-        assert!(
-            images > 0,
-            "{persistence:?}: no crash image after the acknowledgement"
-        );
-        assert!(
-            bad.is_empty(),
-            "{persistence:?}: {} of {images} crash images lose acknowledged entries, e.g. {}",
-            bad.len(),
-            bad[0]
-        );
-    }
+        }
+    });
+    (images, bad)
 }
