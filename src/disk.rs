@@ -149,7 +149,7 @@ impl<M: Media> Log<M> {
     /// (then the caller looks again at once).
     pub(crate) fn wait_for_sync(&self, published: u64, resv: u128) {
         #[cfg(feature = "mutants")]
-        crate::mutants::pause_before_sync_wait();
+        crate::mutants::BEFORE_SYNC_WAIT.here();
         let round = self.group.lock();
         // A sync publishes, then ends under this lock: one that ends from here on is seen.
         if self.published.load(Ordering::Acquire) != published {

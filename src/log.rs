@@ -210,9 +210,12 @@ impl Log<MmapMedia> {
         // Creators in this directory take turns from their look at what is at the path to
         // their rename over it: another creator may have placed its log where nothing, a link
         // or another entry was, and its writer may be appending to it. (A file found at the
-        // start has been locked since: a creator that finds it now is refused.)
+        // start and still at the path has been locked since: a creator that finds it now is
+        // refused. But it may have been removed, and another log placed there since.)
+        #[cfg(feature = "mutants")]
+        crate::mutants::BEFORE_PLACING.here();
         let _turn = lock_dir(dir);
-        if !matches!(old, Replaced::File(_)) {
+        if !old.is_at(path) {
             old = Replaced::find(path, opts.overwrite)?;
         }
         let placed = match old {
@@ -723,13 +726,25 @@ enum Replaced {
     Nothing,
     /// A file, locked as [`lock_replaced`] does until the new log is in place: a log that a
     /// writer, snapshot or reader holds open is refused.
-    File(#[allow(dead_code)] std::fs::File),
+    File(std::fs::File),
     /// A symbolic link or another kind of entry, replaced itself (a link's target is never
     /// touched).
     Other,
 }
 
 impl Replaced {
+    /// True if this is a file, locked, that `path` still names.
+    fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Replaced::File(f) = self else {
+            return false;
+        };
+        match (f.metadata(), std::fs::symlink_metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
     /// Looks at `path`: a directory, or anything when `overwrite` is false, is refused.
     fn find(path: &Path, overwrite: bool) -> Result<Self> {
         match std::fs::symlink_metadata(path) {

@@ -114,38 +114,53 @@ pub(crate) fn take_panic_after_ready() -> bool {
     PANIC_AFTER_READY.swap(false, Ordering::SeqCst)
 }
 
-/// The pause before an msync reserver's sleep: off, armed, reached (the reserver waits), released.
-static PAUSE_SYNC_WAIT: AtomicU8 = AtomicU8::new(0);
+/// A place where a thread can be stopped, to hold a race's window open: off, armed, reached
+/// (the thread waits there), released.
+pub struct Pause(AtomicU8);
 
-/// Makes the next reserver that finds the ring of tickets full in msync mode stop in
-/// `wait_for_sync` after it read the reservation state and before it takes the round lock,
-/// until [`release_sync_wait`]: the window in which a suffix truncation's wake-up can be lost.
-pub fn arm_pause_before_sync_wait() {
-    PAUSE_SYNC_WAIT.store(1, Ordering::SeqCst);
-}
+impl Pause {
+    const fn new() -> Self {
+        Pause(AtomicU8::new(0))
+    }
 
-/// True while a reserver is stopped by [`arm_pause_before_sync_wait`].
-pub fn paused_before_sync_wait() -> bool {
-    PAUSE_SYNC_WAIT.load(Ordering::SeqCst) == 2
-}
+    /// Makes the next thread that reaches this place stop there until [`Pause::release`].
+    pub fn arm(&self) {
+        self.0.store(1, Ordering::SeqCst);
+    }
 
-/// Lets the reserver stopped by [`arm_pause_before_sync_wait`] go on (and disarms it).
-pub fn release_sync_wait() {
-    PAUSE_SYNC_WAIT.store(3, Ordering::SeqCst);
-}
+    /// True while a thread is stopped here.
+    pub fn reached(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 2
+    }
 
-/// Stops the calling reserver while the pause is armed (see [`arm_pause_before_sync_wait`]).
-pub(crate) fn pause_before_sync_wait() {
-    if PAUSE_SYNC_WAIT
-        .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok()
-    {
-        while PAUSE_SYNC_WAIT.load(Ordering::SeqCst) == 2 {
-            std::thread::sleep(std::time::Duration::from_micros(100));
+    /// Lets the stopped thread go on (and disarms the pause).
+    pub fn release(&self) {
+        self.0.store(3, Ordering::SeqCst);
+    }
+
+    /// Stops the calling thread here while the pause is armed.
+    pub(crate) fn here(&self) {
+        if self
+            .0
+            .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            while self.0.load(Ordering::SeqCst) == 2 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            self.0.store(0, Ordering::SeqCst);
         }
-        PAUSE_SYNC_WAIT.store(0, Ordering::SeqCst);
     }
 }
+
+/// In msync mode, a reserver that found the ring of tickets full, in `wait_for_sync` after it
+/// read the reservation state and before it takes the round lock: the window in which a suffix
+/// truncation's wake-up can be lost.
+pub static BEFORE_SYNC_WAIT: Pause = Pause::new();
+
+/// `Log::create`, its new log formatted, before it takes its turn in the directory and looks at
+/// the path again: the window in which the file it found there can be replaced.
+pub static BEFORE_PLACING: Pause = Pause::new();
 
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {

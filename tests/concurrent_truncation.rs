@@ -798,7 +798,7 @@ fn a_follower_never_reports_a_rewind_of_entries_it_did_not_return() {
 /// msync mode: a lone appender that finds reservations blocked by a suffix truncation sleeps
 /// until a sync ends; the truncation's wake-up may come before it sleeps, and it must still
 /// go on (no other sync may ever come). This test runs the race many times and meets the
-/// narrow window of that wake-up only now and then; `tests/msync_wakeup.rs` holds the window
+/// narrow window of that wake-up only now and then; `tests/held_races.rs` holds the window
 /// open and meets it every run.
 #[test]
 fn a_lone_msync_appender_goes_on_after_each_suffix_truncation() {

@@ -1,10 +1,15 @@
-//! A lone appender in msync mode that a suffix truncation blocks goes on once the truncation
-//! ends, even when the truncation's wake-up comes between the appender's look at the
-//! reservation state and its sleep: the window is held open by a pause that `daxlog::mutants`
-//! puts there, so the lost wake-up, if the engine allowed it, would happen every run.
+//! Races whose narrow window a pause of `daxlog::mutants` holds open, so that the race, if the
+//! engine allowed it, would be lost every run:
+//!
+//! - a lone appender in msync mode that a suffix truncation blocks goes on once the truncation
+//!   ends, even when the truncation's wake-up comes between the appender's look at the
+//!   reservation state and its sleep;
+//! - a creator that replaces a file it found at a path never replaces the log that another
+//!   creator placed there after that file was removed, while its writer appends.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
-//! dev-dependency enables it). In a binary of its own: the pause is process-wide.
+//! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
+//! process-wide.
 #![cfg(feature = "mutants")]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,8 +18,12 @@ use std::time::{Duration, Instant};
 
 use daxlog::{mutants, Error, Log, Options, PersistenceChoice};
 
+/// One test at a time (a pause stops whichever thread of the process reaches it first).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_reserver_woken_before_it_sleeps_goes_on() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(
         Log::create(
@@ -28,7 +37,7 @@ fn a_reserver_woken_before_it_sleeps_goes_on() {
     for n in 0u64..4 {
         log.append(&n.to_le_bytes()).unwrap();
     }
-    mutants::arm_pause_before_sync_wait();
+    mutants::BEFORE_SYNC_WAIT.arm();
     let progress = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (l, p, st) = (log.clone(), progress.clone(), stop.clone());
@@ -56,7 +65,7 @@ fn a_reserver_woken_before_it_sleeps_goes_on() {
     // has returned when `truncate_after` does, so its wake-up has come and gone.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut cuts = 0u64;
-    while !mutants::paused_before_sync_wait() {
+    while !mutants::BEFORE_SYNC_WAIT.reached() {
         // (Bounds only to report a hang as a failure, not measures of speed.)
         assert!(
             Instant::now() < deadline,
@@ -72,7 +81,7 @@ fn a_reserver_woken_before_it_sleeps_goes_on() {
         }
     }
     let before = progress.load(Ordering::SeqCst);
-    mutants::release_sync_wait();
+    mutants::BEFORE_SYNC_WAIT.release();
     let deadline = Instant::now() + Duration::from_secs(60);
     while progress.load(Ordering::SeqCst) <= before {
         assert!(
@@ -96,4 +105,44 @@ fn a_reserver_woken_before_it_sleeps_goes_on() {
         expect += 1;
     }
     assert!(expect > before, "the log ends at {expect}, before {before}");
+}
+
+#[test]
+fn a_creator_never_replaces_a_log_placed_after_the_file_it_found() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.dax");
+    // An old log at the path, held by nobody.
+    drop(Log::create(&path, &Options::new().capacity(1 << 20)).unwrap());
+    mutants::BEFORE_PLACING.arm();
+    let p = path.clone();
+    // Creator A replaces whatever is there: it finds the old log (and locks it), formats its
+    // own, and stops before it takes its turn to place it.
+    let a = std::thread::spawn(move || {
+        Log::create(&p, &Options::new().capacity(1 << 20).overwrite(true)).map(|_| ())
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mutants::BEFORE_PLACING.reached() {
+        // (A bound only to report a hang as a failure.)
+        assert!(
+            Instant::now() < deadline,
+            "creator A never reached its placing"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Meanwhile the old log is removed, and creator B places a new one; its writer appends.
+    std::fs::remove_file(&path).unwrap();
+    let b = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    b.append(b"acknowledged by B").unwrap();
+    mutants::BEFORE_PLACING.release();
+    let r = a.join().unwrap();
+    assert!(
+        matches!(r, Err(Error::Locked { .. })),
+        "creator A replaced the log B's writer holds: {r:?}"
+    );
+    b.append(b"and more").unwrap();
+    drop(b);
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    let held: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
+    assert_eq!(held, [b"acknowledged by B".to_vec(), b"and more".to_vec()]);
 }
