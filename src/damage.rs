@@ -211,17 +211,20 @@ fn follows(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Follows {
 }
 
 /// The runs of valid entries from a continuation `(q, l)` on, across further refused entries,
-/// to the last: what [`follows`] sums up, from any of them on. Walked once, so that a salvage
-/// that asks at every gap does not walk every later run again (and search past the last one
-/// again, up to [`SEARCH_BYTES`]), which made it quadratic in the gaps.
+/// to the last: what [`follows`] sums up, from any of them on. Walked and summed once, so that
+/// a salvage that asks at every gap does not walk every later run again (and search past the
+/// last one again, up to [`SEARCH_BYTES`]), which made it quadratic in the gaps.
 struct Runs {
-    /// Each run's first position, its entries, and the batch ends among them.
+    /// Each run's first position, and from it to the end: the entries, and the batch ends
+    /// among them.
     runs: Vec<(usize, u64, u64)>,
     /// The LSN after the last run.
     end: Lsn,
     /// The last run ends with entries after its last batch end: an append whose end was not
     /// seen.
     unfinished: bool,
+    /// Where [`Runs::index_of`] looks first (a salvage asks in order).
+    cursor: usize,
 }
 
 impl Runs {
@@ -232,27 +235,38 @@ impl Runs {
         // counted.
         let (mut q, mut l) = (q, l);
         let mut runs = Vec::new();
-        loop {
+        let (end, unfinished) = loop {
             let w = walk::walk(image, salt, slot, q, l);
             runs.push((q, w.stop_lsn - l, w.batches));
             match continuation(image, salt, slot, w.stop, w.stop_lsn) {
                 // Damage again, and valid entries after it. An append left unfinished by this
                 // run may go on past the refused entry: it is counted by its end.
                 Some((q2, l2)) => (q, l) = (q2, l2),
-                None => {
-                    return Runs {
-                        runs,
-                        end: w.stop_lsn,
-                        unfinished: w.entries < w.stop_lsn - l,
-                    }
-                }
+                None => break (w.stop_lsn, w.entries < w.stop_lsn - l),
             }
+        };
+        // From each run to the end.
+        let (mut count, mut batch_ends) = (0, 0);
+        for r in runs.iter_mut().rev() {
+            count += r.1;
+            batch_ends += r.2;
+            (r.1, r.2) = (count, batch_ends);
+        }
+        Runs {
+            runs,
+            end,
+            unfinished,
+            cursor: 0,
         }
     }
 
     /// The run that begins at `q`, if it is one of these.
-    fn index_of(&self, q: usize) -> Option<usize> {
-        self.runs.iter().position(|r| r.0 == q)
+    fn index_of(&mut self, q: usize) -> Option<usize> {
+        let i = (self.cursor..self.runs.len())
+            .chain(0..self.cursor)
+            .find(|&i| self.runs[i].0 == q)?;
+        self.cursor = i;
+        Some(i)
     }
 
     /// [`follows`] from run `i` on.
@@ -267,8 +281,7 @@ impl Runs {
         } else {
             MAX_INFLIGHT as u64 - 1
         };
-        let count = self.runs[i..].iter().map(|r| r.1).sum();
-        let batch_ends: u64 = self.runs[i..].iter().map(|r| r.2).sum();
+        let (_, count, batch_ends) = self.runs[i];
         Follows {
             count,
             end: self.end,
@@ -327,7 +340,7 @@ pub(crate) fn salvage(
             if w.stop_lsn < slot.cut_lsn {
                 return true;
             }
-            let i = match runs.as_ref().and_then(|r| r.index_of(q)) {
+            let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
                     runs = Some(Runs::from(image, salt, slot, q, l));
