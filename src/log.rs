@@ -214,7 +214,7 @@ impl Log<MmapMedia> {
         // refused. But it may have been removed, and another log placed there since.)
         #[cfg(feature = "mutants")]
         crate::mutants::BEFORE_PLACING.here();
-        let _turn = lock_dir(dir);
+        let turn = lock_dir(dir);
         if !old.is_at(path) {
             old = Replaced::find(path, opts.overwrite)?;
         }
@@ -227,6 +227,8 @@ impl Log<MmapMedia> {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
             _ => Error::io(path, "rename", e.error),
         })?;
+        // (The new log is at the path: the next creator's look finds it.)
+        drop(turn);
         drop(old);
         sync_parent_dir(path).map_err(|e| Error::io(path, "fsync (directory)", e))?;
         Ok(log)

@@ -505,23 +505,35 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     })
 }
 
-/// Locks the directory `dir` exclusively (a blocking `flock`) for as long as the returned file
-/// lives, so that the creators of logs in it take turns between their look at what is at a
-/// path and their rename over it (`Log::create`). `None` where the directory cannot be opened
-/// for reading or locked: then they do not take turns.
+/// Locks the directory `dir` exclusively (`flock`) for as long as the returned file lives, so
+/// that the creators of logs in it take turns between their look at what is at a path and
+/// their rename over it (`Log::create`). Creators hold it for a few system calls; the lock
+/// is not waited for longer than about 50 ms, since a program (or the caller itself, through
+/// another descriptor) may hold a lock on its own directory for long: then, and where the
+/// directory cannot be opened for reading, `None`, and creators do not take turns (their
+/// look at the path and no-clobber renames still refuse a log held open in all but a window
+/// of a few system calls).
 pub(crate) fn lock_dir(dir: &Path) -> Option<File> {
     use std::os::fd::AsRawFd;
-    let dir = File::open(dir).ok()?;
-    loop {
+    let dir_file = File::open(dir).ok()?;
+    for _ in 0..50 {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) };
+        let rc = unsafe { libc::flock(dir_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
-            return Some(dir);
+            return Some(dir_file);
         }
-        if std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
-            return None;
+        match std::io::Error::last_os_error().kind() {
+            ErrorKind::WouldBlock | ErrorKind::Interrupted => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            _ => return None,
         }
     }
+    tracing::warn!(
+        dir = %dir.display(),
+        "the directory is locked by another program: creating the log without taking turns"
+    );
+    None
 }
 
 /// Before a log at `path` is replaced: if it is a file (not a link, whose target is never

@@ -372,3 +372,28 @@ fn racing_creators(link: bool) {
     // (The race was run, not avoided: most runs see the two creators overlap.)
     assert!(refused > 0, "link {link}: no creator was ever refused");
 }
+
+/// A program that holds a lock on its own directory (the caller itself, through another
+/// descriptor, or a `flock DIR` script) does not keep a log from being created in it: the
+/// creators' turn is not waited for long.
+#[test]
+fn a_locked_directory_does_not_keep_a_log_from_being_created() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::fs::File::open(dir.path()).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let path = dir.path().join("in-locked-dir.dax");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Log::create(&p, &small()).and_then(|log| log.append(b"x")));
+    });
+    // (A bound only to report a hang as a failure.)
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the create waited for the directory's lock");
+    assert_eq!(r.unwrap(), 1);
+    drop(held);
+    assert_eq!(names(dir.path()), ["in-locked-dir.dax"]);
+}
