@@ -842,26 +842,32 @@ fn bench_json_rows() {
     );
 }
 
-/// `daxlog bench --json` of 64-byte msync appends on a 1 MiB log in `dir`.
-fn small_bench(dir: &Path, seconds: &str, reps: &str, recovery_bytes: &str) -> Output {
-    daxlog(&[
-        "bench",
-        "--dir",
-        p(dir),
-        "--seconds",
-        seconds,
-        "--reps",
-        reps,
-        "--size",
-        "64",
-        "--mode",
-        "msync",
-        "--capacity",
-        "1MiB",
-        "--recovery-bytes",
-        recovery_bytes,
-        "--json",
-    ])
+/// `daxlog bench` of 64-byte msync appends on a 1 MiB log in `dir`, one slice of 0.01 s and no
+/// recovery, with the options in `set` given other values (or added: an empty value adds the
+/// option alone).
+fn small_bench(dir: &Path, set: &[(&str, &str)]) -> Output {
+    let mut opts = vec![
+        ("--seconds", "0.01"),
+        ("--reps", "1"),
+        ("--size", "64"),
+        ("--mode", "msync"),
+        ("--capacity", "1MiB"),
+        ("--recovery-bytes", "0"),
+    ];
+    for &(flag, value) in set {
+        match opts.iter_mut().find(|o| o.0 == flag) {
+            Some(o) => o.1 = value,
+            None => opts.push((flag, value)),
+        }
+    }
+    let mut args = vec!["bench", "--dir", p(dir)];
+    for (flag, value) in opts {
+        args.push(flag);
+        if !value.is_empty() {
+            args.push(value);
+        }
+    }
+    daxlog(&args)
 }
 
 /// `bench --recovery-bytes` larger than the log can hold is refused as a usage error with both
@@ -869,7 +875,12 @@ fn small_bench(dir: &Path, seconds: &str, reps: &str, recovery_bytes: &str) -> O
 #[test]
 fn bench_refuses_more_recovery_bytes_than_the_log_holds() {
     let dir = tempdir();
-    let bench = |recovery: &str| small_bench(dir.path(), "0.01", "1", recovery);
+    let bench = |recovery: &str| {
+        small_bench(
+            dir.path(),
+            &[("--recovery-bytes", recovery), ("--json", "")],
+        )
+    };
     let refusal = |r: u64| {
         format!(
             "error: --recovery-bytes {r}: more than a log of capacity 1048576 bytes (1 MiB) \
@@ -909,23 +920,9 @@ fn bench_table_shows_the_recovery_bytes_filled() {
         ("1000", None, "1,056"),
         ("0", Some("-"), "-"),
     ] {
-        let out = ok(&[
-            "bench",
-            "--dir",
-            p(dir.path()),
-            "--seconds",
-            "0.01",
-            "--reps",
-            "1",
-            "--size",
-            "64",
-            "--mode",
-            "msync",
-            "--capacity",
-            "1MiB",
-            "--recovery-bytes",
-            recovery,
-        ]);
+        let run = small_bench(dir.path(), &[("--recovery-bytes", recovery)]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let out = text(&run.stdout);
         let header = out
             .lines()
             .find(|l| l.starts_with("mode"))
@@ -960,24 +957,10 @@ fn bench_table_shows_the_recovery_bytes_filled() {
 fn bench_refuses_sizes_the_log_cannot_hold() {
     let dir = tempdir();
     let bench = |capacity: &str, size: &str| {
-        daxlog(&[
-            "bench",
-            "--dir",
-            p(dir.path()),
-            "--seconds",
-            "0.01",
-            "--reps",
-            "1",
-            "--size",
-            size,
-            "--mode",
-            "msync",
-            "--capacity",
-            capacity,
-            "--recovery-bytes",
-            "0",
-            "--json",
-        ])
+        small_bench(
+            dir.path(),
+            &[("--capacity", capacity), ("--size", size), ("--json", "")],
+        )
     };
     assert_usage_error(
         &bench("8192", "64,4073"),
@@ -1023,7 +1006,12 @@ fn assert_usage_error(out: &Output, message: &str) {
 #[test]
 fn bench_refuses_slices_too_short_to_time() {
     let dir = tempdir();
-    let bench = |seconds: &str, reps: &str| small_bench(dir.path(), seconds, reps, "0");
+    let bench = |seconds: &str, reps: &str| {
+        small_bench(
+            dir.path(),
+            &[("--seconds", seconds), ("--reps", reps), ("--json", "")],
+        )
+    };
     for (seconds, shown, reps, least) in [
         ("0", "0", "5", "0.005"),
         ("1e-9", "0.000000001", "5", "0.005"),

@@ -3,6 +3,8 @@
 //! makes appends fail with `Full` naming its LSN instead of being overwritten, and a reopened
 //! log holds exactly the acknowledged entries after the last acknowledged truncation.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -815,29 +817,9 @@ fn a_lone_msync_appender_goes_on_after_each_suffix_truncation() {
     );
     let progress = std::sync::Arc::new(AtomicU64::new(0));
     let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let (l, p, st) = (log.clone(), progress.clone(), stop.clone());
-    // (Not a scoped thread: if it hangs, the test reports it instead of hanging too.)
-    let appender = std::thread::spawn(move || {
-        let mut n = 0u64;
-        while !st.load(Ordering::Relaxed) {
-            match l.append(&n.to_le_bytes()) {
-                Ok(lsn) => {
-                    p.store(lsn, Ordering::SeqCst);
-                    n += 1;
-                }
-                // Between two cuts this thread may append many entries (the cutter is only
-                // scheduled now and then on a loaded machine), so the log can fill up: keep
-                // the last few hundred.
-                Err(Error::Full { .. }) => {
-                    match l.truncate_before(l.next_lsn().saturating_sub(300)) {
-                        Ok(()) | Err(Error::LsnOutOfRange { .. }) => {}
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    });
+    // Between two cuts it may append many entries (the cutter is only scheduled now and then
+    // on a loaded machine), so the log can fill up: it keeps the last few hundred.
+    let appender = common::spawn_number_appender(log.clone(), 0, progress.clone(), stop.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     let (l, p) = (log.clone(), progress.clone());
     std::thread::spawn(move || {

@@ -494,24 +494,6 @@ fn a_torn_batch_with_two_torn_entries_stays_a_torn_tail() {
     assert!(gaps.is_empty(), "{gaps:?}");
 }
 
-/// The salt of the log at `path` and the epoch of its current session.
-fn salt_and_epoch(path: &Path) -> (u32, u32) {
-    use daxlog::format::{Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
-    let file = std::fs::File::open(path).unwrap();
-    let at = |off: usize, len: usize| {
-        let mut b = vec![0u8; len];
-        file.read_exact_at(&mut b, off as u64).unwrap();
-        b
-    };
-    let sb = Superblock::decode(&at(SB_PRIMARY_OFFSET, SB_LEN)).unwrap();
-    let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
-        .into_iter()
-        .filter_map(|o| Slot::decode(&at(o, format::SLOT_LEN), sb.salt, sb.capacity))
-        .max_by_key(|s| s.seq)
-        .unwrap();
-    (sb.salt, slot.epoch)
-}
-
 /// A log of entry 1 and a torn entry 2 whose payload `chain(salt, epoch)` makes, opened
 /// read-only: its LSNs and how its tail ended. (The open runs in a thread of its own, bounded
 /// only to report a hang as a failure, not as a measure of speed.)
@@ -520,7 +502,8 @@ fn open_with_torn_payload(chain: impl FnOnce(u32, u32) -> Vec<u8>) -> (Vec<u64>,
     let path = dir.path().join("chain.dax");
     let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
     log.append(b"one").unwrap();
-    let (salt, epoch) = salt_and_epoch(&path);
+    let (sb, slot) = common::current_slot_of(&path);
+    let (salt, epoch) = (sb.salt, slot.epoch);
     assert_eq!(log.append(&chain(salt, epoch)).unwrap(), 2);
     drop(log);
     // Torn: its checksum does not match (as if the append was interrupted).
@@ -584,7 +567,7 @@ fn a_torn_entry_holding_merging_chains_is_judged_in_linear_time() {
 /// typed error, read-only, writable and salvaging, instead of yielding entries numbered from 0.
 #[test]
 fn a_slot_with_lsns_no_log_reaches_is_refused() {
-    use daxlog::format::{Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::format::{Slot, SLOT0_OFFSET, SLOT1_OFFSET};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("top.dax");
     let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
@@ -596,10 +579,7 @@ fn a_slot_with_lsns_no_log_reaches_is_refused() {
         .write(true)
         .open(&path)
         .unwrap();
-    let mut b = vec![0u8; SB_LEN];
-    file.read_exact_at(&mut b, SB_PRIMARY_OFFSET as u64)
-        .unwrap();
-    let sb = Superblock::decode(&b).unwrap();
+    let (sb, _) = common::current_slot_of(&path);
     for off in [SLOT0_OFFSET, SLOT1_OFFSET] {
         let mut b = vec![0u8; format::SLOT_LEN];
         file.read_exact_at(&mut b, off as u64).unwrap();

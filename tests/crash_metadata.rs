@@ -8,6 +8,8 @@
 //!   (FORMAT.md section 11): after a power failure, a reader that opens the log before any
 //!   writer does trusts that LSN.
 
+mod common;
+
 use daxlog::format::{Superblock, PUBLISHED_OFFSET, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
 use daxlog::{Log, Options, Persistence};
 use pmem_sim::{GenConfig, Model, Op, Run, SimMedia};
@@ -31,6 +33,27 @@ fn log_of(persistence: Persistence, n: u8) -> (Log<SimMedia>, pmem_sim::Observer
         log.append(&[i; 40]).unwrap();
     }
     (log, obs)
+}
+
+/// The run of the operations `traced` from `initial` on, and the crash model of the media.
+fn run_of(
+    initial: Vec<u8>,
+    persistence: Persistence,
+    traced: (Vec<Op>, Vec<pmem_sim::ThreadId>),
+) -> (Run, Model) {
+    let (ops, threads) = traced;
+    let model = if persistence == Persistence::Msync {
+        Model::Msync
+    } else {
+        Model::Strict
+    };
+    let run = Run {
+        initial,
+        persistence,
+        ops,
+        threads,
+    };
+    (run, model)
 }
 
 /// `img` as a version-1 writer would have left it.
@@ -70,17 +93,7 @@ fn check_every_crash_of_the_open(what: &str, start: &[u8], persistence: Persiste
     drop(Log::open_on(media, &Options::new()).unwrap());
     let (ops, threads) = obs.ops_range(0, obs.ops());
     assert!(!ops.is_empty(), "{what}: the open wrote nothing");
-    let run = Run {
-        initial: start.to_vec(),
-        persistence,
-        ops,
-        threads,
-    };
-    let model = if persistence == Persistence::Msync {
-        Model::Msync
-    } else {
-        Model::Strict
-    };
+    let (run, model) = run_of(start.to_vec(), persistence, (ops, threads));
     let mut images = 0u64;
     run.for_each_point(|point, st| {
         let ci = st.crash_images(model, &GenConfig::default(), point as u64);
@@ -203,7 +216,7 @@ fn killed_writer_then_power_failure(
     opts: &Options,
     wrapped: bool,
 ) -> (u64, Vec<String>) {
-    use daxlog::format::{encode_entry, Slot, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::format::encode_entry;
     use daxlog::Media;
     let payload = |i: u32| vec![(i % 251) as u8; 40];
     let media = SimMedia::new(16384, persistence);
@@ -230,12 +243,7 @@ fn killed_writer_then_power_failure(
         ro.recovery().tail_offset as usize
     };
     assert_eq!(wrapped, tail < 8192, "the log wraps only when asked to");
-    let sb = Superblock::decode(&initial[..SB_LEN]).unwrap();
-    let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
-        .into_iter()
-        .filter_map(|o| Slot::decode(&initial[o..o + 64], sb.salt, sb.capacity))
-        .max_by_key(|s| s.seq)
-        .unwrap();
+    let (sb, slot) = common::current_slot(&initial);
     let from = obs.ops();
     // The killed writer's next entry: stored, never written back.
     let e = encode_entry(sb.salt, slot.epoch, next, 0, &[6u8; 40]);
@@ -253,17 +261,7 @@ fn killed_writer_then_power_failure(
     let acked = obs.ops();
     drop(log);
     let (ops, threads) = obs.ops_range(from, obs.ops());
-    let run = Run {
-        initial,
-        persistence,
-        ops,
-        threads,
-    };
-    let model = if persistence == Persistence::Msync {
-        Model::Msync
-    } else {
-        Model::Strict
-    };
+    let (run, model) = run_of(initial, persistence, (ops, threads));
     let (mut images, mut bad) = (0, Vec::new());
     run.for_each_point(|point, st| {
         if from + point < acked {

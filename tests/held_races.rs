@@ -12,6 +12,8 @@
 //! process-wide.
 #![cfg(feature = "mutants")]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,26 +42,7 @@ fn a_reserver_woken_before_it_sleeps_goes_on() {
     mutants::BEFORE_SYNC_WAIT.arm();
     let progress = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let (l, p, st) = (log.clone(), progress.clone(), stop.clone());
-    // (Not a scoped thread: if it hangs, the test reports it instead of hanging too.)
-    let appender = std::thread::spawn(move || {
-        let mut n = 4u64;
-        while !st.load(Ordering::Relaxed) {
-            match l.append(&n.to_le_bytes()) {
-                Ok(lsn) => {
-                    p.store(lsn, Ordering::SeqCst);
-                    n += 1;
-                }
-                Err(Error::Full { .. }) => {
-                    match l.truncate_before(l.next_lsn().saturating_sub(300)) {
-                        Ok(()) | Err(Error::LsnOutOfRange { .. }) => {}
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    });
+    let appender = common::spawn_number_appender(log.clone(), 4, progress.clone(), stop.clone());
     // Cut the last entry until the appender is caught in the window: it read a state that a
     // truncation blocked, and stopped before the round lock. The truncation that blocked it
     // has returned when `truncate_after` does, so its wake-up has come and gone.

@@ -86,7 +86,7 @@ fn a_hint_never_skips_past_a_suffix_truncation() {
 /// zeroed header).
 #[test]
 fn damage_before_the_hinted_entry_is_reported_by_a_full_scan() {
-    use daxlog::format::{Slot, Superblock, DATA_OFFSET, SB_LEN, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::format::DATA_OFFSET;
     use daxlog::Error;
     use std::os::unix::fs::FileExt;
     for zero in [false, true] {
@@ -110,12 +110,7 @@ fn damage_before_the_hinted_entry_is_reported_by_a_full_scan() {
             file.read_exact_at(&mut b, off as u64).unwrap();
             b
         };
-        let sb = Superblock::decode(&read(0, SB_LEN)).unwrap();
-        let slot = [SLOT0_OFFSET, SLOT1_OFFSET]
-            .into_iter()
-            .filter_map(|o| Slot::decode(&read(o, 64), sb.salt, sb.capacity))
-            .max_by_key(|s| s.seq)
-            .unwrap();
+        let (_, slot) = common::current_slot_of(&path);
         let hint = slot.hint_lsn;
         assert!(hint > 2, "the hint is at LSN {hint}");
         // Damage the entry before the hinted one: a payload byte, or its whole header.

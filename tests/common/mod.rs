@@ -61,3 +61,57 @@ pub fn payload(lsn: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The superblock and the current slot of the log whose metadata page is `meta` (its first
+/// 4096 bytes, or more).
+pub fn current_slot(meta: &[u8]) -> (daxlog::format::Superblock, daxlog::format::Slot) {
+    use daxlog::format::{Slot, Superblock, SB_LEN, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN};
+    let sb = Superblock::decode(&meta[..SB_LEN]).unwrap();
+    let at = |o: usize| Slot::decode(&meta[o..o + SLOT_LEN], sb.salt, sb.capacity);
+    let slot = Slot::pick(at(SLOT0_OFFSET), at(SLOT1_OFFSET)).expect("a valid slot");
+    (sb, slot)
+}
+
+/// [`current_slot`] of the log file at `path`.
+pub fn current_slot_of(
+    path: &std::path::Path,
+) -> (daxlog::format::Superblock, daxlog::format::Slot) {
+    use std::os::unix::fs::FileExt;
+    let mut meta = vec![0u8; daxlog::format::DATA_OFFSET];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut meta, 0)
+        .unwrap();
+    current_slot(&meta)
+}
+
+/// Appends the numbers `from`, `from + 1`, ... (8 bytes each) to `log` until `stop` is set,
+/// storing each acknowledged LSN in `progress`. When the log is full it keeps the last few
+/// hundred entries (a truncation of its own), so that it never stops for want of space.
+/// Runs on a thread of its own (not a scoped one: if it hangs, the test can report it).
+pub fn spawn_number_appender(
+    log: std::sync::Arc<daxlog::Log>,
+    from: u64,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let mut n = from;
+        while !stop.load(Ordering::Relaxed) {
+            match log.append(&n.to_le_bytes()) {
+                Ok(lsn) => {
+                    progress.store(lsn, Ordering::SeqCst);
+                    n += 1;
+                }
+                Err(daxlog::Error::Full { .. }) => {
+                    match log.truncate_before(log.next_lsn().saturating_sub(300)) {
+                        Ok(()) | Err(daxlog::Error::LsnOutOfRange { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+}
