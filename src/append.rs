@@ -346,8 +346,8 @@ impl<M: Media> Log<M> {
     }
 
     /// The persistence barrier of one reservation: write back the touched lines (unless they
-    /// were written non-temporally, and the end marker's line if the entries do not reach it)
-    /// and fence.
+    /// were written non-temporally: their partly written lines are written back already), and
+    /// the end marker's line if the entries do not reach it, and fence.
     #[inline]
     pub(crate) fn barrier(&self, start: usize, len: usize, nt: bool, marker: bool) -> Result<()> {
         #[cfg(feature = "mutants")]
@@ -359,8 +359,11 @@ impl<M: Media> Log<M> {
             self.pmem.flush(start, len);
         }
         // The marker is a cached store: its line needs a write-back unless the entries' own
-        // write-back covered it.
-        if marker && (nt || end.is_multiple_of(CACHE_LINE)) {
+        // covered it. Both cover it when it shares a line with them: cached entries write back
+        // every line they touch, and a non-temporal store writes back the partly written line
+        // it ends in (`Pmem::store_claimed`), after the marker, which was stored when the
+        // bytes were reserved.
+        if marker && end.is_multiple_of(CACHE_LINE) {
             self.pmem.flush(end, ENTRY_ALIGN);
         }
         self.barrier_drain()

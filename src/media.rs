@@ -20,6 +20,7 @@
 use std::sync::atomic::Ordering;
 
 pub(crate) use crate::persist::Persistence;
+use crate::persist::CACHE_LINE;
 use crate::sync::atomic::AtomicU64;
 
 /// Byte-addressable persistent media: the only way the engine touches a log's bytes.
@@ -437,36 +438,84 @@ impl<M: Media> Pmem<M> {
         Claim { start, end }
     }
 
-    /// Stores into a claimed range.
+    /// Stores into a claimed range, with non-temporal stores if `nt` (`off` and `src.len()`
+    /// then multiples of 8).
+    ///
+    /// In the CPU-flush modes a non-temporal store covers only the whole cache lines of the
+    /// range: the bytes of a line it shares with something else (the entry before, the end
+    /// marker after) are stored cached and that line written back at once, so that the
+    /// barrier's drain makes them durable with the rest. A non-temporal store to a line the
+    /// cache holds must first evict it, and a partial line leaves the write-combining buffer
+    /// as several small writes: the end marker, a cached store in the line after every append
+    /// once a log has wrapped, made non-temporal appends of a later lap 1.5 to 1.8 times
+    /// slower than this (64 B to 1 KiB, Intel Xeon guest).
     #[inline]
     pub(crate) fn store_claimed(&self, claim: &Claim, off: usize, src: &[u8], nt: bool) {
         assert!(
             off >= claim.start && src.len() <= claim.end.saturating_sub(off),
             "store outside its claim"
         );
-        // SAFETY: the range lies inside the claim, which lies inside the media and outside the
-        // live entries (checked when it was made), so no reader holds a slice of it; claims are
-        // disjoint and each is used by the one thread that owns it (see `Claim`), so no other
-        // store touches these bytes concurrently.
-        unsafe {
-            if nt {
-                self.media.store_nt(off, src)
-            } else {
-                self.media.store(off, src)
-            }
+        if !nt {
+            // SAFETY: the range lies inside the claim, which lies inside the media and outside
+            // the live entries (checked when it was made), so no reader holds a slice of it;
+            // claims are disjoint and each is used by the one thread that owns it (see
+            // `Claim`), so no other store touches these bytes concurrently.
+            return unsafe { self.media.store(off, src) };
         }
+        let (head, body, tail) = self.split_lines(off, src);
+        self.store_edge(off, head);
+        if !body.is_empty() {
+            // SAFETY: as above; `off + head.len()` and `body.len()` are multiples of 8.
+            unsafe { self.media.store_nt(off + head.len(), body) };
+        }
+        self.store_edge(off + head.len() + body.len(), tail);
     }
 
-    /// Stores into a claimed range with non-temporal stores (`off` and `src.len()` multiples
-    /// of 8) and returns `crc32c_append(crc, src)`.
+    /// [`Pmem::store_claimed`] with non-temporal stores, returning `crc32c_append(crc, src)`.
     #[inline]
     pub(crate) fn store_claimed_crc(&self, claim: &Claim, off: usize, src: &[u8], crc: u32) -> u32 {
         assert!(
             off >= claim.start && src.len() <= claim.end.saturating_sub(off),
             "store outside its claim"
         );
+        let (head, body, tail) = self.split_lines(off, src);
+        let crc = crate::persist::crc32c_append(crc, head);
+        self.store_edge(off, head);
         // SAFETY: as for `store_claimed`.
-        unsafe { self.media.store_nt_crc(off, src, crc) }
+        let crc = unsafe { self.media.store_nt_crc(off + head.len(), body, crc) };
+        self.store_edge(off + head.len() + body.len(), tail);
+        crate::persist::crc32c_append(crc, tail)
+    }
+
+    /// `src` to be stored at `off` non-temporally, split into the bytes before its first
+    /// whole cache line, the whole lines, and the bytes after them (in `msync` mode, where
+    /// lines are not written back one by one, all of it is the middle part).
+    #[inline(always)]
+    fn split_lines<'s>(&self, off: usize, src: &'s [u8]) -> (&'s [u8], &'s [u8], &'s [u8]) {
+        if !self.media.persistence().is_cpu_flush() {
+            return (&[], src, &[]);
+        }
+        let end = off + src.len();
+        let first = off.next_multiple_of(CACHE_LINE).min(end);
+        let last = (end & !(CACHE_LINE - 1)).max(first);
+        let (head, rest) = src.split_at(first - off);
+        let (body, tail) = rest.split_at(last - first);
+        (head, body, tail)
+    }
+
+    /// Stores the bytes of a partly written line (cached) and writes the line back.
+    #[inline(always)]
+    fn store_edge(&self, off: usize, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // SAFETY: part of a range `store_claimed` checked to lie in the caller's claim.
+        unsafe { self.media.store(off, bytes) };
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is(crate::mutants::Mutant::NtEdgeNoFlush) {
+            return;
+        }
+        self.media.flush(off, bytes.len());
     }
 
     /// Stores into the metadata area (below `data_start`), which readers never see.

@@ -60,11 +60,14 @@ pub enum Mutant {
     /// In msync mode an appender that stored its entries with non-temporal stores marks its
     /// ticket ready without the fence that makes them reach memory, where the sync reads them.
     MsyncNtNoFence = 18,
+    /// In the CPU-flush modes a non-temporal store does not write back the partly written
+    /// lines at its edges, which it stores cached.
+    NtEdgeNoFlush = 19,
 }
 
 impl Mutant {
     /// Every mutant, [`Mutant::None`] excluded.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::SkipLastLineFlush,
         Mutant::SkipFence,
         Mutant::FlushHeaderOnly,
@@ -83,6 +86,7 @@ impl Mutant {
         Mutant::LargeBatchNoContinues,
         Mutant::GroupSyncNoMarker,
         Mutant::MsyncNtNoFence,
+        Mutant::NtEdgeNoFlush,
     ];
 }
 

@@ -36,7 +36,7 @@ fn targets(m: Mutant) -> &'static [&'static str] {
         Mutant::WipeInSlotBarrier => &["wipe-revival"],
         Mutant::NoSuffixHeaderWipe => &["suffix-wrap-suffix", "suffix-revival"],
         Mutant::AbandonedNoPad => &["abandoned"],
-        Mutant::FusedHeaderCached => &["sizes"],
+        Mutant::FusedHeaderCached | Mutant::NtEdgeNoFlush => &["sizes"],
         Mutant::SlotSameCopy => &["truncate-head"],
         Mutant::TornFromTail => &["wrap-batch-torn"],
         Mutant::LargeBatchNoContinues => &["batch"],
@@ -87,10 +87,10 @@ fn crash_mutants_are_caught() {
             .filter(|n| !first.contains(n) && only(n))
             .collect();
         let order = [first, rest].concat();
-        // Variants where the mutated path runs first (the fused path needs non-temporal
-        // stores), then the others.
+        // Variants where the mutated path runs first (the fused path and the edges of a
+        // non-temporal store need non-temporal stores), then the others.
         let mut vs = variants();
-        if m == Mutant::FusedHeaderCached {
+        if matches!(m, Mutant::FusedHeaderCached | Mutant::NtEdgeNoFlush) {
             vs.sort_by_key(|v| v.nt_threshold == usize::MAX);
         }
         mutants::set(m);
