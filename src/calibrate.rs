@@ -4,22 +4,29 @@
 //! The crossover is a property of the machine, not a constant: on one AMD EPYC host
 //! non-temporal stores won from 64 B, on an Intel Xeon host of the same kind cached stores and
 //! `CLWB` won below about 1 KiB (docs/BENCHMARKS.md). So the first writable log of a process
-//! that uses CPU flushes times both paths at a few sizes on scratch memory (a few hundred
-//! microseconds, once per process and flush instruction) and takes the smallest size from
-//! which non-temporal stores are never slower. `Options::nt_threshold` (or
+//! that uses CPU flushes times whole appends both ways at a few sizes, on two scratch logs in
+//! memory (a few milliseconds, once per process and flush instruction), and takes the
+//! smallest size from which non-temporal stores are never slower. `Options::nt_threshold` (or
 //! `DAXLOG_NT_THRESHOLD` with `Options::from_env`) overrides it.
 //!
-//! What it measures is the CPU's side of an append: the copy, the write-backs and the fence
-//! on DRAM. On persistent memory the media adds its own costs (Optane wrote in 256-byte
-//! units, and non-temporal stores won there from about 256-512 B); where that matters, set the
-//! threshold explicitly.
+//! The scratch logs run the engine's own append path (reservation, encoding, checksum, end
+//! marker, write-back, fence, publication), with each round's lines evicted from the caches
+//! first, as a log's next lines are after a lap: timing the copy and the flush alone on
+//! line-aligned scratch memory once chose non-temporal stores where whole appends, whose
+//! entries straddle lines, were a quarter slower with them. What it cannot see are the
+//! media's own costs: it runs on DRAM (Optane wrote in 256-byte units, and non-temporal stores
+//! won there from about 256-512 B); where that matters, set the threshold explicitly.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::error::Result;
+use crate::format::{self, DATA_OFFSET, ENTRY_ALIGN};
 use crate::persist::{self, Persistence};
+use crate::{Log, MmapMedia, Options};
 
-/// The sizes timed (bytes on media per append).
+/// The payload sizes timed (the rows of [`Calibration::timings`] give their bytes on media, a
+/// 24-byte header and padding to 8 bytes more: entries that straddle cache lines, as most do).
 pub const SIZES: [usize; 7] = [64, 128, 256, 512, 1024, 2048, 4096];
 
 /// What the calibration found for one flush instruction.
@@ -31,11 +38,14 @@ pub struct Calibration {
     /// Appends (or batches) of at least this many bytes on media use non-temporal stores
     /// (`usize::MAX`: never).
     pub nt_threshold: usize,
-    /// Per size of [`SIZES`]: nanoseconds per append with cached stores and write-back, and
-    /// with non-temporal stores (medians of several rounds).
+    /// Per size of [`SIZES`]: the bytes on media of one entry, and nanoseconds per append with
+    /// cached stores and write-back, and with non-temporal stores (medians of several rounds);
+    /// empty if nothing was measured.
     pub timings: Vec<(usize, f64, f64)>,
     /// How long the calibration took.
     pub took: Duration,
+    /// Why nothing was measured (the threshold is then the default).
+    pub failure: Option<String>,
 }
 
 impl Calibration {
@@ -46,13 +56,16 @@ impl Calibration {
             usize::MAX => "cached stores + write-back at every size".to_string(),
             t => format!("non-temporal stores from {t} B"),
         };
+        if let Some(why) = &self.failure {
+            return format!("{threshold} (the default: not measured here, {why})");
+        }
         let table: Vec<String> = self
             .timings
             .iter()
             .map(|(s, c, n)| format!("{s} B {c:.0}/{n:.0} ns"))
             .collect();
         format!(
-            "{threshold} (measured here in {:.0} µs, {} vs non-temporal: {})",
+            "{threshold} (measured here on whole appends in {:.0} µs, {} vs non-temporal: {})",
             self.took.as_secs_f64() * 1e6,
             self.flush.name(),
             table.join(", ")
@@ -81,6 +94,8 @@ pub fn threshold_from(timings: &[(usize, f64, f64)]) -> usize {
 }
 
 /// The calibration for `flush` (a CPU-flush mode this CPU supports), made once per process.
+/// If the scratch logs cannot be made (no `memfd_create`), the default threshold is kept and
+/// [`Calibration::failure`] says why.
 pub fn for_flush(flush: Persistence) -> &'static Calibration {
     static CACHE: [OnceLock<Calibration>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let slot = match flush {
@@ -90,26 +105,104 @@ pub fn for_flush(flush: Persistence) -> &'static Calibration {
     };
     CACHE[slot].get_or_init(|| {
         let t = Instant::now();
-        let timings: Vec<(usize, f64, f64)> = SIZES
-            .iter()
-            .map(|&size| {
-                // Rounds of 16 KiB: enough stores to fill the write-combining buffers
-                // and the write queues, whose slack would make a short burst of either path
-                // look cheaper than it is when appends keep coming.
-                let per_round = ((16 << 10) / size).max(16);
-                let (cached, nt) = persist::time_paths(flush, size, 3, per_round);
-                (size, cached, nt)
-            })
-            .collect();
-        let c = Calibration {
-            flush,
-            nt_threshold: threshold_from(&timings),
-            timings,
-            took: t.elapsed(),
+        // The scratch logs' own events (mapped, created, CPU flushes forced) would read as the
+        // caller's: they go nowhere.
+        let measured = tracing::subscriber::with_default(
+            tracing::subscriber::NoSubscriber::default(),
+            || time_appends(flush),
+        );
+        let c = match measured {
+            Ok(timings) => Calibration {
+                flush,
+                nt_threshold: threshold_from(&timings),
+                timings,
+                took: t.elapsed(),
+                failure: None,
+            },
+            Err(e) => Calibration {
+                flush,
+                nt_threshold: crate::options::DEFAULT_NT_THRESHOLD,
+                timings: Vec::new(),
+                took: t.elapsed(),
+                failure: Some(e.to_string()),
+            },
         };
-        tracing::info!(calibration = %c.describe(), "daxlog: chose the persistence path of this host");
+        match &c.failure {
+            None => tracing::info!(calibration = %c.describe(), "daxlog: chose the persistence path of this host"),
+            Some(_) => tracing::warn!(calibration = %c.describe(), "daxlog: could not measure the persistence path of this host"),
+        }
         c
     })
+}
+
+/// Timed rounds per size (after one round of warm-up).
+const ROUNDS: usize = 3;
+
+/// Bytes of each scratch log: twice the largest round, and room for the wrap rule's waste.
+const SCRATCH_LOG: usize = DATA_OFFSET + (256 << 10);
+
+/// Times whole appends with `flush`, cached and non-temporal, with a payload of every size of
+/// [`SIZES`]: `(bytes on media, cached ns, nt ns)` per size, the median nanoseconds per append
+/// of [`ROUNDS`] rounds, the two paths interleaved round by round so that drift in the
+/// machine's speed hits both alike.
+///
+/// The scratch logs are in the state a log is in after its first lap (an end marker after
+/// every append), and the lines each round stores into are evicted from the caches first: a
+/// log's next lines were last written a lap ago, not a moment ago, and whether a line is
+/// cached decides which path wins (a cached store to a line that is not there must first
+/// fetch it; a non-temporal store to a line that is must first evict it). The first lap of a
+/// new log on a mapping just faulted in (zeroed pages, still cached) favours cached stores
+/// more: on an Intel Xeon guest by 10-20 % at 256-512 B.
+fn time_appends(flush: Persistence) -> Result<Vec<(usize, f64, f64)>> {
+    let scratch = |nt_threshold| -> Result<Log<MmapMedia>> {
+        let opts = Options::new()
+            .env_overrides(false)
+            .nt_threshold(nt_threshold);
+        Log::create_on(MmapMedia::scratch(SCRATCH_LOG, flush)?, &opts)
+    };
+    let logs = [scratch(usize::MAX)?, scratch(0)?];
+    let evictor = persist::Evictor::new();
+    let mut rows = Vec::with_capacity(SIZES.len());
+    for &size in &SIZES {
+        let payload = vec![0x5au8; size];
+        let entry = format::entry_len(size);
+        // Rounds of 16 KiB: enough stores to fill the write-combining buffers and the write
+        // queues, whose slack would make a short burst of either path look cheaper than it is
+        // when appends keep coming.
+        let per_round = ((16 << 10) / entry).max(16);
+        let bytes = per_round * entry;
+        let mut times = [Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS)];
+        for round in 0..=ROUNDS {
+            for (log, times) in logs.iter().zip(&mut times) {
+                if log.free_bytes() < 2 * bytes as u64 {
+                    log.reset()?;
+                }
+                if let Some(e) = &evictor {
+                    // The lines this round stores into (an append that does not fit before
+                    // the end of the file goes to the start of the data area).
+                    let tail = log.pmem.live().tail;
+                    let media = log.media();
+                    media.evict(e, tail, bytes + ENTRY_ALIGN);
+                    if tail + bytes + ENTRY_ALIGN > SCRATCH_LOG {
+                        media.evict(e, DATA_OFFSET, bytes + ENTRY_ALIGN);
+                    }
+                }
+                let t = Instant::now();
+                for _ in 0..per_round {
+                    log.append(&payload)?;
+                }
+                if round > 0 {
+                    times.push(t.elapsed().as_nanos() as f64 / per_round as f64);
+                }
+            }
+        }
+        let [cached, nt] = times.map(|mut v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        });
+        rows.push((entry, cached, nt));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use nix::errno::Errno;
+use nix::sys::memfd::MFdFlags;
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
 use crate::error::{Error, LockHolder, Result};
@@ -196,6 +197,38 @@ impl MmapMedia {
     /// The path the file was opened with.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Scratch media of `len` bytes in memory (a `memfd`, which no other process sees and
+    /// which is gone when dropped), made durable with the CPU flush `flush` as a log's media
+    /// are: what the calibration appends to.
+    pub(crate) fn scratch(len: usize, flush: Persistence) -> Result<Self> {
+        let path = Path::new("<calibration scratch>");
+        let fd = nix::sys::memfd::memfd_create(c"daxlog-calibration", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| Error::io(path, "memfd_create", e.into()))?;
+        let file = File::from(fd);
+        file.set_len(len as u64)
+            .map_err(|e| Error::io(path, "ftruncate", e))?;
+        Self::map(
+            file,
+            path,
+            len,
+            true,
+            PersistenceChoice::ForceCpuFlush,
+            Some(flush),
+            false,
+        )
+    }
+
+    /// Evicts the cache lines of `[off, off + len)` (clamped to the mapping) and waits until
+    /// they are out.
+    pub(crate) fn evict(&self, evictor: &persist::Evictor, off: usize, len: usize) {
+        if off >= self.len {
+            return;
+        }
+        let len = len.min(self.len - off);
+        // SAFETY: the range was clamped to the live mapping.
+        unsafe { evictor.evict(self.ptr.as_ptr().add(off), len) }
     }
 
     fn msync_range(&self, lo: usize, hi: usize) -> io::Result<()> {

@@ -4,22 +4,22 @@
 //! its fence (`flush`), the process-wide store-load barrier (`barrier`), the non-temporal copy
 //! alone and fused with a checksum (`copy`), CRC-32C (`crc`), with its folding constants
 //! (`fold`), its x86-64 carry-less multiplication kernels (`clmul`) and the choice among them
-//! (`kernel`), and the timing of the two persistence paths that `calibrate` runs (`timing`).
+//! (`kernel`), and the eviction of cache lines that `calibrate` uses (`evict`).
 
 mod barrier;
 #[cfg(target_arch = "x86_64")]
 mod clmul;
 mod copy;
 mod crc;
+mod evict;
 mod flush;
 mod fold;
 mod kernel;
 mod kind;
-mod timing;
 
 pub use barrier::{heavy_fence, light_fence, membarrier_ready};
 pub use copy::{copy_nt, copy_nt_crc32c};
 pub use crc::{crc32c_append, crc32c_append_fast, crc32c_entry_pair, crc32c_header, crc32c_pair};
+pub use evict::Evictor;
 pub use flush::{best, fence, flush_range, prefetch_addr, prefetch_read, supported, CACHE_LINE};
 pub use kind::Persistence;
-pub use timing::time_paths;
