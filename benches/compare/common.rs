@@ -36,6 +36,9 @@ pub struct Cfg {
     pub reps: usize,
     pub big: bool,
     pub prefault: bool,
+    /// daxlog's append logs are measured in their first lap (`DAXLOG_BENCH_FIRST_LAP=1`),
+    /// not after one (the default).
+    pub first_lap: bool,
     /// Private scratch directory on /dev/shm (removed on drop).
     pub shm: PathBuf,
     /// Private scratch directory on the ordinary file system (removed on drop).
@@ -66,6 +69,7 @@ impl Cfg {
             reps: reps.max(1),
             big,
             prefault: std::env::var_os("DAXLOG_BENCH_NO_PREFAULT").is_none(),
+            first_lap: std::env::var_os("DAXLOG_BENCH_FIRST_LAP").is_some(),
             shm,
             tmp,
         }

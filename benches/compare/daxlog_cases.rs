@@ -127,7 +127,9 @@ pub fn threaded(cfg: &Cfg) {
 }
 
 /// Times `ops` calls of `op` per repetition on a log that is replaced (untimed) whenever the
-/// next repetition might not fit.
+/// next repetition might not fit. Each new log is filled once and emptied first (untimed;
+/// unless `cfg.first_lap`): a log in use goes over bytes an earlier lap wrote, with an end
+/// marker after every append, and libpmemlog's pools are measured filled once and rewound too.
 pub fn run(
     cfg: &Cfg,
     path: &Path,
@@ -137,7 +139,24 @@ pub fn run(
     op: impl FnMut(&Log),
 ) -> Vec<f64> {
     let cap = capacity_for(cfg, per_rep);
-    run_on(cfg, per_rep, ops, || fresh_log(cfg, path, opts, cap), op)
+    let make = || {
+        let log = fresh_log(cfg, path, opts, cap);
+        if !cfg.first_lap {
+            wrap_once(&log);
+        }
+        log
+    };
+    run_on(cfg, per_rep, ops, make, op)
+}
+
+/// Fills `log` to the last byte and empties it: its next append that does not fit before the
+/// end of the file begins its second lap.
+pub fn wrap_once(log: &Log) {
+    let big = vec![0u8; 1 << 20];
+    for size in [1 << 20, 4096, 64, 0] {
+        while log.append(&big[..size]).is_ok() {}
+    }
+    log.reset().expect("reset");
 }
 
 /// As [`run`], with logs on any media made by `make`.

@@ -10,7 +10,8 @@
 //! `--smoke` (or `DAXLOG_BENCH_SMOKE=1`), `--1g` (or `DAXLOG_BENCH_1G=1`), `--rounds N`
 //! (default 1; each round runs every group once, interleaved, and samples are pooled),
 //! `--only SUBSTRING[,SUBSTRING...]` (groups whose name contains one of them), `--profile` (adds the hot-path
-//! decomposition group). `DAXLOG_BENCH_REPS` sets the timed repetitions per case and round
+//! decomposition group), `--first-lap` (or `DAXLOG_BENCH_FIRST_LAP=1`: daxlog's append logs are
+//! measured in their first lap instead of after one). `DAXLOG_BENCH_REPS` sets the timed repetitions per case and round
 //! (default 7), `DAXLOG_BENCH_NO_PREFAULT=1` leaves mappings cold.
 //!
 //! Each group of cases runs in a child process (this binary re-executed with `--child GROUP`):
@@ -174,6 +175,9 @@ fn main() {
             }
             if big {
                 cmd.arg("--1g");
+            }
+            if has("--first-lap") {
+                cmd.env("DAXLOG_BENCH_FIRST_LAP", "1");
             }
             for (k, _) in std::env::vars() {
                 if k.starts_with("DAXLOG_") && !k.starts_with("DAXLOG_BENCH") {

@@ -156,6 +156,17 @@ impl Results {
         if !m.args.is_empty() {
             let _ = writeln!(o, "- Arguments: `{}`", m.args);
         }
+        let first_lap =
+            m.args.contains("--first-lap") || std::env::var_os("DAXLOG_BENCH_FIRST_LAP").is_some();
+        let _ = writeln!(
+            o,
+            "- daxlog's append logs: {}",
+            if first_lap {
+                "in their first lap (nothing after the tail was ever written: no end markers)"
+            } else {
+                "filled once and emptied before timing (later laps: an end marker after every append)"
+            }
+        );
         let _ = writeln!(
             o,
             "\nns/op is the median over repetitions of the mean time per call (a batch is one call of 16 entries); \

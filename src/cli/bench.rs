@@ -1,11 +1,12 @@
 //! `daxlog bench`: append throughput and latency, and recovery speed.
 //!
 //! Each row is one persistence mode and one payload size. For a row the tool creates a log
-//! (fully allocated; the log prefaults its pages ahead of the tail), runs an untimed warm-up,
-//! then `--reps` timed slices of `--seconds / --reps` each in which `--threads` threads append
-//! the same payload to the same log as fast as they can. A slice also ends early if the log
-//! fills up; the log is recreated (untimed) before a slice whenever less than half of it is
-//! free. Reported numbers are medians over the slices. Then a new log is filled (with batches,
+//! (fully allocated, every page faulted in), fills it once and empties it (untimed: a log in
+//! use goes over bytes an earlier lap wrote, with an end marker after every append), runs an
+//! untimed warm-up, then `--reps` timed slices of `--seconds / --reps` each in which
+//! `--threads` threads append the same payload to the same log as fast as they can. A slice
+//! also ends early if the log fills up; the log is emptied (untimed) before a slice whenever
+//! less than half of it is free. Reported numbers are medians over the slices. Then a new log is filled (with batches,
 //! untimed) to `--recovery-bytes` of entries and reopened `--reps` times; the median open time
 //! gives the recovery speed.
 
@@ -621,7 +622,16 @@ fn measure_row(
         Ok::<_, CliError>(log)
     };
 
-    let mut log = create()?;
+    let log = create()?;
+    // Its second lap, as a log in use is in.
+    let big = vec![0u8; 1 << 20];
+    for size in [1 << 20, 4096, 64, 0] {
+        while log
+            .append(&big[..size.min(log.max_payload() as usize)])
+            .is_ok()
+        {}
+    }
+    log.reset().map_err(CliError::log(path))?;
     timed_slice(&log, &payload, ctx.threads, ctx.warmup, path)?;
     pb.inc(1);
     let (mut rates, mut latencies) = (Vec::new(), Vec::new());
@@ -629,8 +639,7 @@ fn measure_row(
     let (mut syncs, mut synced) = (0, 0);
     for _ in 0..ctx.reps {
         if log.free_bytes() < ctx.capacity / 2 {
-            drop(log);
-            log = create()?;
+            log.reset().map_err(CliError::log(path))?;
         }
         let before = log.sync_stats();
         let (n, elapsed) = timed_slice(&log, &payload, ctx.threads, ctx.slice, path)?;
