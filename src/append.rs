@@ -53,6 +53,7 @@ impl<M: Media> Log<M> {
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.check_payload(payload)?;
         let total = format::entry_len(payload.len());
+        self.prefetch_end(total);
         let crc = self.crc_unless_fused(payload, total);
         let lsns = self.append_entries(&[payload], &[crc], total)?;
         Ok(lsns.start)
@@ -84,6 +85,7 @@ impl<M: Media> Log<M> {
         let longest = payloads.iter().map(|p| p.len()).max().unwrap_or(0);
         self.check_payload_len(longest)?;
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
+        self.prefetch_end(total);
         if payloads.len() > 1 && total <= BATCH_BUF {
             // Size classes, so that a small batch zeroes little more stack than it needs.
             return match total {

@@ -182,6 +182,26 @@ impl<M: Media> Log<M> {
         })
     }
 
+    /// Asks the CPU for the cache line where an append of `total` bytes would end if it were
+    /// reserved now. Its end marker, and the bytes of its last line, are cached stores, and a
+    /// store to a line that is not cached waits until the line is read: after a lap, or after
+    /// whole lines stored non-temporally, nothing brings that line in before (a batch of 16 x
+    /// 64 B after a lap took 570-620 ns without, 435-450 with, Intel Xeon guest). Called
+    /// before the checksums are computed, so that the read overlaps them. Skipped while other
+    /// appends are in flight: the line may be one of theirs, being written, and pulling it
+    /// away would slow them down.
+    #[inline]
+    pub(crate) fn prefetch_end(&self, total: usize) {
+        if cfg!(loom) {
+            return; // a hint only: not a step for the model to explore
+        }
+        let st = State::unpack(self.resv.load_torn());
+        let published = self.published.load(Ordering::Relaxed);
+        if st.ticket.wrapping_sub(published) & TICKET_MASK == 0 {
+            self.pmem.media().prefetch(st.tail + total);
+        }
+    }
+
     /// Where an append of `total` bytes goes when the tail is at `tail`: at the tail, or at
     /// the start of the data area when it does not fit before the end of the file (the wrap
     /// rule: an append never straddles the end). The live entries always stay at least 8 bytes
