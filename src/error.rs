@@ -288,6 +288,19 @@ pub enum Error {
         /// What was asked.
         what: &'static str,
     },
+
+    /// With [`crate::Options::from_env`] (or `env_overrides(true)`), a `DAXLOG_*` variable
+    /// holds a value that is not one of those it accepts (the table on [`crate::Options`]),
+    /// or contradicts another variable. Nothing was opened or created.
+    #[error("environment variable {name}={value:?} is not valid: expected {expected}")]
+    InvalidEnvironment {
+        /// The variable.
+        name: &'static str,
+        /// Its value (a value that is not UTF-8 is shown with replacement characters).
+        value: String,
+        /// What it accepts.
+        expected: &'static str,
+    },
 }
 
 /// Who holds a lock that refused an open; see [`Error::Locked`].
@@ -321,7 +334,7 @@ impl std::fmt::Display for LockHolder {
 
 impl Error {
     /// The file the error is about. Logs on other media than files are named `(media)`.
-    /// Every error names one today; the `Option` leaves room for errors about no file.
+    /// `None` for an error about no file: [`Error::InvalidEnvironment`].
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             Error::Io { path, .. }
@@ -348,6 +361,7 @@ impl Error {
             | Error::GuardHeld { path }
             | Error::Replaced { path }
             | Error::Unsupported { path, .. } => Some(path),
+            Error::InvalidEnvironment { .. } => None,
         }
     }
 

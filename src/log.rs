@@ -160,6 +160,8 @@ impl Log<MmapMedia> {
     /// which can be removed.
     pub fn create(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
         let path = path.as_ref();
+        // The environment is checked before anything at the path is looked at.
+        let opts = &opts.resolve_env()?;
         let capacity = opts.capacity;
         format::validate_capacity(capacity).map_err(|reason| Error::InvalidCapacity {
             path: path.into(),
@@ -278,7 +280,8 @@ impl Log<MmapMedia> {
 
     fn open_file(path: &Path, opts: &Options, writable: bool) -> Result<Self> {
         let start = Instant::now();
-        // Options that cannot work are refused before any lock is taken.
+        // Options that cannot work are refused before the file is opened.
+        let opts = &opts.resolve_env()?;
         check_mode(opts, writable, path)?;
         let file = crate::map::open_log_file(path, writable)?;
         if writable {
@@ -333,7 +336,7 @@ impl<M: Media> Log<M> {
     /// Formats `media` as a new, empty log and opens it for writing. The capacity is the
     /// media's length; whatever the media held before can never be read back as entries.
     pub fn create_on(media: M, opts: &Options) -> Result<Self> {
-        Self::format(media, opts, Path::new(MEDIA_NAME), false)
+        Self::format(media, &opts.resolve_env()?, Path::new(MEDIA_NAME), false)
     }
 
     fn format(media: M, opts: &Options, path: &Path, zeroed: bool) -> Result<Self> {
@@ -415,11 +418,13 @@ impl<M: Media> Log<M> {
 
     /// Opens the log stored on `media` for writing, recovering it.
     pub fn open_on(media: M, opts: &Options) -> Result<Self> {
+        let opts = &opts.resolve_env()?;
         Self::recover(media, opts, true, Path::new(MEDIA_NAME), Instant::now())
     }
 
     /// Opens the log stored on `media` for reading only; nothing is written to the media.
     pub fn open_on_read_only(media: M, opts: &Options) -> Result<Self> {
+        let opts = &opts.resolve_env()?;
         Self::recover(media, opts, false, Path::new(MEDIA_NAME), Instant::now())
     }
 

@@ -1,10 +1,12 @@
 //! Options for creating and opening a log, and the environment variables that may override
 //! them when the application asks for it (`Options::from_env`).
 
+use std::ffi::OsString;
+
 use crate::format::FIRST_LSN;
 use crate::map::PersistenceChoice;
 use crate::media::Persistence;
-use crate::Lsn;
+use crate::{Error, Lsn, Result};
 
 /// Default capacity of a new log: 64 MiB.
 pub const DEFAULT_CAPACITY: u64 = 64 << 20;
@@ -125,13 +127,8 @@ impl Options {
     }
 
     pub(crate) fn resolved_tail_hint_every(&self) -> Option<u64> {
-        if self.tail_hint_every.is_some() || !self.env {
-            return self.tail_hint_every.filter(|&b| b > 0);
-        }
-        std::env::var("DAXLOG_TAIL_HINT_EVERY")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .filter(|&b: &u64| b > 0)
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.tail_hint_every.filter(|&b| b > 0)
     }
 
     /// What recovery does with entries that fail their checks (default:
@@ -203,69 +200,246 @@ impl Options {
         self.capacity
     }
 
+    /// These options with the environment applied: with `env_overrides`, every field that a
+    /// `DAXLOG_*` variable may set and that is not set explicitly takes the variable's value,
+    /// and the copy no longer reads the environment. Every variable is checked, those that an
+    /// explicit setting overrides too: the first whose value is not one of those the table on
+    /// [`Options`] accepts fails with [`Error::InvalidEnvironment`].
+    pub(crate) fn resolve_env(&self) -> Result<Options> {
+        let mut o = self.clone();
+        if !self.env {
+            return Ok(o);
+        }
+        let env = EnvOverrides::read(|name| std::env::var_os(name))?;
+        o.env = false;
+        o.persistence = o.persistence.or(env.persistence);
+        o.flush = o.flush.or(env.flush);
+        o.nt_threshold = o.nt_threshold.or(env.nt_threshold);
+        o.tail_hint_every = o.tail_hint_every.or(env.tail_hint_every);
+        o.huge_page_align = o.huge_page_align.or(env.huge_page_align);
+        Ok(o)
+    }
+
     pub(crate) fn resolved_persistence(&self) -> PersistenceChoice {
-        if let Some(p) = self.persistence {
-            return p;
-        }
-        if self.env && env_flag("DAXLOG_FORCE_MSYNC") {
-            PersistenceChoice::ForceMsync
-        } else if self.env && env_flag("DAXLOG_FORCE_CPU_FLUSH") {
-            PersistenceChoice::ForceCpuFlush
-        } else {
-            PersistenceChoice::Auto
-        }
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.persistence.unwrap_or(PersistenceChoice::Auto)
     }
 
     pub(crate) fn resolved_flush(&self) -> Option<Persistence> {
-        if self.flush.is_some() || !self.env {
-            return self.flush;
-        }
-        match std::env::var("DAXLOG_FLUSH")
-            .ok()?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "clwb" => Some(Persistence::Clwb),
-            "clflushopt" => Some(Persistence::ClflushOpt),
-            "clflush" => Some(Persistence::Clflush),
-            _ => None,
-        }
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.flush
     }
 
     /// The threshold set explicitly (or, with `env_overrides`, by the environment); `None`
     /// leaves the choice to the host's calibration.
     pub(crate) fn resolved_nt_threshold(&self) -> Option<usize> {
-        if let Some(t) = self.nt_threshold {
-            return Some(t);
-        }
-        if self.env {
-            if env_flag("DAXLOG_NO_NT") {
-                return Some(usize::MAX);
-            }
-            if let Some(t) = std::env::var("DAXLOG_NT_THRESHOLD")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-            {
-                return Some(t);
-            }
-        }
-        None
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.nt_threshold
     }
 
     pub(crate) fn resolved_huge_page_align(&self) -> bool {
-        if let Some(a) = self.huge_page_align {
-            return a;
-        }
-        !(self.env && std::env::var("DAXLOG_MAP_ALIGN").is_ok_and(|v| v == "page"))
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.huge_page_align.unwrap_or(true)
     }
 }
 
 /// Permission bits of a new log file unless [`Options::mode`] says otherwise.
 pub const DEFAULT_MODE: u32 = 0o600;
 
-fn env_flag(name: &str) -> bool {
-    matches!(
-        std::env::var(name).as_deref(),
-        Ok("1") | Ok("true") | Ok("yes") | Ok("on")
-    )
+/// What the `DAXLOG_*` variables ask for (`None`: nothing, the variable is unset or blank).
+#[derive(Debug, Default, PartialEq)]
+struct EnvOverrides {
+    persistence: Option<PersistenceChoice>,
+    flush: Option<Persistence>,
+    nt_threshold: Option<usize>,
+    tail_hint_every: Option<u64>,
+    huge_page_align: Option<bool>,
+}
+
+/// What a flag variable accepts.
+const FLAG: &str = "1, true, yes or on; 0, false, no or off (in any case)";
+
+impl EnvOverrides {
+    /// Reads the variables through `get` (the process's environment, or a test's), refusing
+    /// the first value that is not one of those accepted, and flags that contradict each other.
+    fn read(get: impl Fn(&str) -> Option<OsString>) -> Result<EnvOverrides> {
+        let force_msync = flag(&get, "DAXLOG_FORCE_MSYNC")?;
+        let force_cpu_flush = flag(&get, "DAXLOG_FORCE_CPU_FLUSH")?;
+        if force_msync && force_cpu_flush {
+            return Err(invalid(
+                &get,
+                "DAXLOG_FORCE_CPU_FLUSH",
+                "off or unset while DAXLOG_FORCE_MSYNC is on (they force opposite modes)",
+            ));
+        }
+        let flush = parse(
+            &get,
+            "DAXLOG_FLUSH",
+            "clwb, clflushopt or clflush (in any case)",
+            |t| match t.to_ascii_lowercase().as_str() {
+                "clwb" => Some(Persistence::Clwb),
+                "clflushopt" => Some(Persistence::ClflushOpt),
+                "clflush" => Some(Persistence::Clflush),
+                _ => None,
+            },
+        )?;
+        let no_nt = flag(&get, "DAXLOG_NO_NT")?;
+        let nt_threshold = parse(
+            &get,
+            "DAXLOG_NT_THRESHOLD",
+            "a whole number of bytes, from 0",
+            |t| t.parse::<usize>().ok(),
+        )?;
+        if no_nt && nt_threshold.is_some() {
+            return Err(invalid(
+                &get,
+                "DAXLOG_NT_THRESHOLD",
+                "unset while DAXLOG_NO_NT is on (which turns non-temporal stores off)",
+            ));
+        }
+        let tail_hint_every = parse(
+            &get,
+            "DAXLOG_TAIL_HINT_EVERY",
+            "a whole number of bytes, from 0 (0: no tail hint)",
+            |t| t.parse::<u64>().ok(),
+        )?;
+        let page_align = parse(&get, "DAXLOG_MAP_ALIGN", "page (in any case)", |t| {
+            t.eq_ignore_ascii_case("page").then_some(())
+        })?;
+        Ok(EnvOverrides {
+            persistence: if force_msync {
+                Some(PersistenceChoice::ForceMsync)
+            } else if force_cpu_flush {
+                Some(PersistenceChoice::ForceCpuFlush)
+            } else {
+                None
+            },
+            flush,
+            nt_threshold: if no_nt {
+                Some(usize::MAX)
+            } else {
+                nt_threshold
+            },
+            tail_hint_every,
+            huge_page_align: page_align.map(|()| false),
+        })
+    }
+}
+
+/// The value of variable `name` read by `accept` from its text, spaces around it ignored;
+/// `None` if it is unset or blank. A value `accept` refuses (or that is not UTF-8) is
+/// [`Error::InvalidEnvironment`], saying what is `expected`.
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<OsString>,
+    name: &'static str,
+    expected: &'static str,
+    accept: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    let Some(raw) = get(name) else {
+        return Ok(None);
+    };
+    match raw.to_str().map(str::trim) {
+        Some("") => Ok(None),
+        Some(text) => match accept(text) {
+            Some(v) => Ok(Some(v)),
+            None => Err(invalid(get, name, expected)),
+        },
+        None => Err(invalid(get, name, expected)),
+    }
+}
+
+/// A flag variable: on, or off (also when unset or blank).
+fn flag(get: &impl Fn(&str) -> Option<OsString>, name: &'static str) -> Result<bool> {
+    let on = parse(get, name, FLAG, |t| match t.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    })?;
+    Ok(on == Some(true))
+}
+
+/// [`Error::InvalidEnvironment`] for the value variable `name` has.
+fn invalid(
+    get: &impl Fn(&str) -> Option<OsString>,
+    name: &'static str,
+    expected: &'static str,
+) -> Error {
+    Error::InvalidEnvironment {
+        name,
+        value: get(name).unwrap_or_default().to_string_lossy().into_owned(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(vars: &[(&str, &str)]) -> Result<EnvOverrides> {
+        EnvOverrides::read(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn variables_are_read() {
+        assert_eq!(read(&[]).unwrap(), EnvOverrides::default());
+        assert_eq!(
+            read(&[
+                ("DAXLOG_FORCE_CPU_FLUSH", "Yes"),
+                ("DAXLOG_FORCE_MSYNC", "off"),
+                ("DAXLOG_FLUSH", " ClflushOpt"),
+                ("DAXLOG_NT_THRESHOLD", "256 "),
+                ("DAXLOG_TAIL_HINT_EVERY", "0"),
+                ("DAXLOG_MAP_ALIGN", "page"),
+            ])
+            .unwrap(),
+            EnvOverrides {
+                persistence: Some(PersistenceChoice::ForceCpuFlush),
+                flush: Some(Persistence::ClflushOpt),
+                nt_threshold: Some(256),
+                tail_hint_every: Some(0),
+                huge_page_align: Some(false),
+            }
+        );
+        assert_eq!(
+            read(&[("DAXLOG_NO_NT", "1"), ("DAXLOG_FLUSH", " ")]).unwrap(),
+            EnvOverrides {
+                nt_threshold: Some(usize::MAX),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn values_not_accepted_are_named() {
+        let e = read(&[("DAXLOG_NT_THRESHOLD", "-1")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable DAXLOG_NT_THRESHOLD=\"-1\" is not valid: expected a whole \
+             number of bytes, from 0"
+        );
+        let e = read(&[("DAXLOG_FORCE_MSYNC", "1"), ("DAXLOG_FORCE_CPU_FLUSH", "1")]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidEnvironment {
+                    name: "DAXLOG_FORCE_CPU_FLUSH",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn options_new_resolve_to_what_they_set() {
+        let o = Options::new().nt_threshold(7).resolve_env().unwrap();
+        assert!(!o.env);
+        assert_eq!(o.resolved_nt_threshold(), Some(7));
+        assert_eq!(o.resolved_persistence(), PersistenceChoice::Auto);
+        assert!(o.resolved_huge_page_align());
+    }
 }

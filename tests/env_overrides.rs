@@ -6,11 +6,25 @@
 //! application asked for. Now only `Options::from_env()` (or `.env_overrides(true)`) reads
 //! them, and explicit settings still win.
 //!
+//! A value that a variable does not accept is refused with `Error::InvalidEnvironment` by every
+//! create and open that reads the environment, before any file is touched; it is never ignored.
+//!
 //! One test in its own binary: it sets process-wide environment variables.
 
-use daxlog::{Log, Options, PersistenceChoice};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use daxlog::{Error, Log, Options, Persistence, PersistenceChoice};
+use pmem_sim::SimMedia;
 
 #[test]
+fn environment_overrides() {
+    only_from_env_reads_the_environment();
+    values_that_do_not_parse_are_refused();
+    accepted_values();
+}
+
 fn only_from_env_reads_the_environment() {
     let dir = tempfile::Builder::new()
         .prefix("daxlog-env")
@@ -65,4 +79,199 @@ fn only_from_env_reads_the_environment() {
         std::env::remove_var("DAXLOG_TAIL_HINT_EVERY");
         std::env::remove_var("DAXLOG_FORCE_CPU_FLUSH");
     }
+}
+
+/// Sets `name` to `value` for the length of `f`.
+fn with_var(name: &str, value: impl AsRef<OsStr>, f: impl FnOnce()) {
+    // SAFETY (of the environment calls): this test binary runs no other thread while the
+    // variables change.
+    unsafe { std::env::set_var(name, value) };
+    f();
+    unsafe { std::env::remove_var(name) };
+}
+
+/// Asserts that `r` is `Error::InvalidEnvironment` about variable `name` holding `value`.
+fn assert_refused<T: std::fmt::Debug>(r: daxlog::Result<T>, name: &str, value: &str) {
+    match r {
+        Err(
+            ref e @ Error::InvalidEnvironment {
+                name: n,
+                value: ref v,
+                expected,
+            },
+        ) => {
+            assert_eq!((n, v.as_str()), (name, value), "{e}");
+            assert!(e.path().is_none());
+            let text = e.to_string();
+            assert!(
+                text.contains(name) && text.contains(value) && text.contains(expected),
+                "{text}"
+            );
+        }
+        other => panic!("{name}={value:?}: expected InvalidEnvironment, got {other:?}"),
+    }
+}
+
+fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    v.sort();
+    v
+}
+
+fn values_that_do_not_parse_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"kept").unwrap();
+    drop(log);
+    let media_image = {
+        let log =
+            Log::create_on(SimMedia::new(1 << 16, Persistence::Clwb), &Options::new()).unwrap();
+        log.append(b"on media").unwrap();
+        log.into_media().snapshot()
+    };
+    let before = names(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+
+    for (name, value) in [
+        ("DAXLOG_TAIL_HINT_EVERY", "abc"),
+        ("DAXLOG_TAIL_HINT_EVERY", "-5"),
+        ("DAXLOG_TAIL_HINT_EVERY", "4KiB"),
+        ("DAXLOG_FLUSH", "clwbb"),
+        ("DAXLOG_FLUSH", "auto"),
+        ("DAXLOG_NT_THRESHOLD", "-1"),
+        ("DAXLOG_NT_THRESHOLD", "1.5"),
+        ("DAXLOG_NT_THRESHOLD", "18446744073709551616"),
+        ("DAXLOG_MAP_ALIGN", "huge"),
+        ("DAXLOG_FORCE_MSYNC", "2"),
+        ("DAXLOG_FORCE_CPU_FLUSH", "enabled"),
+        ("DAXLOG_NO_NT", "y"),
+    ] {
+        with_var(name, value, || {
+            let from_env = Options::from_env().capacity(1 << 20);
+            // Refused before the path is looked at: not "already exists", "not found" or
+            // "locked".
+            assert_refused(Log::create(&path, &from_env), name, value);
+            let new = dir.path().join("new.dax");
+            assert_refused(Log::create(&new, &from_env), name, value);
+            assert_refused(Log::open(&path, &from_env), name, value);
+            assert_refused(Log::open_read_only(&path, &from_env), name, value);
+            assert_refused(
+                Log::open(dir.path().join("missing.dax"), &from_env),
+                name,
+                value,
+            );
+            // Also when an explicit setting would override the variable.
+            let explicit = Options::from_env()
+                .persistence(PersistenceChoice::ForceMsync)
+                .flush_instruction(Persistence::Clflush)
+                .nt_threshold(0)
+                .tail_hint_every(0)
+                .huge_page_align(true);
+            assert_refused(Log::open(&path, &explicit), name, value);
+            // And on other media.
+            let sim = || SimMedia::from_image(&media_image, Persistence::Clwb);
+            assert_refused(
+                Log::create_on(SimMedia::new(1 << 16, Persistence::Clwb), &from_env),
+                name,
+                value,
+            );
+            assert_refused(Log::open_on(sim(), &from_env), name, value);
+            assert_refused(Log::open_on_read_only(sim(), &from_env), name, value);
+
+            // Nothing was created, left behind or changed.
+            assert_eq!(names(dir.path()), before, "{name}={value}");
+            assert!(std::fs::read(&path).unwrap() == bytes, "{name}={value}");
+            {
+                let _writer = Log::open(&path, &Options::new()).unwrap();
+                assert_refused(Log::open(&path, &from_env), name, value);
+            }
+
+            // Options::new() reads no variable, whatever it holds.
+            let log = Log::open(&path, &Options::new()).unwrap();
+            assert_eq!(log.len(), 1);
+            drop(log);
+            let log = Log::open_on(sim(), &Options::new()).unwrap();
+            assert_eq!(log.len(), 1);
+            // (Writable opens start a new session in the metadata.)
+            bytes = std::fs::read(&path).unwrap();
+        });
+    }
+
+    // A value that is not UTF-8.
+    let latin1 = OsStr::from_bytes(b"clwb\xe9");
+    with_var("DAXLOG_FLUSH", latin1, || {
+        assert_refused(
+            Log::open(&path, &Options::from_env()),
+            "DAXLOG_FLUSH",
+            "clwb\u{fffd}",
+        );
+    });
+
+    // Flags that contradict each other: neither wins silently.
+    with_var("DAXLOG_FORCE_MSYNC", "1", || {
+        with_var("DAXLOG_FORCE_CPU_FLUSH", "yes", || {
+            assert_refused(
+                Log::open(&path, &Options::from_env()),
+                "DAXLOG_FORCE_CPU_FLUSH",
+                "yes",
+            );
+        });
+        // Off, the other flag is no contradiction.
+        with_var("DAXLOG_FORCE_CPU_FLUSH", "0", || {
+            let log = Log::open(&path, &Options::from_env()).unwrap();
+            assert!(!log.persistence().is_cpu_flush());
+        });
+    });
+    with_var("DAXLOG_NO_NT", "on", || {
+        with_var("DAXLOG_NT_THRESHOLD", "4096", || {
+            assert_refused(
+                Log::open(&path, &Options::from_env()),
+                "DAXLOG_NT_THRESHOLD",
+                "4096",
+            );
+        });
+    });
+    assert_eq!(names(dir.path()), before);
+}
+
+fn accepted_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.dax");
+    drop(Log::create(&path, &Options::new().capacity(1 << 20)).unwrap());
+    let open = || Log::open(&path, &Options::from_env()).unwrap();
+
+    // Flags in any case; spaces around values ignored.
+    for on in ["1", "true", "YES", " On "] {
+        with_var("DAXLOG_FORCE_MSYNC", on, || {
+            assert_eq!(open().persistence(), Persistence::Msync, "{on:?}");
+        });
+    }
+    for off in ["0", "false", "No", "OFF", "", "  "] {
+        with_var("DAXLOG_FORCE_CPU_FLUSH", off, || {
+            let log = open();
+            assert!(log.is_durable(), "{off:?}");
+        });
+    }
+    with_var("DAXLOG_NT_THRESHOLD", " 4096 ", || {
+        assert_eq!(open().nt_threshold(), 4096);
+    });
+    with_var("DAXLOG_NO_NT", "TRUE", || {
+        assert_eq!(open().nt_threshold(), usize::MAX);
+    });
+    // Blank: as if unset.
+    let default = Log::open(&path, &Options::new()).unwrap().nt_threshold();
+    with_var("DAXLOG_NT_THRESHOLD", "", || {
+        assert_eq!(open().nt_threshold(), default);
+    });
+    for v in ["CLWB", " clflush ", "ClFlushOpt"] {
+        with_var("DAXLOG_FLUSH", v, || drop(open()));
+    }
+    for v in ["page", "PAGE"] {
+        with_var("DAXLOG_MAP_ALIGN", v, || drop(open()));
+    }
+    with_var("DAXLOG_TAIL_HINT_EVERY", "0", || drop(open()));
 }
