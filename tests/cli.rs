@@ -1267,7 +1267,7 @@ fn exit_codes_are_documented() {
     for line in [
         "Exit codes:",
         "  0  success (check: the log is clean)",
-        "  2  usage error",
+        "  2  usage error (an option, or a DAXLOG_* environment variable)",
         "  3  check --salvage copied the log but LSNs were lost in damaged regions",
     ] {
         assert!(help.lines().any(|l| l == line), "{line:?} not in {help}");
@@ -2713,4 +2713,73 @@ fn live_damage_says_the_rest_was_not_searched() {
     drop(log);
     let out = daxlog(&["check", p(&path)]);
     assert_error(1, &out, &path, "5 valid entries lie beyond it");
+}
+
+/// A `DAXLOG_*` variable with a value it does not accept stops every command that reads the
+/// environment with a usage error naming the variable, its value and what it accepts, before
+/// the log is touched: it is never ignored. The readers that read no variable are unaffected.
+#[test]
+fn malformed_environment_variables_are_usage_errors() {
+    let dir = tempdir();
+    let path = dir.path().join("env.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    ok(&["append", p(&path), "--data", "one"]);
+    let new = dir.path().join("new.dax");
+    for (name, value, expected) in [
+        (
+            "DAXLOG_TAIL_HINT_EVERY",
+            "abc",
+            "a whole number of bytes, from 0 (0: no tail hint)",
+        ),
+        (
+            "DAXLOG_FLUSH",
+            "clwbb",
+            "clwb, clflushopt or clflush (in any case)",
+        ),
+        (
+            "DAXLOG_NT_THRESHOLD",
+            "-1",
+            "a whole number of bytes, from 0",
+        ),
+        (
+            "DAXLOG_FORCE_MSYNC",
+            "2",
+            "1, true, yes or on; 0, false, no or off (in any case)",
+        ),
+        ("DAXLOG_MAP_ALIGN", "huge", "page (in any case)"),
+    ] {
+        for args in [
+            vec!["create", p(&new)],
+            vec!["append", p(&path), "--data", "two"],
+            vec!["truncate", p(&path), "--before", "2"],
+            vec!["reset", p(&path)],
+            vec!["info", p(&path)],
+        ] {
+            let out = daxlog_env(&args, &[(name, value)]);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {name}={value}: {err}");
+            assert_eq!(
+                err,
+                format!(
+                    "error: environment variable {name}=\"{value}\" is not valid: expected \
+                     {expected}\n"
+                ),
+                "{args:?}"
+            );
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+        assert!(!new.exists());
+        assert_eq!(
+            text(&daxlog_env(&["dump", p(&path)], &[(name, value)]).stdout),
+            "1\t6f6e65\n"
+        );
+    }
+    // Variables that contradict each other.
+    let out = daxlog_env(
+        &["append", p(&path), "--data", "two"],
+        &[("DAXLOG_FORCE_MSYNC", "1"), ("DAXLOG_FORCE_CPU_FLUSH", "1")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("DAXLOG_FORCE_CPU_FLUSH=\"1\""));
+    assert_eq!(ok(&["dump", p(&path)]), "1\t6f6e65\n");
 }

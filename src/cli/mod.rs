@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 0 | success: the command did all it was asked; `check` found the log clean |
 //! | 1 | damage found: by `check` (a torn tail too, with `--strict`); by `dump`, `cat` and `info`, after they printed what they could; by any command that could not open a log because it is damaged |
-//! | 2 | usage error: an unknown command or option, a missing or malformed value, or values that cannot work together (`bench --seconds` too short for its `--reps`, `--size` or `--recovery-bytes` larger than its `--capacity` holds), worded as the argument parser words its errors |
+//! | 2 | usage error: an unknown command or option, a missing or malformed value, or values that cannot work together (`bench --seconds` too short for its `--reps`, `--size` or `--recovery-bytes` larger than its `--capacity` holds), worded as the argument parser words its errors; a malformed `DAXLOG_*` environment variable (one `error:` line naming it) |
 //! | 3 | `check --salvage`: the readable entries were copied, but LSNs were lost in damaged regions |
 //! | 4 | operational error: I/O, not found, permission, locked by a writer, log full, not a daxlog file, an input record `append` cannot take, stdout closed during `append`, ... |
 //!
@@ -53,7 +53,7 @@ Exit codes:
   0  success (check: the log is clean)
   1  damage found (check; check --strict on a torn tail; dump, cat, info of a damaged log
      after printing what they can; any command refused a damaged log)
-  2  usage error
+  2  usage error (an option, or a DAXLOG_* environment variable)
   3  check --salvage copied the log but LSNs were lost in damaged regions
   4  operational error (I/O, not found, permission, locked, log full, not a daxlog file,
      an input record append cannot take, stdout closed during append)
@@ -258,6 +258,11 @@ impl CliError {
             CliError::Log { source, .. } if is_damage(source) => EXIT_DAMAGE,
             CliError::Damaged(_) => EXIT_DAMAGE,
             CliError::Usage { .. } => EXIT_USAGE,
+            // A malformed setting, as a malformed option is.
+            CliError::Log {
+                source: Error::InvalidEnvironment { .. },
+                ..
+            } => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -328,6 +333,8 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             format!("{p}: not a daxlog file (no daxlog magic number at offset {offset})")
         }
         Error::Locked { by, .. } => format!("{p}: locked by {by}"),
+        // About the environment, not the file.
+        Error::InvalidEnvironment { .. } => e.to_string(),
         Error::Full {
             needed, available, ..
         } => format!(
