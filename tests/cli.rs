@@ -225,7 +225,10 @@ fn append_dump_cat() {
     );
     assert_eq!(ok(&["dump", p(&path), "--from", "10"]), "10\t6234\n");
     assert_eq!(ok(&["dump", p(&path), "--from", "11"]), "");
-    assert_eq!(ok(&["dump", p(&path), "--from", "5", "--to", "4"]), "");
+    assert_eq!(
+        ok(&["dump", p(&path), "--from", "5", "--to", "5"]),
+        "5\t6c617374\n"
+    );
 
     let cat = ok(&["cat", p(&path), "--to", "6"]);
     assert_eq!(cat, "hello\nwörld\n\n\ttabs \r\nlast\none more\n");
@@ -528,6 +531,8 @@ fn usage_errors_exit_2() {
         &["append", path, "--batch", "0"],
         &["append", path, "--data", "x", "--batch", "2"],
         &["dump", path, "--from", "abc"],
+        &["dump", path, "--from", "5", "--to", "4"],
+        &["cat", path, "--from", "2", "--to", "1"],
         &["dump", path, "--bogus"],
         &["bench", "--threads", "0"],
         &["bench", "--mode", "fast"],
@@ -998,6 +1003,45 @@ fn assert_usage_error(out: &Output, message: &str) {
     assert!(err.contains("\nUsage: daxlog "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(text(&out.stdout), "");
+}
+
+/// `dump` and `cat` refuse a `--from` above `--to` as a usage error naming both, before the log
+/// is opened: such a range holds no LSN, and printing nothing with exit 0 would hide the
+/// mistake.
+#[test]
+fn dump_and_cat_refuse_from_above_to() {
+    let dir = tempdir();
+    let path = dir.path().join("range.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    for i in 1..=5 {
+        ok(&["append", p(&path), "--data", &format!("e{i}")]);
+    }
+    let missing = dir.path().join("missing.dax");
+    for command in ["dump", "cat"] {
+        let message = "error: --from 4 is above --to 2: the range holds no LSN; give a --from \
+                       at most --to";
+        let out = daxlog(&[command, p(&path), "--from", "4", "--to", "2"]);
+        assert_usage_error(&out, message);
+        assert!(text(&out.stderr).contains(&format!("Usage: daxlog {command}")));
+        // Before the log is opened: a missing file is not what is reported.
+        assert_usage_error(
+            &daxlog(&[command, p(&missing), "--to", "2", "--from", "4"]),
+            message,
+        );
+        // Also while a writer has the log open (read live).
+        {
+            let _writer = Log::open(&path, &Options::new()).unwrap();
+            assert_usage_error(
+                &daxlog(&[command, p(&path), "--from", "4", "--to", "2"]),
+                message,
+            );
+        }
+        // One LSN, and a range past the end, are ranges.
+        let out = daxlog(&[command, p(&path), "--from", "3", "--to", "3"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("3"), "{}", text(&out.stdout));
+        assert_eq!(ok(&[command, p(&path), "--from", "9", "--to", "12"]), "");
+    }
 }
 
 /// `bench --seconds` too short for its slices to time anything is refused as a usage error,

@@ -119,9 +119,26 @@ pub(crate) struct Range {
     /// First LSN to print (default: the first entry).
     #[arg(long, value_name = "LSN")]
     from: Option<Lsn>,
-    /// Last LSN to print, inclusive (default: the last entry).
+    /// Last LSN to print, inclusive (default: the last entry); not below --from.
     #[arg(long, value_name = "LSN")]
     to: Option<Lsn>,
+}
+
+impl Range {
+    /// Refuses a `--from` above `--to` (a range that holds no LSN, whatever the log holds) as
+    /// a usage error of `command`, before the log is opened.
+    fn check(&self, command: &'static str) -> Result<(), CliError> {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if from > to => Err(CliError::Usage {
+                command,
+                message: format!(
+                    "--from {from} is above --to {to}: the range holds no LSN; give a --from \
+                     at most --to"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +246,7 @@ pub(crate) fn damage_error(path: &Path, log: &Log) -> Result<(), CliError> {
 }
 
 pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
+    a.range.check("dump")?;
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
     let mut line = Vec::new();
     let code = for_each_entry(&a.path, &a.range, |lsn, payload| {
@@ -249,6 +267,7 @@ pub(crate) fn dump(a: DumpArgs) -> Result<u8, CliError> {
 }
 
 pub(crate) fn cat(a: CatArgs) -> Result<u8, CliError> {
+    a.range.check("cat")?;
     let mut out = BufWriter::with_capacity(256 << 10, io::stdout().lock());
     let code = for_each_entry(&a.path, &a.range, |lsn, payload| {
         if a.lsn {

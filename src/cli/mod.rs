@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 0 | success: the command did all it was asked; `check` found the log clean |
 //! | 1 | damage found: by `check` (a torn tail too, with `--strict`); by `dump`, `cat` and `info`, after they printed what they could; by any command that could not open a log because it is damaged |
-//! | 2 | usage error: an unknown command or option, a missing or malformed value, or values that cannot work together (`bench --seconds` too short for its `--reps`, `--size` or `--recovery-bytes` larger than its `--capacity` holds), worded as the argument parser words its errors; a malformed `DAXLOG_*` environment variable (one `error:` line naming it) |
+//! | 2 | usage error: an unknown command or option, a missing or malformed value, or values that cannot work together (`bench --seconds` too short for its `--reps`, `--size` or `--recovery-bytes` larger than its `--capacity` holds, a `dump` or `cat` `--from` above its `--to`), worded as the argument parser words its errors; a malformed `DAXLOG_*` environment variable (one `error:` line naming it) |
 //! | 3 | `check --salvage`: the readable entries were copied, but LSNs were lost in damaged regions |
 //! | 4 | operational error: I/O, not found, permission, locked by a writer, log full, not a daxlog file, an input record `append` cannot take, stdout closed during `append`, ... |
 //!
