@@ -25,6 +25,14 @@ pub fn recovery_sizes() -> Vec<usize> {
         Err(_) => vec![64, 1024, 65536],
     }
 }
+/// True if the variable `name` says yes (`1`, `true` or `yes`).
+pub fn env_flag(name: &str) -> bool {
+    matches!(
+        std::env::var(name).as_deref(),
+        Ok("1") | Ok("true") | Ok("yes")
+    )
+}
+
 /// Largest log (or pool, or mapping) an append workload creates.
 pub const MAX_LOG: usize = 512 << 20;
 /// `madvise` advice that faults pages in writable without writing them (Linux 5.14).
@@ -69,7 +77,7 @@ impl Cfg {
             reps: reps.max(1),
             big,
             prefault: std::env::var_os("DAXLOG_BENCH_NO_PREFAULT").is_none(),
-            first_lap: std::env::var_os("DAXLOG_BENCH_FIRST_LAP").is_some(),
+            first_lap: env_flag("DAXLOG_BENCH_FIRST_LAP"),
             shm,
             tmp,
         }

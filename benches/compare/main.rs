@@ -33,7 +33,7 @@ mod roofline;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::Cfg;
+use common::{env_flag, Cfg};
 
 /// A group of cases run by one child process, with the environment it needs.
 struct Group {
@@ -116,13 +116,6 @@ fn run_child(group: &str, cfg: &Cfg) {
     }
 }
 
-fn env_flag(name: &str) -> bool {
-    matches!(
-        std::env::var(name).as_deref(),
-        Ok("1") | Ok("true") | Ok("yes")
-    )
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let has = |f: &str| args.iter().any(|a| a == f);
@@ -176,7 +169,7 @@ fn main() {
             if big {
                 cmd.arg("--1g");
             }
-            if has("--first-lap") {
+            if has("--first-lap") || env_flag("DAXLOG_BENCH_FIRST_LAP") {
                 cmd.env("DAXLOG_BENCH_FIRST_LAP", "1");
             }
             for (k, _) in std::env::vars() {
