@@ -347,25 +347,38 @@ impl<M: Media> Log<M> {
         self.pmem.store_claimed(claim, pos, &buf[..len], nt);
     }
 
-    /// The persistence barrier of one reservation: write back the touched lines (unless they
-    /// were written non-temporally: their partly written lines are written back already), and
-    /// the end marker's line if the entries do not reach it, and fence.
+    /// The persistence barrier of one reservation `claim`: write back the lines it stored
+    /// cached (all of them, or with non-temporal stores its partly covered edge lines if
+    /// `Pmem::edges_cached`, `Claim::edges`), and the end marker's line unless that covered
+    /// it, then fence.
     #[inline]
-    pub(crate) fn barrier(&self, start: usize, len: usize, nt: bool, marker: bool) -> Result<()> {
+    pub(crate) fn barrier(&self, claim: &Claim, nt: bool, marker: bool) -> Result<()> {
+        let (start, len) = (claim.start(), claim.len());
         #[cfg(feature = "mutants")]
         if let Some(r) = crate::mutants::barrier(&self.pmem, start, len, nt) {
             return r.map_err(|e| Error::io(&self.name, "drain", e));
         }
         let end = start + len;
+        let edges = nt && self.pmem.edges_cached();
         if !nt {
             self.pmem.flush(start, len);
+        } else if edges {
+            #[cfg(feature = "mutants")]
+            let write_back = !crate::mutants::is(crate::mutants::Mutant::NtEdgeNoFlush);
+            #[cfg(not(feature = "mutants"))]
+            let write_back = true;
+            let (first, last) = claim.edges();
+            for edge in [first, last] {
+                if write_back && !edge.is_empty() {
+                    self.pmem.flush(edge.start, edge.len());
+                }
+            }
         }
-        // The marker is a cached store: its line needs a write-back unless the entries' own
-        // covered it. Both cover it when it shares a line with them: cached entries write back
-        // every line they touch, and a non-temporal store writes back the partly written line
-        // it ends in (`Pmem::store_claimed`), after the marker, which was stored when the
-        // bytes were reserved.
-        if marker && end.is_multiple_of(CACHE_LINE) {
+        // The marker is a cached store, made when the bytes were reserved, so before these
+        // write-backs: they cover it when it lies in the claim's last line (the entries end
+        // inside a line, and that line was stored cached); otherwise its line needs one of
+        // its own.
+        if marker && (end.is_multiple_of(CACHE_LINE) || (nt && !edges)) {
             self.pmem.flush(end, ENTRY_ALIGN);
         }
         self.barrier_drain()

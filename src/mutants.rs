@@ -60,8 +60,8 @@ pub enum Mutant {
     /// In msync mode an appender that stored its entries with non-temporal stores marks its
     /// ticket ready without the fence that makes them reach memory, where the sync reads them.
     MsyncNtNoFence = 18,
-    /// In the CPU-flush modes a non-temporal store does not write back the partly written
-    /// lines at its edges, which it stores cached.
+    /// In the CPU-flush modes the barrier of a reservation stored non-temporally does not write
+    /// back the partly covered lines at its edges, which were stored cached.
     NtEdgeNoFlush = 19,
 }
 

@@ -267,7 +267,7 @@ impl<M: Media> Log<M> {
                 .store(r.ticket + 1, Ordering::Release);
         }
         if cpu {
-            self.barrier(r.claim.start(), r.claim.len(), nt, r.marker)
+            self.barrier(&r.claim, nt, r.marker)
                 .inspect_err(|e| self.poison(e))?;
         } else if nt {
             // msync mode: non-temporal stores reach memory, where the sync reads them, only

@@ -56,7 +56,7 @@ pub use session::{encode_entry, Cut, Session};
 pub struct Variant {
     /// Name of the engine configuration: `clwb-nt-never`, `clwb-nt-always`, `clwb-nt-256`,
     /// `msync` or `msync-nt-256` (and the other flush instructions' `clflushopt-nt-256`,
-    /// `clflush-nt-never`).
+    /// `clflush-nt-256`).
     pub config: &'static str,
     /// The barrier the simulated media reports.
     pub persistence: Persistence,
@@ -109,9 +109,9 @@ pub fn variants() -> Vec<Variant> {
         model: Model::Strict,
     });
     v.push(Variant {
-        config: "clflush-nt-never",
+        config: "clflush-nt-256",
         persistence: Persistence::Clflush,
-        nt_threshold: usize::MAX,
+        nt_threshold: 256,
         model: Model::Line,
     });
     v
