@@ -200,13 +200,18 @@ impl MmapMedia {
     }
 
     /// Scratch media of `len` bytes in memory (a `memfd`, which no other process sees and
-    /// which is gone when dropped), made durable with the CPU flush `flush` as a log's media
-    /// are: what the calibration appends to.
+    /// which is gone when dropped; where the kernel refuses one, an unnamed temporary file),
+    /// made durable with the CPU flush `flush` as a log's media are: what the calibration
+    /// appends to.
     pub(crate) fn scratch(len: usize, flush: Persistence) -> Result<Self> {
         let path = Path::new("<calibration scratch>");
-        let fd = nix::sys::memfd::memfd_create(c"daxlog-calibration", MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| Error::io(path, "memfd_create", e.into()))?;
-        let file = File::from(fd);
+        let file = match nix::sys::memfd::memfd_create(c"daxlog-calibration", MFdFlags::MFD_CLOEXEC)
+        {
+            Ok(fd) => File::from(fd),
+            Err(e) => {
+                tempfile::tempfile().map_err(|_| Error::io(path, "memfd_create", e.into()))?
+            }
+        };
         file.set_len(len as u64)
             .map_err(|e| Error::io(path, "ftruncate", e))?;
         Self::map(
