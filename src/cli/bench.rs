@@ -623,13 +623,17 @@ fn measure_row(
     };
 
     let log = create()?;
-    // Its second lap, as a log in use is in.
+    // Filled once and emptied: its second lap, as a log in use is in (writes the whole
+    // capacity once; on a disk in msync mode that takes a second or two).
     let big = vec![0u8; 1 << 20];
     for size in [1 << 20, 4096, 64, 0] {
-        while log
-            .append(&big[..size.min(log.max_payload() as usize)])
-            .is_ok()
-        {}
+        loop {
+            match log.append(&big[..size.min(log.max_payload() as usize)]) {
+                Ok(_) => {}
+                Err(Error::Full { .. }) => break,
+                Err(e) => return Err(CliError::log(path)(e)),
+            }
+        }
     }
     log.reset().map_err(CliError::log(path))?;
     timed_slice(&log, &payload, ctx.threads, ctx.warmup, path)?;
@@ -736,12 +740,17 @@ fn timed_slice(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let (stop, start, done) = (&stop, &start, done_tx.clone());
-                s.spawn(move || -> Result<u64, Error> {
+                s.spawn(move || -> Result<(u64, Instant, Instant), Error> {
                     start.wait();
                     let mut n = 0u64;
+                    let first = Instant::now();
+                    let mut last = first;
                     while !stop.load(Ordering::Relaxed) {
                         match log.append(payload) {
-                            Ok(_) => n += 1,
+                            Ok(_) => {
+                                n += 1;
+                                last = Instant::now();
+                            }
                             Err(Error::Full { .. }) => break,
                             Err(e) => {
                                 let _ = done.send(());
@@ -750,21 +759,28 @@ fn timed_slice(
                         }
                     }
                     let _ = done.send(());
-                    Ok(n)
+                    Ok((n, first, last))
                 })
             })
             .collect();
         drop(done_tx);
         start.wait();
-        let t0 = Instant::now();
         // Ends after the slice, or as soon as one worker stops (the log is full).
         let _ = done_rx.recv_timeout(slice);
         stop.store(true, Ordering::Relaxed);
         let mut total = 0;
         let mut failure = None;
+        // From the first worker's start to the last append's return, as the workers saw
+        // them: not this thread's wake-ups (which, for a small log that fills at once, would
+        // be most of the time measured).
+        let (mut from, mut to) = (None::<Instant>, None::<Instant>);
         for w in workers {
             match w.join() {
-                Ok(Ok(n)) => total += n,
+                Ok(Ok((n, first, last))) => {
+                    total += n;
+                    from = Some(from.map_or(first, |f| f.min(first)));
+                    to = Some(to.map_or(last, |t| t.max(last)));
+                }
                 Ok(Err(e)) => {
                     failure = Some(CliError::Log {
                         path: path.to_path_buf(),
@@ -774,7 +790,10 @@ fn timed_slice(
                 Err(_) => failure = Some(CliError::Failed("a benchmark thread panicked".into())),
             }
         }
-        let elapsed = t0.elapsed();
+        let elapsed = match (from, to) {
+            (Some(from), Some(to)) => to - from,
+            _ => Duration::ZERO,
+        };
         match failure {
             Some(e) => Err(e),
             None => Ok((total, elapsed)),
