@@ -44,7 +44,8 @@ pub enum Mutant {
     /// An abandoned append (its thread panicked) is published without its padding.
     AbandonedNoPad = 12,
     /// The fused copy-and-checksum path stores the header (and the payload bytes of its line)
-    /// with cached stores instead of non-temporal ones, which its barrier does not write back.
+    /// with cached stores instead of non-temporal ones, which its barrier does not write back
+    /// unless that line is the reservation's first edge line (with `CLWB` and `CLFLUSHOPT`).
     FusedHeaderCached = 13,
     /// Slot updates overwrite the current slot instead of the other copy.
     SlotSameCopy = 14,
