@@ -459,14 +459,15 @@ impl<M: Media> Pmem<M> {
     /// Stores into a claimed range, with non-temporal stores if `nt` (`off` and `src.len()`
     /// then multiples of 8).
     ///
-    /// With `CLWB` and `CLFLUSHOPT`, non-temporal stores never touch the claim's edge lines, the first
-    /// and last cache lines it covers only in part ([`Claim::edges`]): their bytes are stored
-    /// cached, and the reservation's barrier writes those lines back once, after all of its
-    /// stores. Those lines are shared with the entries before and with the end marker after, which
-    /// were stored cached a moment ago; a non-temporal store to a line the cache holds must
-    /// first evict it, and a partial line leaves the write-combining buffer as several small
-    /// writes. Once a log has wrapped, with an end marker after every append, that made
-    /// non-temporal appends 1.5 to 1.8 times slower (64 B to 1 KiB, Intel Xeon guest).
+    /// With `CLWB` and `CLFLUSHOPT`, non-temporal stores never touch the claim's edge lines,
+    /// the first and last cache lines it covers only in part ([`Claim::edges`]): their bytes
+    /// are stored cached, and the reservation's barrier writes those lines back once, after
+    /// all of its stores. Those lines are shared with the entries before and with the end
+    /// marker after, which were stored cached a moment ago; a non-temporal store to a line the
+    /// cache holds must first evict it, and a partial line leaves the write-combining buffer
+    /// as several small writes. Once a log has wrapped, with an end marker after every append,
+    /// that made non-temporal appends 1.5 to 1.8 times slower (64 B to 1 KiB, Intel Xeon
+    /// guest).
     #[inline]
     pub(crate) fn store_claimed(&self, claim: &Claim, off: usize, src: &[u8], nt: bool) {
         assert!(
