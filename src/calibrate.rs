@@ -6,8 +6,8 @@
 //! `CLWB` won below about 1 KiB (docs/BENCHMARKS.md). So the first writable log of a process
 //! that uses CPU flushes times whole appends both ways at a few sizes, on two scratch logs in
 //! memory (a few milliseconds, once per process and flush instruction), and takes the
-//! smallest size from which non-temporal stores are never slower. `Options::nt_threshold` (or
-//! `DAXLOG_NT_THRESHOLD` with `Options::from_env`) overrides it.
+//! smallest size from which non-temporal stores are faster by at least [`NT_MARGIN`].
+//! `Options::nt_threshold` (or `DAXLOG_NT_THRESHOLD` with `Options::from_env`) overrides it.
 //!
 //! The scratch logs run the engine's own append path (reservation, encoding, checksum, end
 //! marker, write-back, fence, publication), with each round's lines evicted from the caches

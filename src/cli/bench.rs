@@ -6,9 +6,9 @@
 //! untimed warm-up, then `--reps` timed slices of `--seconds / --reps` each in which
 //! `--threads` threads append the same payload to the same log as fast as they can. A slice
 //! also ends early if the log fills up; the log is emptied (untimed) before a slice whenever
-//! less than half of it is free. Reported numbers are medians over the slices. Then a new log is filled (with batches,
-//! untimed) to `--recovery-bytes` of entries and reopened `--reps` times; the median open time
-//! gives the recovery speed.
+//! less than half of it is free. Reported numbers are medians over the slices. Then a new log
+//! is filled (with batches, untimed) to `--recovery-bytes` of entries and reopened `--reps`
+//! times; the median open time gives the recovery speed.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
