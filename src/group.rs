@@ -182,6 +182,7 @@ impl GroupCommit {
             waits: self.gather.waits.load(Ordering::Relaxed),
             waits_in_vain: self.gather.vain.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.gather.waited_ns.load(Ordering::Relaxed)),
+            average_sync: Duration::from_nanos(self.gather.sync_ns.load(Ordering::Relaxed)),
         }
     }
 }
@@ -202,6 +203,11 @@ pub struct SyncStats {
     pub waits_in_vain: u64,
     /// The time those waits took, in all.
     pub waited: Duration,
+    /// How long a sync takes: a running average in which the last eight or so syncs weigh
+    /// most (zero before the first). Under a microsecond or two where the file lives in
+    /// memory (tmpfs); a disk's write and cache flush where it does not. A caller can tell
+    /// from it whether an append is worth handing to another thread.
+    pub average_sync: Duration,
 }
 
 impl SyncStats {
@@ -291,12 +297,19 @@ mod tests {
     #[test]
     fn the_average_sync_follows_the_syncs() {
         let g = GroupCommit::new();
+        assert_eq!(g.stats().average_sync, Duration::ZERO);
         g.timed_sync(Duration::from_micros(800));
         assert_eq!(g.gather().1, Duration::from_micros(200));
+        assert_eq!(g.stats().average_sync, Duration::from_micros(800));
         for _ in 0..100 {
             g.timed_sync(Duration::from_micros(40));
         }
         let wait = g.gather().1;
         assert!(wait < Duration::from_micros(11), "{wait:?}");
+        let avg = g.stats().average_sync;
+        assert!(
+            avg >= Duration::from_micros(40) && avg < Duration::from_micros(44),
+            "{avg:?}"
+        );
     }
 }
