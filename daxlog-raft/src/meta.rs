@@ -29,9 +29,9 @@ impl LatestRecord {
         Ok(LatestRecord { log })
     }
 
-    /// The persistence barrier of the record log.
-    pub(crate) fn persistence(&self) -> daxlog::Persistence {
-        self.log.persistence()
+    /// The record log itself (its persistence, its syncs).
+    pub(crate) fn log(&self) -> &daxlog::Log {
+        &self.log
     }
 
     /// The current record, if one was ever stored.
