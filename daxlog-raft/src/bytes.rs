@@ -79,17 +79,36 @@ pub(crate) mod journal {
             use serde::ser::SerializeTuple;
             let mut t = s.serialize_tuple(2)?;
             t.serialize_element(&self.0)?;
-            t.serialize_element(&Bytes(self.1))?;
+            t.serialize_element(&BytesRef(self.1))?;
             t.end()
         }
     }
+}
 
-    struct Bytes<'a>(&'a [u8]);
+/// A borrowed byte string that serializes as above.
+struct BytesRef<'a>(&'a [u8]);
 
-    impl Serialize for Bytes<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            super::serialize(self.0, s)
-        }
+impl Serialize for BytesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize(self.0, s)
+    }
+}
+
+/// Serde for a list of byte strings, `Vec<Vec<u8>>`, each encoded as above.
+pub(crate) mod many {
+    use super::*;
+
+    /// One byte string of the list.
+    #[derive(Serialize, Deserialize)]
+    struct Item(#[serde(with = "super")] Vec<u8>);
+
+    pub(crate) fn serialize<S: Serializer>(items: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(items.iter().map(|i| BytesRef(i)))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let items = Vec::<Item>::deserialize(d)?;
+        Ok(items.into_iter().map(|Item(i)| i).collect())
     }
 }
 
@@ -103,6 +122,8 @@ mod tests {
         data: Vec<u8>,
         #[serde(with = "super::journal")]
         journal: Vec<(u64, Vec<u8>)>,
+        #[serde(default, with = "super::many")]
+        items: Vec<Vec<u8>>,
     }
 
     #[test]
@@ -110,19 +131,28 @@ mod tests {
         let t = T {
             data: vec![0, 1, 0xab, 0xff],
             journal: vec![(3, b"x".to_vec()), (4, vec![])],
+            items: vec![b"ab".to_vec(), vec![], vec![0xff]],
         };
         let json = serde_json::to_string(&t).unwrap();
-        assert_eq!(json, r#"{"data":"0001abff","journal":[[3,"78"],[4,""]]}"#);
+        assert_eq!(
+            json,
+            r#"{"data":"0001abff","journal":[[3,"78"],[4,""]],"items":["6162","","ff"]}"#
+        );
         assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
         let bin = postcard::to_stdvec(&t).unwrap();
         assert_eq!(&bin[..5], &[4, 0, 1, 0xab, 0xff]);
         assert_eq!(postcard::from_bytes::<T>(&bin).unwrap(), t);
         // Arrays of numbers are accepted too; bad hex is an error, not a panic.
-        let arr: T = serde_json::from_str(r#"{"data":[0,1,171,255],"journal":[]}"#).unwrap();
+        let arr: T =
+            serde_json::from_str(r#"{"data":[0,1,171,255],"journal":[],"items":[[97,98]]}"#)
+                .unwrap();
         assert_eq!(arr.data, t.data);
+        assert_eq!(arr.items, vec![b"ab".to_vec()]);
         for bad in [r#""0""#, r#""zz""#, r#""é1""#, "[256]"] {
             let doc = format!(r#"{{"data":{bad},"journal":[]}}"#);
             assert!(serde_json::from_str::<T>(&doc).is_err(), "{bad}");
+            let doc = format!(r#"{{"data":"","journal":[],"items":["",{bad}]}}"#);
+            assert!(serde_json::from_str::<T>(&doc).is_err(), "items {bad}");
         }
     }
 }

@@ -76,12 +76,21 @@ pub enum Request {
         /// The key.
         key: String,
     },
-    /// Appends `data` to the journal ([`KvState::journal`]), under the entry's log index.
+    /// Appends `data` to the journal ([`KvState::journal`]) under the next journal index (see
+    /// [`KvState::journal`]).
     Append {
         /// The entry's bytes: hexadecimal in human-readable encodings (JSON, as in the log),
         /// raw bytes in binary ones (postcard, between peers).
         #[serde(with = "bytes")]
         data: Vec<u8>,
+    },
+    /// Appends every item to the journal, in order, under consecutive journal indexes: the
+    /// writes of several clients in one Raft entry (the node gathers concurrent `/append`s
+    /// into one). New variants go after this one: postcard encodes variants by position.
+    AppendBatch {
+        /// The items' bytes, encoded as [`Request::Append`]'s.
+        #[serde(with = "bytes::many")]
+        items: Vec<Vec<u8>>,
     },
 }
 
@@ -90,6 +99,10 @@ pub enum Request {
 pub struct Response {
     /// The key's value before the request.
     pub previous: Option<String>,
+    /// The journal index of the first record the request appended ([`Request::Append`],
+    /// [`Request::AppendBatch`]); the batch's others follow it one by one.
+    #[serde(default)]
+    pub journal_index: Option<u64>,
 }
 
 openraft::declare_raft_types!(

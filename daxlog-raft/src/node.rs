@@ -9,19 +9,29 @@
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
-//! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication"}` |
+//! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
 //!
-//! **What an answer says about the write.** `200`: committed, at `index`. `413 too_large`,
+//! **What an answer says about the write.** `200`: committed, at journal index `index` (the
+//! index `/read` shows it under; not the Raft log index). `413 too_large`,
 //! `421 not_leader` and `503 log_full`: not proposed, so never committed. `503 unavailable`,
 //! `503 timeout` (not committed within the request timeout, default 10 s: e.g. a leader cut
 //! off from the majority) and a broken connection: **unknown**, the entry may be committed
 //! later. A client that retries such a write may find it twice in the journal; the API has no
 //! idempotency key, so a client that must not duplicate puts its own unique id in the entry and
 //! checks with `/read` before retrying. `/read` returns at most [`MAX_READ_ENTRIES`] entries.
+//!
+//! **Write groups.** The leader proposes client writes as Raft entries, at most
+//! [`NodeOptions::writes_in_flight`] at a time (default [`DEFAULT_WRITES_IN_FLIGHT`]); the
+//! `/append`s that arrive while they are in flight wait, and the next entry carries all of them
+//! (a [`Request::AppendBatch`]), so that concurrent clients share the entry's append, its
+//! replication round trip and its barriers. A lone write is a plain [`Request::Append`] and
+//! waits for nothing. Every write in an entry gets its own journal index (consecutive; see
+//! [`crate::KvState::journal`]), and the entry's failure is every one's. `/metrics` counts the
+//! entries proposed and the writes they carried (`client_writes`).
 //!
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
 //! runs: a start with another `--id` on the directory, or a second process on it, is refused
@@ -40,6 +50,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +65,7 @@ use openraft::{BasicNode, ChangeMembers, Config, Raft, SnapshotPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cluster::open_store_retrying;
@@ -74,6 +85,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most entries one `/read` returns (a larger `max` is lowered to it).
 pub const MAX_READ_ENTRIES: usize = 10_000;
+
+/// How many Raft entries of client writes the leader proposes at a time, by default.
+pub const DEFAULT_WRITES_IN_FLIGHT: usize = 1;
+
+/// The most client writes gathered into one Raft entry.
+pub const MAX_WRITES_PER_ENTRY: usize = 1024;
 
 /// The file in a node's directory that holds its node id (and its lock while it runs).
 pub const NODE_ID_FILE: &str = "node.id";
@@ -110,6 +127,11 @@ pub struct NodeOptions {
     /// and `/admin/add-learner` for the learner to catch up, before answering that the outcome
     /// is not known yet.
     pub request_timeout: Duration,
+    /// How many Raft entries of client writes the leader has proposed and not seen committed
+    /// at most (at least 1). `/append`s that arrive meanwhile wait, and the next entry takes
+    /// all of them (up to [`MAX_WRITES_PER_ENTRY`] and the largest entry): see "Write groups"
+    /// in the module documentation.
+    pub writes_in_flight: usize,
 }
 
 impl NodeOptions {
@@ -130,6 +152,7 @@ impl NodeOptions {
             snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK,
             test_hooks: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            writes_in_flight: DEFAULT_WRITES_IN_FLIGHT,
         }
     }
 
@@ -161,7 +184,22 @@ struct Shared {
     admission: Admission<TypeConfig>,
     partition: Partition,
     request_timeout: Duration,
+    /// `/append`s admitted and waiting for the write group ([`write_group`]).
+    writes: mpsc::UnboundedSender<PendingWrite>,
+    /// Raft entries the write group proposed, and the client writes they carried.
+    entries_proposed: AtomicU64,
+    writes_proposed: AtomicU64,
 }
+
+/// An `/append` waiting for its Raft entry: its bytes, and where its answer goes.
+struct PendingWrite {
+    data: Vec<u8>,
+    answer: oneshot::Sender<WriteAnswer>,
+}
+
+/// The answer to one `/append` of a write group: its journal index, or the failure's status
+/// and body (an entry's failure is every write's in it).
+type WriteAnswer = Result<u64, (StatusCode, Value)>;
 
 /// A running node; see the module documentation.
 pub struct Node {
@@ -171,6 +209,7 @@ pub struct Node {
     addr: SocketAddr,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    write_group: JoinHandle<()>,
 }
 
 impl Node {
@@ -202,6 +241,7 @@ impl Node {
             }
         }
 
+        let (writes, pending) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             id: opts.id,
             raft: raft.clone(),
@@ -209,7 +249,15 @@ impl Node {
             admission,
             partition: partition.clone(),
             request_timeout: opts.request_timeout,
+            writes,
+            entries_proposed: AtomicU64::new(0),
+            writes_proposed: AtomicU64::new(0),
         });
+        let write_group = tokio::spawn(write_group(
+            shared.clone(),
+            pending,
+            opts.writes_in_flight.max(1),
+        ));
         // A peer's append-entries batch holds at most what the log holds, and postcard is
         // no larger than the log's encoding.
         let max_peer_body = usize::try_from(opts.log_capacity)
@@ -244,6 +292,7 @@ impl Node {
             addr,
             stop_server: Some(stop_server),
             server: Some(server),
+            write_group,
         })
     }
 
@@ -276,6 +325,7 @@ impl Node {
     /// progress get at most 5 s to finish.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let stopped = self.shared.raft.shutdown().await;
+        self.write_group.abort();
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -295,6 +345,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.write_group.abort();
         if let Some(server) = self.server.take() {
             server.abort();
         }
@@ -371,15 +422,83 @@ fn reply(status: StatusCode, body: Value) -> Response {
 }
 
 fn unavailable(detail: impl std::fmt::Display) -> Response {
-    reply(
+    let (status, body) = unavailable_body(detail);
+    reply(status, body)
+}
+
+fn unavailable_body(detail: impl std::fmt::Display) -> (StatusCode, Value) {
+    (
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": "unavailable", "detail": detail.to_string()}),
     )
 }
 
+/// What an item adds to a [`Request::AppendBatch`]'s encoding at most: its bytes and their
+/// length (a varint of at most 10 bytes).
+fn batch_item_len(data: &[u8]) -> u64 {
+    data.len() as u64 + 10
+}
+
+/// A batch's encoding besides its items, at most: the variant and the item count (a varint),
+/// and what [`Admission`] adds for the entry around it.
+const BATCH_WRAPPING: u64 = 1 + 10 + 64;
+
+/// The write group: takes the `/append`s waiting in `pending` and proposes them to Raft,
+/// at most `in_flight` entries at a time, each entry every write that waits (up to
+/// [`MAX_WRITES_PER_ENTRY`], and no larger than the largest entry [`Admission`] takes). One
+/// write alone is a [`Request::Append`]; more are a [`Request::AppendBatch`]. Runs until the
+/// node stops (the task is aborted).
+async fn write_group(
+    node: Arc<Shared>,
+    mut pending: mpsc::UnboundedReceiver<PendingWrite>,
+    in_flight: usize,
+) {
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let max_entry = node.admission.max_entry_bytes();
+    let mut next: Option<PendingWrite> = None;
+    loop {
+        // The permit first: while every permit is out, writes queue up for the next entry.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match next.take() {
+            Some(w) => w,
+            None => match pending.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let mut len = BATCH_WRAPPING + batch_item_len(&first.data);
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITES_PER_ENTRY {
+            let Ok(w) = pending.try_recv() else { break };
+            let item = batch_item_len(&w.data);
+            if len + item > max_entry {
+                next = Some(w);
+                break;
+            }
+            len += item;
+            batch.push(w);
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.propose(batch).await;
+            drop(permit);
+        });
+    }
+}
+
 impl Shared {
     /// `421 not_leader`, naming the leader openraft named, or else the one this node knows.
     fn not_leader(&self, hint: Option<&ForwardToLeader<NodeId, BasicNode>>) -> Response {
+        let (status, body) = self.not_leader_body(hint);
+        reply(status, body)
+    }
+
+    fn not_leader_body(
+        &self,
+        hint: Option<&ForwardToLeader<NodeId, BasicNode>>,
+    ) -> (StatusCode, Value) {
         let m = self.raft.metrics().borrow().clone();
         let leader = hint.and_then(|f| f.leader_id).or(m.current_leader);
         let addr = hint
@@ -392,7 +511,7 @@ impl Shared {
                         .map(|n| n.addr.clone())
                 })
             });
-        reply(
+        (
             StatusCode::MISDIRECTED_REQUEST,
             json!({"error": "not_leader", "leader": leader, "leader_addr": addr}),
         )
@@ -405,13 +524,67 @@ impl Shared {
     }
 
     fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Response {
+        let (status, body) = self.write_error_body(e);
+        reply(status, body)
+    }
+
+    fn write_error_body(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> (StatusCode, Value) {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.not_leader(Some(&f)),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => reply(
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                self.not_leader_body(Some(&f))
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => (
                 StatusCode::CONFLICT,
                 json!({"error": "membership", "detail": e.to_string()}),
             ),
-            RaftError::Fatal(e) => unavailable(e),
+            RaftError::Fatal(e) => unavailable_body(e),
+        }
+    }
+
+    /// `503 timeout` for a write not committed within the request timeout.
+    fn write_timeout(&self) -> (StatusCode, Value) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "timeout",
+                "detail": format!(
+                    "not committed within {:?} (no quorum?); the entry may still be committed later",
+                    self.request_timeout
+                ),
+            }),
+        )
+    }
+
+    /// Proposes one Raft entry of `batch` (a plain [`Request::Append`] for one write) and
+    /// answers every write in it: its journal index once the entry is committed and applied
+    /// here, or the entry's failure.
+    async fn propose(&self, batch: Vec<PendingWrite>) {
+        let (mut items, answers): (Vec<Vec<u8>>, Vec<_>) =
+            batch.into_iter().map(|w| (w.data, w.answer)).unzip();
+        self.entries_proposed.fetch_add(1, Ordering::Relaxed);
+        self.writes_proposed
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let request = match items.len() {
+            1 => Request::Append {
+                data: items.pop().unwrap_or_default(),
+            },
+            _ => Request::AppendBatch { items },
+        };
+        let outcome = tokio::time::timeout(self.request_timeout, self.raft.client_write(request));
+        let answer: WriteAnswer = match outcome.await {
+            Ok(Ok(resp)) => resp
+                .data
+                .journal_index
+                .ok_or_else(|| unavailable_body("the applied entry reported no journal index")),
+            Ok(Err(e)) => Err(self.write_error_body(e)),
+            Err(_) => Err(self.write_timeout()),
+        };
+        for (i, to) in answers.into_iter().enumerate() {
+            // A client that gave up (its request timed out) no longer listens: nothing to do.
+            let _ = to.send(answer.clone().map(|first| first + i as u64));
         }
     }
 }
@@ -454,7 +627,8 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     let request = Request::Append {
         data: data.to_vec(),
     };
-    // Held until client_write returned: concurrent writes are counted together.
+    // Held until the write is answered: concurrent writes are counted together (a write
+    // group's entry needs less room than its writes did one by one).
     let _admitted = match node.admission.admit(&request) {
         Ok(admitted) => admitted,
         Err(WriteRejected::TooLarge { len, max }) => {
@@ -477,20 +651,20 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             );
         }
     };
-    match tokio::time::timeout(node.request_timeout, node.raft.client_write(request)).await {
-        Ok(Ok(resp)) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
-        Ok(Err(e)) => node.write_error(e),
-        Err(_) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({
-                "error": "timeout",
-                "detail": format!(
-                    "not committed within {:?} (no quorum?); the entry may still be committed later",
-                    node.request_timeout
-                ),
-            }),
-        ),
+    let Request::Append { data } = request else {
+        unreachable!("built as an append above")
+    };
+    let (answer, answered) = oneshot::channel();
+    if node.writes.send(PendingWrite { data, answer }).is_err() {
+        return unavailable("the node is stopping");
     }
+    let (status, body) = match tokio::time::timeout(node.request_timeout, answered).await {
+        Ok(Ok(Ok(index))) => (StatusCode::OK, json!({"index": index})),
+        Ok(Ok(Err(failure))) => failure,
+        Ok(Err(_)) => unavailable_body("the node is stopping; the entry may still be committed"),
+        Err(_) => node.write_timeout(),
+    };
+    reply(status, body)
 }
 
 #[derive(Deserialize)]
@@ -554,6 +728,10 @@ async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             "purged": m.purged.map(|l| l.index),
             "membership": {"voters": voters, "learners": learners},
             "replication": replication,
+            "client_writes": {
+                "entries": node.entries_proposed.load(Ordering::Relaxed),
+                "writes": node.writes_proposed.load(Ordering::Relaxed),
+            },
         }),
     )
 }

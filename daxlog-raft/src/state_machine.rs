@@ -2,7 +2,8 @@
 //! example and the node binary.
 //!
 //! [`Request::Set`] and [`Request::Delete`] change a map; [`Request::Append`] adds a record
-//! `(log index, data)` to the journal, which [`KvStateMachine::journal_from`] reads.
+//! `(journal index, data)` to the journal, and [`Request::AppendBatch`] one per item, which
+//! [`KvStateMachine::journal_from`] reads.
 //!
 //! The state lives in memory; what makes it survive a restart is its snapshot: every snapshot
 //! built or installed is written to `snapshot.json` in the node's directory (temporary file,
@@ -38,15 +39,41 @@ pub struct KvState {
     pub last_membership: StoredMembership<NodeId, BasicNode>,
     /// The data.
     pub data: BTreeMap<String, String>,
-    /// `(raft log index, data)` of every applied [`Request::Append`], in apply order (so in
-    /// increasing index order).
+    /// `(journal index, data)` of every record applied ([`Request::Append`], and each item of
+    /// a [`Request::AppendBatch`]), in apply order. A record's journal index is the larger of
+    /// its Raft entry's log index and the journal's last index plus one: the log index itself
+    /// while every entry holds one record, consecutive indexes for a batch's items, and
+    /// increasing in apply order. It depends only on the entries applied, so every node gives
+    /// a record the same index.
     #[serde(default, with = "crate::bytes::journal")]
     pub journal: Vec<(u64, Vec<u8>)>,
 }
 
+impl KvState {
+    /// Adds `records`, applied from the entry at `log_index`, to the journal (see
+    /// [`KvState::journal`] for their indexes); returns the first one's index (`None` if there
+    /// are none).
+    fn append_records(
+        &mut self,
+        log_index: u64,
+        records: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Option<u64> {
+        let mut first = None;
+        for data in records {
+            let index = match self.journal.last() {
+                Some(&(last, _)) => log_index.max(last + 1),
+                None => log_index,
+            };
+            first.get_or_insert(index);
+            self.journal.push((index, data));
+        }
+        first
+    }
+}
+
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
-/// Journal records, `(raft log index, data)`.
+/// Journal records, `(journal index, data)` (see [`KvState::journal`]).
 type Journal = Vec<(u64, Vec<u8>)>;
 
 /// What a snapshot holds besides its meta: the map and the journal. A snapshot's bytes (kept
@@ -268,20 +295,26 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
         let mut out = Vec::new();
         for entry in entries {
             st.last_applied = Some(entry.log_id);
-            let previous = match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(Request::Set { key, value }) => st.data.insert(key, value),
-                EntryPayload::Normal(Request::Delete { key }) => st.data.remove(&key),
+            let mut response = Response::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Request::Set { key, value }) => {
+                    response.previous = st.data.insert(key, value)
+                }
+                EntryPayload::Normal(Request::Delete { key }) => {
+                    response.previous = st.data.remove(&key)
+                }
                 EntryPayload::Normal(Request::Append { data }) => {
-                    st.journal.push((entry.log_id.index, data));
-                    None
+                    response.journal_index = st.append_records(entry.log_id.index, [data]);
+                }
+                EntryPayload::Normal(Request::AppendBatch { items }) => {
+                    response.journal_index = st.append_records(entry.log_id.index, items);
                 }
                 EntryPayload::Membership(m) => {
                     st.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
                 }
-            };
-            out.push(Response { previous });
+            }
+            out.push(response);
         }
         Ok(out)
     }
@@ -304,8 +337,12 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
         meta: &Meta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
+        // Decoded off the runtime's threads, as it is written: a snapshot holds the whole
+        // journal, and a node may run on one thread (the binary's default).
         let contents: Contents =
-            serde_json::from_slice(snapshot.get_ref()).map_err(|e| snap_err(e, ErrorVerb::Read))?;
+            crate::log_store::blocking(move || Ok(serde_json::from_slice(snapshot.get_ref())?))
+                .await
+                .map_err(|e| snap_err(e, ErrorVerb::Read))?;
         let (_, contents) = self
             .shared
             .save_snapshot_blocking(meta.clone(), contents)
@@ -509,6 +546,94 @@ mod tests {
         assert_eq!(sm.journal_from(0, 0), vec![]);
         let (page, applied) = sm.journal_page(5, 10);
         assert_eq!((page, applied), (all[2..].to_vec(), Some(lid(5))));
+        let indexes: Vec<_> = responses.iter().map(|r| r.journal_index).collect();
+        assert_eq!(indexes, vec![None, Some(2), None, Some(4), Some(5)]);
+    }
+
+    fn batch(index: u64, items: &[&[u8]]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: lid(index),
+            payload: EntryPayload::Normal(Request::AppendBatch {
+                items: items.iter().map(|i| i.to_vec()).collect(),
+            }),
+        }
+    }
+
+    /// A batch's items take consecutive journal indexes from its entry's log index (or from
+    /// the last index plus one, when earlier batches went past the log index); a single append
+    /// after batches continues from the last; a state machine installed from a snapshot numbers
+    /// the next records as the one the snapshot came from.
+    #[tokio::test]
+    async fn batches_take_consecutive_journal_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path().join("a")).unwrap();
+        let responses = sm
+            .apply([
+                append(2, b"a"),
+                batch(3, &[b"b", b"c", b"d"]),
+                batch(4, &[b"e", b"f"]),
+                append(5, b"g"),
+                batch(6, &[]),
+                append(20, b"h"),
+                batch(21, &[b"i"]),
+            ])
+            .await
+            .unwrap();
+        let indexes: Vec<_> = responses.iter().map(|r| r.journal_index).collect();
+        assert_eq!(
+            indexes,
+            vec![Some(2), Some(3), Some(6), Some(8), None, Some(20), Some(21)]
+        );
+        let expect: Vec<(u64, Vec<u8>)> = [
+            (2, "a"),
+            (3, "b"),
+            (4, "c"),
+            (5, "d"),
+            (6, "e"),
+            (7, "f"),
+            (8, "g"),
+            (20, "h"),
+            (21, "i"),
+        ]
+        .iter()
+        .map(|(i, d)| (*i, d.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(sm.journal_from(0, 100), expect);
+        assert_eq!(sm.journal_from(5, 2), expect[3..5]);
+
+        // The same entries after a snapshot of the first three: the same indexes.
+        let mut other = KvStateMachine::open(dir.path().join("b")).unwrap();
+        other
+            .apply([
+                append(2, b"a"),
+                batch(3, &[b"b", b"c", b"d"]),
+                batch(4, &[b"e", b"f"]),
+            ])
+            .await
+            .unwrap();
+        let snapshot = other
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut third = KvStateMachine::open(dir.path().join("c")).unwrap();
+        third
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        let responses = third
+            .apply([
+                append(5, b"g"),
+                batch(6, &[]),
+                append(20, b"h"),
+                batch(21, &[b"i"]),
+            ])
+            .await
+            .unwrap();
+        let indexes: Vec<_> = responses.iter().map(|r| r.journal_index).collect();
+        assert_eq!(indexes, vec![Some(8), None, Some(20), Some(21)]);
+        assert_eq!(third.journal_from(0, 100), expect);
     }
 
     /// The journal goes into the snapshot: built, written to disk, reopened, installed on

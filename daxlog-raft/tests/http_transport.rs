@@ -671,3 +671,92 @@ async fn guards() {
     );
     shutdown(vec![n1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_raft_entries() {
+    bounded(write_groups()).await;
+}
+
+/// Many clients appending at once on a 3-node cluster: the leader carries several writes in
+/// one Raft entry (`/metrics` counts fewer entries than writes), every write is answered `200`
+/// with an index of its own, and every node's journal holds exactly the acknowledged writes,
+/// each at its acknowledged index.
+async fn write_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let mut nodes = vec![Node::start(NodeOptions {
+        init: true,
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap()];
+    for id in [2, 3] {
+        nodes.push(Node::start(options(id, dir.path())).await.unwrap());
+    }
+    wait_leader(&c, &nodes[0]).await;
+    for n in &nodes[1..] {
+        let learner = json!({"id": n.id(), "addr": n.addr().to_string()});
+        let (status, v) = c.post(&nodes[0], "/admin/add-learner", learner).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let voters = json!({"voters": [1, 2, 3]});
+    let (status, v) = c.post(&nodes[0], "/admin/change-membership", voters).await;
+    assert_eq!(status, 200, "{v}");
+
+    const CLIENTS: usize = 48;
+    const EACH: usize = 10;
+    let leader = std::sync::Arc::new(nodes.remove(0));
+    let mut tasks = Vec::new();
+    for t in 0..CLIENTS {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new();
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                // Sizes from empty to a few KiB; the bytes name the client and the write.
+                let len = (t * 131 + i * 977) % 3000;
+                let mut data = format!("client {t} write {i} ").into_bytes();
+                data.resize(data.len() + len, (t + i) as u8);
+                let (status, v) = c.append(&leader, &data).await;
+                assert_eq!(status, 200, "client {t} write {i}: {v}");
+                acked.push((v["index"].as_u64().expect("an index"), data));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked.sort();
+    assert_eq!(acked.len(), CLIENTS * EACH);
+    assert!(
+        acked.windows(2).all(|w| w[0].0 < w[1].0),
+        "two writes were answered with the same index"
+    );
+
+    let m = c.metrics(&leader).await;
+    let (entries, writes) = (
+        m["client_writes"]["entries"].as_u64().unwrap(),
+        m["client_writes"]["writes"].as_u64().unwrap(),
+    );
+    assert_eq!(writes, (CLIENTS * EACH) as u64, "{m}");
+    assert!(
+        entries < writes,
+        "{writes} writes went in {entries} entries: none shared one"
+    );
+
+    let (status, journal, _) = c.journal(&leader, "from=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal, acked);
+    for n in &nodes {
+        until(&format!("node {}'s journal", n.id()), || async {
+            let (_, journal, _) = c.journal(n, "from=0&local=true").await;
+            (journal == acked).then_some(())
+        })
+        .await;
+    }
+    let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
+    nodes.insert(0, leader);
+    shutdown(nodes).await;
+}
