@@ -16,6 +16,7 @@
 #                      the median writes/s of each target (the lower middle one if even)
 #   TARGETS="daxlog-raft etcd"
 #   RAFT_NODES=3       1 measures a one-node daxlog-raft cluster (no replication)
+#   RAFT_ARGS=""       more arguments for every daxlog-raft-node (e.g. "--writes-in-flight 2")
 #   SHM_DIR=/dev/shm   parent of the tmpfs data directories
 #   DISK_DIR=<repo>/target   parent of the disk data directories (ext4 expected)
 #   KEEP=1             keep the data directories and logs
@@ -34,6 +35,7 @@ STORAGES=${STORAGES:-"shm disk"}
 REPEAT=${REPEAT:-3}
 TARGETS=${TARGETS:-"daxlog-raft etcd"}
 RAFT_NODES=${RAFT_NODES:-3}
+RAFT_ARGS=${RAFT_ARGS:-}
 KEEP=${KEEP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -141,7 +143,7 @@ start_raft() { # parent
         local id=$((i + 1)) init=()
         ((id == 1)) && init=(--init)
         "$NODE" --id "$id" --listen "127.0.0.1:${RAFT_PORTS[i]}" --data-dir "$parent/raft$id" \
-            "${init[@]}" >"$logdir/raft$id.out" 2>"$logdir/raft$id.log" &
+            "${init[@]}" $RAFT_ARGS >"$logdir/raft$id.out" 2>"$logdir/raft$id.log" &
         PIDS+=($!)
     done
     local deadline=$((SECONDS + 30))

@@ -53,11 +53,41 @@ struct Args {
     /// learner to catch up) before answering that the outcome is not known yet, in ms.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
+    /// How many Raft entries of client writes the leader proposes at a time; writes that
+    /// arrive meanwhile go together into the next entry.
+    #[arg(long, default_value_t = daxlog_raft::node::DEFAULT_WRITES_IN_FLIGHT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    writes_in_flight: u64,
+    /// Threads that run the node (Raft, its storage, the HTTP server): 1 runs everything on
+    /// one thread, with no wake-ups between threads (the fastest on few CPUs shared with other
+    /// processes); more use tokio's work-stealing runtime with that many workers. Syncs to a
+    /// disk run on separate blocking threads either way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: u64,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
+    let runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n as usize)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("daxlog-raft-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(start(args))
+}
+
+async fn start(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -88,6 +118,7 @@ async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
         election_max_ms: args.election_max_ms,
         test_hooks: args.test_hooks,
         request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+        writes_in_flight: args.writes_in_flight as usize,
         ..NodeOptions::new(args.id, args.listen, args.data_dir)
     };
     let node = Node::start(opts).await?;
