@@ -370,6 +370,11 @@ where
     pub fn max_entry_bytes(&self) -> u64 {
         self.max_entry
     }
+
+    /// The log's capacity, used and free bytes now.
+    pub fn space(&self) -> daxlog::Space {
+        self.log.space()
+    }
 }
 
 /// The length an entry of `data` may reach in the log (see [`Admission::check`]): the data's

@@ -33,6 +33,10 @@
 //! [`crate::KvState::journal`]), and the entry's failure is every one's. `/metrics` counts the
 //! entries proposed and the writes they carried (`client_writes`).
 //!
+//! **Log pressure.** Every node snapshots and purges its own log while more than half of it is
+//! in use, whatever openraft's snapshot policy (which counts entries): its log's bytes decide,
+//! not the leader's admission, which cannot see the followers' logs.
+//!
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
 //! runs: a start with another `--id` on the directory, or a second process on it, is refused
 //! before anything in the directory is touched.
@@ -91,6 +95,9 @@ pub const DEFAULT_WRITES_IN_FLIGHT: usize = 1;
 
 /// The most client writes gathered into one Raft entry.
 pub const MAX_WRITES_PER_ENTRY: usize = 1024;
+
+/// How often a node looks at how full its log is (see [`log_pressure`]).
+const PRESSURE_CHECK: Duration = Duration::from_millis(10);
 
 /// The file in a node's directory that holds its node id (and its lock while it runs).
 pub const NODE_ID_FILE: &str = "node.id";
@@ -210,6 +217,7 @@ pub struct Node {
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     write_group: JoinHandle<()>,
+    log_pressure: JoinHandle<()>,
 }
 
 impl Node {
@@ -258,6 +266,7 @@ impl Node {
             pending,
             opts.writes_in_flight.max(1),
         ));
+        let log_pressure = tokio::spawn(log_pressure(raft.clone(), shared.admission.clone()));
         // A peer's append-entries batch holds at most what the log holds, and postcard is
         // no larger than the log's encoding.
         let max_peer_body = usize::try_from(opts.log_capacity)
@@ -293,6 +302,7 @@ impl Node {
             stop_server: Some(stop_server),
             server: Some(server),
             write_group,
+            log_pressure,
         })
     }
 
@@ -326,6 +336,7 @@ impl Node {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let stopped = self.shared.raft.shutdown().await;
         self.write_group.abort();
+        self.log_pressure.abort();
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
@@ -346,6 +357,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.write_group.abort();
+        self.log_pressure.abort();
         if let Some(server) = self.server.take() {
             server.abort();
         }
@@ -442,6 +454,54 @@ fn batch_item_len(data: &[u8]) -> u64 {
 /// A batch's encoding besides its items, at most: the variant and the item count (a varint),
 /// and what [`Admission`] adds for the entry around it.
 const BATCH_WRAPPING: u64 = 1 + 10 + 64;
+
+/// Keeps the node's log from filling, on every node: while more than half of its data area is
+/// in use, builds a snapshot of what was applied (unless one newer than the last purge is there
+/// already), then purges the log up to that snapshot, past the entries openraft keeps behind a
+/// snapshot (`max_in_snapshot_log_to_keep`).
+///
+/// openraft's own policy counts entries (`--snapshot-every`), and the bytes of an entry vary
+/// (a write group's entry carries many writes); a follower whose log fills stops (openraft
+/// 0.9 stops a node on any error of its log store's `append`), and the leader's admission,
+/// which keeps its own log from filling, cannot see the followers' logs. Each node here purges
+/// its own log by its bytes. A leader's purge still waits for replication tasks that need the
+/// entries (a follower catching up); meanwhile its admission refuses writes (`503 log_full`).
+async fn log_pressure(raft: Raft<TypeConfig>, admission: Admission<TypeConfig>) {
+    let index = |l: Option<openraft::LogId<NodeId>>| l.map(|l| l.index);
+    let mut interval = tokio::time::interval(PRESSURE_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The snapshot index when this node last asked for a snapshot, and when.
+    let mut asked: Option<(Option<u64>, tokio::time::Instant)> = None;
+    loop {
+        interval.tick().await;
+        let space = admission.space();
+        if space.used.saturating_mul(2) <= space.data {
+            continue;
+        }
+        let (applied, snapshot, purged) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (index(m.last_applied), index(m.snapshot), index(m.purged))
+        };
+        let result = if snapshot > purged {
+            raft.trigger().purge_log(snapshot.unwrap_or(0)).await
+        } else if applied > snapshot {
+            // Once per snapshot, unless the one asked for did not come within a second.
+            let fresh =
+                asked.is_some_and(|(at, when)| at == snapshot && when.elapsed().as_secs() < 1);
+            if fresh {
+                continue;
+            }
+            asked = Some((snapshot, tokio::time::Instant::now()));
+            raft.trigger().snapshot().await
+        } else {
+            continue;
+        };
+        if result.is_err() {
+            return; // Raft stopped.
+        }
+    }
+}
 
 /// The write group: takes the `/append`s waiting in `pending` and proposes them to Raft,
 /// at most `in_flight` entries at a time, each entry every write that waits (up to

@@ -760,3 +760,101 @@ async fn write_groups() {
     nodes.insert(0, leader);
     shutdown(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_purges_its_log_by_its_bytes() {
+    bounded(log_pressure()).await;
+}
+
+/// Writes of four times the log's capacity through a 3-node cluster whose snapshot policy
+/// never snapshots (one every million entries): every node snapshots and purges its own log
+/// when it is half full, so no follower's log fills (a follower whose log is full stops), the
+/// leader refuses writes only for a moment (`503 log_full`, retried here), and every journal
+/// holds exactly the acknowledged writes.
+async fn log_pressure() {
+    const CAPACITY: u64 = 4 << 20;
+    const CLIENTS: usize = 16;
+    const EACH: usize = 512;
+    const RECORD: usize = 2 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let opts = |id| NodeOptions {
+        log_capacity: CAPACITY,
+        snapshot_every: 1_000_000,
+        // A follower that stopped leaves no quorum: the writes then fail at this timeout.
+        request_timeout: Duration::from_secs(5),
+        ..options(id, dir.path())
+    };
+    let mut nodes = vec![Node::start(NodeOptions {
+        init: true,
+        ..opts(1)
+    })
+    .await
+    .unwrap()];
+    for id in [2, 3] {
+        nodes.push(Node::start(opts(id)).await.unwrap());
+    }
+    wait_leader(&c, &nodes[0]).await;
+    for n in &nodes[1..] {
+        let learner = json!({"id": n.id(), "addr": n.addr().to_string()});
+        let (status, v) = c.post(&nodes[0], "/admin/add-learner", learner).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let voters = json!({"voters": [1, 2, 3]});
+    let (status, v) = c.post(&nodes[0], "/admin/change-membership", voters).await;
+    assert_eq!(status, 200, "{v}");
+
+    let leader = std::sync::Arc::new(nodes.remove(0));
+    let mut tasks = Vec::new();
+    for t in 0..CLIENTS {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new();
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            for i in 0..EACH {
+                let mut data = format!("client {t} write {i} ").into_bytes();
+                data.resize(RECORD, (t * 7 + i) as u8);
+                loop {
+                    let (status, v) = c.append(&leader, &data).await;
+                    if status == 200 {
+                        acked.push((v["index"].as_u64().expect("an index"), data));
+                        break;
+                    }
+                    assert_eq!((status, &v["error"]), (503, &json!("log_full")), "{v}");
+                    refused += 1;
+                    assert!(refused < 20_000, "client {t}: the log never made room");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked.sort();
+    assert_eq!(acked.len(), CLIENTS * EACH);
+    assert!((CLIENTS * EACH * RECORD) as u64 >= 4 * CAPACITY);
+
+    let (status, journal, _) = c.journal(&leader, "from=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal, acked);
+    for n in &nodes {
+        until(&format!("node {}'s journal", n.id()), || async {
+            let (_, journal, _) = c.journal(n, "from=0&local=true").await;
+            (journal == acked).then_some(())
+        })
+        .await;
+        let m = c.metrics(n).await;
+        assert_eq!(m["state"], "Follower", "node {}: {m}", n.id());
+        assert!(
+            m["purged"].as_u64().is_some(),
+            "node {} never purged: {m}",
+            n.id()
+        );
+    }
+    let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
+    nodes.insert(0, leader);
+    shutdown(nodes).await;
+}
