@@ -34,7 +34,7 @@
 //! entries proposed and the writes they carried (`client_writes`).
 //!
 //! **Log pressure.** Every node snapshots and purges its own log while more than half of it is
-//! in use, whatever openraft's snapshot policy (which counts entries): its log's bytes decide,
+//! in use ([`NodeOptions::purge_above_percent`]), whatever openraft's snapshot policy (which counts entries): its log's bytes decide,
 //! not the leader's admission, which cannot see the followers' logs.
 //!
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
@@ -96,6 +96,9 @@ pub const DEFAULT_WRITES_IN_FLIGHT: usize = 1;
 /// The most client writes gathered into one Raft entry.
 pub const MAX_WRITES_PER_ENTRY: usize = 1024;
 
+/// The per cent of its log in use above which a node snapshots and purges it, by default.
+pub const DEFAULT_PURGE_ABOVE: u8 = 50;
+
 /// How often a node looks at how full its log is (see [`log_pressure`]).
 const PRESSURE_CHECK: Duration = Duration::from_millis(10);
 
@@ -139,6 +142,10 @@ pub struct NodeOptions {
     /// all of them (up to [`MAX_WRITES_PER_ENTRY`] and the largest entry): see "Write groups"
     /// in the module documentation.
     pub writes_in_flight: usize,
+    /// Snapshot and purge the log whenever more than this per cent of it is in use (default
+    /// [`DEFAULT_PURGE_ABOVE`]), besides openraft's policy (`snapshot_every`); `None`: by
+    /// openraft's policy only. See "Log pressure" in the module documentation.
+    pub purge_above_percent: Option<u8>,
 }
 
 impl NodeOptions {
@@ -160,6 +167,7 @@ impl NodeOptions {
             test_hooks: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             writes_in_flight: DEFAULT_WRITES_IN_FLIGHT,
+            purge_above_percent: Some(DEFAULT_PURGE_ABOVE),
         }
     }
 
@@ -266,7 +274,14 @@ impl Node {
             pending,
             opts.writes_in_flight.max(1),
         ));
-        let log_pressure = tokio::spawn(log_pressure(raft.clone(), shared.admission.clone()));
+        let log_pressure = match opts.purge_above_percent {
+            Some(percent) => tokio::spawn(log_pressure(
+                raft.clone(),
+                shared.admission.clone(),
+                percent.min(100),
+            )),
+            None => tokio::spawn(async {}),
+        };
         // A peer's append-entries batch holds at most what the log holds, and postcard is
         // no larger than the log's encoding.
         let max_peer_body = usize::try_from(opts.log_capacity)
@@ -455,8 +470,8 @@ fn batch_item_len(data: &[u8]) -> u64 {
 /// and what [`Admission`] adds for the entry around it.
 const BATCH_WRAPPING: u64 = 1 + 10 + 64;
 
-/// Keeps the node's log from filling, on every node: while more than half of its data area is
-/// in use, builds a snapshot of what was applied (unless one newer than the last purge is there
+/// Keeps the node's log from filling, on every node: while more than `percent` of its data
+/// area is in use, builds a snapshot of what was applied (unless one newer than the last purge is there
 /// already), then purges the log up to that snapshot, past the entries openraft keeps behind a
 /// snapshot (`max_in_snapshot_log_to_keep`).
 ///
@@ -466,7 +481,7 @@ const BATCH_WRAPPING: u64 = 1 + 10 + 64;
 /// which keeps its own log from filling, cannot see the followers' logs. Each node here purges
 /// its own log by its bytes. A leader's purge still waits for replication tasks that need the
 /// entries (a follower catching up); meanwhile its admission refuses writes (`503 log_full`).
-async fn log_pressure(raft: Raft<TypeConfig>, admission: Admission<TypeConfig>) {
+async fn log_pressure(raft: Raft<TypeConfig>, admission: Admission<TypeConfig>, percent: u8) {
     let index = |l: Option<openraft::LogId<NodeId>>| l.map(|l| l.index);
     let mut interval = tokio::time::interval(PRESSURE_CHECK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -475,7 +490,7 @@ async fn log_pressure(raft: Raft<TypeConfig>, admission: Admission<TypeConfig>) 
     loop {
         interval.tick().await;
         let space = admission.space();
-        if space.used.saturating_mul(2) <= space.data {
+        if u128::from(space.used) * 100 <= u128::from(space.data) * u128::from(percent) {
             continue;
         }
         let (applied, snapshot, purged) = {

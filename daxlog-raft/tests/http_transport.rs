@@ -452,6 +452,8 @@ async fn refused_writes() {
         init: true,
         log_capacity: 256 << 10,
         keep_after_snapshot: Some(0),
+        // The log must fill: no snapshot and purge when it is half full.
+        purge_above_percent: None,
         ..options(1, dir.path())
     })
     .await

@@ -64,6 +64,11 @@ struct Args {
     /// disk run on separate blocking threads either way.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: u64,
+    /// Snapshot and purge the log whenever more than this per cent of it is in use, whatever
+    /// --snapshot-every says (100: only by --snapshot-every).
+    #[arg(long, default_value_t = daxlog_raft::node::DEFAULT_PURGE_ABOVE,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    purge_above_percent: u8,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +124,7 @@ async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
         test_hooks: args.test_hooks,
         request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
         writes_in_flight: args.writes_in_flight as usize,
+        purge_above_percent: (args.purge_above_percent < 100).then_some(args.purge_above_percent),
         ..NodeOptions::new(args.id, args.listen, args.data_dir)
     };
     let node = Node::start(opts).await?;
