@@ -57,12 +57,23 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D:
 #[derive(Serialize, Deserialize)]
 struct Record(u64, #[serde(with = "self")] Vec<u8>);
 
-/// Serde for a journal, `Vec<(u64, Vec<u8>)>`, with every record's data encoded as above.
+/// Serde for a journal's records (see [`crate::journal::Journal`]), `(u64, Vec<u8>)` each, with
+/// every record's data encoded as above.
 pub(crate) mod journal {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(j: &[(u64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(j.iter().map(|(i, d)| RecordRef(*i, d)))
+    /// Serializes `len` records given one by one.
+    pub(crate) fn serialize_records<'a, S: Serializer>(
+        len: usize,
+        records: impl Iterator<Item = &'a (u64, Vec<u8>)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(len))?;
+        for (i, d) in records {
+            seq.serialize_element(&RecordRef(*i, d))?;
+        }
+        seq.end()
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
@@ -120,8 +131,7 @@ mod tests {
     struct T {
         #[serde(with = "super")]
         data: Vec<u8>,
-        #[serde(with = "super::journal")]
-        journal: Vec<(u64, Vec<u8>)>,
+        journal: crate::journal::Journal,
         #[serde(default, with = "super::many")]
         items: Vec<Vec<u8>>,
     }
@@ -130,7 +140,7 @@ mod tests {
     fn hex_in_json_bytes_in_postcard() {
         let t = T {
             data: vec![0, 1, 0xab, 0xff],
-            journal: vec![(3, b"x".to_vec()), (4, vec![])],
+            journal: vec![(3, b"x".to_vec()), (4, vec![])].into(),
             items: vec![b"ab".to_vec(), vec![], vec![0xff]],
         };
         let json = serde_json::to_string(&t).unwrap();

@@ -24,6 +24,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, DaxError};
+use crate::journal::{Journal, Record};
 use crate::watermark::SnapshotWatermark;
 use crate::{NodeId, Request, Response, TypeConfig};
 
@@ -45,8 +46,8 @@ pub struct KvState {
     /// while every entry holds one record, consecutive indexes for a batch's items, and
     /// increasing in apply order. It depends only on the entries applied, so every node gives
     /// a record the same index.
-    #[serde(default, with = "crate::bytes::journal")]
-    pub journal: Vec<(u64, Vec<u8>)>,
+    #[serde(default)]
+    pub journal: Journal,
 }
 
 impl KvState {
@@ -60,12 +61,12 @@ impl KvState {
     ) -> Option<u64> {
         let mut first = None;
         for data in records {
-            let index = match self.journal.last() {
-                Some(&(last, _)) => log_index.max(last + 1),
+            let index = match self.journal.last_index() {
+                Some(last) => log_index.max(last + 1),
                 None => log_index,
             };
             first.get_or_insert(index);
-            self.journal.push((index, data));
+            self.journal.push(index, data);
         }
         first
     }
@@ -73,17 +74,14 @@ impl KvState {
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
-/// Journal records, `(journal index, data)` (see [`KvState::journal`]).
-type Journal = Vec<(u64, Vec<u8>)>;
-
 /// What a snapshot holds besides its meta: the map and the journal. A snapshot's bytes (kept
 /// in memory, sent to followers) are this, serialized with serde_json.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Contents {
     data: BTreeMap<String, String>,
     /// Absent from snapshots written before the journal existed.
-    #[serde(default, with = "crate::bytes::journal")]
-    journal: Vec<(u64, Vec<u8>)>,
+    #[serde(default)]
+    journal: Journal,
 }
 
 /// What `snapshot.json` holds: the meta, then the contents' fields beside it (`M` and `C` are
@@ -182,16 +180,18 @@ impl KvStateMachine {
     }
 
     /// At most `max` journal records with an index at least `from_index`, in index order.
-    pub fn journal_from(&self, from_index: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
+    pub fn journal_from(&self, from_index: u64, max: usize) -> Vec<Record> {
         self.journal_page(from_index, max).0
     }
 
     /// [`KvStateMachine::journal_from`] and the log id of the last applied entry, read together.
-    pub fn journal_page(&self, from_index: u64, max: usize) -> (Journal, Option<LogId<NodeId>>) {
+    pub fn journal_page(
+        &self,
+        from_index: u64,
+        max: usize,
+    ) -> (Vec<Record>, Option<LogId<NodeId>>) {
         let st = lock(&self.shared.state);
-        let start = st.journal.partition_point(|(i, _)| *i < from_index);
-        let page = st.journal[start..].iter().take(max).cloned().collect();
-        (page, st.last_applied)
+        (st.journal.page(from_index, max), st.last_applied)
     }
 
     /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
@@ -348,24 +348,30 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
             .save_snapshot_blocking(meta.clone(), contents)
             .await
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
-        *lock(&self.shared.state) = KvState {
+        let new = KvState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             data: contents.data,
             journal: contents.journal,
         };
+        let old = std::mem::replace(&mut *lock(&self.shared.state), new);
+        // Freeing millions of records takes a while: not on the runtime's thread.
+        tokio::task::spawn_blocking(move || drop(old));
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(lock(&self.shared.snapshot)
-            .as_ref()
-            .map(|(meta, bytes)| Snapshot {
-                meta: meta.clone(),
-                snapshot: Box::new(Cursor::new(bytes.clone())),
-            }))
+        // A copy of the snapshot's bytes (the whole journal): made off the runtime's thread.
+        let shared = self.shared.clone();
+        let current = crate::log_store::blocking(move || Ok(lock(&shared.snapshot).clone()))
+            .await
+            .map_err(|e| snap_err(e, ErrorVerb::Read))?;
+        Ok(current.map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }
 
@@ -409,7 +415,7 @@ mod tests {
 
         let contents = Contents {
             data: BTreeMap::from([("installed".to_string(), "new".to_string())]),
-            journal: vec![],
+            journal: Journal::new(),
         };
         let bytes = serde_json::to_vec(&contents).unwrap();
         sm.install_snapshot(&meta(10, "from-leader"), Box::new(Cursor::new(bytes)))
@@ -477,7 +483,7 @@ mod tests {
                             data: (0..200)
                                 .map(|k| (format!("k{k}"), format!("snapshot {index}")))
                                 .collect(),
-                            journal: vec![(index, vec![t as u8; 64])],
+                            journal: vec![(index, vec![t as u8; 64])].into(),
                         };
                         shared
                             .save_snapshot(&meta(index, &format!("s{index}")), &contents)
@@ -492,7 +498,7 @@ mod tests {
         let file = on_disk(dir.path());
         assert_eq!(file.meta.snapshot_id, "s100");
         assert!(file.contents.data.values().all(|v| v == "snapshot 100"));
-        assert_eq!(file.contents.journal, vec![(100, vec![3u8; 64])]);
+        assert_eq!(file.contents.journal.to_vec(), vec![(100, vec![3u8; 64])]);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -655,7 +661,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(lid(20)));
-        assert_eq!(on_disk(&dir.path().join("a")).contents.journal, records);
+        assert_eq!(
+            on_disk(&dir.path().join("a")).contents.journal.to_vec(),
+            records
+        );
 
         drop(sm);
         let reopened = KvStateMachine::open(dir.path().join("a")).unwrap();

@@ -1,0 +1,200 @@
+//! The example state machine's journal: `(journal index, data)` records in index order, kept in
+//! shared chunks so that a copy (a snapshot's, taken while appends go on) costs a pointer per
+//! [`CHUNK`] records, not a copy of every record. A node runs on one thread by default: a copy
+//! of millions of records there would hold up its heartbeats.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Records per chunk. Appending to a chunk that a copy shares copies that chunk first (at most
+/// this many records).
+const CHUNK: usize = 1024;
+
+/// One record: its journal index and its bytes.
+pub type Record = (u64, Vec<u8>);
+
+/// Journal records in increasing index order; clones share the records.
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    /// Full chunks of [`CHUNK`] records, the last one possibly shorter; none is empty.
+    chunks: Vec<Arc<Vec<Record>>>,
+    len: usize,
+}
+
+impl Journal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Journal::default()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The last record's index.
+    pub fn last_index(&self) -> Option<u64> {
+        self.chunks.last().and_then(|c| c.last()).map(|(i, _)| *i)
+    }
+
+    /// Adds a record after the others. Its index must be larger than the last one's (the
+    /// caller, the state machine, gives increasing indexes).
+    pub fn push(&mut self, index: u64, data: Vec<u8>) {
+        debug_assert!(self.last_index().is_none_or(|last| index > last));
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => Arc::make_mut(chunk).push((index, data)),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push((index, data));
+                self.chunks.push(Arc::new(chunk));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Every record, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// At most `max` records with an index at least `from`, in index order (copies).
+    pub fn page(&self, from: u64, max: usize) -> Vec<Record> {
+        // The first chunk whose last record reaches `from`; in it, the first such record.
+        let first = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(|(i, _)| *i < from));
+        let mut out = Vec::new();
+        for (n, chunk) in self.chunks[first..].iter().enumerate() {
+            let start = if n == 0 {
+                chunk.partition_point(|(i, _)| *i < from)
+            } else {
+                0
+            };
+            for record in &chunk[start..] {
+                if out.len() == max {
+                    return out;
+                }
+                out.push(record.clone());
+            }
+        }
+        out
+    }
+
+    /// Every record, copied.
+    pub fn to_vec(&self) -> Vec<Record> {
+        self.iter().cloned().collect()
+    }
+}
+
+impl PartialEq for Journal {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Journal {}
+
+impl From<Vec<Record>> for Journal {
+    /// The records, which must be in increasing index order.
+    fn from(records: Vec<Record>) -> Self {
+        let mut journal = Journal::new();
+        for (index, data) in records {
+            journal.push(index, data);
+        }
+        journal
+    }
+}
+
+impl Serialize for Journal {
+    /// A sequence of records, each `(index, data)` with `data` as [`crate::bytes`] encodes it
+    /// (hexadecimal in JSON).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::bytes::journal::serialize_records(self.len, self.iter(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Journal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let records = crate::bytes::journal::deserialize(d)?;
+        if records.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(serde::de::Error::custom(
+                "journal records out of index order",
+            ));
+        }
+        Ok(Journal::from(records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(indexes: impl IntoIterator<Item = u64>) -> (Journal, Vec<Record>) {
+        let records: Vec<Record> = indexes
+            .into_iter()
+            .map(|i| (i, i.to_le_bytes()[..(i % 9) as usize].to_vec()))
+            .collect();
+        (Journal::from(records.clone()), records)
+    }
+
+    /// Pages across chunk boundaries give what a flat vector gives.
+    #[test]
+    fn pages_match_a_flat_vector() {
+        let (j, flat) = journal((0..3 * CHUNK as u64 + 17).map(|i| 2 * i + 5));
+        assert_eq!(j.len(), flat.len());
+        assert_eq!(j.to_vec(), flat);
+        assert_eq!(j.last_index(), flat.last().map(|r| r.0));
+        for from in [
+            0,
+            5,
+            6,
+            7,
+            2 * CHUNK as u64 + 4,
+            2 * CHUNK as u64 + 5,
+            1 << 40,
+        ] {
+            for max in [0, 1, 3, CHUNK - 1, CHUNK, CHUNK + 1, 10 * CHUNK] {
+                let start = flat.partition_point(|(i, _)| *i < from);
+                let want: Vec<Record> = flat[start..].iter().take(max).cloned().collect();
+                assert_eq!(j.page(from, max), want, "from {from} max {max}");
+            }
+        }
+        assert!(Journal::new().page(0, 10).is_empty());
+    }
+
+    /// A clone shares the records; appends to either leave the other as it was.
+    #[test]
+    fn clones_share_and_stay_apart() {
+        let (mut j, mut flat) = journal(1..=(CHUNK as u64 + 10));
+        let copy = j.clone();
+        assert!(Arc::ptr_eq(&j.chunks[0], &copy.chunks[0]));
+        for i in 0..CHUNK as u64 {
+            let index = CHUNK as u64 + 11 + i;
+            j.push(index, vec![1, 2]);
+            flat.push((index, vec![1, 2]));
+        }
+        assert_eq!(j.to_vec(), flat);
+        assert_eq!(copy.to_vec(), flat[..CHUNK + 10]);
+        assert!(Arc::ptr_eq(&j.chunks[0], &copy.chunks[0]));
+    }
+
+    /// Serialized as a flat list of records (the format snapshots always had); records out of
+    /// order are refused.
+    #[test]
+    fn serde_is_a_flat_list() {
+        let (j, _) = journal([3, 4, 9]);
+        let json = serde_json::to_string(&j).unwrap();
+        assert_eq!(json, r#"[[3,"030000"],[4,"04000000"],[9,""]]"#);
+        assert_eq!(serde_json::from_str::<Journal>(&json).unwrap(), j);
+        let bin = postcard::to_stdvec(&j).unwrap();
+        assert_eq!(postcard::from_bytes::<Journal>(&bin).unwrap(), j);
+        assert!(serde_json::from_str::<Journal>(r#"[[4,""],[3,""]]"#).is_err());
+        assert!(serde_json::from_str::<Journal>(r#"[[4,""],[4,""]]"#).is_err());
+    }
+}
