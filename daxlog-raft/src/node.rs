@@ -75,7 +75,8 @@ use tokio::task::JoinHandle;
 use crate::cluster::open_store_retrying;
 use crate::http::{peer_router, HttpNetwork, Partition};
 use crate::{
-    Admission, KvStateMachine, LogStoreOptions, NodeId, Request, TypeConfig, WriteRejected,
+    Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, Request, TypeConfig,
+    WriteRejected,
 };
 
 /// Errors of starting and stopping a node.
@@ -206,10 +207,14 @@ struct Shared {
     writes_proposed: AtomicU64,
 }
 
-/// An `/append` waiting for its Raft entry: its bytes, and where its answer goes.
+/// An `/append` waiting for its Raft entry: its bytes, where its answer goes, and its
+/// admission, held until its entry's `client_write` returned (the entry is in the log, or
+/// failed), whether or not its client still waits: a write that waits in the queue is not in
+/// the log yet, and its bytes must stay counted.
 struct PendingWrite {
     data: Vec<u8>,
     answer: oneshot::Sender<WriteAnswer>,
+    admitted: Admitted,
 }
 
 /// The answer to one `/append` of a write group: its journal index, or the failure's status
@@ -637,8 +642,14 @@ impl Shared {
     /// answers every write in it: its journal index once the entry is committed and applied
     /// here, or the entry's failure.
     async fn propose(&self, batch: Vec<PendingWrite>) {
-        let (mut items, answers): (Vec<Vec<u8>>, Vec<_>) =
-            batch.into_iter().map(|w| (w.data, w.answer)).unzip();
+        let mut items = Vec::with_capacity(batch.len());
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut admitted = Vec::with_capacity(batch.len());
+        for w in batch {
+            items.push(w.data);
+            answers.push(w.answer);
+            admitted.push(w.admitted);
+        }
         self.entries_proposed.fetch_add(1, Ordering::Relaxed);
         self.writes_proposed
             .fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -657,6 +668,8 @@ impl Shared {
             Ok(Err(e)) => Err(self.write_error_body(e)),
             Err(_) => Err(self.write_timeout()),
         };
+        // The entry was appended to this log (its bytes count there now), or it failed.
+        drop(admitted);
         for (i, to) in answers.into_iter().enumerate() {
             // A client that gave up (its request timed out) no longer listens: nothing to do.
             let _ = to.send(answer.clone().map(|first| first + i as u64));
@@ -702,9 +715,10 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     let request = Request::Append {
         data: data.to_vec(),
     };
-    // Held until the write is answered: concurrent writes are counted together (a write
-    // group's entry needs less room than its writes did one by one).
-    let _admitted = match node.admission.admit(&request) {
+    // Held until the write's entry was proposed and its `client_write` returned (in
+    // `Shared::propose`), even if this request ends first: concurrent writes are counted
+    // together (a write group's entry needs less room than its writes did one by one).
+    let admitted = match node.admission.admit(&request) {
         Ok(admitted) => admitted,
         Err(WriteRejected::TooLarge { len, max }) => {
             return reply(
@@ -730,7 +744,12 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
         unreachable!("built as an append above")
     };
     let (answer, answered) = oneshot::channel();
-    if node.writes.send(PendingWrite { data, answer }).is_err() {
+    let write = PendingWrite {
+        data,
+        answer,
+        admitted,
+    };
+    if node.writes.send(write).is_err() {
         return unavailable("the node is stopping");
     }
     let (status, body) = match tokio::time::timeout(node.request_timeout, answered).await {

@@ -860,3 +860,92 @@ async fn log_pressure() {
     nodes.insert(0, leader);
     shutdown(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_waiting_for_an_entry_stay_admitted() {
+    bounded(admitted_while_waiting()).await;
+}
+
+/// A leader cut off from the majority, with clients that keep writing: every write times out
+/// (`503 timeout`), and the clients write again. The writes still waiting for a Raft entry must
+/// keep their bytes admitted until their entry is in the log: else the leader's log fills
+/// behind the admission's back, its log store's `append` fails, and openraft stops the node.
+/// The leader must answer `503 log_full` instead, and stay up.
+async fn admitted_while_waiting() {
+    const CAPACITY: u64 = 1 << 20;
+    const RECORD: usize = 16 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let opts = |id| NodeOptions {
+        log_capacity: CAPACITY,
+        request_timeout: Duration::from_millis(400),
+        writes_in_flight: 4,
+        test_hooks: true,
+        ..options(id, dir.path())
+    };
+    let mut nodes = vec![Node::start(NodeOptions {
+        init: true,
+        ..opts(1)
+    })
+    .await
+    .unwrap()];
+    for id in [2, 3] {
+        nodes.push(Node::start(opts(id)).await.unwrap());
+    }
+    wait_leader(&c, &nodes[0]).await;
+    for n in &nodes[1..] {
+        let learner = json!({"id": n.id(), "addr": n.addr().to_string()});
+        let (status, v) = c.post(&nodes[0], "/admin/add-learner", learner).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let voters = json!({"voters": [1, 2, 3]});
+    let (status, v) = c.post(&nodes[0], "/admin/change-membership", voters).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = c
+        .post(&nodes[0], "/test/partition", json!({"blocked": [2, 3]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    let leader = std::sync::Arc::new(nodes.remove(0));
+    let until_t = Instant::now() + Duration::from_secs(6);
+    let mut tasks = Vec::new();
+    for t in 0..24u8 {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new();
+            let mut answers = std::collections::BTreeMap::<String, u32>::new();
+            while Instant::now() < until_t {
+                let (status, v) = c.append(&leader, &vec![t; RECORD]).await;
+                *answers
+                    .entry(format!("{status} {}", v["error"]))
+                    .or_default() += 1;
+                if status == 503 && v["error"] == "log_full" {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            answers
+        }));
+    }
+    let mut answers = std::collections::BTreeMap::<String, u32>::new();
+    for task in tasks {
+        for (k, n) in task.await.unwrap() {
+            *answers.entry(k).or_default() += n;
+        }
+    }
+    let running = leader.raft().metrics().borrow().running_state.clone();
+    assert!(
+        running.is_ok(),
+        "the leader stopped: {running:?}; answers {answers:?}"
+    );
+    assert!(
+        answers.contains_key("503 \"log_full\""),
+        "the log never counted as full: {answers:?}"
+    );
+    assert!(
+        !answers.contains_key("503 \"unavailable\""),
+        "answers {answers:?}"
+    );
+    let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
+    nodes.insert(0, leader);
+    drop(nodes);
+}
