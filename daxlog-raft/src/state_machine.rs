@@ -685,6 +685,70 @@ mod tests {
         assert_eq!(reopened.journal_from(0, 100), records);
     }
 
+    /// The longest time the runtime thread of a current-thread runtime went without running
+    /// another task while `op` ran (a task that wakes every millisecond measures it).
+    async fn longest_stall<F: std::future::Future>(op: F) -> (F::Output, std::time::Duration) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let ticker = tokio::spawn(async move {
+            let (mut longest, mut last) = (Duration::ZERO, Instant::now());
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            longest
+        });
+        tokio::task::yield_now().await;
+        let out = op.await;
+        stop.store(true, Ordering::Relaxed);
+        (out, ticker.await.unwrap())
+    }
+
+    /// A node runs on one thread by default, and snapshots are built often (by openraft's
+    /// policy, and whenever the log is half full): with a journal of two million 64 B records
+    /// (a minute or two of the node's benchmark load), taking a snapshot, building it, reading
+    /// it back to send it and installing one must each leave the runtime thread free for
+    /// heartbeats (100 ms) and elections (300 ms). (Heavy: 1 GB of memory, several seconds.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn snapshots_of_a_large_journal_leave_the_runtime_thread_free() {
+        const RECORDS: usize = 1_000_000;
+        const LONGEST: std::time::Duration = std::time::Duration::from_millis(50);
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        let (mut index, mut left) = (1, RECORDS);
+        while left > 0 {
+            let n = left.min(1024);
+            left -= n;
+            sm.apply([batch(index, &vec![&[7u8; 64][..]; n])])
+                .await
+                .unwrap();
+            index += 1;
+        }
+        let mut stalls = Vec::new();
+        let (mut builder, stall) = longest_stall(sm.get_snapshot_builder()).await;
+        stalls.push(("get_snapshot_builder", stall));
+        let (built, stall) = longest_stall(builder.build_snapshot()).await;
+        built.unwrap();
+        stalls.push(("build_snapshot", stall));
+        let (current, stall) = longest_stall(sm.get_current_snapshot()).await;
+        let current = current.unwrap().unwrap();
+        stalls.push(("get_current_snapshot", stall));
+        let mut other = KvStateMachine::open(dir.path().join("other")).unwrap();
+        other.apply([append(1, b"old")]).await.unwrap();
+        let (installed, stall) =
+            longest_stall(other.install_snapshot(&current.meta, current.snapshot)).await;
+        installed.unwrap();
+        stalls.push(("install_snapshot", stall));
+        eprintln!("longest stalls of the runtime thread: {stalls:?}");
+        assert!(
+            stalls.iter().all(|(_, s)| *s < LONGEST),
+            "the runtime thread stalled: {stalls:?}"
+        );
+    }
+
     /// A snapshot file written before the journal existed (no `journal` field) still loads,
     /// with an empty journal.
     #[test]
