@@ -1,6 +1,6 @@
 //! The example state machine's journal: `(journal index, data)` records in index order, kept in
 //! shared chunks so that a copy (a snapshot's, taken while appends go on) costs a pointer per
-//! [`CHUNK`] records, not a copy of every record. A node runs on one thread by default: a copy
+//! `CHUNK` (1024) records, not a copy of every record. A node runs on one thread by default: a copy
 //! of millions of records there would hold up its heartbeats.
 
 use std::sync::Arc;
@@ -112,7 +112,7 @@ impl From<Vec<Record>> for Journal {
 }
 
 impl Serialize for Journal {
-    /// A sequence of records, each `(index, data)` with `data` as [`crate::bytes`] encodes it
+    /// A sequence of records, each `(index, data)` with `data` as the `bytes` module encodes it
     /// (hexadecimal in JSON).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::bytes::journal::serialize_records(self.len, self.iter(), s)

@@ -242,7 +242,15 @@ impl Node {
         let (dir, id) = (opts.data_dir.clone(), opts.id);
         let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
         let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
-        let store_opts = LogStoreOptions::new().log_capacity(opts.log_capacity);
+        let mut store_opts = LogStoreOptions::new().log_capacity(opts.log_capacity);
+        if let Some(percent) = opts.purge_above_percent {
+            // The leader takes client writes until its log is halfway from `percent` to full:
+            // its followers, which hold the same entries and purge at the same mark, keep the
+            // other half of what lies above it for a snapshot slower than the leader's.
+            let data = opts.log_capacity.saturating_sub(4096);
+            let free = u128::from(data) * u128::from(100 - percent.min(100)) / 200;
+            store_opts = store_opts.full_reserve((free as u64).max(data / 8));
+        }
         let store = open_store_retrying(&opts.data_dir, &store_opts, &sm).await?;
         let admission = store.admission();
         let listener = TcpListener::bind(&opts.listen).await?;

@@ -572,19 +572,23 @@ mod tests {
     #[tokio::test]
     async fn batches_take_consecutive_journal_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = KvStateMachine::open(dir.path().join("a")).unwrap();
-        let responses = sm
-            .apply([
+        let head = || {
+            vec![
                 append(2, b"a"),
                 batch(3, &[b"b", b"c", b"d"]),
                 batch(4, &[b"e", b"f"]),
+            ]
+        };
+        let tail = || {
+            vec![
                 append(5, b"g"),
                 batch(6, &[]),
                 append(20, b"h"),
                 batch(21, &[b"i"]),
-            ])
-            .await
-            .unwrap();
+            ]
+        };
+        let mut sm = KvStateMachine::open(dir.path().join("a")).unwrap();
+        let responses = sm.apply(head().into_iter().chain(tail())).await.unwrap();
         let indexes: Vec<_> = responses.iter().map(|r| r.journal_index).collect();
         assert_eq!(
             indexes,
@@ -609,14 +613,7 @@ mod tests {
 
         // The same entries after a snapshot of the first three: the same indexes.
         let mut other = KvStateMachine::open(dir.path().join("b")).unwrap();
-        other
-            .apply([
-                append(2, b"a"),
-                batch(3, &[b"b", b"c", b"d"]),
-                batch(4, &[b"e", b"f"]),
-            ])
-            .await
-            .unwrap();
+        other.apply(head()).await.unwrap();
         let snapshot = other
             .get_snapshot_builder()
             .await
@@ -628,15 +625,7 @@ mod tests {
             .install_snapshot(&snapshot.meta, snapshot.snapshot)
             .await
             .unwrap();
-        let responses = third
-            .apply([
-                append(5, b"g"),
-                batch(6, &[]),
-                append(20, b"h"),
-                batch(21, &[b"i"]),
-            ])
-            .await
-            .unwrap();
+        let responses = third.apply(tail()).await.unwrap();
         let indexes: Vec<_> = responses.iter().map(|r| r.journal_index).collect();
         assert_eq!(indexes, vec![Some(8), None, Some(20), Some(21)]);
         assert_eq!(third.journal_from(0, 100), expect);
