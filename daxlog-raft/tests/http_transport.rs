@@ -698,6 +698,27 @@ async fn voters3(c: &Client, opts: impl Fn(NodeId) -> NodeOptions) -> Vec<Node> 
     nodes
 }
 
+/// The leader's journal (a linearizable read) is `acked`, and every follower's becomes it.
+async fn journals_hold(c: &Client, leader: &Node, followers: &[Node], acked: &[(u64, Vec<u8>)]) {
+    let (status, journal, _) = c.journal(leader, "from=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal, acked);
+    for n in followers {
+        until(&format!("node {}'s journal", n.id()), || async {
+            let (_, journal, _) = c.journal(n, "from=0&local=true").await;
+            (journal == acked).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Shuts the leader (shared with the client tasks, all finished) and the followers down.
+async fn shutdown_after_clients(leader: std::sync::Arc<Node>, mut followers: Vec<Node>) {
+    let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
+    followers.insert(0, leader);
+    shutdown(followers).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_raft_entries() {
     bounded(write_groups()).await;
@@ -755,19 +776,8 @@ async fn write_groups() {
         "{writes} writes went in {entries} entries: none shared one"
     );
 
-    let (status, journal, _) = c.journal(&leader, "from=0").await;
-    assert_eq!(status, 200);
-    assert_eq!(journal, acked);
-    for n in &nodes {
-        until(&format!("node {}'s journal", n.id()), || async {
-            let (_, journal, _) = c.journal(n, "from=0&local=true").await;
-            (journal == acked).then_some(())
-        })
-        .await;
-    }
-    let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
-    nodes.insert(0, leader);
-    shutdown(nodes).await;
+    journals_hold(&c, &leader, &nodes, &acked).await;
+    shutdown_after_clients(leader, nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -829,17 +839,12 @@ async fn log_pressure() {
     assert_eq!(acked.len(), CLIENTS * EACH);
     assert!((CLIENTS * EACH * RECORD) as u64 >= 2 * CAPACITY);
 
-    let (status, journal, _) = c.journal(&leader, "from=0").await;
-    assert_eq!(status, 200);
-    assert_eq!(journal, acked);
     for n in &nodes {
         let running = n.raft().metrics().borrow().running_state.clone();
         assert!(running.is_ok(), "node {} stopped: {running:?}", n.id());
-        until(&format!("node {}'s journal", n.id()), || async {
-            let (_, journal, _) = c.journal(n, "from=0&local=true").await;
-            (journal == acked).then_some(())
-        })
-        .await;
+    }
+    journals_hold(&c, &leader, &nodes, &acked).await;
+    for n in &nodes {
         let m = c.metrics(n).await;
         assert_eq!(m["state"], "Follower", "node {}: {m}", n.id());
         assert!(
@@ -848,9 +853,7 @@ async fn log_pressure() {
             n.id()
         );
     }
-    let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
-    nodes.insert(0, leader);
-    shutdown(nodes).await;
+    shutdown_after_clients(leader, nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
