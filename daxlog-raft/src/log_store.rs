@@ -842,7 +842,7 @@ where
 
     /// Appends `entries` with one daxlog batch (one barrier), under no lock readers take:
     /// only this store (through `&mut self`) changes the log, and readers see the new entries
-    /// once `pos` is updated, after the barrier. Runs on a blocking thread.
+    /// once `pos` is updated, after the barrier. Runs on a blocking thread unless [`in_place`].
     ///
     /// A long batch (a follower catching up gets up to openraft's `max_payload_entries` in one
     /// `append`) is written as several daxlog batches of at most `chunk_bytes` on media each
@@ -880,7 +880,8 @@ where
         .await
     }
 
-    /// Runs `f` on the log, as its only writer (see `Inner::writer`), on a blocking thread.
+    /// Runs `f` on the log, as its only writer (see `Inner::writer`), on a blocking thread
+    /// unless [`in_place`].
     async fn with_log<T: Send + 'static>(
         &mut self,
         f: impl FnOnce(&Inner<C>) -> Result<T, DaxError> + Send + 'static,
@@ -889,8 +890,8 @@ where
         blocking_unless(in_place(&inner.log), move || inner.writing(f)).await
     }
 
-    /// Durably replaces the metadata record (on a blocking thread); the in-memory copy changes
-    /// only on success.
+    /// Durably replaces the metadata record (on a blocking thread unless [`in_place`]); the
+    /// in-memory copy changes only on success.
     async fn save_meta(&mut self, meta: Meta<C::NodeId>) -> Result<(), DaxError> {
         let record = self.meta_log.clone();
         let saved = meta.clone();
