@@ -34,12 +34,6 @@ use crate::group::SyncStats;
 use crate::log::Log;
 use crate::media::Media;
 
-/// A leader gathers only if it may wait at least this long: it waits by giving up its CPU
-/// (the appenders it waits for may need it), which costs a context switch or two, a few µs.
-/// So it gathers before syncs that write to a disk (100 µs and more), not before those that
-/// only flush caches or do nothing (tmpfs: under 1 µs), where a sync is cheaper than the wait.
-const GATHER_MIN: std::time::Duration = std::time::Duration::from_micros(10);
-
 impl<M: Media> Log<M> {
     /// In `msync` mode, the syncs the group commit made since the log was opened and the
     /// appends they covered; zero in the CPU-flush modes (where each appender persists its own
@@ -95,9 +89,11 @@ impl<M: Media> Log<M> {
             round.busy = true;
             drop(round);
             let upto = self.gather(first, upto);
-            let began = std::time::Instant::now();
+            let began = g.time_this_sync().then(std::time::Instant::now);
             let synced = self.sync_tickets(first, upto);
-            g.timed_sync(began.elapsed());
+            if let Some(began) = began {
+                g.timed_sync(began.elapsed());
+            }
             if synced.is_ok() {
                 // Only the leader publishes in msync mode, one sync at a time.
                 self.publish_run(first, Some(upto));
@@ -118,16 +114,17 @@ impl<M: Media> Log<M> {
     /// runs, and each sync covers half of them (docs/DISK.md has the measurements).
     ///
     /// Only when the wait can pay: its bound is a part of an average sync, at least
-    /// [`GATHER_MIN`]. It changes only when the sync begins, never what it covers: the
+    /// [`crate::group::GATHER_MIN`]. It changes only when the sync begins, never what it covers: the
     /// tickets ready when it begins, as without it. (Under a simulator that schedules the
     /// threads it does not wait: the schedules it would produce are among those the simulator
     /// explores anyway.)
     fn gather(&self, first: u64, mut upto: u64) -> u64 {
-        let (want, wait) = self.group.gather();
+        let Some((want, wait)) = self.group.gather() else {
+            return upto;
+        };
         // (At most a ring's worth of tickets can be in flight.)
         let want = u64::from(want).min(MAX_INFLIGHT as u64);
         if upto - first >= want
-            || wait < GATHER_MIN
             || self.pmem.media().schedules_threads()
             || cfg!(loom)
             || self.group.skip_gather()

@@ -32,6 +32,9 @@ struct Gather {
     seen_before: StdU64,
     /// A running average of a sync's duration, in nanoseconds.
     sync_ns: StdU64,
+    /// Syncs not timed since the last timed one (while syncs are cheap: see
+    /// [`GroupCommit::time_this_sync`]).
+    untimed: StdU64,
     /// Leaders that waited in vain one after the other (none of the appenders they waited
     /// for came), and how many leaders from now on do not wait (1 << misses after a miss).
     misses: StdU64,
@@ -106,11 +109,14 @@ impl GroupCommit {
         round
     }
 
-    /// Counts a sync that covered `tickets` appends.
+    /// Counts a sync that covered `tickets` appends. (Only leaders call it, one at a time,
+    /// in turn through the round lock: so a load and a store, no read-modify-write.)
     #[inline]
     pub(crate) fn count_sync(&self, tickets: u64) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.tickets.fetch_add(tickets, Ordering::Relaxed);
+        let syncs = self.syncs.load(Ordering::Relaxed);
+        self.syncs.store(syncs + 1, Ordering::Relaxed);
+        let covered = self.tickets.load(Ordering::Relaxed);
+        self.tickets.store(covered + tickets, Ordering::Relaxed);
     }
 
     /// Records that the calling thread asks for a sync.
@@ -130,12 +136,42 @@ impl GroupCommit {
 
     /// For a leader about to sync: how many appenders asked for a sync in this window and the
     /// one before (a thread whose append the last sync covered asks again while this one
-    /// gathers), and how long the leader may wait for their appends to be ready.
-    pub(crate) fn gather(&self) -> (u32, Duration) {
+    /// gathers), and how long the leader may wait for their appends to be ready. `None`
+    /// where that wait would be under [`GATHER_MIN`]: then the windows are left as they are
+    /// (two read-modify-writes saved per sync, and the appenders' bits stay set, which saves
+    /// theirs), and the first leader to gather after syncs slow down counts a longer window.
+    pub(crate) fn gather(&self) -> Option<(u32, Duration)> {
+        let wait = self.gather_wait();
+        if wait < GATHER_MIN {
+            return None;
+        }
         let now = self.gather.seen.swap(0, Ordering::Relaxed);
         let before = self.gather.seen_before.swap(now, Ordering::Relaxed);
-        let wait = Duration::from_nanos(self.gather.sync_ns.load(Ordering::Relaxed) / GATHER_PART);
-        ((now | before).count_ones(), wait)
+        Some(((now | before).count_ones(), wait))
+    }
+
+    /// How long a leader may wait for the appends of others: a part of an average sync.
+    fn gather_wait(&self) -> Duration {
+        Duration::from_nanos(self.gather.sync_ns.load(Ordering::Relaxed) / GATHER_PART)
+    }
+
+    /// True if the leader about to sync should time it (for [`GroupCommit::timed_sync`]):
+    /// always while the average sync is unknown or at least [`GATHER_MIN`] (a disk, where
+    /// the average decides on gathering and a clock read is nothing beside the sync), else
+    /// one sync in [`CHEAP_SYNCS_TIMED_ONE_IN`]: where the file lives in memory a sync costs
+    /// about 100 ns, and reading the clock twice a third of that again. (Leaders only, one at
+    /// a time.)
+    pub(crate) fn time_this_sync(&self) -> bool {
+        let avg = self.gather.sync_ns.load(Ordering::Relaxed);
+        if avg == 0 || avg >= GATHER_MIN.as_nanos() as u64 {
+            return true;
+        }
+        let untimed = self.gather.untimed.load(Ordering::Relaxed) + 1;
+        let time = untimed >= CHEAP_SYNCS_TIMED_ONE_IN;
+        self.gather
+            .untimed
+            .store(if time { 0 } else { untimed }, Ordering::Relaxed);
+        time
     }
 
     /// True if this leader should not wait for others: the last ones waited in vain. (Only
@@ -203,8 +239,9 @@ pub struct SyncStats {
     pub waits_in_vain: u64,
     /// The time those waits took, in all.
     pub waited: Duration,
-    /// How long a sync takes: a running average in which the last eight or so syncs weigh
-    /// most (zero before the first). Under a microsecond or two where the file lives in
+    /// How long a sync takes: a running average in which the last eight or so timed syncs
+    /// weigh most (zero before the first). Every sync is timed while they average 10 µs or
+    /// more, one in sixteen below (reading the clock would cost a third of such a sync). Under a microsecond or two where the file lives in
     /// memory (tmpfs); a disk's write and cache flush where it does not. A caller can tell
     /// from it whether an append is worth handing to another thread.
     pub average_sync: Duration,
@@ -227,6 +264,15 @@ impl SyncStats {
 /// on /dev/shm with 64 KiB payloads: 7.4-8.8 µs per append with, 9.8 µs without; at 4 KiB and
 /// 16 KiB no gain showed (docs/DISK.md).
 pub(crate) const MSYNC_NT_THRESHOLD: usize = 64 << 10;
+
+/// A leader gathers only if it may wait at least this long: it waits by giving up its CPU
+/// (the appenders it waits for may need it), which costs a context switch or two, a few µs.
+/// So it gathers before syncs that write to a disk (100 µs and more), not before those that
+/// only flush caches or do nothing (tmpfs: under 1 µs), where a sync is cheaper than the wait.
+pub(crate) const GATHER_MIN: Duration = Duration::from_micros(10);
+
+/// While syncs average under [`GATHER_MIN`], one in this many is timed.
+const CHEAP_SYNCS_TIMED_ONE_IN: u64 = 16;
 
 /// A leader waits at most this part of an average sync for the appends of the others to be
 /// ready (1/4: a sync of twice the appends for a quarter more time).
@@ -256,16 +302,17 @@ mod tests {
         for no in [1, 2, 3, 7, 7, 71] {
             g.note(no); // (71 is 7 again, modulo 64)
         }
-        assert_eq!(g.gather(), (4, Duration::from_micros(100)));
+        assert_eq!(g.gather(), Some((4, Duration::from_micros(100))));
         g.note(9);
         g.note(1);
+        let appenders = |g: &GroupCommit| g.gather().map(|(n, _)| n);
         assert_eq!(
-            g.gather().0,
-            5,
+            appenders(&g),
+            Some(5),
             "this window's 9 and 1 and the last one's 1, 2, 3, 7"
         );
-        assert_eq!(g.gather().0, 2, "the last window's 9 and 1");
-        assert_eq!(g.gather().0, 0);
+        assert_eq!(appenders(&g), Some(2), "the last window's 9 and 1");
+        assert_eq!(appenders(&g), Some(0));
     }
 
     /// Waits in vain make the next leaders skip 2, 4, ... 64 waits; a wait that gains resets.
@@ -293,18 +340,48 @@ mod tests {
         assert_eq!(st.waited, Duration::from_micros(100));
     }
 
+    /// Syncs are timed always while their average is unknown or that of a disk, and one in
+    /// sixteen while they are cheap.
+    #[test]
+    fn cheap_syncs_are_timed_one_in_sixteen() {
+        let g = GroupCommit::new();
+        let timed = |g: &GroupCommit, n: usize| (0..n).filter(|_| g.time_this_sync()).count();
+        assert_eq!(timed(&g, 5), 5, "no average yet");
+        g.timed_sync(Duration::from_nanos(500));
+        assert_eq!(timed(&g, 64), 4);
+        g.timed_sync(Duration::from_micros(200));
+        assert!(g.stats().average_sync >= GATHER_MIN);
+        assert_eq!(timed(&g, 64), 64, "syncs that write to a disk");
+    }
+
+    /// While syncs are cheap, leaders do not gather and leave the appenders' window as it is:
+    /// the first leader after syncs slow down sees it.
+    #[test]
+    fn cheap_syncs_do_not_gather() {
+        let g = GroupCommit::new();
+        g.timed_sync(Duration::from_micros(2));
+        g.note(3);
+        g.note(5);
+        assert_eq!(g.gather(), None);
+        assert_eq!(g.gather(), None);
+        for _ in 0..100 {
+            g.timed_sync(Duration::from_micros(400));
+        }
+        assert_eq!(g.gather().map(|(n, _)| n), Some(2));
+    }
+
     /// The average sync follows the syncs' durations.
     #[test]
     fn the_average_sync_follows_the_syncs() {
         let g = GroupCommit::new();
         assert_eq!(g.stats().average_sync, Duration::ZERO);
         g.timed_sync(Duration::from_micros(800));
-        assert_eq!(g.gather().1, Duration::from_micros(200));
+        assert_eq!(g.gather_wait(), Duration::from_micros(200));
         assert_eq!(g.stats().average_sync, Duration::from_micros(800));
         for _ in 0..100 {
             g.timed_sync(Duration::from_micros(40));
         }
-        let wait = g.gather().1;
+        let wait = g.gather_wait();
         assert!(wait < Duration::from_micros(11), "{wait:?}");
         let avg = g.stats().average_sync;
         assert!(
