@@ -5,7 +5,8 @@
 //! cargo run --release --example write_paths [DIR [APPENDS]]    # default: /tmp, 1500
 //! ```
 //!
-//! Each method has its own 16 MiB file (fallocated, or written with zeros first) and appends
+//! Each method has its own 16 MiB file (fallocated; or written with zeros first, 1 MiB per
+//! `write` or one page per `write` as `Options::prefill` does) and appends
 //! entries of 64 B and 4 KiB (with 24 bytes of header room) one after the other, each made
 //! durable before the next. The methods are interleaved append by append, so that every one
 //! of them sees the same background load. Prints a markdown row per method: p50 and p99
@@ -17,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 const CAP: usize = 16 << 20;
+const FILES: [&str; 3] = ["fallocated", "zeros, 1 MiB writes", "zeros, page writes"];
 const METHODS: [&str; 5] = [
     "mmap store + msync",
     "mmap store + fdatasync",
@@ -33,7 +35,7 @@ struct Target {
 }
 
 impl Target {
-    fn new(dir: &str, m: usize, zeros: bool) -> Target {
+    fn new(dir: &str, m: usize, kind: usize) -> Target {
         let path = format!("{dir}/write_paths.{}.{m}", std::process::id());
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -41,8 +43,10 @@ impl Target {
             .create_new(true)
             .open(&path)
             .expect("create file");
-        if zeros {
-            let z = vec![0u8; 1 << 20];
+        if kind > 0 {
+            // (1 MiB writes leave large folios in the page cache where the file system
+            // supports them; page-sized writes leave single pages.)
+            let z = vec![0u8; if kind == 1 { 1 << 20 } else { 4096 }];
             for i in 0..CAP / z.len() {
                 file.write_all_at(&z, (i * z.len()) as u64).expect("write");
             }
@@ -133,9 +137,9 @@ fn main() {
     println!("| payload | file | method | p50 µs | p99 µs | appends/s |");
     println!("|--:|---|---|--:|--:|--:|");
     for size in [64usize, 4096] {
-        for zeros in [false, true] {
+        for (kind, file) in FILES.iter().enumerate() {
             let targets: Vec<Target> = (0..METHODS.len())
-                .map(|m| Target::new(&dir, m, zeros))
+                .map(|m| Target::new(&dir, m, kind))
                 .collect();
             let buf = vec![7u8; size];
             let mut lat = vec![Vec::with_capacity(n); METHODS.len()];
@@ -155,12 +159,7 @@ fn main() {
                 l.sort_unstable();
                 let mean = l.iter().sum::<u64>() as f64 / l.len() as f64;
                 println!(
-                    "| {size} B | {} | {} | {:.1} | {:.1} | {:.0} |",
-                    if zeros {
-                        "written (zeros)"
-                    } else {
-                        "fallocated"
-                    },
+                    "| {size} B | {file} | {} | {:.1} | {:.1} | {:.0} |",
                     METHODS[m],
                     l[l.len() / 2] as f64 / 1e3,
                     l[l.len() * 99 / 100] as f64 / 1e3,

@@ -14,7 +14,7 @@ use crate::format::{
 use crate::index::Index;
 use crate::map::{
     allocate, ensure_allocated, fill_random, lock_dir, lock_exclusive, lock_replaced,
-    lock_snapshot, sync_parent_dir, MmapMedia,
+    lock_snapshot, sync_parent_dir, write_zeros, MmapMedia,
 };
 use crate::media::{Live, Media, Padded, Persistence, Pmem, WriteToken};
 use crate::options::{Options, RecoveryMode};
@@ -197,6 +197,9 @@ impl Log<MmapMedia> {
             .map_err(|e| Error::io(path, "create", e))?;
         lock_exclusive(&file, path)?;
         allocate(&file, capacity).map_err(|e| Error::io(path, "fallocate", e))?;
+        if opts.prefill {
+            write_zeros(&file, capacity).map_err(|e| Error::io(path, "write (prefill)", e))?;
+        }
         file.sync_all().map_err(|e| Error::io(path, "fsync", e))?;
         let media = MmapMedia::map(
             file,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use daxlog::{Log, Options};
 use serde_json::Value;
 
+mod common;
+
 /// The binary under test: the one cargo built, or `DAXLOG_CLI_TEST_BIN` (to run these tests
 /// against an installed or an older build).
 fn bin() -> String {
@@ -2826,4 +2828,31 @@ fn malformed_environment_variables_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("DAXLOG_FORCE_CPU_FLUSH=\"1\""));
     assert_eq!(ok(&["dump", p(&path)]), "1\t6f6e65\n");
+}
+
+/// `create --prefill` writes every block of the new file (no unwritten extent where the file
+/// system has them) and gives a log like any other.
+#[test]
+fn create_prefill_writes_every_block() {
+    let dir = tempfile::Builder::new()
+        .prefix("daxlog-cli")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let plain = dir.path().join("plain.dax");
+    let filled = dir.path().join("filled.dax");
+    ok(&["create", p(&plain), "--capacity", "2MiB"]);
+    let out = ok(&["create", p(&filled), "--capacity", "2MiB", "--prefill"]);
+    assert!(out.contains("capacity 2097152 bytes"), "{out}");
+    let v = info_json(&filled);
+    assert_eq!(
+        (v["entries"].as_u64(), v["capacity"].as_u64()),
+        (Some(0), Some(2 << 20))
+    );
+    match (
+        common::has_unwritten_extents(&plain),
+        common::has_unwritten_extents(&filled),
+    ) {
+        (Some(true), Some(unwritten)) => assert!(!unwritten, "unwritten extents after --prefill"),
+        other => eprintln!("note: cannot tell unwritten extents here ({other:?}); not checked"),
+    }
 }

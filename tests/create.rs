@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{payload, temp_dirs};
+use common::{has_unwritten_extents, payload, temp_dirs};
 use daxlog::{Error, Log, Options, PersistenceChoice, RecoveryMode};
 
 fn names(dir: &Path) -> Vec<String> {
@@ -396,4 +396,43 @@ fn a_locked_directory_does_not_keep_a_log_from_being_created() {
     assert_eq!(r.unwrap(), 1);
     drop(held);
     assert_eq!(names(dir.path()), ["in-locked-dir.dax"]);
+}
+
+/// `Options::prefill` writes every block of a new log once: no extent is left unwritten (a
+/// log created without it has unwritten extents, on file systems that have them), and the log
+/// works as any other.
+#[test]
+fn prefill_leaves_no_unwritten_block() {
+    let mut checked = 0;
+    for dir in temp_dirs() {
+        let plain = dir.path().join("plain.dax");
+        let filled = dir.path().join("filled.dax");
+        let opts = Options::new().capacity(4 << 20);
+        drop(Log::create(&plain, &opts).unwrap());
+        let log = Log::create(&filled, &opts.clone().prefill(true)).unwrap();
+        let lsn = log.append(&payload(1, 3000)).unwrap();
+        drop(log);
+        let log = Log::open(&filled, &opts).unwrap();
+        assert_eq!(log.read(lsn).unwrap().payload, payload(1, 3000));
+        assert_eq!(log.len(), 1);
+        drop(log);
+        match (
+            has_unwritten_extents(&plain),
+            has_unwritten_extents(&filled),
+        ) {
+            (Some(true), Some(unwritten)) => {
+                assert!(
+                    !unwritten,
+                    "{}: unwritten extents after prefill",
+                    filled.display()
+                );
+                checked += 1;
+            }
+            other => eprintln!(
+                "note: {}: cannot tell unwritten extents here ({other:?}); not checked",
+                dir.path().display()
+            ),
+        }
+    }
+    eprintln!("prefill checked on {checked} file system(s)");
 }

@@ -1,7 +1,9 @@
 //! The disk group: write-ahead logs on the temporary directory's file system (ext4 here, a
 //! page-cache file system on a disk), every append durable before it returns.
 //!
-//! - daxlog on its `msync` fallback (the automatic choice there), with its group commit;
+//! - daxlog on its `msync` fallback (the automatic choice there), with its group commit, in
+//!   a new log as `Options::new()` creates it (its blocks allocated, unwritten) and in one
+//!   created with `Options::prefill` (every block written once at creation);
 //! - raft-engine (TiKV's log engine): `Engine::write(batch, sync = true)` of one `put`, its
 //!   write group merging concurrent writers into one `fdatasync`;
 //! - okaywal: `begin_entry`, `write_chunk`, `commit` (which syncs, batching concurrent
@@ -32,6 +34,10 @@ pub const SIZES: &[usize] = &[64, 4096];
 /// The implementations, by the name of their child group.
 pub const ENGINES: &[(&str, &str)] = &[
     ("disk-daxlog", "daxlog (msync fallback, group commit)"),
+    (
+        "disk-daxlog-prefill",
+        "daxlog, prefilled (Options::prefill: no unwritten blocks)",
+    ),
     ("disk-raft-engine", "raft-engine 0.4 (write + sync)"),
     ("disk-okaywal", "okaywal 0.3 (commit)"),
     ("disk-filewal", "naive WAL: write + fdatasync per append"),
@@ -134,7 +140,8 @@ pub fn run(cfg: &Cfg, group: &str) {
             let dir = cfg.tmp.join(format!("{group}-{size}-{threads}"));
             std::fs::create_dir_all(&dir).expect("scratch directory");
             let o = match group {
-                "disk-daxlog" => daxlog(&dir, size, threads, secs),
+                "disk-daxlog" => daxlog(&dir, size, threads, secs, false),
+                "disk-daxlog-prefill" => daxlog(&dir, size, threads, secs, true),
                 "disk-raft-engine" => raft_engine(&dir, size, threads, secs),
                 "disk-okaywal" => okaywal(&dir, size, threads, secs),
                 "disk-filewal" => filewal(&dir, size, threads, secs),
@@ -146,13 +153,15 @@ pub fn run(cfg: &Cfg, group: &str) {
     }
 }
 
-fn daxlog(dir: &Path, size: usize, threads: usize, secs: f64) -> Outcome {
+fn daxlog(dir: &Path, size: usize, threads: usize, secs: f64, prefill: bool) -> Outcome {
     let p = payload(size);
     // Room for the run (and its warm-up) at 100,000 appends/s.
     let cap = ((secs * 1.25 * 100_000.0) as usize * entry_len(size)).clamp(64 << 20, 1 << 30);
     let log = Log::create(
         dir.join("log.dax"),
-        &Options::new().capacity(round_page(cap) as u64),
+        &Options::new()
+            .capacity(round_page(cap) as u64)
+            .prefill(prefill),
     )
     .expect("create log");
     assert_eq!(

@@ -76,6 +76,7 @@ const PMDK_RECOVERY: &str = "libpmemlog, pmemlog_open";
 const ROOF: &str = "roofline:";
 const ROOF_NT: &str = "roofline: NT";
 const DISK_DAX: &str = "disk-daxlog";
+const DISK_DAX_PREFILL: &str = "disk-daxlog-prefill";
 
 impl Results {
     /// Takes one `RESULT` line; false if the line is something else.
@@ -430,42 +431,44 @@ impl Results {
         );
         if !self.disk.is_empty() {
             let rate = |e: &str, size: usize, t: usize| self.disk_get(e, size, t).map(|d| d.rate);
-            for &size in crate::disk::SIZES {
-                let name = crate::common::size_name(size);
-                let one = rate(DISK_DAX, size, 1);
-                let eight = rate(DISK_DAX, size, 8);
-                let q = one.zip(eight).map(|(a, b)| b / a);
-                line(
-                    q.map(|q| q >= 5.0),
-                    format!(
-                        "disk, {name}: daxlog 8 threads {} x its 1 thread (target >= 5)",
-                        fmt_opt(q)
-                    ),
-                );
-                for &t in crate::disk::THREADS {
-                    for rival in ["disk-raft-engine", "disk-okaywal"] {
-                        let q = rate(DISK_DAX, size, t)
-                            .zip(rate(rival, size, t))
-                            .map(|(d, r)| d / r);
-                        line(
+            for (dax, who) in [(DISK_DAX, "daxlog"), (DISK_DAX_PREFILL, "daxlog prefilled")] {
+                for &size in crate::disk::SIZES {
+                    let name = crate::common::size_name(size);
+                    let one = rate(dax, size, 1);
+                    let eight = rate(dax, size, 8);
+                    let q = one.zip(eight).map(|(a, b)| b / a);
+                    line(
+                        q.map(|q| q >= 5.0),
+                        format!(
+                            "disk, {name}: {who} 8 threads {} x its 1 thread (target >= 5)",
+                            fmt_opt(q)
+                        ),
+                    );
+                    for &t in crate::disk::THREADS {
+                        for rival in ["disk-raft-engine", "disk-okaywal"] {
+                            let q = rate(dax, size, t)
+                                .zip(rate(rival, size, t))
+                                .map(|(d, r)| d / r);
+                            line(
                             q.map(|q| q >= 1.0),
                             format!(
-                                "disk, {name}, {t} thread(s): daxlog {} x {}'s appends/s (target >= 1)",
+                                "disk, {name}, {t} thread(s): {who} {} x {}'s appends/s (target >= 1)",
                                 fmt_opt(q),
                                 rival.trim_start_matches("disk-")
                             ),
                         );
+                        }
                     }
-                }
-                let lat = |e: &str| self.disk_get(e, size, 1).map(|d| d.p50);
-                let q = lat(DISK_DAX).zip(lat("disk-filewal")).map(|(d, w)| d / w);
-                line(
+                    let lat = |e: &str| self.disk_get(e, size, 1).map(|d| d.p50);
+                    let q = lat(dax).zip(lat("disk-filewal")).map(|(d, w)| d / w);
+                    line(
                     q.map(|q| q <= 1.0),
                     format!(
-                        "disk, {name}, 1 thread: daxlog p50 latency {} x the naive WAL's (target <= 1)",
+                        "disk, {name}, 1 thread: {who} p50 latency {} x the naive WAL's (target <= 1)",
                         fmt_opt(q)
                     ),
                 );
+                }
             }
         }
         for case in self.cases.iter().filter(|c| c.starts_with("recover")) {

@@ -80,6 +80,10 @@ pub(crate) struct CreateArgs {
     /// Replace the file if it exists (its contents are lost), once the new log is complete.
     #[arg(long)]
     force: bool,
+    /// Write zeros over the whole file once: on a disk-backed file system (the msync path),
+    /// appends are then as fast in the log's first lap as after it (docs/DISK.md).
+    #[arg(long)]
+    prefill: bool,
 }
 
 pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
@@ -95,7 +99,8 @@ pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
         .capacity(capacity)
         .mode(a.mode)
         .first_lsn(a.first_lsn)
-        .overwrite(a.force);
+        .overwrite(a.force)
+        .prefill(a.prefill);
     let log = Log::create(&a.path, &opts).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the new log and its appends are");
     let mut out = io::stdout().lock();

@@ -115,3 +115,18 @@ pub fn spawn_number_appender(
         }
     })
 }
+
+/// `filefrag -v` of `path`: whether any extent is unwritten, or `None` where that cannot be
+/// told (no `filefrag`, or a file system without extent maps, like tmpfs).
+pub fn has_unwritten_extents(path: &std::path::Path) -> Option<bool> {
+    let out = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("ext:") {
+        return None;
+    }
+    Some(text.lines().any(|l| l.contains("unwritten")))
+}
