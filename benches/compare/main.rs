@@ -60,6 +60,9 @@ fn groups(profile: bool) -> Vec<Group> {
     if roofline::Kind::NtAvx2.available() {
         v.push(g("roof-avx2", false));
     }
+    if roofline::Kind::Movdir64b.available() {
+        v.push(g("roof-movdir64b", false));
+    }
     v.push(g("daxlog-msync", false));
     if cfg!(feature = "pmdk") {
         v.push(g("pmdk-default", false));
@@ -97,6 +100,7 @@ fn run_child(group: &str, cfg: &Cfg) {
         "roof-sse2" => roofline::run(cfg, Kind::NtSse2),
         "roof-avx2" => roofline::run(cfg, Kind::NtAvx2),
         "roof-msync" => roofline::run(cfg, Kind::Msync),
+        "roof-movdir64b" => roofline::run(cfg, Kind::Movdir64b),
         "filewal" => filewal::run(cfg),
         g if g.starts_with("disk-") => disk::run(cfg, g),
         "recovery-daxlog" => daxlog_cases::recovery(cfg),

@@ -22,6 +22,9 @@ pub enum Kind {
     NtAvx2,
     /// Cached copy, `msync(MS_SYNC)` of the touched pages.
     Msync,
+    /// Each whole 64-byte line with MOVDIR64B (a 64-byte direct store), MOVNTI for the
+    /// unaligned head and the tail, one SFENCE.
+    Movdir64b,
 }
 
 impl Kind {
@@ -31,12 +34,14 @@ impl Kind {
             Kind::NtSse2 => "roofline: NT SSE2 copy + SFENCE",
             Kind::NtAvx2 => "roofline: NT AVX2 copy + SFENCE",
             Kind::Msync => "roofline: copy + msync of the pages",
+            Kind::Movdir64b => "roofline: MOVDIR64B per whole line (MOVNTI head/tail) + SFENCE",
         }
     }
 
     pub fn available(self) -> bool {
         match self {
             Kind::NtAvx2 => is_x86_feature_detected!("avx2"),
+            Kind::Movdir64b => has_movdir64b(),
             _ => true,
         }
     }
@@ -134,6 +139,7 @@ pub fn run(cfg: &Cfg, kind: Kind) {
         batch_image(),
     ));
     for (case, bytes, entries, img) in cases {
+        check_copy(cfg, kind, flush, &img);
         let ops = cfg.appends_per_rep(bytes, slow);
         let ns = match kind {
             // SAFETY (all four): `persist_*` get a destination inside the mapping with room for
@@ -145,9 +151,38 @@ pub fn run(cfg: &Cfg, kind: Kind) {
             Kind::NtSse2 => time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_sse2(d, s) }),
             Kind::NtAvx2 => time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_avx2(d, s) }),
             Kind::Msync => time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_msync(d, s) }),
+            // (Only where the CPU has MOVDIR64B: `Kind::available` before this group runs.)
+            Kind::Movdir64b => {
+                time_on_mapping(cfg, ops, &img, |d, s| unsafe { persist_movdir64b(d, s) })
+            }
         };
         emit(kind.row(), &case, bytes, entries, &ns);
     }
+}
+
+/// Checks that `kind`'s copy stores exactly `img` (at an address 8 bytes past a line, so that
+/// the head and tail paths run too), before it is timed.
+fn check_copy(cfg: &Cfg, kind: Kind, flush: Flush, img: &[u8]) {
+    let map = Mapping::new(cfg, round_page(img.len() + 4096));
+    let d = map.ptr.wrapping_add(8);
+    // SAFETY: `d` lies in the mapping with room for the image, 8-byte aligned; the CPU
+    // supports the kind (`Kind::available` before this group runs).
+    unsafe {
+        match kind {
+            Kind::Clwb => persist_clwb(flush, d, img),
+            Kind::NtSse2 => persist_sse2(d, img),
+            Kind::NtAvx2 => persist_avx2(d, img),
+            Kind::Msync => persist_msync(d, img),
+            Kind::Movdir64b => persist_movdir64b(d, img),
+        }
+    }
+    // SAFETY: the image's bytes were just stored there and nothing else writes the mapping.
+    let stored = unsafe { std::slice::from_raw_parts(d, img.len()) };
+    assert!(
+        stored == img,
+        "{}: the copy differs from the image",
+        kind.row()
+    );
 }
 
 /// Row of the concurrent roofline.
@@ -383,6 +418,54 @@ pub unsafe fn nt_copy_avx2(dst: *mut u8, src: &[u8]) {
             i += 8;
         }
     }
+}
+
+/// CPUID.(EAX=7,ECX=0):ECX bit 28: the CPU has MOVDIR64B.
+pub fn has_movdir64b() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // (Leaf 7 only where the maximum basic leaf, leaf 0's EAX, reaches it.)
+    __cpuid(0).eax >= 7 && (__cpuid_count(7, 0).ecx >> 28) & 1 == 1
+}
+
+/// MOVDIR64B for each whole line, MOVNTI for the head up to the first line boundary and for
+/// the tail, then SFENCE (which orders the direct stores like non-temporal ones).
+///
+/// # Safety
+/// As [`nt_copy_sse2`]; the CPU has MOVDIR64B ([`has_movdir64b`]).
+pub unsafe fn persist_movdir64b(dst: *mut u8, src: &[u8]) {
+    use std::arch::x86_64::_mm_stream_si64;
+    let n = src.len();
+    let s = src.as_ptr();
+    let mut i = 0;
+    // SAFETY: every store lies in `[dst, dst + n)` (caller); MOVNTI at 8-byte aligned
+    // addresses (`dst` is 8-byte aligned, `i` steps by 8); MOVDIR64B at 64-byte aligned
+    // destinations, reading 64 bytes of `src` that exist (`i + 64 <= n`).
+    unsafe {
+        while !(dst as usize + i).is_multiple_of(64) && i + 8 <= n {
+            _mm_stream_si64(
+                dst.add(i) as *mut i64,
+                (s.add(i) as *const i64).read_unaligned(),
+            );
+            i += 8;
+        }
+        while i + 64 <= n {
+            std::arch::asm!(
+                "movdir64b {d}, [{s}]",
+                d = in(reg) dst.add(i),
+                s = in(reg) s.add(i),
+                options(nostack, preserves_flags)
+            );
+            i += 64;
+        }
+        while i + 8 <= n {
+            _mm_stream_si64(
+                dst.add(i) as *mut i64,
+                (s.add(i) as *const i64).read_unaligned(),
+            );
+            i += 8;
+        }
+    }
+    fence(Flush::Clwb);
 }
 
 /// Cached copy, then `msync(MS_SYNC)` of the pages it touched.
