@@ -1,8 +1,9 @@
 //! Power-cut test program, run inside the DAX test VM by `tests/dax-vm/power-cut.sh`.
 //!
 //! ```text
-//! power_cut write PATH [CAPACITY_MIB [THREADS]]
-//!                                       open PATH (create it if absent, default 64 MiB) and
+//! power_cut write PATH [CAPACITY_MIB [THREADS [prefill]]]
+//!                                       open PATH (create it if absent, default 64 MiB; with
+//!                                       `prefill`, by `Options::prefill`) and
 //!                                       append forever (on THREADS threads at once, default 1);
 //!                                       after each durable append print `ack <lsn>`. When the
 //!                                       log is full, print `full last=<lsn>` and wait to be
@@ -89,11 +90,12 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-fn write(path: &str, capacity_mib: u64, threads: u64) -> ! {
+fn write(path: &str, capacity_mib: u64, threads: u64, prefill: bool) -> ! {
     let opened = if Path::new(path).exists() {
         Log::open(path, &Options::new())
     } else {
-        Log::create(path, &Options::new().capacity(capacity_mib << 20))
+        let opts = Options::new().capacity(capacity_mib << 20).prefill(prefill);
+        Log::create(path, &opts)
     };
     let log = match opened {
         Ok(log) => log,
@@ -285,12 +287,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
         eprintln!(
-            "usage: power_cut write PATH [CAPACITY_MIB [THREADS]] | power_cut check PATH MAX_ACKED"
+            "usage: power_cut write PATH [CAPACITY_MIB [THREADS [prefill]]] | power_cut check PATH MAX_ACKED"
         );
         exit(2);
     };
     match args.get(1).map(String::as_str) {
-        Some("write") if (3..=5).contains(&args.len()) => {
+        Some("write") if (3..=6).contains(&args.len()) => {
             let mib = match args.get(3) {
                 None => DEFAULT_CAPACITY_MIB,
                 Some(s) => s.parse().unwrap_or_else(|_| usage()),
@@ -303,7 +305,12 @@ fn main() {
                     .filter(|&n| n >= 1)
                     .unwrap_or_else(|| usage()),
             };
-            write(&args[2], mib, threads)
+            let prefill = match args.get(5).map(String::as_str) {
+                None => false,
+                Some("prefill") => true,
+                Some(_) => usage(),
+            };
+            write(&args[2], mib, threads, prefill)
         }
         Some("check") if args.len() == 4 => {
             let max_acked = args[3].parse().unwrap_or_else(|_| usage());

@@ -33,7 +33,10 @@
 #
 # environment:
 #   DAXLOG_SKIP_DAX_VM=1          skip (print that, exit 0)
-#   DAXLOG_POWER_CUT_FS           file systems (default: "ext4 xfs ext4-nodax")
+#   DAXLOG_POWER_CUT_FS           file systems (default: "ext4 xfs ext4-nodax
+#                                 ext4-nodax-prefill"; NAME-nodax-prefill is NAME-nodax
+#                                 with the log created by Options::prefill, every block
+#                                 written once, and runs the first kill time only)
 #   DAXLOG_POWER_CUT_NODAX_THREADS  appenders in the -nodax rounds (default: 4)
 #   DAXLOG_POWER_CUT_KILL_TIMES   seconds after `ready` at which to kill, one
 #                                 round each (default: "1 2.5 5")
@@ -47,7 +50,7 @@
 #   CARGO                         cargo binary (default: cargo)
 set -uo pipefail
 
-FILESYSTEMS=${DAXLOG_POWER_CUT_FS:-"ext4 xfs ext4-nodax"}
+FILESYSTEMS=${DAXLOG_POWER_CUT_FS:-"ext4 xfs ext4-nodax ext4-nodax-prefill"}
 NODAX_THREADS=${DAXLOG_POWER_CUT_NODAX_THREADS:-4}
 KILL_TIMES=${DAXLOG_POWER_CUT_KILL_TIMES:-"1 2.5 5"}
 CAPACITY_MIB=${DAXLOG_POWER_CUT_CAPACITY_MIB:-64}
@@ -101,20 +104,24 @@ last_ack() {
 RESULTS=() failed=0
 for fs in $FILESYSTEMS; do
   img=$WORK/pmem-$fs.img
-  if [[ $fs == *-nodax ]]; then
-    mfs=${fs%-nodax} mopts=dax=never threads=$NODAX_THREADS want=msync
+  prefill= kills=$KILL_TIMES
+  if [[ $fs == *-prefill ]]; then
+    prefill=prefill kills=${KILL_TIMES%% *}
+  fi
+  if [[ ${fs%-prefill} == *-nodax ]]; then
+    mfs=${fs%-prefill} mfs=${mfs%-nodax} mopts=dax=never threads=$NODAX_THREADS want=msync
   else
     mfs=$fs mopts=dax threads=1 want=
   fi
   rm -f "$img"
   round=0
-  for k in $KILL_TIMES; do
+  for k in $kills; do
     round=$((round + 1))
     wlog=$WORK/$fs-$round-write.log clog=$WORK/$fs-$round-check.log
     [[ $round == 1 ]] && mkfs=always || mkfs=never
     say "=== $fs round $round: append, power cut ${k}s after ready"
     "$RUNNER" --fs "$mfs" --mount-opts "$mopts" --backing "$img" --mkfs "$mkfs" --kill-after "$k" \
-      --kill-arm '^ready' "$BIN" write "$LOG_PATH" "$CAPACITY_MIB" "$threads" > "$wlog" 2> "$wlog.err"
+      --kill-arm '^ready' "$BIN" write "$LOG_PATH" "$CAPACITY_MIB" "$threads" $prefill > "$wlog" 2> "$wlog.err"
     wrc=$?
     grep -a 'VM wall time' "$wlog.err" >&2
     ready=$(grep -aoE '^ready .*' "$wlog" | head -1)
