@@ -2856,3 +2856,55 @@ fn create_prefill_writes_every_block() {
         other => eprintln!("note: cannot tell unwritten extents here ({other:?}); not checked"),
     }
 }
+
+/// Every option of every command's `--help` is described in that command's section of
+/// docs/CLI.md (as `` `--option``), so that a new flag cannot ship undocumented.
+#[test]
+fn every_option_is_documented() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md")).unwrap();
+    let section = |cmd: &str| -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in docs.lines() {
+            if let Some(heading) = line.strip_prefix("## ") {
+                inside = heading.split(", ").any(|h| h == cmd);
+            } else if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    };
+    let mut missing = Vec::new();
+    for cmd in [
+        "create", "append", "dump", "cat", "follow", "info", "check", "truncate", "reset",
+        "bench",
+    ] {
+        let help = text(&daxlog(&[cmd, "--help"]).stdout);
+        let sec = section(cmd);
+        assert!(!sec.is_empty(), "docs/CLI.md has no section for {cmd}");
+        for line in help.lines() {
+            // Option lines: `--long ...` or `-s, --long ...` (not prose that starts with `-`).
+            let t = line.trim_start();
+            let t = match t.as_bytes() {
+                [b'-', s, b',', b' ', ..] if s.is_ascii_alphanumeric() => &t[4..],
+                _ => t,
+            };
+            let Some(long) = t.strip_prefix("--") else {
+                continue;
+            };
+            let end = long
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(long.len());
+            let long = &t[..end + 2];
+            if ["--help", "--verbose", "--version"].contains(&long) {
+                continue;
+            }
+            if !sec.contains(&format!("`{long}")) {
+                missing.push(format!("{cmd} {long}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in docs/CLI.md: {missing:?}");
+}
