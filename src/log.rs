@@ -196,8 +196,8 @@ impl Log<MmapMedia> {
             .try_clone()
             .map_err(|e| Error::io(path, "create", e))?;
         lock_exclusive(&file, path)?;
-        allocate(&file, capacity).map_err(|e| Error::io(path, "fallocate", e))?;
-        if opts.prefill {
+        let zeroed = allocate(&file, capacity).map_err(|e| Error::io(path, "fallocate", e))?;
+        if opts.prefill && !zeroed {
             write_zeros(&file, capacity).map_err(|e| Error::io(path, "write (prefill)", e))?;
         }
         file.sync_all().map_err(|e| Error::io(path, "fsync", e))?;

@@ -619,11 +619,12 @@ pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
 /// Allocates every block of the first `len` bytes of `file` (extending it to `len`), so that
 /// no page fault of a shared mapping ever needs a new block: on a full file system that fault
 /// could only end in `SIGBUS`. Where the file system has no `fallocate` (glibc then emulates
-/// it; other C libraries report `EOPNOTSUPP`), zeros are written instead.
-pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+/// it; other C libraries report `EOPNOTSUPP`), zeros are written instead: then it returns
+/// true.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<bool> {
     match nix::fcntl::posix_fallocate(file, 0, len as libc::off_t) {
-        Ok(()) => Ok(()),
-        Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => write_zeros(file, len),
+        Ok(()) => Ok(false),
+        Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => write_zeros(file, len).map(|()| true),
         Err(e) => Err(e.into()),
     }
 }

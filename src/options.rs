@@ -207,8 +207,8 @@ impl Options {
     /// "Prefilling"). With `prefill`, `create` writes every block once (page by page, so that
     /// the page cache holds the file in single pages, as the mapping's faults would) and
     /// syncs it: appends are as fast from the first as after a lap. It costs a write of the
-    /// whole capacity at creation. Not needed on tmpfs; on a DAX mount it spares the first
-    /// page faults the same conversion.
+    /// whole capacity at creation. Not needed on tmpfs (nothing is written back there); on a
+    /// DAX mount its effect has not been measured.
     pub fn prefill(mut self, yes: bool) -> Self {
         self.prefill = yes;
         self

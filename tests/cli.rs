@@ -2878,8 +2878,7 @@ fn every_option_is_documented() {
     };
     let mut missing = Vec::new();
     for cmd in [
-        "create", "append", "dump", "cat", "follow", "info", "check", "truncate", "reset",
-        "bench",
+        "create", "append", "dump", "cat", "follow", "info", "check", "truncate", "reset", "bench",
     ] {
         let help = text(&daxlog(&[cmd, "--help"]).stdout);
         let sec = section(cmd);
