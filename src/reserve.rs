@@ -186,16 +186,17 @@ impl<M: Media> Log<M> {
     }
 
     /// Asks the CPU for the cache lines an append of `total` bytes would store to if it were
-    /// reserved now: every line of it where it is stored with cached stores (up to
-    /// [`PREFETCH_MAX`] bytes), else the line where it ends (its end marker, and the bytes of
-    /// its last line, are cached stores). A store to a line that is not cached waits until the
-    /// line is read, and a log's lines are not cached after a lap, or after whole lines stored
-    /// non-temporally. Called before the checksums are computed, so that the reads overlap
-    /// them. Intel Xeon guest, a 256 MiB log after a lap: a batch of 16 x 64 B with
-    /// non-temporal stores took 570-620 ns with no prefetch, 435-450 with the last line's; with
-    /// cached stores and CLWB, every line's against the last line's: 1 KiB 462 -> 380 ns, the
-    /// batch 642 -> 534 ns. Skipped while other appends are in flight: the lines may be
-    /// theirs, being written, and pulling them away would slow them down.
+    /// reserved now: every line of it if it is stored with cached stores and `total` is at most
+    /// [`PREFETCH_MAX`]; otherwise (non-temporal stores, or a larger append) only the line where
+    /// it ends (its end marker, and the bytes of its last line, are cached stores). A store to
+    /// a line that is not cached waits until the line is read, and a log's lines are not cached
+    /// after a lap, or after whole lines stored non-temporally. Called before the checksums are
+    /// computed, so that the reads overlap them. Intel Xeon guest, a 256 MiB log after a lap:
+    /// a batch of 16 x 64 B with non-temporal stores took 570-620 ns with no prefetch, 435-450
+    /// with the last line's; with cached stores and CLWB, every line's against the last line's
+    /// (medians of two runs): 1 KiB 462 -> 384 ns, the batch 639 -> 556 ns. Skipped while other
+    /// appends are in flight: the lines may be theirs, being written, and pulling them away
+    /// would slow them down.
     #[inline]
     pub(crate) fn prefetch_end(&self, total: usize) {
         if cfg!(loom) {
@@ -213,14 +214,16 @@ impl<M: Media> Log<M> {
     }
 
     /// msync mode: asks the CPU for the lines after reservation `r`, as many bytes as `r` holds
-    /// (up to [`PREFETCH_MAX`]), where the next append of the same size will store, so that
+    /// but at most [`PREFETCH_MAX`], where the next append of the same size will store, so that
     /// their reads run while this append waits for its `msync`. Only for appends of cached
     /// stores (a line stored non-temporally is better not cached) and only if no append was
     /// reserved after `r` (its lines are being written). Measured on /dev/shm, a 256 MiB log
-    /// after a lap, both prefetches against the last line's only (Intel Xeon guest, medians of
-    /// two runs): a batch of 16 x 64 B 540 -> 332 ns, 1 KiB 368 -> 223 ns, 4 KiB 793 -> 512 ns,
-    /// 256 B 241 -> 221 ns. Not in CPU mode, where the wait for a barrier is shorter than the
-    /// reads: there it slowed two threads appending 64 B each (266-296 -> 299-301 ns).
+    /// after a lap, this and [`Log::prefetch_end`]'s every line against the last line's only
+    /// (Intel Xeon guest, medians of two runs): a batch of 16 x 64 B 540 -> 332 ns, 1 KiB
+    /// 368 -> 224 ns, 4 KiB 793 -> 512 ns (an entry over 4 KiB: this prefetch alone), 256 B
+    /// 242 -> 221 ns. Not in CPU mode, where the wait for a barrier is shorter than the reads:
+    /// there it slowed two threads appending 64 B each, with cached stores as calibrated here
+    /// (266-296 -> 299-301 ns per append in aggregate).
     #[inline]
     fn prefetch_next(&self, r: &Resv) {
         if cfg!(loom) {
