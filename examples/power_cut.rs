@@ -153,6 +153,18 @@ fn write_threaded(log: &Log, threads: u64) -> ! {
         }
     }
     std::thread::scope(|s| {
+        // The group commit's statistics, every 200 ms: whether appends were combined.
+        s.spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let st = log.sync_stats();
+            say(format_args!(
+                "stats syncs={} appends={} combined={} average_sync_us={}",
+                st.syncs,
+                st.appends,
+                st.combined,
+                st.average_sync.as_micros()
+            ));
+        });
         for (t, first) in next.into_iter().enumerate() {
             s.spawn(move || {
                 for seq in first.. {

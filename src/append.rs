@@ -41,7 +41,10 @@ impl<M: Media> Log<M> {
     /// durable.
     ///
     /// Any number of threads may append at once. On [`Error::Full`] nothing is written and the
-    /// log stays usable. An empty payload is a valid entry.
+    /// log stays usable. An empty payload is a valid entry. In msync mode on slow media (a
+    /// disk), an append that would wait for one of the 16 places of appends in flight may be
+    /// written by another appender, in one batch with others (write combining,
+    /// `docs/DISK.md`); it returns, as always, once durable, with its own LSN.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -52,6 +55,11 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
         self.check_payload(payload)?;
+        if self.should_combine(payload) {
+            if let Some(r) = self.append_combined(payload) {
+                return r;
+            }
+        }
         let total = format::entry_len(payload.len());
         self.prefetch_end(total);
         let crc = self.crc_unless_fused(payload, total);

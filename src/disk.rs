@@ -39,7 +39,10 @@ impl<M: Media> Log<M> {
     /// appends they covered; zero in the CPU-flush modes (where each appender persists its own
     /// entries with no system call).
     pub fn sync_stats(&self) -> SyncStats {
-        self.group.stats()
+        SyncStats {
+            combined: self.combiner.combined(),
+            ..self.group.stats()
+        }
     }
 
     /// msync mode: returns once `ticket` (stored and marked ready) is durable and published,

@@ -210,6 +210,12 @@ impl GroupCommit {
         self.gather.sync_ns.store(avg, Ordering::Relaxed);
     }
 
+    /// The running average of a sync's duration (zero before the first timed sync).
+    #[inline]
+    pub(crate) fn average_sync(&self) -> Duration {
+        Duration::from_nanos(self.gather.sync_ns.load(Ordering::Relaxed))
+    }
+
     /// Syncs made so far, and the appends they covered.
     pub(crate) fn stats(&self) -> SyncStats {
         SyncStats {
@@ -218,7 +224,8 @@ impl GroupCommit {
             waits: self.gather.waits.load(Ordering::Relaxed),
             waits_in_vain: self.gather.vain.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.gather.waited_ns.load(Ordering::Relaxed)),
-            average_sync: Duration::from_nanos(self.gather.sync_ns.load(Ordering::Relaxed)),
+            average_sync: self.average_sync(),
+            combined: 0,
         }
     }
 }
@@ -232,6 +239,9 @@ pub struct SyncStats {
     pub syncs: u64,
     /// Appends (a batch counts once) those syncs made durable.
     pub appends: u64,
+    /// Appends that rode in another appender's batch (write combining, on slow media when the
+    /// ring of appends in flight is full: see `docs/DISK.md`); not counted in `appends`.
+    pub combined: u64,
     /// Leaders that, before their sync, waited for the appends of other appenders to be ready
     /// (on a disk, where a sync costs far more than the wait: see docs/DISK.md).
     pub waits: u64,
@@ -248,12 +258,12 @@ pub struct SyncStats {
 }
 
 impl SyncStats {
-    /// Appends per sync on average (0 when nothing was synced).
+    /// Appends per sync on average, combined ones included (0 when nothing was synced).
     pub fn appends_per_sync(&self) -> f64 {
         if self.syncs == 0 {
             0.0
         } else {
-            self.appends as f64 / self.syncs as f64
+            (self.appends + self.combined) as f64 / self.syncs as f64
         }
     }
 }

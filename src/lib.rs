@@ -38,6 +38,7 @@ mod atomic_pair;
 pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;
+mod combine;
 mod damage;
 mod disk;
 mod error;

@@ -107,6 +107,8 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) wake: Condvar,
     /// msync mode: the group commit's state (`group.rs`; the protocol in `disk.rs`).
     pub(crate) group: crate::group::GroupCommit,
+    /// msync mode on slow media: appends waiting to ride in another's batch (`combine.rs`).
+    pub(crate) combiner: crate::combine::Combiner,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
 }
@@ -566,6 +568,7 @@ impl<M: Media> Log<M> {
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
             group: crate::group::GroupCommit::new(),
+            combiner: crate::combine::Combiner::default(),
             poisoned: AtomicBool::new(false),
         };
         if !read_only {

@@ -101,6 +101,90 @@ fn concurrent_appends_are_all_recovered_in_every_mode() {
     }
 }
 
+/// More appenders than appends can be in flight (16), in msync mode, on each test directory:
+/// where syncs are slow (a disk), the appends beyond the ring ride in one appender's batch
+/// (write combining). Whether combined or not, every acknowledged append is in the log once,
+/// at its LSN, after recovery; and when the log fills, appenders get `Full`, never a wrong
+/// answer, and an append that still fits goes through.
+#[test]
+fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
+    const THREADS: u64 = 32;
+    let mut combined_somewhere = false;
+    for dir in common::temp_dirs() {
+        let path = dir.path().join("combine.dax");
+        let opts = Options::new().persistence(PersistenceChoice::ForceMsync);
+        // Room for about 1000 of these appends: the appenders fill it.
+        let log = Log::create(&path, &opts.clone().capacity(256 << 10)).unwrap();
+        let acked = std::thread::scope(|s| {
+            let log = &log;
+            let hs: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut acked = Vec::new();
+                        for i in 0.. {
+                            match log.append(&payload(t, i)) {
+                                Ok(lsn) => acked.push((lsn, t, i)),
+                                Err(daxlog::Error::Full { .. }) => break,
+                                Err(e) => panic!("append: {e}"),
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let st = log.sync_stats();
+        combined_somewhere |= st.combined > 0;
+        let slow = st.average_sync >= Duration::from_micros(20);
+        eprintln!(
+            "{}: {} appends acknowledged, {} combined, {:.1} per sync, syncs average {:?}",
+            dir.path().display(),
+            acked.len(),
+            st.combined,
+            st.appends_per_sync(),
+            st.average_sync
+        );
+        assert!(
+            st.appends + st.combined >= acked.len() as u64,
+            "every acknowledged append was synced: {st:?}"
+        );
+        // Full, but a small append that fits still goes through (alone or combined).
+        let free = log.free_bytes();
+        if free > 64 {
+            log.append(b"x").expect("an append that fits");
+        }
+        drop(log);
+        let log = Log::open(&path, &opts).unwrap();
+        let mut lsns: Vec<u64> = acked.iter().map(|a| a.0).collect();
+        lsns.sort();
+        lsns.dedup();
+        assert_eq!(lsns.len(), acked.len(), "two appends got one LSN");
+        for &(lsn, t, i) in &acked {
+            assert_eq!(log.read(lsn).unwrap().payload, payload(t, i), "LSN {lsn}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in log.iter() {
+            if e.payload.len() >= 16 {
+                let t = u64::from_le_bytes(e.payload[..8].try_into().unwrap());
+                let i = u64::from_le_bytes(e.payload[8..16].try_into().unwrap());
+                assert!(seen.insert((t, i)), "thread {t}'s append {i} twice");
+            }
+        }
+        assert_eq!(seen.len(), acked.len(), "entries no appender acknowledged");
+        if slow {
+            assert!(
+                st.combined > 0,
+                "{}: syncs are slow, yet no append was combined",
+                dir.path().display()
+            );
+        }
+    }
+    eprintln!("combined somewhere: {combined_somewhere}");
+}
+
 /// Media over a vector that panics on one chosen store (the first store of the `n`-th
 /// reservation's entry), once.
 struct FaultyMedia {

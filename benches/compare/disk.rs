@@ -177,7 +177,8 @@ fn daxlog(dir: &Path, size: usize, threads: usize, secs: f64, prefill: bool) -> 
     });
     let after = log.sync_stats();
     let syncs = after.syncs - before.syncs;
-    o.per_sync = (syncs > 0).then(|| (after.appends - before.appends) as f64 / syncs as f64);
+    let appends = (after.appends + after.combined) - (before.appends + before.combined);
+    o.per_sync = (syncs > 0).then(|| appends as f64 / syncs as f64);
     o
 }
 

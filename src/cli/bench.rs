@@ -649,7 +649,7 @@ fn measure_row(
         let (n, elapsed) = timed_slice(&log, &payload, ctx.threads, ctx.slice, path)?;
         let after = log.sync_stats();
         syncs += after.syncs - before.syncs;
-        synced += after.appends - before.appends;
+        synced += (after.appends + after.combined) - (before.appends + before.combined);
         pb.inc(1);
         if n == 0 {
             continue;

@@ -37,7 +37,10 @@
 #                                 ext4-nodax-prefill"; NAME-nodax-prefill is NAME-nodax
 #                                 with the log created by Options::prefill, every block
 #                                 written once, and runs the first kill time only)
-#   DAXLOG_POWER_CUT_NODAX_THREADS  appenders in the -nodax rounds (default: 4)
+#   DAXLOG_POWER_CUT_NODAX_THREADS  appenders in the -nodax rounds (default: 4; 32 in
+#                                 the -nodax-prefill round, more than the 16 appends that
+#                                 can be in flight, so that appends are combined where
+#                                 syncs are slow: its result line says how many were)
 #   DAXLOG_POWER_CUT_KILL_TIMES   seconds after `ready` at which to kill, one
 #                                 round each (default: "1 2.5 5")
 #   DAXLOG_POWER_CUT_BIN          a prebuilt power_cut binary (default: build it
@@ -110,6 +113,7 @@ for fs in $FILESYSTEMS; do
   fi
   if [[ ${fs%-prefill} == *-nodax ]]; then
     mfs=${fs%-prefill} mfs=${mfs%-nodax} mopts=dax=never threads=$NODAX_THREADS want=msync
+    [[ $fs == *-prefill ]] && threads=32
   else
     mfs=$fs mopts=dax threads=1 want=
   fi
@@ -142,7 +146,8 @@ for fs in $FILESYSTEMS; do
       break
     fi
     [[ -z $acked ]] && acked=$(sed -E 's/^ready last=([0-9]+).*/\1/' <<< "$ready")
-    say "writer: $ready; $nacks acks received, last ack $acked${full:+; $full}"
+    stats=$(grep -aoE '^stats .*' "$wlog" | tail -1)
+    say "writer: $ready; $nacks acks received, last ack $acked${full:+; $full}${stats:+; $stats}"
 
     "$RUNNER" --fs "$mfs" --mount-opts "$mopts" --backing "$img" --mkfs never "$BIN" check "$LOG_PATH" "$acked" > "$clog" 2> "$clog.err"
     crc=$?
@@ -157,7 +162,8 @@ for fs in $FILESYSTEMS; do
       cp --sparse=always "$img" "$WORK/crash-$fs-$round.img" && status+=" [image kept: crash-$fs-$round.img]"
     fi
     say "$status"
-    RESULTS+=("$(printf '%-5s round %d kill %4ss: %s%s' "$fs" "$round" "$k" "$status" "${full:+ (log full)}")")
+    RESULTS+=("$(printf '%-5s round %d kill %4ss: %s%s%s' "$fs" "$round" "$k" "$status" "${full:+ (log full)}" \
+      "${stats:+ [${stats#stats }]}")")
     [[ $crc == 0 ]] || break
   done
   rm -f "$img"
