@@ -330,9 +330,14 @@ fn main() {
          ({combined} acknowledged appends rode in another's batch)",
         started.elapsed()
     );
+    // Combining needs the ring full as well as slow syncs: on this machine's disk (the
+    // ordinary temporary directory) 32 appenders fill it within milliseconds. On the DAX VM
+    // (`DAXLOG_TEST_DIR`), whose emulated CPU, not its syncs, limits the appenders, it may not
+    // fill at all: there the rounds check the answers only.
+    let on_host_dirs = std::env::var_os("DAXLOG_TEST_DIR").is_none();
     assert!(
-        combined > 0 || !slow,
-        "syncs averaged 20 µs or more, yet no append was combined"
+        combined > 0 || !slow || !on_host_dirs,
+        "syncs averaged 20 µs or more on a disk, yet no append was combined"
     );
     // Appenders and a checkpointer truncating the prefix (and now and then deleting a suffix)
     // beside them, in a log small enough to wrap many times.
