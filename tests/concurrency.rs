@@ -109,6 +109,21 @@ fn concurrent_appends_are_all_recovered_in_every_mode() {
 #[test]
 fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
     const THREADS: u64 = 32;
+    // A lost hand-over would leave appenders waiting for ever: fail instead.
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            for _ in 0..1200 {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("appenders_beyond_the_ring: appenders still waiting after 120 s");
+            std::process::exit(1);
+        })
+    };
     let mut combined_somewhere = false;
     for dir in common::temp_dirs() {
         let path = dir.path().join("combine.dax");
@@ -183,6 +198,8 @@ fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
         }
     }
     eprintln!("combined somewhere: {combined_somewhere}");
+    done.store(true, Ordering::Relaxed);
+    watchdog.join().unwrap();
 }
 
 /// Media over a vector that panics on one chosen store (the first store of the `n`-th

@@ -37,10 +37,11 @@
 #                                 ext4-nodax-prefill"; NAME-nodax-prefill is NAME-nodax
 #                                 with the log created by Options::prefill, every block
 #                                 written once, and runs the first kill time only)
-#   DAXLOG_POWER_CUT_NODAX_THREADS  appenders in the -nodax rounds (default: 4; 32 in
-#                                 the -nodax-prefill round, more than the 16 appends that
-#                                 can be in flight, so that appends are combined where
-#                                 syncs are slow: its result line says how many were)
+#   DAXLOG_POWER_CUT_NODAX_THREADS  appenders in the -nodax rounds (default: 4)
+#   DAXLOG_POWER_CUT_PREFILL_THREADS  appenders in the -nodax-prefill round (default: 32,
+#                                 more than the 16 appends that can be in flight, so that
+#                                 appends are combined where syncs are slow: its result
+#                                 line says how many were)
 #   DAXLOG_POWER_CUT_KILL_TIMES   seconds after `ready` at which to kill, one
 #                                 round each (default: "1 2.5 5")
 #   DAXLOG_POWER_CUT_BIN          a prebuilt power_cut binary (default: build it
@@ -113,7 +114,7 @@ for fs in $FILESYSTEMS; do
   fi
   if [[ ${fs%-prefill} == *-nodax ]]; then
     mfs=${fs%-prefill} mfs=${mfs%-nodax} mopts=dax=never threads=$NODAX_THREADS want=msync
-    [[ $fs == *-prefill ]] && threads=32
+    [[ $fs == *-prefill ]] && threads=${DAXLOG_POWER_CUT_PREFILL_THREADS:-32}
   else
     mfs=$fs mopts=dax threads=1 want=
   fi
