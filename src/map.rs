@@ -58,8 +58,9 @@ pub struct MmapMedia {
     map_sync: bool,
     writable: bool,
     path: PathBuf,
-    // Held for the lifetime of the mapping: it carries the writer's `flock`.
-    _file: File,
+    // Held for the lifetime of the mapping: it carries the writer's (or a snapshot's) `flock`,
+    // released after the unmapping.
+    _file: LockedFile,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
     // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
@@ -78,7 +79,7 @@ impl MmapMedia {
     /// `flush` forces a flush instruction (it must be one this CPU supports); `None` picks the
     /// best one.
     pub(crate) fn map(
-        file: File,
+        file: LockedFile,
         path: &Path,
         len: usize,
         writable: bool,
@@ -145,7 +146,7 @@ impl MmapMedia {
         }
         // (ramfs's magic number, which the libc crate does not name.)
         const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
-        let in_memory = nix::sys::statfs::fstatfs(&file).is_ok_and(|s| {
+        let in_memory = nix::sys::statfs::fstatfs(&*file).is_ok_and(|s| {
             let t = s.filesystem_type();
             t == nix::sys::statfs::TMPFS_MAGIC || t == RAMFS_MAGIC
         });
@@ -215,7 +216,7 @@ impl MmapMedia {
         file.set_len(len as u64)
             .map_err(|e| Error::io(path, "ftruncate", e))?;
         Self::map(
-            file,
+            LockedFile::new(file),
             path,
             len,
             true,
@@ -513,6 +514,48 @@ pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
     Ok(file)
 }
 
+/// A log file whose locks — the writer's or a snapshot's `flock`, a reader's or a replacer's
+/// OFD lock on the reader byte — are given back when this value is dropped, not when the last
+/// descriptor of its open file description closes. A child that any thread of the process
+/// forks holds a copy of every descriptor until its `exec` closes them (as
+/// `std::process::Command` does), and would otherwise keep a log that was closed locked for
+/// that long: a writer reopening it, a snapshot or a replacement would be refused with
+/// [`Error::Locked`].
+#[derive(Debug)]
+pub(crate) struct LockedFile(File);
+
+impl LockedFile {
+    pub(crate) fn new(file: File) -> Self {
+        LockedFile(file)
+    }
+}
+
+impl std::ops::Deref for LockedFile {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
+impl Drop for LockedFile {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        let mut fl: libc::flock = unsafe_zeroed_flock();
+        fl.l_type = libc::F_UNLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = READER_LOCK_BYTE as libc::off_t;
+        fl.l_len = 1;
+        // SAFETY: flock and fcntl on a descriptor this value owns, the latter with a pointer to
+        // a valid, initialised `flock` that lives for the call; giving back a lock that is not
+        // held does nothing, and no memory is involved.
+        unsafe {
+            libc::flock(fd, libc::LOCK_UN);
+            libc::fcntl(fd, libc::F_OFD_SETLK, &mut fl);
+        }
+    }
+}
+
 pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     // flock through libc: nix's `Flock` wrapper takes the `File` by value, which does not fit
@@ -551,14 +594,14 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
 /// directory cannot be opened for reading, `None`, and creators do not take turns (their
 /// look at the path and no-clobber renames still refuse a log held open in all but a window
 /// of a few system calls).
-pub(crate) fn lock_dir(dir: &Path) -> Option<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Option<LockedFile> {
     use std::os::fd::AsRawFd;
     let dir_file = File::open(dir).ok()?;
     for _ in 0..50 {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(dir_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
-            return Some(dir_file);
+            return Some(LockedFile::new(dir_file));
         }
         match std::io::Error::last_os_error().kind() {
             ErrorKind::WouldBlock | ErrorKind::Interrupted => {
@@ -579,7 +622,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Option<File> {
 /// writer, a snapshot or a reader in any process holds open is refused with
 /// [`Error::Locked`], and nobody opens it until the replacement is in place. `None` if there
 /// is no such file any more.
-pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
+pub(crate) fn lock_replaced(path: &Path) -> Result<Option<LockedFile>> {
     use std::os::unix::fs::OpenOptionsExt;
     // Writable: an exclusive OFD lock needs a descriptor open for writing. Without write
     // permission on the file (only on its directory), readers are only looked for.
@@ -591,9 +634,9 @@ pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
             .open(path)
     };
     let (file, writable) = match open(true) {
-        Ok(f) => (f, true),
+        Ok(f) => (LockedFile::new(f), true),
         Err(e) if e.kind() == ErrorKind::PermissionDenied => match open(false) {
-            Ok(f) => (f, false),
+            Ok(f) => (LockedFile::new(f), false),
             Err(e) => return Err(Error::io(path, "open", e)),
         },
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {

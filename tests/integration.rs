@@ -229,6 +229,64 @@ fn second_writer_is_locked_out_and_readers_are_not() {
     }
 }
 
+/// A child forked by some thread of the process (as `std::process::Command` does before its
+/// `exec`) holds a copy of every descriptor, its log files' included: it sleeps until killed.
+struct ForkedChild(libc::pid_t);
+
+impl ForkedChild {
+    fn new() -> Self {
+        // SAFETY: the child calls only async-signal-safe functions (`sleep`, `_exit`), as a
+        // child of a multi-threaded process must; the parent only records its pid.
+        match unsafe { libc::fork() } {
+            // SAFETY: as above.
+            0 => unsafe {
+                libc::sleep(60);
+                libc::_exit(0)
+            },
+            pid => {
+                assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+                ForkedChild(pid)
+            }
+        }
+    }
+}
+
+impl Drop for ForkedChild {
+    fn drop(&mut self) {
+        // SAFETY: signalling and reaping our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Closing a writer, a snapshot or a reader gives its locks back at once, even while a forked
+/// child still holds copies of its descriptors: the log opens again at once (a writer, a
+/// snapshot) and can be replaced (no reader left).
+#[test]
+fn closing_gives_locks_back_while_a_forked_child_holds_the_descriptors() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("forked.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"one").unwrap();
+        let child = ForkedChild::new();
+        drop(log);
+        let ro = Log::open_read_only(&path, &opts()).unwrap();
+        assert_eq!(ro.iter().next().unwrap().payload, b"one");
+        let child2 = ForkedChild::new();
+        drop(ro);
+        let log = Log::open(&path, &opts()).unwrap();
+        assert_eq!(log.append(b"two").unwrap(), 2);
+        let reader = daxlog::Reader::open(&path).unwrap();
+        let child3 = ForkedChild::new();
+        drop((reader, log));
+        let new = Log::create(&path, &opts().overwrite(true)).unwrap();
+        assert!(new.is_empty());
+        drop((child, child2, child3));
+    }
+}
+
 #[test]
 fn read_only_open_works_on_a_read_only_file_and_writes_nothing() {
     use std::os::unix::fs::PermissionsExt;
