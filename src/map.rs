@@ -520,27 +520,38 @@ pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
 /// forks holds a copy of every descriptor until its `exec` closes them (as
 /// `std::process::Command` does), and would otherwise keep a log that was closed locked for
 /// that long: a writer reopening it, a snapshot or a replacement would be refused with
-/// [`Error::Locked`].
+/// [`Error::Locked`]. Only the process that opened the file gives them back: a forked child
+/// that drops its copy leaves its parent's locks alone (the locks belong to the open file
+/// description, which both share).
 #[derive(Debug)]
-pub(crate) struct LockedFile(File);
+pub(crate) struct LockedFile {
+    file: File,
+    owner: u32,
+}
 
 impl LockedFile {
     pub(crate) fn new(file: File) -> Self {
-        LockedFile(file)
+        LockedFile {
+            file,
+            owner: std::process::id(),
+        }
     }
 }
 
 impl std::ops::Deref for LockedFile {
     type Target = File;
     fn deref(&self) -> &File {
-        &self.0
+        &self.file
     }
 }
 
 impl Drop for LockedFile {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
-        let fd = self.0.as_raw_fd();
+        if std::process::id() != self.owner {
+            return;
+        }
+        let fd = self.file.as_raw_fd();
         let mut fl: libc::flock = unsafe_zeroed_flock();
         fl.l_type = libc::F_UNLCK as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;

@@ -287,6 +287,54 @@ fn closing_gives_locks_back_while_a_forked_child_holds_the_descriptors() {
     }
 }
 
+/// A forked child that drops its copy of a log (returning through destructors rather than
+/// `exec`) leaves the parent's locks alone: the lock belongs to the file description both
+/// share, and only the process that opened the log gives it back.
+#[test]
+fn a_forked_child_dropping_its_copy_leaves_the_parents_lock() {
+    for dir in temp_dirs() {
+        let path = dir.path().join("child-drops.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"one").unwrap();
+        let reader = daxlog::Reader::open(&path).unwrap();
+        // SAFETY: the child drops the log and the reader (munmap, flock, fcntl, close and the
+        // allocator, which glibc keeps usable in a forked child) and exits at once; the parent
+        // only waits for it.
+        match unsafe { libc::fork() } {
+            0 => {
+                drop((log, reader));
+                // SAFETY: as above.
+                unsafe { libc::_exit(0) }
+            }
+            pid => {
+                assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
+        assert!(matches!(
+            Log::open(&path, &opts()),
+            Err(Error::Locked {
+                by: daxlog::LockHolder::Writer,
+                ..
+            })
+        ));
+        assert_eq!(log.append(b"two").unwrap(), 2);
+        drop(log);
+        assert!(matches!(
+            Log::create(&path, &opts().overwrite(true)),
+            Err(Error::Locked {
+                by: daxlog::LockHolder::Readers,
+                ..
+            })
+        ));
+        drop(reader);
+        Log::create(&path, &opts().overwrite(true)).unwrap();
+    }
+}
+
 #[test]
 fn read_only_open_works_on_a_read_only_file_and_writes_nothing() {
     use std::os::unix::fs::PermissionsExt;
