@@ -517,23 +517,48 @@ pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
 /// A log file whose locks — the writer's or a snapshot's `flock`, a reader's or a replacer's
 /// OFD lock on the reader byte — are given back when this value is dropped, not when the last
 /// descriptor of its open file description closes. A child that any thread of the process
-/// forks holds a copy of every descriptor until its `exec` closes them (as
-/// `std::process::Command` does), and would otherwise keep a log that was closed locked for
-/// that long: a writer reopening it, a snapshot or a replacement would be refused with
-/// [`Error::Locked`]. Only the process that opened the file gives them back: a forked child
-/// that drops its copy leaves its parent's locks alone (the locks belong to the open file
-/// description, which both share).
+/// spawns holds a copy of every descriptor until its `exec` closes them (`posix_spawn`, which
+/// `std::process::Command` uses, clones the descriptor table too), and would otherwise keep a
+/// log that was closed locked for that long: a writer reopening it, a snapshot or a
+/// replacement would be refused with [`Error::Locked`].
+///
+/// The locks belong to the open file description, which a child made by `fork` shares: once
+/// the process has forked, a drop in either process could release a lock that the other's
+/// copy still needs (a log handed to a worker process, a daemon's parent returning). So a file
+/// opened before a `fork` (counted by a `pthread_atfork` handler; `posix_spawn` runs none)
+/// gives its locks back only at the last close, as the kernel does.
 #[derive(Debug)]
 pub(crate) struct LockedFile {
     file: File,
-    owner: u32,
+    /// The count of forks when the file was opened; `None` if forks cannot be counted.
+    forks: Option<u64>,
+}
+
+/// Forks of this process (and, in a child, of its ancestors since the handler was registered).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    // (Runs in the parent before each `fork`, so the child sees the new count too; an atomic
+    // add is async-signal-safe.)
+    FORKS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The count of forks so far, once a handler counts them.
+fn forks_so_far() -> Option<u64> {
+    static COUNTING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let counting = *COUNTING.get_or_init(|| {
+        // SAFETY: registers a handler that only adds to a static atomic, which is sound at any
+        // point of a `fork`; registration is done once per process.
+        unsafe { libc::pthread_atfork(Some(count_fork), None, None) == 0 }
+    });
+    counting.then(|| FORKS.load(Ordering::SeqCst))
 }
 
 impl LockedFile {
     pub(crate) fn new(file: File) -> Self {
         LockedFile {
             file,
-            owner: std::process::id(),
+            forks: forks_so_far(),
         }
     }
 }
@@ -548,7 +573,7 @@ impl std::ops::Deref for LockedFile {
 impl Drop for LockedFile {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
-        if std::process::id() != self.owner {
+        if self.forks.is_none() || self.forks != forks_so_far() {
             return;
         }
         let fd = self.file.as_raw_fd();

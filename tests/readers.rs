@@ -997,9 +997,10 @@ fn seek_stress(least: Duration) {
         x ^= x >> 7;
         x ^= x << 17;
         if x.is_multiple_of(50) {
+            // (Read one after the other beside truncations: `first` may pass `next`.)
             let next = log.next_lsn();
             let first = log.first_lsn().unwrap_or(next);
-            let l = first.saturating_sub(5).max(1) + (x >> 8) % (next - first + 10);
+            let l = first.saturating_sub(5).max(1) + (x >> 8) % (next.saturating_sub(first) + 10);
             seeks += 1;
             match r.seek(l) {
                 Ok(()) => {

@@ -1,0 +1,254 @@
+//! Locks and child processes. A log, snapshot or reader closed while a spawned child still
+//! holds copies of the process's descriptors (until its `exec`) is unlocked at once; a log
+//! handed to a forked child stays locked while the child has it, whatever the parent drops.
+//!
+//! The tests take turns: a child holds copies of every descriptor of the process, the other
+//! tests' logs included.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::temp_dirs;
+use daxlog::{Error, LockHolder, Log, Options, Reader};
+
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn opts() -> Options {
+    Options::new().capacity(1 << 20)
+}
+
+fn locked_by(r: Result<Log, Error>) -> Option<LockHolder> {
+    match r {
+        Err(Error::Locked { by, .. }) => Some(by),
+        _ => None,
+    }
+}
+
+/// Waits for child `pid` and returns its exit code (`None` if a signal ended it).
+fn reap(pid: libc::pid_t) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
+}
+
+/// A child process, killed and reaped when dropped (so that a failed test leaves none behind
+/// holding the harness's output).
+struct Child(libc::pid_t);
+
+impl Child {
+    /// A child made as `posix_spawn` makes one before its `exec` (`std::process::Command` uses
+    /// it): a copy of the descriptor table, and no `pthread_atfork` handler run. It sleeps
+    /// until killed.
+    fn spawned() -> Self {
+        // SAFETY: the fork system call itself, which runs no atfork handler; the child calls
+        // only async-signal-safe functions (`sleep`, `_exit`), as a child of a multi-threaded
+        // process must.
+        match unsafe { libc::syscall(libc::SYS_fork) } {
+            // SAFETY: as above.
+            0 => unsafe {
+                libc::sleep(60);
+                libc::_exit(0)
+            },
+            pid => {
+                assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+                Child(pid as libc::pid_t)
+            }
+        }
+    }
+
+    /// `fork` (which runs the atfork handlers): the child in the parent, `None` in the child,
+    /// which must leave with [`exit`].
+    ///
+    /// # Safety
+    /// The child may only use what no other thread of the process uses (a child of a
+    /// multi-threaded process has only the forking thread; glibc keeps the allocator usable in
+    /// it).
+    unsafe fn forked() -> Option<Self> {
+        // SAFETY: as the caller promises.
+        match unsafe { libc::fork() } {
+            0 => None,
+            pid => {
+                assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+                Some(Child(pid))
+            }
+        }
+    }
+
+    /// Waits for the child to end: its exit code (`None` if a signal ended it).
+    fn wait(self) -> Option<i32> {
+        let pid = self.0;
+        std::mem::forget(self);
+        reap(pid)
+    }
+}
+
+/// A signal from the parent to a forked child, which waits for it at most 30 s.
+struct Signal(UnixStream, UnixStream);
+
+impl Signal {
+    fn new() -> Self {
+        let (give, wait) = UnixStream::pair().unwrap();
+        wait.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Signal(give, wait)
+    }
+
+    /// In the parent.
+    fn give(mut self) {
+        self.0.write_all(b"g").unwrap();
+    }
+
+    /// In the child: true once given; false if the parent left (or failed) without it.
+    fn wait(self) -> bool {
+        let Signal(give, mut wait) = self;
+        drop(give);
+        wait.read_exact(&mut [0u8]).is_ok()
+    }
+}
+
+/// Ends a forked child: 0 if `ok`, else 1, without unwinding or the parent's exit handlers.
+fn exit(ok: bool) -> ! {
+    // SAFETY: `_exit` only ends the process.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        reap(self.0);
+    }
+}
+
+/// Closing a writer, a snapshot or a reader gives its locks back at once, even while a spawned
+/// child still holds copies of its descriptors: the log opens again at once (a writer, a
+/// snapshot) and can be replaced (no reader left).
+#[test]
+fn closing_gives_locks_back_while_a_spawned_child_holds_the_descriptors() {
+    let _turn = turn();
+    for dir in temp_dirs() {
+        let path = dir.path().join("spawned.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"one").unwrap();
+        let child = Child::spawned();
+        drop(log);
+        let ro = Log::open_read_only(&path, &opts()).unwrap();
+        assert_eq!(ro.iter().next().unwrap().payload, b"one");
+        let child2 = Child::spawned();
+        drop(ro);
+        let log = Log::open(&path, &opts()).unwrap();
+        assert_eq!(log.append(b"two").unwrap(), 2);
+        let reader = Reader::open(&path).unwrap();
+        let child3 = Child::spawned();
+        drop((reader, log));
+        let new = Log::create(&path, &opts().overwrite(true)).unwrap();
+        assert!(new.is_empty());
+        drop((child, child2, child3));
+    }
+}
+
+/// A writer handed to a forked child (a pre-forking server, a daemon whose parent returns)
+/// stays locked while the child has it, although the parent dropped its copy: no second
+/// writer and no snapshot opens it, and every append the child acknowledged is in the log.
+/// The same for a snapshot handed over: no writer opens the log under its zero-copy reads.
+#[test]
+fn a_log_handed_to_a_forked_child_stays_locked_while_the_child_has_it() {
+    let _turn = turn();
+    for dir in temp_dirs() {
+        let path = dir.path().join("handed.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"parent").unwrap();
+        let go = Signal::new();
+        // SAFETY: the child uses only its copies of this test's log and socket, which no other
+        // thread touches.
+        let Some(child) = (unsafe { Child::forked() }) else {
+            let appended = (|| {
+                for i in 0..10 {
+                    log.append(format!("child {i}").as_bytes()).ok()?;
+                }
+                go.wait().then_some(())?;
+                for i in 10..20 {
+                    log.append(format!("child {i}").as_bytes()).ok()?;
+                }
+                Some(())
+            })();
+            drop(log);
+            exit(appended.is_some())
+        };
+        drop(log);
+        assert_eq!(
+            locked_by(Log::open(&path, &opts())),
+            Some(LockHolder::Writer)
+        );
+        assert_eq!(
+            locked_by(Log::open_read_only(&path, &opts())),
+            Some(LockHolder::Writer)
+        );
+        go.give();
+        assert_eq!(child.wait(), Some(0), "the child's appends failed");
+        let log = Log::open(&path, &opts()).unwrap();
+        let got: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
+        let mut want = vec![b"parent".to_vec()];
+        want.extend((0..20).map(|i| format!("child {i}").into_bytes()));
+        assert_eq!(got, want);
+        drop(log);
+
+        let ro = Log::open_read_only(&path, &opts()).unwrap();
+        let go = Signal::new();
+        // SAFETY: as above, with the snapshot.
+        let Some(child) = (unsafe { Child::forked() }) else {
+            let read = go.wait() && ro.iter().count() == 21;
+            drop(ro);
+            exit(read)
+        };
+        drop(ro);
+        assert_eq!(
+            locked_by(Log::open(&path, &opts())),
+            Some(LockHolder::Snapshots)
+        );
+        go.give();
+        assert_eq!(child.wait(), Some(0), "the child's snapshot read wrong");
+        Log::open(&path, &opts()).unwrap();
+    }
+}
+
+/// A forked child that drops its copies of a writer and a reader leaves the parent's locks:
+/// they belong to the file description both share.
+#[test]
+fn a_forked_child_dropping_its_copies_leaves_the_parents_locks() {
+    let _turn = turn();
+    for dir in temp_dirs() {
+        let path = dir.path().join("child-drops.dax");
+        let log = Log::create(&path, &opts()).unwrap();
+        log.append(b"one").unwrap();
+        let reader = Reader::open(&path).unwrap();
+        // SAFETY: the child drops its copies of this test's log and reader, which no other
+        // thread touches.
+        let Some(child) = (unsafe { Child::forked() }) else {
+            drop((log, reader));
+            exit(true)
+        };
+        assert_eq!(child.wait(), Some(0));
+        assert_eq!(
+            locked_by(Log::open(&path, &opts())),
+            Some(LockHolder::Writer)
+        );
+        assert_eq!(log.append(b"two").unwrap(), 2);
+        drop(log);
+        assert_eq!(
+            locked_by(Log::create(&path, &opts().overwrite(true))),
+            Some(LockHolder::Readers)
+        );
+        drop(reader);
+        Log::create(&path, &opts().overwrite(true)).unwrap();
+    }
+}
