@@ -130,7 +130,10 @@ pub enum Error {
     /// The file is in use in a way that excludes what was asked: another writer has it open
     /// (a second writer, or a read-only snapshot while a writer runs), read-only snapshots
     /// have it open (a writer's open), or readers do (replacing it with `create` and
-    /// `overwrite`). See FORMAT.md, "Locks between processes".
+    /// `overwrite`). The locks end at the last close of the file, in any process: a child
+    /// that this process spawns or forks holds them until its `exec` (or for as long as a
+    /// forked child keeps the log), so a log closed a moment ago may still be reported
+    /// locked. See FORMAT.md, "Locks between processes".
     #[error("{path}: locked by {by}")]
     Locked {
         /// The path given.

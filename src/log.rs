@@ -193,11 +193,10 @@ impl Log<MmapMedia> {
             .permissions(std::fs::Permissions::from_mode(opts.mode))
             .tempfile_in(dir)
             .map_err(|e| Error::io(path, "create", e))?;
-        let file = crate::map::LockedFile::new(
-            tmp.as_file()
-                .try_clone()
-                .map_err(|e| Error::io(path, "create", e))?,
-        );
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io(path, "create", e))?;
         lock_exclusive(&file, path)?;
         let zeroed = allocate(&file, capacity).map_err(|e| Error::io(path, "fallocate", e))?;
         if opts.prefill && !zeroed {
@@ -289,7 +288,7 @@ impl Log<MmapMedia> {
         // Options that cannot work are refused before the file is opened.
         let opts = &opts.resolve_env()?;
         check_mode(opts, writable, path)?;
-        let file = crate::map::LockedFile::new(crate::map::open_log_file(path, writable)?);
+        let file = crate::map::open_log_file(path, writable)?;
         if writable {
             lock_exclusive(&file, path)?;
         } else {
@@ -740,7 +739,7 @@ enum Replaced {
     Nothing,
     /// A file, locked as [`lock_replaced`] does until the new log is in place: a log that a
     /// writer, snapshot or reader holds open is refused.
-    File(crate::map::LockedFile),
+    File(std::fs::File),
     /// A symbolic link or another kind of entry, replaced itself (a link's target is never
     /// touched).
     Other,

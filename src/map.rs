@@ -58,9 +58,8 @@ pub struct MmapMedia {
     map_sync: bool,
     writable: bool,
     path: PathBuf,
-    // Held for the lifetime of the mapping: it carries the writer's (or a snapshot's) `flock`,
-    // released after the unmapping.
-    _file: LockedFile,
+    // Held for the lifetime of the mapping: it carries the writer's `flock`.
+    _file: File,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
     // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
@@ -79,7 +78,7 @@ impl MmapMedia {
     /// `flush` forces a flush instruction (it must be one this CPU supports); `None` picks the
     /// best one.
     pub(crate) fn map(
-        file: LockedFile,
+        file: File,
         path: &Path,
         len: usize,
         writable: bool,
@@ -146,7 +145,7 @@ impl MmapMedia {
         }
         // (ramfs's magic number, which the libc crate does not name.)
         const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
-        let in_memory = nix::sys::statfs::fstatfs(&*file).is_ok_and(|s| {
+        let in_memory = nix::sys::statfs::fstatfs(&file).is_ok_and(|s| {
             let t = s.filesystem_type();
             t == nix::sys::statfs::TMPFS_MAGIC || t == RAMFS_MAGIC
         });
@@ -216,7 +215,7 @@ impl MmapMedia {
         file.set_len(len as u64)
             .map_err(|e| Error::io(path, "ftruncate", e))?;
         Self::map(
-            LockedFile::new(file),
+            file,
             path,
             len,
             true,
@@ -514,84 +513,6 @@ pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
     Ok(file)
 }
 
-/// A log file whose locks — the writer's or a snapshot's `flock`, a reader's or a replacer's
-/// OFD lock on the reader byte — are given back when this value is dropped, not when the last
-/// descriptor of its open file description closes. A child that any thread of the process
-/// spawns holds a copy of every descriptor until its `exec` closes them (`posix_spawn`, which
-/// `std::process::Command` uses, clones the descriptor table too), and would otherwise keep a
-/// log that was closed locked for that long: a writer reopening it, a snapshot or a
-/// replacement would be refused with [`Error::Locked`].
-///
-/// The locks belong to the open file description, which a child made by `fork` shares: once
-/// the process has forked, a drop in either process could release a lock that the other's
-/// copy still needs (a log handed to a worker process, a daemon's parent returning). So a file
-/// opened before a `fork` (counted by a `pthread_atfork` handler; `posix_spawn` runs none)
-/// gives its locks back only at the last close, as the kernel does.
-#[derive(Debug)]
-pub(crate) struct LockedFile {
-    file: File,
-    /// The count of forks when the file was opened; `None` if forks cannot be counted.
-    forks: Option<u64>,
-}
-
-/// Forks of this process (and, in a child, of its ancestors since the handler was registered).
-static FORKS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn count_fork() {
-    // (Runs in the parent before each `fork`, so the child sees the new count too; an atomic
-    // add is async-signal-safe.)
-    FORKS.fetch_add(1, Ordering::SeqCst);
-}
-
-/// The count of forks so far, once a handler counts them.
-fn forks_so_far() -> Option<u64> {
-    static COUNTING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let counting = *COUNTING.get_or_init(|| {
-        // SAFETY: registers a handler that only adds to a static atomic, which is sound at any
-        // point of a `fork`; registration is done once per process.
-        unsafe { libc::pthread_atfork(Some(count_fork), None, None) == 0 }
-    });
-    counting.then(|| FORKS.load(Ordering::SeqCst))
-}
-
-impl LockedFile {
-    pub(crate) fn new(file: File) -> Self {
-        LockedFile {
-            file,
-            forks: forks_so_far(),
-        }
-    }
-}
-
-impl std::ops::Deref for LockedFile {
-    type Target = File;
-    fn deref(&self) -> &File {
-        &self.file
-    }
-}
-
-impl Drop for LockedFile {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        if self.forks.is_none() || self.forks != forks_so_far() {
-            return;
-        }
-        let fd = self.file.as_raw_fd();
-        let mut fl: libc::flock = unsafe_zeroed_flock();
-        fl.l_type = libc::F_UNLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = READER_LOCK_BYTE as libc::off_t;
-        fl.l_len = 1;
-        // SAFETY: flock and fcntl on a descriptor this value owns, the latter with a pointer to
-        // a valid, initialised `flock` that lives for the call; giving back a lock that is not
-        // held does nothing, and no memory is involved.
-        unsafe {
-            libc::flock(fd, libc::LOCK_UN);
-            libc::fcntl(fd, libc::F_OFD_SETLK, &mut fl);
-        }
-    }
-}
-
 pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     // flock through libc: nix's `Flock` wrapper takes the `File` by value, which does not fit
@@ -630,14 +551,14 @@ pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
 /// directory cannot be opened for reading, `None`, and creators do not take turns (their
 /// look at the path and no-clobber renames still refuse a log held open in all but a window
 /// of a few system calls).
-pub(crate) fn lock_dir(dir: &Path) -> Option<LockedFile> {
+pub(crate) fn lock_dir(dir: &Path) -> Option<File> {
     use std::os::fd::AsRawFd;
     let dir_file = File::open(dir).ok()?;
     for _ in 0..50 {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(dir_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
-            return Some(LockedFile::new(dir_file));
+            return Some(dir_file);
         }
         match std::io::Error::last_os_error().kind() {
             ErrorKind::WouldBlock | ErrorKind::Interrupted => {
@@ -658,7 +579,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Option<LockedFile> {
 /// writer, a snapshot or a reader in any process holds open is refused with
 /// [`Error::Locked`], and nobody opens it until the replacement is in place. `None` if there
 /// is no such file any more.
-pub(crate) fn lock_replaced(path: &Path) -> Result<Option<LockedFile>> {
+pub(crate) fn lock_replaced(path: &Path) -> Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
     // Writable: an exclusive OFD lock needs a descriptor open for writing. Without write
     // permission on the file (only on its directory), readers are only looked for.
@@ -670,9 +591,9 @@ pub(crate) fn lock_replaced(path: &Path) -> Result<Option<LockedFile>> {
             .open(path)
     };
     let (file, writable) = match open(true) {
-        Ok(f) => (LockedFile::new(f), true),
+        Ok(f) => (f, true),
         Err(e) if e.kind() == ErrorKind::PermissionDenied => match open(false) {
-            Ok(f) => (LockedFile::new(f), false),
+            Ok(f) => (f, false),
             Err(e) => return Err(Error::io(path, "open", e)),
         },
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {

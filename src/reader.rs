@@ -81,8 +81,8 @@ const POPULATE_AHEAD: usize = 2 << 20;
 pub struct Reader {
     path: PathBuf,
     map: SharedMap,
-    /// Holds the shared OFD lock on the reader byte (given back after the unmapping).
-    _file: crate::map::LockedFile,
+    /// Holds the shared OFD lock on the reader byte.
+    _file: File,
     _rw: Option<File>,
     /// Device and inode of the file opened: `Error::Replaced` if the path names another.
     id: (u64, u64),
@@ -135,7 +135,7 @@ impl Reader {
     /// `overwrite` fail with [`Error::Locked`] while the reader is open.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
         let path = path.as_ref();
-        let file = crate::map::LockedFile::new(crate::map::open_log_file(path, false)?);
+        let file = crate::map::open_log_file(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         let file_len = meta.len();
         if file_len == 0 {

@@ -1,6 +1,7 @@
-//! Locks and child processes. A log, snapshot or reader closed while a spawned child still
-//! holds copies of the process's descriptors (until its `exec`) is unlocked at once; a log
-//! handed to a forked child stays locked while the child has it, whatever the parent drops.
+//! Locks and forked children: the writer's and a snapshot's locks belong to the open file
+//! description, which a forked child shares. A log handed to a forked child (a worker, a daemon
+//! whose parent returns) stays locked while the child has it, whatever the parent drops, and
+//! a child dropping its copies leaves the parent's locks.
 //!
 //! The tests take turns: a child holds copies of every descriptor of the process, the other
 //! tests' logs included.
@@ -45,28 +46,8 @@ fn reap(pid: libc::pid_t) -> Option<i32> {
 struct Child(libc::pid_t);
 
 impl Child {
-    /// A child made as `posix_spawn` makes one before its `exec` (`std::process::Command` uses
-    /// it): a copy of the descriptor table, and no `pthread_atfork` handler run. It sleeps
-    /// until killed.
-    fn spawned() -> Self {
-        // SAFETY: the fork system call itself, which runs no atfork handler; the child calls
-        // only async-signal-safe functions (`sleep`, `_exit`), as a child of a multi-threaded
-        // process must.
-        match unsafe { libc::syscall(libc::SYS_fork) } {
-            // SAFETY: as above.
-            0 => unsafe {
-                libc::sleep(60);
-                libc::_exit(0)
-            },
-            pid => {
-                assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
-                Child(pid as libc::pid_t)
-            }
-        }
-    }
-
-    /// `fork` (which runs the atfork handlers): the child in the parent, `None` in the child,
-    /// which must leave with [`exit`].
+    /// `fork`: the child in the parent, `None` in the child, which must leave with [`exit`]
+    /// (or [`run`]).
     ///
     /// # Safety
     /// The child may only use what no other thread of the process uses (a child of a
@@ -115,6 +96,16 @@ impl Signal {
     }
 }
 
+/// Runs `f` in a forked child and ends it: 0 if `f` returns true, 1 if false, 2 if it
+/// panics (a panic must not unwind into the test harness's copy, which would exit with 0).
+fn run(f: impl FnOnce() -> bool) -> ! {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(ok) => exit(ok),
+        // SAFETY: `_exit` only ends the process.
+        Err(_) => unsafe { libc::_exit(2) },
+    }
+}
+
 /// Ends a forked child: 0 if `ok`, else 1, without unwinding or the parent's exit handlers.
 fn exit(ok: bool) -> ! {
     // SAFETY: `_exit` only ends the process.
@@ -126,33 +117,6 @@ impl Drop for Child {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.0, libc::SIGKILL) };
         reap(self.0);
-    }
-}
-
-/// Closing a writer, a snapshot or a reader gives its locks back at once, even while a spawned
-/// child still holds copies of its descriptors: the log opens again at once (a writer, a
-/// snapshot) and can be replaced (no reader left).
-#[test]
-fn closing_gives_locks_back_while_a_spawned_child_holds_the_descriptors() {
-    let _turn = turn();
-    for dir in temp_dirs() {
-        let path = dir.path().join("spawned.dax");
-        let log = Log::create(&path, &opts()).unwrap();
-        log.append(b"one").unwrap();
-        let child = Child::spawned();
-        drop(log);
-        let ro = Log::open_read_only(&path, &opts()).unwrap();
-        assert_eq!(ro.iter().next().unwrap().payload, b"one");
-        let child2 = Child::spawned();
-        drop(ro);
-        let log = Log::open(&path, &opts()).unwrap();
-        assert_eq!(log.append(b"two").unwrap(), 2);
-        let reader = Reader::open(&path).unwrap();
-        let child3 = Child::spawned();
-        drop((reader, log));
-        let new = Log::create(&path, &opts().overwrite(true)).unwrap();
-        assert!(new.is_empty());
-        drop((child, child2, child3));
     }
 }
 
@@ -171,18 +135,13 @@ fn a_log_handed_to_a_forked_child_stays_locked_while_the_child_has_it() {
         // SAFETY: the child uses only its copies of this test's log and socket, which no other
         // thread touches.
         let Some(child) = (unsafe { Child::forked() }) else {
-            let appended = (|| {
-                for i in 0..10 {
-                    log.append(format!("child {i}").as_bytes()).ok()?;
-                }
-                go.wait().then_some(())?;
-                for i in 10..20 {
-                    log.append(format!("child {i}").as_bytes()).ok()?;
-                }
-                Some(())
-            })();
-            drop(log);
-            exit(appended.is_some())
+            run(|| {
+                let appended = (0..10).all(|i| log.append(format!("child {i}").as_bytes()).is_ok())
+                    && go.wait()
+                    && (10..20).all(|i| log.append(format!("child {i}").as_bytes()).is_ok());
+                drop(log);
+                appended
+            })
         };
         drop(log);
         assert_eq!(
@@ -206,9 +165,11 @@ fn a_log_handed_to_a_forked_child_stays_locked_while_the_child_has_it() {
         let go = Signal::new();
         // SAFETY: as above, with the snapshot.
         let Some(child) = (unsafe { Child::forked() }) else {
-            let read = go.wait() && ro.iter().count() == 21;
-            drop(ro);
-            exit(read)
+            run(|| {
+                let read = go.wait() && ro.iter().count() == 21;
+                drop(ro);
+                read
+            })
         };
         drop(ro);
         assert_eq!(
@@ -234,8 +195,10 @@ fn a_forked_child_dropping_its_copies_leaves_the_parents_locks() {
         // SAFETY: the child drops its copies of this test's log and reader, which no other
         // thread touches.
         let Some(child) = (unsafe { Child::forked() }) else {
-            drop((log, reader));
-            exit(true)
+            run(|| {
+                drop((log, reader));
+                true
+            })
         };
         assert_eq!(child.wait(), Some(0));
         assert_eq!(

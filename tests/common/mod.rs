@@ -116,17 +116,61 @@ pub fn spawn_number_appender(
     })
 }
 
-/// `filefrag -v` of `path`: whether any extent is unwritten, or `None` where that cannot be
-/// told (no `filefrag`, or a file system without extent maps, like tmpfs).
+/// Whether any extent of `path` is unwritten (the `FS_IOC_FIEMAP` ioctl, which `filefrag -v`
+/// prints), or `None` where that cannot be told (a file system without extent maps, like
+/// tmpfs). An ioctl, not `filefrag`: a child process spawned by one test holds copies of every
+/// descriptor of the process until its `exec`, the locks of the logs that other tests close
+/// included, and their reopening would find them still locked.
 pub fn has_unwritten_extents(path: &std::path::Path) -> Option<bool> {
-    let out = std::process::Command::new("filefrag")
-        .arg("-v")
-        .arg(path)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() || !text.contains("ext:") {
-        return None;
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
     }
-    Some(text.lines().any(|l| l.contains("unwritten")))
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; 32],
+    }
+    // _IOWR('f', 11, struct fiemap), the header being 32 bytes.
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const EXTENT_LAST: u32 = 0x1;
+    const EXTENT_UNWRITTEN: u32 = 0x800;
+    let file = std::fs::File::open(path).ok()?;
+    let mut start = 0u64;
+    loop {
+        let mut map = Fiemap {
+            start,
+            length: u64::MAX - start,
+            flags: 0,
+            mapped_extents: 0,
+            extent_count: 32,
+            reserved: 0,
+            extents: [Extent::default(); 32],
+        };
+        // SAFETY: FIEMAP writes at most `extent_count` extents into the struct, which lives
+        // for the call and has room for them.
+        if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) } != 0 {
+            return None;
+        }
+        let got = &map.extents[..map.mapped_extents as usize];
+        if got.iter().any(|e| e.flags & EXTENT_UNWRITTEN != 0) {
+            return Some(true);
+        }
+        match got.last() {
+            Some(e) if e.flags & EXTENT_LAST == 0 => start = e.logical + e.length,
+            _ => return Some(false),
+        }
+    }
 }
