@@ -131,9 +131,9 @@ pub enum Error {
     /// (a second writer, or a read-only snapshot while a writer runs), read-only snapshots
     /// have it open (a writer's open), or readers do (replacing it with `create` and
     /// `overwrite`). The locks end at the last close of the file, in any process: a child
-    /// that this process spawns or forks holds them until its `exec` (or for as long as a
-    /// forked child keeps the log), so a log closed a moment ago may still be reported
-    /// locked. See FORMAT.md, "Locks between processes".
+    /// that this process spawns holds them until its `exec` (a log closed a moment ago may
+    /// still be reported locked: retry), and a child forked without `exec` until it exits or
+    /// drops its copy. See FORMAT.md, "Locks between processes".
     #[error("{path}: locked by {by}")]
     Locked {
         /// The path given.
