@@ -6,6 +6,7 @@ mod common;
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,21 +110,15 @@ fn concurrent_appends_are_all_recovered_in_every_mode() {
 #[test]
 fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
     const THREADS: u64 = 32;
-    // A lost hand-over would leave appenders waiting for ever: fail instead.
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            for _ in 0..1200 {
-                if done.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+    // A lost hand-over would leave appenders waiting for ever: fail instead. (`done` is
+    // dropped at the end, or when the test panics.)
+    let (done, ended) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if ended.recv_timeout(Duration::from_secs(120)) == Err(RecvTimeoutError::Timeout) {
             eprintln!("appenders_beyond_the_ring: appenders still waiting after 120 s");
             std::process::exit(1);
-        })
-    };
+        }
+    });
     let mut combined_somewhere = false;
     for dir in common::temp_dirs() {
         let path = dir.path().join("combine.dax");
@@ -198,7 +193,7 @@ fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
         }
     }
     eprintln!("combined somewhere: {combined_somewhere}");
-    done.store(true, Ordering::Relaxed);
+    drop(done);
     watchdog.join().unwrap();
 }
 

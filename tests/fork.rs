@@ -46,8 +46,7 @@ fn reap(pid: libc::pid_t) -> Option<i32> {
 struct Child(libc::pid_t);
 
 impl Child {
-    /// `fork`: the child in the parent, `None` in the child, which must leave with [`exit`]
-    /// (or [`run`]).
+    /// `fork`: the child in the parent, `None` in the child, which must leave through [`run`].
     ///
     /// # Safety
     /// The child may only use what no other thread of the process uses (a child of a
@@ -69,6 +68,14 @@ impl Child {
         let pid = self.0;
         std::mem::forget(self);
         reap(pid)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        reap(self.0);
     }
 }
 
@@ -96,28 +103,17 @@ impl Signal {
     }
 }
 
-/// Runs `f` in a forked child and ends it: 0 if `f` returns true, 1 if false, 2 if it
-/// panics (a panic must not unwind into the test harness's copy, which would exit with 0).
+/// Runs `f` in a forked child and ends it with `_exit` (no unwinding, none of the parent's
+/// exit handlers): 0 if `f` returns true, 1 if false, 2 if it panics (a panic must not
+/// unwind into the test harness's copy, which would exit with 0).
 fn run(f: impl FnOnce() -> bool) -> ! {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(ok) => exit(ok),
-        // SAFETY: `_exit` only ends the process.
-        Err(_) => unsafe { libc::_exit(2) },
-    }
-}
-
-/// Ends a forked child: 0 if `ok`, else 1, without unwinding or the parent's exit handlers.
-fn exit(ok: bool) -> ! {
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(_) => 2,
+    };
     // SAFETY: `_exit` only ends the process.
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
-        reap(self.0);
-    }
+    unsafe { libc::_exit(code) }
 }
 
 /// A writer handed to a forked child (a pre-forking server, a daemon whose parent returns)
