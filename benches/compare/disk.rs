@@ -133,10 +133,24 @@ fn report(engine: &str, size: usize, threads: usize, mut o: Outcome) {
 }
 
 /// Runs one engine's child group: every thread count and size.
+/// Whether `DAXLOG_BENCH_DISK` (a list such as `4096x1,64x8`: payload x threads) selects this
+/// configuration; every configuration runs when it is unset.
+fn selected(size: usize, threads: usize) -> bool {
+    match std::env::var("DAXLOG_BENCH_DISK") {
+        Ok(list) => list
+            .split(',')
+            .any(|c| c.trim() == format!("{size}x{threads}")),
+        Err(_) => true,
+    }
+}
+
 pub fn run(cfg: &Cfg, group: &str) {
     let secs = seconds(cfg);
     for &size in SIZES {
         for &threads in THREADS {
+            if !selected(size, threads) {
+                continue;
+            }
             let dir = cfg.tmp.join(format!("{group}-{size}-{threads}"));
             std::fs::create_dir_all(&dir).expect("scratch directory");
             let o = match group {
