@@ -5,7 +5,7 @@
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -172,7 +172,7 @@ impl Log<MmapMedia> {
         })?;
         check_first_lsn(opts.first_lsn, path)?;
         // Held until the new log is in place: no writer can open the old one meanwhile.
-        let mut old = Replaced::find(path, opts.overwrite)?;
+        let mut old = wait_for_lock(opts.lock_wait, || Replaced::find(path, opts.overwrite))?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -244,7 +244,8 @@ impl Log<MmapMedia> {
     /// Opens an existing log for writing, recovering it: see [`Log::recovery`] for what was
     /// found. Takes an exclusive lock on the file; a second writer gets [`Error::Locked`].
     pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
-        Self::open_file(path.as_ref(), opts, true)
+        let path = path.as_ref();
+        wait_for_lock(opts.lock_wait, || Self::open_file(path, opts, true))
     }
 
     /// Opens a consistent snapshot of a log that no writer has open, for reading only (works
@@ -259,7 +260,8 @@ impl Log<MmapMedia> {
     /// own `Log` (`iter`, `read`, `follow`): there the engine knows what is live, and slices
     /// stay zero-copy.
     pub fn open_read_only(path: impl AsRef<Path>, opts: &Options) -> Result<Self> {
-        Self::open_file(path.as_ref(), opts, false)
+        let path = path.as_ref();
+        wait_for_lock(opts.lock_wait, || Self::open_file(path, opts, false))
     }
 
     /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system and CPU
@@ -769,6 +771,29 @@ impl Replaced {
             Ok(_) => Ok(Replaced::Other),
             Err(_) => Ok(Replaced::Nothing),
         }
+    }
+}
+
+/// Runs `attempt` until it ends in anything but [`Error::Locked`] or `wait` has passed
+/// ([`Options::lock_wait`]), pausing between tries: 1 ms, doubling up to 50 ms.
+fn wait_for_lock<T>(wait: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+    // (None: a wait too long to be represented, i.e. for ever.)
+    let deadline = Instant::now().checked_add(wait);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let e = match attempt() {
+            Err(e @ Error::Locked { .. }) => e,
+            done => return done,
+        };
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
+        };
+        if left.is_zero() {
+            return Err(e);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -2,6 +2,7 @@
 //! them when the application asks for it (`Options::from_env`).
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use crate::format::FIRST_LSN;
 use crate::map::PersistenceChoice;
@@ -71,6 +72,7 @@ pub struct Options {
     pub(crate) mode: u32,
     pub(crate) huge_page_align: Option<bool>,
     pub(crate) prefill: bool,
+    pub(crate) lock_wait: Duration,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Options {
             mode: DEFAULT_MODE,
             huge_page_align: None,
             prefill: false,
+            lock_wait: Duration::ZERO,
         }
     }
 
@@ -212,6 +215,28 @@ impl Options {
     pub fn prefill(mut self, yes: bool) -> Self {
         self.prefill = yes;
         self
+    }
+
+    /// How long `open`, `open_read_only` and `create` (with [`Options::overwrite`]) wait for
+    /// a lock that another open holds (default: not at all). Where the lock is held, they
+    /// try again, after pauses from 1 ms growing to 50 ms, until it is free or `wait` has
+    /// passed, and then fail with [`Error::Locked`](crate::Error::Locked) as they do at once
+    /// without it; `Duration::MAX` waits for as long as it takes.
+    ///
+    /// For a lock that is about to end: a writer closing in another process, a `daxlog
+    /// check` finishing, or a log closed in this process at the moment another thread
+    /// spawned a child, whose copy of the descriptor keeps the lock until the child's
+    /// `exec` (FORMAT.md, "Locks between processes"). Each try is a whole open: nothing is
+    /// held between tries, so a waiting writer does not keep a snapshot out, nor the other
+    /// way round, and who gets the log when it is free is not decided by who waited first.
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How long an open waits for a lock; see [`Options::lock_wait`].
+    pub fn get_lock_wait(&self) -> Duration {
+        self.lock_wait
     }
 
     /// The capacity `create` will use.

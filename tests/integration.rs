@@ -229,6 +229,80 @@ fn second_writer_is_locked_out_and_readers_are_not() {
     }
 }
 
+/// Drops `held` on another thread after `after`.
+fn drop_later<T: Send + 'static>(
+    held: T,
+    after: std::time::Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        drop(held);
+    })
+}
+
+#[test]
+fn lock_wait_opens_once_the_holder_closes_and_gives_up_when_it_does_not() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wait.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    log.append(b"one").unwrap();
+
+    // A writer waits for the writer that holds the log to close it.
+    assert!(matches!(
+        Log::open(&path, &opts()),
+        Err(Error::Locked { .. })
+    ));
+    let t = Instant::now();
+    let closer = drop_later(log, Duration::from_millis(200));
+    let log = Log::open(&path, &opts().lock_wait(Duration::from_secs(30))).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    closer.join().unwrap();
+    assert_eq!(log.iter().next().unwrap().payload, b"one");
+
+    // A holder that stays: the wait ends in `Locked`, no sooner than asked.
+    let t = Instant::now();
+    match Log::open_read_only(&path, &opts().lock_wait(Duration::from_millis(150))) {
+        Err(Error::Locked { path: p, by }) => {
+            assert_eq!(p, path);
+            assert_eq!(by, daxlog::LockHolder::Writer);
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(t.elapsed() >= Duration::from_millis(150));
+
+    // A snapshot waits for the writer, and a writer for the snapshot; `Duration::MAX` is a
+    // wait without end, not an overflow.
+    let closer = drop_later(log, Duration::from_millis(100));
+    let ro = Log::open_read_only(&path, &opts().lock_wait(Duration::MAX)).unwrap();
+    closer.join().unwrap();
+    assert_eq!(ro.iter().next().unwrap().payload, b"one");
+    let closer = drop_later(ro, Duration::from_millis(100));
+    let log = Log::open(&path, &opts().lock_wait(Duration::MAX)).unwrap();
+    closer.join().unwrap();
+
+    // `create` with `overwrite` waits for the writer of the log it replaces.
+    assert!(matches!(
+        Log::create(&path, &opts().overwrite(true)),
+        Err(Error::Locked { .. })
+    ));
+    let closer = drop_later(log, Duration::from_millis(100));
+    let new = Log::create(
+        &path,
+        &opts().overwrite(true).lock_wait(Duration::from_secs(30)),
+    )
+    .unwrap();
+    closer.join().unwrap();
+    assert!(new.is_empty());
+    assert_eq!(new.iter().count(), 0);
+
+    // Errors other than a lock are not waited on.
+    let t = Instant::now();
+    let missing = dir.path().join("missing.dax");
+    assert!(Log::open(&missing, &opts().lock_wait(Duration::from_secs(30))).is_err());
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
+
 #[test]
 fn read_only_open_works_on_a_read_only_file_and_writes_nothing() {
     use std::os::unix::fs::PermissionsExt;
