@@ -779,7 +779,8 @@ impl Replaced {
 fn wait_for_lock<T>(wait: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
     // (None: a wait too long to be represented, i.e. for ever.)
     let deadline = Instant::now().checked_add(wait);
-    let mut pause = Duration::from_millis(1);
+    const FIRST_PAUSE: Duration = Duration::from_millis(1);
+    let mut pause = FIRST_PAUSE;
     loop {
         let e = match attempt() {
             Err(e @ Error::Locked { .. }) => e,
@@ -791,6 +792,11 @@ fn wait_for_lock<T>(wait: Duration, mut attempt: impl FnMut() -> Result<T>) -> R
         };
         if left.is_zero() {
             return Err(e);
+        }
+        if pause == FIRST_PAUSE {
+            if let Error::Locked { path, by } = &e {
+                tracing::info!(path = %path.display(), %by, ?wait, "locked: waiting");
+            }
         }
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(50));

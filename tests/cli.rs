@@ -435,8 +435,53 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     // A snapshot of a live log is refused by the library, not by the tool: the tool reads
     // live. Once the writer is gone, the same commands take a snapshot.
     log.truncate_after(1).unwrap();
+    // A writer given --lock-wait waits for the holder to close the log, then appends. (The
+    // holder closes once the writer has said, on stderr, that it found the log locked.)
+    let mut waiting = Command::new(bin())
+        .args([
+            "-v",
+            "append",
+            p(&path),
+            "--data",
+            "second",
+            "--lock-wait",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(waiting.stderr.take().unwrap());
+    let (said, heard) = mpsc::channel();
+    let listener = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("locked: waiting") {
+                let _ = said.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    let found_locked = heard.recv_timeout(Duration::from_secs(60)).is_ok();
     drop(log);
-    assert_eq!(ok(&["cat", p(&path)]), "first\n");
+    let status = waiting.wait().unwrap();
+    let mut stdout = String::new();
+    waiting
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let stderr = listener.join().unwrap();
+    assert!(
+        found_locked,
+        "the waiting append never said it waited: {stderr}"
+    );
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "2\n");
+    assert_eq!(ok(&["cat", p(&path)]), "first\nsecond\n");
     // A child that another test thread is forking right now may still hold a copy of the
     // closed descriptor (and so the lock) until it execs: retry for a moment.
     let t = Instant::now();
@@ -448,16 +493,9 @@ fn a_second_writer_is_refused_but_readers_are_not() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(info["writer"], false);
-    let t = Instant::now();
-    let out = loop {
-        let out = daxlog(&["append", p(&path), "--data", "second"]);
-        if out.status.success() || t.elapsed() > Duration::from_secs(30) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let out = daxlog(&["append", p(&path), "--data", "third", "--lock-wait", "30"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "2\n");
+    assert_eq!(text(&out.stdout), "3\n");
 }
 
 /// Permission checks are bypassed for root, so as root the binary is run as `nobody`
@@ -2907,7 +2945,8 @@ fn every_option_is_documented() {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
                 .unwrap_or(long.len());
             let long = &t[..end + 2];
-            if ["--help", "--verbose", "--version"].contains(&long) {
+            // (The global options are documented once, at the top.)
+            if ["--help", "--verbose", "--version", "--lock-wait"].contains(&long) {
                 continue;
             }
             if !sec.contains(&format!("`{long}")) {
@@ -2916,4 +2955,5 @@ fn every_option_is_documented() {
         }
     }
     assert!(missing.is_empty(), "not in docs/CLI.md: {missing:?}");
+    assert!(docs.contains("`--lock-wait S`"), "docs/CLI.md: --lock-wait");
 }

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::records::Format;
 use super::{count, describe, os_text, warn_if_not_durable, CliError, EXIT_OK};
-use crate::{Error, Log, Lsn, Options};
+use crate::{Error, Log, Lsn};
 
 #[derive(Args, Debug)]
 pub(crate) struct AppendArgs {
@@ -116,7 +116,7 @@ impl Progress<'_> {
 /// writes one record and waits for its LSN gets it at once, while a fast producer gets
 /// batching.
 pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
-    let log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    let log = Log::open(&a.path, &super::env_options()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the LSNs printed are");
     let mut progress = Progress {
         path: &a.path,

@@ -39,7 +39,13 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
     } else {
         RecoveryMode::TolerateTornTail
     };
-    let log = match Log::open_read_only(&a.path, &Options::new().recovery_mode(mode)) {
+    // (Only --strict waits for a writer: without it, check reads beside the writer, live.)
+    let opts = if a.strict {
+        super::options()
+    } else {
+        Options::new()
+    };
+    let log = match Log::open_read_only(&a.path, &opts.recovery_mode(mode)) {
         Ok(log) => log,
         Err(e) if super::writer_has_it(&e) && a.strict => {
             return Err(CliError::Failed(format!(
@@ -234,10 +240,10 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
             )));
         }
     }
-    let src = Log::open_read_only(path, &Options::new().recovery_mode(RecoveryMode::Salvage))
+    let src = Log::open_read_only(path, &super::options().recovery_mode(RecoveryMode::Salvage))
         .map_err(CliError::log(path))?;
     let first = src.first_lsn().unwrap_or(src.next_lsn());
-    let opts = Options::new()
+    let opts = super::options()
         .capacity(src.capacity())
         .first_lsn(first)
         .overwrite(force);

@@ -95,7 +95,7 @@ pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
             a.capacity
         );
     }
-    let opts = Options::from_env()
+    let opts = super::env_options()
         .capacity(capacity)
         .mode(a.mode)
         .first_lsn(a.first_lsn)
@@ -180,6 +180,7 @@ fn for_each_entry(
     range: &Range,
     mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
 ) -> Result<u8, CliError> {
+    // (No wait for a writer: its log is read live.)
     let opts = Options::new().recovery_mode(RecoveryMode::Salvage);
     let log = match Log::open_read_only(path, &opts) {
         Ok(log) => log,
@@ -311,7 +312,7 @@ pub(crate) struct ResetArgs {
 
 /// `daxlog truncate PATH --before LSN | --after LSN`.
 pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
-    let log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    let log = Log::open(&a.path, &super::env_options()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the truncation is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
     match (a.before, a.after) {
@@ -325,7 +326,7 @@ pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
 
 /// `daxlog reset PATH`.
 pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
-    let log = Log::open(&a.path, &Options::from_env()).map_err(CliError::log(&a.path))?;
+    let log = Log::open(&a.path, &super::env_options()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the reset is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
     log.reset().map_err(CliError::log(&a.path))?;

@@ -287,6 +287,7 @@ fn print_rows(out: &mut impl Write, rows: &[(String, String)]) -> io::Result<()>
 pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     // The persistence mode a writer would get here (the environment may force one), and a
     // scan of every entry from the head (never from a tail hint).
+    // (No wait for a writer: its log is read live.)
     let opts = Options::from_env()
         .tail_hint_every(0)
         .recovery_mode(RecoveryMode::Salvage);

@@ -21,10 +21,12 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::{Error, Log};
+use crate::{Error, Log, Options};
 
 mod append;
 mod bench;
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose);
+    let _ = LOCK_WAIT.set(Duration::from_secs_f64(cli.lock_wait));
     ExitCode::from(match run(cli) {
         Ok(code) => code,
         // The reader went away (`daxlog dump log | head`): not an error.
@@ -99,6 +102,28 @@ fn usage_error(command: &str, message: &str) -> u8 {
     EXIT_USAGE
 }
 
+/// `--lock-wait`, set once at start.
+static LOCK_WAIT: OnceLock<Duration> = OnceLock::new();
+
+/// Library options for a command's opens: the defaults, waiting `--lock-wait` for a lock.
+fn options() -> Options {
+    Options::new().lock_wait(LOCK_WAIT.get().copied().unwrap_or_default())
+}
+
+/// [`options`], with the `DAXLOG_*` environment applied (`Options::from_env`).
+fn env_options() -> Options {
+    Options::from_env().lock_wait(LOCK_WAIT.get().copied().unwrap_or_default())
+}
+
+fn parse_lock_wait(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds from 0 to 86400"
+        )),
+    }
+}
+
 fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Create(a) => commands::create(a),
@@ -121,6 +146,11 @@ struct Cli {
     /// More library messages on stderr: -v info, -vv debug, -vvv trace (default: warnings).
     #[arg(short, long, action = ArgAction::Count, global = true, display_order = 1000)]
     verbose: u8,
+    /// How long to wait for a log that another process (or a closing writer) holds locked,
+    /// before failing with "locked by ...": seconds, e.g. 0.5; 0 fails at once.
+    #[arg(long, value_name = "S", default_value_t = 0.0, value_parser = parse_lock_wait,
+          global = true, display_order = 1001)]
+    lock_wait: f64,
     #[command(subcommand)]
     command: Command,
 }
