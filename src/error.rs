@@ -132,8 +132,8 @@ pub enum Error {
     /// have it open (a writer's open), or readers do (replacing it with `create` and
     /// `overwrite`). The locks end at the last close of the file, in any process: a child
     /// that this process spawns holds them until its `exec` (a log closed a moment ago may
-    /// still be reported locked: [`Options::lock_wait`](crate::Options::lock_wait) waits for
-    /// such a lock), and a child forked without `exec` until it exits or drops its copy. See
+    /// still be reported locked: [`Options::lock_wait`](crate::Options::lock_wait) has
+    /// `open`, `open_read_only` and `create` wait for such a lock; `Reader::open` does not), and a child forked without `exec` until it exits or drops its copy. See
     /// FORMAT.md, "Locks between processes".
     #[error("{path}: locked by {by}")]
     Locked {

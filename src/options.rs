@@ -229,6 +229,14 @@ impl Options {
     /// `exec` (FORMAT.md, "Locks between processes"). Each try is a whole open: nothing is
     /// held between tries, so a waiting writer does not keep a snapshot out, nor the other
     /// way round, and who gets the log when it is free is not decided by who waited first.
+    ///
+    /// The wait blocks the calling thread (it sleeps; from async code, open on a blocking
+    /// thread). A `Log` or `Reader` of the same file that this process holds is a holder like
+    /// any other: waiting for it from the thread that holds it runs out the whole wait (and
+    /// with `Duration::MAX` never ends). `create` waits only at its first look at the path,
+    /// before it builds the new log; a log placed at the path while it builds is refused at
+    /// once. [`Reader::open`](crate::Reader::open) does not wait (it is refused only while a
+    /// replacement of the file is being built: try it again).
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
         self
