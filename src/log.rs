@@ -474,8 +474,17 @@ impl<M: Media> Log<M> {
         let (mut sb, from_backup) = recover::read_superblock(&mut pmem, path)?;
         let slot = recover::read_current_slot(&mut pmem, &sb, path)?;
         let use_hint = opts.resolved_tail_hint_every().is_some();
+        let read_ahead = pmem.media().wants_read_ahead();
         let image = pmem.view(0, sb.capacity as usize);
-        let scan = walk::scan(image, sb.salt, &slot, use_hint);
+        let ahead = |pos: usize| {
+            if read_ahead && pos < image.len() {
+                let len = (2 * walk::READ_AHEAD_STEP).min(image.len() - pos);
+                // SAFETY: `[pos, pos + len)` lies inside `image`, which is the media's mapping
+                // from its first byte (`view(0, ..)`), alive for this call.
+                unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len) };
+            }
+        };
+        let scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
         check_mode(opts, writable, path)?;
         let (damage, gaps) =
             recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;

@@ -64,6 +64,9 @@ pub struct MmapMedia {
     failed: AtomicI32,
     // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
     in_memory: bool,
+    // The mapping is advised `MADV_RANDOM` (see `page_cache_advice`): reads ahead are asked
+    // for explicitly.
+    random: bool,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -143,12 +146,12 @@ impl MmapMedia {
                  process crash, not a power failure"
             );
         }
-        // (ramfs's magic number, which the libc crate does not name.)
-        const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
-        let in_memory = nix::sys::statfs::fstatfs(&file).is_ok_and(|s| {
-            let t = s.filesystem_type();
-            t == nix::sys::statfs::TMPFS_MAGIC || t == RAMFS_MAGIC
-        });
+        let in_memory = in_memory(&file);
+        let random = writable && mode == Persistence::Msync && !in_memory;
+        if random {
+            // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
+            unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
+        }
         Ok(MmapMedia {
             ptr: ptr.cast(),
             len,
@@ -159,6 +162,7 @@ impl MmapMedia {
             _file: file,
             failed: AtomicI32::new(0),
             in_memory,
+            random,
         })
     }
 
@@ -381,6 +385,10 @@ impl Media for MmapMedia {
         count.store(n + 1, Ordering::Release);
     }
 
+    fn wants_read_ahead(&self) -> bool {
+        self.random
+    }
+
     fn prepare(&self, off: usize, len: usize) {
         if !self.writable || off >= self.len {
             return;
@@ -398,6 +406,11 @@ impl Media for MmapMedia {
         } else {
             MADV_POPULATE_WRITE
         };
+        if self.random {
+            // (Without it, each page not in the page cache would be a read of its own.)
+            // SAFETY: `[lo, hi)` lies inside our live mapping.
+            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo) };
+        }
         // SAFETY: the range lies inside our live mapping; MADV_POPULATE_* only fault pages in
         // (writing nothing), and their failure (older kernels) is harmless.
         unsafe {
@@ -417,6 +430,51 @@ impl Drop for MmapMedia {
 
 const MADV_POPULATE_READ: libc::c_int = 22;
 const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// Whether `file` lives in memory only (tmpfs, ramfs): nothing is ever written back.
+fn in_memory(file: &File) -> bool {
+    // (ramfs's magic number, which the libc crate does not name.)
+    const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
+    nix::sys::statfs::fstatfs(file).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t == nix::sys::statfs::TMPFS_MAGIC || t == RAMFS_MAGIC
+    })
+}
+
+/// Advises `MADV_RANDOM` for a mapping of a log on a disk-backed file system, so that a page
+/// fault reads the page it needs and nothing around it.
+///
+/// Why: the kernel's read-ahead for faults of a file mapping grows as it goes, and file
+/// systems with large folios (ext4 and xfs in recent kernels) then cache the file in folios
+/// of up to 2 MiB. The page cache keeps dirtiness per folio, and a store through a mapping
+/// dirties the whole folio it lands in, so the `msync` of a 64-byte append would write back
+/// up to 2 MiB (measured: 2 MiB per 64 B append 100 MiB into a log whose page cache had been
+/// dropped, against 4 KiB with this advice; docs/DISK.md, "Large folios"). Reads ahead that
+/// daxlog wants (a recovery scan, the pages ahead of the tail, a reader's next pages) are
+/// asked for with [`read_ahead`], whose read-ahead allocates single pages.
+///
+/// # Safety
+/// `[ptr, ptr + len)` is a mapping this process owns.
+unsafe fn page_cache_advice(ptr: *mut u8, len: usize) {
+    // SAFETY: advice on our own mapping (caller); it changes no byte, and a refusal only
+    // leaves the kernel's default.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_RANDOM) };
+}
+
+/// Asks the kernel to read `[ptr, ptr + len)` of a file mapping into the page cache, in the
+/// background (`MADV_WILLNEED`); `ptr` is rounded down to its page. A hint: the call returns
+/// once the reads are queued, and errors are ignored.
+///
+/// # Safety
+/// `[ptr, ptr + len)` lies inside a mapping this process owns, whose first page is
+/// mapped too.
+pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize) {
+    let lo = ptr as usize & !(PAGE - 1);
+    let hi = ptr as usize + len;
+    // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages into the
+    // page cache, it changes no byte of the mapping and creates no reference.
+    unsafe { libc::madvise(lo as *mut c_void, hi - lo, libc::MADV_WILLNEED) };
+}
 
 /// Reserves an address range for a mapping of `len` bytes, 2 MiB-aligned when `len` is at least
 /// 2 MiB and `align` is set, and returns its aligned start; `None` for small or unaligned
@@ -812,6 +870,8 @@ pub(crate) struct SharedMap {
     meta_rw: Option<NonNull<u8>>,
     /// The kernel refused `MADV_POPULATE_READ` once: do not ask again.
     populate_refused: std::sync::atomic::AtomicBool,
+    /// Advised `MADV_RANDOM` (a disk-backed file): `populate` reads ahead itself.
+    random: bool,
 }
 
 // SAFETY: the mappings are owned by this value and only read through atomics (or copied with
@@ -846,6 +906,13 @@ impl SharedMap {
             )
         }
         .map_err(|e| Error::io(path, "mmap", e.into()))?;
+        // A reader's faults must not fill the page cache with the large folios the writer's
+        // syncs would then write back whole (see `page_cache_advice`).
+        let random = !in_memory(file);
+        if random {
+            // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
+            unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
+        }
         let meta_rw = rw_file.and_then(|f| {
             let page = NonZeroUsize::new(PAGE).expect("non-zero");
             // SAFETY: as above, one page of a file we hold open for writing.
@@ -867,6 +934,7 @@ impl SharedMap {
             len,
             meta_rw,
             populate_refused: false.into(),
+            random,
         })
     }
 
@@ -910,6 +978,10 @@ impl SharedMap {
         let hi = hi.min(self.len);
         if lo >= hi {
             return 0..0;
+        }
+        if self.random {
+            // SAFETY: `[lo, hi)` lies inside our mapping.
+            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo) };
         }
         // SAFETY: advice on pages of our own mapping (in bounds, page-aligned); it changes no
         // byte and creates no reference.

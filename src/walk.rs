@@ -163,6 +163,37 @@ pub(crate) fn walk(image: &[u8], salt: u32, slot: &Slot, start: usize, start_lsn
     walk_visit(image, salt, slot, start, start_lsn, |_, _, _| {})
 }
 
+/// [`walk_visit`], calling `ahead(pos)` whenever the walk reaches a position `pos` at least
+/// [`READ_AHEAD_STEP`] bytes past (or before: a wrap) the one it last called it with, and at
+/// the start: the bytes from `pos` on are about to be read.
+fn walk_ahead(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    start: usize,
+    start_lsn: Lsn,
+    ahead: &dyn Fn(usize),
+) -> Walk {
+    let mut last = usize::MAX;
+    walk_impl(
+        image,
+        salt,
+        slot,
+        start,
+        start_lsn,
+        |_, _, _| {},
+        |pos| {
+            if last == usize::MAX || pos < last || pos - last >= READ_AHEAD_STEP {
+                last = pos;
+                ahead(pos);
+            }
+        },
+    )
+}
+
+/// How often (in bytes walked) [`scan`] asks for the bytes ahead of it to be read.
+pub(crate) const READ_AHEAD_STEP: usize = 1 << 20;
+
 /// [`walk`], calling `visit(lsn, offset, header)` for every entry accepted on the way (batch
 /// members included, before their batch is complete).
 pub(crate) fn walk_visit(
@@ -171,7 +202,19 @@ pub(crate) fn walk_visit(
     slot: &Slot,
     start: usize,
     start_lsn: Lsn,
+    visit: impl FnMut(Lsn, usize, &EntryHeader),
+) -> Walk {
+    walk_impl(image, salt, slot, start, start_lsn, visit, |_| {})
+}
+
+fn walk_impl(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    start: usize,
+    start_lsn: Lsn,
     mut visit: impl FnMut(Lsn, usize, &EntryHeader),
+    mut at: impl FnMut(usize),
 ) -> Walk {
     let head = slot.head_offset as usize;
     let data = format::DATA_OFFSET;
@@ -192,6 +235,7 @@ pub(crate) fn walk_visit(
     let mut wrapped_at = if start < head { start } else { 0 };
     let mut ahead = pos;
     let refusal = loop {
+        at(pos);
         // The common case first: two entries that pass every rule, checksummed together. The
         // first entry that does not (or that is not a small entry) goes through `check_entry`,
         // which accepts or refuses it exactly as if it had come first.
@@ -312,13 +356,22 @@ fn accept(
 /// When the entry at the scan position is refused, the scan tries once to continue at the
 /// start of the data area (the writer wraps there when an append does not fit before the end
 /// of the file); entries there must end before the head. No batch spans the wrap.
-pub(crate) fn scan(image: &[u8], salt: u32, slot: &Slot, use_hint: bool) -> Scan {
+///
+/// `ahead(pos)` is called as the scan goes (see [`walk_ahead`]): the media's chance to read
+/// the bytes from `pos` on before the scan needs them.
+pub(crate) fn scan(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    use_hint: bool,
+    ahead: &dyn Fn(usize),
+) -> Scan {
     let head = slot.head_offset as usize;
     let (start, start_lsn) = match hint(image, salt, slot) {
         Some(h) if use_hint => h,
         _ => (head, slot.head_lsn),
     };
-    let w = walk(image, salt, slot, start, start_lsn);
+    let w = walk_ahead(image, salt, slot, start, start_lsn, ahead);
     let (tail, pos, refusal) = (w.tail, w.stop, w.refusal);
     let area_end = w.limit.min(image.len());
     let state = if pos + HEADER_LEN > area_end && pos == tail {

@@ -1,0 +1,74 @@
+//! The msync path on a disk-backed file system writes back what an append changed, not the
+//! large folio around it: a log whose page cache was dropped (a reboot, memory pressure) and
+//! read back by recovery must not be cached in folios of up to 2 MiB, each of which a 64-byte
+//! append's `msync` would then write whole (docs/DISK.md, "Large folios").
+//!
+//! On a kernel or file system without large folios in the page cache the writes are single
+//! pages with or without daxlog's advice, and this test cannot tell the difference.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use daxlog::{Log, Options, Persistence};
+
+/// Bytes this thread has sent to storage (`write_bytes` of `/proc/thread-self/io`): an
+/// `msync(MS_SYNC)` writes back the dirty pages in the calling thread.
+fn written_by_this_thread() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Drops the clean pages of `path` from the page cache (nothing maps it any more).
+fn evict(path: &std::path::Path) {
+    let f = File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: advice on a descriptor we own; it changes no byte of the file.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+}
+
+#[test]
+fn appends_after_a_cold_reopen_write_back_single_pages() {
+    // A disk file system: the temporary directory (tmpfs writes nothing back).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cold.dax");
+    let log = Log::create(&path, &Options::new().capacity(64 << 20)).unwrap();
+    if log.persistence() != Persistence::Msync
+        || written_by_this_thread().is_none()
+        || dir.path().starts_with("/dev/shm")
+    {
+        eprintln!("not a disk-backed msync log here: nothing to measure");
+        return;
+    }
+    let big = vec![0x5a_u8; 1 << 20];
+    while log.used_bytes() < 48 << 20 {
+        log.append(&big).unwrap();
+    }
+    let before_reopen = log.next_lsn();
+    drop(log);
+    evict(&path);
+
+    // Recovery reads the 48 MiB back; the appends go on past them.
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.next_lsn(), before_reopen);
+    let n = 40;
+    let w0 = written_by_this_thread().unwrap();
+    for i in 0..n {
+        log.append(format!("small append {i:>40}").as_bytes())
+            .unwrap();
+    }
+    let per_append = (written_by_this_thread().unwrap() - w0) / n;
+    // One page (sometimes two) per append; a large folio would be 16 KiB to 2 MiB.
+    assert!(
+        per_append <= 12 << 10,
+        "{per_append} bytes written back per 64-byte append"
+    );
+    // And what was appended reads back.
+    let last = log.read(log.last_lsn().unwrap()).unwrap();
+    assert_eq!(
+        last.payload,
+        format!("small append {:>40}", n - 1).as_bytes()
+    );
+}
