@@ -36,9 +36,9 @@ const COMBINE_PAYLOAD_MAX: usize = 64 << 10;
 
 /// At most this many payloads, and about this many bytes, go in one combined batch. A batch
 /// is one of the reservations recovery allows to follow damage that it takes for an
-/// interrupted append (FORMAT.md, 6a: up to 15 after the damaged one's), and it is discarded
-/// whole if one of its entries is damaged: so the bound also bounds what such damage can take
-/// with it (16 x 32 appends), where larger batches would gain little (32 appenders: about 30
+/// interrupted append (FORMAT.md, 6a: up to 16 batch ends after the damaged entry), and it is
+/// discarded whole if one of its entries is damaged: so the bound also bounds what such damage
+/// can take with it (about 17 x 32 appends), where larger batches would gain little (32 appenders: about 30
 /// appends per sync).
 const COMBINE_MAX: usize = 32;
 const COMBINE_BYTES: usize = 128 << 10;

@@ -273,13 +273,15 @@ impl Runs {
     fn follows(&self, i: usize, slot: &Slot) -> Follows {
         // How many appends in flight may have left valid entries behind the refused one: one
         // at a time, only the rest of the refused entry's own batch (whose next entries may be
-        // torn too), so at most one batch end, with nothing after it; overlapping appends, up
-        // to MAX_INFLIGHT - 1 other batches. (The refused entry's own flags cannot tell: its
-        // flag word may be one of those that did not reach media.)
+        // torn too), so at most one batch end, with nothing after it; overlapping appends, that
+        // and up to MAX_INFLIGHT - 1 other batches (the refused entry's reservation is one of
+        // the MAX_INFLIGHT in flight), so MAX_INFLIGHT batch ends in all. (The refused entry's
+        // own flags cannot tell whether its batch goes on: its flag word may be one of those
+        // that did not reach media.)
         let most = if slot.flags & SLOT_CONCURRENT == 0 {
             1
         } else {
-            MAX_INFLIGHT as u64 - 1
+            MAX_INFLIGHT as u64
         };
         let (_, count, batch_ends) = self.runs[i];
         Follows {

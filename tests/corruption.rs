@@ -494,6 +494,76 @@ fn a_torn_batch_with_two_torn_entries_stays_a_torn_tail() {
     assert!(gaps.is_empty(), "{gaps:?}");
 }
 
+/// Sets the `CONCURRENT` flag in both slots of the log at `path` (as the writer does the first
+/// time two appends overlap in a session).
+fn mark_concurrent(path: &Path) {
+    use daxlog::format::{Slot, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_CONCURRENT};
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let (sb, _) = common::current_slot_of(path);
+    for off in [SLOT0_OFFSET, SLOT1_OFFSET] {
+        let mut b = vec![0u8; format::SLOT_LEN];
+        file.read_exact_at(&mut b, off as u64).unwrap();
+        if let Some(s) = Slot::decode(&b, sb.salt, sb.capacity) {
+            let s = Slot {
+                flags: s.flags | SLOT_CONCURRENT,
+                ..s
+            };
+            file.write_all_at(&s.encode(sb.salt), off as u64).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sixteen_reservations_in_flight_with_a_torn_batch_first_stay_a_torn_tail() {
+    // After acknowledged entries, 16 reservations in flight (the ring's bound) when the power
+    // failed: a batch of three whose first entry is torn, then 15 single appends, all whole.
+    // None of them was acknowledged: a torn tail. One more reservation after them could not
+    // have been in flight with the torn entry: damage.
+    for (singles, damage) in [(15, false), (16, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sixteen.dax");
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        for l in 1..=3 {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        let torn_at = DATA_OFFSET as u64 + log.used_bytes();
+        let p: Vec<Vec<u8>> = (4..=6).map(|l| payload(l, LEN)).collect();
+        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+        log.append_batch(&refs).unwrap();
+        for l in 7..7 + singles {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        drop(log);
+        mark_concurrent(&path);
+        flip(&path, torn_at + HEADER_LEN as u64 + 9, 0x04);
+        let r = Log::open_read_only(&path, &Options::new());
+        if damage {
+            match r {
+                Err(Error::Corrupted {
+                    lsn,
+                    entries_beyond,
+                    ..
+                }) => {
+                    assert_eq!(lsn, 4);
+                    assert_eq!(entries_beyond, 2 + singles);
+                }
+                other => panic!(
+                    "{singles} singles: expected Corrupted, got {:?}",
+                    other.map(|l| lsns(&l))
+                ),
+            }
+        } else {
+            let log = r.unwrap_or_else(|e| panic!("{singles} singles: {e}"));
+            assert_eq!(lsns(&log), [1, 2, 3]);
+            assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+        }
+    }
+}
+
 /// A log of entry 1 and a torn entry 2 whose payload `chain(salt, epoch)` makes, opened
 /// read-only: its LSNs and how its tail ended. (The open runs in a thread of its own, bounded
 /// only to report a hang as a failure, not as a measure of speed.)
