@@ -278,7 +278,10 @@ impl<M: Media> Log<M> {
         self.pins
             .exclusive(lsn, |_| {
                 let _one = self.truncating.try_lock()?;
-                let blocked = self.block_reservations();
+                let blocked = match self.block_reservations() {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(e)),
+                };
                 let r = self.truncate_after_blocked(lsn, blocked);
                 if r.is_err() {
                     self.unblock_reservations(blocked, None);
@@ -292,10 +295,14 @@ impl<M: Media> Log<M> {
             })
     }
 
-    /// Stops new reservations once none is in flight; returns the state to restore.
-    fn block_reservations(&self) -> State {
+    /// Stops new reservations once none is in flight; returns the state to restore. Fails
+    /// with [`Error::Poisoned`] on a poisoned log, whose appends in flight never complete.
+    fn block_reservations(&self) -> Result<State> {
         let mut spins = 0u32;
         loop {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poison_error());
+            }
             self.pmem.media().sync_point();
             let cur = self.resv.load_torn();
             let st = State::unpack(cur);
@@ -311,7 +318,7 @@ impl<M: Media> Log<M> {
                 ..st
             };
             if self.resv.compare_exchange(cur, blocked.pack()).is_ok() {
-                return st;
+                return Ok(st);
             }
         }
     }
@@ -458,6 +465,8 @@ impl<M: Media> Log<M> {
             self.pmem.flush(tail, ENTRY_ALIGN);
             if let Err(e) = self.pmem.drain() {
                 let e = Error::io(&self.name, "drain", e);
+                // (Poisoning takes the writer's lock.)
+                drop(w);
                 self.poison(&e);
                 return Err(e);
             }

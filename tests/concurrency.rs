@@ -10,7 +10,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use daxlog::{Log, Media, Options, Persistence, PersistenceChoice};
+use daxlog::{Error, Log, Media, Options, Persistence, PersistenceChoice};
 
 /// A payload that says who wrote it and checks itself: thread, sequence, length, then bytes
 /// derived from them.
@@ -204,6 +204,9 @@ struct FaultyMedia {
     panic_at_store: AtomicUsize,
     stores: AtomicUsize,
     armed: AtomicBool,
+    /// The drain (counted from 0) that fails, once.
+    fail_drain: AtomicUsize,
+    drains: AtomicUsize,
 }
 
 // SAFETY: the engine guarantees that stores never overlap live reads or other stores.
@@ -216,6 +219,8 @@ impl FaultyMedia {
             panic_at_store: AtomicUsize::new(usize::MAX),
             stores: AtomicUsize::new(0),
             armed: AtomicBool::new(false),
+            fail_drain: AtomicUsize::new(usize::MAX),
+            drains: AtomicUsize::new(0),
         }
     }
 }
@@ -246,7 +251,89 @@ impl Media for FaultyMedia {
     }
     fn flush(&self, _off: usize, _len: usize) {}
     fn drain(&self) -> std::io::Result<()> {
+        let n = self.drains.fetch_add(1, Ordering::SeqCst);
+        if self
+            .fail_drain
+            .compare_exchange(n, usize::MAX, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Err(std::io::Error::other(format!(
+                "injected failure of drain {n}"
+            )));
+        }
         Ok(())
+    }
+}
+
+/// Runs `f` on a thread of its own and returns its result, failing the test if it takes more
+/// than 20 s (a hang; the thread is left behind).
+fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what}: still blocked after 20 s"))
+}
+
+/// A barrier that fails inside `truncate_after` (each of its barriers in turn) ends it with
+/// an error, and leaves a log that answers: appends and truncations after it return (they
+/// succeed, or fail with `Poisoned` once a barrier that deleted something failed), none
+/// waits for ever. (A failed last barrier used to poison the log while holding the writer's
+/// lock, which poisoning takes: every appender then waited for ever.)
+#[test]
+fn a_failed_barrier_in_truncate_after_leaves_no_one_waiting() {
+    for k in 0..4 {
+        let log = Arc::new(
+            Log::create_on(
+                FaultyMedia::new(1 << 20),
+                &Options::new().nt_threshold(usize::MAX),
+            )
+            .unwrap(),
+        );
+        for i in 0..10u8 {
+            log.append(&[i; 40]).unwrap();
+        }
+        let m = log_media(&log);
+        m.fail_drain
+            .store(m.drains.load(Ordering::SeqCst) + k, Ordering::SeqCst);
+        let l = Arc::clone(&log);
+        let r = bounded("truncate_after", move || l.truncate_after(5));
+        let failed = m.fail_drain.load(Ordering::SeqCst) == usize::MAX;
+        assert_eq!(r.is_err(), failed, "barrier {k}: {r:?}");
+        let l = Arc::clone(&log);
+        let a = bounded("an append after it", move || l.append(b"after"));
+        let l = Arc::clone(&log);
+        let t = bounded("a truncation after it", move || l.truncate_after(2));
+        // (With k past the truncation's barriers, the append's own barrier fails.)
+        match (&a, &t) {
+            (Ok(_), Ok(())) => {}
+            (Err(Error::Poisoned { .. } | Error::Io { .. }), Err(Error::Poisoned { .. })) => {}
+            other => panic!("barrier {k}: {other:?}"),
+        }
+    }
+}
+
+/// `truncate_after` on a log poisoned while an append was in flight fails with `Poisoned`; it
+/// used to wait for ever for the append's ticket, which a poisoned log never publishes.
+#[test]
+fn truncate_after_on_a_poisoned_log_fails_instead_of_waiting() {
+    let log = Arc::new(
+        Log::create_on(
+            FaultyMedia::new(1 << 20),
+            &Options::new().nt_threshold(usize::MAX),
+        )
+        .unwrap(),
+    );
+    log.append(b"one").unwrap();
+    let m = log_media(&log);
+    m.fail_drain
+        .store(m.drains.load(Ordering::SeqCst), Ordering::SeqCst);
+    assert!(log.append(b"two").is_err());
+    let l = Arc::clone(&log);
+    match bounded("truncate_after", move || l.truncate_after(1)) {
+        Err(Error::Poisoned { .. }) => {}
+        other => panic!("expected Poisoned, got {other:?}"),
     }
 }
 
