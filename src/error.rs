@@ -326,7 +326,7 @@ impl std::fmt::Display for LockHolder {
         f.write_str(match self {
             LockHolder::Writer => "a writer",
             LockHolder::Snapshots => {
-                "read-only snapshots (daxlog info, check, salvage: a writer waits until they close)"
+                "read-only snapshots (daxlog dump, cat, info, check of a closed log: writers are refused until they close)"
             }
             LockHolder::Readers => {
                 "readers (daxlog follow, dump, cat: replace the log once they are done)"

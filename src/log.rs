@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LockHolder, Result};
 use crate::format::{
     self, Slot, Superblock, DATA_OFFSET, HEADER_LEN, SB_BACKUP_OFFSET, SB_PRIMARY_OFFSET, SLOT_LEN,
 };
@@ -785,14 +785,23 @@ impl Replaced {
 
 /// Runs `attempt` until it ends in anything but [`Error::Locked`] or `wait` has passed
 /// ([`Options::lock_wait`]), pausing between tries: 1 ms, doubling up to 50 ms.
-fn wait_for_lock<T>(wait: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+fn wait_for_lock<T>(wait: Duration, attempt: impl FnMut() -> Result<T>) -> Result<T> {
+    wait_while_locked(wait, |_| true, attempt)
+}
+
+/// [`wait_for_lock`], waiting only for the holders `by` accepts.
+pub(crate) fn wait_while_locked<T>(
+    wait: Duration,
+    by: impl Fn(LockHolder) -> bool,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
     // (None: a wait too long to be represented, i.e. for ever.)
     let deadline = Instant::now().checked_add(wait);
     const FIRST_PAUSE: Duration = Duration::from_millis(1);
     let mut pause = FIRST_PAUSE;
     loop {
         let e = match attempt() {
-            Err(e @ Error::Locked { .. }) => e,
+            Err(e @ Error::Locked { by: holder, .. }) if by(holder) => e,
             done => return done,
         };
         let left = match deadline {
@@ -802,10 +811,8 @@ fn wait_for_lock<T>(wait: Duration, mut attempt: impl FnMut() -> Result<T>) -> R
         if left.is_zero() {
             return Err(e);
         }
-        if pause == FIRST_PAUSE {
-            if let Error::Locked { path, by } = &e {
-                tracing::info!(path = %path.display(), %by, ?wait, "locked: waiting");
-            }
+        if let (true, Error::Locked { path, by }) = (pause == FIRST_PAUSE, &e) {
+            tracing::info!(path = %path.display(), %by, ?wait, "daxlog: locked, waiting");
         }
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(50));

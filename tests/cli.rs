@@ -437,44 +437,10 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     log.truncate_after(1).unwrap();
     // A writer given --lock-wait waits for the holder to close the log, then appends. (The
     // holder closes once the writer has said, on stderr, that it found the log locked.)
-    let mut waiting = Command::new(bin())
-        .args([
-            "-v",
-            "append",
-            p(&path),
-            "--data",
-            "second",
-            "--lock-wait",
-            "60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(waiting.stderr.take().unwrap());
-    let (said, heard) = mpsc::channel();
-    let listener = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in stderr.lines().map_while(Result::ok) {
-            if line.contains("locked: waiting") {
-                let _ = said.send(());
-            }
-            all += &line;
-            all.push('\n');
-        }
-        all
-    });
-    let found_locked = heard.recv_timeout(Duration::from_secs(60)).is_ok();
+    let waiting = Waiting::start(&["append", p(&path), "--data", "second", "--lock-wait", "60"]);
+    let found_locked = waiting.said_it_waits();
     drop(log);
-    let status = waiting.wait().unwrap();
-    let mut stdout = String::new();
-    waiting
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let stderr = listener.join().unwrap();
+    let (status, stdout, stderr) = waiting.finish();
     assert!(
         found_locked,
         "the waiting append never said it waited: {stderr}"
@@ -2956,4 +2922,105 @@ fn every_option_is_documented() {
     }
     assert!(missing.is_empty(), "not in docs/CLI.md: {missing:?}");
     assert!(docs.contains("`--lock-wait S`"), "docs/CLI.md: --lock-wait");
+}
+
+/// A read waits (with `--lock-wait`) for a replacement of the file in progress, which a
+/// writer's presence does not make it do: the test holds the locks `create --force` holds
+/// while it builds the new log (an exclusive `flock` and the OFD write lock on byte 1).
+#[test]
+fn reads_wait_for_a_replacement_in_progress() {
+    use std::os::fd::AsRawFd;
+    let dir = tempdir();
+    let path = dir.path().join("r.dax");
+    ok(&["create", p(&path), "--capacity", "1MiB"]);
+    ok(&["append", p(&path), "--data", "kept"]);
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: flock and an OFD lock on a descriptor we own; no memory is involved.
+    unsafe {
+        assert_eq!(
+            libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
+            0
+        );
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = 1;
+        fl.l_len = 1;
+        assert_eq!(libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &fl), 0);
+    }
+    // Without a wait: refused at once.
+    let out = daxlog(&["cat", p(&path)]);
+    assert_error(
+        4,
+        &out,
+        &path,
+        "locked by a replacement of the file in progress",
+    );
+    // With one: it reads once the replacement is over (here: the locks are given back).
+    let waiting = Waiting::start(&["cat", p(&path), "--lock-wait", "60"]);
+    let found_locked = waiting.said_it_waits();
+    drop(held);
+    let (status, stdout, stderr) = waiting.finish();
+    assert!(found_locked, "cat never said it waited: {stderr}");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "kept\n");
+}
+
+/// A `daxlog -v ARGS` run that is expected to wait for a lock.
+struct Waiting {
+    child: std::process::Child,
+    heard: mpsc::Receiver<()>,
+    listener: std::thread::JoinHandle<String>,
+}
+
+impl Waiting {
+    fn start(args: &[&str]) -> Waiting {
+        let mut child = Command::new(bin())
+            .arg("-v")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (said, heard) = mpsc::channel();
+        let listener = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("locked, waiting") {
+                    let _ = said.send(());
+                }
+                all += &line;
+                all.push('\n');
+            }
+            all
+        });
+        Waiting {
+            child,
+            heard,
+            listener,
+        }
+    }
+
+    /// Whether it said (within 60 s) that it found the log locked and waits.
+    fn said_it_waits(&self) -> bool {
+        self.heard.recv_timeout(Duration::from_secs(60)).is_ok()
+    }
+
+    /// Its exit status, stdout and stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = self.child.wait().unwrap();
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        (status, stdout, self.listener.join().unwrap())
+    }
 }

@@ -45,7 +45,8 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
     } else {
         Options::new()
     };
-    let log = match Log::open_read_only(&a.path, &opts.recovery_mode(mode)) {
+    let opts = opts.recovery_mode(mode);
+    let log = match super::unless_replaced(|| Log::open_read_only(&a.path, &opts)) {
         Ok(log) => log,
         Err(e) if super::writer_has_it(&e) && a.strict => {
             return Err(CliError::Failed(format!(
@@ -344,7 +345,8 @@ pub(crate) fn gap_text(g: &Gap) -> String {
 /// one copied out and validated (checksum, LSN, epoch); damage is reported as for a snapshot.
 /// The torn-tail and end-of-log checks belong to the writer's recovery and are not repeated.
 fn check_live(path: &Path) -> Result<u8, CliError> {
-    let mut r = crate::Reader::open(path).map_err(CliError::log(path))?;
+    let mut r =
+        super::unless_replaced(|| crate::Reader::open(path)).map_err(CliError::log(path))?;
     let mut first = None;
     let mut last = None;
     let mut n = 0u64;

@@ -182,7 +182,7 @@ fn for_each_entry(
 ) -> Result<u8, CliError> {
     // (No wait for a writer: its log is read live.)
     let opts = Options::new().recovery_mode(RecoveryMode::Salvage);
-    let log = match Log::open_read_only(path, &opts) {
+    let log = match super::unless_replaced(|| Log::open_read_only(path, &opts)) {
         Ok(log) => log,
         Err(e) if super::writer_has_it(&e) => return for_each_live_entry(path, range, each),
         Err(e) => return Err(CliError::log(path)(e)),
@@ -207,7 +207,7 @@ fn for_each_live_entry(
     range: &Range,
     mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
 ) -> Result<u8, CliError> {
-    let mut r = Reader::open(path).map_err(CliError::log(path))?;
+    let mut r = super::unless_replaced(|| Reader::open(path)).map_err(CliError::log(path))?;
     r.seek(range.from.unwrap_or(0))
         .map_err(CliError::log(path))?;
     let to = range.to.unwrap_or(Lsn::MAX);

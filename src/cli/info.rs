@@ -291,7 +291,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     let opts = Options::from_env()
         .tail_hint_every(0)
         .recovery_mode(RecoveryMode::Salvage);
-    let log = match Log::open_read_only(&a.path, &opts) {
+    let log = match super::unless_replaced(|| Log::open_read_only(&a.path, &opts)) {
         Ok(log) => log,
         Err(e) if super::writer_has_it(&e) => return live_info(&a),
         Err(
@@ -509,7 +509,8 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let page = read_page(&a.path)?;
     let (sbs, slots) = decode_page(&page);
     let (published, _) = reader_area(&page);
-    let mut r = crate::Reader::open(&a.path).map_err(CliError::log(&a.path))?;
+    let mut r =
+        super::unless_replaced(|| crate::Reader::open(&a.path)).map_err(CliError::log(&a.path))?;
     let mut payload = Vec::new();
     // A count that a truncation overtook is started again from the head (a few times: the
     // writer may truncate faster than the log can be read; then the last count stands).

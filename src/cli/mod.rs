@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::{Error, Log, Options};
+use crate::{Error, LockHolder, Log, Options};
 
 mod append;
 mod bench;
@@ -107,12 +107,23 @@ static LOCK_WAIT: OnceLock<Duration> = OnceLock::new();
 
 /// Library options for a command's opens: the defaults, waiting `--lock-wait` for a lock.
 fn options() -> Options {
-    Options::new().lock_wait(LOCK_WAIT.get().copied().unwrap_or_default())
+    Options::new().lock_wait(lock_wait())
 }
 
 /// [`options`], with the `DAXLOG_*` environment applied (`Options::from_env`).
 fn env_options() -> Options {
-    Options::from_env().lock_wait(LOCK_WAIT.get().copied().unwrap_or_default())
+    Options::from_env().lock_wait(lock_wait())
+}
+
+fn lock_wait() -> Duration {
+    LOCK_WAIT.get().copied().unwrap_or_default()
+}
+
+/// Runs a read command's `open` again while a replacement of the file (`create --force` in
+/// another process) holds it, for up to `--lock-wait`: reads never wait for a writer (they
+/// read beside it) or for readers, but a replacement ends, in a new log to read.
+fn unless_replaced<T>(open: impl FnMut() -> crate::Result<T>) -> crate::Result<T> {
+    crate::log::wait_while_locked(lock_wait(), |by| by == LockHolder::Replacement, open)
 }
 
 fn parse_lock_wait(text: &str) -> Result<f64, String> {
@@ -147,9 +158,9 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true, display_order = 1000)]
     verbose: u8,
     /// How long to wait for a log that another process (or a closing writer) holds locked,
-    /// before failing with "locked by ...": seconds, e.g. 0.5; 0 fails at once.
+    /// before failing with "locked by ...": seconds from 0 (fail at once) to 86400.
     #[arg(long, value_name = "S", default_value_t = 0.0, value_parser = parse_lock_wait,
-          global = true, display_order = 1001)]
+          global = true, display_order = 1001, allow_hyphen_values = true)]
     lock_wait: f64,
     #[command(subcommand)]
     command: Command,
