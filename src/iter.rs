@@ -145,6 +145,10 @@ impl<'a, M: Media> Guard<'a, M> {
     /// keeps them).
     pub fn iter(&self) -> Iter<'_, M> {
         let view = self.view();
+        let pos = view.live.first(self.log.pmem.data_start());
+        if self.log.read_ahead {
+            self.log.read_ahead_from(pos);
+        }
         Iter {
             log: self.log,
             pos: view.live.first(self.log.pmem.data_start()),
@@ -165,6 +169,9 @@ impl<'a, M: Media> Guard<'a, M> {
         } else {
             self.log.seek(&view, lsn)
         };
+        if self.log.read_ahead {
+            self.log.read_ahead_from(pos);
+        }
         Iter {
             log: self.log,
             view,
@@ -429,6 +436,18 @@ impl<M: Media> Log<M> {
     /// every 4 KiB page. A wrong guess (entries of mixed sizes, a wrap) costs a useless load,
     /// never a wrong result: this is a hint.
     #[inline]
+    /// Asks the media to read the bytes from `pos` on ahead of an iterator
+    /// ([`Media::wants_read_ahead`]): [`crate::walk::READ_AHEAD_WINDOW`] bytes, or to the end
+    /// of the data area.
+    #[cold]
+    pub(crate) fn read_ahead_from(&self, pos: usize) {
+        let cap = self.sb.capacity as usize;
+        if pos < cap {
+            let len = crate::walk::READ_AHEAD_WINDOW.min(cap - pos);
+            self.pmem.media().read_ahead(pos, len);
+        }
+    }
+
     pub(crate) fn prefetch_ahead(&self, pos: usize, next: usize) {
         let stride = next.wrapping_sub(pos);
         if (PREFETCH_MIN_STRIDE..=PREFETCH_MAX_DISTANCE / PREFETCH_ENTRIES).contains(&stride) {
@@ -460,6 +479,14 @@ impl<M: Media> Log<M> {
         let mut next = pos + h.entry_len();
         if live.wrapped() && next == live.wrap_at {
             next = self.pmem.data_start();
+        }
+        // Media that read ahead only when asked (a disk-backed mapping advised `MADV_RANDOM`):
+        // ask at the first entry read and at every step boundary crossed.
+        // (Asked at the iterator's start too.)
+        if self.read_ahead
+            && pos / crate::walk::READ_AHEAD_STEP != next / crate::walk::READ_AHEAD_STEP
+        {
+            self.read_ahead_from(next);
         }
         Some((
             Entry {
@@ -507,6 +534,9 @@ impl<M: Media> Log<M> {
         let mut v = Verified::default();
         let mut pos = live.first(self.pmem.data_start());
         let mut lsn = view.first;
+        if self.read_ahead {
+            self.read_ahead_from(pos);
+        }
         let bad = |pos: usize, lsn: Lsn, reason: &str| Error::Corrupted {
             path: self.name.clone(),
             offset: pos as u64,
@@ -540,9 +570,15 @@ impl<M: Media> Log<M> {
                 v.entries += 1;
             }
             v.bytes += h.entry_len() as u64;
+            let was = pos;
             pos += h.entry_len();
             if live.wrapped() && pos == live.wrap_at {
                 pos = self.pmem.data_start();
+            }
+            if self.read_ahead
+                && was / crate::walk::READ_AHEAD_STEP != pos / crate::walk::READ_AHEAD_STEP
+            {
+                self.read_ahead_from(pos);
             }
             lsn += 1;
         }
@@ -583,6 +619,8 @@ impl<M: Media> Log<M> {
                 what: "salvage on a writable log (open it read-only)",
             })?;
         let slot = self.writer.lock().slot;
+        // (It reads the whole data area.)
+        self.pmem.media().read_ahead(0, cap);
         Ok(damage::salvage(image, self.sb.salt, &slot, visit))
     }
 }

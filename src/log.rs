@@ -61,6 +61,8 @@ const MEDIA_NAME: &str = "(media)";
 /// ```
 pub struct Log<M: Media = MmapMedia> {
     pub(crate) pmem: Pmem<M>,
+    /// The media want sequential reads asked for ahead ([`Media::wants_read_ahead`]).
+    pub(crate) read_ahead: bool,
     pub(crate) sb: Superblock,
     pub(crate) writer: parking_lot::Mutex<Writer>,
     pub(crate) index: RwLock<Index>,
@@ -476,15 +478,33 @@ impl<M: Media> Log<M> {
         let use_hint = opts.resolved_tail_hint_every().is_some();
         let read_ahead = pmem.media().wants_read_ahead();
         let image = pmem.view(0, sb.capacity as usize);
-        let ahead = |pos: usize| {
+        let ahead = |pos: usize, len: usize| {
             if read_ahead && pos < image.len() {
-                let len = (2 * walk::READ_AHEAD_STEP).min(image.len() - pos);
+                let len = len.min(image.len() - pos);
                 // SAFETY: `[pos, pos + len)` lies inside `image`, which is the media's mapping
                 // from its first byte (`view(0, ..)`), alive for this call.
                 unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len) };
             }
         };
-        let scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
+        let scan = walk::scan(image, sb.salt, &slot, use_hint, &|pos| {
+            ahead(pos, walk::READ_AHEAD_WINDOW)
+        });
+        if read_ahead && scan.state != walk::TailState::Clean {
+            // The damage search reads up to `SEARCH_BYTES` past where the scan stopped, and
+            // the start of the data area up to the head (a salvage reads all of it).
+            let head = slot.head_offset as usize;
+            if opts.recovery == RecoveryMode::Salvage {
+                ahead(DATA_OFFSET, image.len());
+            } else {
+                ahead(scan.stop, crate::damage::SEARCH_BYTES);
+                if scan.stop >= head {
+                    ahead(
+                        DATA_OFFSET,
+                        (head - DATA_OFFSET).min(crate::damage::SEARCH_BYTES),
+                    );
+                }
+            }
+        }
         check_mode(opts, writable, path)?;
         let (damage, gaps) =
             recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
@@ -525,6 +545,7 @@ impl<M: Media> Log<M> {
             wrap_at: scan.wrap_at,
         });
         let token = pmem.token();
+        let read_ahead = pmem.media().wants_read_ahead();
         let persistence = pmem.media().persistence();
         let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
             let t = opts.resolved_nt_threshold();
@@ -581,6 +602,7 @@ impl<M: Media> Log<M> {
             group: crate::group::GroupCommit::new(),
             combiner: crate::combine::Combiner::default(),
             poisoned: AtomicBool::new(false),
+            read_ahead,
         };
         if !read_only {
             log.prepare(scan.tail, 0);

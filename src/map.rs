@@ -147,7 +147,7 @@ impl MmapMedia {
             );
         }
         let in_memory = in_memory(&file);
-        let random = writable && mode == Persistence::Msync && !in_memory;
+        let random = mode == Persistence::Msync && !in_memory;
         if random {
             // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
             unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
@@ -389,6 +389,13 @@ impl Media for MmapMedia {
         self.random
     }
 
+    fn read_ahead(&self, off: usize, len: usize) {
+        if self.random && off < self.len {
+            // SAFETY: `[off, off + len)`, cut to the mapping, lies inside our live mapping.
+            unsafe { read_ahead(self.ptr.as_ptr().add(off), len.min(self.len - off)) };
+        }
+    }
+
     fn prepare(&self, off: usize, len: usize) {
         if !self.writable || off >= self.len {
             return;
@@ -469,11 +476,18 @@ unsafe fn page_cache_advice(ptr: *mut u8, len: usize) {
 /// `[ptr, ptr + len)` lies inside a mapping this process owns, whose first page is
 /// mapped too.
 pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize) {
-    let lo = ptr as usize & !(PAGE - 1);
+    // The kernel reads at most about a device request's worth per call (the larger of the
+    // device's largest request and the file's read-ahead window): ask a megabyte at a time.
+    const PIECE: usize = 1 << 20;
+    let mut lo = ptr as usize & !(PAGE - 1);
     let hi = ptr as usize + len;
-    // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages into the
-    // page cache, it changes no byte of the mapping and creates no reference.
-    unsafe { libc::madvise(lo as *mut c_void, hi - lo, libc::MADV_WILLNEED) };
+    while lo < hi {
+        let n = PIECE.min(hi - lo);
+        // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages into
+        // the page cache, it changes no byte of the mapping and creates no reference.
+        unsafe { libc::madvise(lo as *mut c_void, n, libc::MADV_WILLNEED) };
+        lo += n;
+    }
 }
 
 /// Reserves an address range for a mapping of `len` bytes, 2 MiB-aligned when `len` is at least

@@ -119,13 +119,17 @@ pub trait Media: Send + Sync {
     /// A hint that `[off, off + len)` is about to be written (e.g. prefault the pages).
     fn prepare(&self, _off: usize, _len: usize) {}
 
-    /// True if sequential reads of these media (a recovery scan) should ask for the bytes
-    /// ahead with [`crate::map::read_ahead`]: a page-cache file whose mapping reads no more
-    /// than the page a fault asks for ([`MmapMedia`](crate::MmapMedia) on a disk-backed file
-    /// system, opened for writing).
+    /// True if sequential reads of these media (a recovery scan, an iterator) should ask for
+    /// the bytes ahead with [`Media::read_ahead`]: a page-cache file whose mapping reads no
+    /// more than the page a fault asks for ([`MmapMedia`](crate::MmapMedia) on a disk-backed
+    /// file system).
     fn wants_read_ahead(&self) -> bool {
         false
     }
+
+    /// Asks for `[off, off + len)` (in bounds) to be read ahead, in the background, where
+    /// [`Media::wants_read_ahead`] says so; a hint.
+    fn read_ahead(&self, _off: usize, _len: usize) {}
 
     /// Tells readers in other processes that every entry before `next_lsn` is durable (the
     /// reader area of the metadata page, format version 2; not a persistent structure, so no

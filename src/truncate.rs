@@ -417,8 +417,13 @@ impl<M: Media> Log<M> {
             ..w.slot
         };
         if let Err(e) = self.write_slot(&mut w, slot) {
-            // Nothing was deleted: publish the entries again.
+            // Nothing was deleted in memory: publish the entries again. But the new slot may
+            // have reached media, and after a crash it would delete them and every append
+            // made from now on (their epoch is the old one): a failed barrier refuses further
+            // appends (FORMAT.md). (Poisoning takes the writer's lock.)
             self.pmem.media().publish_for_readers(published);
+            drop(w);
+            self.poison(&e);
             return Err(e);
         }
         // Cutting back into the first part of a wrapped log ends the wrap, unless a pin still

@@ -191,8 +191,11 @@ fn walk_ahead(
     )
 }
 
-/// How often (in bytes walked) [`scan`] asks for the bytes ahead of it to be read.
+/// How often (in bytes walked) [`scan`] and the iterators ask for the bytes ahead of them to
+/// be read ([`crate::Media::wants_read_ahead`]), and how far ahead: the next reads are queued
+/// well before the walk reaches them.
 pub(crate) const READ_AHEAD_STEP: usize = 1 << 20;
+pub(crate) const READ_AHEAD_WINDOW: usize = 8 << 20;
 
 /// [`walk`], calling `visit(lsn, offset, header)` for every entry accepted on the way (batch
 /// members included, before their batch is complete).
