@@ -428,6 +428,29 @@ impl<M: Media> Log<M> {
         unsafe { self.pmem.read_live(&view.live, off, len) }
     }
 
+    /// Asks the media to read ahead of an iterator that starts at `pos`
+    /// ([`Media::wants_read_ahead`]): [`crate::walk::READ_AHEAD_WINDOW`] bytes from `pos`, or
+    /// to the end of the data area.
+    #[cold]
+    pub(crate) fn read_ahead_from(&self, pos: usize) {
+        self.read_ahead_range(pos, crate::walk::READ_AHEAD_WINDOW);
+    }
+
+    /// Asks the media to read ahead of an iterator that has just crossed a step boundary at
+    /// `pos`: the step at the far end of its window (the rest was asked for before).
+    #[cold]
+    pub(crate) fn read_ahead_step(&self, pos: usize) {
+        use crate::walk::{READ_AHEAD_STEP, READ_AHEAD_WINDOW};
+        self.read_ahead_range(pos + READ_AHEAD_WINDOW - READ_AHEAD_STEP, READ_AHEAD_STEP);
+    }
+
+    fn read_ahead_range(&self, pos: usize, len: usize) {
+        let cap = self.sb.capacity as usize;
+        if pos < cap {
+            self.pmem.media().read_ahead(pos, len.min(cap - pos));
+        }
+    }
+
     /// Asks for the header of the entry [`PREFETCH_ENTRIES`] entries past `next` (the one
     /// after the entry at `pos`), guessing that they are all as long as this one.
     ///
@@ -436,18 +459,6 @@ impl<M: Media> Log<M> {
     /// every 4 KiB page. A wrong guess (entries of mixed sizes, a wrap) costs a useless load,
     /// never a wrong result: this is a hint.
     #[inline]
-    /// Asks the media to read the bytes from `pos` on ahead of an iterator
-    /// ([`Media::wants_read_ahead`]): [`crate::walk::READ_AHEAD_WINDOW`] bytes, or to the end
-    /// of the data area.
-    #[cold]
-    pub(crate) fn read_ahead_from(&self, pos: usize) {
-        let cap = self.sb.capacity as usize;
-        if pos < cap {
-            let len = crate::walk::READ_AHEAD_WINDOW.min(cap - pos);
-            self.pmem.media().read_ahead(pos, len);
-        }
-    }
-
     pub(crate) fn prefetch_ahead(&self, pos: usize, next: usize) {
         let stride = next.wrapping_sub(pos);
         if (PREFETCH_MIN_STRIDE..=PREFETCH_MAX_DISTANCE / PREFETCH_ENTRIES).contains(&stride) {
@@ -481,12 +492,15 @@ impl<M: Media> Log<M> {
             next = self.pmem.data_start();
         }
         // Media that read ahead only when asked (a disk-backed mapping advised `MADV_RANDOM`):
-        // ask at the first entry read and at every step boundary crossed.
-        // (Asked at the iterator's start too.)
+        // ask at every step boundary crossed (and at an iterator's start, where it is made).
         if self.read_ahead
             && pos / crate::walk::READ_AHEAD_STEP != next / crate::walk::READ_AHEAD_STEP
         {
-            self.read_ahead_from(next);
+            if next < pos {
+                self.read_ahead_from(next);
+            } else {
+                self.read_ahead_step(next);
+            }
         }
         Some((
             Entry {
@@ -578,7 +592,11 @@ impl<M: Media> Log<M> {
             if self.read_ahead
                 && was / crate::walk::READ_AHEAD_STEP != pos / crate::walk::READ_AHEAD_STEP
             {
-                self.read_ahead_from(pos);
+                if pos < was {
+                    self.read_ahead_from(pos);
+                } else {
+                    self.read_ahead_step(pos);
+                }
             }
             lsn += 1;
         }

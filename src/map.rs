@@ -478,14 +478,24 @@ unsafe fn page_cache_advice(ptr: *mut u8, len: usize) {
 pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize) {
     // The kernel reads at most about a device request's worth per call (the larger of the
     // device's largest request and the file's read-ahead window): ask a megabyte at a time.
+    // A piece whose last page is in the page cache already is taken as read (asking costs
+    // the kernel a look at each of its pages: about 13 µs a megabyte, cached or not).
     const PIECE: usize = 1 << 20;
     let mut lo = ptr as usize & !(PAGE - 1);
     let hi = ptr as usize + len;
     while lo < hi {
         let n = PIECE.min(hi - lo);
-        // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages into
-        // the page cache, it changes no byte of the mapping and creates no reference.
-        unsafe { libc::madvise(lo as *mut c_void, n, libc::MADV_WILLNEED) };
+        let last = (lo + n - 1) & !(PAGE - 1);
+        let mut resident = 0u8;
+        // SAFETY: `last` is a page of our own mapping (caller), and `resident` holds the one
+        // byte mincore writes for one page; it changes nothing.
+        let cached = unsafe { libc::mincore(last as *mut c_void, PAGE, &mut resident) } == 0
+            && resident & 1 != 0;
+        if !cached {
+            // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages
+            // into the page cache, it changes no byte of the mapping and creates no reference.
+            unsafe { libc::madvise(lo as *mut c_void, n, libc::MADV_WILLNEED) };
+        }
         lo += n;
     }
 }

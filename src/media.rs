@@ -122,7 +122,9 @@ pub trait Media: Send + Sync {
     /// True if sequential reads of these media (a recovery scan, an iterator) should ask for
     /// the bytes ahead with [`Media::read_ahead`]: a page-cache file whose mapping reads no
     /// more than the page a fault asks for ([`MmapMedia`](crate::MmapMedia) on a disk-backed
-    /// file system).
+    /// file system). Media that say so must return slices of a file mapping from
+    /// [`Media::read`]: the recovery scan asks the kernel to read ahead in them
+    /// (`MADV_WILLNEED`).
     fn wants_read_ahead(&self) -> bool {
         false
     }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
 use crate::index::INDEX_STRIDE;
-use crate::log::{Log, PoisonCause, PREPARE_CHUNK};
+use crate::log::{Log, PoisonCause, Writer, PREPARE_CHUNK};
 use crate::media::{Claim, Media};
 use crate::persist;
 use crate::sync;
@@ -513,14 +513,20 @@ impl<M: Media> Log<M> {
     /// Makes every waiting and later append fail with [`Error::Poisoned`] naming `cause`.
     pub(crate) fn poison_with(&self, cause: String) {
         let mut w = self.lock_writer();
+        self.poison_locked(&mut w, cause);
+        drop(w);
+        let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// [`Log::poison_with`] under the writer's lock, which the caller holds; the caller
+    /// wakes the sleepers (`wake`) after it lets the lock go.
+    pub(crate) fn poison_locked(&self, w: &mut Writer, cause: String) {
         if w.poisoned.is_none() {
             tracing::error!(path = %self.name.display(), %cause, "daxlog: the log refuses further appends");
             w.poisoned = Some(PoisonCause(cause));
         }
-        drop(w);
         self.poisoned.store(true, Ordering::SeqCst);
-        let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.wake.notify_all();
     }
 
     #[cold]

@@ -416,15 +416,17 @@ impl<M: Media> Log<M> {
             },
             ..w.slot
         };
-        if let Err(e) = self.write_slot(&mut w, slot) {
-            // Nothing was deleted in memory: publish the entries again. But the new slot may
-            // have reached media, and after a crash it would delete them and every append
-            // made from now on (their epoch is the old one): a failed barrier refuses further
-            // appends (FORMAT.md). (Poisoning takes the writer's lock.)
-            self.pmem.media().publish_for_readers(published);
-            drop(w);
-            self.poison(&e);
-            return Err(e);
+        // If the slot's barrier fails, the new slot may still have reached media (and it is
+        // in the mapping, where readers in other processes look): the entries after `lsn` may
+        // be deleted, and would be after a crash, together with every append made from now on
+        // (their epoch is the old one). So the truncation goes on in memory (the entries stay
+        // unpublished, and readers here stop before them too), without its second barrier,
+        // and the log refuses further appends, as after any failed barrier (FORMAT.md).
+        let slot_failed = self.write_slot(&mut w, slot).err();
+        if let Some(e) = &slot_failed {
+            w.slot = slot;
+            // (Before reservations go on: no append may be acknowledged after this.)
+            self.poison_locked(&mut w, format!("a barrier failed: {e}"));
         }
         // Cutting back into the first part of a wrapped log ends the wrap, unless a pin still
         // lies in its second part: the oldest position in use (the head, or a pin before it;
@@ -461,7 +463,7 @@ impl<M: Media> Log<M> {
         } else {
             limit
         };
-        if tail + ENTRY_ALIGN <= limit {
+        if tail + ENTRY_ALIGN <= limit && slot_failed.is_none() {
             // SAFETY: the bytes are outside the live entries now (the tail was moved back
             // above), and no reservation exists or can be made meanwhile.
             let claim = unsafe { self.pmem.claim_reserved(tail, tail + ENTRY_ALIGN) };
@@ -494,6 +496,9 @@ impl<M: Media> Log<M> {
         {
             let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
+        }
+        if let Some(e) = slot_failed {
+            return Err(e);
         }
         tracing::debug!(lsn, tail, "daxlog: truncated suffix");
         Ok(())

@@ -305,6 +305,11 @@ fn a_failed_barrier_in_truncate_after_leaves_no_one_waiting() {
         // have made the truncation durable: the log must refuse appends from then on (an
         // append acknowledged after it would carry the old epoch, and a crash would drop it).
         let poisoned_by_it = failed && k >= 1;
+        if poisoned_by_it {
+            // And readers stop before the entries it may have deleted.
+            assert_eq!(log.last_lsn(), Some(5), "barrier {k}");
+            assert_eq!(log.iter().count(), 5, "barrier {k}");
+        }
         let l = Arc::clone(&log);
         let a = bounded("an append after it", move || l.append(b"after"));
         let l = Arc::clone(&log);
