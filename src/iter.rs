@@ -398,6 +398,9 @@ impl<M: Media> Log<M> {
         }
         let mut front = Vec::new();
         let mut pos = view.live.first(self.pmem.data_start());
+        if self.read_ahead {
+            self.read_ahead_from(pos);
+        }
         let mut base = None;
         for lsn in view.first..index.base {
             if lsn.is_multiple_of(INDEX_STRIDE) {
@@ -428,20 +431,24 @@ impl<M: Media> Log<M> {
         unsafe { self.pmem.read_live(&view.live, off, len) }
     }
 
-    /// Asks the media to read ahead of an iterator that starts at `pos`
-    /// ([`Media::wants_read_ahead`]): [`crate::walk::READ_AHEAD_WINDOW`] bytes from `pos`, or
-    /// to the end of the data area.
+    /// Asks the media to read ahead of a walk over entries that starts at `pos`
+    /// ([`Media::wants_read_ahead`]): to the end of the window of steps after the one `pos`
+    /// is in ([`crate::walk::read_ahead_start`]; cut to the data area).
     #[cold]
     pub(crate) fn read_ahead_from(&self, pos: usize) {
-        self.read_ahead_range(pos, crate::walk::READ_AHEAD_WINDOW);
+        let (from, len) = crate::walk::read_ahead_start(pos);
+        self.read_ahead_range(from, len);
     }
 
-    /// Asks the media to read ahead of an iterator that has just crossed a step boundary at
-    /// `pos`: the step at the far end of its window (the rest was asked for before).
+    /// Asks the media to read ahead of a walk that steps from an entry at `pos` to one at
+    /// `next` in another step: the steps that come into its window (every step is asked for
+    /// once on a walk in order, however long the entries), or a new start after a wrap.
     #[cold]
-    pub(crate) fn read_ahead_step(&self, pos: usize) {
-        use crate::walk::{READ_AHEAD_STEP, READ_AHEAD_WINDOW};
-        self.read_ahead_range(pos + READ_AHEAD_WINDOW - READ_AHEAD_STEP, READ_AHEAD_STEP);
+    pub(crate) fn read_ahead_crossing(&self, pos: usize, next: usize) {
+        match crate::walk::read_ahead_crossing(pos, next) {
+            Some((from, len)) => self.read_ahead_range(from, len),
+            None => self.read_ahead_from(next),
+        }
     }
 
     fn read_ahead_range(&self, pos: usize, len: usize) {
@@ -496,11 +503,7 @@ impl<M: Media> Log<M> {
         if self.read_ahead
             && pos / crate::walk::READ_AHEAD_STEP != next / crate::walk::READ_AHEAD_STEP
         {
-            if next < pos {
-                self.read_ahead_from(next);
-            } else {
-                self.read_ahead_step(next);
-            }
+            self.read_ahead_crossing(pos, next);
         }
         Some((
             Entry {
@@ -592,11 +595,7 @@ impl<M: Media> Log<M> {
             if self.read_ahead
                 && was / crate::walk::READ_AHEAD_STEP != pos / crate::walk::READ_AHEAD_STEP
             {
-                if pos < was {
-                    self.read_ahead_from(pos);
-                } else {
-                    self.read_ahead_step(pos);
-                }
+                self.read_ahead_crossing(was, pos);
             }
             lsn += 1;
         }

@@ -481,15 +481,15 @@ impl<M: Media> Log<M> {
         let ahead = |pos: usize, len: usize| {
             if read_ahead && pos < image.len() {
                 let len = len.min(image.len() - pos);
-                // SAFETY: `[pos, pos + len)` lies inside `image`, which is the media's mapping
-                // from its first byte (`view(0, ..)`), alive for this call.
+                // SAFETY: `[pos, pos + len)` lies inside `image`, the bytes `Media::read`
+                // returned from offset 0, alive for this call; media that want read-ahead
+                // return slices of a file mapping there (`Media::wants_read_ahead`), and
+                // `MADV_WILLNEED` changes no byte of any memory.
                 unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len) };
             }
         };
-        let scan = walk::scan(image, sb.salt, &slot, use_hint, &|pos| {
-            ahead(pos, walk::READ_AHEAD_WINDOW)
-        });
-        if read_ahead && scan.state != walk::TailState::Clean {
+        let scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
+        if read_ahead && matches!(scan.state, walk::TailState::Torn { .. }) {
             // The damage search reads up to `SEARCH_BYTES` past where the scan stopped, and
             // the start of the data area up to the head (a salvage reads all of it).
             let head = slot.head_offset as usize;

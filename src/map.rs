@@ -478,19 +478,19 @@ unsafe fn page_cache_advice(ptr: *mut u8, len: usize) {
 pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize) {
     // The kernel reads at most about a device request's worth per call (the larger of the
     // device's largest request and the file's read-ahead window): ask a megabyte at a time.
-    // A piece whose last page is in the page cache already is taken as read (asking costs
-    // the kernel a look at each of its pages: about 13 µs a megabyte, cached or not).
+    // A piece whose pages are all in the page cache already is not asked for (asking costs
+    // the kernel a look at each of its pages: about 13 µs a megabyte, cached or not; looking
+    // with `mincore` costs about a tenth of that).
     const PIECE: usize = 1 << 20;
     let mut lo = ptr as usize & !(PAGE - 1);
     let hi = ptr as usize + len;
     while lo < hi {
         let n = PIECE.min(hi - lo);
-        let last = (lo + n - 1) & !(PAGE - 1);
-        let mut resident = 0u8;
-        // SAFETY: `last` is a page of our own mapping (caller), and `resident` holds the one
-        // byte mincore writes for one page; it changes nothing.
-        let cached = unsafe { libc::mincore(last as *mut c_void, PAGE, &mut resident) } == 0
-            && resident & 1 != 0;
+        let mut resident = [0u8; PIECE / PAGE];
+        // SAFETY: `[lo, lo + n)` lies in our own mapping (caller), `lo` is page-aligned, and
+        // `resident` has a byte for each of its pages (at least 4 KiB each); it changes nothing.
+        let cached = unsafe { libc::mincore(lo as *mut c_void, n, resident.as_mut_ptr()) } == 0
+            && resident[..n.div_ceil(PAGE)].iter().all(|r| r & 1 != 0);
         if !cached {
             // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages
             // into the page cache, it changes no byte of the mapping and creates no reference.

@@ -248,6 +248,11 @@ impl<M: Media> Log<M> {
     /// nothing). Costs two barriers: the slot update, then the destruction of the first deleted
     /// entry's header.
     ///
+    /// If a barrier fails, the error is returned and the log refuses further appends
+    /// ([`Error::Poisoned`]); a barrier after the first may already have made the deletion
+    /// durable, and then the entries after `lsn` are gone in memory too (reopen the log to
+    /// learn what the media hold).
+    ///
     /// With other threads appending: the truncation first stops new reservations and waits
     /// for the appends in flight to complete (they are durable and acknowledged, and get their
     /// LSNs, which the range check then sees), then deletes, then lets appends go on: an

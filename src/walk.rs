@@ -163,18 +163,18 @@ pub(crate) fn walk(image: &[u8], salt: u32, slot: &Slot, start: usize, start_lsn
     walk_visit(image, salt, slot, start, start_lsn, |_, _, _| {})
 }
 
-/// [`walk_visit`], calling `ahead(pos)` whenever the walk reaches a position `pos` at least
-/// [`READ_AHEAD_STEP`] bytes past (or before: a wrap) the one it last called it with, and at
-/// the start: the bytes from `pos` on are about to be read.
+/// [`walk_visit`], calling `ahead(from, len)` with bytes about to be read: the window at the
+/// start ([`read_ahead_start`]) and after a wrap, then the steps that come into the window as
+/// the walk crosses step boundaries ([`read_ahead_crossing`]).
 fn walk_ahead(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     start: usize,
     start_lsn: Lsn,
-    ahead: &dyn Fn(usize),
+    ahead: &dyn Fn(usize, usize),
 ) -> Walk {
-    let mut last = usize::MAX;
+    let mut last = None;
     walk_impl(
         image,
         salt,
@@ -183,19 +183,45 @@ fn walk_ahead(
         start_lsn,
         |_, _, _| {},
         |pos| {
-            if last == usize::MAX || pos < last || pos - last >= READ_AHEAD_STEP {
-                last = pos;
-                ahead(pos);
+            let ask = match last {
+                None => Some(read_ahead_start(pos)),
+                Some(was) if was / READ_AHEAD_STEP != pos / READ_AHEAD_STEP => {
+                    Some(read_ahead_crossing(was, pos).unwrap_or_else(|| read_ahead_start(pos)))
+                }
+                Some(_) => None,
+            };
+            last = Some(pos);
+            if let Some((from, len)) = ask {
+                ahead(from, len);
             }
         },
     )
 }
 
-/// How often (in bytes walked) [`scan`] and the iterators ask for the bytes ahead of them to
-/// be read ([`crate::Media::wants_read_ahead`]), and how far ahead: the next reads are queued
-/// well before the walk reaches them.
+/// The granule of read-ahead ([`crate::Media::wants_read_ahead`]): walks in order (the
+/// recovery scan, iterators, `verify`) ask for the bytes up to [`READ_AHEAD_STEPS`] steps
+/// past the step they are in, a step at a time.
 pub(crate) const READ_AHEAD_STEP: usize = 1 << 20;
-pub(crate) const READ_AHEAD_WINDOW: usize = 8 << 20;
+pub(crate) const READ_AHEAD_STEPS: usize = 8;
+
+/// What a walk starting at `pos` asks to read: from `pos` to the end of the
+/// [`READ_AHEAD_STEPS`]th step after the one `pos` is in.
+pub(crate) fn read_ahead_start(pos: usize) -> (usize, usize) {
+    let end = (pos / READ_AHEAD_STEP + READ_AHEAD_STEPS + 1) * READ_AHEAD_STEP;
+    (pos, end - pos)
+}
+
+/// What a walk stepping from `pos` to `next` (in a later step) asks to read: the steps that
+/// come into its window, each once; `None` for a step back (a wrap: start again at `next`).
+pub(crate) fn read_ahead_crossing(pos: usize, next: usize) -> Option<(usize, usize)> {
+    let (a, b) = (pos / READ_AHEAD_STEP, next / READ_AHEAD_STEP);
+    (b > a).then(|| {
+        (
+            (a + READ_AHEAD_STEPS + 1) * READ_AHEAD_STEP,
+            (b - a) * READ_AHEAD_STEP,
+        )
+    })
+}
 
 /// [`walk`], calling `visit(lsn, offset, header)` for every entry accepted on the way (batch
 /// members included, before their batch is complete).
@@ -360,14 +386,14 @@ fn accept(
 /// start of the data area (the writer wraps there when an append does not fit before the end
 /// of the file); entries there must end before the head. No batch spans the wrap.
 ///
-/// `ahead(pos)` is called as the scan goes (see [`walk_ahead`]): the media's chance to read
-/// the bytes from `pos` on before the scan needs them.
+/// `ahead(from, len)` is called as the scan goes (see [`walk_ahead`]): the media's chance to
+/// read those bytes before the scan needs them.
 pub(crate) fn scan(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     use_hint: bool,
-    ahead: &dyn Fn(usize),
+    ahead: &dyn Fn(usize, usize),
 ) -> Scan {
     let head = slot.head_offset as usize;
     let (start, start_lsn) = match hint(image, salt, slot) {
@@ -626,6 +652,45 @@ mod tests {
     /// the one-at-a-time reference: a refused entry first or second in a pair, odd counts,
     /// batches across pairs, small and large payloads mixed, epochs around the cut, and the
     /// wrap to the start of the data area.
+    /// A walk in order asks for every byte of its window once, whatever the entries' sizes: from
+    /// its start to the last step it reaches plus the window, without a gap or a repeat.
+    #[test]
+    fn read_ahead_asks_for_every_step_once() {
+        use super::{read_ahead_crossing, read_ahead_start, READ_AHEAD_STEP, READ_AHEAD_STEPS};
+        for entry in [88, 4120, 100 << 10, (1 << 20) + 8, 3 << 20] {
+            for start in [4096, (1 << 20) - 8, 5 << 20] {
+                let (from, len) = read_ahead_start(start);
+                assert_eq!(from, start);
+                let mut asked = vec![(from, len)];
+                let mut pos = start;
+                while pos < start + (40 << 20) {
+                    let next = pos + entry;
+                    if pos / READ_AHEAD_STEP != next / READ_AHEAD_STEP {
+                        asked.push(read_ahead_crossing(pos, next).expect("forward"));
+                    }
+                    pos = next;
+                }
+                for w in asked.windows(2) {
+                    assert_eq!(
+                        w[0].0 + w[0].1,
+                        w[1].0,
+                        "entry {entry}, start {start}: {w:?}"
+                    );
+                }
+                let end = asked.last().map(|(f, l)| f + l).unwrap();
+                assert_eq!(
+                    end,
+                    (pos / READ_AHEAD_STEP + READ_AHEAD_STEPS + 1) * READ_AHEAD_STEP
+                );
+            }
+        }
+        assert_eq!(
+            read_ahead_crossing(5 << 20, 4096),
+            None,
+            "a wrap starts again"
+        );
+    }
+
     #[test]
     fn pairwise_walk_matches_one_at_a_time() {
         let salt = 0x5eed_5a17;
