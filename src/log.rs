@@ -485,7 +485,9 @@ impl<M: Media> Log<M> {
                 // returned from offset 0, alive for this call; media that want read-ahead
                 // return slices of a file mapping there (`Media::wants_read_ahead`), and
                 // `MADV_WILLNEED` changes no byte of any memory.
-                unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len) };
+                // (Each megabyte is asked for once; whether it is cached is not looked at:
+                // `mincore` may not tell.)
+                unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len, false) };
             }
         };
         let scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);

@@ -67,6 +67,8 @@ pub struct MmapMedia {
     // The mapping is advised `MADV_RANDOM` (see `page_cache_advice`): reads ahead are asked
     // for explicitly.
     random: bool,
+    // `mincore` tells which pages are cached (`mincore_tells`).
+    mincore: bool,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -148,6 +150,7 @@ impl MmapMedia {
         }
         let in_memory = in_memory(&file);
         let random = mode == Persistence::Msync && !in_memory;
+        let mincore = mincore_tells(&file, writable);
         if random {
             // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
             unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
@@ -163,6 +166,7 @@ impl MmapMedia {
             failed: AtomicI32::new(0),
             in_memory,
             random,
+            mincore,
         })
     }
 
@@ -392,7 +396,13 @@ impl Media for MmapMedia {
     fn read_ahead(&self, off: usize, len: usize) {
         if self.random && off < self.len {
             // SAFETY: `[off, off + len)`, cut to the mapping, lies inside our live mapping.
-            unsafe { read_ahead(self.ptr.as_ptr().add(off), len.min(self.len - off)) };
+            unsafe {
+                read_ahead(
+                    self.ptr.as_ptr().add(off),
+                    len.min(self.len - off),
+                    self.mincore,
+                )
+            };
         }
     }
 
@@ -416,7 +426,7 @@ impl Media for MmapMedia {
         if self.random {
             // (Without it, each page not in the page cache would be a read of its own.)
             // SAFETY: `[lo, hi)` lies inside our live mapping.
-            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo) };
+            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo, self.mincore) };
         }
         // SAFETY: the range lies inside our live mapping; MADV_POPULATE_* only fault pages in
         // (writing nothing), and their failure (older kernels) is harmless.
@@ -448,6 +458,18 @@ fn in_memory(file: &File) -> bool {
     })
 }
 
+/// Whether `mincore` reports the page cache's state for mappings of `file` (opened for
+/// writing if `writable`): since Linux 5.0 it does so only for a file the process owns or may
+/// write, and says every page is cached otherwise.
+fn mincore_tells(file: &File, writable: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    writable
+        || file
+            .metadata()
+            .is_ok_and(|m| m.uid() == unsafe { libc::geteuid() })
+}
+
 /// Advises `MADV_RANDOM` for a mapping of a log on a disk-backed file system, so that a page
 /// fault reads the page it needs and nothing around it.
 ///
@@ -470,12 +492,14 @@ unsafe fn page_cache_advice(ptr: *mut u8, len: usize) {
 
 /// Asks the kernel to read `[ptr, ptr + len)` of a file mapping into the page cache, in the
 /// background (`MADV_WILLNEED`); `ptr` is rounded down to its page. A hint: the call returns
-/// once the reads are queued, and errors are ignored.
+/// once the reads are queued, and errors are ignored. With `skip_cached`, a megabyte whose
+/// pages are all cached is not asked for; only where `mincore` tells the truth (see
+/// [`mincore_tells`]).
 ///
 /// # Safety
 /// `[ptr, ptr + len)` lies inside a mapping this process owns, whose first page is
 /// mapped too.
-pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize) {
+pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize, skip_cached: bool) {
     // The kernel reads at most about a device request's worth per call (the larger of the
     // device's largest request and the file's read-ahead window): ask a megabyte at a time.
     // A piece whose pages are all in the page cache already is not asked for (asking costs
@@ -489,7 +513,8 @@ pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize) {
         let mut resident = [0u8; PIECE / PAGE];
         // SAFETY: `[lo, lo + n)` lies in our own mapping (caller), `lo` is page-aligned, and
         // `resident` has a byte for each of its pages (at least 4 KiB each); it changes nothing.
-        let cached = unsafe { libc::mincore(lo as *mut c_void, n, resident.as_mut_ptr()) } == 0
+        let cached = skip_cached
+            && unsafe { libc::mincore(lo as *mut c_void, n, resident.as_mut_ptr()) } == 0
             && resident[..n.div_ceil(PAGE)].iter().all(|r| r & 1 != 0);
         if !cached {
             // SAFETY: advice on pages of our own mapping (caller); WILLNEED reads file pages
@@ -896,6 +921,8 @@ pub(crate) struct SharedMap {
     populate_refused: std::sync::atomic::AtomicBool,
     /// Advised `MADV_RANDOM` (a disk-backed file): `populate` reads ahead itself.
     random: bool,
+    /// `mincore` tells which pages are cached (`mincore_tells`).
+    mincore: bool,
 }
 
 // SAFETY: the mappings are owned by this value and only read through atomics (or copied with
@@ -933,6 +960,7 @@ impl SharedMap {
         // A reader's faults must not fill the page cache with the large folios the writer's
         // syncs would then write back whole (see `page_cache_advice`).
         let random = !in_memory(file);
+        let mincore = mincore_tells(file, rw_file.is_some());
         if random {
             // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
             unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
@@ -959,6 +987,7 @@ impl SharedMap {
             meta_rw,
             populate_refused: false.into(),
             random,
+            mincore,
         })
     }
 
@@ -1005,7 +1034,7 @@ impl SharedMap {
         }
         if self.random {
             // SAFETY: `[lo, hi)` lies inside our mapping.
-            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo) };
+            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo, self.mincore) };
         }
         // SAFETY: advice on pages of our own mapping (in bounds, page-aligned); it changes no
         // byte and creates no reference.

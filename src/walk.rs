@@ -648,10 +648,6 @@ mod tests {
         }
     }
 
-    /// Entries are checked two at a time; every image must give the walk (and the visits) of
-    /// the one-at-a-time reference: a refused entry first or second in a pair, odd counts,
-    /// batches across pairs, small and large payloads mixed, epochs around the cut, and the
-    /// wrap to the start of the data area.
     /// A walk in order asks for every byte of its window once, whatever the entries' sizes: from
     /// its start to the last step it reaches plus the window, without a gap or a repeat.
     #[test]
@@ -691,6 +687,10 @@ mod tests {
         );
     }
 
+    /// Entries are checked two at a time; every image must give the walk (and the visits) of
+    /// the one-at-a-time reference: a refused entry first or second in a pair, odd counts,
+    /// batches across pairs, small and large payloads mixed, epochs around the cut, and the
+    /// wrap to the start of the data area.
     #[test]
     fn pairwise_walk_matches_one_at_a_time() {
         let salt = 0x5eed_5a17;
