@@ -146,9 +146,7 @@ impl<'a, M: Media> Guard<'a, M> {
     pub fn iter(&self) -> Iter<'_, M> {
         let view = self.view();
         let pos = view.live.first(self.log.pmem.data_start());
-        if self.log.read_ahead {
-            self.log.read_ahead_from(pos);
-        }
+        self.log.read_ahead_from(pos);
         Iter {
             log: self.log,
             pos: view.live.first(self.log.pmem.data_start()),
@@ -169,9 +167,7 @@ impl<'a, M: Media> Guard<'a, M> {
         } else {
             self.log.seek(&view, lsn)
         };
-        if self.log.read_ahead {
-            self.log.read_ahead_from(pos);
-        }
+        self.log.read_ahead_from(pos);
         Iter {
             log: self.log,
             view,
@@ -398,9 +394,7 @@ impl<M: Media> Log<M> {
         }
         let mut front = Vec::new();
         let mut pos = view.live.first(self.pmem.data_start());
-        if self.read_ahead {
-            self.read_ahead_from(pos);
-        }
+        self.read_ahead_from(pos);
         let mut base = None;
         for lsn in view.first..index.base {
             if lsn.is_multiple_of(INDEX_STRIDE) {
@@ -431,26 +425,28 @@ impl<M: Media> Log<M> {
         unsafe { self.pmem.read_live(&view.live, off, len) }
     }
 
-    /// Asks the media to read ahead of a walk over entries that starts at `pos`
-    /// ([`Media::wants_read_ahead`]): to the end of the window of steps after the one `pos`
-    /// is in ([`crate::walk::read_ahead_start`]; cut to the data area).
-    #[cold]
+    /// Asks the media to read ahead of a walk over entries that starts at `pos`, if they want
+    /// it ([`Media::wants_read_ahead`]; see [`crate::walk::read_ahead_start`]).
+    #[inline]
     pub(crate) fn read_ahead_from(&self, pos: usize) {
-        let (from, len) = crate::walk::read_ahead_start(pos);
-        self.read_ahead_range(from, len);
-    }
-
-    /// Asks the media to read ahead of a walk that steps from an entry at `pos` to one at
-    /// `next` in another step: the steps that come into its window (every step is asked for
-    /// once on a walk in order, however long the entries), or a new start after a wrap.
-    #[cold]
-    pub(crate) fn read_ahead_crossing(&self, pos: usize, next: usize) {
-        match crate::walk::read_ahead_crossing(pos, next) {
-            Some((from, len)) => self.read_ahead_range(from, len),
-            None => self.read_ahead_from(next),
+        if self.pmem.media().wants_read_ahead() {
+            let (from, len) = crate::walk::read_ahead_start(pos);
+            self.read_ahead_range(from, len);
         }
     }
 
+    /// Asks the media to read ahead of a walk that steps from an entry at `pos` to one at
+    /// `next`, if they want it (see [`crate::walk::read_ahead_next`]).
+    #[inline]
+    pub(crate) fn read_ahead_next(&self, pos: usize, next: usize) {
+        if self.pmem.media().wants_read_ahead() {
+            if let Some((from, len)) = crate::walk::read_ahead_next(pos, next) {
+                self.read_ahead_range(from, len);
+            }
+        }
+    }
+
+    #[cold]
     fn read_ahead_range(&self, pos: usize, len: usize) {
         let cap = self.sb.capacity as usize;
         if pos < cap {
@@ -498,13 +494,8 @@ impl<M: Media> Log<M> {
         if live.wrapped() && next == live.wrap_at {
             next = self.pmem.data_start();
         }
-        // Media that read ahead only when asked (a disk-backed mapping advised `MADV_RANDOM`):
-        // ask at every step boundary crossed (and at an iterator's start, where it is made).
-        if self.read_ahead
-            && pos / crate::walk::READ_AHEAD_STEP != next / crate::walk::READ_AHEAD_STEP
-        {
-            self.read_ahead_crossing(pos, next);
-        }
+        // (An iterator asked at its start, where it is made.)
+        self.read_ahead_next(pos, next);
         Some((
             Entry {
                 lsn: h.lsn,
@@ -551,9 +542,7 @@ impl<M: Media> Log<M> {
         let mut v = Verified::default();
         let mut pos = live.first(self.pmem.data_start());
         let mut lsn = view.first;
-        if self.read_ahead {
-            self.read_ahead_from(pos);
-        }
+        self.read_ahead_from(pos);
         let bad = |pos: usize, lsn: Lsn, reason: &str| Error::Corrupted {
             path: self.name.clone(),
             offset: pos as u64,
@@ -592,11 +581,7 @@ impl<M: Media> Log<M> {
             if live.wrapped() && pos == live.wrap_at {
                 pos = self.pmem.data_start();
             }
-            if self.read_ahead
-                && was / crate::walk::READ_AHEAD_STEP != pos / crate::walk::READ_AHEAD_STEP
-            {
-                self.read_ahead_crossing(was, pos);
-            }
+            self.read_ahead_next(was, pos);
             lsn += 1;
         }
         // Unless appends went on meanwhile, the last entry ends at the tail.

@@ -61,8 +61,6 @@ const MEDIA_NAME: &str = "(media)";
 /// ```
 pub struct Log<M: Media = MmapMedia> {
     pub(crate) pmem: Pmem<M>,
-    /// The media want sequential reads asked for ahead ([`Media::wants_read_ahead`]).
-    pub(crate) read_ahead: bool,
     pub(crate) sb: Superblock,
     pub(crate) writer: parking_lot::Mutex<Writer>,
     pub(crate) index: RwLock<Index>,
@@ -547,7 +545,6 @@ impl<M: Media> Log<M> {
             wrap_at: scan.wrap_at,
         });
         let token = pmem.token();
-        let read_ahead = pmem.media().wants_read_ahead();
         let persistence = pmem.media().persistence();
         let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
             let t = opts.resolved_nt_threshold();
@@ -604,7 +601,6 @@ impl<M: Media> Log<M> {
             group: crate::group::GroupCommit::new(),
             combiner: crate::combine::Combiner::default(),
             poisoned: AtomicBool::new(false),
-            read_ahead,
         };
         if !read_only {
             log.prepare(scan.tail, 0);

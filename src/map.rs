@@ -64,11 +64,8 @@ pub struct MmapMedia {
     failed: AtomicI32,
     // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
     in_memory: bool,
-    // The mapping is advised `MADV_RANDOM` (see `page_cache_advice`): reads ahead are asked
-    // for explicitly.
-    random: bool,
-    // `mincore` tells which pages are cached (`mincore_tells`).
-    mincore: bool,
+    // How the mapping reads ahead (`ReadAhead`).
+    ahead: ReadAhead,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -150,11 +147,8 @@ impl MmapMedia {
         }
         let in_memory = in_memory(&file);
         let random = mode == Persistence::Msync && !in_memory;
-        let mincore = mincore_tells(&file, writable);
-        if random {
-            // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
-            unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
-        }
+        // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
+        let ahead = unsafe { ReadAhead::advise(&file, writable, random, ptr.as_ptr().cast(), len) };
         Ok(MmapMedia {
             ptr: ptr.cast(),
             len,
@@ -165,8 +159,7 @@ impl MmapMedia {
             _file: file,
             failed: AtomicI32::new(0),
             in_memory,
-            random,
-            mincore,
+            ahead,
         })
     }
 
@@ -389,19 +382,17 @@ impl Media for MmapMedia {
         count.store(n + 1, Ordering::Release);
     }
 
+    #[inline]
     fn wants_read_ahead(&self) -> bool {
-        self.random
+        self.ahead.random
     }
 
     fn read_ahead(&self, off: usize, len: usize) {
-        if self.random && off < self.len {
+        if off < self.len {
             // SAFETY: `[off, off + len)`, cut to the mapping, lies inside our live mapping.
             unsafe {
-                read_ahead(
-                    self.ptr.as_ptr().add(off),
-                    len.min(self.len - off),
-                    self.mincore,
-                )
+                self.ahead
+                    .read(self.ptr.as_ptr().add(off), len.min(self.len - off))
             };
         }
     }
@@ -423,11 +414,9 @@ impl Media for MmapMedia {
         } else {
             MADV_POPULATE_WRITE
         };
-        if self.random {
-            // (Without it, each page not in the page cache would be a read of its own.)
-            // SAFETY: `[lo, hi)` lies inside our live mapping.
-            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo, self.mincore) };
-        }
+        // (Without it, with `MADV_RANDOM`, each page not in the page cache would be a read of
+        // its own.) SAFETY: `[lo, hi)` lies inside our live mapping.
+        unsafe { self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo) };
         // SAFETY: the range lies inside our live mapping; MADV_POPULATE_* only fault pages in
         // (writing nothing), and their failure (older kernels) is harmless.
         unsafe {
@@ -458,16 +447,49 @@ fn in_memory(file: &File) -> bool {
     })
 }
 
-/// Whether `mincore` reports the page cache's state for mappings of `file` (opened for
-/// writing if `writable`): since Linux 5.0 it does so only for a file the process owns or may
-/// write, and says every page is cached otherwise.
-fn mincore_tells(file: &File, writable: bool) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    writable
-        || file
-            .metadata()
-            .is_ok_and(|m| m.uid() == unsafe { libc::geteuid() })
+/// How a mapping of a log file reads ahead: by the kernel's faults (the default), or, advised
+/// `MADV_RANDOM` (`random`, see [`page_cache_advice`]), only where daxlog asks ([`read_ahead`]).
+#[derive(Clone, Copy, Debug)]
+struct ReadAhead {
+    random: bool,
+    /// `mincore` tells which pages are cached: since Linux 5.0 it does so only for a file the
+    /// process owns or may write, and says every page is cached otherwise.
+    mincore: bool,
+}
+
+impl ReadAhead {
+    /// Advises the new mapping `[ptr, ptr + len)` of `file` (opened for writing if
+    /// `writable`) `MADV_RANDOM` if `random`.
+    ///
+    /// # Safety
+    /// `[ptr, ptr + len)` is a mapping this process owns.
+    unsafe fn advise(file: &File, writable: bool, random: bool, ptr: *mut u8, len: usize) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        if random {
+            // SAFETY: our own mapping (caller).
+            unsafe { page_cache_advice(ptr, len) };
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let owner = || {
+            file.metadata()
+                .is_ok_and(|m| m.uid() == unsafe { libc::geteuid() })
+        };
+        ReadAhead {
+            random,
+            mincore: writable || owner(),
+        }
+    }
+
+    /// Asks for `[ptr, ptr + len)` to be read ahead if the mapping reads ahead only when asked.
+    ///
+    /// # Safety
+    /// As for [`read_ahead`].
+    unsafe fn read(&self, ptr: *const u8, len: usize) {
+        if self.random {
+            // SAFETY: as the caller's.
+            unsafe { read_ahead(ptr, len, self.mincore) };
+        }
+    }
 }
 
 /// Advises `MADV_RANDOM` for a mapping of a log on a disk-backed file system, so that a page
@@ -494,7 +516,7 @@ unsafe fn page_cache_advice(ptr: *mut u8, len: usize) {
 /// background (`MADV_WILLNEED`); `ptr` is rounded down to its page. A hint: the call returns
 /// once the reads are queued, and errors are ignored. With `skip_cached`, a megabyte whose
 /// pages are all cached is not asked for; only where `mincore` tells the truth (see
-/// [`mincore_tells`]).
+/// [`ReadAhead`]).
 ///
 /// # Safety
 /// `[ptr, ptr + len)` lies inside a mapping this process owns, whose first page is
@@ -919,10 +941,8 @@ pub(crate) struct SharedMap {
     meta_rw: Option<NonNull<u8>>,
     /// The kernel refused `MADV_POPULATE_READ` once: do not ask again.
     populate_refused: std::sync::atomic::AtomicBool,
-    /// Advised `MADV_RANDOM` (a disk-backed file): `populate` reads ahead itself.
-    random: bool,
-    /// `mincore` tells which pages are cached (`mincore_tells`).
-    mincore: bool,
+    /// Advised `MADV_RANDOM` on a disk-backed file: `populate` reads ahead itself.
+    ahead: ReadAhead,
 }
 
 // SAFETY: the mappings are owned by this value and only read through atomics (or copied with
@@ -959,12 +979,16 @@ impl SharedMap {
         .map_err(|e| Error::io(path, "mmap", e.into()))?;
         // A reader's faults must not fill the page cache with the large folios the writer's
         // syncs would then write back whole (see `page_cache_advice`).
-        let random = !in_memory(file);
-        let mincore = mincore_tells(file, rw_file.is_some());
-        if random {
-            // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
-            unsafe { page_cache_advice(ptr.as_ptr().cast(), len) };
-        }
+        // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
+        let ahead = unsafe {
+            ReadAhead::advise(
+                file,
+                rw_file.is_some(),
+                !in_memory(file),
+                ptr.as_ptr().cast(),
+                len,
+            )
+        };
         let meta_rw = rw_file.and_then(|f| {
             let page = NonZeroUsize::new(PAGE).expect("non-zero");
             // SAFETY: as above, one page of a file we hold open for writing.
@@ -986,8 +1010,7 @@ impl SharedMap {
             len,
             meta_rw,
             populate_refused: false.into(),
-            random,
-            mincore,
+            ahead,
         })
     }
 
@@ -1032,10 +1055,8 @@ impl SharedMap {
         if lo >= hi {
             return 0..0;
         }
-        if self.random {
-            // SAFETY: `[lo, hi)` lies inside our mapping.
-            unsafe { read_ahead(self.ptr.as_ptr().add(lo), hi - lo, self.mincore) };
-        }
+        // SAFETY: `[lo, hi)` lies inside our mapping.
+        unsafe { self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo) };
         // SAFETY: advice on pages of our own mapping (in bounds, page-aligned); it changes no
         // byte and creates no reference.
         let rc = unsafe {

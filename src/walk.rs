@@ -164,8 +164,7 @@ pub(crate) fn walk(image: &[u8], salt: u32, slot: &Slot, start: usize, start_lsn
 }
 
 /// [`walk_visit`], calling `ahead(from, len)` with bytes about to be read: the window at the
-/// start ([`read_ahead_start`]) and after a wrap, then the steps that come into the window as
-/// the walk crosses step boundaries ([`read_ahead_crossing`]).
+/// start ([`read_ahead_start`]), then as the walk goes ([`read_ahead_next`]).
 fn walk_ahead(
     image: &[u8],
     salt: u32,
@@ -185,10 +184,7 @@ fn walk_ahead(
         |pos| {
             let ask = match last {
                 None => Some(read_ahead_start(pos)),
-                Some(was) if was / READ_AHEAD_STEP != pos / READ_AHEAD_STEP => {
-                    Some(read_ahead_crossing(was, pos).unwrap_or_else(|| read_ahead_start(pos)))
-                }
-                Some(_) => None,
+                Some(was) => read_ahead_next(was, pos),
             };
             last = Some(pos);
             if let Some((from, len)) = ask {
@@ -211,16 +207,20 @@ pub(crate) fn read_ahead_start(pos: usize) -> (usize, usize) {
     (pos, end - pos)
 }
 
-/// What a walk stepping from `pos` to `next` (in a later step) asks to read: the steps that
-/// come into its window, each once; `None` for a step back (a wrap: start again at `next`).
-pub(crate) fn read_ahead_crossing(pos: usize, next: usize) -> Option<(usize, usize)> {
+/// What a walk stepping from `pos` to `next` asks to read: nothing within a step; the steps
+/// that come into its window when it crosses into a later one, each once; a new start
+/// ([`read_ahead_start`]) when it steps back (a wrap).
+#[inline]
+pub(crate) fn read_ahead_next(pos: usize, next: usize) -> Option<(usize, usize)> {
     let (a, b) = (pos / READ_AHEAD_STEP, next / READ_AHEAD_STEP);
-    (b > a).then(|| {
-        (
+    match b.cmp(&a) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some((
             (a + READ_AHEAD_STEPS + 1) * READ_AHEAD_STEP,
             (b - a) * READ_AHEAD_STEP,
-        )
-    })
+        )),
+        std::cmp::Ordering::Less => Some(read_ahead_start(next)),
+    }
 }
 
 /// [`walk`], calling `visit(lsn, offset, header)` for every entry accepted on the way (batch
@@ -652,7 +652,7 @@ mod tests {
     /// its start to the last step it reaches plus the window, without a gap or a repeat.
     #[test]
     fn read_ahead_asks_for_every_step_once() {
-        use super::{read_ahead_crossing, read_ahead_start, READ_AHEAD_STEP, READ_AHEAD_STEPS};
+        use super::{read_ahead_next, read_ahead_start, READ_AHEAD_STEP, READ_AHEAD_STEPS};
         for entry in [88, 4120, 100 << 10, (1 << 20) + 8, 3 << 20] {
             for start in [4096, (1 << 20) - 8, 5 << 20] {
                 let (from, len) = read_ahead_start(start);
@@ -661,9 +661,7 @@ mod tests {
                 let mut pos = start;
                 while pos < start + (40 << 20) {
                     let next = pos + entry;
-                    if pos / READ_AHEAD_STEP != next / READ_AHEAD_STEP {
-                        asked.push(read_ahead_crossing(pos, next).expect("forward"));
-                    }
+                    asked.extend(read_ahead_next(pos, next));
                     pos = next;
                 }
                 for w in asked.windows(2) {
@@ -681,8 +679,8 @@ mod tests {
             }
         }
         assert_eq!(
-            read_ahead_crossing(5 << 20, 4096),
-            None,
+            read_ahead_next(5 << 20, 4096),
+            Some(read_ahead_start(4096)),
             "a wrap starts again"
         );
     }
