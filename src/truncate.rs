@@ -55,6 +55,11 @@ impl<M: Media> Log<M> {
     /// [`crate::Guard`] keep their bytes until the guard is dropped (see there); a
     /// [`crate::Follower`] that had not read them yet reports [`Error::Truncated`].
     ///
+    /// Fails with [`Error::Poisoned`] once a barrier of the log has failed (as appends do). If
+    /// its own barrier fails, the error is returned, the entries stay in memory, and the log
+    /// refuses further appends: the media may hold the truncation or not (reopen the log to
+    /// learn which).
+    ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20)).unwrap();
@@ -73,6 +78,11 @@ impl<M: Media> Log<M> {
     fn truncate_prefix(&self, lsn: Option<Lsn>) -> Result<()> {
         self.check_writable()?;
         let _one = self.truncating.lock();
+        // A failed barrier left what the media hold unknown: nothing more is written (reopen
+        // the log to learn what they hold).
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error());
+        }
         let next = self.next_lsn();
         let lsn = lsn.unwrap_or(next);
         let first = self.first();
@@ -163,7 +173,16 @@ impl<M: Media> Log<M> {
             hint_lsn: if hint_kept { w.slot.hint_lsn } else { 0 },
             ..w.slot
         };
-        self.write_slot(&mut w, slot)
+        // If the barrier fails, the new slot may still reach media: after a forced wrap
+        // (whose reservations resume where they were) a crash would then lose the appends
+        // made from now on. As after any failed barrier, the log refuses further appends
+        // (before the reservations of a forced wrap go on).
+        let r = self.write_slot(&mut w, slot);
+        drop(w);
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
     }
 
     /// Moves the head in memory (the slot saying so is durable), with the pin table locked.
@@ -233,7 +252,8 @@ impl<M: Media> Log<M> {
     /// Durably discards every entry (libpmemlog's `rewind`). LSNs continue where they were.
     /// Like [`Log::truncate_before`] of [`Log::next_lsn`] as of the moment it holds the
     /// truncations' lock (after any truncation in progress), and as safe to call while other
-    /// threads append: entries that become durable after that moment stay.
+    /// threads append: entries that become durable after that moment stay. Fails with
+    /// [`Error::Poisoned`] on a poisoned log, as `truncate_before` does.
     pub fn reset(&self) -> Result<()> {
         // (The next LSN as of the truncations' lock: a suffix truncation may lower it before.)
         self.truncate_prefix(None)

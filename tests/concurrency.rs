@@ -346,6 +346,64 @@ fn truncate_after_on_a_poisoned_log_fails_instead_of_waiting() {
     }
 }
 
+/// `truncate_before` and `reset` on a poisoned log fail with `Poisoned` and write nothing:
+/// what the media hold is unknown once a barrier failed.
+#[test]
+fn prefix_truncations_on_a_poisoned_log_fail() {
+    let log = Log::create_on(
+        FaultyMedia::new(1 << 20),
+        &Options::new().nt_threshold(usize::MAX),
+    )
+    .unwrap();
+    log.append(b"one").unwrap();
+    log.append(b"two").unwrap();
+    let m = log_media(&log);
+    m.fail_drain
+        .store(m.drains.load(Ordering::SeqCst), Ordering::SeqCst);
+    assert!(log.append(b"three").is_err());
+    let drains = m.drains.load(Ordering::SeqCst);
+    for r in [log.truncate_before(2), log.reset()] {
+        match r {
+            Err(Error::Poisoned { .. }) => {}
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+    }
+    assert_eq!(m.drains.load(Ordering::SeqCst), drains, "a barrier ran");
+    assert_eq!(log.first_lsn(), Some(1));
+}
+
+/// A failed barrier of `truncate_before` or `reset` (their slot update) poisons the log: the
+/// slot may still have reached media, and a `reset` that found no append in flight moves the
+/// tail back to the start of the data area only if it succeeded, so appends made after the
+/// failure (after the old tail) would be lost in a crash with that slot on media.
+#[test]
+fn a_failed_barrier_in_a_prefix_truncation_poisons_the_log() {
+    for reset in [false, true] {
+        let log = Log::create_on(
+            FaultyMedia::new(1 << 20),
+            &Options::new().nt_threshold(usize::MAX),
+        )
+        .unwrap();
+        for i in 0..10u8 {
+            log.append(&[i; 40]).unwrap();
+        }
+        let m = log_media(&log);
+        m.fail_drain
+            .store(m.drains.load(Ordering::SeqCst), Ordering::SeqCst);
+        let r = if reset {
+            log.reset()
+        } else {
+            log.truncate_before(5)
+        };
+        assert!(matches!(r, Err(Error::Io { .. })), "reset {reset}: {r:?}");
+        assert_eq!(log.first_lsn(), Some(1), "reset {reset}");
+        match log.append(b"after") {
+            Err(Error::Poisoned { .. }) => {}
+            other => panic!("reset {reset}: expected Poisoned, got {other:?}"),
+        }
+    }
+}
+
 /// Guards against a panicking appender wedging the log: its reservation must become padding
 /// (skipped by readers, accepted by recovery), and later appends must complete.
 #[test]
