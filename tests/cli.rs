@@ -2929,29 +2929,11 @@ fn every_option_is_documented() {
 /// while it builds the new log (an exclusive `flock` and the OFD write lock on byte 1).
 #[test]
 fn reads_wait_for_a_replacement_in_progress() {
-    use std::os::fd::AsRawFd;
     let dir = tempdir();
     let path = dir.path().join("r.dax");
     ok(&["create", p(&path), "--capacity", "1MiB"]);
     ok(&["append", p(&path), "--data", "kept"]);
-    let held = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    // SAFETY: flock and an OFD lock on a descriptor we own; no memory is involved.
-    unsafe {
-        assert_eq!(
-            libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
-            0
-        );
-        let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = libc::F_WRLCK as i16;
-        fl.l_whence = libc::SEEK_SET as i16;
-        fl.l_start = 1;
-        fl.l_len = 1;
-        assert_eq!(libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &fl), 0);
-    }
+    let held = common::hold_replacement_locks(&path);
     // Without a wait: refused at once.
     let out = daxlog(&["cat", p(&path)]);
     assert_error(
@@ -2960,6 +2942,17 @@ fn reads_wait_for_a_replacement_in_progress() {
         &path,
         "locked by a replacement of the file in progress",
     );
+    // Not taken for a writer (whose presence sends `check --strict` away, and `check` to
+    // read live).
+    for args in [&["check", p(&path), "--strict"][..], &["check", p(&path)]] {
+        let out = daxlog(args);
+        assert_error(
+            4,
+            &out,
+            &path,
+            "locked by a replacement of the file in progress",
+        );
+    }
     // With one: it reads once the replacement is over (here: the locks are given back).
     let waiting = Waiting::start(&["cat", p(&path), "--lock-wait", "60"]);
     let found_locked = waiting.said_it_waits();

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::{modes, payload, temp_dirs};
 use daxlog::format::{self, Slot, Superblock, DATA_OFFSET, HEADER_LEN};
-use daxlog::{Error, Log, Options, Persistence, PersistenceChoice, TailState};
+use daxlog::{Error, LockHolder, Log, Options, Persistence, PersistenceChoice, TailState};
 
 const CAP: u64 = 1 << 20;
 
@@ -202,21 +202,21 @@ fn second_writer_is_locked_out_and_readers_are_not() {
         let path = dir.path().join("lock.dax");
         let log = Log::create(&path, &opts()).unwrap();
         log.append(b"one").unwrap();
-        assert!(matches!(
-            Log::open(&path, &opts()),
-            Err(Error::Locked { .. })
-        ));
-        assert!(matches!(
-            Log::create(&path, &opts().overwrite(true)),
-            Err(Error::Locked { .. })
-        ));
+        let by_writer = |r: daxlog::Result<Log>| {
+            matches!(
+                r,
+                Err(Error::Locked {
+                    by: LockHolder::Writer,
+                    ..
+                })
+            )
+        };
+        assert!(by_writer(Log::open(&path, &opts())));
+        assert!(by_writer(Log::create(&path, &opts().overwrite(true))));
         // Readers in other processes (`Reader`) work beside the writer; a snapshot waits.
         let mut reader = daxlog::Reader::open(&path).unwrap();
         assert_eq!(reader.next_entry().unwrap().unwrap().payload, b"one");
-        assert!(matches!(
-            Log::open_read_only(&path, &opts()),
-            Err(Error::Locked { .. })
-        ));
+        assert!(by_writer(Log::open_read_only(&path, &opts())));
         drop(log);
         let ro = Log::open_read_only(&path, &opts()).unwrap();
         assert_eq!(ro.iter().next().unwrap().payload, b"one");
@@ -227,6 +227,46 @@ fn second_writer_is_locked_out_and_readers_are_not() {
         drop(ro);
         Log::open(&path, &opts()).unwrap();
     }
+}
+
+/// A replacement of the file in progress (`create` with `overwrite`, in this process or
+/// another) is told apart from a writer: the test holds the locks the replacement holds while
+/// it builds the new log (the exclusive `flock` and the OFD write lock on the reader byte).
+#[test]
+fn a_replacement_in_progress_is_not_taken_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.dax");
+    Log::create(&path, &opts())
+        .unwrap()
+        .append(b"kept")
+        .unwrap();
+    let held = common::hold_replacement_locks(&path);
+    let holder = |r: daxlog::Result<Log>| match r {
+        Err(Error::Locked { by, .. }) => by,
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    };
+    assert_eq!(holder(Log::open(&path, &opts())), LockHolder::Replacement);
+    assert_eq!(
+        holder(Log::open_read_only(&path, &opts())),
+        LockHolder::Replacement
+    );
+    assert_eq!(
+        holder(Log::create(&path, &opts().overwrite(true))),
+        LockHolder::Replacement
+    );
+    match daxlog::Reader::open(&path) {
+        Err(Error::Locked {
+            by: LockHolder::Replacement,
+            ..
+        }) => {}
+        other => panic!(
+            "expected Locked by a replacement, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    drop(held);
+    let log = Log::open(&path, &opts()).unwrap();
+    assert_eq!(log.iter().next().unwrap().payload, b"kept");
 }
 
 /// Drops `held` on another thread after `after`.

@@ -174,3 +174,29 @@ pub fn has_unwritten_extents(path: &std::path::Path) -> Option<bool> {
         }
     }
 }
+
+/// Takes the locks a replacement of the log at `path` (`Log::create` with `overwrite`) holds
+/// while it builds the new log: the exclusive `flock` and the OFD write lock on byte 1 (the
+/// reader byte, FORMAT.md "Locks between processes"), for as long as the file lives.
+pub fn hold_replacement_locks(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: flock and an OFD lock on a descriptor we own; no memory is involved.
+    unsafe {
+        assert_eq!(
+            libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
+            0
+        );
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = 1;
+        fl.l_len = 1;
+        assert_eq!(libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &fl), 0);
+    }
+    held
+}
