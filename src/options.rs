@@ -235,8 +235,9 @@ impl Options {
     /// any other: waiting for it from the thread that holds it runs out the whole wait (and
     /// with `Duration::MAX` never ends). `create` waits only at its first look at the path,
     /// before it builds the new log; a log placed at the path while it builds is refused at
-    /// once. [`Reader::open`](crate::Reader::open) does not wait (it is refused only while a
-    /// replacement of the file is being built: try it again).
+    /// once. A [`Reader`](crate::Reader) takes no options: it is refused only while a
+    /// replacement of the file is being built, and
+    /// [`Reader::open_waiting`](crate::Reader::open_waiting) waits for that.
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
         self

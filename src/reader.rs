@@ -134,7 +134,34 @@ impl Reader {
     /// and never blocks a writer; takes the readers' shared lock, which makes `create` with
     /// `overwrite` fail with [`Error::Locked`] while the reader is open.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
+        Reader::open_once(path.as_ref())
+    }
+
+    /// [`Reader::open`], waiting up to `wait` while a replacement of the file (`create` with
+    /// `overwrite`, in any process) is in progress, the one holder that refuses a reader:
+    /// it tries again, 1 ms to 50 ms apart, holding nothing between tries, and opens the new
+    /// log once the replacement is in place. `Duration::MAX` waits for ever; `Duration::ZERO`
+    /// is [`Reader::open`]. Fails with [`Error::Locked`] if the wait passed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("l");
+    /// # daxlog::Log::create(&path, &daxlog::Options::new().capacity(1 << 20))?.append(b"a")?;
+    /// use std::time::Duration;
+    /// let mut r = daxlog::Reader::open_waiting(&path, Duration::from_secs(5))?;
+    /// assert_eq!(r.next_entry()?.unwrap().payload, b"a");
+    /// # Ok::<(), daxlog::Error>(())
+    /// ```
+    pub fn open_waiting(path: impl AsRef<Path>, wait: Duration) -> Result<Reader> {
         let path = path.as_ref();
+        crate::log::wait_while_locked(
+            wait,
+            |by| by == LockHolder::Replacement,
+            || Reader::open_once(path),
+        )
+    }
+
+    fn open_once(path: &Path) -> Result<Reader> {
         let file = crate::map::open_log_file(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         let file_len = meta.len();

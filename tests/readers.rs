@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use daxlog::{Error, LockHolder, Log, Options, Reader};
 
+mod common;
+
 /// A fresh directory in `DAXLOG_TEST_DIR` (the DAX mount, in the VM), else /dev/shm.
 fn scratch() -> tempfile::TempDir {
     let base = if let Ok(d) = std::env::var("DAXLOG_TEST_DIR") {
@@ -1280,4 +1282,47 @@ fn a_slot_write_seen_half_done_is_read_again_when_it_completes() {
     let e = r.next_entry().unwrap().unwrap();
     assert_eq!(decode(&e.payload), Some((3, 1)));
     assert!(r.next_entry().unwrap().is_none());
+}
+
+/// `Reader::open_waiting` waits for a replacement of the file in progress (the test holds the
+/// locks the replacement holds), and gives up with `Locked` once its wait has passed.
+#[test]
+fn open_waiting_waits_for_a_replacement_and_gives_up_after_its_wait() {
+    if child_role() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.dax");
+    Log::create(&path, &Options::new().capacity(1 << 20))
+        .unwrap()
+        .append(b"kept")
+        .unwrap();
+    let held = common::hold_replacement_locks(&path);
+    let refused = |r: daxlog::Result<Reader>| {
+        matches!(
+            r,
+            Err(Error::Locked {
+                by: LockHolder::Replacement,
+                ..
+            })
+        )
+    };
+    assert!(refused(Reader::open(&path)));
+    assert!(refused(Reader::open_waiting(&path, Duration::ZERO)));
+    let t = Instant::now();
+    assert!(refused(Reader::open_waiting(
+        &path,
+        Duration::from_millis(60)
+    )));
+    assert!(
+        t.elapsed() >= Duration::from_millis(60),
+        "{:?}",
+        t.elapsed()
+    );
+    let p = path.clone();
+    let opener = std::thread::spawn(move || Reader::open_waiting(&p, Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(held);
+    let mut r = opener.join().unwrap().unwrap();
+    assert_eq!(r.next_entry().unwrap().unwrap().payload, b"kept");
 }

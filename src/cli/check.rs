@@ -346,7 +346,7 @@ pub(crate) fn gap_text(g: &Gap) -> String {
 /// The torn-tail and end-of-log checks belong to the writer's recovery and are not repeated.
 fn check_live(path: &Path) -> Result<u8, CliError> {
     let mut r =
-        super::unless_replaced(|| crate::Reader::open(path)).map_err(CliError::log(path))?;
+        crate::Reader::open_waiting(path, super::lock_wait()).map_err(CliError::log(path))?;
     let mut first = None;
     let mut last = None;
     let mut n = 0u64;

@@ -207,7 +207,7 @@ fn for_each_live_entry(
     range: &Range,
     mut each: impl FnMut(Lsn, &[u8]) -> io::Result<()>,
 ) -> Result<u8, CliError> {
-    let mut r = super::unless_replaced(|| Reader::open(path)).map_err(CliError::log(path))?;
+    let mut r = Reader::open_waiting(path, super::lock_wait()).map_err(CliError::log(path))?;
     r.seek(range.from.unwrap_or(0))
         .map_err(CliError::log(path))?;
     let to = range.to.unwrap_or(Lsn::MAX);

@@ -70,7 +70,8 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| CliError::Failed(format!("cannot handle signal {sig}: {e}")))?;
     }
-    let mut r = super::unless_replaced(|| Reader::open(&a.path)).map_err(CliError::log(&a.path))?;
+    let mut r =
+        Reader::open_waiting(&a.path, super::lock_wait()).map_err(CliError::log(&a.path))?;
     let from = match a.from {
         Some(l) => l,
         None => {

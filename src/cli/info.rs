@@ -510,7 +510,7 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let (sbs, slots) = decode_page(&page);
     let (published, _) = reader_area(&page);
     let mut r =
-        super::unless_replaced(|| crate::Reader::open(&a.path)).map_err(CliError::log(&a.path))?;
+        crate::Reader::open_waiting(&a.path, super::lock_wait()).map_err(CliError::log(&a.path))?;
     let mut payload = Vec::new();
     // A count that a truncation overtook is started again from the head (a few times: the
     // writer may truncate faster than the log can be read; then the last count stands).
