@@ -127,15 +127,19 @@ impl<M: Media> Log<M> {
             }
             Some(r)
         });
-        // Reservations resume: at the start of the data area, or (if the slot update failed,
-        // or a reader pinned the entries) where they were.
-        let to = match done {
-            Some(Ok(())) => {
-                State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags)
-            }
-            _ => State { tail, ..was },
-        };
-        self.unblock_reservations(was, Some(to));
+        // Reservations resume: at the start of the data area, or (if a reader pinned the
+        // entries) where they were. Not if the slot update failed (which poisoned the log):
+        // see `Log::stay_blocked`.
+        match done {
+            Some(Ok(())) => self.unblock_reservations(
+                was,
+                Some(
+                    State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags),
+                ),
+            ),
+            Some(Err(_)) => self.stay_blocked(),
+            None => self.unblock_reservations(was, Some(State { tail, ..was })),
+        }
         if let Some(Ok(())) = done {
             self.after_head_moved(lsn, DATA_OFFSET);
         }
@@ -309,7 +313,11 @@ impl<M: Media> Log<M> {
                 };
                 let r = self.truncate_after_blocked(lsn, blocked);
                 if r.is_err() {
-                    self.unblock_reservations(blocked, None);
+                    if self.poisoned.load(Ordering::Acquire) {
+                        self.stay_blocked();
+                    } else {
+                        self.unblock_reservations(blocked, None);
+                    }
                 }
                 Some(r)
             })
@@ -365,6 +373,20 @@ impl<M: Media> Log<M> {
                 Err(v) => cur = v,
             }
         }
+        // msync mode: blocked reservers sleep until a sync ends.
+        if !self.pmem.media().persistence().is_cpu_flush() {
+            self.wake_reservers();
+        }
+    }
+
+    /// Ends a truncation that blocked reservations and then poisoned the log: they stay
+    /// blocked (every reserver fails with [`Error::Poisoned`] at its next look). Giving them
+    /// back the state they had would let an appender that loaded that state before the block,
+    /// and found the log unpoisoned, succeed with its compare-and-swap (the state is the same
+    /// value again) and be acknowledged after a slot update that may be on media: after a
+    /// crash, its entry would lie before the head a failed reset moved, or carry the epoch
+    /// a failed suffix truncation replaced.
+    fn stay_blocked(&self) {
         // msync mode: blocked reservers sleep until a sync ends.
         if !self.pmem.media().persistence().is_cpu_flush() {
             self.wake_reservers();

@@ -58,6 +58,8 @@ struct Book {
     pending: Vec<Pending>,
     /// The first store whose bytes contain this panics (once).
     panic_on: Option<Vec<u8>>,
+    /// A thread, and how many of its drains succeed before one fails (once).
+    fail_drain: Option<(ThreadId, usize)>,
 }
 
 struct Inner {
@@ -168,6 +170,13 @@ impl LoomMedia {
     /// it stores its entries).
     pub fn panic_on_store_of(&self, pattern: &[u8]) {
         self.book().panic_on = Some(pattern.to_vec());
+    }
+
+    /// Makes this thread's drain after its next `ok` drains fail (once): a barrier that
+    /// reports an error although its stores are in the bytes (a crash image of this media
+    /// holds them).
+    pub fn fail_drain_of_this_thread(&self, ok: usize) {
+        self.book().fail_drain = Some((loom::thread::current().id(), ok));
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -323,11 +332,20 @@ impl Media for LoomMedia {
     }
 
     fn drain(&self) -> std::io::Result<()> {
+        let thread = loom::thread::current().id();
+        let mut book = self.book();
+        if let Some((t, ok)) = book.fail_drain {
+            if t == thread {
+                if ok == 0 {
+                    book.fail_drain = None;
+                    return Err(std::io::Error::other("injected: a failed barrier"));
+                }
+                book.fail_drain = Some((t, ok - 1));
+            }
+        }
         if self.0.msync {
             return Ok(());
         }
-        let thread = loom::thread::current().id();
-        let mut book = self.book();
         book.pending.retain(|p| {
             if p.thread == thread && (p.nt || p.flushed) {
                 p.record.durable.with_mut(|d| {

@@ -16,7 +16,10 @@
 //! - no lost wake-up: the condition variable's timed waits never time out under loom, so a
 //!   sleeper nobody wakes is a deadlock, which loom reports;
 //! - a truncation beside a reader (`reset` and an append while a `Guard` lends entry 1): no
-//!   append stores into bytes a guard still lends (`src/pins.rs`).
+//!   append stores into bytes a guard still lends (`src/pins.rs`);
+//! - a truncation whose barrier fails beside an append (`reset`, `truncate_after`): the log is
+//!   poisoned, and an append acknowledged beside it survives a crash that keeps the
+//!   truncation's slot update.
 //!
 //! The `mutant_*` tests arm a deliberate ordering mistake (`daxlog::loom_mutants`) and require
 //! the model to fail.
@@ -32,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use daxlog::loom_mutants::{self, Mutant};
-use daxlog::{Log, Lsn};
+use daxlog::{Error, Log, Lsn, Options};
 use daxlog_loom::*;
 use loom::sync::Arc;
 
@@ -255,6 +258,91 @@ fn pinned_reader_beside_reset() {
     assert_eq!(all, vec![(2, payload(2).to_vec())]);
 }
 
+/// A `reset` beside an append, whose barrier (its slot update) fails: the log is poisoned,
+/// but the slot is in the bytes (a crash may leave it on media: the head at the start of the
+/// data area, the next LSN as its first). An append acknowledged at or after that LSN must
+/// still be found by recovery; else the append fails with `Poisoned`.
+fn failed_reset_beside_an_append() {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    assert_eq!(log.append(&payload(1)).expect("append"), 1);
+    let appender = {
+        let log = log.clone();
+        spawn(move || log.append(&payload(2)))
+    };
+    media.fail_drain_of_this_thread(0);
+    let r = log.reset();
+    assert!(
+        r.is_err(),
+        "the reset's barrier failed, yet it returned {r:?}"
+    );
+    let acked = appender.join().unwrap();
+    drop(unwrap(log));
+    let log = Log::open_on(media.clone(), &Options::new()).expect("recover");
+    match acked {
+        Ok(lsn) => {
+            let next = log.next_lsn();
+            assert!(
+                lsn < next,
+                "acknowledged LSN {lsn} lost after the failed reset: recovery ends at {next}"
+            );
+            if log.first_lsn().is_some_and(|f| f <= lsn) {
+                let e = log.read(lsn).expect("a live acknowledged entry");
+                assert_eq!(e.payload, payload(2), "payload of LSN {lsn}");
+            }
+        }
+        Err(e) => assert!(matches!(e, Error::Poisoned { .. }), "append: {e:?}"),
+    }
+}
+
+/// `truncate_after(1)` beside an append, whose last barrier (the wipe of entry 2's header)
+/// fails after its slot update (a new epoch, entries after 1 deleted) succeeded.
+fn failed_wipe_beside_an_append() {
+    failed_suffix_truncation_beside_an_append(2)
+}
+
+/// `truncate_after(1)` beside an append, whose slot update's barrier fails (the slot in the
+/// bytes all the same).
+fn failed_suffix_slot_beside_an_append() {
+    failed_suffix_truncation_beside_an_append(1)
+}
+
+/// `truncate_after(1)` beside an append, whose barrier after `ok` others fails: the log is
+/// poisoned. An append acknowledged and still live in memory must be found by recovery (an
+/// append made before the truncation is deleted by it, in memory too); else it fails with
+/// `Poisoned`.
+fn failed_suffix_truncation_beside_an_append(ok: usize) {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    for t in 1..=3 {
+        log.append(&payload(t)).expect("append");
+    }
+    let appender = {
+        let log = log.clone();
+        spawn(move || log.append(&payload(4)))
+    };
+    // Its barriers: the lowered published LSN, the slot, the header wipe.
+    media.fail_drain_of_this_thread(ok);
+    let r = log.truncate_after(1);
+    assert!(r.is_err(), "barrier {ok} failed, yet it returned {r:?}");
+    let acked = appender.join().unwrap();
+    let live = log.last_lsn().unwrap_or(0);
+    drop(unwrap(log));
+    let log = Log::open_on(media.clone(), &Options::new()).expect("recover");
+    match acked {
+        Ok(lsn) if lsn <= live => {
+            let found = log.read(lsn).map(|e| e.payload);
+            assert_eq!(
+                found.as_deref(),
+                Some(&payload(4)[..]),
+                "acknowledged LSN {lsn}, live in memory, lost after the failed truncation"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => assert!(matches!(e, Error::Poisoned { .. }), "append: {e:?}"),
+    }
+}
+
 /// The injected panic of [`abandoned`] is expected: keep its message out of the output.
 fn quiet_injected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -306,6 +394,17 @@ fn follower_wakes_for_each_entry() {
 #[test]
 fn abandoned_reservation_is_padded() {
     model(Some(BOUND), abandoned);
+}
+
+#[test]
+fn an_append_beside_a_failed_reset_is_never_lost() {
+    model(Some(BOUND), failed_reset_beside_an_append);
+}
+
+#[test]
+fn an_append_beside_a_failed_suffix_truncation_is_never_lost() {
+    model(Some(BOUND), failed_wipe_beside_an_append);
+    model(Some(BOUND), failed_suffix_slot_beside_an_append);
 }
 
 #[test]
