@@ -894,13 +894,14 @@ pub(crate) fn ofd_lock(file: &File, exclusive: bool) -> io::Result<bool> {
 /// True if no open file description holds a lock on the reader byte (`F_OFD_GETLK`: a test
 /// that works on a read-only descriptor, and holds nothing).
 fn ofd_unlocked(file: &File) -> io::Result<bool> {
-    Ok(ofd_conflict(file, libc::F_WRLCK)? == libc::F_UNLCK as libc::c_short)
+    Ok(ofd_conflict(file, libc::F_WRLCK)?.l_type == libc::F_UNLCK as libc::c_short)
 }
 
-/// The type of a lock on the reader byte that another open file description holds and that
-/// conflicts with a lock of type `l_type` (`F_UNLCK` if none): `F_OFD_GETLK`, which holds
-/// nothing.
-fn ofd_conflict(file: &File, l_type: libc::c_int) -> io::Result<libc::c_short> {
+/// A lock on the reader byte that another open file description holds and that conflicts
+/// with a lock of type `l_type` (its `l_type` is `F_UNLCK` if none): `F_OFD_GETLK`, which
+/// holds nothing. (It reports a conflicting POSIX record lock as well, with the holder's
+/// process id in `l_pid`; an OFD lock has `l_pid` -1.)
+fn ofd_conflict(file: &File, l_type: libc::c_int) -> io::Result<libc::flock> {
     use std::os::fd::AsRawFd;
     let mut fl: libc::flock = unsafe_zeroed_flock();
     fl.l_type = l_type as libc::c_short;
@@ -911,16 +912,19 @@ fn ofd_conflict(file: &File, l_type: libc::c_int) -> io::Result<libc::c_short> {
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(fl.l_type)
+    Ok(fl)
 }
 
 /// Who holds the exclusive `flock` that refused us: a replacement of the file in progress if
-/// the reader byte is locked exclusively too (only [`lock_replaced`] takes that lock), else a
-/// writer. (A replacement that could not open the file for writing takes no lock on the byte,
-/// and is taken for a writer, as it is for the few system calls between its two locks.)
+/// the reader byte is locked exclusively too, by an OFD lock (only [`lock_replaced`] takes
+/// one; a POSIX record lock some program holds does not count), else a writer. (A replacement
+/// that could not open the file for writing takes no lock on the byte, and is taken for a
+/// writer, as it is for the few system calls between its two locks.)
 fn exclusive_holder(file: &File) -> LockHolder {
     match ofd_conflict(file, libc::F_RDLCK) {
-        Ok(t) if t == libc::F_WRLCK as libc::c_short => LockHolder::Replacement,
+        Ok(fl) if fl.l_type == libc::F_WRLCK as libc::c_short && fl.l_pid == -1 => {
+            LockHolder::Replacement
+        }
         _ => LockHolder::Writer,
     }
 }

@@ -269,6 +269,36 @@ fn a_replacement_in_progress_is_not_taken_for_a_writer() {
     assert_eq!(log.iter().next().unwrap().payload, b"kept");
 }
 
+/// A POSIX record lock some program holds on the file (here a whole-file `fcntl` write lock)
+/// does not make a writer look like a replacement in progress.
+#[test]
+fn a_record_lock_beside_a_writer_is_not_taken_for_a_replacement() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.dax");
+    let log = Log::create(&path, &opts()).unwrap();
+    let other = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: an fcntl record lock on a descriptor we own, with a valid `flock`.
+    unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        assert_eq!(libc::fcntl(other.as_raw_fd(), libc::F_SETLK, &fl), 0);
+    }
+    match Log::open(&path, &opts()) {
+        Err(Error::Locked {
+            by: LockHolder::Writer,
+            ..
+        }) => {}
+        other => panic!("expected Locked by a writer, got {:?}", other.map(|_| ())),
+    }
+    drop(log);
+}
+
 /// Drops `held` on another thread after `after`.
 fn drop_later<T: Send + 'static>(
     held: T,
