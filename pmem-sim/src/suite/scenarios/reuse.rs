@@ -1,6 +1,6 @@
 //! Space reuse: head and suffix truncation, wrapping around the end of the file, many laps.
 
-use daxlog::format::{self, DATA_OFFSET, HEADER_LEN};
+use daxlog::format::{self, DATA_OFFSET, ENTRY_ALIGN, HEADER_LEN};
 
 use super::steps::{
     append_wrapping, appends, drop_oldest, filled, next_session, next_session_append,
@@ -107,8 +107,15 @@ pub(crate) fn wrap_first_append(r: &mut Runner) -> Option<()> {
         let total = r.rng.range(min, max);
         let t = s.tail();
         if r.rng.chance(1, 2) && total > 2 * HEADER_LEN + 16 {
-            let a = r.rng.range(0, total - 2 * HEADER_LEN - 8);
-            let b = total - 2 * HEADER_LEN - a - 8;
+            // Two entries of `total` bytes on media rounded up to 8 (which still fits before
+            // the head, 8 bytes short of it): more than the rest of the file. (Payloads chosen
+            // to add up to `total` could take fewer bytes on media once each entry is padded,
+            // and fit the rest of the file exactly.)
+            let on_media = total.next_multiple_of(ENTRY_ALIGN);
+            let ea = r.rng.range(HEADER_LEN, on_media - HEADER_LEN) & !(ENTRY_ALIGN - 1);
+            let a = ea - HEADER_LEN - r.rng.range(0, (ENTRY_ALIGN - 1).min(ea - HEADER_LEN));
+            let b = on_media - ea - HEADER_LEN;
+            debug_assert_eq!(format::entry_len(a) + format::entry_len(b), on_media);
             let batch = vec![r.payload(a), r.payload(b)];
             s.batch(&batch).expect("room at the start");
         } else {
