@@ -64,7 +64,7 @@ impl<M: Media> Log<M> {
         let cap = self.sb.capacity as usize;
         let mut spins = 0u32;
         let mut cur = self.resv.load_torn();
-        let (st, published, start, marker) = loop {
+        let (st, start, marker) = loop {
             self.pmem.media().sync_point();
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
@@ -110,13 +110,18 @@ impl<M: Media> Log<M> {
                 next_lsn: st.next_lsn + payloads.len() as u64,
             };
             match self.resv.compare_exchange(cur, new.pack()) {
-                Ok(_) => break (st, published, start, marker),
+                Ok(_) => break (st, start, marker),
                 Err(now) => cur = now,
             }
         };
         let end = start + total;
-        // The full ticket: less than MAX_INFLIGHT above the published count read before the
-        // compare-and-swap succeeded.
+        // The full ticket: less than MAX_INFLIGHT above the published count, read after the
+        // compare-and-swap succeeded (this ticket is not published before this thread
+        // publishes it, so the count lies at or below it). Not the count read before: the
+        // state may have held the same value again since `cur` was loaded (a suffix
+        // truncation sets the tail and the next LSN back, and the ticket field counts modulo
+        // TICKET_MASK + 1), and then the count read before can lie whole rounds behind.
+        let published = self.published.load(Ordering::Acquire);
         let ticket = published + (st.ticket.wrapping_sub(published) & TICKET_MASK);
         let slot = &self.ring[ticket as usize % MAX_INFLIGHT];
         if marker {
@@ -460,12 +465,14 @@ impl<M: Media> Log<M> {
             if p > ticket {
                 return Ok(());
             }
+            if self.poisoned.load(Ordering::Acquire) {
+                // (Before publishing its own ticket too: an appender whose reservation raced
+                // with a truncation that poisoned the log is not acknowledged.)
+                return Err(self.poison_error());
+            }
             if turn && p == ticket {
                 self.publish_run(ticket, None);
                 return Ok(());
-            }
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(self.poison_error());
             }
             if i < WAIT_SPINS {
                 sync::spin_loop();
@@ -481,17 +488,17 @@ impl<M: Media> Log<M> {
             if p > ticket {
                 break;
             }
+            if self.poisoned.load(Ordering::SeqCst) {
+                drop(g);
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                return Err(self.poison_error());
+            }
             if turn && p == ticket {
                 // Publishing takes locks of its own; never under the wake lock.
                 drop(g);
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
                 self.publish_run(ticket, None);
                 return Ok(());
-            }
-            if self.poisoned.load(Ordering::SeqCst) {
-                drop(g);
-                self.waiters.fetch_sub(1, Ordering::SeqCst);
-                return Err(self.poison_error());
             }
             g = self
                 .wake

@@ -16,7 +16,16 @@ pub(crate) const MAX_INFLIGHT: usize = 2;
 /// Tickets in flight at most (the ring's size).
 pub(crate) const INFLIGHT: usize = MAX_INFLIGHT;
 
+/// The ticket field counts modulo `TICKET_MASK + 1`, which must exceed the ring (a blocked
+/// state counts a full ring in flight).
+#[cfg(not(loom))]
 const TICKET_BITS: u32 = 12;
+/// Under loom, 2 bits (counting modulo 4), so that a model can bring the reservation word back
+/// to a value it held before (a suffix truncation sets the tail and the next LSN back) within
+/// a few appends.
+#[cfg(loom)]
+const TICKET_BITS: u32 = 2;
+const _: () = assert!(1u64 << TICKET_BITS > MAX_INFLIGHT as u64);
 pub(crate) const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
 /// The tail is stored in 8-byte units: 44 bits cover every capacity up to 2^47 bytes.
 const TAIL_UNITS_BITS: u32 = 44;

@@ -343,6 +343,49 @@ fn failed_suffix_truncation_beside_an_append(ok: usize) {
     }
 }
 
+/// An appender that loaded the reservation word and then waited, while the other thread made
+/// a whole round of the ticket field's count (4 under loom) of appends and deleted them
+/// (`truncate_after`): the word holds the value it loaded again, and its compare-and-swap
+/// succeeds. Its ticket must be the current one (it used to be derived from the published
+/// count read before, a round behind: the append returned without being published, and the
+/// next one waited for ever). Every acknowledged entry still live is readable, and recovery
+/// finds what the log shows.
+fn stale_reservation_after_a_suffix_truncation() {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    log.append(&payload(1)).expect("append");
+    // A later lap: a new log's first has a flag in the word that the truncation clears.
+    log.reset().expect("reset");
+    assert_eq!(log.append(&payload(2)).expect("append"), 2);
+    let appender = {
+        let log = log.clone();
+        spawn(move || log.append(&payload(7)))
+    };
+    for _ in 0..4 {
+        log.append(&payload(3)).expect("append");
+    }
+    log.truncate_after(2).expect("truncate_after");
+    let acked = appender.join().unwrap().expect("append");
+    let last = log.last_lsn().expect("entries");
+    if acked <= last {
+        assert_eq!(
+            log.read(acked).map(|e| e.payload).as_deref(),
+            Some(&payload(7)[..]),
+            "acknowledged LSN {acked} (last {last})"
+        );
+    }
+    assert_eq!(
+        log.append(&payload(4)).expect("append after"),
+        last + 1,
+        "the next append"
+    );
+    let live: Vec<(Lsn, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+    drop(unwrap(log));
+    let log = Log::open_on(media.clone(), &Options::new()).expect("recover");
+    let recovered: Vec<(Lsn, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+    assert_eq!(recovered, live, "what recovery finds");
+}
+
 /// The injected panic of [`abandoned`] is expected: keep its message out of the output.
 fn quiet_injected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -405,6 +448,12 @@ fn an_append_beside_a_failed_reset_is_never_lost() {
 fn an_append_beside_a_failed_suffix_truncation_is_never_lost() {
     model(Some(BOUND), failed_wipe_beside_an_append);
     model(Some(BOUND), failed_suffix_slot_beside_an_append);
+}
+
+#[test]
+fn a_stale_reservation_after_a_suffix_truncation_gets_the_current_ticket() {
+    // (One preemption suffices: the appender's, between its load and its compare-and-swap.)
+    model(Some(1), stale_reservation_after_a_suffix_truncation);
 }
 
 #[test]
@@ -609,7 +658,15 @@ fn mutant_cas_not_atomic_is_caught() {
         "mutant_cas_not_atomic_is_caught",
         Mutant::CasNotAtomic,
         two_appenders,
-        &["Causality violation", "given twice", "LSN"],
+        // Two reservations from one state: one LSN given twice, or (the second appender
+        // reading the published count after the first published the shared ticket) a
+        // ticket a round ahead, which the second appender then waits for for ever.
+        &[
+            "Causality violation",
+            "given twice",
+            "LSN",
+            "exceeded maximum number of branches",
+        ],
     );
 }
 
