@@ -177,10 +177,10 @@ impl<M: Media> Log<M> {
             hint_lsn: if hint_kept { w.slot.hint_lsn } else { 0 },
             ..w.slot
         };
-        // If the barrier fails, the new slot may still reach media: after a forced wrap
-        // (whose reservations resume where they were) a crash would then lose the appends
-        // made from now on. As after any failed barrier, the log refuses further appends
-        // (before the reservations of a forced wrap go on).
+        // If the barrier fails, the new slot may still reach media: after a forced wrap, whose
+        // tail did not move, a crash would then lose the appends made from now on. As after
+        // any failed barrier, the log refuses further appends (and a forced wrap's
+        // reservations stay blocked: `Log::stay_blocked`).
         let r = self.write_slot(&mut w, slot);
         drop(w);
         if let Err(e) = &r {
@@ -272,10 +272,12 @@ impl<M: Media> Log<M> {
     /// nothing). Costs two barriers: the slot update, then the destruction of the first deleted
     /// entry's header.
     ///
-    /// If a barrier fails, the error is returned and the log refuses further appends
-    /// ([`Error::Poisoned`]); a barrier after the first may already have made the deletion
-    /// durable, and then the entries after `lsn` are gone in memory too (reopen the log to
-    /// learn what the media hold).
+    /// If a barrier fails, the error is returned. If it is the first (the lowered published
+    /// LSN, which deletes nothing), nothing changed, and appends go on (readers in other
+    /// processes may report a [`Error::Rewound`] that deleted nothing, and read the same
+    /// entries again). A barrier after the first may already have made the deletion durable:
+    /// the log refuses further appends ([`Error::Poisoned`]), and the entries after `lsn` are
+    /// gone in memory too (reopen the log to learn what the media hold).
     ///
     /// With other threads appending: the truncation first stops new reservations and waits
     /// for the appends in flight to complete (they are durable and acknowledged, and get their
@@ -380,7 +382,10 @@ impl<M: Media> Log<M> {
     }
 
     /// Ends a truncation that blocked reservations and then poisoned the log: they stay
-    /// blocked (every reserver fails with [`Error::Poisoned`] at its next look). Giving them
+    /// blocked (every reserver fails with [`Error::Poisoned`] at its next look). (A suffix
+    /// truncation whose slot update failed completes in memory instead and lets them go on
+    /// from its new tail and next LSN, a state no reserver loaded before, or one a whole round
+    /// of tickets earlier: see `Log::reserve`'s ticket.) Giving them
     /// back the state they had would let an appender that loaded that state before the block,
     /// and found the log unpoisoned, succeed with its compare-and-swap (the state is the same
     /// value again) and be acknowledged after a slot update that may be on media: after a
