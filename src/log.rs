@@ -290,13 +290,29 @@ impl Log<MmapMedia> {
         // Options that cannot work are refused before the file is opened.
         let opts = &opts.resolve_env()?;
         check_mode(opts, writable, path)?;
-        let file = crate::map::open_log_file(path, writable)?;
-        if writable {
-            lock_exclusive(&file, path)?;
-        } else {
-            // A snapshot: no writer can change what its zero-copy slices point at.
-            lock_snapshot(&file, path)?;
-        }
+        let mut tries = 0;
+        let file = loop {
+            let file = crate::map::open_log_file(path, writable)?;
+            #[cfg(feature = "mutants")]
+            crate::mutants::BEFORE_LOCKING.here();
+            if writable {
+                lock_exclusive(&file, path)?;
+            } else {
+                // A snapshot: no writer can change what its zero-copy slices point at.
+                lock_snapshot(&file, path)?;
+            }
+            // (Else a writer would append to a file no longer at the path, lost to everyone.)
+            if crate::map::names(path, &file) {
+                break file;
+            }
+            tries += 1;
+            if tries == crate::map::OPEN_TRIES {
+                return Err(Error::Locked {
+                    path: path.into(),
+                    by: LockHolder::Replacement,
+                });
+            }
+        };
         let file_len = file
             .metadata()
             .map_err(|e| Error::io(path, "stat", e))?

@@ -379,7 +379,8 @@ impl Media for MmapMedia {
         let n = count.load(Ordering::Relaxed);
         self.word_at(DELETION_RING_OFFSET + 8 * (n as usize % DELETION_RING))
             .store(from, Ordering::Relaxed);
-        count.store(n + 1, Ordering::Release);
+        // (Wrapping: the word is not checksummed, and damage may have left it anywhere.)
+        count.store(n.wrapping_add(1), Ordering::Release);
     }
 
     #[inline]
@@ -841,6 +842,22 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
             }
             return;
         }
+    }
+}
+
+/// How many times an open tries again when a replacement renamed a new log over the path
+/// between its open and its lock, before it reports the replacement as the lock's holder.
+pub(crate) const OPEN_TRIES: usize = 16;
+
+/// True if `path` (its links followed, as the open followed them) still names `file`: false
+/// once a replacement renamed another file over it, or it was removed, after `file` was
+/// opened. Checked once the lock is held: a replacement holds the old file's locks until its
+/// rename is done, so a lock taken on the old file after that keeps nobody out of the new one.
+pub(crate) fn names(path: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

@@ -167,6 +167,10 @@ pub static BEFORE_SYNC_WAIT: Pause = Pause::new();
 /// the path again: the window in which the file it found there can be replaced.
 pub static BEFORE_PLACING: Pause = Pause::new();
 
+/// `Log::open`, `Log::open_read_only` and `Reader::open`, the file open and not yet locked:
+/// the window in which a replacement can rename a new log over the path.
+pub static BEFORE_LOCKING: Pause = Pause::new();
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

@@ -134,7 +134,7 @@ impl Reader {
     /// and never blocks a writer; takes the readers' shared lock, which makes `create` with
     /// `overwrite` fail with [`Error::Locked`] while the reader is open.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
-        Reader::open_once(path.as_ref())
+        Reader::open_current(path.as_ref())
     }
 
     /// [`Reader::open`], waiting up to `wait` while a replacement of the file (`create` with
@@ -157,11 +157,27 @@ impl Reader {
         crate::log::wait_while_locked(
             wait,
             |by| by == LockHolder::Replacement,
-            || Reader::open_once(path),
+            || Reader::open_current(path),
         )
     }
 
-    fn open_once(path: &Path) -> Result<Reader> {
+    /// Opens the file at `path`, again while a replacement renamed a new log over the path
+    /// between the open and the lock (see [`crate::map::names`]).
+    fn open_current(path: &Path) -> Result<Reader> {
+        for _ in 0..crate::map::OPEN_TRIES {
+            if let Some(r) = Reader::open_once(path)? {
+                return Ok(r);
+            }
+        }
+        Err(Error::Locked {
+            path: path.into(),
+            by: LockHolder::Replacement,
+        })
+    }
+
+    /// [`Reader::open`] of the file the path names when it is opened; `None` if the path
+    /// names another file once it is locked.
+    fn open_once(path: &Path) -> Result<Option<Reader>> {
         let file = crate::map::open_log_file(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         let file_len = meta.len();
@@ -186,11 +202,16 @@ impl Reader {
                 capacity: sb.capacity,
             });
         }
+        #[cfg(feature = "mutants")]
+        crate::mutants::BEFORE_LOCKING.here();
         if !ofd_lock(&file, false).map_err(|e| Error::io(path, "fcntl (F_OFD_SETLK)", e))? {
             return Err(Error::Locked {
                 path: path.into(),
                 by: LockHolder::Replacement,
             });
+        }
+        if !crate::map::names(path, &file) {
+            return Ok(None);
         }
         // Writable, if permitted, only to ask the writer for a wake-up (the sleepers flag of a
         // version-2 log: a version-1 log's reader area stays untouched, and such a reader
@@ -242,7 +263,7 @@ impl Reader {
         r.pos = r.slot.head_offset as usize;
         r.next = r.slot.head_lsn;
         r.published = r.load_published();
-        Ok(r)
+        Ok(Some(r))
     }
 
     /// The path the log was opened with.
@@ -709,8 +730,10 @@ impl Reader {
         if now == self.deletions {
             return Ok(());
         }
+        // (A count below the last one seen: wrapped, or damaged; the word is not
+        // checksummed.)
         let overflow =
-            |now: u64| now - self.deletions > DELETION_RING as u64 || now < self.deletions;
+            |now: u64| now < self.deletions || now - self.deletions > DELETION_RING as u64;
         // (LSNs start at 1; `head_before` is 0 only while `open` reads the first slot.)
         let head_before = head_before.max(1);
         let mut from = if overflow(now) {

@@ -129,3 +129,67 @@ fn a_creator_never_replaces_a_log_placed_after_the_file_it_found() {
     let held: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
     assert_eq!(held, [b"acknowledged by B".to_vec(), b"and more".to_vec()]);
 }
+
+/// An open that a replacement overtakes between its open of the file and its lock (the
+/// replacement renames a new log over the path meanwhile, then lets the old file's locks go)
+/// opens the new log, not the old file that is no longer at the path: a writer's appends would
+/// go to a file nobody can open again (acknowledged, and lost), a snapshot or a reader would
+/// read a log that is gone.
+#[test]
+fn an_open_overtaken_by_a_replacement_opens_the_new_log() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.dax");
+    let opts = Options::new().capacity(1 << 20);
+    for kind in ["writer", "snapshot", "reader"] {
+        Log::create(&path, &opts.clone().overwrite(true))
+            .unwrap()
+            .append(b"old")
+            .unwrap();
+        mutants::BEFORE_LOCKING.arm();
+        let (p, o) = (path.clone(), opts.clone());
+        let opener = std::thread::spawn(move || -> daxlog::Result<Vec<Vec<u8>>> {
+            Ok(match kind {
+                "writer" => {
+                    let log = Log::open(&p, &o)?;
+                    log.append(b"acked")?;
+                    vec![]
+                }
+                "snapshot" => {
+                    let log = Log::open_read_only(&p, &o)?;
+                    let seen = log.iter().map(|e| e.payload.to_vec()).collect();
+                    seen
+                }
+                _ => {
+                    let mut r = daxlog::Reader::open(&p)?;
+                    let mut seen = Vec::new();
+                    while let Some(e) = r.next_entry()? {
+                        seen.push(e.payload);
+                    }
+                    seen
+                }
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !mutants::BEFORE_LOCKING.reached() {
+            assert!(Instant::now() < deadline, "{kind}: the open never paused");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The replacement, done while the opener holds the old file open but not locked.
+        Log::create(&path, &opts.clone().overwrite(true))
+            .unwrap()
+            .append(b"new")
+            .unwrap();
+        mutants::BEFORE_LOCKING.release();
+        let seen = opener.join().unwrap().unwrap();
+        let now: Vec<Vec<u8>> = Log::open_read_only(&path, &opts)
+            .unwrap()
+            .iter()
+            .map(|e| e.payload.to_vec())
+            .collect();
+        match kind {
+            "writer" => assert_eq!(now, [&b"new"[..], b"acked"], "{kind}: the log at the path"),
+            _ => assert_eq!(seen, [b"new"], "{kind}: what the open read"),
+        }
+    }
+}
