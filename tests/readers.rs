@@ -1326,3 +1326,46 @@ fn open_waiting_waits_for_a_replacement_and_gives_up_after_its_wait() {
     let mut r = opener.join().unwrap().unwrap();
     assert_eq!(r.next_entry().unwrap().unwrap().payload, b"kept");
 }
+
+/// The readers' count of suffix truncations is not checksummed: a damaged count (here the
+/// largest value) neither stops the writer's `truncate_after` (an overflow) nor hides the
+/// deletion from a reader, which goes back to the first entry it cannot vouch for.
+#[test]
+fn a_damaged_deletion_count_is_survived() {
+    use std::os::unix::fs::FileExt;
+    if child_role() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for p in [&b"a"[..], b"b", b"c"] {
+        log.append(p).unwrap();
+    }
+    drop(log);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(
+            &u64::MAX.to_le_bytes(),
+            daxlog::format::DELETIONS_OFFSET as u64,
+        )
+        .unwrap();
+    let log = Log::open(&path, &Options::new()).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    for want in [&b"a"[..], b"b", b"c"] {
+        assert_eq!(r.next_entry().unwrap().unwrap().payload, want);
+    }
+    log.truncate_after(1).unwrap();
+    log.append(b"B").unwrap();
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert!(from <= 2, "rewound to {from}"),
+        other => panic!("expected Rewound, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        rest.push((e.lsn, e.payload));
+    }
+    assert_eq!(rest.last(), Some(&(2, b"B".to_vec())), "{rest:?}");
+}
