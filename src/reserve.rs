@@ -122,7 +122,13 @@ impl<M: Media> Log<M> {
         // truncation sets the tail and the next LSN back, and the ticket field counts modulo
         // TICKET_MASK + 1), and then the count read before can lie whole rounds behind.
         let published = self.published.load(Ordering::Acquire);
-        let ticket = published + (st.ticket.wrapping_sub(published) & TICKET_MASK);
+        let ahead = st.ticket.wrapping_sub(published) & TICKET_MASK;
+        let ticket = published + ahead;
+        if ahead >= MAX_INFLIGHT as u64 || (ahead > 0 && st.flags & CONCURRENT == 0) {
+            // Only with a state that held the same value again: the checks above used a count
+            // whole rounds behind.
+            self.after_stale_state(ticket, st.flags)?;
+        }
         let slot = &self.ring[ticket as usize % MAX_INFLIGHT];
         if marker {
             // SAFETY: the next reservation starts at `end`, and its appender stores nothing
@@ -188,6 +194,28 @@ impl<M: Media> Log<M> {
             first,
             marker,
         })
+    }
+
+    /// A reservation made with a state loaded before the same value came back (see the full
+    /// ticket in [`Log::reserve`]), whose checks against the published count were made with a
+    /// count whole rounds behind: waits until its ticket's slot in the ring is free (the ring
+    /// was full), and records the first overlap of the session if others are in flight (the
+    /// flag must be durable before two reservations' bytes can be). Nothing of the
+    /// reservation is stored yet. On failure the log is poisoned: the reservation's ticket is
+    /// never published, and the appends after it must not wait for it.
+    #[cold]
+    fn after_stale_state(&self, ticket: u64, flags: u8) -> Result<()> {
+        let mut spins = 0u32;
+        while ticket - self.published.load(Ordering::Acquire) >= MAX_INFLIGHT as u64 {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poison_error());
+            }
+            backoff(&mut spins);
+        }
+        if ticket > self.published.load(Ordering::Acquire) && flags & CONCURRENT == 0 {
+            self.record_concurrent().inspect_err(|e| self.poison(e))?;
+        }
+        Ok(())
     }
 
     /// Asks the CPU for the cache lines an append of `total` bytes would store to if it were

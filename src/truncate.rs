@@ -244,6 +244,7 @@ impl<M: Media> Log<M> {
         }
         let blocked = State {
             ticket: st.ticket + crate::tickets::INFLIGHT as u64,
+            flags: st.flags | crate::tickets::BLOCKED,
             ..st
         };
         self.resv.compare_exchange(cur, blocked.pack()).ok()?;
@@ -350,6 +351,7 @@ impl<M: Media> Log<M> {
             // A full ring to every reserver: they wait until the state changes.
             let blocked = State {
                 ticket: st.ticket + crate::tickets::INFLIGHT as u64,
+                flags: st.flags | crate::tickets::BLOCKED,
                 ..st
             };
             if self.resv.compare_exchange(cur, blocked.pack()).is_ok() {
@@ -367,6 +369,7 @@ impl<M: Media> Log<M> {
                 Some(t) => t,
                 None => State {
                     ticket: was.ticket,
+                    flags: now.flags & !crate::tickets::BLOCKED,
                     ..now
                 },
             };

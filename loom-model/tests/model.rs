@@ -386,6 +386,52 @@ fn stale_reservation_after_a_suffix_truncation() {
     assert_eq!(recovered, live, "what recovery finds");
 }
 
+/// Like [`stale_reservation_after_a_suffix_truncation`], but the state the delayed appender
+/// loaded comes back as the blocked state of a truncation (its ticket a full ring ahead: under
+/// loom, two appends after the state it equals): a suffix truncation sets the tail and the
+/// next LSN back, and the next one blocks reservations. Its compare-and-swap must not succeed
+/// inside the truncation (it took a ticket a ring ahead of the published count, and its
+/// bytes overlapped the next append's: "Causality violation").
+fn stale_reservation_into_a_blocked_state() {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    log.append(&payload(1)).expect("append");
+    log.reset().expect("reset");
+    assert_eq!(log.append(&payload(2)).expect("append"), 2);
+    let appender = {
+        let log = log.clone();
+        spawn(move || log.append(&payload(7)))
+    };
+    for _ in 0..2 {
+        log.append(&payload(3)).expect("append");
+    }
+    log.truncate_after(2).expect("truncate_after");
+    // Deletes nothing unless the appender got in first: it blocks, then unblocks.
+    let _ = log.truncate_after(2);
+    let after = log.append(&payload(4)).expect("append after");
+    let acked = appender.join().unwrap().expect("append");
+    let last = log.last_lsn().expect("entries");
+    assert!(after <= last);
+    // (acked == after: the second truncation deleted the appender's entry, and its LSN went
+    // again.)
+    if acked <= last && acked != after {
+        assert_eq!(
+            log.read(acked).map(|e| e.payload).as_deref(),
+            Some(&payload(7)[..]),
+            "acknowledged LSN {acked} (last {last})"
+        );
+    }
+    let live: Vec<(Lsn, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+    let lsns: Vec<Lsn> = live.iter().map(|e| e.0).collect();
+    for w in lsns.windows(2) {
+        assert_eq!(w[0] + 1, w[1], "LSNs back to back: {lsns:?}");
+    }
+    drop(unwrap(log));
+    let log = Log::open_on(media.clone(), &Options::new()).expect("recover");
+    let recovered: Vec<(Lsn, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+    assert_eq!(recovered, live, "what recovery finds");
+}
+
 /// The injected panic of [`abandoned`] is expected: keep its message out of the output.
 fn quiet_injected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -454,6 +500,11 @@ fn an_append_beside_a_failed_suffix_truncation_is_never_lost() {
 fn a_stale_reservation_after_a_suffix_truncation_gets_the_current_ticket() {
     // (One preemption suffices: the appender's, between its load and its compare-and-swap.)
     model(Some(1), stale_reservation_after_a_suffix_truncation);
+}
+
+#[test]
+fn a_stale_reservation_never_enters_a_blocked_state() {
+    model(Some(2), stale_reservation_into_a_blocked_state);
 }
 
 #[test]
