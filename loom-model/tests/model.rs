@@ -343,6 +343,26 @@ fn failed_suffix_truncation_beside_an_append(ok: usize) {
     }
 }
 
+/// A log whose live entry is LSN 2, in a later lap (a new log's first lap has a flag in the
+/// reservation word that a suffix truncation clears), and a thread appending `payload(7)`.
+#[allow(clippy::type_complexity)]
+fn two_entries_and_an_appender() -> (
+    LoomMedia,
+    Arc<Log<LoomMedia>>,
+    loom::thread::JoinHandle<daxlog::Result<Lsn>>,
+) {
+    let media = LoomMedia::new();
+    let log = Arc::new(new_log(media.clone(), true));
+    log.append(&payload(1)).expect("append");
+    log.reset().expect("reset");
+    assert_eq!(log.append(&payload(2)).expect("append"), 2);
+    let appender = {
+        let log = log.clone();
+        spawn(move || log.append(&payload(7)))
+    };
+    (media, log, appender)
+}
+
 /// An appender that loaded the reservation word and then waited, while the other thread made
 /// a whole round of the ticket field's count (4 under loom) of appends and deleted them
 /// (`truncate_after`): the word holds the value it loaded again, and its compare-and-swap
@@ -351,16 +371,7 @@ fn failed_suffix_truncation_beside_an_append(ok: usize) {
 /// next one waited for ever). Every acknowledged entry still live is readable, and recovery
 /// finds what the log shows.
 fn stale_reservation_after_a_suffix_truncation() {
-    let media = LoomMedia::new();
-    let log = Arc::new(new_log(media.clone(), true));
-    log.append(&payload(1)).expect("append");
-    // A later lap: a new log's first has a flag in the word that the truncation clears.
-    log.reset().expect("reset");
-    assert_eq!(log.append(&payload(2)).expect("append"), 2);
-    let appender = {
-        let log = log.clone();
-        spawn(move || log.append(&payload(7)))
-    };
+    let (media, log, appender) = two_entries_and_an_appender();
     for _ in 0..4 {
         log.append(&payload(3)).expect("append");
     }
@@ -393,15 +404,7 @@ fn stale_reservation_after_a_suffix_truncation() {
 /// inside the truncation (it took a ticket a ring ahead of the published count, and its
 /// bytes overlapped the next append's: "Causality violation").
 fn stale_reservation_into_a_blocked_state() {
-    let media = LoomMedia::new();
-    let log = Arc::new(new_log(media.clone(), true));
-    log.append(&payload(1)).expect("append");
-    log.reset().expect("reset");
-    assert_eq!(log.append(&payload(2)).expect("append"), 2);
-    let appender = {
-        let log = log.clone();
-        spawn(move || log.append(&payload(7)))
-    };
+    let (media, log, appender) = two_entries_and_an_appender();
     for _ in 0..2 {
         log.append(&payload(3)).expect("append");
     }
