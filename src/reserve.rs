@@ -36,7 +36,7 @@ use crate::log::{Log, PoisonCause, Writer, PREPARE_CHUNK};
 use crate::media::{Claim, Media};
 use crate::persist;
 use crate::sync;
-use crate::tickets::{State, CONCURRENT, FRESH, MAX_INFLIGHT, NO_WRAP, TICKET_MASK};
+use crate::tickets::{State, BLOCKED, CONCURRENT, FRESH, MAX_INFLIGHT, NO_WRAP, TICKET_MASK};
 use crate::Lsn;
 
 /// A waiting appender checks `published` this many times before it sleeps, spinning between
@@ -72,7 +72,11 @@ impl<M: Media> Log<M> {
             let st = State::unpack(cur);
             let published = self.published.load(Ordering::Acquire);
             let inflight = st.ticket.wrapping_sub(published) & TICKET_MASK;
-            if inflight >= MAX_INFLIGHT as u64 {
+            // A blocked state is a full ring whatever the count says: a compare-and-swap from
+            // one could succeed against a later blocked state equal to it (a round of tickets
+            // on, after a suffix truncation set the tail and next LSN back), inside that
+            // truncation.
+            if inflight >= MAX_INFLIGHT as u64 || st.flags & BLOCKED != 0 {
                 // A full ring waits for the oldest append (FORMAT.md, "Concurrency"); in msync
                 // mode that is a whole sync away: sleep until one ends (`disk.rs`). Only on a
                 // current state: `cur` may predate `published`, and then the ring only seems
@@ -153,6 +157,11 @@ impl<M: Media> Log<M> {
                 .load(sync::ordering!(Acquire, MarkerDoneRelaxed))
                 < ticket
             {
+                // (A reservation before this one that failed before it stored its marker
+                // poisoned the log: `Log::after_stale_state`.)
+                if self.poisoned.load(Ordering::Acquire) {
+                    return Err(self.poison_error());
+                }
                 backoff(&mut spins);
             }
         }

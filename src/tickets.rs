@@ -34,11 +34,11 @@ const TAIL_UNITS_BITS: u32 = 44;
 pub(crate) const FRESH: u8 = 1;
 /// The session's slot carries `SLOT_CONCURRENT`.
 pub(crate) const CONCURRENT: u8 = 4;
-/// A truncation blocked reservations (the ticket field a full ring ahead). No reserver loaded
-/// a state with this flag, so none can succeed with a compare-and-swap against one: a blocked
-/// state would otherwise equal a state of a whole round of tickets earlier with the same tail
-/// and next LSN (a suffix truncation sets them back), which a reserver delayed since then
-/// may hold.
+/// A truncation blocked reservations (the ticket field a full ring ahead). Reservers never
+/// make a compare-and-swap from a state with this flag (they wait, as for a full ring), so
+/// none succeeds against a blocked state: one would otherwise equal a state of a whole round
+/// of tickets earlier with the same tail and next LSN (a suffix truncation sets them back),
+/// or an earlier blocked state, which a reserver delayed since then may hold.
 pub(crate) const BLOCKED: u8 = 2;
 
 /// The reservation word, unpacked.
