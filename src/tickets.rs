@@ -63,6 +63,15 @@ impl State {
         }
     }
 
+    /// This state blocked by a truncation: a full ring in flight, and [`BLOCKED`].
+    pub(crate) fn blocked(self) -> Self {
+        State {
+            ticket: self.ticket + INFLIGHT as u64,
+            flags: self.flags | BLOCKED,
+            ..self
+        }
+    }
+
     /// This state with the ticket count of another and the given flags; `FRESH` is dropped
     /// (only a new log's first lap is fresh).
     pub(crate) fn with_ticket(self, ticket: u64, flags: u8) -> Self {

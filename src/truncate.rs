@@ -127,19 +127,16 @@ impl<M: Media> Log<M> {
             }
             Some(r)
         });
-        // Reservations resume: at the start of the data area, or (if a reader pinned the
-        // entries) where they were. Not if the slot update failed (which poisoned the log):
-        // see `Log::stay_blocked`.
-        match done {
-            Some(Ok(())) => self.unblock_reservations(
-                was,
-                Some(
-                    State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags),
-                ),
-            ),
-            Some(Err(_)) => self.stay_blocked(),
-            None => self.unblock_reservations(was, Some(State { tail, ..was })),
-        }
+        // Reservations resume: at the start of the data area, or (if the slot update failed,
+        // which poisoned the log and leaves them blocked, or a reader pinned the entries)
+        // where they were.
+        let to = match done {
+            Some(Ok(())) => {
+                State::new(DATA_OFFSET, was.next_lsn, false).with_ticket(was.ticket, was.flags)
+            }
+            _ => State { tail, ..was },
+        };
+        self.unblock_reservations(was, Some(to));
         if let Some(Ok(())) = done {
             self.after_head_moved(lsn, DATA_OFFSET);
         }
@@ -180,7 +177,7 @@ impl<M: Media> Log<M> {
         // If the barrier fails, the new slot may still reach media: after a forced wrap, whose
         // tail did not move, a crash would then lose the appends made from now on. As after
         // any failed barrier, the log refuses further appends (and a forced wrap's
-        // reservations stay blocked: `Log::stay_blocked`).
+        // reservations stay blocked: `Log::unblock_reservations`).
         let r = self.write_slot(&mut w, slot);
         drop(w);
         if let Err(e) = &r {
@@ -242,12 +239,7 @@ impl<M: Media> Log<M> {
         if self.pins.limit_pin().is_some() && !ignores_pins() {
             return None;
         }
-        let blocked = State {
-            ticket: st.ticket + crate::tickets::INFLIGHT as u64,
-            flags: st.flags | crate::tickets::BLOCKED,
-            ..st
-        };
-        self.resv.compare_exchange(cur, blocked.pack()).ok()?;
+        self.resv.compare_exchange(cur, st.blocked().pack()).ok()?;
         Some(Forced {
             tail: st.tail,
             was: st,
@@ -316,11 +308,7 @@ impl<M: Media> Log<M> {
                 };
                 let r = self.truncate_after_blocked(lsn, blocked);
                 if r.is_err() {
-                    if self.poisoned.load(Ordering::Acquire) {
-                        self.stay_blocked();
-                    } else {
-                        self.unblock_reservations(blocked, None);
-                    }
+                    self.unblock_reservations(blocked, None);
                 }
                 Some(r)
             })
@@ -349,53 +337,41 @@ impl<M: Media> Log<M> {
                 continue;
             }
             // A full ring to every reserver: they wait until the state changes.
-            let blocked = State {
-                ticket: st.ticket + crate::tickets::INFLIGHT as u64,
-                flags: st.flags | crate::tickets::BLOCKED,
-                ..st
-            };
-            if self.resv.compare_exchange(cur, blocked.pack()).is_ok() {
+            if self.resv.compare_exchange(cur, st.blocked().pack()).is_ok() {
                 return Ok(st);
             }
         }
     }
 
-    /// Lets reservations go on: from `to` (tail and next LSN), or from where they were.
+    /// Lets reservations go on: from `to` (tail and next LSN), or from where they were. On a
+    /// poisoned log they stay blocked (every reserver fails with [`Error::Poisoned`] at its
+    /// next look): giving them back the state they had would let an appender that loaded it
+    /// before the block, and found the log unpoisoned, succeed with its compare-and-swap (the
+    /// state is the same value again) and be acknowledged after a slot update that may be on
+    /// media; after a crash its entry would lie before the head a failed reset moved, or
+    /// carry the epoch a failed suffix truncation replaced.
     fn unblock_reservations(&self, was: State, to: Option<State>) {
-        let mut cur = self.resv.load_torn();
-        loop {
-            let now = State::unpack(cur);
-            let new = match to {
-                Some(t) => t,
-                None => State {
-                    ticket: was.ticket,
-                    flags: now.flags & !crate::tickets::BLOCKED,
-                    ..now
-                },
-            };
-            match self.resv.compare_exchange(cur, new.pack()) {
-                Ok(_) => break,
-                Err(v) => cur = v,
+        // (Only a truncation's own failed barrier poisons the log while reservations are
+        // blocked: no append is in flight.)
+        if !self.poisoned.load(Ordering::Acquire) {
+            let mut cur = self.resv.load_torn();
+            loop {
+                let now = State::unpack(cur);
+                let new = match to {
+                    Some(t) => t,
+                    None => State {
+                        ticket: was.ticket,
+                        flags: now.flags & !crate::tickets::BLOCKED,
+                        ..now
+                    },
+                };
+                match self.resv.compare_exchange(cur, new.pack()) {
+                    Ok(_) => break,
+                    Err(v) => cur = v,
+                }
             }
         }
-        // msync mode: blocked reservers sleep until a sync ends.
-        if !self.pmem.media().persistence().is_cpu_flush() {
-            self.wake_reservers();
-        }
-    }
-
-    /// Ends a truncation that blocked reservations and then poisoned the log: they stay
-    /// blocked (every reserver fails with [`Error::Poisoned`] at its next look). (A suffix
-    /// truncation whose slot update failed completes in memory instead and lets them go on
-    /// from its new tail and next LSN, a state no reserver loaded before, or one a whole round
-    /// of tickets earlier: see `Log::reserve`'s ticket.) Giving them
-    /// back the state they had would let an appender that loaded that state before the block,
-    /// and found the log unpoisoned, succeed with its compare-and-swap (the state is the same
-    /// value again) and be acknowledged after a slot update that may be on media: after a
-    /// crash, its entry would lie before the head a failed reset moved, or carry the epoch
-    /// a failed suffix truncation replaced.
-    fn stay_blocked(&self) {
-        // msync mode: blocked reservers sleep until a sync ends.
+        // msync mode: blocked reservers sleep until a sync ends (or see the poison).
         if !self.pmem.media().persistence().is_cpu_flush() {
             self.wake_reservers();
         }
@@ -480,7 +456,8 @@ impl<M: Media> Log<M> {
         let slot_failed = self.write_slot(&mut w, slot).err();
         if let Some(e) = &slot_failed {
             w.slot = slot;
-            // (Before reservations go on: no append may be acknowledged after this.)
+            // (Before reservations are unblocked, which then leaves them blocked: no append
+            // may be acknowledged after this.)
             self.poison_locked(&mut w, format!("a barrier failed: {e}"));
         }
         // Cutting back into the first part of a wrapped log ends the wrap, unless a pin still
