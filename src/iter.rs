@@ -149,7 +149,7 @@ impl<'a, M: Media> Guard<'a, M> {
         self.log.read_ahead_from(pos);
         Iter {
             log: self.log,
-            pos: view.live.first(self.log.pmem.data_start()),
+            pos,
             lsn: view.first,
             view,
         }

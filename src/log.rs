@@ -290,8 +290,8 @@ impl Log<MmapMedia> {
         // Options that cannot work are refused before the file is opened.
         let opts = &opts.resolve_env()?;
         check_mode(opts, writable, path)?;
-        let mut tries = 0;
-        let file = loop {
+        // (Else a writer could append to a file no longer at the path, lost to everyone.)
+        let file = crate::map::open_current(path, || {
             let file = crate::map::open_log_file(path, writable)?;
             #[cfg(feature = "mutants")]
             crate::mutants::BEFORE_LOCKING.here();
@@ -301,18 +301,8 @@ impl Log<MmapMedia> {
                 // A snapshot: no writer can change what its zero-copy slices point at.
                 lock_snapshot(&file, path)?;
             }
-            // (Else a writer would append to a file no longer at the path, lost to everyone.)
-            if crate::map::names(path, &file) {
-                break file;
-            }
-            tries += 1;
-            if tries == crate::map::OPEN_TRIES {
-                return Err(Error::Locked {
-                    path: path.into(),
-                    by: LockHolder::Replacement,
-                });
-            }
-        };
+            Ok(crate::map::names(path, &file).then_some(file))
+        })?;
         let file_len = file
             .metadata()
             .map_err(|e| Error::io(path, "stat", e))?
@@ -498,7 +488,8 @@ impl<M: Media> Log<M> {
                 // SAFETY: `[pos, pos + len)` lies inside `image`, the bytes `Media::read`
                 // returned from offset 0, alive for this call; media that want read-ahead
                 // return slices of a file mapping there (`Media::wants_read_ahead`), and
-                // `MADV_WILLNEED` changes no byte of any memory.
+                // `MADV_WILLNEED` changes no byte of any memory. (Not `Media::read_ahead`:
+                // `image` borrows the media.)
                 // (Each megabyte is asked for once; whether it is cached is not looked at:
                 // `mincore` may not tell.)
                 unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len, false) };

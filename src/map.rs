@@ -847,7 +847,25 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
 
 /// How many times an open tries again when a replacement renamed a new log over the path
 /// between its open and its lock, before it reports the replacement as the lock's holder.
-pub(crate) const OPEN_TRIES: usize = 16;
+const OPEN_TRIES: usize = 16;
+
+/// Runs `open_and_lock` (an open of `path` that returns `None` when, once locked, the path no
+/// longer [`names`] the file it opened) until it returns the file's log, at most
+/// [`OPEN_TRIES`] times; then fails with [`Error::Locked`] by a replacement.
+pub(crate) fn open_current<T>(
+    path: &Path,
+    mut open_and_lock: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    for _ in 0..OPEN_TRIES {
+        if let Some(t) = open_and_lock()? {
+            return Ok(t);
+        }
+    }
+    Err(Error::Locked {
+        path: path.into(),
+        by: LockHolder::Replacement,
+    })
+}
 
 /// True if `path` (its links followed, as the open followed them) still names `file`: false
 /// once a replacement renamed another file over it, or it was removed, after `file` was

@@ -162,17 +162,9 @@ impl Reader {
     }
 
     /// Opens the file at `path`, again while a replacement renamed a new log over the path
-    /// between the open and the lock (see [`crate::map::names`]).
+    /// between the open and the lock ([`crate::map::open_current`]).
     fn open_current(path: &Path) -> Result<Reader> {
-        for _ in 0..crate::map::OPEN_TRIES {
-            if let Some(r) = Reader::open_once(path)? {
-                return Ok(r);
-            }
-        }
-        Err(Error::Locked {
-            path: path.into(),
-            by: LockHolder::Replacement,
-        })
+        crate::map::open_current(path, || Reader::open_once(path))
     }
 
     /// [`Reader::open`] of the file the path names when it is opened; `None` if the path
