@@ -19,6 +19,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::sys::memfd::MFdFlags;
@@ -62,6 +63,8 @@ pub struct MmapMedia {
     _file: File,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
+    // msync mode: held by each msync until its error, if any, is in `failed` (see `flush`).
+    sync_lock: Mutex<()>,
     // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
     in_memory: bool,
     // How the mapping reads ahead (`ReadAhead`).
@@ -158,6 +161,7 @@ impl MmapMedia {
             path: path.to_path_buf(),
             _file: file,
             failed: AtomicI32::new(0),
+            sync_lock: Mutex::new(()),
             in_memory,
             ahead,
         })
@@ -322,9 +326,20 @@ impl Media for MmapMedia {
         }
         let len = len.min(self.len - off);
         if self.mode == Persistence::Msync {
-            // msync at once: it is synchronous, and appenders on several threads may flush and
-            // drain concurrently, so there is no shared pending range to race on.
-            if let Err(e) = self.msync_range(off, off + len) {
+            // msync at once: it is synchronous, so there is no shared pending range to race
+            // on. But one at a time, each until its error is recorded: the kernel reports a
+            // failed writeback once per open file, to the first sync that looks, and every
+            // msync of this mapping goes through one open file. Without the lock, a sync on
+            // another thread (a truncation's slot update beside a group commit) could take the
+            // error and be preempted before recording it, while this one returned success and
+            // its drain, finding nothing recorded, let entries in the lost pages be
+            // acknowledged. (The syncs of a log's appends are one at a time anyway: one group
+            // commit leader; slot updates are rare.)
+            let _one = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let r = self.msync_range(off, off + len);
+            #[cfg(feature = "mutants")]
+            let r = crate::mutants::msync_result(r);
+            if let Err(e) = r {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
                 let _ = self
                     .failed

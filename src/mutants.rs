@@ -171,6 +171,31 @@ pub static BEFORE_PLACING: Pause = Pause::new();
 /// the window in which a replacement can rename a new log over the path.
 pub static BEFORE_LOCKING: Pause = Pause::new();
 
+/// In msync mode, `MmapMedia::flush` after its `msync` returned and before it records the
+/// error the `msync` returned: the window in which another thread's sync may take a writeback
+/// error (the kernel reports it once per open file) and leave it unrecorded.
+pub static AFTER_MSYNC: Pause = Pause::new();
+
+static FAIL_NEXT_MSYNC: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next `msync` of a log's media report `EIO` (as one does that first learns of a
+/// failed writeback), whatever it did.
+pub fn fail_next_msync() {
+    FAIL_NEXT_MSYNC.store(true, Ordering::SeqCst);
+}
+
+/// The result of an `msync` made by `MmapMedia::flush`, after [`fail_next_msync`], with the
+/// pause [`AFTER_MSYNC`].
+pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
+    let r = if FAIL_NEXT_MSYNC.swap(false, Ordering::SeqCst) {
+        Err(std::io::Error::from_raw_os_error(libc::EIO))
+    } else {
+        r
+    };
+    AFTER_MSYNC.here();
+    r
+}
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

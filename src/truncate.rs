@@ -268,7 +268,8 @@ impl<M: Media> Log<M> {
     /// If a barrier fails, the error is returned. If it is the first (the lowered published
     /// LSN, which deletes nothing), nothing changed, and appends go on (readers in other
     /// processes may report a [`Error::Rewound`] that deleted nothing, and read the same
-    /// entries again). A barrier after the first may already have made the deletion durable:
+    /// entries again; in msync mode an `msync` error is sticky, FORMAT.md 6a, so the next
+    /// append fails and poisons the log). A barrier after the first may already have made the deletion durable:
     /// the log refuses further appends ([`Error::Poisoned`]), and the entries after `lsn` are
     /// gone in memory too (reopen the log to learn what the media hold).
     ///

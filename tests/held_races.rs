@@ -5,7 +5,10 @@
 //!   ends, even when the truncation's wake-up comes between the appender's look at the
 //!   reservation state and its sleep;
 //! - a creator that replaces a file it found at a path never replaces the log that another
-//!   creator placed there after that file was removed, while its writer appends.
+//!   creator placed there after that file was removed, while its writer appends;
+//! - an open that a replacement overtakes opens the new log;
+//! - a sync error that another thread's `msync` took (the kernel reports it once per open
+//!   file) fails the appends synced after it, even before that thread records it.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
 //! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
@@ -192,4 +195,54 @@ fn an_open_overtaken_by_a_replacement_opens_the_new_log() {
             _ => assert_eq!(seen, [b"new"], "{kind}: what the open read"),
         }
     }
+}
+
+/// In msync mode the kernel reports a failed writeback once per open file, to the first sync
+/// that looks, and every sync of a log goes through one open file. A truncation's slot update
+/// whose `msync` took the error and has not recorded it yet must not let an append beside it,
+/// whose own `msync` then finds nothing to report, be acknowledged: its entry may lie in a page
+/// whose write failed.
+#[test]
+fn a_sync_error_another_thread_took_fails_the_appends_after_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        Log::create(
+            dir.path().join("e.dax"),
+            &Options::new()
+                .capacity(1 << 20)
+                .persistence(PersistenceChoice::ForceMsync),
+        )
+        .unwrap(),
+    );
+    log.append(b"one").unwrap();
+    log.append(b"two").unwrap();
+    mutants::fail_next_msync();
+    mutants::AFTER_MSYNC.arm();
+    let truncating = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.truncate_before(2))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mutants::AFTER_MSYNC.reached() {
+        assert!(Instant::now() < deadline, "the slot update never synced");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The truncation's msync has taken the error and stands before recording it.
+    let appending = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(b"after the failed writeback"))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    mutants::AFTER_MSYNC.release();
+    let truncated = truncating.join().unwrap();
+    let appended = appending.join().unwrap();
+    assert!(
+        matches!(truncated, Err(Error::Io { .. })),
+        "the truncation: {truncated:?}"
+    );
+    assert!(
+        matches!(appended, Err(Error::Io { .. } | Error::Poisoned { .. })),
+        "an append was acknowledged after a sync error it did not see: {appended:?}"
+    );
 }
