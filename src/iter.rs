@@ -642,6 +642,10 @@ pub struct Follower<'a, M: Media> {
     /// The head as of (before) the last look at their count: no suffix truncation counted
     /// after that look deleted anything below it.
     head_seen: Lsn,
+    /// Where it started: no entry below is returned, even after a suffix truncation below it.
+    start: Lsn,
+    /// The last entry returned since the start or the last rewind, if any.
+    returned: Option<Lsn>,
 }
 
 impl<'a, M: Media> Follower<'a, M> {
@@ -651,11 +655,13 @@ impl<'a, M: Media> Follower<'a, M> {
     /// Fails with [`Error::Truncated`] if a truncation dropped the next entry before it was
     /// read; the follower then moves on to the first LSN still available. Fails with
     /// [`Error::Rewound`] if a suffix truncation ([`Log::truncate_after`]) deleted entries it
-    /// had returned; it then goes on from the first deleted LSN, with the entries that
-    /// replace them. (After more suffix truncations than the log records (64) since its last
-    /// call, from the head as of that call: see [`Error::Rewound`].)
+    /// had returned; it then goes on from the first deleted LSN (or the LSN it started from,
+    /// if that is later), with the entries that replace them. (After more suffix truncations
+    /// than the log records (64) since its last call, from the head as of that call: see
+    /// [`Error::Rewound`].) A suffix truncation that deleted only entries it had not returned
+    /// yet is no error: it goes on with the entries that replace them.
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<OwnedEntry>> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::log::deadline_after(timeout);
         loop {
             // The head before the count: a suffix truncation counted after this look deletes
             // nothing below it.
@@ -680,11 +686,18 @@ impl<'a, M: Media> Follower<'a, M> {
                 drop(d);
                 self.deleted = deleted;
                 if from < self.next {
-                    self.next = from;
-                    return Err(Error::Rewound {
-                        path: self.log.name.clone(),
-                        from,
-                    });
+                    // Back to the first deleted entry at or after the start (entries it
+                    // passed without returning them, padding or those below the start, may
+                    // have been replaced too); an error only if it had returned one.
+                    let back = from.max(self.start);
+                    self.next = back;
+                    if self.returned.is_some_and(|r| from <= r) {
+                        self.returned = (back > self.start).then(|| back - 1);
+                        return Err(Error::Rewound {
+                            path: self.log.name.clone(),
+                            from: back,
+                        });
+                    }
                 }
             }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {
@@ -720,7 +733,10 @@ impl<'a, M: Media> Follower<'a, M> {
                 // Published and not deleted: `None` is padding of an abandoned append.
                 self.next += 1;
                 match read {
-                    Some(e) => return Ok(Some(e)),
+                    Some(e) => {
+                        self.returned = Some(lsn);
+                        return Ok(Some(e));
+                    }
                     None => continue,
                 }
             }
@@ -763,11 +779,14 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn follow(&self, lsn: Lsn) -> Follower<'_, M> {
         let head_seen = self.first();
+        let start = lsn.max(head_seen);
         Follower {
             log: self,
-            next: lsn.max(head_seen),
+            next: start,
             deleted: self.deleted.load(Ordering::Acquire),
             head_seen,
+            start,
+            returned: None,
         }
     }
 

@@ -816,6 +816,14 @@ fn wait_for_lock<T>(wait: Duration, attempt: impl FnMut() -> Result<T>) -> Resul
     wait_while_locked(wait, |_| true, attempt)
 }
 
+/// The instant `timeout` from now; for a timeout too long to be represented (such as
+/// `Duration::MAX`, meaning for ever), about a century from now.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// [`wait_for_lock`], waiting only for the holders `by` accepts.
 pub(crate) fn wait_while_locked<T>(
     wait: Duration,

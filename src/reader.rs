@@ -393,7 +393,7 @@ impl Reader {
         if let Some(lsn) = self.next_into(payload)? {
             return Ok(Some(lsn));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::log::deadline_after(timeout);
         let mut idle_since = None::<Instant>;
         loop {
             if let Some(lsn) = self.next_into(payload)? {

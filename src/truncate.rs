@@ -295,6 +295,22 @@ impl<M: Media> Log<M> {
     /// ```
     pub fn truncate_after(&self, lsn: Lsn) -> Result<()> {
         self.check_writable()?;
+        // Refused before the wait for guards, during which guards taken see no entry after
+        // `lsn`: a truncation that would fail anyway must not hide entries meanwhile. (The
+        // first LSN only grows: a value below it now stays below it. The checks are made again
+        // once reservations are blocked.)
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error());
+        }
+        let first = self.first();
+        if lsn.saturating_add(1) < first {
+            return Err(Error::LsnOutOfRange {
+                path: self.name.clone(),
+                lsn,
+                first,
+                next: self.next_lsn(),
+            });
+        }
         // Once no guard that may read an entry after `lsn` is held (guards taken from now on
         // read none), with the pin table locked: the truncations' lock, if no other
         // truncation runs (else again after a pause: it may need the pin table). Not the

@@ -1372,3 +1372,79 @@ fn space_accounting_beside_truncations_stays_within_the_data_area() {
         println!("{n} writer steps, {looks} looks");
     });
 }
+
+/// A follower started past entries a suffix truncation deletes, or that has returned none of
+/// them, reports no rewind and returns nothing below where it started: it goes on with the
+/// entries that replace them from its start on.
+#[test]
+fn a_follower_that_returned_nothing_deleted_is_not_rewound() {
+    let (_dir, log) = ten_entries("n.dax");
+    let mut at_tail = log.follow(11);
+    let mut far = log.follow(1000);
+    let mut from_8 = log.follow(8);
+    assert_eq!(from_8.next_timeout(Duration::ZERO).unwrap().unwrap().lsn, 8);
+    log.truncate_after(5).unwrap();
+    for i in 6..=12u64 {
+        assert_eq!(log.append(&(100 + i).to_le_bytes()).unwrap(), i);
+    }
+    let e = at_tail.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!((e.lsn, e.payload), (11, 111u64.to_le_bytes().to_vec()));
+    assert_eq!(far.next_timeout(Duration::ZERO).unwrap(), None);
+    // It had returned 8, which is gone: rewound to 8, its start, not to 6.
+    match from_8.next_timeout(Duration::ZERO) {
+        Err(Error::Rewound { from: 8, .. }) => {}
+        other => panic!("expected Rewound from 8, got {other:?}"),
+    }
+    let e = from_8.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!((e.lsn, e.payload), (8, 108u64.to_le_bytes().to_vec()));
+}
+
+/// `truncate_after` with an LSN below the first fails at once: it does not wait for the
+/// guards held (during which new readers would see no entry after that LSN, i.e. none).
+#[test]
+fn a_suffix_truncation_below_the_first_lsn_hides_nothing() {
+    let (_dir, log) = ten_entries("o.dax");
+    log.truncate_before(6).unwrap();
+    let held = log.pin();
+    let truncating = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.truncate_after(2))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        log.read(8).map(|e| e.payload),
+        Some(7u64.to_le_bytes().to_vec())
+    );
+    assert_eq!(log.iter().count(), 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !truncating.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the truncation waits for a guard although it cannot delete anything"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match truncating.join().unwrap() {
+        Err(Error::LsnOutOfRange {
+            lsn: 2, first: 6, ..
+        }) => {}
+        other => panic!("expected LsnOutOfRange, got {other:?}"),
+    }
+    drop(held);
+}
+
+/// A follower asked to wait for ever (`Duration::MAX`) waits; it does not overflow.
+#[test]
+fn a_follower_waits_for_ever_with_duration_max() {
+    let (_dir, log) = ten_entries("m.dax");
+    let mut f = log.follow(10);
+    assert_eq!(f.next_timeout(Duration::MAX).unwrap().unwrap().lsn, 10);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(30));
+            log.append(b"later").unwrap();
+        });
+        let e = f.next_timeout(Duration::MAX).unwrap().unwrap();
+        assert_eq!((e.lsn, e.payload), (11, b"later".to_vec()));
+    });
+}

@@ -1369,3 +1369,26 @@ fn a_damaged_deletion_count_is_survived() {
     }
     assert_eq!(rest.last(), Some(&(2, b"B".to_vec())), "{rest:?}");
 }
+
+/// A reader asked to wait for ever (`Duration::MAX`) waits for the next entry; it does not
+/// overflow.
+#[test]
+fn a_reader_waits_for_ever_with_duration_max() {
+    if child_role() {
+        return;
+    }
+    let dir = scratch();
+    let path = dir.path().join("m.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"first").unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    assert_eq!(r.next_timeout(Duration::MAX).unwrap().unwrap().lsn, 1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(30));
+            log.append(b"later").unwrap();
+        });
+        let e = r.next_timeout(Duration::MAX).unwrap().unwrap();
+        assert_eq!((e.lsn, e.payload), (2, b"later".to_vec()));
+    });
+}
