@@ -387,16 +387,23 @@ impl<M: Media> Log<M> {
 
     /// Adds the anchors between the view's first entry and the first anchor (walking entry
     /// headers), if the view's first LSN is the log's.
+    ///
+    /// The walk (every entry before a tail hint, after an open that started there: up to the
+    /// whole log) holds no lock: publication takes the index's write lock, and appends would
+    /// wait for it. The anchors found go in only if the index's front is still where it was.
+    /// (The entries walked are in the view, which no suffix truncation deletes while it lives.)
     fn fill_index_front(&self, view: &View<'_>) {
-        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        if view.first != self.first() || index.base <= view.first.next_multiple_of(INDEX_STRIDE) {
+        let was = self.index.read().unwrap_or_else(|e| e.into_inner()).base;
+        if view.first != self.first() || was <= view.first.next_multiple_of(INDEX_STRIDE) {
             return;
         }
+        #[cfg(feature = "mutants")]
+        crate::mutants::INDEX_FRONT_WALK.here();
         let mut front = Vec::new();
         let mut pos = view.live.first(self.pmem.data_start());
         self.read_ahead_from(pos);
         let mut base = None;
-        for lsn in view.first..index.base {
+        for lsn in view.first..was {
             if lsn.is_multiple_of(INDEX_STRIDE) {
                 base.get_or_insert(lsn);
                 front.push(pos as u64);
@@ -405,6 +412,11 @@ impl<M: Media> Log<M> {
                 Some((_, next)) => pos = next,
                 None => return,
             }
+        }
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        // (Another reader filled it meanwhile, or a prefix truncation moved it.)
+        if index.base != was || view.first != self.first() {
+            return;
         }
         if index.anchors.is_empty() {
             // (Nothing after: the front is the whole index; it ends where the walk did.)

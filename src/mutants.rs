@@ -196,6 +196,10 @@ pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
     r
 }
 
+/// A read below the tail hint after an open that started there, filling the index's front,
+/// before its walk over the entries before the hint: the walk during which appends must go on.
+pub static INDEX_FRONT_WALK: Pause = Pause::new();
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

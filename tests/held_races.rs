@@ -8,7 +8,9 @@
 //!   creator placed there after that file was removed, while its writer appends;
 //! - an open that a replacement overtakes opens the new log;
 //! - a sync error that another thread's `msync` took (the kernel reports it once per open
-//!   file) fails the appends synced after it, even before that thread records it.
+//!   file) fails the appends synced after it, even before that thread records it;
+//! - appends go on while a read below the tail hint walks the entries before it to fill the
+//!   index.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
 //! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
@@ -245,4 +247,58 @@ fn a_sync_error_another_thread_took_fails_the_appends_after_it() {
         matches!(appended, Err(Error::Io { .. } | Error::Poisoned { .. })),
         "an append was acknowledged after a sync error it did not see: {appended:?}"
     );
+}
+
+/// After an open that started its scan at the tail hint, the first read below the hint walks
+/// every entry before it to fill the index's front. Appends go on meanwhile (publication
+/// takes the index's lock to add its anchors), and the front found is right.
+#[test]
+fn appends_go_on_while_a_read_fills_the_index_front() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.dax");
+    let opts = Options::new().capacity(4 << 20).tail_hint_every(16 << 10);
+    let log = Log::create(&path, &opts).unwrap();
+    for l in 1..=3000u64 {
+        log.append(&l.to_le_bytes()).unwrap();
+    }
+    drop(log);
+    let log = Arc::new(Log::open(&path, &opts).unwrap());
+    assert!(
+        log.recovery().scanned_from > 1000,
+        "the scan began at the hint"
+    );
+    mutants::INDEX_FRONT_WALK.arm();
+    let reading = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.read(100).map(|e| e.payload))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mutants::INDEX_FRONT_WALK.reached() {
+        assert!(Instant::now() < deadline, "the read never filled the index");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A batch of 128 entries has index anchors: its publication takes the index's lock.
+    let appending = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let batch: Vec<[u8; 8]> = (3001..=3128u64).map(|l| l.to_le_bytes()).collect();
+            let refs: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
+            log.append_batch(&refs)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !appending.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let appended_meanwhile = appending.is_finished();
+    mutants::INDEX_FRONT_WALK.release();
+    assert_eq!(appending.join().unwrap().unwrap(), 3001..3129);
+    assert!(appended_meanwhile, "the batch waited for the walk");
+    assert_eq!(reading.join().unwrap(), Some(100u64.to_le_bytes().to_vec()));
+    for l in [1u64, 63, 64, 65, 1000, 2999, 3000, 3001, 3064, 3128] {
+        assert_eq!(log.read(l).unwrap().payload, l.to_le_bytes(), "LSN {l}");
+    }
+    let all: Vec<u64> = log.iter_from(60).map(|e| e.lsn).take(10).collect();
+    assert_eq!(all, (60..70).collect::<Vec<_>>());
 }
