@@ -542,12 +542,18 @@ impl<M: Media> Log<M> {
     ///
     /// Fails with [`Error::Corrupted`] naming the first entry that does not pass.
     pub fn verify(&self) -> Result<Verified> {
+        // (Suffix truncations counted before the look at the published LSN: see `settled`.)
+        let deleted = self.deleted.load(Ordering::Acquire);
         let guard = self.pin();
         // The LSN before the live region: every LSN up to it is inside the region. (A guard
         // taken while a suffix truncation waits reads nothing after what it keeps.)
         let published = self.last_lsn.load(Ordering::Acquire);
+        #[cfg(feature = "mutants")]
+        crate::mutants::VERIFY_BEFORE_VIEW.here();
         let last = published.min(guard.sees_to);
         let view = guard.view();
+        #[cfg(feature = "mutants")]
+        crate::mutants::VERIFY_AFTER_VIEW.here();
         let live = view.live;
         let slot = self.writer.lock().slot;
         let salt = self.sb.salt;
@@ -596,8 +602,13 @@ impl<M: Media> Log<M> {
             self.read_ahead_next(was, pos);
             lsn += 1;
         }
-        // Unless appends went on meanwhile, the last entry ends at the tail.
-        let settled = last == published && self.last_lsn.load(Ordering::Acquire) == last;
+        // Unless appends went on meanwhile, the last entry ends at the tail. Nor a suffix
+        // truncation: with a guard taken while it waited, the view may hold entries appended
+        // after `published` was read, which it then deleted, storing that LSN again. (It
+        // counts itself before it stores the LSN: the count read after the LSN tells.)
+        let settled = last == published
+            && self.last_lsn.load(Ordering::Acquire) == last
+            && self.deleted.load(Ordering::Acquire) == deleted;
         if settled && pos != live.tail && !(v.bytes == 0 && live.tail == live.head) {
             return Err(bad(pos, lsn, "the entries end before the tail"));
         }

@@ -200,6 +200,12 @@ pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
 /// before its walk over the entries before the hint: the walk during which appends must go on.
 pub static INDEX_FRONT_WALK: Pause = Pause::new();
 
+/// `Log::verify`, after its look at the published LSN and before it takes its view of the live
+/// region; then after it took it: the windows in which appends publish more and a suffix
+/// truncation that waited deletes them again.
+pub static VERIFY_BEFORE_VIEW: Pause = Pause::new();
+pub static VERIFY_AFTER_VIEW: Pause = Pause::new();
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

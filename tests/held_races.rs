@@ -10,7 +10,9 @@
 //! - a sync error that another thread's `msync` took (the kernel reports it once per open
 //!   file) fails the appends synced after it, even before that thread records it;
 //! - appends go on while a read below the tail hint walks the entries before it to fill the
-//!   index.
+//!   index;
+//! - `verify` beside a suffix truncation that deletes what was appended after its look at the
+//!   published LSN reports no damage.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
 //! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
@@ -301,4 +303,64 @@ fn appends_go_on_while_a_read_fills_the_index_front() {
     }
     let all: Vec<u64> = log.iter_from(60).map(|e| e.lsn).take(10).collect();
     assert_eq!(all, (60..70).collect::<Vec<_>>());
+}
+
+/// `verify` with a guard taken while a suffix truncation waits, beside appends that the
+/// truncation then deletes: the live region it looked at ends after the entries it checked,
+/// because of the deletion, not of damage. It reports no corruption.
+#[test]
+fn verify_beside_a_suffix_truncation_reports_no_false_damage() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        Arc::new(Log::create(dir.path().join("v.dax"), &Options::new().capacity(1 << 20)).unwrap());
+    for l in 1..=10u64 {
+        log.append(&l.to_le_bytes()).unwrap();
+    }
+    let wait = |p: &mutants::Pause, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !p.reached() {
+            assert!(Instant::now() < deadline, "{what} never came");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // A guard that the suffix truncation waits for.
+    let held = log.pin();
+    let truncating = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.truncate_after(10))
+    };
+    // (Time for it to register its wait, so that the guard verify takes sees up to 10: it
+    // takes microseconds.)
+    std::thread::sleep(Duration::from_millis(100));
+    mutants::VERIFY_BEFORE_VIEW.arm();
+    mutants::VERIFY_AFTER_VIEW.arm();
+    let verifying = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.verify())
+    };
+    wait(
+        &mutants::VERIFY_BEFORE_VIEW,
+        "verify's look at the published LSN",
+    );
+    for l in 11..=13u64 {
+        log.append(&l.to_le_bytes()).unwrap();
+    }
+    mutants::VERIFY_BEFORE_VIEW.release();
+    wait(&mutants::VERIFY_AFTER_VIEW, "verify's view");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !truncating.is_finished() {
+        if Instant::now() > deadline {
+            mutants::VERIFY_AFTER_VIEW.release();
+            panic!("the truncation waited for verify's guard: it had not registered its wait");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    truncating.join().unwrap().unwrap();
+    assert_eq!(log.last_lsn(), Some(10));
+    mutants::VERIFY_AFTER_VIEW.release();
+    let v = verifying.join().unwrap().expect("an intact log verifies");
+    assert_eq!(v.entries, 10);
+    assert_eq!(log.verify().unwrap().entries, 10);
 }
