@@ -201,9 +201,11 @@ pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
 pub static INDEX_FRONT_WALK: Pause = Pause::new();
 
 /// `Log::verify`, after its look at the published LSN and before it takes its view of the live
-/// region; then after it took it: the windows in which appends publish more and a suffix
-/// truncation that waited deletes them again.
+/// region: the window in which appends publish more.
 pub static VERIFY_BEFORE_VIEW: Pause = Pause::new();
+
+/// `Log::verify`, its view taken: the window in which a suffix truncation that waited deletes
+/// what was appended since its look at the published LSN.
 pub static VERIFY_AFTER_VIEW: Pause = Pause::new();
 
 /// Activates `m` for the whole process.
