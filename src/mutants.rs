@@ -208,6 +208,10 @@ pub static VERIFY_BEFORE_VIEW: Pause = Pause::new();
 /// what was appended since its look at the published LSN.
 pub static VERIFY_AFTER_VIEW: Pause = Pause::new();
 
+/// A publisher, the live tail stored and the last LSN not yet: what a reader that looks now
+/// sees of an entry being published.
+pub static BETWEEN_TAIL_AND_LSN: Pause = Pause::new();
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

@@ -461,6 +461,8 @@ impl<M: Media> Log<M> {
         // stores into it any more; this thread is the only publisher until it stores
         // `published` below.
         unsafe { self.pmem.publish(tail, wrap) };
+        #[cfg(feature = "mutants")]
+        crate::mutants::BETWEEN_TAIL_AND_LSN.here();
         // The tail first, then the LSN: a reader that sees an LSN finds its entry live.
         self.last_lsn
             .store(last, sync::ordering!(Release, LastLsnRelaxed));

@@ -12,7 +12,8 @@
 //! - appends go on while a read below the tail hint walks the entries before it to fill the
 //!   index;
 //! - `verify` beside a suffix truncation that deletes what was appended after its look at the
-//!   published LSN reports no damage.
+//!   published LSN, or beside a publication (its tail stored, its LSN not yet), reports no
+//!   damage.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
 //! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
@@ -363,4 +364,33 @@ fn verify_beside_a_suffix_truncation_reports_no_false_damage() {
     let v = verifying.join().unwrap().expect("an intact log verifies");
     assert_eq!(v.entries, 10);
     assert_eq!(log.verify().unwrap().entries, 10);
+}
+
+/// `verify` while an append is being published (its tail stored, its LSN not yet): the tail
+/// ends after the entries it checked because of that entry, which is whole and next in
+/// sequence. It reports no corruption.
+#[test]
+fn verify_beside_a_publication_reports_no_false_damage() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        Arc::new(Log::create(dir.path().join("p.dax"), &Options::new().capacity(1 << 20)).unwrap());
+    for l in 1..=10u64 {
+        log.append(&l.to_le_bytes()).unwrap();
+    }
+    mutants::BETWEEN_TAIL_AND_LSN.arm();
+    let appending = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.append(b"being published"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mutants::BETWEEN_TAIL_AND_LSN.reached() {
+        assert!(Instant::now() < deadline, "the append never published");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let verified = log.verify();
+    mutants::BETWEEN_TAIL_AND_LSN.release();
+    assert_eq!(appending.join().unwrap().unwrap(), 11);
+    assert_eq!(verified.expect("an intact log verifies").entries, 10);
+    assert_eq!(log.verify().unwrap().entries, 11);
 }
