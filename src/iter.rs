@@ -730,7 +730,7 @@ impl<'a, M: Media> Follower<'a, M> {
                     let back = from.max(self.start);
                     self.next = back;
                     if self.returned.is_some_and(|r| from <= r) {
-                        self.returned = (back > self.start).then(|| back - 1);
+                        self.returned = self.returned_before(back);
                         return Err(Error::Rewound {
                             path: self.log.name.clone(),
                             from: back,
@@ -790,6 +790,17 @@ impl<'a, M: Media> Follower<'a, M> {
     /// The LSN the next entry will have.
     pub fn position(&self) -> Lsn {
         self.next
+    }
+
+    /// After a rewind to `back`: the last entry it returned before `back`. It passed every
+    /// entry from its start to `back` (none of them was deleted) and returned each but the
+    /// padding. Those it cannot look at now count as returned: below the head no deletion
+    /// reaches them, and past what a guard may read one rewind too many is reported at most.
+    fn returned_before(&self, back: Lsn) -> Option<Lsn> {
+        let guard = self.log.pin();
+        (self.start..back)
+            .rev()
+            .find(|&l| l < guard.lsn() || l > guard.sees_to || guard.read(l).is_some())
     }
 }
 

@@ -1448,3 +1448,41 @@ fn a_follower_waits_for_ever_with_duration_max() {
         assert_eq!((e.lsn, e.payload), (11, b"later".to_vec()));
     });
 }
+
+/// A follower rewound once is rewound again only if a later suffix truncation deletes an
+/// entry it returned: padding just below the first rewind, which it skipped, is not one.
+#[test]
+fn a_follower_is_not_rewound_for_padding_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("p.dax"), &Options::new().capacity(1 << 20)).unwrap();
+    for i in 1..=3u64 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(log.append_padding(1).unwrap(), 4..5);
+    for i in 5..=7u64 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    let mut f = log.follow(1);
+    let mut got = Vec::new();
+    while let Some(e) = f.next_timeout(Duration::ZERO).unwrap() {
+        got.push(e.lsn);
+    }
+    assert_eq!(got, [1, 2, 3, 5, 6, 7]);
+    log.truncate_after(4).unwrap();
+    match f.next_timeout(Duration::ZERO) {
+        Err(Error::Rewound { from: 5, .. }) => {}
+        other => panic!("expected Rewound from 5, got {other:?}"),
+    }
+    // Deletes only the padding at 4.
+    log.truncate_after(3).unwrap();
+    assert_eq!(f.next_timeout(Duration::ZERO).unwrap(), None);
+    assert_eq!(log.append(b"four").unwrap(), 4);
+    let e = f.next_timeout(Duration::ZERO).unwrap().unwrap();
+    assert_eq!((e.lsn, e.payload), (4, b"four".to_vec()));
+    // And one that deletes an entry it returned is reported.
+    log.truncate_after(2).unwrap();
+    match f.next_timeout(Duration::ZERO) {
+        Err(Error::Rewound { from: 3, .. }) => {}
+        other => panic!("expected Rewound from 3, got {other:?}"),
+    }
+}
