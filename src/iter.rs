@@ -807,7 +807,10 @@ impl<'a, M: Media> Follower<'a, M> {
 impl<M: Media> Log<M> {
     /// Follows the log from `lsn`: a consumer or replication thread calls
     /// [`Follower::next_timeout`] to get each entry once it is durable. Other threads may
-    /// append and truncate meanwhile. An `lsn` below the first LSN starts at the first.
+    /// append and truncate meanwhile. An `lsn` below the first LSN starts at the first. It
+    /// returns no entry below where it started, and reports no suffix truncation that deleted
+    /// only entries below it (or others it had not returned yet): their replacements below the
+    /// start are not returned either.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
