@@ -568,26 +568,31 @@ impl<M: Media> Log<M> {
             reason: reason.to_string(),
             entries_beyond: 0,
         };
-        while lsn <= last {
+        // The entry at `pos` if it is whole and valid as entry `lsn`, else why not.
+        let check = |pos: usize, lsn: Lsn| -> std::result::Result<EntryHeader, &'static str> {
             let h = EntryHeader::decode(
                 self.bytes(&view, pos, HEADER_LEN)
-                    .ok_or_else(|| bad(pos, lsn, "header outside the live entries"))?,
+                    .ok_or("header outside the live entries")?,
             );
             let payload = self
                 .bytes(&view, pos + HEADER_LEN, h.len as usize)
-                .ok_or_else(|| bad(pos, lsn, "length runs past the live entries"))?;
+                .ok_or("length runs past the live entries")?;
             if h.flags & !KNOWN_FLAGS != 0 {
-                return Err(bad(pos, lsn, "unknown flag bits"));
+                return Err("unknown flag bits");
             }
             if format::entry_crc(format::payload_crc(salt, payload), &h) != h.crc {
-                return Err(bad(pos, lsn, "checksum mismatch"));
+                return Err("checksum mismatch");
             }
             if h.lsn != lsn {
-                return Err(bad(pos, lsn, "LSN does not continue the sequence"));
+                return Err("LSN does not continue the sequence");
             }
             if lsn >= slot.cut_lsn && h.epoch != slot.epoch {
-                return Err(bad(pos, lsn, "epoch of an earlier session"));
+                return Err("epoch of an earlier session");
             }
+            Ok(h)
+        };
+        while lsn <= last {
+            let h = check(pos, lsn).map_err(|why| bad(pos, lsn, why))?;
             if h.flags & FLAG_PAD != 0 {
                 v.padding += 1;
             } else {
@@ -613,17 +618,7 @@ impl<M: Media> Log<M> {
             // The publisher stores the tail before the LSN: the tail may end an entry whose
             // LSN it has not stored yet. That entry, whole and next in sequence, is no damage.
             // (Read only if the guard may: a suffix truncation waiting may delete it.)
-            let next_published = last < guard.sees_to
-                && self.bytes(&view, pos, HEADER_LEN).is_some_and(|b| {
-                    let h = EntryHeader::decode(b);
-                    h.lsn == last + 1
-                        && self
-                            .bytes(&view, pos + HEADER_LEN, h.len as usize)
-                            .is_some_and(|p| {
-                                format::entry_crc(format::payload_crc(salt, p), &h) == h.crc
-                            })
-                });
-            if !next_published {
+            if last >= guard.sees_to || check(pos, last + 1).is_err() {
                 return Err(bad(pos, lsn, "the entries end before the tail"));
             }
         }

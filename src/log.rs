@@ -830,8 +830,7 @@ pub(crate) fn wait_while_locked<T>(
     by: impl Fn(LockHolder) -> bool,
     mut attempt: impl FnMut() -> Result<T>,
 ) -> Result<T> {
-    // (None: a wait too long to be represented, i.e. for ever.)
-    let deadline = Instant::now().checked_add(wait);
+    let deadline = deadline_after(wait);
     const FIRST_PAUSE: Duration = Duration::from_millis(1);
     let mut pause = FIRST_PAUSE;
     loop {
@@ -839,10 +838,7 @@ pub(crate) fn wait_while_locked<T>(
             Err(e @ Error::Locked { by: holder, .. }) if by(holder) => e,
             done => return done,
         };
-        let left = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        };
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(e);
         }

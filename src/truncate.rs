@@ -87,12 +87,7 @@ impl<M: Media> Log<M> {
         let lsn = lsn.unwrap_or(next);
         let first = self.first();
         if lsn > next {
-            return Err(Error::LsnOutOfRange {
-                path: self.name.clone(),
-                lsn,
-                first,
-                next,
-            });
+            return Err(self.out_of_range(lsn, first, next));
         }
         // Every entry goes (or none was left): move the tail back to the start of the data
         // area if nothing stands in the way, so that the data area is free in one piece.
@@ -269,9 +264,10 @@ impl<M: Media> Log<M> {
     /// LSN, which deletes nothing), nothing changed, and appends go on (readers in other
     /// processes may report a [`Error::Rewound`] that deleted nothing, and read the same
     /// entries again; in msync mode an `msync` error is sticky, FORMAT.md 6a, so the next
-    /// append fails and poisons the log). A barrier after the first may already have made the deletion durable:
-    /// the log refuses further appends ([`Error::Poisoned`]), and the entries after `lsn` are
-    /// gone in memory too (reopen the log to learn what the media hold).
+    /// append fails and poisons the log). A barrier after the first may already have made the
+    /// deletion durable: the log refuses further appends ([`Error::Poisoned`]), and the
+    /// entries after `lsn` are gone in memory too (reopen the log to learn what the media
+    /// hold).
     ///
     /// With other threads appending: the truncation first stops new reservations and waits
     /// for the appends in flight to complete (they are durable and acknowledged, and get their
@@ -304,12 +300,7 @@ impl<M: Media> Log<M> {
         }
         let first = self.first();
         if lsn.saturating_add(1) < first {
-            return Err(Error::LsnOutOfRange {
-                path: self.name.clone(),
-                lsn,
-                first,
-                next: self.next_lsn(),
-            });
+            return Err(self.out_of_range(lsn, first, self.next_lsn()));
         }
         // Once no guard that may read an entry after `lsn` is held (guards taken from now on
         // read none), with the pin table locked: the truncations' lock, if no other
@@ -394,16 +385,20 @@ impl<M: Media> Log<M> {
         }
     }
 
+    fn out_of_range(&self, lsn: Lsn, first: Lsn, next: Lsn) -> Error {
+        Error::LsnOutOfRange {
+            path: self.name.clone(),
+            lsn,
+            first,
+            next,
+        }
+    }
+
     fn truncate_after_blocked(&self, lsn: Lsn, was: State) -> Result<()> {
         let next = self.next_lsn();
         let first = self.first();
         if lsn >= next || lsn + 1 < first {
-            return Err(Error::LsnOutOfRange {
-                path: self.name.clone(),
-                lsn,
-                first,
-                next,
-            });
+            return Err(self.out_of_range(lsn, first, next));
         }
         if lsn + 1 == next {
             self.unblock_reservations(was, None);
