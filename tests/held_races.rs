@@ -31,19 +31,29 @@ use daxlog::{mutants, Error, Log, Options, PersistenceChoice};
 /// One test at a time (a pause stops whichever thread of the process reaches it first).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Waits until a thread stops at `pause`; fails (instead of hanging) if none does within a
+/// minute.
+fn wait_until_reached(pause: &mutants::Pause, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pause.reached() {
+        assert!(Instant::now() < deadline, "{what} never came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A new log of `capacity` bytes in msync mode, at `name` in `dir`.
+fn msync_log(dir: &tempfile::TempDir, name: &str, capacity: u64) -> Arc<Log> {
+    let opts = Options::new()
+        .capacity(capacity)
+        .persistence(PersistenceChoice::ForceMsync);
+    Arc::new(Log::create(dir.path().join(name), &opts).unwrap())
+}
+
 #[test]
 fn a_reserver_woken_before_it_sleeps_goes_on() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        Log::create(
-            dir.path().join("w.dax"),
-            &Options::new()
-                .capacity(8 << 20)
-                .persistence(PersistenceChoice::ForceMsync),
-        )
-        .unwrap(),
-    );
+    let log = msync_log(&dir, "w.dax", 8 << 20);
     for n in 0u64..4 {
         log.append(&n.to_le_bytes()).unwrap();
     }
@@ -112,15 +122,7 @@ fn a_creator_never_replaces_a_log_placed_after_the_file_it_found() {
     let a = std::thread::spawn(move || {
         Log::create(&p, &Options::new().capacity(1 << 20).overwrite(true)).map(|_| ())
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mutants::BEFORE_PLACING.reached() {
-        // (A bound only to report a hang as a failure.)
-        assert!(
-            Instant::now() < deadline,
-            "creator A never reached its placing"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_reached(&mutants::BEFORE_PLACING, "creator A's placing");
     // Meanwhile the old log is removed, and creator B places a new one; its writer appends.
     std::fs::remove_file(&path).unwrap();
     let b = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
@@ -178,11 +180,10 @@ fn an_open_overtaken_by_a_replacement_opens_the_new_log() {
                 }
             })
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !mutants::BEFORE_LOCKING.reached() {
-            assert!(Instant::now() < deadline, "{kind}: the open never paused");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_reached(
+            &mutants::BEFORE_LOCKING,
+            &format!("{kind}: the open's pause"),
+        );
         // The replacement, done while the opener holds the old file open but not locked.
         Log::create(&path, &opts.clone().overwrite(true))
             .unwrap()
@@ -211,15 +212,7 @@ fn an_open_overtaken_by_a_replacement_opens_the_new_log() {
 fn a_sync_error_another_thread_took_fails_the_appends_after_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        Log::create(
-            dir.path().join("e.dax"),
-            &Options::new()
-                .capacity(1 << 20)
-                .persistence(PersistenceChoice::ForceMsync),
-        )
-        .unwrap(),
-    );
+    let log = msync_log(&dir, "e.dax", 1 << 20);
     log.append(b"one").unwrap();
     log.append(b"two").unwrap();
     mutants::fail_next_msync();
@@ -228,11 +221,7 @@ fn a_sync_error_another_thread_took_fails_the_appends_after_it() {
         let log = Arc::clone(&log);
         std::thread::spawn(move || log.truncate_before(2))
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mutants::AFTER_MSYNC.reached() {
-        assert!(Instant::now() < deadline, "the slot update never synced");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_reached(&mutants::AFTER_MSYNC, "the slot update's msync");
     // The truncation's msync has taken the error and stands before recording it.
     let appending = {
         let log = Arc::clone(&log);
@@ -276,11 +265,10 @@ fn appends_go_on_while_a_read_fills_the_index_front() {
         let log = Arc::clone(&log);
         std::thread::spawn(move || log.read(100).map(|e| e.payload))
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mutants::INDEX_FRONT_WALK.reached() {
-        assert!(Instant::now() < deadline, "the read never filled the index");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_reached(
+        &mutants::INDEX_FRONT_WALK,
+        "the read's walk to fill the index",
+    );
     // A batch of 128 entries has index anchors: its publication takes the index's lock.
     let appending = {
         let log = Arc::clone(&log);
@@ -318,13 +306,6 @@ fn verify_beside_a_suffix_truncation_reports_no_false_damage() {
     for l in 1..=10u64 {
         log.append(&l.to_le_bytes()).unwrap();
     }
-    let wait = |p: &mutants::Pause, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !p.reached() {
-            assert!(Instant::now() < deadline, "{what} never came");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
     // A guard that the suffix truncation waits for.
     let held = log.pin();
     let truncating = {
@@ -340,7 +321,7 @@ fn verify_beside_a_suffix_truncation_reports_no_false_damage() {
         let log = Arc::clone(&log);
         std::thread::spawn(move || log.verify())
     };
-    wait(
+    wait_until_reached(
         &mutants::VERIFY_BEFORE_VIEW,
         "verify's look at the published LSN",
     );
@@ -348,7 +329,7 @@ fn verify_beside_a_suffix_truncation_reports_no_false_damage() {
         log.append(&l.to_le_bytes()).unwrap();
     }
     mutants::VERIFY_BEFORE_VIEW.release();
-    wait(&mutants::VERIFY_AFTER_VIEW, "verify's view");
+    wait_until_reached(&mutants::VERIFY_AFTER_VIEW, "verify's view");
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !truncating.is_finished() {
@@ -383,11 +364,7 @@ fn verify_beside_a_publication_reports_no_false_damage() {
         let log = Arc::clone(&log);
         std::thread::spawn(move || log.append(b"being published"))
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mutants::BETWEEN_TAIL_AND_LSN.reached() {
-        assert!(Instant::now() < deadline, "the append never published");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_reached(&mutants::BETWEEN_TAIL_AND_LSN, "the append's publication");
     let verified = log.verify();
     mutants::BETWEEN_TAIL_AND_LSN.release();
     assert_eq!(appending.join().unwrap().unwrap(), 11);
