@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io;
 use std::io::ErrorKind;
 use std::num::NonZeroUsize;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -60,7 +60,7 @@ pub struct MmapMedia {
     writable: bool,
     path: PathBuf,
     // Held for the lifetime of the mapping: it carries the writer's `flock`.
-    _file: File,
+    file: File,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
     // msync mode: held by each msync until its error, if any, is in `failed` (see `flush`).
@@ -159,12 +159,65 @@ impl MmapMedia {
             map_sync,
             writable,
             path: path.to_path_buf(),
-            _file: file,
+            file,
             failed: AtomicI32::new(0),
             sync_lock: Mutex::new(()),
             in_memory,
             ahead,
         })
+    }
+
+    /// Faults `[lo, hi)` in (`advice`: `MADV_POPULATE_READ` or `_WRITE`).
+    ///
+    /// # Safety
+    /// `[lo, hi)` lies inside our live mapping and `lo` is page-aligned.
+    unsafe fn populate(&self, lo: usize, hi: usize, advice: libc::c_int) {
+        // SAFETY: the range lies inside our live mapping (caller); MADV_POPULATE_* fault pages
+        // in and change no byte (a write fault only marks its page dirty), and their failure
+        // (older kernels) is harmless.
+        unsafe {
+            libc::madvise(self.ptr.as_ptr().add(lo) as *mut c_void, hi - lo, advice);
+        }
+    }
+
+    /// Maps the pages of `[lo, hi)` (page-aligned, inside the mapping) without dirtying them,
+    /// reading them ahead first.
+    fn populate_read(&self, lo: usize, hi: usize) {
+        // (Without the read-ahead, with `MADV_RANDOM`, each page not in the page cache would
+        // be a read of its own.) SAFETY: `[lo, hi)` lies inside our live mapping (caller).
+        unsafe {
+            self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo);
+            self.populate(lo, hi, MADV_POPULATE_READ);
+        }
+    }
+
+    /// Has the kernel write back, as a whole, the pages of `[lo, hi)` (page-aligned, inside
+    /// the mapping), whose blocks the file system holds allocated but unwritten.
+    ///
+    /// The first write of such a block also converts its extent, and the sync that writes it
+    /// then writes the file's extent metadata too: in a new log's first lap, that was every
+    /// sync of a 4 KiB append, which took about twice as long (docs/DISK.md, "Prefilling").
+    /// Written here ahead of the tail, a chunk at a time, the blocks are converted together,
+    /// and the appends' syncs write data only. The pages are dirtied by write faults, which
+    /// change no byte, so an append storing into one of them meanwhile loses nothing (and the
+    /// page cache may write any dirty page back at any time anyway). Their write-back is
+    /// started (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) and not waited for; one that fails
+    /// is reported by the log's next `msync`, as for a page an append dirtied, and poisons
+    /// the log.
+    fn write_unwritten(&self, lo: usize, hi: usize) {
+        // SAFETY: `[lo, hi)` lies inside our live mapping and `lo` is page-aligned (caller).
+        unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
+        // SAFETY: a system call on our open file, touching no memory of ours. It starts the
+        // write-back and waits for no error (`SYNC_FILE_RANGE_WAIT_AFTER` would take the
+        // error from the log's next `msync`, which must report it).
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                lo as libc::off64_t,
+                (hi - lo) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
     }
 
     /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system.
@@ -419,24 +472,39 @@ impl Media for MmapMedia {
         }
         let lo = off & !(PAGE - 1);
         let hi = (off + len).min(self.len);
-        // On a disk-backed page-cache file a write fault marks the page dirty: populating for
-        // writing would have the kernel write back every page ahead of the tail once as
-        // zeros, then again with entries. Read faults map the (zero, clean) pages without any
-        // I/O; the first store to each still takes a write fault, as it does after every sync
-        // that cleaned its page. (tmpfs writes nothing back: there write faults now save the
-        // appends a fault per page.)
-        let advice = if self.mode == Persistence::Msync && !self.in_memory {
-            MADV_POPULATE_READ
-        } else {
-            MADV_POPULATE_WRITE
-        };
-        // (Without it, with `MADV_RANDOM`, each page not in the page cache would be a read of
-        // its own.) SAFETY: `[lo, hi)` lies inside our live mapping.
-        unsafe { self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo) };
-        // SAFETY: the range lies inside our live mapping; MADV_POPULATE_* only fault pages in
-        // (writing nothing), and their failure (older kernels) is harmless.
-        unsafe {
-            libc::madvise(self.ptr.as_ptr().add(lo) as *mut c_void, hi - lo, advice);
+        if self.mode != Persistence::Msync || self.in_memory {
+            // (tmpfs writes nothing back, and on a DAX mount no page is cached: write faults
+            // save the appends a fault per page.)
+            // SAFETY: `[lo, hi)` lies inside our live mapping.
+            unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
+            return;
+        }
+        // A disk-backed page-cache file. There a write fault marks the page dirty, and
+        // populating written blocks for writing would have the kernel write each page ahead
+        // of the tail back once with what it holds, then again with entries: read faults map
+        // them clean, without I/O (the first store to each still takes a write fault, as it
+        // does after every sync that cleaned its page). Unwritten blocks (a new log's first
+        // lap) are better written back ahead, as a whole (`write_unwritten`).
+        let mut unwritten = Vec::new();
+        if unwritten_ranges(&self.file, lo as u64, hi as u64, &mut unwritten).is_err() {
+            unwritten.clear();
+        }
+        let mut at = lo;
+        for (a, b) in unwritten {
+            // (Whole pages: a page that is only partly unwritten is written whole, harmlessly.)
+            let a = ((a as usize) & !(PAGE - 1)).max(at);
+            let b = (b as usize).next_multiple_of(PAGE).min(hi);
+            if a >= b {
+                continue;
+            }
+            if at < a {
+                self.populate_read(at, a);
+            }
+            self.write_unwritten(a, b);
+            at = b;
+        }
+        if at < hi {
+            self.populate_read(at, hi);
         }
     }
 }
@@ -452,6 +520,79 @@ impl Drop for MmapMedia {
 
 const MADV_POPULATE_READ: libc::c_int = 22;
 const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// Appends to `out` the byte ranges in `[from, to)` of `file` that are allocated but
+/// unwritten (they read as zeros, and their first write converts them), as the file system's
+/// extent map tells (`FS_IOC_FIEMAP`; ranges may start before `from` or end after `to`).
+/// Fails where the file system has no extent map to tell.
+pub(crate) fn unwritten_ranges(
+    file: &File,
+    from: u64,
+    to: u64,
+    out: &mut Vec<(u64, u64)>,
+) -> io::Result<()> {
+    /// `struct fiemap_extent` of `<linux/fiemap.h>`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    /// `struct fiemap`, with room for `EXTENTS` extents.
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+    const EXTENTS: usize = 32;
+    // _IOWR('f', 11, struct fiemap): the header's 32 bytes.
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const EXTENT_LAST: u32 = 0x1;
+    const EXTENT_UNWRITTEN: u32 = 0x800;
+    let mut at = from;
+    while at < to {
+        let mut map = Fiemap {
+            start: at,
+            length: to - at,
+            flags: 0,
+            mapped_extents: 0,
+            extent_count: EXTENTS as u32,
+            reserved: 0,
+            extents: [Extent::default(); EXTENTS],
+        };
+        // SAFETY: `map` is a `struct fiemap` followed by room for `extent_count` extents, as
+        // the ioctl expects; the kernel writes only inside it.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut map) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = (map.mapped_extents as usize).min(EXTENTS);
+        if n == 0 {
+            break;
+        }
+        for e in &map.extents[..n] {
+            if e.flags & EXTENT_UNWRITTEN != 0 {
+                out.push((e.logical, e.logical.saturating_add(e.length)));
+            }
+        }
+        let last = &map.extents[n - 1];
+        let end = last.logical.saturating_add(last.length);
+        if last.flags & EXTENT_LAST != 0 || end <= at {
+            break;
+        }
+        at = end;
+    }
+    Ok(())
+}
 
 /// Whether `file` lives in memory only (tmpfs, ramfs): nothing is ever written back.
 fn in_memory(file: &File) -> bool {
@@ -659,7 +800,6 @@ pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
 }
 
 pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
     // flock through libc: nix's `Flock` wrapper takes the `File` by value, which does not fit
     // a file that is mapped after being locked.
     // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -1205,5 +1345,179 @@ impl Drop for SharedMap {
                 let _ = mman::munmap(p.cast(), PAGE);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::{Log, Options};
+
+    /// A new file of `len` bytes, fallocated, in the temporary directory, if that file system
+    /// keeps an extent map (tmpfs keeps none, and has no unwritten blocks to find).
+    fn fallocated(dir: &Path, len: u64) -> Option<File> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("f"))
+            .unwrap();
+        assert!(!allocate(&file, len).unwrap(), "fallocate emulated here");
+        let probe = unwritten_ranges(&file, 0, len, &mut Vec::new());
+        if probe.is_err() || in_memory(&file) {
+            eprintln!("no extent map in the temporary directory: nothing to test");
+            return None;
+        }
+        Some(file)
+    }
+
+    /// Whether `ranges` cover every byte of `[from, to)` (they may overlap one another).
+    fn covered(ranges: &[(u64, u64)], from: u64, to: u64) -> bool {
+        let mut at = from;
+        let mut sorted = ranges.to_vec();
+        sorted.sort();
+        for (a, b) in sorted {
+            if a <= at && b > at {
+                at = b;
+            }
+        }
+        at >= to
+    }
+
+    #[test]
+    fn unwritten_ranges_tells_written_blocks_from_unwritten_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(file) = fallocated(dir.path(), 1 << 20) else {
+            return;
+        };
+        let mut all = Vec::new();
+        unwritten_ranges(&file, 0, 1 << 20, &mut all).unwrap();
+        assert!(covered(&all, 0, 1 << 20), "{all:?}");
+
+        file.write_all_at(&[1; 4096], 256 << 10).unwrap();
+        file.sync_data().unwrap();
+        let mut now = Vec::new();
+        unwritten_ranges(&file, 0, 1 << 20, &mut now).unwrap();
+        assert!(covered(&now, 0, 256 << 10), "{now:?}");
+        assert!(covered(&now, 260 << 10, 1 << 20), "{now:?}");
+        assert!(
+            now.iter().all(|&(a, b)| b <= 256 << 10 || a >= 260 << 10),
+            "the written page is reported unwritten: {now:?}"
+        );
+        // Asked from the middle of an extent, it reports that extent.
+        let mut part = Vec::new();
+        unwritten_ranges(&file, 512 << 10, 520 << 10, &mut part).unwrap();
+        assert!(covered(&part, 512 << 10, 520 << 10), "{part:?}");
+    }
+
+    #[test]
+    fn a_new_log_on_a_disk_writes_the_unwritten_blocks_ahead_of_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        if fallocated(dir.path(), 4096).is_none() {
+            return;
+        }
+        let path = dir.path().join("ahead.dax");
+        let cap = 64 << 20;
+        let log = Log::create(&path, &Options::new().capacity(cap)).unwrap();
+        assert_eq!(log.persistence(), Persistence::Msync);
+        let payload = |i: u64| vec![i as u8 ^ 0x5a; 4096];
+        for i in 0..4 {
+            log.append(&payload(i)).unwrap();
+        }
+        // The write-back was started, not waited for: wait for it (and the extents'
+        // conversion) here.
+        let file = File::open(&path).unwrap();
+        file.sync_data().unwrap();
+        let mut ranges = Vec::new();
+        unwritten_ranges(&file, 0, cap, &mut ranges).unwrap();
+        // The chunk of the tail and the one after it are written, entries or zeros...
+        let ahead = 2 * crate::log::PREPARE_CHUNK as u64;
+        assert!(
+            ranges.iter().all(|&(a, _)| a >= ahead),
+            "unwritten blocks left in the first {ahead} bytes: {ranges:?}"
+        );
+        // ... and the rest of the file is not (it is written a chunk ahead of the tail).
+        assert!(covered(&ranges, ahead, cap), "{ranges:?}");
+        for i in 0..4 {
+            assert_eq!(log.read(i + 1).unwrap().payload, payload(i));
+        }
+    }
+
+    #[test]
+    fn writing_unwritten_blocks_ahead_keeps_bytes_stored_in_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(file) = fallocated(dir.path(), 4 << 20) else {
+            return;
+        };
+        let media = MmapMedia::map(
+            file.try_clone().unwrap(),
+            &dir.path().join("f"),
+            4 << 20,
+            true,
+            PersistenceChoice::ForceMsync,
+            None,
+            false,
+        )
+        .unwrap();
+        // Bytes stored, not yet synced, into unwritten blocks: as an append's, between its
+        // stores and its sync, in the chunk being prepared.
+        let at = (1 << 20) + 100;
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        // SAFETY: in bounds; no slice of the media is alive, and no other thread uses it.
+        unsafe { media.store(at, &bytes) };
+        media.prepare(0, 4 << 20);
+        // SAFETY: in bounds; no store happens while the slice is alive.
+        let now = unsafe { media.read(at, bytes.len()) };
+        assert!(now == &bytes[..], "the bytes in the mapping changed");
+        media.flush(at, bytes.len());
+        media.drain().unwrap();
+        drop(media);
+        let mut back = vec![0; bytes.len()];
+        file.read_exact_at(&mut back, at as u64).unwrap();
+        assert!(back == bytes, "the bytes in the file differ");
+        // And the blocks around them were written too.
+        file.sync_data().unwrap();
+        let mut left = Vec::new();
+        unwritten_ranges(&file, 0, 4 << 20, &mut left).unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn appends_from_threads_over_blocks_written_ahead_keep_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        if fallocated(dir.path(), 4096).is_none() {
+            return;
+        }
+        let path = dir.path().join("threads.dax");
+        let log = Log::create(&path, &Options::new().capacity(32 << 20)).unwrap();
+        // 4 threads x 640 x ~4 KiB: about 10 MiB, five chunks written ahead while appending.
+        let payload = |t: usize, i: usize| {
+            let mut p = vec![(t * 31 + i) as u8; 4000 + (i % 97)];
+            p[..16].copy_from_slice(&((t as u64) << 32 | i as u64).to_le_bytes().repeat(2));
+            p
+        };
+        let lsns: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let log = &log;
+                    s.spawn(move || {
+                        (0..640)
+                            .map(|i| log.append(&payload(t, i)).unwrap())
+                            .collect()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        drop(log);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        for (t, mine) in lsns.iter().enumerate() {
+            for (i, &lsn) in mine.iter().enumerate() {
+                assert_eq!(log.read(lsn).unwrap().payload, payload(t, i), "lsn {lsn}");
+            }
+        }
+        assert_eq!(log.last_lsn(), Some(4 * 640));
     }
 }

@@ -2854,13 +2854,14 @@ fn create_prefill_writes_every_block() {
         .unwrap();
     let plain = dir.path().join("plain.dax");
     let filled = dir.path().join("filled.dax");
-    ok(&["create", p(&plain), "--capacity", "2MiB"]);
-    let out = ok(&["create", p(&filled), "--capacity", "2MiB", "--prefill"]);
-    assert!(out.contains("capacity 2097152 bytes"), "{out}");
+    // (16 MiB: without `--prefill` a log writes its first chunks, 4 MiB, as it opens.)
+    ok(&["create", p(&plain), "--capacity", "16MiB"]);
+    let out = ok(&["create", p(&filled), "--capacity", "16MiB", "--prefill"]);
+    assert!(out.contains("capacity 16777216 bytes"), "{out}");
     let v = info_json(&filled);
     assert_eq!(
         (v["entries"].as_u64(), v["capacity"].as_u64()),
-        (Some(0), Some(2 << 20))
+        (Some(0), Some(16 << 20))
     );
     match (
         common::has_unwritten_extents(&plain),

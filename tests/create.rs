@@ -407,7 +407,8 @@ fn prefill_leaves_no_unwritten_block() {
     for dir in temp_dirs() {
         let plain = dir.path().join("plain.dax");
         let filled = dir.path().join("filled.dax");
-        let opts = Options::new().capacity(4 << 20);
+        // (16 MiB: without `prefill` a log writes its first chunks, 4 MiB, as it opens.)
+        let opts = Options::new().capacity(16 << 20);
         drop(Log::create(&plain, &opts).unwrap());
         let log = Log::create(&filled, &opts.clone().prefill(true)).unwrap();
         let lsn = log.append(&payload(1, 3000)).unwrap();

@@ -81,7 +81,8 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     force: bool,
     /// Write zeros over the whole file once: on a disk-backed file system (the msync path),
-    /// appends are then as fast in the log's first lap as after it (docs/DISK.md).
+    /// no append of the log's first lap then waits for the blocks ahead of it to be written
+    /// (docs/DISK.md).
     #[arg(long)]
     prefill: bool,
 }
