@@ -97,6 +97,12 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) epoch: std::sync::atomic::AtomicU32,
     /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
     pub(crate) populated: Box<[AtomicU64]>,
+    /// The media write blocks ahead of the tail ([`Media::writes_ahead`]); one bit per chunk
+    /// written ahead and not yet seen to reach the file (`Log::check_ahead`); and the lock
+    /// under which chunks are written ahead and checked.
+    pub(crate) writes_ahead: bool,
+    pub(crate) ahead_pending: Box<[AtomicU64]>,
+    pub(crate) ahead_lock: parking_lot::Mutex<()>,
     /// Tail hint: written every this many published bytes (None: never), and the bytes
     /// published since the last one (only the publisher of the moment touches it).
     pub(crate) hint_every: Option<u64>,
@@ -128,6 +134,9 @@ pub(crate) struct PoisonCause(pub(crate) String);
 
 /// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
+
+/// An append larger than this does not write the chunks it prepares ahead (`Log::prepare`).
+pub(crate) const WRITE_AHEAD_MAX_APPEND: usize = 64 << 10;
 
 impl<M: Media> std::fmt::Debug for Log<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -445,17 +454,19 @@ impl<M: Media> Log<M> {
     /// pays for a first touch later. By itself the log prefaults 2 MiB ahead of the tail as it
     /// goes. Does nothing on a read-only log.
     ///
-    /// On a disk-backed file system (the `msync` path) the pages are mapped for reading, and
-    /// the blocks of the file not yet written (a new log's) are written back with zeros, as
-    /// the appends of a first lap do a chunk ahead of the tail (docs/DISK.md, "Writing ahead
-    /// of the tail"): for a new log that takes about as long as writing its capacity (1 GiB:
-    /// 3 s on a virtual disk), and the writes go on in the background when it returns.
+    /// On a disk-backed file system (the `msync` path) the pages are mapped for reading; the
+    /// blocks of a new log are still written a chunk ahead of the tail as the appends go
+    /// (docs/DISK.md, "Writing ahead of the tail").
     pub fn prefault(&self) {
         if !self.read_only {
             let cap = self.sb.capacity as usize;
             self.pmem.media().prepare(DATA_OFFSET, cap - DATA_OFFSET);
-            for b in self.populated.iter() {
-                b.store(u64::MAX, Ordering::Relaxed);
+            // (Where chunks are written ahead, the appends still do that as they reach them:
+            // each chunk's mapping then costs a second look, no I/O.)
+            if !self.writes_ahead {
+                for b in self.populated.iter() {
+                    b.store(u64::MAX, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -586,6 +597,11 @@ impl<M: Media> Log<M> {
             populated: (0..(sb.capacity as usize).div_ceil(PREPARE_CHUNK * 64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            writes_ahead: !read_only && pmem.media().writes_ahead(),
+            ahead_pending: (0..(sb.capacity as usize).div_ceil(PREPARE_CHUNK * 64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            ahead_lock: parking_lot::Mutex::new(()),
             hint_every: opts.resolved_tail_hint_every(),
             since_hint: Padded(AtomicU64::new(0)),
             index: RwLock::new(Index {
@@ -626,6 +642,14 @@ impl<M: Media> Log<M> {
     /// What recovery found when the log was opened.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// Whether this log writes the blocks its file system holds unwritten (a new log's) a
+    /// chunk ahead of its tail, and checks that they reached the file before appending there:
+    /// a writable log in `msync` mode on ext4 or xfs (docs/DISK.md, "Writing ahead of the
+    /// tail").
+    pub fn writes_ahead(&self) -> bool {
+        self.writes_ahead
     }
 
     /// The persistence barrier in use.

@@ -69,6 +69,10 @@ pub struct MmapMedia {
     in_memory: bool,
     // How the mapping reads ahead (`ReadAhead`).
     ahead: ReadAhead,
+    // msync mode on ext4 or xfs: a second open file description of the file, which waits for
+    // the blocks written ahead of the tail (`Media::verify_ahead`) without taking a
+    // write-back error from the log's next `msync`. None elsewhere: nothing is written ahead.
+    ahead_file: Option<File>,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -150,6 +154,9 @@ impl MmapMedia {
         }
         let in_memory = in_memory(&file);
         let random = mode == Persistence::Msync && !in_memory;
+        let ahead_file = (writable && random && writes_ahead_here(&file))
+            .then(|| File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).ok())
+            .flatten();
         // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
         let ahead = unsafe { ReadAhead::advise(&file, writable, random, ptr.as_ptr().cast(), len) };
         Ok(MmapMedia {
@@ -164,6 +171,7 @@ impl MmapMedia {
             sync_lock: Mutex::new(()),
             in_memory,
             ahead,
+            ahead_file,
         })
     }
 
@@ -475,36 +483,83 @@ impl Media for MmapMedia {
         if self.mode != Persistence::Msync || self.in_memory {
             // (tmpfs writes nothing back, and on a DAX mount no page is cached: write faults
             // save the appends a fault per page.)
-            // SAFETY: `[lo, hi)` lies inside our live mapping.
+            // SAFETY: `[lo, hi)` lies inside our live mapping, `lo` page-aligned.
             unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
-            return;
+        } else {
+            // A disk-backed page-cache file: there a write fault marks the page dirty, and
+            // populating for writing would have the kernel write each page ahead of the tail
+            // back once with what it holds, then again with entries. Read faults map them
+            // clean, without I/O (the first store to each still takes a write fault, as it
+            // does after every sync that cleaned its page). Unwritten blocks are another
+            // matter: `write_ahead`.
+            self.populate_read(lo, hi);
         }
-        // A disk-backed page-cache file. There a write fault marks the page dirty, and
-        // populating written blocks for writing would have the kernel write each page ahead
-        // of the tail back once with what it holds, then again with entries: read faults map
-        // them clean, without I/O (the first store to each still takes a write fault, as it
-        // does after every sync that cleaned its page). Unwritten blocks (a new log's first
-        // lap) are better written back ahead, as a whole (`write_unwritten`).
+    }
+
+    fn writes_ahead(&self) -> bool {
+        self.ahead_file.is_some()
+    }
+
+    fn write_ahead(&self, off: usize, len: usize) -> bool {
+        if self.ahead_file.is_none() || off >= self.len {
+            return false;
+        }
+        let lo = off & !(PAGE - 1);
+        let hi = (off + len).min(self.len);
         let mut unwritten = Vec::new();
         if unwritten_ranges(&self.file, lo as u64, hi as u64, &mut unwritten).is_err() {
-            unwritten.clear();
+            return false;
         }
         let mut at = lo;
         for (a, b) in unwritten {
             // (Whole pages: a page that is only partly unwritten is written whole, harmlessly.)
             let a = ((a as usize) & !(PAGE - 1)).max(at);
             let b = (b as usize).next_multiple_of(PAGE).min(hi);
-            if a >= b {
-                continue;
+            if a < b {
+                self.write_unwritten(a, b);
+                at = b;
             }
-            if at < a {
-                self.populate_read(at, a);
-            }
-            self.write_unwritten(a, b);
-            at = b;
         }
-        if at < hi {
-            self.populate_read(at, hi);
+        at > lo
+    }
+
+    fn verify_ahead(&self, off: usize, len: usize) -> io::Result<()> {
+        let Some(file) = &self.ahead_file else {
+            return Ok(());
+        };
+        let lo = off & !(PAGE - 1);
+        let hi = (off + len).min(self.len);
+        if lo >= hi {
+            return Ok(());
+        }
+        #[cfg(feature = "mutants")]
+        if crate::mutants::take_verify_ahead_failure() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        // SAFETY: a system call on our own open file description, touching no memory of
+        // ours. Waiting through it reports an error of the write-back to it, and leaves the
+        // error for the `msync` of the log's own file description too.
+        let rc = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                lo as libc::off64_t,
+                (hi - lo) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut left = Vec::new();
+        unwritten_ranges(file, lo as u64, hi as u64, &mut left)?;
+        match left.iter().find(|&&(a, b)| a < hi as u64 && b > lo as u64) {
+            None => Ok(()),
+            Some(&(a, b)) => Err(io::Error::other(format!(
+                "bytes {a}..{b} of the file are still unwritten after their write-back: the \
+                 file system did not record the write (a write that failed before?)"
+            ))),
         }
     }
 }
@@ -592,6 +647,18 @@ pub(crate) fn unwritten_ranges(
         at = end;
     }
     Ok(())
+}
+
+/// Whether a log in `file` writes its unwritten blocks ahead of its tail
+/// ([`Media::write_ahead`]): on ext4 and xfs, whose extent maps tell unwritten blocks and
+/// whose `sync_file_range` writes them back (overlayfs answers the first, not the second).
+fn writes_ahead_here(file: &File) -> bool {
+    use nix::sys::statfs::{fstatfs, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+    fstatfs(file).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        (t == EXT4_SUPER_MAGIC || t == XFS_SUPER_MAGIC)
+            && unwritten_ranges(file, 0, PAGE as u64, &mut Vec::new()).is_ok()
+    })
 }
 
 /// Whether `file` lives in memory only (tmpfs, ramfs): nothing is ever written back.
@@ -1373,6 +1440,22 @@ mod tests {
         Some(file)
     }
 
+    /// A new fallocated file of 4 MiB (as [`fallocated`]) and its mapping in msync mode.
+    fn mapped(dir: &Path) -> Option<(File, MmapMedia)> {
+        let file = fallocated(dir, 4 << 20)?;
+        let media = MmapMedia::map(
+            file.try_clone().unwrap(),
+            &dir.join("f"),
+            4 << 20,
+            true,
+            PersistenceChoice::ForceMsync,
+            None,
+            false,
+        )
+        .unwrap();
+        Some((file, media))
+    }
+
     /// Whether `ranges` cover every byte of `[from, to)` (they may overlap one another).
     fn covered(ranges: &[(u64, u64)], from: u64, to: u64) -> bool {
         let mut at = from;
@@ -1426,10 +1509,19 @@ mod tests {
         for i in 0..4 {
             log.append(&payload(i)).unwrap();
         }
-        // The write-back was started, not waited for: wait for it (and the extents'
-        // conversion) here.
+        // The write-back of the next chunk was started, not waited for: wait for it (and the
+        // extents' conversion) here, starting none.
         let file = File::open(&path).unwrap();
-        file.sync_data().unwrap();
+        // SAFETY: a system call on our own file, touching no memory.
+        let rc = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                0,
+                0,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        assert_eq!(rc, 0);
         let mut ranges = Vec::new();
         unwritten_ranges(&file, 0, cap, &mut ranges).unwrap();
         // The chunk of the tail and the one after it are written, entries or zeros...
@@ -1448,29 +1540,22 @@ mod tests {
     #[test]
     fn writing_unwritten_blocks_ahead_keeps_bytes_stored_in_them() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(file) = fallocated(dir.path(), 4 << 20) else {
+        let Some((file, media)) = mapped(dir.path()) else {
             return;
         };
-        let media = MmapMedia::map(
-            file.try_clone().unwrap(),
-            &dir.path().join("f"),
-            4 << 20,
-            true,
-            PersistenceChoice::ForceMsync,
-            None,
-            false,
-        )
-        .unwrap();
         // Bytes stored, not yet synced, into unwritten blocks: as an append's, between its
         // stores and its sync, in the chunk being prepared.
         let at = (1 << 20) + 100;
         let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8 + 1).collect();
         // SAFETY: in bounds; no slice of the media is alive, and no other thread uses it.
         unsafe { media.store(at, &bytes) };
+        assert!(media.writes_ahead());
+        assert!(media.write_ahead(0, 4 << 20), "nothing written ahead");
         media.prepare(0, 4 << 20);
         // SAFETY: in bounds; no store happens while the slice is alive.
         let now = unsafe { media.read(at, bytes.len()) };
         assert!(now == &bytes[..], "the bytes in the mapping changed");
+        media.verify_ahead(0, 4 << 20).unwrap();
         media.flush(at, bytes.len());
         media.drain().unwrap();
         drop(media);
@@ -1482,6 +1567,21 @@ mod tests {
         let mut left = Vec::new();
         unwritten_ranges(&file, 0, 4 << 20, &mut left).unwrap();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn blocks_left_unwritten_fail_the_check_of_a_chunk_written_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((_, media)) = mapped(dir.path()) else {
+            return;
+        };
+        // (As if the file system had not recorded a write of these blocks.)
+        let e = media.verify_ahead(2 << 20, 2 << 20).unwrap_err();
+        assert!(e.to_string().contains("still unwritten"), "{e}");
+        assert!(media.write_ahead(2 << 20, 2 << 20));
+        media.verify_ahead(2 << 20, 2 << 20).unwrap();
+        // The first half was not written ahead.
+        assert!(media.verify_ahead(0, 2 << 20).is_err());
     }
 
     #[test]

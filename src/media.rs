@@ -119,6 +119,28 @@ pub trait Media: Send + Sync {
     /// A hint that `[off, off + len)` is about to be written (e.g. prefault the pages).
     fn prepare(&self, _off: usize, _len: usize) {}
 
+    /// True if these media write blocks ahead of the tail ([`Media::write_ahead`]): the log
+    /// then checks each chunk written ahead with [`Media::verify_ahead`] before any append
+    /// stores into it.
+    fn writes_ahead(&self) -> bool {
+        false
+    }
+
+    /// Before appends reach `[off, off + len)`: has the blocks there that the file system
+    /// holds allocated but unwritten written back, so that the appends' syncs do not convert
+    /// them one by one. Changes no byte. Returns true if it wrote any (then
+    /// [`Media::verify_ahead`] must pass before an append stores there).
+    fn write_ahead(&self, _off: usize, _len: usize) -> bool {
+        false
+    }
+
+    /// Waits for what [`Media::write_ahead`] wrote in `[off, off + len)` and checks that the
+    /// file system recorded it: an error if any block there is still unwritten (a write that
+    /// failed, now or before; appends stored there could be lost).
+    fn verify_ahead(&self, _off: usize, _len: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// True if sequential reads of these media (a recovery scan, an iterator) should ask for
     /// the bytes ahead with [`Media::read_ahead`]: a page-cache file whose mapping reads no
     /// more than the page a fault asks for ([`MmapMedia`](crate::MmapMedia) on a disk-backed

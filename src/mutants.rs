@@ -268,3 +268,16 @@ pub(crate) fn barrier<M: Media>(
         _ => None,
     }
 }
+
+static FAIL_NEXT_VERIFY_AHEAD: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next check of blocks written ahead of a log's tail (`Media::verify_ahead` of a
+/// file mapping) fail, as one does that finds them still unwritten after a failed write.
+pub fn fail_next_verify_ahead() {
+    FAIL_NEXT_VERIFY_AHEAD.store(true, Ordering::SeqCst);
+}
+
+/// Whether a failure of `verify_ahead` was asked for (once).
+pub(crate) fn take_verify_ahead_failure() -> bool {
+    FAIL_NEXT_VERIFY_AHEAD.swap(false, Ordering::SeqCst)
+}

@@ -207,9 +207,10 @@ impl Options {
     /// path). A new file's blocks are allocated but unwritten, and the first write to each
     /// block converts its extent: a sync that writes such a block also writes the file's
     /// extent metadata, which made 4 KiB appends about twice as slow (docs/DISK.md,
-    /// "Prefilling"). Without `prefill` the log writes those blocks itself, a 2 MiB chunk
-    /// ahead of the tail, during its first lap (where the file system reports its unwritten
-    /// extents: ext4, xfs); an append that starts a chunk waits a few milliseconds for it.
+    /// "Prefilling"). Without `prefill`, on ext4 and xfs, the log writes those blocks itself
+    /// during its first lap, a 2 MiB chunk ahead of the tail, and checks that each reached
+    /// the file before appends store there ([`Log::writes_ahead`](crate::Log::writes_ahead));
+    /// an append that starts a chunk waits a few milliseconds for it.
     /// With `prefill`, `create` writes every block once (page by page, so that the page cache
     /// holds the file in single pages, as the mapping's faults would) and syncs it: no append
     /// waits for a chunk. It costs a write of the whole capacity at creation (256 MiB: 0.3 s

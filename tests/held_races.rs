@@ -13,7 +13,9 @@
 //!   index;
 //! - `verify` beside a suffix truncation that deletes what was appended after its look at the
 //!   published LSN, or beside a publication (its tail stored, its LSN not yet), reports no
-//!   damage.
+//!   damage;
+//! - (not a pause) a chunk written ahead of the tail that did not reach the file poisons the
+//!   log before an append stores into it.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
 //! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
@@ -370,4 +372,67 @@ fn verify_beside_a_publication_reports_no_false_damage() {
     assert_eq!(appending.join().unwrap().unwrap(), 11);
     assert_eq!(verified.expect("an intact log verifies").entries, 10);
     assert_eq!(log.verify().unwrap().entries, 11);
+}
+
+/// On a disk file system whose new log writes its blocks ahead of the tail, a chunk written
+/// ahead that did not reach the file (here: its check made to fail) poisons the log before
+/// any append stores into it: the appends that reach it fail, none of the appenders hangs,
+/// and every append acknowledged before is there after a reopen.
+#[test]
+fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ahead.dax");
+    let log = Arc::new(Log::create(&path, &Options::new().capacity(16 << 20)).unwrap());
+    // The first append checks the first chunk (written ahead as the log was created).
+    log.append(&[1; 4000]).unwrap();
+    if !log.writes_ahead() {
+        eprintln!("the temporary directory is not ext4 or xfs on a disk: nothing to test");
+        return;
+    }
+    mutants::fail_next_verify_ahead();
+    // Four threads append 4 KiB entries until the log refuses: the first append into the
+    // second chunk (2 MiB on) checks it and fails.
+    let results: Vec<(Vec<u64>, Error)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4u8)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                s.spawn(move || {
+                    let mut acked = Vec::new();
+                    loop {
+                        match log.append(&[t + 2; 4000]) {
+                            Ok(lsn) => acked.push(lsn),
+                            Err(e) => return (acked, e),
+                        }
+                        assert!(acked.len() < 2000, "the log went past the second chunk");
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut acked: Vec<u64> = results.iter().flat_map(|(a, _)| a.clone()).collect();
+    for (_, e) in &results {
+        match e {
+            Error::Poisoned { cause, .. } => assert!(cause.contains("written ahead"), "{cause}"),
+            other => panic!("an append failed otherwise: {other:?}"),
+        }
+    }
+    acked.sort_unstable();
+    // (2 MiB holds 520 entries of 4024 bytes, the first one's included.)
+    assert!(
+        (400..520).contains(&acked.len()),
+        "{} appends acknowledged: the log stopped elsewhere than at the second chunk",
+        acked.len()
+    );
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.read(1).unwrap().payload, vec![1; 4000]);
+    for lsn in acked {
+        let e = log.read(lsn).unwrap();
+        assert!(
+            e.payload.len() == 4000 && (2..6).contains(&e.payload[0]),
+            "lsn {lsn}"
+        );
+    }
 }
