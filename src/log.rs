@@ -135,9 +135,6 @@ pub(crate) struct PoisonCause(pub(crate) String);
 /// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
-/// An append larger than this does not write the chunks it prepares ahead (`Log::prepare`).
-pub(crate) const WRITE_AHEAD_MAX_APPEND: usize = 64 << 10;
-
 impl<M: Media> std::fmt::Debug for Log<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log")

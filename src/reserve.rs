@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
 use crate::index::INDEX_STRIDE;
-use crate::log::{Log, PoisonCause, Writer, PREPARE_CHUNK, WRITE_AHEAD_MAX_APPEND};
+use crate::log::{Log, PoisonCause, Writer, PREPARE_CHUNK};
 use crate::media::{Claim, Media};
 use crate::persist;
 use crate::sync;
@@ -598,11 +598,12 @@ impl<M: Media> Log<M> {
     /// would cost as much as the first time.
     ///
     /// On media that write ahead ([`Media::writes_ahead`]: a new log on ext4 or xfs), a chunk
-    /// is written ahead as it is prepared, unless the append is large (its own sync converts
-    /// its blocks at once, and writing them twice costs more: measured slower from about 128
-    /// KiB). Such a chunk is marked in `ahead_pending` until [`Log::check_ahead`] has seen it
-    /// reach the file; the mark is set before the chunk's bit in `populated`, both under
-    /// `ahead_lock`.
+    /// is written ahead as it is prepared, whatever the size of the append. (Large appends
+    /// would convert their blocks at once by themselves, and write them twice here; but a
+    /// chunk not written ahead is not checked, and a chunk that an earlier write-ahead failed
+    /// to record must not take appends.) It is marked in `ahead_pending` until
+    /// [`Log::check_ahead`] has seen it reach the file; the mark is set before the chunk's
+    /// bit in `populated`, both under `ahead_lock`.
     #[inline]
     pub(crate) fn prepare(&self, pos: usize, need: usize) {
         let cap = self.sb.capacity as usize;
@@ -616,7 +617,7 @@ impl<M: Media> Log<M> {
             let from = c * PREPARE_CHUNK;
             let len = PREPARE_CHUNK.min(cap - from);
             let media = self.pmem.media();
-            if !self.writes_ahead || need > WRITE_AHEAD_MAX_APPEND {
+            if !self.writes_ahead {
                 if self.populated[word].fetch_or(bit, Ordering::Release) & bit == 0 {
                     media.prepare(from, len);
                 }

@@ -436,3 +436,40 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
         );
     }
 }
+
+/// The same with large appends: every chunk they reach is written ahead and checked too (a
+/// chunk that an earlier write-ahead failed to record must not take appends of any size).
+#[test]
+fn large_appends_reach_no_chunk_written_ahead_unchecked() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.dax");
+    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
+    log.append(&[1; 100]).unwrap();
+    if !log.writes_ahead() {
+        eprintln!("the temporary directory is not ext4 or xfs on a disk: nothing to test");
+        return;
+    }
+    let big = vec![7u8; 256 << 10];
+    // Into the second chunk: the append that reached it prepared the third, a large one.
+    while log.used_bytes() < (5 << 20) / 2 {
+        log.append(&big).unwrap();
+    }
+    let before = log.last_lsn().unwrap();
+    mutants::fail_next_verify_ahead();
+    let err = loop {
+        if let Err(e) = log.append(&big) {
+            break e;
+        }
+    };
+    assert!(
+        matches!(&err, Error::Poisoned { cause, .. } if cause.contains("written ahead")),
+        "{err:?}"
+    );
+    // Refused where the appends reach the third chunk (4 MiB on), not later.
+    let acked = log.last_lsn().unwrap() - before;
+    assert!(
+        acked <= 6,
+        "{acked} appends acknowledged after the second chunk's start"
+    );
+}
