@@ -792,7 +792,16 @@ impl<'a, M: Media> Follower<'a, M> {
     /// padding. Those it cannot look at now count as returned: below the head no deletion
     /// reaches them, and past what a guard may read one rewind too many is reported at most.
     fn returned_before(&self, back: Lsn) -> Option<Lsn> {
+        #[cfg(feature = "mutants")]
+        crate::mutants::FOLLOWER_REWINDING.here();
         let guard = self.log.pin();
+        // A suffix truncation counted since the look of this call (before the guard) may have
+        // deleted entries below `back` that it returned: gone, or not replaced yet, they read
+        // as padding would. Then every entry below `back` counts as returned (the next call
+        // reports that truncation). One counted later deletes nothing the guard may read.
+        if self.log.deleted.load(Ordering::Acquire) != self.deleted {
+            return (back > self.start).then(|| back - 1);
+        }
         (self.start..back)
             .rev()
             .find(|&l| l < guard.lsn() || l > guard.sees_to || guard.read(l).is_some())

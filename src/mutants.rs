@@ -217,6 +217,10 @@ pub static VERIFY_AFTER_VIEW: Pause = Pause::new();
 /// sees of an entry being published.
 pub static BETWEEN_TAIL_AND_LSN: Pause = Pause::new();
 
+/// A `Follower` reporting a rewind, before it looks for the last entry it returned below the
+/// rewind point: the window in which another suffix truncation deletes one of them.
+pub static FOLLOWER_REWINDING: Pause = Pause::new();
+
 /// Activates `m` for the whole process.
 pub fn set(m: Mutant) {
     ACTIVE.store(m as u8, Ordering::SeqCst);

@@ -14,8 +14,10 @@
 //! - `verify` beside a suffix truncation that deletes what was appended after its look at the
 //!   published LSN, or beside a publication (its tail stored, its LSN not yet), reports no
 //!   damage;
+//! - a follower reporting a rewind meets a second suffix truncation before it looks for the
+//!   last entry it returned, and reports that one too;
 //! - (not a pause) a chunk written ahead of the tail that did not reach the file poisons the
-//!   log before an append stores into it.
+//!   log before an append stores into it, whatever the appends' size.
 //!
 //! Needs the `mutants` feature (on in `cargo test --workspace`, where pmem-sim's
 //! dev-dependency enables it). In a binary of its own, its tests one at a time: the pauses are
@@ -471,5 +473,58 @@ fn large_appends_reach_no_chunk_written_ahead_unchecked() {
     assert!(
         acked <= 6,
         "{acked} appends acknowledged after the second chunk's start"
+    );
+}
+
+/// A follower told of one suffix truncation, while it looks for the last entry it returned
+/// below the rewind point, meets another that deletes one of those entries (not replaced
+/// yet, it reads as padding would): its next call reports that rewind too, before it returns
+/// the entry's replacement.
+#[test]
+fn a_follower_reports_a_second_rewind_that_came_while_it_reported_the_first() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        Arc::new(Log::create(dir.path().join("r.dax"), &Options::new().capacity(1 << 20)).unwrap());
+    for p in [b"a", b"b", b"c", b"d", b"e"] {
+        log.append(p).unwrap();
+    }
+    mutants::FOLLOWER_REWINDING.arm();
+    let (returned, five) = std::sync::mpsc::channel();
+    let follower = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut f = log.follow(1);
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                got.push(f.next_timeout(Duration::from_secs(5)).unwrap().unwrap().lsn);
+            }
+            assert_eq!(got, [1, 2, 3, 4, 5]);
+            returned.send(()).unwrap();
+            // Deleted: 5 (the first truncation, below), then 4 (the second).
+            let first = f.next_timeout(Duration::from_secs(60));
+            let second = f.next_timeout(Duration::from_secs(60));
+            (
+                first.map(|e| e.map(|e| e.lsn)),
+                second.map(|e| e.map(|e| e.lsn)),
+            )
+        })
+    };
+    five.recv_timeout(Duration::from_secs(60)).unwrap();
+    log.truncate_after(4).unwrap();
+    wait_until_reached(&mutants::FOLLOWER_REWINDING, "the follower's rewind");
+    // It has reported the first deletion to itself and not yet looked below 5.
+    log.truncate_after(3).unwrap();
+    mutants::FOLLOWER_REWINDING.release();
+    std::thread::sleep(Duration::from_millis(20));
+    log.append(b"D").unwrap();
+    let (first, second) = follower.join().unwrap();
+    assert!(
+        matches!(first, Err(Error::Rewound { from: 5, .. })),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, Err(Error::Rewound { from: 4, .. })),
+        "the second truncation went unreported: {second:?}"
     );
 }
