@@ -700,24 +700,7 @@ impl<'a, M: Media> Follower<'a, M> {
             // nothing below it.
             let known = std::mem::replace(&mut self.head_seen, self.log.first());
             if self.log.deleted.load(Ordering::Acquire) != self.deleted {
-                let d = self.log.deletions.lock();
-                // (Counted under the lock, which every count and record takes.)
-                let deleted = self.log.deleted.load(Ordering::Acquire);
-                let missed = (deleted - self.deleted) as usize;
-                // Only the last ones are kept: if more came in between, every entry from the
-                // head as of the last count on is suspect (as for a reader in another
-                // process); those a head truncation removed since are then reported missed.
-                let from = if missed > d.len() {
-                    known
-                } else {
-                    d.iter()
-                        .skip(d.len() - missed)
-                        .copied()
-                        .min()
-                        .unwrap_or(Lsn::MAX)
-                };
-                drop(d);
-                self.deleted = deleted;
+                let from = self.missed_deletions(known);
                 if from < self.next {
                     // Back to the first deleted entry at or after the start (entries it
                     // passed without returning them, padding or those below the start, may
@@ -725,7 +708,7 @@ impl<'a, M: Media> Follower<'a, M> {
                     let back = from.max(self.start);
                     self.next = back;
                     if self.returned.is_some_and(|r| from <= r) {
-                        self.returned = self.returned_before(back);
+                        let back = self.settle_rewind(back);
                         return Err(Error::Rewound {
                             path: self.log.name.clone(),
                             from: back,
@@ -787,24 +770,58 @@ impl<'a, M: Media> Follower<'a, M> {
         self.next
     }
 
-    /// After a rewind to `back`: the last entry it returned before `back`. It passed every
-    /// entry from its start to `back` (none of them was deleted) and returned each but the
-    /// padding. Those it cannot look at now count as returned: below the head no deletion
-    /// reaches them, and past what a guard may read one rewind too many is reported at most.
-    fn returned_before(&self, back: Lsn) -> Option<Lsn> {
-        #[cfg(feature = "mutants")]
-        crate::mutants::FOLLOWER_REWINDING.here();
-        let guard = self.log.pin();
-        // A suffix truncation counted since the look of this call (before the guard) may have
-        // deleted entries below `back` that it returned: gone, or not replaced yet, they read
-        // as padding would. Then every entry below `back` counts as returned (the next call
-        // reports that truncation). One counted later deletes nothing the guard may read.
-        if self.log.deleted.load(Ordering::Acquire) != self.deleted {
-            return (back > self.start).then(|| back - 1);
+    /// Before it reports a rewind to `back`: folds into `back` the suffix truncations counted
+    /// since its look, and finds the last entry it returned below the rewind point (it sets
+    /// `next` and `returned`); returns the rewind point.
+    ///
+    /// It passed every entry from its start to the rewind point and returned each but the
+    /// padding, which it finds by reading them under a guard. A truncation counted since its
+    /// look may have deleted some of them (gone, or not replaced yet, they read as padding
+    /// would): then the rewind point moves down to that truncation's first LSN, and it looks
+    /// again. One counted after the guard was taken deletes nothing the guard may read.
+    /// Entries it cannot look at count as returned: below the head no deletion reaches them,
+    /// and past what a guard may read one rewind too many is reported at most.
+    fn settle_rewind(&mut self, mut back: Lsn) -> Lsn {
+        loop {
+            #[cfg(feature = "mutants")]
+            crate::mutants::FOLLOWER_REWINDING.here();
+            let guard = self.log.pin();
+            if self.log.deleted.load(Ordering::Acquire) == self.deleted {
+                self.next = back;
+                self.returned = (self.start..back)
+                    .rev()
+                    .find(|&l| l < guard.lsn() || l > guard.sees_to || guard.read(l).is_some());
+                return back;
+            }
+            drop(guard);
+            let from = self.missed_deletions(self.head_seen);
+            back = back.min(from.max(self.start));
         }
-        (self.start..back)
-            .rev()
-            .find(|&l| l < guard.lsn() || l > guard.sees_to || guard.read(l).is_some())
+    }
+
+    /// The first LSN that the suffix truncations counted since its last look deleted (or
+    /// `known`, the head as of that look, if more came than the log records), and counts them
+    /// as seen.
+    fn missed_deletions(&mut self, known: Lsn) -> Lsn {
+        let d = self.log.deletions.lock();
+        // (Counted under the lock, which every count and record takes.)
+        let deleted = self.log.deleted.load(Ordering::Acquire);
+        let missed = (deleted - self.deleted) as usize;
+        // Only the last ones are kept: if more came in between, every entry from the head as
+        // of the last count on is suspect (as for a reader in another process); those a head
+        // truncation removed since are then reported missed.
+        let from = if missed > d.len() {
+            known
+        } else {
+            d.iter()
+                .skip(d.len() - missed)
+                .copied()
+                .min()
+                .unwrap_or(Lsn::MAX)
+        };
+        drop(d);
+        self.deleted = deleted;
+        from
     }
 }
 

@@ -15,7 +15,8 @@
 //!   published LSN, or beside a publication (its tail stored, its LSN not yet), reports no
 //!   damage;
 //! - a follower reporting a rewind meets a second suffix truncation before it looks for the
-//!   last entry it returned, and reports that one too;
+//!   last entry it returned: it reports one rewind that covers both, and none later for
+//!   padding it never returned;
 //! - (not a pause) a chunk written ahead of the tail that did not reach the file poisons the
 //!   log before an append stores into it, whatever the appends' size.
 //!
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daxlog::{mutants, Error, Log, Options, PersistenceChoice};
+use daxlog::{mutants, Error, Log, Lsn, Options, PersistenceChoice};
 
 /// One test at a time (a pause stops whichever thread of the process reaches it first).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -478,8 +479,8 @@ fn large_appends_reach_no_chunk_written_ahead_unchecked() {
 
 /// A follower told of one suffix truncation, while it looks for the last entry it returned
 /// below the rewind point, meets another that deletes one of those entries (not replaced
-/// yet, it reads as padding would): its next call reports that rewind too, before it returns
-/// the entry's replacement.
+/// yet, it reads as padding would): it reports one rewind, from the second truncation's
+/// first LSN, before it returns the entry's replacement.
 #[test]
 fn a_follower_reports_a_second_rewind_that_came_while_it_reported_the_first() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -506,7 +507,7 @@ fn a_follower_reports_a_second_rewind_that_came_while_it_reported_the_first() {
             let second = f.next_timeout(Duration::from_secs(60));
             (
                 first.map(|e| e.map(|e| e.lsn)),
-                second.map(|e| e.map(|e| e.lsn)),
+                second.map(|e| e.map(|e| (e.lsn, e.payload))),
             )
         })
     };
@@ -520,11 +521,99 @@ fn a_follower_reports_a_second_rewind_that_came_while_it_reported_the_first() {
     log.append(b"D").unwrap();
     let (first, second) = follower.join().unwrap();
     assert!(
-        matches!(first, Err(Error::Rewound { from: 5, .. })),
-        "{first:?}"
+        matches!(first, Err(Error::Rewound { from: 4, .. })),
+        "the second truncation went unreported: {first:?}"
     );
     assert!(
-        matches!(second, Err(Error::Rewound { from: 4, .. })),
-        "the second truncation went unreported: {second:?}"
+        matches!(&second, Ok(Some((4, p))) if p == b"D"),
+        "{second:?}"
     );
+}
+
+/// What a follower call gave: an entry's LSN (or none), or the LSN a rewind went back to.
+type Got = std::result::Result<Option<u64>, Lsn>;
+
+/// A log of an entry, padding and an entry (LSNs 1, 2, 3), and a follower from 1, in a thread
+/// of its own, that has returned 1 and 3 and then makes a call (waiting up to 50 ms) each time
+/// it is told to, and sends back what it got. 3 is then deleted, and the follower's call
+/// that reports it held by `FOLLOWER_REWINDING` (release it).
+fn padded_log_and_follower(
+    dir: &tempfile::TempDir,
+) -> (
+    Arc<Log>,
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<Got>,
+) {
+    let log =
+        Arc::new(Log::create(dir.path().join("p.dax"), &Options::new().capacity(1 << 20)).unwrap());
+    log.append(b"a").unwrap();
+    assert_eq!(log.append_padding(1).unwrap(), 2..3);
+    log.append(b"c").unwrap();
+    let (go, calls) = std::sync::mpsc::channel::<()>();
+    let (tell, got) = std::sync::mpsc::channel::<Got>();
+    let shared = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut f = shared.follow(1);
+        let mut call = |wait| match f.next_timeout(wait) {
+            Ok(e) => Ok(e.map(|e| e.lsn)),
+            Err(Error::Rewound { from, .. }) => Err(from),
+            Err(e) => panic!("{e}"),
+        };
+        let first_two = (call(Duration::from_secs(5)), call(Duration::from_secs(5)));
+        assert_eq!(first_two, (Ok(Some(1)), Ok(Some(3))));
+        tell.send(Ok(None)).unwrap();
+        while calls.recv().is_ok() {
+            tell.send(call(Duration::from_millis(50))).unwrap();
+        }
+    });
+    // (Once it has returned 1 and 3.)
+    assert_eq!(got.recv_timeout(Duration::from_secs(60)), Ok(Ok(None)));
+    // Then delete 3, and hold the follower's call that reports it where it is about to look
+    // for the last entry it returned below 3.
+    log.truncate_after(2).unwrap();
+    mutants::FOLLOWER_REWINDING.arm();
+    go.send(()).unwrap();
+    wait_until_reached(&mutants::FOLLOWER_REWINDING, "the follower's rewind");
+    (log, go, got)
+}
+
+/// A follower rewound for a truncation that a second one, deleting only padding below the
+/// rewind point, follows while it looks for the last entry it returned: one rewind, and none
+/// for the padding after it.
+#[test]
+fn a_follower_is_not_rewound_again_for_padding_deleted_while_it_reports_a_rewind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (log, go, got) = padded_log_and_follower(&dir);
+    log.truncate_after(1).unwrap(); // deletes 2: padding only
+    mutants::FOLLOWER_REWINDING.release();
+    let first = got.recv().unwrap();
+    go.send(()).unwrap();
+    let second = got.recv().unwrap();
+    assert!(matches!(first, Err(2 | 3)), "{first:?}");
+    assert_eq!(
+        second,
+        Ok(None),
+        "rewound again for padding it never returned"
+    );
+}
+
+/// The same with a second truncation at the rewind point, then a third that deletes only the
+/// padding below it: the follower took no padding for an entry it returned.
+#[test]
+fn a_follower_takes_no_padding_for_a_returned_entry_after_a_rewind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (log, go, got) = padded_log_and_follower(&dir);
+    assert_eq!(log.append(b"C").unwrap(), 3);
+    log.truncate_after(2).unwrap(); // deletes the new 3 only
+    mutants::FOLLOWER_REWINDING.release();
+    let first = got.recv().unwrap();
+    go.send(()).unwrap();
+    let second = got.recv().unwrap();
+    log.truncate_after(1).unwrap(); // deletes 2: padding only
+    go.send(()).unwrap();
+    let third = got.recv().unwrap();
+    assert_eq!((first, second), (Err(3), Ok(None)));
+    assert_eq!(third, Ok(None), "rewound for padding it never returned");
 }
