@@ -706,7 +706,6 @@ impl<'a, M: Media> Follower<'a, M> {
                     // passed without returning them, padding or those below the start, may
                     // have been replaced too); an error only if it had returned one.
                     let back = from.max(self.start);
-                    self.next = back;
                     if self.returned.is_some_and(|r| from <= r) {
                         let back = self.settle_rewind(back);
                         return Err(Error::Rewound {
@@ -714,6 +713,7 @@ impl<'a, M: Media> Follower<'a, M> {
                             from: back,
                         });
                     }
+                    self.next = back;
                 }
             }
             if self.log.last_lsn.load(Ordering::Acquire) >= self.next {

@@ -97,10 +97,9 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) epoch: std::sync::atomic::AtomicU32,
     /// One bit per 2 MiB chunk of the file: already prefaulted in this mapping.
     pub(crate) populated: Box<[AtomicU64]>,
-    /// The media write blocks ahead of the tail ([`Media::writes_ahead`]); one bit per chunk
-    /// written ahead and not yet seen to reach the file (`Log::check_ahead`); and the lock
-    /// under which chunks are written ahead and checked.
-    pub(crate) writes_ahead: bool,
+    /// Where the media write blocks ahead of the tail ([`Media::writes_ahead`]): one bit per
+    /// chunk written ahead and not yet seen to reach the file (`Log::check_ahead`), and the
+    /// lock under which chunks are written ahead and checked.
     pub(crate) ahead_pending: Box<[AtomicU64]>,
     pub(crate) ahead_lock: parking_lot::Mutex<()>,
     /// Tail hint: written every this many published bytes (None: never), and the bytes
@@ -134,6 +133,13 @@ pub(crate) struct PoisonCause(pub(crate) String);
 
 /// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
+
+/// One bit per chunk of a log of `capacity` bytes, all clear.
+fn chunk_bits(capacity: u64) -> Box<[AtomicU64]> {
+    (0..(capacity as usize).div_ceil(PREPARE_CHUNK * 64))
+        .map(|_| AtomicU64::new(0))
+        .collect()
+}
 
 impl<M: Media> std::fmt::Debug for Log<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -460,7 +466,7 @@ impl<M: Media> Log<M> {
             self.pmem.media().prepare(DATA_OFFSET, cap - DATA_OFFSET);
             // (Where chunks are written ahead, the appends still do that as they reach them:
             // each chunk's mapping then costs a second look, no I/O.)
-            if !self.writes_ahead {
+            if !self.writes_ahead() {
                 for b in self.populated.iter() {
                     b.store(u64::MAX, Ordering::Relaxed);
                 }
@@ -591,13 +597,8 @@ impl<M: Media> Log<M> {
             )),
             ring: TicketSlot::ring(),
             epoch: std::sync::atomic::AtomicU32::new(slot.epoch),
-            populated: (0..(sb.capacity as usize).div_ceil(PREPARE_CHUNK * 64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            writes_ahead: !read_only && pmem.media().writes_ahead(),
-            ahead_pending: (0..(sb.capacity as usize).div_ceil(PREPARE_CHUNK * 64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            populated: chunk_bits(sb.capacity),
+            ahead_pending: chunk_bits(sb.capacity),
             ahead_lock: parking_lot::Mutex::new(()),
             hint_every: opts.resolved_tail_hint_every(),
             since_hint: Padded(AtomicU64::new(0)),
@@ -646,7 +647,7 @@ impl<M: Media> Log<M> {
     /// a writable log in `msync` mode on ext4 or xfs (docs/DISK.md, "Writing ahead of the
     /// tail").
     pub fn writes_ahead(&self) -> bool {
-        self.writes_ahead
+        !self.read_only && self.pmem.media().writes_ahead()
     }
 
     /// The persistence barrier in use.

@@ -62,12 +62,6 @@ impl<M: Media> Log<M> {
     /// Step 1 of an append: places `total` bytes for `payloads`, takes their LSNs and a ticket.
     pub(crate) fn reserve(&self, payloads: &[&[u8]], total: usize) -> Result<Resv> {
         let cap = self.sb.capacity as usize;
-        if self.writes_ahead {
-            // Chunks are written ahead here, before this append holds a ticket, where they
-            // can: the appends after it are then not published late for it. (The tail may
-            // move meanwhile; `prepare` below does what this one did not.)
-            self.prepare(State::unpack(self.resv.load_torn()).tail, total);
-        }
         let mut spins = 0u32;
         let mut cur = self.resv.load_torn();
         let (st, start, marker) = loop {
@@ -617,7 +611,7 @@ impl<M: Media> Log<M> {
             let from = c * PREPARE_CHUNK;
             let len = PREPARE_CHUNK.min(cap - from);
             let media = self.pmem.media();
-            if !self.writes_ahead {
+            if !self.writes_ahead() {
                 if self.populated[word].fetch_or(bit, Ordering::Release) & bit == 0 {
                     media.prepare(from, len);
                 }
@@ -641,7 +635,7 @@ impl<M: Media> Log<M> {
     /// go on taking later writes to those blocks without recording them either).
     #[inline]
     pub(crate) fn check_ahead(&self, start: usize, end: usize) -> Result<()> {
-        if !self.writes_ahead || end <= start {
+        if !self.writes_ahead() || end <= start {
             return Ok(());
         }
         for c in start / PREPARE_CHUNK..=(end - 1) / PREPARE_CHUNK {

@@ -377,6 +377,19 @@ fn verify_beside_a_publication_reports_no_false_damage() {
     assert_eq!(log.verify().unwrap().entries, 11);
 }
 
+/// A new log of 16 MiB at `path` holding `first` (its append checks the first chunk, written
+/// ahead as the log was created), if it writes ahead: the temporary directory is ext4 or xfs
+/// on a disk.
+fn log_writing_ahead(path: &std::path::Path, first: &[u8]) -> Option<Log> {
+    let log = Log::create(path, &Options::new().capacity(16 << 20)).unwrap();
+    log.append(first).unwrap();
+    if !log.writes_ahead() {
+        eprintln!("the temporary directory is not ext4 or xfs on a disk: nothing to test");
+        return None;
+    }
+    Some(log)
+}
+
 /// On a disk file system whose new log writes its blocks ahead of the tail, a chunk written
 /// ahead that did not reach the file (here: its check made to fail) poisons the log before
 /// any append stores into it: the appends that reach it fail, none of the appenders hangs,
@@ -386,13 +399,10 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ahead.dax");
-    let log = Arc::new(Log::create(&path, &Options::new().capacity(16 << 20)).unwrap());
-    // The first append checks the first chunk (written ahead as the log was created).
-    log.append(&[1; 4000]).unwrap();
-    if !log.writes_ahead() {
-        eprintln!("the temporary directory is not ext4 or xfs on a disk: nothing to test");
+    let Some(log) = log_writing_ahead(&path, &[1; 4000]) else {
         return;
-    }
+    };
+    let log = Arc::new(log);
     mutants::fail_next_verify_ahead();
     // Four threads append 4 KiB entries until the log refuses: the first append into the
     // second chunk (2 MiB on) checks it and fails.
@@ -446,13 +456,9 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
 fn large_appends_reach_no_chunk_written_ahead_unchecked() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("large.dax");
-    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
-    log.append(&[1; 100]).unwrap();
-    if !log.writes_ahead() {
-        eprintln!("the temporary directory is not ext4 or xfs on a disk: nothing to test");
+    let Some(log) = log_writing_ahead(&dir.path().join("large.dax"), &[1; 100]) else {
         return;
-    }
+    };
     let big = vec![7u8; 256 << 10];
     // Into the second chunk: the append that reached it prepared the third, a large one.
     while log.used_bytes() < (5 << 20) / 2 {
