@@ -194,7 +194,7 @@ impl MmapMedia {
         // (Without the read-ahead, with `MADV_RANDOM`, each page not in the page cache would
         // be a read of its own.) SAFETY: `[lo, hi)` lies inside our live mapping (caller).
         unsafe {
-            self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo);
+            let _ = self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo);
             self.populate(lo, hi, MADV_POPULATE_READ);
         }
     }
@@ -467,7 +467,7 @@ impl Media for MmapMedia {
     fn read_ahead(&self, off: usize, len: usize) {
         if off < self.len {
             // SAFETY: `[off, off + len)`, cut to the mapping, lies inside our live mapping.
-            unsafe {
+            let _ = unsafe {
                 self.ahead
                     .read(self.ptr.as_ptr().add(off), len.min(self.len - off))
             };
@@ -673,13 +673,26 @@ fn in_memory(file: &File) -> bool {
 
 /// How a mapping of a log file reads ahead: by the kernel's faults (the default), or, advised
 /// `MADV_RANDOM` (`random`, see [`page_cache_advice`]), only where daxlog asks ([`read_ahead`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct ReadAhead {
     random: bool,
     /// `mincore` tells which pages are cached: since Linux 5.0 it does so only for a file the
     /// process owns or may write, and says every page is cached otherwise.
     mincore: bool,
+    /// The last range asked for, and when (see [`ReadAhead::read`]).
+    asked: Mutex<Option<Asked>>,
 }
+
+/// A range of a mapping that was asked to be read ahead, `[lo, hi)`, at `at`.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    lo: usize,
+    hi: usize,
+    at: std::time::Instant,
+}
+
+/// How long a range asked to be read ahead counts as asked (see [`ReadAhead::read`]).
+const ASKED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ReadAhead {
     /// Advises the new mapping `[ptr, ptr + len)` of `file` (opened for writing if
@@ -701,18 +714,38 @@ impl ReadAhead {
         ReadAhead {
             random,
             mincore: writable || owner(),
+            asked: Mutex::new(None),
         }
     }
 
-    /// Asks for `[ptr, ptr + len)` to be read ahead if the mapping reads ahead only when asked.
+    /// Asks for `[ptr, ptr + len)` to be read ahead (and returns true) if the mapping reads
+    /// ahead only when asked, unless it lies inside the range asked last, less than [`ASKED_FRESH`] ago: its pages
+    /// were cached then or are being read. Short reads that start one after another near the
+    /// same place (a reader at the tail, a replication that reads each new entry) would
+    /// otherwise look at the whole window ahead of each read (nine `mincore` calls of a
+    /// megabyte each). A hint either way: a page that was dropped since is read by its fault.
     ///
     /// # Safety
     /// As for [`read_ahead`].
-    unsafe fn read(&self, ptr: *const u8, len: usize) {
-        if self.random {
-            // SAFETY: as the caller's.
-            unsafe { read_ahead(ptr, len, self.mincore) };
+    unsafe fn read(&self, ptr: *const u8, len: usize) -> bool {
+        if !self.random {
+            return false;
         }
+        let (lo, hi) = (ptr as usize, ptr as usize + len);
+        let now = std::time::Instant::now();
+        // (Taken by another reader: ask, as if nothing had been asked.)
+        if let Ok(mut asked) = self.asked.try_lock() {
+            let fresh = asked.is_some_and(|a| {
+                a.lo <= lo && hi <= a.hi && now.saturating_duration_since(a.at) < ASKED_FRESH
+            });
+            if fresh {
+                return false;
+            }
+            *asked = Some(Asked { lo, hi, at: now });
+        }
+        // SAFETY: as the caller's.
+        unsafe { read_ahead(ptr, len, self.mincore) };
+        true
     }
 }
 
@@ -1335,7 +1368,7 @@ impl SharedMap {
             return 0..0;
         }
         // SAFETY: `[lo, hi)` lies inside our mapping.
-        unsafe { self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo) };
+        let _ = unsafe { self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo) };
         // SAFETY: advice on pages of our own mapping (in bounds, page-aligned); it changes no
         // byte and creates no reference.
         let rc = unsafe {
@@ -1467,6 +1500,62 @@ mod tests {
             }
         }
         at >= to
+    }
+
+    /// A range inside the one asked last, less than `ASKED_FRESH` ago, is not asked again;
+    /// one reaching outside it, or asked after that, is.
+    #[test]
+    fn a_range_asked_to_be_read_ahead_is_not_asked_again_while_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("ahead"))
+            .unwrap();
+        let len = 64 * PAGE;
+        file.set_len(len as u64).unwrap();
+        // SAFETY: a new shared mapping of the file just made, unmapped at the end of the test.
+        let ptr = unsafe {
+            mman::mmap(
+                None,
+                NonZeroUsize::new(len).unwrap(),
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                &file,
+                0,
+            )
+        }
+        .unwrap();
+        let base = ptr.as_ptr() as *const u8;
+        let ahead = ReadAhead {
+            random: true,
+            mincore: true,
+            asked: Mutex::new(None),
+        };
+        // SAFETY (every call below): ranges inside the mapping made above.
+        let ask = |off: usize, n: usize| unsafe { ahead.read(base.add(off), n) };
+        assert!(ask(8 * PAGE, 16 * PAGE), "the first time");
+        assert!(!ask(8 * PAGE, 16 * PAGE), "the same range, at once");
+        assert!(!ask(10 * PAGE + 100, 4 * PAGE), "inside it");
+        assert!(ask(20 * PAGE, 8 * PAGE), "reaching past its end");
+        assert!(!ask(22 * PAGE, 6 * PAGE), "inside the range asked last");
+        assert!(ask(8 * PAGE, 4 * PAGE), "inside an earlier range only");
+        let old = std::time::Instant::now()
+            .checked_sub(ASKED_FRESH)
+            .expect("a clock past the interval");
+        ahead.asked.lock().unwrap().as_mut().unwrap().at = old;
+        assert!(ask(9 * PAGE, PAGE), "asked longer ago than the interval");
+        let not_random = ReadAhead {
+            random: false,
+            mincore: true,
+            asked: Mutex::new(None),
+        };
+        // SAFETY: as above.
+        assert!(!unsafe { not_random.read(base, PAGE) }, "faults read ahead");
+        // SAFETY: the mapping made above; nothing refers to it any more.
+        unsafe { mman::munmap(ptr, len) }.unwrap();
     }
 
     #[test]
