@@ -53,8 +53,8 @@ mod watermark;
 
 pub use files::DaxError;
 pub use log_store::{
-    Admission, Admitted, LogReader, LogStore, LogStoreOptions, WriteRejected,
-    DEFAULT_META_CAPACITY, DEFAULT_PURGE_WAIT, LOG_FILE, META_FILE,
+    Admission, Admitted, LogReader, LogStore, LogStoreOptions, ReadFence, WriteRejected,
+    COMMITTED_SAVE_EVERY, DEFAULT_META_CAPACITY, DEFAULT_PURGE_WAIT, LOG_FILE, META_FILE,
 };
 pub use state_machine::{KvSnapshotBuilder, KvState, KvStateMachine, SNAPSHOT_FILE};
 pub use watermark::SnapshotWatermark;

@@ -75,7 +75,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::open_store_retrying;
 use crate::http::{peer_router, HttpNetwork, Partition};
 use crate::{
-    Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, Request, TypeConfig,
+    Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request, TypeConfig,
     WriteRejected,
 };
 
@@ -205,6 +205,10 @@ struct Shared {
     /// Raft entries the write group proposed, and the client writes they carried.
     entries_proposed: AtomicU64,
     writes_proposed: AtomicU64,
+    /// Until it is passed, what a linearizable `/read` waits for besides openraft's read log
+    /// id: this node was restored as leader, and its saved committed log id may lag writes it
+    /// acknowledged ([`ReadFence`]).
+    read_fence: std::sync::Mutex<Option<ReadFence>>,
 }
 
 /// An `/append` waiting for its Raft entry: its bytes, where its answer goes, and its
@@ -253,6 +257,7 @@ impl Node {
         }
         let store = open_store_retrying(&opts.data_dir, &store_opts, &sm).await?;
         let admission = store.admission();
+        let read_fence = store.read_fence(opts.id);
         let listener = TcpListener::bind(&opts.listen).await?;
         let addr = listener.local_addr()?;
         let partition = Partition::new();
@@ -281,6 +286,7 @@ impl Node {
             writes,
             entries_proposed: AtomicU64::new(0),
             writes_proposed: AtomicU64::new(0),
+            read_fence: std::sync::Mutex::new(read_fence),
         });
         let write_group = tokio::spawn(write_group(
             shared.clone(),
@@ -577,6 +583,29 @@ async fn write_group(
 }
 
 impl Shared {
+    /// Waits, for a linearizable read whose read log id is `read`, until this node passed its
+    /// [`ReadFence`] (if it has one left): `503 unavailable` if it did not within the request
+    /// timeout.
+    async fn pass_read_fence(
+        &self,
+        read: Option<&openraft::LogId<NodeId>>,
+    ) -> Result<(), Response> {
+        let lock = || self.read_fence.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fence) = *lock() else {
+            return Ok(());
+        };
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
+        if !fence.passed(read, applied) {
+            self.raft
+                .wait(Some(self.request_timeout))
+                .applied_index_at_least(Some(fence.index), "the read fence of a restored leader")
+                .await
+                .map_err(|e| unavailable(format!("restored as leader, not caught up yet: {e}")))?;
+        }
+        *lock() = None;
+        Ok(())
+    }
+
     /// `421 not_leader`, naming the leader openraft named, or else the one this node knows.
     fn not_leader(&self, hint: Option<&ForwardToLeader<NodeId, BasicNode>>) -> Response {
         let (status, body) = self.not_leader_body(hint);
@@ -787,7 +816,11 @@ fn default_max() -> usize {
 async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Response {
     if !q.local {
         match node.raft.ensure_linearizable().await {
-            Ok(_) => {}
+            Ok(read) => {
+                if let Err(e) = node.pass_read_fence(read.as_ref()).await {
+                    return e;
+                }
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 return node.not_leader(Some(&f))
             }

@@ -1434,8 +1434,9 @@ fn minority_partition_acknowledges_nothing() {
 /// the old leader is restarted, then one follower. openraft restores a node whose vote is
 /// committed and its own as leader at once, in the same term, without a new blank entry: its
 /// linearizable reads then wait only for the committed log id it read from its store. Every
-/// `/read` it answers with 200 must show every acknowledged append (a saved committed log id
-/// that lagged the acknowledgments let it answer without them).
+/// `/read` it answers with 200 must show every acknowledged append. The saved committed log
+/// id lags the acknowledgments (it is saved at most every 100 ms): without the node's read
+/// fence (`LogStore::read_fence`) the first reads miss most of the burst.
 #[test]
 fn linearizable_reads_after_a_whole_cluster_crash() {
     let mut procs = Procs::new(3, &TIMING);
