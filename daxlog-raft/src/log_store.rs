@@ -11,10 +11,12 @@
 //!   quarter of the admission reserve in bytes.
 //! * `meta.dax`: the vote, the committed log id and the last purged log id, as one record in
 //!   serde_json (small, and written only when one of them changes); see [`crate::meta`]. A
-//!   new committed log id is written at most every [`COMMITTED_SAVE_EVERY`] on its own (a
-//!   save of the vote or of a purge writes the latest one too): openraft lets it lag, and a
-//!   node restarted after a crash then applies up to the saved one and learns the rest from
-//!   the leader, as it would with none saved at all.
+//!   new committed log id is written at once, or, with
+//!   [`LogStoreOptions::committed_save_every`], at most that often on its own and at the
+//!   latest that long after it came (a save of the vote or of a purge writes the latest one
+//!   too): openraft lets it lag, and a node restarted after a crash then applies up to the
+//!   saved one and learns the rest from the leader, as it would with none saved at all. A
+//!   node restored as leader then needs its [`ReadFence`] for linearizable reads.
 //!
 //! # Index mapping
 //!
@@ -91,6 +93,7 @@ pub struct LogStoreOptions {
     purge_wait: Duration,
     max_entry: Option<u64>,
     reserve: Option<u64>,
+    committed_every: Duration,
 }
 
 /// Default of [`LogStoreOptions::purge_wait`].
@@ -114,7 +117,25 @@ impl LogStoreOptions {
             purge_wait: DEFAULT_PURGE_WAIT,
             max_entry: None,
             reserve: None,
+            committed_every: Duration::ZERO,
         }
+    }
+
+    /// Saves a new committed log id at most every `every` on its own (default: zero, at once;
+    /// the node binary uses [`COMMITTED_SAVE_EVERY`]). openraft awaits `save_committed` before
+    /// it applies entries, so saving at once is one more sync in series with every write on a
+    /// disk. Saved behind, the id written lags the commit by at most `every` (a delayed save
+    /// writes the latest one), a save of the vote or of a purge writes the latest too, and so
+    /// does closing the store; a node restarted after a crash then applies less at start and
+    /// learns the rest from its leader.
+    ///
+    /// **Linearizable reads then need a fence:** a node restored as leader answers
+    /// `Raft::ensure_linearizable` without waiting for writes it acknowledged past the saved
+    /// id. Take [`LogStore::read_fence`] before handing the store to openraft, and pass it
+    /// before answering a linearizable read (see [`ReadFence`]).
+    pub fn committed_save_every(mut self, every: Duration) -> Self {
+        self.committed_every = every;
+        self
     }
 
     /// The largest encoded entry [`Admission::check`] lets a client propose (default: a
@@ -700,12 +721,12 @@ where
 /// openraft's [`RaftLogStorage`] on daxlog files; see the module documentation.
 pub struct LogStore<C: RaftTypeConfig> {
     inner: Arc<Inner<C>>,
-    meta_log: Arc<Mutex<LatestRecord>>,
+    meta_file: Arc<Mutex<MetaFile<C::NodeId>>>,
+    lag: Arc<Mutex<CommittedLag<C::NodeId>>>,
     /// The latest metadata: durable but for `committed`, which may be ahead of the saved one.
     meta: Meta<C::NodeId>,
-    /// When `committed` was last saved (None: not since the store was opened), and what.
-    committed_saved_at: Option<Instant>,
-    committed_saved: Option<LogId<C::NodeId>>,
+    /// See [`LogStoreOptions::committed_save_every`].
+    committed_every: Duration,
     dir: PathBuf,
     /// The state machine's durable snapshot, which a purge must not pass.
     snapshot: Option<SnapshotWatermark>,
@@ -787,10 +808,17 @@ where
         let chunk_bytes = (reserve_for(opts.reserve, inner.log.space().data) / 4).max(1);
         Ok(LogStore {
             inner: Arc::new(inner),
-            meta_log: Arc::new(Mutex::new(meta_log)),
-            committed_saved: meta.committed.clone(),
+            meta_file: Arc::new(Mutex::new(MetaFile {
+                record: meta_log,
+                saved: meta.clone(),
+            })),
+            lag: Arc::new(Mutex::new(CommittedLag {
+                latest: meta.committed.clone(),
+                saved_at: None,
+                scheduled: false,
+            })),
             meta,
-            committed_saved_at: None,
+            committed_every: opts.committed_every,
             dir: dir.to_path_buf(),
             snapshot,
             purge_wait: opts.purge_wait,
@@ -852,7 +880,9 @@ where
 
     /// What node `me` must have applied before it answers a linearizable read, if it opened
     /// this store as the leader it was when it stopped (see [`ReadFence`]); `None` otherwise.
-    /// Take it before handing the store to openraft.
+    /// Take it before handing the store to openraft. Needed wherever the committed log id may
+    /// have been saved behind the commit ([`LogStoreOptions::committed_save_every`]), by this
+    /// store or by an earlier process on the same directory.
     pub fn read_fence(&self, me: C::NodeId) -> Option<ReadFence> {
         let vote = self.meta.vote.as_ref()?;
         if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
@@ -914,37 +944,109 @@ where
         blocking_unless(in_place(&inner.log), move || inner.writing(f)).await
     }
 
-    /// Durably replaces the metadata record (on a blocking thread unless [`in_place`]); the
-    /// in-memory copy changes only on success.
+    /// Durably replaces the metadata record (on a blocking thread unless [`in_place`]) with
+    /// `meta` and the latest committed log id; the in-memory copy changes only on success.
     async fn save_meta(&mut self, meta: Meta<C::NodeId>) -> Result<(), DaxError> {
-        let record = self.meta_log.clone();
+        let (file, lag) = (self.meta_file.clone(), self.lag.clone());
         let saved = meta.clone();
-        // (Held only by a save of this store, one at a time; but one whose future was
-        // dropped may still run on a blocking thread: then not in place either.)
-        let inline = record.try_lock().is_ok_and(|r| in_place(r.log()));
-        blocking_unless(inline, move || {
-            record
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .store(&saved)
-        })
-        .await?;
-        self.committed_saved = meta.committed.clone();
+        // (Held by a save of this store, one at a time, or by a delayed save of the committed
+        // log id; a save whose future was dropped may still run on a blocking thread: then not
+        // in place either.)
+        let inline = file.try_lock().is_ok_and(|f| in_place(f.record.log()));
+        blocking_unless(inline, move || write_meta(&file, &lag, Some(saved))).await?;
         self.meta = meta;
-        self.committed_saved_at = Some(Instant::now());
         Ok(())
     }
+
+    /// Has the latest committed log id saved [`LogStoreOptions::committed_save_every`] after
+    /// the last save, unless a save is scheduled already (`lag` held by the caller).
+    fn schedule_save(&self, lag: &mut CommittedLag<C::NodeId>) -> bool {
+        if lag.scheduled {
+            return true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let wait = lag.saved_at.map_or(Duration::ZERO, |at| {
+            self.committed_every.saturating_sub(at.elapsed())
+        });
+        // (Weak: a closed store saved its latest id itself, and its file must not stay open.)
+        let (file, lag_ref) = (Arc::downgrade(&self.meta_file), Arc::downgrade(&self.lag));
+        lag.scheduled = true;
+        runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let res = blocking(move || match (file.upgrade(), lag_ref.upgrade()) {
+                (Some(file), Some(lag)) => write_meta(&file, &lag, None),
+                _ => Ok(()),
+            })
+            .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "daxlog-raft: a delayed save of the committed log id failed");
+            }
+        });
+        true
+    }
+}
+
+/// `meta.dax` and the record it holds now.
+struct MetaFile<NID: NodeId> {
+    record: LatestRecord,
+    saved: Meta<NID>,
+}
+
+/// The latest committed log id, which may be ahead of the saved one, shared by a store and
+/// its delayed saves (see [`LogStoreOptions::committed_save_every`]). Locked after
+/// [`MetaFile`] where both are.
+struct CommittedLag<NID: NodeId> {
+    latest: Option<LogId<NID>>,
+    /// When the record was last written (None: not since the store was opened).
+    saved_at: Option<Instant>,
+    /// A delayed save is scheduled and has not looked at `latest` yet.
+    scheduled: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes `meta` (or, if `None`, the record as saved) with the latest committed log id into
+/// `meta.dax`; with `None`, only if that id is not saved yet. The record in memory changes
+/// only on success.
+fn write_meta<NID: NodeId>(
+    file: &Mutex<MetaFile<NID>>,
+    lag: &Mutex<CommittedLag<NID>>,
+    meta: Option<Meta<NID>>,
+) -> Result<(), DaxError> {
+    let mut file = lock(file);
+    let latest = {
+        let mut lag = lock(lag);
+        if meta.is_none() {
+            lag.scheduled = false;
+        }
+        lag.latest.clone()
+    };
+    let meta = match meta {
+        Some(meta) => Meta {
+            committed: latest,
+            ..meta
+        },
+        None if latest == file.saved.committed => return Ok(()),
+        None => Meta {
+            committed: latest,
+            ..file.saved.clone()
+        },
+    };
+    file.record.store(&meta)?;
+    file.saved = meta;
+    lock(lag).saved_at = Some(Instant::now());
+    Ok(())
 }
 
 impl<C: RaftTypeConfig> Drop for LogStore<C> {
     /// Saves a committed log id that is not saved yet (a store closed by a shutdown, not a
     /// crash, then reopens with everything it had applied).
     fn drop(&mut self) {
-        if self.meta.committed == self.committed_saved {
-            return;
-        }
-        let mut record = self.meta_log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = record.store(&self.meta) {
+        if let Err(e) = write_meta(&self.meta_file, &self.lag, None) {
             tracing::warn!(error = %e, "daxlog-raft: the last committed log id was not saved");
         }
     }
@@ -979,11 +1081,11 @@ impl ReadFence {
     }
 }
 
-/// A new committed log id alone is saved at most this often. openraft awaits
-/// `save_committed` before it applies the entries, so a barrier there is one more sync in
-/// series with every client write (on a disk, one of three); saved this often it costs
-/// nothing measurable, and a node restarted after a crash re-learns at most this much of the
-/// commit from its leader.
+/// How often the node binary saves a new committed log id on its own
+/// ([`LogStoreOptions::committed_save_every`]). openraft awaits `save_committed` before it
+/// applies the entries, so a barrier there is one more sync in series with every client write
+/// (on a disk, one of three); saved this often it costs nothing measurable, and a node
+/// restarted after a crash re-learns at most this much of the commit from its leader.
 pub const COMMITTED_SAVE_EVERY: Duration = Duration::from_millis(100);
 
 /// Bytes a payload of `len` bytes takes in the log, its entry header and alignment included
@@ -1140,19 +1242,21 @@ where
         if committed == self.meta.committed {
             return Ok(());
         }
-        if self
-            .committed_saved_at
-            .is_some_and(|at| at.elapsed() < COMMITTED_SAVE_EVERY)
-        {
-            // Kept in memory (read_committed answers it); saved by the next save that is due.
-            self.meta.committed = committed;
+        self.meta.committed = committed.clone();
+        let deferred = {
+            let mut lag = lock(&self.lag);
+            lag.latest = committed;
+            let due = self.committed_every.is_zero()
+                || lag
+                    .saved_at
+                    .is_none_or(|at| at.elapsed() >= self.committed_every);
+            // Kept in memory (read_committed answers it), saved by a delayed save.
+            !due && self.schedule_save(&mut lag)
+        };
+        if deferred {
             return Ok(());
         }
-        let meta = Meta {
-            committed,
-            ..self.meta.clone()
-        };
-        self.save_meta(meta)
+        self.save_meta(self.meta.clone())
             .await
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
@@ -1221,6 +1325,19 @@ where
 }
 
 #[cfg(test)]
+impl<C: RaftTypeConfig> LogStore<C> {
+    /// Drops the store as a crash would: a committed log id not saved yet is lost, and no
+    /// delayed save comes.
+    fn crash(self) {
+        {
+            let file = lock(&self.meta_file);
+            lock(&self.lag).latest = file.saved.committed.clone();
+        }
+        drop(self);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use openraft::entry::RaftEntry;
     use openraft::storage::RaftLogStorageExt;
@@ -1248,13 +1365,11 @@ mod tests {
     #[tokio::test]
     async fn committed_is_saved_at_most_every_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let opts = LogStoreOptions::new()
+            .log_capacity(1 << 20)
+            .committed_save_every(COMMITTED_SAVE_EVERY);
         let open = || LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
-        // Gone as in a crash: without the save that dropping the store makes.
-        let crash = |mut store: LogStore<TypeConfig>| {
-            store.committed_saved = store.meta.committed;
-            drop(store);
-        };
+        let crash = LogStore::<TypeConfig>::crash;
         let mut store = open();
         append_blanks(&mut store, 100).await;
         let began = Instant::now();
@@ -1263,6 +1378,7 @@ mod tests {
         }
         let quick = began.elapsed() < COMMITTED_SAVE_EVERY;
         assert_eq!(store.read_committed().await.unwrap(), Some(lid(1, 50)));
+        // (No await since the saves: the delayed save has not run.)
         crash(store);
         let mut store = open();
         let saved = store.read_committed().await.unwrap();
@@ -1272,10 +1388,11 @@ mod tests {
             // (A machine too busy to make 50 saves within the interval.)
             assert!(saved.is_some_and(|s| s.index <= 50), "{saved:?}");
         }
-        // The first save after an open is due; the next one is due after the interval.
+        // The first save after an open is due; the next one is due after the interval, and
+        // a delayed save comes by then if nothing else does.
         store.save_committed(Some(lid(1, 60))).await.unwrap();
-        tokio::time::sleep(COMMITTED_SAVE_EVERY).await;
         store.save_committed(Some(lid(1, 61))).await.unwrap();
+        tokio::time::sleep(COMMITTED_SAVE_EVERY * 3).await;
         crash(store);
         let mut store = open();
         assert_eq!(store.read_committed().await.unwrap(), Some(lid(1, 61)));
@@ -1292,6 +1409,22 @@ mod tests {
         store.save_committed(Some(lid(1, 65))).await.unwrap();
         drop(store);
         assert_eq!(open().read_committed().await.unwrap(), Some(lid(1, 65)));
+    }
+
+    /// With the default options every new committed log id is saved before `save_committed`
+    /// returns.
+    #[tokio::test]
+    async fn committed_is_saved_at_once_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(1 << 20);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, 10).await;
+        for i in 1..=5 {
+            store.save_committed(Some(lid(1, i))).await.unwrap();
+        }
+        store.crash();
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(lid(1, 5)));
     }
 
     /// `read_fence`: only for the node whose committed vote the store holds, at its last

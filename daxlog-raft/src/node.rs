@@ -76,7 +76,7 @@ use crate::cluster::open_store_retrying;
 use crate::http::{peer_router, HttpNetwork, Partition};
 use crate::{
     Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request, TypeConfig,
-    WriteRejected,
+    WriteRejected, COMMITTED_SAVE_EVERY,
 };
 
 /// Errors of starting and stopping a node.
@@ -246,7 +246,11 @@ impl Node {
         let (dir, id) = (opts.data_dir.clone(), opts.id);
         let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
         let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
-        let mut store_opts = LogStoreOptions::new().log_capacity(opts.log_capacity);
+        // (The committed log id saved behind the commit: `/read` passes the store's read
+        // fence.)
+        let mut store_opts = LogStoreOptions::new()
+            .log_capacity(opts.log_capacity)
+            .committed_save_every(COMMITTED_SAVE_EVERY);
         if let Some(percent) = opts.purge_above_percent {
             // The leader takes client writes until its log is halfway from `percent` to full:
             // its followers, which hold the same entries and purge at the same mark, keep the
