@@ -719,34 +719,53 @@ impl ReadAhead {
     }
 
     /// Asks for `[ptr, ptr + len)` to be read ahead (and returns true) if the mapping reads
-    /// ahead only when asked, unless it lies inside the range asked last, less than [`ASKED_FRESH`] ago: its pages
-    /// were cached then or are being read. Short reads that start one after another near the
-    /// same place (a reader at the tail, a replication that reads each new entry) would
-    /// otherwise look at the whole window ahead of each read (nine `mincore` calls of a
-    /// megabyte each). A hint either way: a page that was dropped since is read by its fault.
+    /// ahead only when asked, unless it lies inside the range asked last, less than
+    /// [`ASKED_FRESH`] ago, and (where `mincore` tells the truth) the last page of the range
+    /// is still cached: its pages were cached then or are being read. Short reads that start
+    /// one after another near the same place (a reader at the tail, a replication that reads
+    /// each new entry) would otherwise look at the whole window ahead of each read, nine
+    /// megabytes. The last page stands for the window: a range dropped from the page cache
+    /// meanwhile (memory pressure) is asked again, where it would otherwise be read by
+    /// single-page faults. A hint either way; what the log returns does not depend on it.
     ///
     /// # Safety
     /// As for [`read_ahead`].
     unsafe fn read(&self, ptr: *const u8, len: usize) -> bool {
-        if !self.random {
+        if !self.random || len == 0 {
             return false;
         }
         let (lo, hi) = (ptr as usize, ptr as usize + len);
         let now = std::time::Instant::now();
         // (Taken by another reader: ask, as if nothing had been asked.)
-        if let Ok(mut asked) = self.asked.try_lock() {
-            let fresh = asked.is_some_and(|a| {
+        let fresh = self.asked.try_lock().is_ok_and(|asked| {
+            asked.is_some_and(|a| {
                 a.lo <= lo && hi <= a.hi && now.saturating_duration_since(a.at) < ASKED_FRESH
-            });
-            if fresh {
-                return false;
-            }
-            *asked = Some(Asked { lo, hi, at: now });
+            })
+        });
+        // SAFETY: the last page of the range lies in our mapping (caller).
+        if fresh && (!self.mincore || unsafe { page_cached(hi - 1) }) {
+            return false;
         }
         // SAFETY: as the caller's.
         unsafe { read_ahead(ptr, len, self.mincore) };
+        if let Ok(mut asked) = self.asked.try_lock() {
+            *asked = Some(Asked { lo, hi, at: now });
+        }
         true
     }
+}
+
+/// True if the page holding `addr` is in the page cache (`mincore`; false if it fails). About
+/// a microsecond.
+///
+/// # Safety
+/// `addr` lies inside a mapping this process owns.
+unsafe fn page_cached(addr: usize) -> bool {
+    let mut resident = 0u8;
+    // SAFETY: one page of our own mapping (caller), page-aligned; `resident` has its byte;
+    // it changes nothing.
+    let rc = unsafe { libc::mincore((addr & !(PAGE - 1)) as *mut c_void, 1, &mut resident) };
+    rc == 0 && resident & 1 != 0
 }
 
 /// Advises `MADV_RANDOM` for a mapping of a log on a disk-backed file system, so that a page
@@ -783,7 +802,8 @@ pub(crate) unsafe fn read_ahead(ptr: *const u8, len: usize, skip_cached: bool) {
     // device's largest request and the file's read-ahead window): ask a megabyte at a time.
     // A piece whose pages are all in the page cache already is not asked for (asking costs
     // the kernel a look at each of its pages: about 13 µs a megabyte, cached or not; looking
-    // with `mincore` costs about a tenth of that).
+    // with `mincore` costs about a tenth of that where the pages are mapped in this process,
+    // but about as much where they are not, as at the far end of a walk's window).
     const PIECE: usize = 1 << 20;
     let mut lo = ptr as usize & !(PAGE - 1);
     let hi = ptr as usize + len;
@@ -1502,12 +1522,15 @@ mod tests {
         at >= to
     }
 
-    /// A range inside the one asked last, less than `ASKED_FRESH` ago, is not asked again;
-    /// one reaching outside it, or asked after that, is.
+    /// A range inside the one asked last, less than `ASKED_FRESH` ago, is not asked again
+    /// while its last page is cached; one reaching outside it, asked after that, or whose
+    /// pages were dropped, is.
     #[test]
     fn a_range_asked_to_be_read_ahead_is_not_asked_again_while_fresh() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
         let dir = tempfile::tempdir().unwrap();
-        let file = File::options()
+        let mut file = File::options()
             .read(true)
             .write(true)
             .create(true)
@@ -1515,7 +1538,9 @@ mod tests {
             .open(dir.path().join("ahead"))
             .unwrap();
         let len = 64 * PAGE;
-        file.set_len(len as u64).unwrap();
+        // Written and synced: cached, clean (so that they can be dropped), and not mapped.
+        file.write_all(&vec![7u8; len]).unwrap();
+        file.sync_all().unwrap();
         // SAFETY: a new shared mapping of the file just made, unmapped at the end of the test.
         let ptr = unsafe {
             mman::mmap(
@@ -1547,6 +1572,15 @@ mod tests {
             .expect("a clock past the interval");
         ahead.asked.lock().unwrap().as_mut().unwrap().at = old;
         assert!(ask(9 * PAGE, PAGE), "asked longer ago than the interval");
+        assert!(ask(8 * PAGE, 16 * PAGE));
+        // Dropped from the page cache (not on tmpfs, which keeps them): asked again.
+        // SAFETY: advice on the file descriptor we own; it changes no byte.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        // SAFETY: a page of the mapping made above.
+        if unsafe { !page_cached(base as usize + 23 * PAGE) } {
+            assert!(ask(10 * PAGE, 14 * PAGE), "its pages were dropped");
+        }
         let not_random = ReadAhead {
             random: false,
             mincore: true,
