@@ -57,7 +57,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -723,6 +723,8 @@ pub struct LogStore<C: RaftTypeConfig> {
     inner: Arc<Inner<C>>,
     meta_file: Arc<Mutex<MetaFile<C::NodeId>>>,
     lag: Arc<Mutex<CommittedLag<C::NodeId>>>,
+    /// A delayed save of the committed log id is scheduled and has not started to write.
+    scheduled: Arc<AtomicBool>,
     /// The latest metadata: durable but for `committed`, which may be ahead of the saved one.
     meta: Meta<C::NodeId>,
     /// See [`LogStoreOptions::committed_save_every`].
@@ -809,14 +811,14 @@ where
         Ok(LogStore {
             inner: Arc::new(inner),
             meta_file: Arc::new(Mutex::new(MetaFile {
-                record: meta_log,
+                record: Some(meta_log),
                 saved: meta.clone(),
             })),
             lag: Arc::new(Mutex::new(CommittedLag {
                 latest: meta.committed.clone(),
                 saved_at: None,
-                scheduled: false,
             })),
+            scheduled: Arc::new(AtomicBool::new(false)),
             meta,
             committed_every: opts.committed_every,
             dir: dir.to_path_buf(),
@@ -952,45 +954,81 @@ where
         // (Held by a save of this store, one at a time, or by a delayed save of the committed
         // log id; a save whose future was dropped may still run on a blocking thread: then not
         // in place either.)
-        let inline = file.try_lock().is_ok_and(|f| in_place(f.record.log()));
+        let inline = file
+            .try_lock()
+            .is_ok_and(|f| f.record.as_ref().is_some_and(|r| in_place(r.log())));
         blocking_unless(inline, move || write_meta(&file, &lag, Some(saved))).await?;
         self.meta = meta;
         Ok(())
     }
 
     /// Has the latest committed log id saved [`LogStoreOptions::committed_save_every`] after
-    /// the last save, unless a save is scheduled already (`lag` held by the caller).
-    fn schedule_save(&self, lag: &mut CommittedLag<C::NodeId>) -> bool {
-        if lag.scheduled {
+    /// the last save, unless a save is scheduled already; false if there is no tokio runtime
+    /// to run it on (the caller then saves at once).
+    fn schedule_save(&self) -> bool {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
             return true;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.scheduled.store(false, Ordering::Release);
             return false;
         };
-        let wait = lag.saved_at.map_or(Duration::ZERO, |at| {
-            self.committed_every.saturating_sub(at.elapsed())
-        });
-        // (Weak: a closed store saved its latest id itself, and its file must not stay open.)
+        // (Weak: a closed store saved its latest id itself.)
         let (file, lag_ref) = (Arc::downgrade(&self.meta_file), Arc::downgrade(&self.lag));
-        lag.scheduled = true;
+        let every = self.committed_every;
+        // Clears `scheduled` however the task ends (done, panicked, or dropped with its
+        // runtime, run or not), so that the next new id schedules another.
+        let scheduled = ClearScheduled(self.scheduled.clone());
         runtime.spawn(async move {
-            tokio::time::sleep(wait).await;
-            let res = blocking(move || match (file.upgrade(), lag_ref.upgrade()) {
-                (Some(file), Some(lag)) => write_meta(&file, &lag, None),
-                _ => Ok(()),
-            })
-            .await;
-            if let Err(e) = res {
-                tracing::warn!(error = %e, "daxlog-raft: a delayed save of the committed log id failed");
+            let scheduled = scheduled;
+            loop {
+                // Due once the record is `every` old (another save may have written it since
+                // this one was scheduled).
+                let wait = match lag_ref.upgrade() {
+                    Some(lag) => lock(&lag)
+                        .saved_at
+                        .map_or(Duration::ZERO, |at| every.saturating_sub(at.elapsed())),
+                    None => return,
+                };
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                // (A new id from here on schedules another save: this one may miss it.)
+                scheduled.0.store(false, Ordering::Release);
+                let (file, lag) = (file.clone(), lag_ref.clone());
+                let res = blocking(move || match (file.upgrade(), lag.upgrade()) {
+                    (Some(file), Some(lag)) => write_meta(&file, &lag, None),
+                    _ => Ok(()),
+                })
+                .await;
+                match res {
+                    Ok(()) => return,
+                    Err(e) => {
+                        // Tried again an interval later, for as long as the store is open.
+                        tracing::warn!(error = %e, "daxlog-raft: a delayed save of the committed log id failed");
+                        tokio::time::sleep(every.max(Duration::from_millis(1))).await;
+                    }
+                }
             }
         });
         true
     }
 }
 
+/// Clears a [`LogStore`]'s `scheduled` flag when dropped.
+struct ClearScheduled(Arc<AtomicBool>);
+
+impl Drop for ClearScheduled {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// `meta.dax` and the record it holds now.
 struct MetaFile<NID: NodeId> {
-    record: LatestRecord,
+    /// None once the store is closed (its file then closes at once, whoever holds this).
+    record: Option<LatestRecord>,
     saved: Meta<NID>,
 }
 
@@ -1001,8 +1039,6 @@ struct CommittedLag<NID: NodeId> {
     latest: Option<LogId<NID>>,
     /// When the record was last written (None: not since the store was opened).
     saved_at: Option<Instant>,
-    /// A delayed save is scheduled and has not looked at `latest` yet.
-    scheduled: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1018,13 +1054,17 @@ fn write_meta<NID: NodeId>(
     meta: Option<Meta<NID>>,
 ) -> Result<(), DaxError> {
     let mut file = lock(file);
-    let latest = {
-        let mut lag = lock(lag);
-        if meta.is_none() {
-            lag.scheduled = false;
-        }
-        lag.latest.clone()
+    let file = &mut *file;
+    let Some(record) = file.record.as_mut() else {
+        // Closed (the store saved its latest id when it was dropped).
+        return match meta {
+            None => Ok(()),
+            Some(_) => Err(DaxError::Io(std::io::Error::other(
+                "daxlog-raft: the log store is closed",
+            ))),
+        };
     };
+    let latest = lock(lag).latest.clone();
     let meta = match meta {
         Some(meta) => Meta {
             committed: latest,
@@ -1036,7 +1076,7 @@ fn write_meta<NID: NodeId>(
             ..file.saved.clone()
         },
     };
-    file.record.store(&meta)?;
+    record.store(&meta)?;
     file.saved = meta;
     lock(lag).saved_at = Some(Instant::now());
     Ok(())
@@ -1049,15 +1089,19 @@ impl<C: RaftTypeConfig> Drop for LogStore<C> {
         if let Err(e) = write_meta(&self.meta_file, &self.lag, None) {
             tracing::warn!(error = %e, "daxlog-raft: the last committed log id was not saved");
         }
+        // `meta.dax` closes now, even if a delayed save holds the record for a moment: the
+        // store can be opened again at once.
+        drop(lock(&self.meta_file).record.take());
     }
 }
 
 /// What a node restored as leader must have applied before its first linearizable read.
 ///
-/// The committed log id is saved behind the commit ([`COMMITTED_SAVE_EVERY`]), so a node may
-/// have acknowledged writes past the committed log id it reads back after a crash. openraft 0.9
-/// restores a node whose saved vote is committed and its own as the leader of that term, at
-/// once and without a new blank entry, and `Raft::ensure_linearizable` then waits only for
+/// Where the committed log id is saved behind the commit
+/// ([`LogStoreOptions::committed_save_every`]), a node may have acknowledged writes past the
+/// committed log id it reads back after a crash. openraft 0.9 restores a node whose saved vote
+/// is committed and its own as the leader of that term, at once and without a new blank entry
+/// when its log holds an entry of that term, and `Raft::ensure_linearizable` then waits only for
 /// `max(first entry of its term, committed)`: it could answer without writes it had
 /// acknowledged. Every write such a leader acknowledged is in its own log (a leader replicates
 /// an entry only once it is durable in its own log), so a read is linearizable once the node
@@ -1242,21 +1286,26 @@ where
         if committed == self.meta.committed {
             return Ok(());
         }
-        self.meta.committed = committed.clone();
         let deferred = {
             let mut lag = lock(&self.lag);
-            lag.latest = committed;
+            lag.latest = committed.clone();
             let due = self.committed_every.is_zero()
                 || lag
                     .saved_at
                     .is_none_or(|at| at.elapsed() >= self.committed_every);
             // Kept in memory (read_committed answers it), saved by a delayed save.
-            !due && self.schedule_save(&mut lag)
+            !due && self.schedule_save()
         };
         if deferred {
+            self.meta.committed = committed;
             return Ok(());
         }
-        self.save_meta(self.meta.clone())
+        // (`self.meta` changes only once it is saved: a call again after a failure writes.)
+        let meta = Meta {
+            committed,
+            ..self.meta.clone()
+        };
+        self.save_meta(meta)
             .await
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
@@ -1409,6 +1458,57 @@ mod tests {
         store.save_committed(Some(lid(1, 65))).await.unwrap();
         drop(store);
         assert_eq!(open().read_committed().await.unwrap(), Some(lid(1, 65)));
+    }
+
+    /// A store dropped while something still holds its metadata file (a delayed save, for a
+    /// moment) closes `meta.dax` all the same: it opens again at once.
+    #[tokio::test]
+    async fn a_closed_store_opens_again_while_a_delayed_save_holds_its_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new()
+            .log_capacity(1 << 20)
+            .committed_save_every(Duration::from_secs(60));
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        append_blanks(&mut store, 10).await;
+        store.save_committed(Some(lid(1, 1))).await.unwrap();
+        store.save_committed(Some(lid(1, 2))).await.unwrap();
+        let held = store.meta_file.clone();
+        drop(store);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(lid(1, 2)));
+        drop(held);
+    }
+
+    /// A delayed save lost with its runtime (never run) does not keep the next new committed
+    /// log id from being saved within the interval.
+    #[test]
+    fn a_delayed_save_lost_with_its_runtime_does_not_stop_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = Duration::from_millis(20);
+        let opts = LogStoreOptions::new()
+            .log_capacity(1 << 20)
+            .committed_save_every(every);
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        runtime().block_on(async {
+            append_blanks(&mut store, 10).await;
+            store.save_committed(Some(lid(1, 1))).await.unwrap();
+            store.save_committed(Some(lid(1, 2))).await.unwrap();
+        });
+        // (The first runtime is gone, and its delayed save with it.)
+        runtime().block_on(async {
+            store.save_committed(Some(lid(1, 3))).await.unwrap();
+            tokio::time::sleep(every * 10).await;
+        });
+        store.crash();
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        let committed = runtime().block_on(store.read_committed()).unwrap();
+        assert_eq!(committed, Some(lid(1, 3)));
     }
 
     /// With the default options every new committed log id is saved before `save_committed`
@@ -1638,8 +1738,6 @@ mod tests {
         others_run_during(store.blocking_append((0..10).map(blank)))
             .await
             .unwrap();
-        // (The first committed log id after an open is saved at once; the next ones only
-        // after `COMMITTED_SAVE_EVERY`.)
         others_run_during(store.save_committed(Some(lid(1, 5))))
             .await
             .unwrap();

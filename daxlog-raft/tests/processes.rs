@@ -1432,8 +1432,9 @@ fn minority_partition_acknowledges_nothing() {
 
 /// Every node killed at once (a power cut) right after a burst of acknowledged appends; then
 /// the old leader is restarted, then one follower. openraft restores a node whose vote is
-/// committed and its own as leader at once, in the same term, without a new blank entry: its
-/// linearizable reads then wait only for the committed log id it read from its store. Every
+/// committed and its own as leader at once, in the same term, without a new blank entry (its
+/// log holds entries of that term): its linearizable reads then wait only for the committed
+/// log id it read from its store. Every
 /// `/read` it answers with 200 must show every acknowledged append. The saved committed log
 /// id lags the acknowledgments (it is saved at most every 100 ms): without the node's read
 /// fence (`LogStore::read_fence`) the first reads miss most of the burst.
