@@ -51,6 +51,12 @@ pub mod node;
 mod state_machine;
 mod watermark;
 
+/// The guard of `m`, whether a thread panicked holding it or not (what it protects is kept
+/// consistent by each holder before anything can panic).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub use files::DaxError;
 pub use log_store::{
     Admission, Admitted, LogReader, LogStore, LogStoreOptions, ReadFence, WriteRejected,

@@ -71,6 +71,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::files::{create_atomically, create_dir_durably, DaxError};
+use crate::lock;
 use crate::meta::LatestRecord;
 use crate::watermark::SnapshotWatermark;
 
@@ -559,7 +560,7 @@ where
 
     /// Runs `f` with the writer's lock held (see `writer`).
     fn writing<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
-        let _one = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = lock(&self.writer);
         f(self)
     }
 
@@ -696,11 +697,7 @@ where
             return Ok(());
         }
         #[cfg(test)]
-        if let Some(hook) = &*self
-            .at_purge_barrier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
+        if let Some(hook) = &*lock(&self.at_purge_barrier) {
             hook();
         }
         if upto >= last.index {
@@ -912,7 +909,7 @@ where
         let inner = self.inner.clone();
         let chunk_bytes = self.chunk_bytes;
         blocking_unless(in_place(&inner.log), move || {
-            let _one = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _one = lock(&inner.writer);
             let payloads = inner.encode(&entries)?;
             let mut start = 0;
             while start < entries.len() {
@@ -1039,10 +1036,6 @@ struct CommittedLag<NID: NodeId> {
     latest: Option<LogId<NID>>,
     /// When the record was last written (None: not since the store was opened).
     saved_at: Option<Instant>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes `meta` (or, if `None`, the record as saved) with the latest committed log id into

@@ -75,8 +75,8 @@ use tokio::task::JoinHandle;
 use crate::cluster::open_store_retrying;
 use crate::http::{peer_router, HttpNetwork, Partition};
 use crate::{
-    Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request, TypeConfig,
-    WriteRejected, COMMITTED_SAVE_EVERY,
+    lock, Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request,
+    TypeConfig, WriteRejected, COMMITTED_SAVE_EVERY,
 };
 
 /// Errors of starting and stopping a node.
@@ -594,8 +594,7 @@ impl Shared {
         &self,
         read: Option<&openraft::LogId<NodeId>>,
     ) -> Result<(), Response> {
-        let lock = || self.read_fence.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(fence) = *lock() else {
+        let Some(fence) = *lock(&self.read_fence) else {
             return Ok(());
         };
         let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
@@ -606,7 +605,7 @@ impl Shared {
                 .await
                 .map_err(|e| unavailable(format!("restored as leader, not caught up yet: {e}")))?;
         }
-        *lock() = None;
+        *lock(&self.read_fence) = None;
         Ok(())
     }
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, DaxError};
 use crate::journal::{Journal, Record};
 use crate::watermark::SnapshotWatermark;
-use crate::{NodeId, Request, Response, TypeConfig};
+use crate::{lock, NodeId, Request, Response, TypeConfig};
 
 /// File name of the current snapshot inside a node's directory.
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -117,10 +117,6 @@ pub struct KvStateMachine {
 pub struct KvSnapshotBuilder {
     shared: Arc<Shared>,
     state: KvState,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn snap_err(e: impl Into<DaxError>, verb: ErrorVerb) -> StorageError<NodeId> {
