@@ -73,6 +73,9 @@ pub struct MmapMedia {
     // the blocks written ahead of the tail (`Media::verify_ahead`) without taking a
     // write-back error from the log's next `msync`. None elsewhere: nothing is written ahead.
     ahead_file: Option<File>,
+    // msync mode on a disk-backed file: stores are written into the page cache with `pwrite`
+    // on `file`, not through the mapping (see `MmapMedia::write_at`).
+    store_by_write: bool,
 }
 
 // SAFETY: the mapping is shared memory owned by this value; the raw pointer is only used through
@@ -172,6 +175,7 @@ impl MmapMedia {
             in_memory,
             ahead,
             ahead_file,
+            store_by_write: writable && random,
         })
     }
 
@@ -302,6 +306,38 @@ impl MmapMedia {
         unsafe { evictor.evict(self.ptr.as_ptr().add(off), len) }
     }
 
+    /// Stores `src` at `off` with `pwrite` into the page cache, where the mapping reads the
+    /// same pages (msync mode on a disk-backed file: `store_by_write`).
+    ///
+    /// Why not through the mapping: every `msync` that writes a page back write-protects it in
+    /// the mapping, and the next store into it then takes a write fault. Where the process has
+    /// threads on other CPUs, write-protecting a page also interrupts those CPUs to flush its
+    /// translation (`flush_tlb_mm_range`: a tenth of all the CPU time of eight appenders on
+    /// two vCPUs, docs/DISK.md). Pages written with `pwrite` are never writable in the
+    /// mapping: a sync has nothing to write-protect, and no store faults.
+    ///
+    /// A failed write (an I/O error reading the rest of the page, a file system out of space
+    /// where a mapped store would have raised `SIGBUS`) is recorded as a failed sync is: every
+    /// later drain reports it, so nothing stored after it is acknowledged.
+    fn write_at(&self, off: usize, src: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        #[cfg(feature = "mutants")]
+        let r = crate::mutants::write_result(self.file.write_all_at(src, off as u64));
+        #[cfg(not(feature = "mutants"))]
+        let r = self.file.write_all_at(src, off as u64);
+        if let Err(e) = r {
+            self.record_failure(&e);
+        }
+    }
+
+    /// Records the first failed sync or write: every later drain reports it.
+    fn record_failure(&self, e: &io::Error) {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        let _ = self
+            .failed
+            .compare_exchange(0, errno, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
     fn msync_range(&self, lo: usize, hi: usize) -> io::Result<()> {
         let lo = lo & !(PAGE - 1);
         let hi = hi.min(self.len);
@@ -357,6 +393,9 @@ impl Media for MmapMedia {
     #[inline]
     unsafe fn store(&self, off: usize, src: &[u8]) {
         debug_assert!(self.writable && off + src.len() <= self.len);
+        if self.store_by_write {
+            return self.write_at(off, src);
+        }
         // SAFETY: the caller guarantees the range is in bounds and not aliased by readers or
         // other writers; `src` is ordinary memory, so it cannot overlap the destination range
         // that nobody else may reference.
@@ -368,6 +407,9 @@ impl Media for MmapMedia {
     #[inline]
     unsafe fn store_nt(&self, off: usize, src: &[u8]) {
         debug_assert!(self.writable && off + src.len() <= self.len);
+        if self.store_by_write {
+            return self.write_at(off, src);
+        }
         // SAFETY: as for `store`; `off` and `src.len()` are multiples of 8 by the trait's
         // contract, and the mapping is page-aligned, so the destination is 8-byte aligned.
         unsafe { persist::copy_nt(self.ptr.as_ptr().add(off), src) }
@@ -376,6 +418,10 @@ impl Media for MmapMedia {
     #[inline]
     unsafe fn store_nt_crc(&self, off: usize, src: &[u8], crc: u32) -> u32 {
         debug_assert!(self.writable && off + src.len() <= self.len);
+        if self.store_by_write {
+            self.write_at(off, src);
+            return persist::crc32c_append(crc, src);
+        }
         // SAFETY: as for `store_nt`.
         unsafe { persist::copy_nt_crc32c(self.ptr.as_ptr().add(off), src, crc) }
     }
@@ -401,10 +447,7 @@ impl Media for MmapMedia {
             #[cfg(feature = "mutants")]
             let r = crate::mutants::msync_result(r);
             if let Err(e) = r {
-                let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                let _ = self
-                    .failed
-                    .compare_exchange(0, errno, Ordering::SeqCst, Ordering::SeqCst);
+                self.record_failure(&e);
             }
         } else {
             // SAFETY: the range was clamped to the mapping; `mode` was checked to be supported

@@ -201,6 +201,23 @@ pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
     r
 }
 
+static FAIL_NEXT_WRITE: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next store of a log's media that is a `pwrite` (msync mode on a disk-backed file)
+/// fail with `EIO`, writing nothing.
+pub fn fail_next_write() {
+    FAIL_NEXT_WRITE.store(true, Ordering::SeqCst);
+}
+
+/// The result of a store by `pwrite` made by `MmapMedia`, after [`fail_next_write`].
+pub(crate) fn write_result(r: std::io::Result<()>) -> std::io::Result<()> {
+    if FAIL_NEXT_WRITE.swap(false, Ordering::SeqCst) {
+        Err(std::io::Error::from_raw_os_error(libc::EIO))
+    } else {
+        r
+    }
+}
+
 /// A read below the tail hint after an open that started there, filling the index's front,
 /// before its walk over the entries before the hint: the walk during which appends must go on.
 pub static INDEX_FRONT_WALK: Pause = Pause::new();

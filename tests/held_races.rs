@@ -246,6 +246,44 @@ fn a_sync_error_another_thread_took_fails_the_appends_after_it() {
     );
 }
 
+/// On a disk a log in msync mode stores with `pwrite`. A write that fails (an I/O error
+/// reading the rest of its page, a file system out of space) stored nothing: its append must
+/// fail, and no append after it may be acknowledged.
+#[test]
+fn a_failed_write_fails_its_append_and_every_one_after_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    if !common::disk_backed(dir.path()) {
+        eprintln!("the temporary directory is not disk-backed: no store is a write there");
+        return;
+    }
+    let log = msync_log(&dir, "f.dax", 1 << 20);
+    log.append(b"one").unwrap();
+    mutants::fail_next_write();
+    let failed = log.append(b"its write failed");
+    assert!(
+        matches!(failed, Err(Error::Io { .. })),
+        "an append whose write failed: {failed:?}"
+    );
+    let after = log.append(b"after the failed write");
+    assert!(
+        matches!(after, Err(Error::Poisoned { .. } | Error::Io { .. })),
+        "an append after a failed write: {after:?}"
+    );
+    let path = dir.path().join("f.dax");
+    drop(log);
+    let now: Vec<Vec<u8>> = Log::open_read_only(&path, &Options::new())
+        .unwrap()
+        .iter()
+        .map(|e| e.payload.to_vec())
+        .collect();
+    assert_eq!(now[0], b"one");
+    assert!(
+        !now.iter().any(|p| p == b"after the failed write"),
+        "{now:?}"
+    );
+}
+
 /// After an open that started its scan at the tail hint, the first read below the hint walks
 /// every entry before it to fill the index's front. Appends go on meanwhile (publication
 /// takes the index's lock to add its anchors), and the front found is right.

@@ -11,6 +11,8 @@ use std::os::fd::AsRawFd;
 
 use daxlog::{Log, Options, Persistence};
 
+mod common;
+
 /// Bytes this thread has sent to storage (`write_bytes` of `/proc/thread-self/io`): an
 /// `msync(MS_SYNC)` writes back the dirty pages in the calling thread.
 fn written_by_this_thread() -> Option<u64> {
@@ -73,12 +75,51 @@ fn appends_after_a_cold_reopen_write_back_single_pages() {
     );
 }
 
-/// Page faults of this thread that had to wait for a read from the disk.
-fn major_faults() -> i64 {
+/// This thread's page faults: (minor, major; the latter had to wait for a read from the disk).
+fn faults() -> (i64, i64) {
     // SAFETY: getrusage fills the struct we pass; no other memory is involved.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
-    u.ru_majflt
+    (u.ru_minflt, u.ru_majflt)
+}
+
+fn major_faults() -> i64 {
+    faults().1
+}
+
+/// On a disk-backed file system the msync path stores with `pwrite`, not through the
+/// mapping. Through the mapping, each `msync` write-protected the pages it wrote back, and the
+/// next append's store into its page took a write fault (and, with threads on other CPUs, the
+/// write-protection interrupted them to flush their translations): one fault per append.
+#[test]
+fn appends_on_a_disk_take_no_page_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    if !common::disk_backed(dir.path()) {
+        eprintln!("the temporary directory is not disk-backed: nothing to measure");
+        return;
+    }
+    let path = dir.path().join("faults.dax");
+    let opts = Options::new()
+        .capacity(8 << 20)
+        .prefill(true)
+        .persistence(daxlog::PersistenceChoice::ForceMsync);
+    let log = Log::create(&path, &opts).unwrap();
+    for i in 0..20 {
+        log.append(format!("warm-up {i:>56}").as_bytes()).unwrap();
+    }
+    let n = 300;
+    let (before, _) = faults();
+    for i in 0..n {
+        log.append(format!("append {i:>57}").as_bytes()).unwrap();
+    }
+    let (after, _) = faults();
+    let faults = after - before;
+    assert!(
+        faults < n / 10,
+        "{faults} page faults in {n} appends of 64 bytes on a disk-backed log"
+    );
+    let last = log.iter().last().unwrap();
+    assert_eq!(last.payload, format!("append {:>57}", n - 1).as_bytes());
 }
 
 /// With read-ahead by faults off, the reads daxlog makes in order ask for the pages ahead

@@ -200,3 +200,13 @@ pub fn hold_replacement_locks(path: &std::path::Path) -> std::fs::File {
     }
     held
 }
+
+/// True if `dir` lies on a file system that writes its pages back to a disk (not tmpfs or
+/// ramfs): where a log in msync mode stores with `pwrite` (docs/DISK.md).
+pub fn disk_backed(dir: &std::path::Path) -> bool {
+    const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t != nix::sys::statfs::TMPFS_MAGIC && t != RAMFS_MAGIC
+    })
+}
