@@ -5,17 +5,20 @@
 //! An appender whose entries are stored marks its ticket ready and calls
 //! [`Log::group_sync`]. If no sync is running it becomes the **leader**: it syncs every ready
 //! ticket from the oldest unpublished one on (one `msync` per contiguous run of the file:
-//! one, or two across a wrap), publishes them in order, and wakes the others. If a sync is
-//! running it **waits** on a condition variable, holding no lock, until that sync ends; then
-//! it returns if the sync covered its ticket, or else leads the next one, which covers every
-//! ticket stored while the previous sync ran.
+//! one, or two across a wrap), publishes them in order, and wakes the appenders it covered.
+//! If a sync is running it **waits**, holding no lock, on its ticket's bell
+//! ([`crate::sync::Bell`], a futex): the leader rings it when the sync that covers the ticket
+//! ends, or when the sync before ends with this ticket first in line, to hand it the next sync,
+//! which covers every ticket stored while the previous one ran. An appender whose ticket a
+//! sync did not cover sleeps on through its end (with a condition variable for all, each went
+//! back to sleep: a context switch for nothing, on the path to the next sync; docs/DISK.md).
 //!
-//! Why a condition variable and not a lock held across the sync (as before): the appenders a
-//! sync had just made durable queued for that lock behind the appender that led the next
-//! sync, and learnt that they were done only after that whole sync too; meanwhile they could
-//! not store their next entries, so with eight appenders a sync covered about two appends.
-//! Now a covered appender returns as soon as its sync ends, and stores its next entries while
-//! the next sync runs. One sync at a time: several at once (each with the tickets ready when
+//! Why waiting and not a lock held across the sync (as before): the appenders a sync had just
+//! made durable queued for that lock behind the appender that led the next sync, and learnt
+//! that they were done only after that whole sync too; meanwhile they could not store their
+//! next entries, so with eight appenders a sync covered about two appends. Now a covered
+//! appender returns as soon as its sync ends, and stores its next entries while the next sync
+//! runs. One sync at a time: several at once (each with the tickets ready when
 //! it started) covered fewer appends each and were slower in all on the same disk, as their
 //! writes of the shared last page wait for one another (docs/DISK.md has the measurements).
 //!
@@ -30,7 +33,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::format::{ENTRY_ALIGN, MAX_INFLIGHT};
-use crate::group::SyncStats;
+use crate::group::{SyncStats, WAIT};
 use crate::log::Log;
 use crate::media::Media;
 
@@ -54,9 +57,20 @@ impl<M: Media> Log<M> {
         // Set once this thread passed the sync point since it last slept.
         let mut at_gate = false;
         loop {
+            // Read before the look at `published`: a leader that publishes this ticket, or
+            // hands this thread the next sync, rings the bell after (under the round lock, for
+            // the hand-over: so after this read, made under it too).
+            #[cfg(not(loom))]
+            let bell = g.bell(ticket).generation();
+            #[cfg(loom)]
+            let early =
+                (!crate::sync::mutants::active(crate::sync::mutants::Mutant::BellAfterLook))
+                    .then(|| g.bell(ticket).generation());
             if self.published.load(Ordering::Acquire) > ticket {
                 return Ok(());
             }
+            #[cfg(loom)]
+            let bell = early.unwrap_or_else(|| g.bell(ticket).generation());
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
             }
@@ -82,8 +96,11 @@ impl<M: Media> Log<M> {
             if upto == first {
                 // A running sync may cover this ticket; or the oldest unpublished ticket is
                 // still being stored by its appender, which leads the sync that covers this
-                // one too when it is done: wait for a sync to end.
-                round = g.sleep_until_a_sync_ends(round, &self.poisoned);
+                // one too when it is done: sleep until this ticket's bell rings (the sync that
+                // covers it ended, or the last sync ended with it first in line to lead).
+                drop(round);
+                g.bell(ticket).sleep(bell, WAIT);
+                round = g.lock();
                 at_gate = false;
                 continue;
             }
@@ -100,10 +117,26 @@ impl<M: Media> Log<M> {
             if synced.is_ok() {
                 // Only the leader publishes in msync mode, one sync at a time.
                 self.publish_run(first, Some(upto));
+                // The appenders this sync covered (they return).
+                g.ring(first..upto);
             }
             round = g.lock();
             round.busy = false;
             g.signal_end(&mut round);
+            #[cfg(loom)]
+            let hand_over =
+                !crate::sync::mutants::active(crate::sync::mutants::Mutant::HandOverNotRung);
+            #[cfg(not(loom))]
+            let hand_over = true;
+            if synced.is_ok() {
+                // The first ticket not covered: its appender, if it waits, leads the next
+                // sync, which covers the others that wait (they sleep on).
+                if hand_over {
+                    g.ring(upto..upto + 1);
+                }
+            } else {
+                g.ring_all();
+            }
             synced?;
         }
     }

@@ -6,20 +6,34 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicU64 as StdU64;
 
+use crate::format::MAX_INFLIGHT;
 use crate::sync::atomic::{AtomicBool, AtomicU64};
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{Bell, Condvar, Mutex};
 
 /// The state of the group commit of one log.
 pub(crate) struct GroupCommit {
     round: Mutex<Round>,
-    /// Signalled whenever a sync ends.
+    /// Signalled whenever a sync ends (for reservers waiting for room in the ring).
     ended: Condvar,
+    /// One bell per ticket of the ring (ticket `t` rings `bells[t % MAX_INFLIGHT]`): an
+    /// appender waiting for the sync that covers its ticket sleeps on its ticket's bell, which
+    /// the leader rings once it published the ticket, or to hand it the next sync. So a sync's
+    /// end wakes the appenders it covered and one more, not every waiting appender (those
+    /// whose tickets it did not cover went back to sleep: a context switch each for nothing,
+    /// on the path to the next sync).
+    bells: [PaddedBell; MAX_INFLIGHT],
     /// Syncs made, and tickets they covered.
     syncs: AtomicU64,
     tickets: AtomicU64,
     /// What leaders learn of the appenders, to gather them.
     gather: Gather,
 }
+
+/// A [`Bell`] alone in its cache line (a leader rings several in a row, while their sleepers
+/// count themselves in).
+#[derive(Default)]
+#[repr(align(64))]
+struct PaddedBell(Bell);
 
 /// What the leaders that gather ([`GroupCommit::gather`]) learn of the appenders: hints for
 /// how long to wait, never what correctness rests on (so plain atomics, also under loom,
@@ -53,7 +67,7 @@ pub(crate) type RoundGuard<'a> = loom::sync::MutexGuard<'a, Round>;
 pub(crate) struct Round {
     /// A leader is syncing.
     pub(crate) busy: bool,
-    /// Appenders sleeping on `ended`.
+    /// Threads sleeping on `ended` (reservers waiting for room in the ring).
     sleepers: usize,
     /// Syncs ended so far: waiting appenders look again when it changes.
     ended: u64,
@@ -68,6 +82,7 @@ impl GroupCommit {
                 ended: 0,
             }),
             ended: Condvar::new(),
+            bells: Default::default(),
             syncs: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
             gather: Gather::default(),
@@ -80,13 +95,35 @@ impl GroupCommit {
         self.round.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a sync's end in `round` and wakes the appenders sleeping until one ends (they
+    /// Counts a sync's end in `round` and wakes the threads sleeping until one ends (they
     /// look again).
     #[inline]
     pub(crate) fn signal_end(&self, round: &mut Round) {
         round.ended += 1;
         if round.sleepers > 0 {
             self.ended.notify_all();
+        }
+    }
+
+    /// The bell of `ticket`, whose generation an appender reads before it looks whether its
+    /// ticket is published (see [`Bell`]).
+    #[inline]
+    pub(crate) fn bell(&self, ticket: u64) -> &Bell {
+        &self.bells[ticket as usize % MAX_INFLIGHT].0
+    }
+
+    /// Rings the bells of `tickets` (at most a ring's worth: each bell once).
+    pub(crate) fn ring(&self, tickets: std::ops::Range<u64>) {
+        let end = tickets.end.min(tickets.start + MAX_INFLIGHT as u64);
+        for t in tickets.start..end {
+            self.bell(t).ring();
+        }
+    }
+
+    /// Rings every bell: the log was poisoned, and every sleeper must look.
+    pub(crate) fn ring_all(&self) {
+        for b in &self.bells {
+            b.0.ring();
         }
     }
 
@@ -298,7 +335,7 @@ std::thread_local! {
 }
 
 /// How long a waiting appender sleeps before it looks at the poison flag again.
-const WAIT: Duration = Duration::from_millis(10);
+pub(crate) const WAIT: Duration = Duration::from_millis(10);
 
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -563,6 +563,7 @@ impl<M: Media> Log<M> {
         let mut w = self.lock_writer();
         self.poison_locked(&mut w, cause);
         drop(w);
+        self.group.ring_all();
         let _g = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.wake.notify_all();
     }

@@ -26,6 +26,104 @@ pub(crate) use loom::{hint::spin_loop, thread::yield_now};
 #[cfg(not(loom))]
 pub(crate) use std::{hint::spin_loop, thread::yield_now};
 
+/// A word that threads sleep on until another thread rings it: a futex (`futex(2)`), or under
+/// loom a mutex and a condition variable, whose lost wake-ups loom reports as deadlocks.
+///
+/// The contract that makes a wake-up impossible to lose: a sleeper reads
+/// [`Bell::generation`] *before* it looks at what it waits for, and sleeps with that value;
+/// the waker makes what the sleeper waits for visible *before* it rings. A ring after the
+/// sleeper's read then either changed the word before the sleep looks at it (the sleep returns
+/// at once) or finds the sleeper counted and wakes it. A sleep may also end at its timeout or
+/// spuriously: the sleeper looks again.
+#[cfg(not(loom))]
+#[derive(Default)]
+pub(crate) struct Bell {
+    generation: std::sync::atomic::AtomicU32,
+    sleepers: std::sync::atomic::AtomicU32,
+}
+
+#[cfg(not(loom))]
+impl Bell {
+    /// The word's value, to sleep with.
+    #[inline]
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sleeps while the word still holds `seen`, for at most `timeout`.
+    pub(crate) fn sleep(&self, seen: u32, timeout: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // (A locked read-modify-write: the kernel's look at the word below comes after it, and
+        // after any ring that read no sleeper.)
+        self.sleepers.fetch_add(1, SeqCst);
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `futex(FUTEX_WAIT)` on a word of ours, which outlives the call: the kernel
+        // reads the word, compares it with `seen`, and sleeps until woken or `ts` passes; it
+        // writes no memory of ours. Its result does not matter: the caller looks again.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.generation.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            );
+        }
+        self.sleepers.fetch_sub(1, SeqCst);
+    }
+
+    /// Changes the word and wakes every thread sleeping on it.
+    #[inline]
+    pub(crate) fn ring(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.generation.fetch_add(1, SeqCst);
+        if self.sleepers.load(SeqCst) > 0 {
+            // SAFETY: `futex(FUTEX_WAKE)` on a word of ours: it wakes the threads sleeping on
+            // it and touches no memory.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.generation.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    i32::MAX,
+                );
+            }
+        }
+    }
+}
+
+/// Under loom: [`Bell`] with a mutex and a condition variable (loom's timed wait never times
+/// out, so a lost wake-up is a deadlock the model reports).
+#[cfg(loom)]
+#[derive(Default)]
+pub(crate) struct Bell {
+    generation: Mutex<u32>,
+    rung: Condvar,
+}
+
+#[cfg(loom)]
+impl Bell {
+    pub(crate) fn generation(&self) -> u32 {
+        *self.generation.lock().unwrap()
+    }
+
+    pub(crate) fn sleep(&self, seen: u32, timeout: std::time::Duration) {
+        let g = self.generation.lock().unwrap();
+        if *g == seen {
+            drop(self.rung.wait_timeout(g, timeout).unwrap());
+        }
+    }
+
+    pub(crate) fn ring(&self) {
+        let mut g = self.generation.lock().unwrap();
+        *g = g.wrapping_add(1);
+        self.rung.notify_all();
+    }
+}
+
 /// Atomics (`Ordering` is std's in both builds).
 pub(crate) mod atomic {
     #[cfg(loom)]
@@ -190,6 +288,12 @@ pub mod mutants {
         /// `reset` moves the tail back to the start of the data area without looking at the
         /// pins: an append then stores into an entry a reader still holds as a slice.
         ResetIgnoresPins,
+        /// The group commit's leader does not ring the bell of the first ticket its sync did
+        /// not cover: that ticket's appender, asleep, never leads the next sync.
+        HandOverNotRung,
+        /// An appender in the group commit reads its bell's generation after its look at the
+        /// published count: a ring between the two is lost.
+        BellAfterLook,
     }
 
     thread_local! {

@@ -148,7 +148,10 @@ fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
         });
         let st = log.sync_stats();
         combined_somewhere |= st.combined > 0;
-        let slow = st.average_sync >= Duration::from_micros(20);
+        // Slow syncs: a disk's (a page write and a cache flush, 100 µs here). On tmpfs the
+        // running average of the last few syncs can reach 20 µs at the end of a run on a busy
+        // machine without the appends having been slow long enough to combine.
+        let slow = common::disk_backed(dir.path()) && st.average_sync >= Duration::from_micros(20);
         eprintln!(
             "{}: {} appends acknowledged, {} combined, {:.1} per sync, syncs average {:?}",
             dir.path().display(),

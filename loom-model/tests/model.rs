@@ -644,6 +644,28 @@ fn mutant_published_relaxed_is_caught_by_the_group_commit() {
 }
 
 #[test]
+fn mutant_hand_over_not_rung_is_caught_by_the_group_commit() {
+    caught(
+        "mutant_hand_over_not_rung_is_caught_by_the_group_commit",
+        Mutant::HandOverNotRung,
+        three_msync_appenders,
+        // The appender first in line after a sync sleeps on, and nobody leads the next sync.
+        &["deadlock"],
+    );
+}
+
+#[test]
+fn mutant_bell_after_look_is_caught_by_the_group_commit() {
+    caught(
+        "mutant_bell_after_look_is_caught_by_the_group_commit",
+        Mutant::BellAfterLook,
+        two_msync_appenders,
+        // The ring that came between the look and the read of the bell is lost.
+        &["deadlock"],
+    );
+}
+
+#[test]
 fn mutant_marker_done_relaxed_is_caught() {
     caught(
         "mutant_marker_done_relaxed_is_caught",
