@@ -11,7 +11,8 @@
 //! ends, or when the sync before ends with this ticket first in line, to hand it the next sync,
 //! which covers every ticket stored while the previous one ran. An appender whose ticket a
 //! sync did not cover sleeps on through its end (with a condition variable for all, each went
-//! back to sleep: a context switch for nothing, on the path to the next sync; docs/DISK.md).
+//! back to sleep: a context switch for nothing, on the path to the next sync; docs/DISK.md,
+//! "One bell per ticket").
 //!
 //! Why waiting and not a lock held across the sync (as before): the appenders a sync had just
 //! made durable queued for that lock behind the appender that led the next sync, and learnt
@@ -57,20 +58,13 @@ impl<M: Media> Log<M> {
         // Set once this thread passed the sync point since it last slept.
         let mut at_gate = false;
         loop {
-            // Read before the look at `published`: a leader that publishes this ticket, or
-            // hands this thread the next sync, rings the bell after (under the round lock, for
-            // the hand-over: so after this read, made under it too).
-            #[cfg(not(loom))]
+            // Read before the look at `published`, under the round lock: a leader that
+            // publishes this ticket, or hands this thread the next sync, rings the bell only
+            // after it took the round lock, so after this read.
             let bell = g.bell(ticket).generation();
-            #[cfg(loom)]
-            let early =
-                (!crate::sync::mutants::active(crate::sync::mutants::Mutant::BellAfterLook))
-                    .then(|| g.bell(ticket).generation());
             if self.published.load(Ordering::Acquire) > ticket {
                 return Ok(());
             }
-            #[cfg(loom)]
-            let bell = early.unwrap_or_else(|| g.bell(ticket).generation());
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(self.poison_error());
             }
@@ -114,11 +108,17 @@ impl<M: Media> Log<M> {
             if let Some(began) = began {
                 g.timed_sync(began.elapsed());
             }
+            #[cfg(loom)]
+            let ring_early = synced.is_ok()
+                && crate::sync::mutants::active(crate::sync::mutants::Mutant::RingBeforePublish);
+            #[cfg(not(loom))]
+            let ring_early = false;
+            if ring_early {
+                g.ring(first..upto);
+            }
             if synced.is_ok() {
                 // Only the leader publishes in msync mode, one sync at a time.
                 self.publish_run(first, Some(upto));
-                // The appenders this sync covered (they return).
-                g.ring(first..upto);
             }
             round = g.lock();
             round.busy = false;
@@ -137,7 +137,15 @@ impl<M: Media> Log<M> {
             } else {
                 g.ring_all();
             }
+            drop(round);
+            if synced.is_ok() && !ring_early {
+                // The appenders this sync covered (they return). Only now that the next sync
+                // may begin: on two CPUs the woken appenders take this one's CPU, which must
+                // not hold up the next leader (a sync on tmpfs costs less than the wake-ups).
+                g.ring(first..upto);
+            }
             synced?;
+            round = g.lock();
         }
     }
 

@@ -73,8 +73,9 @@ pub struct MmapMedia {
     // the blocks written ahead of the tail (`Media::verify_ahead`) without taking a
     // write-back error from the log's next `msync`. None elsewhere: nothing is written ahead.
     ahead_file: Option<File>,
-    // msync mode on a disk-backed file: stores are written into the page cache with `pwrite`
-    // on `file`, not through the mapping (see `MmapMedia::write_at`).
+    // msync mode on a disk-backed file (and a file size limit that allows it,
+    // `may_write_up_to`): stores are written into the page cache with `pwrite` on `file`, not
+    // through the mapping (see `MmapMedia::write_at`).
     store_by_write: bool,
 }
 
@@ -175,7 +176,7 @@ impl MmapMedia {
             in_memory,
             ahead,
             ahead_file,
-            store_by_write: writable && random,
+            store_by_write: writable && random && may_write_up_to(len),
         })
     }
 
@@ -313,8 +314,9 @@ impl MmapMedia {
     /// the mapping, and the next store into it then takes a write fault. Where the process has
     /// threads on other CPUs, write-protecting a page also interrupts those CPUs to flush its
     /// translation (`flush_tlb_mm_range`: a tenth of all the CPU time of eight appenders on
-    /// two vCPUs, docs/DISK.md). Pages written with `pwrite` are never writable in the
-    /// mapping: a sync has nothing to write-protect, and no store faults.
+    /// two vCPUs, docs/DISK.md). Pages written only with `pwrite` are not writable in the
+    /// mapping: a sync has nothing to write-protect, and no store faults. (The metadata page's
+    /// reader words, and a new log's chunks written ahead, are still written through it.)
     ///
     /// A failed write (an I/O error reading the rest of the page, a file system out of space
     /// where a mapped store would have raised `SIGBUS`) is recorded as a failed sync is: every
@@ -705,6 +707,18 @@ fn writes_ahead_here(file: &File) -> bool {
 }
 
 /// Whether `file` lives in memory only (tmpfs, ramfs): nothing is ever written back.
+/// True if this process may `pwrite` anywhere in a file of `len` bytes: its file size limit
+/// (`RLIMIT_FSIZE`: `ulimit -f`, systemd's `LimitFSIZE=`) does not lie below. The kernel checks
+/// the limit on every write, one inside the file too, and a write past it raises `SIGXFSZ`
+/// (which kills the process, by default); stores through the mapping are not checked. So a log
+/// larger than the limit (created by a process without it) keeps its stores in the mapping.
+/// (A limit lowered after the open is not seen: a write past it then fails, or kills.)
+fn may_write_up_to(len: usize) -> bool {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    getrlimit(Resource::RLIMIT_FSIZE)
+        .is_ok_and(|(soft, _)| soft == RLIM_INFINITY || soft >= len as u64)
+}
+
 fn in_memory(file: &File) -> bool {
     // (ramfs's magic number, which the libc crate does not name.)
     const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);

@@ -291,9 +291,10 @@ pub mod mutants {
         /// The group commit's leader does not ring the bell of the first ticket its sync did
         /// not cover: that ticket's appender, asleep, never leads the next sync.
         HandOverNotRung,
-        /// An appender in the group commit reads its bell's generation after its look at the
-        /// published count: a ring between the two is lost.
-        BellAfterLook,
+        /// The group commit's leader rings the bells of the tickets it covered before it
+        /// publishes them: an appender woken then finds its ticket unpublished and sleeps
+        /// again, and nothing rings for it any more.
+        RingBeforePublish,
     }
 
     thread_local! {

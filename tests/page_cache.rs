@@ -151,3 +151,60 @@ fn iterating_a_cold_log_reads_ahead() {
     let waited = major_faults() - before;
     assert!(waited < 1000, "{waited} faults waited for the disk");
 }
+
+/// A process whose file size limit (`ulimit -f`, systemd's `LimitFSIZE=`) lies below the size
+/// of a log another process created may still append to it: its appends write inside the
+/// file. The kernel checks the limit on every `pwrite`, one inside the file too, and raises
+/// `SIGXFSZ`, which kills; so there the log keeps its stores in the mapping.
+#[test]
+fn a_process_with_a_small_file_size_limit_appends_to_a_larger_log() {
+    const N: usize = 1000;
+    const LEN: usize = 4000;
+    if let Ok(path) = std::env::var("DAXLOG_FSIZE_CHILD") {
+        // The child: a limit of 1 MiB, then 4 MB of appends.
+        // SAFETY: getrlimit fills the struct we pass, setrlimit reads it.
+        unsafe {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit), 0);
+            limit.rlim_cur = 1 << 20;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+        }
+        let log = Log::open(&path, &Options::new()).unwrap();
+        for i in 0..N {
+            log.append(&[i as u8; LEN]).unwrap();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    if !common::disk_backed(dir.path()) {
+        eprintln!("the temporary directory is not disk-backed: no store is a write there");
+        return;
+    }
+    let path = dir.path().join("fsize.dax");
+    let log = Log::create(&path, &Options::new().capacity(8 << 20)).unwrap();
+    assert_eq!(log.persistence(), Persistence::Msync);
+    drop(log);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_process_with_a_small_file_size_limit_appends_to_a_larger_log",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("DAXLOG_FSIZE_CHILD", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the appender with a 1 MiB file size limit: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    let payloads: Vec<Vec<u8>> = log.iter().map(|e| e.payload.to_vec()).collect();
+    assert_eq!(payloads.len(), N);
+    for (i, p) in payloads.iter().enumerate() {
+        assert_eq!(p, &vec![i as u8; LEN], "entry {i}");
+    }
+}

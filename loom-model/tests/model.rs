@@ -655,12 +655,12 @@ fn mutant_hand_over_not_rung_is_caught_by_the_group_commit() {
 }
 
 #[test]
-fn mutant_bell_after_look_is_caught_by_the_group_commit() {
+fn mutant_ring_before_publish_is_caught_by_the_group_commit() {
     caught(
-        "mutant_bell_after_look_is_caught_by_the_group_commit",
-        Mutant::BellAfterLook,
+        "mutant_ring_before_publish_is_caught_by_the_group_commit",
+        Mutant::RingBeforePublish,
         two_msync_appenders,
-        // The ring that came between the look and the read of the bell is lost.
+        // The covered appender woken before its ticket is published sleeps again, for good.
         &["deadlock"],
     );
 }
