@@ -324,17 +324,10 @@ impl<M: Media> Log<M> {
                     .store_claimed(claim, pos + HEADER_LEN + body, &last, true);
             }
         } else {
-            self.pmem.store_claimed(claim, pos, &header, false);
+            // (One write where stores are writes: msync mode on a disk.)
+            let pad = &[0u8; ENTRY_ALIGN][..pad];
             self.pmem
-                .store_claimed(claim, pos + HEADER_LEN, payload, false);
-            if pad > 0 {
-                self.pmem.store_claimed(
-                    claim,
-                    pos + HEADER_LEN + payload.len(),
-                    &[0u8; ENTRY_ALIGN][..pad],
-                    false,
-                );
-            }
+                .store_claimed_parts(claim, pos, &[&header, payload, pad]);
         }
     }
 

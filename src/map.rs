@@ -323,12 +323,54 @@ impl MmapMedia {
     /// later drain reports it, so nothing stored after it is acknowledged.
     fn write_at(&self, off: usize, src: &[u8]) {
         use std::os::unix::fs::FileExt;
+        let write = || self.file.write_all_at(src, off as u64);
         #[cfg(feature = "mutants")]
-        let r = crate::mutants::write_result(self.file.write_all_at(src, off as u64));
+        let r = crate::mutants::write_result(Ok(())).and_then(|()| write());
         #[cfg(not(feature = "mutants"))]
-        let r = self.file.write_all_at(src, off as u64);
+        let r = write();
         if let Err(e) = r {
             self.record_failure(&e);
+        }
+    }
+
+    /// [`MmapMedia::write_at`] of `parts` (at most [`MAX_PARTS`]; more are written one by
+    /// one), one after the other, with one `pwritev`.
+    fn write_parts_at(&self, off: usize, parts: &[&[u8]]) {
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
+        if parts.len() > MAX_PARTS {
+            return self.write_each_at(off, parts, 0);
+        }
+        for (s, p) in slices.iter_mut().zip(parts) {
+            *s = std::io::IoSlice::new(p);
+        }
+        let slices = &slices[..parts.len()];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let write = || {
+            nix::sys::uio::pwritev(&self.file, slices, off as libc::off_t).map_err(io::Error::from)
+        };
+        #[cfg(feature = "mutants")]
+        let r = crate::mutants::write_result(Ok(())).and_then(|()| write());
+        #[cfg(not(feature = "mutants"))]
+        let r = write();
+        match r {
+            Ok(n) if n == total => {}
+            // A short write (a signal): the rest part by part.
+            Ok(n) => self.write_each_at(off, parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.write_each_at(off, parts, 0),
+            Err(e) => self.record_failure(&e),
+        }
+    }
+
+    /// [`MmapMedia::write_at`] of what follows the first `done` bytes of `parts`.
+    fn write_each_at(&self, off: usize, parts: &[&[u8]], mut done: usize) {
+        let mut at = off;
+        for p in parts {
+            let skip = done.min(p.len());
+            done -= skip;
+            if skip < p.len() {
+                self.write_at(at + skip, &p[skip..]);
+            }
+            at += p.len();
         }
     }
 
@@ -403,6 +445,18 @@ impl Media for MmapMedia {
         // that nobody else may reference.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        }
+    }
+
+    unsafe fn store_parts(&self, off: usize, parts: &[&[u8]]) {
+        if self.store_by_write {
+            return self.write_parts_at(off, parts);
+        }
+        let mut at = off;
+        for p in parts {
+            // SAFETY: each part's range lies in the caller's range (`Media::store_parts`).
+            unsafe { self.store(at, p) };
+            at += p.len();
         }
     }
 
@@ -706,7 +760,10 @@ fn writes_ahead_here(file: &File) -> bool {
     })
 }
 
-/// Whether `file` lives in memory only (tmpfs, ramfs): nothing is ever written back.
+/// The most parts [`MmapMedia::write_parts_at`] writes with one system call (an entry's
+/// header, payload and padding: three).
+const MAX_PARTS: usize = 4;
+
 /// True if this process may `pwrite` anywhere in a file of `len` bytes: its file size limit
 /// (`RLIMIT_FSIZE`: `ulimit -f`, systemd's `LimitFSIZE=`) does not lie below. The kernel checks
 /// the limit on every write, one inside the file too, and a write past it raises `SIGXFSZ`
@@ -719,6 +776,7 @@ fn may_write_up_to(len: usize) -> bool {
         .is_ok_and(|(soft, _)| soft == RLIM_INFINITY || soft >= len as u64)
 }
 
+/// Whether `file` lives in memory only (tmpfs, ramfs): nothing is ever written back.
 fn in_memory(file: &File) -> bool {
     // (ramfs's magic number, which the libc crate does not name.)
     const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);

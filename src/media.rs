@@ -59,6 +59,20 @@ pub trait Media: Send + Sync {
     /// and no other thread reads or stores the range concurrently.
     unsafe fn store(&self, off: usize, src: &[u8]);
 
+    /// Stores `parts` one after the other from `off`, as [`Media::store`] of each in turn does;
+    /// media whose stores are system calls override it to make one.
+    ///
+    /// # Safety
+    /// As for [`Media::store`], for the whole range the parts cover.
+    unsafe fn store_parts(&self, off: usize, parts: &[&[u8]]) {
+        let mut at = off;
+        for p in parts {
+            // SAFETY: each part's range lies in the caller's range.
+            unsafe { self.store(at, p) };
+            at += p.len();
+        }
+    }
+
     /// Stores `src` at `off` with non-temporal stores. `off` and `src.len()` are multiples of 8.
     ///
     /// # Safety
@@ -532,6 +546,19 @@ impl<M: Media> Pmem<M> {
                 self.media.store(off + head.len() + body.len(), tail);
             }
         }
+    }
+
+    /// Stores `parts` one after the other from `off`, with cached stores, inside a claim.
+    #[inline]
+    pub(crate) fn store_claimed_parts(&self, claim: &Claim, off: usize, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        assert!(
+            off >= claim.start && len <= claim.end.saturating_sub(off),
+            "store outside its claim"
+        );
+        // SAFETY: as for `store_claimed`: the range lies inside the claim, which no reader and
+        // no other store touches.
+        unsafe { self.media.store_parts(off, parts) }
     }
 
     /// [`Pmem::store_claimed`] with non-temporal stores, returning `crc32c_append(crc, src)`.

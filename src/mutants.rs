@@ -3,7 +3,7 @@
 //! Compiled only with the `mutants` feature, which must never be enabled outside tests. A
 //! process-wide switch selects at most one mutant at a time.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::media::{Media, Pmem};
 use crate::persist::CACHE_LINE;
@@ -201,17 +201,19 @@ pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
     r
 }
 
-static FAIL_NEXT_WRITE: AtomicBool = AtomicBool::new(false);
+/// Counts down the stores by `pwrite` to the one that fails (0: none).
+static FAIL_WRITE_IN: AtomicUsize = AtomicUsize::new(0);
 
-/// Makes the next store of a log's media that is a `pwrite` (msync mode on a disk-backed file)
-/// fail with `EIO`, writing nothing.
-pub fn fail_next_write() {
-    FAIL_NEXT_WRITE.store(true, Ordering::SeqCst);
+/// Makes a store of a log's media that is a `pwrite` (msync mode on a disk-backed file) fail
+/// with `EIO`, writing nothing: the `n`-th from now (1: the next).
+pub fn fail_write(n: usize) {
+    FAIL_WRITE_IN.store(n, Ordering::SeqCst);
 }
 
-/// The result of a store by `pwrite` made by `MmapMedia`, after [`fail_next_write`].
+/// The result of a store by `pwrite` made by `MmapMedia`, after [`fail_write`].
 pub(crate) fn write_result(r: std::io::Result<()>) -> std::io::Result<()> {
-    if FAIL_NEXT_WRITE.swap(false, Ordering::SeqCst) {
+    let left = FAIL_WRITE_IN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if left == Ok(1) {
         Err(std::io::Error::from_raw_os_error(libc::EIO))
     } else {
         r

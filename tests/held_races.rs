@@ -257,31 +257,36 @@ fn a_failed_write_fails_its_append_and_every_one_after_it() {
         eprintln!("the temporary directory is not disk-backed: no store is a write there");
         return;
     }
-    let log = msync_log(&dir, "f.dax", 1 << 20);
-    log.append(b"one").unwrap();
-    mutants::fail_next_write();
-    let failed = log.append(b"its write failed");
-    assert!(
-        matches!(failed, Err(Error::Io { .. })),
-        "an append whose write failed: {failed:?}"
-    );
-    let after = log.append(b"after the failed write");
-    assert!(
-        matches!(after, Err(Error::Poisoned { .. } | Error::Io { .. })),
-        "an append after a failed write: {after:?}"
-    );
-    let path = dir.path().join("f.dax");
-    drop(log);
-    let now: Vec<Vec<u8>> = Log::open_read_only(&path, &Options::new())
-        .unwrap()
-        .iter()
-        .map(|e| e.payload.to_vec())
-        .collect();
-    assert_eq!(now[0], b"one");
-    assert!(
-        !now.iter().any(|p| p == b"after the failed write"),
-        "{now:?}"
-    );
+    // In a log's first lap an append writes its entry only (the end marker after it is the
+    // file's zeros): a small entry in one write, a large one's header, payload and padding in
+    // one write of three parts.
+    for (name, len, nth) in [("small.dax", 16, 1), ("large.dax", 4093, 1)] {
+        let log = msync_log(&dir, name, 1 << 20);
+        log.append(b"one").unwrap();
+        mutants::fail_write(nth);
+        let failed = log.append(&vec![0x5a; len]);
+        assert!(
+            matches!(failed, Err(Error::Io { .. })),
+            "{name}: an append whose write failed: {failed:?}"
+        );
+        let after = log.append(b"after the failed write");
+        assert!(
+            matches!(after, Err(Error::Poisoned { .. } | Error::Io { .. })),
+            "{name}: an append after a failed write: {after:?}"
+        );
+        let path = dir.path().join(name);
+        drop(log);
+        let now: Vec<Vec<u8>> = Log::open_read_only(&path, &Options::new())
+            .unwrap()
+            .iter()
+            .map(|e| e.payload.to_vec())
+            .collect();
+        assert_eq!(now[0], b"one", "{name}");
+        assert!(
+            !now.iter().any(|p| p == b"after the failed write"),
+            "{name}: {now:?}"
+        );
+    }
 }
 
 /// After an open that started its scan at the tail hint, the first read below the hint walks
