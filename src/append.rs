@@ -326,8 +326,12 @@ impl<M: Media> Log<M> {
         } else {
             // (One write where stores are writes: msync mode on a disk.)
             let pad = &[0u8; ENTRY_ALIGN][..pad];
-            self.pmem
-                .store_claimed_parts(claim, pos, &[&header, payload, pad]);
+            let parts: &[&[u8]] = if pad.is_empty() {
+                &[&header, payload]
+            } else {
+                &[&header, payload, pad]
+            };
+            self.pmem.store_claimed_parts(claim, pos, parts);
         }
     }
 

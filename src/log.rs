@@ -573,7 +573,11 @@ impl<M: Media> Log<M> {
         });
         let token = pmem.token();
         let persistence = pmem.media().persistence();
-        let (nt_threshold, calibration) = if !persistence.is_cpu_flush() {
+        let (nt_threshold, calibration) = if pmem.media().stores_by_write() {
+            // (Stores are `pwrite`s: the kernel copies, and one write per entry beats the
+            // two or three of the non-temporal path.)
+            (usize::MAX, None)
+        } else if !persistence.is_cpu_flush() {
             let t = opts.resolved_nt_threshold();
             (t.unwrap_or(crate::group::MSYNC_NT_THRESHOLD), None)
         } else if let Some(t) = opts.resolved_nt_threshold() {
@@ -657,7 +661,7 @@ impl<M: Media> Log<M> {
 
     /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
     /// smaller ones cached stores and a write-back of each line (`usize::MAX`: never
-    /// non-temporal, as in `msync` mode).
+    /// non-temporal, as in `msync` mode on a disk-backed file, where stores are `pwrite`s).
     pub fn nt_threshold(&self) -> usize {
         self.nt_threshold
     }

@@ -453,11 +453,15 @@ impl Media for MmapMedia {
             return self.write_parts_at(off, parts);
         }
         let mut at = off;
-        for p in parts {
+        for p in parts.iter().filter(|p| !p.is_empty()) {
             // SAFETY: each part's range lies in the caller's range (`Media::store_parts`).
             unsafe { self.store(at, p) };
             at += p.len();
         }
+    }
+
+    fn stores_by_write(&self) -> bool {
+        self.store_by_write
     }
 
     #[inline]

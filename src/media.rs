@@ -66,11 +66,17 @@ pub trait Media: Send + Sync {
     /// As for [`Media::store`], for the whole range the parts cover.
     unsafe fn store_parts(&self, off: usize, parts: &[&[u8]]) {
         let mut at = off;
-        for p in parts {
+        for p in parts.iter().filter(|p| !p.is_empty()) {
             // SAFETY: each part's range lies in the caller's range.
             unsafe { self.store(at, p) };
             at += p.len();
         }
+    }
+
+    /// True if stores are system calls that copy (`pwrite`): non-temporal stores mean nothing
+    /// there, and the log never asks for them.
+    fn stores_by_write(&self) -> bool {
+        false
     }
 
     /// Stores `src` at `off` with non-temporal stores. `off` and `src.len()` are multiples of 8.

@@ -187,7 +187,8 @@ impl Options {
 
     /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
     /// `usize::MAX` disables them, 0 uses them always. Unset, a log file measures the
-    /// crossover on this host ([`crate::calibrate`]).
+    /// crossover on this host ([`crate::calibrate`]). No effect in msync mode on a disk-backed
+    /// file, where stores are `pwrite`s (docs/DISK.md, section 3).
     pub fn nt_threshold(mut self, bytes: usize) -> Self {
         self.nt_threshold = Some(bytes);
         self

@@ -256,16 +256,22 @@ fn accepted_values() {
             assert!(log.is_durable(), "{off:?}");
         });
     }
+    // (CPU flushes: in msync mode on a disk-backed file stores are writes, never
+    // non-temporal, whatever the threshold.)
+    let cpu = PersistenceChoice::ForceCpuFlush;
+    let open_cpu = || Log::open(&path, &Options::from_env().persistence(cpu)).unwrap();
     with_var("DAXLOG_NT_THRESHOLD", " 4096 ", || {
-        assert_eq!(open().nt_threshold(), 4096);
+        assert_eq!(open_cpu().nt_threshold(), 4096);
     });
     with_var("DAXLOG_NO_NT", "TRUE", || {
-        assert_eq!(open().nt_threshold(), usize::MAX);
+        assert_eq!(open_cpu().nt_threshold(), usize::MAX);
     });
     // Blank: as if unset.
-    let default = Log::open(&path, &Options::new()).unwrap().nt_threshold();
+    let default = Log::open(&path, &Options::new().persistence(cpu))
+        .unwrap()
+        .nt_threshold();
     with_var("DAXLOG_NT_THRESHOLD", "", || {
-        assert_eq!(open().nt_threshold(), default);
+        assert_eq!(open_cpu().nt_threshold(), default);
     });
     for v in ["CLWB", " clflush ", "ClFlushOpt"] {
         with_var("DAXLOG_FLUSH", v, || drop(open()));
