@@ -323,12 +323,7 @@ impl MmapMedia {
     /// later drain reports it, so nothing stored after it is acknowledged.
     fn write_at(&self, off: usize, src: &[u8]) {
         use std::os::unix::fs::FileExt;
-        let write = || self.file.write_all_at(src, off as u64);
-        #[cfg(feature = "mutants")]
-        let r = crate::mutants::write_result(Ok(())).and_then(|()| write());
-        #[cfg(not(feature = "mutants"))]
-        let r = write();
-        if let Err(e) = r {
+        if let Err(e) = write_unless_failed(|| self.file.write_all_at(src, off as u64)) {
             self.record_failure(&e);
         }
     }
@@ -336,23 +331,18 @@ impl MmapMedia {
     /// [`MmapMedia::write_at`] of `parts` (at most [`MAX_PARTS`]; more are written one by
     /// one), one after the other, with one `pwritev`.
     fn write_parts_at(&self, off: usize, parts: &[&[u8]]) {
-        let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
         if parts.len() > MAX_PARTS {
             return self.write_each_at(off, parts, 0);
         }
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
         for (s, p) in slices.iter_mut().zip(parts) {
             *s = std::io::IoSlice::new(p);
         }
         let slices = &slices[..parts.len()];
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let write = || {
+        match write_unless_failed(|| {
             nix::sys::uio::pwritev(&self.file, slices, off as libc::off_t).map_err(io::Error::from)
-        };
-        #[cfg(feature = "mutants")]
-        let r = crate::mutants::write_result(Ok(())).and_then(|()| write());
-        #[cfg(not(feature = "mutants"))]
-        let r = write();
-        match r {
+        }) {
             Ok(n) if n == total => {}
             // A short write (a signal): the rest part by part.
             Ok(n) => self.write_each_at(off, parts, n),
@@ -452,12 +442,8 @@ impl Media for MmapMedia {
         if self.store_by_write {
             return self.write_parts_at(off, parts);
         }
-        let mut at = off;
-        for p in parts.iter().filter(|p| !p.is_empty()) {
-            // SAFETY: each part's range lies in the caller's range (`Media::store_parts`).
-            unsafe { self.store(at, p) };
-            at += p.len();
-        }
+        // SAFETY: the caller's contract is `store_each`'s (`Media::store_parts`).
+        unsafe { crate::media::store_each(self, off, parts) }
     }
 
     fn stores_by_write(&self) -> bool {
@@ -762,6 +748,14 @@ fn writes_ahead_here(file: &File) -> bool {
         (t == EXT4_SUPER_MAGIC || t == XFS_SUPER_MAGIC)
             && unwritten_ranges(file, 0, PAGE as u64, &mut Vec::new()).is_ok()
     })
+}
+
+/// Runs `write`, a store by `pwrite`; with the `mutants` feature, fails instead where the
+/// test asked for it ([`crate::mutants::fail_write`]).
+fn write_unless_failed<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    #[cfg(feature = "mutants")]
+    crate::mutants::before_write()?;
+    write()
 }
 
 /// The most parts [`MmapMedia::write_parts_at`] writes with one system call (an entry's

@@ -65,12 +65,8 @@ pub trait Media: Send + Sync {
     /// # Safety
     /// As for [`Media::store`], for the whole range the parts cover.
     unsafe fn store_parts(&self, off: usize, parts: &[&[u8]]) {
-        let mut at = off;
-        for p in parts.iter().filter(|p| !p.is_empty()) {
-            // SAFETY: each part's range lies in the caller's range.
-            unsafe { self.store(at, p) };
-            at += p.len();
-        }
+        // SAFETY: the caller's contract is this one's.
+        unsafe { store_each(self, off, parts) }
     }
 
     /// True if stores are system calls that copy (`pwrite`): non-temporal stores mean nothing
@@ -664,6 +660,20 @@ impl<M: Media> Pmem<M> {
     #[inline]
     pub(crate) fn drain(&self) -> std::io::Result<()> {
         self.media.drain()
+    }
+}
+
+/// [`Media::store`] of each of `parts` in turn, from `off` (empty parts are skipped): what
+/// [`Media::store_parts`] does on media whose stores are copies.
+///
+/// # Safety
+/// As for [`Media::store_parts`].
+pub(crate) unsafe fn store_each<M: Media + ?Sized>(media: &M, off: usize, parts: &[&[u8]]) {
+    let mut at = off;
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        // SAFETY: each part's range lies in the caller's range.
+        unsafe { media.store(at, p) };
+        at += p.len();
     }
 }
 

@@ -210,13 +210,14 @@ pub fn fail_write(n: usize) {
     FAIL_WRITE_IN.store(n, Ordering::SeqCst);
 }
 
-/// The result of a store by `pwrite` made by `MmapMedia`, after [`fail_write`].
-pub(crate) fn write_result(r: std::io::Result<()>) -> std::io::Result<()> {
+/// Before a store by `pwrite` made by `MmapMedia`: `EIO` if [`fail_write`] chose this one
+/// (the write is then not made).
+pub(crate) fn before_write() -> std::io::Result<()> {
     let left = FAIL_WRITE_IN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if left == Ok(1) {
         Err(std::io::Error::from_raw_os_error(libc::EIO))
     } else {
-        r
+        Ok(())
     }
 }
 
