@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::format::{ENTRY_ALIGN, MAX_INFLIGHT};
-use crate::group::{SyncStats, WAIT};
+use crate::group::SyncStats;
 use crate::log::Log;
 use crate::media::Media;
 
@@ -93,7 +93,7 @@ impl<M: Media> Log<M> {
                 // one too when it is done: sleep until this ticket's bell rings (the sync that
                 // covers it ended, or the last sync ended with it first in line to lead).
                 drop(round);
-                g.bell(ticket).sleep(bell, WAIT);
+                g.await_bell(ticket, bell);
                 round = g.lock();
                 at_gate = false;
                 continue;

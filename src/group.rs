@@ -27,6 +27,9 @@ pub(crate) struct GroupCommit {
     tickets: AtomicU64,
     /// What leaders learn of the appenders, to gather them.
     gather: Gather,
+    /// Whether a waiting appender gives up its CPU in a loop before it sleeps on its bell, where
+    /// syncs go to a disk ([`GroupCommit::await_bell`]; `Options::yield_while_waiting`).
+    yield_wait: bool,
 }
 
 /// A [`Bell`] alone in its cache line (a leader rings several in a row, while their sleepers
@@ -50,13 +53,50 @@ struct Gather {
     /// [`GroupCommit::time_this_sync`]).
     untimed: StdU64,
     /// Leaders that waited in vain one after the other (none of the appenders they waited
-    /// for came), and how many leaders from now on do not wait (1 << misses after a miss).
-    misses: StdU64,
-    skip: StdU64,
+    /// for came), and how many leaders from now on do not wait.
+    gather_backoff: Backoff,
     /// Leaders that waited, those of them that gained nothing, and the time they waited.
     waits: StdU64,
     vain: StdU64,
     waited_ns: StdU64,
+    /// Waiting appenders that yielded ([`GroupCommit::await_bell`]), those whose bell did not
+    /// ring in time, and the latter one after the other, with how many waits from now on
+    /// sleep at once.
+    yields: StdU64,
+    yields_vain: StdU64,
+    yield_backoff: Backoff,
+}
+
+/// A back-off after attempts in vain, one after the other: after the first the next 2
+/// attempts are skipped, after the second 4, ... up to 64; an attempt that pays starts the
+/// count again. (A hint, as all of [`Gather`]: two threads may take the same skip.)
+#[derive(Default)]
+struct Backoff {
+    misses: StdU64,
+    skip: StdU64,
+}
+
+impl Backoff {
+    fn paid(&self) {
+        if self.misses.load(Ordering::Relaxed) != 0 {
+            self.misses.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn in_vain(&self) {
+        let m = (self.misses.load(Ordering::Relaxed) + 1).min(6);
+        self.misses.store(m, Ordering::Relaxed);
+        self.skip.store(1 << m, Ordering::Relaxed);
+    }
+
+    /// True if this attempt is to be skipped (and counts it).
+    fn skips(&self) -> bool {
+        self.skip.load(Ordering::Relaxed) > 0
+            && self
+                .skip
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+    }
 }
 
 #[cfg(not(loom))]
@@ -74,7 +114,8 @@ pub(crate) struct Round {
 }
 
 impl GroupCommit {
-    pub(crate) fn new() -> Self {
+    /// `yield_wait`: see [`GroupCommit::await_bell`].
+    pub(crate) fn new(yield_wait: bool) -> Self {
         GroupCommit {
             round: Mutex::new(Round {
                 busy: false,
@@ -86,6 +127,7 @@ impl GroupCommit {
             syncs: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
             gather: Gather::default(),
+            yield_wait,
         }
     }
 
@@ -110,6 +152,68 @@ impl GroupCommit {
     #[inline]
     pub(crate) fn bell(&self, ticket: u64) -> &Bell {
         &self.bells[ticket as usize % MAX_INFLIGHT].0
+    }
+
+    /// Waits until the bell of `ticket` rings past `seen`, or [`WAIT`] passes.
+    ///
+    /// Where syncs go to a disk (they average [`GATHER_MIN`] or more), the appender first gives
+    /// up its CPU in a loop (`sched_yield`), looking at the bell after each turn, for up to
+    /// [`YIELD_SYNCS`] average syncs (at most [`YIELD_MAX`]); only then does it sleep on the
+    /// bell. A sleeper's wake-up costs the leader a system call, and the sleeper a wake-up that
+    /// on an idle CPU of a virtual machine takes tens of microseconds (the CPU was halted):
+    /// with eight appenders on two vCPUs, the leader's gather waited for them and a sync
+    /// covered 6.8 appends of 8; yielding, 7.8 to 7.9, and 1.2-1.5x the appends/s
+    /// (docs/DISK.md, "Yielding waits"). The price is CPU time that would have been idle: a
+    /// yield gives the CPU to any other thread that wants it, of this process or another, so
+    /// the loop takes only what nobody else asked for. A wait whose bell did not ring in time
+    /// (syncs slower than their average, appends now and then) makes the next 2, 4, ... 64 waits
+    /// sleep at once. Off with `Options::yield_while_waiting(false)`; never under loom, whose
+    /// model of the bell is a condition variable.
+    pub(crate) fn await_bell(&self, ticket: u64, seen: u32) {
+        let bell = self.bell(ticket);
+        if let Some(bound) = self.yield_bound() {
+            let began = std::time::Instant::now();
+            loop {
+                crate::sync::yield_now();
+                if bell.generation() != seen {
+                    self.yielded(true);
+                    return;
+                }
+                if began.elapsed() >= bound {
+                    self.yielded(false);
+                    break;
+                }
+            }
+        }
+        bell.sleep(seen, WAIT);
+    }
+
+    /// How long a waiting appender may yield before it sleeps ([`GroupCommit::await_bell`]);
+    /// `None`: it sleeps at once.
+    fn yield_bound(&self) -> Option<Duration> {
+        if !self.yield_wait || cfg!(loom) {
+            return None;
+        }
+        let avg = self.gather.sync_ns.load(Ordering::Relaxed);
+        if avg < GATHER_MIN.as_nanos() as u64 {
+            return None;
+        }
+        if self.gather.yield_backoff.skips() {
+            return None;
+        }
+        Some(Duration::from_nanos(avg.saturating_mul(YIELD_SYNCS)).min(YIELD_MAX))
+    }
+
+    /// Records whether a yielding wait saw its bell ring in time; after one that did not, the
+    /// next 2, 4, ... 64 waits sleep at once.
+    fn yielded(&self, rung: bool) {
+        self.gather.yields.fetch_add(1, Ordering::Relaxed);
+        if rung {
+            self.gather.yield_backoff.paid();
+        } else {
+            self.gather.yields_vain.fetch_add(1, Ordering::Relaxed);
+            self.gather.yield_backoff.in_vain();
+        }
     }
 
     /// Rings the bells of `tickets` (at most a ring's worth: each bell once).
@@ -214,11 +318,7 @@ impl GroupCommit {
     /// True if this leader should not wait for others: the last ones waited in vain. (Only
     /// leaders call this and [`GroupCommit::gathered`], one at a time.)
     pub(crate) fn skip_gather(&self) -> bool {
-        let skip = self.gather.skip.load(Ordering::Relaxed);
-        if skip > 0 {
-            self.gather.skip.store(skip - 1, Ordering::Relaxed);
-        }
-        skip > 0
+        self.gather.gather_backoff.skips()
     }
 
     /// Records whether a leader's wait gained any append. After a wait in vain (appenders
@@ -230,12 +330,10 @@ impl GroupCommit {
         let ns = waited.as_nanos().min(u64::MAX as u128) as u64;
         self.gather.waited_ns.fetch_add(ns, Ordering::Relaxed);
         if gained {
-            self.gather.misses.store(0, Ordering::Relaxed);
+            self.gather.gather_backoff.paid();
         } else {
             self.gather.vain.fetch_add(1, Ordering::Relaxed);
-            let m = (self.gather.misses.load(Ordering::Relaxed) + 1).min(6);
-            self.gather.misses.store(m, Ordering::Relaxed);
-            self.gather.skip.store(1 << m, Ordering::Relaxed);
+            self.gather.gather_backoff.in_vain();
         }
     }
 
@@ -262,6 +360,8 @@ impl GroupCommit {
             waits_in_vain: self.gather.vain.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.gather.waited_ns.load(Ordering::Relaxed)),
             average_sync: self.average_sync(),
+            yielding_waits: self.gather.yields.load(Ordering::Relaxed),
+            yielding_waits_in_vain: self.gather.yields_vain.load(Ordering::Relaxed),
             combined: 0,
         }
     }
@@ -292,6 +392,12 @@ pub struct SyncStats {
     /// memory (tmpfs); a disk's write and cache flush where it does not. A caller can tell
     /// from it whether an append is worth handing to another thread.
     pub average_sync: Duration,
+    /// Appenders that, waiting for a sync on a disk, gave up their CPU in a loop before they
+    /// would sleep (see `Options::yield_while_waiting`).
+    pub yielding_waits: u64,
+    /// Those of them whose sync had not ended when they stopped yielding (they slept, and
+    /// the next few waits slept at once).
+    pub yielding_waits_in_vain: u64,
 }
 
 impl SyncStats {
@@ -334,6 +440,14 @@ std::thread_local! {
     };
 }
 
+/// A waiting appender yields for up to this many average syncs before it sleeps: its append
+/// is covered by the sync that runs, or by the next one.
+const YIELD_SYNCS: u64 = 2;
+
+/// ... and never longer than this (a disk whose syncs take milliseconds: sleeping costs
+/// nothing beside them).
+const YIELD_MAX: Duration = Duration::from_micros(500);
+
 /// How long a waiting appender sleeps before it looks at the poison flag again.
 pub(crate) const WAIT: Duration = Duration::from_millis(10);
 
@@ -344,7 +458,7 @@ mod tests {
     /// A leader counts the appenders of its window and of the one before.
     #[test]
     fn leaders_count_the_appenders_of_two_windows() {
-        let g = GroupCommit::new();
+        let g = GroupCommit::new(true);
         g.gather.sync_ns.store(400_000, Ordering::Relaxed);
         for no in [1, 2, 3, 7, 7, 71] {
             g.note(no); // (71 is 7 again, modulo 64)
@@ -365,7 +479,7 @@ mod tests {
     /// Waits in vain make the next leaders skip 2, 4, ... 64 waits; a wait that gains resets.
     #[test]
     fn waits_in_vain_back_off() {
-        let g = GroupCommit::new();
+        let g = GroupCommit::new(true);
         let skipped = |g: &GroupCommit| {
             let mut n = 0;
             while g.skip_gather() {
@@ -391,7 +505,7 @@ mod tests {
     /// sixteen while they are cheap.
     #[test]
     fn cheap_syncs_are_timed_one_in_sixteen() {
-        let g = GroupCommit::new();
+        let g = GroupCommit::new(true);
         let timed = |g: &GroupCommit, n: usize| (0..n).filter(|_| g.time_this_sync()).count();
         assert_eq!(timed(&g, 5), 5, "no average yet");
         g.timed_sync(Duration::from_nanos(500));
@@ -405,7 +519,7 @@ mod tests {
     /// the first leader after syncs slow down sees it.
     #[test]
     fn cheap_syncs_do_not_gather() {
-        let g = GroupCommit::new();
+        let g = GroupCommit::new(true);
         g.timed_sync(Duration::from_micros(2));
         g.note(3);
         g.note(5);
@@ -417,10 +531,99 @@ mod tests {
         assert_eq!(g.gather().map(|(n, _)| n), Some(2));
     }
 
+    /// Waiters yield only where syncs go to a disk, for up to two average syncs (at most
+    /// 500 µs), and not at all with the option off.
+    #[test]
+    fn waiters_yield_for_two_average_syncs_on_a_disk() {
+        let g = GroupCommit::new(true);
+        assert_eq!(g.yield_bound(), None, "no average yet");
+        g.timed_sync(Duration::from_micros(2));
+        assert_eq!(g.yield_bound(), None, "syncs of a file in memory");
+        let slow = GroupCommit::new(true);
+        slow.timed_sync(Duration::from_micros(800));
+        assert_eq!(slow.yield_bound(), Some(YIELD_MAX), "capped");
+        for _ in 0..100 {
+            g.timed_sync(Duration::from_micros(100));
+        }
+        let bound = g.yield_bound().expect("a disk's syncs");
+        let avg = g.stats().average_sync;
+        assert_eq!(bound, 2 * Duration::from_nanos(avg.as_nanos() as u64));
+        let off = GroupCommit::new(false);
+        off.timed_sync(Duration::from_micros(100));
+        assert_eq!(off.yield_bound(), None);
+    }
+
+    /// Yielding waits in vain make the next 2, 4, ... 64 waits sleep at once; one whose bell
+    /// rang in time resets that.
+    #[test]
+    fn yielding_waits_in_vain_back_off() {
+        let g = GroupCommit::new(true);
+        g.timed_sync(Duration::from_micros(100));
+        let sleeping = |g: &GroupCommit| {
+            let mut n = 0;
+            while g.yield_bound().is_none() {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(sleeping(&g), 0);
+        for want in [2, 4, 8, 16, 32, 64, 64] {
+            g.yielded(false);
+            assert_eq!(sleeping(&g), want);
+        }
+        g.yielded(true);
+        g.yielded(false);
+        assert_eq!(sleeping(&g), 2, "a wait in time starts the count again");
+        let st = g.stats();
+        assert_eq!((st.yielding_waits, st.yielding_waits_in_vain), (9, 8));
+    }
+
+    /// A yielding waiter returns when its bell rings, without sleeping; one whose bell rings
+    /// only after its yielding ended sleeps, and the ring wakes it.
+    #[test]
+    fn a_yielding_waiter_sees_its_bell_and_a_late_ring_wakes_it() {
+        use std::sync::atomic::AtomicBool;
+        let g = GroupCommit::new(true);
+        g.timed_sync(Duration::from_micros(400)); // yields for up to 500 µs
+        for late in [false, true] {
+            let before = g.stats();
+            let seen = g.bell(3).generation();
+            let done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    g.await_bell(3, seen);
+                    done.store(true, Ordering::SeqCst);
+                });
+                if late {
+                    // Until the waiter has stopped yielding and sleeps.
+                    let began = std::time::Instant::now();
+                    while g.bell(3).sleepers() == 0 {
+                        assert!(began.elapsed() < Duration::from_secs(10), "never slept");
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                }
+                assert!(
+                    !done.load(Ordering::SeqCst),
+                    "returned before its bell rang"
+                );
+                g.ring(3..4);
+            });
+            let st = g.stats();
+            assert_eq!(st.yielding_waits - before.yielding_waits, 1);
+            assert_eq!(
+                st.yielding_waits_in_vain - before.yielding_waits_in_vain,
+                u64::from(late),
+                "late ring: {late}"
+            );
+            // (The wait in vain made the next two sleep at once.)
+            while g.yield_bound().is_none() {}
+        }
+    }
+
     /// The average sync follows the syncs' durations.
     #[test]
     fn the_average_sync_follows_the_syncs() {
-        let g = GroupCommit::new();
+        let g = GroupCommit::new(true);
         assert_eq!(g.stats().average_sync, Duration::ZERO);
         g.timed_sync(Duration::from_micros(800));
         assert_eq!(g.gather_wait(), Duration::from_micros(200));

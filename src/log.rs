@@ -629,7 +629,7 @@ impl<M: Media> Log<M> {
             waiters: Padded(AtomicUsize::new(0)),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
-            group: crate::group::GroupCommit::new(),
+            group: crate::group::GroupCommit::new(opts.resolved_yield_while_waiting()),
             combiner: crate::combine::Combiner::default(),
             poisoned: AtomicBool::new(false),
         };

@@ -73,6 +73,7 @@ pub struct Options {
     pub(crate) huge_page_align: Option<bool>,
     pub(crate) prefill: bool,
     pub(crate) lock_wait: Duration,
+    pub(crate) yield_while_waiting: Option<bool>,
 }
 
 impl Default for Options {
@@ -99,6 +100,7 @@ impl Options {
             huge_page_align: None,
             prefill: false,
             lock_wait: Duration::ZERO,
+            yield_while_waiting: None,
         }
     }
 
@@ -222,6 +224,26 @@ impl Options {
         self
     }
 
+    /// Whether an append that waits for another thread's sync of a log on a disk (the `msync`
+    /// path) first gives up its CPU in a loop, looking after each turn whether the sync ended,
+    /// before it sleeps (default: yes).
+    ///
+    /// The loop lasts at most two average syncs (and 500 µs), and only while syncs average
+    /// 10 µs or more (a disk's write and cache flush; not tmpfs). Each turn gives the CPU to
+    /// any other thread that wants it, so the loop takes CPU time that would otherwise be idle.
+    /// What it saves is the wake-up of a sleeper, which on a virtual machine whose idle CPU
+    /// halted takes tens of microseconds, and which the next sync's leader waited for: eight
+    /// threads appending 64 B or 4 KiB to a log on ext4, on a 2-vCPU guest, made 1.2-1.5x the
+    /// appends/s with it, with about twice the CPU time (docs/DISK.md, "Yielding waits").
+    /// Turn it off where idle CPU time is worth more than the appends' latency (a machine
+    /// billed per CPU second, a battery), or on a disk whose syncs take milliseconds anyway.
+    /// [`Log::sync_stats`](crate::Log::sync_stats) counts the waits that yielded. With
+    /// [`Options::from_env`], `DAXLOG_YIELD_WAIT=0` turns it off where it is not set here.
+    pub fn yield_while_waiting(mut self, yes: bool) -> Self {
+        self.yield_while_waiting = Some(yes);
+        self
+    }
+
     /// How long `open`, `open_read_only` and `create` (with [`Options::overwrite`]) wait for
     /// a lock that another open holds (default: not at all). Where the lock is held, they
     /// try again, after pauses from 1 ms growing to 50 ms, until it is free or `wait` has
@@ -275,6 +297,7 @@ impl Options {
         o.nt_threshold = o.nt_threshold.or(env.nt_threshold);
         o.tail_hint_every = o.tail_hint_every.or(env.tail_hint_every);
         o.huge_page_align = o.huge_page_align.or(env.huge_page_align);
+        o.yield_while_waiting = o.yield_while_waiting.or(env.yield_wait);
         Ok(o)
     }
 
@@ -299,6 +322,11 @@ impl Options {
         debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
         self.huge_page_align.unwrap_or(true)
     }
+
+    pub(crate) fn resolved_yield_while_waiting(&self) -> bool {
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.yield_while_waiting.unwrap_or(true)
+    }
 }
 
 /// Permission bits of a new log file unless [`Options::mode`] says otherwise.
@@ -312,6 +340,7 @@ struct EnvOverrides {
     nt_threshold: Option<usize>,
     tail_hint_every: Option<u64>,
     huge_page_align: Option<bool>,
+    yield_wait: Option<bool>,
 }
 
 /// What a flag variable accepts.
@@ -364,6 +393,7 @@ impl EnvOverrides {
         let page_align = parse(&get, "DAXLOG_MAP_ALIGN", "page (in any case)", |t| {
             t.eq_ignore_ascii_case("page").then_some(())
         })?;
+        let yield_wait = switch(&get, "DAXLOG_YIELD_WAIT")?;
         Ok(EnvOverrides {
             persistence: if force_msync {
                 Some(PersistenceChoice::ForceMsync)
@@ -380,6 +410,7 @@ impl EnvOverrides {
             },
             tail_hint_every,
             huge_page_align: page_align.map(|()| false),
+            yield_wait,
         })
     }
 }
@@ -408,12 +439,16 @@ fn parse<T>(
 
 /// A flag variable: on, or off (also when unset or blank).
 fn flag(get: &impl Fn(&str) -> Option<OsString>, name: &'static str) -> Result<bool> {
-    let on = parse(get, name, FLAG, |t| match t.to_ascii_lowercase().as_str() {
+    Ok(switch(get, name)? == Some(true))
+}
+
+/// A flag variable that may turn a default off: on, off, or `None` when unset or blank.
+fn switch(get: &impl Fn(&str) -> Option<OsString>, name: &'static str) -> Result<Option<bool>> {
+    parse(get, name, FLAG, |t| match t.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
         _ => None,
-    })?;
-    Ok(on == Some(true))
+    })
 }
 
 /// [`Error::InvalidEnvironment`] for the value variable `name` has.
@@ -452,6 +487,7 @@ mod tests {
                 ("DAXLOG_NT_THRESHOLD", "256 "),
                 ("DAXLOG_TAIL_HINT_EVERY", "0"),
                 ("DAXLOG_MAP_ALIGN", "page"),
+                ("DAXLOG_YIELD_WAIT", "Off"),
             ])
             .unwrap(),
             EnvOverrides {
@@ -460,8 +496,20 @@ mod tests {
                 nt_threshold: Some(256),
                 tail_hint_every: Some(0),
                 huge_page_align: Some(false),
+                yield_wait: Some(false),
             }
         );
+        assert_eq!(
+            read(&[("DAXLOG_YIELD_WAIT", " on")]).unwrap().yield_wait,
+            Some(true)
+        );
+        assert!(matches!(
+            read(&[("DAXLOG_YIELD_WAIT", "sometimes")]),
+            Err(Error::InvalidEnvironment {
+                name: "DAXLOG_YIELD_WAIT",
+                ..
+            })
+        ));
         assert_eq!(
             read(&[("DAXLOG_NO_NT", "1"), ("DAXLOG_FLUSH", " ")]).unwrap(),
             EnvOverrides {

@@ -75,6 +75,12 @@ impl Bell {
         self.sleepers.fetch_sub(1, SeqCst);
     }
 
+    /// The threads sleeping on the word now.
+    #[cfg(test)]
+    pub(crate) fn sleepers(&self) -> u32 {
+        self.sleepers.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Changes the word and wakes every thread sleeping on it.
     #[inline]
     pub(crate) fn ring(&self) {

@@ -102,6 +102,50 @@ fn concurrent_appends_are_all_recovered_in_every_mode() {
     }
 }
 
+/// Appenders waiting for a sync on a disk give up their CPU in a loop before they sleep
+/// (`Options::yield_while_waiting`, on by default), and not at all with the option off; either
+/// way every acknowledged append is in the log, at its LSN, after a reopen.
+#[test]
+fn waiting_appenders_yield_on_a_disk_unless_told_not_to() {
+    let mut disks = 0;
+    for dir in common::temp_dirs() {
+        for yielding in [true, false] {
+            let path = dir.path().join(format!("yield-{yielding}.dax"));
+            let opts = Options::new()
+                .persistence(PersistenceChoice::ForceMsync)
+                .yield_while_waiting(yielding);
+            let log = Log::create(&path, &opts.clone().capacity(8 << 20)).unwrap();
+            let acked = run_appenders(&log, 6, 60);
+            let st = log.sync_stats();
+            eprintln!(
+                "{}, yielding {yielding}: {st:?}, {:.1} appends per sync",
+                dir.path().display(),
+                st.appends_per_sync()
+            );
+            if !yielding {
+                assert_eq!(st.yielding_waits, 0, "{st:?}");
+            } else if common::disk_backed(dir.path())
+                && st.average_sync >= Duration::from_micros(20)
+            {
+                // Six appenders on a disk (syncs of about 100 µs) wait for one another's syncs
+                // all the time.
+                disks += 1;
+                assert!(st.yielding_waits > 0, "{st:?}");
+                assert!(st.yielding_waits_in_vain <= st.yielding_waits);
+            }
+            drop(log);
+            let log = Log::open(&path, &opts).unwrap();
+            assert_eq!(log.len(), acked.len() as u64);
+            for (lsn, t, i) in acked {
+                assert_eq!(log.read(lsn).unwrap().payload, payload(t, i), "LSN {lsn}");
+            }
+        }
+    }
+    if disks == 0 {
+        eprintln!("waiting_appenders_yield: no disk-backed test directory, yielding not checked");
+    }
+}
+
 /// More appenders than appends can be in flight (16), in msync mode, on each test directory:
 /// where syncs are slow (a disk), the appends beyond the ring ride in one appender's batch
 /// (write combining). Whether combined or not, every acknowledged append is in the log once,
