@@ -163,9 +163,9 @@ impl GroupCommit {
     /// on an idle CPU of a virtual machine takes tens of microseconds (the CPU was halted):
     /// with eight appenders on two vCPUs, the leader's gather waited for them and a sync
     /// covered 6.8 appends of 8; yielding, 7.8 to 7.9, and 1.2-1.5x the appends/s
-    /// (docs/DISK.md, "Yielding waits"). The price is CPU time that would have been idle: a
-    /// yield gives the CPU to any other thread that wants it, of this process or another, so
-    /// the loop takes only what nobody else asked for. A wait whose bell did not ring in time
+    /// (docs/DISK.md, "Yielding waits"). The price is CPU time: each turn offers the CPU to the
+    /// other runnable threads of its run queue first, so the loop mostly takes time that would
+    /// have been idle, but it is spent (and counted against a CPU quota). A wait whose bell did not ring in time
     /// (syncs slower than their average, appends now and then) makes the next 2, 4, ... 64 waits
     /// sleep at once. Off with `Options::yield_while_waiting(false)`; never under loom, whose
     /// model of the bell is a condition variable.

@@ -229,8 +229,9 @@ impl Options {
     /// before it sleeps (default: yes).
     ///
     /// The loop lasts at most two average syncs (and 500 µs), and only while syncs average
-    /// 10 µs or more (a disk's write and cache flush; not tmpfs). Each turn gives the CPU to
-    /// any other thread that wants it, so the loop takes CPU time that would otherwise be idle.
+    /// 10 µs or more (a disk's write and cache flush; not tmpfs). Each turn offers the CPU to
+    /// the other runnable threads first, so the loop mostly takes CPU time that would otherwise
+    /// be idle.
     /// What it saves is the wake-up of a sleeper, which on a virtual machine whose idle CPU
     /// halted takes tens of microseconds, and which the next sync's leader waited for: eight
     /// threads appending 64 B or 4 KiB to a log on ext4, on a 2-vCPU guest, made 1.2-1.5x the
