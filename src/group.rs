@@ -589,25 +589,31 @@ mod tests {
             let before = g.stats();
             let seen = g.bell(3).generation();
             let done = AtomicBool::new(false);
-            std::thread::scope(|s| {
+            let (slept, early) = std::thread::scope(|s| {
                 s.spawn(|| {
                     g.await_bell(3, seen);
                     done.store(true, Ordering::SeqCst);
                 });
+                // (Whatever is seen, the bell rings before the scope ends, so that a waiter
+                // that never sleeps fails the test instead of hanging it.)
+                let began = std::time::Instant::now();
+                let mut slept = true;
                 if late {
                     // Until the waiter has stopped yielding and sleeps.
-                    let began = std::time::Instant::now();
                     while g.bell(3).sleepers() == 0 {
-                        assert!(began.elapsed() < Duration::from_secs(10), "never slept");
+                        if began.elapsed() > Duration::from_secs(10) {
+                            slept = false;
+                            break;
+                        }
                         std::thread::sleep(Duration::from_micros(100));
                     }
                 }
-                assert!(
-                    !done.load(Ordering::SeqCst),
-                    "returned before its bell rang"
-                );
+                let early = done.load(Ordering::SeqCst);
                 g.ring(3..4);
+                (slept, early)
             });
+            assert!(slept, "still yielding after 10 s");
+            assert!(!early, "returned before its bell rang");
             let st = g.stats();
             assert_eq!(st.yielding_waits - before.yielding_waits, 1);
             assert_eq!(
