@@ -228,16 +228,19 @@ impl Options {
     /// path) first gives up its CPU in a loop, looking after each turn whether the sync ended,
     /// before it sleeps (default: yes).
     ///
-    /// The loop lasts at most two average syncs (and 500 µs), and only while syncs average
-    /// 10 µs or more (a disk's write and cache flush; not tmpfs). Each turn offers the CPU to
-    /// the other runnable threads first, so the loop mostly takes CPU time that would otherwise
-    /// be idle.
-    /// What it saves is the wake-up of a sleeper, which on a virtual machine whose idle CPU
-    /// halted takes tens of microseconds, and which the next sync's leader waited for: eight
-    /// threads appending 64 B or 4 KiB to a log on ext4, on a 2-vCPU guest, made 1.2-1.5x the
-    /// appends/s with it, with about twice the CPU time (docs/DISK.md, "Yielding waits").
-    /// Turn it off where idle CPU time is worth more than the appends' latency (a machine
-    /// billed per CPU second, a battery), or on a disk whose syncs take milliseconds anyway.
+    /// The loop lasts at most two average syncs, and only while syncs average 10 µs to 250 µs
+    /// (a disk's write and cache flush; not tmpfs, where nothing changes, nor a disk whose
+    /// syncs are slower, where a sleeper's wake-up costs little beside them). Each turn offers
+    /// the CPU to the other runnable threads first, so the loop mostly takes CPU time that
+    /// would otherwise be idle. What it saves is the wake-up of a sleeper, which on a virtual
+    /// machine whose idle CPU halted takes tens of microseconds, and which the next sync's
+    /// leader waited for: eight threads appending 64 B or 4 KiB to a log on ext4, on a 2-vCPU
+    /// guest, made 1.2-1.5x the appends/s with it, for about 2.4x the CPU time; two threads
+    /// 1.05x, for 2.7x (docs/DISK.md, "Yielding waits"). Turn it off where CPU time is worth
+    /// more than the appends' rate: a container with a CPU quota (cgroup `cpu.max`, which the
+    /// loop spends), a machine billed per CPU second, a battery, or appenders running under a
+    /// real-time policy (`SCHED_FIFO`, `SCHED_RR`: their yields give way only to threads of
+    /// the same priority).
     /// [`Log::sync_stats`](crate::Log::sync_stats) counts the waits that yielded. With
     /// [`Options::from_env`], `DAXLOG_YIELD_WAIT=0` turns it off where it is not set here.
     pub fn yield_while_waiting(mut self, yes: bool) -> Self {

@@ -2807,6 +2807,11 @@ fn malformed_environment_variables_are_usage_errors() {
             "1, true, yes or on; 0, false, no or off (in any case)",
         ),
         ("DAXLOG_MAP_ALIGN", "huge", "page (in any case)"),
+        (
+            "DAXLOG_YIELD_WAIT",
+            "sometimes",
+            "1, true, yes or on; 0, false, no or off (in any case)",
+        ),
     ] {
         for args in [
             vec!["create", p(&new)],

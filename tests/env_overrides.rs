@@ -11,6 +11,8 @@
 //!
 //! One test in its own binary: it sets process-wide environment variables.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -149,6 +151,7 @@ fn values_that_do_not_parse_are_refused() {
         ("DAXLOG_FORCE_MSYNC", "2"),
         ("DAXLOG_FORCE_CPU_FLUSH", "enabled"),
         ("DAXLOG_NO_NT", "y"),
+        ("DAXLOG_YIELD_WAIT", "sometimes"),
     ] {
         with_var(name, value, || {
             let from_env = Options::from_env().capacity(1 << 20);
@@ -280,4 +283,33 @@ fn accepted_values() {
         with_var("DAXLOG_MAP_ALIGN", v, || drop(open()));
     }
     with_var("DAXLOG_TAIL_HINT_EVERY", "0", || drop(open()));
+
+    // DAXLOG_YIELD_WAIT=0 reaches the log: its waiting appenders sleep at once. (Whether they
+    // yield otherwise shows only where syncs go to a disk.)
+    let yielding_waits = || {
+        let msync = PersistenceChoice::ForceMsync;
+        let log = Log::open(&path, &Options::from_env().persistence(msync)).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        log.append(b"who waits how").unwrap();
+                    }
+                });
+            }
+        });
+        log.sync_stats()
+    };
+    for off in ["0", " off"] {
+        with_var("DAXLOG_YIELD_WAIT", off, || {
+            let st = yielding_waits();
+            assert_eq!(st.yielding_waits, 0, "{off:?}: {st:?}");
+        });
+    }
+    let st = yielding_waits();
+    if common::disk_backed(dir.path()) && st.average_sync >= std::time::Duration::from_micros(20) {
+        assert!(st.yielding_waits > 0, "unset: {st:?}");
+    } else {
+        eprintln!("environment_overrides: not a disk, yielding unset not checked: {st:?}");
+    }
 }
