@@ -646,6 +646,14 @@ impl<M: Media> Log<M> {
         &self.report
     }
 
+    /// Whether appenders of this log that wait for another thread's sync on a disk first give
+    /// up their CPU in a loop before they sleep: [`Options::yield_while_waiting`], as set or
+    /// as `DAXLOG_YIELD_WAIT` set it (with [`Options::from_env`]); on by default. (In the
+    /// CPU-flush modes no appender waits for a sync.)
+    pub fn yields_while_waiting(&self) -> bool {
+        self.group.yields_while_waiting()
+    }
+
     /// Whether this log writes the blocks its file system holds unwritten (a new log's) a
     /// chunk ahead of its tail, and checks that they reached the file before appending there:
     /// a writable log in `msync` mode on ext4 or xfs (docs/DISK.md, "Writing ahead of the

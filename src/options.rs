@@ -230,13 +230,16 @@ impl Options {
     ///
     /// The loop lasts at most two average syncs, and only while syncs average 10 µs to 250 µs
     /// (a disk's write and cache flush; not tmpfs, where nothing changes, nor a disk whose
-    /// syncs are slower, where a sleeper's wake-up costs little beside them). Each turn offers
+    /// syncs are slower, where a sleeper's wake-up costs little beside them: measured at
+    /// about 470 µs, yielding gained nothing; the 250 µs edge itself lies between that and
+    /// the 100-150 µs syncs where it paid, and was not measured). Each turn offers
     /// the CPU to the other runnable threads first, so the loop mostly takes CPU time that
     /// would otherwise be idle. What it saves is the wake-up of a sleeper, which on a virtual
     /// machine whose idle CPU halted takes tens of microseconds, and which the next sync's
     /// leader waited for: eight threads appending 64 B or 4 KiB to a log on ext4, on a 2-vCPU
-    /// guest, made 1.2-1.5x the appends/s with it, for about 2.4x the CPU time; two threads
-    /// 1.05x, for 2.7x (docs/DISK.md, "Yielding waits"). Turn it off where CPU time is worth
+    /// guest, made 1.2-1.75x the appends/s with it, for 2.1-2.5x the CPU-seconds per second
+    /// (1.4-2.1x the CPU time per append); two threads 1.05x the appends/s for 2.7x the CPU
+    /// time (docs/DISK.md, "Yielding waits"). Turn it off where CPU time is worth
     /// more than the appends' rate: a container with a CPU quota (cgroup `cpu.max`, which the
     /// loop spends), a machine billed per CPU second, a battery, or appenders running under a
     /// real-time policy (`SCHED_FIFO`, `SCHED_RR`: their yields give way only to threads of

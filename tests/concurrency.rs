@@ -125,10 +125,11 @@ fn waiting_appenders_yield_on_a_disk_unless_told_not_to() {
             if !yielding {
                 assert_eq!(st.yielding_waits, 0, "{st:?}");
             } else if common::disk_backed(dir.path())
-                && st.average_sync >= Duration::from_micros(20)
+                && (Duration::from_micros(20)..Duration::from_micros(200))
+                    .contains(&st.average_sync)
             {
-                // Six appenders on a disk (syncs of about 100 µs) wait for one another's syncs
-                // all the time.
+                // Six appenders on a disk whose syncs take 20-200 µs (yielding stops at 250)
+                // wait for one another's syncs all the time.
                 disks += 1;
                 assert!(st.yielding_waits > 0, "{st:?}");
                 assert!(st.yielding_waits_in_vain <= st.yielding_waits);
