@@ -230,9 +230,9 @@ impl Options {
     ///
     /// The loop lasts at most two average syncs, and only while syncs average 10 µs to 250 µs
     /// (a disk's write and cache flush; not tmpfs, where nothing changes, nor a disk whose
-    /// syncs are slower, where a sleeper's wake-up costs little beside them: measured at
-    /// about 470 µs, yielding gained nothing; the 250 µs edge itself lies between that and
-    /// the 100-150 µs syncs where it paid, and was not measured). Each turn offers
+    /// syncs are slower, where a sleeper's wake-up costs little beside them: with syncs made
+    /// slower on purpose, yielding still paid at 150-240 µs and gained nothing at about
+    /// 470 µs). Each turn offers
     /// the CPU to the other runnable threads first, so the loop mostly takes CPU time that
     /// would otherwise be idle. What it saves is the wake-up of a sleeper, which on a virtual
     /// machine whose idle CPU halted takes tens of microseconds, and which the next sync's
