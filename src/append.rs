@@ -324,7 +324,8 @@ impl<M: Media> Log<M> {
                     .store_claimed(claim, pos + HEADER_LEN + body, &last, true);
             }
         } else {
-            // (One write where stores are writes: msync mode on a disk.)
+            // (One write where stores are writes: msync mode on a disk. No empty part: see
+            // `Media::store_parts`.)
             let pad = &[0u8; ENTRY_ALIGN][..pad];
             let parts: &[&[u8]] = if pad.is_empty() {
                 &[&header, payload]

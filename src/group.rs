@@ -167,16 +167,17 @@ impl GroupCommit {
     /// Where syncs go to a disk (they average [`GATHER_MIN`] or more, and [`YIELD_SYNCS`] of
     /// them take at most [`YIELD_MAX`]), the appender first gives up its CPU in a loop
     /// (`sched_yield`), looking at the bell after each turn, for up to [`YIELD_SYNCS`] average
-    /// syncs; only then does it sleep on the bell. A sleeper's wake-up costs the leader a system call, and the sleeper a wake-up that
-    /// on an idle CPU of a virtual machine takes tens of microseconds (the CPU was halted):
-    /// with eight appenders on two vCPUs, the leader's gather waited for them and a sync
-    /// covered 6.5-6.8 appends of 8; yielding, 7.7 to 7.9, and 1.2-1.75x the appends/s
-    /// (docs/DISK.md, "Yielding waits"). The price is CPU time: each turn offers the CPU to the
-    /// other runnable threads of its run queue first, so the loop mostly takes time that would
-    /// have been idle, but it is spent (and counted against a CPU quota). A wait whose bell did not ring in time
-    /// (syncs slower than their average, appends now and then) makes the next 2, 4, ... 64 waits
-    /// sleep at once. Off with `Options::yield_while_waiting(false)`; never under loom, whose
-    /// model of the bell is a condition variable.
+    /// syncs; only then does it sleep on the bell. A sleeper's wake-up costs the leader a
+    /// system call, and the sleeper a wake-up that on an idle CPU of a virtual machine takes
+    /// tens of microseconds (the CPU was halted): with eight appenders on two vCPUs, the
+    /// leader's gather waited for them and a sync covered 6.5-6.8 appends of 8; yielding, 7.7
+    /// to 7.9, and 1.2-1.75x the appends/s (docs/DISK.md, "Yielding waits"). The price is CPU
+    /// time: each turn offers the CPU to the other runnable threads of its run queue first, so
+    /// the loop mostly takes time that would have been idle, but it is spent (and counted
+    /// against a CPU quota). A wait whose bell did not ring in time (syncs slower than their
+    /// average, appends now and then) makes the next 2, 4, ... 64 waits sleep at once. Off
+    /// with `Options::yield_while_waiting(false)`; never under loom, whose model of the bell is
+    /// a condition variable.
     pub(crate) fn await_bell(&self, ticket: u64, seen: u32) {
         let bell = self.bell(ticket);
         if let Some(bound) = self.yield_bound() {

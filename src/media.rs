@@ -60,7 +60,8 @@ pub trait Media: Send + Sync {
     unsafe fn store(&self, off: usize, src: &[u8]);
 
     /// Stores `parts` one after the other from `off`, as [`Media::store`] of each in turn does;
-    /// media whose stores are system calls override it to make one.
+    /// media whose stores are system calls override it to make one. The log passes no empty
+    /// part.
     ///
     /// # Safety
     /// As for [`Media::store`], for the whole range the parts cover.
@@ -663,14 +664,14 @@ impl<M: Media> Pmem<M> {
     }
 }
 
-/// [`Media::store`] of each of `parts` in turn, from `off` (empty parts are skipped): what
-/// [`Media::store_parts`] does on media whose stores are copies.
+/// [`Media::store`] of each of `parts` in turn, from `off`: what [`Media::store_parts`] does on
+/// media whose stores are copies.
 ///
 /// # Safety
 /// As for [`Media::store_parts`].
 pub(crate) unsafe fn store_each<M: Media + ?Sized>(media: &M, off: usize, parts: &[&[u8]]) {
     let mut at = off;
-    for p in parts.iter().filter(|p| !p.is_empty()) {
+    for p in parts {
         // SAFETY: each part's range lies in the caller's range.
         unsafe { media.store(at, p) };
         at += p.len();

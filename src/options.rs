@@ -232,18 +232,18 @@ impl Options {
     /// (a disk's write and cache flush; not tmpfs, where nothing changes, nor a disk whose
     /// syncs are slower, where a sleeper's wake-up costs little beside them: with syncs made
     /// slower on purpose, yielding still paid at 150-240 µs and gained nothing at about
-    /// 470 µs). Each turn offers
-    /// the CPU to the other runnable threads first, so the loop mostly takes CPU time that
-    /// would otherwise be idle. What it saves is the wake-up of a sleeper, which on a virtual
-    /// machine whose idle CPU halted takes tens of microseconds, and which the next sync's
-    /// leader waited for: eight threads appending 64 B or 4 KiB to a log on ext4, on a 2-vCPU
-    /// guest, made 1.2-1.75x the appends/s with it, for 2.1-2.5x the CPU-seconds per second
-    /// (1.4-2.1x the CPU time per append); two threads 1.05x the appends/s for 2.7x the CPU
-    /// time (docs/DISK.md, "Yielding waits"). Turn it off where CPU time is worth
-    /// more than the appends' rate: a container with a CPU quota (cgroup `cpu.max`, which the
-    /// loop spends), a machine billed per CPU second, a battery, or appenders running under a
-    /// real-time policy (`SCHED_FIFO`, `SCHED_RR`: their yields give way only to threads of
-    /// the same priority).
+    /// 470 µs). Each turn offers the CPU to the other runnable threads first, so the loop
+    /// mostly takes CPU time that would otherwise be idle. What it saves is the wake-up of a
+    /// sleeper, which on a virtual machine whose idle CPU halted takes tens of microseconds,
+    /// and which the next sync's leader waited for: eight threads appending 64 B or 4 KiB to a
+    /// log on ext4, on a 2-vCPU guest, made 1.2-1.75x the appends/s with it, for 2.1-2.5x the
+    /// CPU-seconds per second (1.4-2.1x the CPU time per append); two threads 1.05x the
+    /// appends/s for 2.7x the CPU time (docs/DISK.md, "Yielding waits").
+    ///
+    /// Turn it off where CPU time is worth more than the appends' rate: a container with a CPU
+    /// quota (cgroup `cpu.max`, which the loop spends), a machine billed per CPU second, a
+    /// battery, or appenders running under a real-time policy (`SCHED_FIFO`, `SCHED_RR`: their
+    /// yields give way only to threads of the same priority).
     /// [`Log::sync_stats`](crate::Log::sync_stats) counts the waits that yielded. With
     /// [`Options::from_env`], `DAXLOG_YIELD_WAIT=0` turns it off where it is not set here.
     pub fn yield_while_waiting(mut self, yes: bool) -> Self {
