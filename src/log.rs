@@ -134,6 +134,12 @@ pub(crate) struct PoisonCause(pub(crate) String);
 /// Pages are prefaulted in chunks of this size, one chunk ahead of the tail.
 pub(crate) const PREPARE_CHUNK: usize = 2 << 20;
 
+/// Where a log writes its unwritten blocks ahead of its tail ([`Log::writes_ahead`]), it
+/// writes them this many chunks at a time (16 MiB) past its first group: each write-ahead
+/// makes the next sync commit the file system's journal (the blocks' conversion to written
+/// extents), and eight chunks share one commit. docs/DISK.md, "Writing ahead of the tail".
+pub(crate) const AHEAD_GROUP: usize = 8;
+
 /// One bit per chunk of a log of `capacity` bytes, all clear.
 fn chunk_bits(capacity: u64) -> Box<[AtomicU64]> {
     (0..(capacity as usize).div_ceil(PREPARE_CHUNK * 64))
@@ -458,8 +464,8 @@ impl<M: Media> Log<M> {
     /// goes. Does nothing on a read-only log.
     ///
     /// On a disk-backed file system (the `msync` path) the pages are mapped for reading; the
-    /// blocks of a new log are still written a chunk ahead of the tail as the appends go
-    /// (docs/DISK.md, "Writing ahead of the tail").
+    /// blocks of a new log are still written ahead of the tail as the appends go (docs/DISK.md,
+    /// "Writing ahead of the tail").
     pub fn prefault(&self) {
         if !self.read_only {
             let cap = self.sb.capacity as usize;
@@ -654,8 +660,8 @@ impl<M: Media> Log<M> {
         self.group.yields_while_waiting()
     }
 
-    /// Whether this log writes the blocks its file system holds unwritten (a new log's) a
-    /// chunk ahead of its tail, and checks that they reached the file before appending there:
+    /// Whether this log writes the blocks its file system holds unwritten (a new log's) ahead
+    /// of its tail (2 MiB at a time in its first 16 MiB, then 16 MiB at a time), and checks that they reached the file before appending there:
     /// a writable log in `msync` mode on ext4 or xfs (docs/DISK.md, "Writing ahead of the
     /// tail").
     pub fn writes_ahead(&self) -> bool {

@@ -1745,9 +1745,25 @@ mod tests {
         for i in 0..4 {
             log.append(&payload(i)).unwrap();
         }
-        // The write-back of the next chunk was started, not waited for: wait for it (and the
-        // extents' conversion) here, starting none.
-        let file = File::open(&path).unwrap();
+        // The write-back of the next chunk was started, not waited for.
+        let ranges = unwritten_after_write_back(&path, cap);
+        // The chunk of the tail and the one after it are written, entries or zeros...
+        let ahead = 2 * crate::log::PREPARE_CHUNK as u64;
+        assert!(
+            ranges.iter().all(|&(a, _)| a >= ahead),
+            "unwritten blocks left in the first {ahead} bytes: {ranges:?}"
+        );
+        // ... and the rest of the file is not (in its first group, a log writes one chunk ahead).
+        assert!(covered(&ranges, ahead, cap), "{ranges:?}");
+        for i in 0..4 {
+            assert_eq!(log.read(i + 1).unwrap().payload, payload(i));
+        }
+    }
+
+    /// The file's unwritten ranges in `[0, len)`, once every write-back started has ended
+    /// (and converted its extents); starting none.
+    fn unwritten_after_write_back(path: &Path, len: u64) -> Vec<(u64, u64)> {
+        let file = File::open(path).unwrap();
         // SAFETY: a system call on our own file, touching no memory.
         let rc = unsafe {
             libc::sync_file_range(
@@ -1759,18 +1775,49 @@ mod tests {
         };
         assert_eq!(rc, 0);
         let mut ranges = Vec::new();
-        unwritten_ranges(&file, 0, cap, &mut ranges).unwrap();
-        // The chunk of the tail and the one after it are written, entries or zeros...
-        let ahead = 2 * crate::log::PREPARE_CHUNK as u64;
-        assert!(
-            ranges.iter().all(|&(a, _)| a >= ahead),
-            "unwritten blocks left in the first {ahead} bytes: {ranges:?}"
-        );
-        // ... and the rest of the file is not (it is written a chunk ahead of the tail).
-        assert!(covered(&ranges, ahead, cap), "{ranges:?}");
-        for i in 0..4 {
-            assert_eq!(log.read(i + 1).unwrap().payload, payload(i));
+        unwritten_ranges(&file, 0, len, &mut ranges).unwrap();
+        ranges
+    }
+
+    #[test]
+    fn past_its_first_group_a_new_log_writes_a_whole_group_ahead_at_once() {
+        use crate::log::{AHEAD_GROUP, PREPARE_CHUNK};
+        let dir = tempfile::tempdir().unwrap();
+        if fallocated(dir.path(), 4096).is_none() {
+            return;
         }
+        let path = dir.path().join("group.dax");
+        let cap = 3 * AHEAD_GROUP * PREPARE_CHUNK;
+        let log = Log::create(&path, &Options::new().capacity(cap as u64)).unwrap();
+        let group = AHEAD_GROUP * PREPARE_CHUNK;
+        // Entries of 64 KiB exactly, the first at DATA_OFFSET.
+        let entry = 64 << 10;
+        let payload = vec![0xa5; entry - crate::format::HEADER_LEN];
+        let mut end = DATA_OFFSET;
+        let mut fill_to = |to: usize| {
+            while end + entry <= to {
+                log.append(&payload).unwrap();
+                end += entry;
+            }
+        };
+        // The tail in the group's second-to-last chunk: written one chunk ahead, no more.
+        fill_to(group - PREPARE_CHUNK - entry);
+        let ranges = unwritten_after_write_back(&path, cap as u64);
+        assert!(
+            ranges.iter().all(|&(a, _)| a >= group as u64),
+            "unwritten blocks left in the first group: {ranges:?}"
+        );
+        assert!(covered(&ranges, group as u64, cap as u64), "{ranges:?}");
+        // In its last chunk: the whole next group is written ahead, and nothing past it.
+        fill_to(group - PREPARE_CHUNK + entry);
+        let ranges = unwritten_after_write_back(&path, cap as u64);
+        assert!(
+            ranges.iter().all(|&(a, _)| a >= 2 * group as u64),
+            "the next group is not written ahead whole: {ranges:?}"
+        );
+        assert!(covered(&ranges, 2 * group as u64, cap as u64), "{ranges:?}");
+        let n = (end - DATA_OFFSET) / entry;
+        assert_eq!(log.read(n as u64).unwrap().payload, payload);
     }
 
     #[test]

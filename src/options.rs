@@ -211,9 +211,10 @@ impl Options {
     /// block converts its extent: a sync that writes such a block also writes the file's
     /// extent metadata, which made 4 KiB appends about twice as slow (docs/DISK.md,
     /// "Prefilling"). Without `prefill`, on ext4 and xfs, the log writes those blocks itself
-    /// during its first lap, a 2 MiB chunk ahead of the tail, and checks that each reached
-    /// the file before appends store there ([`Log::writes_ahead`](crate::Log::writes_ahead));
-    /// an append that starts a chunk waits a few milliseconds for it.
+    /// during its first lap, ahead of the tail (2 MiB at a time in its first 16 MiB, then
+    /// 16 MiB at a time), and checks that each chunk reached the file before appends store
+    /// there ([`Log::writes_ahead`](crate::Log::writes_ahead)); the append that writes them
+    /// waits for it: a few milliseconds per 2 MiB, about 20 ms per 16 MiB.
     /// With `prefill`, `create` writes every block once (page by page, so that the page cache
     /// holds the file in single pages, as the mapping's faults would) and syncs it: no append
     /// waits for a chunk. It costs a write of the whole capacity at creation (256 MiB: 0.3 s

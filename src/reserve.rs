@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{Slot, DATA_OFFSET, ENTRY_ALIGN, SLOT_CONCURRENT};
 use crate::index::INDEX_STRIDE;
-use crate::log::{Log, PoisonCause, Writer, PREPARE_CHUNK};
+use crate::log::{Log, PoisonCause, Writer, AHEAD_GROUP, PREPARE_CHUNK};
 use crate::media::{Claim, Media};
 use crate::persist;
 use crate::sync;
@@ -593,17 +593,22 @@ impl<M: Media> Log<M> {
     /// would cost as much as the first time.
     ///
     /// On media that write ahead ([`Media::writes_ahead`]: a new log on ext4 or xfs), a chunk
-    /// is written ahead as it is prepared, whatever the size of the append. (Large appends
-    /// would convert their blocks at once by themselves, and write them twice here; but a
-    /// chunk not written ahead is not checked, and a chunk that an earlier write-ahead failed
-    /// to record must not take appends.) It is marked in `ahead_pending` until
+    /// is written ahead as it is prepared, whatever the size of the append, and where the
+    /// chunk after the append's begins a group of [`AHEAD_GROUP`] chunks, the whole group is.
+    /// (Large appends would convert their blocks at once by themselves, and write them twice
+    /// here; but a chunk not written ahead is not checked, and a chunk that an earlier
+    /// write-ahead failed to record must not take appends.) Each chunk is marked in `ahead_pending` until
     /// [`Log::check_ahead`] has seen it reach the file; the mark is set before the chunk's
     /// bit in `populated`, both under `ahead_lock`.
     #[inline]
     pub(crate) fn prepare(&self, pos: usize, need: usize) {
         let cap = self.sb.capacity as usize;
         let first = pos / PREPARE_CHUNK;
-        let last = ((pos + need + PREPARE_CHUNK).min(cap) - 1) / PREPARE_CHUNK;
+        let mut last = ((pos + need + PREPARE_CHUNK).min(cap) - 1) / PREPARE_CHUNK;
+        if last > 0 && last.is_multiple_of(AHEAD_GROUP) && self.writes_ahead() {
+            // The tail is in the last chunk of a group: write the whole next group ahead.
+            last = (last + AHEAD_GROUP - 1).min((cap - 1) / PREPARE_CHUNK);
+        }
         for c in first..=last {
             let (word, bit) = (c / 64, 1u64 << (c % 64));
             if self.populated[word].load(Ordering::Acquire) & bit != 0 {
