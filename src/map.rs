@@ -158,7 +158,11 @@ impl MmapMedia {
         }
         let in_memory = in_memory(&file);
         let random = mode == Persistence::Msync && !in_memory;
-        let ahead_file = (writable && random && writes_ahead_here(&file))
+        // SAFETY: advice on no byte of our mapping (length 0): the kernel only checks that it
+        // knows it (Linux 5.14 and later).
+        let knows_populate =
+            unsafe { libc::madvise(ptr.as_ptr().cast(), 0, MADV_POPULATE_WRITE) } == 0;
+        let ahead_file = (writable && random && knows_populate && writes_ahead_here(&file))
             .then(|| File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).ok())
             .flatten();
         // SAFETY: the whole of our new mapping, `len` bytes from `ptr`.
@@ -180,17 +184,27 @@ impl MmapMedia {
         })
     }
 
-    /// Faults `[lo, hi)` in (`advice`: `MADV_POPULATE_READ` or `_WRITE`).
+    /// Faults `[lo, hi)` in (`advice`: `MADV_POPULATE_READ` or `_WRITE`). Returns false if the
+    /// kernel did not fault them all in: it lacks the advice (before Linux 5.14), or it failed
+    /// (out of memory), after a few tries where it was interrupted.
     ///
     /// # Safety
     /// `[lo, hi)` lies inside our live mapping and `lo` is page-aligned.
-    unsafe fn populate(&self, lo: usize, hi: usize, advice: libc::c_int) {
-        // SAFETY: the range lies inside our live mapping (caller); MADV_POPULATE_* fault pages
-        // in and change no byte (a write fault only marks its page dirty), and their failure
-        // (older kernels) is harmless.
-        unsafe {
-            libc::madvise(self.ptr.as_ptr().add(lo) as *mut c_void, hi - lo, advice);
+    unsafe fn populate(&self, lo: usize, hi: usize, advice: libc::c_int) -> bool {
+        for _ in 0..3 {
+            // SAFETY: the range lies inside our live mapping (caller); MADV_POPULATE_* fault
+            // pages in and change no byte (a write fault only marks its page dirty).
+            let rc =
+                unsafe { libc::madvise(self.ptr.as_ptr().add(lo) as *mut c_void, hi - lo, advice) };
+            if rc == 0 {
+                return true;
+            }
+            let e = io::Error::last_os_error().raw_os_error();
+            if e != Some(libc::EINTR) && e != Some(libc::EAGAIN) {
+                return false;
+            }
         }
+        false
     }
 
     /// Maps the pages of `[lo, hi)` (page-aligned, inside the mapping) without dirtying them,
@@ -200,7 +214,8 @@ impl MmapMedia {
         // be a read of its own.) SAFETY: `[lo, hi)` lies inside our live mapping (caller).
         unsafe {
             let _ = self.ahead.read(self.ptr.as_ptr().add(lo), hi - lo);
-            self.populate(lo, hi, MADV_POPULATE_READ);
+            // (Where it fails, the appends fault the pages in themselves.)
+            let _ = self.populate(lo, hi, MADV_POPULATE_READ);
         }
     }
 
@@ -217,9 +232,19 @@ impl MmapMedia {
     /// started (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) and not waited for; one that fails
     /// is reported by the log's next `msync`, as for a page an append dirtied, and poisons
     /// the log.
-    fn write_unwritten(&self, lo: usize, hi: usize) {
+    ///
+    /// Returns false if the pages were not all dirtied (`populate` failed): blocks of the
+    /// range may be left unwritten, and the check of the chunk would take them for a write
+    /// the file system failed to record. The appends then convert them themselves. (Pages
+    /// that were dirtied are still written back; an error of that write reaches the log's
+    /// next `msync`, as any write-back error of the file does.)
+    fn write_unwritten(&self, lo: usize, hi: usize) -> bool {
+        #[cfg(feature = "mutants")]
+        let refused = crate::mutants::take_populate_failure();
+        #[cfg(not(feature = "mutants"))]
+        let refused = false;
         // SAFETY: `[lo, hi)` lies inside our live mapping and `lo` is page-aligned (caller).
-        unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
+        let dirtied = !refused && unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
         // SAFETY: a system call on our open file, touching no memory of ours. It starts the
         // write-back and waits for no error (`SYNC_FILE_RANGE_WAIT_AFTER` would take the
         // error from the log's next `msync`, which must report it).
@@ -231,6 +256,7 @@ impl MmapMedia {
                 libc::SYNC_FILE_RANGE_WRITE,
             )
         };
+        dirtied
     }
 
     /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system.
@@ -600,16 +626,17 @@ impl Media for MmapMedia {
             return false;
         }
         let mut at = lo;
+        let mut all = true;
         for (a, b) in unwritten {
             // (Whole pages: a page that is only partly unwritten is written whole, harmlessly.)
             let a = ((a as usize) & !(PAGE - 1)).max(at);
             let b = (b as usize).next_multiple_of(PAGE).min(hi);
             if a < b {
-                self.write_unwritten(a, b);
+                all &= self.write_unwritten(a, b);
                 at = b;
             }
         }
-        at > lo
+        at > lo && all
     }
 
     fn verify_ahead(&self, off: usize, len: usize) -> io::Result<()> {
@@ -1818,6 +1845,60 @@ mod tests {
         assert!(covered(&ranges, 2 * group as u64, cap as u64), "{ranges:?}");
         let n = (end - DATA_OFFSET) / entry;
         assert_eq!(log.read(n as u64).unwrap().payload, payload);
+    }
+
+    /// Whether the log prepared chunk `c` (and wrote it ahead, if it had unwritten blocks).
+    fn prepared(log: &Log, c: usize) -> bool {
+        log.populated[c / 64].load(std::sync::atomic::Ordering::Acquire) & 1 << (c % 64) != 0
+    }
+
+    #[test]
+    fn large_appends_that_step_over_a_group_start_write_the_group_ahead() {
+        use crate::log::{AHEAD_GROUP, PREPARE_CHUNK};
+        let dir = tempfile::tempdir().unwrap();
+        if fallocated(dir.path(), 4096).is_none() {
+            return;
+        }
+        let path = dir.path().join("large.dax");
+        let group = AHEAD_GROUP * PREPARE_CHUNK;
+        let cap = 4 * group;
+        let log = Log::create(&path, &Options::new().capacity(cap as u64)).unwrap();
+        // 3 MiB appends: the chunk after an append's end steps over group starts (its index
+        // goes 23, 25). Past the middle of the third group's last chunk:
+        let payload = vec![0x3c; 3 << 20];
+        while DATA_OFFSET + (log.used_bytes() as usize) < 3 * group - PREPARE_CHUNK / 2 {
+            log.append(&payload).unwrap();
+        }
+        let ranges = unwritten_after_write_back(&path, cap as u64);
+        assert!(
+            ranges.iter().all(|&(a, _)| a >= cap as u64),
+            "the fourth group is not written ahead whole: {ranges:?}"
+        );
+    }
+
+    #[test]
+    fn a_log_with_its_blocks_written_prepares_one_chunk_ahead() {
+        use crate::log::{AHEAD_GROUP, PREPARE_CHUNK};
+        let dir = tempfile::tempdir().unwrap();
+        if fallocated(dir.path(), 4096).is_none() {
+            return;
+        }
+        let path = dir.path().join("prefilled.dax");
+        let group = AHEAD_GROUP * PREPARE_CHUNK;
+        let cap = 2 * group;
+        let log = Log::create(&path, &Options::new().capacity(cap as u64).prefill(true)).unwrap();
+        assert!(log.writes_ahead());
+        let payload = vec![0x11; (64 << 10) - crate::format::HEADER_LEN];
+        while DATA_OFFSET + (log.used_bytes() as usize) < group - PREPARE_CHUNK / 2 {
+            log.append(&payload).unwrap();
+        }
+        // In the first group's last chunk: the next is prepared, and nothing past it (a
+        // prefilled log has nothing to write ahead, and no group is).
+        assert!(prepared(&log, AHEAD_GROUP));
+        assert!(
+            !(AHEAD_GROUP + 1..2 * AHEAD_GROUP).any(|c| prepared(&log, c)),
+            "chunks of the second group were prepared ahead of the tail"
+        );
     }
 
     #[test]

@@ -305,3 +305,17 @@ pub fn fail_next_verify_ahead() {
 pub(crate) fn take_verify_ahead_failure() -> bool {
     FAIL_NEXT_VERIFY_AHEAD.swap(false, Ordering::SeqCst)
 }
+
+static FAIL_NEXT_POPULATE: AtomicBool = AtomicBool::new(false);
+
+/// Makes the next write faults of blocks written ahead of a log's tail (`MADV_POPULATE_WRITE`
+/// in `MmapMedia::write_ahead`) fail, as on a kernel without that advice, leaving the blocks
+/// unwritten.
+pub fn fail_next_populate() {
+    FAIL_NEXT_POPULATE.store(true, Ordering::SeqCst);
+}
+
+/// Whether a failure of the write faults ahead of the tail was asked for (once).
+pub(crate) fn take_populate_failure() -> bool {
+    FAIL_NEXT_POPULATE.swap(false, Ordering::SeqCst)
+}

@@ -593,23 +593,25 @@ impl<M: Media> Log<M> {
     /// would cost as much as the first time.
     ///
     /// On media that write ahead ([`Media::writes_ahead`]: a new log on ext4 or xfs), a chunk
-    /// is written ahead as it is prepared, whatever the size of the append, and where the
-    /// chunk after the append's begins a group of [`AHEAD_GROUP`] chunks, the whole group is.
-    /// (Large appends would convert their blocks at once by themselves, and write them twice
-    /// here; but a chunk not written ahead is not checked, and a chunk that an earlier
-    /// write-ahead failed to record must not take appends.) Each chunk is marked in `ahead_pending` until
-    /// [`Log::check_ahead`] has seen it reach the file; the mark is set before the chunk's
-    /// bit in `populated`, both under `ahead_lock`.
+    /// is written ahead as it is prepared, whatever the size of the append. (Large appends
+    /// would convert their blocks at once by themselves, and write them twice here; but a
+    /// chunk not written ahead is not checked, and a chunk that an earlier write-ahead failed
+    /// to record must not take appends.) Where the first chunk of a group of [`AHEAD_GROUP`]
+    /// chunks (past the first group) had unwritten blocks to write, the whole group is
+    /// written ahead with it; a log whose blocks are written (prefilled, or past its first
+    /// lap) writes nothing ahead and prepares one chunk ahead. Each chunk written ahead is
+    /// marked in `ahead_pending` until [`Log::check_ahead`] has seen it reach the file; the
+    /// mark is set before the chunk's bit in `populated`, both under `ahead_lock`.
     #[inline]
     pub(crate) fn prepare(&self, pos: usize, need: usize) {
         let cap = self.sb.capacity as usize;
         let first = pos / PREPARE_CHUNK;
+        let max = (cap - 1) / PREPARE_CHUNK;
         let mut last = ((pos + need + PREPARE_CHUNK).min(cap) - 1) / PREPARE_CHUNK;
-        if last > 0 && last.is_multiple_of(AHEAD_GROUP) && self.writes_ahead() {
-            // The tail is in the last chunk of a group: write the whole next group ahead.
-            last = (last + AHEAD_GROUP - 1).min((cap - 1) / PREPARE_CHUNK);
-        }
-        for c in first..=last {
+        for c in first..=max {
+            if c > last {
+                break;
+            }
             let (word, bit) = (c / 64, 1u64 << (c % 64));
             if self.populated[word].load(Ordering::Acquire) & bit != 0 {
                 continue;
@@ -629,6 +631,10 @@ impl<M: Media> Log<M> {
                 self.populated[word].fetch_or(bit, Ordering::Release);
                 if !media.write_ahead(from, len) {
                     self.ahead_pending[word].fetch_and(!bit, Ordering::Relaxed);
+                } else if c > 0 && c.is_multiple_of(AHEAD_GROUP) {
+                    // The first chunk of a group, and its blocks were unwritten (a new log's
+                    // first lap): write the whole group ahead.
+                    last = last.max((c + AHEAD_GROUP - 1).min(max));
                 }
                 media.prepare(from, len);
             }

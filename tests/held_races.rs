@@ -493,6 +493,36 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
     }
 }
 
+/// Where the write faults that write a chunk's blocks ahead fail (a kernel without
+/// `MADV_POPULATE_WRITE`, or out of memory), the chunk is left to the appends, which convert
+/// its blocks themselves: it is not taken for a write the file system failed to record, and
+/// the log is not poisoned.
+#[test]
+fn write_faults_that_fail_leave_the_chunk_to_the_appends() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("faults.dax");
+    let Some(log) = log_writing_ahead(&path, &[1; 4000]) else {
+        return;
+    };
+    // The append into the second chunk writes the third one ahead: its faults fail.
+    mutants::fail_next_populate();
+    let mut acked = vec![1];
+    while log.used_bytes() < 5 << 20 {
+        acked.push(log.append(&[acked.len() as u8; 4000]).unwrap());
+    }
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
+    for (i, lsn) in acked.into_iter().enumerate() {
+        assert_eq!(
+            log.read(lsn).unwrap().payload,
+            vec![(i.max(1)) as u8; 4000],
+            "lsn {lsn}"
+        );
+    }
+}
+
 /// The same with large appends: every chunk they reach is written ahead and checked too (a
 /// chunk that an earlier write-ahead failed to record must not take appends of any size).
 #[test]
