@@ -661,9 +661,9 @@ impl<M: Media> Log<M> {
     }
 
     /// Whether this log writes the blocks its file system holds unwritten (a new log's) ahead
-    /// of its tail (2 MiB at a time in its first 16 MiB, then 16 MiB at a time), and checks that they reached the file before appending there:
-    /// a writable log in `msync` mode on ext4 or xfs (docs/DISK.md, "Writing ahead of the
-    /// tail").
+    /// of its tail (2 MiB at a time in its first 16 MiB, then 16 MiB at a time), and checks
+    /// that they reached the file before appending there: a writable log in `msync` mode on
+    /// ext4 or xfs, on Linux 5.14 or later (docs/DISK.md, "Writing ahead of the tail").
     pub fn writes_ahead(&self) -> bool {
         !self.read_only && self.pmem.media().writes_ahead()
     }

@@ -233,11 +233,10 @@ impl MmapMedia {
     /// is reported by the log's next `msync`, as for a page an append dirtied, and poisons
     /// the log.
     ///
-    /// Returns false if the pages were not all dirtied (`populate` failed): blocks of the
-    /// range may be left unwritten, and the check of the chunk would take them for a write
-    /// the file system failed to record. The appends then convert them themselves. (Pages
-    /// that were dirtied are still written back; an error of that write reaches the log's
-    /// next `msync`, as any write-back error of the file does.)
+    /// Returns false if the pages were not all dirtied (the write faults failed: out of
+    /// memory, a `SIGBUS` from the file system): blocks of the range may be left unwritten.
+    /// The check of the chunk ([`Media::verify_ahead`]) then tries again before it calls
+    /// them a write the file system failed to record.
     fn write_unwritten(&self, lo: usize, hi: usize) -> bool {
         #[cfg(feature = "mutants")]
         let refused = crate::mutants::take_populate_failure();
@@ -257,6 +256,24 @@ impl MmapMedia {
             )
         };
         dirtied
+    }
+
+    /// [`Self::write_unwritten`] over the pages of `ranges` (unwritten ranges of the file, as
+    /// [`unwritten_ranges`] tells) that lie in `[lo, hi)`. False if any one's write faults
+    /// failed.
+    fn write_unwritten_ranges(&self, lo: usize, hi: usize, ranges: &[(u64, u64)]) -> bool {
+        let mut at = lo;
+        let mut all = true;
+        for &(a, b) in ranges {
+            // (Whole pages: a page that is only partly unwritten is written whole, harmlessly.)
+            let a = ((a as usize) & !(PAGE - 1)).max(at);
+            let b = (b as usize).next_multiple_of(PAGE).min(hi);
+            if a < b {
+                all &= self.write_unwritten(a, b);
+                at = b;
+            }
+        }
+        all
     }
 
     /// True if the kernel granted `MAP_SYNC`: the file lives on a DAX file system.
@@ -625,18 +642,10 @@ impl Media for MmapMedia {
         if unwritten_ranges(&self.file, lo as u64, hi as u64, &mut unwritten).is_err() {
             return false;
         }
-        let mut at = lo;
-        let mut all = true;
-        for (a, b) in unwritten {
-            // (Whole pages: a page that is only partly unwritten is written whole, harmlessly.)
-            let a = ((a as usize) & !(PAGE - 1)).max(at);
-            let b = (b as usize).next_multiple_of(PAGE).min(hi);
-            if a < b {
-                all &= self.write_unwritten(a, b);
-                at = b;
-            }
-        }
-        at > lo && all
+        unwritten.retain(|&(a, b)| a < hi as u64 && b > lo as u64);
+        // (A range whose write faults failed is left to the check, which tries it again.)
+        self.write_unwritten_ranges(lo, hi, &unwritten);
+        !unwritten.is_empty()
     }
 
     fn verify_ahead(&self, off: usize, len: usize) -> io::Result<()> {
@@ -652,29 +661,46 @@ impl Media for MmapMedia {
         if crate::mutants::take_verify_ahead_failure() {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        // SAFETY: a system call on our own open file description, touching no memory of
-        // ours. Waiting through it reports an error of the write-back to it, and leaves the
+        // Waiting through `file` reports an error of the write-back to it, and leaves the
         // error for the `msync` of the log's own file description too.
-        let rc = unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                lo as libc::off64_t,
-                (hi - lo) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            )
+        let unwritten_after_write_back = || -> io::Result<Vec<(u64, u64)>> {
+            // SAFETY: a system call on our own open file description, touching no memory.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    lo as libc::off64_t,
+                    (hi - lo) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut left = Vec::new();
+            unwritten_ranges(file, lo as u64, hi as u64, &mut left)?;
+            left.retain(|&(a, b)| a < hi as u64 && b > lo as u64);
+            Ok(left)
         };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        let left = unwritten_after_write_back()?;
+        if left.is_empty() {
+            return Ok(());
         }
-        let mut left = Vec::new();
-        unwritten_ranges(file, lo as u64, hi as u64, &mut left)?;
-        match left.iter().find(|&&(a, b)| a < hi as u64 && b > lo as u64) {
+        // Blocks still unwritten: the write faults that should have dirtied them failed (out
+        // of memory), or the file system did not record their write. Once more, waited for
+        // this time: blocks left unwritten after a write-back that was asked for and ended
+        // without an error were not recorded.
+        let dirtied = self.write_unwritten_ranges(lo, hi, &left);
+        match unwritten_after_write_back()?.first() {
             None => Ok(()),
-            Some(&(a, b)) => Err(io::Error::other(format!(
+            Some(&(a, b)) if dirtied => Err(io::Error::other(format!(
                 "bytes {a}..{b} of the file are still unwritten after their write-back: the \
                  file system did not record the write (a write that failed before?)"
+            ))),
+            Some(&(a, b)) => Err(io::Error::other(format!(
+                "bytes {a}..{b} of the file are still unwritten: their pages could not be \
+                 dirtied to write them (MADV_POPULATE_WRITE failed twice)"
             ))),
         }
     }
@@ -1934,18 +1960,31 @@ mod tests {
     }
 
     #[test]
-    fn blocks_left_unwritten_fail_the_check_of_a_chunk_written_ahead() {
+    fn the_check_of_a_chunk_writes_blocks_left_unwritten_once_more_and_waits() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((_, media)) = mapped(dir.path()) else {
+        let Some((file, media)) = mapped(dir.path()) else {
             return;
         };
-        // (As if the file system had not recorded a write of these blocks.)
-        let e = media.verify_ahead(2 << 20, 2 << 20).unwrap_err();
-        assert!(e.to_string().contains("still unwritten"), "{e}");
-        assert!(media.write_ahead(2 << 20, 2 << 20));
-        media.verify_ahead(2 << 20, 2 << 20).unwrap();
-        // The first half was not written ahead.
-        assert!(media.verify_ahead(0, 2 << 20).is_err());
+        // Blocks left unwritten in a chunk taken for written ahead (as where its write
+        // faults failed): the check writes them, waits, and finds them written.
+        let chunk = 2 << 20;
+        let mut before = Vec::new();
+        unwritten_ranges(&file, chunk as u64, 2 * chunk as u64, &mut before).unwrap();
+        assert!(
+            covered(&before, chunk as u64, 2 * chunk as u64),
+            "{before:?}"
+        );
+        media.verify_ahead(chunk, chunk).unwrap();
+        let mut after = Vec::new();
+        unwritten_ranges(&file, 0, 4 << 20, &mut after).unwrap();
+        assert!(
+            after
+                .iter()
+                .all(|&(a, b)| b <= chunk as u64 || a >= 2 * chunk as u64),
+            "still unwritten after the check: {after:?}"
+        );
+        // The chunk before was neither written ahead nor checked: unwritten still.
+        assert!(covered(&after, 0, chunk as u64), "{after:?}");
     }
 
     #[test]

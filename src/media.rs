@@ -145,15 +145,18 @@ pub trait Media: Send + Sync {
 
     /// Before appends reach `[off, off + len)`: has the blocks there that the file system
     /// holds allocated but unwritten written back, so that the appends' syncs do not convert
-    /// them one by one. Changes no byte. Returns true if it wrote any (then
-    /// [`Media::verify_ahead`] must pass before an append stores there).
+    /// them one by one. Changes no byte. Returns true if it found any (then
+    /// [`Media::verify_ahead`] must pass before an append stores there), even where it failed
+    /// to write some: the check writes them again.
     fn write_ahead(&self, _off: usize, _len: usize) -> bool {
         false
     }
 
     /// Waits for what [`Media::write_ahead`] wrote in `[off, off + len)` and checks that the
-    /// file system recorded it: an error if any block there is still unwritten (a write that
-    /// failed, now or before; appends stored there could be lost).
+    /// file system recorded it. Blocks found still unwritten are written once more, waited
+    /// for and checked again; an error if any is still unwritten then (a write that failed,
+    /// now or before, and appends stored there could be lost; or pages that could not be
+    /// dirtied).
     fn verify_ahead(&self, _off: usize, _len: usize) -> std::io::Result<()> {
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! Compiled only with the `mutants` feature, which must never be enabled outside tests. A
 //! process-wide switch selects at most one mutant at a time.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::media::{Media, Pmem};
 use crate::persist::CACHE_LINE;
@@ -306,16 +306,18 @@ pub(crate) fn take_verify_ahead_failure() -> bool {
     FAIL_NEXT_VERIFY_AHEAD.swap(false, Ordering::SeqCst)
 }
 
-static FAIL_NEXT_POPULATE: AtomicBool = AtomicBool::new(false);
+static FAIL_POPULATES: AtomicU32 = AtomicU32::new(0);
 
-/// Makes the next write faults of blocks written ahead of a log's tail (`MADV_POPULATE_WRITE`
-/// in `MmapMedia::write_ahead`) fail, as on a kernel without that advice, leaving the blocks
-/// unwritten.
-pub fn fail_next_populate() {
-    FAIL_NEXT_POPULATE.store(true, Ordering::SeqCst);
+/// Makes the next `n` write faults of blocks written ahead of a log's tail
+/// (`MADV_POPULATE_WRITE` in `MmapMedia::write_ahead` and in the check that tries again) fail,
+/// as when the kernel is out of memory, leaving the blocks unwritten.
+pub fn fail_populates(n: u32) {
+    FAIL_POPULATES.store(n, Ordering::SeqCst);
 }
 
-/// Whether a failure of the write faults ahead of the tail was asked for (once).
+/// Whether a failure of the write faults ahead of the tail was asked for (counts it).
 pub(crate) fn take_populate_failure() -> bool {
-    FAIL_NEXT_POPULATE.swap(false, Ordering::SeqCst)
+    FAIL_POPULATES
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }

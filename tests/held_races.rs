@@ -493,33 +493,50 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
     }
 }
 
-/// Where the write faults that write a chunk's blocks ahead fail (a kernel without
-/// `MADV_POPULATE_WRITE`, or out of memory), the chunk is left to the appends, which convert
-/// its blocks themselves: it is not taken for a write the file system failed to record, and
-/// the log is not poisoned.
+/// Where the write faults that write a chunk's blocks ahead fail (out of memory), the check
+/// of the chunk tries them again, waiting for their write-back: the chunk is not taken for a
+/// write the file system failed to record, and the log goes on. Where they fail again, the
+/// log is poisoned before any entry is stored there, with a cause that says so.
 #[test]
-fn write_faults_that_fail_leave_the_chunk_to_the_appends() {
+fn write_faults_that_fail_are_tried_again_by_the_check() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("faults.dax");
-    let Some(log) = log_writing_ahead(&path, &[1; 4000]) else {
-        return;
-    };
-    // The append into the second chunk writes the third one ahead: its faults fail.
-    mutants::fail_next_populate();
-    let mut acked = vec![1];
-    while log.used_bytes() < 5 << 20 {
-        acked.push(log.append(&[acked.len() as u8; 4000]).unwrap());
-    }
-    drop(log);
-    let log = Log::open(&path, &Options::new()).unwrap();
-    assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
-    for (i, lsn) in acked.into_iter().enumerate() {
-        assert_eq!(
-            log.read(lsn).unwrap().payload,
-            vec![(i.max(1)) as u8; 4000],
-            "lsn {lsn}"
-        );
+    // Once (the check tries again and succeeds), and every time from now on.
+    for fails in [1, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faults.dax");
+        let Some(log) = log_writing_ahead(&path, &[1; 4000]) else {
+            return;
+        };
+        // The append into the second chunk writes the third one ahead: its faults fail (and
+        // the append into the third writes the fourth ahead before it checks the third).
+        mutants::fail_populates(fails);
+        let mut acked = vec![1];
+        let outcome = loop {
+            if log.used_bytes() >= 5 << 20 {
+                break None;
+            }
+            match log.append(&[acked.len() as u8; 4000]) {
+                Ok(lsn) => acked.push(lsn),
+                Err(e) => break Some(e),
+            }
+        };
+        mutants::fail_populates(0);
+        match (fails, outcome) {
+            (1, None) => {}
+            (100, Some(Error::Poisoned { cause, .. })) => {
+                assert!(cause.contains("could not be dirtied"), "{cause}");
+                // Refused at the third chunk (4 MiB on), not before.
+                assert!(log.used_bytes() > (4 << 20) - 8192, "{}", log.used_bytes());
+            }
+            (_, other) => panic!("{fails} failures: {other:?}"),
+        }
+        drop(log);
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
+        for (i, lsn) in acked.into_iter().enumerate() {
+            let want = vec![i.max(1) as u8; 4000];
+            assert_eq!(log.read(lsn).unwrap().payload, want, "lsn {lsn}");
+        }
     }
 }
 
