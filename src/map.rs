@@ -239,11 +239,14 @@ impl MmapMedia {
     /// them a write the file system failed to record.
     fn write_unwritten(&self, lo: usize, hi: usize) -> bool {
         #[cfg(feature = "mutants")]
-        let refused = crate::mutants::take_populate_failure();
+        let (refused, skipped) = (
+            crate::mutants::take_populate_failure(),
+            crate::mutants::take_populate_skip(),
+        );
         #[cfg(not(feature = "mutants"))]
-        let refused = false;
+        let (refused, skipped) = (false, false);
         // SAFETY: `[lo, hi)` lies inside our live mapping and `lo` is page-aligned (caller).
-        let dirtied = !refused && unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
+        let dirtied = skipped || !refused && unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) };
         // SAFETY: a system call on our open file, touching no memory of ours. It starts the
         // write-back and waits for no error (`SYNC_FILE_RANGE_WAIT_AFTER` would take the
         // error from the log's next `msync`, which must report it).

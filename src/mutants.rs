@@ -321,3 +321,19 @@ pub(crate) fn take_populate_failure() -> bool {
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
 }
+
+static SKIP_POPULATES: AtomicU32 = AtomicU32::new(0);
+
+/// Makes the next `n` write faults of blocks written ahead of a log's tail report success
+/// without dirtying anything: their write-back then writes nothing and leaves the blocks
+/// unwritten, as a file system that did not record the write would.
+pub fn skip_populates(n: u32) {
+    SKIP_POPULATES.store(n, Ordering::SeqCst);
+}
+
+/// Whether write faults that do nothing were asked for (counts them).
+pub(crate) fn take_populate_skip() -> bool {
+    SKIP_POPULATES
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}

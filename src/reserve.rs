@@ -661,6 +661,11 @@ impl<M: Media> Log<M> {
             if self.ahead_pending[word].load(Ordering::Acquire) & bit == 0 {
                 continue;
             }
+            // (A check that failed while this thread waited for the lock poisoned the log:
+            // no second try, whose write-back could pass once the first took the error.)
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poison_error());
+            }
             let from = c * PREPARE_CHUNK;
             let len = PREPARE_CHUNK.min(self.sb.capacity as usize - from);
             match self.pmem.media().verify_ahead(from, len) {

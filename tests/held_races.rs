@@ -540,6 +540,40 @@ fn write_faults_that_fail_are_tried_again_by_the_check() {
     }
 }
 
+/// Blocks still unwritten after their pages were dirtied (as far as the log can tell) and
+/// written back without an error, twice: the file system did not record the write. The log
+/// is poisoned before any entry is stored there, with a cause that says so.
+#[test]
+fn blocks_left_unwritten_after_a_second_write_back_poison_the_log() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unrecorded.dax");
+    let Some(log) = log_writing_ahead(&path, &[1; 4000]) else {
+        return;
+    };
+    mutants::skip_populates(100);
+    let mut acked = vec![1];
+    let err = loop {
+        match log.append(&[acked.len() as u8; 4000]) {
+            Ok(lsn) => acked.push(lsn),
+            Err(e) => break e,
+        }
+        assert!(
+            log.used_bytes() < 5 << 20,
+            "the log went past the third chunk"
+        );
+    };
+    mutants::skip_populates(0);
+    match &err {
+        Error::Poisoned { cause, .. } => assert!(cause.contains("did not record"), "{cause}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(log.used_bytes() > (4 << 20) - 8192, "{}", log.used_bytes());
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
+}
+
 /// The same with large appends: every chunk they reach is written ahead and checked too (a
 /// chunk that an earlier write-ahead failed to record must not take appends of any size).
 #[test]
