@@ -645,7 +645,6 @@ impl Media for MmapMedia {
         if unwritten_ranges(&self.file, lo as u64, hi as u64, &mut unwritten).is_err() {
             return false;
         }
-        unwritten.retain(|&(a, b)| a < hi as u64 && b > lo as u64);
         // (A range whose write faults failed is left to the check, which tries it again.)
         self.write_unwritten_ranges(lo, hi, &unwritten);
         !unwritten.is_empty()
@@ -683,7 +682,6 @@ impl Media for MmapMedia {
             }
             let mut left = Vec::new();
             unwritten_ranges(file, lo as u64, hi as u64, &mut left)?;
-            left.retain(|&(a, b)| a < hi as u64 && b > lo as u64);
             Ok(left)
         };
         let left = unwritten_after_write_back()?;
@@ -780,8 +778,9 @@ pub(crate) fn unwritten_ranges(
             break;
         }
         for e in &map.extents[..n] {
-            if e.flags & EXTENT_UNWRITTEN != 0 {
-                out.push((e.logical, e.logical.saturating_add(e.length)));
+            let end = e.logical.saturating_add(e.length);
+            if e.flags & EXTENT_UNWRITTEN != 0 && e.logical < to && end > from {
+                out.push((e.logical, end));
             }
         }
         let last = &map.extents[n - 1];
