@@ -1786,15 +1786,25 @@ mod tests {
         assert!(covered(&part, 512 << 10, 520 << 10), "{part:?}");
     }
 
+    /// A new log of `cap` bytes (prefilled or not) in `dir`, and its path; `None` where the
+    /// directory's file system has no extent map to tell unwritten blocks (nothing to test).
+    fn log_on_disk(dir: &Path, cap: usize, prefill: bool) -> Option<(std::path::PathBuf, Log)> {
+        fallocated(dir, 4096)?;
+        let path = dir.join("log.dax");
+        let opts = Options::new().capacity(cap as u64).prefill(prefill);
+        Some((path.clone(), Log::create(&path, &opts).unwrap()))
+    }
+
+    /// Bytes in a group of chunks written ahead at once.
+    const GROUP: usize = crate::log::AHEAD_GROUP * crate::log::PREPARE_CHUNK;
+
     #[test]
     fn a_new_log_on_a_disk_writes_the_unwritten_blocks_ahead_of_its_tail() {
         let dir = tempfile::tempdir().unwrap();
-        if fallocated(dir.path(), 4096).is_none() {
-            return;
-        }
-        let path = dir.path().join("ahead.dax");
         let cap = 64 << 20;
-        let log = Log::create(&path, &Options::new().capacity(cap)).unwrap();
+        let Some((path, log)) = log_on_disk(dir.path(), cap as usize, false) else {
+            return;
+        };
         assert_eq!(log.persistence(), Persistence::Msync);
         let payload = |i: u64| vec![i as u8 ^ 0x5a; 4096];
         for i in 0..4 {
@@ -1836,15 +1846,12 @@ mod tests {
 
     #[test]
     fn past_its_first_group_a_new_log_writes_a_whole_group_ahead_at_once() {
-        use crate::log::{AHEAD_GROUP, PREPARE_CHUNK};
+        use crate::log::PREPARE_CHUNK;
         let dir = tempfile::tempdir().unwrap();
-        if fallocated(dir.path(), 4096).is_none() {
+        let (group, cap) = (GROUP, 3 * GROUP);
+        let Some((path, log)) = log_on_disk(dir.path(), cap, false) else {
             return;
-        }
-        let path = dir.path().join("group.dax");
-        let cap = 3 * AHEAD_GROUP * PREPARE_CHUNK;
-        let log = Log::create(&path, &Options::new().capacity(cap as u64)).unwrap();
-        let group = AHEAD_GROUP * PREPARE_CHUNK;
+        };
         // Entries of 64 KiB exactly, the first at DATA_OFFSET.
         let entry = 64 << 10;
         let payload = vec![0xa5; entry - crate::format::HEADER_LEN];
@@ -1882,15 +1889,12 @@ mod tests {
 
     #[test]
     fn large_appends_that_step_over_a_group_start_write_the_group_ahead() {
-        use crate::log::{AHEAD_GROUP, PREPARE_CHUNK};
+        use crate::log::PREPARE_CHUNK;
         let dir = tempfile::tempdir().unwrap();
-        if fallocated(dir.path(), 4096).is_none() {
+        let (group, cap) = (GROUP, 4 * GROUP);
+        let Some((path, log)) = log_on_disk(dir.path(), cap, false) else {
             return;
-        }
-        let path = dir.path().join("large.dax");
-        let group = AHEAD_GROUP * PREPARE_CHUNK;
-        let cap = 4 * group;
-        let log = Log::create(&path, &Options::new().capacity(cap as u64)).unwrap();
+        };
         // 3 MiB appends: the chunk after an append's end steps over group starts (its index
         // goes 23, 25). Past the middle of the third group's last chunk:
         let payload = vec![0x3c; 3 << 20];
@@ -1908,13 +1912,10 @@ mod tests {
     fn a_log_with_its_blocks_written_prepares_one_chunk_ahead() {
         use crate::log::{AHEAD_GROUP, PREPARE_CHUNK};
         let dir = tempfile::tempdir().unwrap();
-        if fallocated(dir.path(), 4096).is_none() {
+        let group = GROUP;
+        let Some((_, log)) = log_on_disk(dir.path(), 2 * group, true) else {
             return;
-        }
-        let path = dir.path().join("prefilled.dax");
-        let group = AHEAD_GROUP * PREPARE_CHUNK;
-        let cap = 2 * group;
-        let log = Log::create(&path, &Options::new().capacity(cap as u64).prefill(true)).unwrap();
+        };
         assert!(log.writes_ahead());
         let payload = vec![0x11; (64 << 10) - crate::format::HEADER_LEN];
         while DATA_OFFSET + (log.used_bytes() as usize) < group - PREPARE_CHUNK / 2 {
@@ -1992,11 +1993,9 @@ mod tests {
     #[test]
     fn appends_from_threads_over_blocks_written_ahead_keep_every_byte() {
         let dir = tempfile::tempdir().unwrap();
-        if fallocated(dir.path(), 4096).is_none() {
+        let Some((path, log)) = log_on_disk(dir.path(), 32 << 20, false) else {
             return;
-        }
-        let path = dir.path().join("threads.dax");
-        let log = Log::create(&path, &Options::new().capacity(32 << 20)).unwrap();
+        };
         // 4 threads x 640 x ~4 KiB: about 10 MiB, five chunks written ahead while appending.
         let payload = |t: usize, i: usize| {
             let mut p = vec![(t * 31 + i) as u8; 4000 + (i % 97)];
