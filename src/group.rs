@@ -55,7 +55,7 @@ struct Gather {
     untimed: StdU64,
     /// Leaders that waited in vain one after the other (none of the appenders they waited
     /// for came), and how many leaders from now on do not wait.
-    gather_backoff: Backoff,
+    backoff: Backoff,
     /// Leaders that waited, those of them that gained nothing, and the time they waited.
     waits: StdU64,
     vain: StdU64,
@@ -331,7 +331,7 @@ impl GroupCommit {
     /// True if this leader should not wait for others: the last ones waited in vain. (Only
     /// leaders call this and [`GroupCommit::gathered`], one at a time.)
     pub(crate) fn skip_gather(&self) -> bool {
-        self.gather.gather_backoff.skips()
+        self.gather.backoff.skips()
     }
 
     /// Records whether a leader's wait gained any append. After a wait in vain (appenders
@@ -343,10 +343,10 @@ impl GroupCommit {
         let ns = waited.as_nanos().min(u64::MAX as u128) as u64;
         self.gather.waited_ns.fetch_add(ns, Ordering::Relaxed);
         if gained {
-            self.gather.gather_backoff.paid();
+            self.gather.backoff.paid();
         } else {
             self.gather.vain.fetch_add(1, Ordering::Relaxed);
-            self.gather.gather_backoff.in_vain();
+            self.gather.backoff.in_vain();
         }
     }
 

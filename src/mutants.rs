@@ -317,8 +317,12 @@ pub fn fail_populates(n: u32) {
 
 /// Whether a failure of the write faults ahead of the tail was asked for (counts it).
 pub(crate) fn take_populate_failure() -> bool {
-    FAIL_POPULATES
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+    take_one(&FAIL_POPULATES)
+}
+
+/// Takes one of the `left` times asked for, if any is left.
+fn take_one(left: &AtomicU32) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
 }
 
@@ -333,7 +337,5 @@ pub fn skip_populates(n: u32) {
 
 /// Whether write faults that do nothing were asked for (counts them).
 pub(crate) fn take_populate_skip() -> bool {
-    SKIP_POPULATES
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+    take_one(&SKIP_POPULATES)
 }
