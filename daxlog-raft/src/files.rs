@@ -38,6 +38,10 @@ pub enum DaxError {
     /// An entry of `log.dax` is empty: it carries no format tag.
     #[error("log entry is empty (no format tag)")]
     EmptyPayload,
+    /// A snapshot file (`snapshot.bin`) that cannot be read: not one, another format version,
+    /// or damaged (its checksum does not match).
+    #[error("snapshot file: {0}")]
+    BadSnapshot(String),
     /// File I/O outside daxlog (directories, snapshots).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

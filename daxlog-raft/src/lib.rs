@@ -48,6 +48,7 @@ mod log_store;
 mod meta;
 pub mod network;
 pub mod node;
+pub mod snapshot_file;
 mod state_machine;
 mod watermark;
 
@@ -62,7 +63,9 @@ pub use log_store::{
     Admission, Admitted, LogReader, LogStore, LogStoreOptions, ReadFence, WriteRejected,
     COMMITTED_SAVE_EVERY, DEFAULT_META_CAPACITY, DEFAULT_PURGE_WAIT, LOG_FILE, META_FILE,
 };
-pub use state_machine::{KvSnapshotBuilder, KvState, KvStateMachine, SNAPSHOT_FILE};
+pub use state_machine::{
+    KvSnapshotBuilder, KvState, KvStateMachine, LEGACY_SNAPSHOT_FILE, SNAPSHOT_FILE,
+};
 pub use watermark::SnapshotWatermark;
 
 /// Node ids of the example cluster.

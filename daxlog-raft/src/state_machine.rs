@@ -6,8 +6,9 @@
 //! [`KvStateMachine::journal_from`] reads.
 //!
 //! The state lives in memory; what makes it survive a restart is its snapshot: every snapshot
-//! built or installed is written to `snapshot.json` in the node's directory (temporary file,
-//! fsync, rename, directory fsync) before openraft hears of it, and `open` starts from it.
+//! built or installed is written to `snapshot.bin` in the node's directory (temporary file,
+//! fsync, rename, directory fsync; the format in [`crate::snapshot_file`]) before openraft
+//! hears of it, and `open` starts from it.
 //! openraft then re-applies the committed entries past it from the log (the committed log id is
 //! kept in `meta.dax`), and it only purges entries that a snapshot covers.
 
@@ -23,13 +24,17 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, DaxError};
+use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, sync_dir, DaxError};
 use crate::journal::{Journal, Record};
 use crate::watermark::SnapshotWatermark;
 use crate::{lock, NodeId, Request, Response, TypeConfig};
 
-/// File name of the current snapshot inside a node's directory.
-pub const SNAPSHOT_FILE: &str = "snapshot.json";
+/// File name of the current snapshot inside a node's directory ([`crate::snapshot_file`]).
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// File name of the snapshot as earlier versions wrote it (one JSON document): read where no
+/// [`SNAPSHOT_FILE`] exists, and removed once one is saved.
+pub const LEGACY_SNAPSHOT_FILE: &str = "snapshot.json";
 
 /// The applied state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +80,8 @@ impl KvState {
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 /// What a snapshot holds besides its meta: the map and the journal. A snapshot's bytes (kept
-/// in memory, sent to followers) are this, serialized with serde_json.
+/// in memory, sent to followers) are this, encoded as log entries are ([`crate::codec`]:
+/// postcard; serde_json from nodes of earlier versions).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Contents {
     data: BTreeMap<String, String>,
@@ -84,13 +90,13 @@ struct Contents {
     journal: Journal,
 }
 
-/// What `snapshot.json` holds: the meta, then the contents' fields beside it (`M` and `C` are
-/// owned when read, borrowed when written).
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile<M, C> {
-    meta: M,
+/// What `snapshot.json` (written by earlier versions) holds: the meta, then the contents'
+/// fields beside it.
+#[derive(Deserialize)]
+struct LegacySnapshotFile {
+    meta: Meta,
     #[serde(flatten)]
-    contents: C,
+    contents: Contents,
 }
 
 struct Shared {
@@ -132,21 +138,18 @@ impl KvStateMachine {
         create_dir_durably(&dir)?;
         let path = dir.join(SNAPSHOT_FILE);
         remove_stale_tmp(&path)?;
-        let (state, snapshot) = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let f: SnapshotFile<Meta, Contents> = serde_json::from_slice(&bytes)?;
-                let contents = f.contents;
-                let bytes = serde_json::to_vec(&contents)?;
+        remove_stale_tmp(&dir.join(LEGACY_SNAPSHOT_FILE))?;
+        let (state, snapshot) = match read_snapshot(&dir)? {
+            Some((meta, contents, bytes)) => {
                 let state = KvState {
-                    last_applied: f.meta.last_log_id,
-                    last_membership: f.meta.last_membership.clone(),
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership.clone(),
                     data: contents.data,
                     journal: contents.journal,
                 };
-                (state, Some((f.meta, bytes)))
+                (state, Some((meta, bytes)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (KvState::default(), None),
-            Err(e) => return Err(e.into()),
+            None => (KvState::default(), None),
         };
         let durable = SnapshotWatermark::new(
             snapshot
@@ -197,13 +200,37 @@ impl KvStateMachine {
     }
 }
 
+/// The snapshot on disk in `dir`: its meta, contents and data bytes (the contents encoded);
+/// from `snapshot.bin`, else from an earlier version's `snapshot.json`; `None` if neither
+/// exists.
+fn read_snapshot(dir: &Path) -> Result<Option<(Meta, Contents, Vec<u8>)>, DaxError> {
+    match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(file) => {
+            let (meta, data) = crate::snapshot_file::decode::<Meta>(&file)?;
+            let contents = crate::codec::decode(data)?;
+            return Ok(Some((meta, contents, data.to_vec())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::read(dir.join(LEGACY_SNAPSHOT_FILE)) {
+        Ok(file) => {
+            let f: LegacySnapshotFile = serde_json::from_slice(&file)?;
+            let bytes = crate::codec::encode(&f.contents)?;
+            Ok(Some((f.meta, f.contents, bytes)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Shared {
     /// Makes `meta` and `data` the current snapshot, on disk first, unless the current
     /// snapshot is at least as recent (its last log id is not older): a snapshot built from an
     /// older state never replaces one installed meanwhile. Returns the data, serialized.
     fn save_snapshot(&self, meta: &Meta, contents: &Contents) -> Result<Vec<u8>, DaxError> {
         let _saving = lock(&self.saving);
-        let bytes = serde_json::to_vec(contents)?;
+        let bytes = crate::codec::encode(contents)?;
         if let Some((current, _)) = lock(&self.snapshot).as_ref() {
             if current.last_log_id >= meta.last_log_id {
                 tracing::debug!(
@@ -214,8 +241,16 @@ impl Shared {
                 return Ok(bytes);
             }
         }
-        let file = SnapshotFile { meta, contents };
-        replace_file(&self.dir.join(SNAPSHOT_FILE), &serde_json::to_vec(&file)?)?;
+        let file = crate::snapshot_file::encode(meta, &bytes)?;
+        replace_file(&self.dir.join(SNAPSHOT_FILE), &file)?;
+        // An earlier version's snapshot, older than this one: removed once this one is
+        // durable (`open` would prefer this one anyway).
+        let legacy = self.dir.join(LEGACY_SNAPSHOT_FILE);
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => sync_dir(&legacy)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         *lock(&self.snapshot) = Some((meta.clone(), bytes.clone()));
         self.durable.advance(meta.last_log_id.map(|l| l.index));
         Ok(bytes)
@@ -336,7 +371,7 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
         // Decoded off the runtime's threads, as it is written: a snapshot holds the whole
         // journal, and a node may run on one thread (the binary's default).
         let contents: Contents =
-            crate::log_store::blocking(move || Ok(serde_json::from_slice(snapshot.get_ref())?))
+            crate::log_store::blocking(move || crate::codec::decode(snapshot.get_ref()))
                 .await
                 .map_err(|e| snap_err(e, ErrorVerb::Read))?;
         let (_, contents) = self
@@ -389,8 +424,17 @@ mod tests {
         }
     }
 
-    fn on_disk(dir: &Path) -> SnapshotFile<Meta, Contents> {
-        serde_json::from_slice(&std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap()).unwrap()
+    /// The snapshot in `snapshot.bin`.
+    struct OnDisk {
+        meta: Meta,
+        contents: Contents,
+    }
+
+    fn on_disk(dir: &Path) -> OnDisk {
+        let file = std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap();
+        let (meta, data) = crate::snapshot_file::decode::<Meta>(&file).unwrap();
+        let contents = crate::codec::decode(data).unwrap();
+        OnDisk { meta, contents }
     }
 
     /// A snapshot built from the state at index 5 finishes after one up to index 10 was
@@ -413,7 +457,7 @@ mod tests {
             data: BTreeMap::from([("installed".to_string(), "new".to_string())]),
             journal: Journal::new(),
         };
-        let bytes = serde_json::to_vec(&contents).unwrap();
+        let bytes = crate::codec::encode(&contents).unwrap();
         sm.install_snapshot(&meta(10, "from-leader"), Box::new(Cursor::new(bytes)))
             .await
             .unwrap();
@@ -447,7 +491,7 @@ mod tests {
             let flag = ran.clone();
             tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
             if install {
-                let bytes = serde_json::to_vec(&Contents::default()).unwrap();
+                let bytes = crate::codec::encode(&Contents::default()).unwrap();
                 sm.install_snapshot(&meta(7, "installed"), Box::new(Cursor::new(bytes)))
                     .await
                     .unwrap();
@@ -734,7 +778,7 @@ mod tests {
         );
     }
 
-    /// A snapshot file written before the journal existed (no `journal` field) still loads,
+    /// A `snapshot.json` written before the journal existed (no `journal` field) still loads,
     /// with an empty journal.
     #[test]
     fn a_snapshot_file_without_a_journal_loads() {
@@ -744,7 +788,7 @@ mod tests {
             "data": {"a": "1", "b": "2"},
         });
         std::fs::write(
-            dir.path().join(SNAPSHOT_FILE),
+            dir.path().join(LEGACY_SNAPSHOT_FILE),
             serde_json::to_vec(&file).unwrap(),
         )
         .unwrap();
@@ -753,5 +797,76 @@ mod tests {
         assert_eq!(sm.journal_from(0, 10), vec![]);
         assert_eq!(sm.state().last_applied, Some(lid(7)));
         assert_eq!(sm.snapshot_watermark().get(), Some(7));
+    }
+
+    /// A node of an earlier version left `snapshot.json` (hexadecimal in JSON) and sends
+    /// snapshots as JSON: both load. The first snapshot saved goes to `snapshot.bin` and
+    /// removes the old file; reopened, the node starts from the new one.
+    #[tokio::test]
+    async fn snapshots_of_earlier_versions_load_and_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = serde_json::json!({
+            "meta": meta(7, "old"),
+            "data": {"a": "1"},
+            "journal": [[5, "0a0b"], [7, ""]],
+        });
+        std::fs::write(
+            dir.path().join(LEGACY_SNAPSHOT_FILE),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        assert_eq!(
+            sm.journal_from(0, 10),
+            vec![(5, vec![0x0a, 0x0b]), (7, vec![])]
+        );
+        // The current snapshot's bytes, sent to followers, are in the new encoding.
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.snapshot.get_ref()[0], crate::codec::POSTCARD_V1);
+
+        // A leader of an earlier version sends its snapshot as JSON.
+        let json = serde_json::to_vec(&serde_json::json!({
+            "data": {"b": "2"},
+            "journal": [[9, "ff"]],
+        }))
+        .unwrap();
+        sm.install_snapshot(&meta(9, "from-old-leader"), Box::new(Cursor::new(json)))
+            .await
+            .unwrap();
+        assert_eq!(sm.journal_from(0, 10), vec![(9, vec![0xff])]);
+        assert!(!dir.path().join(LEGACY_SNAPSHOT_FILE).exists());
+        assert_eq!(on_disk(dir.path()).meta.snapshot_id, "from-old-leader");
+        drop(sm);
+        let sm = KvStateMachine::open(dir.path()).unwrap();
+        assert_eq!(sm.get("b").as_deref(), Some("2"));
+        assert_eq!(sm.get("a"), None);
+        assert_eq!(sm.snapshot_watermark().get(), Some(9));
+    }
+
+    /// A damaged `snapshot.bin` is refused at open with an error that says so; nothing is
+    /// silently dropped or taken from the damaged bytes.
+    #[tokio::test]
+    async fn a_damaged_snapshot_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        sm.apply([append(1, &[3u8; 100])]).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        drop(sm);
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut file = std::fs::read(&path).unwrap();
+        let at = file.len() - 20;
+        file[at] ^= 1;
+        std::fs::write(&path, &file).unwrap();
+        let err = KvStateMachine::open(dir.path())
+            .err()
+            .expect("a damaged snapshot opened");
+        assert!(
+            matches!(err, DaxError::BadSnapshot(_)) && err.to_string().contains("checksum"),
+            "{err}"
+        );
     }
 }
