@@ -93,6 +93,11 @@ pub(crate) fn create_atomically(
 /// call (process id and a counter), so concurrent replacements never write through one file;
 /// the last rename wins.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), DaxError> {
+    replace_file_parts(path, &[bytes])
+}
+
+/// [`replace_file`] with the new content given in `parts`, written one after the other.
+pub(crate) fn replace_file_parts(path: &Path, parts: &[&[u8]]) -> Result<(), DaxError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(
@@ -103,7 +108,9 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), DaxError> {
     let tmp = path.with_file_name(name);
     let written = (|| {
         let mut f = File::options().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)

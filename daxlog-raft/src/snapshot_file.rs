@@ -34,19 +34,25 @@ pub const VERSION: u32 = 1;
 /// Bytes before the meta: magic, version, meta length.
 const HEADER: usize = 16;
 
-/// The file's bytes for a snapshot with `meta` and `data` (already encoded).
-pub fn encode<M: Serialize>(meta: &M, data: &[u8]) -> Result<Vec<u8>, DaxError> {
+/// The file's bytes for a snapshot with `meta` and `data` (already encoded), in three parts to
+/// be written one after the other: the header and meta, `data` itself (not copied), and the
+/// checksum.
+pub fn encode_parts<M: Serialize>(meta: &M, data: &[u8]) -> Result<(Vec<u8>, [u8; 4]), DaxError> {
     let meta = crate::codec::encode(meta)?;
     let meta_len = u32::try_from(meta.len()).map_err(|_| bad("the meta is over 4 GiB"))?;
-    let mut out = Vec::with_capacity(HEADER + meta.len() + data.len() + 4);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&meta_len.to_le_bytes());
-    out.extend_from_slice(&meta);
-    out.extend_from_slice(data);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    let mut head = Vec::with_capacity(HEADER + meta.len());
+    head.extend_from_slice(&MAGIC);
+    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(&meta_len.to_le_bytes());
+    head.extend_from_slice(&meta);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head), data);
+    Ok((head, crc.to_le_bytes()))
+}
+
+/// [`encode_parts`] as one buffer.
+pub fn encode<M: Serialize>(meta: &M, data: &[u8]) -> Result<Vec<u8>, DaxError> {
+    let (head, crc) = encode_parts(meta, data)?;
+    Ok([&head[..], data, &crc].concat())
 }
 
 /// The meta of a snapshot file's bytes, and its data (still encoded), after checking the
@@ -58,7 +64,8 @@ pub fn decode<M: DeserializeOwned>(file: &[u8]) -> Result<(M, &[u8]), DaxError> 
     let version = u32::from_le_bytes(file[8..12].try_into().expect("4 bytes"));
     if version != VERSION {
         return Err(bad(format!(
-            "snapshot file format version {version}; this version reads {VERSION} only"
+            "format version {version}, and this version reads {VERSION} only: the file was \
+             written by a newer version, or is damaged"
         )));
     }
     let (body, crc) = file.split_at(file.len() - 4);
@@ -77,7 +84,8 @@ pub fn decode<M: DeserializeOwned>(file: &[u8]) -> Result<(M, &[u8]), DaxError> 
         )));
     }
     let (meta, data) = body[HEADER..].split_at(meta_len);
-    Ok((crate::codec::decode(meta)?, data))
+    let meta = crate::codec::decode(meta).map_err(|e| bad(format!("its meta: {e}")))?;
+    Ok((meta, data))
 }
 
 fn bad(reason: impl Into<String>) -> DaxError {

@@ -24,7 +24,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::files::{create_dir_durably, remove_stale_tmp, replace_file, sync_dir, DaxError};
+use crate::files::{create_dir_durably, remove_stale_tmp, replace_file_parts, sync_dir, DaxError};
 use crate::journal::{Journal, Record};
 use crate::watermark::SnapshotWatermark;
 use crate::{lock, NodeId, Request, Response, TypeConfig};
@@ -200,28 +200,83 @@ impl KvStateMachine {
     }
 }
 
-/// The snapshot on disk in `dir`: its meta, contents and data bytes (the contents encoded);
-/// from `snapshot.bin`, else from an earlier version's `snapshot.json`; `None` if neither
-/// exists.
-fn read_snapshot(dir: &Path) -> Result<Option<(Meta, Contents, Vec<u8>)>, DaxError> {
-    match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(file) => {
-            let (meta, data) = crate::snapshot_file::decode::<Meta>(&file)?;
-            let contents = crate::codec::decode(data)?;
-            return Ok(Some((meta, contents, data.to_vec())));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
-    match std::fs::read(dir.join(LEGACY_SNAPSHOT_FILE)) {
-        Ok(file) => {
-            let f: LegacySnapshotFile = serde_json::from_slice(&file)?;
+/// A snapshot read from disk: its meta, contents, and data bytes (the contents encoded).
+type OnDiskSnapshot = (Meta, Contents, Vec<u8>);
+
+/// The snapshot on disk in `dir`, from `snapshot.bin` or an earlier version's `snapshot.json`;
+/// `None` if neither exists. Where both exist (a crash between the new file's rename and the
+/// old one's removal; or a node run with an earlier version, which wrote `snapshot.json`,
+/// after this one had written `snapshot.bin`), the one with the later last log id.
+fn read_snapshot(dir: &Path) -> Result<Option<OnDiskSnapshot>, DaxError> {
+    let bin = dir.join(SNAPSHOT_FILE);
+    let new = read_file(&bin)?
+        .map(|file| {
+            let (meta, data) =
+                crate::snapshot_file::decode::<Meta>(&file).map_err(|e| in_file(&bin, e))?;
+            let contents =
+                crate::codec::decode(data).map_err(|e| in_file(&bin, bad_data("its data", e)))?;
+            Ok::<_, DaxError>((meta, contents, data.to_vec()))
+        })
+        .transpose()?;
+    let json = dir.join(LEGACY_SNAPSHOT_FILE);
+    let old = read_file(&json)?
+        .map(|file| {
+            let f: LegacySnapshotFile = serde_json::from_slice(&file)
+                .map_err(|e| in_file(&json, bad_data("not a snapshot", e.into())))?;
             let bytes = crate::codec::encode(&f.contents)?;
-            Ok(Some((f.meta, f.contents, bytes)))
+            Ok::<_, DaxError>((f.meta, f.contents, bytes))
+        })
+        .transpose()?;
+    Ok(match (new, old) {
+        (Some(new), Some(old)) => {
+            let newer = if old.0.last_log_id > new.0.last_log_id {
+                old
+            } else {
+                new
+            };
+            tracing::warn!(
+                dir = %dir.display(),
+                starts_from = ?newer.0.last_log_id,
+                "both {SNAPSHOT_FILE} and {LEGACY_SNAPSHOT_FILE}: starting from the later one"
+            );
+            Some(newer)
         }
+        (new, old) => new.or(old),
+    })
+}
+
+/// The bytes of the file at `path`; `None` if there is none. Other errors name the file.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, DaxError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
     }
+}
+
+/// `e`, a snapshot file's error, with the file's path.
+fn in_file(path: &Path, e: DaxError) -> DaxError {
+    match e {
+        DaxError::BadSnapshot(why) => DaxError::BadSnapshot(format!("{}: {why}", path.display())),
+        e => DaxError::BadSnapshot(format!("{}: {e}", path.display())),
+    }
+}
+
+/// `e`, an error decoding snapshot data, said of `what`.
+fn bad_data(what: &str, e: DaxError) -> DaxError {
+    let e = match e {
+        // (codec speaks of log entries.)
+        DaxError::UnknownEncoding { tag } => format!(
+            "unknown encoding (first byte 0x{tag:02x}; known: 0x01 postcard, '{{' JSON): \
+             written by a newer version?"
+        ),
+        DaxError::EmptyPayload => "empty".to_string(),
+        DaxError::TrailingBytes { trailing } => {
+            format!("{trailing} bytes after the encoded contents")
+        }
+        e => e.to_string(),
+    };
+    DaxError::BadSnapshot(format!("{what}: {e}"))
 }
 
 impl Shared {
@@ -241,15 +296,19 @@ impl Shared {
                 return Ok(bytes);
             }
         }
-        let file = crate::snapshot_file::encode(meta, &bytes)?;
-        replace_file(&self.dir.join(SNAPSHOT_FILE), &file)?;
+        let (head, crc) = crate::snapshot_file::encode_parts(meta, &bytes)?;
+        replace_file_parts(&self.dir.join(SNAPSHOT_FILE), &[&head, &bytes, &crc])?;
         // An earlier version's snapshot, older than this one: removed once this one is
-        // durable (`open` would prefer this one anyway).
+        // durable. (If that fails, or is lost in a crash, `open` still takes this one, the
+        // later: a warning, not an error, as this snapshot is saved.)
         let legacy = self.dir.join(LEGACY_SNAPSHOT_FILE);
-        match std::fs::remove_file(&legacy) {
-            Ok(()) => sync_dir(&legacy)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        let removed = match std::fs::remove_file(&legacy) {
+            Ok(()) => sync_dir(&legacy),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %legacy.display(), error = %e, "could not remove the earlier version's snapshot");
         }
         *lock(&self.snapshot) = Some((meta.clone(), bytes.clone()));
         self.durable.advance(meta.last_log_id.map(|l| l.index));
@@ -370,10 +429,12 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         // Decoded off the runtime's threads, as it is written: a snapshot holds the whole
         // journal, and a node may run on one thread (the binary's default).
-        let contents: Contents =
-            crate::log_store::blocking(move || crate::codec::decode(snapshot.get_ref()))
-                .await
-                .map_err(|e| snap_err(e, ErrorVerb::Read))?;
+        let contents: Contents = crate::log_store::blocking(move || {
+            crate::codec::decode(snapshot.get_ref())
+                .map_err(|e| bad_data("snapshot data received", e))
+        })
+        .await
+        .map_err(|e| snap_err(e, ErrorVerb::Read))?;
         let (_, contents) = self
             .shared
             .save_snapshot_blocking(meta.clone(), contents)
@@ -690,6 +751,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(lid(20)));
+        // The bytes sent to followers: postcard behind its tag, the same as on disk.
+        let sent = snapshot.snapshot.get_ref();
+        assert_eq!(sent[0], crate::codec::POSTCARD_V1);
+        let file = std::fs::read(dir.path().join("a").join(SNAPSHOT_FILE)).unwrap();
+        assert_eq!(
+            crate::snapshot_file::decode::<Meta>(&file).unwrap().1,
+            &sent[..]
+        );
         assert_eq!(
             on_disk(&dir.path().join("a")).contents.journal.to_vec(),
             records
@@ -868,5 +937,85 @@ mod tests {
             matches!(err, DaxError::BadSnapshot(_)) && err.to_string().contains("checksum"),
             "{err}"
         );
+    }
+
+    /// Writes an earlier version's `snapshot.json` at `index` into `dir`, with `key` set.
+    fn write_legacy(dir: &Path, index: u64, key: &str) {
+        let file = serde_json::json!({
+            "meta": meta(index, &format!("json-{index}")),
+            "data": {key: "json"},
+            "journal": [[index, "00"]],
+        });
+        std::fs::write(
+            dir.join(LEGACY_SNAPSHOT_FILE),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Builds a snapshot at `index` (a `Set` of `key` applied there) in `dir`: `snapshot.bin`.
+    async fn write_bin(dir: &Path, index: u64, key: &str) {
+        let mut sm = KvStateMachine::open(dir).unwrap();
+        let set = Entry::<TypeConfig> {
+            log_id: lid(index),
+            payload: EntryPayload::Normal(Request::Set {
+                key: key.into(),
+                value: "bin".into(),
+            }),
+        };
+        sm.apply([set]).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    }
+
+    /// Both files (a crash between the new file's rename and the old one's removal; or a node
+    /// run with an earlier version after this one): `open` starts from the later snapshot,
+    /// and removes the temporary files of both names.
+    #[tokio::test]
+    async fn with_both_files_the_later_snapshot_wins() {
+        for (bin, json) in [(5, 3), (5, 9)] {
+            let dir = tempfile::tempdir().unwrap();
+            write_bin(dir.path(), bin, "b").await;
+            write_legacy(dir.path(), json, "j");
+            for tmp in ["snapshot.bin.tmp.1.0", "snapshot.json.tmp.2.7"] {
+                std::fs::write(dir.path().join(tmp), b"half").unwrap();
+            }
+            let sm = KvStateMachine::open(dir.path()).unwrap();
+            let later = bin.max(json);
+            assert_eq!(
+                sm.state().last_applied,
+                Some(lid(later)),
+                "bin {bin} json {json}"
+            );
+            assert_eq!(sm.snapshot_watermark().get(), Some(later));
+            assert_eq!(sm.get("b").is_some(), bin > json);
+            assert_eq!(sm.get("j").is_some(), json > bin);
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, vec![SNAPSHOT_FILE, LEGACY_SNAPSHOT_FILE]);
+        }
+    }
+
+    /// The earlier version's file is removed only once the new one is in place: where the
+    /// new one cannot be written (here `snapshot.bin` is a directory that is not empty, so the
+    /// rename fails), the save fails and `snapshot.json` is still there.
+    #[tokio::test]
+    async fn the_earlier_snapshot_stays_until_the_new_one_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        write_legacy(dir.path(), 3, "j");
+        let mut sm = KvStateMachine::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT_FILE).join("x"), b"x").unwrap();
+        sm.apply([append(4, b"new")]).await.unwrap();
+        let built = sm.get_snapshot_builder().await.build_snapshot().await;
+        assert!(built.is_err(), "a snapshot was saved over a directory");
+        assert!(dir.path().join(LEGACY_SNAPSHOT_FILE).exists());
+        assert_eq!(sm.snapshot_watermark().get(), Some(3));
     }
 }

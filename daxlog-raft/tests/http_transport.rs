@@ -377,7 +377,7 @@ async fn late_learner() {
     .unwrap();
     wait_leader(&c, &n1).await;
 
-    // 1 KiB records: the snapshot (hexadecimal in JSON) is about 200 KiB.
+    // 1 KiB records: the snapshot (postcard) is about 100 KiB.
     let mut written = Vec::new();
     for i in 0..100u32 {
         let data: Vec<u8> = (0..1024u32).map(|b| (b * 7 + i) as u8).collect();
