@@ -369,6 +369,23 @@ impl Node {
         &self.shared.partition
     }
 
+    /// Resolves once this node's Raft has stopped by itself, with the reason: a fatal error
+    /// (a storage error, such as a snapshot that could not be written; a panic in its core).
+    /// Never while it runs. After that the node answers no write (`421`, no leader) and takes
+    /// no part in the cluster; the node binary then exits with the reason rather than stay up
+    /// looking alive.
+    pub async fn raft_stopped(&self) -> String {
+        let mut metrics = self.shared.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "its core ended".to_string();
+            }
+        }
+    }
+
     /// Shuts Raft down (its tasks end, its files stay), then stops the server: requests in
     /// progress get at most 5 s to finish.
     pub async fn shutdown(mut self) -> Result<(), Error> {

@@ -13,6 +13,8 @@
 //! * [`linearizable_reads_after_a_whole_cluster_crash`]: every node killed at once after a
 //!   burst of appends; the old leader, restored as leader in its term, and one follower come
 //!   back: every linearizable read the old leader answers shows every acknowledged append.
+//! * [`a_node_whose_raft_stops_exits_with_the_reason`]: a snapshot that cannot be written
+//!   stops a node's Raft; the process exits with a failure and says why.
 //!
 //! Every wait has a deadline; every node process is killed when its test ends, whichever way
 //! it ends; on a failure, the tail of each node's stderr is printed.
@@ -496,6 +498,19 @@ impl Procs {
                 )
             }
         }
+    }
+
+    /// Waits until node `i` exits by itself (its exit status), or until `deadline` (`None`).
+    fn wait_exit(&mut self, i: usize, deadline: Instant) -> Option<std::process::ExitStatus> {
+        let child = self.nodes[i].child.as_mut().expect("node not running");
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL.
@@ -1509,4 +1524,47 @@ fn linearizable_reads_after_a_whole_cluster_crash() {
         );
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A node whose Raft stops by itself (here: its state machine cannot write a snapshot, as
+/// `sm/snapshot.bin` has become a directory that is not empty) exits with a failure status
+/// and the reason on stderr, instead of staying up as a node that answers but takes no part.
+#[test]
+fn a_node_whose_raft_stops_exits_with_the_reason() {
+    let mut procs = Procs::new(1, &["--snapshot-every", "20"]);
+    procs.start(0);
+    let addrs = procs.addrs();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    procs.wait_leader(&[0], deadline, "a one-node cluster");
+    let blocker = procs
+        .dir
+        .path()
+        .join("node1")
+        .join("sm")
+        .join("snapshot.bin");
+    fs::create_dir_all(&blocker).unwrap();
+    fs::write(blocker.join("in-the-way"), b"x").unwrap();
+    let mut http = Http::default();
+    let mut acked = 0;
+    for k in 0..40 {
+        let (a, _) = append_once(&mut http, &addrs, 0, vec![k as u8; 100], QUICK_TIMEOUT);
+        match a.outcome {
+            Outcome::Acked { .. } => acked += 1,
+            // (Once Raft stopped: refused, or no answer at all once the process is gone.)
+            _ => break,
+        }
+    }
+    assert!(
+        acked >= 10,
+        "only {acked} appends acknowledged before the snapshot"
+    );
+    let status = procs
+        .wait_exit(0, Instant::now() + Duration::from_secs(20))
+        .expect("the node did not exit after its Raft stopped");
+    assert!(!status.success(), "exit status {status}");
+    let stderr = tail(&procs.nodes[0].log, 20);
+    assert!(
+        stderr.contains("daxlog-raft-node: Raft stopped:") && stderr.contains("Snapshot"),
+        "stderr: {stderr}"
+    );
 }

@@ -138,9 +138,21 @@ async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
         )?;
         out.flush()?;
     }
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let stopped = tokio::select! {
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+        why = node.raft_stopped() => Some(why),
+    };
+    let Some(why) = stopped else {
+        return node.shutdown().await;
+    };
+    // Raft stopped by itself: this node can no longer take part. Exit with the reason (a
+    // supervisor may restart it; its files stay) instead of staying up looking alive.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown after Raft stopped took more than 5 s: exiting anyway");
     }
-    node.shutdown().await
+    Err(format!("Raft stopped: {why}").into())
 }
