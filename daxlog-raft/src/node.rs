@@ -370,8 +370,10 @@ impl Node {
     }
 
     /// Resolves once this node's Raft has stopped by itself, with the reason: a fatal error
-    /// (a storage error, such as a snapshot that could not be written; a panic in its core).
-    /// Never while it runs. After that the node answers no write (`421`, no leader) and takes
+    /// (a storage error, such as a snapshot that could not be written; a panic in its core),
+    /// or after `self.raft().shutdown()`. Never while it runs. (openraft 0.9 records a stop
+    /// only when its core ends: a panic in one of its other tasks, such as a snapshot build,
+    /// is not seen here.) After that the node answers no write (`421`, no leader) and takes
     /// no part in the cluster; the node binary then exits with the reason rather than stay up
     /// looking alive.
     pub async fn raft_stopped(&self) -> String {

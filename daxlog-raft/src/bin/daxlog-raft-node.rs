@@ -1,8 +1,9 @@
 //! `daxlog-raft-node`: one node of a daxlog-raft cluster, serving openraft's RPCs and the
 //! client, admin and metrics API over HTTP on `--listen` (see the crate's README, "Running a
 //! cluster"). Prints `daxlog-raft-node <id> listening on <addr>` once it accepts connections;
-//! exits 0 on SIGTERM or SIGINT after shutting Raft down. Logs go to stderr, filtered by
-//! `RUST_LOG` (nothing by default).
+//! exits 0 on SIGTERM or SIGINT after shutting Raft down, and 1 with the reason on stderr if
+//! Raft stops by itself (a fatal storage error). Logs go to stderr, filtered by `RUST_LOG`
+//! (nothing by default).
 
 #![forbid(unsafe_code)]
 
@@ -89,7 +90,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(start(args))
+    let code = runtime.block_on(start(args));
+    // (Dropping the runtime would wait for its blocking tasks, such as a sync stuck on a
+    // failing disk, without a limit.)
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 async fn start(args: Args) -> ExitCode {
@@ -138,10 +143,12 @@ async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
         )?;
         out.flush()?;
     }
+    // (Biased: if Raft stopped and a signal came at once, the stop is reported.)
     let stopped = tokio::select! {
+        biased;
+        why = node.raft_stopped() => Some(why),
         _ = term.recv() => None,
         _ = int.recv() => None,
-        why = node.raft_stopped() => Some(why),
     };
     let Some(why) = stopped else {
         return node.shutdown().await;
