@@ -493,6 +493,31 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
     }
 }
 
+/// Appends entries of 4000 bytes, the `i`-th acknowledged one (from 1) holding `i`, to `log`,
+/// whose first entry is `[1; 4000]`, until one fails (its error) or the log holds 5 MiB
+/// (`None`); returns the LSNs acknowledged, the first entry's included.
+fn append_until_refused(log: &Log) -> (Vec<u64>, Option<Error>) {
+    let mut acked = vec![1];
+    while log.used_bytes() < 5 << 20 {
+        match log.append(&[acked.len() as u8; 4000]) {
+            Ok(lsn) => acked.push(lsn),
+            Err(e) => return (acked, Some(e)),
+        }
+    }
+    (acked, None)
+}
+
+/// Reopened, the log at `path` holds exactly the entries [`append_until_refused`]
+/// acknowledged, each as it was written.
+fn assert_reads_back(path: &std::path::Path, acked: Vec<u64>) {
+    let log = Log::open(path, &Options::new()).unwrap();
+    assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
+    for (i, lsn) in acked.into_iter().enumerate() {
+        let want = vec![i.max(1) as u8; 4000];
+        assert_eq!(log.read(lsn).unwrap().payload, want, "lsn {lsn}");
+    }
+}
+
 /// Where the write faults that write a chunk's blocks ahead fail (out of memory), the check
 /// of the chunk tries them again, waiting for their write-back: the chunk is not taken for a
 /// write the file system failed to record, and the log goes on. Where they fail again, the
@@ -510,16 +535,7 @@ fn write_faults_that_fail_are_tried_again_by_the_check() {
         // The append into the second chunk writes the third one ahead: its faults fail (and
         // the append into the third writes the fourth ahead before it checks the third).
         mutants::fail_populates(fails);
-        let mut acked = vec![1];
-        let outcome = loop {
-            if log.used_bytes() >= 5 << 20 {
-                break None;
-            }
-            match log.append(&[acked.len() as u8; 4000]) {
-                Ok(lsn) => acked.push(lsn),
-                Err(e) => break Some(e),
-            }
-        };
+        let (acked, outcome) = append_until_refused(&log);
         mutants::fail_populates(0);
         match (fails, outcome) {
             (1, None) => {}
@@ -531,12 +547,7 @@ fn write_faults_that_fail_are_tried_again_by_the_check() {
             (_, other) => panic!("{fails} failures: {other:?}"),
         }
         drop(log);
-        let log = Log::open(&path, &Options::new()).unwrap();
-        assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
-        for (i, lsn) in acked.into_iter().enumerate() {
-            let want = vec![i.max(1) as u8; 4000];
-            assert_eq!(log.read(lsn).unwrap().payload, want, "lsn {lsn}");
-        }
+        assert_reads_back(&path, acked);
     }
 }
 
@@ -552,26 +563,16 @@ fn blocks_left_unwritten_after_a_second_write_back_poison_the_log() {
         return;
     };
     mutants::skip_populates(100);
-    let mut acked = vec![1];
-    let err = loop {
-        match log.append(&[acked.len() as u8; 4000]) {
-            Ok(lsn) => acked.push(lsn),
-            Err(e) => break e,
-        }
-        assert!(
-            log.used_bytes() < 5 << 20,
-            "the log went past the third chunk"
-        );
-    };
+    let (acked, outcome) = append_until_refused(&log);
     mutants::skip_populates(0);
-    match &err {
-        Error::Poisoned { cause, .. } => assert!(cause.contains("did not record"), "{cause}"),
-        other => panic!("{other:?}"),
+    match outcome {
+        Some(Error::Poisoned { cause, .. }) => assert!(cause.contains("did not record"), "{cause}"),
+        other => panic!("the log went past the third chunk or failed otherwise: {other:?}"),
     }
+    // Refused at the third chunk (4 MiB on), not before.
     assert!(log.used_bytes() > (4 << 20) - 8192, "{}", log.used_bytes());
     drop(log);
-    let log = Log::open(&path, &Options::new()).unwrap();
-    assert_eq!(log.verify().unwrap().entries, acked.len() as u64);
+    assert_reads_back(&path, acked);
 }
 
 /// The same with large appends: every chunk they reach is written ahead and checked too (a

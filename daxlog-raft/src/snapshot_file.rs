@@ -49,12 +49,6 @@ pub fn encode_parts<M: Serialize>(meta: &M, data: &[u8]) -> Result<(Vec<u8>, [u8
     Ok((head, crc.to_le_bytes()))
 }
 
-/// [`encode_parts`] as one buffer.
-pub fn encode<M: Serialize>(meta: &M, data: &[u8]) -> Result<Vec<u8>, DaxError> {
-    let (head, crc) = encode_parts(meta, data)?;
-    Ok([&head[..], data, &crc].concat())
-}
-
 /// The meta of a snapshot file's bytes, and its data (still encoded), after checking the
 /// magic, the version and the checksum.
 pub fn decode<M: DeserializeOwned>(file: &[u8]) -> Result<(M, &[u8]), DaxError> {
@@ -95,6 +89,12 @@ fn bad(reason: impl Into<String>) -> DaxError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`encode_parts`] as one buffer, as the file holds it.
+    fn encode<M: Serialize>(meta: &M, data: &[u8]) -> Result<Vec<u8>, DaxError> {
+        let (head, crc) = encode_parts(meta, data)?;
+        Ok([&head[..], data, &crc].concat())
+    }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Meta {
