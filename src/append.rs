@@ -33,8 +33,9 @@ use crate::Lsn;
 /// while copying it (below it, the separate checksum costs less than the fused kernel's setup).
 const FUSED_FROM: usize = 512;
 
-/// Batches up to this many bytes on media are assembled on the stack and stored at once.
-const BATCH_BUF: usize = 4096;
+/// Batches up to this many bytes on media are assembled on the stack and stored at once, with
+/// non-temporal stores from `Log::batch_nt_threshold`.
+pub(crate) const BATCH_BUF: usize = 4096;
 
 impl<M: Media> Log<M> {
     /// Appends one entry and returns its LSN once the entry — and every entry before it — is
@@ -61,7 +62,7 @@ impl<M: Media> Log<M> {
             }
         }
         let total = format::entry_len(payload.len());
-        self.prefetch_end(total);
+        self.prefetch_end(total, total >= self.nt_threshold);
         let crc = self.crc_unless_fused(payload, total);
         let lsns = self.append_entries(&[payload], &[crc], total)?;
         Ok(lsns.start)
@@ -93,13 +94,20 @@ impl<M: Media> Log<M> {
         let longest = payloads.iter().map(|p| p.len()).max().unwrap_or(0);
         self.check_payload_len(longest)?;
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
-        self.prefetch_end(total);
-        if payloads.len() > 1 && total <= BATCH_BUF {
+        let small = payloads.len() > 1 && total <= BATCH_BUF;
+        let nt = total
+            >= if small {
+                self.batch_nt_threshold
+            } else {
+                self.nt_threshold
+            };
+        self.prefetch_end(total, nt);
+        if small {
             // Size classes, so that a small batch zeroes little more stack than it needs.
             return match total {
-                ..=1024 => self.append_small_batch::<1024>(payloads, total),
-                1025..=2048 => self.append_small_batch::<2048>(payloads, total),
-                _ => self.append_small_batch::<BATCH_BUF>(payloads, total),
+                ..=1024 => self.append_small_batch::<1024>(payloads, total, nt),
+                1025..=2048 => self.append_small_batch::<2048>(payloads, total, nt),
+                _ => self.append_small_batch::<BATCH_BUF>(payloads, total, nt),
             };
         }
         let crcs: Vec<Option<u32>> = payloads
@@ -109,13 +117,15 @@ impl<M: Media> Log<M> {
         self.append_entries(payloads, &crcs, total)
     }
 
-    /// A batch of `total <= N` bytes on media, assembled on the stack and stored with one copy.
-    /// The payloads and their checksums go in before the reservation, which leaves only the
-    /// headers (they hold the LSNs) to fill in while later appenders may be waiting on it.
+    /// A batch of `total <= N` bytes on media, assembled on the stack and stored with one copy
+    /// (non-temporal stores if `nt`). The payloads and their checksums go in before the
+    /// reservation, which leaves only the headers (they hold the LSNs) to fill in while later
+    /// appenders may be waiting on it.
     fn append_small_batch<const N: usize>(
         &self,
         payloads: &[&[u8]],
         total: usize,
+        nt: bool,
     ) -> Result<Range<Lsn>> {
         let mut buf = [0u8; N];
         let mut at = 0;
@@ -135,7 +145,7 @@ impl<M: Media> Log<M> {
         if let [p] = odd {
             put(p, format::payload_crc(self.sb.salt, p));
         }
-        self.reserve_and_store(payloads, total, |claim, first, nt| {
+        self.reserve_and_store(payloads, total, nt, |claim, first, nt| {
             // (Read after the reservation: a suffix truncation changes it while no
             // reservation exists.)
             let epoch = self.epoch();
@@ -238,7 +248,8 @@ impl<M: Media> Log<M> {
         total: usize,
     ) -> Result<Range<Lsn>> {
         let salt = self.sb.salt;
-        self.reserve_and_store(payloads, total, |claim, first, nt| {
+        let nt = total >= self.nt_threshold;
+        self.reserve_and_store(payloads, total, nt, |claim, first, nt| {
             let epoch = self.epoch();
             let mut pos = claim.start();
             for (i, (payload, &pcrc)) in payloads.iter().zip(crcs).enumerate() {
@@ -264,15 +275,16 @@ impl<M: Media> Log<M> {
     }
 
     /// Reserves room for entries of the lengths of `payloads` (`total` bytes on media), has
-    /// `store(claim, first_lsn, nt)` store them, then persists and publishes them. If `store`
-    /// panics, the reservation is filled with padding ([`Abandoned`]).
+    /// `store(claim, first_lsn, nt)` store them (with non-temporal stores if `nt`), then
+    /// persists and publishes them. If `store` panics, the reservation is filled with padding
+    /// ([`Abandoned`]).
     fn reserve_and_store(
         &self,
         payloads: &[&[u8]],
         total: usize,
+        nt: bool,
         store: impl FnOnce(&Claim, Lsn, bool),
     ) -> Result<Range<Lsn>> {
-        let nt = total >= self.nt_threshold;
         let resv = self.reserve(payloads, total)?;
         let first = resv.first;
         let mut guard = Abandoned {

@@ -79,7 +79,9 @@ pub struct Log<M: Media = MmapMedia> {
     /// LSN of the last durable entry; `first_lsn - 1` when the log is empty.
     pub(crate) last_lsn: Padded<AtomicU64>,
     pub(crate) nt_threshold: usize,
-    /// The host's measurement the threshold came from, if it did.
+    /// The same for small batches, stored as one run ([`Log::batch_nt_threshold`]).
+    pub(crate) batch_nt_threshold: usize,
+    /// The host's measurement the thresholds came from, if they did.
     pub(crate) calibration: Option<&'static crate::calibrate::Calibration>,
     pub(crate) read_only: bool,
     pub(crate) report: RecoveryReport,
@@ -579,20 +581,34 @@ impl<M: Media> Log<M> {
         });
         let token = pmem.token();
         let persistence = pmem.media().persistence();
-        let (nt_threshold, calibration) = if pmem.media().stores_by_write() {
+        let (nt_threshold, batch_nt_threshold, calibration) = if pmem.media().stores_by_write() {
             // (Stores are `pwrite`s: the kernel copies, and one write per entry beats the
             // two or three of the non-temporal path.)
-            (usize::MAX, None)
+            (usize::MAX, usize::MAX, None)
         } else if !persistence.is_cpu_flush() {
-            let t = opts.resolved_nt_threshold();
-            (t.unwrap_or(crate::group::MSYNC_NT_THRESHOLD), None)
-        } else if let Some(t) = opts.resolved_nt_threshold() {
-            (t, None)
-        } else if pmem.media().tune_for_host() && !read_only {
-            let c = crate::calibrate::for_flush(persistence);
-            (c.nt_threshold, Some(c))
+            let t = crate::group::MSYNC_NT_THRESHOLD;
+            let single = opts.resolved_nt_threshold().unwrap_or(t);
+            (
+                single,
+                opts.resolved_batch_nt_threshold().unwrap_or(t),
+                None,
+            )
         } else {
-            (crate::options::DEFAULT_NT_THRESHOLD, None)
+            let (single, batch) = (
+                opts.resolved_nt_threshold(),
+                opts.resolved_batch_nt_threshold(),
+            );
+            // The host's measurement, where a threshold is left to it.
+            let calibration = (pmem.media().tune_for_host()
+                && !read_only
+                && (single.is_none() || batch.is_none()))
+            .then(|| crate::calibrate::for_flush(persistence));
+            let default = crate::options::DEFAULT_NT_THRESHOLD;
+            (
+                single.unwrap_or(calibration.map_or(default, |c| c.nt_threshold)),
+                batch.unwrap_or(calibration.map_or(default, |c| c.batch_nt_threshold)),
+                calibration,
+            )
         };
         let log = Log {
             sb,
@@ -626,6 +642,7 @@ impl<M: Media> Log<M> {
             deleted: AtomicU64::new(0),
             last_lsn: Padded(AtomicU64::new(scan.next_lsn - 1)),
             nt_threshold,
+            batch_nt_threshold,
             calibration,
             read_only,
             report,
@@ -680,8 +697,17 @@ impl<M: Media> Log<M> {
         self.nt_threshold
     }
 
-    /// The measurement of this host the non-temporal threshold came from, or `None` if it was
-    /// set explicitly ([`Options::nt_threshold`]), the log does not use CPU flushes, or the
+    /// Batches of more than one entry and at most 4 KiB on media, which are assembled in one
+    /// buffer and stored with one copy, use non-temporal stores from this many bytes on media;
+    /// larger batches follow [`Log::nt_threshold`]. The host's calibration chooses it apart
+    /// (one run of bytes does not cross over where single entries do), unless
+    /// [`Options::batch_nt_threshold`] or [`Options::nt_threshold`] sets it.
+    pub fn batch_nt_threshold(&self) -> usize {
+        self.batch_nt_threshold
+    }
+
+    /// The measurement of this host the non-temporal thresholds came from, or `None` if both
+    /// were set explicitly ([`Options::nt_threshold`]), the log does not use CPU flushes, or the
     /// media do not ask for it.
     pub fn calibration(&self) -> Option<&'static crate::calibrate::Calibration> {
         self.calibration

@@ -65,6 +65,7 @@ pub struct Options {
     pub(crate) persistence: Option<PersistenceChoice>,
     pub(crate) flush: Option<Persistence>,
     pub(crate) nt_threshold: Option<usize>,
+    pub(crate) batch_nt_threshold: Option<usize>,
     pub(crate) env: bool,
     pub(crate) recovery: RecoveryMode,
     pub(crate) tail_hint_every: Option<u64>,
@@ -92,6 +93,7 @@ impl Options {
             persistence: None,
             flush: None,
             nt_threshold: None,
+            batch_nt_threshold: None,
             env: false,
             recovery: RecoveryMode::TolerateTornTail,
             tail_hint_every: None,
@@ -189,10 +191,20 @@ impl Options {
 
     /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
     /// `usize::MAX` disables them, 0 uses them always. Unset, a log file measures the
-    /// crossover on this host ([`crate::calibrate`]). No effect in msync mode on a disk-backed
-    /// file, where stores are `pwrite`s (docs/DISK.md, section 3).
+    /// crossover on this host ([`crate::calibrate`]). It also sets the threshold of small
+    /// batches unless [`Options::batch_nt_threshold`] does. No effect in msync mode on a
+    /// disk-backed file, where stores are `pwrite`s (docs/DISK.md, section 3).
     pub fn nt_threshold(mut self, bytes: usize) -> Self {
         self.nt_threshold = Some(bytes);
+        self
+    }
+
+    /// Batches of more than one entry and at most 4 KiB on media (assembled in one buffer
+    /// and stored with one copy) of at least this many bytes use non-temporal stores. Unset,
+    /// it is [`Options::nt_threshold`] if that is set, else the host's calibration, which times
+    /// such batches apart from single appends ([`Log::batch_nt_threshold`](crate::Log::batch_nt_threshold)).
+    pub fn batch_nt_threshold(mut self, bytes: usize) -> Self {
+        self.batch_nt_threshold = Some(bytes);
         self
     }
 
@@ -324,6 +336,14 @@ impl Options {
     pub(crate) fn resolved_nt_threshold(&self) -> Option<usize> {
         debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
         self.nt_threshold
+    }
+
+    /// The small batches' threshold set explicitly, by [`Options::batch_nt_threshold`] or else
+    /// by [`Options::nt_threshold`] (or the environment's); `None` leaves it to the host's
+    /// calibration.
+    pub(crate) fn resolved_batch_nt_threshold(&self) -> Option<usize> {
+        debug_assert!(!self.env, "options not resolved (Options::resolve_env)");
+        self.batch_nt_threshold.or(self.nt_threshold)
     }
 
     pub(crate) fn resolved_huge_page_align(&self) -> bool {

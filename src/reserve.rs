@@ -242,14 +242,14 @@ impl<M: Media> Log<M> {
     /// appends are in flight: the lines may be theirs, being written, and pulling them away
     /// would slow them down.
     #[inline]
-    pub(crate) fn prefetch_end(&self, total: usize) {
+    pub(crate) fn prefetch_end(&self, total: usize, nt: bool) {
         if cfg!(loom) {
             return; // a hint only: not a step for the model to explore
         }
         let st = State::unpack(self.resv.load_torn());
         let published = self.published.load(Ordering::Relaxed);
         if st.ticket.wrapping_sub(published) & TICKET_MASK == 0 {
-            if total < self.nt_threshold && total <= PREFETCH_MAX {
+            if !nt && total <= PREFETCH_MAX {
                 self.prefetch_lines(st.tail, st.tail + total + ENTRY_ALIGN);
             } else {
                 self.pmem.media().prefetch(st.tail + total);

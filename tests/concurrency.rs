@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use common::media::FaultyMedia;
+
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use daxlog::{Error, Log, Media, Options, Persistence, PersistenceChoice};
+use daxlog::{Error, Log, Options, Persistence, PersistenceChoice};
 
 /// A payload that says who wrote it and checks itself: thread, sequence, length, then bytes
 /// derived from them.
@@ -246,74 +247,6 @@ fn appenders_beyond_the_ring_are_combined_where_syncs_are_slow() {
     eprintln!("combined somewhere: {combined_somewhere}");
     drop(done);
     watchdog.join().unwrap();
-}
-
-/// Media over a vector that panics on one chosen store (the first store of the `n`-th
-/// reservation's entry), once.
-struct FaultyMedia {
-    bytes: Box<[UnsafeCell<u8>]>,
-    panic_at_store: AtomicUsize,
-    stores: AtomicUsize,
-    armed: AtomicBool,
-    /// The drain (counted from 0) that fails, once.
-    fail_drain: AtomicUsize,
-    drains: AtomicUsize,
-}
-
-// SAFETY: the engine guarantees that stores never overlap live reads or other stores.
-unsafe impl Sync for FaultyMedia {}
-
-impl FaultyMedia {
-    fn new(len: usize) -> Self {
-        FaultyMedia {
-            bytes: (0..len).map(|_| UnsafeCell::new(0)).collect(),
-            panic_at_store: AtomicUsize::new(usize::MAX),
-            stores: AtomicUsize::new(0),
-            armed: AtomicBool::new(false),
-            fail_drain: AtomicUsize::new(usize::MAX),
-            drains: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Media for FaultyMedia {
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-    fn persistence(&self) -> Persistence {
-        Persistence::Clwb
-    }
-    unsafe fn read(&self, off: usize, len: usize) -> &[u8] {
-        // SAFETY: in bounds per the caller; UnsafeCell<u8> has u8's layout.
-        unsafe { std::slice::from_raw_parts(self.bytes[off..off + len].as_ptr() as *const u8, len) }
-    }
-    unsafe fn store(&self, off: usize, src: &[u8]) {
-        let n = self.stores.fetch_add(1, Ordering::SeqCst);
-        if self.armed.load(Ordering::SeqCst) && n == self.panic_at_store.load(Ordering::SeqCst) {
-            self.armed.store(false, Ordering::SeqCst);
-            panic!("injected fault at store {n}");
-        }
-        // SAFETY: in bounds and exclusive per the caller.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.bytes[off].get(), src.len()) }
-    }
-    unsafe fn store_nt(&self, off: usize, src: &[u8]) {
-        // SAFETY: as for `store`.
-        unsafe { self.store(off, src) }
-    }
-    fn flush(&self, _off: usize, _len: usize) {}
-    fn drain(&self) -> std::io::Result<()> {
-        let n = self.drains.fetch_add(1, Ordering::SeqCst);
-        if self
-            .fail_drain
-            .compare_exchange(n, usize::MAX, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            return Err(std::io::Error::other(format!(
-                "injected failure of drain {n}"
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// Runs `f` on a thread of its own and returns its result, failing the test if it takes more

@@ -376,6 +376,10 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                 .persistence()
                 .is_cpu_flush()
                 .then(|| crate::calibrate::for_flush(log.persistence()).nt_threshold),
+            "batch_nt_threshold": log
+                .persistence()
+                .is_cpu_flush()
+                .then(|| crate::calibrate::for_flush(log.persistence()).batch_nt_threshold),
             "map_sync": log.map_sync(),
             "durable": log.is_durable(),
             "tail_state": tail,
