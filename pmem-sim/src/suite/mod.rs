@@ -55,33 +55,40 @@ pub use session::{encode_entry, Cut, Session};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
     /// Name of the engine configuration: `clwb-nt-never`, `clwb-nt-always`, `clwb-nt-256`,
-    /// `msync` or `msync-nt-256` (and the other flush instructions' `clflushopt-nt-256`,
-    /// `clflush-nt-256`).
+    /// `clwb-nt-batches`, `clwb-nt-singles`, `msync` or `msync-nt-256` (and the other flush
+    /// instructions' `clflushopt-nt-256`, `clflush-nt-256`).
     pub config: &'static str,
     /// The barrier the simulated media reports.
     pub persistence: Persistence,
     /// `Options::nt_threshold`.
     pub nt_threshold: usize,
+    /// `Options::batch_nt_threshold`: the same as `nt_threshold` but in the split variants.
+    pub batch_nt_threshold: usize,
     /// The crash model.
     pub model: Model,
 }
 
 /// Every variant the suite runs: CLWB media with non-temporal stores never, always (the engine's
-/// default) and from 256 bytes (the mixed case), each under the strict and the per-line model;
+/// default) and from 256 bytes (the mixed case), and split between the two kinds of append that
+/// have thresholds of their own (small batches non-temporal and the rest cached, as a host's
+/// calibration may choose, and the reverse), each under the strict and the per-line model;
 /// msync media under the page model and the strict model, and with non-temporal stores from 256
 /// bytes (the path of msync appends from the non-temporal threshold on) under the page model.
 pub fn variants() -> Vec<Variant> {
     let mut v = Vec::new();
-    for (config, nt_threshold) in [
-        ("clwb-nt-never", usize::MAX),
-        ("clwb-nt-always", 0),
-        ("clwb-nt-256", 256),
+    for (config, nt_threshold, batch_nt_threshold) in [
+        ("clwb-nt-never", usize::MAX, usize::MAX),
+        ("clwb-nt-always", 0, 0),
+        ("clwb-nt-256", 256, 256),
+        ("clwb-nt-batches", usize::MAX, 0),
+        ("clwb-nt-singles", 0, usize::MAX),
     ] {
         for model in [Model::Strict, Model::Line] {
             v.push(Variant {
                 config,
                 persistence: Persistence::Clwb,
                 nt_threshold,
+                batch_nt_threshold,
                 model,
             });
         }
@@ -91,6 +98,7 @@ pub fn variants() -> Vec<Variant> {
             config: "msync",
             persistence: Persistence::Msync,
             nt_threshold: usize::MAX,
+            batch_nt_threshold: usize::MAX,
             model,
         });
     }
@@ -98,6 +106,7 @@ pub fn variants() -> Vec<Variant> {
         config: "msync-nt-256",
         persistence: Persistence::Msync,
         nt_threshold: 256,
+        batch_nt_threshold: 256,
         model: Model::Msync,
     });
     // The other CPU flush instructions: the model treats them like CLWB (each guaranteed only
@@ -106,12 +115,14 @@ pub fn variants() -> Vec<Variant> {
         config: "clflushopt-nt-256",
         persistence: Persistence::ClflushOpt,
         nt_threshold: 256,
+        batch_nt_threshold: 256,
         model: Model::Strict,
     });
     v.push(Variant {
         config: "clflush-nt-256",
         persistence: Persistence::Clflush,
         nt_threshold: 256,
+        batch_nt_threshold: 256,
         model: Model::Line,
     });
     v
@@ -119,7 +130,14 @@ pub fn variants() -> Vec<Variant> {
 
 impl Variant {
     fn opts(&self) -> Options {
-        Options::new().nt_threshold(self.nt_threshold)
+        Options::new()
+            .nt_threshold(self.nt_threshold)
+            .batch_nt_threshold(self.batch_nt_threshold)
+    }
+
+    /// True if single appends and small batches take different store paths.
+    pub fn split(&self) -> bool {
+        self.nt_threshold != self.batch_nt_threshold
     }
 }
 

@@ -34,13 +34,24 @@ pub struct Scenario {
     pub run: fn(&mut Runner) -> Option<()>,
 }
 
-/// The CLWB and msync variants.
+/// The CLWB and msync variants (the split ones aside).
 fn all(v: &Variant) -> bool {
+    with_split(v) && !v.split()
+}
+
+/// The CLWB and msync variants, with those whose single appends and small batches take
+/// different store paths: for the scenarios that append batches beside single entries.
+fn with_split(v: &Variant) -> bool {
     matches!(v.persistence, Persistence::Clwb | Persistence::Msync)
 }
 
-/// Every variant, CLFLUSHOPT and CLFLUSH media included.
-fn every_flush(_: &Variant) -> bool {
+/// Every variant, CLFLUSHOPT and CLFLUSH media included (the split ones aside).
+fn every_flush(v: &Variant) -> bool {
+    !v.split()
+}
+
+/// [`every_flush`] and the split variants.
+fn every_flush_with_split(_: &Variant) -> bool {
     true
 }
 
@@ -66,24 +77,24 @@ pub const SCENARIOS: &[Scenario] = &[
     // kind     name                     body                                   variants         what it exercises
     row(Fixed,  "sizes",                 basic::sizes,                          every_flush,     "single appends of every size around word, line, NT, page"),
     row(Random, "sizes-random",          basic::sizes_random,                   all,             "random sizes at random alignments until the log is full"),
-    row(Fixed,  "batch",                 basic::batch,                          every_flush,     "append_batch of 1 to 6 entries, small and large; padding"),
-    row(Random, "full",                  basic::full,                           every_flush,     "appends until Full, then an entry to the last byte"),
+    row(Fixed,  "batch",                 basic::batch,                          every_flush_with_split, "append_batch of 1 to 6 entries, small and large; padding"),
+    row(Random, "full",                  basic::full,                           every_flush_with_split, "appends until Full, then an entry to the last byte"),
     row(Random, "reopen",                basic::reopen,                         all,             "sessions from random crash images of the previous one"),
     row(Fixed,  "superblock-repair",     basic::superblock_repair,              strict_or_msync, "crashes inside the repair of a damaged superblock copy"),
     row(Fixed,  "torn-shorter",          stale::torn_shorter,                   all,             "shorter appends over a torn long entry's remains"),
-    row(Fixed,  "stale-batch",           stale::stale_batch,                    all,             "a tail that lands on a torn batch's whole later entry"),
+    row(Fixed,  "stale-batch",           stale::stale_batch,                    with_split,      "a tail that lands on a torn batch's whole later entry"),
     row(Fixed,  "forged-payload",        stale::forged_payload,                 all,             "payloads holding encoded entries, acknowledged and torn"),
     row(Fixed,  "wipe-revival",          stale::wipe_revival,                   strict_or_msync, "a crash in the wipe of an append torn in a zero word"),
     row(Fixed,  "reuse",                 stale::reuse,                          strict_or_msync, "create_on over media holding an old log"),
     row(Random, "truncate-head",         reuse::truncate_head,                  all,             "truncate_before in a plain and a wrapped log; reset"),
-    row(Random, "wrap-first-append",     reuse::wrap_first_append,              all,             "the first append (or batch) that wraps"),
-    row(Fixed,  "wrap-batch-torn",       reuse::wrap_batch_torn,                all,             "a wrapped batch torn after its first entries"),
+    row(Random, "wrap-first-append",     reuse::wrap_first_append,              with_split,      "the first append (or batch) that wraps"),
+    row(Fixed,  "wrap-batch-torn",       reuse::wrap_batch_torn,                with_split,      "a wrapped batch torn after its first entries"),
     row(Fixed,  "old-lap-past-tail",     reuse::old_lap_past_tail,              all,             "an earlier lap's valid entry right at the tail"),
     row(Random, "many-laps",             reuse::many_laps,                      all,             "over 100 wraps of random operations; sampled points"),
     row(Random, "truncate-suffix",       reuse::truncate_suffix,                every_flush,     "truncate_after and reset, crashes at both barriers"),
     row(Fixed,  "suffix-revival",        reuse::suffix_revival,                 all,             "a crash between truncate_after's barriers, then a wrap"),
     row(Fixed,  "suffix-all-wrap",       reuse::suffix_all_wrap,                all,             "every entry deleted near the end, then a wrapping append"),
-    row(Random, "concurrent",            concurrent::concurrent,                all,             "two and three appenders: plain, wrapping, hinted"),
+    row(Random, "concurrent",            concurrent::concurrent,                with_split,      "two and three appenders: plain, wrapping, hinted"),
     row(Random, "tail-hint",             hint::tail_hint,                       all,             "the tail hint through appends, truncations and a wrap"),
     row(Fixed,  "suffix-wrap-suffix",    reuse::suffix_wrap_suffix,             all,             "truncate_after, a wrap, truncate_after above the cut"),
     row(Random, "concurrent-truncate",   concurrent::concurrent_truncate,       all,             "truncations around concurrent phases (CONCURRENT flag)"),
