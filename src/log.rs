@@ -690,9 +690,10 @@ impl<M: Media> Log<M> {
         self.pmem.media().persistence()
     }
 
-    /// Appends (or batches) of at least this many bytes on media use non-temporal stores;
-    /// smaller ones cached stores and a write-back of each line (`usize::MAX`: never
-    /// non-temporal, as in `msync` mode on a disk-backed file, where stores are `pwrite`s).
+    /// Appends (and batches over 4 KiB on media) of at least this many bytes on media use
+    /// non-temporal stores; smaller ones cached stores and a write-back of each line
+    /// (`usize::MAX`: never non-temporal, as in `msync` mode on a disk-backed file, where
+    /// stores are `pwrite`s). Small batches follow [`Log::batch_nt_threshold`].
     pub fn nt_threshold(&self) -> usize {
         self.nt_threshold
     }

@@ -202,7 +202,9 @@ impl Options {
     /// Batches of more than one entry and at most 4 KiB on media (assembled in one buffer
     /// and stored with one copy) of at least this many bytes use non-temporal stores. Unset,
     /// it is [`Options::nt_threshold`] if that is set, else the host's calibration, which times
-    /// such batches apart from single appends ([`Log::batch_nt_threshold`](crate::Log::batch_nt_threshold)).
+    /// such batches apart from single appends ([`Log::batch_nt_threshold`](crate::Log::batch_nt_threshold));
+    /// in msync mode, 64 KiB. No effect in msync mode on a disk-backed file, where stores are
+    /// `pwrite`s.
     pub fn batch_nt_threshold(mut self, bytes: usize) -> Self {
         self.batch_nt_threshold = Some(bytes);
         self

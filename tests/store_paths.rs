@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::media::FaultyMedia;
-use daxlog::{Log, Options, PersistenceChoice};
+use daxlog::{Log, Media, Options, PersistenceChoice};
 
 /// Non-temporal stores made by `f` on `log`'s media.
 fn nt_stores_of(log: &Log<FaultyMedia>, f: impl FnOnce()) -> usize {
@@ -131,4 +131,51 @@ fn an_explicit_nt_threshold_sets_both_and_the_host_chooses_the_rest() {
         log.calibration().is_none(),
         "calibrated with both thresholds set"
     );
+}
+
+#[test]
+fn msync_mode_takes_explicit_thresholds_and_a_disk_takes_none() {
+    for dir in common::temp_dirs() {
+        let path = dir.path().join("log.dax");
+        let make = |opts: Options| {
+            let log = Log::create(
+                &path,
+                &opts
+                    .persistence(PersistenceChoice::ForceMsync)
+                    .overwrite(true),
+            )
+            .unwrap();
+            assert!(log.calibration().is_none(), "calibrated in msync mode");
+            (
+                log.media().stores_by_write(),
+                log.nt_threshold(),
+                log.batch_nt_threshold(),
+            )
+        };
+        let (by_write, single, batch) = make(Options::new());
+        if by_write {
+            // Stores are `pwrite`s: no non-temporal path, whatever the options say.
+            assert_eq!((single, batch), (usize::MAX, usize::MAX));
+            let (_, single, batch) = make(Options::new().nt_threshold(0).batch_nt_threshold(0));
+            assert_eq!(
+                (single, batch),
+                (usize::MAX, usize::MAX),
+                "{}",
+                dir.path().display()
+            );
+            continue;
+        }
+        // Memory (tmpfs): non-temporal stores from 64 KiB unless set.
+        assert_eq!((single, batch), (64 << 10, 64 << 10));
+        let (_, single, batch) = make(Options::new().nt_threshold(256));
+        assert_eq!((single, batch), (256, 256));
+        let (_, single, batch) = make(Options::new().batch_nt_threshold(128));
+        assert_eq!((single, batch), (64 << 10, 128));
+        let (_, single, batch) = make(
+            Options::new()
+                .nt_threshold(0)
+                .batch_nt_threshold(usize::MAX),
+        );
+        assert_eq!((single, batch), (0, usize::MAX));
+    }
 }
