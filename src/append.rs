@@ -62,9 +62,10 @@ impl<M: Media> Log<M> {
             }
         }
         let total = format::entry_len(payload.len());
-        self.prefetch_end(total, total >= self.nt_threshold);
-        let crc = self.crc_unless_fused(payload, total);
-        let lsns = self.append_entries(&[payload], &[crc], total)?;
+        let nt = total >= self.nt_threshold;
+        self.prefetch_end(total, nt);
+        let crc = self.crc_unless_fused(payload, nt);
+        let lsns = self.append_entries(&[payload], &[crc], total, nt)?;
         Ok(lsns.start)
     }
 
@@ -112,9 +113,9 @@ impl<M: Media> Log<M> {
         }
         let crcs: Vec<Option<u32>> = payloads
             .iter()
-            .map(|p| self.crc_unless_fused(p, total))
+            .map(|p| self.crc_unless_fused(p, nt))
             .collect();
-        self.append_entries(payloads, &crcs, total)
+        self.append_entries(payloads, &crcs, total, nt)
     }
 
     /// A batch of `total <= N` bytes on media, assembled on the stack and stored with one copy
@@ -189,10 +190,10 @@ impl<M: Media> Log<M> {
     }
 
     /// The payload checksum, computed now; or `None` if the payload will be checksummed while
-    /// it is copied (non-temporal stores for a reservation of `total` bytes, and a payload
-    /// large enough for the fused copy to pay).
-    fn crc_unless_fused(&self, payload: &[u8], total: usize) -> Option<u32> {
-        if payload.len() >= FUSED_FROM && total >= self.nt_threshold {
+    /// it is copied (stored with non-temporal stores, `nt`, and large enough for the fused
+    /// copy to pay).
+    fn crc_unless_fused(&self, payload: &[u8], nt: bool) -> Option<u32> {
+        if nt && payload.len() >= FUSED_FROM {
             None
         } else {
             Some(format::payload_crc(self.sb.salt, payload))
@@ -238,17 +239,18 @@ impl<M: Media> Log<M> {
         self.pmem.store_claimed(claim, pos, &first[..first_len], nt);
     }
 
-    /// Reserves, stores, persists and publishes `payloads`; returns their LSNs.
-    /// `crcs` holds each payload's checksum, or `None` for a payload to be checksummed while
-    /// it is stored ([`Log::crc_unless_fused`]); `total` is the bytes of all entries on media.
+    /// Reserves, stores (non-temporal stores if `nt`), persists and publishes `payloads`
+    /// entry by entry; returns their LSNs. `crcs` holds each payload's checksum, or `None` for
+    /// a payload to be checksummed while it is stored ([`Log::crc_unless_fused`] with the same
+    /// `nt`); `total` is the bytes of all entries on media.
     fn append_entries(
         &self,
         payloads: &[&[u8]],
         crcs: &[Option<u32>],
         total: usize,
+        nt: bool,
     ) -> Result<Range<Lsn>> {
         let salt = self.sb.salt;
-        let nt = total >= self.nt_threshold;
         self.reserve_and_store(payloads, total, nt, |claim, first, nt| {
             let epoch = self.epoch();
             let mut pos = claim.start();
