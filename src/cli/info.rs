@@ -353,6 +353,11 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     } else {
         0
     };
+    // The append path this host's calibration chooses (CPU flushes only; measured once).
+    let calibration = log
+        .persistence()
+        .is_cpu_flush()
+        .then(|| crate::calibrate::for_flush(log.persistence()));
     let mut out = io::stdout().lock();
     if a.json {
         let v = json!({
@@ -372,14 +377,8 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "last_lsn": log.last_lsn(),
             "next_lsn": log.next_lsn(),
             "persistence": log.persistence().name(),
-            "nt_threshold": log
-                .persistence()
-                .is_cpu_flush()
-                .then(|| crate::calibrate::for_flush(log.persistence()).nt_threshold),
-            "batch_nt_threshold": log
-                .persistence()
-                .is_cpu_flush()
-                .then(|| crate::calibrate::for_flush(log.persistence()).batch_nt_threshold),
+            "nt_threshold": calibration.map(|c| c.nt_threshold),
+            "batch_nt_threshold": calibration.map(|c| c.batch_nt_threshold),
             "map_sync": log.map_sync(),
             "durable": log.is_durable(),
             "tail_state": tail,
@@ -476,10 +475,9 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             ("persistence".into(), mode),
             (
                 "append path".into(),
-                if log.persistence().is_cpu_flush() {
-                    crate::calibrate::for_flush(log.persistence()).describe()
-                } else {
-                    "msync of the pages an append touched".into()
+                match calibration {
+                    Some(c) => c.describe(),
+                    None => "msync of the pages an append touched".into(),
                 },
             ),
             (
