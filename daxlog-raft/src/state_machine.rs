@@ -256,10 +256,11 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, DaxError> {
 
 /// `e`, a snapshot file's error, with the file's path.
 fn in_file(path: &Path, e: DaxError) -> DaxError {
-    match e {
-        DaxError::BadSnapshot(why) => DaxError::BadSnapshot(format!("{}: {why}", path.display())),
-        e => DaxError::BadSnapshot(format!("{}: {e}", path.display())),
-    }
+    let why = match e {
+        DaxError::BadSnapshot(why) => why,
+        e => e.to_string(),
+    };
+    DaxError::BadSnapshot(format!("{}: {why}", path.display()))
 }
 
 /// `e`, an error decoding snapshot data, said of `what`.
