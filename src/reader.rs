@@ -743,6 +743,9 @@ impl Reader {
         if overflow(self.map.word(DELETIONS_OFFSET).load(Ordering::Acquire)) {
             from = from.min(head_before);
         }
+        // No truncation deleted below `head_before`: a lower word (LSN 0 among them) was never
+        // written by one, which a count damaged upwards makes this reader read.
+        let from = from.max(head_before);
         self.deletions = now;
         // Nothing this reader returned or passed. (During a walk back to an earlier deletion,
         // `next` lies below what it returned.)

@@ -1370,6 +1370,60 @@ fn a_damaged_deletion_count_is_survived() {
     assert_eq!(rest.last(), Some(&(2, b"B".to_vec())), "{rest:?}");
 }
 
+/// A count of suffix truncations damaged upwards while a reader runs makes it read ring words
+/// no truncation wrote (zeros): it must not take LSN 0 as the first deleted one (which lies
+/// below every head, and `0 - 1` below that) but go back no further than the head it knew.
+#[test]
+fn a_count_damaged_while_a_reader_runs_rewinds_no_further_than_the_head() {
+    use std::os::unix::fs::FileExt;
+    if child_role() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for p in [&b"a"[..], b"b", b"c", b"d"] {
+        log.append(p).unwrap();
+    }
+    let mut r = Reader::open(&path).unwrap();
+    for want in [&b"a"[..], b"b", b"c", b"d"] {
+        assert_eq!(r.next_entry().unwrap().unwrap().payload, want);
+    }
+    // Three truncations counted that never wrote the ring; then a change of the slot that
+    // leaves the count alone (a prefix truncation), which makes the reader look.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&3u64.to_le_bytes(), daxlog::format::DELETIONS_OFFSET as u64)
+        .unwrap();
+    log.truncate_before(2).unwrap();
+    log.append(b"e").unwrap();
+    // The reader cannot tell which of the entries it returned were deleted: it goes back to
+    // the head it knew (LSN 1, now below the head: reported as truncated), never below.
+    let mut seen = Vec::new();
+    let mut rewound = Vec::new();
+    for _ in 0..20 {
+        match r.next_entry() {
+            Ok(Some(e)) => seen.push((e.lsn, e.payload)),
+            Ok(None) => break,
+            Err(Error::Rewound { from, .. }) => rewound.push(from),
+            Err(Error::Truncated { .. }) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(rewound, vec![1], "seen {seen:?}");
+    assert_eq!(
+        seen,
+        vec![
+            (2, b"b".to_vec()),
+            (3, b"c".to_vec()),
+            (4, b"d".to_vec()),
+            (5, b"e".to_vec())
+        ]
+    );
+}
+
 /// A reader asked to wait for ever (`Duration::MAX`) waits for the next entry; it does not
 /// overflow.
 #[test]
