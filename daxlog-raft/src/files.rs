@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What can go wrong below openraft: the daxlog itself, encoding, or plain file I/O.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DaxError {
     /// An error of the underlying daxlog.
     #[error(transparent)]
