@@ -230,7 +230,9 @@ pub enum Error {
 
     /// The log refuses appends: a persistence barrier failed (durability of the appends in
     /// flight is unknown), or an appender panicked while publishing. Reopen the log to
-    /// recover it; every acknowledged append is durable.
+    /// recover it; every acknowledged append is durable. (After a failed `msync` the reopen
+    /// writes the entries no append acknowledged back again, since the page cache may hold
+    /// them where the disk does not: it fails with an I/O error while the disk still fails.)
     #[error("{path}: the log refuses appends: {cause}")]
     Poisoned {
         /// The file.

@@ -566,6 +566,35 @@ impl Media for MmapMedia {
         true
     }
 
+    fn rewrite(&self, off: usize, len: usize) {
+        if !self.writable || self.mode != Persistence::Msync || self.in_memory || off >= self.len {
+            return;
+        }
+        let lo = off & !(PAGE - 1);
+        let hi = (off + len).min(self.len);
+        if lo >= hi {
+            return;
+        }
+        // Write faults mark the pages dirty and change no byte (`write_unwritten`).
+        // SAFETY: `[lo, hi)` lies inside our live mapping, `lo` page-aligned.
+        if unsafe { self.populate(lo, hi, MADV_POPULATE_WRITE) } {
+            return;
+        }
+        // (Before Linux 5.14, or where the faults failed.) The same bytes written again, from
+        // a copy: a failure is recorded, and the drain after the flush reports it.
+        let mut buf = vec![0u8; (hi - lo).min(1 << 20)];
+        let mut at = lo;
+        while at < hi {
+            let n = buf.len().min(hi - at);
+            // SAFETY: `[at, at + n)` lies inside our live mapping; the log's writer is the
+            // only one that stores into it, and it is recovering (no store runs meanwhile).
+            let src = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), n) };
+            buf[..n].copy_from_slice(src);
+            self.write_at(at, &buf[..n]);
+            at += n;
+        }
+    }
+
     #[inline]
     fn publish_for_readers(&self, next_lsn: u64) {
         if !self.writable {

@@ -175,6 +175,15 @@ pub trait Media: Send + Sync {
     /// [`Media::wants_read_ahead`] says so; a hint.
     fn read_ahead(&self, _off: usize, _len: usize) {}
 
+    /// Has the next [`Media::flush`] of `[off, off + len)` (in bounds) write those bytes back
+    /// even where the system holds them clean, without changing any. For a page cache: Linux
+    /// keeps a page whose write-back failed, with the bytes it could not write, and marks it
+    /// clean; the error is reported once, to the first sync that looks (which poisoned the
+    /// log that made it), and a later `msync` writes nothing of it. Recovery calls this for
+    /// the entries it cannot vouch for before it makes them durable. Media without such a
+    /// cache (CPU caches write back every line a flush names) ignore it.
+    fn rewrite(&self, _off: usize, _len: usize) {}
+
     /// Tells readers in other processes that every entry before `next_lsn` is durable (the
     /// reader area of the metadata page, format version 2; not a persistent structure, so no
     /// flush). Media that no other process can read ignore it.

@@ -182,6 +182,14 @@ pub(crate) fn repair_superblock<M: Media>(
 /// acknowledged), and those before the tail hint's entry were published: from the higher of
 /// the cut and where the scan began on, the entries are written back (lines already clean
 /// cost little; in msync mode the kernel skips clean pages), then drained.
+///
+/// In msync mode a page the kernel holds clean is not always on the disk: one whose
+/// write-back failed is kept with its new bytes and marked clean, and only the first sync
+/// that looked was told (the last session's, which then refused appends). So the entries no
+/// writer acknowledged, those from the LSN the reader area says was published last on (its
+/// value in the page cache, which a restart of the machine loses with the pages it would
+/// vouch for), are first marked to be written again ([`Media::rewrite`]): the drain then
+/// makes them durable or fails, and the open with it.
 pub(crate) fn persist_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     slot: &Slot,
@@ -192,28 +200,67 @@ pub(crate) fn persist_recovered<M: Media>(
     if from >= scan.next_lsn {
         return Ok(());
     }
-    // The offset of an entry at or before `from`: the index's, else where the scan began.
-    let began = if scan.scanned_from == slot.head_lsn {
-        slot.head_offset as usize
-    } else {
-        slot.hint_offset as usize
+    let head = slot.head_offset as usize;
+    // `f` over the live bytes from `start` (an entry's offset) to the tail, in one or two
+    // ranges (from the first part across the wrap).
+    let each_range = |start: usize, f: &mut dyn FnMut(usize, usize)| {
+        if start >= head && scan.tail < head && scan.wrap_at > 0 {
+            f(start, scan.wrap_at - start);
+            f(DATA_OFFSET, scan.tail - DATA_OFFSET);
+        } else if scan.tail > start {
+            f(start, scan.tail - start);
+        }
     };
-    let start = match from.checked_sub(scan.index_base) {
+    let published = u64::from_le_bytes(
+        pmem.view(format::PUBLISHED_OFFSET, 8)
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let doubt = from.max(published);
+    if doubt < scan.next_lsn {
+        let image = pmem.view(0, pmem.media().len());
+        let at = offset_of(image, slot, scan, doubt);
+        let media = pmem.media();
+        each_range(at, &mut |off, len| media.rewrite(off, len));
+    }
+    let start = anchor_before(slot, scan, from).0;
+    each_range(start, &mut |off, len| pmem.flush(off, len));
+    pmem.drain().map_err(|e| Error::io(path, "drain", e))
+}
+
+/// An entry at or before accepted entry `lsn` (at or after where the scan began): its offset
+/// and LSN, from the scan's index, else where the scan began.
+fn anchor_before(slot: &Slot, scan: &Scan, lsn: Lsn) -> (usize, Lsn) {
+    match lsn.checked_sub(scan.index_base) {
         Some(d) if !scan.index.is_empty() => {
             let k = ((d / crate::index::INDEX_STRIDE) as usize).min(scan.index.len() - 1);
-            scan.index[k] as usize
+            (
+                scan.index[k] as usize,
+                scan.index_base + k as u64 * crate::index::INDEX_STRIDE,
+            )
         }
-        _ => began,
-    };
-    let head = slot.head_offset as usize;
-    if start >= head && scan.tail < head && scan.wrap_at > 0 {
-        // From the first part across the wrap.
-        pmem.flush(start, scan.wrap_at - start);
-        pmem.flush(DATA_OFFSET, scan.tail - DATA_OFFSET);
-    } else if scan.tail > start {
-        pmem.flush(start, scan.tail - start);
+        _ if scan.scanned_from == slot.head_lsn => (slot.head_offset as usize, slot.head_lsn),
+        _ => (slot.hint_offset as usize, scan.scanned_from),
     }
-    pmem.drain().map_err(|e| Error::io(path, "drain", e))
+}
+
+/// The offset of accepted entry `lsn` (at or after where the scan began, before its end),
+/// stepping over the accepted entries from [`anchor_before`]; that anchor's offset should
+/// the headers not lead there (they were all accepted: they do).
+fn offset_of(image: &[u8], slot: &Slot, scan: &Scan, lsn: Lsn) -> usize {
+    let (anchor, mut at) = anchor_before(slot, scan, lsn);
+    let mut pos = anchor;
+    while at < lsn {
+        let Some(bytes) = image.get(pos..pos + format::HEADER_LEN) else {
+            return anchor;
+        };
+        pos += format::EntryHeader::decode(bytes).entry_len();
+        at += 1;
+        if scan.wrap_at > 0 && pos == scan.wrap_at {
+            pos = DATA_OFFSET;
+        }
+    }
+    pos
 }
 
 /// Step 6: starts a new session and returns its slot, made durable: entries from here on must
