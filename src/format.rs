@@ -330,6 +330,30 @@ impl Slot {
         sane.then_some(s)
     }
 
+    /// The slot `b` holds if exactly one of its bits is wrong: a slot that does not decode
+    /// but does with one bit flipped, and with no other. (A slot write torn by a crash can be
+    /// one bit off too: the slot written over often differs from the new one in a single bit
+    /// of a word that did not reach media. Recovery asks for more evidence.)
+    pub fn decode_one_bit_off(b: &[u8], salt: u32, capacity: u64) -> Option<Self> {
+        if b.len() < SLOT_LEN || Self::decode(b, salt, capacity).is_some() {
+            return None;
+        }
+        let mut copy = [0u8; SLOT_LEN];
+        copy.copy_from_slice(&b[..SLOT_LEN]);
+        let mut found = None;
+        for bit in 0..SLOT_LEN * 8 {
+            copy[bit / 8] ^= 1 << (bit % 8);
+            if let Some(s) = Self::decode(&copy, salt, capacity) {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(s);
+            }
+            copy[bit / 8] ^= 1 << (bit % 8);
+        }
+        found
+    }
+
     /// Picks the current slot from the two copies.
     pub fn pick(a: Option<Slot>, b: Option<Slot>) -> Option<Slot> {
         match (a, b) {

@@ -406,6 +406,13 @@ impl<M: Media> Log<M> {
         let sb_bytes = sb.encode();
         pmem.store_exclusive(SB_PRIMARY_OFFSET, &sb_bytes);
         pmem.store_exclusive(SB_BACKUP_OFFSET, &sb_bytes);
+        if !zeroed {
+            // Over an earlier log: the new superblock (its salt) durable first, so that no
+            // crash leaves that log's slots half overwritten under its own salt, where a slot
+            // that was current would look damaged beside the entries written under it.
+            pmem.flush(0, SB_BACKUP_OFFSET + format::SB_LEN);
+            pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        }
         pmem.store_exclusive(Slot::offset_for(slot.seq), &slot.encode(sb.salt));
         let other = Slot::offset_for(slot.seq + 1);
         pmem.store_exclusive(other, &[0u8; SLOT_LEN]);
@@ -424,6 +431,7 @@ impl<M: Media> Log<M> {
             torn_bytes: 0,
             tail_state: walk::TailState::Clean,
             superblock_from_backup: false,
+            unreadable_slot: None,
             duration: Default::default(),
             persistence,
             damage: None,
@@ -506,7 +514,7 @@ impl<M: Media> Log<M> {
         }
         let mut pmem = Pmem::new(media, DATA_OFFSET);
         let (mut sb, from_backup) = recover::read_superblock(&mut pmem, path)?;
-        let slot = recover::read_current_slot(&mut pmem, &sb, path)?;
+        let (slot, unreadable) = recover::read_current_slot(&mut pmem, &sb, path)?;
         let use_hint = opts.resolved_tail_hint_every().is_some();
         let read_ahead = pmem.media().wants_read_ahead();
         let image = pmem.view(0, sb.capacity as usize);
@@ -523,7 +531,16 @@ impl<M: Media> Log<M> {
                 unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len, false) };
             }
         };
-        let scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
+        let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
+        let damaged_slot = recover::damaged_current_slot(image, sb.salt, &slot, &scan, unreadable);
+        // A salvage (read-only) reads the log by the damaged current slot, as it was.
+        let slot = match damaged_slot {
+            Some((_, newer, _)) if opts.recovery == RecoveryMode::Salvage => {
+                scan = walk::scan(image, sb.salt, &newer, use_hint, &ahead);
+                newer
+            }
+            _ => slot,
+        };
         if read_ahead && matches!(scan.state, walk::TailState::Torn { .. }) {
             // The damage search reads up to `SEARCH_BYTES` past where the scan stopped, and
             // the start of the data area up to the head (a salvage reads all of it).
@@ -541,6 +558,19 @@ impl<M: Media> Log<M> {
             }
         }
         check_mode(opts, writable, path)?;
+        if let Some((offset, _, beyond)) = damaged_slot {
+            if opts.recovery != RecoveryMode::Salvage {
+                return Err(Error::Corrupted {
+                    path: path.into(),
+                    offset,
+                    lsn: scan.next_lsn,
+                    reason: "the current metadata slot is damaged (one bit); the older copy \
+                             vouches for the entries before this LSN only"
+                        .into(),
+                    entries_beyond: beyond,
+                });
+            }
+        }
         let (damage, gaps) =
             recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
         let mut current = slot;
@@ -553,7 +583,16 @@ impl<M: Media> Log<M> {
             pmem.media().publish_for_readers(scan.next_lsn);
         }
         let persistence = pmem.media().persistence();
-        let report = recover::report(&scan, &slot, from_backup, persistence, damage, gaps, start);
+        let report = recover::report(
+            &scan,
+            &slot,
+            from_backup,
+            unreadable.map(|u| u.offset),
+            persistence,
+            damage,
+            gaps,
+            start,
+        );
         Ok(Self::assemble(
             pmem, sb, current, scan, opts, !writable, report, path, false,
         ))

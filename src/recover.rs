@@ -91,21 +91,71 @@ pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock
 }
 
 /// Step 2: the current metadata slot: of the two, the valid one with the larger `seq`.
+///
+/// Also returns the other slot if it does not decode and is not blank (slots never written
+/// are zero): a slot write torn by a crash, or damage.
 pub(crate) fn read_current_slot<M: Media>(
     pmem: &mut Pmem<M>,
     sb: &Superblock,
     path: &Path,
-) -> Result<Slot> {
+) -> Result<(Slot, Option<Unreadable>)> {
     let meta = pmem.view(0, DATA_OFFSET);
-    Slot::pick(
-        Slot::decode(&meta[SLOT0_OFFSET..], sb.salt, sb.capacity),
-        Slot::decode(&meta[SLOT1_OFFSET..], sb.salt, sb.capacity),
-    )
-    .ok_or_else(|| Error::CorruptedSuperblock {
-        path: path.into(),
-        offset: SLOT0_OFFSET as u64,
-        reason: "no valid metadata slot".into(),
-    })
+    let decoded = [SLOT0_OFFSET, SLOT1_OFFSET]
+        .map(|off| (off, Slot::decode(&meta[off..], sb.salt, sb.capacity)));
+    let slot =
+        Slot::pick(decoded[0].1, decoded[1].1).ok_or_else(|| Error::CorruptedSuperblock {
+            path: path.into(),
+            offset: SLOT0_OFFSET as u64,
+            reason: "no valid metadata slot".into(),
+        })?;
+    let unreadable = decoded
+        .iter()
+        .find(|(off, d)| d.is_none() && meta[*off..*off + SLOT_LEN].iter().any(|&b| b != 0))
+        .map(|&(off, _)| Unreadable {
+            offset: off as u64,
+            one_bit_off: Slot::decode_one_bit_off(&meta[off..], sb.salt, sb.capacity),
+        });
+    Ok((slot, unreadable))
+}
+
+/// A metadata slot that does not decode and is not blank.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unreadable {
+    pub offset: u64,
+    /// The slot it held, if exactly one of its bits is wrong ([`Slot::decode_one_bit_off`]).
+    pub one_bit_off: Option<Slot>,
+}
+
+/// Step 3b, after the scan: the current slot damaged. The other slot does not decode but is
+/// one bit off a slot newer than the one picked, with another epoch; and the scan ended
+/// cleanly at a whole entry that carries the LSN expected there and that epoch: entries were
+/// written under that slot, so it was whole and durable, and damage took it (a slot write
+/// torn by a crash was never drained: nothing is written under it before it is; and a torn
+/// mix of two slots can be one bit off either of them, so that alone proves nothing). The
+/// older copy cannot vouch for what was done since: it would take those entries for stale.
+/// Returns the slot's offset, the slot as it was, and how many entries follow under it.
+pub(crate) fn damaged_current_slot(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    scan: &Scan,
+    other: Option<Unreadable>,
+) -> Option<(u64, Slot, u64)> {
+    let u = other?;
+    let newer = u.one_bit_off?;
+    if newer.seq <= slot.seq
+        || newer.epoch == slot.epoch
+        || !matches!(scan.state, TailState::Clean)
+        || scan.stop_lsn < slot.cut_lsn
+    {
+        return None;
+    }
+    let h = format::EntryHeader::decode(image.get(scan.stop..scan.stop + format::HEADER_LEN)?);
+    if h.lsn != scan.stop_lsn || h.epoch != newer.epoch {
+        return None;
+    }
+    let w = crate::walk::walk(image, salt, &newer, scan.stop, scan.stop_lsn);
+    (w.entries > 0).then_some((u.offset, newer, w.entries))
 }
 
 /// Step 4: whether the end the scan found in `image` (the whole file) is damage inside the
@@ -399,16 +449,19 @@ fn remains_end(image: &[u8], start: usize, torn_bytes: u64) -> usize {
 }
 
 /// What recovery found and did, for [`crate::Log::recovery`]; `start` is when the open began.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn report(
     scan: &Scan,
     slot: &Slot,
     from_backup: bool,
+    unreadable_slot: Option<u64>,
     persistence: Persistence,
     damage: Option<Damage>,
     gaps: Vec<Gap>,
     start: Instant,
 ) -> RecoveryReport {
     let report = RecoveryReport {
+        unreadable_slot,
         entries: scan.entries,
         first_lsn: (scan.entries > 0).then_some(slot.head_lsn),
         last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
@@ -458,6 +511,12 @@ pub struct RecoveryReport {
     /// The primary superblock was damaged and the backup copy was used (and, if the log was
     /// opened for writing, rewritten over the primary).
     pub superblock_from_backup: bool,
+    /// Offset of a metadata slot that does not decode and is not blank: a slot write torn by
+    /// a crash, or damage; the other copy was used (a writable open writes its next slot
+    /// there). Where it was the current one, damaged — one bit of it wrong, newer than the
+    /// other, and entries written under it follow — only a salvage opens the log: it reads it
+    /// by that slot, corrected; the other modes fail with [`crate::Error::Corrupted`].
+    pub unreadable_slot: Option<u64>,
     /// Wall-clock time of the whole open, mapping included.
     pub duration: Duration,
     /// The persistence barrier the log uses.

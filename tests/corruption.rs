@@ -732,3 +732,55 @@ fn a_salvage_of_many_gaps_copies_every_whole_entry() {
         assert_eq!((g.first_lsn, g.last_lsn), (l, l), "{g:?}");
     }
 }
+
+/// A damaged current metadata slot: recovery falls back to the older copy, under which every
+/// entry the damaged slot's session wrote carries a foreign epoch. That is damage with
+/// acknowledged entries behind it, not an empty log; a salvage copies them, and a damaged
+/// non-current slot is reported but changes nothing.
+#[test]
+fn a_damaged_current_slot_is_damage_not_an_empty_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Created (slot 0, sequence 1), then entries appended in a second session (slot 1).
+    let path = dir.path().join("s.dax");
+    drop(Log::create(&path, &Options::new().capacity(1 << 20)).unwrap());
+    let log = Log::open(&path, &Options::new()).unwrap();
+    for l in 1..=N {
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    drop(log);
+    let slots = [format::SLOT0_OFFSET as u64, format::SLOT1_OFFSET as u64];
+    let current = format::Slot::offset_for(2) as u64;
+    let other = slots.into_iter().find(|&s| s != current).unwrap();
+
+    // The older slot damaged: the log opens as it was, and says so.
+    let copy = dir.path().join("older.dax");
+    std::fs::copy(&path, &copy).unwrap();
+    flip(&copy, other + 20, 0x01);
+    let log = Log::open_read_only(&copy, &Options::new()).unwrap();
+    assert_eq!(lsns(&log), (1..=N).collect::<Vec<_>>());
+    assert_eq!(log.recovery().unreadable_slot, Some(other));
+    drop(log);
+
+    // The current slot damaged.
+    flip(&path, current + 20, 0x01);
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        match Log::open(&path, &opts(mode)) {
+            Err(Error::Corrupted {
+                lsn,
+                entries_beyond,
+                reason,
+                ..
+            }) => {
+                assert_eq!((lsn, entries_beyond), (1, N), "{mode:?}: {reason}");
+                assert!(reason.contains("metadata slot"), "{reason}");
+            }
+            other => panic!("{mode:?}: expected Corrupted, got {other:?}"),
+        }
+    }
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    assert_eq!(log.recovery().unreadable_slot, Some(current));
+    let mut got = Vec::new();
+    log.salvage(|lsn, p| got.push((lsn, p.to_vec()))).unwrap();
+    let want: Vec<(u64, Vec<u8>)> = (1..=N).map(|l| (l, payload(l, LEN))).collect();
+    assert_eq!(got, want);
+}

@@ -135,6 +135,13 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
             "; primary superblock damaged, backup copy used (a writable open repairs it)"
         )?;
     }
+    if let Some(off) = r.unreadable_slot {
+        write!(
+            out,
+            "; the metadata slot at offset {off} is unreadable (torn or damaged), the other \
+             copy used (a writable open rewrites it)"
+        )?;
+    }
     writeln!(out)?;
     out.flush()?;
     Ok(EXIT_OK)

@@ -386,6 +386,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "torn_bytes": torn_bytes,
             "tail_offset": r.tail_offset,
             "superblock_from_backup": r.superblock_from_backup,
+            "unreadable_slot": r.unreadable_slot,
             "damage": r.damage.as_ref().map(|d| json!({
                 "offset": d.offset,
                 "lsn": d.lsn,
