@@ -257,8 +257,9 @@ impl<M: Media> Log<M> {
     /// an earlier session (FORMAT.md, "Epochs").
     ///
     /// `lsn` may be anything from `first - 1` (deletes every entry) to the last LSN (changes
-    /// nothing). Costs two barriers: the slot update, then the destruction of the first deleted
-    /// entry's header.
+    /// nothing, if no append is in flight: the last LSN read before the call is not the last
+    /// once appends in flight complete, and those are deleted, see below). Costs two barriers:
+    /// the slot update, then the destruction of the first deleted entry's header.
     ///
     /// If a barrier fails, the error is returned. If it is the first (the lowered published
     /// LSN, which deletes nothing), nothing changed, and appends go on (readers in other
@@ -271,7 +272,9 @@ impl<M: Media> Log<M> {
     ///
     /// With other threads appending: the truncation first stops new reservations and waits
     /// for the appends in flight to complete (they are durable and acknowledged, and get their
-    /// LSNs, which the range check then sees), then deletes, then lets appends go on: an
+    /// LSNs, which the range check then sees: entries above `lsn` among them are deleted,
+    /// after their appends returned them, and their LSNs are handed out again), then deletes,
+    /// then lets appends go on: an
     /// append that was waiting gets `lsn + 1` and on, so LSNs stay gap-free. Before that it
     /// waits until the [`crate::Guard`]s taken before the call are dropped (a guard may lend
     /// entries of the suffix). Guards taken while it waits never wait: they see the entries up
