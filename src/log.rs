@@ -200,6 +200,15 @@ impl Log<MmapMedia> {
         let name = path
             .file_name()
             .ok_or_else(|| Error::IsDirectory { path: path.into() })?;
+        // A name the directory cannot hold fails before the log is built (the rename would).
+        // (Linux's `NAME_MAX`, which every file system it mounts keeps to.)
+        if std::os::unix::ffi::OsStrExt::as_bytes(name).len() > 255 {
+            return Err(Error::io(
+                path,
+                "create",
+                std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+            ));
+        }
         // (At most 200 bytes of the name: the temporary name must fit where the name does.)
         let full = name.to_string_lossy();
         let mut cut = full.len().min(200);

@@ -437,3 +437,19 @@ fn prefill_leaves_no_unwritten_block() {
     }
     eprintln!("prefill checked on {checked} file system(s)");
 }
+
+/// A name longer than a directory entry holds fails at once, before any log is built, and
+/// leaves nothing behind.
+#[test]
+fn a_name_too_long_fails_before_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{}.dax", "x".repeat(300)));
+    match Log::create(&path, &Options::new().capacity(1 << 30)) {
+        Err(Error::Io { op, source, .. }) => {
+            assert_eq!(op, "create");
+            assert_eq!(source.raw_os_error(), Some(libc::ENAMETOOLONG));
+        }
+        other => panic!("expected ENAMETOOLONG, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
