@@ -207,8 +207,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 println!(
-                    "2000 operations, last LSN {:?}, journal holds {} entries after the last checkpoint",
-                    store.journal().last_lsn(),
+                    "2000 operations, last LSN {}, journal holds {} entries after the last checkpoint",
+                    store.last_lsn(),
                     store.journal().len()
                 );
             }
