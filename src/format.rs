@@ -37,7 +37,8 @@ pub const DATA_OFFSET: usize = 4096;
 // ---- Reader area (version 2) -------------------------------------------------------------------
 //
 // Two cache lines of the metadata page that the writer keeps up to date for readers in other
-// processes. They are not persistent structures: recovery never reads them, whatever of them
+// processes. They are not persistent structures: recovery takes nothing from them on trust
+// (`published` only tells it how much of the last session to write back), whatever of them
 // reached media after a crash means nothing, and a writable open rewrites them.
 
 /// Offset of the published LSN (8 bytes, in a cache line of its own): the writer stores there,

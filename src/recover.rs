@@ -231,86 +231,77 @@ pub(crate) fn repair_superblock<M: Media>(
 /// Entries below the old cut were made durable by the recovery that accepted them (or were
 /// acknowledged), and those before the tail hint's entry were published: from the higher of
 /// the cut and where the scan began on, the entries are written back (lines already clean
-/// cost little; in msync mode the kernel skips clean pages), then drained.
+/// cost little; in msync mode the kernel skips clean pages), then drained; and the header
+/// where the tail is (zeros, or the destroyed header of a deleted entry).
 ///
 /// In msync mode a page the kernel holds clean is not always on the disk: one whose
 /// write-back failed is kept with its new bytes and marked clean, and only the first sync
-/// that looked was told (the last session's, which then refused appends). So the entries no
-/// writer acknowledged, those from the LSN the reader area says was published last on (its
-/// value in the page cache, which a restart of the machine loses with the pages it would
-/// vouch for), are first marked to be written again ([`Media::rewrite`]): the drain then
-/// makes them durable or fails, and the open with it.
+/// that looked was told (the last session's, which then refused appends). The same holds for
+/// the zeros a truncation wrote at the tail. So those bytes are first marked to be written
+/// again ([`Media::rewrite`]), and the drain makes them durable or fails, and the open with
+/// it: the header at the tail always (a page), the entries too unless the reader area says
+/// the last writer published every one of them (it closed, or acknowledged them all, with no
+/// sync failed after; its value in the page cache, which a restart of the machine loses
+/// with the pages it would vouch for). Not from the published LSN on only: with appenders
+/// on several threads a failed write-back has been seen reported to a later sync than the
+/// one that covered it, after entries it held were published.
 pub(crate) fn persist_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     slot: &Slot,
     scan: &Scan,
     path: &Path,
 ) -> Result<()> {
-    let from = slot.cut_lsn.max(scan.scanned_from);
-    if from >= scan.next_lsn {
-        return Ok(());
-    }
+    let len = pmem.media().len();
     let head = slot.head_offset as usize;
-    // `f` over the live bytes from `start` (an entry's offset) to the tail, in one or two
-    // ranges (from the first part across the wrap).
-    let each_range = |start: usize, f: &mut dyn FnMut(usize, usize)| {
-        if start >= head && scan.tail < head && scan.wrap_at > 0 {
-            f(start, scan.wrap_at - start);
-            f(DATA_OFFSET, scan.tail - DATA_OFFSET);
+    // The header at the tail (where the area ends: at the head after a wrap, else the file).
+    let limit = if scan.tail < head { head } else { len };
+    let tail_header = (
+        scan.tail,
+        format::HEADER_LEN.min(limit.saturating_sub(scan.tail)),
+    );
+    let from = slot.cut_lsn.max(scan.scanned_from);
+    // The live bytes from the offset of the entry at or before `from` to the tail, in one or
+    // two ranges (from the first part across the wrap).
+    let mut ranges = Vec::with_capacity(3);
+    if from < scan.next_lsn {
+        let start = anchor_before(slot, scan, from);
+        if start >= head && scan.tail < head && scan.wrap_at > start {
+            ranges.push((start, scan.wrap_at - start));
+            ranges.push((DATA_OFFSET, scan.tail.saturating_sub(DATA_OFFSET)));
         } else if scan.tail > start {
-            f(start, scan.tail - start);
+            ranges.push((start, scan.tail - start));
         }
-    };
+    }
     let published = u64::from_le_bytes(
         pmem.view(format::PUBLISHED_OFFSET, 8)
             .try_into()
             .expect("8 bytes"),
     );
-    let doubt = from.max(published);
-    if doubt < scan.next_lsn {
-        let image = pmem.view(0, pmem.media().len());
-        let at = offset_of(image, slot, scan, doubt);
-        let media = pmem.media();
-        each_range(at, &mut |off, len| media.rewrite(off, len));
+    let media = pmem.media();
+    media.rewrite(tail_header.0, tail_header.1);
+    if published < scan.next_lsn {
+        for &(off, n) in &ranges {
+            media.rewrite(off, n);
+        }
     }
-    let start = anchor_before(slot, scan, from).0;
-    each_range(start, &mut |off, len| pmem.flush(off, len));
+    ranges.push(tail_header);
+    for (off, n) in ranges {
+        pmem.flush(off, n);
+    }
     pmem.drain().map_err(|e| Error::io(path, "drain", e))
 }
 
-/// An entry at or before accepted entry `lsn` (at or after where the scan began): its offset
-/// and LSN, from the scan's index, else where the scan began.
-fn anchor_before(slot: &Slot, scan: &Scan, lsn: Lsn) -> (usize, Lsn) {
+/// The offset of an entry at or before accepted entry `lsn` (at or after where the scan
+/// began): the scan's index, else where the scan began.
+fn anchor_before(slot: &Slot, scan: &Scan, lsn: Lsn) -> usize {
     match lsn.checked_sub(scan.index_base) {
         Some(d) if !scan.index.is_empty() => {
             let k = ((d / crate::index::INDEX_STRIDE) as usize).min(scan.index.len() - 1);
-            (
-                scan.index[k] as usize,
-                scan.index_base + k as u64 * crate::index::INDEX_STRIDE,
-            )
+            scan.index[k] as usize
         }
-        _ if scan.scanned_from == slot.head_lsn => (slot.head_offset as usize, slot.head_lsn),
-        _ => (slot.hint_offset as usize, scan.scanned_from),
+        _ if scan.scanned_from == slot.head_lsn => slot.head_offset as usize,
+        _ => slot.hint_offset as usize,
     }
-}
-
-/// The offset of accepted entry `lsn` (at or after where the scan began, before its end),
-/// stepping over the accepted entries from [`anchor_before`]; that anchor's offset should
-/// the headers not lead there (they were all accepted: they do).
-fn offset_of(image: &[u8], slot: &Slot, scan: &Scan, lsn: Lsn) -> usize {
-    let (anchor, mut at) = anchor_before(slot, scan, lsn);
-    let mut pos = anchor;
-    while at < lsn {
-        let Some(bytes) = image.get(pos..pos + format::HEADER_LEN) else {
-            return anchor;
-        };
-        pos += format::EntryHeader::decode(bytes).entry_len();
-        at += 1;
-        if scan.wrap_at > 0 && pos == scan.wrap_at {
-            pos = DATA_OFFSET;
-        }
-    }
-    pos
 }
 
 /// Step 6: starts a new session and returns its slot, made durable: entries from here on must
