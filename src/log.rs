@@ -541,7 +541,9 @@ impl<M: Media> Log<M> {
             }
         };
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
-        let damaged_slot = recover::damaged_current_slot(image, sb.salt, &slot, &scan, unreadable);
+        let damaged_slot = recover::damaged_current_slot(image, sb.salt, &scan, &slot, unreadable);
+        // (Where the older slot's entries end.)
+        let older_next = scan.next_lsn;
         // A salvage (read-only) reads the log by the damaged current slot, as it was.
         let slot = match damaged_slot {
             Some((_, newer, _)) if opts.recovery == RecoveryMode::Salvage => {
@@ -567,21 +569,32 @@ impl<M: Media> Log<M> {
             }
         }
         check_mode(opts, writable, path)?;
+        const SLOT_DAMAGED: &str =
+            "the current metadata slot is damaged (one bit); the older copy vouches for the \
+             entries before this LSN only";
         if let Some((offset, _, beyond)) = damaged_slot {
             if opts.recovery != RecoveryMode::Salvage {
                 return Err(Error::Corrupted {
                     path: path.into(),
                     offset,
-                    lsn: scan.next_lsn,
-                    reason: "the current metadata slot is damaged (one bit); the older copy \
-                             vouches for the entries before this LSN only"
-                        .into(),
+                    lsn: older_next,
+                    reason: SLOT_DAMAGED.into(),
                     entries_beyond: beyond,
                 });
             }
         }
-        let (damage, gaps) =
+        let (mut damage, gaps) =
             recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
+        // A salvage reads by the damaged slot; the report still names the damage.
+        if let (Some((offset, _, beyond)), None) = (damaged_slot, &damage) {
+            damage = Some(crate::damage::Damage {
+                offset,
+                lsn: older_next,
+                reason: SLOT_DAMAGED,
+                beyond,
+                beyond_lsns: Some((older_next, older_next + beyond - 1)),
+            });
+        }
         let mut current = slot;
         if writable {
             recover::repair_superblock(&mut pmem, &mut sb, path)?;

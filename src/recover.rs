@@ -127,35 +127,30 @@ pub(crate) struct Unreadable {
 }
 
 /// Step 3b, after the scan: the current slot damaged. The other slot does not decode but is
-/// one bit off a slot newer than the one picked, with another epoch; and the scan ended
-/// cleanly at a whole entry that carries the LSN expected there and that epoch: entries were
-/// written under that slot, so it was whole and durable, and damage took it (a slot write
-/// torn by a crash was never drained: nothing is written under it before it is; and a torn
-/// mix of two slots can be one bit off either of them, so that alone proves nothing). The
-/// older copy cannot vouch for what was done since: it would take those entries for stale.
-/// Returns the slot's offset, the slot as it was, and how many entries follow under it.
+/// one bit off a slot newer than the one picked, and a full scan by that slot reaches further
+/// than the scan by the picked one: entries were written that only the newer slot leads to
+/// (under its epoch, or from its head), so it was whole and durable, and damage took it. A
+/// slot update torn by a crash can be one bit off the slot it writes or the one it replaces
+/// (successive slots differ in few bits), but the one it replaces is older, and nothing is
+/// written that only the one it writes leads to before that one is durable: a new epoch
+/// (an open, `truncate_after`) marks no entry before, and a `reset` that moves the head to
+/// the start of the data area holds the appends until. The older copy cannot vouch for what
+/// was done since: it would take those entries for stale, or look for them elsewhere.
+/// Returns the slot's offset, the slot as it was, and the entries only it reaches.
 pub(crate) fn damaged_current_slot(
     image: &[u8],
     salt: u32,
-    slot: &Slot,
     scan: &Scan,
+    slot: &Slot,
     other: Option<Unreadable>,
 ) -> Option<(u64, Slot, u64)> {
     let u = other?;
     let newer = u.one_bit_off?;
-    if newer.seq <= slot.seq
-        || newer.epoch == slot.epoch
-        || !matches!(scan.state, TailState::Clean)
-        || scan.stop_lsn < slot.cut_lsn
-    {
+    if newer.seq <= slot.seq {
         return None;
     }
-    let h = format::EntryHeader::decode(image.get(scan.stop..scan.stop + format::HEADER_LEN)?);
-    if h.lsn != scan.stop_lsn || h.epoch != newer.epoch {
-        return None;
-    }
-    let w = crate::walk::walk(image, salt, &newer, scan.stop, scan.stop_lsn);
-    (w.entries > 0).then_some((u.offset, newer, w.entries))
+    let theirs = crate::walk::scan(image, salt, &newer, false, &|_, _| {});
+    (theirs.next_lsn > scan.next_lsn).then(|| (u.offset, newer, theirs.next_lsn - scan.next_lsn))
 }
 
 /// Step 4: whether the end the scan found in `image` (the whole file) is damage inside the

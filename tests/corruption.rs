@@ -784,3 +784,90 @@ fn a_damaged_current_slot_is_damage_not_an_empty_log() {
     let want: Vec<(u64, Vec<u8>)> = (1..=N).map(|l| (l, payload(l, LEN))).collect();
     assert_eq!(got, want);
 }
+
+/// A damaged current slot is found from what only it leads to, whatever the session did
+/// under it: entries under its epoch after a wrap, or after a `reset` or a `truncate_before`
+/// that moved the head where the older slot does not look. (Not found: a `truncate_before`
+/// whose entries the older slot still reaches from its own head, a `truncate_after` with
+/// fewer entries after it than it deleted, and a slot with no entry written under it yet:
+/// FORMAT.md section 4.)
+#[test]
+fn a_damaged_current_slot_is_found_after_wraps_and_head_moves() {
+    use daxlog::format::{Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET};
+    use daxlog::Persistence;
+    use pmem_sim::SimMedia;
+    const P: Persistence = Persistence::Clwb;
+    let small = |l: u64| payload(l, 100);
+    let reopen = |log: Log<SimMedia>| Log::open_on(log.into_media(), &Options::new()).unwrap();
+    let fill = |log: &Log<SimMedia>| {
+        let mut l = log.next_lsn();
+        while log.free_bytes() >= 2 * 124 + 8 {
+            log.append(&small(l)).unwrap();
+            l += 1;
+        }
+    };
+    let mut cases: Vec<(&str, Log<SimMedia>)> = Vec::new();
+    // The session's first append wraps to the start of the data area.
+    let log = Log::create_on(SimMedia::new(16384, P), &Options::new()).unwrap();
+    fill(&log);
+    log.truncate_before(log.next_lsn() - 2).unwrap();
+    let log = reopen(log);
+    log.append(&payload(log.next_lsn(), 400)).unwrap();
+    for _ in 0..4 {
+        log.append(&small(log.next_lsn())).unwrap();
+    }
+    cases.push(("a session whose first append wrapped", log));
+    // A reset (the head to the start of the data area), then appends.
+    let log = Log::create_on(SimMedia::new(1 << 20, P), &Options::new()).unwrap();
+    for l in 1..=20 {
+        log.append(&small(l)).unwrap();
+    }
+    log.reset().unwrap();
+    for l in 21..=25 {
+        log.append(&small(l)).unwrap();
+    }
+    cases.push(("a reset, then appends", log));
+    // A truncate_before, then appends that wrap over the old head.
+    let log = Log::create_on(SimMedia::new(16384, P), &Options::new()).unwrap();
+    fill(&log);
+    log.truncate_before(log.next_lsn() - 2).unwrap();
+    for _ in 0..10 {
+        log.append(&small(log.next_lsn())).unwrap();
+    }
+    cases.push(("a truncate_before, then appends over the old head", log));
+
+    for (what, log) in cases {
+        let want: Vec<(u64, Vec<u8>)> = log.iter().map(|e| (e.lsn, e.payload)).collect();
+        let mut img = log.into_media().snapshot();
+        let sb = Superblock::decode(&img[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]).unwrap();
+        let current = Slot::pick(
+            Slot::decode(&img[SLOT0_OFFSET..], sb.salt, sb.capacity),
+            Slot::decode(&img[SLOT1_OFFSET..], sb.salt, sb.capacity),
+        )
+        .unwrap();
+        let off = Slot::offset_for(current.seq);
+        img[off + 20] ^= 1;
+        match Log::open_on(SimMedia::from_image(&img, P), &Options::new()) {
+            Err(Error::Corrupted { offset, reason, .. }) => {
+                assert_eq!(offset, off as u64, "{what}: {reason}");
+                assert!(reason.contains("metadata slot"), "{what}: {reason}");
+            }
+            Err(e) => panic!("{what}: expected Corrupted, got {e}"),
+            Ok(l) => panic!(
+                "{what}: opened with LSNs {:?} of {:?}",
+                l.iter().map(|e| e.lsn).collect::<Vec<_>>(),
+                want.iter().map(|w| w.0).collect::<Vec<_>>()
+            ),
+        }
+        let log =
+            Log::open_on_read_only(SimMedia::from_image(&img, P), &opts(RecoveryMode::Salvage))
+                .unwrap();
+        assert!(
+            log.recovery().damage.is_some(),
+            "{what}: no damage reported"
+        );
+        let mut got = Vec::new();
+        log.salvage(|lsn, p| got.push((lsn, p.to_vec()))).unwrap();
+        assert_eq!(got, want, "{what}");
+    }
+}
