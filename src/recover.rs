@@ -260,7 +260,7 @@ pub(crate) fn persist_recovered<M: Media>(
     let mut ranges = Vec::with_capacity(3);
     if from < scan.next_lsn {
         let start = anchor_before(slot, scan, from);
-        if start >= head && scan.tail < head && scan.wrap_at > start {
+        if start >= head && scan.tail < head && scan.wrap_at > 0 && scan.wrap_at >= start {
             ranges.push((start, scan.wrap_at - start));
             ranges.push((DATA_OFFSET, scan.tail.saturating_sub(DATA_OFFSET)));
         } else if scan.tail > start {

@@ -287,3 +287,48 @@ fn killed_writer_then_power_failure(
     });
     (images, bad)
 }
+
+/// The last session's entries are written back by the next writable open even where the head
+/// is the wrap point: a `reset` while a guard is held leaves the head where the entries ended
+/// (no entry there), and the next session's first batch wraps to the start of the data area.
+/// With the published LSN below the tail (a writer killed with appends in flight), the open
+/// must flush that batch before its cut puts it among the acknowledged entries.
+#[test]
+fn the_open_writes_back_a_session_that_wrapped_from_the_head() {
+    for persistence in [Persistence::Clwb, Persistence::Msync] {
+        let log = Log::create_on(SimMedia::new(1 << 20, persistence), &Options::new()).unwrap();
+        let big = vec![7u8; 1000];
+        while log.free_bytes() > 2 * 1024 {
+            log.append(&big).unwrap();
+        }
+        let g = log.pin();
+        log.reset().unwrap();
+        drop(g);
+        let log = Log::open_on(log.into_media(), &Options::new()).unwrap();
+        let first = log.next_lsn();
+        let batch: Vec<&[u8]> = (0..10).map(|_| &big[..]).collect();
+        let lsns = log.append_batch(&batch).unwrap();
+        let mut img = log.into_media().snapshot();
+        // (The batch wrapped.)
+        let at = daxlog::format::DATA_OFFSET;
+        assert_eq!(
+            daxlog::format::EntryHeader::decode(&img[at..at + daxlog::format::HEADER_LEN]).lsn,
+            first
+        );
+        // As a writer killed before it published the batch leaves it.
+        img[PUBLISHED_OFFSET..PUBLISHED_OFFSET + 8].copy_from_slice(&first.to_le_bytes());
+        let media = SimMedia::from_image(&img, persistence);
+        let obs = media.observer();
+        let log = Log::open_on(media, &Options::new()).unwrap();
+        assert_eq!(log.next_lsn(), lsns.end);
+        let (ops, _) = obs.ops_range(0, obs.ops());
+        let end = at + 10 * daxlog::format::entry_len(1000);
+        let covered = ops
+            .iter()
+            .any(|op| matches!(op, Op::Flush { off, len } if *off <= at && off + len >= end));
+        assert!(
+            covered,
+            "{persistence:?}: no flush covers the batch [{at}, {end}): {ops:?}"
+        );
+    }
+}
