@@ -237,9 +237,10 @@ pub(crate) fn repair_superblock<M: Media>(
 /// it: the header at the tail always (a page), the entries too unless the reader area says
 /// the last writer published every one of them (it closed, or acknowledged them all, with no
 /// sync failed after; its value in the page cache, which a restart of the machine loses
-/// with the pages it would vouch for). Not from the published LSN on only: with appenders
-/// on several threads a failed write-back has been seen reported to a later sync than the
-/// one that covered it, after entries it held were published.
+/// with the pages it would vouch for). Not from the published LSN on only: the kernel has
+/// been seen to report a failed write-back to a later sync than the one that covered it
+/// (which returned success), after entries it held were published (ext4 on a loop device,
+/// from one thread or several; a plain `pwrite` + `msync` program saw the same).
 pub(crate) fn persist_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     slot: &Slot,
