@@ -541,14 +541,12 @@ impl<M: Media> Log<M> {
             }
         };
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
-        let damaged_slot = recover::damaged_current_slot(image, sb.salt, &scan, &slot, unreadable);
-        // (Where the older slot's entries end.)
-        let older_next = scan.next_lsn;
+        let slot_damage = recover::damaged_current_slot(image, sb.salt, &scan, &slot, unreadable);
         // A salvage (read-only) reads the log by the damaged current slot, as it was.
-        let slot = match damaged_slot {
-            Some((_, newer, _)) if opts.recovery == RecoveryMode::Salvage => {
-                scan = walk::scan(image, sb.salt, &newer, use_hint, &ahead);
-                newer
+        let slot = match &slot_damage {
+            Some((newer, _)) if opts.recovery == RecoveryMode::Salvage => {
+                scan = walk::scan(image, sb.salt, newer, use_hint, &ahead);
+                *newer
             }
             _ => slot,
         };
@@ -569,32 +567,15 @@ impl<M: Media> Log<M> {
             }
         }
         check_mode(opts, writable, path)?;
-        const SLOT_DAMAGED: &str =
-            "the current metadata slot is damaged (one bit); the older copy vouches for the \
-             entries before this LSN only";
-        if let Some((offset, _, beyond)) = damaged_slot {
-            if opts.recovery != RecoveryMode::Salvage {
-                return Err(Error::Corrupted {
-                    path: path.into(),
-                    offset,
-                    lsn: older_next,
-                    reason: SLOT_DAMAGED.into(),
-                    entries_beyond: beyond,
-                });
-            }
-        }
-        let (mut damage, gaps) =
-            recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
-        // A salvage reads by the damaged slot; the report still names the damage.
-        if let (Some((offset, _, beyond)), None) = (damaged_slot, &damage) {
-            damage = Some(crate::damage::Damage {
-                offset,
-                lsn: older_next,
-                reason: SLOT_DAMAGED,
-                beyond,
-                beyond_lsns: Some((older_next, older_next + beyond - 1)),
-            });
-        }
+        let (damage, gaps) = recover::damage_versus_torn_tail(
+            image,
+            &sb,
+            &slot,
+            &scan,
+            slot_damage.map(|d| d.1),
+            opts.recovery,
+            path,
+        )?;
         let mut current = slot;
         if writable {
             recover::repair_superblock(&mut pmem, &mut sb, path)?;

@@ -136,41 +136,55 @@ pub(crate) struct Unreadable {
 /// (an open, `truncate_after`) marks no entry before, and a `reset` that moves the head to
 /// the start of the data area holds the appends until. The older copy cannot vouch for what
 /// was done since: it would take those entries for stale, or look for them elsewhere.
-/// Returns the slot's offset, the slot as it was, and the entries only it reaches.
+/// Returns the slot as it was, and the damage: at the slot's offset, from where the scan by
+/// the current slot ended, with the entries only the damaged one reaches beyond.
 pub(crate) fn damaged_current_slot(
     image: &[u8],
     salt: u32,
     scan: &Scan,
     slot: &Slot,
     other: Option<Unreadable>,
-) -> Option<(u64, Slot, u64)> {
+) -> Option<(Slot, Damage)> {
     let u = other?;
     let newer = u.one_bit_off?;
     if newer.seq <= slot.seq {
         return None;
     }
     let theirs = crate::walk::scan(image, salt, &newer, false, &|_, _| {});
-    (theirs.next_lsn > scan.next_lsn).then(|| (u.offset, newer, theirs.next_lsn - scan.next_lsn))
+    (theirs.next_lsn > scan.next_lsn).then(|| {
+        let d = Damage {
+            offset: u.offset,
+            lsn: scan.next_lsn,
+            reason: "the current metadata slot is damaged (one bit); the older copy vouches \
+                     for the entries before this LSN only",
+            beyond: theirs.next_lsn - scan.next_lsn,
+            beyond_lsns: Some((scan.next_lsn, theirs.next_lsn - 1)),
+        };
+        (newer, d)
+    })
 }
 
 /// Step 4: whether the end the scan found in `image` (the whole file) is damage inside the
 /// acknowledged entries rather than a torn tail, and, in salvage mode, every damaged region.
 /// Fails with [`Error::Corrupted`] on damage (but in salvage mode), and on a torn tail in
-/// strict mode.
+/// strict mode. `slot_damage` ([`damaged_current_slot`]) comes first: the scan by the older
+/// slot saw nothing of what follows it.
 pub(crate) fn damage_versus_torn_tail(
     image: &[u8],
     sb: &Superblock,
     slot: &Slot,
     scan: &Scan,
+    slot_damage: Option<Damage>,
     mode: RecoveryMode,
     path: &Path,
 ) -> Result<(Option<Damage>, Vec<Gap>)> {
-    let damage = damage::assess(image, sb.salt, slot, scan);
-    let gaps = if mode == RecoveryMode::Salvage && damage.is_some() {
+    let found = damage::assess(image, sb.salt, slot, scan);
+    let gaps = if mode == RecoveryMode::Salvage && found.is_some() {
         damage::salvage(image, sb.salt, slot, |_, _| {})
     } else {
         Vec::new()
     };
+    let damage = slot_damage.or(found);
     match (&damage, mode, &scan.state) {
         (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
             return Err(Error::Corrupted {
