@@ -1327,12 +1327,25 @@ fn open_waiting_waits_for_a_replacement_and_gives_up_after_its_wait() {
     assert_eq!(r.next_entry().unwrap().unwrap().payload, b"kept");
 }
 
+/// Writes `count` over the readers' count of suffix truncations in the file at `path`.
+fn damage_deletion_count(path: &std::path::Path, count: u64) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(
+            &count.to_le_bytes(),
+            daxlog::format::DELETIONS_OFFSET as u64,
+        )
+        .unwrap();
+}
+
 /// The readers' count of suffix truncations is not checksummed: a damaged count (here the
 /// largest value) neither stops the writer's `truncate_after` (an overflow) nor hides the
 /// deletion from a reader, which goes back to the first entry it cannot vouch for.
 #[test]
 fn a_damaged_deletion_count_is_survived() {
-    use std::os::unix::fs::FileExt;
     if child_role() {
         return;
     }
@@ -1343,15 +1356,7 @@ fn a_damaged_deletion_count_is_survived() {
         log.append(p).unwrap();
     }
     drop(log);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .write_all_at(
-            &u64::MAX.to_le_bytes(),
-            daxlog::format::DELETIONS_OFFSET as u64,
-        )
-        .unwrap();
+    damage_deletion_count(&path, u64::MAX);
     let log = Log::open(&path, &Options::new()).unwrap();
     let mut r = Reader::open(&path).unwrap();
     for want in [&b"a"[..], b"b", b"c"] {
@@ -1375,7 +1380,6 @@ fn a_damaged_deletion_count_is_survived() {
 /// below every head, and `0 - 1` below that) but go back no further than the head it knew.
 #[test]
 fn a_count_damaged_while_a_reader_runs_rewinds_no_further_than_the_head() {
-    use std::os::unix::fs::FileExt;
     if child_role() {
         return;
     }
@@ -1391,12 +1395,7 @@ fn a_count_damaged_while_a_reader_runs_rewinds_no_further_than_the_head() {
     }
     // Three truncations counted that never wrote the ring; then a change of the slot that
     // leaves the count alone (a prefix truncation), which makes the reader look.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .write_all_at(&3u64.to_le_bytes(), daxlog::format::DELETIONS_OFFSET as u64)
-        .unwrap();
+    damage_deletion_count(&path, 3);
     log.truncate_before(2).unwrap();
     log.append(b"e").unwrap();
     // The reader cannot tell which of the entries it returned were deleted: it goes back to

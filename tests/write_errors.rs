@@ -241,26 +241,32 @@ fn payload(tag: u8, i: u64) -> Vec<u8> {
     p
 }
 
+/// A new 8 MiB log at `path` (prefilled: the msync path with every block written) with 50
+/// acknowledged entries of 1000 B; they, and where the page after the tail's begins.
+fn fifty_entries(path: &Path) -> (Vec<(u64, Vec<u8>)>, u64) {
+    let log = Log::create(path, &Options::new().capacity(CAP).prefill(true)).unwrap();
+    assert_eq!(log.persistence(), Persistence::Msync);
+    let acked = (0..50)
+        .map(|i| {
+            let p = payload(1, i);
+            (log.append(&p).unwrap(), p)
+        })
+        .collect();
+    let tail = (daxlog::format::DATA_OFFSET + 50 * daxlog::format::entry_len(1000)) as u64;
+    (acked, tail.div_ceil(4096) * 4096)
+}
+
+const CAP: u64 = 8 << 20;
+
 #[test]
 fn a_reopen_after_a_failed_write_back_makes_what_it_accepts_durable() {
     let Some((_one, mut disk)) = disk("a_reopen_after_a_failed_write_back") else {
         return;
     };
     let path = disk.fs().join("j.dax");
-    let cap = 8 << 20;
-    let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
-    {
-        let log = Log::create(&path, &Options::new().capacity(cap).prefill(true)).unwrap();
-        assert_eq!(log.persistence(), Persistence::Msync);
-        for i in 0..50 {
-            let p = payload(1, i);
-            acked.push((log.append(&p).unwrap(), p));
-        }
-    }
+    let (mut acked, after_tail) = fifty_entries(&path);
     // The page the tail is in keeps its blocks; every write after it fails.
-    let tail = (daxlog::format::DATA_OFFSET + 50 * daxlog::format::entry_len(1000)) as u64;
-    disk.fail_writes(&path, tail.div_ceil(4096) * 4096, cap)
-        .unwrap();
+    disk.fail_writes(&path, after_tail, CAP).unwrap();
 
     // The writer appends until a sync fails; it then refuses appends.
     let mut failed = false;
@@ -284,19 +290,7 @@ fn a_reopen_after_a_failed_write_back_makes_what_it_accepts_durable() {
     );
     // Space again; a reopen in the same boot (the page cache holds what the disk does not).
     disk.free_space();
-    {
-        let log = Log::open(&path, &Options::new()).unwrap();
-        let last_acked = acked.last().unwrap().0;
-        assert!(
-            log.next_lsn() > last_acked,
-            "recovered up to {:?}, acknowledged {last_acked}",
-            log.last_lsn()
-        );
-        for i in 0..5 {
-            let p = payload(3, i);
-            acked.push((log.append(&p).unwrap(), p));
-        }
-    }
+    reopen_and_append(&path, &mut acked);
     all_on_disk(&mut disk, &path, &acked);
 }
 
@@ -339,19 +333,8 @@ fn threads_and_batches_then_a_reopen() {
     };
     for round in 0..3u8 {
         let path = disk.fs().join(format!("t{round}.dax"));
-        let cap = 8 << 20;
-        let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
-        {
-            let log = Log::create(&path, &Options::new().capacity(cap).prefill(true)).unwrap();
-            for i in 0..50 {
-                let p = payload(1, i);
-                acked.push((log.append(&p).unwrap(), p));
-            }
-        }
-        let tail = (daxlog::format::DATA_OFFSET + 50 * daxlog::format::entry_len(1000)) as u64;
-        let saved = disk
-            .fail_writes(&path, tail.div_ceil(4096) * 4096 + 8 * 4096, cap)
-            .unwrap();
+        let (mut acked, after_tail) = fifty_entries(&path);
+        let saved = disk.fail_writes(&path, after_tail + 8 * 4096, CAP).unwrap();
         {
             let log = Log::open(&path, &Options::new()).unwrap();
             let all = std::sync::Mutex::new(Vec::new());
