@@ -63,6 +63,10 @@ pub struct MmapMedia {
     file: File,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
+    // The lowest LSN this handle published for readers (u64::MAX: none yet): its open's, or a
+    // suffix truncation's. Once a sync or write failed, the reader area's published LSN stays
+    // here (`publish_for_readers`).
+    floor: AtomicU64,
     // msync mode: held by each msync until its error, if any, is in `failed` (see `flush`).
     sync_lock: Mutex<()>,
     // The file lives in memory only (tmpfs, ramfs): a dirty page is never written anywhere.
@@ -176,6 +180,7 @@ impl MmapMedia {
             path: path.to_path_buf(),
             file,
             failed: AtomicI32::new(0),
+            floor: AtomicU64::new(u64::MAX),
             sync_lock: Mutex::new(()),
             in_memory,
             ahead,
@@ -410,12 +415,24 @@ impl MmapMedia {
         }
     }
 
-    /// Records the first failed sync or write: every later drain reports it.
+    /// Records the first failed sync or write: every later drain reports it. And lowers the
+    /// published LSN in the reader area to the lowest this handle published (where its
+    /// session began, or a suffix truncation's cut), where it stays: the failure may concern
+    /// any dirty page of the file (the kernel reports a failed write-back to whichever sync
+    /// looks first: a tail hint's, a truncation's, or a later one than the sync that covered
+    /// the page), so every entry of the session is in doubt. The next writable open then
+    /// finds the published LSN below its next one and writes the whole last session again
+    /// (`recover::persist_recovered`); readers in other processes stop before the session.
     fn record_failure(&self, e: &io::Error) {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-        let _ = self
+        let first = self
             .failed
-            .compare_exchange(0, errno, Ordering::SeqCst, Ordering::SeqCst);
+            .compare_exchange(0, errno, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        let floor = self.floor.load(Ordering::SeqCst);
+        if first && self.writable && floor != u64::MAX {
+            self.reader_area().0.store(floor, Ordering::SeqCst);
+        }
     }
 
     fn msync_range(&self, lo: usize, hi: usize) -> io::Result<()> {
@@ -601,7 +618,20 @@ impl Media for MmapMedia {
             return;
         }
         let (published, sleepers) = self.reader_area();
-        published.store(next_lsn, Ordering::Release);
+        if self.mode == Persistence::Msync {
+            let floor = self
+                .floor
+                .fetch_min(next_lsn, Ordering::SeqCst)
+                .min(next_lsn);
+            // Against a failure recorded meanwhile (`record_failure`): either that thread's
+            // store of the floor comes after this one, or this thread sees the failure.
+            published.store(next_lsn, Ordering::SeqCst);
+            if self.failed.load(Ordering::SeqCst) != 0 {
+                published.store(floor, Ordering::SeqCst);
+            }
+        } else {
+            published.store(next_lsn, Ordering::Release);
+        }
         // No fence between the store and the load: a reader that registered meanwhile and
         // then read the old value loses at most one wake-up, which its timed sleep bounds
         // (and the kernel's own check of the futex word usually catches).

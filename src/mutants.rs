@@ -181,18 +181,26 @@ pub static BEFORE_LOCKING: Pause = Pause::new();
 /// error (the kernel reports it once per open file) and leave it unrecorded.
 pub static AFTER_MSYNC: Pause = Pause::new();
 
-static FAIL_NEXT_MSYNC: AtomicBool = AtomicBool::new(false);
+/// Counts down the `msync`s to the one that fails (0: none).
+static FAIL_MSYNC_IN: AtomicUsize = AtomicUsize::new(0);
 
 /// Makes the next `msync` of a log's media report `EIO` (as one does that first learns of a
 /// failed writeback), whatever it did.
 pub fn fail_next_msync() {
-    FAIL_NEXT_MSYNC.store(true, Ordering::SeqCst);
+    fail_msync(1);
 }
 
-/// The result of an `msync` made by `MmapMedia::flush`, after [`fail_next_msync`], with the
-/// pause [`AFTER_MSYNC`].
+/// Makes the `n`-th `msync` of a log's media from now (1: the next) report `EIO`, whatever it
+/// did.
+pub fn fail_msync(n: usize) {
+    FAIL_MSYNC_IN.store(n, Ordering::SeqCst);
+}
+
+/// The result of an `msync` made by `MmapMedia::flush`, after [`fail_msync`], with the pause
+/// [`AFTER_MSYNC`].
 pub(crate) fn msync_result(r: std::io::Result<()>) -> std::io::Result<()> {
-    let r = if FAIL_NEXT_MSYNC.swap(false, Ordering::SeqCst) {
+    let left = FAIL_MSYNC_IN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    let r = if left == Ok(1) {
         Err(std::io::Error::from_raw_os_error(libc::EIO))
     } else {
         r

@@ -249,9 +249,10 @@ pub(crate) fn repair_superblock<M: Media>(
 /// the zeros a truncation wrote at the tail. So those bytes are first marked to be written
 /// again ([`Media::rewrite`]), and the drain makes them durable or fails, and the open with
 /// it: the header at the tail always (a page), the entries too unless the reader area says
-/// the last writer published every one of them (it closed, or acknowledged them all, with no
-/// sync failed after; its value in the page cache, which a restart of the machine loses
-/// with the pages it would vouch for). Not from the published LSN on only: the kernel has
+/// the last writer published every one of them (it closed, or acknowledged them all, and no
+/// sync or write of it failed: a failure, whichever sync saw it, lowers the value to where the
+/// session began, `MmapMedia::record_failure`; its value in the page cache, which a restart of
+/// the machine loses with the pages it would vouch for). Not from the published LSN on only: the kernel has
 /// been seen to report a failed write-back to a later sync than the one that covered it
 /// (which returned success), after entries it held were published (ext4 on a loop device,
 /// from one thread or several; a plain `pwrite` + `msync` program saw the same).

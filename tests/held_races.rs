@@ -9,6 +9,8 @@
 //! - an open that a replacement overtakes opens the new log;
 //! - a sync error that another thread's `msync` took (the kernel reports it once per open
 //!   file) fails the appends synced after it, even before that thread records it;
+//! - (not a pause) a sync error that a tail hint's or a truncation's `msync` took leaves the
+//!   published LSN in the reader area where the writer's session began, for the next open;
 //! - appends go on while a read below the tail hint walks the entries before it to fill the
 //!   index;
 //! - `verify` beside a suffix truncation that deletes what was appended after its look at the
@@ -747,4 +749,65 @@ fn a_follower_takes_no_padding_for_a_returned_entry_after_a_rewind() {
     let third = got.recv().unwrap();
     assert_eq!((first, second), (Err(3), Ok(None)));
     assert_eq!(third, Ok(None), "rewound for padding it never returned");
+}
+
+/// The kernel reports a failed write-back once, to whichever sync of the file looks first: a
+/// tail hint's, a truncation's, not always the append's whose pages it concerns (nor always
+/// the sync that covered them). Whichever sync took it, the reader area's published LSN drops
+/// to where the writer's session began and stays there: the next writable open then writes
+/// the whole session again (it does so unless that LSN says every entry was published), and
+/// readers in other processes stop before the session.
+#[test]
+fn a_sync_failure_any_sync_took_leaves_the_session_unvouched_for() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for case in ["tail hint", "truncate_after", "truncate_before"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.dax");
+        let opts = Options::new()
+            .capacity(1 << 20)
+            .persistence(PersistenceChoice::ForceMsync);
+        {
+            let log = Log::create(&path, &opts).unwrap();
+            for i in 0..5u64 {
+                log.append(&i.to_le_bytes()).unwrap();
+            }
+        }
+        let published = || daxlog::Reader::open(&path).unwrap().published();
+        let log = Log::open(&path, &opts.clone().tail_hint_every(1)).unwrap();
+        for i in 5..7u64 {
+            assert_eq!(log.append(&i.to_le_bytes()).unwrap(), i + 1);
+        }
+        assert_eq!(published(), Some(8), "{case}");
+        let failed = match case {
+            // The append's own sync first, then its tail hint's.
+            "tail hint" => {
+                mutants::fail_msync(2);
+                assert_eq!(log.append(&7u64.to_le_bytes()).unwrap(), 8);
+                log.append(b"after the hint's failed sync").map(drop)
+            }
+            "truncate_after" => {
+                mutants::fail_next_msync();
+                log.truncate_after(6)
+            }
+            _ => {
+                mutants::fail_next_msync();
+                log.truncate_before(3)
+            }
+        };
+        assert!(
+            matches!(failed, Err(Error::Io { .. } | Error::Poisoned { .. })),
+            "{case}: {failed:?}"
+        );
+        assert_eq!(published(), Some(6), "{case}: the session began at LSN 6");
+        assert!(log.append(b"later").is_err(), "{case}");
+        drop(log);
+        assert_eq!(published(), Some(6), "{case}");
+        // The next open vouches for the entries again (and takes those that failed
+        // appends left whole: never acknowledged, never lost either).
+        let log = Log::open(&path, &opts).unwrap();
+        let acknowledged = if case == "tail hint" { 8 } else { 7 };
+        let last = log.last_lsn().unwrap();
+        assert!(last >= acknowledged, "{case}: {last}");
+        assert_eq!(published(), Some(last + 1), "{case}");
+    }
 }
