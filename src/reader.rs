@@ -523,9 +523,17 @@ impl Reader {
                         path: self.path.clone(),
                         offset: self.pos as u64,
                         lsn: self.next,
-                        reason: LIVE_DAMAGE.into(),
+                        reason: match self.torn {
+                            // Likely the cause: the older copy cannot lead to entries written
+                            // under the damaged one.
+                            Some(at) => format!(
+                                "{LIVE_DAMAGE}; the metadata slot at offset {at} does not \
+                                 decode (damaged or torn), the older copy was used"
+                            ),
+                            None => LIVE_DAMAGE.into(),
+                        },
                         entries_beyond: 0,
-                    })
+                    });
                 }
             }
         }

@@ -763,6 +763,17 @@ fn a_damaged_current_slot_is_damage_not_an_empty_log() {
 
     // The current slot damaged.
     flip(&path, current + 20, 0x01);
+    // A reader in another process: the first entry is published but not found under the
+    // older copy, and the reader names the slot.
+    let mut reader = daxlog::Reader::open(&path).unwrap();
+    match reader.next_timeout(std::time::Duration::ZERO) {
+        Err(Error::Corrupted { lsn: 1, reason, .. }) => assert!(
+            reason.contains(&format!("metadata slot at offset {current}")),
+            "{reason}"
+        ),
+        other => panic!("the reader: expected Corrupted at LSN 1, got {other:?}"),
+    }
+    drop(reader);
     for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
         match Log::open(&path, &opts(mode)) {
             Err(Error::Corrupted {

@@ -386,7 +386,7 @@ pub(crate) fn describe(path: &Path, e: &Error) -> String {
             lsn,
             reason,
             ..
-        } if reason == crate::reader::LIVE_DAMAGE => {
+        } if reason.starts_with(crate::reader::LIVE_DAMAGE) => {
             format!(
                 "{p}: corrupted at LSN {lsn}, offset {offset}: {reason}; once no process has \
                  the log open for writing, `daxlog check {p}` searches beyond it and \
