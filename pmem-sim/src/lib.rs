@@ -17,7 +17,7 @@
 #![warn(missing_docs)]
 
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use daxlog::{Media, Persistence};
@@ -65,6 +65,24 @@ pub enum Op {
     Fence,
     /// A drain that failed (an `msync` error): durability is unknown, so it completes nothing.
     DrainFailed,
+    /// msync mode: a sync of `[off, off + len)` whose write-back failed. What its pages held
+    /// never reaches the media, and Linux keeps those bytes in the page cache marked clean:
+    /// no later sync writes them, until a store into the page (or [`Op::Rewrite`]) dirties
+    /// it again. When the error is reported is up to the media ([`Observer::fail_writeback`]).
+    WritebackFailed {
+        /// Byte offset.
+        off: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// msync mode: the pages of `[off, off + len)` marked dirty again, no byte changed
+    /// (`Media::rewrite`): bytes a failed write-back left clean are written by the next sync.
+    Rewrite {
+        /// Byte offset.
+        off: usize,
+        /// Length in bytes.
+        len: usize,
+    },
 }
 
 impl Op {
@@ -77,6 +95,8 @@ impl Op {
             Op::Drain => "drain".to_string(),
             Op::Fence => "fence".to_string(),
             Op::DrainFailed => "failed drain".to_string(),
+            Op::WritebackFailed { off, len } => format!("failed write-back {off}+{len}"),
+            Op::Rewrite { off, len } => format!("rewrite {off}+{len}"),
         }
     }
 }
@@ -146,6 +166,14 @@ struct Inner {
     trace: Mutex<Trace>,
     /// Every drain fails from now on (like `MmapMedia` after an `msync` error).
     fail_drains: AtomicBool,
+    /// msync mode: the next flush's write-back fails, reported to the drain this many drains
+    /// later (1: its own; 0: none armed). See [`Observer::fail_writeback`].
+    fail_writeback: AtomicUsize,
+    /// Drains left until a failed write-back is reported (0: none to report).
+    report_in: AtomicUsize,
+    /// The reader area's published LSN as `MmapMedia` keeps it: the lowest this handle
+    /// published, to which a failure lowers it (u64::MAX: none yet).
+    floor: AtomicU64,
 }
 
 // SAFETY: the image is only written by `Media::store`/`store_nt`, whose callers guarantee that no
@@ -194,6 +222,9 @@ impl SimMedia {
                 mode,
                 trace: Mutex::new(Trace::default()),
                 fail_drains: AtomicBool::new(false),
+                fail_writeback: AtomicUsize::new(0),
+                report_in: AtomicUsize::new(0),
+                floor: AtomicU64::new(u64::MAX),
             }),
         }
     }
@@ -245,6 +276,19 @@ impl Observer {
         self.inner.fail_drains.store(fail, Ordering::SeqCst);
     }
 
+    /// msync mode: the write-back of the next flush fails ([`Op::WritebackFailed`]), and the
+    /// `report_at`-th drain from then on (1: the flush's own) fails, as does every drain after
+    /// it (the failure is sticky, as in `MmapMedia`); the drains before it succeed. Linux
+    /// reports a failed write-back once, to the first sync that looks, and has been seen to
+    /// report it to a later sync than the one that covered the pages.
+    pub fn fail_writeback(&self, report_at: usize) {
+        assert!(
+            report_at >= 1,
+            "the report comes at a drain from the flush's own on"
+        );
+        self.inner.fail_writeback.store(report_at, Ordering::SeqCst);
+    }
+
     /// Operations `start..end` of the trace, with the thread that issued each.
     pub fn ops_range(&self, start: usize, end: usize) -> (Vec<Op>, Vec<ThreadId>) {
         let t = self.inner.lock_trace();
@@ -274,6 +318,16 @@ impl Inner {
             };
         }
         v
+    }
+
+    /// Stores the reader area's published LSN, untraced, under the trace lock.
+    fn store_published(&self, lsn: u64) {
+        let _guard = self.lock_trace();
+        let at = daxlog::format::PUBLISHED_OFFSET;
+        // SAFETY: the word lies in the metadata page, inside the image; the engine never
+        // lends it as a slice while writing (only the open reads it, before any publication),
+        // and snapshots hold the trace lock, as we do.
+        unsafe { std::ptr::copy_nonoverlapping(lsn.to_le_bytes().as_ptr(), self.ptr(at), 8) };
     }
 
     fn ptr(&self, off: usize) -> *mut u8 {
@@ -390,13 +444,35 @@ impl Media for SimMedia {
     }
 
     fn flush(&self, off: usize, len: usize) {
-        let op = Op::Flush { off, len };
+        let report_at = match self.inner.mode {
+            Persistence::Msync => self.inner.fail_writeback.swap(0, Ordering::SeqCst),
+            _ => 0,
+        };
+        let op = if report_at > 0 {
+            self.inner.report_in.store(report_at, Ordering::SeqCst);
+            Op::WritebackFailed { off, len }
+        } else {
+            Op::Flush { off, len }
+        };
         pass_gate(&op);
         self.inner.lock_trace().push(op);
     }
 
     fn drain(&self) -> std::io::Result<()> {
+        let reported = self
+            .inner
+            .report_in
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            == Ok(1);
+        if reported {
+            self.inner.fail_drains.store(true, Ordering::SeqCst);
+        }
         if self.inner.fail_drains.load(Ordering::SeqCst) {
+            // As `MmapMedia` does once a failure is recorded.
+            let floor = self.inner.floor.load(Ordering::SeqCst);
+            if floor != u64::MAX {
+                self.inner.store_published(floor);
+            }
             pass_gate(&Op::DrainFailed);
             self.inner.lock_trace().push(Op::DrainFailed);
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
@@ -409,6 +485,28 @@ impl Media for SimMedia {
     fn fence_stores(&self) {
         pass_gate(&Op::Fence);
         self.inner.lock_trace().push(Op::Fence);
+    }
+
+    fn rewrite(&self, off: usize, len: usize) {
+        if self.inner.mode == Persistence::Msync && len > 0 {
+            let op = Op::Rewrite { off, len };
+            pass_gate(&op);
+            self.inner.lock_trace().push(op);
+        }
+    }
+
+    /// The published LSN in the image, untraced (it is not a persistent structure: the
+    /// crash images never hold it, the open that follows in the same page cache does), and
+    /// held at the lowest this media published once a drain failed, as `MmapMedia` does.
+    fn publish_for_readers(&self, next_lsn: u64) {
+        let floor = self
+            .inner
+            .floor
+            .fetch_min(next_lsn, Ordering::SeqCst)
+            .min(next_lsn);
+        let failed = self.inner.fail_drains.load(Ordering::SeqCst);
+        self.inner
+            .store_published(if failed { floor } else { next_lsn });
     }
 }
 

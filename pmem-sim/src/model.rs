@@ -24,6 +24,11 @@
 //!
 //! Until then a pending piece may or may not have reached the media; which combinations are
 //! possible is the crash [`Model`]'s business (see `images.rs`).
+//!
+//! A failed write-back ([`Op::WritebackFailed`], msync mode) takes the pieces its pages hold
+//! out of the pending ones: they are *lost*, in the volatile image (the page cache keeps them,
+//! clean) but in no crash image, until a store into their page or an [`Op::Rewrite`] of it
+//! makes them pending again.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -132,6 +137,8 @@ pub struct PmemState {
     persistence: Persistence,
     durable: Vec<u8>,
     pending: Vec<Piece>,
+    /// Pieces whose write-back failed, in program order: in the volatile image only.
+    lost: Vec<Piece>,
     ops: usize,
 }
 
@@ -142,6 +149,7 @@ impl PmemState {
             persistence,
             durable: initial,
             pending: Vec::new(),
+            lost: Vec::new(),
             ops: 0,
         }
     }
@@ -175,10 +183,15 @@ impl PmemState {
         &self.pending
     }
 
-    /// The volatile image: durable plus every pending store.
+    /// Number of lost pieces (a failed write-back's, not dirtied again since).
+    pub fn lost_pieces(&self) -> usize {
+        self.lost.len()
+    }
+
+    /// The volatile image: durable plus every lost and pending store.
     pub fn volatile(&self) -> Vec<u8> {
         let mut v = self.durable.clone();
-        for p in &self.pending {
+        for p in self.lost.iter().chain(&self.pending) {
             p.apply(&mut v);
         }
         v
@@ -208,8 +221,34 @@ impl PmemState {
         let bit = 1u64 << tid;
         let cpu = self.persistence.is_cpu_flush();
         match op {
-            Op::Store { off, data } => self.split(*off, data, false, tid),
-            Op::StoreNt { off, data } => self.split(*off, data, true, tid),
+            Op::Store { off, data } | Op::StoreNt { off, data } => {
+                if !data.is_empty() {
+                    self.revive(off / PAGE, (off + data.len() - 1) / PAGE);
+                }
+                self.split(*off, data, matches!(op, Op::StoreNt { .. }), tid);
+            }
+            Op::Rewrite { off, len } => {
+                if *len > 0 {
+                    self.revive(off / PAGE, (off + len - 1) / PAGE);
+                }
+            }
+            Op::WritebackFailed { off, len } => {
+                if *len == 0 || cpu {
+                    return;
+                }
+                let (first, last) = (off / PAGE, (off + len - 1) / PAGE);
+                // What a sync would have covered (see `Op::Flush`) never reaches the media.
+                let mut i = 0;
+                while i < self.pending.len() {
+                    let p = &self.pending[i];
+                    let seen = !p.nt || p.fenced || p.tid == tid;
+                    if seen && (first..=last).contains(&p.page()) {
+                        self.lost.push(self.pending.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
             Op::Flush { off, len } => {
                 if *len == 0 {
                     return;
@@ -246,6 +285,23 @@ impl PmemState {
                     .collect();
                 if !done.contains(&true) {
                     return;
+                }
+                if !self.lost.is_empty() {
+                    // A lost piece is older than any pending one: bytes made durable now are
+                    // newer than what it holds for them.
+                    let done_pieces: Vec<Piece> = self
+                        .pending
+                        .iter()
+                        .zip(&done)
+                        .filter(|(_, &d)| d)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    self.lost.retain_mut(|l| {
+                        for d in done_pieces.iter().filter(|d| d.word == l.word) {
+                            l.mask &= !d.mask;
+                        }
+                        l.mask != 0
+                    });
                 }
                 if !done.contains(&false) {
                     // Everything pending is complete (the common case with one thread).
@@ -284,6 +340,27 @@ impl PmemState {
                     p.mask != 0
                 });
             }
+        }
+    }
+
+    /// The lost pieces of pages `first..=last` pending again, before every pending piece (they
+    /// are older), uncovered: their page is dirty again.
+    fn revive(&mut self, first: usize, last: usize) {
+        if self.lost.is_empty() {
+            return;
+        }
+        let (back, keep): (Vec<Piece>, Vec<Piece>) = self
+            .lost
+            .drain(..)
+            .partition(|p| (first..=last).contains(&p.page()));
+        self.lost = keep;
+        if !back.is_empty() {
+            let newer = std::mem::take(&mut self.pending);
+            self.pending = back
+                .into_iter()
+                .map(|p| Piece { covered: 0, ..p })
+                .chain(newer)
+                .collect();
         }
     }
 
@@ -456,6 +533,56 @@ mod tests {
         s.apply(&Op::Drain);
         assert_eq!(&s.durable()[128..144], &[4; 16]);
         assert_eq!(s.pending_pieces(), 2);
+    }
+
+    #[test]
+    fn a_failed_write_back_loses_its_pages_until_they_are_dirtied_again() {
+        let mut s = PmemState::new(vec![0; 3 * PAGE], Persistence::Msync);
+        s.apply(&store(10, &[1; 4]));
+        s.apply(&store(PAGE + 10, &[2; 4]));
+        s.apply(&Op::WritebackFailed { off: 0, len: 20 });
+        // Page 0's piece is lost: in the volatile image, in no crash image, and a sync of its
+        // clean page writes nothing.
+        assert_eq!((s.lost_pieces(), s.pending_pieces()), (1, 1));
+        assert_eq!(&s.volatile()[10..14], &[1; 4]);
+        s.apply(&Op::Flush {
+            off: 0,
+            len: 2 * PAGE,
+        });
+        s.apply(&Op::Drain);
+        assert_eq!(&s.durable()[10..14], &[0; 4]);
+        assert_eq!(&s.durable()[PAGE + 10..PAGE + 14], &[2; 4]);
+        assert_eq!(&s.volatile()[10..14], &[1; 4]);
+        // A store elsewhere in its page dirties it again: the next sync writes both.
+        s.apply(&store(100, &[3; 4]));
+        assert_eq!((s.lost_pieces(), s.pending_pieces()), (0, 2));
+        s.apply(&Op::Flush { off: 0, len: 1 });
+        s.apply(&Op::Drain);
+        assert_eq!(&s.durable()[10..14], &[1; 4]);
+        assert_eq!(&s.durable()[100..104], &[3; 4]);
+        // So does a rewrite; and bytes made durable since are not undone by the lost ones.
+        s.apply(&store(PAGE * 2, &[4; 8]));
+        s.apply(&Op::WritebackFailed {
+            off: 2 * PAGE,
+            len: 8,
+        });
+        s.apply(&store(PAGE * 2 + 4, &[5; 4]));
+        s.apply(&Op::Flush {
+            off: 2 * PAGE,
+            len: 8,
+        });
+        s.apply(&Op::Drain);
+        assert_eq!(
+            &s.durable()[2 * PAGE..2 * PAGE + 8],
+            &[4, 4, 4, 4, 5, 5, 5, 5]
+        );
+        s.apply(&store(PAGE, &[6; 8]));
+        s.apply(&Op::WritebackFailed { off: PAGE, len: 8 });
+        s.apply(&Op::Rewrite { off: PAGE, len: 1 });
+        assert_eq!(s.lost_pieces(), 0);
+        s.apply(&Op::Flush { off: PAGE, len: 1 });
+        s.apply(&Op::Drain);
+        assert_eq!(&s.durable()[PAGE..PAGE + 8], &[6; 8]);
     }
 
     #[test]
