@@ -416,13 +416,13 @@ impl MmapMedia {
     }
 
     /// Records the first failed sync or write: every later drain reports it. And lowers the
-    /// published LSN in the reader area to the lowest this handle published (where its
-    /// session began, or a suffix truncation's cut), where it stays: the failure may concern
-    /// any dirty page of the file (the kernel reports a failed write-back to whichever sync
-    /// looks first: a tail hint's, a truncation's, or a later one than the sync that covered
-    /// the page), so every entry of the session is in doubt. The next writable open then
-    /// finds the published LSN below its next one and writes the whole last session again
-    /// (`recover::persist_recovered`); readers in other processes stop before the session.
+    /// published LSN in the reader area to the lowest this handle published (the recovered
+    /// slot's cut, to which the open lowered it first, or a later suffix truncation's cut),
+    /// where it stays: the failure may concern any dirty page of the file (the kernel reports
+    /// a failed write-back to whichever sync looks first: a tail hint's, a truncation's, or a
+    /// later one than the sync that covered the page), so every entry since is in doubt. The
+    /// next writable open then writes the entries from there again
+    /// (`recover::persist_recovered`); readers in other processes stop there.
     fn record_failure(&self, e: &io::Error) {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
         let first = self
@@ -623,11 +623,16 @@ impl Media for MmapMedia {
                 .floor
                 .fetch_min(next_lsn, Ordering::SeqCst)
                 .min(next_lsn);
-            // Against a failure recorded meanwhile (`record_failure`): either that thread's
-            // store of the floor comes after this one, or this thread sees the failure.
-            published.store(next_lsn, Ordering::SeqCst);
             if self.failed.load(Ordering::SeqCst) != 0 {
                 published.store(floor, Ordering::SeqCst);
+            } else {
+                // Against a failure recorded meanwhile (`record_failure`): either that
+                // thread's store of the floor comes after this one, or this thread sees the
+                // failure (readers may see `next_lsn` in between).
+                published.store(next_lsn, Ordering::SeqCst);
+                if self.failed.load(Ordering::SeqCst) != 0 {
+                    published.store(floor, Ordering::SeqCst);
+                }
             }
         } else {
             published.store(next_lsn, Ordering::Release);
@@ -710,6 +715,19 @@ impl Media for MmapMedia {
     }
 
     fn verify_ahead(&self, off: usize, len: usize) -> io::Result<()> {
+        let r = self.check_written_ahead(off, len);
+        if let Err(e) = &r {
+            // A failed write-back of the file may concern any of its pages, as for an msync.
+            self.record_failure(e);
+        }
+        r
+    }
+}
+
+impl MmapMedia {
+    /// [`Media::verify_ahead`]: waits for the write-back of `[off, off + len)` and checks
+    /// that the file system recorded it.
+    fn check_written_ahead(&self, off: usize, len: usize) -> io::Result<()> {
         let Some(file) = &self.ahead_file else {
             return Ok(());
         };

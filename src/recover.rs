@@ -250,9 +250,11 @@ pub(crate) fn repair_superblock<M: Media>(
 /// again ([`Media::rewrite`]), and the drain makes them durable or fails, and the open with
 /// it: the header at the tail always (a page), the entries too unless the reader area says
 /// the last writer published every one of them (it closed, or acknowledged them all, and no
-/// sync or write of it failed: a failure, whichever sync saw it, lowers the value to where the
-/// session began, `MmapMedia::record_failure`; its value in the page cache, which a restart of
-/// the machine loses with the pages it would vouch for). Not from the published LSN on only: the kernel has
+/// sync or write of it failed: a failure, whichever sync saw it, lowers the value to the
+/// lowest the writer published, `MmapMedia::record_failure`, and a writable open lowers it to
+/// its slot's cut until it ends; its value in the page cache, which a restart of the machine
+/// loses with the pages it would vouch for). Then also from the published LSN, where it is
+/// lower than the cut or where the scan began. Not from the published LSN on only: the kernel has
 /// been seen to report a failed write-back to a later sync than the one that covered it
 /// (which returned success), after entries it held were published (ext4 on a loop device,
 /// from one thread or several; a plain `pwrite` + `msync` program saw the same).
@@ -260,6 +262,7 @@ pub(crate) fn persist_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     slot: &Slot,
     scan: &Scan,
+    published: Lsn,
     path: &Path,
 ) -> Result<()> {
     let len = pmem.media().len();
@@ -270,7 +273,14 @@ pub(crate) fn persist_recovered<M: Media>(
         scan.tail,
         format::HEADER_LEN.min(limit.saturating_sub(scan.tail)),
     );
-    let from = slot.cut_lsn.max(scan.scanned_from);
+    // Where the reader area does not vouch for every entry: from the published LSN too, where
+    // a failed sync lowered it (to where the session began: below a later truncation's cut
+    // or tail hint, which the failure may concern as well). (0: no writer that publishes.)
+    let unvouched = published < scan.next_lsn;
+    let from = match slot.cut_lsn.max(scan.scanned_from) {
+        from if unvouched && published != 0 => from.min(published).max(slot.head_lsn),
+        from => from,
+    };
     // The live bytes from the offset of the entry at or before `from` to the tail, in one or
     // two ranges (from the first part across the wrap).
     let mut ranges = Vec::with_capacity(3);
@@ -283,14 +293,9 @@ pub(crate) fn persist_recovered<M: Media>(
             ranges.push((start, scan.tail - start));
         }
     }
-    let published = u64::from_le_bytes(
-        pmem.view(format::PUBLISHED_OFFSET, 8)
-            .try_into()
-            .expect("8 bytes"),
-    );
     let media = pmem.media();
     media.rewrite(tail_header.0, tail_header.1);
-    if published < scan.next_lsn {
+    if unvouched {
         for &(off, n) in &ranges {
             media.rewrite(off, n);
         }
@@ -302,15 +307,28 @@ pub(crate) fn persist_recovered<M: Media>(
     pmem.drain().map_err(|e| Error::io(path, "drain", e))
 }
 
-/// The offset of an entry at or before accepted entry `lsn` (at or after where the scan
-/// began): the scan's index, else where the scan began.
+/// The published LSN in the reader area, as the last writer left it in the page cache
+/// (0: no version-2 writer).
+pub(crate) fn published<M: Media>(pmem: &mut Pmem<M>) -> Lsn {
+    u64::from_le_bytes(
+        pmem.view(format::PUBLISHED_OFFSET, 8)
+            .try_into()
+            .expect("8 bytes"),
+    )
+}
+
+/// The offset of an entry at or before accepted entry `lsn` (at or after the head): the
+/// scan's index, else where the scan began, else (before a tail hint the scan began at) the
+/// head.
 fn anchor_before(slot: &Slot, scan: &Scan, lsn: Lsn) -> usize {
     match lsn.checked_sub(scan.index_base) {
         Some(d) if !scan.index.is_empty() => {
             let k = ((d / crate::index::INDEX_STRIDE) as usize).min(scan.index.len() - 1);
             scan.index[k] as usize
         }
-        _ if scan.scanned_from == slot.head_lsn => slot.head_offset as usize,
+        _ if scan.scanned_from == slot.head_lsn || lsn < scan.scanned_from => {
+            slot.head_offset as usize
+        }
         _ => slot.hint_offset as usize,
     }
 }

@@ -490,7 +490,9 @@ impl<M: Media> Log<M> {
             hint_lsn: lsn,
             ..w.slot
         };
-        // A failed hint only costs recovery time; the append itself is durable.
+        // A failed hint is recorded by the media (msync mode: every later barrier fails, and
+        // the published LSN in the reader area drops), not reported here: the appends whose
+        // barriers succeeded before it are acknowledged.
         let _ = self.write_slot(&mut w, slot);
     }
 

@@ -437,10 +437,12 @@ impl<M: Media> Log<M> {
         // the log otherwise, and after a power failure a reader that opens the log while no
         // writer has (none republishes) would take the deleted entries for published ones,
         // and the first of them, gone, for damage. (Written back with the metadata page's
-        // other lines; a published LSN only ever rises otherwise, over durable entries.)
+        // other lines; a published LSN only ever rises otherwise, over durable entries, but
+        // at an open's start and after a failed sync.)
         self.pmem.flush(PUBLISHED_OFFSET, 8);
         if let Err(e) = self.pmem.drain() {
-            // Nothing was deleted: publish the entries again.
+            // Nothing was deleted: publish the entries again (in msync mode the media keeps
+            // the lower value after a failure: `MmapMedia::record_failure`).
             self.pmem.media().publish_for_readers(published);
             return Err(Error::io(&self.name, "drain", e));
         }

@@ -10,7 +10,7 @@
 //! - a sync error that another thread's `msync` took (the kernel reports it once per open
 //!   file) fails the appends synced after it, even before that thread records it;
 //! - (not a pause) a sync error that a tail hint's or a truncation's `msync` took leaves the
-//!   published LSN in the reader area where the writer's session began, for the next open;
+//!   published LSN in the reader area at the lowest the writer published, for the next open;
 //! - appends go on while a read below the tail hint walks the entries before it to fill the
 //!   index;
 //! - `verify` beside a suffix truncation that deletes what was appended after its look at the
@@ -484,6 +484,13 @@ fn a_chunk_written_ahead_that_did_not_reach_the_file_poisons_the_log() {
         acked.len()
     );
     drop(log);
+    // The failed wait for the write-back is a failed sync: the next open writes the whole
+    // session again.
+    assert_eq!(
+        daxlog::Reader::open(&path).unwrap().published(),
+        Some(1),
+        "the session is still vouched for"
+    );
     let log = Log::open(&path, &Options::new()).unwrap();
     assert_eq!(log.read(1).unwrap().payload, vec![1; 4000]);
     for lsn in acked {
@@ -754,9 +761,9 @@ fn a_follower_takes_no_padding_for_a_returned_entry_after_a_rewind() {
 /// The kernel reports a failed write-back once, to whichever sync of the file looks first: a
 /// tail hint's, a truncation's, not always the append's whose pages it concerns (nor always
 /// the sync that covered them). Whichever sync took it, the reader area's published LSN drops
-/// to where the writer's session began and stays there: the next writable open then writes
-/// the whole session again (it does so unless that LSN says every entry was published), and
-/// readers in other processes stop before the session.
+/// to the lowest this writer published (where the session before its own began) and stays
+/// there: the next writable open then writes both sessions again (it does so from that LSN
+/// unless it says every entry was published), and readers in other processes stop there.
 #[test]
 fn a_sync_failure_any_sync_took_leaves_the_session_unvouched_for() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -798,10 +805,12 @@ fn a_sync_failure_any_sync_took_leaves_the_session_unvouched_for() {
             matches!(failed, Err(Error::Io { .. } | Error::Poisoned { .. })),
             "{case}: {failed:?}"
         );
-        assert_eq!(published(), Some(6), "{case}: the session began at LSN 6");
+        // The lowest LSN this writer published: its open lowered the value to where the
+        // session before it began (LSN 1) until it had made that session durable.
+        assert_eq!(published(), Some(1), "{case}");
         assert!(log.append(b"later").is_err(), "{case}");
         drop(log);
-        assert_eq!(published(), Some(6), "{case}");
+        assert_eq!(published(), Some(1), "{case}");
         // The next open vouches for the entries again (and takes those that failed
         // appends left whole: never acknowledged, never lost either).
         let log = Log::open(&path, &opts).unwrap();
@@ -810,4 +819,37 @@ fn a_sync_failure_any_sync_took_leaves_the_session_unvouched_for() {
         assert!(last >= acknowledged, "{case}: {last}");
         assert_eq!(published(), Some(last + 1), "{case}");
     }
+}
+
+/// A failed write-back of the last session may be reported to the next open's first sync
+/// (nobody had looked): the open fails, and the one after it must still write that session
+/// again, although the last writer closed cleanly.
+#[test]
+fn a_sync_failure_in_the_open_leaves_the_last_session_unvouched_for() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.dax");
+    let opts = Options::new()
+        .capacity(1 << 20)
+        .persistence(PersistenceChoice::ForceMsync);
+    drop(Log::create(&path, &opts).unwrap());
+    {
+        let log = Log::open(&path, &opts).unwrap();
+        for i in 0..5u64 {
+            log.append(&i.to_le_bytes()).unwrap();
+        }
+    }
+    let published = || daxlog::Reader::open(&path).unwrap().published();
+    assert_eq!(
+        published(),
+        Some(6),
+        "a clean close vouches for the session"
+    );
+    mutants::fail_next_msync();
+    let failed = Log::open(&path, &opts);
+    assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+    assert_eq!(published(), Some(1), "the session began at LSN 1");
+    let log = Log::open(&path, &opts).unwrap();
+    assert_eq!(log.last_lsn(), Some(5));
+    assert_eq!(published(), Some(6));
 }
