@@ -579,18 +579,20 @@ impl<M: Media> Log<M> {
         let mut current = slot;
         if writable {
             // Before the open's first write or sync, whose failure (a failed write-back of the
-            // last session's, reported now) would fail the open: the next open must not take
-            // the last session for vouched, whatever this one gets to.
+            // last session's, reported now) would fail the open: the next open must then not
+            // take the last session for vouched.
             let published = recover::published(&mut pmem);
-            if published != 0 {
-                pmem.media()
-                    .publish_for_readers(published.min(slot.cut_lsn));
-            }
+            let vouched = match published {
+                0 => slot.cut_lsn,
+                p => p.min(slot.cut_lsn),
+            };
+            pmem.media().set_failure_floor(vouched);
             recover::repair_superblock(&mut pmem, &mut sb, path)?;
-            recover::persist_recovered(&mut pmem, &slot, &scan, published, path)?;
+            recover::persist_recovered(&mut pmem, &slot, &scan, published, sb.salt, path)?;
             current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
             recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
             // Every recovered entry is durable: readers in other processes may read them.
+            pmem.media().set_failure_floor(scan.next_lsn);
             pmem.media().publish_for_readers(scan.next_lsn);
         }
         let persistence = pmem.media().persistence();

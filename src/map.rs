@@ -63,9 +63,9 @@ pub struct MmapMedia {
     file: File,
     // msync mode: set once an msync has failed; every later drain reports it.
     failed: AtomicI32,
-    // The lowest LSN this handle published for readers (u64::MAX: none yet): its open's, or a
-    // suffix truncation's. Once a sync or write failed, the reader area's published LSN stays
-    // here (`publish_for_readers`).
+    // Where the published LSN in the reader area drops once a sync or write failed, and stays
+    // (`Media::set_failure_floor`, lowered by a suffix truncation's publication; u64::MAX:
+    // not set, nothing is stored).
     floor: AtomicU64,
     // msync mode: held by each msync until its error, if any, is in `failed` (see `flush`).
     sync_lock: Mutex<()>,
@@ -416,13 +416,13 @@ impl MmapMedia {
     }
 
     /// Records the first failed sync or write: every later drain reports it. And lowers the
-    /// published LSN in the reader area to the lowest this handle published (the recovered
-    /// slot's cut, to which the open lowered it first, or a later suffix truncation's cut),
-    /// where it stays: the failure may concern any dirty page of the file (the kernel reports
-    /// a failed write-back to whichever sync looks first: a tail hint's, a truncation's, or a
-    /// later one than the sync that covered the page), so every entry since is in doubt. The
-    /// next writable open then writes the entries from there again
-    /// (`recover::persist_recovered`); readers in other processes stop there.
+    /// published LSN in the reader area to the failure floor ([`Media::set_failure_floor`]:
+    /// where the session began, or a later suffix truncation's cut; during an open, the
+    /// recovered slot's cut), where it stays: the failure may concern any page written since
+    /// (the kernel reports a failed write-back to whichever sync looks first: a tail hint's, a
+    /// truncation's, or a later one than the sync that covered the page). The next writable
+    /// open then writes the entries from there again (`recover::persist_recovered`); readers
+    /// in other processes stop there.
     fn record_failure(&self, e: &io::Error) {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
         let first = self
@@ -581,6 +581,10 @@ impl Media for MmapMedia {
 
     fn tune_for_host(&self) -> bool {
         true
+    }
+
+    fn set_failure_floor(&self, lsn: u64) {
+        self.floor.store(lsn, Ordering::SeqCst);
     }
 
     fn rewrite(&self, off: usize, len: usize) {

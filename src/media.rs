@@ -184,6 +184,15 @@ pub trait Media: Send + Sync {
     /// cache (CPU caches write back every line a flush names) ignore it.
     fn rewrite(&self, _off: usize, _len: usize) {}
 
+    /// Should a sync or write fail from now on, the published LSN in the reader area drops to
+    /// `lsn` (or to a lower one [`Media::publish_for_readers`] is given later) and stays there,
+    /// so that the next writable open writes the entries from there again: the failure may
+    /// concern any page written since. Called by a writable open before its first write (the
+    /// recovered slot's cut: a failed write-back of the last session may be reported to the
+    /// open's first sync) and at its end (where its session begins). Media without a page
+    /// cache ignore it.
+    fn set_failure_floor(&self, _lsn: u64) {}
+
     /// Tells readers in other processes that every entry before `next_lsn` is durable (the
     /// reader area of the metadata page, format version 2; not a persistent structure, so no
     /// flush). Media that no other process can read ignore it.

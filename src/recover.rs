@@ -263,6 +263,7 @@ pub(crate) fn persist_recovered<M: Media>(
     slot: &Slot,
     scan: &Scan,
     published: Lsn,
+    salt: u32,
     path: &Path,
 ) -> Result<()> {
     let len = pmem.media().len();
@@ -273,19 +274,35 @@ pub(crate) fn persist_recovered<M: Media>(
         scan.tail,
         format::HEADER_LEN.min(limit.saturating_sub(scan.tail)),
     );
-    // Where the reader area does not vouch for every entry: from the published LSN too, where
-    // a failed sync lowered it (to where the session began: below a later truncation's cut
-    // or tail hint, which the failure may concern as well). (0: no writer that publishes.)
+    // Where the reader area does not vouch for every entry: from the published LSN, where a
+    // failed sync lowered it to the failure floor (at or below the slot's cut; a writer only
+    // publishes from its session's start up, so a kill leaves it at or above): the failure
+    // may concern entries before a later truncation's cut or tail hint too. Otherwise from
+    // the cut, or the tail hint's entry (written after its entries were synced). (0: no
+    // writer that publishes.)
     let unvouched = published < scan.next_lsn;
-    let from = match slot.cut_lsn.max(scan.scanned_from) {
-        from if unvouched && published != 0 => from.min(published).max(slot.head_lsn),
-        from => from,
+    let from = if unvouched && published != 0 && published <= slot.cut_lsn {
+        published.max(slot.head_lsn)
+    } else {
+        slot.cut_lsn.max(scan.scanned_from)
     };
     // The live bytes from the offset of the entry at or before `from` to the tail, in one or
     // two ranges (from the first part across the wrap).
     let mut ranges = Vec::with_capacity(3);
     if from < scan.next_lsn {
-        let start = anchor_before(slot, scan, from);
+        let start = if from < scan.scanned_from {
+            // Before the tail hint the scan began at: found by a walk from the head.
+            let mut at = None;
+            let image = pmem.view(0, len);
+            crate::walk::walk_visit(image, salt, slot, head, slot.head_lsn, |lsn, off, _| {
+                if lsn == from {
+                    at = Some(off);
+                }
+            });
+            at.unwrap_or(head)
+        } else {
+            anchor_before(slot, scan, from)
+        };
         if start >= head && scan.tail < head && scan.wrap_at > 0 && scan.wrap_at >= start {
             ranges.push((start, scan.wrap_at - start));
             ranges.push((DATA_OFFSET, scan.tail.saturating_sub(DATA_OFFSET)));
@@ -317,18 +334,15 @@ pub(crate) fn published<M: Media>(pmem: &mut Pmem<M>) -> Lsn {
     )
 }
 
-/// The offset of an entry at or before accepted entry `lsn` (at or after the head): the
-/// scan's index, else where the scan began, else (before a tail hint the scan began at) the
-/// head.
+/// The offset of an entry at or before accepted entry `lsn` (at or after where the scan
+/// began): the scan's index, else where the scan began.
 fn anchor_before(slot: &Slot, scan: &Scan, lsn: Lsn) -> usize {
     match lsn.checked_sub(scan.index_base) {
         Some(d) if !scan.index.is_empty() => {
             let k = ((d / crate::index::INDEX_STRIDE) as usize).min(scan.index.len() - 1);
             scan.index[k] as usize
         }
-        _ if scan.scanned_from == slot.head_lsn || lsn < scan.scanned_from => {
-            slot.head_offset as usize
-        }
+        _ if scan.scanned_from == slot.head_lsn => slot.head_offset as usize,
         _ => slot.hint_offset as usize,
     }
 }

@@ -171,9 +171,6 @@ struct Inner {
     fail_writeback: AtomicUsize,
     /// Drains left until a failed write-back is reported (0: none to report).
     report_in: AtomicUsize,
-    /// The reader area's published LSN as `MmapMedia` keeps it: the lowest this handle
-    /// published, to which a failure lowers it (u64::MAX: none yet).
-    floor: AtomicU64,
 }
 
 // SAFETY: the image is only written by `Media::store`/`store_nt`, whose callers guarantee that no
@@ -189,6 +186,9 @@ unsafe impl Sync for Inner {}
 /// [`PmemState`].
 pub struct SimMedia {
     inner: Arc<Inner>,
+    /// Where a failure lowers the reader area's published LSN, as in `MmapMedia`: per handle
+    /// (`Media::set_failure_floor`, which every writable open calls; u64::MAX: not set).
+    floor: AtomicU64,
 }
 
 /// A read-only handle on a [`SimMedia`] that stays usable while a log owns the media.
@@ -224,8 +224,8 @@ impl SimMedia {
                 fail_drains: AtomicBool::new(false),
                 fail_writeback: AtomicUsize::new(0),
                 report_in: AtomicUsize::new(0),
-                floor: AtomicU64::new(u64::MAX),
             }),
+            floor: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -287,6 +287,16 @@ impl Observer {
             "the report comes at a drain from the flush's own on"
         );
         self.inner.fail_writeback.store(report_at, Ordering::SeqCst);
+    }
+
+    /// Another handle on the same media (image, trace and failure state), as a new open of
+    /// the same file: for an open after one that failed, which dropped the handle it took.
+    /// Only one log may own the media at a time.
+    pub fn reopen(&self) -> SimMedia {
+        SimMedia {
+            inner: Arc::clone(&self.inner),
+            floor: AtomicU64::new(u64::MAX),
+        }
     }
 
     /// Operations `start..end` of the trace, with the thread that issued each.
@@ -469,7 +479,7 @@ impl Media for SimMedia {
         }
         if self.inner.fail_drains.load(Ordering::SeqCst) {
             // As `MmapMedia` does once a failure is recorded.
-            let floor = self.inner.floor.load(Ordering::SeqCst);
+            let floor = self.floor.load(Ordering::SeqCst);
             if floor != u64::MAX {
                 self.inner.store_published(floor);
             }
@@ -487,6 +497,10 @@ impl Media for SimMedia {
         self.inner.lock_trace().push(Op::Fence);
     }
 
+    fn set_failure_floor(&self, lsn: u64) {
+        self.floor.store(lsn, Ordering::SeqCst);
+    }
+
     fn rewrite(&self, off: usize, len: usize) {
         if self.inner.mode == Persistence::Msync && len > 0 {
             let op = Op::Rewrite { off, len };
@@ -495,12 +509,12 @@ impl Media for SimMedia {
         }
     }
 
-    /// The published LSN in the image, untraced (it is not a persistent structure: the
-    /// crash images never hold it, the open that follows in the same page cache does), and
-    /// held at the lowest this media published once a drain failed, as `MmapMedia` does.
+    /// The published LSN in the image, untraced (it is not a persistent structure: the crash
+    /// images hold the value of the image the run started from, the open that follows in the
+    /// same page cache the current one), and held at the failure floor once a drain failed,
+    /// as `MmapMedia` does.
     fn publish_for_readers(&self, next_lsn: u64) {
         let floor = self
-            .inner
             .floor
             .fetch_min(next_lsn, Ordering::SeqCst)
             .min(next_lsn);
