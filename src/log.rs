@@ -527,19 +527,7 @@ impl<M: Media> Log<M> {
         let use_hint = opts.resolved_tail_hint_every().is_some();
         let read_ahead = pmem.media().wants_read_ahead();
         let image = pmem.view(0, sb.capacity as usize);
-        let ahead = |pos: usize, len: usize| {
-            if read_ahead && pos < image.len() {
-                let len = len.min(image.len() - pos);
-                // SAFETY: `[pos, pos + len)` lies inside `image`, the bytes `Media::read`
-                // returned from offset 0, alive for this call; media that want read-ahead
-                // return slices of a file mapping there (`Media::wants_read_ahead`), and
-                // `MADV_WILLNEED` changes no byte of any memory. (Not `Media::read_ahead`:
-                // `image` borrows the media.)
-                // (Each megabyte is asked for once; whether it is cached is not looked at:
-                // `mincore` may not tell.)
-                unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len, false) };
-            }
-        };
+        let ahead = recover::read_ahead_of(image, read_ahead);
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
         let slot_damage = recover::damaged_current_slot(image, sb.salt, &scan, &slot, unreadable);
         // A salvage (read-only) reads the log by the damaged current slot, as it was.
@@ -566,6 +554,7 @@ impl<M: Media> Log<M> {
                 }
             }
         }
+        drop(ahead);
         check_mode(opts, writable, path)?;
         let (damage, gaps) = recover::damage_versus_torn_tail(
             image,

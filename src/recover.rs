@@ -251,10 +251,11 @@ pub(crate) fn repair_superblock<M: Media>(
 /// it: the header at the tail always (a page), the entries too unless the reader area says
 /// the last writer published every one of them (it closed, or acknowledged them all, and no
 /// sync or write of it failed: a failure, whichever sync saw it, lowers the value to the
-/// lowest the writer published, `MmapMedia::record_failure`, and a writable open lowers it to
-/// its slot's cut until it ends; its value in the page cache, which a restart of the machine
-/// loses with the pages it would vouch for). Then also from the published LSN, where it is
-/// lower than the cut or where the scan began. Not from the published LSN on only: the kernel has
+/// writer's failure floor, [`Media::set_failure_floor`]; its value in the page cache, which a
+/// restart of the machine loses with the pages it would vouch for). Where the value is at or
+/// below the slot's cut (a failure floor; a kill leaves it there only inside a suffix
+/// truncation or an open, which costs a larger rewrite), from it, before any tail hint or
+/// later cut. Not from the published LSN on only: the kernel has
 /// been seen to report a failed write-back to a later sync than the one that covered it
 /// (which returned success), after entries it held were published (ext4 on a loop device,
 /// from one thread or several; a plain `pwrite` + `msync` program saw the same).
@@ -291,15 +292,12 @@ pub(crate) fn persist_recovered<M: Media>(
     let mut ranges = Vec::with_capacity(3);
     if from < scan.next_lsn {
         let start = if from < scan.scanned_from {
-            // Before the tail hint the scan began at: found by a walk from the head.
-            let mut at = None;
+            // Before the tail hint the scan began at: found by a walk from the head to it
+            // (checksums included: where damage stops it first, from the head).
+            let wanted = pmem.media().wants_read_ahead();
             let image = pmem.view(0, len);
-            crate::walk::walk_visit(image, salt, slot, head, slot.head_lsn, |lsn, off, _| {
-                if lsn == from {
-                    at = Some(off);
-                }
-            });
-            at.unwrap_or(head)
+            let ahead = read_ahead_of(image, wanted);
+            crate::walk::offset_of(image, salt, slot, from, &ahead).unwrap_or(head)
         } else {
             anchor_before(slot, scan, from)
         };
@@ -322,6 +320,23 @@ pub(crate) fn persist_recovered<M: Media>(
         pmem.flush(off, n);
     }
     pmem.drain().map_err(|e| Error::io(path, "drain", e))
+}
+
+/// The read-ahead of walks over `image` (the bytes `Media::read` returned from offset 0) where
+/// the media want it (`wanted`: [`Media::wants_read_ahead`]): the ranges asked for, in the
+/// background. (Not `Media::read_ahead`: `image` borrows the media.)
+pub(crate) fn read_ahead_of(image: &[u8], wanted: bool) -> impl Fn(usize, usize) + '_ {
+    move |pos: usize, len: usize| {
+        if wanted && pos < image.len() {
+            let len = len.min(image.len() - pos);
+            // SAFETY: `[pos, pos + len)` lies inside `image`, the bytes `Media::read` returned
+            // from offset 0, alive while the closure is; media that want read-ahead return
+            // slices of a file mapping there (`Media::wants_read_ahead`), and `MADV_WILLNEED`
+            // changes no byte of any memory. (Each megabyte is asked for once; whether it is
+            // cached is not looked at: `mincore` may not tell.)
+            unsafe { crate::map::read_ahead(image.as_ptr().add(pos), len, false) };
+        }
+    }
 }
 
 /// The published LSN in the reader area, as the last writer left it in the page cache

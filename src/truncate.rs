@@ -438,7 +438,7 @@ impl<M: Media> Log<M> {
         // writer has (none republishes) would take the deleted entries for published ones,
         // and the first of them, gone, for damage. (Written back with the metadata page's
         // other lines; a published LSN only ever rises otherwise, over durable entries, but
-        // at an open's start and after a failed sync.)
+        // after a failed sync.)
         self.pmem.flush(PUBLISHED_OFFSET, 8);
         if let Err(e) = self.pmem.drain() {
             // Nothing was deleted: publish the entries again (in msync mode the media keeps

@@ -171,6 +171,7 @@ fn walk_ahead(
     slot: &Slot,
     start: usize,
     start_lsn: Lsn,
+    until: Lsn,
     ahead: &dyn Fn(usize, usize),
 ) -> Walk {
     let mut last = None;
@@ -180,6 +181,7 @@ fn walk_ahead(
         slot,
         start,
         start_lsn,
+        until,
         |_, _, _| {},
         |pos| {
             let ask = match last {
@@ -233,15 +235,18 @@ pub(crate) fn walk_visit(
     start_lsn: Lsn,
     visit: impl FnMut(Lsn, usize, &EntryHeader),
 ) -> Walk {
-    walk_impl(image, salt, slot, start, start_lsn, visit, |_| {})
+    walk_impl(image, salt, slot, start, start_lsn, Lsn::MAX, visit, |_| {})
 }
 
+/// The walk: stops at entry `until` too (not accepting it: `stop` is its offset).
+#[allow(clippy::too_many_arguments)]
 fn walk_impl(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     start: usize,
     start_lsn: Lsn,
+    until: Lsn,
     mut visit: impl FnMut(Lsn, usize, &EntryHeader),
     mut at: impl FnMut(usize),
 ) -> Walk {
@@ -264,6 +269,9 @@ fn walk_impl(
     let mut wrapped_at = if start < head { start } else { 0 };
     let mut ahead = pos;
     let refusal = loop {
+        if lsn >= until {
+            break Refusal::torn("");
+        }
         at(pos);
         // The common case first: two entries that pass every rule, checksummed together. The
         // first entry that does not (or that is not a small entry) goes through `check_entry`,
@@ -282,7 +290,7 @@ fn walk_impl(
                     accept(
                         &mut w, slot, wrapped_at, &mut pos, &mut lsn, &h1, &mut visit,
                     );
-                    if c2 == h2.crc {
+                    if c2 == h2.crc && lsn < until {
                         accept(
                             &mut w, slot, wrapped_at, &mut pos, &mut lsn, &h2, &mut visit,
                         );
@@ -400,7 +408,7 @@ pub(crate) fn scan(
         Some(h) if use_hint => h,
         _ => (head, slot.head_lsn),
     };
-    let w = walk_ahead(image, salt, slot, start, start_lsn, ahead);
+    let w = walk_ahead(image, salt, slot, start, start_lsn, Lsn::MAX, ahead);
     let (tail, pos, refusal) = (w.tail, w.stop, w.refusal);
     let area_end = w.limit.min(image.len());
     let state = if pos + HEADER_LEN > area_end && pos == tail {
@@ -458,6 +466,28 @@ pub(crate) fn scan(
         stop: w.stop,
         stop_lsn: w.stop_lsn,
     }
+}
+
+/// The offset of accepted entry `lsn`, found by a walk from the head that stops there (`None`
+/// if the walk stops before it: damage on the way).
+pub(crate) fn offset_of(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    lsn: Lsn,
+    ahead: &dyn Fn(usize, usize),
+) -> Option<usize> {
+    let head = slot.head_offset as usize;
+    let w = walk_ahead(image, salt, slot, head, slot.head_lsn, lsn, ahead);
+    if w.stop_lsn != lsn {
+        return None;
+    }
+    if check_entry(image, w.stop, w.limit.min(image.len()), lsn, salt, slot).is_ok() {
+        return Some(w.stop);
+    }
+    // Stopped where the first part ends: the entry is the first after the wrap.
+    let data = format::DATA_OFFSET;
+    (w.stop >= head && check_entry(image, data, head, lsn, salt, slot).is_ok()).then_some(data)
 }
 
 /// The slot's tail hint, if it names a valid entry at or after the head.
@@ -770,6 +800,26 @@ mod tests {
                 assert_eq!(got.refusal, want.refusal, "{ctx}");
                 assert_eq!(got.limit, want.limit, "{ctx}");
                 assert_eq!(visits, want_visits, "{ctx}");
+                // A walk from the head that stops at an accepted entry finds its offset
+                // (the first one after a wrap included).
+                if start == head {
+                    let accepted: Vec<_> =
+                        want_visits.iter().filter(|v| v.0 < want.next_lsn).collect();
+                    for _ in 0..3 {
+                        if let Some(&&(l, p, _)) =
+                            accepted.get(rng.below(accepted.len().max(1) as u64) as usize)
+                        {
+                            assert_eq!(
+                                offset_of(&image, salt, &slot, l, &|_, _| {}),
+                                Some(p),
+                                "{ctx}, lsn {l}"
+                            );
+                        }
+                    }
+                    if let Some(&&(l, p, _)) = accepted.last() {
+                        assert_eq!(offset_of(&image, salt, &slot, l, &|_, _| {}), Some(p));
+                    }
+                }
             }
         }
     }
