@@ -253,7 +253,7 @@ pub(crate) fn repair_superblock<M: Media>(
 /// sync or write of it failed: a failure, whichever sync saw it, lowers the value to the
 /// writer's failure floor, [`Media::set_failure_floor`]; its value in the page cache, which a
 /// restart of the machine loses with the pages it would vouch for). Where the value is at or
-/// below the slot's cut (a failure floor; a kill leaves it there only inside a suffix
+/// below the slot's cut (a failure floor; a kill leaves it below only inside a suffix
 /// truncation or an open, which costs a larger rewrite), from it, before any tail hint or
 /// later cut. Not from the published LSN on only: the kernel has
 /// been seen to report a failed write-back to a later sync than the one that covered it

@@ -468,8 +468,10 @@ pub(crate) fn scan(
     }
 }
 
-/// The offset of accepted entry `lsn`, found by a walk from the head that stops there (`None`
-/// if the walk stops before it: damage on the way).
+/// The offset of entry `lsn`, one recovery accepted (below the scan's next LSN), found by a
+/// walk from the head that stops there (`None` if the walk stops before it: damage on the
+/// way). For an LSN recovery did not accept the answer means nothing (the walk takes the
+/// members of a batch before it knows whether the batch is whole).
 pub(crate) fn offset_of(
     image: &[u8],
     salt: u32,
@@ -487,7 +489,9 @@ pub(crate) fn offset_of(
     }
     // Stopped where the first part ends: the entry is the first after the wrap.
     let data = format::DATA_OFFSET;
-    (w.stop >= head && check_entry(image, data, head, lsn, salt, slot).is_ok()).then_some(data)
+    // (Only where the walk itself would wrap: not inside a batch.)
+    let wraps = w.stop >= head && w.stop == w.tail;
+    (wraps && check_entry(image, data, head, lsn, salt, slot).is_ok()).then_some(data)
 }
 
 /// The slot's tail hint, if it names a valid entry at or after the head.
