@@ -627,16 +627,15 @@ impl Media for MmapMedia {
                 .floor
                 .fetch_min(next_lsn, Ordering::SeqCst)
                 .min(next_lsn);
-            if self.failed.load(Ordering::SeqCst) != 0 {
-                published.store(floor, Ordering::SeqCst);
-            } else {
-                // Against a failure recorded meanwhile (`record_failure`): either that
-                // thread's store of the floor comes after this one, or this thread sees the
-                // failure (readers may see `next_lsn` in between).
+            let failed = || self.failed.load(Ordering::SeqCst) != 0;
+            // The second look is against a failure recorded meanwhile (`record_failure`):
+            // either that thread's store of the floor comes after this one, or this thread
+            // sees the failure (readers may see `next_lsn` in between).
+            if !failed() {
                 published.store(next_lsn, Ordering::SeqCst);
-                if self.failed.load(Ordering::SeqCst) != 0 {
-                    published.store(floor, Ordering::SeqCst);
-                }
+            }
+            if failed() {
+                published.store(floor, Ordering::SeqCst);
             }
         } else {
             published.store(next_lsn, Ordering::Release);

@@ -255,10 +255,10 @@ pub(crate) fn repair_superblock<M: Media>(
 /// restart of the machine loses with the pages it would vouch for). Where the value is at or
 /// below the slot's cut (a failure floor; a kill leaves it below only inside a suffix
 /// truncation or an open, which costs a larger rewrite), from it, before any tail hint or
-/// later cut. Not from the published LSN on only: the kernel has
-/// been seen to report a failed write-back to a later sync than the one that covered it
-/// (which returned success), after entries it held were published (ext4 on a loop device,
-/// from one thread or several; a plain `pwrite` + `msync` program saw the same).
+/// later cut. Not from the published LSN on only: the kernel has been seen to report a
+/// failed write-back to a later sync than the one that covered it (which returned success),
+/// after entries it held were published (ext4 on a loop device, from one thread or several;
+/// a plain `pwrite` + `msync` program saw the same).
 pub(crate) fn persist_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     slot: &Slot,

@@ -560,7 +560,8 @@ mod tests {
         s.apply(&Op::Drain);
         assert_eq!(&s.durable()[10..14], &[1; 4]);
         assert_eq!(&s.durable()[100..104], &[3; 4]);
-        // So does a rewrite; and bytes made durable since are not undone by the lost ones.
+        // The lost bytes come back before the store that dirties their page (its newer bytes
+        // win), and a rewrite brings them back too.
         s.apply(&store(PAGE * 2, &[4; 8]));
         s.apply(&Op::WritebackFailed {
             off: 2 * PAGE,
