@@ -20,7 +20,7 @@
 //! part at the start of the data area.
 
 use crate::format::{
-    EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
+    self, EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
     MAX_INFLIGHT, SLOT_CONCURRENT,
 };
 use crate::walk::{self, Scan};
@@ -86,10 +86,22 @@ pub(crate) fn continuation(
     stop: usize,
     stop_lsn: Lsn,
 ) -> Option<(usize, Lsn)> {
+    continuation_and_length(image, salt, slot, stop, stop_lsn).0
+}
+
+/// [`continuation`], and whether the refused entry is whole with one set bit of its length
+/// field cleared ([`one_bit_off_length`]).
+fn continuation_and_length(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+) -> (Option<(usize, Lsn)>, bool) {
     let head = slot.head_offset as usize;
     let in_first_part = stop >= head;
     let area_end = if in_first_part { image.len() } else { head };
-    let claimed_end = claimed_end(image, stop, area_end);
+    let (claimed_end, length_off) = claimed_end(image, salt, slot, stop, stop_lsn, area_end);
     let found = find_continuation(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
         .or_else(|| {
             (in_first_part && head > DATA_OFFSET)
@@ -128,22 +140,82 @@ pub(crate) fn continuation(
         }
         walked.extend(chain.into_iter().filter(|&e| e < w.stop));
     }
-    match (inner, found) {
+    let next = match (inner, found) {
         (Some(i), Some(o)) => Some(if i.1 <= o.1 { i } else { o }),
         (i, o) => i.or(o),
-    }
+    };
+    (next, length_off)
 }
 
-/// Where the entry at `stop` ends if its length field is to be believed, else just past its
-/// first word.
-fn claimed_end(image: &[u8], stop: usize, area_end: usize) -> usize {
+/// Where the entry at `stop` ends: by its length field with one set bit cleared, if that makes
+/// it a whole entry ([`one_bit_off_length`]; then `true`); else by the field itself if the
+/// entry fits in the area; else just past its first word.
+fn claimed_end(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+    area_end: usize,
+) -> (usize, bool) {
     if stop + HEADER_LEN <= area_end {
         let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
+        if let Some(len) = one_bit_off_length(image, salt, slot, stop, stop_lsn, area_end) {
+            return (stop + format::entry_len(len as usize), true);
+        }
         if (h.len as usize) <= area_end - stop - HEADER_LEN {
-            return stop + h.entry_len();
+            return (stop + h.entry_len(), false);
         }
     }
-    (stop + ENTRY_ALIGN).min(area_end.max(stop))
+    ((stop + ENTRY_ALIGN).min(area_end.max(stop)), false)
+}
+
+/// The true length of the entry refused at `stop` (as entry `stop_lsn`), if its length field
+/// has one bit set that should be clear: with that bit cleared the entry fits in the area and
+/// passes every rule, its checksum included.
+///
+/// Such a flip in an entry of the current session would otherwise hide the entries after it:
+/// the longer length claims them as its payload, and a chain found inside a claimed payload is
+/// no evidence of damage (a payload may hold encoded entries). (A flip that clears a bit ends
+/// the claimed entry inside its own payload, and the search past it finds the entries after
+/// the real one.) An interrupted append does not look like this: its length field is the one
+/// the append wrote (or, with the word that holds it, old bytes whose checksum half is old
+/// too), so no other length makes its checksum match, but by chance (2^-32 per length tried).
+///
+/// Only tried where the header carries the expected LSN and obeys the other rules but the
+/// checksum fails (or the length runs past the area); the payload checksum is extended from
+/// the shortest candidate length to the longest: one pass over at most the claimed payload and
+/// [`SEARCH_BYTES`].
+fn one_bit_off_length(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+    area_end: usize,
+) -> Option<u32> {
+    let area_end = area_end.min(image.len());
+    if stop + HEADER_LEN > area_end {
+        return None;
+    }
+    let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
+    if !walk::passes_all_but_fit_and_checksum(&h, stop_lsn, slot) {
+        return None;
+    }
+    let room = (area_end - stop - HEADER_LEN).min(SEARCH_BYTES);
+    let mut lens: Vec<u32> = (0..u32::BITS)
+        .filter(|&b| h.len & (1 << b) != 0)
+        .map(|b| h.len & !(1 << b))
+        .filter(|&l| l as usize <= room)
+        .collect();
+    lens.sort_unstable();
+    let payload = &image[stop + HEADER_LEN..];
+    let (mut done, mut pcrc) = (0usize, salt);
+    lens.into_iter().find(|&len| {
+        pcrc = crate::persist::crc32c_append(pcrc, &payload[done..len as usize]);
+        done = len as usize;
+        format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc
+    })
 }
 
 /// Decides whether the end the scan found is damage rather than a torn tail.
@@ -164,7 +236,7 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     // the batch before it are discarded with it, but they are not the damage). Salvage names
     // the same entry (`Gap::offset`, `Gap::first_lsn`).
     let (offset, lsn) = (scan.stop, scan.stop_lsn);
-    let cont = continuation(image, salt, slot, scan.stop, scan.stop_lsn);
+    let (cont, length_off) = continuation_and_length(image, salt, slot, scan.stop, scan.stop_lsn);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
             let c = follows(image, salt, slot, q, l);
@@ -184,6 +256,8 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
                 "acknowledged entries before the session's cut are unreadable"
             } else if hinted && beyond == 0 {
                 "acknowledged entries up to the tail hint are unreadable"
+            } else if length_off {
+                "length field damaged (the entry is whole with one bit of it cleared)"
             } else {
                 reason
             },

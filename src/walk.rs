@@ -345,16 +345,22 @@ fn candidate<'a>(
 ) -> Option<(EntryHeader, &'a [u8; HEADER_LEN - 4], &'a [u8])> {
     let (bytes, rest) = area.get(pos..)?.split_first_chunk::<HEADER_LEN>()?;
     let h = EntryHeader::decode(bytes);
-    let ok = h.len <= PAIR_MAX_LEN
-        && h.flags & !KNOWN_FLAGS == 0
-        && h.lsn == expect
-        && (h.lsn < slot.cut_lsn || h.epoch == slot.epoch);
-    if !ok {
+    if h.len > PAIR_MAX_LEN || !passes_all_but_fit_and_checksum(&h, expect, slot) {
         return None;
     }
     let payload = rest.get(..h.len as usize)?;
     let (_, covered) = bytes.split_last_chunk::<{ HEADER_LEN - 4 }>()?;
     Some((h, covered, payload))
+}
+
+/// Rules 2, 4 and 5 of [`check_entry`] (FORMAT.md section 7): no unknown flag, the LSN
+/// `expect`, the slot's epoch at or above its cut. (Without the mutants of `check_entry`: its
+/// callers that decide acceptance use `check_entry` itself.)
+#[inline(always)]
+pub(crate) fn passes_all_but_fit_and_checksum(h: &EntryHeader, expect: Lsn, slot: &Slot) -> bool {
+    h.flags & !KNOWN_FLAGS == 0
+        && h.lsn == expect
+        && (h.lsn < slot.cut_lsn || h.epoch == slot.epoch)
 }
 
 /// Records the accepted entry `h` at `pos` as entry `lsn` and moves past it.

@@ -154,6 +154,71 @@ fn damage_in_the_last_entry_is_a_torn_tail_unless_strict() {
     }
 }
 
+/// One flipped bit in the length field of an entry of the current session is damage, also
+/// where the longer length claims every entry after it as its payload (a chain found inside a
+/// claimed payload is no evidence: a payload may hold encoded entries). The entry is whole with
+/// the bit cleared again, which an interrupted append is not. Before, bits 15 to 19 here made
+/// the open drop the 190 entries after entry 10 as a torn tail.
+#[test]
+fn a_flipped_length_bit_is_damage_even_where_it_swallows_the_entries_after_it() {
+    const M: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.dax");
+    let log = Log::create(&base, &Options::new().capacity(1 << 20)).unwrap();
+    let mut offs = Vec::new();
+    for l in 1..=M {
+        offs.push(DATA_OFFSET as u64 + log.used_bytes());
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    drop(log);
+    // Entry 10's length, 100: bit 2 cleared (96: ends inside its own payload), bit 8 set (ends
+    // two entries later), bits 15-19 set (+32 KiB to +512 KiB: past the 190 entries after it,
+    // 24,320 bytes, and still inside the 1 MiB file).
+    for bit in [2u32, 8, 15, 16, 19] {
+        let what = format!("length bit {bit}");
+        let path = dir.path().join(format!("len-{bit}.dax"));
+        std::fs::copy(&base, &path).unwrap();
+        flip(&path, offs[9] + 4 + u64::from(bit / 8), 1 << (bit % 8));
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            match Log::open(&path, &opts(mode)) {
+                Err(Error::Corrupted {
+                    offset,
+                    lsn,
+                    entries_beyond,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!((offset, lsn), (offs[9], 10), "{what}");
+                    assert_eq!(entries_beyond, M - 10, "{what}");
+                    // (A cleared bit is found by the search past the shorter length.)
+                    if bit != 2 {
+                        assert!(
+                            reason.starts_with("length field damaged"),
+                            "{what}: {reason}"
+                        );
+                    }
+                }
+                other => panic!("{what} in {mode:?}: expected Corrupted, got {other:?}"),
+            }
+        }
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        assert_eq!(lsns(&log), (1..10).collect::<Vec<_>>(), "{what}");
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
+        assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
+        assert_eq!(
+            (gaps[0].first_lsn, gaps[0].last_lsn, gaps[0].resume_offset),
+            (10, 10, offs[10]),
+            "{what}"
+        );
+        let want: Vec<(u64, Vec<u8>)> = (1..=M)
+            .filter(|&l| l != 10)
+            .map(|l| (l, payload(l, LEN)))
+            .collect();
+        assert_eq!(rescued, want, "{what}: salvaged entries");
+    }
+}
+
 /// After a writable open, the last entry is older than the session's cut: its loss can no
 /// longer be an interrupted append, so even the default mode reports it.
 #[test]
