@@ -23,7 +23,7 @@ use crate::format::{
     self, EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
     MAX_INFLIGHT, SLOT_CONCURRENT,
 };
-use crate::walk::{self, Scan};
+use crate::walk::{self, Refusal, Scan};
 use crate::Lsn;
 
 /// How far past a refused entry the search for valid continuations looks, per area.
@@ -172,20 +172,24 @@ fn claimed_end(
 
 /// The true length of the entry refused at `stop` (as entry `stop_lsn`), if its length field
 /// has one bit set that should be clear: with that bit cleared the entry fits in the area and
-/// passes every rule, its checksum included.
+/// passes every rule, its checksum included, and the next entry's header (LSN `stop_lsn + 1`)
+/// begins where it then ends.
 ///
 /// Such a flip in an entry of the current session would otherwise hide the entries after it:
 /// the longer length claims them as its payload, and a chain found inside a claimed payload is
 /// no evidence of damage (a payload may hold encoded entries). (A flip that clears a bit ends
 /// the claimed entry inside its own payload, and the search past it finds the entries after
-/// the real one.) An interrupted append does not look like this: its length field is the one
-/// the append wrote (or, with the word that holds it, old bytes whose checksum half is old
-/// too), so no other length makes its checksum match, but by chance (2^-32 per length tried).
+/// the real one.) An interrupted append does not look like this: the aligned 8-byte word that
+/// holds the length holds the checksum too, and is either the one the append wrote (whose
+/// length is the right one) or old bytes (whose checksum covers another entry), so no other
+/// length makes the checksum match, but by chance (2^-32 per length tried).
 ///
 /// Only tried where the header carries the expected LSN and obeys the other rules but the
-/// checksum fails (or the length runs past the area); the payload checksum is extended from
-/// the shortest candidate length to the longest: one pass over at most the claimed payload and
-/// [`SEARCH_BYTES`].
+/// checksum fails (or the length runs past the area), and only for the lengths after which
+/// the next entry's LSN is found: the payload checksum is extended from the shortest of those
+/// to the longest, one pass over at most the claimed payload. (Where the next entry is not
+/// there, as after the last entry, or where the next append wrapped, the search past the
+/// claimed payload decides as before.)
 fn one_bit_off_length(
     image: &[u8],
     salt: u32,
@@ -202,11 +206,15 @@ fn one_bit_off_length(
     if !walk::passes_all_but_fit_and_checksum(&h, stop_lsn, slot) {
         return None;
     }
-    let room = (area_end - stop - HEADER_LEN).min(SEARCH_BYTES);
+    let room = area_end - stop - HEADER_LEN;
+    let next_lsn_at = |len: u32| {
+        let at = stop + format::entry_len(len as usize);
+        (at + HEADER_LEN <= area_end).then(|| EntryHeader::decode(&image[at..at + HEADER_LEN]).lsn)
+    };
     let mut lens: Vec<u32> = (0..u32::BITS)
         .filter(|&b| h.len & (1 << b) != 0)
         .map(|b| h.len & !(1 << b))
-        .filter(|&l| l as usize <= room)
+        .filter(|&l| l as usize <= room && next_lsn_at(l) == Some(stop_lsn + 1))
         .collect();
     lens.sort_unstable();
     let payload = &image[stop + HEADER_LEN..];
@@ -218,25 +226,62 @@ fn one_bit_off_length(
     })
 }
 
+/// Where the scan ended cleanly at the end of the log's first part (the end marker, a stale
+/// entry, or the end of the file), the entry at the start of the data area, if it could be the
+/// one after: the walk tried to wrap there and its entry was refused, not as a stale one (an
+/// earlier lap's, a deleted suffix's), but as torn or damaged. An interrupted append that
+/// wrapped leaves that; so does damage to the first entry after a wrap, which, with nothing
+/// else to show for it, hid every entry after it behind a clean end.
+fn refused_after_wrap(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+) -> Option<Refusal> {
+    let head = slot.head_offset as usize;
+    if stop < head || head <= DATA_OFFSET {
+        return None;
+    }
+    match walk::check_entry(image, DATA_OFFSET, head, stop_lsn, salt, slot) {
+        Err(r) if !r.stale => Some(r),
+        _ => None,
+    }
+}
+
 /// Decides whether the end the scan found is damage rather than a torn tail.
 pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
+    let mut wrapped = None;
     if !matches!(scan.state, walk::TailState::Torn { .. }) {
         // A clean end below the cut, or at or before the tail hint's entry, is damage too:
         // acknowledged entries are missing.
         let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
         if scan.next_lsn >= slot.cut_lsn && !hinted {
-            return None;
+            // Else the refused entry may be the first after a wrap: judged as if the scan had
+            // stopped there.
+            wrapped = Some(refused_after_wrap(
+                image,
+                salt,
+                slot,
+                scan.stop,
+                scan.stop_lsn,
+            )?);
         }
     }
-    let reason = match scan.state {
-        walk::TailState::Torn { reason } => reason,
+    let reason = match (wrapped, &scan.state) {
+        (Some(r), _) => r.reason,
+        (None, walk::TailState::Torn { reason }) => reason,
         _ => "entry missing",
     };
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
-    // the batch before it are discarded with it, but they are not the damage). Salvage names
-    // the same entry (`Gap::offset`, `Gap::first_lsn`).
-    let (offset, lsn) = (scan.stop, scan.stop_lsn);
-    let (cont, length_off) = continuation_and_length(image, salt, slot, scan.stop, scan.stop_lsn);
+    // the batch before it are discarded with it, but they are not the damage), or the one at
+    // the start of the data area. Salvage names the same entry (`Gap::offset`,
+    // `Gap::first_lsn`).
+    let (offset, lsn) = match wrapped {
+        Some(_) => (DATA_OFFSET, scan.stop_lsn),
+        None => (scan.stop, scan.stop_lsn),
+    };
+    let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
             let c = follows(image, salt, slot, q, l);
@@ -248,7 +293,9 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     // A tail hint names an entry that was durable when the slot was written: one refused at
     // or before it was acknowledged too.
     let hinted = slot.hint_lsn != 0 && lsn <= slot.hint_lsn;
-    if below_cut || hinted || (beyond > 0 && !rest_of_one_batch) {
+    // (An entry whole with one set bit of its length cleared is no remains of an interrupted
+    // append: the entries after it are not the rest of its batch.)
+    if below_cut || hinted || (beyond > 0 && (!rest_of_one_batch || length_off)) {
         Some(Damage {
             offset: offset as u64,
             lsn,
@@ -412,8 +459,17 @@ pub(crate) fn salvage(
                 }
             }
         });
-        let next = continuation(image, salt, slot, w.stop, w.stop_lsn).filter(|&(q, l)| {
-            if w.stop_lsn < slot.cut_lsn {
+        // Where the walk ended cleanly before a wrap whose first entry is refused, that entry
+        // is the one judged (as `assess` does).
+        let clean = !matches!(walk::end_state(image, &w), walk::TailState::Torn { .. });
+        let at = match clean && refused_after_wrap(image, salt, slot, w.stop, w.stop_lsn).is_some()
+        {
+            true => DATA_OFFSET,
+            false => w.stop,
+        };
+        let (next, length_off) = continuation_and_length(image, salt, slot, at, w.stop_lsn);
+        let next = next.filter(|&(q, l)| {
+            if w.stop_lsn < slot.cut_lsn || length_off {
                 return true;
             }
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
@@ -441,7 +497,7 @@ pub(crate) fn salvage(
                 }
                 // Continuations have strictly higher LSNs, so this loop ends.
                 gaps.push(Gap {
-                    offset: w.stop as u64,
+                    offset: at as u64,
                     resume_offset: q as u64,
                     first_lsn: w.stop_lsn,
                     last_lsn: l - 1,

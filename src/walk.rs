@@ -393,6 +393,24 @@ fn accept(
     }
 }
 
+/// How the walk `w` of `image` ended: at the end of its area, cleanly (an end marker, or a
+/// complete entry no longer part of the log), or at the remains of an interrupted append.
+pub(crate) fn end_state(image: &[u8], w: &Walk) -> TailState {
+    let (tail, pos) = (w.tail, w.stop);
+    let area_end = w.limit.min(image.len());
+    if pos + HEADER_LEN > area_end && pos == tail {
+        TailState::EndOfFile
+    } else if pos == tail
+        && (w.refusal.stale || image[pos..pos + END_MARKER_LEN].iter().all(|&b| b == 0))
+    {
+        TailState::Clean
+    } else {
+        TailState::Torn {
+            reason: w.refusal.reason,
+        }
+    }
+}
+
 /// Scans `image` (the whole file) from the head named by `slot` — or, if `use_hint` and the
 /// slot's tail hint names a valid entry, from there.
 ///
@@ -415,19 +433,9 @@ pub(crate) fn scan(
         _ => (head, slot.head_lsn),
     };
     let w = walk_ahead(image, salt, slot, start, start_lsn, Lsn::MAX, ahead);
-    let (tail, pos, refusal) = (w.tail, w.stop, w.refusal);
+    let (tail, pos) = (w.tail, w.stop);
     let area_end = w.limit.min(image.len());
-    let state = if pos + HEADER_LEN > area_end && pos == tail {
-        TailState::EndOfFile
-    } else if pos == tail
-        && (refusal.stale || image[pos..pos + END_MARKER_LEN].iter().all(|&b| b == 0))
-    {
-        TailState::Clean
-    } else {
-        TailState::Torn {
-            reason: refusal.reason,
-        }
-    };
+    let state = end_state(image, &w);
     // The discarded batch starts at the tail, unless the walk wrapped past the tail into it:
     // then it starts at the start of the data area (no batch spans the wrap).
     let torn_start = if pos < tail {

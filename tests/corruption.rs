@@ -219,6 +219,244 @@ fn a_flipped_length_bit_is_damage_even_where_it_swallows_the_entries_after_it() 
     }
 }
 
+/// Every entry of a log by a walk from the slot's head that follows the LSNs (wrapping to the
+/// start of the data area once): (offset, LSN).
+fn layout(path: &Path) -> Vec<(u64, u64)> {
+    let img = std::fs::read(path).unwrap();
+    let (_, slot) = common::current_slot_of(path);
+    let (mut pos, mut lsn, mut wrapped) = (slot.head_offset as usize, slot.head_lsn, false);
+    let mut v = Vec::new();
+    loop {
+        let at = |p: usize| {
+            p + HEADER_LEN <= img.len() && EntryHeader::decode(&img[p..p + HEADER_LEN]).lsn == lsn
+        };
+        if !at(pos) {
+            if wrapped || !at(DATA_OFFSET) {
+                return v;
+            }
+            (wrapped, pos) = (true, DATA_OFFSET);
+        }
+        v.push((pos as u64, lsn));
+        pos += EntryHeader::decode(&img[pos..pos + HEADER_LEN]).entry_len();
+        lsn += 1;
+    }
+}
+
+/// What an open in `mode` says: `Ok(entries)` or `Err((offset, lsn, entries_beyond, reason))`
+/// for `Corrupted`.
+fn judged(path: &Path, mode: RecoveryMode) -> Result<u64, (u64, u64, u64, String)> {
+    match Log::open_read_only(path, &opts(mode)) {
+        Ok(log) => Ok(log.recovery().entries),
+        Err(Error::Corrupted {
+            offset,
+            lsn,
+            entries_beyond,
+            reason,
+            ..
+        }) => Err((offset, lsn, entries_beyond, reason)),
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
+/// A log appended with `appends` (each a batch of payload lengths), closed.
+fn log_of(path: &Path, capacity: u64, appends: &[&[usize]]) {
+    let log = Log::create(path, &Options::new().capacity(capacity)).unwrap();
+    let mut lsn = 1;
+    for lens in appends {
+        let ps: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| payload(lsn + i as u64, n))
+            .collect();
+        let refs: Vec<&[u8]> = ps.iter().map(|p| p.as_slice()).collect();
+        lsn = log.append_batch(&refs).unwrap().end;
+    }
+}
+
+/// An entry whole with one set bit of its length cleared is no remains of an interrupted
+/// append, so the entries after it are not the rest of its batch: damage, where a refused
+/// entry followed by one batch end counts as a torn tail. (Before, these opens dropped the
+/// flipped entry and everything after it as a torn tail.) The last entry stays a torn tail.
+#[test]
+fn a_flipped_length_bit_before_the_last_append_is_damage_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let singles: Vec<&[usize]> = vec![&[LEN]; 20];
+    let mut then_batch: Vec<&[usize]> = vec![&[LEN]; 10];
+    then_batch.push(&[LEN; 10]);
+    let mut before_batch: Vec<&[usize]> = vec![&[LEN]; 15];
+    before_batch.push(&[LEN; 5]);
+    for (what, appends, lsn) in [
+        ("entry 19 of 20 single appends", &singles, 19u64),
+        (
+            "entry 13, inside the last append (a batch of 11..=20)",
+            &then_batch,
+            13,
+        ),
+        (
+            "entry 15, the append before the last (a batch of 16..=20)",
+            &before_batch,
+            15,
+        ),
+    ] {
+        for bit in [8u32, 15] {
+            let path = dir.path().join(format!("{lsn}-{bit}.dax"));
+            log_of(&path, 1 << 20, appends);
+            let at = layout(&path)[lsn as usize - 1].0;
+            flip(&path, at + 4 + u64::from(bit / 8), 1 << (bit % 8));
+            match judged(&path, RecoveryMode::TolerateTornTail) {
+                Err((offset, l, beyond, reason)) => {
+                    assert_eq!(
+                        (offset, l, beyond),
+                        (at, lsn, 20 - lsn),
+                        "{what}, bit {bit}"
+                    );
+                    assert!(reason.starts_with("length field damaged"), "{reason}");
+                }
+                Ok(n) => panic!("{what}, bit {bit}: opened with {n} entries"),
+            }
+        }
+    }
+    let path = dir.path().join("last.dax");
+    log_of(&path, 1 << 20, &singles);
+    flip(&path, layout(&path)[19].0 + 5, 1 << 7);
+    assert_eq!(judged(&path, RecoveryMode::TolerateTornTail), Ok(19));
+}
+
+/// A length bit flipped in an entry longer than the search for continuations reaches (64 MiB)
+/// is found too: the repaired length is tried up to the end of the file.
+#[test]
+fn a_flipped_length_bit_in_an_entry_of_over_64_mib_is_damage() {
+    // (tmpfs where there is one: 128 MiB of log.)
+    let dir = common::temp_dirs().remove(0);
+    let path = dir.path().join("big.dax");
+    let log = Log::create(&path, &Options::new().capacity(128 << 20)).unwrap();
+    log.append(b"first").unwrap();
+    log.append(&vec![7u8; 70 << 20]).unwrap();
+    for l in 3..=50 {
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    drop(log);
+    let at = layout(&path)[1].0;
+    // Bit 24 set: 70 MiB + 16 MiB, past the 48 entries after it and inside the file.
+    flip(&path, at + 7, 1);
+    match judged(&path, RecoveryMode::TolerateTornTail) {
+        Err((offset, lsn, beyond, reason)) => {
+            assert_eq!((offset, lsn, beyond), (at, 2, 48));
+            assert!(reason.starts_with("length field damaged"), "{reason}");
+        }
+        Ok(n) => panic!("opened with {n} entries"),
+    }
+}
+
+/// A ring of 64 KiB with its head moved forward by `truncate_before` whenever it is full, up to
+/// entry `until`: (path, layout of the live entries).
+fn wrapped_ring(dir: &Path, name: &str, until: u64) -> (PathBuf, Vec<(u64, u64)>) {
+    let path = dir.join(name);
+    let log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
+    let mut l = 1;
+    while l < until {
+        match log.append(&payload(l, LEN)) {
+            Ok(_) => l += 1,
+            Err(Error::Full { .. }) => log.truncate_before(log.next_lsn() - 100).unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    drop(log);
+    let offs = layout(&path);
+    (path, offs)
+}
+
+/// Damage to the first entry after a wrap: the scan, refused at the start of the data area,
+/// ends cleanly at the end of the log's first part (its end marker, or the end of the file),
+/// and that end used to hide every entry after the damaged one, also in `Strict` mode. The
+/// entry there is now judged as any refused entry: the entries after it make it damage.
+#[test]
+fn damage_to_the_first_entry_after_a_wrap_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, offs) = wrapped_ring(dir.path(), "ring.dax", 2000);
+    let i = offs
+        .iter()
+        .position(|&(o, _)| o == DATA_OFFSET as u64)
+        .expect("the live entries wrap");
+    let (at, lsn) = offs[i];
+    let after = (offs.len() - i - 1) as u64;
+    assert!(after > 10, "{after} entries after the wrap");
+    assert_eq!(judged(&base, RecoveryMode::Strict), Ok(offs.len() as u64));
+    for (what, byte, mask) in [
+        ("length bit 8", at + 5, 1u8),
+        ("payload byte", at + HEADER_LEN as u64 + 10, 4),
+        ("checksum bit", at, 1),
+    ] {
+        let path = dir.path().join(format!("{byte}.dax"));
+        std::fs::copy(&base, &path).unwrap();
+        flip(&path, byte, mask);
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            match judged(&path, mode) {
+                Err((offset, l, beyond, _)) => {
+                    assert_eq!((offset, l, beyond), (at, lsn, after), "{what} in {mode:?}")
+                }
+                Ok(n) => panic!("{what} in {mode:?}: opened with {n} entries"),
+            }
+        }
+        // A salvage names the same entry, and copies every other.
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+        assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
+        assert_eq!(
+            (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
+            (at, lsn, lsn),
+            "{what}"
+        );
+        assert_eq!(gaps[0].resume_offset, offs[i + 1].0, "{what}");
+        let want: Vec<u64> = offs.iter().map(|&(_, l)| l).filter(|&l| l != lsn).collect();
+        assert_eq!(rescued, want, "{what}");
+    }
+}
+
+/// No interrupted append is taken for damage by the rules above: the last entry of a ring of
+/// fixed-size entries (where every lap writes the same offsets, so an old word there differs
+/// from the new one in few bits) torn in many ways, each 8-byte word either the one the append
+/// wrote or the one the lap before left (with or without the end marker over its first word).
+#[test]
+fn a_torn_last_entry_over_an_earlier_lap_is_never_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, offs) = wrapped_ring(dir.path(), "ring.dax", 3000);
+    let (sb, slot) = common::current_slot_of(&base);
+    let per_lap = ((64 << 10) - DATA_OFFSET as u64) / 128;
+    let mut img = std::fs::read(&base).unwrap();
+    let (x, n) = *offs.last().unwrap();
+    let x = x as usize;
+    let new = img[x..x + 128].to_vec();
+    let earlier = format::encode_entry(
+        sb.salt,
+        slot.epoch,
+        n - per_lap,
+        0,
+        &payload(n - per_lap, LEN),
+    );
+    let path = dir.path().join("torn.dax");
+    for zero_first in [false, true] {
+        let mut old = earlier.clone();
+        if zero_first {
+            old[..8].fill(0);
+        }
+        // (Every 7th of the 2^16 mixes of the entry's 16 words.)
+        for mask in (0u32..1 << 16).step_by(7) {
+            for w in 0..16 {
+                let src = if mask & (1 << w) != 0 { &new } else { &old };
+                img[x + 8 * w..x + 8 * w + 8].copy_from_slice(&src[8 * w..8 * w + 8]);
+            }
+            std::fs::write(&path, &img).unwrap();
+            let got = judged(&path, RecoveryMode::TolerateTornTail);
+            assert!(
+                got.is_ok(),
+                "mask {mask:#06x}, zero_first {zero_first}: {got:?}"
+            );
+        }
+    }
+}
+
 /// After a writable open, the last entry is older than the session's cut: its loss can no
 /// longer be an interrupted append, so even the default mode reports it.
 #[test]
