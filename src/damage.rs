@@ -23,7 +23,7 @@ use crate::format::{
     self, EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
     MAX_INFLIGHT, SLOT_CONCURRENT,
 };
-use crate::walk::{self, Refusal, Scan};
+use crate::walk::{self, Scan};
 use crate::Lsn;
 
 /// How far past a refused entry the search for valid continuations looks, per area.
@@ -86,22 +86,25 @@ pub(crate) fn continuation(
     stop: usize,
     stop_lsn: Lsn,
 ) -> Option<(usize, Lsn)> {
-    continuation_and_length(image, salt, slot, stop, stop_lsn).0
+    continuation_and_length(image, salt, slot, stop, stop_lsn, &mut 0).0
 }
 
 /// [`continuation`], and whether the refused entry is whole with one set bit of its length
-/// field cleared ([`one_bit_off_length`]).
+/// field cleared ([`one_bit_off_length`], which may read `repair` bytes more and counts them
+/// off).
 fn continuation_and_length(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     stop: usize,
     stop_lsn: Lsn,
+    repair: &mut usize,
 ) -> (Option<(usize, Lsn)>, bool) {
     let head = slot.head_offset as usize;
     let in_first_part = stop >= head;
     let area_end = if in_first_part { image.len() } else { head };
-    let (claimed_end, length_off) = claimed_end(image, salt, slot, stop, stop_lsn, area_end);
+    let (claimed_end, length_off) =
+        claimed_end(image, salt, slot, stop, stop_lsn, area_end, repair);
     let found = find_continuation(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
         .or_else(|| {
             (in_first_part && head > DATA_OFFSET)
@@ -157,10 +160,11 @@ fn claimed_end(
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
+    repair: &mut usize,
 ) -> (usize, bool) {
     if stop + HEADER_LEN <= area_end {
         let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
-        if let Some(len) = one_bit_off_length(image, salt, slot, stop, stop_lsn, area_end) {
+        if let Some(len) = one_bit_off_length(image, salt, slot, stop, stop_lsn, area_end, repair) {
             return (stop + format::entry_len(len as usize), true);
         }
         if (h.len as usize) <= area_end - stop - HEADER_LEN {
@@ -190,6 +194,7 @@ fn claimed_end(
 /// to the longest, one pass over at most the claimed payload. (Where the next entry is not
 /// there, as after the last entry, or where the next append wrapped, the search past the
 /// claimed payload decides as before.)
+#[allow(clippy::too_many_arguments)]
 fn one_bit_off_length(
     image: &[u8],
     salt: u32,
@@ -197,6 +202,7 @@ fn one_bit_off_length(
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
+    repair: &mut usize,
 ) -> Option<u32> {
     let area_end = area_end.min(image.len());
     if stop + HEADER_LEN > area_end {
@@ -217,6 +223,10 @@ fn one_bit_off_length(
         .filter(|&l| l as usize <= room && next_lsn_at(l) == Some(stop_lsn + 1))
         .collect();
     lens.sort_unstable();
+    // Within the bytes left to read for repairs (the file's size for one recovery or salvage:
+    // crafted headers at every gap of a salvage must not make it quadratic).
+    let longest = *lens.last()? as usize;
+    *repair = repair.checked_sub(longest)?;
     let payload = &image[stop + HEADER_LEN..];
     let (mut done, mut pcrc) = (0usize, salt);
     lens.into_iter().find(|&len| {
@@ -226,62 +236,27 @@ fn one_bit_off_length(
     })
 }
 
-/// Where the scan ended cleanly at the end of the log's first part (the end marker, a stale
-/// entry, or the end of the file), the entry at the start of the data area, if it could be the
-/// one after: the walk tried to wrap there and its entry was refused, not as a stale one (an
-/// earlier lap's, a deleted suffix's), but as torn or damaged. An interrupted append that
-/// wrapped leaves that; so does damage to the first entry after a wrap, which, with nothing
-/// else to show for it, hid every entry after it behind a clean end.
-fn refused_after_wrap(
-    image: &[u8],
-    salt: u32,
-    slot: &Slot,
-    stop: usize,
-    stop_lsn: Lsn,
-) -> Option<Refusal> {
-    let head = slot.head_offset as usize;
-    if stop < head || head <= DATA_OFFSET {
-        return None;
-    }
-    match walk::check_entry(image, DATA_OFFSET, head, stop_lsn, salt, slot) {
-        Err(r) if !r.stale => Some(r),
-        _ => None,
-    }
-}
-
 /// Decides whether the end the scan found is damage rather than a torn tail.
 pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
-    let mut wrapped = None;
     if !matches!(scan.state, walk::TailState::Torn { .. }) {
         // A clean end below the cut, or at or before the tail hint's entry, is damage too:
         // acknowledged entries are missing.
         let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
         if scan.next_lsn >= slot.cut_lsn && !hinted {
-            // Else the refused entry may be the first after a wrap: judged as if the scan had
-            // stopped there.
-            wrapped = Some(refused_after_wrap(
-                image,
-                salt,
-                slot,
-                scan.stop,
-                scan.stop_lsn,
-            )?);
+            return None;
         }
     }
-    let reason = match (wrapped, &scan.state) {
-        (Some(r), _) => r.reason,
-        (None, walk::TailState::Torn { reason }) => reason,
+    let reason = match scan.state {
+        walk::TailState::Torn { reason } => reason,
         _ => "entry missing",
     };
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
-    // the batch before it are discarded with it, but they are not the damage), or the one at
-    // the start of the data area. Salvage names the same entry (`Gap::offset`,
+    // the batch before it are discarded with it, but they are not the damage), or the first
+    // after a wrap (`Scan::refused`). Salvage names the same entry (`Gap::offset`,
     // `Gap::first_lsn`).
-    let (offset, lsn) = match wrapped {
-        Some(_) => (DATA_OFFSET, scan.stop_lsn),
-        None => (scan.stop, scan.stop_lsn),
-    };
-    let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn);
+    let (offset, lsn) = (scan.refused, scan.stop_lsn);
+    let mut repair = image.len();
+    let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut repair);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
             let c = follows(image, salt, slot, q, l);
@@ -440,6 +415,8 @@ pub(crate) fn salvage(
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> Vec<Gap> {
     let mut gaps = Vec::new();
+    // Bytes the length repair may read, in all ([`one_bit_off_length`]).
+    let mut repair = image.len();
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -462,12 +439,13 @@ pub(crate) fn salvage(
         // Where the walk ended cleanly before a wrap whose first entry is refused, that entry
         // is the one judged (as `assess` does).
         let clean = !matches!(walk::end_state(image, &w), walk::TailState::Torn { .. });
-        let at = match clean && refused_after_wrap(image, salt, slot, w.stop, w.stop_lsn).is_some()
-        {
-            true => DATA_OFFSET,
-            false => w.stop,
+        let at = if clean && walk::refused_wrap(image, salt, slot, w.stop, w.stop_lsn).is_some() {
+            DATA_OFFSET
+        } else {
+            w.stop
         };
-        let (next, length_off) = continuation_and_length(image, salt, slot, at, w.stop_lsn);
+        let (next, length_off) =
+            continuation_and_length(image, salt, slot, at, w.stop_lsn, &mut repair);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn || length_off {
                 return true;
@@ -508,7 +486,7 @@ pub(crate) fn salvage(
             None => {
                 if w.stop_lsn < slot.cut_lsn {
                     gaps.push(Gap {
-                        offset: w.stop as u64,
+                        offset: at as u64,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
                         last_lsn: slot.cut_lsn - 1,

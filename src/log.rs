@@ -460,6 +460,7 @@ impl<M: Media> Log<M> {
             scanned_from: first,
             stop: DATA_OFFSET,
             stop_lsn: first,
+            refused: DATA_OFFSET,
         };
         Ok(Self::assemble(
             pmem, sb, slot, scan, opts, false, report, path, zeroed,

@@ -198,7 +198,9 @@ pub(crate) fn damage_versus_torn_tail(
         (None, RecoveryMode::Strict, TailState::Torn { reason }) => {
             return Err(Error::Corrupted {
                 path: path.into(),
-                offset: scan.tail as u64,
+                // Where the discarded bytes begin: the tail, or the start of the data area
+                // when they wrapped.
+                offset: scan.torn_start as u64,
                 lsn: scan.next_lsn,
                 reason: format!("torn tail refused in strict mode: {reason}"),
                 entries_beyond: 0,

@@ -62,6 +62,10 @@ pub(crate) struct Scan {
     /// Where the scan stopped (the refused entry) and the LSN it expected there.
     pub stop: usize,
     pub stop_lsn: Lsn,
+    /// Where the refused entry lies: `stop`, or the start of the data area when the scan ended
+    /// at the end of the log's first part and the entry refused is the wrap's
+    /// ([`refused_wrap`]).
+    pub refused: usize,
 }
 
 /// Why an entry was refused.
@@ -436,6 +440,22 @@ pub(crate) fn scan(
     let (tail, pos) = (w.tail, w.stop);
     let area_end = w.limit.min(image.len());
     let state = end_state(image, &w);
+    if !matches!(state, TailState::Torn { .. }) {
+        if let Some(r) = refused_wrap(image, salt, slot, pos, w.stop_lsn) {
+            // The remains of an append that wrapped, or damage to the first entry after a
+            // wrap: a torn tail at the start of the data area, judged as any other.
+            let at = format::DATA_OFFSET;
+            let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
+            let fits = (h.len as usize) <= head - at - HEADER_LEN;
+            return Scan {
+                torn_bytes: if fits { h.entry_len() } else { HEADER_LEN } as u64,
+                torn_start: at,
+                state: TailState::Torn { reason: r.reason },
+                refused: at,
+                ..finish(slot, start_lsn, w, TailState::Clean, 0, tail)
+            };
+        }
+    }
     // The discarded batch starts at the tail, unless the walk wrapped past the tail into it:
     // then it starts at the start of the data area (no batch spans the wrap).
     let torn_start = if pos < tail {
@@ -465,9 +485,21 @@ pub(crate) fn scan(
         }
         _ => 0,
     };
+    finish(slot, start_lsn, w, state, torn_bytes, torn_start)
+}
+
+/// The scan's result from its walk `w` (from `start_lsn`) and how it ended.
+fn finish(
+    slot: &Slot,
+    start_lsn: Lsn,
+    w: Walk,
+    state: TailState,
+    torn_bytes: u64,
+    torn_start: usize,
+) -> Scan {
     let index_base = w.index.first().map_or(w.next_lsn, |a| a.0);
     Scan {
-        tail,
+        tail: w.tail,
         wrap_at: w.tail_wrap,
         next_lsn: w.next_lsn,
         entries: w.entries + (start_lsn - slot.head_lsn),
@@ -478,7 +510,48 @@ pub(crate) fn scan(
         index: w.index.into_iter().map(|a| a.1).collect(),
         scanned_from: start_lsn,
         stop: w.stop,
+        refused: w.stop,
         stop_lsn: w.stop_lsn,
+    }
+}
+
+/// Where a walk ended cleanly at `stop` in the log's first part (an end marker, a stale entry,
+/// or no room for a header before the end of the file), the refusal of the entry at the start
+/// of the data area, if it is the remains of the entry after (LSN `stop_lsn`): the walk tried
+/// to wrap there, and the entry there is refused as torn or damaged, not as a stale one (an
+/// earlier lap's, a deleted suffix's), and either its header passes every rule but the
+/// checksum as entry `stop_lsn`, or the header where its length ends does as entry
+/// `stop_lsn + 1` (one flipped bit cannot break both). An append that wrapped and was
+/// interrupted leaves that, and so does damage to the first entry after a wrap; bytes no
+/// append wrote there (zeros a wipe left, the old lap's) do not, and are left alone.
+pub(crate) fn refused_wrap(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+) -> Option<Refusal> {
+    let head = slot.head_offset as usize;
+    let at = format::DATA_OFFSET;
+    if stop < head || head <= at || at + HEADER_LEN > head {
+        return None;
+    }
+    let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
+    let next = at + h.entry_len();
+    let ours = passes_all_but_fit_and_checksum(&h, stop_lsn, slot)
+        || ((h.len as usize) <= head - at - HEADER_LEN
+            && next + HEADER_LEN <= head
+            && passes_all_but_fit_and_checksum(
+                &EntryHeader::decode(&image[next..next + HEADER_LEN]),
+                stop_lsn + 1,
+                slot,
+            ));
+    if !ours {
+        return None;
+    }
+    match check_entry(image, at, head, stop_lsn, salt, slot) {
+        Err(r) if !r.stale => Some(r),
+        _ => None,
     }
 }
 

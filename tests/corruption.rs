@@ -414,6 +414,73 @@ fn damage_to_the_first_entry_after_a_wrap_is_reported() {
     }
 }
 
+/// The remains of an append that wrapped (the last one, damaged here by a flipped payload bit,
+/// as an interrupted one may be) are a torn tail at the start of the data area, as anywhere
+/// else: reported (`Strict` refuses them, naming offset 4096), and wiped by a writable open.
+/// Before, the scan ended cleanly at the end of the first part: nothing was reported, `Strict`
+/// opened, and the remains stayed. The same entry below the session's cut (after a writable
+/// open) is damage at 4096, in the open's error as in a salvage.
+#[test]
+fn a_torn_append_that_wrapped_is_a_torn_tail_at_the_start_of_the_data_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
+    let i = offs
+        .iter()
+        .position(|&(o, _)| o == DATA_OFFSET as u64)
+        .expect("the live entries wrap");
+    let lsn = offs[i].1;
+    let (base, offs) = wrapped_ring(dir.path(), "ring.dax", lsn + 1);
+    assert_eq!(*offs.last().unwrap(), (DATA_OFFSET as u64, lsn));
+    let payload_bit = DATA_OFFSET as u64 + HEADER_LEN as u64 + 50;
+
+    let path = dir.path().join("torn.dax");
+    std::fs::copy(&base, &path).unwrap();
+    flip(&path, payload_bit, 0x10);
+    match judged(&path, RecoveryMode::Strict) {
+        Err((offset, l, 0, reason)) => {
+            assert_eq!((offset, l), (DATA_OFFSET as u64, lsn));
+            assert!(
+                reason.starts_with("torn tail refused in strict mode"),
+                "{reason}"
+            );
+        }
+        other => panic!("Strict: {other:?}"),
+    }
+    let log = Log::open(&path, &opts(RecoveryMode::TolerateTornTail)).unwrap();
+    assert_eq!(log.recovery().entries, offs.len() as u64 - 1);
+    assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+    assert!(log.recovery().torn_bytes >= HEADER_LEN as u64);
+    drop(log);
+    let log = Log::open(&path, &opts(RecoveryMode::Strict)).unwrap();
+    // (Wiped: the end is where the first part ends, clean or at the end of the file.)
+    assert!(
+        !matches!(log.recovery().tail_state, TailState::Torn { .. }),
+        "{:?}",
+        log.recovery().tail_state
+    );
+    assert_eq!(log.last_lsn(), Some(lsn - 1));
+    drop(log);
+
+    // Below the cut: damage, named at 4096.
+    let path = dir.path().join("below.dax");
+    std::fs::copy(&base, &path).unwrap();
+    drop(Log::open(&path, &Options::new()).unwrap());
+    flip(&path, payload_bit, 0x10);
+    match judged(&path, RecoveryMode::TolerateTornTail) {
+        Err((offset, l, _, reason)) => {
+            assert_eq!((offset, l), (DATA_OFFSET as u64, lsn), "{reason}");
+        }
+        other => panic!("below the cut: {other:?}"),
+    }
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let gaps = log.salvage(|_, _| {}).unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].offset, gaps[0].first_lsn),
+        (DATA_OFFSET as u64, lsn)
+    );
+}
+
 /// No interrupted append is taken for damage by the rules above: the last entry of a ring of
 /// fixed-size entries (where every lap writes the same offsets, so an old word there differs
 /// from the new one in few bits) torn in many ways, each 8-byte word either the one the append
