@@ -164,13 +164,8 @@ fn a_flipped_length_bit_is_damage_even_where_it_swallows_the_entries_after_it() 
     const M: u64 = 200;
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.dax");
-    let log = Log::create(&base, &Options::new().capacity(1 << 20)).unwrap();
-    let mut offs = Vec::new();
-    for l in 1..=M {
-        offs.push(DATA_OFFSET as u64 + log.used_bytes());
-        log.append(&payload(l, LEN)).unwrap();
-    }
-    drop(log);
+    log_of(&base, 1 << 20, &vec![&[LEN][..]; M as usize]);
+    let offs: Vec<u64> = layout(&base).into_iter().map(|(o, _)| o).collect();
     // Entry 10's length, 100: bit 2 cleared (96: ends inside its own payload), bit 8 set (ends
     // two entries later), bits 15-19 set (+32 KiB to +512 KiB: past the 190 entries after it,
     // 24,320 bytes, and still inside the 1 MiB file).
@@ -366,6 +361,13 @@ fn wrapped_ring(dir: &Path, name: &str, until: u64) -> (PathBuf, Vec<(u64, u64)>
     (path, offs)
 }
 
+/// The index in `offs` (a [`layout`]) of the first entry after the wrap.
+fn first_after_wrap(offs: &[(u64, u64)]) -> usize {
+    offs.iter()
+        .position(|&(o, _)| o == DATA_OFFSET as u64)
+        .expect("the live entries wrap")
+}
+
 /// Damage to the first entry after a wrap: the scan, refused at the start of the data area,
 /// ends cleanly at the end of the log's first part (its end marker, or the end of the file),
 /// and that end used to hide every entry after the damaged one, also in `Strict` mode. The
@@ -374,10 +376,7 @@ fn wrapped_ring(dir: &Path, name: &str, until: u64) -> (PathBuf, Vec<(u64, u64)>
 fn damage_to_the_first_entry_after_a_wrap_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (base, offs) = wrapped_ring(dir.path(), "ring.dax", 2000);
-    let i = offs
-        .iter()
-        .position(|&(o, _)| o == DATA_OFFSET as u64)
-        .expect("the live entries wrap");
+    let i = first_after_wrap(&offs);
     let (at, lsn) = offs[i];
     let after = (offs.len() - i - 1) as u64;
     assert!(after > 10, "{after} entries after the wrap");
@@ -424,10 +423,7 @@ fn damage_to_the_first_entry_after_a_wrap_is_reported() {
 fn a_torn_append_that_wrapped_is_a_torn_tail_at_the_start_of_the_data_area() {
     let dir = tempfile::tempdir().unwrap();
     let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
-    let i = offs
-        .iter()
-        .position(|&(o, _)| o == DATA_OFFSET as u64)
-        .expect("the live entries wrap");
+    let i = first_after_wrap(&offs);
     let lsn = offs[i].1;
     let (base, offs) = wrapped_ring(dir.path(), "ring.dax", lsn + 1);
     assert_eq!(*offs.last().unwrap(), (DATA_OFFSET as u64, lsn));
