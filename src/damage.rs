@@ -238,23 +238,26 @@ fn one_bit_off_length(
 
 /// Decides whether the end the scan found is damage rather than a torn tail.
 pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
-    if !matches!(scan.state, walk::TailState::Torn { .. }) {
-        // A clean end below the cut, or at or before the tail hint's entry, is damage too:
-        // acknowledged entries are missing.
-        let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
-        if scan.next_lsn >= slot.cut_lsn && !hinted {
-            return None;
-        }
-    }
-    let reason = match scan.state {
-        walk::TailState::Torn { reason } => reason,
-        _ => "entry missing",
-    };
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
     // the batch before it are discarded with it, but they are not the damage), or the first
-    // after a wrap (`Scan::refused`). Salvage names the same entry (`Gap::offset`,
-    // `Gap::first_lsn`).
-    let (offset, lsn) = (scan.refused, scan.stop_lsn);
+    // after a wrap (`Scan::refused`, or refused there behind a clean end). Salvage names the
+    // same entry (`Gap::offset`, `Gap::first_lsn`).
+    let lsn = scan.stop_lsn;
+    let (offset, reason) = match scan.state {
+        walk::TailState::Torn { reason } => (scan.refused, reason),
+        _ => {
+            let wrap = walk::wrap_refusal(image, salt, slot, scan.stop, lsn);
+            // A clean end below the cut, or at or before the tail hint's entry, is damage too:
+            // acknowledged entries are missing. Else the entry refused after the wrap may be
+            // damage, judged by what follows it.
+            let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
+            match wrap {
+                Some(r) => (DATA_OFFSET, r.reason),
+                None if scan.next_lsn >= slot.cut_lsn && !hinted => return None,
+                None => (scan.stop, "entry missing"),
+            }
+        }
+    };
     let mut repair = image.len();
     let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut repair);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
@@ -439,7 +442,7 @@ pub(crate) fn salvage(
         // Where the walk ended cleanly before a wrap whose first entry is refused, that entry
         // is the one judged (as `assess` does).
         let clean = !matches!(walk::end_state(image, &w), walk::TailState::Torn { .. });
-        let at = if clean && walk::refused_wrap(image, salt, slot, w.stop, w.stop_lsn).is_some() {
+        let at = if clean && walk::wrap_refusal(image, salt, slot, w.stop, w.stop_lsn).is_some() {
             DATA_OFFSET
         } else {
             w.stop

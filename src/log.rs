@@ -437,6 +437,7 @@ impl<M: Media> Log<M> {
             first_lsn: None,
             last_lsn: None,
             tail_offset: DATA_OFFSET as u64,
+            torn_offset: DATA_OFFSET as u64,
             torn_bytes: 0,
             tail_state: walk::TailState::Clean,
             superblock_from_backup: false,

@@ -518,6 +518,10 @@ pub(crate) fn report(
         last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
         tail_offset: scan.tail as u64,
         torn_bytes: scan.torn_bytes,
+        torn_offset: match scan.state {
+            TailState::Torn { .. } => scan.torn_start as u64,
+            _ => scan.tail as u64,
+        },
         tail_state: scan.state.clone(),
         superblock_from_backup: from_backup,
         duration: start.elapsed(),
@@ -557,6 +561,9 @@ pub struct RecoveryReport {
     pub tail_offset: u64,
     /// Bytes of an interrupted append that were discarded.
     pub torn_bytes: u64,
+    /// Where those bytes begin: `tail_offset`, or the start of the data area when the
+    /// interrupted append had wrapped there (the end of the file did not leave it room).
+    pub torn_offset: u64,
     /// How the log ended.
     pub tail_state: TailState,
     /// The primary superblock was damaged and the backup copy was used (and, if the log was

@@ -64,7 +64,7 @@ pub(crate) struct Scan {
     pub stop_lsn: Lsn,
     /// Where the refused entry lies: `stop`, or the start of the data area when the scan ended
     /// at the end of the log's first part and the entry refused is the wrap's
-    /// ([`refused_wrap`]).
+    /// ([`wrap_remains`]).
     pub refused: usize,
 }
 
@@ -441,7 +441,7 @@ pub(crate) fn scan(
     let area_end = w.limit.min(image.len());
     let state = end_state(image, &w);
     if !matches!(state, TailState::Torn { .. }) {
-        if let Some(r) = refused_wrap(image, salt, slot, pos, w.stop_lsn) {
+        if let Some(r) = wrap_remains(image, salt, slot, pos, w.stop_lsn) {
             // The remains of an append that wrapped, or damage to the first entry after a
             // wrap: a torn tail at the start of the data area, judged as any other.
             let at = format::DATA_OFFSET;
@@ -517,14 +517,12 @@ fn finish(
 
 /// Where a walk ended cleanly at `stop` in the log's first part (an end marker, a stale entry,
 /// or no room for a header before the end of the file), the refusal of the entry at the start
-/// of the data area, if it is the remains of the entry after (LSN `stop_lsn`): the walk tried
-/// to wrap there, and the entry there is refused as torn or damaged, not as a stale one (an
-/// earlier lap's, a deleted suffix's), and either its header passes every rule but the
-/// checksum as entry `stop_lsn`, or the header where its length ends does as entry
-/// `stop_lsn + 1` (one flipped bit cannot break both). An append that wrapped and was
-/// interrupted leaves that, and so does damage to the first entry after a wrap; bytes no
-/// append wrote there (zeros a wipe left, the old lap's) do not, and are left alone.
-pub(crate) fn refused_wrap(
+/// of the data area as the entry after (LSN `stop_lsn`): the walk tried to wrap there, and the
+/// entry there is refused as torn or damaged, not as a stale one (an earlier lap's, a deleted
+/// suffix's), and its first word is not zero (an end marker, as anywhere else: nothing was
+/// written there since a wipe). Damage to the first entry after a wrap, or the remains of an
+/// append that wrapped ([`wrap_remains`]): [`crate::damage::assess`] judges it by what follows.
+pub(crate) fn wrap_refusal(
     image: &[u8],
     salt: u32,
     slot: &Slot,
@@ -536,6 +534,29 @@ pub(crate) fn refused_wrap(
     if stop < head || head <= at || at + HEADER_LEN > head {
         return None;
     }
+    if image[at..at + END_MARKER_LEN].iter().all(|&b| b == 0) {
+        return None;
+    }
+    match check_entry(image, at, head, stop_lsn, salt, slot) {
+        Err(r) if !r.stale => Some(r),
+        _ => None,
+    }
+}
+
+/// [`wrap_refusal`], where the bytes there look like the remains of the append after `stop`:
+/// the header passes every rule but the checksum as entry `stop_lsn`, or the header where its
+/// length ends does as entry `stop_lsn + 1` (one flipped bit cannot break both; old bytes of
+/// an earlier lap or session pass neither). The scan then reports a torn tail there, which
+/// `Strict` refuses and a writable open wipes.
+pub(crate) fn wrap_remains(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    stop: usize,
+    stop_lsn: Lsn,
+) -> Option<Refusal> {
+    let r = wrap_refusal(image, salt, slot, stop, stop_lsn)?;
+    let (head, at) = (slot.head_offset as usize, format::DATA_OFFSET);
     let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
     let next = at + h.entry_len();
     let ours = passes_all_but_fit_and_checksum(&h, stop_lsn, slot)
@@ -546,13 +567,7 @@ pub(crate) fn refused_wrap(
                 stop_lsn + 1,
                 slot,
             ));
-    if !ours {
-        return None;
-    }
-    match check_entry(image, at, head, stop_lsn, salt, slot) {
-        Err(r) if !r.stale => Some(r),
-        _ => None,
-    }
+    ours.then_some(r)
 }
 
 /// The offset of entry `lsn`, one recovery accepted (below the scan's next LSN), found by a

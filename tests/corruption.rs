@@ -381,14 +381,19 @@ fn damage_to_the_first_entry_after_a_wrap_is_reported() {
     let after = (offs.len() - i - 1) as u64;
     assert!(after > 10, "{after} entries after the wrap");
     assert_eq!(judged(&base, RecoveryMode::Strict), Ok(offs.len() as u64));
-    for (what, byte, mask) in [
-        ("length bit 8", at + 5, 1u8),
-        ("payload byte", at + HEADER_LEN as u64 + 10, 4),
-        ("checksum bit", at, 1),
+    let header: Vec<(u64, u8)> = (at..at + HEADER_LEN as u64).map(|b| (b, 0xff)).collect();
+    for (what, flips) in [
+        ("length bit 8", vec![(at + 5, 1u8)]),
+        ("payload byte", vec![(at + HEADER_LEN as u64 + 10, 4)]),
+        ("checksum bit", vec![(at, 1)]),
+        // (No header rule holds: neither its LSN nor where its length ends says whose it is.)
+        ("every header bit", header),
     ] {
-        let path = dir.path().join(format!("{byte}.dax"));
+        let path = dir.path().join(format!("{what}.dax"));
         std::fs::copy(&base, &path).unwrap();
-        flip(&path, byte, mask);
+        for (byte, mask) in flips {
+            flip(&path, byte, mask);
+        }
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
             match judged(&path, mode) {
                 Err((offset, l, beyond, _)) => {
@@ -446,6 +451,7 @@ fn a_torn_append_that_wrapped_is_a_torn_tail_at_the_start_of_the_data_area() {
     assert_eq!(log.recovery().entries, offs.len() as u64 - 1);
     assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
     assert!(log.recovery().torn_bytes >= HEADER_LEN as u64);
+    assert_eq!(log.recovery().torn_offset, DATA_OFFSET as u64);
     drop(log);
     let log = Log::open(&path, &opts(RecoveryMode::Strict)).unwrap();
     // (Wiped: the end is where the first part ends, clean or at the end of the file.)

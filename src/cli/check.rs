@@ -65,7 +65,7 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
                          ({reason}), refused by --strict; the {} before it are intact (a \
                          writable open discards the torn tail)",
                         log.next_lsn(),
-                        r.tail_offset,
+                        r.torn_offset,
                         count(r.torn_bytes, "byte", "bytes"),
                         count(log.len(), "entry", "entries"),
                     )));
@@ -124,7 +124,7 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
             "; torn tail: {} of an interrupted append at offset {} ({reason}), discarded by \
              recovery",
             count(r.torn_bytes, "byte", "bytes"),
-            r.tail_offset
+            r.torn_offset
         )?,
         TailState::EndOfFile => write!(out, "; the log is full")?,
         _ => write!(out, "; tail clean")?,

@@ -385,6 +385,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "torn_reason": torn_reason,
             "torn_bytes": torn_bytes,
             "tail_offset": r.tail_offset,
+            "torn_offset": r.torn_offset,
             "superblock_from_backup": r.superblock_from_backup,
             "unreadable_slot": r.unreadable_slot,
             "damage": r.damage.as_ref().map(|d| json!({
@@ -409,7 +410,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             Some(reason) => format!(
                 "torn: {} of an interrupted append discarded at offset {} ({reason})",
                 count(torn_bytes, "byte", "bytes"),
-                r.tail_offset
+                r.torn_offset
             ),
             None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
             None if tail == "damaged" => format!(
