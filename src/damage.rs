@@ -236,6 +236,26 @@ fn one_bit_off_length(
     })
 }
 
+/// Where the scan ended cleanly at the end of the first part and the entry at the start of
+/// the data area is refused ([`walk::wrap_refusal`]) but does not look like the remains of the
+/// append after ([`walk::wrap_remains`]: its header is damaged beyond that): whether valid
+/// entries continue after it. Then that entry is a torn tail or damage, judged there
+/// ([`Scan::torn_at_wrap`]), not a clean end: a clean end would drop the entries after it
+/// unreported, in `Strict` mode too, where they could be the rest of its batch. The search
+/// runs only where such bytes lie at 4096: damage, or remains a crash in a wipe left.
+pub(crate) fn torn_after_wrap(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    scan: &Scan,
+) -> Option<&'static str> {
+    if matches!(scan.state, walk::TailState::Torn { .. }) {
+        return None;
+    }
+    let r = walk::wrap_refusal(image, salt, slot, scan.stop, scan.stop_lsn)?;
+    continuation(image, salt, slot, DATA_OFFSET, scan.stop_lsn).map(|_| r.reason)
+}
+
 /// Decides whether the end the scan found is damage rather than a torn tail.
 pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of

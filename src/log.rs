@@ -540,6 +540,9 @@ impl<M: Media> Log<M> {
             }
             _ => slot,
         };
+        if let Some(reason) = crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan) {
+            scan.torn_at_wrap(image, &slot, reason);
+        }
         if read_ahead && matches!(scan.state, walk::TailState::Torn { .. }) {
             // The damage search reads up to `SEARCH_BYTES` past where the scan stopped, and
             // the start of the data area up to the head (a salvage reads all of it).

@@ -444,16 +444,9 @@ pub(crate) fn scan(
         if let Some(r) = wrap_remains(image, salt, slot, pos, w.stop_lsn) {
             // The remains of an append that wrapped, or damage to the first entry after a
             // wrap: a torn tail at the start of the data area, judged as any other.
-            let at = format::DATA_OFFSET;
-            let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
-            let fits = (h.len as usize) <= head - at - HEADER_LEN;
-            return Scan {
-                torn_bytes: if fits { h.entry_len() } else { HEADER_LEN } as u64,
-                torn_start: at,
-                state: TailState::Torn { reason: r.reason },
-                refused: at,
-                ..finish(slot, start_lsn, w, TailState::Clean, 0, tail)
-            };
+            let mut scan = finish(slot, start_lsn, w, state, 0, tail);
+            scan.torn_at_wrap(image, slot, r.reason);
+            return scan;
         }
     }
     // The discarded batch starts at the tail, unless the walk wrapped past the tail into it:
@@ -486,6 +479,21 @@ pub(crate) fn scan(
         _ => 0,
     };
     finish(slot, start_lsn, w, state, torn_bytes, torn_start)
+}
+
+impl Scan {
+    /// Makes the end of this scan, clean at the end of the log's first part, a torn tail at
+    /// the start of the data area, whose entry was refused for `reason` ([`wrap_refusal`]):
+    /// the bytes there are reported, judged, refused by `Strict`, wiped by a writable open.
+    pub(crate) fn torn_at_wrap(&mut self, image: &[u8], slot: &Slot, reason: &'static str) {
+        let (head, at) = (slot.head_offset as usize, format::DATA_OFFSET);
+        let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
+        let fits = (h.len as usize) <= head - at - HEADER_LEN;
+        self.torn_bytes = if fits { h.entry_len() } else { HEADER_LEN } as u64;
+        self.torn_start = at;
+        self.state = TailState::Torn { reason };
+        self.refused = at;
+    }
 }
 
 /// The scan's result from its walk `w` (from `start_lsn`) and how it ended.

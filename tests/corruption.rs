@@ -483,6 +483,50 @@ fn a_torn_append_that_wrapped_is_a_torn_tail_at_the_start_of_the_data_area() {
     );
 }
 
+/// A header at 4096 damaged in both its length and its LSN words (so it does not look like
+/// any append's) with one append after it, which could be the rest of its batch: a torn tail
+/// there (the exception of rule 2), reported and refused by `Strict` at 4096, not a clean end
+/// that dropped the append after it unreported. With two appends after it: damage.
+#[test]
+fn a_header_damaged_beyond_recognition_after_a_wrap_is_never_a_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
+    let lsn = offs[first_after_wrap(&offs)].1;
+    for after in [1u64, 2] {
+        let (path, offs) = wrapped_ring(dir.path(), &format!("ring{after}.dax"), lsn + 1 + after);
+        assert_eq!(
+            offs[offs.len() - 1 - after as usize],
+            (DATA_OFFSET as u64, lsn)
+        );
+        flip(&path, DATA_OFFSET as u64 + 7, 0x40); // the length runs past the head
+        flip(&path, DATA_OFFSET as u64 + 8, 0x01); // another LSN
+        let strict = judged(&path, RecoveryMode::Strict);
+        let tolerant = judged(&path, RecoveryMode::TolerateTornTail);
+        if after == 1 {
+            match strict {
+                Err((offset, l, 0, reason)) => {
+                    assert_eq!((offset, l), (DATA_OFFSET as u64, lsn), "{reason}");
+                    assert!(reason.starts_with("torn tail refused"), "{reason}");
+                }
+                other => panic!("Strict, one append after: {other:?}"),
+            }
+            assert_eq!(tolerant, Ok(offs.len() as u64 - 2));
+            let log = Log::open_read_only(&path, &Options::new()).unwrap();
+            assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+            assert_eq!(log.recovery().torn_offset, DATA_OFFSET as u64);
+        } else {
+            for got in [strict, tolerant] {
+                match got {
+                    Err((offset, l, beyond, _)) => {
+                        assert_eq!((offset, l, beyond), (DATA_OFFSET as u64, lsn, 2))
+                    }
+                    other => panic!("two appends after: {other:?}"),
+                }
+            }
+        }
+    }
+}
+
 /// No interrupted append is taken for damage by the rules above: the last entry of a ring of
 /// fixed-size entries (where every lap writes the same offsets, so an old word there differs
 /// from the new one in few bits) torn in many ways, each 8-byte word either the one the append
