@@ -237,12 +237,12 @@ fn one_bit_off_length(
 }
 
 /// Where the scan ended cleanly at the end of the first part and the entry at the start of
-/// the data area is refused ([`walk::wrap_refusal`]) but does not look like the remains of the
-/// append after ([`walk::wrap_remains`]: its header is damaged beyond that): whether valid
-/// entries continue after it. Then that entry is a torn tail or damage, judged there
-/// ([`Scan::torn_at_wrap`]), not a clean end: a clean end would drop the entries after it
-/// unreported, in `Strict` mode too, where they could be the rest of its batch. The search
-/// runs only where such bytes lie at 4096: damage, or remains a crash in a wipe left.
+/// the data area is refused ([`walk::wrap_refusal`]): whether that end is a torn tail there
+/// (the refusal's reason), judged there ([`Scan::torn_at_wrap`]): where the entry looks like
+/// the remains of the append after ([`walk::wrap_remains`]), or where valid entries continue
+/// after it (a clean end would drop them unreported, in `Strict` mode too, where they could be
+/// the rest of its batch). The search runs only where such bytes lie at 4096 and do not look
+/// like an append's: damage, or remains a crash in a wipe left.
 pub(crate) fn torn_after_wrap(
     image: &[u8],
     salt: u32,
@@ -252,8 +252,11 @@ pub(crate) fn torn_after_wrap(
     if matches!(scan.state, walk::TailState::Torn { .. }) {
         return None;
     }
-    let r = walk::wrap_refusal(image, salt, slot, scan.stop, scan.stop_lsn)?;
-    continuation(image, salt, slot, DATA_OFFSET, scan.stop_lsn).map(|_| r.reason)
+    let lsn = scan.stop_lsn;
+    let r = walk::wrap_refusal(image, salt, slot, scan.stop, lsn)?;
+    (walk::wrap_remains(image, slot, lsn)
+        || continuation(image, salt, slot, DATA_OFFSET, lsn).is_some())
+    .then_some(r.reason)
 }
 
 /// Decides whether the end the scan found is damage rather than a torn tail.

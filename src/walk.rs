@@ -64,7 +64,7 @@ pub(crate) struct Scan {
     pub stop_lsn: Lsn,
     /// Where the refused entry lies: `stop`, or the start of the data area when the scan ended
     /// at the end of the log's first part and the entry refused is the wrap's
-    /// ([`wrap_remains`]).
+    /// ([`Scan::torn_at_wrap`]).
     pub refused: usize,
 }
 
@@ -439,16 +439,9 @@ pub(crate) fn scan(
     let w = walk_ahead(image, salt, slot, start, start_lsn, Lsn::MAX, ahead);
     let (tail, pos) = (w.tail, w.stop);
     let area_end = w.limit.min(image.len());
+    // (A clean end before a refused entry at the start of the data area may be a torn tail
+    // there: `damage::torn_after_wrap` decides, `Scan::torn_at_wrap` makes it so.)
     let state = end_state(image, &w);
-    if !matches!(state, TailState::Torn { .. }) {
-        if let Some(r) = wrap_remains(image, salt, slot, pos, w.stop_lsn) {
-            // The remains of an append that wrapped, or damage to the first entry after a
-            // wrap: a torn tail at the start of the data area, judged as any other.
-            let mut scan = finish(slot, start_lsn, w, state, 0, tail);
-            scan.torn_at_wrap(image, slot, r.reason);
-            return scan;
-        }
-    }
     // The discarded batch starts at the tail, unless the walk wrapped past the tail into it:
     // then it starts at the start of the data area (no batch spans the wrap).
     let torn_start = if pos < tail {
@@ -551,31 +544,24 @@ pub(crate) fn wrap_refusal(
     }
 }
 
-/// [`wrap_refusal`], where the bytes there look like the remains of the append after `stop`:
+/// Where [`wrap_refusal`] found a refused entry: whether it looks like the remains of the
+/// append after `stop`:
 /// the header passes every rule but the checksum as entry `stop_lsn`, or the header where its
 /// length ends does as entry `stop_lsn + 1` (one flipped bit cannot break both; old bytes of
-/// an earlier lap or session pass neither). The scan then reports a torn tail there, which
-/// `Strict` refuses and a writable open wipes.
-pub(crate) fn wrap_remains(
-    image: &[u8],
-    salt: u32,
-    slot: &Slot,
-    stop: usize,
-    stop_lsn: Lsn,
-) -> Option<Refusal> {
-    let r = wrap_refusal(image, salt, slot, stop, stop_lsn)?;
+/// an earlier lap or session pass neither): a torn tail there
+/// ([`crate::damage::torn_after_wrap`]), which `Strict` refuses and a writable open wipes.
+pub(crate) fn wrap_remains(image: &[u8], slot: &Slot, stop_lsn: Lsn) -> bool {
     let (head, at) = (slot.head_offset as usize, format::DATA_OFFSET);
     let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
     let next = at + h.entry_len();
-    let ours = passes_all_but_fit_and_checksum(&h, stop_lsn, slot)
+    passes_all_but_fit_and_checksum(&h, stop_lsn, slot)
         || ((h.len as usize) <= head - at - HEADER_LEN
             && next + HEADER_LEN <= head
             && passes_all_but_fit_and_checksum(
                 &EntryHeader::decode(&image[next..next + HEADER_LEN]),
                 stop_lsn + 1,
                 slot,
-            ));
-    ours.then_some(r)
+            ))
 }
 
 /// The offset of entry `lsn`, one recovery accepted (below the scan's next LSN), found by a
