@@ -15,6 +15,9 @@
 //!    suffixes carry another epoch; so neither qualifies. One in-flight batch whose first entry
 //!    is torn can leave its later entries whole: a continuation that is exactly the rest of one
 //!    batch (flagged as continuing, nothing valid after it) is therefore not evidence.
+//! 3. **The entry is whole with one set bit of its length cleared** ([`one_bit_off_length`]),
+//!    ending where the next entry or an end marker begins: an interrupted append cannot leave
+//!    that, so it is damage even with nothing after it.
 //!
 //! The search covers at most [`SEARCH_BYTES`] past the refused entry and as much of the wrapped
 //! part at the start of the data area.
@@ -176,8 +179,8 @@ fn claimed_end(
 
 /// The true length of the entry refused at `stop` (as entry `stop_lsn`), if its length field
 /// has one bit set that should be clear: with that bit cleared the entry fits in the area and
-/// passes every rule, its checksum included, and the next entry's header (LSN `stop_lsn + 1`)
-/// begins where it then ends.
+/// passes every rule, its checksum included, and where it then ends the next entry's header
+/// (LSN `stop_lsn + 1`) begins, or an end marker, or the end of the area.
 ///
 /// Such a flip in an entry of the current session would otherwise hide the entries after it:
 /// the longer length claims them as its payload, and a chain found inside a claimed payload is
@@ -190,10 +193,8 @@ fn claimed_end(
 ///
 /// Only tried where the header carries the expected LSN and obeys the other rules but the
 /// checksum fails (or the length runs past the area), and only for the lengths after which
-/// the next entry's LSN is found: the payload checksum is extended from the shortest of those
-/// to the longest, one pass over at most the claimed payload. (Where the next entry is not
-/// there, as after the last entry, or where the next append wrapped, the search past the
-/// claimed payload decides as before.)
+/// the next entry's LSN or an end marker is found: the payload checksum is extended from the
+/// shortest of those to the longest, one pass over at most the claimed payload.
 #[allow(clippy::too_many_arguments)]
 fn one_bit_off_length(
     image: &[u8],
@@ -213,14 +214,24 @@ fn one_bit_off_length(
         return None;
     }
     let room = area_end - stop - HEADER_LEN;
-    let next_lsn_at = |len: u32| {
+    // What an append leaves right after an entry: the next entry, or the end marker (the
+    // last entry, or the one before an append that wrapped), or the end of the area. (An end
+    // is weaker evidence than the next LSN: zeros are common past a log's tail. Lengths that
+    // end on one are tried up to `SEARCH_BYTES`, so that a torn tail with old bytes in its
+    // length field does not cost a checksum over the rest of the file.)
+    let next_or_end_at = |len: u32| {
         let at = stop + format::entry_len(len as usize);
-        (at + HEADER_LEN <= area_end).then(|| EntryHeader::decode(&image[at..at + HEADER_LEN]).lsn)
+        let end_ok = len as usize <= SEARCH_BYTES;
+        if at + HEADER_LEN > area_end {
+            return end_ok;
+        }
+        let next = EntryHeader::decode(&image[at..at + HEADER_LEN]);
+        next.lsn == stop_lsn + 1 || (end_ok && image[at..at + ENTRY_ALIGN] == [0; ENTRY_ALIGN])
     };
     let mut lens: Vec<u32> = (0..u32::BITS)
         .filter(|&b| h.len & (1 << b) != 0)
         .map(|b| h.len & !(1 << b))
-        .filter(|&l| l as usize <= room && next_lsn_at(l) == Some(stop_lsn + 1))
+        .filter(|&l| l as usize <= room && next_or_end_at(l))
         .collect();
     lens.sort_unstable();
     // Within the bytes left to read for repairs (the file's size for one recovery or salvage:
@@ -294,9 +305,10 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     // A tail hint names an entry that was durable when the slot was written: one refused at
     // or before it was acknowledged too.
     let hinted = slot.hint_lsn != 0 && lsn <= slot.hint_lsn;
-    // (An entry whole with one set bit of its length cleared is no remains of an interrupted
-    // append: the entries after it are not the rest of its batch.)
-    if below_cut || hinted || (beyond > 0 && (!rest_of_one_batch || length_off)) {
+    // An entry whole with one set bit of its length cleared is no remains of an interrupted
+    // append: it is damage, the last entry too, and the entries after it are not the rest of
+    // its batch.
+    if below_cut || hinted || length_off || (beyond > 0 && !rest_of_one_batch) {
         Some(Damage {
             offset: offset as u64,
             lsn,
@@ -454,12 +466,7 @@ pub(crate) fn salvage(
             pending.push((l, p, h.len));
             let ends = h.flags & FLAG_CONTINUES == 0 || l < slot.cut_lsn;
             if ends {
-                for (l, p, len) in pending.drain(..) {
-                    let h = EntryHeader::decode(&image[p..p + HEADER_LEN]);
-                    if h.flags & FLAG_PAD == 0 {
-                        visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + len as usize]);
-                    }
-                }
+                visit_held(image, &mut pending, &mut visit);
             }
         });
         // Where the walk ended cleanly before a wrap whose first entry is refused, that entry
@@ -493,12 +500,7 @@ pub(crate) fn salvage(
             // Damage inside acknowledged data: what the walk held back of a batch broken by
             // it was acknowledged (later appends were), so it is visited.
             Some((q, l)) => {
-                for (l, p, len) in pending.drain(..) {
-                    let h = EntryHeader::decode(&image[p..p + HEADER_LEN]);
-                    if h.flags & FLAG_PAD == 0 {
-                        visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + len as usize]);
-                    }
-                }
+                visit_held(image, &mut pending, &mut visit);
                 // Continuations have strictly higher LSNs, so this loop ends.
                 gaps.push(Gap {
                     offset: at as u64,
@@ -509,17 +511,33 @@ pub(crate) fn salvage(
                 pos = q;
                 lsn = l;
             }
+            // Nothing valid after it: damage still where the entry was acknowledged, or is
+            // whole with a damaged length (as `assess` judges; a batch it ends reached media
+            // whole, so what the walk held back of it is visited).
             None => {
-                if w.stop_lsn < slot.cut_lsn {
+                if length_off {
+                    visit_held(image, &mut pending, &mut visit);
+                }
+                if w.stop_lsn < slot.cut_lsn || length_off {
                     gaps.push(Gap {
                         offset: at as u64,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
-                        last_lsn: slot.cut_lsn - 1,
+                        last_lsn: w.stop_lsn.max(slot.cut_lsn.saturating_sub(1)),
                     });
                 }
                 return gaps;
             }
+        }
+    }
+}
+
+/// Visits the entries held back in `held` (LSN, offset, length), but padding, and forgets them.
+fn visit_held(image: &[u8], held: &mut Vec<(Lsn, usize, u32)>, visit: &mut impl FnMut(Lsn, &[u8])) {
+    for (l, p, len) in held.drain(..) {
+        let h = EntryHeader::decode(&image[p..p + HEADER_LEN]);
+        if h.flags & FLAG_PAD == 0 {
+            visit(l, &image[p + HEADER_LEN..p + HEADER_LEN + len as usize]);
         }
     }
 }

@@ -139,7 +139,9 @@ fn damage_in_the_last_entry_is_a_torn_tail_unless_strict() {
     for spot in [Spot::Crc, Spot::Len, Spot::Lsn, Spot::Payload] {
         let (path, offs) = make_log(dir.path(), &format!("last-{spot:?}.dax"), false);
         let at = spot_offset(offs[N as usize - 1], spot);
-        flip(&path, at, 0x10);
+        // (A length bit cleared, as an interrupted append's remains may show; a set one makes
+        // the entry whole with that bit cleared again: damage, see below.)
+        flip(&path, at, if let Spot::Len = spot { 0x04 } else { 0x10 });
         match Log::open(&path, &opts(RecoveryMode::Strict)) {
             Err(Error::Corrupted { lsn, offset, .. }) => {
                 assert_eq!((lsn, offset), (N, offs[N as usize - 1]));
@@ -271,7 +273,7 @@ fn log_of(path: &Path, capacity: u64, appends: &[&[usize]]) {
 /// An entry whole with one set bit of its length cleared is no remains of an interrupted
 /// append, so the entries after it are not the rest of its batch: damage, where a refused
 /// entry followed by one batch end counts as a torn tail. (Before, these opens dropped the
-/// flipped entry and everything after it as a torn tail.) The last entry stays a torn tail.
+/// flipped entry and everything after it as a torn tail.)
 #[test]
 fn a_flipped_length_bit_before_the_last_append_is_damage_too() {
     let dir = tempfile::tempdir().unwrap();
@@ -311,10 +313,71 @@ fn a_flipped_length_bit_before_the_last_append_is_damage_too() {
             }
         }
     }
-    let path = dir.path().join("last.dax");
-    log_of(&path, 1 << 20, &singles);
-    flip(&path, layout(&path)[19].0 + 5, 1 << 7);
-    assert_eq!(judged(&path, RecoveryMode::TolerateTornTail), Ok(19));
+}
+
+/// The last entry too: whole with one set bit of its length cleared (an end marker where it
+/// then ends), it is damage, in every mode, not the torn tail an interrupted append leaves
+/// (before, the open dropped it as one). So is the entry before an append that wrapped, whose
+/// repaired end is the end marker that append left. A salvage copies every other entry (the
+/// rest of a batch that ends in the damaged entry too) and lists the one gap.
+#[test]
+fn a_flipped_length_bit_in_the_last_entry_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let singles: Vec<&[usize]> = vec![&[LEN]; 20];
+    let mut then_batch: Vec<&[usize]> = vec![&[LEN]; 10];
+    then_batch.push(&[LEN; 10]);
+    let mut cases: Vec<(String, PathBuf, u64, u64, u64)> = Vec::new();
+    for (what, appends) in [("a single append", &singles), ("a batch", &then_batch)] {
+        for bit in [0u32, 4, 8, 15, 16, 30] {
+            let path = dir.path().join(format!("{}-{bit}.dax", cases.len()));
+            log_of(&path, 1 << 20, appends);
+            let at = layout(&path)[19].0;
+            flip(&path, at + 4 + u64::from(bit / 8), 1 << (bit % 8));
+            let what = format!("last entry, {what}, length bit {bit}");
+            cases.push((what, path, at, 20, 0));
+        }
+    }
+    // A ring whose last append is the first after the wrap: the entry before it ends where
+    // that append left an end marker (or at the end of the file).
+    let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
+    let last = offs[first_after_wrap(&offs)].1;
+    let (path, offs) = wrapped_ring(dir.path(), "wrapped.dax", last + 1);
+    assert_eq!(first_after_wrap(&offs), offs.len() - 1);
+    let (at, lsn) = offs[offs.len() - 2];
+    flip(&path, at + 5, 1);
+    cases.push((
+        "the entry before a wrapped last append".into(),
+        path,
+        at,
+        lsn,
+        1,
+    ));
+    for (what, path, at, lsn, beyond) in cases {
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            match judged(&path, mode) {
+                Err((offset, l, b, reason)) => {
+                    assert_eq!((offset, l, b), (at, lsn, beyond), "{what} in {mode:?}");
+                    assert!(reason.starts_with("length field damaged"), "{reason}");
+                }
+                Ok(n) => panic!("{what} in {mode:?}: opened with {n} entries"),
+            }
+        }
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let live: Vec<u64> = layout(&path).iter().map(|&(_, l)| l).collect();
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
+        assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
+        assert_eq!(
+            (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
+            (at, lsn, lsn),
+            "{what}"
+        );
+        let want: Vec<(u64, Vec<u8>)> = (live[0]..live[0] + live.len() as u64)
+            .filter(|&l| l != lsn)
+            .map(|l| (l, payload(l, LEN)))
+            .collect();
+        assert_eq!(rescued, want, "{what}: salvaged entries");
+    }
 }
 
 /// A length bit flipped in an entry longer than the search for continuations reaches (64 MiB)
