@@ -296,7 +296,7 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut repair);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
-            let c = follows(image, salt, slot, q, l);
+            let c = Runs::from(image, salt, slot, q, l, &mut repair).follows(0, slot);
             (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
@@ -340,14 +340,10 @@ struct Follows {
     in_flight: bool,
 }
 
-fn follows(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Follows {
-    Runs::from(image, salt, slot, q, l).follows(0, slot)
-}
-
 /// The runs of valid entries from a continuation `(q, l)` on, across further refused entries,
-/// to the last: what [`follows`] sums up, from any of them on. Walked and summed once, so that
-/// a salvage that asks at every gap does not walk every later run again (and search past the
-/// last one again, up to [`SEARCH_BYTES`]), which made it quadratic in the gaps.
+/// to the last: what [`Runs::follows`] sums up, from any of them on. Walked and summed once,
+/// so that a salvage that asks at every gap does not walk every later run again (and search
+/// past the last one again, up to [`SEARCH_BYTES`]), which made it quadratic in the gaps.
 struct Runs {
     /// Each run's first position, and from it to the end: the entries, and the batch ends
     /// among them.
@@ -362,17 +358,18 @@ struct Runs {
 }
 
 impl Runs {
-    fn from(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn) -> Runs {
+    fn from(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn, repair: &mut usize) -> Runs {
         // Every run of valid entries from `(q, l)` on, across further refused entries: a
         // second damaged entry must not hide the acknowledged ones behind it (a run that ends
         // in one batch end would look like the rest of one batch), and every valid entry is
-        // counted.
+        // counted. (Its length may be the damage: repaired within `repair` bytes read, as
+        // for the first.)
         let (mut q, mut l) = (q, l);
         let mut runs = Vec::new();
         let (end, unfinished) = loop {
             let w = walk::walk(image, salt, slot, q, l);
             runs.push((q, w.stop_lsn - l, w.batches));
-            match continuation(image, salt, slot, w.stop, w.stop_lsn) {
+            match continuation_and_length(image, salt, slot, w.stop, w.stop_lsn, repair).0 {
                 // Damage again, and valid entries after it. An append left unfinished by this
                 // run may go on past the refused entry: it is counted by its end.
                 Some((q2, l2)) => (q, l) = (q2, l2),
@@ -403,7 +400,7 @@ impl Runs {
         Some(i)
     }
 
-    /// [`follows`] from run `i` on.
+    /// What follows the refused entry from run `i` on.
     fn follows(&self, i: usize, slot: &Slot) -> Follows {
         // How many appends in flight may have left valid entries behind the refused one: one
         // at a time, only the rest of the refused entry's own batch (whose next entries may be
@@ -486,7 +483,7 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, slot, q, l));
+                    runs = Some(Runs::from(image, salt, slot, q, l, &mut repair));
                     0
                 }
             };

@@ -1361,3 +1361,36 @@ fn a_damaged_current_slot_is_found_after_wraps_and_head_moves() {
         assert_eq!(got, want, "{what}");
     }
 }
+
+/// A second damaged entry after a first, whose length has a bit set (it claims the entries
+/// after it): the entries between and after still make the first damage, not a torn tail
+/// that drops them all. Before, the count of what follows the first damage stopped at the
+/// second, so one append (entry 11) seemed all that followed: the rest of a batch in flight.
+#[test]
+fn a_length_bit_set_behind_earlier_damage_does_not_hide_the_entries_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let singles: Vec<&[usize]> = vec![&[LEN]; 20];
+    for bit in [8u32, 15] {
+        let path = dir.path().join(format!("{bit}.dax"));
+        log_of(&path, 1 << 20, &singles);
+        let offs = layout(&path);
+        flip(&path, offs[9].0 + HEADER_LEN as u64 + 7, 0x20);
+        flip(&path, offs[11].0 + 4 + u64::from(bit / 8), 1 << (bit % 8));
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            match judged(&path, mode) {
+                Err((offset, l, beyond, _)) => {
+                    assert_eq!((offset, l), (offs[9].0, 10), "bit {bit} in {mode:?}");
+                    // 11, and 13 to 20 past the second damage.
+                    assert_eq!(beyond, 9, "bit {bit} in {mode:?}");
+                }
+                Ok(n) => panic!("bit {bit} in {mode:?}: opened with {n} entries"),
+            }
+        }
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+        assert_eq!(gaps.len(), 2, "bit {bit}: {gaps:?}");
+        let want: Vec<u64> = (1..=20).filter(|&l| l != 10 && l != 12).collect();
+        assert_eq!(rescued, want, "bit {bit}");
+    }
+}
