@@ -478,6 +478,18 @@ fn damage_to_the_first_entry_after_a_wrap_is_reported() {
         assert_eq!(gaps[0].resume_offset, offs[i + 1].0, "{what}");
         let want: Vec<u64> = offs.iter().map(|&(_, l)| l).filter(|&l| l != lsn).collect();
         assert_eq!(rescued, want, "{what}");
+        // `daxlog info --json` says the same: damage at 4096, no torn bytes (and so none at
+        // 4096: `torn_offset` is the tail, as for any end without them).
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_daxlog"))
+            .args(["info", path.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        // (It prints what it found, and fails on the damage.)
+        assert!(!out.status.success(), "{what}: {out:?}");
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["damage"]["offset"], at, "{what}: {info}");
+        assert_eq!(info["torn_bytes"], 0, "{what}: {info}");
+        assert_eq!(info["torn_offset"], info["tail_offset"], "{what}: {info}");
     }
 }
 

@@ -348,10 +348,10 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         TailState::EndOfFile => ("end_of_file", None),
         TailState::Torn { reason } => ("torn", Some(*reason)),
     };
-    let torn_bytes = if torn_reason.is_some() {
-        r.torn_bytes
+    let (torn_bytes, torn_offset) = if torn_reason.is_some() {
+        (r.torn_bytes, r.torn_offset)
     } else {
-        0
+        (0, r.tail_offset)
     };
     // The append path this host's calibration chooses (CPU flushes only; measured once).
     let calibration = log
@@ -385,7 +385,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "torn_reason": torn_reason,
             "torn_bytes": torn_bytes,
             "tail_offset": r.tail_offset,
-            "torn_offset": r.torn_offset,
+            "torn_offset": torn_offset,
             "superblock_from_backup": r.superblock_from_backup,
             "unreadable_slot": r.unreadable_slot,
             "damage": r.damage.as_ref().map(|d| json!({
@@ -410,7 +410,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             Some(reason) => format!(
                 "torn: {} of an interrupted append discarded at offset {} ({reason})",
                 count(torn_bytes, "byte", "bytes"),
-                r.torn_offset
+                torn_offset
             ),
             None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
             None if tail == "damaged" => format!(
