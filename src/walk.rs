@@ -545,17 +545,28 @@ pub(crate) fn wrap_refusal(
 }
 
 /// Where [`wrap_refusal`] found a refused entry: whether it looks like the remains of the
-/// append after `stop`:
-/// the header passes every rule but the checksum as entry `stop_lsn`, or the header where its
-/// length ends does as entry `stop_lsn + 1` (one flipped bit cannot break both; old bytes of
-/// an earlier lap or session pass neither): a torn tail there
-/// ([`crate::damage::torn_after_wrap`]), which `Strict` refuses and a writable open wipes.
+/// append after `stop`, or like that append damaged:
+/// the header passes every rule but the checksum as entry `stop_lsn`, or it fits and does but
+/// for one bit of its LSN, epoch and flag words (the last entry, one bit flipped there), or
+/// the header where its length ends does as entry `stop_lsn + 1` (one flipped bit cannot break
+/// all three; old bytes of an earlier lap or session pass none, but by chance): a torn tail
+/// there ([`crate::damage::torn_after_wrap`]), which `Strict` refuses and a writable open
+/// wipes.
 pub(crate) fn wrap_remains(image: &[u8], slot: &Slot, stop_lsn: Lsn) -> bool {
     let (head, at) = (slot.head_offset as usize, format::DATA_OFFSET);
     let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
     let next = at + h.entry_len();
+    let fits = (h.len as usize) <= head - at - HEADER_LEN;
+    // How many bits of the words rules 2, 4 and 5 read differ from what they ask.
+    let epoch_off = if stop_lsn < slot.cut_lsn {
+        0
+    } else {
+        (h.epoch ^ slot.epoch).count_ones()
+    };
+    let off = (h.lsn ^ stop_lsn).count_ones() + epoch_off + (h.flags & !KNOWN_FLAGS).count_ones();
     passes_all_but_fit_and_checksum(&h, stop_lsn, slot)
-        || ((h.len as usize) <= head - at - HEADER_LEN
+        || (fits && off == 1)
+        || (fits
             && next + HEADER_LEN <= head
             && passes_all_but_fit_and_checksum(
                 &EntryHeader::decode(&image[next..next + HEADER_LEN]),

@@ -493,6 +493,42 @@ fn damage_to_the_first_entry_after_a_wrap_is_reported() {
     }
 }
 
+/// One bit flipped in the LSN, epoch or flag words of the last entry, which wrapped to the
+/// start of the data area: reported as a torn tail there (as for the last entry anywhere
+/// else), refused by `Strict`, never a clean end. Before, 126 of its 192 header bits ended the
+/// scan cleanly at the end of the first part: the entry was dropped with nothing reported, in
+/// `Strict` mode too, and the next append took its LSN.
+#[test]
+fn a_flipped_header_bit_in_a_wrapped_last_entry_is_never_a_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
+    let last = offs[first_after_wrap(&offs)].1;
+    let (base, offs) = wrapped_ring(dir.path(), "ring.dax", last + 1);
+    assert_eq!(*offs.last().unwrap(), (DATA_OFFSET as u64, last));
+    let at = DATA_OFFSET as u64;
+    // Bytes 8..24 of the header: the LSN, then the epoch and the flags.
+    for bit in 64..192u64 {
+        let path = dir.path().join(format!("bit-{bit}.dax"));
+        std::fs::copy(&base, &path).unwrap();
+        flip(&path, at + bit / 8, 1 << (bit % 8));
+        match judged(&path, RecoveryMode::Strict) {
+            Err((offset, l, beyond, _)) => {
+                assert_eq!((offset, l, beyond), (at, last, 0), "bit {bit}")
+            }
+            Ok(n) => panic!("bit {bit}: Strict opened with {n} entries"),
+        }
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::TolerateTornTail)).unwrap();
+        let r = log.recovery();
+        assert_eq!(r.entries, offs.len() as u64 - 1, "bit {bit}");
+        assert!(
+            matches!(r.tail_state, TailState::Torn { .. }),
+            "bit {bit}: {r:?}"
+        );
+        assert_eq!(r.torn_offset, at, "bit {bit}");
+        assert!(r.damage.is_none(), "bit {bit}: {r:?}");
+    }
+}
+
 /// The remains of an append that wrapped (the last one, damaged here by a flipped payload bit,
 /// as an interrupted one may be) are a torn tail at the start of the data area, as anywhere
 /// else: reported (`Strict` refuses them, naming offset 4096), and wiped by a writable open.
