@@ -114,24 +114,28 @@ fn continuation_and_length(
                 .then(|| find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn))
                 .flatten()
         });
-    // Inside the claimed extent: a wrong but plausible length may hide the next entries.
+    // Inside the claimed extent, up to `SEARCH_BYTES` past the refused entry (as past its
+    // end): a wrong but plausible length may hide the next entries.
+    let window = claimed_end.min(stop.saturating_add(SEARCH_BYTES));
     let mut from = stop + ENTRY_ALIGN;
     let mut inner = None;
-    // The entries of the chains already walked, which ended inside the extent: a walk from
-    // one of them is the rest of that chain and ends there too. (Without this, a payload
-    // holding a chain of n encoded entries costs n walks of up to n entries each.)
-    let mut walked = std::collections::BTreeSet::new();
+    // The entries of the chains already walked that ended inside the extent, one bit per
+    // 8-byte position of the window: a walk from one of them is the rest of that chain and
+    // ends there too. (Without this, a payload holding a chain of n encoded entries costs n
+    // walks of up to n entries each.)
+    let mut walked: Vec<u64> = Vec::new();
+    let bit = |q: usize| ((q - stop) / ENTRY_ALIGN / 64, (q - stop) / ENTRY_ALIGN % 64);
     // And a bound on the entries walked in all: chains that merge into walked ones (an entry
     // inside one entry's payload whose chain joins the next) are walked to their end again.
-    // Four times what the extent can hold keeps this linear in its size; past it the search
-    // gives up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append
-    // leaves such nests: only a crafted payload can.)
-    let mut budget = 4 * (claimed_end.saturating_sub(stop) / HEADER_LEN) + 64;
-    while let Some((q, l)) =
-        find_continuation(image, salt, slot, from, claimed_end, area_end, stop_lsn)
+    // Twice what the window can hold keeps this linear in its size; past it the search gives
+    // up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append leaves
+    // such nests: only a crafted payload can.)
+    let mut budget = 2 * (window.saturating_sub(stop) / HEADER_LEN) + 64;
+    while let Some((q, l)) = find_continuation(image, salt, slot, from, window, area_end, stop_lsn)
     {
         from = q + ENTRY_ALIGN;
-        if walked.contains(&q) {
+        let (w64, b) = bit(q);
+        if walked.get(w64).is_some_and(|w| w & (1 << b) != 0) {
             continue;
         }
         let mut chain = Vec::new();
@@ -144,7 +148,16 @@ fn continuation_and_length(
         if budget == 0 {
             break;
         }
-        walked.extend(chain.into_iter().filter(|&e| e < w.stop));
+        if walked.is_empty() {
+            walked = vec![0; (window - stop) / ENTRY_ALIGN / 64 + 1];
+        }
+        for e in chain
+            .into_iter()
+            .filter(|&e| e > stop && e < w.stop && e < window)
+        {
+            let (w64, b) = bit(e);
+            walked[w64] |= 1 << b;
+        }
     }
     let next = match (inner, found) {
         (Some(i), Some(o)) => Some(if i.1 <= o.1 { i } else { o }),
