@@ -81,10 +81,9 @@ impl Format {
                     }
                     Err(e) => {
                         // Not JSON, or JSON but not an object: the general parse says which.
-                        let v: serde_json::Value =
-                            serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+                        let v: serde_json::Value = serde_json::from_slice(raw).map_err(not_json)?;
                         return Err(match v {
-                            serde_json::Value::Object(_) => format!("not JSON: {e}"),
+                            serde_json::Value::Object(_) => not_json(e),
                             v => format!("not a JSON object: {}", clip(&v.to_string())),
                         });
                     }
@@ -333,6 +332,18 @@ pub(crate) fn encode_hex(payload: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A JSON parse error, with what a `\u` escape must be where that is the trouble (the parser
+/// says "unexpected end of hex escape" for a lone high surrogate before the closing quote).
+fn not_json(e: serde_json::Error) -> String {
+    let hint = if e.to_string().contains("hex escape") {
+        " (a \\u escape takes 4 hex digits, and one of \\uD800-\\uDBFF must be followed by one \
+         of \\uDC00-\\uDFFF: \"text\" holds Unicode text; give bytes that are not as \"hex\")"
+    } else {
+        ""
+    };
+    format!("not JSON: {e}{hint}")
+}
+
 /// `'g'` for a printable ASCII byte, else `byte 0x0a`.
 fn show_byte(b: u8) -> String {
     if b.is_ascii_graphic() {
@@ -422,6 +433,18 @@ mod tests {
         assert!(dec(Format::Json, b"{")
             .unwrap_err()
             .starts_with("not JSON: "));
+        // A lone high surrogate: the parser's words, and what a \u escape must be.
+        let lone = dec(Format::Json, br#"{"text":"\ud800"}"#).unwrap_err();
+        assert!(
+            lone.starts_with("not JSON: unexpected end of hex escape at line 1 column 16 (")
+                && lone
+                    .contains("one of \\uD800-\\uDBFF must be followed by one of \\uDC00-\\uDFFF"),
+            "{lone}"
+        );
+        assert_eq!(
+            dec(Format::Json, br#"{"text":"\ud83d\ude00"}"#),
+            Ok("\u{1f600}".as_bytes().to_vec())
+        );
         assert_eq!(
             dec(Format::Json, br#"{"hex":"00","hex":"11"}"#),
             Err("the key \"hex\" is given twice: give each key once".into())
