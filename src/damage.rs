@@ -283,8 +283,18 @@ pub(crate) fn torn_after_wrap(
     .then_some(r.reason)
 }
 
+/// What [`assess`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Assessment {
+    /// Damage inside the acknowledged entries, if the end is that.
+    pub damage: Option<Damage>,
+    /// Else, valid entries found after the refused one that could be the rest of appends in
+    /// flight with it (the exception of rule 2): discarded with the torn tail.
+    pub torn_entries: u64,
+}
+
 /// Decides whether the end the scan found is damage rather than a torn tail.
-pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Option<Damage> {
+pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Assessment {
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
     // the batch before it are discarded with it, but they are not the damage), or the first
     // after a wrap (`Scan::refused`, or refused there behind a clean end). Salvage names the
@@ -300,7 +310,7 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
             let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
             match wrap {
                 Some(r) => (DATA_OFFSET, r.reason),
-                None if scan.next_lsn >= slot.cut_lsn && !hinted => return None,
+                None if scan.next_lsn >= slot.cut_lsn && !hinted => return Assessment::default(),
                 None => (scan.stop, "entry missing"),
             }
         }
@@ -322,7 +332,7 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
     // append: it is damage, the last entry too, and the entries after it are not the rest of
     // its batch.
     if below_cut || hinted || length_off || (beyond > 0 && !rest_of_one_batch) {
-        Some(Damage {
+        let damage = Damage {
             offset: offset as u64,
             lsn,
             reason: if below_cut && beyond == 0 {
@@ -336,9 +346,16 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Optio
             },
             beyond,
             beyond_lsns,
-        })
+        };
+        Assessment {
+            damage: Some(damage),
+            torn_entries: 0,
+        }
     } else {
-        None
+        Assessment {
+            damage: None,
+            torn_entries: beyond,
+        }
     }
 }
 

@@ -439,6 +439,7 @@ impl<M: Media> Log<M> {
             tail_offset: DATA_OFFSET as u64,
             torn_offset: DATA_OFFSET as u64,
             torn_bytes: 0,
+            torn_entries: 0,
             tail_state: walk::TailState::Clean,
             superblock_from_backup: false,
             unreadable_slot: None,
@@ -561,7 +562,7 @@ impl<M: Media> Log<M> {
         }
         drop(ahead);
         check_mode(opts, writable, path)?;
-        let (damage, gaps) = recover::damage_versus_torn_tail(
+        let (damage, gaps, torn_entries) = recover::damage_versus_torn_tail(
             image,
             &sb,
             &slot,
@@ -598,6 +599,7 @@ impl<M: Media> Log<M> {
             persistence,
             damage,
             gaps,
+            torn_entries,
             start,
         );
         Ok(Self::assemble(

@@ -168,7 +168,8 @@ pub(crate) fn damaged_current_slot(
 /// acknowledged entries rather than a torn tail, and, in salvage mode, every damaged region.
 /// Fails with [`Error::Corrupted`] on damage (but in salvage mode), and on a torn tail in
 /// strict mode. `slot_damage` ([`damaged_current_slot`]) comes first: the scan by the older
-/// slot saw nothing of what follows it.
+/// slot saw nothing of what follows it. Also returns the valid entries discarded with a torn
+/// tail ([`RecoveryReport::torn_entries`]).
 pub(crate) fn damage_versus_torn_tail(
     image: &[u8],
     sb: &Superblock,
@@ -177,8 +178,11 @@ pub(crate) fn damage_versus_torn_tail(
     slot_damage: Option<Damage>,
     mode: RecoveryMode,
     path: &Path,
-) -> Result<(Option<Damage>, Vec<Gap>)> {
-    let found = damage::assess(image, sb.salt, slot, scan);
+) -> Result<(Option<Damage>, Vec<Gap>, u64)> {
+    let damage::Assessment {
+        damage: found,
+        torn_entries,
+    } = damage::assess(image, sb.salt, slot, scan);
     let gaps = if mode == RecoveryMode::Salvage && found.is_some() {
         damage::salvage(image, sb.salt, slot, |_, _| {})
     } else {
@@ -202,13 +206,21 @@ pub(crate) fn damage_versus_torn_tail(
                 // when they wrapped.
                 offset: scan.torn_start as u64,
                 lsn: scan.next_lsn,
-                reason: format!("torn tail refused in strict mode: {reason}"),
+                reason: if torn_entries > 0 {
+                    format!(
+                        "torn tail refused in strict mode: {reason} ({torn_entries} valid \
+                         entries after it could be the rest of its batch)"
+                    )
+                } else {
+                    format!("torn tail refused in strict mode: {reason}")
+                },
                 entries_beyond: 0,
             });
         }
         _ => {}
     }
-    Ok((damage, gaps))
+    let torn_entries = if damage.is_none() { torn_entries } else { 0 };
+    Ok((damage, gaps, torn_entries))
 }
 
 /// Step 5: repairs a damaged superblock copy from the good one, and upgrades an older format
@@ -509,6 +521,7 @@ pub(crate) fn report(
     persistence: Persistence,
     damage: Option<Damage>,
     gaps: Vec<Gap>,
+    torn_entries: u64,
     start: Instant,
 ) -> RecoveryReport {
     let report = RecoveryReport {
@@ -518,6 +531,7 @@ pub(crate) fn report(
         last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
         tail_offset: scan.tail as u64,
         torn_bytes: scan.torn_bytes,
+        torn_entries,
         torn_offset: match scan.state {
             TailState::Torn { .. } => scan.torn_start as u64,
             _ => scan.tail as u64,
@@ -540,6 +554,7 @@ pub(crate) fn report(
         entries = report.entries,
         last_lsn = ?report.last_lsn,
         torn_bytes = report.torn_bytes,
+        torn_entries = report.torn_entries,
         %persistence,
         ms = report.duration.as_secs_f64() * 1e3,
         "daxlog: recovered log"
@@ -564,6 +579,13 @@ pub struct RecoveryReport {
     /// Where those bytes begin: `tail_offset`, or the start of the data area when the
     /// interrupted append had wrapped there (the end of the file did not leave it room).
     pub torn_offset: u64,
+    /// Valid entries found after those bytes and discarded with them, because they could be
+    /// the rest of the interrupted append's batch (or, with concurrent appenders, of appends
+    /// in flight beside it), never acknowledged: FORMAT.md section 7, the exception of rule
+    /// 2. (Were the refused entry damage rather than an interrupted append, these were
+    /// acknowledged: a read-only open leaves them on media, a writable one wipes them.) 0
+    /// when nothing valid follows.
+    pub torn_entries: u64,
     /// How the log ended.
     pub tail_state: TailState,
     /// The primary superblock was damaged and the backup copy was used (and, if the log was

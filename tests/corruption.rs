@@ -766,11 +766,31 @@ fn a_torn_batch_whose_first_entry_is_damaged_stays_a_torn_tail() {
         .unwrap();
     drop(log);
     flip(&path, start + HEADER_LEN as u64 + 5, 0x40);
+    // What is discarded with it is reported: the two whole entries after it, in the report
+    // and in what `daxlog check` says.
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    assert_eq!(log.recovery().torn_entries, 2);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_daxlog"))
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("and 2 valid entries after it that could be the rest of its batch"),
+        "{said}"
+    );
+    drop(log);
     let log = Log::open(&path, &Options::new()).unwrap();
     assert_eq!(lsns(&log), [1]);
     assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+    assert_eq!(log.recovery().torn_entries, 2);
     // The estimate covers the refused entry (its length field is intact here).
     assert_eq!(log.recovery().torn_bytes, format::entry_len(80) as u64);
+    // Discarded: the next open finds a clean end, and nothing to report.
+    drop(log);
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.recovery().tail_state, TailState::Clean);
+    assert_eq!(log.recovery().torn_entries, 0);
 }
 
 #[test]
@@ -1087,6 +1107,12 @@ fn sixteen_reservations_in_flight_with_a_torn_batch_first_stay_a_torn_tail() {
             let log = r.unwrap_or_else(|e| panic!("{singles} singles: {e}"));
             assert_eq!(lsns(&log), [1, 2, 3]);
             assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+            // The rest of the batch and the singles, discarded with it.
+            assert_eq!(
+                log.recovery().torn_entries,
+                2 + singles,
+                "{singles} singles"
+            );
         }
     }
 }

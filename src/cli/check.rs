@@ -62,11 +62,12 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
                 if let TailState::Torn { reason } = r.tail_state {
                     return Err(CliError::Damaged(format!(
                         "{p}: torn tail at LSN {}, offset {}: {} of an interrupted append \
-                         ({reason}), refused by --strict; the {} before it are intact (a \
+                         ({reason}){}, refused by --strict; the {} before it are intact (a \
                          writable open discards the torn tail)",
                         log.next_lsn(),
                         r.torn_offset,
                         count(r.torn_bytes, "byte", "bytes"),
+                        super::torn_rest(r.torn_entries),
                         count(log.len(), "entry", "entries"),
                     )));
                 }
@@ -121,10 +122,11 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
     match &r.tail_state {
         TailState::Torn { reason } => write!(
             out,
-            "; torn tail: {} of an interrupted append at offset {} ({reason}), discarded by \
+            "; torn tail: {} of an interrupted append at offset {} ({reason}){}, discarded by \
              recovery",
             count(r.torn_bytes, "byte", "bytes"),
-            r.torn_offset
+            r.torn_offset,
+            super::torn_rest(r.torn_entries)
         )?,
         TailState::EndOfFile => write!(out, "; the log is full")?,
         _ => write!(out, "; tail clean")?,

@@ -384,6 +384,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "tail_state": tail,
             "torn_reason": torn_reason,
             "torn_bytes": torn_bytes,
+            "torn_entries": r.torn_entries,
             "tail_offset": r.tail_offset,
             "torn_offset": torn_offset,
             "superblock_from_backup": r.superblock_from_backup,
@@ -408,9 +409,10 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         let lsn = |l: Option<u64>| l.map_or("-".to_string(), |l| l.to_string());
         let tail_text = match torn_reason {
             Some(reason) => format!(
-                "torn: {} of an interrupted append discarded at offset {} ({reason})",
+                "torn: {} of an interrupted append discarded at offset {} ({reason}){}",
                 count(torn_bytes, "byte", "bytes"),
-                torn_offset
+                torn_offset,
+                super::torn_rest(r.torn_entries)
             ),
             None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
             None if tail == "damaged" => format!(
@@ -493,6 +495,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             ),
             ("tail".into(), tail_text),
             ("torn bytes".into(), torn_bytes.to_string()),
+            ("torn entries".into(), r.torn_entries.to_string()),
             ("damage".into(), damage),
             ("gaps".into(), gaps),
             (

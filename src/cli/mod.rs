@@ -261,6 +261,18 @@ pub(crate) fn warn_if_not_durable(log: &Log, what: &str) {
     }
 }
 
+/// What a torn tail discarded besides its own bytes: the valid entries after it that could
+/// be the rest of its batch ([`crate::RecoveryReport::torn_entries`]), or nothing.
+pub(crate) fn torn_rest(entries: u64) -> String {
+    match entries {
+        0 => String::new(),
+        n => format!(
+            ", and {} after it that could be the rest of its batch",
+            count(n, "valid entry", "valid entries")
+        ),
+    }
+}
+
 /// `1 entry`, `2 entries`.
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
