@@ -34,6 +34,13 @@ fn tempdir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Options for a writer this test process opens: a child that another test thread is
+/// forking may hold a copy of an earlier writer's descriptor (and so its lock) until it
+/// execs, so the open waits a moment for the lock instead of failing.
+fn writer_opts() -> Options {
+    Options::new().lock_wait(Duration::from_secs(30))
+}
+
 fn daxlog(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
 }
@@ -411,7 +418,7 @@ fn a_second_writer_is_refused_but_readers_are_not() {
     let path = dir.path().join("a.dax");
     ok(&["create", p(&path), "--capacity", "1MiB"]);
     ok(&["append", p(&path), "--data", "first"]);
-    let log = Log::open(&path, &Options::new()).unwrap();
+    let log = Log::open(&path, &writer_opts()).unwrap();
     let out = daxlog(&["append", p(&path), "--data", "second"]);
     assert_error(4, &out, &path, "locked by a writer");
     let out = daxlog(&["create", p(&path), "--force"]);
@@ -1036,7 +1043,7 @@ fn dump_and_cat_refuse_from_above_to() {
         );
         // Also while a writer has the log open (read live).
         {
-            let _writer = Log::open(&path, &Options::new()).unwrap();
+            let _writer = Log::open(&path, &writer_opts()).unwrap();
             assert_usage_error(
                 &daxlog(&[command, p(&path), "--from", "4", "--to", "2"]),
                 message,
@@ -2374,7 +2381,7 @@ fn docs_error_table_is_what_the_tool_prints() {
     let log = x("log.dax");
     ok(&["create", &s(&log), "--capacity", "64KiB"]);
     {
-        let _writer = Log::open(&log, &Options::new()).unwrap();
+        let _writer = Log::open(&log, &writer_opts()).unwrap();
         row(
             "another process has the log open for writing",
             "append /x/log.dax --data x",
@@ -2686,7 +2693,7 @@ fn edges_of_append_follow_create_and_check() {
     let long = dir.path().join("l".repeat(250));
     ok(&["create", p(&long), "--capacity", "64KiB"]);
     assert_eq!(ok(&["append", p(&long), "--data", "x"]), "1\n");
-    let log = Log::open(&path, &Options::new()).unwrap();
+    let log = Log::open(&path, &writer_opts()).unwrap();
     let out = daxlog(&["check", p(&path), "--strict"]);
     assert_error(4, &out, &path, "a writer has the log open");
     drop(log);
