@@ -15,9 +15,8 @@
 //!    suffixes carry another epoch; so neither qualifies. One in-flight batch whose first entry
 //!    is torn can leave its later entries whole: a continuation that is exactly the rest of one
 //!    batch (flagged as continuing, nothing valid after it) is therefore not evidence.
-//! 3. **The entry is whole with one set bit of its length cleared** ([`one_bit_off_length`]),
-//!    ending where the next entry or an end marker begins: an interrupted append cannot leave
-//!    that, so it is damage even with nothing after it.
+//!    But an entry whole with one set bit of its length cleared ([`one_bit_off_length`]) is
+//!    no remains of an interrupted append: the entries after it are evidence even then.
 //!
 //! The search covers at most [`SEARCH_BYTES`] past the refused entry and as much of the wrapped
 //! part at the start of the data area.
@@ -63,10 +62,13 @@ fn find_continuation(
     let mut q = (from + ENTRY_ALIGN - 1) & !(ENTRY_ALIGN - 1);
     while q < before && q + HEADER_LEN <= end {
         let h = EntryHeader::decode(&image[q..q + HEADER_LEN]);
-        // Cheap filters first: almost every position fails one of them.
+        // Cheap filters first: almost every position fails one of them. (The epoch and flag
+        // rules too, before the checksum: a torn payload of headers that claim long lengths
+        // would otherwise cost a checksum of the rest of the file at every position.)
         if h.lsn > after_lsn
             && h.lsn - after_lsn < 1 << 40
             && (h.len as usize) <= end - q - HEADER_LEN
+            && walk::passes_all_but_fit_and_checksum(&h, h.lsn, slot)
             && walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
         {
             return Some((q, h.lsn));
@@ -202,7 +204,8 @@ fn claimed_end(
 /// the real one.) An interrupted append does not look like this: the aligned 8-byte word that
 /// holds the length holds the checksum too, and is either the one the append wrote (whose
 /// length is the right one) or old bytes (whose checksum covers another entry), so no other
-/// length makes the checksum match, but by chance (2^-32 per length tried).
+/// length makes the checksum match, but by chance (2^-32 per length tried) or by a payload
+/// made with the salt to force it: hence evidence only beside entries after it ([`assess`]).
 ///
 /// Only tried where the header carries the expected LSN and obeys the other rules but the
 /// checksum fails (or the length runs past the area), and only for the lengths after which
@@ -247,17 +250,21 @@ fn one_bit_off_length(
         .filter(|&l| l as usize <= room && next_or_end_at(l))
         .collect();
     lens.sort_unstable();
-    // Within the bytes left to read for repairs (the file's size for one recovery or salvage:
-    // crafted headers at every gap of a salvage must not make it quadratic).
-    let longest = *lens.last()? as usize;
-    *repair = repair.checked_sub(longest)?;
+    // Within the bytes left to read for repairs (the file's size for each of one recovery's
+    // or salvage's searches: crafted headers at every gap of a salvage must not make it
+    // quadratic), counting what is read, not what a longer candidate would need.
     let payload = &image[stop + HEADER_LEN..];
     let (mut done, mut pcrc) = (0usize, salt);
-    lens.into_iter().find(|&len| {
+    for len in lens {
+        let more = len as usize - done;
+        *repair = repair.checked_sub(more)?;
         pcrc = crate::persist::crc32c_append(pcrc, &payload[done..len as usize]);
         done = len as usize;
-        format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc
-    })
+        if format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc {
+            return Some(len);
+        }
+    }
+    None
 }
 
 /// Where the scan ended cleanly at the end of the first part and the entry at the start of
@@ -278,7 +285,7 @@ pub(crate) fn torn_after_wrap(
     }
     let lsn = scan.stop_lsn;
     let r = walk::wrap_refusal(image, salt, slot, scan.stop, lsn)?;
-    (walk::wrap_remains(image, slot, lsn)
+    (walk::wrap_remains(image, salt, slot, lsn)
         || continuation(image, salt, slot, DATA_OFFSET, lsn).is_some())
     .then_some(r.reason)
 }
@@ -319,7 +326,9 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
     let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut repair);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
-            let c = Runs::from(image, salt, slot, q, l, &mut repair).follows(0, slot);
+            // (Its own budget for repairs: what the search above read must not leave the
+            // count of what follows without.)
+            let c = Runs::from(image, salt, slot, q, l, &mut image.len()).follows(0, slot);
             (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
@@ -329,9 +338,10 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
     // or before it was acknowledged too.
     let hinted = slot.hint_lsn != 0 && lsn <= slot.hint_lsn;
     // An entry whole with one set bit of its length cleared is no remains of an interrupted
-    // append: it is damage, the last entry too, and the entries after it are not the rest of
-    // its batch.
-    if below_cut || hinted || length_off || (beyond > 0 && !rest_of_one_batch) {
+    // append: the entries after it are not the rest of its batch. (With nothing after it, it
+    // stays a torn tail: a payload made with the salt can make a torn append look whole with
+    // a shorter length, and the open must not fail on that.)
+    if below_cut || hinted || (beyond > 0 && (!rest_of_one_batch || length_off)) {
         let damage = Damage {
             offset: offset as u64,
             lsn,
@@ -480,8 +490,9 @@ pub(crate) fn salvage(
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> Vec<Gap> {
     let mut gaps = Vec::new();
-    // Bytes the length repair may read, in all ([`one_bit_off_length`]).
-    let mut repair = image.len();
+    // Bytes the length repair may read, in all ([`one_bit_off_length`]): the gaps' searches,
+    // and apart from them the count of the runs after the first gap.
+    let (mut repair, mut runs_repair) = (image.len(), image.len());
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -513,7 +524,7 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, slot, q, l, &mut repair));
+                    runs = Some(Runs::from(image, salt, slot, q, l, &mut runs_repair));
                     0
                 }
             };
@@ -538,19 +549,13 @@ pub(crate) fn salvage(
                 pos = q;
                 lsn = l;
             }
-            // Nothing valid after it: damage still where the entry was acknowledged, or is
-            // whole with a damaged length (as `assess` judges; a batch it ends reached media
-            // whole, so what the walk held back of it is visited).
             None => {
-                if length_off {
-                    visit_held(image, &mut pending, &mut visit);
-                }
-                if w.stop_lsn < slot.cut_lsn || length_off {
+                if w.stop_lsn < slot.cut_lsn {
                     gaps.push(Gap {
                         offset: at as u64,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
-                        last_lsn: w.stop_lsn.max(slot.cut_lsn.saturating_sub(1)),
+                        last_lsn: slot.cut_lsn - 1,
                     });
                 }
                 return gaps;

@@ -546,13 +546,13 @@ pub(crate) fn wrap_refusal(
 
 /// Where [`wrap_refusal`] found a refused entry: whether it looks like the remains of the
 /// append after `stop`, or like that append damaged:
-/// the header passes every rule but the checksum as entry `stop_lsn`, or it fits and does but
-/// for one bit of its LSN, epoch and flag words (the last entry, one bit flipped there), or
-/// the header where its length ends does as entry `stop_lsn + 1` (one flipped bit cannot break
-/// all three; old bytes of an earlier lap or session pass none, but by chance): a torn tail
-/// there ([`crate::damage::torn_after_wrap`]), which `Strict` refuses and a writable open
-/// wipes.
-pub(crate) fn wrap_remains(image: &[u8], slot: &Slot, stop_lsn: Lsn) -> bool {
+/// the header passes every rule but the checksum as entry `stop_lsn`, or it is that entry
+/// whole but for one bit of its LSN, epoch and flag words (with that bit restored, its
+/// checksum matches: the last entry, one bit flipped there), or the header where its length
+/// ends passes the rules as entry `stop_lsn + 1` (one flipped bit cannot break all three; old
+/// bytes of an earlier lap or session pass none, but by chance): a torn tail there
+/// ([`crate::damage::torn_after_wrap`]), which `Strict` refuses and a writable open wipes.
+pub(crate) fn wrap_remains(image: &[u8], salt: u32, slot: &Slot, stop_lsn: Lsn) -> bool {
     let (head, at) = (slot.head_offset as usize, format::DATA_OFFSET);
     let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
     let next = at + h.entry_len();
@@ -564,8 +564,18 @@ pub(crate) fn wrap_remains(image: &[u8], slot: &Slot, stop_lsn: Lsn) -> bool {
         (h.epoch ^ slot.epoch).count_ones()
     };
     let off = (h.lsn ^ stop_lsn).count_ones() + epoch_off + (h.flags & !KNOWN_FLAGS).count_ones();
+    let whole_but_one_bit = || {
+        let restored = EntryHeader {
+            lsn: stop_lsn,
+            epoch: if epoch_off == 0 { h.epoch } else { slot.epoch },
+            flags: h.flags & KNOWN_FLAGS,
+            ..h
+        };
+        let payload = &image[at + HEADER_LEN..at + HEADER_LEN + h.len as usize];
+        format::entry_crc(format::payload_crc(salt, payload), &restored) == h.crc
+    };
     passes_all_but_fit_and_checksum(&h, stop_lsn, slot)
-        || (fits && off == 1)
+        || (fits && off == 1 && whole_but_one_bit())
         || (fits
             && next + HEADER_LEN <= head
             && passes_all_but_fit_and_checksum(

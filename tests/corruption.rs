@@ -139,9 +139,7 @@ fn damage_in_the_last_entry_is_a_torn_tail_unless_strict() {
     for spot in [Spot::Crc, Spot::Len, Spot::Lsn, Spot::Payload] {
         let (path, offs) = make_log(dir.path(), &format!("last-{spot:?}.dax"), false);
         let at = spot_offset(offs[N as usize - 1], spot);
-        // (A length bit cleared, as an interrupted append's remains may show; a set one makes
-        // the entry whole with that bit cleared again: damage, see below.)
-        flip(&path, at, if let Spot::Len = spot { 0x04 } else { 0x10 });
+        flip(&path, at, 0x10);
         match Log::open(&path, &opts(RecoveryMode::Strict)) {
             Err(Error::Corrupted { lsn, offset, .. }) => {
                 assert_eq!((lsn, offset), (N, offs[N as usize - 1]));
@@ -315,68 +313,160 @@ fn a_flipped_length_bit_before_the_last_append_is_damage_too() {
     }
 }
 
-/// The last entry too: whole with one set bit of its length cleared (an end marker where it
-/// then ends), it is damage, in every mode, not the torn tail an interrupted append leaves
-/// (before, the open dropped it as one). So is the entry before an append that wrapped, whose
-/// repaired end is the end marker that append left. A salvage copies every other entry (the
-/// rest of a batch that ends in the damaged entry too) and lists the one gap.
+/// The entry before an append that wrapped, whole with one set bit of its length cleared:
+/// it ends where that append left an end marker, not at the next entry's header, and the
+/// wrapped append after it is no rest of its batch: damage, in every mode, and a salvage
+/// copies every other entry. (Before, the repair needed the next entry's header right after
+/// the repaired length, and the open dropped both as a torn tail.)
 #[test]
-fn a_flipped_length_bit_in_the_last_entry_is_damage() {
+fn a_flipped_length_bit_before_a_wrapped_last_append_is_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let singles: Vec<&[usize]> = vec![&[LEN]; 20];
-    let mut then_batch: Vec<&[usize]> = vec![&[LEN]; 10];
-    then_batch.push(&[LEN; 10]);
-    let mut cases: Vec<(String, PathBuf, u64, u64, u64)> = Vec::new();
-    for (what, appends) in [("a single append", &singles), ("a batch", &then_batch)] {
-        for bit in [0u32, 4, 8, 15, 16, 30] {
-            let path = dir.path().join(format!("{}-{bit}.dax", cases.len()));
-            log_of(&path, 1 << 20, appends);
-            let at = layout(&path)[19].0;
-            flip(&path, at + 4 + u64::from(bit / 8), 1 << (bit % 8));
-            let what = format!("last entry, {what}, length bit {bit}");
-            cases.push((what, path, at, 20, 0));
-        }
-    }
-    // A ring whose last append is the first after the wrap: the entry before it ends where
-    // that append left an end marker (or at the end of the file).
+    // A ring whose last append is the first after the wrap.
     let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
     let last = offs[first_after_wrap(&offs)].1;
     let (path, offs) = wrapped_ring(dir.path(), "wrapped.dax", last + 1);
     assert_eq!(first_after_wrap(&offs), offs.len() - 1);
     let (at, lsn) = offs[offs.len() - 2];
     flip(&path, at + 5, 1);
-    cases.push((
-        "the entry before a wrapped last append".into(),
-        path,
-        at,
-        lsn,
-        1,
-    ));
-    for (what, path, at, lsn, beyond) in cases {
-        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
-            match judged(&path, mode) {
-                Err((offset, l, b, reason)) => {
-                    assert_eq!((offset, l, b), (at, lsn, beyond), "{what} in {mode:?}");
-                    assert!(reason.starts_with("length field damaged"), "{reason}");
-                }
-                Ok(n) => panic!("{what} in {mode:?}: opened with {n} entries"),
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        match judged(&path, mode) {
+            Err((offset, l, b, reason)) => {
+                assert_eq!((offset, l, b), (at, lsn, 1), "{mode:?}");
+                assert!(reason.starts_with("length field damaged"), "{reason}");
+            }
+            Ok(n) => panic!("{mode:?}: opened with {n} entries"),
+        }
+    }
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
+        (at, lsn, lsn)
+    );
+    let want: Vec<(u64, Vec<u8>)> = offs
+        .iter()
+        .filter(|&&(_, l)| l != lsn)
+        .map(|&(_, l)| (l, payload(l, LEN)))
+        .collect();
+    assert_eq!(rescued, want);
+}
+
+/// Sets the 4 bytes at `pos` of `buf` so that `f(buf) == target`, for an `f` affine in the bits
+/// of `buf` (a CRC): 32 equations in 32 unknowns, solved by elimination.
+fn force_crc(buf: &mut [u8], pos: usize, target: u32, f: &dyn Fn(&[u8]) -> u32) {
+    buf[pos..pos + 4].fill(0);
+    let base = f(buf);
+    let cols: Vec<u32> = (0..32)
+        .map(|i| {
+            let mut b = buf.to_vec();
+            b[pos + i / 8] ^= 1 << (i % 8);
+            f(&b) ^ base
+        })
+        .collect();
+    // Row r: which unknown bits flip output bit r, and the value it must take.
+    let mut rows: Vec<(u32, u32)> = (0..32)
+        .map(|r| {
+            let m = (0..32)
+                .filter(|&i| cols[i] >> r & 1 == 1)
+                .fold(0, |m, i| m | 1 << i);
+            (m, (target ^ base) >> r & 1)
+        })
+        .collect();
+    let (mut x, mut top) = (0u32, 0);
+    let mut pivots = Vec::new();
+    for c in 0..32 {
+        let Some(p) = (top..32).find(|&r| rows[r].0 >> c & 1 == 1) else {
+            continue;
+        };
+        rows.swap(top, p);
+        for r in 0..32 {
+            if r != top && rows[r].0 >> c & 1 == 1 {
+                (rows[r].0, rows[r].1) = (rows[r].0 ^ rows[top].0, rows[r].1 ^ rows[top].1);
             }
         }
-        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
-        let live: Vec<u64> = layout(&path).iter().map(|&(_, l)| l).collect();
-        let mut rescued = Vec::new();
-        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
-        assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
-        assert_eq!(
-            (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
-            (at, lsn, lsn),
+        pivots.push((top, c));
+        top += 1;
+    }
+    for (r, c) in pivots {
+        x |= rows[r].1 << c;
+    }
+    buf[pos..pos + 4].copy_from_slice(&x.to_le_bytes());
+    assert_eq!(f(buf), target, "no solution");
+}
+
+/// The last entry with one length bit set stays a torn tail, though it is whole with the bit
+/// cleared: a payload made with the salt can make an interrupted append look like that (its
+/// checksum forced to match a shorter length, zeros where that length ends), and a crash
+/// during such an append must not make the log unopenable. Strict refuses it, as any torn
+/// tail.
+#[test]
+fn a_last_entry_whole_but_for_its_length_stays_a_torn_tail() {
+    use daxlog::format::{entry_crc, payload_crc};
+    let dir = tempfile::tempdir().unwrap();
+    // Damage: one bit set in the length of the last of 20 entries.
+    let path = dir.path().join("flip.dax");
+    log_of(&path, 1 << 20, &vec![&[LEN][..]; 20]);
+    let last = layout(&path)[19].0;
+    flip(&path, last + 5, 1 << 7);
+    // A crafted payload: whole at 100 bytes as far as its checksum tells, 228 long, torn in a
+    // word past the 100th byte.
+    let crafted = dir.path().join("crafted.dax");
+    let log = Log::create(&crafted, &Options::new().capacity(1 << 20)).unwrap();
+    for l in 1..=3 {
+        log.append(&payload(l, 30)).unwrap();
+    }
+    let at = DATA_OFFSET as u64 + log.used_bytes();
+    let salt = common::current_slot_of(&crafted).0.salt;
+    let (short, long) = (100usize, 228usize);
+    let mut p = payload(4, long);
+    let ends = format::entry_len(short) - HEADER_LEN;
+    p[ends..ends + 8].fill(0);
+    // (The header's fields come after the payload in the checksum: any will do.)
+    let header = |len: usize| EntryHeader {
+        crc: 0,
+        len: len as u32,
+        lsn: 4,
+        epoch: 1,
+        flags: 0,
+    };
+    let target = entry_crc(payload_crc(salt, &p[..short]), &header(short));
+    force_crc(&mut p, 200, target, &|b: &[u8]| {
+        entry_crc(payload_crc(salt, b), &header(long))
+    });
+    assert_eq!(log.append(&p).unwrap(), 4);
+    drop(log);
+    let word = (at + (HEADER_LEN + 200) as u64) & !7;
+    OpenOptions::new()
+        .write(true)
+        .open(&crafted)
+        .unwrap()
+        .write_all_at(&[0u8; 8], word)
+        .unwrap();
+    for (what, path, entries) in [
+        ("length flip", &path, 19),
+        ("crafted torn payload", &crafted, 3),
+    ] {
+        let log = Log::open_read_only(path, &Options::new()).unwrap();
+        assert_eq!(log.recovery().entries, entries, "{what}");
+        assert!(
+            matches!(log.recovery().tail_state, TailState::Torn { .. }),
             "{what}"
         );
-        let want: Vec<(u64, Vec<u8>)> = (live[0]..live[0] + live.len() as u64)
-            .filter(|&l| l != lsn)
-            .map(|l| (l, payload(l, LEN)))
-            .collect();
-        assert_eq!(rescued, want, "{what}: salvaged entries");
+        match judged(path, RecoveryMode::Strict) {
+            Err((_, _, _, reason)) => {
+                assert!(reason.starts_with("torn tail refused"), "{what}: {reason}")
+            }
+            Ok(n) => panic!("{what}: Strict opened with {n} entries"),
+        }
+        drop(log);
+        // A writable open too.
+        assert_eq!(
+            Log::open(path, &Options::new()).unwrap().len(),
+            entries,
+            "{what}"
+        );
     }
 }
 
