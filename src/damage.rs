@@ -15,8 +15,9 @@
 //!    suffixes carry another epoch; so neither qualifies. One in-flight batch whose first entry
 //!    is torn can leave its later entries whole: a continuation that is exactly the rest of one
 //!    batch (flagged as continuing, nothing valid after it) is therefore not evidence.
-//!    But an entry whole with one set bit of its length cleared ([`one_bit_off_length`]) is
-//!    no remains of an interrupted append: the entries after it are evidence even then.
+//!    Where the refused entry is whole with one set bit of its length cleared
+//!    ([`one_bit_off_length`]), the search starts where it then ends: a wrong length must not
+//!    hide the entries after it.
 //!
 //! The search covers at most [`SEARCH_BYTES`] past the refused entry and as much of the wrapped
 //! part at the start of the data area.
@@ -46,8 +47,20 @@ pub(crate) struct Damage {
     pub beyond_lsns: Option<(Lsn, Lsn)>,
 }
 
+/// How many bytes one judgement (a recovery's, a salvage's gaps, the count of the runs after
+/// a gap) may checksum beyond the scan: the candidates of its searches and the lengths it
+/// repairs. The file's size, and at least four windows of the search: linear in the file, so
+/// that crafted headers (a torn payload of them, whose lengths each claim the rest of the
+/// file) cannot make an open quadratic; past it a search finds nothing, and the end stays a
+/// torn tail.
+pub(crate) fn read_budget(image: &[u8]) -> usize {
+    image.len().max(4 * SEARCH_BYTES)
+}
+
 /// A valid entry that continues the sequence past `after_lsn`, starting at an 8-byte boundary
-/// in `[from, before)` and ending by `end`.
+/// in `[from, before)` and ending by `end`, within `budget` bytes checksummed
+/// ([`read_budget`]).
+#[allow(clippy::too_many_arguments)]
 fn find_continuation(
     image: &[u8],
     salt: u32,
@@ -56,6 +69,7 @@ fn find_continuation(
     before: usize,
     end: usize,
     after_lsn: Lsn,
+    budget: &mut usize,
 ) -> Option<(usize, Lsn)> {
     let end = end.min(image.len());
     let before = before.min(from.saturating_add(SEARCH_BYTES));
@@ -69,9 +83,11 @@ fn find_continuation(
             && h.lsn - after_lsn < 1 << 40
             && (h.len as usize) <= end - q - HEADER_LEN
             && walk::passes_all_but_fit_and_checksum(&h, h.lsn, slot)
-            && walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
         {
-            return Some((q, h.lsn));
+            *budget = budget.checked_sub(HEADER_LEN + h.len as usize)?;
+            if walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok() {
+                return Some((q, h.lsn));
+            }
         }
         q += ENTRY_ALIGN;
     }
@@ -91,31 +107,42 @@ pub(crate) fn continuation(
     stop: usize,
     stop_lsn: Lsn,
 ) -> Option<(usize, Lsn)> {
-    continuation_and_length(image, salt, slot, stop, stop_lsn, &mut 0).0
+    continuation_and_length(image, salt, slot, stop, stop_lsn, &mut read_budget(image)).0
 }
 
 /// [`continuation`], and whether the refused entry is whole with one set bit of its length
-/// field cleared ([`one_bit_off_length`], which may read `repair` bytes more and counts them
-/// off).
+/// field cleared ([`one_bit_off_length`]), within `budget` bytes checksummed, which it counts
+/// off ([`read_budget`]).
 fn continuation_and_length(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     stop: usize,
     stop_lsn: Lsn,
-    repair: &mut usize,
+    budget: &mut usize,
 ) -> (Option<(usize, Lsn)>, bool) {
     let head = slot.head_offset as usize;
     let in_first_part = stop >= head;
     let area_end = if in_first_part { image.len() } else { head };
     let (claimed_end, length_off) =
-        claimed_end(image, salt, slot, stop, stop_lsn, area_end, repair);
-    let found = find_continuation(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
-        .or_else(|| {
-            (in_first_part && head > DATA_OFFSET)
-                .then(|| find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn))
-                .flatten()
-        });
+        claimed_end(image, salt, slot, stop, stop_lsn, area_end, budget);
+    let found = find_continuation(
+        image,
+        salt,
+        slot,
+        claimed_end,
+        area_end,
+        area_end,
+        stop_lsn,
+        budget,
+    )
+    .or_else(|| {
+        (in_first_part && head > DATA_OFFSET)
+            .then(|| {
+                find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn, budget)
+            })
+            .flatten()
+    });
     // Inside the claimed extent, up to `SEARCH_BYTES` past the refused entry (as past its
     // end): a wrong but plausible length may hide the next entries.
     let window = claimed_end.min(stop.saturating_add(SEARCH_BYTES));
@@ -132,8 +159,9 @@ fn continuation_and_length(
     // Twice what the window can hold keeps this linear in its size; past it the search gives
     // up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append leaves
     // such nests: only a crafted payload can.)
-    let mut budget = 2 * (window.saturating_sub(stop) / HEADER_LEN) + 64;
-    while let Some((q, l)) = find_continuation(image, salt, slot, from, window, area_end, stop_lsn)
+    let mut walks = 2 * (window.saturating_sub(stop) / HEADER_LEN) + 64;
+    while let Some((q, l)) =
+        find_continuation(image, salt, slot, from, window, area_end, stop_lsn, budget)
     {
         from = q + ENTRY_ALIGN;
         let (w64, b) = bit(q);
@@ -146,8 +174,8 @@ fn continuation_and_length(
             inner = Some((q, l));
             break;
         }
-        budget = budget.saturating_sub(chain.len());
-        if budget == 0 {
+        walks = walks.saturating_sub(chain.len());
+        if walks == 0 {
             break;
         }
         if walked.is_empty() {
@@ -205,7 +233,7 @@ fn claimed_end(
 /// holds the length holds the checksum too, and is either the one the append wrote (whose
 /// length is the right one) or old bytes (whose checksum covers another entry), so no other
 /// length makes the checksum match, but by chance (2^-32 per length tried) or by a payload
-/// made with the salt to force it: hence evidence only beside entries after it ([`assess`]).
+/// made with the salt to force it: so it only says where the entry ends, not that it is damage.
 ///
 /// Only tried where the header carries the expected LSN and obeys the other rules but the
 /// checksum fails (or the length runs past the area), and only for the lengths after which
@@ -250,9 +278,9 @@ fn one_bit_off_length(
         .filter(|&l| l as usize <= room && next_or_end_at(l))
         .collect();
     lens.sort_unstable();
-    // Within the bytes left to read for repairs (the file's size for each of one recovery's
-    // or salvage's searches: crafted headers at every gap of a salvage must not make it
-    // quadratic), counting what is read, not what a longer candidate would need.
+    // Within the bytes left to checksum ([`read_budget`]: crafted headers at every gap of a
+    // salvage must not make it quadratic), counting what is read, not what a longer
+    // candidate would need.
     let payload = &image[stop + HEADER_LEN..];
     let (mut done, mut pcrc) = (0usize, salt);
     for len in lens {
@@ -322,13 +350,13 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
             }
         }
     };
-    let mut repair = image.len();
-    let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut repair);
+    let mut budget = read_budget(image);
+    let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut budget);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
             // (Its own budget for repairs: what the search above read must not leave the
             // count of what follows without.)
-            let c = Runs::from(image, salt, slot, q, l, &mut image.len()).follows(0, slot);
+            let c = Runs::from(image, salt, slot, q, l, &mut read_budget(image)).follows(0, slot);
             (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
@@ -337,11 +365,11 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
     // A tail hint names an entry that was durable when the slot was written: one refused at
     // or before it was acknowledged too.
     let hinted = slot.hint_lsn != 0 && lsn <= slot.hint_lsn;
-    // An entry whole with one set bit of its length cleared is no remains of an interrupted
-    // append: the entries after it are not the rest of its batch. (With nothing after it, it
-    // stays a torn tail: a payload made with the salt can make a torn append look whole with
-    // a shorter length, and the open must not fail on that.)
-    if below_cut || hinted || (beyond > 0 && (!rest_of_one_batch || length_off)) {
+    // (An entry whole with one set bit of its length cleared is judged like any other: a
+    // payload made with the salt can make an interrupted append look like that, and a crash
+    // must not make the log unopenable. The repair only finds where the entry ends, so that
+    // the wrong length does not hide the entries after it.)
+    if below_cut || hinted || (beyond > 0 && !rest_of_one_batch) {
         let damage = Damage {
             offset: offset as u64,
             lsn,
@@ -490,9 +518,9 @@ pub(crate) fn salvage(
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> Vec<Gap> {
     let mut gaps = Vec::new();
-    // Bytes the length repair may read, in all ([`one_bit_off_length`]): the gaps' searches,
-    // and apart from them the count of the runs after the first gap.
-    let (mut repair, mut runs_repair) = (image.len(), image.len());
+    // Bytes the searches and length repairs may checksum ([`read_budget`]): the gaps', and
+    // apart from them the count of the runs after the first gap.
+    let (mut repair, mut runs_repair) = (read_budget(image), read_budget(image));
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -515,10 +543,9 @@ pub(crate) fn salvage(
         } else {
             w.stop
         };
-        let (next, length_off) =
-            continuation_and_length(image, salt, slot, at, w.stop_lsn, &mut repair);
+        let (next, _) = continuation_and_length(image, salt, slot, at, w.stop_lsn, &mut repair);
         let next = next.filter(|&(q, l)| {
-            if w.stop_lsn < slot.cut_lsn || length_off {
+            if w.stop_lsn < slot.cut_lsn {
                 return true;
             }
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {

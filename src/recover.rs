@@ -208,8 +208,13 @@ pub(crate) fn damage_versus_torn_tail(
                 lsn: scan.next_lsn,
                 reason: if torn_entries > 0 {
                     format!(
-                        "torn tail refused in strict mode: {reason} ({torn_entries} valid \
-                         entries after it could be the rest of its batch)"
+                        "torn tail refused in strict mode: {reason} ({} after it could be the \
+                         rest of its batch)",
+                        if torn_entries == 1 {
+                            "1 valid entry".to_string()
+                        } else {
+                            format!("{torn_entries} valid entries")
+                        }
                     )
                 } else {
                     format!("torn tail refused in strict mode: {reason}")
@@ -583,8 +588,11 @@ pub struct RecoveryReport {
     /// the rest of the interrupted append's batch (or, with concurrent appenders, of appends
     /// in flight beside it), never acknowledged: FORMAT.md section 7, the exception of rule
     /// 2. (Were the refused entry damage rather than an interrupted append, these were
-    /// acknowledged: a read-only open leaves them on media, a writable one wipes them.) 0
-    /// when nothing valid follows.
+    /// acknowledged: a read-only open leaves them on media; a writable open wipes what its
+    /// wipe reaches, the torn bytes and the pages after them up to the first page of zeros,
+    /// and any left are refused by their epoch from then on.) 0 when nothing valid follows,
+    /// or at damage. Counts what the search for continuations finds: entries inside the
+    /// length the refused entry claims are not counted unless they run past it.
     pub torn_entries: u64,
     /// How the log ended.
     pub tail_state: TailState,

@@ -268,89 +268,88 @@ fn log_of(path: &Path, capacity: u64, appends: &[&[usize]]) {
     }
 }
 
-/// An entry whole with one set bit of its length cleared is no remains of an interrupted
-/// append, so the entries after it are not the rest of its batch: damage, where a refused
-/// entry followed by one batch end counts as a torn tail. (Before, these opens dropped the
-/// flipped entry and everything after it as a torn tail.)
+/// A length bit set in the append before the last, whole with the bit cleared: the last
+/// append could be the rest of its batch (the exception of rule 2, FORMAT.md section 7), so
+/// it is a torn tail, as for a flipped payload bit there (a payload made with the salt can make
+/// an interrupted append look whole but for its length, and a crash must not make the log
+/// unopenable). The whole entries discarded with it are reported (`torn_entries`), and
+/// `Strict` refuses. Also where the last append wrapped to the start of the data area, whose
+/// end marker is where the repaired length ends.
 #[test]
-fn a_flipped_length_bit_before_the_last_append_is_damage_too() {
+fn a_flipped_length_bit_before_the_last_append_is_a_reported_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let singles: Vec<&[usize]> = vec![&[LEN]; 20];
     let mut then_batch: Vec<&[usize]> = vec![&[LEN]; 10];
     then_batch.push(&[LEN; 10]);
     let mut before_batch: Vec<&[usize]> = vec![&[LEN]; 15];
     before_batch.push(&[LEN; 5]);
-    for (what, appends, lsn) in [
-        ("entry 19 of 20 single appends", &singles, 19u64),
+    // (What: the log, the flipped entry, the first entry of its append: where the torn tail
+    // begins.)
+    let mut cases: Vec<(String, PathBuf, u64, u64)> = Vec::new();
+    for (what, appends, lsn, start) in [
+        ("entry 19 of 20 single appends", &singles, 19u64, 19u64),
         (
             "entry 13, inside the last append (a batch of 11..=20)",
             &then_batch,
             13,
+            11,
         ),
         (
             "entry 15, the append before the last (a batch of 16..=20)",
             &before_batch,
+            15,
             15,
         ),
     ] {
         for bit in [8u32, 15] {
             let path = dir.path().join(format!("{lsn}-{bit}.dax"));
             log_of(&path, 1 << 20, appends);
-            let at = layout(&path)[lsn as usize - 1].0;
-            flip(&path, at + 4 + u64::from(bit / 8), 1 << (bit % 8));
-            match judged(&path, RecoveryMode::TolerateTornTail) {
-                Err((offset, l, beyond, reason)) => {
-                    assert_eq!(
-                        (offset, l, beyond),
-                        (at, lsn, 20 - lsn),
-                        "{what}, bit {bit}"
-                    );
-                    assert!(reason.starts_with("length field damaged"), "{reason}");
-                }
-                Ok(n) => panic!("{what}, bit {bit}: opened with {n} entries"),
-            }
+            let offs = layout(&path);
+            flip(
+                &path,
+                offs[lsn as usize - 1].0 + 4 + u64::from(bit / 8),
+                1 << (bit % 8),
+            );
+            let at = offs[start as usize - 1].0;
+            cases.push((format!("{what}, bit {bit}"), path, at, start));
         }
     }
-}
-
-/// The entry before an append that wrapped, whole with one set bit of its length cleared:
-/// it ends where that append left an end marker, not at the next entry's header, and the
-/// wrapped append after it is no rest of its batch: damage, in every mode, and a salvage
-/// copies every other entry. (Before, the repair needed the next entry's header right after
-/// the repaired length, and the open dropped both as a torn tail.)
-#[test]
-fn a_flipped_length_bit_before_a_wrapped_last_append_is_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    // A ring whose last append is the first after the wrap.
     let (_, offs) = wrapped_ring(dir.path(), "probe.dax", 2000);
     let last = offs[first_after_wrap(&offs)].1;
     let (path, offs) = wrapped_ring(dir.path(), "wrapped.dax", last + 1);
     assert_eq!(first_after_wrap(&offs), offs.len() - 1);
     let (at, lsn) = offs[offs.len() - 2];
     flip(&path, at + 5, 1);
-    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
-        match judged(&path, mode) {
-            Err((offset, l, b, reason)) => {
-                assert_eq!((offset, l, b), (at, lsn, 1), "{mode:?}");
-                assert!(reason.starts_with("length field damaged"), "{reason}");
+    cases.push((
+        "the entry before a wrapped last append".into(),
+        path,
+        at,
+        lsn,
+    ));
+    for (what, path, at, lsn) in cases {
+        let log = Log::open_read_only(&path, &Options::new()).unwrap();
+        let r = log.recovery();
+        assert_eq!(log.next_lsn(), lsn, "{what}");
+        assert!(
+            matches!(r.tail_state, TailState::Torn { .. }),
+            "{what}: {r:?}"
+        );
+        assert_eq!(r.torn_offset, at, "{what}");
+        // Every whole entry after the flipped one, up to the last.
+        let (flipped, all) = match what.as_str() {
+            w if w.starts_with("entry 13") => (13, 20),
+            w if w.starts_with("entry") => (lsn, 20),
+            _ => (lsn, lsn + 1),
+        };
+        assert_eq!(r.torn_entries, all - flipped, "{what}");
+        match judged(&path, RecoveryMode::Strict) {
+            Err((offset, _, _, reason)) => {
+                assert_eq!(offset, at, "{what}");
+                assert!(reason.starts_with("torn tail refused"), "{what}: {reason}");
             }
-            Ok(n) => panic!("{mode:?}: opened with {n} entries"),
+            Ok(n) => panic!("{what}: Strict opened with {n} entries"),
         }
     }
-    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
-    let mut rescued = Vec::new();
-    let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
-    assert_eq!(gaps.len(), 1, "{gaps:?}");
-    assert_eq!(
-        (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
-        (at, lsn, lsn)
-    );
-    let want: Vec<(u64, Vec<u8>)> = offs
-        .iter()
-        .filter(|&&(_, l)| l != lsn)
-        .map(|&(_, l)| (l, payload(l, LEN)))
-        .collect();
-    assert_eq!(rescued, want);
 }
 
 /// Sets the 4 bytes at `pos` of `buf` so that `f(buf) == target`, for an `f` affine in the bits
@@ -399,8 +398,8 @@ fn force_crc(buf: &mut [u8], pos: usize, target: u32, f: &dyn Fn(&[u8]) -> u32) 
 /// The last entry with one length bit set stays a torn tail, though it is whole with the bit
 /// cleared: a payload made with the salt can make an interrupted append look like that (its
 /// checksum forced to match a shorter length, zeros where that length ends), and a crash
-/// during such an append must not make the log unopenable. Strict refuses it, as any torn
-/// tail.
+/// during such an append must not make the log unopenable, also where the rest of its batch
+/// follows. Strict refuses it, as any torn tail.
 #[test]
 fn a_last_entry_whole_but_for_its_length_stays_a_torn_tail() {
     use daxlog::format::{entry_crc, payload_crc};
@@ -411,42 +410,52 @@ fn a_last_entry_whole_but_for_its_length_stays_a_torn_tail() {
     let last = layout(&path)[19].0;
     flip(&path, last + 5, 1 << 7);
     // A crafted payload: whole at 100 bytes as far as its checksum tells, 228 long, torn in a
-    // word past the 100th byte.
-    let crafted = dir.path().join("crafted.dax");
-    let log = Log::create(&crafted, &Options::new().capacity(1 << 20)).unwrap();
-    for l in 1..=3 {
-        log.append(&payload(l, 30)).unwrap();
-    }
-    let at = DATA_OFFSET as u64 + log.used_bytes();
-    let salt = common::current_slot_of(&crafted).0.salt;
-    let (short, long) = (100usize, 228usize);
-    let mut p = payload(4, long);
-    let ends = format::entry_len(short) - HEADER_LEN;
-    p[ends..ends + 8].fill(0);
-    // (The header's fields come after the payload in the checksum: any will do.)
-    let header = |len: usize| EntryHeader {
-        crc: 0,
-        len: len as u32,
-        lsn: 4,
-        epoch: 1,
-        flags: 0,
+    // word past the 100th byte; appended alone, and as the first of a batch of two (the
+    // second whole: the rest of its batch).
+    let craft = |name: &str, batch: bool| {
+        let crafted = dir.path().join(name);
+        let log = Log::create(&crafted, &Options::new().capacity(1 << 20)).unwrap();
+        for l in 1..=3 {
+            log.append(&payload(l, 30)).unwrap();
+        }
+        let at = DATA_OFFSET as u64 + log.used_bytes();
+        let salt = common::current_slot_of(&crafted).0.salt;
+        let (short, long) = (100usize, 228usize);
+        let mut p = payload(4, long);
+        let ends = format::entry_len(short) - HEADER_LEN;
+        p[ends..ends + 8].fill(0);
+        // (The header's fields come after the payload in the checksum: any will do.)
+        let header = |len: usize| EntryHeader {
+            crc: 0,
+            len: len as u32,
+            lsn: 4,
+            epoch: 1,
+            flags: 0,
+        };
+        let target = entry_crc(payload_crc(salt, &p[..short]), &header(short));
+        force_crc(&mut p, 200, target, &|b: &[u8]| {
+            entry_crc(payload_crc(salt, b), &header(long))
+        });
+        if batch {
+            assert_eq!(log.append_batch(&[&p, &payload(5, 30)]).unwrap(), 4..6);
+        } else {
+            assert_eq!(log.append(&p).unwrap(), 4);
+        }
+        drop(log);
+        let word = (at + (HEADER_LEN + 200) as u64) & !7;
+        OpenOptions::new()
+            .write(true)
+            .open(&crafted)
+            .unwrap()
+            .write_all_at(&[0u8; 8], word)
+            .unwrap();
+        crafted
     };
-    let target = entry_crc(payload_crc(salt, &p[..short]), &header(short));
-    force_crc(&mut p, 200, target, &|b: &[u8]| {
-        entry_crc(payload_crc(salt, b), &header(long))
-    });
-    assert_eq!(log.append(&p).unwrap(), 4);
-    drop(log);
-    let word = (at + (HEADER_LEN + 200) as u64) & !7;
-    OpenOptions::new()
-        .write(true)
-        .open(&crafted)
-        .unwrap()
-        .write_all_at(&[0u8; 8], word)
-        .unwrap();
+    let (crafted, crafted_batch) = (craft("crafted.dax", false), craft("batch.dax", true));
     for (what, path, entries) in [
         ("length flip", &path, 19),
         ("crafted torn payload", &crafted, 3),
+        ("crafted torn first entry of a batch", &crafted_batch, 3),
     ] {
         let log = Log::open_read_only(path, &Options::new()).unwrap();
         assert_eq!(log.recovery().entries, entries, "{what}");
