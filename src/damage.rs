@@ -47,20 +47,15 @@ pub(crate) struct Damage {
     pub beyond_lsns: Option<(Lsn, Lsn)>,
 }
 
-/// How many bytes one judgement (a recovery's, a salvage's gaps, the count of the runs after
-/// a gap) may checksum beyond the scan: the candidates of its searches and the lengths it
-/// repairs. The file's size, and at least four windows of the search: linear in the file, so
-/// that crafted headers (a torn payload of them, whose lengths each claim the rest of the
-/// file) cannot make an open quadratic; past it a search finds nothing, and the end stays a
-/// torn tail.
+/// How many bytes the length repairs of one judgement (a recovery's, a salvage's gaps, the
+/// count of the runs after a gap) may checksum: the file's size, and at least four windows of
+/// the search. A genuine repair reads the entry's real length, and entries do not overlap.
 pub(crate) fn read_budget(image: &[u8]) -> usize {
     image.len().max(4 * SEARCH_BYTES)
 }
 
 /// A valid entry that continues the sequence past `after_lsn`, starting at an 8-byte boundary
-/// in `[from, before)` and ending by `end`, within `budget` bytes checksummed
-/// ([`read_budget`]).
-#[allow(clippy::too_many_arguments)]
+/// in `[from, before)` and ending by `end`.
 fn find_continuation(
     image: &[u8],
     salt: u32,
@@ -69,7 +64,6 @@ fn find_continuation(
     before: usize,
     end: usize,
     after_lsn: Lsn,
-    budget: &mut usize,
 ) -> Option<(usize, Lsn)> {
     let end = end.min(image.len());
     let before = before.min(from.saturating_add(SEARCH_BYTES));
@@ -78,16 +72,17 @@ fn find_continuation(
         let h = EntryHeader::decode(&image[q..q + HEADER_LEN]);
         // Cheap filters first: almost every position fails one of them. (The epoch and flag
         // rules too, before the checksum: a torn payload of headers that claim long lengths
-        // would otherwise cost a checksum of the rest of the file at every position.)
+        // costs a checksum of the rest of the file at every position, unless they carry the
+        // session's epoch, which only a reader of the file knows. No budget bounds that: a
+        // budget is also spent by genuine damage, entries whose damaged lengths claim much,
+        // and running out would drop the entries after them unreported.)
         if h.lsn > after_lsn
             && h.lsn - after_lsn < 1 << 40
             && (h.len as usize) <= end - q - HEADER_LEN
             && walk::passes_all_but_fit_and_checksum(&h, h.lsn, slot)
+            && walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
         {
-            *budget = budget.checked_sub(HEADER_LEN + h.len as usize)?;
-            if walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok() {
-                return Some((q, h.lsn));
-            }
+            return Some((q, h.lsn));
         }
         q += ENTRY_ALIGN;
     }
@@ -111,8 +106,8 @@ pub(crate) fn continuation(
 }
 
 /// [`continuation`], and whether the refused entry is whole with one set bit of its length
-/// field cleared ([`one_bit_off_length`]), within `budget` bytes checksummed, which it counts
-/// off ([`read_budget`]).
+/// field cleared ([`one_bit_off_length`], which may checksum `budget` bytes more and counts
+/// them off, [`read_budget`]).
 fn continuation_and_length(
     image: &[u8],
     salt: u32,
@@ -126,23 +121,12 @@ fn continuation_and_length(
     let area_end = if in_first_part { image.len() } else { head };
     let (claimed_end, length_off) =
         claimed_end(image, salt, slot, stop, stop_lsn, area_end, budget);
-    let found = find_continuation(
-        image,
-        salt,
-        slot,
-        claimed_end,
-        area_end,
-        area_end,
-        stop_lsn,
-        budget,
-    )
-    .or_else(|| {
-        (in_first_part && head > DATA_OFFSET)
-            .then(|| {
-                find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn, budget)
-            })
-            .flatten()
-    });
+    let found = find_continuation(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
+        .or_else(|| {
+            (in_first_part && head > DATA_OFFSET)
+                .then(|| find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn))
+                .flatten()
+        });
     // Inside the claimed extent, up to `SEARCH_BYTES` past the refused entry (as past its
     // end): a wrong but plausible length may hide the next entries.
     let window = claimed_end.min(stop.saturating_add(SEARCH_BYTES));
@@ -160,8 +144,7 @@ fn continuation_and_length(
     // up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append leaves
     // such nests: only a crafted payload can.)
     let mut walks = 2 * (window.saturating_sub(stop) / HEADER_LEN) + 64;
-    while let Some((q, l)) =
-        find_continuation(image, salt, slot, from, window, area_end, stop_lsn, budget)
+    while let Some((q, l)) = find_continuation(image, salt, slot, from, window, area_end, stop_lsn)
     {
         from = q + ENTRY_ALIGN;
         let (w64, b) = bit(q);
@@ -518,8 +501,8 @@ pub(crate) fn salvage(
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> Vec<Gap> {
     let mut gaps = Vec::new();
-    // Bytes the searches and length repairs may checksum ([`read_budget`]): the gaps', and
-    // apart from them the count of the runs after the first gap.
+    // Bytes the length repairs may checksum ([`read_budget`]): the gaps', and apart from them
+    // the count of the runs after the first gap.
     let (mut repair, mut runs_repair) = (read_budget(image), read_budget(image));
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
