@@ -189,11 +189,11 @@ fn claimed_end(
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
-    repair: &mut usize,
+    budget: &mut usize,
 ) -> (usize, bool) {
     if stop + HEADER_LEN <= area_end {
         let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
-        if let Some(len) = one_bit_off_length(image, salt, slot, stop, stop_lsn, area_end, repair) {
+        if let Some(len) = one_bit_off_length(image, salt, slot, stop, stop_lsn, area_end, budget) {
             return (stop + format::entry_len(len as usize), true);
         }
         if (h.len as usize) <= area_end - stop - HEADER_LEN {
@@ -230,7 +230,7 @@ fn one_bit_off_length(
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
-    repair: &mut usize,
+    budget: &mut usize,
 ) -> Option<u32> {
     let area_end = area_end.min(image.len());
     if stop + HEADER_LEN > area_end {
@@ -268,7 +268,7 @@ fn one_bit_off_length(
     let (mut done, mut pcrc) = (0usize, salt);
     for len in lens {
         let more = len as usize - done;
-        *repair = repair.checked_sub(more)?;
+        *budget = budget.checked_sub(more)?;
         pcrc = crate::persist::crc32c_append(pcrc, &payload[done..len as usize]);
         done = len as usize;
         if format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc {
@@ -409,18 +409,18 @@ struct Runs {
 }
 
 impl Runs {
-    fn from(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn, repair: &mut usize) -> Runs {
+    fn from(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn, budget: &mut usize) -> Runs {
         // Every run of valid entries from `(q, l)` on, across further refused entries: a
         // second damaged entry must not hide the acknowledged ones behind it (a run that ends
         // in one batch end would look like the rest of one batch), and every valid entry is
-        // counted. (Its length may be the damage: repaired within `repair` bytes read, as
+        // counted. (Its length may be the damage: repaired within `budget` bytes read, as
         // for the first.)
         let (mut q, mut l) = (q, l);
         let mut runs = Vec::new();
         let (end, unfinished) = loop {
             let w = walk::walk(image, salt, slot, q, l);
             runs.push((q, w.stop_lsn - l, w.batches));
-            match continuation_and_length(image, salt, slot, w.stop, w.stop_lsn, repair).0 {
+            match continuation_and_length(image, salt, slot, w.stop, w.stop_lsn, budget).0 {
                 // Damage again, and valid entries after it. An append left unfinished by this
                 // run may go on past the refused entry: it is counted by its end.
                 Some((q2, l2)) => (q, l) = (q2, l2),
@@ -503,7 +503,7 @@ pub(crate) fn salvage(
     let mut gaps = Vec::new();
     // Bytes the length repairs may checksum ([`read_budget`]): the gaps', and apart from them
     // the count of the runs after the first gap.
-    let (mut repair, mut runs_repair) = (read_budget(image), read_budget(image));
+    let (mut budget, mut runs_budget) = (read_budget(image), read_budget(image));
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -526,7 +526,7 @@ pub(crate) fn salvage(
         } else {
             w.stop
         };
-        let (next, _) = continuation_and_length(image, salt, slot, at, w.stop_lsn, &mut repair);
+        let (next, _) = continuation_and_length(image, salt, slot, at, w.stop_lsn, &mut budget);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn {
                 return true;
@@ -534,7 +534,7 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, slot, q, l, &mut runs_repair));
+                    runs = Some(Runs::from(image, salt, slot, q, l, &mut runs_budget));
                     0
                 }
             };

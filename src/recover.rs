@@ -206,19 +206,15 @@ pub(crate) fn damage_versus_torn_tail(
                 // when they wrapped.
                 offset: scan.torn_start as u64,
                 lsn: scan.next_lsn,
-                reason: if torn_entries > 0 {
-                    format!(
-                        "torn tail refused in strict mode: {reason} ({} after it could be the \
-                         rest of its batch)",
-                        if torn_entries == 1 {
-                            "1 valid entry".to_string()
-                        } else {
-                            format!("{torn_entries} valid entries")
-                        }
-                    )
-                } else {
-                    format!("torn tail refused in strict mode: {reason}")
-                },
+                reason: format!(
+                    "torn tail refused in strict mode: {reason}{}",
+                    match torn_entries {
+                        0 => String::new(),
+                        1 => " (1 valid entry after it could be the rest of its batch)".into(),
+                        n =>
+                            format!(" ({n} valid entries after it could be the rest of its batch)"),
+                    }
+                ),
                 entries_beyond: 0,
             });
         }
