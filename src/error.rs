@@ -197,7 +197,10 @@ pub enum Error {
     /// the log continues after it, or entries that an earlier recovery accepted are
     /// unreadable. Recovery refuses to drop the entries after it (open with
     /// [`crate::RecoveryMode::Salvage`] read-only to rescue them).
-    #[error("{path}: corrupted entry at offset {offset} (LSN {lsn}): {reason}; {entries_beyond} valid entries found beyond it")]
+    #[error(
+        "{path}: corrupted entry at offset {offset} (LSN {lsn}): {reason}; {entries_beyond} valid {} found beyond it",
+        if *.entries_beyond == 1 { "entry" } else { "entries" }
+    )]
     Corrupted {
         /// The file.
         path: PathBuf,
@@ -400,5 +403,31 @@ fn pinned_note(pinned: &Option<crate::Lsn>) -> String {
     match pinned {
         Some(lsn) => format!(" (a reader pins truncated entries from LSN {lsn} on)"),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupted_counts_entries_in_words_that_agree() {
+        let err = |entries_beyond| Error::Corrupted {
+            path: "j.dax".into(),
+            offset: 4096,
+            lsn: 7,
+            reason: "checksum mismatch".into(),
+            entries_beyond,
+        };
+        assert_eq!(
+            err(1).to_string(),
+            "j.dax: corrupted entry at offset 4096 (LSN 7): checksum mismatch; 1 valid entry found beyond it"
+        );
+        assert!(err(0)
+            .to_string()
+            .ends_with("; 0 valid entries found beyond it"));
+        assert!(err(15)
+            .to_string()
+            .ends_with("; 15 valid entries found beyond it"));
     }
 }
