@@ -20,8 +20,11 @@
 //!    hide the entries after it.
 //!
 //! The search covers at most [`SEARCH_BYTES`] past the refused entry and as much of the wrapped
-//! part at the start of the data area.
+//! part at the start of the data area. Its checksums come from one [`RangeCrcs`] per judgement,
+//! so that candidates claiming long lengths at every position (a payload of encoded headers)
+//! read each block of the image once rather than once per candidate.
 
+use crate::crc_ranges::RangeCrcs;
 use crate::format::{
     self, EntryHeader, Slot, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
     MAX_INFLIGHT, SLOT_CONCURRENT,
@@ -47,19 +50,14 @@ pub(crate) struct Damage {
     pub beyond_lsns: Option<(Lsn, Lsn)>,
 }
 
-/// How many bytes the length repairs of one judgement (a recovery's, a salvage's gaps, the
-/// count of the runs after a gap) may checksum: the file's size, and at least four windows of
-/// the search. A genuine repair reads the entry's real length, and entries do not overlap.
-pub(crate) fn read_budget(image: &[u8]) -> usize {
-    image.len().max(4 * SEARCH_BYTES)
-}
-
 /// A valid entry that continues the sequence past `after_lsn`, starting at an 8-byte boundary
 /// in `[from, before)` and ending by `end`.
+#[allow(clippy::too_many_arguments)]
 fn find_continuation(
     image: &[u8],
     salt: u32,
     slot: &Slot,
+    crcs: &mut RangeCrcs,
     from: usize,
     before: usize,
     end: usize,
@@ -70,17 +68,17 @@ fn find_continuation(
     let mut q = (from + ENTRY_ALIGN - 1) & !(ENTRY_ALIGN - 1);
     while q < before && q + HEADER_LEN <= end {
         let h = EntryHeader::decode(&image[q..q + HEADER_LEN]);
-        // Cheap filters first: almost every position fails one of them. (The epoch and flag
-        // rules too, before the checksum: a torn payload of headers that claim long lengths
-        // costs a checksum of the rest of the file at every position, unless they carry the
-        // session's epoch, which only a reader of the file knows. No budget bounds that: a
-        // budget is also spent by genuine damage, entries whose damaged lengths claim much,
-        // and running out would drop the entries after them unreported.)
+        // Cheap filters first: almost every position fails one of them. The checksum last,
+        // from `crcs`: a torn payload of headers that claim long lengths would otherwise cost
+        // a checksum of the rest of the file at every position. (Not a budget: genuine damage,
+        // entries whose damaged lengths claim much, would spend it too, and running out would
+        // drop the entries after them unreported.)
         if h.lsn > after_lsn
             && h.lsn - after_lsn < 1 << 40
             && (h.len as usize) <= end - q - HEADER_LEN
             && walk::passes_all_but_fit_and_checksum(&h, h.lsn, slot)
-            && walk::check_entry(image, q, end, h.lsn, salt, slot).is_ok()
+            && walk::check_entry_by(image, q, end, h.lsn, slot, |a, b| crcs.append(salt, a, b))
+                .is_ok()
         {
             return Some((q, h.lsn));
         }
@@ -102,31 +100,39 @@ pub(crate) fn continuation(
     stop: usize,
     stop_lsn: Lsn,
 ) -> Option<(usize, Lsn)> {
-    continuation_and_length(image, salt, slot, stop, stop_lsn, &mut read_budget(image)).0
+    continuation_and_length(
+        image,
+        salt,
+        slot,
+        &mut RangeCrcs::new(image),
+        stop,
+        stop_lsn,
+    )
+    .0
 }
 
 /// [`continuation`], and whether the refused entry is whole with one set bit of its length
-/// field cleared ([`one_bit_off_length`], which may checksum `budget` bytes more and counts
-/// them off, [`read_budget`]).
+/// field cleared ([`one_bit_off_length`]).
 fn continuation_and_length(
     image: &[u8],
     salt: u32,
     slot: &Slot,
+    crcs: &mut RangeCrcs,
     stop: usize,
     stop_lsn: Lsn,
-    budget: &mut usize,
 ) -> (Option<(usize, Lsn)>, bool) {
     let head = slot.head_offset as usize;
     let in_first_part = stop >= head;
     let area_end = if in_first_part { image.len() } else { head };
-    let (claimed_end, length_off) =
-        claimed_end(image, salt, slot, stop, stop_lsn, area_end, budget);
-    let found = find_continuation(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
-        .or_else(|| {
-            (in_first_part && head > DATA_OFFSET)
-                .then(|| find_continuation(image, salt, slot, DATA_OFFSET, head, head, stop_lsn))
-                .flatten()
-        });
+    let (claimed_end, length_off) = claimed_end(image, salt, slot, crcs, stop, stop_lsn, area_end);
+    let find = |crcs: &mut RangeCrcs, from, before, end| {
+        find_continuation(image, salt, slot, crcs, from, before, end, stop_lsn)
+    };
+    let found = find(crcs, claimed_end, area_end, area_end).or_else(|| {
+        (in_first_part && head > DATA_OFFSET)
+            .then(|| find(crcs, DATA_OFFSET, head, head))
+            .flatten()
+    });
     // Inside the claimed extent, up to `SEARCH_BYTES` past the refused entry (as past its
     // end): a wrong but plausible length may hide the next entries.
     let window = claimed_end.min(stop.saturating_add(SEARCH_BYTES));
@@ -144,15 +150,15 @@ fn continuation_and_length(
     // up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append leaves
     // such nests: only a crafted payload can.)
     let mut walks = 2 * (window.saturating_sub(stop) / HEADER_LEN) + 64;
-    while let Some((q, l)) = find_continuation(image, salt, slot, from, window, area_end, stop_lsn)
-    {
+    while let Some((q, l)) = find(crcs, from, window, area_end) {
         from = q + ENTRY_ALIGN;
         let (w64, b) = bit(q);
         if walked.get(w64).is_some_and(|w| w & (1 << b) != 0) {
             continue;
         }
         let mut chain = Vec::new();
-        let w = walk::walk_visit(image, salt, slot, q, l, |_, e, _| chain.push(e));
+        let crc = |a, b| crcs.append(salt, a, b);
+        let w = walk::walk_visit_by(image, salt, slot, q, l, |_, e, _| chain.push(e), crc);
         if w.stop > claimed_end || w.stop < q {
             inner = Some((q, l));
             break;
@@ -186,14 +192,14 @@ fn claimed_end(
     image: &[u8],
     salt: u32,
     slot: &Slot,
+    crcs: &mut RangeCrcs,
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
-    budget: &mut usize,
 ) -> (usize, bool) {
     if stop + HEADER_LEN <= area_end {
         let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
-        if let Some(len) = one_bit_off_length(image, salt, slot, stop, stop_lsn, area_end, budget) {
+        if let Some(len) = one_bit_off_length(image, salt, slot, crcs, stop, stop_lsn, area_end) {
             return (stop + format::entry_len(len as usize), true);
         }
         if (h.len as usize) <= area_end - stop - HEADER_LEN {
@@ -220,17 +226,16 @@ fn claimed_end(
 ///
 /// Only tried where the header carries the expected LSN and obeys the other rules but the
 /// checksum fails (or the length runs past the area), and only for the lengths after which
-/// the next entry's LSN or an end marker is found: the payload checksum is extended from the
-/// shortest of those to the longest, one pass over at most the claimed payload.
-#[allow(clippy::too_many_arguments)]
+/// the next entry's LSN or an end marker is found, their checksums from `crcs` (at most one
+/// pass over the longest).
 fn one_bit_off_length(
     image: &[u8],
     salt: u32,
     slot: &Slot,
+    crcs: &mut RangeCrcs,
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
-    budget: &mut usize,
 ) -> Option<u32> {
     let area_end = area_end.min(image.len());
     if stop + HEADER_LEN > area_end {
@@ -255,27 +260,17 @@ fn one_bit_off_length(
         let next = EntryHeader::decode(&image[at..at + HEADER_LEN]);
         next.lsn == stop_lsn + 1 || (end_ok && image[at..at + ENTRY_ALIGN] == [0; ENTRY_ALIGN])
     };
+    let payload = stop + HEADER_LEN;
     let mut lens: Vec<u32> = (0..u32::BITS)
         .filter(|&b| h.len & (1 << b) != 0)
         .map(|b| h.len & !(1 << b))
         .filter(|&l| l as usize <= room && next_or_end_at(l))
         .collect();
     lens.sort_unstable();
-    // Within the bytes left to checksum ([`read_budget`]: crafted headers at every gap of a
-    // salvage must not make it quadratic), counting what is read, not what a longer
-    // candidate would need.
-    let payload = &image[stop + HEADER_LEN..];
-    let (mut done, mut pcrc) = (0usize, salt);
-    for len in lens {
-        let more = len as usize - done;
-        *budget = budget.checked_sub(more)?;
-        pcrc = crate::persist::crc32c_append(pcrc, &payload[done..len as usize]);
-        done = len as usize;
-        if format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc {
-            return Some(len);
-        }
-    }
-    None
+    lens.into_iter().find(|&len| {
+        let pcrc = crcs.append(salt, payload, payload + len as usize);
+        format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc
+    })
 }
 
 /// Where the scan ended cleanly at the end of the first part and the entry at the start of
@@ -333,13 +328,11 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
             }
         }
     };
-    let mut budget = read_budget(image);
-    let (cont, length_off) = continuation_and_length(image, salt, slot, offset, lsn, &mut budget);
+    let crcs = &mut RangeCrcs::new(image);
+    let (cont, length_off) = continuation_and_length(image, salt, slot, crcs, offset, lsn);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
-            // (Its own budget for repairs: what the search above read must not leave the
-            // count of what follows without.)
-            let c = Runs::from(image, salt, slot, q, l, &mut read_budget(image)).follows(0, slot);
+            let c = Runs::from(image, salt, slot, crcs, q, l).follows(0, slot);
             (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
@@ -409,18 +402,18 @@ struct Runs {
 }
 
 impl Runs {
-    fn from(image: &[u8], salt: u32, slot: &Slot, q: usize, l: Lsn, budget: &mut usize) -> Runs {
+    fn from(image: &[u8], salt: u32, slot: &Slot, crcs: &mut RangeCrcs, q: usize, l: Lsn) -> Runs {
         // Every run of valid entries from `(q, l)` on, across further refused entries: a
         // second damaged entry must not hide the acknowledged ones behind it (a run that ends
         // in one batch end would look like the rest of one batch), and every valid entry is
-        // counted. (Its length may be the damage: repaired within `budget` bytes read, as
-        // for the first.)
+        // counted. (Its length may be the damage: repaired as for the first.)
         let (mut q, mut l) = (q, l);
         let mut runs = Vec::new();
         let (end, unfinished) = loop {
-            let w = walk::walk(image, salt, slot, q, l);
+            let crc = |a, b| crcs.append(salt, a, b);
+            let w = walk::walk_visit_by(image, salt, slot, q, l, |_, _, _| {}, crc);
             runs.push((q, w.stop_lsn - l, w.batches));
-            match continuation_and_length(image, salt, slot, w.stop, w.stop_lsn, budget).0 {
+            match continuation_and_length(image, salt, slot, crcs, w.stop, w.stop_lsn).0 {
                 // Damage again, and valid entries after it. An append left unfinished by this
                 // run may go on past the refused entry: it is counted by its end.
                 Some((q2, l2)) => (q, l) = (q2, l2),
@@ -501,9 +494,7 @@ pub(crate) fn salvage(
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> Vec<Gap> {
     let mut gaps = Vec::new();
-    // Bytes the length repairs may checksum ([`read_budget`]): the gaps', and apart from them
-    // the count of the runs after the first gap.
-    let (mut budget, mut runs_budget) = (read_budget(image), read_budget(image));
+    let crcs = &mut RangeCrcs::new(image);
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -526,7 +517,7 @@ pub(crate) fn salvage(
         } else {
             w.stop
         };
-        let (next, _) = continuation_and_length(image, salt, slot, at, w.stop_lsn, &mut budget);
+        let (next, _) = continuation_and_length(image, salt, slot, crcs, at, w.stop_lsn);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn {
                 return true;
@@ -534,7 +525,7 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, slot, q, l, &mut runs_budget));
+                    runs = Some(Runs::from(image, salt, slot, crcs, q, l));
                     0
                 }
             };

@@ -39,6 +39,7 @@ pub mod calibrate;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod combine;
+mod crc_ranges;
 mod damage;
 mod disk;
 mod error;

@@ -97,6 +97,23 @@ pub(crate) fn check_entry(
     salt: u32,
     slot: &Slot,
 ) -> Result<EntryHeader, Refusal> {
+    check_entry_by(image, pos, limit, expect, slot, |from, to| {
+        format::payload_crc(salt, &image[from..to])
+    })
+}
+
+/// [`check_entry`], with `payload_crc(from, to)` giving the checksum of the payload at
+/// `image[from..to]` ([`format::payload_crc`]): the search past a refused entry computes it
+/// from checksums of blocks ([`crate::crc_ranges`]).
+#[inline]
+pub(crate) fn check_entry_by(
+    image: &[u8],
+    pos: usize,
+    limit: usize,
+    expect: Lsn,
+    slot: &Slot,
+    payload_crc: impl FnOnce(usize, usize) -> u32,
+) -> Result<EntryHeader, Refusal> {
     let end = limit.min(image.len());
     if pos + HEADER_LEN > end {
         return Err(Refusal::torn(
@@ -110,8 +127,8 @@ pub(crate) fn check_entry(
     if h.flags & !KNOWN_FLAGS != 0 {
         return Err(Refusal::torn("unknown flag bits"));
     }
-    let payload = &image[pos + HEADER_LEN..pos + HEADER_LEN + h.len as usize];
-    if format::entry_crc(format::payload_crc(salt, payload), &h) != h.crc {
+    let payload = pos + HEADER_LEN;
+    if format::entry_crc(payload_crc(payload, payload + h.len as usize), &h) != h.crc {
         return Err(Refusal::torn("checksum mismatch"));
     }
     #[cfg(feature = "mutants")]
@@ -160,13 +177,6 @@ pub(crate) struct Walk {
     pub limit: usize,
 }
 
-/// Follows entries from `start`, expecting `start_lsn`, until one is refused. If the chain is
-/// in the first part of the log (at or after the head), it may wrap once to the start of the
-/// data area, where it must end before the head.
-pub(crate) fn walk(image: &[u8], salt: u32, slot: &Slot, start: usize, start_lsn: Lsn) -> Walk {
-    walk_visit(image, salt, slot, start, start_lsn, |_, _, _| {})
-}
-
 /// [`walk_visit`], calling `ahead(from, len)` with bytes about to be read: the window at the
 /// start ([`read_ahead_start`]), then as the walk goes ([`read_ahead_next`]).
 fn walk_ahead(
@@ -187,6 +197,7 @@ fn walk_ahead(
         start_lsn,
         until,
         |_, _, _| {},
+        |a, b| format::payload_crc(salt, &image[a..b]),
         |pos| {
             let ask = match last {
                 None => Some(read_ahead_start(pos)),
@@ -229,8 +240,10 @@ pub(crate) fn read_ahead_next(pos: usize, next: usize) -> Option<(usize, usize)>
     }
 }
 
-/// [`walk`], calling `visit(lsn, offset, header)` for every entry accepted on the way (batch
-/// members included, before their batch is complete).
+/// Follows entries from `start`, expecting `start_lsn`, until one is refused. If the chain is
+/// in the first part of the log (at or after the head), it may wrap once to the start of the
+/// data area, where it must end before the head. Calls `visit(lsn, offset, header)` for every
+/// entry accepted on the way (batch members included, before their batch is complete).
 pub(crate) fn walk_visit(
     image: &[u8],
     salt: u32,
@@ -239,10 +252,38 @@ pub(crate) fn walk_visit(
     start_lsn: Lsn,
     visit: impl FnMut(Lsn, usize, &EntryHeader),
 ) -> Walk {
-    walk_impl(image, salt, slot, start, start_lsn, Lsn::MAX, visit, |_| {})
+    let crc = |a, b| format::payload_crc(salt, &image[a..b]);
+    walk_visit_by(image, salt, slot, start, start_lsn, visit, crc)
 }
 
-/// The walk: stops at entry `until` too (not accepting it: `stop` is its offset).
+/// [`walk_visit`], with the checksums of entries too long to be checked in pairs by
+/// `payload_crc` ([`check_entry_by`]: the search past a refused entry computes them from
+/// checksums of blocks).
+pub(crate) fn walk_visit_by(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    start: usize,
+    start_lsn: Lsn,
+    visit: impl FnMut(Lsn, usize, &EntryHeader),
+    payload_crc: impl FnMut(usize, usize) -> u32,
+) -> Walk {
+    let until = Lsn::MAX;
+    walk_impl(
+        image,
+        salt,
+        slot,
+        start,
+        start_lsn,
+        until,
+        visit,
+        payload_crc,
+        |_| {},
+    )
+}
+
+/// The walk: stops at entry `until` too (not accepting it: `stop` is its offset). Entries not
+/// checked in pairs are checksummed by `payload_crc` ([`check_entry_by`]).
 #[allow(clippy::too_many_arguments)]
 fn walk_impl(
     image: &[u8],
@@ -252,6 +293,7 @@ fn walk_impl(
     start_lsn: Lsn,
     until: Lsn,
     mut visit: impl FnMut(Lsn, usize, &EntryHeader),
+    mut payload_crc: impl FnMut(usize, usize) -> u32,
     mut at: impl FnMut(usize),
 ) -> Walk {
     let head = slot.head_offset as usize;
@@ -303,11 +345,13 @@ fn walk_impl(
                 }
             }
         }
-        match check_entry(image, pos, w.limit, lsn, salt, slot) {
+        match check_entry_by(image, pos, w.limit, lsn, slot, &mut payload_crc) {
             Ok(h) => accept(&mut w, slot, wrapped_at, &mut pos, &mut lsn, &h, &mut visit),
             Err(r) => {
                 let may_wrap = wrapped_at == 0 && pos == w.tail && pos != data && head > data;
-                if may_wrap && check_entry(image, data, head, lsn, salt, slot).is_ok() {
+                if may_wrap
+                    && check_entry_by(image, data, head, lsn, slot, &mut payload_crc).is_ok()
+                {
                     wrapped_at = pos;
                     pos = data;
                     w.limit = head;
