@@ -482,17 +482,17 @@ pub struct Gap {
 }
 
 /// Visits every valid entry of the log in LSN order, skipping damaged regions, and returns the
-/// gaps. Inside acknowledged data batches are not held back (every entry whose checks pass is
-/// visited), but what recovery would discard as a torn tail is not visited: the entries of a
-/// batch whose end is refused at the end of the log, and valid entries after the last refused
-/// one that could be the remains of appends in flight with it (the rule of [`assess`]). Those
-/// were never acknowledged.
+/// gaps, and how many valid entries at the end it did not visit. Inside acknowledged data
+/// batches are not held back (every entry whose checks pass is visited), but what recovery
+/// would discard as a torn tail is not visited: the entries of a batch whose end is refused at
+/// the end of the log, and valid entries after the last refused one that could be the remains
+/// of appends in flight with it (the rule of [`assess`]). Those were never acknowledged.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     mut visit: impl FnMut(Lsn, &[u8]),
-) -> Vec<Gap> {
+) -> (Vec<Gap>, u64) {
     let mut gaps = Vec::new();
     let crcs = &mut RangeCrcs::new(image);
     let mut pos = slot.head_offset as usize;
@@ -502,6 +502,8 @@ pub(crate) fn salvage(
     // The runs after the first gap at or above the cut, walked once.
     let mut runs: Option<Runs> = None;
     loop {
+        // Valid entries after the last refused one that could be appends in flight with it.
+        let mut in_flight = 0;
         let w = walk::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
             pending.push((l, p, h.len));
             let ends = h.flags & FLAG_CONTINUES == 0 || l < slot.cut_lsn;
@@ -529,11 +531,11 @@ pub(crate) fn salvage(
                     0
                 }
             };
-            !runs
-                .as_ref()
-                .expect("walked above")
-                .follows(i, slot)
-                .in_flight
+            let follows = runs.as_ref().expect("walked above").follows(i, slot);
+            if follows.in_flight {
+                in_flight = follows.count;
+            }
+            !follows.in_flight
         });
         match next {
             // Damage inside acknowledged data: what the walk held back of a batch broken by
@@ -559,7 +561,9 @@ pub(crate) fn salvage(
                         last_lsn: slot.cut_lsn - 1,
                     });
                 }
-                return gaps;
+                // What the walk held of a batch whose end it did not see, and what could be
+                // the rest of appends in flight: a torn tail.
+                return (gaps, pending.len() as u64 + in_flight);
             }
         }
     }

@@ -183,10 +183,17 @@ pub(crate) fn damage_versus_torn_tail(
         damage: found,
         torn_entries,
     } = damage::assess(image, sb.salt, slot, scan);
-    let gaps = if mode == RecoveryMode::Salvage && found.is_some() {
+    // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
+    let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && found.is_some() {
         damage::salvage(image, sb.salt, slot, |_, _| {})
     } else {
-        Vec::new()
+        (Vec::new(), 0)
+    };
+    // The current slot's damage comes first: the scan by the older slot saw nothing of the end.
+    let at_end = if slot_damage.is_none() {
+        torn_at_end
+    } else {
+        0
     };
     let damage = slot_damage.or(found);
     match (&damage, mode, &scan.state) {
@@ -220,7 +227,11 @@ pub(crate) fn damage_versus_torn_tail(
         }
         _ => {}
     }
-    let torn_entries = if damage.is_none() { torn_entries } else { 0 };
+    let torn_entries = if damage.is_none() {
+        torn_entries
+    } else {
+        at_end
+    };
     Ok((damage, gaps, torn_entries))
 }
 
@@ -586,9 +597,12 @@ pub struct RecoveryReport {
     /// 2. (Were the refused entry damage rather than an interrupted append, these were
     /// acknowledged: a read-only open leaves them on media; a writable open wipes what its
     /// wipe reaches, the torn bytes and the pages after them up to the first page of zeros,
-    /// and any left are refused by their epoch from then on.) 0 when nothing valid follows,
-    /// or at damage. Counts what the search for continuations finds: entries inside the
-    /// length the refused entry claims are not counted unless they run past it.
+    /// and any left are refused by their epoch from then on.) 0 when nothing valid follows.
+    /// Counts what the search for continuations finds: entries inside the length the refused
+    /// entry claims are not counted unless they run past it. At damage (a
+    /// [`crate::RecoveryMode::Salvage`] open), the valid entries at the end of the log that a
+    /// salvage leaves out for the same reason: those of an interrupted append whose end is
+    /// torn, and those after it that could be the rest of its batch.
     pub torn_entries: u64,
     /// How the log ended.
     pub tail_state: TailState,

@@ -1284,6 +1284,38 @@ fn flip(path: &Path, off: u64) {
     f.write_all_at(&[b[0] ^ 0xff], off).unwrap();
 }
 
+/// `check --salvage` of a log with damage inside and a torn batch at its end: the batch's
+/// valid entries are not copied, and the summary says so.
+#[test]
+fn a_salvage_says_what_it_leaves_of_a_torn_tail() {
+    let dir = tempdir();
+    let path = dir.path().join("d.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for i in 1..=4 {
+        log.append(format!("entry {i:02}").as_bytes()).unwrap(); // 24 + 8 bytes
+    }
+    log.append_batch(&[b"entry 05", b"entry 06", b"entry 07"])
+        .unwrap();
+    drop(log);
+    flip(&path, 4096 + 32 + 24 + 2); // LSN 2
+    flip(&path, 4096 + 6 * 32 + 24 + 2); // LSN 7, the batch's last
+    let rescued = dir.path().join("r.dax");
+    let out = daxlog(&["check", p(&path), "--salvage", p(&rescued)]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{0}: damaged at offset 4128: LSN 2 lost; entries resume at offset 4160\n\
+             {0}: salvaged 3 entries (LSN 1..=4) into {1}, LSNs kept; 1 LSN lost in 1 damaged \
+             region; 2 valid entries at the end not copied: an interrupted append, never \
+             acknowledged\n",
+            path.display(),
+            rescued.display()
+        )
+    );
+    assert_eq!(ok(&["cat", p(&rescued)]), "entry 01\nentry 03\nentry 04\n");
+}
+
 /// A log of 10 entries `entry number N` (LSN `first`..), whose 4th entry is damaged: LSN
 /// `first + 3` at offset 4216, entries resume at 4256.
 fn damaged_log(dir: &Path, name: &str, first: u64) -> PathBuf {

@@ -1039,6 +1039,43 @@ fn salvage_never_copies_a_torn_tail() {
     }
 }
 
+/// Damage inside the log, and a torn batch at its end: the salvage copies every acknowledged
+/// entry but the damaged one, leaves out the batch's valid entries (never acknowledged), and
+/// says how many it left out (`RecoveryReport::torn_entries`), whether the batch's last entry
+/// is torn (its first two held back) or its first (the two after it could be its rest).
+#[test]
+fn a_salvage_says_what_it_leaves_of_a_torn_tail_after_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    for torn in [2u64, 0] {
+        let path = dir.path().join(format!("damage-and-torn-{torn}.dax"));
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        for l in 1..=4 {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        let p: Vec<Vec<u8>> = (5..=7).map(|l| payload(l, LEN)).collect();
+        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(log.append_batch(&refs).unwrap(), 5..8);
+        drop(log);
+        let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
+        let payload_of = |i: u64| DATA_OFFSET as u64 + entry * i + HEADER_LEN as u64 + 3;
+        flip(&path, payload_of(1), 0x08); // LSN 2: damage
+        flip(&path, payload_of(4 + torn), 0x08); // LSN 5 or 7: the batch torn
+        match Log::open_read_only(&path, &Options::new()) {
+            Err(Error::Corrupted { lsn: 2, .. }) => {}
+            other => panic!("torn {torn}: {:?}", other.map(|l| lsns(&l))),
+        }
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let r = log.recovery();
+        assert_eq!(r.gaps.len(), 1, "torn {torn}: {:?}", r.gaps);
+        assert_eq!(r.torn_entries, 2, "torn {torn}");
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
+        assert_eq!(gaps, r.gaps);
+        let want: Vec<(u64, Vec<u8>)> = [1, 3, 4].map(|l| (l, payload(l, LEN))).into();
+        assert_eq!(rescued, want, "torn {torn}");
+    }
+}
+
 #[test]
 fn two_damaged_entries_do_not_hide_the_entries_behind_them() {
     // Damage at LSNs a and b: between them one append (a single entry, or a batch), which alone

@@ -318,9 +318,17 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
             count(gaps.len() as u64, "damaged region", "damaged regions")
         )
     };
+    // The end of the log may be a torn tail too: its valid entries are not copied.
+    let torn = match src.recovery().torn_entries {
+        0 => String::new(),
+        n => format!(
+            "; {} at the end not copied: an interrupted append, never acknowledged",
+            count(n, "valid entry", "valid entries")
+        ),
+    };
     writeln!(
         out,
-        "{}: salvaged {}{range} into {}, LSNs kept{padding}; {loss}",
+        "{}: salvaged {}{range} into {}, LSNs kept{padding}; {loss}{torn}",
         path.display(),
         count(c.copied, "entry", "entries"),
         out_path.display(),
