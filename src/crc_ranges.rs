@@ -1,16 +1,19 @@
-//! Checksums of long ranges of one log image, each block of it read at most once.
+//! Checksums of long ranges of one log image, each whole block of it read at most once.
 //!
 //! The search past a refused entry (`damage`) checks candidate entries at every 8-byte
 //! position, and each candidate's checksum covers all the payload it claims. A payload made of
 //! headers that each claim the rest of the file would cost a checksum of the rest at every
-//! position: the square of its size. [`RangeCrcs`] makes every candidate cost two partial
-//! blocks and one combination per level of a tree of block checksums, and reads each block of
-//! the image at most once, whatever the candidates claim.
+//! position: the square of its size. [`RangeCrcs`] makes every candidate cost its two partial
+//! blocks (4 KiB each at most) and a combination or two per level of a tree of block
+//! checksums, and reads each whole block of the image at most once, whatever the candidates
+//! claim.
 //!
 //! CRC-32C is linear over GF(2): for byte strings A and B,
 //! `crc(A ‖ B) = crc(A) · x^(8·|B|) ⊕ crc(B)` (mod the CRC polynomial), whatever the initial
 //! and final inversions, which cancel. So the checksum of a long range is the checksums of its
 //! blocks, combined in order, each combination one multiplication by a constant.
+
+use std::collections::HashMap;
 
 use crate::persist;
 
@@ -61,34 +64,41 @@ fn continue_over(crc: u32, crc_of_b: u32, len_b: usize) -> u32 {
 /// not grow with `b - a` once the blocks under it have been read (see the module's text).
 pub(crate) struct RangeCrcs<'a> {
     image: &'a [u8],
-    /// Bytes per block: a power of two, at least [`MIN_BLOCK`], and large enough that the
-    /// tree has at most [`MAX_BLOCKS`] leaves (its memory stays within a few MiB).
-    block: usize,
-    /// `levels[j][i]`: the checksum of blocks `i·2^j .. (i+1)·2^j`, once computed. Allocated
-    /// at the first long range asked for (most images never need it).
-    levels: Vec<Vec<Option<u32>>>,
-    /// `shifts[j]`: `x^(8·2^j·block) mod P`, to continue a checksum over a node of level `j`.
+    /// The checksums of the tree's nodes computed so far: node `i` of level `j` covers blocks
+    /// `i·2^j .. (i+1)·2^j`. Allocated at the first long range asked for (most images never
+    /// need it).
+    nodes: Nodes,
+    /// Levels of the tree: level `j` has `blocks >> j` whole nodes.
+    levels: usize,
+    /// `shifts[j]`: `x^(8·2^j·BLOCK) mod P`, to continue a checksum over a node of level `j`.
     shifts: Vec<u32>,
     /// Bytes of the image checksummed so far.
     read: usize,
 }
 
-/// The smallest block: ranges shorter than two blocks are checksummed directly.
-const MIN_BLOCK: usize = 4096;
-/// The most leaves the tree has.
-const MAX_BLOCKS: usize = 1 << 18;
-
-/// The block size for an image of `len` bytes.
-fn block_for(len: usize) -> usize {
-    len.div_ceil(MAX_BLOCKS).next_power_of_two().max(MIN_BLOCK)
+/// Where the nodes' checksums are kept.
+enum Nodes {
+    /// None asked for yet.
+    None,
+    /// Every node, for images of up to [`DENSE_BLOCKS`] blocks (at most 4 MiB).
+    Dense(Vec<Vec<Option<u32>>>),
+    /// The nodes computed, by level and index, for larger images: their memory follows what
+    /// was read (about 1/256 of it), not the size of the image.
+    Sparse(HashMap<(u8, usize), u32>),
 }
+
+/// Bytes per block: ranges shorter than two blocks are checksummed directly, and a range costs
+/// at most two partial blocks.
+const BLOCK: usize = 4096;
+/// The most blocks an image has for its tree to be allocated whole (1 GiB).
+const DENSE_BLOCKS: usize = 1 << 18;
 
 impl<'a> RangeCrcs<'a> {
     pub(crate) fn new(image: &'a [u8]) -> Self {
         RangeCrcs {
             image,
-            block: block_for(image.len()),
-            levels: Vec::new(),
+            nodes: Nodes::None,
+            levels: 0,
             shifts: Vec::new(),
             read: 0,
         }
@@ -96,56 +106,72 @@ impl<'a> RangeCrcs<'a> {
 
     /// `crc32c_append(crc, &image[a..b])`.
     pub(crate) fn append(&mut self, crc: u32, a: usize, b: usize) -> u32 {
-        let bs = self.block;
-        if b - a < 2 * bs {
+        if b - a < 2 * BLOCK {
             self.read += b - a;
             return persist::crc32c_append(crc, &self.image[a..b]);
         }
-        if self.levels.is_empty() {
+        if matches!(self.nodes, Nodes::None) {
             self.build();
         }
-        let (mut i, end) = (a.div_ceil(bs), b / bs);
-        self.read += (i * bs - a) + (b - end * bs);
-        let mut c = persist::crc32c_append(crc, &self.image[a..i * bs]);
+        let (mut i, end) = (a.div_ceil(BLOCK), b / BLOCK);
+        self.read += (i * BLOCK - a) + (b - end * BLOCK);
+        let mut c = persist::crc32c_append(crc, &self.image[a..i * BLOCK]);
         while i < end {
             // The largest node that starts at block `i` and ends by `end`.
-            let mut j = (i.trailing_zeros() as usize).min(self.levels.len() - 1);
+            let mut j = (i.trailing_zeros() as usize).min(self.levels - 1);
             while i + (1 << j) > end {
                 j -= 1;
             }
             c = mul(c, self.shifts[j]) ^ self.node(j, i >> j);
             i += 1 << j;
         }
-        persist::crc32c_append(c, &self.image[end * bs..b])
+        persist::crc32c_append(c, &self.image[end * BLOCK..b])
     }
 
     /// The tree's levels, without any checksum yet.
     fn build(&mut self) {
-        let mut n = self.image.len() / self.block;
-        let mut shift = shift_of(self.block);
+        let blocks = self.image.len() / BLOCK;
+        let mut shift = shift_of(BLOCK);
+        let mut n = blocks;
         while n > 0 {
-            self.levels.push(vec![None; n]);
             self.shifts.push(shift);
             shift = mul(shift, shift);
             n /= 2;
         }
+        self.levels = self.shifts.len();
+        self.nodes = if blocks <= DENSE_BLOCKS {
+            Nodes::Dense((0..self.levels).map(|j| vec![None; blocks >> j]).collect())
+        } else {
+            Nodes::Sparse(HashMap::new())
+        };
     }
 
     /// The checksum of node `i` of level `j`, read or combined once.
     fn node(&mut self, j: usize, i: usize) -> u32 {
-        if let Some(c) = self.levels[j][i] {
+        let known = match &self.nodes {
+            Nodes::Dense(levels) => levels[j][i],
+            Nodes::Sparse(map) => map.get(&(j as u8, i)).copied(),
+            Nodes::None => None,
+        };
+        if let Some(c) = known {
             return c;
         }
         let c = if j == 0 {
-            let at = i * self.block;
-            self.read += self.block;
-            persist::crc32c_append(0, &self.image[at..at + self.block])
+            let at = i * BLOCK;
+            self.read += BLOCK;
+            persist::crc32c_append(0, &self.image[at..at + BLOCK])
         } else {
             let left = self.node(j - 1, 2 * i);
             let right = self.node(j - 1, 2 * i + 1);
             mul(left, self.shifts[j - 1]) ^ right
         };
-        self.levels[j][i] = Some(c);
+        match &mut self.nodes {
+            Nodes::Dense(levels) => levels[j][i] = Some(c),
+            Nodes::Sparse(map) => {
+                map.insert((j as u8, i), c);
+            }
+            Nodes::None => unreachable!("built before the first node"),
+        }
         c
     }
 }
@@ -230,7 +256,7 @@ mod tests {
             ranges += 1;
         }
         assert!(
-            crcs.read <= data.len() + ranges * 2 * crcs.block,
+            crcs.read <= data.len() + ranges * 2 * BLOCK,
             "{} bytes read for {ranges} ranges",
             crcs.read
         );
@@ -239,22 +265,52 @@ mod tests {
         assert!(crcs.read < 200 * data.len(), "{}", crcs.read);
     }
 
+    /// Past 1 GiB the nodes are kept sparse: the same checksums, with memory for what was
+    /// read only. (A 3 GiB image, of which only the pages ranges touch are ever read: the
+    /// rest of the mapping stays unpopulated.)
     #[test]
-    fn blocks_grow_with_the_image_and_bound_the_tree() {
-        assert_eq!(block_for(0), MIN_BLOCK);
-        assert_eq!(block_for(1 << 30), MIN_BLOCK);
-        assert_eq!(block_for((1 << 30) + 1), 2 * MIN_BLOCK);
-        assert_eq!(block_for((1 << 30) + 4096), 2 * MIN_BLOCK);
-        for len in [5usize << 30, 64 << 30, (1 << 40) + 12345, (3 << 30) + 4096] {
-            let block = block_for(len);
-            assert!(
-                block.is_power_of_two() && len / block <= MAX_BLOCKS,
-                "{len}"
+    fn a_large_image_keeps_only_the_nodes_it_read() {
+        let len = 3usize << 30;
+        // SAFETY: an anonymous private mapping of `len` bytes, read only by this test, which
+        // unmaps it at the end; untouched pages read as zeros.
+        let image = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
             );
-            assert!(
-                block < 2 * len.div_ceil(MAX_BLOCKS),
-                "{len}: larger than it needs"
+            assert_ne!(p, libc::MAP_FAILED);
+            std::slice::from_raw_parts_mut(p.cast::<u8>(), len)
+        };
+        let data = bytes(1 << 20, 5);
+        let at = (2usize << 30) + 12_345;
+        image[at..at + data.len()].copy_from_slice(&data);
+        let image = &*image;
+        let mut crcs = RangeCrcs::new(image);
+        for (a, b) in [
+            (at, at + data.len()),
+            (at - 5000, at + 700_000),
+            (at + 24, at + 999_000),
+        ] {
+            assert_eq!(
+                crcs.append(9, a, b),
+                crc32c::crc32c_append(9, &image[a..b]),
+                "{a}..{b}"
             );
         }
+        let Nodes::Sparse(map) = &crcs.nodes else {
+            panic!("a dense tree for a 3 GiB image");
+        };
+        assert!(
+            map.len() < 2 * (1 << 20) / BLOCK + 64,
+            "{} nodes",
+            map.len()
+        );
+        assert!(crcs.read < 2 << 20, "{} bytes read", crcs.read);
+        // SAFETY: the mapping made above; no slice into it is used after this.
+        unsafe { libc::munmap(image.as_ptr() as *mut libc::c_void, len) };
     }
 }
