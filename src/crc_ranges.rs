@@ -83,7 +83,8 @@ enum Nodes {
     /// Every node, for images of up to [`DENSE_BLOCKS`] blocks (at most 4 MiB).
     Dense(Vec<Vec<Option<u32>>>),
     /// The nodes computed, by level and index, for larger images: their memory follows what
-    /// was read (about 1/256 of it), not the size of the image.
+    /// was read (up to about 1/60 of it: two nodes of 30-odd bytes per block), not the size
+    /// of the image.
     Sparse(HashMap<(u8, usize), u32>),
 }
 

@@ -296,6 +296,41 @@ pub(crate) fn torn_after_wrap(
     .then_some(r.reason)
 }
 
+/// Where the scan ended cleanly (an end marker, or a whole entry no longer part of the log)
+/// at or above the session's cut, and not before a tail hint's entry: whether acknowledged
+/// entries continue past it. Zeros over the start of an entry (its first word, a sector, a
+/// page) read like an end marker, and the entries after them would be dropped unreported. The
+/// evidence is `published`, the LSN up to which the last writer published entries to readers
+/// (the reader area, FORMAT.md section 11): it rises only over durable entries, so a valid
+/// entry past the end with an LSN below it was acknowledged. (Not any valid entry of the
+/// session: an interrupted append whose header did not reach media can leave a payload of
+/// encoded entries, and appends in flight after it can have completed; their LSNs are not
+/// below `published`.) Then the end is judged as a refused entry there ([`Scan::torn_at_end`],
+/// then [`assess`]), or, where the scan ended in the log's first part and those entries lie
+/// in the wrapped part, at the start of the data area, where the entry that should continue
+/// the scan is missing (`true`: [`Scan::torn_at_wrap`]).
+pub(crate) fn torn_past_end(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    scan: &Scan,
+    published: Lsn,
+) -> Option<(&'static str, bool)> {
+    let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
+    let clean = matches!(
+        scan.state,
+        walk::TailState::Clean | walk::TailState::EndOfFile
+    );
+    if !clean || scan.next_lsn < slot.cut_lsn || hinted || scan.next_lsn >= published {
+        return None;
+    }
+    let head = slot.head_offset as usize;
+    let (at, _) = continuation(image, salt, slot, scan.stop, scan.stop_lsn)
+        .filter(|&(_, lsn)| lsn < published)?;
+    let at_wrap = scan.stop >= head && at < head;
+    Some(("published entries continue past an end marker", at_wrap))
+}
+
 /// What [`assess`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Assessment {

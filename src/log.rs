@@ -418,8 +418,12 @@ impl<M: Media> Log<M> {
         if !zeroed {
             // Over an earlier log: the new superblock (its salt) durable first, so that no
             // crash leaves that log's slots half overwritten under its own salt, where a slot
-            // that was current would look damaged beside the entries written under it.
+            // that was current would look damaged beside the entries written under it. And
+            // that log's published LSN cleared: recovery takes entries below it for
+            // acknowledged ones (FORMAT.md section 7, rule 4).
+            pmem.store_exclusive(format::PUBLISHED_OFFSET, &0u64.to_le_bytes());
             pmem.flush(0, SB_BACKUP_OFFSET + format::SB_LEN);
+            pmem.flush(format::PUBLISHED_OFFSET, 8);
             pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
         }
         pmem.store_exclusive(Slot::offset_for(slot.seq), &slot.encode(sb.salt));
@@ -543,6 +547,14 @@ impl<M: Media> Log<M> {
         };
         if let Some(reason) = crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan) {
             scan.torn_at_wrap(image, &slot, reason);
+        } else if let Some((reason, at_wrap)) =
+            crate::damage::torn_past_end(image, sb.salt, &slot, &scan, recover::published(image))
+        {
+            if at_wrap {
+                scan.torn_at_wrap(image, &slot, reason);
+            } else {
+                scan.torn_at_end(image, &slot, reason);
+            }
         }
         if read_ahead && matches!(scan.state, walk::TailState::Torn { .. }) {
             // The damage search reads up to `SEARCH_BYTES` past where the scan stopped, and
@@ -576,7 +588,7 @@ impl<M: Media> Log<M> {
             // Before the open's first write or sync, whose failure (a failed write-back of the
             // last session's, reported now) would fail the open: the next open must then not
             // take the last session for vouched.
-            let published = recover::published(&mut pmem);
+            let published = recover::published(pmem.view(0, DATA_OFFSET));
             let vouched = match published {
                 0 => slot.cut_lsn,
                 p => p.min(slot.cut_lsn),

@@ -367,12 +367,9 @@ pub(crate) fn read_ahead_of(image: &[u8], wanted: bool) -> impl Fn(usize, usize)
 
 /// The published LSN in the reader area, as the last writer left it in the page cache
 /// (0: no version-2 writer).
-pub(crate) fn published<M: Media>(pmem: &mut Pmem<M>) -> Lsn {
-    u64::from_le_bytes(
-        pmem.view(format::PUBLISHED_OFFSET, 8)
-            .try_into()
-            .expect("8 bytes"),
-    )
+pub(crate) fn published(image: &[u8]) -> Lsn {
+    let at = format::PUBLISHED_OFFSET;
+    u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// The offset of an entry at or before accepted entry `lsn` (at or after where the scan

@@ -533,6 +533,31 @@ impl Scan {
     }
 }
 
+impl Scan {
+    /// Makes this scan's clean end a torn tail at the same place, refused for `reason`
+    /// ([`crate::damage::torn_past_end`]): judged, reported, refused by `Strict`, wiped by a
+    /// writable open as any other.
+    pub(crate) fn torn_at_end(&mut self, image: &[u8], slot: &Slot, reason: &'static str) {
+        let (at, head) = (self.stop, slot.head_offset as usize);
+        let area_end = if at >= head { image.len() } else { head };
+        let claimed = if at + HEADER_LEN <= area_end {
+            let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
+            let fits = (h.len as usize) <= area_end - at - HEADER_LEN;
+            if fits {
+                h.entry_len()
+            } else {
+                HEADER_LEN
+            }
+        } else {
+            area_end.saturating_sub(at)
+        };
+        self.torn_bytes = claimed as u64;
+        self.torn_start = at;
+        self.state = TailState::Torn { reason };
+        self.refused = at;
+    }
+}
+
 /// The scan's result from its walk `w` (from `start_lsn`) and how it ended.
 fn finish(
     slot: &Slot,

@@ -133,6 +133,39 @@ fn damage_in_the_first_or_a_middle_entry_is_an_error_not_a_silent_drop() {
     }
 }
 
+/// Zeros over the first word of an entry's header (its checksum and length), or over more from
+/// an entry's start, read like the end marker that ends a log: the entries after them,
+/// acknowledged (published to readers), must not be dropped as if the log ended there. Damage
+/// in every mode but salvage, which rescues them.
+#[test]
+fn zeros_over_an_entry_start_are_damage_not_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, zeros) in [8usize, 24, 512, 1000].into_iter().enumerate() {
+        let (path, offs) = make_log(dir.path(), &format!("zeros-{zeros}.dax"), i % 2 == 1);
+        let at = offs[4]; // LSN 5
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&vec![0u8; zeros], at).unwrap();
+        drop(f);
+        let hidden = (zeros as u64).div_ceil(offs[1] - offs[0]);
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            let (offset, lsn, beyond, _) = judged(&path, mode).expect_err(&format!("{zeros}"));
+            assert_eq!((offset, lsn), (at, 5), "{zeros} zeros, {mode:?}");
+            assert_eq!(beyond, N - 4 - hidden, "{zeros} zeros, {mode:?}");
+        }
+        assert!(
+            Log::open(&path, &Options::new()).is_err(),
+            "{zeros}: writable"
+        );
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let r = log.recovery();
+        assert_eq!(r.gaps.len(), 1, "{zeros}: {:?}", r.gaps);
+        let mut rescued = Vec::new();
+        log.salvage(|l, _| rescued.push(l)).unwrap();
+        let want: Vec<u64> = (1..=N).filter(|&l| l < 5 || l >= 5 + hidden).collect();
+        assert_eq!(rescued, want, "{zeros} zeros");
+    }
+}
+
 #[test]
 fn damage_in_the_last_entry_is_a_torn_tail_unless_strict() {
     let dir = tempfile::tempdir().unwrap();
@@ -528,6 +561,74 @@ fn first_after_wrap(offs: &[(u64, u64)]) -> usize {
     offs.iter()
         .position(|&(o, _)| o == DATA_OFFSET as u64)
         .expect("the live entries wrap")
+}
+
+/// A log created over media that held another log (`Log::create_on`) clears that log's
+/// published LSN durably before anything else: recovery takes entries below it for
+/// acknowledged ones, and the new log's own entries lie below the old log's.
+#[test]
+fn a_log_created_over_another_clears_its_published_lsn() {
+    use daxlog::Media;
+    let media = common::media::FaultyMedia::new(1 << 20);
+    // SAFETY: nothing else uses the media yet.
+    unsafe { media.store(format::PUBLISHED_OFFSET, &1000u64.to_le_bytes()) };
+    let log = Log::create_on(media, &Options::new()).unwrap();
+    for l in 1..=3 {
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    let media = log.into_media();
+    // SAFETY: in bounds; no store runs meanwhile.
+    let word = unsafe { media.read(format::PUBLISHED_OFFSET, 8) };
+    assert_eq!(word, [0u8; 8]);
+}
+
+/// Zeros over the start of the first entry after a wrap (8, 24 or 512 bytes): the scan ends
+/// cleanly at the end of the log's first part, and the published entries after the zeros make
+/// it damage at the start of the data area; a salvage-mode open lists the gap as the salvage
+/// does. And 8 zero bytes over an entry of 70 KiB: the entries after it lie beyond any short
+/// look past the end.
+#[test]
+fn zeros_over_a_wrapped_entry_or_a_large_one_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, offs) = wrapped_ring(dir.path(), "ring.dax", 2000);
+    let i = first_after_wrap(&offs);
+    let (at, lsn) = offs[i];
+    for zeros in [8usize, 24, 512] {
+        let path = dir.path().join(format!("wrap-zeros-{zeros}.dax"));
+        std::fs::copy(&base, &path).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&vec![0u8; zeros], at).unwrap();
+        drop(f);
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            let (offset, got, beyond, _) = judged(&path, mode).expect_err(&format!("{zeros}"));
+            assert_eq!((offset, got), (at, lsn), "{zeros} zeros, {mode:?}");
+            assert!(beyond > 0, "{zeros} zeros, {mode:?}");
+        }
+        assert!(Log::open(&path, &Options::new()).is_err(), "{zeros}");
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let listed = log.recovery().gaps.clone();
+        let gaps = log.salvage(|_, _| {}).unwrap();
+        assert_eq!(listed, gaps, "{zeros} zeros");
+        assert_eq!(gaps.len(), 1, "{zeros} zeros");
+    }
+    let path = dir.path().join("large.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let mut at = 0;
+    for l in 1..=12u64 {
+        let len = if l == 5 { 70 << 10 } else { LEN };
+        if l == 5 {
+            at = DATA_OFFSET as u64 + log.used_bytes();
+        }
+        log.append(&payload(l, len)).unwrap();
+    }
+    drop(log);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 8], at).unwrap();
+    drop(f);
+    assert_eq!(
+        judged(&path, RecoveryMode::TolerateTornTail).map_err(|e| (e.0, e.1, e.2)),
+        Err((at, 5, 7))
+    );
 }
 
 /// Damage to the first entry after a wrap: the scan, refused at the start of the data area,
@@ -1196,6 +1297,93 @@ fn mark_concurrent(path: &Path) {
                 ..s
             };
             file.write_all_at(&s.encode(sb.salt), off as u64).unwrap();
+        }
+    }
+}
+
+/// A crash with concurrent appends in flight, the first of which stored nothing: where it
+/// would start, the end marker of the append before it and the bytes after it (zeros in a new
+/// log), then appends after it, whole, none of them published. The end reads clean, and is:
+/// nothing past it was acknowledged. (Were they published, the end would be damage, as in
+/// `zeros_over_an_entry_start_are_damage_not_the_end_of_the_log`.)
+#[test]
+fn appends_in_flight_after_one_that_stored_nothing_end_the_log_cleanly() {
+    for (concurrent, after) in [(true, 3u64), (false, 1), (false, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nothing-stored.dax");
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        for l in 1..=4 {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        let at = DATA_OFFSET as u64 + log.used_bytes();
+        for l in 5..=5 + after {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        drop(log);
+        if concurrent {
+            mark_concurrent(&path);
+        }
+        // LSN 5 never stored: its bytes are what they were before (zeros); none of them was
+        // acknowledged, so the writer had published up to LSN 4.
+        let entry = (HEADER_LEN + LEN).next_multiple_of(8);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&vec![0u8; entry], at).unwrap();
+        f.write_all_at(&5u64.to_le_bytes(), format::PUBLISHED_OFFSET as u64)
+            .unwrap();
+        drop(f);
+        let case = format!("concurrent {concurrent}, {after} after");
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            let log = Log::open_read_only(&path, &opts(mode)).unwrap();
+            assert_eq!(lsns(&log), [1, 2, 3, 4], "{case}, {mode:?}");
+            assert_eq!(log.recovery().tail_state, TailState::Clean, "{case}");
+        }
+        let log = Log::open(&path, &Options::new()).unwrap();
+        assert_eq!(log.append(b"five").unwrap(), 5, "{case}");
+        drop(log);
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Strict)).unwrap();
+        assert_eq!(lsns(&log), [1, 2, 3, 4, 5], "{case}");
+    }
+}
+
+/// An interrupted append whose header did not reach media but whose payload did, a payload of
+/// encoded entries of the log (its salt, epoch and LSNs 6..=9): nothing past LSN 4 published,
+/// so the end stays clean and the encoded entries are no evidence of damage (the log must open
+/// after any crash). Published up to LSN 7 (acknowledged entries, one of them with the
+/// LSN of an entry found past the end), damage. (Published up to LSN 5 only, the append was
+/// acknowledged and its header zeroed since: nothing past the end proves it, and it ends the
+/// log as damage to the last entry does, FORMAT.md section 7.)
+#[test]
+fn an_interrupted_append_of_encoded_entries_without_its_header_is_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    for published in [5u64, 6, 8] {
+        let path = dir.path().join(format!("forged-{published}.dax"));
+        let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+        for l in 1..=4 {
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        let at = DATA_OFFSET as u64 + log.used_bytes();
+        let (sb, slot) = common::current_slot_of(&path);
+        let inner: Vec<u8> = (6..=9)
+            .flat_map(|l| format::encode_entry(sb.salt, slot.epoch, l, 0, &payload(l, 40)))
+            .collect();
+        assert_eq!(log.append(&inner).unwrap(), 5);
+        drop(log);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[0u8; HEADER_LEN], at).unwrap();
+        f.write_all_at(&published.to_le_bytes(), format::PUBLISHED_OFFSET as u64)
+            .unwrap();
+        drop(f);
+        let r = Log::open_read_only(&path, &Options::new());
+        if published < 8 {
+            let log = r.unwrap();
+            assert_eq!(lsns(&log), [1, 2, 3, 4]);
+            assert_eq!(log.recovery().tail_state, TailState::Clean);
+        } else {
+            assert!(
+                matches!(r, Err(Error::Corrupted { lsn: 5, .. })),
+                "{:?}",
+                r.map(|l| lsns(&l))
+            );
         }
     }
 }
