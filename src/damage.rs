@@ -380,7 +380,10 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
     // payload made with the salt can make an interrupted append look like that, and a crash
     // must not make the log unopenable. The repair only finds where the entry ends, so that
     // the wrong length does not hide the entries after it.)
-    if below_cut || hinted || (beyond > 0 && !rest_of_one_batch) {
+    // (Entries found past a clean end below the published LSN were acknowledged: no batch in
+    // flight can explain them.)
+    let in_flight = rest_of_one_batch && !scan.published_past_end;
+    if below_cut || hinted || (beyond > 0 && !in_flight) {
         let damage = Damage {
             offset: offset as u64,
             lsn,
@@ -522,10 +525,14 @@ pub struct Gap {
 /// would discard as a torn tail is not visited: the entries of a batch whose end is refused at
 /// the end of the log, and valid entries after the last refused one that could be the remains
 /// of appends in flight with it (the rule of [`assess`]). Those were never acknowledged.
+///
+/// Past a clean end, valid entries below `published` (the reader area's published LSN,
+/// [`torn_past_end`]) were acknowledged: they are visited, and the end is a gap.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
     slot: &Slot,
+    published: Lsn,
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> (Vec<Gap>, u64) {
     let mut gaps = Vec::new();
@@ -556,7 +563,7 @@ pub(crate) fn salvage(
         };
         let (next, _) = continuation_and_length(image, salt, slot, crcs, at, w.stop_lsn);
         let next = next.filter(|&(q, l)| {
-            if w.stop_lsn < slot.cut_lsn {
+            if w.stop_lsn < slot.cut_lsn || (clean && l < published) {
                 return true;
             }
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {

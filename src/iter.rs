@@ -656,7 +656,8 @@ impl<M: Media> Log<M> {
         let slot = self.writer.lock().slot;
         // (It reads the whole data area.)
         self.pmem.media().read_ahead(0, cap);
-        Ok(damage::salvage(image, self.sb.salt, &slot, visit).0)
+        let published = crate::recover::published(image);
+        Ok(damage::salvage(image, self.sb.salt, &slot, published, visit).0)
     }
 }
 

@@ -185,7 +185,7 @@ pub(crate) fn damage_versus_torn_tail(
     } = damage::assess(image, sb.salt, slot, scan);
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
     let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && found.is_some() {
-        damage::salvage(image, sb.salt, slot, |_, _| {})
+        damage::salvage(image, sb.salt, slot, published(image), |_, _| {})
     } else {
         (Vec::new(), 0)
     };

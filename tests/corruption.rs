@@ -563,6 +563,34 @@ fn first_after_wrap(offs: &[(u64, u64)]) -> usize {
         .expect("the live entries wrap")
 }
 
+/// Zeros over the start of the second-to-last entry, with the last after it, both published:
+/// the one entry past the end could be the rest of an interrupted batch (rule 2's exception)
+/// were it not published. It is: damage, and no open drops or wipes it; the salvage copies it.
+#[test]
+fn a_published_entry_past_zeros_is_never_taken_for_the_rest_of_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, offs) = make_log(dir.path(), "second-to-last.dax", false);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 8], offs[N as usize - 2]).unwrap();
+    drop(f);
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        let (offset, lsn, beyond, _) = judged(&path, mode).expect_err("damage");
+        assert_eq!(
+            (offset, lsn, beyond),
+            (offs[N as usize - 2], N - 1, 1),
+            "{mode:?}"
+        );
+    }
+    assert!(Log::open(&path, &Options::new()).is_err());
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    assert_eq!(log.recovery().gaps.len(), 1);
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(gaps, log.recovery().gaps);
+    let want: Vec<u64> = (1..=N).filter(|&l| l != N - 1).collect();
+    assert_eq!(rescued, want);
+}
+
 /// A log created over media that held another log (`Log::create_on`) clears that log's
 /// published LSN durably before anything else: recovery takes entries below it for
 /// acknowledged ones, and the new log's own entries lie below the old log's.
