@@ -504,19 +504,7 @@ pub(crate) fn scan(
         torn_start
     };
     let torn_bytes = match state {
-        TailState::Torn { .. } => {
-            let claimed = if pos + HEADER_LEN <= area_end {
-                let h = EntryHeader::decode(&image[pos..pos + HEADER_LEN]);
-                if (h.len as usize) <= area_end - pos - HEADER_LEN {
-                    h.entry_len()
-                } else {
-                    HEADER_LEN
-                }
-            } else {
-                area_end.saturating_sub(pos)
-            };
-            (pos - torn_start + claimed) as u64
-        }
+        TailState::Torn { .. } => (pos - torn_start + claimed_at(image, pos, area_end)) as u64,
         _ => 0,
     };
     finish(slot, start_lsn, w, state, torn_bytes, torn_start)
@@ -535,30 +523,32 @@ impl Scan {
         self.state = TailState::Torn { reason };
         self.refused = at;
     }
-}
 
-impl Scan {
     /// Makes this scan's clean end a torn tail at the same place, refused for `reason`
     /// ([`crate::damage::torn_past_end`]): judged, reported, refused by `Strict`, wiped by a
     /// writable open as any other.
     pub(crate) fn torn_at_end(&mut self, image: &[u8], slot: &Slot, reason: &'static str) {
         let (at, head) = (self.stop, slot.head_offset as usize);
         let area_end = if at >= head { image.len() } else { head };
-        let claimed = if at + HEADER_LEN <= area_end {
-            let h = EntryHeader::decode(&image[at..at + HEADER_LEN]);
-            let fits = (h.len as usize) <= area_end - at - HEADER_LEN;
-            if fits {
-                h.entry_len()
-            } else {
-                HEADER_LEN
-            }
-        } else {
-            area_end.saturating_sub(at)
-        };
-        self.torn_bytes = claimed as u64;
+        self.torn_bytes = claimed_at(image, at, area_end) as u64;
         self.torn_start = at;
         self.state = TailState::Torn { reason };
         self.refused = at;
+    }
+}
+
+/// The bytes the refused entry at `pos` claims in its area (ending at `area_end`): its length
+/// if it fits, else its header, or what is left of the area.
+fn claimed_at(image: &[u8], pos: usize, area_end: usize) -> usize {
+    if pos + HEADER_LEN <= area_end {
+        let h = EntryHeader::decode(&image[pos..pos + HEADER_LEN]);
+        if (h.len as usize) <= area_end - pos - HEADER_LEN {
+            h.entry_len()
+        } else {
+            HEADER_LEN
+        }
+    } else {
+        area_end.saturating_sub(pos)
     }
 }
 
