@@ -1918,6 +1918,67 @@ fn a_length_bit_set_behind_earlier_damage_does_not_hide_the_entries_after_it() {
 /// next (which then claims 32 MiB): a salvage lists every gap and copies every other entry,
 /// however much the damaged lengths claim in all. (A budget of bytes checksummed per salvage,
 /// briefly tried, ran out here and ended the salvage early, silently.)
+/// A salvage has no budget of bytes to run out of. Ten damaged entries (a payload bit, and two
+/// high bits set in the length, so no repair works) whose failed repairs each checksum tens of
+/// MiB of zero payloads, then an entry of 20 MiB with one length bit set, whose claim covers the
+/// ten entries after it: its repair still finds where it ends, so the salvage lists it as a gap
+/// and copies those ten. (Under a budget of 256 MiB read per salvage, the failed repairs spent
+/// it, and the ten were left out without a gap.)
+#[test]
+fn a_salvage_has_no_budget_that_failed_repairs_can_spend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("budget.dax");
+    let log = Log::create(&path, &Options::new().capacity(64 << 20)).unwrap();
+    let block = vec![0u8; 64 << 10];
+    while log.used_bytes() < 31 << 20 {
+        log.append(&block).unwrap();
+    }
+    let v = log.append(&vec![0u8; 20 << 20]).unwrap();
+    for _ in 0..10 {
+        log.append(&block).unwrap();
+    }
+    let last = log.next_lsn() - 1;
+    drop(log);
+    let entries = layout(&path);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len_at = |off: u64| {
+        let mut b = [0u8; 4];
+        f.read_exact_at(&mut b, off + 4).unwrap();
+        u32::from_le_bytes(b)
+    };
+    let mut damaged = Vec::new();
+    let mut next_at = 17u64 << 20;
+    for &(off, lsn) in &entries {
+        if lsn < v && off >= next_at && damaged.len() < 10 {
+            let len = len_at(off) + (1 << 24) + (1 << 25);
+            f.write_all_at(&len.to_le_bytes(), off + 4).unwrap();
+            f.write_all_at(&[1], off + HEADER_LEN as u64 + 1000)
+                .unwrap();
+            damaged.push(lsn);
+            next_at = off + (1400 << 10);
+        }
+    }
+    assert_eq!(damaged.len(), 10);
+    let &(at, _) = entries.iter().find(|e| e.1 == v).unwrap();
+    let len = len_at(at) | 1 << 21;
+    f.write_all_at(&len.to_le_bytes(), at + 4).unwrap();
+    drop(f);
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    let firsts: Vec<u64> = gaps.iter().map(|g| g.first_lsn).collect();
+    let mut want = damaged.clone();
+    want.push(v);
+    assert_eq!(firsts, want);
+    assert_eq!(gaps.last().unwrap().resume_offset, entries[v as usize].0);
+    let kept: Vec<u64> = (1..=last).filter(|l| !want.contains(l)).collect();
+    assert_eq!(rescued, kept);
+}
+
 #[test]
 fn many_damaged_entries_claiming_much_do_not_end_a_salvage_early() {
     const M: u64 = 900;
