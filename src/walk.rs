@@ -101,9 +101,14 @@ pub(crate) fn check_entry(
     salt: u32,
     slot: &Slot,
 ) -> Result<EntryHeader, Refusal> {
-    check_entry_by(image, pos, limit, expect, slot, |from, to| {
-        format::payload_crc(salt, &image[from..to])
-    })
+    check_entry_by(image, pos, limit, expect, slot, direct_crc(image, salt))
+}
+
+/// The payload checksum of `image[from..to]` computed from its bytes ([`format::payload_crc`]),
+/// as [`check_entry_by`] and [`walk_visit_by`] take it.
+#[inline(always)]
+fn direct_crc(image: &[u8], salt: u32) -> impl Fn(usize, usize) -> u32 + '_ {
+    move |from, to| format::payload_crc(salt, &image[from..to])
 }
 
 /// [`check_entry`], with `payload_crc(from, to)` giving the checksum of the payload at
@@ -201,7 +206,7 @@ fn walk_ahead(
         start_lsn,
         until,
         |_, _, _| {},
-        |a, b| format::payload_crc(salt, &image[a..b]),
+        direct_crc(image, salt),
         |pos| {
             let ask = match last {
                 None => Some(read_ahead_start(pos)),
@@ -256,8 +261,15 @@ pub(crate) fn walk_visit(
     start_lsn: Lsn,
     visit: impl FnMut(Lsn, usize, &EntryHeader),
 ) -> Walk {
-    let crc = |a, b| format::payload_crc(salt, &image[a..b]);
-    walk_visit_by(image, salt, slot, start, start_lsn, visit, crc)
+    walk_visit_by(
+        image,
+        salt,
+        slot,
+        start,
+        start_lsn,
+        visit,
+        direct_crc(image, salt),
+    )
 }
 
 /// [`walk_visit`], with the checksums of entries too long to be checked in pairs by
