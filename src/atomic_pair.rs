@@ -2,11 +2,12 @@
 //! stand-in under the loom model checker.
 
 /// True if this CPU has `CMPXCHG16B` (CPUID leaf 1, ECX bit 13), which [`AtomicPair`] needs.
-/// Every x86-64 CPU since 2006 has it.
+/// Every x86-64 CPU since 2006 has it. (The standard library reads CPUID once and caches
+/// it: in a virtual machine each CPUID traps to the hypervisor.)
 pub fn has_cmpxchg16b() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::x86_64::__cpuid(1).ecx & (1 << 13) != 0
+        std::is_x86_feature_detected!("cmpxchg16b")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false

@@ -13,7 +13,8 @@ impl Evictor {
     /// This CPU's evicting instruction; `None` without cache flushes.
     pub fn new() -> Option<Self> {
         supported()
-            .into_iter()
+            .iter()
+            .copied()
             .find(|p| *p != Persistence::Clwb)
             .map(Evictor)
     }

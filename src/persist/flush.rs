@@ -11,8 +11,14 @@ use super::kind::Persistence;
 /// Bytes in a cache line on every x86-64 CPU (Intel SDM vol. 3A, 11.5.3).
 pub const CACHE_LINE: usize = 64;
 
-/// The flush instructions this CPU supports, best first.
-pub fn supported() -> Vec<Persistence> {
+/// The flush instructions this CPU supports, best first (read from CPUID once: in a virtual
+/// machine each CPUID is a trap to the hypervisor, microseconds every open would pay).
+pub fn supported() -> &'static [Persistence] {
+    static SUPPORTED: std::sync::OnceLock<Vec<Persistence>> = std::sync::OnceLock::new();
+    SUPPORTED.get_or_init(detect)
+}
+
+fn detect() -> Vec<Persistence> {
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
@@ -191,7 +197,7 @@ mod tests {
     #[test]
     fn every_supported_flush_runs() {
         let buf = vec![1u8; 300];
-        for m in supported() {
+        for &m in supported() {
             // SAFETY: the buffer is live and the instruction is supported.
             unsafe { flush_range(m, buf.as_ptr().wrapping_add(3), 290) };
             fence(m);
