@@ -64,11 +64,14 @@ pub enum Mutant {
     /// In the CPU-flush modes the barrier of a reservation stored non-temporally does not write
     /// back the partly covered lines at its edges, which were stored cached.
     NtEdgeNoFlush = 19,
+    /// `truncate_after` lowers the reader area's published LSN but does not write it back
+    /// before its slot: a crash can keep the new slot and the old, higher published LSN.
+    SuffixPublishedNotFlushed = 20,
 }
 
 impl Mutant {
     /// Every mutant, [`Mutant::None`] excluded.
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 20] = [
         Mutant::SkipLastLineFlush,
         Mutant::SkipFence,
         Mutant::FlushHeaderOnly,
@@ -88,6 +91,7 @@ impl Mutant {
         Mutant::GroupSyncNoMarker,
         Mutant::MsyncNtNoFence,
         Mutant::NtEdgeNoFlush,
+        Mutant::SuffixPublishedNotFlushed,
     ];
 }
 

@@ -11,6 +11,18 @@
 //! alone missing (or cut short) and every unit alone present; every program-order prefix of all
 //! the pending pieces; with at most [`GenConfig::pairs`] units, every pair of units missing
 //! together and present together; all-or-nothing per cache line; and a seeded random sample.
+//!
+//! The reader area's published LSN ([`crate::Op::Publish`]) is the exception. Its word is
+//! stored at every publication and flushed by no append, so its pending stores grow with the
+//! run: as a unit it would multiply every crash point's images by the appends made so far. It
+//! is a *side word* instead: of its possible values (its durable one, or the last of any
+//! prefix of its pending stores), the lowest and the highest give the extremes of what
+//! recovery does (it compares the value with the log's LSNs: FORMAT.md section 7, rule 4, a
+//! clean end below it is damage; a writable open syncs again from it when it lies at or below
+//! the cut), so every image takes one of those two. Where the images with both values number
+//! at most [`GenConfig::both_limit`], every image of the other units comes with each; above,
+//! each takes one of the two, chosen by a hash of the rest of the image (so both occur at such
+//! a crash point, and the same bytes always come with the same value).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,6 +44,9 @@ pub struct GenConfig {
     /// Up to this many units, every pair of units missing together and present together is
     /// added to a sample.
     pub pairs: usize,
+    /// Where the images with both the lowest and the highest possible published LSN number at
+    /// most this many, every image is taken with each; above, with one of them.
+    pub both_limit: u64,
 }
 
 impl Default for GenConfig {
@@ -41,6 +56,7 @@ impl Default for GenConfig {
             random: 64,
             structured: 64,
             pairs: 32,
+            both_limit: 64,
         }
     }
 }
@@ -90,11 +106,71 @@ impl Unit {
     }
 }
 
+/// The word of the reader area's published LSN.
+const SIDE_WORD: usize = daxlog::format::PUBLISHED_OFFSET / WORD;
+
+/// The unit index of the published word's pieces in [`CrashImages::place`].
+const SIDE: u32 = u32::MAX;
+
+/// The published word's outcomes: how many of its pending pieces persisted, for its lowest
+/// possible value and its highest.
+#[derive(Clone, Copy, Debug, Default)]
+struct Side {
+    /// Pending pieces of the word.
+    pieces: u32,
+    lo: u32,
+    hi: u32,
+    /// The values themselves.
+    values: (u64, u64),
+    /// Every image comes with both (else each with one).
+    both: bool,
+}
+
+impl Side {
+    /// True if the two extremes differ (else the word's outcome is fixed at `hi`).
+    fn varies(&self) -> bool {
+        self.values.0 != self.values.1
+    }
+
+    /// The outcome for an image whose other words hash to `rest` (see [`image_hash`]) when
+    /// each image takes one value. Chosen by the rest of the image, so that an image recurs
+    /// whole, with the same published LSN, at the next crash point when a store lies between
+    /// the two (`suite::runner` skips a crash point right after a publication for that
+    /// reason), and the same bytes never come with both values but where [`Side::both`] says.
+    fn by_content(&self, rest: u64) -> u32 {
+        if self.varies() && rest & 1 == 1 {
+            self.lo
+        } else {
+            self.hi
+        }
+    }
+}
+
+/// In a choice, the published word's outcome left to [`Side::by_content`].
+const BY_CONTENT: u32 = u32::MAX;
+
+/// A 64-bit hash of a crash image (a multiply-xorshift over its words; images differ in a few
+/// words, which this spreads over the whole hash).
+fn image_hash(img: &[u8]) -> u64 {
+    let mut h: u64 = img.len() as u64;
+    let (words, rest) = img.as_chunks::<8>();
+    for w in words {
+        h = (h ^ u64::from_le_bytes(*w)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    for &b in rest {
+        h = (h ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    h ^ (h >> 32)
+}
+
 /// The possible durable images at one crash point (see the module documentation).
 pub struct CrashImages<'a> {
     state: &'a PmemState,
-    /// For each pending piece, in program order: its unit and its rank in the unit.
+    /// For each pending piece, in program order: its unit and its rank in the unit ([`SIDE`]
+    /// and its rank among the published word's pieces for those).
     place: Vec<(u32, u32)>,
+    side: Side,
     /// Pieces per unit.
     sizes: Vec<u32>,
     units: Vec<Unit>,
@@ -107,7 +183,7 @@ impl PmemState {
     /// The durable images a crash right now could leave, under `model`. `seed` drives the
     /// random sample (used only when there are too many images to enumerate).
     pub fn crash_images(&self, model: Model, cfg: &GenConfig, seed: u64) -> CrashImages<'_> {
-        let mut ci = self.units(model, cfg.exhaustive_limit);
+        let mut ci = self.units(model, cfg.exhaustive_limit, cfg.both_limit);
         if ci.exhaustive.is_none() {
             ci.sampled = ci.sample(cfg, seed);
         }
@@ -117,15 +193,43 @@ impl PmemState {
     /// All the outcomes under `model`, without enumerating or sampling them: for drawing single
     /// random images cheaply with [`CrashImages::random_choice`].
     pub fn crash_units(&self, model: Model) -> CrashImages<'_> {
-        self.units(model, 0)
+        self.units(model, 0, 0)
     }
 
-    fn units(&self, model: Model, exhaustive_limit: u64) -> CrashImages<'_> {
+    fn units(&self, model: Model, exhaustive_limit: u64, both_limit: u64) -> CrashImages<'_> {
         let mut index: HashMap<Unit, u32, BuildHasherDefault<FastHash>> = HashMap::default();
         let mut units = Vec::new();
         let mut sizes: Vec<u32> = Vec::new();
         let mut place = Vec::with_capacity(self.pending().len());
+        let at = SIDE_WORD * WORD;
+        // (An image too small to hold the word has no pieces of it either.)
+        let mut word: [u8; WORD] = self
+            .durable()
+            .get(at..at + WORD)
+            .map_or([0; WORD], |w| w.try_into().expect("a word"));
+        let first = u64::from_le_bytes(word);
+        let mut side = Side {
+            values: (first, first),
+            ..Side::default()
+        };
         for p in self.pending() {
+            if p.word == SIDE_WORD {
+                place.push((SIDE, side.pieces));
+                side.pieces += 1;
+                for (i, b) in word.iter_mut().enumerate() {
+                    if p.mask & (1 << i) != 0 {
+                        *b = p.bytes[i];
+                    }
+                }
+                let v = u64::from_le_bytes(word);
+                if v < side.values.0 {
+                    (side.lo, side.values.0) = (side.pieces, v);
+                }
+                if v > side.values.1 {
+                    (side.hi, side.values.1) = (side.pieces, v);
+                }
+                continue;
+            }
             let key = unit_of(model, p);
             let u = *index.entry(key).or_insert_with(|| {
                 units.push(key);
@@ -142,9 +246,14 @@ impl PmemState {
                 break;
             }
         }
+        side.both = side.varies() && total.saturating_mul(2) <= both_limit.min(exhaustive_limit);
+        if side.both {
+            total *= 2;
+        }
         CrashImages {
             state: self,
             place,
+            side,
             sizes,
             units,
             exhaustive: (total <= exhaustive_limit).then_some(total),
@@ -187,7 +296,7 @@ impl CrashImages<'_> {
     /// alone lost.
     pub fn random_choice(&self, rng: &mut Rng) -> Vec<u32> {
         let n = self.sizes.len();
-        match rng.below(6) {
+        let mut c: Vec<u32> = match rng.below(6) {
             4 if n > 0 => {
                 let u = rng.below(n as u64) as usize;
                 (0..n)
@@ -205,19 +314,25 @@ impl CrashImages<'_> {
                 .iter()
                 .map(|&s| random_outcome(rng, kind, s))
                 .collect(),
-        }
+        };
+        c.push(if rng.chance(1, 2) {
+            self.side.lo
+        } else {
+            self.side.hi
+        });
+        c
     }
 
     /// The image of the outcomes `choice` (one per unit).
     pub fn image_of(&self, choice: &[u32]) -> Vec<u8> {
         let mut v = Vec::new();
-        self.build(choice, &mut v);
+        self.build(choice, &mut v, false);
         v
     }
 
     /// What the outcomes `choice` leave out.
     pub fn describe_of(&self, choice: &[u32]) -> String {
-        self.describe_choice(choice, "random")
+        self.describe_choice(&self.resolved(choice.to_vec()), "random")
     }
 
     /// Number of images.
@@ -238,18 +353,36 @@ impl CrashImages<'_> {
         self.exhaustive.is_some()
     }
 
+    /// True if every image comes with both the lowest and the highest possible published LSN
+    /// (else each with one of them, chosen by the rest of the image).
+    pub fn takes_both_published(&self) -> bool {
+        self.side.both
+    }
+
     /// Number of independent units (words, lines or pages with pending stores).
     pub fn units(&self) -> usize {
         self.units.len()
     }
 
-    /// The outcome of every unit in image `i`: how many of its pieces persisted.
+    /// The outcome of every unit in image `i`: how many of its pieces persisted (and last,
+    /// how many of the published word's, or [`BY_CONTENT`]).
     pub fn choice(&self, i: usize) -> Vec<u32> {
-        match self.exhaustive {
+        let (mut c, side) = match self.exhaustive {
             Some(n) => {
                 assert!((i as u64) < n, "image index out of range");
                 let mut rest = i as u64;
-                self.sizes
+                let side = if self.side.both {
+                    rest /= 2;
+                    Some(if i % 2 == 1 {
+                        self.side.lo
+                    } else {
+                        self.side.hi
+                    })
+                } else {
+                    None
+                };
+                let c: Vec<u32> = self
+                    .sizes
                     .iter()
                     .map(|&s| {
                         let r = s as u64 + 1;
@@ -257,10 +390,13 @@ impl CrashImages<'_> {
                         rest /= r;
                         c as u32
                     })
-                    .collect()
+                    .collect();
+                (c, side)
             }
-            None => self.sampled[i].clone(),
-        }
+            None => (self.sampled[i].clone(), None),
+        };
+        c.push(side.unwrap_or(BY_CONTENT));
+        c
     }
 
     /// Image `i`.
@@ -270,20 +406,55 @@ impl CrashImages<'_> {
         v
     }
 
-    /// Image `i`, written into `buf` (replacing its contents).
-    pub fn image_into(&self, i: usize, buf: &mut Vec<u8>) {
+    /// Image `i`, written into `buf` (replacing its contents). Returns a 64-bit hash of it
+    /// (equal images, equal hashes).
+    pub fn image_into(&self, i: usize, buf: &mut Vec<u8>) -> u64 {
         let choice = self.choice(i);
-        self.build(&choice, buf);
+        self.build(&choice, buf, true).1
     }
 
-    fn build(&self, choice: &[u32], buf: &mut Vec<u8>) {
+    /// Builds the image of `choice` into `buf`. Returns the published word's outcome and, if
+    /// `hash`, a hash of the image: of the rest of it and the published word's value (the rest
+    /// is the image with that word's durable value, so equal images have equal hashes).
+    fn build(&self, choice: &[u32], buf: &mut Vec<u8>, hash: bool) -> (u32, u64) {
         buf.clear();
         buf.extend_from_slice(self.state.durable());
-        for (p, &(u, rank)) in self.state.pending().iter().zip(&self.place) {
-            if rank < choice[u as usize] {
+        let pieces = self.state.pending().iter().zip(&self.place);
+        for (p, &(u, rank)) in pieces.clone() {
+            if u != SIDE && rank < choice[u as usize] {
                 p.apply(buf);
             }
         }
+        let side = choice[self.sizes.len()];
+        let rest = if hash || side == BY_CONTENT {
+            image_hash(buf)
+        } else {
+            0
+        };
+        let side = match side {
+            BY_CONTENT => self.side.by_content(rest),
+            c => c,
+        };
+        if self.side.pieces > 0 {
+            for (p, &(u, rank)) in pieces {
+                if u == SIDE && rank < side {
+                    p.apply(buf);
+                }
+            }
+        }
+        let at = SIDE_WORD * WORD;
+        let word = buf
+            .get(at..at + WORD)
+            .map_or(0, |w| u64::from_le_bytes(w.try_into().expect("a word")));
+        let h = (rest ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (side, h ^ (h >> 29))
+    }
+
+    /// `choice` with the published word's outcome resolved.
+    fn resolved(&self, mut choice: Vec<u32>) -> Vec<u32> {
+        let (side, _) = self.build(&choice, &mut Vec::new(), false);
+        *choice.last_mut().expect("the published word's outcome") = side;
+        choice
     }
 
     /// What image `i` leaves out: the units not wholly persisted, with how many of their
@@ -294,7 +465,7 @@ impl CrashImages<'_> {
         } else {
             "sampled"
         };
-        let d = self.describe_choice(&self.choice(i), kind);
+        let d = self.describe_choice(&self.resolved(self.choice(i)), kind);
         format!("image {i}/{} {d}", self.len())
     }
 
@@ -307,8 +478,22 @@ impl CrashImages<'_> {
             .filter(|((_, &s), &c)| c < s)
             .map(|((u, s), c)| format!("{} {c}/{s}", u.describe()))
             .collect();
+        let side = &self.side;
+        let published = if side.varies() {
+            let (which, v) = if choice[self.sizes.len()] == side.lo {
+                ("lowest", side.values.0)
+            } else {
+                ("highest", side.values.1)
+            };
+            format!(
+                "; published LSN {v} ({which} of {}..={})",
+                side.values.0, side.values.1
+            )
+        } else {
+            String::new()
+        };
         if partial.is_empty() {
-            return format!("({kind}): every pending store persisted");
+            return format!("({kind}): every pending store persisted{published}");
         }
         let shown = partial.len().min(16);
         let more = if partial.len() > shown {
@@ -317,7 +502,7 @@ impl CrashImages<'_> {
             String::new()
         };
         format!(
-            "({kind}), {} units pending, not (wholly) persisted: {}{more}",
+            "({kind}), {} units pending, not (wholly) persisted: {}{more}{published}",
             self.units.len(),
             partial[..shown].join(", ")
         )
@@ -353,7 +538,7 @@ impl CrashImages<'_> {
         // Every program-order prefix of all pending pieces.
         let mut c = zero.clone();
         push(c.clone());
-        for &(u, _) in &self.place {
+        for &(u, _) in self.place.iter().filter(|&&(u, _)| u != SIDE) {
             c[u as usize] += 1;
             push(c.clone());
         }
@@ -376,7 +561,7 @@ impl CrashImages<'_> {
         let mut line_of: Vec<usize> = Vec::new();
         let mut lines: Vec<usize> = Vec::new();
         for (i, &(u, rank)) in self.place.iter().enumerate() {
-            if rank == 0 {
+            if rank == 0 && u != SIDE {
                 let l = self.state.pending()[i].line();
                 let li = match lines.iter().position(|&x| x == l) {
                     Some(li) => li,
@@ -477,6 +662,72 @@ mod tests {
             s.crash_images(Model::Line, &GenConfig::default(), 1).len(),
             16
         );
+    }
+
+    fn published(img: &[u8]) -> u64 {
+        let at = daxlog::format::PUBLISHED_OFFSET;
+        u64::from_le_bytes(img[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn the_published_word_takes_its_lowest_and_highest_values() {
+        let mut s = PmemState::new(vec![0; 8192], Persistence::Clwb);
+        for lsn in [5, 9, 3] {
+            s.apply(&Op::Publish { lsn });
+        }
+        // One other word pending: two images, each with both values (0 durable, 9 pending;
+        // 5 and 3 lie between).
+        s.apply(&Op::Store {
+            off: 4096,
+            data: vec![1; 8],
+        });
+        let imgs = s.crash_images(Model::Strict, &GenConfig::default(), 1);
+        assert!(imgs.takes_both_published());
+        let got: HashSet<(u64, u8)> = (0..imgs.len())
+            .map(|i| {
+                let img = imgs.image(i);
+                (published(&img), img[4096])
+            })
+            .collect();
+        let want: HashSet<(u64, u8)> = [(0, 0), (9, 0), (0, 1), (9, 1)].into_iter().collect();
+        assert_eq!(got, want);
+        assert_eq!(imgs.len(), 4);
+
+        // Many other words: each image takes one value, chosen by the rest of the image, and
+        // both occur; equal images hash equal.
+        s.apply(&Op::Store {
+            off: 4104,
+            data: vec![2; 64],
+        });
+        let imgs = s.crash_images(Model::Strict, &GenConfig::default(), 1);
+        assert!(imgs.is_exhaustive() && !imgs.takes_both_published());
+        assert_eq!(imgs.len(), 1 << 9);
+        let mut by_rest: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut buf = Vec::new();
+        for i in 0..imgs.len() {
+            let h = imgs.image_into(i, &mut buf);
+            let p = published(&buf);
+            assert!(p == 0 || p == 9, "published {p}");
+            seen.insert(p);
+            let mut rest = buf.clone();
+            rest[daxlog::format::PUBLISHED_OFFSET..][..8].fill(0);
+            assert_eq!(*by_rest.entry(rest).or_insert(p), p);
+            assert_eq!(h, imgs.image_into(i, &mut Vec::new()));
+        }
+        assert_eq!(seen.len(), 2);
+        // Described with the value taken.
+        assert!(imgs.describe(0).contains("published LSN"));
+
+        // Made durable (a suffix truncation's flush and drain): one value, the last.
+        s.apply(&Op::Flush {
+            off: daxlog::format::PUBLISHED_OFFSET,
+            len: 8,
+        });
+        s.apply(&Op::Drain);
+        let imgs = s.crash_images(Model::Line, &GenConfig::default(), 1);
+        assert!(!imgs.takes_both_published());
+        assert!((0..imgs.len()).all(|i| published(&imgs.image(i)) == 3));
     }
 
     #[test]

@@ -83,6 +83,16 @@ pub enum Op {
         /// Length in bytes.
         len: usize,
     },
+    /// The reader area's published LSN stored (`Media::publish_for_readers`, or the failure
+    /// floor a failed drain lowers it to): an ordinary cached store of its word at
+    /// `daxlog::format::PUBLISHED_OFFSET`, which nothing flushes but a suffix truncation (and
+    /// `create_on`, which clears it). Recovery reads it (FORMAT.md section 7, rule 4, and the
+    /// range a writable open syncs again), so crash images carry its possible values; see
+    /// `images.rs` for how they are chosen.
+    Publish {
+        /// The value stored.
+        lsn: u64,
+    },
 }
 
 impl Op {
@@ -97,6 +107,7 @@ impl Op {
             Op::DrainFailed => "failed drain".to_string(),
             Op::WritebackFailed { off, len } => format!("failed write-back {off}+{len}"),
             Op::Rewrite { off, len } => format!("rewrite {off}+{len}"),
+            Op::Publish { lsn } => format!("publish {lsn}"),
         }
     }
 }
@@ -330,14 +341,14 @@ impl Inner {
         v
     }
 
-    /// Stores the reader area's published LSN, untraced, under the trace lock.
+    /// Stores the reader area's published LSN and records it ([`Op::Publish`]).
     fn store_published(&self, lsn: u64) {
-        let _guard = self.lock_trace();
         let at = daxlog::format::PUBLISHED_OFFSET;
         // SAFETY: the word lies in the metadata page, inside the image; the engine never
         // lends it as a slice while writing (only the open reads it, before any publication),
-        // and snapshots hold the trace lock, as we do.
-        unsafe { std::ptr::copy_nonoverlapping(lsn.to_le_bytes().as_ptr(), self.ptr(at), 8) };
+        // and publications are ordered among themselves by the engine (`MmapMedia` stores the
+        // word atomically; here the trace lock orders the copies).
+        unsafe { self.write(at, &lsn.to_le_bytes(), Op::Publish { lsn }) };
     }
 
     fn ptr(&self, off: usize) -> *mut u8 {
@@ -509,10 +520,9 @@ impl Media for SimMedia {
         }
     }
 
-    /// The published LSN in the image, untraced (it is not a persistent structure: the crash
-    /// images hold the value of the image the run started from, the open that follows in the
-    /// same page cache the current one), and held at the failure floor once a drain failed,
-    /// as `MmapMedia` does.
+    /// The published LSN in the image, recorded as [`Op::Publish`] (a cached store that only
+    /// a suffix truncation flushes: a crash image may hold any value it had since then), and
+    /// held at the failure floor once a drain failed, as `MmapMedia` does.
     fn publish_for_readers(&self, next_lsn: u64) {
         let floor = self
             .floor

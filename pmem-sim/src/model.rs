@@ -227,6 +227,11 @@ impl PmemState {
                 }
                 self.split(*off, data, matches!(op, Op::StoreNt { .. }), tid);
             }
+            Op::Publish { lsn } => {
+                let off = daxlog::format::PUBLISHED_OFFSET;
+                self.revive(off / PAGE, off / PAGE);
+                self.split(off, &lsn.to_le_bytes(), false, tid);
+            }
             Op::Rewrite { off, len } => {
                 if *len > 0 {
                     self.revive(off / PAGE, (off + len - 1) / PAGE);

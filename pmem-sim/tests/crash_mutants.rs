@@ -42,6 +42,7 @@ fn targets(m: Mutant) -> &'static [&'static str] {
         Mutant::LargeBatchNoContinues => &["batch"],
         Mutant::GroupSyncNoMarker => &["msync-marker-page"],
         Mutant::MsyncNtNoFence => &["msync-nt-group", "concurrent", "concurrent-checkpoint"],
+        Mutant::SuffixPublishedNotFlushed => &["truncate-suffix", "suffix-revival"],
     }
 }
 

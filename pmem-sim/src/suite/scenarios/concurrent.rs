@@ -370,6 +370,9 @@ fn wrapped_syncs(r: &Runner, si: usize) -> u64 {
     let mut last: std::collections::HashMap<u8, Vec<&Op>> = Default::default();
     let mut n = 0;
     for (i, op) in seg.run.ops.iter().enumerate() {
+        if matches!(op, Op::Publish { .. }) {
+            continue;
+        }
         let mine = last.entry(seg.run.thread_of(i)).or_default();
         mine.push(op);
         if let [.., Op::Flush { off: a, .. }, Op::Drain, Op::Flush { off: b, .. }, Op::Drain] =
