@@ -341,8 +341,16 @@ pub(crate) struct Assessment {
     pub torn_entries: u64,
 }
 
-/// Decides whether the end the scan found is damage rather than a torn tail.
-pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Assessment {
+/// Decides whether the end the scan found is damage rather than a torn tail. `published` is
+/// the reader area's published LSN ([`torn_past_end`]): valid entries after the refused one
+/// with LSNs below it were acknowledged, so no append in flight explains them.
+pub(crate) fn assess(
+    image: &[u8],
+    salt: u32,
+    slot: &Slot,
+    scan: &Scan,
+    published: Lsn,
+) -> Assessment {
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
     // the batch before it are discarded with it, but they are not the damage), or the first
     // after a wrap (`Scan::refused`, or refused there behind a clean end). Salvage names the
@@ -372,6 +380,9 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
         }
         None => (0, None, false),
     };
+    // (Entries after it below the published LSN were acknowledged, and the refused entry
+    // before them with them: published entries are durable, published in LSN order.)
+    let acknowledged = cont.is_some_and(|(_, l)| l < published);
     let below_cut = lsn < slot.cut_lsn;
     // A tail hint names an entry that was durable when the slot was written: one refused at
     // or before it was acknowledged too.
@@ -380,9 +391,7 @@ pub(crate) fn assess(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> Asses
     // payload made with the salt can make an interrupted append look like that, and a crash
     // must not make the log unopenable. The repair only finds where the entry ends, so that
     // the wrong length does not hide the entries after it.)
-    // (Entries found past a clean end below the published LSN were acknowledged: no batch in
-    // flight can explain them.)
-    let in_flight = rest_of_one_batch && !scan.published_past_end;
+    let in_flight = rest_of_one_batch && !acknowledged;
     if below_cut || hinted || (beyond > 0 && !in_flight) {
         let damage = Damage {
             offset: offset as u64,
@@ -526,8 +535,9 @@ pub struct Gap {
 /// the end of the log, and valid entries after the last refused one that could be the remains
 /// of appends in flight with it (the rule of [`assess`]). Those were never acknowledged.
 ///
-/// Past a clean end, valid entries below `published` (the reader area's published LSN,
-/// [`torn_past_end`]) were acknowledged: they are visited, and the end is a gap.
+/// Valid entries below `published` (the reader area's published LSN, [`torn_past_end`])
+/// were acknowledged: past a refused entry or a clean end, they are visited, and the end is a
+/// gap.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
@@ -563,7 +573,7 @@ pub(crate) fn salvage(
         };
         let (next, _) = continuation_and_length(image, salt, slot, crcs, at, w.stop_lsn);
         let next = next.filter(|&(q, l)| {
-            if w.stop_lsn < slot.cut_lsn || (clean && l < published) {
+            if w.stop_lsn < slot.cut_lsn || l < published {
                 return true;
             }
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {

@@ -467,7 +467,6 @@ impl<M: Media> Log<M> {
             stop: DATA_OFFSET,
             stop_lsn: first,
             refused: DATA_OFFSET,
-            published_past_end: false,
         };
         Ok(Self::assemble(
             pmem, sb, slot, scan, opts, false, report, path, zeroed,
@@ -556,7 +555,6 @@ impl<M: Media> Log<M> {
             } else {
                 scan.torn_at_end(image, &slot, reason);
             }
-            scan.published_past_end = true;
         }
         if read_ahead && matches!(scan.state, walk::TailState::Torn { .. }) {
             // The damage search reads up to `SEARCH_BYTES` past where the scan stopped, and

@@ -182,7 +182,7 @@ pub(crate) fn damage_versus_torn_tail(
     let damage::Assessment {
         damage: found,
         torn_entries,
-    } = damage::assess(image, sb.salt, slot, scan);
+    } = damage::assess(image, sb.salt, slot, scan, published(image));
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
     let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && found.is_some() {
         damage::salvage(image, sb.salt, slot, published(image), |_, _| {})

@@ -66,10 +66,6 @@ pub(crate) struct Scan {
     /// at the end of the log's first part and the entry refused is the wrap's
     /// ([`Scan::torn_at_wrap`]).
     pub refused: usize,
-    /// The end was clean, and entries below the reader area's published LSN lie past it
-    /// ([`crate::damage::torn_past_end`]): they were acknowledged, so rule 2's exception
-    /// (the rest of an interrupted batch) does not apply.
-    pub published_past_end: bool,
 }
 
 /// Why an entry was refused.
@@ -588,7 +584,6 @@ fn finish(
         stop: w.stop,
         refused: w.stop,
         stop_lsn: w.stop_lsn,
-        published_past_end: false,
     }
 }
 

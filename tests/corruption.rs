@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::payload;
 use daxlog::format::{self, EntryHeader, DATA_OFFSET, HEADER_LEN};
-use daxlog::{Error, Log, Options, RecoveryMode, TailState};
+use daxlog::{Error, Log, Lsn, Options, RecoveryMode, TailState};
 
 const N: u64 = 20;
 const LEN: usize = 100; // 124 bytes on media: 4 bytes of padding per entry
@@ -286,6 +286,14 @@ fn judged(path: &Path, mode: RecoveryMode) -> Result<u64, (u64, u64, u64, String
     }
 }
 
+/// The reader area's published LSN set to `next` (the writer published every entry before
+/// it): what a writer that crashed with the appends from `next` on in flight leaves.
+fn set_published(path: &Path, next: Lsn) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&next.to_le_bytes(), format::PUBLISHED_OFFSET as u64)
+        .unwrap();
+}
+
 /// A log appended with `appends` (each a batch of payload lengths), closed.
 fn log_of(path: &Path, capacity: u64, appends: &[&[usize]]) {
     let log = Log::create(path, &Options::new().capacity(capacity)).unwrap();
@@ -301,13 +309,14 @@ fn log_of(path: &Path, capacity: u64, appends: &[&[usize]]) {
     }
 }
 
-/// A length bit set in the append before the last, whole with the bit cleared: the last
-/// append could be the rest of its batch (the exception of rule 2, FORMAT.md section 7), so
-/// it is a torn tail, as for a flipped payload bit there (a payload made with the salt can make
-/// an interrupted append look whole but for its length, and a crash must not make the log
-/// unopenable). The whole entries discarded with it are reported (`torn_entries`), and
-/// `Strict` refuses. Also where the last append wrapped to the start of the data area, whose
-/// end marker is where the repaired length ends.
+/// A length bit set in the append before the last, whole with the bit cleared, after a crash
+/// with both in flight (neither published): the last append could be the rest of its batch
+/// (the exception of rule 2, FORMAT.md section 7), so it is a torn tail, as for a flipped
+/// payload bit there (a payload made with the salt can make an interrupted append look whole
+/// but for its length, and a crash must not make the log unopenable). The whole entries
+/// discarded with it are reported (`torn_entries`), and `Strict` refuses. Also where the last
+/// append wrapped to the start of the data area, whose end marker is where the repaired length
+/// ends. (Published, they are damage: the next test.)
 #[test]
 fn a_flipped_length_bit_before_the_last_append_is_a_reported_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -344,6 +353,7 @@ fn a_flipped_length_bit_before_the_last_append_is_a_reported_torn_tail() {
                 1 << (bit % 8),
             );
             let at = offs[start as usize - 1].0;
+            set_published(&path, start);
             cases.push((format!("{what}, bit {bit}"), path, at, start));
         }
     }
@@ -353,6 +363,7 @@ fn a_flipped_length_bit_before_the_last_append_is_a_reported_torn_tail() {
     assert_eq!(first_after_wrap(&offs), offs.len() - 1);
     let (at, lsn) = offs[offs.len() - 2];
     flip(&path, at + 5, 1);
+    set_published(&path, lsn);
     cases.push((
         "the entry before a wrapped last append".into(),
         path,
@@ -382,6 +393,60 @@ fn a_flipped_length_bit_before_the_last_append_is_a_reported_torn_tail() {
             }
             Ok(n) => panic!("{what}: Strict opened with {n} entries"),
         }
+    }
+}
+
+/// The same damage before published entries: they were acknowledged, so no append in flight
+/// explains them, and the refused entry before them was acknowledged with them: damage, which
+/// no open drops or wipes; a salvage copies every entry but the damaged one.
+#[test]
+fn damage_before_published_entries_is_never_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let singles: Vec<&[usize]> = vec![&[LEN]; 20];
+    let mut then_batch: Vec<&[usize]> = vec![&[LEN]; 10];
+    then_batch.push(&[LEN; 10]);
+    // (The log, the damaged entry, a length bit or a payload byte.)
+    for (what, appends, lsn, length) in [
+        ("entry 19 of 20 singles, its length", &singles, 19u64, true),
+        ("entry 19 of 20 singles, its payload", &singles, 19, false),
+        (
+            "entry 13 of a batch of 11..=20, its length",
+            &then_batch,
+            13,
+            true,
+        ),
+    ] {
+        let path = dir.path().join(format!("{lsn}-{length}.dax"));
+        log_of(&path, 1 << 20, appends);
+        let at = layout(&path)[lsn as usize - 1].0;
+        if length {
+            flip(&path, at + 5, 1 << 7);
+        } else {
+            flip(&path, at + HEADER_LEN as u64 + 3, 0x08);
+        }
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            match judged(&path, mode) {
+                Err((offset, l, beyond, _)) => {
+                    assert_eq!((offset, l, beyond), (at, lsn, 20 - lsn), "{what}, {mode:?}")
+                }
+                Ok(n) => panic!("{what}, {mode:?}: opened with {n} entries"),
+            }
+        }
+        assert!(
+            matches!(
+                Log::open(&path, &Options::new()),
+                Err(Error::Corrupted { .. })
+            ),
+            "{what}: a writable open"
+        );
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+        let want: Vec<u64> = (1..=20).filter(|&l| l != lsn).collect();
+        assert_eq!(rescued, want, "{what}");
+        assert_eq!(gaps.len(), 1, "{what}: {gaps:?}");
+        assert_eq!((gaps[0].first_lsn, gaps[0].last_lsn), (lsn, lsn), "{what}");
+        assert_eq!(log.recovery().torn_entries, 0, "{what}");
     }
 }
 
@@ -482,6 +547,8 @@ fn a_last_entry_whole_but_for_its_length_stays_a_torn_tail() {
             .unwrap()
             .write_all_at(&[0u8; 8], word)
             .unwrap();
+        // Interrupted: never published.
+        set_published(&crafted, 4);
         crafted
     };
     let (crafted, crafted_batch) = (craft("crafted.dax", false), craft("batch.dax", true));
@@ -823,9 +890,10 @@ fn a_torn_append_that_wrapped_is_a_torn_tail_at_the_start_of_the_data_area() {
 }
 
 /// A header at 4096 damaged in both its length and its LSN words (so it does not look like
-/// any append's) with one append after it, which could be the rest of its batch: a torn tail
-/// there (the exception of rule 2), reported and refused by `Strict` at 4096, not a clean end
-/// that dropped the append after it unreported. With two appends after it: damage.
+/// any append's) with one append after it, which could be the rest of its batch after a crash
+/// with both in flight (not published): a torn tail there (the exception of rule 2), reported
+/// and refused by `Strict` at 4096, not a clean end that dropped the append after it
+/// unreported. Published, or with two appends after it: damage.
 #[test]
 fn a_header_damaged_beyond_recognition_after_a_wrap_is_never_a_clean_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -839,6 +907,13 @@ fn a_header_damaged_beyond_recognition_after_a_wrap_is_never_a_clean_end() {
         );
         flip(&path, DATA_OFFSET as u64 + 7, 0x40); // the length runs past the head
         flip(&path, DATA_OFFSET as u64 + 8, 0x01); // another LSN
+        if after == 1 {
+            match judged(&path, RecoveryMode::TolerateTornTail) {
+                Err((offset, l, 1, _)) => assert_eq!((offset, l), (DATA_OFFSET as u64, lsn)),
+                other => panic!("one published append after: {other:?}"),
+            }
+            set_published(&path, lsn);
+        }
         let strict = judged(&path, RecoveryMode::Strict);
         let tolerant = judged(&path, RecoveryMode::TolerateTornTail);
         if after == 1 {
@@ -984,7 +1059,8 @@ fn length_pointing_past_the_end_of_the_file() {
 #[test]
 fn a_torn_batch_whose_first_entry_is_damaged_stays_a_torn_tail() {
     // An interrupted batch can leave its first entry torn and the rest whole: that must not
-    // be mistaken for damage with entries beyond it.
+    // be mistaken for damage with entries beyond it. (Published, the batch was acknowledged:
+    // then it is damage.)
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("batch.dax");
     let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
@@ -994,6 +1070,11 @@ fn a_torn_batch_whose_first_entry_is_damaged_stays_a_torn_tail() {
         .unwrap();
     drop(log);
     flip(&path, start + HEADER_LEN as u64 + 5, 0x40);
+    assert_eq!(
+        judged(&path, RecoveryMode::TolerateTornTail),
+        Err((start, 2, 2, "checksum mismatch".into()))
+    );
+    set_published(&path, 2);
     // What is discarded with it is reported: the two whole entries after it, in the report
     // and in what `daxlog check` says.
     let log = Log::open_read_only(&path, &Options::new()).unwrap();
@@ -1149,6 +1230,8 @@ fn salvage_never_copies_a_torn_tail() {
             let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
             let at = DATA_OFFSET as u64 + entry * (1 + torn as u64);
             flip(&path, at + HEADER_LEN as u64 + 3, 0x08);
+            // Interrupted: not published.
+            set_published(&path, 2);
             // Recovery: a torn tail, the whole batch discarded.
             let log = Log::open_read_only(&path, &Options::new()).unwrap();
             assert_eq!(lsns(&log), [1], "torn entry {torn}");
@@ -1189,6 +1272,7 @@ fn a_salvage_says_what_it_leaves_of_a_torn_tail_after_damage() {
         let payload_of = |i: u64| DATA_OFFSET as u64 + entry * i + HEADER_LEN as u64 + 3;
         flip(&path, payload_of(1), 0x08); // LSN 2: damage
         flip(&path, payload_of(4 + torn), 0x08); // LSN 5 or 7: the batch torn
+        set_published(&path, 5); // (interrupted: not published)
         match Log::open_read_only(&path, &Options::new()) {
             Err(Error::Corrupted { lsn: 2, .. }) => {}
             other => panic!("torn {torn}: {:?}", other.map(|l| lsns(&l))),
@@ -1295,6 +1379,7 @@ fn a_torn_batch_with_two_torn_entries_stays_a_torn_tail() {
             0x04,
         );
     }
+    set_published(&path, 2);
     let log = Log::open_read_only(&path, &Options::new()).unwrap();
     assert_eq!(lsns(&log), [1]);
     assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
@@ -1356,9 +1441,8 @@ fn appends_in_flight_after_one_that_stored_nothing_end_the_log_cleanly() {
         let entry = (HEADER_LEN + LEN).next_multiple_of(8);
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&vec![0u8; entry], at).unwrap();
-        f.write_all_at(&5u64.to_le_bytes(), format::PUBLISHED_OFFSET as u64)
-            .unwrap();
         drop(f);
+        set_published(&path, 5);
         let case = format!("concurrent {concurrent}, {after} after");
         for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
             let log = Log::open_read_only(&path, &opts(mode)).unwrap();
@@ -1398,9 +1482,8 @@ fn an_interrupted_append_of_encoded_entries_without_its_header_is_no_damage() {
         drop(log);
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[0u8; HEADER_LEN], at).unwrap();
-        f.write_all_at(&published.to_le_bytes(), format::PUBLISHED_OFFSET as u64)
-            .unwrap();
         drop(f);
+        set_published(&path, published);
         let r = Log::open_read_only(&path, &Options::new());
         if published < 8 {
             let log = r.unwrap();
@@ -1439,6 +1522,7 @@ fn sixteen_reservations_in_flight_with_a_torn_batch_first_stay_a_torn_tail() {
         drop(log);
         mark_concurrent(&path);
         flip(&path, torn_at + HEADER_LEN as u64 + 9, 0x04);
+        set_published(&path, 4);
         let r = Log::open_read_only(&path, &Options::new());
         if damage {
             match r {
@@ -1695,7 +1779,8 @@ fn a_salvage_of_many_gaps_copies_every_whole_entry() {
     }
     drop(log);
     // Entries 2, 4, ..., N - 1 damaged (a payload byte); N whole, the gap before it taken for
-    // an interrupted append's remains (one append after it: a torn tail).
+    // an interrupted append's remains (one append after it, the writer crashed with both in
+    // flight: a torn tail).
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -1706,6 +1791,7 @@ fn a_salvage_of_many_gaps_copies_every_whole_entry() {
         file.write_all_at(&[(l as u8) ^ 0x20], at).unwrap();
     }
     drop(file);
+    set_published(&path, N - 1);
     let (tx, rx) = std::sync::mpsc::channel();
     let p = path.clone();
     std::thread::spawn(move || {
