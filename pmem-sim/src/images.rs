@@ -21,8 +21,14 @@
 //! clean end below it is damage; a writable open syncs again from it when it lies at or below
 //! the cut), so every image takes one of those two. Where the images with both values number
 //! at most [`GenConfig::both_limit`], every image of the other units comes with each; above,
-//! each takes one of the two, chosen by a hash of the rest of the image (so both occur at such
-//! a crash point, and the same bytes always come with the same value).
+//! each takes one of the two, chosen by a hash of the other units' outcomes (deterministic, so
+//! that a replay gets the same images, and both values occur at such a crash point).
+//!
+//! (A published LSN of 0 says that no writer published: the lowest possible value is 0 where
+//! the word never reached the media, in the CPU modes nearly always, and a recovery that reads
+//! it syncs again from the cut, as for a writer that published everything. An older non-zero
+//! value, which real media would more often hold, is not taken: recovery's other use of the
+//! word, rule 4, only gets stricter as it rises.)
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -132,36 +138,25 @@ impl Side {
         self.values.0 != self.values.1
     }
 
-    /// The outcome for an image whose other words hash to `rest` (see [`image_hash`]) when
-    /// each image takes one value. Chosen by the rest of the image, so that an image recurs
-    /// whole, with the same published LSN, at the next crash point when a store lies between
-    /// the two (`suite::runner` skips a crash point right after a publication for that
-    /// reason), and the same bytes never come with both values but where [`Side::both`] says.
-    fn by_content(&self, rest: u64) -> u32 {
-        if self.varies() && rest & 1 == 1 {
+    /// The outcome for an image whose other units' outcomes are `rest` when each image takes
+    /// one value: by a hash of `rest` without its trailing zeros. Deterministic (a replay
+    /// gets the same image; the image's bytes would not do, as they hold the log's random
+    /// salt and epochs), and the same from one crash point to the next while only stores come
+    /// between them (their pieces come last, so an image recurs with the same outcomes and
+    /// zeros after them), so that the duplicates of an image are recognised.
+    fn by_choice(&self, rest: &[u32]) -> u32 {
+        let n = rest.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+        let mut h: u64 = 0x5eed;
+        for &c in &rest[..n] {
+            h = (h ^ c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^= h >> 29;
+        }
+        if self.varies() && (h ^ (h >> 32)) & 1 == 1 {
             self.lo
         } else {
             self.hi
         }
     }
-}
-
-/// In a choice, the published word's outcome left to [`Side::by_content`].
-const BY_CONTENT: u32 = u32::MAX;
-
-/// A 64-bit hash of a crash image (a multiply-xorshift over its words; images differ in a few
-/// words, which this spreads over the whole hash).
-fn image_hash(img: &[u8]) -> u64 {
-    let mut h: u64 = img.len() as u64;
-    let (words, rest) = img.as_chunks::<8>();
-    for w in words {
-        h = (h ^ u64::from_le_bytes(*w)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 29;
-    }
-    for &b in rest {
-        h = (h ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    h ^ (h >> 32)
 }
 
 /// The possible durable images at one crash point (see the module documentation).
@@ -326,13 +321,13 @@ impl CrashImages<'_> {
     /// The image of the outcomes `choice` (one per unit).
     pub fn image_of(&self, choice: &[u32]) -> Vec<u8> {
         let mut v = Vec::new();
-        self.build(choice, &mut v, false);
+        self.build(choice, &mut v);
         v
     }
 
     /// What the outcomes `choice` leave out.
     pub fn describe_of(&self, choice: &[u32]) -> String {
-        self.describe_choice(&self.resolved(choice.to_vec()), "random")
+        self.describe_choice(choice, "random")
     }
 
     /// Number of images.
@@ -354,7 +349,7 @@ impl CrashImages<'_> {
     }
 
     /// True if every image comes with both the lowest and the highest possible published LSN
-    /// (else each with one of them, chosen by the rest of the image).
+    /// (else each with one of them).
     pub fn takes_both_published(&self) -> bool {
         self.side.both
     }
@@ -365,7 +360,7 @@ impl CrashImages<'_> {
     }
 
     /// The outcome of every unit in image `i`: how many of its pieces persisted (and last,
-    /// how many of the published word's, or [`BY_CONTENT`]).
+    /// how many of the published word's).
     pub fn choice(&self, i: usize) -> Vec<u32> {
         let (mut c, side) = match self.exhaustive {
             Some(n) => {
@@ -395,7 +390,7 @@ impl CrashImages<'_> {
             }
             None => (self.sampled[i].clone(), None),
         };
-        c.push(side.unwrap_or(BY_CONTENT));
+        c.push(side.unwrap_or_else(|| self.side.by_choice(&c)));
         c
     }
 
@@ -406,55 +401,23 @@ impl CrashImages<'_> {
         v
     }
 
-    /// Image `i`, written into `buf` (replacing its contents). Returns a 64-bit hash of it
-    /// (equal images, equal hashes).
-    pub fn image_into(&self, i: usize, buf: &mut Vec<u8>) -> u64 {
+    /// Image `i`, written into `buf` (replacing its contents).
+    pub fn image_into(&self, i: usize, buf: &mut Vec<u8>) {
         let choice = self.choice(i);
-        self.build(&choice, buf, true).1
+        self.build(&choice, buf);
     }
 
-    /// Builds the image of `choice` into `buf`. Returns the published word's outcome and, if
-    /// `hash`, a hash of the image: of the rest of it and the published word's value (the rest
-    /// is the image with that word's durable value, so equal images have equal hashes).
-    fn build(&self, choice: &[u32], buf: &mut Vec<u8>, hash: bool) -> (u32, u64) {
+    /// Builds the image of `choice` into `buf`.
+    fn build(&self, choice: &[u32], buf: &mut Vec<u8>) {
         buf.clear();
         buf.extend_from_slice(self.state.durable());
-        let pieces = self.state.pending().iter().zip(&self.place);
-        for (p, &(u, rank)) in pieces.clone() {
-            if u != SIDE && rank < choice[u as usize] {
+        let side = choice[self.sizes.len()];
+        for (p, &(u, rank)) in self.state.pending().iter().zip(&self.place) {
+            let persisted = if u == SIDE { side } else { choice[u as usize] };
+            if rank < persisted {
                 p.apply(buf);
             }
         }
-        let side = choice[self.sizes.len()];
-        let rest = if hash || side == BY_CONTENT {
-            image_hash(buf)
-        } else {
-            0
-        };
-        let side = match side {
-            BY_CONTENT => self.side.by_content(rest),
-            c => c,
-        };
-        if self.side.pieces > 0 {
-            for (p, &(u, rank)) in pieces {
-                if u == SIDE && rank < side {
-                    p.apply(buf);
-                }
-            }
-        }
-        let at = SIDE_WORD * WORD;
-        let word = buf
-            .get(at..at + WORD)
-            .map_or(0, |w| u64::from_le_bytes(w.try_into().expect("a word")));
-        let h = (rest ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (side, h ^ (h >> 29))
-    }
-
-    /// `choice` with the published word's outcome resolved.
-    fn resolved(&self, mut choice: Vec<u32>) -> Vec<u32> {
-        let (side, _) = self.build(&choice, &mut Vec::new(), false);
-        *choice.last_mut().expect("the published word's outcome") = side;
-        choice
     }
 
     /// What image `i` leaves out: the units not wholly persisted, with how many of their
@@ -465,7 +428,7 @@ impl CrashImages<'_> {
         } else {
             "sampled"
         };
-        let d = self.describe_choice(&self.resolved(self.choice(i)), kind);
+        let d = self.describe_choice(&self.choice(i), kind);
         format!("image {i}/{} {d}", self.len())
     }
 
@@ -693,8 +656,9 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(imgs.len(), 4);
 
-        // Many other words: each image takes one value, chosen by the rest of the image, and
-        // both occur; equal images hash equal.
+        // Many other words: each image takes one value, chosen by the other units' outcomes:
+        // both occur, the same in a second enumeration (a replay), and the same after another
+        // store, for the images where that store did not persist.
         s.apply(&Op::Store {
             off: 4104,
             data: vec![2; 64],
@@ -702,22 +666,38 @@ mod tests {
         let imgs = s.crash_images(Model::Strict, &GenConfig::default(), 1);
         assert!(imgs.is_exhaustive() && !imgs.takes_both_published());
         assert_eq!(imgs.len(), 1 << 9);
+        let again = s.crash_images(Model::Strict, &GenConfig::default(), 2);
         let mut by_rest: HashMap<Vec<u8>, u64> = HashMap::new();
-        let mut seen = HashSet::new();
-        let mut buf = Vec::new();
-        for i in 0..imgs.len() {
-            let h = imgs.image_into(i, &mut buf);
-            let p = published(&buf);
-            assert!(p == 0 || p == 9, "published {p}");
-            seen.insert(p);
-            let mut rest = buf.clone();
+        let rest_of = |img: &[u8]| {
+            let mut rest = img.to_vec();
             rest[daxlog::format::PUBLISHED_OFFSET..][..8].fill(0);
-            assert_eq!(*by_rest.entry(rest).or_insert(p), p);
-            assert_eq!(h, imgs.image_into(i, &mut Vec::new()));
+            rest
+        };
+        for i in 0..imgs.len() {
+            let img = imgs.image(i);
+            assert_eq!(img, again.image(i));
+            let p = published(&img);
+            assert!(p == 0 || p == 9, "published {p}");
+            assert!(by_rest.insert(rest_of(&img), p).is_none());
         }
-        assert_eq!(seen.len(), 2);
-        // Described with the value taken.
+        let values: HashSet<u64> = by_rest.values().copied().collect();
+        assert_eq!(values.len(), 2);
         assert!(imgs.describe(0).contains("published LSN"));
+        let mut next = s.clone();
+        next.apply(&Op::Store {
+            off: 6000,
+            data: vec![3; 8],
+        });
+        let imgs = next.crash_images(Model::Strict, &GenConfig::default(), 1);
+        let mut recurred = 0;
+        for i in 0..imgs.len() {
+            let img = imgs.image(i);
+            if img[6000] == 0 {
+                assert_eq!(by_rest[&rest_of(&img)], published(&img));
+                recurred += 1;
+            }
+        }
+        assert_eq!(recurred, 1 << 9);
 
         // Made durable (a suffix truncation's flush and drain): one value, the last.
         s.apply(&Op::Flush {
