@@ -656,7 +656,7 @@ impl<M: Media> Log<M> {
         let slot = self.writer.lock().slot;
         // (It reads the whole data area.)
         self.pmem.media().read_ahead(0, cap);
-        let published = crate::recover::published(image);
+        let published = crate::recover::published(image, &self.sb, &slot);
         Ok(damage::salvage(image, self.sb.salt, &slot, published, visit).0)
     }
 }

@@ -182,10 +182,10 @@ pub(crate) fn damage_versus_torn_tail(
     let damage::Assessment {
         damage: found,
         torn_entries,
-    } = damage::assess(image, sb.salt, slot, scan, published(image));
+    } = damage::assess(image, sb.salt, slot, scan, published(image, sb, slot));
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
     let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && found.is_some() {
-        damage::salvage(image, sb.salt, slot, published(image), |_, _| {})
+        damage::salvage(image, sb.salt, slot, published(image, sb, slot), |_, _| {})
     } else {
         (Vec::new(), 0)
     };
@@ -246,6 +246,13 @@ pub(crate) fn repair_superblock<M: Media>(
     sb: &mut Superblock,
     path: &Path,
 ) -> Result<()> {
+    if sb.version < 2 {
+        // The reader area first: a version-1 `create_on` left there whatever the media held,
+        // which version 2 would read as a published LSN (FORMAT.md section 11).
+        pmem.store_exclusive(format::PUBLISHED_OFFSET, &0u64.to_le_bytes());
+        pmem.flush(format::PUBLISHED_OFFSET, 8);
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+    }
     sb.version = format::FORMAT_VERSION;
     let good = sb.encode();
     for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
@@ -366,10 +373,22 @@ pub(crate) fn read_ahead_of(image: &[u8], wanted: bool) -> impl Fn(usize, usize)
 }
 
 /// The published LSN in the reader area, as the last writer left it in the page cache
-/// (0: no version-2 writer).
-pub(crate) fn published(image: &[u8]) -> Lsn {
+/// (0: no version-2 writer), where it can be one. A version-1 writer never wrote the word
+/// (its `create_on` left there whatever the media held, and the upgrade clears it), and no
+/// writer publishes past what the data area can hold from the head (each LSN takes an entry
+/// of at least a header): such a value is no evidence of anything, and reads as 0.
+pub(crate) fn published(image: &[u8], sb: &Superblock, slot: &Slot) -> Lsn {
     let at = format::PUBLISHED_OFFSET;
-    u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"))
+    let v = u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"));
+    let data = sb.capacity.saturating_sub(DATA_OFFSET as u64);
+    let most = slot
+        .head_lsn
+        .saturating_add(data / format::HEADER_LEN as u64 + 1);
+    if sb.version < 2 || v > most {
+        0
+    } else {
+        v
+    }
 }
 
 /// The offset of an entry at or before accepted entry `lsn` (at or after where the scan

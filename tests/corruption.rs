@@ -450,6 +450,81 @@ fn damage_before_published_entries_is_never_a_torn_tail() {
     }
 }
 
+/// Entry 1, then a batch 2..=4 whose first entry is torn (a payload byte) and the others
+/// whole, and the published LSN a crash with the batch in flight leaves (2): a torn tail.
+fn torn_batch(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"before").unwrap();
+    let start = DATA_OFFSET as u64 + log.used_bytes();
+    log.append_batch(&[&payload(2, 80), &payload(3, 80), &payload(4, 80)])
+        .unwrap();
+    drop(log);
+    flip(&path, start + HEADER_LEN as u64 + 5, 0x40);
+    set_published(&path, 2);
+    path
+}
+
+/// The published LSN is evidence only where a writer can have stored it: a version-1 writer
+/// never did (its `create_on` left there whatever the media held: here the published LSN of
+/// a log that lived there before), and no writer publishes past what the data area holds
+/// from the head (a word damaged in its high bits). Such a word changes nothing: the torn
+/// batch stays a torn tail, and a salvage copies none of it. The upgrade to version 2 clears
+/// the word before its superblocks.
+#[test]
+fn a_published_lsn_no_writer_can_have_stored_is_no_evidence() {
+    use daxlog::format::{Superblock, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
+    let dir = tempfile::tempdir().unwrap();
+    let check = |path: &Path, what: &str| {
+        let log = Log::open_read_only(path, &Options::new()).unwrap();
+        assert_eq!(lsns(&log), [1], "{what}");
+        assert!(
+            matches!(log.recovery().tail_state, TailState::Torn { .. }),
+            "{what}"
+        );
+        assert_eq!(log.recovery().torn_entries, 2, "{what}");
+        drop(log);
+        let log = Log::open_read_only(path, &opts(RecoveryMode::Salvage)).unwrap();
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+        assert_eq!((rescued, gaps), (vec![1], vec![]), "{what}");
+    };
+    for (i, word) in [u64::MAX, 2 | (1 << 40), 1 << 62].into_iter().enumerate() {
+        let path = torn_batch(dir.path(), &format!("garbage-{i}.dax"));
+        set_published(&path, word);
+        check(&path, &format!("published {word:#x}"));
+    }
+    // A version-1 log (both superblock copies say so), 1000 at the word.
+    let path = torn_batch(dir.path(), "v1.dax");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+        let mut b = [0u8; SB_LEN];
+        f.read_exact_at(&mut b, off as u64).unwrap();
+        let sb = Superblock {
+            version: 1,
+            ..Superblock::decode(&b).unwrap()
+        };
+        f.write_all_at(&sb.encode(), off as u64).unwrap();
+    }
+    drop(f);
+    set_published(&path, 1000);
+    check(&path, "version 1");
+    // The upgrade: the torn batch discarded, the word what the new session published.
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(lsns(&log), [1]);
+    assert_eq!(log.append(b"two").unwrap(), 2);
+    drop(log);
+    let f = std::fs::File::open(&path).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, format::PUBLISHED_OFFSET as u64)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(b), 3);
+}
+
 /// Sets the 4 bytes at `pos` of `buf` so that `f(buf) == target`, for an `f` affine in the bits
 /// of `buf` (a CRC): 32 equations in 32 unknowns, solved by elimination.
 fn force_crc(buf: &mut [u8], pos: usize, target: u32, f: &dyn Fn(&[u8]) -> u32) {
