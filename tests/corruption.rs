@@ -451,8 +451,8 @@ fn damage_before_published_entries_is_never_a_torn_tail() {
 }
 
 /// Entry 1, then a batch 2..=4 whose first entry is torn (a payload byte) and the others
-/// whole, and the published LSN a crash with the batch in flight leaves (2): a torn tail.
-fn torn_batch(dir: &Path, name: &str) -> PathBuf {
+/// whole, closed (everything published). Returns the file and where the batch begins.
+fn torn_batch(dir: &Path, name: &str) -> (PathBuf, u64) {
     let path = dir.join(name);
     let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
     log.append(b"before").unwrap();
@@ -461,8 +461,7 @@ fn torn_batch(dir: &Path, name: &str) -> PathBuf {
         .unwrap();
     drop(log);
     flip(&path, start + HEADER_LEN as u64 + 5, 0x40);
-    set_published(&path, 2);
-    path
+    (path, start)
 }
 
 /// The published LSN is evidence only where a writer can have stored it: a version-1 writer
@@ -473,7 +472,6 @@ fn torn_batch(dir: &Path, name: &str) -> PathBuf {
 /// the word before its superblocks.
 #[test]
 fn a_published_lsn_no_writer_can_have_stored_is_no_evidence() {
-    use daxlog::format::{Superblock, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
     let dir = tempfile::tempdir().unwrap();
     let check = |path: &Path, what: &str| {
         let log = Log::open_read_only(path, &Options::new()).unwrap();
@@ -490,27 +488,13 @@ fn a_published_lsn_no_writer_can_have_stored_is_no_evidence() {
         assert_eq!((rescued, gaps), (vec![1], vec![]), "{what}");
     };
     for (i, word) in [u64::MAX, 2 | (1 << 40), 1 << 62].into_iter().enumerate() {
-        let path = torn_batch(dir.path(), &format!("garbage-{i}.dax"));
+        let (path, _) = torn_batch(dir.path(), &format!("garbage-{i}.dax"));
         set_published(&path, word);
         check(&path, &format!("published {word:#x}"));
     }
     // A version-1 log (both superblock copies say so), 1000 at the word.
-    let path = torn_batch(dir.path(), "v1.dax");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
-        let mut b = [0u8; SB_LEN];
-        f.read_exact_at(&mut b, off as u64).unwrap();
-        let sb = Superblock {
-            version: 1,
-            ..Superblock::decode(&b).unwrap()
-        };
-        f.write_all_at(&sb.encode(), off as u64).unwrap();
-    }
-    drop(f);
+    let (path, _) = torn_batch(dir.path(), "v1.dax");
+    common::mark_version_1(&path);
     set_published(&path, 1000);
     check(&path, "version 1");
     // The upgrade: the torn batch discarded, the word what the new session published.
@@ -1137,14 +1121,7 @@ fn a_torn_batch_whose_first_entry_is_damaged_stays_a_torn_tail() {
     // be mistaken for damage with entries beyond it. (Published, the batch was acknowledged:
     // then it is damage.)
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("batch.dax");
-    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
-    log.append(b"before").unwrap();
-    let start = DATA_OFFSET as u64 + log.used_bytes();
-    log.append_batch(&[&payload(2, 80), &payload(3, 80), &payload(4, 80)])
-        .unwrap();
-    drop(log);
-    flip(&path, start + HEADER_LEN as u64 + 5, 0x40);
+    let (path, start) = torn_batch(dir.path(), "batch.dax");
     assert_eq!(
         judged(&path, RecoveryMode::TolerateTornTail),
         Err((start, 2, 2, "checksum mismatch".into()))

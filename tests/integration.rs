@@ -861,18 +861,10 @@ fn version_1_logs_are_read_and_upgraded() {
             f.read_exact_at(&mut b, off as u64).unwrap();
             Superblock::decode(&b).unwrap().version
         };
-        for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
-            let mut b = [0u8; SB_LEN];
-            f.read_exact_at(&mut b, off as u64).unwrap();
-            let sb = Superblock {
-                version: 1,
-                ..Superblock::decode(&b).unwrap()
-            };
-            f.write_all_at(&sb.encode(), off as u64).unwrap();
-            // A version-1 writer left the reader area zero.
-            f.write_all_at(&[0u8; 128], daxlog::format::PUBLISHED_OFFSET as u64)
-                .unwrap();
-        }
+        common::mark_version_1(&path);
+        // A version-1 writer left the reader area zero (here).
+        f.write_all_at(&[0u8; 128], daxlog::format::PUBLISHED_OFFSET as u64)
+            .unwrap();
         let ro = Log::open_read_only(&path, &opts()).unwrap();
         assert_eq!(ro.len(), 10);
         drop(ro);

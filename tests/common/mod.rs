@@ -212,3 +212,24 @@ pub fn disk_backed(dir: &std::path::Path) -> bool {
         t != nix::sys::statfs::TMPFS_MAGIC && t != RAMFS_MAGIC
     })
 }
+
+/// Rewrites both superblock copies of the log at `path` as format version 1 (what a
+/// version-1 writer left; nothing else of the file changes).
+pub fn mark_version_1(path: &std::path::Path) {
+    use daxlog::format::{Superblock, SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+        let mut b = [0u8; SB_LEN];
+        f.read_exact_at(&mut b, off as u64).unwrap();
+        let sb = Superblock {
+            version: 1,
+            ..Superblock::decode(&b).unwrap()
+        };
+        f.write_all_at(&sb.encode(), off as u64).unwrap();
+    }
+}
