@@ -308,9 +308,7 @@ pub(crate) fn torn_after_wrap(
 /// below `published`.) Then the end is judged as a refused entry there ([`Scan::torn_at_end`],
 /// then [`assess`]), or, where the scan ended in the log's first part and those entries lie
 /// in the wrapped part, at the start of the data area, where the entry that should continue
-/// the scan is missing (`true`: [`Scan::torn_at_wrap`]). With none past the end, the entries
-/// from the end up to `published` are missing: the end is judged there too, and is damage
-/// ([`assess`]: a refused entry below the published LSN was acknowledged).
+/// the scan is missing (`true`: [`Scan::torn_at_wrap`]).
 pub(crate) fn torn_past_end(
     image: &[u8],
     salt: u32,
@@ -327,13 +325,10 @@ pub(crate) fn torn_past_end(
         return None;
     }
     let head = slot.head_offset as usize;
-    match continuation(image, salt, slot, scan.stop, scan.stop_lsn) {
-        Some((at, lsn)) if lsn < published => Some((
-            "published entries continue past an end marker",
-            scan.stop >= head && at < head,
-        )),
-        _ => Some(("published entries missing at an end marker", false)),
-    }
+    let (at, _) = continuation(image, salt, slot, scan.stop, scan.stop_lsn)
+        .filter(|&(_, lsn)| lsn < published)?;
+    let at_wrap = scan.stop >= head && at < head;
+    Some(("published entries continue past an end marker", at_wrap))
 }
 
 /// What [`assess`] found.
@@ -385,11 +380,9 @@ pub(crate) fn assess(
         }
         None => (0, None, false),
     };
-    // (A refused entry below the published LSN was acknowledged, and so were entries after it
-    // below that LSN, and the refused one with them: published entries are durable, and
-    // published in LSN order.)
-    let published_self = lsn < published;
-    let acknowledged = published_self || cont.is_some_and(|(_, l)| l < published);
+    // (Entries after it below the published LSN were acknowledged, and the refused entry
+    // before them with them: published entries are durable, published in LSN order.)
+    let acknowledged = cont.is_some_and(|(_, l)| l < published);
     let below_cut = lsn < slot.cut_lsn;
     // A tail hint names an entry that was durable when the slot was written: one refused at
     // or before it was acknowledged too.
@@ -399,7 +392,7 @@ pub(crate) fn assess(
     // must not make the log unopenable. The repair only finds where the entry ends, so that
     // the wrong length does not hide the entries after it.)
     let in_flight = rest_of_one_batch && !acknowledged;
-    if below_cut || hinted || published_self || (beyond > 0 && !in_flight) {
+    if below_cut || hinted || (beyond > 0 && !in_flight) {
         let damage = Damage {
             offset: offset as u64,
             lsn,
@@ -612,14 +605,12 @@ pub(crate) fn salvage(
                 lsn = l;
             }
             None => {
-                // Acknowledged entries missing at the end: before the cut, or published.
-                let acknowledged = slot.cut_lsn.max(published);
-                if w.stop_lsn < acknowledged {
+                if w.stop_lsn < slot.cut_lsn {
                     gaps.push(Gap {
                         offset: at as u64,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
-                        last_lsn: acknowledged - 1,
+                        last_lsn: slot.cut_lsn - 1,
                     });
                 }
                 // What the walk held of a batch whose end it did not see, and what could be
