@@ -11,7 +11,9 @@ use crate::Lsn;
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The oldest format version this build reads. Version 1 differs from version 2 only in the
-/// reader area of the metadata page ([`PUBLISHED_OFFSET`]), which version-1 writers leave zero.
+/// reader area of the metadata page ([`PUBLISHED_OFFSET`]), which version-1 writers never
+/// write (it holds whatever the media held; recovery reads a version-1 log's published LSN as
+/// 0, and the upgrade clears it).
 pub const OLDEST_VERSION: u32 = 1;
 
 /// The first eight bytes of every daxlog file.
@@ -37,9 +39,11 @@ pub const DATA_OFFSET: usize = 4096;
 // ---- Reader area (version 2) -------------------------------------------------------------------
 //
 // Two cache lines of the metadata page that the writer keeps up to date for readers in other
-// processes. They are not persistent structures: recovery takes nothing from them on trust
-// (`published` only tells it how much of the last session to write back), whatever of them
-// reached media after a crash means nothing, and a writable open rewrites them.
+// processes. They are not persistent structures, but `published` only ever rises over durable
+// entries (a suffix truncation makes its lowered value durable before its slot): recovery
+// reads it to decide how much of the last session to write back, and as evidence that valid
+// entries it finds past a refused entry or a clean end were acknowledged (FORMAT.md section 7,
+// rules 2 and 4). A writable open rewrites them.
 
 /// Offset of the published LSN (8 bytes, in a cache line of its own): the writer stores there,
 /// after each publication, the LSN after the last durable entry; 0 if no writer ever did. Its

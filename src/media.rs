@@ -195,7 +195,10 @@ pub trait Media: Send + Sync {
 
     /// Tells readers in other processes that every entry before `next_lsn` is durable (the
     /// reader area of the metadata page, format version 2; not a persistent structure, so no
-    /// flush). Media that no other process can read ignore it.
+    /// flush). Media that no other process can read may ignore it; recovery then finds there
+    /// what an earlier writer of the log stored, and takes valid entries past a refused one
+    /// below that value for acknowledged (FORMAT.md section 7): such media should hold logs no
+    /// media that keeps the reader area writes.
     fn publish_for_readers(&self, _next_lsn: u64) {}
 
     /// Tells readers in other processes that a suffix truncation deletes every entry from
