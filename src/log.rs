@@ -545,15 +545,13 @@ impl<M: Media> Log<M> {
             }
             _ => slot,
         };
+        // (Read before the open's first write.)
+        let published = recover::published(image, &sb, &slot);
         if let Some(reason) = crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan) {
             scan.torn_at_wrap(image, &slot, reason);
-        } else if let Some((reason, at_wrap)) = crate::damage::torn_past_end(
-            image,
-            sb.salt,
-            &slot,
-            &scan,
-            recover::published(image, &sb, &slot),
-        ) {
+        } else if let Some((reason, at_wrap)) =
+            crate::damage::torn_past_end(image, sb.salt, &slot, &scan, published)
+        {
             if at_wrap {
                 scan.torn_at_wrap(image, &slot, reason);
             } else {
@@ -592,7 +590,6 @@ impl<M: Media> Log<M> {
             // Before the open's first write or sync, whose failure (a failed write-back of the
             // last session's, reported now) would fail the open: the next open must then not
             // take the last session for vouched.
-            let published = recover::published(pmem.view(0, DATA_OFFSET), &sb, &slot);
             let vouched = match published {
                 0 => slot.cut_lsn,
                 p => p.min(slot.cut_lsn),
