@@ -642,8 +642,31 @@ impl Reader {
         Ok(())
     }
 
+    /// The published LSN; 0 for a log of format version 1, whose writer never stores it (the
+    /// word holds whatever the media held when the log was created).
     fn load_published(&self) -> u64 {
+        if self.sb.version < 2 {
+            return 0;
+        }
         self.map.word(PUBLISHED_OFFSET).load(Ordering::Acquire)
+    }
+
+    /// The log was of format version 1 when this reader opened it: has a writer upgraded it
+    /// since? The upgrade clears the published word durably before it writes the superblocks
+    /// of version 2, and starts a session (a new slot) after them, so a reader that sees the
+    /// new slot sees them too, and from then on the word is the writer's.
+    fn recheck_version(&mut self) {
+        use format::{SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
+        for at in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
+            let mut b = [0u8; SB_LEN];
+            self.map.copy_out(at, &mut b);
+            if let Ok(sb) = Superblock::decode(&b) {
+                if sb.salt == self.sb.salt && sb.capacity == self.sb.capacity {
+                    self.sb.version = self.sb.version.max(sb.version);
+                }
+                return;
+            }
+        }
     }
 
     fn slot_seqs(&self) -> [u64; 2] {
@@ -705,6 +728,9 @@ impl Reader {
                     self.slot = slot;
                     self.seqs = seqs;
                     self.torn = in_progress;
+                    if self.sb.version < 2 {
+                        self.recheck_version();
+                    }
                     return self.after_slot_change(head_before);
                 }
             }

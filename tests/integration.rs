@@ -862,8 +862,12 @@ fn version_1_logs_are_read_and_upgraded() {
             Superblock::decode(&b).unwrap().version
         };
         common::mark_version_1(&path);
-        // A version-1 writer left the reader area zero (here).
-        f.write_all_at(&[0u8; 128], daxlog::format::PUBLISHED_OFFSET as u64)
+        // A version-1 writer never stores the published word: it holds what the media held
+        // when the log was created (here an earlier log's published LSN, below the entries;
+        // the rest of the reader area zero).
+        let mut area = [0u8; 128];
+        area[..8].copy_from_slice(&4u64.to_le_bytes());
+        f.write_all_at(&area, daxlog::format::PUBLISHED_OFFSET as u64)
             .unwrap();
         let ro = Log::open_read_only(&path, &opts()).unwrap();
         assert_eq!(ro.len(), 10);
