@@ -114,7 +114,7 @@ impl<M: Media> Log<M> {
             #[cfg(not(loom))]
             let ring_early = false;
             if ring_early {
-                g.ring(first..upto);
+                g.ring_others(first..upto, ticket);
             }
             if synced.is_ok() {
                 // Only the leader publishes in msync mode, one sync at a time.
@@ -142,9 +142,15 @@ impl<M: Media> Log<M> {
                 // The appenders this sync covered (they return). Only now that the next sync
                 // may begin: on two CPUs the woken appenders take this one's CPU, which must
                 // not hold up the next leader (a sync on tmpfs costs less than the wake-ups).
-                g.ring(first..upto);
+                g.ring_others(first..upto, ticket);
             }
             synced?;
+            // Done if the sync covered this thread's own ticket (it did unless an earlier one
+            // was not ready yet): no second look under the lock, which is only needed before
+            // a sleep.
+            if self.published.load(Ordering::Acquire) > ticket {
+                return Ok(());
+            }
             round = g.lock();
         }
     }

@@ -237,6 +237,16 @@ impl GroupCommit {
         }
     }
 
+    /// Rings the bells of `tickets` but `own`'s: the leader that rings them holds `own`, and
+    /// only a ticket's appender sleeps on its bell for it (the appender of the ticket a ring's
+    /// length later, which shares the bell, waits for its own ticket, not this one).
+    pub(crate) fn ring_others(&self, tickets: std::ops::Range<u64>, own: u64) {
+        let end = tickets.end.min(tickets.start + MAX_INFLIGHT as u64);
+        for t in (tickets.start..end).filter(|&t| t != own) {
+            self.bell(t).ring();
+        }
+    }
+
     /// Rings every bell: the log was poisoned, and every sleeper must look.
     pub(crate) fn ring_all(&self) {
         for b in &self.bells {

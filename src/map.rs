@@ -623,10 +623,15 @@ impl Media for MmapMedia {
         }
         let (published, sleepers) = self.reader_area();
         if self.mode == Persistence::Msync {
-            let floor = self
-                .floor
-                .fetch_min(next_lsn, Ordering::SeqCst)
-                .min(next_lsn);
+            // (Published LSNs rise but for truncations, which lower the floor themselves: the
+            // read-modify-write is nearly always not needed.)
+            let floor = match self.floor.load(Ordering::SeqCst) {
+                f if f <= next_lsn => f,
+                _ => self
+                    .floor
+                    .fetch_min(next_lsn, Ordering::SeqCst)
+                    .min(next_lsn),
+            };
             let failed = || self.failed.load(Ordering::SeqCst) != 0;
             // The second look is against a failure recorded meanwhile (`record_failure`):
             // either that thread's store of the floor comes after this one, or this thread
