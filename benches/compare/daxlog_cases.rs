@@ -12,7 +12,7 @@ use crate::common::*;
 /// The persistence configurations measured.
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
-    /// CPU flush forced on /dev/shm, default non-temporal threshold (0: NT stores always).
+    /// CPU flush forced on /dev/shm, the non-temporal thresholds this host's calibration chose.
     Default,
     /// CPU flush forced, `nt_threshold(usize::MAX)`: cached stores + CLWB only.
     Clwb,
@@ -25,7 +25,7 @@ pub enum Mode {
 impl Mode {
     pub fn row(self) -> &'static str {
         match self {
-            Mode::Default => "daxlog, CPU flush (default: NT stores + SFENCE)",
+            Mode::Default => "daxlog, CPU flush (default: calibrated NT threshold)",
             Mode::Clwb => "daxlog, CPU flush, CLWB only (nt_threshold MAX)",
             Mode::Nt => "daxlog, CPU flush, NT only (nt_threshold 0)",
             Mode::Msync => "daxlog, msync (auto on /dev/shm)",
@@ -71,6 +71,9 @@ pub fn appends(cfg: &Cfg, mode: Mode) {
             log.persistence(),
             log.map_sync()
         );
+        if let Some(c) = log.calibration() {
+            eprintln!("note: {}: {}", mode.row(), c.describe());
+        }
     }
     for size in sizes() {
         let p = payload(size);
