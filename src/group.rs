@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use std::sync::atomic::AtomicU64 as StdU64;
 
-use crate::format::MAX_INFLIGHT;
 use crate::sync::atomic::{AtomicBool, AtomicU64};
 use crate::sync::{Bell, Condvar, Mutex};
+use crate::tickets::MAX_INFLIGHT;
 
 /// The state of the group commit of one log.
 pub(crate) struct GroupCommit {
