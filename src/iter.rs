@@ -217,10 +217,10 @@ impl View<'_> {
 const PREFETCH_ENTRIES: usize = 128;
 /// Entries so long that [`PREFETCH_ENTRIES`] of them span more than this are not prefetched
 /// (the lines would leave the cache before they are read): prefetched are entries of up to
-/// 8 KiB on media, payloads up to 8168 B. Short entries are too: where their headers lie a
-/// cache line or two apart the hardware prefetcher alone kept up on the AMD EPYC guest (64 B
-/// payloads: 3.0-3.3 ns per entry either way) but not on an Intel Xeon guest (16.3 ns per
-/// entry without, 9.7 with, same run of `--only recovery-daxlog`).
+/// 8 KiB on media, payloads up to 8168 B. Short entries are prefetched as well: where their
+/// headers lie a cache line or two apart the hardware prefetcher alone kept up on the AMD EPYC
+/// guest (64 B payloads: 3.0-3.3 ns per entry either way) but not on an Intel Xeon guest
+/// (16.3 ns per entry without, 9.7 with, same run of `--only recovery-daxlog`).
 const PREFETCH_MAX_DISTANCE: usize = 1 << 20;
 
 /// Iterator over durable entries in LSN order, through a [`Guard`]; see [`Guard::iter`].
