@@ -132,7 +132,7 @@ impl<M: Media> Log<M> {
                 // The first ticket not covered: its appender, if it waits, leads the next
                 // sync, which covers the others that wait (they sleep on).
                 if hand_over {
-                    g.ring(upto..upto + 1);
+                    g.bell(upto).ring();
                 }
             } else {
                 g.ring_all();

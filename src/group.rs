@@ -229,17 +229,10 @@ impl GroupCommit {
         }
     }
 
-    /// Rings the bells of `tickets` (at most a ring's worth: each bell once).
-    pub(crate) fn ring(&self, tickets: std::ops::Range<u64>) {
-        let end = tickets.end.min(tickets.start + MAX_INFLIGHT as u64);
-        for t in tickets.start..end {
-            self.bell(t).ring();
-        }
-    }
-
-    /// Rings the bells of `tickets` but `own`'s: the leader that rings them holds `own`, and
-    /// only a ticket's appender sleeps on its bell for it (the appender of the ticket a ring's
-    /// length later, which shares the bell, waits for its own ticket, not this one).
+    /// Rings the bells of `tickets` (at most a ring's worth: each bell once) but `own`'s: the
+    /// leader that rings them holds `own`, and only a ticket's appender sleeps on its bell for
+    /// it (the appender of the ticket a ring's length later, which shares the bell, waits for
+    /// its own ticket, not this one).
     pub(crate) fn ring_others(&self, tickets: std::ops::Range<u64>, own: u64) {
         let end = tickets.end.min(tickets.start + MAX_INFLIGHT as u64);
         for t in (tickets.start..end).filter(|&t| t != own) {
@@ -619,7 +612,7 @@ mod tests {
 
         // Rung in time: the first look after a turn sees it.
         let seen = g.bell(3).generation();
-        g.ring(3..4);
+        g.bell(3).ring();
         g.await_bell(3, seen);
         let st = g.stats();
         assert_eq!((st.yielding_waits, st.yielding_waits_in_vain), (1, 0));
@@ -646,7 +639,7 @@ mod tests {
                 !done.load(Ordering::SeqCst),
                 "returned before its bell rang"
             );
-            g.ring(3..4);
+            g.bell(3).ring();
             slept
         });
         assert!(slept, "the waiter never slept within 10 s");
