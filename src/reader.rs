@@ -656,15 +656,11 @@ impl Reader {
     /// of version 2, and starts a session (a new slot) after them, so a reader that sees the
     /// new slot sees them too, and from then on the word is the writer's.
     fn recheck_version(&mut self) {
-        use format::{SB_BACKUP_OFFSET, SB_LEN, SB_PRIMARY_OFFSET};
-        for at in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
-            let mut b = [0u8; SB_LEN];
-            self.map.copy_out(at, &mut b);
-            if let Ok(sb) = Superblock::decode(&b) {
-                if sb.salt == self.sb.salt && sb.capacity == self.sb.capacity {
-                    self.sb.version = self.sb.version.max(sb.version);
-                }
-                return;
+        let mut copies = [0u8; format::SB_BACKUP_OFFSET + format::SB_LEN];
+        self.map.copy_out(0, &mut copies);
+        if let Ok((sb, _)) = decode_superblocks(&copies, &self.path) {
+            if sb.salt == self.sb.salt && sb.capacity == self.sb.capacity {
+                self.sb.version = self.sb.version.max(sb.version);
             }
         }
     }
