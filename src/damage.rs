@@ -91,14 +91,19 @@ fn find_continuation(
 /// past it in its own area, or in the wrapped part at the start of the data area.
 ///
 /// If the refused entry's length is plausible, its payload is searched last, and a chain found
-/// there counts only if it runs past the payload: a payload may itself hold encoded entries
-/// (the remains of an interrupted append of such a payload must stay a torn tail).
+/// there counts only if it runs past the payload, or if it begins below `published` (the
+/// reader area's published LSN, [`torn_past_end`]): a payload may itself hold encoded entries
+/// (the remains of an interrupted append of such a payload must stay a torn tail), but those
+/// carry LSNs above the interrupted append's own, which no writer published; a chain below
+/// `published` inside the claimed extent is the log's own entries, hidden by a damaged length
+/// that one bit cannot repair (the next entry damaged too, say).
 pub(crate) fn continuation(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     stop: usize,
     stop_lsn: Lsn,
+    published: Lsn,
 ) -> Option<(usize, Lsn)> {
     continuation_and_length(
         image,
@@ -107,6 +112,7 @@ pub(crate) fn continuation(
         &mut RangeCrcs::new(image),
         stop,
         stop_lsn,
+        published,
     )
     .0
 }
@@ -120,6 +126,7 @@ fn continuation_and_length(
     crcs: &mut RangeCrcs,
     stop: usize,
     stop_lsn: Lsn,
+    published: Lsn,
 ) -> (Option<(usize, Lsn)>, bool) {
     let head = slot.head_offset as usize;
     let in_first_part = stop >= head;
@@ -159,7 +166,7 @@ fn continuation_and_length(
         let mut chain = Vec::new();
         let crc = |a, b| crcs.append(salt, a, b);
         let w = walk::walk_visit_by(image, salt, slot, q, l, |_, e, _| chain.push(e), crc);
-        if w.stop > claimed_end || w.stop < q {
+        if w.stop > claimed_end || w.stop < q || l < published {
             inner = Some((q, l));
             break;
         }
@@ -279,12 +286,14 @@ fn one_bit_off_length(
 /// the remains of the append after ([`walk::wrap_remains`]), or where valid entries continue
 /// after it (a clean end would drop them unreported, in `Strict` mode too, where they could be
 /// the rest of its batch). The search runs only where such bytes lie at 4096 and do not look
-/// like an append's: damage, or remains a crash in a wipe left.
+/// like an append's: damage, or remains a crash in a wipe left. `published` as for
+/// [`continuation`].
 pub(crate) fn torn_after_wrap(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     scan: &Scan,
+    published: Lsn,
 ) -> Option<&'static str> {
     if matches!(scan.state, walk::TailState::Torn { .. }) {
         return None;
@@ -292,7 +301,7 @@ pub(crate) fn torn_after_wrap(
     let lsn = scan.stop_lsn;
     let r = walk::wrap_refusal(image, salt, slot, scan.stop, lsn)?;
     (walk::wrap_remains(image, salt, slot, lsn)
-        || continuation(image, salt, slot, DATA_OFFSET, lsn).is_some())
+        || continuation(image, salt, slot, DATA_OFFSET, lsn, published).is_some())
     .then_some(r.reason)
 }
 
@@ -325,7 +334,7 @@ pub(crate) fn torn_past_end(
         return None;
     }
     let head = slot.head_offset as usize;
-    let (at, _) = continuation(image, salt, slot, scan.stop, scan.stop_lsn)
+    let (at, _) = continuation(image, salt, slot, scan.stop, scan.stop_lsn, published)
         .filter(|&(_, lsn)| lsn < published)?;
     let at_wrap = scan.stop >= head && at < head;
     Some(("published entries continue past an end marker", at_wrap))
@@ -372,10 +381,11 @@ pub(crate) fn assess(
         }
     };
     let crcs = &mut RangeCrcs::new(image);
-    let (cont, length_off) = continuation_and_length(image, salt, slot, crcs, offset, lsn);
+    let (cont, length_off) =
+        continuation_and_length(image, salt, slot, crcs, offset, lsn, published);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
-            let c = Runs::from(image, salt, slot, crcs, q, l).follows(0, slot);
+            let c = Runs::from(image, salt, slot, crcs, q, l, published).follows(0, slot);
             (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
@@ -449,7 +459,15 @@ struct Runs {
 }
 
 impl Runs {
-    fn from(image: &[u8], salt: u32, slot: &Slot, crcs: &mut RangeCrcs, q: usize, l: Lsn) -> Runs {
+    fn from(
+        image: &[u8],
+        salt: u32,
+        slot: &Slot,
+        crcs: &mut RangeCrcs,
+        q: usize,
+        l: Lsn,
+        published: Lsn,
+    ) -> Runs {
         // Every run of valid entries from `(q, l)` on, across further refused entries: a
         // second damaged entry must not hide the acknowledged ones behind it (a run that ends
         // in one batch end would look like the rest of one batch), and every valid entry is
@@ -460,7 +478,8 @@ impl Runs {
             let crc = |a, b| crcs.append(salt, a, b);
             let w = walk::walk_visit_by(image, salt, slot, q, l, |_, _, _| {}, crc);
             runs.push((q, w.stop_lsn - l, w.batches));
-            match continuation_and_length(image, salt, slot, crcs, w.stop, w.stop_lsn).0 {
+            match continuation_and_length(image, salt, slot, crcs, w.stop, w.stop_lsn, published).0
+            {
                 // Damage again, and valid entries after it. An append left unfinished by this
                 // run may go on past the refused entry: it is counted by its end.
                 Some((q2, l2)) => (q, l) = (q2, l2),
@@ -571,7 +590,7 @@ pub(crate) fn salvage(
         } else {
             w.stop
         };
-        let (next, _) = continuation_and_length(image, salt, slot, crcs, at, w.stop_lsn);
+        let (next, _) = continuation_and_length(image, salt, slot, crcs, at, w.stop_lsn, published);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn || l < published {
                 return true;
@@ -579,7 +598,7 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, slot, crcs, q, l));
+                    runs = Some(Runs::from(image, salt, slot, crcs, q, l, published));
                     0
                 }
             };

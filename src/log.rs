@@ -547,7 +547,9 @@ impl<M: Media> Log<M> {
         };
         // (Read before the open's first write.)
         let published = recover::published(image, &sb, &slot);
-        if let Some(reason) = crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan) {
+        if let Some(reason) =
+            crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan, published)
+        {
             scan.torn_at_wrap(image, &slot, reason);
         } else if let Some((reason, at_wrap)) =
             crate::damage::torn_past_end(image, sb.salt, &slot, &scan, published)

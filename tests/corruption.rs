@@ -450,6 +450,50 @@ fn damage_before_published_entries_is_never_a_torn_tail() {
     }
 }
 
+/// Two faults: a high length bit set in entry 7 of 20, and the LSN of entry 8 damaged, so that
+/// no single bit repairs the length (the entry the repaired length ends at must carry the next
+/// LSN). The claimed extent then covers every entry after it, and a chain inside a claimed
+/// payload is no evidence by itself (a payload may hold encoded entries); but entries 9..=20
+/// lie below the published LSN, which no payload's encoded entries can (their LSNs are above
+/// the interrupted append's): damage, never a torn tail that drops twelve acknowledged
+/// entries. Where a crash left the word at 7 (entries 7 on in flight), the same bytes stay a
+/// torn tail.
+#[test]
+fn a_length_no_one_bit_repairs_does_not_hide_published_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let singles: Vec<&[usize]> = vec![&[LEN]; 20];
+    let path = dir.path().join("two-faults.dax");
+    log_of(&path, 1 << 20, &singles);
+    let entries = layout(&path);
+    let (at, next) = (entries[6].0, entries[7].0);
+    flip(&path, at + 5, 1 << 7); // length + 32 KiB: past every entry, inside the file
+    flip(&path, next + 8, 1 << 4); // entry 8's LSN
+    for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+        match judged(&path, mode) {
+            Err((offset, lsn, beyond, _)) => assert_eq!((offset, lsn, beyond), (at, 7, 12)),
+            Ok(n) => panic!("{mode:?}: opened with {n} entries"),
+        }
+    }
+    assert!(matches!(
+        Log::open(&path, &Options::new()),
+        Err(Error::Corrupted { .. })
+    ));
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    let want: Vec<u64> = (1..=20).filter(|&l| l != 7 && l != 8).collect();
+    assert_eq!(rescued, want);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!((gaps[0].first_lsn, gaps[0].last_lsn), (7, 8));
+    assert_eq!(gaps[0].resume_offset, entries[8].0);
+    drop(log);
+
+    set_published(&path, 7);
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    assert_eq!(lsns(&log), (1..=6).collect::<Vec<_>>());
+    assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+}
+
 /// Entry 1, then a batch 2..=4 whose first entry is torn (a payload byte) and the others
 /// whole, closed (everything published). Returns the file and where the batch begins.
 fn torn_batch(dir: &Path, name: &str) -> (PathBuf, u64) {
