@@ -20,9 +20,11 @@
 //!    hide the entries after it.
 //!
 //! The search covers at most [`SEARCH_BYTES`] past the refused entry and as much of the wrapped
-//! part at the start of the data area. Its checksums come from one [`RangeCrcs`] per judgement,
-//! so that candidates claiming long lengths at every position (a payload of encoded headers)
-//! read each block of the image once rather than once per candidate.
+//! part at the start of the data area. One [`Judge`] per judgement keeps its checksums (a
+//! [`RangeCrcs`]), so that candidates claiming long lengths at every position (a payload of
+//! encoded headers) read each block of the image once rather than once per candidate, and
+//! its searches past claimed extents, so that refused entries claiming one extent search
+//! past it once.
 
 use crate::crc_ranges::RangeCrcs;
 use crate::format::{
@@ -50,14 +52,82 @@ pub(crate) struct Damage {
     pub beyond_lsns: Option<(Lsn, Lsn)>,
 }
 
+/// What one judgement reuses between its searches: the checksums of ranges, and the searches
+/// past claimed extents ([`Judge::find_past`]).
+pub(crate) struct Judge<'a> {
+    crcs: RangeCrcs<'a>,
+    past: Vec<Past>,
+}
+
+/// A search past a claimed extent: from `from` (before `before`, entries ending by `end`) the
+/// first valid entry with an LSN above `after` was `found`.
+struct Past {
+    from: usize,
+    before: usize,
+    end: usize,
+    after: Lsn,
+    found: Option<(usize, Lsn)>,
+}
+
+impl<'a> Judge<'a> {
+    pub(crate) fn new(image: &'a [u8]) -> Self {
+        Judge {
+            crcs: RangeCrcs::new(image),
+            past: Vec::new(),
+        }
+    }
+
+    /// [`find_continuation`] past a claimed extent, remembered: refused entries that claim the
+    /// same extent (headers in a row that claim one end, in a crafted payload or after it)
+    /// ask the same search with rising LSNs, and each would otherwise read up to
+    /// [`SEARCH_BYTES`] again. Exact: where nothing above LSN `a` was found before position
+    /// `q`, nothing above a higher LSN is.
+    #[allow(clippy::too_many_arguments)]
+    fn find_past(
+        &mut self,
+        image: &[u8],
+        salt: u32,
+        slot: &Slot,
+        from: usize,
+        before: usize,
+        end: usize,
+        after: Lsn,
+    ) -> Option<(usize, Lsn)> {
+        let key = |p: &Past| (p.from, p.before, p.end) == (from, before, end);
+        let mut start = from;
+        if let Some(p) = self.past.iter().find(|p| key(p) && p.after <= after) {
+            match p.found {
+                None => return None,
+                Some((q, l)) if l > after => return Some((q, l)),
+                Some((q, _)) => start = q + ENTRY_ALIGN,
+            }
+        }
+        // (`before` counted from `from`, as a search from there would.)
+        let before_abs = before.min(from.saturating_add(SEARCH_BYTES));
+        let found = find_continuation(image, salt, slot, self, start, before_abs, end, after);
+        self.past.retain(|p| !key(p));
+        if self.past.len() >= 4 {
+            self.past.remove(0);
+        }
+        self.past.push(Past {
+            from,
+            before,
+            end,
+            after,
+            found,
+        });
+        found
+    }
+}
+
 /// A valid entry that continues the sequence past `after_lsn`, starting at an 8-byte boundary
-/// in `[from, before)` and ending by `end`.
+/// in `[from, before)` (at most [`SEARCH_BYTES`] from `from`) and ending by `end`.
 #[allow(clippy::too_many_arguments)]
 fn find_continuation(
     image: &[u8],
     salt: u32,
     slot: &Slot,
-    crcs: &mut RangeCrcs,
+    j: &mut Judge,
     from: usize,
     before: usize,
     end: usize,
@@ -74,10 +144,9 @@ fn find_continuation(
         // entries whose damaged lengths claim much, would spend it too, and running out would
         // drop the entries after them unreported.)
         if h.lsn > after_lsn
-            && h.lsn - after_lsn < 1 << 40
             && (h.len as usize) <= end - q - HEADER_LEN
             && walk::passes_all_but_fit_and_checksum(&h, h.lsn, slot)
-            && walk::check_entry_by(image, q, end, h.lsn, slot, |a, b| crcs.append(salt, a, b))
+            && walk::check_entry_by(image, q, end, h.lsn, slot, |a, b| j.crcs.append(salt, a, b))
                 .is_ok()
         {
             return Some((q, h.lsn));
@@ -109,7 +178,7 @@ pub(crate) fn continuation(
         image,
         salt,
         slot,
-        &mut RangeCrcs::new(image),
+        &mut Judge::new(image),
         stop,
         stop_lsn,
         published,
@@ -123,7 +192,7 @@ fn continuation_and_length(
     image: &[u8],
     salt: u32,
     slot: &Slot,
-    crcs: &mut RangeCrcs,
+    j: &mut Judge,
     stop: usize,
     stop_lsn: Lsn,
     published: Lsn,
@@ -131,17 +200,18 @@ fn continuation_and_length(
     let head = slot.head_offset as usize;
     let in_first_part = stop >= head;
     let area_end = if in_first_part { image.len() } else { head };
-    let (claimed_end, length_off) = claimed_end(image, salt, slot, crcs, stop, stop_lsn, area_end);
-    let find = |crcs: &mut RangeCrcs, from, before, end| {
-        find_continuation(image, salt, slot, crcs, from, before, end, stop_lsn)
-    };
-    let found = find(crcs, claimed_end, area_end, area_end).or_else(|| {
-        (in_first_part && head > DATA_OFFSET)
-            .then(|| find(crcs, DATA_OFFSET, head, head))
-            .flatten()
-    });
+    let (claimed_end, length_off) = claimed_end(image, salt, slot, j, stop, stop_lsn, area_end);
+    let found = j
+        .find_past(image, salt, slot, claimed_end, area_end, area_end, stop_lsn)
+        .or_else(|| {
+            (in_first_part && head > DATA_OFFSET)
+                .then(|| j.find_past(image, salt, slot, DATA_OFFSET, head, head, stop_lsn))
+                .flatten()
+        });
     // Inside the claimed extent, up to `SEARCH_BYTES` past the refused entry (as past its
-    // end): a wrong but plausible length may hide the next entries.
+    // end): a wrong but plausible length may hide the next entries. An entry below
+    // `published` there is evidence by itself; others only if their chain runs past the
+    // extent.
     let window = claimed_end.min(stop.saturating_add(SEARCH_BYTES));
     let mut from = stop + ENTRY_ALIGN;
     let mut inner = None;
@@ -153,27 +223,30 @@ fn continuation_and_length(
     let bit = |q: usize| ((q - stop) / ENTRY_ALIGN / 64, (q - stop) / ENTRY_ALIGN % 64);
     // And a bound on the entries walked in all: chains that merge into walked ones (an entry
     // inside one entry's payload whose chain joins the next) are walked to their end again.
-    // Twice what the window can hold keeps this linear in its size; past it the search gives
-    // up, as it does past `SEARCH_BYTES`, and the end stays a torn tail. (No append leaves
-    // such nests: only a crafted payload can.)
+    // Twice what the window can hold keeps this linear in its size; past it no chain is
+    // walked, as past `SEARCH_BYTES`, but the search goes on for entries below `published`.
+    // (No append leaves such nests: only a crafted payload can.)
     let mut walks = 2 * (window.saturating_sub(stop) / HEADER_LEN) + 64;
-    while let Some((q, l)) = find(crcs, from, window, area_end) {
+    while let Some((q, l)) =
+        find_continuation(image, salt, slot, j, from, window, area_end, stop_lsn)
+    {
         from = q + ENTRY_ALIGN;
+        if l < published {
+            inner = Some((q, l));
+            break;
+        }
         let (w64, b) = bit(q);
-        if walked.get(w64).is_some_and(|w| w & (1 << b) != 0) {
+        if walks == 0 || walked.get(w64).is_some_and(|w| w & (1 << b) != 0) {
             continue;
         }
         let mut chain = Vec::new();
-        let crc = |a, b| crcs.append(salt, a, b);
+        let crc = |a, b| j.crcs.append(salt, a, b);
         let w = walk::walk_visit_by(image, salt, slot, q, l, |_, e, _| chain.push(e), crc);
-        if w.stop > claimed_end || w.stop < q || l < published {
+        if w.stop > claimed_end || w.stop < q {
             inner = Some((q, l));
             break;
         }
         walks = walks.saturating_sub(chain.len());
-        if walks == 0 {
-            break;
-        }
         if walked.is_empty() {
             walked = vec![0; (window - stop) / ENTRY_ALIGN / 64 + 1];
         }
@@ -185,8 +258,9 @@ fn continuation_and_length(
             walked[w64] |= 1 << b;
         }
     }
+    // (On equal LSNs, the entry past the extent: inside it, a payload may hold a copy.)
     let next = match (inner, found) {
-        (Some(i), Some(o)) => Some(if i.1 <= o.1 { i } else { o }),
+        (Some(i), Some(o)) => Some(if i.1 < o.1 { i } else { o }),
         (i, o) => i.or(o),
     };
     (next, length_off)
@@ -199,14 +273,14 @@ fn claimed_end(
     image: &[u8],
     salt: u32,
     slot: &Slot,
-    crcs: &mut RangeCrcs,
+    j: &mut Judge,
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
 ) -> (usize, bool) {
     if stop + HEADER_LEN <= area_end {
         let h = EntryHeader::decode(&image[stop..stop + HEADER_LEN]);
-        if let Some(len) = one_bit_off_length(image, salt, slot, crcs, stop, stop_lsn, area_end) {
+        if let Some(len) = one_bit_off_length(image, salt, slot, j, stop, stop_lsn, area_end) {
             return (stop + format::entry_len(len as usize), true);
         }
         if (h.len as usize) <= area_end - stop - HEADER_LEN {
@@ -239,7 +313,7 @@ fn one_bit_off_length(
     image: &[u8],
     salt: u32,
     slot: &Slot,
-    crcs: &mut RangeCrcs,
+    j: &mut Judge,
     stop: usize,
     stop_lsn: Lsn,
     area_end: usize,
@@ -275,7 +349,7 @@ fn one_bit_off_length(
         .collect();
     lens.sort_unstable();
     lens.into_iter().find(|&len| {
-        let pcrc = crcs.append(salt, payload, payload + len as usize);
+        let pcrc = j.crcs.append(salt, payload, payload + len as usize);
         format::entry_crc(pcrc, &EntryHeader { len, ..h }) == h.crc
     })
 }
@@ -380,12 +454,11 @@ pub(crate) fn assess(
             }
         }
     };
-    let crcs = &mut RangeCrcs::new(image);
-    let (cont, length_off) =
-        continuation_and_length(image, salt, slot, crcs, offset, lsn, published);
+    let j = &mut Judge::new(image);
+    let (cont, length_off) = continuation_and_length(image, salt, slot, j, offset, lsn, published);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
-            let c = Runs::from(image, salt, slot, crcs, q, l, published).follows(0, slot);
+            let c = Runs::from(image, salt, slot, j, q, l, published).follows(0, slot);
             (c.count, (c.count > 0).then(|| (l, c.end - 1)), c.in_flight)
         }
         None => (0, None, false),
@@ -463,7 +536,7 @@ impl Runs {
         image: &[u8],
         salt: u32,
         slot: &Slot,
-        crcs: &mut RangeCrcs,
+        j: &mut Judge,
         q: usize,
         l: Lsn,
         published: Lsn,
@@ -475,11 +548,10 @@ impl Runs {
         let (mut q, mut l) = (q, l);
         let mut runs = Vec::new();
         let (end, unfinished) = loop {
-            let crc = |a, b| crcs.append(salt, a, b);
+            let crc = |a, b| j.crcs.append(salt, a, b);
             let w = walk::walk_visit_by(image, salt, slot, q, l, |_, _, _| {}, crc);
             runs.push((q, w.stop_lsn - l, w.batches));
-            match continuation_and_length(image, salt, slot, crcs, w.stop, w.stop_lsn, published).0
-            {
+            match continuation_and_length(image, salt, slot, j, w.stop, w.stop_lsn, published).0 {
                 // Damage again, and valid entries after it. An append left unfinished by this
                 // run may go on past the refused entry: it is counted by its end.
                 Some((q2, l2)) => (q, l) = (q2, l2),
@@ -565,7 +637,7 @@ pub(crate) fn salvage(
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> (Vec<Gap>, u64) {
     let mut gaps = Vec::new();
-    let crcs = &mut RangeCrcs::new(image);
+    let j = &mut Judge::new(image);
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -590,7 +662,7 @@ pub(crate) fn salvage(
         } else {
             w.stop
         };
-        let (next, _) = continuation_and_length(image, salt, slot, crcs, at, w.stop_lsn, published);
+        let (next, _) = continuation_and_length(image, salt, slot, j, at, w.stop_lsn, published);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn || l < published {
                 return true;
@@ -598,7 +670,7 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, slot, crcs, q, l, published));
+                    runs = Some(Runs::from(image, salt, slot, j, q, l, published));
                     0
                 }
             };
