@@ -270,6 +270,18 @@ pub struct Slot {
     pub hint_lsn: Lsn,
 }
 
+/// What [`Slot::current`] found in a metadata page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrentSlot {
+    /// The current slot (`None`: neither copy is valid or one bit off a valid slot).
+    pub slot: Option<Slot>,
+    /// The offset of a copy that does not decode and is not blank (never written: zeros): a
+    /// slot update torn by a crash, or damage.
+    pub unreadable: Option<usize>,
+    /// That copy is the current slot, one bit off, read corrected.
+    pub repaired: bool,
+}
+
 /// Slot flag: since `cut_lsn`, appends have overlapped (several reservations in flight), so up
 /// to [`MAX_INFLIGHT`] batches may follow a torn entry after a crash.
 pub const SLOT_CONCURRENT: u32 = 1;
@@ -338,7 +350,8 @@ impl Slot {
     /// The slot `b` holds if exactly one of its bits is wrong: a slot that does not decode
     /// but does with one bit flipped, and with no other. (A slot write torn by a crash can be
     /// one bit off too: the slot written over often differs from the new one in a single bit
-    /// of a word that did not reach media. Recovery asks for more evidence.)
+    /// of a word that did not reach media: recovery takes such a slot only where it is newer
+    /// than the valid copy, the slot that update was writing.)
     pub fn decode_one_bit_off(b: &[u8], salt: u32, capacity: u64) -> Option<Self> {
         if b.len() < SLOT_LEN || Self::decode(b, salt, capacity).is_some() {
             return None;
@@ -357,6 +370,37 @@ impl Slot {
             copy[bit / 8] ^= 1 << (bit % 8);
         }
         found
+    }
+
+    /// The current slot of the metadata page `meta` (its first [`DATA_OFFSET`] bytes, or
+    /// more): the valid copy with the larger `seq`, or a copy that does not decode but is
+    /// exactly one bit off a slot ([`Slot::decode_one_bit_off`]) at the position its `seq`
+    /// writes to, with a `seq` larger than the valid copy's (or no valid copy): that slot,
+    /// corrected. FORMAT.md section 4 says why a torn update taken so is sound.
+    pub fn current(meta: &[u8], salt: u32, capacity: u64) -> CurrentSlot {
+        let decoded = [SLOT0_OFFSET, SLOT1_OFFSET]
+            .map(|off| (off, Slot::decode(&meta[off..], salt, capacity)));
+        let valid = Slot::pick(decoded[0].1, decoded[1].1);
+        let mut current = CurrentSlot {
+            slot: valid,
+            unreadable: None,
+            repaired: false,
+        };
+        for (off, d) in decoded {
+            if d.is_some() || meta[off..off + SLOT_LEN].iter().all(|&b| b == 0) {
+                continue;
+            }
+            current.unreadable = Some(off);
+            let fixed = Slot::decode_one_bit_off(&meta[off..], salt, capacity)
+                .filter(|s| Slot::offset_for(s.seq) == off)
+                .filter(|s| valid.is_none_or(|v| s.seq > v.seq));
+            if fixed.is_some() {
+                current.slot = fixed;
+                current.repaired = true;
+                break;
+            }
+        }
+        current
     }
 
     /// Picks the current slot from the two copies.

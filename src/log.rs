@@ -447,6 +447,7 @@ impl<M: Media> Log<M> {
             tail_state: walk::TailState::Clean,
             superblock_from_backup: false,
             unreadable_slot: None,
+            slot_repaired: false,
             duration: Default::default(),
             persistence,
             damage: None,
@@ -536,15 +537,6 @@ impl<M: Media> Log<M> {
         let image = pmem.view(0, sb.capacity as usize);
         let ahead = recover::read_ahead_of(image, read_ahead);
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
-        let slot_damage = recover::damaged_current_slot(image, sb.salt, &scan, &slot, unreadable);
-        // A salvage (read-only) reads the log by the damaged current slot, as it was.
-        let slot = match &slot_damage {
-            Some((newer, _)) if opts.recovery == RecoveryMode::Salvage => {
-                scan = walk::scan(image, sb.salt, newer, use_hint, &ahead);
-                *newer
-            }
-            _ => slot,
-        };
         // (Read before the open's first write.)
         let published = recover::published(image, &sb, &slot);
         if let Some(reason) =
@@ -578,15 +570,8 @@ impl<M: Media> Log<M> {
         }
         drop(ahead);
         check_mode(opts, writable, path)?;
-        let (damage, gaps, torn_entries) = recover::damage_versus_torn_tail(
-            image,
-            &sb,
-            &slot,
-            &scan,
-            slot_damage.map(|d| d.1),
-            opts.recovery,
-            path,
-        )?;
+        let (damage, gaps, torn_entries) =
+            recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
         let mut current = slot;
         if writable {
             // Before the open's first write or sync, whose failure (a failed write-back of the
@@ -610,7 +595,7 @@ impl<M: Media> Log<M> {
             &scan,
             &slot,
             from_backup,
-            unreadable.map(|u| u.offset),
+            unreadable,
             persistence,
             damage,
             gaps,

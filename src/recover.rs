@@ -26,7 +26,7 @@ use crate::damage::{self, Damage, Gap};
 use crate::error::{Error, Result};
 use crate::format::{
     self, Slot, Superblock, SuperblockError, DATA_OFFSET, SB_BACKUP_OFFSET, SB_LEN,
-    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT_LEN,
 };
 use crate::map::fill_random;
 use crate::media::{Media, Persistence, Pmem};
@@ -90,31 +90,46 @@ pub(crate) fn decode_superblocks(meta: &[u8], path: &Path) -> Result<(Superblock
     }
 }
 
-/// Step 2: the current metadata slot: of the two, the valid one with the larger `seq`.
+/// Step 2: the current metadata slot ([`Slot::current`]): the valid copy with the larger
+/// `seq`, or a newer copy one bit off a valid slot, read corrected.
 ///
-/// Also returns the other slot if it does not decode and is not blank (slots never written
-/// are zero): a slot write torn by a crash, or damage.
+/// Damage of one bit to the current slot would otherwise make recovery fall back to the older
+/// copy, which may not lead to what was done since: entries written under the newer slot's
+/// epoch are stale under the older one, a `truncate_before`'s entries come back, a
+/// `truncate_after`'s deleted entries may. A slot update torn by a crash can be one bit off
+/// too: off the slot it replaces (older, never taken), or off the slot it writes, which is
+/// then taken as if the crash came just after the update. That is sound because every update
+/// is a slot written after a barrier made durable what it depends on (the entries its head
+/// and tail hint name; a new epoch marks no entry before it is durable), so the state it
+/// describes is one the log could be in. (A torn update one bit off a slot nobody wrote needs a
+/// checksum collision: about 2^-23 per torn update, 512 candidates of 2^-32 each.)
+///
+/// Also returns the copy that does not decode and is not blank, if any, and whether it was
+/// the one taken.
 pub(crate) fn read_current_slot<M: Media>(
     pmem: &mut Pmem<M>,
     sb: &Superblock,
     path: &Path,
 ) -> Result<(Slot, Option<Unreadable>)> {
     let meta = pmem.view(0, DATA_OFFSET);
-    let decoded = [SLOT0_OFFSET, SLOT1_OFFSET]
-        .map(|off| (off, Slot::decode(&meta[off..], sb.salt, sb.capacity)));
-    let slot =
-        Slot::pick(decoded[0].1, decoded[1].1).ok_or_else(|| Error::CorruptedSuperblock {
-            path: path.into(),
-            offset: SLOT0_OFFSET as u64,
-            reason: "no valid metadata slot".into(),
-        })?;
-    let unreadable = decoded
-        .iter()
-        .find(|(off, d)| d.is_none() && meta[*off..*off + SLOT_LEN].iter().any(|&b| b != 0))
-        .map(|&(off, _)| Unreadable {
-            offset: off as u64,
-            one_bit_off: Slot::decode_one_bit_off(&meta[off..], sb.salt, sb.capacity),
-        });
+    let found = Slot::current(meta, sb.salt, sb.capacity);
+    let slot = found.slot.ok_or_else(|| Error::CorruptedSuperblock {
+        path: path.into(),
+        offset: SLOT0_OFFSET as u64,
+        reason: "no valid metadata slot".into(),
+    })?;
+    let unreadable = found.unreadable.map(|off| Unreadable {
+        offset: off as u64,
+        repaired: found.repaired,
+    });
+    if let Some(u) = unreadable.filter(|u| u.repaired) {
+        tracing::warn!(
+            path = %path.display(),
+            offset = u.offset,
+            seq = slot.seq,
+            "daxlog: the current metadata slot had one bit wrong; read it corrected"
+        );
+    }
     Ok((slot, unreadable))
 }
 
@@ -122,80 +137,33 @@ pub(crate) fn read_current_slot<M: Media>(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Unreadable {
     pub offset: u64,
-    /// The slot it held, if exactly one of its bits is wrong ([`Slot::decode_one_bit_off`]).
-    pub one_bit_off: Option<Slot>,
-}
-
-/// Step 3b, after the scan: the current slot damaged. The other slot does not decode but is
-/// one bit off a slot newer than the one picked, and a full scan by that slot reaches further
-/// than the scan by the picked one: entries were written that only the newer slot leads to
-/// (under its epoch, or from its head), so it was whole and durable, and damage took it. A
-/// slot update torn by a crash can be one bit off the slot it writes or the one it replaces
-/// (successive slots differ in few bits), but the one it replaces is older, and nothing is
-/// written that only the one it writes leads to before that one is durable: a new epoch
-/// (an open, `truncate_after`) marks no entry before, and a `reset` that moves the head to
-/// the start of the data area holds the appends until. The older copy cannot vouch for what
-/// was done since: it would take those entries for stale, or look for them elsewhere.
-/// Returns the slot as it was, and the damage: at the slot's offset, from where the scan by
-/// the current slot ended, with the entries only the damaged one reaches beyond.
-pub(crate) fn damaged_current_slot(
-    image: &[u8],
-    salt: u32,
-    scan: &Scan,
-    slot: &Slot,
-    other: Option<Unreadable>,
-) -> Option<(Slot, Damage)> {
-    let u = other?;
-    let newer = u.one_bit_off?;
-    if newer.seq <= slot.seq {
-        return None;
-    }
-    let theirs = crate::walk::scan(image, salt, &newer, false, &|_, _| {});
-    (theirs.next_lsn > scan.next_lsn).then(|| {
-        let d = Damage {
-            offset: u.offset,
-            lsn: scan.next_lsn,
-            reason: "the current metadata slot is damaged (one bit); the older copy vouches \
-                     for the entries before this LSN only",
-            beyond: theirs.next_lsn - scan.next_lsn,
-            beyond_lsns: Some((scan.next_lsn, theirs.next_lsn - 1)),
-        };
-        (newer, d)
-    })
+    /// It was the current slot, one bit off, and was read corrected ([`read_current_slot`]).
+    pub repaired: bool,
 }
 
 /// Step 4: whether the end the scan found in `image` (the whole file) is damage inside the
 /// acknowledged entries rather than a torn tail, and, in salvage mode, every damaged region.
 /// Fails with [`Error::Corrupted`] on damage (but in salvage mode), and on a torn tail in
-/// strict mode. `slot_damage` ([`damaged_current_slot`]) comes first: the scan by the older
-/// slot saw nothing of what follows it. Also returns the valid entries discarded with a torn
+/// strict mode. Also returns the valid entries discarded with a torn
 /// tail ([`RecoveryReport::torn_entries`]).
 pub(crate) fn damage_versus_torn_tail(
     image: &[u8],
     sb: &Superblock,
     slot: &Slot,
     scan: &Scan,
-    slot_damage: Option<Damage>,
     mode: RecoveryMode,
     path: &Path,
 ) -> Result<(Option<Damage>, Vec<Gap>, u64)> {
     let damage::Assessment {
-        damage: found,
+        damage,
         torn_entries,
     } = damage::assess(image, sb.salt, slot, scan, published(image, sb, slot));
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
-    let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && found.is_some() {
+    let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
         damage::salvage(image, sb.salt, slot, published(image, sb, slot), |_, _| {})
     } else {
         (Vec::new(), 0)
     };
-    // The current slot's damage comes first: the scan by the older slot saw nothing of the end.
-    let at_end = if slot_damage.is_none() {
-        torn_at_end
-    } else {
-        0
-    };
-    let damage = slot_damage.or(found);
     match (&damage, mode, &scan.state) {
         (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
             return Err(Error::Corrupted {
@@ -230,7 +198,7 @@ pub(crate) fn damage_versus_torn_tail(
     let torn_entries = if damage.is_none() {
         torn_entries
     } else {
-        at_end
+        torn_at_end
     };
     Ok((damage, gaps, torn_entries))
 }
@@ -545,7 +513,7 @@ pub(crate) fn report(
     scan: &Scan,
     slot: &Slot,
     from_backup: bool,
-    unreadable_slot: Option<u64>,
+    unreadable: Option<Unreadable>,
     persistence: Persistence,
     damage: Option<Damage>,
     gaps: Vec<Gap>,
@@ -553,7 +521,8 @@ pub(crate) fn report(
     start: Instant,
 ) -> RecoveryReport {
     let report = RecoveryReport {
-        unreadable_slot,
+        unreadable_slot: unreadable.map(|u| u.offset),
+        slot_repaired: unreadable.is_some_and(|u| u.repaired),
         entries: scan.entries,
         first_lsn: (scan.entries > 0).then_some(slot.head_lsn),
         last_lsn: (scan.entries > 0).then_some(scan.next_lsn - 1),
@@ -626,11 +595,16 @@ pub struct RecoveryReport {
     /// opened for writing, rewritten over the primary).
     pub superblock_from_backup: bool,
     /// Offset of a metadata slot that does not decode and is not blank: a slot write torn by
-    /// a crash, or damage; the other copy was used (a writable open writes its next slot
-    /// there). Where it was the current one, damaged — one bit of it wrong, newer than the
-    /// other, and entries written under it follow — only a salvage opens the log: it reads it
-    /// by that slot, corrected; the other modes fail with [`crate::Error::Corrupted`].
+    /// a crash, or damage. The other copy was used (a writable open writes its next slot
+    /// there), unless this one was newer and one bit off a valid slot: then it was read
+    /// corrected ([`RecoveryReport::slot_repaired`]).
     pub unreadable_slot: Option<u64>,
+    /// The current metadata slot had one bit wrong (damage, or a slot update torn by a crash
+    /// one bit short of complete) and was read corrected: without it the older copy would
+    /// have been taken, which may not lead to what was done since (FORMAT.md section 4). The
+    /// slot stays on media as it is until a later update writes over it; a writable open
+    /// writes its session's slot over the other copy.
+    pub slot_repaired: bool,
     /// Wall-clock time of the whole open, mapping included.
     pub duration: Duration,
     /// The persistence barrier the log uses.

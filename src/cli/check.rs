@@ -137,12 +137,19 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
             "; primary superblock damaged, backup copy used (a writable open repairs it)"
         )?;
     }
-    if let Some(off) = r.unreadable_slot {
-        write!(
+    match r.unreadable_slot {
+        Some(off) if r.slot_repaired => write!(
+            out,
+            "; the current metadata slot at offset {off} has one bit wrong (damaged, or its \
+             update torn by a crash), read corrected (the next slot update after a writable \
+             open's rewrites it)"
+        )?,
+        Some(off) => write!(
             out,
             "; the metadata slot at offset {off} is unreadable (torn or damaged), the other \
              copy used (a writable open rewrites it)"
-        )?;
+        )?,
+        None => {}
     }
     writeln!(out)?;
     out.flush()?;

@@ -181,10 +181,18 @@ fn decode_page(page: &[u8]) -> (Vec<SbView>, Vec<SlotView>) {
             }
         })
         .collect();
-    let valid = |i: usize| (slots[i].valid == Some(true)).then_some(slots[i].raw);
-    if let Some(current) = Slot::pick(valid(0), valid(1)) {
-        let i = if valid(0) == Some(current) { 0 } else { 1 };
-        slots[i].current = true;
+    if let Some(sb) = sb {
+        let found = Slot::current(page, sb.salt, sb.capacity);
+        let is_current = |s: &SlotView| match found.repaired {
+            true => found.unreadable == Some(s.offset),
+            false => s.valid == Some(true) && found.slot == Some(s.raw),
+        };
+        for s in slots.iter_mut().filter(|s| is_current(s)) {
+            s.current = true;
+            if found.repaired {
+                s.reason = Some("one bit wrong: read corrected");
+            }
+        }
     }
     (sbs, slots)
 }
@@ -389,6 +397,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "torn_offset": torn_offset,
             "superblock_from_backup": r.superblock_from_backup,
             "unreadable_slot": r.unreadable_slot,
+            "slot_repaired": r.slot_repaired,
             "damage": r.damage.as_ref().map(|d| json!({
                 "offset": d.offset,
                 "lsn": d.lsn,

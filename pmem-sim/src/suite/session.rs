@@ -608,11 +608,9 @@ pub(crate) fn current_slot(img: &[u8]) -> (Superblock, Slot) {
     let sb = Superblock::decode(&img[..64])
         .or_else(|_| Superblock::decode(&img[SB_BACKUP_OFFSET..SB_BACKUP_OFFSET + 64]))
         .expect("a superblock");
-    let slot = Slot::pick(
-        Slot::decode(&img[SLOT0_OFFSET..], sb.salt, sb.capacity),
-        Slot::decode(&img[SLOT1_OFFSET..], sb.salt, sb.capacity),
-    )
-    .expect("a metadata slot");
+    let slot = Slot::current(img, sb.salt, sb.capacity)
+        .slot
+        .expect("a metadata slot");
     (sb, slot)
 }
 
