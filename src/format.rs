@@ -390,14 +390,21 @@ impl Slot {
             if d.is_some() || meta[off..off + SLOT_LEN].iter().all(|&b| b == 0) {
                 continue;
             }
-            current.unreadable = Some(off);
+            if !current.repaired {
+                current.unreadable = Some(off);
+            }
+            // (Both copies one bit off, neither valid: the newer. A writable open rewrites a
+            // corrected slot before it writes over the other copy, but a read-only open does
+            // not, and damage may take the rewrite's copy too.)
             let fixed = Slot::decode_one_bit_off(&meta[off..], salt, capacity)
                 .filter(|s| Slot::offset_for(s.seq) == off)
-                .filter(|s| valid.is_none_or(|v| s.seq > v.seq));
+                .filter(|s| current.slot.is_none_or(|c| s.seq > c.seq));
             if fixed.is_some() {
-                current.slot = fixed;
-                current.repaired = true;
-                break;
+                current = CurrentSlot {
+                    slot: fixed,
+                    unreadable: Some(off),
+                    repaired: true,
+                };
             }
         }
         current

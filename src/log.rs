@@ -539,6 +539,7 @@ impl<M: Media> Log<M> {
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
         // (Read before the open's first write.)
         let published = recover::published(image, &sb, &slot);
+        let slot_damage = recover::slot_short_of_published(&scan, unreadable, published);
         if let Some(reason) =
             crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan, published)
         {
@@ -570,8 +571,15 @@ impl<M: Media> Log<M> {
         }
         drop(ahead);
         check_mode(opts, writable, path)?;
-        let (damage, gaps, torn_entries) =
-            recover::damage_versus_torn_tail(image, &sb, &slot, &scan, opts.recovery, path)?;
+        let (damage, gaps, torn_entries) = recover::damage_versus_torn_tail(
+            image,
+            &sb,
+            &slot,
+            &scan,
+            slot_damage,
+            opts.recovery,
+            path,
+        )?;
         let mut current = slot;
         if writable {
             // Before the open's first write or sync, whose failure (a failed write-back of the
@@ -584,6 +592,7 @@ impl<M: Media> Log<M> {
             pmem.media().set_failure_floor(vouched);
             recover::repair_superblock(&mut pmem, &mut sb, path)?;
             recover::persist_recovered(&mut pmem, &slot, &scan, published, sb.salt, path)?;
+            recover::rewrite_corrected_slot(&mut pmem, &sb, &slot, unreadable, path)?;
             current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
             recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
             // Every recovered entry is durable: readers in other processes may read them.

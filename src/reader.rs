@@ -695,40 +695,53 @@ impl Reader {
     }
 
     /// Reads the current slot. A slot being written fails its checksum; the other copy is the
-    /// current one until the write completes, so a torn read is retried.
+    /// current one until the write completes, so a torn read is retried. A copy that still
+    /// does not decode after a hundred looks is damaged (or its writer was descheduled): if it
+    /// is one bit off a slot newer than the other copy, that slot is current, corrected, as
+    /// recovery takes it ([`Slot::current`]); else the other copy.
     fn read_slot(&mut self) -> Result<()> {
         for attempt in 0..1000 {
             let seqs = self.slot_seqs();
-            let mut a = [0u8; SLOT_LEN];
-            let mut b = [0u8; SLOT_LEN];
-            self.map.copy_out(SLOT0_OFFSET, &mut a);
-            self.map.copy_out(SLOT1_OFFSET, &mut b);
+            let mut page = [0u8; SLOT1_OFFSET + SLOT_LEN];
+            self.map
+                .copy_out(SLOT0_OFFSET, &mut page[SLOT0_OFFSET..][..SLOT_LEN]);
+            self.map
+                .copy_out(SLOT1_OFFSET, &mut page[SLOT1_OFFSET..][..SLOT_LEN]);
             let (salt, cap) = (self.sb.salt, self.sb.capacity);
-            let (da, db) = (Slot::decode(&a, salt, cap), Slot::decode(&b, salt, cap));
+            let decode = |at: usize| Slot::decode(&page[at..], salt, cap);
+            let (da, db) = (decode(SLOT0_OFFSET), decode(SLOT1_OFFSET));
             if self.slot_seqs() != seqs {
                 continue;
             }
-            if let Some(slot) = Slot::pick(da, db) {
-                // A copy that does not decode but whose sequence number is already above the
-                // one picked is being written (its sequence word may be visible before its
-                // checksum): look again. A copy still like that after a hundred looks is
-                // damaged or its writer was descheduled; either way the other one is current
-                // until it decodes (`torn`).
-                let in_progress = [(da, seqs[0], SLOT0_OFFSET), (db, seqs[1], SLOT1_OFFSET)]
-                    .into_iter()
-                    .find(|&(d, raw, _)| d.is_none() && raw > slot.seq)
-                    .map(|(_, _, at)| at);
-                if in_progress.is_none() || attempt >= 100 {
-                    // (If that copy's write was only slow, its end moves no sequence word.)
-                    let head_before = self.slot.head_lsn;
-                    self.slot = slot;
-                    self.seqs = seqs;
-                    self.torn = in_progress;
-                    if self.sb.version < 2 {
-                        self.recheck_version();
-                    }
-                    return self.after_slot_change(head_before);
+            let found = Slot::current(&page, salt, cap);
+            let picked = match (Slot::pick(da, db), found.slot) {
+                // A copy one bit off a slot newer than the other: being written (the other
+                // words reach it soon), or damaged. Look again, a hundred times at most.
+                (_, Some(slot)) if found.repaired => (attempt >= 100).then_some((slot, None)),
+                (Some(slot), _) => {
+                    // A copy that does not decode but whose sequence number is already above
+                    // the one picked is being written (its sequence word may be visible before
+                    // its checksum): look again. Still like that after a hundred looks, it is
+                    // damaged or its writer was descheduled; either way the other one is
+                    // current until it decodes (`torn`). (If that copy's write was only slow,
+                    // its end moves no sequence word.)
+                    let in_progress = [(da, seqs[0], SLOT0_OFFSET), (db, seqs[1], SLOT1_OFFSET)]
+                        .into_iter()
+                        .find(|&(d, raw, _)| d.is_none() && raw > slot.seq)
+                        .map(|(_, _, at)| at);
+                    (in_progress.is_none() || attempt >= 100).then_some((slot, in_progress))
                 }
+                (None, _) => None,
+            };
+            if let Some((slot, torn)) = picked {
+                let head_before = self.slot.head_lsn;
+                self.slot = slot;
+                self.seqs = seqs;
+                self.torn = torn;
+                if self.sb.version < 2 {
+                    self.recheck_version();
+                }
+                return self.after_slot_change(head_before);
             }
             std::thread::yield_now();
         }

@@ -141,29 +141,57 @@ pub(crate) struct Unreadable {
     pub repaired: bool,
 }
 
+/// Step 3b, after the scan: a copy of the metadata slot that does not decode (and was not
+/// read corrected), beside entries published past where the scan by the other copy ended.
+/// No crash leaves that: published entries are durable, and every slot update keeps them
+/// where the slot it replaces leads (a new epoch or a `reset` marks no entry before its slot
+/// is durable, a suffix truncation lowers the published LSN durably before its slot). So
+/// damage of more than one bit took the current slot, and the older copy cannot vouch for
+/// what was done since (FORMAT.md section 4). (Or zeros over the last published entries
+/// beside a torn slot update: damage too.)
+pub(crate) fn slot_short_of_published(
+    scan: &Scan,
+    unreadable: Option<Unreadable>,
+    published: Lsn,
+) -> Option<Damage> {
+    let u = unreadable.filter(|u| !u.repaired)?;
+    (published > scan.next_lsn).then_some(Damage {
+        offset: u.offset,
+        lsn: scan.next_lsn,
+        reason: "the metadata slot here does not decode, and entries up to the published LSN \
+                 lie past where the other copy leads: damage took the current slot",
+        beyond: 0,
+        beyond_lsns: None,
+    })
+}
+
 /// Step 4: whether the end the scan found in `image` (the whole file) is damage inside the
 /// acknowledged entries rather than a torn tail, and, in salvage mode, every damaged region.
 /// Fails with [`Error::Corrupted`] on damage (but in salvage mode), and on a torn tail in
-/// strict mode. Also returns the valid entries discarded with a torn
-/// tail ([`RecoveryReport::torn_entries`]).
+/// strict mode. `slot_damage` ([`slot_short_of_published`]) comes first: the scan by the
+/// older copy saw nothing of what was done since. Also returns the valid entries discarded
+/// with a torn tail ([`RecoveryReport::torn_entries`]).
 pub(crate) fn damage_versus_torn_tail(
     image: &[u8],
     sb: &Superblock,
     slot: &Slot,
     scan: &Scan,
+    slot_damage: Option<Damage>,
     mode: RecoveryMode,
     path: &Path,
 ) -> Result<(Option<Damage>, Vec<Gap>, u64)> {
     let damage::Assessment {
-        damage,
+        damage: found,
         torn_entries,
     } = damage::assess(image, sb.salt, slot, scan, published(image, sb, slot));
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
-    let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
-        damage::salvage(image, sb.salt, slot, published(image, sb, slot), |_, _| {})
-    } else {
-        (Vec::new(), 0)
+    let (gaps, torn_at_end) = match (&slot_damage, &found) {
+        (None, Some(_)) if mode == RecoveryMode::Salvage => {
+            damage::salvage(image, sb.salt, slot, published(image, sb, slot), |_, _| {})
+        }
+        _ => (Vec::new(), 0),
     };
+    let damage = slot_damage.or(found);
     match (&damage, mode, &scan.state) {
         (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
             return Err(Error::Corrupted {
@@ -404,6 +432,26 @@ pub(crate) fn start_session<M: Media>(
     Ok(current)
 }
 
+/// Step 6a, before [`start_session`]: a current slot read corrected ([`read_current_slot`]) is
+/// written back at its own offset, durably. The session's slot then goes over the other copy:
+/// were that write torn, no copy would be whole, and of two copies one bit off (the corrected
+/// one, and the torn one off the slot it replaces) the other could be taken.
+pub(crate) fn rewrite_corrected_slot<M: Media>(
+    pmem: &mut Pmem<M>,
+    sb: &Superblock,
+    slot: &Slot,
+    unreadable: Option<Unreadable>,
+    path: &Path,
+) -> Result<()> {
+    if unreadable.is_some_and(|u| u.repaired) {
+        let off = Slot::offset_for(slot.seq);
+        pmem.store_exclusive(off, &slot.encode(sb.salt));
+        pmem.flush(off, SLOT_LEN);
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+    }
+    Ok(())
+}
+
 /// A random epoch, different from `previous`.
 pub(crate) fn new_epoch(previous: Option<u32>) -> u32 {
     loop {
@@ -601,9 +649,9 @@ pub struct RecoveryReport {
     pub unreadable_slot: Option<u64>,
     /// The current metadata slot had one bit wrong (damage, or a slot update torn by a crash
     /// one bit short of complete) and was read corrected: without it the older copy would
-    /// have been taken, which may not lead to what was done since (FORMAT.md section 4). The
-    /// slot stays on media as it is until a later update writes over it; a writable open
-    /// writes its session's slot over the other copy.
+    /// have been taken, which may not lead to what was done since (FORMAT.md section 4). A
+    /// writable open writes it back corrected before its session's slot goes over the other
+    /// copy; a read-only open leaves it as it is.
     pub slot_repaired: bool,
     /// Wall-clock time of the whole open, mapping included.
     pub duration: Duration,

@@ -2043,9 +2043,8 @@ fn a_salvage_of_many_gaps_copies_every_whole_entry() {
 
 /// One bit wrong in the current metadata slot: recovery reads it corrected (falling back to
 /// the older copy, it would take every entry of the slot's session for stale, an empty log),
-/// says so, and a writable open goes on from it; the damaged slot stays on media as the older
-/// copy until an update writes over it. A damaged non-current slot is reported but changes
-/// nothing. A reader in another process still uses the older copy and names the slot.
+/// says so, and a writable open writes it back and goes on from it. A damaged non-current
+/// slot is reported but changes nothing. A reader in another process reads it corrected too.
 #[test]
 fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     let dir = tempfile::tempdir().unwrap();
@@ -2073,14 +2072,14 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
 
     // The current slot damaged.
     flip(&path, current + 20, 0x01);
+    // A reader in another process reads it corrected too.
     let mut reader = daxlog::Reader::open(&path).unwrap();
-    match reader.next_timeout(std::time::Duration::ZERO) {
-        Err(Error::Corrupted { lsn: 1, reason, .. }) => assert!(
-            reason.contains(&format!("metadata slot at offset {current}")),
-            "{reason}"
-        ),
-        other => panic!("the reader: expected Corrupted at LSN 1, got {other:?}"),
+    let mut read = Vec::new();
+    while let Some(e) = reader.next_timeout(std::time::Duration::ZERO).unwrap() {
+        read.push((e.lsn, e.payload));
     }
+    let want: Vec<(u64, Vec<u8>)> = (1..=N).map(|l| (l, payload(l, LEN))).collect();
+    assert_eq!(read, want, "the reader");
     drop(reader);
     for mode in [
         RecoveryMode::TolerateTornTail,
@@ -2099,7 +2098,41 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     let log = Log::open_read_only(&path, &Options::new()).unwrap();
     assert_eq!(lsns(&log), (1..=N + 1).collect::<Vec<_>>());
     let r = log.recovery();
-    assert_eq!((r.unreadable_slot, r.slot_repaired), (Some(current), false));
+    assert_eq!((r.unreadable_slot, r.slot_repaired), (None, false));
+    drop(log);
+
+    // A word of the current slot garbled (more than one bit): the older copy leads to the
+    // entries of the session before, not to entry N + 1. The reader names the slot there; an
+    // open calls it damage at the slot.
+    let (_, slot) = common::current_slot_of(&path);
+    let current = format::Slot::offset_for(slot.seq) as u64;
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0x5a; 8], current + 16).unwrap();
+    let mut reader = daxlog::Reader::open(&path).unwrap();
+    for l in 1..=N {
+        let e = reader.next_timeout(std::time::Duration::ZERO).unwrap();
+        assert_eq!(e.map(|e| e.lsn), Some(l));
+    }
+    match reader.next_timeout(std::time::Duration::ZERO) {
+        Err(Error::Corrupted { lsn, reason, .. }) => {
+            assert_eq!(lsn, N + 1);
+            assert!(
+                reason.contains(&format!("metadata slot at offset {current}")),
+                "{reason}"
+            );
+        }
+        other => panic!(
+            "the reader: expected Corrupted at LSN {}, got {other:?}",
+            N + 1
+        ),
+    }
+    match Log::open(&path, &Options::new()) {
+        Err(Error::Corrupted { offset, lsn, .. }) => assert_eq!((offset, lsn), (current, N + 1)),
+        other => panic!(
+            "expected Corrupted at the slot, got {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 /// One bit wrong in the current slot, whatever the session did under it: entries under its
@@ -2215,7 +2248,100 @@ fn one_bit_wrong_in_the_current_slot_loses_nothing_it_did() {
             lsns.push(next);
             assert_eq!(got, lsns, "{what}, bit {bit} of {at}: reopened");
         }
+        // More than one bit (a word of garbage): the older copy is taken, and where entries
+        // published since lie past where it leads, that is damage at the slot.
+        let mut img = img.clone();
+        img[off + 16..off + 24].copy_from_slice(&0x5a5a_5a5a_5a5a_5a5a_u64.to_le_bytes());
+        let verdict = match Log::open_on_read_only(SimMedia::from_image(&img, P), &Options::new()) {
+            Err(Error::Corrupted { offset, reason, .. }) => {
+                assert_eq!(offset, off as u64, "{what}: {reason}");
+                assert!(reason.contains("metadata slot"), "{what}: {reason}");
+                "damage"
+            }
+            Err(e) => panic!("{what}: {e}"),
+            Ok(log) => {
+                let got: Vec<u64> = log.iter().map(|e| e.lsn).collect();
+                let lsns: Vec<u64> = want.iter().map(|w| w.0).collect();
+                if got == lsns {
+                    "as it was"
+                } else {
+                    assert!(got.ends_with(&lsns), "{what}: {got:?}");
+                    "truncated entries back"
+                }
+            }
+        };
+        let expected = match what {
+            "a truncate_before without a wrap" => "truncated entries back",
+            "a session with no entry yet" => "as it was",
+            _ => "damage",
+        };
+        assert_eq!(verdict, expected, "{what}");
     }
+}
+
+/// Two crashes, no damage. A `truncate_after(14)` (slot seq 5, cut 15) torn with only its
+/// cut word not on media (11, one bit off 15): read corrected, entries after 14 gone. Then
+/// the next writable open's session slot (seq 6, over seq 4) torn with only its sequence word
+/// on media (4 -> 6, one bit): that copy is one bit off seq 4. Of two copies one bit off the
+/// newer is current, and the writable open wrote the corrected one back before (so it is
+/// valid by then): the truncation holds either way.
+#[test]
+fn a_corrected_slot_is_not_undone_by_a_torn_slot_after_it() {
+    use daxlog::format::{
+        Slot, Superblock, SB_LEN, SB_PRIMARY_OFFSET, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN,
+    };
+    use daxlog::Persistence;
+    use pmem_sim::SimMedia;
+    const P: Persistence = Persistence::Clwb;
+    let reopen = |log: Log<SimMedia>| Log::open_on(log.into_media(), &Options::new()).unwrap();
+    let log = Log::create_on(SimMedia::new(1 << 20, P), &Options::new()).unwrap();
+    for l in 1..=5 {
+        log.append(&payload(l, 100)).unwrap();
+    }
+    let log = reopen(log);
+    for l in 6..=10 {
+        log.append(&payload(l, 100)).unwrap();
+    }
+    let log = reopen(log); // seq 3, cut 11
+    for l in 11..=20 {
+        log.append(&payload(l, 100)).unwrap();
+    }
+    log.truncate_before(2).unwrap(); // seq 4
+    let before = log.media().snapshot();
+    log.truncate_after(14).unwrap(); // seq 5, cut 15
+    let after = log.into_media().snapshot();
+    let sb = Superblock::decode(&after[SB_PRIMARY_OFFSET..SB_PRIMARY_OFFSET + SB_LEN]).unwrap();
+    let decode = |img: &[u8], at: usize| Slot::decode(&img[at..], sb.salt, sb.capacity);
+    assert_eq!(decode(&after, SLOT1_OFFSET).unwrap().seq, 5);
+    // Crash 1: the data as before the truncation, the slot torn (seq 3's cut word).
+    let mut c1 = after.clone();
+    c1[DATA_OFFSET..].copy_from_slice(&before[DATA_OFFSET..]);
+    c1[SLOT1_OFFSET + 24..SLOT1_OFFSET + 32]
+        .copy_from_slice(&before[SLOT1_OFFSET + 24..SLOT1_OFFSET + 32]);
+    let lsns_of = |img: &[u8]| {
+        let log = Log::open_on_read_only(SimMedia::from_image(img, P), &Options::new()).unwrap();
+        let r = log.recovery();
+        let lsns: Vec<u64> = log.iter().map(|e| e.lsn).collect();
+        (lsns, r.slot_repaired)
+    };
+    let kept: Vec<u64> = (2..=14).collect();
+    assert_eq!(lsns_of(&c1), (kept.clone(), true));
+    // The session slot (seq 6, over seq 4 in slot 0) torn: only its sequence word landed.
+    let tear = |img: &mut Vec<u8>| {
+        img[SLOT0_OFFSET..SLOT0_OFFSET + 8].copy_from_slice(&6u64.to_le_bytes());
+    };
+    // Had the corrected slot been left as it was: two copies one bit off.
+    let mut c2 = c1.clone();
+    tear(&mut c2);
+    assert_eq!(lsns_of(&c2), (kept.clone(), true));
+    // The writable open writes it back first.
+    let log = Log::open_on(SimMedia::from_image(&c1, P), &Options::new()).unwrap();
+    let mut opened = log.into_media().snapshot();
+    assert_eq!(decode(&opened, SLOT1_OFFSET).map(|s| s.seq), Some(5));
+    opened[SLOT0_OFFSET..SLOT0_OFFSET + SLOT_LEN]
+        .copy_from_slice(&c1[SLOT0_OFFSET..SLOT0_OFFSET + SLOT_LEN]);
+    tear(&mut opened);
+    assert_eq!(lsns_of(&opened), (kept, false));
 }
 
 /// A second damaged entry after a first, whose length has a bit set (it claims the entries

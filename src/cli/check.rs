@@ -141,8 +141,7 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
         Some(off) if r.slot_repaired => write!(
             out,
             "; the current metadata slot at offset {off} has one bit wrong (damaged, or its \
-             update torn by a crash), read corrected (the next slot update after a writable \
-             open's rewrites it)"
+             update torn by a crash) and was read corrected (a writable open writes it back)"
         )?,
         Some(off) => write!(
             out,

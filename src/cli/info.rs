@@ -189,8 +189,10 @@ fn decode_page(page: &[u8]) -> (Vec<SbView>, Vec<SlotView>) {
         };
         for s in slots.iter_mut().filter(|s| is_current(s)) {
             s.current = true;
-            if found.repaired {
-                s.reason = Some("one bit wrong: read corrected");
+            if let (true, Some(corrected)) = (found.repaired, found.slot) {
+                // Its fields as recovery reads them.
+                s.raw = corrected;
+                s.reason = Some("one bit wrong, read corrected (fields shown corrected)");
             }
         }
     }
