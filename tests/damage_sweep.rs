@@ -11,26 +11,11 @@ mod common;
 
 use std::path::Path;
 
-use common::payload;
+use common::{payload, Rng};
 use daxlog::format::{entry_len, DATA_OFFSET, SB_BACKUP_OFFSET};
 use daxlog::{Error, Log, Options};
 
 const ENTRIES: u64 = 30;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A closed log of `ENTRIES` entries of `len` bytes, appended in batches of `batch`; its
 /// bytes and where each entry begins.
@@ -54,19 +39,19 @@ fn closed_log(path: &Path, len: usize, batch: usize) -> (Vec<u8>, Vec<u64>) {
 }
 
 /// Damages `image` between `from` and `to` (exclusive) with one to three faults; says which.
-fn damage(rng: &mut Rng, image: &mut [u8], from: u64, to: u64) -> String {
+fn damage(rng: &mut Rng, image: &mut [u8], from: usize, to: usize) -> String {
     let mut what = String::new();
     for _ in 0..1 + rng.below(3) {
         let at = from + rng.below(to - from);
-        let r = rng.next();
+        let r = rng.next() as usize;
         let (start, n, kind) = match rng.below(4) {
             0 => (at, 1, "flip"),
             1 => (at & !7, 8, "zero 8"),
             2 => (at & !511, 512, "zero 512"),
             _ => (at & !7, 8, "random 8"),
         };
-        let start = start.max(from) as usize;
-        let end = (start + n).min(to as usize);
+        let start = start.max(from);
+        let end = (start + n).min(to);
         let bytes = &mut image[start..end];
         match kind {
             "flip" => bytes[0] ^= 1 << (r % 8),
@@ -93,7 +78,7 @@ fn damage_before_the_last_entry_of_a_closed_log_is_never_a_silent_drop() {
     {
         let path = dir.path().join(format!("{len}-{batch}.dax"));
         let (clean, starts) = closed_log(&path, len, batch);
-        let (from, last) = (starts[0], starts[ENTRIES as usize - 1]);
+        let (from, last) = (starts[0] as usize, starts[ENTRIES as usize - 1] as usize);
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
         for _ in 0..trials {
             let mut image = clean.clone();
@@ -177,7 +162,7 @@ fn one_bit_flipped_in_the_metadata_page_changes_nothing() {
         .into_iter()
         .flat_map(|off| off * 8..(off + SLOT_LEN) * 8)
         .collect();
-        bits.extend((0..bits.len()).map(|_| rng.below(DATA_OFFSET as u64 * 8) as usize));
+        bits.extend((0..bits.len()).map(|_| rng.below(DATA_OFFSET * 8)));
         for bit in bits {
             let mut img = img.clone();
             img[bit / 8] ^= 1 << (bit % 8);

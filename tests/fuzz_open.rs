@@ -14,6 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use daxlog::format::{self, EntryHeader, Superblock, HEADER_LEN};
 use daxlog::{Log, Options, RecoveryMode};
 
@@ -60,20 +61,6 @@ fn write_corpus(dir: &Path) {
         l.append(b"replacement").unwrap();
     });
     make("full.dax", &|l| while l.append(&[0x5a; 500]).is_ok() {});
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 fn mutate(rng: &mut Rng, mut b: Vec<u8>) -> Vec<u8> {

@@ -233,3 +233,20 @@ pub fn mark_version_1(path: &std::path::Path) {
         f.write_all_at(&sb.encode(), off as u64).unwrap();
     }
 }
+
+/// A xorshift generator: deterministic per seed (not 0), for tests that pick damage.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Below `n` (0 if `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
