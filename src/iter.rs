@@ -657,7 +657,23 @@ impl<M: Media> Log<M> {
         // (It reads the whole data area.)
         self.pmem.media().read_ahead(0, cap);
         let published = crate::recover::published(image, &self.sb, &slot);
-        Ok(damage::salvage(image, self.sb.salt, &slot, published, visit).0)
+        let mut gaps = damage::salvage(image, self.sb.salt, &slot, published, visit).0;
+        // Damage to the current slot (the older copy read the log): what was published past
+        // where that copy leads is lost.
+        let slot_damage = self
+            .recovery()
+            .damage
+            .as_ref()
+            .filter(|d| d.offset < format::DATA_OFFSET as u64);
+        if let Some(d) = slot_damage.filter(|d| published > d.lsn) {
+            gaps.push(Gap {
+                offset: d.offset,
+                resume_offset: 0,
+                first_lsn: d.lsn,
+                last_lsn: published - 1,
+            });
+        }
+        Ok(gaps)
     }
 }
 

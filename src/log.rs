@@ -534,12 +534,13 @@ impl<M: Media> Log<M> {
         let (slot, unreadable) = recover::read_current_slot(&mut pmem, &sb, path)?;
         let use_hint = opts.resolved_tail_hint_every().is_some();
         let read_ahead = pmem.media().wants_read_ahead();
+        let mode = pmem.media().persistence();
         let image = pmem.view(0, sb.capacity as usize);
         let ahead = recover::read_ahead_of(image, read_ahead);
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
         // (Read before the open's first write.)
         let published = recover::published(image, &sb, &slot);
-        let slot_damage = recover::slot_short_of_published(&scan, unreadable, published);
+        let slot_damage = recover::slot_short_of_published(&scan, unreadable, published, mode);
         if let Some(reason) =
             crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan, published)
         {
@@ -598,6 +599,13 @@ impl<M: Media> Log<M> {
             // Every recovered entry is durable: readers in other processes may read them.
             pmem.media().set_failure_floor(scan.next_lsn);
             pmem.media().publish_for_readers(scan.next_lsn);
+            if published > scan.next_lsn {
+                // The log ends below what was published (damage, or in msync mode a
+                // write-back that failed): the lowered value durable, so that no crash brings
+                // the higher one back as evidence of entries this log does not have.
+                pmem.flush(format::PUBLISHED_OFFSET, 8);
+                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+            }
         }
         let persistence = pmem.media().persistence();
         let report = recover::report(

@@ -141,25 +141,29 @@ pub(crate) struct Unreadable {
     pub repaired: bool,
 }
 
-/// Step 3b, after the scan: a copy of the metadata slot that does not decode (and was not
-/// read corrected), beside entries published past where the scan by the other copy ended.
-/// No crash leaves that: published entries are durable, and every slot update keeps them
-/// where the slot it replaces leads (a new epoch or a `reset` marks no entry before its slot
-/// is durable, a suffix truncation lowers the published LSN durably before its slot). So
-/// damage of more than one bit took the current slot, and the older copy cannot vouch for
-/// what was done since (FORMAT.md section 4). (Or zeros over the last published entries
-/// beside a torn slot update: damage too.)
+/// Step 3b, after the scan, in the CPU-flush modes: a copy of the metadata slot that does not
+/// decode (and was not read corrected), beside entries published past where the scan by the
+/// other copy ended. No crash leaves that: published entries are durable, and every slot
+/// update keeps them where the slot it replaces leads (a new epoch or a `reset` marks no
+/// entry before its slot is durable, a suffix truncation lowers the published LSN durably
+/// before its slot, a writable open that ends the log below it lowers it durably). So damage
+/// of more than one bit took the current slot, and the older copy cannot vouch for what was
+/// done since (FORMAT.md section 4). (Or zeros over the last published entries beside a torn
+/// slot update: damage too.) Not in msync mode: there a sync can succeed over a write-back
+/// that failed and is reported later, so a published entry can be lost by a crash.
 pub(crate) fn slot_short_of_published(
     scan: &Scan,
     unreadable: Option<Unreadable>,
     published: Lsn,
+    persistence: Persistence,
 ) -> Option<Damage> {
-    let u = unreadable.filter(|u| !u.repaired)?;
+    let u = unreadable.filter(|u| !u.repaired && persistence != Persistence::Msync)?;
     (published > scan.next_lsn).then_some(Damage {
         offset: u.offset,
         lsn: scan.next_lsn,
-        reason: "the metadata slot here does not decode, and entries up to the published LSN \
-                 lie past where the other copy leads: damage took the current slot",
+        reason: "the metadata slot here does not decode, and published entries lie past where \
+                 the other copy leads: damage took the current slot (a salvage lists them as a \
+                 gap)",
         beyond: 0,
         beyond_lsns: None,
     })

@@ -2126,13 +2126,32 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
             N + 1
         ),
     }
-    match Log::open(&path, &Options::new()) {
+    // In the CPU-flush modes (published entries are durable there), damage at the slot; a
+    // salvage copies what the older copy leads to and lists the rest as a gap.
+    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    match Log::open_read_only(&path, &cpu) {
         Err(Error::Corrupted { offset, lsn, .. }) => assert_eq!((offset, lsn), (current, N + 1)),
         other => panic!(
             "expected Corrupted at the slot, got {:?}",
             other.map(|_| ())
         ),
     }
+    let log =
+        Log::open_read_only(&path, &cpu.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..=N).collect::<Vec<_>>());
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
+        (current, N + 1, N + 1)
+    );
+    drop(log);
+    // In msync mode a sync can succeed over a write-back that fails later, so the published
+    // LSN is no such evidence: the older copy is taken (FORMAT.md section 4).
+    let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
+    let log = Log::open_read_only(&path, &msync).unwrap();
+    assert_eq!(lsns(&log), (1..=N).collect::<Vec<_>>());
 }
 
 /// One bit wrong in the current slot, whatever the session did under it: entries under its
@@ -2342,6 +2361,52 @@ fn a_corrected_slot_is_not_undone_by_a_torn_slot_after_it() {
         .copy_from_slice(&c1[SLOT0_OFFSET..SLOT0_OFFSET + SLOT_LEN]);
     tear(&mut opened);
     assert_eq!(lsns_of(&opened), (kept, false));
+}
+
+/// A writable open that ends the log below the published LSN (here zeros over the header of
+/// the last published entry: it ends cleanly there, as FORMAT.md section 7 says) makes the
+/// lowered value durable: no crash after it leaves the higher one, which recovery would take
+/// for evidence of entries this log no longer has.
+#[test]
+fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
+    use daxlog::Persistence;
+    use pmem_sim::{GenConfig, Model, Run, SimMedia};
+    const P: Persistence = Persistence::Clwb;
+    let log = Log::create_on(SimMedia::new(1 << 16, P), &Options::new()).unwrap();
+    let mut last = 0;
+    for l in 1..=5 {
+        last = DATA_OFFSET + log.used_bytes() as usize;
+        log.append(&payload(l, 100)).unwrap();
+    }
+    let mut img = log.into_media().snapshot();
+    let word = |img: &[u8]| {
+        let at = format::PUBLISHED_OFFSET;
+        u64::from_le_bytes(img[at..at + 8].try_into().unwrap())
+    };
+    assert_eq!(word(&img), 6);
+    img[last..last + HEADER_LEN].fill(0);
+    let media = SimMedia::from_image(&img, P);
+    let obs = media.observer();
+    let (initial, from) = (obs.snapshot(), obs.ops());
+    let log = Log::open_on(media, &Options::new()).unwrap();
+    assert_eq!(log.next_lsn(), 5);
+    drop(log);
+    let (ops, threads) = obs.ops_range(from, obs.ops());
+    let run = Run {
+        initial,
+        persistence: P,
+        ops,
+        threads,
+    };
+    let mut finals = std::collections::BTreeSet::new();
+    let n = run.ops.len();
+    run.for_each_point(|point, st| {
+        if point == n {
+            let ci = st.crash_images(Model::Strict, &GenConfig::default(), 1);
+            finals.extend((0..ci.len()).map(|i| word(&ci.image(i))));
+        }
+    });
+    assert_eq!(finals.into_iter().collect::<Vec<_>>(), [5]);
 }
 
 /// A second damaged entry after a first, whose length has a bit set (it claims the entries

@@ -252,6 +252,7 @@ fn slot_text(s: &SlotView) -> String {
         (Some(false), Some("never written")) => {
             return format!("offset {}: never written", s.offset)
         }
+        (Some(false), r) if s.current => format!("invalid, current: {}", r.unwrap_or("")),
         (Some(false), r) => format!("invalid: {}", r.unwrap_or("impossible values")),
         (None, _) => "not checked (no valid superblock holds the salt that seals it)".into(),
     };
