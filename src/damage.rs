@@ -384,7 +384,8 @@ pub(crate) fn torn_after_wrap(
 /// entries continue past it. Zeros over the start of an entry (its first word, a sector, a
 /// page) read like an end marker, and the entries after them would be dropped unreported. The
 /// evidence is `published`, the LSN up to which the last writer published entries to readers
-/// (the reader area, FORMAT.md section 11): it rises only over durable entries, so a valid
+/// (the reader area, FORMAT.md section 11): it rises only over durable entries (but a
+/// write-back failure reported late in msync mode, FORMAT.md section 7), so a valid
 /// entry past the end with an LSN below it was acknowledged. (Not any valid entry of the
 /// session: an interrupted append whose header did not reach media can leave a payload of
 /// encoded entries, and appends in flight after it can have completed; their LSNs are not

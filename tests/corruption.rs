@@ -2147,6 +2147,19 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
         (current, N + 1, N + 1)
     );
     drop(log);
+    // And a damaged entry before (entry 5): two gaps, each LSN lost counted once.
+    let copy = dir.path().join("both.dax");
+    std::fs::copy(&path, &copy).unwrap();
+    let at5 = DATA_OFFSET as u64 + 4 * format::entry_len(LEN) as u64;
+    flip(&copy, at5 + HEADER_LEN as u64 + 3, 0x08);
+    let salvage = cpu.clone().recovery_mode(RecoveryMode::Salvage);
+    let log = Log::open_read_only(&copy, &salvage).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..=N).filter(|&l| l != 5).collect::<Vec<_>>());
+    let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
+    assert_eq!(spans, [(5, 5), (N + 1, N + 1)]);
+    drop(log);
     // In msync mode a sync can succeed over a write-back that fails later, so the published
     // LSN is no such evidence: the older copy is taken (FORMAT.md section 4).
     let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);

@@ -85,8 +85,8 @@ pub enum Op {
     },
     /// The reader area's published LSN stored (`Media::publish_for_readers`, or the failure
     /// floor a failed drain lowers it to): an ordinary cached store of its word at
-    /// `daxlog::format::PUBLISHED_OFFSET`, which nothing flushes but a suffix truncation (and
-    /// `create_on`, which clears it). Recovery reads it (FORMAT.md section 7, rule 4, and the
+    /// `daxlog::format::PUBLISHED_OFFSET`, which nothing flushes but a suffix truncation, a
+    /// writable open that lowers it, and `create_on`, which clears it. Recovery reads it (FORMAT.md section 7, rule 4, and the
     /// range a writable open syncs again), so crash images carry its possible values; see
     /// `images.rs` for how they are chosen.
     Publish {
@@ -521,7 +521,8 @@ impl Media for SimMedia {
     }
 
     /// The published LSN in the image, recorded as [`Op::Publish`] (a cached store that only
-    /// a suffix truncation flushes: a crash image may hold any value it had since then), and
+    /// a suffix truncation, or a writable open that lowers it, flushes: a crash image may hold
+    /// any value it had since then), and
     /// held at the failure floor once a drain failed, as `MmapMedia` does.
     fn publish_for_readers(&self, next_lsn: u64) {
         let floor = self
