@@ -2383,7 +2383,7 @@ fn a_corrected_slot_is_not_undone_by_a_torn_slot_after_it() {
 #[test]
 fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
     use daxlog::Persistence;
-    use pmem_sim::{GenConfig, Model, Run, SimMedia};
+    use pmem_sim::{GenConfig, Model, SimMedia};
     const P: Persistence = Persistence::Clwb;
     let log = Log::create_on(SimMedia::new(1 << 16, P), &Options::new()).unwrap();
     let mut last = 0;
@@ -2404,13 +2404,7 @@ fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
     let log = Log::open_on(media, &Options::new()).unwrap();
     assert_eq!(log.next_lsn(), 5);
     drop(log);
-    let (ops, threads) = obs.ops_range(from, obs.ops());
-    let run = Run {
-        initial,
-        persistence: P,
-        ops,
-        threads,
-    };
+    let run = obs.run_from(initial, from);
     let mut finals = std::collections::BTreeSet::new();
     let n = run.ops.len();
     run.for_each_point(|point, st| {

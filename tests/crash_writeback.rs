@@ -11,7 +11,7 @@
 //! where the session began, or, in an open, to where the last one did).
 
 use daxlog::{Log, Options, Persistence};
-use pmem_sim::{GenConfig, Model, Run, SimMedia};
+use pmem_sim::{GenConfig, Model, SimMedia};
 
 const P: Persistence = Persistence::Msync;
 
@@ -109,13 +109,7 @@ fn failed_writeback_then_power_failure(
     let after_acked = obs.ops();
     drop(log);
 
-    let (ops, threads) = obs.ops_range(from, obs.ops());
-    let run = Run {
-        initial,
-        persistence: P,
-        ops,
-        threads,
-    };
+    let run = obs.run_from(initial, from);
     let with_after: Vec<Vec<u8>> = accepted
         .iter()
         .cloned()

@@ -315,6 +315,18 @@ impl Observer {
         let t = self.inner.lock_trace();
         (t.ops[start..end].to_vec(), t.threads[start..end].to_vec())
     }
+
+    /// The run of the operations from `start` to now, from `initial`, the durable image
+    /// before them (a [`Observer::snapshot`] taken when no flush was pending).
+    pub fn run_from(&self, initial: Vec<u8>, start: usize) -> Run {
+        let (ops, threads) = self.ops_range(start, self.ops());
+        Run {
+            initial,
+            persistence: self.inner.mode,
+            ops,
+            threads,
+        }
+    }
 }
 
 impl Inner {
