@@ -54,7 +54,7 @@ pub(crate) struct Damage {
 
 /// What one judgement reuses between its searches: the checksums of ranges, and the searches
 /// past claimed extents ([`Judge::find_past`]).
-pub(crate) struct Judge<'a> {
+struct Judge<'a> {
     crcs: RangeCrcs<'a>,
     past: Vec<Past>,
 }
@@ -70,7 +70,7 @@ struct Past {
 }
 
 impl<'a> Judge<'a> {
-    pub(crate) fn new(image: &'a [u8]) -> Self {
+    fn new(image: &'a [u8]) -> Self {
         Judge {
             crcs: RangeCrcs::new(image),
             past: Vec::new(),
@@ -629,12 +629,15 @@ pub struct Gap {
 ///
 /// Valid entries below `published` (the reader area's published LSN, [`torn_past_end`])
 /// were acknowledged: past a refused entry or a clean end, they are visited, and the end is a
-/// gap.
+/// gap. `slot_damage` is the offset of a damaged current slot that `slot`, the older copy,
+/// stands in for ([`crate::recover::slot_short_of_published`]): the published LSNs past the
+/// end it leads to are a gap there.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     published: Lsn,
+    slot_damage: Option<u64>,
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> (Vec<Gap>, u64) {
     let mut gaps = Vec::new();
@@ -703,6 +706,15 @@ pub(crate) fn salvage(
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
                         last_lsn: slot.cut_lsn - 1,
+                    });
+                }
+                let lost_from = w.stop_lsn.max(slot.cut_lsn);
+                if let Some(off) = slot_damage.filter(|_| published > lost_from) {
+                    gaps.push(Gap {
+                        offset: off,
+                        resume_offset: 0,
+                        first_lsn: lost_from,
+                        last_lsn: published - 1,
                     });
                 }
                 // What the walk held of a batch whose end it did not see, and what could be

@@ -657,30 +657,8 @@ impl<M: Media> Log<M> {
         // (It reads the whole data area.)
         self.pmem.media().read_ahead(0, cap);
         let published = crate::recover::published(image, &self.sb, &slot);
-        let mut visit = visit;
-        let mut next = slot.head_lsn;
-        let mut gaps = damage::salvage(image, self.sb.salt, &slot, published, |l, p| {
-            next = l + 1;
-            visit(l, p)
-        })
-        .0;
-        // Damage to the current slot (the older copy read the log): what was published past
-        // the end of what the salvage found is lost.
-        let slot_damage = self
-            .recovery()
-            .damage
-            .as_ref()
-            .filter(|d| d.offset < format::DATA_OFFSET as u64);
-        let end = gaps.iter().map(|g| g.last_lsn + 1).fold(next, Lsn::max);
-        if let Some(d) = slot_damage.filter(|_| published > end) {
-            gaps.push(Gap {
-                offset: d.offset,
-                resume_offset: 0,
-                first_lsn: end,
-                last_lsn: published - 1,
-            });
-        }
-        Ok(gaps)
+        let slot_damage = self.recovery().slot_damage();
+        Ok(damage::salvage(image, self.sb.salt, &slot, published, slot_damage, visit).0)
     }
 }
 

@@ -189,13 +189,14 @@ pub(crate) fn damage_versus_torn_tail(
         torn_entries,
     } = damage::assess(image, sb.salt, slot, scan, published(image, sb, slot));
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
-    let (gaps, torn_at_end) = match (&slot_damage, &found) {
-        (None, Some(_)) if mode == RecoveryMode::Salvage => {
-            damage::salvage(image, sb.salt, slot, published(image, sb, slot), |_, _| {})
-        }
-        _ => (Vec::new(), 0),
-    };
+    let slot_off = slot_damage.as_ref().map(|d| d.offset);
     let damage = slot_damage.or(found);
+    let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
+        let published = published(image, sb, slot);
+        damage::salvage(image, sb.salt, slot, published, slot_off, |_, _| {})
+    } else {
+        (Vec::new(), 0)
+    };
     match (&damage, mode, &scan.state) {
         (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
             return Err(Error::Corrupted {
@@ -557,6 +558,17 @@ fn remains_end(image: &[u8], start: usize, torn_bytes: u64) -> usize {
         end = page_end;
     }
     end
+}
+
+impl RecoveryReport {
+    /// The offset of a damaged current slot whose older copy recovery read the log by
+    /// ([`slot_short_of_published`]): the only damage reported inside the metadata page.
+    pub(crate) fn slot_damage(&self) -> Option<u64> {
+        self.damage
+            .as_ref()
+            .map(|d| d.offset)
+            .filter(|&off| off < DATA_OFFSET as u64)
+    }
 }
 
 /// What recovery found and did, for [`crate::Log::recovery`]; `start` is when the open began.

@@ -2159,6 +2159,7 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     assert_eq!(rescued, (1..=N).filter(|&l| l != 5).collect::<Vec<_>>());
     let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
     assert_eq!(spans, [(5, 5), (N + 1, N + 1)]);
+    assert_eq!(log.recovery().gaps, gaps, "the open's report lists the same gaps");
     drop(log);
     // In msync mode a sync can succeed over a write-back that fails later, so the published
     // LSN is no such evidence: the older copy is taken (FORMAT.md section 4).
