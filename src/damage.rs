@@ -392,13 +392,16 @@ pub(crate) fn torn_after_wrap(
 /// below `published`.) Then the end is judged as a refused entry there ([`Scan::torn_at_end`],
 /// then [`assess`]), or, where the scan ended in the log's first part and those entries lie
 /// in the wrapped part, at the start of the data area, where the entry that should continue
-/// the scan is missing (`true`: [`Scan::torn_at_wrap`]).
+/// the scan is missing (`true`: [`Scan::torn_at_wrap`]). With none past the end but the end
+/// below `vouched` ([`crate::recover::vouched`]), acknowledged entries are missing there: the
+/// end is judged there too, and is damage ([`assess`]).
 pub(crate) fn torn_past_end(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     scan: &Scan,
     published: Lsn,
+    vouched: Lsn,
 ) -> Option<(&'static str, bool)> {
     let hinted = slot.hint_lsn != 0 && scan.next_lsn <= slot.hint_lsn;
     let clean = matches!(
@@ -409,10 +412,16 @@ pub(crate) fn torn_past_end(
         return None;
     }
     let head = slot.head_offset as usize;
-    let (at, _) = continuation(image, salt, slot, scan.stop, scan.stop_lsn, published)
-        .filter(|&(_, lsn)| lsn < published)?;
-    let at_wrap = scan.stop >= head && at < head;
-    Some(("published entries continue past an end marker", at_wrap))
+    match continuation(image, salt, slot, scan.stop, scan.stop_lsn, published) {
+        Some((at, lsn)) if lsn < published => Some((
+            "published entries continue past an end marker",
+            scan.stop >= head && at < head,
+        )),
+        _ if scan.next_lsn < vouched => {
+            Some(("acknowledged entries missing at an end marker", false))
+        }
+        _ => None,
+    }
 }
 
 /// What [`assess`] found.
@@ -427,13 +436,16 @@ pub(crate) struct Assessment {
 
 /// Decides whether the end the scan found is damage rather than a torn tail. `published` is
 /// the reader area's published LSN ([`torn_past_end`]): valid entries after the refused one
-/// with LSNs below it were acknowledged, so no append in flight explains them.
+/// with LSNs below it were acknowledged, so no append in flight explains them. Below
+/// `vouched` ([`crate::recover::vouched`]) the refused entry itself was acknowledged: damage
+/// whatever follows it.
 pub(crate) fn assess(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     scan: &Scan,
     published: Lsn,
+    vouched: Lsn,
 ) -> Assessment {
     // The entry that is actually bad: where the scan stopped (inside a batch, the entries of
     // the batch before it are discarded with it, but they are not the damage), or the first
@@ -468,6 +480,9 @@ pub(crate) fn assess(
     // before them with them: published entries are durable, published in LSN order.)
     let acknowledged = cont.is_some_and(|(_, l)| l < published);
     let below_cut = lsn < slot.cut_lsn;
+    // (The writer vouched for it: acknowledged and durable, in a pair of words one fault
+    // cannot raise.)
+    let vouched_for = lsn < vouched;
     // A tail hint names an entry that was durable when the slot was written: one refused at
     // or before it was acknowledged too.
     let hinted = slot.hint_lsn != 0 && lsn <= slot.hint_lsn;
@@ -476,7 +491,7 @@ pub(crate) fn assess(
     // must not make the log unopenable. The repair only finds where the entry ends, so that
     // the wrong length does not hide the entries after it.)
     let in_flight = rest_of_one_batch && !acknowledged;
-    if below_cut || hinted || (beyond > 0 && !in_flight) {
+    if below_cut || hinted || vouched_for || (beyond > 0 && !in_flight) {
         let damage = Damage {
             offset: offset as u64,
             lsn,
@@ -484,6 +499,8 @@ pub(crate) fn assess(
                 "acknowledged entries before the session's cut are unreadable"
             } else if hinted && beyond == 0 {
                 "acknowledged entries up to the tail hint are unreadable"
+            } else if vouched_for && beyond == 0 {
+                "acknowledged entries the writer vouched for (reader area) are unreadable"
             } else if length_off {
                 "length field damaged (the entry is whole with one bit of it cleared)"
             } else {
@@ -629,14 +646,17 @@ pub struct Gap {
 ///
 /// Valid entries below `published` (the reader area's published LSN, [`torn_past_end`])
 /// were acknowledged: past a refused entry or a clean end, they are visited, and the end is a
-/// gap. `slot_damage` is the offset of a damaged current slot that `slot`, the older copy,
-/// stands in for ([`crate::recover::slot_short_of_published`]): the published LSNs past the
-/// end it leads to are a gap there.
+/// gap. Below `vouched` ([`crate::recover::vouched`]) every entry was acknowledged: an end
+/// below it is a gap up to it, and what the walk held of a batch broken there is visited.
+/// `slot_damage` is the offset of a damaged current slot that `slot`, the older copy, stands
+/// in for ([`crate::recover::slot_short_of_published`]): the published LSNs past the end it
+/// leads to are a gap there.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
     slot: &Slot,
     published: Lsn,
+    vouched: Lsn,
     slot_damage: Option<u64>,
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> (Vec<Gap>, u64) {
@@ -700,15 +720,24 @@ pub(crate) fn salvage(
                 lsn = l;
             }
             None => {
-                if w.stop_lsn < slot.cut_lsn {
+                // Acknowledged entries missing at the end: before the cut, or vouched for
+                // (but where the current slot is damaged: then the gap is there, below). A
+                // batch the walk held whose end is among them was acknowledged whole (the
+                // writer publishes whole reservations), so what it held is visited.
+                let acknowledged = match slot_damage {
+                    None => slot.cut_lsn.max(vouched),
+                    Some(_) => slot.cut_lsn,
+                };
+                if w.stop_lsn < acknowledged {
+                    visit_held(image, &mut pending, &mut visit);
                     gaps.push(Gap {
                         offset: at as u64,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
-                        last_lsn: slot.cut_lsn - 1,
+                        last_lsn: acknowledged - 1,
                     });
                 }
-                let lost_from = w.stop_lsn.max(slot.cut_lsn);
+                let lost_from = w.stop_lsn.max(acknowledged);
                 if let Some(off) = slot_damage.filter(|_| published > lost_from) {
                     gaps.push(Gap {
                         offset: off,

@@ -1,4 +1,4 @@
-//! The bytes on media: superblock, metadata slots and entries (format version 1).
+//! The bytes on media: superblock, metadata slots and entries (format version 3).
 //!
 //! `docs/FORMAT.md` is the specification; this module is its only implementation. All integers
 //! are little-endian. Nothing here touches media: these are pure encoders and decoders over byte
@@ -8,12 +8,13 @@ use crate::Lsn;
 
 /// The format version this build writes. It reads this one and every earlier one
 /// ([`OLDEST_VERSION`]); a writable open upgrades an older log to this version.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
-/// The oldest format version this build reads. Version 1 differs from version 2 only in the
-/// reader area of the metadata page ([`PUBLISHED_OFFSET`]), which version-1 writers never
-/// write (it holds whatever the media held; recovery reads a version-1 log's published LSN as
-/// 0, and the upgrade clears it).
+/// The oldest format version this build reads. Versions 1 and 2 differ from version 3 only in
+/// the reader area of the metadata page: version-1 writers never write it (it holds whatever
+/// the media held; recovery reads a version-1 log's published LSN as 0, and the upgrade
+/// clears it), and version-2 writers never write the vouched word ([`VOUCHED_OFFSET`]: read
+/// as 0 in a version-2 log, and cleared by the upgrade).
 pub const OLDEST_VERSION: u32 = 1;
 
 /// The first eight bytes of every daxlog file.
@@ -36,19 +37,44 @@ pub const SLOT_LEN: usize = 64;
 /// Offset of the first entry: the metadata area is one 4 KiB page.
 pub const DATA_OFFSET: usize = 4096;
 
-// ---- Reader area (version 2) -------------------------------------------------------------------
+// ---- Reader area (version 2; the vouched word version 3) ---------------------------------------
 //
 // Two cache lines of the metadata page that the writer keeps up to date for readers in other
 // processes. They are not persistent structures, but `published` only ever rises over durable
 // entries (a suffix truncation makes its lowered value durable before its slot): recovery
 // reads it to decide how much of the last session to write back, and as evidence that valid
 // entries it finds past a refused entry or a clean end were acknowledged (FORMAT.md section 7,
-// rules 2 and 4). A writable open rewrites them.
+// rules 2 and 4), and [`vouched`] of it and the word beside it as evidence that an entry it
+// cannot read was acknowledged (rule 1). A writable open rewrites them.
 
-/// Offset of the published LSN (8 bytes, in a cache line of its own): the writer stores there,
+/// Offset of the published LSN (8 bytes, in a cache line of its own with the vouched word): the writer stores there,
 /// after each publication, the LSN after the last durable entry; 0 if no writer ever did. Its
 /// low 32 bits are the futex word readers sleep on.
 pub const PUBLISHED_OFFSET: usize = 2048;
+/// Offset of the vouched word (8 bytes, version 3, in the published LSN's cache line): the
+/// complement of the published LSN, stored with it by a writer that makes entries durable
+/// with CPU cache flushes; 0 (nothing vouched) from a writer in msync mode, which holds it
+/// there, and from one whose media does not keep the reader area. Recovery takes
+/// [`vouched`] of the two words: one fault to either cannot raise it.
+pub const VOUCHED_OFFSET: usize = PUBLISHED_OFFSET + 8;
+/// The LSN below which the reader area's two words `published` and `vouched` (as stored at
+/// [`PUBLISHED_OFFSET`] and [`VOUCHED_OFFSET`]) say that every entry was acknowledged and made
+/// durable by CPU cache flushes: the smaller of the published LSN and the complement of the
+/// vouched word, 0 where the vouched word is 0. A flipped bit, or any damage to one of the
+/// words, can only lower it; only damage to both, each in the way that matches the other, can
+/// raise it.
+pub fn vouched(published: u64, vouched: u64) -> u64 {
+    match vouched {
+        0 => 0,
+        v => published.min(!v),
+    }
+}
+
+/// The vouched word that goes with published LSN `lsn` ([`vouched`] of the pair is `lsn`).
+pub fn vouched_word(lsn: u64) -> u64 {
+    !lsn
+}
+
 /// Offset of the count of readers sleeping on the published LSN (4 bytes, a cache line of its
 /// own): the writer wakes them only when it is not zero.
 pub const SLEEPERS_OFFSET: usize = PUBLISHED_OFFSET + 64;
@@ -573,11 +599,36 @@ mod tests {
             assert!(Superblock::decode(&d).is_err(), "flip at byte {i} accepted");
         }
         let mut v = b;
-        v[SB_VERSION] = 3;
-        assert_eq!(Superblock::decode(&v), Err(SuperblockError::Version(3)));
-        // Version 1 is read (its checksum must be right for that version).
-        let old = Superblock { version: 1, ..sb };
-        assert_eq!(Superblock::decode(&old.encode()), Ok(old));
+        v[SB_VERSION] = 4;
+        assert_eq!(Superblock::decode(&v), Err(SuperblockError::Version(4)));
+        // Versions 1 and 2 are read (their checksum must be right for that version).
+        for version in [1, 2] {
+            let old = Superblock { version, ..sb };
+            assert_eq!(Superblock::decode(&old.encode()), Ok(old));
+        }
+    }
+
+    #[test]
+    fn one_fault_to_the_reader_area_cannot_raise_what_it_vouches() {
+        for lsn in [0u64, 1, 5, 1 << 20, (1 << 40) + 12345] {
+            let (a, b) = (lsn, vouched_word(lsn));
+            assert_eq!(vouched(a, b), lsn);
+            for bit in 0..64 {
+                assert!(
+                    vouched(a ^ (1 << bit), b) <= lsn,
+                    "published bit {bit} of {lsn}"
+                );
+                assert!(
+                    vouched(a, b ^ (1 << bit)) <= lsn,
+                    "vouched bit {bit} of {lsn}"
+                );
+            }
+            for junk in [0, u64::MAX, 0x5555_5555_5555_5555] {
+                assert!(vouched(a, junk) <= lsn && vouched(junk, b) <= lsn);
+            }
+        }
+        // Nothing vouched: a writer in msync mode, or a log no version-3 writer opened.
+        assert_eq!(vouched(77, 0), 0);
     }
 
     #[test]

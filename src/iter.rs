@@ -657,8 +657,19 @@ impl<M: Media> Log<M> {
         // (It reads the whole data area.)
         self.pmem.media().read_ahead(0, cap);
         let published = crate::recover::published(image, &self.sb, &slot);
+        let vouched = crate::recover::vouched(image, &self.sb, &slot);
         let slot_damage = self.recovery().slot_damage();
-        Ok(damage::salvage(image, self.sb.salt, &slot, published, slot_damage, visit).0)
+        let sb = &self.sb;
+        Ok(damage::salvage(
+            image,
+            sb.salt,
+            &slot,
+            published,
+            vouched,
+            slot_damage,
+            visit,
+        )
+        .0)
     }
 }
 

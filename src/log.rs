@@ -421,9 +421,9 @@ impl<M: Media> Log<M> {
             // that was current would look damaged beside the entries written under it. And
             // that log's published LSN cleared: recovery takes entries below it for
             // acknowledged ones (FORMAT.md section 7, rule 4).
-            pmem.store_exclusive(format::PUBLISHED_OFFSET, &0u64.to_le_bytes());
+            pmem.store_exclusive(format::PUBLISHED_OFFSET, &[0u8; 16]);
             pmem.flush(0, SB_BACKUP_OFFSET + format::SB_LEN);
-            pmem.flush(format::PUBLISHED_OFFSET, 8);
+            pmem.flush(format::PUBLISHED_OFFSET, 16);
             pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
         }
         pmem.store_exclusive(Slot::offset_for(slot.seq), &slot.encode(sb.salt));
@@ -540,13 +540,15 @@ impl<M: Media> Log<M> {
         let mut scan = walk::scan(image, sb.salt, &slot, use_hint, &ahead);
         // (Read before the open's first write.)
         let published = recover::published(image, &sb, &slot);
-        let slot_damage = recover::slot_short_of_published(&scan, unreadable, published, mode);
+        let vouched = recover::vouched(image, &sb, &slot);
+        let slot_damage =
+            recover::slot_short_of_published(&scan, unreadable, &sb, (published, vouched), mode);
         if let Some(reason) =
             crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan, published)
         {
             scan.torn_at_wrap(image, &slot, reason);
         } else if let Some((reason, at_wrap)) =
-            crate::damage::torn_past_end(image, sb.salt, &slot, &scan, published)
+            crate::damage::torn_past_end(image, sb.salt, &slot, &scan, published, vouched)
         {
             if at_wrap {
                 scan.torn_at_wrap(image, &slot, reason);
@@ -596,16 +598,7 @@ impl<M: Media> Log<M> {
             recover::rewrite_corrected_slot(&mut pmem, &sb, &slot, unreadable, path)?;
             current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
             recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
-            // Every recovered entry is durable: readers in other processes may read them.
-            pmem.media().set_failure_floor(scan.next_lsn);
-            pmem.media().publish_for_readers(scan.next_lsn);
-            if published > scan.next_lsn {
-                // The log ends below what was published (damage, or in msync mode a
-                // write-back that failed): the lowered value durable, so that no crash brings
-                // the higher one back as evidence of entries this log does not have.
-                pmem.flush(format::PUBLISHED_OFFSET, 8);
-                pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
-            }
+            recover::publish_recovered(&mut pmem, scan.next_lsn, published, path)?;
         }
         let persistence = pmem.media().persistence();
         let report = recover::report(

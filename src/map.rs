@@ -28,7 +28,7 @@ use nix::sys::mman::{self, MapFlags, ProtFlags};
 use crate::error::{Error, LockHolder, Result};
 use crate::format::{
     DATA_OFFSET, DELETIONS_OFFSET, DELETION_RING, DELETION_RING_OFFSET, PUBLISHED_OFFSET,
-    READER_LOCK_BYTE, SLEEPERS_OFFSET,
+    READER_LOCK_BYTE, SLEEPERS_OFFSET, VOUCHED_OFFSET,
 };
 use crate::media::{Media, Persistence};
 use crate::persist;
@@ -587,6 +587,10 @@ impl Media for MmapMedia {
         self.floor.store(lsn, Ordering::SeqCst);
     }
 
+    fn keeps_reader_area(&self) -> bool {
+        self.writable
+    }
+
     fn rewrite(&self, off: usize, len: usize) {
         if !self.writable || self.mode != Persistence::Msync || self.in_memory || off >= self.len {
             return;
@@ -644,6 +648,11 @@ impl Media for MmapMedia {
             }
         } else {
             published.store(next_lsn, Ordering::Release);
+            // Then the vouched word, in the same cache line (recovery takes the smaller of the
+            // two LSNs they say: a process that dies between the stores, or a power failure
+            // that keeps one, leaves the older value vouched). No reader reads it.
+            self.word_at(VOUCHED_OFFSET)
+                .store(crate::format::vouched_word(next_lsn), Ordering::Relaxed);
         }
         // No fence between the store and the load: a reader that registered meanwhile and
         // then read the old value loses at most one wake-up, which its timed sleep bounds

@@ -195,11 +195,20 @@ pub trait Media: Send + Sync {
 
     /// Tells readers in other processes that every entry before `next_lsn` is durable (the
     /// reader area of the metadata page, format version 2; not a persistent structure, so no
-    /// flush). Media that no other process can read may ignore it; recovery then finds there
-    /// what an earlier writer of the log stored, and takes valid entries past a refused one
-    /// below that value for acknowledged (FORMAT.md section 7): such media should hold logs no
-    /// media that keeps the reader area writes.
+    /// flush). In the CPU-flush modes it stores the vouched word with it (version 3,
+    /// `format::vouched_word`, first); in msync mode it leaves that word alone (a writable
+    /// open clears it). Media that no other process can read may ignore it, and then say so
+    /// ([`Media::keeps_reader_area`]).
     fn publish_for_readers(&self, _next_lsn: u64) {}
+
+    /// True if [`Media::publish_for_readers`] keeps the reader area's words as FORMAT.md
+    /// section 11 says. Recovery takes those words for evidence that entries were
+    /// acknowledged (section 7), so a writable open on media that does not keep them clears
+    /// them, durably, before it returns: else a later open by media that does would take the
+    /// value an earlier writer left for evidence of entries this writer has deleted since.
+    fn keeps_reader_area(&self) -> bool {
+        false
+    }
 
     /// Tells readers in other processes that a suffix truncation deletes every entry from
     /// `from` on (the reader area's ring of deletions; not persistent). Called before the

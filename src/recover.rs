@@ -15,7 +15,9 @@
 //! 6. [`start_session`]: the slot with the cut at the next LSN and a fresh epoch, made durable
 //!    (section 7, "Epochs");
 //! 7. [`wipe_past_tail`]: the remains of an interrupted append, or the header of a complete
-//!    entry that is no longer part of the log, zeroed with a second barrier.
+//!    entry that is no longer part of the log, zeroed with a second barrier;
+//! 8. [`publish_recovered`]: the recovered entries published to readers, and the reader
+//!    area's words left as this writer keeps them.
 //!
 //! [`report`] then says what was found and done.
 
@@ -149,16 +151,25 @@ pub(crate) struct Unreadable {
 /// before its slot, a writable open that ends the log below it lowers it durably). So damage
 /// of more than one bit took the current slot, and the older copy cannot vouch for what was
 /// done since (FORMAT.md section 4). (Or zeros over the last published entries beside a torn
-/// slot update: damage too.) Not in msync mode: there a sync can succeed over a write-back
-/// that failed and is reported later, so a published entry can be lost by a crash.
+/// slot update: damage too.) Not where the writer synced with `msync`: there a sync can
+/// succeed over a write-back that failed and is reported later, so a published entry can be
+/// lost by a crash. The evidence is therefore what the writer vouched for ([`vouched`]); in
+/// a log of version 2, which does not say how its writer synced, the published LSN where this
+/// open flushes through the CPU cache.
 pub(crate) fn slot_short_of_published(
     scan: &Scan,
     unreadable: Option<Unreadable>,
-    published: Lsn,
+    sb: &Superblock,
+    (published, vouched): (Lsn, Lsn),
     persistence: Persistence,
 ) -> Option<Damage> {
-    let u = unreadable.filter(|u| !u.repaired && persistence != Persistence::Msync)?;
-    (published > scan.next_lsn).then_some(Damage {
+    let u = unreadable.filter(|u| !u.repaired)?;
+    let acknowledged = match sb.version {
+        3.. => vouched,
+        _ if persistence.is_cpu_flush() => published,
+        _ => 0,
+    };
+    (acknowledged > scan.next_lsn).then_some(Damage {
         offset: u.offset,
         lsn: scan.next_lsn,
         reason: "the metadata slot here does not decode, and published entries lie past where \
@@ -187,13 +198,28 @@ pub(crate) fn damage_versus_torn_tail(
     let damage::Assessment {
         damage: found,
         torn_entries,
-    } = damage::assess(image, sb.salt, slot, scan, published(image, sb, slot));
+    } = damage::assess(
+        image,
+        sb.salt,
+        slot,
+        scan,
+        published(image, sb, slot),
+        vouched(image, sb, slot),
+    );
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
     let slot_off = slot_damage.as_ref().map(|d| d.offset);
     let damage = slot_damage.or(found);
     let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
-        let published = published(image, sb, slot);
-        damage::salvage(image, sb.salt, slot, published, slot_off, |_, _| {})
+        let (published, vouched) = (published(image, sb, slot), vouched(image, sb, slot));
+        damage::salvage(
+            image,
+            sb.salt,
+            slot,
+            published,
+            vouched,
+            slot_off,
+            |_, _| {},
+        )
     } else {
         (Vec::new(), 0)
     };
@@ -237,7 +263,8 @@ pub(crate) fn damage_versus_torn_tail(
 }
 
 /// Step 5: repairs a damaged superblock copy from the good one, and upgrades an older format
-/// version (the reader area this writer keeps is new in version 2). One copy at a time, each
+/// version (the reader area this writer keeps is new in version 2, its vouched word in
+/// version 3). One copy at a time, each
 /// made durable before the other is touched: an upgrade rewrites both, and under one barrier
 /// a crash could tear both at once (FORMAT.md section 1: any of the pending words may be
 /// lost), leaving no superblock to open the log with. While one copy is written the other is
@@ -247,11 +274,19 @@ pub(crate) fn repair_superblock<M: Media>(
     sb: &mut Superblock,
     path: &Path,
 ) -> Result<()> {
-    if sb.version < 2 {
+    if sb.version < 3 {
         // The reader area first: a version-1 `create_on` left there whatever the media held,
-        // which version 2 would read as a published LSN (FORMAT.md section 11).
-        pmem.store_exclusive(format::PUBLISHED_OFFSET, &0u64.to_le_bytes());
-        pmem.flush(format::PUBLISHED_OFFSET, 8);
+        // which version 2 would read as a published LSN, and no version-2 writer wrote the
+        // vouched word, which version 3 would read as vouching for entries (FORMAT.md section
+        // 11). A version-2 log keeps its published LSN.
+        let at = if sb.version < 2 {
+            format::PUBLISHED_OFFSET
+        } else {
+            format::VOUCHED_OFFSET
+        };
+        let len = format::VOUCHED_OFFSET + 8 - at;
+        pmem.store_exclusive(at, &[0u8; 16][..len]);
+        pmem.flush(at, len);
         pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
     }
     sb.version = format::FORMAT_VERSION;
@@ -379,17 +414,84 @@ pub(crate) fn read_ahead_of(image: &[u8], wanted: bool) -> impl Fn(usize, usize)
 /// writer publishes past what the data area can hold from the head (each LSN takes an entry
 /// of at least a header): such a value is no evidence of anything, and reads as 0.
 pub(crate) fn published(image: &[u8], sb: &Superblock, slot: &Slot) -> Lsn {
-    let at = format::PUBLISHED_OFFSET;
-    let v = u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"));
+    let v = word(image, format::PUBLISHED_OFFSET);
+    if sb.version < 2 {
+        0
+    } else {
+        plausible(v, sb, slot)
+    }
+}
+
+/// The LSN below which every entry was acknowledged, durable by CPU cache flushes, as the
+/// reader area's two words say ([`format::vouched`]; 0 before version 3, and where the last
+/// writer synced with `msync`, whose write-back can fail after the sync said it succeeded
+/// and be reported later). At most [`published`]. An entry below it that recovery cannot read
+/// is damage (FORMAT.md section 7, rule 1).
+pub(crate) fn vouched(image: &[u8], sb: &Superblock, slot: &Slot) -> Lsn {
+    let v = format::vouched(
+        word(image, format::PUBLISHED_OFFSET),
+        word(image, format::VOUCHED_OFFSET),
+    );
+    if sb.version < 3 {
+        0
+    } else {
+        plausible(v, sb, slot)
+    }
+}
+
+/// The little-endian word at `at`.
+fn word(image: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// `v`, or 0 where it lies past the LSNs the data area can hold from the head.
+fn plausible(v: Lsn, sb: &Superblock, slot: &Slot) -> Lsn {
     let data = sb.capacity.saturating_sub(DATA_OFFSET as u64);
     let most = slot
         .head_lsn
         .saturating_add(data / format::HEADER_LEN as u64 + 1);
-    if sb.version < 2 || v > most {
+    if v > most {
         0
     } else {
         v
     }
+}
+
+/// Step 8: every recovered entry is durable, so readers in other processes may read them
+/// (`Media::publish_for_readers`), and the reader area's words are left as this writer keeps
+/// them, durably where a crash could otherwise bring back a value that is evidence of more
+/// than the log holds: where the log ends below what was `published` (damage, or in msync
+/// mode a write-back that failed), the lowered words; in msync mode, whose write-back can
+/// fail after a sync said it succeeded, the vouched word cleared (a writer in a CPU-flush mode
+/// may have left it); on media that does not keep the reader area, both words cleared.
+pub(crate) fn publish_recovered<M: Media>(
+    pmem: &mut Pmem<M>,
+    next_lsn: Lsn,
+    published: Lsn,
+    path: &Path,
+) -> Result<()> {
+    let media = pmem.media();
+    media.set_failure_floor(next_lsn);
+    media.publish_for_readers(next_lsn);
+    let keeps = media.keeps_reader_area();
+    let cpu = media.persistence().is_cpu_flush();
+    let words = pmem.view(format::PUBLISHED_OFFSET, 16);
+    let from = if !keeps && words != [0u8; 16] {
+        Some(format::PUBLISHED_OFFSET)
+    } else if keeps && !cpu && words[8..] != [0u8; 8] {
+        Some(format::VOUCHED_OFFSET)
+    } else {
+        None
+    };
+    if let Some(at) = from {
+        let len = format::VOUCHED_OFFSET + 8 - at;
+        pmem.store_exclusive(at, &[0u8; 16][..len]);
+    }
+    if from.is_some() || published > next_lsn {
+        pmem.flush(format::PUBLISHED_OFFSET, 16);
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+    }
+    Ok(())
 }
 
 /// The offset of an entry at or before accepted entry `lsn` (at or after where the scan

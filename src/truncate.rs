@@ -444,7 +444,7 @@ impl<M: Media> Log<M> {
         #[cfg(not(feature = "mutants"))]
         let lower = true;
         if lower {
-            self.pmem.flush(PUBLISHED_OFFSET, 8);
+            self.pmem.flush(PUBLISHED_OFFSET, 16);
         }
         if let Err(e) = self.pmem.drain() {
             // Nothing was deleted: publish the entries again (in msync mode the media keeps

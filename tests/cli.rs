@@ -2011,7 +2011,7 @@ fn info_shows_a_damaged_log() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let info = text(&out.stdout);
     assert!(info.lines().any(|l| l
-        == "superblock 0:   offset 0: invalid: checksum mismatch (version 2, capacity 1048576)"));
+        == "superblock 0:   offset 0: invalid: checksum mismatch (version 3, capacity 1048576)"));
     assert!(info
         .lines()
         .any(|l| l == "superblock 1:   offset 512: valid"));

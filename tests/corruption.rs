@@ -2049,9 +2049,12 @@ fn a_salvage_of_many_gaps_copies_every_whole_entry() {
 fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     let dir = tempfile::tempdir().unwrap();
     // Created (slot 0, sequence 1), then entries appended in a second session (slot 1).
+    // (Written flushing through the CPU cache: the writer vouches for its entries, which
+    // tells an open that the slot it cannot read was the current one.)
     let path = dir.path().join("s.dax");
-    drop(Log::create(&path, &Options::new().capacity(1 << 20)).unwrap());
-    let log = Log::open(&path, &Options::new()).unwrap();
+    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    drop(Log::create(&path, &cpu.clone().capacity(1 << 20)).unwrap());
+    let log = Log::open(&path, &cpu).unwrap();
     for l in 1..=N {
         log.append(&payload(l, LEN)).unwrap();
     }
@@ -2091,7 +2094,7 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
         let r = log.recovery();
         assert_eq!((r.unreadable_slot, r.slot_repaired), (Some(current), true));
     }
-    let log = Log::open(&path, &Options::new()).unwrap();
+    let log = Log::open(&path, &cpu).unwrap();
     assert!(log.recovery().slot_repaired);
     log.append(&payload(N + 1, LEN)).unwrap();
     drop(log);
@@ -2126,9 +2129,14 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
             N + 1
         ),
     }
-    // In the CPU-flush modes (published entries are durable there), damage at the slot; a
-    // salvage copies what the older copy leads to and lists the rest as a gap.
-    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    // The writer vouched for its entries (they were durable when published), so damage at the
+    // slot, whatever mode the open flushes in; a salvage copies what the older copy leads to
+    // and lists the rest as a gap.
+    let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
+    assert!(matches!(
+        Log::open_read_only(&path, &msync),
+        Err(Error::Corrupted { .. })
+    ));
     match Log::open_read_only(&path, &cpu) {
         Err(Error::Corrupted { offset, lsn, .. }) => assert_eq!((offset, lsn), (current, N + 1)),
         other => panic!(
@@ -2159,13 +2167,22 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     assert_eq!(rescued, (1..=N).filter(|&l| l != 5).collect::<Vec<_>>());
     let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
     assert_eq!(spans, [(5, 5), (N + 1, N + 1)]);
-    assert_eq!(log.recovery().gaps, gaps, "the open's report lists the same gaps");
+    assert_eq!(
+        log.recovery().gaps,
+        gaps,
+        "the open's report lists the same gaps"
+    );
     drop(log);
-    // In msync mode a sync can succeed over a write-back that fails later, so the published
-    // LSN is no such evidence: the older copy is taken (FORMAT.md section 4).
-    let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
-    let log = Log::open_read_only(&path, &msync).unwrap();
-    assert_eq!(lsns(&log), (1..=N).collect::<Vec<_>>());
+    // Written in msync mode, where a sync can succeed over a write-back that fails later, the
+    // published LSN is no such evidence, whatever mode the open flushes in (a writer in msync
+    // mode holds the vouched word at 0): the older copy is taken (FORMAT.md section 4).
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0; 8], format::VOUCHED_OFFSET as u64)
+        .unwrap();
+    for o in [&msync, &cpu] {
+        let log = Log::open_read_only(&path, o).unwrap();
+        assert_eq!(lsns(&log), (1..=N).collect::<Vec<_>>());
+    }
 }
 
 /// One bit wrong in the current slot, whatever the session did under it: entries under its
@@ -2399,6 +2416,14 @@ fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
     };
     assert_eq!(word(&img), 6);
     img[last..last + HEADER_LEN].fill(0);
+    // The writer vouched for LSN 5 (the reader area's second word): damage, refused.
+    match Log::open_on(SimMedia::from_image(&img, P), &Options::new()) {
+        Err(Error::Corrupted { lsn: 5, offset, .. }) => assert_eq!(offset, last as u64),
+        other => panic!("vouched for: {:?}", other.map(|l| l.next_lsn())),
+    }
+    // The vouched word lost (zeros): only the published LSN says LSN 5 was published, and
+    // nothing valid past the end backs it (FORMAT.md section 7, rule 4): a clean end.
+    img[format::VOUCHED_OFFSET..][..8].fill(0);
     let media = SimMedia::from_image(&img, P);
     let obs = media.observer();
     let (initial, from) = (obs.snapshot(), obs.ops());
@@ -2411,10 +2436,15 @@ fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
     run.for_each_point(|point, st| {
         if point == n {
             let ci = st.crash_images(Model::Strict, &GenConfig::default(), 1);
-            finals.extend((0..ci.len()).map(|i| word(&ci.image(i))));
+            finals.extend((0..ci.len()).map(|i| {
+                let img = ci.image(i);
+                let v = format::VOUCHED_OFFSET;
+                let b = u64::from_le_bytes(img[v..v + 8].try_into().unwrap());
+                (word(&img), format::vouched(word(&img), b))
+            }));
         }
     });
-    assert_eq!(finals.into_iter().collect::<Vec<_>>(), [5]);
+    assert_eq!(finals.into_iter().collect::<Vec<_>>(), [(5, 5)]);
 }
 
 /// A second damaged entry after a first, whose length has a bit set (it claims the entries
@@ -2538,4 +2568,179 @@ fn many_damaged_entries_claiming_much_do_not_end_a_salvage_early() {
     assert_eq!(gaps.len(), 18, "{gaps:?}");
     let want: Vec<u64> = (1..=M).filter(|l| !damaged.contains(l)).collect();
     assert_eq!(rescued, want);
+}
+
+/// A log of N entries written flushing through the CPU cache, closed: the writer vouched for
+/// every entry in the reader area (FORMAT.md section 11). The last append is a batch of
+/// `last_batch` entries.
+fn vouched_log(dir: &Path, name: &str, last_batch: usize) -> (PathBuf, Vec<u64>) {
+    let path = dir.join(name);
+    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    let log = Log::create(&path, &cpu.capacity(1 << 20)).unwrap();
+    let mut offsets = Vec::new();
+    let singles = N as usize - last_batch;
+    for l in 1..=singles as u64 {
+        offsets.push(DATA_OFFSET as u64 + log.used_bytes());
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    let batch: Vec<Vec<u8>> = (singles as u64 + 1..=N).map(|l| payload(l, LEN)).collect();
+    let mut at = DATA_OFFSET as u64 + log.used_bytes();
+    for _ in &batch {
+        offsets.push(at);
+        at += format::entry_len(LEN) as u64;
+    }
+    let refs: Vec<&[u8]> = batch.iter().map(|p| &p[..]).collect();
+    if !refs.is_empty() {
+        log.append_batch(&refs).unwrap();
+    }
+    drop(log);
+    let img = std::fs::read(&path).unwrap();
+    let word = |at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+    let (a, b) = (word(format::PUBLISHED_OFFSET), word(format::VOUCHED_OFFSET));
+    assert_eq!((a, format::vouched(a, b)), (N + 1, N + 1));
+    (path, offsets)
+}
+
+/// Damage to the last entry, which the writer vouched for (it was acknowledged and durable):
+/// damage in every mode but `Salvage`, which lists it as a gap, not a torn tail. Zeros over
+/// its header (a clean end) likewise. After a crash with the append in flight (the published
+/// LSN below it), a torn tail as before.
+#[test]
+fn damage_to_a_last_entry_the_writer_vouched_for_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    for spot in [Spot::Crc, Spot::Len, Spot::Lsn, Spot::Payload] {
+        let (path, offs) = vouched_log(dir.path(), &format!("last-{spot:?}.dax"), 0);
+        let last = offs[N as usize - 1];
+        flip(&path, spot_offset(last, spot), 0x10);
+        for mode in [RecoveryMode::TolerateTornTail, RecoveryMode::Strict] {
+            match judged(&path, mode) {
+                Err((offset, lsn, 0, _)) => assert_eq!((lsn, offset), (N, last), "{spot:?}"),
+                other => panic!("vouched, last entry {spot:?}, {mode:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Log::open(&path, &Options::new()),
+            Err(Error::Corrupted { lsn: N, .. })
+        ));
+        let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+        let gaps: Vec<(u64, u64)> = log
+            .recovery()
+            .gaps
+            .iter()
+            .map(|g| (g.first_lsn, g.last_lsn))
+            .collect();
+        assert_eq!(gaps, [(N, N)], "{spot:?}");
+        assert_eq!(log.len(), N - 1, "{spot:?}");
+        drop(log);
+        // In flight when the writer crashed: published (and vouched) up to the entry before.
+        set_published(&path, N);
+        let log = Log::open_read_only(&path, &Options::new()).unwrap();
+        assert_eq!(log.len(), N - 1, "{spot:?}");
+        assert!(
+            matches!(log.recovery().tail_state, TailState::Torn { .. }),
+            "{spot:?}"
+        );
+    }
+    // Zeros over the last entry's header: the scan ends cleanly there.
+    let (path, offs) = vouched_log(dir.path(), "zeros.dax", 0);
+    let last = offs[N as usize - 1];
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0; HEADER_LEN], last).unwrap();
+    drop(f);
+    match judged(&path, RecoveryMode::TolerateTornTail) {
+        Err((offset, lsn, 0, reason)) => {
+            assert_eq!((lsn, offset), (N, last));
+            assert!(reason.contains("acknowledged"), "{reason}");
+        }
+        other => panic!("zeros over a vouched entry: {other:?}"),
+    }
+    // One flipped bit in either word of the reader area vouches for no more than the writer
+    // did: the whole log opens, and damage to the last entry is damage only while the pair
+    // still covers it.
+    for word in [format::PUBLISHED_OFFSET, format::VOUCHED_OFFSET] {
+        for bit in [0u32, 1, 3, 40, 63] {
+            let (path, offs) = vouched_log(dir.path(), &format!("word-{word}-{bit}.dax"), 0);
+            flip(&path, word as u64 + u64::from(bit / 8), 1 << (bit % 8));
+            assert_eq!(
+                judged(&path, RecoveryMode::TolerateTornTail),
+                Ok(N),
+                "{word} {bit}"
+            );
+            let img = std::fs::read(&path).unwrap();
+            let w = |at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+            let v = format::vouched(w(format::PUBLISHED_OFFSET), w(format::VOUCHED_OFFSET));
+            assert!(v <= N + 1, "word {word}, bit {bit}: vouches for {v}");
+            flip(&path, offs[N as usize - 1] + 1, 0x10);
+            match judged(&path, RecoveryMode::TolerateTornTail) {
+                Err((_, N, 0, _)) if v > N => {}
+                Ok(n) if v <= N => assert_eq!(n, N - 1),
+                other => panic!("word {word}, bit {bit} (vouched {v}): {other:?}"),
+            }
+        }
+    }
+}
+
+/// A writer in msync mode vouches for nothing (a write-back can fail after its sync said it
+/// succeeded, and be reported later), and clears the vouched word an earlier writer left; so
+/// does a writer on media that does not keep the reader area (`Media::keeps_reader_area`),
+/// both words: else a later open would take them for evidence of entries that writer deleted.
+#[test]
+fn writers_that_cannot_vouch_clear_the_vouched_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = vouched_log(dir.path(), "msync.dax", 0);
+    let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
+    let log = Log::open(&path, &msync).unwrap();
+    let last = DATA_OFFSET as u64 + log.used_bytes();
+    assert_eq!(log.append(&payload(N + 1, LEN)).unwrap(), N + 1);
+    drop(log);
+    let img = std::fs::read(&path).unwrap();
+    assert_eq!(img[format::VOUCHED_OFFSET..][..8], [0; 8]);
+    flip(&path, last + HEADER_LEN as u64 + 3, 0x10);
+    let log = Log::open_read_only(&path, &Options::new()).unwrap();
+    assert_eq!(log.len(), N);
+    assert!(matches!(log.recovery().tail_state, TailState::Torn { .. }));
+    drop(log);
+
+    // Media that does not keep the reader area deletes entries 4 and 5 (`truncate_after`);
+    // the next open by media that does finds the log as it was left.
+    use daxlog::Persistence;
+    use pmem_sim::SimMedia;
+    let log = Log::create_on(SimMedia::new(1 << 16, Persistence::Clwb), &Options::new()).unwrap();
+    for l in 1..=5 {
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    let img = log.into_media().snapshot();
+    let log = Log::open_on(
+        common::media::FaultyMedia::from_image(&img),
+        &Options::new(),
+    )
+    .unwrap();
+    log.truncate_after(3).unwrap();
+    let img = log.into_media().image();
+    assert_eq!(img[format::PUBLISHED_OFFSET..][..16], [0; 16]);
+    let log = Log::open_on(
+        SimMedia::from_image(&img, Persistence::Clwb),
+        &Options::new(),
+    )
+    .unwrap();
+    assert_eq!(log.iter().map(|e| e.lsn).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+/// A batch the writer vouched for whose last entry is damaged: its other entries were
+/// acknowledged with it, so a salvage copies them and lists only the damaged one as lost.
+#[test]
+fn a_salvage_copies_a_vouched_batch_broken_at_its_last_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, offs) = vouched_log(dir.path(), "batch.dax", 4);
+    flip(&path, offs[N as usize - 1] + HEADER_LEN as u64 + 3, 0x10);
+    assert!(matches!(
+        judged(&path, RecoveryMode::TolerateTornTail),
+        Err((_, N, 0, _))
+    ));
+    let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..N).collect::<Vec<_>>());
+    let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
+    assert_eq!(spans, [(N, N)]);
 }

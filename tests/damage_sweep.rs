@@ -1,7 +1,9 @@
 //! Damage anywhere before the last entry of a closed log is never a silent drop. A closed log
 //! published every entry (the reader area's published LSN covers them all) and its last
 //! entry is whole, so every entry that damage hides was acknowledged: an open in the default
-//! mode either returns every entry or fails with `Error::Corrupted`. One to three faults per
+//! mode either returns every entry or fails with `Error::Corrupted`. Written flushing through
+//! the CPU cache, the writer vouched for every entry too (FORMAT.md section 11), and damage to
+//! the last entry is no exception: damage anywhere in the entries. One to three faults per
 //! trial, each a flipped bit, eight bytes zeroed or overwritten at random, or a zeroed
 //! 512-byte sector; single appends and batches of four; payloads of 8, 100 and 1000 bytes.
 //! Deterministic (a fixed seed per configuration); `DAXLOG_SWEEP_TRIALS` sets the trials per
@@ -17,10 +19,10 @@ use daxlog::{Error, Log, Options};
 
 const ENTRIES: u64 = 30;
 
-/// A closed log of `ENTRIES` entries of `len` bytes, appended in batches of `batch`; its
-/// bytes and where each entry begins.
-fn closed_log(path: &Path, len: usize, batch: usize) -> (Vec<u8>, Vec<u64>) {
-    let log = Log::create(path, &Options::new().capacity(1 << 16)).unwrap();
+/// A closed log of `ENTRIES` entries of `len` bytes, appended in batches of `batch` with
+/// options `o`; its bytes and where each entry begins.
+fn closed_log(path: &Path, len: usize, batch: usize, o: &Options) -> (Vec<u8>, Vec<u64>) {
+    let log = Log::create(path, &o.clone().capacity(1 << 16)).unwrap();
     let mut starts = Vec::new();
     let mut lsn = 1;
     while lsn <= ENTRIES {
@@ -64,7 +66,7 @@ fn damage(rng: &mut Rng, image: &mut [u8], from: usize, to: usize) -> String {
 }
 
 #[test]
-fn damage_before_the_last_entry_of_a_closed_log_is_never_a_silent_drop() {
+fn damage_to_a_closed_log_is_never_a_silent_drop() {
     let trials: usize = std::env::var("DAXLOG_SWEEP_TRIALS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -72,17 +74,26 @@ fn damage_before_the_last_entry_of_a_closed_log_is_never_a_silent_drop() {
     let dir = tempfile::tempdir().unwrap();
     let all: Vec<u64> = (1..=ENTRIES).collect();
     let mut refused = 0;
-    for (i, (len, batch)) in [(8, 1), (100, 1), (1000, 1), (8, 4), (100, 4), (1000, 4)]
-        .into_iter()
+    let configs = [(8, 1), (100, 1), (1000, 1), (8, 4), (100, 4), (1000, 4)];
+    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    for (i, (len, batch, vouched)) in configs
+        .iter()
+        .flat_map(|&(l, b)| [(l, b, false), (l, b, true)])
         .enumerate()
     {
-        let path = dir.path().join(format!("{len}-{batch}.dax"));
-        let (clean, starts) = closed_log(&path, len, batch);
-        let (from, last) = (starts[0] as usize, starts[ENTRIES as usize - 1] as usize);
+        let path = dir.path().join(format!("{len}-{batch}-{vouched}.dax"));
+        let o = if vouched { cpu.clone() } else { Options::new() };
+        let (clean, starts) = closed_log(&path, len, batch, &o);
+        let last = starts[ENTRIES as usize - 1] as usize;
+        let (from, to) = match vouched {
+            // Up to the end of the last entry.
+            true => (starts[0] as usize, last + entry_len(len)),
+            false => (starts[0] as usize, last),
+        };
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
         for _ in 0..trials {
             let mut image = clean.clone();
-            let what = damage(&mut rng, &mut image, from, last);
+            let what = damage(&mut rng, &mut image, from, to);
             std::fs::write(&path, &image).unwrap();
             match Log::open_read_only(&path, &Options::new()) {
                 Ok(log) => {
@@ -90,12 +101,12 @@ fn damage_before_the_last_entry_of_a_closed_log_is_never_a_silent_drop() {
                     assert_eq!(
                         lsns,
                         all,
-                        "{len} B x {batch}: {what}opened with {:?}",
+                        "{len} B x {batch} (vouched: {vouched}): {what}opened with {:?}",
                         log.recovery()
                     );
                 }
                 Err(Error::Corrupted { .. }) => refused += 1,
-                Err(e) => panic!("{len} B x {batch}: {what}{e}"),
+                Err(e) => panic!("{len} B x {batch} (vouched: {vouched}): {what}{e}"),
             }
         }
     }

@@ -478,14 +478,14 @@ fn bad_inputs_get_typed_errors() {
     {
         let f = OpenOptions::new().write(true).open(&future).unwrap();
         for off in [0u64, 512] {
-            f.write_all_at(&3u32.to_le_bytes(), off + 8).unwrap();
+            f.write_all_at(&4u32.to_le_bytes(), off + 8).unwrap();
         }
     }
     expect_err(&future, "future version", |e| {
         matches!(
             e,
             Error::UnsupportedVersion {
-                found: 3,
+                found: 4,
                 supported: daxlog::format::FORMAT_VERSION,
                 ..
             }

@@ -12,17 +12,23 @@
 //! the pending pieces; with at most [`GenConfig::pairs`] units, every pair of units missing
 //! together and present together; all-or-nothing per cache line; and a seeded random sample.
 //!
-//! The reader area's published LSN ([`crate::Op::Publish`]) is the exception. Its word is
-//! stored at every publication and flushed by no append, so its pending stores grow with the
-//! run: as a unit it would multiply every crash point's images by the appends made so far. It
-//! is a *side word* instead: of its possible values (its durable one, or the last of any
-//! prefix of its pending stores), the lowest and the highest give the extremes of what
-//! recovery does (it compares the value with the log's LSNs: FORMAT.md section 7, rule 4, a
-//! clean end below it is damage; a writable open syncs again from it when it lies at or below
-//! the cut), so every image takes one of those two. Where the images with both values number
-//! at most [`GenConfig::both_limit`], every image of the other units comes with each; above,
-//! each takes one of the two, chosen by a hash of the other units' outcomes (deterministic, so
-//! that a replay gets the same images, and both values occur at such a crash point).
+//! The reader area's published LSN and vouched word ([`crate::Op::Publish`]) are the exception.
+//! They are stored at every publication and flushed by no append, so their pending stores grow
+//! with the run: as units they would multiply every crash point's images by the appends made
+//! so far. They are *side words* instead, one unit whose pieces persist in program order (two
+//! words of one cache line: what a line leaves). Of their possible values (the durable one, or
+//! that of any prefix of their pending stores), taken as the published LSN and then what the
+//! pair vouches for (`daxlog::format::vouched`), the lowest and the highest give the extremes
+//! of what recovery does (it compares them with the log's LSNs: FORMAT.md section 7, rule 4,
+//! a clean end below the published LSN with published entries past it is damage, rule 1, an
+//! end below the vouched LSN is damage; a writable open syncs again from the published LSN
+//! when it lies at or below the cut), so every image takes one of those two. (Recovery's
+//! judgements only get stricter as either value rises, and a mix of the two words' stores
+//! that no line leaves vouches for no more than the smaller of their values.) Where the
+//! images with both values number at most [`GenConfig::both_limit`], every image of the other
+//! units comes with each; above, each takes one of the two, chosen by a hash of the other
+//! units' outcomes (deterministic, so that a replay gets the same images, and both values
+//! occur at such a crash point).
 //!
 //! (A published LSN of 0 says that no writer published: the lowest possible value is 0 where
 //! the word never reached the media, in the CPU modes nearly always, and a recovery that reads
@@ -112,24 +118,34 @@ impl Unit {
     }
 }
 
-/// The word of the reader area's published LSN.
+/// The first word of the reader area's published LSN and vouched word (`daxlog::format`'s
+/// `PUBLISHED_OFFSET`, `VOUCHED_OFFSET`: two words of one cache line).
 const SIDE_WORD: usize = daxlog::format::PUBLISHED_OFFSET / WORD;
+const _: () = assert!(daxlog::format::VOUCHED_OFFSET == daxlog::format::PUBLISHED_OFFSET + WORD);
 
-/// The unit index of the published word's pieces in [`CrashImages::place`].
+/// The unit index of the side words' pieces in [`CrashImages::place`].
 const SIDE: u32 = u32::MAX;
 
-/// The published word's outcomes: how many of its pending pieces persisted, for its lowest
-/// possible value and its highest.
+/// The side words' outcomes: how many of their pending pieces persisted, for the lowest
+/// possible value and the highest. A value is the published LSN and what the pair vouches for
+/// (`daxlog::format::vouched`), compared in that order.
 #[derive(Clone, Copy, Debug, Default)]
 struct Side {
-    /// Pending pieces of the word.
+    /// Pending pieces of the words.
     pieces: u32,
     lo: u32,
     hi: u32,
     /// The values themselves.
-    values: (u64, u64),
+    values: ((u64, u64), (u64, u64)),
     /// Every image comes with both (else each with one).
     both: bool,
+}
+
+/// The value of the side words `w` (published LSN, vouched LSN).
+fn side_value(w: &[u8; 2 * WORD]) -> (u64, u64) {
+    let a = u64::from_le_bytes(w[..WORD].try_into().expect("a word"));
+    let b = u64::from_le_bytes(w[WORD..].try_into().expect("a word"));
+    (a, daxlog::format::vouched(a, b))
 }
 
 impl Side {
@@ -197,26 +213,27 @@ impl PmemState {
         let mut sizes: Vec<u32> = Vec::new();
         let mut place = Vec::with_capacity(self.pending().len());
         let at = SIDE_WORD * WORD;
-        // (An image too small to hold the word has no pieces of it either.)
-        let mut word: [u8; WORD] = self
+        // (An image too small to hold the words has no pieces of them either.)
+        let mut words: [u8; 2 * WORD] = self
             .durable()
-            .get(at..at + WORD)
-            .map_or([0; WORD], |w| w.try_into().expect("a word"));
-        let first = u64::from_le_bytes(word);
+            .get(at..at + 2 * WORD)
+            .map_or([0; 2 * WORD], |w| w.try_into().expect("two words"));
+        let first = side_value(&words);
         let mut side = Side {
             values: (first, first),
             ..Side::default()
         };
         for p in self.pending() {
-            if p.word == SIDE_WORD {
+            if p.word == SIDE_WORD || p.word == SIDE_WORD + 1 {
                 place.push((SIDE, side.pieces));
                 side.pieces += 1;
-                for (i, b) in word.iter_mut().enumerate() {
+                let base = (p.word - SIDE_WORD) * WORD;
+                for (i, b) in words[base..base + WORD].iter_mut().enumerate() {
                     if p.mask & (1 << i) != 0 {
                         *b = p.bytes[i];
                     }
                 }
-                let v = u64::from_le_bytes(word);
+                let v = side_value(&words);
                 if v < side.values.0 {
                     (side.lo, side.values.0) = (side.pieces, v);
                 }
@@ -443,15 +460,13 @@ impl CrashImages<'_> {
             .collect();
         let side = &self.side;
         let published = if side.varies() {
-            let (which, v) = if choice[self.sizes.len()] == side.lo {
+            let (which, (p, v)) = if choice[self.sizes.len()] == side.lo {
                 ("lowest", side.values.0)
             } else {
                 ("highest", side.values.1)
             };
-            format!(
-                "; published LSN {v} ({which} of {}..={})",
-                side.values.0, side.values.1
-            )
+            let ((p0, v0), (p1, v1)) = side.values;
+            format!("; published LSN {p}, vouched {v} ({which} of {p0}/{v0}..={p1}/{v1})")
         } else {
             String::new()
         };
@@ -636,7 +651,7 @@ mod tests {
     fn the_published_word_takes_its_lowest_and_highest_values() {
         let mut s = PmemState::new(vec![0; 8192], Persistence::Clwb);
         for lsn in [5, 9, 3] {
-            s.apply(&Op::Publish { lsn });
+            s.apply(&Op::Publish { lsn, vouch: false });
         }
         // One other word pending: two images, each with both values (0 durable, 9 pending;
         // 5 and 3 lie between).

@@ -92,6 +92,9 @@ pub enum Op {
     Publish {
         /// The value stored.
         lsn: u64,
+        /// The vouched word stored after it (`daxlog::format::VOUCHED_OFFSET`, the CPU-flush
+        /// modes).
+        vouch: bool,
     },
 }
 
@@ -107,7 +110,9 @@ impl Op {
             Op::DrainFailed => "failed drain".to_string(),
             Op::WritebackFailed { off, len } => format!("failed write-back {off}+{len}"),
             Op::Rewrite { off, len } => format!("rewrite {off}+{len}"),
-            Op::Publish { lsn } => format!("publish {lsn}"),
+            Op::Publish { lsn, vouch } => {
+                format!("publish {lsn}{}", if *vouch { " (vouched)" } else { "" })
+            }
         }
     }
 }
@@ -353,14 +358,20 @@ impl Inner {
         v
     }
 
-    /// Stores the reader area's published LSN and records it ([`Op::Publish`]).
+    /// Stores the reader area's published LSN and records it ([`Op::Publish`]); in the
+    /// CPU-flush modes the vouched word after it, as `MmapMedia` does.
     fn store_published(&self, lsn: u64) {
+        let vouch = self.mode.is_cpu_flush();
+        let mut words = [0u8; 16];
+        words[..8].copy_from_slice(&lsn.to_le_bytes());
+        words[8..].copy_from_slice(&daxlog::format::vouched_word(lsn).to_le_bytes());
         let at = daxlog::format::PUBLISHED_OFFSET;
-        // SAFETY: the word lies in the metadata page, inside the image; the engine never
-        // lends it as a slice while writing (only the open reads it, before any publication),
-        // and publications are ordered among themselves by the engine (`MmapMedia` stores the
-        // word atomically; here the trace lock orders the copies).
-        unsafe { self.write(at, &lsn.to_le_bytes(), Op::Publish { lsn }) };
+        let bytes = if vouch { &words[..] } else { &words[..8] };
+        // SAFETY: the words lie in the metadata page, inside the image; the engine never
+        // lends them as a slice while writing (only the open reads them, before any
+        // publication), and publications are ordered among themselves by the engine
+        // (`MmapMedia` stores the words atomically; here the trace lock orders the copies).
+        unsafe { self.write(at, bytes, Op::Publish { lsn, vouch }) };
     }
 
     fn ptr(&self, off: usize) -> *mut u8 {
@@ -536,6 +547,10 @@ impl Media for SimMedia {
     /// a suffix truncation, or a writable open that lowers it, flushes: a crash image may hold
     /// any value it had since then), and
     /// held at the failure floor once a drain failed, as `MmapMedia` does.
+    fn keeps_reader_area(&self) -> bool {
+        true
+    }
+
     fn publish_for_readers(&self, next_lsn: u64) {
         let floor = self
             .floor

@@ -227,10 +227,14 @@ impl PmemState {
                 }
                 self.split(*off, data, matches!(op, Op::StoreNt { .. }), tid);
             }
-            Op::Publish { lsn } => {
+            Op::Publish { lsn, vouch } => {
                 let off = daxlog::format::PUBLISHED_OFFSET;
                 self.revive(off / PAGE, off / PAGE);
                 self.split(off, &lsn.to_le_bytes(), false, tid);
+                if *vouch {
+                    let v = daxlog::format::vouched_word(*lsn);
+                    self.split(daxlog::format::VOUCHED_OFFSET, &v.to_le_bytes(), false, tid);
+                }
             }
             Op::Rewrite { off, len } => {
                 if *len > 0 {

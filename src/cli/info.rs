@@ -98,6 +98,24 @@ fn published_text(published: u64) -> String {
     }
 }
 
+/// What the reader area's two words vouch for (format version 3; 0: nothing).
+fn vouched_of(page: &[u8], version: u32) -> u64 {
+    if version < 3 || page.len() < format::VOUCHED_OFFSET + 8 {
+        return 0;
+    }
+    format::vouched(
+        u64_at(page, format::PUBLISHED_OFFSET),
+        u64_at(page, format::VOUCHED_OFFSET),
+    )
+}
+
+fn vouched_text(vouched: u64) -> String {
+    match vouched {
+        0 => "none (no writer that flushes through the CPU cache vouched for entries)".into(),
+        n => format!("LSN {n} (every entry below it acknowledged: damage there is refused)"),
+    }
+}
+
 /// The format version of the first valid superblock copy.
 fn version_of(sbs: &[SbView]) -> Option<u32> {
     sbs.iter()
@@ -347,6 +365,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     let (sbs, slots) = decode_page(&page);
     let (published, _) = reader_area(&page);
     let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
+    let vouched = vouched_of(&page, version);
 
     let r = log.recovery();
     let readable = log.pin().iter().count() as u64;
@@ -378,6 +397,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "capacity": log.capacity(),
             "writer": false,
             "published_lsn": (published != 0).then_some(published),
+            "vouched_lsn": (vouched != 0).then_some(vouched),
             "superblocks": sbs.iter().map(sb_json).collect::<Vec<_>>(),
             "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
             "used_bytes": log.used_bytes(),
@@ -478,6 +498,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         rows.extend(meta_rows(&sbs, &slots));
         rows.extend([
             ("published".into(), published_text(published)),
+            ("vouched".into(), vouched_text(vouched)),
             ("writer".into(), "none has the log open".into()),
         ]);
         rows.extend([

@@ -37,6 +37,24 @@ impl FaultyMedia {
     }
 }
 
+impl FaultyMedia {
+    /// Media holding `img`.
+    pub fn from_image(img: &[u8]) -> Self {
+        let m = FaultyMedia::new(img.len());
+        for (c, &b) in m.bytes.iter().zip(img) {
+            // SAFETY: `m` is not shared yet.
+            unsafe { *c.get() = b };
+        }
+        m
+    }
+
+    /// A copy of the bytes.
+    pub fn image(&self) -> Vec<u8> {
+        // SAFETY: the whole length, in bounds; no store runs while the caller owns `self`.
+        unsafe { self.read(0, self.len()) }.to_vec()
+    }
+}
+
 impl Media for FaultyMedia {
     fn len(&self) -> usize {
         self.bytes.len()
