@@ -417,9 +417,12 @@ pub(crate) fn torn_past_end(
             "published entries continue past an end marker",
             scan.stop >= head && at < head,
         )),
-        _ if scan.next_lsn < vouched => {
-            Some(("acknowledged entries missing at an end marker", false))
-        }
+        // (Where the scan reached the end of the file in the log's first part, the next entry
+        // was written at the start of the data area, below the head: it is missing there.)
+        _ if scan.next_lsn < vouched => Some((
+            "acknowledged entries missing at an end marker",
+            scan.state == walk::TailState::EndOfFile && scan.stop >= head && head > DATA_OFFSET,
+        )),
         _ => None,
     }
 }
@@ -730,8 +733,14 @@ pub(crate) fn salvage(
                 };
                 if w.stop_lsn < acknowledged {
                     visit_held(image, &mut pending, &mut visit);
+                    // (At the end of the file in the log's first part, the missing entry was
+                    // written at the start of the data area, as `torn_past_end` says.)
+                    let head = slot.head_offset as usize;
+                    let eof = walk::end_state(image, &w) == walk::TailState::EndOfFile
+                        && w.stop >= head
+                        && head > DATA_OFFSET;
                     gaps.push(Gap {
-                        offset: at as u64,
+                        offset: if eof { DATA_OFFSET } else { at } as u64,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
                         last_lsn: acknowledged - 1,

@@ -60,7 +60,11 @@ const MEDIA_NAME: &str = "(media)";
 /// # Ok(()) }
 /// ```
 pub struct Log<M: Media = MmapMedia> {
-    pub(crate) pmem: Pmem<M>,
+    /// The media (dropped by [`Log`]'s `drop`, first, as the first field would be, unless
+    /// [`Log::into_media`] took it: `media_taken`).
+    pub(crate) pmem: std::mem::ManuallyDrop<Pmem<M>>,
+    /// [`Log::into_media`] took `pmem`.
+    media_taken: bool,
     pub(crate) sb: Superblock,
     pub(crate) writer: parking_lot::Mutex<Writer>,
     pub(crate) index: RwLock<Index>,
@@ -512,9 +516,29 @@ impl<M: Media> Log<M> {
         self.pmem.media()
     }
 
-    /// Gives the media back (for simulators that inspect it after a run).
-    pub fn into_media(self) -> M {
-        self.pmem.into_media()
+    /// Gives the media back (for simulators that inspect it after a run), closed as a drop
+    /// closes it.
+    pub fn into_media(mut self) -> M {
+        self.close_reader_area();
+        self.media_taken = true;
+        // SAFETY: taken once: `media_taken` keeps `drop` from touching `pmem` again, and
+        // nothing else reads it after this (`self` is dropped right after).
+        let pmem = unsafe { std::mem::ManuallyDrop::take(&mut self.pmem) };
+        pmem.into_media()
+    }
+
+    /// At close, the reader area's words written back where the writer vouches with them
+    /// (FORMAT.md section 11): every published entry is durable, and after a power failure
+    /// the words vouch for them all, so that damage to the last one is not taken for a torn
+    /// tail. (Appends never flush the words; an open's cut and a tail hint vouch for the
+    /// entries before them by themselves.)
+    fn close_reader_area(&mut self) {
+        let media = self.pmem.media();
+        if !self.read_only && media.keeps_reader_area() && media.persistence().is_cpu_flush() {
+            self.pmem.flush(format::PUBLISHED_OFFSET, 16);
+            // (A CPU barrier cannot fail; a failure would leave the words as a crash does.)
+            let _ = self.pmem.drain();
+        }
     }
 
     /// Opens the log on `media`: the recovery of FORMAT.md section 7, step by step
@@ -588,11 +612,11 @@ impl<M: Media> Log<M> {
             // Before the open's first write or sync, whose failure (a failed write-back of the
             // last session's, reported now) would fail the open: the next open must then not
             // take the last session for vouched.
-            let vouched = match published {
+            let floor = match published {
                 0 => slot.cut_lsn,
                 p => p.min(slot.cut_lsn),
             };
-            pmem.media().set_failure_floor(vouched);
+            pmem.media().set_failure_floor(floor);
             recover::repair_superblock(&mut pmem, &mut sb, path)?;
             recover::persist_recovered(&mut pmem, &slot, &scan, published, sb.salt, path)?;
             recover::rewrite_corrected_slot(&mut pmem, &sb, &slot, unreadable, path)?;
@@ -704,7 +728,8 @@ impl<M: Media> Log<M> {
             calibration,
             read_only,
             report,
-            pmem,
+            pmem: std::mem::ManuallyDrop::new(pmem),
+            media_taken: false,
             name: path.to_path_buf(),
             published: Padded(AtomicU64::new(0)),
             waiters: Padded(AtomicUsize::new(0)),
@@ -1001,5 +1026,16 @@ fn check_cpu(path: &Path) -> Result<()> {
             path: path.into(),
             what: "writing on a CPU without CMPXCHG16B",
         })
+    }
+}
+
+impl<M: Media> Drop for Log<M> {
+    fn drop(&mut self) {
+        if !self.media_taken {
+            self.close_reader_area();
+            // SAFETY: dropped once, here (`into_media` did not take it), and no other field's
+            // drop reads it: it is dropped first, as the first field was before.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.pmem) };
+        }
     }
 }

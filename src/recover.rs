@@ -460,10 +460,12 @@ fn plausible(v: Lsn, sb: &Superblock, slot: &Slot) -> Lsn {
 /// Step 8: every recovered entry is durable, so readers in other processes may read them
 /// (`Media::publish_for_readers`), and the reader area's words are left as this writer keeps
 /// them, durably where a crash could otherwise bring back a value that is evidence of more
-/// than the log holds: where the log ends below what was `published` (damage, or in msync
-/// mode a write-back that failed), the lowered words; in msync mode, whose write-back can
-/// fail after a sync said it succeeded, the vouched word cleared (a writer in a CPU-flush mode
-/// may have left it); on media that does not keep the reader area, both words cleared.
+/// than the log holds. First cleared: in msync mode, whose write-back can fail after a sync
+/// said it succeeded, the vouched word (a writer in a CPU-flush mode may have left it); on
+/// media that does not keep the reader area, both words (and where such media forwards the
+/// publication all the same, it then stores its words over them). Then published; and where
+/// the log ends below what was `published` (damage, or in msync mode a write-back that
+/// failed), the lowered words made durable.
 pub(crate) fn publish_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     next_lsn: Lsn,
@@ -472,22 +474,24 @@ pub(crate) fn publish_recovered<M: Media>(
 ) -> Result<()> {
     let media = pmem.media();
     media.set_failure_floor(next_lsn);
-    media.publish_for_readers(next_lsn);
     let keeps = media.keeps_reader_area();
     let cpu = media.persistence().is_cpu_flush();
     let words = pmem.view(format::PUBLISHED_OFFSET, 16);
-    let from = if !keeps && words != [0u8; 16] {
+    let clear = if !keeps && words != [0u8; 16] {
         Some(format::PUBLISHED_OFFSET)
     } else if keeps && !cpu && words[8..] != [0u8; 8] {
         Some(format::VOUCHED_OFFSET)
     } else {
         None
     };
-    if let Some(at) = from {
+    if let Some(at) = clear {
         let len = format::VOUCHED_OFFSET + 8 - at;
         pmem.store_exclusive(at, &[0u8; 16][..len]);
+        pmem.flush(at, len);
+        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
     }
-    if from.is_some() || published > next_lsn {
+    pmem.media().publish_for_readers(next_lsn);
+    if published > next_lsn {
         pmem.flush(format::PUBLISHED_OFFSET, 16);
         pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
     }

@@ -839,8 +839,18 @@ fn a_flipped_length_bit_in_an_entry_of_over_64_mib_is_damage() {
 /// A ring of 64 KiB with its head moved forward by `truncate_before` whenever it is full, up to
 /// entry `until`: (path, layout of the live entries).
 fn wrapped_ring(dir: &Path, name: &str, until: u64) -> (PathBuf, Vec<(u64, u64)>) {
+    wrapped_ring_with(dir, name, until, &Options::new())
+}
+
+/// [`wrapped_ring`], written with options `o`.
+fn wrapped_ring_with(
+    dir: &Path,
+    name: &str,
+    until: u64,
+    o: &Options,
+) -> (PathBuf, Vec<(u64, u64)>) {
     let path = dir.join(name);
-    let log = Log::create(&path, &Options::new().capacity(64 << 10)).unwrap();
+    let log = Log::create(&path, &o.clone().capacity(64 << 10)).unwrap();
     let mut l = 1;
     while l < until {
         match log.append(&payload(l, LEN)) {
@@ -2743,4 +2753,81 @@ fn a_salvage_copies_a_vouched_batch_broken_at_its_last_entry() {
     assert_eq!(rescued, (1..N).collect::<Vec<_>>());
     let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
     assert_eq!(spans, [(N, N)]);
+}
+
+/// The writer's close writes the reader area's words back: a power failure after it leaves
+/// them vouching for every entry, and damage to the last one is damage. (Appends never flush
+/// the words: without the close's write-back the durable image vouched for nothing, and the
+/// entry was dropped as a torn tail.)
+#[test]
+fn a_closed_log_vouches_for_its_last_entry_after_a_power_failure() {
+    use daxlog::Persistence;
+    use pmem_sim::{PmemState, SimMedia};
+    for close in ["drop", "into_media"] {
+        let media = SimMedia::new(1 << 16, Persistence::Clwb);
+        let obs = media.observer();
+        let log = Log::create_on(media, &Options::new()).unwrap();
+        let mut last = 0;
+        for l in 1..=5u64 {
+            last = DATA_OFFSET + log.used_bytes() as usize;
+            log.append(&payload(l, LEN)).unwrap();
+        }
+        match close {
+            "drop" => drop(log),
+            _ => drop(log.into_media()),
+        }
+        // What the media holds after a power failure: every store flushed and fenced, no
+        // other (the durable image).
+        let (ops, _) = obs.ops_range(0, obs.ops());
+        let mut st = PmemState::new(vec![0; 1 << 16], Persistence::Clwb);
+        for op in &ops {
+            st.apply(op);
+        }
+        let mut img = st.durable().to_vec();
+        let w = |img: &[u8], at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+        let v = format::vouched(
+            w(&img, format::PUBLISHED_OFFSET),
+            w(&img, format::VOUCHED_OFFSET),
+        );
+        assert_eq!(v, 6, "{close}");
+        img[last + HEADER_LEN + 3] ^= 0x10;
+        match Log::open_on(
+            SimMedia::from_image(&img, Persistence::Clwb),
+            &Options::new(),
+        ) {
+            Err(Error::Corrupted { lsn: 5, offset, .. }) => assert_eq!(offset, last as u64),
+            other => panic!("{close}: {:?}", other.map(|l| l.len())),
+        }
+    }
+}
+
+/// Zeros over the header of a vouched last entry that wrapped to the start of the data area:
+/// damage there (offset 4096), not at the end of the file where the scan stopped.
+#[test]
+fn zeros_over_a_vouched_last_entry_after_a_wrap_are_damage_at_the_start_of_the_data_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    let (_, offs) = wrapped_ring_with(dir.path(), "probe.dax", 2000, &cpu);
+    let last = offs[first_after_wrap(&offs)].1;
+    let (path, offs) = wrapped_ring_with(dir.path(), "ring.dax", last + 1, &cpu);
+    assert_eq!(*offs.last().unwrap(), (DATA_OFFSET as u64, last));
+    for n in [8, HEADER_LEN] {
+        let copy = dir.path().join(format!("zeros-{n}.dax"));
+        std::fs::copy(&path, &copy).unwrap();
+        let f = OpenOptions::new().write(true).open(&copy).unwrap();
+        f.write_all_at(&vec![0; n], DATA_OFFSET as u64).unwrap();
+        drop(f);
+        match judged(&copy, RecoveryMode::TolerateTornTail) {
+            Err((offset, l, 0, _)) => assert_eq!((offset, l), (DATA_OFFSET as u64, last), "{n}"),
+            other => panic!("{n} zeros: {other:?}"),
+        }
+        let log = Log::open_read_only(&copy, &opts(RecoveryMode::Salvage)).unwrap();
+        let gaps: Vec<(u64, u64, u64)> = log
+            .recovery()
+            .gaps
+            .iter()
+            .map(|g| (g.offset, g.first_lsn, g.last_lsn))
+            .collect();
+        assert_eq!(gaps, [(DATA_OFFSET as u64, last, last)], "{n}");
+    }
 }
