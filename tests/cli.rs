@@ -3062,3 +3062,40 @@ impl Waiting {
         (status, stdout, self.listener.join().unwrap())
     }
 }
+
+/// `info` says what the reader area vouches for: every entry, after a writer that flushes
+/// through the CPU cache; nothing after one that syncs with msync (it withdraws what an
+/// earlier writer vouched for).
+#[test]
+fn info_shows_what_the_writer_vouched_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.dax");
+    let cpu = [("DAXLOG_FORCE_CPU_FLUSH", "1")];
+    assert!(daxlog_env(&["create", p(&path)], &cpu).status.success());
+    let out = daxlog_env(&["append", p(&path), "--data", "one"], &cpu);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
+    assert_eq!(
+        (info["published_lsn"].clone(), info["vouched_lsn"].clone()),
+        (2.into(), 2.into())
+    );
+    let rows = ok(&["info", p(&path)]);
+    assert!(
+        rows.lines().any(|l| {
+            l
+            == "vouched:        LSN 2 (every entry below it acknowledged: damage there is refused)"
+        }),
+        "{rows}"
+    );
+    let msync = [("DAXLOG_FORCE_MSYNC", "1")];
+    let out = daxlog_env(&["append", p(&path), "--data", "two"], &msync);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
+    assert_eq!(
+        (info["published_lsn"].clone(), info["vouched_lsn"].clone()),
+        (3.into(), Value::Null)
+    );
+    assert!(
+        ok(&["info", p(&path)]).contains("vouched:        none (the last writer synced with msync")
+    );
+}

@@ -98,20 +98,12 @@ fn published_text(published: u64) -> String {
     }
 }
 
-/// What the reader area's two words vouch for (format version 3; 0: nothing).
-fn vouched_of(page: &[u8], version: u32) -> u64 {
-    if version < 3 || page.len() < format::VOUCHED_OFFSET + 8 {
-        return 0;
-    }
-    format::vouched(
-        u64_at(page, format::PUBLISHED_OFFSET),
-        u64_at(page, format::VOUCHED_OFFSET),
-    )
-}
-
 fn vouched_text(vouched: u64) -> String {
     match vouched {
-        0 => "none (no writer that flushes through the CPU cache vouched for entries)".into(),
+        0 => {
+            "none (the last writer synced with msync, or did not vouch: format version 2 or older)"
+                .into()
+        }
         n => format!("LSN {n} (every entry below it acknowledged: damage there is refused)"),
     }
 }
@@ -365,7 +357,8 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     let (sbs, slots) = decode_page(&page);
     let (published, _) = reader_area(&page);
     let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
-    let vouched = vouched_of(&page, version);
+    // (As recovery reads it: 0 before version 3, and past what the data area can hold.)
+    let vouched = crate::recover::vouched(&page, &log.sb, &log.writer.lock().slot);
 
     let r = log.recovery();
     let readable = log.pin().iter().count() as u64;
