@@ -58,15 +58,21 @@ fn run_of(
     (run, model)
 }
 
-/// `img` as a version-1 writer would have left it.
-fn as_version_1(mut img: Vec<u8>) -> Vec<u8> {
+/// `img` with both superblock copies saying `version`.
+fn of_version(mut img: Vec<u8>, version: u32) -> Vec<u8> {
     for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
         let sb = Superblock {
-            version: 1,
+            version,
             ..Superblock::decode(&img[off..off + SB_LEN]).unwrap()
         };
         img[off..off + SB_LEN].copy_from_slice(&sb.encode());
     }
+    img
+}
+
+/// `img` as a version-1 writer would have left it.
+fn as_version_1(img: Vec<u8>) -> Vec<u8> {
+    let mut img = of_version(img, 1);
     // A version-1 writer left the reader area zero.
     img[PUBLISHED_OFFSET..PUBLISHED_OFFSET + 128].fill(0);
     img
@@ -76,14 +82,8 @@ fn as_version_1(mut img: Vec<u8>) -> Vec<u8> {
 /// append failed unreported (FORMAT.md section 7): published past the entries, and the word
 /// a version-3 writer vouches with, which no version-2 writer writes, holding what would vouch
 /// for that (what the media held).
-fn as_version_2_overclaimed(mut img: Vec<u8>) -> Vec<u8> {
-    for off in [SB_PRIMARY_OFFSET, SB_BACKUP_OFFSET] {
-        let sb = Superblock {
-            version: 2,
-            ..Superblock::decode(&img[off..off + SB_LEN]).unwrap()
-        };
-        img[off..off + SB_LEN].copy_from_slice(&sb.encode());
-    }
+fn as_version_2_overclaimed(img: Vec<u8>) -> Vec<u8> {
+    let mut img = of_version(img, 2);
     let over = u64::from(ENTRIES) + 2;
     img[PUBLISHED_OFFSET..][..8].copy_from_slice(&over.to_le_bytes());
     img[VOUCHED_OFFSET..][..8].copy_from_slice(&daxlog::format::vouched_word(over).to_le_bytes());
