@@ -412,18 +412,37 @@ pub(crate) fn torn_past_end(
         return None;
     }
     let head = slot.head_offset as usize;
+    let eof = scan.state == walk::TailState::EndOfFile;
     match continuation(image, salt, slot, scan.stop, scan.stop_lsn, published) {
         Some((at, lsn)) if lsn < published => Some((
-            "published entries continue past an end marker",
+            if eof {
+                "published entries continue past the end of the file"
+            } else {
+                "published entries continue past an end marker"
+            },
             scan.stop >= head && at < head,
         )),
-        // (Where the scan reached the end of the file in the log's first part, the next entry
-        // was written at the start of the data area, below the head: it is missing there.)
         _ if scan.next_lsn < vouched => Some((
-            "acknowledged entries missing at an end marker",
-            scan.state == walk::TailState::EndOfFile && scan.stop >= head && head > DATA_OFFSET,
+            if eof {
+                "acknowledged entries missing at the end of the file"
+            } else {
+                "acknowledged entries missing at an end marker"
+            },
+            missing_at(slot, &scan.state, scan.stop) != scan.stop,
         )),
         _ => None,
+    }
+}
+
+/// Where the entry missing at the end of a walk that stopped at `stop` in `state` lies: there,
+/// or at the start of the data area where the walk reached the end of the file in the log's
+/// first part (the next entry was written there, below the head).
+fn missing_at(slot: &Slot, state: &walk::TailState, stop: usize) -> usize {
+    let head = slot.head_offset as usize;
+    if *state == walk::TailState::EndOfFile && stop >= head && head > DATA_OFFSET {
+        DATA_OFFSET
+    } else {
+        stop
     }
 }
 
@@ -455,6 +474,9 @@ pub(crate) fn assess(
     // after a wrap (`Scan::refused`, or refused there behind a clean end). Salvage names the
     // same entry (`Gap::offset`, `Gap::first_lsn`).
     let lsn = scan.stop_lsn;
+    // (And where the search for entries after it starts: the missing entry's place is not
+    // known beyond `missing_at`.)
+    let mut search_from = None;
     let (offset, reason) = match scan.state {
         walk::TailState::Torn { reason } => (scan.refused, reason),
         _ => {
@@ -466,12 +488,16 @@ pub(crate) fn assess(
             match wrap {
                 Some(r) => (DATA_OFFSET, r.reason),
                 None if scan.next_lsn >= slot.cut_lsn && !hinted => return Assessment::default(),
-                None => (scan.stop, "entry missing"),
+                None => {
+                    search_from = Some(scan.stop);
+                    (missing_at(slot, &scan.state, scan.stop), "entry missing")
+                }
             }
         }
     };
     let j = &mut Judge::new(image);
-    let (cont, length_off) = continuation_and_length(image, salt, slot, j, offset, lsn, published);
+    let from = search_from.unwrap_or(offset);
+    let (cont, length_off) = continuation_and_length(image, salt, slot, j, from, lsn, published);
     let (beyond, beyond_lsns, rest_of_one_batch) = match cont {
         Some((q, l)) => {
             let c = Runs::from(image, salt, slot, j, q, l, published).follows(0, slot);
@@ -683,12 +709,19 @@ pub(crate) fn salvage(
         });
         // Where the walk ended cleanly before a wrap whose first entry is refused, that entry
         // is the one judged (as `assess` does).
-        let clean = !matches!(walk::end_state(image, &w), walk::TailState::Torn { .. });
+        let state = walk::end_state(image, &w);
+        let clean = !matches!(state, walk::TailState::Torn { .. });
         let at = if clean && walk::wrap_refusal(image, salt, slot, w.stop, w.stop_lsn).is_some() {
             DATA_OFFSET
         } else {
             w.stop
         };
+        // Where the gap begins (`assess` names the same place).
+        let gap_at = if at == w.stop {
+            missing_at(slot, &state, w.stop)
+        } else {
+            at
+        } as u64;
         let (next, _) = continuation_and_length(image, salt, slot, j, at, w.stop_lsn, published);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn || l < published {
@@ -714,7 +747,7 @@ pub(crate) fn salvage(
                 visit_held(image, &mut pending, &mut visit);
                 // Continuations have strictly higher LSNs, so this loop ends.
                 gaps.push(Gap {
-                    offset: at as u64,
+                    offset: gap_at,
                     resume_offset: q as u64,
                     first_lsn: w.stop_lsn,
                     last_lsn: l - 1,
@@ -733,14 +766,8 @@ pub(crate) fn salvage(
                 };
                 if w.stop_lsn < acknowledged {
                     visit_held(image, &mut pending, &mut visit);
-                    // (At the end of the file in the log's first part, the missing entry was
-                    // written at the start of the data area, as `torn_past_end` says.)
-                    let head = slot.head_offset as usize;
-                    let eof = walk::end_state(image, &w) == walk::TailState::EndOfFile
-                        && w.stop >= head
-                        && head > DATA_OFFSET;
                     gaps.push(Gap {
-                        offset: if eof { DATA_OFFSET } else { at } as u64,
+                        offset: gap_at,
                         resume_offset: 0,
                         first_lsn: w.stop_lsn,
                         last_lsn: acknowledged - 1,

@@ -519,26 +519,14 @@ impl<M: Media> Log<M> {
     /// Gives the media back (for simulators that inspect it after a run), closed as a drop
     /// closes it.
     pub fn into_media(mut self) -> M {
-        self.close_reader_area();
+        // (Set first: should the write-back panic, `drop` leaves `pmem` alone and the local
+        // copy below is dropped by the unwinding.)
         self.media_taken = true;
         // SAFETY: taken once: `media_taken` keeps `drop` from touching `pmem` again, and
         // nothing else reads it after this (`self` is dropped right after).
         let pmem = unsafe { std::mem::ManuallyDrop::take(&mut self.pmem) };
+        close_reader_area(&pmem, self.read_only);
         pmem.into_media()
-    }
-
-    /// At close, the reader area's words written back where the writer vouches with them
-    /// (FORMAT.md section 11): every published entry is durable, and after a power failure
-    /// the words vouch for them all, so that damage to the last one is not taken for a torn
-    /// tail. (Appends never flush the words; an open's cut and a tail hint vouch for the
-    /// entries before them by themselves.)
-    fn close_reader_area(&mut self) {
-        let media = self.pmem.media();
-        if !self.read_only && media.keeps_reader_area() && media.persistence().is_cpu_flush() {
-            self.pmem.flush(format::PUBLISHED_OFFSET, 16);
-            // (A CPU barrier cannot fail; a failure would leave the words as a crash does.)
-            let _ = self.pmem.drain();
-        }
     }
 
     /// Opens the log on `media`: the recovery of FORMAT.md section 7, step by step
@@ -1031,11 +1019,34 @@ fn check_cpu(path: &Path) -> Result<()> {
 
 impl<M: Media> Drop for Log<M> {
     fn drop(&mut self) {
-        if !self.media_taken {
-            self.close_reader_area();
-            // SAFETY: dropped once, here (`into_media` did not take it), and no other field's
-            // drop reads it: it is dropped first, as the first field was before.
-            unsafe { std::mem::ManuallyDrop::drop(&mut self.pmem) };
+        if self.media_taken {
+            return;
         }
+        /// Drops the media when it goes, the write-back's unwinding included.
+        struct DropPmem<'a, M: Media>(&'a mut std::mem::ManuallyDrop<Pmem<M>>);
+        impl<M: Media> Drop for DropPmem<'_, M> {
+            fn drop(&mut self) {
+                // SAFETY: dropped once, here (`into_media` did not take it), and no other
+                // field's drop reads it: it is dropped first, as the first field was before.
+                unsafe { std::mem::ManuallyDrop::drop(self.0) };
+            }
+        }
+        let read_only = self.read_only;
+        let pmem = DropPmem(&mut self.pmem);
+        close_reader_area(pmem.0, read_only);
+    }
+}
+
+/// At a writer's close, the reader area's words written back where the writer vouches with
+/// them (a CPU-flush mode, media that keeps the area; FORMAT.md section 11): every published
+/// entry is durable, and after a power failure the words vouch for them all, so that damage
+/// to the last one is not taken for a torn tail. (Appends never flush the words; an open's
+/// cut and a tail hint vouch for the entries before them by themselves.)
+fn close_reader_area<M: Media>(pmem: &Pmem<M>, read_only: bool) {
+    let media = pmem.media();
+    if !read_only && media.keeps_reader_area() && media.persistence().is_cpu_flush() {
+        pmem.flush(format::PUBLISHED_OFFSET, 16);
+        // (A CPU barrier cannot fail; a failure would leave the words as a crash does.)
+        let _ = pmem.drain();
     }
 }

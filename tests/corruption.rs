@@ -2801,10 +2801,11 @@ fn a_closed_log_vouches_for_its_last_entry_after_a_power_failure() {
     }
 }
 
-/// Zeros over the header of a vouched last entry that wrapped to the start of the data area:
+/// Zeros over the header of an acknowledged entry that wrapped to the start of the data area
+/// (the last, vouched for; one below a later session's cut; one published entries follow):
 /// damage there (offset 4096), not at the end of the file where the scan stopped.
 #[test]
-fn zeros_over_a_vouched_last_entry_after_a_wrap_are_damage_at_the_start_of_the_data_area() {
+fn zeros_over_an_acknowledged_entry_after_a_wrap_are_damage_at_the_start_of_the_data_area() {
     let dir = tempfile::tempdir().unwrap();
     let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
     let (_, offs) = wrapped_ring_with(dir.path(), "probe.dax", 2000, &cpu);
@@ -2829,5 +2830,36 @@ fn zeros_over_a_vouched_last_entry_after_a_wrap_are_damage_at_the_start_of_the_d
             .map(|g| (g.offset, g.first_lsn, g.last_lsn))
             .collect();
         assert_eq!(gaps, [(DATA_OFFSET as u64, last, last)], "{n}");
+    }
+    // The same place where the entry lies below a later session's cut (a writable open since:
+    // rule 1), and where published entries continue after it (rule 4): the open and the
+    // salvage name offset 4096, not the end of the file where the scan stopped.
+    let below_cut = dir.path().join("below-cut.dax");
+    std::fs::copy(&path, &below_cut).unwrap();
+    let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
+    drop(Log::open(&below_cut, &msync).unwrap());
+    let (continued, _) = wrapped_ring_with(dir.path(), "continued.dax", last + 4, &cpu);
+    for (copy, beyond) in [(below_cut, 0), (continued, 3)] {
+        let f = OpenOptions::new().write(true).open(&copy).unwrap();
+        f.write_all_at(&[0; 8], DATA_OFFSET as u64).unwrap();
+        drop(f);
+        match judged(&copy, RecoveryMode::TolerateTornTail) {
+            Err((offset, l, b, _)) => {
+                assert_eq!(
+                    (offset, l, b),
+                    (DATA_OFFSET as u64, last, beyond),
+                    "{copy:?}"
+                )
+            }
+            other => panic!("{copy:?}: {other:?}"),
+        }
+        let log = Log::open_read_only(&copy, &opts(RecoveryMode::Salvage)).unwrap();
+        let gaps: Vec<(u64, u64, u64)> = log
+            .recovery()
+            .gaps
+            .iter()
+            .map(|g| (g.offset, g.first_lsn, g.last_lsn))
+            .collect();
+        assert_eq!(gaps, [(DATA_OFFSET as u64, last, last)], "{copy:?}");
     }
 }

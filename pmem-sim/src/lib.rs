@@ -548,9 +548,9 @@ impl Media for SimMedia {
     }
 
     /// The published LSN in the image, recorded as [`Op::Publish`] (a cached store that only
-    /// a suffix truncation, a writable open that lowers it, or a writer's close flushes: a
-    /// crash image may hold any value it had since then), and held at the failure floor once
-    /// a drain failed, as `MmapMedia` does.
+    /// a suffix truncation, a writable open that lowers it, or the close of a writer in a
+    /// CPU-flush mode flushes: a crash image may hold any value it had since then), and held
+    /// at the failure floor once a drain failed, as `MmapMedia` does.
     fn publish_for_readers(&self, next_lsn: u64) {
         let floor = self
             .floor

@@ -100,10 +100,9 @@ fn published_text(published: u64) -> String {
 
 fn vouched_text(vouched: u64) -> String {
     match vouched {
-        0 => {
-            "none (the last writer synced with msync, or did not vouch: format version 2 or older)"
-                .into()
-        }
+        0 => "none (no words on media vouch: a writer in msync mode, a format older than 3, a \
+               power failure before a writer's close wrote them back, or damaged words)"
+            .into(),
         n => format!("LSN {n} (every entry below it acknowledged: damage there is refused)"),
     }
 }
