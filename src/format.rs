@@ -47,9 +47,9 @@ pub const DATA_OFFSET: usize = 4096;
 // rules 2 and 4), and [`vouched`] of it and the word beside it as evidence that an entry it
 // cannot read was acknowledged (rule 1). A writable open rewrites them.
 
-/// Offset of the published LSN (8 bytes, in a cache line of its own with the vouched word): the writer stores there,
-/// after each publication, the LSN after the last durable entry; 0 if no writer ever did. Its
-/// low 32 bits are the futex word readers sleep on.
+/// Offset of the published LSN (8 bytes, in a cache line of its own with the vouched word):
+/// the writer stores there, after each publication, the LSN after the last durable entry; 0
+/// if no writer ever did. Its low 32 bits are the futex word readers sleep on.
 pub const PUBLISHED_OFFSET: usize = 2048;
 /// Offset of the vouched word (8 bytes, version 3, in the published LSN's cache line): the
 /// complement of the published LSN, stored with it by a writer that makes entries durable

@@ -659,10 +659,9 @@ impl<M: Media> Log<M> {
         let published = crate::recover::published(image, &self.sb, &slot);
         let vouched = crate::recover::vouched(image, &self.sb, &slot);
         let slot_damage = self.recovery().slot_damage();
-        let sb = &self.sb;
         Ok(damage::salvage(
             image,
-            sb.salt,
+            self.sb.salt,
             &slot,
             published,
             vouched,

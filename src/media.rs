@@ -195,8 +195,8 @@ pub trait Media: Send + Sync {
 
     /// Tells readers in other processes that every entry before `next_lsn` is durable (the
     /// reader area of the metadata page, format version 2; not a persistent structure, so no
-    /// flush). In the CPU-flush modes it stores the vouched word with it (version 3,
-    /// `format::vouched_word`, first); in msync mode it leaves that word alone (a writable
+    /// flush). In the CPU-flush modes it stores the vouched word after it (version 3,
+    /// `format::vouched_word`); in msync mode it leaves that word alone (a writable
     /// open clears it). Media that no other process can read may ignore it, and then say so
     /// ([`Media::keeps_reader_area`]).
     fn publish_for_readers(&self, _next_lsn: u64) {}

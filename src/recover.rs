@@ -425,8 +425,8 @@ pub(crate) fn published(image: &[u8], sb: &Superblock, slot: &Slot) -> Lsn {
 /// The LSN below which every entry was acknowledged, durable by CPU cache flushes, as the
 /// reader area's two words say ([`format::vouched`]; 0 before version 3, and where the last
 /// writer synced with `msync`, whose write-back can fail after the sync said it succeeded
-/// and be reported later). At most [`published`]. An entry below it that recovery cannot read
-/// is damage (FORMAT.md section 7, rule 1).
+/// and be reported later). An entry below it that recovery cannot read is damage (FORMAT.md
+/// section 7, rule 1).
 pub(crate) fn vouched(image: &[u8], sb: &Superblock, slot: &Slot) -> Lsn {
     let v = format::vouched(
         word(image, format::PUBLISHED_OFFSET),
