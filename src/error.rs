@@ -198,13 +198,15 @@ pub enum Error {
     /// unreadable. Recovery refuses to drop the entries after it (open with
     /// [`crate::RecoveryMode::Salvage`] read-only to rescue them).
     #[error(
-        "{path}: corrupted entry at offset {offset} (LSN {lsn}): {reason}; {entries_beyond} valid {} found beyond it",
+        "{path}: corrupted {} at offset {offset} (LSN {lsn}): {reason}; {entries_beyond} valid {} found beyond it",
+        if *.offset < crate::format::DATA_OFFSET as u64 { "metadata slot" } else { "entry" },
         if *.entries_beyond == 1 { "entry" } else { "entries" }
     )]
     Corrupted {
         /// The file.
         path: PathBuf,
-        /// Byte offset of the first unreadable entry.
+        /// Byte offset of the first unreadable entry (or, in the metadata page, of the
+        /// current metadata slot that damage took: FORMAT.md section 4).
         offset: u64,
         /// The LSN that entry should carry.
         lsn: Lsn,
@@ -426,6 +428,17 @@ mod tests {
         assert!(err(0)
             .to_string()
             .ends_with("; 0 valid entries found beyond it"));
+        // Damage that took the current metadata slot names the slot.
+        let slot = Error::Corrupted {
+            path: "j.dax".into(),
+            offset: 1536,
+            lsn: 7,
+            reason: "the metadata slot here does not decode".into(),
+            entries_beyond: 0,
+        };
+        assert!(slot
+            .to_string()
+            .starts_with("j.dax: corrupted metadata slot at offset 1536 (LSN 7)"));
         assert!(err(15)
             .to_string()
             .ends_with("; 15 valid entries found beyond it"));
