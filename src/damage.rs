@@ -678,8 +678,8 @@ pub struct Gap {
 /// gap. Below `vouched` ([`crate::recover::vouched`]) every entry was acknowledged: an end
 /// below it is a gap up to it, and what the walk held of a batch broken there is visited.
 /// `slot_damage` is the offset of a damaged current slot that `slot`, the older copy, stands
-/// in for ([`crate::recover::slot_short_of_published`]): the published LSNs past the end it
-/// leads to are a gap there.
+/// in for ([`crate::recover::slot_short_of_published`]): the vouched LSNs (in a log of version
+/// 2, the published ones) past the end it leads to are a gap there.
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
@@ -774,12 +774,15 @@ pub(crate) fn salvage(
                     });
                 }
                 let lost_from = w.stop_lsn.max(acknowledged);
-                if let Some(off) = slot_damage.filter(|_| published > lost_from) {
+                // (Up to what the slot damage was found by: the vouched LSN, or in a log of
+                // version 2, which vouches for nothing, the published one.)
+                let lost_to = if vouched > 0 { vouched } else { published };
+                if let Some(off) = slot_damage.filter(|_| lost_to > lost_from) {
                     gaps.push(Gap {
                         offset: off,
                         resume_offset: 0,
                         first_lsn: lost_from,
-                        last_lsn: published - 1,
+                        last_lsn: lost_to - 1,
                     });
                 }
                 // What the walk held of a batch whose end it did not see, and what could be

@@ -2165,6 +2165,21 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
         (current, N + 1, N + 1)
     );
     drop(log);
+    // A bit of the published word raised too (LSN 30): the gap still ends where the two words
+    // vouch, not at the raised word.
+    let raised = dir.path().join("raised.dax");
+    std::fs::copy(&path, &raised).unwrap();
+    flip(&raised, format::PUBLISHED_OFFSET as u64, 1 << 3);
+    let log =
+        Log::open_read_only(&raised, &cpu.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let spans: Vec<(u64, u64)> = log
+        .recovery()
+        .gaps
+        .iter()
+        .map(|g| (g.first_lsn, g.last_lsn))
+        .collect();
+    assert_eq!(spans, [(N + 1, N + 1)]);
+    drop(log);
     // And a damaged entry before (entry 5): two gaps, each LSN lost counted once.
     let copy = dir.path().join("both.dax");
     std::fs::copy(&path, &copy).unwrap();
