@@ -288,6 +288,11 @@ fn judged(path: &Path, mode: RecoveryMode) -> Result<u64, (u64, u64, u64, String
 
 /// The reader area's published LSN set to `next` (the writer published every entry before
 /// it): what a writer that crashed with the appends from `next` on in flight leaves.
+/// The LSN spans `gaps` lists.
+fn spans(gaps: &[daxlog::Gap]) -> Vec<(u64, u64)> {
+    gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect()
+}
+
 fn set_published(path: &Path, next: Lsn) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&next.to_le_bytes(), format::PUBLISHED_OFFSET as u64)
@@ -1556,7 +1561,7 @@ fn two_damaged_entries_do_not_hide_the_entries_behind_them() {
         let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
         let want: Vec<u64> = (1..=N).filter(|&l| l != a && l != b).collect();
         assert_eq!(rescued, want, "{what}: salvaged");
-        let missing: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
+        let missing = spans(&gaps);
         if b == a + 1 {
             assert_eq!(missing, [(a, b)], "{what}");
         } else {
@@ -2172,13 +2177,7 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     flip(&raised, format::PUBLISHED_OFFSET as u64, 1 << 3);
     let log =
         Log::open_read_only(&raised, &cpu.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
-    let spans: Vec<(u64, u64)> = log
-        .recovery()
-        .gaps
-        .iter()
-        .map(|g| (g.first_lsn, g.last_lsn))
-        .collect();
-    assert_eq!(spans, [(N + 1, N + 1)]);
+    assert_eq!(spans(&log.recovery().gaps), [(N + 1, N + 1)]);
     drop(log);
     // And a damaged entry before (entry 5): two gaps, each LSN lost counted once.
     let copy = dir.path().join("both.dax");
@@ -2190,8 +2189,7 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     let mut rescued = Vec::new();
     let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
     assert_eq!(rescued, (1..=N).filter(|&l| l != 5).collect::<Vec<_>>());
-    let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
-    assert_eq!(spans, [(5, 5), (N + 1, N + 1)]);
+    assert_eq!(spans(&gaps), [(5, 5), (N + 1, N + 1)]);
     assert_eq!(
         log.recovery().gaps,
         gaps,
@@ -2648,13 +2646,7 @@ fn damage_to_a_last_entry_the_writer_vouched_for_is_damage() {
             Err(Error::Corrupted { lsn: N, .. })
         ));
         let log = Log::open_read_only(&path, &opts(RecoveryMode::Salvage)).unwrap();
-        let gaps: Vec<(u64, u64)> = log
-            .recovery()
-            .gaps
-            .iter()
-            .map(|g| (g.first_lsn, g.last_lsn))
-            .collect();
-        assert_eq!(gaps, [(N, N)], "{spot:?}");
+        assert_eq!(spans(&log.recovery().gaps), [(N, N)], "{spot:?}");
         assert_eq!(log.len(), N - 1, "{spot:?}");
         drop(log);
         // In flight when the writer crashed: published (and vouched) up to the entry before.
@@ -2766,8 +2758,7 @@ fn a_salvage_copies_a_vouched_batch_broken_at_its_last_entry() {
     let mut rescued = Vec::new();
     let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
     assert_eq!(rescued, (1..N).collect::<Vec<_>>());
-    let spans: Vec<(u64, u64)> = gaps.iter().map(|g| (g.first_lsn, g.last_lsn)).collect();
-    assert_eq!(spans, [(N, N)]);
+    assert_eq!(spans(&gaps), [(N, N)]);
 }
 
 /// The writer's close writes the reader area's words back: a power failure after it leaves
@@ -2827,36 +2818,26 @@ fn zeros_over_an_acknowledged_entry_after_a_wrap_are_damage_at_the_start_of_the_
     let last = offs[first_after_wrap(&offs)].1;
     let (path, offs) = wrapped_ring_with(dir.path(), "ring.dax", last + 1, &cpu);
     assert_eq!(*offs.last().unwrap(), (DATA_OFFSET as u64, last));
+    // Zeros over its first word or its whole header; the same where the entry lies below a
+    // later session's cut (a writable open since: rule 1), and where published entries
+    // continue after it (rule 4): the open and the salvage name offset 4096, not the end of
+    // the file where the scan stopped.
+    let mut cases = Vec::new();
     for n in [8, HEADER_LEN] {
         let copy = dir.path().join(format!("zeros-{n}.dax"));
         std::fs::copy(&path, &copy).unwrap();
-        let f = OpenOptions::new().write(true).open(&copy).unwrap();
-        f.write_all_at(&vec![0; n], DATA_OFFSET as u64).unwrap();
-        drop(f);
-        match judged(&copy, RecoveryMode::TolerateTornTail) {
-            Err((offset, l, 0, _)) => assert_eq!((offset, l), (DATA_OFFSET as u64, last), "{n}"),
-            other => panic!("{n} zeros: {other:?}"),
-        }
-        let log = Log::open_read_only(&copy, &opts(RecoveryMode::Salvage)).unwrap();
-        let gaps: Vec<(u64, u64, u64)> = log
-            .recovery()
-            .gaps
-            .iter()
-            .map(|g| (g.offset, g.first_lsn, g.last_lsn))
-            .collect();
-        assert_eq!(gaps, [(DATA_OFFSET as u64, last, last)], "{n}");
+        cases.push((copy, n, 0));
     }
-    // The same place where the entry lies below a later session's cut (a writable open since:
-    // rule 1), and where published entries continue after it (rule 4): the open and the
-    // salvage name offset 4096, not the end of the file where the scan stopped.
     let below_cut = dir.path().join("below-cut.dax");
     std::fs::copy(&path, &below_cut).unwrap();
     let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
     drop(Log::open(&below_cut, &msync).unwrap());
+    cases.push((below_cut, 8, 0));
     let (continued, _) = wrapped_ring_with(dir.path(), "continued.dax", last + 4, &cpu);
-    for (copy, beyond) in [(below_cut, 0), (continued, 3)] {
+    cases.push((continued, 8, 3));
+    for (copy, n, beyond) in cases {
         let f = OpenOptions::new().write(true).open(&copy).unwrap();
-        f.write_all_at(&[0; 8], DATA_OFFSET as u64).unwrap();
+        f.write_all_at(&vec![0; n], DATA_OFFSET as u64).unwrap();
         drop(f);
         match judged(&copy, RecoveryMode::TolerateTornTail) {
             Err((offset, l, b, _)) => {
