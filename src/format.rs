@@ -57,16 +57,18 @@ pub const PUBLISHED_OFFSET: usize = 2048;
 /// there, and from one whose media does not keep the reader area. Recovery takes
 /// [`vouched`] of the two words: one fault to either cannot raise it.
 pub const VOUCHED_OFFSET: usize = PUBLISHED_OFFSET + 8;
+/// Bytes of the published LSN and the vouched word together, from [`PUBLISHED_OFFSET`].
+pub const READER_WORDS_LEN: usize = VOUCHED_OFFSET + 8 - PUBLISHED_OFFSET;
 /// The LSN below which the reader area's two words `published` and `vouched` (as stored at
 /// [`PUBLISHED_OFFSET`] and [`VOUCHED_OFFSET`]) say that every entry was acknowledged and made
 /// durable by CPU cache flushes: the smaller of the published LSN and the complement of the
 /// vouched word, 0 where the vouched word is 0. A flipped bit, or any damage to one of the
 /// words, can only lower it; only damage to both, each in the way that matches the other, can
 /// raise it.
-pub fn vouched(published: u64, vouched: u64) -> u64 {
-    match vouched {
+pub fn vouched(published: u64, word: u64) -> u64 {
+    match word {
         0 => 0,
-        v => published.min(!v),
+        w => published.min(!w),
     }
 }
 

@@ -425,9 +425,9 @@ impl<M: Media> Log<M> {
             // that was current would look damaged beside the entries written under it. And
             // that log's published LSN cleared: recovery takes entries below it for
             // acknowledged ones (FORMAT.md section 7, rule 4).
-            pmem.store_exclusive(format::PUBLISHED_OFFSET, &[0u8; 16]);
+            pmem.store_exclusive(format::PUBLISHED_OFFSET, &[0; format::READER_WORDS_LEN]);
             pmem.flush(0, SB_BACKUP_OFFSET + format::SB_LEN);
-            pmem.flush(format::PUBLISHED_OFFSET, 16);
+            pmem.flush(format::PUBLISHED_OFFSET, format::READER_WORDS_LEN);
             pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
         }
         pmem.store_exclusive(Slot::offset_for(slot.seq), &slot.encode(sb.salt));
@@ -591,6 +591,7 @@ impl<M: Media> Log<M> {
             &sb,
             &slot,
             &scan,
+            (published, vouched),
             slot_damage,
             opts.recovery,
             path,
@@ -1045,7 +1046,7 @@ impl<M: Media> Drop for Log<M> {
 fn close_reader_area<M: Media>(pmem: &Pmem<M>, read_only: bool) {
     let media = pmem.media();
     if !read_only && media.keeps_reader_area() && media.persistence().is_cpu_flush() {
-        pmem.flush(format::PUBLISHED_OFFSET, 16);
+        pmem.flush(format::PUBLISHED_OFFSET, format::READER_WORDS_LEN);
         // (A CPU barrier cannot fail; a failure would leave the words as a crash does.)
         let _ = pmem.drain();
     }

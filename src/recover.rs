@@ -184,13 +184,16 @@ pub(crate) fn slot_short_of_published(
 /// acknowledged entries rather than a torn tail, and, in salvage mode, every damaged region.
 /// Fails with [`Error::Corrupted`] on damage (but in salvage mode), and on a torn tail in
 /// strict mode. `slot_damage` ([`slot_short_of_published`]) comes first: the scan by the
-/// older copy saw nothing of what was done since. Also returns the valid entries discarded
-/// with a torn tail ([`RecoveryReport::torn_entries`]).
+/// older copy saw nothing of what was done since. `(published, vouched)` are the reader
+/// area's evidence ([`published`], [`vouched`]), read once by the open. Also returns the valid
+/// entries discarded with a torn tail ([`RecoveryReport::torn_entries`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn damage_versus_torn_tail(
     image: &[u8],
     sb: &Superblock,
     slot: &Slot,
     scan: &Scan,
+    (published, vouched): (Lsn, Lsn),
     slot_damage: Option<Damage>,
     mode: RecoveryMode,
     path: &Path,
@@ -198,19 +201,11 @@ pub(crate) fn damage_versus_torn_tail(
     let damage::Assessment {
         damage: found,
         torn_entries,
-    } = damage::assess(
-        image,
-        sb.salt,
-        slot,
-        scan,
-        published(image, sb, slot),
-        vouched(image, sb, slot),
-    );
+    } = damage::assess(image, sb.salt, slot, scan, published, vouched);
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
     let slot_off = slot_damage.as_ref().map(|d| d.offset);
     let damage = slot_damage.or(found);
     let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
-        let (published, vouched) = (published(image, sb, slot), vouched(image, sb, slot));
         damage::salvage(
             image,
             sb.salt,
@@ -279,15 +274,12 @@ pub(crate) fn repair_superblock<M: Media>(
         // which version 2 would read as a published LSN, and no version-2 writer wrote the
         // vouched word, which version 3 would read as vouching for entries (FORMAT.md section
         // 11). A version-2 log keeps its published LSN.
-        let at = if sb.version < 2 {
+        let from = if sb.version < 2 {
             format::PUBLISHED_OFFSET
         } else {
             format::VOUCHED_OFFSET
         };
-        let len = format::VOUCHED_OFFSET + 8 - at;
-        pmem.store_exclusive(at, &[0u8; 16][..len]);
-        pmem.flush(at, len);
-        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+        clear_reader_words(pmem, from, path)?;
     }
     sb.version = format::FORMAT_VERSION;
     let good = sb.encode();
@@ -476,26 +468,32 @@ pub(crate) fn publish_recovered<M: Media>(
     media.set_failure_floor(next_lsn);
     let keeps = media.keeps_reader_area();
     let cpu = media.persistence().is_cpu_flush();
-    let words = pmem.view(format::PUBLISHED_OFFSET, 16);
-    let clear = if !keeps && words != [0u8; 16] {
+    let words = pmem.view(format::PUBLISHED_OFFSET, format::READER_WORDS_LEN);
+    let clear = if !keeps && words.iter().any(|&b| b != 0) {
         Some(format::PUBLISHED_OFFSET)
-    } else if keeps && !cpu && words[8..] != [0u8; 8] {
+    } else if keeps && !cpu && words[8..].iter().any(|&b| b != 0) {
         Some(format::VOUCHED_OFFSET)
     } else {
         None
     };
-    if let Some(at) = clear {
-        let len = format::VOUCHED_OFFSET + 8 - at;
-        pmem.store_exclusive(at, &[0u8; 16][..len]);
-        pmem.flush(at, len);
-        pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
+    if let Some(from) = clear {
+        clear_reader_words(pmem, from, path)?;
     }
     pmem.media().publish_for_readers(next_lsn);
     if published > next_lsn {
-        pmem.flush(format::PUBLISHED_OFFSET, 16);
+        pmem.flush(format::PUBLISHED_OFFSET, format::READER_WORDS_LEN);
         pmem.drain().map_err(|e| Error::io(path, "drain", e))?;
     }
     Ok(())
+}
+
+/// Zeros the reader area's words from `from` (the published LSN, or the vouched word) to the
+/// end of the vouched word, durably.
+fn clear_reader_words<M: Media>(pmem: &mut Pmem<M>, from: usize, path: &Path) -> Result<()> {
+    let len = format::PUBLISHED_OFFSET + format::READER_WORDS_LEN - from;
+    pmem.store_exclusive(from, &[0; format::READER_WORDS_LEN][..len]);
+    pmem.flush(from, len);
+    pmem.drain().map_err(|e| Error::io(path, "drain", e))
 }
 
 /// The offset of an entry at or before accepted entry `lsn` (at or after where the scan

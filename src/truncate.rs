@@ -444,7 +444,8 @@ impl<M: Media> Log<M> {
         #[cfg(not(feature = "mutants"))]
         let lower = true;
         if lower {
-            self.pmem.flush(PUBLISHED_OFFSET, 16);
+            self.pmem
+                .flush(PUBLISHED_OFFSET, crate::format::READER_WORDS_LEN);
         }
         if let Err(e) = self.pmem.drain() {
             // Nothing was deleted: publish the entries again (in msync mode the media keeps

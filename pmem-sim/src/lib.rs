@@ -84,11 +84,12 @@ pub enum Op {
         len: usize,
     },
     /// The reader area's published LSN stored (`Media::publish_for_readers`, or the failure
-    /// floor a failed drain lowers it to): an ordinary cached store of its word at
-    /// `daxlog::format::PUBLISHED_OFFSET`, which nothing flushes but a suffix truncation, a
-    /// writable open that lowers it, and `create_on`, which clears it. Recovery reads it (FORMAT.md section 7, rule 4, and the
-    /// range a writable open syncs again), so crash images carry its possible values; see
-    /// `images.rs` for how they are chosen.
+    /// floor a failed drain lowers it to), with the vouched word in the CPU-flush modes:
+    /// ordinary cached stores at `daxlog::format::PUBLISHED_OFFSET`, which nothing flushes but
+    /// a suffix truncation, a writable open that lowers them, the close of a writer in a
+    /// CPU-flush mode, and `create_on`, which clears them. Recovery reads them (FORMAT.md
+    /// section 7, rules 1 and 4, and the range a writable open syncs again), so crash images
+    /// carry their possible values; see `images.rs` for how they are chosen.
     Publish {
         /// The value stored.
         lsn: u64,
