@@ -3098,3 +3098,42 @@ fn info_shows_what_the_writer_vouched_for() {
     assert!(ok(&["info", p(&path)])
         .contains("vouched:        none (no words on media vouch: a writer in msync mode"));
 }
+
+/// Damage that took the current metadata slot (the writer vouched for entries its older copy
+/// does not lead to): `info` names the slot as where the damage is, and the tail as where the
+/// readable entries end, not the tail as the place of the damage.
+#[test]
+fn info_names_a_damaged_slot_where_the_damage_is() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.dax");
+    let cpu = [("DAXLOG_FORCE_CPU_FLUSH", "1")];
+    assert!(daxlog_env(&["create", p(&path)], &cpu).status.success());
+    let out = daxlog_env(&["append", p(&path), "--data", "one"], &cpu);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, slot) = common::current_slot_of(&path);
+    let at = daxlog::format::Slot::offset_for(slot.seq) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0x5a; 8], at + 16).unwrap();
+    drop(f);
+    let out = daxlog(&["info", p(&path)]);
+    assert!(!out.status.success());
+    let rows = text(&out.stdout);
+    let tail = rows
+        .lines()
+        .find(|l| l.starts_with("tail:"))
+        .unwrap_or_else(|| panic!("no tail row: {rows}"));
+    assert!(
+        tail.ends_with(&format!(
+            "damaged: the readable entries end at offset {}; the current metadata slot at \
+             offset {at} is damaged (see damage)",
+            daxlog::format::DATA_OFFSET
+        )),
+        "{tail}"
+    );
+    assert!(
+        rows.lines()
+            .any(|l| l.starts_with("damage:") && l.contains(&format!("at offset {at}"))),
+        "{rows}"
+    );
+}

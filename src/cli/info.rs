@@ -439,10 +439,19 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                 super::torn_rest(r.torn_entries)
             ),
             None if tail == "end_of_file" => "end of file (the log is full)".to_string(),
-            None if tail == "damaged" => format!(
-                "damaged at offset {}: the readable entries end there (see damage)",
-                r.tail_offset
-            ),
+            None if tail == "damaged" => match r.slot_damage() {
+                // Damage that took the current metadata slot: the entries the older copy
+                // leads to end at the tail, but the damage is at the slot.
+                Some(slot) => format!(
+                    "damaged: the readable entries end at offset {}; the current metadata \
+                     slot at offset {slot} is damaged (see damage)",
+                    r.tail_offset
+                ),
+                None => format!(
+                    "damaged at offset {}: the readable entries end there (see damage)",
+                    r.tail_offset
+                ),
+            },
             None => format!("{tail} at offset {}", r.tail_offset),
         };
         let mode = if log.map_sync() {
