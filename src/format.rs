@@ -406,8 +406,19 @@ impl Slot {
     /// writes to, with a `seq` larger than the valid copy's (or no valid copy): that slot,
     /// corrected. FORMAT.md section 4 says why a torn update taken so is sound.
     pub fn current(meta: &[u8], salt: u32, capacity: u64) -> CurrentSlot {
-        let decoded = [SLOT0_OFFSET, SLOT1_OFFSET]
-            .map(|off| (off, Slot::decode(&meta[off..], salt, capacity)));
+        let decoded =
+            [SLOT0_OFFSET, SLOT1_OFFSET].map(|off| Slot::decode(&meta[off..], salt, capacity));
+        Slot::current_decoded(meta, salt, capacity, decoded)
+    }
+
+    /// [`Slot::current`], given the two copies of `meta` already decoded (copy 0, copy 1).
+    pub(crate) fn current_decoded(
+        meta: &[u8],
+        salt: u32,
+        capacity: u64,
+        decoded: [Option<Slot>; 2],
+    ) -> CurrentSlot {
+        let decoded = [(SLOT0_OFFSET, decoded[0]), (SLOT1_OFFSET, decoded[1])];
         let valid = Slot::pick(decoded[0].1, decoded[1].1);
         let mut current = CurrentSlot {
             slot: valid,

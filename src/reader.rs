@@ -713,7 +713,7 @@ impl Reader {
             if self.slot_seqs() != seqs {
                 continue;
             }
-            let found = Slot::current(&page, salt, cap);
+            let found = Slot::current_decoded(&page, salt, cap, [da, db]);
             let picked = match (Slot::pick(da, db), found.slot) {
                 // A copy one bit off a slot newer than the other: being written (the other
                 // words reach it soon), or damaged. Look again, a hundred times at most.
