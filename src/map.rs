@@ -1583,22 +1583,7 @@ impl SharedMap {
                 len,
             )
         };
-        let meta_rw = rw_file.and_then(|f| {
-            let page = NonZeroUsize::new(PAGE).expect("non-zero");
-            // SAFETY: as above, one page of a file we hold open for writing.
-            unsafe {
-                mman::mmap(
-                    None,
-                    page,
-                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                    MapFlags::MAP_SHARED,
-                    f.as_fd(),
-                    0,
-                )
-            }
-            .ok()
-            .map(|p| p.cast())
-        });
+        let meta_rw = rw_file.and_then(map_first_page_rw);
         Ok(SharedMap {
             ptr: ptr.cast(),
             len,
@@ -1610,6 +1595,16 @@ impl SharedMap {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Maps the first page of `rw_file` (the file mapped, opened for writing) writable, if it
+    /// is not yet: for a reader that opened a version-1 log, which a writer has upgraded since
+    /// (the sleepers flag is then the writer's). Says whether the page is mapped writable.
+    pub(crate) fn attach_meta_rw(&mut self, rw_file: &File) -> bool {
+        if self.meta_rw.is_none() {
+            self.meta_rw = map_first_page_rw(rw_file);
+        }
+        self.meta_rw.is_some()
     }
 
     /// Copies `dst.len()` bytes from offset `off` (both multiples of 8 bytes, in bounds) with
@@ -1716,6 +1711,25 @@ impl SharedMap {
             );
         }
     }
+}
+
+/// The first page of `f` (open for writing) mapped shared and writable; `None` if refused.
+fn map_first_page_rw(f: &File) -> Option<NonNull<u8>> {
+    let page = NonZeroUsize::new(PAGE).expect("non-zero");
+    // SAFETY: a new shared mapping of one page of a file we hold open for writing, at an
+    // address the kernel picks; only atomics touch it.
+    unsafe {
+        mman::mmap(
+            None,
+            page,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            f.as_fd(),
+            0,
+        )
+    }
+    .ok()
+    .map(|p| p.cast())
 }
 
 impl Drop for SharedMap {

@@ -83,7 +83,9 @@ pub struct Reader {
     map: SharedMap,
     /// Holds the shared OFD lock on the reader byte.
     _file: File,
-    _rw: Option<File>,
+    /// The file opened for writing, whose first page `map` maps writable to ask the writer
+    /// for wake-ups (`None`: not permitted, or a version-1 log: the reader polls).
+    rw: Option<File>,
     /// Device and inode of the file opened: `Error::Replaced` if the path names another.
     id: (u64, u64),
     sb: Superblock,
@@ -126,6 +128,17 @@ impl std::fmt::Debug for Reader {
             .field("published", &self.published)
             .finish()
     }
+}
+
+/// The log file at `path` opened for writing, if permitted and still the file `id` (device,
+/// inode) the reader opened.
+fn open_rw(path: &Path, id: (u64, u64)) -> Option<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| (m.dev(), m.ino()) == id))
 }
 
 impl Reader {
@@ -207,23 +220,16 @@ impl Reader {
         }
         // Writable, if permitted, only to ask the writer for a wake-up (the sleepers flag of a
         // version-2 log: a version-1 log's reader area stays untouched, and such a reader
-        // polls).
+        // polls until a writer upgrades the log, `recheck_version`).
         let rw = (sb.version >= 2)
-            .then(|| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(path)
-                    .ok()
-            })
-            .flatten()
-            .filter(|f| f.metadata().is_ok_and(|m| m.ino() == meta.ino()));
+            .then(|| open_rw(path, (meta.dev(), meta.ino())))
+            .flatten();
         let map = SharedMap::map(&file, rw.as_ref(), path, sb.capacity as usize)?;
         let mut r = Reader {
             path: path.into(),
             map,
             _file: file,
-            _rw: rw,
+            rw,
             id: (meta.dev(), meta.ino()),
             sb,
             slot: Slot {
@@ -661,6 +667,14 @@ impl Reader {
         if let Ok((sb, _)) = decode_superblocks(&copies, &self.path) {
             if sb.salt == self.sb.salt && sb.capacity == self.sb.capacity {
                 self.sb.version = self.sb.version.max(sb.version);
+            }
+        }
+        // Upgraded: ask for wake-ups from now on, as a reader that opened it so would.
+        if self.sb.version >= 2 && self.rw.is_none() {
+            if let Some(f) = open_rw(&self.path, self.id) {
+                if self.map.attach_meta_rw(&f) {
+                    self.rw = Some(f);
+                }
             }
         }
     }

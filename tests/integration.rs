@@ -889,5 +889,20 @@ fn version_1_logs_are_read_and_upgraded() {
         assert_eq!(reader.published(), Some(11));
         log.append(b"eleven").unwrap();
         assert_eq!(reader.next_entry().unwrap().unwrap().payload, b"eleven");
+        // From the upgrade on, the reader asks the writer to wake it when it has caught up
+        // (the sleepers flag), as one that opened the upgraded log does, instead of polling.
+        let sleepers = |f: &std::fs::File| {
+            let mut b = [0u8; 4];
+            f.read_exact_at(&mut b, daxlog::format::SLEEPERS_OFFSET as u64)
+                .unwrap();
+            u32::from_le_bytes(b)
+        };
+        assert_eq!(sleepers(&f), 0);
+        let waited = reader.next_timeout(std::time::Duration::from_millis(50));
+        assert!(matches!(waited, Ok(None)), "{waited:?}");
+        assert_eq!(sleepers(&f), 1, "the reader asked for a wake-up");
+        log.append(b"twelve").unwrap();
+        assert_eq!(sleepers(&f), 0, "the writer woke it");
+        assert_eq!(reader.next_entry().unwrap().unwrap().payload, b"twelve");
     }
 }
