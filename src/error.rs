@@ -36,6 +36,7 @@ pub enum Error {
 
     /// The path names something other than a regular file or a directory: a FIFO, a device, a
     /// socket. (Opening a FIFO would block until another process opened its other end.)
+    /// `create` never replaces one, even with `overwrite`.
     #[error("{path}: is a {kind}, not a daxlog file")]
     NotAFile {
         /// The path given.

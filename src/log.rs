@@ -261,7 +261,7 @@ impl Log<MmapMedia> {
         let placed = match old {
             // (No clobbering even so: a program that takes no turns may have put something.)
             Replaced::Nothing => tmp.persist_noclobber(path),
-            Replaced::File(_) | Replaced::Other => tmp.persist(path),
+            Replaced::File(_) | Replaced::Link => tmp.persist(path),
         };
         placed.map_err(|e| match e.error.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
@@ -923,9 +923,8 @@ enum Replaced {
     /// A file, locked as [`lock_replaced`] does until the new log is in place: a log that a
     /// writer, snapshot or reader holds open is refused.
     File(std::fs::File),
-    /// A symbolic link or another kind of entry, replaced itself (a link's target is never
-    /// touched).
-    Other,
+    /// A symbolic link, replaced itself (its target is never touched).
+    Link,
 }
 
 impl Replaced {
@@ -941,15 +940,28 @@ impl Replaced {
         }
     }
 
-    /// Looks at `path`: a directory, or anything when `overwrite` is false, is refused.
+    /// Looks at `path`: a directory, a FIFO, a device or a socket, or anything when
+    /// `overwrite` is false, is refused. (Replacing a device node would leave a file in its
+    /// place, on the file system that holds `/dev`, while the device stays unused.)
     fn find(path: &Path, overwrite: bool) -> Result<Self> {
-        match std::fs::symlink_metadata(path) {
+        let found = std::fs::symlink_metadata(path);
+        if let Some(kind) = found
+            .as_ref()
+            .ok()
+            .and_then(|m| crate::map::special_kind(m.file_type()))
+        {
+            return Err(Error::NotAFile {
+                path: path.into(),
+                kind,
+            });
+        }
+        match found {
             Ok(m) if m.is_dir() => Err(Error::IsDirectory { path: path.into() }),
             Ok(_) if !overwrite => Err(Error::AlreadyExists { path: path.into() }),
             Ok(m) if m.is_file() => {
                 Ok(lock_replaced(path)?.map_or(Replaced::Nothing, Replaced::File))
             }
-            Ok(_) => Ok(Replaced::Other),
+            Ok(_) => Ok(Replaced::Link),
             Err(_) => Ok(Replaced::Nothing),
         }
     }

@@ -1142,32 +1142,42 @@ fn probe_map_sync(file: &File, prot: ProtFlags) -> std::result::Result<bool, Err
     }
 }
 
+/// What a file of type `t` is, for [`Error::NotAFile`]: `None` for a regular file, a
+/// directory or a symbolic link.
+pub(crate) fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if t.is_file() || t.is_dir() || t.is_symlink() {
+        return None;
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    })
+}
+
 /// Opens the log file at `path` for reading (and writing), refusing anything but a regular
 /// file with a typed error before it could block: a FIFO's open waits for a writer, forever.
 /// The file is opened with `O_NONBLOCK` (no effect on a regular file) and what was opened is
 /// checked again, in case the path changed in between.
 pub(crate) fn open_log_file(path: &Path, writable: bool) -> Result<File> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let check = |meta: &std::fs::Metadata| -> Result<()> {
         let t = meta.file_type();
-        let kind = if t.is_file() {
+        if t.is_file() {
             return Ok(());
-        } else if t.is_dir() {
+        }
+        if t.is_dir() {
             return Err(Error::IsDirectory { path: path.into() });
-        } else if t.is_fifo() {
-            "FIFO"
-        } else if t.is_char_device() {
-            "character device"
-        } else if t.is_block_device() {
-            "block device"
-        } else if t.is_socket() {
-            "socket"
-        } else {
-            "special file"
-        };
+        }
         Err(Error::NotAFile {
             path: path.into(),
-            kind,
+            kind: special_kind(t).unwrap_or("special file"),
         })
     };
     check(&std::fs::metadata(path).map_err(|e| Error::io(path, "open", e))?)?;

@@ -384,6 +384,28 @@ fn errors_name_the_path_and_the_cause() {
         &fifo,
         "is a FIFO, not a daxlog file",
     );
+    // `create` never replaces one (nor a socket, nor a device node: a log left in a device's
+    // place would live on the file system that holds it, the device unused), `--force` or not.
+    let socket = dir.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    for (f, kind) in [(&fifo, "FIFO"), (&socket, "socket")] {
+        for force in [false, true] {
+            let mut args = vec!["create", p(f), "--capacity", "8k"];
+            if force {
+                args.push("--force");
+            }
+            let out = daxlog(&args);
+            assert_error(4, &out, f, &format!("is a {kind}, not a daxlog file"));
+            assert!(
+                !text(&out.stderr).contains("--force"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+        let t = std::fs::symlink_metadata(f).unwrap().file_type();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(t.is_fifo() || t.is_socket(), "{kind} replaced");
+    }
     // Refused files are left alone.
     assert_eq!(std::fs::read(&junk).unwrap(), vec![0x42u8; 8192]);
 
@@ -2424,6 +2446,12 @@ fn docs_error_table_is_what_the_tool_prints() {
         "`create` over an existing file",
         "create /x/log.dax",
         daxlog(&["create", &s(&log)]),
+    );
+    row(
+        "`create` over a FIFO, a device or a socket, `--force` or not (a device node is never \
+         replaced by a file)",
+        "create /x/fifo --force",
+        daxlog(&["create", &s(&fifo), "--force"]),
     );
     // Permissions: as root, run a copy of the binary as `nobody`.
     let private = x("private.dax");
