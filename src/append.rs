@@ -21,7 +21,9 @@
 use std::ops::Range;
 
 use crate::error::{Error, Result};
-use crate::format::{self, EntryHeader, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN};
+use crate::format::{
+    self, EntryHeader, DATA_OFFSET, ENTRY_ALIGN, FLAG_CONTINUES, FLAG_PAD, HEADER_LEN,
+};
 use crate::log::{max_payload, Log, Writer};
 use crate::media::{Claim, Media};
 use crate::persist::CACHE_LINE;
@@ -95,6 +97,15 @@ impl<M: Media> Log<M> {
         let longest = payloads.iter().map(|p| p.len()).max().unwrap_or(0);
         self.check_payload_len(longest)?;
         let total: usize = payloads.iter().map(|p| format::entry_len(p.len())).sum();
+        let area = self.sb.capacity - DATA_OFFSET as u64;
+        if total as u64 > area {
+            return Err(Error::BatchTooLarge {
+                path: self.name.clone(),
+                entries: payloads.len() as u64,
+                bytes: total as u64,
+                max: area,
+            });
+        }
         let small = payloads.len() > 1 && total <= BATCH_BUF;
         let nt = total
             >= if small {

@@ -162,6 +162,24 @@ pub enum Error {
         max: u64,
     },
 
+    /// A batch's entries need more bytes on media than the log's whole data area: the batch
+    /// can never fit, whatever is truncated (each entry alone may; append it in smaller
+    /// batches). Nothing was written.
+    #[error(
+        "{path}: a batch of {entries} entries needs {bytes} bytes on media, more than the log's \
+         data area of {max} bytes: it can never fit, whatever is truncated"
+    )]
+    BatchTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Entries in the batch.
+        entries: u64,
+        /// Bytes the batch's entries take on media, headers and padding included.
+        bytes: u64,
+        /// The log's data area: capacity minus the metadata page.
+        max: u64,
+    },
+
     /// There is not enough free space for the append. Nothing was written; the log stays usable.
     #[error(
         "{path}: log full: the append needs {needed} bytes, {available} are free in one piece{}",
@@ -363,6 +381,7 @@ impl Error {
             | Error::Locked { path, .. }
             | Error::ReadOnly { path }
             | Error::PayloadTooLarge { path, .. }
+            | Error::BatchTooLarge { path, .. }
             | Error::Full { path, .. }
             | Error::LsnOutOfRange { path, .. }
             | Error::Corrupted { path, .. }

@@ -193,6 +193,23 @@ fn full_log_writes_nothing_and_stays_usable() {
             }
             other => panic!("expected PayloadTooLarge, got {other:?}"),
         }
+        // A batch larger than the whole data area (4096 bytes) can never fit: not `Full`
+        // (which says room may be made), though each of its entries alone could.
+        let big: [&[u8]; 3] = [&[7u8; 2000]; 3];
+        match log.append_batch(&big) {
+            Err(Error::BatchTooLarge {
+                entries,
+                bytes,
+                max,
+                ..
+            }) => assert_eq!((entries, bytes, max), (3, 3 * 2024, 4096)),
+            other => panic!("expected BatchTooLarge, got {other:?}"),
+        }
+        // One that fills the data area exactly fits once the log is emptied.
+        log.reset().unwrap();
+        let lsns = log.append_batch(&[&[1u8; 2000], &[2u8; 2048]]).unwrap();
+        assert_eq!(log.free_bytes(), 0);
+        assert_eq!(log.read(lsns.start + 1).unwrap().payload, [2u8; 2048]);
     }
 }
 

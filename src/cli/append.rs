@@ -317,7 +317,9 @@ fn append_batch(
                 progress.add(lsns.clone());
                 return Ok(lsns);
             }
-            Err(Error::Full { .. } | Error::PayloadTooLarge { .. }) => {}
+            Err(
+                Error::Full { .. } | Error::PayloadTooLarge { .. } | Error::BatchTooLarge { .. },
+            ) => {}
             Err(e) => {
                 let (n, off) = names[0];
                 let name = format.name(n, off);
