@@ -3165,3 +3165,37 @@ fn info_names_a_damaged_slot_where_the_damage_is() {
         "{rows}"
     );
 }
+
+/// A log whose entries reach the end of the file is full only if nothing is free before its
+/// first entry: `check` and `info` say where the next append goes otherwise.
+#[test]
+fn entries_at_the_end_of_the_file_are_not_a_full_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.dax");
+    ok(&["create", p(&path), "--capacity", "8k"]);
+    // 2024 + 2064 bytes on media: the second entry ends 8 bytes before the end of the file.
+    let input = format!("{}\n{}\n", "a".repeat(2000), "b".repeat(2040));
+    let out = daxlog_stdin(&["append", p(&path)], input.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let full = ok(&["check", p(&path)]);
+    assert!(
+        full.trim_end()
+            .ends_with("; the entries reach the end of the file and the log is full"),
+        "{full}"
+    );
+    ok(&["truncate", p(&path), "--before", "2"]);
+    let want = "the entries reach the end of the file; the next append goes to offset 4096 \
+                (2024 bytes free there)";
+    let checked = ok(&["check", p(&path)]);
+    assert!(
+        checked.trim_end().ends_with(&format!("; {want}")),
+        "{checked}"
+    );
+    let rows = ok(&["info", p(&path)]);
+    assert!(
+        rows.lines()
+            .any(|l| l.starts_with("tail:") && l.ends_with(want)),
+        "{rows}"
+    );
+    assert_eq!(ok(&["append", p(&path), "--data", "hello"]), "3\n");
+}

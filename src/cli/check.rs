@@ -128,7 +128,11 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
             r.torn_offset,
             super::torn_rest(r.torn_entries)
         )?,
-        TailState::EndOfFile => write!(out, "; the log is full")?,
+        TailState::EndOfFile => write!(
+            out,
+            "; {}",
+            super::end_of_file_text(log.free_bytes(), log.capacity() - r.tail_offset)
+        )?,
         _ => write!(out, "; tail clean")?,
     }
     if r.superblock_from_backup {

@@ -261,6 +261,24 @@ pub(crate) fn warn_if_not_durable(log: &Log, what: &str) {
     }
 }
 
+/// What a log whose last entry ends at the end of the file ([`crate::TailState::EndOfFile`])
+/// holds next: the next append goes to the start of the data area, before the first entry,
+/// where `free` bytes of the data area are, less the `after_tail` bytes after the last entry
+/// (too few for any entry); none if too few for the smallest entry: the log is full.
+pub(crate) fn end_of_file_text(free: u64, after_tail: u64) -> String {
+    let room = free.saturating_sub(after_tail);
+    if room < crate::format::HEADER_LEN as u64 {
+        "the entries reach the end of the file and the log is full".to_string()
+    } else {
+        format!(
+            "the entries reach the end of the file; the next append goes to offset {} \
+             ({} free there)",
+            crate::format::DATA_OFFSET,
+            count(room, "byte", "bytes")
+        )
+    }
+}
+
 /// What a torn tail discarded besides its own bytes: the valid entries after it that could
 /// be the rest of its batch ([`crate::RecoveryReport::torn_entries`]), or nothing.
 pub(crate) fn torn_rest(entries: u64) -> String {
