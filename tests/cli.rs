@@ -2781,6 +2781,14 @@ fn follow_idle_exit_waits_as_long_as_asked() {
         ok(&["follow", p(&path), "--from", "1", "--idle-exit", "0.01"]),
         "x\n"
     );
+    // A version-1 log has no published end: "from now on" is after its last valid entry
+    // still, not from its first.
+    common::mark_version_1(&path);
+    assert_eq!(ok(&["follow", p(&path), "--idle-exit", "0.01"]), "");
+    assert_eq!(
+        ok(&["follow", p(&path), "--from", "1", "--idle-exit", "0.01"]),
+        "x\n"
+    );
 }
 
 /// `bench --dir` names a directory: a missing one and a file are told apart.

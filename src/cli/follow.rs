@@ -72,6 +72,7 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
     }
     let mut r =
         Reader::open_waiting(&a.path, super::lock_wait()).map_err(CliError::log(&a.path))?;
+    let mut payload = Vec::new();
     let from = match a.from {
         Some(l) => l,
         None => {
@@ -80,8 +81,19 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
         }
     };
     r.seek(from).map_err(CliError::log(&a.path))?;
+    if a.from.is_none() && r.published().is_none() {
+        // No published end to start from (a version-1 log, which no writer of a later
+        // version has opened): every valid entry is readable, so the entries appended from
+        // now on begin after the last of them.
+        loop {
+            match r.next_into(&mut payload) {
+                Ok(Some(_)) | Err(Error::Truncated { .. }) => {}
+                Ok(None) => break,
+                Err(e) => return Err(CliError::log(&a.path)(e)),
+            }
+        }
+    }
     let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
-    let mut payload = Vec::new();
     let mut line = Vec::new();
     let idle_limit = a.idle_exit.map(Duration::from_secs_f64);
     let mut idle_since = Instant::now();
