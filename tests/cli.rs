@@ -3207,3 +3207,27 @@ fn entries_at_the_end_of_the_file_are_not_a_full_log() {
     );
     assert_eq!(ok(&["append", p(&path), "--data", "hello"]), "3\n");
 }
+
+/// A version-1 log has no reader area: `info` shows no published or vouched LSN, whatever the
+/// bytes there hold (here a later writer's words, left when the superblocks said 1).
+#[test]
+fn info_reads_no_reader_area_in_a_version_1_log() {
+    let dir = tempdir();
+    let path = dir.path().join("v1.dax");
+    let cpu = [("DAXLOG_FORCE_CPU_FLUSH", "1")];
+    assert!(daxlog_env(&["create", p(&path)], &cpu).status.success());
+    assert!(daxlog_env(&["append", p(&path), "--data", "x"], &cpu)
+        .status
+        .success());
+    common::mark_version_1(&path);
+    let info: Value = serde_json::from_str(&ok(&["info", p(&path), "--json"])).unwrap();
+    assert_eq!(info["format_version"], 1);
+    assert_eq!(
+        (info["published_lsn"].clone(), info["vouched_lsn"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert!(ok(&["info", p(&path)])
+        .lines()
+        .any(|l| l
+            == "published:      none (no writer of format version 2 or later has opened the log)"));
+}

@@ -79,10 +79,11 @@ fn read_page(path: &Path) -> Result<Vec<u8>, CliError> {
     Ok(page)
 }
 
-/// The reader area of a metadata page (format version 2): the published LSN (0: none) and the
-/// sleepers flag.
-fn reader_area(page: &[u8]) -> (u64, u32) {
-    if page.len() < format::SLEEPERS_OFFSET + 4 {
+/// The reader area of a metadata page (format version 2 and later): the published LSN (0:
+/// none) and the sleepers flag. A log of `version` 1 has none: its writer never stored there,
+/// and the bytes are whatever the media held.
+fn reader_area(page: &[u8], version: u32) -> (u64, u32) {
+    if version < 2 || page.len() < format::SLEEPERS_OFFSET + 4 {
         return (0, 0);
     }
     (
@@ -93,7 +94,7 @@ fn reader_area(page: &[u8]) -> (u64, u32) {
 
 fn published_text(published: u64) -> String {
     match published {
-        0 => "none (no writer of format version 2 has opened the log)".into(),
+        0 => "none (no writer of format version 2 or later has opened the log)".into(),
         n => format!("LSN {n} (the writer's durable end, for readers in other processes)"),
     }
 }
@@ -354,8 +355,8 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     };
     let page = read_page(&a.path)?;
     let (sbs, slots) = decode_page(&page);
-    let (published, _) = reader_area(&page);
     let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
+    let (published, _) = reader_area(&page, version);
     // (As recovery reads it: 0 before version 3, and past what the data area can hold.)
     let vouched = crate::recover::vouched(&page, &log.sb, &log.writer.lock().slot);
 
@@ -551,7 +552,8 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
 fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let page = read_page(&a.path)?;
     let (sbs, slots) = decode_page(&page);
-    let (published, _) = reader_area(&page);
+    let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
+    let (published, _) = reader_area(&page, version);
     let mut r =
         crate::Reader::open_waiting(&a.path, super::lock_wait()).map_err(CliError::log(&a.path))?;
     let mut payload = Vec::new();
@@ -579,7 +581,6 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let next = r.position();
     let first = r.first_lsn();
     let padding = next.saturating_sub(first).saturating_sub(readable);
-    let version = version_of(&sbs).unwrap_or(format::FORMAT_VERSION);
     let capacity = sbs
         .iter()
         .find_map(|s| s.decoded.as_ref().ok().map(|sb| sb.capacity))
