@@ -3231,3 +3231,41 @@ fn info_reads_no_reader_area_in_a_version_1_log() {
         .any(|l| l
             == "published:      none (no writer of format version 2 or later has opened the log)"));
 }
+
+/// Padding (left by an appender that panicked, or by a salvage) takes LSNs but is no entry:
+/// `truncate` and `reset` count it apart.
+#[test]
+fn truncate_counts_padding_apart() {
+    let dir = tempdir();
+    let path = dir.path().join("pad.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    log.append(b"one").unwrap();
+    assert_eq!(log.append_padding(2).unwrap(), 2..4);
+    log.append(b"four").unwrap();
+    log.append(b"five").unwrap();
+    drop(log);
+    assert_eq!(
+        ok(&["truncate", p(&path), "--before", "4"]),
+        format!(
+            "{}: dropped 1 entry and 2 padding entries (LSN 1..=3); entries 4..=5, next LSN 6\n",
+            path.display()
+        )
+    );
+    let log = Log::open(&path, &Options::new()).unwrap();
+    assert_eq!(log.append_padding(1).unwrap(), 6..7);
+    drop(log);
+    assert_eq!(
+        ok(&["truncate", p(&path), "--after", "5"]),
+        format!(
+            "{}: dropped 0 entries and 1 padding entry (LSN 6); entries 4..=5, next LSN 6\n",
+            path.display()
+        )
+    );
+    assert_eq!(
+        ok(&["reset", p(&path)]),
+        format!(
+            "{}: dropped 2 entries (LSN 4..=5); empty, next LSN 6\n",
+            path.display()
+        )
+    );
+}

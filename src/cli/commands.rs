@@ -316,13 +316,33 @@ pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
     let log = Log::open(&a.path, &super::env_options()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the truncation is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
+    let start = first.unwrap_or(next);
+    let doomed = match (a.before, a.after) {
+        (Some(l), _) => start..l.clamp(start, next),
+        (_, Some(l)) => l.saturating_add(1).clamp(start, next)..next,
+        _ => unreachable!("clap requires one of --before and --after"),
+    };
+    let readable = readable_in(&log, &doomed);
     match (a.before, a.after) {
         (Some(l), _) => log.truncate_before(l),
         (_, Some(l)) => log.truncate_after(l),
         _ => unreachable!("clap requires one of --before and --after"),
     }
     .map_err(CliError::log(&a.path))?;
-    print_result(&a.path, &log, first, next)
+    print_result(&a.path, &log, first, next, readable)
+}
+
+/// How many of the LSNs `lsns` hold entries, not padding (which a salvage or an appender that
+/// panicked leaves).
+fn readable_in(log: &Log, lsns: &std::ops::Range<Lsn>) -> u64 {
+    if lsns.is_empty() {
+        return 0;
+    }
+    let guard = log.pin();
+    guard
+        .iter_from(lsns.start)
+        .take_while(|e| e.lsn < lsns.end)
+        .count() as u64
 }
 
 /// `daxlog reset PATH`.
@@ -330,17 +350,20 @@ pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
     let log = Log::open(&a.path, &super::env_options()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the reset is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
+    let readable = readable_in(&log, &(first.unwrap_or(next)..next));
     log.reset().map_err(CliError::log(&a.path))?;
-    print_result(&a.path, &log, first, next)
+    print_result(&a.path, &log, first, next, readable)
 }
 
 /// `PATH: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11`, given the first LSN and
-/// the next LSN the log had before.
+/// the next LSN the log had before, and how many of the LSNs dropped held entries (the others
+/// held padding: `dropped 2 entries and 1 padding entry (LSN 1..=3)`).
 fn print_result(
     path: &Path,
     log: &Log,
     first_before: Option<Lsn>,
     next_before: Lsn,
+    readable: u64,
 ) -> Result<u8, CliError> {
     // LSNs only leave from the head (truncate_before) or the tail (truncate_after).
     let dropped = match (first_before, log.first_lsn()) {
@@ -352,8 +375,23 @@ fn print_result(
         _ => None,
     };
     let dropped = match dropped {
-        Some((f, l)) if f == l => format!("dropped 1 entry (LSN {f})"),
-        Some((f, l)) => format!("dropped {} entries (LSN {f}..={l})", l - f + 1),
+        Some((f, l)) => {
+            let n = l - f + 1;
+            let readable = readable.min(n);
+            let padding = match n - readable {
+                0 => String::new(),
+                p => format!(" and {}", count(p, "padding entry", "padding entries")),
+            };
+            let lsns = if f == l {
+                format!("LSN {f}")
+            } else {
+                format!("LSN {f}..={l}")
+            };
+            format!(
+                "dropped {}{padding} ({lsns})",
+                count(readable, "entry", "entries")
+            )
+        }
         None => "dropped 0 entries".into(),
     };
     let remaining = match (log.first_lsn(), log.last_lsn()) {
