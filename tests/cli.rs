@@ -3269,3 +3269,48 @@ fn truncate_counts_padding_apart() {
         )
     );
 }
+
+/// A command that changed the log and then could not print its report says that it was done,
+/// not that it failed.
+#[test]
+fn a_done_change_whose_report_cannot_be_printed_says_it_was_done() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("no /dev/full here: not checked");
+        return;
+    };
+    let dir = tempdir();
+    let path = dir.path().join("d.dax");
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .stdout(full.try_clone().unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["create", p(&path), "--capacity", "64KiB"]);
+    assert_error(
+        4,
+        &out,
+        &path,
+        "the log was created, but its report could not be printed",
+    );
+    ok(&["append", p(&path), "--data", "one"]);
+    ok(&["append", p(&path), "--data", "two"]);
+    let out = run(&["truncate", p(&path), "--before", "2"]);
+    assert_error(
+        4,
+        &out,
+        &path,
+        "the truncation was done, but its report could not be printed",
+    );
+    assert_eq!(ok(&["cat", p(&path)]), "two\n");
+    let out = run(&["reset", p(&path)]);
+    assert_error(
+        4,
+        &out,
+        &path,
+        "the reset was done, but its report could not be printed",
+    );
+    assert_eq!(ok(&["cat", p(&path)]), "");
+}

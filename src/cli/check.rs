@@ -304,9 +304,9 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
         .iter()
         .map(|g| (g.last_lsn + 1).saturating_sub(g.first_lsn))
         .sum();
-    let mut out = io::stdout().lock();
+    let mut text = String::new();
     for g in &gaps {
-        writeln!(out, "{}: {}", path.display(), gap_text(g))?;
+        text += &format!("{}: {}\n", path.display(), gap_text(g));
     }
     let range = match (c.first_copied, c.last_copied) {
         (Some(f), Some(l)) => format!(" (LSN {f}..={l})"),
@@ -336,14 +336,13 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
             count(n, "valid entry", "valid entries")
         ),
     };
-    writeln!(
-        out,
-        "{}: salvaged {}{range} into {}, LSNs kept{padding}; {loss}{torn}",
+    text += &format!(
+        "{}: salvaged {}{range} into {}, LSNs kept{padding}; {loss}{torn}\n",
         path.display(),
         count(c.copied, "entry", "entries"),
         out_path.display(),
-    )?;
-    out.flush()?;
+    );
+    super::print_done(out_path, "the salvage was done", &text)?;
     Ok(if lost > 0 { EXIT_LOSS } else { EXIT_OK })
 }
 

@@ -7,7 +7,7 @@ use clap::{ArgGroup, Args};
 
 use super::records::encode_hex;
 use super::size::{human, parse_size};
-use super::{count, warn_if_not_durable, CliError, EXIT_OK};
+use super::{count, print_done, warn_if_not_durable, CliError, EXIT_OK};
 use crate::format::{CAPACITY_ALIGN, MAX_CAPACITY, MIN_CAPACITY};
 use crate::{Error, Log, Lsn, Options, Reader, RecoveryMode};
 
@@ -104,18 +104,16 @@ pub(crate) fn create(a: CreateArgs) -> Result<u8, CliError> {
         .prefill(a.prefill);
     let log = Log::create(&a.path, &opts).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the new log and its appends are");
-    let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "created {}: capacity {} bytes ({}), uuid {}, persistence {}, first LSN {}",
+    let text = format!(
+        "created {}: capacity {} bytes ({}), uuid {}, persistence {}, first LSN {}\n",
         a.path.display(),
         log.capacity(),
         human(log.capacity()),
         log.uuid(),
         log.persistence().name(),
         log.next_lsn()
-    )?;
-    out.flush()?;
+    );
+    print_done(&a.path, "the log was created", &text)?;
     Ok(EXIT_OK)
 }
 
@@ -329,7 +327,14 @@ pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
         _ => unreachable!("clap requires one of --before and --after"),
     }
     .map_err(CliError::log(&a.path))?;
-    print_result(&a.path, &log, first, next, readable)
+    print_result(
+        &a.path,
+        &log,
+        first,
+        next,
+        readable,
+        "the truncation was done",
+    )
 }
 
 /// How many of the LSNs `lsns` hold entries, not padding (which a salvage or an appender that
@@ -352,7 +357,7 @@ pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
     let (first, next) = (log.first_lsn(), log.next_lsn());
     let readable = readable_in(&log, &(first.unwrap_or(next)..next));
     log.reset().map_err(CliError::log(&a.path))?;
-    print_result(&a.path, &log, first, next, readable)
+    print_result(&a.path, &log, first, next, readable, "the reset was done")
 }
 
 /// `PATH: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11`, given the first LSN and
@@ -364,6 +369,7 @@ fn print_result(
     first_before: Option<Lsn>,
     next_before: Lsn,
     readable: u64,
+    done: &str,
 ) -> Result<u8, CliError> {
     // LSNs only leave from the head (truncate_before) or the tail (truncate_after).
     let dropped = match (first_before, log.first_lsn()) {
@@ -398,13 +404,11 @@ fn print_result(
         (Some(f), Some(l)) => format!("entries {f}..={l}"),
         _ => "empty".into(),
     };
-    let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "{}: {dropped}; {remaining}, next LSN {}",
+    let text = format!(
+        "{}: {dropped}; {remaining}, next LSN {}\n",
         path.display(),
         log.next_lsn()
-    )?;
-    out.flush()?;
+    );
+    print_done(path, done, &text)?;
     Ok(EXIT_OK)
 }

@@ -292,6 +292,22 @@ pub(crate) fn torn_rest(entries: u64) -> String {
 }
 
 /// `1 entry`, `2 entries`.
+/// Prints `text` (lines, each ending in a newline) to stdout after an operation on `path`
+/// that is done (`done`: "the truncation was done"): a failure to print is reported as such,
+/// not as a failure of the operation.
+pub(crate) fn print_done(path: &Path, done: &str, text: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "{}: {done}, but its report could not be printed (stdout: {})",
+                path.display(),
+                os_text(&e)
+            ))
+        })
+}
+
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
