@@ -118,11 +118,17 @@ impl Format {
                 }
                 if let Some(len) = obj.get("len") {
                     let got = (out.len() - start) as u64;
-                    if len.as_u64() != Some(got) {
+                    let Some(n) = len.as_u64() else {
                         out.truncate(start);
                         return Err(format!(
-                            "\"len\" is {} but the payload has {}",
-                            clip(&len.to_string()),
+                            "\"len\" is {}: not a whole number of bytes",
+                            clip(&len.to_string())
+                        ));
+                    };
+                    if n != got {
+                        out.truncate(start);
+                        return Err(format!(
+                            "\"len\" is {n} but the payload has {}",
                             super::count(got, "byte", "bytes")
                         ));
                     }
@@ -414,6 +420,21 @@ mod tests {
             dec(Format::Json, br#"{"len":3,"hex":"0a00"}"#),
             Err("\"len\" is 3 but the payload has 2 bytes".into())
         );
+        for (len, shown) in [
+            ("1.0", "1.0"),
+            ("1e0", "1.0"),
+            ("-1", "-1"),
+            ("\"1\"", "\"1\""),
+            ("18446744073709551616", "1.8446744073709552e+19"),
+        ] {
+            assert_eq!(
+                dec(
+                    Format::Json,
+                    format!(r#"{{"len":{len},"hex":"0a"}}"#).as_bytes()
+                ),
+                Err(format!("\"len\" is {shown}: not a whole number of bytes")),
+            );
+        }
         assert_eq!(
             dec(Format::Json, br#"{"hex":"0a","text":"x"}"#),
             Err("both \"hex\" and \"text\" are given: give one".into())
@@ -513,7 +534,7 @@ mod tests {
                 Format::Json,
                 br#"{"x":[1,-2,3.5,null,true,"\u00e9",{}],"len":1.0,"text":"y"}"#
             ),
-            Err("\"len\" is 1.0 but the payload has 1 byte".into())
+            Err("\"len\" is 1.0: not a whole number of bytes".into())
         );
         assert_eq!(
             dec(
