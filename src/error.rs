@@ -181,6 +181,8 @@ pub enum Error {
     },
 
     /// There is not enough free space for the append. Nothing was written; the log stays usable.
+    /// (Except by [`crate::Log::append_padding`], which appends in groups and may have
+    /// appended some before: see it.)
     #[error(
         "{path}: log full: the append needs {needed} bytes, {available} are free in one piece{}",
         pinned_note(.pinned)
@@ -268,7 +270,11 @@ pub enum Error {
     /// A [`crate::Reader`] fell behind a truncation: the entries it had not read yet were
     /// dropped (`truncate_before`, `reset`) before it got to them. It goes on from the first
     /// entry still in the log.
-    #[error("{path}: LSNs {first_missed}..={last_missed} were truncated away before this reader read them")]
+    #[error(
+        "{path}: {} truncated away before this reader read {}",
+        lsns_were(*.first_missed, *.last_missed),
+        if .first_missed == .last_missed { "it" } else { "them" }
+    )]
     Truncated {
         /// The file.
         path: PathBuf,
@@ -421,6 +427,15 @@ impl Error {
     }
 }
 
+/// `LSN 7 was` or `LSNs 7..=14 were`.
+fn lsns_were(first: Lsn, last: Lsn) -> String {
+    if first == last {
+        format!("LSN {first} was")
+    } else {
+        format!("LSNs {first}..={last} were")
+    }
+}
+
 fn pinned_note(pinned: &Option<crate::Lsn>) -> String {
     match pinned {
         Some(lsn) => format!(" (a reader pins truncated entries from LSN {lsn} on)"),
@@ -431,6 +446,26 @@ fn pinned_note(pinned: &Option<crate::Lsn>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_names_one_lsn_or_a_range() {
+        let err = |first_missed, last_missed| {
+            Error::Truncated {
+                path: "j.dax".into(),
+                first_missed,
+                last_missed,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            err(7, 7),
+            "j.dax: LSN 7 was truncated away before this reader read it"
+        );
+        assert_eq!(
+            err(7, 14),
+            "j.dax: LSNs 7..=14 were truncated away before this reader read them"
+        );
+    }
 
     #[test]
     fn corrupted_counts_entries_in_words_that_agree() {
