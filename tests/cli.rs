@@ -594,6 +594,11 @@ fn usage_errors_exit_2() {
         assert!(!err.contains("panicked"), "{err}");
     }
     assert!(!Path::new(path).exists());
+    // Counts past what the option takes get the option's range, not a parser's overflow.
+    for n in ["0", "1000001", "4294967296", "18446744073709551615"] {
+        let err = text(&daxlog(&["append", path, "--batch", n]).stderr);
+        assert!(err.contains("not in 1..=1000000"), "--batch {n}: {err}");
+    }
     let out = daxlog(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("bench"));
@@ -3313,4 +3318,21 @@ fn a_done_change_whose_report_cannot_be_printed_says_it_was_done() {
         "the reset was done, but its report could not be printed",
     );
     assert_eq!(ok(&["cat", p(&path)]), "");
+}
+
+/// `append --data` takes its bytes as given, UTF-8 or not.
+#[test]
+fn append_data_takes_any_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir();
+    let path = dir.path().join("raw.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let raw = std::ffi::OsStr::from_bytes(b"\xff\x01\xfe");
+    let out = Command::new(bin())
+        .args(["append".as_ref(), path.as_os_str(), "--data".as_ref(), raw])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\n");
+    assert_eq!(ok(&["dump", p(&path)]), "1\tff01fe\n");
 }

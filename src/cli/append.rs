@@ -16,13 +16,13 @@ use crate::{Error, Log, Lsn};
 pub(crate) struct AppendArgs {
     /// The log file (it must exist: see `daxlog create`).
     path: PathBuf,
-    /// Append this one entry instead of reading stdin.
+    /// Append this one entry instead of reading stdin (its bytes as given, UTF-8 or not).
     #[arg(long, value_name = "TEXT", conflicts_with_all = ["batch", "format"])]
-    data: Option<String>,
+    data: Option<std::ffi::OsString>,
     /// Let up to N records that are already waiting on stdin share one persistence barrier.
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    batch: u32,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch: u64,
     /// How stdin is cut into entries.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = Format::Lines)]
     format: Format,
@@ -125,8 +125,10 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
     };
     let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
     if let Some(text) = &a.data {
+        use std::os::unix::ffi::OsStrExt;
+        let text = text.as_bytes();
         let lsn = log
-            .append(text.as_bytes())
+            .append(text)
             .map_err(|e| progress.append_failed(e, "the --data entry", text.len(), false))?;
         progress.add(lsn..lsn + 1);
         let printed = writeln!(out, "{lsn}").and_then(|()| out.flush());
