@@ -2740,11 +2740,25 @@ fn edges_of_append_follow_create_and_check() {
         4,
         &out,
         &path,
-        "longer than the largest payload this log can hold",
+        "record 1 (line 1) is longer than the largest payload this log can hold (61416 bytes): \
+         it and the rest of stdin were not appended",
     );
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "it read an endless record"
+    );
+    // A JSON record may be longer than its payload (other fields, escapes): its bound says so.
+    let out = Command::new(bin())
+        .args(["append", p(&path), "--format", "json"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    assert_error(
+        4,
+        &out,
+        &path,
+        "record 1 (line 1) is longer than the 368752 bytes a --format json record may take in \
+         this log (6 times the largest payload it can hold, 61416 bytes, and 256)",
     );
     for bad in ["-1", "nan", "inf", "1e300", "0"] {
         let out = daxlog(&["follow", p(&path), "--idle-exit", bad]);

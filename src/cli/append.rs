@@ -28,6 +28,10 @@ pub(crate) struct AppendArgs {
     format: Format,
 }
 
+/// Why reading stdin stopped: what happened, the record's number and offset if it was a
+/// record's fault, and whether the record was malformed (rather than too long to read).
+type Stop = (String, Option<(u64, u64)>, bool);
+
 /// What has been appended so far.
 struct Progress<'a> {
     path: &'a Path,
@@ -157,6 +161,21 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
         Format::Hex => 2 * max_payload + 64,
         Format::Json => 6 * max_payload + 256,
     };
+    // What a record longer than that is (refused before it is all in memory: input without a
+    // separator can be endless).
+    let too_long_text = match format {
+        Format::Lines | Format::Nul => {
+            format!("longer than the largest payload this log can hold ({max_payload} bytes)")
+        }
+        Format::Hex => format!(
+            "longer than the {raw_limit} bytes a --format hex record of the largest payload \
+             this log can hold ({max_payload} bytes) can take"
+        ),
+        Format::Json => format!(
+            "longer than the {raw_limit} bytes a --format json record may take in this log \
+             (6 times the largest payload it can hold, {max_payload} bytes, and 256)"
+        ),
+    };
     let mut input = BufReader::with_capacity(256 << 10, io::stdin().lock());
     let mut raw = Vec::new();
     let mut number = 0u64;
@@ -175,10 +194,15 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
                         data: &mut Vec<u8>,
                         ends: &mut Vec<usize>,
                         names: &mut Vec<(u64, u64)>|
-         -> Result<bool, (String, Option<(u64, u64)>)> {
+         -> Result<bool, Stop> {
             raw.clear();
-            let (n, too_long) = read_record(input, sep, &mut raw, raw_limit)
-                .map_err(|e| (format!("reading stdin failed ({})", os_text(&e)), None))?;
+            let (n, too_long) = read_record(input, sep, &mut raw, raw_limit).map_err(|e| {
+                (
+                    format!("reading stdin failed ({})", os_text(&e)),
+                    None,
+                    false,
+                )
+            })?;
             if n == 0 {
                 return Ok(false);
             }
@@ -187,13 +211,7 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
             offset += n as u64;
             if too_long {
                 // Refused before it is all in memory: input without a separator can be endless.
-                return Err((
-                    format!(
-                        "longer than the largest payload this log can hold ({max_payload} \
-                         bytes): not appended"
-                    ),
-                    Some(at),
-                ));
+                return Err((too_long_text.clone(), Some(at), false));
             }
             if raw.last() == Some(&sep) {
                 raw.pop();
@@ -201,7 +219,7 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
             let start = data.len();
             if let Err(what) = format.decode(&raw, data) {
                 data.truncate(start);
-                return Err((what, Some(at)));
+                return Err((what, Some(at), true));
             }
             ends.push(data.len());
             names.push(at);
@@ -234,9 +252,14 @@ pub(crate) fn append(a: AppendArgs) -> Result<u8, CliError> {
         if let Err(e) = printed {
             return Err(progress.output_failed(&e));
         }
-        if let Some((what, at)) = stop {
+        if let Some((what, at, invalid)) = stop {
             let p = a.path.display();
             return Err(CliError::Failed(match at {
+                Some((n, off)) if !invalid => format!(
+                    "{p}: {}; {} is {what}: it and the rest of stdin were not appended",
+                    progress.summary(),
+                    format.name(n, off),
+                ),
                 Some((n, off)) => format!(
                     "{p}: {}; {} is not valid --format {} input ({what}): it and the rest of \
                      stdin were not appended",
