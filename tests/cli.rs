@@ -3350,3 +3350,39 @@ fn append_data_takes_any_bytes() {
     assert_eq!(text(&out.stdout), "1\n");
     assert_eq!(ok(&["dump", p(&path)]), "1\tff01fe\n");
 }
+
+/// `info` on a damaged log that a writer has open (read live) shows what it read before the
+/// damage and where the damage is, then exits 1, as it does offline.
+#[test]
+fn info_shows_live_damage_in_its_rows() {
+    let dir = tempdir();
+    let path = dir.path().join("live.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let writer = Log::open(&path, &writer_opts()).unwrap();
+    for i in 1..=4 {
+        writer.append(format!("entry {i:02}").as_bytes()).unwrap(); // 32 bytes each
+    }
+    flip(&path, 4096 + 2 * 32 + 24 + 2); // LSN 3's payload
+    let out = daxlog(&["info", p(&path)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let rows = text(&out.stdout);
+    for want in [
+        "writer:         has the log open",
+        "entries:        2",
+        "damage:         at offset 4160, LSN 3: ",
+    ] {
+        assert!(
+            rows.lines().any(|l| l.starts_with(want)),
+            "{want:?} in {rows}"
+        );
+    }
+    assert!(text(&out.stderr).contains("LSN 3"), "{}", text(&out.stderr));
+    let out = daxlog(&["info", p(&path), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (v["entries"].clone(), v["damage"]["lsn"].clone()),
+        (2.into(), 3.into())
+    );
+    drop(writer);
+}

@@ -560,6 +560,8 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     // A count that a truncation overtook is started again from the head (a few times: the
     // writer may truncate faster than the log can be read; then the last count stands).
     let (mut readable, mut last) = (0u64, None);
+    // Damage stops the count: the rows say what was read before it, then the error.
+    let mut damage = None;
     for _ in 0..5 {
         r.seek(0).map_err(CliError::log(&a.path))?;
         (readable, last) = (0, None);
@@ -571,6 +573,10 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
                 }
                 Ok(None) => break false,
                 Err(Error::Truncated { .. } | Error::Rewound { .. }) => break true,
+                Err(e) if super::is_damage(&e) => {
+                    damage = Some(e);
+                    break false;
+                }
                 Err(e) => return Err(CliError::log(&a.path)(e)),
             }
         };
@@ -578,6 +584,15 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
             break;
         }
     }
+    let damage_fields = match &damage {
+        Some(Error::Corrupted {
+            offset,
+            lsn,
+            reason,
+            ..
+        }) => Some((*offset, *lsn, reason.clone())),
+        _ => None,
+    };
     let next = r.position();
     let first = r.first_lsn();
     let padding = next.saturating_sub(first).saturating_sub(readable);
@@ -601,6 +616,11 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
             "first_lsn": (next > first).then_some(first),
             "last_lsn": last,
             "next_lsn": next,
+            "damage": damage_fields.as_ref().map(|(offset, lsn, reason)| json!({
+                "offset": offset,
+                "lsn": lsn,
+                "reason": reason,
+            })),
         });
         writeln!(out, "{v}")?;
     } else {
@@ -637,8 +657,17 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
             ),
             ("next LSN".into(), next.to_string()),
         ]);
+        if let Some((offset, lsn, reason)) = &damage_fields {
+            rows.push((
+                "damage".into(),
+                format!("at offset {offset}, LSN {lsn}: {reason}"),
+            ));
+        }
         print_rows(&mut out, &rows)?;
     }
     out.flush()?;
-    Ok(EXIT_OK)
+    match damage {
+        Some(e) => Err(CliError::Damaged(super::library_text(&a.path, &e))),
+        None => Ok(EXIT_OK),
+    }
 }
