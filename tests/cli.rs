@@ -41,6 +41,10 @@ fn writer_opts() -> Options {
     Options::new().lock_wait(Duration::from_secs(30))
 }
 
+/// Runs the tool. (A log this test process had open may stay locked for a moment after it
+/// is dropped: a child that another test thread is spawning holds a copy of its descriptor
+/// until it runs `exec`, and the lock lives as long as any copy. Commands that need the log
+/// to themselves right after such a drop are given `--lock-wait`.)
 fn daxlog(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
 }
@@ -1252,7 +1256,14 @@ fn check_reports_corruption_and_salvages_around_it() {
         )
     );
     let rescued = dir.path().join("rescued.dax");
-    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
+    let out = daxlog(&[
+        "--lock-wait",
+        "10",
+        "check",
+        p(&log),
+        "--salvage",
+        p(&rescued),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
     assert_eq!(
@@ -1327,7 +1338,14 @@ fn a_salvage_says_what_it_leaves_of_a_torn_tail() {
     flip(&path, 4096 + 32 + 24 + 2); // LSN 2
     flip(&path, 4096 + 6 * 32 + 24 + 2); // LSN 7, the batch's last
     let rescued = dir.path().join("r.dax");
-    let out = daxlog(&["check", p(&path), "--salvage", p(&rescued)]);
+    let out = daxlog(&[
+        "--lock-wait",
+        "10",
+        "check",
+        p(&path),
+        "--salvage",
+        p(&rescued),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -1846,7 +1864,14 @@ fn padding_is_healthy_and_counted_apart() {
     assert!(info.lines().any(|l| l == "padding:        3"), "{info}");
     // Nothing lost: exit 0, and the copy keeps every LSN.
     let copy = dir.path().join("copy.dax");
-    let out = daxlog(&["check", p(&path), "--salvage", p(&copy)]);
+    let out = daxlog(&[
+        "--lock-wait",
+        "10",
+        "check",
+        p(&path),
+        "--salvage",
+        p(&copy),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -1907,7 +1932,14 @@ fn salvage_keeps_lsns() {
     assert_error(1, &out, &log, "corrupted at LSN 1003, offset 4216");
     let rescued = dir.path().join("r.dax");
     std::fs::write(&rescued, b"old").unwrap();
-    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued)]);
+    let out = daxlog(&[
+        "--lock-wait",
+        "10",
+        "check",
+        p(&log),
+        "--salvage",
+        p(&rescued),
+    ]);
     assert_error(
         4,
         &out,
@@ -1915,7 +1947,15 @@ fn salvage_keeps_lsns() {
         "already exists (use --force to replace it with a new, empty log)",
     );
     assert_eq!(std::fs::read(&rescued).unwrap(), b"old");
-    let out = daxlog(&["check", p(&log), "--salvage", p(&rescued), "--force"]);
+    let out = daxlog(&[
+        "--lock-wait",
+        "10",
+        "check",
+        p(&log),
+        "--salvage",
+        p(&rescued),
+        "--force",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(
         lines_of(&text(&out.stdout)),
@@ -1950,7 +1990,15 @@ fn salvage_keeps_lsns() {
     );
     // Not into the log being salvaged.
     let before = std::fs::read(&log).unwrap();
-    let out = daxlog(&["check", p(&log), "--salvage", p(&log), "--force"]);
+    let out = daxlog(&[
+        "--lock-wait",
+        "10",
+        "check",
+        p(&log),
+        "--salvage",
+        p(&log),
+        "--force",
+    ]);
     assert_error(4, &out, &log, "is the log being salvaged");
     assert_eq!(std::fs::read(&log).unwrap(), before);
 }
@@ -2588,12 +2636,27 @@ fn docs_error_table_is_what_the_tool_prints() {
     row(
         "`check --salvage` into an existing file",
         "check /x/damaged.dax --salvage /x/log.dax",
-        daxlog(&["check", &s(&damaged), "--salvage", &s(&log)]),
+        daxlog(&[
+            "--lock-wait",
+            "10",
+            "check",
+            &s(&damaged),
+            "--salvage",
+            &s(&log),
+        ]),
     );
     row(
         "`check --salvage` into the log itself",
         "check /x/damaged.dax --salvage /x/damaged.dax --force",
-        daxlog(&["check", &s(&damaged), "--salvage", &s(&damaged), "--force"]),
+        daxlog(&[
+            "--lock-wait",
+            "10",
+            "check",
+            &s(&damaged),
+            "--salvage",
+            &s(&damaged),
+            "--force",
+        ]),
     );
     row(
         "`bench` in a missing directory",
@@ -3212,7 +3275,7 @@ fn entries_at_the_end_of_the_file_are_not_a_full_log() {
     );
     ok(&["truncate", p(&path), "--before", "2"]);
     let want = "the entries reach the end of the file; the next append goes to offset 4096 \
-                (2024 bytes free there)";
+                (2016 bytes free there in one piece)";
     let checked = ok(&["check", p(&path)]);
     assert!(
         checked.trim_end().ends_with(&format!("; {want}")),
@@ -3225,6 +3288,28 @@ fn entries_at_the_end_of_the_file_are_not_a_full_log() {
         "{rows}"
     );
     assert_eq!(ok(&["append", p(&path), "--data", "hello"]), "3\n");
+    // Room for no entry before the first one (8 bytes stay free before it): full. A 4040-byte
+    // payload after an empty entry fills the data area to its last 8 bytes.
+    let path = dir.path().join("f.dax");
+    ok(&["create", p(&path), "--capacity", "8k"]);
+    ok(&["append", p(&path), "--data", ""]);
+    let input = "c".repeat(4040);
+    let out = daxlog_stdin(&["append", p(&path), "--format", "nul"], input.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(&["truncate", p(&path), "--before", "2"]);
+    let checked = ok(&["check", p(&path)]);
+    assert!(
+        checked
+            .trim_end()
+            .ends_with("; the entries reach the end of the file and the log is full"),
+        "{checked}"
+    );
+    assert_error(
+        4,
+        &daxlog(&["append", p(&path), "--data", ""]),
+        &path,
+        "log full",
+    );
 }
 
 /// A version-1 log has no reader area: `info` shows no published or vouched LSN, whatever the
@@ -3331,6 +3416,19 @@ fn a_done_change_whose_report_cannot_be_printed_says_it_was_done() {
         &path,
         "the reset was done, but its report could not be printed",
     );
+    assert_eq!(ok(&["cat", p(&path)]), "");
+    // A reader of stdout that went away did not want the report: exit 0, quietly.
+    ok(&["append", p(&path), "--data", "three"]);
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let out = Command::new(bin())
+        .args(["truncate", p(&path), "--before", "4"])
+        .stdout(std::fs::File::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
     assert_eq!(ok(&["cat", p(&path)]), "");
 }
 

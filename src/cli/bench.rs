@@ -771,8 +771,8 @@ fn timed_slice(
         let mut total = 0;
         let mut failure = None;
         // From the first worker's start to the last worker's end (just after its last
-        // append returned), as the workers saw them: not this thread's wake-ups (which, for a small log that fills at once, would
-        // be most of the time measured).
+        // append returned), as the workers saw them: not this thread's wake-ups (which, for
+        // a small log that fills at once, would be most of the time measured).
         let (mut from, mut to) = (None::<Instant>, None::<Instant>);
         for w in workers {
             match w.join() {

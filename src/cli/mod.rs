@@ -264,15 +264,19 @@ pub(crate) fn warn_if_not_durable(log: &Log, what: &str) {
 /// What a log whose last entry ends at the end of the file ([`crate::TailState::EndOfFile`])
 /// holds next: the next append goes to the start of the data area, before the first entry,
 /// where `free` bytes of the data area are, less the `after_tail` bytes after the last entry
-/// (too few for any entry); none if too few for the smallest entry: the log is full.
+/// (too few for any entry), less the 8 bytes an append leaves before the first entry (`place`
+/// in `reserve.rs`, as `Error::Full`'s free space in one piece); the log is full if that is
+/// too few for the smallest entry.
 pub(crate) fn end_of_file_text(free: u64, after_tail: u64) -> String {
-    let room = free.saturating_sub(after_tail);
+    let room = free
+        .saturating_sub(after_tail)
+        .saturating_sub(crate::format::ENTRY_ALIGN as u64);
     if room < crate::format::HEADER_LEN as u64 {
         "the entries reach the end of the file and the log is full".to_string()
     } else {
         format!(
             "the entries reach the end of the file; the next append goes to offset {} \
-             ({} free there)",
+             ({} free there in one piece)",
             crate::format::DATA_OFFSET,
             count(room, "byte", "bytes")
         )
@@ -291,23 +295,26 @@ pub(crate) fn torn_rest(entries: u64) -> String {
     }
 }
 
-/// `1 entry`, `2 entries`.
 /// Prints `text` (lines, each ending in a newline) to stdout after an operation on `path`
 /// that is done (`done`: "the truncation was done"): a failure to print is reported as such,
 /// not as a failure of the operation.
 pub(crate) fn print_done(path: &Path, done: &str, text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A reader that went away did not want the report: the change is done, quietly (as
+        // read-only commands end).
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| {
             CliError::Failed(format!(
                 "{}: {done}, but its report could not be printed (stdout: {})",
                 path.display(),
                 os_text(&e)
             ))
-        })
+        }),
+    }
 }
 
+/// `1 entry`, `2 entries`.
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
