@@ -16,13 +16,19 @@
 //! | `POST /raft/vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
 //! | `POST /raft/install-snapshot` | `InstallSnapshotRequest` (one chunk) | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //!
-//! Each request carries its sender's node id in the [`FROM_HEADER`] header.
+//! Each request carries its sender's node id in the [`FROM_HEADER`] header and the node id it
+//! is meant for in the [`TO_HEADER`] header. A node refuses, unprocessed, an RPC meant for
+//! another id ([`Refused::WrongNode`], `421` with the reason as text): one address given for
+//! two node ids (e.g. a learner added at another node's address) would otherwise let one
+//! server answer, and vote, for both. A request without the header (from an earlier version)
+//! is taken.
 //!
 //! # Errors
 //!
 //! The client maps a timeout (the RPC's `RPCOption::hard_ttl()`, or the connect timeout) to
 //! `RPCError::Timeout`, a failure to connect or any other transport failure (the peer is down,
-//! the connection was reset, the server answered `503`) to `RPCError::Unreachable` (openraft
+//! the connection was reset, the server answered `503`, or `421` because it is not the node
+//! the RPC was meant for) to `RPCError::Unreachable` (openraft
 //! backs off before retrying), a remote openraft error to `RPCError::RemoteError`, and a body
 //! that is not what it should be (wrong header, undecodable, an unexpected status) to
 //! `RPCError::Network`.
@@ -63,6 +69,36 @@ pub const WIRE_HEADER: [u8; 4] = *b"DXR\x01";
 
 /// The header naming the sender of a peer RPC (its node id, in decimal).
 pub const FROM_HEADER: &str = "x-daxlog-raft-from";
+
+/// The header naming the node a peer RPC is meant for (its node id, in decimal).
+pub const TO_HEADER: &str = "x-daxlog-raft-to";
+
+/// Why a node refuses a peer RPC before openraft sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The RPC is meant for another node id than this node's: the sender has this node's
+    /// address under another id. Answered `421`.
+    #[error(
+        "wrong node: this is node {node}, not node {target} (is node {target} known at node \
+         {node}'s address?)"
+    )]
+    WrongNode {
+        /// This node's id.
+        node: NodeId,
+        /// The id the RPC was meant for.
+        target: NodeId,
+    },
+}
+
+impl Refused {
+    /// The status the server answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refused::WrongNode { .. } => StatusCode::MISDIRECTED_REQUEST,
+        }
+    }
+}
 
 /// The content type of binary bodies.
 pub const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
@@ -265,6 +301,7 @@ impl HttpConnection {
             .post(format!("{}{path}", self.base))
             .timeout(ttl)
             .header(FROM_HEADER, self.net.id)
+            .header(TO_HEADER, self.target)
             .header(header::CONTENT_TYPE, BINARY_CONTENT_TYPE)
             .body(body)
             .send()
@@ -274,7 +311,8 @@ impl HttpConnection {
         let bytes = response.bytes().await.map_err(transport)?;
         match status {
             StatusCode::OK => {}
-            StatusCode::SERVICE_UNAVAILABLE => {
+            // Partitioned, or not the node this RPC is meant for: never an answer.
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::MISDIRECTED_REQUEST => {
                 return Err(RPCError::Unreachable(unreachable(format!(
                     "node {} refused {path}: {}",
                     self.target,
@@ -331,6 +369,8 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
 /// What the server side needs.
 #[derive(Clone)]
 struct Peer {
+    /// This node's id: RPCs meant for another are refused.
+    id: NodeId,
     raft: Raft<TypeConfig>,
     partition: Partition,
     /// The order of the chunks of the snapshot being received.
@@ -338,10 +378,12 @@ struct Peer {
 }
 
 /// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
-/// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, refusing (`503`) the RPCs of the
-/// senders `partition` blocks. Bodies up to `max_body` bytes are accepted (an append-entries
+/// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, node `id`, refusing (`503`) the RPCs
+/// of the senders `partition` blocks, and (`421`, [`Refused::WrongNode`]) those meant for
+/// another node id. Bodies up to `max_body` bytes are accepted (an append-entries
 /// batch may be large: allow at least the log's capacity); larger ones get `413`.
 pub fn peer_router<S>(
+    id: NodeId,
     raft: Raft<TypeConfig>,
     partition: Partition,
     max_body: usize,
@@ -352,6 +394,7 @@ pub fn peer_router<S>(
         .route(INSTALL_SNAPSHOT_PATH, post(install_snapshot))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Peer {
+            id,
             raft,
             partition,
             receiving: Arc::default(),
@@ -364,6 +407,26 @@ fn admit<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, (StatusCode, String)> {
+    if let Some(to) = headers.get(TO_HEADER) {
+        let Some(target) = to
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<NodeId>().ok())
+        else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("{TO_HEADER} is not a node id"),
+            ));
+        };
+        if target != peer.id {
+            let refused = Refused::WrongNode {
+                node: peer.id,
+                target,
+            };
+            tracing::warn!("peer RPC refused: {refused}");
+            return Err((refused.status(), refused.to_string()));
+        }
+    }
     if let Some(from) = headers.get(FROM_HEADER) {
         let Some(from) = from
             .to_str()

@@ -10,7 +10,7 @@
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
 //! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
-//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner) |
+//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
@@ -205,6 +205,8 @@ struct Shared {
     /// Raft entries the write group proposed, and the client writes they carried.
     entries_proposed: AtomicU64,
     writes_proposed: AtomicU64,
+    /// The client of the admin routes' own requests to other nodes (who a learner is).
+    http: reqwest::Client,
     /// Until it is passed, what a linearizable `/read` waits for besides openraft's read log
     /// id: this node was restored as leader, and its saved committed log id may lag writes it
     /// acknowledged ([`ReadFence`]).
@@ -288,6 +290,9 @@ impl Node {
             partition: partition.clone(),
             request_timeout: opts.request_timeout,
             writes,
+            http: reqwest::Client::builder()
+                .connect_timeout(crate::http::CONNECT_TIMEOUT)
+                .build()?,
             entries_proposed: AtomicU64::new(0),
             writes_proposed: AtomicU64::new(0),
             read_fence: std::sync::Mutex::new(read_fence),
@@ -321,9 +326,12 @@ impl Node {
         if opts.test_hooks {
             app = app.route("/test/partition", post(set_partition));
         }
-        let app = app
-            .with_state(shared.clone())
-            .merge(peer_router(raft, partition, max_peer_body));
+        let app = app.with_state(shared.clone()).merge(peer_router(
+            opts.id,
+            raft,
+            partition,
+            max_peer_body,
+        ));
 
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -912,6 +920,9 @@ impl Shared {
         // received nothing at all may be. Waited for below instead: until it holds the log up
         // to its own membership entry, bounded by the caller.
         let deadline = tokio::time::Instant::now() + self.request_timeout;
+        if let Some(refused) = self.learner_identity(req.id, &req.addr).await {
+            return refused;
+        }
         let add = self
             .raft
             .add_learner(req.id, BasicNode::new(req.addr.clone()), false);
@@ -972,6 +983,36 @@ impl Shared {
                 )
             }
         }
+    }
+}
+
+impl Shared {
+    /// Asks the node at `addr` who it is (its `GET /metrics`, within a second): `409
+    /// wrong_node` if it says it is another node than `id` (two ids at one address would let
+    /// one node vote for both; its server would refuse the RPCs meant for `id` anyway, see
+    /// [`crate::http::Refused`]). `None` if it is node `id`, or if it does not answer (it may
+    /// be started later: the learner is added, and `add-learner` reports whether it caught up).
+    async fn learner_identity(&self, id: NodeId, addr: &str) -> Option<Response> {
+        let resp = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .ok()?;
+        let body = resp.bytes().await.ok()?;
+        let m: Value = serde_json::from_slice(&body).ok()?;
+        let other = m["id"].as_u64().filter(|other| *other != id)?;
+        Some(reply(
+            StatusCode::CONFLICT,
+            json!({
+                "error": "wrong_node",
+                "detail": format!(
+                    "the node at {addr} is node {other}, not node {id}: give node {id} the \
+                     address it listens on"
+                ),
+            }),
+        ))
     }
 }
 

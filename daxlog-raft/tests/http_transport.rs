@@ -927,3 +927,76 @@ async fn admitted_while_waiting() {
     nodes.insert(0, leader);
     drop(nodes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ids_at_one_address_make_no_quorum() {
+    bounded(two_ids_at_one_address()).await;
+}
+
+/// Node ids 9 and 10 given node 2's address: `/admin/add-learner` refuses them (the address
+/// answers as node 2), a peer RPC addressed to another id is refused unprocessed, and with 9
+/// and 10 made voters anyway (through openraft's API) and nodes 1 and 3 down, node 2 is not
+/// elected on the votes its own server would have given for them.
+async fn two_ids_at_one_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let quick = |id| NodeOptions {
+        request_timeout: Duration::from_secs(2),
+        ..options(id, dir.path())
+    };
+    let mut nodes = voters3(&c, quick).await;
+    let n2_addr = nodes[1].addr().to_string();
+
+    for id in [9, 10] {
+        let learner = json!({"id": id, "addr": n2_addr});
+        let (status, v) = c.post(&nodes[0], "/admin/add-learner", learner).await;
+        assert_eq!((status, &v["error"]), (409, &json!("wrong_node")), "{v}");
+    }
+    let learners = c.metrics(&nodes[0]).await["membership"]["learners"].clone();
+    assert_eq!(learners, json!([]), "{learners}");
+
+    // A vote addressed to node 9 reaches node 2's server: refused, not counted.
+    let vote = VoteRequest::<NodeId>::new(Vote::new(99, 1), None);
+    let resp = c
+        .http
+        .post(format!("http://{}{VOTE_PATH}", nodes[1].addr()))
+        .header(FROM_HEADER, 1)
+        .header("x-daxlog-raft-to", 9)
+        .body(encode(&vote).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    assert_eq!(status, 421, "{text}");
+    assert!(text.contains("node 2, not node 9"), "{text}");
+    assert!(c.metrics(&nodes[1]).await["current_term"].as_u64() < Some(99));
+
+    // Made voters through openraft's API, 9 and 10 are in the membership at node 2's address.
+    let raft = nodes[0].raft().clone();
+    for id in [9, 10] {
+        raft.add_learner(id, openraft::BasicNode::new(n2_addr.clone()), false)
+            .await
+            .unwrap();
+    }
+    let change = tokio::spawn(async move {
+        raft.change_membership(std::collections::BTreeSet::from([1, 2, 3, 9, 10]), false)
+            .await
+    });
+    tokio::time::timeout(WAIT, change)
+        .await
+        .expect("membership change in time")
+        .unwrap()
+        .unwrap();
+    let n3 = nodes.pop().unwrap();
+    let n1 = nodes.remove(0);
+    shutdown(vec![n1, n3]).await;
+    // Ten election timeouts: node 2 alone is never leader.
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let m = c.metrics(&nodes[0]).await;
+        assert_ne!(m["state"], "Leader", "node 2 elected without a quorum: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown(nodes).await;
+}
