@@ -23,12 +23,19 @@
 //! server answer, and vote, for both. A request without the header (from an earlier version)
 //! is taken.
 //!
+//! A sender that belongs to a cluster (see [`crate::identity`]) names it in the
+//! [`CLUSTER_HEADER`] header. A node of another cluster refuses the RPC, unprocessed
+//! ([`Refused::OtherCluster`], `409` with the reason as text, logged); a node of no cluster
+//! yet takes the id, durably, from the first `AppendEntries` or `InstallSnapshot` chunk that
+//! carries one, before openraft sees it. A request without the header (from an earlier
+//! version, or from a node of no cluster) is taken.
+//!
 //! # Errors
 //!
 //! The client maps a timeout (the RPC's `RPCOption::hard_ttl()`, or the connect timeout) to
 //! `RPCError::Timeout`, a failure to connect or any other transport failure (the peer is down,
-//! the connection was reset, the server answered `503`, or `421` because it is not the node
-//! the RPC was meant for) to `RPCError::Unreachable` (openraft
+//! the connection was reset, the server answered `503`, or `421` or `409` because it is not
+//! the node, or not of the cluster, the RPC was meant for) to `RPCError::Unreachable` (openraft
 //! backs off before retrying), a remote openraft error to `RPCError::RemoteError`, and a body
 //! that is not what it should be (wrong header, undecodable, an unexpected status) to
 //! `RPCError::Network`.
@@ -62,6 +69,7 @@ use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::identity::{AdoptError, ClusterIdentity, OtherCluster};
 use crate::{NodeId, TypeConfig};
 
 /// The first bytes of every binary body: `b"DXR"` and the wire version, 1.
@@ -72,6 +80,9 @@ pub const FROM_HEADER: &str = "x-daxlog-raft-from";
 
 /// The header naming the node a peer RPC is meant for (its node id, in decimal).
 pub const TO_HEADER: &str = "x-daxlog-raft-to";
+
+/// The header naming the sender's cluster (its id, see [`crate::identity`]).
+pub const CLUSTER_HEADER: &str = "x-daxlog-raft-cluster";
 
 /// Why a node refuses a peer RPC before openraft sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +100,10 @@ pub enum Refused {
         /// The id the RPC was meant for.
         target: NodeId,
     },
+    /// The RPC comes from another cluster than this node's (e.g. from a node whose directory
+    /// was wiped and that was initialized again). Answered `409`.
+    #[error(transparent)]
+    OtherCluster(#[from] OtherCluster),
 }
 
 impl Refused {
@@ -96,6 +111,7 @@ impl Refused {
     pub fn status(&self) -> StatusCode {
         match self {
             Refused::WrongNode { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Refused::OtherCluster(_) => StatusCode::CONFLICT,
         }
     }
 }
@@ -207,11 +223,17 @@ pub struct HttpNetwork {
     id: NodeId,
     client: reqwest::Client,
     partition: Partition,
+    cluster: ClusterIdentity,
 }
 
 impl HttpNetwork {
-    /// The network of node `id`, which refuses to reach the ids `partition` blocks.
-    pub fn new(id: NodeId, partition: Partition) -> Result<Self, reqwest::Error> {
+    /// The network of node `id`, of cluster `cluster` (named in every RPC once it has one),
+    /// which refuses to reach the ids `partition` blocks.
+    pub fn new(
+        id: NodeId,
+        partition: Partition,
+        cluster: ClusterIdentity,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -221,6 +243,7 @@ impl HttpNetwork {
             id,
             client,
             partition,
+            cluster,
         })
     }
 }
@@ -295,13 +318,17 @@ impl HttpConnection {
             }
         };
         let body = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let response = self
+        let mut request = self
             .net
             .client
             .post(format!("{}{path}", self.base))
             .timeout(ttl)
             .header(FROM_HEADER, self.net.id)
-            .header(TO_HEADER, self.target)
+            .header(TO_HEADER, self.target);
+        if let Some(cluster) = self.net.cluster.get() {
+            request = request.header(CLUSTER_HEADER, cluster);
+        }
+        let response = request
             .header(header::CONTENT_TYPE, BINARY_CONTENT_TYPE)
             .body(body)
             .send()
@@ -311,8 +338,11 @@ impl HttpConnection {
         let bytes = response.bytes().await.map_err(transport)?;
         match status {
             StatusCode::OK => {}
-            // Partitioned, or not the node this RPC is meant for: never an answer.
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::MISDIRECTED_REQUEST => {
+            // Partitioned, not the node this RPC is meant for, or of another cluster: never
+            // an answer.
+            StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::MISDIRECTED_REQUEST
+            | StatusCode::CONFLICT => {
                 return Err(RPCError::Unreachable(unreachable(format!(
                     "node {} refused {path}: {}",
                     self.target,
@@ -371,6 +401,8 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
 struct Peer {
     /// This node's id: RPCs meant for another are refused.
     id: NodeId,
+    /// This node's cluster: RPCs of another are refused.
+    cluster: ClusterIdentity,
     raft: Raft<TypeConfig>,
     partition: Partition,
     /// The order of the chunks of the snapshot being received.
@@ -378,12 +410,15 @@ struct Peer {
 }
 
 /// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
-/// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, node `id`, refusing (`503`) the RPCs
-/// of the senders `partition` blocks, and (`421`, [`Refused::WrongNode`]) those meant for
-/// another node id. Bodies up to `max_body` bytes are accepted (an append-entries
+/// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, node `id` of `cluster`, refusing
+/// (`503`) the RPCs of the senders `partition` blocks, (`421`, [`Refused::WrongNode`]) those
+/// meant for another node id and (`409`, [`Refused::OtherCluster`]) those of another cluster;
+/// a node of no cluster yet adopts the one its first `AppendEntries` or `InstallSnapshot`
+/// carries. Bodies up to `max_body` bytes are accepted (an append-entries
 /// batch may be large: allow at least the log's capacity); larger ones get `413`.
 pub fn peer_router<S>(
     id: NodeId,
+    cluster: ClusterIdentity,
     raft: Raft<TypeConfig>,
     partition: Partition,
     max_body: usize,
@@ -395,6 +430,7 @@ pub fn peer_router<S>(
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Peer {
             id,
+            cluster,
             raft,
             partition,
             receiving: Arc::default(),
@@ -427,6 +463,11 @@ fn admit<T: DeserializeOwned>(
             return Err((refused.status(), refused.to_string()));
         }
     }
+    if let Err(other) = peer.cluster.check(carried_cluster(headers)) {
+        let refused = Refused::from(other);
+        tracing::warn!("peer RPC refused: {refused}");
+        return Err((refused.status(), refused.to_string()));
+    }
     if let Some(from) = headers.get(FROM_HEADER) {
         let Some(from) = from
             .to_str()
@@ -448,6 +489,44 @@ fn admit<T: DeserializeOwned>(
     decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// The cluster id a request carries, if any.
+fn carried_cluster(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(CLUSTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Makes the cluster id the request carries this node's, durably, if it has none yet (a
+/// new node's first `AppendEntries` or `InstallSnapshot`): before openraft takes anything of
+/// it. The error is the response to send instead.
+async fn adopt_cluster(peer: &Peer, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+    let Some(carried) = carried_cluster(headers).map(str::to_string) else {
+        return Ok(());
+    };
+    if peer.cluster.get().is_some() {
+        return Ok(()); // Checked by `admit`.
+    }
+    let cluster = peer.cluster.clone();
+    let adopted = tokio::task::spawn_blocking(move || cluster.adopt(&carried)).await;
+    let refused = |status, text: String| {
+        tracing::warn!("peer RPC refused: {text}");
+        Err((status, text))
+    };
+    match adopted {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(AdoptError::Other(other))) => {
+            let refused_by = Refused::from(other);
+            refused(refused_by.status(), refused_by.to_string())
+        }
+        Ok(Err(e @ AdoptError::Invalid(_))) => refused(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e @ AdoptError::Store(_))) => {
+            refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
 fn binary<T: Serialize>(value: &T) -> Response {
     match encode(value) {
         Ok(body) => (
@@ -467,6 +546,9 @@ async fn append_entries(State(peer): State<Peer>, headers: HeaderMap, body: Byte
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    if let Err(refused) = adopt_cluster(&peer, &headers).await {
+        return refused.into_response();
+    }
     binary(&peer.raft.append_entries(rpc).await)
 }
 
@@ -483,6 +565,9 @@ async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: By
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    if let Err(refused) = adopt_cluster(&peer, &headers).await {
+        return refused.into_response();
+    }
     let order = || peer.receiving.lock().unwrap_or_else(|e| e.into_inner());
     let (id, offset, len, vote) = (
         rpc.meta.snapshot_id.clone(),

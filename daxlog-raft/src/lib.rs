@@ -43,6 +43,7 @@ pub mod cluster;
 pub mod codec;
 mod files;
 pub mod http;
+pub mod identity;
 pub mod journal;
 mod log_store;
 mod meta;

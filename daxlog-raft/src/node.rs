@@ -9,8 +9,8 @@
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
-//! | `GET /metrics` | | `200 {"id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
-//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node (nothing changed) |
+//! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
+//! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
@@ -40,6 +40,11 @@
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
 //! runs: a start with another `--id` on the directory, or a second process on it, is refused
 //! before anything in the directory is touched.
+//!
+//! **Cluster id.** `init` on a store that is not initialized makes a new random cluster id
+//! and keeps it in `cluster.id` ([`crate::identity`]) before the cluster's first entry; a
+//! node without one adopts its leader's from the first `AppendEntries` or `InstallSnapshot`
+//! it takes. Peers of another cluster are refused ([`crate::http::Refused::OtherCluster`]).
 //!
 //! `/append` checks the write with the log store's [`Admission`] before proposing it: too
 //! large, `413 {"error":"too_large","len","max"}`; log full, `503
@@ -74,6 +79,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::open_store_retrying;
 use crate::http::{peer_router, HttpNetwork, Partition};
+use crate::identity::ClusterIdentity;
 use crate::{
     lock, Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request,
     TypeConfig, WriteRejected, COMMITTED_SAVE_EVERY,
@@ -198,6 +204,7 @@ struct Shared {
     raft: Raft<TypeConfig>,
     sm: KvStateMachine,
     admission: Admission<TypeConfig>,
+    cluster: ClusterIdentity,
     partition: Partition,
     request_timeout: Duration,
     /// `/append`s admitted and waiting for the write group ([`write_group`]).
@@ -247,6 +254,7 @@ impl Node {
         let config = Arc::new(opts.config()?);
         let (dir, id) = (opts.data_dir.clone(), opts.id);
         let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
+        let cluster = ClusterIdentity::load(&opts.data_dir)?;
         let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
         // (The committed log id saved behind the commit: `/read` passes the store's read
         // fence.)
@@ -267,10 +275,14 @@ impl Node {
         let listener = TcpListener::bind(&opts.listen).await?;
         let addr = listener.local_addr()?;
         let partition = Partition::new();
-        let network = HttpNetwork::new(opts.id, partition.clone())?;
+        let network = HttpNetwork::new(opts.id, partition.clone(), cluster.clone())?;
         let raft = Raft::new(opts.id, config, network, store, sm.clone()).await?;
 
         if opts.init && !raft.is_initialized().await? {
+            // A new cluster: a new id, durable before the first entry exists.
+            let new = cluster.clone();
+            let id = tokio::task::spawn_blocking(move || new.create()).await??;
+            tracing::info!(cluster = id, "initializing a new cluster");
             let members = BTreeMap::from([(opts.id, BasicNode::new(addr.to_string()))]);
             match raft.initialize(members).await {
                 Ok(()) => {}
@@ -287,6 +299,7 @@ impl Node {
             raft: raft.clone(),
             sm,
             admission,
+            cluster: cluster.clone(),
             partition: partition.clone(),
             request_timeout: opts.request_timeout,
             writes,
@@ -328,6 +341,7 @@ impl Node {
         }
         let app = app.with_state(shared.clone()).merge(peer_router(
             opts.id,
+            cluster,
             raft,
             partition,
             max_peer_body,
@@ -884,6 +898,7 @@ async fn metrics(State(node): State<Arc<Shared>>) -> Response {
         StatusCode::OK,
         json!({
             "id": m.id,
+            "cluster_id": node.cluster.get(),
             "state": format!("{:?}", m.state),
             "current_term": m.current_term,
             "current_leader": m.current_leader,
@@ -988,7 +1003,8 @@ impl Shared {
 
 impl Shared {
     /// Asks the node at `addr` who it is (its `GET /metrics`, within a second): `409
-    /// wrong_node` if it says it is another node than `id` (two ids at one address would let
+    /// other_cluster` if it belongs to another cluster (its server would refuse this one's
+    /// RPCs), `409 wrong_node` if it says it is another node than `id` (two ids at one address would let
     /// one node vote for both; its server would refuse the RPCs meant for `id` anyway, see
     /// [`crate::http::Refused`]). `None` if it is node `id`, or if it does not answer (it may
     /// be started later: the learner is added, and `add-learner` reports whether it caught up).
@@ -1002,6 +1018,22 @@ impl Shared {
             .ok()?;
         let body = resp.bytes().await.ok()?;
         let m: Value = serde_json::from_slice(&body).ok()?;
+        let theirs = m["cluster_id"].as_str();
+        if theirs.is_some() && theirs != self.cluster.get().as_deref() {
+            return Some(reply(
+                StatusCode::CONFLICT,
+                json!({
+                    "error": "other_cluster",
+                    "detail": format!(
+                        "the node at {addr} belongs to cluster {}, not to this one ({}): a \
+                         node joins a cluster only with an empty directory (started without \
+                         --init)",
+                        theirs.unwrap_or_default(),
+                        self.cluster.get().unwrap_or_else(|| "none".into())
+                    ),
+                }),
+            ));
+        }
         let other = m["id"].as_u64().filter(|other| *other != id)?;
         Some(reply(
             StatusCode::CONFLICT,

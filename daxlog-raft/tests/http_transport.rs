@@ -1000,3 +1000,83 @@ async fn two_ids_at_one_address() {
     }
     shutdown(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_clusters_never_merge() {
+    bounded(separate_clusters()).await;
+}
+
+/// A voter whose directory was wiped and that is started again with `--init` is a cluster of
+/// its own: it never follows the old cluster's leader (whose term is higher) nor takes its
+/// entries; and `/admin/add-learner` refuses a node that belongs to another cluster.
+async fn separate_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let quick = |id| NodeOptions {
+        request_timeout: Duration::from_secs(2),
+        ..options(id, dir.path())
+    };
+    let mut nodes = voters3(&c, quick).await;
+    let (status, v) = c.append(&nodes[0], b"real 1").await;
+    assert_eq!(status, 200, "{v}");
+    let n3 = nodes.pop().unwrap();
+    let n3_addr = n3.addr();
+    shutdown(vec![n3]).await;
+    std::fs::remove_dir_all(dir.path().join("node-3")).unwrap();
+    // A later term, which a new single-node cluster (term 1) would follow.
+    nodes[1].raft().trigger().elect().await.unwrap();
+    let leader = until("a leader in a later term", || async {
+        for (i, n) in nodes.iter().enumerate() {
+            let m = c.metrics(n).await;
+            let leads = m["state"] == "Leader" && m["current_leader"] == json!(n.id());
+            if leads && m["current_term"].as_u64() > Some(1) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    let (status, v) = c.append(&nodes[leader], b"real 2").await;
+    assert_eq!(status, 200, "{v}");
+
+    let n3 = Node::start(NodeOptions {
+        init: true,
+        listen: n3_addr.to_string(),
+        ..quick(3)
+    })
+    .await
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        let m = c.metrics(&n3).await;
+        assert_ne!(
+            m["current_leader"],
+            json!(nodes[leader].id()),
+            "node 3 follows the old cluster: {m}"
+        );
+        let (_, journal, _) = c.journal(&n3, "from=0&local=true").await;
+        assert!(journal.is_empty(), "node 3 took the old cluster's records");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old cluster goes on with nodes 1 and 2.
+    let (status, v) = c.append(&nodes[leader], b"real 3").await;
+    assert_eq!(status, 200, "{v}");
+
+    // A node of another cluster is not taken as a learner.
+    let n4 = Node::start(NodeOptions {
+        init: true,
+        ..quick(4)
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n4).await;
+    let learner = json!({"id": 4, "addr": n4.addr().to_string()});
+    let (status, v) = c.post(&nodes[leader], "/admin/add-learner", learner).await;
+    assert_eq!((status, &v["error"]), (409, &json!("other_cluster")), "{v}");
+    let learners = c.metrics(&nodes[leader]).await["membership"]["learners"].clone();
+    assert_eq!(learners, json!([]), "{learners}");
+    nodes.push(n3);
+    nodes.push(n4);
+    shutdown(nodes).await;
+}
+

@@ -28,8 +28,9 @@ struct Args {
     /// The node's directory (log.dax, meta.dax, sm/).
     #[arg(long)]
     data_dir: PathBuf,
-    /// Initialize a cluster of this node alone (nothing happens if the store already has a
-    /// vote or a log).
+    /// Initialize a new cluster of this node alone, with a new cluster id (nothing happens if
+    /// the store already has a vote or a log). Only on the very first start of the first
+    /// node: a node started with it on a wiped directory is a cluster of its own.
     #[arg(long)]
     init: bool,
     /// Build a snapshot (and purge the log behind it) every this many entries.
