@@ -16,6 +16,9 @@
 //! | `POST /raft/vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
 //! | `POST /raft/install-snapshot` | `InstallSnapshotRequest` (one chunk) | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //!
+//! A node that has never joined a cluster (no cluster id, no vote, no log: a new node, or a
+//! voter that lost its files) grants no vote: it answers "not granted" with its own vote.
+//!
 //! Each request carries its sender's node id in the [`FROM_HEADER`] header and the node id it
 //! is meant for in the [`TO_HEADER`] header. A node refuses, unprocessed, an RPC meant for
 //! another id ([`Refused::WrongNode`], `421` with the reason as text): one address given for
@@ -557,7 +560,37 @@ async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Resp
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    if let Some(refusal) = never_joined(&peer) {
+        tracing::info!(
+            candidate = %rpc.vote,
+            "vote not granted: this node has never joined a cluster (no cluster id, no vote, \
+             no log)"
+        );
+        return binary(&Ok::<_, RaftError<NodeId>>(refusal));
+    }
     binary(&peer.raft.vote(rpc).await)
+}
+
+/// If this node has never joined a cluster (no cluster id, no vote, no log, no snapshot), the
+/// answer to every vote request: not granted, with its own vote. Such a node may be a voter
+/// that lost its files: granting, it could elect a candidate that lacks acknowledged writes
+/// (the quorum that holds them counted this node). A new node takes part once it received
+/// its leader's first `AppendEntries` (and the cluster id).
+fn never_joined(peer: &Peer) -> Option<VoteResponse<NodeId>> {
+    if peer.cluster.get().is_some() {
+        return None;
+    }
+    let m = peer.raft.metrics();
+    let m = m.borrow();
+    let empty = m.vote == openraft::Vote::default()
+        && m.last_log_index.is_none()
+        && m.snapshot.is_none()
+        && m.purged.is_none();
+    empty.then(|| VoteResponse {
+        vote: m.vote,
+        vote_granted: false,
+        last_log_id: None,
+    })
 }
 
 async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {

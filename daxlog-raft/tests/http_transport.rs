@@ -1080,3 +1080,40 @@ async fn separate_clusters() {
     shutdown(nodes).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_data_grants_no_vote() {
+    bounded(no_vote_without_data()).await;
+}
+
+/// A node started on an empty directory (it may be a voter that lost its files) answers a
+/// vote request "not granted", with its own vote; once it holds a vote or a log it votes as
+/// usual.
+async fn no_vote_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n5 = Node::start(options(5, dir.path())).await.unwrap();
+    let vote = VoteRequest::<NodeId>::new(Vote::new(5, 1), None);
+    let (status, body) = raw_vote_bytes(&c, &n5, 1, encode(&vote).unwrap()).await;
+    assert_eq!(status, 200);
+    let answer: Result<openraft::raft::VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =
+        daxlog_raft::http::decode(&body).unwrap();
+    let answer = answer.unwrap();
+    assert!(!answer.vote_granted, "{answer:?}");
+    assert!(answer.vote < Vote::new(5, 1), "{answer:?}");
+    assert_eq!(c.metrics(&n5).await["current_term"], json!(0));
+    shutdown(vec![n5]).await;
+}
+
+/// A peer RPC's status and raw answer.
+async fn raw_vote_bytes(c: &Client, node: &Node, from: NodeId, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let resp = c
+        .http
+        .post(format!("http://{}{VOTE_PATH}", node.addr()))
+        .header(FROM_HEADER, from)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.unwrap_or_default().to_vec())
+}
