@@ -847,6 +847,20 @@ where
         Self::open_inner(dir.as_ref(), opts, Some(snapshot))
     }
 
+    /// Sets the admission reserve ([`LogStoreOptions::full_reserve`]) of a store already
+    /// open, e.g. one sized by the capacity of the log it opened (which is the file's, not
+    /// [`LogStoreOptions::log_capacity`], when the log existed): before the store's
+    /// [`Admission`] is taken and the store handed to openraft.
+    pub fn set_full_reserve(&mut self, bytes: u64) {
+        self.reserve = Some(bytes);
+        self.chunk_bytes = (bytes / 4).max(1);
+    }
+
+    /// The space of the store's log: its capacity (the file's) and what is in use.
+    pub fn space(&self) -> daxlog::Space {
+        self.inner.log.space()
+    }
+
     /// Admission control for client writes to this store's log (see [`Admission`]): take it
     /// before handing the store to openraft.
     pub fn admission(&self) -> Admission<C> {

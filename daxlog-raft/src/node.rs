@@ -128,7 +128,7 @@ pub struct NodeOptions {
     /// Entries kept in the log behind a snapshot (openraft's `max_in_snapshot_log_to_keep`);
     /// `None`: a quarter of `snapshot_every`, at most 1000.
     pub keep_after_snapshot: Option<u64>,
-    /// The capacity of `log.dax`, in bytes.
+    /// The capacity of a new `log.dax`, in bytes (an existing one keeps its own).
     pub log_capacity: u64,
     /// The leader's heartbeat interval.
     pub heartbeat_ms: u64,
@@ -258,18 +258,21 @@ impl Node {
         let sm = KvStateMachine::open(opts.data_dir.join("sm"))?;
         // (The committed log id saved behind the commit: `/read` passes the store's read
         // fence.)
-        let mut store_opts = LogStoreOptions::new()
+        let store_opts = LogStoreOptions::new()
             .log_capacity(opts.log_capacity)
             .committed_save_every(COMMITTED_SAVE_EVERY);
+        let mut store = open_store_retrying(&opts.data_dir, &store_opts, &sm).await?;
+        // Sized by the log opened: `log_capacity` only sizes a new one; an existing log keeps
+        // the capacity it was made with.
+        let space = store.space();
         if let Some(percent) = opts.purge_above_percent {
             // The leader takes client writes until its log is halfway from `percent` to full:
             // its followers, which hold the same entries and purge at the same mark, keep the
             // other half of what lies above it for a snapshot slower than the leader's.
-            let data = opts.log_capacity.saturating_sub(4096);
+            let data = space.data;
             let free = u128::from(data) * u128::from(100 - percent.min(100)) / 200;
-            store_opts = store_opts.full_reserve((free as u64).max(data / 8));
+            store.set_full_reserve((free as u64).max(data / 8));
         }
-        let store = open_store_retrying(&opts.data_dir, &store_opts, &sm).await?;
         let admission = store.admission();
         let read_fence = store.read_fence(opts.id);
         let listener = TcpListener::bind(&opts.listen).await?;
@@ -325,7 +328,7 @@ impl Node {
         };
         // A peer's append-entries batch holds at most what the log holds, and postcard is
         // no larger than the log's encoding.
-        let max_peer_body = usize::try_from(opts.log_capacity)
+        let max_peer_body = usize::try_from(space.capacity)
             .unwrap_or(usize::MAX)
             .saturating_add(opts.snapshot_chunk_bytes as usize)
             .saturating_add(1 << 20);

@@ -1117,3 +1117,31 @@ async fn raw_vote_bytes(c: &Client, node: &Node, from: NodeId, body: Vec<u8>) ->
     let status = resp.status().as_u16();
     (status, resp.bytes().await.unwrap_or_default().to_vec())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_takes_the_capacity_of_the_log_file() {
+    bounded(capacity_of_the_file()).await;
+}
+
+/// A node made with a 1 MiB log and restarted without `log_capacity` (the default, 64 MiB)
+/// sizes its admission by the file it opened: writes are taken, not refused `log_full`.
+async fn capacity_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        log_capacity: 1 << 20,
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+    let (status, v) = c.append(&n1, b"before").await;
+    assert_eq!(status, 200, "{v}");
+    shutdown(vec![n1]).await;
+    let n1 = Node::start(options(1, dir.path())).await.unwrap();
+    wait_leader(&c, &n1).await;
+    let (status, v) = c.append(&n1, &[7u8; 1024]).await;
+    assert_eq!(status, 200, "{v}");
+    shutdown(vec![n1]).await;
+}

@@ -36,7 +36,8 @@ struct Args {
     /// Build a snapshot (and purge the log behind it) every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
-    /// Capacity of the Raft log file, in bytes.
+    /// Capacity of a new Raft log file, in bytes (an existing one keeps the capacity it was
+    /// made with).
     #[arg(long, default_value_t = 64 << 20)]
     log_capacity: u64,
     /// The leader's heartbeat interval, in milliseconds.
