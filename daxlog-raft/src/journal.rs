@@ -65,6 +65,14 @@ impl Journal {
 
     /// At most `max` records with an index at least `from`, in index order (copies).
     pub fn page(&self, from: u64, max: usize) -> Vec<Record> {
+        self.page_within(from, max, u64::MAX)
+    }
+
+    /// [`Journal::page`], ending too before the record that would take the records' data
+    /// past `max_bytes`, but never before the first one (a record larger than `max_bytes`
+    /// comes alone).
+    pub fn page_within(&self, from: u64, max: usize, max_bytes: u64) -> Vec<Record> {
+        let mut bytes = 0u64;
         // The first chunk whose last record reaches `from`; in it, the first such record.
         let first = self
             .chunks
@@ -78,6 +86,10 @@ impl Journal {
             };
             for record in &chunk[start..] {
                 if out.len() == max {
+                    return out;
+                }
+                bytes = bytes.saturating_add(record.1.len() as u64);
+                if bytes > max_bytes && !out.is_empty() {
                     return out;
                 }
                 out.push(record.clone());
@@ -166,6 +178,18 @@ mod tests {
             }
         }
         assert!(Journal::new().page(0, 10).is_empty());
+    }
+
+    /// A page ends before the record that would pass the byte budget, after at least one.
+    #[test]
+    fn pages_within_a_byte_budget() {
+        let j = Journal::from((0..10u64).map(|i| (i, vec![0u8; 100])).collect::<Vec<_>>());
+        let ids = |p: Vec<Record>| p.into_iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(ids(j.page_within(0, 100, 250)), [0, 1]);
+        assert_eq!(ids(j.page_within(0, 100, 300)), [0, 1, 2]);
+        assert_eq!(ids(j.page_within(2, 100, 10)), [2]);
+        assert_eq!(ids(j.page_within(8, 100, 1000)), [8, 9]);
+        assert_eq!(ids(j.page_within(0, 1, 1000)), [0]);
     }
 
     /// A clone shares the records; appends to either leave the other as it was.

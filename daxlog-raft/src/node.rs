@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
-//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A}` |
+//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A,"next":F}` |
 //! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
@@ -22,7 +22,9 @@
 //! off from the majority) and a broken connection: **unknown**, the entry may be committed
 //! later. A client that retries such a write may find it twice in the journal; the API has no
 //! idempotency key, so a client that must not duplicate puts its own unique id in the entry and
-//! checks with `/read` before retrying. `/read` returns at most [`MAX_READ_ENTRIES`] entries.
+//! checks with `/read` before retrying. `/read` returns at most [`MAX_READ_ENTRIES`] entries
+//! and, past its first record, at most [`MAX_READ_BYTES`] of record data; `next` in its
+//! answer is where to continue (the last index returned + 1, or `from` if none was).
 //!
 //! **Write groups.** The leader proposes client writes as Raft entries, at most
 //! [`NodeOptions::writes_in_flight`] at a time (default [`DEFAULT_WRITES_IN_FLIGHT`]); the
@@ -96,6 +98,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most entries one `/read` returns (a larger `max` is lowered to it).
 pub const MAX_READ_ENTRIES: usize = 10_000;
+
+/// The most bytes of record data one `/read` returns (before hexadecimal): it ends before the
+/// record that would pass them, but always returns at least one record.
+pub const MAX_READ_BYTES: u64 = 4 << 20;
 
 /// How many Raft entries of client writes the leader proposes at a time, by default.
 pub const DEFAULT_WRITES_IN_FLIGHT: usize = 1;
@@ -875,14 +881,16 @@ async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Re
             Err(RaftError::Fatal(e)) => return unavailable(e),
         }
     }
-    let (page, applied) = node.sm.journal_page(q.from, q.max.min(MAX_READ_ENTRIES));
+    let max = q.max.min(MAX_READ_ENTRIES);
+    let (page, applied) = node.sm.journal_page_within(q.from, max, MAX_READ_BYTES);
+    let next = page.last().map_or(q.from, |(index, _)| index + 1);
     let entries: Vec<Value> = page
         .iter()
         .map(|(index, data)| json!({"index": index, "data_hex": hex::encode(data)}))
         .collect();
     reply(
         StatusCode::OK,
-        json!({"entries": entries, "applied": applied.map(|l| l.index)}),
+        json!({"entries": entries, "applied": applied.map(|l| l.index), "next": next}),
     )
 }
 

@@ -189,8 +189,22 @@ impl KvStateMachine {
         from_index: u64,
         max: usize,
     ) -> (Vec<Record>, Option<LogId<NodeId>>) {
+        self.journal_page_within(from_index, max, u64::MAX)
+    }
+
+    /// [`KvStateMachine::journal_page`] that also ends before the record that would take the
+    /// records' data past `max_bytes` (never before the first record).
+    pub fn journal_page_within(
+        &self,
+        from_index: u64,
+        max: usize,
+        max_bytes: u64,
+    ) -> (Vec<Record>, Option<LogId<NodeId>>) {
         let st = lock(&self.shared.state);
-        (st.journal.page(from_index, max), st.last_applied)
+        (
+            st.journal.page_within(from_index, max, max_bytes),
+            st.last_applied,
+        )
     }
 
     /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]

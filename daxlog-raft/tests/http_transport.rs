@@ -77,23 +77,42 @@ impl Client {
         m
     }
 
-    /// The journal as `(index, data)`, read with `query` (e.g. `local=true`).
+    /// The journal as `(index, data)`, read with `query` (e.g. `local=true`, `from=I`) page
+    /// after page (each bounded by bytes) until a page is empty or not `200`; the status and
+    /// body are the last page's.
     async fn journal(&self, node: &Node, query: &str) -> (u16, Vec<(u64, Vec<u8>)>, Value) {
-        let (status, v) = self.get(node, &format!("/read?max=100000&{query}")).await;
-        let entries = v["entries"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        (
-                            e["index"].as_u64().unwrap(),
-                            hex::decode(e["data_hex"].as_str().unwrap()).unwrap(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        (status, entries, v)
+        let mut from = 0;
+        let mut rest = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            match part.strip_prefix("from=") {
+                Some(f) => from = f.parse().unwrap(),
+                None => rest.push(part),
+            }
+        }
+        let rest = rest.join("&");
+        let mut entries = Vec::new();
+        loop {
+            let path = format!("/read?max=100000&from={from}&{rest}");
+            let (status, v) = self.get(node, &path).await;
+            let page: Vec<(u64, Vec<u8>)> = v["entries"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            (
+                                e["index"].as_u64().unwrap(),
+                                hex::decode(e["data_hex"].as_str().unwrap()).unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if status != 200 || page.is_empty() {
+                return (status, entries, v);
+            }
+            from = v["next"].as_u64().expect("next");
+            entries.extend(page);
+        }
     }
 }
 
@@ -1143,5 +1162,55 @@ async fn capacity_of_the_file() {
     wait_leader(&c, &n1).await;
     let (status, v) = c.append(&n1, &[7u8; 1024]).await;
     assert_eq!(status, 200, "{v}");
+    shutdown(vec![n1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_bounded_by_bytes() {
+    bounded(read_budget()).await;
+}
+
+/// Six records of 1 MiB: one `/read` returns fewer than all of them (at least one), and
+/// reading on from the last index + 1 returns the rest.
+async fn read_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+    let mut written = Vec::new();
+    for i in 0..6u8 {
+        let data = vec![i; 1 << 20];
+        let (status, v) = c.append(&n1, &data).await;
+        assert_eq!(status, 200, "{v}");
+        written.push((v["index"].as_u64().unwrap(), data));
+    }
+    let mut read = Vec::new();
+    let mut from = 0;
+    let mut pages = 0;
+    while read.len() < written.len() {
+        let (status, v) = c.get(&n1, &format!("/read?from={from}&max=1000")).await;
+        assert_eq!(status, 200);
+        let page: Vec<(u64, Vec<u8>)> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let data = hex::decode(e["data_hex"].as_str().unwrap()).unwrap();
+                (e["index"].as_u64().unwrap(), data)
+            })
+            .collect();
+        assert!(!page.is_empty(), "a page of no record at {from}");
+        assert!(page.len() < 6, "{} MiB in one answer", page.len());
+        from = page.last().unwrap().0 + 1;
+        read.extend(page);
+        pages += 1;
+    }
+    assert!(pages >= 2);
+    assert_eq!(read, written);
     shutdown(vec![n1]).await;
 }
