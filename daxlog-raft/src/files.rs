@@ -146,13 +146,26 @@ pub(crate) fn remove_stale_tmp(path: &Path) -> Result<(), DaxError> {
 
 /// Creates directory `dir` and its missing ancestors, each one made durable in its parent
 /// (the parent is fsynced after the directory is created), so that a crash cannot lose a
-/// directory whose files were already synced.
+/// directory whose files were already synced. An error names the directory it is about and
+/// the cause (`dir` or an ancestor is not a directory, a read-only file system, ...).
 pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), DaxError> {
+    let at = |d: &Path, what: &str, e: std::io::Error| {
+        DaxError::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {what}: {e}", d.display()),
+        ))
+    };
     let mut missing = Vec::new();
     let mut cur = Some(dir);
     while let Some(d) = cur {
         if d.as_os_str().is_empty() || d.is_dir() {
             break;
+        }
+        if d.exists() {
+            return Err(DaxError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{}: exists and is not a directory", d.display()),
+            )));
         }
         missing.push(d);
         cur = d.parent();
@@ -162,9 +175,12 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), DaxError> {
             Ok(()) => {}
             // Created meanwhile by someone else: it still has to be durable.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(at(d, "cannot create the directory", e)),
         }
-        sync_dir(d)?;
+        sync_dir(d).map_err(|e| match e {
+            DaxError::Io(e) => at(d, "cannot sync the directory's parent", e),
+            other => other,
+        })?;
     }
     Ok(())
 }
@@ -182,4 +198,28 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), DaxError> {
     };
     File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_that_cannot_be_made_is_named_with_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let e = create_dir_durably(&file).unwrap_err().to_string();
+        assert!(e.contains(&*file.to_string_lossy()), "{e}");
+        assert!(e.contains("is not a directory"), "{e}");
+        let below = file.join("node1");
+        let e = create_dir_durably(&below).unwrap_err().to_string();
+        assert!(e.contains(&*file.to_string_lossy()), "{e}");
+        assert!(e.contains("is not a directory"), "{e}");
+        // A cause create_dir reports (here: a name too long) comes with the path.
+        let long = dir.path().join("x".repeat(300));
+        let e = create_dir_durably(&long).unwrap_err().to_string();
+        assert!(e.contains("cannot create the directory"), "{e}");
+        assert!(e.contains(&*long.to_string_lossy()), "{e}");
+    }
 }

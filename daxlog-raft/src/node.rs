@@ -253,11 +253,17 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the node's stores (creating them the first time), starts its Raft, binds its
-    /// address and serves the HTTP API; with `init`, initializes a cluster of itself if its
-    /// store is new. When it returns, the server accepts connections.
+    /// Binds its address (before anything in its directory is created or changed: an address
+    /// that is invalid or in use leaves the directory as it was), opens the node's stores
+    /// (creating them the first time), starts its Raft and serves the HTTP API; with `init`,
+    /// initializes a cluster of itself if its store is new. When it returns, the server
+    /// accepts connections.
     pub async fn start(opts: NodeOptions) -> Result<Node, Error> {
         let config = Arc::new(opts.config()?);
+        let listener = TcpListener::bind(&opts.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {:?}: {e}", opts.listen))?;
+        let addr = listener.local_addr()?;
         let (dir, id) = (opts.data_dir.clone(), opts.id);
         let claim = tokio::task::spawn_blocking(move || claim_data_dir(&dir, id)).await??;
         let cluster = ClusterIdentity::load(&opts.data_dir)?;
@@ -281,8 +287,6 @@ impl Node {
         }
         let admission = store.admission();
         let read_fence = store.read_fence(opts.id);
-        let listener = TcpListener::bind(&opts.listen).await?;
-        let addr = listener.local_addr()?;
         let partition = Partition::new();
         let network = HttpNetwork::new(opts.id, partition.clone(), cluster.clone())?;
         let raft = Raft::new(opts.id, config, network, store, sm.clone()).await?;

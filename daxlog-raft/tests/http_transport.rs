@@ -1214,3 +1214,40 @@ async fn read_budget() {
     assert_eq!(read, written);
     shutdown(vec![n1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_cannot_listen_leaves_no_directory() {
+    bounded(cannot_listen()).await;
+}
+
+/// A listen address that is invalid or in use fails the start before the node's directory
+/// is made.
+async fn cannot_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    for listen in ["not an address", busy_addr.as_str()] {
+        let e = Node::start(NodeOptions {
+            init: true,
+            listen: listen.to_string(),
+            ..options(1, dir.path())
+        })
+        .await
+        .err()
+        .expect("the start fails");
+        assert!(e.to_string().contains("cannot listen on"), "{e}");
+        assert!(
+            !dir.path().join("node-1").exists(),
+            "{listen}: directory made"
+        );
+    }
+    // A data directory that is a file: the error names it.
+    let file = dir.path().join("node-2");
+    std::fs::write(&file, "").unwrap();
+    let e = Node::start(options(2, dir.path()))
+        .await
+        .err()
+        .expect("a file is no directory");
+    assert!(e.to_string().contains("is not a directory"), "{e}");
+    assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+}
