@@ -11,7 +11,7 @@
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A,"next":F}` |
 //! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
-//! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership |
+//! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids, `404 {"error":"unknown_node","ids":[..]}` for ids not in the membership |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
 //!
@@ -184,8 +184,12 @@ impl NodeOptions {
         }
     }
 
-    /// The openraft configuration these options give.
+    /// The openraft configuration these options give; refused if the heartbeat interval is 0
+    /// (openraft would take it, and send heartbeats without pause).
     pub fn config(&self) -> Result<Config, Error> {
+        if self.heartbeat_ms == 0 {
+            return Err("the heartbeat interval (heartbeat_ms) must be at least 1 ms".into());
+        }
         let config = Config {
             cluster_name: "daxlog-raft".into(),
             heartbeat_interval: self.heartbeat_ms,
@@ -1084,13 +1088,40 @@ struct RemoveNodes {
     ids: BTreeSet<NodeId>,
 }
 
-/// `POST /admin/remove-nodes`: removes learners (a voter must first leave the voters).
+/// `POST /admin/remove-nodes`: removes learners (a voter must first leave the voters); an
+/// empty list is `400 bad_request`, an id that is not in the membership `404 unknown_node`.
 async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNodes>) -> Response {
-    let voters: BTreeSet<NodeId> = {
+    if req.ids.is_empty() {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "bad_request", "detail": "no node ids to remove"}),
+        );
+    }
+    let (voters, learners): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
         let m = node.raft.metrics();
         let m = m.borrow();
-        m.membership_config.membership().voter_ids().collect()
+        let membership = m.membership_config.membership();
+        (
+            membership.voter_ids().collect(),
+            membership.learner_ids().collect(),
+        )
     };
+    let unknown: Vec<NodeId> = req
+        .ids
+        .iter()
+        .filter(|id| !voters.contains(id) && !learners.contains(id))
+        .copied()
+        .collect();
+    if !unknown.is_empty() {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({
+                "error": "unknown_node",
+                "ids": unknown,
+                "detail": format!("not in the membership: {unknown:?}"),
+            }),
+        );
+    }
     if let Some(voter) = req.ids.iter().find(|id| voters.contains(id)) {
         return reply(
             StatusCode::CONFLICT,

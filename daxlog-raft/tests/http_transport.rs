@@ -1251,3 +1251,40 @@ async fn cannot_listen() {
     assert!(e.to_string().contains("is not a directory"), "{e}");
     assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_mean_nothing_are_refused() {
+    bounded(meaningless_requests()).await;
+}
+
+/// `remove-nodes` of no id or of an id not in the membership is refused, typed, and changes
+/// nothing; a heartbeat interval of 0 fails the start.
+async fn meaningless_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let e = Node::start(NodeOptions {
+        heartbeat_ms: 0,
+        ..options(2, dir.path())
+    })
+    .await
+    .err()
+    .expect("heartbeat 0 refused");
+    assert!(e.to_string().contains("heartbeat"), "{e}");
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        ..options(1, dir.path())
+    })
+    .await
+    .unwrap();
+    wait_leader(&c, &n1).await;
+    let before = c.metrics(&n1).await["last_log_index"].clone();
+    let (status, v) = c.post(&n1, "/admin/remove-nodes", json!({"ids": []})).await;
+    assert_eq!((status, &v["error"]), (400, &json!("bad_request")), "{v}");
+    let (status, v) = c
+        .post(&n1, "/admin/remove-nodes", json!({"ids": [42]}))
+        .await;
+    assert_eq!((status, &v["error"]), (404, &json!("unknown_node")), "{v}");
+    assert_eq!(v["ids"], json!([42]), "{v}");
+    assert_eq!(c.metrics(&n1).await["last_log_index"], before);
+    shutdown(vec![n1]).await;
+}

@@ -40,8 +40,8 @@ struct Args {
     /// made with).
     #[arg(long, default_value_t = 64 << 20)]
     log_capacity: u64,
-    /// The leader's heartbeat interval, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    /// The leader's heartbeat interval, in milliseconds (at least 1).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_ms: u64,
     /// The shortest election timeout, in milliseconds.
     #[arg(long, default_value_t = 300)]
