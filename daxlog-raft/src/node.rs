@@ -19,7 +19,9 @@
 //! index `/read` shows it under; not the Raft log index). `413 too_large`,
 //! `421 not_leader` and `503 log_full`: not proposed, so never committed. `503 unavailable`,
 //! `503 timeout` (not committed within the request timeout, default 10 s: e.g. a leader cut
-//! off from the majority) and a broken connection: **unknown**, the entry may be committed
+//! off from the majority), `503 leader_changed` (proposed, then this node stopped leading:
+//! openraft may have removed the entry from its log as conflicting with a new leader's, while
+//! another node still holds it) and a broken connection: **unknown**, the entry may be committed
 //! later. A client that retries such a write may find it twice in the journal; the API has no
 //! idempotency key, so a client that must not duplicate puts its own unique id in the entry and
 //! checks with `/read` before retrying. `/read` returns at most [`MAX_READ_ENTRIES`] entries
@@ -763,6 +765,19 @@ impl Shared {
                 .data
                 .journal_index
                 .ok_or_else(|| unavailable_body("the applied entry reported no journal index")),
+            // Handed to Raft, then this node was not (or no longer) the leader: the entry may
+            // be in its log and a follower's, and have been removed here as conflicting with a
+            // new leader's; in a cluster of five or more, another node holding it may still
+            // be elected and commit it. Unknown, unlike the `421` of a write never proposed.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                let (_, mut body) = self.not_leader_body(Some(&f));
+                body["error"] = json!("leader_changed");
+                body["detail"] = json!(
+                    "this node stopped leading after the write was proposed; another leader \
+                     may still commit it"
+                );
+                Err((StatusCode::SERVICE_UNAVAILABLE, body))
+            }
             Ok(Err(e)) => Err(self.write_error_body(e)),
             Err(_) => Err(self.write_timeout()),
         };

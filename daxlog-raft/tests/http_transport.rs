@@ -1288,3 +1288,50 @@ async fn meaningless_requests() {
     assert_eq!(c.metrics(&n1).await["last_log_index"], before);
     shutdown(vec![n1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_leader_changed_is_unknown() {
+    bounded(leader_changed()).await;
+}
+
+/// A write proposed on a leader cut off from its followers: once healed, the leader follows
+/// the new one, whose log replaces its uncommitted entry. The write is answered as unknown
+/// (`503 leader_changed`), not as never proposed (`421`): in a larger cluster another node
+/// holding the entry could still commit it.
+async fn leader_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let nodes = voters3(&c, |id| options(id, dir.path())).await;
+    let n1 = std::sync::Arc::new(nodes.into_iter().collect::<Vec<_>>());
+    n1[0].partition().set([2, 3]);
+    n1[1].partition().set([1]);
+    n1[2].partition().set([1]);
+    let proposer = n1.clone();
+    let write = tokio::spawn(async move {
+        let c = Client::new();
+        c.append(&proposer[0], b"cut off").await
+    });
+    let new_leader = until("a leader among nodes 2 and 3", || async {
+        for i in [1, 2] {
+            let m = c.metrics(&n1[i]).await;
+            if m["state"] == "Leader" && m["current_leader"] == json!(n1[i].id()) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    let (status, v) = c.append(&n1[new_leader], b"majority").await;
+    assert_eq!(status, 200, "{v}");
+    for n in n1.iter() {
+        n.partition().set([]);
+    }
+    let (status, v) = tokio::time::timeout(WAIT, write).await.unwrap().unwrap();
+    assert_eq!(
+        (status, &v["error"]),
+        (503, &json!("leader_changed")),
+        "{v}"
+    );
+    let nodes = std::sync::Arc::into_inner(n1).unwrap();
+    shutdown(nodes).await;
+}
