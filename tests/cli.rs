@@ -3468,6 +3468,8 @@ fn info_shows_live_damage_in_its_rows() {
         "writer:         has the log open",
         "entries:        2",
         "damage:         at offset 4160, LSN 3: ",
+        "next LSN:       5",
+        "padding:        0",
     ] {
         assert!(
             rows.lines().any(|l| l.starts_with(want)),

@@ -593,9 +593,16 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
         }) => Some((*offset, *lsn, reason.clone())),
         _ => None,
     };
-    let next = r.position();
+    let read_to = r.position();
     let first = r.first_lsn();
-    let padding = next.saturating_sub(first).saturating_sub(readable);
+    let padding = read_to.saturating_sub(first).saturating_sub(readable);
+    // Stopped at damage, the reader's position is the damaged LSN; the log goes on to the
+    // published end.
+    let next = if damage.is_some() {
+        read_to.max(r.published().unwrap_or(0))
+    } else {
+        read_to
+    };
     let capacity = sbs
         .iter()
         .find_map(|s| s.decoded.as_ref().ok().map(|sb| sb.capacity))
