@@ -17,7 +17,8 @@
 //! | `POST /raft/install-snapshot` | `InstallSnapshotRequest` (one chunk) | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //!
 //! A node that has never joined a cluster (no cluster id, no vote, no log: a new node, or a
-//! voter that lost its files) grants no vote: it answers "not granted" with its own vote.
+//! voter that lost its files) grants no vote to a candidate of a cluster with an id: it answers
+//! "not granted" with its own vote.
 //!
 //! Each request carries its sender's node id in the [`FROM_HEADER`] header and the node id it
 //! is meant for in the [`TO_HEADER`] header. A node refuses, unprocessed, an RPC meant for
@@ -508,7 +509,12 @@ async fn adopt_cluster(peer: &Peer, headers: &HeaderMap) -> Result<(), (StatusCo
         return Ok(());
     };
     if peer.cluster.get().is_some() {
-        return Ok(()); // Checked by `admit`.
+        // Checked by `admit`, but perhaps before another request's adoption: again.
+        return peer.cluster.check(Some(&carried)).map_err(|other| {
+            let refused = Refused::from(other);
+            tracing::warn!("peer RPC refused: {refused}");
+            (refused.status(), refused.to_string())
+        });
     }
     let cluster = peer.cluster.clone();
     let adopted = tokio::task::spawn_blocking(move || cluster.adopt(&carried)).await;
@@ -560,7 +566,10 @@ async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Resp
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
-    if let Some(refusal) = never_joined(&peer) {
+    // (Only a candidate of a cluster with an id: one without, made by an earlier version or by
+    // openraft's `initialize` of several members at once, has its members start empty, and
+    // none of them could be elected.)
+    if let Some(refusal) = carried_cluster(&headers).and_then(|_| never_joined(&peer)) {
         tracing::info!(
             candidate = %rpc.vote,
             "vote not granted: this node has never joined a cluster (no cluster id, no vote, \

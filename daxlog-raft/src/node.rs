@@ -11,7 +11,7 @@
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A,"next":F}` |
 //! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
-//! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids, `404 {"error":"unknown_node","ids":[..]}` for ids not in the membership |
+//! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
 //!
@@ -19,7 +19,7 @@
 //! index `/read` shows it under; not the Raft log index). `413 too_large`,
 //! `421 not_leader` and `503 log_full`: not proposed, so never committed. `503 unavailable`,
 //! `503 timeout` (not committed within the request timeout, default 10 s: e.g. a leader cut
-//! off from the majority), `503 leader_changed` (proposed, then this node stopped leading:
+//! off from the majority), `503 leader_changed` (proposed or queued, then this node stopped leading:
 //! openraft may have removed the entry from its log as conflicting with a new leader's, while
 //! another node still holds it) and a broken connection: **unknown**, the entry may be committed
 //! later. A client that retries such a write may find it twice in the journal; the API has no
@@ -773,7 +773,7 @@ impl Shared {
                 let (_, mut body) = self.not_leader_body(Some(&f));
                 body["error"] = json!("leader_changed");
                 body["detail"] = json!(
-                    "this node stopped leading after the write was proposed; another leader \
+                    "this node stopped leading after the write was proposed or queued; another leader \
                      may still commit it"
                 );
                 Err((StatusCode::SERVICE_UNAVAILABLE, body))
@@ -1104,7 +1104,8 @@ struct RemoveNodes {
 }
 
 /// `POST /admin/remove-nodes`: removes learners (a voter must first leave the voters); an
-/// empty list is `400 bad_request`, an id that is not in the membership `404 unknown_node`.
+/// empty list is `400 bad_request`; ids that are not in the membership are already removed
+/// (if none of the ids is, `200` with the index of the membership in force, nothing written).
 async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNodes>) -> Response {
     if req.ids.is_empty() {
         return reply(
@@ -1112,32 +1113,32 @@ async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNod
             json!({"error": "bad_request", "detail": "no node ids to remove"}),
         );
     }
-    let (voters, learners): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
+    let (voters, learners, index): (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) = {
         let m = node.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
         (
             membership.voter_ids().collect(),
             membership.learner_ids().collect(),
+            m.membership_config.log_id().map_or(0, |l| l.index),
         )
     };
-    let unknown: Vec<NodeId> = req
+    let members: Vec<NodeId> = req
         .ids
         .iter()
-        .filter(|id| !voters.contains(id) && !learners.contains(id))
+        .filter(|id| voters.contains(id) || learners.contains(id))
         .copied()
         .collect();
-    if !unknown.is_empty() {
+    if members.is_empty() {
+        // None of them is a member (any more): nothing to write. So a request repeated after
+        // a `503 timeout` whose change was committed meanwhile gets its 200 (with the index of
+        // the membership in force), and an unknown id writes no entry.
         return reply(
-            StatusCode::NOT_FOUND,
-            json!({
-                "error": "unknown_node",
-                "ids": unknown,
-                "detail": format!("not in the membership: {unknown:?}"),
-            }),
+            StatusCode::OK,
+            json!({"index": index, "not_members": req.ids}),
         );
     }
-    if let Some(voter) = req.ids.iter().find(|id| voters.contains(id)) {
+    if let Some(voter) = members.iter().find(|id| voters.contains(id)) {
         return reply(
             StatusCode::CONFLICT,
             json!({
@@ -1149,8 +1150,11 @@ async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNod
             }),
         );
     }
-    node.membership_change(ChangeMembers::RemoveNodes(req.ids), false)
-        .await
+    node.membership_change(
+        ChangeMembers::RemoveNodes(members.into_iter().collect()),
+        false,
+    )
+    .await
 }
 
 impl Shared {

@@ -1105,34 +1105,52 @@ async fn a_node_without_data_grants_no_vote() {
 }
 
 /// A node started on an empty directory (it may be a voter that lost its files) answers a
-/// vote request "not granted", with its own vote; once it holds a vote or a log it votes as
-/// usual.
+/// vote request of a candidate of a cluster with an id "not granted", with its own vote; a
+/// candidate of a cluster without one (an earlier version's, or openraft's `initialize` of
+/// several members) gets its vote as before.
 async fn no_vote_without_data() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
     let n5 = Node::start(options(5, dir.path())).await.unwrap();
-    let vote = VoteRequest::<NodeId>::new(Vote::new(5, 1), None);
-    let (status, body) = raw_vote_bytes(&c, &n5, 1, encode(&vote).unwrap()).await;
-    assert_eq!(status, 200);
-    let answer: Result<openraft::raft::VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =
-        daxlog_raft::http::decode(&body).unwrap();
-    let answer = answer.unwrap();
+    let ask = |cluster, term| {
+        let vote = VoteRequest::<NodeId>::new(Vote::new(term, 1), None);
+        let c = &c;
+        let n5 = &n5;
+        async move {
+            let (status, body) = raw_vote_bytes(c, n5, 1, cluster, encode(&vote).unwrap()).await;
+            assert_eq!(status, 200);
+            let answer: Result<
+                openraft::raft::VoteResponse<NodeId>,
+                openraft::error::RaftError<NodeId>,
+            > = daxlog_raft::http::decode(&body).unwrap();
+            answer.unwrap()
+        }
+    };
+    let answer = ask(Some("0123456789abcdef0123456789abcdef"), 1).await;
     assert!(!answer.vote_granted, "{answer:?}");
-    assert!(answer.vote < Vote::new(5, 1), "{answer:?}");
+    assert!(answer.vote < Vote::new(1, 1), "{answer:?}");
     assert_eq!(c.metrics(&n5).await["current_term"], json!(0));
+    let answer = ask(None, 2).await;
+    assert!(answer.vote_granted, "{answer:?}");
     shutdown(vec![n5]).await;
 }
 
 /// A peer RPC's status and raw answer.
-async fn raw_vote_bytes(c: &Client, node: &Node, from: NodeId, body: Vec<u8>) -> (u16, Vec<u8>) {
-    let resp = c
+async fn raw_vote_bytes(
+    c: &Client,
+    node: &Node,
+    from: NodeId,
+    cluster: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    let mut req = c
         .http
         .post(format!("http://{}{VOTE_PATH}", node.addr()))
-        .header(FROM_HEADER, from)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .header(FROM_HEADER, from);
+    if let Some(cluster) = cluster {
+        req = req.header(daxlog_raft::http::CLUSTER_HEADER, cluster);
+    }
+    let resp = req.body(body).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.bytes().await.unwrap_or_default().to_vec())
 }
@@ -1257,8 +1275,9 @@ async fn requests_that_mean_nothing_are_refused() {
     bounded(meaningless_requests()).await;
 }
 
-/// `remove-nodes` of no id or of an id not in the membership is refused, typed, and changes
-/// nothing; a heartbeat interval of 0 fails the start.
+/// `remove-nodes` of no id is refused, typed; of ids none of which is a member answers 200
+/// with the membership in force and writes nothing (so a request repeated after its change was
+/// committed gets its 200); a heartbeat interval of 0 fails the start.
 async fn meaningless_requests() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
@@ -1283,10 +1302,63 @@ async fn meaningless_requests() {
     let (status, v) = c
         .post(&n1, "/admin/remove-nodes", json!({"ids": [42]}))
         .await;
-    assert_eq!((status, &v["error"]), (404, &json!("unknown_node")), "{v}");
-    assert_eq!(v["ids"], json!([42]), "{v}");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["not_members"], json!([42]), "{v}");
     assert_eq!(c.metrics(&n1).await["last_log_index"], before);
-    shutdown(vec![n1]).await;
+    // A learner removed, then the same request again: 200 both times, one entry written.
+    let n2 = Node::start(options(2, dir.path())).await.unwrap();
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/add-learner",
+            json!({"id": 2, "addr": n2.addr().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, first) = c
+        .post(&n1, "/admin/remove-nodes", json!({"ids": [2]}))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let written = c.metrics(&n1).await["last_log_index"].clone();
+    let (status, again) = c
+        .post(&n1, "/admin/remove-nodes", json!({"ids": [2]}))
+        .await;
+    assert_eq!((status, &again["index"]), (200, &first["index"]), "{again}");
+    assert_eq!(c.metrics(&n1).await["last_log_index"], written);
+    shutdown(vec![n1, n2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initialize_of_several_members_elects_a_leader() {
+    bounded(initialize_of_several_members()).await;
+}
+
+/// openraft's own bootstrap, `initialize` of all members on one node, the others new: such a
+/// cluster has no id, and its new members' votes count (a new node refuses its vote only to
+/// candidates of a cluster with an id).
+async fn initialize_of_several_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Node::start(options(id, dir.path())).await.unwrap());
+    }
+    let members: std::collections::BTreeMap<NodeId, openraft::BasicNode> = nodes
+        .iter()
+        .map(|n| (n.id(), openraft::BasicNode::new(n.addr().to_string())))
+        .collect();
+    nodes[0].raft().initialize(members).await.unwrap();
+    until("a leader", || async {
+        for n in &nodes {
+            let m = c.metrics(n).await;
+            if m["state"] == "Leader" {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    shutdown(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
