@@ -447,17 +447,7 @@ fn admit<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, (StatusCode, String)> {
-    if let Some(to) = headers.get(TO_HEADER) {
-        let Some(target) = to
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<NodeId>().ok())
-        else {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("{TO_HEADER} is not a node id"),
-            ));
-        };
+    if let Some(target) = header_id(headers, TO_HEADER)? {
         if target != peer.id {
             let refused = Refused::WrongNode {
                 node: peer.id,
@@ -472,17 +462,7 @@ fn admit<T: DeserializeOwned>(
         tracing::warn!("peer RPC refused: {refused}");
         return Err((refused.status(), refused.to_string()));
     }
-    if let Some(from) = headers.get(FROM_HEADER) {
-        let Some(from) = from
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<NodeId>().ok())
-        else {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("{FROM_HEADER} is not a node id"),
-            ));
-        };
+    if let Some(from) = header_id(headers, FROM_HEADER)? {
         if peer.partition.is_blocked(from) {
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -491,6 +471,19 @@ fn admit<T: DeserializeOwned>(
         }
     }
     decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// The node id in header `name`, if the request has one; `400` if it is not a node id.
+fn header_id(headers: &HeaderMap, name: &str) -> Result<Option<NodeId>, (StatusCode, String)> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<NodeId>().ok())
+                .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("{name} is not a node id")))
+        })
+        .transpose()
 }
 
 /// The cluster id a request carries, if any.
