@@ -24,6 +24,14 @@ fn options(id: NodeId, dir: &std::path::Path) -> NodeOptions {
     }
 }
 
+/// [`options`] with a request timeout of 2 s, for tests that wait for refusals and timeouts.
+fn quick_options(id: NodeId, dir: &std::path::Path) -> NodeOptions {
+    NodeOptions {
+        request_timeout: Duration::from_secs(2),
+        ..options(id, dir)
+    }
+}
+
 struct Client {
     http: reqwest::Client,
 }
@@ -534,10 +542,7 @@ async fn a_node_refuses_what_would_hurt_it() {
 async fn guards() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
-    let quick = |id| NodeOptions {
-        request_timeout: Duration::from_secs(2),
-        ..options(id, dir.path())
-    };
+    let quick = |id| quick_options(id, dir.path());
     let n1 = Node::start(NodeOptions {
         init: true,
         ..quick(1)
@@ -959,10 +964,7 @@ async fn two_ids_at_one_address_make_no_quorum() {
 async fn two_ids_at_one_address() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
-    let quick = |id| NodeOptions {
-        request_timeout: Duration::from_secs(2),
-        ..options(id, dir.path())
-    };
+    let quick = |id| quick_options(id, dir.path());
     let mut nodes = voters3(&c, quick).await;
     let n2_addr = nodes[1].addr().to_string();
 
@@ -1031,10 +1033,7 @@ async fn separate_clusters_never_merge() {
 async fn separate_clusters() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
-    let quick = |id| NodeOptions {
-        request_timeout: Duration::from_secs(2),
-        ..options(id, dir.path())
-    };
+    let quick = |id| quick_options(id, dir.path());
     let mut nodes = voters3(&c, quick).await;
     let (status, v) = c.append(&nodes[0], b"real 1").await;
     assert_eq!(status, 200, "{v}");
