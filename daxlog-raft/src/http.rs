@@ -453,14 +453,11 @@ fn admit<T: DeserializeOwned>(
                 node: peer.id,
                 target,
             };
-            tracing::warn!("peer RPC refused: {refused}");
-            return Err((refused.status(), refused.to_string()));
+            return Err(refuse(refused));
         }
     }
     if let Err(other) = peer.cluster.check(carried_cluster(headers)) {
-        let refused = Refused::from(other);
-        tracing::warn!("peer RPC refused: {refused}");
-        return Err((refused.status(), refused.to_string()));
+        return Err(refuse(other.into()));
     }
     if let Some(from) = header_id(headers, FROM_HEADER)? {
         if peer.partition.is_blocked(from) {
@@ -486,6 +483,12 @@ fn header_id(headers: &HeaderMap, name: &str) -> Result<Option<NodeId>, (StatusC
         .transpose()
 }
 
+/// The answer to a peer RPC refused unprocessed (logged).
+fn refuse(refused: Refused) -> (StatusCode, String) {
+    tracing::warn!("peer RPC refused: {refused}");
+    (refused.status(), refused.to_string())
+}
+
 /// The cluster id a request carries, if any.
 fn carried_cluster(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -503,11 +506,10 @@ async fn adopt_cluster(peer: &Peer, headers: &HeaderMap) -> Result<(), (StatusCo
     };
     if peer.cluster.get().is_some() {
         // Checked by `admit`, but perhaps before another request's adoption: again.
-        return peer.cluster.check(Some(&carried)).map_err(|other| {
-            let refused = Refused::from(other);
-            tracing::warn!("peer RPC refused: {refused}");
-            (refused.status(), refused.to_string())
-        });
+        return peer
+            .cluster
+            .check(Some(&carried))
+            .map_err(|other| refuse(other.into()));
     }
     let cluster = peer.cluster.clone();
     let adopted = tokio::task::spawn_blocking(move || cluster.adopt(&carried)).await;
@@ -517,10 +519,7 @@ async fn adopt_cluster(peer: &Peer, headers: &HeaderMap) -> Result<(), (StatusCo
     };
     match adopted {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(AdoptError::Other(other))) => {
-            let refused_by = Refused::from(other);
-            refused(refused_by.status(), refused_by.to_string())
-        }
+        Ok(Err(AdoptError::Other(other))) => Err(refuse(other.into())),
         Ok(Err(e @ AdoptError::Invalid(_))) => refused(StatusCode::BAD_REQUEST, e.to_string()),
         Ok(Err(e @ AdoptError::Store(_))) => {
             refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
