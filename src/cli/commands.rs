@@ -327,14 +327,7 @@ pub(crate) fn truncate(a: TruncateArgs) -> Result<u8, CliError> {
         _ => unreachable!("clap requires one of --before and --after"),
     }
     .map_err(CliError::log(&a.path))?;
-    print_result(
-        &a.path,
-        &log,
-        first,
-        next,
-        readable,
-        "the truncation was done",
-    )
+    print_result(&a.path, &log, doomed, readable, "the truncation was done")
 }
 
 /// How many of the LSNs `lsns` hold entries, not padding (which a salvage or an appender that
@@ -355,33 +348,25 @@ pub(crate) fn reset(a: ResetArgs) -> Result<u8, CliError> {
     let log = Log::open(&a.path, &super::env_options()).map_err(CliError::log(&a.path))?;
     warn_if_not_durable(&log, "the reset is");
     let (first, next) = (log.first_lsn(), log.next_lsn());
-    let readable = readable_in(&log, &(first.unwrap_or(next)..next));
+    let doomed = first.unwrap_or(next)..next;
+    let readable = readable_in(&log, &doomed);
     log.reset().map_err(CliError::log(&a.path))?;
-    print_result(&a.path, &log, first, next, readable, "the reset was done")
+    print_result(&a.path, &log, doomed, readable, "the reset was done")
 }
 
-/// `PATH: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11`, given the first LSN and
-/// the next LSN the log had before, and how many of the LSNs dropped held entries (the others
-/// held padding: `dropped 2 entries and 1 padding entry (LSN 1..=3)`).
+/// `PATH: dropped 3 entries (LSN 1..=3); entries 4..=10, next LSN 11`, given the LSNs the
+/// truncation dropped (they leave only from the head or from the tail) and how many of them
+/// held entries (the others held padding: `dropped 2 entries and 1 padding entry (LSN
+/// 1..=3)`).
 fn print_result(
     path: &Path,
     log: &Log,
-    first_before: Option<Lsn>,
-    next_before: Lsn,
+    dropped: std::ops::Range<Lsn>,
     readable: u64,
     done: &str,
 ) -> Result<u8, CliError> {
-    // LSNs only leave from the head (truncate_before) or the tail (truncate_after).
-    let dropped = match (first_before, log.first_lsn()) {
-        (Some(f), Some(g)) if g > f => Some((f, g - 1)),
-        (Some(f), None) => Some((f, next_before - 1)),
-        (Some(_), Some(_)) if log.next_lsn() < next_before => {
-            Some((log.next_lsn(), next_before - 1))
-        }
-        _ => None,
-    };
-    let dropped = match dropped {
-        Some((f, l)) => {
+    let dropped = match (dropped.start, dropped.end.checked_sub(1)) {
+        (f, Some(l)) if f <= l => {
             let n = l - f + 1;
             let readable = readable.min(n);
             let padding = match n - readable {
@@ -398,7 +383,7 @@ fn print_result(
                 count(readable, "entry", "entries")
             )
         }
-        None => "dropped 0 entries".into(),
+        _ => "dropped 0 entries".into(),
     };
     let remaining = match (log.first_lsn(), log.last_lsn()) {
         (Some(f), Some(l)) => format!("entries {f}..={l}"),
