@@ -71,7 +71,7 @@ pub use damage::{Gap, SEARCH_BYTES};
 pub use error::{Error, LockHolder, Result};
 pub use group::SyncStats;
 pub use iter::{Entry, Follower, Guard, Iter, OwnedIter, Verified};
-pub use log::{Log, Space};
+pub use log::{Log, Room, Space};
 pub use map::{MmapMedia, PersistenceChoice};
 pub use media::Media;
 pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};

@@ -899,6 +899,52 @@ pub struct Space {
     pub free: u64,
 }
 
+/// Where the next appends can go ([`Log::room`]): the bytes free in one piece from the tail on,
+/// and those an append finds at the start of the data area once one did not fit at the tail
+/// (an append never straddles the end of the file: the rest of the piece at the tail is then
+/// left unused until the head passes it).
+///
+/// One moment's figure: appends made since take from it, truncations add to it.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let log = daxlog::Log::create(dir.path().join("l"), &daxlog::Options::new().capacity(1 << 20))?;
+/// let mut room = log.room();
+/// // Will an append of 1000 bytes fit, and then a batch of 10 of 100 bytes?
+/// let entry = |len| daxlog::format::entry_len(len) as u64;
+/// assert!(room.take(entry(1000)));
+/// assert!(room.take(10 * entry(100)));
+/// assert!(!room.take(2 << 20));
+/// # Ok::<(), daxlog::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes an append (or batch) at the tail can take.
+    pub at_tail: u64,
+    /// Bytes at the start of the data area that appends take once one did not fit at the
+    /// tail: 0 where the entries have wrapped already (the free space is one piece, at the
+    /// tail).
+    pub after_wrap: u64,
+}
+
+impl Room {
+    /// Places an append or batch of `bytes` on media (the sum of its entries'
+    /// [`format::entry_len`]) as the log would after those placed before it: true if it fits,
+    /// and then what is left is the room of the appends after it; false if it does not (the
+    /// log would fail it with [`Error::Full`]), and then the room is left as it was.
+    pub fn take(&mut self, bytes: u64) -> bool {
+        if bytes <= self.at_tail {
+            self.at_tail -= bytes;
+        } else if bytes <= self.after_wrap {
+            self.at_tail = self.after_wrap - bytes;
+            self.after_wrap = 0;
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
 /// The largest payload a log of `capacity` bytes can hold.
 pub(crate) fn max_payload(capacity: u64) -> u64 {
     let room = capacity - DATA_OFFSET as u64 - HEADER_LEN as u64;

@@ -291,6 +291,25 @@ impl<M: Media> Log<M> {
         }
     }
 
+    /// Where the next appends can go, as [`Log::reserve`] would place them ([`Log::place`]):
+    /// see [`Room`](crate::Room).
+    pub fn room(&self) -> crate::Room {
+        let tail = State::unpack(self.resv.load_torn()).tail;
+        // (As `reserve`: the oldest position in use, loaded after the state.)
+        let head = self.pins.limit();
+        let cap = self.sb.capacity as usize;
+        // The live entries stay at least ENTRY_ALIGN bytes short of the head (`place`).
+        let (at_tail, after_wrap) = if tail >= head {
+            (cap - tail, head.saturating_sub(DATA_OFFSET + ENTRY_ALIGN))
+        } else {
+            (head.saturating_sub(tail + ENTRY_ALIGN), 0)
+        };
+        crate::Room {
+            at_tail: at_tail as u64,
+            after_wrap: after_wrap as u64,
+        }
+    }
+
     /// Where an append of `total` bytes goes when the tail is at `tail`: at the tail, or at
     /// the start of the data area when it does not fit before the end of the file (the wrap
     /// rule: an append never straddles the end). The live entries always stay at least 8 bytes

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use common::payload;
+use daxlog::format::HEADER_LEN;
 use daxlog::{Error, Log, Options, TailState};
 
 fn open(path: &Path) -> Log {
@@ -341,4 +342,88 @@ fn hundreds_of_laps_match_the_model() {
             );
         }
     }
+}
+
+/// `Log::room` says, before appends and batches, whether each fits: exactly when the log
+/// takes it, and not `Full`, lap after lap with truncations from the head and a reader's pin,
+/// entries of many sizes (some larger than a quarter of the log, some of exactly the room),
+/// for one append or for two one after the other from the same room.
+#[test]
+fn room_predicts_every_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::new().capacity(68 << 10)).unwrap();
+    let entry = |len: usize| daxlog::format::entry_len(len) as u64;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut fits, mut full, mut wrapped, mut second) = (0u32, 0u32, 0u32, 0u32);
+    let mut pinned = None;
+    for step in 0..20_000u32 {
+        let mut room = log.room();
+        let mut refused = false;
+        for nth in 0..1 + next() % 2 {
+            let before = room;
+            let sizes: Vec<usize> = match next() % 5 {
+                0 => (0..1 + next() % 12)
+                    .map(|_| (next() % 700) as usize)
+                    .collect(),
+                1 => vec![(next() % 20_000) as usize],
+                // An entry of exactly the room at the tail or after a wrap, or 8 bytes more.
+                2 => {
+                    let edge =
+                        [room.at_tail, room.after_wrap][next() as usize % 2] + 8 * (next() % 2);
+                    let len = edge.max(HEADER_LEN as u64) - HEADER_LEN as u64;
+                    vec![len.min(log.max_payload()) as usize]
+                }
+                _ => vec![(next() % 3_000) as usize],
+            };
+            let bytes: u64 = sizes.iter().map(|&n| entry(n)).sum();
+            let predicted = room.take(bytes);
+            let payloads: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![step as u8; n]).collect();
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let got = log.append_batch(&refs);
+            match &got {
+                Ok(_) => fits += 1,
+                Err(Error::Full { .. }) => full += 1,
+                Err(e) => panic!("step {step}: {e}"),
+            }
+            assert_eq!(
+                predicted,
+                got.is_ok(),
+                "step {step}, append {nth}: room {before:?} for {sizes:?}: {got:?}"
+            );
+            if !predicted {
+                refused = true;
+                break;
+            }
+            // What is left is the room the log now has.
+            assert_eq!(log.room(), room, "step {step}, append {nth}");
+            wrapped += u32::from(bytes > before.at_tail);
+            second += nth as u32;
+        }
+        if refused || next() % 5 == 0 {
+            // Drop about half the live entries, and pin or unpin a reader now and then.
+            if let (Some(first), Some(last)) = (log.first_lsn(), log.last_lsn()) {
+                let upto = first + (last - first).div_ceil(2) + next() % 2;
+                log.truncate_before(upto.min(last + 1)).unwrap();
+            }
+            if next() % 7 == 0 {
+                pinned = match pinned.take() {
+                    Some(it) => {
+                        drop(it);
+                        None
+                    }
+                    None => Some(log.iter()),
+                };
+            }
+        }
+    }
+    assert!(
+        fits > 1000 && full > 100 && wrapped > 50 && second > 1000,
+        "{fits} fit, {full} full, {wrapped} wrapped, {second} second appends"
+    );
 }
