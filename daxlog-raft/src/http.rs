@@ -34,6 +34,19 @@
 //! carries one, before openraft sees it. A request without the header (from an earlier
 //! version, or from a node of no cluster) is taken.
 //!
+//! # A follower's room
+//!
+//! openraft (0.9) stops a node on any error of its log store's `append`, and a follower's log
+//! can be fuller than its leader's (its snapshot, which lets it purge, comes later, or its log
+//! is smaller). So before a follower hands an `AppendEntries` batch to openraft, it counts the
+//! entries its log can take now ([`Admission::entries_that_fit`]). If not all fit, it takes the
+//! first ones that do and answers `PartialSuccess` with the last one taken (openraft's way to
+//! say "the rest later"; the leader sends the rest next). If none fits, it waits for its log to
+//! make room (its own snapshot and purge), up to the wait given to [`Room::new`], then takes
+//! what fits, possibly nothing (`PartialSuccess` of the batch's `prev_log_id`: the entries
+//! before the batch match, and the leader's commit index is taken). The node stays up and
+//! lags; writes go on while a majority keeps up.
+//!
 //! # Errors
 //!
 //! The client maps a timeout (the RPC's `RPCOption::hard_ttl()`, or the connect timeout) to
@@ -53,6 +66,7 @@
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -74,7 +88,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::identity::{AdoptError, ClusterIdentity, OtherCluster};
-use crate::{NodeId, TypeConfig};
+use crate::{Admission, NodeId, TypeConfig};
 
 /// The first bytes of every binary body: `b"DXR"` and the wire version, 1.
 pub const WIRE_HEADER: [u8; 4] = *b"DXR\x01";
@@ -411,21 +425,63 @@ struct Peer {
     partition: Partition,
     /// The order of the chunks of the snapshot being received.
     receiving: Arc<std::sync::Mutex<ChunkOrder>>,
+    /// What this node's log can take of a leader's entries.
+    room: Room,
 }
+
+/// What a follower's log can take of its leader's entries (see "A follower's room" in the
+/// module documentation).
+#[derive(Clone)]
+pub struct Room {
+    admission: Admission<TypeConfig>,
+    wait: Duration,
+    /// `AppendEntries` batches cut so far.
+    cut: Arc<AtomicU64>,
+    /// Held from the count of what fits to the end of the append: two batches (an old
+    /// leader's and a new one's) must not both be counted against the same free bytes.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Room {
+    /// The room of the log `admission` was taken from ([`crate::LogStore::admission`]). An
+    /// `AppendEntries` of which no entry fits waits up to `wait` for room before it is answered
+    /// with none taken: keep it under the leader's heartbeat interval, openraft's timeout for
+    /// the RPC.
+    pub fn new(admission: Admission<TypeConfig>, wait: Duration) -> Self {
+        Room {
+            admission,
+            wait,
+            cut: Arc::default(),
+            one_at_a_time: Arc::default(),
+        }
+    }
+
+    /// How many `AppendEntries` batches were cut (some or all of their entries left for later)
+    /// because the log could not take them.
+    pub fn batches_cut(&self) -> u64 {
+        self.cut.load(Ordering::Relaxed)
+    }
+}
+
+/// How often an `AppendEntries` waiting for room looks at the log again.
+const ROOM_POLL: Duration = Duration::from_millis(2);
 
 /// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
 /// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, node `id` of `cluster`, refusing
 /// (`503`) the RPCs of the senders `partition` blocks, (`421`, [`Refused::WrongNode`]) those
 /// meant for another node id and (`409`, [`Refused::OtherCluster`]) those of another cluster;
 /// a node of no cluster yet adopts the one its first `AppendEntries` or `InstallSnapshot`
-/// carries. Bodies up to `max_body` bytes are accepted (an append-entries
-/// batch may be large: allow at least the log's capacity); larger ones get `413`.
+/// carries; of an `AppendEntries` batch, only the entries `room` can take are appended (see
+/// "A follower's room" in the module documentation). Bodies up to `max_body` bytes are
+/// accepted (an append-entries batch may be large: allow at least the log's capacity); larger
+/// ones get `413`.
 pub fn peer_router<S>(
     id: NodeId,
     cluster: ClusterIdentity,
     raft: Raft<TypeConfig>,
     partition: Partition,
     max_body: usize,
+    room: Room,
 ) -> axum::Router<S> {
     axum::Router::new()
         .route(APPEND_ENTRIES_PATH, post(append_entries))
@@ -438,6 +494,7 @@ pub fn peer_router<S>(
             raft,
             partition,
             receiving: Arc::default(),
+            room,
         })
 }
 
@@ -543,14 +600,63 @@ fn binary<T: Serialize>(value: &T) -> Response {
 }
 
 async fn append_entries(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
-    let rpc: AppendEntriesRequest<TypeConfig> = match admit(&peer, &headers, &body) {
+    let mut rpc: AppendEntriesRequest<TypeConfig> = match admit(&peer, &headers, &body) {
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
     if let Err(refused) = adopt_cluster(&peer, &headers).await {
         return refused.into_response();
     }
-    binary(&peer.raft.append_entries(rpc).await)
+    let _one = if rpc.entries.is_empty() {
+        None
+    } else {
+        Some(peer.room.one_at_a_time.lock().await)
+    };
+    let taken = take_what_fits(&peer.room, &mut rpc).await;
+    let answer = peer.raft.append_entries(rpc).await;
+    match (taken, answer) {
+        (Some(last), Ok(AppendEntriesResponse::Success)) => binary(&Ok::<_, RaftError<NodeId>>(
+            AppendEntriesResponse::PartialSuccess(last),
+        )),
+        (_, answer) => binary(&answer),
+    }
+}
+
+/// Cuts `rpc`'s entries to those the log can take now, waiting up to `room.wait` for room
+/// for the first one: `None` if every entry is kept, else the log id of the last entry kept
+/// (`prev_log_id` if none is), which the answer's `PartialSuccess` names.
+async fn take_what_fits(
+    room: &Room,
+    rpc: &mut AppendEntriesRequest<TypeConfig>,
+) -> Option<Option<openraft::LogId<NodeId>>> {
+    if rpc.entries.is_empty() {
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + room.wait;
+    let fit = loop {
+        let fit = room.admission.entries_that_fit(&rpc.entries);
+        if fit > 0 || tokio::time::Instant::now() >= deadline {
+            break fit;
+        }
+        tokio::time::sleep(ROOM_POLL).await;
+    };
+    if fit == rpc.entries.len() {
+        return None;
+    }
+    let last = match fit {
+        0 => rpc.prev_log_id,
+        n => Some(rpc.entries[n - 1].log_id),
+    };
+    let space = room.admission.space();
+    tracing::debug!(
+        sent = rpc.entries.len(),
+        taken = fit,
+        free = space.data - space.used,
+        "log too full for the whole batch: taking the entries that fit"
+    );
+    rpc.entries.truncate(fit);
+    room.cut.fetch_add(1, Ordering::Relaxed);
+    Some(last)
 }
 
 async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {

@@ -257,6 +257,9 @@ pub struct Admission<C: RaftTypeConfig> {
     _config: std::marker::PhantomData<fn() -> C>,
     max_entry: u64,
     reserve: u64,
+    /// The store's largest chunk of a long batch ([`LogStore::append`] writes one
+    /// `append_batch` per chunk).
+    chunk: u64,
     /// Bytes of admitted writes not released yet.
     pending: Arc<AtomicU64>,
 }
@@ -297,6 +300,7 @@ impl<C: RaftTypeConfig> Clone for Admission<C> {
             _config: std::marker::PhantomData,
             max_entry: self.max_entry,
             reserve: self.reserve,
+            chunk: self.chunk,
             pending: self.pending.clone(),
         }
     }
@@ -400,6 +404,45 @@ where
     /// The log's capacity, used and free bytes now.
     pub fn space(&self) -> daxlog::Space {
         self.log.space()
+    }
+}
+
+impl<C> Admission<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize,
+{
+    /// How many of `entries`, from the first, the log can take now without meeting daxlog's
+    /// `Full`: what a follower checks before it hands a leader's `AppendEntries` batch to
+    /// openraft, which stops the node on any error of the log store's `append`
+    /// (`http::peer_router` then takes only that many and answers `PartialSuccess`).
+    ///
+    /// Counted as the store writes them ([`LogStore::append`]: one `append_batch` per chunk,
+    /// each in one piece of the ring), with daxlog's [`daxlog::Log::room`]. Entries the log
+    /// holds already count too (an upper bound). No reserve is kept: a follower takes what its
+    /// leader appended. Bytes of client writes admitted here while this node led, and not
+    /// appended yet, are not counted: this node is no longer the leader when it takes entries.
+    pub fn entries_that_fit(&self, entries: &[C::Entry]) -> usize {
+        let mut room = self.log.room();
+        // The chunk being gathered (the entries' bytes), and how many entries it ends at.
+        let mut chunk = 0u64;
+        for (i, entry) in entries.iter().enumerate() {
+            let len = codec::encoded_len(entry).map_or(u64::MAX, on_media);
+            if chunk > 0 && chunk.saturating_add(len) > self.chunk {
+                // The store writes the chunk gathered so far as one batch: it fits, as the
+                // last chunk of the first `i` entries.
+                let fitted = room.take(chunk);
+                debug_assert!(fitted);
+                chunk = 0;
+            }
+            chunk = chunk.saturating_add(len);
+            // The first `i + 1` entries: the chunks taken, then this chunk as the last one.
+            let mut last = room;
+            if !last.take(chunk) {
+                return i;
+            }
+        }
+        entries.len()
     }
 }
 
@@ -877,6 +920,7 @@ where
             _config: std::marker::PhantomData,
             max_entry,
             reserve,
+            chunk: self.chunk_bytes,
             pending: self.pending.clone(),
         }
     }
@@ -1397,7 +1441,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
 mod tests {
     use openraft::entry::RaftEntry;
     use openraft::storage::RaftLogStorageExt;
-    use openraft::{CommittedLeaderId, Entry};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
 
     use super::*;
     use crate::TypeConfig;
@@ -1412,6 +1456,50 @@ mod tests {
             .blocking_append((0..n).map(|i| Entry::<TypeConfig>::new_blank(lid(1, i))))
             .await
             .unwrap();
+    }
+
+    /// A follower that appends, of every batch, only the entries `entries_that_fit` counts
+    /// never meets daxlog's `Full` (which openraft would make fatal), lap after lap of the ring,
+    /// with entries of many sizes (some larger than a chunk), and purges when none fits.
+    #[tokio::test]
+    async fn entries_that_fit_are_taken_without_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(256 << 10);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        let admission = store.admission();
+        let data = store.space().data;
+        let (mut next, mut purged, mut appended, mut cut) = (0u64, 0u64, 0u64, 0u32);
+        let mut sizes =
+            (0..).map(|i: u64| [40, 3_000, 700, 12_000, 90, 25_000, 5_000][i as usize % 7]);
+        while appended < 6 * data {
+            let batch: Vec<Entry<TypeConfig>> = (0..20)
+                .map(|i| Entry {
+                    log_id: lid(1, next + i),
+                    payload: EntryPayload::Normal(crate::Request::Append {
+                        data: vec![i as u8; sizes.next().unwrap()],
+                    }),
+                })
+                .collect();
+            let fit = admission.entries_that_fit(&batch);
+            if fit < batch.len() {
+                cut += 1;
+            }
+            if fit == 0 {
+                assert!(next - purged > 1, "nothing fits in an empty log");
+                // Purge half of what is held, as a snapshot would let a follower.
+                let upto = purged + (next - purged) / 2;
+                store.purge(lid(1, upto)).await.unwrap();
+                purged = upto;
+                continue;
+            }
+            let taken: Vec<_> = batch.into_iter().take(fit).collect();
+            for e in &taken {
+                appended += on_media(codec::encoded_len(e).unwrap());
+            }
+            store.blocking_append(taken).await.unwrap();
+            next += fit as u64;
+        }
+        assert!(cut > 10, "only {cut} batches cut");
     }
 
     /// A new committed log id alone is saved at most every `COMMITTED_SAVE_EVERY`: the store

@@ -9,7 +9,7 @@
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A,"next":F}` |
-//! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"}}` |
+//! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"},"log":{"data_bytes","used_bytes","batches_cut"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
@@ -39,7 +39,9 @@
 //!
 //! **Log pressure.** Every node snapshots and purges its own log while more than half of it is
 //! in use ([`NodeOptions::purge_above_percent`]), whatever openraft's snapshot policy (which counts entries): its log's bytes decide,
-//! not the leader's admission, which cannot see the followers' logs.
+//! not the leader's admission, which cannot see the followers' logs. A follower whose log is
+//! still too full for its leader's entries takes those that fit and lags ("A follower's room"
+//! in [`crate::http`]); `/metrics` shows its log's bytes in use and the batches it cut.
 //!
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
 //! runs: a start with another `--id` on the directory, or a second process on it, is refused
@@ -82,7 +84,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cluster::open_store_retrying;
-use crate::http::{peer_router, HttpNetwork, Partition};
+use crate::http::{peer_router, HttpNetwork, Partition, Room};
 use crate::identity::ClusterIdentity;
 use crate::{
     lock, Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request,
@@ -216,6 +218,8 @@ struct Shared {
     raft: Raft<TypeConfig>,
     sm: KvStateMachine,
     admission: Admission<TypeConfig>,
+    /// What this node's log can take of its leader's entries (the peer routes' too).
+    room: Room,
     cluster: ClusterIdentity,
     partition: Partition,
     request_timeout: Duration,
@@ -317,6 +321,10 @@ impl Node {
             id: opts.id,
             raft: raft.clone(),
             sm,
+            room: Room::new(
+                admission.clone(),
+                Duration::from_millis(opts.heartbeat_ms / 2),
+            ),
             admission,
             cluster: cluster.clone(),
             partition: partition.clone(),
@@ -364,6 +372,7 @@ impl Node {
             raft,
             partition,
             max_peer_body,
+            shared.room.clone(),
         ));
 
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -559,8 +568,9 @@ const BATCH_WRAPPING: u64 = 1 + 10 + 64;
 /// snapshot (`max_in_snapshot_log_to_keep`).
 ///
 /// openraft's own policy counts entries (`--snapshot-every`), and the bytes of an entry vary
-/// (a write group's entry carries many writes); a follower whose log fills stops (openraft
-/// 0.9 stops a node on any error of its log store's `append`), and the leader's admission,
+/// (a write group's entry carries many writes); a follower whose log fills lags (its
+/// transport takes only the entries that fit: openraft 0.9 stops a node on any error of its
+/// log store's `append`), and the leader's admission,
 /// which keeps its own log from filling, cannot see the followers' logs. Each node here purges
 /// its own log by its bytes. A leader's purge still waits for replication tasks that need the
 /// entries (a follower catching up); meanwhile its admission refuses writes (`503 log_full`).
@@ -928,6 +938,7 @@ async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             .map(|(id, matched)| (id.to_string(), json!(matched.map(|l| l.index))))
             .collect::<serde_json::Map<String, Value>>()
     });
+    let space = node.admission.space();
     reply(
         StatusCode::OK,
         json!({
@@ -945,6 +956,11 @@ async fn metrics(State(node): State<Arc<Shared>>) -> Response {
             "client_writes": {
                 "entries": node.entries_proposed.load(Ordering::Relaxed),
                 "writes": node.writes_proposed.load(Ordering::Relaxed),
+            },
+            "log": {
+                "data_bytes": space.data,
+                "used_bytes": space.used,
+                "batches_cut": node.room.batches_cut(),
             },
         }),
     )

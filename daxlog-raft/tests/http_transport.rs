@@ -881,6 +881,116 @@ async fn log_pressure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_log_is_full_takes_what_fits_and_stays_up() {
+    bounded(follower_log_full()).await;
+}
+
+/// Node 3's log is a quarter the size of the others' and it never purges by itself (no log
+/// pressure, a snapshot policy that never snapshots), so writes of nearly twice its capacity
+/// fill it while the leader and node 2 commit them. It must take only the entries that fit
+/// (openraft stops a node whose log store's `append` fails) and stay up, lagging; once it
+/// snapshots and purges, it catches up, and every journal holds exactly the acknowledged
+/// writes.
+async fn follower_log_full() {
+    const BIG: u64 = 4 << 20;
+    const SMALL: u64 = 1 << 20;
+    const CLIENTS: usize = 4;
+    const EACH: usize = 28;
+    const RECORD: usize = 16 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let opts = |id| {
+        let all = NodeOptions {
+            log_capacity: BIG,
+            ..options(id, dir.path())
+        };
+        match id {
+            3 => NodeOptions {
+                log_capacity: SMALL,
+                purge_above_percent: None,
+                snapshot_every: 1_000_000,
+                ..all
+            },
+            _ => all,
+        }
+    };
+    let mut nodes = voters3(&c, opts).await;
+
+    let leader = std::sync::Arc::new(nodes.remove(0));
+    let mut tasks = Vec::new();
+    for t in 0..CLIENTS {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new();
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                let mut data = format!("client {t} write {i} ").into_bytes();
+                data.resize(RECORD, (t * 11 + i) as u8);
+                let (status, v) = c.append(&leader, &data).await;
+                assert_eq!(status, 200, "client {t} write {i}: {v}");
+                acked.push((v["index"].as_u64().expect("an index"), data));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked.sort();
+    assert!((CLIENTS * EACH * RECORD) as u64 > 3 * SMALL / 2);
+
+    let small = &nodes[1];
+    let running = small.raft().metrics().borrow().running_state.clone();
+    assert!(running.is_ok(), "node 3 stopped: {running:?}");
+    // (The leader's next batch for node 3 may still be on its way, or waiting for room.)
+    let m = until("node 3 to cut a batch", || async {
+        let m = c.metrics(small).await;
+        (m["log"]["batches_cut"].as_u64().unwrap() > 0).then_some(m)
+    })
+    .await;
+    let last = m["last_log_index"].as_u64().expect("node 3 has entries");
+    let leader_last = c.metrics(&leader).await["last_log_index"].as_u64().unwrap();
+    assert!(last < leader_last, "node 3 did not lag: {m}");
+    assert!(
+        m["log"]["used_bytes"].as_u64().unwrap() > SMALL * 3 / 4,
+        "node 3's log is not nearly full: {m}"
+    );
+    assert!(m["purged"].is_null(), "node 3 purged: {m}");
+
+    // Node 3 snapshots and purges (as its log pressure would), until it has caught up.
+    let raft = small.raft().clone();
+    until("node 3 caught up", || {
+        let raft = raft.clone();
+        async move {
+            let (applied, snapshot, last) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                (
+                    m.last_applied.map(|l| l.index),
+                    m.snapshot.map(|l| l.index),
+                    m.last_log_index,
+                )
+            };
+            if last == Some(leader_last) {
+                return Some(());
+            }
+            if applied > snapshot {
+                raft.trigger().snapshot().await.unwrap();
+            } else if let Some(s) = snapshot {
+                raft.trigger().purge_log(s).await.unwrap();
+            }
+            None
+        }
+    })
+    .await;
+    journals_hold(&c, &leader, &nodes, &acked).await;
+    let running = small.raft().metrics().borrow().running_state.clone();
+    assert!(running.is_ok(), "node 3 stopped: {running:?}");
+    shutdown_after_clients(leader, nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_waiting_for_an_entry_stay_admitted() {
     bounded(admitted_while_waiting()).await;
 }
