@@ -219,9 +219,9 @@ pub enum Error {
     /// unreadable. Recovery refuses to drop the entries after it (open with
     /// [`crate::RecoveryMode::Salvage`] read-only to rescue them).
     #[error(
-        "{path}: corrupted {} at offset {offset} (LSN {lsn}): {reason}; {entries_beyond} valid {} found beyond it",
+        "{path}: corrupted {} at offset {offset} (LSN {lsn}): {reason}{}",
         if *.offset < crate::format::DATA_OFFSET as u64 { "metadata slot" } else { "entry" },
-        if *.entries_beyond == 1 { "entry" } else { "entries" }
+        beyond(*.entries_beyond, .reason)
     )]
     Corrupted {
         /// The file.
@@ -233,7 +233,8 @@ pub enum Error {
         lsn: Lsn,
         /// What is wrong with it.
         reason: String,
-        /// Valid entries found past the damage.
+        /// Valid entries found past the damage (0 from a [`crate::Reader`], which reads live
+        /// and does not search past it: its `reason` says so).
         entries_beyond: u64,
     },
 
@@ -443,6 +444,16 @@ fn pinned_note(pinned: &Option<crate::Lsn>) -> String {
     }
 }
 
+/// The end of [`Error::Corrupted`]'s message: the valid entries found past the damage, unless
+/// a reader reported it without searching (its reason says so).
+fn beyond(entries_beyond: u64, reason: &str) -> String {
+    if reason.starts_with(crate::reader::LIVE_DAMAGE) {
+        return String::new();
+    }
+    let noun = if entries_beyond == 1 { "entry" } else { "entries" };
+    format!("; {entries_beyond} valid {noun} found beyond it")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +508,20 @@ mod tests {
         assert!(err(15)
             .to_string()
             .ends_with("; 15 valid entries found beyond it"));
+        // A reader does not search past the damage, and does not say it found nothing there.
+        let live = Error::Corrupted {
+            path: "j.dax".into(),
+            offset: 4096,
+            lsn: 7,
+            reason: crate::reader::LIVE_DAMAGE.into(),
+            entries_beyond: 0,
+        };
+        assert_eq!(
+            live.to_string(),
+            format!(
+                "j.dax: corrupted entry at offset 4096 (LSN 7): {}",
+                crate::reader::LIVE_DAMAGE
+            )
+        );
     }
 }
