@@ -648,6 +648,15 @@ async fn take_what_fits(
         n => Some(rpc.entries[n - 1].log_id),
     };
     let space = room.admission.space();
+    if fit == 0 && space.used == 0 {
+        // Never, unless the log grows: this node cannot follow its leader.
+        tracing::warn!(
+            index = rpc.entries[0].log_id.index,
+            log_data_bytes = space.data,
+            "the leader's next entry does not fit in this node's empty log: this node needs a \
+             log as large as the leader's (--log-capacity)"
+        );
+    }
     tracing::debug!(
         sent = rpc.entries.len(),
         taken = fit,
