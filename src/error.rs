@@ -450,7 +450,11 @@ fn beyond(entries_beyond: u64, reason: &str) -> String {
     if reason.starts_with(crate::reader::LIVE_DAMAGE) {
         return String::new();
     }
-    let noun = if entries_beyond == 1 { "entry" } else { "entries" };
+    let noun = if entries_beyond == 1 {
+        "entry"
+    } else {
+        "entries"
+    };
     format!("; {entries_beyond} valid {noun} found beyond it")
 }
 
