@@ -39,13 +39,20 @@
 //! openraft (0.9) stops a node on any error of its log store's `append`, and a follower's log
 //! can be fuller than its leader's (its snapshot, which lets it purge, comes later, or its log
 //! is smaller). So before a follower hands an `AppendEntries` batch to openraft, it counts the
-//! entries its log can take now ([`Admission::entries_that_fit`]). If not all fit, it takes the
+//! entries its log can take now ([`Admission::entries_that_fit`], as openraft and the store
+//! would append them), one batch at a time. If not all fit, it takes the
 //! first ones that do and answers `PartialSuccess` with the last one taken (openraft's way to
-//! say "the rest later"; the leader sends the rest next). If none fits, it waits for its log to
-//! make room (its own snapshot and purge), up to the wait given to [`Room::new`], then takes
-//! what fits, possibly nothing (`PartialSuccess` of the batch's `prev_log_id`: the entries
-//! before the batch match, and the leader's commit index is taken). The node stays up and
-//! lags; writes go on while a majority keeps up.
+//! say "the rest later"; the leader sends the rest next). If none fits, it asks its own log
+//! pressure task for a snapshot and a purge and waits for room, up to the wait given to
+//! [`Room::new`]; if still none fits, it refuses the RPC (`503`): the leader backs off, and
+//! its replication to this node holds no entries meanwhile (openraft does not purge entries a
+//! replication holds, and a leader whose purge waits fills its log and refuses writes). The
+//! node stays up and lags; writes go on while a majority keeps up.
+//!
+//! The sender keeps an `AppendEntries` body under [`MAX_APPEND_BODY`] (at least one entry),
+//! sends the first entries and answers openraft `PartialSuccess`; a receiver that still
+//! answers `413` (its body limit is sized by its own log) is taken as openraft's
+//! `PayloadTooLarge`, with a hint of half the entries.
 //!
 //! # Errors
 //!
@@ -66,7 +73,7 @@
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -76,7 +83,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::{
@@ -307,6 +315,7 @@ impl HttpConnection {
         action: RPCTypes,
         rpc: &Req,
         option: &RPCOption,
+        entries: usize,
     ) -> Result<Resp, RpcError<E>>
     where
         Req: Serialize,
@@ -356,6 +365,13 @@ impl HttpConnection {
         let bytes = response.bytes().await.map_err(transport)?;
         match status {
             StatusCode::OK => {}
+            // A receiver whose body limit (sized by its log) is below this batch's: fewer
+            // entries at a time (openraft sends at most the hint for a while).
+            StatusCode::PAYLOAD_TOO_LARGE if entries > 1 => {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint((entries / 2) as u64),
+                ));
+            }
             // Partitioned, not the node this RPC is meant for, or of another cluster: never
             // an answer.
             StatusCode::SERVICE_UNAVAILABLE
@@ -387,8 +403,24 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError<openraft::error::Infallible>> {
-        self.call(APPEND_ENTRIES_PATH, RPCTypes::AppendEntries, &rpc, &option)
-            .await
+        let mut rpc = rpc;
+        let cut = cut_to_body(&mut rpc);
+        let entries = rpc.entries.len();
+        let answer = self
+            .call(
+                APPEND_ENTRIES_PATH,
+                RPCTypes::AppendEntries,
+                &rpc,
+                &option,
+                entries,
+            )
+            .await?;
+        Ok(match (cut, answer) {
+            (Some(last), AppendEntriesResponse::Success) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (_, answer) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -401,6 +433,7 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
             RPCTypes::InstallSnapshot,
             &rpc,
             &option,
+            0,
         )
         .await
     }
@@ -410,8 +443,29 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError<openraft::error::Infallible>> {
-        self.call(VOTE_PATH, RPCTypes::Vote, &rpc, &option).await
+        self.call(VOTE_PATH, RPCTypes::Vote, &rpc, &option, 0).await
     }
+}
+
+/// The largest `AppendEntries` body a node sends, in bytes of its entries' encodings, unless
+/// its first entry alone is larger: a receiver accepts bodies of its log's capacity and 2 MiB
+/// more (`node.rs`), and one RPC is answered before the next is sent.
+pub const MAX_APPEND_BODY: usize = 2 << 20;
+
+/// Keeps the first entries of `rpc` whose encodings add up to at most [`MAX_APPEND_BODY`] (at
+/// least one); the log id of the last one kept if any was left out.
+fn cut_to_body(rpc: &mut AppendEntriesRequest<TypeConfig>) -> Option<openraft::LogId<NodeId>> {
+    let mut bytes = 0usize;
+    let keep = rpc.entries.iter().position(|e| {
+        bytes = bytes.saturating_add(crate::codec::encoded_len(e).unwrap_or(usize::MAX));
+        bytes > MAX_APPEND_BODY
+    })?;
+    let keep = keep.max(1);
+    if keep >= rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    Some(rpc.entries[keep - 1].log_id)
 }
 
 /// What the server side needs.
@@ -437,8 +491,12 @@ pub struct Room {
     wait: Duration,
     /// `AppendEntries` batches cut so far.
     cut: Arc<AtomicU64>,
-    /// Held from the count of what fits to the end of the append: two batches (an old
-    /// leader's and a new one's) must not both be counted against the same free bytes.
+    /// Set when an `AppendEntries` batch waits for room: the node's log pressure task then
+    /// snapshots and purges, however little of the log is in use.
+    wanted: Arc<AtomicBool>,
+    /// Held from the count of what fits until openraft answered: two batches (a leader's
+    /// retry, or an old leader's and a new one's) must not both be counted against the same
+    /// room.
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -452,14 +510,21 @@ impl Room {
             admission,
             wait,
             cut: Arc::default(),
+            wanted: Arc::default(),
             one_at_a_time: Arc::default(),
         }
     }
 
-    /// How many `AppendEntries` batches were cut (some or all of their entries left for later)
-    /// because the log could not take them.
+    /// How many `AppendEntries` batches were cut (some of their entries left for later) or
+    /// refused (none taken) because the log could not take them.
     pub fn batches_cut(&self) -> u64 {
         self.cut.load(Ordering::Relaxed)
+    }
+
+    /// True (once) if an `AppendEntries` batch waited for room since the last call: the log
+    /// should be snapshotted and purged, however little of it is in use.
+    pub fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -607,30 +672,52 @@ async fn append_entries(State(peer): State<Peer>, headers: HeaderMap, body: Byte
     if let Err(refused) = adopt_cluster(&peer, &headers).await {
         return refused.into_response();
     }
-    let _one = if rpc.entries.is_empty() {
-        None
-    } else {
-        Some(peer.room.one_at_a_time.lock().await)
-    };
-    let taken = take_what_fits(&peer.room, &mut rpc).await;
-    let answer = peer.raft.append_entries(rpc).await;
-    match (taken, answer) {
-        (Some(last), Ok(AppendEntriesResponse::Success)) => binary(&Ok::<_, RaftError<NodeId>>(
-            AppendEntriesResponse::PartialSuccess(last),
-        )),
-        (_, answer) => binary(&answer),
+    if rpc.entries.is_empty() {
+        return binary(&peer.raft.append_entries(rpc).await);
+    }
+    // In a task of its own, which holds the lock until openraft answered even where the
+    // sender gave up and this request is dropped: its entries may still be appended.
+    let one = peer.clone();
+    let task = tokio::spawn(async move {
+        let _one = one.room.one_at_a_time.lock().await;
+        match take_what_fits(&one.room, &mut rpc).await {
+            Taken::NoRoom => None,
+            taken => Some((taken, one.raft.append_entries(rpc).await)),
+        }
+    });
+    match task.await {
+        Ok(Some((Taken::Cut(last), Ok(AppendEntriesResponse::Success)))) => {
+            binary(&Ok::<_, RaftError<NodeId>>(
+                AppendEntriesResponse::PartialSuccess(Some(last)),
+            ))
+        }
+        Ok(Some((_, answer))) => binary(&answer),
+        // (Taken by the sender as unreachable: it backs off, and its replication to this node
+        // holds no entries meanwhile, which the leader may then purge.)
+        Ok(None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no room in this node's log for the next entry yet",
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 
+/// What a follower's log can take of an `AppendEntries` batch.
+enum Taken {
+    /// Every entry.
+    All,
+    /// The first ones, up to the one with this log id.
+    Cut(openraft::LogId<NodeId>),
+    /// None (the answer to the leader is a refusal, `503`).
+    NoRoom,
+}
+
 /// Cuts `rpc`'s entries to those the log can take now, waiting up to `room.wait` for room
-/// for the first one: `None` if every entry is kept, else the log id of the last entry kept
-/// (`prev_log_id` if none is), which the answer's `PartialSuccess` names.
-async fn take_what_fits(
-    room: &Room,
-    rpc: &mut AppendEntriesRequest<TypeConfig>,
-) -> Option<Option<openraft::LogId<NodeId>>> {
+/// for the first one (and asking the node's log pressure task for a snapshot and a purge).
+async fn take_what_fits(room: &Room, rpc: &mut AppendEntriesRequest<TypeConfig>) -> Taken {
     if rpc.entries.is_empty() {
-        return None;
+        return Taken::All;
     }
     let deadline = tokio::time::Instant::now() + room.wait;
     let fit = loop {
@@ -638,24 +725,25 @@ async fn take_what_fits(
         if fit > 0 || tokio::time::Instant::now() >= deadline {
             break fit;
         }
+        room.wanted.store(true, Ordering::Relaxed);
         tokio::time::sleep(ROOM_POLL).await;
     };
     if fit == rpc.entries.len() {
-        return None;
+        return Taken::All;
     }
-    let last = match fit {
-        0 => rpc.prev_log_id,
-        n => Some(rpc.entries[n - 1].log_id),
-    };
+    room.cut.fetch_add(1, Ordering::Relaxed);
     let space = room.admission.space();
-    if fit == 0 && space.used == 0 {
-        // Never, unless the log grows: this node cannot follow its leader.
-        tracing::warn!(
-            index = rpc.entries[0].log_id.index,
-            log_data_bytes = space.data,
-            "the leader's next entry does not fit in this node's empty log: this node needs a \
-             log as large as the leader's (--log-capacity)"
-        );
+    if fit == 0 {
+        if space.used == 0 {
+            // Never, unless the log grows: this node cannot follow its leader.
+            tracing::warn!(
+                index = rpc.entries[0].log_id.index,
+                log_data_bytes = space.data,
+                "the leader's next entry does not fit in this node's empty log: this node \
+                 needs a log as large as the leader's (--log-capacity)"
+            );
+        }
+        return Taken::NoRoom;
     }
     tracing::debug!(
         sent = rpc.entries.len(),
@@ -664,8 +752,7 @@ async fn take_what_fits(
         "log too full for the whole batch: taking the entries that fit"
     );
     rpc.entries.truncate(fit);
-    room.cut.fetch_add(1, Ordering::Relaxed);
-    Some(last)
+    Taken::Cut(rpc.entries[fit - 1].log_id)
 }
 
 async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
@@ -778,6 +865,38 @@ mod tests {
 
     use super::*;
     use crate::Request;
+
+    /// A sender keeps an `AppendEntries` body to `MAX_APPEND_BODY` bytes of entries, at least
+    /// one entry, and says which was the last one sent.
+    #[test]
+    fn append_entries_bodies_are_cut_by_bytes() {
+        let rpc = |sizes: &[usize]| AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64),
+                    payload: EntryPayload::Normal(Request::Append { data: vec![1; n] }),
+                })
+                .collect(),
+        };
+        let third = MAX_APPEND_BODY / 3;
+        let mut small = rpc(&[100; 10]);
+        assert_eq!(cut_to_body(&mut small), None);
+        assert_eq!(small.entries.len(), 10);
+        let mut big = rpc(&[third; 5]);
+        let last = cut_to_body(&mut big).expect("cut");
+        assert_eq!((big.entries.len(), last.index), (2, 1));
+        let mut huge = rpc(&[2 * MAX_APPEND_BODY, 10]);
+        let last = cut_to_body(&mut huge).expect("cut");
+        assert_eq!((huge.entries.len(), last.index), (1, 0));
+        let mut one = rpc(&[2 * MAX_APPEND_BODY]);
+        assert_eq!(cut_to_body(&mut one), None);
+        assert_eq!(one.entries.len(), 1);
+    }
 
     #[test]
     fn snapshot_chunks_past_what_was_received_are_refused() {

@@ -260,6 +260,8 @@ pub struct Admission<C: RaftTypeConfig> {
     /// The store's largest chunk of a long batch ([`LogStore::append`] writes one
     /// `append_batch` per chunk).
     chunk: u64,
+    /// The store's entries (which of a leader's entries it holds already).
+    inner: Arc<Inner<C>>,
     /// Bytes of admitted writes not released yet.
     pending: Arc<AtomicU64>,
 }
@@ -301,6 +303,7 @@ impl<C: RaftTypeConfig> Clone for Admission<C> {
             max_entry: self.max_entry,
             reserve: self.reserve,
             chunk: self.chunk,
+            inner: self.inner.clone(),
             pending: self.pending.clone(),
         }
     }
@@ -410,23 +413,35 @@ where
 impl<C> Admission<C>
 where
     C: RaftTypeConfig,
-    C::Entry: Serialize,
+    C::Entry: Serialize + DeserializeOwned,
 {
-    /// How many of `entries`, from the first, the log can take now without meeting daxlog's
-    /// `Full`: what a follower checks before it hands a leader's `AppendEntries` batch to
-    /// openraft, which stops the node on any error of the log store's `append`
-    /// (`http::peer_router` then takes only that many and answers `PartialSuccess`).
+    /// How many of `entries` (a leader's `AppendEntries` batch: consecutive indexes), from the
+    /// first, the log can take now without meeting daxlog's `Full`: what a follower checks
+    /// before it hands the batch to openraft, which stops the node on any error of the log
+    /// store's `append` (`http::peer_router` then hands it only that many and answers
+    /// `PartialSuccess`).
     ///
-    /// Counted as the store writes them ([`LogStore::append`]: one `append_batch` per chunk,
-    /// each in one piece of the ring), with daxlog's [`daxlog::Log::room`]. Entries the log
-    /// holds already count too (an upper bound). No reserve is kept: a follower takes what its
-    /// leader appended. Bytes of client writes admitted here while this node led, and not
-    /// appended yet, are not counted: this node is no longer the leader when it takes entries.
+    /// Counted as openraft and the store would write them: the entries the log holds already
+    /// with the same log ids are skipped (openraft appends from the first entry it does not
+    /// hold); the rest are cut into the store's chunks ([`LogStore::append`]: one
+    /// `append_batch` each, in one piece of the ring) and placed with daxlog's
+    /// [`daxlog::Log::room`]. Where an entry conflicts with one the log holds, openraft first
+    /// removes the log's entries from there on, which only adds room: they are counted
+    /// against the room before. No reserve is kept: a follower takes what its leader
+    /// appended. 0 where the log could not be read (a purge moved it meanwhile): the leader
+    /// sends again.
     pub fn entries_that_fit(&self, entries: &[C::Entry]) -> usize {
+        let held = match self.inner.held_prefix(entries) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::debug!("the entries held could not be read: {e}");
+                return 0;
+            }
+        };
         let mut room = self.log.room();
-        // The chunk being gathered (the entries' bytes), and how many entries it ends at.
+        // The chunk being gathered (the entries' bytes).
         let mut chunk = 0u64;
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.iter().enumerate().skip(held) {
             let len = codec::encoded_len(entry).map_or(u64::MAX, on_media);
             if chunk > 0 && chunk.saturating_add(len) > self.chunk {
                 // The store writes the chunk gathered so far as one batch: it fits, as the
@@ -615,6 +630,44 @@ where
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<C::Entry>, DaxError> {
         self.entries_at(&self.pos(), start, end)
+    }
+
+    /// How many of `entries` (consecutive indexes), from the first, the log holds already with
+    /// the same log ids, or purged (as openraft's `first_conflicting_index` counts: openraft
+    /// appends only the entries after them). By Raft's log matching, an entry held with the
+    /// same log id means every one before it is too: a binary search, reading `log2` of the
+    /// entries that overlap the log.
+    fn held_prefix(&self, entries: &[C::Entry]) -> Result<usize, DaxError> {
+        let pos = self.pos();
+        let (Some(first), Some(stored_first), Some(last)) = (
+            entries.first().map(|e| e.get_log_id().index),
+            pos.first_index(),
+            pos.last.as_ref(),
+        ) else {
+            return Ok(0);
+        };
+        // The entries up to the log's last index overlap it (or were purged from it).
+        let overlap = usize::try_from(last.index.saturating_add(1).saturating_sub(first))
+            .unwrap_or(usize::MAX)
+            .min(entries.len());
+        let held = |i: usize| -> Result<bool, DaxError> {
+            let id = entries[i].get_log_id();
+            if id.index < stored_first {
+                return Ok(true); // Purged: committed, the leader's too.
+            }
+            Ok(self.decode(pos.lsn(id.index))?.get_log_id() == id)
+        };
+        // The first `lo` are held; from `hi` on, none is.
+        let (mut lo, mut hi) = (0, overlap);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if held(mid)? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
     }
 
     /// The entries with indexes `start..end` that `pos` (a copy taken before) says the log
@@ -921,6 +974,7 @@ where
             max_entry,
             reserve,
             chunk: self.chunk_bytes,
+            inner: self.inner.clone(),
             pending: self.pending.clone(),
         }
     }
@@ -1458,48 +1512,162 @@ mod tests {
             .unwrap();
     }
 
-    /// A follower that appends, of every batch, only the entries `entries_that_fit` counts
-    /// never meets daxlog's `Full` (which openraft would make fatal), lap after lap of the ring,
-    /// with entries of many sizes (some larger than a chunk), and purges when none fits.
+    /// A leader resends two entries the follower holds, with three new ones: openraft
+    /// appends only the new ones, which the store cuts into chunks from the first new entry,
+    /// not from the first entry sent. Counted from the first entry sent, the batch seemed to
+    /// fit as two chunks (3600 bytes at the tail, 3200 after a wrap) where the store's one
+    /// chunk of 4000 bytes meets `Full`.
+    #[tokio::test]
+    async fn entries_held_already_are_not_counted_into_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogStoreOptions::new().log_capacity(64 << 10);
+        let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        store.set_full_reserve(16_000); // chunks of at most 4000 bytes on media
+        let admission = store.admission();
+        // An entry of `bytes` on media.
+        let entry = |index: u64, bytes: u64| {
+            (0..)
+                .map(|n| Entry::<TypeConfig> {
+                    log_id: lid(1, index),
+                    payload: EntryPayload::Normal(crate::Request::Append { data: vec![7; n] }),
+                })
+                .find(|e| on_media(codec::encoded_len(e).unwrap()) >= bytes)
+                .filter(|e| on_media(codec::encoded_len(e).unwrap()) == bytes)
+                .expect("an entry of that size")
+        };
+        let mut held = vec![entry(0, 3208)];
+        held.extend((1..=12).map(|i| entry(i, 4000)));
+        held.extend([entry(13, 3832), entry(14, 400), entry(15, 2400)]);
+        store.blocking_append(held.clone()).await.unwrap();
+        store.purge(lid(1, 0)).await.unwrap();
+        assert_eq!(
+            admission.log.room(),
+            daxlog::Room {
+                at_tail: 3600,
+                after_wrap: 3200
+            }
+        );
+        let batch = vec![
+            held[14].clone(),
+            held[15].clone(),
+            entry(16, 800),
+            entry(17, 1200),
+            entry(18, 2000),
+        ];
+        let fit = admission.entries_that_fit(&batch);
+        // openraft skips the entries held and appends the rest of those it is given.
+        let r = store.blocking_append(batch[2..fit].to_vec()).await;
+        assert!(r.is_ok(), "{fit} counted as fitting: {r:?}");
+        assert_eq!(
+            fit, 4,
+            "entries 16 and 17 fit at the tail, 18 after a wrap would not"
+        );
+    }
+
+    /// A follower that hands openraft, of every leader's batch, only the entries
+    /// `entries_that_fit` counts never meets daxlog's `Full` (which openraft would make
+    /// fatal), lap after lap of the ring: batches that resend entries the log holds (a retry,
+    /// a new leader's probe), batches whose entries conflict with the log's from some index on
+    /// (a new leader, a new term), entries of many sizes, some larger than a chunk. openraft's
+    /// part is played here as it does it: skip the entries held with the same log id, remove
+    /// the log's entries from the first conflict on, append the rest (one call, which the
+    /// store cuts into chunks). When nothing fits, half the entries are purged. 200 laps.
     #[tokio::test]
     async fn entries_that_fit_are_taken_without_full() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogStoreOptions::new().log_capacity(256 << 10);
+        let opts = LogStoreOptions::new().log_capacity(64 << 10);
         let mut store = LogStore::<TypeConfig>::open(dir.path(), &opts).unwrap();
+        // Chunks of at most 4000 bytes: entries both smaller and larger.
+        store.set_full_reserve(16_000);
         let admission = store.admission();
         let data = store.space().data;
-        let (mut next, mut purged, mut appended, mut cut) = (0u64, 0u64, 0u64, 0u32);
-        let mut sizes =
-            (0..).map(|i: u64| [40, 3_000, 700, 12_000, 90, 25_000, 5_000][i as usize % 7]);
-        while appended < 6 * data {
-            let batch: Vec<Entry<TypeConfig>> = (0..20)
-                .map(|i| Entry {
-                    log_id: lid(1, next + i),
-                    payload: EntryPayload::Normal(crate::Request::Append {
-                        data: vec![i as u8; sizes.next().unwrap()],
-                    }),
-                })
-                .collect();
-            let fit = admission.entries_that_fit(&batch);
-            if fit < batch.len() {
-                cut += 1;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let entry = |term: u64, index: u64, len: u64| Entry::<TypeConfig> {
+            log_id: lid(term, index),
+            payload: EntryPayload::Normal(crate::Request::Append {
+                data: vec![index as u8; len as usize],
+            }),
+        };
+        // What the log holds, as this follower and its leader agree.
+        let mut held: std::collections::VecDeque<Entry<TypeConfig>> = Default::default();
+        let (mut term, mut next) = (1u64, 0u64);
+        let (mut appended, mut cut, mut resent, mut conflicts) = (0u64, 0u32, 0u32, 0u32);
+        while appended < 200 * data {
+            // The leader's batch: a few entries the log holds, then entries it does not,
+            // from a new term where they replace some the log holds.
+            let back = rand(4).min(held.len() as u64) as usize;
+            let replaced = match rand(5) {
+                0 => rand(back as u64 + 1) as usize,
+                _ => 0,
+            };
+            if replaced > 0 {
+                term += 1;
+                conflicts += 1;
             }
+            let mut batch: Vec<_> = held
+                .iter()
+                .skip(held.len() - back)
+                .take(back - replaced)
+                .cloned()
+                .collect();
+            let from = next - replaced as u64;
+            for index in from..from + 1 + rand(20) {
+                let len = [40, 3_000, 700, 1_200, 90, 2_400, 5_000, 1_900, 3_700][rand(9) as usize];
+                batch.push(entry(term, index, len));
+            }
+            resent += u32::from(back > replaced);
+            let fit = admission.entries_that_fit(&batch);
+            cut += u32::from(fit < batch.len());
             if fit == 0 {
-                assert!(next - purged > 1, "nothing fits in an empty log");
+                assert!(
+                    held.len() > 1,
+                    "nothing fits in a log of {} entries",
+                    held.len()
+                );
                 // Purge half of what is held, as a snapshot would let a follower.
-                let upto = purged + (next - purged) / 2;
-                store.purge(lid(1, upto)).await.unwrap();
-                purged = upto;
+                let upto = held[held.len() / 2 - 1].log_id;
+                store.purge(upto).await.unwrap();
+                held.drain(..held.len() / 2);
                 continue;
             }
-            let taken: Vec<_> = batch.into_iter().take(fit).collect();
-            for e in &taken {
+            // openraft: skip what is held with the same log id, remove from a conflict on,
+            // append the rest.
+            let given = &batch[..fit];
+            let since = given
+                .iter()
+                .position(|e| !held.iter().any(|h| h.log_id == e.log_id))
+                .unwrap_or(given.len());
+            if since == given.len() {
+                continue;
+            }
+            let first = given[since].log_id;
+            if first.index < next {
+                store.truncate(first).await.unwrap();
+                held.retain(|h| h.log_id.index < first.index);
+            }
+            for e in &given[since..] {
                 appended += on_media(codec::encoded_len(e).unwrap());
             }
-            store.blocking_append(taken).await.unwrap();
-            next += fit as u64;
+            let r = store.blocking_append(given[since..].to_vec()).await;
+            assert!(
+                r.is_ok(),
+                "{} of {} entries counted as fitting: {r:?}",
+                fit,
+                batch.len()
+            );
+            held.extend(given[since..].iter().cloned());
+            next = held.back().unwrap().log_id.index + 1;
         }
-        assert!(cut > 10, "only {cut} batches cut");
+        assert!(
+            cut > 1000 && resent > 1000 && conflicts > 200,
+            "{cut} batches cut, {resent} resent entries, {conflicts} conflicts"
+        );
     }
 
     /// A new committed log id alone is saved at most every `COMMITTED_SAVE_EVERY`: the store

@@ -346,6 +346,7 @@ impl Node {
             Some(percent) => tokio::spawn(log_pressure(
                 raft.clone(),
                 shared.admission.clone(),
+                shared.room.clone(),
                 percent.min(100),
             )),
             None => tokio::spawn(async {}),
@@ -563,7 +564,7 @@ fn batch_item_len(data: &[u8]) -> u64 {
 const BATCH_WRAPPING: u64 = 1 + 10 + 64;
 
 /// Keeps the node's log from filling, on every node: while more than `percent` of its data
-/// area is in use, builds a snapshot of what was applied (unless one newer than the last purge is there
+/// area is in use, or a leader's entries wait for room ([`Room::take_wanted`]), builds a snapshot of what was applied (unless one newer than the last purge is there
 /// already), then purges the log up to that snapshot, past the entries openraft keeps behind a
 /// snapshot (`max_in_snapshot_log_to_keep`).
 ///
@@ -574,7 +575,12 @@ const BATCH_WRAPPING: u64 = 1 + 10 + 64;
 /// which keeps its own log from filling, cannot see the followers' logs. Each node here purges
 /// its own log by its bytes. A leader's purge still waits for replication tasks that need the
 /// entries (a follower catching up); meanwhile its admission refuses writes (`503 log_full`).
-async fn log_pressure(raft: Raft<TypeConfig>, admission: Admission<TypeConfig>, percent: u8) {
+async fn log_pressure(
+    raft: Raft<TypeConfig>,
+    admission: Admission<TypeConfig>,
+    room: Room,
+    percent: u8,
+) {
     let index = |l: Option<openraft::LogId<NodeId>>| l.map(|l| l.index);
     let mut interval = tokio::time::interval(PRESSURE_CHECK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -583,7 +589,10 @@ async fn log_pressure(raft: Raft<TypeConfig>, admission: Admission<TypeConfig>, 
     loop {
         interval.tick().await;
         let space = admission.space();
-        if u128::from(space.used) * 100 <= u128::from(space.data) * u128::from(percent) {
+        // (Or a leader's entries wait for room, however little is in use.)
+        if u128::from(space.used) * 100 <= u128::from(space.data) * u128::from(percent)
+            && !room.take_wanted()
+        {
             continue;
         }
         let (applied, snapshot, purged) = {

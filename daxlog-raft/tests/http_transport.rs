@@ -991,6 +991,83 @@ async fn follower_log_full() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_beside_a_follower_that_cannot_take_them() {
+    bounded(follower_too_small()).await;
+}
+
+/// Node 3's log is smaller than one of the leader's writes, so it can never take the leader's
+/// entries: it refuses them (`503`) and stays up. The leader and node 2 commit writes of twice
+/// the leader's log, which the leader must purge meanwhile: openraft does not purge entries a
+/// replication holds, and a follower that answered "none taken" again and again would hold
+/// them for good (the leader's log would fill, and every write be refused `log_full`).
+async fn follower_too_small() {
+    const BIG: u64 = 4 << 20;
+    const SMALL: u64 = 128 << 10;
+    const RECORD: usize = 160 << 10;
+    const EACH: usize = 26;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let opts = |id| NodeOptions {
+        log_capacity: if id == 3 { SMALL } else { BIG },
+        ..options(id, dir.path())
+    };
+    let mut nodes = voters3(&c, opts).await;
+
+    let leader = std::sync::Arc::new(nodes.remove(0));
+    let mut tasks = Vec::new();
+    for t in 0..2 {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new();
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            for i in 0..EACH {
+                let mut data = format!("client {t} write {i} ").into_bytes();
+                data.resize(RECORD, (t * 13 + i) as u8);
+                loop {
+                    let (status, v) = c.append(&leader, &data).await;
+                    if status == 200 {
+                        acked.push((v["index"].as_u64().expect("an index"), data));
+                        break;
+                    }
+                    // (While the leader snapshots and purges.)
+                    assert_eq!((status, &v["error"]), (503, &json!("log_full")), "{v}");
+                    refused += 1;
+                    assert!(
+                        refused < 2_000,
+                        "client {t}: the leader's log never made room"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked.sort();
+    assert!((acked.len() * RECORD) as u64 > 2 * BIG);
+
+    let small = &nodes[1];
+    let running = small.raft().metrics().borrow().running_state.clone();
+    assert!(running.is_ok(), "node 3 stopped: {running:?}");
+    let m = c.metrics(small).await;
+    assert!(m["log"]["batches_cut"].as_u64().unwrap() > 0, "{m}");
+    let lm = c.metrics(&leader).await;
+    assert!(
+        lm["purged"].as_u64().is_some(),
+        "the leader never purged: {lm}"
+    );
+    assert!(
+        m["last_log_index"].as_u64() < lm["last_log_index"].as_u64(),
+        "node 3 took entries larger than its log: {m}"
+    );
+    journals_hold(&c, &leader, &nodes[..1], &acked).await;
+    shutdown_after_clients(leader, nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_waiting_for_an_entry_stay_admitted() {
     bounded(admitted_while_waiting()).await;
 }
