@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use openraft::{BasicNode, Config, Raft, RaftMetrics, SnapshotPolicy};
 
 use crate::network::Router;
+use crate::room::Room;
 use crate::{
     Admission, KvStateMachine, LogStore, LogStoreOptions, NodeId, Request, Response, TypeConfig,
     WriteRejected,
@@ -97,9 +98,13 @@ impl Cluster {
         Ok(&self.nodes[&id])
     }
 
-    /// Connects an opened node to the others.
+    /// Connects an opened node to the others. Of a leader's entries it appends only those its
+    /// log can take ([`crate::room`]).
     pub fn connect(&self, id: NodeId) {
-        self.router.add(id, self.nodes[&id].raft.clone());
+        let node = &self.nodes[&id];
+        let wait = Duration::from_millis(self.config.heartbeat_interval / 2);
+        let room = Room::new(node.admission.clone(), wait);
+        self.router.add_with_room(id, node.raft.clone(), room);
     }
 
     /// Opens and connects node `id`.

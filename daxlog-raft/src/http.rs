@@ -34,20 +34,11 @@
 //! carries one, before openraft sees it. A request without the header (from an earlier
 //! version, or from a node of no cluster) is taken.
 //!
-//! # A follower's room
+//! # Batches and room
 //!
-//! openraft (0.9) stops a node on any error of its log store's `append`, and a follower's log
-//! can be fuller than its leader's (its snapshot, which lets it purge, comes later, or its log
-//! is smaller). So before a follower hands an `AppendEntries` batch to openraft, it counts the
-//! entries its log can take now ([`Admission::entries_that_fit`], as openraft and the store
-//! would append them), one batch at a time. If not all fit, it takes the
-//! first ones that do and answers `PartialSuccess` with the last one taken (openraft's way to
-//! say "the rest later"; the leader sends the rest next). If none fits, it asks its own log
-//! pressure task for a snapshot and a purge and waits for room, up to the wait given to
-//! [`Room::new`]; if still none fits, it refuses the RPC (`503`): the leader backs off, and
-//! its replication to this node holds no entries meanwhile (openraft does not purge entries a
-//! replication holds, and a leader whose purge waits fills its log and refuses writes). The
-//! node stays up and lags; writes go on while a majority keeps up.
+//! A follower appends, of an `AppendEntries` batch, only the entries its log can take now
+//! ([`crate::room`]); if none fits, it answers `503`, and the sender tries again after its
+//! backoff ([`HttpNetwork::with_backoff`]; the node sets its heartbeat interval).
 //!
 //! The sender keeps an `AppendEntries` body under [`MAX_APPEND_BODY`] (at least one entry),
 //! sends the first entries and answers openraft `PartialSuccess`; a receiver that still
@@ -73,7 +64,6 @@
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -96,7 +86,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::identity::{AdoptError, ClusterIdentity, OtherCluster};
-use crate::{Admission, NodeId, TypeConfig};
+use crate::room::Room;
+use crate::{NodeId, TypeConfig};
 
 /// The first bytes of every binary body: `b"DXR"` and the wire version, 1.
 pub const WIRE_HEADER: [u8; 4] = *b"DXR\x01";
@@ -250,6 +241,8 @@ pub struct HttpNetwork {
     client: reqwest::Client,
     partition: Partition,
     cluster: ClusterIdentity,
+    /// How long openraft waits before it sends again to a node that was unreachable.
+    backoff: Duration,
 }
 
 impl HttpNetwork {
@@ -270,9 +263,22 @@ impl HttpNetwork {
             client,
             partition,
             cluster,
+            backoff: DEFAULT_BACKOFF,
         })
     }
+
+    /// Sets how long openraft waits before it sends again to a node that was unreachable
+    /// (default [`DEFAULT_BACKOFF`]). A node refuses a batch it has no room for as
+    /// unreachable ([`crate::room`]): keep this under the election timeout, so that such a
+    /// follower hears from its leader before it would start an election.
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
 }
+
+/// openraft's own backoff after an unreachable node.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The connection from one node to `target` (a base URL; requests share the client's pool).
 pub struct HttpConnection {
@@ -372,6 +378,13 @@ impl HttpConnection {
                     PayloadTooLarge::new_entries_hint((entries / 2) as u64),
                 ));
             }
+            // One entry, too large for the receiver: nothing to cut; sent again after a pause.
+            StatusCode::PAYLOAD_TOO_LARGE if entries == 1 => {
+                return Err(RPCError::Unreachable(unreachable(format!(
+                    "node {} cannot take an entry this large",
+                    self.target
+                ))));
+            }
             // Partitioned, not the node this RPC is meant for, or of another cluster: never
             // an answer.
             StatusCode::SERVICE_UNAVAILABLE
@@ -445,11 +458,15 @@ impl RaftNetwork<TypeConfig> for HttpConnection {
     ) -> Result<VoteResponse<NodeId>, RpcError<openraft::error::Infallible>> {
         self.call(VOTE_PATH, RPCTypes::Vote, &rpc, &option, 0).await
     }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.net.backoff))
+    }
 }
 
 /// The largest `AppendEntries` body a node sends, in bytes of its entries' encodings, unless
-/// its first entry alone is larger: a receiver accepts bodies of its log's capacity and 2 MiB
-/// more (`node.rs`), and one RPC is answered before the next is sent.
+/// its first entry alone is larger: a receiver accepts bodies of its log's capacity, its
+/// snapshot chunk size and 1 MiB (`node.rs`), and one RPC is answered before the next is sent.
 pub const MAX_APPEND_BODY: usize = 2 << 20;
 
 /// Keeps the first entries of `rpc` whose encodings add up to at most [`MAX_APPEND_BODY`] (at
@@ -483,61 +500,13 @@ struct Peer {
     room: Room,
 }
 
-/// What a follower's log can take of its leader's entries (see "A follower's room" in the
-/// module documentation).
-#[derive(Clone)]
-pub struct Room {
-    admission: Admission<TypeConfig>,
-    wait: Duration,
-    /// `AppendEntries` batches cut so far.
-    cut: Arc<AtomicU64>,
-    /// Set when an `AppendEntries` batch waits for room: the node's log pressure task then
-    /// snapshots and purges, however little of the log is in use.
-    wanted: Arc<AtomicBool>,
-    /// Held from the count of what fits until openraft answered: two batches (a leader's
-    /// retry, or an old leader's and a new one's) must not both be counted against the same
-    /// room.
-    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Room {
-    /// The room of the log `admission` was taken from ([`crate::LogStore::admission`]). An
-    /// `AppendEntries` of which no entry fits waits up to `wait` for room before it is answered
-    /// with none taken: keep it under the leader's heartbeat interval, openraft's timeout for
-    /// the RPC.
-    pub fn new(admission: Admission<TypeConfig>, wait: Duration) -> Self {
-        Room {
-            admission,
-            wait,
-            cut: Arc::default(),
-            wanted: Arc::default(),
-            one_at_a_time: Arc::default(),
-        }
-    }
-
-    /// How many `AppendEntries` batches were cut (some of their entries left for later) or
-    /// refused (none taken) because the log could not take them.
-    pub fn batches_cut(&self) -> u64 {
-        self.cut.load(Ordering::Relaxed)
-    }
-
-    /// True (once) if an `AppendEntries` batch waited for room since the last call: the log
-    /// should be snapshotted and purged, however little of it is in use.
-    pub fn take_wanted(&self) -> bool {
-        self.wanted.swap(false, Ordering::Relaxed)
-    }
-}
-
-/// How often an `AppendEntries` waiting for room looks at the log again.
-const ROOM_POLL: Duration = Duration::from_millis(2);
-
 /// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
 /// [`VOTE_PATH`] and [`INSTALL_SNAPSHOT_PATH`] for `raft`, node `id` of `cluster`, refusing
 /// (`503`) the RPCs of the senders `partition` blocks, (`421`, [`Refused::WrongNode`]) those
 /// meant for another node id and (`409`, [`Refused::OtherCluster`]) those of another cluster;
 /// a node of no cluster yet adopts the one its first `AppendEntries` or `InstallSnapshot`
-/// carries; of an `AppendEntries` batch, only the entries `room` can take are appended (see
-/// "A follower's room" in the module documentation). Bodies up to `max_body` bytes are
+/// carries; of an `AppendEntries` batch, only the entries `room` can take are appended
+/// ([`crate::room`]). Bodies up to `max_body` bytes are
 /// accepted (an append-entries batch may be large: allow at least the log's capacity); larger
 /// ones get `413`.
 pub fn peer_router<S>(
@@ -665,94 +634,19 @@ fn binary<T: Serialize>(value: &T) -> Response {
 }
 
 async fn append_entries(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut rpc: AppendEntriesRequest<TypeConfig> = match admit(&peer, &headers, &body) {
+    let rpc: AppendEntriesRequest<TypeConfig> = match admit(&peer, &headers, &body) {
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
     if let Err(refused) = adopt_cluster(&peer, &headers).await {
         return refused.into_response();
     }
-    if rpc.entries.is_empty() {
-        return binary(&peer.raft.append_entries(rpc).await);
+    match crate::room::append_entries(&peer.raft, &peer.room, rpc).await {
+        Ok(answer) => binary(&answer),
+        // (Taken by the sender as unreachable: it sends again after its backoff; the refusal
+        // clears what its replication to this node holds, which the leader may then purge.)
+        Err(refused) => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()).into_response(),
     }
-    // In a task of its own, which holds the lock until openraft answered even where the
-    // sender gave up and this request is dropped: its entries may still be appended.
-    let one = peer.clone();
-    let task = tokio::spawn(async move {
-        let _one = one.room.one_at_a_time.lock().await;
-        match take_what_fits(&one.room, &mut rpc).await {
-            Taken::NoRoom => None,
-            taken => Some((taken, one.raft.append_entries(rpc).await)),
-        }
-    });
-    match task.await {
-        Ok(Some((Taken::Cut(last), Ok(AppendEntriesResponse::Success)))) => {
-            binary(&Ok::<_, RaftError<NodeId>>(
-                AppendEntriesResponse::PartialSuccess(Some(last)),
-            ))
-        }
-        Ok(Some((_, answer))) => binary(&answer),
-        // (Taken by the sender as unreachable: it backs off, and its replication to this node
-        // holds no entries meanwhile, which the leader may then purge.)
-        Ok(None) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no room in this node's log for the next entry yet",
-        )
-            .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
-}
-
-/// What a follower's log can take of an `AppendEntries` batch.
-enum Taken {
-    /// Every entry.
-    All,
-    /// The first ones, up to the one with this log id.
-    Cut(openraft::LogId<NodeId>),
-    /// None (the answer to the leader is a refusal, `503`).
-    NoRoom,
-}
-
-/// Cuts `rpc`'s entries to those the log can take now, waiting up to `room.wait` for room
-/// for the first one (and asking the node's log pressure task for a snapshot and a purge).
-async fn take_what_fits(room: &Room, rpc: &mut AppendEntriesRequest<TypeConfig>) -> Taken {
-    if rpc.entries.is_empty() {
-        return Taken::All;
-    }
-    let deadline = tokio::time::Instant::now() + room.wait;
-    let fit = loop {
-        let fit = room.admission.entries_that_fit(&rpc.entries);
-        if fit > 0 || tokio::time::Instant::now() >= deadline {
-            break fit;
-        }
-        room.wanted.store(true, Ordering::Relaxed);
-        tokio::time::sleep(ROOM_POLL).await;
-    };
-    if fit == rpc.entries.len() {
-        return Taken::All;
-    }
-    room.cut.fetch_add(1, Ordering::Relaxed);
-    let space = room.admission.space();
-    if fit == 0 {
-        if space.used == 0 {
-            // Never, unless the log grows: this node cannot follow its leader.
-            tracing::warn!(
-                index = rpc.entries[0].log_id.index,
-                log_data_bytes = space.data,
-                "the leader's next entry does not fit in this node's empty log: this node \
-                 needs a log as large as the leader's (--log-capacity)"
-            );
-        }
-        return Taken::NoRoom;
-    }
-    tracing::debug!(
-        sent = rpc.entries.len(),
-        taken = fit,
-        free = space.data - space.used,
-        "log too full for the whole batch: taking the entries that fit"
-    );
-    rpc.entries.truncate(fit);
-    Taken::Cut(rpc.entries[fit - 1].log_id)
 }
 
 async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Response {

@@ -49,6 +49,7 @@ mod log_store;
 mod meta;
 pub mod network;
 pub mod node;
+pub mod room;
 pub mod snapshot_file;
 mod state_machine;
 mod watermark;

@@ -1,5 +1,7 @@
 //! An in-process network: every RPC is a direct call on the target's [`Raft`] handle, found in
-//! a shared [`Router`]. A node that is not in the router (shut down) is unreachable.
+//! a shared [`Router`]. A node that is not in the router (shut down) is unreachable. A node
+//! added with its [`Room`] appends, of a leader's entries, only those its log can take
+//! ([`crate::room`]), and a batch it refuses is unreachable too.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,12 +14,16 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
 
+use crate::room::Room;
 use crate::{NodeId, TypeConfig};
+
+/// A node of the router: its handle, and its room if it was added with one.
+type Entry = (Raft<TypeConfig>, Option<Room>);
 
 /// The nodes of an in-process cluster, by id.
 #[derive(Clone, Default)]
 pub struct Router {
-    nodes: Arc<Mutex<BTreeMap<NodeId, Raft<TypeConfig>>>>,
+    nodes: Arc<Mutex<BTreeMap<NodeId, Entry>>>,
 }
 
 impl Router {
@@ -28,10 +34,19 @@ impl Router {
 
     /// Makes node `id` reachable.
     pub fn add(&self, id: NodeId, raft: Raft<TypeConfig>) {
+        self.insert(id, raft, None);
+    }
+
+    /// Makes node `id` reachable; of a leader's entries it appends only those `room` can take.
+    pub fn add_with_room(&self, id: NodeId, raft: Raft<TypeConfig>, room: Room) {
+        self.insert(id, raft, Some(room));
+    }
+
+    fn insert(&self, id: NodeId, raft: Raft<TypeConfig>, room: Option<Room>) {
         self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, raft);
+            .insert(id, (raft, room));
     }
 
     /// Makes node `id` unreachable and returns its handle.
@@ -40,10 +55,15 @@ impl Router {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id)
+            .map(|(raft, _)| raft)
     }
 
     /// The handle of node `id`, if reachable.
     pub fn get(&self, id: NodeId) -> Option<Raft<TypeConfig>> {
+        self.node(id).map(|(raft, _)| raft)
+    }
+
+    fn node(&self, id: NodeId) -> Option<Entry> {
         self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -60,13 +80,21 @@ pub struct Connection {
 
 impl Connection {
     fn raft(&self) -> Result<Raft<TypeConfig>, Unreachable> {
-        self.router.get(self.target).ok_or_else(|| {
-            Unreachable::new(&std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                format!("node {} is down", self.target),
-            ))
-        })
+        self.node().map(|(raft, _)| raft)
     }
+
+    fn node(&self) -> Result<Entry, Unreachable> {
+        self.router
+            .node(self.target)
+            .ok_or_else(|| unreachable(format!("node {} is down", self.target)))
+    }
+}
+
+fn unreachable(msg: String) -> Unreachable {
+    Unreachable::new(&std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        msg,
+    ))
 }
 
 impl RaftNetworkFactory<TypeConfig> for Router {
@@ -89,10 +117,18 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let raft = self.raft()?;
-        raft.append_entries(rpc)
-            .await
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let answer = match self.node()? {
+            (raft, Some(room)) => crate::room::append_entries(&raft, &room, rpc)
+                .await
+                .map_err(|refused| {
+                    RPCError::Unreachable(unreachable(format!(
+                        "node {} refused the entries: {refused}",
+                        self.target
+                    )))
+                })?,
+            (raft, None) => raft.append_entries(rpc).await,
+        };
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn install_snapshot(

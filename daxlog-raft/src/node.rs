@@ -40,8 +40,7 @@
 //! **Log pressure.** Every node snapshots and purges its own log while more than half of it is
 //! in use ([`NodeOptions::purge_above_percent`]), whatever openraft's snapshot policy (which counts entries): its log's bytes decide,
 //! not the leader's admission, which cannot see the followers' logs. A follower whose log is
-//! still too full for its leader's entries takes those that fit and lags ("A follower's room"
-//! in [`crate::http`]); `/metrics` shows its log's bytes in use and the batches it cut.
+//! still too full for its leader's entries takes those that fit and lags ([`crate::room`]); `/metrics` shows its log's bytes in use and the batches it cut.
 //!
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
 //! runs: a start with another `--id` on the directory, or a second process on it, is refused
@@ -84,8 +83,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cluster::open_store_retrying;
-use crate::http::{peer_router, HttpNetwork, Partition, Room};
+use crate::http::{peer_router, HttpNetwork, Partition};
 use crate::identity::ClusterIdentity;
+use crate::room::Room;
 use crate::{
     lock, Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request,
     TypeConfig, WriteRejected, COMMITTED_SAVE_EVERY,
@@ -298,7 +298,10 @@ impl Node {
         let admission = store.admission();
         let read_fence = store.read_fence(opts.id);
         let partition = Partition::new();
-        let network = HttpNetwork::new(opts.id, partition.clone(), cluster.clone())?;
+        // (A follower refuses a batch it has no room for as unreachable: the leader sends
+        // again within a heartbeat, well before the follower would start an election.)
+        let network = HttpNetwork::new(opts.id, partition.clone(), cluster.clone())?
+            .with_backoff(Duration::from_millis(opts.heartbeat_ms));
         let raft = Raft::new(opts.id, config, network, store, sm.clone()).await?;
 
         if opts.init && !raft.is_initialized().await? {

@@ -996,7 +996,8 @@ async fn writes_go_on_beside_a_follower_that_cannot_take_them() {
 }
 
 /// Node 3's log is smaller than one of the leader's writes, so it can never take the leader's
-/// entries: it refuses them (`503`) and stays up. The leader and node 2 commit writes of twice
+/// entries: it refuses them (`503`) and stays up, a follower of the same leader (it hears from
+/// it, and starts no election). The leader and node 2 commit writes of twice
 /// the leader's log, which the leader must purge meanwhile: openraft does not purge entries a
 /// replication holds, and a follower that answered "none taken" again and again would hold
 /// them for good (the leader's log would fill, and every write be refused `log_full`).
@@ -1012,6 +1013,7 @@ async fn follower_too_small() {
         ..options(id, dir.path())
     };
     let mut nodes = voters3(&c, opts).await;
+    let term = c.metrics(&nodes[0]).await["current_term"].clone();
 
     let leader = std::sync::Arc::new(nodes.remove(0));
     let mut tasks = Vec::new();
@@ -1063,6 +1065,18 @@ async fn follower_too_small() {
         m["last_log_index"].as_u64() < lm["last_log_index"].as_u64(),
         "node 3 took entries larger than its log: {m}"
     );
+    // Refused again and again, node 3 still hears from its leader: it starts no election
+    // (whose higher term would depose the leader).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in std::iter::once(&*leader).chain(&nodes) {
+        let m = c.metrics(n).await;
+        assert_eq!(
+            (&m["current_term"], &m["current_leader"]),
+            (&term, &json!(1)),
+            "{m}"
+        );
+        assert_ne!(m["state"], "Candidate", "{m}");
+    }
     journals_hold(&c, &leader, &nodes[..1], &acked).await;
     shutdown_after_clients(leader, nodes).await;
 }
