@@ -737,6 +737,48 @@ async fn journals_hold(c: &Client, leader: &Node, followers: &[Node], acked: &[(
 }
 
 /// Shuts the leader (shared with the client tasks, all finished) and the followers down.
+/// `clients` clients, each appending `each` records of `record` bytes to `leader` one after
+/// the other (the bytes name the client and the write); a `503 log_full` is retried after 5
+/// ms, at most `retries` times per client. The acknowledged `(index, bytes)`, sorted.
+async fn write_records(
+    leader: &std::sync::Arc<Node>,
+    clients: usize,
+    each: usize,
+    record: usize,
+    retries: u32,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new();
+            let (mut acked, mut refused) = (Vec::new(), 0u32);
+            for i in 0..each {
+                let mut data = format!("client {t} write {i} ").into_bytes();
+                data.resize(record, (t * 7 + i) as u8);
+                loop {
+                    let (status, v) = c.append(&leader, &data).await;
+                    if status == 200 {
+                        acked.push((v["index"].as_u64().expect("an index"), data));
+                        break;
+                    }
+                    assert_eq!((status, &v["error"]), (503, &json!("log_full")), "{v}");
+                    refused += 1;
+                    assert!(refused <= retries, "client {t}: the log never made room");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked.sort();
+    acked
+}
+
 async fn shutdown_after_clients(leader: std::sync::Arc<Node>, mut followers: Vec<Node>) {
     let leader = std::sync::Arc::into_inner(leader).expect("the clients are done");
     followers.insert(0, leader);
@@ -831,35 +873,7 @@ async fn log_pressure() {
     let mut nodes = voters3(&c, opts).await;
 
     let leader = std::sync::Arc::new(nodes.remove(0));
-    let mut tasks = Vec::new();
-    for t in 0..CLIENTS {
-        let leader = leader.clone();
-        tasks.push(tokio::spawn(async move {
-            let c = Client::new();
-            let (mut acked, mut refused) = (Vec::new(), 0u32);
-            for i in 0..EACH {
-                let mut data = format!("client {t} write {i} ").into_bytes();
-                data.resize(RECORD, (t * 7 + i) as u8);
-                loop {
-                    let (status, v) = c.append(&leader, &data).await;
-                    if status == 200 {
-                        acked.push((v["index"].as_u64().expect("an index"), data));
-                        break;
-                    }
-                    assert_eq!((status, &v["error"]), (503, &json!("log_full")), "{v}");
-                    refused += 1;
-                    assert!(refused < 20_000, "client {t}: the log never made room");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            acked
-        }));
-    }
-    let mut acked = Vec::new();
-    for task in tasks {
-        acked.extend(task.await.unwrap());
-    }
-    acked.sort();
+    let acked = write_records(&leader, CLIENTS, EACH, RECORD, 20_000).await;
     assert_eq!(acked.len(), CLIENTS * EACH);
     assert!((CLIENTS * EACH * RECORD) as u64 >= 2 * CAPACITY);
 
@@ -917,27 +931,7 @@ async fn follower_log_full() {
     let mut nodes = voters3(&c, opts).await;
 
     let leader = std::sync::Arc::new(nodes.remove(0));
-    let mut tasks = Vec::new();
-    for t in 0..CLIENTS {
-        let leader = leader.clone();
-        tasks.push(tokio::spawn(async move {
-            let c = Client::new();
-            let mut acked = Vec::new();
-            for i in 0..EACH {
-                let mut data = format!("client {t} write {i} ").into_bytes();
-                data.resize(RECORD, (t * 11 + i) as u8);
-                let (status, v) = c.append(&leader, &data).await;
-                assert_eq!(status, 200, "client {t} write {i}: {v}");
-                acked.push((v["index"].as_u64().expect("an index"), data));
-            }
-            acked
-        }));
-    }
-    let mut acked = Vec::new();
-    for task in tasks {
-        acked.extend(task.await.unwrap());
-    }
-    acked.sort();
+    let acked = write_records(&leader, CLIENTS, EACH, RECORD, 0).await;
     assert!((CLIENTS * EACH * RECORD) as u64 > 3 * SMALL / 2);
 
     let small = &nodes[1];
@@ -1016,39 +1010,8 @@ async fn follower_too_small() {
     let term = c.metrics(&nodes[0]).await["current_term"].clone();
 
     let leader = std::sync::Arc::new(nodes.remove(0));
-    let mut tasks = Vec::new();
-    for t in 0..2 {
-        let leader = leader.clone();
-        tasks.push(tokio::spawn(async move {
-            let c = Client::new();
-            let (mut acked, mut refused) = (Vec::new(), 0u32);
-            for i in 0..EACH {
-                let mut data = format!("client {t} write {i} ").into_bytes();
-                data.resize(RECORD, (t * 13 + i) as u8);
-                loop {
-                    let (status, v) = c.append(&leader, &data).await;
-                    if status == 200 {
-                        acked.push((v["index"].as_u64().expect("an index"), data));
-                        break;
-                    }
-                    // (While the leader snapshots and purges.)
-                    assert_eq!((status, &v["error"]), (503, &json!("log_full")), "{v}");
-                    refused += 1;
-                    assert!(
-                        refused < 2_000,
-                        "client {t}: the leader's log never made room"
-                    );
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            acked
-        }));
-    }
-    let mut acked = Vec::new();
-    for task in tasks {
-        acked.extend(task.await.unwrap());
-    }
-    acked.sort();
+    // (`log_full` while the leader snapshots and purges.)
+    let acked = write_records(&leader, 2, EACH, RECORD, 2_000).await;
     assert!((acked.len() * RECORD) as u64 > 2 * BIG);
 
     let small = &nodes[1];
