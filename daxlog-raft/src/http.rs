@@ -506,9 +506,8 @@ struct Peer {
 /// meant for another node id and (`409`, [`Refused::OtherCluster`]) those of another cluster;
 /// a node of no cluster yet adopts the one its first `AppendEntries` or `InstallSnapshot`
 /// carries; of an `AppendEntries` batch, only the entries `room` can take are appended
-/// ([`crate::room`]). Bodies up to `max_body` bytes are
-/// accepted (an append-entries batch may be large: allow at least the log's capacity); larger
-/// ones get `413`.
+/// ([`crate::room`]). Bodies up to `max_body` bytes are accepted (an append-entries batch may
+/// be large: allow at least the log's capacity); larger ones get `413`.
 pub fn peer_router<S>(
     id: NodeId,
     cluster: ClusterIdentity,

@@ -418,8 +418,8 @@ where
     /// How many of `entries` (a leader's `AppendEntries` batch: consecutive indexes), from the
     /// first, the log can take now without meeting daxlog's `Full`: what a follower checks
     /// before it hands the batch to openraft, which stops the node on any error of the log
-    /// store's `append` (`http::peer_router` then hands it only that many and answers
-    /// `PartialSuccess`).
+    /// store's `append` ([`crate::room::append_entries`] then hands it only that many and
+    /// answers `PartialSuccess`).
     ///
     /// Counted as openraft and the store would write them: the entries the log holds already
     /// with the same log ids are skipped (openraft appends from the first entry it does not
