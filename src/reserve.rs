@@ -291,14 +291,19 @@ impl<M: Media> Log<M> {
         }
     }
 
-    /// Where the next appends can go, as [`Log::reserve`] would place them ([`Log::place`]):
-    /// see [`Room`](crate::Room).
+    /// Where the next appends can go, as [`Log::reserve`] places them: see
+    /// [`Room`](crate::Room).
     pub fn room(&self) -> crate::Room {
         let tail = State::unpack(self.resv.load_torn()).tail;
         // (As `reserve`: the oldest position in use, loaded after the state.)
-        let head = self.pins.limit();
+        self.room_at(tail, self.pins.limit())
+    }
+
+    /// The room of appends when the tail is at `tail` and the oldest position in use at
+    /// `head`. The live entries always stay at least 8 bytes short of the head, so that a
+    /// tail equal to the head means an empty log.
+    fn room_at(&self, tail: usize, head: usize) -> crate::Room {
         let cap = self.sb.capacity as usize;
-        // The live entries stay at least ENTRY_ALIGN bytes short of the head (`place`).
         let (at_tail, after_wrap) = if tail >= head {
             (cap - tail, head.saturating_sub(DATA_OFFSET + ENTRY_ALIGN))
         } else {
@@ -312,28 +317,20 @@ impl<M: Media> Log<M> {
 
     /// Where an append of `total` bytes goes when the tail is at `tail`: at the tail, or at
     /// the start of the data area when it does not fit before the end of the file (the wrap
-    /// rule: an append never straddles the end). The live entries always stay at least 8 bytes
-    /// short of the head, so that a tail equal to the head means an empty log.
+    /// rule: an append never straddles the end), as [`Log::room_at`] counts the room.
     fn place(&self, tail: usize, head: usize, total: usize) -> Result<usize> {
-        let cap = self.sb.capacity as usize;
-        let available = if tail >= head {
-            if tail + total <= cap {
-                return Ok(tail);
-            }
-            if DATA_OFFSET + total < head {
-                return Ok(DATA_OFFSET);
-            }
-            (cap - tail).max(head.saturating_sub(DATA_OFFSET + ENTRY_ALIGN))
-        } else {
-            if tail + total < head {
-                return Ok(tail);
-            }
-            head.saturating_sub(tail + ENTRY_ALIGN)
-        };
+        let room = self.room_at(tail, head);
+        let total = total as u64;
+        if total <= room.at_tail {
+            return Ok(tail);
+        }
+        if total <= room.after_wrap {
+            return Ok(DATA_OFFSET);
+        }
         Err(Error::Full {
             path: self.name.clone(),
-            needed: total as u64,
-            available: available as u64,
+            needed: total,
+            available: room.at_tail.max(room.after_wrap),
             pinned: self
                 .pins
                 .limit_pin()
