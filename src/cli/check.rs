@@ -128,11 +128,7 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
             r.torn_offset,
             super::torn_rest(r.torn_entries)
         )?,
-        TailState::EndOfFile => write!(
-            out,
-            "; {}",
-            super::end_of_file_text(log.free_bytes(), log.capacity() - r.tail_offset)
-        )?,
+        TailState::EndOfFile => write!(out, "; {}", super::end_of_file_text(log.room()))?,
         _ => write!(out, "; tail clean")?,
     }
     if r.superblock_from_backup {

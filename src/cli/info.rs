@@ -439,9 +439,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                 torn_offset,
                 super::torn_rest(r.torn_entries)
             ),
-            None if tail == "end_of_file" => {
-                super::end_of_file_text(log.free_bytes(), log.capacity() - r.tail_offset)
-            }
+            None if tail == "end_of_file" => super::end_of_file_text(log.room()),
             None if tail == "damaged" => match r.slot_damage() {
                 // Damage that took the current metadata slot: the entries the older copy
                 // leads to end at the tail, but the damage is at the slot.

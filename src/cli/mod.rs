@@ -262,15 +262,11 @@ pub(crate) fn warn_if_not_durable(log: &Log, what: &str) {
 }
 
 /// What a log whose last entry ends at the end of the file ([`crate::TailState::EndOfFile`])
-/// holds next: the next append goes to the start of the data area, before the first entry,
-/// where `free` bytes of the data area are, less the `after_tail` bytes after the last entry
-/// (too few for any entry), less the 8 bytes an append leaves before the first entry (`place`
-/// in `reserve.rs`, as `Error::Full`'s free space in one piece); the log is full if that is
-/// too few for the smallest entry.
-pub(crate) fn end_of_file_text(free: u64, after_tail: u64) -> String {
-    let room = free
-        .saturating_sub(after_tail)
-        .saturating_sub(crate::format::ENTRY_ALIGN as u64);
+/// holds next, given its [`crate::Log::room`]: the next append goes to the start of the data
+/// area, before the first entry, in `room.after_wrap` bytes; the log is full if that is too
+/// few for the smallest entry.
+pub(crate) fn end_of_file_text(room: crate::Room) -> String {
+    let room = room.after_wrap;
     if room < crate::format::HEADER_LEN as u64 {
         "the entries reach the end of the file and the log is full".to_string()
     } else {
