@@ -58,8 +58,11 @@ pub fn fast_config(snapshot_every: u64) -> Result<Config, Error> {
 impl Cluster {
     /// A cluster whose nodes keep their files in `root/node-<id>`.
     pub fn new(root: impl AsRef<Path>, config: Config, opts: LogStoreOptions) -> Self {
+        // (A node refuses a batch it has no room for as unreachable: sent again within a
+        // heartbeat, before the node would start an election.)
+        let heartbeat = Duration::from_millis(config.heartbeat_interval);
         Cluster {
-            router: Router::new(),
+            router: Router::new().with_backoff(heartbeat),
             config: Arc::new(config),
             root: root.as_ref().to_path_buf(),
             opts,
@@ -102,9 +105,12 @@ impl Cluster {
     /// log can take ([`crate::room`]).
     pub fn connect(&self, id: NodeId) {
         let node = &self.nodes[&id];
-        let wait = Duration::from_millis(self.config.heartbeat_interval / 2);
-        let room = Room::new(node.admission.clone(), wait);
+        let room = Room::new(node.admission.clone(), self.heartbeat());
         self.router.add_with_room(id, node.raft.clone(), room);
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_interval)
     }
 
     /// Opens and connects node `id`.

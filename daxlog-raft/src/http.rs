@@ -574,9 +574,14 @@ fn header_id(headers: &HeaderMap, name: &str) -> Result<Option<NodeId>, (StatusC
 }
 
 /// The answer to a peer RPC refused unprocessed (logged).
-fn refuse(refused: Refused) -> (StatusCode, String) {
-    tracing::warn!("peer RPC refused: {refused}");
-    (refused.status(), refused.to_string())
+fn refuse(why: Refused) -> (StatusCode, String) {
+    refused(why.status(), why)
+}
+
+/// The answer `status` to a peer RPC refused unprocessed because of `why` (logged).
+fn refused(status: StatusCode, why: impl std::fmt::Display) -> (StatusCode, String) {
+    tracing::warn!("peer RPC refused: {why}");
+    (status, why.to_string())
 }
 
 /// The cluster id a request carries, if any.
@@ -603,18 +608,12 @@ async fn adopt_cluster(peer: &Peer, headers: &HeaderMap) -> Result<(), (StatusCo
     }
     let cluster = peer.cluster.clone();
     let adopted = tokio::task::spawn_blocking(move || cluster.adopt(&carried)).await;
-    let refused = |status, text: String| {
-        tracing::warn!("peer RPC refused: {text}");
-        Err((status, text))
-    };
     match adopted {
         Ok(Ok(())) => Ok(()),
         Ok(Err(AdoptError::Other(other))) => Err(refuse(other.into())),
-        Ok(Err(e @ AdoptError::Invalid(_))) => refused(StatusCode::BAD_REQUEST, e.to_string()),
-        Ok(Err(e @ AdoptError::Store(_))) => {
-            refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Err(e @ AdoptError::Invalid(_))) => Err(refused(StatusCode::BAD_REQUEST, e)),
+        Ok(Err(e @ AdoptError::Store(_))) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(refused(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::RPCOption;
@@ -21,15 +22,33 @@ use crate::{NodeId, TypeConfig};
 type Entry = (Raft<TypeConfig>, Option<Room>);
 
 /// The nodes of an in-process cluster, by id.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     nodes: Arc<Mutex<BTreeMap<NodeId, Entry>>>,
+    /// How long openraft waits before it sends again to a node that was unreachable.
+    backoff: Duration,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            nodes: Arc::default(),
+            backoff: crate::http::DEFAULT_BACKOFF,
+        }
+    }
 }
 
 impl Router {
     /// An empty router.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how long openraft waits before it sends again to a node that was unreachable (as
+    /// [`crate::http::HttpNetwork::with_backoff`]).
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     /// Makes node `id` reachable.
@@ -129,6 +148,10 @@ impl RaftNetwork<TypeConfig> for Connection {
             (raft, None) => raft.append_entries(rpc).await,
         };
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.router.backoff))
     }
 
     async fn install_snapshot(

@@ -40,7 +40,8 @@
 //! **Log pressure.** Every node snapshots and purges its own log while more than half of it is
 //! in use ([`NodeOptions::purge_above_percent`]), whatever openraft's snapshot policy (which counts entries): its log's bytes decide,
 //! not the leader's admission, which cannot see the followers' logs. A follower whose log is
-//! still too full for its leader's entries takes those that fit and lags ([`crate::room`]); `/metrics` shows its log's bytes in use and the batches it cut.
+//! still too full for its leader's entries takes those that fit and lags ([`crate::room`]);
+//! `/metrics` shows its log's bytes in use and the batches it cut.
 //!
 //! A node keeps its id in `node.id` in its directory and holds a lock on that file while it
 //! runs: a start with another `--id` on the directory, or a second process on it, is refused
@@ -324,10 +325,7 @@ impl Node {
             id: opts.id,
             raft: raft.clone(),
             sm,
-            room: Room::new(
-                admission.clone(),
-                Duration::from_millis(opts.heartbeat_ms / 2),
-            ),
+            room: Room::new(admission.clone(), Duration::from_millis(opts.heartbeat_ms)),
             admission,
             cluster: cluster.clone(),
             partition: partition.clone(),
@@ -567,9 +565,10 @@ fn batch_item_len(data: &[u8]) -> u64 {
 const BATCH_WRAPPING: u64 = 1 + 10 + 64;
 
 /// Keeps the node's log from filling, on every node: while more than `percent` of its data
-/// area is in use, or a leader's entries wait for room ([`Room::take_wanted`]), builds a snapshot of what was applied (unless one newer than the last purge is there
-/// already), then purges the log up to that snapshot, past the entries openraft keeps behind a
-/// snapshot (`max_in_snapshot_log_to_keep`).
+/// area is in use, or a leader's entries wait for room ([`Room::take_wanted`]), builds a
+/// snapshot of what was applied (unless one newer than the last purge is there already), then
+/// purges the log up to that snapshot, past the entries openraft keeps behind a snapshot
+/// (`max_in_snapshot_log_to_keep`).
 ///
 /// openraft's own policy counts entries (`--snapshot-every`), and the bytes of an entry vary
 /// (a write group's entry carries many writes); a follower whose log fills lags (its

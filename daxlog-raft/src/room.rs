@@ -8,7 +8,7 @@
 //! at a time. If not all fit, it takes the first ones that do and answers `PartialSuccess`
 //! with the last one taken (openraft's way to say "the rest later"; the leader sends the rest
 //! next). If none fits, it asks its own log pressure task for a snapshot and a purge
-//! ([`Room::take_wanted`]) and waits for room, up to the wait given to [`Room::new`]; if still
+//! ([`Room::take_wanted`]) and waits for room, up to half a heartbeat interval; if still
 //! none fits, it hands openraft the batch without its entries (so that the node hears from
 //! its leader, and does not start an election, and takes the commit index), then refuses the
 //! RPC ([`Refused`]; over HTTP `503`, which the sender takes as unreachable and retries after
@@ -47,13 +47,14 @@ pub struct Room {
 }
 
 impl Room {
-    /// The room of the log `admission` was taken from ([`crate::LogStore::admission`]). An
-    /// `AppendEntries` of which no entry fits waits up to `wait` for room before it is
-    /// refused: keep it under the leader's heartbeat interval, openraft's timeout for the RPC.
-    pub fn new(admission: Admission<TypeConfig>, wait: Duration) -> Self {
+    /// The room of the log `admission` was taken from ([`crate::LogStore::admission`]), on a
+    /// node whose cluster's heartbeat interval is `heartbeat`: an `AppendEntries` of which no
+    /// entry fits waits up to half of it for room before it is refused (openraft's timeout
+    /// for the RPC is one heartbeat interval).
+    pub fn new(admission: Admission<TypeConfig>, heartbeat: Duration) -> Self {
         Room {
             admission,
-            wait,
+            wait: heartbeat / 2,
             cut: Arc::default(),
             wanted: Arc::default(),
             one_at_a_time: Arc::default(),
