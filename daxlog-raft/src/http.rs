@@ -45,6 +45,13 @@
 //! answers `413` (its body limit is sized by its own log) is taken as openraft's
 //! `PayloadTooLarge`, with a hint of half the entries.
 //!
+//! # Snapshots
+//!
+//! A snapshot travels in chunks of openraft's `snapshot_max_chunk_size`, one RPC each, in
+//! order ([`ChunkOrder`] refuses a chunk past the bytes received). While a node handles a
+//! chunk, it tells openraft that it hears from the sender ([`crate::hearing`]): openraft sends
+//! it no heartbeat meanwhile, and a long stream would let it start an election.
+//!
 //! # Errors
 //!
 //! The client maps a timeout (the RPC's `RPCOption::hard_ttl()`, or the connect timeout) to
@@ -64,6 +71,7 @@
 
 use std::collections::BTreeSet;
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -85,6 +93,7 @@ use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::hearing::Hearing;
 use crate::identity::{AdoptError, ClusterIdentity, OtherCluster};
 use crate::room::Room;
 use crate::{NodeId, TypeConfig};
@@ -485,6 +494,30 @@ fn cut_to_body(rpc: &mut AppendEntriesRequest<TypeConfig>) -> Option<openraft::L
     Some(rpc.entries[keep - 1].log_id)
 }
 
+/// How long a node's server side holds each snapshot chunk it receives before openraft takes
+/// it, while the node hears from the sender ([`crate::hearing`]): a receiver slow to take a
+/// snapshot, for tests (the `/test/slow-snapshot` hook of a node sets it). Zero by default.
+#[derive(Clone, Debug, Default)]
+pub struct SlowChunks(Arc<AtomicU64>);
+
+impl SlowChunks {
+    /// No delay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Holds each chunk received from now on for `delay` (zero: none).
+    pub fn set(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.0.store(ms, Ordering::Relaxed);
+    }
+
+    /// The delay of each chunk.
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// What the server side needs.
 #[derive(Clone)]
 struct Peer {
@@ -498,6 +531,8 @@ struct Peer {
     receiving: Arc<std::sync::Mutex<ChunkOrder>>,
     /// What this node's log can take of a leader's entries.
     room: Room,
+    /// How long each snapshot chunk waits before openraft takes it (a test hook).
+    slow_chunks: SlowChunks,
 }
 
 /// The server side of the peer RPCs: an axum router serving [`APPEND_ENTRIES_PATH`],
@@ -515,6 +550,7 @@ pub fn peer_router<S>(
     partition: Partition,
     max_body: usize,
     room: Room,
+    slow_chunks: SlowChunks,
 ) -> axum::Router<S> {
     axum::Router::new()
         .route(APPEND_ENTRIES_PATH, post(append_entries))
@@ -528,6 +564,7 @@ pub fn peer_router<S>(
             partition,
             receiving: Arc::default(),
             room,
+            slow_chunks,
         })
 }
 
@@ -705,6 +742,12 @@ async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: By
     );
     if let Err(refused) = order().admit(&id, offset) {
         return (StatusCode::BAD_REQUEST, refused).into_response();
+    }
+    // The node hears from the sender while openraft takes the chunk ([`crate::hearing`]).
+    let _hearing = Hearing::start(&peer.raft, vote);
+    let delay = peer.slow_chunks.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let answer = peer.raft.install_snapshot(rpc).await;
     // Accepted: openraft answers with the sender's vote (a higher one refuses it).

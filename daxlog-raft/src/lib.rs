@@ -42,6 +42,7 @@ mod bytes;
 pub mod cluster;
 pub mod codec;
 mod files;
+pub mod hearing;
 pub mod http;
 pub mod identity;
 pub mod journal;

@@ -15,6 +15,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
 
+use crate::hearing::Hearing;
 use crate::room::Room;
 use crate::{NodeId, TypeConfig};
 
@@ -160,6 +161,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let raft = self.raft()?;
+        let _hearing = Hearing::start(&raft, rpc.vote);
         raft.install_snapshot(rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

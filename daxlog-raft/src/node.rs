@@ -14,6 +14,7 @@
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
+//! | `POST /test/slow-snapshot` (with `test_hooks` only, else `404`) | `{"chunk_delay_ms":700}` | `200 {"chunk_delay_ms":700}`: each snapshot chunk received waits this long before openraft takes it |
 //!
 //! **What an answer says about the write.** `200`: committed, at journal index `index` (the
 //! index `/read` shows it under; not the Raft log index). `413 too_large`,
@@ -84,7 +85,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cluster::open_store_retrying;
-use crate::http::{peer_router, HttpNetwork, Partition};
+use crate::http::{peer_router, HttpNetwork, Partition, SlowChunks};
 use crate::identity::ClusterIdentity;
 use crate::room::Room;
 use crate::{
@@ -223,6 +224,8 @@ struct Shared {
     room: Room,
     cluster: ClusterIdentity,
     partition: Partition,
+    /// The `/test/slow-snapshot` hook's delay of each snapshot chunk received.
+    slow_chunks: SlowChunks,
     request_timeout: Duration,
     /// `/append`s admitted and waiting for the write group ([`write_group`]).
     writes: mpsc::UnboundedSender<PendingWrite>,
@@ -329,6 +332,7 @@ impl Node {
             admission,
             cluster: cluster.clone(),
             partition: partition.clone(),
+            slow_chunks: SlowChunks::new(),
             request_timeout: opts.request_timeout,
             writes,
             http: reqwest::Client::builder()
@@ -366,7 +370,9 @@ impl Node {
             .route("/admin/change-membership", post(change_membership))
             .route("/admin/remove-nodes", post(remove_nodes));
         if opts.test_hooks {
-            app = app.route("/test/partition", post(set_partition));
+            app = app
+                .route("/test/partition", post(set_partition))
+                .route("/test/slow-snapshot", post(set_slow_snapshot));
         }
         let app = app.with_state(shared.clone()).merge(peer_router(
             opts.id,
@@ -375,6 +381,7 @@ impl Node {
             partition,
             max_peer_body,
             shared.room.clone(),
+            shared.slow_chunks.clone(),
         ));
 
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -1227,4 +1234,26 @@ async fn set_partition(State(node): State<Arc<Shared>>, Json(req): Json<SetParti
     node.partition.set(req.blocked);
     tracing::info!(blocked = ?node.partition.blocked(), "partition set");
     reply(StatusCode::OK, json!({"blocked": node.partition.blocked()}))
+}
+
+#[derive(Deserialize)]
+struct SetSlowSnapshot {
+    chunk_delay_ms: u64,
+}
+
+/// `POST /test/slow-snapshot` (test hooks only).
+async fn set_slow_snapshot(
+    State(node): State<Arc<Shared>>,
+    Json(req): Json<SetSlowSnapshot>,
+) -> Response {
+    node.slow_chunks
+        .set(Duration::from_millis(req.chunk_delay_ms));
+    tracing::info!(
+        chunk_delay_ms = req.chunk_delay_ms,
+        "slow snapshot chunks set"
+    );
+    reply(
+        StatusCode::OK,
+        json!({"chunk_delay_ms": req.chunk_delay_ms}),
+    )
 }

@@ -466,6 +466,106 @@ async fn late_learner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_slow_to_take_a_snapshot_starts_no_election() {
+    bounded(slow_snapshot()).await;
+}
+
+/// A voter that catches up by a snapshot whose chunks each take longer than an election
+/// timeout to be taken (the `/test/slow-snapshot` hook: 1.3 s a chunk; with these options a
+/// follower that holds a leader's vote starts an election 0.9-1.2 s after it last heard from
+/// it, and the leader sends no heartbeat to a node while a snapshot to it is in flight) hears
+/// from its leader all along: no node's term changes, the leader stays, and the voter ends
+/// with the leader's journal.
+async fn slow_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let opts = |id| NodeOptions {
+        snapshot_every: 10,
+        keep_after_snapshot: Some(2),
+        // 3 chunks for the snapshot of 100 records of 1 KiB.
+        snapshot_chunk_bytes: 40 << 10,
+        test_hooks: true,
+        ..options(id, dir.path())
+    };
+    let mut nodes = voters3(&c, opts).await;
+    let n3 = nodes.pop().unwrap();
+    let n3_addr = n3.addr().to_string();
+    n3.shutdown().await.unwrap();
+
+    let mut written = Vec::new();
+    for i in 0..100u32 {
+        let data: Vec<u8> = (0..1024u32).map(|b| (b * 3 + i) as u8).collect();
+        let (status, v) = c.append(&nodes[0], &data).await;
+        assert_eq!(status, 200, "{v}");
+        written.push((v["index"].as_u64().unwrap(), data));
+    }
+    let last = written.last().unwrap().0;
+    // The leader's log no longer holds what node 3 lacks: it catches up by a snapshot.
+    let purged = until("a purge past the first record", || async {
+        let m = c.metrics(&nodes[0]).await;
+        m["purged"].as_u64().filter(|p| *p >= written[0].0)
+    })
+    .await;
+
+    // Node 3 back, slow to take snapshot chunks; the leader reaches it once the hook is set.
+    let (status, _) = c
+        .post(&nodes[0], "/test/partition", json!({"blocked": [3]}))
+        .await;
+    assert_eq!(status, 200);
+    let n3 = Node::start(NodeOptions {
+        listen: n3_addr,
+        ..opts(3)
+    })
+    .await
+    .unwrap();
+    let (status, v) = c
+        .post(&n3, "/test/slow-snapshot", json!({"chunk_delay_ms": 1300}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let terms = |ms: &[Value]| {
+        ms.iter()
+            .map(|m| m["current_term"].clone())
+            .collect::<Vec<_>>()
+    };
+    let mut before = Vec::new();
+    for n in [&nodes[0], &nodes[1], &n3] {
+        before.push(c.metrics(n).await);
+    }
+    let healed = Instant::now();
+    let (status, _) = c
+        .post(&nodes[0], "/test/partition", json!({"blocked": []}))
+        .await;
+    assert_eq!(status, 200);
+
+    wait_applied(&c, &n3, last).await;
+    let took = healed.elapsed();
+    assert!(
+        took > Duration::from_millis(2600),
+        "the snapshot took {took:?}: fewer than two slow chunks"
+    );
+    let mut after = Vec::new();
+    for n in [&nodes[0], &nodes[1], &n3] {
+        after.push(c.metrics(n).await);
+    }
+    assert_eq!(terms(&after), terms(&before), "a term changed: {after:?}");
+    for m in &after {
+        assert_eq!(m["current_leader"], json!(1), "{m}");
+    }
+    assert!(
+        after[2]["snapshot"].as_u64() >= Some(purged),
+        "{}",
+        after[2]
+    );
+    assert_eq!(after[2]["state"], "Follower");
+    let (status, journal, _) = c.journal(&n3, "from=0&local=true").await;
+    assert_eq!(status, 200);
+    assert_eq!(journal, written);
+
+    nodes.push(n3);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_the_log_cannot_take_are_refused() {
     bounded(refused_writes()).await;
 }
