@@ -17,7 +17,8 @@ pub type Record = (u64, Vec<u8>);
 /// Journal records in increasing index order; clones share the records.
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
-    /// Full chunks of [`CHUNK`] records, the last one possibly shorter; none is empty.
+    /// Chunks of at most [`CHUNK`] records, none empty; all but the first (which a
+    /// truncation shortens) and the last are full.
     chunks: Vec<Arc<Vec<Record>>>,
     len: usize,
 }
@@ -38,6 +39,11 @@ impl Journal {
         self.len == 0
     }
 
+    /// The first record's index.
+    pub fn first_index(&self) -> Option<u64> {
+        self.chunks.first().and_then(|c| c.first()).map(|(i, _)| *i)
+    }
+
     /// The last record's index.
     pub fn last_index(&self) -> Option<u64> {
         self.chunks.last().and_then(|c| c.last()).map(|(i, _)| *i)
@@ -56,6 +62,29 @@ impl Journal {
             }
         }
         self.len += 1;
+    }
+
+    /// Drops the records with an index below `before`, but never the last record; returns
+    /// how many were dropped. Copies at most one chunk (the one the cut falls in, if a copy
+    /// shares it).
+    pub fn truncate_before(&mut self, before: u64) -> usize {
+        let Some(last) = self.last_index() else {
+            return 0;
+        };
+        let keep_from = before.min(last);
+        let whole = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(|(i, _)| *i < keep_from));
+        let mut dropped: usize = self.chunks.drain(..whole).map(|c| c.len()).sum();
+        if let Some(first) = self.chunks.first_mut() {
+            let n = first.partition_point(|(i, _)| *i < keep_from);
+            if n > 0 {
+                Arc::make_mut(first).drain(..n);
+                dropped += n;
+            }
+        }
+        self.len -= dropped;
+        dropped
     }
 
     /// Every record, in index order.
@@ -206,6 +235,61 @@ mod tests {
         assert_eq!(j.to_vec(), flat);
         assert_eq!(copy.to_vec(), flat[..CHUNK + 10]);
         assert!(Arc::ptr_eq(&j.chunks[0], &copy.chunks[0]));
+    }
+
+    /// A truncation drops the records below its index, across chunks, keeps the last record
+    /// whatever the index, leaves a copy as it was, and later pushes and pages go on as on a
+    /// flat vector.
+    #[test]
+    fn truncations_drop_a_prefix_but_the_last_record() {
+        let (mut j, mut flat) = journal((0..3 * CHUNK as u64 + 17).map(|i| 2 * i + 5));
+        let copy = j.clone();
+        let all = flat.clone();
+        for before in [
+            0,
+            5,
+            6,
+            7,
+            2 * CHUNK as u64 + 4,
+            2 * CHUNK as u64 + 7,
+            4 * CHUNK as u64 + 1,
+        ] {
+            let start = flat.partition_point(|(i, _)| *i < before);
+            let want = flat.split_off(start);
+            let dropped = j.truncate_before(before);
+            assert_eq!(dropped, start, "before {before}");
+            flat = want;
+            assert_eq!(j.to_vec(), flat, "before {before}");
+            assert_eq!(j.len(), flat.len());
+            assert_eq!(j.first_index(), flat.first().map(|r| r.0));
+        }
+        // Past the last record: only the last stays.
+        let last = j.last_index().unwrap();
+        assert_eq!(j.truncate_before(u64::MAX), flat.len() - 1);
+        flat.drain(..flat.len() - 1);
+        assert_eq!(j.to_vec(), flat);
+        assert_eq!((j.first_index(), j.last_index()), (Some(last), Some(last)));
+        assert_eq!(j.truncate_before(u64::MAX), 0);
+        assert_eq!(copy.to_vec(), all, "the copy keeps every record");
+        for i in 1..=(CHUNK as u64 + 3) {
+            j.push(last + i, vec![i as u8]);
+            flat.push((last + i, vec![i as u8]));
+        }
+        assert_eq!(j.to_vec(), flat);
+        for from in [
+            0,
+            last,
+            last + 1,
+            last + CHUNK as u64,
+            last + CHUNK as u64 + 3,
+        ] {
+            let start = flat.partition_point(|(i, _)| *i < from);
+            assert_eq!(
+                j.page(from, 5),
+                flat[start..].iter().take(5).cloned().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(Journal::new().truncate_before(10), 0);
     }
 
     /// Serialized as a flat list of records (the format snapshots always had); records out of

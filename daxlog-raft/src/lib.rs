@@ -67,7 +67,7 @@ pub use log_store::{
     COMMITTED_SAVE_EVERY, DEFAULT_META_CAPACITY, DEFAULT_PURGE_WAIT, LOG_FILE, META_FILE,
 };
 pub use state_machine::{
-    KvSnapshotBuilder, KvState, KvStateMachine, LEGACY_SNAPSHOT_FILE, SNAPSHOT_FILE,
+    JournalPage, KvSnapshotBuilder, KvState, KvStateMachine, LEGACY_SNAPSHOT_FILE, SNAPSHOT_FILE,
 };
 pub use watermark::SnapshotWatermark;
 
@@ -105,6 +105,14 @@ pub enum Request {
         #[serde(with = "bytes::many")]
         items: Vec<Vec<u8>>,
     },
+    /// Drops the journal's records with an index below `before`, except the last record,
+    /// which always stays (the next record's index follows from it): what a consumer that
+    /// checkpointed the journal up to `before` no longer needs. Snapshots then no longer hold
+    /// those records, nor does memory.
+    TruncateJournal {
+        /// The first journal index to keep.
+        before: u64,
+    },
 }
 
 /// The result of applying a [`Request`].
@@ -116,6 +124,10 @@ pub struct Response {
     /// [`Request::AppendBatch`]); the batch's others follow it one by one.
     #[serde(default)]
     pub journal_index: Option<u64>,
+    /// The journal's first index after a [`Request::TruncateJournal`] (`None`: the journal
+    /// is empty).
+    #[serde(default)]
+    pub journal_first: Option<u64>,
 }
 
 openraft::declare_raft_types!(

@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
-//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"applied":A,"next":F}` |
+//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"first":B,"applied":A,"next":F}` (`B`: the journal's first index; records below it were truncated) |
+//! | `POST /truncate` | `{"before":I}` | `200 {"first":B}` once committed: the journal's records below `I` are dropped on every node, but the last record ([`Request::TruncateJournal`]) |
 //! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"},"log":{"data_bytes","used_bytes","batches_cut"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
@@ -365,6 +366,7 @@ impl Node {
         let mut app = axum::Router::new()
             .route("/append", post(append).layer(DefaultBodyLimit::disable()))
             .route("/read", get(read))
+            .route("/truncate", post(truncate))
             .route("/metrics", get(metrics))
             .route("/admin/add-learner", post(add_learner))
             .route("/admin/change-membership", post(change_membership))
@@ -766,6 +768,54 @@ impl Shared {
         )
     }
 
+    /// Proposes `request` and waits, up to the request timeout, until it is committed and
+    /// applied here: what applying it answered, or the error answer for the client.
+    async fn write(&self, request: Request) -> Result<crate::Response, (StatusCode, Value)> {
+        let outcome = tokio::time::timeout(self.request_timeout, self.raft.client_write(request));
+        match outcome.await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            // Handed to Raft, then this node was not (or no longer) the leader: the entry may
+            // be in its log and a follower's, and have been removed here as conflicting with a
+            // new leader's; in a cluster of five or more, another node holding it may still
+            // be elected and commit it. Unknown, unlike the `421` of a write never proposed.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                let (_, mut body) = self.not_leader_body(Some(&f));
+                body["error"] = json!("leader_changed");
+                body["detail"] = json!(
+                    "this node stopped leading after the write was proposed or queued; another leader \
+                     may still commit it"
+                );
+                Err((StatusCode::SERVICE_UNAVAILABLE, body))
+            }
+            Ok(Err(e)) => Err(self.write_error_body(e)),
+            Err(_) => Err(self.write_timeout()),
+        }
+    }
+
+    /// The answer to a write its admission refused (a full log also triggers a snapshot,
+    /// after which openraft purges the log).
+    async fn refused(&self, rejected: WriteRejected) -> Response {
+        match rejected {
+            WriteRejected::TooLarge { len, max } => reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "too_large", "len": len, "max": max}),
+            ),
+            WriteRejected::LogFull {
+                needed,
+                free,
+                reserve,
+            } => {
+                if let Err(e) = self.raft.trigger().snapshot().await {
+                    tracing::warn!("snapshot not triggered: {e}");
+                }
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "log_full", "needed": needed, "free": free, "reserve": reserve}),
+                )
+            }
+        }
+    }
+
     /// Proposes one Raft entry of `batch` (a plain [`Request::Append`] for one write) and
     /// answers every write in it: its journal index once the entry is committed and applied
     /// here, or the entry's failure.
@@ -787,28 +837,11 @@ impl Shared {
             },
             _ => Request::AppendBatch { items },
         };
-        let outcome = tokio::time::timeout(self.request_timeout, self.raft.client_write(request));
-        let answer: WriteAnswer = match outcome.await {
-            Ok(Ok(resp)) => resp
-                .data
+        let answer: WriteAnswer = self.write(request).await.and_then(|applied| {
+            applied
                 .journal_index
-                .ok_or_else(|| unavailable_body("the applied entry reported no journal index")),
-            // Handed to Raft, then this node was not (or no longer) the leader: the entry may
-            // be in its log and a follower's, and have been removed here as conflicting with a
-            // new leader's; in a cluster of five or more, another node holding it may still
-            // be elected and commit it. Unknown, unlike the `421` of a write never proposed.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                let (_, mut body) = self.not_leader_body(Some(&f));
-                body["error"] = json!("leader_changed");
-                body["detail"] = json!(
-                    "this node stopped leading after the write was proposed or queued; another leader \
-                     may still commit it"
-                );
-                Err((StatusCode::SERVICE_UNAVAILABLE, body))
-            }
-            Ok(Err(e)) => Err(self.write_error_body(e)),
-            Err(_) => Err(self.write_timeout()),
-        };
+                .ok_or_else(|| unavailable_body("the applied entry reported no journal index"))
+        });
         // The entry was appended to this log (its bytes count there now), or it failed.
         drop(admitted);
         for (i, to) in answers.into_iter().enumerate() {
@@ -861,25 +894,7 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     // together (a write group's entry needs less room than its writes did one by one).
     let admitted = match node.admission.admit(&request) {
         Ok(admitted) => admitted,
-        Err(WriteRejected::TooLarge { len, max }) => {
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "too_large", "len": len, "max": max}),
-            )
-        }
-        Err(WriteRejected::LogFull {
-            needed,
-            free,
-            reserve,
-        }) => {
-            if let Err(e) = node.raft.trigger().snapshot().await {
-                tracing::warn!("snapshot not triggered: {e}");
-            }
-            return reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "log_full", "needed": needed, "free": free, "reserve": reserve}),
-            );
-        }
+        Err(rejected) => return node.refused(rejected).await,
     };
     let Request::Append { data } = request else {
         unreachable!("built as an append above")
@@ -933,16 +948,46 @@ async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Re
         }
     }
     let max = q.max.min(MAX_READ_ENTRIES);
-    let (page, applied) = node.sm.journal_page_within(q.from, max, MAX_READ_BYTES);
-    let next = page.last().map_or(q.from, |(index, _)| index + 1);
+    let page = node.sm.journal_page_within(q.from, max, MAX_READ_BYTES);
+    let next = page.records.last().map_or(q.from, |(index, _)| index + 1);
     let entries: Vec<Value> = page
+        .records
         .iter()
         .map(|(index, data)| json!({"index": index, "data_hex": hex::encode(data)}))
         .collect();
     reply(
         StatusCode::OK,
-        json!({"entries": entries, "applied": applied.map(|l| l.index), "next": next}),
+        json!({
+            "entries": entries,
+            "first": page.first,
+            "applied": page.applied.map(|l| l.index),
+            "next": next,
+        }),
     )
+}
+
+#[derive(Deserialize)]
+struct Truncate {
+    before: u64,
+}
+
+/// `POST /truncate`: drops the journal's records below `before`, but the last record.
+async fn truncate(State(node): State<Arc<Shared>>, Json(req): Json<Truncate>) -> Response {
+    if !node.is_leader() {
+        return node.not_leader(None);
+    }
+    let request = Request::TruncateJournal { before: req.before };
+    let admitted = match node.admission.admit(&request) {
+        Ok(admitted) => admitted,
+        Err(rejected) => return node.refused(rejected).await,
+    };
+    let outcome = node.write(request).await;
+    drop(admitted);
+    let (status, body) = match outcome {
+        Ok(applied) => (StatusCode::OK, json!({"first": applied.journal_first})),
+        Err(failure) => failure,
+    };
+    reply(status, body)
 }
 
 /// `GET /metrics`.

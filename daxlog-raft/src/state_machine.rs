@@ -3,7 +3,9 @@
 //!
 //! [`Request::Set`] and [`Request::Delete`] change a map; [`Request::Append`] adds a record
 //! `(journal index, data)` to the journal, and [`Request::AppendBatch`] one per item, which
-//! [`KvStateMachine::journal_from`] reads.
+//! [`KvStateMachine::journal_from`] reads; [`Request::TruncateJournal`] drops the records below
+//! an index (but the last one), so that the journal, in memory and in every snapshot, holds
+//! what its consumers still need rather than everything ever written.
 //!
 //! The state lives in memory; what makes it survive a restart is its snapshot: every snapshot
 //! built or installed is written to `snapshot.bin` in the node's directory (temporary file,
@@ -46,11 +48,12 @@ pub struct KvState {
     /// The data.
     pub data: BTreeMap<String, String>,
     /// `(journal index, data)` of every record applied ([`Request::Append`], and each item of
-    /// a [`Request::AppendBatch`]), in apply order. A record's journal index is the larger of
-    /// its Raft entry's log index and the journal's last index plus one: the log index itself
-    /// while every entry holds one record, consecutive indexes for a batch's items, and
-    /// increasing in apply order. It depends only on the entries applied, so every node gives
-    /// a record the same index.
+    /// a [`Request::AppendBatch`]), in apply order, but those a [`Request::TruncateJournal`]
+    /// dropped. A record's journal index is the larger of its Raft entry's log index and the
+    /// journal's last index plus one: the log index itself while every entry holds one
+    /// record, consecutive indexes for a batch's items, and increasing in apply order (a
+    /// truncation keeps the last record). It depends only on the entries applied, so every
+    /// node gives a record the same index.
     #[serde(default)]
     pub journal: Journal,
 }
@@ -111,6 +114,19 @@ struct Shared {
     /// Held while a snapshot is compared with the current one and written: a build and an
     /// installation never write at once, and an older snapshot never replaces a newer one.
     saving: Mutex<()>,
+}
+
+/// Journal records read together with the journal's bounds
+/// ([`KvStateMachine::journal_page_within`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalPage {
+    /// The records, in index order.
+    pub records: Vec<Record>,
+    /// The journal's first index: the records below it were truncated
+    /// ([`Request::TruncateJournal`]); `None` if the journal is empty.
+    pub first: Option<u64>,
+    /// The log id of the last entry applied.
+    pub applied: Option<LogId<NodeId>>,
 }
 
 /// The key/value state machine; see the module documentation.
@@ -189,22 +205,20 @@ impl KvStateMachine {
         from_index: u64,
         max: usize,
     ) -> (Vec<Record>, Option<LogId<NodeId>>) {
-        self.journal_page_within(from_index, max, u64::MAX)
+        let page = self.journal_page_within(from_index, max, u64::MAX);
+        (page.records, page.applied)
     }
 
     /// [`KvStateMachine::journal_page`] that also ends before the record that would take the
-    /// records' data past `max_bytes` (never before the first record).
-    pub fn journal_page_within(
-        &self,
-        from_index: u64,
-        max: usize,
-        max_bytes: u64,
-    ) -> (Vec<Record>, Option<LogId<NodeId>>) {
+    /// records' data past `max_bytes` (never before the first record), with the journal's
+    /// first index (records below it were truncated), all read together.
+    pub fn journal_page_within(&self, from_index: u64, max: usize, max_bytes: u64) -> JournalPage {
         let st = lock(&self.shared.state);
-        (
-            st.journal.page_within(from_index, max, max_bytes),
-            st.last_applied,
-        )
+        JournalPage {
+            records: st.journal.page_within(from_index, max, max_bytes),
+            first: st.journal.first_index(),
+            applied: st.last_applied,
+        }
     }
 
     /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
@@ -414,6 +428,10 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                 }
                 EntryPayload::Normal(Request::AppendBatch { items }) => {
                     response.journal_index = st.append_records(entry.log_id.index, items);
+                }
+                EntryPayload::Normal(Request::TruncateJournal { before }) => {
+                    st.journal.truncate_before(before);
+                    response.journal_first = st.journal.first_index();
                 }
                 EntryPayload::Membership(m) => {
                     st.last_membership = StoredMembership::new(Some(entry.log_id), m);
@@ -796,6 +814,72 @@ mod tests {
         drop(other);
         let reopened = KvStateMachine::open(dir.path().join("b")).unwrap();
         assert_eq!(reopened.journal_from(0, 100), records);
+    }
+
+    fn truncate(index: u64, before: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: lid(index),
+            payload: EntryPayload::Normal(Request::TruncateJournal { before }),
+        }
+    }
+
+    /// A truncation drops the records below its index but the last one, and answers the first
+    /// index left; the records after it take indexes past every earlier one (a batch's items
+    /// went past their entries' log indexes: numbering from the log index alone would give an
+    /// index twice); snapshots hold what is left, and a node installed from one numbers the
+    /// next record as the node it came from.
+    #[tokio::test]
+    async fn truncations_keep_the_numbering_and_travel_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = KvStateMachine::open(dir.path().join("a")).unwrap();
+        let answers = sm
+            .apply([
+                batch(1, &[b"a", b"b", b"c", b"d", b"e"]),
+                append(2, b"f"),
+                truncate(3, 4),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(answers[2].journal_first, Some(4));
+        let rec = |i: u64, d: &[u8]| (i, d.to_vec());
+        assert_eq!(
+            sm.journal_from(0, 100),
+            [rec(4, b"d"), rec(5, b"e"), rec(6, b"f")]
+        );
+        let answers = sm
+            .apply([truncate(4, u64::MAX), append(5, b"g")])
+            .await
+            .unwrap();
+        assert_eq!(answers[0].journal_first, Some(6), "the last record stays");
+        assert_eq!(answers[1].journal_index, Some(7));
+        assert_eq!(sm.journal_from(0, 100), [rec(6, b"f"), rec(7, b"g")]);
+        let page = sm.journal_page_within(0, 1, u64::MAX);
+        assert_eq!(
+            (page.records, page.first, page.applied),
+            (vec![rec(6, b"f")], Some(6), Some(lid(5)))
+        );
+
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(
+            on_disk(&dir.path().join("a")).contents.journal.to_vec(),
+            [rec(6, b"f"), rec(7, b"g")]
+        );
+        let mut other = KvStateMachine::open(dir.path().join("b")).unwrap();
+        other
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        for node in [&mut sm, &mut other] {
+            let answers = node.apply([append(6, b"h"), truncate(7, 8)]).await.unwrap();
+            assert_eq!(answers[0].journal_index, Some(8));
+            assert_eq!(answers[1].journal_first, Some(8));
+            assert_eq!(node.journal_from(0, 100), [rec(8, b"h")]);
+        }
     }
 
     /// The longest time the runtime thread of a current-thread runtime went without running

@@ -566,6 +566,111 @@ async fn slow_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_journal_is_truncated_on_every_node() {
+    bounded(truncated_journal()).await;
+}
+
+/// `POST /truncate` drops the journal's records below an index on every node, keeps the last
+/// record, and answers the first index left; `/read` tells it (`first`); later writes take
+/// higher indexes; a node restarted from its files and a learner that arrives by snapshot
+/// hold exactly what is left.
+async fn truncated_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let opts = |id| NodeOptions {
+        snapshot_every: 10,
+        ..options(id, dir.path())
+    };
+    let mut nodes = voters3(&c, opts).await;
+    let mut written = Vec::new();
+    for i in 0..30u32 {
+        let (status, v) = c.append(&nodes[0], format!("record {i}").as_bytes()).await;
+        assert_eq!(status, 200, "{v}");
+        written.push((
+            v["index"].as_u64().unwrap(),
+            format!("record {i}").into_bytes(),
+        ));
+    }
+
+    // Below the 21st record.
+    let cut = written[20].0;
+    let (status, v) = c.post(&nodes[1], "/truncate", json!({"before": cut})).await;
+    assert_eq!((status, &v["error"]), (421, &json!("not_leader")), "{v}");
+    let (status, v) = c.post(&nodes[0], "/truncate", json!({"before": cut})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["first"], json!(cut));
+    written.drain(..20);
+    journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
+    let (_, v) = c.get(&nodes[0], "/read?from=0&max=1").await;
+    assert_eq!(
+        (&v["first"], &v["entries"][0]["index"]),
+        (&json!(cut), &json!(cut)),
+        "{v}"
+    );
+    let (_, v) = c
+        .get(&nodes[0], &format!("/read?from={}", cut + 1000))
+        .await;
+    assert_eq!(
+        (&v["first"], &v["entries"]),
+        (&json!(cut), &json!([])),
+        "{v}"
+    );
+
+    // Past the end: the last record stays, and the next write goes after it.
+    let last = written.last().unwrap().0;
+    let (status, v) = c
+        .post(&nodes[0], "/truncate", json!({"before": u64::MAX}))
+        .await;
+    assert_eq!((status, &v["first"]), (200, &json!(last)), "{v}");
+    written.drain(..written.len() - 1);
+    let (status, v) = c.append(&nodes[0], b"after").await;
+    assert_eq!(status, 200, "{v}");
+    let after = v["index"].as_u64().unwrap();
+    assert!(after > last, "{after} after {last}");
+    written.push((after, b"after".to_vec()));
+    journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
+    // A malformed request changes nothing.
+    let (status, _) = c.post(&nodes[0], "/truncate", json!({"before": "x"})).await;
+    assert!((400..500).contains(&status), "{status}");
+
+    // Node 3 restarted from its files; node 4 arrives by snapshot (purged log).
+    let n3 = nodes.pop().unwrap();
+    let addr = n3.addr().to_string();
+    n3.shutdown().await.unwrap();
+    for i in 0..30u32 {
+        let data = format!("more {i}").into_bytes();
+        let (status, v) = c.append(&nodes[0], &data).await;
+        assert_eq!(status, 200, "{v}");
+        written.push((v["index"].as_u64().unwrap(), data));
+    }
+    until("a purge past the truncation", || async {
+        let m = c.metrics(&nodes[0]).await;
+        m["purged"].as_u64().filter(|p| *p > after)
+    })
+    .await;
+    nodes.push(
+        Node::start(NodeOptions {
+            listen: addr,
+            ..opts(3)
+        })
+        .await
+        .unwrap(),
+    );
+    let n4 = Node::start(opts(4)).await.unwrap();
+    let learner = json!({"id": 4, "addr": n4.addr().to_string()});
+    let (status, v) = c.post(&nodes[0], "/admin/add-learner", learner).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(c.metrics(&n4).await["snapshot"].as_u64().is_some());
+    nodes.push(n4);
+    journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
+    for n in &nodes {
+        let (_, v) = c.get(n, "/read?from=0&max=1&local=true").await;
+        assert_eq!(v["first"], json!(last), "node {}: {v}", n.id());
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_the_log_cannot_take_are_refused() {
     bounded(refused_writes()).await;
 }
