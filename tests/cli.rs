@@ -599,9 +599,39 @@ fn usage_errors_exit_2() {
     }
     assert!(!Path::new(path).exists());
     // Counts past what the option takes get the option's range, not a parser's overflow.
-    for n in ["0", "1000001", "4294967296", "18446744073709551615"] {
+    for n in [
+        "0",
+        "1000001",
+        "4294967296",
+        "18446744073709551615",
+        "18446744073709551616",
+        "000099999999999999999999999999",
+    ] {
         let err = text(&daxlog(&["append", path, "--batch", n]).stderr);
-        assert!(err.contains("not in 1..=1000000"), "--batch {n}: {err}");
+        let shown = n.trim_start_matches('0');
+        let shown = if shown.is_empty() { "0" } else { shown };
+        assert!(
+            err.contains(&format!("{shown} is not in 1..=1000000")),
+            "--batch {n}: {err}"
+        );
+    }
+    for (option, n, range) in [
+        ("--threads", "4294967297", "1..=256"),
+        ("--threads", "257", "1..=256"),
+        ("--reps", "99999999999999999999", "1..=1000"),
+    ] {
+        let err = text(&daxlog(&["bench", option, n]).stderr);
+        assert!(
+            err.contains(&format!("{n} is not in {range}")),
+            "{option} {n}: {err}"
+        );
+    }
+    for n in ["x", "1.5", "", "1e3"] {
+        let err = text(&daxlog(&["append", path, "--batch", n]).stderr);
+        assert!(
+            err.contains("is not a whole number"),
+            "--batch {n:?}: {err}"
+        );
     }
     let out = daxlog(&["--help"]);
     assert_eq!(out.status.code(), Some(0));

@@ -21,7 +21,7 @@ pub(crate) struct AppendArgs {
     data: Option<std::ffi::OsString>,
     /// Let up to N records that are already waiting on stdin share one persistence barrier.
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = super::count_in::<u64>(1, 1_000_000))]
     batch: u64,
     /// How stdin is cut into entries.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = Format::Lines)]

@@ -46,7 +46,7 @@ pub(crate) struct BenchArgs {
     sizes: Vec<u64>,
     /// Threads appending to the same log at once (aggregate appends/s are reported).
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
+          value_parser = super::count_in::<u32>(1, 256))]
     threads: u32,
     /// Seconds of appending measured per row, split into --reps equal slices of at least
     /// 1 ms each.
@@ -54,7 +54,7 @@ pub(crate) struct BenchArgs {
     seconds: f64,
     /// Timed repetitions per row; medians are reported.
     #[arg(long, value_name = "N", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = super::count_in::<u32>(1, 1000))]
     reps: u32,
     /// Persistence mode; repeat or separate with commas [default: auto,cpu,msync, keeping
     /// each resulting mode once].

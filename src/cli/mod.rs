@@ -126,6 +126,31 @@ fn unless_replaced<T>(open: impl FnMut() -> crate::Result<T>) -> crate::Result<T
     crate::log::wait_while_locked(lock_wait(), |by| by == LockHolder::Replacement, open)
 }
 
+/// A parser of counts from `lo` to `hi` whose message for any whole number outside them, however
+/// large, names the range (clap's own says "number too large to fit in target type" past the
+/// type's maximum).
+pub(crate) fn count_in<T>(
+    lo: u64,
+    hi: u64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<u64>,
+{
+    move |text: &str| {
+        let digits = text.trim();
+        let digits = digits.strip_prefix('+').unwrap_or(digits);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("'{text}' is not a whole number"));
+        }
+        let outside = || format!("{} is not in {lo}..={hi}", digits.trim_start_matches('0'));
+        match digits.parse::<u64>() {
+            Ok(n) if (lo..=hi).contains(&n) => T::try_from(n).map_err(|_| outside()),
+            Ok(0) => Err(format!("0 is not in {lo}..={hi}")),
+            _ => Err(outside()),
+        }
+    }
+}
+
 fn parse_lock_wait(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(s),
