@@ -547,6 +547,56 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
 
 /// `info` while a writer has the log open: no snapshot can be taken, so the metadata page as
 /// it is now, and the entries a [`crate::Reader`] reads live up to the writer's published end.
+/// Where a live count met damage, and what it is.
+#[derive(Debug, PartialEq, Eq)]
+struct LiveDamage {
+    offset: Option<u64>,
+    lsn: Option<u64>,
+    reason: String,
+}
+
+impl std::fmt::Display for LiveDamage {
+    /// `at offset 4224, LSN 5: <reason>` (the parts known).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.offset, self.lsn) {
+            (Some(offset), Some(lsn)) => write!(f, "at offset {offset}, LSN {lsn}: "),
+            (Some(offset), None) => write!(f, "at offset {offset}: "),
+            (None, Some(lsn)) => write!(f, "at LSN {lsn}: "),
+            (None, None) => Ok(()),
+        }?;
+        f.write_str(&self.reason)
+    }
+}
+
+/// The damage row of a live count that stopped at `e`, one of the errors
+/// [`super::is_damage`] takes (any other is described by its message alone).
+fn live_damage(e: &Error) -> LiveDamage {
+    let (offset, lsn, reason) = match e {
+        Error::Corrupted {
+            offset,
+            lsn,
+            reason,
+            ..
+        } => (Some(*offset), Some(*lsn), reason.clone()),
+        Error::CorruptedSuperblock { offset, reason, .. } => {
+            (Some(*offset), None, format!("metadata: {reason}"))
+        }
+        Error::FileShorterThanCapacity {
+            file_len, capacity, ..
+        } => (
+            None,
+            None,
+            format!("the file is {file_len} bytes but the log's capacity is {capacity} bytes"),
+        ),
+        other => (None, None, other.to_string()),
+    };
+    LiveDamage {
+        offset,
+        lsn,
+        reason,
+    }
+}
+
 fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let page = read_page(&a.path)?;
     let (sbs, slots) = decode_page(&page);
@@ -582,15 +632,7 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
             break;
         }
     }
-    let damage_fields = match &damage {
-        Some(Error::Corrupted {
-            offset,
-            lsn,
-            reason,
-            ..
-        }) => Some((*offset, *lsn, reason.clone())),
-        _ => None,
-    };
+    let damage_fields = damage.as_ref().map(live_damage);
     let read_to = r.position();
     let first = r.first_lsn();
     let padding = read_to.saturating_sub(first).saturating_sub(readable);
@@ -621,10 +663,10 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
             "first_lsn": (next > first).then_some(first),
             "last_lsn": last,
             "next_lsn": next,
-            "damage": damage_fields.as_ref().map(|(offset, lsn, reason)| json!({
-                "offset": offset,
-                "lsn": lsn,
-                "reason": reason,
+            "damage": damage_fields.as_ref().map(|d| json!({
+                "offset": d.offset,
+                "lsn": d.lsn,
+                "reason": d.reason,
             })),
         });
         writeln!(out, "{v}")?;
@@ -662,11 +704,8 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
             ),
             ("next LSN".into(), next.to_string()),
         ]);
-        if let Some((offset, lsn, reason)) = &damage_fields {
-            rows.push((
-                "damage".into(),
-                format!("at offset {offset}, LSN {lsn}: {reason}"),
-            ));
+        if let Some(d) = &damage_fields {
+            rows.push(("damage".into(), d.to_string()));
         }
         print_rows(&mut out, &rows)?;
     }
@@ -674,5 +713,55 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     match damage {
         Some(e) => Err(CliError::Damaged(super::library_text(&a.path, &e))),
         None => Ok(EXIT_OK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Every kind of damage a live count can stop at gets a row: an entry's (offset, LSN and
+    /// reason), the metadata's (offset and reason) and a file cut short (its lengths).
+    #[test]
+    fn every_damage_a_live_count_meets_has_a_row() {
+        let path = PathBuf::from("/x.dax");
+        let entry = Error::Corrupted {
+            path: path.clone(),
+            offset: 4224,
+            lsn: 5,
+            reason: "payload checksum mismatch".into(),
+            entries_beyond: 0,
+        };
+        let slot = Error::CorruptedSuperblock {
+            path: path.clone(),
+            offset: 1024,
+            reason: "no valid metadata slot".into(),
+        };
+        let short = Error::FileShorterThanCapacity {
+            path,
+            file_len: 8192,
+            capacity: 65536,
+        };
+        for (e, row) in [
+            (&entry, "at offset 4224, LSN 5: payload checksum mismatch"),
+            (&slot, "at offset 1024: metadata: no valid metadata slot"),
+            (
+                &short,
+                "the file is 8192 bytes but the log's capacity is 65536 bytes",
+            ),
+        ] {
+            assert!(super::super::is_damage(e), "{e}");
+            assert_eq!(live_damage(e).to_string(), row);
+        }
+        assert_eq!(
+            live_damage(&slot),
+            LiveDamage {
+                offset: Some(1024),
+                lsn: None,
+                reason: "metadata: no valid metadata slot".into()
+            }
+        );
     }
 }
