@@ -11,13 +11,20 @@
 //! So while a node handles a chunk of a snapshot, it tells openraft that it heard from the
 //! chunk's sender ([`Hearing::start`]): at once, and again every heartbeat interval until the
 //! chunk is handled. It does so with what openraft takes from any leader: an `AppendEntries`
-//! with the chunk's vote, no entries, no previous log id and no commit index. That resets the
-//! election timer and changes nothing else: a log id of `None` matches any log, accepts
-//! nothing new and commits nothing; a vote lower than the node's is refused (as the chunk
-//! itself would be), and a higher one is taken, as from any RPC of a newer leader. The node
-//! still starts an election once chunks stop coming: a sender that stops sending stops the
-//! hearing with its connection, and one chunk is handled in bounded time (openraft's
-//! `install_snapshot_timeout` on the sender's side).
+//! with the chunk's vote, no entries, no previous log id and no commit index. That does what
+//! a heartbeat does to the vote and nothing else: it resets the election timer and renews
+//! the leader's lease on this node (it refuses other candidates' votes until the lease after
+//! the last hearing ends); a log id of `None` matches any log, accepts nothing new, truncates
+//! nothing and commits nothing; a vote lower than the node's is refused (as the chunk itself
+//! would be), and a higher one is taken and saved at once, as from any RPC of a newer leader
+//! (openraft would take the chunk's only once the snapshot is installed).
+//!
+//! The node still starts an election once chunks stop coming: the hearing ends when the
+//! chunk's handling ends, or when the server drops the request because the sender closed its
+//! connection. A sender that vanishes without closing (its host died, the network was cut)
+//! leaves the hearing on until the chunk's local handling ends: for the last chunk, the
+//! snapshot's installation. Then openraft's usual timeout runs (the leader's lease plus an
+//! election timeout).
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
 //! | `POST /admin/change-membership` | `{"voters":[1,2,3]}` (and `"retain":true` to keep removed voters as learners) | `200 {"index":N}` once committed; `503 timeout` at the request timeout (the change goes on: repeat it until `200`; `409` while it is still in progress) |
 //! | `POST /test/partition` (with `test_hooks` only, else `404`) | `{"blocked":[2,3]}` | `200 {"blocked":[2,3]}` |
-//! | `POST /test/slow-snapshot` (with `test_hooks` only, else `404`) | `{"chunk_delay_ms":700}` | `200 {"chunk_delay_ms":700}`: each snapshot chunk received waits this long before openraft takes it |
+//! | `POST /test/slow-snapshot` (with `test_hooks` only, else `404`) | `{"chunk_delay_ms":700}` | `200 {"chunk_delay_ms":700}`: each snapshot chunk received but the last waits this long before openraft takes it |
 //!
 //! **What an answer says about the write.** `200`: committed, at journal index `index` (the
 //! index `/read` shows it under; not the Raft log index). `413 too_large`,
@@ -93,6 +93,12 @@ use crate::{
     lock, Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request,
     TypeConfig, WriteRejected, COMMITTED_SAVE_EVERY,
 };
+
+/// The shortest time a leader gives one snapshot chunk's RPC, in milliseconds (openraft's
+/// `install_snapshot_timeout`; the longest election timeout if that is longer). The last
+/// chunk's RPC includes installing the snapshot: with 2 s, a follower receiving a 134 MB
+/// snapshot installed it and the leader, timed out meanwhile, sent all of it again.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 
 /// Errors of starting and stopping a node.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -202,8 +208,10 @@ impl NodeOptions {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_min_ms,
             election_timeout_max: self.election_max_ms,
-            // One chunk's RPC also waits for the snapshot to be written when it is the last.
-            install_snapshot_timeout: self.election_max_ms.max(2_000),
+            // The last chunk's RPC also waits for the whole snapshot to be decoded, written
+            // and synced (seconds for a journal of hundreds of MB); the leader sends the whole
+            // snapshot again if that RPC times out.
+            install_snapshot_timeout: self.election_max_ms.max(INSTALL_SNAPSHOT_TIMEOUT_MS),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self
                 .keep_after_snapshot
@@ -1286,7 +1294,8 @@ struct SetSlowSnapshot {
     chunk_delay_ms: u64,
 }
 
-/// `POST /test/slow-snapshot` (test hooks only).
+/// `POST /test/slow-snapshot` (test hooks only): each snapshot chunk but the last (whose RPC
+/// also installs the snapshot, within the sender's timeout) waits that long.
 async fn set_slow_snapshot(
     State(node): State<Arc<Shared>>,
     Json(req): Json<SetSlowSnapshot>,
