@@ -65,8 +65,8 @@ impl Journal {
     }
 
     /// Drops the records with an index below `before`, but never the last record; returns
-    /// how many were dropped. Copies at most one chunk (the one the cut falls in, if a copy
-    /// shares it).
+    /// how many were dropped. Copies the records kept of at most one chunk (the one the cut
+    /// falls in, if a copy shares it).
     pub fn truncate_before(&mut self, before: u64) -> usize {
         let Some(last) = self.last_index() else {
             return 0;
@@ -79,7 +79,13 @@ impl Journal {
         if let Some(first) = self.chunks.first_mut() {
             let n = first.partition_point(|(i, _)| *i < keep_from);
             if n > 0 {
-                Arc::make_mut(first).drain(..n);
+                match Arc::get_mut(first) {
+                    Some(chunk) => {
+                        chunk.drain(..n);
+                    }
+                    // Shared with a copy: only the records kept are copied.
+                    None => *first = Arc::new(first[n..].to_vec()),
+                }
                 dropped += n;
             }
         }

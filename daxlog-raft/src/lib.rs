@@ -107,10 +107,12 @@ pub enum Request {
     },
     /// Drops the journal's records with an index below `before`, except the last record,
     /// which always stays (the next record's index follows from it): what a consumer that
-    /// checkpointed the journal up to `before` no longer needs. Snapshots then no longer hold
-    /// those records, nor does memory.
+    /// read the journal up to `before` (the `next` of its last read) no longer needs.
+    /// Snapshots then no longer hold those records, nor does memory. A `before` past the
+    /// journal's next index (its last index plus one) drops nothing ([`Truncation`]): applied
+    /// again later, after more records, it would drop records written meanwhile.
     TruncateJournal {
-        /// The first journal index to keep.
+        /// Records below this journal index are dropped.
         before: u64,
     },
 }
@@ -124,10 +126,27 @@ pub struct Response {
     /// [`Request::AppendBatch`]); the batch's others follow it one by one.
     #[serde(default)]
     pub journal_index: Option<u64>,
-    /// The journal's first index after a [`Request::TruncateJournal`] (`None`: the journal
-    /// is empty).
+    /// What a [`Request::TruncateJournal`] did.
     #[serde(default)]
-    pub journal_first: Option<u64>,
+    pub truncation: Option<Truncation>,
+}
+
+/// What a [`Request::TruncateJournal`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Truncation {
+    /// The records below `before` were dropped, but the last; `first` is the journal's first
+    /// index now (`None`: the journal is empty).
+    Done {
+        /// The journal's first index.
+        first: Option<u64>,
+    },
+    /// `before` lay past the journal's next index `next` (its last index plus one; 0 for an
+    /// empty journal): nothing was dropped. Records at or past `next` may not exist yet, and
+    /// a truncation that could drop them would not be safe to repeat.
+    PastTheEnd {
+        /// The journal's next index.
+        next: u64,
+    },
 }
 
 openraft::declare_raft_types!(

@@ -9,7 +9,7 @@
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
 //! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"first":B,"applied":A,"next":F}` (`B`: the journal's first index; records below it were truncated) |
-//! | `POST /truncate` | `{"before":I}` | `200 {"first":B}` once committed: the journal's records below `I` are dropped on every node, but the last record ([`Request::TruncateJournal`]) |
+//! | `POST /truncate` | `{"before":I}` | `200 {"first":B}` once committed: the journal's records below `I` are dropped on every node, but the last record ([`Request::TruncateJournal`]); `409 {"error":"past_the_end","next":N}` if `I` lies past the journal's next index `N`: nothing dropped |
 //! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"},"log":{"data_bytes","used_bytes","batches_cut"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
@@ -91,7 +91,7 @@ use crate::identity::ClusterIdentity;
 use crate::room::Room;
 use crate::{
     lock, Admission, Admitted, KvStateMachine, LogStoreOptions, NodeId, ReadFence, Request,
-    TypeConfig, WriteRejected, COMMITTED_SAVE_EVERY,
+    Truncation, TypeConfig, WriteRejected, COMMITTED_SAVE_EVERY,
 };
 
 /// The shortest time a leader gives one snapshot chunk's RPC, in milliseconds (openraft's
@@ -979,7 +979,8 @@ struct Truncate {
     before: u64,
 }
 
-/// `POST /truncate`: drops the journal's records below `before`, but the last record.
+/// `POST /truncate`: drops the journal's records below `before`, but the last record; a
+/// `before` past the journal's next index drops nothing (`409 past_the_end`).
 async fn truncate(State(node): State<Arc<Shared>>, Json(req): Json<Truncate>) -> Response {
     if !node.is_leader() {
         return node.not_leader(None);
@@ -991,8 +992,21 @@ async fn truncate(State(node): State<Arc<Shared>>, Json(req): Json<Truncate>) ->
     };
     let outcome = node.write(request).await;
     drop(admitted);
-    let (status, body) = match outcome {
-        Ok(applied) => (StatusCode::OK, json!({"first": applied.journal_first})),
+    let (status, body) = match outcome.map(|applied| applied.truncation) {
+        Ok(Some(Truncation::Done { first })) => (StatusCode::OK, json!({"first": first})),
+        Ok(Some(Truncation::PastTheEnd { next })) => (
+            StatusCode::CONFLICT,
+            json!({
+                "error": "past_the_end",
+                "next": next,
+                "detail": format!(
+                    "nothing was dropped: {} lies past the journal's next index {next} (read the \
+                     journal and truncate below the `next` of the last read)",
+                    req.before
+                ),
+            }),
+        ),
+        Ok(None) => unavailable_body("the applied entry reported no truncation"),
         Err(failure) => failure,
     };
     reply(status, body)

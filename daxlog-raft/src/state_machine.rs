@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::{create_dir_durably, remove_stale_tmp, replace_file_parts, sync_dir, DaxError};
 use crate::journal::{Journal, Record};
 use crate::watermark::SnapshotWatermark;
-use crate::{lock, NodeId, Request, Response, TypeConfig};
+use crate::{lock, NodeId, Request, Response, Truncation, TypeConfig};
 
 /// File name of the current snapshot inside a node's directory ([`crate::snapshot_file`]).
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -122,8 +122,9 @@ struct Shared {
 pub struct JournalPage {
     /// The records, in index order.
     pub records: Vec<Record>,
-    /// The journal's first index: the records below it were truncated
-    /// ([`Request::TruncateJournal`]); `None` if the journal is empty.
+    /// The journal's first index (`None` if the journal is empty): a reader that asked from
+    /// at least it missed nothing; below it, records may have been truncated
+    /// ([`Request::TruncateJournal`]; indexes have gaps, so this does not prove a loss).
     pub first: Option<u64>,
     /// The log id of the last entry applied.
     pub applied: Option<LogId<NodeId>>,
@@ -430,8 +431,15 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                     response.journal_index = st.append_records(entry.log_id.index, items);
                 }
                 EntryPayload::Normal(Request::TruncateJournal { before }) => {
-                    st.journal.truncate_before(before);
-                    response.journal_first = st.journal.first_index();
+                    let next = st.journal.last_index().map_or(0, |last| last + 1);
+                    response.truncation = Some(if before <= next {
+                        st.journal.truncate_before(before);
+                        Truncation::Done {
+                            first: st.journal.first_index(),
+                        }
+                    } else {
+                        Truncation::PastTheEnd { next }
+                    });
                 }
                 EntryPayload::Membership(m) => {
                     st.last_membership = StoredMembership::new(Some(entry.log_id), m);
@@ -824,14 +832,18 @@ mod tests {
     }
 
     /// A truncation drops the records below its index but the last one, and answers the first
-    /// index left; the records after it take indexes past every earlier one (a batch's items
-    /// went past their entries' log indexes: numbering from the log index alone would give an
-    /// index twice); snapshots hold what is left, and a node installed from one numbers the
-    /// next record as the node it came from.
+    /// index left; one past the journal's next index drops nothing (repeated after more
+    /// records, it would drop them), and one repeated drops nothing at or past its index; the
+    /// records after it take indexes past every earlier one (a batch's items went past their
+    /// entries' log indexes: numbering from the log index alone would give an index twice);
+    /// snapshots hold what is left, and a node installed from one numbers the next record as
+    /// the node it came from.
     #[tokio::test]
     async fn truncations_keep_the_numbering_and_travel_in_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = KvStateMachine::open(dir.path().join("a")).unwrap();
+        let done = |first| Some(Truncation::Done { first: Some(first) });
+        let rec = |i: u64, d: &[u8]| (i, d.to_vec());
         let answers = sm
             .apply([
                 batch(1, &[b"a", b"b", b"c", b"d", b"e"]),
@@ -840,23 +852,30 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(answers[2].journal_first, Some(4));
-        let rec = |i: u64, d: &[u8]| (i, d.to_vec());
-        assert_eq!(
-            sm.journal_from(0, 100),
-            [rec(4, b"d"), rec(5, b"e"), rec(6, b"f")]
-        );
+        assert_eq!(answers[2].truncation, done(4));
+        let journal = sm.journal_from(0, 100);
+        assert_eq!(journal, [rec(4, b"d"), rec(5, b"e"), rec(6, b"f")]);
         let answers = sm
-            .apply([truncate(4, u64::MAX), append(5, b"g")])
+            .apply([
+                truncate(4, 7),
+                append(5, b"g"),
+                truncate(6, 9),
+                truncate(7, u64::MAX),
+            ])
             .await
             .unwrap();
-        assert_eq!(answers[0].journal_first, Some(6), "the last record stays");
-        assert_eq!(answers[1].journal_index, Some(7));
+        assert_eq!(answers[0].truncation, done(6), "the last record stays");
+        assert_eq!(answers[1].journal_index, Some(7), "not 5");
+        let past = Some(Truncation::PastTheEnd { next: 8 });
+        assert_eq!((answers[2].truncation, answers[3].truncation), (past, past));
         assert_eq!(sm.journal_from(0, 100), [rec(6, b"f"), rec(7, b"g")]);
+        // The truncation at 7 again: only what lies below 7.
+        let answers = sm.apply([truncate(8, 7)]).await.unwrap();
+        assert_eq!(answers[0].truncation, done(7));
         let page = sm.journal_page_within(0, 1, u64::MAX);
         assert_eq!(
             (page.records, page.first, page.applied),
-            (vec![rec(6, b"f")], Some(6), Some(lid(5)))
+            (vec![rec(7, b"g")], Some(7), Some(lid(8)))
         );
 
         let snapshot = sm
@@ -867,7 +886,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             on_disk(&dir.path().join("a")).contents.journal.to_vec(),
-            [rec(6, b"f"), rec(7, b"g")]
+            [rec(7, b"g")]
         );
         let mut other = KvStateMachine::open(dir.path().join("b")).unwrap();
         other
@@ -875,11 +894,24 @@ mod tests {
             .await
             .unwrap();
         for node in [&mut sm, &mut other] {
-            let answers = node.apply([append(6, b"h"), truncate(7, 8)]).await.unwrap();
-            assert_eq!(answers[0].journal_index, Some(8));
-            assert_eq!(answers[1].journal_first, Some(8));
-            assert_eq!(node.journal_from(0, 100), [rec(8, b"h")]);
+            let answers = node
+                .apply([append(9, b"h"), truncate(10, 10)])
+                .await
+                .unwrap();
+            assert_eq!(answers[0].journal_index, Some(9));
+            assert_eq!(answers[1].truncation, done(9));
+            assert_eq!(node.journal_from(0, 100), [rec(9, b"h")]);
         }
+        let mut empty = KvStateMachine::open(dir.path().join("c")).unwrap();
+        let answers = empty.apply([truncate(1, 0), truncate(2, 1)]).await.unwrap();
+        assert_eq!(
+            answers[0].truncation,
+            Some(Truncation::Done { first: None })
+        );
+        assert_eq!(
+            answers[1].truncation,
+            Some(Truncation::PastTheEnd { next: 0 })
+        );
     }
 
     /// The longest time the runtime thread of a current-thread runtime went without running

@@ -571,9 +571,10 @@ async fn a_truncated_journal_is_truncated_on_every_node() {
 }
 
 /// `POST /truncate` drops the journal's records below an index on every node, keeps the last
-/// record, and answers the first index left; `/read` tells it (`first`); later writes take
-/// higher indexes; a node restarted from its files and a learner that arrives by snapshot
-/// hold exactly what is left.
+/// record, and answers the first index left; `/read` tells it (`first`); an index past the
+/// journal's next one drops nothing (`409`), and a truncation repeated after a write keeps
+/// that write; later writes take higher indexes; a node restarted from its files and a
+/// learner that arrives by snapshot hold exactly what is left.
 async fn truncated_journal() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
@@ -616,10 +617,19 @@ async fn truncated_journal() {
         "{v}"
     );
 
-    // Past the end: the last record stays, and the next write goes after it.
+    // Past the journal's next index: nothing dropped. At it: all but the last record, and
+    // the next write goes after it.
     let last = written.last().unwrap().0;
+    for before in [last + 2, u64::MAX] {
+        let (status, v) = c
+            .post(&nodes[0], "/truncate", json!({"before": before}))
+            .await;
+        assert_eq!((status, &v["error"]), (409, &json!("past_the_end")), "{v}");
+        assert_eq!(v["next"], json!(last + 1));
+    }
+    journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
     let (status, v) = c
-        .post(&nodes[0], "/truncate", json!({"before": u64::MAX}))
+        .post(&nodes[0], "/truncate", json!({"before": last + 1}))
         .await;
     assert_eq!((status, &v["first"]), (200, &json!(last)), "{v}");
     written.drain(..written.len() - 1);
@@ -628,6 +638,13 @@ async fn truncated_journal() {
     let after = v["index"].as_u64().unwrap();
     assert!(after > last, "{after} after {last}");
     written.push((after, b"after".to_vec()));
+    journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
+    // The same truncation again (a client's retry): nothing at or past its index goes.
+    let (status, v) = c
+        .post(&nodes[0], "/truncate", json!({"before": last + 1}))
+        .await;
+    assert_eq!((status, &v["first"]), (200, &json!(after)), "{v}");
+    written.drain(..written.len() - 1);
     journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
     // A malformed request changes nothing.
     let (status, _) = c.post(&nodes[0], "/truncate", json!({"before": "x"})).await;
@@ -665,7 +682,7 @@ async fn truncated_journal() {
     journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
     for n in &nodes {
         let (_, v) = c.get(n, "/read?from=0&max=1&local=true").await;
-        assert_eq!(v["first"], json!(last), "node {}: {v}", n.id());
+        assert_eq!(v["first"], json!(after), "node {}: {v}", n.id());
     }
     shutdown(nodes).await;
 }
