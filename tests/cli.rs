@@ -615,6 +615,8 @@ fn usage_errors_exit_2() {
             "--batch {n}: {err}"
         );
     }
+    let err = text(&daxlog(&["append", path, "--batch=-5"]).stderr);
+    assert!(err.contains("-5 is not in 1..=1000000"), "{err}");
     for (option, n, range) in [
         ("--threads", "4294967297", "1..=256"),
         ("--threads", "257", "1..=256"),

@@ -545,8 +545,6 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-/// `info` while a writer has the log open: no snapshot can be taken, so the metadata page as
-/// it is now, and the entries a [`crate::Reader`] reads live up to the writer's published end.
 /// Where a live count met damage, and what it is.
 #[derive(Debug, PartialEq, Eq)]
 struct LiveDamage {
@@ -597,6 +595,8 @@ fn live_damage(e: &Error) -> LiveDamage {
     }
 }
 
+/// `info` while a writer has the log open: no snapshot can be taken, so the metadata page as
+/// it is now, and the entries a [`crate::Reader`] reads live up to the writer's published end.
 fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
     let page = read_page(&a.path)?;
     let (sbs, slots) = decode_page(&page);

@@ -138,8 +138,12 @@ where
 {
     move |text: &str| {
         let digits = text.trim();
+        let whole = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        if digits.strip_prefix('-').is_some_and(whole) {
+            return Err(format!("{digits} is not in {lo}..={hi}"));
+        }
         let digits = digits.strip_prefix('+').unwrap_or(digits);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if !whole(digits) {
             return Err(format!("'{text}' is not a whole number"));
         }
         let outside = || format!("{} is not in {lo}..={hi}", digits.trim_start_matches('0'));
