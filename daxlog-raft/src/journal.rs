@@ -14,6 +14,28 @@ const CHUNK: usize = 1024;
 /// One record: its journal index and its bytes.
 pub type Record = (u64, Vec<u8>);
 
+/// The records a truncation dropped ([`Journal::truncate_before`]): freeing millions of
+/// records takes a while, so the caller chooses where it happens (dropping this frees them).
+#[derive(Debug, Default)]
+#[must_use = "dropping this frees the records here and now"]
+pub struct Dropped {
+    chunks: Vec<Arc<Vec<Record>>>,
+    records: Vec<Record>,
+    count: usize,
+}
+
+impl Dropped {
+    /// How many records were dropped.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if none was.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// Journal records in increasing index order; clones share the records.
 #[derive(Clone, Debug, Default)]
 pub struct Journal {
@@ -65,31 +87,31 @@ impl Journal {
     }
 
     /// Drops the records with an index below `before`, but never the last record; returns
-    /// how many were dropped. Copies the records kept of at most one chunk (the one the cut
-    /// falls in, if a copy shares it).
-    pub fn truncate_before(&mut self, before: u64) -> usize {
+    /// them, for the caller to free where the time it takes does not matter. Copies the
+    /// records kept of at most one chunk (the one the cut falls in, if a copy shares it).
+    pub fn truncate_before(&mut self, before: u64) -> Dropped {
+        let mut dropped = Dropped::default();
         let Some(last) = self.last_index() else {
-            return 0;
+            return dropped;
         };
         let keep_from = before.min(last);
         let whole = self
             .chunks
             .partition_point(|c| c.last().is_some_and(|(i, _)| *i < keep_from));
-        let mut dropped: usize = self.chunks.drain(..whole).map(|c| c.len()).sum();
+        dropped.chunks = self.chunks.drain(..whole).collect();
+        dropped.count = dropped.chunks.iter().map(|c| c.len()).sum();
         if let Some(first) = self.chunks.first_mut() {
             let n = first.partition_point(|(i, _)| *i < keep_from);
             if n > 0 {
                 match Arc::get_mut(first) {
-                    Some(chunk) => {
-                        chunk.drain(..n);
-                    }
+                    Some(chunk) => dropped.records = chunk.drain(..n).collect(),
                     // Shared with a copy: only the records kept are copied.
                     None => *first = Arc::new(first[n..].to_vec()),
                 }
-                dropped += n;
+                dropped.count += n;
             }
         }
-        self.len -= dropped;
+        self.len -= dropped.count;
         dropped
     }
 
@@ -263,7 +285,7 @@ mod tests {
             let start = flat.partition_point(|(i, _)| *i < before);
             let want = flat.split_off(start);
             let dropped = j.truncate_before(before);
-            assert_eq!(dropped, start, "before {before}");
+            assert_eq!(dropped.len(), start, "before {before}");
             flat = want;
             assert_eq!(j.to_vec(), flat, "before {before}");
             assert_eq!(j.len(), flat.len());
@@ -271,11 +293,11 @@ mod tests {
         }
         // Past the last record: only the last stays.
         let last = j.last_index().unwrap();
-        assert_eq!(j.truncate_before(u64::MAX), flat.len() - 1);
+        assert_eq!(j.truncate_before(u64::MAX).len(), flat.len() - 1);
         flat.drain(..flat.len() - 1);
         assert_eq!(j.to_vec(), flat);
         assert_eq!((j.first_index(), j.last_index()), (Some(last), Some(last)));
-        assert_eq!(j.truncate_before(u64::MAX), 0);
+        assert!(j.truncate_before(u64::MAX).is_empty());
         assert_eq!(copy.to_vec(), all, "the copy keeps every record");
         for i in 1..=(CHUNK as u64 + 3) {
             j.push(last + i, vec![i as u8]);
@@ -295,7 +317,7 @@ mod tests {
                 flat[start..].iter().take(5).cloned().collect::<Vec<_>>()
             );
         }
-        assert_eq!(Journal::new().truncate_before(10), 0);
+        assert!(Journal::new().truncate_before(10).is_empty());
     }
 
     /// Serialized as a flat list of records (the format snapshots always had); records out of

@@ -109,8 +109,10 @@ pub enum Request {
     /// which always stays (the next record's index follows from it): what a consumer that
     /// read the journal up to `before` (the `next` of its last read) no longer needs.
     /// Snapshots then no longer hold those records, nor does memory. A `before` past the
-    /// journal's next index (its last index plus one) drops nothing ([`Truncation`]): applied
-    /// again later, after more records, it would drop records written meanwhile.
+    /// journal's next index (its last index plus one) when it is applied drops nothing
+    /// ([`Truncation::PastTheEnd`]). Propose one only if `before` is at most the next index
+    /// of a journal already applied (the node does): it then drops only records that existed
+    /// when it was proposed, and a repeated one drops nothing written since.
     TruncateJournal {
         /// Records below this journal index are dropped.
         before: u64,

@@ -8,8 +8,8 @@
 //! |---|---|---|
 //! | `POST /raft/append-entries`, `/raft/vote`, `/raft/install-snapshot` | binary (see [`crate::http`]) | binary |
 //! | `POST /append` | the entry's raw bytes | `200 {"index":N}` once committed and applied here |
-//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"first":B,"applied":A,"next":F}` (`B`: the journal's first index; records below it were truncated) |
-//! | `POST /truncate` | `{"before":I}` | `200 {"first":B}` once committed: the journal's records below `I` are dropped on every node, but the last record ([`Request::TruncateJournal`]); `409 {"error":"past_the_end","next":N}` if `I` lies past the journal's next index `N`: nothing dropped |
+//! | `GET /read?from=I&max=N[&local=true]` | | `200 {"entries":[{"index":i,"data_hex":"…"}],"first":B,"applied":A,"next":F}` (`B`: the journal's first index, `null` if it is empty: a read from at least `B` missed nothing) |
+//! | `POST /truncate` | `{"before":I}` | `200 {"first":B}` once committed: the journal's records below `I` are dropped on every node, but the last record ([`Request::TruncateJournal`]); `409 {"error":"past_the_end","next":N}`, not proposed, if `I` lies past the journal's next index `N` (last index + 1; 0 if empty) |
 //! | `GET /metrics` | | `200 {"id","cluster_id","state","current_term","current_leader","last_log_index","last_applied","snapshot","purged","membership":{"voters","learners"},"replication","client_writes":{"entries","writes"},"log":{"data_bytes","used_bytes","batches_cut"}}` |
 //! | `POST /admin/add-learner` | `{"id":2,"addr":"127.0.0.1:7002"}` | `200 {"index":N}` once the learner holds the log up to its membership entry `N`; `504 {"error":"learner_not_caught_up","addr":..}` if it does not within the request timeout (it stays a learner); `409 {"error":"wrong_node"}` if the node at `addr` says it is another node, `409 {"error":"other_cluster"}` if it belongs to another cluster (nothing changed) |
 //! | `POST /admin/remove-nodes` | `{"ids":[9]}` | `200 {"index":N}` once learners `ids` left the membership; `400 bad_request` for no ids; ids not in the membership are already removed (none a member: `200 {"index":N,"not_members":[..]}`, `N` the membership in force, nothing written) |
@@ -980,10 +980,18 @@ struct Truncate {
 }
 
 /// `POST /truncate`: drops the journal's records below `before`, but the last record; a
-/// `before` past the journal's next index drops nothing (`409 past_the_end`).
+/// `before` past the journal's next index is refused before it is proposed (`409
+/// past_the_end`).
 async fn truncate(State(node): State<Arc<Shared>>, Json(req): Json<Truncate>) -> Response {
     if !node.is_leader() {
         return node.not_leader(None);
+    }
+    // Refused before it is proposed, so that its outcome is never unknown: proposed, it
+    // drops only records that exist now (later ones take indexes at or past `next`), and a
+    // client's retry of it drops nothing written meanwhile.
+    let next = node.sm.journal_next();
+    if req.before > next {
+        return past_the_end(req.before, next);
     }
     let request = Request::TruncateJournal { before: req.before };
     let admitted = match node.admission.admit(&request) {
@@ -994,22 +1002,27 @@ async fn truncate(State(node): State<Arc<Shared>>, Json(req): Json<Truncate>) ->
     drop(admitted);
     let (status, body) = match outcome.map(|applied| applied.truncation) {
         Ok(Some(Truncation::Done { first })) => (StatusCode::OK, json!({"first": first})),
-        Ok(Some(Truncation::PastTheEnd { next })) => (
-            StatusCode::CONFLICT,
-            json!({
-                "error": "past_the_end",
-                "next": next,
-                "detail": format!(
-                    "nothing was dropped: {} lies past the journal's next index {next} (read the \
-                     journal and truncate below the `next` of the last read)",
-                    req.before
-                ),
-            }),
-        ),
+        // (Not after the check above: the journal only grows.)
+        Ok(Some(Truncation::PastTheEnd { next })) => return past_the_end(req.before, next),
         Ok(None) => unavailable_body("the applied entry reported no truncation"),
         Err(failure) => failure,
     };
     reply(status, body)
+}
+
+/// `409 past_the_end`: a truncation at `before`, past the journal's next index `next`.
+fn past_the_end(before: u64, next: u64) -> Response {
+    reply(
+        StatusCode::CONFLICT,
+        json!({
+            "error": "past_the_end",
+            "next": next,
+            "detail": format!(
+                "nothing was dropped: {before} lies past the journal's next index {next} (its \
+                 last index + 1); truncate at most there"
+            ),
+        }),
+    )
 }
 
 /// `GET /metrics`.

@@ -212,7 +212,7 @@ impl KvStateMachine {
 
     /// [`KvStateMachine::journal_page`] that also ends before the record that would take the
     /// records' data past `max_bytes` (never before the first record), with the journal's
-    /// first index (records below it were truncated), all read together.
+    /// first index ([`JournalPage::first`]), all read together.
     pub fn journal_page_within(&self, from_index: u64, max: usize, max_bytes: u64) -> JournalPage {
         let st = lock(&self.shared.state);
         JournalPage {
@@ -220,6 +220,16 @@ impl KvStateMachine {
             first: st.journal.first_index(),
             applied: st.last_applied,
         }
+    }
+
+    /// The journal's next index: its last index plus one (0 if it is empty). A truncation
+    /// at most there drops only records that exist already (later ones take indexes at or
+    /// past it).
+    pub fn journal_next(&self) -> u64 {
+        lock(&self.shared.state)
+            .journal
+            .last_index()
+            .map_or(0, |last| last + 1)
     }
 
     /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
@@ -413,6 +423,7 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
     {
         let mut st = lock(&self.shared.state);
         let mut out = Vec::new();
+        let mut dropped = Vec::new();
         for entry in entries {
             st.last_applied = Some(entry.log_id);
             let mut response = Response::default();
@@ -433,7 +444,7 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                 EntryPayload::Normal(Request::TruncateJournal { before }) => {
                     let next = st.journal.last_index().map_or(0, |last| last + 1);
                     response.truncation = Some(if before <= next {
-                        st.journal.truncate_before(before);
+                        dropped.push(st.journal.truncate_before(before));
                         Truncation::Done {
                             first: st.journal.first_index(),
                         }
@@ -446,6 +457,11 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                 }
             }
             out.push(response);
+        }
+        drop(st);
+        if dropped.iter().any(|d| !d.is_empty()) {
+            // Freeing millions of records takes a while: not on the runtime's thread.
+            tokio::task::spawn_blocking(move || drop(dropped));
         }
         Ok(out)
     }

@@ -572,8 +572,8 @@ async fn a_truncated_journal_is_truncated_on_every_node() {
 
 /// `POST /truncate` drops the journal's records below an index on every node, keeps the last
 /// record, and answers the first index left; `/read` tells it (`first`); an index past the
-/// journal's next one drops nothing (`409`), and a truncation repeated after a write keeps
-/// that write; later writes take higher indexes; a node restarted from its files and a
+/// journal's next one is refused unproposed (`409`), and a truncation repeated after a write
+/// keeps that write; later writes take higher indexes; a node restarted from its files and a
 /// learner that arrives by snapshot hold exactly what is left.
 async fn truncated_journal() {
     let dir = tempfile::tempdir().unwrap();
@@ -620,6 +620,7 @@ async fn truncated_journal() {
     // Past the journal's next index: nothing dropped. At it: all but the last record, and
     // the next write goes after it.
     let last = written.last().unwrap().0;
+    let log_before = c.metrics(&nodes[0]).await["last_log_index"].clone();
     for before in [last + 2, u64::MAX] {
         let (status, v) = c
             .post(&nodes[0], "/truncate", json!({"before": before}))
@@ -627,6 +628,8 @@ async fn truncated_journal() {
         assert_eq!((status, &v["error"]), (409, &json!("past_the_end")), "{v}");
         assert_eq!(v["next"], json!(last + 1));
     }
+    // Refused before it was proposed: nothing reached the log.
+    assert_eq!(c.metrics(&nodes[0]).await["last_log_index"], log_before);
     journals_hold(&c, &nodes[0], &nodes[1..], &written).await;
     let (status, v) = c
         .post(&nodes[0], "/truncate", json!({"before": last + 1}))
