@@ -146,10 +146,12 @@ where
         if !whole(digits) {
             return Err(format!("'{text}' is not a whole number"));
         }
-        let outside = || format!("{} is not in {lo}..={hi}", digits.trim_start_matches('0'));
+        // The number as written, without its leading zeros (0 stays).
+        let shown = digits.trim_start_matches('0');
+        let shown = if shown.is_empty() { "0" } else { shown };
+        let outside = || format!("{shown} is not in {lo}..={hi}");
         match digits.parse::<u64>() {
             Ok(n) if (lo..=hi).contains(&n) => T::try_from(n).map_err(|_| outside()),
-            Ok(0) => Err(format!("0 is not in {lo}..={hi}")),
             _ => Err(outside()),
         }
     }
