@@ -55,14 +55,18 @@ pub fn fast_config(snapshot_every: u64) -> Result<Config, Error> {
     Ok(config.validate()?)
 }
 
+/// The leader's heartbeat interval in `config`.
+fn heartbeat(config: &Config) -> Duration {
+    Duration::from_millis(config.heartbeat_interval)
+}
+
 impl Cluster {
     /// A cluster whose nodes keep their files in `root/node-<id>`.
     pub fn new(root: impl AsRef<Path>, config: Config, opts: LogStoreOptions) -> Self {
         // (A node refuses a batch it has no room for as unreachable: sent again within a
         // heartbeat, before the node would start an election.)
-        let heartbeat = Duration::from_millis(config.heartbeat_interval);
         Cluster {
-            router: Router::new().with_backoff(heartbeat),
+            router: Router::new().with_backoff(heartbeat(&config)),
             config: Arc::new(config),
             root: root.as_ref().to_path_buf(),
             opts,
@@ -105,12 +109,8 @@ impl Cluster {
     /// log can take ([`crate::room`]).
     pub fn connect(&self, id: NodeId) {
         let node = &self.nodes[&id];
-        let room = Room::new(node.admission.clone(), self.heartbeat());
+        let room = Room::new(node.admission.clone(), heartbeat(&self.config));
         self.router.add_with_room(id, node.raft.clone(), room);
-    }
-
-    fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.config.heartbeat_interval)
     }
 
     /// Opens and connects node `id`.

@@ -311,10 +311,11 @@ impl Node {
         let admission = store.admission();
         let read_fence = store.read_fence(opts.id);
         let partition = Partition::new();
+        let heartbeat = Duration::from_millis(opts.heartbeat_ms);
         // (A follower refuses a batch it has no room for as unreachable: the leader sends
         // again within a heartbeat, well before the follower would start an election.)
-        let network = HttpNetwork::new(opts.id, partition.clone(), cluster.clone())?
-            .with_backoff(Duration::from_millis(opts.heartbeat_ms));
+        let network =
+            HttpNetwork::new(opts.id, partition.clone(), cluster.clone())?.with_backoff(heartbeat);
         let raft = Raft::new(opts.id, config, network, store, sm.clone()).await?;
 
         if opts.init && !raft.is_initialized().await? {
@@ -337,7 +338,7 @@ impl Node {
             id: opts.id,
             raft: raft.clone(),
             sm,
-            room: Room::new(admission.clone(), Duration::from_millis(opts.heartbeat_ms)),
+            room: Room::new(admission.clone(), heartbeat),
             admission,
             cluster: cluster.clone(),
             partition: partition.clone(),
