@@ -614,11 +614,7 @@ mod tests {
                     .await
                     .unwrap();
             } else {
-                sm.get_snapshot_builder()
-                    .await
-                    .build_snapshot()
-                    .await
-                    .unwrap();
+                built(&mut sm).await;
             }
             assert!(ran.load(Ordering::SeqCst), "install {install}");
         }
@@ -772,12 +768,7 @@ mod tests {
         // The same entries after a snapshot of the first three: the same indexes.
         let mut other = KvStateMachine::open(dir.path().join("b")).unwrap();
         other.apply(head()).await.unwrap();
-        let snapshot = other
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = built(&mut other).await;
         let mut third = KvStateMachine::open(dir.path().join("c")).unwrap();
         third
             .install_snapshot(&snapshot.meta, snapshot.snapshot)
@@ -801,12 +792,7 @@ mod tests {
         sm.apply(records.iter().map(|(i, d)| append(*i, d)))
             .await
             .unwrap();
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = built(&mut sm).await;
         assert_eq!(snapshot.meta.last_log_id, Some(lid(20)));
         // The bytes sent to followers: postcard behind its tag, the same as on disk.
         let sent = snapshot.snapshot.get_ref();
@@ -838,6 +824,15 @@ mod tests {
         drop(other);
         let reopened = KvStateMachine::open(dir.path().join("b")).unwrap();
         assert_eq!(reopened.journal_from(0, 100), records);
+    }
+
+    /// A snapshot `sm` builds (and saves).
+    async fn built(sm: &mut KvStateMachine) -> Snapshot<TypeConfig> {
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
     }
 
     fn truncate(index: u64, before: u64) -> Entry<TypeConfig> {
@@ -894,12 +889,7 @@ mod tests {
             (vec![rec(7, b"g")], Some(7), Some(lid(8)))
         );
 
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = built(&mut sm).await;
         assert_eq!(
             on_disk(&dir.path().join("a")).contents.journal.to_vec(),
             [rec(7, b"g")]
@@ -1066,11 +1056,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = KvStateMachine::open(dir.path()).unwrap();
         sm.apply([append(1, &[3u8; 100])]).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        built(&mut sm).await;
         drop(sm);
         let path = dir.path().join(SNAPSHOT_FILE);
         let mut file = std::fs::read(&path).unwrap();
@@ -1111,11 +1097,7 @@ mod tests {
             }),
         };
         sm.apply([set]).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        built(&mut sm).await;
     }
 
     /// Both files (a crash between the new file's rename and the old one's removal; or a node
