@@ -7,10 +7,19 @@
 //! a later term would make the other cluster's nodes follow it, and their journals would
 //! mix records that no single cluster committed.
 //!
-//! The file, [`CLUSTER_ID_FILE`], holds 32 lowercase hexadecimal digits and a newline. It is
-//! written once, durably and atomically (a temporary file, fsynced, renamed into place, the
-//! directory fsynced): after a crash at any point the directory has no id, or the whole one
+//! The file, [`CLUSTER_ID_FILE`], holds 32 lowercase hexadecimal digits and a newline, and,
+//! when the id was adopted rather than made here, a second line `adopted`. It is written
+//! once, durably and atomically (a temporary file, fsynced, renamed into place, the directory
+//! fsynced): after a crash at any point the directory has no id, or the whole file
 //! (temporary files left behind are removed when it is loaded).
+//!
+//! The origin matters to `--init`: the id is adopted before openraft sees the request that
+//! carried it, so a node that stopped in between (or whose log refused that request) holds
+//! the id but neither its leader's vote nor an entry: its store counts as new, and `--init`
+//! there would start a second cluster under the first one's id, whose leader the first
+//! cluster's would meet (openraft takes two committed leaders of one term for an impossible
+//! state and panics) and whose log conflicts with the first one's committed entries. `--init`
+//! is refused on an adopted id ([`ClusterIdentity::create`]).
 
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
@@ -27,7 +36,44 @@ pub const CLUSTER_ID_FILE: &str = "cluster.id";
 #[derive(Clone, Debug)]
 pub struct ClusterIdentity {
     path: PathBuf,
-    id: Arc<Mutex<Option<String>>>,
+    id: Arc<Mutex<Option<Known>>>,
+}
+
+/// A node's cluster id and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Known {
+    id: String,
+    /// Taken from a leader's RPC ([`ClusterIdentity::adopt`]), not made by `--init`.
+    adopted: bool,
+}
+
+/// The second line of [`CLUSTER_ID_FILE`] for an adopted id.
+const ADOPTED: &str = "adopted";
+
+impl Known {
+    /// The file's text.
+    fn text(&self) -> String {
+        if self.adopted {
+            format!("{}\n{ADOPTED}\n", self.id)
+        } else {
+            format!("{}\n", self.id)
+        }
+    }
+
+    /// The file's text read back: the id, then nothing or [`ADOPTED`].
+    fn parse(text: &str) -> Option<Known> {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let id = lines.next()?;
+        let adopted = match lines.next() {
+            None => false,
+            Some(ADOPTED) => true,
+            Some(_) => return None,
+        };
+        (valid(id) && lines.next().is_none()).then(|| Known {
+            id: id.to_string(),
+            adopted,
+        })
+    }
 }
 
 /// A cluster id that is not 32 lowercase hexadecimal digits.
@@ -61,16 +107,17 @@ impl ClusterIdentity {
         let path = dir.join(CLUSTER_ID_FILE);
         remove_stale_tmp(&path)?;
         let id = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let id = text.trim();
-                if !valid(id) {
+            Ok(text) => match Known::parse(&text) {
+                Some(known) => Some(known),
+                None => {
                     return Err(DaxError::Inconsistent(format!(
-                        "{}: {id:?} is not a cluster id (32 hexadecimal digits)",
-                        path.display()
+                        "{}: {:?} is not a cluster id (32 hexadecimal digits, then \
+                         `{ADOPTED}` on a line of its own if it was adopted)",
+                        path.display(),
+                        text.trim()
                     )));
                 }
-                Some(id.to_string())
-            }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 return Err(DaxError::Io(std::io::Error::new(
@@ -87,26 +134,42 @@ impl ClusterIdentity {
 
     /// The cluster id, if the node has one.
     pub fn get(&self) -> Option<String> {
-        lock(&self.id).clone()
+        lock(&self.id).as_ref().map(|k| k.id.clone())
     }
 
-    /// Makes a new random cluster id and stores it durably, unless the node has one already;
-    /// returns the node's id.
+    /// Makes a new random cluster id and stores it durably, unless the node made one already
+    /// (an `--init` that stopped before the cluster's first entry); returns the node's id.
+    /// Refused if the node adopted its id: it joined a cluster, and a cluster of its own
+    /// would be a second one under that id (module documentation).
     pub fn create(&self) -> Result<String, DaxError> {
         let mut id = lock(&self.id);
-        if let Some(id) = &*id {
-            return Ok(id.clone());
+        match &*id {
+            Some(Known { id, adopted: false }) => return Ok(id.clone()),
+            Some(Known { id, adopted: true }) => {
+                return Err(DaxError::Inconsistent(format!(
+                    "{}: this node joined cluster {id} (its id was adopted from a leader); \
+                     `--init` would start a second cluster under that id: start the node \
+                     without `--init` to rejoin its cluster, or remove its directory to \
+                     start a new one",
+                    self.path.display()
+                )))
+            }
+            None => {}
         }
-        let new = random_id();
-        replace_file(&self.path, format!("{new}\n").as_bytes())?;
-        *id = Some(new.clone());
-        Ok(new)
+        let new = Known {
+            id: random_id(),
+            adopted: false,
+        };
+        replace_file(&self.path, new.text().as_bytes())?;
+        let made = new.id.clone();
+        *id = Some(new);
+        Ok(made)
     }
 
     /// Checks the cluster id an RPC carries (`None`: an earlier version's, which carries
     /// none): refused if the node has another one.
     pub fn check(&self, carried: Option<&str>) -> Result<(), OtherCluster> {
-        match (lock(&self.id).as_deref(), carried) {
+        match (lock(&self.id).as_ref().map(|k| k.id.as_str()), carried) {
             (Some(ours), Some(theirs)) if ours != theirs => Err(OtherCluster {
                 ours: ours.to_string(),
                 theirs: theirs.to_string(),
@@ -122,7 +185,7 @@ impl ClusterIdentity {
             return Err(AdoptError::Invalid(carried.to_string()));
         }
         let mut id = lock(&self.id);
-        match id.as_deref() {
+        match id.as_ref().map(|k| k.id.as_str()) {
             Some(ours) if ours == carried => return Ok(()),
             Some(ours) => {
                 return Err(AdoptError::Other(OtherCluster {
@@ -132,9 +195,13 @@ impl ClusterIdentity {
             }
             None => {}
         }
-        replace_file(&self.path, format!("{carried}\n").as_bytes())?;
+        let known = Known {
+            id: carried.to_string(),
+            adopted: true,
+        };
+        replace_file(&self.path, known.text().as_bytes())?;
         tracing::info!(cluster = carried, "joined cluster");
-        *id = Some(carried.to_string());
+        *id = Some(known);
         Ok(())
     }
 }
@@ -181,7 +248,10 @@ mod tests {
         assert!(a.check(Some(&id)).is_ok() && a.check(None).is_ok());
         assert_eq!(a.check(Some(&other)).unwrap_err().theirs, other);
         assert!(matches!(a.adopt(&other), Err(AdoptError::Other(_))));
-        assert_eq!(ClusterIdentity::load(dir.path()).unwrap().get(), Some(id));
+        assert_eq!(
+            ClusterIdentity::load(dir.path()).unwrap().get(),
+            Some(id.clone())
+        );
 
         // A new node adopts once; a crash's temporary file is removed, and damage refused.
         let b_dir = tempfile::tempdir().unwrap();
@@ -191,12 +261,37 @@ mod tests {
         assert!(matches!(b.adopt("nope"), Err(AdoptError::Invalid(_))));
         b.adopt(&other).unwrap();
         b.adopt(&other).unwrap();
+        let reloaded = ClusterIdentity::load(b_dir.path()).unwrap();
+        assert_eq!(reloaded.get(), Some(other.clone()));
+
+        // `--init` makes no cluster of its own under an adopted id, before or after a restart.
+        for b in [&b, &reloaded] {
+            let e = b.create().unwrap_err().to_string();
+            assert!(e.contains(&format!("joined cluster {other}")), "{e}");
+        }
+        let file = b_dir.path().join(CLUSTER_ID_FILE);
         assert_eq!(
-            ClusterIdentity::load(b_dir.path()).unwrap().get(),
-            Some(other)
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{other}\nadopted\n")
         );
-        std::fs::write(b_dir.path().join(CLUSTER_ID_FILE), "12\n").unwrap();
-        let e = ClusterIdentity::load(b_dir.path()).unwrap_err();
-        assert!(e.to_string().contains("is not a cluster id"), "{e}");
+        // A made id is one line (as an earlier version wrote an id of either origin).
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(CLUSTER_ID_FILE)).unwrap(),
+            format!("{id}\n")
+        );
+
+        for bad in [
+            "12\n",
+            "",
+            &format!("{other}\nmade\n"),
+            &format!("{other}\nadopted\nx\n"),
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let e = ClusterIdentity::load(b_dir.path()).unwrap_err();
+            assert!(
+                e.to_string().contains("is not a cluster id"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

@@ -53,6 +53,7 @@
 //! and keeps it in `cluster.id` ([`crate::identity`]) before the cluster's first entry; a
 //! node without one adopts its leader's from the first `AppendEntries` or `InstallSnapshot`
 //! it takes. Peers of another cluster are refused ([`crate::http::Refused::OtherCluster`]).
+//! `init` on a store that is not initialized but whose id was adopted is an error.
 //!
 //! `/append` checks the write with the log store's [`Admission`] before proposing it: too
 //! large, `413 {"error":"too_large","len","max"}`; log full, `503

@@ -1488,6 +1488,84 @@ async fn separate_clusters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_is_refused_where_the_cluster_id_was_adopted() {
+    bounded(init_refused_on_an_adopted_id()).await;
+}
+
+/// `--init` on a node that adopted its cluster id. Once the node holds its leader's vote
+/// (the leader's first `AppendEntries` saves it, entries or not) its store counts as
+/// initialized and `--init` does nothing. A node that adopted the id and stopped before that
+/// (the id is stored before openraft sees the request) has an uninitialized store, and
+/// refuses `--init`: a cluster of its own would be a second one under that id. A node that
+/// made its id with `--init` and stopped before the first entry takes it again.
+async fn init_refused_on_an_adopted_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let init = |id| NodeOptions {
+        init: true,
+        ..options(id, dir.path())
+    };
+    let n5 = Node::start(options(5, dir.path())).await.unwrap();
+    let cluster = "0123456789abcdef0123456789abcdef";
+    let rpc = openraft::raft::AppendEntriesRequest::<daxlog_raft::TypeConfig> {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let resp = c
+        .http
+        .post(format!(
+            "http://{}{}",
+            n5.addr(),
+            daxlog_raft::http::APPEND_ENTRIES_PATH
+        ))
+        .header(FROM_HEADER, 1)
+        .header(daxlog_raft::http::CLUSTER_HEADER, cluster)
+        .body(encode(&rpc).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let follows = |m: &Value| {
+        assert_eq!(m["cluster_id"], json!(cluster), "{m}");
+        assert_eq!(m["current_leader"], json!(1), "{m}");
+        assert_eq!(m["membership"]["voters"], json!([]), "{m}");
+    };
+    follows(&c.metrics(&n5).await);
+    shutdown(vec![n5]).await;
+    let n5 = Node::start(init(5)).await.unwrap();
+    follows(&c.metrics(&n5).await);
+    shutdown(vec![n5]).await;
+
+    // Adopted, then stopped before openraft took the request: no vote, no log.
+    shutdown(vec![Node::start(options(7, dir.path())).await.unwrap()]).await;
+    let n7_dir = dir.path().join("node-7");
+    std::fs::write(n7_dir.join("cluster.id"), format!("{cluster}\nadopted\n")).unwrap();
+    let e = match Node::start(init(7)).await {
+        Ok(_) => panic!("--init made a cluster under an adopted id"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(&format!("joined cluster {cluster}")), "{e}");
+    // Without `--init` the node waits to hear from its cluster, as before.
+    let n7 = Node::start(options(7, dir.path())).await.unwrap();
+    let m = c.metrics(&n7).await;
+    assert_eq!(m["cluster_id"], json!(cluster), "{m}");
+    assert_eq!(m["membership"]["voters"], json!([]), "{m}");
+    shutdown(vec![n7]).await;
+
+    // An id made by `--init` whose cluster has no entry yet is taken again.
+    shutdown(vec![Node::start(options(6, dir.path())).await.unwrap()]).await;
+    let n6_dir = dir.path().join("node-6");
+    let made = "fedcba9876543210fedcba9876543210";
+    std::fs::write(n6_dir.join("cluster.id"), format!("{made}\n")).unwrap();
+    let n6 = Node::start(init(6)).await.unwrap();
+    wait_leader(&c, &n6).await;
+    assert_eq!(c.metrics(&n6).await["cluster_id"], json!(made));
+    shutdown(vec![n6]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_data_grants_no_vote() {
     bounded(no_vote_without_data()).await;
 }
