@@ -37,6 +37,9 @@ pub const CLUSTER_ID_FILE: &str = "cluster.id";
 pub struct ClusterIdentity {
     path: PathBuf,
     id: Arc<Mutex<Option<Known>>>,
+    /// Held by the one making or adopting the id, across its write and fsync: readers
+    /// (every peer RPC checks the id) take only `id`, for a moment.
+    writer: Arc<Mutex<()>>,
 }
 
 /// A node's cluster id and where it came from.
@@ -129,6 +132,7 @@ impl ClusterIdentity {
         Ok(ClusterIdentity {
             path,
             id: Arc::new(Mutex::new(id)),
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
@@ -142,8 +146,9 @@ impl ClusterIdentity {
     /// Refused if the node adopted its id: it joined a cluster, and a cluster of its own
     /// would be a second one under that id (module documentation).
     pub fn create(&self) -> Result<String, DaxError> {
-        let mut id = lock(&self.id);
-        match &*id {
+        let _writer = lock(&self.writer);
+        let known = lock(&self.id).clone();
+        match &known {
             Some(Known { id, adopted: false }) => return Ok(id.clone()),
             Some(Known { id, adopted: true }) => {
                 return Err(DaxError::Inconsistent(format!(
@@ -160,10 +165,16 @@ impl ClusterIdentity {
             id: random_id(),
             adopted: false,
         };
-        replace_file(&self.path, new.text().as_bytes())?;
         let made = new.id.clone();
-        *id = Some(new);
+        self.store(new)?;
         Ok(made)
+    }
+
+    /// Writes `known` durably, then makes it the node's id; by the holder of `writer`.
+    fn store(&self, known: Known) -> Result<(), DaxError> {
+        replace_file(&self.path, known.text().as_bytes())?;
+        *lock(&self.id) = Some(known);
+        Ok(())
     }
 
     /// Checks the cluster id an RPC carries (`None`: an earlier version's, which carries
@@ -184,8 +195,9 @@ impl ClusterIdentity {
         if !valid(carried) {
             return Err(AdoptError::Invalid(carried.to_string()));
         }
-        let mut id = lock(&self.id);
-        match id.as_ref().map(|k| k.id.as_str()) {
+        let _writer = lock(&self.writer);
+        let known = lock(&self.id).clone();
+        match known.as_ref().map(|k| k.id.as_str()) {
             Some(ours) if ours == carried => return Ok(()),
             Some(ours) => {
                 return Err(AdoptError::Other(OtherCluster {
@@ -195,13 +207,11 @@ impl ClusterIdentity {
             }
             None => {}
         }
-        let known = Known {
+        self.store(Known {
             id: carried.to_string(),
             adopted: true,
-        };
-        replace_file(&self.path, known.text().as_bytes())?;
+        })?;
         tracing::info!(cluster = carried, "joined cluster");
-        *id = Some(known);
         Ok(())
     }
 }
@@ -248,6 +258,11 @@ mod tests {
         assert!(a.check(Some(&id)).is_ok() && a.check(None).is_ok());
         assert_eq!(a.check(Some(&other)).unwrap_err().theirs, other);
         assert!(matches!(a.adopt(&other), Err(AdoptError::Other(_))));
+        // While an id is being written and synced, peer RPCs' checks do not wait for it.
+        let writing = lock(&a.writer);
+        assert_eq!(a.get(), Some(id.clone()));
+        assert!(a.check(Some(&other)).is_err() && a.check(Some(&id)).is_ok());
+        drop(writing);
         assert_eq!(
             ClusterIdentity::load(dir.path()).unwrap().get(),
             Some(id.clone())
