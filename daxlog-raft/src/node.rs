@@ -743,18 +743,34 @@ impl Shared {
         m.state.is_leader() && m.current_leader == Some(self.id)
     }
 
-    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Response {
-        let (status, body) = self.write_error_body(e);
+    /// [`Shared::proposal_error_body`] as a response.
+    fn proposal_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> Response {
+        let (status, body) = self.proposal_error_body(e);
         reply(status, body)
     }
 
-    fn write_error_body(
+    /// The answer to a proposal openraft failed, made on a node that was leading when it was
+    /// asked: `ForwardToLeader` then means that this node stopped leading after the entry was
+    /// proposed or queued. The entry may be in its log and a follower's, and have been removed
+    /// here as conflicting with a new leader's; in a cluster of five or more, another node
+    /// holding it may still be elected and commit it. Unknown (`503 leader_changed`), unlike
+    /// the `421` of a request never proposed.
+    fn proposal_error_body(
         &self,
         e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
     ) -> (StatusCode, Value) {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                self.not_leader_body(Some(&f))
+                let (_, mut body) = self.not_leader_body(Some(&f));
+                body["error"] = json!("leader_changed");
+                body["detail"] = json!(
+                    "this node stopped leading after the request was proposed or queued; another \
+                     leader may still commit it"
+                );
+                (StatusCode::SERVICE_UNAVAILABLE, body)
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => (
                 StatusCode::CONFLICT,
@@ -788,16 +804,7 @@ impl Shared {
             // be in its log and a follower's, and have been removed here as conflicting with a
             // new leader's; in a cluster of five or more, another node holding it may still
             // be elected and commit it. Unknown, unlike the `421` of a write never proposed.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                let (_, mut body) = self.not_leader_body(Some(&f));
-                body["error"] = json!("leader_changed");
-                body["detail"] = json!(
-                    "this node stopped leading after the write was proposed or queued; another leader \
-                     may still commit it"
-                );
-                Err((StatusCode::SERVICE_UNAVAILABLE, body))
-            }
-            Ok(Err(e)) => Err(self.write_error_body(e)),
+            Ok(Err(e)) => Err(self.proposal_error_body(e)),
             Err(_) => Err(self.write_timeout()),
         }
     }
@@ -1085,6 +1092,9 @@ impl Shared {
         // received nothing at all may be. Waited for below instead: until it holds the log up
         // to its own membership entry, bounded by the caller.
         let deadline = tokio::time::Instant::now() + self.request_timeout;
+        if !self.is_leader() {
+            return self.not_leader(None);
+        }
         if let Some(refused) = self.learner_identity(req.id, &req.addr).await {
             return refused;
         }
@@ -1093,7 +1103,7 @@ impl Shared {
             .add_learner(req.id, BasicNode::new(req.addr.clone()), false);
         let resp = match tokio::time::timeout_at(deadline, add).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return self.write_error(e),
+            Ok(Err(e)) => return self.proposal_error(e),
             Err(_) => {
                 return reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -1283,11 +1293,14 @@ impl Shared {
         change: ChangeMembers<NodeId, BasicNode>,
         retain: bool,
     ) -> Response {
+        if !self.is_leader() {
+            return self.not_leader(None);
+        }
         let raft = self.raft.clone();
         let task = tokio::spawn(async move { raft.change_membership(change, retain).await });
         match tokio::time::timeout(self.request_timeout, task).await {
             Ok(Ok(Ok(resp))) => reply(StatusCode::OK, json!({"index": resp.log_id.index})),
-            Ok(Ok(Err(e))) => self.write_error(e),
+            Ok(Ok(Err(e))) => self.proposal_error(e),
             Ok(Err(e)) => unavailable(e),
             Err(_) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,

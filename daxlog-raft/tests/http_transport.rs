@@ -1832,10 +1832,10 @@ async fn a_write_whose_leader_changed_is_unknown() {
     bounded(leader_changed()).await;
 }
 
-/// A write proposed on a leader cut off from its followers: once healed, the leader follows
-/// the new one, whose log replaces its uncommitted entry. The write is answered as unknown
-/// (`503 leader_changed`), not as never proposed (`421`): in a larger cluster another node
-/// holding the entry could still commit it.
+/// A write and a membership change proposed on a leader cut off from its followers: once
+/// healed, the leader follows the new one, whose log replaces its uncommitted entries. Both
+/// are answered as unknown (`503 leader_changed`), not as never proposed (`421`): in a
+/// larger cluster another node holding the entry could still commit it.
 async fn leader_changed() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
@@ -1848,6 +1848,13 @@ async fn leader_changed() {
     let write = tokio::spawn(async move {
         let c = Client::new();
         c.append(&proposer[0], b"cut off").await
+    });
+    let proposer = n1.clone();
+    let change = tokio::spawn(async move {
+        let c = Client::new();
+        let voters = json!({"voters": [1, 2]});
+        c.post(&proposer[0], "/admin/change-membership", voters)
+            .await
     });
     let new_leader = until("a leader among nodes 2 and 3", || async {
         for i in [1, 2] {
@@ -1864,12 +1871,28 @@ async fn leader_changed() {
     for n in n1.iter() {
         n.partition().set([]);
     }
-    let (status, v) = tokio::time::timeout(WAIT, write).await.unwrap().unwrap();
-    assert_eq!(
-        (status, &v["error"]),
-        (503, &json!("leader_changed")),
-        "{v}"
-    );
+    for proposal in [write, change] {
+        let (status, v) = tokio::time::timeout(WAIT, proposal).await.unwrap().unwrap();
+        assert_eq!(
+            (status, &v["error"]),
+            (503, &json!("leader_changed")),
+            "{v}"
+        );
+    }
+    // A node that is not leading proposes nothing: `421`.
+    until("node 1 follows", || async {
+        let m = c.metrics(&n1[0]).await;
+        (m["state"] != "Leader").then_some(())
+    })
+    .await;
+    let (status, v) = c
+        .post(
+            &n1[0],
+            "/admin/change-membership",
+            json!({"voters": [1, 2]}),
+        )
+        .await;
+    assert_eq!((status, &v["error"]), (421, &json!("not_leader")), "{v}");
     let nodes = std::sync::Arc::into_inner(n1).unwrap();
     shutdown(nodes).await;
 }
