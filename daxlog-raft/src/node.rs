@@ -1073,6 +1073,25 @@ async fn metrics(State(node): State<Arc<Shared>>) -> Response {
     )
 }
 
+/// `host:port` with a host and a port from 1 to 65535 (a name, an IPv4 address, or an IPv6
+/// address in brackets): what peers connect to.
+fn is_host_port(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            let host_ok = if let Some(inner) = host.strip_prefix('[') {
+                inner
+                    .strip_suffix(']')
+                    .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            } else {
+                !host.is_empty()
+                    && !host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':')
+            };
+            host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
 #[derive(Deserialize)]
 struct AddLearner {
     id: NodeId,
@@ -1094,6 +1113,36 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         if !self.is_leader() {
             return self.not_leader(None);
+        }
+        if !is_host_port(&req.addr) {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": "bad_request",
+                    "detail": format!("{:?} is not an address (host:port, port 1-65535)", req.addr),
+                }),
+            );
+        }
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == req.id);
+        if is_voter {
+            return reply(
+                StatusCode::CONFLICT,
+                json!({
+                    "error": "membership",
+                    "detail": format!(
+                        "node {} is a voter: a voter is not added as a learner (its address \
+                         does not change this way)",
+                        req.id
+                    ),
+                }),
+            );
         }
         if let Some(refused) = self.learner_identity(req.id, &req.addr).await {
             return refused;
@@ -1233,6 +1282,10 @@ struct RemoveNodes {
 /// empty list is `400 bad_request`; ids that are not in the membership are already removed
 /// (if none of the ids is, `200` with the index of the membership in force, nothing written).
 async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNodes>) -> Response {
+    // (Before the look at the membership below: a follower's may be stale.)
+    if !node.is_leader() {
+        return node.not_leader(None);
+    }
     if req.ids.is_empty() {
         return reply(
             StatusCode::BAD_REQUEST,

@@ -1743,7 +1743,9 @@ async fn requests_that_mean_nothing_are_refused() {
 
 /// `remove-nodes` of no id is refused, typed; of ids none of which is a member answers 200
 /// with the membership in force and writes nothing (so a request repeated after its change was
-/// committed gets its 200); a heartbeat interval of 0 fails the start.
+/// committed gets its 200), on the leader only (a follower's membership may be stale); a
+/// learner at no address, or a voter added as a learner, is refused and writes nothing; a
+/// heartbeat interval of 0 fails the start.
 async fn meaningless_requests() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::new();
@@ -1770,6 +1772,27 @@ async fn meaningless_requests() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["not_members"], json!([42]), "{v}");
+    for (learner, error) in [
+        (json!({"id": 7, "addr": ""}), (400, "bad_request")),
+        (json!({"id": 7, "addr": "127.0.0.1"}), (400, "bad_request")),
+        (
+            json!({"id": 7, "addr": "127.0.0.1:0"}),
+            (400, "bad_request"),
+        ),
+        (json!({"id": 7, "addr": "[::1:7001"}), (400, "bad_request")),
+        (
+            json!({"id": 7, "addr": "http://h:7001"}),
+            (400, "bad_request"),
+        ),
+        (json!({"id": 1, "addr": "127.0.0.1:9"}), (409, "membership")),
+    ] {
+        let (status, v) = c.post(&n1, "/admin/add-learner", learner.clone()).await;
+        assert_eq!(
+            (status, v["error"].as_str().unwrap()),
+            error,
+            "{learner}: {v}"
+        );
+    }
     assert_eq!(c.metrics(&n1).await["last_log_index"], before);
     // A learner removed, then the same request again: 200 both times, one entry written.
     let n2 = Node::start(options(2, dir.path())).await.unwrap();
@@ -1791,6 +1814,13 @@ async fn meaningless_requests() {
         .await;
     assert_eq!((status, &again["index"]), (200, &first["index"]), "{again}");
     assert_eq!(c.metrics(&n1).await["last_log_index"], written);
+    // Not the leader: 421 before any look at its own membership.
+    for ids in [json!([2]), json!([42]), json!([1])] {
+        let (status, v) = c
+            .post(&n2, "/admin/remove-nodes", json!({ "ids": ids }))
+            .await;
+        assert_eq!((status, &v["error"]), (421, &json!("not_leader")), "{v}");
+    }
     shutdown(vec![n1, n2]).await;
 }
 
