@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use daxlog::{Log, Options};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 mod common;
 
@@ -2184,6 +2184,37 @@ fn info_shows_the_raw_page_of_an_unopenable_log() {
             path.display()
         )
     );
+    // The JSON's error is the one on stderr.
+    assert_eq!(
+        format!("error: {}\n", v["error"].as_str().unwrap()),
+        text(&out.stderr)
+    );
+}
+
+/// `info --json` on a file that is not a log, or none at all: one object with the path, the
+/// file's size (`null` without a file) and the error, which stderr has too.
+#[test]
+fn info_json_names_what_is_not_a_log() {
+    let dir = tempdir();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, vec![0x5a; 20000]).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let missing = dir.path().join("missing");
+    for (path, bytes) in [
+        (&junk, json!(20000)),
+        (&empty, json!(0)),
+        (&missing, Value::Null),
+    ] {
+        let out = daxlog(&["info", p(path), "--json"]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["path"], p(path), "{v}");
+        assert_eq!(v["file_bytes"], bytes, "{v}");
+        let err = text(&out.stderr);
+        assert_eq!(format!("error: {}\n", v["error"].as_str().unwrap()), err);
+        assert!(err.contains(p(path)), "{err}");
+    }
 }
 
 /// dump and cat print the entries before the damage, then the error, and exit 1.

@@ -323,6 +323,11 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             // The raw page is all there is to show.
             let (sbs, slots) = decode_page(&read_page(&a.path)?);
             let file_len = std::fs::metadata(&a.path).map(|m| m.len()).unwrap_or(0);
+            let err = if super::is_damage(&e) {
+                CliError::Damaged(super::library_text(&a.path, &e))
+            } else {
+                CliError::log(&a.path)(e)
+            };
             let mut out = io::stdout().lock();
             if a.json {
                 let v = json!({
@@ -330,7 +335,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                     "file_bytes": file_len,
                     "superblocks": sbs.iter().map(sb_json).collect::<Vec<_>>(),
                     "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
-                    "error": super::describe(&a.path, &e),
+                    "error": err.to_string(),
                 });
                 writeln!(out, "{v}")?;
             } else {
@@ -345,13 +350,24 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                 print_rows(&mut out, &rows)?;
             }
             out.flush()?;
-            return Err(if super::is_damage(&e) {
-                CliError::Damaged(super::library_text(&a.path, &e))
-            } else {
-                CliError::log(&a.path)(e)
-            });
+            return Err(err);
         }
-        Err(e) => return Err(CliError::log(&a.path)(e)),
+        Err(e) => {
+            let err = CliError::log(&a.path)(e);
+            if a.json {
+                // Not a log (or not readable): what JSON can say is the path and the error.
+                let file_len = std::fs::metadata(&a.path).ok().map(|m| m.len());
+                let v = json!({
+                    "path": a.path.display().to_string(),
+                    "file_bytes": file_len,
+                    "error": err.to_string(),
+                });
+                let mut out = io::stdout().lock();
+                writeln!(out, "{v}")?;
+                out.flush()?;
+            }
+            return Err(err);
+        }
     };
     let page = read_page(&a.path)?;
     let (sbs, slots) = decode_page(&page);
