@@ -457,6 +457,7 @@ impl<M: Media> Log<M> {
             damage: None,
             gaps: Vec::new(),
             scanned_from: first,
+            published_missing: None,
         };
         let scan = walk::Scan {
             tail: DATA_OFFSET,
@@ -623,8 +624,19 @@ impl<M: Media> Log<M> {
             damage,
             gaps,
             torn_entries,
+            published,
             start,
         );
+        if let (Some((first, last)), true) = (report.published_missing, writable) {
+            tracing::warn!(
+                path = %path.display(),
+                first,
+                last,
+                "daxlog: the last writer published entries this log no longer holds (lost to \
+                 damage or a failed write-back, or the published word is damaged); the log \
+                 goes on from where its entries end, and later opens will not see this"
+            );
+        }
         Ok(Self::assemble(
             pmem, sb, current, scan, opts, !writable, report, path, false,
         ))

@@ -686,9 +686,13 @@ pub(crate) fn report(
     damage: Option<Damage>,
     gaps: Vec<Gap>,
     torn_entries: u64,
+    published: Lsn,
     start: Instant,
 ) -> RecoveryReport {
     let report = RecoveryReport {
+        // (With damage, the entries beyond it are past `scan.next_lsn`: the damage says it.)
+        published_missing: (damage.is_none() && published > scan.next_lsn)
+            .then(|| (scan.next_lsn, published - 1)),
         unreadable_slot: unreadable.map(|u| u.offset),
         slot_repaired: unreadable.is_some_and(|u| u.repaired),
         entries: scan.entries,
@@ -786,6 +790,19 @@ pub struct RecoveryReport {
     /// The LSN the scan started at: the first LSN, or a later one when a tail hint let the
     /// scan skip the entries before it (see [`crate::Options::tail_hint_every`]).
     pub scanned_from: Lsn,
+    /// LSNs `first..=last` that the last writer published (the reader area's word: every
+    /// entry below it was acknowledged) but that the log does not hold: past its last entry.
+    /// No crash leaves that (a writer publishes durable entries only, and lowers the word
+    /// durably before any slot update that ends the log below it), so acknowledged entries
+    /// were lost to damage (an entry, or the current metadata slot) or to a write-back that
+    /// failed after a sync reported success (msync mode), or the word itself is damaged.
+    /// Where the writer vouched for the entries (CPU-flush modes, FORMAT.md section 11), such
+    /// a loss is refused as damage ([`crate::Error::Corrupted`]); where it could not (msync
+    /// mode, a log of version 2), the open goes on, and this is the only report of it. A
+    /// writable open then lowers the word to where the log ends (and logs a warning): later
+    /// opens no longer see it. `None` when the log holds every entry published, and where
+    /// recovery found damage ([`RecoveryReport::damage`], which says more).
+    pub published_missing: Option<(Lsn, Lsn)>,
 }
 
 /// Damage recovery found; see [`RecoveryReport::damage`].

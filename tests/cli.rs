@@ -319,6 +319,15 @@ fn check_reports_a_torn_tail_without_failing() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, b"X", 4096 + 2 * 32 + 24).unwrap();
     drop(f);
+    // As published, LSN 3 is missing, not torn (an interrupted append is never published).
+    let out = daxlog(&["check", p(&path)]);
+    assert_error(
+        1,
+        &out,
+        &path,
+        "LSN 3 published (acknowledged) by the last writer but missing",
+    );
+    unpublish(&path, 3);
     let out = ok(&["check", p(&path)]);
     assert!(out.contains("ok: 2 entries (LSN 1..=2)"), "{out}");
     assert!(out.contains("torn tail: 32 bytes"), "{out}");
@@ -1369,6 +1378,7 @@ fn a_salvage_says_what_it_leaves_of_a_torn_tail() {
     drop(log);
     flip(&path, 4096 + 32 + 24 + 2); // LSN 2
     flip(&path, 4096 + 6 * 32 + 24 + 2); // LSN 7, the batch's last
+    unpublish(&path, 5); // the batch was never published
     let rescued = dir.path().join("r.dax");
     let out = daxlog(&[
         "--lock-wait",
@@ -1420,7 +1430,19 @@ fn torn_log(dir: &Path) -> PathBuf {
     let out = daxlog_stdin(&["append", p(&path)], b"aaaa\nbbbb\ncccc\n");
     assert_eq!(text(&out.stdout), "1\n2\n3\n");
     flip(&path, 4096 + 2 * 32 + 24 + 2);
+    unpublish(&path, 3);
     path
+}
+
+/// Makes the reader area say what a crash before entry `next` was published leaves: the
+/// published end at `next` (and nothing vouched). Damage to an entry that was published is
+/// not a torn tail: `check` reports it missing.
+fn unpublish(path: &Path, next: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let mut words = [0u8; 16];
+    words[..8].copy_from_slice(&next.to_le_bytes());
+    f.write_all_at(&words, 2048).unwrap();
 }
 
 fn lines_of(s: &str) -> Vec<&str> {
@@ -2187,6 +2209,83 @@ fn info_shows_the_raw_page_of_an_unopenable_log() {
     // The JSON's error is the one on stderr.
     assert_eq!(
         format!("error: {}\n", v["error"].as_str().unwrap()),
+        text(&out.stderr)
+    );
+}
+
+/// A log whose current metadata slot was zeroed, written in msync mode (whose writer vouches
+/// for nothing, so the open goes on with the older slot, whose epoch refuses every entry of
+/// the last session): the published word says what was acknowledged, and `check`, `info`,
+/// `dump` and a salvage say those LSNs are missing instead of "ok"; a salvage keeps them as
+/// padding, so they are not given out again.
+#[test]
+fn published_entries_that_are_missing_are_reported() {
+    let dir = tempdir();
+    let path = dir.path().join("z.dax");
+    let msync = |args: &[&str], input: &[u8]| {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env_remove("DAXLOG_FORCE_CPU_FLUSH")
+            .env("DAXLOG_FORCE_MSYNC", "1");
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = msync(&["create", p(&path), "--capacity", "16KiB"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: String = (1..=10).map(|i| format!("e{i}\n")).collect();
+    let out = msync(&["append", p(&path)], lines.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(info_json(&path)["published_missing"], Value::Null);
+    let current = info_json(&path)["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap()["offset"]
+        .as_u64()
+        .unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[0u8; 64], current).unwrap();
+    }
+    let want = "LSNs 1..=10 published (acknowledged) by the last writer but missing: the log \
+                holds no entry";
+    let out = msync(&["check", p(&path)], b"");
+    assert_error(1, &out, &path, want);
+    assert_eq!(text(&out.stdout), "");
+    let out = msync(&["info", p(&path), "--json"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["published_missing"], json!([1, 10]), "{v}");
+    assert_eq!(v["next_lsn"], 1, "{v}");
+    let out = msync(&["dump", p(&path)], b"");
+    assert_error(1, &out, &path, want);
+    let salvaged = dir.path().join("s.dax");
+    let out = msync(&["check", p(&path), "--salvage", p(&salvaged)], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains(want), "{said}");
+    assert!(said.contains("10 LSNs lost in 1 damaged region"), "{said}");
+    let v = info_json(&salvaged);
+    assert_eq!(
+        (v["next_lsn"].clone(), v["padding"].clone()),
+        (json!(11), json!(10)),
+        "{v}"
+    );
+    // A writable open goes on from where the entries end (and says so on stderr).
+    let out = msync(&["append", p(&path), "--data", "after"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\n");
+    assert!(
+        text(&out.stderr).contains("published entries this log no longer holds"),
+        "{}",
         text(&out.stderr)
     );
 }

@@ -100,6 +100,14 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
         Err(e) => return Err(CliError::log(&a.path)(e)),
     };
     let r = log.recovery();
+    if let Some(missing) = r.published_missing {
+        return Err(CliError::Damaged(format!(
+            "{p}: {}; `daxlog check {p} --salvage OUT` copies every readable entry, LSNs kept \
+             (a writable open goes on from where the entries end, and gives those LSNs out \
+             again)",
+            missing_text(missing, log.last_lsn()),
+        )));
+    }
     let mut out = io::stdout().lock();
     let range = match (log.first_lsn(), log.last_lsn()) {
         (Some(f), Some(l)) => format!("LSN {f}..={l}"),
@@ -280,14 +288,20 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
         .salvage(|lsn, payload| c.visit(lsn, payload))
         .map_err(CliError::log(path))?;
     c.flush();
-    // LSNs lost (or padding) at the end are not handed out again either.
+    // LSNs lost (or padding) at the end are not handed out again either, nor those the last
+    // writer published past the entries found.
     let end = gaps
         .iter()
         .map(|g| g.last_lsn + 1)
         .chain([src.next_lsn()])
         .max()
         .unwrap_or(first);
-    c.pad_to(end);
+    let missing = src
+        .recovery()
+        .published_missing
+        .map(|(_, last)| (end.max(c.next), last))
+        .filter(|(from, last)| from <= last);
+    c.pad_to(missing.map_or(end, |(_, last)| last + 1));
     if let Some(e) = c.failed.take() {
         return Err(CliError::Failed(format!(
             "{}; the salvage of {} stopped after {}",
@@ -299,10 +313,18 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
     let lost: u64 = gaps
         .iter()
         .map(|g| (g.last_lsn + 1).saturating_sub(g.first_lsn))
-        .sum();
+        .sum::<u64>()
+        + missing.map_or(0, |(from, last)| last + 1 - from);
     let mut text = String::new();
     for g in &gaps {
         text += &format!("{}: {}\n", path.display(), gap_text(g));
+    }
+    if let Some(m) = missing {
+        text += &format!(
+            "{}: {} (kept as padding)\n",
+            path.display(),
+            missing_text(m, src.last_lsn())
+        );
     }
     let range = match (c.first_copied, c.last_copied) {
         (Some(f), Some(l)) => format!(" (LSN {f}..={l})"),
@@ -315,13 +337,14 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
             count(n, "padding LSN", "padding LSNs")
         ),
     };
+    let regions = gaps.len() as u64 + u64::from(missing.is_some());
     let loss = if lost == 0 {
         "nothing lost".to_string()
     } else {
         format!(
             "{} lost in {}",
             count(lost, "LSN", "LSNs"),
-            count(gaps.len() as u64, "damaged region", "damaged regions")
+            count(regions, "damaged region", "damaged regions")
         )
     };
     // The end of the log may be a torn tail too: its valid entries are not copied.
@@ -340,6 +363,29 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
     );
     super::print_done(out_path, "the salvage was done", &text)?;
     Ok(if lost > 0 { EXIT_LOSS } else { EXIT_OK })
+}
+
+/// `LSN 7` or `LSNs 7..=9`.
+fn range_text((first, last): (Lsn, Lsn)) -> String {
+    if first == last {
+        format!("LSN {first}")
+    } else {
+        format!("LSNs {first}..={last}")
+    }
+}
+
+/// What [`crate::RecoveryReport::published_missing`] means, for `check` and `info`.
+pub(crate) fn missing_text(missing: (Lsn, Lsn), last: Option<Lsn>) -> String {
+    let held = match last {
+        Some(l) => format!("the log's entries end at LSN {l}"),
+        None => "the log holds no entry".to_string(),
+    };
+    format!(
+        "{} published (acknowledged) by the last writer but missing: {held}; lost to damage \
+         (an entry, or the current metadata slot) or to a write-back that failed after its sync \
+         reported success, or the reader area's published word is damaged",
+        range_text(missing)
+    )
 }
 
 /// `damaged at offset 4216: LSN 4 lost; entries resume at offset 4256`.

@@ -233,7 +233,9 @@ fn for_each_live_entry(
     Ok(EXIT_OK)
 }
 
-/// The damage a salvage-mode open found, as an error.
+/// The damage a salvage-mode open found, as an error; or, without damage, the entries the
+/// last writer published that the log does not hold
+/// ([`crate::RecoveryReport::published_missing`]).
 pub(crate) fn damage_error(path: &Path, log: &Log) -> Result<(), CliError> {
     match &log.recovery().damage {
         Some(d) => Err(CliError::Log {
@@ -246,7 +248,14 @@ pub(crate) fn damage_error(path: &Path, log: &Log) -> Result<(), CliError> {
                 entries_beyond: d.entries_beyond,
             },
         }),
-        None => Ok(()),
+        None => match log.recovery().published_missing {
+            Some(missing) => Err(CliError::Damaged(format!(
+                "{}: {}",
+                path.display(),
+                super::check::missing_text(missing, log.last_lsn())
+            ))),
+            None => Ok(()),
+        },
     }
 }
 

@@ -443,6 +443,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                 "first_lsn": g.first_lsn,
                 "last_lsn": g.last_lsn,
             })).collect::<Vec<_>>(),
+            "published_missing": r.published_missing.map(|(f, l)| json!([f, l])),
             "recovery_ms": (r.duration.as_secs_f64() * 1e6).round() / 1e3,
         });
         writeln!(out, "{v}")?;
@@ -549,6 +550,13 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             ("torn entries".into(), r.torn_entries.to_string()),
             ("damage".into(), damage),
             ("gaps".into(), gaps),
+            (
+                "missing".into(),
+                match r.published_missing {
+                    Some(m) => super::check::missing_text(m, log.last_lsn()),
+                    None => "none".into(),
+                },
+            ),
             (
                 "recovery time".into(),
                 format!("{:.3} ms", r.duration.as_secs_f64() * 1e3),
