@@ -120,6 +120,14 @@ impl Format {
                     let got = (out.len() - start) as u64;
                     let Some(n) = len.as_u64() else {
                         out.truncate(start);
+                        // (An integer past u64 reads as a float: no payload is that long.)
+                        if len.as_f64().is_some_and(|f| f >= u64::MAX as f64) {
+                            return Err(format!(
+                                "\"len\" is {}, past any length, but the payload has {}",
+                                clip(&len.to_string()),
+                                super::count(got, "byte", "bytes")
+                            ));
+                        }
                         return Err(format!(
                             "\"len\" is {}: not a whole number of bytes",
                             clip(&len.to_string())
@@ -425,7 +433,6 @@ mod tests {
             ("1e0", "1.0"),
             ("-1", "-1"),
             ("\"1\"", "\"1\""),
-            ("18446744073709551616", "1.8446744073709552e+19"),
         ] {
             assert_eq!(
                 dec(
@@ -433,6 +440,22 @@ mod tests {
                     format!(r#"{{"len":{len},"hex":"0a"}}"#).as_bytes()
                 ),
                 Err(format!("\"len\" is {shown}: not a whole number of bytes")),
+            );
+        }
+        for len in ["18446744073709551616", "1e30"] {
+            assert_eq!(
+                dec(
+                    Format::Json,
+                    format!(r#"{{"len":{len},"hex":"0a"}}"#).as_bytes()
+                ),
+                Err(format!(
+                    "\"len\" is {}, past any length, but the payload has 1 byte",
+                    if len == "1e30" {
+                        "1e+30"
+                    } else {
+                        "1.8446744073709552e+19"
+                    }
+                )),
             );
         }
         assert_eq!(
