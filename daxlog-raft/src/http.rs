@@ -702,6 +702,11 @@ async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Resp
         );
         return binary(&Ok::<_, RaftError<NodeId>>(refusal));
     }
+    // Again: an adoption that ended since `admit` looked (it waits for no fsync) may have
+    // given this node an id, and `never_joined` then let the request through.
+    if let Err(other) = peer.cluster.check(carried_cluster(&headers)) {
+        return refuse(other.into()).into_response();
+    }
     binary(&peer.raft.vote(rpc).await)
 }
 

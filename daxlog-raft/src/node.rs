@@ -737,6 +737,26 @@ impl Shared {
         )
     }
 
+    /// Confirms with a quorum that this node leads, and waits until it applied all it had
+    /// committed then ([`Raft::ensure_linearizable`]): its membership and its journal are then
+    /// the cluster's, for answers made from them without proposing anything. A leader cut off
+    /// from the others keeps saying it leads (openraft 0.9 does not step it down) while
+    /// another one was elected. The error is the answer to send.
+    async fn confirm_leading(&self) -> Result<(), Response> {
+        match tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(read)) => self.pass_read_fence(read.as_ref()).await,
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(self.not_leader(Some(&f)))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(unavailable(e)),
+            Ok(Err(RaftError::Fatal(e))) => Err(unavailable(e)),
+            Err(_) => Err(unavailable(format!(
+                "no quorum confirmed this node's leadership within {:?}",
+                self.request_timeout
+            ))),
+        }
+    }
+
     fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
@@ -997,7 +1017,11 @@ async fn truncate(State(node): State<Arc<Shared>>, Json(req): Json<Truncate>) ->
     }
     // Refused before it is proposed, so that its outcome is never unknown: proposed, it
     // drops only records that exist now (later ones take indexes at or past `next`), and a
-    // client's retry of it drops nothing written meanwhile.
+    // client's retry of it drops nothing written meanwhile. (After a quorum confirmed this
+    // node's lead and it applied what was committed: a new leader's journal may lag.)
+    if let Err(answer) = node.confirm_leading().await {
+        return answer;
+    }
     let next = node.sm.journal_next();
     if req.before > next {
         return past_the_end(req.before, next);
@@ -1073,8 +1097,9 @@ async fn metrics(State(node): State<Arc<Shared>>) -> Response {
     )
 }
 
-/// `host:port` with a host and a port from 1 to 65535 (a name, an IPv4 address, or an IPv6
-/// address in brackets): what peers connect to.
+/// `host:port` with a host and a port from 1 to 65535 in digits (a name of letters, digits,
+/// `-`, `.` and `_`, an IPv4 address, or an IPv6 address in brackets, without a zone): what
+/// peers connect to.
 fn is_host_port(addr: &str) -> bool {
     match addr.rsplit_once(':') {
         Some((host, port)) => {
@@ -1084,9 +1109,12 @@ fn is_host_port(addr: &str) -> bool {
                     .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
             } else {
                 !host.is_empty()
-                    && !host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':')
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             };
-            host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+            let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            host_ok && digits && port.parse::<u16>().is_ok_and(|p| p != 0)
         }
         None => false,
     }
@@ -1122,6 +1150,9 @@ impl Shared {
                     "detail": format!("{:?} is not an address (host:port, port 1-65535)", req.addr),
                 }),
             );
+        }
+        if let Err(answer) = self.confirm_leading().await {
+            return answer;
         }
         let is_voter = self
             .raft
@@ -1292,16 +1323,32 @@ async fn remove_nodes(State(node): State<Arc<Shared>>, Json(req): Json<RemoveNod
             json!({"error": "bad_request", "detail": "no node ids to remove"}),
         );
     }
-    let (voters, learners, index): (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) = {
+    // (A leader cut off from the others may still say it leads, with a membership older than
+    // the cluster's.)
+    if let Err(answer) = node.confirm_leading().await {
+        return answer;
+    }
+    let (voters, learners, index, applied) = {
         let m = node.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
         (
-            membership.voter_ids().collect(),
-            membership.learner_ids().collect(),
+            membership.voter_ids().collect::<BTreeSet<NodeId>>(),
+            membership.learner_ids().collect::<BTreeSet<NodeId>>(),
             m.membership_config.log_id().map_or(0, |l| l.index),
+            m.last_applied.map_or(0, |l| l.index),
         )
     };
+    if index > applied {
+        // The membership in force is not committed yet: nothing can be said from it.
+        return reply(
+            StatusCode::CONFLICT,
+            json!({
+                "error": "membership",
+                "detail": "a membership change is not committed yet: retry once it is",
+            }),
+        );
+    }
     let members: Vec<NodeId> = req
         .ids
         .iter()

@@ -1898,6 +1898,20 @@ async fn leader_changed() {
     .await;
     let (status, v) = c.append(&n1[new_leader], b"majority").await;
     assert_eq!(status, 200, "{v}");
+    // The cut-off node still says it leads, with the old membership: it answers nothing
+    // from it without a quorum (node 42 was never a member; node 3 is a voter).
+    for (path, body) in [
+        ("/admin/remove-nodes", json!({"ids": [42]})),
+        (
+            "/admin/add-learner",
+            json!({"id": 3, "addr": "127.0.0.1:9"}),
+        ),
+        ("/truncate", json!({"before": 1000})),
+    ] {
+        let (status, v) = c.post(&n1[0], path, body).await;
+        assert_eq!(status, 503, "{path}: {v}");
+        assert_eq!(v["error"], "unavailable", "{path}: {v}");
+    }
     for n in n1.iter() {
         n.partition().set([]);
     }

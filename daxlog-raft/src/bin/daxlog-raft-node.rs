@@ -29,8 +29,9 @@ struct Args {
     #[arg(long)]
     data_dir: PathBuf,
     /// Initialize a new cluster of this node alone, with a new cluster id (nothing happens if
-    /// the store already has a vote or a log). Only on the very first start of the first
-    /// node: a node started with it on a wiped directory is a cluster of its own.
+    /// the store already has a vote or a log; refused if the node took its cluster id from a
+    /// leader). Only on the very first start of the first node: a node started with it on a
+    /// wiped directory is a cluster of its own.
     #[arg(long)]
     init: bool,
     /// Build a snapshot (and purge the log behind it) every this many entries.
