@@ -627,19 +627,26 @@ impl<M: Media> Log<M> {
             published,
             start,
         );
-        if let (Some((first, last)), true) = (report.published_missing, writable) {
-            tracing::warn!(
-                path = %path.display(),
-                first,
-                last,
-                "daxlog: the last writer published entries this log no longer holds (lost to \
-                 damage or a failed write-back, or the published word is damaged); the log \
-                 goes on from where its entries end, and later opens will not see this"
-            );
-        }
-        Ok(Self::assemble(
+        let mut log = Self::assemble(
             pmem, sb, current, scan, opts, !writable, report, path, false,
-        ))
+        );
+        if let Some((first, last)) = log.report.published_missing {
+            // Each of them took at least a header of what is free now: more than that many
+            // is no loss but a damaged word (which the salvage's padding could not hold).
+            if last + 1 - first > log.free_bytes() / HEADER_LEN as u64 {
+                log.report.published_missing = None;
+            } else if writable {
+                tracing::warn!(
+                    path = %path.display(),
+                    first,
+                    last,
+                    "daxlog: the last writer published entries this log no longer holds (lost \
+                     to damage or a failed write-back, or the published word is damaged); the \
+                     log goes on from where its entries end, and later opens will not see this"
+                );
+            }
+        }
+        Ok(log)
     }
 
     #[allow(clippy::too_many_arguments)]

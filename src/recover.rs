@@ -689,10 +689,15 @@ pub(crate) fn report(
     published: Lsn,
     start: Instant,
 ) -> RecoveryReport {
+    // Past the last LSN known: the scan's end, and with damage the entries found beyond it
+    // and the gaps' LSNs.
+    let known_end = damage
+        .iter()
+        .filter_map(|d| d.beyond_lsns.map(|(_, last)| last + 1))
+        .chain(gaps.iter().map(|g| g.last_lsn + 1))
+        .fold(scan.next_lsn, Lsn::max);
     let report = RecoveryReport {
-        // (With damage, the entries beyond it are past `scan.next_lsn`: the damage says it.)
-        published_missing: (damage.is_none() && published > scan.next_lsn)
-            .then(|| (scan.next_lsn, published - 1)),
+        published_missing: (published > known_end).then(|| (known_end, published - 1)),
         unreadable_slot: unreadable.map(|u| u.offset),
         slot_repaired: unreadable.is_some_and(|u| u.repaired),
         entries: scan.entries,
@@ -791,7 +796,9 @@ pub struct RecoveryReport {
     /// scan skip the entries before it (see [`crate::Options::tail_hint_every`]).
     pub scanned_from: Lsn,
     /// LSNs `first..=last` that the last writer published (the reader area's word: every
-    /// entry below it was acknowledged) but that the log does not hold: past its last entry.
+    /// entry below it was acknowledged) but that the log does not hold: past its last entry
+    /// (with damage, past the last LSN found beyond it and the gaps'; and no more of them
+    /// than the log's free space could have held, else the word is taken for damaged).
     /// No crash leaves that (a writer publishes durable entries only, and lowers the word
     /// durably before any slot update that ends the log below it), so acknowledged entries
     /// were lost to damage (an entry, or the current metadata slot) or to a write-back that
@@ -800,8 +807,7 @@ pub struct RecoveryReport {
     /// a loss is refused as damage ([`crate::Error::Corrupted`]); where it could not (msync
     /// mode, a log of version 2), the open goes on, and this is the only report of it. A
     /// writable open then lowers the word to where the log ends (and logs a warning): later
-    /// opens no longer see it. `None` when the log holds every entry published, and where
-    /// recovery found damage ([`RecoveryReport::damage`], which says more).
+    /// opens no longer see it. `None` when the log holds every entry published.
     pub published_missing: Option<(Lsn, Lsn)>,
 }
 

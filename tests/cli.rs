@@ -2256,7 +2256,7 @@ fn published_entries_that_are_missing_are_reported() {
         f.write_all_at(&[0u8; 64], current).unwrap();
     }
     let want = "LSNs 1..=10 published (acknowledged) by the last writer but missing: the log \
-                holds no entry";
+                holds no entry from LSN 1 on";
     let out = msync(&["check", p(&path)], b"");
     assert_error(1, &out, &path, want);
     assert_eq!(text(&out.stdout), "");
@@ -2288,6 +2288,80 @@ fn published_entries_that_are_missing_are_reported() {
         "{}",
         text(&out.stderr)
     );
+
+    // The last entry damaged: missing, under --strict too (no interrupted append); with
+    // damage inside as well, past the entries found beyond it, and a salvage pads it.
+    let fresh = |name: &str, n: usize| {
+        let path = dir.path().join(name);
+        let out = msync(&["create", p(&path), "--capacity", "16KiB"], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let lines: String = (1..=n).map(|i| format!("e{i:02}\n")).collect();
+        let out = msync(&["append", p(&path)], lines.as_bytes());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        path
+    };
+    let last = fresh("last.dax", 10);
+    flip(&last, 4096 + 9 * 32 + 24);
+    let want = "LSN 10 published (acknowledged) by the last writer but missing: the log holds \
+                no entry from LSN 10 on";
+    let info = text(&msync(&["info", p(&last)], b"").stdout);
+    assert!(
+        info.contains("of entries the last writer had published (see missing)"),
+        "{info}"
+    );
+    for strict in [false, true] {
+        let args = [
+            &["check", p(&last)][..],
+            if strict { &["--strict"] } else { &[] },
+        ]
+        .concat();
+        assert_error(1, &msync(&args, b""), &last, want);
+    }
+    flip(&last, 4096 + 2 * 32 + 24);
+    let v: Value =
+        serde_json::from_slice(&msync(&["info", p(&last), "--json"], b"").stdout).unwrap();
+    assert_eq!(v["published_missing"], json!([10, 10]), "{v}");
+    let out = msync(
+        &[
+            "check",
+            p(&last),
+            "--salvage",
+            p(&dir.path().join("l2.dax")),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 LSNs lost in 2 damaged regions"),
+        "{}",
+        text(&out.stdout)
+    );
+    let v = info_json(&dir.path().join("l2.dax"));
+    assert_eq!(
+        (v["next_lsn"].clone(), v["padding"].clone()),
+        (json!(11), json!(2)),
+        "{v}"
+    );
+
+    // A word past what the free space could have held is damage to the word, not a loss: no
+    // report, and a salvage that fits.
+    let full = fresh("full.dax", 300);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&full).unwrap();
+        f.write_all_at(&510u64.to_le_bytes(), 2048).unwrap();
+    }
+    assert_eq!(info_json(&full)["published_missing"], Value::Null);
+    let out = msync(
+        &[
+            "check",
+            p(&full),
+            "--salvage",
+            p(&dir.path().join("f2.dax")),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 /// `info --json` on a file that is not a log, or none at all: one object with the path, the

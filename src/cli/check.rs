@@ -59,6 +59,10 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
             // A torn tail, or damage? The tolerant open tells.
             if let Ok(log) = Log::open_read_only(&a.path, &Options::new()) {
                 let r = log.recovery();
+                if let Some(missing) = r.published_missing {
+                    // A torn end the writer had published: no interrupted append.
+                    return Err(missing_error(&a.path, missing));
+                }
                 if let TailState::Torn { reason } = r.tail_state {
                     return Err(CliError::Damaged(format!(
                         "{p}: torn tail at LSN {}, offset {}: {} of an interrupted append \
@@ -101,12 +105,7 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
     };
     let r = log.recovery();
     if let Some(missing) = r.published_missing {
-        return Err(CliError::Damaged(format!(
-            "{p}: {}; `daxlog check {p} --salvage OUT` copies every readable entry, LSNs kept \
-             (a writable open goes on from where the entries end, and gives those LSNs out \
-             again)",
-            missing_text(missing, log.last_lsn()),
-        )));
+        return Err(missing_error(&a.path, missing));
     }
     let mut out = io::stdout().lock();
     let range = match (log.first_lsn(), log.last_lsn()) {
@@ -323,7 +322,7 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
         text += &format!(
             "{}: {} (kept as padding)\n",
             path.display(),
-            missing_text(m, src.last_lsn())
+            missing_text(m)
         );
     }
     let range = match (c.first_copied, c.last_copied) {
@@ -365,6 +364,16 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
     Ok(if lost > 0 { EXIT_LOSS } else { EXIT_OK })
 }
 
+/// `check`'s error for [`crate::RecoveryReport::published_missing`].
+fn missing_error(path: &Path, missing: (Lsn, Lsn)) -> CliError {
+    let p = path.display();
+    CliError::Damaged(format!(
+        "{p}: {}; `daxlog check {p} --salvage OUT` copies every readable entry, LSNs kept (a \
+         writable open goes on from where the entries end, and gives those LSNs out again)",
+        missing_text(missing),
+    ))
+}
+
 /// `LSN 7` or `LSNs 7..=9`.
 fn range_text((first, last): (Lsn, Lsn)) -> String {
     if first == last {
@@ -375,16 +384,14 @@ fn range_text((first, last): (Lsn, Lsn)) -> String {
 }
 
 /// What [`crate::RecoveryReport::published_missing`] means, for `check` and `info`.
-pub(crate) fn missing_text(missing: (Lsn, Lsn), last: Option<Lsn>) -> String {
-    let held = match last {
-        Some(l) => format!("the log's entries end at LSN {l}"),
-        None => "the log holds no entry".to_string(),
-    };
+pub(crate) fn missing_text(missing: (Lsn, Lsn)) -> String {
     format!(
-        "{} published (acknowledged) by the last writer but missing: {held}; lost to damage \
+        "{} published (acknowledged) by the last writer but missing: the log holds no entry \
+         from LSN {} on; lost to damage \
          (an entry, or the current metadata slot) or to a write-back that failed after its sync \
          reported success, or the reader area's published word is damaged",
-        range_text(missing)
+        range_text(missing),
+        missing.0
     )
 }
 

@@ -252,7 +252,7 @@ pub(crate) fn damage_error(path: &Path, log: &Log) -> Result<(), CliError> {
             Some(missing) => Err(CliError::Damaged(format!(
                 "{}: {}",
                 path.display(),
-                super::check::missing_text(missing, log.last_lsn())
+                super::check::missing_text(missing)
             ))),
             None => Ok(()),
         },

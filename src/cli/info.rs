@@ -450,6 +450,18 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
     } else {
         let lsn = |l: Option<u64>| l.map_or("-".to_string(), |l| l.to_string());
         let tail_text = match torn_reason {
+            // The writer had published what lies there: damage, not an interrupted append.
+            Some(reason)
+                if r.published_missing
+                    .is_some_and(|(f, _)| f <= log.next_lsn()) =>
+            {
+                format!(
+                    "torn: {} discarded at offset {} ({reason}), of entries the last writer \
+                     had published (see missing)",
+                    count(torn_bytes, "byte", "bytes"),
+                    torn_offset,
+                )
+            }
             Some(reason) => format!(
                 "torn: {} of an interrupted append discarded at offset {} ({reason}){}",
                 count(torn_bytes, "byte", "bytes"),
@@ -553,7 +565,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             (
                 "missing".into(),
                 match r.published_missing {
-                    Some(m) => super::check::missing_text(m, log.last_lsn()),
+                    Some(m) => super::check::missing_text(m),
                     None => "none".into(),
                 },
             ),
