@@ -2362,6 +2362,28 @@ fn published_entries_that_are_missing_are_reported() {
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // With damage inside, the entries beyond it are not free space: a salvage pads no more
+    // than its copy has room for.
+    let damaged = fresh("damaged.dax", 300);
+    flip(&damaged, 4096 + 32 + 24);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&damaged)
+            .unwrap();
+        f.write_all_at(&500u64.to_le_bytes(), 2048).unwrap();
+    }
+    let copy = dir.path().join("d2.dax");
+    let out = msync(&["check", p(&damaged), "--salvage", p(&copy)], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("salvaged 299 entries (LSN 1..=300)"),
+        "{said}"
+    );
+    assert!(said.contains("1 LSN lost in 1 damaged region"), "{said}");
+    assert_eq!(info_json(&copy)["next_lsn"], 301);
 }
 
 /// `info --json` on a file that is not a log, or none at all: one object with the path, the

@@ -295,12 +295,19 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
         .chain([src.next_lsn()])
         .max()
         .unwrap_or(first);
+    c.pad_to(end);
+    // (With damage, the recovered log counts the space of the entries found beyond it as
+    // free, so the report's bound on the word is loose: a word that claims more entries than
+    // the copy has room for, beside the entries found, is damaged, not evidence of a loss.)
+    let room = dst.free_bytes() / crate::format::entry_len(0) as u64;
     let missing = src
         .recovery()
         .published_missing
         .map(|(_, last)| (end.max(c.next), last))
-        .filter(|(from, last)| from <= last);
-    c.pad_to(missing.map_or(end, |(_, last)| last + 1));
+        .filter(|(from, last)| from <= last && last + 1 - from <= room);
+    if let Some((_, last)) = missing {
+        c.pad_to(last + 1);
+    }
     if let Some(e) = c.failed.take() {
         return Err(CliError::Failed(format!(
             "{}; the salvage of {} stopped after {}",
