@@ -2321,22 +2321,24 @@ fn published_entries_that_are_missing_are_reported() {
     let v: Value =
         serde_json::from_slice(&msync(&["info", p(&last), "--json"], b"").stdout).unwrap();
     assert_eq!(v["published_missing"], json!([10, 10]), "{v}");
-    let out = msync(
-        &[
-            "check",
-            p(&last),
-            "--salvage",
-            p(&dir.path().join("l2.dax")),
-        ],
-        b"",
-    );
+    // A salvage of `from` into `to` in the test's directory: its output, and the copy.
+    let salvage = |from: &Path, to: &str| {
+        let copy = dir.path().join(to);
+        (msync(&["check", p(from), "--salvage", p(&copy)], b""), copy)
+    };
+    let set_word = |path: &Path, published: u64| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&published.to_le_bytes(), 2048).unwrap();
+    };
+    let (out, copy) = salvage(&last, "l2.dax");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("2 LSNs lost in 2 damaged regions"),
         "{}",
         text(&out.stdout)
     );
-    let v = info_json(&dir.path().join("l2.dax"));
+    let v = info_json(&copy);
     assert_eq!(
         (v["next_lsn"].clone(), v["padding"].clone()),
         (json!(11), json!(2)),
@@ -2346,36 +2348,16 @@ fn published_entries_that_are_missing_are_reported() {
     // A word past what the free space could have held is damage to the word, not a loss: no
     // report, and a salvage that fits.
     let full = fresh("full.dax", 300);
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(&full).unwrap();
-        f.write_all_at(&510u64.to_le_bytes(), 2048).unwrap();
-    }
+    set_word(&full, 510);
     assert_eq!(info_json(&full)["published_missing"], Value::Null);
-    let out = msync(
-        &[
-            "check",
-            p(&full),
-            "--salvage",
-            p(&dir.path().join("f2.dax")),
-        ],
-        b"",
-    );
+    let (out, _) = salvage(&full, "f2.dax");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // With damage inside, the entries beyond it are not free space: a salvage pads no more
     // than its copy has room for.
     let damaged = fresh("damaged.dax", 300);
     flip(&damaged, 4096 + 32 + 24);
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&damaged)
-            .unwrap();
-        f.write_all_at(&500u64.to_le_bytes(), 2048).unwrap();
-    }
-    let copy = dir.path().join("d2.dax");
-    let out = msync(&["check", p(&damaged), "--salvage", p(&copy)], b"");
+    set_word(&damaged, 500);
+    let (out, copy) = salvage(&damaged, "d2.dax");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
