@@ -71,6 +71,12 @@ impl Journal {
         self.chunks.last().and_then(|c| c.last()).map(|(i, _)| *i)
     }
 
+    /// The next index: the last record's plus one (0 if there is none). A truncation at most
+    /// there drops only records that exist already (later ones take indexes at or past it).
+    pub fn next_index(&self) -> u64 {
+        self.last_index().map_or(0, |last| last + 1)
+    }
+
     /// Adds a record after the others. Its index must be larger than the last one's (the
     /// caller, the state machine, gives increasing indexes).
     pub fn push(&mut self, index: u64, data: Vec<u8>) {
@@ -297,6 +303,7 @@ mod tests {
         flat.drain(..flat.len() - 1);
         assert_eq!(j.to_vec(), flat);
         assert_eq!((j.first_index(), j.last_index()), (Some(last), Some(last)));
+        assert_eq!(j.next_index(), last + 1);
         assert!(j.truncate_before(u64::MAX).is_empty());
         assert_eq!(copy.to_vec(), all, "the copy keeps every record");
         for i in 1..=(CHUNK as u64 + 3) {
@@ -318,6 +325,7 @@ mod tests {
             );
         }
         assert!(Journal::new().truncate_before(10).is_empty());
+        assert_eq!(Journal::new().next_index(), 0);
     }
 
     /// Serialized as a flat list of records (the format snapshots always had); records out of

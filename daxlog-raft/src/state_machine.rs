@@ -222,14 +222,9 @@ impl KvStateMachine {
         }
     }
 
-    /// The journal's next index: its last index plus one (0 if it is empty). A truncation
-    /// at most there drops only records that exist already (later ones take indexes at or
-    /// past it).
+    /// The journal's next index ([`Journal::next_index`]).
     pub fn journal_next(&self) -> u64 {
-        lock(&self.shared.state)
-            .journal
-            .last_index()
-            .map_or(0, |last| last + 1)
+        lock(&self.shared.state).journal.next_index()
     }
 
     /// How far the snapshot on disk reaches; give it to [`crate::LogStore::open_with_snapshot`]
@@ -442,7 +437,7 @@ impl RaftStateMachine<TypeConfig> for KvStateMachine {
                     response.journal_index = st.append_records(entry.log_id.index, items);
                 }
                 EntryPayload::Normal(Request::TruncateJournal { before }) => {
-                    let next = st.journal.last_index().map_or(0, |last| last + 1);
+                    let next = st.journal.next_index();
                     response.truncation = Some(if before <= next {
                         dropped.push(st.journal.truncate_before(before));
                         Truncation::Done {
