@@ -971,17 +971,8 @@ fn default_max() -> usize {
 /// `GET /read`.
 async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Response {
     if !q.local {
-        match node.raft.ensure_linearizable().await {
-            Ok(read) => {
-                if let Err(e) = node.pass_read_fence(read.as_ref()).await {
-                    return e;
-                }
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                return node.not_leader(Some(&f))
-            }
-            Err(RaftError::APIError(e)) => return unavailable(e),
-            Err(RaftError::Fatal(e)) => return unavailable(e),
+        if let Err(answer) = node.confirm_leading().await {
+            return answer;
         }
     }
     let max = q.max.min(MAX_READ_ENTRIES);
