@@ -680,12 +680,17 @@ pub struct Gap {
 /// `slot_damage` is the offset of a damaged current slot that `slot`, the older copy, stands
 /// in for ([`crate::recover::slot_short_of_published`]): the vouched LSNs (in a log of version
 /// 2, the published ones) past the end it leads to are a gap there.
+///
+/// `published_past_end` is the published LSN where recovery took it for evidence of entries
+/// missing past the end ([`crate::RecoveryReport::published_missing`]; 0 where it did not):
+/// a batch whose end is refused at the end of the log below it was published whole, so what
+/// the walk held of it was acknowledged and is visited (its LSNs from the refused entry on
+/// are the missing ones, which the caller reports).
 pub(crate) fn salvage(
     image: &[u8],
     salt: u32,
     slot: &Slot,
-    published: Lsn,
-    vouched: Lsn,
+    (published, vouched, published_past_end): (Lsn, Lsn, Lsn),
     slot_damage: Option<u64>,
     mut visit: impl FnMut(Lsn, &[u8]),
 ) -> (Vec<Gap>, u64) {
@@ -772,6 +777,8 @@ pub(crate) fn salvage(
                         first_lsn: w.stop_lsn,
                         last_lsn: acknowledged - 1,
                     });
+                } else if w.stop_lsn < published_past_end {
+                    visit_held(image, &mut pending, &mut visit);
                 }
                 let lost_from = w.stop_lsn.max(acknowledged);
                 // (Up to what the slot damage was found by: the vouched LSN, or in a log of

@@ -629,7 +629,11 @@ impl<M: Media> Log<M> {
     /// (empty for an undamaged log). For rescuing data: only on a read-only log (see
     /// [`crate::RecoveryMode::Salvage`]). Inside acknowledged data every entry whose checks
     /// pass is visited, batches broken by damage included; what recovery would discard as
-    /// the torn tail of an interrupted append (never acknowledged) is not.
+    /// the torn tail of an interrupted append (never acknowledged) is not. A batch the last
+    /// writer published whose last entries are unreadable is acknowledged data too: its
+    /// readable entries are visited, and the LSNs of
+    /// [`RecoveryReport::published_missing`](crate::RecoveryReport::published_missing) past the
+    /// last one visited are those lost (reported there, not as a gap).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -659,12 +663,15 @@ impl<M: Media> Log<M> {
         let published = crate::recover::published(image, &self.sb, &slot);
         let vouched = crate::recover::vouched(image, &self.sb, &slot);
         let slot_damage = self.recovery().slot_damage();
+        let past_end = self
+            .recovery()
+            .published_missing
+            .map_or(0, |(_, last)| last + 1);
         Ok(damage::salvage(
             image,
             self.sb.salt,
             &slot,
-            published,
-            vouched,
+            (published, vouched, past_end),
             slot_damage,
             visit,
         )

@@ -206,12 +206,12 @@ pub(crate) fn damage_versus_torn_tail(
     let slot_off = slot_damage.as_ref().map(|d| d.offset);
     let damage = slot_damage.or(found);
     let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
+        // (The report's missing LSNs are judged after this: none taken for evidence here.)
         damage::salvage(
             image,
             sb.salt,
             slot,
-            published,
-            vouched,
+            (published, vouched, 0),
             slot_off,
             |_, _| {},
         )

@@ -2366,6 +2366,27 @@ fn published_entries_that_are_missing_are_reported() {
     );
     assert!(said.contains("1 LSN lost in 1 damaged region"), "{said}");
     assert_eq!(info_json(&copy)["next_lsn"], 301);
+
+    // A published batch whose last entry is damaged: recovery discards the whole batch (a
+    // torn tail, missing LSNs 8..=10), but it was acknowledged, so a salvage copies the two
+    // readable entries and pads only LSN 10.
+    let batch = fresh("batch.dax", 7);
+    let out = msync(&["append", p(&batch), "--batch", "3"], b"b08\nb09\nb10\n");
+    assert_eq!(text(&out.stdout), "8\n9\n10\n", "{}", text(&out.stderr));
+    flip(&batch, 4096 + 9 * 32 + 24);
+    let v: Value =
+        serde_json::from_slice(&msync(&["info", p(&batch), "--json"], b"").stdout).unwrap();
+    assert_eq!(v["published_missing"], json!([8, 10]), "{v}");
+    let (out, copy) = salvage(&batch, "b2.dax");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("LSN 10 published (acknowledged)"), "{said}");
+    assert!(
+        said.contains("salvaged 9 entries (LSN 1..=9)") && said.contains("1 LSN lost"),
+        "{said}"
+    );
+    let dump = text(&msync(&["dump", p(&copy)], b"").stdout);
+    assert!(dump.ends_with("8\t623038\n9\t623039\n"), "{dump}");
 }
 
 /// `info --json` on a file that is not a log, or none at all: one object with the path, the
