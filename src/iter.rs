@@ -649,6 +649,12 @@ impl<M: Media> Log<M> {
     /// # Ok::<(), daxlog::Error>(())
     /// ```
     pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<Vec<Gap>> {
+        Ok(self.salvage_walk(visit)?.0)
+    }
+
+    /// [`Log::salvage`], and how many valid entries at the end it did not visit (the torn
+    /// tail's).
+    pub(crate) fn salvage_walk(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<(Vec<Gap>, u64)> {
         let cap = self.sb.capacity as usize;
         let image = self
             .pmem
@@ -674,8 +680,7 @@ impl<M: Media> Log<M> {
             (published, vouched, past_end),
             slot_damage,
             visit,
-        )
-        .0)
+        ))
     }
 }
 

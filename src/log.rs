@@ -635,6 +635,11 @@ impl<M: Media> Log<M> {
             // is no loss but a damaged word (which the salvage's padding could not hold).
             if last + 1 - first > log.free_bytes() / HEADER_LEN as u64 {
                 log.report.published_missing = None;
+            } else if log.report.damage.is_some() && log.report.torn_entries > 0 && !writable {
+                // A salvage-mode open at damage counted the torn tail's entries as a salvage
+                // leaves them out, before the word was judged: what it held of a batch the
+                // word covers is visited now (`Log::salvage`), so it is no torn tail.
+                log.report.torn_entries = log.salvage_walk(|_, _| {})?.1;
             } else if writable {
                 tracing::warn!(
                     path = %path.display(),

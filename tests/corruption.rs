@@ -2765,32 +2765,43 @@ fn a_salvage_copies_a_vouched_batch_broken_at_its_last_entry() {
 /// last entry for a torn tail and reports the batch's LSNs missing (`published_missing`),
 /// as the last writer had published them. The batch was acknowledged all the same, so a
 /// salvage copies its readable entries: only the LSNs of `published_missing` past them are
-/// lost. (Unpublished, the same bytes are an interrupted append, which a salvage leaves out:
-/// `salvage_never_copies_a_torn_tail`.)
+/// lost, and none is counted as a torn tail's, with damage inside too (`torn_entries` of a
+/// salvage-mode open). (Unpublished, the same bytes are an interrupted append, which a
+/// salvage leaves out: `salvage_never_copies_a_torn_tail`.)
 #[test]
 fn a_salvage_copies_a_published_batch_broken_at_its_last_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("msync.dax");
     let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
-    let log = Log::create(&path, &msync.clone().capacity(1 << 20)).unwrap();
-    log.append(&payload(1, LEN)).unwrap();
-    let p: Vec<Vec<u8>> = (2..=4).map(|l| payload(l, LEN)).collect();
-    let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
-    assert_eq!(log.append_batch(&refs).unwrap(), 2..5);
-    drop(log);
     let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
-    flip(
-        &path,
-        DATA_OFFSET as u64 + 3 * entry + HEADER_LEN as u64 + 3,
-        0x08,
-    );
-    let log = Log::open_read_only(&path, &msync.recovery_mode(RecoveryMode::Salvage)).unwrap();
-    assert_eq!(log.recovery().published_missing, Some((2, 4)));
-    let mut rescued = Vec::new();
-    let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
-    let want: Vec<(Lsn, Vec<u8>)> = (1..=3).map(|l| (l, payload(l, LEN))).collect();
-    assert_eq!(rescued, want);
-    assert_eq!(spans(&gaps), []);
+    for inside in [false, true] {
+        let path = dir.path().join(format!("msync-{inside}.dax"));
+        let log = Log::create(&path, &msync.clone().capacity(1 << 20)).unwrap();
+        log.append(&payload(1, LEN)).unwrap();
+        let p: Vec<Vec<u8>> = (2..=4).map(|l| payload(l, LEN)).collect();
+        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(log.append_batch(&refs).unwrap(), 2..5);
+        drop(log);
+        flip(
+            &path,
+            DATA_OFFSET as u64 + 3 * entry + HEADER_LEN as u64 + 3,
+            0x08,
+        );
+        if inside {
+            flip(&path, DATA_OFFSET as u64 + HEADER_LEN as u64 + 3, 0x08);
+        }
+        let salvage = msync.clone().recovery_mode(RecoveryMode::Salvage);
+        let log = Log::open_read_only(&path, &salvage).unwrap();
+        let r = log.recovery();
+        assert_eq!(r.published_missing, Some((if inside { 4 } else { 2 }, 4)));
+        assert_eq!(r.torn_entries, 0, "inside: {inside}");
+        let mut rescued = Vec::new();
+        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
+        let first = if inside { 2 } else { 1 };
+        let want: Vec<(Lsn, Vec<u8>)> = (first..=3).map(|l| (l, payload(l, LEN))).collect();
+        assert_eq!(rescued, want, "inside: {inside}");
+        let lost: &[(u64, u64)] = if inside { &[(1, 1)] } else { &[] };
+        assert_eq!(spans(&gaps), lost);
+    }
 }
 
 /// The writer's close writes the reader area's words back: a power failure after it leaves
