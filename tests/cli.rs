@@ -2389,6 +2389,52 @@ fn published_entries_that_are_missing_are_reported() {
     assert!(dump.ends_with("8\t623038\n9\t623039\n"), "{dump}");
 }
 
+/// A log file grown past its capacity after it was created (`truncate -s`): the log goes on
+/// in its capacity, and `check`, `info` and a writer say that the rest of the file is unused,
+/// rather than let the grown file pass for a grown log.
+#[test]
+fn a_file_longer_than_its_capacity_is_named() {
+    let dir = tempdir();
+    let path = dir.path().join("grown.dax");
+    ok(&["create", p(&path), "--capacity", "16KiB"]);
+    ok(&["append", p(&path), "--data", "a"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(20480)
+        .unwrap();
+    let said = "the file has 4096 bytes past the log's capacity, unused";
+    let check = ok(&["check", p(&path)]);
+    assert!(
+        check.contains("ok: 1 entry") && check.contains(said),
+        "{check}"
+    );
+    let info = ok(&["info", p(&path)]);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("capacity:") && l.contains("16384 bytes") && l.contains(said)),
+        "{info}"
+    );
+    let v = info_json(&path);
+    assert_eq!(
+        (v["capacity"].clone(), v["file_bytes"].clone()),
+        (json!(16384), json!(20480))
+    );
+    let out = daxlog(&["append", p(&path), "--data", "b"]);
+    assert_eq!(text(&out.stdout), "2\n", "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the file is longer than the log's capacity"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A file of exactly its capacity says nothing of it.
+    let exact = dir.path().join("exact.dax");
+    ok(&["create", p(&exact), "--capacity", "16KiB"]);
+    assert!(!ok(&["check", p(&exact)]).contains("past the log's capacity"));
+    assert_eq!(info_json(&exact)["file_bytes"], 16384);
+}
+
 /// `info --json` on a file that is not a log, or none at all: one object with the path, the
 /// file's size (`null` without a file) and the error, which stderr has too.
 #[test]

@@ -138,6 +138,9 @@ pub(crate) fn check(a: CheckArgs) -> Result<u8, CliError> {
         TailState::EndOfFile => write!(out, "; {}", super::end_of_file_text(log.room()))?,
         _ => write!(out, "; tail clean")?,
     }
+    if let Some(extra) = super::past_capacity(&a.path, log.capacity()) {
+        write!(out, "; {}", super::past_capacity_text(extra))?;
+    }
     if r.superblock_from_backup {
         write!(
             out,

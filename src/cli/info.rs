@@ -404,6 +404,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "format_version": version,
             "uuid": log.uuid(),
             "capacity": log.capacity(),
+            "file_bytes": std::fs::metadata(&a.path).ok().map(|m| m.len()),
             "writer": false,
             "published_lsn": (published != 0).then_some(published),
             "vouched_lsn": (vouched != 0).then_some(vouched),
@@ -524,7 +525,17 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             ("path".to_string(), a.path.display().to_string()),
             ("format version".into(), version.to_string()),
             ("uuid".into(), log.uuid()),
-            ("capacity".into(), bytes(log.capacity())),
+            (
+                "capacity".into(),
+                match super::past_capacity(&a.path, log.capacity()) {
+                    Some(extra) => format!(
+                        "{}; {}",
+                        bytes(log.capacity()),
+                        super::past_capacity_text(extra)
+                    ),
+                    None => bytes(log.capacity()),
+                },
+            ),
         ];
         rows.extend(meta_rows(&sbs, &slots));
         rows.extend([

@@ -310,6 +310,22 @@ pub(crate) fn end_of_file_text(room: crate::Room) -> String {
     }
 }
 
+/// The bytes of the file at `path` past a log's `capacity` (a file grown after its creation,
+/// by `truncate -s` say: the log never uses them), if any.
+pub(crate) fn past_capacity(path: &std::path::Path, capacity: u64) -> Option<u64> {
+    let len = std::fs::metadata(path).ok()?.len();
+    (len > capacity).then(|| len - capacity)
+}
+
+/// What [`past_capacity`] found, for `check` and `info`.
+pub(crate) fn past_capacity_text(extra: u64) -> String {
+    format!(
+        "the file has {} past the log's capacity, unused (a log's capacity is set when it is \
+         created)",
+        count(extra, "byte", "bytes")
+    )
+}
+
 /// What a torn tail discarded besides its own bytes: the valid entries after it that could
 /// be the rest of its batch ([`crate::RecoveryReport::torn_entries`]), or nothing.
 pub(crate) fn torn_rest(entries: u64) -> String {
