@@ -667,7 +667,7 @@ pub struct Gap {
 }
 
 /// Visits every valid entry of the log in LSN order, skipping damaged regions, and returns the
-/// gaps, and how many valid entries at the end it did not visit. Inside acknowledged data
+/// gaps, how many valid entries at the end it did not visit, and where it stopped. Inside acknowledged data
 /// batches are not held back (every entry whose checks pass is visited), but what recovery
 /// would discard as a torn tail is not visited: the entries of a batch whose end is refused at
 /// the end of the log, and valid entries after the last refused one that could be the remains
@@ -693,7 +693,7 @@ pub(crate) fn salvage(
     (published, vouched, published_past_end): (Lsn, Lsn, Lsn),
     slot_damage: Option<u64>,
     mut visit: impl FnMut(Lsn, &[u8]),
-) -> (Vec<Gap>, u64) {
+) -> Salvaged {
     let mut gaps = Vec::new();
     let j = &mut Judge::new(image);
     let mut pos = slot.head_offset as usize;
@@ -785,6 +785,9 @@ pub(crate) fn salvage(
                 // version 2, which vouches for nothing, the published one.)
                 let lost_to = if vouched > 0 { vouched } else { published };
                 if let Some(off) = slot_damage.filter(|_| lost_to > lost_from) {
+                    // The LSNs from the end on were acknowledged, so was what the walk held of
+                    // a batch broken there.
+                    visit_held(image, &mut pending, &mut visit);
                     gaps.push(Gap {
                         offset: off,
                         resume_offset: 0,
@@ -794,10 +797,25 @@ pub(crate) fn salvage(
                 }
                 // What the walk held of a batch whose end it did not see, and what could be
                 // the rest of appends in flight: a torn tail.
-                return (gaps, pending.len() as u64 + in_flight);
+                return Salvaged {
+                    gaps,
+                    torn: pending.len() as u64 + in_flight,
+                    end: w.stop_lsn,
+                };
             }
         }
     }
+}
+
+/// What [`salvage`] found besides the entries it visited.
+pub(crate) struct Salvaged {
+    /// The damaged regions, with the LSNs each swallowed.
+    pub gaps: Vec<Gap>,
+    /// Valid entries at the end it did not visit: a torn tail's.
+    pub torn: u64,
+    /// Where its last walk stopped: the LSN after the last entry it found in sequence (the
+    /// entries past the end that could be appends in flight not counted).
+    pub end: Lsn,
 }
 
 /// Visits the entries held back in `held` (LSN, offset, length), but padding, and forgets them.

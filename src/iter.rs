@@ -649,12 +649,12 @@ impl<M: Media> Log<M> {
     /// # Ok::<(), daxlog::Error>(())
     /// ```
     pub fn salvage(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<Vec<Gap>> {
-        Ok(self.salvage_walk(visit)?.0)
+        Ok(self.salvage_walk(visit)?.gaps)
     }
 
-    /// [`Log::salvage`], and how many valid entries at the end it did not visit (the torn
-    /// tail's).
-    pub(crate) fn salvage_walk(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<(Vec<Gap>, u64)> {
+    /// [`Log::salvage`], with how many valid entries at the end it did not visit (the torn
+    /// tail's) and where it stopped.
+    pub(crate) fn salvage_walk(&self, visit: impl FnMut(Lsn, &[u8])) -> Result<damage::Salvaged> {
         let cap = self.sb.capacity as usize;
         let image = self
             .pmem

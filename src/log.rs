@@ -596,7 +596,7 @@ impl<M: Media> Log<M> {
         }
         drop(ahead);
         check_mode(opts, writable, path)?;
-        let (damage, gaps, torn_entries) = recover::damage_versus_torn_tail(
+        let judged = recover::damage_versus_torn_tail(
             image,
             &sb,
             &slot,
@@ -630,9 +630,7 @@ impl<M: Media> Log<M> {
             from_backup,
             unreadable,
             persistence,
-            damage,
-            gaps,
-            torn_entries,
+            judged,
             published,
             start,
         );
@@ -648,7 +646,7 @@ impl<M: Media> Log<M> {
                 // A salvage-mode open at damage counted the torn tail's entries as a salvage
                 // leaves them out, before the word was judged: what it held of a batch the
                 // word covers is visited now (`Log::salvage`), so it is no torn tail.
-                log.report.torn_entries = log.salvage_walk(|_, _| {})?.1;
+                log.report.torn_entries = log.salvage_walk(|_, _| {})?.torn;
             } else if writable {
                 tracing::warn!(
                     path = %path.display(),

@@ -197,7 +197,7 @@ pub(crate) fn damage_versus_torn_tail(
     slot_damage: Option<Damage>,
     mode: RecoveryMode,
     path: &Path,
-) -> Result<(Option<Damage>, Vec<Gap>, u64)> {
+) -> Result<Judged> {
     let damage::Assessment {
         damage: found,
         torn_entries,
@@ -205,7 +205,7 @@ pub(crate) fn damage_versus_torn_tail(
     // (At damage, a salvage leaves out the valid entries of a torn tail at the end.)
     let slot_off = slot_damage.as_ref().map(|d| d.offset);
     let damage = slot_damage.or(found);
-    let (gaps, torn_at_end) = if mode == RecoveryMode::Salvage && damage.is_some() {
+    let salvaged = (mode == RecoveryMode::Salvage && damage.is_some()).then(|| {
         // (The report's missing LSNs are judged after this: none taken for evidence here.)
         damage::salvage(
             image,
@@ -215,9 +215,7 @@ pub(crate) fn damage_versus_torn_tail(
             slot_off,
             |_, _| {},
         )
-    } else {
-        (Vec::new(), 0)
-    };
+    });
     match (&damage, mode, &scan.state) {
         (Some(d), RecoveryMode::TolerateTornTail | RecoveryMode::Strict, _) => {
             return Err(Error::Corrupted {
@@ -249,12 +247,33 @@ pub(crate) fn damage_versus_torn_tail(
         }
         _ => {}
     }
-    let torn_entries = if damage.is_none() {
-        torn_entries
-    } else {
-        torn_at_end
-    };
-    Ok((damage, gaps, torn_entries))
+    Ok(match salvaged {
+        Some(s) => Judged {
+            damage,
+            gaps: s.gaps,
+            torn_entries: s.torn,
+            found_end: Some(s.end),
+        },
+        None => Judged {
+            damage,
+            gaps: Vec::new(),
+            torn_entries,
+            found_end: None,
+        },
+    })
+}
+
+/// What [`damage_versus_torn_tail`] judged.
+pub(crate) struct Judged {
+    /// Damage found (only a salvage-mode open goes on with it).
+    pub damage: Option<Damage>,
+    /// At damage, the damaged regions a salvage finds.
+    pub gaps: Vec<Gap>,
+    /// [`RecoveryReport::torn_entries`].
+    pub torn_entries: u64,
+    /// At damage, where a salvage's last walk stops: every LSN below it is found, lost in a
+    /// gap, or missing below a gap.
+    pub found_end: Option<Lsn>,
 }
 
 /// Step 5: repairs a damaged superblock copy from the good one, and upgrades an older format
@@ -683,17 +702,22 @@ pub(crate) fn report(
     from_backup: bool,
     unreadable: Option<Unreadable>,
     persistence: Persistence,
-    damage: Option<Damage>,
-    gaps: Vec<Gap>,
-    torn_entries: u64,
+    judged: Judged,
     published: Lsn,
     start: Instant,
 ) -> RecoveryReport {
-    // Past the last LSN known: the scan's end, and with damage the entries found beyond it
-    // and the gaps' LSNs.
-    let known_end = damage
-        .iter()
-        .filter_map(|d| d.beyond_lsns.map(|(_, last)| last + 1))
+    let Judged {
+        damage,
+        gaps,
+        torn_entries,
+        found_end,
+    } = judged;
+    // Past the last LSN known: the scan's end, and with damage where a salvage's walk past it
+    // ends and the gaps' LSNs. (Not past the last entry found beyond the damage: valid entries
+    // after a refused one there may be appends in flight, never published, and the published
+    // LSNs before them missing.)
+    let known_end = found_end
+        .into_iter()
         .chain(gaps.iter().map(|g| g.last_lsn + 1))
         .fold(scan.next_lsn, Lsn::max);
     let report = RecoveryReport {
@@ -797,7 +821,9 @@ pub struct RecoveryReport {
     pub scanned_from: Lsn,
     /// LSNs `first..=last` that the last writer published (the reader area's word: every
     /// entry below it was acknowledged) but that the log does not hold: past its last entry
-    /// (with damage, past the last LSN found beyond it and the gaps'; and no more of them
+    /// (with damage, past the gaps' LSNs and the entries a salvage finds in sequence beyond
+    /// it, not counting valid entries after a refused one that could be appends in flight, never
+    /// published; and no more of them
     /// than the log's free space could have held, else the word is taken for damaged).
     /// No crash leaves that (a writer publishes durable entries only, and lowers the word
     /// durably before any slot update that ends the log below it), so acknowledged entries

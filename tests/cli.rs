@@ -2387,6 +2387,25 @@ fn published_entries_that_are_missing_are_reported() {
     );
     let dump = text(&msync(&["dump", p(&copy)], b"").stdout);
     assert!(dump.ends_with("8\t623038\n9\t623039\n"), "{dump}");
+    // Unpublished (a crash before the append returned), the same batch is an interrupted
+    // append: nothing lost, and the salvage says what it leaves out.
+    let torn = fresh("torn.dax", 7);
+    let out = msync(&["append", p(&torn), "--batch", "3"], b"b08\nb09\nb10\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    unpublish(&torn, 8);
+    flip(&torn, 4096 + 9 * 32 + 24);
+    let (out, copy) = salvage(&torn, "t2.dax");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(
+            "salvaged 7 entries (LSN 1..=7) into {}, LSNs kept; nothing lost; 2 valid entries at \
+             the end not copied: an interrupted append, never acknowledged"
+                .replace("{}", p(&copy))
+                .as_str()
+        ),
+        "{said}"
+    );
 }
 
 /// A log file grown past its capacity after it was created (`truncate -s`): the log goes on

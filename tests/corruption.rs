@@ -2765,22 +2765,30 @@ fn a_salvage_copies_a_vouched_batch_broken_at_its_last_entry() {
 /// last entry for a torn tail and reports the batch's LSNs missing (`published_missing`),
 /// as the last writer had published them. The batch was acknowledged all the same, so a
 /// salvage copies its readable entries: only the LSNs of `published_missing` past them are
-/// lost, and none is counted as a torn tail's, with damage inside too (`torn_entries` of a
-/// salvage-mode open). (Unpublished, the same bytes are an interrupted append, which a
+/// lost, and none is counted as a torn tail's (`torn_entries` of a salvage-mode open). Also
+/// with damage inside, and with a batch after it that was synced but not published (in
+/// flight at a crash): that batch is left out as a torn tail's, and the LSN lost before it is
+/// still reported missing. (Unpublished, the broken batch is an interrupted append, which a
 /// salvage leaves out: `salvage_never_copies_a_torn_tail`.)
 #[test]
 fn a_salvage_copies_a_published_batch_broken_at_its_last_entry() {
     let dir = tempfile::tempdir().unwrap();
     let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
     let entry = (HEADER_LEN + LEN).next_multiple_of(8) as u64;
-    for inside in [false, true] {
-        let path = dir.path().join(format!("msync-{inside}.dax"));
+    for (inside, in_flight) in [(false, false), (true, false), (false, true), (true, true)] {
+        let what = format!("damage inside: {inside}, a batch in flight after: {in_flight}");
+        let path = dir.path().join(format!("msync-{inside}-{in_flight}.dax"));
         let log = Log::create(&path, &msync.clone().capacity(1 << 20)).unwrap();
         log.append(&payload(1, LEN)).unwrap();
-        let p: Vec<Vec<u8>> = (2..=4).map(|l| payload(l, LEN)).collect();
-        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
-        assert_eq!(log.append_batch(&refs).unwrap(), 2..5);
+        for lsns in [2..=4, 5..=6].iter().take(1 + usize::from(in_flight)) {
+            let p: Vec<Vec<u8>> = lsns.clone().map(|l| payload(l, LEN)).collect();
+            let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+            log.append_batch(&refs).unwrap();
+        }
         drop(log);
+        if in_flight {
+            set_published(&path, 5);
+        }
         flip(
             &path,
             DATA_OFFSET as u64 + 3 * entry + HEADER_LEN as u64 + 3,
@@ -2792,16 +2800,65 @@ fn a_salvage_copies_a_published_batch_broken_at_its_last_entry() {
         let salvage = msync.clone().recovery_mode(RecoveryMode::Salvage);
         let log = Log::open_read_only(&path, &salvage).unwrap();
         let r = log.recovery();
-        assert_eq!(r.published_missing, Some((if inside { 4 } else { 2 }, 4)));
-        assert_eq!(r.torn_entries, 0, "inside: {inside}");
+        let missing_from = if inside { 4 } else { 2 };
+        assert_eq!(r.published_missing, Some((missing_from, 4)), "{what}");
+        assert_eq!(r.torn_entries, if in_flight { 2 } else { 0 }, "{what}");
         let mut rescued = Vec::new();
         let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
         let first = if inside { 2 } else { 1 };
         let want: Vec<(Lsn, Vec<u8>)> = (first..=3).map(|l| (l, payload(l, LEN))).collect();
-        assert_eq!(rescued, want, "inside: {inside}");
+        assert_eq!(rescued, want, "{what}");
         let lost: &[(u64, u64)] = if inside { &[(1, 1)] } else { &[] };
-        assert_eq!(spans(&gaps), lost);
+        assert_eq!(spans(&gaps), lost, "{what}");
     }
+}
+
+/// A writer that vouched for its entries, whose current metadata slot is damaged after a
+/// suffix truncation inside a batch: recovery follows the older slot, whose end lies below
+/// the vouched LSN (a gap up to it), and the entry the truncation kept of the broken batch,
+/// acknowledged, is copied.
+#[test]
+fn a_salvage_at_a_damaged_slot_copies_what_a_truncation_kept_of_a_batch() {
+    use daxlog::format::{Slot, Superblock, SB_LEN, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpu.dax");
+    let cpu = Options::new().persistence(daxlog::PersistenceChoice::ForceCpuFlush);
+    let log = Log::create(&path, &cpu.clone().capacity(1 << 20)).unwrap();
+    for l in 1..=7 {
+        log.append(&payload(l, LEN)).unwrap();
+    }
+    let batch = |lsns: std::ops::RangeInclusive<u64>| {
+        let p: Vec<Vec<u8>> = lsns.map(|l| payload(l, LEN)).collect();
+        let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+        log.append_batch(&refs).unwrap()
+    };
+    batch(8..=10);
+    log.truncate_after(8).unwrap();
+    assert_eq!(batch(9..=12), 9..13);
+    drop(log);
+    let mut meta = vec![0u8; DATA_OFFSET];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut meta, 0)
+        .unwrap();
+    let sb = Superblock::decode(&meta[..SB_LEN]).unwrap();
+    let seq = |o: usize| {
+        Slot::decode(&meta[o..o + SLOT_LEN], sb.salt, sb.capacity)
+            .unwrap()
+            .seq
+    };
+    let current = if seq(SLOT0_OFFSET) > seq(SLOT1_OFFSET) {
+        SLOT0_OFFSET
+    } else {
+        SLOT1_OFFSET
+    } as u64;
+    flip(&path, current + 20, 0xff);
+    flip(&path, current + 30, 0xff);
+    let log = Log::open_read_only(&path, &cpu.recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..=8).collect::<Vec<_>>());
+    assert_eq!(spans(&gaps), [(9, 12)]);
 }
 
 /// The writer's close writes the reader area's words back: a power failure after it leaves

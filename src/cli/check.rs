@@ -286,9 +286,10 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
         last_copied: None,
         failed: None,
     };
-    let gaps = src
-        .salvage(|lsn, payload| c.visit(lsn, payload))
+    let salvaged = src
+        .salvage_walk(|lsn, payload| c.visit(lsn, payload))
         .map_err(CliError::log(path))?;
+    let gaps = salvaged.gaps;
     c.flush();
     // LSNs lost (or padding) at the end are not handed out again either, nor those the last
     // writer published past the entries found.
@@ -357,7 +358,7 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
         )
     };
     // The end of the log may be a torn tail too: its valid entries are not copied.
-    let torn = match src.recovery().torn_entries {
+    let torn = match salvaged.torn {
         0 => String::new(),
         n => format!(
             "; {} at the end not copied: an interrupted append, never acknowledged",
