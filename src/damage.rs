@@ -800,7 +800,8 @@ pub(crate) fn salvage(
                 return Salvaged {
                     gaps,
                     torn: pending.len() as u64 + in_flight,
-                    end: w.stop_lsn,
+                    // (What the walk still holds are the LSNs right below where it stopped.)
+                    end: w.stop_lsn - pending.len() as u64,
                 };
             }
         }
@@ -813,8 +814,9 @@ pub(crate) struct Salvaged {
     pub gaps: Vec<Gap>,
     /// Valid entries at the end it did not visit: a torn tail's.
     pub torn: u64,
-    /// Where its last walk stopped: the LSN after the last entry it found in sequence (the
-    /// entries past the end that could be appends in flight not counted).
+    /// The LSN after the last whole append its walk found in sequence, padding included (not
+    /// counted: what it held of a batch whose end it did not see, and the entries past the
+    /// end that could be appends in flight).
     pub end: Lsn,
 }
 

@@ -271,8 +271,8 @@ pub(crate) struct Judged {
     pub gaps: Vec<Gap>,
     /// [`RecoveryReport::torn_entries`].
     pub torn_entries: u64,
-    /// At damage, where a salvage's last walk stops: every LSN below it is found, lost in a
-    /// gap, or missing below a gap.
+    /// At damage, the LSN after the last whole append a salvage's walk finds
+    /// ([`damage::Salvaged::end`]).
     pub found_end: Option<Lsn>,
 }
 

@@ -2344,6 +2344,22 @@ fn published_entries_that_are_missing_are_reported() {
         (json!(11), json!(2)),
         "{v}"
     );
+    // That copy ends in padding (LSN 10): a salvage of it after damage inside keeps it, so
+    // that its copy does not give LSN 10 out again.
+    flip(&copy, 4096 + 2 * 32 + 24 + 32 + 24);
+    let (out, copy) = salvage(&copy, "l3.dax");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("LSN 5 lost; entries resume"),
+        "{}",
+        text(&out.stdout)
+    );
+    let v = info_json(&copy);
+    assert_eq!(
+        (v["next_lsn"].clone(), v["padding"].clone()),
+        (json!(11), json!(3)),
+        "{v}"
+    );
 
     // A word past what the free space could have held is damage to the word, not a loss: no
     // report, and a salvage that fits.

@@ -296,7 +296,7 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
     let end = gaps
         .iter()
         .map(|g| g.last_lsn + 1)
-        .chain([src.next_lsn()])
+        .chain([src.next_lsn(), salvaged.end])
         .max()
         .unwrap_or(first);
     c.pad_to(end);
