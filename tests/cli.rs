@@ -2331,35 +2331,23 @@ fn published_entries_that_are_missing_are_reported() {
         let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         f.write_all_at(&published.to_le_bytes(), 2048).unwrap();
     };
-    let (out, copy) = salvage(&last, "l2.dax");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("2 LSNs lost in 2 damaged regions"),
-        "{}",
-        text(&out.stdout)
-    );
-    let v = info_json(&copy);
-    assert_eq!(
-        (v["next_lsn"].clone(), v["padding"].clone()),
-        (json!(11), json!(2)),
-        "{v}"
-    );
+    // A salvage that loses LSNs (exit 3) and says `said`: its copy, the copy's next LSN and
+    // padding.
+    let lossy = |from: &Path, to: &str, said: &str| {
+        let (out, copy) = salvage(from, to);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(said), "{}", text(&out.stdout));
+        let v = info_json(&copy);
+        let (next, padding) = (v["next_lsn"].as_u64(), v["padding"].as_u64());
+        (copy, next.unwrap(), padding.unwrap())
+    };
+    let (copy, next, padding) = lossy(&last, "l2.dax", "2 LSNs lost in 2 damaged regions");
+    assert_eq!((next, padding), (11, 2));
     // That copy ends in padding (LSN 10): a salvage of it after damage inside keeps it, so
     // that its copy does not give LSN 10 out again.
     flip(&copy, 4096 + 2 * 32 + 24 + 32 + 24);
-    let (out, copy) = salvage(&copy, "l3.dax");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("LSN 5 lost; entries resume"),
-        "{}",
-        text(&out.stdout)
-    );
-    let v = info_json(&copy);
-    assert_eq!(
-        (v["next_lsn"].clone(), v["padding"].clone()),
-        (json!(11), json!(3)),
-        "{v}"
-    );
+    let (_, next, padding) = lossy(&copy, "l3.dax", "LSN 5 lost; entries resume");
+    assert_eq!((next, padding), (11, 3));
 
     // A word past what the free space could have held is damage to the word, not a loss: no
     // report, and a salvage that fits.
