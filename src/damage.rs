@@ -669,10 +669,10 @@ pub struct Gap {
 /// Visits every valid entry of the log in LSN order, skipping damaged regions, and returns the
 /// gaps, how many valid entries at the end it did not visit, and where it stopped
 /// ([`Salvaged`]). Inside acknowledged data batches are not held back (every entry whose
-/// checks pass is visited), but what recovery
-/// would discard as a torn tail is not visited: the entries of a batch whose end is refused at
-/// the end of the log, and valid entries after the last refused one that could be the remains
-/// of appends in flight with it (the rule of [`assess`]). Those were never acknowledged.
+/// checks pass is visited), but what recovery would discard as a torn tail is not visited:
+/// the entries of a batch whose end is refused at the end of the log, and valid entries after
+/// the last refused one that could be the remains of appends in flight with it (the rule of
+/// [`assess`]). Those were never acknowledged.
 ///
 /// Valid entries below `published` (the reader area's published LSN, [`torn_past_end`])
 /// were acknowledged: past a refused entry or a clean end, they are visited, and the end is a

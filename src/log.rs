@@ -361,16 +361,16 @@ impl Log<MmapMedia> {
                 capacity: sb.capacity,
             });
         }
-        if writable && file_len > sb.capacity {
-            tracing::warn!(
-                path = %path.display(),
-                file_len,
-                capacity = sb.capacity,
-                "daxlog: the file is longer than the log's capacity (grown after it was \
-                 created?); the bytes past the capacity are not used"
-            );
-        }
         if writable {
+            if file_len > sb.capacity {
+                tracing::warn!(
+                    path = %path.display(),
+                    file_len,
+                    capacity = sb.capacity,
+                    "daxlog: the file is longer than the log's capacity (grown after it was \
+                     created?); the bytes past the capacity are not used"
+                );
+            }
             // Stores into a hole of the mapping would need a block at fault time.
             ensure_allocated(&file, path, sb.capacity)?;
         }
