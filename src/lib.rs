@@ -75,7 +75,9 @@ pub use log::{Log, Room, Space};
 pub use map::{MmapMedia, PersistenceChoice};
 pub use media::Media;
 pub use options::{Options, RecoveryMode, DEFAULT_CAPACITY, DEFAULT_NT_THRESHOLD};
-pub use persist::{supported as supported_flush_instructions, Persistence, CACHE_LINE};
+pub use persist::{
+    kernel_choice, supported as supported_flush_instructions, KernelChoice, Persistence, CACHE_LINE,
+};
 pub use reader::{OwnedEntry, Reader};
 pub use recover::{DamageReport, RecoveryReport};
 /// The CRC-32C and non-temporal copy kernels, for the `crc` benchmark (`benches/crc.rs`), which

@@ -320,6 +320,9 @@ impl Options {
         o.tail_hint_every = o.tail_hint_every.or(env.tail_hint_every);
         o.huge_page_align = o.huge_page_align.or(env.huge_page_align);
         o.yield_while_waiting = o.yield_while_waiting.or(env.yield_wait);
+        if let Some(kernel) = env.kernel {
+            crate::persist::force_kernel(kernel);
+        }
         Ok(o)
     }
 
@@ -371,6 +374,8 @@ struct EnvOverrides {
     tail_hint_every: Option<u64>,
     huge_page_align: Option<bool>,
     yield_wait: Option<bool>,
+    /// The process's checksum kernel (not a field of the options: `crate::kernel_choice`).
+    kernel: Option<&'static str>,
 }
 
 /// What a flag variable accepts.
@@ -424,6 +429,12 @@ impl EnvOverrides {
             t.eq_ignore_ascii_case("page").then_some(())
         })?;
         let yield_wait = switch(&get, "DAXLOG_YIELD_WAIT")?;
+        let kernel = parse(
+            &get,
+            "DAXLOG_KERNEL",
+            crate::persist::runnable_kernels_text(),
+            crate::persist::runnable_kernel,
+        )?;
         Ok(EnvOverrides {
             persistence: if force_msync {
                 Some(PersistenceChoice::ForceMsync)
@@ -441,6 +452,7 @@ impl EnvOverrides {
             tail_hint_every,
             huge_page_align: page_align.map(|()| false),
             yield_wait,
+            kernel,
         })
     }
 }
@@ -518,6 +530,7 @@ mod tests {
                 ("DAXLOG_TAIL_HINT_EVERY", "0"),
                 ("DAXLOG_MAP_ALIGN", "page"),
                 ("DAXLOG_YIELD_WAIT", "Off"),
+                ("DAXLOG_KERNEL", " Portable"),
             ])
             .unwrap(),
             EnvOverrides {
@@ -527,6 +540,7 @@ mod tests {
                 tail_hint_every: Some(0),
                 huge_page_align: Some(false),
                 yield_wait: Some(false),
+                kernel: Some("portable"),
             }
         );
         assert_eq!(
@@ -556,6 +570,15 @@ mod tests {
             e.to_string(),
             "environment variable DAXLOG_NT_THRESHOLD=\"-1\" is not valid: expected a whole \
              number of bytes, from 0"
+        );
+        // A kernel this CPU does not run is refused like a name that is none.
+        let e = read(&[("DAXLOG_KERNEL", "clmul1024")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "environment variable DAXLOG_KERNEL=\"clmul1024\" is not valid: expected {}",
+                crate::persist::runnable_kernels_text()
+            )
         );
         let e = read(&[("DAXLOG_FORCE_MSYNC", "1"), ("DAXLOG_FORCE_CPU_FLUSH", "1")]).unwrap_err();
         assert!(

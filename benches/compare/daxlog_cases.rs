@@ -74,6 +74,11 @@ pub fn appends(cfg: &Cfg, mode: Mode) {
         if let Some(c) = log.calibration() {
             eprintln!("note: {}: {}", mode.row(), c.describe());
         }
+        eprintln!(
+            "note: {}: kernels: {}",
+            mode.row(),
+            daxlog::kernel_choice().describe()
+        );
     }
     for size in sizes() {
         let p = payload(size);

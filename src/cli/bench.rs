@@ -483,6 +483,11 @@ pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
                 crate::calibrate::for_flush(flush).describe()
             )?;
         }
+        writeln!(
+            out,
+            "checksum kernels: {}",
+            crate::kernel_choice().describe()
+        )?;
         if !per_sync.is_empty() {
             writeln!(
                 out,

@@ -399,7 +399,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
         .then(|| crate::calibrate::for_flush(log.persistence()));
     let mut out = io::stdout().lock();
     if a.json {
-        let v = json!({
+        let mut v = json!({
             "path": a.path.display().to_string(),
             "format_version": version,
             "uuid": log.uuid(),
@@ -447,6 +447,9 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
             "published_missing": r.published_missing.map(|(f, l)| json!([f, l])),
             "recovery_ms": (r.duration.as_secs_f64() * 1e6).round() / 1e3,
         });
+        // (Apart: the macro above is at its recursion limit.)
+        v["crc_kernel"] = crate::kernel_choice().crc.into();
+        v["copy_kernel"] = crate::kernel_choice().copy.into();
         writeln!(out, "{v}")?;
     } else {
         let lsn = |l: Option<u64>| l.map_or("-".to_string(), |l| l.to_string());
@@ -559,6 +562,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<u8, CliError> {
                     None => "msync of the pages an append touched".into(),
                 },
             ),
+            ("kernels".into(), crate::kernel_choice().describe()),
             (
                 "MAP_SYNC".into(),
                 if log.map_sync() {

@@ -1,12 +1,12 @@
 //! The x86-64 CRC-32C kernels, alone and fused with the non-temporal copy (PCLMULQDQ and
-//! VPCLMULQDQ folding). Both have the same shape: whole 8-byte words with `MOVNTI` and `CRC32`
-//! until the destination is 64-byte aligned, then 16- or 64-byte vectors that are loaded once,
-//! stored with aligned non-temporal stores and folded into the accumulators, then the last
-//! words and bytes with `CRC32` again.
+//! VPCLMULQDQ folding). All three have the same shape: whole 8-byte words with `MOVNTI` and
+//! `CRC32` until the destination is 64-byte aligned, then 16-, 32- or 64-byte vectors that are
+//! loaded once, stored with aligned non-temporal stores and folded into the accumulators, then
+//! the last words and bytes with `CRC32` again.
 //!
 //! The AVX-512 and VPCLMULQDQ intrinsics are stable since Rust 1.89.
 
-use super::fold::{FOLD_128, FOLD_2048, FOLD_256, FOLD_384, FOLD_512};
+use super::fold::{FOLD_1024, FOLD_128, FOLD_2048, FOLD_256, FOLD_384, FOLD_512};
 use std::arch::x86_64::*;
 
 /// A fold constant pair as a 128-bit register (first element in the low quadword).
@@ -32,6 +32,15 @@ fn fold4(x: __m512i, k: __m512i, y: __m512i) -> __m512i {
     let hi = _mm512_clmulepi64_epi128(x, k, 0x00);
     let lo = _mm512_clmulepi64_epi128(x, k, 0x11);
     _mm512_ternarylogic_epi64(hi, lo, y, 0x96)
+}
+
+/// The same on the two lanes of a 256-bit register.
+#[inline]
+#[target_feature(enable = "avx2,vpclmulqdq")]
+fn fold2(x: __m256i, k: __m256i, y: __m256i) -> __m256i {
+    let hi = _mm256_clmulepi64_epi128(x, k, 0x00);
+    let lo = _mm256_clmulepi64_epi128(x, k, 0x11);
+    _mm256_xor_si256(_mm256_xor_si256(hi, lo), y)
 }
 
 /// The raw CRC register (not inverted) after the 16 bytes of `x`, from zero.
@@ -134,6 +143,76 @@ pub(super) unsafe fn crc_copy_128<const STORE: bool>(dst: *mut u8, src: &[u8], c
                 i += 16;
             }
             r = crc_block(a);
+        }
+    }
+    // SAFETY: the caller's contract is `tail`'s.
+    unsafe { tail::<STORE>(dst, src, i, r) }
+}
+
+/// [`crc_copy_128`] with four 256-bit accumulators (128 bytes per step) and 32-byte
+/// non-temporal stores: for CPUs with VPCLMULQDQ but without AVX-512 (Zen 3, for one).
+///
+/// # Safety
+/// The CPU has AVX2, VPCLMULQDQ, PCLMULQDQ and SSE4.2. With `STORE`, `dst` is 8-byte aligned,
+/// valid for `src.len() / 8 * 8` bytes of writes and does not overlap `src`.
+#[target_feature(enable = "avx2,vpclmulqdq,pclmulqdq,sse4.2")]
+pub(super) unsafe fn crc_copy_256<const STORE: bool>(dst: *mut u8, src: &[u8], crc: u32) -> u32 {
+    let (n, s) = (src.len(), src.as_ptr());
+    let mut i = 0;
+    let mut r = !crc as u64;
+    if STORE {
+        // SAFETY: the caller's contract is `words`'s.
+        r = unsafe { words::<STORE>(dst, src, &mut i, r, |a| a % 64 != 0) };
+    }
+    if n - i >= 128 {
+        // SAFETY: every load reads 32 (or 16) bytes at `s + j` with `j + 32 <= n` (or
+        // `j + 16 <= n`); every store writes as many bytes at `dst + j` under the same bound,
+        // so within the whole words of `src`, at a 32-byte aligned address for 32-byte stores
+        // (the head loop ran until 64-byte alignment and `j` advances by 32) and a 16-byte
+        // aligned one for 16-byte stores.
+        unsafe {
+            let load = |j: usize| _mm256_loadu_si256(s.add(j) as *const __m256i);
+            let store = |j: usize, v: __m256i| {
+                if STORE {
+                    _mm256_stream_si256(dst.add(j) as *mut __m256i, v)
+                }
+            };
+            let mut x = [load(i), load(i + 32), load(i + 64), load(i + 96)];
+            for (j, &v) in x.iter().enumerate() {
+                store(i + 32 * j, v);
+            }
+            let seed = _mm256_zextsi128_si256(_mm_cvtsi32_si128(r as i32));
+            x[0] = _mm256_xor_si256(x[0], seed);
+            i += 128;
+            let k = _mm256_broadcastsi128_si256(pair(FOLD_1024));
+            while i + 128 <= n {
+                for (j, acc) in x.iter_mut().enumerate() {
+                    let y = load(i + 32 * j);
+                    store(i + 32 * j, y);
+                    *acc = fold2(*acc, k, y);
+                }
+                i += 128;
+            }
+            let k = _mm256_broadcastsi128_si256(pair(FOLD_256));
+            let mut a = fold2(fold2(fold2(x[0], k, x[1]), k, x[2]), k, x[3]);
+            while i + 32 <= n {
+                let y = load(i);
+                store(i, y);
+                a = fold2(a, k, y);
+                i += 32;
+            }
+            // The first lane onto the second.
+            let k = pair(FOLD_128);
+            let mut b = fold(_mm256_castsi256_si128(a), k, _mm256_extracti128_si256(a, 1));
+            while i + 16 <= n {
+                let y = _mm_loadu_si128(s.add(i) as *const __m128i);
+                if STORE {
+                    _mm_stream_si128(dst.add(i) as *mut __m128i, y);
+                }
+                b = fold(b, k, y);
+                i += 16;
+            }
+            r = crc_block(b);
         }
     }
     // SAFETY: the caller's contract is `tail`'s.

@@ -62,7 +62,7 @@ pub unsafe fn copy_nt(dst: *mut u8, src: &[u8]) {
 /// 512-bit kernel folds only with 256 bytes left after aligning the destination (up to 56
 /// bytes), and its word-by-word loop below that is slower than the two passes; from 320 bytes
 /// on, fused costs about what [`copy_nt`] alone does (measured on Zen 4 without the fence).
-const FUSED_MIN: usize = 320;
+pub(super) const FUSED_MIN: usize = 320;
 
 /// Copies `src` to `dst` with non-temporal stores, like [`copy_nt`], and returns
 /// `crc32c::crc32c_append(crc, src)`, computed from the same loads in one pass. Needs only a
@@ -79,7 +79,7 @@ const FUSED_MIN: usize = 320;
 pub unsafe fn copy_nt_crc32c(dst: *mut u8, src: &[u8], crc: u32) -> u32 {
     debug_assert!((dst as usize).is_multiple_of(8) && src.len().is_multiple_of(8));
     // SAFETY: the caller's contract is the one `copy_crc_with` needs; the kernel is this CPU's.
-    unsafe { copy_crc_with(Kernel::best(), dst, src, crc) }
+    unsafe { copy_crc_with(Kernel::for_copy(), dst, src, crc) }
 }
 
 /// [`copy_nt_crc32c`] with a chosen kernel. Stores the first `src.len() / 8 * 8` bytes and
@@ -87,8 +87,8 @@ pub unsafe fn copy_nt_crc32c(dst: *mut u8, src: &[u8], crc: u32) -> u32 {
 ///
 /// # Safety
 /// `dst` is 8-byte aligned, valid for `src.len() / 8 * 8` bytes of writes and does not overlap
-/// `src`; `kernel` is one this CPU can run ([`Kernel::best`] or below).
-unsafe fn copy_crc_with(kernel: Kernel, dst: *mut u8, src: &[u8], crc: u32) -> u32 {
+/// `src`; `kernel` is one this CPU can run (one of [`Kernel::available`]).
+pub(super) unsafe fn copy_crc_with(kernel: Kernel, dst: *mut u8, src: &[u8], crc: u32) -> u32 {
     let whole = &src[..src.len() & !7];
     match kernel {
         #[cfg(target_arch = "x86_64")]
@@ -96,6 +96,11 @@ unsafe fn copy_crc_with(kernel: Kernel, dst: *mut u8, src: &[u8], crc: u32) -> u
         // 8-byte aligned and valid for the whole words of `src`.
         Kernel::Clmul512 if src.len() >= FUSED_MIN => unsafe {
             clmul::crc_copy_512::<true>(dst, src, crc)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Clmul256 if src.len() >= FUSED_MIN => unsafe {
+            clmul::crc_copy_256::<true>(dst, src, crc)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -193,6 +198,9 @@ mod tests {
             match kernel {
                 Kernel::Clmul128 => check_copy("clmul128", &short, |d, s, c| unsafe {
                     clmul::crc_copy_128::<true>(d, s, c)
+                }),
+                Kernel::Clmul256 => check_copy("clmul256", &short, |d, s, c| unsafe {
+                    clmul::crc_copy_256::<true>(d, s, c)
                 }),
                 Kernel::Clmul512 => check_copy("clmul512", &short, |d, s, c| unsafe {
                     clmul::crc_copy_512::<true>(d, s, c)

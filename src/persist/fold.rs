@@ -60,6 +60,8 @@ pub(super) const FOLD_256: [u64; 2] = fold_pair(256);
 pub(super) const FOLD_384: [u64; 2] = fold_pair(384);
 /// One 64-byte group on: four 128-bit accumulators, or one lane of a 512-bit one.
 pub(super) const FOLD_512: [u64; 2] = fold_pair(512);
+/// 128 bytes on: four 256-bit accumulators.
+pub(super) const FOLD_1024: [u64; 2] = fold_pair(1024);
 /// 256 bytes on: four 512-bit accumulators.
 pub(super) const FOLD_2048: [u64; 2] = fold_pair(2048);
 
@@ -88,6 +90,7 @@ mod tests {
             (FOLD_256, 256),
             (FOLD_384, 384),
             (FOLD_512, 512),
+            (FOLD_1024, 1024),
             (FOLD_2048, 2048),
         ] {
             assert_eq!(k[0], xpow_mod_p_plain(bits + 31) as u64, "x^({bits}+31)");

@@ -22,4 +22,6 @@ pub use copy::{copy_nt, copy_nt_crc32c};
 pub use crc::{crc32c_append, crc32c_append_fast, crc32c_entry_pair, crc32c_header, crc32c_pair};
 pub use evict::Evictor;
 pub use flush::{best, fence, flush_range, prefetch_addr, prefetch_read, supported, CACHE_LINE};
+pub(crate) use kernel::{force_kernel, runnable_kernel, runnable_kernels_text};
+pub use kernel::{kernel_choice, KernelChoice};
 pub use kind::Persistence;
