@@ -683,7 +683,7 @@ impl<M: Media> Log<M> {
         });
         let token = pmem.token();
         let persistence = pmem.media().persistence();
-        // The checksum kernels of the process, timed now (once, about 0.1 ms) rather than
+        // The checksum kernels of the process, timed now (once, about 0.2 ms) rather than
         // within the first large append.
         crate::persist::kernel_choice();
         let (nt_threshold, batch_nt_threshold, calibration) = if pmem.media().stores_by_write() {

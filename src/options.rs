@@ -378,6 +378,25 @@ struct EnvOverrides {
     kernel: Option<&'static str>,
 }
 
+/// `DAXLOG_KERNEL`: a checksum kernel this CPU runs, or `None` when unset or blank.
+fn kernel_var(get: &impl Fn(&str) -> Option<OsString>) -> Result<Option<&'static str>> {
+    parse(
+        get,
+        "DAXLOG_KERNEL",
+        crate::persist::runnable_kernels_text(),
+        crate::persist::runnable_kernel,
+    )
+}
+
+/// Applies `DAXLOG_KERNEL` alone, for the commands that choose their other options
+/// themselves (`daxlog bench`); [`Error::InvalidEnvironment`] as for [`Options::from_env`].
+pub(crate) fn kernel_from_env() -> Result<()> {
+    if let Some(kernel) = kernel_var(&|name| std::env::var_os(name))? {
+        crate::persist::force_kernel(kernel);
+    }
+    Ok(())
+}
+
 /// What a flag variable accepts.
 const FLAG: &str = "1, true, yes or on; 0, false, no or off (in any case)";
 
@@ -429,12 +448,7 @@ impl EnvOverrides {
             t.eq_ignore_ascii_case("page").then_some(())
         })?;
         let yield_wait = switch(&get, "DAXLOG_YIELD_WAIT")?;
-        let kernel = parse(
-            &get,
-            "DAXLOG_KERNEL",
-            crate::persist::runnable_kernels_text(),
-            crate::persist::runnable_kernel,
-        )?;
+        let kernel = kernel_var(&get)?;
         Ok(EnvOverrides {
             persistence: if force_msync {
                 Some(PersistenceChoice::ForceMsync)

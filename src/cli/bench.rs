@@ -265,6 +265,12 @@ struct RecoveryRow {
 pub(crate) fn bench(a: BenchArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     check_seconds(a.seconds, a.reps)?;
+    // The modes are this command's options; of the environment only the checksum kernel,
+    // which is the process's.
+    crate::options::kernel_from_env().map_err(|source| CliError::Log {
+        path: PathBuf::new(),
+        source,
+    })?;
     let sizes: Vec<u64> = if a.sizes.is_empty() {
         DEFAULT_SIZES.to_vec()
     } else {

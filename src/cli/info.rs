@@ -719,6 +719,8 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
                 "lsn": d.lsn,
                 "reason": d.reason,
             })),
+            "crc_kernel": crate::kernel_choice().crc,
+            "copy_kernel": crate::kernel_choice().copy,
         });
         writeln!(out, "{v}")?;
     } else {
@@ -754,6 +756,7 @@ fn live_info(a: &InfoArgs) -> Result<u8, CliError> {
                 last.map_or("-".into(), |l| l.to_string()),
             ),
             ("next LSN".into(), next.to_string()),
+            ("kernels".into(), crate::kernel_choice().describe()),
         ]);
         if let Some(d) = &damage_fields {
             rows.push(("damage".into(), d.to_string()));

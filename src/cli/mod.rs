@@ -220,6 +220,9 @@ enum Command {
     /// Durably drop every entry (LSNs continue where they were).
     Reset(commands::ResetArgs),
     /// Measure append and recovery speed (default: a log in /dev/shm, 4 sizes, all modes).
+    ///
+    /// The checksum kernels are the fastest of this CPU's, timed once (printed after the
+    /// table), or those DAXLOG_KERNEL names (portable, clmul128, clmul256, clmul512).
     Bench(bench::BenchArgs),
 }
 
