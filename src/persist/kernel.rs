@@ -6,8 +6,9 @@
 //! 8.8 GB/s there, slower than the crate's checksum followed by a plain non-temporal copy
 //! (12.3 GB/s at 64 KiB), and on a Zen 4 guest the 128-bit fold alone was slower than the
 //! crate's three interleaved `CRC32` streams (16.5 against 30 GB/s). So the choice is made by
-//! measurement at the first checksum of a large buffer or the first fused copy of a process
-//! (about 0.2 ms), and `DAXLOG_KERNEL` overrides it ([`KernelChoice`]).
+//! measurement, once per process, at the first open of a log or the first checksum of a large
+//! buffer, whichever comes first (about 0.2 ms), and `DAXLOG_KERNEL` overrides it
+//! ([`KernelChoice`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -164,8 +165,8 @@ const ROUNDS: usize = 9;
 static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
 
 /// The checksum and fused-copy kernels of this process: the fastest of those the CPU runs,
-/// timed at the first call (about 0.2 ms; the first large checksum or fused copy of the
-/// process makes that call), unless a log opened earlier with `DAXLOG_KERNEL` set and
+/// timed at the first call (about 0.2 ms; the first open of a log, or the first large checksum
+/// or fused copy of the process, makes that call), unless a log opened earlier with `DAXLOG_KERNEL` set and
 /// [`Options::from_env`](crate::Options::from_env) forced one. Every log of the process
 /// checksums and copies with them; they change speed only, never a checksum's value.
 pub fn kernel_choice() -> &'static KernelChoice {
@@ -225,9 +226,9 @@ const PASSES: usize = 4;
 ///
 /// One pass can be wrong for a whole tenth of a millisecond: of 200 processes on a Zen 3
 /// guest, 14 timed both carry-less kernels 1.5 times slower than usual in every round of
-/// their pass (the portable kernel was not slowed: the vector unit of the core was), and
-/// chose the portable checksum, three times slower at 512 bytes, for their whole life. So a
-/// choice stands only once a second pass agrees with it.
+/// their pass, while the portable kernel ran at its usual speed, and chose the portable
+/// checksum, three times slower at 512 bytes, for their whole life. So a choice stands only
+/// once a second pass agrees with it.
 fn timed(available: &[Kernel]) -> KernelChoice {
     let start = Instant::now();
     let fastest = |ns: &[f64]| {
