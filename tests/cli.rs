@@ -67,6 +67,19 @@ fn daxlog_stdin(args: &[&str], input: &[u8]) -> Output {
     out
 }
 
+/// Runs `c` with `input` on its stdin, written before its output is read (what it prints
+/// before it has read all of `input` must fit in its pipes).
+fn output_with_stdin(mut c: Command, input: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs `c`, retrying while its executable is busy: a copy of the binary that this process
 /// just wrote may still be open for writing in a child that another test thread is forking.
 fn output_retrying(c: &mut Command) -> Output {
@@ -2227,14 +2240,7 @@ fn published_entries_that_are_missing_are_reported() {
         c.args(args)
             .env_remove("DAXLOG_FORCE_CPU_FLUSH")
             .env("DAXLOG_FORCE_MSYNC", "1");
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+        output_with_stdin(c, input)
     };
     let out = msync(&["create", p(&path), "--capacity", "16KiB"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -3888,19 +3894,7 @@ fn every_checksum_kernel_reads_what_every_other_wrote() {
         let mut c = Command::new(bin());
         c.args(["append", p(&log), "--format", "hex"])
             .envs(vars.iter().copied());
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_stdin(c, input.as_bytes());
         assert!(out.status.success(), "{}", text(&out.stderr));
         let lsns: Vec<u64> = text(&out.stdout)
             .lines()
