@@ -10,7 +10,6 @@
 //! buffer, whichever comes first (about 0.2 ms), and `DAXLOG_KERNEL` overrides it
 //! ([`KernelChoice`]).
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,14 +26,6 @@ pub(super) enum Kernel {
     /// 512-bit `VPCLMULQDQ` and AVX-512F non-temporal stores.
     Clmul512,
 }
-
-/// Every kernel, in the order of [`Kernel`]'s variants (an index into it encodes one).
-const ALL: [Kernel; 4] = [
-    Kernel::Portable,
-    Kernel::Clmul128,
-    Kernel::Clmul256,
-    Kernel::Clmul512,
-];
 
 impl Kernel {
     /// Its name, as `DAXLOG_KERNEL` takes it and [`KernelChoice`] reports it.
@@ -73,34 +64,13 @@ impl Kernel {
     /// The kernel for checksums of large buffers.
     #[inline]
     pub(super) fn for_crc() -> Kernel {
-        chosen(&CRC, || kernel_choice().crc)
+        kernel_choice().kernels.0
     }
 
     /// The kernel for copies fused with their checksum.
     #[inline]
     pub(super) fn for_copy() -> Kernel {
-        chosen(&COPY, || kernel_choice().copy)
-    }
-}
-
-/// The chosen kernels, cached where the hot path reads them: 0 until chosen, then 1 + the
-/// index of the kernel in [`ALL`].
-static CRC: AtomicU8 = AtomicU8::new(0);
-static COPY: AtomicU8 = AtomicU8::new(0);
-
-#[inline]
-fn chosen(cache: &AtomicU8, choose: impl FnOnce() -> &'static str) -> Kernel {
-    match cache.load(Ordering::Relaxed) {
-        0 => {
-            let name = choose();
-            let k = ALL
-                .into_iter()
-                .find(|k| k.name() == name)
-                .expect("a kernel");
-            cache.store(k as u8 + 1, Ordering::Relaxed);
-            k
-        }
-        i => ALL[usize::from(i - 1)],
+        kernel_choice().kernels.1
     }
 }
 
@@ -126,6 +96,8 @@ pub struct KernelChoice {
     /// `DAXLOG_KERNEL=` and the kernel's name when that variable chose (then nothing was
     /// timed).
     pub forced: Option<String>,
+    /// The kernels named by `crc` and `copy`, for the hot path.
+    kernels: (Kernel, Kernel),
 }
 
 impl KernelChoice {
@@ -169,6 +141,7 @@ static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
 /// or fused copy of the process, makes that call), unless a log opened earlier with `DAXLOG_KERNEL` set and
 /// [`Options::from_env`](crate::Options::from_env) forced one. Every log of the process
 /// checksums and copies with them; they change speed only, never a checksum's value.
+#[inline]
 pub fn kernel_choice() -> &'static KernelChoice {
     CHOICE.get_or_init(|| {
         let c = timed(&Kernel::available());
@@ -197,7 +170,13 @@ pub(crate) fn runnable_kernels_text() -> &'static str {
 /// Makes `name` (one of [`runnable_kernel`]'s) the kernel of the process if none was chosen
 /// yet; if one was, keeps it and says so when it is another.
 pub(crate) fn force_kernel(name: &'static str) {
-    let c = CHOICE.get_or_init(|| forced(name));
+    let c = CHOICE.get_or_init(|| {
+        let k = Kernel::available()
+            .into_iter()
+            .find(|k| k.name() == name)
+            .expect("a kernel this CPU runs");
+        forced(k)
+    });
     if c.crc != name || c.copy != name {
         tracing::warn!(
             kernels = %c.describe(),
@@ -206,16 +185,25 @@ pub(crate) fn force_kernel(name: &'static str) {
     }
 }
 
-/// The choice `DAXLOG_KERNEL=name` makes.
-fn forced(name: &'static str) -> KernelChoice {
+/// The choice `DAXLOG_KERNEL` makes when it names `k`.
+fn forced(k: Kernel) -> KernelChoice {
     KernelChoice {
-        crc: name,
-        copy: name,
+        crc: k.name(),
+        copy: k.name(),
         timings: Vec::new(),
         sample_bytes: 0,
         took: Duration::ZERO,
-        forced: Some(format!("DAXLOG_KERNEL={name}")),
+        forced: Some(format!("DAXLOG_KERNEL={}", k.name())),
+        kernels: (k, k),
     }
+}
+
+/// The kernel of `available` with the least time in `ns` (in the same order).
+fn fastest(available: &[Kernel], ns: &[f64]) -> Kernel {
+    let i = (0..ns.len())
+        .min_by(|&a, &b| ns[a].total_cmp(&ns[b]))
+        .expect("the portable kernel at least");
+    available[i]
 }
 
 /// Passes of [`time_kernels`] at most: the timing is repeated until two passes in a row
@@ -231,35 +219,30 @@ const PASSES: usize = 4;
 /// once a second pass agrees with it.
 fn timed(available: &[Kernel]) -> KernelChoice {
     let start = Instant::now();
-    let fastest = |ns: &[f64]| {
-        let i = (0..ns.len())
-            .min_by(|&a, &b| ns[a].total_cmp(&ns[b]))
-            .expect("the portable kernel at least");
-        available[i].name()
-    };
     let (mut crc_ns, mut copy_ns) = time_kernels(available);
-    let mut chosen = (fastest(&crc_ns), fastest(&copy_ns));
+    let mut chosen = (fastest(available, &crc_ns), fastest(available, &copy_ns));
     for _ in 1..PASSES {
         let (c, f) = time_kernels(available);
         for i in 0..available.len() {
             crc_ns[i] = crc_ns[i].min(c[i]);
             copy_ns[i] = copy_ns[i].min(f[i]);
         }
-        let now = (fastest(&crc_ns), fastest(&copy_ns));
+        let now = (fastest(available, &crc_ns), fastest(available, &copy_ns));
         if now == chosen {
             break;
         }
         chosen = now;
     }
     KernelChoice {
-        crc: chosen.0,
-        copy: chosen.1,
+        crc: chosen.0.name(),
+        copy: chosen.1.name(),
         timings: (0..available.len())
             .map(|i| (available[i].name(), crc_ns[i], copy_ns[i]))
             .collect(),
         sample_bytes: SAMPLE,
         took: start.elapsed(),
         forced: None,
+        kernels: chosen,
     }
 }
 
@@ -282,47 +265,45 @@ fn time_kernels(available: &[Kernel]) -> (Vec<f64>, Vec<f64>) {
     // within the slice.
     let src = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u8, SAMPLE) };
     let dst = dst.as_mut_ptr() as *mut u8;
-    let fastest = |ns: &mut Vec<f64>, mut f: Box<dyn FnMut(Kernel) + '_>| {
-        for round in 0..=ROUNDS {
-            for (i, &k) in available.iter().enumerate() {
-                let t = Instant::now();
-                f(k);
-                let elapsed = t.elapsed().as_nanos() as f64;
-                if round > 0 {
-                    ns[i] = ns[i].min(elapsed);
-                }
-            }
-        }
-    };
     let mut crc_ns = vec![f64::INFINITY; available.len()];
     // SAFETY: every kernel of `available` is one this CPU runs.
     let crc = |k: Kernel| unsafe { super::crc::crc_with(k, 7, std::hint::black_box(src)) };
-    fastest(&mut crc_ns, Box::new(|k| _ = std::hint::black_box(crc(k))));
-    let best_crc = available[(0..available.len())
-        .min_by(|&a, &b| crc_ns[a].total_cmp(&crc_ns[b]))
-        .expect("the portable kernel at least")];
+    time_rounds(available, &mut crc_ns, |k| _ = std::hint::black_box(crc(k)));
+    let best_crc = fastest(available, &crc_ns);
     let mut copy_ns = vec![f64::INFINITY; available.len()];
-    fastest(
-        &mut copy_ns,
-        Box::new(|k| {
-            let c = match k {
-                Kernel::Portable => {
-                    let c = crc(best_crc);
-                    // SAFETY: `dst` is 8-byte aligned (24 bytes past a 64-byte boundary) with
-                    // more than `SAMPLE` bytes of `buf` after it, apart from `src`; `SAMPLE`
-                    // is a multiple of 8.
-                    unsafe { super::copy::copy_nt(dst, src) };
-                    c
-                }
-                // SAFETY: as above; `k` is one this CPU runs, and `SAMPLE` is above the
-                // size below which it would call back into the choice.
-                k => unsafe { super::copy::copy_crc_with(k, dst, std::hint::black_box(src), 7) },
-            };
-            super::flush::fence(super::Persistence::Clwb);
-            std::hint::black_box(c);
-        }),
-    );
+    time_rounds(available, &mut copy_ns, |k| {
+        let c = match k {
+            Kernel::Portable => {
+                let c = crc(best_crc);
+                // SAFETY: `dst` is 8-byte aligned (24 bytes past a 64-byte boundary) with
+                // more than `SAMPLE` bytes of `buf` after it, apart from `src`; `SAMPLE`
+                // is a multiple of 8.
+                unsafe { super::copy::copy_nt(dst, src) };
+                c
+            }
+            // SAFETY: as above; `k` is one this CPU runs, and `SAMPLE` is above the
+            // size below which it would call back into the choice.
+            k => unsafe { super::copy::copy_crc_with(k, dst, std::hint::black_box(src), 7) },
+        };
+        super::flush::fence(super::Persistence::Clwb);
+        std::hint::black_box(c);
+    });
     (crc_ns, copy_ns)
+}
+
+/// Times `f` on every kernel of `available`, round by round (the first round a warm-up), and
+/// keeps each kernel's fastest time in `ns` (in the same order).
+fn time_rounds(available: &[Kernel], ns: &mut [f64], mut f: impl FnMut(Kernel)) {
+    for round in 0..=ROUNDS {
+        for (i, &k) in available.iter().enumerate() {
+            let t = Instant::now();
+            f(k);
+            let elapsed = t.elapsed().as_nanos() as f64;
+            if round > 0 {
+                ns[i] = ns[i].min(elapsed);
+            }
+        }
+    }
 }
 
 /// The inputs the kernels' tests share.
@@ -382,7 +363,7 @@ mod tests {
         assert!(c
             .describe()
             .contains(&format!("checksum {}, fused copy {}", c.crc, c.copy)));
-        // The process's own choice is one of them too, and the hot path's cache agrees.
+        // The process's own choice is one of them too, and the hot path reads the same.
         let p = kernel_choice();
         assert!(names.contains(&p.crc) && names.contains(&p.copy));
         assert_eq!(Kernel::for_crc().name(), p.crc);
@@ -394,7 +375,7 @@ mod tests {
         for k in Kernel::available() {
             assert_eq!(runnable_kernel(&k.name().to_uppercase()), Some(k.name()));
             assert!(runnable_kernels_text().contains(k.name()));
-            let c = forced(k.name());
+            let c = forced(k);
             assert_eq!((c.crc, c.copy), (k.name(), k.name()));
             assert!(c.timings.is_empty());
             assert!(c
@@ -403,7 +384,13 @@ mod tests {
         }
         assert_eq!(runnable_kernel("avx9000"), None);
         assert_eq!(runnable_kernel(""), None);
-        let missing = ALL.into_iter().filter(|k| !Kernel::available().contains(k));
+        let all = [
+            Kernel::Portable,
+            Kernel::Clmul128,
+            Kernel::Clmul256,
+            Kernel::Clmul512,
+        ];
+        let missing = all.into_iter().filter(|k| !Kernel::available().contains(k));
         for k in missing {
             assert_eq!(runnable_kernel(k.name()), None, "{k:?}");
             assert!(!runnable_kernels_text().contains(k.name()));
