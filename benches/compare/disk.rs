@@ -9,7 +9,12 @@
 //! - okaywal: `begin_entry`, `write_chunk`, `commit` (which syncs, batching concurrent
 //!   commits);
 //! - the naive file WAL: `write` of the entry's bytes to one file opened `O_APPEND`, then
-//!   `fdatasync`, by every thread on its own.
+//!   `fdatasync`, by every thread on its own;
+//! - the ceiling of a group commit on this disk: one thread writes the bytes of as many
+//!   entries as there are threads in the configuration with one `pwrite`, then `fdatasync`,
+//!   into a file whose blocks were all written before (so no sync converts unwritten
+//!   extents). It is what a group commit whose every sync covered every appender would make,
+//!   with no thread waiting for, or waking, another: no log's appends can beat it by much.
 //!
 //! For 1, 8 and 32 threads and 64 B and 4 KiB payloads, each configuration runs for a fixed
 //! time with every thread appending in a loop; the result is the aggregate appends/s and the
@@ -41,7 +46,14 @@ pub const ENGINES: &[(&str, &str)] = &[
     ("disk-raft-engine", "raft-engine 0.4 (write + sync)"),
     ("disk-okaywal", "okaywal 0.3 (commit)"),
     ("disk-filewal", "naive WAL: write + fdatasync per append"),
+    (
+        DISK_CEILING,
+        "ceiling: 1 thread, one pwrite of N entries + fdatasync (N = threads), written file",
+    ),
 ];
+
+/// The child group of the group-commit ceiling.
+pub const DISK_CEILING: &str = "disk-ceiling";
 
 /// One measured configuration.
 struct Outcome {
@@ -159,6 +171,10 @@ pub fn run(cfg: &Cfg, group: &str) {
                 "disk-raft-engine" => raft_engine(&dir, size, threads, secs),
                 "disk-okaywal" => okaywal(&dir, size, threads, secs),
                 "disk-filewal" => filewal(&dir, size, threads, secs),
+                DISK_CEILING => {
+                    let file = if cfg.smoke { 1 << 20 } else { 64 << 20 };
+                    ceiling(&dir, size, threads, secs, file)
+                }
                 other => panic!("unknown disk group {other:?}"),
             };
             report(group, size, threads, o);
@@ -238,4 +254,42 @@ fn filewal(dir: &Path, size: usize, threads: usize, secs: f64) -> Outcome {
         (&f).write_all(&img).expect("write");
         f.sync_data().expect("fdatasync");
     })
+}
+
+/// The ceiling of a group commit covering `covered` appends per sync: one thread, one `pwrite`
+/// of `covered` consecutive entries' bytes and one `fdatasync` per call, into a file of
+/// `file` bytes written to the end beforehand and synced (the writes go round in it). Each
+/// call counts as `covered` appends of the call's latency.
+fn ceiling(dir: &Path, size: usize, covered: usize, secs: f64, file: u64) -> Outcome {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("ceiling.log"))
+        .expect("create ceiling file");
+    let zeros = vec![0u8; 1 << 20];
+    for at in (0..file).step_by(zeros.len()) {
+        f.write_all_at(&zeros, at).expect("write the file once");
+    }
+    f.sync_all().expect("fsync");
+    let one = image(size, 1, 0);
+    let step = (one.len() * covered) as u64;
+    // The entries, then an end marker's zero word, as a daxlog sync writes them.
+    let mut run: Vec<u8> = one.repeat(covered);
+    run.extend_from_slice(&[0u8; 8]);
+    let at = AtomicU64::new(0);
+    let mut o = drive(1, secs, |_| {
+        let mut off = at.load(Ordering::Relaxed);
+        if off + run.len() as u64 > file {
+            off = 0;
+        }
+        f.write_all_at(&run, off).expect("pwrite");
+        f.sync_data().expect("fdatasync");
+        at.store(off + step, Ordering::Relaxed);
+    });
+    o.appends *= covered as u64;
+    o.per_sync = Some(covered as f64);
+    o
 }
