@@ -129,9 +129,68 @@ pub fn threaded(cfg: &Cfg) {
                 1,
                 &per_append,
             );
+            if n > 1 {
+                let ns = threads_apart(cfg, &opts, &p, n, ops / n);
+                let per_append: Vec<f64> = ns.iter().map(|v| v / ops as f64).collect();
+                emit(APART_ROW, &threads_case(size, n), size, 1, &per_append);
+            }
         }
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// The row of [`threads_apart`].
+pub const APART_ROW: &str =
+    "daxlog, one log per thread (the same appends with nothing shared between the threads)";
+
+/// `n` threads appending `each` entries of payload `p`, each thread to a log of its own: what
+/// the threads make when no reservation, publication or cache line is shared between them,
+/// i.e. the most that sharing one log could ever make. Times one repetition per sample; each
+/// log is replaced (untimed, filled once and emptied as in [`run`]) when the next might not
+/// fit.
+fn threads_apart(cfg: &Cfg, opts: &Options, p: &[u8], n: usize, each: usize) -> Vec<f64> {
+    let per_log = each * entry_len(p.len());
+    let cap = capacity_for(cfg, per_log);
+    let margin = per_log + per_log / 4 + (4 << 20);
+    let paths: Vec<_> = (0..n)
+        .map(|i| cfg.shm.join(format!("daxlog-apart-{i}.dax")))
+        .collect();
+    let logs = std::cell::RefCell::new(Vec::<Log>::new());
+    // (One call of the timed closure is a whole repetition: `threaded` divides by the appends.)
+    let ns = time_reps(
+        cfg.reps,
+        1,
+        || {
+            let mut v = logs.borrow_mut();
+            if v.is_empty() || v.iter().any(|l| (l.free_bytes() as usize) < margin) {
+                v.clear(); // unmap and unlock before re-creating the files
+                for path in &paths {
+                    let log = fresh_log(cfg, path, opts, cap);
+                    if !cfg.first_lap {
+                        wrap_once(&log);
+                    }
+                    v.push(log);
+                }
+            }
+        },
+        || {
+            let v = logs.borrow();
+            std::thread::scope(|s| {
+                for log in v.iter() {
+                    s.spawn(move || {
+                        for _ in 0..each {
+                            black_box(log.append(black_box(p)).expect("append"));
+                        }
+                    });
+                }
+            });
+        },
+    );
+    logs.borrow_mut().clear();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    ns
 }
 
 /// Times `ops` calls of `op` per repetition on a log that is replaced (untimed) whenever the
