@@ -528,26 +528,11 @@ impl<M: Media> Log<M> {
                 path: self.name.clone(),
             });
         }
-        let empty: [&[u8]; PAD_CHUNK] = [&[]; PAD_CHUNK];
         let mut taken: Option<Range<Lsn>> = None;
         let mut left = count;
         while left > 0 {
             let n = (left as usize).min(PAD_CHUNK);
-            let payloads = &empty[..n];
-            let total = n * HEADER_LEN;
-            let nt = total >= self.nt_threshold;
-            let resv = self.reserve(payloads, total)?;
-            let mut guard = Abandoned {
-                log: self,
-                resv: &resv,
-                payloads,
-                nt,
-                done: false,
-            };
-            self.store_padding(&resv, payloads, nt);
-            guard.done = true;
-            self.complete(&resv, nt)?;
-            let got = resv.first..resv.first + n as u64;
+            let got = self.pad_reservation(n)?;
             taken = Some(match taken {
                 Some(t) => t.start..got.end,
                 None => got,
@@ -558,5 +543,56 @@ impl<M: Media> Log<M> {
             let next = self.next_lsn();
             next..next
         }))
+    }
+
+    /// At a writable open, before any append: takes the next `count` LSNs, which the last
+    /// writer published and the log no longer holds, with padding entries; returns how many it
+    /// took (fewer where the log has no room left for one more).
+    ///
+    /// One entry per reservation, each durable before the next is stored, so that what a
+    /// power failure leaves of them is always a prefix: never a padding entry past one that
+    /// is missing, which recovery would take for an acknowledged entry past damage (their LSNs
+    /// lie below the published word). Their publications leave the reader area's words as
+    /// they are (`holding_words`): until the last is durable, the word still names every LSN
+    /// the last writer gave out, so that an open after a power failure meanwhile finds the
+    /// rest missing and pads them. The caller then publishes the word.
+    pub(crate) fn pad_lost(&self, count: u64) -> Result<u64> {
+        self.holding_words
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut taken = 0;
+        let r = loop {
+            if taken == count {
+                break Ok(taken);
+            }
+            match self.pad_reservation(1) {
+                Ok(_) => taken += 1,
+                Err(Error::Full { .. }) => break Ok(taken),
+                Err(e) => break Err(e),
+            }
+        };
+        self.holding_words
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    /// One reservation of `n` padding entries (at least one): reserved, stored, made durable
+    /// and published; their LSNs.
+    fn pad_reservation(&self, n: usize) -> Result<Range<Lsn>> {
+        let empty: Vec<&[u8]> = vec![&[]; n];
+        let payloads = &empty[..];
+        let total = n * HEADER_LEN;
+        let nt = total >= self.nt_threshold;
+        let resv = self.reserve(payloads, total)?;
+        let mut guard = Abandoned {
+            log: self,
+            resv: &resv,
+            payloads,
+            nt,
+            done: false,
+        };
+        self.store_padding(&resv, payloads, nt);
+        guard.done = true;
+        self.complete(&resv, nt)?;
+        Ok(resv.first..resv.first + n as u64)
     }
 }

@@ -122,6 +122,9 @@ pub struct Log<M: Media = MmapMedia> {
     pub(crate) combiner: crate::combine::Combiner,
     /// Mirrors `Writer::poisoned` for waiters.
     pub(crate) poisoned: AtomicBool,
+    /// Set while a writable open takes lost LSNs with padding (`Log::pad_lost`): publications
+    /// leave the reader area's words as they are.
+    pub(crate) holding_words: AtomicBool,
 }
 
 /// Metadata state: the slot and the right to store into the metadata area. Appends take it
@@ -607,6 +610,9 @@ impl<M: Media> Log<M> {
             path,
         )?;
         let mut current = slot;
+        // LSNs the last writer gave out that the log no longer holds, to be taken by padding
+        // (`recover::lost_to_pad`; the warning below).
+        let mut pad = 0;
         if writable {
             // Before the open's first write or sync, whose failure (a failed write-back of the
             // last session's, reported now) would fail the open: the next open must then not
@@ -621,7 +627,14 @@ impl<M: Media> Log<M> {
             recover::rewrite_corrected_slot(&mut pmem, &sb, &slot, unreadable, path)?;
             current = recover::start_session(&mut pmem, &sb, &slot, scan.next_lsn, path)?;
             recover::wipe_past_tail(&mut pmem, &sb, &slot, &scan, path)?;
-            recover::publish_recovered(&mut pmem, scan.next_lsn, published, path)?;
+            let live = Live {
+                head: slot.head_offset as usize,
+                tail: scan.tail,
+                wrap_at: scan.wrap_at,
+            };
+            let free = sb.capacity - (DATA_OFFSET + live.used(DATA_OFFSET)) as u64;
+            pad = recover::lost_to_pad(published, scan.next_lsn, free);
+            recover::publish_recovered(&mut pmem, scan.next_lsn, published, pad > 0, path)?;
         }
         let persistence = pmem.media().persistence();
         let report = recover::report(
@@ -647,16 +660,48 @@ impl<M: Media> Log<M> {
                 // leaves them out, before the word was judged: what it held of a batch the
                 // word covers is visited now (`Log::salvage`), so it is no torn tail.
                 log.report.torn_entries = log.salvage_walk(|_, _| {})?.torn;
-            } else if writable {
+            } else if writable && pad == 0 {
                 tracing::warn!(
                     path = %path.display(),
                     first,
                     last,
                     "daxlog: the last writer published entries this log no longer holds (lost \
-                     to damage or a failed write-back, or the published word is damaged); the \
-                     log goes on from where its entries end, and later opens will not see this"
+                     to damage or a failed write-back), or the published word is damaged: \
+                     more LSNs than a log takes with padding; the log goes on from where its \
+                     entries end, and gives those LSNs to new entries"
                 );
             }
+        }
+        if pad > 0 {
+            // (Before any append: the log is not shared yet. Where `published_missing` says
+            // the word is damaged, `lost_to_pad` said the same and this is not reached.)
+            let first = log.next_lsn();
+            let taken = log.pad_lost(pad)?;
+            if taken < pad {
+                // No room for the rest: the word lowered to where the log ends, as where
+                // nothing is padded.
+                let next = log.next_lsn();
+                recover::publish_recovered(&mut log.pmem, next, published, false, path)?;
+                // (The failure floor stays the session's cut, where the padding began.)
+                log.pmem.media().set_failure_floor(first);
+            } else {
+                log.pmem.media().publish_for_readers(published);
+            }
+            tracing::warn!(
+                path = %path.display(),
+                first,
+                last = published - 1,
+                padded = taken,
+                "daxlog: the last writer published entries this log no longer holds (lost \
+                 to damage or a failed write-back, or the published word is damaged); {}",
+                if taken == pad {
+                    "their LSNs are taken by padding entries, so that no append is given one of \
+                     them again, and later opens will not see this"
+                } else {
+                    "no room to take them all with padding: the rest will be given to new \
+                     entries, and later opens will not see this"
+                }
+            );
         }
         Ok(log)
     }
@@ -761,6 +806,7 @@ impl<M: Media> Log<M> {
             group: crate::group::GroupCommit::new(opts.resolved_yield_while_waiting()),
             combiner: crate::combine::Combiner::default(),
             poisoned: AtomicBool::new(false),
+            holding_words: AtomicBool::new(false),
         };
         if !read_only {
             log.prepare(scan.tail, 0);
@@ -878,12 +924,7 @@ impl<M: Media> Log<M> {
                 break live;
             }
         };
-        let used = if live.wrapped() {
-            live.wrap_at.saturating_sub(live.head) + (live.tail - DATA_OFFSET)
-        } else {
-            live.tail - live.head
-        };
-        used as u64
+        live.used(DATA_OFFSET) as u64
     }
 
     /// Bytes not holding live entries. An append needs its bytes in one piece, so this is an

@@ -277,6 +277,16 @@ impl Live {
         self.tail < self.head
     }
 
+    /// Bytes the live entries take (padding before a wrap included).
+    #[inline]
+    pub fn used(&self, data_start: usize) -> usize {
+        if self.wrapped() {
+            self.wrap_at.saturating_sub(self.head) + (self.tail - data_start)
+        } else {
+            self.tail - self.head
+        }
+    }
+
     /// Offset of the first live entry: the head, or the start of the data area when the part
     /// before the wrap is empty (an append wrapped while the log was empty).
     #[inline]

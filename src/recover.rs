@@ -17,7 +17,9 @@
 //! 7. [`wipe_past_tail`]: the remains of an interrupted append, or the header of a complete
 //!    entry that is no longer part of the log, zeroed with a second barrier;
 //! 8. [`publish_recovered`]: the recovered entries published to readers, and the reader
-//!    area's words left as this writer keeps them.
+//!    area's words left as this writer keeps them; but where the last writer published LSNs
+//!    the log no longer holds ([`lost_to_pad`]), the published word is left as it is, and
+//!    the open takes those LSNs with padding entries once the log is assembled.
 //!
 //! [`report`] then says what was found and done.
 
@@ -148,7 +150,8 @@ pub(crate) struct Unreadable {
 /// other copy ended. No crash leaves that: published entries are durable, and every slot
 /// update keeps them where the slot it replaces leads (a new epoch or a `reset` marks no
 /// entry before its slot is durable, a suffix truncation lowers the published LSN durably
-/// before its slot, a writable open that ends the log below it lowers it durably). So damage
+/// before its slot, a writable open that ends the log below it lowers it durably or pads up to
+/// it). So damage
 /// of more than one bit took the current slot, and the older copy cannot vouch for what was
 /// done since (FORMAT.md section 4). (Or zeros over the last published entries beside a torn
 /// slot update: damage too.) Not where the writer synced with `msync`: there a sync can
@@ -477,10 +480,19 @@ fn plausible(v: Lsn, sb: &Superblock, slot: &Slot) -> Lsn {
 /// publication all the same, it then stores its words over them). Then published; and where
 /// the log ends below what was `published` (damage, or in msync mode a write-back that
 /// failed), the lowered words made durable.
+///
+/// Except with `pad` (the LSNs from `next_lsn` up to `published` are about to be taken by
+/// padding entries, [`lost_to_pad`]): then the published word is left as it is until the
+/// padding is durable ([`crate::Log::pad_lost`]), so that an open after a power failure
+/// meanwhile finds the LSNs not yet padded missing again instead of giving them out. (A failed
+/// sync lowers it to the failure floor, `next_lsn`, as always: the next open in the same page
+/// cache then writes the session, padding included, again from there. A power failure before
+/// that open may keep the lowered word: then those LSNs are given out again.)
 pub(crate) fn publish_recovered<M: Media>(
     pmem: &mut Pmem<M>,
     next_lsn: Lsn,
     published: Lsn,
+    pad: bool,
     path: &Path,
 ) -> Result<()> {
     let media = pmem.media();
@@ -498,6 +510,9 @@ pub(crate) fn publish_recovered<M: Media>(
     if let Some(from) = clear {
         clear_reader_words(pmem, from, path)?;
     }
+    if pad {
+        return Ok(());
+    }
     pmem.media().publish_for_readers(next_lsn);
     if published > next_lsn {
         pmem.flush(format::PUBLISHED_OFFSET, format::READER_WORDS_LEN);
@@ -505,6 +520,27 @@ pub(crate) fn publish_recovered<M: Media>(
     }
     Ok(())
 }
+
+/// At a writable open: how many LSNs the last writer published (gave out: their appends
+/// returned) past `next_lsn`, where the log's entries end, if there are at most [`MAX_PAD`]
+/// of them and their padding entries take at most half of the `free` bytes the log has; else
+/// 0 (none missing; or more, taken for a damaged published word, as
+/// [`crate::RecoveryReport::published_missing`] takes more than the free space could have
+/// held). The open takes them with padding entries before any append
+/// ([`crate::Log::pad_lost`]), so that no LSN an append was acknowledged with is given to
+/// another entry.
+pub(crate) fn lost_to_pad(published: Lsn, next_lsn: Lsn, free: u64) -> u64 {
+    match published.checked_sub(next_lsn) {
+        Some(n) if n > 0 && n <= MAX_PAD && n <= free / 2 / format::HEADER_LEN as u64 => n,
+        _ => 0,
+    }
+}
+
+/// The most LSNs a writable open takes with padding (96 KiB of padding entries, each made
+/// durable on its own: on a disk, up to about half a second). The published word has no
+/// checksum: a bit flipped in it above bit 12 names more missing LSNs than that, and a log
+/// does not spend its space and LSNs on what is most likely damage.
+pub(crate) const MAX_PAD: u64 = 1 << 12;
 
 /// Zeros the reader area's words from `from` (the published LSN, or the vouched word) to the
 /// end of the vouched word, durably.
@@ -764,13 +800,16 @@ pub(crate) fn report(
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
-    /// Entries in the log after recovery.
+    /// Entries recovery found in the log (not the padding a writable open may append after
+    /// them: [`RecoveryReport::published_missing`]).
     pub entries: u64,
     /// LSN of the first entry (if any).
     pub first_lsn: Option<Lsn>,
     /// LSN of the last entry (if any).
     pub last_lsn: Option<Lsn>,
-    /// Offset just past the last entry: where the next append goes.
+    /// Offset just past the last entry recovery found: where the next append goes (but for
+    /// the padding a writable open may append there first:
+    /// [`RecoveryReport::published_missing`]).
     pub tail_offset: u64,
     /// Bytes of an interrupted append that were discarded.
     pub torn_bytes: u64,
@@ -826,14 +865,24 @@ pub struct RecoveryReport {
     /// published; and no more of them
     /// than the log's free space could have held, else the word is taken for damaged).
     /// No crash leaves that (a writer publishes durable entries only, and lowers the word
-    /// durably before any slot update that ends the log below it), so acknowledged entries
-    /// were lost to damage (an entry, or the current metadata slot) or to a write-back that
-    /// failed after a sync reported success (msync mode), or the word itself is damaged.
+    /// durably before any slot update that ends the log below it), but a crash inside an open
+    /// that was padding such LSNs (below): so acknowledged entries were lost to damage (an
+    /// entry, or the current metadata slot) or to a write-back that failed after a sync
+    /// reported success (msync mode), or the word itself is damaged.
     /// Where the writer vouched for the entries (CPU-flush modes, FORMAT.md section 11), such
     /// a loss is refused as damage ([`crate::Error::Corrupted`]); where it could not (msync
     /// mode, a log of version 2), the open goes on, and this is the only report of it. A
-    /// writable open then lowers the word to where the log ends (and logs a warning): later
-    /// opens no longer see it. `None` when the log holds every entry published.
+    /// writable open then takes those LSNs with padding entries before any append (and logs
+    /// a warning), so that no LSN an append was acknowledged with is given to another entry:
+    /// [`crate::Log::read`] finds nothing at them, iterators step over them, and later opens
+    /// no longer see them missing. Each padding entry is durable before the next is stored,
+    /// and the word is left as it was until the last is: an open after a power failure
+    /// meanwhile finds the rest missing and pads them. Not where more than 4,096 are missing,
+    /// or their padding would take more than half the free space (taken for a damaged word);
+    /// nor after a failed sync during the padding (the open fails, the word drops to where the
+    /// log ended, and the next open goes on from the padding it finds): then those LSNs are
+    /// given to new entries, as the warning says. `None` when the log holds every entry
+    /// published.
     pub published_missing: Option<(Lsn, Lsn)>,
 }
 

@@ -484,7 +484,9 @@ impl<M: Media> Log<M> {
         // The tail first, then the LSN: a reader that sees an LSN finds its entry live.
         self.last_lsn
             .store(last, sync::ordering!(Release, LastLsnRelaxed));
-        self.pmem.media().publish_for_readers(last + 1);
+        if !self.holding_words.load(Ordering::Relaxed) {
+            self.pmem.media().publish_for_readers(last + 1);
+        }
         self.published
             .store(next_ticket, sync::ordering!(Release, PublishedRelaxed));
         // Against a sleeper that registers in `waiters` and then reads `published`: one of the

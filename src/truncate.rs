@@ -438,7 +438,8 @@ impl<M: Media> Log<M> {
         // writer has (none republishes) would take the deleted entries for published ones,
         // and the first of them, gone, for damage. (Written back with the metadata page's
         // other lines; a published LSN only ever rises otherwise, over durable entries, but
-        // after a failed sync; a writable open whose log ends below it lowers it durably too.)
+        // after a failed sync; a writable open whose log ends below it lowers it durably too, or
+        // pads up to it.)
         #[cfg(feature = "mutants")]
         let lower = !crate::mutants::is(crate::mutants::Mutant::SuffixPublishedNotFlushed);
         #[cfg(not(feature = "mutants"))]

@@ -2285,15 +2285,31 @@ fn published_entries_that_are_missing_are_reported() {
         (json!(11), json!(10)),
         "{v}"
     );
-    // A writable open goes on from where the entries end (and says so on stderr).
+    // A writable open takes the lost LSNs with padding (and says so on stderr): the next
+    // append gets the LSN after them, none of them is given out again, and later opens see
+    // nothing missing.
     let out = msync(&["append", p(&path), "--data", "after"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "1\n");
+    assert_eq!(text(&out.stdout), "11\n");
     assert!(
-        text(&out.stderr).contains("published entries this log no longer holds"),
+        text(&out.stderr).contains("published entries this log no longer holds")
+            && text(&out.stderr).contains("taken by padding entries"),
         "{}",
         text(&out.stderr)
     );
+    let v = info_json(&path);
+    assert_eq!(
+        (
+            v["published_missing"].clone(),
+            v["next_lsn"].clone(),
+            v["padding"].clone()
+        ),
+        (Value::Null, json!(12), json!(10)),
+        "{v}"
+    );
+    let out = msync(&["cat", p(&path)], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "after\n");
 
     // The last entry damaged: missing, under --strict too (no interrupted append); with
     // damage inside as well, past the entries found beyond it, and a salvage pads it.

@@ -788,10 +788,12 @@ fn a_last_entry_whole_but_for_its_length_stays_a_torn_tail() {
         crafted
     };
     let (crafted, crafted_batch) = (craft("crafted.dax", false), craft("batch.dax", true));
-    for (what, path, entries) in [
-        ("length flip", &path, 19),
-        ("crafted torn payload", &crafted, 3),
-        ("crafted torn first entry of a batch", &crafted_batch, 3),
+    // (`padded`: LSNs the writer had published that the log no longer holds, which a writable
+    // open takes with padding.)
+    for (what, path, entries, padded) in [
+        ("length flip", &path, 19, 1),
+        ("crafted torn payload", &crafted, 3, 0),
+        ("crafted torn first entry of a batch", &crafted_batch, 3, 0),
     ] {
         let log = Log::open_read_only(path, &Options::new()).unwrap();
         assert_eq!(log.recovery().entries, entries, "{what}");
@@ -807,9 +809,10 @@ fn a_last_entry_whole_but_for_its_length_stays_a_torn_tail() {
         }
         drop(log);
         // A writable open too.
+        let log = Log::open(path, &Options::new()).unwrap();
         assert_eq!(
-            Log::open(path, &Options::new()).unwrap().len(),
-            entries,
+            (log.recovery().entries, log.len()),
+            (entries, entries + padded),
             "{what}"
         );
     }
@@ -1112,7 +1115,11 @@ fn a_torn_append_that_wrapped_is_a_torn_tail_at_the_start_of_the_data_area() {
         "{:?}",
         log.recovery().tail_state
     );
-    assert_eq!(log.last_lsn(), Some(lsn - 1));
+    // (The torn entry's append had returned: the first writable open took its LSN with
+    // padding.)
+    assert_eq!(log.last_lsn(), Some(lsn));
+    assert!(log.read(lsn).is_none());
+    assert_eq!(log.recovery().entries, offs.len() as u64);
     drop(log);
 
     // Below the cut: damage, named at 4096.
@@ -2418,11 +2425,13 @@ fn a_corrected_slot_is_not_undone_by_a_torn_slot_after_it() {
 }
 
 /// A writable open that ends the log below the published LSN (here zeros over the header of
-/// the last published entry: it ends cleanly there, as FORMAT.md section 7 says) makes the
-/// lowered value durable: no crash after it leaves the higher one, which recovery would take
+/// the last published entry: it ends cleanly there, as FORMAT.md section 7 says) takes the
+/// published LSNs it no longer holds with padding, and leaves words that say so; where the
+/// word names more than the log could have lost (a damaged word), it makes the lowered value
+/// durable instead: no crash after the open leaves the higher one, which recovery would take
 /// for evidence of entries this log no longer has.
 #[test]
-fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
+fn an_open_that_ends_below_the_published_lsn_pads_or_lowers_it_durably() {
     use daxlog::Persistence;
     use pmem_sim::{GenConfig, Model, SimMedia};
     const P: Persistence = Persistence::Clwb;
@@ -2445,29 +2454,40 @@ fn an_open_that_ends_below_the_published_lsn_lowers_it_durably() {
         other => panic!("vouched for: {:?}", other.map(|l| l.next_lsn())),
     }
     // The vouched word lost (zeros): only the published LSN says LSN 5 was published, and
-    // nothing valid past the end backs it (FORMAT.md section 7, rule 4): a clean end.
+    // nothing valid past the end backs it (FORMAT.md section 7, rule 4): a clean end, and LSN 5
+    // missing. With the word damaged too (a bit flipped far above the free space's worth),
+    // nothing is taken for missing.
     img[format::VOUCHED_OFFSET..][..8].fill(0);
-    let media = SimMedia::from_image(&img, P);
-    let obs = media.observer();
-    let (initial, from) = (obs.snapshot(), obs.ops());
-    let log = Log::open_on(media, &Options::new()).unwrap();
-    assert_eq!(log.next_lsn(), 5);
-    drop(log);
-    let run = obs.run_from(initial, from);
-    let mut finals = std::collections::BTreeSet::new();
-    let n = run.ops.len();
-    run.for_each_point(|point, st| {
-        if point == n {
-            let ci = st.crash_images(Model::Strict, &GenConfig::default(), 1);
-            finals.extend((0..ci.len()).map(|i| {
-                let img = ci.image(i);
-                let v = format::VOUCHED_OFFSET;
-                let b = u64::from_le_bytes(img[v..v + 8].try_into().unwrap());
-                (word(&img), format::vouched(word(&img), b))
-            }));
-        }
-    });
-    assert_eq!(finals.into_iter().collect::<Vec<_>>(), [(5, 5)]);
+    let mut damaged = img.clone();
+    damaged[format::PUBLISHED_OFFSET..][..8].copy_from_slice(&(6u64 | 1 << 40).to_le_bytes());
+    for (what, img, next) in [("padded", img, 6), ("damaged word", damaged, 5)] {
+        let media = SimMedia::from_image(&img, P);
+        let obs = media.observer();
+        let (initial, from) = (obs.snapshot(), obs.ops());
+        let log = Log::open_on(media, &Options::new()).unwrap();
+        assert_eq!(log.next_lsn(), next, "{what}");
+        assert!(log.read(5).is_none(), "{what}");
+        drop(log);
+        let run = obs.run_from(initial, from);
+        let mut finals = std::collections::BTreeSet::new();
+        let n = run.ops.len();
+        run.for_each_point(|point, st| {
+            if point == n {
+                let ci = st.crash_images(Model::Strict, &GenConfig::default(), 1);
+                finals.extend((0..ci.len()).map(|i| {
+                    let img = ci.image(i);
+                    let v = format::VOUCHED_OFFSET;
+                    let b = u64::from_le_bytes(img[v..v + 8].try_into().unwrap());
+                    (word(&img), format::vouched(word(&img), b))
+                }));
+            }
+        });
+        assert_eq!(
+            finals.into_iter().collect::<Vec<_>>(),
+            [(next, next)],
+            "{what}"
+        );
+    }
 }
 
 /// A second damaged entry after a first, whose length has a bit set (it claims the entries

@@ -33,7 +33,8 @@
 //! * `truncate(since)` (drop a conflicting suffix) is `truncate_after(lsn(since) - 1)`.
 //!
 //! Padding entries (LSNs that daxlog filled with padding because an appender panicked in the
-//! middle of an append) may lie between two Raft entries, before the first or after the last:
+//! middle of an append, or because a writable open found LSNs the last writer had published
+//! and lost, in msync mode) may lie between two Raft entries, before the first or after the last:
 //! readers skip them, and the mapping is then kept as a few runs, each with its own offset,
 //! found on open by one walk over the log (the first entry of each run carries its log id).
 //!
@@ -494,7 +495,7 @@ struct Meta<NID: NodeId> {
 ///
 /// Consecutive Raft entries normally sit at consecutive LSNs, but padding entries (the LSNs of
 /// an append abandoned by a panicking appender, which daxlog fills with padding so that the log
-/// goes on) may lie between two of them. So the mapping is kept as runs: each run starts at a
+/// goes on, or LSNs lost after they were published, which a writable open pads) may lie between two of them. So the mapping is kept as runs: each run starts at a
 /// Raft index and an LSN, and maps the indexes up to the next run's start to consecutive LSNs.
 /// There is one run unless padding was found.
 struct Inner<C: RaftTypeConfig> {

@@ -380,7 +380,8 @@ fn missing_error(path: &Path, missing: (Lsn, Lsn)) -> CliError {
     let p = path.display();
     CliError::Damaged(format!(
         "{p}: {}; `daxlog check {p} --salvage OUT` copies every readable entry, LSNs kept (a \
-         writable open goes on from where the entries end, and gives those LSNs out again)",
+         writable open takes those LSNs with padding entries where they fit, so that none is \
+         given to another entry)",
         missing_text(missing),
     ))
 }
