@@ -446,7 +446,7 @@ impl<M: Media> Drop for Abandoned<'_, M> {
         #[cfg(not(feature = "mutants"))]
         let pads = true;
         if pads {
-            log.store_padding(self.resv, self.payloads, self.nt);
+            log.store_padding(&self.resv.claim, self.resv.first, self.payloads, self.nt);
         }
         tracing::warn!(
             path = %log.name.display(),
@@ -479,11 +479,12 @@ fn batch_flags(i: usize, n: usize) -> u32 {
 const PAD_CHUNK: usize = BATCH_BUF / HEADER_LEN;
 
 impl<M: Media> Log<M> {
-    /// Fills the reservation `resv`, made for entries of the lengths of `payloads`, with
-    /// padding entries of the same lengths (zero payloads, flag `PAD`) that take its LSNs.
-    fn store_padding(&self, resv: &Resv, payloads: &[&[u8]], nt: bool) {
-        let (epoch, first) = (self.epoch(), resv.first);
-        let mut pos = resv.claim.start();
+    /// Fills the reservation of `claim`, made for entries of the lengths of `payloads` from
+    /// LSN `first` on, with padding entries of the same lengths (zero payloads, flag `PAD`)
+    /// that take its LSNs.
+    fn store_padding(&self, claim: &Claim, first: Lsn, payloads: &[&[u8]], nt: bool) {
+        let epoch = self.epoch();
+        let mut pos = claim.start();
         let zeros = vec![0u8; payloads.iter().map(|p| p.len()).max().unwrap_or(0)];
         for (i, p) in payloads.iter().enumerate() {
             let flags = FLAG_PAD
@@ -495,7 +496,7 @@ impl<M: Media> Log<M> {
             let body = &zeros[..p.len()];
             let pcrc = format::payload_crc(self.sb.salt, body);
             let h = EntryHeader::sealed(p.len(), first + i as u64, epoch, flags, pcrc);
-            self.store_entry(&resv.claim, pos, &h, body, nt);
+            self.store_entry(claim, pos, &h, body, nt);
             pos += h.entry_len();
         }
     }
@@ -582,17 +583,8 @@ impl<M: Media> Log<M> {
         let payloads = &empty[..];
         let total = n * HEADER_LEN;
         let nt = total >= self.nt_threshold;
-        let resv = self.reserve(payloads, total)?;
-        let mut guard = Abandoned {
-            log: self,
-            resv: &resv,
-            payloads,
-            nt,
-            done: false,
-        };
-        self.store_padding(&resv, payloads, nt);
-        guard.done = true;
-        self.complete(&resv, nt)?;
-        Ok(resv.first..resv.first + n as u64)
+        self.reserve_and_store(payloads, total, nt, |claim, first, nt| {
+            self.store_padding(claim, first, payloads, nt)
+        })
     }
 }
