@@ -576,11 +576,11 @@ impl<M: Media> Log<M> {
         r
     }
 
-    /// One reservation of `n` padding entries (at least one): reserved, stored, made durable
-    /// and published; their LSNs.
+    /// One reservation of `n` padding entries (1 to [`PAD_CHUNK`]): reserved, stored, made
+    /// durable and published; their LSNs.
     fn pad_reservation(&self, n: usize) -> Result<Range<Lsn>> {
-        let empty: Vec<&[u8]> = vec![&[]; n];
-        let payloads = &empty[..];
+        const EMPTY: [&[u8]; PAD_CHUNK] = [&[]; PAD_CHUNK];
+        let payloads = &EMPTY[..n];
         let total = n * HEADER_LEN;
         let nt = total >= self.nt_threshold;
         self.reserve_and_store(payloads, total, nt, |claim, first, nt| {

@@ -632,7 +632,7 @@ impl<M: Media> Log<M> {
                 tail: scan.tail,
                 wrap_at: scan.wrap_at,
             };
-            let free = sb.capacity - (DATA_OFFSET + live.used(DATA_OFFSET)) as u64;
+            let free = live.free(DATA_OFFSET, sb.capacity as usize) as u64;
             pad = recover::lost_to_pad(published, scan.next_lsn, free);
             recover::publish_recovered(&mut pmem, scan.next_lsn, published, pad > 0, path)?;
         }

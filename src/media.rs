@@ -287,6 +287,12 @@ impl Live {
         }
     }
 
+    /// Bytes of the data area (from `data_start` to `len`) not holding live entries.
+    #[inline]
+    pub fn free(&self, data_start: usize, len: usize) -> usize {
+        len - data_start - self.used(data_start)
+    }
+
     /// Offset of the first live entry: the head, or the start of the data area when the part
     /// before the wrap is empty (an append wrapped while the log was empty).
     #[inline]
