@@ -326,41 +326,32 @@ fn lsns_acknowledged_and_lost_are_never_given_out_again() {
     drop(log);
 
     let run = obs.run_from(img, from);
-    let (mut images, mut bad) = (0, Vec::new());
-    run.for_each_point(|point, st| {
-        let ci = st.crash_images(Model::Msync, &GenConfig::default(), point as u64);
-        for i in 0..ci.len() {
-            images += 1;
-            let outcome =
-                Log::open_on(SimMedia::from_image(&ci.image(i), P), &opts).and_then(|log| {
-                    let held: Vec<(u64, Vec<u8>)> =
-                        log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
-                    Ok((held, log.next_lsn(), log.append(b"next")?))
-                });
-            let ok = match &outcome {
-                Ok((held, next, given)) => {
-                    let (before, rest) = held.split_at(held.len().min(7));
-                    before
-                        .iter()
-                        .enumerate()
-                        .all(|(k, (l, p))| *l == k as u64 + 1 && *p == payload(k + 1, len))
-                        && before.len() == 7
-                        && rest.iter().all(|(l, p)| *l == 11 && p == b"after")
-                        && *next >= 11
-                        && *given == *next
-                }
-                Err(_) => false,
-            };
-            if !ok {
-                bad.push(format!(
-                    "point {point} ({}): {}: {:?}",
-                    run.ops
-                        .get(point.saturating_sub(1))
-                        .map_or("start".into(), |o| o.describe()),
-                    ci.describe(i),
-                    outcome.map(|(h, n, g)| (h.iter().map(|e| e.0).collect::<Vec<_>>(), n, g))
-                ));
+    let (images, bad) = sweep(&run, 0, Model::Msync, |img| {
+        let outcome = Log::open_on(SimMedia::from_image(img, P), &opts).and_then(|log| {
+            let held: Vec<(u64, Vec<u8>)> =
+                log.iter().map(|e| (e.lsn, e.payload.to_vec())).collect();
+            Ok((held, log.next_lsn(), log.append(b"next")?))
+        });
+        let ok = match &outcome {
+            Ok((held, next, given)) => {
+                let (before, rest) = held.split_at(held.len().min(7));
+                before
+                    .iter()
+                    .enumerate()
+                    .all(|(k, (l, p))| *l == k as u64 + 1 && *p == payload(k + 1, len))
+                    && before.len() == 7
+                    && rest.iter().all(|(l, p)| *l == 11 && p == b"after")
+                    && *next >= 11
+                    && *given == *next
             }
+            Err(_) => false,
+        };
+        match outcome {
+            _ if ok => Ok(()),
+            o => Err(format!(
+                "{:?}",
+                o.map(|(h, n, g)| (h.iter().map(|e| e.0).collect::<Vec<_>>(), n, g))
+            )),
         }
     });
     assert!(images > 0, "no crash image checked");
@@ -414,23 +405,12 @@ fn every_crash_of_a_padding_open(
     after(&log);
     drop(log);
     let run = obs.run_from(img, from);
-    let (mut bad, mut images) = (Vec::new(), 0);
-    run.for_each_point(|point, st| {
-        let ci = st.crash_images(model, &GenConfig::default(), point as u64);
-        for i in 0..ci.len() {
-            images += 1;
-            let r = Log::open_on(SimMedia::from_image(&ci.image(i), persistence), opts)
-                .and_then(|log| log.append(b"new"));
-            match r {
-                Ok(lsn) if lsn >= published => {}
-                other => bad.push(format!(
-                    "point {point} ({}): {}: {other:?}",
-                    run.ops
-                        .get(point.saturating_sub(1))
-                        .map_or("start".into(), |o| o.describe()),
-                    ci.describe(i)
-                )),
-            }
+    let (images, bad) = sweep(&run, 0, model, |img| {
+        match Log::open_on(SimMedia::from_image(img, persistence), opts)
+            .and_then(|log| log.append(b"new"))
+        {
+            Ok(lsn) if lsn >= published => Ok(()),
+            other => Err(format!("{other:?}")),
         }
     });
     (bad, images)
@@ -558,27 +538,18 @@ fn a_failed_write_back_of_the_padding_is_written_again_by_the_next_open() {
     drop(log);
     let with_after: Vec<Vec<u8>> = want.iter().cloned().chain([b"after".to_vec()]).collect();
     let run = obs.run_from(img, from);
-    let (mut images, mut bad) = (0, Vec::new());
-    run.for_each_point(|point, st| {
-        if from + point < reopened {
-            return;
-        }
-        let ci = st.crash_images(Model::Msync, &GenConfig::default(), point as u64);
-        for i in 0..ci.len() {
-            images += 1;
-            let r = Log::open_on(SimMedia::from_image(&ci.image(i), P), &Options::new())
-                .map(|log| (entries_of(&log), log.next_lsn()));
-            match r {
-                Ok((got, n)) if got == want && n >= next => {}
-                Ok((got, n)) if got == with_after && n == next + 1 => {}
-                other => bad.push(format!(
-                    "point {point}: {}: {:?}",
-                    ci.describe(i),
-                    other.map(|(g, n)| (g.len(), n))
-                )),
-            }
-        }
-    });
+    let (images, bad) = sweep(
+        &run,
+        reopened - from,
+        Model::Msync,
+        |img| match Log::open_on(SimMedia::from_image(img, P), &Options::new())
+            .map(|log| (entries_of(&log), log.next_lsn()))
+        {
+            Ok((got, n)) if got == want && n >= next => Ok(()),
+            Ok((got, n)) if got == with_after && n == next + 1 => Ok(()),
+            other => Err(format!("{:?}", other.map(|(g, n)| (g.len(), n)))),
+        },
+    );
     assert!(images > 0);
     assert!(
         bad.is_empty(),
@@ -591,6 +562,37 @@ fn a_failed_write_back_of_the_padding_is_written_again_by_the_next_open() {
 /// The payloads of `log`'s entries, padding skipped.
 fn entries_of(log: &Log<SimMedia>) -> Vec<Vec<u8>> {
     log.iter().map(|e| e.payload.to_vec()).collect()
+}
+
+/// Every crash image (of `model`) of `run` from its crash point `first` on, given to `check`,
+/// which says what is wrong with it, if anything. Returns the images checked and the
+/// failures, each named by its crash point, the operation before it and the image.
+fn sweep(
+    run: &pmem_sim::Run,
+    first: usize,
+    model: Model,
+    mut check: impl FnMut(&[u8]) -> Result<(), String>,
+) -> (usize, Vec<String>) {
+    let (mut images, mut bad) = (0, Vec::new());
+    run.for_each_point(|point, st| {
+        if point < first {
+            return;
+        }
+        let ci = st.crash_images(model, &GenConfig::default(), point as u64);
+        for i in 0..ci.len() {
+            images += 1;
+            if let Err(e) = check(&ci.image(i)) {
+                bad.push(format!(
+                    "point {point} ({}): {}: {e}",
+                    run.ops
+                        .get(point.saturating_sub(1))
+                        .map_or("start".into(), |o| o.describe()),
+                    ci.describe(i)
+                ));
+            }
+        }
+    });
+    (images, bad)
 }
 
 /// A session that began with padding has the failure floor of any other: its cut. A
@@ -641,31 +643,21 @@ fn a_session_that_began_with_padding_has_its_cut_for_failure_floor() {
         assert_eq!(accepted, want, "lose={lose}");
         drop(log);
         let run = obs.run_from(img, from);
-        let (mut images, mut bad) = (0, Vec::new());
-        run.for_each_point(|point, st| {
-            if from + point < reopened {
-                return;
-            }
-            let ci = st.crash_images(Model::Msync, &GenConfig::default(), point as u64);
-            for i in 0..ci.len() {
-                images += 1;
-                let r = Log::open_on_read_only(SimMedia::from_image(&ci.image(i), P), &opts)
-                    .map(|log| log.iter().map(|e| e.payload.to_vec()).collect::<Vec<_>>());
-                match r {
-                    Ok(got) if got == accepted => {}
-                    other => {
-                        let w = Log::open_on(SimMedia::from_image(&ci.image(i), P), &opts)
-                            .and_then(|log| {
-                                Ok((log.recovery().published_missing, log.append(b"new")?))
-                            });
-                        bad.push(format!(
-                            "point {point}: {}: {:?} entries, want {}; writable open then \
-                             (published_missing, LSN of next append): {w:?}",
-                            ci.describe(i),
-                            other.map(|g| g.len()),
-                            accepted.len()
-                        ))
-                    }
+        let (images, bad) = sweep(&run, reopened - from, Model::Msync, |img| {
+            let r = Log::open_on_read_only(SimMedia::from_image(img, P), &opts)
+                .map(|log| entries_of(&log));
+            match r {
+                Ok(got) if got == accepted => Ok(()),
+                other => {
+                    let w = Log::open_on(SimMedia::from_image(img, P), &opts).and_then(|log| {
+                        Ok((log.recovery().published_missing, log.append(b"new")?))
+                    });
+                    Err(format!(
+                        "{:?} entries, want {}; writable open then (published_missing, LSN of \
+                         next append): {w:?}",
+                        other.map(|g| g.len()),
+                        accepted.len()
+                    ))
                 }
             }
         });
