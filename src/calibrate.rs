@@ -19,11 +19,11 @@
 //! media's own costs: it runs on DRAM (Optane wrote in 256-byte units, and non-temporal stores
 //! won there from about 256-512 B); where that matters, set the threshold explicitly.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::format::{self, DATA_OFFSET, ENTRY_ALIGN};
+use crate::once::Chosen;
 use crate::persist::{self, Persistence};
 use crate::{Log, MmapMedia, Options};
 
@@ -116,14 +116,16 @@ pub fn threshold_from(timings: &[(usize, f64, f64)]) -> usize {
 /// The calibration for `flush` (a CPU-flush mode this CPU supports), made once per process.
 /// If the scratch logs cannot be made (no `memfd_create`), the default threshold is kept and
 /// [`Calibration::failure`] says why.
+/// Other threads that ask while it is made wait for it; a child forked from another thread
+/// at that moment waits a second, then makes its own.
 pub fn for_flush(flush: Persistence) -> &'static Calibration {
-    static CACHE: [OnceLock<Calibration>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static CACHE: [Chosen<Calibration>; 3] = [Chosen::new(), Chosen::new(), Chosen::new()];
     let slot = match flush {
         Persistence::Clwb => 0,
         Persistence::ClflushOpt => 1,
         _ => 2,
     };
-    CACHE[slot].get_or_init(|| {
+    CACHE[slot].get_or_choose(|| {
         let t = Instant::now();
         // The scratch logs' own events (mapped, created, CPU flushes forced) would read as the
         // caller's: they go nowhere.

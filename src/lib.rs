@@ -52,6 +52,7 @@ mod map;
 mod media;
 #[cfg(feature = "mutants")]
 pub mod mutants;
+mod once;
 mod options;
 mod persist;
 mod pins;

@@ -13,6 +13,8 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::once::Chosen;
+
 /// Which implementation the CPU allows, simplest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kernel {
@@ -134,16 +136,18 @@ const _: () = assert!(SAMPLE >= super::copy::FUSED_MIN);
 const ROUNDS: usize = 9;
 
 /// The choice of this process, made once.
-static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
+static CHOICE: Chosen<KernelChoice> = Chosen::new();
 
 /// The checksum and fused-copy kernels of this process: the fastest of those the CPU runs,
 /// timed at the first call (about 0.2 ms; the first open of a log, or the first large checksum
 /// or fused copy of the process, makes that call), unless a log opened earlier with `DAXLOG_KERNEL` set and
 /// [`Options::from_env`](crate::Options::from_env) forced one. Every log of the process
 /// checksums and copies with them; they change speed only, never a checksum's value.
+/// Other threads that call it while the choice is timed wait for it; a child forked from
+/// another thread at that moment waits a second, then times its own.
 #[inline]
 pub fn kernel_choice() -> &'static KernelChoice {
-    CHOICE.get_or_init(|| {
+    CHOICE.get_or_choose(|| {
         let c = timed(&Kernel::available());
         tracing::debug!(kernels = %c.describe(), "daxlog: chose the checksum kernels of this host");
         c
@@ -170,7 +174,7 @@ pub(crate) fn runnable_kernels_text() -> &'static str {
 /// Makes `name` (one of [`runnable_kernel`]'s) the kernel of the process if none was chosen
 /// yet; if one was, keeps it and says so when it is another.
 pub(crate) fn force_kernel(name: &'static str) {
-    let c = CHOICE.get_or_init(|| {
+    let c = CHOICE.get_or_choose(|| {
         let k = Kernel::available()
             .into_iter()
             .find(|k| k.name() == name)
