@@ -291,7 +291,7 @@ impl<M: Media> Log<M> {
         }
     }
 
-    /// Where the next appends can go, as [`Log::reserve`] places them: see
+    /// Where the next appends can go, as appends place them: see
     /// [`Room`](crate::Room).
     pub fn room(&self) -> crate::Room {
         let tail = State::unpack(self.resv.load_torn()).tail;
