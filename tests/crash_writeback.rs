@@ -723,3 +723,91 @@ fn a_damaged_published_word_does_not_fill_the_log_with_padding() {
         assert_eq!(log.free_bytes(), free - 24 * padded, "bit {bit}");
     }
 }
+
+/// Padding that does not all fit. The free space an open judges the padding by includes the
+/// end of the data area a wrap left unused, where no entry goes until the head has passed it:
+/// in a wrapped log whose tail is close to its head, a published word a few LSNs too high
+/// (damaged, or LSNs lost) is judged worth padding, and the padding meets `Full`. The open
+/// pads what fits, lowers the word durably to where it ends (the rest goes to new entries,
+/// with a warning), and at every crash point the log opens, its next LSN no lower than where
+/// the padding began.
+#[test]
+fn padding_without_room_for_all_lowers_the_word_durably() {
+    let cap = 64 << 10;
+    let opts = Options::new().capacity(cap as u64);
+    let media = SimMedia::new(cap, P);
+    let obs = media.observer();
+    let log = Log::create_on(media, &opts).unwrap();
+    // About 6 KiB left at the tail, then the front freed: an 8 KiB entry wraps, and leaves
+    // those 6 KiB unused until the head passes them; then small entries until the log is full.
+    let mut i = 0;
+    while log.room().at_tail >= 6 << 10 {
+        log.append(&payload(i, 1000)).unwrap();
+        i += 1;
+    }
+    log.truncate_before(log.next_lsn() - 20).unwrap();
+    log.append(&payload(i, 8 << 10)).unwrap();
+    while log.append(&payload(i, 8)).is_ok() {
+        i += 1;
+    }
+    let next = log.next_lsn();
+    let free = log.free_bytes();
+    assert!(
+        free >= 5 << 10 && log.room().at_tail < 32,
+        "{free} {:?}",
+        log.room()
+    );
+    drop(log);
+    let mut img = obs.snapshot();
+    let word = u64::from_le_bytes(img[PUBLISHED_OFFSET..][..8].try_into().unwrap());
+    assert_eq!(word, next);
+    let published = word + 16;
+    img[PUBLISHED_OFFSET..][..8].copy_from_slice(&published.to_le_bytes());
+
+    let media = SimMedia::from_image(&img, P);
+    let obs = media.observer();
+    let from = obs.ops();
+    let log = Log::open_on(media, &opts).unwrap();
+    assert_eq!(
+        log.recovery().published_missing,
+        Some((next, published - 1))
+    );
+    let padded = log.next_lsn() - next;
+    assert!(
+        padded < 16,
+        "{padded} of 16 padded: the case needs a log with no room"
+    );
+    drop(log);
+    let after = obs.snapshot();
+    let word = u64::from_le_bytes(after[PUBLISHED_OFFSET..][..8].try_into().unwrap());
+    assert_eq!(
+        word,
+        next + padded,
+        "the word is lowered to where the padding ends"
+    );
+    let log = Log::open_on(SimMedia::from_image(&after, P), &opts).unwrap();
+    assert_eq!(log.recovery().published_missing, None);
+    assert_eq!(log.next_lsn(), next + padded);
+    drop(log);
+
+    let run = obs.run_from(img, from);
+    let (images, bad) = sweep(&run, 0, Model::Msync, |img| {
+        let log = Log::open_on(SimMedia::from_image(img, P), &opts).map_err(|e| e.to_string())?;
+        let missing = log.recovery().published_missing;
+        if missing.is_some_and(|(_, last)| last != published - 1) {
+            return Err(format!("missing {missing:?}"));
+        }
+        // (The log is full: what the next append would get.)
+        match log.next_lsn() {
+            lsn if lsn >= next => Ok(()),
+            lsn => Err(format!("next LSN {lsn}")),
+        }
+    });
+    assert!(images > 0);
+    assert!(
+        bad.is_empty(),
+        "{} of {images}: {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
