@@ -286,12 +286,17 @@ pub enum Error {
     },
 
     /// A suffix truncation (`truncate_after`) deleted entries that a [`crate::Reader`] had
-    /// already returned: those from `from` on are no longer in the log (a consensus log's
-    /// conflicting suffix). The reader goes on from `from`, with the entries that replace
-    /// them. (If more suffix truncations than the log records (64) came between two looks of
-    /// the reader, `from` is the head it knew, and may lie below entries that were deleted;
-    /// a [`Error::Truncated`] follows for those of them a head truncation has removed.)
-    #[error("{path}: entries from LSN {from} on were deleted after this reader returned them")]
+    /// already returned, or passed with a `seek` beyond them: those from `from` on are no
+    /// longer in the log (a consensus log's conflicting suffix). The reader goes on from
+    /// `from`, with the entries that replace them. (If more suffix truncations than the log
+    /// records (64) came between two looks of the reader, `from` is the head it knew, and may
+    /// lie below entries that were deleted; a [`Error::Truncated`] follows for those of them a
+    /// head truncation has removed. A suffix truncation that failed, or whose writer died
+    /// before it ended, may be reported too, though it deleted nothing: the entries from `from`
+    /// on then come again, the same ones.)
+    #[error(
+        "{path}: entries from LSN {from} on were deleted after this reader returned or passed them"
+    )]
     Rewound {
         /// The file.
         path: PathBuf,

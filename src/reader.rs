@@ -106,8 +106,8 @@ pub struct Reader {
     published: u64,
     /// (LSN, offset) of entries passed, one every `ANCHOR_STRIDE` LSNs.
     anchors: Vec<(Lsn, usize)>,
-    /// The highest LSN handed to the caller (0: none yet): a suffix truncation from an LSN
-    /// above it deleted nothing the caller has.
+    /// The highest LSN handed to the caller, or passed by a `seek` beyond it (0: none yet): a
+    /// suffix truncation from an LSN above it deleted nothing the caller has.
     returned: Lsn,
     /// The writer's count of suffix truncations, as last read (FORMAT.md §11).
     deletions: u64,
@@ -305,10 +305,25 @@ impl Reader {
     /// away, even while the seek ran). An `lsn` beyond the published end waits for the writer
     /// to get there.
     ///
+    /// The entries below `lsn` that the log holds count from then on as returned: a suffix
+    /// truncation that later deletes any of them is reported ([`Error::Rewound`]), and the
+    /// reader goes back to the entries that replace them (a reader started "from now on" with
+    /// `seek` to the published end gets the entries appended after a suffix truncation below
+    /// it, instead of skipping their LSNs).
+    ///
     /// Errors: [`Error::Rewound`] if a suffix truncation deleted entries below `lsn` that this
-    /// reader had returned (it is positioned at the first of the new entries);
+    /// reader had returned or passed (it is positioned at the first of the new entries);
     /// [`Error::Replaced`], [`Error::Corrupted`] as for [`Reader::next_entry`].
     pub fn seek(&mut self, lsn: Lsn) -> Result<()> {
+        let r = self.seek_to(lsn);
+        if r.is_ok() {
+            // (Where the walk stopped at the published end, the entries below it.)
+            self.returned = self.returned.max(self.next.min(lsn).saturating_sub(1));
+        }
+        r
+    }
+
+    fn seek_to(&mut self, lsn: Lsn) -> Result<()> {
         // What was returned from `lsn` on is the caller's no more: a suffix deletion the
         // metadata shows now is news only below `lsn` (then `Rewound`, positioned there).
         self.returned = self.returned.min(lsn.saturating_sub(1));

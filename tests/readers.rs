@@ -749,8 +749,10 @@ fn a_reader_beside_appenders_and_a_checkpointer_accounts_for_every_lsn() {
 }
 
 /// `seek` positions the reader where asked, back or forth: back after a seek past the
-/// published end (which once left the reader at the first target), and kept across a suffix
-/// deletion below the target of entries it never returned.
+/// published end (which once left the reader at the first target). The entries a seek passed
+/// count as returned: a suffix deletion of some of them is reported (`Rewound`), and the reader
+/// goes back to the entries that replace them (it once went on at its target, and a reader
+/// started "from now on" skipped the LSNs of the entries appended after such a deletion).
 #[test]
 fn seek_back_and_forth_and_across_a_deletion() {
     if child_role() {
@@ -776,8 +778,40 @@ fn seek_back_and_forth_and_across_a_deletion() {
     for l in 21..=45u64 {
         log.append(&payload(l, 1)).unwrap();
     }
-    let e = r.next_entry().unwrap().unwrap();
-    assert_eq!((e.lsn, decode(&e.payload)), (40, Some((40, 1))));
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 21),
+        other => panic!("expected Rewound from 21, got {other:?}"),
+    }
+    let got: Vec<_> = r.by_ref().map(|e| decode(&e.unwrap().payload)).collect();
+    assert_eq!(got, (21..=45).map(|l| Some((l, 1))).collect::<Vec<_>>());
+
+    // "From now on": a seek to the published end, a suffix deletion below it, appends.
+    let mut r = Reader::open(&path).unwrap();
+    r.seek(r.published().unwrap()).unwrap();
+    assert_eq!(r.position(), 46);
+    log.truncate_after(30).unwrap();
+    for l in 31..=47u64 {
+        log.append(&payload(l, 2)).unwrap();
+    }
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 31),
+        other => panic!("expected Rewound from 31, got {other:?}"),
+    }
+    let got: Vec<_> = r.by_ref().map(|e| decode(&e.unwrap().payload)).collect();
+    assert_eq!(got, (31..=47).map(|l| Some((l, 2))).collect::<Vec<_>>());
+
+    // A seek beyond the published end passes only the entries there are.
+    let mut r = Reader::open(&path).unwrap();
+    r.seek(60).unwrap();
+    log.truncate_after(40).unwrap();
+    for l in 41..=61u64 {
+        log.append(&payload(l, 3)).unwrap();
+    }
+    match r.next_entry() {
+        Err(Error::Rewound { from, .. }) => assert_eq!(from, 41),
+        other => panic!("expected Rewound from 41, got {other:?}"),
+    }
+    assert_eq!(r.position(), 41);
 }
 
 /// Two suffix deletions in quick succession, the second deeper, while a reader in another
