@@ -371,7 +371,9 @@ impl Reader {
     /// Errors: [`Error::Truncated`] if entries were truncated away before this reader read
     /// them (it then goes on from the first entry still there: call again);
     /// [`Error::Rewound`] if a suffix truncation deleted entries it had returned (it goes on
-    /// from the first of the new entries); [`Error::Corrupted`] for damage;
+    /// from the first of the new entries); [`Error::Corrupted`] for damage (the reader stays
+    /// before the damaged entry, and every call reports it again: a loop that goes on after
+    /// errors stops at this one);
     /// [`Error::Replaced`] if the file was replaced.
     pub fn next_entry(&mut self) -> Result<Option<OwnedEntry>> {
         let mut payload = Vec::new();
@@ -860,7 +862,8 @@ impl Reader {
     }
 }
 
-/// Entries up to the published end, then `None` (a new call goes on where it stopped).
+/// Entries up to the published end, then `None` (a new call goes on where it stopped). An
+/// [`Error::Corrupted`] comes again at every call (see [`Reader::next_entry`]).
 impl Iterator for Reader {
     type Item = Result<OwnedEntry>;
 
