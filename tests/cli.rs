@@ -3193,6 +3193,40 @@ fn edges_of_append_follow_create_and_check() {
     drop(log);
 }
 
+/// `follow` whose stderr is a closed pipe: its warning (a truncation it fell behind) goes
+/// nowhere, and it goes on (it once panicked writing it, exit 101).
+#[test]
+fn follow_goes_on_when_its_warnings_cannot_be_written() {
+    let dir = tempdir();
+    let path = dir.path().join("f.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    let mut child = Command::new(bin())
+        .args(["follow", p(&path), "--lsn", "--from", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    log.append(b"e1").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "1\te1");
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for i in 2..=9 {
+        log.append(format!("e{i}").as_bytes()).unwrap();
+    }
+    log.truncate_before(6).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for i in 6..=9 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\te{i}"));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 /// `follow --idle-exit` waits as long as asked (at least), and ends with what it printed.
 #[test]
 fn follow_idle_exit_waits_as_long_as_asked() {

@@ -217,7 +217,9 @@ fn for_each_live_entry(
             Ok(Some(lsn)) => each(lsn, &payload)?,
             Ok(None) => break,
             // Entries truncated away before they were printed: said, and the rest printed.
-            Err(e @ Error::Truncated { .. }) => eprintln!("warning: {e}"),
+            Err(e @ Error::Truncated { .. }) => {
+                let _ = writeln!(io::stderr().lock(), "warning: {e}");
+            }
             // Entries already printed were deleted: the output is no longer the log's.
             Err(Error::Rewound { from, .. }) => {
                 return Err(CliError::Failed(format!(

@@ -130,7 +130,8 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             }
             Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
                 out.flush()?;
-                eprintln!("warning: {e}");
+                // (Not `eprintln!`, which panics where stderr is a closed pipe.)
+                let _ = writeln!(io::stderr().lock(), "warning: {e}");
             }
             Err(e) => {
                 out.flush()?;
