@@ -1,13 +1,14 @@
 //! Choices a process makes once (the checksum kernels, the persistence path's calibration),
-//! made so that no thread can wait for one forever.
+//! made so that no thread waits for one that no thread is making for more than a second.
 //!
 //! `std::sync::OnceLock::get_or_init` makes the other callers wait while one thread runs the
 //! initialiser. The choices here time code for 0.2 ms or more; a `fork()` from another thread
 //! in that window gives a child in which the cell stays "being initialised" with no thread
 //! left to finish it: the child's first open of a log would wait forever. [`Chosen`] runs the
 //! initialiser outside the cell, so that the cell is only ever locked while a finished value is
-//! moved in, and a caller that finds another one choosing waits for it a bounded time only,
-//! after which it chooses itself. The first value stored wins; every caller gets that one.
+//! moved in (nanoseconds: a fork in them is the one left that would hang the child), and a
+//! caller that finds another one choosing waits for it a bounded time only, after which it
+//! chooses itself. The first value stored wins; every caller gets that one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -55,10 +56,25 @@ impl<T> Chosen<T> {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
-        let v = choose();
+        let v = {
+            let _unmark = UnmarkIfPanicking(&self.choosing);
+            choose()
+        };
         // (Another caller may have stored its value first: that one stays, and is returned.)
         let _ = self.cell.set(v);
         self.cell.get().expect("a value was stored")
+    }
+}
+
+/// Clears the mark of a choice under way if the choice panics: the next caller then chooses
+/// at once, as with `OnceLock`, instead of waiting for a choice nobody is making.
+struct UnmarkIfPanicking<'a>(&'a AtomicBool);
+
+impl Drop for UnmarkIfPanicking<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -97,6 +113,21 @@ mod tests {
             7,
             "the waiter made a choice of its own"
         );
+    }
+
+    /// A choice that panics leaves no mark: the next caller chooses at once.
+    #[test]
+    fn after_a_choice_that_panicked_the_next_caller_chooses_at_once() {
+        let c = Chosen::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            *c.get_or_choose(|| panic!("no choice"))
+        }));
+        assert!(r.is_err());
+        assert!(
+            !c.choosing.load(Ordering::Relaxed),
+            "a mark of a choice no one makes"
+        );
+        assert_eq!(*c.get_or_choose(|| 3), 3);
     }
 
     /// A child forked while another thread of its parent is choosing gets a value of its own
