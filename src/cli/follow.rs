@@ -53,6 +53,49 @@ fn stdout_reader_gone() -> bool {
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
+/// What a command printing a live log's entries through a [`Reader`] (`follow`, `cat` and
+/// `dump` beside a writer) has printed: which entries it prints (none below its `--from`: a
+/// reader sent back by a suffix truncation below it walks them again), and whether a suffix
+/// truncation the reader reports ([`Error::Rewound`]) deleted any of them.
+pub(crate) struct Printed {
+    floor: Lsn,
+    last: Lsn,
+}
+
+impl Printed {
+    pub(crate) fn from(floor: Option<Lsn>) -> Self {
+        Printed {
+            floor: floor.unwrap_or(0),
+            last: 0,
+        }
+    }
+
+    /// Whether entry `lsn` is to be printed; if so, it counts as printed.
+    pub(crate) fn take(&mut self, lsn: Lsn) -> bool {
+        if lsn < self.floor {
+            return false;
+        }
+        self.last = lsn;
+        true
+    }
+
+    /// A suffix truncation deleted the entries from `from` on: true if it deleted some that
+    /// were printed (the reader returns the new ones from `from`, and they are printed again).
+    pub(crate) fn rewound(&mut self, from: Lsn) -> bool {
+        let printed = from <= self.last;
+        if printed {
+            self.last = from - 1;
+        }
+        printed
+    }
+
+    /// Whether a truncation that took LSNs up to `last` before the reader got to them took
+    /// any that were to be printed.
+    pub(crate) fn missed(&self, last: Lsn) -> bool {
+        last >= self.floor
+    }
+}
+
 /// How long to wait for the next entry after `idle` without one: a tenth of a second (between
 /// looks at SIGINT, SIGTERM and a closed stdout), or what is left of `--idle-exit` if less, so
 /// that it ends when its time is up, not at the next tenth.
@@ -93,6 +136,7 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             }
         }
     }
+    let mut printed = Printed::from(a.from);
     let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
     let mut line = Vec::new();
     let idle_limit = a.idle_exit.map(Duration::from_secs_f64);
@@ -107,6 +151,7 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             other => other,
         };
         match got {
+            Ok(Some(lsn)) if !printed.take(lsn) => {}
             Ok(Some(lsn)) => {
                 idle_since = Instant::now();
                 line.clear();
@@ -128,6 +173,10 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
                     break;
                 }
             }
+            // (A suffix truncation of nothing printed: the entries that replace what it
+            // deleted follow, a follow from now on prints them as appended after its start.)
+            Err(Error::Rewound { from, .. }) if !printed.rewound(from) => {}
+            Err(Error::Truncated { last_missed, .. }) if !printed.missed(last_missed) => {}
             Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
                 out.flush()?;
                 // (Not `eprintln!`, which panics where stderr is a closed pipe.)
@@ -146,6 +195,26 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_entries_are_those_from_the_floor_and_a_rewind_concerns_only_them() {
+        let mut p = Printed::from(Some(10));
+        assert!(!p.take(9));
+        // A suffix truncation of entries passed, none printed: nothing to say.
+        assert!(!p.rewound(5));
+        assert!(!p.missed(9));
+        assert!(p.missed(10));
+        assert!(p.take(10) && p.take(11) && p.take(12));
+        assert!(!p.rewound(13));
+        assert!(p.rewound(12));
+        // The new entry 12 is printed again; a deletion from 12 again concerns it.
+        assert!(!p.rewound(12));
+        assert!(p.take(12));
+        assert!(p.rewound(12));
+        let mut p = Printed::from(None);
+        assert!(p.take(1));
+        assert!(p.rewound(1));
+    }
 
     #[test]
     fn idle_exit_waits_no_longer_than_asked() {
