@@ -3081,13 +3081,7 @@ fn follow_prints_appends_as_they_come() {
     }
     // Stopped, it falls behind a truncation: it says what it missed and goes on.
     let pid = child.id() as i32;
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    for i in 7..=20 {
-        log.append(format!("new {i}").as_bytes()).unwrap();
-    }
-    log.truncate_before(15).unwrap();
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    append_while_stopped(&log, pid, 7..=20, 15);
     for i in 15..=20 {
         assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\tnew {i}"));
     }
@@ -3095,13 +3089,7 @@ fn follow_prints_appends_as_they_come() {
     unsafe { libc::kill(pid, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(
         err.trim(),
         format!(
@@ -3193,6 +3181,31 @@ fn edges_of_append_follow_create_and_check() {
     drop(log);
 }
 
+/// All a child wrote to its piped stderr, once it has exited.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+/// Appends `lsns` ("new LSN") and truncates before `before` while process `pid` (a `follow`)
+/// is stopped, so that it falls behind the truncation.
+fn append_while_stopped(log: &Log, pid: i32, lsns: std::ops::RangeInclusive<u64>, before: u64) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for i in lsns {
+        assert_eq!(log.append(format!("new {i}").as_bytes()).unwrap(), i);
+    }
+    log.truncate_before(before).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
+
 /// `follow` whose stderr is a closed pipe: its warning (a truncation it fell behind) goes
 /// nowhere, and it goes on (it once panicked writing it, exit 101).
 #[test]
@@ -3208,21 +3221,14 @@ fn follow_goes_on_when_its_warnings_cannot_be_written() {
         .unwrap();
     drop(child.stderr.take());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    log.append(b"e1").unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "1\te1");
+    log.append(b"new 1").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "1\tnew 1");
     let pid = child.id() as i32;
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    for i in 2..=9 {
-        log.append(format!("e{i}").as_bytes()).unwrap();
-    }
-    log.truncate_before(6).unwrap();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    append_while_stopped(&log, pid, 2..=9, 6);
     for i in 6..=9 {
-        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\te{i}"));
+        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\tnew {i}"));
     }
-    // SAFETY: as above.
+    // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid, libc::SIGINT) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
@@ -3267,13 +3273,7 @@ fn follow_from_prints_nothing_below_it_after_a_suffix_truncation() {
             .collect::<Vec<_>>()
     );
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(
         err.trim(),
         format!(
