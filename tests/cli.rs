@@ -3206,6 +3206,92 @@ fn append_while_stopped(log: &Log, pid: i32, lsns: std::ops::RangeInclusive<u64>
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
+/// A second suffix truncation below `--from`, before anything is printed again, deletes
+/// nothing printed: one warning, for the first.
+#[test]
+fn follow_from_warns_once_for_two_suffix_truncations_below_it() {
+    let dir = tempdir();
+    let path = dir.path().join("f.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for i in 1..=45 {
+        log.append(format!("old {i}").as_bytes()).unwrap();
+    }
+    let mut child = Command::new(bin())
+        .args([
+            "follow",
+            p(&path),
+            "--lsn",
+            "--from",
+            "44",
+            "--idle-exit",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut errs = BufReader::new(child.stderr.take().unwrap()).lines();
+    for i in 44..=45 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\told {i}"));
+    }
+    log.truncate_after(40).unwrap();
+    // (Its warning waited for: the reader sees the second truncation apart.)
+    let first = errs.next().unwrap().unwrap();
+    assert!(
+        first.contains("entries from LSN 41 on were deleted"),
+        "{first}"
+    );
+    log.truncate_after(38).unwrap();
+    for i in 39..=50 {
+        log.append(format!("new {i}").as_bytes()).unwrap();
+    }
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(
+        rest,
+        (44..=50)
+            .map(|i| format!("{i}\tnew {i}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let more: Vec<String> = errs.map(|l| l.unwrap()).collect();
+    assert!(
+        more.is_empty(),
+        "a warning where nothing printed was deleted: {more:?}"
+    );
+}
+
+/// A live `cat --to 2` (beside a writer) that a head truncation of entries above 2 overtakes
+/// says nothing of them: they were not to be printed.
+#[test]
+fn live_cat_says_nothing_of_truncated_entries_above_to() {
+    let dir = tempdir();
+    let path = dir.path().join("c.dax");
+    let log = Log::create(&path, &Options::new().capacity(16 << 20)).unwrap();
+    let big = 300_000usize;
+    for i in 1..=6u8 {
+        log.append(&vec![b'a' + i; big]).unwrap();
+    }
+    let mut child = Command::new(bin())
+        .args(["cat", p(&path), "--to", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    // Entry 1 and its newline, then one byte of entry 2: the reader has returned 2 and is
+    // blocked writing it (more than a pipe holds) before it looks for 3.
+    let mut buf = vec![0u8; big + 2];
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(buf[big + 1], b'a' + 2);
+    log.truncate_before(5).unwrap();
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len(), big);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(stderr_of(&mut child), "", "a warning of entries above --to");
+}
+
 /// `follow` whose stderr is a closed pipe: its warning (a truncation it fell behind) goes
 /// nowhere, and it goes on (it once panicked writing it, exit 101).
 #[test]

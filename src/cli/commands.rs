@@ -210,7 +210,7 @@ fn for_each_live_entry(
     r.seek(range.from.unwrap_or(0))
         .map_err(CliError::log(path))?;
     let to = range.to.unwrap_or(Lsn::MAX);
-    let mut printed = super::follow::Printed::from(range.from);
+    let mut printed = super::follow::Printed::new(range.from, range.to);
     let mut payload = Vec::new();
     loop {
         match r.next_into(&mut payload) {
@@ -221,7 +221,11 @@ fn for_each_live_entry(
             // A suffix truncation of nothing printed yet (entries the seek to `--from`
             // passed): the entries that replace them follow.
             Err(Error::Rewound { from, .. }) if !printed.rewound(from) => {}
-            Err(Error::Truncated { last_missed, .. }) if !printed.missed(last_missed) => {}
+            Err(Error::Truncated {
+                first_missed,
+                last_missed,
+                ..
+            }) if !printed.missed(first_missed, last_missed) => {}
             // Entries truncated away before they were printed: said, and the rest printed.
             Err(e @ Error::Truncated { .. }) => {
                 let _ = writeln!(io::stderr().lock(), "warning: {e}");

@@ -58,14 +58,19 @@ fn stdout_reader_gone() -> bool {
 /// reader sent back by a suffix truncation below it walks them again), and whether a suffix
 /// truncation the reader reports ([`Error::Rewound`]) deleted any of them.
 pub(crate) struct Printed {
+    /// `--from` and `--to`.
     floor: Lsn,
+    to: Lsn,
+    /// The last entry printed in the log's present history (below `floor` where a suffix
+    /// truncation below `floor` deleted what was printed, or nothing was).
     last: Lsn,
 }
 
 impl Printed {
-    pub(crate) fn from(floor: Option<Lsn>) -> Self {
+    pub(crate) fn new(from: Option<Lsn>, to: Option<Lsn>) -> Self {
         Printed {
-            floor: floor.unwrap_or(0),
+            floor: from.unwrap_or(0),
+            to: to.unwrap_or(Lsn::MAX),
             last: 0,
         }
     }
@@ -82,17 +87,17 @@ impl Printed {
     /// A suffix truncation deleted the entries from `from` on: true if it deleted some that
     /// were printed (the reader returns the new ones from `from`, and they are printed again).
     pub(crate) fn rewound(&mut self, from: Lsn) -> bool {
-        let printed = from <= self.last;
+        let printed = self.last >= self.floor && from <= self.last;
         if printed {
             self.last = from - 1;
         }
         printed
     }
 
-    /// Whether a truncation that took LSNs up to `last` before the reader got to them took
+    /// Whether a truncation that took LSNs `first..=last` before the reader got to them took
     /// any that were to be printed.
-    pub(crate) fn missed(&self, last: Lsn) -> bool {
-        last >= self.floor
+    pub(crate) fn missed(&self, first: Lsn, last: Lsn) -> bool {
+        last >= self.floor && first <= self.to
     }
 }
 
@@ -136,7 +141,7 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             }
         }
     }
-    let mut printed = Printed::from(a.from);
+    let mut printed = Printed::new(a.from, None);
     let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
     let mut line = Vec::new();
     let idle_limit = a.idle_exit.map(Duration::from_secs_f64);
@@ -176,7 +181,11 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             // (A suffix truncation of nothing printed: the entries that replace what it
             // deleted follow, a follow from now on prints them as appended after its start.)
             Err(Error::Rewound { from, .. }) if !printed.rewound(from) => {}
-            Err(Error::Truncated { last_missed, .. }) if !printed.missed(last_missed) => {}
+            Err(Error::Truncated {
+                first_missed,
+                last_missed,
+                ..
+            }) if !printed.missed(first_missed, last_missed) => {}
             Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
                 out.flush()?;
                 // (Not `eprintln!`, which panics where stderr is a closed pipe.)
@@ -198,12 +207,13 @@ mod tests {
 
     #[test]
     fn printed_entries_are_those_from_the_floor_and_a_rewind_concerns_only_them() {
-        let mut p = Printed::from(Some(10));
+        let mut p = Printed::new(Some(10), Some(20));
         assert!(!p.take(9));
         // A suffix truncation of entries passed, none printed: nothing to say.
         assert!(!p.rewound(5));
-        assert!(!p.missed(9));
-        assert!(p.missed(10));
+        assert!(!p.missed(1, 9));
+        assert!(p.missed(5, 10) && p.missed(20, 30));
+        assert!(!p.missed(21, 30));
         assert!(p.take(10) && p.take(11) && p.take(12));
         assert!(!p.rewound(13));
         assert!(p.rewound(12));
@@ -211,7 +221,14 @@ mod tests {
         assert!(!p.rewound(12));
         assert!(p.take(12));
         assert!(p.rewound(12));
-        let mut p = Printed::from(None);
+        // Printed entries deleted by a truncation below the floor; another below it, before
+        // anything is printed again, deletes nothing printed.
+        assert!(p.take(12));
+        assert!(p.rewound(7));
+        assert!(!p.rewound(6));
+        assert!(!p.take(9) && p.take(10));
+        assert!(p.rewound(6));
+        let mut p = Printed::new(None, None);
         assert!(p.take(1));
         assert!(p.rewound(1));
     }
