@@ -24,6 +24,15 @@ fn payload(i: usize, len: usize) -> Vec<u8> {
     vec![(i % 251) as u8; len]
 }
 
+/// The reader area's published word of an image.
+fn published_word(img: &[u8]) -> u64 {
+    u64::from_le_bytes(img[PUBLISHED_OFFSET..][..8].try_into().unwrap())
+}
+
+fn set_published_word(img: &mut [u8], word: u64) {
+    img[PUBLISHED_OFFSET..][..8].copy_from_slice(&word.to_le_bytes());
+}
+
 fn entries(img: &[u8]) -> Result<Vec<Vec<u8>>, daxlog::Error> {
     let log = Log::open_on_read_only(SimMedia::from_image(img, P), &Options::new())?;
     let got = log.iter().map(|e| e.payload.to_vec()).collect();
@@ -243,7 +252,6 @@ fn a_failed_write_back_is_written_again_by_the_next_open() {
 /// the head.
 #[test]
 fn a_kill_between_a_tail_hint_and_its_publication_costs_no_rewrite_from_the_head() {
-    use daxlog::format::PUBLISHED_OFFSET;
     let opts = Options::new().tail_hint_every(1);
     let media = SimMedia::new(1 << 20, P);
     let obs = media.observer();
@@ -255,7 +263,7 @@ fn a_kill_between_a_tail_hint_and_its_publication_costs_no_rewrite_from_the_head
     drop(log);
     let mut img = obs.snapshot();
     // The hint names the last entry; the one before it is published, not the last.
-    img[PUBLISHED_OFFSET..PUBLISHED_OFFSET + 8].copy_from_slice(&(next - 2).to_le_bytes());
+    set_published_word(&mut img, next - 2);
     let media = SimMedia::from_image(&img, P);
     let obs = media.observer();
     let log = Log::open_on(media, &opts).unwrap();
@@ -709,10 +717,10 @@ fn a_damaged_published_word_does_not_fill_the_log_with_padding() {
         let free = log.free_bytes();
         drop(log);
         let mut img = obs.snapshot();
-        let word = u64::from_le_bytes(img[PUBLISHED_OFFSET..][..8].try_into().unwrap());
+        let word = published_word(&img);
         assert_eq!(word, 11);
         let damaged = word ^ (1 << bit);
-        img[PUBLISHED_OFFSET..][..8].copy_from_slice(&damaged.to_le_bytes());
+        set_published_word(&mut img, damaged);
         let log = Log::open_on(SimMedia::from_image(&img, P), &opts).unwrap();
         assert_eq!(
             log.recovery().published_missing,
@@ -759,10 +767,10 @@ fn padding_without_room_for_all_lowers_the_word_durably() {
     );
     drop(log);
     let mut img = obs.snapshot();
-    let word = u64::from_le_bytes(img[PUBLISHED_OFFSET..][..8].try_into().unwrap());
+    let word = published_word(&img);
     assert_eq!(word, next);
     let published = word + 16;
-    img[PUBLISHED_OFFSET..][..8].copy_from_slice(&published.to_le_bytes());
+    set_published_word(&mut img, published);
 
     let media = SimMedia::from_image(&img, P);
     let obs = media.observer();
@@ -779,7 +787,7 @@ fn padding_without_room_for_all_lowers_the_word_durably() {
     );
     drop(log);
     let after = obs.snapshot();
-    let word = u64::from_le_bytes(after[PUBLISHED_OFFSET..][..8].try_into().unwrap());
+    let word = published_word(&after);
     assert_eq!(
         word,
         next + padded,
