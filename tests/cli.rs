@@ -3266,6 +3266,60 @@ fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations
     );
 }
 
+/// A head truncation that overtakes `follow --from N` after a suffix truncation below N sent
+/// its reader back names only the LSNs from N it took: those below N were not to be printed.
+#[test]
+fn follow_from_names_only_truncated_entries_from_it() {
+    let dir = tempdir();
+    let path = dir.path().join("f.dax");
+    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+    for i in 1..=45 {
+        log.append(format!("old {i}").as_bytes()).unwrap();
+    }
+    let mut child = Command::new(bin())
+        .args([
+            "follow",
+            p(&path),
+            "--lsn",
+            "--from",
+            "44",
+            "--idle-exit",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut errs = BufReader::new(child.stderr.take().unwrap()).lines();
+    for i in 44..=45 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\told {i}"));
+    }
+    log.truncate_after(40).unwrap();
+    let warning = |text: &str| format!("warning: {}: {text}", path.display());
+    assert_eq!(
+        errs.next().unwrap().unwrap(),
+        warning("entries from LSN 41 on were deleted after this reader returned or passed them")
+    );
+    // Its reader is back at 41: the head truncation takes 41..=47 before it reads them.
+    append_while_stopped(&log, child.id() as i32, 41..=50, 48);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(
+        rest,
+        (48..=50)
+            .map(|i| format!("{i}\tnew {i}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let more: Vec<String> = errs.map(|l| l.unwrap()).collect();
+    assert_eq!(
+        more,
+        [warning(
+            "LSNs 44..=47 were truncated away before this reader read them"
+        )]
+    );
+}
+
 /// A live `cat --to 2` (beside a writer) that a head truncation of entries above 2 overtakes
 /// says nothing of them: they were not to be printed.
 #[test]

@@ -221,15 +221,8 @@ fn for_each_live_entry(
             // A suffix truncation of nothing printed yet (entries the seek to `--from`
             // passed): the entries that replace them follow.
             Err(Error::Rewound { from, .. }) if !printed.rewound(from) => {}
-            Err(Error::Truncated {
-                first_missed,
-                last_missed,
-                ..
-            }) if !printed.missed(first_missed, last_missed) => {}
             // Entries truncated away before they were printed: said, and the rest printed.
-            Err(e @ Error::Truncated { .. }) => {
-                let _ = writeln!(io::stderr().lock(), "warning: {e}");
-            }
+            Err(e @ Error::Truncated { .. }) => super::follow::warn_truncated(e, &printed),
             // Entries already printed were deleted: the output is no longer the log's.
             Err(Error::Rewound { from, .. }) => {
                 return Err(CliError::Failed(format!(

@@ -94,11 +94,34 @@ impl Printed {
         printed
     }
 
-    /// Whether a truncation that took LSNs `first..=last` before the reader got to them took
-    /// any that were to be printed.
-    pub(crate) fn missed(&self, first: Lsn, last: Lsn) -> bool {
-        last >= self.floor && first <= self.to
+    /// Of the LSNs `first..=last`, which a truncation took before the reader got to them, those
+    /// that were to be printed (between `--from` and `--to`), if any.
+    pub(crate) fn missed(&self, first: Lsn, last: Lsn) -> Option<(Lsn, Lsn)> {
+        let (first, last) = (first.max(self.floor), last.min(self.to));
+        (first <= last).then_some((first, last))
     }
+}
+
+/// Says on stderr that a truncation overtook the reader: for [`Error::Truncated`], with the
+/// LSNs it took that were to be printed (`Printed::missed`), if any.
+pub(crate) fn warn_truncated(e: Error, printed: &Printed) {
+    let e = match e {
+        Error::Truncated {
+            path,
+            first_missed,
+            last_missed,
+        } => match printed.missed(first_missed, last_missed) {
+            Some((first_missed, last_missed)) => Error::Truncated {
+                path,
+                first_missed,
+                last_missed,
+            },
+            None => return,
+        },
+        e => e,
+    };
+    // (Not `eprintln!`, which panics where stderr is a closed pipe.)
+    let _ = writeln!(io::stderr().lock(), "warning: {e}");
 }
 
 /// How long to wait for the next entry after `idle` without one: a tenth of a second (between
@@ -181,15 +204,9 @@ pub(crate) fn follow(a: FollowArgs) -> Result<u8, CliError> {
             // (A suffix truncation of nothing printed: the entries that replace what it
             // deleted follow, a follow from now on prints them as appended after its start.)
             Err(Error::Rewound { from, .. }) if !printed.rewound(from) => {}
-            Err(Error::Truncated {
-                first_missed,
-                last_missed,
-                ..
-            }) if !printed.missed(first_missed, last_missed) => {}
             Err(e @ (Error::Truncated { .. } | Error::Rewound { .. })) => {
                 out.flush()?;
-                // (Not `eprintln!`, which panics where stderr is a closed pipe.)
-                let _ = writeln!(io::stderr().lock(), "warning: {e}");
+                warn_truncated(e, &printed);
             }
             Err(e) => {
                 out.flush()?;
@@ -211,9 +228,12 @@ mod tests {
         assert!(!p.take(9));
         // A suffix truncation of entries passed, none printed: nothing to say.
         assert!(!p.rewound(5));
-        assert!(!p.missed(1, 9));
-        assert!(p.missed(5, 10) && p.missed(20, 30));
-        assert!(!p.missed(21, 30));
+        assert_eq!(p.missed(1, 9), None);
+        assert_eq!(p.missed(5, 10), Some((10, 10)));
+        assert_eq!(p.missed(20, 30), Some((20, 20)));
+        assert_eq!(p.missed(12, 15), Some((12, 15)));
+        assert_eq!(p.missed(1, 100), Some((10, 20)));
+        assert_eq!(p.missed(21, 30), None);
         assert!(p.take(10) && p.take(11) && p.take(12));
         assert!(!p.rewound(13));
         assert!(p.rewound(12));
