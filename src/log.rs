@@ -566,8 +566,14 @@ impl<M: Media> Log<M> {
         // (Read before the open's first write.)
         let published = recover::published(image, &sb, &slot);
         let vouched = recover::vouched(image, &sb, &slot);
-        let slot_damage =
-            recover::slot_short_of_published(&scan, unreadable, &sb, (published, vouched), mode);
+        let slot_damage = recover::slot_short_of_published(
+            image,
+            &sb,
+            (&slot, &scan),
+            unreadable,
+            (published, vouched),
+            mode,
+        );
         if let Some(reason) =
             crate::damage::torn_after_wrap(image, sb.salt, &slot, &scan, published)
         {

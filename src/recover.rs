@@ -35,7 +35,7 @@ use crate::format::{
 use crate::map::fill_random;
 use crate::media::{Media, Persistence, Pmem};
 use crate::options::RecoveryMode;
-use crate::walk::{Scan, TailState};
+use crate::walk::{self, Scan, TailState};
 use crate::Lsn;
 
 /// Step 1: the superblock of the log on `pmem`'s media, and whether the backup copy had to be
@@ -145,41 +145,71 @@ pub(crate) struct Unreadable {
     pub repaired: bool,
 }
 
-/// Step 3b, after the scan, in the CPU-flush modes: a copy of the metadata slot that does not
-/// decode (and was not read corrected), beside entries published past where the scan by the
-/// other copy ended. No crash leaves that: published entries are durable, and every slot
-/// update keeps them where the slot it replaces leads (a new epoch or a `reset` marks no
-/// entry before its slot is durable, a suffix truncation lowers the published LSN durably
-/// before its slot, a writable open that ends the log below it lowers it durably or pads up to
-/// it). So damage
-/// of more than one bit took the current slot, and the older copy cannot vouch for what was
-/// done since (FORMAT.md section 4). (Or zeros over the last published entries beside a torn
-/// slot update: damage too.) Not where the writer synced with `msync`: there a sync can
-/// succeed over a write-back that failed and is reported later, so a published entry can be
-/// lost by a crash. The evidence is therefore what the writer vouched for ([`vouched`]); in
-/// a log of version 2, which does not say how its writer synced, the published LSN where this
-/// open flushes through the CPU cache.
+/// Step 3b, after the scan: a copy of the metadata slot that does not decode (and was not read
+/// corrected), beside entries published past where the scan by the other copy ended. No crash
+/// leaves that: published entries are durable, and every slot update keeps them where the
+/// slot it replaces leads (a new epoch or a `reset` marks no entry before its slot is durable,
+/// a suffix truncation lowers the published LSN durably before its slot, a writable open that
+/// ends the log below it lowers it durably or pads up to it). So damage of more than one bit
+/// took the current slot, and the older copy cannot vouch for what was done since (FORMAT.md
+/// section 4). (Or zeros over the last published entries beside a torn slot update: damage
+/// too.) The evidence is what the writer vouched for ([`vouched`]); in a log of version 2,
+/// which does not say how its writer synced, the published LSN where this open flushes
+/// through the CPU cache.
+///
+/// Where the writer vouched for nothing (it synced with `msync`, where a sync can succeed over
+/// a write-back that fails and is reported later, so that a crash can lose a published
+/// entry), the published LSN counts only beside a whole entry of this log where the scan
+/// stopped, refused for its LSN or epoch alone, with an LSN at or past the scan's end
+/// ([`written_past`]): what the session the damaged copy stood for wrote there. A lost
+/// write-back leaves the bytes that were there before, entries of an earlier lap (lower LSNs)
+/// or nothing whole; taking the older copy beside such an entry would have the writable open
+/// give the LSNs published since to padding entries, written over the entries.
 pub(crate) fn slot_short_of_published(
-    scan: &Scan,
-    unreadable: Option<Unreadable>,
+    image: &[u8],
     sb: &Superblock,
+    (slot, scan): (&Slot, &Scan),
+    unreadable: Option<Unreadable>,
     (published, vouched): (Lsn, Lsn),
     persistence: Persistence,
 ) -> Option<Damage> {
     let u = unreadable.filter(|u| !u.repaired)?;
     let acknowledged = match sb.version {
-        3.. => vouched,
-        _ if persistence.is_cpu_flush() => published,
+        3.. if vouched > 0 => vouched,
+        ..3 if persistence.is_cpu_flush() => published,
+        _ if written_past(image, sb.salt, slot, scan) => published,
         _ => 0,
     };
     (acknowledged > scan.next_lsn).then_some(Damage {
         offset: u.offset,
         lsn: scan.next_lsn,
         reason: "the metadata slot here does not decode, and published entries lie past where \
-                 the other copy leads: damage took the current slot (a salvage lists them as a \
-                 gap)",
+                 the other copy leads: damage took the current slot (a salvage copies those it finds whole \
+                 and lists the rest as a gap)",
         beyond: 0,
         beyond_lsns: None,
+    })
+}
+
+/// Whether a whole entry of this log with an LSN at or past where `scan` (by `slot`) ended lies
+/// where the scan stopped, or at the start of the data area when the scan stopped in the
+/// log's first part (where appends go next after a wrap), and `slot` refuses it only for its
+/// LSN or its epoch.
+fn written_past(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> bool {
+    let head = slot.head_offset as usize;
+    let wrap = (scan.stop >= head).then_some(DATA_OFFSET);
+    [Some(scan.refused), wrap].into_iter().flatten().any(|at| {
+        let limit = if at >= head { image.len() } else { head };
+        if at + format::HEADER_LEN > limit {
+            return false;
+        }
+        let h = format::EntryHeader::decode(&image[at..at + format::HEADER_LEN]);
+        let under_its_epoch = Slot {
+            epoch: h.epoch,
+            ..*slot
+        };
+        h.lsn >= scan.stop_lsn
+            && walk::check_entry(image, at, limit, h.lsn, salt, &under_its_epoch).is_ok()
     })
 }
 

@@ -3320,6 +3320,43 @@ fn follow_from_names_only_truncated_entries_from_it() {
     );
 }
 
+/// Damage to the current metadata slot of a log written in msync mode (a byte of its epoch): a
+/// writable open refuses it (exit 1) and writes nothing, where it once took the last
+/// session's entries for lost and wrote padding over them (exit 0); a salvage copies them.
+#[test]
+fn a_damaged_current_slot_stops_append_and_salvage_copies_its_entries() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempdir();
+    let path = dir.path().join("s.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let out = daxlog_stdin(&["append", p(&path)], b"one\ntwo\nthree\n");
+    assert_eq!(text(&out.stdout), "1\n2\n3\n", "{}", text(&out.stderr));
+    let (_, slot) = common::current_slot_of(&path);
+    let at = daxlog::format::Slot::offset_for(slot.seq) as u64 + 32;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[!b[0]], at).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let out = daxlog(&["append", p(&path), "--data", "four"]);
+    assert_error(1, &out, &path, "damage took the current slot");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the refused append wrote"
+    );
+    let rescued = dir.path().join("r.dax");
+    let out = daxlog(&["check", p(&path), "--salvage", p(&rescued)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        ok(&["cat", p(&rescued), "--lsn"]),
+        "1\tone\n2\ttwo\n3\tthree\n"
+    );
+}
+
 /// A live `cat --to 2` (beside a writer) that a head truncation of entries above 2 overtakes
 /// says nothing of them: they were not to be printed.
 #[test]
