@@ -34,6 +34,12 @@
 //! carries one, before openraft sees it. A request without the header (from an earlier
 //! version, or from a node of no cluster) is taken.
 //!
+//! A request whose content no honest peer sends (a term or index above 2^62, `AppendEntries`
+//! entries that are not consecutive from `prev_log_id`, terms that decrease or exceed the
+//! vote's, see [`crate::sane`]) is refused unprocessed ([`Refused::Invalid`], `400` with the
+//! error's kind first in the text), and so is the last chunk of a snapshot whose data does not
+//! decode as the state machine's ([`ChunkOrder`] keeps a copy of the snapshot being received).
+//!
 //! # Batches and room
 //!
 //! A follower appends, of an `AppendEntries` batch, only the entries its log can take now
@@ -96,6 +102,7 @@ use serde::Serialize;
 use crate::hearing::Hearing;
 use crate::identity::{AdoptError, ClusterIdentity, OtherCluster};
 use crate::room::Room;
+use crate::sane::Invalid;
 use crate::{NodeId, TypeConfig};
 
 /// The first bytes of every binary body: `b"DXR"` and the wire version, 1.
@@ -130,6 +137,11 @@ pub enum Refused {
     /// was wiped and that was initialized again). Answered `409`.
     #[error(transparent)]
     OtherCluster(#[from] OtherCluster),
+    /// The RPC holds what no honest peer sends ([`crate::sane`]): a term or index out of
+    /// range, entries that are not consecutive, or a snapshot whose data does not decode.
+    /// Answered `400`, the text beginning with the error's kind ([`Invalid::kind`]).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
 }
 
 impl Refused {
@@ -138,6 +150,7 @@ impl Refused {
         match self {
             Refused::WrongNode { .. } => StatusCode::MISDIRECTED_REQUEST,
             Refused::OtherCluster(_) => StatusCode::CONFLICT,
+            Refused::Invalid(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -530,7 +543,7 @@ struct Peer {
     raft: Raft<TypeConfig>,
     partition: Partition,
     /// The order of the chunks of the snapshot being received.
-    receiving: Arc<std::sync::Mutex<ChunkOrder>>,
+    receiving: Arc<tokio::sync::Mutex<ChunkOrder>>,
     /// What this node's log can take of a leader's entries.
     room: Room,
     /// How long each snapshot chunk waits before openraft takes it (a test hook).
@@ -675,6 +688,9 @@ async fn append_entries(State(peer): State<Peer>, headers: HeaderMap, body: Byte
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    if let Err(invalid) = crate::sane::append_entries(&rpc) {
+        return refuse(invalid.into()).into_response();
+    }
     if let Err(refused) = adopt_cluster(&peer, &headers).await {
         return refused.into_response();
     }
@@ -691,6 +707,9 @@ async fn vote(State(peer): State<Peer>, headers: HeaderMap, body: Bytes) -> Resp
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    if let Err(invalid) = crate::sane::vote(&rpc) {
+        return refuse(invalid.into()).into_response();
+    }
     // (Only a candidate of a cluster with an id: one without, made by an earlier version or by
     // openraft's `initialize` of several members at once, has its members start empty, and
     // none of them could be elected.)
@@ -737,51 +756,157 @@ async fn install_snapshot(State(peer): State<Peer>, headers: HeaderMap, body: By
         Ok(rpc) => rpc,
         Err(refused) => return refused.into_response(),
     };
+    if let Err(invalid) = crate::sane::install_snapshot(&rpc) {
+        return refuse(invalid.into()).into_response();
+    }
     if let Err(refused) = adopt_cluster(&peer, &headers).await {
         return refused.into_response();
     }
-    let order = || peer.receiving.lock().unwrap_or_else(|e| e.into_inner());
-    let (id, offset, len, vote) = (
-        rpc.meta.snapshot_id.clone(),
-        rpc.offset,
-        rpc.data.len(),
-        rpc.vote,
-    );
-    if let Err(refused) = order().admit(&id, offset) {
+    // (Checked again, with the chunk, below: a chunk out of order is refused at once.)
+    if let Err(refused) = peer
+        .receiving
+        .lock()
+        .await
+        .admit(&rpc.meta.snapshot_id, rpc.offset)
+    {
         return (StatusCode::BAD_REQUEST, refused).into_response();
     }
     // The node hears from the sender while openraft takes the chunk ([`crate::hearing`]).
-    let _hearing = Hearing::start(&peer.raft, vote);
+    let _hearing = Hearing::start(&peer.raft, rpc.vote);
     let delay = peer.slow_chunks.delay();
     if !delay.is_zero() && !rpc.done {
         tokio::time::sleep(delay).await;
     }
-    let answer = peer.raft.install_snapshot(rpc).await;
-    // Accepted: openraft answers with the sender's vote (a higher one refuses it).
-    if matches!(&answer, Ok(r) if r.vote <= vote) {
-        order().record(&id, offset, len);
+    // In a task of its own: what openraft took is recorded even where the sender gives up.
+    let task = tokio::spawn(receive_chunk(
+        peer.raft.clone(),
+        peer.receiving.clone(),
+        rpc,
+    ));
+    match task.await {
+        Ok(Ok(answer)) => binary(&answer),
+        Ok(Err(refused)) => refused.into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
-    binary(&answer)
 }
 
-/// The snapshot being received (its id) and how many bytes of it arrived so far.
+type InstallSnapshotAnswer =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+
+/// Hands `raft` a snapshot chunk if `receiving` admits it, keeping `receiving`'s copy of the
+/// snapshot as openraft's; the last chunk only if the snapshot it completes decodes as the
+/// state machine's (openraft would otherwise hand the state machine a snapshot it cannot
+/// install, and its core stop applying for good). The error is the response to send instead.
+async fn receive_chunk(
+    raft: Raft<TypeConfig>,
+    receiving: Arc<tokio::sync::Mutex<ChunkOrder>>,
+    rpc: InstallSnapshotRequest<TypeConfig>,
+) -> Result<InstallSnapshotAnswer, (StatusCode, String)> {
+    // Held until openraft answered: one chunk at a time, as openraft takes them.
+    let mut order = receiving.lock().await;
+    let (id, offset, vote, done) = (rpc.meta.snapshot_id.clone(), rpc.offset, rpc.vote, rpc.done);
+    order
+        .admit(&id, offset)
+        .map_err(|refused| (StatusCode::BAD_REQUEST, refused))?;
+    let undo = order.write(&id, offset, &rpc.data);
+    if done {
+        if let Some(bytes) = order.take_bytes(&id) {
+            // Decoded off the runtime's threads: a snapshot holds the whole journal.
+            let checked = tokio::task::spawn_blocking(move || {
+                let checked = crate::state_machine::check_snapshot_data(&bytes);
+                (bytes, checked)
+            })
+            .await;
+            let Ok((bytes, checked)) = checked else {
+                // (Its copy is gone: start over.)
+                *order = ChunkOrder::default();
+                return Err(refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the snapshot's check failed",
+                ));
+            };
+            order.put_bytes(bytes);
+            if let Err(why) = checked {
+                order.undo(undo);
+                let invalid = Invalid::BadSnapshot {
+                    id,
+                    why: why.to_string(),
+                };
+                return Err(refuse(invalid.into()));
+            }
+        }
+    }
+    let answer = raft.install_snapshot(rpc).await;
+    // Accepted: openraft answers with the sender's vote (a higher one refuses it).
+    match &answer {
+        Ok(r) if r.vote <= vote => {
+            if done {
+                order.finish(&id);
+            }
+        }
+        _ => order.undo(undo),
+    }
+    Ok(answer)
+}
+
+/// The snapshot being received: its id, how many bytes of it arrived so far, and a copy of
+/// them as openraft's receiving buffer holds them.
 ///
 /// A snapshot's chunks come in order: the first at offset 0, each next one at most where the
 /// bytes received so far end (a resent chunk starts before). openraft writes a chunk at its
 /// offset into the receiving buffer, so a chunk far past the end (from a faulty or hostile
 /// sender) would grow the buffer to that offset: [`ChunkOrder::admit`] refuses it first. (A
 /// guard against a faulty sender, not an attacker: the peer API has no authentication.)
+///
+/// The copy lets the node check, before openraft takes the last chunk, that the snapshot
+/// decodes (a snapshot in transit is thus held twice). It follows openraft's buffer: a chunk
+/// at offset 0 of another snapshot starts a new one, a chunk is written at its offset
+/// ([`ChunkOrder::write`]), undone where openraft refused it ([`ChunkOrder::undo`]); once
+/// openraft took the last chunk its buffer is gone, and so is the copy
+/// ([`ChunkOrder::finish`]): a chunk resent at another offset than 0 is then refused by
+/// openraft, unchecked here.
 #[derive(Debug, Default)]
-pub struct ChunkOrder(Option<(String, u64)>);
+pub struct ChunkOrder(Option<Receiving>);
+
+#[derive(Debug)]
+struct Receiving {
+    id: String,
+    /// The end of the furthest chunk taken.
+    received: u64,
+    /// The bytes taken, while openraft receives the snapshot.
+    bytes: Option<Vec<u8>>,
+}
+
+/// How to undo a [`ChunkOrder::write`].
+#[derive(Debug)]
+#[must_use = "a chunk openraft refused must be undone"]
+pub struct Undo(UndoKind);
+
+#[derive(Debug)]
+enum UndoKind {
+    /// The write changed nothing.
+    Nothing,
+    /// The write started a new snapshot: what was received before.
+    Started(Option<Receiving>),
+    /// The write overwrote `saved` at `offset` and extended the bytes from `len` bytes, and
+    /// the end received from `received`.
+    Wrote {
+        offset: usize,
+        saved: Vec<u8>,
+        len: usize,
+        received: u64,
+    },
+}
 
 impl ChunkOrder {
     /// Whether the chunk of snapshot `id` at `offset` may be handed to openraft, or why not.
     pub fn admit(&self, id: &str, offset: u64) -> Result<(), String> {
         match &self.0 {
             _ if offset == 0 => Ok(()),
-            Some((current, received)) if current == id && offset <= *received => Ok(()),
-            Some((current, received)) if current == id => Err(format!(
-                "snapshot {id}: chunk at offset {offset} but only {received} bytes received"
+            Some(r) if r.id == id && offset <= r.received => Ok(()),
+            Some(r) if r.id == id => Err(format!(
+                "snapshot {id}: chunk at offset {offset} but only {} bytes received",
+                r.received
             )),
             _ => Err(format!(
                 "snapshot {id}: chunk at offset {offset} before its first chunk"
@@ -789,15 +914,97 @@ impl ChunkOrder {
         }
     }
 
-    /// Records an admitted chunk of `len` bytes that openraft accepted.
-    pub fn record(&mut self, id: &str, offset: u64, len: usize) {
-        let end = offset.saturating_add(len as u64);
+    /// Writes an admitted chunk of snapshot `id` at `offset`, as openraft will: undo it where
+    /// openraft refuses it.
+    pub fn write(&mut self, id: &str, offset: u64, data: &[u8]) -> Undo {
+        let end = offset.saturating_add(data.len() as u64);
         match &mut self.0 {
-            _ if offset == 0 => self.0 = Some((id.to_string(), end)),
-            Some((current, received)) if current == id => *received = (*received).max(end),
-            // A later chunk of another snapshot than the one received now: not this one's.
-            _ => {}
+            Some(r) if r.id == id && r.bytes.is_some() => {
+                let bytes = r.bytes.as_mut().expect("checked above");
+                // (Admitted: `offset` is at most the bytes' length.)
+                let at = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let len = bytes.len();
+                let overlap = (len - at).min(data.len());
+                let saved = bytes[at..at + overlap].to_vec();
+                bytes[at..at + overlap].copy_from_slice(&data[..overlap]);
+                bytes.extend_from_slice(&data[overlap..]);
+                let received = r.received;
+                r.received = r.received.max(end);
+                Undo(UndoKind::Wrote {
+                    offset: at,
+                    saved,
+                    len,
+                    received,
+                })
+            }
+            // openraft starts over: a new snapshot, or one whose last chunk it took.
+            _ if offset == 0 => {
+                let before = self.0.replace(Receiving {
+                    id: id.to_string(),
+                    received: end,
+                    bytes: Some(data.to_vec()),
+                });
+                Undo(UndoKind::Started(before))
+            }
+            // Another snapshot's (refused by `admit`), or a chunk resent after the last was
+            // taken (which openraft refuses).
+            _ => Undo(UndoKind::Nothing),
         }
+    }
+
+    /// Undoes a chunk's [`ChunkOrder::write`] (the last one made).
+    pub fn undo(&mut self, undo: Undo) {
+        match undo.0 {
+            UndoKind::Nothing => {}
+            UndoKind::Started(before) => self.0 = before,
+            UndoKind::Wrote {
+                offset,
+                saved,
+                len,
+                received,
+            } => {
+                if let Some(r) = &mut self.0 {
+                    if let Some(bytes) = &mut r.bytes {
+                        bytes.truncate(len);
+                        bytes[offset..offset + saved.len()].copy_from_slice(&saved);
+                    }
+                    r.received = received;
+                }
+            }
+        }
+    }
+
+    /// The bytes of snapshot `id` received so far, taken out (give them back with
+    /// [`ChunkOrder::put_bytes`]); `None` if openraft receives no such snapshot.
+    pub fn take_bytes(&mut self, id: &str) -> Option<Vec<u8>> {
+        self.0
+            .as_mut()
+            .filter(|r| r.id == id)
+            .and_then(|r| r.bytes.take())
+    }
+
+    /// Gives back the bytes [`ChunkOrder::take_bytes`] took.
+    pub fn put_bytes(&mut self, bytes: Vec<u8>) {
+        if let Some(r) = &mut self.0 {
+            r.bytes = Some(bytes);
+        }
+    }
+
+    /// openraft took the last chunk of snapshot `id`: its buffer is gone.
+    pub fn finish(&mut self, id: &str) {
+        if let Some(r) = self.0.as_mut().filter(|r| r.id == id) {
+            r.bytes = None;
+        }
+    }
+
+    /// The bytes of snapshot `id` received so far, if openraft is receiving it.
+    pub fn bytes(&self, id: &str) -> Option<&[u8]> {
+        self.0
+            .as_ref()
+            .filter(|r| r.id == id)
+            .and_then(|r| r.bytes.as_deref())
     }
 }
 
@@ -845,7 +1052,7 @@ mod tests {
         let mut order = ChunkOrder::default();
         let take = |o: &mut ChunkOrder, id: &str, offset: u64, len: usize| {
             o.admit(id, offset)?;
-            o.record(id, offset, len);
+            let _ = o.write(id, offset, &vec![7; len]);
             Ok::<(), String>(())
         };
         let e = take(&mut order, "s1", 1 << 46, 1).unwrap_err();
@@ -861,15 +1068,53 @@ mod tests {
         take(&mut order, "s1", 250, 1).unwrap();
         let e = take(&mut order, "s2", 100, 1).unwrap_err();
         assert!(e.contains("before its first chunk"), "{e}");
-        // An admitted first chunk openraft refused (a deposed leader's) is not recorded: the
+        // An admitted first chunk openraft refused (a deposed leader's) is undone: the
         // current transfer goes on.
         order.admit("old", 0).unwrap();
+        let undo = order.write("old", 0, &[1]);
+        order.undo(undo);
         take(&mut order, "s1", 251, 1).unwrap();
         take(&mut order, "s2", 0, 1).unwrap(); // a new snapshot starts over
         assert!(take(&mut order, "s1", 1, 1).is_err());
         // A late chunk of another snapshot does not replace the one being received.
-        order.record("s1", 100, 10);
+        let _ = order.write("s1", 100, &[1; 10]);
         take(&mut order, "s2", 1, 1).unwrap();
+        assert_eq!(order.bytes("s2"), Some(&[7u8, 7][..]));
+    }
+
+    /// The copy of a snapshot holds its bytes as openraft's buffer does: chunks written at
+    /// their offsets, refused ones undone, nothing once the last chunk was taken.
+    #[test]
+    fn the_copy_of_a_snapshot_follows_openrafts_buffer() {
+        let mut order = ChunkOrder::default();
+        let _ = order.write("s", 0, b"abcdef");
+        let _ = order.write("s", 6, b"gh");
+        assert_eq!(order.bytes("s"), Some(&b"abcdefgh"[..]));
+        // A resent chunk overwrites in place; refused, it is undone.
+        let undo = order.write("s", 2, b"XYZWVUT");
+        assert_eq!(order.bytes("s"), Some(&b"abXYZWVUT"[..]));
+        order.undo(undo);
+        assert_eq!(order.bytes("s"), Some(&b"abcdefgh"[..]));
+        assert!(order.admit("s", 9).is_err());
+        // Offset 0 of the same snapshot overwrites, keeping the tail (openraft seeks).
+        let _ = order.write("s", 0, b"AB");
+        assert_eq!(order.bytes("s"), Some(&b"ABcdefgh"[..]));
+        let bytes = order.take_bytes("s").unwrap();
+        order.put_bytes(bytes);
+        order.finish("s");
+        assert_eq!(order.bytes("s"), None);
+        // A resend of the last chunk is admitted (openraft refuses it: the sender starts
+        // over), and changes nothing.
+        order.admit("s", 6).unwrap();
+        let _ = order.write("s", 6, b"gh");
+        assert_eq!(order.bytes("s"), None);
+        // The same snapshot sent again from 0 starts a new copy.
+        let _ = order.write("s", 0, b"12");
+        assert_eq!(order.bytes("s"), Some(&b"12"[..]));
+        // A new snapshot refused by openraft gives back the one before.
+        let undo = order.write("t", 0, b"zz");
+        order.undo(undo);
+        assert_eq!(order.bytes("s"), Some(&b"12"[..]));
     }
 
     #[test]

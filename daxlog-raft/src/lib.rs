@@ -51,6 +51,7 @@ mod meta;
 pub mod network;
 pub mod node;
 pub mod room;
+pub mod sane;
 pub mod snapshot_file;
 mod state_machine;
 mod watermark;

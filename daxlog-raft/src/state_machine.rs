@@ -314,6 +314,15 @@ fn bad_data(what: &str, e: DaxError) -> DaxError {
     DaxError::BadSnapshot(format!("{what}: {e}"))
 }
 
+/// Whether `data`, a snapshot's bytes received from a leader, decodes as
+/// [`KvStateMachine`]'s `install_snapshot` decodes it (checked before openraft takes the
+/// snapshot: one that fails there stops the node's state machine for good).
+pub(crate) fn check_snapshot_data(data: &[u8]) -> Result<(), DaxError> {
+    crate::codec::decode::<Contents>(data)
+        .map(drop)
+        .map_err(|e| bad_data("snapshot data received", e))
+}
+
 impl Shared {
     /// Makes `meta` and `data` the current snapshot, on disk first, unless the current
     /// snapshot is at least as recent (its last log id is not older): a snapshot built from an

@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use daxlog_raft::http::{encode, FROM_HEADER, VOTE_PATH, WIRE_HEADER};
+use daxlog_raft::http::{
+    encode, APPEND_ENTRIES_PATH, FROM_HEADER, INSTALL_SNAPSHOT_PATH, VOTE_PATH, WIRE_HEADER,
+};
 use daxlog_raft::node::{Node, NodeOptions};
 use daxlog_raft::NodeId;
 use openraft::raft::VoteRequest;
@@ -1583,7 +1585,8 @@ async fn no_vote_without_data() {
         let c = &c;
         let n5 = &n5;
         async move {
-            let (status, body) = raw_vote_bytes(c, n5, 1, cluster, encode(&vote).unwrap()).await;
+            let (status, body) =
+                raw_rpc(c, n5, VOTE_PATH, 1, cluster, encode(&vote).unwrap()).await;
             assert_eq!(status, 200);
             let answer: Result<
                 openraft::raft::VoteResponse<NodeId>,
@@ -1601,17 +1604,18 @@ async fn no_vote_without_data() {
     shutdown(vec![n5]).await;
 }
 
-/// A peer RPC's status and raw answer.
-async fn raw_vote_bytes(
+/// A peer RPC to `path` with this body, sender and cluster id: its status and raw answer.
+async fn raw_rpc(
     c: &Client,
     node: &Node,
+    path: &str,
     from: NodeId,
     cluster: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, Vec<u8>) {
     let mut req = c
         .http
-        .post(format!("http://{}{VOTE_PATH}", node.addr()))
+        .post(format!("http://{}{path}", node.addr()))
         .header(FROM_HEADER, from);
     if let Some(cluster) = cluster {
         req = req.header(daxlog_raft::http::CLUSTER_HEADER, cluster);
@@ -1939,4 +1943,222 @@ async fn leader_changed() {
     assert_eq!((status, &v["error"]), (421, &json!("not_leader")), "{v}");
     let nodes = std::sync::Arc::into_inner(n1).unwrap();
     shutdown(nodes).await;
+}
+
+/// A log id of leader `(term, 1)` at `index`.
+fn lid(term: u64, index: u64) -> openraft::LogId<NodeId> {
+    openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index)
+}
+
+/// An `AppendEntries` of leader `(vote_term, 1)` with entries at these `(term, index)`.
+fn forged_append(
+    vote_term: u64,
+    prev: Option<openraft::LogId<NodeId>>,
+    entries: &[(u64, u64)],
+) -> Vec<u8> {
+    let rpc = openraft::raft::AppendEntriesRequest::<daxlog_raft::TypeConfig> {
+        vote: Vote::new_committed(vote_term, 1),
+        prev_log_id: prev,
+        leader_commit: None,
+        entries: entries
+            .iter()
+            .map(|&(term, index)| openraft::Entry {
+                log_id: lid(term, index),
+                payload: openraft::EntryPayload::Normal(daxlog_raft::Request::Append {
+                    data: format!("forged-{index}").into_bytes(),
+                }),
+            })
+            .collect(),
+    };
+    encode(&rpc).unwrap()
+}
+
+/// An `InstallSnapshot` chunk of leader `(vote_term, 1)`.
+fn forged_chunk(
+    vote_term: u64,
+    last: openraft::LogId<NodeId>,
+    offset: u64,
+    data: Vec<u8>,
+    done: bool,
+) -> Vec<u8> {
+    let chunk = openraft::raft::InstallSnapshotRequest::<daxlog_raft::TypeConfig> {
+        vote: Vote::new_committed(vote_term, 1),
+        meta: openraft::SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: Default::default(),
+            snapshot_id: "forged".into(),
+        },
+        offset,
+        data,
+        done,
+    };
+    encode(&chunk).unwrap()
+}
+
+/// Asserts that a peer RPC was refused `400` with an error of `kind`.
+fn assert_refused((status, body): (u16, Vec<u8>), kind: &str) {
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.starts_with(&format!("{kind}: ")), "{text}");
+}
+
+/// Starts node 1, initializing a cluster, and waits for it to lead; writes one record.
+async fn one_leader(c: &Client, dir: &std::path::Path) -> Node {
+    let n1 = Node::start(NodeOptions {
+        init: true,
+        ..options(1, dir)
+    })
+    .await
+    .unwrap();
+    wait_leader(c, &n1).await;
+    let (status, v) = c.append(&n1, b"one").await;
+    assert_eq!(status, 200, "{v}");
+    n1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_entries_out_of_order_are_refused() {
+    bounded(entries_out_of_order()).await;
+}
+
+/// An `AppendEntries` whose entries do not follow its `prev_log_id` one by one (a hole, an
+/// index repeated, a first entry that is not the next index), whose terms decrease, or of a
+/// later term than its vote, is refused `400` before openraft sees it: openraft only
+/// debug-asserts the order, and the log store's refusal of the append stopped the node.
+async fn entries_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = one_leader(&c, dir.path()).await;
+    let m = c.metrics(&n1).await;
+    let term = m["current_term"].as_u64().unwrap();
+    let last = m["last_log_index"].as_u64().unwrap();
+    let prev = Some(lid(term, last));
+    for (body, kind) in [
+        // A hole after the last entry.
+        (
+            forged_append(term, prev, &[(term, last + 2)]),
+            "not_consecutive",
+        ),
+        // An index repeated.
+        (
+            forged_append(term, prev, &[(term, last + 1), (term, last + 1)]),
+            "not_consecutive",
+        ),
+        // Without a previous log id, the first entry is at index 0.
+        (forged_append(term, None, &[(term, 1)]), "not_consecutive"),
+        (
+            forged_append(term + 1, prev, &[(term + 1, last + 1), (term, last + 2)]),
+            "terms_decrease",
+        ),
+        (
+            forged_append(term, prev, &[(term + 1, last + 1)]),
+            "term_above_vote",
+        ),
+    ] {
+        let answer = raw_rpc(&c, &n1, APPEND_ENTRIES_PATH, 2, None, body).await;
+        assert_refused(answer, kind);
+    }
+    // The node goes on.
+    let (status, v) = c.append(&n1, b"two").await;
+    assert_eq!(status, 200, "{v}");
+    let m = c.metrics(&n1).await;
+    assert_eq!(m["state"], "Leader", "{m}");
+    assert_eq!(m["current_term"], json!(term), "{m}");
+    shutdown(vec![n1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_and_indexes_no_cluster_reaches_are_refused() {
+    bounded(out_of_range()).await;
+}
+
+/// A vote or log id of a term or index above 2^62, in an `AppendEntries` (a heartbeat), a
+/// `Vote` or an `InstallSnapshot` (its vote, its snapshot's meta), is refused `400`: a vote
+/// of term `u64::MAX`, once saved, made the next election's term wrap and openraft panic.
+async fn out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = one_leader(&c, dir.path()).await;
+    let term = c.metrics(&n1).await["current_term"].as_u64().unwrap();
+    let huge = u64::MAX;
+    let vote = |term, last| encode(&VoteRequest::<NodeId>::new(Vote::new(term, 2), last)).unwrap();
+    for (path, body) in [
+        (APPEND_ENTRIES_PATH, forged_append(huge, None, &[])),
+        (
+            APPEND_ENTRIES_PATH,
+            forged_append(term, Some(lid(term, huge)), &[]),
+        ),
+        (VOTE_PATH, vote(huge, None)),
+        (VOTE_PATH, vote(term + 1, Some(lid(term, huge)))),
+        (
+            INSTALL_SNAPSHOT_PATH,
+            forged_chunk(huge, lid(term, 1), 0, vec![1], false),
+        ),
+        (
+            INSTALL_SNAPSHOT_PATH,
+            forged_chunk(term, lid(term, huge), 0, vec![1], false),
+        ),
+    ] {
+        let answer = raw_rpc(&c, &n1, path, 2, None, body).await;
+        assert_refused(answer, "out_of_range");
+    }
+    // Nothing taken: the node leads in its term and takes writes.
+    let (status, v) = c.append(&n1, b"two").await;
+    assert_eq!(status, 200, "{v}");
+    let m = c.metrics(&n1).await;
+    assert_eq!(
+        (&m["state"], &m["current_term"]),
+        (&json!("Leader"), &json!(term)),
+        "{m}"
+    );
+    shutdown(vec![n1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_does_not_decode_is_refused() {
+    bounded(undecodable_snapshot()).await;
+}
+
+/// A snapshot whose last chunk completes data that does not decode (alone, or after a first
+/// chunk) is refused `400` before openraft takes it: handed to the state machine, its failure
+/// left openraft's core hung, the follower up but never applying again.
+async fn undecodable_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = one_leader(&c, dir.path()).await;
+    let n2 = Node::start(options(2, dir.path())).await.unwrap();
+    let (status, v) = c
+        .post(
+            &n1,
+            "/admin/add-learner",
+            json!({"id": 2, "addr": n2.addr().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let m = c.metrics(&n1).await;
+    let term = m["current_term"].as_u64().unwrap();
+    let last = lid(term, m["last_log_index"].as_u64().unwrap() + 1000);
+    let whole = forged_chunk(term, last, 0, vec![0xAB; 16], true);
+    assert_refused(
+        raw_rpc(&c, &n2, INSTALL_SNAPSHOT_PATH, 1, None, whole).await,
+        "bad_snapshot",
+    );
+    // In two chunks: the first is taken, the last refused.
+    let first = forged_chunk(term, last, 0, vec![0x01; 8], false);
+    let (status, body) = raw_rpc(&c, &n2, INSTALL_SNAPSHOT_PATH, 1, None, first).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let rest = forged_chunk(term, last, 8, vec![0xAB; 8], true);
+    assert_refused(
+        raw_rpc(&c, &n2, INSTALL_SNAPSHOT_PATH, 1, None, rest).await,
+        "bad_snapshot",
+    );
+    // The learner still applies its leader's entries.
+    let (status, v) = c.append(&n1, b"two").await;
+    assert_eq!(status, 200, "{v}");
+    let applied = c.metrics(&n1).await["last_applied"].as_u64().unwrap();
+    wait_applied(&c, &n2, applied).await;
+    let (_, journal, _) = c.journal(&n2, "from=0&local=true").await;
+    let data: Vec<_> = journal.into_iter().map(|(_, d)| d).collect();
+    assert_eq!(data, [b"one".to_vec(), b"two".to_vec()]);
+    shutdown(vec![n1, n2]).await;
 }
