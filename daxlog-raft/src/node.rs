@@ -58,7 +58,8 @@
 //! `/append` checks the write with the log store's [`Admission`] before proposing it: too
 //! large, `413 {"error":"too_large","len","max"}`; log full, `503
 //! {"error":"log_full","needed","free","reserve"}` (and a snapshot is triggered, after which
-//! openraft purges the log). `/read` without `local` is linearizable
+//! openraft purges the log); a body that cannot be read (bad chunked framing, a client gone),
+//! `400 {"error":"unreadable_body"}`. `/read` without `local` is linearizable
 //! (`Raft::ensure_linearizable`, so on the leader only); with `local=true` it reads this node's
 //! applied state with no check. `/append`, linearizable `/read` and the admin routes answer
 //! `421 {"error":"not_leader","leader":ID|null,"leader_addr":"host:port"|null}` on a node that
@@ -72,7 +73,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -911,21 +912,20 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     if let Some(len) = declared.filter(|len| *len > read_limit) {
         return too_large(len);
     }
-    let limit = usize::try_from(read_limit).unwrap_or(usize::MAX);
-    let data: Bytes = match axum::body::to_bytes(body, limit).await {
+    let data = match read_body(body, read_limit).await {
         Ok(data) if data.len() as u64 > max => return too_large(data.len() as u64),
         Ok(data) => data,
-        Err(_) if declared.is_none() => return too_large(read_limit.saturating_add(1)),
-        Err(e) => {
+        Err(BodyError::TooLong { read }) => return too_large(read),
+        // Bad framing (a malformed chunk), a body shorter than its length, a client gone: not
+        // a write that is too large, but none at all.
+        Err(BodyError::Unreadable(e)) => {
             return reply(
                 StatusCode::BAD_REQUEST,
-                json!({"error": "bad_request", "detail": e.to_string()}),
+                json!({"error": "unreadable_body", "detail": e.to_string()}),
             )
         }
     };
-    let request = Request::Append {
-        data: data.to_vec(),
-    };
+    let request = Request::Append { data };
     // Held until the write's entry was proposed and its `client_write` returned (in
     // `Shared::propose`), even if this request ends first: concurrent writes are counted
     // together (a write group's entry needs less room than its writes did one by one).
@@ -952,6 +952,36 @@ async fn append(State(node): State<Arc<Shared>>, headers: HeaderMap, body: Body)
         Err(_) => node.write_timeout(),
     };
     reply(status, body)
+}
+
+/// Why a request body was not read whole.
+#[derive(Debug)]
+enum BodyError {
+    /// It is longer than the limit: `read` bytes (at least) arrived when reading stopped.
+    TooLong { read: u64 },
+    /// It cannot be read: malformed framing, or the connection failed.
+    Unreadable(axum::Error),
+}
+
+/// `body`, read whole if it is at most `limit` bytes long.
+async fn read_body(body: Body, limit: u64) -> Result<Vec<u8>, BodyError> {
+    use axum::body::HttpBody;
+    let mut body = body;
+    let mut data = Vec::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else {
+            return Ok(data);
+        };
+        let Ok(chunk) = frame.map_err(BodyError::Unreadable)?.into_data() else {
+            continue; // (trailers)
+        };
+        let read = (data.len() as u64).saturating_add(chunk.len() as u64);
+        if read > limit {
+            return Err(BodyError::TooLong { read });
+        }
+        data.extend_from_slice(&chunk);
+    }
 }
 
 #[derive(Deserialize)]

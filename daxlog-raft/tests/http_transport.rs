@@ -2162,3 +2162,35 @@ async fn undecodable_snapshot() {
     assert_eq!(data, [b"one".to_vec(), b"two".to_vec()]);
     shutdown(vec![n1, n2]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_append_body_is_a_bad_request() {
+    bounded(unreadable_body()).await;
+}
+
+/// An `/append` whose body cannot be read (a malformed chunk size) is answered
+/// `400 unreadable_body`, not `413 too_large`; the node goes on.
+async fn unreadable_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::new();
+    let n1 = one_leader(&c, dir.path()).await;
+    let mut conn = tokio::net::TcpStream::connect(n1.addr()).await.unwrap();
+    conn.write_all(
+        b"POST /append HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains(r#""error":"unreadable_body""#), "{answer}");
+    let (status, v) = c.append(&n1, b"two").await;
+    assert_eq!(status, 200, "{v}");
+    shutdown(vec![n1]).await;
+}
