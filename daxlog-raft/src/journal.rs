@@ -74,7 +74,7 @@ impl Journal {
     /// The next index: the last record's plus one (0 if there is none). A truncation at most
     /// there drops only records that exist already (later ones take indexes at or past it).
     pub fn next_index(&self) -> u64 {
-        self.last_index().map_or(0, |last| last + 1)
+        self.last_index().map_or(0, |last| last.saturating_add(1))
     }
 
     /// Adds a record after the others. Its index must be larger than the last one's (the

@@ -884,7 +884,7 @@ impl Shared {
         drop(admitted);
         for (i, to) in answers.into_iter().enumerate() {
             // A client that gave up (its request timed out) no longer listens: nothing to do.
-            let _ = to.send(answer.clone().map(|first| first + i as u64));
+            let _ = to.send(answer.clone().map(|first| first.saturating_add(i as u64)));
         }
     }
 }
@@ -1007,7 +1007,10 @@ async fn read(State(node): State<Arc<Shared>>, Query(q): Query<ReadQuery>) -> Re
     }
     let max = q.max.min(MAX_READ_ENTRIES);
     let page = node.sm.journal_page_within(q.from, max, MAX_READ_BYTES);
-    let next = page.records.last().map_or(q.from, |(index, _)| index + 1);
+    let next = page
+        .records
+        .last()
+        .map_or(q.from, |(index, _)| index.saturating_add(1));
     let entries: Vec<Value> = page
         .records
         .iter()

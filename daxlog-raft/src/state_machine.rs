@@ -70,7 +70,8 @@ impl KvState {
         let mut first = None;
         for data in records {
             let index = match self.journal.last_index() {
-                Some(last) => log_index.max(last + 1),
+                // (Saturating: log indexes are bounded far below, `crate::sane`.)
+                Some(last) => log_index.max(last.saturating_add(1)),
                 None => log_index,
             };
             first.get_or_insert(index);
