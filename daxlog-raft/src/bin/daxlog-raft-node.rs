@@ -2,7 +2,8 @@
 //! client, admin and metrics API over HTTP on `--listen` (see the crate's README, "Running a
 //! cluster"). Prints `daxlog-raft-node <id> listening on <addr>` once it accepts connections;
 //! exits 0 on SIGTERM or SIGINT after shutting Raft down, and 1 with the reason on stderr if
-//! Raft stops by itself (a fatal storage error). Logs go to stderr, filtered by `RUST_LOG`
+//! Raft stops by itself (a fatal storage error), or if the shutdown after a signal does not
+//! end within 30 s (a Raft that hangs). Logs go to stderr, filtered by `RUST_LOG`
 //! (nothing by default).
 
 #![forbid(unsafe_code)]
@@ -117,6 +118,9 @@ async fn start(args: Args) -> ExitCode {
     }
 }
 
+/// How long a shutdown after SIGTERM or SIGINT may take before the node exits with status 1.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed before the readiness line: a signal sent right after it is never lost.
@@ -154,7 +158,16 @@ async fn run(args: Args) -> Result<(), daxlog_raft::node::Error> {
         _ = int.recv() => None,
     };
     let Some(why) = stopped else {
-        return node.shutdown().await;
+        // Bounded: a Raft whose core hangs (openraft 0.9 waits for ever on a state machine
+        // that failed) would otherwise keep the process up, ignoring the signal.
+        return match tokio::time::timeout(SHUTDOWN_LIMIT, node.shutdown()).await {
+            Ok(done) => done,
+            Err(_) => Err(format!(
+                "shutdown did not end within {} s: Raft hangs",
+                SHUTDOWN_LIMIT.as_secs()
+            )
+            .into()),
+        };
     };
     // Raft stopped by itself: this node can no longer take part. Exit with the reason (a
     // supervisor may restart it; its files stay) instead of staying up looking alive.
