@@ -3357,6 +3357,66 @@ fn a_damaged_current_slot_stops_append_and_salvage_copies_its_entries() {
     );
 }
 
+/// `check --salvage` of a log file cut short: salvaged as if zeros followed (it was refused:
+/// the file is shorter than the capacity), with a warning; entries past the cut are lost and
+/// counted, those before it copied, and the file itself is left as it was.
+#[test]
+fn a_log_file_cut_short_is_salvaged() {
+    let dir = tempdir();
+    let path = dir.path().join("cut.dax");
+    ok(&["create", p(&path), "--capacity", "64KiB"]);
+    let lines: String = (1..=10).map(|i| format!("entry {i}\n")).collect();
+    let out = daxlog_stdin(&["append", p(&path)], lines.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let len = |path: &Path| std::fs::metadata(path).unwrap().len();
+    let copied: String = (1..=10).map(|i| format!("{i}\tentry {i}\n")).collect();
+    // Cut after the entries (32 bytes each from 4096), then inside entry 8.
+    for (cut, lost) in [(6000u64, 0u64), (4096 + 7 * 32 + 5, 3)] {
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(cut).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let rescued = dir.path().join(format!("r{cut}.dax"));
+        let out = daxlog(&["check", p(&path), "--salvage", p(&rescued)]);
+        let err = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(if lost > 0 { 3 } else { 0 }),
+            "{err}"
+        );
+        assert!(
+            err.starts_with(&format!(
+                "warning: {}: the file is {cut} bytes, shorter than its log's capacity (65536 \
+                 bytes)",
+                path.display()
+            )),
+            "{err}"
+        );
+        let summary = text(&out.stdout);
+        let want = if lost > 0 {
+            "3 LSNs lost"
+        } else {
+            "nothing lost"
+        };
+        assert!(summary.contains(want), "{summary}");
+        let keep = (10 - lost) as usize;
+        assert_eq!(
+            ok(&["cat", p(&rescued), "--lsn"]),
+            copied
+                .lines()
+                .take(keep)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        );
+        assert!(std::fs::read(&path).unwrap() == before && len(&path) == cut);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".daxlog-salvage"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
 /// A live `cat --to 2` (beside a writer) that a head truncation of entries above 2 overtakes
 /// says nothing of them: they were not to be printed.
 #[test]

@@ -266,8 +266,29 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
             )));
         }
     }
-    let src = Log::open_read_only(path, &super::options().recovery_mode(RecoveryMode::Salvage))
-        .map_err(CliError::log(path))?;
+    let salvage = super::options().recovery_mode(RecoveryMode::Salvage);
+    // A file cut short is salvaged from a copy made up to the log's capacity with zeros (the
+    // log itself is never written): what lay past its end is lost, the rest is copied. (The
+    // copy lives until the salvage is done.)
+    let mut _extended = None;
+    let src = match Log::open_read_only(path, &salvage) {
+        Err(Error::FileShorterThanCapacity {
+            file_len, capacity, ..
+        }) => {
+            let copy = extended_copy(path, out_path, capacity)?;
+            let _ = writeln!(
+                io::stderr().lock(),
+                "warning: {}: the file is {file_len} bytes, shorter than its log's capacity \
+                 ({capacity} bytes): salvaged as if zeros followed (what lay past its end is \
+                 lost)",
+                path.display()
+            );
+            let log = Log::open_read_only(copy.path(), &salvage).map_err(CliError::log(path))?;
+            _extended = Some(copy);
+            log
+        }
+        other => other.map_err(CliError::log(path))?,
+    };
     let first = src.first_lsn().unwrap_or(src.next_lsn());
     let opts = super::options()
         .capacity(src.capacity())
@@ -373,6 +394,35 @@ fn salvage(path: &Path, out_path: &Path, force: bool) -> Result<u8, CliError> {
     );
     super::print_done(out_path, "the salvage was done", &text)?;
     Ok(if lost > 0 { EXIT_LOSS } else { EXIT_OK })
+}
+
+/// A copy of the log file `path` made up to `capacity` bytes with zeros, in a temporary file
+/// beside `out_path` (on the file system that must hold the salvaged log anyway), removed when
+/// dropped.
+fn extended_copy(
+    path: &Path,
+    out_path: &Path,
+    capacity: u64,
+) -> Result<tempfile::NamedTempFile, CliError> {
+    let dir = match out_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fail = |e: io::Error| {
+        CliError::Failed(format!(
+            "{}: is shorter than its log's capacity, and a copy to salvage it from cannot be \
+             made in {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    };
+    let copy = tempfile::Builder::new()
+        .prefix(".daxlog-salvage-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    std::fs::copy(path, copy.path()).map_err(fail)?;
+    copy.as_file().set_len(capacity).map_err(fail)?;
+    Ok(copy)
 }
 
 /// `check`'s error for [`crate::RecoveryReport::published_missing`].
