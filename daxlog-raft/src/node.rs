@@ -133,6 +133,10 @@ const PRESSURE_CHECK: Duration = Duration::from_millis(10);
 /// The file in a node's directory that holds its node id (and its lock while it runs).
 pub const NODE_ID_FILE: &str = "node.id";
 
+/// The file in a node's data directory that the running node holds locked (`flock`): empty,
+/// never synced. (Hidden: a directory holding only it is still new.)
+pub const LOCK_FILE: &str = ".node.lock";
+
 /// How a node is started; [`NodeOptions::new`] gives the binary's defaults.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -493,8 +497,9 @@ impl Drop for Node {
     }
 }
 
-/// Takes node `id`'s directory: locks the directory itself (held for as long as the returned
-/// handle is open: a second process is refused), then checks its `node.id` file: it must name
+/// Takes node `id`'s directory: locks its file [`LOCK_FILE`] (held for as long as the returned
+/// handle is open: a second process is refused; not the directory itself, which daxlog locks
+/// while it creates a log in it), then checks its `node.id` file: it must name
 /// node `id`. A directory without one (or with an empty one, left by a crash during the first
 /// start) is new if it holds nothing else (`lost+found` and hidden entries aside): the id is
 /// then written to a temporary file, synced and renamed into place. A directory with files but
@@ -503,7 +508,12 @@ impl Drop for Node {
 /// started with another's files would answer for it with the wrong log.
 fn claim_data_dir(dir: &Path, id: NodeId) -> Result<std::fs::File, Error> {
     crate::files::create_dir_durably(dir)?;
-    let lock = std::fs::File::open(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -792,6 +792,11 @@ async fn guards() {
         .expect("a second process on the directory is refused");
         assert!(e.to_string().contains("in use by another process"), "{e}");
     }
+    // (By a file in it: the directory itself stays free for daxlog, which locks it while it
+    // creates a log there, and warned that another program held it.)
+    let d = std::fs::File::open(dir.path().join("node-1")).unwrap();
+    d.try_lock().expect("the directory itself is not locked");
+    d.unlock().unwrap();
 
     // A hostile snapshot chunk: refused, typed, and the node goes on.
     let m = c.metrics(&n1).await;
