@@ -680,7 +680,10 @@ pub struct Gap {
 /// below it is a gap up to it, and what the walk held of a batch broken there is visited.
 /// `slot_damage` is the offset of a damaged current slot that `slot`, the older copy, stands
 /// in for ([`crate::recover::slot_short_of_published`]): the vouched LSNs (where nothing is
-/// vouched for, the published ones) past the end it leads to are a gap there.
+/// vouched for, the published ones) past the end it leads to are a gap there. (Not copied,
+/// though whole entries of the session since may lie there under its epoch: where the writer
+/// synced with `msync`, a lost write-back beside a torn slot update can leave a deleted
+/// suffix's entries in their place, with the same LSNs and another epoch.)
 ///
 /// `published_past_end` is the published LSN where recovery took it for evidence of entries
 /// missing past the end ([`crate::RecoveryReport::published_missing`]; 0 where it did not):
@@ -697,13 +700,6 @@ pub(crate) fn salvage(
 ) -> Salvaged {
     let mut gaps = Vec::new();
     let j = &mut Judge::new(image);
-    // (Up to what the slot damage was found by: the vouched LSN, or where nothing is vouched
-    // for (msync mode, a log of version 2), the published one.)
-    let lost_to = if vouched > 0 { vouched } else { published };
-    // Where the current slot is damaged: the older copy, then, past where it leads, the
-    // session the damaged copy stood for (`written_since`), at most once.
-    let mut slot = *slot;
-    let mut resumed = false;
     let mut pos = slot.head_offset as usize;
     let mut lsn = slot.head_lsn;
     // Entries of a batch at or above the cut whose end has not been seen yet.
@@ -713,7 +709,7 @@ pub(crate) fn salvage(
     loop {
         // Valid entries after the last refused one that could be appends in flight with it.
         let mut in_flight = 0;
-        let w = walk::walk_visit(image, salt, &slot, pos, lsn, |l, p, h| {
+        let w = walk::walk_visit(image, salt, slot, pos, lsn, |l, p, h| {
             pending.push((l, p, h.len));
             let ends = h.flags & FLAG_CONTINUES == 0 || l < slot.cut_lsn;
             if ends {
@@ -724,18 +720,18 @@ pub(crate) fn salvage(
         // is the one judged (as `assess` does).
         let state = walk::end_state(image, &w);
         let clean = !matches!(state, walk::TailState::Torn { .. });
-        let at = if clean && walk::wrap_refusal(image, salt, &slot, w.stop, w.stop_lsn).is_some() {
+        let at = if clean && walk::wrap_refusal(image, salt, slot, w.stop, w.stop_lsn).is_some() {
             DATA_OFFSET
         } else {
             w.stop
         };
         // Where the gap begins (`assess` names the same place).
         let gap_at = if at == w.stop {
-            missing_at(&slot, &state, w.stop)
+            missing_at(slot, &state, w.stop)
         } else {
             at
         } as u64;
-        let (next, _) = continuation_and_length(image, salt, &slot, j, at, w.stop_lsn, published);
+        let (next, _) = continuation_and_length(image, salt, slot, j, at, w.stop_lsn, published);
         let next = next.filter(|&(q, l)| {
             if w.stop_lsn < slot.cut_lsn || l < published {
                 return true;
@@ -743,11 +739,11 @@ pub(crate) fn salvage(
             let i = match runs.as_mut().and_then(|r| r.index_of(q)) {
                 Some(i) => i,
                 None => {
-                    runs = Some(Runs::from(image, salt, &slot, j, q, l, published));
+                    runs = Some(Runs::from(image, salt, slot, j, q, l, published));
                     0
                 }
             };
-            let follows = runs.as_ref().expect("walked above").follows(i, &slot);
+            let follows = runs.as_ref().expect("walked above").follows(i, slot);
             if follows.in_flight {
                 in_flight = follows.count;
             }
@@ -769,20 +765,6 @@ pub(crate) fn salvage(
                 lsn = l;
             }
             None => {
-                if slot_damage.is_some() && !resumed && w.stop_lsn < lost_to {
-                    if let Some(epoch) = written_since(image, salt, &slot, at, w.stop_lsn) {
-                        // (What the walk held of a batch it broke: kept by a suffix
-                        // truncation of that session, below its cut; acknowledged.)
-                        visit_held(image, &mut pending, &mut visit);
-                        slot = Slot {
-                            epoch,
-                            cut_lsn: w.stop_lsn,
-                            ..slot
-                        };
-                        (pos, lsn, resumed, runs) = (at, w.stop_lsn, true, None);
-                        continue;
-                    }
-                }
                 // Acknowledged entries missing at the end: before the cut, or vouched for
                 // (but where the current slot is damaged: then the gap is there, below). A
                 // batch the walk held whose end is among them was acknowledged whole (the
@@ -803,6 +785,9 @@ pub(crate) fn salvage(
                     visit_held(image, &mut pending, &mut visit);
                 }
                 let lost_from = w.stop_lsn.max(acknowledged);
+                // (Up to what the slot damage was found by: the vouched LSN, or where nothing
+                // is vouched for (msync mode, a log of version 2), the published one.)
+                let lost_to = if vouched > 0 { vouched } else { published };
                 if let Some(off) = slot_damage.filter(|_| lost_to > lost_from) {
                     // The LSNs from the end on were acknowledged, so was what the walk held of
                     // a batch broken there.
@@ -837,31 +822,6 @@ pub(crate) struct Salvaged {
     /// counted: what it held of a batch whose end it did not see, and the entries past the
     /// end that could be appends in flight).
     pub end: Lsn,
-}
-
-/// Where the current slot is damaged and `slot` is its older copy: the epoch of the whole entry
-/// `lsn` at `at`, where the walk by `slot` ended, if `slot` refuses it for its epoch alone.
-/// The salvage then goes on under that epoch from there: the caller calls it only below the
-/// LSN the writer published (or vouched for), and every entry published since the older copy
-/// was written carries the epoch of the one session between the two copies (a slot update
-/// writes the other copy: the damaged one is the next after the older). A deleted suffix that
-/// the session left in place is not taken for it: under the older copy's epoch its entries
-/// are accepted by the walk itself (FORMAT.md section 4: not detected), and entries of an
-/// earlier epoch lie only past what the session published (its appends overwrite them from
-/// where it deleted, each with its end marker).
-fn written_since(image: &[u8], salt: u32, slot: &Slot, at: usize, lsn: Lsn) -> Option<u32> {
-    let limit = if at >= slot.head_offset as usize {
-        image.len()
-    } else {
-        slot.head_offset as usize
-    };
-    if at + HEADER_LEN > limit {
-        return None;
-    }
-    let epoch = EntryHeader::decode(&image[at..at + HEADER_LEN]).epoch;
-    let under_it = Slot { epoch, ..*slot };
-    (epoch != slot.epoch && walk::check_entry(image, at, limit, lsn, salt, &under_it).is_ok())
-        .then_some(epoch)
 }
 
 /// Visits the entries held back in `held` (LSN, offset, length), but padding, and forgets them.

@@ -161,10 +161,13 @@ pub(crate) struct Unreadable {
 /// a write-back that fails and is reported later, so that a crash can lose a published
 /// entry), the published LSN counts only beside a whole entry of this log where the scan
 /// stopped, refused for its LSN or epoch alone, with an LSN at or past the scan's end
-/// ([`written_past`]): what the session the damaged copy stood for wrote there. A lost
-/// write-back leaves the bytes that were there before, entries of an earlier lap (lower LSNs)
-/// or nothing whole; taking the older copy beside such an entry would have the writable open
-/// give the LSNs published since to padding entries, written over the entries.
+/// ([`written_past`]): what the session the damaged copy stood for wrote there; or beside
+/// entries of a batch whose end the scan did not find (a suffix truncation of that session
+/// cut it). Taking the older copy there would have the writable open give the LSNs published
+/// since to padding entries, written over those entries. A lost write-back (beside a torn
+/// slot update: a crash during it) mostly leaves the bytes that were there before, entries of
+/// an earlier lap or nothing whole, and the log opens; where it leaves a deleted suffix's
+/// entries (same LSNs, another epoch) or breaks a batch, the open refuses it as damage too.
 pub(crate) fn slot_short_of_published(
     image: &[u8],
     sb: &Superblock,
@@ -177,15 +180,14 @@ pub(crate) fn slot_short_of_published(
     let acknowledged = match sb.version {
         3.. if vouched > 0 => vouched,
         ..3 if persistence.is_cpu_flush() => published,
-        _ if written_past(image, sb.salt, slot, scan) => published,
+        _ if scan.stop_lsn > scan.next_lsn || written_past(image, sb.salt, slot, scan) => published,
         _ => 0,
     };
     (acknowledged > scan.next_lsn).then_some(Damage {
         offset: u.offset,
         lsn: scan.next_lsn,
         reason: "the metadata slot here does not decode, and published entries lie past where \
-                 the other copy leads: damage took the current slot (a salvage copies those it finds whole \
-                 and lists the rest as a gap)",
+                 the other copy leads: damage took the current slot (a salvage lists them as a gap)",
         beyond: 0,
         beyond_lsns: None,
     })
@@ -193,8 +195,9 @@ pub(crate) fn slot_short_of_published(
 
 /// Whether a whole entry of this log with an LSN at or past where `scan` (by `slot`) ended lies
 /// where the scan stopped, or at the start of the data area when the scan stopped in the
-/// log's first part (where appends go next after a wrap), and `slot` refuses it only for its
-/// LSN or its epoch.
+/// log's first part (where appends go next after a wrap), valid under its own epoch (`slot`
+/// refuses it for its LSN, its epoch, or the end of a batch it begins, which the scan did
+/// not find).
 fn written_past(image: &[u8], salt: u32, slot: &Slot, scan: &Scan) -> bool {
     let head = slot.head_offset as usize;
     let wrap = (scan.stop >= head).then_some(DATA_OFFSET);

@@ -2166,52 +2166,48 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
             other.map(|_| ())
         ),
     }
-    // A salvage copies what the older copy leads to, then what the session since wrote under
-    // its own epoch, whole: entry N + 1. Nothing is lost.
-    let salvage = cpu.clone().recovery_mode(RecoveryMode::Salvage);
-    let all: Vec<(Lsn, Vec<u8>)> = (1..=N + 1).map(|l| (l, payload(l, LEN))).collect();
-    let salvaged = |path: &std::path::Path| {
-        let log = Log::open_read_only(path, &salvage).unwrap();
-        let mut rescued = Vec::new();
-        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
-        assert_eq!(
-            log.recovery().gaps,
-            gaps,
-            "the open's report lists the same gaps"
-        );
-        (rescued, gaps)
-    };
-    assert_eq!(salvaged(&path), (all.clone(), vec![]));
-    // Entry N + 1 damaged too: a gap at the slot up to where the two words vouch, also with a
-    // bit of the published word raised (LSN 30).
-    let at_last = DATA_OFFSET as u64 + N * format::entry_len(LEN) as u64;
-    for raise in [false, true] {
-        let copy = dir.path().join(format!("last-{raise}.dax"));
-        std::fs::copy(&path, &copy).unwrap();
-        flip(&copy, at_last + HEADER_LEN as u64 + 3, 0x08);
-        if raise {
-            flip(&copy, format::PUBLISHED_OFFSET as u64, 1 << 3);
-        }
-        let (rescued, gaps) = salvaged(&copy);
-        assert_eq!(rescued, all[..N as usize], "raised: {raise}");
-        assert_eq!(gaps.len(), 1, "{gaps:?}");
-        assert_eq!(
-            (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
-            (current, N + 1, N + 1)
-        );
-    }
-    // And a damaged entry before (entry 5): a gap there, the rest copied.
+    let log =
+        Log::open_read_only(&path, &cpu.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..=N).collect::<Vec<_>>());
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (gaps[0].offset, gaps[0].first_lsn, gaps[0].last_lsn),
+        (current, N + 1, N + 1)
+    );
+    drop(log);
+    // A bit of the published word raised too (LSN 30): the gap still ends where the two words
+    // vouch, not at the raised word.
+    let raised = dir.path().join("raised.dax");
+    std::fs::copy(&path, &raised).unwrap();
+    flip(&raised, format::PUBLISHED_OFFSET as u64, 1 << 3);
+    let log =
+        Log::open_read_only(&raised, &cpu.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
+    assert_eq!(spans(&log.recovery().gaps), [(N + 1, N + 1)]);
+    drop(log);
+    // And a damaged entry before (entry 5): two gaps, each LSN lost counted once.
     let copy = dir.path().join("both.dax");
     std::fs::copy(&path, &copy).unwrap();
     let at5 = DATA_OFFSET as u64 + 4 * format::entry_len(LEN) as u64;
     flip(&copy, at5 + HEADER_LEN as u64 + 3, 0x08);
-    let (rescued, gaps) = salvaged(&copy);
-    let but_5: Vec<_> = all.iter().filter(|(l, _)| *l != 5).cloned().collect();
-    assert_eq!((rescued, spans(&gaps)), (but_5, vec![(5, 5)]));
+    let salvage = cpu.clone().recovery_mode(RecoveryMode::Salvage);
+    let log = Log::open_read_only(&copy, &salvage).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..=N).filter(|&l| l != 5).collect::<Vec<_>>());
+    assert_eq!(spans(&gaps), [(5, 5), (N + 1, N + 1)]);
+    assert_eq!(
+        log.recovery().gaps,
+        gaps,
+        "the open's report lists the same gaps"
+    );
+    drop(log);
     // Written in msync mode (a writer there holds the vouched word at 0: a sync can succeed
-    // over a write-back that fails later), the published LSN is the evidence, whatever mode
-    // the open flushes in: damage at the slot, not the older copy's end, where a writable
-    // open would write padding over entry N + 1 (FORMAT.md section 4).
+    // over a write-back that fails later), the published LSN is the evidence beside entry
+    // N + 1, whole where the older copy's scan stops, refused for its epoch alone: damage at
+    // the slot, whatever mode the open flushes in, where a writable open took entry N + 1 for
+    // lost and wrote padding over it (FORMAT.md section 4). The salvage lists it as a gap.
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&[0; 8], format::VOUCHED_OFFSET as u64)
         .unwrap();
@@ -2231,7 +2227,22 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
         std::fs::read(&path).unwrap() == before,
         "a refused open wrote"
     );
-    assert_eq!(salvaged(&path), (all, vec![]));
+    let log =
+        Log::open_read_only(&path, &msync.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
+    assert_eq!(spans(&log.recovery().gaps), [(N + 1, N + 1)]);
+    drop(log);
+    // Entry N + 1 zeroed too (as a lost write-back would leave it): no evidence left that the
+    // slot was damaged rather than torn by a crash beside that lost write-back, and the older
+    // copy is taken, the LSN reported missing.
+    let lost = dir.path().join("lost.dax");
+    std::fs::copy(&path, &lost).unwrap();
+    let at_last = DATA_OFFSET as u64 + N * format::entry_len(LEN) as u64;
+    let f = OpenOptions::new().write(true).open(&lost).unwrap();
+    f.write_all_at(&vec![0; format::entry_len(LEN)], at_last)
+        .unwrap();
+    let log = Log::open_read_only(&lost, &msync).unwrap();
+    assert_eq!(lsns(&log), (1..=N).collect::<Vec<_>>());
+    assert_eq!(log.recovery().published_missing, Some((N + 1, N + 1)));
 }
 
 /// One bit wrong in the current slot, whatever the session did under it: entries under its
@@ -2853,9 +2864,8 @@ fn a_salvage_copies_a_published_batch_broken_at_its_last_entry() {
 
 /// A writer that vouched for its entries, whose current metadata slot is damaged after a
 /// suffix truncation inside a batch: recovery follows the older slot, whose end lies below
-/// the vouched LSN; a salvage copies the entry the truncation kept of the broken batch,
-/// acknowledged, then the batch written after the truncation under its epoch. With that
-/// batch damaged, its LSNs are a gap up to the vouched LSN.
+/// the vouched LSN (a gap up to it), and the entry the truncation kept of the broken batch,
+/// acknowledged, is copied.
 #[test]
 fn a_salvage_at_a_damaged_slot_copies_what_a_truncation_kept_of_a_batch() {
     use daxlog::format::{Slot, Superblock, SB_LEN, SLOT0_OFFSET, SLOT1_OFFSET, SLOT_LEN};
@@ -2893,25 +2903,44 @@ fn a_salvage_at_a_damaged_slot_copies_what_a_truncation_kept_of_a_batch() {
     } as u64;
     flip(&path, current + 20, 0xff);
     flip(&path, current + 30, 0xff);
-    let salvage = cpu.recovery_mode(RecoveryMode::Salvage);
-    let salvaged = |path: &std::path::Path| {
-        let log = Log::open_read_only(path, &salvage).unwrap();
-        let mut rescued = Vec::new();
-        let gaps = log.salvage(|l, p| rescued.push((l, p.to_vec()))).unwrap();
-        (rescued, spans(&gaps))
-    };
-    let all: Vec<(Lsn, Vec<u8>)> = (1..=12).map(|l| (l, payload(l, LEN))).collect();
-    assert_eq!(salvaged(&path), (all.clone(), vec![]));
-    // The last entry of that batch damaged: the rest of it, vouched for, is copied; entry 12
-    // is a gap.
-    let at_12 = DATA_OFFSET as u64 + 11 * format::entry_len(LEN) as u64;
-    flip(&path, at_12 + HEADER_LEN as u64 + 3, 0x08);
-    assert_eq!(salvaged(&path), (all[..11].to_vec(), vec![(12, 12)]));
-    // The first entry of the batch damaged: the salvage cannot tell the session's epoch, and
-    // its LSNs are a gap up to the vouched LSN.
-    let at_9 = DATA_OFFSET as u64 + 8 * format::entry_len(LEN) as u64;
-    flip(&path, at_9 + HEADER_LEN as u64 + 3, 0x08);
-    assert_eq!(salvaged(&path), (all[..8].to_vec(), vec![(9, 12)]));
+    let log = Log::open_read_only(&path, &cpu.recovery_mode(RecoveryMode::Salvage)).unwrap();
+    let mut rescued = Vec::new();
+    let gaps = log.salvage(|l, _| rescued.push(l)).unwrap();
+    assert_eq!(rescued, (1..=8).collect::<Vec<_>>());
+    assert_eq!(spans(&gaps), [(9, 12)]);
+}
+
+/// A writer in msync mode (it vouches for nothing) whose current metadata slot is damaged
+/// after a suffix truncation inside a batch, with nothing appended since: the older slot's
+/// scan holds the entry the truncation kept and discards it with its broken batch. Damage at
+/// the slot, not a lost entry: a writable open once wrote padding over entry 1.
+#[test]
+fn a_damaged_slot_after_a_truncation_inside_a_batch_is_damage_in_msync_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msync.dax");
+    let msync = Options::new().persistence(daxlog::PersistenceChoice::ForceMsync);
+    let log = Log::create(&path, &msync.clone().capacity(1 << 20)).unwrap();
+    let p: Vec<Vec<u8>> = (1..=3).map(|l| payload(l, LEN)).collect();
+    let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+    assert_eq!(log.append_batch(&refs).unwrap(), 1..4);
+    log.truncate_after(1).unwrap();
+    drop(log);
+    let (_, slot) = common::current_slot_of(&path);
+    let current = format::Slot::offset_for(slot.seq) as u64;
+    flip(&path, current + 20, 0xff);
+    flip(&path, current + 30, 0xff);
+    let before = std::fs::read(&path).unwrap();
+    match Log::open(&path, &msync) {
+        Err(Error::Corrupted { offset, .. }) => assert_eq!(offset, current),
+        other => panic!(
+            "expected Corrupted at the slot, got {:?}",
+            other.map(|l| l.recovery().clone())
+        ),
+    }
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "a refused open wrote"
+    );
 }
 
 /// The writer's close writes the reader area's words back: a power failure after it leaves
