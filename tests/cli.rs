@@ -3206,22 +3206,26 @@ fn append_while_stopped(log: &Log, pid: i32, lsns: std::ops::RangeInclusive<u64>
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
-/// `follow --from N` prints nothing below N, also when a suffix truncation below N sends its
-/// reader back: it says that entries it printed were deleted, and prints the new ones from N.
-/// A second suffix truncation below N, before anything is printed again, deletes nothing
-/// printed: one warning, for the first.
-#[test]
-fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations() {
-    let dir = tempdir();
-    let path = dir.path().join("f.dax");
-    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
+/// A `follow --lsn --from 44 --idle-exit 1` of a log of entries `old 1` ..= `old 45`, which
+/// printed 44 and 45 and then said that `truncate_after(40)` deleted them: its reader is back
+/// at 41. Returns the log, the child, and its output and warning lines still to come.
+#[allow(clippy::type_complexity)]
+fn follow_from_44_after_a_truncation_to_40(
+    path: &Path,
+) -> (
+    Log,
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let log = Log::create(path, &Options::new().capacity(1 << 20)).unwrap();
     for i in 1..=45 {
         log.append(format!("old {i}").as_bytes()).unwrap();
     }
     let mut child = Command::new(bin())
         .args([
             "follow",
-            p(&path),
+            p(path),
             "--lsn",
             "--from",
             "44",
@@ -3238,7 +3242,7 @@ fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations
         assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\told {i}"));
     }
     log.truncate_after(40).unwrap();
-    // (Its warning waited for: the reader sees the second truncation apart.)
+    // (Its warning waited for: the reader sees what comes next apart.)
     assert_eq!(
         errs.next().unwrap().unwrap(),
         format!(
@@ -3247,6 +3251,18 @@ fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations
             path.display()
         )
     );
+    (log, child, lines, errs)
+}
+
+/// `follow --from N` prints nothing below N, also when a suffix truncation below N sends its
+/// reader back: it says that entries it printed were deleted, and prints the new ones from N.
+/// A second suffix truncation below N, before anything is printed again, deletes nothing
+/// printed: one warning, for the first.
+#[test]
+fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations() {
+    let dir = tempdir();
+    let path = dir.path().join("f.dax");
+    let (log, mut child, lines, errs) = follow_from_44_after_a_truncation_to_40(&path);
     log.truncate_after(38).unwrap();
     for i in 39..=50 {
         log.append(format!("new {i}").as_bytes()).unwrap();
@@ -3272,35 +3288,7 @@ fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations
 fn follow_from_names_only_truncated_entries_from_it() {
     let dir = tempdir();
     let path = dir.path().join("f.dax");
-    let log = Log::create(&path, &Options::new().capacity(1 << 20)).unwrap();
-    for i in 1..=45 {
-        log.append(format!("old {i}").as_bytes()).unwrap();
-    }
-    let mut child = Command::new(bin())
-        .args([
-            "follow",
-            p(&path),
-            "--lsn",
-            "--from",
-            "44",
-            "--idle-exit",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut errs = BufReader::new(child.stderr.take().unwrap()).lines();
-    for i in 44..=45 {
-        assert_eq!(lines.next().unwrap().unwrap(), format!("{i}\told {i}"));
-    }
-    log.truncate_after(40).unwrap();
-    let warning = |text: &str| format!("warning: {}: {text}", path.display());
-    assert_eq!(
-        errs.next().unwrap().unwrap(),
-        warning("entries from LSN 41 on were deleted after this reader returned or passed them")
-    );
+    let (log, mut child, lines, errs) = follow_from_44_after_a_truncation_to_40(&path);
     // Its reader is back at 41: the head truncation takes 41..=47 before it reads them.
     append_while_stopped(&log, child.id() as i32, 41..=50, 48);
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
@@ -3314,8 +3302,9 @@ fn follow_from_names_only_truncated_entries_from_it() {
     let more: Vec<String> = errs.map(|l| l.unwrap()).collect();
     assert_eq!(
         more,
-        [warning(
-            "LSNs 44..=47 were truncated away before this reader read them"
+        [format!(
+            "warning: {}: LSNs 44..=47 were truncated away before this reader read them",
+            path.display()
         )]
     );
 }

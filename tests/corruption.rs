@@ -2211,22 +2211,9 @@ fn one_bit_wrong_in_the_current_slot_is_read_corrected() {
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&[0; 8], format::VOUCHED_OFFSET as u64)
         .unwrap();
-    let before = std::fs::read(&path).unwrap();
     for o in [&msync, &cpu] {
-        match Log::open(&path, o) {
-            Err(Error::Corrupted { offset, lsn, .. }) => {
-                assert_eq!((offset, lsn), (current, N + 1))
-            }
-            other => panic!(
-                "expected Corrupted at the slot, got {:?}",
-                other.map(|l| l.recovery().clone())
-            ),
-        }
+        assert_eq!(open_refused_at_slot(&path, o), (current, N + 1));
     }
-    assert!(
-        std::fs::read(&path).unwrap() == before,
-        "a refused open wrote"
-    );
     let log =
         Log::open_read_only(&path, &msync.clone().recovery_mode(RecoveryMode::Salvage)).unwrap();
     assert_eq!(spans(&log.recovery().gaps), [(N + 1, N + 1)]);
@@ -2929,18 +2916,25 @@ fn a_damaged_slot_after_a_truncation_inside_a_batch_is_damage_in_msync_mode() {
     let current = format::Slot::offset_for(slot.seq) as u64;
     flip(&path, current + 20, 0xff);
     flip(&path, current + 30, 0xff);
-    let before = std::fs::read(&path).unwrap();
-    match Log::open(&path, &msync) {
-        Err(Error::Corrupted { offset, .. }) => assert_eq!(offset, current),
+    assert_eq!(open_refused_at_slot(&path, &msync).0, current);
+}
+
+/// A writable open of `path` with `opts`, which must fail with `Error::Corrupted` and write
+/// nothing; its offset and LSN.
+fn open_refused_at_slot(path: &Path, opts: &Options) -> (u64, Lsn) {
+    let before = std::fs::read(path).unwrap();
+    let at = match Log::open(path, opts) {
+        Err(Error::Corrupted { offset, lsn, .. }) => (offset, lsn),
         other => panic!(
-            "expected Corrupted at the slot, got {:?}",
+            "expected Corrupted, got {:?}",
             other.map(|l| l.recovery().clone())
         ),
-    }
+    };
     assert!(
-        std::fs::read(&path).unwrap() == before,
+        std::fs::read(path).unwrap() == before,
         "a refused open wrote"
     );
+    at
 }
 
 /// The writer's close writes the reader area's words back: a power failure after it leaves
