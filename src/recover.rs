@@ -187,7 +187,8 @@ pub(crate) fn slot_short_of_published(
         offset: u.offset,
         lsn: scan.next_lsn,
         reason: "the metadata slot here does not decode, and published entries lie past where \
-                 the other copy leads: damage took the current slot (a salvage lists them as a gap)",
+                 the other copy leads: damage took the current slot (a salvage lists them as a \
+                 gap)",
         beyond: 0,
         beyond_lsns: None,
     })
