@@ -3262,24 +3262,33 @@ fn follow_from_44_after_a_truncation_to_40(
 fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations() {
     let dir = tempdir();
     let path = dir.path().join("f.dax");
-    let (log, mut child, lines, errs) = follow_from_44_after_a_truncation_to_40(&path);
+    let (log, child, lines, errs) = follow_from_44_after_a_truncation_to_40(&path);
     log.truncate_after(38).unwrap();
     for i in 39..=50 {
         log.append(format!("new {i}").as_bytes()).unwrap();
     }
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert_eq!(
-        rest,
-        (44..=50)
-            .map(|i| format!("{i}\tnew {i}"))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let more: Vec<String> = errs.map(|l| l.unwrap()).collect();
+    let (rest, more) = follow_ends(child, lines, errs);
+    assert_eq!(rest, new_lines(44..=50));
     assert!(
         more.is_empty(),
         "a warning where nothing printed was deleted: {more:?}"
     );
+}
+
+/// What a `follow` with `--idle-exit` printed on stdout and on stderr until it exited, with 0.
+fn follow_ends(
+    mut child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    errs: std::io::Lines<BufReader<std::process::ChildStderr>>,
+) -> (Vec<String>, Vec<String>) {
+    let rest = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    (rest, errs.map(|l| l.unwrap()).collect())
+}
+
+/// `follow --lsn`'s lines for entries `new N` at `lsns`.
+fn new_lines(lsns: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    lsns.map(|i| format!("{i}\tnew {i}")).collect()
 }
 
 /// A head truncation that overtakes `follow --from N` after a suffix truncation below N sent
@@ -3288,18 +3297,11 @@ fn follow_from_prints_nothing_below_it_and_warns_once_for_two_suffix_truncations
 fn follow_from_names_only_truncated_entries_from_it() {
     let dir = tempdir();
     let path = dir.path().join("f.dax");
-    let (log, mut child, lines, errs) = follow_from_44_after_a_truncation_to_40(&path);
+    let (log, child, lines, errs) = follow_from_44_after_a_truncation_to_40(&path);
     // Its reader is back at 41: the head truncation takes 41..=47 before it reads them.
     append_while_stopped(&log, child.id() as i32, 41..=50, 48);
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert_eq!(
-        rest,
-        (48..=50)
-            .map(|i| format!("{i}\tnew {i}"))
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let more: Vec<String> = errs.map(|l| l.unwrap()).collect();
+    let (rest, more) = follow_ends(child, lines, errs);
+    assert_eq!(rest, new_lines(48..=50));
     assert_eq!(
         more,
         [format!(
